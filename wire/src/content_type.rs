@@ -1,0 +1,186 @@
+//! Message content types: the `content type` field of the frame prefix.
+//!
+//! Three families share one number space:
+//! - channel types 0..=5, from OpenZiti's `channel` library;
+//! - edge types 60783..=60807, from the OpenZiti edge protocol (SDK <-> edge router);
+//! - Weft's own link (`0x5746_00xx`) and control (`0x5743_00xx`) types, chosen far
+//!   from both so that a frame sent to the wrong listener is rejected, never misread.
+//!
+//! Sources, cited per constant: `sdkc` = ziti-sdk-c 0.29.3 `inc_internal/edge_protocol.h`
+//! (enum content_type); `ch` = openziti/channel v0.18.58 `messages.go`; `sdkgo` =
+//! sdk-golang v0.16.103 `ziti/edge/messages.go`; `sdkgoHEAD` = sdk-golang HEAD
+//! `pb/edge_client_pb/edge_client.proto`. See `docs/wire-format.md`.
+
+use std::fmt;
+
+/// The content type of a frame (int32 little-endian at prefix offset 4).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ContentType(pub i32);
+
+macro_rules! content_types {
+    ($( $(#[$doc:meta])* $name:ident = $value:expr; )*) => {
+        impl ContentType {
+            $( $(#[$doc])* pub const $name: Self = Self($value); )*
+
+            /// The symbolic name of a known content type.
+            pub fn name(self) -> Option<&'static str> {
+                match self {
+                    $( Self::$name => Some(stringify!($name)), )*
+                    _ => None,
+                }
+            }
+
+            /// Every content type this crate knows, in declaration order.
+            pub const ALL: &'static [Self] = &[$( Self::$name ),*];
+        }
+    };
+}
+
+content_types! {
+    // ---- channel (ch: messages.go ~19-26; sdkc: edge_protocol.h enum content_type) ----
+    /// First message on every channel; SDK -> router with the API session token.
+    HELLO = 0;
+    /// Channel ping (Go only; the C SDK never sends or answers it).
+    PING = 1;
+    /// Reply to a hello or a latency probe: header 2 carries success, header 1 the request seq.
+    RESULT = 2;
+    /// Latency probe, header 128 carries the sender's clock (sdkc channel.c send_latency_probe).
+    LATENCY = 3;
+    /// Go-only latency response type; the C SDK never uses it.
+    LATENCY_RESPONSE = 4;
+    /// Go channel heartbeat (headers 5/6); dropped by the C SDK.
+    HEARTBEAT = 5;
+
+    // ---- edge (sdkc: edge_protocol.h lines 25-45; sdkgo: messages.go lines 27-42) ----
+    /// SDK -> router: dial a service; body is the Dial session token.
+    CONNECT = 60783;
+    /// Router -> SDK: success reply to Connect, Bind or DialSuccess.
+    STATE_CONNECTED = 60784;
+    /// Either way: a connection or listener closed; body is the reason.
+    STATE_CLOSED = 60785;
+    /// Either way: payload for one connection; header 1010 carries FIN.
+    DATA = 60786;
+    /// Router -> hosting SDK: a client wants this listener; body is the Bind session token.
+    DIAL = 60787;
+    /// Hosting SDK -> router: dial accepted; body is the new conn id (uint32 LE).
+    DIAL_SUCCESS = 60788;
+    /// Hosting SDK -> router: dial refused; body is the reason.
+    DIAL_FAILED = 60789;
+    /// SDK -> router: host a service; body is the Bind session token.
+    BIND = 60790;
+    /// SDK -> router: stop hosting (Go SDKs; the C SDK 0.29.3 sends StateClosed instead).
+    UNBIND = 60791;
+    /// Router -> SDK: session ended (not handled by the C SDK 0.29.3).
+    STATE_SESSION_ENDED = 60792;
+    /// Router <-> SDK terminator probe (not handled by the C SDK 0.29.3).
+    PROBE = 60793;
+    /// SDK -> router: change a terminator's cost or precedence (Go SDKs).
+    UPDATE_BIND = 60794;
+    /// SDK -> router: terminator health (sdkgoHEAD; not defined in 0.29.3).
+    HEALTH_EVENT = 60795;
+    /// Trace route request (sdkgoHEAD).
+    TRACE_ROUTE = 60796;
+    /// Trace route response (sdkgoHEAD).
+    TRACE_ROUTE_RESPONSE = 60797;
+    /// Connection inspect request (sdkgoHEAD).
+    CONN_INSPECT_REQUEST = 60798;
+    /// Connection inspect response (sdkgoHEAD).
+    CONN_INSPECT_RESPONSE = 60799;
+    /// Router -> SDK: bind succeeded (sdkgoHEAD).
+    BIND_SUCCESS = 60800;
+    /// Router -> SDK: API session token update accepted (sdkgoHEAD).
+    UPDATE_TOKEN_SUCCESS = 60801;
+    /// Router -> SDK: API session token update refused (sdkgoHEAD).
+    UPDATE_TOKEN_FAILURE = 60802;
+    /// SDK -> router: new API session token for this channel (sdkgoHEAD).
+    UPDATE_TOKEN = 60803;
+    /// Inspect request (sdkgoHEAD).
+    INSPECT_REQUEST = 60804;
+    /// Inspect response (sdkgoHEAD).
+    INSPECT_RESPONSE = 60805;
+    /// Connect with a protobuf-era header set (sdkgoHEAD).
+    CONNECT_V2 = 60806;
+    /// Route a circuit to an SDK-hosted xgress (sdkgoHEAD).
+    ROUTE_CIRCUIT = 60807;
+
+    // ---- Weft link (router <-> router), see crate::link ----
+    /// Link hello: the dialing router names itself.
+    LINK_HELLO = 0x5746_0001;
+    /// Payload of one circuit.
+    LINK_DATA = 0x5746_0002;
+    /// Flow-control credit for one circuit: the receiver consumed this many bytes.
+    LINK_CREDIT = 0x5746_0003;
+    /// A circuit ended; body is the reason.
+    LINK_CLOSE = 0x5746_0004;
+
+    // ---- Weft control (router <-> controller), bodies are protobuf, see crate::control ----
+    /// Router -> controller: `RouterHello`.
+    CONTROL_ROUTER_HELLO = 0x5743_0001;
+    /// Controller -> router: `HelloAck`.
+    CONTROL_HELLO_ACK = 0x5743_0002;
+    /// Controller -> router: `StateSync`, the full state a router needs.
+    CONTROL_STATE_SYNC = 0x5743_0003;
+    /// Controller -> router: `StateUpdate`, incremental adds and removes.
+    CONTROL_STATE_UPDATE = 0x5743_0004;
+    /// Router -> controller: `CreateTerminatorRequest`.
+    CONTROL_CREATE_TERMINATOR = 0x5743_0005;
+    /// Controller -> router: `CreateTerminatorResponse`.
+    CONTROL_CREATE_TERMINATOR_RESPONSE = 0x5743_0006;
+    /// Router -> controller: `RemoveTerminatorRequest`.
+    CONTROL_REMOVE_TERMINATOR = 0x5743_0007;
+    /// Either way: `ErrorReply` to a request.
+    CONTROL_ERROR = 0x5743_0008;
+}
+
+impl ContentType {
+    /// True for the edge protocol's types (60783..=60807).
+    pub fn is_edge(self) -> bool {
+        (Self::CONNECT.0..=Self::ROUTE_CIRCUIT.0).contains(&self.0)
+    }
+
+    /// True for Weft link types.
+    pub fn is_link(self) -> bool {
+        self.0 & !0xff == 0x5746_0000
+    }
+
+    /// True for Weft control types.
+    pub fn is_control(self) -> bool {
+        self.0 & !0xff == 0x5743_0000
+    }
+}
+
+impl fmt::Debug for ContentType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.name() {
+            Some(name) => write!(f, "{name}({})", self.0),
+            None => write!(f, "ContentType({})", self.0),
+        }
+    }
+}
+
+impl fmt::Display for ContentType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_families_disjoint() {
+        let mut seen = std::collections::HashSet::new();
+        for ct in ContentType::ALL {
+            assert!(seen.insert(ct.0), "duplicate value {ct:?}");
+            let families = [ct.0 <= 5, ct.is_edge(), ct.is_link(), ct.is_control()];
+            assert_eq!(families.iter().filter(|f| **f).count(), 1, "{ct:?}");
+        }
+    }
+
+    #[test]
+    fn debug_shows_name() {
+        assert_eq!(format!("{:?}", ContentType::DATA), "DATA(60786)");
+        assert_eq!(format!("{:?}", ContentType(7)), "ContentType(7)");
+    }
+}

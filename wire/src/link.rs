@@ -1,0 +1,224 @@
+//! Weft's link protocol (router <-> router), on the same V2 framing as the edge.
+//!
+//! This protocol is Weft's own (OpenZiti's fabric protocol is not spoken between Weft
+//! routers). Content types are `ContentType::LINK_*`, header ids `HeaderId::LINK_*`:
+//!
+//! | message | headers | body |
+//! |---|---|---|
+//! | `LINK_HELLO` | `LINK_ROUTER_ID` | empty; answered by a Result (header 2, header 1) |
+//! | `LINK_DATA` | `LINK_CIRCUIT_ID` (u64), `LINK_SEQ` (u64), [`LINK_FLAGS` (u32)] | payload, relayed untouched |
+//! | `LINK_CREDIT` | `LINK_CIRCUIT_ID`, `LINK_CREDIT` (u32 bytes consumed) | empty |
+//! | `LINK_CLOSE` | `LINK_CIRCUIT_ID` | reason |
+//!
+//! Many circuits share one link; each has a credit window so one slow reader never
+//! stalls the link (see `docs/wire-format.md`).
+
+use bytes::BytesMut;
+
+use crate::headers::HeaderValue;
+use crate::{ContentType, EncodeError, Frame, FrameEncoder, HeaderId, MessageError};
+
+fn expect(frame: &Frame, expected: ContentType) -> Result<(), MessageError> {
+    match frame.content_type() == expected {
+        true => Ok(()),
+        false => Err(MessageError::WrongContentType {
+            expected,
+            actual: frame.content_type(),
+        }),
+    }
+}
+
+fn required(frame: &Frame, id: HeaderId) -> Result<HeaderValue<'_>, MessageError> {
+    frame.header(id).ok_or(MessageError::MissingHeader(id))
+}
+
+fn u64_header(frame: &Frame, id: HeaderId) -> Result<u64, MessageError> {
+    required(frame, id)?
+        .as_u64()
+        .map_err(|error| MessageError::BadHeader { id, error })
+}
+
+fn u32_header(frame: &Frame, id: HeaderId) -> Result<u32, MessageError> {
+    required(frame, id)?
+        .as_u32()
+        .map_err(|error| MessageError::BadHeader { id, error })
+}
+
+/// First frame on a link: the dialing router names itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkHello<'a> {
+    /// The dialing router's id (checked against its certificate by the listener).
+    pub router_id: &'a str,
+}
+
+impl<'a> LinkHello<'a> {
+    /// Parses a link hello.
+    pub fn parse(frame: &'a Frame) -> Result<Self, MessageError> {
+        expect(frame, ContentType::LINK_HELLO)?;
+        let id = HeaderId::LINK_ROUTER_ID;
+        Ok(Self {
+            router_id: required(frame, id)?
+                .as_str()
+                .map_err(|error| MessageError::BadHeader { id, error })?,
+        })
+    }
+
+    /// Appends the frame.
+    pub fn encode(&self, sequence: i32, out: &mut BytesMut) -> Result<(), EncodeError> {
+        FrameEncoder::new(out, ContentType::LINK_HELLO, sequence)
+            .str(HeaderId::LINK_ROUTER_ID, self.router_id)
+            .finish(0)
+    }
+}
+
+/// Payload of one circuit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkData<'a> {
+    /// Circuit id on this link.
+    pub circuit_id: u64,
+    /// Per-circuit sequence, from 1.
+    pub seq: u64,
+    /// Flags; [`crate::edge::FLAG_FIN`] marks a half-close.
+    pub flags: u32,
+    /// The payload (an edge Data body), relayed untouched.
+    pub payload: &'a [u8],
+}
+
+impl<'a> LinkData<'a> {
+    /// Parses a link data frame.
+    pub fn parse(frame: &'a Frame) -> Result<Self, MessageError> {
+        expect(frame, ContentType::LINK_DATA)?;
+        let flags = match frame.header(HeaderId::LINK_FLAGS) {
+            Some(v) => v.as_u32().map_err(|error| MessageError::BadHeader {
+                id: HeaderId::LINK_FLAGS,
+                error,
+            })?,
+            None => 0,
+        };
+        Ok(Self {
+            circuit_id: u64_header(frame, HeaderId::LINK_CIRCUIT_ID)?,
+            seq: u64_header(frame, HeaderId::LINK_SEQ)?,
+            flags,
+            payload: frame.body(),
+        })
+    }
+
+    /// Appends only the head; the payload follows in the same vectored write.
+    pub fn encode_head(&self, sequence: i32, out: &mut BytesMut) -> Result<(), EncodeError> {
+        let mut enc = FrameEncoder::new(out, ContentType::LINK_DATA, sequence);
+        enc.u64(HeaderId::LINK_CIRCUIT_ID, self.circuit_id)
+            .u64(HeaderId::LINK_SEQ, self.seq);
+        if self.flags != 0 {
+            enc.u32(HeaderId::LINK_FLAGS, self.flags);
+        }
+        enc.finish(self.payload.len())
+    }
+
+    /// Appends the whole frame (copies the payload).
+    pub fn encode(&self, sequence: i32, out: &mut BytesMut) -> Result<(), EncodeError> {
+        self.encode_head(sequence, out)?;
+        out.extend_from_slice(self.payload);
+        Ok(())
+    }
+}
+
+/// Credit returned to a circuit's sender.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkCredit {
+    /// Circuit id on this link.
+    pub circuit_id: u64,
+    /// Payload bytes the receiver consumed since its last credit.
+    pub credit: u32,
+}
+
+impl LinkCredit {
+    /// Parses a credit frame.
+    pub fn parse(frame: &Frame) -> Result<Self, MessageError> {
+        expect(frame, ContentType::LINK_CREDIT)?;
+        Ok(Self {
+            circuit_id: u64_header(frame, HeaderId::LINK_CIRCUIT_ID)?,
+            credit: u32_header(frame, HeaderId::LINK_CREDIT)?,
+        })
+    }
+
+    /// Appends the frame.
+    pub fn encode(&self, sequence: i32, out: &mut BytesMut) -> Result<(), EncodeError> {
+        FrameEncoder::new(out, ContentType::LINK_CREDIT, sequence)
+            .u64(HeaderId::LINK_CIRCUIT_ID, self.circuit_id)
+            .u32(HeaderId::LINK_CREDIT, self.credit)
+            .finish(0)
+    }
+}
+
+/// A circuit ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkClose<'a> {
+    /// Circuit id on this link.
+    pub circuit_id: u64,
+    /// Why, for logs and for the StateClosed sent to the SDK.
+    pub reason: &'a [u8],
+}
+
+impl<'a> LinkClose<'a> {
+    /// Parses a close frame.
+    pub fn parse(frame: &'a Frame) -> Result<Self, MessageError> {
+        expect(frame, ContentType::LINK_CLOSE)?;
+        Ok(Self {
+            circuit_id: u64_header(frame, HeaderId::LINK_CIRCUIT_ID)?,
+            reason: frame.body(),
+        })
+    }
+
+    /// Appends the frame.
+    pub fn encode(&self, sequence: i32, out: &mut BytesMut) -> Result<(), EncodeError> {
+        FrameEncoder::new(out, ContentType::LINK_CLOSE, sequence)
+            .u64(HeaderId::LINK_CIRCUIT_ID, self.circuit_id)
+            .finish_with_body(self.reason)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Decoded, Decoder, Limits};
+
+    fn decode_all(bytes: &[u8]) -> Vec<Frame> {
+        let mut d = Decoder::new(Limits::DEFAULT);
+        d.extend_from_slice(bytes);
+        let mut out = Vec::new();
+        while let Ok(Decoded::Frame(f)) = d.decode() {
+            out.push(f);
+        }
+        out
+    }
+
+    #[test]
+    fn link_messages_round_trip() {
+        let mut buf = BytesMut::new();
+        LinkHello { router_id: "r1" }.encode(1, &mut buf).unwrap();
+        let data = LinkData {
+            circuit_id: u64::MAX,
+            seq: 5,
+            flags: 1,
+            payload: b"abc",
+        };
+        data.encode(2, &mut buf).unwrap();
+        let credit = LinkCredit {
+            circuit_id: 7,
+            credit: 65536,
+        };
+        credit.encode(3, &mut buf).unwrap();
+        let close = LinkClose {
+            circuit_id: 7,
+            reason: b"bye",
+        };
+        close.encode(4, &mut buf).unwrap();
+        let frames = decode_all(&buf);
+        assert_eq!(frames.len(), 4);
+        assert_eq!(LinkHello::parse(&frames[0]).unwrap().router_id, "r1");
+        assert_eq!(LinkData::parse(&frames[1]).unwrap(), data);
+        assert_eq!(LinkCredit::parse(&frames[2]).unwrap(), credit);
+        assert_eq!(LinkClose::parse(&frames[3]).unwrap(), close);
+        assert!(LinkData::parse(&frames[2]).is_err());
+    }
+}
