@@ -132,7 +132,7 @@ fn reply_for(frame: &Frame) -> Result<Option<i32>, MessageError> {
         .transpose()
 }
 
-fn optional<'a>(frame: &'a Frame, id: HeaderId) -> Option<&'a [u8]> {
+fn optional(frame: &Frame, id: HeaderId) -> Option<&[u8]> {
     frame.header(id).map(|v| v.as_bytes())
 }
 
