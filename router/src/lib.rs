@@ -1,6 +1,12 @@
 //! `weft-router`: the edge router's data plane.
 //!
-//! Planned contents (issue "router"): per-core shards on io_uring (epoll fallback),
-//! mTLS edge and link listeners speaking the frames of `weft-wire`, forwarding tables,
-//! the control-channel client and push revocation. See `shared/design/ARCHITECTURE.md`.
-//! This crate holds no code yet.
+//! Present so far, all sans-IO (no sockets, no clock: time is an input):
+//! - [`sessions`]: the API sessions and service sessions the controller pushed, how they
+//!   change, and the checks a hello, Connect or Bind must pass.
+//!
+//! To come (issue "router"): the per-connection edge state machine, forwarding between
+//! connections and shards, per-core io_uring drivers with an epoll fallback, the
+//! control-channel client and metrics. See `shared/design/ARCHITECTURE.md`.
+
+pub mod edge;
+pub mod sessions;

@@ -1,0 +1,129 @@
+//! What an [`super::EdgeConnection`] produces.
+
+use bytes::Bytes;
+use weft_wire::edge::Precedence;
+
+/// A router-wide circuit id, chosen by the forwarding layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CircuitId(pub u64);
+
+/// One frame to write: `head` (prefix and headers) then `payload`, as one vectored write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// Prefix and header block.
+    pub head: Bytes,
+    /// Body; shares memory with the frame it was received in when relayed.
+    pub payload: Bytes,
+}
+
+impl Transmit {
+    /// Total bytes on the wire.
+    pub fn len(&self) -> usize {
+        self.head.len() + self.payload.len()
+    }
+
+    /// True when there is nothing to write (never produced).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Why the whole edge connection must close.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// No hello within the deadline.
+    HelloTimeout,
+    /// The hello's API session was refused (after acknowledging it, spec §2.4).
+    HelloRejected(crate::sessions::HelloRejection),
+    /// The first frame was not a hello.
+    ExpectedHello,
+    /// The byte stream or a message was malformed.
+    Malformed(String),
+    /// The connection's API session was removed by the controller.
+    ApiSessionRevoked,
+}
+
+/// What the forwarding layer must act on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EdgeEvent {
+    /// The hello was accepted: the connection belongs to this API session.
+    Authenticated {
+        /// API session id.
+        api_session_id: String,
+        /// Identity id.
+        identity_id: String,
+    },
+    /// The SDK dials a service: find a terminator, then answer with
+    /// `connect_succeeded` or `connect_failed`.
+    Dial {
+        /// The SDK's conn id.
+        conn_id: u32,
+        /// Session id of the Dial session.
+        session_id: String,
+        /// Service to reach.
+        service_id: String,
+        /// Dialer identity name (header 1008).
+        caller_id: Bytes,
+        /// Dialer public key (1003), when the service is encrypted.
+        public_key: Option<Bytes>,
+        /// Requested terminator instance (1006).
+        terminator_identity: Option<Bytes>,
+        /// Application data (1011).
+        app_data: Option<Bytes>,
+    },
+    /// The SDK hosts a service: register a terminator, then answer with
+    /// `bind_succeeded` or `bind_failed`.
+    Bind {
+        /// The SDK's listener id.
+        conn_id: u32,
+        /// Session id of the Bind session.
+        session_id: String,
+        /// Hosted service.
+        service_id: String,
+        /// Listener public key (1003).
+        public_key: Option<Bytes>,
+        /// Terminator instance identity (1006).
+        terminator_identity: Option<Bytes>,
+        /// Cost (1004), 0 when absent.
+        cost: u16,
+        /// Precedence (1005).
+        precedence: Precedence,
+    },
+    /// The host accepted a dial sent with `dial_host`; its new conn id now carries the
+    /// circuit.
+    HostAccepted {
+        /// The circuit.
+        circuit: CircuitId,
+        /// The host's new conn id.
+        conn_id: u32,
+    },
+    /// The host refused, timed out, or went away before answering a dial.
+    HostRefused {
+        /// The circuit.
+        circuit: CircuitId,
+        /// Why.
+        reason: String,
+    },
+    /// Payload from the SDK for a connected conn id (a FIN when `fin`).
+    Data {
+        /// The SDK's conn id.
+        conn_id: u32,
+        /// The body, untouched.
+        payload: Bytes,
+        /// Half-close flag.
+        fin: bool,
+    },
+    /// A connected (or dialing) conn id is gone: tear down its circuit. Sent whether the
+    /// SDK closed it or the router did.
+    ConnClosed {
+        /// The conn id.
+        conn_id: u32,
+    },
+    /// A listener is gone: remove its terminator.
+    Unbound {
+        /// The listener id.
+        conn_id: u32,
+    },
+    /// Close the whole connection (after writing what is queued).
+    Close(CloseReason),
+}

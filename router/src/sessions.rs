@@ -1,0 +1,320 @@
+//! The session state a router holds, as pushed by the controller over the control
+//! channel, and the checks made against it.
+//!
+//! The controller sends a full [`pb::StateSync`] when a router connects and
+//! [`pb::StateUpdate`]s after that. Every change reports what it removed, so the caller
+//! can close the connections and circuits that used a removed session at once
+//! (push revocation, ARCHITECTURE.md principle 6).
+
+use std::collections::HashMap;
+
+use weft_wire::control::pb;
+
+/// An API session an SDK may present in its hello.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiSession {
+    /// Controller id of the API session.
+    pub id: String,
+    /// Identity that authenticated.
+    pub identity_id: String,
+    /// Identity name (the SDK's caller id).
+    pub identity_name: String,
+    /// Lower-case hex SHA-1 fingerprints of the client certificates bound to it.
+    pub cert_fingerprints: Vec<String>,
+    /// Expiry, Unix milliseconds; `None` when it does not expire.
+    pub expires_at_unix_ms: Option<i64>,
+}
+
+/// Whether a service session dials or hosts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SessionKind {
+    /// Connect (dial) sessions.
+    Dial,
+    /// Bind (host) sessions.
+    Bind,
+}
+
+/// A service session an SDK may present in a Connect or Bind body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    /// Controller id of the session.
+    pub id: String,
+    /// API session the session was created under.
+    pub api_session_id: String,
+    /// Service it grants.
+    pub service_id: String,
+    /// Dial or Bind.
+    pub kind: SessionKind,
+}
+
+/// Why a hello is refused. The router still acknowledges the hello and then closes
+/// the connection (spec §2.4): the C SDK reacts to that by refreshing its API session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HelloRejection {
+    /// No API session has this token.
+    #[error("unknown API session token")]
+    UnknownToken,
+    /// The API session expired.
+    #[error("API session expired")]
+    Expired,
+    /// None of the client's certificates is bound to the API session.
+    #[error("client certificate not bound to the API session")]
+    CertificateMismatch,
+}
+
+/// Why a Connect or Bind session token is refused. Each is answered with StateClosed
+/// `Invalid Session` (spec §3.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SessionRejection {
+    /// No session has this token.
+    #[error("unknown session token")]
+    UnknownToken,
+    /// The session belongs to another API session than the connection's.
+    #[error("session belongs to another API session")]
+    WrongApiSession,
+    /// A Dial session used to bind, or the reverse.
+    #[error("wrong session type")]
+    WrongKind,
+}
+
+/// What a change removed; every connection and circuit using these must close.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Removed {
+    /// Ids of removed API sessions.
+    pub api_sessions: Vec<String>,
+    /// Ids of removed sessions, including those removed with their API session.
+    pub sessions: Vec<String>,
+}
+
+impl Removed {
+    /// True when nothing was removed.
+    pub fn is_empty(&self) -> bool {
+        self.api_sessions.is_empty() && self.sessions.is_empty()
+    }
+}
+
+/// A StateUpdate that does not follow the revision the table holds; the router must
+/// ask for a full sync.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("state update for revision {got} does not follow revision {held}")]
+pub struct RevisionGap {
+    /// Revision the table holds.
+    pub held: u64,
+    /// Revision of the update.
+    pub got: u64,
+}
+
+/// API sessions and sessions by token, with indexes by id.
+#[derive(Debug, Default)]
+pub struct SessionTable {
+    revision: u64,
+    api_sessions: HashMap<String, ApiSession>,
+    api_session_ids: HashMap<String, String>,
+    sessions: HashMap<String, Session>,
+    session_ids: HashMap<String, String>,
+}
+
+impl SessionTable {
+    /// An empty table at revision 0.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The controller revision the table reflects.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// Number of API sessions and sessions held.
+    pub fn len(&self) -> (usize, usize) {
+        (self.api_sessions.len(), self.sessions.len())
+    }
+
+    /// Replaces everything with a full sync; reports what disappeared.
+    pub fn apply_sync(&mut self, sync: pb::StateSync) -> Removed {
+        let old_api: Vec<String> = self.api_session_ids.keys().cloned().collect();
+        let old_sessions: Vec<String> = self.session_ids.keys().cloned().collect();
+        *self = Self {
+            revision: sync.revision,
+            ..Self::default()
+        };
+        for api_session in sync.api_sessions {
+            self.insert_api_session(api_session);
+        }
+        for session in sync.sessions {
+            self.insert_session(session);
+        }
+        Removed {
+            api_sessions: old_api
+                .into_iter()
+                .filter(|id| !self.api_session_ids.contains_key(id))
+                .collect(),
+            sessions: old_sessions
+                .into_iter()
+                .filter(|id| !self.session_ids.contains_key(id))
+                .collect(),
+        }
+    }
+
+    /// Applies an incremental update. Removals are applied after additions, so an
+    /// update that adds and removes the same id leaves it removed.
+    pub fn apply_update(&mut self, update: pb::StateUpdate) -> Result<Removed, RevisionGap> {
+        if update.revision != self.revision + 1 {
+            return Err(RevisionGap {
+                held: self.revision,
+                got: update.revision,
+            });
+        }
+        self.revision = update.revision;
+        for api_session in update.api_sessions_added {
+            self.insert_api_session(api_session);
+        }
+        for session in update.sessions_added {
+            self.insert_session(session);
+        }
+        let mut removed = Removed::default();
+        for id in update.sessions_removed {
+            if self.remove_session(&id) {
+                removed.sessions.push(id);
+            }
+        }
+        for id in update.api_sessions_removed {
+            self.remove_api_session(&id, &mut removed);
+        }
+        Ok(removed)
+    }
+
+    /// Removes API sessions whose expiry is at or before `now_unix_ms`, with their
+    /// sessions.
+    pub fn expire(&mut self, now_unix_ms: i64) -> Removed {
+        let expired: Vec<String> = self
+            .api_sessions
+            .values()
+            .filter(|a| a.expires_at_unix_ms.is_some_and(|t| t <= now_unix_ms))
+            .map(|a| a.id.clone())
+            .collect();
+        let mut removed = Removed::default();
+        for id in expired {
+            self.remove_api_session(&id, &mut removed);
+        }
+        removed
+    }
+
+    /// Checks a hello: the token names a live API session bound to one of the client's
+    /// certificate fingerprints (lower-case hex SHA-1 of the DER, as OpenZiti computes it,
+    /// `edge:internal/cert/fingerprint.go`).
+    pub fn check_hello(
+        &self,
+        token: &[u8],
+        client_fingerprints: &[String],
+        now_unix_ms: i64,
+    ) -> Result<&ApiSession, HelloRejection> {
+        let api_session = std::str::from_utf8(token)
+            .ok()
+            .and_then(|t| self.api_sessions.get(t))
+            .ok_or(HelloRejection::UnknownToken)?;
+        if api_session
+            .expires_at_unix_ms
+            .is_some_and(|t| t <= now_unix_ms)
+        {
+            return Err(HelloRejection::Expired);
+        }
+        let bound = client_fingerprints
+            .iter()
+            .any(|f| api_session.cert_fingerprints.iter().any(|b| b == f));
+        if !bound {
+            return Err(HelloRejection::CertificateMismatch);
+        }
+        Ok(api_session)
+    }
+
+    /// Checks a Connect or Bind token against the connection's API session.
+    pub fn check_session(
+        &self,
+        token: &[u8],
+        api_session_id: &str,
+        kind: SessionKind,
+    ) -> Result<&Session, SessionRejection> {
+        let session = std::str::from_utf8(token)
+            .ok()
+            .and_then(|t| self.sessions.get(t))
+            .ok_or(SessionRejection::UnknownToken)?;
+        if session.api_session_id != api_session_id {
+            return Err(SessionRejection::WrongApiSession);
+        }
+        if session.kind != kind {
+            return Err(SessionRejection::WrongKind);
+        }
+        Ok(session)
+    }
+
+    fn insert_api_session(&mut self, a: pb::ApiSession) {
+        if let Some(old_token) = self.api_session_ids.insert(a.id.clone(), a.token.clone()) {
+            self.api_sessions.remove(&old_token);
+        }
+        self.api_sessions.insert(
+            a.token,
+            ApiSession {
+                id: a.id,
+                identity_id: a.identity_id,
+                identity_name: a.identity_name,
+                cert_fingerprints: a
+                    .cert_fingerprints
+                    .into_iter()
+                    .map(|f| f.to_ascii_lowercase())
+                    .collect(),
+                expires_at_unix_ms: (a.expires_at_unix_ms != 0).then_some(a.expires_at_unix_ms),
+            },
+        );
+    }
+
+    fn insert_session(&mut self, s: pb::Session) {
+        let kind = match pb::SessionType::try_from(s.r#type) {
+            Ok(pb::SessionType::Dial) => SessionKind::Dial,
+            Ok(pb::SessionType::Bind) => SessionKind::Bind,
+            // A session of no known kind can be used for nothing; do not hold it.
+            _ => return,
+        };
+        if let Some(old_token) = self.session_ids.insert(s.id.clone(), s.token.clone()) {
+            self.sessions.remove(&old_token);
+        }
+        self.sessions.insert(
+            s.token,
+            Session {
+                id: s.id,
+                api_session_id: s.api_session_id,
+                service_id: s.service_id,
+                kind,
+            },
+        );
+    }
+
+    /// Removes an API session and every session created under it.
+    fn remove_api_session(&mut self, id: &str, removed: &mut Removed) {
+        let Some(token) = self.api_session_ids.remove(id) else {
+            return;
+        };
+        self.api_sessions.remove(&token);
+        let orphans: Vec<String> = self
+            .sessions
+            .values()
+            .filter(|s| s.api_session_id == id)
+            .map(|s| s.id.clone())
+            .collect();
+        for session_id in orphans {
+            self.remove_session(&session_id);
+            removed.sessions.push(session_id);
+        }
+        removed.api_sessions.push(id.to_owned());
+    }
+
+    fn remove_session(&mut self, id: &str) -> bool {
+        match self.session_ids.remove(id) {
+            Some(token) => self.sessions.remove(&token).is_some(),
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,171 @@
+use super::*;
+
+fn api(id: &str, token: &str, fp: &str, expires: i64) -> pb::ApiSession {
+    pb::ApiSession {
+        id: id.into(),
+        token: token.into(),
+        identity_id: format!("ident-{id}"),
+        identity_name: format!("name-{id}"),
+        cert_fingerprints: vec![fp.into()],
+        expires_at_unix_ms: expires,
+    }
+}
+
+fn session(id: &str, token: &str, api: &str, kind: pb::SessionType) -> pb::Session {
+    pb::Session {
+        id: id.into(),
+        token: token.into(),
+        api_session_id: api.into(),
+        service_id: "svc".into(),
+        r#type: kind as i32,
+        identity_id: String::new(),
+    }
+}
+
+fn table() -> SessionTable {
+    let mut t = SessionTable::new();
+    let removed = t.apply_sync(pb::StateSync {
+        revision: 10,
+        api_sessions: vec![
+            api("a1", "tok-a1", "AB01", 0),
+            api("a2", "tok-a2", "cd02", 5_000),
+        ],
+        sessions: vec![
+            session("s1", "tok-s1", "a1", pb::SessionType::Dial),
+            session("s2", "tok-s2", "a1", pb::SessionType::Bind),
+            session("s3", "tok-s3", "a2", pb::SessionType::Dial),
+        ],
+        ..Default::default()
+    });
+    assert!(removed.is_empty());
+    t
+}
+
+#[test]
+fn hello_checks_token_expiry_and_certificate() {
+    let t = table();
+    let fp = |s: &str| vec![s.to_owned()];
+    assert_eq!(t.check_hello(b"tok-a1", &fp("ab01"), 0).unwrap().id, "a1");
+    assert_eq!(
+        t.check_hello(b"nope", &fp("ab01"), 0),
+        Err(HelloRejection::UnknownToken)
+    );
+    assert_eq!(
+        t.check_hello(b"tok-a1", &fp("ffff"), 0),
+        Err(HelloRejection::CertificateMismatch)
+    );
+    assert_eq!(
+        t.check_hello(b"tok-a1", &[], 0),
+        Err(HelloRejection::CertificateMismatch)
+    );
+    assert!(t.check_hello(b"tok-a2", &fp("cd02"), 4_999).is_ok());
+    assert_eq!(
+        t.check_hello(b"tok-a2", &fp("cd02"), 5_000),
+        Err(HelloRejection::Expired)
+    );
+    assert_eq!(
+        t.check_hello(&[0xff, 0xfe], &fp("ab01"), 0),
+        Err(HelloRejection::UnknownToken)
+    );
+}
+
+#[test]
+fn session_checks_owner_and_kind() {
+    let t = table();
+    assert_eq!(
+        t.check_session(b"tok-s1", "a1", SessionKind::Dial)
+            .unwrap()
+            .id,
+        "s1"
+    );
+    assert_eq!(
+        t.check_session(b"tok-s1", "a1", SessionKind::Bind),
+        Err(SessionRejection::WrongKind)
+    );
+    assert_eq!(
+        t.check_session(b"tok-s3", "a1", SessionKind::Dial),
+        Err(SessionRejection::WrongApiSession)
+    );
+    assert_eq!(
+        t.check_session(b"tok-zz", "a1", SessionKind::Dial),
+        Err(SessionRejection::UnknownToken)
+    );
+}
+
+#[test]
+fn removing_an_api_session_removes_its_sessions() {
+    let mut t = table();
+    let removed = t
+        .apply_update(pb::StateUpdate {
+            revision: 11,
+            api_sessions_removed: vec!["a1".into()],
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(removed.api_sessions, vec!["a1".to_owned()]);
+    let mut sessions = removed.sessions;
+    sessions.sort();
+    assert_eq!(sessions, vec!["s1".to_owned(), "s2".to_owned()]);
+    assert_eq!(t.len(), (1, 1));
+    assert!(t.check_session(b"tok-s1", "a1", SessionKind::Dial).is_err());
+}
+
+#[test]
+fn updates_must_follow_the_revision() {
+    let mut t = table();
+    let gap = t.apply_update(pb::StateUpdate {
+        revision: 13,
+        ..Default::default()
+    });
+    assert_eq!(gap, Err(RevisionGap { held: 10, got: 13 }));
+    let removed = t
+        .apply_update(pb::StateUpdate {
+            revision: 11,
+            sessions_added: vec![session("s4", "tok-s4", "a2", pb::SessionType::Bind)],
+            sessions_removed: vec!["s3".into(), "unknown".into()],
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(removed.sessions, vec!["s3".to_owned()]);
+    assert!(t.check_session(b"tok-s4", "a2", SessionKind::Bind).is_ok());
+    assert_eq!(t.revision(), 11);
+}
+
+#[test]
+fn full_sync_reports_what_disappeared() {
+    let mut t = table();
+    let removed = t.apply_sync(pb::StateSync {
+        revision: 20,
+        api_sessions: vec![api("a2", "tok-a2", "cd02", 0)],
+        sessions: vec![session("s3", "tok-s3", "a2", pb::SessionType::Dial)],
+        ..Default::default()
+    });
+    assert_eq!(removed.api_sessions, vec!["a1".to_owned()]);
+    let mut sessions = removed.sessions;
+    sessions.sort();
+    assert_eq!(sessions, vec!["s1".to_owned(), "s2".to_owned()]);
+    assert_eq!(t.revision(), 20);
+}
+
+#[test]
+fn expiry_removes_sessions_without_moving_the_revision() {
+    let mut t = table();
+    assert!(t.expire(4_999).is_empty());
+    let removed = t.expire(5_000);
+    assert_eq!(removed.api_sessions, vec!["a2".to_owned()]);
+    assert_eq!(removed.sessions, vec!["s3".to_owned()]);
+    assert_eq!(t.revision(), 10);
+}
+
+#[test]
+fn a_rotated_token_replaces_the_old_one() {
+    let mut t = table();
+    t.apply_update(pb::StateUpdate {
+        revision: 11,
+        api_sessions_added: vec![api("a1", "tok-a1-new", "ab01", 0)],
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(t.check_hello(b"tok-a1", &["ab01".into()], 0).is_err());
+    assert!(t.check_hello(b"tok-a1-new", &["ab01".into()], 0).is_ok());
+}
