@@ -1,8 +1,11 @@
 //! `weft-controller`: controller-lite.
 //!
-//! Planned contents (issue "controller-lite"): the HTTPS Edge Client and Management
-//! APIs, the embedded store, PKI and enrollment, authentication, policy evaluation,
-//! sessions and the control channel to routers. This crate holds no code yet.
+//! Present so far:
+//! - [`policy`]: attribute-based policy evaluation (role selectors, a naive evaluator and
+//!   the indexed [`policy::PolicyIndex`], property-tested against each other).
+//!
+//! To come (issue "controller-lite"): the HTTPS Edge Client and Management APIs, the
+//! embedded store, PKI and enrollment, authentication, sessions and the control channel
+//! to routers.
 
-// Attribute-based policy evaluation (role selectors, naive and indexed evaluators).
 pub mod policy;
