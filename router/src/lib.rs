@@ -9,4 +9,5 @@
 //! control-channel client and metrics. See `shared/design/ARCHITECTURE.md`.
 
 pub mod edge;
+pub mod forward;
 pub mod sessions;

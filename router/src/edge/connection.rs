@@ -328,7 +328,7 @@ impl EdgeConnection {
             payload: &payload,
         };
         let head = |out: &mut BytesMut, seq| msg.encode_head(seq, out);
-        self.emit(head, payload.clone());
+        self.emit_tagged(head, payload.clone(), Some(conn_id));
         true
     }
 
@@ -392,6 +392,12 @@ impl EdgeConnection {
                 false => EdgeEvent::ConnClosed { conn_id },
             });
         }
+    }
+
+    /// Closes the connection from the router's side (socket lost, shutdown): events
+    /// for every conn id, listener and pending dial, then [`EdgeEvent::Close`].
+    pub fn abort(&mut self, reason: CloseReason) {
+        self.close(reason);
     }
 
     // ---- input ----
@@ -641,9 +647,19 @@ impl EdgeConnection {
         encode: impl FnOnce(&mut BytesMut, i32) -> Result<(), EncodeError>,
         payload: Bytes,
     ) -> i32 {
+        self.emit_tagged(encode, payload, None)
+    }
+
+    /// [`Self::emit`] for relayed Data, tagged with its conn id.
+    fn emit_tagged(
+        &mut self,
+        encode: impl FnOnce(&mut BytesMut, i32) -> Result<(), EncodeError>,
+        payload: Bytes,
+        data_conn_id: Option<u32>,
+    ) -> i32 {
         let sequence = self.next_sequence;
         self.next_sequence = self.next_sequence.wrapping_add(1);
-        self.push_transmit(sequence, encode, payload);
+        self.push_transmit(sequence, encode, payload, data_conn_id);
         sequence
     }
 
@@ -652,7 +668,7 @@ impl EdgeConnection {
         sequence: i32,
         encode: impl FnOnce(&mut BytesMut, i32) -> Result<(), EncodeError>,
     ) {
-        self.push_transmit(sequence, encode, Bytes::new());
+        self.push_transmit(sequence, encode, Bytes::new(), None);
     }
 
     fn push_transmit(
@@ -660,12 +676,14 @@ impl EdgeConnection {
         sequence: i32,
         encode: impl FnOnce(&mut BytesMut, i32) -> Result<(), EncodeError>,
         payload: Bytes,
+        data_conn_id: Option<u32>,
     ) {
         self.out.clear();
         match encode(&mut self.out, sequence) {
             Ok(()) => self.transmits.push_back(Transmit {
                 head: self.out.split().freeze(),
                 payload,
+                data_conn_id,
             }),
             // Only a >4 GiB body or header block fails to encode; nothing we build is.
             Err(e) => self.close(CloseReason::Malformed(format!("cannot encode: {e}"))),

@@ -14,6 +14,9 @@ pub struct Transmit {
     pub head: Bytes,
     /// Body; shares memory with the frame it was received in when relayed.
     pub payload: Bytes,
+    /// For relayed Data, the conn id it was sent on; the driver reports the transmit
+    /// back once written so the circuit's window opens again.
+    pub data_conn_id: Option<u32>,
 }
 
 impl Transmit {
@@ -41,6 +44,8 @@ pub enum CloseReason {
     Malformed(String),
     /// The connection's API session was removed by the controller.
     ApiSessionRevoked,
+    /// The socket failed or the peer went away.
+    Lost,
 }
 
 /// What the forwarding layer must act on.

@@ -148,9 +148,9 @@ pub struct StateUpdate {
 /// Router -> controller: an SDK bound a service on this router.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct CreateTerminatorRequest {
-    /// The Bind session token from the SDK's Bind body.
+    /// The Bind session the SDK presented (the router checked its token).
     #[prost(string, tag = "1")]
-    pub session_token: ::prost::alloc::string::String,
+    pub session_id: ::prost::alloc::string::String,
     #[prost(string, tag = "2")]
     pub address: ::prost::alloc::string::String,
     #[prost(string, tag = "3")]

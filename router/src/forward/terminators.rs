@@ -1,0 +1,126 @@
+//! Terminators hosted by SDKs on this shard, and how one is chosen for a dial.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use weft_wire::edge::Precedence;
+
+use super::ConnKey;
+
+/// A bound listener that can take dials for a service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Terminator {
+    /// The hosting edge connection.
+    pub conn: ConnKey,
+    /// The listener's conn id on it.
+    pub listener: u32,
+    /// Bind session that created it.
+    pub session_id: String,
+    /// Cost from the Bind (lower is preferred).
+    pub cost: u16,
+    /// Precedence from the Bind.
+    pub precedence: Precedence,
+    /// The listener's public key, for end-to-end encryption.
+    pub public_key: Option<Bytes>,
+    /// Instance identity (header 1006), for dials that ask for one host.
+    pub instance: Option<Bytes>,
+    /// Controller id once registered; `None` while the controller has not confirmed.
+    pub id: Option<String>,
+}
+
+fn rank(p: Precedence) -> u8 {
+    match p {
+        Precedence::Required => 0,
+        Precedence::Default => 1,
+        Precedence::Failed => 2,
+    }
+}
+
+/// The terminators of each service.
+#[derive(Debug, Default)]
+pub(crate) struct Terminators {
+    by_service: HashMap<String, Vec<Terminator>>,
+    /// (conn, listener) -> service, to find a terminator without a scan.
+    service_of: HashMap<(ConnKey, u32), String>,
+    /// Rotates among equally good terminators.
+    turn: usize,
+}
+
+impl Terminators {
+    pub(crate) fn insert(&mut self, service_id: &str, terminator: Terminator) {
+        self.service_of.insert(
+            (terminator.conn, terminator.listener),
+            service_id.to_owned(),
+        );
+        self.by_service
+            .entry(service_id.to_owned())
+            .or_default()
+            .push(terminator);
+    }
+
+    /// Removes the terminator of `(conn, listener)`; returns it with its service.
+    pub(crate) fn remove(&mut self, conn: ConnKey, listener: u32) -> Option<(String, Terminator)> {
+        let service = self.service_of.remove(&(conn, listener))?;
+        let list = self.by_service.get_mut(&service)?;
+        let index = list
+            .iter()
+            .position(|t| t.conn == conn && t.listener == listener)?;
+        let terminator = list.swap_remove(index);
+        if list.is_empty() {
+            self.by_service.remove(&service);
+        }
+        Some((service, terminator))
+    }
+
+    /// Removes every terminator hosted on `conn`.
+    pub(crate) fn remove_conn(&mut self, conn: ConnKey) -> Vec<Terminator> {
+        let listeners: Vec<u32> = self
+            .service_of
+            .keys()
+            .filter(|(c, _)| *c == conn)
+            .map(|(_, l)| *l)
+            .collect();
+        listeners
+            .into_iter()
+            .filter_map(|l| self.remove(conn, l).map(|(_, t)| t))
+            .collect()
+    }
+
+    pub(crate) fn get_mut(&mut self, conn: ConnKey, listener: u32) -> Option<&mut Terminator> {
+        let service = self.service_of.get(&(conn, listener))?;
+        self.by_service
+            .get_mut(service)?
+            .iter_mut()
+            .find(|t| t.conn == conn && t.listener == listener)
+    }
+
+    /// The best confirmed terminator for a dial: best precedence (required, default,
+    /// failed), then lowest cost, rotating among ties. With `instance`, only terminators
+    /// of that instance identity qualify.
+    pub(crate) fn choose(
+        &mut self,
+        service_id: &str,
+        instance: Option<&[u8]>,
+    ) -> Option<&Terminator> {
+        let list = self.by_service.get(service_id)?;
+        let eligible = |t: &&Terminator| {
+            t.id.is_some() && instance.is_none_or(|i| t.instance.as_deref() == Some(i))
+        };
+        let best = list
+            .iter()
+            .filter(eligible)
+            .map(|t| (rank(t.precedence), t.cost))
+            .min()?;
+        let ties: Vec<&Terminator> = list
+            .iter()
+            .filter(eligible)
+            .filter(|t| (rank(t.precedence), t.cost) == best)
+            .collect();
+        self.turn = self.turn.wrapping_add(1);
+        ties.get(self.turn % ties.len()).copied()
+    }
+
+    pub(crate) fn count(&self) -> usize {
+        self.service_of.len()
+    }
+}
