@@ -21,12 +21,14 @@ pub enum Decoded {
 
 /// Turns any chunking of a byte stream into frames.
 ///
-/// The driver either reads straight into [`Decoder::buffer_mut`] (no copy) or hands
-/// chunks to [`Decoder::extend_from_slice`], then calls [`Decoder::decode`] until it
-/// answers [`Decoded::NeedMore`]. Lengths are checked against the [`Limits`] as soon as
-/// the 20-byte prefix is in, before the buffer grows for the rest of the frame. Decoded
-/// frames share the buffer's memory; once they are dropped, the buffer reuses it, so a
-/// steady stream of frames allocates nothing.
+/// The driver either reads straight into [`Decoder::buffer_mut`] (no copy; reserve room
+/// first, at least what [`Decoded::NeedMore`] asked for) or hands chunks to
+/// [`Decoder::extend_from_slice`], then calls [`Decoder::decode`] until it answers
+/// [`Decoded::NeedMore`]. Lengths are checked against the [`Limits`] as soon as the
+/// 20-byte prefix is in, so a driver that reserves what `NeedMore` asks never grows the
+/// buffer past a frame the limits allow. Decoded frames share the buffer's memory; once
+/// they are dropped, the buffer reuses it, so a steady stream of frames allocates
+/// nothing.
 ///
 /// A malformed stream yields the same [`DecodeError`] on every later call: the
 /// connection must be closed.
@@ -95,8 +97,9 @@ impl Decoder {
         };
         let frame_len = prefix.frame_len();
         if self.buf.len() < frame_len {
-            // The lengths passed the limits, so growing to the whole frame is bounded.
-            self.buf.reserve(frame_len - self.buf.len());
+            // No reserve here: frames decoded earlier may still share the buffer, and
+            // growing it now would allocate. The driver reserves before its next read,
+            // by which time they are usually gone and the memory is reclaimed.
             return Ok(Decoded::NeedMore {
                 additional: frame_len - self.buf.len(),
             });

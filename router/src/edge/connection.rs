@@ -10,7 +10,7 @@ use weft_wire::edge::{
 };
 use weft_wire::{Decoded, Decoder, EncodeError, Frame, Limits};
 
-use super::event::{CircuitId, CloseReason, EdgeEvent, Transmit};
+use super::event::{CircuitId, CloseReason, EdgeEvent, Head, Transmit};
 use crate::sessions::{Removed, SessionKind, SessionTable};
 
 /// Settings of an edge connection.
@@ -681,7 +681,7 @@ impl EdgeConnection {
         self.out.clear();
         match encode(&mut self.out, sequence) {
             Ok(()) => self.transmits.push_back(Transmit {
-                head: self.out.split().freeze(),
+                head: Head::new(&self.out),
                 payload,
                 data_conn_id,
             }),

@@ -7,11 +7,63 @@ use weft_wire::edge::Precedence;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CircuitId(pub u64);
 
+/// Longest head kept inline: a relayed Data head is at most 56 bytes (prefix 20, then
+/// ConnId, Seq and Flags at 12 bytes each).
+pub const INLINE_HEAD: usize = 64;
+
+/// A frame's prefix and header block. Data heads live inline, so relaying payload
+/// allocates nothing; larger heads (hello replies, dials) are rare and go on the heap.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Head {
+    /// Up to [`INLINE_HEAD`] bytes.
+    Inline {
+        /// Storage; the first `len` bytes are the head.
+        bytes: [u8; INLINE_HEAD],
+        /// Bytes in use.
+        len: u8,
+    },
+    /// A longer head.
+    Heap(Bytes),
+}
+
+impl Head {
+    /// Copies `head` (inline when it fits).
+    pub fn new(head: &[u8]) -> Self {
+        match u8::try_from(head.len()) {
+            Ok(len) if head.len() <= INLINE_HEAD => {
+                let mut bytes = [0u8; INLINE_HEAD];
+                if let Some(slot) = bytes.get_mut(..head.len()) {
+                    slot.copy_from_slice(head);
+                }
+                Self::Inline { bytes, len }
+            }
+            _ => Self::Heap(Bytes::copy_from_slice(head)),
+        }
+    }
+}
+
+impl std::ops::Deref for Head {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Self::Inline { bytes, len } => bytes.get(..usize::from(*len)).unwrap_or_default(),
+            Self::Heap(b) => b,
+        }
+    }
+}
+
+impl std::fmt::Debug for Head {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Head({} bytes)", self.len())
+    }
+}
+
 /// One frame to write: `head` (prefix and headers) then `payload`, as one vectored write.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transmit {
     /// Prefix and header block.
-    pub head: Bytes,
+    pub head: Head,
     /// Body; shares memory with the frame it was received in when relayed.
     pub payload: Bytes,
     /// For relayed Data, the conn id it was sent on; the driver reports the transmit
