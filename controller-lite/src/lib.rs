@@ -1,5 +1,19 @@
 //! `weft-controller`: controller-lite.
 //!
-//! Planned contents (issue "controller-lite"): the HTTPS Edge Client and Management
-//! APIs, the embedded store, PKI and enrollment, authentication, policy evaluation,
-//! sessions and the control channel to routers. This crate holds no code yet.
+//! The HTTPS Edge Client API (OpenZiti paths and JSON shapes, consumable by the
+//! OpenZiti C SDK 0.29.3), the Edge Management API, the embedded SQLite store,
+//! the PKI with OTT enrollment, authentication, and the admin CLI `weft`.
+
+pub mod api;
+pub mod auth;
+pub mod authz;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod controller;
+pub mod enroll;
+pub mod error;
+pub mod model;
+pub mod pki;
+pub mod server;
+pub mod store;

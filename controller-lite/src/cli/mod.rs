@@ -1,0 +1,1 @@
+//! Admin CLI `weft` (placeholder until written).
