@@ -399,8 +399,11 @@ pub fn pkcs7_certs_only(certs: &[&[u8]]) -> Vec<u8> {
     der_tlv(0x30, &ci)
 }
 
-/// Reads one DER TLV: returns (tag, whole TLV, content, rest).
-fn read_tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8], &[u8])> {
+/// One DER TLV: (tag, whole TLV, content, rest of the input).
+type Tlv<'a> = (u8, &'a [u8], &'a [u8], &'a [u8]);
+
+/// Reads one DER TLV.
+fn read_tlv(input: &[u8]) -> Option<Tlv<'_>> {
     let tag = *input.first()?;
     let first = *input.get(1)?;
     let (len, hdr) = if first < 0x80 {

@@ -56,14 +56,14 @@ pub fn client_router(row: &EntityRow) -> Value {
     json!({
         "id": row.id,
         "name": row.name,
-        "hostname": d.get("hostname").cloned().unwrap_or(json!("")),
-        "supportedProtocols": d.get("supportedProtocols").cloned().unwrap_or(json!({})),
-        "urls": d.get("supportedProtocols").cloned().unwrap_or(json!({})),
+        "hostname": d.get("hostname").cloned().unwrap_or_else(|| json!("")),
+        "supportedProtocols": d.get("supportedProtocols").cloned().unwrap_or_else(|| json!({})),
+        "urls": d.get("supportedProtocols").cloned().unwrap_or_else(|| json!({})),
         "isOnline": false,
         "syncStatus": "SYNC_NEW",
-        "cost": d.get("cost").cloned().unwrap_or(json!(0)),
-        "noTraversal": d.get("noTraversal").cloned().unwrap_or(json!(false)),
-        "appData": d.get("appData").cloned().unwrap_or(json!({})),
+        "cost": d.get("cost").cloned().unwrap_or_else(|| json!(0)),
+        "noTraversal": d.get("noTraversal").cloned().unwrap_or(Value::Bool(false)),
+        "appData": d.get("appData").cloned().unwrap_or_else(|| json!({})),
         "createdAt": row.created_at,
         "updatedAt": row.updated_at,
         "tags": row.tags,
@@ -101,8 +101,11 @@ pub fn api_session(ctl: &Controller, s: &ApiSessionRow, identity: &EntityRow) ->
 pub fn current_identity(identity: &EntityRow) -> Value {
     let mut v = entity(identity);
     let d = &identity.data;
-    v["appData"] = d.get("appData").cloned().unwrap_or(json!({}));
-    v["defaultHostingCost"] = d.get("defaultHostingCost").cloned().unwrap_or(json!(0));
+    v["appData"] = d.get("appData").cloned().unwrap_or_else(|| json!({}));
+    v["defaultHostingCost"] = d
+        .get("defaultHostingCost")
+        .cloned()
+        .unwrap_or_else(|| json!(0));
     v["defaultHostingPrecedence"] = json!("default");
     v["serviceHostingCosts"] = json!({});
     v["serviceHostingPrecedences"] = json!({});

@@ -74,7 +74,7 @@ pub async fn service_updates(
 ) -> Result<Response, ApiError> {
     let last = match ctl.store.meta_get("last_change_at")? {
         Some(t) => t,
-        None => caller.session.created_at.clone(),
+        None => caller.session.created_at,
     };
     Ok(envelope::ok(json!({"lastChangeAt": last})))
 }

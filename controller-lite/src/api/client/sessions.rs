@@ -64,7 +64,7 @@ pub async fn create(
         id: uuid::Uuid::new_v4().simple().to_string(),
         token: uuid::Uuid::new_v4().to_string(),
         api_session_id: caller.session.id.clone(),
-        identity_id: caller.identity.id.clone(),
+        identity_id: caller.identity.id,
         service_id: body.service_id,
         session_type: body.session_type.as_str().into(),
         created_at: now.clone(),
