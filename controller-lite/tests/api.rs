@@ -735,3 +735,45 @@ async fn oversized_pre_auth_body_is_413() {
         assert_eq!(v["error"]["code"], "REQUEST_TOO_LARGE");
     }
 }
+
+#[tokio::test]
+async fn tls12_client_and_offline_identity_creation() {
+    let ctl = Ctl::start();
+    // `weft-controller create-identity` writes a JWT usable against the running controller.
+    let jwt_file = ctl.dir.join("offline.jwt");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weft-controller"))
+        .args(["create-identity", "--data-dir"])
+        .arg(&ctl.dir)
+        .args(["offline", "-a", "dialers", "-o"])
+        .arg(&jwt_file)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let jwt = std::fs::read_to_string(&jwt_file).unwrap();
+    let claims = jwt_claims(&jwt);
+    assert_eq!(
+        claims["iss"],
+        format!("https://localhost:{}", ctl.addr.port())
+    );
+    let (csr, key) = make_csr("offline");
+    let (status, v) = ctl.enroll(claims["jti"].as_str().unwrap(), &csr).await;
+    assert_eq!(status, 200, "{v}");
+    let cert = v["data"]["cert"].as_str().unwrap();
+    // TLS 1.2 only, as the C SDK 0.29.3 speaks.
+    let http = ctl.http_tls12_with_cert(cert, &key);
+    let res = http
+        .post(ctl.url("/authenticate?method=cert"))
+        .header("content-type", "application/json")
+        .body(SDK_AUTH_BODY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["data"]["identity"]["name"], "offline");
+}

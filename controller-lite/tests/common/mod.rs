@@ -104,13 +104,21 @@ impl Ctl {
     }
 
     fn tls(&self, client_cert: Option<(&str, &str)>) -> rustls::ClientConfig {
+        self.tls_with(client_cert, rustls::DEFAULT_VERSIONS)
+    }
+
+    fn tls_with(
+        &self,
+        client_cert: Option<(&str, &str)>,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> rustls::ClientConfig {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         for c in CertificateDer::pem_slice_iter(self.ca_pem().as_bytes()) {
             roots.add(c.unwrap()).unwrap();
         }
         let b = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(versions)
             .unwrap()
             .with_root_certificates(roots);
         match client_cert {
@@ -142,6 +150,11 @@ impl Ctl {
     /// Client presenting a certificate.
     pub fn http_with_cert(&self, cert_pem: &str, key_pem: &str) -> reqwest::Client {
         self.build(self.tls(Some((cert_pem, key_pem))))
+    }
+
+    /// Client limited to TLS 1.2 (like the C SDK's mbedTLS build), with a certificate.
+    pub fn http_tls12_with_cert(&self, cert_pem: &str, key_pem: &str) -> reqwest::Client {
+        self.build(self.tls_with(Some((cert_pem, key_pem)), &[&rustls::version::TLS12]))
     }
 
     /// Logs in as admin; returns the `zt-session` token.
