@@ -472,4 +472,75 @@ mod tests {
         let certs = parse_pkcs7_certs(&der).unwrap();
         assert_eq!(certs, vec![vec![0x30, 0x01, 0x00], vec![0x30, 0x00]]);
     }
+
+    fn csr_with_netscape_cert_type() -> (String, KeyPair) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "requested");
+        // Netscape cert type "SSL client", as the C SDK's CSR carries (spec §9.4).
+        params
+            .custom_extensions
+            .push(rcgen::CustomExtension::from_oid_content(
+                &[2, 16, 840, 1, 113730, 1, 1],
+                vec![0x03, 0x02, 0x07, 0x80],
+            ));
+        (params.serialize_request(&key).unwrap().pem().unwrap(), key)
+    }
+
+    #[test]
+    fn signs_csr_public_key_with_controller_chosen_subject() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::load_or_create(dir.path(), &["localhost".into()]).unwrap();
+        let (csr, key) = csr_with_netscape_cert_type();
+        let issued = pki.sign_client_csr(&csr, "identity-1", 1).unwrap();
+        use rustls::pki_types::pem::PemObject;
+        let der = CertificateDer::from_pem_slice(issued.pem.as_bytes()).unwrap();
+        assert!(pki.verify_client_leaf(der.as_ref()));
+        assert_eq!(issued.fingerprint, fingerprint(der.as_ref()));
+        let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
+        assert_eq!(
+            cert.subject()
+                .iter_common_name()
+                .next()
+                .unwrap()
+                .as_str()
+                .unwrap(),
+            "identity-1"
+        );
+        assert_eq!(
+            cert.public_key().subject_public_key.data.as_ref(),
+            key.public_key_raw()
+        );
+        // A restart loads the same CA.
+        let again = Pki::load_or_create(dir.path(), &["localhost".into()]).unwrap();
+        assert_eq!(again.ca_bundle_pem(), pki.ca_bundle_pem());
+        assert!(again.verify_client_leaf(der.as_ref()));
+    }
+
+    #[test]
+    fn rejects_tampered_or_garbage_csr() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::load_or_create(dir.path(), &["localhost".into()]).unwrap();
+        let (csr, _) = csr_with_netscape_cert_type();
+        use rustls::pki_types::pem::PemObject;
+        let der = rustls::pki_types::CertificateSigningRequestDer::from_pem_slice(csr.as_bytes())
+            .unwrap();
+        let mut bytes = der.as_ref().to_vec();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x01;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&bytes);
+        let tampered = format!(
+            "-----BEGIN CERTIFICATE REQUEST-----\n{b64}\n-----END CERTIFICATE REQUEST-----\n"
+        );
+        assert!(matches!(
+            pki.sign_client_csr(&tampered, "x", 1),
+            Err(CsrError::BadSignature)
+        ));
+        assert!(matches!(
+            pki.sign_client_csr("hello", "x", 1),
+            Err(CsrError::NotPem)
+        ));
+    }
 }
