@@ -58,9 +58,9 @@ impl Config {
             Some(p) => toml::from_str(&std::fs::read_to_string(p)?)?,
             None => Self::default(),
         };
-        if cfg.api_session_timeout_secs < 60 {
+        if cfg.api_session_timeout_secs < 1 {
             return Err(ConfigError::Invalid(
-                "api_session_timeout_secs must be >= 60".into(),
+                "api_session_timeout_secs must be positive".into(),
             ));
         }
         if cfg.enrollment_ttl_secs < 1 || cfg.identity_cert_days < 1 {

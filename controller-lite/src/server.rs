@@ -40,6 +40,7 @@ pub async fn run(
     std::fs::write(data_dir.join(ADDR_FILE), format!("{addr}\n"))?;
     tracing::info!(%addr, url = %ctl.public_url, "weft-controller listening");
     println!("listening on {addr}");
+    tokio::spawn(sweep_idle_sessions(ctl.clone()));
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer_addr) = tokio::select! {
@@ -88,4 +89,18 @@ pub async fn run(
         });
     }
     Ok(())
+}
+
+/// Removes idle API sessions (and their sessions) once a minute.
+async fn sweep_idle_sessions(ctl: Arc<Controller>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        let cutoff = crate::clock::now_unix() - ctl.config.api_session_timeout_secs;
+        match ctl.store.delete_idle_api_sessions(cutoff) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "expired API sessions removed"),
+            Err(e) => tracing::warn!(error = %e, "API session sweep failed"),
+        }
+    }
 }

@@ -777,3 +777,25 @@ async fn tls12_client_and_offline_identity_creation() {
     let v: Value = res.json().await.unwrap();
     assert_eq!(v["data"]["identity"]["name"], "offline");
 }
+
+#[tokio::test]
+async fn api_session_expires_and_rejections_are_envelopes() {
+    let ctl = Ctl::start_with("api_session_timeout_secs = 1");
+    let admin = ctl.admin_token().await;
+    let http = ctl.http();
+    // A path parameter that is not valid UTF-8 is rejected by axum itself; it
+    // still comes back as a JSON envelope.
+    let (status, v) = get(&http, &ctl.mgmt("/services/%FF"), &admin).await;
+    assert_eq!(status, 400);
+    assert_eq!(v["error"]["code"], "INVALID_PARAMETER");
+    let res = http.put(ctl.url("/version")).send().await.unwrap();
+    assert_eq!(res.status(), 405);
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "METHOD_NOT_ALLOWED");
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let (status, v) = get(&http, &ctl.mgmt("/services"), &admin).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (401, Some("UNAUTHORIZED"))
+    );
+}

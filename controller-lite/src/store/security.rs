@@ -358,6 +358,23 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes API sessions idle since before `cutoff` (Unix seconds) and their
+    /// sessions; returns how many API sessions were removed.
+    pub fn delete_idle_api_sessions(&self, cutoff: i64) -> Result<usize, StoreError> {
+        let mut c = self.lock()?;
+        let tx = c.transaction()?;
+        tx.execute(
+            "DELETE FROM sessions WHERE api_session_id IN (SELECT id FROM api_sessions WHERE last_activity <= ?1)",
+            [cutoff],
+        )?;
+        let n = tx.execute(
+            "DELETE FROM api_sessions WHERE last_activity <= ?1",
+            [cutoff],
+        )?;
+        tx.commit()?;
+        Ok(n)
+    }
+
     /// Inserts a session.
     pub fn insert_session(&self, s: &SessionRow) -> Result<(), StoreError> {
         let c = self.lock()?;

@@ -38,7 +38,7 @@ impl Ctl {
         let cfg = cfg_dir.join("controller.toml");
         std::fs::write(&cfg, format!("listen = \"127.0.0.1:0\"\n{extra_config}\n")).unwrap();
         let _ = std::fs::remove_file(dir.join("controller.addr"));
-        let child = Command::new(env!("CARGO_BIN_EXE_weft-controller"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_weft-controller"))
             .arg("run")
             .arg("--data-dir")
             .arg(dir)
@@ -55,6 +55,9 @@ impl Ctl {
                 if let Ok(a) = s.trim().parse() {
                     break a;
                 }
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("controller exited during start: {status}");
             }
             assert!(Instant::now() < deadline, "controller did not start");
             std::thread::sleep(Duration::from_millis(50));
