@@ -159,6 +159,15 @@ pub enum CreateCommand {
         #[command(flatten)]
         semantic: SemanticArg,
     },
+    /// Create a config of a config type (name or id) from JSON data.
+    Config {
+        /// Name.
+        name: String,
+        /// Config type name or id, e.g. `intercept.v1`.
+        config_type: String,
+        /// The config data as a JSON object.
+        data: String,
+    },
     /// Create an edge router record with its advertised edge listener.
     EdgeRouter {
         /// Name.
@@ -253,6 +262,18 @@ fn create_body(what: &CreateCommand) -> Result<(&'static str, Value), CliError> 
             "service-edge-router-policies",
             json!({"name": name, "semantic": semantic.semantic, "edgeRouterRoles": edge_router_roles, "serviceRoles": service_roles}),
         ),
+        CreateCommand::Config {
+            name,
+            config_type,
+            data,
+        } => {
+            let data: Value = serde_json::from_str(data)
+                .map_err(|e| CliError::Usage(format!("config data is not JSON: {e}")))?;
+            (
+                "configs",
+                json!({"name": name, "configTypeId": config_type, "data": data}),
+            )
+        }
         CreateCommand::EdgeRouter {
             name,
             role_attributes,
