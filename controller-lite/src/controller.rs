@@ -162,7 +162,14 @@ impl Controller {
         };
         self.store.insert_entity(&row)?;
         let enrollment = match n.enrollment {
-            Some(e) if e.ott => Some(enroll::create_ott(self, &row.id)?),
+            Some(e) if e.ott => match enroll::create_ott(self, &row.id) {
+                Ok(e) => Some(e),
+                Err(err) => {
+                    // Leave nothing half-created behind.
+                    self.store.delete_entity(kind.collection(), &row.id)?;
+                    return Err(err);
+                }
+            },
             _ => None,
         };
         self.mark_changed()?;

@@ -70,8 +70,8 @@ pub enum ApiError {
     /// Bad or missing query parameter (400 `INVALID_PARAMETER`).
     #[error("{0}")]
     InvalidParameter(String),
-    /// Unique name already taken (409 `DUPLICATE_NAME`... the real controller
-    /// answers 400 `COULD_NOT_VALIDATE`; we use a distinct code with 409).
+    /// Unique name already taken (409 `DUPLICATE_NAME`; the real controller
+    /// reports this as a field error, a distinct code is clearer for clients).
     #[error("{0}")]
     Conflict(String),
     /// Enrollment token unknown, used, expired or the CSR is bad (400 `INVALID_ENROLLMENT_TOKEN`).

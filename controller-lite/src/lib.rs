@@ -4,6 +4,8 @@
 //! OpenZiti C SDK 0.29.3), the Edge Management API, the embedded SQLite store,
 //! the PKI with OTT enrollment, authentication, and the admin CLI `weft`.
 
+#![warn(missing_docs)]
+
 pub mod api;
 pub mod auth;
 pub mod authz;
