@@ -1,11 +1,24 @@
 //! `weft-controller`: controller-lite.
 //!
-//! Present so far:
-//! - [`policy`]: attribute-based policy evaluation (role selectors, a naive evaluator and
-//!   the indexed [`policy::PolicyIndex`], property-tested against each other).
-//!
-//! To come (issue "controller-lite"): the HTTPS Edge Client and Management APIs, the
-//! embedded store, PKI and enrollment, authentication, sessions and the control channel
-//! to routers.
+//! The HTTPS Edge Client API (OpenZiti paths and JSON shapes, consumable by the
+//! OpenZiti C SDK 0.29.3), the Edge Management API, the embedded SQLite store,
+//! the PKI with OTT enrollment, authentication, the admin CLI `weft`, and
+//! attribute-based policy evaluation ([`policy`]: role selectors, a naive evaluator and
+//! the indexed [`policy::PolicyIndex`], property-tested against each other).
 
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod auth;
+pub mod authz;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod controller;
+pub mod enroll;
+pub mod error;
+pub mod model;
+pub mod pki;
 pub mod policy;
+pub mod server;
+pub mod store;

@@ -1,0 +1,109 @@
+//! Authentication and the caller's own API session and identity (spec §4, §6.1, §10).
+
+use axum::extract::{Request, State};
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::api::extract::{ListQuery, read_body};
+use crate::api::{AppState, envelope, render};
+use crate::auth::{self, Caller};
+use crate::authz::{PolicyView, StorePolicyView};
+use crate::error::ApiError;
+use crate::server::ConnInfo;
+
+#[derive(Debug, Deserialize)]
+struct MethodQuery {
+    method: Option<String>,
+}
+
+/// `POST /authenticate?method=cert|password` (client and management APIs).
+pub async fn authenticate(State(ctl): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let method = axum::extract::Query::<MethodQuery>::try_from_uri(req.uri())
+        .map_err(|e| ApiError::InvalidParameter(e.body_text()))?
+        .0
+        .method
+        .ok_or_else(|| ApiError::InvalidParameter("query parameter method is required".into()))?;
+    let conn = req
+        .extensions()
+        .get::<ConnInfo>()
+        .cloned()
+        .ok_or_else(|| ApiError::Internal("connection info missing".into()))?;
+    let bytes = read_body(req).await?;
+    let body: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::CouldNotParseBody(e.to_string()))?
+    };
+    if !body.is_object() {
+        return Err(ApiError::CouldNotValidate(
+            "the body must be a JSON object".into(),
+        ));
+    }
+    let (session, identity) = match method.as_str() {
+        "cert" => auth::authenticate_cert(&ctl, &conn, &body)?,
+        "password" => {
+            // Argon2 is deliberately slow: keep it off the async workers.
+            let c = ctl.clone();
+            tokio::task::spawn_blocking(move || auth::authenticate_password(&c, &conn, &body))
+                .await
+                .map_err(|_| ApiError::Internal("password check failed".into()))??
+        }
+        other => {
+            return Err(ApiError::InvalidParameter(format!(
+                "unsupported authentication method {other:?}"
+            )));
+        }
+    };
+    Ok(envelope::ok(render::api_session(&ctl, &session, &identity)))
+}
+
+/// `GET /current-api-session` (also refreshes activity).
+pub async fn get_api_session(State(ctl): State<AppState>, caller: Caller) -> Response {
+    envelope::ok(render::api_session(&ctl, &caller.session, &caller.identity))
+}
+
+/// `DELETE /current-api-session` (logout).
+pub async fn delete_api_session(
+    State(ctl): State<AppState>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    ctl.store.delete_api_session(&caller.session.id)?;
+    Ok(envelope::empty())
+}
+
+/// `GET /current-api-session/service-updates`: `lastChangeAt` changes whenever
+/// the management model changes (a superset of this identity's changes).
+pub async fn service_updates(
+    State(ctl): State<AppState>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    let last = match ctl.store.meta_get("last_change_at")? {
+        Some(t) => t,
+        None => caller.session.created_at,
+    };
+    Ok(envelope::ok(json!({"lastChangeAt": last})))
+}
+
+/// `GET /current-identity`.
+pub async fn current_identity(caller: Caller) -> Response {
+    envelope::ok(render::current_identity(&caller.identity))
+}
+
+/// `GET /current-identity/edge-routers` (paged).
+pub async fn edge_routers(
+    State(ctl): State<AppState>,
+    caller: Caller,
+    q: ListQuery,
+) -> Result<Response, ApiError> {
+    let routers =
+        StorePolicyView::new(&ctl.store).edge_routers_for_identity(&caller.identity.id)?;
+    let total = routers.len() as i64;
+    let items = routers
+        .iter()
+        .skip(q.offset as usize)
+        .take(q.limit as usize)
+        .map(render::client_router)
+        .collect();
+    Ok(envelope::list(items, q.limit, q.offset, total))
+}

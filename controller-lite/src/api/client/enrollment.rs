@@ -1,0 +1,77 @@
+//! Enrollment endpoints at the root (spec §9.3, §9.4).
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::api::extract::read_body;
+use crate::api::{AppState, envelope};
+use crate::enroll;
+use crate::error::ApiError;
+
+/// `GET /.well-known/est/cacerts`: base64 certs-only PKCS#7,
+/// `Content-Type: application/pkcs7-mime` (EDGE `enroll_router.go`).
+pub async fn cacerts(State(ctl): State<AppState>) -> Response {
+    let mut res = (StatusCode::OK, ctl.pki.cacerts_pkcs7_base64()).into_response();
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/pkcs7-mime"),
+    );
+    h.insert(
+        "content-transfer-encoding",
+        HeaderValue::from_static("base64"),
+    );
+    res
+}
+
+#[derive(Debug, Deserialize)]
+struct EnrollQuery {
+    method: Option<String>,
+    token: Option<String>,
+}
+
+/// `POST /enroll?method=ott&token=JTI` with a PEM CSR body. Answers
+/// `{"data":{"cert":PEM}}`, or the bare PEM with `Content-Type:
+/// application/x-pem-file` when only that is accepted (spec §9.4).
+pub async fn enroll(State(ctl): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let q = axum::extract::Query::<EnrollQuery>::try_from_uri(req.uri())
+        .map_err(|e| ApiError::InvalidParameter(e.body_text()))?
+        .0;
+    let wants_pem = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/x-pem-file") && !a.contains("json"));
+    let body = read_body(req).await?;
+    match q.method.as_deref() {
+        Some("ott") => {}
+        Some(other) => {
+            return Err(ApiError::InvalidEnrollmentToken(format!(
+                "enrollment method {other:?} is not supported"
+            )));
+        }
+        None => {
+            return Err(ApiError::InvalidParameter(
+                "query parameter method is required".into(),
+            ));
+        }
+    }
+    let token = q
+        .token
+        .ok_or_else(|| ApiError::InvalidEnrollmentToken("token is required".into()))?;
+    let csr = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::InvalidEnrollmentToken("the CSR must be PEM text".into()))?;
+    let cert = enroll::enroll_ott(&ctl, &token, csr)?;
+    if wants_pem {
+        let mut res = (StatusCode::OK, cert.pem).into_response();
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-pem-file"),
+        );
+        return Ok(res);
+    }
+    Ok(envelope::ok(json!({"cert": cert.pem})))
+}

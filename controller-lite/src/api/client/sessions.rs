@@ -1,0 +1,108 @@
+//! Network sessions (spec §7) and posture responses (spec §8).
+
+use axum::extract::{Path, State};
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::api::extract::{JsonBody, ListQuery};
+use crate::api::{AppState, envelope, render};
+use crate::auth::Caller;
+use crate::authz::{PolicyView, StorePolicyView};
+use crate::clock;
+use crate::error::ApiError;
+use crate::model::PolicyType;
+use crate::store::SessionRow;
+
+/// Body of `POST /sessions` (`sessionCreate`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SessionCreate {
+    /// Service id.
+    pub service_id: String,
+    /// Dial (default) or Bind.
+    #[serde(rename = "type", default = "default_type")]
+    pub session_type: PolicyType,
+    /// Tags (ignored).
+    #[serde(default)]
+    pub tags: Map<String, Value>,
+}
+
+fn default_type() -> PolicyType {
+    PolicyType::Dial
+}
+
+/// `POST /sessions`: checks the Dial/Bind permission; edge routers = edge router
+/// policy ∧ service edge router policy. Unknown or forbidden services give
+/// `NOT_FOUND` (the SDK maps it to "service unavailable").
+pub async fn create(
+    State(ctl): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody<SessionCreate>,
+) -> Result<Response, ApiError> {
+    let view = StorePolicyView::new(&ctl.store);
+    let perms = view.service_permissions(&caller.identity.id)?;
+    let allowed = perms
+        .get(&body.service_id)
+        .is_some_and(|p| p.contains(&body.session_type));
+    if !allowed {
+        return Err(ApiError::NotFound(format!(
+            "service {:?} not found",
+            body.service_id
+        )));
+    }
+    let routers: Vec<Value> = view
+        .edge_routers_for_session(&caller.identity.id, &body.service_id)?
+        .iter()
+        .map(render::client_router)
+        .collect();
+    if routers.is_empty() {
+        return Err(ApiError::NoEdgeRoutersAvailable);
+    }
+    let now = clock::now_string();
+    let row = SessionRow {
+        id: uuid::Uuid::new_v4().simple().to_string(),
+        token: uuid::Uuid::new_v4().to_string(),
+        api_session_id: caller.session.id.clone(),
+        identity_id: caller.identity.id,
+        service_id: body.service_id,
+        session_type: body.session_type.as_str().into(),
+        created_at: now.clone(),
+        updated_at: now,
+    };
+    ctl.store.insert_session(&row)?;
+    Ok(envelope::created(render::session(&row, &routers)))
+}
+
+/// `GET /sessions`: sessions of the caller's API session.
+pub async fn list(
+    State(ctl): State<AppState>,
+    caller: Caller,
+    q: ListQuery,
+) -> Result<Response, ApiError> {
+    let (rows, total) = ctl
+        .store
+        .sessions_of(&caller.session.id, q.limit, q.offset)?;
+    let items = rows.iter().map(|s| render::session(s, &[])).collect();
+    Ok(envelope::list(items, q.limit, q.offset, total))
+}
+
+/// `GET /sessions/{id}`.
+pub async fn detail(
+    State(ctl): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let (rows, _) = ctl.store.sessions_of(&caller.session.id, i64::MAX, 0)?;
+    let s = rows
+        .iter()
+        .find(|s| s.id == id)
+        .ok_or_else(|| ApiError::NotFound(format!("session {id:?} not found")))?;
+    Ok(envelope::ok(render::session(s, &[])))
+}
+
+/// `POST /posture-response` and `/posture-response-bulk`: accepted and ignored
+/// (no posture checks are evaluated yet); answers `{"services":[]}` (spec §8).
+pub async fn posture_response(_caller: Caller, JsonBody(_body): JsonBody<Value>) -> Response {
+    envelope::created(json!({"services": []}))
+}

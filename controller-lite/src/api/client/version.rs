@@ -1,0 +1,22 @@
+//! `GET /version` (spec §2): `version`, `revision`, `buildDate` must be strings
+//! and `apiVersions.edge.v1.path` installs the client prefix.
+
+use axum::response::Response;
+use serde_json::json;
+
+use crate::api::envelope;
+
+/// `GET /version`, `GET /`.
+pub async fn version() -> Response {
+    envelope::ok(json!({
+        "version": concat!("v", env!("CARGO_PKG_VERSION")),
+        "revision": "weft",
+        "buildDate": "1970-01-01T00:00:00Z",
+        "runtimeVersion": "rust",
+        "apiVersions": {
+            "edge": {"v1": {"path": "/edge/client/v1", "apiBaseUrls": []}},
+            "edge-client": {"v1": {"path": "/edge/client/v1", "apiBaseUrls": []}},
+            "edge-management": {"v1": {"path": "/edge/management/v1", "apiBaseUrls": []}},
+        },
+    }))
+}

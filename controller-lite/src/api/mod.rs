@@ -1,0 +1,93 @@
+//! HTTP routing: the Edge Client API (under `/edge/client/v1` and at the root,
+//! spec §2), the enrollment endpoints at the root, and the Edge Management API
+//! under `/edge/management/v1`.
+
+pub mod client;
+pub mod envelope;
+pub mod extract;
+pub mod management;
+pub mod render;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::controller::Controller;
+use crate::error::ApiError;
+
+/// Shared state of every handler.
+pub type AppState = Arc<Controller>;
+
+/// Path prefix of the Edge Client API.
+pub const CLIENT_PREFIX: &str = "/edge/client/v1";
+/// Path prefix of the Edge Management API.
+pub const MANAGEMENT_PREFIX: &str = "/edge/management/v1";
+
+/// Error code for an error response that did not come from [`ApiError`]
+/// (axum's own rejections are plain text).
+fn code_for_status(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "INVALID_PARAMETER",
+        StatusCode::UNAUTHORIZED => "UNAUTHORIZED",
+        StatusCode::NOT_FOUND => "NOT_FOUND",
+        StatusCode::METHOD_NOT_ALLOWED => "METHOD_NOT_ALLOWED",
+        StatusCode::PAYLOAD_TOO_LARGE => "REQUEST_TOO_LARGE",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "UNSUPPORTED_MEDIA_TYPE",
+        _ => "UNHANDLED",
+    }
+}
+
+async fn add_instance_id(State(ctl): State<AppState>, res: Response) -> Response {
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    let mut res = if (res.status().is_client_error() || res.status().is_server_error()) && !is_json
+    {
+        // Every error must be a JSON envelope: the C SDK treats a non-JSON
+        // error body as INVALID_CONTROLLER_RESPONSE (spec §1).
+        let status = res.status();
+        let body = json!({
+            "error": {"code": code_for_status(status), "message": status.canonical_reason().unwrap_or("error"),
+                      "requestId": uuid::Uuid::new_v4().to_string(), "args": {"urlVars": {}}, "causeMessage": ""},
+            "meta": {"apiVersion": "0.0.1", "apiEnrollmentVersion": "0.0.1"},
+        });
+        (status, axum::Json(body)).into_response()
+    } else {
+        res
+    };
+    // The C SDK needs `ziti-instance-id` on (at least) the authenticate
+    // response (spec §1); the real controller sends it everywhere.
+    if let Ok(v) = HeaderValue::from_str(&ctl.instance_id) {
+        res.headers_mut().insert("ziti-instance-id", v);
+    }
+    res
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("the requested resource does not exist".into())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// Builds the complete router.
+pub fn router(ctl: AppState) -> Router {
+    Router::new()
+        .nest(CLIENT_PREFIX, client::routes())
+        .nest(MANAGEMENT_PREFIX, management::routes())
+        .merge(client::routes())
+        .merge(client::root_routes())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::map_response_with_state(
+            ctl.clone(),
+            add_instance_id,
+        ))
+        .with_state(ctl)
+}

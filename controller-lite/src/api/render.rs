@@ -1,0 +1,172 @@
+//! JSON shapes of entities as the APIs return them.
+
+use serde_json::{Map, Value, json};
+
+use crate::clock;
+use crate::controller::Controller;
+use crate::error::ApiError;
+use crate::model::{Kind, PolicyType};
+use crate::store::{ApiSessionRow, EntityRow, SessionRow};
+
+/// Base entity (`id`, `name`, `tags`, `createdAt`, `updatedAt`, `_links`)
+/// merged with the kind-specific fields.
+pub fn entity(row: &EntityRow) -> Value {
+    let mut m = match &row.data {
+        Value::Object(m) => m.clone(),
+        _ => Map::new(),
+    };
+    m.insert("id".into(), json!(row.id));
+    m.insert("name".into(), json!(row.name));
+    m.insert("tags".into(), row.tags.clone());
+    m.insert("createdAt".into(), json!(row.created_at));
+    m.insert("updatedAt".into(), json!(row.updated_at));
+    m.insert("_links".into(), json!({}));
+    Value::Object(m)
+}
+
+/// Management view: identities gain `enrollment` (pending OTT with its JWT),
+/// edge routers their state flags.
+pub fn management_entity(ctl: &Controller, kind: Kind, row: &EntityRow) -> Result<Value, ApiError> {
+    let mut v = entity(row);
+    match kind {
+        Kind::Identities => {
+            let mut enrollment = Map::new();
+            if let Some(e) = ctl.store.pending_enrollments(&row.id)?.into_iter().next() {
+                enrollment.insert(
+                    "ott".into(),
+                    json!({"id": e.id, "jwt": e.jwt, "token": e.jti, "expiresAt": clock::fmt_unix(e.expires_at)}),
+                );
+            }
+            v["enrollment"] = Value::Object(enrollment);
+        }
+        Kind::EdgeRouters => {
+            v["isOnline"] = json!(false);
+            v["isVerified"] = json!(false);
+            v["syncStatus"] = json!("SYNC_NEW");
+        }
+        _ => {}
+    }
+    Ok(v)
+}
+
+/// Edge router as listed to clients (`currentIdentityEdgeRouterDetail`,
+/// session `edgeRouters[]`): `supportedProtocols` and its deprecated copy `urls`.
+pub fn client_router(row: &EntityRow) -> Value {
+    let d = &row.data;
+    json!({
+        "id": row.id,
+        "name": row.name,
+        "hostname": d.get("hostname").cloned().unwrap_or_else(|| json!("")),
+        "supportedProtocols": d.get("supportedProtocols").cloned().unwrap_or_else(|| json!({})),
+        "urls": d.get("supportedProtocols").cloned().unwrap_or_else(|| json!({})),
+        "isOnline": false,
+        "syncStatus": "SYNC_NEW",
+        "cost": d.get("cost").cloned().unwrap_or_else(|| json!(0)),
+        "noTraversal": d.get("noTraversal").cloned().unwrap_or(Value::Bool(false)),
+        "appData": d.get("appData").cloned().unwrap_or_else(|| json!({})),
+        "createdAt": row.created_at,
+        "updatedAt": row.updated_at,
+        "tags": row.tags,
+        "_links": {},
+    })
+}
+
+/// API session detail (spec §4.3 / §13 item 2).
+pub fn api_session(ctl: &Controller, s: &ApiSessionRow, identity: &EntityRow) -> Value {
+    let timeout = ctl.config.api_session_timeout_secs;
+    let last = clock::fmt_unix(s.last_activity);
+    json!({
+        "id": s.id,
+        "token": s.token,
+        "identity": {"id": identity.id, "name": identity.name, "entity": "identities", "_links": {}},
+        "identityId": identity.id,
+        "ipAddress": s.ip_address,
+        "configTypes": s.config_types,
+        "authQueries": [],
+        "isMfaRequired": false,
+        "isMfaComplete": false,
+        "authenticatorId": s.authenticator_id,
+        "expiresAt": clock::fmt_unix(s.last_activity + timeout),
+        "expirationSeconds": timeout,
+        "lastActivityAt": last,
+        "cachedLastActivityAt": last,
+        "createdAt": s.created_at,
+        "updatedAt": s.updated_at,
+        "tags": {},
+        "_links": {},
+    })
+}
+
+/// Current identity detail (spec §4.7).
+pub fn current_identity(identity: &EntityRow) -> Value {
+    let mut v = entity(identity);
+    let d = &identity.data;
+    v["appData"] = d.get("appData").cloned().unwrap_or_else(|| json!({}));
+    v["defaultHostingCost"] = d
+        .get("defaultHostingCost")
+        .cloned()
+        .unwrap_or_else(|| json!(0));
+    v["defaultHostingPrecedence"] = json!("default");
+    v["serviceHostingCosts"] = json!({});
+    v["serviceHostingPrecedences"] = json!({});
+    v
+}
+
+/// Service as the client sees it: `permissions`, `config` filtered by the API
+/// session's config types (`all` = every type), `postureQueries: []` (spec §6.2).
+pub fn client_service(
+    ctl: &Controller,
+    row: &EntityRow,
+    perms: &[PolicyType],
+    config_types: &[String],
+) -> Result<Value, ApiError> {
+    let mut v = entity(row);
+    v["permissions"] = json!(perms.iter().map(|p| p.as_str()).collect::<Vec<_>>());
+    v["postureQueries"] = json!([]);
+    let mut config = Map::new();
+    let ids: Vec<String> = row.data["configs"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    for id in ids {
+        let Some(cfg) = ctl.store.get_entity(Kind::Configs.collection(), &id)? else {
+            continue;
+        };
+        let type_id = cfg.data["configTypeId"].as_str().unwrap_or_default();
+        let Some(ct) = ctl
+            .store
+            .get_entity(Kind::ConfigTypes.collection(), type_id)?
+        else {
+            continue;
+        };
+        let wanted = config_types
+            .iter()
+            .any(|t| t == "all" || *t == ct.name || *t == ct.id);
+        if wanted {
+            config.insert(ct.name.clone(), cfg.data["data"].clone());
+        }
+    }
+    v["config"] = Value::Object(config);
+    Ok(v)
+}
+
+/// Session detail (spec §7).
+pub fn session(s: &SessionRow, routers: &[Value]) -> Value {
+    json!({
+        "id": s.id,
+        "token": s.token,
+        "type": s.session_type,
+        "serviceId": s.service_id,
+        "apiSessionId": s.api_session_id,
+        "identityId": s.identity_id,
+        "edgeRouters": routers,
+        "createdAt": s.created_at,
+        "updatedAt": s.updated_at,
+        "tags": {},
+        "_links": {},
+    })
+}

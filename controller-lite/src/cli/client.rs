@@ -1,0 +1,308 @@
+//! HTTP client side of the CLI: the saved login, TLS trust and API calls.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// CLI errors.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Wrong usage.
+    #[error("{0}")]
+    Usage(String),
+    /// Not logged in or broken config file.
+    #[error("{0}")]
+    Config(String),
+    /// File error.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// Transport error.
+    #[error("request failed: {0}")]
+    Http(#[from] reqwest::Error),
+    /// Error envelope from the controller.
+    #[error("controller answered {status}: {code}: {message}")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// OpenZiti error code.
+        code: String,
+        /// Message.
+        message: String,
+    },
+}
+
+/// Saved login (`$HOME/.config/weft/config.json`, mode 0600: it holds a token).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CliConfig {
+    /// Controller base URL.
+    pub url: String,
+    /// Management API session token.
+    pub token: String,
+    /// Trusted CA bundle (PEM).
+    pub ca_pem: String,
+}
+
+fn config_path() -> Result<PathBuf, CliError> {
+    let home =
+        std::env::var_os("HOME").ok_or_else(|| CliError::Config("HOME is not set".into()))?;
+    Ok(PathBuf::from(home).join(".config/weft/config.json"))
+}
+
+impl CliConfig {
+    /// Writes the config file (mode 0600); returns its path.
+    pub fn save(&self) -> Result<PathBuf, CliError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = config_path()?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let text =
+            serde_json::to_string_pretty(self).map_err(|e| CliError::Config(e.to_string()))?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)?;
+        f.write_all(text.as_bytes())?;
+        Ok(path)
+    }
+
+    /// Reads the config file.
+    pub fn load() -> Result<Self, CliError> {
+        let path = config_path()?;
+        let text = std::fs::read_to_string(&path).map_err(|_| {
+            CliError::Config(format!(
+                "not logged in ({} missing): run `weft login`",
+                path.display()
+            ))
+        })?;
+        serde_json::from_str(&text)
+            .map_err(|e| CliError::Config(format!("{}: {e}", path.display())))
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+fn client_trusting(ca_pem: &str) -> Result<reqwest::Client, CliError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        let c = c.map_err(|e| CliError::Config(format!("bad CA PEM: {e:?}")))?;
+        roots
+            .add(c)
+            .map_err(|e| CliError::Config(format!("bad CA certificate: {e}")))?;
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| CliError::Config(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .build()?)
+}
+
+/// Accepts any server certificate: used only to fetch the CA bundle on first
+/// use (`weft login` without `--ca`), like `ziti edge login` does.
+#[derive(Debug)]
+struct TrustOnFirstUse(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for TrustOnFirstUse {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Fetches `/.well-known/est/cacerts` without verifying the server and returns
+/// the certificates as a PEM bundle.
+pub async fn fetch_ca_bundle_unverified(url: &str) -> Result<String, CliError> {
+    let p = provider();
+    let tls = rustls::ClientConfig::builder_with_provider(p.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| CliError::Config(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(TrustOnFirstUse(p)))
+        .with_no_client_auth();
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .build()?;
+    let text = http
+        .get(format!("{url}/.well-known/est/cacerts"))
+        .header("accept", "application/pkcs7-mime")
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    let b64: String = text.split_whitespace().collect();
+    let der = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64)
+        .map_err(|_| CliError::Config("the CA bundle is not base64".into()))?;
+    let certs = crate::pki::parse_pkcs7_certs(&der)
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| CliError::Config("the CA bundle is not a certs-only PKCS#7".into()))?;
+    Ok(crate::pki::ders_to_pem(&certs))
+}
+
+async fn envelope(res: reqwest::Response) -> Result<Value, CliError> {
+    let status = res.status().as_u16();
+    let v: Value = res.json().await?;
+    if let Some(err) = v.get("error") {
+        return Err(CliError::Api {
+            status,
+            code: err["code"].as_str().unwrap_or_default().into(),
+            message: err["message"].as_str().unwrap_or_default().into(),
+        });
+    }
+    Ok(v)
+}
+
+/// Password login on the management API; returns the session token.
+pub async fn login(
+    url: &str,
+    ca_pem: &str,
+    username: &str,
+    password: &str,
+) -> Result<String, CliError> {
+    let http = client_trusting(ca_pem)?;
+    let res = http
+        .post(format!(
+            "{url}/edge/management/v1/authenticate?method=password"
+        ))
+        .json(&json!({"username": username, "password": password}))
+        .send()
+        .await?;
+    let v = envelope(res).await?;
+    v["data"]["token"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| CliError::Config("no token in the login response".into()))
+}
+
+/// An authenticated management API client.
+#[derive(Debug)]
+pub struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Api {
+    /// Builds the client from the saved login.
+    pub fn from_config(cfg: CliConfig) -> Result<Self, CliError> {
+        Ok(Self {
+            http: client_trusting(&cfg.ca_pem)?,
+            base: format!("{}/edge/management/v1", cfg.url),
+            token: cfg.token,
+        })
+    }
+
+    /// `POST /{coll}`.
+    pub async fn post(&self, coll: &str, body: &Value) -> Result<Value, CliError> {
+        let res = self
+            .http
+            .post(format!("{}/{coll}", self.base))
+            .header("zt-session", &self.token)
+            .json(body)
+            .send()
+            .await?;
+        envelope(res).await
+    }
+
+    /// Every entity of a collection (following pages), optionally filtered.
+    pub async fn list_all(&self, coll: &str, filter: Option<&str>) -> Result<Vec<Value>, CliError> {
+        let mut out = Vec::new();
+        loop {
+            let mut req = self
+                .http
+                .get(format!("{}/{coll}", self.base))
+                .header("zt-session", &self.token)
+                .query(&[("limit", "500"), ("offset", &out.len().to_string())]);
+            if let Some(f) = filter {
+                req = req.query(&[("filter", f)]);
+            }
+            let v = envelope(req.send().await?).await?;
+            let page = v["data"].as_array().cloned().unwrap_or_default();
+            let total = v["meta"]["pagination"]["totalCount"].as_u64().unwrap_or(0) as usize;
+            let empty = page.is_empty();
+            out.extend(page);
+            if empty || out.len() >= total {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Resolves a name or id to an id.
+    pub async fn resolve(&self, coll: &str, name_or_id: &str) -> Result<String, CliError> {
+        let res = self
+            .http
+            .get(format!("{}/{coll}/{name_or_id}", self.base))
+            .header("zt-session", &self.token)
+            .send()
+            .await?;
+        if res.status().is_success() {
+            return Ok(name_or_id.to_string());
+        }
+        let filter = format!("name=\"{name_or_id}\"");
+        let found = self.list_all(coll, Some(&filter)).await?;
+        found
+            .first()
+            .and_then(|v| v["id"].as_str())
+            .map(str::to_owned)
+            .ok_or_else(|| CliError::Usage(format!("no {coll} named or with id {name_or_id:?}")))
+    }
+
+    /// `DELETE /{coll}/{id}`.
+    pub async fn delete(&self, coll: &str, id: &str) -> Result<(), CliError> {
+        let res = self
+            .http
+            .delete(format!("{}/{coll}/{id}", self.base))
+            .header("zt-session", &self.token)
+            .send()
+            .await?;
+        envelope(res).await.map(|_| ())
+    }
+}

@@ -1,0 +1,235 @@
+//! The controller's shared state and first-start bootstrap.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value, json};
+
+use crate::clock;
+use crate::config::Config;
+use crate::enroll;
+use crate::error::{ApiError, PkiError, StoreError};
+use crate::model::{Kind, normalize};
+use crate::pki::Pki;
+use crate::store::{AuthenticatorRow, EnrollmentRow, EntityRow, Store};
+
+/// File (in the data dir) with the admin password, mode 0600.
+pub const ADMIN_PASSWORD_FILE: &str = "admin.password";
+/// File (in the data dir) where the running controller writes its bound address.
+pub const ADDR_FILE: &str = "controller.addr";
+/// Database file name.
+pub const DB_FILE: &str = "weft.db";
+/// User name of the built-in administrator.
+pub const ADMIN_USERNAME: &str = "admin";
+
+/// Errors while starting the controller.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Store failure.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// PKI failure.
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    /// File system failure.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// Other bootstrap failure.
+    #[error("bootstrap failed: {0}")]
+    Bootstrap(String),
+}
+
+/// Everything request handlers share.
+#[derive(Debug)]
+pub struct Controller {
+    /// Persistent store.
+    pub store: Store,
+    /// Certificate authority.
+    pub pki: Pki,
+    /// Configuration.
+    pub config: Config,
+    /// Base URL clients use (`https://host:port`), the enrollment JWT `iss`.
+    pub public_url: String,
+    /// Stable instance id sent as `ziti-instance-id`.
+    pub instance_id: String,
+    /// Data directory.
+    pub data_dir: PathBuf,
+}
+
+impl Controller {
+    /// Opens (creating on first start) the store, PKI and admin credential in
+    /// `data_dir`.
+    pub fn open(data_dir: &Path, config: Config, public_url: String) -> Result<Self, StartError> {
+        std::fs::create_dir_all(data_dir)?;
+        let store = Store::open(&data_dir.join(DB_FILE))?;
+        let pki = Pki::load_or_create(&data_dir.join("pki"), &config.server_dns_names())?;
+        let instance_id = match store.meta_get("instance_id")? {
+            Some(id) => id,
+            None => {
+                let id = uuid::Uuid::new_v4().to_string();
+                store.meta_set("instance_id", &id)?;
+                id
+            }
+        };
+        let ctl = Self {
+            store,
+            pki,
+            config,
+            public_url,
+            instance_id,
+            data_dir: data_dir.to_path_buf(),
+        };
+        ctl.bootstrap()?;
+        Ok(ctl)
+    }
+
+    fn bootstrap(&self) -> Result<(), StartError> {
+        for name in ["intercept.v1", "host.v1"] {
+            if self
+                .store
+                .get_entity_by_id_or_name(Kind::ConfigTypes.collection(), name)?
+                .is_none()
+            {
+                let mut obj = Map::new();
+                obj.insert("name".into(), json!(name));
+                self.create_entity(Kind::ConfigTypes, obj)
+                    .map_err(|e| StartError::Bootstrap(e.to_string()))?;
+            }
+        }
+        if self.store.meta_get("admin_identity_id")?.is_none() {
+            let mut obj = Map::new();
+            obj.insert("name".into(), json!(ADMIN_USERNAME));
+            obj.insert("type".into(), json!("User"));
+            obj.insert("isAdmin".into(), json!(true));
+            let (identity, _) = self
+                .create_entity(Kind::Identities, obj)
+                .map_err(|e| StartError::Bootstrap(e.to_string()))?;
+            let mut raw = [0u8; 18];
+            crate::pki::random_bytes(&mut raw)?;
+            let password =
+                base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, raw);
+            let hash = crate::auth::hash_password(&password)
+                .map_err(|e| StartError::Bootstrap(e.to_string()))?;
+            let now = clock::now_string();
+            self.store.insert_authenticator(&AuthenticatorRow {
+                id: uuid::Uuid::new_v4().to_string(),
+                identity_id: identity.id.clone(),
+                method: "updb".into(),
+                fingerprint: None,
+                cert_pem: None,
+                username: Some(ADMIN_USERNAME.into()),
+                password_hash: Some(hash),
+                created_at: now,
+            })?;
+            write_secret_file(
+                &self.data_dir.join(ADMIN_PASSWORD_FILE),
+                &format!("{password}\n"),
+            )?;
+            self.store.meta_set("admin_identity_id", &identity.id)?;
+        }
+        Ok(())
+    }
+
+    /// Records that something clients see may have changed (drives
+    /// `service-updates.lastChangeAt`).
+    pub fn mark_changed(&self) -> Result<(), StoreError> {
+        self.store.meta_set("last_change_at", &clock::now_string())
+    }
+
+    /// Validates and stores a new entity; for identities with `enrollment.ott`
+    /// also creates the one-time enrollment.
+    pub fn create_entity(
+        &self,
+        kind: Kind,
+        obj: Map<String, Value>,
+    ) -> Result<(EntityRow, Option<EnrollmentRow>), ApiError> {
+        let n = normalize(kind, obj)?;
+        let mut data = n.data;
+        self.resolve_references(kind, &mut data)?;
+        let now = clock::now_string();
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let row = EntityRow {
+            kind: kind.collection().into(),
+            name: if n.name.is_empty() {
+                id.clone()
+            } else {
+                n.name
+            },
+            id,
+            tags: n.tags,
+            data,
+            created_at: now.clone(),
+            updated_at: now,
+        };
+        self.store.insert_entity(&row)?;
+        let enrollment = match n.enrollment {
+            Some(e) if e.ott => match enroll::create_ott(self, &row.id) {
+                Ok(e) => Some(e),
+                Err(err) => {
+                    // Leave nothing half-created behind.
+                    self.store.delete_entity(kind.collection(), &row.id)?;
+                    return Err(err);
+                }
+            },
+            _ => None,
+        };
+        self.mark_changed()?;
+        Ok((row, enrollment))
+    }
+
+    /// Checks and canonicalises references to other entities (config type of a
+    /// config, configs of a service, service/router of a terminator).
+    pub fn resolve_references(&self, kind: Kind, data: &mut Value) -> Result<(), ApiError> {
+        let resolve = |k: Kind, key: &str| -> Result<String, ApiError> {
+            self.store
+                .get_entity_by_id_or_name(k.collection(), key)?
+                .map(|e| e.id)
+                .ok_or_else(|| {
+                    ApiError::CouldNotValidate(format!("{} {key:?} does not exist", k.collection()))
+                })
+        };
+        match kind {
+            Kind::Configs => {
+                let key = data["configTypeId"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                data["configTypeId"] = json!(resolve(Kind::ConfigTypes, &key)?);
+            }
+            Kind::Services => {
+                let keys: Vec<String> = data["configs"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|v| v.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let ids = keys
+                    .iter()
+                    .map(|k| resolve(Kind::Configs, k))
+                    .collect::<Result<Vec<_>, _>>()?;
+                data["configs"] = json!(ids);
+            }
+            Kind::Terminators => {
+                let s = data["service"].as_str().unwrap_or_default().to_string();
+                data["service"] = json!(resolve(Kind::Services, &s)?);
+                let r = data["router"].as_str().unwrap_or_default().to_string();
+                data["router"] = json!(resolve(Kind::EdgeRouters, &r)?);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Writes a file readable only by the owner (mode 0600), refusing to overwrite.
+pub fn write_secret_file(path: &Path, content: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(content.as_bytes())
+}

@@ -1,0 +1,151 @@
+//! Typed errors of the controller and their one mapping to OpenZiti error codes
+//! and HTTP statuses.
+//!
+//! Codes and statuses follow the real controller (openziti/edge v0.22.39,
+//! `controller/apierror/messages.go`; `UNAUTHORIZED` from `controller/env/appenv.go`),
+//! as summarised in `shared/spec/edge-client-api.md` §3.3.
+
+use axum::http::StatusCode;
+
+/// Errors of the persistent store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite (or later PostgreSQL) reported an error.
+    #[error("database error: {0}")]
+    Db(#[from] rusqlite::Error),
+    /// A stored JSON document could not be (de)serialised.
+    #[error("stored document is invalid: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The store lock was poisoned by a panic in another thread.
+    #[error("store lock poisoned")]
+    Poisoned,
+    /// A row with the same unique name already exists.
+    #[error("an entity named {0:?} already exists")]
+    Duplicate(String),
+}
+
+/// Errors of the certificate authority and TLS setup.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    /// Certificate or key generation/signing failed.
+    #[error("certificate generation failed: {0}")]
+    Rcgen(#[from] rcgen::Error),
+    /// A PEM file could not be parsed.
+    #[error("invalid PEM data: {0}")]
+    Pem(String),
+    /// A file of the PKI could not be read or written.
+    #[error("PKI file error: {0}")]
+    Io(#[from] std::io::Error),
+    /// TLS configuration failed.
+    #[error("TLS configuration failed: {0}")]
+    Tls(#[from] rustls::Error),
+    /// JWT signing failed.
+    #[error("JWT signing failed: {0}")]
+    Jwt(#[from] jsonwebtoken::errors::Error),
+}
+
+/// An error answered to an API client as an OpenZiti error envelope.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Missing, unknown or expired `zt-session` (401 `UNAUTHORIZED`).
+    #[error(
+        "the request could not be completed. The session is not authorized or the credentials are invalid"
+    )]
+    Unauthorized,
+    /// Authentication failed (401 `INVALID_AUTH`).
+    #[error("the authentication request failed")]
+    InvalidAuth,
+    /// The caller is authenticated but not an administrator (403 `UNAUTHORIZED`).
+    #[error("access denied: administrator rights required")]
+    Forbidden,
+    /// Unknown entity or route (404 `NOT_FOUND`).
+    #[error("{0}")]
+    NotFound(String),
+    /// Body is not valid JSON (400 `COULD_NOT_PARSE_BODY`).
+    #[error("the body could not be parsed: {0}")]
+    CouldNotParseBody(String),
+    /// A field failed validation (400 `COULD_NOT_VALIDATE`).
+    #[error("{0}")]
+    CouldNotValidate(String),
+    /// Bad or missing query parameter (400 `INVALID_PARAMETER`).
+    #[error("{0}")]
+    InvalidParameter(String),
+    /// Unique name already taken (409 `DUPLICATE_NAME`; the real controller
+    /// reports this as a field error, a distinct code is clearer for clients).
+    #[error("{0}")]
+    Conflict(String),
+    /// Enrollment token unknown, used, expired or the CSR is bad (400 `INVALID_ENROLLMENT_TOKEN`).
+    #[error("{0}")]
+    InvalidEnrollmentToken(String),
+    /// No edge router can serve this session (400 `NO_EDGE_ROUTERS_AVAILABLE`).
+    #[error("no edge routers are available for this service")]
+    NoEdgeRoutersAvailable,
+    /// Request body too large (413 `REQUEST_TOO_LARGE`).
+    #[error("request body exceeds {0} bytes")]
+    PayloadTooLarge(usize),
+    /// Method not allowed on this path (405 `METHOD_NOT_ALLOWED`).
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// Any internal failure (500 `UNHANDLED`). The message never contains secrets.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The OpenZiti error code string.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unauthorized | Self::Forbidden => "UNAUTHORIZED",
+            Self::InvalidAuth => "INVALID_AUTH",
+            Self::NotFound(_) => "NOT_FOUND",
+            Self::CouldNotParseBody(_) => "COULD_NOT_PARSE_BODY",
+            Self::CouldNotValidate(_) => "COULD_NOT_VALIDATE",
+            Self::InvalidParameter(_) => "INVALID_PARAMETER",
+            Self::Conflict(_) => "DUPLICATE_NAME",
+            Self::InvalidEnrollmentToken(_) => "INVALID_ENROLLMENT_TOKEN",
+            Self::NoEdgeRoutersAvailable => "NO_EDGE_ROUTERS_AVAILABLE",
+            Self::PayloadTooLarge(_) => "REQUEST_TOO_LARGE",
+            Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            Self::Internal(_) => "UNHANDLED",
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Unauthorized | Self::InvalidAuth => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::CouldNotParseBody(_)
+            | Self::CouldNotValidate(_)
+            | Self::InvalidParameter(_)
+            | Self::InvalidEnrollmentToken(_)
+            | Self::NoEdgeRoutersAvailable => StatusCode::BAD_REQUEST,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Duplicate(name) => {
+                Self::Conflict(format!("name {name:?} is already in use"))
+            }
+            other => {
+                tracing::error!(error = %other, "store failure");
+                Self::Internal("store failure".into())
+            }
+        }
+    }
+}
+
+impl From<PkiError> for ApiError {
+    fn from(e: PkiError) -> Self {
+        tracing::error!(error = %e, "pki failure");
+        Self::Internal("certificate authority failure".into())
+    }
+}

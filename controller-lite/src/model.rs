@@ -1,0 +1,470 @@
+//! The management model: entity kinds, their create/update documents with
+//! validation, and role selectors.
+//!
+//! Field names follow the Edge Management API (openziti/edge `specs/management.yml`,
+//! e.g. `identityCreate`, `serviceCreate`, `servicePolicyCreate`).
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::ApiError;
+
+/// Kinds of management entities (also the management API collection names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// `identities`
+    Identities,
+    /// `services`
+    Services,
+    /// `configs`
+    Configs,
+    /// `config-types`
+    ConfigTypes,
+    /// `service-policies`
+    ServicePolicies,
+    /// `edge-router-policies`
+    EdgeRouterPolicies,
+    /// `service-edge-router-policies`
+    ServiceEdgeRouterPolicies,
+    /// `edge-routers`
+    EdgeRouters,
+    /// `terminators`
+    Terminators,
+}
+
+impl Kind {
+    /// Every kind.
+    pub const ALL: [Self; 9] = [
+        Self::Identities,
+        Self::Services,
+        Self::Configs,
+        Self::ConfigTypes,
+        Self::ServicePolicies,
+        Self::EdgeRouterPolicies,
+        Self::ServiceEdgeRouterPolicies,
+        Self::EdgeRouters,
+        Self::Terminators,
+    ];
+
+    /// Collection (and store kind) name.
+    pub fn collection(self) -> &'static str {
+        match self {
+            Self::Identities => "identities",
+            Self::Services => "services",
+            Self::Configs => "configs",
+            Self::ConfigTypes => "config-types",
+            Self::ServicePolicies => "service-policies",
+            Self::EdgeRouterPolicies => "edge-router-policies",
+            Self::ServiceEdgeRouterPolicies => "service-edge-router-policies",
+            Self::EdgeRouters => "edge-routers",
+            Self::Terminators => "terminators",
+        }
+    }
+
+    /// Parses a collection name.
+    pub fn from_collection(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.collection() == s)
+    }
+}
+
+/// Policy type of a service policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum PolicyType {
+    /// May dial the service.
+    Dial,
+    /// May host (bind) the service.
+    Bind,
+}
+
+impl PolicyType {
+    /// The name as the API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Dial => "Dial",
+            Self::Bind => "Bind",
+        }
+    }
+}
+
+/// How the role selectors of a policy combine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Semantic {
+    /// An entity must carry every `#attr` selector.
+    #[default]
+    AllOf,
+    /// An entity must carry at least one `#attr` selector.
+    AnyOf,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_identity_type() -> String {
+    "Default".into()
+}
+fn default_strategy() -> String {
+    "smartrouting".into()
+}
+fn default_binding() -> String {
+    "edge".into()
+}
+
+/// Enrollment requested when an identity is created.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollmentRequest {
+    /// One-time-token enrollment.
+    #[serde(default)]
+    pub ott: bool,
+}
+
+/// Identity document.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Identity {
+    /// `User`, `Device`, `Service`, `Router` or `Default`.
+    #[serde(rename = "type", default = "default_identity_type")]
+    pub identity_type: String,
+    /// Administrator rights on the management API.
+    #[serde(default)]
+    pub is_admin: bool,
+    /// Role attributes (without `#`).
+    #[serde(default)]
+    pub role_attributes: Vec<String>,
+    /// Disabled identities cannot authenticate.
+    #[serde(default)]
+    pub disabled: bool,
+    /// Application data.
+    #[serde(default)]
+    pub app_data: Map<String, Value>,
+    /// Default hosting cost.
+    #[serde(default)]
+    pub default_hosting_cost: u16,
+    /// Create-only: requested enrollment.
+    #[serde(default, skip_serializing)]
+    pub enrollment: Option<EnrollmentRequest>,
+}
+
+/// Service document.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Service {
+    /// Role attributes.
+    #[serde(default)]
+    pub role_attributes: Vec<String>,
+    /// Config ids attached to the service.
+    #[serde(default)]
+    pub configs: Vec<String>,
+    /// End-to-end encryption required.
+    #[serde(default = "default_true")]
+    pub encryption_required: bool,
+    /// Terminator strategy.
+    #[serde(default = "default_strategy")]
+    pub terminator_strategy: String,
+}
+
+/// Config type document.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ConfigType {
+    /// JSON schema (not enforced in this increment).
+    #[serde(default)]
+    pub schema: Map<String, Value>,
+}
+
+/// Config document.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Config {
+    /// Id of the config type.
+    pub config_type_id: String,
+    /// The config data (an object).
+    pub data: Map<String, Value>,
+}
+
+/// Service policy document.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ServicePolicy {
+    /// Dial or Bind.
+    #[serde(rename = "type")]
+    pub policy_type: PolicyType,
+    /// Selector semantic.
+    #[serde(default)]
+    pub semantic: Semantic,
+    /// Identity selectors.
+    #[serde(default)]
+    pub identity_roles: Vec<String>,
+    /// Service selectors.
+    #[serde(default)]
+    pub service_roles: Vec<String>,
+    /// Posture check selectors (stored, not evaluated in this increment).
+    #[serde(default)]
+    pub posture_check_roles: Vec<String>,
+}
+
+/// Edge router policy document.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EdgeRouterPolicy {
+    /// Selector semantic.
+    #[serde(default)]
+    pub semantic: Semantic,
+    /// Edge router selectors.
+    #[serde(default)]
+    pub edge_router_roles: Vec<String>,
+    /// Identity selectors.
+    #[serde(default)]
+    pub identity_roles: Vec<String>,
+}
+
+/// Service edge router policy document.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ServiceEdgeRouterPolicy {
+    /// Selector semantic.
+    #[serde(default)]
+    pub semantic: Semantic,
+    /// Edge router selectors.
+    #[serde(default)]
+    pub edge_router_roles: Vec<String>,
+    /// Service selectors.
+    #[serde(default)]
+    pub service_roles: Vec<String>,
+}
+
+/// Edge router document. `hostname` and `supportedProtocols` stand in for what
+/// the router will report about its edge listener once router enrollment exists.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EdgeRouter {
+    /// Role attributes.
+    #[serde(default)]
+    pub role_attributes: Vec<String>,
+    /// Advertised host name of the edge listener.
+    #[serde(default)]
+    pub hostname: String,
+    /// Protocol → URL of the edge listeners, e.g. `tls` → `tls://host:3022`.
+    #[serde(default)]
+    pub supported_protocols: BTreeMap<String, String>,
+    /// Whether the router also runs a tunneler.
+    #[serde(default)]
+    pub is_tunneler_enabled: bool,
+    /// Routing cost.
+    #[serde(default)]
+    pub cost: u16,
+    /// Never use for traversal.
+    #[serde(default)]
+    pub no_traversal: bool,
+    /// Disabled routers are never handed out.
+    #[serde(default)]
+    pub disabled: bool,
+    /// Application data.
+    #[serde(default)]
+    pub app_data: Map<String, Value>,
+}
+
+/// Terminator document.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Terminator {
+    /// Service id.
+    pub service: String,
+    /// Router id.
+    pub router: String,
+    /// Binding, `edge` by default.
+    #[serde(default = "default_binding")]
+    pub binding: String,
+    /// Address on the router.
+    pub address: String,
+    /// Cost.
+    #[serde(default)]
+    pub cost: u16,
+    /// Precedence: `default`, `required` or `failed`.
+    #[serde(default)]
+    pub precedence: Option<String>,
+}
+
+/// A validated document ready to store.
+#[derive(Debug, Clone)]
+pub struct Normalized {
+    /// Entity name.
+    pub name: String,
+    /// Tags object.
+    pub tags: Value,
+    /// Kind-specific fields.
+    pub data: Value,
+    /// Enrollment requested at creation (identities only).
+    pub enrollment: Option<EnrollmentRequest>,
+}
+
+fn parse<T: DeserializeOwned>(obj: &Map<String, Value>) -> Result<T, ApiError> {
+    serde_json::from_value(Value::Object(obj.clone()))
+        .map_err(|e| ApiError::CouldNotValidate(format!("invalid body: {e}")))
+}
+
+fn to_value<T: Serialize>(t: &T) -> Result<Value, ApiError> {
+    serde_json::to_value(t).map_err(|e| ApiError::Internal(format!("serialize: {e}")))
+}
+
+/// Checks a role selector list: each entry is `#attr`, `#all` or `@id`.
+pub fn validate_roles(field: &str, roles: &[String]) -> Result<(), ApiError> {
+    for r in roles {
+        let ok = (r.starts_with('#') || r.starts_with('@'))
+            && r.len() > 1
+            && !r.chars().any(|c| c.is_whitespace() || c.is_control());
+        if !ok {
+            return Err(ApiError::CouldNotValidate(format!(
+                "{field}: invalid role selector {r:?} (expected #attribute, #all or @id)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn validate_attributes(attrs: &[String]) -> Result<(), ApiError> {
+    for a in attrs {
+        if a.is_empty()
+            || a.starts_with('#')
+            || a.starts_with('@')
+            || a.chars().any(char::is_whitespace)
+        {
+            return Err(ApiError::CouldNotValidate(format!(
+                "roleAttributes: invalid attribute {a:?}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Validates a create (or merged update) document of `kind`. `name` and `tags`
+/// are taken out; the rest must match the kind's document exactly.
+pub fn normalize(kind: Kind, mut obj: Map<String, Value>) -> Result<Normalized, ApiError> {
+    let tags = match obj.remove("tags") {
+        None | Some(Value::Null) => Value::Object(Map::new()),
+        Some(Value::Object(m)) => Value::Object(m),
+        Some(_) => return Err(ApiError::CouldNotValidate("tags must be an object".into())),
+    };
+    let name = match obj.remove("name") {
+        Some(Value::String(s)) => s,
+        None if kind == Kind::Terminators => String::new(),
+        _ => {
+            return Err(ApiError::CouldNotValidate(
+                "name is required and must be a string".into(),
+            ));
+        }
+    };
+    if kind != Kind::Terminators && name.trim().is_empty() {
+        return Err(ApiError::CouldNotValidate("name must not be empty".into()));
+    }
+    if name.len() > 255 {
+        return Err(ApiError::CouldNotValidate("name is too long".into()));
+    }
+    let mut enrollment = None;
+    let data = match kind {
+        Kind::Identities => {
+            let mut d: Identity = parse(&obj)?;
+            if !["User", "Device", "Service", "Router", "Default"]
+                .contains(&d.identity_type.as_str())
+            {
+                return Err(ApiError::CouldNotValidate(format!(
+                    "type: invalid identity type {:?}",
+                    d.identity_type
+                )));
+            }
+            validate_attributes(&d.role_attributes)?;
+            enrollment = d.enrollment.take();
+            to_value(&d)?
+        }
+        Kind::Services => {
+            let d: Service = parse(&obj)?;
+            validate_attributes(&d.role_attributes)?;
+            to_value(&d)?
+        }
+        Kind::ConfigTypes => to_value(&parse::<ConfigType>(&obj)?)?,
+        Kind::Configs => to_value(&parse::<Config>(&obj)?)?,
+        Kind::ServicePolicies => {
+            let d: ServicePolicy = parse(&obj)?;
+            validate_roles("identityRoles", &d.identity_roles)?;
+            validate_roles("serviceRoles", &d.service_roles)?;
+            validate_roles("postureCheckRoles", &d.posture_check_roles)?;
+            to_value(&d)?
+        }
+        Kind::EdgeRouterPolicies => {
+            let d: EdgeRouterPolicy = parse(&obj)?;
+            validate_roles("edgeRouterRoles", &d.edge_router_roles)?;
+            validate_roles("identityRoles", &d.identity_roles)?;
+            to_value(&d)?
+        }
+        Kind::ServiceEdgeRouterPolicies => {
+            let d: ServiceEdgeRouterPolicy = parse(&obj)?;
+            validate_roles("edgeRouterRoles", &d.edge_router_roles)?;
+            validate_roles("serviceRoles", &d.service_roles)?;
+            to_value(&d)?
+        }
+        Kind::EdgeRouters => {
+            let d: EdgeRouter = parse(&obj)?;
+            validate_attributes(&d.role_attributes)?;
+            for (proto, url) in &d.supported_protocols {
+                if !url.starts_with(&format!("{proto}://")) {
+                    return Err(ApiError::CouldNotValidate(format!(
+                        "supportedProtocols: {url:?} does not start with {proto}://"
+                    )));
+                }
+            }
+            to_value(&d)?
+        }
+        Kind::Terminators => to_value(&parse::<Terminator>(&obj)?)?,
+    };
+    Ok(Normalized {
+        name,
+        tags,
+        data,
+        enrollment,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_selectors_are_rejected() {
+        let e = normalize(Kind::Services, obj(json!({"name": "s", "bogus": 1}))).unwrap_err();
+        assert_eq!(e.code(), "COULD_NOT_VALIDATE");
+        let e = normalize(
+            Kind::ServicePolicies,
+            obj(json!({"name": "p", "type": "Dial", "identityRoles": ["attr"]})),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("identityRoles"));
+        let e = normalize(
+            Kind::ServicePolicies,
+            obj(json!({"name": "p", "type": "dial"})),
+        )
+        .unwrap_err();
+        assert_eq!(e.code(), "COULD_NOT_VALIDATE");
+    }
+
+    #[test]
+    fn identity_enrollment_is_not_stored() {
+        let n = normalize(
+            Kind::Identities,
+            obj(
+                json!({"name": "i", "type": "User", "isAdmin": false, "enrollment": {"ott": true}}),
+            ),
+        )
+        .unwrap();
+        assert!(n.enrollment.unwrap().ott);
+        assert!(n.data.get("enrollment").is_none());
+        assert_eq!(n.data["roleAttributes"], json!([]));
+    }
+}

@@ -1,0 +1,546 @@
+//! The controller's certificate authority: a root CA, a signing (intermediate) CA
+//! that issues identity certificates, and an RSA server certificate for the HTTPS
+//! listener whose key also signs enrollment JWTs (RS256).
+//!
+//! Why RSA for the server: the C SDK 0.29.3 verifies the enrollment JWT with the
+//! public key of the server's leaf certificate and cannot verify JWS ECDSA
+//! signatures (spec `edge-client-api.md` §9.2).
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use base64::Engine;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, RsaKeySize, SanType, SerialNumber,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use sha1::Digest;
+use time::{Duration, OffsetDateTime};
+
+use crate::error::PkiError;
+
+/// Why a certificate signing request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CsrError {
+    /// Not a PEM `CERTIFICATE REQUEST`.
+    #[error("the body is not a PEM certificate signing request")]
+    NotPem,
+    /// DER structure could not be parsed.
+    #[error("the certificate signing request could not be parsed")]
+    Malformed,
+    /// The CSR's self-signature does not verify.
+    #[error("the certificate signing request signature is invalid")]
+    BadSignature,
+    /// The public key type is not supported.
+    #[error("unsupported public key in certificate signing request")]
+    UnsupportedKey,
+    /// Signing failed.
+    #[error("could not issue certificate: {0}")]
+    Sign(#[from] rcgen::Error),
+}
+
+/// A certificate issued to an identity.
+#[derive(Debug, Clone)]
+pub struct IssuedCert {
+    /// PEM encoding.
+    pub pem: String,
+    /// SHA-1 fingerprint (lower-case hex) of the DER, as OpenZiti stores it.
+    pub fingerprint: String,
+}
+
+/// The controller PKI, loaded from or created in `DATA_DIR/pki`.
+pub struct Pki {
+    root_pem: String,
+    signing_pem: String,
+    root_der: CertificateDer<'static>,
+    signing_der: CertificateDer<'static>,
+    signing_issuer: Issuer<'static, KeyPair>,
+    server_chain: Vec<CertificateDer<'static>>,
+    server_key_pkcs8: Vec<u8>,
+    jwt_key: jsonwebtoken::EncodingKey,
+}
+
+impl std::fmt::Debug for Pki {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pki").finish_non_exhaustive()
+    }
+}
+
+const ROOT_CERT: &str = "root-ca.cert.pem";
+const ROOT_KEY: &str = "root-ca.key.pem";
+const SIGNING_CERT: &str = "signing-ca.cert.pem";
+const SIGNING_KEY: &str = "signing-ca.key.pem";
+const SERVER_CERT: &str = "server.cert.pem";
+const SERVER_KEY: &str = "server.key.pem";
+
+fn random_serial() -> SerialNumber {
+    let mut b = [0u8; 16];
+    // aws-lc's system RNG only fails when the OS RNG is unavailable; a zero
+    // serial is still a valid (if poor) serial, so ignore the error.
+    let _ = aws_lc_rs::rand::fill(&mut b);
+    b[0] &= 0x7f;
+    b[0] |= 0x01;
+    SerialNumber::from_slice(&b)
+}
+
+/// Fills `buf` with cryptographically random bytes.
+pub fn random_bytes(buf: &mut [u8]) -> Result<(), PkiError> {
+    aws_lc_rs::rand::fill(buf).map_err(|_| PkiError::Pem("system RNG unavailable".into()))
+}
+
+fn write_private(path: &Path, data: &str) -> Result<(), PkiError> {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(data.as_bytes())?;
+    Ok(())
+}
+
+fn pem_to_der(pem: &str) -> Result<CertificateDer<'static>, PkiError> {
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::from_pem_slice(pem.as_bytes()).map_err(|e| PkiError::Pem(format!("{e:?}")))
+}
+
+fn ca_params(cn: &str, constraint: BasicConstraints, years: i64) -> CertificateParams {
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "Weft");
+    dn.push(DnType::CommonName, cn);
+    p.distinguished_name = dn;
+    p.is_ca = IsCa::Ca(constraint);
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let now = OffsetDateTime::now_utc();
+    p.not_before = now - Duration::hours(1);
+    p.not_after = now + Duration::days(365 * years);
+    p.serial_number = Some(random_serial());
+    p.use_authority_key_identifier_extension = true;
+    p
+}
+
+impl Pki {
+    /// Loads the PKI from `dir`, creating every missing part on first start.
+    pub fn load_or_create(dir: &Path, dns_names: &[String]) -> Result<Self, PkiError> {
+        fs::create_dir_all(dir)?;
+        let p = |n: &str| -> PathBuf { dir.join(n) };
+        if !p(ROOT_CERT).exists() {
+            let root_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384)?;
+            let root_params = ca_params("Weft Root CA", BasicConstraints::Unconstrained, 10);
+            let root_cert = root_params.self_signed(&root_key)?;
+            let root_issuer = Issuer::new(root_params, root_key);
+            let signing_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+            let mut signing_params =
+                ca_params("Weft Signing CA", BasicConstraints::Constrained(0), 5);
+            signing_params.use_authority_key_identifier_extension = true;
+            let signing_cert = signing_params.signed_by(&signing_key, &root_issuer)?;
+            write_private(&p(ROOT_KEY), &root_issuer_key_pem(&root_issuer))?;
+            write_private(&p(SIGNING_KEY), &signing_key.serialize_pem())?;
+            fs::write(p(SIGNING_CERT), signing_cert.pem())?;
+            // The root certificate is written last: its presence marks a complete CA.
+            fs::write(p(ROOT_CERT), root_cert.pem())?;
+        }
+        let root_pem = fs::read_to_string(p(ROOT_CERT))?;
+        let signing_pem = fs::read_to_string(p(SIGNING_CERT))?;
+        let signing_key = KeyPair::from_pem(&fs::read_to_string(p(SIGNING_KEY))?)?;
+        let signing_issuer = Issuer::from_ca_cert_pem(&signing_pem, signing_key)?;
+
+        if !p(SERVER_CERT).exists() {
+            let key = KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, RsaKeySize::_2048)?;
+            let mut params = CertificateParams::default();
+            let mut dn = DistinguishedName::new();
+            dn.push(DnType::OrganizationName, "Weft");
+            dn.push(DnType::CommonName, "weft-controller");
+            params.distinguished_name = dn;
+            for name in dns_names {
+                let ia5 = name
+                    .clone()
+                    .try_into()
+                    .map_err(|_| PkiError::Pem(format!("invalid DNS name {name:?}")))?;
+                params.subject_alt_names.push(SanType::DnsName(ia5));
+            }
+            params
+                .subject_alt_names
+                .push(SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])));
+            params.key_usages = vec![
+                KeyUsagePurpose::DigitalSignature,
+                KeyUsagePurpose::KeyEncipherment,
+            ];
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+            let now = OffsetDateTime::now_utc();
+            params.not_before = now - Duration::hours(1);
+            params.not_after = now + Duration::days(825);
+            params.serial_number = Some(random_serial());
+            params.use_authority_key_identifier_extension = true;
+            let cert = params.signed_by(&key, &signing_issuer)?;
+            write_private(&p(SERVER_KEY), &key.serialize_pem())?;
+            fs::write(p(SERVER_CERT), cert.pem())?;
+        }
+        let server_pem = fs::read_to_string(p(SERVER_CERT))?;
+        let server_key_pem = fs::read_to_string(p(SERVER_KEY))?;
+        let server_key = KeyPair::from_pem(&server_key_pem)?;
+        let jwt_key = jsonwebtoken::EncodingKey::from_rsa_pem(server_key_pem.as_bytes())?;
+        let root_der = pem_to_der(&root_pem)?;
+        let signing_der = pem_to_der(&signing_pem)?;
+        let server_chain = vec![pem_to_der(&server_pem)?, signing_der.clone()];
+        Ok(Self {
+            root_pem,
+            signing_pem,
+            root_der,
+            signing_der,
+            signing_issuer,
+            server_chain,
+            server_key_pkcs8: server_key.serialize_der(),
+            jwt_key,
+        })
+    }
+
+    /// PEM bundle of the CA chain (signing CA, then root) that clients trust.
+    pub fn ca_bundle_pem(&self) -> String {
+        format!("{}{}", self.signing_pem, self.root_pem)
+    }
+
+    /// Root CA certificate in DER.
+    pub fn root_der(&self) -> &CertificateDer<'static> {
+        &self.root_der
+    }
+
+    /// `GET /.well-known/est/cacerts` body: base64 of a degenerate certs-only PKCS#7
+    /// with 64-character lines (spec §9.3; EDGE `enroll_router.go`).
+    pub fn cacerts_pkcs7_base64(&self) -> String {
+        let der = pkcs7_certs_only(&[self.signing_der.as_ref(), self.root_der.as_ref()]);
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        let mut out = String::with_capacity(b64.len() + b64.len() / 64 + 1);
+        for chunk in b64.as_bytes().chunks(64) {
+            out.push_str(&String::from_utf8_lossy(chunk));
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Signs an RS256 JWT with the server certificate's key.
+    pub fn sign_jwt<T: serde::Serialize>(&self, claims: &T) -> Result<String, PkiError> {
+        let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+        Ok(jsonwebtoken::encode(&header, claims, &self.jwt_key)?)
+    }
+
+    /// Issues a client certificate for the public key of `csr_pem` (whose
+    /// signature is checked); subject and extensions are chosen here.
+    pub fn sign_client_csr(
+        &self,
+        csr_pem: &str,
+        common_name: &str,
+        days: i64,
+    ) -> Result<IssuedCert, CsrError> {
+        use rustls::pki_types::pem::PemObject;
+        use x509_parser::prelude::FromDer;
+        let csr_der = rustls::pki_types::CertificateSigningRequestDer::from_pem_slice(
+            csr_pem.trim().as_bytes(),
+        )
+        .map_err(|_| CsrError::NotPem)?;
+        let (_, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(
+            csr_der.as_ref(),
+        )
+        .map_err(|_| CsrError::Malformed)?;
+        csr.verify_signature().map_err(|_| CsrError::BadSignature)?;
+        let spki =
+            rcgen::SubjectPublicKeyInfo::from_der(csr.certification_request_info.subject_pki.raw)
+                .map_err(|_| CsrError::UnsupportedKey)?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "Weft");
+        dn.push(DnType::CommonName, common_name);
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyAgreement,
+        ];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - Duration::minutes(5);
+        params.not_after = now + Duration::days(days);
+        params.serial_number = Some(random_serial());
+        params.use_authority_key_identifier_extension = true;
+        let cert = params.signed_by(&spki, &self.signing_issuer)?;
+        Ok(IssuedCert {
+            pem: cert.pem(),
+            fingerprint: fingerprint(cert.der()),
+        })
+    }
+
+    /// True when `leaf_der` was issued by the signing CA and is within its validity.
+    pub fn verify_client_leaf(&self, leaf_der: &[u8]) -> bool {
+        let Ok((_, leaf)) = x509_parser::parse_x509_certificate(leaf_der) else {
+            return false;
+        };
+        let Ok((_, ca)) = x509_parser::parse_x509_certificate(self.signing_der.as_ref()) else {
+            return false;
+        };
+        leaf.validity().is_valid() && leaf.verify_signature(Some(ca.public_key())).is_ok()
+    }
+
+    /// TLS server configuration: TLS 1.2 and 1.3, client certificates requested
+    /// but not required and verified by the handlers, not by the TLS layer
+    /// (spec §11; XWEB `server.go` uses `tls.RequestClientCert`).
+    pub fn server_tls_config(&self) -> Result<rustls::ServerConfig, PkiError> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let verifier = Arc::new(RequestClientCert {
+            algs: provider.signature_verification_algorithms,
+        });
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.server_key_pkcs8.clone()));
+        let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(self.server_chain.clone(), key)?;
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(cfg)
+    }
+}
+
+fn root_issuer_key_pem(issuer: &Issuer<'static, KeyPair>) -> String {
+    issuer.key().serialize_pem()
+}
+
+/// SHA-1 fingerprint of a DER certificate, lower-case hex.
+pub fn fingerprint(der: &[u8]) -> String {
+    let digest = sha1::Sha1::digest(der);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Client-certificate verifier that asks for a certificate, accepts any chain at
+/// the TLS layer and still checks the handshake signature (proof of key possession).
+#[derive(Debug)]
+struct RequestClientCert {
+    algs: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl rustls::server::danger::ClientCertVerifier for RequestClientCert {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        // Chain and identity are verified in the authenticate handler.
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algs.supported_schemes()
+    }
+}
+
+fn der_len(len: usize, out: &mut Vec<u8>) {
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes = len.to_be_bytes();
+        let skip = bytes.iter().take_while(|b| **b == 0).count();
+        out.push(0x80 | (bytes.len() - skip) as u8);
+        out.extend_from_slice(&bytes[skip..]);
+    }
+}
+
+fn der_tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    der_len(content.len(), &mut out);
+    out.extend_from_slice(content);
+    out
+}
+
+const OID_SIGNED_DATA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02];
+const OID_DATA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01];
+
+/// DER of a degenerate certs-only PKCS#7 SignedData: version 1, empty
+/// digestAlgorithms, `id-data` without content, the certificates, no signers
+/// (the shape the C SDK's strict parser accepts, spec §9.3).
+pub fn pkcs7_certs_only(certs: &[&[u8]]) -> Vec<u8> {
+    let mut signed = Vec::new();
+    signed.extend(der_tlv(0x02, &[0x01]));
+    signed.extend(der_tlv(0x31, &[]));
+    signed.extend(der_tlv(0x30, &der_tlv(0x06, OID_DATA)));
+    signed.extend(der_tlv(0xa0, &certs.concat()));
+    signed.extend(der_tlv(0x31, &[]));
+    let mut ci = der_tlv(0x06, OID_SIGNED_DATA);
+    ci.extend(der_tlv(0xa0, &der_tlv(0x30, &signed)));
+    der_tlv(0x30, &ci)
+}
+
+/// One DER TLV: (tag, whole TLV, content, rest of the input).
+type Tlv<'a> = (u8, &'a [u8], &'a [u8], &'a [u8]);
+
+/// Reads one DER TLV.
+fn read_tlv(input: &[u8]) -> Option<Tlv<'_>> {
+    let tag = *input.first()?;
+    let first = *input.get(1)?;
+    let (len, hdr) = if first < 0x80 {
+        (first as usize, 2)
+    } else {
+        let n = (first & 0x7f) as usize;
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let mut len = 0usize;
+        for b in input.get(2..2 + n)? {
+            len = (len << 8) | *b as usize;
+        }
+        (len, 2 + n)
+    };
+    let end = hdr.checked_add(len)?;
+    let whole = input.get(..end)?;
+    Some((tag, whole, whole.get(hdr..)?, input.get(end..)?))
+}
+
+/// Extracts the DER certificates of a certs-only PKCS#7 (as produced by
+/// [`pkcs7_certs_only`]). Returns `None` when the structure is not recognised.
+pub fn parse_pkcs7_certs(der: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let (_, _, ci, _) = read_tlv(der)?;
+    let (_, _, _oid, rest) = read_tlv(ci)?;
+    let (_, _, explicit, _) = read_tlv(rest)?;
+    let (_, _, signed, _) = read_tlv(explicit)?;
+    let (_, _, _version, rest) = read_tlv(signed)?;
+    let (_, _, _digests, rest) = read_tlv(rest)?;
+    let (_, _, _encap, rest) = read_tlv(rest)?;
+    let (tag, _, mut certs, _) = read_tlv(rest)?;
+    if tag != 0xa0 {
+        return None;
+    }
+    let mut out = Vec::new();
+    while !certs.is_empty() {
+        let (_, whole, _, rest) = read_tlv(certs)?;
+        out.push(whole.to_vec());
+        certs = rest;
+    }
+    Some(out)
+}
+
+/// Converts DER certificates to one PEM bundle.
+pub fn ders_to_pem(certs: &[Vec<u8>]) -> String {
+    let mut out = String::new();
+    for c in certs {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(c);
+        out.push_str("-----BEGIN CERTIFICATE-----\n");
+        for chunk in b64.as_bytes().chunks(64) {
+            out.push_str(&String::from_utf8_lossy(chunk));
+            out.push('\n');
+        }
+        out.push_str("-----END CERTIFICATE-----\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pkcs7_round_trip() {
+        let der = pkcs7_certs_only(&[&[0x30, 0x01, 0x00], &[0x30, 0x00]]);
+        let certs = parse_pkcs7_certs(&der).unwrap();
+        assert_eq!(certs, vec![vec![0x30, 0x01, 0x00], vec![0x30, 0x00]]);
+    }
+
+    fn csr_with_netscape_cert_type() -> (String, KeyPair) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "requested");
+        // Netscape cert type "SSL client", as the C SDK's CSR carries (spec §9.4).
+        params
+            .custom_extensions
+            .push(rcgen::CustomExtension::from_oid_content(
+                &[2, 16, 840, 1, 113730, 1, 1],
+                vec![0x03, 0x02, 0x07, 0x80],
+            ));
+        (params.serialize_request(&key).unwrap().pem().unwrap(), key)
+    }
+
+    #[test]
+    fn signs_csr_public_key_with_controller_chosen_subject() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::load_or_create(dir.path(), &["localhost".into()]).unwrap();
+        let (csr, key) = csr_with_netscape_cert_type();
+        let issued = pki.sign_client_csr(&csr, "identity-1", 1).unwrap();
+        use rustls::pki_types::pem::PemObject;
+        let der = CertificateDer::from_pem_slice(issued.pem.as_bytes()).unwrap();
+        assert!(pki.verify_client_leaf(der.as_ref()));
+        assert_eq!(issued.fingerprint, fingerprint(der.as_ref()));
+        let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
+        assert_eq!(
+            cert.subject()
+                .iter_common_name()
+                .next()
+                .unwrap()
+                .as_str()
+                .unwrap(),
+            "identity-1"
+        );
+        assert_eq!(
+            cert.public_key().subject_public_key.data.as_ref(),
+            key.public_key_raw()
+        );
+        // A restart loads the same CA.
+        let again = Pki::load_or_create(dir.path(), &["localhost".into()]).unwrap();
+        assert_eq!(again.ca_bundle_pem(), pki.ca_bundle_pem());
+        assert!(again.verify_client_leaf(der.as_ref()));
+    }
+
+    #[test]
+    fn rejects_tampered_or_garbage_csr() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::load_or_create(dir.path(), &["localhost".into()]).unwrap();
+        let (csr, _) = csr_with_netscape_cert_type();
+        use rustls::pki_types::pem::PemObject;
+        let der = rustls::pki_types::CertificateSigningRequestDer::from_pem_slice(csr.as_bytes())
+            .unwrap();
+        let mut bytes = der.as_ref().to_vec();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x01;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&bytes);
+        let tampered = format!(
+            "-----BEGIN CERTIFICATE REQUEST-----\n{b64}\n-----END CERTIFICATE REQUEST-----\n"
+        );
+        assert!(matches!(
+            pki.sign_client_csr(&tampered, "x", 1),
+            Err(CsrError::BadSignature)
+        ));
+        assert!(matches!(
+            pki.sign_client_csr("hello", "x", 1),
+            Err(CsrError::NotPem)
+        ));
+    }
+}

@@ -1,0 +1,57 @@
+//! SQL schema. Plain types only (TEXT, BIGINT, INTEGER) so the same statements
+//! run on PostgreSQL later.
+
+/// Statements creating every table; idempotent.
+pub(crate) const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS entities (
+        kind TEXT NOT NULL,
+        id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        tags TEXT NOT NULL,
+        data TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (kind, id),
+        UNIQUE (kind, name))",
+    "CREATE TABLE IF NOT EXISTS enrollments (
+        id TEXT PRIMARY KEY,
+        identity_id TEXT NOT NULL,
+        method TEXT NOT NULL,
+        jti TEXT NOT NULL UNIQUE,
+        jwt TEXT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        used INTEGER NOT NULL,
+        created_at TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS authenticators (
+        id TEXT PRIMARY KEY,
+        identity_id TEXT NOT NULL,
+        method TEXT NOT NULL,
+        fingerprint TEXT UNIQUE,
+        cert_pem TEXT,
+        username TEXT UNIQUE,
+        password_hash TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS api_sessions (
+        id TEXT PRIMARY KEY,
+        token TEXT NOT NULL UNIQUE,
+        identity_id TEXT NOT NULL,
+        authenticator_id TEXT NOT NULL,
+        config_types TEXT NOT NULL,
+        ip_address TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        last_activity BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS sessions (
+        id TEXT PRIMARY KEY,
+        token TEXT NOT NULL UNIQUE,
+        api_session_id TEXT NOT NULL,
+        identity_id TEXT NOT NULL,
+        service_id TEXT NOT NULL,
+        session_type TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL)",
+];

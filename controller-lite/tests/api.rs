@@ -1,0 +1,801 @@
+//! API tests against a real `weft-controller` process on loopback.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use common::{Ctl, SDK_AUTH_BODY, jwt_claims, make_csr};
+use serde_json::{Value, json};
+
+async fn get(http: &reqwest::Client, url: &str, token: &str) -> (u16, Value) {
+    let res = http
+        .get(url)
+        .header("zt-session", token)
+        .send()
+        .await
+        .unwrap();
+    (res.status().as_u16(), res.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn first_start_creates_files_and_restart_keeps_state() {
+    let ctl = Ctl::start();
+    for f in [
+        "weft.db",
+        "admin.password",
+        "pki/root-ca.cert.pem",
+        "pki/signing-ca.cert.pem",
+        "pki/server.cert.pem",
+    ] {
+        assert!(ctl.dir.join(f).exists(), "{f} missing");
+    }
+    for f in [
+        "admin.password",
+        "pki/root-ca.key.pem",
+        "pki/signing-ca.key.pem",
+        "pki/server.key.pem",
+    ] {
+        let mode = std::fs::metadata(ctl.dir.join(f))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{f}");
+    }
+    let password = ctl.admin_password();
+    let ca = ctl.ca_pem();
+    let token = ctl.admin_token().await;
+    let svc = ctl
+        .create_ok(&token, "services", json!({"name": "kept"}))
+        .await;
+    let res = ctl.http().get(ctl.url("/version")).send().await.unwrap();
+    let instance = res.headers()["ziti-instance-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+
+    let (tmp, dir) = ctl.stop();
+    let ctl2 = Ctl::spawn(&dir, "", tmp.as_ref().unwrap().path());
+    assert_eq!(ctl2.admin_password(), password);
+    assert_eq!(ctl2.ca_pem(), ca);
+    let token = ctl2.admin_token().await;
+    let (status, v) = get(
+        &ctl2.http(),
+        &ctl2.mgmt(&format!("/services/{svc}")),
+        &token,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(v["data"]["name"], "kept");
+    let res = ctl2.http().get(ctl2.url("/version")).send().await.unwrap();
+    assert_eq!(
+        res.headers()["ziti-instance-id"].to_str().unwrap(),
+        instance
+    );
+    drop(tmp);
+}
+
+#[tokio::test]
+async fn version_shape_and_unknown_route_envelope() {
+    let ctl = Ctl::start();
+    let (status, v) = get(&ctl.http(), &ctl.url("/version"), "").await;
+    assert_eq!(status, 200);
+    for f in ["version", "revision", "buildDate"] {
+        assert!(v["data"][f].is_string(), "{f}");
+    }
+    assert_eq!(
+        v["data"]["apiVersions"]["edge"]["v1"]["path"],
+        "/edge/client/v1"
+    );
+    let (status, v) = get(&ctl.http(), &ctl.url("/nope/nothing"), "").await;
+    assert_eq!(status, 404);
+    assert_eq!(v["error"]["code"], "NOT_FOUND");
+    let (status, v) = get(&ctl.http(), &ctl.client_url("/services"), "").await;
+    assert_eq!(status, 401);
+    assert_eq!(v["error"]["code"], "UNAUTHORIZED");
+}
+
+#[tokio::test]
+async fn enrollment_end_to_end_then_cert_authentication() {
+    let ctl = Ctl::start();
+    let token = ctl.admin_token().await;
+    let id = ctl
+        .create_ok(
+            &token,
+            "identities",
+            json!({"name": "py-client", "type": "User", "isAdmin": false, "enrollment": {"ott": true}}),
+        )
+        .await;
+    // The JWT is visible on the identity and is an RS256 JWT signed by the
+    // server certificate's key (spec §9.1, §9.2).
+    let (_, v) = get(&ctl.http(), &ctl.mgmt(&format!("/identities/{id}")), &token).await;
+    let jwt = v["data"]["enrollment"]["ott"]["jwt"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let header = jsonwebtoken::decode_header(&jwt).unwrap();
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::RS256);
+    let server_pem = std::fs::read_to_string(ctl.dir.join("pki/server.cert.pem")).unwrap();
+    let server_der = rustls::pki_types::pem::PemObject::from_pem_slice(server_pem.as_bytes())
+        .map(|c: rustls::pki_types::CertificateDer<'static>| c)
+        .unwrap();
+    let (_, cert) = x509_parser::parse_x509_certificate(&server_der).unwrap();
+    let key = jsonwebtoken::DecodingKey::from_rsa_der(&cert.public_key().subject_public_key.data);
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    validation.set_issuer(&[format!("https://localhost:{}", ctl.addr.port())]);
+    validation.set_required_spec_claims(&["exp", "iss", "sub", "jti"]);
+    let claims = jsonwebtoken::decode::<Value>(&jwt, &key, &validation)
+        .unwrap()
+        .claims;
+    assert_eq!(claims["em"], "ott");
+    assert_eq!(claims["sub"], id);
+    let jti = claims["jti"].as_str().unwrap().to_string();
+
+    // CA certs as certs-only PKCS#7, base64.
+    let res = ctl
+        .http()
+        .get(ctl.url("/.well-known/est/cacerts"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["content-type"], "application/pkcs7-mime");
+    let b64: String = res.text().await.unwrap().split_whitespace().collect();
+    let der = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).unwrap();
+    let certs = weft_controller::pki::parse_pkcs7_certs(&der).unwrap();
+    assert_eq!(certs.len(), 2);
+
+    // A garbage CSR is refused and does not burn the token.
+    let (status, v) = ctl.enroll(&jti, "not a csr").await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (400, Some("INVALID_ENROLLMENT_TOKEN"))
+    );
+    let (csr, key_pem) = make_csr("whatever");
+    let (status, v) = ctl.enroll(&jti, &csr).await;
+    assert_eq!(status, 200, "{v}");
+    let cert_pem = v["data"]["cert"].as_str().unwrap().to_string();
+    let cert_der: rustls::pki_types::CertificateDer<'static> =
+        rustls::pki_types::pem::PemObject::from_pem_slice(cert_pem.as_bytes()).unwrap();
+    let (_, leaf) = x509_parser::parse_x509_certificate(&cert_der).unwrap();
+    assert_eq!(
+        leaf.subject()
+            .iter_common_name()
+            .next()
+            .unwrap()
+            .as_str()
+            .unwrap(),
+        id
+    );
+    // Used once: a second redemption fails.
+    let (status, v) = ctl.enroll(&jti, &csr).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (400, Some("INVALID_ENROLLMENT_TOKEN"))
+    );
+    // The identity no longer shows a pending enrollment.
+    let (_, v) = get(&ctl.http(), &ctl.mgmt(&format!("/identities/{id}")), &token).await;
+    assert_eq!(v["data"]["enrollment"], json!({}));
+
+    // Certificate authentication with the issued certificate.
+    let http = ctl.http_with_cert(&cert_pem, &key_pem);
+    let res = http
+        .post(ctl.client_url("/authenticate?method=cert"))
+        .header("content-type", "application/json")
+        .body(SDK_AUTH_BODY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().contains_key("ziti-instance-id"));
+    let v: Value = res.json().await.unwrap();
+    let s = &v["data"];
+    for f in [
+        "id",
+        "token",
+        "expiresAt",
+        "cachedLastActivityAt",
+        "updatedAt",
+        "createdAt",
+        "authenticatorId",
+    ] {
+        assert!(s[f].is_string(), "{f} missing in {s}");
+    }
+    assert_eq!(s["identity"]["name"], "py-client");
+    assert_eq!(s["identity"]["id"], id);
+    assert_eq!(s["authQueries"], json!([]));
+    assert_eq!(s["expirationSeconds"], 1800);
+    assert_eq!(
+        s["configTypes"],
+        json!(["intercept.v1", "ziti-tunneler-client.v1"])
+    );
+    assert!(s["expiresAt"].as_str().unwrap().ends_with('Z'));
+    let session_token = s["token"].as_str().unwrap().to_string();
+
+    // Root alias of authenticate works as well (spec §2).
+    let res = http
+        .post(ctl.url("/authenticate?method=cert"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+
+    let (status, v) = get(&http, &ctl.client_url("/current-identity"), &session_token).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["data"]["name"], "py-client");
+    assert!(v["data"]["appData"].is_object());
+    let (status, v) = get(
+        &http,
+        &ctl.client_url("/current-api-session"),
+        &session_token,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(v["data"]["token"], session_token.as_str());
+    // An enrolled non-admin identity is refused by the management API.
+    let (status, v) = get(&http, &ctl.mgmt("/identities"), &session_token).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (403, Some("UNAUTHORIZED"))
+    );
+    let res = http
+        .delete(ctl.client_url("/current-api-session"))
+        .header("zt-session", &session_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let (status, v) = get(
+        &http,
+        &ctl.client_url("/current-api-session"),
+        &session_token,
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (401, Some("UNAUTHORIZED"))
+    );
+
+    // Without a certificate, or with one the controller did not issue: INVALID_AUTH.
+    let res = ctl
+        .http()
+        .post(ctl.client_url("/authenticate?method=cert"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "INVALID_AUTH");
+    let rogue = rcgen::generate_simple_self_signed(vec!["rogue".to_string()]).unwrap();
+    let http = ctl.http_with_cert(&rogue.cert.pem(), &rogue.signing_key.serialize_pem());
+    let res = http
+        .post(ctl.client_url("/authenticate?method=cert"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+}
+
+#[tokio::test]
+async fn one_token_under_100_concurrent_enrollments_succeeds_once() {
+    let ctl = Ctl::start();
+    let token = ctl.admin_token().await;
+    let (_, v) = ctl
+        .create(
+            &token,
+            "identities",
+            json!({"name": "race", "type": "Device", "enrollment": {"ott": true}}),
+        )
+        .await;
+    let jti = jwt_claims(v["data"]["enrollment"]["ott"]["jwt"].as_str().unwrap())["jti"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ctl = std::sync::Arc::new(ctl);
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let ctl = ctl.clone();
+        let jti = jti.clone();
+        tasks.push(tokio::spawn(async move {
+            let (csr, _) = make_csr(&format!("c{i}"));
+            ctl.enroll(&jti, &csr).await
+        }));
+    }
+    let mut ok = 0;
+    let mut refused = 0;
+    for t in tasks {
+        let (status, v) = t.await.unwrap();
+        match status {
+            200 => ok += 1,
+            400 => {
+                assert_eq!(v["error"]["code"], "INVALID_ENROLLMENT_TOKEN");
+                refused += 1;
+            }
+            other => panic!("unexpected status {other}: {v}"),
+        }
+    }
+    assert_eq!((ok, refused), (1, 99));
+}
+
+#[tokio::test]
+async fn expired_token_is_refused() {
+    let ctl = Ctl::start_with("enrollment_ttl_secs = 1");
+    let token = ctl.admin_token().await;
+    let (_, v) = ctl
+        .create(
+            &token,
+            "identities",
+            json!({"name": "late", "type": "User", "enrollment": {"ott": true}}),
+        )
+        .await;
+    let jti = jwt_claims(v["data"]["enrollment"]["ott"]["jwt"].as_str().unwrap())["jti"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let (csr, _) = make_csr("late");
+    let (status, v) = ctl.enroll(&jti, &csr).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (400, Some("INVALID_ENROLLMENT_TOKEN"))
+    );
+    let (status, _) = ctl
+        .enroll("00000000-0000-0000-0000-000000000000", &csr)
+        .await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn services_paging_and_sessions_follow_policies() {
+    let ctl = Ctl::start();
+    let admin = ctl.admin_token().await;
+    let (id, cert, key) = ctl.enrolled_identity(&admin, "dialer", &["dialers"]).await;
+    let cfg_type = "intercept.v1";
+    let config = ctl
+        .create_ok(
+            &admin,
+            "configs",
+            json!({"name": "icpt", "configTypeId": cfg_type, "data": {"protocols": ["tcp"], "addresses": ["echo.weft"], "portRanges": [{"low": 80, "high": 80}]}}),
+        )
+        .await;
+    let mut first = String::new();
+    for i in 0..30 {
+        let sid = ctl
+            .create_ok(&admin, "services", json!({"name": format!("svc-{i:02}"), "roleAttributes": ["svc"], "configs": [config]}))
+            .await;
+        if i == 0 {
+            first = sid;
+        }
+    }
+    let hidden = ctl
+        .create_ok(
+            &admin,
+            "services",
+            json!({"name": "hidden", "roleAttributes": ["other"]}),
+        )
+        .await;
+    let lonely = ctl
+        .create_ok(
+            &admin,
+            "services",
+            json!({"name": "lonely", "roleAttributes": ["lonely"]}),
+        )
+        .await;
+    ctl.create_ok(
+        &admin,
+        "service-policies",
+        json!({"name": "dial-svc", "type": "Dial", "semantic": "AnyOf", "identityRoles": ["#dialers"], "serviceRoles": ["#svc", "#lonely"]}),
+    )
+    .await;
+    ctl.create_ok(
+        &admin,
+        "service-policies",
+        json!({"name": "bind-first", "type": "Bind", "identityRoles": [format!("@{id}")], "serviceRoles": [format!("@{first}")]}),
+    )
+    .await;
+    for (name, attr) in [
+        ("er-public", "public"),
+        ("er-private", "private"),
+        ("er-none", "none"),
+    ] {
+        ctl.create_ok(
+            &admin,
+            "edge-routers",
+            json!({"name": name, "roleAttributes": [attr], "hostname": format!("{name}.test"), "supportedProtocols": {"tls": format!("tls://{name}.test:3022")}}),
+        )
+        .await;
+    }
+    ctl.create_ok(
+        &admin,
+        "edge-router-policies",
+        json!({"name": "erp", "semantic": "AnyOf", "identityRoles": ["#all"], "edgeRouterRoles": ["#public", "#private"]}),
+    )
+    .await;
+    ctl.create_ok(
+        &admin,
+        "service-edge-router-policies",
+        json!({"name": "serp", "serviceRoles": ["#svc"], "edgeRouterRoles": ["#public"]}),
+    )
+    .await;
+
+    let (http, token) = ctl.cert_login(&cert, &key).await;
+    let (status, v) = get(
+        &http,
+        &ctl.client_url("/services?limit=25&offset=0"),
+        &token,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(v["data"].as_array().unwrap().len(), 25);
+    assert_eq!(
+        v["meta"]["pagination"],
+        json!({"limit": 25, "offset": 0, "totalCount": 31})
+    );
+    let svc0 = &v["data"][0];
+    assert_eq!(svc0["name"], "lonely");
+    let svc1 = &v["data"][1];
+    assert_eq!(svc1["name"], "svc-00");
+    assert_eq!(svc1["permissions"], json!(["Dial", "Bind"]));
+    assert_eq!(svc1["postureQueries"], json!([]));
+    assert_eq!(svc1["encryptionRequired"], true);
+    assert_eq!(
+        svc1["config"]["intercept.v1"]["addresses"],
+        json!(["echo.weft"])
+    );
+    let (_, v) = get(
+        &http,
+        &ctl.client_url("/services?limit=25&offset=25"),
+        &token,
+    )
+    .await;
+    assert_eq!(v["data"].as_array().unwrap().len(), 6);
+    assert_eq!(v["meta"]["pagination"]["totalCount"], 31);
+    assert!(
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["id"] != hidden.as_str())
+    );
+    let (_, v) = get(
+        &http,
+        &ctl.client_url("/services?filter=name=%22svc-07%22"),
+        &token,
+    )
+    .await;
+    assert_eq!(v["data"].as_array().unwrap().len(), 1);
+    let (_, v) = get(
+        &http,
+        &ctl.client_url("/services?filter=name=%22hidden%22"),
+        &token,
+    )
+    .await;
+    assert_eq!(v["data"], json!([]));
+    let (_, v) = get(
+        &http,
+        &ctl.client_url("/current-api-session/service-updates"),
+        &token,
+    )
+    .await;
+    assert!(v["data"]["lastChangeAt"].is_string());
+
+    let (_, v) = get(
+        &http,
+        &ctl.client_url("/current-identity/edge-routers"),
+        &token,
+    )
+    .await;
+    let names: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["er-private", "er-public"]);
+
+    let post = |body: String| {
+        let http = http.clone();
+        let token = token.clone();
+        let url = ctl.client_url("/sessions");
+        async move {
+            let res = http
+                .post(url)
+                .header("zt-session", token)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (res.status().as_u16(), res.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, v) = post(format!(
+        "{{\"serviceId\": \"{first}\", \"type\": \"Dial\"}}"
+    ))
+    .await;
+    assert_eq!(status, 201, "{v}");
+    let s = &v["data"];
+    assert!(s["token"].is_string() && s["id"].is_string());
+    assert_eq!(s["type"], "Dial");
+    let routers = s["edgeRouters"].as_array().unwrap();
+    assert_eq!(routers.len(), 1);
+    assert_eq!(routers[0]["name"], "er-public");
+    assert_eq!(routers[0]["hostname"], "er-public.test");
+    assert_eq!(
+        routers[0]["supportedProtocols"]["tls"],
+        "tls://er-public.test:3022"
+    );
+    let (status, _) = post(format!(
+        "{{\"serviceId\": \"{first}\", \"type\": \"Bind\"}}"
+    ))
+    .await;
+    assert_eq!(status, 201);
+    // Bind without a Bind policy, a hidden service: NOT_FOUND.
+    let second = ctl_service_id(&http, &ctl, &token, "svc-01").await;
+    let (status, v) = post(format!(
+        "{{\"serviceId\": \"{second}\", \"type\": \"Bind\"}}"
+    ))
+    .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (404, Some("NOT_FOUND"))
+    );
+    let (status, _) = post(format!(
+        "{{\"serviceId\": \"{hidden}\", \"type\": \"Dial\"}}"
+    ))
+    .await;
+    assert_eq!(status, 404);
+    // Dial allowed but no service edge router policy: NO_EDGE_ROUTERS_AVAILABLE.
+    let (status, v) = post(format!(
+        "{{\"serviceId\": \"{lonely}\", \"type\": \"Dial\"}}"
+    ))
+    .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (400, Some("NO_EDGE_ROUTERS_AVAILABLE"))
+    );
+    let (status, v) = post("{\"serviceId\": 5}".into()).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (400, Some("COULD_NOT_VALIDATE"))
+    );
+    let (_, v) = get(&http, &ctl.client_url("/sessions"), &token).await;
+    assert_eq!(v["meta"]["pagination"]["totalCount"], 2);
+}
+
+async fn ctl_service_id(http: &reqwest::Client, ctl: &Ctl, token: &str, name: &str) -> String {
+    let (_, v) = get(
+        http,
+        &ctl.client_url(&format!("/services?filter=name=%22{name}%22")),
+        token,
+    )
+    .await;
+    v["data"][0]["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn management_crud_round_trip() {
+    let ctl = Ctl::start();
+    let admin = ctl.admin_token().await;
+    let http = ctl.http();
+    let id = ctl
+        .create_ok(&admin, "services", json!({"name": "crud", "roleAttributes": ["a"], "encryptionRequired": false, "tags": {"k": "v"}}))
+        .await;
+    let (status, v) = ctl
+        .create(&admin, "services", json!({"name": "crud"}))
+        .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (409, Some("DUPLICATE_NAME"))
+    );
+    let (_, v) = get(
+        &http,
+        &ctl.mgmt("/services?filter=name%20contains%20%22cru%22"),
+        &admin,
+    )
+    .await;
+    assert_eq!(v["meta"]["pagination"]["totalCount"], 1);
+    let (status, v) = get(&http, &ctl.mgmt(&format!("/services/{id}")), &admin).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["data"]["encryptionRequired"], false);
+    assert_eq!(v["data"]["tags"], json!({"k": "v"}));
+    let res = http
+        .patch(ctl.mgmt(&format!("/services/{id}")))
+        .header("zt-session", &admin)
+        .json(&json!({"roleAttributes": ["b", "c"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let (_, v) = get(&http, &ctl.mgmt(&format!("/services/{id}")), &admin).await;
+    assert_eq!(v["data"]["roleAttributes"], json!(["b", "c"]));
+    assert_eq!(v["data"]["encryptionRequired"], false);
+    // Every collection lists; config types are pre-created.
+    for c in [
+        "identities",
+        "services",
+        "configs",
+        "config-types",
+        "service-policies",
+        "edge-router-policies",
+        "service-edge-router-policies",
+        "edge-routers",
+    ] {
+        let (status, v) = get(&http, &ctl.mgmt(&format!("/{c}?limit=5&offset=0")), &admin).await;
+        assert_eq!(status, 200, "{c}");
+        assert!(v["data"].is_array(), "{c}");
+    }
+    let (_, v) = get(
+        &http,
+        &ctl.mgmt("/config-types?filter=name=%22host.v1%22"),
+        &admin,
+    )
+    .await;
+    assert_eq!(v["data"].as_array().unwrap().len(), 1);
+    let res = http
+        .delete(ctl.mgmt(&format!("/services/{id}")))
+        .header("zt-session", &admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let (status, v) = get(&http, &ctl.mgmt(&format!("/services/{id}")), &admin).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (404, Some("NOT_FOUND"))
+    );
+    let (status, _) = get(&http, &ctl.mgmt("/services"), "").await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn bad_input_gives_error_envelopes_and_changes_nothing() {
+    let ctl = Ctl::start();
+    let admin = ctl.admin_token().await;
+    let http = ctl.http();
+    let send = |body: &'static str| {
+        let http = http.clone();
+        let url = ctl.mgmt("/service-policies");
+        let admin = admin.clone();
+        async move {
+            let res = http
+                .post(url)
+                .header("zt-session", admin)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert!(res.headers().contains_key("ziti-instance-id"));
+            (res.status().as_u16(), res.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, v) = send("{\"name\": \"p\", ").await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (400, Some("COULD_NOT_PARSE_BODY"))
+    );
+    assert!(v["error"]["message"].is_string() && v["meta"].is_object());
+    let (status, v) = send("{\"name\": \"p\", \"type\": \"Dial\", \"bogus\": true}").await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (400, Some("COULD_NOT_VALIDATE"))
+    );
+    assert!(v["error"]["message"].as_str().unwrap().contains("bogus"));
+    let (status, v) =
+        send("{\"name\": \"p\", \"type\": \"Dial\", \"identityRoles\": [\"nohash\"]}").await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (400, Some("COULD_NOT_VALIDATE"))
+    );
+    let (status, _) = send("{\"name\": \"p\", \"type\": \"Dial\", \"semantic\": \"OneOf\"}").await;
+    assert_eq!(status, 400);
+    let (status, _) = send("[1, 2]").await;
+    assert_eq!(status, 400);
+    let (_, v) = get(&http, &ctl.mgmt("/service-policies"), &admin).await;
+    assert_eq!(v["meta"]["pagination"]["totalCount"], 0);
+    let (status, v) = get(&http, &ctl.mgmt("/services?limit=abc"), &admin).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (400, Some("INVALID_PARAMETER"))
+    );
+    let (status, v) = get(&http, &ctl.mgmt("/services?filter=bogus"), &admin).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (400, Some("INVALID_PARAMETER"))
+    );
+    let res = http
+        .post(ctl.mgmt("/authenticate?method=password"))
+        .json(&json!({"username": "admin", "password": "wrong"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "INVALID_AUTH");
+}
+
+#[tokio::test]
+async fn oversized_pre_auth_body_is_413() {
+    let ctl = Ctl::start();
+    let big = vec![b' '; 1024 * 1024 + 1];
+    for path in [
+        "/edge/client/v1/authenticate?method=cert",
+        "/enroll?method=ott&token=x",
+    ] {
+        let res = ctl
+            .http()
+            .post(ctl.url(path))
+            .body(big.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 413, "{path}");
+        let v: Value = res.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "REQUEST_TOO_LARGE");
+    }
+}
+
+#[tokio::test]
+async fn tls12_client_and_offline_identity_creation() {
+    let ctl = Ctl::start();
+    // `weft-controller create-identity` writes a JWT usable against the running controller.
+    let jwt_file = ctl.dir.join("offline.jwt");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weft-controller"))
+        .args(["create-identity", "--data-dir"])
+        .arg(&ctl.dir)
+        .args(["offline", "-a", "dialers", "-o"])
+        .arg(&jwt_file)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let jwt = std::fs::read_to_string(&jwt_file).unwrap();
+    let claims = jwt_claims(&jwt);
+    assert_eq!(
+        claims["iss"],
+        format!("https://localhost:{}", ctl.addr.port())
+    );
+    let (csr, key) = make_csr("offline");
+    let (status, v) = ctl.enroll(claims["jti"].as_str().unwrap(), &csr).await;
+    assert_eq!(status, 200, "{v}");
+    let cert = v["data"]["cert"].as_str().unwrap();
+    // TLS 1.2 only, as the C SDK 0.29.3 speaks.
+    let http = ctl.http_tls12_with_cert(cert, &key);
+    let res = http
+        .post(ctl.url("/authenticate?method=cert"))
+        .header("content-type", "application/json")
+        .body(SDK_AUTH_BODY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["data"]["identity"]["name"], "offline");
+}
+
+#[tokio::test]
+async fn api_session_expires_and_rejections_are_envelopes() {
+    let ctl = Ctl::start_with("api_session_timeout_secs = 1");
+    let admin = ctl.admin_token().await;
+    let http = ctl.http();
+    // A path parameter that is not valid UTF-8 is rejected by axum itself; it
+    // still comes back as a JSON envelope.
+    let (status, v) = get(&http, &ctl.mgmt("/services/%FF"), &admin).await;
+    assert_eq!(status, 400);
+    assert_eq!(v["error"]["code"], "INVALID_PARAMETER");
+    let res = http.put(ctl.url("/version")).send().await.unwrap();
+    assert_eq!(res.status(), 405);
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "METHOD_NOT_ALLOWED");
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let (status, v) = get(&http, &ctl.mgmt("/services"), &admin).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (401, Some("UNAUTHORIZED"))
+    );
+}

@@ -1,0 +1,283 @@
+//! Test harness: runs the real `weft-controller` binary on loopback.
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde_json::{Value, json};
+
+pub struct Ctl {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    pub addr: SocketAddr,
+}
+
+impl Ctl {
+    /// Starts a controller in a fresh temporary directory.
+    pub fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// Starts with extra TOML config lines.
+    pub fn start_with(extra_config: &str) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        let mut c = Self::spawn(&dir, extra_config, tmp.path());
+        c._tmp = Some(tmp);
+        c
+    }
+
+    /// Starts (again) in an existing directory.
+    pub fn spawn(dir: &Path, extra_config: &str, cfg_dir: &Path) -> Self {
+        let cfg = cfg_dir.join("controller.toml");
+        std::fs::write(&cfg, format!("listen = \"127.0.0.1:0\"\n{extra_config}\n")).unwrap();
+        let _ = std::fs::remove_file(dir.join("controller.addr"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_weft-controller"))
+            .arg("run")
+            .arg("--data-dir")
+            .arg(dir)
+            .arg("--config")
+            .arg(&cfg)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let addr = loop {
+            if let Ok(s) = std::fs::read_to_string(dir.join("controller.addr")) {
+                if let Ok(a) = s.trim().parse() {
+                    break a;
+                }
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("controller exited during start: {status}");
+            }
+            assert!(Instant::now() < deadline, "controller did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        Self {
+            child: Some(child),
+            dir: dir.to_path_buf(),
+            _tmp: None,
+            addr,
+        }
+    }
+
+    /// Stops the process, keeping the directory (returned for a restart).
+    pub fn stop(mut self) -> (Option<tempfile::TempDir>, PathBuf) {
+        self.kill();
+        (self._tmp.take(), self.dir.clone())
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.addr.port())
+    }
+
+    pub fn mgmt(&self, path: &str) -> String {
+        self.url(&format!("/edge/management/v1{path}"))
+    }
+
+    pub fn client_url(&self, path: &str) -> String {
+        self.url(&format!("/edge/client/v1{path}"))
+    }
+
+    pub fn admin_password(&self) -> String {
+        std::fs::read_to_string(self.dir.join("admin.password"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    pub fn ca_pem(&self) -> String {
+        std::fs::read_to_string(self.dir.join("pki/root-ca.cert.pem")).unwrap()
+    }
+
+    fn tls(&self, client_cert: Option<(&str, &str)>) -> rustls::ClientConfig {
+        self.tls_with(client_cert, rustls::DEFAULT_VERSIONS)
+    }
+
+    fn tls_with(
+        &self,
+        client_cert: Option<(&str, &str)>,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> rustls::ClientConfig {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(self.ca_pem().as_bytes()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let b = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots);
+        match client_cert {
+            None => b.with_no_client_auth(),
+            Some((cert, key)) => {
+                let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
+                    .map(|c| c.unwrap())
+                    .collect();
+                let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+                b.with_client_auth_cert(chain, key).unwrap()
+            }
+        }
+    }
+
+    fn build(&self, tls: rustls::ClientConfig) -> reqwest::Client {
+        reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .resolve("localhost", self.addr)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap()
+    }
+
+    /// Client trusting the controller CA, without a client certificate.
+    pub fn http(&self) -> reqwest::Client {
+        self.build(self.tls(None))
+    }
+
+    /// Client presenting a certificate.
+    pub fn http_with_cert(&self, cert_pem: &str, key_pem: &str) -> reqwest::Client {
+        self.build(self.tls(Some((cert_pem, key_pem))))
+    }
+
+    /// Client limited to TLS 1.2 (like the C SDK's mbedTLS build), with a certificate.
+    pub fn http_tls12_with_cert(&self, cert_pem: &str, key_pem: &str) -> reqwest::Client {
+        self.build(self.tls_with(Some((cert_pem, key_pem)), &[&rustls::version::TLS12]))
+    }
+
+    /// Logs in as admin; returns the `zt-session` token.
+    pub async fn admin_token(&self) -> String {
+        let res = self
+            .http()
+            .post(self.mgmt("/authenticate?method=password"))
+            .json(&json!({"username": "admin", "password": self.admin_password()}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let v: Value = res.json().await.unwrap();
+        v["data"]["token"].as_str().unwrap().to_string()
+    }
+
+    /// POSTs a management entity; returns the response JSON and status.
+    pub async fn create(&self, token: &str, collection: &str, body: Value) -> (u16, Value) {
+        let res = self
+            .http()
+            .post(self.mgmt(&format!("/{collection}")))
+            .header("zt-session", token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (res.status().as_u16(), res.json().await.unwrap())
+    }
+
+    /// Creates an entity and returns its id (asserting 201).
+    pub async fn create_ok(&self, token: &str, collection: &str, body: Value) -> String {
+        let (status, v) = self.create(token, collection, body).await;
+        assert_eq!(status, 201, "{v}");
+        v["data"]["id"].as_str().unwrap().to_string()
+    }
+
+    /// Creates an identity, enrolls it with a fresh key; returns (id, cert PEM, key PEM).
+    pub async fn enrolled_identity(
+        &self,
+        token: &str,
+        name: &str,
+        attrs: &[&str],
+    ) -> (String, String, String) {
+        let (status, v) = self
+            .create(
+                token,
+                "identities",
+                json!({"name": name, "type": "User", "isAdmin": false, "roleAttributes": attrs, "enrollment": {"ott": true}}),
+            )
+            .await;
+        assert_eq!(status, 201, "{v}");
+        let id = v["data"]["id"].as_str().unwrap().to_string();
+        let jwt = v["data"]["enrollment"]["ott"]["jwt"].as_str().unwrap();
+        let jti = jwt_claims(jwt)["jti"].as_str().unwrap().to_string();
+        let (csr, key) = make_csr(&id);
+        let res = self.enroll(&jti, &csr).await;
+        assert_eq!(res.0, 200, "{}", res.1);
+        let cert = res.1["data"]["cert"].as_str().unwrap().to_string();
+        (id, cert, key)
+    }
+
+    /// POST /enroll?method=ott; returns (status, JSON).
+    pub async fn enroll(&self, jti: &str, csr: &str) -> (u16, Value) {
+        let res = self
+            .http()
+            .post(self.url(&format!("/enroll?method=ott&token={jti}")))
+            .header("content-type", "text/plain")
+            .header("accept", "application/json")
+            .body(csr.to_string())
+            .send()
+            .await
+            .unwrap();
+        (res.status().as_u16(), res.json().await.unwrap())
+    }
+
+    /// Authenticates with a certificate on the client API; returns (client, token).
+    pub async fn cert_login(&self, cert: &str, key: &str) -> (reqwest::Client, String) {
+        let http = self.http_with_cert(cert, key);
+        let res = http
+            .post(self.client_url("/authenticate?method=cert"))
+            .header("content-type", "application/json")
+            .body(SDK_AUTH_BODY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let v: Value = res.json().await.unwrap();
+        (http, v["data"]["token"].as_str().unwrap().to_string())
+    }
+}
+
+impl Drop for Ctl {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A pretty-printed body like the C SDK 0.29.3 sends (spec §4.2).
+pub const SDK_AUTH_BODY: &str = "{\n\t\"sdkInfo\":\t{\n\t\t\"type\":\t\"ziti-sdk-c\",\n\t\t\"version\":\t\"0.29.3-126\",\n\t\t\"revision\":\t\"8a2af64\",\n\t\t\"branch\":\t\"HEAD\"\n\t},\n\t\"envInfo\":\t{\n\t\t\"os\":\t\"Linux\",\n\t\t\"arch\":\t\"x86_64\"\n\t},\n\t\"configTypes\":\t[\"intercept.v1\", \"ziti-tunneler-client.v1\"]\n}";
+
+/// Decodes the claims of a JWT without verifying it.
+pub fn jwt_claims(jwt: &str) -> Value {
+    use base64::Engine;
+    let part = jwt.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+/// A P-256 key and a PEM CSR whose subject the controller must ignore.
+pub fn make_csr(cn: &str) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, format!("requested-{cn}"));
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "OpenZiti");
+    let csr = params.serialize_request(&key).unwrap();
+    (csr.pem().unwrap(), key.serialize_pem())
+}
