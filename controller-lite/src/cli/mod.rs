@@ -201,6 +201,19 @@ pub fn collection(entity: &str) -> Result<&'static str, CliError> {
         .ok_or_else(|| CliError::Usage(format!("unknown entity type {entity:?}")))
 }
 
+/// The singular of a collection name, as `ziti edge create` prints it
+/// ("New identity NAME created with id: ID").
+fn singular(collection: &str) -> String {
+    if let Some(stem) = collection.strip_suffix("ies") {
+        format!("{stem}y")
+    } else {
+        collection
+            .strip_suffix('s')
+            .unwrap_or(collection)
+            .to_owned()
+    }
+}
+
 fn create_body(what: &CreateCommand) -> Result<(&'static str, Value), CliError> {
     Ok(match what {
         CreateCommand::Identity {
@@ -354,7 +367,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                     let v = api.post(coll, &body).await?;
                     let id = v["data"]["id"].as_str().unwrap_or_default().to_string();
                     println!(
-                        "New {coll} {} created with id: {id}",
+                        "New {} {} created with id: {id}",
+                        singular(coll),
                         body["name"].as_str().unwrap_or_default()
                     );
                     if let CreateCommand::Identity {
@@ -406,4 +420,18 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod singular_tests {
+    #[test]
+    fn collection_names_become_singular() {
+        assert_eq!(super::singular("identities"), "identity");
+        assert_eq!(
+            super::singular("service-edge-router-policies"),
+            "service-edge-router-policy"
+        );
+        assert_eq!(super::singular("edge-routers"), "edge-router");
+        assert_eq!(super::singular("configs"), "config");
+    }
 }
