@@ -1,6 +1,5 @@
-//! Authorization queries the APIs need. [`PolicyView`] is the seam for the
-//! indexed policy evaluator (module `policy`, written separately);
-//! [`StorePolicyView`] answers the same queries directly from the store.
+//! Authorization queries the APIs need. [`PolicyView`] is the seam; [`StorePolicyView`]
+//! answers from the store through the indexed evaluator of [`crate::policy`].
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -10,6 +9,7 @@ use crate::error::StoreError;
 use crate::model::{
     EdgeRouterPolicy, Kind, PolicyType, Semantic, ServiceEdgeRouterPolicy, ServicePolicy,
 };
+use crate::policy::{self, PolicyEvaluator, PolicyIndex, RoleSelector, RoleSet};
 use crate::store::{EntityRow, Store};
 
 /// Policy queries: which services an identity may dial/bind and which edge
@@ -32,8 +32,9 @@ pub trait PolicyView {
     ) -> Result<Vec<EntityRow>, StoreError>;
 }
 
-/// [`PolicyView`] that loads entities from the store on every query and
-/// evaluates role selectors naively.
+/// [`PolicyView`] over the store: loads the entities and policies, indexes them with
+/// [`PolicyIndex`] (the evaluator that the property tests hold equal to the naive
+/// definition) and answers from the index.
 #[derive(Debug, Clone, Copy)]
 pub struct StorePolicyView<'a> {
     store: &'a Store,
@@ -43,6 +44,89 @@ impl<'a> StorePolicyView<'a> {
     /// Creates a view over `store`.
     pub fn new(store: &'a Store) -> Self {
         Self { store }
+    }
+
+    /// Loads the policy model from the store and indexes it.
+    fn index(&self) -> Result<(PolicyIndex, Vec<EntityRow>), StoreError> {
+        let identities = self
+            .store
+            .list_all(Kind::Identities.collection())?
+            .iter()
+            .map(|e| policy::Identity {
+                id: e.id.clone(),
+                name: e.name.clone(),
+                role_attributes: attrs(e),
+                disabled: flag(e, "disabled"),
+            })
+            .collect();
+        let services = self
+            .store
+            .list_all(Kind::Services.collection())?
+            .iter()
+            .map(|e| policy::Service {
+                id: e.id.clone(),
+                name: e.name.clone(),
+                role_attributes: attrs(e),
+            })
+            .collect();
+        // Disabled routers are left out of the model, so no policy can select them.
+        let routers: Vec<EntityRow> = self
+            .store
+            .list_all(Kind::EdgeRouters.collection())?
+            .into_iter()
+            .filter(|r| !flag(r, "disabled"))
+            .collect();
+        let edge_routers = routers
+            .iter()
+            .map(|e| policy::EdgeRouter {
+                id: e.id.clone(),
+                name: e.name.clone(),
+                role_attributes: attrs(e),
+            })
+            .collect();
+        let service_policies = docs::<ServicePolicy>(self.store, Kind::ServicePolicies)?
+            .into_iter()
+            .map(|(id, p)| policy::ServicePolicy {
+                id,
+                policy_type: match p.policy_type {
+                    PolicyType::Dial => policy::PolicyType::Dial,
+                    PolicyType::Bind => policy::PolicyType::Bind,
+                },
+                semantic: semantic(p.semantic),
+                identity_roles: roles(&p.identity_roles),
+                service_roles: roles(&p.service_roles),
+                posture_check_roles: roles(&p.posture_check_roles),
+            })
+            .collect();
+        let edge_router_policies = docs::<EdgeRouterPolicy>(self.store, Kind::EdgeRouterPolicies)?
+            .into_iter()
+            .map(|(id, p)| policy::EdgeRouterPolicy {
+                id,
+                semantic: semantic(p.semantic),
+                identity_roles: roles(&p.identity_roles),
+                edge_router_roles: roles(&p.edge_router_roles),
+            })
+            .collect();
+        let service_edge_router_policies =
+            docs::<ServiceEdgeRouterPolicy>(self.store, Kind::ServiceEdgeRouterPolicies)?
+                .into_iter()
+                .map(|(id, p)| policy::ServiceEdgeRouterPolicy {
+                    id,
+                    semantic: semantic(p.semantic),
+                    service_roles: roles(&p.service_roles),
+                    edge_router_roles: roles(&p.edge_router_roles),
+                })
+                .collect();
+        let model = policy::Model {
+            identities,
+            services,
+            edge_routers,
+            posture_checks: Vec::new(),
+            service_policies,
+            edge_router_policies,
+            service_edge_router_policies,
+        };
+        Ok((PolicyIndex::new(&model), routers))
     }
 }
 
@@ -58,50 +142,47 @@ fn attrs(e: &EntityRow) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// True when entity `e` is selected by `roles` under `semantic`:
-/// `#all` selects everything; `@id` (or `@name`) selects that entity; the
-/// `#attr` selectors must all (AllOf) or any (AnyOf) be among its attributes.
-pub fn selects(roles: &[String], semantic: Semantic, e: &EntityRow) -> bool {
-    if roles.iter().any(|r| r == "#all") {
-        return true;
-    }
-    if roles.iter().any(|r| {
-        r.strip_prefix('@')
-            .is_some_and(|x| x == e.id || x == e.name)
-    }) {
-        return true;
-    }
-    let wanted: Vec<&str> = roles.iter().filter_map(|r| r.strip_prefix('#')).collect();
-    if wanted.is_empty() {
-        return false;
-    }
-    let have = attrs(e);
-    let has = |a: &&str| have.iter().any(|h| h == a);
-    match semantic {
-        Semantic::AllOf => wanted.iter().all(has),
-        Semantic::AnyOf => wanted.iter().any(has),
+fn flag(e: &EntityRow, name: &str) -> bool {
+    e.data.get(name).and_then(Value::as_bool).unwrap_or(false)
+}
+
+/// Role lists were validated when stored; an entry that no longer parses selects
+/// nothing rather than failing every query.
+fn roles(entries: &[String]) -> RoleSet {
+    RoleSet::parse(entries).unwrap_or_else(|_| {
+        RoleSet::from_selectors(entries.iter().filter_map(|e| RoleSelector::parse(e).ok()))
+    })
+}
+
+fn semantic(s: Semantic) -> policy::Semantic {
+    match s {
+        Semantic::AllOf => policy::Semantic::AllOf,
+        Semantic::AnyOf => policy::Semantic::AnyOf,
     }
 }
 
-fn docs<T: serde::de::DeserializeOwned>(store: &Store, kind: Kind) -> Result<Vec<T>, StoreError> {
+/// The policy documents of `kind` with their ids.
+fn docs<T: serde::de::DeserializeOwned>(
+    store: &Store,
+    kind: Kind,
+) -> Result<Vec<(String, T)>, StoreError> {
     store
         .list_all(kind.collection())?
         .into_iter()
-        .map(|e| serde_json::from_value(e.data).map_err(StoreError::from))
+        .map(|e| {
+            Ok((
+                e.id,
+                serde_json::from_value(e.data).map_err(StoreError::from)?,
+            ))
+        })
         .collect()
 }
 
-fn disabled(e: &EntityRow) -> bool {
-    e.data
-        .get("disabled")
-        .and_then(Value::as_bool)
-        .unwrap_or(false)
-}
-
-impl StorePolicyView<'_> {
-    fn identity(&self, id: &str) -> Result<Option<EntityRow>, StoreError> {
-        self.store.get_entity(Kind::Identities.collection(), id)
-    }
+fn rows_of(routers: Vec<EntityRow>, ids: &[&str]) -> Vec<EntityRow> {
+    routers
+        .into_iter()
+        .filter(|r| ids.binary_search(&r.id.as_str()).is_ok())
+        .collect()
 }
 
 impl PolicyView for StorePolicyView<'_> {
@@ -109,41 +190,25 @@ impl PolicyView for StorePolicyView<'_> {
         &self,
         identity_id: &str,
     ) -> Result<BTreeMap<String, BTreeSet<PolicyType>>, StoreError> {
+        let (index, _) = self.index()?;
         let mut out: BTreeMap<String, BTreeSet<PolicyType>> = BTreeMap::new();
-        let Some(identity) = self.identity(identity_id)? else {
-            return Ok(out);
-        };
-        let services = self.store.list_all(Kind::Services.collection())?;
-        for p in docs::<ServicePolicy>(self.store, Kind::ServicePolicies)? {
-            if !selects(&p.identity_roles, p.semantic, &identity) {
-                continue;
-            }
-            for s in services
-                .iter()
-                .filter(|s| selects(&p.service_roles, p.semantic, s))
-            {
-                out.entry(s.id.clone()).or_default().insert(p.policy_type);
+        for (kind, ours) in [
+            (policy::PolicyType::Dial, PolicyType::Dial),
+            (policy::PolicyType::Bind, PolicyType::Bind),
+        ] {
+            for service in index.services_for(identity_id, kind) {
+                out.entry(service.to_owned()).or_default().insert(ours);
             }
         }
         Ok(out)
     }
 
     fn edge_routers_for_identity(&self, identity_id: &str) -> Result<Vec<EntityRow>, StoreError> {
-        let Some(identity) = self.identity(identity_id)? else {
-            return Ok(Vec::new());
-        };
-        let routers = self.store.list_all(Kind::EdgeRouters.collection())?;
-        let policies = docs::<EdgeRouterPolicy>(self.store, Kind::EdgeRouterPolicies)?;
-        Ok(routers
-            .into_iter()
-            .filter(|r| !disabled(r))
-            .filter(|r| {
-                policies.iter().any(|p| {
-                    selects(&p.identity_roles, p.semantic, &identity)
-                        && selects(&p.edge_router_roles, p.semantic, r)
-                })
-            })
-            .collect())
+        let (index, routers) = self.index()?;
+        Ok(rows_of(
+            routers,
+            &index.edge_routers_for_identity(identity_id),
+        ))
     }
 
     fn edge_routers_for_session(
@@ -151,54 +216,10 @@ impl PolicyView for StorePolicyView<'_> {
         identity_id: &str,
         service_id: &str,
     ) -> Result<Vec<EntityRow>, StoreError> {
-        let Some(service) = self
-            .store
-            .get_entity(Kind::Services.collection(), service_id)?
-        else {
-            return Ok(Vec::new());
-        };
-        let serps = docs::<ServiceEdgeRouterPolicy>(self.store, Kind::ServiceEdgeRouterPolicies)?;
-        Ok(self
-            .edge_routers_for_identity(identity_id)?
-            .into_iter()
-            .filter(|r| {
-                serps.iter().any(|p| {
-                    selects(&p.service_roles, p.semantic, &service)
-                        && selects(&p.edge_router_roles, p.semantic, r)
-                })
-            })
-            .collect())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn ent(id: &str, attrs: &[&str]) -> EntityRow {
-        EntityRow {
-            kind: "identities".into(),
-            id: id.into(),
-            name: format!("n-{id}"),
-            tags: json!({}),
-            data: json!({"roleAttributes": attrs}),
-            created_at: String::new(),
-            updated_at: String::new(),
-        }
-    }
-
-    #[test]
-    fn selector_semantics() {
-        let e = ent("x", &["a", "b"]);
-        let r = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert!(selects(&r(&["#all"]), Semantic::AllOf, &e));
-        assert!(selects(&r(&["#a", "#b"]), Semantic::AllOf, &e));
-        assert!(!selects(&r(&["#a", "#c"]), Semantic::AllOf, &e));
-        assert!(selects(&r(&["#a", "#c"]), Semantic::AnyOf, &e));
-        assert!(selects(&r(&["@x"]), Semantic::AllOf, &e));
-        assert!(selects(&r(&["@n-x"]), Semantic::AllOf, &e));
-        assert!(!selects(&r(&[]), Semantic::AnyOf, &e));
-        assert!(!selects(&r(&["@y"]), Semantic::AnyOf, &e));
+        let (index, routers) = self.index()?;
+        let mut ids = index.edge_routers_for_identity(identity_id);
+        let for_service = index.edge_routers_for_service(service_id);
+        ids.retain(|id| for_service.binary_search(id).is_ok());
+        Ok(rows_of(routers, &ids))
     }
 }

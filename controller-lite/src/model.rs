@@ -310,19 +310,14 @@ fn to_value<T: Serialize>(t: &T) -> Result<Value, ApiError> {
     serde_json::to_value(t).map_err(|e| ApiError::Internal(format!("serialize: {e}")))
 }
 
-/// Checks a role selector list: each entry is `#attr`, `#all` or `@id`.
+/// Checks a role selector list with the policy module's parser: each entry is `#attr`,
+/// `@id` or `#all`, and `#all` stands alone.
 pub fn validate_roles(field: &str, roles: &[String]) -> Result<(), ApiError> {
-    for r in roles {
-        let ok = (r.starts_with('#') || r.starts_with('@'))
-            && r.len() > 1
-            && !r.chars().any(|c| c.is_whitespace() || c.is_control());
-        if !ok {
-            return Err(ApiError::CouldNotValidate(format!(
-                "{field}: invalid role selector {r:?} (expected #attribute, #all or @id)"
-            )));
-        }
-    }
-    Ok(())
+    crate::policy::RoleSet::parse(roles).map(drop).map_err(|e| {
+        ApiError::CouldNotValidate(format!(
+            "{field}: invalid role selector: {e} (expected #attribute, #all or @id)"
+        ))
+    })
 }
 
 fn validate_attributes(attrs: &[String]) -> Result<(), ApiError> {
