@@ -6,9 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 
 use crate::error::StoreError;
-use crate::model::{
-    EdgeRouterPolicy, Kind, PolicyType, Semantic, ServiceEdgeRouterPolicy, ServicePolicy,
-};
+use crate::model::{EdgeRouterPolicy, Kind, PolicyType, ServiceEdgeRouterPolicy, ServicePolicy};
 use crate::policy::{self, PolicyEvaluator, PolicyIndex, RoleSelector, RoleSet};
 use crate::store::{EntityRow, Store};
 
@@ -88,11 +86,8 @@ impl<'a> StorePolicyView<'a> {
             .into_iter()
             .map(|(id, p)| policy::ServicePolicy {
                 id,
-                policy_type: match p.policy_type {
-                    PolicyType::Dial => policy::PolicyType::Dial,
-                    PolicyType::Bind => policy::PolicyType::Bind,
-                },
-                semantic: semantic(p.semantic),
+                policy_type: p.policy_type,
+                semantic: p.semantic,
                 identity_roles: roles(&p.identity_roles),
                 service_roles: roles(&p.service_roles),
                 posture_check_roles: roles(&p.posture_check_roles),
@@ -102,7 +97,7 @@ impl<'a> StorePolicyView<'a> {
             .into_iter()
             .map(|(id, p)| policy::EdgeRouterPolicy {
                 id,
-                semantic: semantic(p.semantic),
+                semantic: p.semantic,
                 identity_roles: roles(&p.identity_roles),
                 edge_router_roles: roles(&p.edge_router_roles),
             })
@@ -112,7 +107,7 @@ impl<'a> StorePolicyView<'a> {
                 .into_iter()
                 .map(|(id, p)| policy::ServiceEdgeRouterPolicy {
                     id,
-                    semantic: semantic(p.semantic),
+                    semantic: p.semantic,
                     service_roles: roles(&p.service_roles),
                     edge_router_roles: roles(&p.edge_router_roles),
                 })
@@ -154,13 +149,6 @@ fn roles(entries: &[String]) -> RoleSet {
     })
 }
 
-fn semantic(s: Semantic) -> policy::Semantic {
-    match s {
-        Semantic::AllOf => policy::Semantic::AllOf,
-        Semantic::AnyOf => policy::Semantic::AnyOf,
-    }
-}
-
 /// The policy documents of `kind` with their ids.
 fn docs<T: serde::de::DeserializeOwned>(
     store: &Store,
@@ -192,12 +180,9 @@ impl PolicyView for StorePolicyView<'_> {
     ) -> Result<BTreeMap<String, BTreeSet<PolicyType>>, StoreError> {
         let (index, _) = self.index()?;
         let mut out: BTreeMap<String, BTreeSet<PolicyType>> = BTreeMap::new();
-        for (kind, ours) in [
-            (policy::PolicyType::Dial, PolicyType::Dial),
-            (policy::PolicyType::Bind, PolicyType::Bind),
-        ] {
+        for kind in [PolicyType::Dial, PolicyType::Bind] {
             for service in index.services_for(identity_id, kind) {
-                out.entry(service.to_owned()).or_default().insert(ours);
+                out.entry(service.to_owned()).or_default().insert(kind);
             }
         }
         Ok(out)

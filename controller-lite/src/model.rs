@@ -70,34 +70,7 @@ impl Kind {
     }
 }
 
-/// Policy type of a service policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum PolicyType {
-    /// May dial the service.
-    Dial,
-    /// May host (bind) the service.
-    Bind,
-}
-
-impl PolicyType {
-    /// The name as the API spells it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Dial => "Dial",
-            Self::Bind => "Bind",
-        }
-    }
-}
-
-/// How the role selectors of a policy combine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub enum Semantic {
-    /// An entity must carry every `#attr` selector.
-    #[default]
-    AllOf,
-    /// An entity must carry at least one `#attr` selector.
-    AnyOf,
-}
+pub use crate::policy::{PolicyType, Semantic};
 
 fn default_true() -> bool {
     true

@@ -14,7 +14,11 @@ use std::str::FromStr;
 ///
 /// The semantic applies to the attribute entries only: `@ref` entries and `#all` select
 /// their entities under either semantic (see [`crate::policy`] for the full rule).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+///
+/// Serialized as the API spells it (`AllOf`, `AnyOf`); the API layer parses exactly that.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub enum Semantic {
     /// An entity is selected when it carries *every* listed attribute. OpenZiti's default.
     #[default]
@@ -55,7 +59,9 @@ impl FromStr for Semantic {
 }
 
 /// The permission a service policy grants.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum PolicyType {
     /// Use (connect to) the service.
     Dial,
