@@ -286,11 +286,9 @@ fn to_value<T: Serialize>(t: &T) -> Result<Value, ApiError> {
 /// Checks a role selector list with the policy module's parser: each entry is `#attr`,
 /// `@id` or `#all`, and `#all` stands alone.
 pub fn validate_roles(field: &str, roles: &[String]) -> Result<(), ApiError> {
-    crate::policy::RoleSet::parse(roles).map(drop).map_err(|e| {
-        ApiError::CouldNotValidate(format!(
-            "{field}: invalid role selector: {e} (expected #attribute, #all or @id)"
-        ))
-    })
+    crate::policy::RoleSet::parse(roles)
+        .map(drop)
+        .map_err(|e| ApiError::CouldNotValidate(format!("{field}: {e}")))
 }
 
 fn validate_attributes(attrs: &[String]) -> Result<(), ApiError> {

@@ -1,12 +1,24 @@
 //! `weft`: admin CLI for a Weft controller (mirrors `ziti edge`).
 
+use std::process::ExitCode;
+
 use clap::Parser;
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = weft_controller::cli::Cli::parse();
-    let rt = tokio::runtime::Builder::new_current_thread()
+    let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()?;
-    rt.block_on(weft_controller::cli::run(cli))?;
-    Ok(())
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| {
+            rt.block_on(weft_controller::cli::run(cli))
+                .map_err(anyhow::Error::from)
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", weft_controller::error::report(e.as_ref()));
+            ExitCode::FAILURE
+        }
+    }
 }
