@@ -11,32 +11,13 @@
 //! sdk-golang v0.16.103 `ziti/edge/messages.go`; `sdkgoHEAD` = sdk-golang HEAD
 //! `pb/edge_client_pb/edge_client.proto`. See `docs/wire-format.md`.
 
-use std::fmt;
+use crate::named::named_i32;
 
 /// The content type of a frame (int32 little-endian at prefix offset 4).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ContentType(pub i32);
 
-macro_rules! content_types {
-    ($( $(#[$doc:meta])* $name:ident = $value:expr; )*) => {
-        impl ContentType {
-            $( $(#[$doc])* pub const $name: Self = Self($value); )*
-
-            /// The symbolic name of a known content type.
-            pub fn name(self) -> Option<&'static str> {
-                match self {
-                    $( Self::$name => Some(stringify!($name)), )*
-                    _ => None,
-                }
-            }
-
-            /// Every content type this crate knows, in declaration order.
-            pub const ALL: &'static [Self] = &[$( Self::$name ),*];
-        }
-    };
-}
-
-content_types! {
+named_i32! { ContentType {
     // ---- channel (ch: messages.go ~19-26; sdkc: edge_protocol.h enum content_type) ----
     /// First message on every channel; SDK -> router with the API session token.
     HELLO = 0;
@@ -130,7 +111,7 @@ content_types! {
     CONTROL_REMOVE_TERMINATOR = 0x5743_0007;
     /// Either way: `ErrorReply` to a request.
     CONTROL_ERROR = 0x5743_0008;
-}
+}}
 
 impl ContentType {
     /// True for the edge protocol's types (60783..=60807).
@@ -146,21 +127,6 @@ impl ContentType {
     /// True for Weft control types.
     pub fn is_control(self) -> bool {
         self.0 & !0xff == 0x5743_0000
-    }
-}
-
-impl fmt::Debug for ContentType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.name() {
-            Some(name) => write!(f, "{name}({})", self.0),
-            None => write!(f, "ContentType({})", self.0),
-        }
-    }
-}
-
-impl fmt::Display for ContentType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
     }
 }
 

@@ -92,27 +92,14 @@ pub enum ErrorCode {
     EncryptionDataMissing = 11,
 }
 
-fn expect(frame: &Frame, expected: ContentType) -> Result<(), MessageError> {
-    match frame.content_type() == expected {
-        true => Ok(()),
-        false => Err(MessageError::WrongContentType {
-            expected,
-            actual: frame.content_type(),
-        }),
-    }
-}
-
-fn required(frame: &Frame, id: HeaderId) -> Result<HeaderValue<'_>, MessageError> {
-    frame.header(id).ok_or(MessageError::MissingHeader(id))
-}
-
 fn bad(id: HeaderId) -> impl Fn(ValueError) -> MessageError {
     move |error| MessageError::BadHeader { id, error }
 }
 
 /// ConnId (1000): exactly 4 bytes, as Go's `GetUint32Header` requires.
 fn conn_id(frame: &Frame) -> Result<u32, MessageError> {
-    required(frame, HeaderId::CONN_ID)?
+    frame
+        .require(HeaderId::CONN_ID)?
         .as_u32()
         .map_err(bad(HeaderId::CONN_ID))
 }
@@ -148,9 +135,9 @@ pub struct Hello<'a> {
 impl<'a> Hello<'a> {
     /// Parses a hello.
     pub fn parse(frame: &'a Frame) -> Result<Self, MessageError> {
-        expect(frame, ContentType::HELLO)?;
+        frame.expect_type(ContentType::HELLO)?;
         Ok(Self {
-            session_token: required(frame, HeaderId::SESSION_TOKEN)?.as_bytes(),
+            session_token: frame.require(HeaderId::SESSION_TOKEN)?.as_bytes(),
             client_info: frame.body(),
         })
     }
@@ -181,7 +168,7 @@ pub struct HelloResult<'a> {
 impl<'a> HelloResult<'a> {
     /// Parses a hello Result.
     pub fn parse(frame: &'a Frame) -> Result<Self, MessageError> {
-        expect(frame, ContentType::RESULT)?;
+        frame.expect_type(ContentType::RESULT)?;
         Ok(Self {
             success: frame
                 .header(HeaderId::RESULT_SUCCESS)
@@ -215,7 +202,7 @@ pub struct LatencyProbe<'a> {
 impl<'a> LatencyProbe<'a> {
     /// Parses a probe.
     pub fn parse(frame: &'a Frame) -> Result<Self, MessageError> {
-        expect(frame, ContentType::LATENCY)?;
+        frame.expect_type(ContentType::LATENCY)?;
         Ok(Self {
             probe_time: optional(frame, HeaderId::LATENCY_PROBE_TIME),
         })
@@ -249,7 +236,7 @@ pub struct LatencyReply<'a> {
 impl<'a> LatencyReply<'a> {
     /// Parses a latency reply.
     pub fn parse(frame: &'a Frame) -> Result<Self, MessageError> {
-        expect(frame, ContentType::RESULT)?;
+        frame.expect_type(ContentType::RESULT)?;
         Ok(Self {
             reply_for: reply_for(frame)?.ok_or(MessageError::MissingHeader(HeaderId::REPLY_FOR))?,
             probe_time: optional(frame, HeaderId::LATENCY_PROBE_TIME),
@@ -288,7 +275,7 @@ pub struct Connect<'a> {
 impl<'a> Connect<'a> {
     /// Parses a Connect.
     pub fn parse(frame: &'a Frame) -> Result<Self, MessageError> {
-        expect(frame, ContentType::CONNECT)?;
+        frame.expect_type(ContentType::CONNECT)?;
         Ok(Self {
             conn_id: conn_id(frame)?,
             seq: edge_seq(frame),
@@ -338,7 +325,7 @@ pub struct Bind<'a> {
 impl<'a> Bind<'a> {
     /// Parses a Bind; cost and precedence leniently (spec §9 item 8).
     pub fn parse(frame: &'a Frame) -> Result<Self, MessageError> {
-        expect(frame, ContentType::BIND)?;
+        frame.expect_type(ContentType::BIND)?;
         Ok(Self {
             conn_id: conn_id(frame)?,
             seq: edge_seq(frame),
@@ -390,7 +377,7 @@ pub struct StateConnected<'a> {
 impl<'a> StateConnected<'a> {
     /// Parses a StateConnected.
     pub fn parse(frame: &'a Frame) -> Result<Self, MessageError> {
-        expect(frame, ContentType::STATE_CONNECTED)?;
+        frame.expect_type(ContentType::STATE_CONNECTED)?;
         Ok(Self {
             conn_id: conn_id(frame)?,
             seq: edge_seq(frame),
@@ -428,7 +415,7 @@ pub struct StateClosed<'a> {
 impl<'a> StateClosed<'a> {
     /// Parses a StateClosed.
     pub fn parse(frame: &'a Frame) -> Result<Self, MessageError> {
-        expect(frame, ContentType::STATE_CLOSED)?;
+        frame.expect_type(ContentType::STATE_CLOSED)?;
         Ok(Self {
             conn_id: conn_id(frame)?,
             seq: edge_seq(frame),
@@ -466,7 +453,7 @@ impl<'a> Data<'a> {
     /// Parses a Data message. Flags are read leniently: any message whose first byte
     /// has bit 0 set is a FIN, as the C SDK reads it.
     pub fn parse(frame: &'a Frame) -> Result<Self, MessageError> {
-        expect(frame, ContentType::DATA)?;
+        frame.expect_type(ContentType::DATA)?;
         Ok(Self {
             conn_id: conn_id(frame)?,
             seq: edge_seq(frame),
@@ -522,7 +509,7 @@ pub struct Dial<'a> {
 impl<'a> Dial<'a> {
     /// Parses a Dial.
     pub fn parse(frame: &'a Frame) -> Result<Self, MessageError> {
-        expect(frame, ContentType::DIAL)?;
+        frame.expect_type(ContentType::DIAL)?;
         Ok(Self {
             conn_id: conn_id(frame)?,
             seq: edge_seq(frame),
@@ -561,7 +548,7 @@ pub struct DialSuccess {
 impl DialSuccess {
     /// Parses a DialSuccess; the new conn id comes from the body (spec §9 item 2).
     pub fn parse(frame: &Frame) -> Result<Self, MessageError> {
-        expect(frame, ContentType::DIAL_SUCCESS)?;
+        frame.expect_type(ContentType::DIAL_SUCCESS)?;
         let body = HeaderValue(frame.body());
         Ok(Self {
             conn_id: conn_id(frame)?,
@@ -597,7 +584,7 @@ pub struct DialFailed<'a> {
 impl<'a> DialFailed<'a> {
     /// Parses a DialFailed.
     pub fn parse(frame: &'a Frame) -> Result<Self, MessageError> {
-        expect(frame, ContentType::DIAL_FAILED)?;
+        frame.expect_type(ContentType::DIAL_FAILED)?;
         Ok(Self {
             conn_id: conn_id(frame)?,
             seq: edge_seq(frame),
@@ -630,7 +617,7 @@ pub struct Unbind<'a> {
 impl<'a> Unbind<'a> {
     /// Parses an Unbind.
     pub fn parse(frame: &'a Frame) -> Result<Self, MessageError> {
-        expect(frame, ContentType::UNBIND)?;
+        frame.expect_type(ContentType::UNBIND)?;
         Ok(Self {
             conn_id: conn_id(frame)?,
             seq: edge_seq(frame),

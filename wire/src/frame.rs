@@ -16,7 +16,7 @@
 use bytes::Bytes;
 
 use crate::headers::{HeaderValue, Headers};
-use crate::{ContentType, DecodeError, HeaderId, Limits};
+use crate::{ContentType, DecodeError, HeaderId, Limits, MessageError};
 
 /// Magic bytes of a channel V2 frame.
 pub const MAGIC_V2: [u8; 4] = [0x03, 0x06, 0x09, 0x0C];
@@ -176,6 +176,22 @@ impl Frame {
     /// The value of the first header entry with `id`.
     pub fn header(&self, id: HeaderId) -> Option<HeaderValue<'_>> {
         self.headers().get(id)
+    }
+
+    /// `Ok` when the frame has content type `expected`.
+    pub fn expect_type(&self, expected: ContentType) -> Result<(), MessageError> {
+        match self.content_type == expected {
+            true => Ok(()),
+            false => Err(MessageError::WrongContentType {
+                expected,
+                actual: self.content_type,
+            }),
+        }
+    }
+
+    /// The value of header `id`, which the message requires.
+    pub fn require(&self, id: HeaderId) -> Result<HeaderValue<'_>, MessageError> {
+        self.header(id).ok_or(MessageError::MissingHeader(id))
     }
 
     /// The body.

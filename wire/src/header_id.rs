@@ -8,32 +8,13 @@
 //! The value encoding each id uses on the wire is given in its doc comment and in
 //! `docs/wire-format.md`.
 
-use std::fmt;
+use crate::named::named_i32;
 
 /// The id of one header entry (int32 little-endian on the wire).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct HeaderId(pub i32);
 
-macro_rules! header_ids {
-    ($( $(#[$doc:meta])* $name:ident = $value:expr; )*) => {
-        impl HeaderId {
-            $( $(#[$doc])* pub const $name: Self = Self($value); )*
-
-            /// The symbolic name of a known header id.
-            pub fn name(self) -> Option<&'static str> {
-                match self {
-                    $( Self::$name => Some(stringify!($name)), )*
-                    _ => None,
-                }
-            }
-
-            /// Every header id this crate knows, in declaration order.
-            pub const ALL: &'static [Self] = &[$( Self::$name ),*];
-        }
-    };
-}
-
-header_ids! {
+named_i32! { HeaderId {
     // ---- channel ----
     /// string: opaque connection id a Go listener puts in the hello Result; ignored by C.
     CONNECTION_ID = 0;
@@ -147,22 +128,7 @@ header_ids! {
     LINK_FLAGS = 0x5746_0104;
     /// string: the dialing router's id, on the link hello.
     LINK_ROUTER_ID = 0x5746_0105;
-}
-
-impl fmt::Debug for HeaderId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.name() {
-            Some(name) => write!(f, "{name}({})", self.0),
-            None => write!(f, "HeaderId({})", self.0),
-        }
-    }
-}
-
-impl fmt::Display for HeaderId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
-    }
-}
+}}
 
 #[cfg(test)]
 mod tests {

@@ -45,6 +45,7 @@ pub mod header_id;
 pub mod headers;
 pub mod limits;
 pub mod link;
+mod named;
 
 pub use content_type::ContentType;
 pub use decode::{Decoded, Decoder};

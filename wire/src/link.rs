@@ -15,31 +15,18 @@
 
 use bytes::BytesMut;
 
-use crate::headers::HeaderValue;
 use crate::{ContentType, EncodeError, Frame, FrameEncoder, HeaderId, MessageError};
 
-fn expect(frame: &Frame, expected: ContentType) -> Result<(), MessageError> {
-    match frame.content_type() == expected {
-        true => Ok(()),
-        false => Err(MessageError::WrongContentType {
-            expected,
-            actual: frame.content_type(),
-        }),
-    }
-}
-
-fn required(frame: &Frame, id: HeaderId) -> Result<HeaderValue<'_>, MessageError> {
-    frame.header(id).ok_or(MessageError::MissingHeader(id))
-}
-
 fn u64_header(frame: &Frame, id: HeaderId) -> Result<u64, MessageError> {
-    required(frame, id)?
+    frame
+        .require(id)?
         .as_u64()
         .map_err(|error| MessageError::BadHeader { id, error })
 }
 
 fn u32_header(frame: &Frame, id: HeaderId) -> Result<u32, MessageError> {
-    required(frame, id)?
+    frame
+        .require(id)?
         .as_u32()
         .map_err(|error| MessageError::BadHeader { id, error })
 }
@@ -54,10 +41,11 @@ pub struct LinkHello<'a> {
 impl<'a> LinkHello<'a> {
     /// Parses a link hello.
     pub fn parse(frame: &'a Frame) -> Result<Self, MessageError> {
-        expect(frame, ContentType::LINK_HELLO)?;
+        frame.expect_type(ContentType::LINK_HELLO)?;
         let id = HeaderId::LINK_ROUTER_ID;
         Ok(Self {
-            router_id: required(frame, id)?
+            router_id: frame
+                .require(id)?
                 .as_str()
                 .map_err(|error| MessageError::BadHeader { id, error })?,
         })
@@ -87,7 +75,7 @@ pub struct LinkData<'a> {
 impl<'a> LinkData<'a> {
     /// Parses a link data frame.
     pub fn parse(frame: &'a Frame) -> Result<Self, MessageError> {
-        expect(frame, ContentType::LINK_DATA)?;
+        frame.expect_type(ContentType::LINK_DATA)?;
         let flags = match frame.header(HeaderId::LINK_FLAGS) {
             Some(v) => v.as_u32().map_err(|error| MessageError::BadHeader {
                 id: HeaderId::LINK_FLAGS,
@@ -134,7 +122,7 @@ pub struct LinkCredit {
 impl LinkCredit {
     /// Parses a credit frame.
     pub fn parse(frame: &Frame) -> Result<Self, MessageError> {
-        expect(frame, ContentType::LINK_CREDIT)?;
+        frame.expect_type(ContentType::LINK_CREDIT)?;
         Ok(Self {
             circuit_id: u64_header(frame, HeaderId::LINK_CIRCUIT_ID)?,
             credit: u32_header(frame, HeaderId::LINK_CREDIT)?,
@@ -162,7 +150,7 @@ pub struct LinkClose<'a> {
 impl<'a> LinkClose<'a> {
     /// Parses a close frame.
     pub fn parse(frame: &'a Frame) -> Result<Self, MessageError> {
-        expect(frame, ContentType::LINK_CLOSE)?;
+        frame.expect_type(ContentType::LINK_CLOSE)?;
         Ok(Self {
             circuit_id: u64_header(frame, HeaderId::LINK_CIRCUIT_ID)?,
             reason: frame.body(),
