@@ -366,8 +366,11 @@ async fn fetch_cacerts(http: &reqwest::Client, iss: &str) -> Result<String, Enro
     Ok(pem)
 }
 
-/// One DER TLV: (tag, whole TLV, content, rest).
-fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8], &[u8])> {
+/// One DER TLV: (tag, whole TLV, content, rest of the input).
+type Tlv<'a> = (u8, &'a [u8], &'a [u8], &'a [u8]);
+
+/// Reads one DER TLV.
+fn tlv(input: &[u8]) -> Option<Tlv<'_>> {
     let tag = *input.first()?;
     let first = *input.get(1)?;
     let (len, head) = if first < 0x80 {

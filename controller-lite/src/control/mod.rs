@@ -16,15 +16,18 @@ use tokio::sync::Notify;
 /// bound address.
 pub const CONTROL_ADDR_FILE: &str = "control.addr";
 
+/// Control connections by router id: connection id and the notification closing it.
+type Conns = HashMap<String, Vec<(u64, Arc<Notify>)>>;
+
 /// The edge routers whose control connection is up, with a way to close them.
 #[derive(Debug, Default)]
 pub struct RouterRegistry {
-    conns: Mutex<HashMap<String, Vec<(u64, Arc<Notify>)>>>,
+    conns: Mutex<Conns>,
     next_id: std::sync::atomic::AtomicU64,
 }
 
 impl RouterRegistry {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Vec<(u64, Arc<Notify>)>>> {
+    fn lock(&self) -> MutexGuard<'_, Conns> {
         // Every update is a single insert or remove, never left half-done.
         self.conns
             .lock()
