@@ -87,6 +87,7 @@ fn new_session(
         last_activity: clock::now_unix(),
     };
     ctl.store.insert_api_session(&row)?;
+    ctl.notify_routers();
     tracing::info!(identity = %identity.name, api_session = %row.id, "authenticated");
     Ok((row, identity.clone()))
 }
@@ -176,6 +177,7 @@ pub fn caller_from_parts(ctl: &Controller, parts: &Parts) -> Result<Caller, ApiE
     let now = clock::now_unix();
     if session.last_activity + ctl.config.api_session_timeout_secs <= now {
         ctl.store.delete_api_session(&session.id)?;
+        ctl.notify_routers();
         return Err(ApiError::Unauthorized);
     }
     let identity = ctl

@@ -44,6 +44,25 @@ impl<'a> StorePolicyView<'a> {
         Self { store }
     }
 
+    /// Service permissions of each of `identity_ids` (identity → service → Dial/Bind),
+    /// indexing the model once.
+    pub fn permissions_of<'i>(
+        &self,
+        identity_ids: impl IntoIterator<Item = &'i str>,
+    ) -> Result<BTreeMap<String, BTreeMap<String, BTreeSet<PolicyType>>>, StoreError> {
+        let (index, _) = self.index()?;
+        let mut out: BTreeMap<String, BTreeMap<String, BTreeSet<PolicyType>>> = BTreeMap::new();
+        for identity_id in identity_ids {
+            let perms = out.entry(identity_id.to_owned()).or_default();
+            for kind in [PolicyType::Dial, PolicyType::Bind] {
+                for service in index.services_for(identity_id, kind) {
+                    perms.entry(service.to_owned()).or_default().insert(kind);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Loads the policy model from the store and indexes it.
     fn index(&self) -> Result<(PolicyIndex, Vec<EntityRow>), StoreError> {
         let identities = self

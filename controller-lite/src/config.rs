@@ -22,6 +22,11 @@ pub struct Config {
     pub enrollment_ttl_secs: i64,
     /// Lifetime of issued identity certificates in days.
     pub identity_cert_days: i64,
+    /// Address of the router control listener (mutual TLS; port 0 picks a free port).
+    /// OpenZiti's routers reach the controller's control plane on 6262 by default.
+    pub control_listen: SocketAddr,
+    /// Lifetime of issued router certificates in days.
+    pub router_cert_days: i64,
 }
 
 impl Default for Config {
@@ -33,6 +38,8 @@ impl Default for Config {
             api_session_timeout_secs: 1800,
             enrollment_ttl_secs: 24 * 3600,
             identity_cert_days: 365,
+            control_listen: SocketAddr::from(([127, 0, 0, 1], 6262)),
+            router_cert_days: 365,
         }
     }
 }
@@ -63,7 +70,7 @@ impl Config {
                 "api_session_timeout_secs must be positive".into(),
             ));
         }
-        if cfg.enrollment_ttl_secs < 1 || cfg.identity_cert_days < 1 {
+        if cfg.enrollment_ttl_secs < 1 || cfg.identity_cert_days < 1 || cfg.router_cert_days < 1 {
             return Err(ConfigError::Invalid("lifetimes must be positive".into()));
         }
         if cfg.advertised_host.is_empty() {

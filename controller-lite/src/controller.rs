@@ -6,6 +6,8 @@ use serde_json::{Map, Value, json};
 
 use crate::clock;
 use crate::config::Config;
+use crate::control::RouterRegistry;
+use crate::control::feed::ChangeFeed;
 use crate::enroll;
 use crate::error::{ApiError, PkiError, StoreError};
 use crate::model::{Kind, normalize};
@@ -53,6 +55,10 @@ pub struct Controller {
     pub instance_id: String,
     /// Data directory.
     pub data_dir: PathBuf,
+    /// Router-facing state and its revisioned changes.
+    pub feed: ChangeFeed,
+    /// Edge routers with a control connection up.
+    pub routers: RouterRegistry,
 }
 
 impl Controller {
@@ -77,8 +83,11 @@ impl Controller {
             public_url,
             instance_id,
             data_dir: data_dir.to_path_buf(),
+            feed: ChangeFeed::default(),
+            routers: RouterRegistry::default(),
         };
         ctl.bootstrap()?;
+        ctl.sync_routers()?;
         Ok(ctl)
     }
 
@@ -131,8 +140,31 @@ impl Controller {
 
     /// Records that something clients see may have changed (drives
     /// `service-updates.lastChangeAt`).
+    /// Also brings routers up to date ([`Self::notify_routers`]).
     pub fn mark_changed(&self) -> Result<(), StoreError> {
-        self.store.meta_set("last_change_at", &clock::now_string())
+        self.store
+            .meta_set("last_change_at", &clock::now_string())?;
+        self.notify_routers();
+        Ok(())
+    }
+
+    /// Rebuilds the router-facing state from the store (removing API sessions and
+    /// sessions that may no longer exist) and publishes the difference to every
+    /// connected router as the next revision.
+    pub fn sync_routers(&self) -> Result<Option<u64>, StoreError> {
+        // Re-send an API session's expiry once it moved by half the idle timeout, so
+        // a router's copy never runs out before the controller's.
+        let slack_ms = self.config.api_session_timeout_secs.saturating_mul(500);
+        self.feed
+            .reconcile(slack_ms, || crate::control::state::build_router_view(self))
+    }
+
+    /// [`Self::sync_routers`], logging instead of failing: used after a write that
+    /// already succeeded.
+    pub fn notify_routers(&self) {
+        if let Err(e) = self.sync_routers() {
+            tracing::error!(error = %e, "publishing router state failed");
+        }
     }
 
     /// Validates and stores a new entity; for identities with `enrollment.ott`
@@ -161,16 +193,20 @@ impl Controller {
             updated_at: now,
         };
         self.store.insert_entity(&row)?;
-        let enrollment = match n.enrollment {
-            Some(e) if e.ott => match enroll::create_ott(self, &row.id) {
-                Ok(e) => Some(e),
-                Err(err) => {
-                    // Leave nothing half-created behind.
-                    self.store.delete_entity(kind.collection(), &row.id)?;
-                    return Err(err);
-                }
-            },
+        let created = match n.enrollment {
+            Some(e) if e.ott => Some(enroll::create_ott(self, &row.id)),
+            // Every edge router gets an `erott` enrollment, as in OpenZiti.
+            _ if kind == Kind::EdgeRouters => Some(enroll::create_erott(self, &row.id)),
             _ => None,
+        };
+        let enrollment = match created {
+            Some(Ok(e)) => Some(e),
+            Some(Err(err)) => {
+                // Leave nothing half-created behind.
+                self.store.delete_entity(kind.collection(), &row.id)?;
+                return Err(err);
+            }
+            None => None,
         };
         self.mark_changed()?;
         Ok((row, enrollment))

@@ -1,25 +1,26 @@
-//! One-time-token (OTT) enrollment: the enrollment JWT and redeeming it with a
-//! CSR (spec `edge-client-api.md` §9; EDGE `controller/model/enrollment_model.go`,
-//! `enrollment_mod_ott.go`).
+//! One-time-token enrollment of identities (`ott`) and edge routers (`erott`): the
+//! enrollment JWT and redeeming it with CSRs (spec `edge-client-api.md` §9; EDGE
+//! `controller/model/enrollment_model.go`, `enrollment_mod_ott.go`,
+//! `enrollment_module_erott.go`).
 
 use serde::Serialize;
 
 use crate::clock;
 use crate::controller::Controller;
 use crate::error::ApiError;
-use crate::pki::IssuedCert;
-use crate::store::{AuthenticatorRow, EnrollmentRow, RedeemError};
+use crate::pki::{CertProfile, IssuedCert};
+use crate::store::{AuthenticatorRow, EnrollmentRow, ROUTER_AUTH_METHOD, RedeemError};
 
 /// Claims of an enrollment JWT. Names and meaning follow GOSDK
 /// `ziti/config/token.go` (`EnrollmentClaims`): `em` method, `iss` controller
 /// URL, `sub` identity id, `jti` token, `exp` Unix expiry.
 #[derive(Debug, Serialize)]
 pub struct EnrollmentClaims<'a> {
-    /// Enrollment method (`ott`).
+    /// Enrollment method (`ott` or `erott`).
     pub em: &'a str,
     /// Controller base URL.
     pub iss: &'a str,
-    /// Identity id.
+    /// Identity id, or edge router id for `erott`.
     pub sub: &'a str,
     /// The one-time token.
     pub jti: &'a str,
@@ -27,12 +28,32 @@ pub struct EnrollmentClaims<'a> {
     pub exp: i64,
 }
 
+/// Enrollment method of identities.
+pub const OTT: &str = "ott";
+/// Enrollment method of edge routers (OpenZiti "edge router one-time token").
+pub const EROTT: &str = "erott";
+
 /// Creates and stores an OTT enrollment for `identity_id`.
 pub fn create_ott(ctl: &Controller, identity_id: &str) -> Result<EnrollmentRow, ApiError> {
+    create_enrollment(ctl, identity_id, OTT)
+}
+
+/// Creates and stores an `erott` enrollment for the edge router `router_id`.
+pub fn create_erott(ctl: &Controller, router_id: &str) -> Result<EnrollmentRow, ApiError> {
+    create_enrollment(ctl, router_id, EROTT)
+}
+
+/// Creates and stores a one-time enrollment of `method` for `subject_id` (kept in the
+/// enrollments table's `identity_id` column for both methods).
+fn create_enrollment(
+    ctl: &Controller,
+    identity_id: &str,
+    method: &str,
+) -> Result<EnrollmentRow, ApiError> {
     let jti = uuid::Uuid::new_v4().to_string();
     let exp = clock::now_unix() + ctl.config.enrollment_ttl_secs;
     let claims = EnrollmentClaims {
-        em: "ott",
+        em: method,
         iss: &ctl.public_url,
         sub: identity_id,
         jti: &jti,
@@ -42,7 +63,7 @@ pub fn create_ott(ctl: &Controller, identity_id: &str) -> Result<EnrollmentRow, 
     let row = EnrollmentRow {
         id: uuid::Uuid::new_v4().simple().to_string(),
         identity_id: identity_id.into(),
-        method: "ott".into(),
+        method: method.into(),
         jti,
         jwt,
         expires_at: exp,
@@ -64,7 +85,7 @@ pub fn enroll_ott(ctl: &Controller, token: &str, csr_pem: &str) -> Result<Issued
     let pending = ctl
         .store
         .enrollment_by_jti(token)?
-        .filter(|e| !e.used && e.expires_at > now && e.method == "ott")
+        .filter(|e| !e.used && e.expires_at > now && e.method == OTT)
         .ok_or_else(|| invalid("the enrollment token is invalid, expired or already used"))?;
     let cert = ctl
         .pki
@@ -86,6 +107,139 @@ pub fn enroll_ott(ctl: &Controller, token: &str, csr_pem: &str) -> Result<Issued
     });
     match res {
         Ok(_) => Ok(cert),
+        Err(RedeemError::Invalid) => Err(invalid(
+            "the enrollment token is invalid, expired or already used",
+        )),
+        Err(RedeemError::Store(e)) => Err(e.into()),
+    }
+}
+
+/// Body of `POST /enroll?method=erott` (field names of OpenZiti's router enroller:
+/// `serverCertCsr`, `certCsr`).
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErottRequest {
+    /// PEM CSR for the edge listener's server certificate.
+    pub server_cert_csr: String,
+    /// PEM CSR for the control-channel client certificate.
+    pub cert_csr: String,
+}
+
+/// What `erott` enrollment issues (answered as `{"data": {"serverCert", "cert", "ca"}}`,
+/// the shape OpenZiti's router enroller reads).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErottResult {
+    /// Server certificate (PEM) for the router's edge listener.
+    pub server_cert: String,
+    /// Client certificate (PEM) for the control channel.
+    pub cert: String,
+    /// CA bundle (PEM): signing CA then root.
+    pub ca: String,
+}
+
+/// DNS names / IP addresses for a router's server certificate: the host of its
+/// `hostname`, of each `supportedProtocols` URL (`tls://host:port`) and the listed
+/// `serverCertSans`.
+pub fn router_server_names(router: &crate::store::EntityRow) -> Vec<String> {
+    let d = &router.data;
+    let mut names = Vec::new();
+    if let Some(h) = d.get("hostname").and_then(serde_json::Value::as_str) {
+        names.push(h.to_string());
+    }
+    if let Some(protos) = d
+        .get("supportedProtocols")
+        .and_then(serde_json::Value::as_object)
+    {
+        for url in protos.values().filter_map(serde_json::Value::as_str) {
+            let rest = url.split_once("://").map_or(url, |(_, r)| r);
+            let host = match rest.rsplit_once(':') {
+                Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+                _ => rest,
+            };
+            names.push(
+                host.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string(),
+            );
+        }
+    }
+    if let Some(extra) = d
+        .get("serverCertSans")
+        .and_then(serde_json::Value::as_array)
+    {
+        names.extend(extra.iter().filter_map(|v| v.as_str().map(str::to_owned)));
+    }
+    names.retain(|n| !n.is_empty());
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Redeems an `erott` token: issues the router's server and client certificates
+/// (subjects chosen here, CN = router id), records the client certificate's
+/// fingerprint as the router's credential and consumes the token, once, atomically.
+/// Both CSRs are checked before the token is consumed.
+pub fn enroll_erott(
+    ctl: &Controller,
+    token: &str,
+    req: &ErottRequest,
+) -> Result<ErottResult, ApiError> {
+    let now = clock::now_unix();
+    let pending = ctl
+        .store
+        .enrollment_by_jti(token)?
+        .filter(|e| !e.used && e.expires_at > now && e.method == EROTT)
+        .ok_or_else(|| invalid("the enrollment token is invalid, expired or already used"))?;
+    let router = ctl
+        .store
+        .get_entity(
+            crate::model::Kind::EdgeRouters.collection(),
+            &pending.identity_id,
+        )?
+        .ok_or_else(|| invalid("the edge router of this enrollment no longer exists"))?;
+    let days = ctl.config.router_cert_days;
+    let server = ctl
+        .pki
+        .sign_csr(
+            &req.server_cert_csr,
+            &router.id,
+            days,
+            &CertProfile::RouterServer {
+                names: router_server_names(&router),
+            },
+        )
+        .map_err(|e| invalid(&format!("serverCertCsr: {e}")))?;
+    let client = ctl
+        .pki
+        .sign_csr(&req.cert_csr, &router.id, days, &CertProfile::RouterClient)
+        .map_err(|e| invalid(&format!("certCsr: {e}")))?;
+    let fingerprint = client.fingerprint.clone();
+    let pem = client.pem.clone();
+    let res = ctl.store.redeem_enrollment(token, now, |enr| {
+        if enr.method != EROTT {
+            return Err(RedeemError::Invalid);
+        }
+        Ok(AuthenticatorRow {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            identity_id: enr.identity_id.clone(),
+            method: ROUTER_AUTH_METHOD.into(),
+            fingerprint: Some(fingerprint),
+            cert_pem: Some(pem),
+            username: None,
+            password_hash: None,
+            created_at: clock::now_string(),
+        })
+    });
+    match res {
+        Ok(_) => {
+            tracing::info!(router = %router.name, id = %router.id, "edge router enrolled");
+            Ok(ErottResult {
+                server_cert: server.pem,
+                cert: client.pem,
+                ca: ctl.pki.ca_bundle_pem(),
+            })
+        }
         Err(RedeemError::Invalid) => Err(invalid(
             "the enrollment token is invalid, expired or already used",
         )),

@@ -238,6 +238,10 @@ pub struct EdgeRouter {
     /// Application data.
     #[serde(default)]
     pub app_data: Map<String, Value>,
+    /// Extra DNS names or IP addresses for the server certificate issued at
+    /// enrollment, besides the host of `hostname` and of each `supportedProtocols` URL.
+    #[serde(default)]
+    pub server_cert_sans: Vec<String>,
 }
 
 /// Terminator document.
@@ -259,6 +263,18 @@ pub struct Terminator {
     /// Precedence: `default`, `required` or `failed`.
     #[serde(default)]
     pub precedence: Option<String>,
+    /// Hosting identity (terminators created by a router for an SDK).
+    #[serde(default)]
+    pub identity: String,
+    /// Terminator instance id (edge header 1006), empty when none.
+    #[serde(default)]
+    pub instance_id: String,
+    /// Host's crypto_kx public key, standard base64; empty when unencrypted.
+    #[serde(default)]
+    pub host_public_key: String,
+    /// The Bind session the terminator was created with.
+    #[serde(default)]
+    pub session_id: String,
 }
 
 /// A validated document ready to store.

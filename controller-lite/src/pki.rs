@@ -38,9 +38,27 @@ pub enum CsrError {
     /// The public key type is not supported.
     #[error("unsupported public key in certificate signing request")]
     UnsupportedKey,
+    /// A subject alternative name is neither an IP address nor a valid DNS name.
+    #[error("invalid DNS name {0:?}")]
+    BadName(String),
     /// Signing failed.
     #[error("could not issue certificate: {0}")]
     Sign(#[from] rcgen::Error),
+}
+
+/// What a certificate issued from a CSR is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertProfile {
+    /// An identity's client certificate (`clientAuth`).
+    Client,
+    /// An edge router's control-channel client certificate (`clientAuth`, OU `router`).
+    RouterClient,
+    /// An edge router's edge-listener server certificate (`serverAuth`, OU `router`)
+    /// with these DNS names or IP addresses as SANs.
+    RouterServer {
+        /// DNS names and IP addresses (textual) for the SAN extension.
+        names: Vec<String>,
+    },
 }
 
 /// A certificate issued to an identity.
@@ -240,6 +258,19 @@ impl Pki {
         common_name: &str,
         days: i64,
     ) -> Result<IssuedCert, CsrError> {
+        self.sign_csr(csr_pem, common_name, days, &CertProfile::Client)
+    }
+
+    /// Issues a certificate of `profile` for the public key of `csr_pem` (whose
+    /// signature is checked). Subject, SANs and extensions are chosen here; nothing of
+    /// the CSR but its public key is used.
+    pub fn sign_csr(
+        &self,
+        csr_pem: &str,
+        common_name: &str,
+        days: i64,
+        profile: &CertProfile,
+    ) -> Result<IssuedCert, CsrError> {
         use rustls::pki_types::pem::PemObject;
         use x509_parser::prelude::FromDer;
         let csr_der = rustls::pki_types::CertificateSigningRequestDer::from_pem_slice(
@@ -257,14 +288,40 @@ impl Pki {
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, "Weft");
+        if let CertProfile::RouterClient | CertProfile::RouterServer { .. } = profile {
+            dn.push(DnType::OrganizationalUnitName, "router");
+        }
         dn.push(DnType::CommonName, common_name);
         params.distinguished_name = dn;
         params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyAgreement,
-        ];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        match profile {
+            CertProfile::Client | CertProfile::RouterClient => {
+                params.key_usages = vec![
+                    KeyUsagePurpose::DigitalSignature,
+                    KeyUsagePurpose::KeyAgreement,
+                ];
+                params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+            }
+            CertProfile::RouterServer { names } => {
+                params.key_usages = vec![
+                    KeyUsagePurpose::DigitalSignature,
+                    KeyUsagePurpose::KeyEncipherment,
+                    KeyUsagePurpose::KeyAgreement,
+                ];
+                params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+                for name in names {
+                    let san = match name.parse::<std::net::IpAddr>() {
+                        Ok(ip) => SanType::IpAddress(ip),
+                        Err(_) => SanType::DnsName(
+                            name.clone()
+                                .try_into()
+                                .map_err(|_| CsrError::BadName(name.clone()))?,
+                        ),
+                    };
+                    params.subject_alt_names.push(san);
+                }
+            }
+        }
         let now = OffsetDateTime::now_utc();
         params.not_before = now - Duration::minutes(5);
         params.not_after = now + Duration::days(days);
@@ -286,6 +343,32 @@ impl Pki {
             return false;
         };
         leaf.validity().is_valid() && leaf.verify_signature(Some(ca.public_key())).is_ok()
+    }
+
+    /// PEM of the signing CA certificate alone.
+    pub fn signing_pem(&self) -> &str {
+        &self.signing_pem
+    }
+
+    /// TLS configuration of the router control listener: TLS 1.3 and 1.2, a client
+    /// certificate is required and must chain to the signing CA (which routers'
+    /// certificates come from) with `clientAuth`; which router it is, is checked by the
+    /// caller from the fingerprint.
+    pub fn control_tls_config(&self) -> Result<rustls::ServerConfig, PkiError> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.signing_der.clone())?;
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .map_err(|e| PkiError::Pem(format!("client verifier: {e}")))?;
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.server_key_pkcs8.clone()));
+        Ok(rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(self.server_chain.clone(), key)?)
     }
 
     /// TLS server configuration: TLS 1.2 and 1.3, client certificates requested

@@ -37,6 +37,19 @@ pub async fn run(
     let ctl = Arc::new(Controller::open(data_dir, config, public_url)?);
     let tls = tokio_rustls::TlsAcceptor::from(Arc::new(ctl.pki.server_tls_config()?));
     let app = crate::api::router(ctl.clone());
+    let control = TcpListener::bind(ctl.config.control_listen).await?;
+    let control_addr = control.local_addr()?;
+    let control_tls = tokio_rustls::TlsAcceptor::from(Arc::new(ctl.pki.control_tls_config()?));
+    tokio::spawn(crate::control::listener::serve(
+        ctl.clone(),
+        control,
+        control_tls,
+    ));
+    std::fs::write(
+        data_dir.join(crate::control::CONTROL_ADDR_FILE),
+        format!("{control_addr}\n"),
+    )?;
+    tracing::info!(%control_addr, "router control listener up");
     std::fs::write(data_dir.join(ADDR_FILE), format!("{addr}\n"))?;
     tracing::info!(%addr, url = %ctl.public_url, "weft-controller listening");
     println!("listening on {addr}");
@@ -96,16 +109,13 @@ pub async fn run(
     Ok(())
 }
 
-/// Removes idle API sessions (and their sessions) once a minute.
+/// Every few seconds: removes idle API sessions (and their sessions) and pushes the
+/// removals and refreshed expiries to routers.
 async fn sweep_idle_sessions(ctl: Arc<Controller>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    let secs = (ctl.config.api_session_timeout_secs / 4).clamp(1, 5);
+    let mut tick = tokio::time::interval(Duration::from_secs(secs.unsigned_abs()));
     loop {
         tick.tick().await;
-        let cutoff = crate::clock::now_unix() - ctl.config.api_session_timeout_secs;
-        match ctl.store.delete_idle_api_sessions(cutoff) {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(removed = n, "expired API sessions removed"),
-            Err(e) => tracing::warn!(error = %e, "API session sweep failed"),
-        }
+        ctl.notify_routers();
     }
 }

@@ -97,9 +97,13 @@ fn login_create_list_delete() {
             "pub",
             "--tls",
             "tls://er1.test:3022",
+            "-o",
+            h.join("er1.jwt").to_str().unwrap(),
         ],
     );
     assert!(ok, "{err}");
+    let router_jwt = std::fs::read_to_string(h.join("er1.jwt")).unwrap();
+    assert_eq!(jwt_claims(&router_jwt)["em"], "erott");
     let (ok, _, err) = weft(
         h,
         &[

@@ -1,13 +1,17 @@
 //! `weft-router`: the edge router's data plane.
 //!
-//! Present so far, all sans-IO (no sockets, no clock: time is an input):
-//! - [`sessions`]: the API sessions and service sessions the controller pushed, how they
-//!   change, and the checks a hello, Connect or Bind must pass.
+//! Present so far:
+//! - [`sessions`] (sans-IO): the API sessions and service sessions the controller
+//!   pushed, how they change, and the checks a hello, Connect or Bind must pass.
+//! - [`control`]: the control-channel client (a sans-IO protocol state machine and a
+//!   tokio task that drives it over mutual TLS), and [`enroll`]: `erott` enrollment.
 //!
 //! To come (issue "router"): the per-connection edge state machine, forwarding between
-//! connections and shards, per-core io_uring drivers with an epoll fallback, the
-//! control-channel client and metrics. See `shared/design/ARCHITECTURE.md`.
+//! connections and shards, per-core io_uring drivers with an epoll fallback, and
+//! metrics. See `shared/design/ARCHITECTURE.md`.
 
+pub mod control;
 pub mod edge;
+pub mod enroll;
 pub mod forward;
 pub mod sessions;

@@ -40,9 +40,17 @@ pub fn management_entity(ctl: &Controller, kind: Kind, row: &EntityRow) -> Resul
             v["enrollment"] = Value::Object(enrollment);
         }
         Kind::EdgeRouters => {
-            v["isOnline"] = json!(false);
-            v["isVerified"] = json!(false);
-            v["syncStatus"] = json!("SYNC_NEW");
+            let online = ctl.routers.is_online(&row.id);
+            let fingerprint = ctl.store.router_fingerprint(&row.id)?;
+            v["isOnline"] = json!(online);
+            v["isVerified"] = json!(fingerprint.is_some());
+            v["fingerprint"] = json!(fingerprint);
+            v["syncStatus"] = json!(if online { "SYNC_DONE" } else { "SYNC_NEW" });
+            let pending = ctl.store.pending_enrollments(&row.id)?.into_iter().next();
+            v["enrollmentJwt"] = json!(pending.as_ref().map(|e| &e.jwt));
+            v["enrollmentToken"] = json!(pending.as_ref().map(|e| &e.jti));
+            v["enrollmentExpiresAt"] =
+                json!(pending.as_ref().map(|e| clock::fmt_unix(e.expires_at)));
         }
         _ => {}
     }
@@ -51,7 +59,7 @@ pub fn management_entity(ctl: &Controller, kind: Kind, row: &EntityRow) -> Resul
 
 /// Edge router as listed to clients (`currentIdentityEdgeRouterDetail`,
 /// session `edgeRouters[]`): `supportedProtocols` and its deprecated copy `urls`.
-pub fn client_router(row: &EntityRow) -> Value {
+pub fn client_router(ctl: &Controller, row: &EntityRow) -> Value {
     let d = &row.data;
     json!({
         "id": row.id,
@@ -59,8 +67,8 @@ pub fn client_router(row: &EntityRow) -> Value {
         "hostname": d.get("hostname").cloned().unwrap_or_else(|| json!("")),
         "supportedProtocols": d.get("supportedProtocols").cloned().unwrap_or_else(|| json!({})),
         "urls": d.get("supportedProtocols").cloned().unwrap_or_else(|| json!({})),
-        "isOnline": false,
-        "syncStatus": "SYNC_NEW",
+        "isOnline": ctl.routers.is_online(&row.id),
+        "syncStatus": if ctl.routers.is_online(&row.id) { "SYNC_DONE" } else { "SYNC_NEW" },
         "cost": d.get("cost").cloned().unwrap_or_else(|| json!(0)),
         "noTraversal": d.get("noTraversal").cloned().unwrap_or(Value::Bool(false)),
         "appData": d.get("appData").cloned().unwrap_or_else(|| json!({})),

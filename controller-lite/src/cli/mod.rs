@@ -178,6 +178,9 @@ pub enum CreateCommand {
         /// Advertised edge listener, e.g. `tls://er1.example:3022`.
         #[arg(long)]
         tls: Option<String>,
+        /// Write the router's enrollment JWT (`erott`) to this file.
+        #[arg(short = 'o', long = "jwt-output-file")]
+        output: Option<PathBuf>,
     },
 }
 
@@ -291,6 +294,7 @@ fn create_body(what: &CreateCommand) -> Result<(&'static str, Value), CliError> 
             name,
             role_attributes,
             tls,
+            output: _,
         } => {
             let mut body = json!({"name": name, "roleAttributes": role_attributes});
             if let Some(url) = tls {
@@ -371,6 +375,16 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                         singular(coll),
                         body["name"].as_str().unwrap_or_default()
                     );
+                    if let CreateCommand::EdgeRouter {
+                        output: Some(path), ..
+                    } = &what
+                    {
+                        let jwt = v["data"]["enrollmentJwt"].as_str().ok_or_else(|| {
+                            CliError::Usage("the controller returned no enrollment JWT".into())
+                        })?;
+                        std::fs::write(path, jwt)?;
+                        println!("Enrollment expires at {}", v["data"]["enrollmentExpiresAt"]);
+                    }
                     if let CreateCommand::Identity {
                         output: Some(path), ..
                     } = &what

@@ -14,7 +14,9 @@ use serde_json::Value;
 
 use crate::error::StoreError;
 
-pub use security::{ApiSessionRow, AuthenticatorRow, EnrollmentRow, RedeemError, SessionRow};
+pub use security::{
+    ApiSessionRow, AuthenticatorRow, EnrollmentRow, ROUTER_AUTH_METHOD, RedeemError, SessionRow,
+};
 
 /// One stored entity of the management model.
 #[derive(Debug, Clone, PartialEq)]

@@ -419,6 +419,120 @@ impl Store {
     }
 }
 
+/// Authenticator method of an edge router's control-channel certificate. Such
+/// authenticators never log an identity in (`authenticate?method=cert` only looks at
+/// `cert`).
+pub const ROUTER_AUTH_METHOD: &str = "router";
+
+impl Store {
+    /// The edge router whose control-channel certificate has fingerprint `fp`.
+    pub fn router_by_fingerprint(&self, fp: &str) -> Result<Option<String>, StoreError> {
+        let c = self.lock()?;
+        Ok(c.query_row(
+            "SELECT identity_id FROM authenticators WHERE method = ?1 AND fingerprint = ?2",
+            params![ROUTER_AUTH_METHOD, fp],
+            |r| r.get(0),
+        )
+        .optional()?)
+    }
+
+    /// The fingerprint of an enrolled edge router's control-channel certificate.
+    pub fn router_fingerprint(&self, router_id: &str) -> Result<Option<String>, StoreError> {
+        let c = self.lock()?;
+        Ok(c.query_row(
+            "SELECT fingerprint FROM authenticators WHERE method = ?1 AND identity_id = ?2",
+            params![ROUTER_AUTH_METHOD, router_id],
+            |r| r.get(0),
+        )
+        .optional()?)
+    }
+
+    /// Every API session with the fingerprint of the certificate authenticator it was
+    /// created with (`None` for password logins).
+    pub fn list_api_sessions(&self) -> Result<Vec<(ApiSessionRow, Option<String>)>, StoreError> {
+        let c = self.lock()?;
+        let mut st = c.prepare(
+            "SELECT s.id, s.token, s.identity_id, s.authenticator_id, s.config_types, s.ip_address,
+                    s.created_at, s.updated_at, s.last_activity, a.fingerprint
+             FROM api_sessions s LEFT JOIN authenticators a
+               ON a.id = s.authenticator_id AND a.method = 'cert'
+             ORDER BY s.id",
+        )?;
+        let rows = st
+            .query_map([], |r| {
+                let (row, types) = api_session_from(r)?;
+                let fp: Option<String> = r.get(9)?;
+                Ok((row, types, fp))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter()
+            .map(|(mut row, types, fp)| {
+                row.config_types = serde_json::from_str(&types)?;
+                Ok((row, fp))
+            })
+            .collect()
+    }
+
+    /// Every session.
+    pub fn list_sessions(&self) -> Result<Vec<SessionRow>, StoreError> {
+        let c = self.lock()?;
+        let mut st = c.prepare(&format!("SELECT {SES_COLS} FROM sessions ORDER BY id"))?;
+        let rows = st
+            .query_map([], session_from)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// A session by id.
+    pub fn session_by_id(&self, id: &str) -> Result<Option<SessionRow>, StoreError> {
+        let c = self.lock()?;
+        Ok(c.query_row(
+            &format!("SELECT {SES_COLS} FROM sessions WHERE id = ?1"),
+            [id],
+            session_from,
+        )
+        .optional()?)
+    }
+
+    /// An API session by id.
+    pub fn api_session_by_id(&self, id: &str) -> Result<Option<ApiSessionRow>, StoreError> {
+        let c = self.lock()?;
+        let row = c
+            .query_row(
+                &format!("SELECT {API_COLS} FROM api_sessions WHERE id = ?1"),
+                [id],
+                api_session_from,
+            )
+            .optional()?;
+        row.map(|(mut s, types)| -> Result<ApiSessionRow, StoreError> {
+            s.config_types = serde_json::from_str(&types)?;
+            Ok(s)
+        })
+        .transpose()
+    }
+
+    /// Deletes these sessions; returns how many existed.
+    pub fn delete_sessions(&self, ids: &[String]) -> Result<usize, StoreError> {
+        let mut c = self.lock()?;
+        let tx = c.transaction()?;
+        let mut n = 0;
+        for id in ids {
+            n += tx.execute("DELETE FROM sessions WHERE id = ?1", [id])?;
+        }
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// Deletes a session of an API session; false when it has no such session.
+    pub fn delete_session_of(&self, api_session_id: &str, id: &str) -> Result<bool, StoreError> {
+        let c = self.lock()?;
+        Ok(c.execute(
+            "DELETE FROM sessions WHERE id = ?1 AND api_session_id = ?2",
+            params![id, api_session_id],
+        )? == 1)
+    }
+}
+
 fn insert_authenticator_on(
     c: &rusqlite::Connection,
     a: &AuthenticatorRow,

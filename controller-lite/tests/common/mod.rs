@@ -36,7 +36,11 @@ impl Ctl {
     /// Starts (again) in an existing directory.
     pub fn spawn(dir: &Path, extra_config: &str, cfg_dir: &Path) -> Self {
         let cfg = cfg_dir.join("controller.toml");
-        std::fs::write(&cfg, format!("listen = \"127.0.0.1:0\"\n{extra_config}\n")).unwrap();
+        std::fs::write(
+            &cfg,
+            format!("listen = \"127.0.0.1:0\"\ncontrol_listen = \"127.0.0.1:0\"\n{extra_config}\n"),
+        )
+        .unwrap();
         let _ = std::fs::remove_file(dir.join("controller.addr"));
         let mut child = Command::new(env!("CARGO_BIN_EXE_weft-controller"))
             .arg("run")

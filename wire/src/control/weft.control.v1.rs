@@ -14,6 +14,11 @@ pub struct RouterHello {
     /// Link listener address other routers dial, empty when the router accepts no links.
     #[prost(string, tag = "4")]
     pub link_listener: ::prost::alloc::string::String,
+    /// False on the first hello of a connection. A router that is already connected sends
+    /// the hello again with `resync` set when it sees a StateUpdate whose revision does not
+    /// follow the one it holds; the controller answers with HelloAck and a full StateSync.
+    #[prost(bool, tag = "5")]
+    pub resync: bool,
 }
 /// Controller -> router, reply to RouterHello.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

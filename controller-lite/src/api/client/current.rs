@@ -69,6 +69,7 @@ pub async fn delete_api_session(
     caller: Caller,
 ) -> Result<Response, ApiError> {
     ctl.store.delete_api_session(&caller.session.id)?;
+    ctl.notify_routers();
     Ok(envelope::empty())
 }
 
@@ -103,7 +104,7 @@ pub async fn edge_routers(
         .iter()
         .skip(q.offset as usize)
         .take(q.limit as usize)
-        .map(render::client_router)
+        .map(|r| render::client_router(&ctl, r))
         .collect();
     Ok(envelope::list(items, q.limit, q.offset, total))
 }

@@ -33,7 +33,9 @@ struct EnrollQuery {
     token: Option<String>,
 }
 
-/// `POST /enroll?method=ott&token=JTI` with a PEM CSR body. Answers
+/// `POST /enroll?method=ott&token=JTI` with a PEM CSR body, or
+/// `POST /enroll?method=erott&token=JTI` with `{"serverCertCsr","certCsr"}` (see
+/// [`enroll_erott`]). Answers
 /// `{"data":{"cert":PEM}}`, or the bare PEM with `Content-Type:
 /// application/x-pem-file` when only that is accepted (spec §9.4).
 pub async fn enroll(State(ctl): State<AppState>, req: Request) -> Result<Response, ApiError> {
@@ -48,6 +50,7 @@ pub async fn enroll(State(ctl): State<AppState>, req: Request) -> Result<Respons
     let body = read_body(req).await?;
     match q.method.as_deref() {
         Some("ott") => {}
+        Some("erott") => return enroll_erott(&ctl, q.token, &body),
         Some(other) => {
             return Err(ApiError::InvalidEnrollmentToken(format!(
                 "enrollment method {other:?} is not supported"
@@ -74,4 +77,36 @@ pub async fn enroll(State(ctl): State<AppState>, req: Request) -> Result<Respons
         return Ok(res);
     }
     Ok(envelope::ok(json!({"cert": cert.pem})))
+}
+
+fn enroll_erott(ctl: &AppState, token: Option<String>, body: &[u8]) -> Result<Response, ApiError> {
+    let token =
+        token.ok_or_else(|| ApiError::InvalidEnrollmentToken("token is required".into()))?;
+    let req: enroll::ErottRequest =
+        serde_json::from_slice(body).map_err(|e| ApiError::CouldNotParseBody(e.to_string()))?;
+    let res = enroll::enroll_erott(ctl, &token, &req)?;
+    Ok(envelope::ok(json!({
+        "serverCert": res.server_cert,
+        "cert": res.cert,
+        "ca": res.ca,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+/// `POST /enroll/erott?token=JTI` (also under `/edge/client/v1`): edge router
+/// enrollment with `{"serverCertCsr": PEM, "certCsr": PEM}`; answers
+/// `{"data": {"serverCert": PEM, "cert": PEM, "ca": PEM}}`.
+pub async fn enroll_erott_route(
+    State(ctl): State<AppState>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let q = axum::extract::Query::<TokenQuery>::try_from_uri(req.uri())
+        .map_err(|e| ApiError::InvalidParameter(e.body_text()))?
+        .0;
+    let body = read_body(req).await?;
+    enroll_erott(&ctl, q.token, &body)
 }

@@ -29,11 +29,15 @@ pub fn routes() -> Router<AppState> {
         .route("/services", get(services::list))
         .route("/services/{id}", get(services::detail))
         .route("/sessions", get(sessions::list).post(sessions::create))
-        .route("/sessions/{id}", get(sessions::detail))
+        .route(
+            "/sessions/{id}",
+            get(sessions::detail).delete(sessions::delete),
+        )
         .route("/posture-response", post(sessions::posture_response))
         .route("/posture-response-bulk", post(sessions::posture_response))
         .route("/.well-known/est/cacerts", get(enrollment::cacerts))
         .route("/enroll", post(enrollment::enroll))
+        .route("/enroll/erott", post(enrollment::enroll_erott_route))
 }
 
 /// Routes only at the root (`/` answers like `/version`, spec §2).

@@ -54,7 +54,7 @@ pub async fn create(
     let routers: Vec<Value> = view
         .edge_routers_for_session(&caller.identity.id, &body.service_id)?
         .iter()
-        .map(render::client_router)
+        .map(|r| render::client_router(&ctl, r))
         .collect();
     if routers.is_empty() {
         return Err(ApiError::NoEdgeRoutersAvailable);
@@ -71,7 +71,21 @@ pub async fn create(
         updated_at: now,
     };
     ctl.store.insert_session(&row)?;
+    ctl.notify_routers();
     Ok(envelope::created(render::session(&row, &routers)))
+}
+
+/// `DELETE /sessions/{id}`: ends one of the caller's sessions; routers drop it at once.
+pub async fn delete(
+    State(ctl): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    if !ctl.store.delete_session_of(&caller.session.id, &id)? {
+        return Err(ApiError::NotFound(format!("session {id:?} not found")));
+    }
+    ctl.notify_routers();
+    Ok(envelope::empty())
 }
 
 /// `GET /sessions`: sessions of the caller's API session.

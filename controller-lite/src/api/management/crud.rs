@@ -37,7 +37,12 @@ pub async fn create(
     let (row, enrollment) = ctl.create_entity(k, object(body)?)?;
     tracing::info!(kind = k.collection(), id = %row.id, name = %row.name, "created");
     let mut data = json!({"id": row.id, "_links": {}});
-    if let Some(e) = enrollment {
+    if let (Kind::EdgeRouters, Some(e)) = (k, &enrollment) {
+        // The router's enrollment, as the management API's edge router detail names it.
+        data["enrollmentJwt"] = json!(e.jwt);
+        data["enrollmentToken"] = json!(e.jti);
+        data["enrollmentExpiresAt"] = json!(clock::fmt_unix(e.expires_at));
+    } else if let Some(e) = enrollment {
         data["enrollment"] =
             json!({"ott": {"id": e.id, "jwt": e.jwt, "expiresAt": clock::fmt_unix(e.expires_at)}});
     }
@@ -128,6 +133,9 @@ async fn update(
     if !ctl.store.update_entity(&row)? {
         return Err(ApiError::NotFound(format!("{collection} {id:?} not found")));
     }
+    if k == Kind::EdgeRouters && row.data.get("disabled") == Some(&json!(true)) {
+        ctl.routers.kick(id);
+    }
     ctl.mark_changed()?;
     Ok(envelope::empty())
 }
@@ -170,8 +178,12 @@ pub async fn delete(
     if !ctl.store.delete_entity(k.collection(), &id)? {
         return Err(ApiError::NotFound(format!("{collection} {id:?} not found")));
     }
-    if k == Kind::Identities {
+    if k == Kind::Identities || k == Kind::EdgeRouters {
+        // Enrollments and authenticators of routers are keyed by the router id too.
         ctl.store.delete_identity_credentials(&id)?;
+    }
+    if k == Kind::EdgeRouters {
+        ctl.routers.kick(&id);
     }
     ctl.mark_changed()?;
     tracing::info!(kind = k.collection(), %id, "deleted");

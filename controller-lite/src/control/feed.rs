@@ -1,0 +1,232 @@
+//! The change feed: the router-facing state as last published, a revision counter and
+//! a broadcast of the revisioned [`pb::StateUpdate`]s between published states.
+//!
+//! Design: every change to what routers must know (API sessions, sessions, services,
+//! terminators) is published by [`ChangeFeed::reconcile`], which, under one lock,
+//! rebuilds the desired state from the store, diffs it against the published view,
+//! bumps the revision and broadcasts the difference. Snapshots
+//! ([`ChangeFeed::subscribe`]) are taken under the same lock together with a new
+//! broadcast receiver, so a router gets a [`pb::StateSync`] at revision R and then every
+//! update R+1, R+2, … exactly once and in order. Rebuilding instead of emitting
+//! per-handler events means no write path can forget a consequence (a policy change
+//! that revokes sessions, an identity deletion that ends its API sessions).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::broadcast;
+use weft_wire::control::pb;
+
+/// What routers are told: every live API session, session, service and terminator,
+/// each by id.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RouterView {
+    /// Live API sessions.
+    pub api_sessions: BTreeMap<String, pb::ApiSession>,
+    /// Sessions still granted by policy.
+    pub sessions: BTreeMap<String, pb::Session>,
+    /// Services.
+    pub services: BTreeMap<String, pb::Service>,
+    /// Terminators.
+    pub terminators: BTreeMap<String, pb::Terminator>,
+}
+
+#[derive(Debug, Default)]
+struct Published {
+    revision: u64,
+    view: RouterView,
+}
+
+/// Revisioned router state with a broadcast of its changes.
+#[derive(Debug)]
+pub struct ChangeFeed {
+    published: Mutex<Published>,
+    tx: broadcast::Sender<Arc<pb::StateUpdate>>,
+}
+
+/// Updates a receiver may fall behind by before it must resynchronise.
+pub const FEED_CAPACITY: usize = 1024;
+
+impl Default for ChangeFeed {
+    fn default() -> Self {
+        Self::new(FEED_CAPACITY)
+    }
+}
+
+impl ChangeFeed {
+    /// An empty feed at revision 0 whose receivers lag after `capacity` updates.
+    pub fn new(capacity: usize) -> Self {
+        let (tx, _) = broadcast::channel(capacity.max(1));
+        Self {
+            published: Mutex::new(Published::default()),
+            tx,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Published> {
+        // The published state is only ever replaced whole after a successful diff, so a
+        // panic elsewhere while holding the lock cannot leave it half-updated.
+        self.published
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The revision of the published state.
+    pub fn revision(&self) -> u64 {
+        self.lock().revision
+    }
+
+    /// A full snapshot and a receiver of every update after it.
+    pub fn subscribe(&self) -> (pb::StateSync, broadcast::Receiver<Arc<pb::StateUpdate>>) {
+        let p = self.lock();
+        let rx = self.tx.subscribe();
+        let v = &p.view;
+        let sync = pb::StateSync {
+            revision: p.revision,
+            api_sessions: v.api_sessions.values().cloned().collect(),
+            sessions: v.sessions.values().cloned().collect(),
+            services: v.services.values().cloned().collect(),
+            terminators: v.terminators.values().cloned().collect(),
+        };
+        (sync, rx)
+    }
+
+    /// Builds the desired state with `build` (under the feed lock, so concurrent
+    /// reconciles publish in the order they read the store) and publishes the difference
+    /// to the published state as the next revision. An API session whose only change is
+    /// a later expiry is re-sent only once the expiry moved by `expiry_slack_ms` or
+    /// more, so activity does not flood routers. Returns the new revision, or `None`
+    /// when nothing changed.
+    pub fn reconcile<E>(
+        &self,
+        expiry_slack_ms: i64,
+        build: impl FnOnce() -> Result<RouterView, E>,
+    ) -> Result<Option<u64>, E> {
+        let mut p = self.lock();
+        let mut desired = build()?;
+        let old = &p.view;
+        let mut u = pb::StateUpdate::default();
+
+        for (id, new) in &mut desired.api_sessions {
+            match old.api_sessions.get(id) {
+                Some(prev) if same_api_session(prev, new, expiry_slack_ms) => {
+                    // Keep what routers were told.
+                    *new = prev.clone();
+                }
+                _ => u.api_sessions_added.push(new.clone()),
+            }
+        }
+        u.api_sessions_removed = removed(&old.api_sessions, &desired.api_sessions);
+        u.sessions_added = changed(&old.sessions, &desired.sessions);
+        u.sessions_removed = removed(&old.sessions, &desired.sessions);
+        u.services_upserted = changed(&old.services, &desired.services);
+        u.services_removed = removed(&old.services, &desired.services);
+        u.terminators_upserted = changed(&old.terminators, &desired.terminators);
+        u.terminators_removed = removed(&old.terminators, &desired.terminators);
+
+        if u == pb::StateUpdate::default() {
+            return Ok(None);
+        }
+        p.revision += 1;
+        u.revision = p.revision;
+        p.view = desired;
+        // No receivers is fine: routers that connect later start from a snapshot.
+        let _ = self.tx.send(Arc::new(u));
+        Ok(Some(p.revision))
+    }
+}
+
+fn same_api_session(prev: &pb::ApiSession, new: &pb::ApiSession, slack_ms: i64) -> bool {
+    let expiry_close = match (prev.expires_at_unix_ms, new.expires_at_unix_ms) {
+        (0, 0) => true,
+        (0, _) | (_, 0) => false,
+        (p, n) => n >= p && n - p < slack_ms,
+    };
+    expiry_close
+        && prev.id == new.id
+        && prev.token == new.token
+        && prev.identity_id == new.identity_id
+        && prev.identity_name == new.identity_name
+        && prev.cert_fingerprints == new.cert_fingerprints
+}
+
+fn changed<T: Clone + PartialEq>(old: &BTreeMap<String, T>, new: &BTreeMap<String, T>) -> Vec<T> {
+    new.iter()
+        .filter(|(id, v)| old.get(*id) != Some(*v))
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
+fn removed<T>(old: &BTreeMap<String, T>, new: &BTreeMap<String, T>) -> Vec<String> {
+    old.keys()
+        .filter(|id| !new.contains_key(*id))
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(id: &str, exp: i64) -> pb::ApiSession {
+        pb::ApiSession {
+            id: id.into(),
+            token: format!("t-{id}"),
+            expires_at_unix_ms: exp,
+            ..Default::default()
+        }
+    }
+
+    fn view(apis: &[pb::ApiSession]) -> RouterView {
+        RouterView {
+            api_sessions: apis.iter().map(|a| (a.id.clone(), a.clone())).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn snapshot_then_consecutive_updates() {
+        let feed = ChangeFeed::new(16);
+        let ok = |v: RouterView| move || Ok::<_, ()>(v);
+        assert_eq!(
+            feed.reconcile(1000, ok(view(&[api("a", 5000)]))),
+            Ok(Some(1))
+        );
+        let (sync, mut rx) = feed.subscribe();
+        assert_eq!(sync.revision, 1);
+        assert_eq!(sync.api_sessions.len(), 1);
+        // Unchanged state publishes nothing; a small expiry move is not re-sent.
+        assert_eq!(feed.reconcile(1000, ok(view(&[api("a", 5500)]))), Ok(None));
+        assert_eq!(
+            feed.reconcile(1000, ok(view(&[api("a", 6000), api("b", 0)]))),
+            Ok(Some(2))
+        );
+        let u = rx.try_recv().unwrap();
+        assert_eq!(u.revision, 2);
+        let added: Vec<_> = u.api_sessions_added.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(added, ["a", "b"]);
+        assert_eq!(feed.reconcile(1000, ok(view(&[]))), Ok(Some(3)));
+        let u = rx.try_recv().unwrap();
+        assert_eq!(u.revision, 3);
+        assert_eq!(u.api_sessions_removed, ["a", "b"]);
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn failed_build_publishes_nothing_and_lag_is_reported() {
+        let feed = ChangeFeed::new(1);
+        let (_, mut rx) = feed.subscribe();
+        assert_eq!(
+            feed.reconcile(0, || Err::<RouterView, _>("boom")),
+            Err("boom")
+        );
+        assert_eq!(feed.revision(), 0);
+        feed.reconcile(0, || Ok::<_, ()>(view(&[api("a", 0)])))
+            .unwrap();
+        feed.reconcile(0, || Ok::<_, ()>(view(&[]))).unwrap();
+        assert!(matches!(
+            rx.try_recv(),
+            Err(broadcast::error::TryRecvError::Lagged(1))
+        ));
+    }
+}

@@ -1,0 +1,413 @@
+//! The control listener: mutual TLS (client certificate chained to the signing CA and
+//! registered as an enrolled edge router's), channel V2 frames with protobuf bodies.
+//!
+//! Per connection: `RouterHello` (hello limits, deadline) → `HelloAck` + `StateSync`,
+//! then `StateUpdate`s from the [`super::feed::ChangeFeed`] in revision order, and
+//! terminator requests answered with `CreateTerminatorResponse` or `ErrorReply`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::BytesMut;
+use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::broadcast::error::RecvError;
+use weft_wire::control::{ControlMessage, pb};
+use weft_wire::{ContentType, Decoded, Decoder, Frame, HeaderId, Limits};
+
+use crate::clock;
+use crate::controller::Controller;
+use crate::model::Kind;
+use crate::store::EntityRow;
+
+/// How long a router has for the TLS handshake and for its hello.
+pub const HELLO_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Errors ending one control connection.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    /// Socket failure.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The peer broke the framing.
+    #[error("malformed frame: {0}")]
+    Decode(#[from] weft_wire::DecodeError),
+    /// A frame could not be encoded.
+    #[error("encode failed: {0}")]
+    Encode(#[from] weft_wire::EncodeError),
+    /// A body was not the expected protobuf.
+    #[error("bad message: {0}")]
+    Message(#[from] weft_wire::MessageError),
+    /// The peer closed the connection.
+    #[error("connection closed by peer")]
+    Closed,
+    /// The hello did not come in time.
+    #[error("no hello within the deadline")]
+    HelloTimeout,
+    /// The hello names another router than the certificate.
+    #[error("hello names router {0:?}, not the certificate's")]
+    WrongRouter(String),
+    /// The first frame was not a RouterHello.
+    #[error("expected RouterHello, got content type {0:?}")]
+    NotHello(ContentType),
+}
+
+/// Accepts router connections on `listener` forever.
+pub async fn serve(ctl: Arc<Controller>, listener: TcpListener, tls: tokio_rustls::TlsAcceptor) {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "control accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let ctl = ctl.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(HELLO_DEADLINE, tls.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::info!(%peer, error = %e, "control TLS handshake refused");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let Some(router) = authorize(&ctl, &stream) else {
+                tracing::warn!(%peer, "control connection refused: not an enrolled edge router");
+                return;
+            };
+            serve_router(ctl, router, peer, stream).await;
+        });
+    }
+}
+
+/// The enrolled, enabled edge router whose certificate the peer presented.
+fn authorize<IO>(
+    ctl: &Controller,
+    stream: &tokio_rustls::server::TlsStream<IO>,
+) -> Option<EntityRow> {
+    let leaf = stream.get_ref().1.peer_certificates()?.first()?;
+    // The TLS layer already checked the chain to the signing CA; checked again here
+    // so that this function alone states the whole rule.
+    if !ctl.pki.verify_client_leaf(leaf.as_ref()) {
+        return None;
+    }
+    let fp = crate::pki::fingerprint(leaf.as_ref());
+    let router_id = ctl.store.router_by_fingerprint(&fp).ok()??;
+    let router = ctl
+        .store
+        .get_entity(Kind::EdgeRouters.collection(), &router_id)
+        .ok()??;
+    let disabled = router.data.get("disabled").and_then(Value::as_bool) == Some(true);
+    (!disabled).then_some(router)
+}
+
+/// Cleans up after a connection however it ends: terminators created over it are
+/// removed and the router goes offline when this was its last connection.
+struct ConnGuard {
+    ctl: Arc<Controller>,
+    router_id: String,
+    conn_id: u64,
+    terminators: Vec<String>,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.ctl.routers.unregister(&self.router_id, self.conn_id);
+        for id in &self.terminators {
+            if let Err(e) = self
+                .ctl
+                .store
+                .delete_entity(Kind::Terminators.collection(), id)
+            {
+                tracing::warn!(error = %e, terminator = %id, "terminator removal failed");
+            }
+        }
+        self.ctl.notify_routers();
+        tracing::info!(router = %self.router_id, "router control connection closed");
+    }
+}
+
+async fn serve_router<S: AsyncRead + AsyncWrite + Unpin>(
+    ctl: Arc<Controller>,
+    router: EntityRow,
+    peer: SocketAddr,
+    stream: S,
+) {
+    let (id, kick) = ctl.routers.register(&router.id);
+    let mut conn = Conn {
+        guard: ConnGuard {
+            ctl: ctl.clone(),
+            router_id: router.id.clone(),
+            conn_id: id,
+            terminators: Vec::new(),
+        },
+        out: BytesMut::new(),
+        seq: 0,
+    };
+    tracing::info!(router = %router.name, %peer, "router control connection up");
+    let res = tokio::select! {
+        r = conn.run(stream) => r,
+        () = kick.notified() => Ok(()),
+    };
+    match res {
+        Ok(()) | Err(ConnError::Closed) => {}
+        Err(e) => tracing::info!(router = %router.name, error = %e, "control connection ended"),
+    }
+}
+
+struct Conn {
+    guard: ConnGuard,
+    out: BytesMut,
+    seq: i32,
+}
+
+async fn read_more<R: AsyncRead + Unpin>(rd: &mut R, dec: &mut Decoder) -> Result<(), ConnError> {
+    let buf = dec.buffer_mut();
+    buf.reserve(16 * 1024);
+    if rd.read_buf(buf).await? == 0 {
+        return Err(ConnError::Closed);
+    }
+    Ok(())
+}
+
+async fn read_frame<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    dec: &mut Decoder,
+) -> Result<Frame, ConnError> {
+    loop {
+        if let Decoded::Frame(f) = dec.decode()? {
+            return Ok(f);
+        }
+        read_more(rd, dec).await?;
+    }
+}
+
+impl Conn {
+    fn next_seq(&mut self) -> i32 {
+        self.seq = self.seq.wrapping_add(1);
+        self.seq
+    }
+
+    fn push<M: ControlMessage>(
+        &mut self,
+        msg: &M,
+        reply_for: Option<i32>,
+    ) -> Result<(), ConnError> {
+        let seq = self.next_seq();
+        msg.encode_frame(seq, reply_for, &mut self.out)?;
+        Ok(())
+    }
+
+    async fn flush<W: AsyncWrite + Unpin>(&mut self, wr: &mut W) -> Result<(), ConnError> {
+        if !self.out.is_empty() {
+            wr.write_all(&self.out).await?;
+            wr.flush().await?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    fn ctl(&self) -> &Controller {
+        &self.guard.ctl
+    }
+
+    async fn run<S: AsyncRead + AsyncWrite + Unpin>(&mut self, stream: S) -> Result<(), ConnError> {
+        let (mut rd, mut wr) = tokio::io::split(stream);
+        let mut dec = Decoder::new(Limits::HELLO);
+        let hello = tokio::time::timeout(HELLO_DEADLINE, read_frame(&mut rd, &mut dec))
+            .await
+            .map_err(|_| ConnError::HelloTimeout)??;
+        if hello.content_type() != ContentType::CONTROL_ROUTER_HELLO {
+            return Err(ConnError::NotHello(hello.content_type()));
+        }
+        let msg = pb::RouterHello::decode_frame(&hello)?;
+        if msg.router_id != self.guard.router_id {
+            let err = pb::ErrorReply {
+                code: "WRONG_ROUTER".into(),
+                message: "the hello does not name the router of the certificate".into(),
+            };
+            self.push(&err, Some(hello.sequence()))?;
+            self.flush(&mut wr).await?;
+            return Err(ConnError::WrongRouter(msg.router_id));
+        }
+        dec.set_limits(Limits::DEFAULT);
+        tracing::debug!(router = %msg.router_id, version = %msg.version, "router hello");
+        let mut rx = self.send_sync(hello.sequence())?;
+        self.flush(&mut wr).await?;
+        loop {
+            tokio::select! {
+                r = read_more(&mut rd, &mut dec) => {
+                    r?;
+                    while let Decoded::Frame(frame) = dec.decode()? {
+                        if let Some(new_rx) = self.handle(&frame)? {
+                            rx = new_rx;
+                        }
+                    }
+                }
+                u = rx.recv() => match u {
+                    Ok(update) => self.push(update.as_ref(), None)?,
+                    Err(RecvError::Lagged(n)) => {
+                        tracing::info!(router = %self.guard.router_id, lagged = n, "router fell behind; resynchronising");
+                        let (sync, new_rx) = self.ctl().feed.subscribe();
+                        self.push(&sync, None)?;
+                        rx = new_rx;
+                    }
+                    Err(RecvError::Closed) => return Ok(()),
+                },
+            }
+            self.flush(&mut wr).await?;
+        }
+    }
+
+    /// Queues HelloAck (reply to `hello_seq`) and a full StateSync; returns the
+    /// receiver of the updates after it.
+    fn send_sync(
+        &mut self,
+        hello_seq: i32,
+    ) -> Result<tokio::sync::broadcast::Receiver<Arc<pb::StateUpdate>>, ConnError> {
+        let ack = pb::HelloAck {
+            controller_id: self.ctl().instance_id.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        };
+        self.push(&ack, Some(hello_seq))?;
+        let (sync, rx) = self.ctl().feed.subscribe();
+        self.push(&sync, None)?;
+        Ok(rx)
+    }
+
+    /// Handles one frame after the hello; a resync request returns a new receiver.
+    fn handle(
+        &mut self,
+        frame: &Frame,
+    ) -> Result<Option<tokio::sync::broadcast::Receiver<Arc<pb::StateUpdate>>>, ConnError> {
+        let seq = frame.sequence();
+        match frame.content_type() {
+            ContentType::CONTROL_ROUTER_HELLO => {
+                let msg = pb::RouterHello::decode_frame(frame)?;
+                if msg.router_id != self.guard.router_id {
+                    return Err(ConnError::WrongRouter(msg.router_id));
+                }
+                return self.send_sync(seq).map(Some);
+            }
+            ContentType::CONTROL_CREATE_TERMINATOR => {
+                let req = pb::CreateTerminatorRequest::decode_frame(frame)?;
+                match self.create_terminator(&req) {
+                    Ok(terminator) => {
+                        self.guard.terminators.push(terminator.id.clone());
+                        let res = pb::CreateTerminatorResponse {
+                            terminator: Some(terminator),
+                        };
+                        self.push(&res, Some(seq))?;
+                    }
+                    Err(err) => self.push(&err, Some(seq))?,
+                }
+            }
+            ContentType::CONTROL_REMOVE_TERMINATOR => {
+                let req = pb::RemoveTerminatorRequest::decode_frame(frame)?;
+                if let Err(err) = self.remove_terminator(&req.terminator_id) {
+                    self.push(&err, Some(seq))?;
+                }
+            }
+            ContentType::CONTROL_ERROR => {
+                let e = pb::ErrorReply::decode_frame(frame)?;
+                tracing::warn!(router = %self.guard.router_id, code = %e.code, message = %e.message, "router reported an error");
+            }
+            other => {
+                let reply_for = frame.header(HeaderId::REPLY_FOR).is_none().then_some(seq);
+                if let Some(reply_for) = reply_for {
+                    let err = pb::ErrorReply {
+                        code: "UNSUPPORTED".into(),
+                        message: format!("content type {other:?} is not supported"),
+                    };
+                    self.push(&err, Some(reply_for))?;
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Checks the Bind session and stores a terminator for it on this router.
+    fn create_terminator(
+        &self,
+        req: &pb::CreateTerminatorRequest,
+    ) -> Result<pb::Terminator, pb::ErrorReply> {
+        let ctl = self.ctl();
+        let invalid = |m: &str| pb::ErrorReply {
+            code: "INVALID_SESSION".into(),
+            message: m.into(),
+        };
+        let internal = |e: &dyn std::fmt::Display| {
+            tracing::error!(error = %e, "terminator creation failed");
+            pb::ErrorReply {
+                code: "INTERNAL".into(),
+                message: "internal error".into(),
+            }
+        };
+        let session = ctl
+            .store
+            .session_by_id(&req.session_id)
+            .map_err(|e| internal(&e))?
+            .ok_or_else(|| invalid("no such session"))?;
+        if session.session_type != "Bind" {
+            return Err(invalid("the session is not a Bind session"));
+        }
+        let api = ctl
+            .store
+            .api_session_by_id(&session.api_session_id)
+            .map_err(|e| internal(&e))?
+            .ok_or_else(|| invalid("the session's API session is gone"))?;
+        if api.last_activity + ctl.config.api_session_timeout_secs <= clock::now_unix() {
+            return Err(invalid("the session's API session expired"));
+        }
+        let precedence = match pb::Precedence::try_from(req.precedence) {
+            Ok(pb::Precedence::Required) => "required",
+            Ok(pb::Precedence::Failed) => "failed",
+            _ => "default",
+        };
+        let mut obj = serde_json::Map::new();
+        obj.insert("service".into(), json!(session.service_id));
+        obj.insert("router".into(), json!(self.guard.router_id));
+        obj.insert("binding".into(), json!("edge"));
+        obj.insert("address".into(), json!(req.address));
+        obj.insert("cost".into(), json!(req.cost.min(u32::from(u16::MAX))));
+        obj.insert("precedence".into(), json!(precedence));
+        obj.insert("identity".into(), json!(session.identity_id));
+        obj.insert("instanceId".into(), json!(req.instance_id));
+        obj.insert(
+            "hostPublicKey".into(),
+            json!(base64::engine::general_purpose::STANDARD.encode(&req.host_public_key)),
+        );
+        obj.insert("sessionId".into(), json!(session.id));
+        let (row, _) = ctl
+            .create_entity(Kind::Terminators, obj)
+            .map_err(|e| internal(&e))?;
+        Ok(super::state::terminator_pb(&row.id, &row.data))
+    }
+
+    fn remove_terminator(&mut self, id: &str) -> Result<(), pb::ErrorReply> {
+        let ctl = self.ctl();
+        let not_found = || pb::ErrorReply {
+            code: "NOT_FOUND".into(),
+            message: format!("no terminator {id:?} on this router"),
+        };
+        let row = ctl
+            .store
+            .get_entity(Kind::Terminators.collection(), id)
+            .ok()
+            .flatten()
+            .filter(|t| t.data.get("router").and_then(Value::as_str) == Some(&self.guard.router_id))
+            .ok_or_else(not_found)?;
+        ctl.store
+            .delete_entity(Kind::Terminators.collection(), &row.id)
+            .map_err(|_| not_found())?;
+        ctl.notify_routers();
+        self.guard.terminators.retain(|t| t != id);
+        Ok(())
+    }
+}

@@ -1,0 +1,76 @@
+//! The control channel between the controller and its edge routers (Weft's own
+//! protocol, `docs/wire-format.md` §8): the change feed that every router follows
+//! ([`feed`]), how the router-facing state is built from the store ([`state`]), and the
+//! mutual-TLS listener that serves routers ([`listener`]).
+
+pub mod feed;
+pub mod listener;
+pub mod state;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::Notify;
+
+/// File (in the data dir) where the running controller writes the control listener's
+/// bound address.
+pub const CONTROL_ADDR_FILE: &str = "control.addr";
+
+/// Control connections by router id: connection id and the notification closing it.
+type Conns = HashMap<String, Vec<(u64, Arc<Notify>)>>;
+
+/// The edge routers whose control connection is up, with a way to close them.
+#[derive(Debug, Default)]
+pub struct RouterRegistry {
+    conns: Mutex<Conns>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+impl RouterRegistry {
+    fn lock(&self) -> MutexGuard<'_, Conns> {
+        // Every update is a single insert or remove, never left half-done.
+        self.conns
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Registers a connection of `router_id`; returns its id and the notification that
+    /// asks it to close.
+    pub fn register(&self, router_id: &str) -> (u64, Arc<Notify>) {
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let kick = Arc::new(Notify::new());
+        self.lock()
+            .entry(router_id.to_string())
+            .or_default()
+            .push((id, kick.clone()));
+        (id, kick)
+    }
+
+    /// Forgets a connection.
+    pub fn unregister(&self, router_id: &str, conn_id: u64) {
+        let mut map = self.lock();
+        if let Some(v) = map.get_mut(router_id) {
+            v.retain(|(id, _)| *id != conn_id);
+            if v.is_empty() {
+                map.remove(router_id);
+            }
+        }
+    }
+
+    /// Whether `router_id` has a control connection up (`isOnline`).
+    pub fn is_online(&self, router_id: &str) -> bool {
+        self.lock().contains_key(router_id)
+    }
+
+    /// Asks every control connection of `router_id` to close (router deleted or
+    /// disabled).
+    pub fn kick(&self, router_id: &str) {
+        if let Some(v) = self.lock().get(router_id) {
+            for (_, kick) in v {
+                kick.notify_one();
+            }
+        }
+    }
+}

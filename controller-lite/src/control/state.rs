@@ -1,0 +1,145 @@
+//! Building the router-facing state from the store, enforcing on the way what must
+//! no longer exist: API sessions that idled out or whose identity is gone or disabled,
+//! and sessions their identity is no longer granted by policy.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use base64::Engine;
+use serde_json::Value;
+use weft_wire::control::pb;
+
+use super::feed::RouterView;
+use crate::authz::StorePolicyView;
+use crate::clock;
+use crate::controller::Controller;
+use crate::error::StoreError;
+use crate::model::{Kind, PolicyType};
+
+fn str_field<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or_default()
+}
+
+fn session_type(t: &str) -> Option<(pb::SessionType, PolicyType)> {
+    match t {
+        "Dial" => Some((pb::SessionType::Dial, PolicyType::Dial)),
+        "Bind" => Some((pb::SessionType::Bind, PolicyType::Bind)),
+        _ => None,
+    }
+}
+
+/// Deletes what may no longer exist and returns everything routers must know.
+pub fn build_router_view(ctl: &Controller) -> Result<RouterView, StoreError> {
+    let store = &ctl.store;
+    let now = clock::now_unix();
+    let timeout = ctl.config.api_session_timeout_secs;
+    let identities: BTreeMap<String, (String, bool)> = store
+        .list_all(Kind::Identities.collection())?
+        .into_iter()
+        .map(|e| {
+            let disabled = e.data.get("disabled").and_then(Value::as_bool) == Some(true);
+            (e.id, (e.name, disabled))
+        })
+        .collect();
+
+    let mut view = RouterView::default();
+    for (s, fingerprint) in store.list_api_sessions()? {
+        let live_identity = identities
+            .get(&s.identity_id)
+            .filter(|(_, disabled)| !disabled);
+        let Some((name, _)) = live_identity.filter(|_| s.last_activity + timeout > now) else {
+            store.delete_api_session(&s.id)?;
+            continue;
+        };
+        view.api_sessions.insert(
+            s.id.clone(),
+            pb::ApiSession {
+                id: s.id,
+                token: s.token,
+                identity_id: s.identity_id,
+                identity_name: name.clone(),
+                cert_fingerprints: fingerprint.into_iter().collect(),
+                expires_at_unix_ms: (s.last_activity + timeout).saturating_mul(1000),
+            },
+        );
+    }
+
+    let sessions = store.list_sessions()?;
+    let holders: BTreeSet<&str> = sessions.iter().map(|s| s.identity_id.as_str()).collect();
+    let perms = StorePolicyView::new(store).permissions_of(holders)?;
+    let mut revoked = Vec::new();
+    for s in &sessions {
+        let granted = session_type(&s.session_type).filter(|(_, kind)| {
+            view.api_sessions.contains_key(&s.api_session_id)
+                && perms
+                    .get(&s.identity_id)
+                    .and_then(|p| p.get(&s.service_id))
+                    .is_some_and(|k| k.contains(kind))
+        });
+        let Some((ty, _)) = granted else {
+            revoked.push(s.id.clone());
+            continue;
+        };
+        view.sessions.insert(
+            s.id.clone(),
+            pb::Session {
+                id: s.id.clone(),
+                token: s.token.clone(),
+                api_session_id: s.api_session_id.clone(),
+                service_id: s.service_id.clone(),
+                r#type: ty as i32,
+                identity_id: s.identity_id.clone(),
+            },
+        );
+    }
+    if !revoked.is_empty() {
+        store.delete_sessions(&revoked)?;
+        tracing::info!(count = revoked.len(), "sessions no longer granted removed");
+    }
+
+    for e in store.list_all(Kind::Services.collection())? {
+        view.services.insert(
+            e.id.clone(),
+            pb::Service {
+                name: e.name,
+                encryption_required: e.data.get("encryptionRequired").and_then(Value::as_bool)
+                    != Some(false),
+                terminator_strategy: str_field(&e.data, "terminatorStrategy").to_string(),
+                id: e.id,
+            },
+        );
+    }
+
+    for e in store.list_all(Kind::Terminators.collection())? {
+        view.terminators
+            .insert(e.id.clone(), terminator_pb(&e.id, &e.data));
+    }
+    Ok(view)
+}
+
+/// The control-plane form of a stored terminator document.
+pub fn terminator_pb(id: &str, d: &Value) -> pb::Terminator {
+    let precedence = match str_field(d, "precedence") {
+        "required" => pb::Precedence::Required,
+        "failed" => pb::Precedence::Failed,
+        _ => pb::Precedence::Default,
+    };
+    pb::Terminator {
+        id: id.to_string(),
+        service_id: str_field(d, "service").to_string(),
+        router_id: str_field(d, "router").to_string(),
+        binding: str_field(d, "binding").to_string(),
+        address: str_field(d, "address").to_string(),
+        instance_id: str_field(d, "instanceId").to_string(),
+        cost: d
+            .get("cost")
+            .and_then(Value::as_u64)
+            .and_then(|c| u32::try_from(c).ok())
+            .unwrap_or(0),
+        precedence: precedence as i32,
+        identity_id: str_field(d, "identity").to_string(),
+        host_public_key: base64::engine::general_purpose::STANDARD
+            .decode(str_field(d, "hostPublicKey"))
+            .unwrap_or_default(),
+        session_id: str_field(d, "sessionId").to_string(),
+    }
+}

@@ -1,0 +1,486 @@
+//! Router enrollment (`erott`) and the router control channel, against a real
+//! `weft-controller` process, with the router-side library of `weft-router`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use common::{Ctl, jwt_claims, make_csr};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use weft_router::control::{ControlConfig, ControlEvent};
+use weft_wire::control::{ControlMessage, pb};
+
+async fn get(ctl: &Ctl, token: &str, path: &str) -> Value {
+    let res = ctl
+        .http()
+        .get(ctl.mgmt(path))
+        .header("zt-session", token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    res.json().await.unwrap()
+}
+
+async fn erott(ctl: &Ctl, path: &str, body: &Value) -> (u16, Value) {
+    let res = ctl
+        .http()
+        .post(ctl.url(path))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    (res.status().as_u16(), res.json().await.unwrap())
+}
+
+fn control_addr(ctl: &Ctl) -> String {
+    std::fs::read_to_string(ctl.dir.join("control.addr"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+fn der(pem: &str) -> CertificateDer<'static> {
+    CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
+}
+
+/// Connects to the control listener with `client` (cert PEM, key PEM) or no
+/// certificate, sends a RouterHello and reports whether the controller answered.
+async fn control_answers(ctl: &Ctl, client: Option<(&str, &str)>, router_id: &str) -> bool {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(der(&ctl.ca_pem())).unwrap();
+    let b = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_protocol_versions(rustls::DEFAULT_VERSIONS)
+    .unwrap()
+    .with_root_certificates(roots);
+    let cfg = match client {
+        None => b.with_no_client_auth(),
+        Some((cert, key)) => b
+            .with_client_auth_cert(
+                vec![der(cert)],
+                PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+    };
+    let tcp = tokio::net::TcpStream::connect(control_addr(ctl))
+        .await
+        .unwrap();
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let Ok(mut tls) = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+    else {
+        return false;
+    };
+    let mut hello = BytesMut::new();
+    pb::RouterHello {
+        router_id: router_id.into(),
+        ..Default::default()
+    }
+    .encode_frame(1, None, &mut hello)
+    .unwrap();
+    if tls.write_all(&hello).await.is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf)).await,
+        Ok(Ok(n)) if n > 0
+    )
+}
+
+#[tokio::test]
+async fn erott_enrollment_single_use_and_control_listener_refusals() {
+    let ctl = Ctl::start();
+    let token = ctl.admin_token().await;
+    let (status, v) = ctl
+        .create(
+            &token,
+            "edge-routers",
+            json!({"name": "er1", "supportedProtocols": {"tls": "tls://er1.example:3022"},
+                   "serverCertSans": ["10.1.2.3"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+    let router_id = v["data"]["id"].as_str().unwrap().to_string();
+    let jwt = v["data"]["enrollmentJwt"].as_str().unwrap();
+    let claims = jwt_claims(jwt);
+    assert_eq!(claims["em"], "erott");
+    assert_eq!(claims["sub"], router_id.as_str());
+    let jti = claims["jti"].as_str().unwrap().to_string();
+    let detail = get(&ctl, &token, &format!("/edge-routers/{router_id}")).await;
+    assert_eq!(detail["data"]["isVerified"], false);
+    assert_eq!(detail["data"]["enrollmentToken"], jti.as_str());
+
+    // A bad CSR does not burn the token.
+    let (server_csr, _) = make_csr("srv");
+    let (client_csr, client_key) = make_csr("cli");
+    let (status, v) = erott(
+        &ctl,
+        &format!("/enroll?method=erott&token={jti}"),
+        &json!({"serverCertCsr": "junk", "certCsr": client_csr}),
+    )
+    .await;
+    assert_eq!(status, 400, "{v}");
+    let body = json!({"serverCertCsr": server_csr, "certCsr": client_csr});
+    let (status, v) = erott(&ctl, &format!("/enroll?method=erott&token={jti}"), &body).await;
+    assert_eq!(status, 200, "{v}");
+    let server_pem = v["data"]["serverCert"].as_str().unwrap();
+    let cert_pem = v["data"]["cert"].as_str().unwrap().to_string();
+    assert!(
+        v["data"]["ca"]
+            .as_str()
+            .unwrap()
+            .contains("BEGIN CERTIFICATE")
+    );
+
+    // Server certificate: SANs from the advertised listener and the listed extras.
+    let server_der = der(server_pem);
+    let (_, server) = x509_parser::parse_x509_certificate(server_der.as_ref()).unwrap();
+    let sans = format!(
+        "{:?}",
+        server.subject_alternative_name().unwrap().unwrap().value
+    );
+    assert!(sans.contains("er1.example"), "{sans}");
+    assert!(
+        sans.contains("10.1.2.3") || sans.contains("[10, 1, 2, 3]"),
+        "{sans}"
+    );
+    let cert_der = der(&cert_pem);
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der.as_ref()).unwrap();
+    let cn = cert.subject().iter_common_name().next().unwrap();
+    assert_eq!(cn.as_str().unwrap(), router_id);
+
+    let detail = get(&ctl, &token, &format!("/edge-routers/{router_id}")).await;
+    assert_eq!(detail["data"]["isVerified"], true);
+    assert_eq!(
+        detail["data"]["fingerprint"],
+        weft_controller::pki::fingerprint(cert_der.as_ref()).as_str()
+    );
+    assert_eq!(detail["data"]["enrollmentJwt"], Value::Null);
+
+    // The token works once, on either path.
+    for path in [
+        format!("/enroll?method=erott&token={jti}"),
+        format!("/edge/client/v1/enroll/erott?token={jti}"),
+    ] {
+        let (status, v) = erott(&ctl, &path, &body).await;
+        assert_eq!(status, 400, "{v}");
+        assert_eq!(v["error"]["code"], "INVALID_ENROLLMENT_TOKEN");
+    }
+    // … also under concurrency.
+    let (_, v) = ctl
+        .create(&token, "edge-routers", json!({"name": "er2"}))
+        .await;
+    let jti2 = jwt_claims(v["data"]["enrollmentJwt"].as_str().unwrap())["jti"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let url = ctl.url(&format!("/edge/client/v1/enroll/erott?token={jti2}"));
+    let tries: Vec<_> = (0..4)
+        .map(|_| {
+            let req = ctl.http().post(url.clone()).json(&body);
+            tokio::spawn(async move { req.send().await.unwrap().status().as_u16() })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tries {
+        statuses.push(t.await.unwrap());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+
+    // Control listener: the router's own certificate is answered …
+    assert!(control_answers(&ctl, Some((&cert_pem, &client_key)), &router_id).await);
+    // … but not no certificate, a foreign CA's, or an identity's.
+    assert!(!control_answers(&ctl, None, &router_id).await);
+    let foreign_key = rcgen::KeyPair::generate().unwrap();
+    let foreign = rcgen::CertificateParams::new(vec!["er1".to_string()])
+        .unwrap()
+        .self_signed(&foreign_key)
+        .unwrap();
+    assert!(
+        !control_answers(
+            &ctl,
+            Some((&foreign.pem(), &foreign_key.serialize_pem())),
+            &router_id
+        )
+        .await
+    );
+    let (_, id_cert, id_key) = ctl.enrolled_identity(&token, "someone", &[]).await;
+    assert!(!control_answers(&ctl, Some((&id_cert, &id_key)), &router_id).await);
+}
+
+/// Waits for the next event matching `pred`, checking that updates stay consecutive.
+async fn wait_for(
+    events: &mut mpsc::Receiver<ControlEvent>,
+    revision: &mut u64,
+    what: &str,
+    mut pred: impl FnMut(&ControlEvent) -> bool,
+) -> ControlEvent {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let ev = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+            .expect("control client stopped");
+        match &ev {
+            ControlEvent::Sync(s) => *revision = s.revision,
+            ControlEvent::Update(u) => {
+                assert_eq!(u.revision, *revision + 1, "updates must be consecutive");
+                *revision = u.revision;
+            }
+            _ => {}
+        }
+        if pred(&ev) {
+            return ev;
+        }
+    }
+}
+
+fn update(ev: &ControlEvent) -> Option<&pb::StateUpdate> {
+    match ev {
+        ControlEvent::Update(u) => Some(u),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn router_control_channel_end_to_end() {
+    let ctl = Ctl::start();
+    let token = ctl.admin_token().await;
+    let tmp = tempfile::tempdir().unwrap();
+
+    // Create and enroll the router with the router library.
+    let (status, v) = ctl
+        .create(
+            &token,
+            "edge-routers",
+            json!({"name": "edge-1", "supportedProtocols": {"tls": "tls://localhost:3022"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+    let router_id = v["data"]["id"].as_str().unwrap().to_string();
+    let jwt_path = tmp.path().join("router.jwt");
+    std::fs::write(&jwt_path, v["data"]["enrollmentJwt"].as_str().unwrap()).unwrap();
+    let dir = tmp.path().join("router");
+    let enrolled = weft_router::enroll::enroll(&jwt_path, &dir).await.unwrap();
+    assert_eq!(enrolled.router_id, router_id);
+    for (f, secret) in [
+        ("router.cert", false),
+        ("router.key", true),
+        ("server.cert", false),
+        ("server.key", true),
+        ("ca.pem", false),
+    ] {
+        let mode = std::fs::metadata(dir.join(f)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode == 0o600, secret, "{f}: {mode:o}");
+    }
+    // A second use of the JWT fails.
+    let again = weft_router::enroll::enroll(&jwt_path, &tmp.path().join("again")).await;
+    assert!(again.is_err());
+
+    // Connect the control client.
+    let hello = pb::RouterHello {
+        router_id: router_id.clone(),
+        version: "test".into(),
+        edge_listeners: vec!["tls://localhost:3022".into()],
+        ..Default::default()
+    };
+    let cfg = ControlConfig::from_dir(&dir, control_addr(&ctl), hello).unwrap();
+    let (handle, mut events, task) = weft_router::control::spawn(cfg).unwrap();
+    let mut rev = 0;
+    wait_for(&mut events, &mut rev, "Connected", |e| {
+        matches!(e, ControlEvent::Connected)
+    })
+    .await;
+    wait_for(&mut events, &mut rev, "StateSync", |e| {
+        matches!(e, ControlEvent::Sync(_))
+    })
+    .await;
+    let detail = get(&ctl, &token, &format!("/edge-routers/{router_id}")).await;
+    assert_eq!(detail["data"]["isOnline"], true);
+
+    // Model: a service hosted and dialled by one identity.
+    let svc = ctl
+        .create_ok(
+            &token,
+            "services",
+            json!({"name": "svc", "roleAttributes": ["s"]}),
+        )
+        .await;
+    wait_for(&mut events, &mut rev, "service", |e| {
+        update(e).is_some_and(|u| u.services_upserted.iter().any(|s| s.id == svc))
+    })
+    .await;
+    let mut dial_policy = String::new();
+    for (name, ty) in [("bind", "Bind"), ("dial", "Dial")] {
+        let id = ctl
+            .create_ok(
+                &token,
+                "service-policies",
+                json!({"name": name, "type": ty, "identityRoles": ["#app"], "serviceRoles": ["#s"]}),
+            )
+            .await;
+        if ty == "Dial" {
+            dial_policy = id;
+        }
+    }
+    ctl.create_ok(
+        &token,
+        "edge-router-policies",
+        json!({"name": "erp", "edgeRouterRoles": ["#all"], "identityRoles": ["#all"]}),
+    )
+    .await;
+    ctl.create_ok(
+        &token,
+        "service-edge-router-policies",
+        json!({"name": "serp", "edgeRouterRoles": ["#all"], "serviceRoles": ["#all"]}),
+    )
+    .await;
+
+    // Authenticate: the API session arrives with its certificate fingerprint.
+    let (_, cert, key) = ctl.enrolled_identity(&token, "app-1", &["app"]).await;
+    let (http, zt) = ctl.cert_login(&cert, &key).await;
+    let fp = weft_controller::pki::fingerprint(der(&cert).as_ref());
+    let ev = wait_for(&mut events, &mut rev, "API session", |e| {
+        update(e).is_some_and(|u| u.api_sessions_added.iter().any(|a| a.token == zt))
+    })
+    .await;
+    let api = update(&ev)
+        .unwrap()
+        .api_sessions_added
+        .iter()
+        .find(|a| a.token == zt)
+        .unwrap()
+        .clone();
+    assert_eq!(api.cert_fingerprints, vec![fp]);
+    assert_eq!(api.identity_name, "app-1");
+    assert!(api.expires_at_unix_ms > 0);
+
+    // Sessions arrive.
+    let session = |ty: &'static str| {
+        let http = http.clone();
+        let zt = zt.clone();
+        let url = ctl.client_url("/sessions");
+        let svc = svc.clone();
+        async move {
+            let res = http
+                .post(url)
+                .header("zt-session", zt)
+                .json(&json!({"serviceId": svc, "type": ty}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 201);
+            let v: Value = res.json().await.unwrap();
+            v["data"]["id"].as_str().unwrap().to_string()
+        }
+    };
+    let bind = session("Bind").await;
+    let dial = session("Dial").await;
+    for s in [&bind, &dial] {
+        wait_for(&mut events, &mut rev, "session", |e| {
+            update(e).is_some_and(|u| u.sessions_added.iter().any(|x| x.id == *s))
+        })
+        .await;
+    }
+
+    // Terminators: the Bind session works, the Dial session is refused.
+    let req = |session_id: &str| pb::CreateTerminatorRequest {
+        session_id: session_id.into(),
+        address: "conn:7".into(),
+        cost: 3,
+        host_public_key: vec![1, 2, 3],
+        ..Default::default()
+    };
+    let ok_id = handle.create_terminator(req(&bind)).await.unwrap();
+    let ev = wait_for(
+        &mut events,
+        &mut rev,
+        "terminator",
+        |e| matches!(e, ControlEvent::TerminatorCreated { request_id, .. } if *request_id == ok_id),
+    )
+    .await;
+    let ControlEvent::TerminatorCreated { terminator, .. } = ev else {
+        unreachable!()
+    };
+    assert_eq!(terminator.service_id, svc);
+    assert_eq!(terminator.router_id, router_id);
+    assert_eq!(terminator.host_public_key, vec![1, 2, 3]);
+    wait_for(&mut events, &mut rev, "terminator upsert", |e| {
+        update(e).is_some_and(|u| u.terminators_upserted.iter().any(|t| t.id == terminator.id))
+    })
+    .await;
+    let bad_id = handle.create_terminator(req(&dial)).await.unwrap();
+    let ev = wait_for(
+        &mut events,
+        &mut rev,
+        "terminator refusal",
+        |e| matches!(e, ControlEvent::TerminatorFailed { request_id, .. } if *request_id == bad_id),
+    )
+    .await;
+    assert!(matches!(ev, ControlEvent::TerminatorFailed { code, .. } if code == "INVALID_SESSION"));
+    let terms = get(&ctl, &token, "/terminators").await;
+    assert_eq!(terms["data"].as_array().unwrap().len(), 1);
+
+    // Deleting the Dial policy revokes the Dial session.
+    let res = ctl
+        .http()
+        .delete(ctl.mgmt(&format!("/service-policies/{dial_policy}")))
+        .header("zt-session", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    wait_for(&mut events, &mut rev, "dial session removal", |e| {
+        update(e).is_some_and(|u| u.sessions_removed.contains(&dial))
+    })
+    .await;
+
+    // Logout removes the API session (and its sessions) promptly.
+    let t0 = std::time::Instant::now();
+    let res = http
+        .delete(ctl.client_url("/current-api-session"))
+        .header("zt-session", &zt)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let ev = wait_for(&mut events, &mut rev, "API session removal", |e| {
+        update(e).is_some_and(|u| u.api_sessions_removed.contains(&api.id))
+    })
+    .await;
+    assert!(t0.elapsed() < Duration::from_secs(2));
+    assert!(update(&ev).unwrap().sessions_removed.contains(&bind));
+
+    // The router disconnecting removes its terminators and takes it offline.
+    handle.shutdown().await;
+    task.await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let detail = get(&ctl, &token, &format!("/edge-routers/{router_id}")).await;
+        let terms = get(&ctl, &token, "/terminators").await;
+        if detail["data"]["isOnline"] == false && terms["data"].as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "router still online or terminators left"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,399 @@
+//! The control-channel client task: connects to the controller with mutual TLS, runs
+//! [`ControlProtocol`], reconnects with exponential backoff, and talks to the rest of
+//! the router through a [`ControlEvent`] receiver and a cloneable [`ControlHandle`].
+//!
+//! After every (re)connection the controller removed the terminators created over the
+//! previous connection; the router re-creates what it still hosts after
+//! [`ControlEvent::Connected`].
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use weft_wire::control::pb;
+
+use super::protocol::{ControlProtocol, ProtocolError, ProtocolEvent, RequestId};
+
+/// What the control channel tells the router.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ControlEvent {
+    /// The controller accepted the hello; a [`ControlEvent::Sync`] follows.
+    Connected,
+    /// The connection ended; the client reconnects by itself.
+    Disconnected,
+    /// Full state (after connecting, or after a resync); replaces everything.
+    Sync(pb::StateSync),
+    /// Changes of the next revision.
+    Update(pb::StateUpdate),
+    /// A terminator was created.
+    TerminatorCreated {
+        /// Id returned by [`ControlHandle::create_terminator`].
+        request_id: RequestId,
+        /// The stored terminator.
+        terminator: pb::Terminator,
+    },
+    /// A terminator request failed (code `DISCONNECTED` when the connection ended
+    /// before the reply).
+    TerminatorFailed {
+        /// Id returned by [`ControlHandle::create_terminator`] or
+        /// [`ControlHandle::remove_terminator`].
+        request_id: RequestId,
+        /// Machine-readable code, e.g. `INVALID_SESSION`.
+        code: String,
+        /// Reason.
+        message: String,
+    },
+}
+
+/// Errors of the control client.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// A certificate, key or CA file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// PEM data is invalid.
+    #[error("invalid PEM in {0}")]
+    Pem(String),
+    /// The controller address has no valid host name.
+    #[error("invalid controller address {0:?}")]
+    Address(String),
+    /// TLS configuration failed.
+    #[error("TLS configuration failed: {0}")]
+    Tls(#[from] rustls::Error),
+    /// No control connection is up (or its hello is not acknowledged yet).
+    #[error("not connected to the controller")]
+    NotConnected,
+    /// The client task has stopped.
+    #[error("the control client has stopped")]
+    Stopped,
+    /// A protocol violation ended the connection.
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+}
+
+/// How to reach the controller and who this router is.
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    /// Controller control address, `host:port` (the host is also the TLS server name).
+    pub address: String,
+    /// Root certificates trusted for the controller (PEM, `ca.pem` from enrollment).
+    pub ca_pem: String,
+    /// The router's control-channel client certificate (PEM, `router.cert`).
+    pub cert_pem: String,
+    /// Its private key (PEM, `router.key`).
+    pub key_pem: String,
+    /// The hello to send; `router_id` must be the enrolled router's id.
+    pub hello: pb::RouterHello,
+    /// First reconnect delay.
+    pub backoff_min: Duration,
+    /// Longest reconnect delay.
+    pub backoff_max: Duration,
+    /// Capacity of the event channel (a slow consumer slows the client down; the
+    /// controller then resynchronises it).
+    pub event_capacity: usize,
+}
+
+impl ControlConfig {
+    /// Reads `router.cert`, `router.key` and `ca.pem` written by
+    /// [`crate::enroll::enroll`] from `dir`, with default backoff (100 ms to 10 s).
+    pub fn from_dir(
+        dir: &Path,
+        address: impl Into<String>,
+        hello: pb::RouterHello,
+    ) -> Result<Self, ClientError> {
+        let read = |name: &str| {
+            std::fs::read_to_string(dir.join(name)).map_err(|source| ClientError::Read {
+                path: dir.join(name).display().to_string(),
+                source,
+            })
+        };
+        Ok(Self {
+            address: address.into(),
+            ca_pem: read(crate::enroll::CA_FILE)?,
+            cert_pem: read(crate::enroll::ROUTER_CERT_FILE)?,
+            key_pem: read(crate::enroll::ROUTER_KEY_FILE)?,
+            hello,
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(10),
+            event_capacity: 256,
+        })
+    }
+
+    fn tls(&self) -> Result<(tokio_rustls::TlsConnector, ServerName<'static>), ClientError> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
+            roots.add(c.map_err(|_| ClientError::Pem("ca".into()))?)?;
+        }
+        let chain = CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| ClientError::Pem("router certificate".into()))?;
+        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())
+            .map_err(|_| ClientError::Pem("router key".into()))?;
+        let cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(rustls::DEFAULT_VERSIONS)?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)?;
+        let host = self
+            .address
+            .rsplit_once(':')
+            .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']'))
+            .ok_or_else(|| ClientError::Address(self.address.clone()))?;
+        let name = ServerName::try_from(host.to_string())
+            .map_err(|_| ClientError::Address(self.address.clone()))?;
+        Ok((tokio_rustls::TlsConnector::from(Arc::new(cfg)), name))
+    }
+}
+
+enum Command {
+    Create(
+        pb::CreateTerminatorRequest,
+        oneshot::Sender<Result<RequestId, ClientError>>,
+    ),
+    Remove(String, oneshot::Sender<Result<RequestId, ClientError>>),
+    Shutdown,
+}
+
+/// Cloneable handle for requests; the client stops when every handle is dropped or
+/// [`ControlHandle::shutdown`] is called.
+#[derive(Clone)]
+pub struct ControlHandle {
+    tx: mpsc::Sender<Command>,
+}
+
+impl std::fmt::Debug for ControlHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlHandle").finish_non_exhaustive()
+    }
+}
+
+impl ControlHandle {
+    /// Sends a CreateTerminatorRequest on the current connection; returns its request
+    /// id, which the [`ControlEvent::TerminatorCreated`] or
+    /// [`ControlEvent::TerminatorFailed`] answering it carries.
+    pub async fn create_terminator(
+        &self,
+        req: pb::CreateTerminatorRequest,
+    ) -> Result<RequestId, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Create(req, tx))
+            .await
+            .map_err(|_| ClientError::Stopped)?;
+        rx.await.map_err(|_| ClientError::Stopped)?
+    }
+
+    /// Sends a RemoveTerminatorRequest; only a failure is reported (as
+    /// [`ControlEvent::TerminatorFailed`] with the returned id).
+    pub async fn remove_terminator(&self, terminator_id: &str) -> Result<RequestId, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Remove(terminator_id.to_string(), tx))
+            .await
+            .map_err(|_| ClientError::Stopped)?;
+        rx.await.map_err(|_| ClientError::Stopped)?
+    }
+
+    /// Closes the connection and stops the client.
+    pub async fn shutdown(&self) {
+        let _ = self.tx.send(Command::Shutdown).await;
+    }
+}
+
+/// Starts the client task. Returns the request handle, the event receiver and the
+/// task (which ends after [`ControlHandle::shutdown`], when every handle is dropped, or
+/// when the event receiver is dropped).
+pub fn spawn(
+    config: ControlConfig,
+) -> Result<
+    (
+        ControlHandle,
+        mpsc::Receiver<ControlEvent>,
+        tokio::task::JoinHandle<()>,
+    ),
+    ClientError,
+> {
+    let tls = config.tls()?;
+    let (cmd_tx, cmd_rx) = mpsc::channel(64);
+    let (ev_tx, ev_rx) = mpsc::channel(config.event_capacity.max(1));
+    let task = tokio::spawn(run(config, tls, cmd_rx, ev_tx));
+    Ok((ControlHandle { tx: cmd_tx }, ev_rx, task))
+}
+
+/// Why one connection ended.
+enum End {
+    /// Stop the client.
+    Stop,
+    /// Reconnect.
+    Reconnect,
+}
+
+async fn run(
+    config: ControlConfig,
+    (connector, name): (tokio_rustls::TlsConnector, ServerName<'static>),
+    mut cmds: mpsc::Receiver<Command>,
+    events: mpsc::Sender<ControlEvent>,
+) {
+    let mut backoff = config.backoff_min;
+    let mut next_seq: i32 = 1;
+    loop {
+        let connected = async {
+            let tcp = TcpStream::connect(&config.address).await?;
+            tcp.set_nodelay(true)?;
+            connector.connect(name.clone(), tcp).await
+        };
+        match connected.await {
+            Ok(stream) => {
+                let (end, was_up) =
+                    connection(stream, &config, &mut next_seq, &mut cmds, &events).await;
+                if was_up {
+                    backoff = config.backoff_min;
+                    if events.send(ControlEvent::Disconnected).await.is_err() {
+                        return;
+                    }
+                }
+                if let End::Stop = end {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, address = %config.address, "control connect failed")
+            }
+        }
+        // Wait out the backoff, refusing requests meanwhile.
+        let sleep = tokio::time::sleep(backoff);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                () = &mut sleep => break,
+                cmd = cmds.recv() => match cmd {
+                    None | Some(Command::Shutdown) => return,
+                    Some(Command::Create(_, reply) | Command::Remove(_, reply)) => {
+                        let _ = reply.send(Err(ClientError::NotConnected));
+                    }
+                },
+            }
+        }
+        backoff = (backoff * 2).min(config.backoff_max);
+    }
+}
+
+/// Runs one connection; returns how it ended and whether the hello was acknowledged.
+async fn connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    stream: S,
+    config: &ControlConfig,
+    next_seq: &mut i32,
+    cmds: &mut mpsc::Receiver<Command>,
+    events: &mpsc::Sender<ControlEvent>,
+) -> (End, bool) {
+    let mut proto = match ControlProtocol::new(config.hello.clone(), *next_seq) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode the hello");
+            return (End::Stop, false);
+        }
+    };
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut up = false;
+    let end = 'conn: loop {
+        *next_seq = proto.next_sequence();
+        if let Some(out) = proto.poll_transmit() {
+            if let Err(e) = wr.write_all(&out).await {
+                tracing::info!(error = %e, "control write failed");
+                break 'conn End::Reconnect;
+            }
+        }
+        while let Some(ev) = proto.poll_event() {
+            let ev = match ev {
+                ProtocolEvent::HelloAck(_) => {
+                    up = true;
+                    tracing::info!(address = %config.address, "control channel up");
+                    ControlEvent::Connected
+                }
+                ProtocolEvent::Sync(s) => ControlEvent::Sync(s),
+                ProtocolEvent::Update(u) => ControlEvent::Update(u),
+                ProtocolEvent::TerminatorCreated {
+                    request_id,
+                    terminator,
+                } => ControlEvent::TerminatorCreated {
+                    request_id,
+                    terminator,
+                },
+                ProtocolEvent::TerminatorFailed {
+                    request_id,
+                    code,
+                    message,
+                } => ControlEvent::TerminatorFailed {
+                    request_id,
+                    code,
+                    message,
+                },
+                ProtocolEvent::ResyncRequested { held, got } => {
+                    tracing::warn!(held, got, "revision gap; resynchronising");
+                    continue;
+                }
+            };
+            if events.send(ev).await.is_err() {
+                break 'conn End::Stop;
+            }
+        }
+        buf.reserve(16 * 1024);
+        tokio::select! {
+            r = rd.read_buf(&mut buf) => match r {
+                Ok(0) => break 'conn End::Reconnect,
+                Ok(_) => {
+                    if let Err(e) = proto.handle_bytes(&buf) {
+                        tracing::warn!(error = %e, "control protocol error");
+                        break 'conn End::Reconnect;
+                    }
+                    buf.clear();
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, "control read failed");
+                    break 'conn End::Reconnect;
+                }
+            },
+            cmd = cmds.recv() => match cmd {
+                None | Some(Command::Shutdown) => break 'conn End::Stop,
+                Some(Command::Create(req, reply)) => {
+                    let _ = reply.send(proto.create_terminator(&req).map_err(|e| match e {
+                        ProtocolError::NotReady => ClientError::NotConnected,
+                        e => e.into(),
+                    }));
+                }
+                Some(Command::Remove(id, reply)) => {
+                    let _ = reply.send(proto.remove_terminator(&id).map_err(|e| match e {
+                        ProtocolError::NotReady => ClientError::NotConnected,
+                        e => e.into(),
+                    }));
+                }
+            },
+        }
+    };
+    *next_seq = proto.next_sequence();
+    // Requests that will never be answered on this connection.
+    let pending: Vec<RequestId> = proto.pending_creates().collect();
+    for request_id in pending {
+        let _ = events
+            .send(ControlEvent::TerminatorFailed {
+                request_id,
+                code: "DISCONNECTED".into(),
+                message: "the control connection closed before the reply".into(),
+            })
+            .await;
+    }
+    let _ = wr.shutdown().await;
+    (end, up)
+}
