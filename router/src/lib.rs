@@ -1,13 +1,21 @@
 //! `weft-router`: the edge router's data plane.
 //!
-//! Present so far, all sans-IO (no sockets, no clock: time is an input):
 //! - [`sessions`]: the API sessions and service sessions the controller pushed, how they
-//!   change, and the checks a hello, Connect or Bind must pass.
+//!   change, and the checks a hello, Connect or Bind must pass (sans-IO).
+//! - [`edge`]: the per-connection edge protocol state machine (sans-IO).
+//! - [`forward`]: one shard's connections, terminators and circuits (sans-IO).
+//! - [`tls`]: the edge listener's TLS (rustls, aws-lc-rs).
+//! - [`runtime`]: the I/O driver: shards on tokio current-thread runtimes (epoll) that
+//!   drive the sans-IO core, the control seam ([`runtime::ShardCommand`],
+//!   [`runtime::ShardRequest`]) and the metrics endpoint.
+//! - [`config`] reads `router.toml`.
 //!
-//! To come (issue "router"): the per-connection edge state machine, forwarding between
-//! connections and shards, per-core io_uring drivers with an epoll fallback, the
-//! control-channel client and metrics. See `shared/design/ARCHITECTURE.md`.
+//! To come: cross-shard circuits, the io_uring driver, the control-channel client. See
+//! `shared/design/ARCHITECTURE.md`.
 
+pub mod config;
 pub mod edge;
 pub mod forward;
+pub mod runtime;
 pub mod sessions;
+pub mod tls;
