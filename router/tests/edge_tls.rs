@@ -15,7 +15,6 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
-use weft_router::edge::EdgeConfig;
 use weft_router::forward::{ControlRequest, ForwardConfig};
 use weft_router::runtime::{Router, RouterSettings, ShardCommand, ShardRequest};
 use weft_router::tls;
@@ -96,26 +95,25 @@ struct Harness {
 
 impl Harness {
     fn start(hello_timeout: Duration) -> Self {
+        Self::start_with(|s| s.forward.edge.hello_timeout = hello_timeout)
+    }
+
+    fn start_with(adjust: impl FnOnce(&mut RouterSettings)) -> Self {
         let pki = pki();
         let tls = tls::server_config(
             pki.server_cert_pem.as_bytes(),
             pki.server_key_pem.as_bytes(),
         )
         .unwrap();
-        let settings = RouterSettings {
+        let mut settings = RouterSettings {
             edge_listen: "127.0.0.1:0".parse().unwrap(),
             shards: 1,
-            forward: ForwardConfig {
-                edge: EdgeConfig {
-                    hello_timeout,
-                    ..EdgeConfig::default()
-                },
-                ..ForwardConfig::default()
-            },
+            forward: ForwardConfig::default(),
             tls: Arc::new(tls),
             handshake_timeout: Duration::from_secs(5),
             metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
         };
+        adjust(&mut settings);
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let (requests_tx, requests) = mpsc::unbounded_channel();
         let router = Router::start(settings, commands_rx, requests_tx).unwrap();
@@ -824,5 +822,91 @@ async fn ip_literal_sni_does_not_break_the_handshake() {
         }
     }
     std::fs::remove_dir_all(&dir).ok();
+    h.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_reader_pauses_the_writer_and_resumes_it() {
+    let mut h = Harness::start_with(|s| s.forward.window = 64 * 1024);
+    let mut host = h.authenticated(&h.pki.host, "token-api-h", false).await;
+    let mut dialer = h.authenticated(&h.pki.dialer, "token-api-d", true).await;
+    bind_host(&mut h, &mut host).await;
+    open_circuit(&mut dialer, &mut host, 1, 100).await;
+
+    // 2 MiB toward a host that starts reading only after a while: the router pauses the
+    // dialer (window 64 KiB) instead of buffering, and resumes it as the host drains.
+    const LEN: usize = 2 * 1024 * 1024;
+    let up = pattern(LEN, 3);
+    let (Client { w: dw, .. }, Client { r: hr, .. }) = (&mut dialer, &mut host);
+    let reader = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        hr.data(100, LEN).await
+    };
+    let ((), (at_host, _)) = tokio::join!(dw.data(1, &up), reader);
+    assert_eq!(at_host, up);
+    let metrics = h.metrics().await;
+    let pauses: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("weft_router_pauses_total{shard=\"0\"} "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(pauses > 0, "{metrics}");
+    h.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_circuits_run_for_the_grace_period_then_closes() {
+    let mut h = Harness::start(Duration::from_secs(5));
+    let mut host = h.authenticated(&h.pki.host, "token-api-h", false).await;
+    let mut dialer = h.authenticated(&h.pki.dialer, "token-api-d", true).await;
+    bind_host(&mut h, &mut host).await;
+    open_circuit(&mut dialer, &mut host, 1, 100).await;
+
+    let started = Instant::now();
+    h.send(ShardCommand::Shutdown {
+        grace: Duration::from_millis(400),
+    });
+    // New connections are refused at once...
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(h.connect(Some(&h.pki.dialer), true).await.is_err());
+    // ...while the open circuit still carries data during the grace period.
+    dialer.w.data(1, b"still here").await;
+    assert_eq!(host.r.data(100, 10).await.0, b"still here");
+    // Then both connections are closed.
+    dialer.r.until_closed().await;
+    host.r.until_closed().await;
+    let closed = started.elapsed();
+    assert!(closed >= Duration::from_millis(350), "{closed:?}");
+    if let Some(router) = h.router.take() {
+        router.join();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_shards_share_the_port_and_each_gets_the_sessions() {
+    let h = Harness::start_with(|s| s.shards = 3);
+    let mut clients = Vec::new();
+    for i in 0..12 {
+        let (id, token) = if i % 2 == 0 {
+            (&h.pki.host, "token-api-h")
+        } else {
+            (&h.pki.dialer, "token-api-d")
+        };
+        clients.push(h.authenticated(id, token, i % 3 == 0).await);
+    }
+    let metrics = h.metrics().await;
+    let per_shard: Vec<u64> = (0..3)
+        .map(|shard| {
+            let prefix = format!("weft_router_connections{{shard=\"{shard}\"}} ");
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(prefix.as_str()))
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(per_shard.iter().sum::<u64>(), 12, "{metrics}");
     h.stop();
 }
