@@ -37,12 +37,12 @@ use crate::tls::{self, TlsError};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}: {error}")]
     Read {
         /// The file.
         path: PathBuf,
         /// The cause.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The TOML is malformed, has an unknown key, or a value of the wrong type.
     #[error("invalid config file {path}: {message}")]
@@ -128,9 +128,9 @@ fn default_shutdown_grace() -> u64 {
 impl RouterConfig {
     /// Reads and validates `path`; relative paths inside become relative to its directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         let base = path.parent().unwrap_or_else(|| Path::new("."));
         Self::parse(&text, base).map_err(|e| match e {

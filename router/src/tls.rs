@@ -21,12 +21,12 @@ use sha1::{Digest, Sha1};
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A certificate or key file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     Read {
         /// The file.
         path: PathBuf,
         /// The cause.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The certificate PEM held no certificate or could not be parsed.
     #[error("no usable certificate in the certificate PEM: {0}")]
@@ -86,9 +86,9 @@ pub fn server_config(cert_pem: &[u8], key_pem: &[u8]) -> Result<ServerConfig, Tl
 /// [`server_config`] from PEM files.
 pub fn load_server_config(cert: &Path, key: &Path) -> Result<ServerConfig, TlsError> {
     let read = |path: &Path| {
-        std::fs::read(path).map_err(|source| TlsError::Read {
+        std::fs::read(path).map_err(|error| TlsError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })
     };
     server_config(&read(cert)?, &read(key)?)

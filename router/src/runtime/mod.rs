@@ -124,20 +124,20 @@ pub enum StartError {
     #[error("invalid shard count {0}")]
     Shards(usize),
     /// A listener could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {error}")]
     Listen {
         /// The address.
         addr: SocketAddr,
         /// The cause.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A thread or runtime could not be created.
-    #[error("cannot start the {what}: {source}")]
+    #[error("cannot start the {what}: {error}")]
     Spawn {
         /// Which thread.
         what: &'static str,
         /// The cause.
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -193,25 +193,25 @@ impl Router {
         let mut listeners = Vec::with_capacity(settings.shards);
         let mut addr = settings.edge_listen;
         for _ in 0..settings.shards {
-            let listener = shard::bind_reuseport(addr)
-                .map_err(|source| StartError::Listen { addr, source })?;
+            let listener =
+                shard::bind_reuseport(addr).map_err(|error| StartError::Listen { addr, error })?;
             addr = listener
                 .local_addr()
-                .map_err(|source| StartError::Listen { addr, source })?;
+                .map_err(|error| StartError::Listen { addr, error })?;
             listeners.push(listener);
         }
         let metrics_listener = match settings.metrics_listen {
             Some(m) => Some(
                 std::net::TcpListener::bind(m)
                     .and_then(|l| l.set_nonblocking(true).map(|()| l))
-                    .map_err(|source| StartError::Listen { addr: m, source })?,
+                    .map_err(|error| StartError::Listen { addr: m, error })?,
             ),
             None => None,
         };
         let metrics_addr = match &metrics_listener {
-            Some(l) => Some(l.local_addr().map_err(|source| StartError::Listen {
+            Some(l) => Some(l.local_addr().map_err(|error| StartError::Listen {
                 addr: settings.metrics_listen.unwrap_or(addr),
-                source,
+                error,
             })?),
             None => None,
         };
@@ -226,18 +226,18 @@ impl Router {
             let thread = std::thread::Builder::new()
                 .name(format!("weft-shard-{index}"))
                 .spawn(move || shard::run(index, shard_settings, listener, rx, requests))
-                .map_err(|source| StartError::Spawn {
+                .map_err(|error| StartError::Spawn {
                     what: "shard thread",
-                    source,
+                    error,
                 })?;
             shard_threads.push(thread);
         }
         let dispatcher = std::thread::Builder::new()
             .name("weft-control".into())
             .spawn(move || dispatch(commands, shard_txs, metrics_listener))
-            .map_err(|source| StartError::Spawn {
+            .map_err(|error| StartError::Spawn {
                 what: "control dispatcher",
-                source,
+                error,
             })?;
         tracing::info!(%addr, shards = settings.shards, ?metrics_addr, "edge router started");
         Ok(Self {
