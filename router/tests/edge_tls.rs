@@ -910,3 +910,22 @@ async fn several_shards_share_the_port_and_each_gets_the_sessions() {
     assert_eq!(per_shard.iter().sum::<u64>(), 12, "{metrics}");
     h.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hello_with_a_certificate_not_bound_to_the_session_is_answered_then_closed() {
+    let h = Harness::start(Duration::from_secs(5));
+    // The dialer's certificate with the host's API session token.
+    let mut c = h.connect(Some(&h.pki.dialer), true).await.unwrap();
+    c.w.send(|s, out| {
+        Hello {
+            session_token: b"token-api-h",
+            client_info: b"",
+        }
+        .encode(s, out)
+    })
+    .await;
+    let frames = c.r.until_closed().await;
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert_eq!(frames[0].content_type(), ContentType::RESULT);
+    h.stop();
+}

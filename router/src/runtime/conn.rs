@@ -26,6 +26,8 @@ const READ_MIN: usize = 16 * 1024;
 const READ_RESERVE: usize = 64 * 1024;
 /// Reads and writes one poll may do before yielding to the shard's other tasks.
 const BUDGET: usize = 32;
+/// How long a closing connection may take to write what is queued for it.
+const FLUSH_DEADLINE: Duration = Duration::from_secs(5);
 /// How long a closing connection may take to send its TLS close_notify.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(1);
 
@@ -81,6 +83,22 @@ pub(super) async fn run(
         unflushed: false,
     };
     let outcome = std::future::poll_fn(|cx| driver.poll(cx, &shard)).await;
+    if let Outcome::Close(close) = &outcome {
+        // A peer that does not read must not hold a closing connection open forever.
+        let drained = tokio::time::timeout(
+            FLUSH_DEADLINE,
+            std::future::poll_fn(|cx| driver.poll_drain(cx, &shard)),
+        )
+        .await;
+        if !matches!(drained, Ok(Ok(()))) {
+            tracing::debug!(
+                shard = index,
+                conn = key.0,
+                ?close,
+                "closing without a full flush"
+            );
+        }
+    }
     {
         let mut s = shard.borrow_mut();
         s.conns.remove(&key);
@@ -130,9 +148,8 @@ impl Driver {
                 return Poll::Ready(Outcome::Lost);
             };
             if let Some(close) = &slot.close {
-                if self.pending.is_none() && !self.unflushed {
-                    return Poll::Ready(Outcome::Close(close.clone()));
-                }
+                // Flushing what is queued is bounded by `FLUSH_DEADLINE` in `run`.
+                return Poll::Ready(Outcome::Close(close.clone()));
             } else if s.fwd.wants_read(self.key) {
                 match self.poll_read(cx, s) {
                     Poll::Ready(Ok(0)) => return Poll::Ready(Outcome::Lost),
@@ -160,6 +177,28 @@ impl Driver {
         // Out of budget: let the shard's other connections run, then come back.
         cx.waker().wake_by_ref();
         Poll::Pending
+    }
+
+    /// Writes what is queued for a closing connection; ready once all is flushed.
+    fn poll_drain(
+        &mut self,
+        cx: &mut Context<'_>,
+        shard: &RefCell<Shard>,
+    ) -> Poll<std::io::Result<()>> {
+        let mut guard = shard.borrow_mut();
+        let s = &mut *guard;
+        loop {
+            let progress = self.poll_writes(cx, s)?;
+            if self.pending.is_none() && !self.unflushed {
+                return Poll::Ready(Ok(()));
+            }
+            if !progress {
+                if let Some(slot) = s.conns.get_mut(&self.key) {
+                    slot.waker = Some(cx.waker().clone());
+                }
+                return Poll::Pending;
+            }
+        }
     }
 
     /// Writes queued transmits until none is left or the socket is full; reports each
