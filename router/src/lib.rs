@@ -1,17 +1,25 @@
 //! `weft-router`: the edge router's data plane.
 //!
-//! Present so far:
-//! - [`sessions`] (sans-IO): the API sessions and service sessions the controller
-//!   pushed, how they change, and the checks a hello, Connect or Bind must pass.
+//! - [`sessions`]: the API sessions and service sessions the controller pushed, how they
+//!   change, and the checks a hello, Connect or Bind must pass (sans-IO).
+//! - [`edge`]: the per-connection edge protocol state machine (sans-IO).
+//! - [`forward`]: one shard's connections, terminators and circuits (sans-IO).
+//! - [`tls`]: the edge listener's TLS (rustls, aws-lc-rs).
+//! - [`runtime`]: the I/O driver: shards on tokio current-thread runtimes (epoll) that
+//!   drive the sans-IO core, the control seam ([`runtime::ShardCommand`],
+//!   [`runtime::ShardRequest`]) and the metrics endpoint.
 //! - [`control`]: the control-channel client (a sans-IO protocol state machine and a
 //!   tokio task that drives it over mutual TLS), and [`enroll`]: `erott` enrollment.
+//! - [`config`] reads `router.toml`.
 //!
-//! To come (issue "router"): the per-connection edge state machine, forwarding between
-//! connections and shards, per-core io_uring drivers with an epoll fallback, and
-//! metrics. See `shared/design/ARCHITECTURE.md`.
+//! To come: wiring the control client into `weft-router run`, cross-shard circuits, the
+//! io_uring driver. See `shared/design/ARCHITECTURE.md`.
 
+pub mod config;
 pub mod control;
 pub mod edge;
 pub mod enroll;
 pub mod forward;
+pub mod runtime;
 pub mod sessions;
+pub mod tls;

@@ -1,0 +1,275 @@
+//! The router's configuration file (`router.toml`).
+//!
+//! ```toml
+//! edge_listen = "0.0.0.0:3022"          # edge (SDK) listener
+//! advertised_host = "router.example.com" # what SDKs are told to dial
+//! controller = "ctrl.example.com:6262"   # control channel (used once the control client lands)
+//! cert = "certs/router.cert"             # server certificate chain, PEM (relative to this file)
+//! key = "certs/router.key"               # its private key, PEM
+//! ca = "certs/ca.pem"                    # CA bundle for the controller (optional)
+//! shards = 1                             # see below
+//! window_bytes = 4194304                 # per-circuit-direction window (ADR 0003)
+//! max_conns_per_edge = 1024              # conn ids one SDK connection may hold
+//! hello_timeout_ms = 1000                # hello deadline after the TLS handshake
+//! handshake_timeout_ms = 10000           # TLS handshake deadline
+//! shutdown_grace_ms = 10000              # how long circuits may finish on shutdown
+//! metrics_listen = "127.0.0.1:9100"      # Prometheus text (optional)
+//! ```
+//!
+//! **`shards` defaults to 1.** A shard only knows the terminators bound on its own
+//! connections, and circuits between shards do not exist yet, so with several shards a
+//! dialer reaches a host only when the kernel happened to put both on the same shard.
+//! Raise it only for dial-only or host-only loads until cross-shard forwarding lands.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::edge::EdgeConfig;
+use crate::forward::ForwardConfig;
+use crate::runtime::RouterSettings;
+use crate::tls::{self, TlsError};
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {error}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        error: std::io::Error,
+    },
+    /// The TOML is malformed, has an unknown key, or a value of the wrong type.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with its line and column.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid config value `{key}`: {message}")]
+    Invalid {
+        /// The key.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The certificate or key could not be loaded.
+    #[error("edge TLS: {0}")]
+    Tls(#[from] TlsError),
+}
+
+/// The contents of `router.toml`. Paths are resolved against the file's directory.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RouterConfig {
+    /// Address the edge listener binds.
+    pub edge_listen: SocketAddr,
+    /// Host name SDKs are told to dial (`tls://advertised_host:port`).
+    pub advertised_host: String,
+    /// Controller control-channel address. Unused until the control client lands.
+    pub controller: String,
+    /// Server certificate chain, PEM.
+    pub cert: PathBuf,
+    /// Private key of the server certificate, PEM.
+    pub key: PathBuf,
+    /// CA bundle that verifies the controller, PEM.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// Number of shards (threads); default 1 until cross-shard forwarding exists (see the
+    /// module docs).
+    #[serde(default = "default_shards")]
+    pub shards: usize,
+    /// Bytes one circuit direction may queue toward a slow reader.
+    #[serde(default = "default_window")]
+    pub window_bytes: usize,
+    /// Conn ids (dials, listeners, accepted) one SDK connection may hold.
+    #[serde(default = "default_max_conns")]
+    pub max_conns_per_edge: usize,
+    /// Milliseconds an SDK has after the TLS handshake to send its hello.
+    #[serde(default = "default_hello_timeout")]
+    pub hello_timeout_ms: u64,
+    /// Milliseconds a client has to finish the TLS handshake.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout_ms: u64,
+    /// Milliseconds circuits may go on after a shutdown signal.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace_ms: u64,
+    /// Where to serve Prometheus metrics; none when absent.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+fn default_shards() -> usize {
+    1
+}
+fn default_window() -> usize {
+    ForwardConfig::default().window
+}
+fn default_max_conns() -> usize {
+    EdgeConfig::default().max_conns
+}
+fn default_hello_timeout() -> u64 {
+    1000
+}
+fn default_handshake_timeout() -> u64 {
+    10_000
+}
+fn default_shutdown_grace() -> u64 {
+    10_000
+}
+
+impl RouterConfig {
+    /// Reads and validates `path`; relative paths inside become relative to its directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            path: path.to_owned(),
+            error,
+        })?;
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        Self::parse(&text, base).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates TOML text; relative paths become relative to `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Self, ConfigError> {
+        let mut config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::new(),
+            message: e.to_string(),
+        })?;
+        for path in [&mut config.cert, &mut config.key]
+            .into_iter()
+            .chain(config.ca.as_mut())
+        {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.into(),
+            })
+        };
+        if self.shards == 0 || self.shards > 1024 {
+            return invalid("shards", "must be between 1 and 1024");
+        }
+        if self.window_bytes < 64 * 1024 {
+            return invalid("window_bytes", "must be at least 65536");
+        }
+        if self.max_conns_per_edge == 0 {
+            return invalid("max_conns_per_edge", "must be at least 1");
+        }
+        if self.hello_timeout_ms == 0 {
+            return invalid("hello_timeout_ms", "must be at least 1");
+        }
+        if self.handshake_timeout_ms == 0 {
+            return invalid("handshake_timeout_ms", "must be at least 1");
+        }
+        if self.advertised_host.trim().is_empty() {
+            return invalid("advertised_host", "must not be empty");
+        }
+        Ok(())
+    }
+
+    /// The runtime settings, loading the TLS certificate and key.
+    pub fn settings(&self) -> Result<RouterSettings, ConfigError> {
+        let tls = tls::load_server_config(&self.cert, &self.key)?;
+        let edge = EdgeConfig {
+            hello_timeout: Duration::from_millis(self.hello_timeout_ms),
+            max_conns: self.max_conns_per_edge,
+            ..EdgeConfig::default()
+        };
+        Ok(RouterSettings {
+            edge_listen: self.edge_listen,
+            shards: self.shards,
+            forward: ForwardConfig {
+                edge,
+                window: self.window_bytes,
+            },
+            tls: Arc::new(tls),
+            handshake_timeout: Duration::from_millis(self.handshake_timeout_ms),
+            metrics_listen: self.metrics_listen,
+        })
+    }
+
+    /// How long circuits may go on after a shutdown signal.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        edge_listen = "127.0.0.1:3022"
+        advertised_host = "localhost"
+        controller = "127.0.0.1:6262"
+        cert = "certs/server.cert"
+        key = "/abs/server.key"
+    "#;
+
+    #[test]
+    fn defaults_and_relative_paths() {
+        let c = RouterConfig::parse(MINIMAL, Path::new("/etc/weft")).unwrap_or_else(|e| {
+            panic!("{e}");
+        });
+        assert_eq!(c.shards, 1);
+        assert_eq!(c.window_bytes, 4 * 1024 * 1024);
+        assert_eq!(c.hello_timeout_ms, 1000);
+        assert_eq!(c.cert, PathBuf::from("/etc/weft/certs/server.cert"));
+        assert_eq!(c.key, PathBuf::from("/abs/server.key"));
+        assert_eq!(c.metrics_listen, None);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_clear_errors() {
+        let unknown = format!("{MINIMAL}\nshard = 2\n");
+        let e = RouterConfig::parse(&unknown, Path::new(".")).err();
+        assert!(
+            matches!(&e, Some(ConfigError::Parse { message, .. }) if message.contains("shard")),
+            "{e:?}"
+        );
+        let zero = format!("{MINIMAL}\nshards = 0\n");
+        let e = RouterConfig::parse(&zero, Path::new(".")).err();
+        assert!(
+            matches!(e, Some(ConfigError::Invalid { key: "shards", .. })),
+            "{e:?}"
+        );
+        let bad_addr = MINIMAL.replace("127.0.0.1:3022", "nowhere");
+        assert!(matches!(
+            RouterConfig::parse(&bad_addr, Path::new(".")),
+            Err(ConfigError::Parse { .. })
+        ));
+    }
+
+    #[test]
+    fn missing_certificate_is_a_read_error() {
+        let c = RouterConfig::parse(MINIMAL, Path::new("/nonexistent")).unwrap_or_else(|e| {
+            panic!("{e}");
+        });
+        let e = c.settings().err();
+        assert!(
+            matches!(e, Some(ConfigError::Tls(TlsError::Read { .. }))),
+            "{e:?}"
+        );
+    }
+}

@@ -1,0 +1,200 @@
+//! Prometheus text on the metrics port: a minimal HTTP/1.1 handler that asks every
+//! shard for its counters by message (no shared state) and renders them.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{ShardMsg, ShardStats};
+
+/// Longest request head read.
+const MAX_REQUEST: usize = 8 * 1024;
+/// Deadline of one request, and of each shard's answer.
+const DEADLINE: Duration = Duration::from_secs(5);
+
+/// Serves metrics until the runtime stops.
+pub(super) async fn serve(
+    listener: std::net::TcpListener,
+    shards: Vec<mpsc::UnboundedSender<ShardMsg>>,
+) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot register the metrics listener");
+            return;
+        }
+    };
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let shards = shards.clone();
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(DEADLINE, handle(stream, &shards)).await;
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn handle(
+    mut stream: TcpStream,
+    shards: &[mpsc::UnboundedSender<ShardMsg>],
+) -> std::io::Result<()> {
+    let mut request = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 || request.len() + n > MAX_REQUEST {
+            return Ok(());
+        }
+        request.extend_from_slice(chunk.get(..n).unwrap_or_default());
+    }
+    let line = request.split(|b| *b == b'\r').next().unwrap_or_default();
+    let mut parts = line.split(|b| *b == b' ');
+    let (method, path) = (parts.next(), parts.next());
+    let (status, body) = match (method, path) {
+        (Some(b"GET"), Some(b"/metrics" | b"/")) => ("200 OK", render(&collect(shards).await)),
+        (Some(b"GET"), _) => ("404 Not Found", "not found\n".to_owned()),
+        _ => ("405 Method Not Allowed", "GET only\n".to_owned()),
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+/// Asks every shard for its counters; a shard that does not answer is left out.
+async fn collect(shards: &[mpsc::UnboundedSender<ShardMsg>]) -> Vec<ShardStats> {
+    let mut answers = Vec::with_capacity(shards.len());
+    for tx in shards {
+        let (reply, answer) = oneshot::channel();
+        if tx.send(ShardMsg::Stats(reply)).is_ok() {
+            answers.push(answer);
+        }
+    }
+    let mut stats = Vec::with_capacity(answers.len());
+    for answer in answers {
+        if let Ok(Ok(s)) = tokio::time::timeout(DEADLINE, answer).await {
+            stats.push(s);
+        }
+    }
+    stats
+}
+
+/// Prometheus text exposition of the shards' counters, one series per shard.
+pub(super) fn render(stats: &[ShardStats]) -> String {
+    type Metric = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&ShardStats) -> u64,
+    );
+    const METRICS: &[Metric] = &[
+        (
+            "weft_router_connections",
+            "gauge",
+            "Open edge connections.",
+            |s| s.connections as u64,
+        ),
+        ("weft_router_circuits", "gauge", "Open circuits.", |s| {
+            s.circuits as u64
+        }),
+        (
+            "weft_router_terminators",
+            "gauge",
+            "Terminators hosted.",
+            |s| s.terminators as u64,
+        ),
+        (
+            "weft_router_connections_accepted_total",
+            "counter",
+            "TLS connections accepted.",
+            |s| s.accepted,
+        ),
+        (
+            "weft_router_handshakes_failed_total",
+            "counter",
+            "TLS handshakes that failed or timed out.",
+            |s| s.handshakes_failed,
+        ),
+        (
+            "weft_router_circuits_opened_total",
+            "counter",
+            "Circuits established.",
+            |s| s.forward.circuits_opened,
+        ),
+        (
+            "weft_router_dials_failed_total",
+            "counter",
+            "Dials that failed.",
+            |s| s.forward.dials_failed,
+        ),
+        (
+            "weft_router_bytes_relayed_total",
+            "counter",
+            "Payload bytes relayed.",
+            |s| s.forward.bytes_relayed,
+        ),
+        (
+            "weft_router_frames_relayed_total",
+            "counter",
+            "Data frames relayed.",
+            |s| s.forward.frames_relayed,
+        ),
+        (
+            "weft_router_pauses_total",
+            "counter",
+            "Times a connection was paused by a full window.",
+            |s| s.forward.pauses,
+        ),
+    ];
+    let mut out = String::new();
+    for (name, kind, help, value) in METRICS {
+        // Writing to a String cannot fail.
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for s in stats {
+            let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.shard, value(s));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::forward::ForwardStats;
+
+    #[test]
+    fn renders_one_series_per_shard() {
+        let stats = [
+            ShardStats {
+                shard: 0,
+                connections: 3,
+                forward: ForwardStats {
+                    bytes_relayed: 42,
+                    ..ForwardStats::default()
+                },
+                ..ShardStats::default()
+            },
+            ShardStats {
+                shard: 1,
+                ..ShardStats::default()
+            },
+        ];
+        let text = render(&stats);
+        assert!(text.contains("# TYPE weft_router_connections gauge\n"));
+        assert!(text.contains("weft_router_connections{shard=\"0\"} 3\n"));
+        assert!(text.contains("weft_router_bytes_relayed_total{shard=\"0\"} 42\n"));
+        assert!(text.contains("weft_router_bytes_relayed_total{shard=\"1\"} 0\n"));
+    }
+}

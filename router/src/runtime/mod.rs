@@ -1,0 +1,329 @@
+//! The I/O driver: shards that own sockets and drive the sans-IO [`Forwarder`].
+//!
+//! # Threading model
+//!
+//! - **Shards.** `shards` threads, each with its own tokio current-thread runtime (epoll),
+//!   its own `SO_REUSEPORT` listener on the edge address, its own [`Forwarder`] and its
+//!   own connections. The kernel spreads new connections over the listeners. Inside a
+//!   shard everything runs on one thread: the forwarder lives in an `Rc<RefCell<..>>`
+//!   that each connection task borrows only inside a synchronous poll, never across an
+//!   `.await`. Nothing on the data path is shared between shards, and no lock is taken.
+//! - **Per connection** one task: TLS handshake (with a deadline), then one future that
+//!   reads decrypted bytes straight into the forwarder's receive buffer for that
+//!   connection and writes the forwarder's transmits (head and payload as one vectored
+//!   write), honouring `wants_read` and `poll_close`. A shard-wide "pump" runs after every
+//!   input and wakes the connections that got something to write, that must close, or
+//!   whose window drained.
+//! - **Control.** One dispatcher thread receives [`ShardCommand`]s from the control side
+//!   and hands them to the shards (session changes to all, terminator answers to the
+//!   shard owning the connection), and serves the metrics endpoint, which asks every
+//!   shard for its counters by message. Shards send [`ShardRequest`]s (terminator
+//!   requests for the controller) up one channel.
+//!
+//! # Limitation: one shard when hosts and dialers must meet
+//!
+//! A shard's forwarder only knows the terminators of its own connections and circuits do
+//! not cross shards yet, so a dial reaches a host only on the same shard. Run with
+//! `shards = 1` (the default) until cross-shard forwarding exists.
+//!
+//! [`Forwarder`]: crate::forward::Forwarder
+
+mod conn;
+mod metrics;
+mod shard;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use weft_wire::control::pb;
+
+use crate::forward::{ConnKey, ControlRequest, ForwardConfig, ForwardStats};
+use crate::sessions::RevisionGap;
+
+/// Bits of a [`ConnKey`] below the shard index: keys are unique router-wide, and a key
+/// names the shard that owns its connection.
+const SHARD_SHIFT: u32 = 48;
+
+/// The shard owning the connection `key`.
+pub fn shard_of(key: ConnKey) -> usize {
+    usize::try_from(key.0 >> SHARD_SHIFT).unwrap_or(usize::MAX)
+}
+
+/// What the control side tells the shards.
+#[derive(Clone, Debug)]
+pub enum ShardCommand {
+    /// A full state sync: every shard replaces its sessions.
+    Sync(pb::StateSync),
+    /// An incremental update: every shard applies it (revocations close at once).
+    Update(pb::StateUpdate),
+    /// The controller registered the terminator a shard asked for.
+    TerminatorCreated {
+        /// The hosting connection (names its shard).
+        conn: ConnKey,
+        /// Its listener conn id.
+        listener: u32,
+        /// The controller's terminator id.
+        terminator_id: String,
+    },
+    /// The controller refused the terminator a shard asked for.
+    TerminatorFailed {
+        /// The hosting connection (names its shard).
+        conn: ConnKey,
+        /// Its listener conn id.
+        listener: u32,
+        /// Why, for the SDK.
+        reason: String,
+    },
+    /// Stop accepting, let circuits finish for up to `grace`, then close everything.
+    Shutdown {
+        /// How long circuits may go on.
+        grace: Duration,
+    },
+}
+
+/// What the shards ask of the control side.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ShardRequest {
+    /// A terminator to create or remove at the controller.
+    Control(ControlRequest),
+    /// A [`ShardCommand::Update`] did not follow the revision a shard holds: the control
+    /// side must fetch a full [`ShardCommand::Sync`].
+    ResyncNeeded {
+        /// The shard.
+        shard: usize,
+        /// The revisions.
+        gap: RevisionGap,
+    },
+}
+
+/// What [`Router::start`] needs; build it by hand or with
+/// [`crate::config::RouterConfig::settings`].
+#[derive(Clone, Debug)]
+pub struct RouterSettings {
+    /// Edge listener address (port 0 picks one; every shard then binds the same port).
+    pub edge_listen: SocketAddr,
+    /// Number of shards (threads), at least 1.
+    pub shards: usize,
+    /// Forwarding and edge settings of each shard.
+    pub forward: ForwardConfig,
+    /// TLS of the edge listener.
+    pub tls: Arc<rustls::ServerConfig>,
+    /// Deadline of the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Where to serve Prometheus metrics.
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// Why the router could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// `shards` was 0 or beyond the key space.
+    #[error("invalid shard count {0}")]
+    Shards(usize),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {error}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        error: std::io::Error,
+    },
+    /// A thread or runtime could not be created.
+    #[error("cannot start the {what}: {error}")]
+    Spawn {
+        /// Which thread.
+        what: &'static str,
+        /// The cause.
+        error: std::io::Error,
+    },
+}
+
+/// Counters of one shard, as the metrics endpoint reports them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShardStats {
+    /// The shard.
+    pub shard: usize,
+    /// Forwarding counters.
+    pub forward: ForwardStats,
+    /// Open edge connections.
+    pub connections: usize,
+    /// Open circuits.
+    pub circuits: usize,
+    /// Terminators hosted.
+    pub terminators: usize,
+    /// TLS connections accepted (handshake done).
+    pub accepted: u64,
+    /// Handshakes that failed or timed out.
+    pub handshakes_failed: u64,
+}
+
+/// Messages to one shard.
+#[derive(Debug)]
+enum ShardMsg {
+    Command(ShardCommand),
+    Stats(oneshot::Sender<ShardStats>),
+}
+
+/// A running router: shard threads and the control dispatcher.
+#[derive(Debug)]
+pub struct Router {
+    local_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
+    shard_threads: Vec<JoinHandle<()>>,
+    dispatcher: Option<JoinHandle<()>>,
+}
+
+impl Router {
+    /// Binds the listeners and starts the shards. Commands arrive on `commands` (fanned
+    /// out to the shards); requests for the controller leave on `requests`. When
+    /// `commands` closes, the router shuts down as for [`ShardCommand::Shutdown`] with no
+    /// grace.
+    pub fn start(
+        settings: RouterSettings,
+        commands: mpsc::UnboundedReceiver<ShardCommand>,
+        requests: mpsc::UnboundedSender<ShardRequest>,
+    ) -> Result<Self, StartError> {
+        if settings.shards == 0 || settings.shards > 1 << 15 {
+            return Err(StartError::Shards(settings.shards));
+        }
+        // The first shard's bind fixes the port when 0 was asked; the others share it.
+        let mut listeners = Vec::with_capacity(settings.shards);
+        let mut addr = settings.edge_listen;
+        for _ in 0..settings.shards {
+            let listener =
+                shard::bind_reuseport(addr).map_err(|error| StartError::Listen { addr, error })?;
+            addr = listener
+                .local_addr()
+                .map_err(|error| StartError::Listen { addr, error })?;
+            listeners.push(listener);
+        }
+        let metrics_listener = match settings.metrics_listen {
+            Some(m) => Some(
+                std::net::TcpListener::bind(m)
+                    .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                    .map_err(|error| StartError::Listen { addr: m, error })?,
+            ),
+            None => None,
+        };
+        let metrics_addr = match &metrics_listener {
+            Some(l) => Some(l.local_addr().map_err(|error| StartError::Listen {
+                addr: settings.metrics_listen.unwrap_or(addr),
+                error,
+            })?),
+            None => None,
+        };
+
+        let mut shard_txs = Vec::with_capacity(settings.shards);
+        let mut shard_threads = Vec::with_capacity(settings.shards);
+        for (index, listener) in listeners.into_iter().enumerate() {
+            let (tx, rx) = mpsc::unbounded_channel();
+            shard_txs.push(tx);
+            let shard_settings = settings.clone();
+            let requests = requests.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("weft-shard-{index}"))
+                .spawn(move || shard::run(index, shard_settings, listener, rx, requests))
+                .map_err(|error| StartError::Spawn {
+                    what: "shard thread",
+                    error,
+                })?;
+            shard_threads.push(thread);
+        }
+        let dispatcher = std::thread::Builder::new()
+            .name("weft-control".into())
+            .spawn(move || dispatch(commands, shard_txs, metrics_listener))
+            .map_err(|error| StartError::Spawn {
+                what: "control dispatcher",
+                error,
+            })?;
+        tracing::info!(%addr, shards = settings.shards, ?metrics_addr, "edge router started");
+        Ok(Self {
+            local_addr: addr,
+            metrics_addr,
+            shard_threads,
+            dispatcher: Some(dispatcher),
+        })
+    }
+
+    /// The edge listener's address (with the port chosen when 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The metrics listener's address, when configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// Waits until every shard has stopped (after [`ShardCommand::Shutdown`] or the
+    /// command channel closing).
+    pub fn join(mut self) {
+        self.join_threads();
+    }
+
+    fn join_threads(&mut self) {
+        if let Some(d) = self.dispatcher.take() {
+            if d.join().is_err() {
+                tracing::error!("control dispatcher panicked");
+            }
+        }
+        for t in self.shard_threads.drain(..) {
+            if t.join().is_err() {
+                tracing::error!("a shard panicked");
+            }
+        }
+    }
+}
+
+/// The dispatcher thread: fans commands out to shards and serves metrics.
+fn dispatch(
+    mut commands: mpsc::UnboundedReceiver<ShardCommand>,
+    shards: Vec<mpsc::UnboundedSender<ShardMsg>>,
+    metrics_listener: Option<std::net::TcpListener>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the control dispatcher runtime");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        if let Some(listener) = metrics_listener {
+            let shards = shards.clone();
+            tokio::spawn(metrics::serve(listener, shards));
+        }
+        let mut shutdown = Duration::ZERO;
+        while let Some(command) = commands.recv().await {
+            match command {
+                ShardCommand::TerminatorCreated { conn, .. }
+                | ShardCommand::TerminatorFailed { conn, .. } => match shards.get(shard_of(conn)) {
+                    Some(tx) => {
+                        let _ = tx.send(ShardMsg::Command(command));
+                    }
+                    None => tracing::warn!(?conn, "terminator answer for an unknown shard"),
+                },
+                ShardCommand::Shutdown { grace } => {
+                    shutdown = grace;
+                    break;
+                }
+                ShardCommand::Sync(_) | ShardCommand::Update(_) => {
+                    for tx in &shards {
+                        let _ = tx.send(ShardMsg::Command(command.clone()));
+                    }
+                }
+            }
+        }
+        for tx in &shards {
+            let _ = tx.send(ShardMsg::Command(ShardCommand::Shutdown {
+                grace: shutdown,
+            }));
+        }
+    });
+}

@@ -1,0 +1,931 @@
+//! The router runtime in-process, driven by real TLS clients speaking the edge protocol
+//! and by the test as a fake controller on the `ShardCommand`/`ShardRequest` seam.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, RsaKeySize};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use weft_router::forward::{ControlRequest, ForwardConfig};
+use weft_router::runtime::{Router, RouterSettings, ShardCommand, ShardRequest};
+use weft_router::tls;
+use weft_wire::control::pb;
+use weft_wire::edge::{
+    Bind, Connect, Data, Dial, DialSuccess, FLAG_FIN, Hello, HelloResult, StateClosed,
+    StateConnected,
+};
+use weft_wire::{ContentType, Decoded, Decoder, Frame, Limits};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+// ---- PKI ----
+
+struct Identity {
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivatePkcs8KeyDer<'static>,
+    fingerprint: String,
+    cert_pem: String,
+    key_pem: String,
+}
+
+struct Pki {
+    ca: CertificateDer<'static>,
+    ca_pem: String,
+    server_cert_pem: String,
+    server_key_pem: String,
+    dialer: Identity,
+    host: Identity,
+}
+
+fn pki() -> Pki {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+
+    // RSA, as the controller issues router certificates for the C SDK.
+    let server_key = KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, RsaKeySize::_2048).unwrap();
+    let server_params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    let server_cert = server_params.signed_by(&server_key, &issuer).unwrap();
+
+    let client = |name: &str| {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        Identity {
+            fingerprint: tls::fingerprint(cert.der()),
+            chain: vec![cert.der().clone()],
+            key: PrivatePkcs8KeyDer::from(key.serialize_der()),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    };
+    Pki {
+        ca: ca_cert.der().clone(),
+        ca_pem: ca_cert.pem(),
+        server_cert_pem: server_cert.pem(),
+        server_key_pem: server_key.serialize_pem(),
+        dialer: client("dialer"),
+        host: client("host"),
+    }
+}
+
+// ---- the router and the fake controller ----
+
+struct Harness {
+    pki: Pki,
+    router: Option<Router>,
+    addr: SocketAddr,
+    commands: mpsc::UnboundedSender<ShardCommand>,
+    requests: mpsc::UnboundedReceiver<ShardRequest>,
+}
+
+impl Harness {
+    fn start(hello_timeout: Duration) -> Self {
+        Self::start_with(|s| s.forward.edge.hello_timeout = hello_timeout)
+    }
+
+    fn start_with(adjust: impl FnOnce(&mut RouterSettings)) -> Self {
+        let pki = pki();
+        let tls = tls::server_config(
+            pki.server_cert_pem.as_bytes(),
+            pki.server_key_pem.as_bytes(),
+        )
+        .unwrap();
+        let mut settings = RouterSettings {
+            edge_listen: "127.0.0.1:0".parse().unwrap(),
+            shards: 1,
+            forward: ForwardConfig::default(),
+            tls: Arc::new(tls),
+            handshake_timeout: Duration::from_secs(5),
+            metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
+        };
+        adjust(&mut settings);
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let (requests_tx, requests) = mpsc::unbounded_channel();
+        let router = Router::start(settings, commands_rx, requests_tx).unwrap();
+        let addr = router.local_addr();
+        let harness = Self {
+            pki,
+            router: Some(router),
+            addr,
+            commands,
+            requests,
+        };
+        harness.send(ShardCommand::Sync(harness.sync()));
+        harness
+    }
+
+    fn send(&self, command: ShardCommand) {
+        self.commands.send(command).unwrap();
+    }
+
+    /// API sessions "api-d" (dialer) and "api-h" (host) bound to the clients'
+    /// fingerprints, a Dial session and a Bind session for service "svc".
+    fn sync(&self) -> pb::StateSync {
+        let api = |id: &str, fingerprint: &str| pb::ApiSession {
+            id: id.into(),
+            token: format!("token-{id}"),
+            identity_id: format!("identity-{id}"),
+            identity_name: id.into(),
+            cert_fingerprints: vec![fingerprint.to_owned()],
+            expires_at_unix_ms: 0,
+        };
+        let session = |id: &str, api: &str, kind: pb::SessionType| pb::Session {
+            id: id.into(),
+            token: format!("token-{id}"),
+            api_session_id: api.into(),
+            service_id: "svc".into(),
+            r#type: kind as i32,
+            identity_id: String::new(),
+        };
+        pb::StateSync {
+            revision: 1,
+            api_sessions: vec![
+                api("api-d", &self.pki.dialer.fingerprint),
+                api("api-h", &self.pki.host.fingerprint),
+            ],
+            sessions: vec![
+                session("dial-1", "api-d", pb::SessionType::Dial),
+                session("bind-1", "api-h", pb::SessionType::Bind),
+            ],
+            ..Default::default()
+        }
+    }
+
+    async fn request(&mut self) -> ShardRequest {
+        tokio::time::timeout(WAIT, self.requests.recv())
+            .await
+            .expect("no request from the router")
+            .expect("request channel closed")
+    }
+
+    async fn connect(
+        &self,
+        identity: Option<&Identity>,
+        tls12_only: bool,
+    ) -> std::io::Result<Client> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.pki.ca.clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let versions: &[&rustls::SupportedProtocolVersion] = if tls12_only {
+            &[&rustls::version::TLS12]
+        } else {
+            &[&rustls::version::TLS13, &rustls::version::TLS12]
+        };
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots);
+        let config = match identity {
+            Some(id) => builder
+                .with_client_auth_cert(id.chain.clone(), PrivateKeyDer::Pkcs8(id.key.clone_key()))
+                .unwrap(),
+            None => builder.with_no_client_auth(),
+        };
+        let tcp = TcpStream::connect(self.addr).await?;
+        let tls = TlsConnector::from(Arc::new(config))
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await?;
+        let version = tls.get_ref().1.protocol_version();
+        let (r, w) = tokio::io::split(tls);
+        Ok(Client {
+            r: Reader {
+                r,
+                decoder: Decoder::new(Limits::DEFAULT),
+            },
+            w: Writer { w, sequence: 0 },
+            version,
+        })
+    }
+
+    /// A client that said hello with `token` and got its Result.
+    async fn authenticated(&self, identity: &Identity, token: &str, tls12_only: bool) -> Client {
+        let mut c = self.connect(Some(identity), tls12_only).await.unwrap();
+        let seq =
+            c.w.send(|s, out| {
+                Hello {
+                    session_token: token.as_bytes(),
+                    client_info: b"ziti-sdk-c[0]@test",
+                }
+                .encode(s, out)
+            })
+            .await;
+        let frame = c.r.expect(ContentType::RESULT).await;
+        let result = HelloResult::parse(&frame).unwrap();
+        assert!(result.success);
+        assert_eq!(result.reply_for, seq);
+        c
+    }
+
+    async fn metrics(&self) -> String {
+        let addr = self.router.as_ref().unwrap().metrics_addr().unwrap();
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).await.unwrap();
+        text
+    }
+
+    /// Shuts the router down and waits for its threads.
+    fn stop(mut self) {
+        self.send(ShardCommand::Shutdown {
+            grace: Duration::ZERO,
+        });
+        if let Some(router) = self.router.take() {
+            router.join();
+        }
+    }
+}
+
+// ---- an edge client ----
+
+struct Reader {
+    r: ReadHalf<TlsStream<TcpStream>>,
+    decoder: Decoder,
+}
+
+struct Writer {
+    w: WriteHalf<TlsStream<TcpStream>>,
+    sequence: i32,
+}
+
+struct Client {
+    r: Reader,
+    w: Writer,
+    version: Option<rustls::ProtocolVersion>,
+}
+
+impl Reader {
+    /// The next frame, or None at EOF or on error.
+    async fn next(&mut self) -> Option<Frame> {
+        loop {
+            match self.decoder.decode().unwrap() {
+                Decoded::Frame(f) => return Some(f),
+                Decoded::NeedMore { additional } => {
+                    let buf = self.decoder.buffer_mut();
+                    buf.reserve(additional.max(64 * 1024));
+                    match self.r.read_buf(buf).await {
+                        Ok(0) | Err(_) => return None,
+                        Ok(_) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn frame(&mut self) -> Frame {
+        tokio::time::timeout(WAIT, self.next())
+            .await
+            .expect("no frame in time")
+            .expect("connection closed")
+    }
+
+    async fn expect(&mut self, content_type: ContentType) -> Frame {
+        let frame = self.frame().await;
+        assert_eq!(frame.content_type(), content_type, "{frame:?}");
+        frame
+    }
+
+    /// Reads until the connection ends (EOF or error), within `WAIT`; returns the frames
+    /// seen meanwhile.
+    async fn until_closed(&mut self) -> Vec<Frame> {
+        let mut frames = Vec::new();
+        tokio::time::timeout(WAIT, async {
+            while let Some(f) = self.next().await {
+                frames.push(f);
+            }
+        })
+        .await
+        .expect("connection not closed in time");
+        frames
+    }
+
+    /// Reads Data frames on `conn_id` until `len` payload bytes or a FIN; returns the
+    /// bytes and whether a FIN came.
+    async fn data(&mut self, conn_id: u32, len: usize) -> (Vec<u8>, bool) {
+        let mut got = Vec::with_capacity(len);
+        loop {
+            let frame = self.expect(ContentType::DATA).await;
+            let data = Data::parse(&frame).unwrap();
+            assert_eq!(data.conn_id, conn_id);
+            got.extend_from_slice(data.payload);
+            if data.is_fin() {
+                return (got, true);
+            }
+            if got.len() >= len {
+                return (got, false);
+            }
+        }
+    }
+}
+
+impl Writer {
+    /// Encodes one frame with the next channel sequence and writes it; returns the
+    /// sequence.
+    async fn send(
+        &mut self,
+        encode: impl FnOnce(i32, &mut BytesMut) -> Result<(), weft_wire::EncodeError>,
+    ) -> i32 {
+        self.sequence += 1;
+        let seq = self.sequence;
+        let mut out = BytesMut::new();
+        encode(seq, &mut out).unwrap();
+        self.w.write_all(&out).await.unwrap();
+        seq
+    }
+
+    /// Sends `bytes` on `conn_id` in Data frames of varying sizes (1 B to 48 KiB).
+    async fn data(&mut self, conn_id: u32, bytes: &[u8]) {
+        let mut offset = 0;
+        let mut edge_seq = 1;
+        let mut size = 1usize;
+        let mut out = BytesMut::new();
+        while offset < bytes.len() {
+            size = (size * 7 + 1013) % (48 * 1024) + 1;
+            let end = (offset + size).min(bytes.len());
+            self.sequence += 1;
+            Data {
+                conn_id,
+                seq: edge_seq,
+                flags: 0,
+                payload: &bytes[offset..end],
+            }
+            .encode(self.sequence, &mut out)
+            .unwrap();
+            edge_seq += 1;
+            offset = end;
+            if out.len() > 128 * 1024 {
+                self.w.write_all(&out.split()).await.unwrap();
+            }
+        }
+        self.w.write_all(&out).await.unwrap();
+    }
+}
+
+fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed;
+    (0..len)
+        .map(|_| {
+            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Host binds "svc" as listener 7; the test answers the terminator request.
+async fn bind_host(h: &mut Harness, host: &mut Client) {
+    let seq = host
+        .w
+        .send(|s, out| {
+            Bind {
+                conn_id: 7,
+                seq: 0,
+                caller_id: None,
+                public_key: None,
+                terminator_identity: None,
+                cost: None,
+                precedence: None,
+                session_token: b"token-bind-1",
+            }
+            .encode(s, out)
+        })
+        .await;
+    let ShardRequest::Control(ControlRequest::CreateTerminator {
+        conn,
+        listener,
+        service_id,
+        request,
+    }) = h.request().await
+    else {
+        panic!("expected CreateTerminator")
+    };
+    assert_eq!((listener, service_id.as_str()), (7, "svc"));
+    assert_eq!(request.session_id, "bind-1");
+    h.send(ShardCommand::TerminatorCreated {
+        conn,
+        listener,
+        terminator_id: "term-1".into(),
+    });
+    let frame = host.r.expect(ContentType::STATE_CONNECTED).await;
+    let connected = StateConnected::parse(&frame).unwrap();
+    assert_eq!((connected.conn_id, connected.reply_for), (7, Some(seq)));
+}
+
+/// Dialer connects on `conn_id`; the host accepts as `host_conn`.
+async fn open_circuit(dialer: &mut Client, host: &mut Client, conn_id: u32, host_conn: u32) {
+    let connect_seq = dialer
+        .w
+        .send(|s, out| {
+            Connect {
+                conn_id,
+                seq: 0,
+                caller_id: Some(b"dialer"),
+                public_key: None,
+                terminator_identity: None,
+                app_data: None,
+                session_token: b"token-dial-1",
+            }
+            .encode(s, out)
+        })
+        .await;
+    let dial_frame = host.r.expect(ContentType::DIAL).await;
+    let dial = Dial::parse(&dial_frame).unwrap();
+    assert_eq!(dial.conn_id, 7);
+    assert_eq!(dial.caller_id, b"dialer");
+    let success_seq = host
+        .w
+        .send(|s, out| {
+            DialSuccess {
+                conn_id: 7,
+                seq: 0,
+                reply_for: dial_frame.sequence(),
+                new_conn_id: host_conn,
+            }
+            .encode(s, out)
+        })
+        .await;
+    let frame = host.r.expect(ContentType::STATE_CONNECTED).await;
+    assert_eq!(
+        StateConnected::parse(&frame).unwrap().reply_for,
+        Some(success_seq)
+    );
+    let frame = dialer.r.expect(ContentType::STATE_CONNECTED).await;
+    let connected = StateConnected::parse(&frame).unwrap();
+    assert_eq!(
+        (connected.conn_id, connected.reply_for),
+        (conn_id, Some(connect_seq))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dial_bind_relay_fin_close_and_revocation() {
+    let mut h = Harness::start(Duration::from_secs(5));
+    let mut host = h.authenticated(&h.pki.host, "token-api-h", false).await;
+    // The OpenZiti C SDK 0.29.3 speaks only TLS 1.2.
+    let mut dialer = h.authenticated(&h.pki.dialer, "token-api-d", true).await;
+    assert_eq!(dialer.version, Some(rustls::ProtocolVersion::TLSv1_2));
+    assert_eq!(host.version, Some(rustls::ProtocolVersion::TLSv1_3));
+
+    bind_host(&mut h, &mut host).await;
+    open_circuit(&mut dialer, &mut host, 1, 100).await;
+
+    // 1 MiB each way, at once, in Data frames of varying sizes.
+    const MIB: usize = 1024 * 1024;
+    let up = pattern(MIB, 1);
+    let down = pattern(MIB, 2);
+    let started = Instant::now();
+    let (Client { r: dr, w: dw, .. }, Client { r: hr, w: hw, .. }) = (&mut dialer, &mut host);
+    let ((), (), (at_host, _), (at_dialer, _)) = tokio::join!(
+        dw.data(1, &up),
+        hw.data(100, &down),
+        hr.data(100, MIB),
+        dr.data(1, MIB),
+    );
+    let elapsed = started.elapsed();
+    assert_eq!(Sha256::digest(&at_host), Sha256::digest(&up));
+    assert_eq!(Sha256::digest(&at_dialer), Sha256::digest(&down));
+    assert_eq!(at_host, up);
+    assert_eq!(at_dialer, down);
+    eprintln!(
+        "relayed 2 x 1 MiB through the router in {elapsed:?} ({:.1} MB/s aggregate)",
+        2.0 * MIB as f64 / elapsed.as_secs_f64() / 1e6
+    );
+
+    // FIN from the dialer reaches the host as a FIN.
+    dialer
+        .w
+        .send(|s, out| {
+            Data {
+                conn_id: 1,
+                seq: 1000,
+                flags: FLAG_FIN,
+                payload: b"",
+            }
+            .encode(s, out)
+        })
+        .await;
+    let (rest, fin) = host.r.data(100, 1).await;
+    assert!(fin && rest.is_empty());
+
+    // The dialer closes; the host is told.
+    dialer
+        .w
+        .send(|s, out| {
+            StateClosed {
+                conn_id: 1,
+                seq: 1001,
+                reply_for: None,
+                reason: b"done",
+            }
+            .encode(s, out)
+        })
+        .await;
+    let frame = host.r.expect(ContentType::STATE_CLOSED).await;
+    assert_eq!(StateClosed::parse(&frame).unwrap().conn_id, 100);
+
+    let metrics = h.metrics().await;
+    assert!(
+        metrics.contains("weft_router_circuits_opened_total{shard=\"0\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "weft_router_bytes_relayed_total{{shard=\"0\"}} {}\n",
+            2 * MIB
+        )),
+        "{metrics}"
+    );
+
+    // Revocation of the Dial session closes the dialer's circuit at once.
+    open_circuit(&mut dialer, &mut host, 2, 101).await;
+    let revoked = Instant::now();
+    h.send(ShardCommand::Update(pb::StateUpdate {
+        revision: 2,
+        sessions_removed: vec!["dial-1".into()],
+        ..Default::default()
+    }));
+    let frame = dialer.r.expect(ContentType::STATE_CLOSED).await;
+    let latency = revoked.elapsed();
+    let closed = StateClosed::parse(&frame).unwrap();
+    assert_eq!(closed.conn_id, 2);
+    assert_eq!(closed.reason, b"session closed");
+    let frame = host.r.expect(ContentType::STATE_CLOSED).await;
+    assert_eq!(StateClosed::parse(&frame).unwrap().conn_id, 101);
+    eprintln!("dial session revoked -> StateClosed in {latency:?}");
+
+    // Removing the host's API session closes its TLS connection, and its terminator goes.
+    h.send(ShardCommand::Update(pb::StateUpdate {
+        revision: 3,
+        api_sessions_removed: vec!["api-h".into()],
+        ..Default::default()
+    }));
+    let frames = host.r.until_closed().await;
+    assert!(
+        frames
+            .iter()
+            .all(|f| f.content_type() == ContentType::STATE_CLOSED),
+        "{frames:?}"
+    );
+    assert_eq!(
+        h.request().await,
+        ShardRequest::Control(ControlRequest::RemoveTerminator {
+            terminator_id: "term-1".into()
+        })
+    );
+    // The dialer's connection stays up: a new Connect is answered (no terminator now).
+    let seq = dialer
+        .w
+        .send(|s, out| {
+            Connect {
+                conn_id: 3,
+                seq: 0,
+                caller_id: None,
+                public_key: None,
+                terminator_identity: None,
+                app_data: None,
+                session_token: b"token-dial-1",
+            }
+            .encode(s, out)
+        })
+        .await;
+    let frame = dialer.r.expect(ContentType::STATE_CLOSED).await;
+    let refused = StateClosed::parse(&frame).unwrap();
+    assert_eq!(refused.reply_for, Some(seq));
+    assert_eq!(refused.reason, b"Invalid Session");
+    h.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_without_certificate_is_refused() {
+    let h = Harness::start(Duration::from_secs(5));
+    // TLS 1.2: the server refuses during the handshake.
+    assert!(h.connect(None, true).await.is_err());
+    // TLS 1.3: the client may finish first; the server's alert then ends the stream
+    // before any hello is answered.
+    if let Ok(mut c) = h.connect(None, false).await {
+        let _ =
+            c.w.w
+                .write_all(&{
+                    let mut out = BytesMut::new();
+                    Hello {
+                        session_token: b"token-api-d",
+                        client_info: b"",
+                    }
+                    .encode(0, &mut out)
+                    .unwrap();
+                    out
+                })
+                .await;
+        assert!(c.r.until_closed().await.is_empty());
+    }
+    let metrics = h.metrics().await;
+    assert!(
+        metrics.contains("weft_router_handshakes_failed_total{shard=\"0\"} 2\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("weft_router_connections_accepted_total{shard=\"0\"} 0\n"),
+        "{metrics}"
+    );
+    h.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_client_is_closed_after_the_hello_timeout() {
+    let h = Harness::start(Duration::from_millis(300));
+    let mut c = h.connect(Some(&h.pki.dialer), true).await.unwrap();
+    let started = Instant::now();
+    assert!(c.r.until_closed().await.is_empty());
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(250), "{waited:?}");
+    assert!(waited < Duration::from_secs(3), "{waited:?}");
+    h.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_frame_closes_only_that_connection() {
+    let h = Harness::start(Duration::from_secs(5));
+    let mut good = h.authenticated(&h.pki.host, "token-api-h", false).await;
+    let mut bad = h.authenticated(&h.pki.dialer, "token-api-d", true).await;
+    // A frame with a wrong magic.
+    bad.w.w.write_all(&[0xAB; 40]).await.unwrap();
+    assert!(bad.r.until_closed().await.is_empty());
+    // The other connection still answers: a Connect with an unknown session is refused.
+    let seq = good
+        .w
+        .send(|s, out| {
+            Connect {
+                conn_id: 9,
+                seq: 0,
+                caller_id: None,
+                public_key: None,
+                terminator_identity: None,
+                app_data: None,
+                session_token: b"no-such-session",
+            }
+            .encode(s, out)
+        })
+        .await;
+    let frame = good.r.expect(ContentType::STATE_CLOSED).await;
+    assert_eq!(StateClosed::parse(&frame).unwrap().reply_for, Some(seq));
+    h.stop();
+}
+
+/// A TLS 1.2 ClientHello as mbedTLS sends it to a router addressed by IP: SNI
+/// "127.0.0.1", ECDHE AEAD suites, P-256/X25519, RSA/ECDSA PKCS#1 signatures.
+fn client_hello_with_ip_sni() -> Vec<u8> {
+    fn u16be(v: usize) -> [u8; 2] {
+        u16::try_from(v).unwrap().to_be_bytes()
+    }
+    let host = b"127.0.0.1";
+    let mut sni = vec![0x00];
+    sni.extend_from_slice(&u16be(host.len()));
+    sni.extend_from_slice(host);
+    let mut sni_list = u16be(sni.len()).to_vec();
+    sni_list.extend_from_slice(&sni);
+    let extensions: Vec<(u16, Vec<u8>)> = vec![
+        (0x0000, sni_list),
+        (0x000a, vec![0x00, 0x04, 0x00, 0x1d, 0x00, 0x17]),
+        (0x000b, vec![0x01, 0x00]),
+        (0x000d, vec![0x00, 0x06, 0x04, 0x01, 0x04, 0x03, 0x05, 0x01]),
+        (0xff01, vec![0x00]),
+    ];
+    let mut ext_bytes = Vec::new();
+    for (kind, body) in extensions {
+        ext_bytes.extend_from_slice(&kind.to_be_bytes());
+        ext_bytes.extend_from_slice(&u16be(body.len()));
+        ext_bytes.extend_from_slice(&body);
+    }
+    let mut hello = vec![0x03, 0x03];
+    hello.extend_from_slice(&[0x5a; 32]);
+    hello.push(0);
+    let suites: [u16; 6] = [0xc02f, 0xc030, 0xcca8, 0xc02b, 0xc02c, 0xcca9];
+    hello.extend_from_slice(&u16be(suites.len() * 2));
+    for s in suites {
+        hello.extend_from_slice(&s.to_be_bytes());
+    }
+    hello.extend_from_slice(&[0x01, 0x00]);
+    hello.extend_from_slice(&u16be(ext_bytes.len()));
+    hello.extend_from_slice(&ext_bytes);
+    let mut handshake = vec![0x01, 0x00];
+    handshake.extend_from_slice(&u16be(hello.len()));
+    handshake.extend_from_slice(&hello);
+    let mut record = vec![0x16, 0x03, 0x01];
+    record.extend_from_slice(&u16be(handshake.len()));
+    record.extend_from_slice(&handshake);
+    record
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ip_literal_sni_does_not_break_the_handshake() {
+    let h = Harness::start(Duration::from_secs(5));
+    // The server answers a ClientHello whose SNI is an IP literal with a ServerHello,
+    // not an alert.
+    let mut tcp = TcpStream::connect(h.addr).await.unwrap();
+    tcp.write_all(&client_hello_with_ip_sni()).await.unwrap();
+    let mut head = [0u8; 6];
+    tokio::time::timeout(WAIT, tcp.read_exact(&mut head))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(head[0], 0x16, "expected a handshake record, got {head:?}");
+    assert_eq!(head[5], 0x02, "expected a ServerHello, got {head:?}");
+    drop(tcp);
+
+    // A whole handshake and hello with SNI "127.0.0.1", by OpenSSL (which sends an IP
+    // literal as SNI as mbedTLS does) when it is installed.
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("ip-sni-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert = dir.join("c.pem");
+    let key = dir.join("k.pem");
+    let ca = dir.join("ca.pem");
+    std::fs::write(&cert, &h.pki.dialer.cert_pem).unwrap();
+    std::fs::write(&key, &h.pki.dialer.key_pem).unwrap();
+    std::fs::write(&ca, &h.pki.ca_pem).unwrap();
+    let addr = h.addr.to_string();
+    let mut hello = BytesMut::new();
+    Hello {
+        session_token: b"token-api-d",
+        client_info: b"openssl",
+    }
+    .encode(0, &mut hello)
+    .unwrap();
+    let output = tokio::task::spawn_blocking(move || {
+        use std::io::Write as _;
+        let child = std::process::Command::new("openssl")
+            .args([
+                "s_client",
+                "-connect",
+                &addr,
+                "-servername",
+                "127.0.0.1",
+                "-tls1_2",
+            ])
+            .arg("-cert")
+            .arg(&cert)
+            .arg("-key")
+            .arg(&key)
+            .arg("-CAfile")
+            .arg(&ca)
+            .args(["-quiet", "-no_ign_eof"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn();
+        let Ok(mut child) = child else {
+            return None;
+        };
+        let mut stdin = child.stdin.take()?;
+        stdin.write_all(&hello).ok()?;
+        // Give the router time to answer, then close our side.
+        std::thread::sleep(Duration::from_millis(500));
+        drop(stdin);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while child.try_wait().ok()?.is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        child.wait_with_output().ok()
+    })
+    .await
+    .unwrap();
+    match output {
+        None => eprintln!("openssl not available: full IP-SNI handshake skipped"),
+        Some(output) => {
+            let mut decoder = Decoder::new(Limits::DEFAULT);
+            decoder.extend_from_slice(&output.stdout);
+            let Ok(Decoded::Frame(frame)) = decoder.decode() else {
+                panic!(
+                    "no hello Result through openssl: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                )
+            };
+            assert!(HelloResult::parse(&frame).unwrap().success);
+            eprintln!("openssl: TLS 1.2 handshake with SNI 127.0.0.1 and hello answered");
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+    h.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_reader_pauses_the_writer_and_resumes_it() {
+    let mut h = Harness::start_with(|s| s.forward.window = 64 * 1024);
+    let mut host = h.authenticated(&h.pki.host, "token-api-h", false).await;
+    let mut dialer = h.authenticated(&h.pki.dialer, "token-api-d", true).await;
+    bind_host(&mut h, &mut host).await;
+    open_circuit(&mut dialer, &mut host, 1, 100).await;
+
+    // 2 MiB toward a host that starts reading only after a while: the router pauses the
+    // dialer (window 64 KiB) instead of buffering, and resumes it as the host drains.
+    const LEN: usize = 2 * 1024 * 1024;
+    let up = pattern(LEN, 3);
+    let (Client { w: dw, .. }, Client { r: hr, .. }) = (&mut dialer, &mut host);
+    let reader = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        hr.data(100, LEN).await
+    };
+    let ((), (at_host, _)) = tokio::join!(dw.data(1, &up), reader);
+    assert_eq!(at_host, up);
+    let metrics = h.metrics().await;
+    let pauses: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("weft_router_pauses_total{shard=\"0\"} "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(pauses > 0, "{metrics}");
+    h.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_circuits_run_for_the_grace_period_then_closes() {
+    let mut h = Harness::start(Duration::from_secs(5));
+    let mut host = h.authenticated(&h.pki.host, "token-api-h", false).await;
+    let mut dialer = h.authenticated(&h.pki.dialer, "token-api-d", true).await;
+    bind_host(&mut h, &mut host).await;
+    open_circuit(&mut dialer, &mut host, 1, 100).await;
+
+    let started = Instant::now();
+    h.send(ShardCommand::Shutdown {
+        grace: Duration::from_millis(400),
+    });
+    // New connections are refused at once...
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(h.connect(Some(&h.pki.dialer), true).await.is_err());
+    // ...while the open circuit still carries data during the grace period.
+    dialer.w.data(1, b"still here").await;
+    assert_eq!(host.r.data(100, 10).await.0, b"still here");
+    // Then both connections are closed.
+    dialer.r.until_closed().await;
+    host.r.until_closed().await;
+    let closed = started.elapsed();
+    assert!(closed >= Duration::from_millis(350), "{closed:?}");
+    if let Some(router) = h.router.take() {
+        router.join();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_shards_share_the_port_and_each_gets_the_sessions() {
+    let h = Harness::start_with(|s| s.shards = 3);
+    let mut clients = Vec::new();
+    for i in 0..12 {
+        let (id, token) = if i % 2 == 0 {
+            (&h.pki.host, "token-api-h")
+        } else {
+            (&h.pki.dialer, "token-api-d")
+        };
+        clients.push(h.authenticated(id, token, i % 3 == 0).await);
+    }
+    let metrics = h.metrics().await;
+    let per_shard: Vec<u64> = (0..3)
+        .map(|shard| {
+            let prefix = format!("weft_router_connections{{shard=\"{shard}\"}} ");
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(prefix.as_str()))
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(per_shard.iter().sum::<u64>(), 12, "{metrics}");
+    h.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hello_with_a_certificate_not_bound_to_the_session_is_answered_then_closed() {
+    let h = Harness::start(Duration::from_secs(5));
+    // The dialer's certificate with the host's API session token.
+    let mut c = h.connect(Some(&h.pki.dialer), true).await.unwrap();
+    c.w.send(|s, out| {
+        Hello {
+            session_token: b"token-api-h",
+            client_info: b"",
+        }
+        .encode(s, out)
+    })
+    .await;
+    let frames = c.r.until_closed().await;
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert_eq!(frames[0].content_type(), ContentType::RESULT);
+    h.stop();
+}
