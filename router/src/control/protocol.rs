@@ -185,6 +185,24 @@ impl ControlProtocol {
         self.send(&req, None)
     }
 
+    /// Asks the controller for a full StateSync (a hello with `resync` set); updates are
+    /// dropped until it arrives. Does nothing while a resync is already outstanding.
+    pub fn request_resync(&mut self) -> Result<(), ProtocolError> {
+        match self.phase {
+            Phase::AwaitingAck => Err(ProtocolError::NotReady),
+            Phase::Resyncing => Ok(()),
+            Phase::Ready | Phase::AwaitingSync => {
+                let hello = pb::RouterHello {
+                    resync: true,
+                    ..self.hello.clone()
+                };
+                self.send(&hello, None)?;
+                self.phase = Phase::Resyncing;
+                Ok(())
+            }
+        }
+    }
+
     /// Bytes to write to the controller, if any.
     pub fn poll_transmit(&mut self) -> Option<BytesMut> {
         (!self.out.is_empty()).then(|| self.out.split())

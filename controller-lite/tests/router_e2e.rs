@@ -1,0 +1,448 @@
+//! A real `weft-controller` process and a whole `weft-router` (control client, shards
+//! and bridge, in-process through `weft_router::node`), driven by two TLS edge clients
+//! that enrolled and logged in at the controller.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use common::Ctl;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use weft_router::config::RouterConfig;
+use weft_router::node::Node;
+use weft_wire::edge::{
+    Bind, Connect, Data, Dial, DialSuccess, Hello, HelloResult, StateClosed, StateConnected,
+};
+use weft_wire::{ContentType, Decoded, Decoder, Frame, Limits};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+async fn get(ctl: &Ctl, token: &str, path: &str) -> Value {
+    let res = ctl
+        .http()
+        .get(ctl.mgmt(path))
+        .header("zt-session", token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    res.json().await.unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+// ---- an edge client ----
+
+struct Client {
+    r: ReadHalf<TlsStream<TcpStream>>,
+    decoder: Decoder,
+    w: WriteHalf<TlsStream<TcpStream>>,
+    sequence: i32,
+}
+
+impl Client {
+    /// Connects with the identity's certificate, trusting the controller CA, and says
+    /// hello with the API session token.
+    async fn connect(port: u16, ca_pem: &str, cert: &str, key: &str, token: &str) -> Self {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
+            .map(|c| c.unwrap())
+            .collect();
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_protocol_versions(rustls::DEFAULT_VERSIONS)
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            chain,
+            PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+        )
+        .unwrap();
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        let (r, w) = tokio::io::split(tls);
+        let mut c = Self {
+            r,
+            decoder: Decoder::new(Limits::DEFAULT),
+            w,
+            sequence: 0,
+        };
+        let seq = c
+            .send(|s, out| {
+                Hello {
+                    session_token: token.as_bytes(),
+                    client_info: b"weft-e2e",
+                }
+                .encode(s, out)
+            })
+            .await;
+        let frame = c.expect(ContentType::RESULT).await;
+        let result = HelloResult::parse(&frame).unwrap();
+        assert!(result.success, "hello refused");
+        assert_eq!(result.reply_for, seq);
+        c
+    }
+
+    async fn send(
+        &mut self,
+        encode: impl FnOnce(i32, &mut BytesMut) -> Result<(), weft_wire::EncodeError>,
+    ) -> i32 {
+        self.sequence += 1;
+        let seq = self.sequence;
+        let mut out = BytesMut::new();
+        encode(seq, &mut out).unwrap();
+        self.w.write_all(&out).await.unwrap();
+        seq
+    }
+
+    async fn next(&mut self) -> Option<Frame> {
+        loop {
+            match self.decoder.decode().unwrap() {
+                Decoded::Frame(f) => return Some(f),
+                Decoded::NeedMore { additional } => {
+                    let buf = self.decoder.buffer_mut();
+                    buf.reserve(additional.max(64 * 1024));
+                    match self.r.read_buf(buf).await {
+                        Ok(0) | Err(_) => return None,
+                        Ok(_) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn expect(&mut self, content_type: ContentType) -> Frame {
+        let frame = tokio::time::timeout(WAIT, self.next())
+            .await
+            .expect("no frame in time")
+            .expect("connection closed");
+        assert_eq!(frame.content_type(), content_type, "{frame:?}");
+        frame
+    }
+}
+
+/// Sends `bytes` on `conn_id` in 16 KiB Data frames.
+async fn send_data(
+    w: &mut WriteHalf<TlsStream<TcpStream>>,
+    sequence: &mut i32,
+    conn_id: u32,
+    bytes: &[u8],
+) {
+    let mut out = BytesMut::new();
+    for (i, chunk) in bytes.chunks(16 * 1024).enumerate() {
+        *sequence += 1;
+        Data {
+            conn_id,
+            seq: u32::try_from(i).unwrap() + 1,
+            flags: 0,
+            payload: chunk,
+        }
+        .encode(*sequence, &mut out)
+        .unwrap();
+    }
+    w.write_all(&out).await.unwrap();
+}
+
+/// Reads `len` bytes of Data on `conn_id`.
+async fn recv_data(
+    r: &mut ReadHalf<TlsStream<TcpStream>>,
+    decoder: &mut Decoder,
+    conn_id: u32,
+    len: usize,
+) -> Vec<u8> {
+    let mut got = Vec::with_capacity(len);
+    while got.len() < len {
+        let frame = loop {
+            match decoder.decode().unwrap() {
+                Decoded::Frame(f) => break f,
+                Decoded::NeedMore { additional } => {
+                    let buf = decoder.buffer_mut();
+                    buf.reserve(additional.max(64 * 1024));
+                    let n = tokio::time::timeout(WAIT, r.read_buf(buf))
+                        .await
+                        .expect("no data in time")
+                        .unwrap();
+                    assert!(n > 0, "connection closed during data");
+                }
+            }
+        };
+        assert_eq!(frame.content_type(), ContentType::DATA, "{frame:?}");
+        let data = Data::parse(&frame).unwrap();
+        assert_eq!(data.conn_id, conn_id);
+        got.extend_from_slice(data.payload);
+    }
+    got
+}
+
+fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed;
+    (0..len)
+        .map(|_| {
+            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn router_serves_sessions_pushed_by_the_controller() {
+    let started = Instant::now();
+    let ctl = Ctl::start();
+    let admin = ctl.admin_token().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let control_addr = std::fs::read_to_string(ctl.dir.join("control.addr"))
+        .unwrap()
+        .trim()
+        .to_string();
+
+    // The router: created, enrolled through its config, started.
+    let port = free_port();
+    let (status, v) = ctl
+        .create(
+            &admin,
+            "edge-routers",
+            json!({"name": "edge-e2e", "supportedProtocols": {"tls": format!("tls://localhost:{port}")}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+    let router_id = v["data"]["id"].as_str().unwrap().to_string();
+    let jwt_path = tmp.path().join("router.jwt");
+    std::fs::write(&jwt_path, v["data"]["enrollmentJwt"].as_str().unwrap()).unwrap();
+    let config_path = tmp.path().join("router.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "edge_listen = \"127.0.0.1:{port}\"\nadvertised_host = \"localhost\"\n\
+             controller = \"{control_addr}\"\ncert = \"certs/server.cert\"\n\
+             key = \"certs/server.key\"\nshutdown_grace_ms = 100\n"
+        ),
+    )
+    .unwrap();
+    let config = RouterConfig::load(&config_path).unwrap();
+    let enrolled = weft_router::enroll::enroll(&jwt_path, &config.cert_dir())
+        .await
+        .unwrap();
+    assert_eq!(enrolled.router_id, router_id);
+    let node = Node::start(&config).unwrap();
+    assert_eq!(node.local_addr().port(), port);
+    let deadline = Instant::now() + WAIT;
+    while get(&ctl, &admin, &format!("/edge-routers/{router_id}")).await["data"]["isOnline"] != true
+    {
+        assert!(Instant::now() < deadline, "router did not come online");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Model: "dialer" dials and "host" binds service "echo".
+    let svc = ctl
+        .create_ok(
+            &admin,
+            "services",
+            json!({"name": "echo", "roleAttributes": ["echo"], "encryptionRequired": false}),
+        )
+        .await;
+    let mut dial_policy = String::new();
+    for (name, ty, role) in [("bind", "Bind", "#host"), ("dial", "Dial", "#dialer")] {
+        let id = ctl
+            .create_ok(
+                &admin,
+                "service-policies",
+                json!({"name": name, "type": ty, "identityRoles": [role], "serviceRoles": ["#echo"]}),
+            )
+            .await;
+        if ty == "Dial" {
+            dial_policy = id;
+        }
+    }
+    ctl.create_ok(
+        &admin,
+        "edge-router-policies",
+        json!({"name": "erp", "edgeRouterRoles": ["#all"], "identityRoles": ["#all"]}),
+    )
+    .await;
+    ctl.create_ok(
+        &admin,
+        "service-edge-router-policies",
+        json!({"name": "serp", "edgeRouterRoles": ["#all"], "serviceRoles": ["#all"]}),
+    )
+    .await;
+    let (_, dialer_cert, dialer_key) = ctl.enrolled_identity(&admin, "dialer", &["dialer"]).await;
+    let (_, host_cert, host_key) = ctl.enrolled_identity(&admin, "host", &["host"]).await;
+    let (dialer_http, dialer_zt) = ctl.cert_login(&dialer_cert, &dialer_key).await;
+    let (host_http, host_zt) = ctl.cert_login(&host_cert, &host_key).await;
+    let session = |http: &reqwest::Client, zt: &str, ty: &str| {
+        let req = http
+            .post(ctl.client_url("/sessions"))
+            .header("zt-session", zt)
+            .json(&json!({"serviceId": svc, "type": ty}));
+        async move {
+            let res = req.send().await.unwrap();
+            assert_eq!(res.status(), 201);
+            let v: Value = res.json().await.unwrap();
+            v["data"]["token"].as_str().unwrap().to_string()
+        }
+    };
+    let dial_token = session(&dialer_http, &dialer_zt, "Dial").await;
+    let bind_token = session(&host_http, &host_zt, "Bind").await;
+
+    // Edge clients (the change feed may trail the REST answers a little).
+    let ca = ctl.ca_pem();
+    let mut host = Client::connect(port, &ca, &host_cert, &host_key, &host_zt).await;
+    let mut dialer = Client::connect(port, &ca, &dialer_cert, &dialer_key, &dialer_zt).await;
+
+    // Bind: the router registers the terminator at the controller.
+    let bind_seq = host
+        .send(|s, out| {
+            Bind {
+                conn_id: 7,
+                seq: 0,
+                caller_id: None,
+                public_key: None,
+                terminator_identity: None,
+                cost: None,
+                precedence: None,
+                session_token: bind_token.as_bytes(),
+            }
+            .encode(s, out)
+        })
+        .await;
+    let frame = host.expect(ContentType::STATE_CONNECTED).await;
+    let connected = StateConnected::parse(&frame).unwrap();
+    assert_eq!(
+        (connected.conn_id, connected.reply_for),
+        (7, Some(bind_seq))
+    );
+    let terms = get(&ctl, &admin, "/terminators").await;
+    let terms = terms["data"].as_array().unwrap();
+    assert_eq!(terms.len(), 1, "{terms:?}");
+    assert_eq!(terms[0]["service"], svc.as_str(), "{terms:?}");
+    assert_eq!(terms[0]["router"], router_id.as_str(), "{terms:?}");
+
+    // Dial: the host accepts.
+    let connect_seq = dialer
+        .send(|s, out| {
+            Connect {
+                conn_id: 1,
+                seq: 0,
+                caller_id: None,
+                public_key: None,
+                terminator_identity: None,
+                app_data: None,
+                session_token: dial_token.as_bytes(),
+            }
+            .encode(s, out)
+        })
+        .await;
+    let dial_frame = host.expect(ContentType::DIAL).await;
+    assert_eq!(Dial::parse(&dial_frame).unwrap().conn_id, 7);
+    let success_seq = host
+        .send(|s, out| {
+            DialSuccess {
+                conn_id: 7,
+                seq: 0,
+                reply_for: dial_frame.sequence(),
+                new_conn_id: 100,
+            }
+            .encode(s, out)
+        })
+        .await;
+    let frame = host.expect(ContentType::STATE_CONNECTED).await;
+    assert_eq!(
+        StateConnected::parse(&frame).unwrap().reply_for,
+        Some(success_seq)
+    );
+    let frame = dialer.expect(ContentType::STATE_CONNECTED).await;
+    let connected = StateConnected::parse(&frame).unwrap();
+    assert_eq!(
+        (connected.conn_id, connected.reply_for),
+        (1, Some(connect_seq))
+    );
+
+    // 256 KiB each way.
+    const LEN: usize = 256 * 1024;
+    let up = pattern(LEN, 1);
+    let down = pattern(LEN, 2);
+    let (
+        Client {
+            r: dr,
+            decoder: dd,
+            w: dw,
+            sequence: ds,
+        },
+        Client {
+            r: hr,
+            decoder: hd,
+            w: hw,
+            sequence: hs,
+        },
+    ) = (&mut dialer, &mut host);
+    let ((), (), at_host, at_dialer) = tokio::join!(
+        send_data(dw, ds, 1, &up),
+        send_data(hw, hs, 100, &down),
+        recv_data(hr, hd, 100, LEN),
+        recv_data(dr, dd, 1, LEN),
+    );
+    assert!(at_host == up, "host received different bytes");
+    assert!(at_dialer == down, "dialer received different bytes");
+
+    // Deleting the Dial policy revokes the Dial session: the dialer's circuit closes.
+    let res = ctl
+        .http()
+        .delete(ctl.mgmt(&format!("/service-policies/{dial_policy}")))
+        .header("zt-session", &admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let t0 = Instant::now();
+    let frame = dialer.expect(ContentType::STATE_CLOSED).await;
+    assert_eq!(StateClosed::parse(&frame).unwrap().conn_id, 1);
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+
+    // Logging the host out closes its edge connection.
+    let res = host_http
+        .delete(ctl.client_url("/current-api-session"))
+        .header("zt-session", &host_zt)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let t0 = Instant::now();
+    tokio::time::timeout(WAIT, async { while host.next().await.is_some() {} })
+        .await
+        .expect("host connection not closed after logout");
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+
+    node.shutdown().await;
+    let deadline = Instant::now() + WAIT;
+    while get(&ctl, &admin, &format!("/edge-routers/{router_id}")).await["data"]["isOnline"]
+        != false
+    {
+        assert!(
+            Instant::now() < deadline,
+            "router still online after shutdown"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("router end-to-end took {:?}", started.elapsed());
+}
