@@ -110,20 +110,24 @@ impl Node {
     /// control client and the bridge are tasks on it).
     pub fn start(config: &RouterConfig) -> Result<Self, NodeError> {
         let settings = config.settings()?;
+        // Read the control-channel files before binding anything; the port is fixed
+        // below once the listener has chosen it.
+        let mut control_config = control_config(config, config.edge_listen.port())?;
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let (requests_tx, requests) = mpsc::unbounded_channel();
         let router = Router::start(settings, commands_rx, requests_tx)?;
-        let control_config = match control_config(config, router.local_addr().port()) {
-            Ok(c) => c,
-            Err(e) => {
-                stop_router(&commands, Duration::ZERO);
-                return Err(e);
-            }
-        };
+        control_config.hello.edge_listeners = vec![format!(
+            "tls://{}:{}",
+            config.advertised_host,
+            router.local_addr().port()
+        )];
         let (control, events, control_task) = match control::spawn(control_config) {
             Ok(parts) => parts,
             Err(e) => {
+                // Error path only: the shards stop at once (no grace), so the join is
+                // short even though it blocks.
                 stop_router(&commands, Duration::ZERO);
+                router.join();
                 return Err(e.into());
             }
         };

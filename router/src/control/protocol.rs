@@ -497,6 +497,32 @@ mod tests {
     }
 
     #[test]
+    fn requested_resync_sends_one_hello_and_drops_updates_until_sync() {
+        let mut p = ControlProtocol::new(hello(), 1).unwrap();
+        let _ = p.poll_transmit();
+        assert!(matches!(p.request_resync(), Err(ProtocolError::NotReady)));
+        let mut p = ready(3);
+        p.request_resync().unwrap();
+        // A second request while one is outstanding sends nothing more.
+        p.request_resync().unwrap();
+        let sent = frames(&p.poll_transmit().unwrap());
+        assert_eq!(sent.len(), 1);
+        let h = pb::RouterHello::decode_frame(&sent[0]).unwrap();
+        assert!(h.resync);
+        p.handle_bytes(&frame(&update(4), 5, None)).unwrap();
+        assert_eq!(p.poll_event(), None);
+        let sync = pb::StateSync {
+            revision: 9,
+            ..Default::default()
+        };
+        let mut wire = frame(&pb::HelloAck::default(), 6, Some(sent[0].sequence()));
+        wire.extend_from_slice(&frame(&sync, 7, None));
+        p.handle_bytes(&wire).unwrap();
+        assert_eq!(p.poll_event(), Some(ProtocolEvent::Sync(sync)));
+        assert_eq!(p.revision(), 9);
+    }
+
+    #[test]
     fn revision_gap_requests_resync_and_drops_until_sync() {
         let mut p = ready(3);
         let mut wire = frame(&update(4), 5, None);
