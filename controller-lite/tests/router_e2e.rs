@@ -205,22 +205,26 @@ fn pattern(len: usize, seed: u32) -> Vec<u8> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn router_serves_sessions_pushed_by_the_controller() {
-    let started = Instant::now();
-    let ctl = Ctl::start();
-    let admin = ctl.admin_token().await;
-    let tmp = tempfile::tempdir().unwrap();
-    let control_addr = std::fs::read_to_string(ctl.dir.join("control.addr"))
+fn control_addr(ctl: &Ctl) -> String {
+    std::fs::read_to_string(ctl.dir.join("control.addr"))
         .unwrap()
         .trim()
-        .to_string();
+        .to_string()
+}
 
-    // The router: created, enrolled through its config, started.
+/// Creates an edge router listening on a free port, enrolls it through its
+/// `router.toml` (controller at `controller`), and starts it; returns the node, the
+/// router id and the edge port.
+async fn start_router(
+    ctl: &Ctl,
+    admin: &str,
+    tmp: &tempfile::TempDir,
+    controller: &str,
+) -> (Node, String, u16) {
     let port = free_port();
     let (status, v) = ctl
         .create(
-            &admin,
+            admin,
             "edge-routers",
             json!({"name": "edge-e2e", "supportedProtocols": {"tls": format!("tls://localhost:{port}")}}),
         )
@@ -234,7 +238,7 @@ async fn router_serves_sessions_pushed_by_the_controller() {
         &config_path,
         format!(
             "edge_listen = \"127.0.0.1:{port}\"\nadvertised_host = \"localhost\"\n\
-             controller = \"{control_addr}\"\ncert = \"certs/server.cert\"\n\
+             controller = \"{controller}\"\ncert = \"certs/server.cert\"\n\
              key = \"certs/server.key\"\nshutdown_grace_ms = 100\n"
         ),
     )
@@ -246,17 +250,26 @@ async fn router_serves_sessions_pushed_by_the_controller() {
     assert_eq!(enrolled.router_id, router_id);
     let node = Node::start(&config).unwrap();
     assert_eq!(node.local_addr().port(), port);
+    (node, router_id, port)
+}
+
+/// Waits until the controller reports the router online (or offline).
+async fn wait_online(ctl: &Ctl, admin: &str, router_id: &str, online: bool) {
     let deadline = Instant::now() + WAIT;
-    while get(&ctl, &admin, &format!("/edge-routers/{router_id}")).await["data"]["isOnline"] != true
+    while get(ctl, admin, &format!("/edge-routers/{router_id}")).await["data"]["isOnline"] != online
     {
-        assert!(Instant::now() < deadline, "router did not come online");
+        assert!(Instant::now() < deadline, "router online is not {online}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
 
-    // Model: "dialer" dials and "host" binds service "echo".
+/// The model: service "echo" (no end-to-end encryption), "#dialer" may dial it,
+/// "#host" may bind it, every identity and service may use every router; returns the
+/// service id and the Dial policy id.
+async fn model(ctl: &Ctl, admin: &str) -> (String, String) {
     let svc = ctl
         .create_ok(
-            &admin,
+            admin,
             "services",
             json!({"name": "echo", "roleAttributes": ["echo"], "encryptionRequired": false}),
         )
@@ -265,7 +278,7 @@ async fn router_serves_sessions_pushed_by_the_controller() {
     for (name, ty, role) in [("bind", "Bind", "#host"), ("dial", "Dial", "#dialer")] {
         let id = ctl
             .create_ok(
-                &admin,
+                admin,
                 "service-policies",
                 json!({"name": name, "type": ty, "identityRoles": [role], "serviceRoles": ["#echo"]}),
             )
@@ -275,42 +288,57 @@ async fn router_serves_sessions_pushed_by_the_controller() {
         }
     }
     ctl.create_ok(
-        &admin,
+        admin,
         "edge-router-policies",
         json!({"name": "erp", "edgeRouterRoles": ["#all"], "identityRoles": ["#all"]}),
     )
     .await;
     ctl.create_ok(
-        &admin,
+        admin,
         "service-edge-router-policies",
         json!({"name": "serp", "edgeRouterRoles": ["#all"], "serviceRoles": ["#all"]}),
     )
     .await;
-    let (_, dialer_cert, dialer_key) = ctl.enrolled_identity(&admin, "dialer", &["dialer"]).await;
-    let (_, host_cert, host_key) = ctl.enrolled_identity(&admin, "host", &["host"]).await;
-    let (dialer_http, dialer_zt) = ctl.cert_login(&dialer_cert, &dialer_key).await;
-    let (host_http, host_zt) = ctl.cert_login(&host_cert, &host_key).await;
-    let session = |http: &reqwest::Client, zt: &str, ty: &str| {
-        let req = http
-            .post(ctl.client_url("/sessions"))
-            .header("zt-session", zt)
-            .json(&json!({"serviceId": svc, "type": ty}));
-        async move {
-            let res = req.send().await.unwrap();
-            assert_eq!(res.status(), 201);
-            let v: Value = res.json().await.unwrap();
-            v["data"]["token"].as_str().unwrap().to_string()
-        }
-    };
-    let dial_token = session(&dialer_http, &dialer_zt, "Dial").await;
-    let bind_token = session(&host_http, &host_zt, "Bind").await;
+    (svc, dial_policy)
+}
 
-    // Edge clients (the change feed may trail the REST answers a little).
-    let ca = ctl.ca_pem();
-    let mut host = Client::connect(port, &ca, &host_cert, &host_key, &host_zt).await;
-    let mut dialer = Client::connect(port, &ca, &dialer_cert, &dialer_key, &dialer_zt).await;
+/// An enrolled identity logged in with its certificate.
+struct Login {
+    cert: String,
+    key: String,
+    http: reqwest::Client,
+    token: String,
+}
 
-    // Bind: the router registers the terminator at the controller.
+async fn login(ctl: &Ctl, admin: &str, name: &str) -> Login {
+    let (_, cert, key) = ctl.enrolled_identity(admin, name, &[name]).await;
+    let (http, token) = ctl.cert_login(&cert, &key).await;
+    Login {
+        cert,
+        key,
+        http,
+        token,
+    }
+}
+
+/// POST /sessions; returns the session token.
+async fn session(ctl: &Ctl, who: &Login, svc: &str, ty: &str) -> String {
+    let res = who
+        .http
+        .post(ctl.client_url("/sessions"))
+        .header("zt-session", &who.token)
+        .json(&json!({"serviceId": svc, "type": ty}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let v: Value = res.json().await.unwrap();
+    v["data"]["token"].as_str().unwrap().to_string()
+}
+
+/// The host binds as listener 7 and gets StateConnected (the router registered the
+/// terminator at the controller).
+async fn bind(host: &mut Client, bind_token: &str) {
     let bind_seq = host
         .send(|s, out| {
             Bind {
@@ -332,13 +360,10 @@ async fn router_serves_sessions_pushed_by_the_controller() {
         (connected.conn_id, connected.reply_for),
         (7, Some(bind_seq))
     );
-    let terms = get(&ctl, &admin, "/terminators").await;
-    let terms = terms["data"].as_array().unwrap();
-    assert_eq!(terms.len(), 1, "{terms:?}");
-    assert_eq!(terms[0]["service"], svc.as_str(), "{terms:?}");
-    assert_eq!(terms[0]["router"], router_id.as_str(), "{terms:?}");
+}
 
-    // Dial: the host accepts.
+/// The dialer connects on conn 1; the host accepts the Dial as conn 100.
+async fn dial(dialer: &mut Client, host: &mut Client, dial_token: &str) {
     let connect_seq = dialer
         .send(|s, out| {
             Connect {
@@ -377,6 +402,40 @@ async fn router_serves_sessions_pushed_by_the_controller() {
         (connected.conn_id, connected.reply_for),
         (1, Some(connect_seq))
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn router_serves_sessions_pushed_by_the_controller() {
+    let started = Instant::now();
+    let ctl = Ctl::start();
+    let admin = ctl.admin_token().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let control_addr = control_addr(&ctl);
+    let (node, router_id, port) = start_router(&ctl, &admin, &tmp, &control_addr).await;
+    wait_online(&ctl, &admin, &router_id, true).await;
+
+    let (svc, dial_policy) = model(&ctl, &admin).await;
+    let d = login(&ctl, &admin, "dialer").await;
+    let h = login(&ctl, &admin, "host").await;
+    let dial_token = session(&ctl, &d, &svc, "Dial").await;
+    let bind_token = session(&ctl, &h, &svc, "Bind").await;
+
+    // Edge clients (the change feed may trail the REST answers a little).
+    let ca = ctl.ca_pem();
+    let mut host = Client::connect(port, &ca, &h.cert, &h.key, &h.token).await;
+    let mut dialer = Client::connect(port, &ca, &d.cert, &d.key, &d.token).await;
+
+    // Bind: the router registers the terminator at the controller.
+    bind(&mut host, &bind_token).await;
+
+    let terms = get(&ctl, &admin, "/terminators").await;
+    let terms = terms["data"].as_array().unwrap();
+    assert_eq!(terms.len(), 1, "{terms:?}");
+    assert_eq!(terms[0]["service"], svc.as_str(), "{terms:?}");
+    assert_eq!(terms[0]["router"], router_id.as_str(), "{terms:?}");
+
+    // Dial: the host accepts.
+    dial(&mut dialer, &mut host, &dial_token).await;
 
     // 256 KiB each way.
     const LEN: usize = 256 * 1024;
@@ -420,9 +479,10 @@ async fn router_serves_sessions_pushed_by_the_controller() {
     assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
 
     // Logging the host out closes its edge connection.
-    let res = host_http
+    let res = h
+        .http
         .delete(ctl.client_url("/current-api-session"))
-        .header("zt-session", &host_zt)
+        .header("zt-session", &h.token)
         .send()
         .await
         .unwrap();
@@ -434,15 +494,6 @@ async fn router_serves_sessions_pushed_by_the_controller() {
     assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
 
     node.shutdown().await;
-    let deadline = Instant::now() + WAIT;
-    while get(&ctl, &admin, &format!("/edge-routers/{router_id}")).await["data"]["isOnline"]
-        != false
-    {
-        assert!(
-            Instant::now() < deadline,
-            "router still online after shutdown"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_online(&ctl, &admin, &router_id, false).await;
     eprintln!("router end-to-end took {:?}", started.elapsed());
 }
