@@ -37,6 +37,14 @@ async fn get(ctl: &Ctl, token: &str, path: &str) -> Value {
     res.json().await.unwrap()
 }
 
+/// Router logs on the test's output, filtered by `RUST_LOG` (none by default).
+fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -58,6 +66,21 @@ impl Client {
     /// Connects with the identity's certificate, trusting the controller CA, and says
     /// hello with the API session token.
     async fn connect(port: u16, ca_pem: &str, cert: &str, key: &str, token: &str) -> Self {
+        Self::try_connect(port, ca_pem, cert, key, token)
+            .await
+            .expect("hello refused: the router closed the connection")
+    }
+
+    /// Connects and says hello; None when the router closes the connection instead of
+    /// answering. (Like OpenZiti's router, it answers a hello with an unknown token with
+    /// success and then closes the connection, so a Some is not yet proof of acceptance.)
+    async fn try_connect(
+        port: u16,
+        ca_pem: &str,
+        cert: &str,
+        key: &str,
+        token: &str,
+    ) -> Option<Self> {
         let mut roots = rustls::RootCertStore::empty();
         for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
             roots.add(c.unwrap()).unwrap();
@@ -97,11 +120,15 @@ impl Client {
                 .encode(s, out)
             })
             .await;
-        let frame = c.expect(ContentType::RESULT).await;
+        let frame = tokio::time::timeout(WAIT, c.next())
+            .await
+            .expect("no hello answer in time");
+        let frame = frame?;
+        assert_eq!(frame.content_type(), ContentType::RESULT, "{frame:?}");
         let result = HelloResult::parse(&frame).unwrap();
         assert!(result.success, "hello refused");
         assert_eq!(result.reply_for, seq);
-        c
+        Some(c)
     }
 
     async fn send(
@@ -337,29 +364,58 @@ async fn session(ctl: &Ctl, who: &Login, svc: &str, ty: &str) -> String {
 }
 
 /// The host binds as listener 7 and gets StateConnected (the router registered the
-/// terminator at the controller).
-async fn bind(host: &mut Client, bind_token: &str) {
-    let bind_seq = host
-        .send(|s, out| {
-            Bind {
-                conn_id: 7,
-                seq: 0,
-                caller_id: None,
-                public_key: None,
-                terminator_identity: None,
-                cost: None,
-                precedence: None,
-                session_token: bind_token.as_bytes(),
-            }
-            .encode(s, out)
-        })
-        .await;
-    let frame = host.expect(ContentType::STATE_CONNECTED).await;
+/// terminator at the controller); false when the connection closes instead.
+async fn try_bind(host: &mut Client, bind_token: &str) -> bool {
+    host.sequence += 1;
+    let bind_seq = host.sequence;
+    let mut out = BytesMut::new();
+    Bind {
+        conn_id: 7,
+        seq: 0,
+        caller_id: None,
+        public_key: None,
+        terminator_identity: None,
+        cost: None,
+        precedence: None,
+        session_token: bind_token.as_bytes(),
+    }
+    .encode(bind_seq, &mut out)
+    .unwrap();
+    if host.w.write_all(&out).await.is_err() {
+        return false;
+    }
+    let Some(frame) = tokio::time::timeout(WAIT, host.next())
+        .await
+        .expect("no answer to the Bind in time")
+    else {
+        return false;
+    };
+    assert_eq!(
+        frame.content_type(),
+        ContentType::STATE_CONNECTED,
+        "{frame:?}"
+    );
     let connected = StateConnected::parse(&frame).unwrap();
     assert_eq!(
         (connected.conn_id, connected.reply_for),
         (7, Some(bind_seq))
     );
+    true
+}
+
+/// Connects the host and binds, retrying until the router knows its API session and
+/// Bind session (the change feed may trail the REST answers a little).
+async fn bound_host(port: u16, ca: &str, h: &Login, bind_token: &str) -> Client {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(mut host) = Client::try_connect(port, ca, &h.cert, &h.key, &h.token).await {
+            if try_bind(&mut host, bind_token).await {
+                return host;
+            }
+        }
+        assert!(Instant::now() < deadline, "the router never knew the host");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The dialer connects on conn 1; the host accepts the Dial as conn 100.
@@ -406,6 +462,7 @@ async fn dial(dialer: &mut Client, host: &mut Client, dial_token: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn router_serves_sessions_pushed_by_the_controller() {
+    init_logs();
     let started = Instant::now();
     let ctl = Ctl::start();
     let admin = ctl.admin_token().await;
@@ -420,13 +477,10 @@ async fn router_serves_sessions_pushed_by_the_controller() {
     let dial_token = session(&ctl, &d, &svc, "Dial").await;
     let bind_token = session(&ctl, &h, &svc, "Bind").await;
 
-    // Edge clients (the change feed may trail the REST answers a little).
+    // Edge clients; Bind: the router registers the terminator at the controller.
     let ca = ctl.ca_pem();
-    let mut host = Client::connect(port, &ca, &h.cert, &h.key, &h.token).await;
+    let mut host = bound_host(port, &ca, &h, &bind_token).await;
     let mut dialer = Client::connect(port, &ca, &d.cert, &d.key, &d.token).await;
-
-    // Bind: the router registers the terminator at the controller.
-    bind(&mut host, &bind_token).await;
 
     let terms = get(&ctl, &admin, "/terminators").await;
     let terms = terms["data"].as_array().unwrap();
@@ -496,4 +550,128 @@ async fn router_serves_sessions_pushed_by_the_controller() {
     node.shutdown().await;
     wait_online(&ctl, &admin, &router_id, false).await;
     eprintln!("router end-to-end took {:?}", started.elapsed());
+}
+
+/// A TCP proxy in front of the control listener whose connections the test can cut,
+/// and which can refuse new ones for a while.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    refuse: Arc<std::sync::atomic::AtomicBool>,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+    conns: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(target: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let refuse = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let conns = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let task = {
+            let (refuse, accepted, conns) = (refuse.clone(), accepted.clone(), conns.clone());
+            tokio::spawn(async move {
+                loop {
+                    let Ok((mut inbound, _)) = listener.accept().await else {
+                        return;
+                    };
+                    if refuse.load(std::sync::atomic::Ordering::SeqCst) {
+                        continue;
+                    }
+                    accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let target = target.clone();
+                    conns.lock().unwrap().push(tokio::spawn(async move {
+                        if let Ok(mut outbound) = TcpStream::connect(target).await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    }));
+                }
+            })
+        };
+        Self {
+            addr,
+            refuse,
+            accepted,
+            conns,
+            task,
+        }
+    }
+
+    /// Cuts every proxied connection.
+    fn cut(&self) {
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn router_resynchronises_after_losing_the_control_connection() {
+    init_logs();
+    let ctl = Ctl::start();
+    let admin = ctl.admin_token().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(control_addr(&ctl)).await;
+    let (node, router_id, port) = start_router(&ctl, &admin, &tmp, &proxy.addr.to_string()).await;
+    wait_online(&ctl, &admin, &router_id, true).await;
+    assert_eq!(proxy.accepted(), 1);
+    let (svc, _) = model(&ctl, &admin).await;
+
+    // The control connection drops and stays down while the identities log in and get
+    // their sessions: the router misses those updates.
+    proxy
+        .refuse
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    proxy.cut();
+    wait_online(&ctl, &admin, &router_id, false).await;
+    let d = login(&ctl, &admin, "dialer").await;
+    let h = login(&ctl, &admin, "host").await;
+    let dial_token = session(&ctl, &d, &svc, "Dial").await;
+    let bind_token = session(&ctl, &h, &svc, "Bind").await;
+
+    // The router reconnects by itself; the full sync brings what it missed.
+    proxy
+        .refuse
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    wait_online(&ctl, &admin, &router_id, true).await;
+    assert!(proxy.accepted() >= 2);
+    let ca = ctl.ca_pem();
+    // The controller reports the router online at its hello, just before the sync
+    // goes out: retry until the router knows the host's sessions.
+    let mut host = bound_host(port, &ca, &h, &bind_token).await;
+    let mut dialer = Client::connect(port, &ca, &d.cert, &d.key, &d.token).await;
+    dial(&mut dialer, &mut host, &dial_token).await;
+    let payload = pattern(4096, 3);
+    send_data(&mut dialer.w, &mut dialer.sequence, 1, &payload).await;
+    let got = recv_data(&mut host.r, &mut host.decoder, 100, payload.len()).await;
+    assert!(got == payload, "host received different bytes");
+
+    // Updates flow again on the new connection: logging the dialer out closes it.
+    let res = d
+        .http
+        .delete(ctl.client_url("/current-api-session"))
+        .header("zt-session", &d.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    tokio::time::timeout(WAIT, async { while dialer.next().await.is_some() {} })
+        .await
+        .expect("dialer connection not closed after logout");
+
+    node.shutdown().await;
+    wait_online(&ctl, &admin, &router_id, false).await;
 }
