@@ -33,7 +33,8 @@ enum Command {
         #[arg(long, short, env = "WEFT_ROUTER_CONFIG")]
         config: PathBuf,
     },
-    /// Checks the configuration file and the certificate it names, then exits.
+    /// Checks the configuration file, the edge certificate and the control-channel
+    /// certificate, key and CA it implies, then exits.
     Check {
         /// The configuration file (TOML).
         #[arg(long, short, env = "WEFT_ROUTER_CONFIG")]
@@ -63,7 +64,11 @@ fn real_main() -> anyhow::Result<()> {
         Command::Check { config } => {
             let config = RouterConfig::load(&config)?;
             config.settings()?;
-            println!("configuration OK");
+            let control = node::control_config(&config, config.edge_listen.port())?;
+            println!(
+                "configuration OK (router {}, controller {})",
+                control.hello.router_id, config.controller
+            );
             Ok(())
         }
         Command::Run { config } => run(&config),
