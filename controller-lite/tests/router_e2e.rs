@@ -659,6 +659,62 @@ async fn router_resynchronises_after_losing_the_control_connection() {
     let got = recv_data(&mut host.r, &mut host.decoder, 100, payload.len()).await;
     assert!(got == payload, "host received different bytes");
 
+    // Another loss: the controller drops the router's terminators; the router
+    // registers the host's Bind again after reconnecting, and dials reach it.
+    let terms = get(&ctl, &admin, "/terminators").await;
+    let old = terms["data"][0]["id"].as_str().unwrap().to_string();
+    let accepted = proxy.accepted();
+    proxy.cut();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let terms = get(&ctl, &admin, "/terminators").await;
+        let terms = terms["data"].as_array().unwrap();
+        if proxy.accepted() > accepted
+            && terms.len() == 1
+            && terms[0]["id"] != old.as_str()
+            && terms[0]["router"] == router_id.as_str()
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "terminator not registered again: {terms:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let connect_seq = dialer
+        .send(|s, out| {
+            Connect {
+                conn_id: 2,
+                seq: 0,
+                caller_id: None,
+                public_key: None,
+                terminator_identity: None,
+                app_data: None,
+                session_token: dial_token.as_bytes(),
+            }
+            .encode(s, out)
+        })
+        .await;
+    let dial_frame = host.expect(ContentType::DIAL).await;
+    assert_eq!(Dial::parse(&dial_frame).unwrap().conn_id, 7);
+    host.send(|s, out| {
+        DialSuccess {
+            conn_id: 7,
+            seq: 0,
+            reply_for: dial_frame.sequence(),
+            new_conn_id: 101,
+        }
+        .encode(s, out)
+    })
+    .await;
+    host.expect(ContentType::STATE_CONNECTED).await;
+    let frame = dialer.expect(ContentType::STATE_CONNECTED).await;
+    assert_eq!(
+        StateConnected::parse(&frame).unwrap().reply_for,
+        Some(connect_seq)
+    );
+
     // Updates flow again on the new connection: logging the dialer out closes it.
     let res = d
         .http

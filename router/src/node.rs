@@ -4,8 +4,10 @@
 //! The bridge maps [`ControlEvent`]s to [`ShardCommand`]s (state syncs and updates to
 //! every shard, terminator answers to the shard that asked) and [`ShardRequest`]s to
 //! control requests (create and remove terminators, resync after a revision gap). It
-//! remembers which connection and listener each create request belongs to, and fails
-//! the ones still waiting when the control connection drops.
+//! remembers which connection and listener each create request belongs to, fails the
+//! ones still waiting when the control connection drops, and registers the terminators
+//! it hosts again after a reconnect (the controller drops a router's terminators when
+//! its control connection ends).
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -199,11 +201,25 @@ pub async fn run(
     Ok(())
 }
 
-/// The bridge's state: create requests waiting for the controller's answer.
+/// A terminator request and whose it is.
+type Registration = (ConnKey, u32, pb::CreateTerminatorRequest);
+
+/// A create request waiting for its answer.
+struct Pending {
+    registration: Registration,
+    /// For a registration repeated after a reconnect: the terminator id it had. A
+    /// connection loss then keeps it for the next reconnect instead of failing it.
+    previous: Option<String>,
+}
+
+/// The bridge's state: create requests waiting for the controller's answer, and the
+/// terminators registered (registered again after a reconnect: the controller drops a
+/// router's terminators when its control connection ends).
 struct Bridge {
     control: ControlHandle,
     commands: mpsc::UnboundedSender<ShardCommand>,
-    pending: HashMap<RequestId, (ConnKey, u32)>,
+    pending: HashMap<RequestId, Pending>,
+    hosted: HashMap<String, Registration>,
 }
 
 impl Bridge {
@@ -212,22 +228,33 @@ impl Bridge {
         let _ = self.commands.send(command);
     }
 
-    fn fail(&self, conn: ConnKey, listener: u32, reason: String) {
-        self.send(ShardCommand::TerminatorFailed {
-            conn,
-            listener,
-            reason,
-        });
+    /// A create request that will not succeed: a first registration fails to its
+    /// shard (the SDK hears of it); a repeated one waits for the next reconnect
+    /// unless the controller refused it.
+    fn lost(&mut self, pending: Pending, reason: String, refused: bool) {
+        let (conn, listener, request) = pending.registration;
+        match pending.previous {
+            Some(previous) if !refused => {
+                self.hosted.insert(previous, (conn, listener, request));
+            }
+            _ => self.send(ShardCommand::TerminatorFailed {
+                conn,
+                listener,
+                reason,
+            }),
+        }
     }
 
-    fn event(&mut self, event: ControlEvent) {
+    /// Handles one event; true when the connection came (back) up and the hosted
+    /// terminators must be registered again.
+    fn event(&mut self, event: ControlEvent) -> bool {
         match event {
-            ControlEvent::Connected => {}
+            ControlEvent::Connected => return !self.hosted.is_empty(),
             ControlEvent::Disconnected => {
                 // The client already failed what it had sent; anything left cannot be
                 // answered any more.
-                for (_, (conn, listener)) in std::mem::take(&mut self.pending) {
-                    self.fail(conn, listener, "the control connection closed".into());
+                for (_, pending) in std::mem::take(&mut self.pending) {
+                    self.lost(pending, "the control connection closed".into(), false);
                 }
             }
             ControlEvent::Sync(sync) => self.send(ShardCommand::Sync(sync)),
@@ -236,11 +263,18 @@ impl Bridge {
                 request_id,
                 terminator,
             } => match self.pending.remove(&request_id) {
-                Some((conn, listener)) => self.send(ShardCommand::TerminatorCreated {
-                    conn,
-                    listener,
-                    terminator_id: terminator.id,
-                }),
+                Some(Pending {
+                    registration: (conn, listener, request),
+                    ..
+                }) => {
+                    self.hosted
+                        .insert(terminator.id.clone(), (conn, listener, request));
+                    self.send(ShardCommand::TerminatorCreated {
+                        conn,
+                        listener,
+                        terminator_id: terminator.id,
+                    });
+                }
                 None => tracing::debug!(request_id, "terminator answer for no pending request"),
             },
             ControlEvent::TerminatorFailed {
@@ -248,17 +282,48 @@ impl Bridge {
                 code,
                 message,
             } => match self.pending.remove(&request_id) {
-                Some((conn, listener)) => {
+                Some(pending) => {
+                    // The client reports requests cut off by a connection loss so.
+                    let refused = code != "DISCONNECTED";
                     let reason = match (code.is_empty(), message.is_empty()) {
                         (true, true) => "the controller refused the terminator".to_string(),
                         (false, true) => code,
                         (true, false) => message,
                         (false, false) => format!("{code}: {message}"),
                     };
-                    self.fail(conn, listener, reason);
+                    self.lost(pending, reason, refused);
                 }
                 None => tracing::warn!(request_id, %code, %message, "terminator request failed"),
             },
+        }
+        false
+    }
+
+    /// Sends a create request, remembering it until answered; `previous` is the
+    /// terminator id of a registration repeated after a reconnect.
+    async fn create(
+        &mut self,
+        registration: Registration,
+        previous: Option<String>,
+        events: &mut mpsc::Receiver<ControlEvent>,
+        backlog: &mut VecDeque<ControlEvent>,
+    ) {
+        let control = self.control.clone();
+        let sent = with_events(
+            control.create_terminator(registration.2.clone()),
+            events,
+            backlog,
+        )
+        .await;
+        let pending = Pending {
+            registration,
+            previous,
+        };
+        match sent {
+            Ok(id) => {
+                self.pending.insert(id, pending);
+            }
+            Err(e) => self.lost(pending, format!("cannot reach the controller: {e}"), false),
         }
     }
 }
@@ -294,16 +359,31 @@ async fn bridge(
         control,
         commands,
         pending: HashMap::new(),
+        hosted: HashMap::new(),
     };
     let mut backlog = VecDeque::new();
     let mut requests_open = true;
+    let mut reconnected = false;
     loop {
         while let Some(ev) = backlog.pop_front() {
-            state.event(ev);
+            reconnected |= state.event(ev);
+        }
+        if std::mem::take(&mut reconnected) {
+            let hosted: Vec<(String, Registration)> = state.hosted.drain().collect();
+            tracing::info!(
+                terminators = hosted.len(),
+                "registering hosted terminators again"
+            );
+            for (previous, registration) in hosted {
+                state
+                    .create(registration, Some(previous), &mut events, &mut backlog)
+                    .await;
+            }
+            continue;
         }
         tokio::select! {
             ev = events.recv() => match ev {
-                Some(ev) => state.event(ev),
+                Some(ev) => reconnected = state.event(ev),
                 // The control client stopped: nothing more will be answered.
                 None => break,
             },
@@ -315,21 +395,12 @@ async fn bridge(
                     request,
                     ..
                 })) => {
-                    let control = state.control.clone();
-                    let sent = with_events(
-                        control.create_terminator(request),
-                        &mut events,
-                        &mut backlog,
-                    )
-                    .await;
-                    match sent {
-                        Ok(id) => {
-                            state.pending.insert(id, (conn, listener));
-                        }
-                        Err(e) => state.fail(conn, listener, format!("cannot reach the controller: {e}")),
-                    }
+                    state
+                        .create((conn, listener, request), None, &mut events, &mut backlog)
+                        .await;
                 }
                 Some(ShardRequest::Control(ControlRequest::RemoveTerminator { terminator_id })) => {
+                    state.hosted.remove(&terminator_id);
                     let control = state.control.clone();
                     let sent = with_events(
                         control.remove_terminator(&terminator_id),
@@ -355,7 +426,7 @@ async fn bridge(
             },
         }
     }
-    for (_, (conn, listener)) in std::mem::take(&mut state.pending) {
-        state.fail(conn, listener, "the control client stopped".into());
+    for (_, pending) in std::mem::take(&mut state.pending) {
+        state.lost(pending, "the control client stopped".into(), true);
     }
 }
