@@ -3,10 +3,10 @@
 //! ```toml
 //! edge_listen = "0.0.0.0:3022"          # edge (SDK) listener
 //! advertised_host = "router.example.com" # what SDKs are told to dial
-//! controller = "ctrl.example.com:6262"   # control channel (used once the control client lands)
-//! cert = "certs/router.cert"             # server certificate chain, PEM (relative to this file)
-//! key = "certs/router.key"               # its private key, PEM
-//! ca = "certs/ca.pem"                    # CA bundle for the controller (optional)
+//! controller = "ctrl.example.com:6262"   # control channel
+//! cert = "certs/server.cert"             # server certificate chain, PEM (relative to this file)
+//! key = "certs/server.key"               # its private key, PEM
+//! ca = "certs/ca.pem"                    # CA bundle for the controller (default: ca.pem next to cert)
 //! shards = 1                             # see below
 //! window_bytes = 4194304                 # per-circuit-direction window (ADR 0003)
 //! max_conns_per_edge = 1024              # conn ids one SDK connection may hold
@@ -15,6 +15,9 @@
 //! shutdown_grace_ms = 10000              # how long circuits may finish on shutdown
 //! metrics_listen = "127.0.0.1:9100"      # Prometheus text (optional)
 //! ```
+//!
+//! `weft-router enroll` writes `server.cert`, `server.key`, `router.cert` (the control
+//! channel's client certificate), `router.key` and `ca.pem` into the directory of `cert`.
 //!
 //! **`shards` defaults to 1.** A shard only knows the terminators bound on its own
 //! connections, and circuits between shards do not exist yet, so with several shards a
@@ -73,7 +76,8 @@ pub struct RouterConfig {
     pub edge_listen: SocketAddr,
     /// Host name SDKs are told to dial (`tls://advertised_host:port`).
     pub advertised_host: String,
-    /// Controller control-channel address. Unused until the control client lands.
+    /// Controller control-channel address, `host:port` (the host is also the TLS server
+    /// name checked against the controller's certificate).
     pub controller: String,
     /// Server certificate chain, PEM.
     pub cert: PathBuf,
@@ -207,6 +211,15 @@ impl RouterConfig {
             handshake_timeout: Duration::from_millis(self.handshake_timeout_ms),
             metrics_listen: self.metrics_listen,
         })
+    }
+
+    /// The directory of the edge certificate, where `weft-router enroll` writes every
+    /// certificate and key and where the control client finds `router.cert` and
+    /// `router.key`.
+    pub fn cert_dir(&self) -> PathBuf {
+        self.cert
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
     }
 
     /// How long circuits may go on after a shutdown signal.

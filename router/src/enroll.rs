@@ -10,7 +10,9 @@
 //! CA bundle from `/.well-known/est/cacerts` (trust on first use), and from then on
 //! verifies the controller against that bundle. The request body and response follow
 //! OpenZiti's router enroller: `{"serverCertCsr", "certCsr"}` →
-//! `{"data": {"serverCert", "cert", "ca"}}`.
+//! `{"data": {"serverCert", "cert", "ca"}}`. `server.cert` holds the server certificate
+//! followed by the bundle's intermediate CA certificates (the chain the edge listener
+//! serves).
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -169,12 +171,40 @@ pub async fn enroll(jwt_path: &Path, dir: &Path) -> Result<Enrolled, EnrollError
         true,
     )?;
     write_file(&dir.join(ROUTER_CERT_FILE), &cert, false)?;
-    write_file(&dir.join(SERVER_CERT_FILE), &server_cert, false)?;
+    write_file(
+        &dir.join(SERVER_CERT_FILE),
+        &server_chain(&server_cert, &ca),
+        false,
+    )?;
     write_file(&dir.join(CA_FILE), &ca, false)?;
     Ok(Enrolled {
         router_id: claims.sub,
         controller_url: claims.iss,
     })
+}
+
+/// The edge listener's chain: the server certificate followed by the intermediate
+/// (not self-signed) certificates of the CA bundle, so SDKs that trust only the root
+/// can build the path to it.
+fn server_chain(server_cert: &str, ca_bundle: &str) -> String {
+    let mut chain = server_cert.trim_end().to_string();
+    chain.push('\n');
+    for der in CertificateDer::pem_slice_iter(ca_bundle.as_bytes()).flatten() {
+        let Ok((_, cert)) = x509_parser::parse_x509_certificate(der.as_ref()) else {
+            continue;
+        };
+        if cert.subject() == cert.issuer() {
+            continue;
+        }
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
+        chain.push_str("-----BEGIN CERTIFICATE-----\n");
+        for line in b64.as_bytes().chunks(64) {
+            chain.push_str(&String::from_utf8_lossy(line));
+            chain.push('\n');
+        }
+        chain.push_str("-----END CERTIFICATE-----\n");
+    }
+    chain
 }
 
 /// Decodes the JWT's claims without checking the signature (that needs the

@@ -10,16 +10,17 @@
 //!   [`runtime::ShardRequest`]) and the metrics endpoint.
 //! - [`control`]: the control-channel client (a sans-IO protocol state machine and a
 //!   tokio task that drives it over mutual TLS), and [`enroll`]: `erott` enrollment.
+//! - [`node`]: a whole router: control client, shards and the bridge between them.
 //! - [`config`] reads `router.toml`.
 //!
-//! To come: wiring the control client into `weft-router run`, cross-shard circuits, the
-//! io_uring driver. See `shared/design/ARCHITECTURE.md`.
+//! To come: cross-shard circuits, the io_uring driver. See `shared/design/ARCHITECTURE.md`.
 
 pub mod config;
 pub mod control;
 pub mod edge;
 pub mod enroll;
 pub mod forward;
+pub mod node;
 pub mod runtime;
 pub mod sessions;
 pub mod tls;

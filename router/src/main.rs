@@ -1,12 +1,11 @@
-//! `weft-router run --config router.toml`: the edge router binary.
+//! `weft-router run|enroll|check --config router.toml`: the edge router binary.
 
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use tokio::sync::mpsc;
 use weft_router::config::RouterConfig;
-use weft_router::runtime::{Router, ShardCommand, ShardRequest};
+use weft_router::node;
 
 /// Weft edge router.
 #[derive(Debug, Parser)]
@@ -24,7 +23,18 @@ enum Command {
         #[arg(long, short, env = "WEFT_ROUTER_CONFIG")]
         config: PathBuf,
     },
-    /// Checks the configuration file and the certificate it names, then exits.
+    /// Enrolls the router with its one-time JWT, writing its certificates and keys into
+    /// the directory of the configured `cert`.
+    Enroll {
+        /// The enrollment token (`weft edge create edge-router ... -o router.jwt`).
+        #[arg(long)]
+        jwt: PathBuf,
+        /// The configuration file (TOML).
+        #[arg(long, short, env = "WEFT_ROUTER_CONFIG")]
+        config: PathBuf,
+    },
+    /// Checks the configuration file, the edge certificate and the control-channel
+    /// certificate, key and CA it implies, then exits.
     Check {
         /// The configuration file (TOML).
         #[arg(long, short, env = "WEFT_ROUTER_CONFIG")]
@@ -54,53 +64,67 @@ fn real_main() -> anyhow::Result<()> {
         Command::Check { config } => {
             let config = RouterConfig::load(&config)?;
             config.settings()?;
-            println!("configuration OK");
+            let control = node::control_config(&config, config.edge_listen.port())?;
+            println!(
+                "configuration OK (router {}, controller {})",
+                control.hello.router_id, config.controller
+            );
             Ok(())
         }
         Command::Run { config } => run(&config),
+        Command::Enroll { jwt, config } => enroll(&jwt, &config),
     }
 }
 
 fn run(path: &std::path::Path) -> anyhow::Result<()> {
     let config = RouterConfig::load(path)?;
-    let settings = config.settings()?;
-    let (commands, commands_rx) = mpsc::unbounded_channel();
-    let (requests_tx, mut requests) = mpsc::unbounded_channel::<ShardRequest>();
-    let router = Router::start(settings, commands_rx, requests_tx)
-        .with_context(|| format!("starting the router from {}", path.display()))?;
-    tracing::warn!(
-        controller = %config.controller,
-        "no control-channel client yet: the router holds no sessions, so every hello is \
-         refused until one is plugged into Router::start's channels"
-    );
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("building the signal runtime")?;
+        .context("building the control runtime")?;
     runtime.block_on(async {
         #[cfg(unix)]
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("installing the SIGTERM handler")?;
-        loop {
+        let stop = async move {
             #[cfg(unix)]
             let terminate = term.recv();
             #[cfg(not(unix))]
             let terminate = std::future::pending::<Option<()>>();
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => break,
-                _ = terminate => break,
-                request = requests.recv() => match request {
-                    Some(r) => tracing::warn!(?r, "no controller to carry this request"),
-                    None => break,
-                },
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate => {}
             }
-        }
-        anyhow::Ok(())
-    })?;
-    tracing::info!(grace = ?config.shutdown_grace(), "shutting down");
-    let _ = commands.send(ShardCommand::Shutdown {
-        grace: config.shutdown_grace(),
-    });
-    router.join();
+        };
+        node::run(&config, stop)
+            .await
+            .with_context(|| format!("starting the router from {}", path.display()))
+    })
+}
+
+fn enroll(jwt: &std::path::Path, path: &std::path::Path) -> anyhow::Result<()> {
+    let config = RouterConfig::load(path)?;
+    let dir = config.cert_dir();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("building the enrollment runtime")?;
+    let enrolled = runtime
+        .block_on(weft_router::enroll::enroll(jwt, &dir))
+        .with_context(|| format!("enrolling with {}", jwt.display()))?;
+    let expected = dir.join(weft_router::enroll::SERVER_CERT_FILE);
+    if config.cert != expected {
+        eprintln!(
+            "weft-router: note: the edge certificate was written to {}, but `cert` names {}",
+            expected.display(),
+            config.cert.display()
+        );
+    }
+    println!(
+        "enrolled router {} with {}; certificates in {}",
+        enrolled.router_id,
+        enrolled.controller_url,
+        dir.display()
+    );
     Ok(())
 }

@@ -162,6 +162,7 @@ enum Command {
         oneshot::Sender<Result<RequestId, ClientError>>,
     ),
     Remove(String, oneshot::Sender<Result<RequestId, ClientError>>),
+    Resync(oneshot::Sender<Result<(), ClientError>>),
     Shutdown,
 }
 
@@ -200,6 +201,17 @@ impl ControlHandle {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(Command::Remove(terminator_id.to_string(), tx))
+            .await
+            .map_err(|_| ClientError::Stopped)?;
+        rx.await.map_err(|_| ClientError::Stopped)?
+    }
+
+    /// Asks the controller for a full state sync on the current connection (answered by
+    /// a [`ControlEvent::Sync`]); used when a consumer saw a revision gap.
+    pub async fn request_resync(&self) -> Result<(), ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Resync(tx))
             .await
             .map_err(|_| ClientError::Stopped)?;
         rx.await.map_err(|_| ClientError::Stopped)?
@@ -280,6 +292,9 @@ async fn run(
                 cmd = cmds.recv() => match cmd {
                     None | Some(Command::Shutdown) => return,
                     Some(Command::Create(_, reply) | Command::Remove(_, reply)) => {
+                        let _ = reply.send(Err(ClientError::NotConnected));
+                    }
+                    Some(Command::Resync(reply)) => {
                         let _ = reply.send(Err(ClientError::NotConnected));
                     }
                 },
@@ -369,6 +384,12 @@ async fn connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
                 None | Some(Command::Shutdown) => break 'conn End::Stop,
                 Some(Command::Create(req, reply)) => {
                     let _ = reply.send(proto.create_terminator(&req).map_err(|e| match e {
+                        ProtocolError::NotReady => ClientError::NotConnected,
+                        e => e.into(),
+                    }));
+                }
+                Some(Command::Resync(reply)) => {
+                    let _ = reply.send(proto.request_resync().map_err(|e| match e {
                         ProtocolError::NotReady => ClientError::NotConnected,
                         e => e.into(),
                     }));

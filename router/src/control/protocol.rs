@@ -185,6 +185,24 @@ impl ControlProtocol {
         self.send(&req, None)
     }
 
+    /// Asks the controller for a full StateSync (a hello with `resync` set); updates are
+    /// dropped until it arrives. Does nothing while a resync is already outstanding.
+    pub fn request_resync(&mut self) -> Result<(), ProtocolError> {
+        match self.phase {
+            Phase::AwaitingAck => Err(ProtocolError::NotReady),
+            Phase::Resyncing => Ok(()),
+            Phase::Ready | Phase::AwaitingSync => {
+                let hello = pb::RouterHello {
+                    resync: true,
+                    ..self.hello.clone()
+                };
+                self.send(&hello, None)?;
+                self.phase = Phase::Resyncing;
+                Ok(())
+            }
+        }
+    }
+
     /// Bytes to write to the controller, if any.
     pub fn poll_transmit(&mut self) -> Option<BytesMut> {
         (!self.out.is_empty()).then(|| self.out.split())
@@ -476,6 +494,32 @@ mod tests {
         );
         assert_eq!(p.poll_event(), None);
         assert_eq!(p.pending_creates().count(), 0);
+    }
+
+    #[test]
+    fn requested_resync_sends_one_hello_and_drops_updates_until_sync() {
+        let mut p = ControlProtocol::new(hello(), 1).unwrap();
+        let _ = p.poll_transmit();
+        assert!(matches!(p.request_resync(), Err(ProtocolError::NotReady)));
+        let mut p = ready(3);
+        p.request_resync().unwrap();
+        // A second request while one is outstanding sends nothing more.
+        p.request_resync().unwrap();
+        let sent = frames(&p.poll_transmit().unwrap());
+        assert_eq!(sent.len(), 1);
+        let h = pb::RouterHello::decode_frame(&sent[0]).unwrap();
+        assert!(h.resync);
+        p.handle_bytes(&frame(&update(4), 5, None)).unwrap();
+        assert_eq!(p.poll_event(), None);
+        let sync = pb::StateSync {
+            revision: 9,
+            ..Default::default()
+        };
+        let mut wire = frame(&pb::HelloAck::default(), 6, Some(sent[0].sequence()));
+        wire.extend_from_slice(&frame(&sync, 7, None));
+        p.handle_bytes(&wire).unwrap();
+        assert_eq!(p.poll_event(), Some(ProtocolEvent::Sync(sync)));
+        assert_eq!(p.revision(), 9);
     }
 
     #[test]

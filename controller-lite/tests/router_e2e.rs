@@ -1,0 +1,733 @@
+//! A real `weft-controller` process and a whole `weft-router` (control client, shards
+//! and bridge, in-process through `weft_router::node`), driven by two TLS edge clients
+//! that enrolled and logged in at the controller.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use common::Ctl;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use weft_router::config::RouterConfig;
+use weft_router::node::Node;
+use weft_wire::edge::{
+    Bind, Connect, Data, Dial, DialSuccess, Hello, HelloResult, StateClosed, StateConnected,
+};
+use weft_wire::{ContentType, Decoded, Decoder, Frame, Limits};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+async fn get(ctl: &Ctl, token: &str, path: &str) -> Value {
+    let res = ctl
+        .http()
+        .get(ctl.mgmt(path))
+        .header("zt-session", token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    res.json().await.unwrap()
+}
+
+/// Router logs on the test's output, filtered by `RUST_LOG` (none by default).
+fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+// ---- an edge client ----
+
+struct Client {
+    r: ReadHalf<TlsStream<TcpStream>>,
+    decoder: Decoder,
+    w: WriteHalf<TlsStream<TcpStream>>,
+    sequence: i32,
+}
+
+impl Client {
+    /// Connects with the identity's certificate, trusting the controller CA, and says
+    /// hello with the API session token.
+    async fn connect(port: u16, ca_pem: &str, cert: &str, key: &str, token: &str) -> Self {
+        Self::try_connect(port, ca_pem, cert, key, token)
+            .await
+            .expect("hello refused: the router closed the connection")
+    }
+
+    /// Connects and says hello; None when the router closes the connection instead of
+    /// answering. (Like OpenZiti's router, it answers a hello with an unknown token with
+    /// success and then closes the connection, so a Some is not yet proof of acceptance.)
+    async fn try_connect(
+        port: u16,
+        ca_pem: &str,
+        cert: &str,
+        key: &str,
+        token: &str,
+    ) -> Option<Self> {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
+            .map(|c| c.unwrap())
+            .collect();
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_protocol_versions(rustls::DEFAULT_VERSIONS)
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            chain,
+            PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+        )
+        .unwrap();
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        let (r, w) = tokio::io::split(tls);
+        let mut c = Self {
+            r,
+            decoder: Decoder::new(Limits::DEFAULT),
+            w,
+            sequence: 0,
+        };
+        let seq = c
+            .send(|s, out| {
+                Hello {
+                    session_token: token.as_bytes(),
+                    client_info: b"weft-e2e",
+                }
+                .encode(s, out)
+            })
+            .await;
+        let frame = tokio::time::timeout(WAIT, c.next())
+            .await
+            .expect("no hello answer in time");
+        let frame = frame?;
+        assert_eq!(frame.content_type(), ContentType::RESULT, "{frame:?}");
+        let result = HelloResult::parse(&frame).unwrap();
+        assert!(result.success, "hello refused");
+        assert_eq!(result.reply_for, seq);
+        Some(c)
+    }
+
+    async fn send(
+        &mut self,
+        encode: impl FnOnce(i32, &mut BytesMut) -> Result<(), weft_wire::EncodeError>,
+    ) -> i32 {
+        self.sequence += 1;
+        let seq = self.sequence;
+        let mut out = BytesMut::new();
+        encode(seq, &mut out).unwrap();
+        self.w.write_all(&out).await.unwrap();
+        seq
+    }
+
+    async fn next(&mut self) -> Option<Frame> {
+        loop {
+            match self.decoder.decode().unwrap() {
+                Decoded::Frame(f) => return Some(f),
+                Decoded::NeedMore { additional } => {
+                    let buf = self.decoder.buffer_mut();
+                    buf.reserve(additional.max(64 * 1024));
+                    match self.r.read_buf(buf).await {
+                        Ok(0) | Err(_) => return None,
+                        Ok(_) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn expect(&mut self, content_type: ContentType) -> Frame {
+        let frame = tokio::time::timeout(WAIT, self.next())
+            .await
+            .expect("no frame in time")
+            .expect("connection closed");
+        assert_eq!(frame.content_type(), content_type, "{frame:?}");
+        frame
+    }
+}
+
+/// Sends `bytes` on `conn_id` in 16 KiB Data frames.
+async fn send_data(
+    w: &mut WriteHalf<TlsStream<TcpStream>>,
+    sequence: &mut i32,
+    conn_id: u32,
+    bytes: &[u8],
+) {
+    let mut out = BytesMut::new();
+    for (i, chunk) in bytes.chunks(16 * 1024).enumerate() {
+        *sequence += 1;
+        Data {
+            conn_id,
+            seq: u32::try_from(i).unwrap() + 1,
+            flags: 0,
+            payload: chunk,
+        }
+        .encode(*sequence, &mut out)
+        .unwrap();
+    }
+    w.write_all(&out).await.unwrap();
+}
+
+/// Reads `len` bytes of Data on `conn_id`.
+async fn recv_data(
+    r: &mut ReadHalf<TlsStream<TcpStream>>,
+    decoder: &mut Decoder,
+    conn_id: u32,
+    len: usize,
+) -> Vec<u8> {
+    let mut got = Vec::with_capacity(len);
+    while got.len() < len {
+        let frame = loop {
+            match decoder.decode().unwrap() {
+                Decoded::Frame(f) => break f,
+                Decoded::NeedMore { additional } => {
+                    let buf = decoder.buffer_mut();
+                    buf.reserve(additional.max(64 * 1024));
+                    let n = tokio::time::timeout(WAIT, r.read_buf(buf))
+                        .await
+                        .expect("no data in time")
+                        .unwrap();
+                    assert!(n > 0, "connection closed during data");
+                }
+            }
+        };
+        assert_eq!(frame.content_type(), ContentType::DATA, "{frame:?}");
+        let data = Data::parse(&frame).unwrap();
+        assert_eq!(data.conn_id, conn_id);
+        got.extend_from_slice(data.payload);
+    }
+    got
+}
+
+fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed;
+    (0..len)
+        .map(|_| {
+            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+fn control_addr(ctl: &Ctl) -> String {
+    std::fs::read_to_string(ctl.dir.join("control.addr"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// Creates an edge router listening on a free port, enrolls it through its
+/// `router.toml` (controller at `controller`), and starts it; returns the node, the
+/// router id and the edge port.
+async fn start_router(
+    ctl: &Ctl,
+    admin: &str,
+    tmp: &tempfile::TempDir,
+    controller: &str,
+) -> (Node, String, u16) {
+    let port = free_port();
+    let (status, v) = ctl
+        .create(
+            admin,
+            "edge-routers",
+            json!({"name": "edge-e2e", "supportedProtocols": {"tls": format!("tls://localhost:{port}")}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+    let router_id = v["data"]["id"].as_str().unwrap().to_string();
+    let jwt_path = tmp.path().join("router.jwt");
+    std::fs::write(&jwt_path, v["data"]["enrollmentJwt"].as_str().unwrap()).unwrap();
+    let config_path = tmp.path().join("router.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "edge_listen = \"127.0.0.1:{port}\"\nadvertised_host = \"localhost\"\n\
+             controller = \"{controller}\"\ncert = \"certs/server.cert\"\n\
+             key = \"certs/server.key\"\nshutdown_grace_ms = 100\n"
+        ),
+    )
+    .unwrap();
+    let config = RouterConfig::load(&config_path).unwrap();
+    let enrolled = weft_router::enroll::enroll(&jwt_path, &config.cert_dir())
+        .await
+        .unwrap();
+    assert_eq!(enrolled.router_id, router_id);
+    let node = Node::start(&config).unwrap();
+    assert_eq!(node.local_addr().port(), port);
+    (node, router_id, port)
+}
+
+/// Waits until the controller reports the router online (or offline).
+async fn wait_online(ctl: &Ctl, admin: &str, router_id: &str, online: bool) {
+    let deadline = Instant::now() + WAIT;
+    while get(ctl, admin, &format!("/edge-routers/{router_id}")).await["data"]["isOnline"] != online
+    {
+        assert!(Instant::now() < deadline, "router online is not {online}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The model: service "echo" (no end-to-end encryption), "#dialer" may dial it,
+/// "#host" may bind it, every identity and service may use every router; returns the
+/// service id and the Dial policy id.
+async fn model(ctl: &Ctl, admin: &str) -> (String, String) {
+    let svc = ctl
+        .create_ok(
+            admin,
+            "services",
+            json!({"name": "echo", "roleAttributes": ["echo"], "encryptionRequired": false}),
+        )
+        .await;
+    let mut dial_policy = String::new();
+    for (name, ty, role) in [("bind", "Bind", "#host"), ("dial", "Dial", "#dialer")] {
+        let id = ctl
+            .create_ok(
+                admin,
+                "service-policies",
+                json!({"name": name, "type": ty, "identityRoles": [role], "serviceRoles": ["#echo"]}),
+            )
+            .await;
+        if ty == "Dial" {
+            dial_policy = id;
+        }
+    }
+    ctl.create_ok(
+        admin,
+        "edge-router-policies",
+        json!({"name": "erp", "edgeRouterRoles": ["#all"], "identityRoles": ["#all"]}),
+    )
+    .await;
+    ctl.create_ok(
+        admin,
+        "service-edge-router-policies",
+        json!({"name": "serp", "edgeRouterRoles": ["#all"], "serviceRoles": ["#all"]}),
+    )
+    .await;
+    (svc, dial_policy)
+}
+
+/// An enrolled identity logged in with its certificate.
+struct Login {
+    cert: String,
+    key: String,
+    http: reqwest::Client,
+    token: String,
+}
+
+async fn login(ctl: &Ctl, admin: &str, name: &str) -> Login {
+    let (_, cert, key) = ctl.enrolled_identity(admin, name, &[name]).await;
+    let (http, token) = ctl.cert_login(&cert, &key).await;
+    Login {
+        cert,
+        key,
+        http,
+        token,
+    }
+}
+
+/// POST /sessions; returns the session token.
+async fn session(ctl: &Ctl, who: &Login, svc: &str, ty: &str) -> String {
+    let res = who
+        .http
+        .post(ctl.client_url("/sessions"))
+        .header("zt-session", &who.token)
+        .json(&json!({"serviceId": svc, "type": ty}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let v: Value = res.json().await.unwrap();
+    v["data"]["token"].as_str().unwrap().to_string()
+}
+
+/// The host binds as listener 7 and gets StateConnected (the router registered the
+/// terminator at the controller); false when the connection closes instead.
+async fn try_bind(host: &mut Client, bind_token: &str) -> bool {
+    host.sequence += 1;
+    let bind_seq = host.sequence;
+    let mut out = BytesMut::new();
+    Bind {
+        conn_id: 7,
+        seq: 0,
+        caller_id: None,
+        public_key: None,
+        terminator_identity: None,
+        cost: None,
+        precedence: None,
+        session_token: bind_token.as_bytes(),
+    }
+    .encode(bind_seq, &mut out)
+    .unwrap();
+    if host.w.write_all(&out).await.is_err() {
+        return false;
+    }
+    let Some(frame) = tokio::time::timeout(WAIT, host.next())
+        .await
+        .expect("no answer to the Bind in time")
+    else {
+        return false;
+    };
+    assert_eq!(
+        frame.content_type(),
+        ContentType::STATE_CONNECTED,
+        "{frame:?}"
+    );
+    let connected = StateConnected::parse(&frame).unwrap();
+    assert_eq!(
+        (connected.conn_id, connected.reply_for),
+        (7, Some(bind_seq))
+    );
+    true
+}
+
+/// Connects the host and binds, retrying until the router knows its API session and
+/// Bind session (the change feed may trail the REST answers a little).
+async fn bound_host(port: u16, ca: &str, h: &Login, bind_token: &str) -> Client {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(mut host) = Client::try_connect(port, ca, &h.cert, &h.key, &h.token).await {
+            if try_bind(&mut host, bind_token).await {
+                return host;
+            }
+        }
+        assert!(Instant::now() < deadline, "the router never knew the host");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The dialer connects on conn 1; the host accepts the Dial as conn 100.
+async fn dial(dialer: &mut Client, host: &mut Client, dial_token: &str) {
+    let connect_seq = dialer
+        .send(|s, out| {
+            Connect {
+                conn_id: 1,
+                seq: 0,
+                caller_id: None,
+                public_key: None,
+                terminator_identity: None,
+                app_data: None,
+                session_token: dial_token.as_bytes(),
+            }
+            .encode(s, out)
+        })
+        .await;
+    let dial_frame = host.expect(ContentType::DIAL).await;
+    assert_eq!(Dial::parse(&dial_frame).unwrap().conn_id, 7);
+    let success_seq = host
+        .send(|s, out| {
+            DialSuccess {
+                conn_id: 7,
+                seq: 0,
+                reply_for: dial_frame.sequence(),
+                new_conn_id: 100,
+            }
+            .encode(s, out)
+        })
+        .await;
+    let frame = host.expect(ContentType::STATE_CONNECTED).await;
+    assert_eq!(
+        StateConnected::parse(&frame).unwrap().reply_for,
+        Some(success_seq)
+    );
+    let frame = dialer.expect(ContentType::STATE_CONNECTED).await;
+    let connected = StateConnected::parse(&frame).unwrap();
+    assert_eq!(
+        (connected.conn_id, connected.reply_for),
+        (1, Some(connect_seq))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn router_serves_sessions_pushed_by_the_controller() {
+    init_logs();
+    let started = Instant::now();
+    let ctl = Ctl::start();
+    let admin = ctl.admin_token().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let control_addr = control_addr(&ctl);
+    let (node, router_id, port) = start_router(&ctl, &admin, &tmp, &control_addr).await;
+    wait_online(&ctl, &admin, &router_id, true).await;
+
+    let (svc, dial_policy) = model(&ctl, &admin).await;
+    let d = login(&ctl, &admin, "dialer").await;
+    let h = login(&ctl, &admin, "host").await;
+    let dial_token = session(&ctl, &d, &svc, "Dial").await;
+    let bind_token = session(&ctl, &h, &svc, "Bind").await;
+
+    // Edge clients; Bind: the router registers the terminator at the controller.
+    let ca = ctl.ca_pem();
+    let mut host = bound_host(port, &ca, &h, &bind_token).await;
+    let mut dialer = Client::connect(port, &ca, &d.cert, &d.key, &d.token).await;
+
+    let terms = get(&ctl, &admin, "/terminators").await;
+    let terms = terms["data"].as_array().unwrap();
+    assert_eq!(terms.len(), 1, "{terms:?}");
+    assert_eq!(terms[0]["service"], svc.as_str(), "{terms:?}");
+    assert_eq!(terms[0]["router"], router_id.as_str(), "{terms:?}");
+
+    // Dial: the host accepts.
+    dial(&mut dialer, &mut host, &dial_token).await;
+
+    // 256 KiB each way.
+    const LEN: usize = 256 * 1024;
+    let up = pattern(LEN, 1);
+    let down = pattern(LEN, 2);
+    let (
+        Client {
+            r: dr,
+            decoder: dd,
+            w: dw,
+            sequence: ds,
+        },
+        Client {
+            r: hr,
+            decoder: hd,
+            w: hw,
+            sequence: hs,
+        },
+    ) = (&mut dialer, &mut host);
+    let ((), (), at_host, at_dialer) = tokio::join!(
+        send_data(dw, ds, 1, &up),
+        send_data(hw, hs, 100, &down),
+        recv_data(hr, hd, 100, LEN),
+        recv_data(dr, dd, 1, LEN),
+    );
+    assert!(at_host == up, "host received different bytes");
+    assert!(at_dialer == down, "dialer received different bytes");
+
+    // Deleting the Dial policy revokes the Dial session: the dialer's circuit closes.
+    let res = ctl
+        .http()
+        .delete(ctl.mgmt(&format!("/service-policies/{dial_policy}")))
+        .header("zt-session", &admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let t0 = Instant::now();
+    let frame = dialer.expect(ContentType::STATE_CLOSED).await;
+    assert_eq!(StateClosed::parse(&frame).unwrap().conn_id, 1);
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+
+    // Logging the host out closes its edge connection.
+    let res = h
+        .http
+        .delete(ctl.client_url("/current-api-session"))
+        .header("zt-session", &h.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let t0 = Instant::now();
+    tokio::time::timeout(WAIT, async { while host.next().await.is_some() {} })
+        .await
+        .expect("host connection not closed after logout");
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+
+    node.shutdown().await;
+    wait_online(&ctl, &admin, &router_id, false).await;
+    eprintln!("router end-to-end took {:?}", started.elapsed());
+}
+
+/// A TCP proxy in front of the control listener whose connections the test can cut,
+/// and which can refuse new ones for a while.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    refuse: Arc<std::sync::atomic::AtomicBool>,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+    conns: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(target: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let refuse = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let conns = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let task = {
+            let (refuse, accepted, conns) = (refuse.clone(), accepted.clone(), conns.clone());
+            tokio::spawn(async move {
+                loop {
+                    let Ok((mut inbound, _)) = listener.accept().await else {
+                        return;
+                    };
+                    if refuse.load(std::sync::atomic::Ordering::SeqCst) {
+                        continue;
+                    }
+                    accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let target = target.clone();
+                    conns.lock().unwrap().push(tokio::spawn(async move {
+                        if let Ok(mut outbound) = TcpStream::connect(target).await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    }));
+                }
+            })
+        };
+        Self {
+            addr,
+            refuse,
+            accepted,
+            conns,
+            task,
+        }
+    }
+
+    /// Cuts every proxied connection.
+    fn cut(&self) {
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn router_resynchronises_after_losing_the_control_connection() {
+    init_logs();
+    let ctl = Ctl::start();
+    let admin = ctl.admin_token().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(control_addr(&ctl)).await;
+    let (node, router_id, port) = start_router(&ctl, &admin, &tmp, &proxy.addr.to_string()).await;
+    wait_online(&ctl, &admin, &router_id, true).await;
+    assert_eq!(proxy.accepted(), 1);
+    let (svc, _) = model(&ctl, &admin).await;
+
+    // The control connection drops and stays down while the identities log in and get
+    // their sessions: the router misses those updates.
+    proxy
+        .refuse
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    proxy.cut();
+    wait_online(&ctl, &admin, &router_id, false).await;
+    let d = login(&ctl, &admin, "dialer").await;
+    let h = login(&ctl, &admin, "host").await;
+    let dial_token = session(&ctl, &d, &svc, "Dial").await;
+    let bind_token = session(&ctl, &h, &svc, "Bind").await;
+
+    // The router reconnects by itself; the full sync brings what it missed.
+    proxy
+        .refuse
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    wait_online(&ctl, &admin, &router_id, true).await;
+    assert!(proxy.accepted() >= 2);
+    let ca = ctl.ca_pem();
+    // The controller reports the router online at its hello, just before the sync
+    // goes out: retry until the router knows the host's sessions.
+    let mut host = bound_host(port, &ca, &h, &bind_token).await;
+    let mut dialer = Client::connect(port, &ca, &d.cert, &d.key, &d.token).await;
+    dial(&mut dialer, &mut host, &dial_token).await;
+    let payload = pattern(4096, 3);
+    send_data(&mut dialer.w, &mut dialer.sequence, 1, &payload).await;
+    let got = recv_data(&mut host.r, &mut host.decoder, 100, payload.len()).await;
+    assert!(got == payload, "host received different bytes");
+
+    // Another loss: the controller drops the router's terminators; the router
+    // registers the host's Bind again after reconnecting, and dials reach it.
+    let terms = get(&ctl, &admin, "/terminators").await;
+    let old = terms["data"][0]["id"].as_str().unwrap().to_string();
+    let accepted = proxy.accepted();
+    proxy.cut();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let terms = get(&ctl, &admin, "/terminators").await;
+        let terms = terms["data"].as_array().unwrap();
+        if proxy.accepted() > accepted
+            && terms.len() == 1
+            && terms[0]["id"] != old.as_str()
+            && terms[0]["router"] == router_id.as_str()
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "terminator not registered again: {terms:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let connect_seq = dialer
+        .send(|s, out| {
+            Connect {
+                conn_id: 2,
+                seq: 0,
+                caller_id: None,
+                public_key: None,
+                terminator_identity: None,
+                app_data: None,
+                session_token: dial_token.as_bytes(),
+            }
+            .encode(s, out)
+        })
+        .await;
+    let dial_frame = host.expect(ContentType::DIAL).await;
+    assert_eq!(Dial::parse(&dial_frame).unwrap().conn_id, 7);
+    host.send(|s, out| {
+        DialSuccess {
+            conn_id: 7,
+            seq: 0,
+            reply_for: dial_frame.sequence(),
+            new_conn_id: 101,
+        }
+        .encode(s, out)
+    })
+    .await;
+    host.expect(ContentType::STATE_CONNECTED).await;
+    let frame = dialer.expect(ContentType::STATE_CONNECTED).await;
+    assert_eq!(
+        StateConnected::parse(&frame).unwrap().reply_for,
+        Some(connect_seq)
+    );
+
+    // Updates flow again on the new connection: logging the dialer out closes it.
+    let res = d
+        .http
+        .delete(ctl.client_url("/current-api-session"))
+        .header("zt-session", &d.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    tokio::time::timeout(WAIT, async { while dialer.next().await.is_some() {} })
+        .await
+        .expect("dialer connection not closed after logout");
+
+    node.shutdown().await;
+    wait_online(&ctl, &admin, &router_id, false).await;
+}
