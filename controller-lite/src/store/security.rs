@@ -323,11 +323,20 @@ impl Store {
 
     /// Finds an API session by token.
     pub fn api_session_by_token(&self, token: &str) -> Result<Option<ApiSessionRow>, StoreError> {
+        self.api_session_where("token", token)
+    }
+
+    /// The API session whose `column` (a fixed column name, never input) equals `value`.
+    fn api_session_where(
+        &self,
+        column: &'static str,
+        value: &str,
+    ) -> Result<Option<ApiSessionRow>, StoreError> {
         let c = self.lock()?;
         let row = c
             .query_row(
-                &format!("SELECT {API_COLS} FROM api_sessions WHERE token = ?1"),
-                [token],
+                &format!("SELECT {API_COLS} FROM api_sessions WHERE {column} = ?1"),
+                [value],
                 api_session_from,
             )
             .optional()?;
@@ -496,19 +505,7 @@ impl Store {
 
     /// An API session by id.
     pub fn api_session_by_id(&self, id: &str) -> Result<Option<ApiSessionRow>, StoreError> {
-        let c = self.lock()?;
-        let row = c
-            .query_row(
-                &format!("SELECT {API_COLS} FROM api_sessions WHERE id = ?1"),
-                [id],
-                api_session_from,
-            )
-            .optional()?;
-        row.map(|(mut s, types)| -> Result<ApiSessionRow, StoreError> {
-            s.config_types = serde_json::from_str(&types)?;
-            Ok(s)
-        })
-        .transpose()
+        self.api_session_where("id", id)
     }
 
     /// Deletes these sessions; returns how many existed.
