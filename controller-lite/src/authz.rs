@@ -1,7 +1,8 @@
-//! Authorization queries the APIs need. [`PolicyView`] is the seam; [`StorePolicyView`]
-//! answers from the store through the indexed evaluator of [`crate::policy`].
+//! Authorization queries the APIs need, answered from a [`PolicySnapshot`] of the store
+//! indexed by [`crate::policy`], cached in a [`PolicyCache`] until an entity changes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
@@ -10,63 +11,98 @@ use crate::model::{EdgeRouterPolicy, Kind, PolicyType, ServiceEdgeRouterPolicy, 
 use crate::policy::{self, PolicyEvaluator, PolicyIndex, RoleSelector, RoleSet};
 use crate::store::{EntityRow, Store};
 
-/// Policy queries: which services an identity may dial/bind and which edge
-/// routers it may use.
-pub trait PolicyView {
-    /// Service id → permissions of `identity_id`.
-    fn service_permissions(
-        &self,
-        identity_id: &str,
-    ) -> Result<BTreeMap<String, BTreeSet<PolicyType>>, StoreError>;
-    /// Edge routers `identity_id` may connect to (edge router policies), by name.
-    fn edge_routers_for_identity(&self, identity_id: &str) -> Result<Vec<EntityRow>, StoreError>;
-    /// Edge routers for a session of `identity_id` on `service_id`: granted by an
-    /// edge router policy for the identity and a service edge router policy for
-    /// the service (the service permission itself is checked separately).
-    fn edge_routers_for_session(
-        &self,
-        identity_id: &str,
-        service_id: &str,
-    ) -> Result<Vec<EntityRow>, StoreError>;
+/// Service id → the permissions held on it.
+pub type Permissions = BTreeMap<String, BTreeSet<PolicyType>>;
+
+/// The policy model of the store at one moment, indexed with [`PolicyIndex`] (the
+/// evaluator that the property tests hold equal to the naive definition), plus the
+/// enabled edge routers so answers can be rendered without another store read.
+#[derive(Debug)]
+pub struct PolicySnapshot {
+    index: PolicyIndex,
+    /// Enabled edge routers, in the store's order (the order answers keep).
+    routers: Vec<EntityRow>,
+    /// Router id -> position in `routers`.
+    router_at: HashMap<String, usize>,
 }
 
-/// [`PolicyView`] over the store: loads the entities and policies, indexes them with
-/// [`PolicyIndex`] (the evaluator that the property tests hold equal to the naive
-/// definition) and answers from the index.
-#[derive(Debug, Clone, Copy)]
-pub struct StorePolicyView<'a> {
-    store: &'a Store,
+/// The current [`PolicySnapshot`], rebuilt only when an entity changed since it was
+/// built (the store's entity generation moved), so a request or a router sync does not
+/// reload and re-index the whole model.
+#[derive(Debug, Default)]
+pub struct PolicyCache {
+    current: Mutex<Option<(u64, Arc<PolicySnapshot>)>>,
 }
 
-impl<'a> StorePolicyView<'a> {
-    /// Creates a view over `store`.
-    pub fn new(store: &'a Store) -> Self {
-        Self { store }
+impl PolicyCache {
+    /// The snapshot for the store as it is now.
+    pub fn get(&self, store: &Store) -> Result<Arc<PolicySnapshot>, StoreError> {
+        let mut current = self.current.lock().map_err(|_| StoreError::Poisoned)?;
+        // Read the generation before loading: a write that lands meanwhile moves it
+        // again, so the next call rebuilds; a snapshot is never older than its tag.
+        let generation = store.entity_generation();
+        if let Some((built, snapshot)) = current.as_ref() {
+            if *built == generation {
+                return Ok(Arc::clone(snapshot));
+            }
+        }
+        let snapshot = Arc::new(PolicySnapshot::load(store)?);
+        *current = Some((generation, Arc::clone(&snapshot)));
+        Ok(snapshot)
+    }
+}
+
+impl PolicySnapshot {
+    /// Service permissions of `identity_id`.
+    pub fn service_permissions(&self, identity_id: &str) -> Permissions {
+        let mut out = Permissions::new();
+        for kind in [PolicyType::Dial, PolicyType::Bind] {
+            for service in self.index.services_for(identity_id, kind) {
+                out.entry(service.to_owned()).or_default().insert(kind);
+            }
+        }
+        out
     }
 
-    /// Service permissions of each of `identity_ids` (identity → service → Dial/Bind),
-    /// indexing the model once.
+    /// Service permissions of each of `identity_ids`.
     pub fn permissions_of<'i>(
         &self,
         identity_ids: impl IntoIterator<Item = &'i str>,
-    ) -> Result<BTreeMap<String, BTreeMap<String, BTreeSet<PolicyType>>>, StoreError> {
-        let (index, _) = self.index()?;
-        let mut out: BTreeMap<String, BTreeMap<String, BTreeSet<PolicyType>>> = BTreeMap::new();
-        for identity_id in identity_ids {
-            let perms = out.entry(identity_id.to_owned()).or_default();
-            for kind in [PolicyType::Dial, PolicyType::Bind] {
-                for service in index.services_for(identity_id, kind) {
-                    perms.entry(service.to_owned()).or_default().insert(kind);
-                }
-            }
-        }
-        Ok(out)
+    ) -> BTreeMap<String, Permissions> {
+        identity_ids
+            .into_iter()
+            .map(|id| (id.to_owned(), self.service_permissions(id)))
+            .collect()
+    }
+
+    /// Edge routers `identity_id` may connect to (edge router policies).
+    pub fn edge_routers_for_identity(&self, identity_id: &str) -> Vec<&EntityRow> {
+        self.rows_of(&self.index.edge_routers_for_identity(identity_id))
+    }
+
+    /// Edge routers for a session of `identity_id` on `service_id`: granted by an edge
+    /// router policy for the identity and a service edge router policy for the service
+    /// (the service permission itself is checked separately).
+    pub fn edge_routers_for_session(&self, identity_id: &str, service_id: &str) -> Vec<&EntityRow> {
+        let mut ids = self.index.edge_routers_for_identity(identity_id);
+        let for_service = self.index.edge_routers_for_service(service_id);
+        ids.retain(|id| for_service.binary_search(id).is_ok());
+        self.rows_of(&ids)
+    }
+
+    /// The router rows of `ids`, in the store's order.
+    fn rows_of(&self, ids: &[&str]) -> Vec<&EntityRow> {
+        let mut at: Vec<usize> = ids
+            .iter()
+            .filter_map(|id| self.router_at.get(*id).copied())
+            .collect();
+        at.sort_unstable();
+        at.iter().filter_map(|i| self.routers.get(*i)).collect()
     }
 
     /// Loads the policy model from the store and indexes it.
-    fn index(&self) -> Result<(PolicyIndex, Vec<EntityRow>), StoreError> {
-        let identities = self
-            .store
+    pub fn load(store: &Store) -> Result<Self, StoreError> {
+        let identities = store
             .list_all(Kind::Identities.collection())?
             .iter()
             .map(|e| policy::Identity {
@@ -76,8 +112,7 @@ impl<'a> StorePolicyView<'a> {
                 disabled: flag(e, "disabled"),
             })
             .collect();
-        let services = self
-            .store
+        let services = store
             .list_all(Kind::Services.collection())?
             .iter()
             .map(|e| policy::Service {
@@ -87,8 +122,7 @@ impl<'a> StorePolicyView<'a> {
             })
             .collect();
         // Disabled routers are left out of the model, so no policy can select them.
-        let routers: Vec<EntityRow> = self
-            .store
+        let routers: Vec<EntityRow> = store
             .list_all(Kind::EdgeRouters.collection())?
             .into_iter()
             .filter(|r| !flag(r, "disabled"))
@@ -101,7 +135,7 @@ impl<'a> StorePolicyView<'a> {
                 role_attributes: attrs(e),
             })
             .collect();
-        let service_policies = docs::<ServicePolicy>(self.store, Kind::ServicePolicies)?
+        let service_policies = docs::<ServicePolicy>(store, Kind::ServicePolicies)?
             .into_iter()
             .map(|(id, p)| policy::ServicePolicy {
                 id,
@@ -112,7 +146,7 @@ impl<'a> StorePolicyView<'a> {
                 posture_check_roles: roles(&p.posture_check_roles),
             })
             .collect();
-        let edge_router_policies = docs::<EdgeRouterPolicy>(self.store, Kind::EdgeRouterPolicies)?
+        let edge_router_policies = docs::<EdgeRouterPolicy>(store, Kind::EdgeRouterPolicies)?
             .into_iter()
             .map(|(id, p)| policy::EdgeRouterPolicy {
                 id,
@@ -122,7 +156,7 @@ impl<'a> StorePolicyView<'a> {
             })
             .collect();
         let service_edge_router_policies =
-            docs::<ServiceEdgeRouterPolicy>(self.store, Kind::ServiceEdgeRouterPolicies)?
+            docs::<ServiceEdgeRouterPolicy>(store, Kind::ServiceEdgeRouterPolicies)?
                 .into_iter()
                 .map(|(id, p)| policy::ServiceEdgeRouterPolicy {
                     id,
@@ -140,7 +174,15 @@ impl<'a> StorePolicyView<'a> {
             edge_router_policies,
             service_edge_router_policies,
         };
-        Ok((PolicyIndex::new(&model), routers))
+        Ok(Self {
+            index: PolicyIndex::new(&model),
+            router_at: routers
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (r.id.clone(), i))
+                .collect(),
+            routers,
+        })
     }
 }
 
@@ -185,45 +227,34 @@ fn docs<T: serde::de::DeserializeOwned>(
         .collect()
 }
 
-fn rows_of(routers: Vec<EntityRow>, ids: &[&str]) -> Vec<EntityRow> {
-    routers
-        .into_iter()
-        .filter(|r| ids.binary_search(&r.id.as_str()).is_ok())
-        .collect()
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
 
-impl PolicyView for StorePolicyView<'_> {
-    fn service_permissions(
-        &self,
-        identity_id: &str,
-    ) -> Result<BTreeMap<String, BTreeSet<PolicyType>>, StoreError> {
-        let (index, _) = self.index()?;
-        let mut out: BTreeMap<String, BTreeSet<PolicyType>> = BTreeMap::new();
-        for kind in [PolicyType::Dial, PolicyType::Bind] {
-            for service in index.services_for(identity_id, kind) {
-                out.entry(service.to_owned()).or_default().insert(kind);
-            }
+    fn router(id: &str) -> EntityRow {
+        EntityRow {
+            kind: Kind::EdgeRouters.collection().into(),
+            id: id.into(),
+            name: format!("n-{id}"),
+            tags: json!({}),
+            data: json!({"roleAttributes": []}),
+            created_at: String::new(),
+            updated_at: String::new(),
         }
-        Ok(out)
     }
 
-    fn edge_routers_for_identity(&self, identity_id: &str) -> Result<Vec<EntityRow>, StoreError> {
-        let (index, routers) = self.index()?;
-        Ok(rows_of(
-            routers,
-            &index.edge_routers_for_identity(identity_id),
-        ))
-    }
-
-    fn edge_routers_for_session(
-        &self,
-        identity_id: &str,
-        service_id: &str,
-    ) -> Result<Vec<EntityRow>, StoreError> {
-        let (index, routers) = self.index()?;
-        let mut ids = index.edge_routers_for_identity(identity_id);
-        let for_service = index.edge_routers_for_service(service_id);
-        ids.retain(|id| for_service.binary_search(id).is_ok());
-        Ok(rows_of(routers, &ids))
+    #[test]
+    fn the_cache_rebuilds_only_after_an_entity_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let cache = PolicyCache::default();
+        let first = cache.get(&store).unwrap();
+        assert!(Arc::ptr_eq(&first, &cache.get(&store).unwrap()));
+        store.insert_entity(&router("r1")).unwrap();
+        let second = cache.get(&store).unwrap();
+        assert!(!Arc::ptr_eq(&first, &second));
+        assert_eq!(second.routers.len(), 1);
+        assert!(Arc::ptr_eq(&second, &cache.get(&store).unwrap()));
     }
 }

@@ -59,6 +59,8 @@ pub struct Controller {
     pub feed: ChangeFeed,
     /// Edge routers with a control connection up.
     pub routers: RouterRegistry,
+    /// The indexed policy model, rebuilt only after entity changes.
+    pub policy: crate::authz::PolicyCache,
 }
 
 impl Controller {
@@ -85,6 +87,7 @@ impl Controller {
             data_dir: data_dir.to_path_buf(),
             feed: ChangeFeed::default(),
             routers: RouterRegistry::default(),
+            policy: crate::authz::PolicyCache::default(),
         };
         ctl.bootstrap()?;
         ctl.sync_routers()?;

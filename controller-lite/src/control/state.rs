@@ -9,7 +9,6 @@ use serde_json::Value;
 use weft_wire::control::pb;
 
 use super::feed::RouterView;
-use crate::authz::StorePolicyView;
 use crate::clock;
 use crate::controller::Controller;
 use crate::error::StoreError;
@@ -65,7 +64,7 @@ pub fn build_router_view(ctl: &Controller) -> Result<RouterView, StoreError> {
 
     let sessions = store.list_sessions()?;
     let holders: BTreeSet<&str> = sessions.iter().map(|s| s.identity_id.as_str()).collect();
-    let perms = StorePolicyView::new(store).permissions_of(holders)?;
+    let perms = ctl.policy.get(store)?.permissions_of(holders);
     let mut revoked = Vec::new();
     for s in &sessions {
         let granted = session_type(&s.session_type).filter(|(_, kind)| {

@@ -7,6 +7,7 @@ mod schema;
 mod security;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -50,6 +51,9 @@ pub enum NameFilter {
 #[derive(Debug)]
 pub struct Store {
     conn: Mutex<Connection>,
+    /// Counts writes to the `entities` table, so caches derived from entities (the
+    /// policy index) know when they are stale.
+    entity_generation: AtomicU64,
 }
 
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
@@ -96,7 +100,17 @@ impl Store {
         }
         Ok(Self {
             conn: Mutex::new(conn),
+            entity_generation: AtomicU64::new(0),
         })
+    }
+
+    /// Changes whenever an entity is inserted, updated or deleted.
+    pub fn entity_generation(&self) -> u64 {
+        self.entity_generation.load(Ordering::Acquire)
+    }
+
+    fn entities_changed(&self) {
+        self.entity_generation.fetch_add(1, Ordering::AcqRel);
     }
 
     pub(crate) fn lock(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
@@ -131,6 +145,7 @@ impl Store {
     /// Inserts a new entity; a taken name gives [`StoreError::Duplicate`].
     pub fn insert_entity(&self, e: &EntityRow) -> Result<(), StoreError> {
         let c = self.lock()?;
+        self.entities_changed();
         let res = c.execute(
             "INSERT INTO entities (kind, id, name, tags, data, created_at, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -154,6 +169,7 @@ impl Store {
     /// Replaces name, tags, data and updatedAt of an entity. Returns false if absent.
     pub fn update_entity(&self, e: &EntityRow) -> Result<bool, StoreError> {
         let c = self.lock()?;
+        self.entities_changed();
         let res = c.execute(
             "UPDATE entities SET name = ?3, tags = ?4, data = ?5, updated_at = ?6 WHERE kind = ?1 AND id = ?2",
             params![e.kind, e.id, e.name, e.tags.to_string(), e.data.to_string(), e.updated_at],
@@ -168,6 +184,7 @@ impl Store {
     /// Deletes an entity. Returns false if absent.
     pub fn delete_entity(&self, kind: &str, id: &str) -> Result<bool, StoreError> {
         let c = self.lock()?;
+        self.entities_changed();
         Ok(c.execute(
             "DELETE FROM entities WHERE kind = ?1 AND id = ?2",
             params![kind, id],

@@ -8,7 +8,6 @@ use serde_json::{Value, json};
 use crate::api::extract::{ListQuery, read_body};
 use crate::api::{AppState, envelope, render};
 use crate::auth::{self, Caller};
-use crate::authz::{PolicyView, StorePolicyView};
 use crate::error::ApiError;
 use crate::server::ConnInfo;
 
@@ -97,8 +96,8 @@ pub async fn edge_routers(
     caller: Caller,
     q: ListQuery,
 ) -> Result<Response, ApiError> {
-    let routers =
-        StorePolicyView::new(&ctl.store).edge_routers_for_identity(&caller.identity.id)?;
+    let policy = ctl.policy.get(&ctl.store)?;
+    let routers = policy.edge_routers_for_identity(&caller.identity.id);
     let total = routers.len() as i64;
     let items = routers
         .iter()

@@ -6,7 +6,6 @@ use axum::response::Response;
 use crate::api::extract::ListQuery;
 use crate::api::{AppState, envelope, render};
 use crate::auth::Caller;
-use crate::authz::{PolicyView, StorePolicyView};
 use crate::error::ApiError;
 use crate::model::Kind;
 use crate::store::NameFilter;
@@ -18,7 +17,10 @@ pub async fn list(
     caller: Caller,
     q: ListQuery,
 ) -> Result<Response, ApiError> {
-    let perms = StorePolicyView::new(&ctl.store).service_permissions(&caller.identity.id)?;
+    let perms = ctl
+        .policy
+        .get(&ctl.store)?
+        .service_permissions(&caller.identity.id);
     let mut visible: Vec<_> = ctl
         .store
         .list_all(Kind::Services.collection())?
@@ -58,7 +60,10 @@ pub async fn detail(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let perms = StorePolicyView::new(&ctl.store).service_permissions(&caller.identity.id)?;
+    let perms = ctl
+        .policy
+        .get(&ctl.store)?
+        .service_permissions(&caller.identity.id);
     let not_found = || ApiError::NotFound(format!("service {id:?} not found"));
     let p: Vec<_> = perms
         .get(&id)

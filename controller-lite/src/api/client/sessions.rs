@@ -8,7 +8,6 @@ use serde_json::{Map, Value, json};
 use crate::api::extract::{JsonBody, ListQuery};
 use crate::api::{AppState, envelope, render};
 use crate::auth::Caller;
-use crate::authz::{PolicyView, StorePolicyView};
 use crate::clock;
 use crate::error::ApiError;
 use crate::model::PolicyType;
@@ -40,8 +39,8 @@ pub async fn create(
     caller: Caller,
     JsonBody(body): JsonBody<SessionCreate>,
 ) -> Result<Response, ApiError> {
-    let view = StorePolicyView::new(&ctl.store);
-    let perms = view.service_permissions(&caller.identity.id)?;
+    let view = ctl.policy.get(&ctl.store)?;
+    let perms = view.service_permissions(&caller.identity.id);
     let allowed = perms
         .get(&body.service_id)
         .is_some_and(|p| p.contains(&body.session_type));
@@ -52,7 +51,7 @@ pub async fn create(
         )));
     }
     let routers: Vec<Value> = view
-        .edge_routers_for_session(&caller.identity.id, &body.service_id)?
+        .edge_routers_for_session(&caller.identity.id, &body.service_id)
         .iter()
         .map(|r| render::client_router(&ctl, r))
         .collect();
