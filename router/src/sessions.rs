@@ -6,7 +6,7 @@
 //! can close the connections and circuits that used a removed session at once
 //! (push revocation, ARCHITECTURE.md principle 6).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use weft_wire::control::pb;
 
@@ -112,6 +112,9 @@ pub struct SessionTable {
     api_session_ids: HashMap<String, String>,
     sessions: HashMap<String, Session>,
     session_ids: HashMap<String, String>,
+    /// API session id -> ids of the sessions created under it, so removing an API
+    /// session does not scan every session.
+    children: HashMap<String, HashSet<String>>,
 }
 
 impl SessionTable {
@@ -275,9 +278,12 @@ impl SessionTable {
             // A session of no known kind can be used for nothing; do not hold it.
             _ => return,
         };
-        if let Some(old_token) = self.session_ids.insert(s.id.clone(), s.token.clone()) {
-            self.sessions.remove(&old_token);
-        }
+        self.remove_session(&s.id);
+        self.session_ids.insert(s.id.clone(), s.token.clone());
+        self.children
+            .entry(s.api_session_id.clone())
+            .or_default()
+            .insert(s.id.clone());
         self.sessions.insert(
             s.token,
             Session {
@@ -295,13 +301,7 @@ impl SessionTable {
             return;
         };
         self.api_sessions.remove(&token);
-        let orphans: Vec<String> = self
-            .sessions
-            .values()
-            .filter(|s| s.api_session_id == id)
-            .map(|s| s.id.clone())
-            .collect();
-        for session_id in orphans {
+        for session_id in self.children.remove(id).unwrap_or_default() {
             self.remove_session(&session_id);
             removed.sessions.push(session_id);
         }
@@ -309,10 +309,20 @@ impl SessionTable {
     }
 
     fn remove_session(&mut self, id: &str) -> bool {
-        match self.session_ids.remove(id) {
-            Some(token) => self.sessions.remove(&token).is_some(),
-            None => false,
+        let Some(session) = self
+            .session_ids
+            .remove(id)
+            .and_then(|token| self.sessions.remove(&token))
+        else {
+            return false;
+        };
+        if let Some(siblings) = self.children.get_mut(&session.api_session_id) {
+            siblings.remove(id);
+            if siblings.is_empty() {
+                self.children.remove(&session.api_session_id);
+            }
         }
+        true
     }
 }
 
