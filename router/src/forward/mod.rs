@@ -121,6 +121,35 @@ pub struct ForwardStats {
     pub pauses: u64,
 }
 
+/// Which circuit each (connection, conn id) carries, grouped by connection so that a
+/// closing connection finds its circuits without scanning the others.
+#[derive(Debug, Default)]
+struct Legs(HashMap<ConnKey, HashMap<u32, CircuitId>>);
+
+impl Legs {
+    fn get(&self, conn: ConnKey, conn_id: u32) -> Option<CircuitId> {
+        self.0.get(&conn)?.get(&conn_id).copied()
+    }
+
+    fn insert(&mut self, conn: ConnKey, conn_id: u32, circuit: CircuitId) {
+        self.0.entry(conn).or_default().insert(conn_id, circuit);
+    }
+
+    fn remove(&mut self, conn: ConnKey, conn_id: u32) -> Option<CircuitId> {
+        let ids = self.0.get_mut(&conn)?;
+        let circuit = ids.remove(&conn_id);
+        if ids.is_empty() {
+            self.0.remove(&conn);
+        }
+        circuit
+    }
+
+    /// Removes and returns every leg of `conn`.
+    fn take_conn(&mut self, conn: ConnKey) -> HashMap<u32, CircuitId> {
+        self.0.remove(&conn).unwrap_or_default()
+    }
+}
+
 /// Edge connections, terminators and circuits of one shard.
 #[derive(Debug)]
 pub struct Forwarder {
@@ -129,7 +158,7 @@ pub struct Forwarder {
     conns: HashMap<ConnKey, ConnState>,
     terminators: Terminators,
     circuits: HashMap<CircuitId, Circuit>,
-    legs: HashMap<(ConnKey, u32), CircuitId>,
+    legs: Legs,
     next_circuit: u64,
     ready: VecDeque<ConnKey>,
     in_ready: HashSet<ConnKey>,
@@ -149,7 +178,7 @@ impl Forwarder {
             conns: HashMap::new(),
             terminators: Terminators::default(),
             circuits: HashMap::new(),
-            legs: HashMap::new(),
+            legs: Legs::default(),
             next_circuit: u64::from(shard) << 48,
             ready: VecDeque::new(),
             in_ready: HashSet::new(),
@@ -302,15 +331,11 @@ impl Forwarder {
         self.ready.retain(|k| *k != key);
         self.in_ready.remove(&key);
         self.closes.retain(|(k, _)| *k != key);
-        let legs: Vec<(ConnKey, u32)> = self
-            .legs
-            .keys()
-            .filter(|(k, _)| *k == key)
-            .copied()
-            .collect();
-        for leg in legs {
-            if let Some(circuit) = self.legs.remove(&leg) {
-                self.circuits.remove(&circuit);
+        for circuit_id in self.legs.take_conn(key).into_values() {
+            if let Some(c) = self.circuits.remove(&circuit_id) {
+                for leg in [Some(c.dialer), c.host].into_iter().flatten() {
+                    self.legs.remove(leg.conn, leg.conn_id);
+                }
             }
         }
         for t in self.terminators.remove_conn(key) {
@@ -358,7 +383,7 @@ impl Forwarder {
         let Some(conn_id) = transmit.data_conn_id else {
             return;
         };
-        let Some(circuit_id) = self.legs.get(&(key, conn_id)).copied() else {
+        let Some(circuit_id) = self.legs.get(key, conn_id) else {
             return;
         };
         let Some(circuit) = self.circuits.get_mut(&circuit_id) else {
@@ -463,7 +488,7 @@ impl Forwarder {
                         toward_dialer: 0,
                     },
                 );
-                self.legs.insert((key, conn_id), circuit_id);
+                self.legs.insert(key, conn_id, circuit_id);
                 if let Some(host) = self.conns.get_mut(&t.conn) {
                     host.edge.dial_host(
                         now,
@@ -532,7 +557,7 @@ impl Forwarder {
                 c.host = Some(Leg { conn: key, conn_id });
                 let dialer = c.dialer;
                 let public_key = c.host_public_key.clone();
-                self.legs.insert((key, conn_id), circuit);
+                self.legs.insert(key, conn_id, circuit);
                 self.stats.circuits_opened += 1;
                 if let Some(state) = self.conns.get_mut(&dialer.conn) {
                     state
@@ -548,7 +573,7 @@ impl Forwarder {
                     return;
                 };
                 self.stats.dials_failed += 1;
-                self.legs.remove(&(c.dialer.conn, c.dialer.conn_id));
+                self.legs.remove(c.dialer.conn, c.dialer.conn_id);
                 if let Some(state) = self.conns.get_mut(&c.dialer.conn) {
                     state.edge.connect_failed(c.dialer.conn_id, &reason);
                 }
@@ -582,7 +607,7 @@ impl Forwarder {
     }
 
     fn relay(&mut self, now: Instant, from: ConnKey, conn_id: u32, payload: Bytes, fin: bool) {
-        let Some(circuit_id) = self.legs.get(&(from, conn_id)).copied() else {
+        let Some(circuit_id) = self.legs.get(from, conn_id) else {
             return;
         };
         let Some(c) = self.circuits.get_mut(&circuit_id) else {
@@ -622,7 +647,7 @@ impl Forwarder {
 
     /// Ends the circuit `(key, conn_id)` belongs to, telling the other side.
     fn close_circuit_of(&mut self, now: Instant, key: ConnKey, conn_id: u32, reason: &str) {
-        let Some(circuit_id) = self.legs.remove(&(key, conn_id)) else {
+        let Some(circuit_id) = self.legs.remove(key, conn_id) else {
             return;
         };
         let Some(c) = self.circuits.remove(&circuit_id) else {
@@ -634,7 +659,7 @@ impl Forwarder {
             Some(c.dialer)
         };
         for leg in [Some(c.dialer), c.host].into_iter().flatten() {
-            self.legs.remove(&(leg.conn, leg.conn_id));
+            self.legs.remove(leg.conn, leg.conn_id);
             if let Some(state) = self.conns.get_mut(&leg.conn) {
                 state.pausing.remove(&circuit_id);
             }
