@@ -780,7 +780,9 @@ async fn tls12_client_and_offline_identity_creation() {
 
 #[tokio::test]
 async fn api_session_expires_and_rejections_are_envelopes() {
-    let ctl = Ctl::start_with("api_session_timeout_secs = 1");
+    // A 3 s idle timeout leaves the checks below room on a loaded 2-core machine (at
+    // 1 s they raced the expiry); timestamps have whole-second resolution.
+    let ctl = Ctl::start_with("api_session_timeout_secs = 3");
     let admin = ctl.admin_token().await;
     let http = ctl.http();
     // A path parameter that is not valid UTF-8 is rejected by axum itself; it
@@ -792,7 +794,7 @@ async fn api_session_expires_and_rejections_are_envelopes() {
     assert_eq!(res.status(), 405);
     let v: Value = res.json().await.unwrap();
     assert_eq!(v["error"]["code"], "METHOD_NOT_ALLOWED");
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(4200)).await;
     let (status, v) = get(&http, &ctl.mgmt("/services"), &admin).await;
     assert_eq!(
         (status, v["error"]["code"].as_str()),
