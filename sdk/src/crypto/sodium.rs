@@ -1,0 +1,334 @@
+//! The thin unsafe layer over libsodium (`libsodium-sys-stable`): initialisation,
+//! `crypto_kx` key pairs and session keys, and `crypto_secretstream_xchacha20poly1305`.
+//!
+//! This is the only module of the crate that may use `unsafe`. Every function here takes
+//! Rust arrays or slices whose lengths are checked (by the type or at run time) before the
+//! call, so the raw pointers handed to libsodium always cover exactly the bytes that the C
+//! prototype documents. Callers above this module never see a raw pointer.
+//!
+//! Reference: libsodium `src/libsodium/crypto_kx/crypto_kx.c` and
+//! `src/libsodium/crypto_secretstream/xchacha20poly1305/secretstream_xchacha20poly1305.c`
+//! (`sod` in edge-wire-protocol.md §0), whose semantics are summarised in
+//! edge-wire-protocol.md §5.
+#![allow(unsafe_code)]
+
+use std::sync::OnceLock;
+
+use libsodium_sys as ffi;
+use zeroize::Zeroize;
+
+/// `crypto_kx_PUBLICKEYBYTES` (libsodium `crypto_kx.h`).
+pub(crate) const KX_PUBLIC_KEY_BYTES: usize = 32;
+/// `crypto_kx_SECRETKEYBYTES` (libsodium `crypto_kx.h`).
+pub(crate) const KX_SECRET_KEY_BYTES: usize = 32;
+/// `crypto_kx_SEEDBYTES` (libsodium `crypto_kx.h`).
+pub(crate) const KX_SEED_BYTES: usize = 32;
+/// `crypto_kx_SESSIONKEYBYTES` (libsodium `crypto_kx.h`).
+pub(crate) const KX_SESSION_KEY_BYTES: usize = 32;
+/// `crypto_secretstream_xchacha20poly1305_KEYBYTES`
+/// (libsodium `crypto_secretstream_xchacha20poly1305.h`).
+pub(crate) const SS_KEY_BYTES: usize = 32;
+/// `crypto_secretstream_xchacha20poly1305_HEADERBYTES`
+/// (libsodium `crypto_secretstream_xchacha20poly1305.h`).
+pub(crate) const SS_HEADER_BYTES: usize = 24;
+/// `crypto_secretstream_xchacha20poly1305_ABYTES`: one encrypted tag byte plus the 16-byte
+/// Poly1305 MAC (libsodium `crypto_secretstream_xchacha20poly1305.h`).
+pub(crate) const SS_ABYTES: usize = 17;
+/// `crypto_secretstream_xchacha20poly1305_TAG_MESSAGE`
+/// (libsodium `crypto_secretstream_xchacha20poly1305.h`).
+pub(crate) const SS_TAG_MESSAGE: u8 = 0x00;
+
+// The bindings' constants must agree with ours (a mismatch fails the build, not a test).
+const _: () = {
+    assert!(KX_PUBLIC_KEY_BYTES == ffi::crypto_kx_PUBLICKEYBYTES as usize);
+    assert!(KX_SECRET_KEY_BYTES == ffi::crypto_kx_SECRETKEYBYTES as usize);
+    assert!(KX_SEED_BYTES == ffi::crypto_kx_SEEDBYTES as usize);
+    assert!(KX_SESSION_KEY_BYTES == ffi::crypto_kx_SESSIONKEYBYTES as usize);
+    assert!(SS_KEY_BYTES == ffi::crypto_secretstream_xchacha20poly1305_KEYBYTES as usize);
+    assert!(SS_HEADER_BYTES == ffi::crypto_secretstream_xchacha20poly1305_HEADERBYTES as usize);
+    assert!(SS_ABYTES == ffi::crypto_secretstream_xchacha20poly1305_ABYTES as usize);
+    assert!(SS_TAG_MESSAGE as u32 == ffi::crypto_secretstream_xchacha20poly1305_TAG_MESSAGE);
+    assert!(super::Tag::MESSAGE.0 as u32 == ffi::crypto_secretstream_xchacha20poly1305_TAG_MESSAGE);
+    assert!(super::Tag::PUSH.0 as u32 == ffi::crypto_secretstream_xchacha20poly1305_TAG_PUSH);
+    assert!(super::Tag::REKEY.0 as u32 == ffi::crypto_secretstream_xchacha20poly1305_TAG_REKEY);
+    assert!(super::Tag::FINAL.0 as u32 == ffi::crypto_secretstream_xchacha20poly1305_TAG_FINAL);
+    // The state is k[32] ‖ nonce[12] ‖ _pad[8]; the Drop impls below zero all three.
+    assert!(size_of::<ffi::crypto_secretstream_xchacha20poly1305_state>() == 52);
+};
+
+/// libsodium could not be initialised (`sodium_init()` returned -1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct InitFailed;
+
+/// Calls `sodium_init()` exactly once per process and remembers whether it worked.
+///
+/// Every public entry point of the crypto module that reaches libsodium first goes through
+/// this (directly, or by requiring a value whose constructor did).
+pub(crate) fn ensure_init() -> Result<(), InitFailed> {
+    static INIT: OnceLock<bool> = OnceLock::new();
+    let ok = *INIT.get_or_init(|| {
+        // SAFETY: `sodium_init` takes no arguments, is documented as thread-safe and
+        // idempotent (returns 0 on first success, 1 if already initialised, -1 on failure).
+        let rc = unsafe { ffi::sodium_init() };
+        rc >= 0
+    });
+    if ok { Ok(()) } else { Err(InitFailed) }
+}
+
+/// The largest plaintext one secretstream message may carry
+/// (`crypto_secretstream_xchacha20poly1305_messagebytes_max()`); libsodium aborts the
+/// process (`sodium_misuse`) beyond it, so callers check first.
+pub(crate) fn secretstream_message_max() -> usize {
+    // SAFETY: a pure getter of a compile-time constant; no arguments, no state.
+    unsafe { ffi::crypto_secretstream_xchacha20poly1305_messagebytes_max() }
+}
+
+/// `crypto_kx_keypair`: a fresh random X25519 key pair. Requires [`ensure_init`].
+pub(crate) fn kx_keypair(pk: &mut [u8; KX_PUBLIC_KEY_BYTES], sk: &mut [u8; KX_SECRET_KEY_BYTES]) {
+    // SAFETY: `pk` and `sk` are exclusive references to arrays of exactly
+    // crypto_kx_PUBLICKEYBYTES / crypto_kx_SECRETKEYBYTES bytes, which is all the function
+    // writes. It cannot fail (it returns crypto_scalarmult_base's result, always 0 for a
+    // clamped random scalar), so its return value carries no information.
+    let _ = unsafe { ffi::crypto_kx_keypair(pk.as_mut_ptr(), sk.as_mut_ptr()) };
+}
+
+/// `crypto_kx_seed_keypair`: the key pair derived from a 32-byte seed
+/// (sk = BLAKE2b-256(seed), pk = X25519(sk, 9)). Requires [`ensure_init`].
+pub(crate) fn kx_seed_keypair(
+    pk: &mut [u8; KX_PUBLIC_KEY_BYTES],
+    sk: &mut [u8; KX_SECRET_KEY_BYTES],
+    seed: &[u8; KX_SEED_BYTES],
+) {
+    // SAFETY: `pk`/`sk` are exclusive 32-byte arrays (the sizes the function writes) and
+    // `seed` is a 32-byte array (crypto_kx_SEEDBYTES, the size it reads); they cannot
+    // overlap because `&mut` and `&` borrows are disjoint.
+    let _ = unsafe { ffi::crypto_kx_seed_keypair(pk.as_mut_ptr(), sk.as_mut_ptr(), seed.as_ptr()) };
+}
+
+/// Session keys as `(rx, tx)`. Zeroed on drop by the caller's wrapper.
+pub(crate) type RxTx = ([u8; KX_SESSION_KEY_BYTES], [u8; KX_SESSION_KEY_BYTES]);
+
+/// The X25519 shared point was all zero (a low-order peer key); libsodium returns -1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct KxFailed;
+
+/// `crypto_kx_client_session_keys(rx, tx, client_pk, client_sk, server_pk)`. Requires
+/// [`ensure_init`].
+pub(crate) fn kx_client_session_keys(
+    client_pk: &[u8; KX_PUBLIC_KEY_BYTES],
+    client_sk: &[u8; KX_SECRET_KEY_BYTES],
+    server_pk: &[u8; KX_PUBLIC_KEY_BYTES],
+) -> Result<RxTx, KxFailed> {
+    let mut rx = [0u8; KX_SESSION_KEY_BYTES];
+    let mut tx = [0u8; KX_SESSION_KEY_BYTES];
+    // SAFETY: `rx`/`tx` are distinct local 32-byte arrays (crypto_kx_SESSIONKEYBYTES, the
+    // size written to each); the three inputs are 32-byte arrays (PUBLICKEYBYTES /
+    // SECRETKEYBYTES, the sizes read) borrowed immutably, so nothing written is also read.
+    let rc = unsafe {
+        ffi::crypto_kx_client_session_keys(
+            rx.as_mut_ptr(),
+            tx.as_mut_ptr(),
+            client_pk.as_ptr(),
+            client_sk.as_ptr(),
+            server_pk.as_ptr(),
+        )
+    };
+    if rc == 0 {
+        Ok((rx, tx))
+    } else {
+        // libsodium leaves the outputs untouched on failure; zero them anyway.
+        rx.zeroize();
+        tx.zeroize();
+        Err(KxFailed)
+    }
+}
+
+/// `crypto_kx_server_session_keys(rx, tx, server_pk, server_sk, client_pk)`. Requires
+/// [`ensure_init`].
+pub(crate) fn kx_server_session_keys(
+    server_pk: &[u8; KX_PUBLIC_KEY_BYTES],
+    server_sk: &[u8; KX_SECRET_KEY_BYTES],
+    client_pk: &[u8; KX_PUBLIC_KEY_BYTES],
+) -> Result<RxTx, KxFailed> {
+    let mut rx = [0u8; KX_SESSION_KEY_BYTES];
+    let mut tx = [0u8; KX_SESSION_KEY_BYTES];
+    // SAFETY: as in `kx_client_session_keys`: two distinct writable 32-byte locals and three
+    // read-only 32-byte arrays, exactly the sizes in the C prototype.
+    let rc = unsafe {
+        ffi::crypto_kx_server_session_keys(
+            rx.as_mut_ptr(),
+            tx.as_mut_ptr(),
+            server_pk.as_ptr(),
+            server_sk.as_ptr(),
+            client_pk.as_ptr(),
+        )
+    };
+    if rc == 0 {
+        Ok((rx, tx))
+    } else {
+        rx.zeroize();
+        tx.zeroize();
+        Err(KxFailed)
+    }
+}
+
+/// An all-zero secretstream state, to be filled by `init_push` / `init_pull`.
+fn empty_state() -> ffi::crypto_secretstream_xchacha20poly1305_state {
+    ffi::crypto_secretstream_xchacha20poly1305_state {
+        k: [0; 32],
+        nonce: [0; 12],
+        _pad: [0; 8],
+    }
+}
+
+/// Zeroes a secretstream state in place (its key, nonce and padding).
+fn wipe_state(state: &mut ffi::crypto_secretstream_xchacha20poly1305_state) {
+    state.k.zeroize();
+    state.nonce.zeroize();
+    state._pad.zeroize();
+}
+
+/// The push (encrypting) half of a secretstream, holding libsodium's state by value.
+/// Zeroed on drop.
+pub(crate) struct PushState {
+    state: ffi::crypto_secretstream_xchacha20poly1305_state,
+}
+
+impl PushState {
+    /// `crypto_secretstream_xchacha20poly1305_init_push`: a new stream keyed with `key`
+    /// and its random 24-byte header. Requires [`ensure_init`].
+    pub(crate) fn init(key: &[u8; SS_KEY_BYTES]) -> (Self, [u8; SS_HEADER_BYTES]) {
+        let mut this = Self {
+            state: empty_state(),
+        };
+        let mut header = [0u8; SS_HEADER_BYTES];
+        // SAFETY: `this.state` is a valid, exclusively borrowed state struct of the exact C
+        // layout (`#[repr(C)]` binding); `header` is a writable 24-byte array (HEADERBYTES,
+        // the size written); `key` is a readable 32-byte array (KEYBYTES, the size read).
+        // init_push always returns 0.
+        let _ = unsafe {
+            ffi::crypto_secretstream_xchacha20poly1305_init_push(
+                &raw mut this.state,
+                header.as_mut_ptr(),
+                key.as_ptr(),
+            )
+        };
+        (this, header)
+    }
+
+    /// `crypto_secretstream_xchacha20poly1305_push` of `m` with no additional data.
+    ///
+    /// The caller guarantees `out.len() == m.len() + SS_ABYTES` and
+    /// `m.len() <= secretstream_message_max()`; if either does not hold this writes nothing
+    /// and returns `false` (it never lets libsodium abort or overrun).
+    pub(crate) fn push(&mut self, m: &[u8], out: &mut [u8], tag: u8) -> bool {
+        if m.len() > secretstream_message_max() || Some(out.len()) != m.len().checked_add(SS_ABYTES)
+        {
+            return false;
+        }
+        let Ok(mlen) = u64::try_from(m.len()) else {
+            return false;
+        };
+        // SAFETY: `out` is an exclusive slice of exactly mlen + ABYTES bytes, the number push
+        // writes; `m` is a readable slice of mlen bytes, and `out` cannot overlap it (a
+        // `&mut` slice is disjoint from any live `&` slice). mlen is within
+        // MESSAGEBYTES_MAX (checked above), so libsodium's misuse abort cannot fire. The
+        // additional data is (NULL, 0), which libsodium accepts. `clen_p` may be NULL.
+        // `self.state` was initialised by init_push. push returns 0 in every case that
+        // does not abort.
+        let _ = unsafe {
+            ffi::crypto_secretstream_xchacha20poly1305_push(
+                &raw mut self.state,
+                out.as_mut_ptr(),
+                std::ptr::null_mut(),
+                m.as_ptr(),
+                mlen,
+                std::ptr::null(),
+                0,
+                tag,
+            )
+        };
+        true
+    }
+}
+
+impl Drop for PushState {
+    fn drop(&mut self) {
+        wipe_state(&mut self.state);
+    }
+}
+
+/// The pull (decrypting) half of a secretstream, holding libsodium's state by value.
+/// Zeroed on drop.
+pub(crate) struct PullState {
+    state: ffi::crypto_secretstream_xchacha20poly1305_state,
+}
+
+/// A secretstream message failed to authenticate (or was shorter than ABYTES).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PullFailed;
+
+impl PullState {
+    /// `crypto_secretstream_xchacha20poly1305_init_pull` with the peer's 24-byte header.
+    /// Requires [`ensure_init`].
+    pub(crate) fn init(key: &[u8; SS_KEY_BYTES], header: &[u8; SS_HEADER_BYTES]) -> Self {
+        let mut this = Self {
+            state: empty_state(),
+        };
+        // SAFETY: `this.state` is a valid, exclusively borrowed state of the C layout;
+        // `header` (24 bytes = HEADERBYTES) and `key` (32 bytes = KEYBYTES) are readable
+        // arrays of exactly the sizes read. init_pull always returns 0.
+        let _ = unsafe {
+            ffi::crypto_secretstream_xchacha20poly1305_init_pull(
+                &raw mut this.state,
+                header.as_ptr(),
+                key.as_ptr(),
+            )
+        };
+        this
+    }
+
+    /// `crypto_secretstream_xchacha20poly1305_pull` of `c` with no additional data; returns
+    /// the message's tag. On failure the state is unchanged (libsodium only advances it
+    /// after the MAC verifies) and `out` may have been left as it was.
+    ///
+    /// The caller guarantees `c.len() >= SS_ABYTES` and
+    /// `out.len() == c.len() - SS_ABYTES`; if not, this returns `Err` without calling
+    /// libsodium.
+    pub(crate) fn pull(&mut self, c: &[u8], out: &mut [u8]) -> Result<u8, PullFailed> {
+        let Some(mlen) = c.len().checked_sub(SS_ABYTES) else {
+            return Err(PullFailed);
+        };
+        if out.len() != mlen || mlen > secretstream_message_max() {
+            return Err(PullFailed);
+        }
+        let Ok(clen) = u64::try_from(c.len()) else {
+            return Err(PullFailed);
+        };
+        let mut tag = 0u8;
+        // SAFETY: `c` is a readable slice of clen >= ABYTES bytes (checked); `out` is an
+        // exclusive slice of exactly clen - ABYTES bytes, the most pull writes, disjoint
+        // from `c` by the borrow rules; mlen is within MESSAGEBYTES_MAX, so the misuse abort
+        // cannot fire. `mlen_p` may be NULL; `tag_p` points at a local byte. The additional
+        // data is (NULL, 0). `self.state` was initialised by init_pull.
+        let rc = unsafe {
+            ffi::crypto_secretstream_xchacha20poly1305_pull(
+                &raw mut self.state,
+                out.as_mut_ptr(),
+                std::ptr::null_mut(),
+                &raw mut tag,
+                c.as_ptr(),
+                clen,
+                std::ptr::null(),
+                0,
+            )
+        };
+        if rc == 0 { Ok(tag) } else { Err(PullFailed) }
+    }
+}
+
+impl Drop for PullState {
+    fn drop(&mut self) {
+        wipe_state(&mut self.state);
+    }
+}
