@@ -54,6 +54,9 @@ pub enum HelloRejection {
     /// No API session has this token.
     #[error("unknown API session token")]
     UnknownToken,
+    /// The API session was removed by the controller.
+    #[error("API session removed")]
+    Removed,
     /// The API session expired.
     #[error("API session expired")]
     Expired,
@@ -69,6 +72,9 @@ pub enum SessionRejection {
     /// No session has this token.
     #[error("unknown session token")]
     UnknownToken,
+    /// The session was removed by the controller.
+    #[error("session removed")]
+    Removed,
     /// The session belongs to another API session than the connection's.
     #[error("session belongs to another API session")]
     WrongApiSession,
@@ -115,6 +121,36 @@ pub struct SessionTable {
     /// API session id -> ids of the sessions created under it, so removing an API
     /// session does not scan every session.
     children: HashMap<String, HashSet<String>>,
+    /// Tokens the controller removed, so that using one is refused at once instead of
+    /// waiting for a session that will not come (see `EdgeConfig::session_wait`).
+    removed: RemovedTokens,
+}
+
+/// The most recently removed tokens, bounded.
+#[derive(Debug, Default)]
+struct RemovedTokens {
+    order: std::collections::VecDeque<String>,
+    set: HashSet<String>,
+}
+
+impl RemovedTokens {
+    /// How many removed tokens are remembered.
+    const CAPACITY: usize = 65_536;
+
+    fn insert(&mut self, token: String) {
+        if self.set.insert(token.clone()) {
+            self.order.push_back(token);
+            if self.order.len() > Self::CAPACITY
+                && let Some(old) = self.order.pop_front()
+            {
+                self.set.remove(&old);
+            }
+        }
+    }
+
+    fn contains(&self, token: &str) -> bool {
+        self.set.contains(token)
+    }
 }
 
 impl SessionTable {
@@ -135,10 +171,11 @@ impl SessionTable {
 
     /// Replaces everything with a full sync; reports what disappeared.
     pub fn apply_sync(&mut self, sync: pb::StateSync) -> Removed {
-        let old_api: Vec<String> = self.api_session_ids.keys().cloned().collect();
-        let old_sessions: Vec<String> = self.session_ids.keys().cloned().collect();
+        let old_api: Vec<(String, String)> = self.api_session_ids.drain().collect();
+        let old_sessions: Vec<(String, String)> = self.session_ids.drain().collect();
         *self = Self {
             revision: sync.revision,
+            removed: std::mem::take(&mut self.removed),
             ..Self::default()
         };
         for api_session in sync.api_sessions {
@@ -147,16 +184,20 @@ impl SessionTable {
         for session in sync.sessions {
             self.insert_session(session);
         }
-        Removed {
-            api_sessions: old_api
-                .into_iter()
-                .filter(|id| !self.api_session_ids.contains_key(id))
-                .collect(),
-            sessions: old_sessions
-                .into_iter()
-                .filter(|id| !self.session_ids.contains_key(id))
-                .collect(),
+        let mut removed = Removed::default();
+        for (id, token) in old_api {
+            if !self.api_session_ids.contains_key(&id) {
+                self.removed.insert(token);
+                removed.api_sessions.push(id);
+            }
         }
+        for (id, token) in old_sessions {
+            if !self.session_ids.contains_key(&id) {
+                self.removed.insert(token);
+                removed.sessions.push(id);
+            }
+        }
+        removed
     }
 
     /// Applies an incremental update. Removals are applied after additions, so an
@@ -177,7 +218,7 @@ impl SessionTable {
         }
         let mut removed = Removed::default();
         for id in update.sessions_removed {
-            if self.remove_session(&id) {
+            if self.revoke_session(&id) {
                 removed.sessions.push(id);
             }
         }
@@ -214,8 +255,16 @@ impl SessionTable {
     ) -> Result<&ApiSession, HelloRejection> {
         let api_session = std::str::from_utf8(token)
             .ok()
-            .and_then(|t| self.api_sessions.get(t))
-            .ok_or(HelloRejection::UnknownToken)?;
+            .ok_or(HelloRejection::UnknownToken)
+            .and_then(|t| {
+                self.api_sessions.get(t).ok_or_else(|| {
+                    if self.removed.contains(t) {
+                        HelloRejection::Removed
+                    } else {
+                        HelloRejection::UnknownToken
+                    }
+                })
+            })?;
         if api_session
             .expires_at_unix_ms
             .is_some_and(|t| t <= now_unix_ms)
@@ -240,8 +289,16 @@ impl SessionTable {
     ) -> Result<&Session, SessionRejection> {
         let session = std::str::from_utf8(token)
             .ok()
-            .and_then(|t| self.sessions.get(t))
-            .ok_or(SessionRejection::UnknownToken)?;
+            .ok_or(SessionRejection::UnknownToken)
+            .and_then(|t| {
+                self.sessions.get(t).ok_or_else(|| {
+                    if self.removed.contains(t) {
+                        SessionRejection::Removed
+                    } else {
+                        SessionRejection::UnknownToken
+                    }
+                })
+            })?;
         if session.api_session_id != api_session_id {
             return Err(SessionRejection::WrongApiSession);
         }
@@ -301,11 +358,20 @@ impl SessionTable {
             return;
         };
         self.api_sessions.remove(&token);
+        self.removed.insert(token);
         for session_id in self.children.remove(id).unwrap_or_default() {
-            self.remove_session(&session_id);
+            self.revoke_session(&session_id);
             removed.sessions.push(session_id);
         }
         removed.api_sessions.push(id.to_owned());
+    }
+
+    /// Removes a session and remembers its token as removed.
+    fn revoke_session(&mut self, id: &str) -> bool {
+        if let Some(token) = self.session_ids.get(id) {
+            self.removed.insert(token.clone());
+        }
+        self.remove_session(id)
     }
 
     fn remove_session(&mut self, id: &str) -> bool {

@@ -1,10 +1,36 @@
-//! `weft-sdk`: the Rust SDK.
+//! Weft SDK: enroll an identity, authenticate, list services, dial and host them over
+//! end-to-end encrypted streams through Weft (or OpenZiti) edge routers.
 //!
-//! Planned contents (issue "sdk"): enrollment, authentication, service listing, dial and
-//! bind/accept over the edge protocol of `weft-wire`, with end-to-end encryption
-//! compatible with OpenZiti's.
+//! ```no_run
+//! # async fn demo() -> weft_sdk::Result<()> {
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
 //!
-//! So far: [`crypto`], the sans-IO end-to-end encryption of service data (libsodium
-//! `crypto_kx` + `crypto_secretstream_xchacha20poly1305`, edge-wire-protocol.md §5).
+//! let identity = weft_sdk::Identity::load("client.json")?;
+//! let ctx = weft_sdk::Context::new(identity).await?;
+//! let mut stream = ctx.dial("echo").await?;
+//! stream.write_all(b"hello").await?;
+//! let mut buf = [0u8; 5];
+//! stream.read_exact(&mut buf).await?;
+//! # Ok(())
+//! # }
+//! ```
 
+pub mod bootstrap;
+mod context;
+mod controller;
 pub mod crypto;
+mod edge;
+mod enroll;
+mod error;
+mod identity;
+mod listener;
+mod stream;
+mod tls;
+
+pub use context::{Context, Options};
+pub use controller::Service;
+pub use enroll::enroll;
+pub use error::{Error, ErrorKind, Result};
+pub use identity::Identity;
+pub use listener::Listener;
+pub use stream::Stream;

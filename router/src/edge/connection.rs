@@ -11,7 +11,7 @@ use weft_wire::edge::{
 use weft_wire::{Decoded, Decoder, EncodeError, Frame, Limits};
 
 use super::event::{CircuitId, CloseReason, EdgeEvent, Head, Transmit};
-use crate::sessions::{Removed, SessionKind, SessionTable};
+use crate::sessions::{HelloRejection, Removed, SessionKind, SessionRejection, SessionTable};
 
 /// Settings of an edge connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,6 +27,11 @@ pub struct EdgeConfig {
     pub limits: Limits,
     /// Header 4 of the hello Result: `Version|Revision|BuildDate|OS|Arch`.
     pub version: String,
+    /// How long a hello, Connect or Bind with an unknown token waits for the controller
+    /// to push its (API) session before it is refused. The controller answers the SDK
+    /// and notifies routers at the same time, so an SDK that dials at once can beat the
+    /// update to the router; OpenZiti routers wait for such sessions too.
+    pub session_wait: Duration,
 }
 
 impl Default for EdgeConfig {
@@ -35,6 +40,7 @@ impl Default for EdgeConfig {
             hello_timeout: Duration::from_secs(1),
             dial_timeout: Duration::from_secs(5),
             max_conns: 1024,
+            session_wait: Duration::from_secs(3),
             limits: Limits::DEFAULT,
             version: format!(
                 "v{}|unknown|unknown|{}|{}",
@@ -74,6 +80,24 @@ struct Conn {
     next_seq: u32,
 }
 
+/// A frame whose token was unknown, waiting for the controller's update. While one is
+/// held the connection processes nothing else, so the SDK's order is kept.
+#[derive(Debug)]
+struct Held {
+    frame: Frame,
+    deadline: Instant,
+    unix_ms: i64,
+}
+
+/// Whether a handler may hold its frame for an unknown token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wait {
+    /// First look: hold it.
+    Allowed,
+    /// The wait is over: decide now.
+    Expired,
+}
+
 #[derive(Debug)]
 struct PendingDial {
     circuit: CircuitId,
@@ -94,6 +118,10 @@ pub struct EdgeConnection {
     conns: HashMap<u32, Conn>,
     /// Dials sent to the host, by the Dial frame's sequence.
     pending_dials: HashMap<i32, PendingDial>,
+    /// A frame waiting for its session to arrive.
+    held: Option<Held>,
+    /// The hello Result went out (it is sent once, before the verdict).
+    hello_acked: bool,
     out: BytesMut,
     transmits: VecDeque<Transmit>,
     events: VecDeque<EdgeEvent>,
@@ -112,6 +140,8 @@ impl EdgeConnection {
             next_sequence: 1,
             conns: HashMap::new(),
             pending_dials: HashMap::new(),
+            held: None,
+            hello_acked: false,
             out: BytesMut::with_capacity(4096),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -124,11 +154,28 @@ impl EdgeConnection {
         self.decoder.buffer_mut()
     }
 
-    /// Processes bytes received into [`Self::receive_buffer`].
-    pub fn handle_received(&mut self, sessions: &SessionTable, now_unix_ms: i64) {
-        while !matches!(self.state, State::Closed) {
+    /// Processes bytes received into [`Self::receive_buffer`] (and a held frame whose
+    /// session may have arrived since).
+    pub fn handle_received(&mut self, sessions: &SessionTable, now: Instant, now_unix_ms: i64) {
+        if let Some(held) = self.held.take() {
+            self.handle_frame(
+                &held.frame,
+                sessions,
+                now,
+                held.unix_ms.max(now_unix_ms),
+                Wait::Allowed,
+            );
+            if let Some(again) = self.held.as_mut() {
+                // Still unknown: keep the first deadline.
+                again.deadline = held.deadline;
+                return;
+            }
+        }
+        while !matches!(self.state, State::Closed) && self.held.is_none() {
             match self.decoder.decode() {
-                Ok(Decoded::Frame(frame)) => self.handle_frame(&frame, sessions, now_unix_ms),
+                Ok(Decoded::Frame(frame)) => {
+                    self.handle_frame(&frame, sessions, now, now_unix_ms, Wait::Allowed);
+                }
                 Ok(Decoded::NeedMore { .. }) => return,
                 Err(e) => return self.close(CloseReason::Malformed(e.to_string())),
             }
@@ -136,15 +183,31 @@ impl EdgeConnection {
     }
 
     /// Copies `bytes` into the receive buffer and processes them.
-    pub fn handle_input(&mut self, bytes: &[u8], sessions: &SessionTable, now_unix_ms: i64) {
+    pub fn handle_input(
+        &mut self,
+        bytes: &[u8],
+        sessions: &SessionTable,
+        now: Instant,
+        now_unix_ms: i64,
+    ) {
         self.decoder.extend_from_slice(bytes);
-        self.handle_received(sessions, now_unix_ms);
+        self.handle_received(sessions, now, now_unix_ms);
     }
 
-    /// Fires deadlines that passed: the hello deadline, unanswered dials.
-    pub fn handle_timeout(&mut self, now: Instant) {
+    /// Whether a frame waits for its session (the driver should not read meanwhile).
+    pub fn is_holding(&self) -> bool {
+        self.held.is_some()
+    }
+
+    /// Fires deadlines that passed: the hello deadline, unanswered dials, the wait for
+    /// a held frame's session (then it is refused and the frames after it processed).
+    pub fn handle_timeout(&mut self, sessions: &SessionTable, now: Instant) {
+        if let Some(held) = self.held.take_if(|h| h.deadline <= now) {
+            self.handle_frame(&held.frame, sessions, now, held.unix_ms, Wait::Expired);
+            self.handle_received(sessions, now, held.unix_ms);
+        }
         if let State::AwaitingHello { deadline } = self.state {
-            if now >= deadline {
+            if now >= deadline && self.held.is_none() {
                 self.close(CloseReason::HelloTimeout);
             }
             return;
@@ -177,10 +240,17 @@ impl EdgeConnection {
 
     /// The earliest deadline, if any.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match self.state {
+        let held = self.held.as_ref().map(|h| h.deadline);
+        let own = match self.state {
+            // A held hello waits for its session instead.
+            State::AwaitingHello { .. } if held.is_some() => None,
             State::AwaitingHello { deadline } => Some(deadline),
             State::Open { .. } => self.pending_dials.values().map(|d| d.deadline).min(),
             State::Closed => None,
+        };
+        match (held, own) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -402,9 +472,23 @@ impl EdgeConnection {
 
     // ---- input ----
 
-    fn handle_frame(&mut self, frame: &Frame, sessions: &SessionTable, now_unix_ms: i64) {
+    fn handle_frame(
+        &mut self,
+        frame: &Frame,
+        sessions: &SessionTable,
+        now: Instant,
+        now_unix_ms: i64,
+        wait: Wait,
+    ) {
+        let hold = |this: &mut Self| {
+            this.held = Some(Held {
+                frame: frame.clone(),
+                deadline: now + this.config.session_wait,
+                unix_ms: now_unix_ms,
+            });
+        };
         if let State::AwaitingHello { .. } = self.state {
-            return self.handle_hello(frame, sessions, now_unix_ms);
+            return self.handle_hello(frame, sessions, now_unix_ms, wait, hold);
         }
         let message = match EdgeMessage::parse(frame) {
             Ok(m) => m,
@@ -415,8 +499,18 @@ impl EdgeConnection {
                 let reply = probe.reply(frame.sequence());
                 self.emit(|out, seq| reply.encode(seq, out), Bytes::new());
             }
-            EdgeMessage::Connect(connect) => self.handle_connect(frame, &connect, sessions),
-            EdgeMessage::Bind(bind) => self.handle_bind(frame, &bind, sessions),
+            EdgeMessage::Connect(connect) => {
+                if self.session_unknown(connect.session_token, sessions, wait) {
+                    return hold(self);
+                }
+                self.handle_connect(frame, &connect, sessions);
+            }
+            EdgeMessage::Bind(bind) => {
+                if self.session_unknown(bind.session_token, sessions, wait) {
+                    return hold(self);
+                }
+                self.handle_bind(frame, &bind, sessions);
+            }
             EdgeMessage::Data(data) => self.handle_data(frame, &data),
             EdgeMessage::StateClosed(closed) => self.handle_sdk_close(closed.conn_id),
             EdgeMessage::Unbind(unbind) => self.handle_unbind(&unbind),
@@ -429,24 +523,46 @@ impl EdgeConnection {
         }
     }
 
-    fn handle_hello(&mut self, frame: &Frame, sessions: &SessionTable, now_unix_ms: i64) {
+    /// Whether a Connect or Bind token is unknown and may still arrive.
+    fn session_unknown(&self, token: &[u8], sessions: &SessionTable, wait: Wait) -> bool {
+        wait == Wait::Allowed
+            && self.api_session_id().is_some_and(|api| {
+                matches!(
+                    sessions.check_session(token, api, SessionKind::Dial),
+                    Err(SessionRejection::UnknownToken)
+                )
+            })
+    }
+
+    fn handle_hello(
+        &mut self,
+        frame: &Frame,
+        sessions: &SessionTable,
+        now_unix_ms: i64,
+        wait: Wait,
+        hold: impl FnOnce(&mut Self),
+    ) {
         let Ok(hello) = Hello::parse(frame) else {
             return self.close(CloseReason::ExpectedHello);
         };
-        // Acknowledge first, whatever the verdict (spec §2.4): a refused SDK then sees the
-        // connection close and refreshes its API session.
-        let version = self.config.version.clone();
-        let result = HelloResult {
-            success: true,
-            reply_for: frame.sequence(),
-            version: Some(version.as_bytes()),
-            connection_id: None,
-            message: b"",
-        };
-        self.emit_with_sequence(edge::HELLO_RESULT_SEQUENCE, |out, seq| {
-            result.encode(seq, out)
-        });
+        if !self.hello_acked {
+            // Acknowledge first, whatever the verdict (spec §2.4): a refused SDK then sees
+            // the connection close and refreshes its API session.
+            self.hello_acked = true;
+            let version = self.config.version.clone();
+            let result = HelloResult {
+                success: true,
+                reply_for: frame.sequence(),
+                version: Some(version.as_bytes()),
+                connection_id: None,
+                message: b"",
+            };
+            self.emit_with_sequence(edge::HELLO_RESULT_SEQUENCE, |out, seq| {
+                result.encode(seq, out)
+            });
+        }
         match sessions.check_hello(hello.session_token, &self.client_fingerprints, now_unix_ms) {
+            Err(HelloRejection::UnknownToken) if wait == Wait::Allowed => hold(self),
             Ok(api_session) => {
                 self.events.push_back(EdgeEvent::Authenticated {
                     api_session_id: api_session.id.clone(),

@@ -70,7 +70,8 @@ impl Harness {
         self.sdk_seq += 1;
         let mut out = BytesMut::new();
         encode(&mut out, seq);
-        self.conn.handle_input(&out, &self.sessions, 1_000);
+        self.conn
+            .handle_input(&out, &self.sessions, self.now, 1_000);
         seq
     }
 
@@ -173,6 +174,15 @@ fn refused_hello_is_acknowledged_then_closed() {
     let mut h = Harness::new();
     h.hello(b"NOT-A-TOKEN");
     assert!(HelloResult::parse(&h.frames()[0]).unwrap().success);
+    // An unknown token waits for the controller's update, past the hello deadline...
+    let wait_until = h.now + EdgeConfig::default().session_wait;
+    h.conn
+        .handle_timeout(&h.sessions, h.now + Duration::from_secs(1));
+    assert!(h.events().is_empty());
+    assert_eq!(h.conn.poll_timeout(), Some(wait_until));
+    // ...and is refused when the wait is over.
+    h.conn.handle_timeout(&h.sessions, wait_until);
+    assert!(h.frames().is_empty(), "the hello result is sent once");
     assert_eq!(
         h.events(),
         vec![EdgeEvent::Close(CloseReason::HelloRejected(
@@ -190,7 +200,7 @@ fn refused_hello_is_acknowledged_then_closed() {
     }
     .encode(0, &mut out)
     .unwrap();
-    wrong_cert.handle_input(&out, &sessions(), 0);
+    wrong_cert.handle_input(&out, &sessions(), now, 0);
     assert!(wrong_cert.poll_transmit().is_some());
     assert_eq!(
         wrong_cert.poll_event(),
@@ -213,9 +223,10 @@ fn first_frame_must_be_a_hello_within_the_deadline() {
     let mut h = Harness::new();
     let deadline = h.conn.poll_timeout().unwrap();
     assert_eq!(deadline, h.now + Duration::from_secs(1));
-    h.conn.handle_timeout(deadline - Duration::from_millis(1));
+    h.conn
+        .handle_timeout(&h.sessions, deadline - Duration::from_millis(1));
     assert!(h.events().is_empty());
-    h.conn.handle_timeout(deadline);
+    h.conn.handle_timeout(&h.sessions, deadline);
     assert_eq!(
         h.events(),
         vec![EdgeEvent::Close(CloseReason::HelloTimeout)]
@@ -232,7 +243,7 @@ fn oversized_hello_closes_before_buffering() {
         body_len: 1 << 30,
     }
     .to_bytes();
-    h.conn.handle_input(&prefix, &h.sessions, 0);
+    h.conn.handle_input(&prefix, &h.sessions, h.now, 0);
     assert!(matches!(
         h.events()[..],
         [EdgeEvent::Close(CloseReason::Malformed(_))]
@@ -313,6 +324,12 @@ fn bad_sessions_get_exactly_invalid_session() {
         (2, b"tok-dial-2"),
     ] {
         let seq = h.connect(conn_id, token, None);
+        if token == b"tok-nope" {
+            // Unknown tokens wait for the controller first.
+            assert!(h.frames().is_empty());
+            let deadline = h.conn.poll_timeout().unwrap();
+            h.conn.handle_timeout(&h.sessions, deadline);
+        }
         let frames = h.frames();
         let closed = StateClosed::parse(&frames[0]).unwrap();
         assert_eq!(closed.reply_for, Some(seq));
@@ -495,7 +512,7 @@ fn host_refusal_and_silence_fail_the_circuit() {
     );
     let deadline = h.conn.poll_timeout().unwrap();
     assert_eq!(deadline, h.now + Duration::from_secs(5));
-    h.conn.handle_timeout(deadline);
+    h.conn.handle_timeout(&h.sessions, deadline);
     assert!(matches!(
         &h.events()[..],
         [EdgeEvent::HostRefused {
@@ -621,7 +638,7 @@ fn malformed_frames_close_the_connection() {
     weft_wire::FrameEncoder::new(&mut out, ContentType::CONNECT, 3)
         .finish_with_body(b"t")
         .unwrap();
-    h.conn.handle_input(&out, &h.sessions, 0);
+    h.conn.handle_input(&out, &h.sessions, h.now, 0);
     assert!(matches!(
         h.events()[..],
         [EdgeEvent::Close(CloseReason::Malformed(_))]
@@ -633,6 +650,7 @@ fn malformed_frames_close_the_connection() {
             0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
         ],
         &h.sessions,
+        h.now,
         0,
     );
     assert!(matches!(
@@ -668,4 +686,56 @@ fn data_for_unknown_or_unconnected_conns_is_dropped() {
     });
     assert!(h.events().is_empty());
     assert!(!h.conn.is_closed());
+}
+
+#[test]
+fn frames_with_unknown_tokens_wait_for_the_session_and_keep_their_order() {
+    let mut h = Harness::new();
+    h.hello(b"LATE-API");
+    assert_eq!(h.frames().len(), 1, "hello result");
+    assert!(h.conn.is_holding());
+    // The SDK goes on at once: a Connect with a session the router does not know yet,
+    // then a latency probe. Nothing is answered while the hello waits.
+    let connect = h.connect(7, b"tok-late", None);
+    let probe = h.send(|o, s| LatencyProbe { probe_time: None }.encode(s, o).unwrap());
+    assert!(h.frames().is_empty() && h.events().is_empty());
+
+    // The controller's update arrives: first the API session, then the session.
+    let late_api = pb::ApiSession {
+        id: "api-late".into(),
+        token: "LATE-API".into(),
+        identity_id: "identity-late".into(),
+        identity_name: "late".into(),
+        cert_fingerprints: vec![FP.into()],
+        expires_at_unix_ms: 0,
+    };
+    let mut sync = pb::StateSync {
+        api_sessions: vec![late_api],
+        ..Default::default()
+    };
+    h.sessions.apply_sync(sync.clone());
+    h.conn.handle_received(&h.sessions, h.now, 1_000);
+    assert!(matches!(h.events()[..], [EdgeEvent::Authenticated { .. }]));
+    assert!(h.conn.is_holding(), "the Connect now waits for its session");
+    assert!(h.frames().is_empty());
+
+    sync.sessions.push(pb::Session {
+        id: "late".into(),
+        token: "tok-late".into(),
+        api_session_id: "api-late".into(),
+        service_id: "svc".into(),
+        r#type: pb::SessionType::Dial.into(),
+        identity_id: String::new(),
+    });
+    h.sessions.apply_sync(sync);
+    h.conn.handle_received(&h.sessions, h.now, 1_000);
+    assert!(!h.conn.is_holding());
+    assert!(matches!(
+        h.events()[..],
+        [EdgeEvent::Dial { conn_id: 7, .. }]
+    ));
+    let frames = h.frames();
+    assert_eq!(frames.len(), 1, "the probe is answered after the Connect");
+    assert_eq!(LatencyReply::parse(&frames[0]).unwrap().reply_for, probe);
+    assert_ne!(connect, probe);
 }

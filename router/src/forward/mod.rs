@@ -214,6 +214,7 @@ impl Forwarder {
     pub fn apply_sync(&mut self, now: Instant, sync: pb::StateSync) {
         let removed = self.sessions.apply_sync(sync);
         self.revoke(now, &removed);
+        self.retry_held(now);
     }
 
     /// Applies an incremental update and closes what it removed, at once.
@@ -224,7 +225,25 @@ impl Forwarder {
     ) -> Result<(), RevisionGap> {
         let removed = self.sessions.apply_update(update)?;
         self.revoke(now, &removed);
+        self.retry_held(now);
         Ok(())
+    }
+
+    /// Gives frames that wait for their session another look after an update.
+    fn retry_held(&mut self, now: Instant) {
+        let holding: Vec<ConnKey> = self
+            .conns
+            .iter()
+            .filter(|(_, s)| s.edge.is_holding())
+            .map(|(k, _)| *k)
+            .collect();
+        for key in holding {
+            if let Some(state) = self.conns.get_mut(&key) {
+                // The held frame keeps the wall-clock time it arrived with.
+                state.edge.handle_received(&self.sessions, now, 0);
+            }
+            self.after_input(now, key);
+        }
     }
 
     /// Expires API sessions whose time has come and closes what used them.
@@ -301,7 +320,7 @@ impl Forwarder {
     /// Processes what was read into the receive buffer of `key`.
     pub fn handle_received(&mut self, now: Instant, key: ConnKey, now_unix_ms: i64) {
         if let Some(state) = self.conns.get_mut(&key) {
-            state.edge.handle_received(&self.sessions, now_unix_ms);
+            state.edge.handle_received(&self.sessions, now, now_unix_ms);
         }
         self.after_input(now, key);
     }
@@ -355,7 +374,7 @@ impl Forwarder {
             self.timers.pop();
             if let Some(state) = self.conns.get_mut(&key) {
                 state.armed = None;
-                state.edge.handle_timeout(now);
+                state.edge.handle_timeout(&self.sessions, now);
             }
             self.after_input(now, key);
         }
@@ -407,7 +426,7 @@ impl Forwarder {
     pub fn wants_read(&self, key: ConnKey) -> bool {
         self.conns
             .get(&key)
-            .is_some_and(|s| s.pausing.is_empty() && !s.closing)
+            .is_some_and(|s| s.pausing.is_empty() && !s.closing && !s.edge.is_holding())
     }
 
     /// The next request for the controller.

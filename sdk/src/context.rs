@@ -1,0 +1,510 @@
+//! [`Context`]: an authenticated identity that lists, dials and binds services.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::{AbortHandle, JoinSet};
+use weft_wire::edge;
+
+use crate::controller::{ControllerClient, EdgeRouter, Service, Session, SessionKind};
+use crate::crypto::{KeyPair, SessionKeys};
+use crate::edge::channel::{Channel, Route, STREAM_QUEUE};
+use crate::edge::proto::{self, ConnectReply};
+use crate::error::{Error, ErrorKind, Result};
+use crate::identity::Identity;
+use crate::listener::{self, Listener};
+use crate::stream::{Stream, StreamParts};
+use crate::tls;
+
+/// Tunables of a [`Context`].
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Deadline of TCP + TLS + hello to one edge router.
+    pub connect_timeout: Duration,
+    /// How long a router may take to answer a dial or bind (the C SDK's default is 10 s).
+    pub request_timeout: Duration,
+    /// How often the API session is refreshed and service changes are polled.
+    pub refresh_interval: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(10),
+            refresh_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// How many times a dial starts over with a fresh session or router.
+const DIAL_ATTEMPTS: u32 = 3;
+
+type Slot = Arc<tokio::sync::Mutex<Option<Channel>>>;
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) name: String,
+    pub(crate) tls: Arc<rustls::ClientConfig>,
+    pub(crate) ctrl: ControllerClient,
+    pub(crate) options: Options,
+    api_token: Mutex<String>,
+    services: Mutex<HashMap<String, Service>>,
+    dial_sessions: Mutex<HashMap<String, Session>>,
+    slots: Mutex<HashMap<String, Slot>>,
+    next_conn_id: AtomicU32,
+    refresher: Mutex<Option<AbortHandle>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section is a single map operation; a poisoned lock is consistent.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// An authenticated identity: lists services, dials them and hosts them.
+///
+/// Cheap to clone; all clones share the API session and one multiplexed edge
+/// connection per router.
+#[derive(Clone, Debug)]
+pub struct Context {
+    inner: Arc<Inner>,
+}
+
+impl Context {
+    /// Authenticates `identity` with its certificate, with default [`Options`].
+    pub async fn new(identity: Identity) -> Result<Self> {
+        Self::with_options(identity, Options::default()).await
+    }
+
+    /// Authenticates `identity` with its certificate.
+    pub async fn with_options(identity: Identity, options: Options) -> Result<Self> {
+        let tls = tls::client_config(&identity)?;
+        let ctrl = ControllerClient::new(identity.controller(), Arc::clone(&tls))?;
+        let session = ctrl.authenticate().await?;
+        tracing::debug!(identity = %session.identity.name, api_session = %session.id, "authenticated");
+        let inner = Arc::new(Inner {
+            name: session.identity.name.clone(),
+            tls,
+            ctrl,
+            options,
+            api_token: Mutex::new(session.token),
+            services: Mutex::new(HashMap::new()),
+            dial_sessions: Mutex::new(HashMap::new()),
+            slots: Mutex::new(HashMap::new()),
+            next_conn_id: AtomicU32::new(0),
+            refresher: Mutex::new(None),
+        });
+        // Refresh well before the session could expire.
+        let interval = session
+            .expiration_seconds
+            .map_or(inner.options.refresh_interval, |s| {
+                inner
+                    .options
+                    .refresh_interval
+                    .min(Duration::from_secs(s / 3).max(Duration::from_secs(1)))
+            });
+        let refresher = tokio::spawn(refresh_loop(Arc::downgrade(&inner), interval));
+        *lock(&inner.refresher) = Some(refresher.abort_handle());
+        Ok(Self { inner })
+    }
+
+    /// The identity's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Every service this identity can see (fetched now).
+    pub async fn services(&self) -> Result<Vec<Service>> {
+        self.inner.refresh_services().await
+    }
+
+    /// The service named `name`.
+    pub async fn service(&self, name: &str) -> Result<Service> {
+        self.inner.service(name).await
+    }
+
+    /// Opens a stream to service `service`: gets a Dial session, picks the edge router
+    /// with the lowest measured latency among those the session allows (failing over
+    /// to the next on error), and connects through it.
+    pub async fn dial(&self, service: &str) -> Result<Stream> {
+        self.inner.dial(service).await
+    }
+
+    /// Hosts service `service`: every dial of it becomes a stream from
+    /// [`Listener::accept`]. The binding is renewed on another router or session if the
+    /// router drops it.
+    pub async fn bind(&self, service: &str) -> Result<Listener> {
+        let svc = self.inner.service(service).await?;
+        if !svc.can_bind() {
+            return Err(Error::new(
+                ErrorKind::NotAuthorized,
+                format!("no service policy lets {} bind {service}", self.inner.name),
+            ));
+        }
+        listener::bind(Arc::clone(&self.inner), svc).await
+    }
+
+    /// The edge routers this context is connected to, with their measured latency.
+    pub fn routers(&self) -> Vec<(String, Duration)> {
+        let slots: Vec<Slot> = lock(&self.inner.slots).values().cloned().collect();
+        slots
+            .iter()
+            .filter_map(|s| s.try_lock().ok().and_then(|g| g.clone()))
+            .filter(|c| !c.is_closed())
+            .map(|c| (c.router().to_string(), c.latency()))
+            .collect()
+    }
+
+    /// Logs out (deletes the API session) and closes every edge connection.
+    pub async fn close(self) -> Result<()> {
+        self.inner.shutdown();
+        self.inner.ctrl.logout().await
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl Inner {
+    fn shutdown(&self) {
+        if let Some(r) = lock(&self.refresher).take() {
+            r.abort();
+        }
+        for slot in lock(&self.slots).values() {
+            if let Ok(g) = slot.try_lock()
+                && let Some(c) = g.as_ref()
+            {
+                c.close();
+            }
+        }
+    }
+
+    pub(crate) fn next_conn_id(&self) -> u32 {
+        self.next_conn_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn api_token(&self) -> String {
+        lock(&self.api_token).clone()
+    }
+
+    async fn refresh_services(&self) -> Result<Vec<Service>> {
+        let list = self.ctrl.services().await?;
+        *lock(&self.services) = list.iter().map(|s| (s.name.clone(), s.clone())).collect();
+        Ok(list)
+    }
+
+    pub(crate) async fn service(&self, name: &str) -> Result<Service> {
+        if let Some(s) = lock(&self.services).get(name) {
+            return Ok(s.clone());
+        }
+        self.refresh_services()
+            .await?
+            .into_iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::NoSuchService,
+                    format!("no service named {name:?} is visible to {}", self.name),
+                )
+            })
+    }
+
+    /// A live channel to the router at `address`, connecting if needed (one connect per
+    /// address at a time).
+    pub(crate) async fn channel(&self, router: &str, address: &str) -> Result<Channel> {
+        let slot = lock(&self.slots)
+            .entry(address.to_string())
+            .or_default()
+            .clone();
+        let mut guard = slot.lock().await;
+        if let Some(c) = guard.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(c.clone());
+        }
+        let channel = Channel::connect(
+            router,
+            address,
+            Arc::clone(&self.tls),
+            &self.api_token(),
+            &format!("weft-sdk/{}", env!("CARGO_PKG_VERSION")),
+            self.options.connect_timeout,
+        )
+        .await?;
+        *guard = Some(channel.clone());
+        Ok(channel)
+    }
+
+    fn live_channel(&self, address: &str) -> Option<Channel> {
+        let slot = lock(&self.slots).get(address).cloned()?;
+        let guard = slot.try_lock().ok()?;
+        guard.as_ref().filter(|c| !c.is_closed()).cloned()
+    }
+
+    /// The session's edge routers as channels, best first: connected ones by latency;
+    /// if none is connected, connects to all at once and takes the first to finish its
+    /// hello (the others finish in the background), as the C SDK does.
+    pub(crate) async fn channels_for(
+        self: &Arc<Self>,
+        routers: &[EdgeRouter],
+    ) -> Result<Vec<Channel>> {
+        let mut live = Vec::new();
+        let mut missing = Vec::new();
+        for r in routers {
+            let Some(address) = r.tls_address() else {
+                continue;
+            };
+            match self.live_channel(&address) {
+                Some(c) => live.push(c),
+                None => missing.push((r.name.clone(), address)),
+            }
+        }
+        live.sort_by_key(Channel::latency);
+        let mut last = None;
+        if !missing.is_empty() {
+            let mut set = JoinSet::new();
+            for (name, address) in missing {
+                let me = Arc::clone(self);
+                set.spawn(async move { me.channel(&name, &address).await });
+            }
+            if live.is_empty() {
+                while let Some(res) = set.join_next().await {
+                    match res {
+                        Ok(Ok(c)) => {
+                            live.push(c);
+                            break;
+                        }
+                        Ok(Err(e)) => last = Some(e),
+                        Err(e) => last = Some(Error::connection(e.to_string())),
+                    }
+                }
+            }
+            set.detach_all();
+        }
+        if live.is_empty() {
+            let detail = last.map_or_else(
+                || "the session lists no edge router with a tls address".to_string(),
+                |e| e.to_string(),
+            );
+            return Err(Error::new(ErrorKind::NoEdgeRouter, detail));
+        }
+        Ok(live)
+    }
+
+    async fn dial_session(&self, svc: &Service) -> Result<Session> {
+        if let Some(s) = lock(&self.dial_sessions).get(&svc.id) {
+            return Ok(s.clone());
+        }
+        let s = self.ctrl.create_session(&svc.id, SessionKind::Dial).await?;
+        tracing::debug!(service = %svc.name, session = %s.id, routers = s.edge_routers.len(), "dial session");
+        lock(&self.dial_sessions).insert(svc.id.clone(), s.clone());
+        Ok(s)
+    }
+
+    async fn dial(self: &Arc<Self>, service: &str) -> Result<Stream> {
+        let svc = self.service(service).await?;
+        if !svc.can_dial() {
+            return Err(Error::new(
+                ErrorKind::NotAuthorized,
+                format!("no service policy lets {} dial {service}", self.name),
+            ));
+        }
+        let mut last = None;
+        for attempt in 0..DIAL_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+            }
+            let session = match self.dial_session(&svc).await {
+                Ok(s) => s,
+                Err(e) if e.kind() == ErrorKind::NoSuchService => {
+                    // Policy no longer grants it: refresh what we know of services.
+                    lock(&self.services).remove(service);
+                    return Err(Error::new(
+                        ErrorKind::NotAuthorized,
+                        format!("{} may not dial {service}: {}", self.name, e.message()),
+                    ));
+                }
+                Err(e) => return Err(e),
+            };
+            let channels = match self.channels_for(&session.edge_routers).await {
+                Ok(c) => c,
+                Err(e) => {
+                    last = Some(e);
+                    continue;
+                }
+            };
+            for channel in channels {
+                match self.connect_on(&channel, &svc, &session).await {
+                    Ok(stream) => return Ok(stream),
+                    Err(DialFailure::InvalidSession(e)) => {
+                        lock(&self.dial_sessions).remove(&svc.id);
+                        last = Some(e);
+                        break;
+                    }
+                    Err(DialFailure::Other(e)) => last = Some(e),
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::new(ErrorKind::NoEdgeRouter, "no edge router answered")))
+    }
+
+    /// One Connect on one router (spec §4a).
+    async fn connect_on(
+        &self,
+        channel: &Channel,
+        svc: &Service,
+        session: &Session,
+    ) -> Result<Stream, DialFailure> {
+        let conn_id = self.next_conn_id();
+        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+        channel.register(conn_id, Route::Stream(tx))?;
+        let keys = if svc.encryption_required {
+            Some(KeyPair::generate().map_err(crypto_err)?)
+        } else {
+            None
+        };
+        let public = keys.as_ref().map(KeyPair::public);
+        let reply = channel
+            .request(
+                |out, seq| {
+                    edge::Connect {
+                        conn_id,
+                        seq: 0,
+                        caller_id: Some(self.name.as_bytes()),
+                        public_key: public.as_ref().map(|k| &k[..]),
+                        terminator_identity: None,
+                        app_data: None,
+                        session_token: session.token.as_bytes(),
+                    }
+                    .encode(seq, out)
+                },
+                self.options.request_timeout,
+            )
+            .await;
+        let frame = match reply {
+            Ok(frame) => frame,
+            Err(e) => {
+                channel.deregister(conn_id);
+                if e.kind() == ErrorKind::TimedOut {
+                    // As the C SDK does: tell the router we gave up on this conn id.
+                    send_close(channel, conn_id);
+                }
+                return Err(DialFailure::Other(e));
+            }
+        };
+        match proto::connect_reply(&frame).map_err(|e| Error::protocol(e.to_string()))? {
+            ConnectReply::Connected(peer_key) => {
+                let session_keys = match keys {
+                    Some(kp) => {
+                        let Some(peer_key) = peer_key else {
+                            channel.deregister(conn_id);
+                            send_close(channel, conn_id);
+                            return Err(DialFailure::Other(Error::new(
+                                ErrorKind::Crypto,
+                                format!(
+                                    "{} requires encryption but the host sent no key",
+                                    svc.name
+                                ),
+                            )));
+                        };
+                        Some(SessionKeys::client(&kp, &peer_key).map_err(crypto_err)?)
+                    }
+                    None => None,
+                };
+                Ok(Stream::establish(StreamParts {
+                    channel: channel.clone(),
+                    conn_id,
+                    service: svc.name.clone(),
+                    peer: svc.name.clone(),
+                    events: rx,
+                    keys: session_keys,
+                })
+                .await?)
+            }
+            ConnectReply::Refused(reason) => {
+                channel.deregister(conn_id);
+                let e = Error::connection(format!(
+                    "edge router {} refused the dial of {}: {reason}",
+                    channel.router(),
+                    svc.name
+                ));
+                if proto::is_invalid_session(&reason) {
+                    Err(DialFailure::InvalidSession(Error::new(
+                        ErrorKind::SessionRevoked,
+                        e.message().to_string(),
+                    )))
+                } else {
+                    Err(DialFailure::Other(e))
+                }
+            }
+        }
+    }
+}
+
+/// Sends StateClosed for `conn_id` without waiting.
+pub(crate) fn send_close(channel: &Channel, conn_id: u32) {
+    let mut out = bytes::BytesMut::new();
+    let closed = edge::StateClosed {
+        conn_id,
+        seq: 1,
+        reply_for: None,
+        reason: b"",
+    };
+    if closed.encode(channel.next_sequence(), &mut out).is_ok() {
+        channel.send_detached(out.freeze());
+    }
+}
+
+pub(crate) fn crypto_err(e: crate::crypto::CryptoError) -> Error {
+    Error::new(ErrorKind::Crypto, e.to_string())
+}
+
+enum DialFailure {
+    /// The router refused the session token: get a new session and start over.
+    InvalidSession(Error),
+    /// Anything else: try the next router.
+    Other(Error),
+}
+
+impl From<Error> for DialFailure {
+    fn from(e: Error) -> Self {
+        Self::Other(e)
+    }
+}
+
+/// Keeps the API session fresh (re-authenticating when it is gone) and follows
+/// service changes.
+async fn refresh_loop(inner: std::sync::Weak<Inner>, interval: Duration) {
+    let mut last_change: Option<String> = None;
+    loop {
+        tokio::time::sleep(interval).await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        match inner.ctrl.refresh().await {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::NotAuthorized => {
+                tracing::info!("API session expired; authenticating again");
+                match inner.ctrl.authenticate().await {
+                    Ok(s) => *lock(&inner.api_token) = s.token,
+                    Err(e) => tracing::warn!(error = %e, "re-authentication failed"),
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "API session refresh failed"),
+        }
+        match inner.ctrl.services_changed_at().await {
+            Ok(at) if last_change.as_ref() != Some(&at) => {
+                // Services or policies changed: drop what was cached; it reloads on use.
+                lock(&inner.services).clear();
+                lock(&inner.dial_sessions).clear();
+                last_change = Some(at);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "service-updates poll failed"),
+        }
+    }
+}

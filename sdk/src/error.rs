@@ -1,0 +1,129 @@
+//! The SDK's one public error type.
+
+use std::fmt;
+
+/// What went wrong, in terms a caller can act on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The identity file is missing, malformed, or its certificate and key are unusable.
+    Identity,
+    /// Enrollment failed: bad, expired or used token, or the controller refused the CSR.
+    Enrollment,
+    /// The controller refused the credentials, or policy does not grant this action.
+    NotAuthorized,
+    /// No service of that name is visible to this identity.
+    NoSuchService,
+    /// None of the edge routers offered for the service could be reached.
+    NoEdgeRouter,
+    /// The controller removed the session (or API session) this stream relied on.
+    SessionRevoked,
+    /// An operation did not finish in time.
+    TimedOut,
+    /// The controller could not be reached or answered something unexpected.
+    Controller,
+    /// The edge router connection failed or the router refused the request.
+    Connection,
+    /// End-to-end encryption failed (missing or bad peer key, corrupt data).
+    Crypto,
+    /// The peer or router broke the protocol.
+    Protocol,
+    /// The stream, listener or context is closed.
+    Closed,
+}
+
+impl ErrorKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Identity => "identity",
+            Self::Enrollment => "enrollment",
+            Self::NotAuthorized => "not authorized",
+            Self::NoSuchService => "no such service",
+            Self::NoEdgeRouter => "no edge router reachable",
+            Self::SessionRevoked => "session revoked",
+            Self::TimedOut => "timed out",
+            Self::Controller => "controller",
+            Self::Connection => "edge router connection",
+            Self::Crypto => "end-to-end encryption",
+            Self::Protocol => "protocol",
+            Self::Closed => "closed",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An SDK error: a [`kind`](Error::kind) to branch on and a message for people.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+}
+
+impl Error {
+    /// An error of `kind` with `message`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The human-readable detail.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    pub(crate) fn identity(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Identity, message)
+    }
+
+    pub(crate) fn controller(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Controller, message)
+    }
+
+    pub(crate) fn connection(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Connection, message)
+    }
+
+    pub(crate) fn protocol(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Protocol, message)
+    }
+
+    pub(crate) fn closed(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Closed, message)
+    }
+
+    pub(crate) fn timed_out(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::TimedOut, message)
+    }
+}
+
+impl From<Error> for std::io::Error {
+    fn from(e: Error) -> Self {
+        use std::io::ErrorKind as Io;
+        let kind = match e.kind {
+            ErrorKind::TimedOut => Io::TimedOut,
+            ErrorKind::NotAuthorized => Io::PermissionDenied,
+            ErrorKind::SessionRevoked | ErrorKind::Connection => Io::ConnectionReset,
+            ErrorKind::Closed => Io::BrokenPipe,
+            ErrorKind::NoSuchService | ErrorKind::NoEdgeRouter => Io::ConnectionRefused,
+            ErrorKind::Crypto | ErrorKind::Protocol => Io::InvalidData,
+            _ => Io::Other,
+        };
+        Self::new(kind, e)
+    }
+}
+
+/// The SDK's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,374 @@
+//! [`Listener`]: hosting a service (Bind, then a stream per accepted Dial).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+use weft_wire::edge;
+
+use crate::context::{Inner, crypto_err, send_close};
+use crate::controller::{Service, SessionKind};
+use crate::crypto::{KeyPair, SessionKeys};
+use crate::edge::channel::{Channel, ListenerEvent, Route, STREAM_QUEUE};
+use crate::edge::proto::{self, ConnectReply};
+use crate::error::{Error, ErrorKind, Result};
+use crate::stream::{Stream, StreamParts};
+
+/// Accepted streams waiting for [`Listener::accept`].
+const ACCEPT_QUEUE: usize = 128;
+/// Attempts of the first bind before [`crate::Context::bind`] gives up.
+const FIRST_BIND_ATTEMPTS: u32 = 3;
+/// Longest wait between rebind attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// A bound service: yields a [`Stream`] for each dial. Dropping it unbinds.
+#[derive(Debug)]
+pub struct Listener {
+    service: String,
+    router: String,
+    accepted: mpsc::Receiver<Result<Stream>>,
+    task: AbortHandle,
+}
+
+impl Listener {
+    /// The next accepted stream. Fails when the binding is lost for good (for example
+    /// when policy no longer grants Bind).
+    pub async fn accept(&mut self) -> Result<Stream> {
+        match self.accepted.recv().await {
+            Some(r) => r,
+            None => Err(Error::closed(format!(
+                "the listener of {} stopped",
+                self.service
+            ))),
+        }
+    }
+
+    /// The service hosted.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// The edge router the first binding was made on.
+    pub fn router(&self) -> &str {
+        &self.router
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Binds `svc` and starts the task that keeps it bound.
+pub(crate) async fn bind(inner: Arc<Inner>, svc: Service) -> Result<Listener> {
+    let mut last = None;
+    let mut bound = None;
+    for attempt in 0..FIRST_BIND_ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+        }
+        match bind_once(&inner, &svc).await {
+            Ok(b) => {
+                bound = Some(b);
+                break;
+            }
+            Err(e) if fatal(&e) => return Err(e),
+            Err(e) => last = Some(e),
+        }
+    }
+    let Some(bound) = bound else {
+        return Err(last.unwrap_or_else(|| Error::new(ErrorKind::NoEdgeRouter, "bind failed")));
+    };
+    let router = bound.channel.router().to_string();
+    let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
+    let service = svc.name.clone();
+    let task = tokio::spawn(keep_bound(inner, svc, bound, tx));
+    Ok(Listener {
+        service,
+        router,
+        accepted: rx,
+        task: task.abort_handle(),
+    })
+}
+
+fn fatal(e: &Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::NotAuthorized | ErrorKind::NoSuchService
+    )
+}
+
+/// One binding on one router.
+struct Bound {
+    channel: Channel,
+    listener_id: u32,
+    keys: Option<Arc<KeyPair>>,
+    events: mpsc::UnboundedReceiver<ListenerEvent>,
+}
+
+async fn bind_once(inner: &Arc<Inner>, svc: &Service) -> Result<Bound> {
+    let session = inner
+        .ctrl
+        .create_session(&svc.id, SessionKind::Bind)
+        .await?;
+    let channels = inner.channels_for(&session.edge_routers).await?;
+    let mut last = None;
+    for channel in channels {
+        let listener_id = inner.next_conn_id();
+        let (tx, rx) = mpsc::unbounded_channel();
+        channel.register(listener_id, Route::Listener(tx))?;
+        let keys = if svc.encryption_required {
+            Some(Arc::new(KeyPair::generate().map_err(crypto_err)?))
+        } else {
+            None
+        };
+        let public = keys.as_ref().map(|k| k.public());
+        let reply = channel
+            .request(
+                |out, seq| {
+                    edge::Bind {
+                        conn_id: listener_id,
+                        seq: 0,
+                        caller_id: Some(inner.name.as_bytes()),
+                        public_key: public.as_ref().map(|k| &k[..]),
+                        terminator_identity: None,
+                        cost: None,
+                        precedence: None,
+                        session_token: session.token.as_bytes(),
+                    }
+                    .encode(seq, out)
+                },
+                inner.options.request_timeout,
+            )
+            .await;
+        let outcome = reply.and_then(|frame| {
+            proto::connect_reply(&frame).map_err(|e| Error::protocol(e.to_string()))
+        });
+        match outcome {
+            Ok(ConnectReply::Connected(_)) => {
+                tracing::debug!(service = %svc.name, router = %channel.router(), "bound");
+                return Ok(Bound {
+                    channel,
+                    listener_id,
+                    keys,
+                    events: rx,
+                });
+            }
+            Ok(ConnectReply::Refused(reason)) => {
+                channel.deregister(listener_id);
+                last = Some(Error::connection(format!(
+                    "edge router {} refused to bind {}: {reason}",
+                    channel.router(),
+                    svc.name
+                )));
+            }
+            Err(e) => {
+                channel.deregister(listener_id);
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::new(ErrorKind::NoEdgeRouter, "no edge router to bind on")))
+}
+
+/// Serves the binding; when the router drops it, binds again (new session, maybe
+/// another router) with backoff, until the listener is dropped or Bind is refused for
+/// good.
+async fn keep_bound(
+    inner: Arc<Inner>,
+    svc: Service,
+    mut bound: Bound,
+    out: mpsc::Sender<Result<Stream>>,
+) {
+    let mut failures = 0u32;
+    loop {
+        serve(&inner, &svc, &mut bound, &out).await;
+        if out.is_closed() {
+            return;
+        }
+        loop {
+            let wait = Duration::from_millis(250u64 << failures.min(6)).min(MAX_BACKOFF);
+            tokio::time::sleep(wait).await;
+            match bind_once(&inner, &svc).await {
+                Ok(b) => {
+                    bound = b;
+                    failures = 0;
+                    break;
+                }
+                Err(e) if fatal(&e) => {
+                    let _ = out.send(Err(e)).await;
+                    return;
+                }
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(service = %svc.name, error = %e, "rebind failed; retrying");
+                }
+            }
+        }
+    }
+}
+
+/// Accepts dials until the binding ends or the listener is dropped.
+async fn serve(
+    inner: &Arc<Inner>,
+    svc: &Service,
+    bound: &mut Bound,
+    out: &mpsc::Sender<Result<Stream>>,
+) {
+    let (channel, listener_id, keys) =
+        (bound.channel.clone(), bound.listener_id, bound.keys.clone());
+    let _unbind = UnbindOnDrop {
+        channel: channel.clone(),
+        listener_id,
+    };
+    loop {
+        tokio::select! {
+            event = bound.events.recv() => match event {
+                Some(ListenerEvent::Dial { sequence, public_key, caller_id }) => {
+                    let accept = Accept {
+                        inner: Arc::clone(inner),
+                        channel: channel.clone(),
+                        listener_id,
+                        service: svc.name.clone(),
+                        keys: keys.clone(),
+                        out: out.clone(),
+                    };
+                    tokio::spawn(accept.run(sequence, public_key, caller_id));
+                }
+                Some(ListenerEvent::Closed(reason)) => {
+                    tracing::info!(service = %svc.name, router = %channel.router(),
+                        reason = %String::from_utf8_lossy(&reason), "binding removed by the router");
+                    return;
+                }
+                None => {
+                    tracing::info!(service = %svc.name, router = %channel.router(),
+                        error = %channel.closed_error(), "binding lost with its edge connection");
+                    return;
+                }
+            },
+            () = out.closed() => return,
+        }
+    }
+}
+
+/// When serving ends (binding lost, listener dropped or task aborted): deregisters the
+/// listener id and sends StateClosed on it, which the router takes as "remove the
+/// terminator" (spec §4b.10).
+struct UnbindOnDrop {
+    channel: Channel,
+    listener_id: u32,
+}
+
+impl Drop for UnbindOnDrop {
+    fn drop(&mut self) {
+        self.channel.deregister(self.listener_id);
+        if !self.channel.is_closed() {
+            send_close(&self.channel, self.listener_id);
+        }
+    }
+}
+
+/// One accepted dial (spec §4b steps 6–7).
+struct Accept {
+    inner: Arc<Inner>,
+    channel: Channel,
+    listener_id: u32,
+    service: String,
+    keys: Option<Arc<KeyPair>>,
+    out: mpsc::Sender<Result<Stream>>,
+}
+
+impl Accept {
+    async fn run(self, sequence: i32, public_key: Option<bytes::Bytes>, caller_id: bytes::Bytes) {
+        let caller = String::from_utf8_lossy(&caller_id).into_owned();
+        if let Err(e) = self.accept(sequence, public_key, &caller).await {
+            tracing::debug!(service = %self.service, %caller, error = %e, "dial not accepted");
+        }
+    }
+
+    async fn accept(
+        &self,
+        sequence: i32,
+        public_key: Option<bytes::Bytes>,
+        caller: &str,
+    ) -> Result<()> {
+        let session_keys = match (&self.keys, public_key) {
+            (None, _) => None,
+            (Some(kp), Some(pk)) => match SessionKeys::server(kp, &pk) {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    self.dial_failed(sequence, b"crypto failure").await;
+                    return Err(crypto_err(e));
+                }
+            },
+            (Some(_), None) => {
+                self.dial_failed(sequence, b"crypto failure").await;
+                return Err(Error::new(ErrorKind::Crypto, "the dialer sent no key"));
+            }
+        };
+        let conn_id = self.inner.next_conn_id();
+        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+        self.channel.register(conn_id, Route::Stream(tx))?;
+        let reply = self
+            .channel
+            .request(
+                |out, seq| {
+                    edge::DialSuccess {
+                        conn_id: self.listener_id,
+                        seq: 0,
+                        reply_for: sequence,
+                        new_conn_id: conn_id,
+                    }
+                    .encode(seq, out)
+                },
+                self.inner.options.request_timeout,
+            )
+            .await
+            .and_then(|f| proto::connect_reply(&f).map_err(|e| Error::protocol(e.to_string())));
+        match reply {
+            Ok(ConnectReply::Connected(_)) => {
+                let stream = Stream::establish(StreamParts {
+                    channel: self.channel.clone(),
+                    conn_id,
+                    service: self.service.clone(),
+                    peer: caller.to_string(),
+                    events: rx,
+                    keys: session_keys,
+                })
+                .await?;
+                // A full or dropped accept queue drops the stream, which closes it.
+                let _ = self.out.send(Ok(stream)).await;
+                Ok(())
+            }
+            Ok(ConnectReply::Refused(reason)) => {
+                self.channel.deregister(conn_id);
+                Err(Error::connection(format!(
+                    "the router refused the accept: {reason}"
+                )))
+            }
+            Err(e) => {
+                self.channel.deregister(conn_id);
+                Err(e)
+            }
+        }
+    }
+
+    async fn dial_failed(&self, sequence: i32, reason: &[u8]) {
+        let mut out = BytesMut::new();
+        let failed = edge::DialFailed {
+            conn_id: self.listener_id,
+            seq: 0,
+            reply_for: sequence,
+            reason,
+        };
+        if failed
+            .encode(self.channel.next_sequence(), &mut out)
+            .is_ok()
+        {
+            let _ = self.channel.send(out.freeze()).await;
+        }
+    }
+}

@@ -1,0 +1,376 @@
+//! [`Stream`]: one service connection, as tokio `AsyncRead + AsyncWrite`.
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::mpsc;
+use tokio_util::sync::PollSender;
+use weft_wire::edge;
+
+use crate::crypto::{Opener, Sealer, SessionKeys};
+use crate::edge::channel::{Channel, StreamEvent};
+use crate::edge::proto::{self, CloseCause};
+use crate::error::{Error, ErrorKind};
+
+/// Largest plaintext sent in one Data message. The router forwards each message whole
+/// (a message is also the unit of end-to-end encryption), so this bounds what one
+/// write holds in the router's and the peer's buffers.
+pub(crate) const MAX_CHUNK: usize = 64 * 1024;
+/// Room for a Data head (prefix + conn id + seq + flags headers).
+const HEAD_ROOM: usize = 64;
+/// Size of the frame arena; frames are split off it and it is reused once the writer
+/// dropped them, so steady streaming does not allocate per frame.
+const ARENA: usize = 4 * (MAX_CHUNK + HEAD_ROOM + 17);
+
+/// Inbound decryption state.
+enum Inbound {
+    /// No end-to-end encryption.
+    Plain,
+    /// Encrypted; the peer's 24-byte stream header is the first Data to arrive.
+    AwaitHeader(SessionKeys),
+    /// Encrypted and initialised.
+    Open(Opener),
+}
+
+enum ReadState {
+    Open,
+    Eof,
+    Failed(Error),
+}
+
+enum WriteState {
+    Open,
+    Shut,
+    Failed(Error),
+}
+
+/// A connection to a service: bytes written here come out of the peer's stream, in
+/// order, end-to-end encrypted when the service requires it.
+///
+/// [`AsyncWriteExt::shutdown`](tokio::io::AsyncWriteExt::shutdown) half-closes (the
+/// peer reads end-of-stream and can still write back); dropping the stream closes it.
+pub struct Stream {
+    channel: Channel,
+    conn_id: u32,
+    service: String,
+    peer: String,
+    events: mpsc::Receiver<StreamEvent>,
+    writer: PollSender<Bytes>,
+    /// Edge sequence of the next Data, FIN or StateClosed we send.
+    next_seq: u32,
+    sealer: Option<Sealer>,
+    inbound: Inbound,
+    pending: Bytes,
+    plain: BytesMut,
+    out: BytesMut,
+    read: ReadState,
+    write: WriteState,
+    /// The router forgot this conn id (it sent StateClosed, or the connection died).
+    gone: bool,
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream")
+            .field("service", &self.service)
+            .field("router", &self.channel.router())
+            .field("conn_id", &self.conn_id)
+            .field("encrypted", &self.sealer.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a connected stream is built from.
+pub(crate) struct StreamParts {
+    pub(crate) channel: Channel,
+    pub(crate) conn_id: u32,
+    pub(crate) service: String,
+    pub(crate) peer: String,
+    pub(crate) events: mpsc::Receiver<StreamEvent>,
+    pub(crate) keys: Option<SessionKeys>,
+}
+
+impl Stream {
+    /// Builds the stream of a conn that just got StateConnected; when encrypted, sends
+    /// our stream header as its first Data (spec §5).
+    pub(crate) async fn establish(parts: StreamParts) -> crate::Result<Self> {
+        let StreamParts {
+            channel,
+            conn_id,
+            service,
+            peer,
+            events,
+            keys,
+        } = parts;
+        let mut stream = Self {
+            writer: PollSender::new(channel.writer()),
+            channel,
+            conn_id,
+            service,
+            peer,
+            events,
+            next_seq: 1,
+            sealer: None,
+            inbound: Inbound::Plain,
+            pending: Bytes::new(),
+            plain: BytesMut::new(),
+            out: BytesMut::with_capacity(ARENA),
+            read: ReadState::Open,
+            write: WriteState::Open,
+            gone: false,
+        };
+        if let Some(keys) = keys {
+            let (sealer, header) = Sealer::new(&keys);
+            let mut out = BytesMut::new();
+            proto::data_head(
+                &mut out,
+                stream.channel.next_sequence(),
+                conn_id,
+                stream.next_seq,
+                false,
+                header.len(),
+            )
+            .map_err(|e| Error::protocol(e.to_string()))?;
+            out.extend_from_slice(&header);
+            stream.channel.send(out.freeze()).await?;
+            stream.next_seq += 1;
+            stream.sealer = Some(sealer);
+            stream.inbound = Inbound::AwaitHeader(keys);
+        }
+        Ok(stream)
+    }
+
+    /// The service this stream belongs to.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// The edge router carrying it.
+    pub fn router(&self) -> &str {
+        self.channel.router()
+    }
+
+    /// The other end: the dialer's identity name on an accepted stream, the service
+    /// name on a dialed one.
+    pub fn peer(&self) -> &str {
+        &self.peer
+    }
+
+    /// Whether the stream is end-to-end encrypted.
+    pub fn is_encrypted(&self) -> bool {
+        self.sealer.is_some()
+    }
+
+    /// The conn id on the edge connection (for logs).
+    pub fn conn_id(&self) -> u32 {
+        self.conn_id
+    }
+
+    fn fail_both(&mut self, error: &Error) {
+        if matches!(self.read, ReadState::Open) {
+            self.read = ReadState::Failed(error.clone());
+        }
+        if !matches!(self.write, WriteState::Failed(_)) {
+            self.write = WriteState::Failed(error.clone());
+        }
+    }
+
+    /// Takes one event from the router into `pending` or the read/write state.
+    fn on_event(&mut self, event: Option<StreamEvent>) {
+        match event {
+            Some(StreamEvent::Data(body)) => {
+                if let Err(e) = self.on_data(body) {
+                    self.fail_both(&e);
+                }
+            }
+            Some(StreamEvent::Fin) => {
+                if matches!(self.read, ReadState::Open) {
+                    self.read = ReadState::Eof;
+                }
+            }
+            Some(StreamEvent::Closed(reason)) => {
+                self.gone = true;
+                let text = String::from_utf8_lossy(&reason).into_owned();
+                match proto::close_cause(&reason) {
+                    CloseCause::PeerClosed => {
+                        if matches!(self.read, ReadState::Open) {
+                            self.read = ReadState::Eof;
+                        }
+                        self.write = WriteState::Failed(Error::closed(format!(
+                            "the peer closed the stream ({text})"
+                        )));
+                    }
+                    CloseCause::Revoked => self.fail_both(&Error::new(
+                        ErrorKind::SessionRevoked,
+                        format!("the router closed the stream: {text}"),
+                    )),
+                    CloseCause::Failed => self.fail_both(&Error::connection(format!(
+                        "the router closed the stream: {text}"
+                    ))),
+                }
+            }
+            None => {
+                self.gone = true;
+                let e = self.channel.closed_error();
+                self.fail_both(&e);
+            }
+        }
+    }
+
+    fn on_data(&mut self, body: Bytes) -> crate::Result<()> {
+        if !matches!(self.read, ReadState::Open) {
+            return Ok(());
+        }
+        match &mut self.inbound {
+            Inbound::Plain => self.pending = body,
+            Inbound::AwaitHeader(keys) => {
+                let opener = Opener::new(keys, &body)
+                    .map_err(|e| Error::new(ErrorKind::Crypto, format!("stream header: {e}")))?;
+                self.inbound = Inbound::Open(opener);
+            }
+            Inbound::Open(opener) => {
+                self.plain.clear();
+                opener
+                    .open(&body, &mut self.plain)
+                    .map_err(|e| Error::new(ErrorKind::Crypto, format!("decrypting: {e}")))?;
+                self.pending = self.plain.split().freeze();
+            }
+        }
+        Ok(())
+    }
+
+    /// Encodes one Data (or FIN) into the arena and hands it to the writer.
+    fn send_data(&mut self, payload: &[u8], fin: bool) -> crate::Result<()> {
+        let body_len = match (&self.sealer, fin) {
+            (Some(_), false) => payload.len() + Sealer::ABYTES,
+            _ => payload.len(),
+        };
+        self.out.reserve(HEAD_ROOM + body_len);
+        let sequence = self.channel.next_sequence();
+        proto::data_head(
+            &mut self.out,
+            sequence,
+            self.conn_id,
+            self.next_seq,
+            fin,
+            body_len,
+        )
+        .map_err(|e| Error::protocol(e.to_string()))?;
+        match &mut self.sealer {
+            Some(sealer) if !fin => sealer
+                .seal(payload, &mut self.out)
+                .map_err(|e| Error::new(ErrorKind::Crypto, e.to_string()))?,
+            _ => self.out.extend_from_slice(payload),
+        }
+        let frame = self.out.split().freeze();
+        self.writer
+            .send_item(frame)
+            .map_err(|_| self.channel.closed_error())?;
+        self.next_seq = self.next_seq.wrapping_add(1);
+        Ok(())
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            if !this.pending.is_empty() {
+                let n = this.pending.len().min(buf.remaining());
+                buf.put_slice(&this.pending[..n]);
+                this.pending.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            match &this.read {
+                ReadState::Eof => return Poll::Ready(Ok(())),
+                ReadState::Failed(e) => return Poll::Ready(Err(e.clone().into())),
+                ReadState::Open => {}
+            }
+            let event = ready!(this.events.poll_recv(cx));
+            this.on_event(event);
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        // A close from the router is seen by the read side (as with TCP, writes after
+        // the peer closed are dropped by the router until then).
+        match &this.write {
+            WriteState::Open => {}
+            WriteState::Shut => {
+                return Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::BrokenPipe,
+                    "write after shutdown",
+                )));
+            }
+            WriteState::Failed(e) => return Poll::Ready(Err(e.clone().into())),
+        }
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        if ready!(this.writer.poll_reserve(cx)).is_err() {
+            let e = this.channel.closed_error();
+            this.fail_both(&e);
+            return Poll::Ready(Err(e.into()));
+        }
+        let n = buf.len().min(MAX_CHUNK);
+        this.send_data(&buf[..n], false)?;
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        // Frames are queued for the connection's writer, which flushes whenever its
+        // queue runs empty; there is nothing buffered here.
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if !matches!(this.write, WriteState::Open) {
+            return Poll::Ready(Ok(()));
+        }
+        if ready!(this.writer.poll_reserve(cx)).is_err() {
+            let e = this.channel.closed_error();
+            this.fail_both(&e);
+            return Poll::Ready(Err(e.into()));
+        }
+        this.send_data(&[], true)?;
+        this.write = WriteState::Shut;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.channel.deregister(self.conn_id);
+        if self.gone || self.channel.is_closed() {
+            return;
+        }
+        // Tell the router (and through it the peer); it answers nothing (spec §4a.8).
+        let mut out = BytesMut::new();
+        let closed = edge::StateClosed {
+            conn_id: self.conn_id,
+            seq: self.next_seq,
+            reply_for: None,
+            reason: b"",
+        };
+        if closed
+            .encode(self.channel.next_sequence(), &mut out)
+            .is_ok()
+        {
+            self.channel.send_detached(out.freeze());
+        }
+    }
+}

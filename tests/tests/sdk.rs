@@ -1,0 +1,252 @@
+//! The Rust SDK against real controller and router processes on loopback.
+
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use weft_sdk::{Context, ErrorKind, Listener, Stream};
+use weft_tests::{Network, pattern};
+
+const TEN_MB: usize = 10 * 1024 * 1024;
+
+/// Echoes every accepted stream until its peer half-closes, then closes.
+fn spawn_echo(mut listener: Listener) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Ok(mut stream) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if stream.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                let _ = stream.shutdown().await;
+            });
+        }
+    })
+}
+
+async fn host_and_client(net: &Network, service: &str) -> (Context, Context) {
+    let host = net
+        .context(&format!("{service}-h"), &[&format!("{service}-host")])
+        .await;
+    let client = net
+        .context(&format!("{service}-c"), &[&format!("{service}-client")])
+        .await;
+    (host, client)
+}
+
+fn sha(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enroll_bind_dial_and_move_ten_megabytes_each_way_encrypted() {
+    let net = Network::start().await;
+    net.service("bulk", &["bulk"], true).await;
+    let (host, client) = host_and_client(&net, "bulk").await;
+    let services = client.services().await.unwrap();
+    let bulk = services.iter().find(|s| s.name == "bulk").unwrap();
+    assert!(bulk.encryption_required && bulk.can_dial() && !bulk.can_bind());
+
+    let mut listener = host.bind("bulk").await.unwrap();
+    let upload = pattern(TEN_MB, 1);
+    let download = pattern(TEN_MB, 2);
+    let (up_sum, down_sum) = (sha(&upload), sha(&download));
+
+    // Host: reads everything until the dialer half-closes, checks it, answers 10 MB.
+    let server = tokio::spawn(async move {
+        let mut stream = listener.accept().await.unwrap();
+        assert!(stream.is_encrypted());
+        assert_eq!(stream.peer(), "bulk-c");
+        let mut got = Vec::with_capacity(TEN_MB);
+        stream.read_to_end(&mut got).await.unwrap();
+        assert_eq!(sha(&got), up_sum, "upload corrupted");
+        stream.write_all(&download).await.unwrap();
+        stream.shutdown().await.unwrap();
+        // Keep the stream until the client has read everything.
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest).await;
+    });
+
+    let mut stream = client.dial("bulk").await.unwrap();
+    assert!(stream.is_encrypted());
+    assert_eq!(stream.router(), "edge-1");
+    let started = Instant::now();
+    let (mut rd, mut wr) = tokio::io::split(&mut stream);
+    let writer = async {
+        wr.write_all(&upload).await.unwrap();
+        wr.shutdown().await.unwrap();
+    };
+    let reader = async {
+        let mut got = Vec::with_capacity(TEN_MB);
+        rd.read_to_end(&mut got).await.unwrap();
+        got
+    };
+    let ((), got) = tokio::join!(writer, reader);
+    assert_eq!(sha(&got), down_sum, "download corrupted");
+    eprintln!(
+        "20 MB through the router (encrypted) in {:?}",
+        started.elapsed()
+    );
+    drop(stream);
+    server.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_streams_share_one_edge_connection() {
+    let net = Network::start().await;
+    net.service("echo", &["echo"], true).await;
+    let (host, client) = host_and_client(&net, "echo").await;
+    let _echo = spawn_echo(host.bind("echo").await.unwrap());
+
+    let mut tasks = Vec::new();
+    for i in 0..40u32 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut s = client.dial("echo").await.unwrap();
+            let data = pattern(50_000 + i as usize * 1000, i);
+            let (mut rd, mut wr) = tokio::io::split(&mut s);
+            let send = async {
+                wr.write_all(&data).await.unwrap();
+                wr.shutdown().await.unwrap();
+            };
+            let recv = async {
+                let mut got = Vec::new();
+                rd.read_to_end(&mut got).await.unwrap();
+                got
+            };
+            let ((), got) = tokio::join!(send, recv);
+            assert_eq!(got, data, "stream {i}");
+            s.conn_id()
+        }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(t.await.unwrap());
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 40, "conn ids are unique on the connection");
+    assert_eq!(client.routers().len(), 1, "one edge connection per router");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_close_lets_the_other_direction_finish() {
+    let net = Network::start().await;
+    net.service("half", &["half"], false).await;
+    let (host, client) = host_and_client(&net, "half").await;
+    let mut listener = host.bind("half").await.unwrap();
+    let server = tokio::spawn(async move {
+        let mut s = listener.accept().await.unwrap();
+        assert!(!s.is_encrypted());
+        let mut request = Vec::new();
+        s.read_to_end(&mut request).await.unwrap();
+        // The dialer's FIN arrived; we can still answer.
+        s.write_all(format!("got {} bytes", request.len()).as_bytes())
+            .await
+            .unwrap();
+        s.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).await.unwrap();
+    });
+    let mut s = client.dial("half").await.unwrap();
+    s.write_all(&[7u8; 1000]).await.unwrap();
+    s.shutdown().await.unwrap();
+    assert!(
+        s.write_all(b"x").await.is_err(),
+        "write after shutdown fails"
+    );
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).await.unwrap();
+    assert_eq!(answer, "got 1000 bytes");
+    drop(s);
+    server.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_the_dial_policy_closes_a_live_stream_within_a_second() {
+    let net = Network::start().await;
+    let (_, dial_policy, _) = net.service("revoke", &["revoke"], true).await;
+    let (host, client) = host_and_client(&net, "revoke").await;
+    let _echo = spawn_echo(host.bind("revoke").await.unwrap());
+    let mut s: Stream = client.dial("revoke").await.unwrap();
+    s.write_all(b"ping").await.unwrap();
+    let mut buf = [0u8; 4];
+    s.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"ping");
+
+    let revoked_at = Instant::now();
+    net.admin.delete("service-policies", &dial_policy).await;
+    let mut rest = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(1), s.read(&mut rest))
+        .await
+        .expect("the stream was still open 1 s after the revocation");
+    let err = read.expect_err("a revoked stream must fail, not end cleanly");
+    eprintln!(
+        "stream closed {:?} after the policy delete: {err}",
+        revoked_at.elapsed()
+    );
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+
+    // And a new dial is refused.
+    let again = client.dial("revoke").await.unwrap_err();
+    assert!(
+        matches!(
+            again.kind(),
+            ErrorKind::NotAuthorized | ErrorKind::NoSuchService
+        ),
+        "{again}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_services_and_missing_permissions_are_reported_as_such() {
+    let net = Network::start().await;
+    net.service("known", &["known"], false).await;
+    let client = net.context("plain", &["known-client"]).await;
+    let e = client.dial("nope").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NoSuchService, "{e}");
+    let e = client.bind("known").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotAuthorized, "{e}");
+    // Nobody hosts it: the router says so.
+    let e = client.dial("known").await.unwrap_err();
+    assert!(e.to_string().contains("no terminators"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_identity_files_and_expired_or_used_tokens_give_clear_errors() {
+    // Bad identity files.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("id.json");
+    std::fs::write(&path, "{\"ztAPI\": \"https://x\"}").unwrap();
+    let e = weft_sdk::Identity::load(&path).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Identity);
+    assert!(e.to_string().contains("id.json"), "{e}");
+    let e = weft_sdk::Identity::load(dir.path().join("missing.json")).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Identity);
+
+    // Tokens that expire after 3 s.
+    let ctl = weft_tests::Controller::start("enrollment_ttl_secs = 3");
+    let admin = ctl.admin().await;
+    let created = Instant::now();
+    let (_, jwt) = admin.identity("late", &[]).await;
+    let (_, used) = admin.identity("twice", &[]).await;
+    weft_sdk::enroll(&used).await.unwrap();
+    let e = weft_sdk::enroll(&used).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Enrollment, "{e}");
+    tokio::time::sleep(
+        (created + Duration::from_millis(4100)).saturating_duration_since(Instant::now()),
+    )
+    .await;
+    let e = weft_sdk::enroll(&jwt).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Enrollment, "{e}");
+    assert!(e.to_string().contains("expired"), "{e}");
+    let e = weft_sdk::enroll("not.a.jwt").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Enrollment, "{e}");
+}
