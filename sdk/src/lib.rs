@@ -26,6 +26,7 @@ mod identity;
 mod listener;
 mod stream;
 mod tls;
+pub mod tunnel;
 
 pub use context::{Context, Options};
 pub use controller::Service;

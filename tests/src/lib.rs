@@ -86,7 +86,7 @@ fn binaries_are_current(profile_dir: &Path) -> bool {
             )
         })
         .max();
-    let built = ["weft-controller", "weft-router"]
+    let built = ["weft-controller", "weft-router", "weft"]
         .iter()
         .map(|b| {
             std::fs::metadata(profile_dir.join(b))
@@ -554,4 +554,46 @@ pub fn pattern(len: usize, seed: u32) -> Vec<u8> {
             (x >> 24) as u8
         })
         .collect()
+}
+
+/// A `weft tunnel dial|host` process (killed on drop).
+#[derive(Debug)]
+pub struct Tunnel {
+    process: Process,
+}
+
+impl Tunnel {
+    /// Starts `weft tunnel <side> --identity <file> --service <service> <extra…>` and
+    /// waits until it reports that it is serving.
+    pub fn start(side: &str, identity: &Path, service: &str, extra: &[&str]) -> Self {
+        let mut child = Command::new(bin_dir().join("weft"))
+            .args(["tunnel", side, "--identity"])
+            .arg(identity)
+            .args(["--service", service])
+            .args(extra)
+            .env("RUST_LOG", log_level())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The first stderr line says it is up (or why it is not).
+        let stderr = child.stderr.take().unwrap();
+        let mut reader = std::io::BufReader::new(stderr);
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+        assert!(
+            line.starts_with("tunnel "),
+            "weft tunnel {side} failed: {line}"
+        );
+        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::stderr()));
+        Self {
+            process: Process(Some(child)),
+        }
+    }
+}
+
+impl Drop for Tunnel {
+    fn drop(&mut self) {
+        self.process.kill();
+    }
 }

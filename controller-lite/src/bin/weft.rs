@@ -6,7 +6,14 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = weft_controller::cli::Cli::parse();
-    let result = tokio::runtime::Builder::new_current_thread()
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(anyhow::Error::from)

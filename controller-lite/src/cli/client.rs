@@ -23,6 +23,9 @@ pub enum CliError {
     /// Transport error.
     #[error("request failed: {0}")]
     Http(#[from] reqwest::Error),
+    /// An SDK operation (tunnel, quickstart) failed.
+    #[error(transparent)]
+    Sdk(#[from] weft_sdk::Error),
     /// Error envelope from the controller.
     #[error("controller answered {status}: {code}: {message}")]
     Api {
@@ -293,6 +296,17 @@ impl Api {
             .and_then(|v| v["id"].as_str())
             .map(str::to_owned)
             .ok_or_else(|| CliError::Usage(format!("no {coll} named or with id {name_or_id:?}")))
+    }
+
+    /// `GET /{path}` (relative to the management API).
+    pub async fn get(&self, path: &str) -> Result<Value, CliError> {
+        let res = self
+            .http
+            .get(format!("{}/{path}", self.base))
+            .header("zt-session", &self.token)
+            .send()
+            .await?;
+        envelope(res).await
     }
 
     /// `DELETE /{coll}/{id}`.

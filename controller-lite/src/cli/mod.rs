@@ -2,6 +2,8 @@
 //! `weft login`, `weft edge create|list|delete …`.
 
 pub mod client;
+pub mod quickstart;
+pub mod tunnel;
 
 use std::path::PathBuf;
 
@@ -43,6 +45,15 @@ pub enum Command {
         #[command(subcommand)]
         cmd: EdgeCommand,
     },
+    /// Proxy local TCP connections over the overlay (dial side or host side).
+    Tunnel {
+        /// The tunnel side.
+        #[command(subcommand)]
+        cmd: tunnel::TunnelCommand,
+    },
+    /// Start a local network (controller, router, identities, a demo service), show
+    /// traffic through it, and keep it up until Ctrl-C.
+    Quickstart(quickstart::QuickstartArgs),
 }
 
 /// `weft edge …`.
@@ -341,6 +352,8 @@ fn print_table(items: &[Value]) {
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.cmd {
+        Command::Tunnel { cmd } => tunnel::run(cmd).await?,
+        Command::Quickstart(args) => quickstart::run(args).await?,
         Command::Login {
             url,
             username,
