@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use weft_router::config::RouterConfig;
 use weft_router::node;
+use weft_router::runtime::IoSelection;
 
 /// Weft edge router.
 #[derive(Debug, Parser)]
@@ -22,6 +23,10 @@ enum Command {
         /// The configuration file (TOML).
         #[arg(long, short, env = "WEFT_ROUTER_CONFIG")]
         config: PathBuf,
+        /// The I/O backend: uring, epoll or auto (io_uring when the kernel allows it).
+        /// Overrides `io` in the configuration file.
+        #[arg(long, value_name = "uring|epoll|auto")]
+        io: Option<IoSelection>,
     },
     /// Enrolls the router with its one-time JWT, writing its certificates and keys into
     /// the directory of the configured `cert`.
@@ -71,13 +76,16 @@ fn real_main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Run { config } => run(&config),
+        Command::Run { config, io } => run(&config, io),
         Command::Enroll { jwt, config } => enroll(&jwt, &config),
     }
 }
 
-fn run(path: &std::path::Path) -> anyhow::Result<()> {
-    let config = RouterConfig::load(path)?;
+fn run(path: &std::path::Path, io: Option<IoSelection>) -> anyhow::Result<()> {
+    let mut config = RouterConfig::load(path)?;
+    if let Some(io) = io {
+        config.io = io;
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

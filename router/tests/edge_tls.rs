@@ -16,7 +16,9 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use weft_router::forward::{ControlRequest, ForwardConfig};
-use weft_router::runtime::{Router, RouterSettings, ShardCommand, ShardRequest};
+use weft_router::runtime::{
+    IoBackend, IoSelection, Router, RouterSettings, ShardCommand, ShardRequest, probe_uring,
+};
 use weft_router::tls;
 use weft_wire::control::pb;
 use weft_wire::edge::{
@@ -26,6 +28,52 @@ use weft_wire::edge::{
 use weft_wire::{ContentType, Decoded, Decoder, Frame, Limits};
 
 const WAIT: Duration = Duration::from_secs(10);
+
+// ---- both backends ----
+
+/// Runs a scenario `async fn NAME(io: IoBackend)` as two tests, `NAME::epoll` and
+/// `NAME::uring`; the io_uring one is skipped, with the reason printed, on a host
+/// where io_uring cannot be used.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn epoll() {
+                super::$name(super::IoBackend::Epoll).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn uring() {
+                if super::uring_available(stringify!($name)) {
+                    super::$name(super::IoBackend::Uring).await;
+                }
+            }
+        }
+    )*};
+}
+
+on_both_backends!(
+    dial_bind_relay_fin_close_and_revocation,
+    client_without_certificate_is_refused,
+    silent_client_is_closed_after_the_hello_timeout,
+    malformed_frame_closes_only_that_connection,
+    ip_literal_sni_does_not_break_the_handshake,
+    slow_reader_pauses_the_writer_and_resumes_it,
+    shutdown_lets_circuits_run_for_the_grace_period_then_closes,
+    several_shards_share_the_port_and_each_gets_the_sessions,
+    hello_with_a_certificate_not_bound_to_the_session_is_answered_then_closed,
+);
+
+/// Whether io_uring works here; prints why the test is skipped when it does not.
+fn uring_available(test: &str) -> bool {
+    match probe_uring() {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("SKIPPED {test}::uring: io_uring is not available on this host: {e}");
+            false
+        }
+    }
+}
 
 // ---- PKI ----
 
@@ -94,11 +142,16 @@ struct Harness {
 }
 
 impl Harness {
-    fn start(hello_timeout: Duration) -> Self {
-        Self::start_with(|s| s.forward.edge.hello_timeout = hello_timeout)
+    fn start(io: IoBackend, hello_timeout: Duration) -> Self {
+        Self::start_with(io, |s| s.forward.edge.hello_timeout = hello_timeout)
     }
 
-    fn start_with(adjust: impl FnOnce(&mut RouterSettings)) -> Self {
+    fn start_with(io: IoBackend, adjust: impl FnOnce(&mut RouterSettings)) -> Self {
+        // `RUST_LOG=weft_router=debug` shows the router's logs of a failing test.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let pki = pki();
         let tls = tls::server_config(
             pki.server_cert_pem.as_bytes(),
@@ -112,11 +165,16 @@ impl Harness {
             tls: Arc::new(tls),
             handshake_timeout: Duration::from_secs(5),
             metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
+            io: match io {
+                IoBackend::Uring => IoSelection::Uring,
+                IoBackend::Epoll => IoSelection::Epoll,
+            },
         };
         adjust(&mut settings);
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let (requests_tx, requests) = mpsc::unbounded_channel();
         let router = Router::start(settings, commands_rx, requests_tx).unwrap();
+        assert_eq!(router.backend(), io);
         let addr = router.local_addr();
         let harness = Self {
             pki,
@@ -473,9 +531,8 @@ async fn open_circuit(dialer: &mut Client, host: &mut Client, conn_id: u32, host
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dial_bind_relay_fin_close_and_revocation() {
-    let mut h = Harness::start(Duration::from_secs(5));
+async fn dial_bind_relay_fin_close_and_revocation(io: IoBackend) {
+    let mut h = Harness::start(io, Duration::from_secs(5));
     let mut host = h.authenticated(&h.pki.host, "token-api-h", false).await;
     // The OpenZiti C SDK 0.29.3 speaks only TLS 1.2.
     let mut dialer = h.authenticated(&h.pki.dialer, "token-api-d", true).await;
@@ -611,9 +668,8 @@ async fn dial_bind_relay_fin_close_and_revocation() {
     h.stop();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_without_certificate_is_refused() {
-    let h = Harness::start(Duration::from_secs(5));
+async fn client_without_certificate_is_refused(io: IoBackend) {
+    let h = Harness::start(io, Duration::from_secs(5));
     // TLS 1.2: the server refuses during the handshake.
     assert!(h.connect(None, true).await.is_err());
     // TLS 1.3: the client may finish first; the server's alert then ends the stream
@@ -646,9 +702,8 @@ async fn client_without_certificate_is_refused() {
     h.stop();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn silent_client_is_closed_after_the_hello_timeout() {
-    let h = Harness::start(Duration::from_millis(300));
+async fn silent_client_is_closed_after_the_hello_timeout(io: IoBackend) {
+    let h = Harness::start(io, Duration::from_millis(300));
     let mut c = h.connect(Some(&h.pki.dialer), true).await.unwrap();
     let started = Instant::now();
     assert!(c.r.until_closed().await.is_empty());
@@ -658,9 +713,8 @@ async fn silent_client_is_closed_after_the_hello_timeout() {
     h.stop();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_frame_closes_only_that_connection() {
-    let h = Harness::start(Duration::from_secs(5));
+async fn malformed_frame_closes_only_that_connection(io: IoBackend) {
+    let h = Harness::start(io, Duration::from_secs(5));
     let mut good = h.authenticated(&h.pki.host, "token-api-h", false).await;
     let mut bad = h.authenticated(&h.pki.dialer, "token-api-d", true).await;
     // A frame with a wrong magic.
@@ -732,9 +786,8 @@ fn client_hello_with_ip_sni() -> Vec<u8> {
     record
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ip_literal_sni_does_not_break_the_handshake() {
-    let h = Harness::start(Duration::from_secs(5));
+async fn ip_literal_sni_does_not_break_the_handshake(io: IoBackend) {
+    let h = Harness::start(io, Duration::from_secs(5));
     // The server answers a ClientHello whose SNI is an IP literal with a ServerHello,
     // not an alert.
     let mut tcp = TcpStream::connect(h.addr).await.unwrap();
@@ -825,9 +878,8 @@ async fn ip_literal_sni_does_not_break_the_handshake() {
     h.stop();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slow_reader_pauses_the_writer_and_resumes_it() {
-    let mut h = Harness::start_with(|s| s.forward.window = 64 * 1024);
+async fn slow_reader_pauses_the_writer_and_resumes_it(io: IoBackend) {
+    let mut h = Harness::start_with(io, |s| s.forward.window = 64 * 1024);
     let mut host = h.authenticated(&h.pki.host, "token-api-h", false).await;
     let mut dialer = h.authenticated(&h.pki.dialer, "token-api-d", true).await;
     bind_host(&mut h, &mut host).await;
@@ -855,9 +907,8 @@ async fn slow_reader_pauses_the_writer_and_resumes_it() {
     h.stop();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_lets_circuits_run_for_the_grace_period_then_closes() {
-    let mut h = Harness::start(Duration::from_secs(5));
+async fn shutdown_lets_circuits_run_for_the_grace_period_then_closes(io: IoBackend) {
+    let mut h = Harness::start(io, Duration::from_secs(5));
     let mut host = h.authenticated(&h.pki.host, "token-api-h", false).await;
     let mut dialer = h.authenticated(&h.pki.dialer, "token-api-d", true).await;
     bind_host(&mut h, &mut host).await;
@@ -883,9 +934,8 @@ async fn shutdown_lets_circuits_run_for_the_grace_period_then_closes() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn several_shards_share_the_port_and_each_gets_the_sessions() {
-    let h = Harness::start_with(|s| s.shards = 3);
+async fn several_shards_share_the_port_and_each_gets_the_sessions(io: IoBackend) {
+    let h = Harness::start_with(io, |s| s.shards = 3);
     let mut clients = Vec::new();
     for i in 0..12 {
         let (id, token) = if i % 2 == 0 {
@@ -911,9 +961,8 @@ async fn several_shards_share_the_port_and_each_gets_the_sessions() {
     h.stop();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hello_with_a_certificate_not_bound_to_the_session_is_answered_then_closed() {
-    let h = Harness::start(Duration::from_secs(5));
+async fn hello_with_a_certificate_not_bound_to_the_session_is_answered_then_closed(io: IoBackend) {
+    let h = Harness::start(io, Duration::from_secs(5));
     // The dialer's certificate with the host's API session token.
     let mut c = h.connect(Some(&h.pki.dialer), true).await.unwrap();
     c.w.send(|s, out| {
