@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use weft_router::config::RouterConfig;
 use weft_router::node;
-use weft_router::runtime::IoSelection;
+use weft_router::runtime::{IoSelection, probe_uring, select_backend};
 
 /// Weft edge router.
 #[derive(Debug, Parser)]
@@ -38,8 +38,9 @@ enum Command {
         #[arg(long, short, env = "WEFT_ROUTER_CONFIG")]
         config: PathBuf,
     },
-    /// Checks the configuration file, the edge certificate and the control-channel
-    /// certificate, key and CA it implies, then exits.
+    /// Checks the configuration file, the edge certificate, the control-channel
+    /// certificate, key and CA it implies, and which I/O backend `io` selects here, then
+    /// exits.
     Check {
         /// The configuration file (TOML).
         #[arg(long, short, env = "WEFT_ROUTER_CONFIG")]
@@ -70,9 +71,10 @@ fn real_main() -> anyhow::Result<()> {
             let config = RouterConfig::load(&config)?;
             config.settings()?;
             let control = node::control_config(&config, config.edge_listen.port())?;
+            let backend = select_backend(config.io, probe_uring)?;
             println!(
-                "configuration OK (router {}, controller {})",
-                control.hello.router_id, config.controller
+                "configuration OK (router {}, controller {}, io {} -> {backend})",
+                control.hello.router_id, config.controller, config.io
             );
             Ok(())
         }

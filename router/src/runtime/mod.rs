@@ -177,6 +177,9 @@ pub struct ShardStats {
     pub accepted: u64,
     /// Handshakes that failed or timed out.
     pub handshakes_failed: u64,
+    /// The controller state revision the shard's session table holds (0 before the
+    /// first sync).
+    pub revision: u64,
 }
 
 /// Messages to one shard.

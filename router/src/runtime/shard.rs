@@ -222,6 +222,7 @@ impl Shard {
             terminators,
             accepted: self.accepted,
             handshakes_failed: self.handshakes_failed,
+            revision: self.fwd.sessions().revision(),
         }
     }
 }
