@@ -888,27 +888,49 @@ async fn ip_literal_sni_does_not_break_the_handshake(io: IoBackend) {
         };
         let mut stdin = child.stdin.take()?;
         stdin.write_all(&hello).ok()?;
-        // Give the router time to answer, then close our side.
-        std::thread::sleep(Duration::from_millis(500));
-        drop(stdin);
+        // Read what comes back until a whole frame is there (or 5 s), then close our
+        // side: a fixed pause could close before a loaded machine answered.
+        let mut stdout = child.stdout.take()?;
+        let (chunks, received) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n @ 1..) = std::io::Read::read(&mut stdout, &mut chunk) {
+                if chunks.send(chunk[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
         let deadline = Instant::now() + Duration::from_secs(5);
+        let mut decoder = Decoder::new(Limits::DEFAULT);
+        let mut frame = None;
+        while frame.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(chunk) = received.recv_timeout(left) else {
+                break;
+            };
+            decoder.extend_from_slice(&chunk);
+            if let Ok(Decoded::Frame(f)) = decoder.decode() {
+                frame = Some(f);
+            }
+        }
+        drop(stdin);
         while child.try_wait().ok()?.is_none() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = child.kill();
-        child.wait_with_output().ok()
+        let output = child.wait_with_output().ok()?;
+        let _ = reader.join();
+        Some((frame, output.stderr))
     })
     .await
     .unwrap();
     match output {
         None => eprintln!("openssl not available: full IP-SNI handshake skipped"),
-        Some(output) => {
-            let mut decoder = Decoder::new(Limits::DEFAULT);
-            decoder.extend_from_slice(&output.stdout);
-            let Ok(Decoded::Frame(frame)) = decoder.decode() else {
+        Some((frame, stderr)) => {
+            let Some(frame) = frame else {
                 panic!(
                     "no hello Result through openssl: {}",
-                    String::from_utf8_lossy(&output.stderr)
+                    String::from_utf8_lossy(&stderr)
                 )
             };
             assert!(HelloResult::parse(&frame).unwrap().success);
@@ -1065,5 +1087,62 @@ async fn relay_throughput_on_both_backends() {
             2.0 * len as f64 / elapsed.as_secs_f64() / 1e6
         );
         h.stop();
+    }
+}
+
+/// `io = "auto"` and `io = "uring"` on whatever this host is: where io_uring works, both
+/// run on it; where it does not (run the test binary under a seccomp filter that refuses
+/// `io_uring_setup` to see that side), `auto` falls back to epoll and `uring` is a
+/// start error that says why, not a panic.
+#[test]
+fn backend_selection_at_start() {
+    let pki = pki();
+    let settings = |io| RouterSettings {
+        edge_listen: "127.0.0.1:0".parse().unwrap(),
+        shards: 2,
+        forward: ForwardConfig::default(),
+        tls: Arc::new(
+            tls::server_config(
+                pki.server_cert_pem.as_bytes(),
+                pki.server_key_pem.as_bytes(),
+            )
+            .unwrap(),
+        ),
+        handshake_timeout: Duration::from_secs(5),
+        metrics_listen: None,
+        io,
+    };
+    let start = |io| {
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let (requests_tx, _requests) = mpsc::unbounded_channel();
+        Router::start(settings(io), commands_rx, requests_tx).map(|router| (router, commands))
+    };
+    let stop = |(router, commands): (Router, mpsc::UnboundedSender<ShardCommand>)| {
+        let backend = router.backend();
+        drop(commands);
+        router.join();
+        backend
+    };
+    let available = probe_uring();
+    eprintln!("io_uring available here: {available:?}");
+    assert_eq!(stop(start(IoSelection::Epoll).unwrap()), IoBackend::Epoll);
+    match available {
+        Ok(()) => {
+            assert_eq!(stop(start(IoSelection::Auto).unwrap()), IoBackend::Uring);
+            assert_eq!(stop(start(IoSelection::Uring).unwrap()), IoBackend::Uring);
+        }
+        Err(_) => {
+            assert_eq!(stop(start(IoSelection::Auto).unwrap()), IoBackend::Epoll);
+            let Err(e) = start(IoSelection::Uring) else {
+                panic!("io = uring started without io_uring");
+            };
+            let text = e.to_string();
+            eprintln!("io = uring here: {text}");
+            assert!(
+                matches!(e, weft_router::runtime::StartError::Uring(_)),
+                "{e:?}"
+            );
+            assert!(text.contains("io_uring was requested"), "{text}");
+        }
     }
 }
