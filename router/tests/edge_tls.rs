@@ -56,6 +56,7 @@ on_both_backends!(
     dial_bind_relay_fin_close_and_revocation,
     client_without_certificate_is_refused,
     silent_client_is_closed_after_the_hello_timeout,
+    silent_tcp_client_is_dropped_after_the_handshake_deadline,
     malformed_frame_closes_only_that_connection,
     ip_literal_sni_does_not_break_the_handshake,
     slow_reader_pauses_the_writer_and_resumes_it,
@@ -751,6 +752,26 @@ async fn silent_client_is_closed_after_the_hello_timeout(io: IoBackend) {
     let waited = started.elapsed();
     assert!(waited >= Duration::from_millis(250), "{waited:?}");
     assert!(waited < Duration::from_secs(3), "{waited:?}");
+    h.stop();
+}
+
+async fn silent_tcp_client_is_dropped_after_the_handshake_deadline(io: IoBackend) {
+    let h = Harness::start_with(io, |s| s.handshake_timeout = Duration::from_millis(300));
+    // A TCP connection that never starts TLS: the read in flight is cut off by the
+    // deadline and the socket closed (on io_uring the descriptor must not leak).
+    let mut tcp = TcpStream::connect(h.addr).await.unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(WAIT, tcp.read(&mut buf)).await;
+    let waited = started.elapsed();
+    assert!(matches!(read, Ok(Ok(0) | Err(_))), "{read:?}");
+    assert!(waited >= Duration::from_millis(250), "{waited:?}");
+    assert!(waited < Duration::from_secs(3), "{waited:?}");
+    let metrics = h.metrics().await;
+    assert!(
+        metrics.contains("weft_router_handshakes_failed_total{shard=\"0\"} 1\n"),
+        "{metrics}"
+    );
     h.stop();
 }
 
