@@ -525,3 +525,29 @@ async fn shutdown(shard: &Rc<RefCell<Shard>>, stop_accept: &Notify, grace: Durat
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffer_pool_reuses_and_bounds_what_it_keeps() {
+        let mut pool = BufferPool::default();
+        let mut a = pool.take(64);
+        assert!(a.capacity() >= 64 && a.is_empty());
+        a.extend_from_slice(b"old bytes");
+        let ptr = a.as_ptr();
+        pool.give(a);
+        let b = pool.take(16);
+        assert!(b.is_empty(), "a reused buffer comes back cleared");
+        assert_eq!(b.as_ptr(), ptr, "the same allocation is reused");
+        // Empty and oversized buffers are not kept.
+        pool.give(Vec::new());
+        pool.give(Vec::with_capacity(BufferPool::KEEP_CAPACITY + 1));
+        assert!(pool.free.is_empty());
+        for _ in 0..BufferPool::KEEP + 10 {
+            pool.give(Vec::with_capacity(8));
+        }
+        assert_eq!(pool.free.len(), BufferPool::KEEP);
+    }
+}

@@ -8,9 +8,9 @@
 //! - **read buffer** (64 KiB): one read operation in flight at a time, submitted while
 //!   the forwarder wants input; its ciphertext is decrypted straight into the
 //!   forwarder's receive buffer of the connection.
-//! - **write buffer**: when no write is in flight, every transmit the forwarder queued
-//!   (up to a 256 KiB batch) is encrypted, its records copied into the buffer, and the
-//!   buffer goes out in one `write_all` operation.
+//! - **write buffer** (16 KiB, grown on demand): when no write is in flight, every
+//!   transmit the forwarder queued (up to a 256 KiB batch) is encrypted, its records
+//!   copied into the buffer, and the buffer goes out in one `write_all` operation.
 //!
 //! The shard logic (pump, wake-ups, pause and resume on full windows, close, drain) is
 //! the same as on epoll ([`super::shard`]): the connection task parks its waker in its
@@ -49,6 +49,9 @@ pub(super) const ENTRIES: u32 = 1024;
 const READ_BUFFER: usize = 64 * 1024;
 /// Records gathered for one write operation before it is submitted.
 const WRITE_BATCH: usize = 256 * 1024;
+/// Initial capacity of a connection's write buffer (it grows toward a batch when the
+/// connection carries bulk data, and keeps that size in the pool).
+const WRITE_BUFFER: usize = 16 * 1024;
 /// Rounds one poll may make before yielding to the shard's other tasks.
 const BUDGET: usize = 32;
 /// How long the operations still in flight get to complete after the socket is shut
@@ -130,7 +133,7 @@ async fn run(
     let index = shard.borrow().index;
     let (mut rbuf, mut wbuf) = {
         let mut s = shard.borrow_mut();
-        (s.buffers.take(READ_BUFFER), s.buffers.take(WRITE_BATCH))
+        (s.buffers.take(READ_BUFFER), s.buffers.take(WRITE_BUFFER))
     };
     let mut early = BytesMut::new();
     let mut session = match ServerSession::new(tls) {
