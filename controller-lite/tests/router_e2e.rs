@@ -239,14 +239,45 @@ fn control_addr(ctl: &Ctl) -> String {
         .to_string()
 }
 
+/// Runs a scenario `async fn NAME(io: &str)` as two tests, `NAME::epoll` and
+/// `NAME::uring` (the router's `io` backend); the io_uring one is skipped, with the
+/// reason printed, on a host where io_uring cannot be used.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn epoll() {
+                super::$name("epoll").await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn uring() {
+                match weft_router::runtime::probe_uring() {
+                    Ok(()) => super::$name("uring").await,
+                    Err(e) => eprintln!(
+                        "SKIPPED {}::uring: io_uring is not available on this host: {e}",
+                        stringify!($name)
+                    ),
+                }
+            }
+        }
+    )*};
+}
+
+on_both_backends!(
+    router_serves_sessions_pushed_by_the_controller,
+    router_resynchronises_after_losing_the_control_connection,
+);
+
 /// Creates an edge router listening on a free port, enrolls it through its
-/// `router.toml` (controller at `controller`), and starts it; returns the node, the
-/// router id and the edge port.
+/// `router.toml` (controller at `controller`, I/O backend `io`), and starts it; returns
+/// the node, the router id and the edge port.
 async fn start_router(
     ctl: &Ctl,
     admin: &str,
     tmp: &tempfile::TempDir,
     controller: &str,
+    io: &str,
 ) -> (Node, String, u16) {
     let port = free_port();
     let (status, v) = ctl
@@ -266,7 +297,7 @@ async fn start_router(
         format!(
             "edge_listen = \"127.0.0.1:{port}\"\nadvertised_host = \"localhost\"\n\
              controller = \"{controller}\"\ncert = \"certs/server.cert\"\n\
-             key = \"certs/server.key\"\nshutdown_grace_ms = 100\n"
+             key = \"certs/server.key\"\nshutdown_grace_ms = 100\nio = \"{io}\"\n"
         ),
     )
     .unwrap();
@@ -277,6 +308,7 @@ async fn start_router(
     assert_eq!(enrolled.router_id, router_id);
     let node = Node::start(&config).unwrap();
     assert_eq!(node.local_addr().port(), port);
+    assert_eq!(node.backend().name(), io);
     (node, router_id, port)
 }
 
@@ -460,15 +492,14 @@ async fn dial(dialer: &mut Client, host: &mut Client, dial_token: &str) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn router_serves_sessions_pushed_by_the_controller() {
+async fn router_serves_sessions_pushed_by_the_controller(io: &str) {
     init_logs();
     let started = Instant::now();
     let ctl = Ctl::start();
     let admin = ctl.admin_token().await;
     let tmp = tempfile::tempdir().unwrap();
     let control_addr = control_addr(&ctl);
-    let (node, router_id, port) = start_router(&ctl, &admin, &tmp, &control_addr).await;
+    let (node, router_id, port) = start_router(&ctl, &admin, &tmp, &control_addr, io).await;
     wait_online(&ctl, &admin, &router_id, true).await;
 
     let (svc, dial_policy) = model(&ctl, &admin).await;
@@ -618,14 +649,14 @@ impl Drop for Proxy {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn router_resynchronises_after_losing_the_control_connection() {
+async fn router_resynchronises_after_losing_the_control_connection(io: &str) {
     init_logs();
     let ctl = Ctl::start();
     let admin = ctl.admin_token().await;
     let tmp = tempfile::tempdir().unwrap();
     let proxy = Proxy::start(control_addr(&ctl)).await;
-    let (node, router_id, port) = start_router(&ctl, &admin, &tmp, &proxy.addr.to_string()).await;
+    let (node, router_id, port) =
+        start_router(&ctl, &admin, &tmp, &proxy.addr.to_string(), io).await;
     wait_online(&ctl, &admin, &router_id, true).await;
     assert_eq!(proxy.accepted(), 1);
     let (svc, _) = model(&ctl, &admin).await;

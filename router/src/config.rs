@@ -8,6 +8,7 @@
 //! key = "certs/server.key"               # its private key, PEM
 //! ca = "certs/ca.pem"                    # CA bundle for the controller (default: ca.pem next to cert)
 //! shards = 1                             # see below
+//! io = "auto"                            # I/O backend: "auto", "uring" or "epoll" (see below)
 //! window_bytes = 4194304                 # per-circuit-direction window (ADR 0003)
 //! max_conns_per_edge = 1024              # conn ids one SDK connection may hold
 //! hello_timeout_ms = 1000                # hello deadline after the TLS handshake
@@ -23,6 +24,13 @@
 //! connections, and circuits between shards do not exist yet, so with several shards a
 //! dialer reaches a host only when the kernel happened to put both on the same shard.
 //! Raise it only for dial-only or host-only loads until cross-shard forwarding lands.
+//!
+//! **`io`** picks the shards' I/O backend (docs/adr/0004-router-runtime.md): `"uring"`
+//! (io_uring via tokio-uring), `"epoll"` (a tokio current-thread runtime), or `"auto"`
+//! (the default): io_uring when the kernel allows it, otherwise epoll with an info log
+//! saying why (a container's default seccomp profile and `kernel.io_uring_disabled`
+//! block io_uring). `"uring"` on a host without io_uring is a startup error.
+//! `weft-router run --io` overrides it.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -33,7 +41,7 @@ use serde::Deserialize;
 
 use crate::edge::EdgeConfig;
 use crate::forward::ForwardConfig;
-use crate::runtime::RouterSettings;
+use crate::runtime::{IoSelection, RouterSettings};
 use crate::tls::{self, TlsError};
 
 /// Why the configuration cannot be used.
@@ -108,6 +116,9 @@ pub struct RouterConfig {
     /// Where to serve Prometheus metrics; none when absent.
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
+    /// The shards' I/O backend: `auto` (default), `uring` or `epoll` (module docs).
+    #[serde(default)]
+    pub io: IoSelection,
 }
 
 fn default_shards() -> usize {
@@ -210,6 +221,7 @@ impl RouterConfig {
             tls: Arc::new(tls),
             handshake_timeout: Duration::from_millis(self.handshake_timeout_ms),
             metrics_listen: self.metrics_listen,
+            io: self.io,
         })
     }
 
@@ -251,6 +263,27 @@ mod tests {
         assert_eq!(c.cert, PathBuf::from("/etc/weft/certs/server.cert"));
         assert_eq!(c.key, PathBuf::from("/abs/server.key"));
         assert_eq!(c.metrics_listen, None);
+        assert_eq!(c.io, IoSelection::Auto);
+    }
+
+    #[test]
+    fn io_backend_key() {
+        for (text, value) in [
+            ("auto", IoSelection::Auto),
+            ("uring", IoSelection::Uring),
+            ("epoll", IoSelection::Epoll),
+        ] {
+            let c = RouterConfig::parse(&format!("{MINIMAL}\nio = \"{text}\"\n"), Path::new("."))
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(c.io, value);
+        }
+        let bad = format!("{MINIMAL}\nio = \"kqueue\"\n");
+        let e = RouterConfig::parse(&bad, Path::new(".")).err();
+        assert!(
+            matches!(&e, Some(ConfigError::Parse { message, .. }) if message.contains("kqueue")
+                || message.contains("unknown variant")),
+            "{e:?}"
+        );
     }
 
     #[test]

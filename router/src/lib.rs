@@ -4,16 +4,19 @@
 //!   change, and the checks a hello, Connect or Bind must pass (sans-IO).
 //! - [`edge`]: the per-connection edge protocol state machine (sans-IO).
 //! - [`forward`]: one shard's connections, terminators and circuits (sans-IO).
-//! - [`tls`]: the edge listener's TLS (rustls, aws-lc-rs).
-//! - [`runtime`]: the I/O driver: shards on tokio current-thread runtimes (epoll) that
-//!   drive the sans-IO core, the control seam ([`runtime::ShardCommand`],
+//! - [`tls`]: the edge listener's TLS (rustls, aws-lc-rs), and [`tls::ServerSession`],
+//!   rustls driven on caller-owned buffers for the io_uring driver.
+//! - [`runtime`]: the I/O driver: shards on io_uring (`tokio-uring`) or epoll (tokio
+//!   current-thread) runtimes, chosen at start ([`runtime::IoBackend`]), that drive the
+//!   sans-IO core, the control seam ([`runtime::ShardCommand`],
 //!   [`runtime::ShardRequest`]) and the metrics endpoint.
 //! - [`control`]: the control-channel client (a sans-IO protocol state machine and a
 //!   tokio task that drives it over mutual TLS), and [`enroll`]: `erott` enrollment.
 //! - [`node`]: a whole router: control client, shards and the bridge between them.
 //! - [`config`] reads `router.toml`.
 //!
-//! To come: cross-shard circuits, the io_uring driver. See `shared/design/ARCHITECTURE.md`.
+//! To come: cross-shard circuits. See `shared/design/ARCHITECTURE.md` and
+//! `docs/adr/0004-router-runtime.md`.
 
 pub mod config;
 pub mod control;

@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use weft_router::config::RouterConfig;
 use weft_router::node;
+use weft_router::runtime::{IoSelection, probe_uring, select_backend};
 
 /// Weft edge router.
 #[derive(Debug, Parser)]
@@ -22,6 +23,10 @@ enum Command {
         /// The configuration file (TOML).
         #[arg(long, short, env = "WEFT_ROUTER_CONFIG")]
         config: PathBuf,
+        /// The I/O backend: uring, epoll or auto (io_uring when the kernel allows it).
+        /// Overrides `io` in the configuration file.
+        #[arg(long, value_name = "uring|epoll|auto")]
+        io: Option<IoSelection>,
     },
     /// Enrolls the router with its one-time JWT, writing its certificates and keys into
     /// the directory of the configured `cert`.
@@ -33,8 +38,9 @@ enum Command {
         #[arg(long, short, env = "WEFT_ROUTER_CONFIG")]
         config: PathBuf,
     },
-    /// Checks the configuration file, the edge certificate and the control-channel
-    /// certificate, key and CA it implies, then exits.
+    /// Checks the configuration file, the edge certificate, the control-channel
+    /// certificate, key and CA it implies, and which I/O backend `io` selects here, then
+    /// exits.
     Check {
         /// The configuration file (TOML).
         #[arg(long, short, env = "WEFT_ROUTER_CONFIG")]
@@ -65,19 +71,23 @@ fn real_main() -> anyhow::Result<()> {
             let config = RouterConfig::load(&config)?;
             config.settings()?;
             let control = node::control_config(&config, config.edge_listen.port())?;
+            let backend = select_backend(config.io, probe_uring)?;
             println!(
-                "configuration OK (router {}, controller {})",
-                control.hello.router_id, config.controller
+                "configuration OK (router {}, controller {}, io {} -> {backend})",
+                control.hello.router_id, config.controller, config.io
             );
             Ok(())
         }
-        Command::Run { config } => run(&config),
+        Command::Run { config, io } => run(&config, io),
         Command::Enroll { jwt, config } => enroll(&jwt, &config),
     }
 }
 
-fn run(path: &std::path::Path) -> anyhow::Result<()> {
-    let config = RouterConfig::load(path)?;
+fn run(path: &std::path::Path, io: Option<IoSelection>) -> anyhow::Result<()> {
+    let mut config = RouterConfig::load(path)?;
+    if let Some(io) = io {
+        config.io = io;
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

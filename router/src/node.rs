@@ -22,7 +22,7 @@ use crate::config::{ConfigError, RouterConfig};
 use crate::control::{self, ClientError, ControlConfig, ControlEvent, ControlHandle, RequestId};
 use crate::enroll;
 use crate::forward::{ConnKey, ControlRequest};
-use crate::runtime::{Router, ShardCommand, ShardRequest, StartError};
+use crate::runtime::{IoBackend, Router, ShardCommand, ShardRequest, StartError};
 
 /// Why a router could not start.
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +152,11 @@ impl Node {
     /// The metrics listener's address, when configured.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.router.metrics_addr()
+    }
+
+    /// The I/O backend the shards run on.
+    pub fn backend(&self) -> IoBackend {
+        self.router.backend()
     }
 
     /// Stops accepting, lets circuits finish for the configured grace, closes the

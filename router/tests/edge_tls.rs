@@ -16,7 +16,9 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use weft_router::forward::{ControlRequest, ForwardConfig};
-use weft_router::runtime::{Router, RouterSettings, ShardCommand, ShardRequest};
+use weft_router::runtime::{
+    IoBackend, IoSelection, Router, RouterSettings, ShardCommand, ShardRequest, probe_uring,
+};
 use weft_router::tls;
 use weft_wire::control::pb;
 use weft_wire::edge::{
@@ -26,6 +28,53 @@ use weft_wire::edge::{
 use weft_wire::{ContentType, Decoded, Decoder, Frame, Limits};
 
 const WAIT: Duration = Duration::from_secs(10);
+
+// ---- both backends ----
+
+/// Runs a scenario `async fn NAME(io: IoBackend)` as two tests, `NAME::epoll` and
+/// `NAME::uring`; the io_uring one is skipped, with the reason printed, on a host
+/// where io_uring cannot be used.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn epoll() {
+                super::$name(super::IoBackend::Epoll).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn uring() {
+                if super::uring_available(stringify!($name)) {
+                    super::$name(super::IoBackend::Uring).await;
+                }
+            }
+        }
+    )*};
+}
+
+on_both_backends!(
+    dial_bind_relay_fin_close_and_revocation,
+    client_without_certificate_is_refused,
+    silent_client_is_closed_after_the_hello_timeout,
+    silent_tcp_client_is_dropped_after_the_handshake_deadline,
+    malformed_frame_closes_only_that_connection,
+    ip_literal_sni_does_not_break_the_handshake,
+    slow_reader_pauses_the_writer_and_resumes_it,
+    shutdown_lets_circuits_run_for_the_grace_period_then_closes,
+    several_shards_share_the_port_and_each_gets_the_sessions,
+    hello_with_a_certificate_not_bound_to_the_session_is_answered_then_closed,
+);
+
+/// Whether io_uring works here; prints why the test is skipped when it does not.
+fn uring_available(test: &str) -> bool {
+    match probe_uring() {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("SKIPPED {test}::uring: io_uring is not available on this host: {e}");
+            false
+        }
+    }
+}
 
 // ---- PKI ----
 
@@ -94,11 +143,16 @@ struct Harness {
 }
 
 impl Harness {
-    fn start(hello_timeout: Duration) -> Self {
-        Self::start_with(|s| s.forward.edge.hello_timeout = hello_timeout)
+    fn start(io: IoBackend, hello_timeout: Duration) -> Self {
+        Self::start_with(io, |s| s.forward.edge.hello_timeout = hello_timeout)
     }
 
-    fn start_with(adjust: impl FnOnce(&mut RouterSettings)) -> Self {
+    fn start_with(io: IoBackend, adjust: impl FnOnce(&mut RouterSettings)) -> Self {
+        // `RUST_LOG=weft_router=debug` shows the router's logs of a failing test.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let pki = pki();
         let tls = tls::server_config(
             pki.server_cert_pem.as_bytes(),
@@ -112,11 +166,16 @@ impl Harness {
             tls: Arc::new(tls),
             handshake_timeout: Duration::from_secs(5),
             metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
+            io: match io {
+                IoBackend::Uring => IoSelection::Uring,
+                IoBackend::Epoll => IoSelection::Epoll,
+            },
         };
         adjust(&mut settings);
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let (requests_tx, requests) = mpsc::unbounded_channel();
         let router = Router::start(settings, commands_rx, requests_tx).unwrap();
+        assert_eq!(router.backend(), io);
         let addr = router.local_addr();
         let harness = Self {
             pki,
@@ -126,7 +185,37 @@ impl Harness {
             requests,
         };
         harness.send(ShardCommand::Sync(harness.sync()));
+        harness.wait_for_revision(1);
         harness
+    }
+
+    /// Waits until every shard holds state revision `revision`, so a client that
+    /// connects next finds its session (the sync travels through the dispatcher thread,
+    /// a client's hello does not).
+    fn wait_for_revision(&self, revision: u64) {
+        use std::io::{Read as _, Write as _};
+        let addr = self.router.as_ref().unwrap().metrics_addr().unwrap();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            let mut text = String::new();
+            s.read_to_string(&mut text).unwrap();
+            let revisions: Vec<&str> = text
+                .lines()
+                .filter(|l| l.starts_with("weft_router_state_revision{"))
+                .collect();
+            if !revisions.is_empty()
+                && revisions
+                    .iter()
+                    .all(|l| l.ends_with(&format!(" {revision}")))
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "state sync not applied: {text}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     fn send(&self, command: ShardCommand) {
@@ -321,7 +410,13 @@ impl Reader {
     async fn data(&mut self, conn_id: u32, len: usize) -> (Vec<u8>, bool) {
         let mut got = Vec::with_capacity(len);
         loop {
-            let frame = self.expect(ContentType::DATA).await;
+            let Ok(Some(frame)) = tokio::time::timeout(WAIT, self.next()).await else {
+                panic!(
+                    "no Data on conn {conn_id} in time after {} of {len} bytes",
+                    got.len()
+                );
+            };
+            assert_eq!(frame.content_type(), ContentType::DATA, "{frame:?}");
             let data = Data::parse(&frame).unwrap();
             assert_eq!(data.conn_id, conn_id);
             got.extend_from_slice(data.payload);
@@ -347,6 +442,8 @@ impl Writer {
         let mut out = BytesMut::new();
         encode(seq, &mut out).unwrap();
         self.w.write_all(&out).await.unwrap();
+        // tokio-rustls accepts bytes into its buffer before the socket takes them.
+        self.w.flush().await.unwrap();
         seq
     }
 
@@ -375,6 +472,9 @@ impl Writer {
             }
         }
         self.w.write_all(&out).await.unwrap();
+        // Without it the last records can stay in tokio-rustls' buffer when the socket
+        // was full, and the far side waits for them forever.
+        self.w.flush().await.unwrap();
     }
 }
 
@@ -473,9 +573,8 @@ async fn open_circuit(dialer: &mut Client, host: &mut Client, conn_id: u32, host
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dial_bind_relay_fin_close_and_revocation() {
-    let mut h = Harness::start(Duration::from_secs(5));
+async fn dial_bind_relay_fin_close_and_revocation(io: IoBackend) {
+    let mut h = Harness::start(io, Duration::from_secs(5));
     let mut host = h.authenticated(&h.pki.host, "token-api-h", false).await;
     // The OpenZiti C SDK 0.29.3 speaks only TLS 1.2.
     let mut dialer = h.authenticated(&h.pki.dialer, "token-api-d", true).await;
@@ -611,9 +710,8 @@ async fn dial_bind_relay_fin_close_and_revocation() {
     h.stop();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_without_certificate_is_refused() {
-    let h = Harness::start(Duration::from_secs(5));
+async fn client_without_certificate_is_refused(io: IoBackend) {
+    let h = Harness::start(io, Duration::from_secs(5));
     // TLS 1.2: the server refuses during the handshake.
     assert!(h.connect(None, true).await.is_err());
     // TLS 1.3: the client may finish first; the server's alert then ends the stream
@@ -646,9 +744,8 @@ async fn client_without_certificate_is_refused() {
     h.stop();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn silent_client_is_closed_after_the_hello_timeout() {
-    let h = Harness::start(Duration::from_millis(300));
+async fn silent_client_is_closed_after_the_hello_timeout(io: IoBackend) {
+    let h = Harness::start(io, Duration::from_millis(300));
     let mut c = h.connect(Some(&h.pki.dialer), true).await.unwrap();
     let started = Instant::now();
     assert!(c.r.until_closed().await.is_empty());
@@ -658,9 +755,28 @@ async fn silent_client_is_closed_after_the_hello_timeout() {
     h.stop();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_frame_closes_only_that_connection() {
-    let h = Harness::start(Duration::from_secs(5));
+async fn silent_tcp_client_is_dropped_after_the_handshake_deadline(io: IoBackend) {
+    let h = Harness::start_with(io, |s| s.handshake_timeout = Duration::from_millis(300));
+    // A TCP connection that never starts TLS: the read in flight is cut off by the
+    // deadline and the socket closed (on io_uring the descriptor must not leak).
+    let mut tcp = TcpStream::connect(h.addr).await.unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(WAIT, tcp.read(&mut buf)).await;
+    let waited = started.elapsed();
+    assert!(matches!(read, Ok(Ok(0) | Err(_))), "{read:?}");
+    assert!(waited >= Duration::from_millis(250), "{waited:?}");
+    assert!(waited < Duration::from_secs(3), "{waited:?}");
+    let metrics = h.metrics().await;
+    assert!(
+        metrics.contains("weft_router_handshakes_failed_total{shard=\"0\"} 1\n"),
+        "{metrics}"
+    );
+    h.stop();
+}
+
+async fn malformed_frame_closes_only_that_connection(io: IoBackend) {
+    let h = Harness::start(io, Duration::from_secs(5));
     let mut good = h.authenticated(&h.pki.host, "token-api-h", false).await;
     let mut bad = h.authenticated(&h.pki.dialer, "token-api-d", true).await;
     // A frame with a wrong magic.
@@ -732,9 +848,8 @@ fn client_hello_with_ip_sni() -> Vec<u8> {
     record
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ip_literal_sni_does_not_break_the_handshake() {
-    let h = Harness::start(Duration::from_secs(5));
+async fn ip_literal_sni_does_not_break_the_handshake(io: IoBackend) {
+    let h = Harness::start(io, Duration::from_secs(5));
     // The server answers a ClientHello whose SNI is an IP literal with a ServerHello,
     // not an alert.
     let mut tcp = TcpStream::connect(h.addr).await.unwrap();
@@ -794,27 +909,49 @@ async fn ip_literal_sni_does_not_break_the_handshake() {
         };
         let mut stdin = child.stdin.take()?;
         stdin.write_all(&hello).ok()?;
-        // Give the router time to answer, then close our side.
-        std::thread::sleep(Duration::from_millis(500));
-        drop(stdin);
+        // Read what comes back until a whole frame is there (or 5 s), then close our
+        // side: a fixed pause could close before a loaded machine answered.
+        let mut stdout = child.stdout.take()?;
+        let (chunks, received) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n @ 1..) = std::io::Read::read(&mut stdout, &mut chunk) {
+                if chunks.send(chunk[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
         let deadline = Instant::now() + Duration::from_secs(5);
+        let mut decoder = Decoder::new(Limits::DEFAULT);
+        let mut frame = None;
+        while frame.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(chunk) = received.recv_timeout(left) else {
+                break;
+            };
+            decoder.extend_from_slice(&chunk);
+            if let Ok(Decoded::Frame(f)) = decoder.decode() {
+                frame = Some(f);
+            }
+        }
+        drop(stdin);
         while child.try_wait().ok()?.is_none() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = child.kill();
-        child.wait_with_output().ok()
+        let output = child.wait_with_output().ok()?;
+        let _ = reader.join();
+        Some((frame, output.stderr))
     })
     .await
     .unwrap();
     match output {
         None => eprintln!("openssl not available: full IP-SNI handshake skipped"),
-        Some(output) => {
-            let mut decoder = Decoder::new(Limits::DEFAULT);
-            decoder.extend_from_slice(&output.stdout);
-            let Ok(Decoded::Frame(frame)) = decoder.decode() else {
+        Some((frame, stderr)) => {
+            let Some(frame) = frame else {
                 panic!(
                     "no hello Result through openssl: {}",
-                    String::from_utf8_lossy(&output.stderr)
+                    String::from_utf8_lossy(&stderr)
                 )
             };
             assert!(HelloResult::parse(&frame).unwrap().success);
@@ -825,9 +962,8 @@ async fn ip_literal_sni_does_not_break_the_handshake() {
     h.stop();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slow_reader_pauses_the_writer_and_resumes_it() {
-    let mut h = Harness::start_with(|s| s.forward.window = 64 * 1024);
+async fn slow_reader_pauses_the_writer_and_resumes_it(io: IoBackend) {
+    let mut h = Harness::start_with(io, |s| s.forward.window = 64 * 1024);
     let mut host = h.authenticated(&h.pki.host, "token-api-h", false).await;
     let mut dialer = h.authenticated(&h.pki.dialer, "token-api-d", true).await;
     bind_host(&mut h, &mut host).await;
@@ -855,9 +991,8 @@ async fn slow_reader_pauses_the_writer_and_resumes_it() {
     h.stop();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_lets_circuits_run_for_the_grace_period_then_closes() {
-    let mut h = Harness::start(Duration::from_secs(5));
+async fn shutdown_lets_circuits_run_for_the_grace_period_then_closes(io: IoBackend) {
+    let mut h = Harness::start(io, Duration::from_secs(5));
     let mut host = h.authenticated(&h.pki.host, "token-api-h", false).await;
     let mut dialer = h.authenticated(&h.pki.dialer, "token-api-d", true).await;
     bind_host(&mut h, &mut host).await;
@@ -883,9 +1018,8 @@ async fn shutdown_lets_circuits_run_for_the_grace_period_then_closes() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn several_shards_share_the_port_and_each_gets_the_sessions() {
-    let h = Harness::start_with(|s| s.shards = 3);
+async fn several_shards_share_the_port_and_each_gets_the_sessions(io: IoBackend) {
+    let h = Harness::start_with(io, |s| s.shards = 3);
     let mut clients = Vec::new();
     for i in 0..12 {
         let (id, token) = if i % 2 == 0 {
@@ -911,9 +1045,8 @@ async fn several_shards_share_the_port_and_each_gets_the_sessions() {
     h.stop();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hello_with_a_certificate_not_bound_to_the_session_is_answered_then_closed() {
-    let h = Harness::start(Duration::from_secs(5));
+async fn hello_with_a_certificate_not_bound_to_the_session_is_answered_then_closed(io: IoBackend) {
+    let h = Harness::start(io, Duration::from_secs(5));
     // The dialer's certificate with the host's API session token.
     let mut c = h.connect(Some(&h.pki.dialer), true).await.unwrap();
     c.w.send(|s, out| {
@@ -928,4 +1061,136 @@ async fn hello_with_a_certificate_not_bound_to_the_session_is_answered_then_clos
     assert_eq!(frames.len(), 1, "{frames:?}");
     assert_eq!(frames[0].content_type(), ContentType::RESULT);
     h.stop();
+}
+
+/// CPU time the shard threads (`weft-shard-*`) of this process have used so far, from
+/// `/proc/self/task/*/schedstat` (zero where that is not readable). Less sensitive to a
+/// busy machine than wall time.
+fn shard_cpu() -> Duration {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    let mut total = Duration::ZERO;
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with("weft-shard") {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+        if let Some(ns) = stat.split_whitespace().next().and_then(|v| v.parse().ok()) {
+            total += Duration::from_nanos(ns);
+        }
+    }
+    total
+}
+
+/// Throughput of the two backends, for the record (`cargo test --release -p weft-router
+/// --test edge_tls -- --ignored --nocapture relay_throughput`): `WEFT_RELAY_MIB` MiB
+/// (default 64) each way through one circuit, in Data frames of 1 B to 48 KiB, with the
+/// TLS clients in the same process. Prints MB/s, and MB per CPU-second of the shard
+/// thread (the router's own cost, which a busy machine disturbs less); asserts only that
+/// the bytes arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check; run it by hand"]
+async fn relay_throughput_on_both_backends() {
+    let mib: usize = std::env::var("WEFT_RELAY_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
+    let len = mib * 1024 * 1024;
+    let up = pattern(len, 5);
+    let down = pattern(len, 6);
+    let mut backends = vec![IoBackend::Epoll];
+    if uring_available("relay_throughput_on_both_backends") {
+        backends.push(IoBackend::Uring);
+    }
+    // Twice each, alternating, so a warm-up or a noisy neighbour shows.
+    for io in backends.iter().chain(backends.iter()).copied() {
+        let mut h = Harness::start(io, Duration::from_secs(5));
+        let mut host = h.authenticated(&h.pki.host, "token-api-h", false).await;
+        let mut dialer = h.authenticated(&h.pki.dialer, "token-api-d", false).await;
+        bind_host(&mut h, &mut host).await;
+        open_circuit(&mut dialer, &mut host, 1, 100).await;
+        let cpu_before = shard_cpu();
+        let started = Instant::now();
+        let (Client { r: dr, w: dw, .. }, Client { r: hr, w: hw, .. }) = (&mut dialer, &mut host);
+        let ((), (), (at_host, _), (at_dialer, _)) =
+            tokio::time::timeout(Duration::from_secs(600), async {
+                tokio::join!(
+                    dw.data(1, &up),
+                    hw.data(100, &down),
+                    hr.data(100, len),
+                    dr.data(1, len)
+                )
+            })
+            .await
+            .expect("relay did not finish");
+        let elapsed = started.elapsed();
+        let cpu = shard_cpu().saturating_sub(cpu_before);
+        assert!(at_host == up && at_dialer == down);
+        eprintln!(
+            "{io}: relayed 2 x {mib} MiB in {elapsed:?}: {:.1} MB/s aggregate; \
+             shard thread on CPU {cpu:?}: {:.1} MB per shard CPU-second",
+            2.0 * len as f64 / elapsed.as_secs_f64() / 1e6,
+            2.0 * len as f64 / cpu.as_secs_f64().max(1e-9) / 1e6
+        );
+        h.stop();
+    }
+}
+
+/// `io = "auto"` and `io = "uring"` on whatever this host is: where io_uring works, both
+/// run on it; where it does not (run the test binary under a seccomp filter that refuses
+/// `io_uring_setup` to see that side), `auto` falls back to epoll and `uring` is a
+/// start error that says why, not a panic.
+#[test]
+fn backend_selection_at_start() {
+    let pki = pki();
+    let settings = |io| RouterSettings {
+        edge_listen: "127.0.0.1:0".parse().unwrap(),
+        shards: 2,
+        forward: ForwardConfig::default(),
+        tls: Arc::new(
+            tls::server_config(
+                pki.server_cert_pem.as_bytes(),
+                pki.server_key_pem.as_bytes(),
+            )
+            .unwrap(),
+        ),
+        handshake_timeout: Duration::from_secs(5),
+        metrics_listen: None,
+        io,
+    };
+    let start = |io| {
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let (requests_tx, _requests) = mpsc::unbounded_channel();
+        Router::start(settings(io), commands_rx, requests_tx).map(|router| (router, commands))
+    };
+    let stop = |(router, commands): (Router, mpsc::UnboundedSender<ShardCommand>)| {
+        let backend = router.backend();
+        drop(commands);
+        router.join();
+        backend
+    };
+    let available = probe_uring();
+    eprintln!("io_uring available here: {available:?}");
+    assert_eq!(stop(start(IoSelection::Epoll).unwrap()), IoBackend::Epoll);
+    match available {
+        Ok(()) => {
+            assert_eq!(stop(start(IoSelection::Auto).unwrap()), IoBackend::Uring);
+            assert_eq!(stop(start(IoSelection::Uring).unwrap()), IoBackend::Uring);
+        }
+        Err(_) => {
+            assert_eq!(stop(start(IoSelection::Auto).unwrap()), IoBackend::Epoll);
+            let Err(e) = start(IoSelection::Uring) else {
+                panic!("io = uring started without io_uring");
+            };
+            let text = e.to_string();
+            eprintln!("io = uring here: {text}");
+            assert!(
+                matches!(e, weft_router::runtime::StartError::Uring(_)),
+                "{e:?}"
+            );
+            assert!(text.contains("io_uring was requested"), "{text}");
+        }
+    }
 }

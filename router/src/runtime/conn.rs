@@ -1,5 +1,5 @@
-//! One edge connection: TLS handshake, then reads into the forwarder and writes its
-//! transmits, in one task.
+//! One edge connection on the epoll backend: tokio-rustls handshake, then reads into
+//! the forwarder and writes its transmits, in one task.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-use super::shard::{Close, Shard, Slot, unix_ms};
+use super::shard::{FLUSH_DEADLINE, Outcome, SHUTDOWN_DEADLINE, Shard, unix_ms};
 use crate::edge::Transmit;
 use crate::forward::ConnKey;
 use crate::tls;
@@ -26,18 +26,6 @@ const READ_MIN: usize = 16 * 1024;
 const READ_RESERVE: usize = 64 * 1024;
 /// Reads and writes one poll may do before yielding to the shard's other tasks.
 const BUDGET: usize = 32;
-/// How long a closing connection may take to write what is queued for it.
-const FLUSH_DEADLINE: Duration = Duration::from_secs(5);
-/// How long a closing connection may take to send its TLS close_notify.
-const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(1);
-
-/// How the connection's driving ended.
-enum Outcome {
-    /// Flushed; close as asked.
-    Close(Close),
-    /// The socket failed or the peer went away.
-    Lost,
-}
 
 /// Accepts the TLS handshake and drives the connection until it closes.
 pub(super) async fn run(
@@ -62,17 +50,8 @@ pub(super) async fn run(
         }
     };
     let fingerprints = tls::client_fingerprints(tls.get_ref().1);
-    let key = {
-        let mut s = shard.borrow_mut();
-        if s.draining {
-            return;
-        }
-        let key = s.new_key();
-        s.accepted += 1;
-        s.conns.insert(key, Slot::default());
-        s.fwd.add_conn(Instant::now(), key, fingerprints);
-        s.pump();
-        key
+    let Some(key) = shard.borrow_mut().open_conn(fingerprints) else {
+        return;
     };
     tracing::debug!(shard = index, conn = key.0, %peer, "edge connection open");
 
@@ -99,17 +78,7 @@ pub(super) async fn run(
             );
         }
     }
-    {
-        let mut s = shard.borrow_mut();
-        s.conns.remove(&key);
-        match &outcome {
-            Outcome::Close(Close::Edge(_)) => s.fwd.remove_conn(key),
-            Outcome::Close(Close::Shutdown) | Outcome::Lost => {
-                s.fwd.conn_lost(Instant::now(), key);
-            }
-        }
-        s.pump();
-    }
+    shard.borrow_mut().finish_conn(key, &outcome);
     if let Outcome::Close(close) = outcome {
         tracing::debug!(
             shard = index,
@@ -144,13 +113,13 @@ impl Driver {
                     return Poll::Ready(Outcome::Lost);
                 }
             };
-            let Some(slot) = s.conns.get(&self.key) else {
-                return Poll::Ready(Outcome::Lost);
-            };
-            if let Some(close) = &slot.close {
+            match s.close_of(self.key) {
+                None => return Poll::Ready(Outcome::Lost),
                 // Flushing what is queued is bounded by `FLUSH_DEADLINE` in `run`.
-                return Poll::Ready(Outcome::Close(close.clone()));
-            } else if s.fwd.wants_read(self.key) {
+                Some(Some(close)) => return Poll::Ready(Outcome::Close(close)),
+                Some(None) => {}
+            }
+            if s.fwd.wants_read(self.key) {
                 match self.poll_read(cx, s) {
                     Poll::Ready(Ok(0)) => return Poll::Ready(Outcome::Lost),
                     Poll::Ready(Ok(_)) => {
@@ -164,13 +133,11 @@ impl Driver {
                     }
                     Poll::Pending => {}
                 }
-            } else if !s.paused.contains(&self.key) {
-                s.paused.push(self.key);
+            } else {
+                s.note_paused(self.key);
             }
             if !progress {
-                if let Some(slot) = s.conns.get_mut(&self.key) {
-                    slot.waker = Some(cx.waker().clone());
-                }
+                s.park(self.key, cx.waker());
                 return Poll::Pending;
             }
         }
@@ -193,9 +160,7 @@ impl Driver {
                 return Poll::Ready(Ok(()));
             }
             if !progress {
-                if let Some(slot) = s.conns.get_mut(&self.key) {
-                    slot.waker = Some(cx.waker().clone());
-                }
+                s.park(self.key, cx.waker());
                 return Poll::Pending;
             }
         }

@@ -152,6 +152,12 @@ pub(super) fn render(stats: &[ShardStats]) -> String {
             |s| s.forward.frames_relayed,
         ),
         (
+            "weft_router_state_revision",
+            "gauge",
+            "Controller state revision the shard holds.",
+            |s| s.revision,
+        ),
+        (
             "weft_router_pauses_total",
             "counter",
             "Times a connection was paused by a full window.",

@@ -2,16 +2,23 @@
 //!
 //! # Threading model
 //!
-//! - **Shards.** `shards` threads, each with its own tokio current-thread runtime (epoll),
-//!   its own `SO_REUSEPORT` listener on the edge address, its own [`Forwarder`] and its
-//!   own connections. The kernel spreads new connections over the listeners. Inside a
+//! - **Shards.** `shards` threads, each with its own runtime, its own `SO_REUSEPORT`
+//!   listener on the edge address, its own [`Forwarder`] and its own connections. The
+//!   runtime is the [`IoBackend`] chosen at start ([`select_backend`]): a `tokio-uring`
+//!   runtime (io_uring; a tokio current-thread runtime underneath, so timers, channels
+//!   and local tasks are the same) or a plain tokio current-thread runtime (epoll). The
+//!   shard logic is the same code on both; only the accept loop and the connection
+//!   driver differ. The kernel spreads new connections over the listeners. Inside a
 //!   shard everything runs on one thread: the forwarder lives in an `Rc<RefCell<..>>`
 //!   that each connection task borrows only inside a synchronous poll, never across an
 //!   `.await`. Nothing on the data path is shared between shards, and no lock is taken.
 //! - **Per connection** one task: TLS handshake (with a deadline), then one future that
 //!   reads decrypted bytes straight into the forwarder's receive buffer for that
-//!   connection and writes the forwarder's transmits (head and payload as one vectored
-//!   write), honouring `wants_read` and `poll_close`. A shard-wide "pump" runs after every
+//!   connection and writes the forwarder's transmits, honouring `wants_read` and
+//!   `poll_close`. On epoll, tokio-rustls over a tokio `TcpStream` (head and payload as
+//!   one vectored write); on io_uring, rustls driven on owned buffers
+//!   ([`crate::tls::ServerSession`]): one read and one write operation in flight at a
+//!   time, the write carrying every record encrypted since the last one. A shard-wide "pump" runs after every
 //!   input and wakes the connections that got something to write, that must close, or
 //!   whose window drained.
 //! - **Control.** One dispatcher thread receives [`ShardCommand`]s from the control side
@@ -28,9 +35,12 @@
 //!
 //! [`Forwarder`]: crate::forward::Forwarder
 
+mod backend;
 mod conn;
 mod metrics;
 mod shard;
+#[cfg(target_os = "linux")]
+mod uring;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,6 +52,10 @@ use weft_wire::control::pb;
 
 use crate::forward::{ConnKey, ControlRequest, ForwardConfig, ForwardStats};
 use crate::sessions::RevisionGap;
+
+pub use backend::{
+    IoBackend, IoSelection, UnknownIoSelection, UringUnavailable, probe_uring, select_backend,
+};
 
 /// Bits of a [`ConnKey`] below the shard index: keys are unique router-wide, and a key
 /// names the shard that owns its connection.
@@ -115,6 +129,8 @@ pub struct RouterSettings {
     pub handshake_timeout: Duration,
     /// Where to serve Prometheus metrics.
     pub metrics_listen: Option<SocketAddr>,
+    /// The I/O backend to run the shards on (`auto` probes io_uring once at start).
+    pub io: IoSelection,
 }
 
 /// Why the router could not start.
@@ -131,6 +147,9 @@ pub enum StartError {
         /// The cause.
         error: std::io::Error,
     },
+    /// `io = "uring"` on a host without io_uring.
+    #[error(transparent)]
+    Uring(#[from] UringUnavailable),
     /// A thread or runtime could not be created.
     #[error("cannot start the {what}: {error}")]
     Spawn {
@@ -158,6 +177,9 @@ pub struct ShardStats {
     pub accepted: u64,
     /// Handshakes that failed or timed out.
     pub handshakes_failed: u64,
+    /// The controller state revision the shard's session table holds (0 before the
+    /// first sync).
+    pub revision: u64,
 }
 
 /// Messages to one shard.
@@ -170,6 +192,7 @@ enum ShardMsg {
 /// A running router: shard threads and the control dispatcher.
 #[derive(Debug)]
 pub struct Router {
+    backend: IoBackend,
     local_addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
     shard_threads: Vec<JoinHandle<()>>,
@@ -189,6 +212,7 @@ impl Router {
         if settings.shards == 0 || settings.shards > 1 << 15 {
             return Err(StartError::Shards(settings.shards));
         }
+        let backend = select_backend(settings.io, probe_uring)?;
         // The first shard's bind fixes the port when 0 was asked; the others share it.
         let mut listeners = Vec::with_capacity(settings.shards);
         let mut addr = settings.edge_listen;
@@ -218,19 +242,61 @@ impl Router {
 
         let mut shard_txs = Vec::with_capacity(settings.shards);
         let mut shard_threads = Vec::with_capacity(settings.shards);
+        let (ready_tx, ready) = std::sync::mpsc::channel();
         for (index, listener) in listeners.into_iter().enumerate() {
             let (tx, rx) = mpsc::unbounded_channel();
             shard_txs.push(tx);
             let shard_settings = settings.clone();
             let requests = requests.clone();
+            let ready_tx = ready_tx.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("weft-shard-{index}"))
-                .spawn(move || shard::run(index, shard_settings, listener, rx, requests))
+                .spawn(move || {
+                    shard::run(
+                        index,
+                        backend,
+                        shard_settings,
+                        listener,
+                        rx,
+                        requests,
+                        ready_tx,
+                    );
+                })
                 .map_err(|error| StartError::Spawn {
                     what: "shard thread",
                     error,
-                })?;
-            shard_threads.push(thread);
+                });
+            match thread {
+                Ok(thread) => shard_threads.push(thread),
+                Err(e) => {
+                    stop_shards(shard_txs, shard_threads);
+                    return Err(e);
+                }
+            }
+        }
+        drop(ready_tx);
+        // Every shard reports whether its runtime could be built (an io_uring ring can
+        // still fail here, for example on the locked-memory limit of an old kernel).
+        for _ in 0..shard_threads.len() {
+            let failure = match ready.recv() {
+                Ok((_, Ok(()))) => continue,
+                Ok((index, Err(error))) => {
+                    tracing::error!(shard = index, io = %backend, %error, "shard runtime failed");
+                    StartError::Spawn {
+                        what: match backend {
+                            IoBackend::Uring => "io_uring shard runtime",
+                            IoBackend::Epoll => "shard runtime",
+                        },
+                        error,
+                    }
+                }
+                Err(_) => StartError::Spawn {
+                    what: "shard runtime",
+                    error: std::io::Error::other("a shard thread ended before starting"),
+                },
+            };
+            stop_shards(shard_txs, shard_threads);
+            return Err(failure);
         }
         let dispatcher = std::thread::Builder::new()
             .name("weft-control".into())
@@ -239,13 +305,25 @@ impl Router {
                 what: "control dispatcher",
                 error,
             })?;
-        tracing::info!(%addr, shards = settings.shards, ?metrics_addr, "edge router started");
+        tracing::info!(
+            %addr,
+            shards = settings.shards,
+            io = %backend,
+            ?metrics_addr,
+            "edge router started"
+        );
         Ok(Self {
+            backend,
             local_addr: addr,
             metrics_addr,
             shard_threads,
             dispatcher: Some(dispatcher),
         })
+    }
+
+    /// The I/O backend the shards run on.
+    pub fn backend(&self) -> IoBackend {
+        self.backend
     }
 
     /// The edge listener's address (with the port chosen when 0 was asked).
@@ -275,6 +353,18 @@ impl Router {
                 tracing::error!("a shard panicked");
             }
         }
+    }
+}
+
+/// Stops shards that started when a later one could not: their command channels close,
+/// so they shut down at once.
+fn stop_shards(
+    shard_txs: Vec<mpsc::UnboundedSender<ShardMsg>>,
+    shard_threads: Vec<JoinHandle<()>>,
+) {
+    drop(shard_txs);
+    for t in shard_threads {
+        let _ = t.join();
     }
 }
 

@@ -1,4 +1,10 @@
-//! One shard: a thread, a current-thread tokio runtime, a listener, a forwarder.
+//! One shard: a thread, a runtime (epoll or io_uring), a listener, a forwarder.
+//!
+//! Everything here is independent of the I/O backend: the shard state and its pump, the
+//! timer, the command loop, draining and shutdown. Only the accept loop and the
+//! connection driver differ ([`super::conn`] for epoll, [`super::uring`] for io_uring);
+//! both open and close connections through [`Shard::open_conn`] and
+//! [`Shard::finish_conn`].
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -10,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Notify, mpsc};
 use tokio_rustls::TlsAcceptor;
 
-use super::{SHARD_SHIFT, ShardCommand, ShardMsg, ShardRequest, ShardStats, conn};
+use super::{IoBackend, SHARD_SHIFT, ShardCommand, ShardMsg, ShardRequest, ShardStats, conn};
 use crate::edge::CloseReason;
 use crate::forward::{ConnKey, Forwarder};
 
@@ -18,6 +24,10 @@ use crate::forward::{ConnKey, Forwarder};
 const EXPIRY_CHECK: Duration = Duration::from_secs(1);
 /// How long connections get to flush and close once the grace period is over.
 const CLOSE_DEADLINE: Duration = Duration::from_secs(2);
+/// How long a closing connection may take to write what is queued for it.
+pub(super) const FLUSH_DEADLINE: Duration = Duration::from_secs(5);
+/// How long a closing connection may take to send its TLS close_notify.
+pub(super) const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(1);
 
 /// A listener socket with `SO_REUSEPORT`, so every shard binds the same address.
 pub(super) fn bind_reuseport(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
@@ -39,6 +49,15 @@ pub(super) enum Close {
     Edge(CloseReason),
     /// The router shuts down: flush, shut down, `conn_lost`.
     Shutdown,
+}
+
+/// How a connection's driving ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Outcome {
+    /// Flushed (or the flush deadline passed); close as asked.
+    Close(Close),
+    /// The socket failed or the peer went away.
+    Lost,
 }
 
 /// What the shard knows of one connection task.
@@ -66,16 +85,87 @@ pub(super) struct Shard {
     next_key: u64,
     pub(super) accepted: u64,
     pub(super) handshakes_failed: u64,
+    /// Owned I/O buffers of the io_uring backend, reused across connections.
+    pub(super) buffers: BufferPool,
 }
 
 impl Shard {
+    fn new(
+        index: usize,
+        settings: &super::RouterSettings,
+        requests: mpsc::UnboundedSender<ShardRequest>,
+        timer: Rc<Notify>,
+    ) -> Self {
+        Self {
+            index,
+            fwd: Forwarder::new(settings.forward.clone(), u16::try_from(index).unwrap_or(0)),
+            conns: HashMap::new(),
+            paused: Vec::new(),
+            requests,
+            timer_armed: None,
+            timer,
+            draining: false,
+            next_key: 0,
+            accepted: 0,
+            handshakes_failed: 0,
+            buffers: BufferPool::default(),
+        }
+    }
+
+    /// Registers a connection whose TLS handshake finished and hands it to the
+    /// forwarder; `None` while the shard drains (the caller drops the connection).
+    pub(super) fn open_conn(&mut self, fingerprints: Vec<String>) -> Option<ConnKey> {
+        if self.draining {
+            return None;
+        }
+        let key = self.new_key();
+        self.accepted += 1;
+        self.conns.insert(key, Slot::default());
+        self.fwd.add_conn(Instant::now(), key, fingerprints);
+        self.pump();
+        Some(key)
+    }
+
+    /// Forgets a connection whose driving ended: the forwarder removes it (a close it
+    /// asked for) or treats it as lost (its circuits end, the other sides are told).
+    pub(super) fn finish_conn(&mut self, key: ConnKey, outcome: &Outcome) {
+        self.conns.remove(&key);
+        match outcome {
+            Outcome::Close(Close::Edge(_)) => self.fwd.remove_conn(key),
+            Outcome::Close(Close::Shutdown) | Outcome::Lost => {
+                self.fwd.conn_lost(Instant::now(), key);
+            }
+        }
+        self.pump();
+    }
+
+    /// The close asked of `key`, `Some(None)` when it goes on, `None` when the shard no
+    /// longer knows it.
+    pub(super) fn close_of(&self, key: ConnKey) -> Option<Option<Close>> {
+        self.conns.get(&key).map(|slot| slot.close.clone())
+    }
+
+    /// Parks the task of `key` until the pump wakes it.
+    pub(super) fn park(&mut self, key: ConnKey, waker: &Waker) {
+        if let Some(slot) = self.conns.get_mut(&key) {
+            slot.waker = Some(waker.clone());
+        }
+    }
+
+    /// Notes that `key` stopped reading on a full window, so the pump resumes it.
+    pub(super) fn note_paused(&mut self, key: ConnKey) {
+        if !self.paused.contains(&key) {
+            self.paused.push(key);
+        }
+    }
+
     /// A fresh router-wide connection key owned by this shard.
     pub(super) fn new_key(&mut self) -> ConnKey {
         self.next_key += 1;
         ConnKey(((self.index as u64) << SHARD_SHIFT) | self.next_key)
     }
 
-    fn wake(&mut self, key: ConnKey) {
+    pub(super) fn wake(&mut self, key: ConnKey) {
         if let Some(waker) = self.conns.get_mut(&key).and_then(|s| s.waker.take()) {
             waker.wake();
         }
@@ -132,6 +222,7 @@ impl Shard {
             terminators,
             accepted: self.accepted,
             handshakes_failed: self.handshakes_failed,
+            revision: self.fwd.sessions().revision(),
         }
     }
 }
@@ -143,62 +234,160 @@ pub(super) fn unix_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// The shard thread's body.
+/// Owned byte buffers, reused: the io_uring backend's per-connection ciphertext
+/// buffers come from here and go back when the connection ends. At most
+/// [`BufferPool::KEEP`] are kept; beyond that they are freed.
+#[derive(Debug, Default)]
+pub(super) struct BufferPool {
+    free: Vec<Vec<u8>>,
+}
+
+impl BufferPool {
+    /// Buffers kept for reuse.
+    const KEEP: usize = 256;
+
+    /// An empty buffer with at least `capacity` bytes of room.
+    pub(super) fn take(&mut self, capacity: usize) -> Vec<u8> {
+        match self.free.pop() {
+            Some(mut buffer) => {
+                buffer.clear();
+                buffer.reserve(capacity);
+                buffer
+            }
+            None => Vec::with_capacity(capacity),
+        }
+    }
+
+    /// Largest buffer kept for reuse; a larger one (a write batch that carried a huge
+    /// frame) is freed.
+    const KEEP_CAPACITY: usize = 1024 * 1024;
+
+    /// Returns `buffer` for reuse.
+    pub(super) fn give(&mut self, buffer: Vec<u8>) {
+        if self.free.len() < Self::KEEP
+            && buffer.capacity() > 0
+            && buffer.capacity() <= Self::KEEP_CAPACITY
+        {
+            self.free.push(buffer);
+        }
+    }
+}
+
+/// What a shard thread reports once its runtime is built (or could not be).
+pub(super) type Ready = std::sync::mpsc::Sender<(usize, std::io::Result<()>)>;
+
+/// The shard thread's body: builds the backend's runtime, reports it on `ready`, then
+/// runs the shard until it shuts down.
 pub(super) fn run(
     index: usize,
+    backend: IoBackend,
+    settings: super::RouterSettings,
+    listener: std::net::TcpListener,
+    commands: mpsc::UnboundedReceiver<ShardMsg>,
+    requests: mpsc::UnboundedSender<ShardRequest>,
+    ready: Ready,
+) {
+    match backend {
+        IoBackend::Epoll => {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = ready.send((index, Err(e)));
+                    return;
+                }
+            };
+            let _ = ready.send((index, Ok(())));
+            let local = tokio::task::LocalSet::new();
+            local.block_on(
+                &runtime,
+                shard_main(index, backend, settings, listener, commands, requests),
+            );
+        }
+        #[cfg(target_os = "linux")]
+        IoBackend::Uring => {
+            let runtime = match tokio_uring::Runtime::new(
+                tokio_uring::builder().entries(super::uring::ENTRIES),
+            ) {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = ready.send((index, Err(e)));
+                    return;
+                }
+            };
+            let _ = ready.send((index, Ok(())));
+            runtime.block_on(shard_main(
+                index, backend, settings, listener, commands, requests,
+            ));
+        }
+        #[cfg(not(target_os = "linux"))]
+        IoBackend::Uring => {
+            let _ = ready.send((
+                index,
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::Unsupported,
+                    "io_uring exists only on Linux",
+                )),
+            ));
+        }
+    }
+}
+
+/// The shard, whatever the backend: state, accept loop, timer, commands.
+async fn shard_main(
+    index: usize,
+    backend: IoBackend,
     settings: super::RouterSettings,
     listener: std::net::TcpListener,
     commands: mpsc::UnboundedReceiver<ShardMsg>,
     requests: mpsc::UnboundedSender<ShardRequest>,
 ) {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(shard = index, error = %e, "cannot build the shard runtime");
-            return;
+    let timer = Rc::new(Notify::new());
+    let shard = Rc::new(RefCell::new(Shard::new(
+        index,
+        &settings,
+        requests,
+        timer.clone(),
+    )));
+    let stop_accept = Rc::new(Notify::new());
+    match backend {
+        IoBackend::Epoll => {
+            let listener = match tokio::net::TcpListener::from_std(listener) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(shard = index, error = %e, "cannot register the listener");
+                    return;
+                }
+            };
+            tokio::task::spawn_local(accept_loop(
+                shard.clone(),
+                listener,
+                TlsAcceptor::from(settings.tls.clone()),
+                settings.handshake_timeout,
+                stop_accept.clone(),
+            ));
         }
-    };
-    let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, async move {
-        let listener = match tokio::net::TcpListener::from_std(listener) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!(shard = index, error = %e, "cannot register the listener");
-                return;
-            }
-        };
-        let timer = Rc::new(Notify::new());
-        let shard = Rc::new(RefCell::new(Shard {
-            index,
-            fwd: Forwarder::new(settings.forward.clone(), u16::try_from(index).unwrap_or(0)),
-            conns: HashMap::new(),
-            paused: Vec::new(),
-            requests,
-            timer_armed: None,
-            timer: timer.clone(),
-            draining: false,
-            next_key: 0,
-            accepted: 0,
-            handshakes_failed: 0,
-        }));
-        let stop_accept = Rc::new(Notify::new());
-        let acceptor = TlsAcceptor::from(settings.tls.clone());
-        tokio::task::spawn_local(accept_loop(
-            shard.clone(),
-            listener,
-            acceptor,
-            settings.handshake_timeout,
-            stop_accept.clone(),
-        ));
-        tokio::task::spawn_local(timer_loop(shard.clone(), timer));
-        command_loop(shard, commands, stop_accept).await;
-        tracing::info!(shard = index, "shard stopped");
-    });
+        #[cfg(target_os = "linux")]
+        IoBackend::Uring => {
+            tokio::task::spawn_local(super::uring::accept_loop(
+                shard.clone(),
+                listener,
+                settings.tls.clone(),
+                settings.handshake_timeout,
+                stop_accept.clone(),
+            ));
+        }
+        #[cfg(not(target_os = "linux"))]
+        IoBackend::Uring => return,
+    }
+    tokio::task::spawn_local(timer_loop(shard.clone(), timer));
+    command_loop(shard, commands, stop_accept).await;
+    tracing::info!(shard = index, %backend, "shard stopped");
 }
 
+/// The epoll backend's accept loop.
 async fn accept_loop(
     shard: Rc<RefCell<Shard>>,
     listener: tokio::net::TcpListener,
@@ -334,5 +523,31 @@ async fn shutdown(shard: &Rc<RefCell<Shard>>, stop_accept: &Notify, grace: Durat
     let hard = Instant::now() + CLOSE_DEADLINE;
     while !shard.borrow().conns.is_empty() && Instant::now() < hard {
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffer_pool_reuses_and_bounds_what_it_keeps() {
+        let mut pool = BufferPool::default();
+        let mut a = pool.take(64);
+        assert!(a.capacity() >= 64 && a.is_empty());
+        a.extend_from_slice(b"old bytes");
+        let ptr = a.as_ptr();
+        pool.give(a);
+        let b = pool.take(16);
+        assert!(b.is_empty(), "a reused buffer comes back cleared");
+        assert_eq!(b.as_ptr(), ptr, "the same allocation is reused");
+        // Empty and oversized buffers are not kept.
+        pool.give(Vec::new());
+        pool.give(Vec::with_capacity(BufferPool::KEEP_CAPACITY + 1));
+        assert!(pool.free.is_empty());
+        for _ in 0..BufferPool::KEEP + 10 {
+            pool.give(Vec::with_capacity(8));
+        }
+        assert_eq!(pool.free.len(), BufferPool::KEEP);
     }
 }

@@ -1,0 +1,513 @@
+//! The io_uring backend's accept loop and connection driver, on `tokio-uring`.
+//!
+//! tokio-uring sockets take owned buffers (`read(buf) -> (result, buf)`), so tokio-rustls
+//! cannot sit on them: the connection drives rustls itself ([`ServerSession`]) on two
+//! buffers it owns for its lifetime, taken from the shard's [`BufferPool`] and given back
+//! at the end:
+//!
+//! - **read buffer** (64 KiB): one read operation in flight at a time, submitted while
+//!   the forwarder wants input; its ciphertext is decrypted straight into the
+//!   forwarder's receive buffer of the connection.
+//! - **write buffer** (16 KiB, grown on demand): when no write is in flight, every
+//!   transmit the forwarder queued (up to a 256 KiB batch) is encrypted, its records
+//!   copied into the buffer, and the buffer goes out in one `write_all` operation.
+//!
+//! The shard logic (pump, wake-ups, pause and resume on full windows, close, drain) is
+//! the same as on epoll ([`super::shard`]): the connection task parks its waker in its
+//! slot, and the pump wakes it.
+//!
+//! Cancellation: a tokio-uring operation that is dropped in flight stays in the kernel
+//! (holding its buffer and its descriptor) until it completes. Reads are therefore never
+//! dropped while the connection lives, and every way out of a connection shuts the socket
+//! down first so that the operations in flight complete at once and the descriptor
+//! closes; the accept loop likewise shuts its listening socket down when it stops.
+//!
+//! [`BufferPool`]: super::shard::BufferPool
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::net::{Shutdown, SocketAddr};
+use std::pin::{Pin, pin};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::sync::Notify;
+use tokio_uring::BufResult;
+use tokio_uring::net::{TcpListener, TcpStream};
+
+use super::shard::{FLUSH_DEADLINE, Outcome, SHUTDOWN_DEADLINE, Shard, unix_ms};
+use crate::forward::ConnKey;
+use crate::tls::{Fed, ServerSession, SessionError};
+
+/// Submission queue entries of each shard's ring (the completion queue gets twice as
+/// many). Each connection has at most two operations in flight.
+pub(super) const ENTRIES: u32 = 1024;
+/// Capacity of a connection's read buffer: the most one read operation takes.
+const READ_BUFFER: usize = 64 * 1024;
+/// Records gathered for one write operation before it is submitted.
+const WRITE_BATCH: usize = 256 * 1024;
+/// Initial capacity of a connection's write buffer (it grows toward a batch when the
+/// connection carries bulk data, and keeps that size in the pool).
+const WRITE_BUFFER: usize = 16 * 1024;
+/// Rounds one poll may make before yielding to the shard's other tasks.
+const BUDGET: usize = 32;
+/// How long the operations still in flight get to complete after the socket is shut
+/// down, so their buffers come back to the pool.
+const RECLAIM_DEADLINE: Duration = Duration::from_millis(100);
+
+/// Accepts connections on `listener` until `stop` fires, one task each.
+pub(super) async fn accept_loop(
+    shard: Rc<RefCell<Shard>>,
+    listener: std::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    handshake_timeout: Duration,
+    stop: Rc<Notify>,
+) {
+    let index = shard.borrow().index;
+    // A second handle on the listening socket: shutting it down ends the accept in
+    // flight when the loop stops (a dropped accept would otherwise stay in the kernel
+    // and take, then leak, the next connection) and refuses new connections at once.
+    let control = match listener.try_clone() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(shard = index, error = %e, "cannot duplicate the listener");
+            return;
+        }
+    };
+    // io_uring waits for connections itself; the non-blocking flag is not needed.
+    if let Err(e) = listener.set_nonblocking(false) {
+        tracing::debug!(shard = index, error = %e, "listener stays non-blocking");
+    }
+    let listener = TcpListener::from_std(listener);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = stop.notified() => break,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                tokio::task::spawn_local(run(
+                    shard.clone(),
+                    tls.clone(),
+                    stream,
+                    peer,
+                    handshake_timeout,
+                ));
+            }
+            Err(e) => {
+                // Out of descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    if let Err(e) = socket2::SockRef::from(&control).shutdown(Shutdown::Both) {
+        tracing::debug!(shard = index, error = %e, "listener shutdown failed");
+    }
+    tracing::debug!(shard = index, "stopped accepting");
+}
+
+/// Why a handshake failed.
+#[derive(Debug, thiserror::Error)]
+enum HandshakeError {
+    #[error("socket: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] SessionError),
+    #[error("peer closed during the handshake")]
+    Closed,
+}
+
+/// Accepts the TLS handshake and drives the connection until it closes.
+async fn run(
+    shard: Rc<RefCell<Shard>>,
+    tls: Arc<rustls::ServerConfig>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    handshake_timeout: Duration,
+) {
+    let index = shard.borrow().index;
+    let (mut rbuf, mut wbuf) = {
+        let mut s = shard.borrow_mut();
+        (s.buffers.take(READ_BUFFER), s.buffers.take(WRITE_BUFFER))
+    };
+    let mut early = BytesMut::new();
+    let mut session = match ServerSession::new(tls) {
+        Ok(session) => session,
+        Err(e) => {
+            tracing::warn!(shard = index, %peer, error = %e, "cannot start a TLS session");
+            shard.borrow_mut().handshakes_failed += 1;
+            let _ = stream.shutdown(Shutdown::Both);
+            give_back(&shard, rbuf, wbuf);
+            return;
+        }
+    };
+    let handshake = handshake(&stream, &mut session, &mut rbuf, &mut wbuf, &mut early);
+    let failed = match tokio::time::timeout(handshake_timeout, handshake).await {
+        Ok(Ok(())) => false,
+        Ok(Err(e)) => {
+            tracing::debug!(shard = index, %peer, error = %e, "TLS handshake failed");
+            true
+        }
+        Err(_) => {
+            tracing::debug!(shard = index, %peer, "TLS handshake timed out");
+            true
+        }
+    };
+    if failed {
+        shard.borrow_mut().handshakes_failed += 1;
+        // Tell the client why (best effort): rustls queued an alert.
+        if session.wants_write() && wbuf.capacity() > 0 {
+            wbuf.clear();
+            if session.take_tls(&mut wbuf).is_ok() {
+                let alert = tokio::time::timeout(SHUTDOWN_DEADLINE, stream.write_all(wbuf));
+                wbuf = match alert.await {
+                    Ok((_, buf)) => buf,
+                    Err(_) => Vec::new(),
+                };
+            }
+        }
+        // An operation cut off by the deadline completes now and frees the descriptor.
+        let _ = stream.shutdown(Shutdown::Both);
+        give_back(&shard, rbuf, wbuf);
+        return;
+    }
+    let Some(key) = shard.borrow_mut().open_conn(session.client_fingerprints()) else {
+        let _ = stream.shutdown(Shutdown::Both);
+        give_back(&shard, rbuf, wbuf);
+        return;
+    };
+    tracing::debug!(shard = index, conn = key.0, %peer, "edge connection open");
+    if !early.is_empty() {
+        // Application data that came with the end of the handshake.
+        let mut s = shard.borrow_mut();
+        if let Some(buffer) = s.fwd.receive_buffer(key) {
+            buffer.extend_from_slice(&early);
+        }
+        s.fwd.handle_received(Instant::now(), key, unix_ms());
+        s.pump();
+    }
+    drop(early);
+
+    let conn = Conn {
+        key,
+        session,
+        rbuf: Some(rbuf),
+        wbuf: Some(wbuf),
+    };
+    drive(&shard, &stream, conn).await;
+}
+
+/// The handshake: read, feed rustls, write what it answers, until it is done. Plaintext
+/// that arrives with the client's last flight goes to `early`. A buffer whose operation
+/// is cut off (by the caller's deadline) is left empty, without capacity.
+async fn handshake(
+    stream: &TcpStream,
+    session: &mut ServerSession,
+    rbuf: &mut Vec<u8>,
+    wbuf: &mut Vec<u8>,
+    early: &mut BytesMut,
+) -> Result<(), HandshakeError> {
+    loop {
+        if session.wants_write() {
+            wbuf.clear();
+            session.take_tls(wbuf)?;
+            let (result, buf) = stream.write_all(std::mem::take(wbuf)).await;
+            *wbuf = buf;
+            wbuf.clear();
+            result?;
+        }
+        if !session.is_handshaking() {
+            return Ok(());
+        }
+        rbuf.clear();
+        let (result, buf) = stream.read(std::mem::take(rbuf)).await;
+        *rbuf = buf;
+        if result? == 0 {
+            return Err(HandshakeError::Closed);
+        }
+        // On an error rustls queues an alert, which the caller sends.
+        if session.feed(rbuf, early)? == Fed::PeerClosed {
+            return Err(HandshakeError::Closed);
+        }
+    }
+}
+
+fn give_back(shard: &RefCell<Shard>, rbuf: Vec<u8>, wbuf: Vec<u8>) {
+    let mut s = shard.borrow_mut();
+    s.buffers.give(rbuf);
+    s.buffers.give(wbuf);
+}
+
+/// One open connection's state outside its operations in flight.
+struct Conn {
+    key: ConnKey,
+    session: ServerSession,
+    /// The read buffer; `None` while a read operation holds it.
+    rbuf: Option<Vec<u8>>,
+    /// The write buffer; `None` while a write operation holds it.
+    wbuf: Option<Vec<u8>>,
+}
+
+/// Drives an open connection until it closes, then flushes, says close_notify, shuts
+/// the socket down and gives the buffers back.
+async fn drive(shard: &RefCell<Shard>, stream: &TcpStream, mut conn: Conn) {
+    let index = shard.borrow().index;
+    let key = conn.key;
+    let read = |buf: Vec<u8>| stream.read(buf);
+    let write = |buf: Vec<u8>| stream.write_all(buf);
+    let mut reading = pin!(None);
+    let mut writing = pin!(None);
+
+    let outcome = std::future::poll_fn(|cx| {
+        conn.poll(cx, shard, reading.as_mut(), writing.as_mut(), &read, &write)
+    })
+    .await;
+    let mut flushed = true;
+    if let Outcome::Close(close) = &outcome {
+        // A peer that does not read must not hold a closing connection open forever.
+        let drained = tokio::time::timeout(
+            FLUSH_DEADLINE,
+            std::future::poll_fn(|cx| conn.poll_drain(cx, shard, writing.as_mut(), &write)),
+        )
+        .await;
+        if !matches!(drained, Ok(Ok(()))) {
+            flushed = false;
+            tracing::debug!(
+                shard = index,
+                conn = key.0,
+                ?close,
+                "closing without a full flush"
+            );
+        }
+    }
+    shard.borrow_mut().finish_conn(key, &outcome);
+    match &outcome {
+        Outcome::Close(close) => {
+            tracing::debug!(
+                shard = index,
+                conn = key.0,
+                ?close,
+                "edge connection closed"
+            );
+            if flushed {
+                conn.session.send_close_notify();
+            }
+        }
+        Outcome::Lost => tracing::debug!(shard = index, conn = key.0, "edge connection lost"),
+    }
+    // close_notify, or the alert of a TLS error: best effort, bounded.
+    if writing.is_none() && conn.session.wants_write() {
+        if let Some(mut buf) = conn.wbuf.take() {
+            buf.clear();
+            if conn.session.take_tls(&mut buf).is_ok() {
+                match tokio::time::timeout(SHUTDOWN_DEADLINE, stream.write_all(buf)).await {
+                    Ok((_, buf)) => conn.wbuf = Some(buf),
+                    Err(_) => tracing::debug!(conn = key.0, "close_notify not sent in time"),
+                }
+            } else {
+                conn.wbuf = Some(buf);
+            }
+        }
+    }
+    // Operations still in flight complete now; their buffers come back to the pool.
+    let _ = stream.shutdown(Shutdown::Both);
+    if let Some(op) = reading.as_mut().as_pin_mut() {
+        if let Ok((_, buf)) = tokio::time::timeout(RECLAIM_DEADLINE, op).await {
+            conn.rbuf = Some(buf);
+        }
+    }
+    if let Some(op) = writing.as_mut().as_pin_mut() {
+        if let Ok((_, buf)) = tokio::time::timeout(RECLAIM_DEADLINE, op).await {
+            conn.wbuf = Some(buf);
+        }
+    }
+    let mut s = shard.borrow_mut();
+    for buf in [conn.rbuf.take(), conn.wbuf.take()].into_iter().flatten() {
+        s.buffers.give(buf);
+    }
+}
+
+impl Conn {
+    /// Writes the forwarder's transmits, reads into it, until the connection must close
+    /// or is lost.
+    fn poll<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        shard: &RefCell<Shard>,
+        mut reading: Pin<&mut Option<R>>,
+        mut writing: Pin<&mut Option<W>>,
+        read: &impl Fn(Vec<u8>) -> R,
+        write: &impl Fn(Vec<u8>) -> W,
+    ) -> Poll<Outcome>
+    where
+        R: Future<Output = BufResult<usize, Vec<u8>>>,
+        W: Future<Output = BufResult<(), Vec<u8>>>,
+    {
+        let mut guard = shard.borrow_mut();
+        let s = &mut *guard;
+        for _ in 0..BUDGET {
+            let mut progress = match self.poll_write(cx, s, writing.as_mut(), write) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::debug!(conn = self.key.0, error = %e, "write failed");
+                    return Poll::Ready(Outcome::Lost);
+                }
+            };
+            match s.close_of(self.key) {
+                None => return Poll::Ready(Outcome::Lost),
+                // Flushing what is queued is bounded by `FLUSH_DEADLINE` in `drive`.
+                Some(Some(close)) => return Poll::Ready(Outcome::Close(close)),
+                Some(None) => {}
+            }
+            if let Some(op) = reading.as_mut().as_pin_mut() {
+                if let Poll::Ready((result, buf)) = op.poll(cx) {
+                    reading.set(None);
+                    progress = true;
+                    let fed = self.received(s, result, &buf);
+                    self.rbuf = Some(buf);
+                    if let Err(lost) = fed {
+                        return Poll::Ready(lost);
+                    }
+                }
+            }
+            if reading.is_none() {
+                if s.fwd.wants_read(self.key) {
+                    if let Some(mut buf) = self.rbuf.take() {
+                        buf.clear();
+                        reading.set(Some(read(buf)));
+                        // Polled in the next round, which registers the waker.
+                        progress = true;
+                    }
+                } else {
+                    s.note_paused(self.key);
+                }
+            }
+            if !progress {
+                s.park(self.key, cx.waker());
+                return Poll::Pending;
+            }
+        }
+        // Out of budget: let the shard's other connections run, then come back.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// Hands a completed read to TLS and the forwarder.
+    fn received(
+        &mut self,
+        s: &mut Shard,
+        result: std::io::Result<usize>,
+        buf: &[u8],
+    ) -> Result<(), Outcome> {
+        let n = match result {
+            Ok(0) => return Err(Outcome::Lost),
+            Ok(n) => n,
+            Err(e) => {
+                tracing::debug!(conn = self.key.0, error = %e, "read failed");
+                return Err(Outcome::Lost);
+            }
+        };
+        let Some(plaintext) = s.fwd.receive_buffer(self.key) else {
+            return Err(Outcome::Lost);
+        };
+        let fed = self
+            .session
+            .feed(buf.get(..n).unwrap_or_default(), plaintext);
+        // What was decrypted before a close or an error still counts.
+        s.fwd.handle_received(Instant::now(), self.key, unix_ms());
+        s.pump();
+        match fed {
+            Ok(Fed::Open) => Ok(()),
+            Ok(Fed::PeerClosed) => Err(Outcome::Lost),
+            Err(e) => {
+                tracing::debug!(conn = self.key.0, error = %e, "TLS failed");
+                Err(Outcome::Lost)
+            }
+        }
+    }
+
+    /// Writes what is queued for a closing connection; ready once all is written.
+    fn poll_drain<W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        shard: &RefCell<Shard>,
+        mut writing: Pin<&mut Option<W>>,
+        write: &impl Fn(Vec<u8>) -> W,
+    ) -> Poll<std::io::Result<()>>
+    where
+        W: Future<Output = BufResult<(), Vec<u8>>>,
+    {
+        let mut guard = shard.borrow_mut();
+        let s = &mut *guard;
+        loop {
+            let progress = self.poll_write(cx, s, writing.as_mut(), write)?;
+            if writing.is_none() {
+                // Nothing was left to start a write with.
+                return Poll::Ready(Ok(()));
+            }
+            if !progress {
+                s.park(self.key, cx.waker());
+                return Poll::Pending;
+            }
+        }
+    }
+
+    /// Completes the write in flight; when none is, encrypts the queued transmits (up to
+    /// a batch) and any TLS records rustls has, and submits them as one write. Each
+    /// transmit is reported written once encrypted. Returns whether anything moved.
+    fn poll_write<W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        s: &mut Shard,
+        mut writing: Pin<&mut Option<W>>,
+        write: &impl Fn(Vec<u8>) -> W,
+    ) -> std::io::Result<bool>
+    where
+        W: Future<Output = BufResult<(), Vec<u8>>>,
+    {
+        let mut progress = false;
+        if let Some(op) = writing.as_mut().as_pin_mut() {
+            let Poll::Ready((result, mut buf)) = op.poll(cx) else {
+                return Ok(false);
+            };
+            writing.set(None);
+            buf.clear();
+            self.wbuf = Some(buf);
+            result?;
+            progress = true;
+        }
+        let Some(buf) = self.wbuf.as_mut() else {
+            // Invariant: the buffer is here whenever no write is in flight.
+            return Ok(progress);
+        };
+        let mut encrypted = false;
+        while buf.len() < WRITE_BATCH {
+            let Some(transmit) = s.fwd.poll_transmit(self.key) else {
+                break;
+            };
+            self.session
+                .encrypt(&transmit.head, &transmit.payload)
+                .and_then(|()| self.session.take_tls(buf))
+                .map_err(std::io::Error::other)?;
+            s.fwd.handle_written(self.key, &transmit);
+            encrypted = true;
+        }
+        self.session.take_tls(buf).map_err(std::io::Error::other)?;
+        if encrypted {
+            // Windows may have drained: wake the readers they paused.
+            s.pump();
+        }
+        if !buf.is_empty() {
+            if let Some(buf) = self.wbuf.take() {
+                writing.set(Some(write(buf)));
+                progress = true;
+            }
+        }
+        Ok(progress)
+    }
+}
