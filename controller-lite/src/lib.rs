@@ -19,6 +19,7 @@ pub mod control;
 pub mod controller;
 pub mod enroll;
 pub mod error;
+pub mod filter;
 pub mod model;
 pub mod pki;
 pub mod policy;

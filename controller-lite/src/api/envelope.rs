@@ -7,7 +7,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use crate::api::list::Page;
 use crate::error::ApiError;
+use crate::filter::Fields;
 
 /// API version reported in error `meta` (the real controller's value).
 const API_VERSION: &str = "0.0.1";
@@ -27,11 +29,13 @@ pub fn empty() -> Response {
     ok(json!({}))
 }
 
-/// 200 with a list and `meta.pagination` (limit, offset, totalCount).
-pub fn list(items: Vec<Value>, limit: i64, offset: i64, total: i64) -> Response {
+/// 200 with a list, `meta.pagination` (limit, offset, totalCount) and
+/// `meta.filterableFields`.
+pub fn page(p: Page<Value>, fields: &Fields) -> Response {
     ok_with_meta(
-        Value::Array(items),
-        json!({"pagination": {"limit": limit, "offset": offset, "totalCount": total}, "filterableFields": ["name"]}),
+        Value::Array(p.items),
+        json!({"pagination": {"limit": p.limit, "offset": p.offset, "totalCount": p.total},
+               "filterableFields": fields.names()}),
     )
 }
 

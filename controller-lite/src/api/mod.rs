@@ -5,6 +5,7 @@
 pub mod client;
 pub mod envelope;
 pub mod extract;
+pub mod list;
 pub mod management;
 pub mod render;
 

@@ -5,6 +5,7 @@ use serde_json::{Map, Value, json};
 use crate::clock;
 use crate::controller::Controller;
 use crate::error::ApiError;
+use crate::filter::{FieldType, Fields};
 use crate::model::{Kind, PolicyType};
 use crate::store::{ApiSessionRow, EntityRow, SessionRow};
 
@@ -160,6 +161,18 @@ pub fn client_service(
     }
     v["config"] = Value::Object(config);
     Ok(v)
+}
+
+/// Fields a list of sessions can be filtered and sorted by.
+pub fn session_fields() -> Fields {
+    Fields::default()
+        .with("id", FieldType::String)
+        .with("type", FieldType::String)
+        .with("serviceId", FieldType::String)
+        .with("apiSessionId", FieldType::String)
+        .with("identityId", FieldType::String)
+        .with("createdAt", FieldType::DateTime)
+        .with("updatedAt", FieldType::DateTime)
 }
 
 /// Session detail (spec §7).

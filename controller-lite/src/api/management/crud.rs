@@ -4,7 +4,8 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use serde_json::{Map, Value, json};
 
-use crate::api::extract::{JsonBody, ListQuery};
+use crate::api::extract::JsonBody;
+use crate::api::list::ListQuery;
 use crate::api::{AppState, envelope, render};
 use crate::auth::Admin;
 use crate::clock;
@@ -49,7 +50,7 @@ pub async fn create(
     Ok(envelope::created(data))
 }
 
-/// `GET /{collection}?limit&offset&filter`.
+/// `GET /{collection}?limit&offset&filter&sort`.
 pub async fn list(
     State(ctl): State<AppState>,
     _admin: Admin,
@@ -57,14 +58,13 @@ pub async fn list(
     q: ListQuery,
 ) -> Result<Response, ApiError> {
     let k = kind(&collection)?;
-    let (rows, total) =
-        ctl.store
-            .list_entities(k.collection(), q.filter.as_ref(), q.limit, q.offset)?;
-    let items = rows
-        .iter()
-        .map(|r| render::management_entity(&ctl, k, r))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(envelope::list(items, q.limit, q.offset, total))
+    let fields = k.fields();
+    let rows = ctl.store.list_all(k.collection())?;
+    let docs = rows.into_iter().map(|r| (render::entity(&r), r)).collect();
+    let page = q
+        .apply(&fields, &["name"], docs)?
+        .try_map(|r| render::management_entity(&ctl, k, &r))?;
+    Ok(envelope::page(page, &fields))
 }
 
 /// `GET /{collection}/{id}`.
