@@ -116,7 +116,7 @@ pub fn enroll_ott(ctl: &Controller, token: &str, csr_pem: &str) -> Result<Issued
 
 /// Body of `POST /enroll?method=erott` (field names of OpenZiti's router enroller:
 /// `serverCertCsr`, `certCsr`).
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ErottRequest {
     /// PEM CSR for the edge listener's server certificate.

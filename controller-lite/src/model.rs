@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use schemars::{JsonSchema, Schema, schema_for};
+use schemars::{JsonSchema, Schema, SchemaGenerator, schema_for};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -15,7 +15,7 @@ use crate::error::ApiError;
 use crate::filter::Fields;
 
 /// Kinds of management entities (also the management API collection names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
     /// `identities`
     Identities,
@@ -69,6 +69,39 @@ impl Kind {
     /// Parses a collection name.
     pub fn from_collection(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.collection() == s)
+    }
+
+    /// The singular and plural type names (`Identity`, `Identities`), as OpenZiti's
+    /// operation ids spell them (`listIdentities`, `detailIdentity`).
+    pub fn type_names(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Identities => ("Identity", "Identities"),
+            Self::Services => ("Service", "Services"),
+            Self::Configs => ("Config", "Configs"),
+            Self::ConfigTypes => ("ConfigType", "ConfigTypes"),
+            Self::ServicePolicies => ("ServicePolicy", "ServicePolicies"),
+            Self::EdgeRouterPolicies => ("EdgeRouterPolicy", "EdgeRouterPolicies"),
+            Self::ServiceEdgeRouterPolicies => {
+                ("ServiceEdgeRouterPolicy", "ServiceEdgeRouterPolicies")
+            }
+            Self::EdgeRouters => ("EdgeRouter", "EdgeRouters"),
+            Self::Terminators => ("Terminator", "Terminators"),
+        }
+    }
+
+    /// Registers the kind's document schema with `generator`; returns the reference.
+    pub fn document_subschema(self, generator: &mut SchemaGenerator) -> Schema {
+        match self {
+            Self::Identities => generator.subschema_for::<Identity>(),
+            Self::Services => generator.subschema_for::<Service>(),
+            Self::Configs => generator.subschema_for::<Config>(),
+            Self::ConfigTypes => generator.subschema_for::<ConfigType>(),
+            Self::ServicePolicies => generator.subschema_for::<ServicePolicy>(),
+            Self::EdgeRouterPolicies => generator.subschema_for::<EdgeRouterPolicy>(),
+            Self::ServiceEdgeRouterPolicies => generator.subschema_for::<ServiceEdgeRouterPolicy>(),
+            Self::EdgeRouters => generator.subschema_for::<EdgeRouter>(),
+            Self::Terminators => generator.subschema_for::<Terminator>(),
+        }
     }
 
     /// JSON schema of the kind's document: the create body without `name` and `tags`.

@@ -94,6 +94,43 @@ async fn version_shape_and_unknown_route_envelope() {
     let (status, v) = get(&ctl.http(), &ctl.client_url("/services"), "").await;
     assert_eq!(status, 401);
     assert_eq!(v["error"]["code"], "UNAUTHORIZED");
+    // OpenAPI documents, without authentication, at the stable paths and OpenZiti's.
+    for (path, title) in [
+        ("/edge/client/v1/openapi.json", "Weft Edge Client API"),
+        ("/edge/client/v1/swagger.json", "Weft Edge Client API"),
+        ("/openapi.json", "Weft Edge Client API"),
+        (
+            "/edge/management/v1/openapi.json",
+            "Weft Edge Management API",
+        ),
+        (
+            "/edge/management/v1/swagger.json",
+            "Weft Edge Management API",
+        ),
+        (
+            "/edge/client/v1/specs/edge-management/spec",
+            "Weft Edge Management API",
+        ),
+        (
+            "/edge/management/v1/specs/edge-client/spec",
+            "Weft Edge Client API",
+        ),
+    ] {
+        let res = ctl.http().get(ctl.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+        assert!(res.headers().contains_key("ziti-instance-id"));
+        let v: Value = res.json().await.unwrap();
+        assert_eq!(v["openapi"], "3.0.3", "{path}");
+        assert_eq!(v["info"]["title"], title, "{path}");
+    }
+    let (status, v) = get(&ctl.http(), &ctl.mgmt("/specs"), "").await;
+    assert_eq!(status, 200);
+    assert_eq!(v["data"][1]["id"], "edge-management");
+    let (status, v) = get(&ctl.http(), &ctl.client_url("/specs/nope/spec"), "").await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (404, Some("NOT_FOUND"))
+    );
 }
 
 #[tokio::test]

@@ -1,5 +1,7 @@
 //! JSON shapes of entities as the APIs return them.
 
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::clock;
@@ -25,33 +27,113 @@ pub fn entity(row: &EntityRow) -> Value {
     Value::Object(m)
 }
 
+/// A pending one-time enrollment as an identity's detail shows it.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OttEnrollment {
+    /// Enrollment id.
+    pub id: String,
+    /// The enrollment JWT.
+    pub jwt: String,
+    /// Its `jti`.
+    pub token: String,
+    /// Expiry.
+    pub expires_at: String,
+}
+
+/// `enrollment` of an identity detail: the pending enrollment by method.
+#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
+pub struct IdentityEnrollment {
+    /// Pending one-time-token enrollment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ott: Option<OttEnrollment>,
+}
+
+/// Fields an identity detail adds to the stored document.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct IdentityExtras {
+    /// Pending enrollments.
+    pub enrollment: IdentityEnrollment,
+}
+
+/// Fields an edge router detail adds to the stored document.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EdgeRouterState {
+    /// A control channel is up.
+    pub is_online: bool,
+    /// The router enrolled (has a control-channel certificate).
+    pub is_verified: bool,
+    /// SHA-1 fingerprint of its control-channel certificate.
+    pub fingerprint: Option<String>,
+    /// `SYNC_DONE` when online, else `SYNC_NEW`.
+    pub sync_status: String,
+    /// The pending enrollment JWT (`erott`).
+    pub enrollment_jwt: Option<String>,
+    /// Its `jti`.
+    pub enrollment_token: Option<String>,
+    /// Its expiry.
+    pub enrollment_expires_at: Option<String>,
+}
+
+/// Registers the schema of the fields [`management_entity`] adds for `kind`, if any.
+pub fn detail_extras_schema(kind: Kind, g: &mut SchemaGenerator) -> Option<Schema> {
+    match kind {
+        Kind::Identities => Some(g.subschema_for::<IdentityExtras>()),
+        Kind::EdgeRouters => Some(g.subschema_for::<EdgeRouterState>()),
+        _ => None,
+    }
+}
+
+fn merge(v: &mut Value, extras: impl Serialize) -> Result<(), ApiError> {
+    let extras =
+        serde_json::to_value(extras).map_err(|e| ApiError::Internal(format!("serialize: {e}")))?;
+    if let (Value::Object(m), Value::Object(x)) = (v, extras) {
+        m.extend(x);
+    }
+    Ok(())
+}
+
 /// Management view: identities gain `enrollment` (pending OTT with its JWT),
-/// edge routers their state flags.
+/// edge routers their state ([`EdgeRouterState`]).
 pub fn management_entity(ctl: &Controller, kind: Kind, row: &EntityRow) -> Result<Value, ApiError> {
     let mut v = entity(row);
     match kind {
         Kind::Identities => {
-            let mut enrollment = Map::new();
-            if let Some(e) = ctl.store.pending_enrollments(&row.id)?.into_iter().next() {
-                enrollment.insert(
-                    "ott".into(),
-                    json!({"id": e.id, "jwt": e.jwt, "token": e.jti, "expiresAt": clock::fmt_unix(e.expires_at)}),
-                );
-            }
-            v["enrollment"] = Value::Object(enrollment);
+            let ott = ctl
+                .store
+                .pending_enrollments(&row.id)?
+                .into_iter()
+                .find(|e| e.method == "ott")
+                .map(|e| OttEnrollment {
+                    id: e.id,
+                    jwt: e.jwt,
+                    token: e.jti,
+                    expires_at: clock::fmt_unix(e.expires_at),
+                });
+            merge(
+                &mut v,
+                IdentityExtras {
+                    enrollment: IdentityEnrollment { ott },
+                },
+            )?;
         }
         Kind::EdgeRouters => {
             let online = ctl.routers.is_online(&row.id);
             let fingerprint = ctl.store.router_fingerprint(&row.id)?;
-            v["isOnline"] = json!(online);
-            v["isVerified"] = json!(fingerprint.is_some());
-            v["fingerprint"] = json!(fingerprint);
-            v["syncStatus"] = json!(if online { "SYNC_DONE" } else { "SYNC_NEW" });
             let pending = ctl.store.pending_enrollments(&row.id)?.into_iter().next();
-            v["enrollmentJwt"] = json!(pending.as_ref().map(|e| &e.jwt));
-            v["enrollmentToken"] = json!(pending.as_ref().map(|e| &e.jti));
-            v["enrollmentExpiresAt"] =
-                json!(pending.as_ref().map(|e| clock::fmt_unix(e.expires_at)));
+            merge(
+                &mut v,
+                EdgeRouterState {
+                    is_online: online,
+                    is_verified: fingerprint.is_some(),
+                    fingerprint,
+                    sync_status: if online { "SYNC_DONE" } else { "SYNC_NEW" }.into(),
+                    enrollment_jwt: pending.as_ref().map(|e| e.jwt.clone()),
+                    enrollment_token: pending.as_ref().map(|e| e.jti.clone()),
+                    enrollment_expires_at: pending.as_ref().map(|e| clock::fmt_unix(e.expires_at)),
+                },
+            )?;
         }
         _ => {}
     }

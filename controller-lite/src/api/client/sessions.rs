@@ -15,7 +15,7 @@ use crate::model::PolicyType;
 use crate::store::SessionRow;
 
 /// Body of `POST /sessions` (`sessionCreate`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SessionCreate {
     /// Service id.
