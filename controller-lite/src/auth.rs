@@ -231,3 +231,4 @@ impl FromRequestParts<Arc<Controller>> for Admin {
         Ok(Self(caller))
     }
 }
+

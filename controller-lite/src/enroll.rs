@@ -35,12 +35,24 @@ pub const EROTT: &str = "erott";
 
 /// Creates and stores an OTT enrollment for `identity_id`.
 pub fn create_ott(ctl: &Controller, identity_id: &str) -> Result<EnrollmentRow, ApiError> {
-    create_enrollment(ctl, identity_id, OTT)
+    create_ott_expiring(ctl, identity_id, None)
+}
+
+/// Creates and stores an OTT enrollment for `identity_id` expiring at `expires_at`
+/// (Unix seconds), or after the configured lifetime.
+pub fn create_ott_expiring(
+    ctl: &Controller,
+    identity_id: &str,
+    expires_at: Option<i64>,
+) -> Result<EnrollmentRow, ApiError> {
+    let exp = expires_at.unwrap_or_else(|| clock::now_unix() + ctl.config.enrollment_ttl_secs);
+    create_enrollment(ctl, identity_id, OTT, exp)
 }
 
 /// Creates and stores an `erott` enrollment for the edge router `router_id`.
 pub fn create_erott(ctl: &Controller, router_id: &str) -> Result<EnrollmentRow, ApiError> {
-    create_enrollment(ctl, router_id, EROTT)
+    let exp = clock::now_unix() + ctl.config.enrollment_ttl_secs;
+    create_enrollment(ctl, router_id, EROTT, exp)
 }
 
 /// Creates and stores a one-time enrollment of `method` for `subject_id` (kept in the
@@ -49,9 +61,9 @@ fn create_enrollment(
     ctl: &Controller,
     identity_id: &str,
     method: &str,
+    exp: i64,
 ) -> Result<EnrollmentRow, ApiError> {
     let jti = uuid::Uuid::new_v4().to_string();
-    let exp = clock::now_unix() + ctl.config.enrollment_ttl_secs;
     let claims = EnrollmentClaims {
         em: method,
         iss: &ctl.public_url,
@@ -103,6 +115,7 @@ pub fn enroll_ott(ctl: &Controller, token: &str, csr_pem: &str) -> Result<Issued
             username: None,
             password_hash: None,
             created_at: clock::now_string(),
+            updated_at: clock::now_string(),
         })
     });
     match res {
@@ -229,6 +242,7 @@ pub fn enroll_erott(
             username: None,
             password_hash: None,
             created_at: clock::now_string(),
+            updated_at: clock::now_string(),
         })
     });
     match res {

@@ -84,6 +84,13 @@ pub enum ApiError {
     /// (400 `ENTITY_CAN_NOT_BE_DELETED`).
     #[error("the entity requested for delete can not be deleted: {0}")]
     EntityCanNotBeDeleted(String),
+    /// Only `updb` authenticators can be updated (409 `CAN_NOT_UPDATE_AUTHENTICATOR`).
+    #[error("the authenticator cannot be updated in this fashion: {0}")]
+    CanNotUpdateAuthenticator(String),
+    /// The identity already has an authenticator of that method
+    /// (409 `MAX_AUTHENTICATOR_METHODS_REACHED`).
+    #[error("{0}")]
+    MaxAuthenticators(String),
     /// Unique name already taken (409 `DUPLICATE_NAME`; the real controller
     /// reports this as a field error, a distinct code is clearer for clients).
     #[error("{0}")]
@@ -119,6 +126,8 @@ impl ApiError {
             Self::InvalidSort(_) => "INVALID_SORT_IDENTIFIER",
             Self::InvalidPagination(_) => "INVALID_PAGINATION",
             Self::EntityCanNotBeDeleted(_) => "ENTITY_CAN_NOT_BE_DELETED",
+            Self::CanNotUpdateAuthenticator(_) => "CAN_NOT_UPDATE_AUTHENTICATOR",
+            Self::MaxAuthenticators(_) => "MAX_AUTHENTICATOR_METHODS_REACHED",
             Self::Conflict(_) => "DUPLICATE_NAME",
             Self::InvalidEnrollmentToken(_) => "INVALID_ENROLLMENT_TOKEN",
             Self::NoEdgeRoutersAvailable => "NO_EDGE_ROUTERS_AVAILABLE",
@@ -143,7 +152,9 @@ impl ApiError {
             | Self::EntityCanNotBeDeleted(_)
             | Self::InvalidEnrollmentToken(_)
             | Self::NoEdgeRoutersAvailable => StatusCode::BAD_REQUEST,
-            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Conflict(_) | Self::CanNotUpdateAuthenticator(_) | Self::MaxAuthenticators(_) => {
+                StatusCode::CONFLICT
+            }
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -49,11 +49,38 @@ pub struct IdentityEnrollment {
     pub ott: Option<OttEnrollment>,
 }
 
+/// A certificate authenticator as an identity's detail summarises it.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct CertAuthenticator {
+    /// SHA-1 fingerprint of the certificate.
+    pub fingerprint: String,
+}
+
+/// A password authenticator as an identity's detail summarises it.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct UpdbAuthenticator {
+    /// User name.
+    pub username: String,
+}
+
+/// `authenticators` of an identity detail, by method.
+#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
+pub struct IdentityAuthenticators {
+    /// Certificate authenticator.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<CertAuthenticator>,
+    /// Password authenticator.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updb: Option<UpdbAuthenticator>,
+}
+
 /// Fields an identity detail adds to the stored document.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct IdentityExtras {
     /// Pending enrollments.
     pub enrollment: IdentityEnrollment,
+    /// Credentials, by method.
+    pub authenticators: IdentityAuthenticators,
 }
 
 /// Fields an edge router detail adds to the stored document.
@@ -111,10 +138,23 @@ pub fn management_entity(ctl: &Controller, kind: Kind, row: &EntityRow) -> Resul
                     token: e.jti,
                     expires_at: clock::fmt_unix(e.expires_at),
                 });
+            let mut authenticators = IdentityAuthenticators::default();
+            for a in ctl.store.authenticators_of(&row.id)? {
+                match (a.method.as_str(), a.fingerprint, a.username) {
+                    ("cert", Some(fingerprint), _) => {
+                        authenticators.cert = Some(CertAuthenticator { fingerprint });
+                    }
+                    ("updb", _, Some(username)) => {
+                        authenticators.updb = Some(UpdbAuthenticator { username });
+                    }
+                    _ => {}
+                }
+            }
             merge(
                 &mut v,
                 IdentityExtras {
                     enrollment: IdentityEnrollment { ott },
+                    authenticators,
                 },
             )?;
         }

@@ -3,6 +3,7 @@
 //! name per kind; security-critical records (enrollments, authenticators,
 //! API sessions, sessions) have their own tables.
 
+mod records;
 mod schema;
 mod security;
 

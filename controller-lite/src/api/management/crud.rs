@@ -4,6 +4,7 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use serde_json::{Map, Value, json};
 
+use super::cascade;
 use crate::api::endpoint::{ApiBuilder, Data, Endpoint, Shape};
 use crate::api::extract::JsonBody;
 use crate::api::list::ListQuery;
@@ -162,14 +163,7 @@ pub async fn update(
     let n = normalize(k, doc)?;
     let mut data = n.data;
     ctl.resolve_references(k, &mut data)?;
-    if k == Kind::Identities
-        && ctl.store.meta_get("admin_identity_id")?.as_deref() == Some(id)
-        && data.get("isAdmin") != Some(&json!(true))
-    {
-        return Err(ApiError::CouldNotValidate(
-            "the default admin must stay an administrator".into(),
-        ));
-    }
+    cascade::check_update(&ctl, k, &row, &data)?;
     if !n.name.is_empty() {
         row.name = n.name;
     }
@@ -186,26 +180,13 @@ pub async fn update(
     Ok(envelope::empty())
 }
 
-/// `DELETE /{collection}/{id}`. Deleting an identity removes its credentials
-/// and sessions; the default admin cannot be deleted.
+/// `DELETE /{collection}/{id}`, with the checks and cascades of [`cascade`].
 pub async fn delete(ctl: AppState, k: Kind, id: String) -> Result<Response, ApiError> {
-    if k == Kind::Identities
-        && ctl.store.meta_get("admin_identity_id")?.as_deref() == Some(id.as_str())
-    {
-        return Err(ApiError::CouldNotValidate(
-            "the default admin cannot be deleted".into(),
-        ));
-    }
+    cascade::check_delete(&ctl, k, &id)?;
     if !ctl.store.delete_entity(k.collection(), &id)? {
         return Err(not_found(k, &id));
     }
-    if k == Kind::Identities || k == Kind::EdgeRouters {
-        // Enrollments and authenticators of routers are keyed by the router id too.
-        ctl.store.delete_identity_credentials(&id)?;
-    }
-    if k == Kind::EdgeRouters {
-        ctl.routers.kick(&id);
-    }
+    cascade::after_delete(&ctl, k, &id)?;
     ctl.mark_changed()?;
     tracing::info!(kind = k.collection(), %id, "deleted");
     Ok(envelope::empty())

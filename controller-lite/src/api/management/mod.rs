@@ -1,7 +1,11 @@
 //! Edge Management API (`/edge/management/v1`): admin login and CRUD of the
 //! management model. Every entity route requires an administrator.
 
+pub mod cascade;
 pub mod crud;
+pub mod records;
+pub mod related;
+pub mod views;
 
 use super::client::{current, version};
 use super::endpoint::{ApiBuilder, Data, Endpoint, QueryParam};
@@ -67,5 +71,5 @@ pub fn routes() -> ApiBuilder {
     for k in Kind::ALL {
         api = crud::routes(api, k);
     }
-    api
+    related::routes(records::routes(api))
 }
