@@ -231,4 +231,3 @@ impl FromRequestParts<Arc<Controller>> for Admin {
         Ok(Self(caller))
     }
 }
-

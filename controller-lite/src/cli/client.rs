@@ -275,8 +275,13 @@ impl Api {
         }
     }
 
-    /// Resolves a name or id to an id.
-    pub async fn resolve(&self, coll: &str, name_or_id: &str) -> Result<String, CliError> {
+    /// Resolves an id, or (for `named` collections) a name, to an id.
+    pub async fn resolve(
+        &self,
+        coll: &str,
+        name_or_id: &str,
+        named: bool,
+    ) -> Result<String, CliError> {
         let res = self
             .http
             .get(format!("{}/{coll}/{name_or_id}", self.base))
@@ -286,13 +291,29 @@ impl Api {
         if res.status().is_success() {
             return Ok(name_or_id.to_string());
         }
-        let filter = format!("name=\"{name_or_id}\"");
+        if !named {
+            return Err(CliError::Usage(format!("no {coll} with id {name_or_id:?}")));
+        }
+        let quoted = name_or_id.replace('\\', "\\\\").replace('"', "\\\"");
+        let filter = format!("name=\"{quoted}\"");
         let found = self.list_all(coll, Some(&filter)).await?;
         found
             .first()
             .and_then(|v| v["id"].as_str())
             .map(str::to_owned)
             .ok_or_else(|| CliError::Usage(format!("no {coll} named or with id {name_or_id:?}")))
+    }
+
+    /// `PATCH /{coll}/{id}`.
+    pub async fn patch(&self, coll: &str, id: &str, body: &Value) -> Result<(), CliError> {
+        let res = self
+            .http
+            .patch(format!("{}/{coll}/{id}", self.base))
+            .header("zt-session", &self.token)
+            .json(body)
+            .send()
+            .await?;
+        envelope(res).await.map(|_| ())
     }
 
     /// `DELETE /{coll}/{id}`.
