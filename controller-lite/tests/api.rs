@@ -647,6 +647,24 @@ async fn management_crud_round_trip() {
     let (_, v) = get(&http, &ctl.mgmt(&format!("/services/{id}")), &admin).await;
     assert_eq!(v["data"]["roleAttributes"], json!(["b", "c"]));
     assert_eq!(v["data"]["encryptionRequired"], false);
+    // PUT replaces the document: fields not given take their defaults; the name is
+    // required, and a refused PUT changes nothing.
+    let put = |body: Value| {
+        http.put(ctl.mgmt(&format!("/services/{id}")))
+            .header("zt-session", &admin)
+            .json(&body)
+            .send()
+    };
+    let res = put(json!({"roleAttributes": ["z"]})).await.unwrap();
+    assert_eq!(res.status(), 400);
+    let res = put(json!({"name": "crud", "roleAttributes": ["z"]}))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let (_, v) = get(&http, &ctl.mgmt(&format!("/services/{id}")), &admin).await;
+    assert_eq!(v["data"]["roleAttributes"], json!(["z"]));
+    assert_eq!(v["data"]["encryptionRequired"], true);
+    assert_eq!(v["data"]["tags"], json!({}));
     // Every collection lists; config types are pre-created.
     for c in [
         "identities",

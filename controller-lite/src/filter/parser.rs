@@ -16,6 +16,7 @@ pub fn parse(text: &str, fields: &Fields) -> Result<Query, FilterError> {
         pos: 0,
         fields,
         end: text.len(),
+        depth: 0,
     };
     let mut q = Query::default();
     if !p.at_end() && !p.at_clause() {
@@ -60,6 +61,7 @@ pub fn parse_sort(text: &str, fields: &Fields) -> Result<Vec<SortKey>, FilterErr
         pos: 0,
         fields,
         end: text.len(),
+        depth: 0,
     };
     let keys = p.sort_keys().map_err(sort_error)?;
     if let Some(t) = p.tokens.get(p.pos) {
@@ -83,11 +85,15 @@ fn keyword(t: &Tok) -> Option<String> {
     }
 }
 
+/// Deepest nesting of `not` and parentheses accepted (the parser recurses per level).
+const MAX_DEPTH: usize = 64;
+
 struct Parser<'f> {
     tokens: Vec<Token>,
     pos: usize,
     fields: &'f Fields,
     end: usize,
+    depth: usize,
 }
 
 impl Parser<'_> {
@@ -238,12 +244,25 @@ impl Parser<'_> {
     }
 
     fn unary(&mut self) -> Result<Expr, FilterError> {
+        let at = self.peek().map_or(self.end, |t| t.at);
+        if self.depth >= MAX_DEPTH {
+            return Err(FilterError::at(
+                at,
+                format!("the filter nests deeper than {MAX_DEPTH} levels"),
+            ));
+        }
         if self.eat_keyword("not") {
-            return Ok(Expr::Not(Box::new(self.unary()?)));
+            self.depth += 1;
+            let e = self.unary();
+            self.depth -= 1;
+            return Ok(Expr::Not(Box::new(e?)));
         }
         if self.peek().map(|t| &t.kind) == Some(&Tok::LParen) {
             self.pos += 1;
-            let e = self.expr()?;
+            self.depth += 1;
+            let e = self.expr();
+            self.depth -= 1;
+            let e = e?;
             self.expect(&Tok::RParen, "\")\"")?;
             return Ok(e);
         }

@@ -133,6 +133,13 @@ fn errors_are_clear() {
     assert!(err("name ~ 1").message.contains("unexpected character"));
     assert!(err(r#"(name = "a""#).message.contains("end of filter"));
     assert!(err("limit -1").message.contains("non-negative"));
+    let deep = format!("{}name = \"a\"{}", "(".repeat(100_000), ")".repeat(100_000));
+    assert!(err(&deep).message.contains("deeper"));
+    assert!(err(&"not ".repeat(100_000)).message.contains("deeper"));
+    assert_eq!(
+        ids(&format!("{}true{}", "(".repeat(60), ")".repeat(60))).len(),
+        3
+    );
     let e = parse_sort("roleAttributes", &fields()).unwrap_err();
     assert_eq!(e.kind, ErrorKind::Sort);
     let e = err(r#"name = "x" sort by nope"#);
