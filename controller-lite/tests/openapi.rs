@@ -94,6 +94,16 @@ async fn documents_list_exactly_the_routes_served() {
             }
         }
     }
+    for root in [
+        "/",
+        "/edge/client/v1",
+        "/edge/client/v1/",
+        "/edge/management/v1/",
+    ] {
+        let (status, body) = call(&router, &Method::GET, root).await;
+        assert_eq!(status, 200, "{root}: {body}");
+        assert!(body["data"]["apiVersions"].is_object(), "{root}");
+    }
     // The detection works: an unknown path hits the fallback.
     let (status, body) = call(&router, &Method::GET, "/edge/management/v1/nope").await;
     assert_eq!(

@@ -1,13 +1,14 @@
 //! Endpoint descriptions and the builder that registers them.
 //!
-//! Every route of the HTTP APIs is added through [`ApiBuilder::add`], which registers the
-//! handler on the axum router *and* records its [`Endpoint`] description, so the OpenAPI
-//! documents ([`super::openapi`]) list exactly the routes the router serves.
+//! Every route of the HTTP APIs is added through [`ApiBuilder::add`], which records its
+//! [`Endpoint`] description with its handler; the axum routers ([`ApiBuilder::router_at`])
+//! and the OpenAPI documents ([`super::openapi`]) are both made from that one list, so the
+//! documents list exactly the routes the router serves.
 
 use axum::Router;
 use axum::handler::Handler;
 use axum::http::Method;
-use axum::routing::{MethodFilter, on};
+use axum::routing::{MethodFilter, MethodRouter, on};
 use schemars::{Schema, SchemaGenerator};
 
 use super::AppState;
@@ -223,50 +224,45 @@ impl Endpoint {
     }
 }
 
-/// Collects the routes of one API: the axum router and the endpoint descriptions.
-#[derive(Debug)]
+/// Collects the routes of one API: each endpoint description with its handler.
+#[derive(Debug, Default)]
 pub struct ApiBuilder {
-    router: Router<AppState>,
-    endpoints: Vec<Endpoint>,
-}
-
-impl Default for ApiBuilder {
-    fn default() -> Self {
-        Self {
-            router: Router::new(),
-            endpoints: Vec::new(),
-        }
-    }
+    routes: Vec<(Endpoint, MethodRouter<AppState>)>,
 }
 
 impl ApiBuilder {
-    /// Registers `handler` for the endpoint's method and path and records the endpoint.
-    ///
-    /// # Panics
-    ///
-    /// When the same method and path are added twice (axum refuses overlapping routes;
-    /// that is a programming error caught by every test that builds the router).
+    /// Records the endpoint with `handler` for its method.
     pub fn add<H, T>(mut self, endpoint: Endpoint, handler: H) -> Self
     where
         H: Handler<T, AppState>,
         T: 'static,
     {
         let filter = method_filter(&endpoint.method);
-        self.router = self.router.route(&endpoint.path, on(filter, handler));
-        self.endpoints.push(endpoint);
+        self.routes.push((endpoint, on(filter, handler)));
         self
     }
 
-    /// Adds all routes of `other`.
-    pub fn merge(mut self, other: Self) -> Self {
-        self.router = self.router.merge(other.router);
-        self.endpoints.extend(other.endpoints);
-        self
+    /// The endpoint descriptions.
+    pub fn endpoints(&self) -> Vec<Endpoint> {
+        self.routes.iter().map(|(e, _)| e.clone()).collect()
     }
 
-    /// The router and the endpoint descriptions.
-    pub fn finish(self) -> (Router<AppState>, Vec<Endpoint>) {
-        (self.router, self.endpoints)
+    /// A router serving every endpoint under `prefix` (`""` for the root). The API's
+    /// root `/` is served both as `{prefix}/` and as `{prefix}`.
+    ///
+    /// # Panics
+    ///
+    /// When the same method and path were added twice (axum refuses overlapping routes;
+    /// a programming error that every test building the router catches).
+    pub fn router_at(&self, prefix: &str) -> Router<AppState> {
+        let mut router = Router::new();
+        for (e, handler) in &self.routes {
+            router = router.route(&format!("{prefix}{}", e.path), handler.clone());
+            if e.path == "/" && !prefix.is_empty() {
+                router = router.route(prefix, handler.clone());
+            }
+        }
+        router
     }
 }
 

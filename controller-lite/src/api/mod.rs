@@ -87,19 +87,18 @@ pub fn router(ctl: AppState) -> Router {
 /// Builds the complete router, the OpenAPI documents of its two APIs (generated from the
 /// very endpoint lists the router is built from) and those endpoint lists.
 pub fn build(ctl: AppState) -> (Router, Arc<Specs>, [Vec<Endpoint>; 2]) {
-    let (client, client_endpoints) =
-        openapi::spec_routes(client::routes(), ApiKind::Client).finish();
-    let (management, management_endpoints) =
-        openapi::spec_routes(management::routes(), ApiKind::Management).finish();
+    let client = openapi::spec_routes(client::routes(), ApiKind::Client);
+    let management = openapi::spec_routes(management::routes(), ApiKind::Management);
+    let (client_endpoints, management_endpoints) = (client.endpoints(), management.endpoints());
     let specs = Arc::new(Specs {
         client: openapi::document(ApiKind::Client, &client_endpoints),
         management: openapi::document(ApiKind::Management, &management_endpoints),
     });
-    let router = Router::new()
-        .nest(CLIENT_PREFIX, client.clone())
-        .nest(MANAGEMENT_PREFIX, management)
+    let router = client
+        .router_at(CLIENT_PREFIX)
+        .merge(management.router_at(MANAGEMENT_PREFIX))
         // The client API is also served at the root (spec §2).
-        .merge(client)
+        .merge(client.router_at(""))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(specs.clone()))
