@@ -395,6 +395,18 @@ fn update_verbs_and_json_lists() {
         &[
             "edge",
             "list",
+            "config-types",
+            "sort by name desc skip 1 limit 1",
+            "-j",
+        ],
+    );
+    assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v[0]["name"], "host.v1");
+    let v = weft_json(
+        h,
+        &[
+            "edge",
+            "list",
             "identities",
             "isAdmin = false sort by name",
             "-j",

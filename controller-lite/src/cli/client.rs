@@ -254,22 +254,29 @@ impl Api {
 
     /// Every entity of a collection (following pages), optionally filtered.
     pub async fn list_all(&self, coll: &str, filter: Option<&str>) -> Result<Vec<Value>, CliError> {
+        const PAGE: u64 = 500;
         let mut out = Vec::new();
         loop {
+            let offset = out.len() as u64;
             let mut req = self
                 .http
                 .get(format!("{}/{coll}", self.base))
                 .header("zt-session", &self.token)
-                .query(&[("limit", "500"), ("offset", &out.len().to_string())]);
+                .query(&[("limit", PAGE), ("offset", offset)]);
             if let Some(f) = filter {
                 req = req.query(&[("filter", f)]);
             }
             let v = envelope(req.send().await?).await?;
             let page = v["data"].as_array().cloned().unwrap_or_default();
-            let total = v["meta"]["pagination"]["totalCount"].as_u64().unwrap_or(0) as usize;
+            let paging = &v["meta"]["pagination"];
+            let total = paging["totalCount"].as_u64().unwrap_or(0) as usize;
+            // A `limit`/`skip` in the filter overrides the paging asked for: that one
+            // page is the answer.
+            let own_paging =
+                paging["limit"].as_u64() != Some(PAGE) || paging["offset"].as_u64() != Some(offset);
             let empty = page.is_empty();
             out.extend(page);
-            if empty || out.len() >= total {
+            if empty || own_paging || out.len() >= total {
                 return Ok(out);
             }
         }
