@@ -370,8 +370,8 @@ fn update_verbs_and_json_lists() {
     let (ok, _, err) = weft(h, &["edge", "list", "services", "nme = \"x\""]);
     assert!(!ok && err.contains("INVALID_FILTER"), "{err}");
 
-    // Every list prints JSON with --output json and -j.
-    for coll in [
+    // Every list prints JSON, with --output json or -j (alternately).
+    for (i, coll) in [
         "identities",
         "services",
         "configs",
@@ -385,10 +385,17 @@ fn update_verbs_and_json_lists() {
         "enrollments",
         "api-sessions",
         "sessions",
-    ] {
-        let a = weft_json(h, &["edge", "list", coll, "--output", "json"]);
-        let b = weft_json(h, &["edge", "list", coll, "-j"]);
-        assert!(a.is_array() && b.is_array(), "{coll}");
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let flags: &[&str] = if i % 2 == 0 {
+            &["--output", "json"]
+        } else {
+            &["-j"]
+        };
+        let v = weft_json(h, &[&["edge", "list", coll], flags].concat());
+        assert!(v.is_array(), "{coll}");
     }
     let v = weft_json(
         h,
