@@ -55,6 +55,38 @@ pub fn create_erott(ctl: &Controller, router_id: &str) -> Result<EnrollmentRow, 
     create_enrollment(ctl, router_id, EROTT, exp)
 }
 
+/// A new token (`jti`) and its signed enrollment JWT.
+fn sign_token(
+    ctl: &Controller,
+    subject_id: &str,
+    method: &str,
+    exp: i64,
+) -> Result<(String, String), ApiError> {
+    let jti = uuid::Uuid::new_v4().to_string();
+    let claims = EnrollmentClaims {
+        em: method,
+        iss: &ctl.public_url,
+        sub: subject_id,
+        jti: &jti,
+        exp,
+    };
+    let jwt = ctl.pki.sign_jwt(&claims)?;
+    Ok((jti, jwt))
+}
+
+/// Gives the unused OTT enrollment `id` a new token and JWT expiring at `exp` (Unix
+/// seconds); the old token stops working. `None` when there is no such enrollment.
+pub fn refresh_ott(ctl: &Controller, id: &str, exp: i64) -> Result<Option<()>, ApiError> {
+    let Some(e) = ctl.store.enrollment_by_id(OTT, id)? else {
+        return Ok(None);
+    };
+    let (jti, jwt) = sign_token(ctl, &e.identity_id, OTT, exp)?;
+    Ok(ctl
+        .store
+        .replace_enrollment_token(id, &jti, &jwt, exp)?
+        .then_some(()))
+}
+
 /// Creates and stores a one-time enrollment of `method` for `subject_id` (kept in the
 /// enrollments table's `identity_id` column for both methods).
 fn create_enrollment(
@@ -63,15 +95,7 @@ fn create_enrollment(
     method: &str,
     exp: i64,
 ) -> Result<EnrollmentRow, ApiError> {
-    let jti = uuid::Uuid::new_v4().to_string();
-    let claims = EnrollmentClaims {
-        em: method,
-        iss: &ctl.public_url,
-        sub: identity_id,
-        jti: &jti,
-        exp,
-    };
-    let jwt = ctl.pki.sign_jwt(&claims)?;
+    let (jti, jwt) = sign_token(ctl, identity_id, method, exp)?;
     let row = EnrollmentRow {
         id: uuid::Uuid::new_v4().simple().to_string(),
         identity_id: identity_id.into(),

@@ -266,6 +266,33 @@ async fn authenticators_and_enrollments() {
         )
         .await;
     assert_eq!(ids(&v), std::slice::from_ref(&enr));
+    // Refresh: a new token and expiry; the old JWT's token no longer enrolls.
+    let old_token = v["data"][0]["token"].as_str().unwrap().to_owned();
+    let r = ctl
+        .call(
+            Method::POST,
+            &format!("/enrollments/{enr}/refresh"),
+            &admin,
+            Some(json!({"expiresAt": "2999-01-01T00:00:00Z"})),
+        )
+        .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    let (_, v) = ctl
+        .call(Method::GET, &format!("/enrollments/{enr}"), &admin, None)
+        .await;
+    assert_eq!(v["data"]["expiresAt"], "2999-01-01T00:00:00.000Z");
+    assert_ne!(v["data"]["token"], json!(old_token));
+    let (csr, _) = common::make_csr("alice");
+    assert_eq!(ctl.enroll(&old_token, &csr).await.0, 400);
+    let r = ctl
+        .call(
+            Method::POST,
+            "/enrollments/nope/refresh",
+            &admin,
+            Some(json!({"expiresAt": "2999-01-01T00:00:00Z"})),
+        )
+        .await;
+    assert_eq!(code(&r), (404, "NOT_FOUND"));
     let r = ctl
         .call(Method::DELETE, &format!("/enrollments/{enr}"), &admin, None)
         .await;

@@ -110,6 +110,21 @@ impl Store {
         .optional()?)
     }
 
+    /// Gives an unused enrollment a new token, JWT and expiry; false when there is none.
+    pub fn replace_enrollment_token(
+        &self,
+        id: &str,
+        jti: &str,
+        jwt: &str,
+        expires_at: i64,
+    ) -> Result<bool, StoreError> {
+        let c = self.lock()?;
+        Ok(c.execute(
+            "UPDATE enrollments SET jti = ?2, jwt = ?3, expires_at = ?4 WHERE id = ?1 AND used = 0",
+            params![id, jti, jwt, expires_at],
+        )? == 1)
+    }
+
     /// Deletes an unused enrollment of `method`; false when there is none.
     pub fn delete_enrollment(&self, method: &str, id: &str) -> Result<bool, StoreError> {
         let c = self.lock()?;

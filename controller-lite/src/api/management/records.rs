@@ -72,6 +72,14 @@ pub struct EnrollmentCreate {
     pub expires_at: Option<String>,
 }
 
+/// Body of `POST /enrollments/{id}/refresh` (`enrollmentRefresh`).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EnrollmentRefresh {
+    /// The new expiry (RFC 3339, in the future).
+    pub expires_at: String,
+}
+
 fn not_found(what: &str, id: &str) -> ApiError {
     ApiError::NotFound(format!("{what} {id:?} not found"))
 }
@@ -265,17 +273,7 @@ async fn create_enrollment(ctl: AppState, body: EnrollmentCreate) -> Result<Resp
         )));
     }
     identity(&ctl, &body.identity_id)?;
-    let expires_at = match body.expires_at {
-        None => None,
-        Some(s) => {
-            let t = OffsetDateTime::parse(&s, &Rfc3339)
-                .map_err(|_| invalid(format!("expiresAt {s:?} is not an RFC 3339 time")))?;
-            if t.unix_timestamp() <= clock::now_unix() {
-                return Err(invalid("expiresAt must be in the future"));
-            }
-            Some(t.unix_timestamp())
-        }
-    };
+    let expires_at = body.expires_at.as_deref().map(future_time).transpose()?;
     if ctl
         .store
         .authenticators_of(&body.identity_id)?
@@ -295,6 +293,16 @@ async fn create_enrollment(ctl: AppState, body: EnrollmentCreate) -> Result<Resp
     }
     let e = enroll::create_ott_expiring(&ctl, &body.identity_id, expires_at)?;
     Ok(envelope::created(json!({"id": e.id, "_links": {}})))
+}
+
+/// Parses an RFC 3339 time that must lie in the future; Unix seconds.
+fn future_time(s: &str) -> Result<i64, ApiError> {
+    let t = OffsetDateTime::parse(s, &Rfc3339)
+        .map_err(|_| invalid(format!("expiresAt {s:?} is not an RFC 3339 time")))?;
+    if t.unix_timestamp() <= clock::now_unix() {
+        return Err(invalid("expiresAt must be in the future"));
+    }
+    Ok(t.unix_timestamp())
 }
 
 /// The fields of an API session detail ([`render::api_session`]).
@@ -484,6 +492,24 @@ pub fn routes(api: ApiBuilder) -> ApiBuilder {
                 return Err(not_found("enrollment", &id));
             }
             Ok(envelope::empty())
+        },
+    )
+    .add(
+        Endpoint::post("/enrollments/{id}/refresh", "refreshEnrollment")
+            .doc(
+                "Enrollment",
+                "Issues a new token and JWT with a new expiry; the old token stops working",
+            )
+            .admin()
+            .request(Data::Schema(|g| g.subschema_for::<EnrollmentRefresh>()))
+            .returns(200, Data::Created),
+        |State(ctl): State<AppState>,
+         _: Admin,
+         Path(id): Path<String>,
+         JsonBody(b): JsonBody<EnrollmentRefresh>| async move {
+            let exp = future_time(&b.expires_at)?;
+            enroll::refresh_ott(&ctl, &id, exp)?.ok_or_else(|| not_found("enrollment", &id))?;
+            Ok::<_, ApiError>(envelope::ok(json!({"id": id, "_links": {}})))
         },
     )
     .add(
