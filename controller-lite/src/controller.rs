@@ -233,7 +233,23 @@ impl Controller {
                     .as_str()
                     .unwrap_or_default()
                     .to_string();
-                data["configTypeId"] = json!(resolve(Kind::ConfigTypes, &key)?);
+                let config_type = self
+                    .store
+                    .get_entity_by_id_or_name(Kind::ConfigTypes.collection(), &key)?
+                    .ok_or_else(|| {
+                        ApiError::CouldNotValidate(format!("config-types {key:?} does not exist"))
+                    })?;
+                // OpenZiti validates config data against its type's JSON schema.
+                let schema = &config_type.data["schema"];
+                if schema.as_object().is_some_and(|s| !s.is_empty()) {
+                    crate::schema_check::check(schema, &data["data"]).map_err(|e| {
+                        ApiError::CouldNotValidate(format!(
+                            "the config data does not match the schema of config type {:?}: {e}",
+                            config_type.name
+                        ))
+                    })?;
+                }
+                data["configTypeId"] = json!(config_type.id);
             }
             Kind::Services => {
                 let keys: Vec<String> = data["configs"]

@@ -23,5 +23,6 @@ pub mod filter;
 pub mod model;
 pub mod pki;
 pub mod policy;
+pub mod schema_check;
 pub mod server;
 pub mod store;

@@ -204,7 +204,8 @@ pub struct Service {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ConfigType {
-    /// JSON schema (not enforced in this increment).
+    /// JSON schema the data of configs of this type must match ([`crate::schema_check`];
+    /// empty: anything).
     #[serde(default)]
     pub schema: Map<String, Value>,
 }

@@ -559,6 +559,53 @@ async fn sessions_api_sessions_related_lists_and_cascades() {
         200
     );
 
+    // Config data must match its type's schema, on create and on update.
+    let schema = json!({"type": "object", "required": ["port"], "additionalProperties": false,
+                        "properties": {"port": {"type": "integer", "minimum": 1, "maximum": 65535}}});
+    ctl.create_ok(
+        &admin,
+        "config-types",
+        json!({"name": "port.v1", "schema": schema}),
+    )
+    .await;
+    let r = ctl
+        .call(
+            Method::POST,
+            "/configs",
+            &admin,
+            Some(json!({"name": "p", "configTypeId": "port.v1", "data": {"port": 0}})),
+        )
+        .await;
+    assert_eq!(code(&r), (400, "COULD_NOT_VALIDATE"));
+    assert!(
+        r.1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("data.port"),
+        "{}",
+        r.1
+    );
+    let p = ctl
+        .create_ok(
+            &admin,
+            "configs",
+            json!({"name": "p", "configTypeId": "port.v1", "data": {"port": 443}}),
+        )
+        .await;
+    let r = ctl
+        .call(
+            Method::PATCH,
+            &format!("/configs/{p}"),
+            &admin,
+            Some(json!({"data": {"port": 443, "x": 1}})),
+        )
+        .await;
+    assert_eq!(code(&r), (400, "COULD_NOT_VALIDATE"));
+    let (_, v) = ctl
+        .call(Method::GET, &format!("/configs/{p}"), &admin, None)
+        .await;
+    assert_eq!(v["data"]["data"], json!({"port": 443}));
+
     // Deleting the service removes its sessions and terminators.
     let r = ctl
         .call(Method::DELETE, &format!("/services/{svc}"), &admin, None)
