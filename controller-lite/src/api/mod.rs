@@ -1,6 +1,7 @@
 //! HTTP routing: the Edge Client API (under `/edge/client/v1` and at the root,
-//! spec §2), the enrollment endpoints at the root, and the Edge Management API
-//! under `/edge/management/v1`.
+//! spec §2, which also holds the enrollment endpoints) and the Edge Management API
+//! under `/edge/management/v1`. Both are lists of [`endpoint::Endpoint`]s from which the
+//! router and the OpenAPI documents ([`openapi`]) are made.
 
 pub mod client;
 pub mod endpoint;
