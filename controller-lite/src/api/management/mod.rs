@@ -2,9 +2,10 @@
 //! management model. Every entity route requires an administrator.
 
 pub mod cascade;
+pub mod credentials;
 pub mod crud;
-pub mod records;
 pub mod related;
+pub mod sessions;
 pub mod views;
 
 use super::client::{current, version};
@@ -71,5 +72,5 @@ pub fn routes() -> ApiBuilder {
     for k in Kind::ALL {
         api = crud::routes(api, k);
     }
-    related::routes(records::routes(api))
+    related::routes(sessions::routes(credentials::routes(api)))
 }
