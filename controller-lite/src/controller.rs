@@ -130,7 +130,8 @@ impl Controller {
                 cert_pem: None,
                 username: Some(ADMIN_USERNAME.into()),
                 password_hash: Some(hash),
-                created_at: now,
+                created_at: now.clone(),
+                updated_at: now,
             })?;
             write_secret_file(
                 &self.data_dir.join(ADMIN_PASSWORD_FILE),
@@ -232,7 +233,23 @@ impl Controller {
                     .as_str()
                     .unwrap_or_default()
                     .to_string();
-                data["configTypeId"] = json!(resolve(Kind::ConfigTypes, &key)?);
+                let config_type = self
+                    .store
+                    .get_entity_by_id_or_name(Kind::ConfigTypes.collection(), &key)?
+                    .ok_or_else(|| {
+                        ApiError::CouldNotValidate(format!("config-types {key:?} does not exist"))
+                    })?;
+                // OpenZiti validates config data against its type's JSON schema.
+                let schema = &config_type.data["schema"];
+                if schema.as_object().is_some_and(|s| !s.is_empty()) {
+                    crate::schema_check::check(schema, &data["data"]).map_err(|e| {
+                        ApiError::CouldNotValidate(format!(
+                            "the config data does not match the schema of config type {:?}: {e}",
+                            config_type.name
+                        ))
+                    })?;
+                }
+                data["configTypeId"] = json!(config_type.id);
             }
             Kind::Services => {
                 let keys: Vec<String> = data["configs"]
@@ -243,10 +260,31 @@ impl Controller {
                             .collect()
                     })
                     .unwrap_or_default();
-                let ids = keys
-                    .iter()
-                    .map(|k| resolve(Kind::Configs, k))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let mut ids: Vec<String> = Vec::new();
+                let mut types: Vec<(String, String)> = Vec::new();
+                for key in &keys {
+                    let config = self
+                        .store
+                        .get_entity_by_id_or_name(Kind::Configs.collection(), key)?
+                        .ok_or_else(|| {
+                            ApiError::CouldNotValidate(format!("configs {key:?} does not exist"))
+                        })?;
+                    if ids.contains(&config.id) {
+                        continue;
+                    }
+                    let ty = config.data["configTypeId"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned();
+                    if let Some((other, _)) = types.iter().find(|(_, t)| *t == ty) {
+                        return Err(ApiError::CouldNotValidate(format!(
+                            "configs {other:?} and {:?} have the same config type; a service takes one config per type",
+                            config.name
+                        )));
+                    }
+                    types.push((config.name, ty));
+                    ids.push(config.id);
+                }
                 data["configs"] = json!(ids);
             }
             Kind::Terminators => {

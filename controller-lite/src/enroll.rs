@@ -35,12 +35,56 @@ pub const EROTT: &str = "erott";
 
 /// Creates and stores an OTT enrollment for `identity_id`.
 pub fn create_ott(ctl: &Controller, identity_id: &str) -> Result<EnrollmentRow, ApiError> {
-    create_enrollment(ctl, identity_id, OTT)
+    create_ott_expiring(ctl, identity_id, None)
+}
+
+/// Creates and stores an OTT enrollment for `identity_id` expiring at `expires_at`
+/// (Unix seconds), or after the configured lifetime.
+pub fn create_ott_expiring(
+    ctl: &Controller,
+    identity_id: &str,
+    expires_at: Option<i64>,
+) -> Result<EnrollmentRow, ApiError> {
+    let exp = expires_at.unwrap_or_else(|| clock::now_unix() + ctl.config.enrollment_ttl_secs);
+    create_enrollment(ctl, identity_id, OTT, exp)
 }
 
 /// Creates and stores an `erott` enrollment for the edge router `router_id`.
 pub fn create_erott(ctl: &Controller, router_id: &str) -> Result<EnrollmentRow, ApiError> {
-    create_enrollment(ctl, router_id, EROTT)
+    let exp = clock::now_unix() + ctl.config.enrollment_ttl_secs;
+    create_enrollment(ctl, router_id, EROTT, exp)
+}
+
+/// A new token (`jti`) and its signed enrollment JWT.
+fn sign_token(
+    ctl: &Controller,
+    subject_id: &str,
+    method: &str,
+    exp: i64,
+) -> Result<(String, String), ApiError> {
+    let jti = uuid::Uuid::new_v4().to_string();
+    let claims = EnrollmentClaims {
+        em: method,
+        iss: &ctl.public_url,
+        sub: subject_id,
+        jti: &jti,
+        exp,
+    };
+    let jwt = ctl.pki.sign_jwt(&claims)?;
+    Ok((jti, jwt))
+}
+
+/// Gives the unused OTT enrollment `id` a new token and JWT expiring at `exp` (Unix
+/// seconds); the old token stops working. `None` when there is no such enrollment.
+pub fn refresh_ott(ctl: &Controller, id: &str, exp: i64) -> Result<Option<()>, ApiError> {
+    let Some(e) = ctl.store.enrollment_by_id(OTT, id)? else {
+        return Ok(None);
+    };
+    let (jti, jwt) = sign_token(ctl, &e.identity_id, OTT, exp)?;
+    Ok(ctl
+        .store
+        .replace_enrollment_token(id, &jti, &jwt, exp)?
+        .then_some(()))
 }
 
 /// Creates and stores a one-time enrollment of `method` for `subject_id` (kept in the
@@ -49,17 +93,9 @@ fn create_enrollment(
     ctl: &Controller,
     identity_id: &str,
     method: &str,
+    exp: i64,
 ) -> Result<EnrollmentRow, ApiError> {
-    let jti = uuid::Uuid::new_v4().to_string();
-    let exp = clock::now_unix() + ctl.config.enrollment_ttl_secs;
-    let claims = EnrollmentClaims {
-        em: method,
-        iss: &ctl.public_url,
-        sub: identity_id,
-        jti: &jti,
-        exp,
-    };
-    let jwt = ctl.pki.sign_jwt(&claims)?;
+    let (jti, jwt) = sign_token(ctl, identity_id, method, exp)?;
     let row = EnrollmentRow {
         id: uuid::Uuid::new_v4().simple().to_string(),
         identity_id: identity_id.into(),
@@ -103,6 +139,7 @@ pub fn enroll_ott(ctl: &Controller, token: &str, csr_pem: &str) -> Result<Issued
             username: None,
             password_hash: None,
             created_at: clock::now_string(),
+            updated_at: clock::now_string(),
         })
     });
     match res {
@@ -116,7 +153,7 @@ pub fn enroll_ott(ctl: &Controller, token: &str, csr_pem: &str) -> Result<Issued
 
 /// Body of `POST /enroll?method=erott` (field names of OpenZiti's router enroller:
 /// `serverCertCsr`, `certCsr`).
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ErottRequest {
     /// PEM CSR for the edge listener's server certificate.
@@ -229,6 +266,7 @@ pub fn enroll_erott(
             username: None,
             password_hash: None,
             created_at: clock::now_string(),
+            updated_at: clock::now_string(),
         })
     });
     match res {

@@ -70,6 +70,27 @@ pub enum ApiError {
     /// Bad or missing query parameter (400 `INVALID_PARAMETER`).
     #[error("{0}")]
     InvalidParameter(String),
+    /// The `filter` parameter cannot be used (400 `INVALID_FILTER`; OpenZiti answers
+    /// this code with its non-standard status 480, 400 is what clients expect).
+    #[error("the filter query supplied is invalid: {0}")]
+    InvalidFilter(String),
+    /// A sort key names no sortable field (400 `INVALID_SORT_IDENTIFIER`).
+    #[error("the sort order supplied is invalid: {0}")]
+    InvalidSort(String),
+    /// The paging asked for cannot be served (400 `INVALID_PAGINATION`).
+    #[error("the pagination properties provided are invalid: {0}")]
+    InvalidPagination(String),
+    /// The entity cannot be deleted, e.g. others still reference it
+    /// (400 `ENTITY_CAN_NOT_BE_DELETED`).
+    #[error("the entity requested for delete can not be deleted: {0}")]
+    EntityCanNotBeDeleted(String),
+    /// Only `updb` authenticators can be updated (409 `CAN_NOT_UPDATE_AUTHENTICATOR`).
+    #[error("the authenticator cannot be updated in this fashion: {0}")]
+    CanNotUpdateAuthenticator(String),
+    /// The identity already has an authenticator of that method
+    /// (409 `MAX_AUTHENTICATOR_METHODS_REACHED`).
+    #[error("{0}")]
+    MaxAuthenticators(String),
     /// Unique name already taken (409 `DUPLICATE_NAME`; the real controller
     /// reports this as a field error, a distinct code is clearer for clients).
     #[error("{0}")]
@@ -101,6 +122,12 @@ impl ApiError {
             Self::CouldNotParseBody(_) => "COULD_NOT_PARSE_BODY",
             Self::CouldNotValidate(_) => "COULD_NOT_VALIDATE",
             Self::InvalidParameter(_) => "INVALID_PARAMETER",
+            Self::InvalidFilter(_) => "INVALID_FILTER",
+            Self::InvalidSort(_) => "INVALID_SORT_IDENTIFIER",
+            Self::InvalidPagination(_) => "INVALID_PAGINATION",
+            Self::EntityCanNotBeDeleted(_) => "ENTITY_CAN_NOT_BE_DELETED",
+            Self::CanNotUpdateAuthenticator(_) => "CAN_NOT_UPDATE_AUTHENTICATOR",
+            Self::MaxAuthenticators(_) => "MAX_AUTHENTICATOR_METHODS_REACHED",
             Self::Conflict(_) => "DUPLICATE_NAME",
             Self::InvalidEnrollmentToken(_) => "INVALID_ENROLLMENT_TOKEN",
             Self::NoEdgeRoutersAvailable => "NO_EDGE_ROUTERS_AVAILABLE",
@@ -119,9 +146,15 @@ impl ApiError {
             Self::CouldNotParseBody(_)
             | Self::CouldNotValidate(_)
             | Self::InvalidParameter(_)
+            | Self::InvalidFilter(_)
+            | Self::InvalidSort(_)
+            | Self::InvalidPagination(_)
+            | Self::EntityCanNotBeDeleted(_)
             | Self::InvalidEnrollmentToken(_)
             | Self::NoEdgeRoutersAvailable => StatusCode::BAD_REQUEST,
-            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Conflict(_) | Self::CanNotUpdateAuthenticator(_) | Self::MaxAuthenticators(_) => {
+                StatusCode::CONFLICT
+            }
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

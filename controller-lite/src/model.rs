@@ -6,14 +6,16 @@
 
 use std::collections::BTreeMap;
 
+use schemars::{JsonSchema, Schema, SchemaGenerator, schema_for};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
+use crate::filter::Fields;
 
 /// Kinds of management entities (also the management API collection names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
     /// `identities`
     Identities,
@@ -68,6 +70,65 @@ impl Kind {
     pub fn from_collection(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.collection() == s)
     }
+
+    /// The singular and plural type names (`Identity`, `Identities`), as OpenZiti's
+    /// operation ids spell them (`listIdentities`, `detailIdentity`).
+    pub fn type_names(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Identities => ("Identity", "Identities"),
+            Self::Services => ("Service", "Services"),
+            Self::Configs => ("Config", "Configs"),
+            Self::ConfigTypes => ("ConfigType", "ConfigTypes"),
+            Self::ServicePolicies => ("ServicePolicy", "ServicePolicies"),
+            Self::EdgeRouterPolicies => ("EdgeRouterPolicy", "EdgeRouterPolicies"),
+            Self::ServiceEdgeRouterPolicies => {
+                ("ServiceEdgeRouterPolicy", "ServiceEdgeRouterPolicies")
+            }
+            Self::EdgeRouters => ("EdgeRouter", "EdgeRouters"),
+            Self::Terminators => ("Terminator", "Terminators"),
+        }
+    }
+
+    /// Registers the kind's document schema with `generator`; returns the reference.
+    pub fn document_subschema(self, generator: &mut SchemaGenerator) -> Schema {
+        match self {
+            Self::Identities => generator.subschema_for::<Identity>(),
+            Self::Services => generator.subschema_for::<Service>(),
+            Self::Configs => generator.subschema_for::<Config>(),
+            Self::ConfigTypes => generator.subschema_for::<ConfigType>(),
+            Self::ServicePolicies => generator.subschema_for::<ServicePolicy>(),
+            Self::EdgeRouterPolicies => generator.subschema_for::<EdgeRouterPolicy>(),
+            Self::ServiceEdgeRouterPolicies => generator.subschema_for::<ServiceEdgeRouterPolicy>(),
+            Self::EdgeRouters => generator.subschema_for::<EdgeRouter>(),
+            Self::Terminators => generator.subschema_for::<Terminator>(),
+        }
+    }
+
+    /// JSON schema of the kind's document: the create body without `name` and `tags`.
+    pub fn document_schema(self) -> Schema {
+        match self {
+            Self::Identities => schema_for!(Identity),
+            Self::Services => schema_for!(Service),
+            Self::Configs => schema_for!(Config),
+            Self::ConfigTypes => schema_for!(ConfigType),
+            Self::ServicePolicies => schema_for!(ServicePolicy),
+            Self::EdgeRouterPolicies => schema_for!(EdgeRouterPolicy),
+            Self::ServiceEdgeRouterPolicies => schema_for!(ServiceEdgeRouterPolicy),
+            Self::EdgeRouters => schema_for!(EdgeRouter),
+            Self::Terminators => schema_for!(Terminator),
+        }
+    }
+
+    /// The fields list filters and sorts of the collection may name: the base fields
+    /// and the stored document's fields.
+    pub fn fields(self) -> Fields {
+        let mut schema = self.document_schema().to_value();
+        // Create-only input, never stored.
+        if let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) {
+            props.remove("enrollment");
+        }
+        Fields::base().with_schema(&schema)
+    }
 }
 
 pub use crate::policy::{PolicyType, Semantic};
@@ -86,7 +147,7 @@ fn default_binding() -> String {
 }
 
 /// Enrollment requested when an identity is created.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnrollmentRequest {
     /// One-time-token enrollment.
@@ -95,7 +156,7 @@ pub struct EnrollmentRequest {
 }
 
 /// Identity document.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Identity {
     /// `User`, `Device`, `Service`, `Router` or `Default`.
@@ -122,7 +183,7 @@ pub struct Identity {
 }
 
 /// Service document.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Service {
     /// Role attributes.
@@ -140,16 +201,17 @@ pub struct Service {
 }
 
 /// Config type document.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ConfigType {
-    /// JSON schema (not enforced in this increment).
+    /// JSON schema the data of configs of this type must match ([`crate::schema_check`];
+    /// empty: anything).
     #[serde(default)]
     pub schema: Map<String, Value>,
 }
 
 /// Config document.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Config {
     /// Id of the config type.
@@ -159,7 +221,7 @@ pub struct Config {
 }
 
 /// Service policy document.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ServicePolicy {
     /// Dial or Bind.
@@ -180,7 +242,7 @@ pub struct ServicePolicy {
 }
 
 /// Edge router policy document.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct EdgeRouterPolicy {
     /// Selector semantic.
@@ -195,7 +257,7 @@ pub struct EdgeRouterPolicy {
 }
 
 /// Service edge router policy document.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ServiceEdgeRouterPolicy {
     /// Selector semantic.
@@ -211,7 +273,7 @@ pub struct ServiceEdgeRouterPolicy {
 
 /// Edge router document. `hostname` and `supportedProtocols` stand in for what
 /// the router will report about its edge listener once router enrollment exists.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct EdgeRouter {
     /// Role attributes.
@@ -245,7 +307,7 @@ pub struct EdgeRouter {
 }
 
 /// Terminator document.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Terminator {
     /// Service id.

@@ -94,6 +94,43 @@ async fn version_shape_and_unknown_route_envelope() {
     let (status, v) = get(&ctl.http(), &ctl.client_url("/services"), "").await;
     assert_eq!(status, 401);
     assert_eq!(v["error"]["code"], "UNAUTHORIZED");
+    // OpenAPI documents, without authentication, at the stable paths and OpenZiti's.
+    for (path, title) in [
+        ("/edge/client/v1/openapi.json", "Weft Edge Client API"),
+        ("/edge/client/v1/swagger.json", "Weft Edge Client API"),
+        ("/openapi.json", "Weft Edge Client API"),
+        (
+            "/edge/management/v1/openapi.json",
+            "Weft Edge Management API",
+        ),
+        (
+            "/edge/management/v1/swagger.json",
+            "Weft Edge Management API",
+        ),
+        (
+            "/edge/client/v1/specs/edge-management/spec",
+            "Weft Edge Management API",
+        ),
+        (
+            "/edge/management/v1/specs/edge-client/spec",
+            "Weft Edge Client API",
+        ),
+    ] {
+        let res = ctl.http().get(ctl.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+        assert!(res.headers().contains_key("ziti-instance-id"));
+        let v: Value = res.json().await.unwrap();
+        assert_eq!(v["openapi"], "3.0.3", "{path}");
+        assert_eq!(v["info"]["title"], title, "{path}");
+    }
+    let (status, v) = get(&ctl.http(), &ctl.mgmt("/specs"), "").await;
+    assert_eq!(status, 200);
+    assert_eq!(v["data"][1]["id"], "edge-management");
+    let (status, v) = get(&ctl.http(), &ctl.client_url("/specs/nope/spec"), "").await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (404, Some("NOT_FOUND"))
+    );
 }
 
 #[tokio::test]
@@ -610,6 +647,24 @@ async fn management_crud_round_trip() {
     let (_, v) = get(&http, &ctl.mgmt(&format!("/services/{id}")), &admin).await;
     assert_eq!(v["data"]["roleAttributes"], json!(["b", "c"]));
     assert_eq!(v["data"]["encryptionRequired"], false);
+    // PUT replaces the document: fields not given take their defaults; the name is
+    // required, and a refused PUT changes nothing.
+    let put = |body: Value| {
+        http.put(ctl.mgmt(&format!("/services/{id}")))
+            .header("zt-session", &admin)
+            .json(&body)
+            .send()
+    };
+    let res = put(json!({"roleAttributes": ["z"]})).await.unwrap();
+    assert_eq!(res.status(), 400);
+    let res = put(json!({"name": "crud", "roleAttributes": ["z"]}))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let (_, v) = get(&http, &ctl.mgmt(&format!("/services/{id}")), &admin).await;
+    assert_eq!(v["data"]["roleAttributes"], json!(["z"]));
+    assert_eq!(v["data"]["encryptionRequired"], true);
+    assert_eq!(v["data"]["tags"], json!({}));
     // Every collection lists; config types are pre-created.
     for c in [
         "identities",
@@ -702,7 +757,7 @@ async fn bad_input_gives_error_envelopes_and_changes_nothing() {
     let (status, v) = get(&http, &ctl.mgmt("/services?filter=bogus"), &admin).await;
     assert_eq!(
         (status, v["error"]["code"].as_str()),
-        (400, Some("INVALID_PARAMETER"))
+        (400, Some("INVALID_FILTER"))
     );
     let res = http
         .post(ctl.mgmt("/authenticate?method=password"))
@@ -800,4 +855,145 @@ async fn api_session_expires_and_rejections_are_envelopes() {
         (status, v["error"]["code"].as_str()),
         (401, Some("UNAUTHORIZED"))
     );
+}
+
+/// GETs a management list with `filter` (and optional extra query text); returns the names.
+async fn names(ctl: &Ctl, admin: &str, coll: &str, query: &[(&str, &str)]) -> (u16, Value) {
+    let res = ctl
+        .http()
+        .get(ctl.mgmt(&format!("/{coll}")))
+        .query(query)
+        .header("zt-session", admin)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let v: Value = res.json().await.unwrap();
+    if status != 200 {
+        return (status, v);
+    }
+    let names = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].clone())
+        .collect();
+    (status, Value::Array(names))
+}
+
+#[tokio::test]
+async fn list_filters_sorting_and_paging() {
+    let ctl = Ctl::start();
+    let admin = ctl.admin_token().await;
+    for (name, attrs, enc) in [
+        ("web-a", json!(["web", "prod"]), true),
+        ("web-b", json!(["web"]), false),
+        ("db", json!(["prod"]), true),
+        ("Cache", json!([]), false),
+    ] {
+        ctl.create_ok(
+            &admin,
+            "services",
+            json!({"name": name, "roleAttributes": attrs, "encryptionRequired": enc, "tags": {"tier": name.len()}}),
+        )
+        .await;
+    }
+    let q = |f: &'static str| [("filter", f), ("limit", "100")];
+    let cases: &[(&str, Value)] = &[
+        (r#"name = "db""#, json!(["db"])),
+        (r#"name contains "web""#, json!(["web-a", "web-b"])),
+        (r#"name icontains "CACHE""#, json!(["Cache"])),
+        (r#"name in ["db", "Cache", "nope"]"#, json!(["Cache", "db"])),
+        (
+            r#"anyOf(roleAttributes) = "prod" and encryptionRequired = true"#,
+            json!(["db", "web-a"]),
+        ),
+        (
+            r#"name = "db" or name startswith "web-b""#,
+            json!(["db", "web-b"]),
+        ),
+        (
+            r#"not (anyOf(roleAttributes) = "web") sort by name desc"#,
+            json!(["db", "Cache"]),
+        ),
+        (r#"tags.tier = 5"#, json!(["Cache", "web-a", "web-b"])),
+        (
+            r#"true sort by createdAt desc limit 2"#,
+            json!(["Cache", "db"]),
+        ),
+        (r#"sort by name skip 1 limit 2"#, json!(["db", "web-a"])),
+    ];
+    for (filter, want) in cases {
+        let (status, got) = names(&ctl, &admin, "services", &q(filter)).await;
+        assert_eq!((status, &got), (200, want), "{filter}");
+    }
+    // `sort` as its own parameter, and paging with limit/offset.
+    let (_, got) = names(
+        &ctl,
+        &admin,
+        "services",
+        &[("sort", "name desc"), ("limit", "2"), ("offset", "1")],
+    )
+    .await;
+    assert_eq!(got, json!(["web-a", "db"]));
+    let res = ctl
+        .http()
+        .get(ctl.mgmt("/services?limit=3&filter=encryptionRequired%3Dfalse"))
+        .header("zt-session", &admin)
+        .send()
+        .await
+        .unwrap();
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(
+        v["meta"]["pagination"],
+        json!({"limit": 3, "offset": 0, "totalCount": 2})
+    );
+    assert!(
+        v["meta"]["filterableFields"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("roleAttributes"))
+    );
+    // Bad filters and sorts: clear 400s.
+    for (query, code, hint) in [
+        (
+            ("filter", r#"nme = "db""#),
+            "INVALID_FILTER",
+            "unknown field",
+        ),
+        (
+            ("filter", r#"name = "db"#),
+            "INVALID_FILTER",
+            "unterminated",
+        ),
+        (
+            ("filter", r#"encryptionRequired = "yes""#),
+            "INVALID_FILTER",
+            "cannot be compared",
+        ),
+        (
+            ("filter", r#"name = "db" and"#),
+            "INVALID_FILTER",
+            "end of filter",
+        ),
+        (
+            ("sort", "roleAttributes"),
+            "INVALID_SORT_IDENTIFIER",
+            "single value",
+        ),
+        (("filter", "limit 1000"), "INVALID_PAGINATION", "limit"),
+    ] {
+        let (status, v) = names(&ctl, &admin, "services", &[query]).await;
+        assert_eq!(status, 400, "{query:?}: {v}");
+        assert_eq!(v["error"]["code"], code, "{query:?}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(hint),
+            "{query:?}: {v}"
+        );
+    }
+    // Identities: boolean and type fields.
+    let (_, got) = names(&ctl, &admin, "identities", &q("isAdmin = true")).await;
+    assert_eq!(got, json!(["admin"]));
+    let (_, got) = names(&ctl, &admin, "config-types", &q(r#"name in ["host.v1"]"#)).await;
+    assert_eq!(got, json!(["host.v1"]));
 }

@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 
 use common::{Ctl, jwt_claims};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 fn weft(home: &std::path::Path, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_weft"))
@@ -163,4 +163,270 @@ fn login_create_list_delete() {
     );
     let (ok, _, _) = weft(h, &["edge", "delete", "service", "echo"]);
     assert!(!ok);
+}
+
+/// Runs `weft` and parses its stdout as JSON (asserting success).
+fn weft_json(home: &std::path::Path, args: &[&str]) -> Value {
+    let (ok, out, err) = weft(home, args);
+    assert!(ok, "{args:?}: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+}
+
+/// The one entity of `coll` named `name`, as `weft edge list -j` prints it.
+fn one(home: &std::path::Path, coll: &str, name: &str) -> Value {
+    let filter = format!("name=\"{name}\"");
+    let v = weft_json(home, &["edge", "list", coll, &filter, "-j"]);
+    assert_eq!(v.as_array().unwrap().len(), 1, "{coll} {name}: {v}");
+    v[0].clone()
+}
+
+#[test]
+fn update_verbs_and_json_lists() {
+    let ctl = Ctl::start();
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let url = format!("https://localhost:{}", ctl.addr.port());
+    let (ok, _, err) = weft(
+        h,
+        &["login", &url, "-u", "admin", "-p", &ctl.admin_password()],
+    );
+    assert!(ok, "{err}");
+    let run = |args: &[&str]| {
+        let (ok, out, err) = weft(h, args);
+        assert!(ok, "{args:?}: {out}{err}");
+        out
+    };
+    run(&["edge", "create", "identity", "alice", "-a", "a"]);
+    run(&["edge", "create", "service", "echo", "-a", "s0"]);
+    run(&[
+        "edge",
+        "create",
+        "config",
+        "cfg",
+        "host.v1",
+        r#"{"address":"localhost","port":80}"#,
+    ]);
+    run(&[
+        "edge",
+        "create",
+        "service-policy",
+        "dial",
+        "Dial",
+        "-i",
+        "#a",
+        "-s",
+        "#s0",
+    ]);
+    run(&[
+        "edge",
+        "create",
+        "edge-router",
+        "er1",
+        "-a",
+        "pub",
+        "--tls",
+        "tls://er1.test:3022",
+    ]);
+    run(&[
+        "edge",
+        "create",
+        "edge-router-policy",
+        "erp",
+        "-e",
+        "#pub",
+        "-i",
+        "#all",
+    ]);
+    run(&[
+        "edge",
+        "create",
+        "service-edge-router-policy",
+        "serp",
+        "-e",
+        "#pub",
+        "-s",
+        "#all",
+    ]);
+
+    let out = run(&[
+        "edge",
+        "update",
+        "identity",
+        "alice",
+        "-a",
+        "x,y",
+        "--name",
+        "alice2",
+        "--tags",
+        "team=blue",
+    ]);
+    assert!(out.contains("updated identity alice"), "{out}");
+    let v = one(h, "identities", "alice2");
+    assert_eq!(v["roleAttributes"], json!(["x", "y"]));
+    assert_eq!(v["tags"], json!({"team": "blue"}));
+    run(&[
+        "edge",
+        "update",
+        "service",
+        "echo",
+        "-a",
+        "s1",
+        "--encryption",
+        "off",
+        "-c",
+        "cfg",
+    ]);
+    let svc = one(h, "services", "echo");
+    assert_eq!(svc["roleAttributes"], json!(["s1"]));
+    assert_eq!(svc["encryptionRequired"], false);
+    assert_eq!(svc["configs"].as_array().unwrap().len(), 1);
+    run(&[
+        "edge",
+        "update",
+        "service-policy",
+        "dial",
+        "--identity-roles",
+        "#x",
+        "--service-roles",
+        "#s1",
+        "--semantic",
+        "AnyOf",
+    ]);
+    let p = one(h, "service-policies", "dial");
+    assert_eq!(
+        (
+            p["identityRoles"].clone(),
+            p["serviceRoles"].clone(),
+            p["semantic"].clone()
+        ),
+        (json!(["#x"]), json!(["#s1"]), json!("AnyOf"))
+    );
+    assert_eq!(p["type"], "Dial");
+    run(&[
+        "edge",
+        "update",
+        "edge-router",
+        "er1",
+        "-a",
+        "pub2",
+        "--cost",
+        "7",
+        "--disabled",
+        "true",
+    ]);
+    let er = one(h, "edge-routers", "er1");
+    assert_eq!(
+        (
+            er["roleAttributes"].clone(),
+            er["cost"].clone(),
+            er["disabled"].clone()
+        ),
+        (json!(["pub2"]), json!(7), json!(true))
+    );
+    assert_eq!(er["supportedProtocols"]["tls"], "tls://er1.test:3022");
+    run(&["edge", "update", "edge-router-policy", "erp", "-e", "#pub2"]);
+    assert_eq!(
+        one(h, "edge-router-policies", "erp")["edgeRouterRoles"],
+        json!(["#pub2"])
+    );
+    run(&[
+        "edge",
+        "update",
+        "service-edge-router-policy",
+        "serp",
+        "-s",
+        "#s1",
+        "--name",
+        "serp2",
+    ]);
+    assert_eq!(
+        one(h, "service-edge-router-policies", "serp2")["serviceRoles"],
+        json!(["#s1"])
+    );
+    run(&[
+        "edge",
+        "update",
+        "config",
+        "cfg",
+        "--data",
+        r#"{"address":"127.0.0.1","port":81}"#,
+    ]);
+    assert_eq!(one(h, "configs", "cfg")["data"]["port"], 81);
+
+    // Refusals: a clear error, nothing changed.
+    let (ok, _, err) = weft(
+        h,
+        &["edge", "update", "service-policy", "dial", "-i", "nohash"],
+    );
+    assert!(!ok && err.contains("COULD_NOT_VALIDATE"), "{err}");
+    assert_eq!(
+        one(h, "service-policies", "dial")["identityRoles"],
+        json!(["#x"])
+    );
+    let (ok, _, err) = weft(h, &["edge", "update", "identity", "nobody", "-a", "x"]);
+    assert!(!ok && err.contains("nobody"), "{err}");
+    let (ok, _, err) = weft(h, &["edge", "update", "identity", "alice2"]);
+    assert!(!ok && err.contains("nothing to update"), "{err}");
+    let (ok, _, err) = weft(h, &["edge", "list", "services", "nme = \"x\""]);
+    assert!(!ok && err.contains("INVALID_FILTER"), "{err}");
+
+    // Every list prints JSON, with --output json or -j (alternately).
+    for (i, coll) in [
+        "identities",
+        "services",
+        "configs",
+        "config-types",
+        "service-policies",
+        "edge-routers",
+        "edge-router-policies",
+        "service-edge-router-policies",
+        "terminators",
+        "authenticators",
+        "enrollments",
+        "api-sessions",
+        "sessions",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let flags: &[&str] = if i % 2 == 0 {
+            &["--output", "json"]
+        } else {
+            &["-j"]
+        };
+        let v = weft_json(h, &[&["edge", "list", coll], flags].concat());
+        assert!(v.is_array(), "{coll}");
+    }
+    let v = weft_json(
+        h,
+        &[
+            "edge",
+            "list",
+            "config-types",
+            "sort by name desc skip 1 limit 1",
+            "-j",
+        ],
+    );
+    assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v[0]["name"], "host.v1");
+    let v = weft_json(
+        h,
+        &[
+            "edge",
+            "list",
+            "identities",
+            "isAdmin = false sort by name",
+            "-j",
+        ],
+    );
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    let v = weft_json(h, &["edge", "list", "enrollments", "-j"]);
+    assert_eq!(v[0]["identity"]["name"], "alice2");
+    // Records are deleted by id.
+    let enrollment = v[0]["id"].as_str().unwrap().to_owned();
+    run(&["edge", "delete", "enrollment", &enrollment]);
+    assert_eq!(
+        weft_json(h, &["edge", "list", "enrollments", "-j"]),
+        json!([])
+    );
 }

@@ -1,16 +1,112 @@
 //! OpenZiti response envelopes: `{data, meta}` on success and
 //! `{error:{code,message,requestId,args,cause,causeMessage}, meta}` on failure
-//! (EDGE `controller/response/responder.go`; spec §3.1).
+//! (EDGE `controller/response/responder.go`; spec §3.1). The typed parts are also
+//! what the OpenAPI documents describe.
 
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde_json::{Map, Value, json};
 
+use crate::api::list::Page;
 use crate::error::ApiError;
+use crate::filter::Fields;
 
 /// API version reported in error `meta` (the real controller's value).
 const API_VERSION: &str = "0.0.1";
+
+/// `meta.pagination` of a list.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Pagination {
+    /// Effective page size.
+    pub limit: i64,
+    /// Effective offset.
+    pub offset: i64,
+    /// Items matching the filter, over all pages.
+    pub total_count: i64,
+}
+
+/// `meta` of a list.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListMeta {
+    /// Paging.
+    pub pagination: Pagination,
+    /// The fields `filter` and `sort` may name.
+    pub filterable_fields: Vec<String>,
+}
+
+/// `args` of an error.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorArgs {
+    /// Path parameters of the request.
+    pub url_vars: Map<String, Value>,
+}
+
+/// The `error` member of an error envelope.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiErrorBody {
+    /// OpenZiti error code, e.g. `NOT_FOUND`, `COULD_NOT_VALIDATE`, `INVALID_FILTER`.
+    pub code: String,
+    /// What went wrong.
+    pub message: String,
+    /// Unique id of the request.
+    pub request_id: String,
+    /// Request arguments.
+    pub args: ErrorArgs,
+    /// The cause, when there is one.
+    pub cause_message: String,
+}
+
+/// `meta` of an error envelope.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorMeta {
+    /// API version.
+    pub api_version: String,
+    /// Enrollment API version.
+    pub api_enrollment_version: String,
+}
+
+/// The error envelope every failure is answered with.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ApiErrorEnvelope {
+    /// The error.
+    pub error: ApiErrorBody,
+    /// Versions.
+    pub meta: ErrorMeta,
+}
+
+impl ApiErrorEnvelope {
+    /// An envelope with a fresh request id.
+    pub fn new(code: &str, message: String) -> Self {
+        Self {
+            error: ApiErrorBody {
+                code: code.to_owned(),
+                message,
+                request_id: uuid::Uuid::new_v4().to_string(),
+                args: ErrorArgs {
+                    url_vars: Map::new(),
+                },
+                cause_message: String::new(),
+            },
+            meta: ErrorMeta {
+                api_version: API_VERSION.into(),
+                api_enrollment_version: API_VERSION.into(),
+            },
+        }
+    }
+
+    /// The envelope as a response with `status`.
+    pub fn into_response_with(self, status: StatusCode) -> Response {
+        (status, Json(self)).into_response()
+    }
+}
 
 /// 200 `{data, meta:{}}`.
 pub fn ok(data: Value) -> Response {
@@ -27,30 +123,26 @@ pub fn empty() -> Response {
     ok(json!({}))
 }
 
-/// 200 with a list and `meta.pagination` (limit, offset, totalCount).
-pub fn list(items: Vec<Value>, limit: i64, offset: i64, total: i64) -> Response {
-    ok_with_meta(
-        Value::Array(items),
-        json!({"pagination": {"limit": limit, "offset": offset, "totalCount": total}, "filterableFields": ["name"]}),
+/// 200 with a list, `meta.pagination` (limit, offset, totalCount) and
+/// `meta.filterableFields`.
+pub fn page(p: Page<Value>, fields: &Fields) -> Response {
+    let meta = ListMeta {
+        pagination: Pagination {
+            limit: p.limit,
+            offset: p.offset,
+            total_count: p.total,
+        },
+        filterable_fields: fields.names().into_iter().map(str::to_owned).collect(),
+    };
+    (
+        StatusCode::OK,
+        Json(json!({"data": Value::Array(p.items), "meta": meta})),
     )
-}
-
-fn ok_with_meta(data: Value, meta: Value) -> Response {
-    (StatusCode::OK, Json(json!({"data": data, "meta": meta}))).into_response()
+        .into_response()
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({
-            "error": {
-                "code": self.code(),
-                "message": self.to_string(),
-                "requestId": uuid::Uuid::new_v4().to_string(),
-                "args": {"urlVars": {}},
-                "causeMessage": "",
-            },
-            "meta": {"apiVersion": API_VERSION, "apiEnrollmentVersion": API_VERSION},
-        });
-        (self.status(), Json(body)).into_response()
+        ApiErrorEnvelope::new(self.code(), self.to_string()).into_response_with(self.status())
     }
 }

@@ -1,21 +1,26 @@
 //! HTTP routing: the Edge Client API (under `/edge/client/v1` and at the root,
-//! spec §2), the enrollment endpoints at the root, and the Edge Management API
-//! under `/edge/management/v1`.
+//! spec §2, which also holds the enrollment endpoints) and the Edge Management API
+//! under `/edge/management/v1`. Both are lists of [`endpoint::Endpoint`]s from which the
+//! router and the OpenAPI documents ([`openapi`]) are made.
 
 pub mod client;
+pub mod endpoint;
 pub mod envelope;
 pub mod extract;
+pub mod list;
 pub mod management;
+pub mod openapi;
 pub mod render;
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use axum::response::Response;
+use axum::{Extension, Router};
 
+use self::endpoint::Endpoint;
+use self::openapi::{ApiKind, Specs};
 use crate::controller::Controller;
 use crate::error::ApiError;
 
@@ -51,12 +56,11 @@ async fn add_instance_id(State(ctl): State<AppState>, res: Response) -> Response
         // Every error must be a JSON envelope: the C SDK treats a non-JSON
         // error body as INVALID_CONTROLLER_RESPONSE (spec §1).
         let status = res.status();
-        let body = json!({
-            "error": {"code": code_for_status(status), "message": status.canonical_reason().unwrap_or("error"),
-                      "requestId": uuid::Uuid::new_v4().to_string(), "args": {"urlVars": {}}, "causeMessage": ""},
-            "meta": {"apiVersion": "0.0.1", "apiEnrollmentVersion": "0.0.1"},
-        });
-        (status, axum::Json(body)).into_response()
+        envelope::ApiErrorEnvelope::new(
+            code_for_status(status),
+            status.canonical_reason().unwrap_or("error").to_owned(),
+        )
+        .into_response_with(status)
     } else {
         res
     };
@@ -78,16 +82,31 @@ async fn method_not_allowed() -> ApiError {
 
 /// Builds the complete router.
 pub fn router(ctl: AppState) -> Router {
-    Router::new()
-        .nest(CLIENT_PREFIX, client::routes())
-        .nest(MANAGEMENT_PREFIX, management::routes())
-        .merge(client::routes())
-        .merge(client::root_routes())
+    build(ctl).0
+}
+
+/// Builds the complete router, the OpenAPI documents of its two APIs (generated from the
+/// very endpoint lists the router is built from) and those endpoint lists.
+pub fn build(ctl: AppState) -> (Router, Arc<Specs>, [Vec<Endpoint>; 2]) {
+    let client = openapi::spec_routes(client::routes(), ApiKind::Client);
+    let management = openapi::spec_routes(management::routes(), ApiKind::Management);
+    let (client_endpoints, management_endpoints) = (client.endpoints(), management.endpoints());
+    let specs = Arc::new(Specs {
+        client: openapi::document(ApiKind::Client, &client_endpoints),
+        management: openapi::document(ApiKind::Management, &management_endpoints),
+    });
+    let router = client
+        .router_at(CLIENT_PREFIX)
+        .merge(management.router_at(MANAGEMENT_PREFIX))
+        // The client API is also served at the root (spec §2).
+        .merge(client.router_at(""))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(Extension(specs.clone()))
         .layer(axum::middleware::map_response_with_state(
             ctl.clone(),
             add_instance_id,
         ))
-        .with_state(ctl)
+        .with_state(ctl);
+    (router, specs, [client_endpoints, management_endpoints])
 }

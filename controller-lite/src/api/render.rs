@@ -1,10 +1,13 @@
 //! JSON shapes of entities as the APIs return them.
 
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::clock;
 use crate::controller::Controller;
 use crate::error::ApiError;
+use crate::filter::{FieldType, Fields};
 use crate::model::{Kind, PolicyType};
 use crate::store::{ApiSessionRow, EntityRow, SessionRow};
 
@@ -24,33 +27,153 @@ pub fn entity(row: &EntityRow) -> Value {
     Value::Object(m)
 }
 
+/// A pending one-time enrollment as an identity's detail shows it.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OttEnrollment {
+    /// Enrollment id.
+    pub id: String,
+    /// The enrollment JWT.
+    pub jwt: String,
+    /// Its `jti`.
+    pub token: String,
+    /// Expiry.
+    pub expires_at: String,
+}
+
+/// `enrollment` of an identity detail: the pending enrollment by method.
+#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
+pub struct IdentityEnrollment {
+    /// Pending one-time-token enrollment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ott: Option<OttEnrollment>,
+}
+
+/// A certificate authenticator as an identity's detail summarises it.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct CertAuthenticator {
+    /// SHA-1 fingerprint of the certificate.
+    pub fingerprint: String,
+}
+
+/// A password authenticator as an identity's detail summarises it.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct UpdbAuthenticator {
+    /// User name.
+    pub username: String,
+}
+
+/// `authenticators` of an identity detail, by method.
+#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
+pub struct IdentityAuthenticators {
+    /// Certificate authenticator.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<CertAuthenticator>,
+    /// Password authenticator.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updb: Option<UpdbAuthenticator>,
+}
+
+/// Fields an identity detail adds to the stored document.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct IdentityExtras {
+    /// Pending enrollments.
+    pub enrollment: IdentityEnrollment,
+    /// Credentials, by method.
+    pub authenticators: IdentityAuthenticators,
+}
+
+/// Fields an edge router detail adds to the stored document.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EdgeRouterState {
+    /// A control channel is up.
+    pub is_online: bool,
+    /// The router enrolled (has a control-channel certificate).
+    pub is_verified: bool,
+    /// SHA-1 fingerprint of its control-channel certificate.
+    pub fingerprint: Option<String>,
+    /// `SYNC_DONE` when online, else `SYNC_NEW`.
+    pub sync_status: String,
+    /// The pending enrollment JWT (`erott`).
+    pub enrollment_jwt: Option<String>,
+    /// Its `jti`.
+    pub enrollment_token: Option<String>,
+    /// Its expiry.
+    pub enrollment_expires_at: Option<String>,
+}
+
+/// Registers the schema of the fields [`management_entity`] adds for `kind`, if any.
+pub fn detail_extras_schema(kind: Kind, g: &mut SchemaGenerator) -> Option<Schema> {
+    match kind {
+        Kind::Identities => Some(g.subschema_for::<IdentityExtras>()),
+        Kind::EdgeRouters => Some(g.subschema_for::<EdgeRouterState>()),
+        _ => None,
+    }
+}
+
+fn merge(v: &mut Value, extras: impl Serialize) -> Result<(), ApiError> {
+    let extras =
+        serde_json::to_value(extras).map_err(|e| ApiError::Internal(format!("serialize: {e}")))?;
+    if let (Value::Object(m), Value::Object(x)) = (v, extras) {
+        m.extend(x);
+    }
+    Ok(())
+}
+
 /// Management view: identities gain `enrollment` (pending OTT with its JWT),
-/// edge routers their state flags.
+/// edge routers their state ([`EdgeRouterState`]).
 pub fn management_entity(ctl: &Controller, kind: Kind, row: &EntityRow) -> Result<Value, ApiError> {
     let mut v = entity(row);
     match kind {
         Kind::Identities => {
-            let mut enrollment = Map::new();
-            if let Some(e) = ctl.store.pending_enrollments(&row.id)?.into_iter().next() {
-                enrollment.insert(
-                    "ott".into(),
-                    json!({"id": e.id, "jwt": e.jwt, "token": e.jti, "expiresAt": clock::fmt_unix(e.expires_at)}),
-                );
+            let ott = ctl
+                .store
+                .pending_enrollments(&row.id)?
+                .into_iter()
+                .find(|e| e.method == "ott")
+                .map(|e| OttEnrollment {
+                    id: e.id,
+                    jwt: e.jwt,
+                    token: e.jti,
+                    expires_at: clock::fmt_unix(e.expires_at),
+                });
+            let mut authenticators = IdentityAuthenticators::default();
+            for a in ctl.store.authenticators_of(&row.id)? {
+                match (a.method.as_str(), a.fingerprint, a.username) {
+                    ("cert", Some(fingerprint), _) => {
+                        authenticators.cert = Some(CertAuthenticator { fingerprint });
+                    }
+                    ("updb", _, Some(username)) => {
+                        authenticators.updb = Some(UpdbAuthenticator { username });
+                    }
+                    _ => {}
+                }
             }
-            v["enrollment"] = Value::Object(enrollment);
+            merge(
+                &mut v,
+                IdentityExtras {
+                    enrollment: IdentityEnrollment { ott },
+                    authenticators,
+                },
+            )?;
         }
         Kind::EdgeRouters => {
             let online = ctl.routers.is_online(&row.id);
             let fingerprint = ctl.store.router_fingerprint(&row.id)?;
-            v["isOnline"] = json!(online);
-            v["isVerified"] = json!(fingerprint.is_some());
-            v["fingerprint"] = json!(fingerprint);
-            v["syncStatus"] = json!(if online { "SYNC_DONE" } else { "SYNC_NEW" });
             let pending = ctl.store.pending_enrollments(&row.id)?.into_iter().next();
-            v["enrollmentJwt"] = json!(pending.as_ref().map(|e| &e.jwt));
-            v["enrollmentToken"] = json!(pending.as_ref().map(|e| &e.jti));
-            v["enrollmentExpiresAt"] =
-                json!(pending.as_ref().map(|e| clock::fmt_unix(e.expires_at)));
+            merge(
+                &mut v,
+                EdgeRouterState {
+                    is_online: online,
+                    is_verified: fingerprint.is_some(),
+                    fingerprint,
+                    sync_status: if online { "SYNC_DONE" } else { "SYNC_NEW" }.into(),
+                    enrollment_jwt: pending.as_ref().map(|e| e.jwt.clone()),
+                    enrollment_token: pending.as_ref().map(|e| e.jti.clone()),
+                    enrollment_expires_at: pending.as_ref().map(|e| clock::fmt_unix(e.expires_at)),
+                },
+            )?;
         }
         _ => {}
     }
@@ -160,6 +283,18 @@ pub fn client_service(
     }
     v["config"] = Value::Object(config);
     Ok(v)
+}
+
+/// Fields a list of sessions can be filtered and sorted by.
+pub fn session_fields() -> Fields {
+    Fields::default()
+        .with("id", FieldType::String)
+        .with("type", FieldType::String)
+        .with("serviceId", FieldType::String)
+        .with("apiSessionId", FieldType::String)
+        .with("identityId", FieldType::String)
+        .with("createdAt", FieldType::DateTime)
+        .with("updatedAt", FieldType::DateTime)
 }
 
 /// Session detail (spec §7).

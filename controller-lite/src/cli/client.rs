@@ -257,29 +257,41 @@ impl Api {
 
     /// Every entity of a collection (following pages), optionally filtered.
     pub async fn list_all(&self, coll: &str, filter: Option<&str>) -> Result<Vec<Value>, CliError> {
+        const PAGE: u64 = 500;
         let mut out = Vec::new();
         loop {
+            let offset = out.len() as u64;
             let mut req = self
                 .http
                 .get(format!("{}/{coll}", self.base))
                 .header("zt-session", &self.token)
-                .query(&[("limit", "500"), ("offset", &out.len().to_string())]);
+                .query(&[("limit", PAGE), ("offset", offset)]);
             if let Some(f) = filter {
                 req = req.query(&[("filter", f)]);
             }
             let v = envelope(req.send().await?).await?;
             let page = v["data"].as_array().cloned().unwrap_or_default();
-            let total = v["meta"]["pagination"]["totalCount"].as_u64().unwrap_or(0) as usize;
+            let paging = &v["meta"]["pagination"];
+            let total = paging["totalCount"].as_u64().unwrap_or(0) as usize;
+            // A `limit`/`skip` in the filter overrides the paging asked for: that one
+            // page is the answer.
+            let own_paging =
+                paging["limit"].as_u64() != Some(PAGE) || paging["offset"].as_u64() != Some(offset);
             let empty = page.is_empty();
             out.extend(page);
-            if empty || out.len() >= total {
+            if empty || own_paging || out.len() >= total {
                 return Ok(out);
             }
         }
     }
 
-    /// Resolves a name or id to an id.
-    pub async fn resolve(&self, coll: &str, name_or_id: &str) -> Result<String, CliError> {
+    /// Resolves an id, or (for `named` collections) a name, to an id.
+    pub async fn resolve(
+        &self,
+        coll: &str,
+        name_or_id: &str,
+        named: bool,
+    ) -> Result<String, CliError> {
         let res = self
             .http
             .get(format!("{}/{coll}/{name_or_id}", self.base))
@@ -289,7 +301,11 @@ impl Api {
         if res.status().is_success() {
             return Ok(name_or_id.to_string());
         }
-        let filter = format!("name=\"{name_or_id}\"");
+        if !named {
+            return Err(CliError::Usage(format!("no {coll} with id {name_or_id:?}")));
+        }
+        let quoted = name_or_id.replace('\\', "\\\\").replace('"', "\\\"");
+        let filter = format!("name=\"{quoted}\"");
         let found = self.list_all(coll, Some(&filter)).await?;
         found
             .first()
@@ -307,6 +323,18 @@ impl Api {
             .send()
             .await?;
         envelope(res).await
+    }
+
+    /// `PATCH /{coll}/{id}`.
+    pub async fn patch(&self, coll: &str, id: &str, body: &Value) -> Result<(), CliError> {
+        let res = self
+            .http
+            .patch(format!("{}/{coll}/{id}", self.base))
+            .header("zt-session", &self.token)
+            .json(body)
+            .send()
+            .await?;
+        envelope(res).await.map(|_| ())
     }
 
     /// `DELETE /{coll}/{id}`.

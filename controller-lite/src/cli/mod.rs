@@ -1,16 +1,20 @@
 //! The admin CLI `weft`, mirroring OpenZiti's `ziti edge` verbs and flags:
-//! `weft login`, `weft edge create|list|delete …`.
+//! `weft login`, `weft edge create|list|update|delete …`.
 
 pub mod client;
+pub mod create;
+pub mod output;
 pub mod quickstart;
 pub mod tunnel;
+pub mod update;
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
-use serde_json::{Value, json};
+use clap::{Parser, Subcommand};
 
 pub use client::{Api, CliConfig, CliError};
+pub use create::{CreateCommand, create_body};
+pub use update::{UpdateCommand, update_body};
 
 /// Command line of `weft`.
 #[derive(Debug, Parser)]
@@ -67,13 +71,22 @@ pub enum EdgeCommand {
     },
     /// List entities of a type.
     List {
-        /// Entity type (e.g. identities, services, service-policies).
+        /// Entity type (e.g. identities, services, service-policies, api-sessions).
         entity: String,
-        /// Optional filter, e.g. `name="x"`.
+        /// Optional filter, e.g. `name contains "x" sort by name limit 5`.
         filter: Option<String>,
         /// Output format: `table` or `json`.
-        #[arg(long, short = 'j', default_value = "table")]
+        #[arg(long, default_value = "table")]
         output: String,
+        /// JSON output (same as `--output json`).
+        #[arg(short = 'j', long = "output-json")]
+        json: bool,
+    },
+    /// Update an entity (only the given fields change).
+    Update {
+        /// What to update.
+        #[command(subcommand)]
+        what: UpdateCommand,
     },
     /// Delete an entity by name or id.
     Delete {
@@ -84,135 +97,41 @@ pub enum EdgeCommand {
     },
 }
 
-/// Role and semantic flags shared by the policy commands.
-#[derive(Debug, Args)]
-pub struct SemanticArg {
-    /// `AllOf` or `AnyOf`.
-    #[arg(long, default_value = "AllOf")]
-    pub semantic: String,
-}
-
-/// `weft edge create …`.
-#[derive(Debug, Subcommand)]
-pub enum CreateCommand {
-    /// Create an identity with a one-time enrollment token.
-    Identity {
-        /// Name.
-        name: String,
-        /// Role attributes, comma separated.
-        #[arg(short = 'a', long = "role-attributes", value_delimiter = ',')]
-        role_attributes: Vec<String>,
-        /// Write the enrollment JWT to this file.
-        #[arg(short = 'o', long = "jwt-output-file")]
-        output: Option<PathBuf>,
-        /// Administrator.
-        #[arg(short = 'A', long)]
-        admin: bool,
-    },
-    /// Create a service.
-    Service {
-        /// Name.
-        name: String,
-        /// Role attributes, comma separated.
-        #[arg(short = 'a', long = "role-attributes", value_delimiter = ',')]
-        role_attributes: Vec<String>,
-        /// Config names or ids, comma separated.
-        #[arg(short = 'c', long = "configs", value_delimiter = ',')]
-        configs: Vec<String>,
-        /// End-to-end encryption: `on` or `off`.
-        #[arg(short = 'e', long, default_value = "on")]
-        encryption: String,
-    },
-    /// Create a service policy.
-    ServicePolicy {
-        /// Name.
-        name: String,
-        /// `Dial` or `Bind`.
-        policy_type: String,
-        /// Identity roles, comma separated.
-        #[arg(short = 'i', long, value_delimiter = ',')]
-        identity_roles: Vec<String>,
-        /// Service roles, comma separated.
-        #[arg(short = 's', long, value_delimiter = ',')]
-        service_roles: Vec<String>,
-        /// Posture check roles, comma separated.
-        #[arg(short = 'p', long, value_delimiter = ',')]
-        posture_check_roles: Vec<String>,
-        /// Semantic.
-        #[command(flatten)]
-        semantic: SemanticArg,
-    },
-    /// Create an edge router policy.
-    EdgeRouterPolicy {
-        /// Name.
-        name: String,
-        /// Edge router roles, comma separated.
-        #[arg(short = 'e', long, value_delimiter = ',')]
-        edge_router_roles: Vec<String>,
-        /// Identity roles, comma separated.
-        #[arg(short = 'i', long, value_delimiter = ',')]
-        identity_roles: Vec<String>,
-        /// Semantic.
-        #[command(flatten)]
-        semantic: SemanticArg,
-    },
-    /// Create a service edge router policy.
-    ServiceEdgeRouterPolicy {
-        /// Name.
-        name: String,
-        /// Edge router roles, comma separated.
-        #[arg(short = 'e', long, value_delimiter = ',')]
-        edge_router_roles: Vec<String>,
-        /// Service roles, comma separated.
-        #[arg(short = 's', long, value_delimiter = ',')]
-        service_roles: Vec<String>,
-        /// Semantic.
-        #[command(flatten)]
-        semantic: SemanticArg,
-    },
-    /// Create a config of a config type (name or id) from JSON data.
-    Config {
-        /// Name.
-        name: String,
-        /// Config type name or id, e.g. `intercept.v1`.
-        config_type: String,
-        /// The config data as a JSON object.
-        data: String,
-    },
-    /// Create an edge router record with its advertised edge listener.
-    EdgeRouter {
-        /// Name.
-        name: String,
-        /// Role attributes, comma separated.
-        #[arg(short = 'a', long = "role-attributes", value_delimiter = ',')]
-        role_attributes: Vec<String>,
-        /// Advertised edge listener, e.g. `tls://er1.example:3022`.
-        #[arg(long)]
-        tls: Option<String>,
-        /// Write the router's enrollment JWT (`erott`) to this file.
-        #[arg(short = 'o', long = "jwt-output-file")]
-        output: Option<PathBuf>,
-    },
-}
+/// Entity types: singular and plural CLI names, and whether they have names.
+const COLLECTIONS: &[(&str, &str, bool)] = &[
+    ("identity", "identities", true),
+    ("service", "services", true),
+    ("config", "configs", true),
+    ("config-type", "config-types", true),
+    ("service-policy", "service-policies", true),
+    ("edge-router-policy", "edge-router-policies", true),
+    (
+        "service-edge-router-policy",
+        "service-edge-router-policies",
+        true,
+    ),
+    ("edge-router", "edge-routers", true),
+    ("terminator", "terminators", true),
+    ("authenticator", "authenticators", false),
+    ("enrollment", "enrollments", false),
+    ("api-session", "api-sessions", false),
+    ("session", "sessions", false),
+];
 
 /// Maps the singular or plural CLI entity names to API collections.
 pub fn collection(entity: &str) -> Result<&'static str, CliError> {
-    use crate::model::Kind;
-    let plural = match entity {
-        "identity" => "identities",
-        "service" => "services",
-        "config" => "configs",
-        "config-type" => "config-types",
-        "service-policy" => "service-policies",
-        "edge-router-policy" => "edge-router-policies",
-        "service-edge-router-policy" => "service-edge-router-policies",
-        "edge-router" => "edge-routers",
-        "terminator" => "terminators",
-        other => other,
-    };
-    Kind::from_collection(plural)
-        .map(Kind::collection)
+    COLLECTIONS
+        .iter()
+        .find(|(one, many, _)| *one == entity || *many == entity)
+        .map(|(_, many, _)| *many)
         .ok_or_else(|| CliError::Usage(format!("unknown entity type {entity:?}")))
+}
+
+/// Whether entities of the collection have (unique) names.
+fn named(collection: &str) -> bool {
+    COLLECTIONS
+        .iter()
+        .any(|(_, many, named)| *many == collection && *named)
 }
 
 /// The singular of a collection name, as `ziti edge create` prints it
@@ -225,127 +144,6 @@ fn singular(collection: &str) -> String {
             .strip_suffix('s')
             .unwrap_or(collection)
             .to_owned()
-    }
-}
-
-fn create_body(what: &CreateCommand) -> Result<(&'static str, Value), CliError> {
-    Ok(match what {
-        CreateCommand::Identity {
-            name,
-            role_attributes,
-            admin,
-            ..
-        } => (
-            "identities",
-            json!({"name": name, "type": "User", "isAdmin": admin, "roleAttributes": role_attributes, "enrollment": {"ott": true}}),
-        ),
-        CreateCommand::Service {
-            name,
-            role_attributes,
-            configs,
-            encryption,
-        } => {
-            let enc = match encryption.as_str() {
-                "on" => true,
-                "off" => false,
-                other => {
-                    return Err(CliError::Usage(format!(
-                        "--encryption must be on or off, not {other:?}"
-                    )));
-                }
-            };
-            (
-                "services",
-                json!({"name": name, "roleAttributes": role_attributes, "configs": configs, "encryptionRequired": enc}),
-            )
-        }
-        CreateCommand::ServicePolicy {
-            name,
-            policy_type,
-            identity_roles,
-            service_roles,
-            posture_check_roles,
-            semantic,
-        } => (
-            "service-policies",
-            json!({"name": name, "type": policy_type, "semantic": semantic.semantic, "identityRoles": identity_roles,
-                   "serviceRoles": service_roles, "postureCheckRoles": posture_check_roles}),
-        ),
-        CreateCommand::EdgeRouterPolicy {
-            name,
-            edge_router_roles,
-            identity_roles,
-            semantic,
-        } => (
-            "edge-router-policies",
-            json!({"name": name, "semantic": semantic.semantic, "edgeRouterRoles": edge_router_roles, "identityRoles": identity_roles}),
-        ),
-        CreateCommand::ServiceEdgeRouterPolicy {
-            name,
-            edge_router_roles,
-            service_roles,
-            semantic,
-        } => (
-            "service-edge-router-policies",
-            json!({"name": name, "semantic": semantic.semantic, "edgeRouterRoles": edge_router_roles, "serviceRoles": service_roles}),
-        ),
-        CreateCommand::Config {
-            name,
-            config_type,
-            data,
-        } => {
-            let data: Value = serde_json::from_str(data)
-                .map_err(|e| CliError::Usage(format!("config data is not JSON: {e}")))?;
-            (
-                "configs",
-                json!({"name": name, "configTypeId": config_type, "data": data}),
-            )
-        }
-        CreateCommand::EdgeRouter {
-            name,
-            role_attributes,
-            tls,
-            output: _,
-        } => {
-            let mut body = json!({"name": name, "roleAttributes": role_attributes});
-            if let Some(url) = tls {
-                let host = url
-                    .strip_prefix("tls://")
-                    .and_then(|r| r.rsplit_once(':'))
-                    .map(|(h, _)| h.to_string())
-                    .ok_or_else(|| {
-                        CliError::Usage("--tls must look like tls://host:port".into())
-                    })?;
-                body["hostname"] = json!(host);
-                body["supportedProtocols"] = json!({"tls": url});
-            }
-            ("edge-routers", body)
-        }
-    })
-}
-
-fn print_table(items: &[Value]) {
-    println!("{:<34} {:<32} ATTRIBUTES/ROLES", "ID", "NAME");
-    for it in items {
-        let extra: Vec<String> = [
-            "roleAttributes",
-            "identityRoles",
-            "serviceRoles",
-            "edgeRouterRoles",
-        ]
-        .iter()
-        .filter_map(|k| {
-            it.get(*k)
-                .filter(|v| v.as_array().is_some_and(|a| !a.is_empty()))
-        })
-        .map(Value::to_string)
-        .collect();
-        println!(
-            "{:<34} {:<32} {}",
-            it["id"].as_str().unwrap_or_default(),
-            it["name"].as_str().unwrap_or_default(),
-            extra.join(" ")
-        );
     }
 }
 
@@ -421,25 +219,22 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                     entity,
                     filter,
                     output,
+                    json,
                 } => {
                     let coll = collection(&entity)?;
+                    let format = output::Format::parse(&output, json)?;
                     let items = api.list_all(coll, filter.as_deref()).await?;
-                    match output.as_str() {
-                        "json" => println!(
-                            "{}",
-                            serde_json::to_string_pretty(&Value::Array(items)).unwrap_or_default()
-                        ),
-                        "table" => print_table(&items),
-                        other => {
-                            return Err(CliError::Usage(format!(
-                                "--output must be table or json, not {other:?}"
-                            )));
-                        }
-                    }
+                    output::print(items, format)?;
+                }
+                EdgeCommand::Update { what } => {
+                    let (coll, name_or_id, body) = update_body(&what)?;
+                    let id = api.resolve(coll, name_or_id, true).await?;
+                    api.patch(coll, &id, &body).await?;
+                    println!("updated {} {name_or_id} ({id})", singular(coll));
                 }
                 EdgeCommand::Delete { entity, name_or_id } => {
                     let coll = collection(&entity)?;
-                    let id = api.resolve(coll, &name_or_id).await?;
+                    let id = api.resolve(coll, &name_or_id, named(coll)).await?;
                     api.delete(coll, &id).await?;
                     println!("deleted {coll} {name_or_id} ({id})");
                 }

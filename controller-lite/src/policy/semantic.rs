@@ -17,7 +17,16 @@ use std::str::FromStr;
 ///
 /// Serialized as the API spells it (`AllOf`, `AnyOf`); the API layer parses exactly that.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
 )]
 pub enum Semantic {
     /// An entity is selected when it carries *every* listed attribute. OpenZiti's default.
@@ -60,7 +69,17 @@ impl FromStr for Semantic {
 
 /// The permission a service policy grants.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
 )]
 pub enum PolicyType {
     /// Use (connect to) the service.

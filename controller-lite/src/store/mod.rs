@@ -3,6 +3,7 @@
 //! name per kind; security-critical records (enrollments, authenticators,
 //! API sessions, sessions) have their own tables.
 
+mod records;
 mod schema;
 mod security;
 
@@ -36,15 +37,6 @@ pub struct EntityRow {
     pub created_at: String,
     /// Last update time (RFC 3339).
     pub updated_at: String,
-}
-
-/// Name filter for list queries.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NameFilter {
-    /// `name = "x"`.
-    Exact(String),
-    /// `name contains "x"`.
-    Contains(String),
 }
 
 /// Handle to the database.
@@ -226,60 +218,14 @@ impl Store {
 
     /// Every entity of a kind, ordered by name.
     pub fn list_all(&self, kind: &str) -> Result<Vec<EntityRow>, StoreError> {
-        Ok(self.list_entities(kind, None, i64::MAX, 0)?.0)
-    }
-
-    /// One page of entities of a kind ordered by name, and the total count.
-    pub fn list_entities(
-        &self,
-        kind: &str,
-        filter: Option<&NameFilter>,
-        limit: i64,
-        offset: i64,
-    ) -> Result<(Vec<EntityRow>, i64), StoreError> {
-        let (cond, arg) = match filter {
-            None => ("", String::new()),
-            Some(NameFilter::Exact(n)) => (" AND name = ?2", n.clone()),
-            Some(NameFilter::Contains(n)) => {
-                let esc = n
-                    .replace('\\', "\\\\")
-                    .replace('%', "\\%")
-                    .replace('_', "\\_");
-                (" AND name LIKE ?2 ESCAPE '\\'", format!("%{esc}%"))
-            }
-        };
         let c = self.lock()?;
-        let total: i64 = if filter.is_some() {
-            c.query_row(
-                &format!("SELECT COUNT(*) FROM entities WHERE kind = ?1{cond}"),
-                params![kind, arg],
-                |r| r.get(0),
-            )?
-        } else {
-            c.query_row(
-                "SELECT COUNT(*) FROM entities WHERE kind = ?1",
-                params![kind],
-                |r| r.get(0),
-            )?
-        };
-        let sql = format!(
-            "SELECT {ENTITY_COLS} FROM entities WHERE kind = ?1{cond} ORDER BY name LIMIT {} OFFSET {}",
-            limit.max(0),
-            offset.max(0)
-        );
-        let mut stmt = c.prepare(&sql)?;
-        let rows: Vec<_> = if filter.is_some() {
-            stmt.query_map(params![kind, arg], row_to_entity)?
-                .collect::<Result<_, _>>()?
-        } else {
-            stmt.query_map(params![kind], row_to_entity)?
-                .collect::<Result<_, _>>()?
-        };
-        let rows = rows
-            .into_iter()
-            .map(to_entity)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok((rows, total))
+        let mut stmt = c.prepare(&format!(
+            "SELECT {ENTITY_COLS} FROM entities WHERE kind = ?1 ORDER BY name"
+        ))?;
+        let rows: Vec<_> = stmt
+            .query_map(params![kind], row_to_entity)?
+            .collect::<Result<_, _>>()?;
+        rows.into_iter().map(to_entity).collect()
     }
 }
 
@@ -301,7 +247,7 @@ mod tests {
     }
 
     #[test]
-    fn crud_and_paging() {
+    fn crud_and_listing() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("db")).unwrap();
         for n in ["b", "a", "c_1"] {
@@ -311,15 +257,11 @@ mod tests {
             s.insert_entity(&row("a")),
             Err(StoreError::Duplicate(_))
         ));
-        let (page, total) = s.list_entities("services", None, 2, 1).unwrap();
-        assert_eq!(total, 3);
+        let all = s.list_all("services").unwrap();
         assert_eq!(
-            page.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
-            ["b", "c_1"]
+            all.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
+            ["a", "b", "c_1"]
         );
-        let f = NameFilter::Contains("_".into());
-        let (page, total) = s.list_entities("services", Some(&f), 10, 0).unwrap();
-        assert_eq!((page.len(), total), (1, 1));
         assert!(s.delete_entity("services", "id-a").unwrap());
         assert!(s.get_entity("services", "id-a").unwrap().is_none());
         assert_eq!(

@@ -45,6 +45,8 @@ pub struct AuthenticatorRow {
     pub password_hash: Option<String>,
     /// Creation time.
     pub created_at: String,
+    /// Last update time.
+    pub updated_at: String,
 }
 
 /// An API session (login).
@@ -91,7 +93,7 @@ pub struct SessionRow {
     pub updated_at: String,
 }
 
-fn enrollment_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<EnrollmentRow> {
+pub(super) fn enrollment_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<EnrollmentRow> {
     Ok(EnrollmentRow {
         id: r.get(0)?,
         identity_id: r.get(1)?,
@@ -104,7 +106,7 @@ fn enrollment_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<EnrollmentRow> {
     })
 }
 
-fn authenticator_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuthenticatorRow> {
+pub(super) fn authenticator_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuthenticatorRow> {
     Ok(AuthenticatorRow {
         id: r.get(0)?,
         identity_id: r.get(1)?,
@@ -114,10 +116,11 @@ fn authenticator_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuthenticatorRo
         username: r.get(5)?,
         password_hash: r.get(6)?,
         created_at: r.get(7)?,
+        updated_at: r.get(8)?,
     })
 }
 
-fn api_session_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<(ApiSessionRow, String)> {
+pub(super) fn api_session_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<(ApiSessionRow, String)> {
     Ok((
         ApiSessionRow {
             id: r.get(0)?,
@@ -134,7 +137,7 @@ fn api_session_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<(ApiSessionRow, S
     ))
 }
 
-fn session_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
+pub(super) fn session_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
     Ok(SessionRow {
         id: r.get(0)?,
         token: r.get(1)?,
@@ -147,11 +150,10 @@ fn session_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
     })
 }
 
-const ENR_COLS: &str = "id, identity_id, method, jti, jwt, expires_at, used, created_at";
-const AUTH_COLS: &str =
-    "id, identity_id, method, fingerprint, cert_pem, username, password_hash, created_at";
-const API_COLS: &str = "id, token, identity_id, authenticator_id, config_types, ip_address, created_at, updated_at, last_activity";
-const SES_COLS: &str =
+pub(super) const ENR_COLS: &str = "id, identity_id, method, jti, jwt, expires_at, used, created_at";
+pub(super) const AUTH_COLS: &str = "id, identity_id, method, fingerprint, cert_pem, username, password_hash, created_at, updated_at";
+pub(super) const API_COLS: &str = "id, token, identity_id, authenticator_id, config_types, ip_address, created_at, updated_at, last_activity";
+pub(super) const SES_COLS: &str =
     "id, token, api_session_id, identity_id, service_id, session_type, created_at, updated_at";
 
 /// Why redeeming an enrollment failed.
@@ -530,13 +532,25 @@ impl Store {
     }
 }
 
-fn insert_authenticator_on(
+pub(super) fn insert_authenticator_on(
     c: &rusqlite::Connection,
     a: &AuthenticatorRow,
 ) -> Result<(), StoreError> {
     c.execute(
-        &format!("INSERT INTO authenticators ({AUTH_COLS}, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)"),
-        params![a.id, a.identity_id, a.method, a.fingerprint, a.cert_pem, a.username, a.password_hash, a.created_at],
+        &format!(
+            "INSERT INTO authenticators ({AUTH_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+        ),
+        params![
+            a.id,
+            a.identity_id,
+            a.method,
+            a.fingerprint,
+            a.cert_pem,
+            a.username,
+            a.password_hash,
+            a.created_at,
+            a.updated_at
+        ],
     )?;
     Ok(())
 }

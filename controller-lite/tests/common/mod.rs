@@ -191,6 +191,27 @@ impl Ctl {
         (res.status().as_u16(), res.json().await.unwrap())
     }
 
+    /// Calls the management API: `method` on `/edge/management/v1{path}` with an optional
+    /// JSON body; returns the status and the response JSON.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http()
+            .request(method, self.mgmt(path))
+            .header("zt-session", token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
     /// Creates an entity and returns its id (asserting 201).
     pub async fn create_ok(&self, token: &str, collection: &str, body: Value) -> String {
         let (status, v) = self.create(token, collection, body).await;

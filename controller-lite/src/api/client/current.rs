@@ -5,10 +5,12 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::api::extract::{ListQuery, read_body};
+use crate::api::extract::read_body;
+use crate::api::list::ListQuery;
 use crate::api::{AppState, envelope, render};
 use crate::auth::{self, Caller};
 use crate::error::ApiError;
+use crate::model::Kind;
 use crate::server::ConnInfo;
 
 #[derive(Debug, Deserialize)]
@@ -98,12 +100,13 @@ pub async fn edge_routers(
 ) -> Result<Response, ApiError> {
     let policy = ctl.policy.get(&ctl.store)?;
     let routers = policy.edge_routers_for_identity(&caller.identity.id);
-    let total = routers.len() as i64;
-    let items = routers
-        .iter()
-        .skip(q.offset as usize)
-        .take(q.limit as usize)
-        .map(|r| render::client_router(&ctl, r))
+    let fields = Kind::EdgeRouters.fields();
+    let docs = routers
+        .into_iter()
+        .map(|r| (render::entity(r), r))
         .collect();
-    Ok(envelope::list(items, q.limit, q.offset, total))
+    let page = q
+        .apply(&fields, &["name"], docs)?
+        .try_map(|r| Ok::<_, ApiError>(render::client_router(&ctl, r)))?;
+    Ok(envelope::page(page, &fields))
 }

@@ -35,7 +35,7 @@ struct EnrollQuery {
 
 /// `POST /enroll?method=ott&token=JTI` with a PEM CSR body, or
 /// `POST /enroll?method=erott&token=JTI` with `{"serverCertCsr","certCsr"}` (see
-/// [`enroll_erott`]). Answers
+/// [`enroll_erott_route`]). Answers
 /// `{"data":{"cert":PEM}}`, or the bare PEM with `Content-Type:
 /// application/x-pem-file` when only that is accepted (spec §9.4).
 pub async fn enroll(State(ctl): State<AppState>, req: Request) -> Result<Response, ApiError> {

@@ -6,41 +6,186 @@ pub mod services;
 pub mod sessions;
 pub mod version;
 
-use axum::Router;
-use axum::routing::{get, post};
+use super::endpoint::{ApiBuilder, Data, Endpoint, QueryParam};
 
-use super::AppState;
+const AUTH_QUERY: &[QueryParam] = &[QueryParam {
+    name: "method",
+    required: true,
+    values: &["cert", "password"],
+    description: "`cert`: the TLS client certificate; `password`: `{username, password}`.",
+}];
 
-/// Routes served both under `/edge/client/v1` and at the root.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/version", get(version::version))
-        .route("/authenticate", post(current::authenticate))
-        .route(
-            "/current-api-session",
-            get(current::get_api_session).delete(current::delete_api_session),
-        )
-        .route(
-            "/current-api-session/service-updates",
-            get(current::service_updates),
-        )
-        .route("/current-identity", get(current::current_identity))
-        .route("/current-identity/edge-routers", get(current::edge_routers))
-        .route("/services", get(services::list))
-        .route("/services/{id}", get(services::detail))
-        .route("/sessions", get(sessions::list).post(sessions::create))
-        .route(
-            "/sessions/{id}",
-            get(sessions::detail).delete(sessions::delete),
-        )
-        .route("/posture-response", post(sessions::posture_response))
-        .route("/posture-response-bulk", post(sessions::posture_response))
-        .route("/.well-known/est/cacerts", get(enrollment::cacerts))
-        .route("/enroll", post(enrollment::enroll))
-        .route("/enroll/erott", post(enrollment::enroll_erott_route))
-}
+const ENROLL_QUERY: &[QueryParam] = &[
+    QueryParam {
+        name: "method",
+        required: true,
+        values: &["ott", "erott"],
+        description: "`ott`: identity, PEM CSR body; `erott`: edge router, JSON body.",
+    },
+    QueryParam {
+        name: "token",
+        required: true,
+        values: &[],
+        description: "The enrollment JWT's `jti`.",
+    },
+];
 
-/// Routes only at the root (`/` answers like `/version`, spec §2).
-pub fn root_routes() -> Router<AppState> {
-    Router::new().route("/", get(version::version))
+const TOKEN_QUERY: &[QueryParam] = &[QueryParam {
+    name: "token",
+    required: true,
+    values: &[],
+    description: "The enrollment JWT's `jti`.",
+}];
+
+const VERSION: Data = Data::Object("Controller version and API base paths.");
+const API_SESSION: Data = Data::Object("API session detail with its `token`.");
+const SERVICE: Data =
+    Data::Object("Service with `permissions`, `config` (by config type) and `postureQueries`.");
+const SESSION: Data = Data::Object("Session detail with its `token` and `edgeRouters`.");
+
+/// Routes served both under `/edge/client/v1` and at the root (spec §2).
+pub fn routes() -> ApiBuilder {
+    ApiBuilder::default()
+        .add(
+            Endpoint::get("/", "listRoot")
+                .doc("Informational", "Returns version information")
+                .returns(200, VERSION),
+            version::version,
+        )
+        .add(
+            Endpoint::get("/version", "listVersion")
+                .doc("Informational", "Returns version information")
+                .returns(200, VERSION),
+            version::version,
+        )
+        .add(
+            Endpoint::post("/authenticate", "authenticate")
+                .doc("Authentication", "Creates an API session")
+                .query(AUTH_QUERY)
+                .request(Data::Object(
+                    "`cert`: optional `{configTypes, sdkInfo, envInfo}`; `password`: `{username, password}`.",
+                ))
+                .returns(200, API_SESSION),
+            current::authenticate,
+        )
+        .add(
+            Endpoint::get("/current-api-session", "getCurrentAPISession")
+                .doc("Current API Session", "The caller's API session (refreshes its expiry)")
+                .session()
+                .returns(200, API_SESSION),
+            current::get_api_session,
+        )
+        .add(
+            Endpoint::delete("/current-api-session", "deleteCurrentApiSession")
+                .doc("Current API Session", "Logs out")
+                .session(),
+            current::delete_api_session,
+        )
+        .add(
+            Endpoint::get("/current-api-session/service-updates", "listServiceUpdates")
+                .doc("Current API Session", "When the caller's services last changed")
+                .session()
+                .returns(200, Data::Object("`{lastChangeAt}`")),
+            current::service_updates,
+        )
+        .add(
+            Endpoint::get("/current-identity", "getCurrentIdentity")
+                .doc("Current Identity", "The caller's identity")
+                .session()
+                .returns(200, Data::Object("Identity detail.")),
+            current::current_identity,
+        )
+        .add(
+            Endpoint::get("/current-identity/edge-routers", "getCurrentIdentityEdgeRouters")
+                .doc("Current Identity", "Edge routers the caller may connect to")
+                .session()
+                .lists(Data::Object("Edge router with `supportedProtocols`.")),
+            current::edge_routers,
+        )
+        .add(
+            Endpoint::get("/services", "listServices")
+                .doc("Service", "Services the caller may dial or bind")
+                .session()
+                .lists(SERVICE),
+            services::list,
+        )
+        .add(
+            Endpoint::get("/services/{id}", "detailService")
+                .doc("Service", "One service the caller may dial or bind")
+                .session()
+                .returns(200, SERVICE),
+            services::detail,
+        )
+        .add(
+            Endpoint::get("/sessions", "listSessions")
+                .doc("Session", "Sessions of the caller's API session")
+                .session()
+                .lists(SESSION),
+            sessions::list,
+        )
+        .add(
+            Endpoint::post("/sessions", "createSession")
+                .doc("Session", "Creates a Dial or Bind session")
+                .session()
+                .request(Data::Schema(|g| g.subschema_for::<sessions::SessionCreate>()))
+                .returns(201, SESSION),
+            sessions::create,
+        )
+        .add(
+            Endpoint::get("/sessions/{id}", "detailSession")
+                .doc("Session", "One of the caller's sessions")
+                .session()
+                .returns(200, SESSION),
+            sessions::detail,
+        )
+        .add(
+            Endpoint::delete("/sessions/{id}", "deleteSession")
+                .doc("Session", "Ends one of the caller's sessions")
+                .session(),
+            sessions::delete,
+        )
+        .add(
+            Endpoint::post("/posture-response", "createPostureResponse")
+                .doc("Posture Checks", "Accepts a posture response")
+                .session()
+                .request(Data::Object("A posture response."))
+                .returns(201, Data::Object("`{services: []}`")),
+            sessions::posture_response,
+        )
+        .add(
+            Endpoint::post("/posture-response-bulk", "createPostureResponseBulk")
+                .doc("Posture Checks", "Accepts posture responses")
+                .session()
+                .request(Data::Object("A list of posture responses."))
+                .returns(201, Data::Object("`{services: []}`")),
+            sessions::posture_response,
+        )
+        .add(
+            Endpoint::get("/.well-known/est/cacerts", "listWellKnownCas")
+                .doc("Well Known", "The CA certificates (certs-only PKCS#7, base64)")
+                .returns(
+                    200,
+                    Data::Raw("application/pkcs7-mime", "Base64 certs-only PKCS#7."),
+                ),
+            enrollment::cacerts,
+        )
+        .add(
+            Endpoint::post("/enroll", "enroll")
+                .doc("Enroll", "Redeems a one-time enrollment token")
+                .query(ENROLL_QUERY)
+                .request(Data::Raw(
+                    "text/plain",
+                    "`ott`: a PEM CSR; `erott`: `{serverCertCsr, certCsr}` as JSON.",
+                ))
+                .returns(200, Data::Object("`{cert}` (`ott`) or `{serverCert, cert, ca}` (`erott`), PEM.")),
+            enrollment::enroll,
+        )
+        .add(
+            Endpoint::post("/enroll/erott", "enrollErOtt")
+                .doc("Enroll", "Enrolls an edge router")
+                .query(TOKEN_QUERY)
+                .request(Data::Schema(|g| g.subschema_for::<crate::enroll::ErottRequest>()))
+                .returns(200, Data::Object("`{serverCert, cert, ca}`, PEM.")),
+            enrollment::enroll_erott_route,
+        )
 }

@@ -3,15 +3,18 @@
 use axum::extract::{Path, State};
 use axum::response::Response;
 
-use crate::api::extract::ListQuery;
+use serde_json::json;
+
+use crate::api::list::ListQuery;
 use crate::api::{AppState, envelope, render};
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::filter::{FieldType, Fields};
 use crate::model::Kind;
-use crate::store::NameFilter;
+use crate::model::PolicyType;
 
-/// `GET /services?limit&offset&filter`: services the caller may dial or bind,
-/// ordered by name, with `meta.pagination.totalCount`.
+/// `GET /services?limit&offset&filter&sort`: services the caller may dial or bind,
+/// ordered by name unless sorted otherwise, with `meta.pagination.totalCount`.
 pub async fn list(
     State(ctl): State<AppState>,
     caller: Caller,
@@ -21,37 +24,26 @@ pub async fn list(
         .policy
         .get(&ctl.store)?
         .service_permissions(&caller.identity.id);
-    let mut visible: Vec<_> = ctl
-        .store
-        .list_all(Kind::Services.collection())?
-        .into_iter()
-        .filter(|s| perms.contains_key(&s.id))
-        .filter(|s| match &q.filter {
-            None => true,
-            Some(NameFilter::Exact(n)) => s.name == *n,
-            Some(NameFilter::Contains(n)) => s.name.contains(n.as_str()),
-        })
-        .collect();
-    visible.sort_by(|a, b| a.name.cmp(&b.name));
-    let total = visible.len() as i64;
-    let mut items = Vec::new();
-    for s in visible
-        .iter()
-        .skip(q.offset as usize)
-        .take(q.limit as usize)
-    {
-        let p: Vec<_> = perms
-            .get(&s.id)
-            .map(|p| p.iter().copied().collect())
-            .unwrap_or_default();
-        items.push(render::client_service(
-            &ctl,
-            s,
-            &p,
-            &caller.session.config_types,
-        )?);
+    let fields = service_fields();
+    let mut visible = Vec::new();
+    for s in ctl.store.list_all(Kind::Services.collection())? {
+        let Some(p) = perms.get(&s.id) else {
+            continue;
+        };
+        let p: Vec<PolicyType> = p.iter().copied().collect();
+        let mut doc = render::entity(&s);
+        doc["permissions"] = json!(p.iter().map(|t| t.as_str()).collect::<Vec<_>>());
+        visible.push((doc, (s, p)));
     }
-    Ok(envelope::list(items, q.limit, q.offset, total))
+    let page = q
+        .apply(&fields, &["name"], visible)?
+        .try_map(|(s, p)| render::client_service(&ctl, &s, &p, &caller.session.config_types))?;
+    Ok(envelope::page(page, &fields))
+}
+
+/// Fields a client may filter its services by: the service's and `permissions`.
+fn service_fields() -> Fields {
+    Kind::Services.fields().with("permissions", FieldType::Set)
 }
 
 /// `GET /services/{id}`: 404 unless the caller has a permission on it.

@@ -5,7 +5,8 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::api::extract::{JsonBody, ListQuery};
+use crate::api::extract::JsonBody;
+use crate::api::list::ListQuery;
 use crate::api::{AppState, envelope, render};
 use crate::auth::Caller;
 use crate::clock;
@@ -14,7 +15,7 @@ use crate::model::PolicyType;
 use crate::store::SessionRow;
 
 /// Body of `POST /sessions` (`sessionCreate`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SessionCreate {
     /// Service id.
@@ -93,11 +94,17 @@ pub async fn list(
     caller: Caller,
     q: ListQuery,
 ) -> Result<Response, ApiError> {
-    let (rows, total) = ctl
-        .store
-        .sessions_of(&caller.session.id, q.limit, q.offset)?;
-    let items = rows.iter().map(|s| render::session(s, &[])).collect();
-    Ok(envelope::list(items, q.limit, q.offset, total))
+    let (rows, _) = ctl.store.sessions_of(&caller.session.id, i64::MAX, 0)?;
+    let fields = render::session_fields();
+    let docs = rows
+        .iter()
+        .map(|s| {
+            let doc = render::session(s, &[]);
+            (doc.clone(), doc)
+        })
+        .collect();
+    let page = q.apply(&fields, &["createdAt"], docs)?;
+    Ok(envelope::page(page, &fields))
 }
 
 /// `GET /sessions/{id}`.

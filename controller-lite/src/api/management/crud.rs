@@ -4,16 +4,79 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use serde_json::{Map, Value, json};
 
-use crate::api::extract::{JsonBody, ListQuery};
+use super::cascade;
+use crate::api::endpoint::{ApiBuilder, Data, Endpoint, Shape};
+use crate::api::extract::JsonBody;
+use crate::api::list::ListQuery;
 use crate::api::{AppState, envelope, render};
 use crate::auth::Admin;
 use crate::clock;
 use crate::error::ApiError;
 use crate::model::{Kind, normalize};
 
-fn kind(collection: &str) -> Result<Kind, ApiError> {
-    Kind::from_collection(collection)
-        .ok_or_else(|| ApiError::NotFound(format!("unknown collection {collection:?}")))
+fn not_found(k: Kind, id: &str) -> ApiError {
+    ApiError::NotFound(format!("{} {id:?} not found", k.type_names().0))
+}
+
+/// Adds list, create, get, update (PUT and PATCH) and delete of `k` to `api`.
+pub fn routes(api: ApiBuilder, k: Kind) -> ApiBuilder {
+    let (one, many) = k.type_names();
+    let coll = format!("/{}", k.collection());
+    let item = format!("/{}/{{id}}", k.collection());
+    let tag = many;
+    api.add(
+        Endpoint::get(&coll, format!("list{many}"))
+            .doc(tag, format!("Lists {}", k.collection()))
+            .admin()
+            .lists(Data::Entity(k, Shape::Detail)),
+        move |State(ctl): State<AppState>, _: Admin, q: ListQuery| list(ctl, k, q),
+    )
+    .add(
+        Endpoint::post(&coll, format!("create{one}"))
+            .doc(tag, format!("Creates one of {}", k.collection()))
+            .admin()
+            .request(Data::Entity(k, Shape::Create))
+            .returns(201, Data::Created),
+        move |State(ctl): State<AppState>, _: Admin, JsonBody(body): JsonBody<Value>| {
+            create(ctl, k, body)
+        },
+    )
+    .add(
+        Endpoint::get(&item, format!("detail{one}"))
+            .doc(tag, format!("One of {}", k.collection()))
+            .admin()
+            .returns(200, Data::Entity(k, Shape::Detail)),
+        move |State(ctl): State<AppState>, _: Admin, Path(id): Path<String>| detail(ctl, k, id),
+    )
+    .add(
+        Endpoint::put(&item, format!("update{one}"))
+            .doc(
+                tag,
+                "Replaces the document (unset fields take their defaults)",
+            )
+            .admin()
+            .request(Data::Entity(k, Shape::Update)),
+        move |State(ctl): State<AppState>,
+              _: Admin,
+              Path(id): Path<String>,
+              JsonBody(body): JsonBody<Value>| update(ctl, k, id, body, false),
+    )
+    .add(
+        Endpoint::patch(&item, format!("patch{one}"))
+            .doc(tag, "Changes the given fields")
+            .admin()
+            .request(Data::Entity(k, Shape::Patch)),
+        move |State(ctl): State<AppState>,
+              _: Admin,
+              Path(id): Path<String>,
+              JsonBody(body): JsonBody<Value>| update(ctl, k, id, body, true),
+    )
+    .add(
+        Endpoint::delete(&item, format!("delete{one}"))
+            .doc(tag, format!("Deletes one of {}", k.collection()))
+            .admin(),
+        move |State(ctl): State<AppState>, _: Admin, Path(id): Path<String>| delete(ctl, k, id),
+    )
 }
 
 fn object(v: Value) -> Result<Map<String, Value>, ApiError> {
@@ -27,13 +90,7 @@ fn object(v: Value) -> Result<Map<String, Value>, ApiError> {
 
 /// `POST /{collection}` → 201 `{data:{id,_links}}`; identities also return the
 /// created enrollment (`enrollment.ott.jwt`).
-pub async fn create(
-    State(ctl): State<AppState>,
-    _admin: Admin,
-    Path(collection): Path<String>,
-    JsonBody(body): JsonBody<Value>,
-) -> Result<Response, ApiError> {
-    let k = kind(&collection)?;
+pub async fn create(ctl: AppState, k: Kind, body: Value) -> Result<Response, ApiError> {
     let (row, enrollment) = ctl.create_entity(k, object(body)?)?;
     tracing::info!(kind = k.collection(), id = %row.id, name = %row.name, "created");
     let mut data = json!({"id": row.id, "_links": {}});
@@ -49,46 +106,36 @@ pub async fn create(
     Ok(envelope::created(data))
 }
 
-/// `GET /{collection}?limit&offset&filter`.
-pub async fn list(
-    State(ctl): State<AppState>,
-    _admin: Admin,
-    Path(collection): Path<String>,
-    q: ListQuery,
-) -> Result<Response, ApiError> {
-    let k = kind(&collection)?;
-    let (rows, total) =
-        ctl.store
-            .list_entities(k.collection(), q.filter.as_ref(), q.limit, q.offset)?;
-    let items = rows
-        .iter()
-        .map(|r| render::management_entity(&ctl, k, r))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(envelope::list(items, q.limit, q.offset, total))
+/// `GET /{collection}?limit&offset&filter&sort`.
+pub async fn list(ctl: AppState, k: Kind, q: ListQuery) -> Result<Response, ApiError> {
+    let fields = k.fields();
+    let rows = ctl.store.list_all(k.collection())?;
+    let docs = rows.into_iter().map(|r| (render::entity(&r), r)).collect();
+    let page = q
+        .apply(&fields, &["name"], docs)?
+        .try_map(|r| render::management_entity(&ctl, k, &r))?;
+    Ok(envelope::page(page, &fields))
 }
 
 /// `GET /{collection}/{id}`.
-pub async fn detail(
-    State(ctl): State<AppState>,
-    _admin: Admin,
-    Path((collection, id)): Path<(String, String)>,
-) -> Result<Response, ApiError> {
-    let k = kind(&collection)?;
+pub async fn detail(ctl: AppState, k: Kind, id: String) -> Result<Response, ApiError> {
     let row = ctl
         .store
         .get_entity(k.collection(), &id)?
-        .ok_or_else(|| ApiError::NotFound(format!("{collection} {id:?} not found")))?;
+        .ok_or_else(|| not_found(k, &id))?;
     Ok(envelope::ok(render::management_entity(&ctl, k, &row)?))
 }
 
-async fn update(
-    ctl: &AppState,
-    collection: &str,
-    id: &str,
+/// `PATCH` (`merge`: the given fields change) or `PUT` (the document is replaced)
+/// `/{collection}/{id}`.
+pub async fn update(
+    ctl: AppState,
+    k: Kind,
+    id: String,
     body: Value,
     merge: bool,
 ) -> Result<Response, ApiError> {
-    let k = kind(collection)?;
+    let id = id.as_str();
     let patch = object(body)?;
     if patch.contains_key("enrollment") {
         return Err(ApiError::CouldNotValidate(
@@ -98,7 +145,7 @@ async fn update(
     let mut row = ctl
         .store
         .get_entity(k.collection(), id)?
-        .ok_or_else(|| ApiError::NotFound(format!("{collection} {id:?} not found")))?;
+        .ok_or_else(|| not_found(k, id))?;
     let mut doc = if merge {
         let mut m = match &row.data {
             Value::Object(m) => m.clone(),
@@ -116,14 +163,7 @@ async fn update(
     let n = normalize(k, doc)?;
     let mut data = n.data;
     ctl.resolve_references(k, &mut data)?;
-    if k == Kind::Identities
-        && ctl.store.meta_get("admin_identity_id")?.as_deref() == Some(id)
-        && data.get("isAdmin") != Some(&json!(true))
-    {
-        return Err(ApiError::CouldNotValidate(
-            "the default admin must stay an administrator".into(),
-        ));
-    }
+    cascade::check_update(&ctl, k, &row, &data)?;
     if !n.name.is_empty() {
         row.name = n.name;
     }
@@ -131,7 +171,7 @@ async fn update(
     row.data = data;
     row.updated_at = clock::now_string();
     if !ctl.store.update_entity(&row)? {
-        return Err(ApiError::NotFound(format!("{collection} {id:?} not found")));
+        return Err(not_found(k, id));
     }
     if k == Kind::EdgeRouters && row.data.get("disabled") == Some(&json!(true)) {
         ctl.routers.kick(id);
@@ -140,51 +180,13 @@ async fn update(
     Ok(envelope::empty())
 }
 
-/// `PATCH /{collection}/{id}`: merges the given fields.
-pub async fn patch(
-    State(ctl): State<AppState>,
-    _admin: Admin,
-    Path((collection, id)): Path<(String, String)>,
-    JsonBody(body): JsonBody<Value>,
-) -> Result<Response, ApiError> {
-    update(&ctl, &collection, &id, body, true).await
-}
-
-/// `PUT /{collection}/{id}`: replaces the document.
-pub async fn put(
-    State(ctl): State<AppState>,
-    _admin: Admin,
-    Path((collection, id)): Path<(String, String)>,
-    JsonBody(body): JsonBody<Value>,
-) -> Result<Response, ApiError> {
-    update(&ctl, &collection, &id, body, false).await
-}
-
-/// `DELETE /{collection}/{id}`. Deleting an identity removes its credentials
-/// and sessions; the default admin cannot be deleted.
-pub async fn delete(
-    State(ctl): State<AppState>,
-    _admin: Admin,
-    Path((collection, id)): Path<(String, String)>,
-) -> Result<Response, ApiError> {
-    let k = kind(&collection)?;
-    if k == Kind::Identities
-        && ctl.store.meta_get("admin_identity_id")?.as_deref() == Some(id.as_str())
-    {
-        return Err(ApiError::CouldNotValidate(
-            "the default admin cannot be deleted".into(),
-        ));
-    }
+/// `DELETE /{collection}/{id}`, with the checks and cascades of [`cascade`].
+pub async fn delete(ctl: AppState, k: Kind, id: String) -> Result<Response, ApiError> {
+    cascade::check_delete(&ctl, k, &id)?;
     if !ctl.store.delete_entity(k.collection(), &id)? {
-        return Err(ApiError::NotFound(format!("{collection} {id:?} not found")));
+        return Err(not_found(k, &id));
     }
-    if k == Kind::Identities || k == Kind::EdgeRouters {
-        // Enrollments and authenticators of routers are keyed by the router id too.
-        ctl.store.delete_identity_credentials(&id)?;
-    }
-    if k == Kind::EdgeRouters {
-        ctl.routers.kick(&id);
-    }
+    cascade::after_delete(&ctl, k, &id)?;
     ctl.mark_changed()?;
     tracing::info!(kind = k.collection(), %id, "deleted");
     Ok(envelope::empty())

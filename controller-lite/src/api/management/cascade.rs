@@ -1,0 +1,124 @@
+//! What deleting or changing an entity means for the entities that reference it, as in
+//! OpenZiti:
+//!
+//! - a config type that configs use cannot be deleted (`configTypeStoreImpl.DeleteById`:
+//!   "cannot delete config type …, as configs of that type exist");
+//! - deleting a config removes it from the services that list it (a link collection);
+//! - deleting an identity removes its enrollments, authenticators, API sessions, sessions
+//!   and the terminators it hosts; deleting a service its sessions and terminators;
+//!   deleting an edge router its enrollment, certificate and terminators (foreign keys
+//!   with cascading delete);
+//! - a config's type cannot be changed, and the default admin stays an administrator.
+//!
+//! Routers learn the removals from the next change-feed revision ([`crate::controller::Controller::mark_changed`]).
+
+use serde_json::{Value, json};
+
+use crate::api::AppState;
+use crate::clock;
+use crate::error::ApiError;
+use crate::model::Kind;
+use crate::store::EntityRow;
+
+fn is_default_admin(ctl: &AppState, id: &str) -> Result<bool, ApiError> {
+    Ok(ctl.store.meta_get("admin_identity_id")?.as_deref() == Some(id))
+}
+
+/// Refuses deletes that would leave references dangling or lock administrators out.
+pub fn check_delete(ctl: &AppState, k: Kind, id: &str) -> Result<(), ApiError> {
+    match k {
+        Kind::Identities if is_default_admin(ctl, id)? => Err(ApiError::EntityCanNotBeDeleted(
+            "the default admin cannot be deleted".into(),
+        )),
+        Kind::ConfigTypes => {
+            let users: Vec<String> = ctl
+                .store
+                .list_all(Kind::Configs.collection())?
+                .into_iter()
+                .filter(|c| c.data["configTypeId"] == json!(id))
+                .map(|c| c.name)
+                .collect();
+            if users.is_empty() {
+                Ok(())
+            } else {
+                Err(ApiError::EntityCanNotBeDeleted(format!(
+                    "cannot delete config type {id:?}, as configs of that type exist: {}",
+                    users.join(", ")
+                )))
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Deletes the terminators whose `field` is `id`.
+fn delete_terminators(ctl: &AppState, field: &str, id: &str) -> Result<usize, ApiError> {
+    let mut n = 0;
+    for t in ctl.store.list_all(Kind::Terminators.collection())? {
+        if t.data.get(field) == Some(&json!(id))
+            && ctl
+                .store
+                .delete_entity(Kind::Terminators.collection(), &t.id)?
+        {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Removes what belonged to the deleted entity `id` of kind `k`.
+pub fn after_delete(ctl: &AppState, k: Kind, id: &str) -> Result<(), ApiError> {
+    match k {
+        Kind::Identities => {
+            ctl.store.delete_identity_credentials(id)?;
+            delete_terminators(ctl, "identity", id)?;
+        }
+        Kind::EdgeRouters => {
+            // Enrollments and authenticators of routers are keyed by the router id too.
+            ctl.store.delete_identity_credentials(id)?;
+            delete_terminators(ctl, "router", id)?;
+            ctl.routers.kick(id);
+        }
+        Kind::Services => {
+            ctl.store.delete_sessions_of_service(id)?;
+            delete_terminators(ctl, "service", id)?;
+        }
+        Kind::Configs => {
+            for mut s in ctl.store.list_all(Kind::Services.collection())? {
+                let Some(configs) = s.data.get_mut("configs").and_then(Value::as_array_mut) else {
+                    continue;
+                };
+                let before = configs.len();
+                configs.retain(|c| c != &json!(id));
+                if configs.len() != before {
+                    s.updated_at = clock::now_string();
+                    ctl.store.update_entity(&s)?;
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Refuses updates OpenZiti refuses.
+pub fn check_update(
+    ctl: &AppState,
+    k: Kind,
+    old: &EntityRow,
+    new_data: &Value,
+) -> Result<(), ApiError> {
+    match k {
+        Kind::Configs if old.data["configTypeId"] != new_data["configTypeId"] => Err(
+            ApiError::CouldNotValidate("configTypeId cannot be changed".into()),
+        ),
+        Kind::Identities
+            if is_default_admin(ctl, &old.id)? && new_data.get("isAdmin") != Some(&json!(true)) =>
+        {
+            Err(ApiError::CouldNotValidate(
+                "the default admin must stay an administrator".into(),
+            ))
+        }
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,462 @@
+//! Management of identities' credentials: `/authenticators` and `/enrollments` (list with
+//! filter and paging, get, create, update where OpenZiti allows it, refresh, delete), and
+//! the identity's own lists `/identities/{id}/authenticators` and
+//! `/identities/{id}/enrollments`.
+
+use axum::extract::{Path, State};
+use axum::response::Response;
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::json;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::views::{AuthenticatorDetail, EnrollmentDetail, Names, fields_of, to_json};
+use crate::api::endpoint::{ApiBuilder, Data, Endpoint};
+use crate::api::extract::JsonBody;
+use crate::api::list::ListQuery;
+use crate::api::{AppState, envelope};
+use crate::auth::Admin;
+use crate::clock;
+use crate::enroll;
+use crate::error::ApiError;
+use crate::model::Kind;
+use crate::store::AuthenticatorRow;
+
+/// Body of `POST /authenticators` (`authenticatorCreate`).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AuthenticatorCreate {
+    /// `updb` (certificate authenticators are created by enrollment).
+    pub method: String,
+    /// The identity it belongs to.
+    pub identity_id: String,
+    /// User name, unique.
+    pub username: Option<String>,
+    /// Password.
+    pub password: Option<String>,
+}
+
+/// Body of `PUT /authenticators/{id}` (`authenticatorUpdate`).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AuthenticatorUpdate {
+    /// User name, unique.
+    pub username: String,
+    /// Password.
+    pub password: String,
+}
+
+/// Body of `PATCH /authenticators/{id}` (`authenticatorPatch`).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AuthenticatorPatch {
+    /// User name, unique.
+    pub username: Option<String>,
+    /// Password.
+    pub password: Option<String>,
+}
+
+/// Body of `POST /enrollments` (`enrollmentCreate`).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EnrollmentCreate {
+    /// `ott`.
+    pub method: String,
+    /// The identity to enroll.
+    pub identity_id: String,
+    /// Expiry (RFC 3339); the configured lifetime when absent.
+    pub expires_at: Option<String>,
+}
+
+/// Body of `POST /enrollments/{id}/refresh` (`enrollmentRefresh`).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EnrollmentRefresh {
+    /// The new expiry (RFC 3339, in the future).
+    pub expires_at: String,
+}
+
+fn not_found(what: &str, id: &str) -> ApiError {
+    ApiError::NotFound(format!("{what} {id:?} not found"))
+}
+
+fn invalid(msg: impl Into<String>) -> ApiError {
+    ApiError::CouldNotValidate(msg.into())
+}
+
+/// The identity `id`, or 404.
+fn identity(ctl: &AppState, id: &str) -> Result<(), ApiError> {
+    ctl.store
+        .get_entity(Kind::Identities.collection(), id)?
+        .map(drop)
+        .ok_or_else(|| not_found("identity", id))
+}
+
+fn check_credentials(username: &str, password: &str) -> Result<(), ApiError> {
+    if username.trim().is_empty() || username.len() > 255 {
+        return Err(invalid("username must be 1 to 255 characters"));
+    }
+    if password.is_empty() || password.len() > 1024 {
+        return Err(invalid("password must be 1 to 1024 characters"));
+    }
+    Ok(())
+}
+
+/// Fails when `username` belongs to an authenticator other than `except`.
+fn username_free(ctl: &AppState, username: &str, except: Option<&str>) -> Result<(), ApiError> {
+    match ctl.store.authenticator_by_username(username)? {
+        Some(a) if Some(a.id.as_str()) != except => Err(ApiError::Conflict(format!(
+            "username {username:?} is already in use"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Argon2 is deliberately slow: hash off the async workers.
+async fn hash(password: String) -> Result<String, ApiError> {
+    tokio::task::spawn_blocking(move || crate::auth::hash_password(&password))
+        .await
+        .map_err(|_| ApiError::Internal("password hashing failed".into()))?
+}
+
+async fn list_authenticators(
+    ctl: AppState,
+    q: ListQuery,
+    identity_id: Option<String>,
+) -> Result<Response, ApiError> {
+    if let Some(id) = &identity_id {
+        identity(&ctl, id)?;
+    }
+    let names = Names::load(&ctl.store, Kind::Identities)?;
+    let fields = fields_of::<AuthenticatorDetail>();
+    let docs = ctl
+        .store
+        .list_authenticators()?
+        .into_iter()
+        .filter(|a| identity_id.as_ref().is_none_or(|id| a.identity_id == *id))
+        .map(|a| to_json(&AuthenticatorDetail::new(a, &names)).map(|v| (v.clone(), v)))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(envelope::page(
+        q.apply(&fields, &["createdAt"], docs)?,
+        &fields,
+    ))
+}
+
+fn authenticator(ctl: &AppState, id: &str) -> Result<AuthenticatorRow, ApiError> {
+    ctl.store
+        .authenticator_by_id(id)?
+        .ok_or_else(|| not_found("authenticator", id))
+}
+
+async fn create_authenticator(
+    ctl: AppState,
+    body: AuthenticatorCreate,
+) -> Result<Response, ApiError> {
+    if body.method != "updb" {
+        return Err(invalid(format!(
+            "method {:?}: only updb authenticators can be created; certificate authenticators come from enrollment",
+            body.method
+        )));
+    }
+    identity(&ctl, &body.identity_id)?;
+    let (Some(username), Some(password)) = (body.username, body.password) else {
+        return Err(invalid("updb authenticators need username and password"));
+    };
+    check_credentials(&username, &password)?;
+    if ctl
+        .store
+        .authenticators_of(&body.identity_id)?
+        .iter()
+        .any(|a| a.method == "updb")
+    {
+        return Err(ApiError::MaxAuthenticators(format!(
+            "identity {:?} already has a updb authenticator",
+            body.identity_id
+        )));
+    }
+    username_free(&ctl, &username, None)?;
+    let now = clock::now_string();
+    let row = AuthenticatorRow {
+        id: uuid::Uuid::new_v4().simple().to_string(),
+        identity_id: body.identity_id,
+        method: "updb".into(),
+        fingerprint: None,
+        cert_pem: None,
+        username: Some(username),
+        password_hash: Some(hash(password).await?),
+        created_at: now.clone(),
+        updated_at: now,
+    };
+    ctl.store.insert_authenticator(&row)?;
+    Ok(envelope::created(json!({"id": row.id, "_links": {}})))
+}
+
+async fn update_authenticator(
+    ctl: AppState,
+    id: String,
+    username: Option<String>,
+    password: Option<String>,
+) -> Result<Response, ApiError> {
+    let a = authenticator(&ctl, &id)?;
+    if a.method != "updb" {
+        return Err(ApiError::CanNotUpdateAuthenticator(format!(
+            "authenticator {id:?} is a {} authenticator; only updb authenticators can be updated",
+            a.method
+        )));
+    }
+    let username = username.or(a.username).unwrap_or_default();
+    check_credentials(&username, password.as_deref().unwrap_or("unchanged"))?;
+    username_free(&ctl, &username, Some(&id))?;
+    let password_hash = match password {
+        Some(p) => hash(p).await?,
+        None => a.password_hash.unwrap_or_default(),
+    };
+    if !ctl.store.update_password_authenticator(
+        &id,
+        &username,
+        &password_hash,
+        &clock::now_string(),
+    )? {
+        return Err(not_found("authenticator", &id));
+    }
+    Ok(envelope::empty())
+}
+
+async fn delete_authenticator(ctl: AppState, id: String) -> Result<Response, ApiError> {
+    let a = authenticator(&ctl, &id)?;
+    if a.method == "updb"
+        && ctl.store.meta_get("admin_identity_id")?.as_deref() == Some(a.identity_id.as_str())
+    {
+        return Err(ApiError::EntityCanNotBeDeleted(
+            "the default admin's password authenticator cannot be deleted".into(),
+        ));
+    }
+    if !ctl.store.delete_authenticator(&id)? {
+        return Err(not_found("authenticator", &id));
+    }
+    ctl.notify_routers();
+    Ok(envelope::empty())
+}
+
+async fn list_enrollments(
+    ctl: AppState,
+    q: ListQuery,
+    identity_id: Option<String>,
+) -> Result<Response, ApiError> {
+    if let Some(id) = &identity_id {
+        identity(&ctl, id)?;
+    }
+    let names = Names::load(&ctl.store, Kind::Identities)?;
+    let fields = fields_of::<EnrollmentDetail>();
+    let docs = ctl
+        .store
+        .list_enrollments(enroll::OTT)?
+        .into_iter()
+        .filter(|e| identity_id.as_ref().is_none_or(|id| e.identity_id == *id))
+        .map(|e| to_json(&EnrollmentDetail::new(e, &names)).map(|v| (v.clone(), v)))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(envelope::page(
+        q.apply(&fields, &["createdAt"], docs)?,
+        &fields,
+    ))
+}
+
+async fn create_enrollment(ctl: AppState, body: EnrollmentCreate) -> Result<Response, ApiError> {
+    if body.method != enroll::OTT {
+        return Err(invalid(format!(
+            "method {:?}: only ott enrollments are supported",
+            body.method
+        )));
+    }
+    identity(&ctl, &body.identity_id)?;
+    let expires_at = body.expires_at.as_deref().map(future_time).transpose()?;
+    if ctl
+        .store
+        .authenticators_of(&body.identity_id)?
+        .iter()
+        .any(|a| a.method == "cert")
+    {
+        return Err(invalid(format!(
+            "identity {:?} already has a certificate authenticator; delete it to enroll again",
+            body.identity_id
+        )));
+    }
+    if !ctl.store.pending_enrollments(&body.identity_id)?.is_empty() {
+        return Err(invalid(format!(
+            "identity {:?} already has a pending enrollment",
+            body.identity_id
+        )));
+    }
+    let e = enroll::create_ott_expiring(&ctl, &body.identity_id, expires_at)?;
+    Ok(envelope::created(json!({"id": e.id, "_links": {}})))
+}
+
+/// Parses an RFC 3339 time that must lie in the future; Unix seconds.
+fn future_time(s: &str) -> Result<i64, ApiError> {
+    let t = OffsetDateTime::parse(s, &Rfc3339)
+        .map_err(|_| invalid(format!("expiresAt {s:?} is not an RFC 3339 time")))?;
+    if t.unix_timestamp() <= clock::now_unix() {
+        return Err(invalid("expiresAt must be in the future"));
+    }
+    Ok(t.unix_timestamp())
+}
+
+/// Adds the routes of this module.
+pub fn routes(api: ApiBuilder) -> ApiBuilder {
+    let auth_detail = Data::Schema(|g| g.subschema_for::<AuthenticatorDetail>());
+    let enr_detail = Data::Schema(|g| g.subschema_for::<EnrollmentDetail>());
+    api.add(
+        Endpoint::get("/authenticators", "listAuthenticators")
+            .doc("Authenticator", "Lists the identities' authenticators")
+            .admin()
+            .lists(auth_detail),
+        |State(ctl): State<AppState>, _: Admin, q: ListQuery| list_authenticators(ctl, q, None),
+    )
+    .add(
+        Endpoint::post("/authenticators", "createAuthenticator")
+            .doc("Authenticator", "Creates a updb (password) authenticator")
+            .admin()
+            .request(Data::Schema(|g| g.subschema_for::<AuthenticatorCreate>()))
+            .returns(201, Data::Created),
+        |State(ctl): State<AppState>, _: Admin, JsonBody(b): JsonBody<AuthenticatorCreate>| {
+            create_authenticator(ctl, b)
+        },
+    )
+    .add(
+        Endpoint::get("/authenticators/{id}", "detailAuthenticator")
+            .doc("Authenticator", "One authenticator")
+            .admin()
+            .returns(200, auth_detail),
+        |State(ctl): State<AppState>, _: Admin, Path(id): Path<String>| async move {
+            let a = authenticator(&ctl, &id)?;
+            let names = Names::load(&ctl.store, Kind::Identities)?;
+            Ok::<_, ApiError>(envelope::ok(to_json(&AuthenticatorDetail::new(a, &names))?))
+        },
+    )
+    .add(
+        Endpoint::put("/authenticators/{id}", "updateAuthenticator")
+            .doc(
+                "Authenticator",
+                "Sets a updb authenticator's username and password",
+            )
+            .admin()
+            .request(Data::Schema(|g| g.subschema_for::<AuthenticatorUpdate>())),
+        |State(ctl): State<AppState>,
+         _: Admin,
+         Path(id): Path<String>,
+         JsonBody(b): JsonBody<AuthenticatorUpdate>| {
+            update_authenticator(ctl, id, Some(b.username), Some(b.password))
+        },
+    )
+    .add(
+        Endpoint::patch("/authenticators/{id}", "patchAuthenticator")
+            .doc(
+                "Authenticator",
+                "Changes a updb authenticator's username or password",
+            )
+            .admin()
+            .request(Data::Schema(|g| g.subschema_for::<AuthenticatorPatch>())),
+        |State(ctl): State<AppState>,
+         _: Admin,
+         Path(id): Path<String>,
+         JsonBody(b): JsonBody<AuthenticatorPatch>| {
+            update_authenticator(ctl, id, b.username, b.password)
+        },
+    )
+    .add(
+        Endpoint::delete("/authenticators/{id}", "deleteAuthenticator")
+            .doc(
+                "Authenticator",
+                "Deletes an authenticator and the API sessions it opened",
+            )
+            .admin(),
+        |State(ctl): State<AppState>, _: Admin, Path(id): Path<String>| {
+            delete_authenticator(ctl, id)
+        },
+    )
+    .add(
+        Endpoint::get(
+            "/identities/{id}/authenticators",
+            "listIdentityAuthenticators",
+        )
+        .doc("Identities", "The identity's authenticators")
+        .admin()
+        .lists(auth_detail),
+        |State(ctl): State<AppState>, _: Admin, Path(id): Path<String>, q: ListQuery| {
+            list_authenticators(ctl, q, Some(id))
+        },
+    )
+    .add(
+        Endpoint::get("/enrollments", "listEnrollments")
+            .doc("Enrollment", "Lists pending enrollments")
+            .admin()
+            .lists(enr_detail),
+        |State(ctl): State<AppState>, _: Admin, q: ListQuery| list_enrollments(ctl, q, None),
+    )
+    .add(
+        Endpoint::post("/enrollments", "createEnrollment")
+            .doc(
+                "Enrollment",
+                "Creates a one-time-token enrollment for an identity",
+            )
+            .admin()
+            .request(Data::Schema(|g| g.subschema_for::<EnrollmentCreate>()))
+            .returns(201, Data::Created),
+        |State(ctl): State<AppState>, _: Admin, JsonBody(b): JsonBody<EnrollmentCreate>| {
+            create_enrollment(ctl, b)
+        },
+    )
+    .add(
+        Endpoint::get("/enrollments/{id}", "detailEnrollment")
+            .doc("Enrollment", "One pending enrollment")
+            .admin()
+            .returns(200, enr_detail),
+        |State(ctl): State<AppState>, _: Admin, Path(id): Path<String>| async move {
+            let e = ctl
+                .store
+                .enrollment_by_id(enroll::OTT, &id)?
+                .ok_or_else(|| not_found("enrollment", &id))?;
+            let names = Names::load(&ctl.store, Kind::Identities)?;
+            Ok::<_, ApiError>(envelope::ok(to_json(&EnrollmentDetail::new(e, &names))?))
+        },
+    )
+    .add(
+        Endpoint::delete("/enrollments/{id}", "deleteEnrollment")
+            .doc("Enrollment", "Deletes a pending enrollment")
+            .admin(),
+        |State(ctl): State<AppState>, _: Admin, Path(id): Path<String>| async move {
+            if !ctl.store.delete_enrollment(enroll::OTT, &id)? {
+                return Err(not_found("enrollment", &id));
+            }
+            Ok(envelope::empty())
+        },
+    )
+    .add(
+        Endpoint::post("/enrollments/{id}/refresh", "refreshEnrollment")
+            .doc(
+                "Enrollment",
+                "Issues a new token and JWT with a new expiry; the old token stops working",
+            )
+            .admin()
+            .request(Data::Schema(|g| g.subschema_for::<EnrollmentRefresh>()))
+            .returns(200, Data::Created),
+        |State(ctl): State<AppState>,
+         _: Admin,
+         Path(id): Path<String>,
+         JsonBody(b): JsonBody<EnrollmentRefresh>| async move {
+            let exp = future_time(&b.expires_at)?;
+            enroll::refresh_ott(&ctl, &id, exp)?.ok_or_else(|| not_found("enrollment", &id))?;
+            Ok::<_, ApiError>(envelope::ok(json!({"id": id, "_links": {}})))
+        },
+    )
+    .add(
+        Endpoint::get("/identities/{id}/enrollments", "listIdentityEnrollments")
+            .doc("Identities", "The identity's pending enrollments")
+            .admin()
+            .lists(enr_detail),
+        |State(ctl): State<AppState>, _: Admin, Path(id): Path<String>, q: ListQuery| {
+            list_enrollments(ctl, q, Some(id))
+        },
+    )
+}

@@ -1,0 +1,223 @@
+//! `weft edge create …`: the flags of `ziti edge create` and the documents they make.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+use super::CliError;
+
+/// Role and semantic flags shared by the policy commands.
+#[derive(Debug, Args)]
+pub struct SemanticArg {
+    /// `AllOf` or `AnyOf`.
+    #[arg(long, default_value = "AllOf")]
+    pub semantic: String,
+}
+
+/// `weft edge create …`.
+#[derive(Debug, Subcommand)]
+pub enum CreateCommand {
+    /// Create an identity with a one-time enrollment token.
+    Identity {
+        /// Name.
+        name: String,
+        /// Role attributes, comma separated.
+        #[arg(short = 'a', long = "role-attributes", value_delimiter = ',')]
+        role_attributes: Vec<String>,
+        /// Write the enrollment JWT to this file.
+        #[arg(short = 'o', long = "jwt-output-file")]
+        output: Option<PathBuf>,
+        /// Administrator.
+        #[arg(short = 'A', long)]
+        admin: bool,
+    },
+    /// Create a service.
+    Service {
+        /// Name.
+        name: String,
+        /// Role attributes, comma separated.
+        #[arg(short = 'a', long = "role-attributes", value_delimiter = ',')]
+        role_attributes: Vec<String>,
+        /// Config names or ids, comma separated.
+        #[arg(short = 'c', long = "configs", value_delimiter = ',')]
+        configs: Vec<String>,
+        /// End-to-end encryption: `on` or `off`.
+        #[arg(short = 'e', long, default_value = "on")]
+        encryption: String,
+    },
+    /// Create a service policy.
+    ServicePolicy {
+        /// Name.
+        name: String,
+        /// `Dial` or `Bind`.
+        policy_type: String,
+        /// Identity roles, comma separated.
+        #[arg(short = 'i', long, value_delimiter = ',')]
+        identity_roles: Vec<String>,
+        /// Service roles, comma separated.
+        #[arg(short = 's', long, value_delimiter = ',')]
+        service_roles: Vec<String>,
+        /// Posture check roles, comma separated.
+        #[arg(short = 'p', long, value_delimiter = ',')]
+        posture_check_roles: Vec<String>,
+        /// Semantic.
+        #[command(flatten)]
+        semantic: SemanticArg,
+    },
+    /// Create an edge router policy.
+    EdgeRouterPolicy {
+        /// Name.
+        name: String,
+        /// Edge router roles, comma separated.
+        #[arg(short = 'e', long, value_delimiter = ',')]
+        edge_router_roles: Vec<String>,
+        /// Identity roles, comma separated.
+        #[arg(short = 'i', long, value_delimiter = ',')]
+        identity_roles: Vec<String>,
+        /// Semantic.
+        #[command(flatten)]
+        semantic: SemanticArg,
+    },
+    /// Create a service edge router policy.
+    ServiceEdgeRouterPolicy {
+        /// Name.
+        name: String,
+        /// Edge router roles, comma separated.
+        #[arg(short = 'e', long, value_delimiter = ',')]
+        edge_router_roles: Vec<String>,
+        /// Service roles, comma separated.
+        #[arg(short = 's', long, value_delimiter = ',')]
+        service_roles: Vec<String>,
+        /// Semantic.
+        #[command(flatten)]
+        semantic: SemanticArg,
+    },
+    /// Create a config of a config type (name or id) from JSON data.
+    Config {
+        /// Name.
+        name: String,
+        /// Config type name or id, e.g. `intercept.v1`.
+        config_type: String,
+        /// The config data as a JSON object.
+        data: String,
+    },
+    /// Create an edge router record with its advertised edge listener.
+    EdgeRouter {
+        /// Name.
+        name: String,
+        /// Role attributes, comma separated.
+        #[arg(short = 'a', long = "role-attributes", value_delimiter = ',')]
+        role_attributes: Vec<String>,
+        /// Advertised edge listener, e.g. `tls://er1.example:3022`.
+        #[arg(long)]
+        tls: Option<String>,
+        /// Write the router's enrollment JWT (`erott`) to this file.
+        #[arg(short = 'o', long = "jwt-output-file")]
+        output: Option<PathBuf>,
+    },
+}
+
+/// The collection and the create document of a command.
+pub fn create_body(what: &CreateCommand) -> Result<(&'static str, Value), CliError> {
+    Ok(match what {
+        CreateCommand::Identity {
+            name,
+            role_attributes,
+            admin,
+            ..
+        } => (
+            "identities",
+            json!({"name": name, "type": "User", "isAdmin": admin, "roleAttributes": role_attributes, "enrollment": {"ott": true}}),
+        ),
+        CreateCommand::Service {
+            name,
+            role_attributes,
+            configs,
+            encryption: encryption_flag,
+        } => {
+            let enc = encryption(encryption_flag)?;
+            (
+                "services",
+                json!({"name": name, "roleAttributes": role_attributes, "configs": configs, "encryptionRequired": enc}),
+            )
+        }
+        CreateCommand::ServicePolicy {
+            name,
+            policy_type,
+            identity_roles,
+            service_roles,
+            posture_check_roles,
+            semantic,
+        } => (
+            "service-policies",
+            json!({"name": name, "type": policy_type, "semantic": semantic.semantic, "identityRoles": identity_roles,
+                   "serviceRoles": service_roles, "postureCheckRoles": posture_check_roles}),
+        ),
+        CreateCommand::EdgeRouterPolicy {
+            name,
+            edge_router_roles,
+            identity_roles,
+            semantic,
+        } => (
+            "edge-router-policies",
+            json!({"name": name, "semantic": semantic.semantic, "edgeRouterRoles": edge_router_roles, "identityRoles": identity_roles}),
+        ),
+        CreateCommand::ServiceEdgeRouterPolicy {
+            name,
+            edge_router_roles,
+            service_roles,
+            semantic,
+        } => (
+            "service-edge-router-policies",
+            json!({"name": name, "semantic": semantic.semantic, "edgeRouterRoles": edge_router_roles, "serviceRoles": service_roles}),
+        ),
+        CreateCommand::Config {
+            name,
+            config_type,
+            data,
+        } => {
+            let data: Value = serde_json::from_str(data)
+                .map_err(|e| CliError::Usage(format!("config data is not JSON: {e}")))?;
+            (
+                "configs",
+                json!({"name": name, "configTypeId": config_type, "data": data}),
+            )
+        }
+        CreateCommand::EdgeRouter {
+            name,
+            role_attributes,
+            tls,
+            output: _,
+        } => {
+            let mut body = json!({"name": name, "roleAttributes": role_attributes});
+            if let Some(url) = tls {
+                let (host, protocols) = tls_listener(url)?;
+                body["hostname"] = json!(host);
+                body["supportedProtocols"] = protocols;
+            }
+            ("edge-routers", body)
+        }
+    })
+}
+
+/// Parses `--encryption on|off`.
+pub(super) fn encryption(value: &str) -> Result<bool, CliError> {
+    match value {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => Err(CliError::Usage(format!(
+            "--encryption must be on or off, not {other:?}"
+        ))),
+    }
+}
+
+/// `hostname` and `supportedProtocols` from `--tls tls://host:port`.
+pub(super) fn tls_listener(url: &str) -> Result<(String, Value), CliError> {
+    let host = url
+        .strip_prefix("tls://")
+        .and_then(|r| r.rsplit_once(':'))
+        .map(|(h, _)| h.to_string())
+        .ok_or_else(|| CliError::Usage("--tls must look like tls://host:port".into()))?;
+    Ok((host, json!({"tls": url})))
+}

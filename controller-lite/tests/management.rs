@@ -1,0 +1,664 @@
+//! Management API: security records (authenticators, enrollments, API sessions,
+//! sessions), related lists, and what deletes and updates do to referencing entities.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::Ctl;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+fn ids(v: &Value) -> Vec<String> {
+    v["data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {v}"))
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn code(r: &(u16, Value)) -> (u16, &str) {
+    (r.0, r.1["error"]["code"].as_str().unwrap_or(""))
+}
+
+/// Password login on the management API.
+async fn login(ctl: &Ctl, username: &str, password: &str) -> (u16, Value) {
+    let res = ctl
+        .http()
+        .post(ctl.mgmt("/authenticate?method=password"))
+        .json(&json!({"username": username, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    (res.status().as_u16(), res.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn authenticators_and_enrollments() {
+    let ctl = Ctl::start();
+    let admin = ctl.admin_token().await;
+    let (alice, cert, key) = ctl.enrolled_identity(&admin, "alice", &[]).await;
+    let bob = ctl
+        .create_ok(
+            &admin,
+            "identities",
+            json!({"name": "bob", "type": "User", "isAdmin": true}),
+        )
+        .await;
+
+    // alice has one cert authenticator, shown on her detail and in the lists.
+    let (_, v) = ctl
+        .call(
+            Method::GET,
+            &format!("/identities/{alice}/authenticators"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(v["data"].as_array().unwrap().len(), 1);
+    let cert_auth = v["data"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(v["data"][0]["method"], "cert");
+    assert_eq!(v["data"][0]["identity"]["name"], "alice");
+    assert!(v["data"][0].get("passwordHash").is_none());
+    let (_, v) = ctl
+        .call(Method::GET, &format!("/identities/{alice}"), &admin, None)
+        .await;
+    assert!(v["data"]["authenticators"]["cert"]["fingerprint"].is_string());
+    let (_, v) = ctl
+        .call(
+            Method::GET,
+            "/authenticators?filter=method%3D%22updb%22",
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(
+        v["meta"]["pagination"]["totalCount"], 1,
+        "only the admin's: {v}"
+    );
+
+    // A password for bob; then he can log in.
+    let create = |body: Value| ctl.call(Method::POST, "/authenticators", &admin, Some(body));
+    let r =
+        create(json!({"method": "updb", "identityId": bob, "username": "bob", "password": "pw-1"}))
+            .await;
+    assert_eq!(r.0, 201, "{}", r.1);
+    let bob_auth = r.1["data"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(login(&ctl, "bob", "pw-1").await.0, 200);
+    // Refusals change nothing.
+    let r =
+        create(json!({"method": "updb", "identityId": bob, "username": "bob2", "password": "x"}))
+            .await;
+    assert_eq!(code(&r), (409, "MAX_AUTHENTICATOR_METHODS_REACHED"));
+    let r =
+        create(json!({"method": "updb", "identityId": alice, "username": "bob", "password": "x"}))
+            .await;
+    assert_eq!(code(&r), (409, "DUPLICATE_NAME"));
+    let r = create(json!({"method": "cert", "identityId": alice})).await;
+    assert_eq!(code(&r), (400, "COULD_NOT_VALIDATE"));
+    let r =
+        create(json!({"method": "updb", "identityId": "nope", "username": "n", "password": "x"}))
+            .await;
+    assert_eq!(code(&r), (404, "NOT_FOUND"));
+    let r = create(json!({"method": "updb", "identityId": alice, "username": "a", "password": "x", "extra": 1})).await;
+    assert_eq!(code(&r), (400, "COULD_NOT_VALIDATE"));
+    let (_, v) = ctl
+        .call(
+            Method::GET,
+            &format!("/identities/{alice}/authenticators"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(v["data"].as_array().unwrap().len(), 1);
+
+    // PATCH the password, PUT both; cert authenticators cannot be updated.
+    let path = format!("/authenticators/{bob_auth}");
+    let r = ctl
+        .call(
+            Method::PATCH,
+            &path,
+            &admin,
+            Some(json!({"password": "pw-2"})),
+        )
+        .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    assert_eq!(login(&ctl, "bob", "pw-2").await.0, 200);
+    let r = ctl
+        .call(
+            Method::PUT,
+            &path,
+            &admin,
+            Some(json!({"username": "robert", "password": "pw-3"})),
+        )
+        .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    assert_eq!(login(&ctl, "robert", "pw-3").await.0, 200);
+    assert_eq!(login(&ctl, "bob", "pw-2").await.0, 401);
+    let r = ctl
+        .call(
+            Method::PUT,
+            &path,
+            &admin,
+            Some(json!({"username": "robert"})),
+        )
+        .await;
+    assert_eq!(code(&r), (400, "COULD_NOT_VALIDATE"));
+    let r = ctl
+        .call(
+            Method::PATCH,
+            &format!("/authenticators/{cert_auth}"),
+            &admin,
+            Some(json!({"username": "x"})),
+        )
+        .await;
+    assert_eq!(code(&r), (409, "CAN_NOT_UPDATE_AUTHENTICATOR"));
+    let (_, v) = ctl.call(Method::GET, &path, &admin, None).await;
+    assert_eq!(v["data"]["username"], "robert");
+
+    // The default admin's password cannot be deleted.
+    let (_, v) = ctl
+        .call(
+            Method::GET,
+            "/authenticators?filter=username%3D%22admin%22",
+            &admin,
+            None,
+        )
+        .await;
+    let admin_auth = ids(&v).remove(0);
+    let r = ctl
+        .call(
+            Method::DELETE,
+            &format!("/authenticators/{admin_auth}"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(code(&r), (400, "ENTITY_CAN_NOT_BE_DELETED"));
+
+    // Deleting alice's certificate ends the API sessions it opened.
+    let (http, token) = ctl.cert_login(&cert, &key).await;
+    let ok = http
+        .get(ctl.client_url("/current-identity"))
+        .header("zt-session", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    // A new enrollment is refused while the certificate exists.
+    let enrollment = json!({"method": "ott", "identityId": alice});
+    let r = ctl
+        .call(
+            Method::POST,
+            "/enrollments",
+            &admin,
+            Some(enrollment.clone()),
+        )
+        .await;
+    assert_eq!(code(&r), (400, "COULD_NOT_VALIDATE"));
+    let r = ctl
+        .call(
+            Method::DELETE,
+            &format!("/authenticators/{cert_auth}"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    let gone = http
+        .get(ctl.client_url("/current-identity"))
+        .header("zt-session", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 401);
+
+    // Re-enrollment: a new OTT enrollment, listed, shown on the identity, deletable.
+    let r = ctl
+        .call(
+            Method::POST,
+            "/enrollments",
+            &admin,
+            Some(
+                json!({"method": "ott", "identityId": alice, "expiresAt": "2001-01-01T00:00:00Z"}),
+            ),
+        )
+        .await;
+    assert_eq!(code(&r), (400, "COULD_NOT_VALIDATE"));
+    let r = ctl
+        .call(
+            Method::POST,
+            "/enrollments",
+            &admin,
+            Some(enrollment.clone()),
+        )
+        .await;
+    assert_eq!(r.0, 201, "{}", r.1);
+    let enr = r.1["data"]["id"].as_str().unwrap().to_owned();
+    let r = ctl
+        .call(
+            Method::POST,
+            "/enrollments",
+            &admin,
+            Some(enrollment.clone()),
+        )
+        .await;
+    assert_eq!(
+        code(&r),
+        (400, "COULD_NOT_VALIDATE"),
+        "a second pending one"
+    );
+    let (_, v) = ctl
+        .call(Method::GET, &format!("/enrollments/{enr}"), &admin, None)
+        .await;
+    assert_eq!(v["data"]["identityId"], json!(alice));
+    assert_eq!(v["data"]["method"], "ott");
+    let (_, v) = ctl
+        .call(Method::GET, &format!("/identities/{alice}"), &admin, None)
+        .await;
+    assert_eq!(v["data"]["enrollment"]["ott"]["id"], json!(enr));
+    let (_, v) = ctl
+        .call(
+            Method::GET,
+            &format!("/identities/{alice}/enrollments"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(ids(&v), std::slice::from_ref(&enr));
+    // Refresh: a new token and expiry; the old JWT's token no longer enrolls.
+    let old_token = v["data"][0]["token"].as_str().unwrap().to_owned();
+    let r = ctl
+        .call(
+            Method::POST,
+            &format!("/enrollments/{enr}/refresh"),
+            &admin,
+            Some(json!({"expiresAt": "2999-01-01T00:00:00Z"})),
+        )
+        .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    let (_, v) = ctl
+        .call(Method::GET, &format!("/enrollments/{enr}"), &admin, None)
+        .await;
+    assert_eq!(v["data"]["expiresAt"], "2999-01-01T00:00:00.000Z");
+    assert_ne!(v["data"]["token"], json!(old_token));
+    let (csr, _) = common::make_csr("alice");
+    assert_eq!(ctl.enroll(&old_token, &csr).await.0, 400);
+    let r = ctl
+        .call(
+            Method::POST,
+            "/enrollments/nope/refresh",
+            &admin,
+            Some(json!({"expiresAt": "2999-01-01T00:00:00Z"})),
+        )
+        .await;
+    assert_eq!(code(&r), (404, "NOT_FOUND"));
+    let r = ctl
+        .call(Method::DELETE, &format!("/enrollments/{enr}"), &admin, None)
+        .await;
+    assert_eq!(r.0, 200);
+    let r = ctl
+        .call(Method::GET, &format!("/enrollments/{enr}"), &admin, None)
+        .await;
+    assert_eq!(code(&r), (404, "NOT_FOUND"));
+    let (_, v) = ctl.call(Method::GET, "/enrollments", &admin, None).await;
+    assert_eq!(v["meta"]["pagination"]["totalCount"], 0);
+}
+
+/// Sets up an identity that may dial and bind `svc` through router `er1`; returns
+/// (identity id, service id, router id, client, API session token).
+async fn dial_setup(ctl: &Ctl, admin: &str) -> (String, String, String, reqwest::Client, String) {
+    let (id, cert, key) = ctl.enrolled_identity(admin, "carol", &["users"]).await;
+    let svc = ctl
+        .create_ok(
+            admin,
+            "services",
+            json!({"name": "svc", "roleAttributes": ["s"]}),
+        )
+        .await;
+    for ty in ["Dial", "Bind"] {
+        ctl.create_ok(admin, "service-policies", json!({"name": format!("p-{ty}"), "type": ty, "identityRoles": ["#users"], "serviceRoles": ["#s"]})).await;
+    }
+    let er = ctl
+        .create_ok(admin, "edge-routers", json!({"name": "er1", "hostname": "er1.test", "supportedProtocols": {"tls": "tls://er1.test:3022"}}))
+        .await;
+    ctl.create_ok(
+        admin,
+        "edge-router-policies",
+        json!({"name": "erp", "edgeRouterRoles": ["#all"], "identityRoles": ["#all"]}),
+    )
+    .await;
+    ctl.create_ok(
+        admin,
+        "service-edge-router-policies",
+        json!({"name": "serp", "edgeRouterRoles": ["#all"], "serviceRoles": ["#all"]}),
+    )
+    .await;
+    let (http, token) = ctl.cert_login(&cert, &key).await;
+    (id, svc, er, http, token)
+}
+
+async fn new_session(
+    ctl: &Ctl,
+    http: &reqwest::Client,
+    token: &str,
+    svc: &str,
+    ty: &str,
+) -> (u16, Value) {
+    let res = http
+        .post(ctl.client_url("/sessions"))
+        .header("zt-session", token)
+        .json(&json!({"serviceId": svc, "type": ty}))
+        .send()
+        .await
+        .unwrap();
+    (res.status().as_u16(), res.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn sessions_api_sessions_related_lists_and_cascades() {
+    let ctl = Ctl::start();
+    let admin = ctl.admin_token().await;
+    let (carol, svc, er, http, token) = dial_setup(&ctl, &admin).await;
+    let r = new_session(&ctl, &http, &token, &svc, "Dial").await;
+    assert_eq!(r.0, 201, "{}", r.1);
+    let dial = r.1["data"]["id"].as_str().unwrap().to_owned();
+    let r = new_session(&ctl, &http, &token, &svc, "Bind").await;
+    let bind = r.1["data"]["id"].as_str().unwrap().to_owned();
+
+    // Sessions and API sessions, filtered.
+    let (_, v) = ctl
+        .call(
+            Method::GET,
+            "/sessions?filter=type%3D%22Dial%22",
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(ids(&v), std::slice::from_ref(&dial));
+    assert_eq!(v["data"][0]["service"]["name"], "svc");
+    assert_eq!(v["data"][0]["identity"]["name"], "carol");
+    let (_, v) = ctl
+        .call(Method::GET, &format!("/sessions/{bind}"), &admin, None)
+        .await;
+    assert_eq!(v["data"]["type"], "Bind");
+    let (_, v) = ctl
+        .call(
+            Method::GET,
+            &format!("/api-sessions?filter=identityId%3D%22{carol}%22"),
+            &admin,
+            None,
+        )
+        .await;
+    let carol_session = ids(&v).remove(0);
+    let (_, v) = ctl.call(Method::GET, "/api-sessions", &admin, None).await;
+    assert_eq!(v["meta"]["pagination"]["totalCount"], 2);
+    let r = ctl
+        .call(Method::DELETE, &format!("/sessions/{bind}"), &admin, None)
+        .await;
+    assert_eq!(r.0, 200);
+    let r = ctl
+        .call(Method::DELETE, &format!("/sessions/{bind}"), &admin, None)
+        .await;
+    assert_eq!(code(&r), (404, "NOT_FOUND"));
+
+    // Related lists.
+    let (_, v) = ctl
+        .call(
+            Method::GET,
+            &format!("/identities/{carol}/services"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(ids(&v), std::slice::from_ref(&svc));
+    assert_eq!(v["data"][0]["permissions"], json!(["Dial", "Bind"]));
+    let (_, v) = ctl
+        .call(
+            Method::GET,
+            &format!("/identities/{carol}/edge-routers"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(ids(&v), std::slice::from_ref(&er));
+    let term = ctl
+        .create_ok(
+            &admin,
+            "terminators",
+            json!({"service": svc, "router": er, "address": "tcp:localhost:1"}),
+        )
+        .await;
+    let (_, v) = ctl
+        .call(
+            Method::GET,
+            &format!("/services/{svc}/terminators"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(ids(&v), std::slice::from_ref(&term));
+    let r = ctl
+        .call(Method::GET, "/services/nope/terminators", &admin, None)
+        .await;
+    assert_eq!(code(&r), (404, "NOT_FOUND"));
+
+    // Configs: a type in use cannot be deleted; a deleted config leaves its services.
+    let (_, v) = ctl
+        .call(
+            Method::GET,
+            "/config-types?filter=name%3D%22host.v1%22",
+            &admin,
+            None,
+        )
+        .await;
+    let host_v1 = ids(&v).remove(0);
+    let cfg = ctl
+        .create_ok(
+            &admin,
+            "configs",
+            json!({"name": "h", "configTypeId": "host.v1", "data": {"address": "localhost"}}),
+        )
+        .await;
+    let cfg2 = ctl
+        .create_ok(
+            &admin,
+            "configs",
+            json!({"name": "h2", "configTypeId": "host.v1", "data": {}}),
+        )
+        .await;
+    let r = ctl
+        .call(
+            Method::PATCH,
+            &format!("/services/{svc}"),
+            &admin,
+            Some(json!({"configs": [cfg, cfg2]})),
+        )
+        .await;
+    assert_eq!(
+        code(&r),
+        (400, "COULD_NOT_VALIDATE"),
+        "two configs of one type"
+    );
+    let r = ctl
+        .call(
+            Method::PATCH,
+            &format!("/services/{svc}"),
+            &admin,
+            Some(json!({"configs": ["h"]})),
+        )
+        .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    let (_, v) = ctl
+        .call(
+            Method::GET,
+            &format!("/services/{svc}/configs"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(ids(&v), std::slice::from_ref(&cfg));
+    let r = ctl
+        .call(
+            Method::PATCH,
+            &format!("/configs/{cfg}"),
+            &admin,
+            Some(json!({"configTypeId": "intercept.v1"})),
+        )
+        .await;
+    assert_eq!(
+        code(&r),
+        (400, "COULD_NOT_VALIDATE"),
+        "config type is fixed"
+    );
+    let r = ctl
+        .call(
+            Method::DELETE,
+            &format!("/config-types/{host_v1}"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(code(&r), (400, "ENTITY_CAN_NOT_BE_DELETED"));
+    assert!(
+        r.1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("configs of that type exist")
+    );
+    let (status, _) = ctl
+        .call(
+            Method::GET,
+            &format!("/config-types/{host_v1}"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    for c in [&cfg, &cfg2] {
+        assert_eq!(
+            ctl.call(Method::DELETE, &format!("/configs/{c}"), &admin, None)
+                .await
+                .0,
+            200
+        );
+    }
+    let (_, v) = ctl
+        .call(Method::GET, &format!("/services/{svc}"), &admin, None)
+        .await;
+    assert_eq!(v["data"]["configs"], json!([]));
+    assert_eq!(
+        ctl.call(
+            Method::DELETE,
+            &format!("/config-types/{host_v1}"),
+            &admin,
+            None
+        )
+        .await
+        .0,
+        200
+    );
+
+    // Config data must match its type's schema, on create and on update.
+    let schema = json!({"type": "object", "required": ["port"], "additionalProperties": false,
+                        "properties": {"port": {"type": "integer", "minimum": 1, "maximum": 65535}}});
+    ctl.create_ok(
+        &admin,
+        "config-types",
+        json!({"name": "port.v1", "schema": schema}),
+    )
+    .await;
+    let r = ctl
+        .call(
+            Method::POST,
+            "/configs",
+            &admin,
+            Some(json!({"name": "p", "configTypeId": "port.v1", "data": {"port": 0}})),
+        )
+        .await;
+    assert_eq!(code(&r), (400, "COULD_NOT_VALIDATE"));
+    assert!(
+        r.1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("data.port"),
+        "{}",
+        r.1
+    );
+    let p = ctl
+        .create_ok(
+            &admin,
+            "configs",
+            json!({"name": "p", "configTypeId": "port.v1", "data": {"port": 443}}),
+        )
+        .await;
+    let r = ctl
+        .call(
+            Method::PATCH,
+            &format!("/configs/{p}"),
+            &admin,
+            Some(json!({"data": {"port": 443, "x": 1}})),
+        )
+        .await;
+    assert_eq!(code(&r), (400, "COULD_NOT_VALIDATE"));
+    let (_, v) = ctl
+        .call(Method::GET, &format!("/configs/{p}"), &admin, None)
+        .await;
+    assert_eq!(v["data"]["data"], json!({"port": 443}));
+
+    // Deleting the service removes its sessions and terminators.
+    let r = ctl
+        .call(Method::DELETE, &format!("/services/{svc}"), &admin, None)
+        .await;
+    assert_eq!(r.0, 200);
+    let (_, v) = ctl.call(Method::GET, "/sessions", &admin, None).await;
+    assert_eq!(v["meta"]["pagination"]["totalCount"], 0);
+    let (_, v) = ctl.call(Method::GET, "/terminators", &admin, None).await;
+    assert_eq!(v["meta"]["pagination"]["totalCount"], 0);
+
+    // Deleting the identity removes its API sessions and authenticators.
+    let r = ctl
+        .call(
+            Method::DELETE,
+            &format!("/identities/{carol}"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(r.0, 200);
+    let r = ctl
+        .call(
+            Method::GET,
+            &format!("/api-sessions/{carol_session}"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(code(&r), (404, "NOT_FOUND"));
+    let (_, v) = ctl.call(Method::GET, "/authenticators", &admin, None).await;
+    assert_eq!(v["meta"]["pagination"]["totalCount"], 1);
+    let res = http
+        .get(ctl.client_url("/current-identity"))
+        .header("zt-session", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+
+    // An admin can end its own API session from the list.
+    let (_, v) = ctl.call(Method::GET, "/api-sessions", &admin, None).await;
+    let own = ids(&v).remove(0);
+    assert_eq!(
+        ctl.call(
+            Method::DELETE,
+            &format!("/api-sessions/{own}"),
+            &admin,
+            None
+        )
+        .await
+        .0,
+        200
+    );
+    let r = ctl.call(Method::GET, "/api-sessions", &admin, None).await;
+    assert_eq!(code(&r), (401, "UNAUTHORIZED"));
+}
