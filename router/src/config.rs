@@ -11,6 +11,7 @@
 //! io = "auto"                            # I/O backend: "auto", "uring" or "epoll" (see below)
 //! window_bytes = 4194304                 # per-circuit-direction window (ADR 0003)
 //! max_conns_per_edge = 1024              # conn ids one SDK connection may hold
+//! max_connections_per_shard = 65536      # edge connections one shard holds
 //! hello_timeout_ms = 1000                # hello deadline after the TLS handshake
 //! handshake_timeout_ms = 10000           # TLS handshake deadline
 //! shutdown_grace_ms = 10000              # how long circuits may finish on shutdown
@@ -104,6 +105,9 @@ pub struct RouterConfig {
     /// Conn ids (dials, listeners, accepted) one SDK connection may hold.
     #[serde(default = "default_max_conns")]
     pub max_conns_per_edge: usize,
+    /// Edge connections one shard holds; more are closed after the handshake.
+    #[serde(default = "default_max_conns_per_shard")]
+    pub max_connections_per_shard: usize,
     /// Milliseconds an SDK has after the TLS handshake to send its hello.
     #[serde(default = "default_hello_timeout")]
     pub hello_timeout_ms: u64,
@@ -129,6 +133,9 @@ fn default_window() -> usize {
 }
 fn default_max_conns() -> usize {
     EdgeConfig::default().max_conns
+}
+fn default_max_conns_per_shard() -> usize {
+    65_536
 }
 fn default_hello_timeout() -> u64 {
     1000
@@ -191,6 +198,9 @@ impl RouterConfig {
         if self.max_conns_per_edge == 0 {
             return invalid("max_conns_per_edge", "must be at least 1");
         }
+        if self.max_connections_per_shard == 0 {
+            return invalid("max_connections_per_shard", "must be at least 1");
+        }
         if self.hello_timeout_ms == 0 {
             return invalid("hello_timeout_ms", "must be at least 1");
         }
@@ -221,6 +231,7 @@ impl RouterConfig {
             tls: Arc::new(tls),
             handshake_timeout: Duration::from_millis(self.handshake_timeout_ms),
             metrics_listen: self.metrics_listen,
+            max_conns_per_shard: self.max_connections_per_shard,
             io: self.io,
         })
     }

@@ -102,9 +102,8 @@ pub async fn enroll(jwt_path: &Path, dir: &Path) -> Result<Enrolled, EnrollError
     let ca_pem = bootstrap::controller_ca_bundle(jwt, &claims)
         .await
         .map_err(trust_err)?;
-    let verified =
-        bootstrap::http_client(bootstrap::verified_tls(&ca_pem).map_err(trust_err)?)
-            .map_err(trust_err)?;
+    let verified = bootstrap::http_client(bootstrap::verified_tls(&ca_pem).map_err(trust_err)?)
+        .map_err(trust_err)?;
 
     let router_key = rcgen::KeyPair::generate()?;
     let server_key = rcgen::KeyPair::generate()?;

@@ -63,6 +63,7 @@ on_both_backends!(
     shutdown_lets_circuits_run_for_the_grace_period_then_closes,
     several_shards_share_the_port_and_each_gets_the_sessions,
     hello_with_a_certificate_not_bound_to_the_session_is_answered_then_closed,
+    connections_beyond_the_shard_cap_are_refused,
 );
 
 /// Whether io_uring works here; prints why the test is skipped when it does not.
@@ -166,6 +167,7 @@ impl Harness {
             tls: Arc::new(tls),
             handshake_timeout: Duration::from_secs(5),
             metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
+            max_conns_per_shard: 1024,
             io: match io {
                 IoBackend::Uring => IoSelection::Uring,
                 IoBackend::Epoll => IoSelection::Epoll,
@@ -583,6 +585,11 @@ async fn dial_bind_relay_fin_close_and_revocation(io: IoBackend) {
 
     bind_host(&mut h, &mut host).await;
     open_circuit(&mut dialer, &mut host, 1, 100).await;
+    let metrics = h.metrics().await;
+    assert!(
+        metrics.contains("weft_router_dial_setup_seconds_count{shard=\"0\"} 1\n"),
+        "the dial's setup time is recorded: {metrics}"
+    );
 
     // 1 MiB each way, at once, in Data frames of varying sizes.
     const MIB: usize = 1024 * 1024;
@@ -741,6 +748,21 @@ async fn client_without_certificate_is_refused(io: IoBackend) {
         metrics.contains("weft_router_connections_accepted_total{shard=\"0\"} 0\n"),
         "{metrics}"
     );
+    h.stop();
+}
+
+async fn connections_beyond_the_shard_cap_are_refused(io: IoBackend) {
+    let h = Harness::start_with(io, |s| s.max_conns_per_shard = 1);
+    let first = h.authenticated(&h.pki.dialer, "token-api-d", false).await;
+    // The second finishes its handshake and is closed before anything is read.
+    let mut second = h.connect(Some(&h.pki.host), false).await.unwrap();
+    assert!(second.r.until_closed().await.is_empty());
+    let metrics = h.metrics().await;
+    assert!(
+        metrics.contains("weft_router_connections_refused_total{shard=\"0\"} 1\n"),
+        "{metrics}"
+    );
+    drop(first);
     h.stop();
 }
 
@@ -1158,6 +1180,7 @@ fn backend_selection_at_start() {
         ),
         handshake_timeout: Duration::from_secs(5),
         metrics_listen: None,
+        max_conns_per_shard: 1024,
         io,
     };
     let start = |io| {

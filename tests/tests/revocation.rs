@@ -55,8 +55,14 @@ async fn deleting_the_dial_policy_closes_a_thousand_live_circuits() {
     let deleted_at = Instant::now();
     net.admin.delete("service-policies", &dial_policy).await;
     let mut closes = Vec::with_capacity(CIRCUITS);
-    while let Ok(Some((at, result))) = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
-        assert_eq!(result, Err(std::io::ErrorKind::ConnectionReset), "a revoked stream fails");
+    while let Ok(Some((at, result))) =
+        tokio::time::timeout(Duration::from_secs(30), rx.recv()).await
+    {
+        assert_eq!(
+            result,
+            Err(std::io::ErrorKind::ConnectionReset),
+            "a revoked stream fails"
+        );
         closes.push(at.saturating_duration_since(deleted_at));
     }
     assert_eq!(closes.len(), CIRCUITS, "every circuit closed");

@@ -158,6 +158,12 @@ pub(super) fn render(stats: &[ShardStats]) -> String {
             |s| s.revision,
         ),
         (
+            "weft_router_connections_refused_total",
+            "counter",
+            "Connections refused by the per-shard connection cap.",
+            |s| s.refused,
+        ),
+        (
             "weft_router_pauses_total",
             "counter",
             "Times a connection was paused by a full window.",
@@ -171,6 +177,29 @@ pub(super) fn render(stats: &[ShardStats]) -> String {
         for s in stats {
             let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.shard, value(s));
         }
+    }
+    // Dial setup latency (Connect received → StateConnected sent) as a summary.
+    let name = "weft_router_dial_setup_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Dial setup latency, Connect to StateConnected.\n# TYPE {name} summary"
+    );
+    for s in stats {
+        let d = &s.dial_setup;
+        for (q, us) in [
+            ("0.5", d.p50_us),
+            ("0.9", d.p90_us),
+            ("0.99", d.p99_us),
+            ("1", d.max_us),
+        ] {
+            let _ = writeln!(
+                out,
+                "{name}{{shard=\"{}\",quantile=\"{q}\"}} {}",
+                s.shard,
+                us as f64 / 1e6
+            );
+        }
+        let _ = writeln!(out, "{name}_count{{shard=\"{}\"}} {}", s.shard, d.count);
     }
     out
 }

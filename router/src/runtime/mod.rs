@@ -129,6 +129,8 @@ pub struct RouterSettings {
     pub handshake_timeout: Duration,
     /// Where to serve Prometheus metrics.
     pub metrics_listen: Option<SocketAddr>,
+    /// Most edge connections one shard holds.
+    pub max_conns_per_shard: usize,
     /// The I/O backend to run the shards on (`auto` probes io_uring once at start).
     pub io: IoSelection,
 }
@@ -177,6 +179,10 @@ pub struct ShardStats {
     pub accepted: u64,
     /// Handshakes that failed or timed out.
     pub handshakes_failed: u64,
+    /// Connections refused by the per-shard cap.
+    pub refused: u64,
+    /// Dial setup latency.
+    pub dial_setup: crate::forward::DialSetup,
     /// The controller state revision the shard's session table holds (0 before the
     /// first sync).
     pub revision: u64,

@@ -85,6 +85,10 @@ pub(super) struct Shard {
     next_key: u64,
     pub(super) accepted: u64,
     pub(super) handshakes_failed: u64,
+    /// Most edge connections this shard holds; more are closed after the handshake.
+    max_conns: usize,
+    /// Connections refused by the cap.
+    refused: u64,
     /// Owned I/O buffers of the io_uring backend, reused across connections.
     pub(super) buffers: BufferPool,
 }
@@ -108,6 +112,8 @@ impl Shard {
             next_key: 0,
             accepted: 0,
             handshakes_failed: 0,
+            max_conns: settings.max_conns_per_shard,
+            refused: 0,
             buffers: BufferPool::default(),
         }
     }
@@ -116,6 +122,15 @@ impl Shard {
     /// forwarder; `None` while the shard drains (the caller drops the connection).
     pub(super) fn open_conn(&mut self, fingerprints: Vec<String>) -> Option<ConnKey> {
         if self.draining {
+            return None;
+        }
+        if self.conns.len() >= self.max_conns {
+            self.refused += 1;
+            tracing::warn!(
+                shard = self.index,
+                cap = self.max_conns,
+                "connection cap reached; refusing"
+            );
             return None;
         }
         let key = self.new_key();
@@ -222,6 +237,8 @@ impl Shard {
             terminators,
             accepted: self.accepted,
             handshakes_failed: self.handshakes_failed,
+            refused: self.refused,
+            dial_setup: self.fwd.dial_setup(),
             revision: self.fwd.sessions().revision(),
         }
     }
