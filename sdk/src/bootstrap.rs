@@ -105,6 +105,16 @@ pub async fn controller_ca_bundle(jwt: &str, claims: &EnrollmentClaims) -> Resul
     fetch_cacerts(&pinned, &claims.iss).await
 }
 
+/// The CA bundle of the controller at `url` (`https://host:port`), trusted on first
+/// use: the certificate the controller presents is accepted as it is and pinned for
+/// the `/.well-known/est/cacerts` request (what `ziti edge login` does without a CA).
+pub async fn ca_bundle_trust_on_first_use(url: &str) -> Result<String> {
+    let (host, port) = host_port(url)?;
+    let leaf = fetch_server_leaf(&host, port).await?;
+    let pinned = http_client(pinned_tls(Some(leaf))?)?;
+    fetch_cacerts(&pinned, url).await
+}
+
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }

@@ -1,10 +1,7 @@
 //! HTTP client side of the CLI: the saved login, TLS trust and API calls.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -91,103 +88,18 @@ impl CliConfig {
     }
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
-}
-
 fn client_trusting(ca_pem: &str) -> Result<reqwest::Client, CliError> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        let c = c.map_err(|e| CliError::Config(format!("bad CA PEM: {e:?}")))?;
-        roots
-            .add(c)
-            .map_err(|e| CliError::Config(format!("bad CA certificate: {e}")))?;
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| CliError::Config(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let tls = weft_sdk::bootstrap::verified_tls(ca_pem)
+        .map_err(|e| CliError::Config(format!("bad CA bundle: {}", e.message())))?;
     Ok(reqwest::Client::builder()
         .use_preconfigured_tls(tls)
         .build()?)
 }
 
-/// Accepts any server certificate: used only to fetch the CA bundle on first
-/// use (`weft login` without `--ca`), like `ziti edge login` does.
-#[derive(Debug)]
-struct TrustOnFirstUse(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for TrustOnFirstUse {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// Fetches `/.well-known/est/cacerts` without verifying the server and returns
-/// the certificates as a PEM bundle.
+/// Fetches `/.well-known/est/cacerts`, trusting the controller's certificate on first
+/// use, and returns the certificates as a PEM bundle.
 pub async fn fetch_ca_bundle_unverified(url: &str) -> Result<String, CliError> {
-    let p = provider();
-    let tls = rustls::ClientConfig::builder_with_provider(p.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| CliError::Config(e.to_string()))?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(TrustOnFirstUse(p)))
-        .with_no_client_auth();
-    let http = reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .build()?;
-    let text = http
-        .get(format!("{url}/.well-known/est/cacerts"))
-        .header("accept", "application/pkcs7-mime")
-        .send()
-        .await?
-        .error_for_status()?
-        .text()
-        .await?;
-    let b64: String = text.split_whitespace().collect();
-    let der = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64)
-        .map_err(|_| CliError::Config("the CA bundle is not base64".into()))?;
-    let certs = crate::pki::parse_pkcs7_certs(&der)
-        .filter(|c| !c.is_empty())
-        .ok_or_else(|| CliError::Config("the CA bundle is not a certs-only PKCS#7".into()))?;
-    Ok(crate::pki::ders_to_pem(&certs))
+    Ok(weft_sdk::bootstrap::ca_bundle_trust_on_first_use(url).await?)
 }
 
 async fn envelope(res: reqwest::Response) -> Result<Value, CliError> {
