@@ -68,6 +68,26 @@ def _restore_fd0():
         os.dup2(_NULL, 0)
 
 
+def _close_twin(sock):
+    """Closes the other descriptor of this socket's end of the socketpair.
+
+    zitilib.c connect_socket makes a socketpair and dup2()s one end onto the caller's
+    socket, but never closes the original descriptor of that end. With a second
+    descriptor open, closing the socket does not close it: the C SDK would never see
+    the close. Closing the twin restores normal close() semantics."""
+    st = os.fstat(sock.fileno())
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd == sock.fileno():
+            continue
+        try:
+            other = os.fstat(fd)
+        except OSError:
+            continue
+        if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
+            os.close(fd)
+
+
 def _last_error():
     err = zitilib._ziti_lasterr()
     try:
@@ -87,7 +107,9 @@ def dial(service):
         os.close(fd)
         _restore_fd0()
         raise RuntimeError(f"Ziti_connect({service}) failed: {err}")
-    return socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, fd)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, fd)
+    _close_twin(sock)
+    return sock
 
 
 def bind(service):
@@ -100,7 +122,9 @@ def bind(service):
 
 def accept(listener):
     fd, peer = zitilib.accept(listener.fileno())
-    return socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, fd), peer[0]
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, fd)
+    _close_twin(sock)
+    return sock, peer[0]
 
 
 def recv_exact(sock, n):

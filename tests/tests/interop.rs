@@ -373,3 +373,175 @@ async fn weft_dials_a_c_sdk_hosted_service_ten_megabytes_each_way_encrypted() {
     );
     check_bulk(&a["results"], &ends, &upload_sha, TEN_MB);
 }
+
+/// Reads from a Weft stream until end-of-stream or an error, within `limit`.
+async fn weft_read_to_end(stream: &mut Stream, limit: Duration) -> std::io::Result<Vec<u8>> {
+    let mut got = Vec::new();
+    tokio::time::timeout(limit, stream.read_to_end(&mut got))
+        .await
+        .expect("the Weft stream did not end in time")
+        .map(|_| got)
+}
+
+/// Half-close and close, each side first, on one connection between the driver's
+/// `conn` and the Weft `stream` (whichever side dialed).
+async fn half_close_and_close_both_ways(driver: &mut Driver, conn: &str, mut stream: Stream) {
+    // The C side half-closes: Weft reads its bytes, then a clean end-of-stream, and can
+    // still answer; the C side reads the answer and then a clean EOF.
+    driver
+        .cmd(json!({"op": "send", "conn": conn, "data": "hello from C"}))
+        .await;
+    driver.cmd(json!({"op": "shut_wr", "conn": conn})).await;
+    let got = weft_read_to_end(&mut stream, Duration::from_secs(10))
+        .await
+        .expect("a C half-close is a clean end-of-stream for Weft");
+    assert_eq!(got, b"hello from C");
+    stream.write_all(b"answer after your FIN").await.unwrap();
+    stream.shutdown().await.unwrap();
+    let a = driver
+        .cmd(json!({"op": "wait_end", "conn": conn, "timeout": 10}))
+        .await;
+    assert_eq!(a["data"], "answer after your FIN");
+    assert_eq!(
+        a["end"], "eof",
+        "a Weft FIN is a clean EOF for the C side: {a}"
+    );
+    driver.cmd(json!({"op": "close", "conn": conn})).await;
+    // The C close after both FINs reaches Weft as a clean end too.
+    let rest = weft_read_to_end(&mut stream, Duration::from_secs(5))
+        .await
+        .expect("reading after both FINs and the C close");
+    assert!(rest.is_empty());
+}
+
+/// Weft half-closes first; the C side reads EOF and can still send.
+async fn weft_half_closes_first(driver: &mut Driver, conn: &str, mut stream: Stream) {
+    stream.write_all(b"hello from Weft").await.unwrap();
+    stream.shutdown().await.unwrap();
+    let a = driver
+        .cmd(json!({"op": "wait_end", "conn": conn, "timeout": 10}))
+        .await;
+    assert_eq!(
+        (a["data"].as_str(), a["end"].as_str()),
+        (Some("hello from Weft"), Some("eof")),
+        "{a}"
+    );
+    driver
+        .cmd(json!({"op": "send", "conn": conn, "data": "still talking"}))
+        .await;
+    driver.cmd(json!({"op": "close", "conn": conn})).await;
+    let got = weft_read_to_end(&mut stream, Duration::from_secs(10))
+        .await
+        .expect("a C close is a clean end-of-stream for Weft");
+    assert_eq!(got, b"still talking");
+}
+
+/// Weft drops the stream without a FIN: the C side reads what was sent, then a clean
+/// close (EOF), promptly.
+async fn weft_closes(driver: &mut Driver, conn: &str, mut stream: Stream) {
+    stream.write_all(b"bye").await.unwrap();
+    stream.flush().await.unwrap();
+    let a = driver
+        .cmd(json!({"op": "recv", "conn": conn, "n": 3, "timeout": 10}))
+        .await;
+    assert_eq!(a["data"], "bye");
+    drop(stream);
+    let a = driver
+        .cmd(json!({"op": "wait_end", "conn": conn, "timeout": 10}))
+        .await;
+    assert_eq!(
+        a["end"], "eof",
+        "a Weft close is a clean close for the C side: {a}"
+    );
+    assert!(a["after_ms"].as_u64().unwrap() <= 5000, "{a}");
+    driver.cmd(json!({"op": "close", "conn": conn})).await;
+}
+
+/// The C side closes without a half-close first: Weft reads a clean end-of-stream.
+async fn c_closes(driver: &mut Driver, conn: &str, mut stream: Stream) {
+    driver
+        .cmd(json!({"op": "send", "conn": conn, "data": "last words"}))
+        .await;
+    driver.cmd(json!({"op": "close", "conn": conn})).await;
+    let got = weft_read_to_end(&mut stream, Duration::from_secs(10))
+        .await
+        .expect("a C close is a clean end-of-stream for Weft");
+    assert_eq!(got, b"last words");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_and_half_close_when_the_c_sdk_dials() {
+    let Some(venv) = venv() else { return };
+    let net = Network::start().await;
+    net.service("closes", &["closes"], true).await;
+    let host = net.context("weft-host", &["closes-host"]).await;
+    let mut listener = host.bind("closes").await.unwrap();
+    let mut driver = c_sdk_on(&net, &venv, &["closes-client"], &[]).await;
+    for (i, case) in [
+        "half-close both ways",
+        "weft half-closes first",
+        "weft closes",
+        "c closes",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        eprintln!("case: {case}");
+        let conn = format!("c{i}");
+        driver
+            .cmd(json!({"op": "dial", "service": "closes", "conn": conn}))
+            .await;
+        let stream = tokio::time::timeout(Duration::from_secs(10), listener.accept())
+            .await
+            .expect("accept")
+            .unwrap();
+        match i {
+            0 => half_close_and_close_both_ways(&mut driver, &conn, stream).await,
+            1 => weft_half_closes_first(&mut driver, &conn, stream).await,
+            2 => weft_closes(&mut driver, &conn, stream).await,
+            _ => c_closes(&mut driver, &conn, stream).await,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_and_half_close_when_the_c_sdk_hosts() {
+    let Some(venv) = venv() else { return };
+    let net = Network::start().await;
+    net.service("hcloses", &["hcloses"], true).await;
+    let client = net.context("weft-client", &["hcloses-client"]).await;
+    let mut driver = c_sdk_on(&net, &venv, &["hcloses-host"], &[]).await;
+    driver
+        .cmd(json!({"op": "bind", "service": "hcloses", "listener": "l"}))
+        .await;
+    for (i, case) in [
+        "half-close both ways",
+        "weft half-closes first",
+        "weft closes",
+        "c closes",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        eprintln!("case: {case}");
+        let conn = format!("c{i}");
+        let dial = {
+            let client = client.clone();
+            tokio::spawn(async move { client.dial("hcloses").await })
+        };
+        let a = driver
+            .cmd(json!({"op": "accept", "listener": "l", "conn": conn}))
+            .await;
+        assert_eq!(
+            a["peer"], "weft-client",
+            "the C host sees the dialer's name"
+        );
+        let stream = dial.await.unwrap().unwrap();
+        match i {
+            0 => half_close_and_close_both_ways(&mut driver, &conn, stream).await,
+            1 => weft_half_closes_first(&mut driver, &conn, stream).await,
+            2 => weft_closes(&mut driver, &conn, stream).await,
+            _ => c_closes(&mut driver, &conn, stream).await,
+        }
+    }
+}
