@@ -4,7 +4,9 @@
 //!
 //! Without the virtualenv the tests print why and pass (a local `cargo test`); with
 //! `CI=true` a missing virtualenv fails them. `WEFT_INTEROP_SKIP_LONG=1` skips the one
-//! long test (a connection held past the C SDK's 60 s latency probe).
+//! long test (a connection held past the C SDK's 60 s latency probe);
+//! `WEFT_INTEROP_LOG=1` prints the driver's stderr (the C SDK's log, at the level
+//! `ZITI_LOG` sets, e.g. 4 = DEBUG) even when a test passes.
 //! See docs/interop.md for what these tests taught about the C SDK.
 // The helpers below are test code: a panic there is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -167,7 +169,7 @@ impl Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        if std::thread::panicking() || std::env::var_os("WEFT_INTEROP_LOG").is_some() {
             eprintln!("---- {} stderr ----\n{}", self.name, self.stderr());
         }
     }
@@ -544,4 +546,255 @@ async fn close_and_half_close_when_the_c_sdk_hosts() {
             _ => c_closes(&mut driver, &conn, stream).await,
         }
     }
+}
+
+/// Echoes every accepted stream until its peer half-closes, then closes.
+fn spawn_echo(mut listener: Listener) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Ok(mut stream) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if stream.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                let _ = stream.shutdown().await;
+            });
+        }
+    })
+}
+
+/// Dials `service` from the driver as `conn` and checks one echo round trip.
+async fn c_dial_and_echo(driver: &mut Driver, service: &str, conn: &str) {
+    driver
+        .cmd(json!({"op": "dial", "service": service, "conn": conn}))
+        .await;
+    driver
+        .cmd(json!({"op": "send", "conn": conn, "data": "ping"}))
+        .await;
+    let a = driver
+        .cmd(json!({"op": "recv", "conn": conn, "n": 4, "timeout": 10}))
+        .await;
+    assert_eq!(a["data"], "ping");
+}
+
+/// Waits for the driver's `conn` to end; asserts it ended (not timed out) within 5 s.
+async fn c_conn_ends_promptly(driver: &mut Driver, conn: &str, since: Instant) {
+    let a = driver
+        .cmd(json!({"op": "wait_end", "conn": conn, "timeout": 10}))
+        .await;
+    let elapsed = since.elapsed();
+    eprintln!(
+        "C connection ended ({}) {elapsed:?} after the revocation",
+        a["end"]
+    );
+    assert_ne!(a["end"], "timeout", "the C connection stayed open: {a}");
+    assert!(
+        elapsed <= Duration::from_secs(5),
+        "closed only after {elapsed:?}"
+    );
+    driver.cmd(json!({"op": "close", "conn": conn})).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_the_c_sdk_dial_policy_closes_its_connection_and_refuses_new_dials() {
+    let Some(venv) = venv() else { return };
+    let net = Network::start().await;
+    let (_, dial_policy, _) = net.service("revoke", &["revoke"], true).await;
+    let host = net.context("weft-host", &["revoke-host"]).await;
+    let _echo = spawn_echo(host.bind("revoke").await.unwrap());
+    let mut driver = c_sdk_on(&net, &venv, &["revoke-client"], &[]).await;
+    c_dial_and_echo(&mut driver, "revoke", "c").await;
+
+    let revoked_at = Instant::now();
+    net.admin.delete("service-policies", &dial_policy).await;
+    c_conn_ends_promptly(&mut driver, "c", revoked_at).await;
+    let err = driver
+        .cmd_fails(json!({"op": "dial", "service": "revoke", "conn": "again"}))
+        .await;
+    eprintln!("new dial refused: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_c_sdk_identity_ends_its_api_session_connection_and_dials() {
+    let Some(venv) = venv() else { return };
+    let net = Network::start().await;
+    net.service("gone", &["gone"], true).await;
+    let host = net.context("weft-host", &["gone-host"]).await;
+    let _echo = spawn_echo(host.bind("gone").await.unwrap());
+    let mut driver = c_sdk_on(&net, &venv, &["gone-client"], &[]).await;
+    c_dial_and_echo(&mut driver, "gone", "c").await;
+    let ids = net.admin.get("identities?filter=name=\"c-sdk\"").await;
+    let id = ids["data"][0]["id"].as_str().unwrap().to_string();
+
+    let revoked_at = Instant::now();
+    net.admin.delete("identities", &id).await;
+    c_conn_ends_promptly(&mut driver, "c", revoked_at).await;
+    let err = driver
+        .cmd_fails(json!({"op": "dial", "service": "gone", "conn": "again"}))
+        .await;
+    eprintln!("new dial refused: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_the_c_sdk_bind_policy_closes_hosted_connections_and_the_terminator() {
+    let Some(venv) = venv() else { return };
+    let net = Network::start().await;
+    let (_, _, bind_policy) = net.service("unbind", &["unbind"], true).await;
+    let client = net.context("weft-client", &["unbind-client"]).await;
+    let mut driver = c_sdk_on(&net, &venv, &["unbind-host"], &[]).await;
+    driver
+        .cmd(json!({"op": "bind", "service": "unbind", "listener": "l"}))
+        .await;
+    let dial = {
+        let client = client.clone();
+        tokio::spawn(async move { client.dial("unbind").await })
+    };
+    driver
+        .cmd(json!({"op": "accept", "listener": "l", "conn": "c"}))
+        .await;
+    let mut stream = dial.await.unwrap().unwrap();
+    stream.write_all(b"hi").await.unwrap();
+    let a = driver
+        .cmd(json!({"op": "recv", "conn": "c", "n": 2, "timeout": 10}))
+        .await;
+    assert_eq!(a["data"], "hi");
+
+    let revoked_at = Instant::now();
+    net.admin.delete("service-policies", &bind_policy).await;
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+        .await
+        .expect("the Weft end stayed open 5 s after the revocation");
+    // The router closes the C host's conn ("session closed") and tells the Weft dialer
+    // its peer closed: a clean end-of-stream, promptly.
+    eprintln!("Weft end: {read:?} after {:?}", revoked_at.elapsed());
+    assert!(matches!(read, Ok(0)), "{read:?}");
+    c_conn_ends_promptly(&mut driver, "c", revoked_at).await;
+    // The terminator is gone: a new dial is refused.
+    let err = client.dial("unbind").await.unwrap_err();
+    eprintln!("new Weft dial refused: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_sdk_dial_and_bind_errors_are_reported_and_leave_the_sdk_usable() {
+    let Some(venv) = venv() else { return };
+    let net = Network::start().await;
+    net.service("known", &["known"], true).await;
+    net.service("hostless", &["hostless"], true).await;
+    let host = net.context("weft-host", &["known-host"]).await;
+    let _echo = spawn_echo(host.bind("known").await.unwrap());
+    let mut driver = c_sdk_on(&net, &venv, &["known-client", "hostless-client"], &[]).await;
+
+    let err = driver
+        .cmd_fails(json!({"op": "dial", "service": "no-such-service", "conn": "x"}))
+        .await;
+    eprintln!("unknown service: {err}");
+    let err = driver
+        .cmd_fails(json!({"op": "dial", "service": "hostless", "conn": "x"}))
+        .await;
+    eprintln!("service nobody hosts: {err}");
+    let err = driver
+        .cmd_fails(json!({"op": "bind", "service": "known", "listener": "x"}))
+        .await;
+    eprintln!("bind without a Bind policy: {err}");
+    // The context still works after the failures.
+    c_dial_and_echo(&mut driver, "known", "ok").await;
+}
+
+/// The C SDK's latency probe interval (channel.c LATENCY_INTERVAL) and reply timeout
+/// (LATENCY_TIMEOUT): an unanswered probe closes the channel 70 s after it came up.
+const PROBE_INTERVAL: Duration = Duration::from_secs(60);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_sdk_latency_probes_are_answered_and_connections_outlive_them() {
+    let Some(venv) = venv() else { return };
+    if std::env::var_os("WEFT_INTEROP_SKIP_LONG").is_some()
+        && std::env::var("CI").as_deref() != Ok("true")
+    {
+        eprintln!("SKIPPED: WEFT_INTEROP_SKIP_LONG is set (a 75 s test)");
+        return;
+    }
+    let net = Network::start().await;
+    net.service("long", &["long"], true).await;
+    net.service("clong", &["clong"], true).await;
+    let host = net.context("weft-host", &["long-host"]).await;
+    let _echo = spawn_echo(host.bind("long").await.unwrap());
+    let client = net.context("weft-client", &["clong-client"]).await;
+    // Level 5 (VERBOSE) logs "latency is now N" for every answered probe.
+    let mut driver = c_sdk_on(
+        &net,
+        &venv,
+        &["long-client", "clong-host"],
+        &[("ZITI_LOG", "5")],
+    )
+    .await;
+    let up = Instant::now();
+    // One connection the C SDK dialed, one it accepted; both on its one channel.
+    c_dial_and_echo(&mut driver, "long", "dialed").await;
+    driver
+        .cmd(json!({"op": "bind", "service": "clong", "listener": "l"}))
+        .await;
+    let dial = {
+        let client = client.clone();
+        tokio::spawn(async move { client.dial("clong").await })
+    };
+    driver
+        .cmd(json!({"op": "accept", "listener": "l", "conn": "accepted"}))
+        .await;
+    let mut hosted = dial.await.unwrap().unwrap();
+
+    // The first probe goes out 60 s after the channel's hello; wait for its answer.
+    let deadline = up + PROBE_INTERVAL + PROBE_TIMEOUT;
+    while !driver.stderr().contains("latency is now") {
+        assert!(
+            Instant::now() < deadline,
+            "no latency probe answered within {:?}; stderr:\n{}",
+            PROBE_INTERVAL + PROBE_TIMEOUT,
+            driver.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!(
+        "first latency probe answered {:?} after start",
+        up.elapsed()
+    );
+    // Hold the connections past the point where an unanswered probe would have closed
+    // the channel, then use them again.
+    tokio::time::sleep_until((up + PROBE_INTERVAL + PROBE_TIMEOUT + Duration::from_secs(5)).into())
+        .await;
+    driver
+        .cmd(json!({"op": "send", "conn": "dialed", "data": "still here"}))
+        .await;
+    let a = driver
+        .cmd(json!({"op": "recv", "conn": "dialed", "n": 10, "timeout": 10}))
+        .await;
+    assert_eq!(a["data"], "still here");
+    hosted.write_all(b"and here").await.unwrap();
+    let a = driver
+        .cmd(json!({"op": "recv", "conn": "accepted", "n": 8, "timeout": 10}))
+        .await;
+    assert_eq!(a["data"], "and here");
+    driver
+        .cmd(json!({"op": "send", "conn": "accepted", "data": "back"}))
+        .await;
+    let mut back = [0u8; 4];
+    hosted.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"back");
+    let log = driver.stderr();
+    for bad in [
+        "invalid latency probe result",
+        "channel was closed",
+        "reconnecting in",
+    ] {
+        assert!(!log.contains(bad), "the C SDK logged {bad:?}:\n{log}");
+    }
+    eprintln!("connections alive after {:?}", up.elapsed());
 }
