@@ -722,7 +722,9 @@ async fn c_sdk_latency_probes_are_answered_and_connections_outlive_them() {
         eprintln!("SKIPPED: WEFT_INTEROP_SKIP_LONG is set (a 75 s test)");
         return;
     }
-    let net = Network::start().await;
+    // A 70 s API session: the C SDK refreshes it after max(70 - 60, 60) = 60 s
+    // (GET /current-api-session), within this test.
+    let net = Network::start_with("api_session_timeout_secs = 70", &[]).await;
     net.service("long", &["long"], true).await;
     net.service("clong", &["clong"], true).await;
     let host = net.context("weft-host", &["long-host"]).await;
@@ -789,6 +791,10 @@ async fn c_sdk_latency_probes_are_answered_and_connections_outlive_them() {
     hosted.read_exact(&mut back).await.unwrap();
     assert_eq!(&back, b"back");
     let log = driver.stderr();
+    assert!(
+        log.contains("completed GET[/current-api-session]"),
+        "the C SDK refreshed its API session:\n{log}"
+    );
     for bad in [
         "invalid latency probe result",
         "channel was closed",
@@ -797,4 +803,111 @@ async fn c_sdk_latency_probes_are_answered_and_connections_outlive_them() {
         assert!(!log.contains(bad), "the C SDK logged {bad:?}:\n{log}");
     }
     eprintln!("connections alive after {:?}", up.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_sdk_pages_services_looks_up_new_ones_by_name_and_speaks_plaintext() {
+    let Some(venv) = venv() else { return };
+    let net = Network::start().await;
+    // More services than the C SDK's page size (25): it pages through /services.
+    for i in 0..30 {
+        net.admin
+            .service(&format!("many-{i:02}"), &["many"], false)
+            .await;
+    }
+    net.admin
+        .service_policy("many-dial", "Dial", &["#many-client"], &["#many"])
+        .await;
+    net.admin
+        .service_policy("many-bind", "Bind", &["#many-host"], &["#many"])
+        .await;
+    let host = net.context("weft-host", &["many-host"]).await;
+    let _echo = spawn_echo(host.bind("many-29").await.unwrap());
+    let mut driver = c_sdk_on(
+        &net,
+        &venv,
+        &["many-client", "many-host", "late-client"],
+        &[],
+    )
+    .await;
+    // Plaintext (encryptionRequired false), on the last page.
+    c_dial_and_echo(&mut driver, "many-29", "plain").await;
+
+    // A service created after the C SDK loaded its list (its next poll is 60 s away):
+    // the dial looks it up by name (GET /services?filter=name="late svc").
+    net.admin.service("late svc", &["late"], true).await;
+    net.admin
+        .service_policy("late-dial", "Dial", &["#late-client"], &["#late"])
+        .await;
+    net.admin
+        .service_policy("late-bind", "Bind", &["#late-host"], &["#late"])
+        .await;
+    let late_host = net.context("weft-late-host", &["late-host"]).await;
+    let _late = spawn_echo(late_host.bind("late svc").await.unwrap());
+    c_dial_and_echo(&mut driver, "late svc", "late").await;
+
+    // The C SDK hosting a plaintext service for a Weft dialer.
+    driver
+        .cmd(json!({"op": "bind", "service": "many-00", "listener": "l"}))
+        .await;
+    let client = net.context("weft-client", &["many-client"]).await;
+    let dial = {
+        let client = client.clone();
+        tokio::spawn(async move { client.dial("many-00").await })
+    };
+    driver
+        .cmd(json!({"op": "accept", "listener": "l", "conn": "hosted"}))
+        .await;
+    let mut stream = dial.await.unwrap().unwrap();
+    assert!(!stream.is_encrypted());
+    stream.write_all(b"plain").await.unwrap();
+    let a = driver
+        .cmd(json!({"op": "recv", "conn": "hosted", "n": 5, "timeout": 10}))
+        .await;
+    assert_eq!(a["data"], "plain");
+    driver
+        .cmd(json!({"op": "send", "conn": "hosted", "data": "text"}))
+        .await;
+    let mut back = [0u8; 4];
+    stream.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"text");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dial_the_c_sdk_host_does_not_accept_in_time_fails_and_a_later_accept_gets_the_next_dial()
+{
+    let Some(venv) = venv() else { return };
+    let net = Network::start().await;
+    net.service("slow", &["slow"], true).await;
+    let client = net.context("weft-client", &["slow-client"]).await;
+    let mut driver = c_sdk_on(&net, &venv, &["slow-host"], &[]).await;
+    driver
+        .cmd(json!({"op": "bind", "service": "slow", "listener": "l"}))
+        .await;
+    // Nobody calls accept: the C SDK holds the dial in its backlog without answering,
+    // and the router gives up.
+    let started = Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(30), client.dial("slow"))
+        .await
+        .expect("the dial hung")
+        .unwrap_err();
+    eprintln!(
+        "unaccepted dial failed after {:?}: {err}",
+        started.elapsed()
+    );
+    // The app accepts late: the C SDK answers the stale dial now (DialSuccess), the
+    // router refuses it, and the accept waits for the next dial, which it gets.
+    let dial = {
+        let client = client.clone();
+        tokio::spawn(async move { client.dial("slow").await })
+    };
+    driver
+        .cmd(json!({"op": "accept", "listener": "l", "conn": "c"}))
+        .await;
+    let mut stream = dial.await.unwrap().expect("the second dial");
+    stream.write_all(b"second").await.unwrap();
+    let a = driver
+        .cmd(json!({"op": "recv", "conn": "c", "n": 6, "timeout": 10}))
+        .await;
+    assert_eq!(a["data"], "second");
 }
