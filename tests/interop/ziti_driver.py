@@ -20,6 +20,8 @@ Commands ("op"):
   bulk_dial   {service, conns, bytes}  `conns` concurrent dials, each sending `bytes`
                                        random bytes, half-closing and reading to EOF
   bulk_accept {listener, conns, bytes} the same on `conns` accepted connections
+  bulk_self   {service, listener, bytes} dial a service this context hosts, accept
+                                       it, and transfer both ways between the two
 The bulk commands report per connection the sha256 of what was sent and received.
 """
 
@@ -137,13 +139,16 @@ def recv_exact(sock, n):
     return bytes(got)
 
 
-def transfer(sock, nbytes, result):
+def transfer(sock, nbytes, result, expect=None):
     """Sends nbytes random bytes while reading to EOF, then half-closes; fills result.
 
     The half-close waits for the peer's EOF: the C SDK's socket bridge (conn_bridge.c
     on_ziti_data) closes the socket as soon as both directions saw EOF, dropping the
     received data it has not yet written into the socket. Half-closing first and then
-    receiving a large download would therefore truncate it (docs/interop.md)."""
+    receiving a large download would therefore truncate it (docs/interop.md).
+
+    With `expect` (both ends are this driver, each waiting for the other's EOF would
+    deadlock): read exactly that many bytes and close without a half-close."""
     data = os.urandom(nbytes)
     result["sent"] = nbytes
     result["sent_sha256"] = hashlib.sha256(data).hexdigest()
@@ -154,8 +159,9 @@ def transfer(sock, nbytes, result):
             view = memoryview(data)
             for i in range(0, len(view), CHUNK):
                 sock.sendall(view[i:i + CHUNK])
-            eof.wait()
-            sock.shutdown(socket.SHUT_WR)
+            if expect is None:
+                eof.wait()
+                sock.shutdown(socket.SHUT_WR)
         except Exception as e:  # reported below
             result["send_error"] = repr(e)
 
@@ -164,8 +170,8 @@ def transfer(sock, nbytes, result):
     h = hashlib.sha256()
     n = 0
     try:
-        while True:
-            b = sock.recv(CHUNK)
+        while expect is None or n < expect:
+            b = sock.recv(CHUNK if expect is None else min(CHUNK, expect - n))
             if not b:
                 break
             h.update(b)
@@ -179,9 +185,9 @@ def transfer(sock, nbytes, result):
     sock.close()
 
 
-def run_parallel(socks, nbytes):
+def run_parallel(socks, nbytes, expect=None):
     results = [dict(conn=i) for i in range(len(socks))]
-    threads = [threading.Thread(target=transfer, args=(s, nbytes, r))
+    threads = [threading.Thread(target=transfer, args=(s, nbytes, r, expect))
                for s, r in zip(socks, results)]
     for t in threads:
         t.start()
@@ -258,6 +264,16 @@ def handle(cmd):
     if op == "bulk_accept":
         socks = [accept(listeners[cmd["listener"]])[0] for _ in range(cmd["conns"])]
         return {"results": run_parallel(socks, cmd["bytes"])}
+    if op == "bulk_self":
+        # Dial a service this context hosts; accept that dial; transfer both ways.
+        accepted = {}
+        t = threading.Thread(target=lambda: accepted.update(
+            sock=accept(listeners[cmd["listener"]])[0]))
+        t.start()
+        dialed = dial(cmd["service"])
+        t.join()
+        return {"results": run_parallel([dialed, accepted["sock"]], cmd["bytes"],
+                                        expect=cmd["bytes"])}
     raise ValueError(f"unknown op {op!r}")
 
 

@@ -911,3 +911,31 @@ async fn a_dial_the_c_sdk_host_does_not_accept_in_time_fails_and_a_later_accept_
         .await;
     assert_eq!(a["data"], "second");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_c_sdk_dials_a_service_it_hosts_itself_through_the_router() {
+    let Some(venv) = venv() else { return };
+    let net = Network::start().await;
+    net.service("loop", &["loop"], true).await;
+    // Both ends on one C SDK context, so both legs of the circuit share one edge
+    // connection.
+    let mut driver = c_sdk_on(&net, &venv, &["loop-client", "loop-host"], &[]).await;
+    driver
+        .cmd(json!({"op": "bind", "service": "loop", "listener": "l"}))
+        .await;
+    let a = driver
+        .cmd(json!({"op": "bulk_self", "service": "loop", "listener": "l", "bytes": 1_000_000}))
+        .await;
+    let [dialer, acceptor] = a["results"].as_array().unwrap().as_slice() else {
+        panic!("two results: {a}")
+    };
+    for r in [dialer, acceptor] {
+        assert!(
+            r.get("send_error").is_none() && r.get("recv_error").is_none(),
+            "{r}"
+        );
+        assert_eq!(r["received"], 1_000_000, "{r}");
+    }
+    assert_eq!(dialer["sent_sha256"], acceptor["received_sha256"]);
+    assert_eq!(acceptor["sent_sha256"], dialer["received_sha256"]);
+}
