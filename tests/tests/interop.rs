@@ -67,6 +67,8 @@ struct Driver {
     answers: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
     stderr: Arc<Mutex<String>>,
     name: String,
+    /// Where its JWT and identity file live (removed with the driver).
+    files: tempfile::TempDir,
 }
 
 impl Driver {
@@ -101,6 +103,7 @@ impl Driver {
             answers,
             stderr,
             name: name.to_string(),
+            files: tempfile::tempdir().unwrap(),
         }
     }
 
@@ -186,11 +189,10 @@ fn sha_hex(data: &[u8]) -> String {
 /// attributes `attrs`, and the driver.
 async fn c_sdk_on(net: &Network, venv: &Path, attrs: &[&str], env: &[(&str, &str)]) -> Driver {
     let (_, jwt) = net.admin.identity("c-sdk", attrs).await;
-    let dir = tempfile::tempdir().unwrap().keep();
-    let jwt_path = dir.join("c-sdk.jwt");
-    let id_path = dir.join("c-sdk.json");
-    std::fs::write(&jwt_path, &jwt).unwrap();
     let mut driver = Driver::start(venv, "c-sdk", env);
+    let jwt_path = driver.files.path().join("c-sdk.jwt");
+    let id_path = driver.files.path().join("c-sdk.json");
+    std::fs::write(&jwt_path, &jwt).unwrap();
     driver
         .cmd(json!({"op": "enroll", "jwt": jwt_path, "out": id_path}))
         .await;
@@ -246,20 +248,31 @@ struct WeftEnd {
     _stream: Stream,
 }
 
-/// Sends `upload` and half-closes while reading to end-of-stream.
+/// Sends `upload` while reading the C side's `TEN_MB`, then half-closes and reads the
+/// C side's close.
+///
+/// The half-close waits until everything arrived: once the C SDK has our FIN, the C
+/// app's own end closes the bridge with a StateClosed that can overtake its last writes
+/// still queued in the SDK (docs/interop.md, socket bridge bug 4).
 async fn weft_transfer(mut stream: Stream, upload: Arc<Vec<u8>>) -> WeftEnd {
     assert!(stream.is_encrypted(), "the service requires encryption");
     let (mut rd, mut wr) = tokio::io::split(&mut stream);
     let writer = async {
         wr.write_all(&upload).await.unwrap();
-        wr.shutdown().await.unwrap();
     };
     let reader = async {
-        let mut got = Vec::with_capacity(TEN_MB);
-        rd.read_to_end(&mut got).await.unwrap();
+        let mut got = vec![0u8; TEN_MB];
+        rd.read_exact(&mut got)
+            .await
+            .expect("reading what the C side sent");
         got
     };
     let ((), got) = tokio::join!(writer, reader);
+    stream.shutdown().await.unwrap();
+    let rest = weft_read_to_end(&mut stream, COMMAND_TIMEOUT)
+        .await
+        .expect("a clean end after the transfer");
+    assert!(rest.is_empty(), "the C side sent more than it said");
     WeftEnd {
         received_sha256: sha_hex(&got),
         received: got.len(),
@@ -431,11 +444,20 @@ async fn weft_half_closes_first(driver: &mut Driver, conn: &str, mut stream: Str
     driver
         .cmd(json!({"op": "send", "conn": conn, "data": "still talking"}))
         .await;
+    // Wait for the bytes before the C side closes: after our FIN, a C close goes out as
+    // StateClosed at once and can overtake a write still queued in the SDK
+    // (docs/interop.md, socket bridge bug 4).
+    let mut got = [0u8; 13];
+    tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut got))
+        .await
+        .expect("the C side's bytes did not arrive")
+        .unwrap();
+    assert_eq!(&got, b"still talking");
     driver.cmd(json!({"op": "close", "conn": conn})).await;
-    let got = weft_read_to_end(&mut stream, Duration::from_secs(10))
+    let rest = weft_read_to_end(&mut stream, Duration::from_secs(10))
         .await
         .expect("a C close is a clean end-of-stream for Weft");
-    assert_eq!(got, b"still talking");
+    assert!(rest.is_empty());
 }
 
 /// Weft drops the stream without a FIN: the C side reads what was sent, then a clean
