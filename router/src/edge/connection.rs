@@ -694,6 +694,14 @@ impl EdgeConnection {
 
     fn handle_dial_success(&mut self, frame: &Frame, ok: &DialSuccess) {
         let Some(dial) = self.pending_dials.remove(&ok.reply_for) else {
+            // A late accept (the dial timed out) or a reply to no dial. The C SDK waits
+            // for an answer to its DialSuccess without a timeout of its own, and its
+            // accept stays stuck until one comes: refuse it.
+            self.reply_closed(
+                ok.conn_id,
+                frame.sequence(),
+                "the dial is no longer pending",
+            );
             return;
         };
         let session_id = match self.conns.get(&dial.listener) {

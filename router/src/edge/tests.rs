@@ -739,3 +739,45 @@ fn frames_with_unknown_tokens_wait_for_the_session_and_keep_their_order() {
     assert_eq!(LatencyReply::parse(&frames[0]).unwrap().reply_for, probe);
     assert_ne!(connect, probe);
 }
+
+/// The C SDK sends DialSuccess when its app accepts, which may be after the router gave
+/// up on the dial; it waits for the reply without a timeout, so a late DialSuccess must
+/// be refused (StateClosed replying to it, a reason that is no prefix of "Invalid
+/// Session") rather than ignored, or the host's accept hangs for good.
+#[test]
+fn a_dial_success_after_the_dial_timed_out_is_refused() {
+    let mut h = Harness::open();
+    h.bind(7);
+    h.conn.bind_succeeded(7);
+    h.frames();
+    h.events();
+    h.conn.dial_host(h.now, CircuitId(1), 7, b"", None, None);
+    let dial_seq = h.frames()[0].sequence();
+    let deadline = h.conn.poll_timeout().unwrap();
+    h.conn.handle_timeout(&h.sessions, deadline);
+    assert!(matches!(
+        &h.events()[..],
+        [EdgeEvent::HostRefused {
+            circuit: CircuitId(1),
+            ..
+        }]
+    ));
+    let late = h.send(|o, s| {
+        DialSuccess {
+            conn_id: 7,
+            seq: 0,
+            reply_for: dial_seq,
+            new_conn_id: 8,
+        }
+        .encode(s, o)
+        .unwrap()
+    });
+    let frames = h.frames();
+    assert_eq!(frames.len(), 1, "the late DialSuccess is answered");
+    let closed = StateClosed::parse(&frames[0]).unwrap();
+    assert_eq!((closed.conn_id, closed.reply_for), (7, Some(late)));
+    assert!(!closed.reason.is_empty());
+    assert!(!INVALID_SESSION.as_bytes().starts_with(closed.reason));
+    assert_eq!(h.events(), vec![], "no circuit, no conn 8");
+    assert!(!h.conn.send_data(8, Bytes::from_static(b"x"), false));
+}
