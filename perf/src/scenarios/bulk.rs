@@ -70,6 +70,16 @@ pub async fn measure(
     let iperf = iperf3(&ctx.bins.iperf3, path.bulk, streams, seconds).await?;
     let wall = t.elapsed().as_secs_f64();
     let box_after = system_cpu()?;
+    // socat forks a child per connection; its CPU reaches the parent's counters when
+    // the parent reaps it, so wait (briefly) for the per-connection children to go.
+    let settle = Instant::now();
+    while settle.elapsed().as_secs() < 3
+        && procs
+            .iter()
+            .any(|(role, pid)| role.starts_with("socat") && !sysinfo::descendants(*pid).is_empty())
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let mut cpu = BTreeMap::new();
     let key = path.key_bulk_pids();
     let (mut key_cpu, mut path_cpu) = (0.0, 0.0);
