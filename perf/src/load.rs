@@ -90,7 +90,7 @@ pub fn parse_iperf3(json: &str) -> Result<IperfResult> {
 
 /// Runs `iperf3 -c` against `addr` with `streams` parallel streams for `seconds`,
 /// retrying for a few seconds while the server still winds down the previous test
-/// ("the server is busy").
+/// ("the server is busy", or its listener not yet back: "Connection refused").
 pub async fn iperf3(
     iperf3: &Path,
     addr: SocketAddr,
@@ -101,7 +101,12 @@ pub async fn iperf3(
     loop {
         tries += 1;
         match iperf3_once(iperf3, addr, streams, seconds).await {
-            Err(e) if tries < 10 && format!("{e:#}").contains("server is busy") => {
+            Err(e)
+                if tries < 10
+                    && ["server is busy", "Connection refused"]
+                        .iter()
+                        .any(|m| format!("{e:#}").contains(m)) =>
+            {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
             r => return r,

@@ -106,9 +106,10 @@ pub fn judge(r: &Report) -> Vec<Target> {
                 format!("slowest stream {worst_share:.2}× fair share (worst round), {zeros:.0} stream-seconds at zero"),
                 Some(worst_share >= 0.5 && zeros == 0.0),
                 format!(
-                    "aggregate {:.2} Gbit/s; stunnel slowest {:.2}× fair share",
+                    "aggregate {:.2} Gbit/s; stunnel slowest {:.2}× fair share; cores busy (of {ncores}): {}",
                     s.median(p, "gbps").unwrap_or(f64::NAN),
-                    s.median(STUNNEL, "min_fair_share").unwrap_or(f64::NAN)
+                    s.median(STUNNEL, "min_fair_share").unwrap_or(f64::NAN),
+                    cores(s, p)
                 ),
             ));
         }

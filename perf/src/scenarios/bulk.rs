@@ -187,6 +187,9 @@ pub async fn run(ctx: &Ctx, streams: usize) -> ScenarioReport {
                         }
                         s.record(&path.name, "zero_intervals", m.iperf.zero_intervals as f64);
                         s.record(&path.name, "streams_seen", m.iperf.streams_bps.len() as f64);
+                        for (role, secs) in &m.cpu {
+                            s.record(&path.name, &format!("cores:{role}"), secs / m.wall);
+                        }
                         let mut sorted = m.iperf.streams_bps.clone();
                         sorted.sort_by(f64::total_cmp);
                         s.series(
