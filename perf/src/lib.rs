@@ -1,5 +1,21 @@
-//! `weft-perf`: the perf suite.
+//! `weft-perf`: Weft's perf suite.
 //!
-//! Planned contents (issue "perf"): boot a local Weft network and baselines, run
-//! throughput, latency and setup-rate scenarios, and report ratios to the baselines
-//! measured in the same run. This crate holds no code yet.
+//! `weft-perf run` boots a local Weft network (controller, router, `weft tunnel`
+//! endpoints — processes of the workspace binaries next to this executable) and the
+//! baselines (direct loopback, one and two socat hops, an stunnel pair), runs each
+//! scenario on every path in alternation, and reports every figure with its ratio to
+//! the matching baseline of the same run: `results.json`, a table on stdout
+//! (`results.md`) and SVG plots. See `docs/perf.md`.
+
+pub mod baselines;
+pub mod load;
+pub mod net;
+pub mod paths;
+pub mod plot;
+pub mod process;
+pub mod report;
+pub mod run;
+pub mod scenarios;
+pub mod server;
+pub mod sysinfo;
+pub mod targets;

@@ -1,0 +1,73 @@
+//! `weft-perf`: see the library docs and `docs/perf.md`.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use weft_perf::run::RunArgs;
+
+/// Weft's perf suite: a local Weft network against same-run baselines.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Boot the network and the baselines, run the scenarios, write the results.
+    Run(RunArgs),
+    /// The suite's echo server (started by `run` as a child process).
+    #[command(hide = true)]
+    Serve {
+        /// Address to serve echo on.
+        #[arg(long)]
+        echo: SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Serve { echo } => weft_perf::server::run_echo(echo),
+        Cmd::Run(args) => run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("weft-perf: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the suite on a tokio runtime; Ctrl-C or SIGTERM drops the run, whose guards
+/// kill every child process, before exiting.
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut task = tokio::spawn(weft_perf::run::run(args));
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = &mut task => match r {
+                Ok(r) => r.map(|_| ()),
+                Err(e) => Err(anyhow::anyhow!("the run failed: {e}")),
+            },
+            _ = tokio::signal::ctrl_c() => stop(task, "interrupted").await,
+            _ = term.recv() => stop(task, "terminated").await,
+        }
+    })
+}
+
+async fn stop(
+    task: tokio::task::JoinHandle<anyhow::Result<weft_perf::report::Report>>,
+    why: &str,
+) -> anyhow::Result<()> {
+    task.abort();
+    // The aborted run is dropped here, and with it every child process guard.
+    let _ = task.await;
+    anyhow::bail!("{why}; child processes stopped")
+}
