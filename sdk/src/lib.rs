@@ -2,7 +2,7 @@
 //! end-to-end encrypted streams through Weft (or OpenZiti) edge routers.
 //!
 //! ```no_run
-//! # async fn demo() -> weft_sdk::Result<()> {
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use tokio::io::{AsyncReadExt, AsyncWriteExt};
 //!
 //! let identity = weft_sdk::Identity::load("client.json")?;
