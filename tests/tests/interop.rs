@@ -695,9 +695,12 @@ async fn revoking_the_c_sdk_bind_policy_closes_hosted_connections_and_the_termin
         .await
         .expect("the Weft end stayed open 5 s after the revocation");
     // The router closes the C host's conn ("session closed") and tells the Weft dialer
-    // its peer closed: a clean end-of-stream, promptly.
+    // its peer's session went ("peer session closed"): an error, not a clean end, so a
+    // cut-off transfer is not mistaken for a complete one.
     eprintln!("Weft end: {read:?} after {:?}", revoked_at.elapsed());
-    assert!(matches!(read, Ok(0)), "{read:?}");
+    let err = read.expect_err("the peer's revocation is an error for the Weft end");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+    assert!(err.to_string().contains("peer session closed"), "{err}");
     c_conn_ends_promptly(&mut driver, "c", revoked_at).await;
     // The terminator is gone: a new dial is refused.
     let err = client.dial("unbind").await.unwrap_err();

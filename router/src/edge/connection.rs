@@ -10,7 +10,7 @@ use weft_wire::edge::{
 };
 use weft_wire::{Decoded, Decoder, EncodeError, Frame, Limits};
 
-use super::event::{CircuitId, CloseReason, EdgeEvent, Head, Transmit};
+use super::event::{CircuitId, CloseReason, ConnEnd, EdgeEvent, Head, Transmit};
 use crate::sessions::{HelloRejection, Removed, SessionKind, SessionRejection, SessionTable};
 
 /// Settings of an edge connection.
@@ -459,7 +459,10 @@ impl EdgeConnection {
             );
             self.events.push_back(match listener {
                 true => EdgeEvent::Unbound { conn_id },
-                false => EdgeEvent::ConnClosed { conn_id },
+                false => EdgeEvent::ConnClosed {
+                    conn_id,
+                    cause: ConnEnd::Revoked,
+                },
             });
         }
     }
@@ -679,7 +682,10 @@ impl EdgeConnection {
         self.events.push_back(match conn.role {
             // StateClosed on a listener id is how the C SDK unbinds (spec §9 item 3).
             ConnRole::Listener | ConnRole::Binding { .. } => EdgeEvent::Unbound { conn_id },
-            ConnRole::Dialing { .. } | ConnRole::Connected => EdgeEvent::ConnClosed { conn_id },
+            ConnRole::Dialing { .. } | ConnRole::Connected => EdgeEvent::ConnClosed {
+                conn_id,
+                cause: ConnEnd::Closed,
+            },
         });
     }
 
@@ -834,7 +840,10 @@ impl EdgeConnection {
         for (conn_id, listener) in ids {
             self.events.push_back(match listener {
                 true => EdgeEvent::Unbound { conn_id },
-                false => EdgeEvent::ConnClosed { conn_id },
+                false => EdgeEvent::ConnClosed {
+                    conn_id,
+                    cause: ConnEnd::Lost,
+                },
             });
         }
         for (_, dial) in self.pending_dials.drain() {

@@ -175,6 +175,8 @@ pub enum EdgeEvent {
     ConnClosed {
         /// The conn id.
         conn_id: u32,
+        /// Why, which decides what the far side is told.
+        cause: ConnEnd,
     },
     /// A listener is gone: remove its terminator.
     Unbound {
@@ -183,4 +185,27 @@ pub enum EdgeEvent {
     },
     /// Close the whole connection (after writing what is queued).
     Close(CloseReason),
+}
+
+/// Why a conn id ended, as its circuit's far side is told (the StateClosed body).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnEnd {
+    /// The SDK closed it: the far side sees a normal end of stream.
+    Closed,
+    /// The controller removed the session it used.
+    Revoked,
+    /// Its edge connection ended (lost, malformed, API session revoked).
+    Lost,
+}
+
+impl ConnEnd {
+    /// The StateClosed body for the far side. Only "closed by peer" reads as a clean end
+    /// in Weft's SDK; the C SDK reports every unsolicited close the same way.
+    pub fn far_side_reason(self) -> &'static str {
+        match self {
+            Self::Closed => "closed by peer",
+            Self::Revoked => "peer session closed",
+            Self::Lost => "peer is gone",
+        }
+    }
 }

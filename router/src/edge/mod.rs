@@ -16,7 +16,7 @@ mod connection;
 mod event;
 
 pub use connection::{EdgeConfig, EdgeConnection};
-pub use event::{CircuitId, CloseReason, EdgeEvent, Head, INLINE_HEAD, Transmit};
+pub use event::{CircuitId, CloseReason, ConnEnd, EdgeEvent, Head, INLINE_HEAD, Transmit};
 
 #[cfg(test)]
 mod tests;

@@ -565,7 +565,10 @@ fn sdk_close_on_a_listener_unbinds_and_on_a_conn_closes() {
         h.events(),
         vec![
             EdgeEvent::Unbound { conn_id: 7 },
-            EdgeEvent::ConnClosed { conn_id: 1 }
+            EdgeEvent::ConnClosed {
+                conn_id: 1,
+                cause: ConnEnd::Closed
+            }
         ]
     );
     assert!(h.frames().is_empty(), "the router answers no StateClosed");
@@ -598,7 +601,10 @@ fn revoking_a_session_closes_what_used_it() {
     assert_eq!(
         h.events(),
         vec![
-            EdgeEvent::ConnClosed { conn_id: 1 },
+            EdgeEvent::ConnClosed {
+                conn_id: 1,
+                cause: ConnEnd::Revoked
+            },
             EdgeEvent::Unbound { conn_id: 7 }
         ]
     );
@@ -624,7 +630,10 @@ fn revoking_the_api_session_closes_the_connection() {
     assert_eq!(
         h.events(),
         vec![
-            EdgeEvent::ConnClosed { conn_id: 1 },
+            EdgeEvent::ConnClosed {
+                conn_id: 1,
+                cause: ConnEnd::Lost
+            },
             EdgeEvent::Close(CloseReason::ApiSessionRevoked)
         ]
     );

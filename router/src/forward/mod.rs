@@ -652,8 +652,8 @@ impl Forwarder {
                 payload,
                 fin,
             } => self.relay(now, key, conn_id, payload, fin),
-            EdgeEvent::ConnClosed { conn_id } => {
-                self.close_circuit_of(now, key, conn_id, "closed by peer")
+            EdgeEvent::ConnClosed { conn_id, cause } => {
+                self.close_circuit_of(now, key, conn_id, cause.far_side_reason());
             }
             EdgeEvent::Unbound { conn_id } => {
                 if let Some((_, t)) = self.terminators.remove(key, conn_id) {

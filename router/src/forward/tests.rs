@@ -365,7 +365,11 @@ fn revoking_the_dial_session_closes_both_ends_at_once() {
     );
     let frames = net.recv(&mut host);
     let closed = StateClosed::parse(&frames[0]).unwrap();
-    assert_eq!(closed.conn_id, 100);
+    // The host is told its peer's session went, not that the peer closed normally.
+    assert_eq!(
+        (closed.conn_id, closed.reason),
+        (100, &b"peer session closed"[..])
+    );
     assert_eq!(net.fwd.counts(), (2, 0, 1));
     // The revoked token no longer dials.
     net.dial(&mut dialer, 1);
