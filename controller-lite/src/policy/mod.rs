@@ -59,6 +59,7 @@ mod sorted;
 mod proptests;
 #[cfg(test)]
 mod scale;
+pub mod synthetic;
 #[cfg(test)]
 mod tests;
 
