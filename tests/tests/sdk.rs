@@ -250,3 +250,52 @@ async fn bad_identity_files_and_expired_or_used_tokens_give_clear_errors() {
     let e = weft_sdk::enroll("not.a.jwt").await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Enrollment, "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_router_fails_its_streams_and_the_next_dial_uses_another_router() {
+    let mut net = Network::start().await;
+    let mut second = weft_tests::Router::start(&net.controller, &net.admin, "edge-2", &[]).await;
+    net.service("ha", &["ha"], true).await;
+    let (host, client) = host_and_client(&net, "ha").await;
+    let _echo = spawn_echo(host.bind("ha").await.unwrap());
+
+    // Without router links a dial meets the host only on the host's router; the SDK
+    // tries the session's routers in turn until one has the terminator.
+    let mut s = client.dial("ha").await.unwrap();
+    s.write_all(b"one").await.unwrap();
+    let mut buf = [0u8; 3];
+    s.read_exact(&mut buf).await.unwrap();
+    let first_router = s.router().to_string();
+
+    // That router dies: the live stream fails with an error, not a clean end.
+    if first_router == "edge-1" {
+        net.router.kill();
+    } else {
+        second.kill();
+    }
+    let mut rest = [0u8; 8];
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read(&mut rest))
+        .await
+        .expect("the stream noticed the lost router");
+    assert!(read.is_err(), "a lost router is an error: {read:?}");
+
+    // The host rebinds on the surviving router; a new dial gets there.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut s = loop {
+        match client.dial("ha").await {
+            Ok(s) => break s,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "no dial after failover: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    assert_ne!(
+        s.router(),
+        first_router,
+        "the next dial used the other router"
+    );
+    s.write_all(b"two").await.unwrap();
+    s.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"two");
+}
