@@ -391,7 +391,7 @@ impl Inner {
                 channel.deregister(conn_id);
                 if e.kind() == ErrorKind::TimedOut {
                     // As the C SDK does: tell the router we gave up on this conn id.
-                    send_close(channel, conn_id);
+                    channel.send_close_detached(conn_id, 1);
                 }
                 return Err(DialFailure::Other(e));
             }
@@ -402,7 +402,7 @@ impl Inner {
                     Some(kp) => {
                         let Some(peer_key) = peer_key else {
                             channel.deregister(conn_id);
-                            send_close(channel, conn_id);
+                            channel.send_close_detached(conn_id, 1);
                             return Err(DialFailure::Other(Error::new(
                                 ErrorKind::Crypto,
                                 format!(
@@ -442,20 +442,6 @@ impl Inner {
                 }
             }
         }
-    }
-}
-
-/// Sends StateClosed for `conn_id` without waiting.
-pub(crate) fn send_close(channel: &Channel, conn_id: u32) {
-    let mut out = bytes::BytesMut::new();
-    let closed = edge::StateClosed {
-        conn_id,
-        seq: 1,
-        reply_for: None,
-        reason: b"",
-    };
-    if closed.encode(channel.next_sequence(), &mut out).is_ok() {
-        channel.send_detached(out.freeze());
     }
 }
 

@@ -3,12 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use weft_wire::edge;
 
-use crate::context::{Inner, crypto_err, send_close};
+use crate::context::{Inner, crypto_err};
 use crate::controller::{Service, SessionKind};
 use crate::crypto::{KeyPair, SessionKeys};
 use crate::edge::channel::{Channel, ListenerEvent, Route, STREAM_QUEUE};
@@ -266,7 +265,7 @@ impl Drop for UnbindOnDrop {
     fn drop(&mut self) {
         self.channel.deregister(self.listener_id);
         if !self.channel.is_closed() {
-            send_close(&self.channel, self.listener_id);
+            self.channel.send_close_detached(self.listener_id, 1);
         }
     }
 }
@@ -300,12 +299,16 @@ impl Accept {
             (Some(kp), Some(pk)) => match SessionKeys::server(kp, &pk) {
                 Ok(k) => Some(k),
                 Err(e) => {
-                    self.dial_failed(sequence, b"crypto failure").await;
+                    self.channel
+                        .send_dial_failed(self.listener_id, sequence, b"crypto failure")
+                        .await;
                     return Err(crypto_err(e));
                 }
             },
             (Some(_), None) => {
-                self.dial_failed(sequence, b"crypto failure").await;
+                self.channel
+                    .send_dial_failed(self.listener_id, sequence, b"crypto failure")
+                    .await;
                 return Err(Error::new(ErrorKind::Crypto, "the dialer sent no key"));
             }
         };
@@ -353,22 +356,6 @@ impl Accept {
                 self.channel.deregister(conn_id);
                 Err(e)
             }
-        }
-    }
-
-    async fn dial_failed(&self, sequence: i32, reason: &[u8]) {
-        let mut out = BytesMut::new();
-        let failed = edge::DialFailed {
-            conn_id: self.listener_id,
-            seq: 0,
-            reply_for: sequence,
-            reason,
-        };
-        if failed
-            .encode(self.channel.next_sequence(), &mut out)
-            .is_ok()
-        {
-            let _ = self.channel.send(out.freeze()).await;
         }
     }
 }

@@ -7,7 +7,6 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::mpsc;
 use tokio_util::sync::PollSender;
-use weft_wire::edge;
 
 use crate::crypto::{Opener, Sealer, SessionKeys};
 use crate::edge::channel::{Channel, StreamEvent};
@@ -376,19 +375,8 @@ impl Drop for Stream {
         if self.gone || self.channel.is_closed() {
             return;
         }
-        // Tell the router (and through it the peer); it answers nothing (spec §4a.8).
-        let mut out = BytesMut::new();
-        let closed = edge::StateClosed {
-            conn_id: self.conn_id,
-            seq: self.next_seq,
-            reply_for: None,
-            reason: b"",
-        };
-        if closed
-            .encode(self.channel.next_sequence(), &mut out)
-            .is_ok()
-        {
-            self.channel.send_detached(out.freeze());
-        }
+        // Tell the router (and through it the peer).
+        self.channel
+            .send_close_detached(self.conn_id, self.next_seq);
     }
 }

@@ -15,11 +15,9 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use serde_json::{Value, json};
 
 /// How long a process may take to come up.
@@ -217,21 +215,8 @@ impl Controller {
 
     /// Logs in as admin.
     pub async fn admin(&self) -> Admin {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_slice_iter(self.ca_pem().as_bytes()) {
-            roots.add(c.unwrap()).unwrap();
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let http = reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap();
+        let tls = weft_sdk::bootstrap::verified_tls(&self.ca_pem()).unwrap();
+        let http = weft_sdk::bootstrap::http_client(tls).unwrap();
         let base = format!("{}/edge/management/v1", self.url());
         let res = http
             .post(format!("{base}/authenticate?method=password"))

@@ -242,6 +242,35 @@ impl Channel {
         }
     }
 
+    /// Tells the router `conn_id` is closed (StateClosed with edge Seq `seq`, empty
+    /// body; no answer comes, spec §4a.8), without waiting.
+    pub(crate) fn send_close_detached(&self, conn_id: u32, seq: u32) {
+        let mut out = BytesMut::new();
+        let closed = edge::StateClosed {
+            conn_id,
+            seq,
+            reply_for: None,
+            reason: b"",
+        };
+        if closed.encode(self.next_sequence(), &mut out).is_ok() {
+            self.send_detached(out.freeze());
+        }
+    }
+
+    /// Refuses the Dial with channel sequence `sequence` to `listener` (spec §4b.6).
+    pub(crate) async fn send_dial_failed(&self, listener: u32, sequence: i32, reason: &[u8]) {
+        let mut out = BytesMut::new();
+        let failed = edge::DialFailed {
+            conn_id: listener,
+            seq: 0,
+            reply_for: sequence,
+            reason,
+        };
+        if failed.encode(self.next_sequence(), &mut out).is_ok() {
+            let _ = self.send(out.freeze()).await;
+        }
+    }
+
     /// Sends a request built by `build(out, sequence)` and waits up to `timeout` for the
     /// frame that answers it (matched by the reply-for header).
     pub(crate) async fn request(
@@ -455,17 +484,12 @@ async fn dispatch(shared: &Arc<Shared>, frame: Frame) -> Result<()> {
                 .is_ok()
             });
             if !delivered {
-                let mut out = BytesMut::new();
-                let failed = edge::DialFailed {
-                    conn_id: listener,
-                    seq: 0,
-                    reply_for: sequence,
-                    reason: b"unexpected dial request",
+                let channel = Channel {
+                    shared: Arc::clone(shared),
                 };
-                let seq = shared.next_sequence.fetch_add(1, Ordering::Relaxed);
-                if failed.encode(seq, &mut out).is_ok() {
-                    let _ = shared.writer.send(out.freeze()).await;
-                }
+                channel
+                    .send_dial_failed(listener, sequence, b"unexpected dial request")
+                    .await;
             }
         }
         Inbound::LatencyProbe {
