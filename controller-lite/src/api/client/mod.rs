@@ -45,19 +45,7 @@ const SESSION: Data = Data::Object("Session detail with its `token` and `edgeRou
 
 /// Routes served both under `/edge/client/v1` and at the root (spec §2).
 pub fn routes() -> ApiBuilder {
-    ApiBuilder::default()
-        .add(
-            Endpoint::get("/", "listRoot")
-                .doc("Informational", "Returns version information")
-                .returns(200, VERSION),
-            version::version,
-        )
-        .add(
-            Endpoint::get("/version", "listVersion")
-                .doc("Informational", "Returns version information")
-                .returns(200, VERSION),
-            version::version,
-        )
+    common_routes(ApiBuilder::default())
         .add(
             Endpoint::post("/authenticate", "authenticate")
                 .doc("Authentication", "Creates an API session")
@@ -69,31 +57,11 @@ pub fn routes() -> ApiBuilder {
             current::authenticate,
         )
         .add(
-            Endpoint::get("/current-api-session", "getCurrentAPISession")
-                .doc("Current API Session", "The caller's API session (refreshes its expiry)")
-                .session()
-                .returns(200, API_SESSION),
-            current::get_api_session,
-        )
-        .add(
-            Endpoint::delete("/current-api-session", "deleteCurrentApiSession")
-                .doc("Current API Session", "Logs out")
-                .session(),
-            current::delete_api_session,
-        )
-        .add(
             Endpoint::get("/current-api-session/service-updates", "listServiceUpdates")
                 .doc("Current API Session", "When the caller's services last changed")
                 .session()
                 .returns(200, Data::Object("`{lastChangeAt}`")),
             current::service_updates,
-        )
-        .add(
-            Endpoint::get("/current-identity", "getCurrentIdentity")
-                .doc("Current Identity", "The caller's identity")
-                .session()
-                .returns(200, Data::Object("Identity detail.")),
-            current::current_identity,
         )
         .add(
             Endpoint::get("/current-identity/edge-routers", "getCurrentIdentityEdgeRouters")
@@ -188,4 +156,44 @@ pub fn routes() -> ApiBuilder {
                 .returns(200, Data::Object("`{serverCert, cert, ca}`, PEM.")),
             enrollment::enroll_erott_route,
         )
+}
+
+/// The routes both APIs serve alike: version information, the caller's API session
+/// (refresh, logout) and identity.
+pub(crate) fn common_routes(api: ApiBuilder) -> ApiBuilder {
+    api.add(
+        Endpoint::get("/", "listRoot")
+            .doc("Informational", "Returns version information")
+            .returns(200, VERSION),
+        version::version,
+    )
+    .add(
+        Endpoint::get("/version", "listVersion")
+            .doc("Informational", "Returns version information")
+            .returns(200, VERSION),
+        version::version,
+    )
+    .add(
+        Endpoint::get("/current-api-session", "getCurrentAPISession")
+            .doc(
+                "Current API Session",
+                "The caller's API session (refreshes its expiry)",
+            )
+            .session()
+            .returns(200, API_SESSION),
+        current::get_api_session,
+    )
+    .add(
+        Endpoint::delete("/current-api-session", "deleteCurrentApiSession")
+            .doc("Current API Session", "Logs out")
+            .session(),
+        current::delete_api_session,
+    )
+    .add(
+        Endpoint::get("/current-identity", "getCurrentIdentity")
+            .doc("Current Identity", "The caller's identity")
+            .session()
+            .returns(200, Data::Object("Identity detail.")),
+        current::current_identity,
+    )
 }
