@@ -7,7 +7,7 @@
 //! cert = "certs/server.cert"             # server certificate chain, PEM (relative to this file)
 //! key = "certs/server.key"               # its private key, PEM
 //! ca = "certs/ca.pem"                    # CA bundle for the controller (default: ca.pem next to cert)
-//! shards = 1                             # see below
+//! shards = 4                             # default: one per core
 //! io = "auto"                            # I/O backend: "auto", "uring" or "epoll" (see below)
 //! window_bytes = 4194304                 # per-circuit-direction window (ADR 0003)
 //! max_conns_per_edge = 1024              # conn ids one SDK connection may hold
@@ -21,10 +21,10 @@
 //! `weft-router enroll` writes `server.cert`, `server.key`, `router.cert` (the control
 //! channel's client certificate), `router.key` and `ca.pem` into the directory of `cert`.
 //!
-//! **`shards` defaults to 1.** A shard only knows the terminators bound on its own
-//! connections, and circuits between shards do not exist yet, so with several shards a
-//! dialer reaches a host only when the kernel happened to put both on the same shard.
-//! Raise it only for dial-only or host-only loads until cross-shard forwarding lands.
+//! **`shards`** defaults to one per core (`std::thread::available_parallelism`, which
+//! honours CPU affinity and cgroup quotas). The kernel spreads edge connections over the
+//! shards' `SO_REUSEPORT` listeners; a circuit whose dialer and host landed on different
+//! shards crosses between them by message (`runtime` module docs).
 //!
 //! **`io`** picks the shards' I/O backend (docs/adr/0004-router-runtime.md): `"uring"`
 //! (io_uring via tokio-uring), `"epoll"` (a tokio current-thread runtime), or `"auto"`
@@ -95,8 +95,7 @@ pub struct RouterConfig {
     /// CA bundle that verifies the controller, PEM.
     #[serde(default)]
     pub ca: Option<PathBuf>,
-    /// Number of shards (threads); default 1 until cross-shard forwarding exists (see the
-    /// module docs).
+    /// Number of shards (threads); default one per core.
     #[serde(default = "default_shards")]
     pub shards: usize,
     /// Bytes one circuit direction may queue toward a slow reader.
@@ -126,7 +125,7 @@ pub struct RouterConfig {
 }
 
 fn default_shards() -> usize {
-    1
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 fn default_window() -> usize {
     ForwardConfig::default().window
@@ -268,7 +267,8 @@ mod tests {
         let c = RouterConfig::parse(MINIMAL, Path::new("/etc/weft")).unwrap_or_else(|e| {
             panic!("{e}");
         });
-        assert_eq!(c.shards, 1);
+        assert_eq!(c.shards, default_shards());
+        assert!(c.shards >= 1);
         assert_eq!(c.window_bytes, 4 * 1024 * 1024);
         assert_eq!(c.hello_timeout_ms, 1000);
         assert_eq!(c.cert, PathBuf::from("/etc/weft/certs/server.cert"));

@@ -15,8 +15,9 @@
 //! - [`node`]: a whole router: control client, shards and the bridge between them.
 //! - [`config`] reads `router.toml`.
 //!
-//! To come: cross-shard circuits. See `shared/design/ARCHITECTURE.md` and
-//! `docs/adr/0004-router-runtime.md`.
+//! Circuits whose legs sit on different shards cross by per-shard-pair queues
+//! ([`forward::CrossMsg`]). To come: links to other routers. See
+//! `shared/design/ARCHITECTURE.md` and `docs/adr/0004-router-runtime.md`.
 
 pub mod config;
 pub mod control;

@@ -64,6 +64,7 @@ on_both_backends!(
     several_shards_share_the_port_and_each_gets_the_sessions,
     hello_with_a_certificate_not_bound_to_the_session_is_answered_then_closed,
     connections_beyond_the_shard_cap_are_refused,
+    circuits_cross_shards_with_data_close_and_revocation,
 );
 
 /// Whether io_uring works here; prints why the test is skipped when it does not.
@@ -1064,6 +1065,129 @@ async fn several_shards_share_the_port_and_each_gets_the_sessions(io: IoBackend)
         })
         .collect();
     assert_eq!(per_shard.iter().sum::<u64>(), 12, "{metrics}");
+    h.stop();
+}
+
+/// The values of metric `name` per shard, by shard index.
+fn per_shard(metrics: &str, name: &str, shards: usize) -> Vec<u64> {
+    (0..shards)
+        .map(|shard| {
+            let prefix = format!("{name}{{shard=\"{shard}\"}} ");
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(prefix.as_str()))
+                .unwrap_or_else(|| panic!("no {name} for shard {shard}: {metrics}"))
+                .parse()
+                .unwrap()
+        })
+        .collect()
+}
+
+async fn circuits_cross_shards_with_data_close_and_revocation(io: IoBackend) {
+    const SHARDS: usize = 2;
+    const KIB256: usize = 256 * 1024;
+    let mut h = Harness::start_with(io, |s| s.shards = SHARDS);
+    let mut host = h.authenticated(&h.pki.host, "token-api-h", false).await;
+    bind_host(&mut h, &mut host).await;
+    let conns = per_shard(&h.metrics().await, "weft_router_connections", SHARDS);
+    let host_shard = conns.iter().position(|n| *n == 1).unwrap();
+    // Dialers until the kernel put some on the host's shard and some on the other.
+    let mut dialers = Vec::new();
+    let mut shard_of = Vec::new();
+    let mut before = conns;
+    while dialers.len() < 64 {
+        dialers.push(h.authenticated(&h.pki.dialer, "token-api-d", false).await);
+        let now = per_shard(&h.metrics().await, "weft_router_connections", SHARDS);
+        shard_of.push((0..SHARDS).find(|s| now[*s] > before[*s]).unwrap());
+        before = now;
+        let crossing = shard_of.iter().filter(|s| **s != host_shard).count();
+        if crossing >= 2 && crossing < shard_of.len() {
+            break;
+        }
+    }
+    let crossing = shard_of.iter().filter(|s| **s != host_shard).count();
+    assert!(
+        crossing >= 2,
+        "no dialer landed on another shard: {shard_of:?}"
+    );
+
+    for (i, dialer) in dialers.iter_mut().enumerate() {
+        let host_conn = 100 + i as u32;
+        open_circuit(dialer, &mut host, 1, host_conn).await;
+        let up = pattern(KIB256, i as u32);
+        let down = pattern(KIB256, 1000 + i as u32);
+        let (Client { r: dr, w: dw, .. }, Client { r: hr, w: hw, .. }) = (dialer, &mut host);
+        let ((), (), (at_host, _), (at_dialer, _)) = tokio::join!(
+            dw.data(1, &up),
+            hw.data(host_conn, &down),
+            hr.data(host_conn, KIB256),
+            dr.data(1, KIB256),
+        );
+        assert!(
+            at_host == up && at_dialer == down,
+            "circuit {i} corrupted data"
+        );
+    }
+    let metrics = h.metrics().await;
+    let cross = per_shard(&metrics, "weft_router_circuits_cross_shard_total", SHARDS);
+    let opened = per_shard(&metrics, "weft_router_circuits_opened_total", SHARDS);
+    assert_eq!(cross.iter().sum::<u64>(), crossing as u64, "{metrics}");
+    assert_eq!(
+        opened.iter().sum::<u64>(),
+        dialers.len() as u64,
+        "{metrics}"
+    );
+    assert_eq!(
+        per_shard(&metrics, "weft_router_circuits", SHARDS)
+            .iter()
+            .sum::<u64>(),
+        dialers.len() as u64,
+        "each circuit is counted once"
+    );
+
+    // The first dialer closes its circuit: the host hears of it.
+    dialers[0]
+        .w
+        .send(|s, out| {
+            StateClosed {
+                conn_id: 1,
+                seq: 1000,
+                reply_for: None,
+                reason: b"done",
+            }
+            .encode(s, out)
+        })
+        .await;
+    let frame = host.r.expect(ContentType::STATE_CLOSED).await;
+    let closed = StateClosed::parse(&frame).unwrap();
+    assert_eq!(
+        (closed.conn_id, closed.reason),
+        (100, &b"closed by peer"[..])
+    );
+
+    // Revoking the Dial session ends every other circuit on both shards at once.
+    h.send(ShardCommand::Update(pb::StateUpdate {
+        revision: 2,
+        sessions_removed: vec!["dial-1".into()],
+        ..Default::default()
+    }));
+    for dialer in dialers.iter_mut().skip(1) {
+        let frame = dialer.r.expect(ContentType::STATE_CLOSED).await;
+        assert_eq!(
+            StateClosed::parse(&frame).unwrap().reason,
+            b"session closed"
+        );
+    }
+    let mut host_closed: Vec<u32> = Vec::new();
+    for _ in 1..dialers.len() {
+        let frame = host.r.expect(ContentType::STATE_CLOSED).await;
+        let closed = StateClosed::parse(&frame).unwrap();
+        assert_eq!(closed.reason, b"peer session closed");
+        host_closed.push(closed.conn_id);
+    }
+    host_closed.sort_unstable();
+    let expected: Vec<u32> = (1..dialers.len() as u32).map(|i| 100 + i).collect();
+    assert_eq!(host_closed, expected);
     h.stop();
 }
 

@@ -91,7 +91,7 @@ fn frames_of(fwd: &mut Forwarder, key: ConnKey) -> Vec<weft_wire::Frame> {
 
 /// A forwarder with one circuit: the dialer's conn id 0 to the host's child 100.
 fn circuit(now: Instant) -> Forwarder {
-    let mut fwd = Forwarder::new(ForwardConfig::default(), 0);
+    let mut fwd = Forwarder::new(ForwardConfig::default());
     fwd.apply_sync(now, sync());
     let mut wire = BytesMut::new();
 

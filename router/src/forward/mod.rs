@@ -18,6 +18,7 @@
 //! 3. `poll_close()` for connections to flush and close, then `remove_conn`;
 //! 4. `wants_read(conn)` before reading a connection; `poll_timeout()` for the timer.
 
+mod cross;
 mod terminators;
 
 use std::cmp::Reverse;
@@ -29,6 +30,7 @@ use weft_wire::control::pb;
 
 use crate::edge::{CircuitId, CloseReason, EdgeConfig, EdgeConnection, EdgeEvent, Transmit};
 use crate::sessions::{Removed, RevisionGap, SessionTable};
+pub use cross::{CrossDial, CrossMsg, SHARD_SHIFT, credit_batch};
 pub use terminators::Terminator;
 use terminators::Terminators;
 
@@ -76,26 +78,83 @@ pub enum ControlRequest {
     },
 }
 
-/// One side of a circuit.
+/// One side of a circuit on this shard.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Leg {
     conn: ConnKey,
     conn_id: u32,
 }
 
+/// Which side of a circuit ended it (see `Forwarder::end_circuit`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ended {
+    /// This local leg (it is not told again).
+    Leg(Leg),
+    /// This shard, for no leg in particular (every side is told).
+    Here,
+    /// The other shard (it is not told again).
+    Remote,
+}
+
+/// Where one side of a circuit sits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    /// On this shard.
+    Local(Leg),
+    /// On the shard with this index.
+    Remote(usize),
+}
+
+impl End {
+    fn local(self) -> Option<Leg> {
+        match self {
+            Self::Local(leg) => Some(leg),
+            Self::Remote(_) => None,
+        }
+    }
+
+    fn is(self, conn: ConnKey, conn_id: u32) -> bool {
+        self == Self::Local(Leg { conn, conn_id })
+    }
+}
+
+/// A circuit as this shard sees it. A circuit whose sides sit on two shards has a
+/// record on each, with one local side (see [`CrossMsg`]).
 #[derive(Debug)]
 struct Circuit {
-    dialer: Leg,
-    /// When the dialer's Connect arrived, for the dial-setup histogram.
+    dialer: End,
+    /// When the dialer's Connect arrived, for the dial-setup histogram (meaningful on
+    /// the dialer's shard).
     started: Instant,
     /// The chosen terminator's key, for the dialer's StateConnected.
     host_public_key: Option<Bytes>,
     /// Set once the host accepted.
-    host: Option<Leg>,
-    /// Payload bytes handed to the host's connection and not yet written.
+    host: Option<End>,
+    /// The shard of the host (known from the terminator before it accepts).
+    host_shard: usize,
+    /// Payload bytes sent toward the host and not yet written (or credited).
     toward_host: usize,
-    /// Payload bytes handed to the dialer's connection and not yet written.
+    /// Payload bytes sent toward the dialer and not yet written (or credited).
     toward_dialer: usize,
+    /// Bytes the local leg wrote that came from the other shard, not yet credited.
+    uncredited: usize,
+}
+
+impl Circuit {
+    /// The sides on this shard.
+    fn local_legs(&self) -> [Option<Leg>; 2] {
+        [self.dialer.local(), self.host.and_then(End::local)]
+    }
+
+    /// The side across from the local leg `(conn, conn_id)`, and whether that leg is
+    /// the dialer; `None` while the host has not accepted.
+    fn other_side(&self, conn: ConnKey, conn_id: u32) -> Option<(End, bool)> {
+        if self.dialer.is(conn, conn_id) {
+            self.host.map(|h| (h, true))
+        } else {
+            Some((self.dialer, false))
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -121,6 +180,11 @@ pub struct ForwardStats {
     pub frames_relayed: u64,
     /// Times a connection was paused by a full window.
     pub pauses: u64,
+    /// Circuits established with the host on another shard (counted by the dialer's
+    /// shard; included in `circuits_opened`).
+    pub circuits_cross: u64,
+    /// Data frames handed to another shard.
+    pub frames_cross: u64,
 }
 
 /// Which circuit each (connection, conn id) carries, grouped by connection so that a
@@ -156,6 +220,9 @@ impl Legs {
 #[derive(Debug)]
 pub struct Forwarder {
     config: ForwardConfig,
+    /// This shard's index, and how many shards the router runs.
+    shard: usize,
+    shards: usize,
     sessions: SessionTable,
     conns: HashMap<ConnKey, ConnState>,
     terminators: Terminators,
@@ -166,6 +233,8 @@ pub struct Forwarder {
     in_ready: HashSet<ConnKey>,
     closes: VecDeque<(ConnKey, CloseReason)>,
     control: VecDeque<ControlRequest>,
+    /// Messages for other shards: (destination shard, message).
+    cross: VecDeque<(usize, CrossMsg)>,
     timers: BinaryHeap<Reverse<(Instant, ConnKey)>>,
     stats: ForwardStats,
     /// Connect → StateConnected times of this shard's dials, in microseconds.
@@ -197,11 +266,19 @@ fn dial_setup_histogram() -> hdrhistogram::Histogram<u64> {
 }
 
 impl Forwarder {
-    /// A shard's forwarder with `shard` in the top bits of its circuit ids, so ids are
-    /// unique across shards.
-    pub fn new(config: ForwardConfig, shard: u16) -> Self {
+    /// The forwarder of a router with one shard.
+    pub fn new(config: ForwardConfig) -> Self {
+        Self::sharded(config, 0, 1)
+    }
+
+    /// The forwarder of shard `shard` of `shards`: its circuit ids carry `shard` in their
+    /// top bits, so ids are unique across shards; its connection keys must come from
+    /// [`ConnKey::on_shard`].
+    pub fn sharded(config: ForwardConfig, shard: u16, shards: u16) -> Self {
         Self {
             config,
+            shard: usize::from(shard),
+            shards: usize::from(shards.max(1)),
             sessions: SessionTable::new(),
             conns: HashMap::new(),
             terminators: Terminators::default(),
@@ -212,6 +289,7 @@ impl Forwarder {
             in_ready: HashSet::new(),
             closes: VecDeque::new(),
             control: VecDeque::new(),
+            cross: VecDeque::new(),
             timers: BinaryHeap::new(),
             stats: ForwardStats::default(),
             dial_setup: dial_setup_histogram(),
@@ -240,13 +318,38 @@ impl Forwarder {
         self.stats
     }
 
-    /// Number of (connections, circuits, terminators).
+    /// Number of (connections, circuits, terminators) of this shard. A circuit is
+    /// counted by the shard of its dialer, so the sums over shards count each once;
+    /// terminators of other shards (known for dialing) are not counted.
     pub fn counts(&self) -> (usize, usize, usize) {
+        let circuits = self
+            .circuits
+            .values()
+            .filter(|c| matches!(c.dialer, End::Local(_)))
+            .count();
+        let shard = self.shard;
         (
             self.conns.len(),
-            self.circuits.len(),
-            self.terminators.count(),
+            circuits,
+            self.terminators.count_where(|t| t.conn.shard() == shard),
         )
+    }
+
+    /// Whether any circuit has a side on this shard (draining waits for none).
+    pub fn has_circuits(&self) -> bool {
+        !self.circuits.is_empty()
+    }
+
+    /// The next message for another shard: (its index, the message).
+    pub fn poll_cross(&mut self) -> Option<(usize, CrossMsg)> {
+        self.cross.pop_front()
+    }
+
+    /// Queues `msg` for every other shard.
+    fn broadcast(&mut self, mut msg: impl FnMut() -> CrossMsg) {
+        for shard in (0..self.shards).filter(|s| *s != self.shard) {
+            self.cross.push_back((shard, msg()));
+        }
     }
 
     // ---- control plane ----
@@ -321,6 +424,16 @@ impl Forwarder {
             return;
         };
         terminator.id = Some(terminator_id);
+        if self.shards > 1 {
+            let announced = terminator.clone();
+            if let Some(service_id) = self.terminators.service_of(conn, listener) {
+                let service_id = service_id.to_owned();
+                self.broadcast(|| CrossMsg::TerminatorUp {
+                    service_id: service_id.clone(),
+                    terminator: Box::new(announced.clone()),
+                });
+            }
+        }
         if let Some(state) = self.conns.get_mut(&conn) {
             state.edge.bind_succeeded(listener);
         }
@@ -391,19 +504,29 @@ impl Forwarder {
         self.ready.retain(|k| *k != key);
         self.in_ready.remove(&key);
         self.closes.retain(|(k, _)| *k != key);
+        // The connection's events normally ended its circuits already; any left are
+        // ended here so their other sides hear of it.
         for circuit_id in self.legs.take_conn(key).into_values() {
             if let Some(c) = self.circuits.remove(&circuit_id) {
-                for leg in [Some(c.dialer), c.host].into_iter().flatten() {
-                    self.legs.remove(leg.conn, leg.conn_id);
-                }
+                self.end_circuit(Instant::now(), circuit_id, &c, Ended::Here, "peer is gone");
             }
         }
         for t in self.terminators.remove_conn(key) {
-            if let Some(terminator_id) = t.id {
-                self.control
-                    .push_back(ControlRequest::RemoveTerminator { terminator_id });
-            }
+            self.terminator_gone(t);
         }
+    }
+
+    /// A terminator of this shard went away: unregister it at the controller and tell
+    /// the other shards.
+    fn terminator_gone(&mut self, t: Terminator) {
+        let Some(terminator_id) = t.id else {
+            // Never confirmed, so never announced either.
+            return;
+        };
+        self.control
+            .push_back(ControlRequest::RemoveTerminator { terminator_id });
+        let (conn, listener) = (t.conn, t.listener);
+        self.broadcast(|| CrossMsg::TerminatorDown { conn, listener });
     }
 
     /// Fires deadlines that passed.
@@ -450,15 +573,36 @@ impl Forwarder {
             return;
         };
         let len = transmit.payload.len();
-        let (queued, source) = if circuit.dialer.conn == key && circuit.dialer.conn_id == conn_id {
-            (&mut circuit.toward_dialer, circuit.host.map(|h| h.conn))
-        } else {
-            (&mut circuit.toward_host, Some(circuit.dialer.conn))
+        let Some((source, written_to_dialer)) = circuit.other_side(key, conn_id) else {
+            return;
         };
-        *queued = queued.saturating_sub(len);
-        if *queued <= self.config.window / 2 {
-            if let Some(state) = source.and_then(|s| self.conns.get_mut(&s)) {
-                state.pausing.remove(&circuit_id);
+        match source {
+            End::Local(source) => {
+                let queued = match written_to_dialer {
+                    true => &mut circuit.toward_dialer,
+                    false => &mut circuit.toward_host,
+                };
+                *queued = queued.saturating_sub(len);
+                if *queued <= self.config.window / 2 {
+                    if let Some(state) = self.conns.get_mut(&source.conn) {
+                        state.pausing.remove(&circuit_id);
+                    }
+                }
+            }
+            End::Remote(shard) => {
+                // The source shard counts these bytes against its window: credit them
+                // back in batches.
+                circuit.uncredited += len;
+                if circuit.uncredited >= credit_batch(self.config.window) {
+                    let bytes = std::mem::take(&mut circuit.uncredited);
+                    self.cross.push_back((
+                        shard,
+                        CrossMsg::Credit {
+                            circuit: circuit_id,
+                            bytes,
+                        },
+                    ));
+                }
             }
         }
     }
@@ -522,48 +666,15 @@ impl Forwarder {
                 terminator_identity,
                 app_data,
                 ..
-            } => {
-                let Some(t) = self
-                    .terminators
-                    .choose(&service_id, terminator_identity.as_deref())
-                    .cloned()
-                else {
-                    self.stats.dials_failed += 1;
-                    if let Some(state) = self.conns.get_mut(&key) {
-                        state
-                            .edge
-                            .connect_failed(conn_id, "service has no terminators on this router");
-                    }
-                    return;
-                };
-                let circuit_id = CircuitId(self.next_circuit);
-                self.next_circuit += 1;
-                self.circuits.insert(
-                    circuit_id,
-                    Circuit {
-                        dialer: Leg { conn: key, conn_id },
-                        started: now,
-                        host_public_key: t.public_key.clone(),
-                        host: None,
-                        toward_host: 0,
-                        toward_dialer: 0,
-                    },
-                );
-                self.legs.insert(key, conn_id, circuit_id);
-                if let Some(host) = self.conns.get_mut(&t.conn) {
-                    host.edge.dial_host(
-                        now,
-                        circuit_id,
-                        t.listener,
-                        &caller_id,
-                        public_key.as_deref(),
-                        app_data.as_deref(),
-                    );
-                }
-                if t.conn != key {
-                    self.after_input(now, t.conn);
-                }
-            }
+            } => self.dial(
+                now,
+                Leg { conn: key, conn_id },
+                &service_id,
+                terminator_identity.as_deref(),
+                caller_id,
+                public_key,
+                app_data,
+            ),
             EdgeEvent::Bind {
                 conn_id,
                 session_id,
@@ -615,36 +726,26 @@ impl Forwarder {
                     }
                     return;
                 };
-                c.host = Some(Leg { conn: key, conn_id });
-                let dialer = c.dialer;
-                let public_key = c.host_public_key.clone();
-                let setup = now.saturating_duration_since(c.started);
+                c.host = Some(End::Local(Leg { conn: key, conn_id }));
                 self.legs.insert(key, conn_id, circuit);
-                self.stats.circuits_opened += 1;
-                // Recording into the preallocated histogram does not allocate; values
-                // beyond its range are clamped.
-                self.dial_setup
-                    .saturating_record(u64::try_from(setup.as_micros()).unwrap_or(u64::MAX));
-                if let Some(state) = self.conns.get_mut(&dialer.conn) {
-                    state
-                        .edge
-                        .connect_succeeded(dialer.conn_id, public_key.as_deref());
-                }
-                if dialer.conn != key {
-                    self.after_input(now, dialer.conn);
+                match c.dialer {
+                    End::Local(_) => self.connected(now, circuit, Some(key)),
+                    End::Remote(shard) => {
+                        self.cross
+                            .push_back((shard, CrossMsg::Accepted { circuit }));
+                    }
                 }
             }
             EdgeEvent::HostRefused { circuit, reason } => {
                 let Some(c) = self.circuits.remove(&circuit) else {
                     return;
                 };
-                self.stats.dials_failed += 1;
-                self.legs.remove(c.dialer.conn, c.dialer.conn_id);
-                if let Some(state) = self.conns.get_mut(&c.dialer.conn) {
-                    state.edge.connect_failed(c.dialer.conn_id, &reason);
-                }
-                if c.dialer.conn != key {
-                    self.after_input(now, c.dialer.conn);
+                match c.dialer {
+                    End::Local(dialer) => self.dial_failed(now, dialer, &reason, Some(key)),
+                    End::Remote(shard) => {
+                        self.cross
+                            .push_back((shard, CrossMsg::Refused { circuit, reason }));
+                    }
                 }
             }
             EdgeEvent::Data {
@@ -657,10 +758,7 @@ impl Forwarder {
             }
             EdgeEvent::Unbound { conn_id } => {
                 if let Some((_, t)) = self.terminators.remove(key, conn_id) {
-                    if let Some(terminator_id) = t.id {
-                        self.control
-                            .push_back(ControlRequest::RemoveTerminator { terminator_id });
-                    }
+                    self.terminator_gone(t);
                 }
             }
             EdgeEvent::Close(reason) => {
@@ -672,6 +770,118 @@ impl Forwarder {
         }
     }
 
+    /// The dialer `from` asks for `service_id`: choose a terminator and dial its host,
+    /// here or on its shard.
+    #[allow(clippy::too_many_arguments)]
+    fn dial(
+        &mut self,
+        now: Instant,
+        from: Leg,
+        service_id: &str,
+        instance: Option<&[u8]>,
+        caller_id: Bytes,
+        public_key: Option<Bytes>,
+        app_data: Option<Bytes>,
+    ) {
+        let Some(t) = self.terminators.choose(service_id, instance, self.shard) else {
+            self.stats.dials_failed += 1;
+            if let Some(state) = self.conns.get_mut(&from.conn) {
+                state
+                    .edge
+                    .connect_failed(from.conn_id, "service has no terminators on this router");
+            }
+            return;
+        };
+        let (host_conn, listener) = (t.conn, t.listener);
+        let host_public_key = t.public_key.clone();
+        let circuit = CircuitId(self.next_circuit);
+        self.next_circuit += 1;
+        let host_shard = host_conn.shard();
+        self.circuits.insert(
+            circuit,
+            Circuit {
+                dialer: End::Local(from),
+                started: now,
+                host_public_key,
+                host: None,
+                host_shard,
+                toward_host: 0,
+                toward_dialer: 0,
+                uncredited: 0,
+            },
+        );
+        self.legs.insert(from.conn, from.conn_id, circuit);
+        if host_shard != self.shard {
+            self.cross.push_back((
+                host_shard,
+                CrossMsg::Dial(Box::new(CrossDial {
+                    circuit,
+                    host_conn,
+                    listener,
+                    caller_id,
+                    public_key,
+                    app_data,
+                })),
+            ));
+            return;
+        }
+        if let Some(host) = self.conns.get_mut(&host_conn) {
+            host.edge.dial_host(
+                now,
+                circuit,
+                listener,
+                &caller_id,
+                public_key.as_deref(),
+                app_data.as_deref(),
+            );
+        }
+        if host_conn != from.conn {
+            self.after_input(now, host_conn);
+        }
+    }
+
+    /// The host of `circuit` accepted: tell the dialer (on this shard). `current` is
+    /// the connection whose events are being handled, if any (not re-entered).
+    fn connected(&mut self, now: Instant, circuit: CircuitId, current: Option<ConnKey>) {
+        let Some(c) = self.circuits.get(&circuit) else {
+            return;
+        };
+        let Some(dialer) = c.dialer.local() else {
+            return;
+        };
+        let setup = now.saturating_duration_since(c.started);
+        let public_key = c.host_public_key.clone();
+        if c.host_shard != self.shard {
+            self.stats.circuits_cross += 1;
+        }
+        self.stats.circuits_opened += 1;
+        // Recording into the preallocated histogram does not allocate; values beyond
+        // its range are clamped.
+        self.dial_setup
+            .saturating_record(u64::try_from(setup.as_micros()).unwrap_or(u64::MAX));
+        if let Some(state) = self.conns.get_mut(&dialer.conn) {
+            state
+                .edge
+                .connect_succeeded(dialer.conn_id, public_key.as_deref());
+        }
+        if current != Some(dialer.conn) {
+            self.after_input(now, dialer.conn);
+        }
+    }
+
+    /// The dial of `dialer` failed (its circuit is already gone). `current` as for
+    /// [`Self::connected`].
+    fn dial_failed(&mut self, now: Instant, dialer: Leg, reason: &str, current: Option<ConnKey>) {
+        self.stats.dials_failed += 1;
+        self.legs.remove(dialer.conn, dialer.conn_id);
+        if let Some(state) = self.conns.get_mut(&dialer.conn) {
+            state.edge.connect_failed(dialer.conn_id, reason);
+        }
+        if current != Some(dialer.conn) {
+            self.after_input(now, dialer.conn);
+        }
+    }
+
     fn relay(&mut self, now: Instant, from: ConnKey, conn_id: u32, payload: Bytes, fin: bool) {
         let Some(circuit_id) = self.legs.get(from, conn_id) else {
             return;
@@ -679,23 +889,40 @@ impl Forwarder {
         let Some(c) = self.circuits.get_mut(&circuit_id) else {
             return;
         };
-        let Some(host) = c.host else {
+        let Some((to, toward_host)) = c.other_side(from, conn_id) else {
             return;
         };
-        let (to, queued) = if c.dialer.conn == from && c.dialer.conn_id == conn_id {
-            (host, &mut c.toward_host)
-        } else {
-            (c.dialer, &mut c.toward_dialer)
+        let queued = match toward_host {
+            true => &mut c.toward_host,
+            false => &mut c.toward_dialer,
         };
         let len = payload.len();
         *queued += len;
         let full = *queued > self.config.window;
-        let sent = self
-            .conns
-            .get_mut(&to.conn)
-            .is_some_and(|s| s.edge.send_data(to.conn_id, payload, fin));
-        if !sent {
-            return self.close_circuit_of(now, from, conn_id, "peer is gone");
+        match to {
+            End::Local(to) => {
+                let sent = self
+                    .conns
+                    .get_mut(&to.conn)
+                    .is_some_and(|s| s.edge.send_data(to.conn_id, payload, fin));
+                if !sent {
+                    return self.close_circuit_of(now, from, conn_id, "peer is gone");
+                }
+                if to.conn != from {
+                    self.mark(to.conn);
+                }
+            }
+            End::Remote(shard) => {
+                self.stats.frames_cross += 1;
+                self.cross.push_back((
+                    shard,
+                    CrossMsg::Data {
+                        circuit: circuit_id,
+                        payload,
+                        fin,
+                    },
+                ));
+            }
         }
         self.stats.bytes_relayed += len as u64;
         self.stats.frames_relayed += 1;
@@ -705,9 +932,6 @@ impl Forwarder {
                     self.stats.pauses += 1;
                 }
             }
-        }
-        if to.conn != from {
-            self.mark(to.conn);
         }
     }
 
@@ -719,25 +943,172 @@ impl Forwarder {
         let Some(c) = self.circuits.remove(&circuit_id) else {
             return;
         };
-        let other = if c.dialer.conn == key && c.dialer.conn_id == conn_id {
-            c.host
-        } else {
-            Some(c.dialer)
+        let leg = Leg { conn: key, conn_id };
+        self.end_circuit(now, circuit_id, &c, Ended::Leg(leg), reason);
+    }
+
+    /// Forgets the removed circuit `c`: its local legs go; every side but the one that
+    /// `ended` is closed with `reason`, on this shard or by message.
+    fn end_circuit(
+        &mut self,
+        now: Instant,
+        circuit_id: CircuitId,
+        c: &Circuit,
+        ended: Ended,
+        reason: &str,
+    ) {
+        let ended_leg = match ended {
+            Ended::Leg(leg) => Some(leg),
+            Ended::Here | Ended::Remote => None,
         };
-        for leg in [Some(c.dialer), c.host].into_iter().flatten() {
+        for leg in c.local_legs().into_iter().flatten() {
             self.legs.remove(leg.conn, leg.conn_id);
             if let Some(state) = self.conns.get_mut(&leg.conn) {
                 state.pausing.remove(&circuit_id);
             }
-        }
-        if let Some(other) = other {
-            if let Some(state) = self.conns.get_mut(&other.conn) {
-                state.edge.close_conn(other.conn_id, reason);
+            if Some(leg) == ended_leg {
+                continue;
             }
-            if other.conn != key {
-                self.after_input(now, other.conn);
+            if let Some(state) = self.conns.get_mut(&leg.conn) {
+                state.edge.close_conn(leg.conn_id, reason);
+            }
+            if Some(leg.conn) != ended_leg.map(|e| e.conn) {
+                self.after_input(now, leg.conn);
             }
         }
+        if ended == Ended::Remote {
+            return;
+        }
+        // The other shard's side: a remote dialer, a remote host, or a host still
+        // being dialed on its shard.
+        let remote = match (c.dialer, c.host) {
+            (End::Remote(shard), _) | (_, Some(End::Remote(shard))) => Some(shard),
+            (End::Local(_), None) if c.host_shard != self.shard => Some(c.host_shard),
+            _ => None,
+        };
+        if let Some(shard) = remote {
+            self.cross.push_back((
+                shard,
+                CrossMsg::Close {
+                    circuit: circuit_id,
+                    reason: reason.to_owned(),
+                },
+            ));
+        }
+    }
+
+    // ---- other shards ----
+
+    /// Handles a message from shard `from` (see [`CrossMsg`]).
+    pub fn handle_cross(&mut self, now: Instant, from: usize, msg: CrossMsg) {
+        match msg {
+            CrossMsg::TerminatorUp {
+                service_id,
+                terminator,
+            } => self.terminators.insert(&service_id, *terminator),
+            CrossMsg::TerminatorDown { conn, listener } => {
+                self.terminators.remove(conn, listener);
+            }
+            CrossMsg::Dial(dial) => self.cross_dial(now, from, *dial),
+            CrossMsg::Accepted { circuit } => {
+                // Unknown when the dialer went away meanwhile (its Close is on the way).
+                if let Some(c) = self.circuits.get_mut(&circuit) {
+                    c.host = Some(End::Remote(from));
+                    self.connected(now, circuit, None);
+                }
+            }
+            CrossMsg::Refused { circuit, reason } => {
+                if let Some(c) = self.circuits.remove(&circuit) {
+                    if let Some(dialer) = c.dialer.local() {
+                        self.dial_failed(now, dialer, &reason, None);
+                    }
+                }
+            }
+            CrossMsg::Data {
+                circuit,
+                payload,
+                fin,
+            } => {
+                let Some(c) = self.circuits.get(&circuit) else {
+                    // Ended here; the other shard has been told.
+                    return;
+                };
+                let Some(to) = c.local_legs().into_iter().flatten().next() else {
+                    return;
+                };
+                let sent = self
+                    .conns
+                    .get_mut(&to.conn)
+                    .is_some_and(|s| s.edge.send_data(to.conn_id, payload, fin));
+                if sent {
+                    self.mark(to.conn);
+                } else {
+                    self.close_circuit_of(now, to.conn, to.conn_id, "peer is gone");
+                }
+            }
+            CrossMsg::Credit { circuit, bytes } => {
+                let Some(c) = self.circuits.get_mut(&circuit) else {
+                    return;
+                };
+                let (queued, source) = match (c.dialer, c.host) {
+                    (End::Local(dialer), _) => (&mut c.toward_host, dialer),
+                    (_, Some(End::Local(host))) => (&mut c.toward_dialer, host),
+                    _ => return,
+                };
+                *queued = queued.saturating_sub(bytes);
+                if *queued <= self.config.window / 2 {
+                    if let Some(state) = self.conns.get_mut(&source.conn) {
+                        state.pausing.remove(&circuit);
+                    }
+                }
+            }
+            CrossMsg::Close { circuit, reason } => {
+                if let Some(c) = self.circuits.remove(&circuit) {
+                    // The sender already forgot its side: nothing goes back.
+                    self.end_circuit(now, circuit, &c, Ended::Remote, &reason);
+                }
+            }
+        }
+    }
+
+    /// Shard `from` asks this shard to dial the host of a terminator here.
+    fn cross_dial(&mut self, now: Instant, from: usize, dial: CrossDial) {
+        let CrossDial {
+            circuit,
+            host_conn,
+            listener,
+            caller_id,
+            public_key,
+            app_data,
+        } = dial;
+        let Some(host) = self.conns.get_mut(&host_conn) else {
+            let reason = "listener is gone".to_owned();
+            self.cross
+                .push_back((from, CrossMsg::Refused { circuit, reason }));
+            return;
+        };
+        self.circuits.insert(
+            circuit,
+            Circuit {
+                dialer: End::Remote(from),
+                started: now,
+                host_public_key: None,
+                host: None,
+                host_shard: self.shard,
+                toward_host: 0,
+                toward_dialer: 0,
+                uncredited: 0,
+            },
+        );
+        host.edge.dial_host(
+            now,
+            circuit,
+            listener,
+            &caller_id,
+            public_key.as_deref(),
+            app_data.as_deref(),
+        );
+        self.after_input(now, host_conn);
     }
 }
 

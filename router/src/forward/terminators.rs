@@ -86,6 +86,11 @@ impl Terminators {
             .collect()
     }
 
+    /// The service of the terminator of `(conn, listener)`.
+    pub(crate) fn service_of(&self, conn: ConnKey, listener: u32) -> Option<&str> {
+        self.service_of.get(&(conn, listener)).map(String::as_str)
+    }
+
     pub(crate) fn get_mut(&mut self, conn: ConnKey, listener: u32) -> Option<&mut Terminator> {
         let service = self.service_of.get(&(conn, listener))?;
         self.by_service
@@ -95,12 +100,14 @@ impl Terminators {
     }
 
     /// The best confirmed terminator for a dial: best precedence (required, default,
-    /// failed), then lowest cost, rotating among ties. With `instance`, only terminators
+    /// failed), then lowest cost; among ties those hosted on shard `local` (no hop to
+    /// another shard), rotating among what is left. With `instance`, only terminators
     /// of that instance identity qualify.
     pub(crate) fn choose(
         &mut self,
         service_id: &str,
         instance: Option<&[u8]>,
+        local: usize,
     ) -> Option<&Terminator> {
         let list = self.by_service.get(service_id)?;
         let eligible = |t: &&Terminator| {
@@ -109,18 +116,24 @@ impl Terminators {
         let best = list
             .iter()
             .filter(eligible)
-            .map(|t| (rank(t.precedence), t.cost))
+            .map(|t| (rank(t.precedence), t.cost, t.conn.shard() != local))
             .min()?;
-        let ties: Vec<&Terminator> = list
-            .iter()
-            .filter(eligible)
-            .filter(|t| (rank(t.precedence), t.cost) == best)
-            .collect();
+        let ties = || {
+            list.iter()
+                .filter(eligible)
+                .filter(move |t| (rank(t.precedence), t.cost, t.conn.shard() != local) == best)
+        };
         self.turn = self.turn.wrapping_add(1);
-        ties.get(self.turn % ties.len()).copied()
+        let n = ties().count();
+        ties().nth(self.turn % n.max(1))
     }
 
-    pub(crate) fn count(&self) -> usize {
-        self.service_of.len()
+    /// The terminators that `keep` accepts.
+    pub(crate) fn count_where(&self, keep: impl Fn(&Terminator) -> bool) -> usize {
+        self.by_service
+            .values()
+            .flatten()
+            .filter(|t| keep(t))
+            .count()
     }
 }

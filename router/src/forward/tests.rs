@@ -1,4 +1,5 @@
-//! Forwarding tests: two SDKs (a dialer and a host) on one shard, speaking bytes.
+//! Forwarding tests: SDKs (dialers and hosts) speaking bytes to the forwarders of one
+//! shard or of several (whose cross-shard messages the test carries).
 
 use std::time::Instant;
 
@@ -58,24 +59,81 @@ struct Sdk {
 }
 
 struct Net {
+    /// Shard 0.
     fwd: Forwarder,
+    /// Shards 1 and up.
+    others: Vec<Forwarder>,
     now: Instant,
 }
 
 impl Net {
     fn new(window: usize) -> Self {
+        Self::sharded(window, 1)
+    }
+
+    fn sharded(window: usize, shards: u16) -> Self {
         let now = Instant::now();
         let config = ForwardConfig {
             window,
             ..ForwardConfig::default()
         };
-        let mut fwd = Forwarder::new(config, 0);
-        fwd.apply_sync(now, sync());
-        Self { fwd, now }
+        let mut fwds: Vec<Forwarder> = (0..shards)
+            .map(|i| Forwarder::sharded(config.clone(), i, shards))
+            .collect();
+        for fwd in &mut fwds {
+            fwd.apply_sync(now, sync());
+        }
+        let fwd = fwds.remove(0);
+        Self {
+            fwd,
+            others: fwds,
+            now,
+        }
+    }
+
+    /// The forwarder of the shard owning `key`.
+    fn at(&mut self, key: ConnKey) -> &mut Forwarder {
+        match key.shard() {
+            0 => &mut self.fwd,
+            n => &mut self.others[n - 1],
+        }
+    }
+
+    /// Carries messages between shards until none is left.
+    fn shuttle(&mut self) {
+        loop {
+            let mut moving = Vec::new();
+            for (from, fwd) in std::iter::once(&mut self.fwd)
+                .chain(self.others.iter_mut())
+                .enumerate()
+            {
+                while let Some((to, msg)) = fwd.poll_cross() {
+                    moving.push((from, to, msg));
+                }
+            }
+            if moving.is_empty() {
+                return;
+            }
+            for (from, to, msg) in moving {
+                let now = self.now;
+                self.at(ConnKey::on_shard(to, 0))
+                    .handle_cross(now, from, msg);
+            }
+        }
+    }
+
+    /// Applies `update` on every shard.
+    fn update(&mut self, update: pb::StateUpdate) {
+        let now = self.now;
+        for fwd in std::iter::once(&mut self.fwd).chain(self.others.iter_mut()) {
+            fwd.apply_update(now, update.clone()).unwrap();
+        }
+        self.shuttle();
     }
 
     fn connect(&mut self, key: ConnKey, token: &[u8], fp: &str) -> Sdk {
-        self.fwd.add_conn(self.now, key, vec![fp.into()]);
+        let now = self.now;
+        self.at(key).add_conn(now, key, vec![fp.into()]);
         let mut sdk = Sdk {
             key,
             seq: 0,
@@ -100,25 +158,29 @@ impl Net {
         sdk.seq += 1;
         let mut out = BytesMut::new();
         encode(&mut out, seq);
-        self.fwd.handle_input(self.now, sdk.key, &out, 0);
+        let now = self.now;
+        self.at(sdk.key).handle_input(now, sdk.key, &out, 0);
+        self.shuttle();
         seq
     }
 
     /// Writes (unless stalled) and decodes what the router queued for `sdk`.
     fn recv(&mut self, sdk: &mut Sdk) -> Vec<Frame> {
-        while self.fwd.poll_ready().is_some() {}
+        let fwd = self.at(sdk.key);
+        while fwd.poll_ready().is_some() {}
         let mut frames = Vec::new();
         if sdk.stalled {
             return frames;
         }
-        while let Some(t) = self.fwd.poll_transmit(sdk.key) {
+        while let Some(t) = fwd.poll_transmit(sdk.key) {
             sdk.inbox.extend_from_slice(&t.head);
             sdk.inbox.extend_from_slice(&t.payload);
-            self.fwd.handle_written(sdk.key, &t);
+            fwd.handle_written(sdk.key, &t);
             while let Ok(Decoded::Frame(f)) = sdk.inbox.decode() {
                 frames.push(f);
             }
         }
+        self.shuttle();
         frames
     }
 
@@ -150,7 +212,7 @@ impl Net {
             listener: l,
             service_id,
             request,
-        }) = self.fwd.poll_control()
+        }) = self.at(host.key).poll_control()
         else {
             panic!("no terminator request");
         };
@@ -161,8 +223,10 @@ impl Net {
             self.recv(host).is_empty(),
             "bound only once the controller confirms"
         );
-        self.fwd
-            .terminator_created(self.now, conn, listener, format!("t-{}-{listener}", conn.0));
+        let now = self.now;
+        self.at(conn)
+            .terminator_created(now, conn, listener, format!("t-{}-{listener}", conn.0));
+        self.shuttle();
         let frames = self.recv(host);
         assert_eq!(
             StateConnected::parse(&frames[0]).unwrap().reply_for,
@@ -507,4 +571,265 @@ fn the_hello_deadline_fires_through_the_timer() {
         net.fwd.poll_close(),
         Some((DIALER, CloseReason::HelloTimeout))
     );
+}
+
+// ---- circuits across shards ----
+
+/// A host on shard 1 and a dialer on shard 0.
+const X_HOST: ConnKey = ConnKey(1 << SHARD_SHIFT | 2);
+const X_HOST2: ConnKey = ConnKey(1 << SHARD_SHIFT | 3);
+
+/// Two shards, the host on shard 1 bound (and announced), the dialer on shard 0 with an
+/// established circuit: dialer conn 0 <-> host child 100.
+fn established_across(window: usize) -> (Net, Sdk, Sdk) {
+    let mut net = Net::sharded(window, 2);
+    let mut host = net.connect(X_HOST, b"H", "fh");
+    net.bind(&mut host, 7, b"tok-bind", 0, Precedence::Default);
+    assert_eq!(net.fwd.counts().2, 0, "shard 0 hosts no terminator");
+    assert_eq!(net.others[0].counts().2, 1);
+    let mut dialer = net.connect(DIALER, b"D", "fd");
+    let seq = net.dial(&mut dialer, 0);
+    net.accept(&mut host, 100);
+    let frames = net.recv(&mut dialer);
+    let connected = StateConnected::parse(&frames[0]).unwrap();
+    assert_eq!(connected.reply_for, Some(seq));
+    assert_eq!(
+        connected.public_key,
+        Some(&PK_H[..]),
+        "the host's key crosses"
+    );
+    (net, dialer, host)
+}
+
+#[test]
+fn a_circuit_crosses_shards_with_data_half_close_and_close() {
+    let (mut net, mut dialer, mut host) = established_across(1 << 20);
+    net.data(&mut dialer, 0, b"ping", false);
+    let frames = net.recv(&mut host);
+    let d = Data::parse(&frames[0]).unwrap();
+    assert_eq!((d.conn_id, d.payload), (100, &b"ping"[..]));
+
+    net.data(&mut host, 100, b"pong", false);
+    net.data(&mut host, 100, b"", true);
+    let frames = net.recv(&mut dialer);
+    assert_eq!(Data::parse(&frames[0]).unwrap().payload, b"pong");
+    assert!(Data::parse(&frames[1]).unwrap().is_fin());
+
+    // Each circuit is counted once, by its dialer's shard.
+    assert_eq!(net.fwd.counts().1 + net.others[0].counts().1, 1);
+    net.send(&mut dialer, |o, s| {
+        StateClosed {
+            conn_id: 0,
+            seq: 3,
+            reply_for: None,
+            reason: b"",
+        }
+        .encode(s, o)
+        .unwrap()
+    });
+    let frames = net.recv(&mut host);
+    let closed = StateClosed::parse(&frames[0]).unwrap();
+    assert_eq!(
+        (closed.conn_id, closed.reason),
+        (100, &b"closed by peer"[..])
+    );
+    assert!(!net.fwd.has_circuits() && !net.others[0].has_circuits());
+    let (s0, s1) = (net.fwd.stats(), net.others[0].stats());
+    assert_eq!((s0.circuits_opened, s0.circuits_cross), (1, 1));
+    assert_eq!(s1.circuits_opened, 0, "counted once, by the dialer's shard");
+    assert_eq!((s0.frames_cross, s1.frames_cross), (1, 2));
+}
+
+#[test]
+fn windows_hold_across_shards_through_credits() {
+    let (mut net, mut dialer, mut host) = established_across(1000);
+    host.stalled = true;
+    net.data(&mut dialer, 0, &[1; 600], false);
+    net.recv(&mut host);
+    assert!(net.fwd.wants_read(DIALER));
+    net.data(&mut dialer, 0, &[2; 600], false);
+    assert!(
+        !net.fwd.wants_read(DIALER),
+        "the dialer's shard pauses it on the far window"
+    );
+    assert!(net.others[0].wants_read(X_HOST));
+    host.stalled = false;
+    let frames = net.recv(&mut host);
+    assert_eq!(frames.len(), 2);
+    assert!(net.fwd.wants_read(DIALER), "credits resumed it");
+
+    // The other direction, host paused on its own shard.
+    dialer.stalled = true;
+    net.data(&mut host, 100, &[3; 1200], false);
+    assert!(!net.others[0].wants_read(X_HOST));
+    dialer.stalled = false;
+    net.recv(&mut dialer);
+    assert!(net.others[0].wants_read(X_HOST));
+}
+
+#[test]
+fn revocation_closes_both_shards_sides_at_once() {
+    let (mut net, mut dialer, mut host) = established_across(1 << 20);
+    net.update(pb::StateUpdate {
+        revision: 2,
+        sessions_removed: vec!["dial".into()],
+        ..Default::default()
+    });
+    let frames = net.recv(&mut dialer);
+    assert_eq!(
+        StateClosed::parse(&frames[0]).unwrap().reason,
+        b"session closed"
+    );
+    let frames = net.recv(&mut host);
+    let closed = StateClosed::parse(&frames[0]).unwrap();
+    assert_eq!(
+        (closed.conn_id, closed.reason),
+        (100, &b"peer session closed"[..])
+    );
+    assert!(!net.fwd.has_circuits() && !net.others[0].has_circuits());
+}
+
+#[test]
+fn a_lost_host_ends_circuits_pending_dials_and_its_terminator_on_other_shards() {
+    let (mut net, mut dialer, _host) = established_across(1 << 20);
+    net.dial(&mut dialer, 1);
+    let now = net.now;
+    net.others[0].conn_lost(now, X_HOST);
+    net.shuttle();
+    let frames = net.recv(&mut dialer);
+    let mut closed: Vec<(u32, bool)> = frames
+        .iter()
+        .map(|f| StateClosed::parse(f).unwrap())
+        .map(|c| (c.conn_id, c.reply_for.is_some()))
+        .collect();
+    closed.sort();
+    assert_eq!(
+        closed,
+        vec![(0, false), (1, true)],
+        "circuit and pending dial"
+    );
+    assert!(!net.fwd.has_circuits() && !net.others[0].has_circuits());
+    // Its terminator left shard 0's directory: the next dial fails at once.
+    net.dial(&mut dialer, 2);
+    let frames = net.recv(&mut dialer);
+    assert!(
+        StateClosed::parse(&frames[0])
+            .unwrap()
+            .reason
+            .starts_with(b"service has no terminators")
+    );
+}
+
+#[test]
+fn a_dialer_gone_before_the_host_accepts_across_shards() {
+    let mut net = Net::sharded(1 << 20, 2);
+    let mut host = net.connect(X_HOST, b"H", "fh");
+    net.bind(&mut host, 7, b"tok-bind", 0, Precedence::Default);
+    let mut dialer = net.connect(DIALER, b"D", "fd");
+    net.dial(&mut dialer, 0);
+    let now = net.now;
+    net.fwd.conn_lost(now, DIALER);
+    net.shuttle();
+    // The host answers the Dial it got; the router closes the new conn at once.
+    let frames = net.recv(&mut host);
+    let dial_seq = frames[0].sequence();
+    net.send(&mut host, |o, s| {
+        DialSuccess {
+            conn_id: 7,
+            seq: 0,
+            reply_for: dial_seq,
+            new_conn_id: 100,
+        }
+        .encode(s, o)
+        .unwrap()
+    });
+    let frames = net.recv(&mut host);
+    let closed: Vec<StateClosed<'_>> = frames
+        .iter()
+        .filter_map(|f| StateClosed::parse(f).ok())
+        .collect();
+    assert!(
+        closed.iter().any(|c| c.conn_id == 100),
+        "the host's new conn is closed: {closed:?}"
+    );
+    assert!(!net.fwd.has_circuits() && !net.others[0].has_circuits());
+}
+
+#[test]
+fn a_refusal_on_the_host_shard_fails_the_dial() {
+    let mut net = Net::sharded(1 << 20, 2);
+    let mut host = net.connect(X_HOST, b"H", "fh");
+    net.bind(&mut host, 7, b"tok-bind", 0, Precedence::Default);
+    let mut dialer = net.connect(DIALER, b"D", "fd");
+    let seq = net.dial(&mut dialer, 0);
+    let frames = net.recv(&mut host);
+    let dial_seq = frames[0].sequence();
+    net.send(&mut host, |o, s| {
+        DialFailed {
+            conn_id: 7,
+            seq: 0,
+            reply_for: dial_seq,
+            reason: b"no upstream",
+        }
+        .encode(s, o)
+        .unwrap()
+    });
+    let frames = net.recv(&mut dialer);
+    let closed = StateClosed::parse(&frames[0]).unwrap();
+    assert_eq!(
+        (closed.reply_for, closed.reason),
+        (Some(seq), &b"no upstream"[..])
+    );
+    assert_eq!(net.fwd.stats().dials_failed, 1);
+    assert!(!net.fwd.has_circuits() && !net.others[0].has_circuits());
+}
+
+#[test]
+fn a_local_terminator_is_preferred_among_equals_and_unbinding_reaches_every_shard() {
+    let mut net = Net::sharded(1 << 20, 2);
+    let mut local = net.connect(HOST, b"H", "fh");
+    let mut remote = net.connect(X_HOST2, b"H2", "fh2");
+    net.bind(&mut local, 7, b"tok-bind", 0, Precedence::Default);
+    net.bind(&mut remote, 8, b"tok-bind2", 0, Precedence::Default);
+    let mut dialer = net.connect(DIALER, b"D", "fd");
+    for conn_id in 0..4 {
+        net.dial(&mut dialer, conn_id);
+    }
+    assert_eq!(
+        net.recv(&mut local).len(),
+        4,
+        "every dial stays on its shard"
+    );
+    assert!(net.recv(&mut remote).is_empty());
+
+    // The local host unbinds: dials now cross to the other shard.
+    net.send(&mut local, |o, s| {
+        StateClosed {
+            conn_id: 7,
+            seq: 1,
+            reply_for: None,
+            reason: b"",
+        }
+        .encode(s, o)
+        .unwrap()
+    });
+    net.dial(&mut dialer, 10);
+    assert_eq!(Dial::parse(&net.recv(&mut remote)[0]).unwrap().conn_id, 8);
+    // And when that one unbinds too, shard 0 knows at once.
+    net.send(&mut remote, |o, s| {
+        StateClosed {
+            conn_id: 8,
+            seq: 1,
+            reply_for: None,
+            reason: b"",
+        }
+        .encode(s, o)
+        .unwrap()
+    });
+    net.recv(&mut dialer);
+    net.dial(&mut dialer, 11);
+    let frames = net.recv(&mut dialer);
+    let last = StateClosed::parse(frames.last().unwrap()).unwrap();
+    assert_eq!(last.conn_id, 11);
+    assert!(last.reason.starts_with(b"service has no terminators"));
 }

@@ -164,6 +164,18 @@ pub(super) fn render(stats: &[ShardStats]) -> String {
             |s| s.refused,
         ),
         (
+            "weft_router_circuits_cross_shard_total",
+            "counter",
+            "Circuits established with the host on another shard (counted by the dialer's shard).",
+            |s| s.forward.circuits_cross,
+        ),
+        (
+            "weft_router_frames_cross_shard_total",
+            "counter",
+            "Data frames handed to another shard.",
+            |s| s.forward.frames_cross,
+        ),
+        (
             "weft_router_pauses_total",
             "counter",
             "Times a connection was paused by a full window.",

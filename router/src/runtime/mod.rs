@@ -27,11 +27,14 @@
 //!   shard for its counters by message. Shards send [`ShardRequest`]s (terminator
 //!   requests for the controller) up one channel.
 //!
-//! # Limitation: one shard when hosts and dialers must meet
-//!
-//! A shard's forwarder only knows the terminators of its own connections and circuits do
-//! not cross shards yet, so a dial reaches a host only on the same shard. Run with
-//! `shards = 1` (the default) until cross-shard forwarding exists.
+//! - **Across shards.** Every ordered pair of shards has one FIFO queue
+//!   ([`CrossMsg`]s; tokio's unbounded mpsc: lock-free, one writer and one reader, the
+//!   send wakes the receiving shard). Confirmed terminators are announced to every
+//!   shard, so a dial on any shard can choose any terminator (a local one first among
+//!   equals). A circuit whose dialer and host sit on different shards has a record on
+//!   each; payload crosses as the same `Bytes` it arrived in, and the windows work across
+//!   shards through batched credits (see `forward::cross`). Nothing else is shared: a
+//!   message is the only way one shard touches another's state.
 //!
 //! [`Forwarder`]: crate::forward::Forwarder
 
@@ -50,21 +53,12 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use weft_wire::control::pb;
 
-use crate::forward::{ConnKey, ControlRequest, ForwardConfig, ForwardStats};
+use crate::forward::{ConnKey, ControlRequest, CrossMsg, ForwardConfig, ForwardStats};
 use crate::sessions::RevisionGap;
 
 pub use backend::{
     IoBackend, IoSelection, UnknownIoSelection, UringUnavailable, probe_uring, select_backend,
 };
-
-/// Bits of a [`ConnKey`] below the shard index: keys are unique router-wide, and a key
-/// names the shard that owns its connection.
-const SHARD_SHIFT: u32 = 48;
-
-/// The shard owning the connection `key`.
-pub fn shard_of(key: ConnKey) -> usize {
-    usize::try_from(key.0 >> SHARD_SHIFT).unwrap_or(usize::MAX)
-}
 
 /// What the control side tells the shards.
 #[derive(Clone, Debug)]
@@ -249,7 +243,9 @@ impl Router {
         let mut shard_txs = Vec::with_capacity(settings.shards);
         let mut shard_threads = Vec::with_capacity(settings.shards);
         let (ready_tx, ready) = std::sync::mpsc::channel();
+        let mut links = cross_links(settings.shards);
         for (index, listener) in listeners.into_iter().enumerate() {
+            let (peers, inbox) = links.remove(0);
             let (tx, rx) = mpsc::unbounded_channel();
             shard_txs.push(tx);
             let shard_settings = settings.clone();
@@ -258,15 +254,17 @@ impl Router {
             let thread = std::thread::Builder::new()
                 .name(format!("weft-shard-{index}"))
                 .spawn(move || {
-                    shard::run(
+                    shard::run(shard::ShardIo {
                         index,
                         backend,
-                        shard_settings,
+                        settings: shard_settings,
                         listener,
-                        rx,
+                        commands: rx,
                         requests,
-                        ready_tx,
-                    );
+                        peers,
+                        inbox,
+                        ready: ready_tx,
+                    });
                 })
                 .map_err(|error| StartError::Spawn {
                     what: "shard thread",
@@ -362,6 +360,33 @@ impl Router {
     }
 }
 
+/// One shard's ends of the per-shard-pair queues: senders to every shard (`None` for
+/// itself) and receivers from every other shard, with the sender's index.
+type CrossLinks = (
+    Vec<Option<mpsc::UnboundedSender<CrossMsg>>>,
+    Vec<(usize, mpsc::UnboundedReceiver<CrossMsg>)>,
+);
+
+/// The per-shard-pair queues of `shards` shards: one FIFO for every ordered pair, so no
+/// queue has two writers or two readers. A send wakes the receiving shard's task.
+fn cross_links(shards: usize) -> Vec<CrossLinks> {
+    let mut links: Vec<CrossLinks> = (0..shards)
+        .map(|_| ((0..shards).map(|_| None).collect(), Vec::new()))
+        .collect();
+    for from in 0..shards {
+        for to in (0..shards).filter(|to| *to != from) {
+            let (tx, rx) = mpsc::unbounded_channel();
+            if let Some(slot) = links.get_mut(from).and_then(|l| l.0.get_mut(to)) {
+                *slot = Some(tx);
+            }
+            if let Some(l) = links.get_mut(to) {
+                l.1.push((from, rx));
+            }
+        }
+    }
+    links
+}
+
 /// Stops shards that started when a later one could not: their command channels close,
 /// so they shut down at once.
 fn stop_shards(
@@ -399,7 +424,7 @@ fn dispatch(
         while let Some(command) = commands.recv().await {
             match command {
                 ShardCommand::TerminatorCreated { conn, .. }
-                | ShardCommand::TerminatorFailed { conn, .. } => match shards.get(shard_of(conn)) {
+                | ShardCommand::TerminatorFailed { conn, .. } => match shards.get(conn.shard()) {
                     Some(tx) => {
                         let _ = tx.send(ShardMsg::Command(command));
                     }

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Notify, mpsc};
 use tokio_rustls::TlsAcceptor;
 
-use super::{IoBackend, SHARD_SHIFT, ShardCommand, ShardMsg, ShardRequest, ShardStats, conn};
+use super::{IoBackend, ShardCommand, ShardMsg, ShardRequest, ShardStats, conn};
 use crate::edge::CloseReason;
-use crate::forward::{ConnKey, Forwarder};
+use crate::forward::{ConnKey, CrossMsg, Forwarder};
 
 /// How often API session expiry is checked.
 const EXPIRY_CHECK: Duration = Duration::from_secs(1);
@@ -28,6 +28,8 @@ const CLOSE_DEADLINE: Duration = Duration::from_secs(2);
 pub(super) const FLUSH_DEADLINE: Duration = Duration::from_secs(5);
 /// How long a closing connection may take to send its TLS close_notify.
 pub(super) const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(1);
+/// Most messages from another shard handled before the shard pumps its outputs.
+const CROSS_BATCH: usize = 256;
 
 /// A listener socket with `SO_REUSEPORT`, so every shard binds the same address.
 pub(super) fn bind_reuseport(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
@@ -78,6 +80,8 @@ pub(super) struct Shard {
     /// Connections that stopped reading because a window they feed is full.
     pub(super) paused: Vec<ConnKey>,
     requests: mpsc::UnboundedSender<ShardRequest>,
+    /// The queue to each other shard (`None` at this shard's own index).
+    peers: Vec<Option<mpsc::UnboundedSender<CrossMsg>>>,
     /// The deadline the timer task sleeps to.
     timer_armed: Option<Instant>,
     timer: Rc<Notify>,
@@ -98,14 +102,21 @@ impl Shard {
         index: usize,
         settings: &super::RouterSettings,
         requests: mpsc::UnboundedSender<ShardRequest>,
+        peers: Vec<Option<mpsc::UnboundedSender<CrossMsg>>>,
         timer: Rc<Notify>,
     ) -> Self {
+        // `Router::start` allows at most 2^15 shards, so both fit.
+        let (shard, shards) = (
+            u16::try_from(index).unwrap_or(u16::MAX),
+            u16::try_from(settings.shards).unwrap_or(u16::MAX),
+        );
         Self {
             index,
-            fwd: Forwarder::new(settings.forward.clone(), u16::try_from(index).unwrap_or(0)),
+            fwd: Forwarder::sharded(settings.forward.clone(), shard, shards),
             conns: HashMap::new(),
             paused: Vec::new(),
             requests,
+            peers,
             timer_armed: None,
             timer,
             draining: false,
@@ -177,7 +188,7 @@ impl Shard {
     /// A fresh router-wide connection key owned by this shard.
     pub(super) fn new_key(&mut self) -> ConnKey {
         self.next_key += 1;
-        ConnKey(((self.index as u64) << SHARD_SHIFT) | self.next_key)
+        ConnKey::on_shard(self.index, self.next_key)
     }
 
     pub(super) fn wake(&mut self, key: ConnKey) {
@@ -191,6 +202,12 @@ impl Shard {
     pub(super) fn pump(&mut self) {
         while let Some(key) = self.fwd.poll_ready() {
             self.wake(key);
+        }
+        while let Some((to, msg)) = self.fwd.poll_cross() {
+            // A shard that is gone (shutdown) has nothing left to tell.
+            if let Some(Some(peer)) = self.peers.get(to) {
+                let _ = peer.send(msg);
+            }
         }
         while let Some(request) = self.fwd.poll_control() {
             if self.requests.send(ShardRequest::Control(request)).is_err() {
@@ -293,17 +310,25 @@ impl BufferPool {
 /// What a shard thread reports once its runtime is built (or could not be).
 pub(super) type Ready = std::sync::mpsc::Sender<(usize, std::io::Result<()>)>;
 
+/// What a shard thread is started with.
+pub(super) struct ShardIo {
+    pub(super) index: usize,
+    pub(super) backend: IoBackend,
+    pub(super) settings: super::RouterSettings,
+    pub(super) listener: std::net::TcpListener,
+    pub(super) commands: mpsc::UnboundedReceiver<ShardMsg>,
+    pub(super) requests: mpsc::UnboundedSender<ShardRequest>,
+    /// Queues to the other shards, by index.
+    pub(super) peers: Vec<Option<mpsc::UnboundedSender<CrossMsg>>>,
+    /// Queues from the other shards, with the sender's index.
+    pub(super) inbox: Vec<(usize, mpsc::UnboundedReceiver<CrossMsg>)>,
+    pub(super) ready: Ready,
+}
+
 /// The shard thread's body: builds the backend's runtime, reports it on `ready`, then
 /// runs the shard until it shuts down.
-pub(super) fn run(
-    index: usize,
-    backend: IoBackend,
-    settings: super::RouterSettings,
-    listener: std::net::TcpListener,
-    commands: mpsc::UnboundedReceiver<ShardMsg>,
-    requests: mpsc::UnboundedSender<ShardRequest>,
-    ready: Ready,
-) {
+pub(super) fn run(io: ShardIo) {
+    let (index, backend, ready) = (io.index, io.backend, io.ready.clone());
     match backend {
         IoBackend::Epoll => {
             let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -318,10 +343,7 @@ pub(super) fn run(
             };
             let _ = ready.send((index, Ok(())));
             let local = tokio::task::LocalSet::new();
-            local.block_on(
-                &runtime,
-                shard_main(index, backend, settings, listener, commands, requests),
-            );
+            local.block_on(&runtime, shard_main(io));
         }
         #[cfg(target_os = "linux")]
         IoBackend::Uring => {
@@ -335,9 +357,7 @@ pub(super) fn run(
                 }
             };
             let _ = ready.send((index, Ok(())));
-            runtime.block_on(shard_main(
-                index, backend, settings, listener, commands, requests,
-            ));
+            runtime.block_on(shard_main(io));
         }
         #[cfg(not(target_os = "linux"))]
         IoBackend::Uring => {
@@ -352,22 +372,30 @@ pub(super) fn run(
     }
 }
 
-/// The shard, whatever the backend: state, accept loop, timer, commands.
-async fn shard_main(
-    index: usize,
-    backend: IoBackend,
-    settings: super::RouterSettings,
-    listener: std::net::TcpListener,
-    commands: mpsc::UnboundedReceiver<ShardMsg>,
-    requests: mpsc::UnboundedSender<ShardRequest>,
-) {
+/// The shard, whatever the backend: state, accept loop, timer, other shards, commands.
+async fn shard_main(io: ShardIo) {
+    let ShardIo {
+        index,
+        backend,
+        settings,
+        listener,
+        commands,
+        requests,
+        peers,
+        inbox,
+        ready: _,
+    } = io;
     let timer = Rc::new(Notify::new());
     let shard = Rc::new(RefCell::new(Shard::new(
         index,
         &settings,
         requests,
+        peers,
         timer.clone(),
     )));
+    for (from, receiver) in inbox {
+        tokio::task::spawn_local(cross_loop(shard.clone(), from, receiver));
+    }
     let stop_accept = Rc::new(Notify::new());
     match backend {
         IoBackend::Epoll => {
@@ -436,6 +464,26 @@ async fn accept_loop(
         }
     }
     tracing::debug!(shard = shard.borrow().index, "stopped accepting");
+}
+
+/// Handles what shard `from` sends, a batch at a time, pumping after each batch.
+async fn cross_loop(
+    shard: Rc<RefCell<Shard>>,
+    from: usize,
+    mut inbox: mpsc::UnboundedReceiver<CrossMsg>,
+) {
+    while let Some(msg) = inbox.recv().await {
+        let now = Instant::now();
+        let mut s = shard.borrow_mut();
+        s.fwd.handle_cross(now, from, msg);
+        for _ in 1..CROSS_BATCH {
+            match inbox.try_recv() {
+                Ok(msg) => s.fwd.handle_cross(now, from, msg),
+                Err(_) => break,
+            }
+        }
+        s.pump();
+    }
 }
 
 async fn timer_loop(shard: Rc<RefCell<Shard>>, timer: Rc<Notify>) {
@@ -522,7 +570,7 @@ async fn shutdown(shard: &Rc<RefCell<Shard>>, stop_accept: &Notify, grace: Durat
     stop_accept.notify_one();
     let index = shard.borrow().index;
     let deadline = Instant::now() + grace;
-    while Instant::now() < deadline && shard.borrow().fwd.counts().1 > 0 {
+    while Instant::now() < deadline && shard.borrow().fwd.has_circuits() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let open = {
