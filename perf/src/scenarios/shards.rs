@@ -1,11 +1,10 @@
-//! Shard scaling. Circuits do not cross shards yet (router/README.md, "Limitations"):
-//! a dialer reaches a host only when the kernel's `SO_REUSEPORT` spread put both of
-//! their edge connections on the same shard. So for N shards this scenario places
-//! one hosting endpoint and one dialing endpoint on *every* shard (it starts
-//! endpoints and keeps those that land on a shard not yet covered, reading the
-//! router's per-shard `weft_router_terminators` and `weft_router_connections`), then
-//! drives echo traffic through all N dialers at once: N independent shard-local
-//! circuit sets. Scaling means aggregate echo throughput and router CPU per GB
+//! Shard scaling. For N shards this scenario places one hosting endpoint and one
+//! dialing endpoint on *every* shard (it starts endpoints and keeps those that land on
+//! a shard not yet covered, reading the router's per-shard `weft_router_terminators`
+//! and `weft_router_connections`), then drives echo traffic through all N dialers at
+//! once. A dial prefers a terminator on its own shard among equals, so these are N
+//! shard-local circuit sets: the figure is the shards' scaling without cross-shard
+//! hops (circuits that do cross are exercised by the router's tests). Scaling means aggregate echo throughput and router CPU per GB
 //! against the 1-shard router of the same run.
 
 use std::net::SocketAddr;
