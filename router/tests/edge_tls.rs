@@ -1233,9 +1233,10 @@ fn shard_cpu() -> Duration {
 /// Throughput of the two backends, for the record (`cargo test --release -p weft-router
 /// --test edge_tls -- --ignored --nocapture relay_throughput`): `WEFT_RELAY_MIB` MiB
 /// (default 64) each way through one circuit, in Data frames of 1 B to 48 KiB, with the
-/// TLS clients in the same process. Prints MB/s, and MB per CPU-second of the shard
-/// thread (the router's own cost, which a busy machine disturbs less); asserts only that
-/// the bytes arrive.
+/// TLS clients in the same process; on one shard, and on two shards with the dialer and
+/// the host on different shards (the circuit crosses). Prints MB/s, and MB per
+/// CPU-second of the shard threads (the router's own cost, which a busy machine
+/// disturbs less); asserts only that the bytes arrive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement, not a check; run it by hand"]
 async fn relay_throughput_on_both_backends() {
@@ -1250,12 +1251,34 @@ async fn relay_throughput_on_both_backends() {
     if uring_available("relay_throughput_on_both_backends") {
         backends.push(IoBackend::Uring);
     }
+    let runs: Vec<(IoBackend, bool)> = backends
+        .iter()
+        .flat_map(|io| [(*io, false), (*io, true)])
+        .collect();
     // Twice each, alternating, so a warm-up or a noisy neighbour shows.
-    for io in backends.iter().chain(backends.iter()).copied() {
-        let mut h = Harness::start(io, Duration::from_secs(5));
+    for (io, cross) in runs.iter().chain(runs.iter()).copied() {
+        let shards = if cross { 2 } else { 1 };
+        let mut h = Harness::start_with(io, |s| s.shards = shards);
         let mut host = h.authenticated(&h.pki.host, "token-api-h", false).await;
-        let mut dialer = h.authenticated(&h.pki.dialer, "token-api-d", false).await;
         bind_host(&mut h, &mut host).await;
+        let mut dialer = h.authenticated(&h.pki.dialer, "token-api-d", false).await;
+        if cross {
+            // Keep the first dialer the kernel put on the other shard.
+            let mut tries = 0;
+            loop {
+                let conns = per_shard(&h.metrics().await, "weft_router_connections", 2);
+                let terms = per_shard(&h.metrics().await, "weft_router_terminators", 2);
+                let host_shard = terms.iter().position(|t| *t == 1).unwrap();
+                if conns[host_shard] == 1 {
+                    break;
+                }
+                tries += 1;
+                assert!(tries < 64, "no dialer landed on the other shard");
+                drop(dialer);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                dialer = h.authenticated(&h.pki.dialer, "token-api-d", false).await;
+            }
+        }
         open_circuit(&mut dialer, &mut host, 1, 100).await;
         let cpu_before = shard_cpu();
         let started = Instant::now();
@@ -1274,9 +1297,10 @@ async fn relay_throughput_on_both_backends() {
         let elapsed = started.elapsed();
         let cpu = shard_cpu().saturating_sub(cpu_before);
         assert!(at_host == up && at_dialer == down);
+        let placement = if cross { "across 2 shards" } else { "1 shard" };
         eprintln!(
-            "{io}: relayed 2 x {mib} MiB in {elapsed:?}: {:.1} MB/s aggregate; \
-             shard thread on CPU {cpu:?}: {:.1} MB per shard CPU-second",
+            "{io}, {placement}: relayed 2 x {mib} MiB in {elapsed:?}: {:.1} MB/s aggregate; \
+             shard threads on CPU {cpu:?}: {:.1} MB per shard CPU-second",
             2.0 * len as f64 / elapsed.as_secs_f64() / 1e6,
             2.0 * len as f64 / cpu.as_secs_f64().max(1e-9) / 1e6
         );
