@@ -47,7 +47,10 @@ pub(crate) struct Terminators {
 }
 
 impl Terminators {
+    /// Adds `terminator`, replacing the one of the same `(conn, listener)` if any (a
+    /// terminator registered again after a controller reconnect is announced again).
     pub(crate) fn insert(&mut self, service_id: &str, terminator: Terminator) {
+        self.remove(terminator.conn, terminator.listener);
         self.service_of.insert(
             (terminator.conn, terminator.listener),
             service_id.to_owned(),
@@ -135,5 +138,37 @@ impl Terminators {
             .flatten()
             .filter(|t| keep(t))
             .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn terminator(conn: u64, listener: u32, id: &str) -> Terminator {
+        Terminator {
+            conn: ConnKey(conn),
+            listener,
+            session_id: "s".into(),
+            cost: 0,
+            precedence: Precedence::Default,
+            public_key: None,
+            instance: None,
+            id: Some(id.into()),
+        }
+    }
+
+    #[test]
+    fn announcing_a_terminator_again_replaces_it() {
+        let mut t = Terminators::default();
+        t.insert("svc", terminator(1, 7, "first"));
+        t.insert("svc", terminator(1, 7, "second"));
+        assert_eq!(t.count_where(|_| true), 1);
+        assert_eq!(
+            t.choose("svc", None, 0).unwrap().id.as_deref(),
+            Some("second")
+        );
+        assert!(t.remove(ConnKey(1), 7).is_some());
+        assert!(t.choose("svc", None, 0).is_none(), "nothing stale is left");
     }
 }
