@@ -3,8 +3,9 @@
 //! Three families share one number space:
 //! - channel types 0..=5, from OpenZiti's `channel` library;
 //! - edge types 60783..=60807, from the OpenZiti edge protocol (SDK <-> edge router);
-//! - Weft's own link (`0x5746_00xx`) and control (`0x5743_00xx`) types, chosen far
-//!   from both so that a frame sent to the wrong listener is rejected, never misread.
+//! - Weft's own link (`0x5746_00xx`), control (`0x5743_00xx`) and edge extension
+//!   (`0x5745_00xx`) types, chosen far from both so that a frame sent to the wrong
+//!   listener is rejected, never misread.
 //!
 //! Sources, cited per constant: `sdkc` = ziti-sdk-c 0.29.3 `inc_internal/edge_protocol.h`
 //! (enum content_type); `ch` = openziti/channel v0.18.58 `messages.go`; `sdkgo` =
@@ -94,6 +95,10 @@ named_i32! { ContentType {
     /// A circuit ended; body is the reason.
     LINK_CLOSE = 0x5746_0004;
 
+    // ---- Weft edge extension (Weft SDK <-> router, negotiated on the hello) ----
+    /// Either way: per-stream flow-control credit for one conn id (crate::edge::Credit).
+    WEFT_CREDIT = 0x5745_0001;
+
     // ---- Weft control (router <-> controller), bodies are protobuf, see crate::control ----
     /// Router -> controller: `RouterHello`.
     CONTROL_ROUTER_HELLO = 0x5743_0001;
@@ -124,6 +129,11 @@ impl ContentType {
         self.0 & !0xff == 0x5746_0000
     }
 
+    /// True for Weft's edge extension types.
+    pub fn is_weft_edge(self) -> bool {
+        self.0 & !0xff == 0x5745_0000
+    }
+
     /// True for Weft control types.
     pub fn is_control(self) -> bool {
         self.0 & !0xff == 0x5743_0000
@@ -139,7 +149,13 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for ct in ContentType::ALL {
             assert!(seen.insert(ct.0), "duplicate value {ct:?}");
-            let families = [ct.0 <= 5, ct.is_edge(), ct.is_link(), ct.is_control()];
+            let families = [
+                ct.0 <= 5,
+                ct.is_edge(),
+                ct.is_link(),
+                ct.is_control(),
+                ct.is_weft_edge(),
+            ];
             assert_eq!(families.iter().filter(|f| **f).count(), 1, "{ct:?}");
         }
     }

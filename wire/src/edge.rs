@@ -144,10 +144,34 @@ impl<'a> Hello<'a> {
 
     /// Appends the frame; the C SDK uses sequence 0.
     pub fn encode(&self, sequence: i32, out: &mut BytesMut) -> Result<(), EncodeError> {
-        FrameEncoder::new(out, ContentType::HELLO, sequence)
-            .bytes(HeaderId::SESSION_TOKEN, self.session_token)
-            .finish_with_body(self.client_info)
+        self.encode_with_window(sequence, None, out)
     }
+
+    /// Appends the frame, offering Weft's per-stream credit with this receive window
+    /// (header [`HeaderId::WEFT_STREAM_WINDOW`]) when given.
+    pub fn encode_with_window(
+        &self,
+        sequence: i32,
+        stream_window: Option<u32>,
+        out: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
+        let mut enc = FrameEncoder::new(out, ContentType::HELLO, sequence);
+        enc.bytes(HeaderId::SESSION_TOKEN, self.session_token);
+        if let Some(window) = stream_window {
+            enc.u32(HeaderId::WEFT_STREAM_WINDOW, window);
+        }
+        enc.finish_with_body(self.client_info)
+    }
+}
+
+/// The per-stream window a hello (or its Result) carries: present when the sender
+/// speaks Weft's per-stream credit ([`Credit`]). A value that is not a uint32 counts
+/// as absent.
+pub fn stream_window(frame: &Frame) -> Option<u32> {
+    frame
+        .header(HeaderId::WEFT_STREAM_WINDOW)
+        .and_then(|v| v.as_u32().ok())
+        .filter(|w| *w > 0)
 }
 
 /// Result (type 2) answering a hello (spec §2.2).
@@ -183,12 +207,27 @@ impl<'a> HelloResult<'a> {
     /// Appends the frame with headers 2, 1, [4], [0]; routers use
     /// [`HELLO_RESULT_SEQUENCE`].
     pub fn encode(&self, sequence: i32, out: &mut BytesMut) -> Result<(), EncodeError> {
-        FrameEncoder::new(out, ContentType::RESULT, sequence)
-            .bool(HeaderId::RESULT_SUCCESS, self.success)
+        self.encode_with_window(sequence, None, out)
+    }
+
+    /// Appends the frame, accepting Weft's per-stream credit with this window (header
+    /// [`HeaderId::WEFT_STREAM_WINDOW`]) when given: only ever to a hello that offered
+    /// it, so an OpenZiti SDK never sees the header.
+    pub fn encode_with_window(
+        &self,
+        sequence: i32,
+        stream_window: Option<u32>,
+        out: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
+        let mut enc = FrameEncoder::new(out, ContentType::RESULT, sequence);
+        enc.bool(HeaderId::RESULT_SUCCESS, self.success)
             .i32(HeaderId::REPLY_FOR, self.reply_for)
             .opt_bytes(HeaderId::HELLO_VERSION, self.version)
-            .opt_bytes(HeaderId::CONNECTION_ID, self.connection_id)
-            .finish_with_body(self.message)
+            .opt_bytes(HeaderId::CONNECTION_ID, self.connection_id);
+        if let Some(window) = stream_window {
+            enc.u32(HeaderId::WEFT_STREAM_WINDOW, window);
+        }
+        enc.finish_with_body(self.message)
     }
 }
 
@@ -489,6 +528,42 @@ impl<'a> Data<'a> {
     }
 }
 
+/// Credit (Weft, [`ContentType::WEFT_CREDIT`]): the sender may now receive `bytes` more
+/// payload bytes on `conn_id`. Only on connections whose hello negotiated
+/// [`HeaderId::WEFT_STREAM_WINDOW`]; each conn id starts with that window of credit
+/// each way. A sender may start a Data frame while its credit is above zero (so one
+/// frame larger than the window cannot deadlock); the receiver grants back what its
+/// reader consumed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Credit {
+    /// Conn id (1000).
+    pub conn_id: u32,
+    /// Bytes granted (Weft header [`HeaderId::WEFT_CREDIT`]).
+    pub bytes: u32,
+}
+
+impl Credit {
+    /// Parses a Credit message.
+    pub fn parse(frame: &Frame) -> Result<Self, MessageError> {
+        frame.expect_type(ContentType::WEFT_CREDIT)?;
+        Ok(Self {
+            conn_id: conn_id(frame)?,
+            bytes: frame
+                .require(HeaderId::WEFT_CREDIT)?
+                .as_u32()
+                .map_err(bad(HeaderId::WEFT_CREDIT))?,
+        })
+    }
+
+    /// Appends the frame (headers 1000 and the credit, no body).
+    pub fn encode(&self, sequence: i32, out: &mut BytesMut) -> Result<(), EncodeError> {
+        FrameEncoder::new(out, ContentType::WEFT_CREDIT, sequence)
+            .u32(HeaderId::CONN_ID, self.conn_id)
+            .u32(HeaderId::WEFT_CREDIT, self.bytes)
+            .finish(0)
+    }
+}
+
 /// Dial (60787): the router asks a hosting SDK to accept a client (spec §3.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Dial<'a> {
@@ -660,6 +735,8 @@ pub enum EdgeMessage<'a> {
     Bind(Bind<'a>),
     /// 60791.
     Unbind(Unbind<'a>),
+    /// Weft's per-stream credit.
+    Credit(Credit),
     /// Any other content type (Result, Ping, Probe, UpdateBind, ...): the raw frame.
     Other(&'a Frame),
 }
@@ -679,6 +756,7 @@ impl<'a> EdgeMessage<'a> {
             ContentType::DIAL_FAILED => Self::DialFailed(DialFailed::parse(frame)?),
             ContentType::BIND => Self::Bind(Bind::parse(frame)?),
             ContentType::UNBIND => Self::Unbind(Unbind::parse(frame)?),
+            ContentType::WEFT_CREDIT => Self::Credit(Credit::parse(frame)?),
             _ => Self::Other(frame),
         })
     }
@@ -698,6 +776,7 @@ impl<'a> EdgeMessage<'a> {
             Self::DialFailed(m) => m.encode(sequence, out),
             Self::Bind(m) => m.encode(sequence, out),
             Self::Unbind(m) => m.encode(sequence, out),
+            Self::Credit(m) => m.encode(sequence, out),
             Self::Other(frame) => frame.encode(out),
         }
     }
@@ -788,5 +867,60 @@ mod tests {
         let data = Data::parse(&frame).unwrap();
         assert!(data.is_fin());
         assert_eq!(data.seq, 9);
+    }
+
+    #[test]
+    fn the_stream_window_is_offered_and_accepted_only_when_asked() {
+        let mut out = BytesMut::new();
+        let hello = Hello {
+            session_token: b"t",
+            client_info: b"weft",
+        };
+        hello.encode(0, &mut out).unwrap();
+        let plain = one_frame(&out.split());
+        assert_eq!(stream_window(&plain), None);
+        assert_eq!(Hello::parse(&plain).unwrap(), hello);
+        hello
+            .encode_with_window(0, Some(1 << 20), &mut out)
+            .unwrap();
+        let offered = one_frame(&out.split());
+        assert_eq!(stream_window(&offered), Some(1 << 20));
+        assert_eq!(Hello::parse(&offered).unwrap(), hello);
+
+        let result = HelloResult {
+            success: true,
+            reply_for: 0,
+            version: None,
+            connection_id: None,
+            message: b"",
+        };
+        result
+            .encode_with_window(HELLO_RESULT_SEQUENCE, Some(4 << 20), &mut out)
+            .unwrap();
+        let accepted = one_frame(&out.split());
+        assert_eq!(stream_window(&accepted), Some(4 << 20));
+        assert_eq!(HelloResult::parse(&accepted).unwrap(), result);
+    }
+
+    #[test]
+    fn credit_round_trips_and_needs_both_headers() {
+        let mut out = BytesMut::new();
+        let credit = Credit {
+            conn_id: 7,
+            bytes: 65_536,
+        };
+        credit.encode(3, &mut out).unwrap();
+        let frame = one_frame(&out.split());
+        assert_eq!(frame.content_type(), ContentType::WEFT_CREDIT);
+        assert_eq!(
+            EdgeMessage::parse(&frame).unwrap(),
+            EdgeMessage::Credit(credit)
+        );
+        FrameEncoder::new(&mut out, ContentType::WEFT_CREDIT, 4)
+            .u32(HeaderId::CONN_ID, 7)
+            .finish(0)
+            .unwrap();
+        let missing = one_frame(&out.split());
+        assert!(Credit::parse(&missing).is_err());
     }
 }

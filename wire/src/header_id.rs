@@ -4,7 +4,8 @@
 //! ~40-52) and ziti-sdk-c 0.29.3 `inc_internal/edge_protocol.h` (enum header_id). Edge ids
 //! 1000..=1040 come from `edge_protocol.h` lines 61-82 and sdk-golang v0.16.103
 //! `ziti/edge/messages.go` lines 44-91 (1021 onwards from sdk-golang HEAD
-//! `pb/edge_client_pb/edge_client.proto`). Weft's link ids live in `0x5746_01xx`.
+//! `pb/edge_client_pb/edge_client.proto`). Weft's link ids live in `0x5746_01xx`, its
+//! edge extension ids in `0x5745_01xx`.
 //! The value encoding each id uses on the wire is given in its doc comment and in
 //! `docs/wire-format.md`.
 
@@ -116,6 +117,13 @@ named_i32! { HeaderId {
     ROUTER_CAPABILITIES = 1039;
     /// Service subscription index (modern SDKs).
     SERVICE_SUBSCRIPTION_INDEX = 1040;
+
+    // ---- Weft edge extension, see crate::edge::Credit ----
+    /// uint32 on a hello: the SDK's per-stream receive window (it speaks Weft credit);
+    /// on the hello Result: the router agrees, and grants each conn id this many bytes.
+    WEFT_STREAM_WINDOW = 0x5745_0101;
+    /// uint32: bytes of credit granted for one conn id.
+    WEFT_CREDIT = 0x5745_0102;
 
     // ---- Weft link, see crate::link ----
     /// uint64: circuit id, unique per link.

@@ -5,7 +5,7 @@
 use bytes::BytesMut;
 use proptest::collection::vec;
 use proptest::prelude::*;
-use weft_wire::edge::{Bind, Connect, Data, Dial, EdgeMessage, Precedence, StateClosed};
+use weft_wire::edge::{Bind, Connect, Credit, Data, Dial, EdgeMessage, Precedence, StateClosed};
 use weft_wire::{
     ContentType, DecodeError, Decoded, Decoder, FrameEncoder, HeaderId, Limits, PREFIX_LEN, Prefix,
 };
@@ -175,7 +175,12 @@ fn edge_message() -> impl Strategy<Value = (i32, Vec<u8>)> {
             out.to_vec()
         },
     );
-    prop_oneof![connect, bind, data, closed, dial].prop_map(|bytes| (0, bytes))
+    let credit = (any::<u32>(), any::<u32>()).prop_map(|(conn_id, bytes)| {
+        let mut out = BytesMut::new();
+        Credit { conn_id, bytes }.encode(6, &mut out).unwrap();
+        out.to_vec()
+    });
+    prop_oneof![connect, bind, data, closed, dial, credit].prop_map(|bytes| (0, bytes))
 }
 
 proptest! {

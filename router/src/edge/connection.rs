@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use weft_wire::edge::{
-    self, Bind, Connect, Data, Dial, DialFailed, DialSuccess, EdgeMessage, Hello, HelloResult,
-    StateClosed, StateConnected, Unbind,
+    self, Bind, Connect, Credit, Data, Dial, DialFailed, DialSuccess, EdgeMessage, Hello,
+    HelloResult, StateClosed, StateConnected, Unbind,
 };
 use weft_wire::{Decoded, Decoder, EncodeError, Frame, Limits};
 
@@ -32,6 +32,9 @@ pub struct EdgeConfig {
     /// and notifies routers at the same time, so an SDK that dials at once can beat the
     /// update to the router; OpenZiti routers wait for such sessions too.
     pub session_wait: Duration,
+    /// The credit each conn id starts with for its sends, when the SDK speaks Weft's
+    /// per-stream credit (the circuit window; `Forwarder` sets it).
+    pub stream_window: u32,
 }
 
 impl Default for EdgeConfig {
@@ -41,6 +44,7 @@ impl Default for EdgeConfig {
             dial_timeout: Duration::from_secs(5),
             max_conns: 1024,
             session_wait: Duration::from_secs(3),
+            stream_window: 4 * 1024 * 1024,
             limits: Limits::DEFAULT,
             version: format!(
                 "v{}|unknown|unknown|{}|{}",
@@ -78,6 +82,27 @@ struct Conn {
     session_id: String,
     /// Next edge Seq (1001) for unsolicited messages on this conn; from 1 (spec §7).
     next_seq: u32,
+    /// With per-stream credit: payload bytes the SDK still lets us send (a frame may
+    /// start while this is above zero, so it can go below).
+    credit: i64,
+    /// With per-stream credit: Data waiting for credit (payload, FIN), in order.
+    waiting: VecDeque<(Bytes, bool)>,
+    /// With per-stream credit: bytes of the SDK's sends delivered and not yet granted
+    /// back.
+    ungranted: u32,
+}
+
+impl Conn {
+    fn new(role: ConnRole, session_id: String, credit: Option<u32>) -> Self {
+        Self {
+            role,
+            session_id,
+            next_seq: 1,
+            credit: i64::from(credit.unwrap_or(0)),
+            waiting: VecDeque::new(),
+            ungranted: 0,
+        }
+    }
 }
 
 /// A frame whose token was unknown, waiting for the controller's update. While one is
@@ -122,6 +147,9 @@ pub struct EdgeConnection {
     held: Option<Held>,
     /// The hello Result went out (it is sent once, before the verdict).
     hello_acked: bool,
+    /// The SDK's per-stream receive window, when it speaks Weft's per-stream credit
+    /// (negotiated on the hello; `None` for OpenZiti SDKs).
+    sdk_window: Option<u32>,
     out: BytesMut,
     transmits: VecDeque<Transmit>,
     events: VecDeque<EdgeEvent>,
@@ -142,6 +170,7 @@ impl EdgeConnection {
             pending_dials: HashMap::new(),
             held: None,
             hello_acked: false,
+            sdk_window: None,
             out: BytesMut::with_capacity(4096),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -382,6 +411,8 @@ impl EdgeConnection {
 
     /// Relays payload to the SDK on `conn_id` (a FIN when `fin`). Returns false when the
     /// conn id is not connected (the caller tears the circuit down).
+    /// With per-stream credit, Data beyond the SDK's credit for `conn_id` waits here
+    /// (in order) until the SDK grants more.
     pub fn send_data(&mut self, conn_id: u32, payload: Bytes, fin: bool) -> bool {
         let Some(conn) = self.conns.get_mut(&conn_id) else {
             return false;
@@ -389,6 +420,23 @@ impl EdgeConnection {
         if !matches!(conn.role, ConnRole::Connected) {
             return false;
         }
+        if self.sdk_window.is_some() {
+            let blocked = !conn.waiting.is_empty() || (conn.credit <= 0 && !payload.is_empty());
+            if blocked {
+                conn.waiting.push_back((payload, fin));
+                return true;
+            }
+            conn.credit -= i64::try_from(payload.len()).unwrap_or(i64::MAX);
+        }
+        self.emit_data(conn_id, payload, fin);
+        true
+    }
+
+    /// Encodes one Data frame for `conn_id` (connected).
+    fn emit_data(&mut self, conn_id: u32, payload: Bytes, fin: bool) {
+        let Some(conn) = self.conns.get_mut(&conn_id) else {
+            return;
+        };
         let edge_seq = conn.next_seq;
         conn.next_seq = conn.next_seq.wrapping_add(1);
         let msg = Data {
@@ -399,7 +447,64 @@ impl EdgeConnection {
         };
         let head = |out: &mut BytesMut, seq| msg.encode_head(seq, out);
         self.emit_tagged(head, payload.clone(), Some(conn_id));
-        true
+    }
+
+    /// Whether the SDK speaks Weft's per-stream credit: the forwarding layer then holds
+    /// a fast sender back by withholding [`Self::grant`]s instead of pausing the whole
+    /// connection.
+    pub fn has_stream_credit(&self) -> bool {
+        self.sdk_window.is_some()
+    }
+
+    /// `bytes` the SDK sent on `conn_id` have left the router (written on the far side):
+    /// with per-stream credit they are granted back, an eighth of the window at a time.
+    pub fn grant(&mut self, conn_id: u32, bytes: usize) {
+        if self.sdk_window.is_none() {
+            return;
+        }
+        let batch = (self.config.stream_window / 8).max(1);
+        let Some(conn) = self.conns.get_mut(&conn_id) else {
+            return;
+        };
+        conn.ungranted = conn
+            .ungranted
+            .saturating_add(u32::try_from(bytes).unwrap_or(u32::MAX));
+        if conn.ungranted < batch {
+            return;
+        }
+        let msg = Credit {
+            conn_id,
+            bytes: std::mem::take(&mut conn.ungranted),
+        };
+        self.emit(|out, seq| msg.encode(seq, out), Bytes::new());
+    }
+
+    /// The SDK granted credit for `conn_id`: send what waited for it.
+    fn handle_credit(&mut self, credit: Credit) {
+        if self.sdk_window.is_none() {
+            // Not negotiated: ignored like any unknown message.
+            return;
+        }
+        let Some(conn) = self.conns.get_mut(&credit.conn_id) else {
+            return;
+        };
+        conn.credit = conn.credit.saturating_add(i64::from(credit.bytes));
+        loop {
+            let Some(conn) = self.conns.get_mut(&credit.conn_id) else {
+                return;
+            };
+            let Some((payload, _)) = conn.waiting.front() else {
+                return;
+            };
+            if conn.credit <= 0 && !payload.is_empty() {
+                return;
+            }
+            let Some((payload, fin)) = conn.waiting.pop_front() else {
+                return;
+            };
+            conn.credit -= i64::try_from(payload.len()).unwrap_or(i64::MAX);
+            self.emit_data(credit.conn_id, payload, fin);
+        }
     }
 
     /// Closes `conn_id` from the router's side (peer closed, session removed): the SDK
@@ -519,6 +624,7 @@ impl EdgeConnection {
             EdgeMessage::Unbind(unbind) => self.handle_unbind(&unbind),
             EdgeMessage::DialSuccess(ok) => self.handle_dial_success(frame, &ok),
             EdgeMessage::DialFailed(failed) => self.handle_dial_failed(&failed),
+            EdgeMessage::Credit(credit) => self.handle_credit(credit),
             // A second hello, router-bound messages from the SDK, and the types the C
             // SDK never sends (Probe, UpdateBind, HealthEvent, ...) are ignored, as Go
             // routers ignore unknown types.
@@ -552,6 +658,9 @@ impl EdgeConnection {
             // Acknowledge first, whatever the verdict (spec §2.4): a refused SDK then sees
             // the connection close and refreshes its API session.
             self.hello_acked = true;
+            // A Weft SDK offers per-stream credit; the Result accepts it with ours.
+            self.sdk_window = edge::stream_window(frame);
+            let ours = self.sdk_window.map(|_| self.config.stream_window.max(1));
             let version = self.config.version.clone();
             let result = HelloResult {
                 success: true,
@@ -561,7 +670,7 @@ impl EdgeConnection {
                 message: b"",
             };
             self.emit_with_sequence(edge::HELLO_RESULT_SEQUENCE, |out, seq| {
-                result.encode(seq, out)
+                result.encode_with_window(seq, ours, out)
             });
         }
         match sessions.check_hello(hello.session_token, &self.client_fingerprints, now_unix_ms) {
@@ -608,14 +717,14 @@ impl EdgeConnection {
         };
         self.conns.insert(
             connect.conn_id,
-            Conn {
-                role: ConnRole::Dialing {
+            Conn::new(
+                ConnRole::Dialing {
                     reply_for,
                     wants_key: connect.public_key.is_some(),
                 },
-                session_id: session.id.clone(),
-                next_seq: 1,
-            },
+                session.id.clone(),
+                self.sdk_window,
+            ),
         );
         let slice = |v: &[u8]| frame_slice(frame, v);
         self.events.push_back(EdgeEvent::Dial {
@@ -644,11 +753,11 @@ impl EdgeConnection {
         };
         self.conns.insert(
             bind.conn_id,
-            Conn {
-                role: ConnRole::Binding { reply_for },
-                session_id: session.id.clone(),
-                next_seq: 1,
-            },
+            Conn::new(
+                ConnRole::Binding { reply_for },
+                session.id.clone(),
+                self.sdk_window,
+            ),
         );
         let slice = |v: &[u8]| frame_slice(frame, v);
         self.events.push_back(EdgeEvent::Bind {
@@ -730,11 +839,7 @@ impl EdgeConnection {
         };
         self.conns.insert(
             ok.new_conn_id,
-            Conn {
-                role: ConnRole::Connected,
-                session_id,
-                next_seq: 1,
-            },
+            Conn::new(ConnRole::Connected, session_id, self.sdk_window),
         );
         // Go copies the DialSuccess ConnId (the listener id); C matches by reply-for.
         let msg = StateConnected {

@@ -274,7 +274,9 @@ impl Forwarder {
     /// The forwarder of shard `shard` of `shards`: its circuit ids carry `shard` in their
     /// top bits, so ids are unique across shards; its connection keys must come from
     /// [`ConnKey::on_shard`].
-    pub fn sharded(config: ForwardConfig, shard: u16, shards: u16) -> Self {
+    pub fn sharded(mut config: ForwardConfig, shard: u16, shards: u16) -> Self {
+        // An SDK that speaks per-stream credit may have one window in flight per stream.
+        config.edge.stream_window = u32::try_from(config.window).unwrap_or(u32::MAX);
         Self {
             config,
             shard: usize::from(shard),
@@ -583,11 +585,8 @@ impl Forwarder {
                     false => &mut circuit.toward_host,
                 };
                 *queued = queued.saturating_sub(len);
-                if *queued <= self.config.window / 2 {
-                    if let Some(state) = self.conns.get_mut(&source.conn) {
-                        state.pausing.remove(&circuit_id);
-                    }
-                }
+                let resume = *queued <= self.config.window / 2;
+                self.delivered(circuit_id, source, len, resume);
             }
             End::Remote(shard) => {
                 // The source shard counts these bytes against its window: credit them
@@ -604,6 +603,21 @@ impl Forwarder {
                     ));
                 }
             }
+        }
+    }
+
+    /// `bytes` that `source` sent on `circuit` were written on the far side: a source
+    /// with per-stream credit gets them granted back; a paused one resumes when `resume`.
+    fn delivered(&mut self, circuit: CircuitId, source: Leg, bytes: usize, resume: bool) {
+        let Some(state) = self.conns.get_mut(&source.conn) else {
+            return;
+        };
+        if resume {
+            state.pausing.remove(&circuit);
+        }
+        if state.edge.has_stream_credit() {
+            state.edge.grant(source.conn_id, bytes);
+            self.mark(source.conn);
         }
     }
 
@@ -898,7 +912,18 @@ impl Forwarder {
         };
         let len = payload.len();
         *queued += len;
-        let full = *queued > self.config.window;
+        // A source that speaks per-stream credit is held back by its credit; pausing its
+        // connection (which stops all its streams) is only the guard against one that
+        // ignores it.
+        let credited = self
+            .conns
+            .get(&from)
+            .is_some_and(|s| s.edge.has_stream_credit());
+        let limit = match credited {
+            true => self.config.window.saturating_mul(2),
+            false => self.config.window,
+        };
+        let full = *queued > limit;
         match to {
             End::Local(to) => {
                 let sent = self
@@ -1056,11 +1081,8 @@ impl Forwarder {
                     _ => return,
                 };
                 *queued = queued.saturating_sub(bytes);
-                if *queued <= self.config.window / 2 {
-                    if let Some(state) = self.conns.get_mut(&source.conn) {
-                        state.pausing.remove(&circuit);
-                    }
-                }
+                let resume = *queued <= self.config.window / 2;
+                self.delivered(circuit, source, bytes, resume);
             }
             CrossMsg::Close { circuit, reason } => {
                 if let Some(c) = self.circuits.remove(&circuit) {

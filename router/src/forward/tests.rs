@@ -132,6 +132,11 @@ impl Net {
     }
 
     fn connect(&mut self, key: ConnKey, token: &[u8], fp: &str) -> Sdk {
+        self.connect_with(key, token, fp, None)
+    }
+
+    /// Connects an SDK that offers Weft's per-stream credit with `window` when given.
+    fn connect_with(&mut self, key: ConnKey, token: &[u8], fp: &str, window: Option<u32>) -> Sdk {
         let now = self.now;
         self.at(key).add_conn(now, key, vec![fp.into()]);
         let mut sdk = Sdk {
@@ -145,11 +150,17 @@ impl Net {
                 session_token: token,
                 client_info: b"test",
             }
-            .encode(s, o)
+            .encode_with_window(s, window, o)
             .unwrap()
         });
         let frames = self.recv(&mut sdk);
         assert!(HelloResult::parse(&frames[0]).unwrap().success);
+        let accepted = stream_window(&frames[0]);
+        assert_eq!(
+            accepted.is_some(),
+            window.is_some(),
+            "answered only when offered"
+        );
         sdk
     }
 
@@ -986,4 +997,122 @@ mod properties {
             prop_assert!(!net.fwd.has_circuits() && !net.others[0].has_circuits());
         }
     }
+}
+
+// ---- per-stream credit (Weft SDKs) ----
+
+/// Credit granted to `conn_id` in `frames`.
+fn granted(frames: &[Frame], conn_id: u32) -> u64 {
+    frames
+        .iter()
+        .filter_map(|f| Credit::parse(f).ok())
+        .filter(|c| c.conn_id == conn_id)
+        .map(|c| u64::from(c.bytes))
+        .sum()
+}
+
+/// Payload received on `conn_id` in `frames`.
+fn payload_on(frames: &[Frame], conn_id: u32) -> Vec<u8> {
+    frames
+        .iter()
+        .filter_map(|f| Data::parse(f).ok())
+        .filter(|d| d.conn_id == conn_id)
+        .flat_map(|d| d.payload.to_vec())
+        .collect()
+}
+
+#[test]
+fn a_stalled_stream_does_not_block_the_others_on_its_connection() {
+    const WINDOW: usize = 64 * 1024;
+    const HOST_WINDOW: u32 = 16 * 1024;
+    let mut net = Net::new(WINDOW);
+    let mut host = net.connect_with(HOST, b"H", "fh", Some(HOST_WINDOW));
+    net.bind(&mut host, 7, b"tok-bind", 0, Precedence::Default);
+    let mut dialer = net.connect_with(DIALER, b"D", "fd", Some(1 << 20));
+    for (conn_id, child) in [(0, 100), (1, 101)] {
+        net.dial(&mut dialer, conn_id);
+        net.accept(&mut host, child);
+        net.recv(&mut dialer);
+    }
+
+    // Stream 0's reader (the host application) reads nothing: only its first 16 KiB
+    // (the host's window) reach the host; the rest waits in the router.
+    let chunk: Vec<u8> = (0..16 * 1024).map(|i| (i % 251) as u8).collect();
+    for _ in 0..4 {
+        net.data(&mut dialer, 0, &chunk, false);
+    }
+    let frames = net.recv(&mut host);
+    assert_eq!(payload_on(&frames, 100).len(), 16 * 1024);
+    assert!(
+        net.fwd.wants_read(DIALER),
+        "the dialer's connection is not paused"
+    );
+    // What left the router is granted back to the dialer, no more.
+    let frames = net.recv(&mut dialer);
+    assert_eq!(granted(&frames, 0), 16 * 1024);
+
+    // Stream 1 on the same connections flows meanwhile.
+    net.data(&mut dialer, 1, b"still moving", false);
+    let frames = net.recv(&mut host);
+    assert_eq!(payload_on(&frames, 101), b"still moving");
+
+    // The host application reads stream 0: it grants credit and the rest arrives, in
+    // order, and is granted back to the dialer.
+    net.send(&mut host, |o, s| {
+        Credit {
+            conn_id: 100,
+            bytes: 48 * 1024,
+        }
+        .encode(s, o)
+        .unwrap()
+    });
+    let frames = net.recv(&mut host);
+    assert_eq!(payload_on(&frames, 100).len(), 48 * 1024);
+    let frames = net.recv(&mut dialer);
+    assert_eq!(granted(&frames, 0), 48 * 1024);
+    assert_eq!(net.fwd.stats().pauses, 0);
+}
+
+#[test]
+fn a_credit_speaker_that_ignores_its_credit_is_paused_at_twice_the_window() {
+    const WINDOW: usize = 16 * 1024;
+    let mut net = Net::new(WINDOW);
+    let mut host = net.connect_with(HOST, b"H", "fh", Some(1024));
+    net.bind(&mut host, 7, b"tok-bind", 0, Precedence::Default);
+    let mut dialer = net.connect_with(DIALER, b"D", "fd", Some(1 << 20));
+    net.dial(&mut dialer, 0);
+    net.accept(&mut host, 100);
+    net.recv(&mut dialer);
+    let chunk = vec![7u8; 8 * 1024];
+    for _ in 0..4 {
+        net.data(&mut dialer, 0, &chunk, false);
+        assert!(net.fwd.wants_read(DIALER));
+    }
+    net.data(&mut dialer, 0, &chunk, false);
+    assert!(
+        !net.fwd.wants_read(DIALER),
+        "paused beyond twice the window"
+    );
+}
+
+#[test]
+fn credit_frames_from_an_sdk_that_did_not_negotiate_are_ignored() {
+    let (mut net, mut dialer, mut host) = Net::established(1 << 20);
+    // The host never offered credit: a Credit frame changes nothing, data still flows
+    // to it without waiting.
+    net.send(&mut host, |o, s| {
+        Credit {
+            conn_id: 100,
+            bytes: 1,
+        }
+        .encode(s, o)
+        .unwrap()
+    });
+    net.data(&mut dialer, 0, &[1; 4096], false);
+    assert_eq!(payload_on(&net.recv(&mut host), 100).len(), 4096);
+    assert_eq!(
+        granted(&net.recv(&mut dialer), 0),
+        0,
+        "no credit to a C SDK"
+    );
 }
