@@ -912,15 +912,16 @@ impl Forwarder {
         };
         let len = payload.len();
         *queued += len;
-        // A source that speaks per-stream credit is held back by its credit; pausing its
-        // connection (which stops all its streams) is only the guard against one that
-        // ignores it.
+        // A source that speaks per-stream credit is held back by its credit (it may have
+        // a window plus the frame it started out); pausing its connection, which stops
+        // all its streams, is only the guard against one that ignores it.
         let credited = self
             .conns
             .get(&from)
             .is_some_and(|s| s.edge.has_stream_credit());
+        let max_frame = self.config.edge.limits.max_body_len as usize;
         let limit = match credited {
-            true => self.config.window.saturating_mul(2),
+            true => self.config.window.saturating_add(max_frame),
             false => self.config.window,
         };
         let full = *queued > limit;

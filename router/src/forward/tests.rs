@@ -851,20 +851,24 @@ mod properties {
 
     use super::*;
 
-    /// A step of the property test: circuit 0 crosses shards (dialer on shard 0, host on
-    /// shard 1), circuit 1 stays on shard 1.
+    /// A step of the property tests: circuit 0 crosses shards (dialer on shard 0, host
+    /// on shard 1), circuit 1 stays on shard 1.
     #[derive(Clone, Debug)]
     enum Op {
-        /// The dialer of a circuit sends this many bytes (if its connection is read).
+        /// The dialer of a circuit sends this many bytes (if its connection is read and,
+        /// with credit, it has credit).
         Up(usize, u16),
-        /// The host sends this many bytes on a circuit (if its connection is read).
+        /// The host sends this many bytes on a circuit (likewise).
         Down(usize, u16),
         /// The host's socket stops or starts taking bytes.
         StallHost(bool),
         /// A dialer's socket stops or starts taking bytes.
         StallDialer(usize, bool),
-        /// Write what is queued to every reader that is not stalled.
+        /// Write what is queued to every reader whose socket is not stalled.
         Flush,
+        /// With credit: an application (0 = host, 1 and 2 = dialers) reads what its SDK
+        /// received, so the SDK grants it back.
+        AppReads(usize),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -874,127 +878,213 @@ mod properties {
             1 => any::<bool>().prop_map(Op::StallHost),
             1 => (0..2usize, any::<bool>()).prop_map(|(d, s)| Op::StallDialer(d, s)),
             2 => Just(Op::Flush),
+            2 => (0..3usize).prop_map(Op::AppReads),
         ]
     }
 
-    /// Bytes sent and received per circuit and direction.
+    /// Bytes sent and received per circuit and direction, and the SDKs' credit.
     #[derive(Default)]
     struct Tally {
         up_sent: [Vec<u8>; 2],
         up_recv: [Vec<u8>; 2],
         down_sent: [Vec<u8>; 2],
         down_recv: [Vec<u8>; 2],
+        /// Send credit of each circuit's dialer and host (with credit).
+        dialer_credit: [i64; 2],
+        host_credit: [i64; 2],
+        /// Received by the host / the dialer and not yet granted back.
+        up_unread: [u32; 2],
+        down_unread: [u32; 2],
+    }
+
+    /// Circuit of a dialer SDK.
+    fn circuit_of(sdk: &Sdk) -> usize {
+        if sdk.key == DIALER { 0 } else { 1 }
     }
 
     fn take(net: &mut Net, sdk: &mut Sdk, tally: &mut Tally, host: bool) {
         for frame in net.recv(sdk) {
+            if let Ok(credit) = Credit::parse(&frame) {
+                let bytes = i64::from(credit.bytes);
+                match host {
+                    true => tally.host_credit[(credit.conn_id - 100) as usize] += bytes,
+                    false => tally.dialer_credit[circuit_of(sdk)] += bytes,
+                }
+                continue;
+            }
             let Ok(data) = Data::parse(&frame) else {
                 continue;
             };
+            let len = data.payload.len() as u32;
             if host {
-                tally.up_recv[(data.conn_id - 100) as usize].extend_from_slice(data.payload);
+                let c = (data.conn_id - 100) as usize;
+                tally.up_recv[c].extend_from_slice(data.payload);
+                tally.up_unread[c] += len;
             } else {
-                let c = if sdk.key == DIALER { 0 } else { 1 };
+                let c = circuit_of(sdk);
                 tally.down_recv[c].extend_from_slice(data.payload);
+                tally.down_unread[c] += len;
             }
         }
+    }
+
+    /// The application behind `sdk` reads everything: the SDK grants it back.
+    fn app_reads(net: &mut Net, sdk: &mut Sdk, tally: &mut Tally, host: bool) {
+        let grants: Vec<(u32, u32)> = match host {
+            true => (0..2)
+                .map(|c| (100 + c as u32, std::mem::take(&mut tally.up_unread[c])))
+                .collect(),
+            false => vec![(0, std::mem::take(&mut tally.down_unread[circuit_of(sdk)]))],
+        };
+        for (conn_id, bytes) in grants.into_iter().filter(|(_, b)| *b > 0) {
+            net.send(sdk, |o, s| Credit { conn_id, bytes }.encode(s, o).unwrap());
+        }
+    }
+
+    /// Runs `ops` on the two circuits; with `credit`, every SDK speaks per-stream credit
+    /// with that receive window and behaves (sends only with credit).
+    fn run(ops: Vec<Op>, window: usize, credit: Option<u32>) -> Result<(), TestCaseError> {
+        let mut net = Net::sharded(window, 2);
+        let mut host = net.connect_with(X_HOST, b"H", "fh", credit);
+        net.bind(&mut host, 7, b"tok-bind", 0, Precedence::Default);
+        let mut dialers = [
+            net.connect_with(DIALER, b"D", "fd", credit),
+            net.connect_with(ConnKey::on_shard(1, 9), b"D", "fd", credit),
+        ];
+        for (c, dialer) in dialers.iter_mut().enumerate() {
+            net.dial(dialer, 0);
+            net.accept(&mut host, 100 + c as u32);
+            net.recv(dialer);
+        }
+        let mut tally = Tally {
+            dialer_credit: [window as i64; 2],
+            host_credit: [window as i64; 2],
+            ..Tally::default()
+        };
+        let mut fill = 0u8;
+        let mut bytes = |n: u16| -> Vec<u8> {
+            (0..n)
+                .map(|_| {
+                    fill = fill.wrapping_add(1);
+                    fill
+                })
+                .collect()
+        };
+        let bound = window + 20_000 + credit_batch(window);
+        for op in ops {
+            match op {
+                Op::Up(c, n) => {
+                    let key = dialers[c].key;
+                    let allowed = credit.is_none() || tally.dialer_credit[c] > 0;
+                    if net.at(key).wants_read(key) && allowed {
+                        let payload = bytes(n);
+                        net.data(&mut dialers[c], 0, &payload, false);
+                        tally.up_sent[c].extend_from_slice(&payload);
+                        tally.dialer_credit[c] -= i64::from(n);
+                    }
+                }
+                Op::Down(c, n) => {
+                    let allowed = credit.is_none() || tally.host_credit[c] > 0;
+                    if net.at(X_HOST).wants_read(X_HOST) && allowed {
+                        let payload = bytes(n);
+                        net.data(&mut host, 100 + c as u32, &payload, false);
+                        tally.down_sent[c].extend_from_slice(&payload);
+                        tally.host_credit[c] -= i64::from(n);
+                    }
+                }
+                Op::StallHost(s) => host.stalled = s,
+                Op::StallDialer(d, s) => dialers[d].stalled = s,
+                Op::Flush => {
+                    take(&mut net, &mut host, &mut tally, true);
+                    for dialer in &mut dialers {
+                        take(&mut net, dialer, &mut tally, false);
+                    }
+                }
+                Op::AppReads(0) => app_reads(&mut net, &mut host, &mut tally, true),
+                Op::AppReads(d) => app_reads(&mut net, &mut dialers[d - 1], &mut tally, false),
+            }
+            for c in 0..2 {
+                let held_up = tally.up_sent[c].len() - tally.up_recv[c].len();
+                let held_down = tally.down_sent[c].len() - tally.down_recv[c].len();
+                prop_assert!(held_up <= bound, "circuit {c} holds {held_up} B up");
+                prop_assert!(held_down <= bound, "circuit {c} holds {held_down} B down");
+            }
+        }
+        host.stalled = false;
+        for dialer in &mut dialers {
+            dialer.stalled = false;
+        }
+        for _ in 0..16 {
+            take(&mut net, &mut host, &mut tally, true);
+            app_reads(&mut net, &mut host, &mut tally, true);
+            for dialer in &mut dialers {
+                take(&mut net, dialer, &mut tally, false);
+                app_reads(&mut net, dialer, &mut tally, false);
+            }
+        }
+        for c in 0..2 {
+            prop_assert_eq!(&tally.up_recv[c], &tally.up_sent[c]);
+            prop_assert_eq!(&tally.down_recv[c], &tally.down_sent[c]);
+        }
+        prop_assert!(net.fwd.wants_read(DIALER) && net.others[0].wants_read(X_HOST));
+        if credit.is_some() {
+            // Well-behaved credit speakers are held back by credit alone.
+            let pauses = net.fwd.stats().pauses + net.others[0].stats().pauses;
+            prop_assert_eq!(pauses, 0);
+        }
+
+        // Circuit 0 closed by its dialer, circuit 1 by the host.
+        let close = |conn_id| {
+            move |o: &mut BytesMut, s| {
+                StateClosed {
+                    conn_id,
+                    seq: 9,
+                    reply_for: None,
+                    reason: b"",
+                }
+                .encode(s, o)
+                .unwrap()
+            }
+        };
+        net.send(&mut dialers[0], close(0));
+        net.send(&mut host, close(101));
+        let to_host = net.recv(&mut host);
+        let closed = |frames: &[Frame], id| {
+            frames
+                .iter()
+                .any(|f| StateClosed::parse(f).is_ok_and(|c| c.conn_id == id))
+        };
+        prop_assert!(closed(&to_host, 100));
+        prop_assert!(closed(&net.recv(&mut dialers[1]), 0));
+        prop_assert!(!net.fwd.has_circuits() && !net.others[0].has_circuits());
+        Ok(())
     }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
 
         /// Whatever the interleaving of sends, stalls and writes, on a circuit across
-        /// shards and one within a shard: every byte arrives once and in order, what the
-        /// router holds for a stalled reader stays within the window (plus one frame
-        /// and one credit batch of lag), and closing leaves no circuit behind.
+        /// shards and one within a shard (OpenZiti SDKs, no credit): every byte arrives
+        /// once and in order, what the router holds for a stalled reader stays within
+        /// the window (plus one frame and one credit batch of lag), and closing leaves
+        /// no circuit behind.
         #[test]
         fn every_byte_arrives_in_order_within_the_window(
             ops in vec(op(), 1..80),
             window in 1024usize..65_536,
         ) {
-            let mut net = Net::sharded(window, 2);
-            let mut host = net.connect(X_HOST, b"H", "fh");
-            net.bind(&mut host, 7, b"tok-bind", 0, Precedence::Default);
-            let mut dialers = [
-                net.connect(DIALER, b"D", "fd"),
-                net.connect(ConnKey::on_shard(1, 9), b"D", "fd"),
-            ];
-            for (c, dialer) in dialers.iter_mut().enumerate() {
-                net.dial(dialer, 0);
-                net.accept(&mut host, 100 + c as u32);
-                net.recv(dialer);
-            }
-            let mut tally = Tally::default();
-            let mut fill = 0u8;
-            let mut bytes = |n: u16| -> Vec<u8> {
-                (0..n).map(|_| { fill = fill.wrapping_add(1); fill }).collect()
-            };
-            let bound = window + 20_000 + credit_batch(window);
-            for op in ops {
-                match op {
-                    Op::Up(c, n) => {
-                        let key = dialers[c].key;
-                        if net.at(key).wants_read(key) {
-                            let payload = bytes(n);
-                            net.data(&mut dialers[c], 0, &payload, false);
-                            tally.up_sent[c].extend_from_slice(&payload);
-                        }
-                    }
-                    Op::Down(c, n) => {
-                        if net.at(X_HOST).wants_read(X_HOST) {
-                            let payload = bytes(n);
-                            net.data(&mut host, 100 + c as u32, &payload, false);
-                            tally.down_sent[c].extend_from_slice(&payload);
-                        }
-                    }
-                    Op::StallHost(s) => host.stalled = s,
-                    Op::StallDialer(d, s) => dialers[d].stalled = s,
-                    Op::Flush => {
-                        take(&mut net, &mut host, &mut tally, true);
-                        for dialer in &mut dialers {
-                            take(&mut net, dialer, &mut tally, false);
-                        }
-                    }
-                }
-                for c in 0..2 {
-                    let held_up = tally.up_sent[c].len() - tally.up_recv[c].len();
-                    let held_down = tally.down_sent[c].len() - tally.down_recv[c].len();
-                    prop_assert!(held_up <= bound, "circuit {c} holds {held_up} B up");
-                    prop_assert!(held_down <= bound, "circuit {c} holds {held_down} B down");
-                }
-            }
-            host.stalled = false;
-            for dialer in &mut dialers {
-                dialer.stalled = false;
-            }
-            for _ in 0..4 {
-                take(&mut net, &mut host, &mut tally, true);
-                for dialer in &mut dialers {
-                    take(&mut net, dialer, &mut tally, false);
-                }
-            }
-            for c in 0..2 {
-                prop_assert_eq!(&tally.up_recv[c], &tally.up_sent[c]);
-                prop_assert_eq!(&tally.down_recv[c], &tally.down_sent[c]);
-            }
-            prop_assert!(net.fwd.wants_read(DIALER) && net.others[0].wants_read(X_HOST));
+            run(ops, window, None)?;
+        }
 
-            // Circuit 0 closed by its dialer, circuit 1 by the host.
-            net.send(&mut dialers[0], |o, s| {
-                StateClosed { conn_id: 0, seq: 9, reply_for: None, reason: b"" }
-                    .encode(s, o)
-                    .unwrap()
-            });
-            net.send(&mut host, |o, s| {
-                StateClosed { conn_id: 101, seq: 9, reply_for: None, reason: b"" }
-                    .encode(s, o)
-                    .unwrap()
-            });
-            let to_host = net.recv(&mut host);
-            prop_assert!(to_host.iter().any(|f| StateClosed::parse(f).is_ok_and(|c| c.conn_id == 100)));
-            let to_dialer = net.recv(&mut dialers[1]);
-            prop_assert!(to_dialer.iter().any(|f| StateClosed::parse(f).is_ok_and(|c| c.conn_id == 0)));
-            prop_assert!(!net.fwd.has_circuits() && !net.others[0].has_circuits());
+        /// The same with SDKs that speak per-stream credit, whose applications read
+        /// when they like: the same guarantees, and no connection is ever paused.
+        #[test]
+        fn with_per_stream_credit_no_connection_is_paused(
+            ops in vec(op(), 1..80),
+            window in 1024usize..65_536,
+            sdk_window in 1024u32..65_536,
+        ) {
+            run(ops, window, Some(sdk_window))?;
         }
     }
 }
@@ -1074,7 +1164,7 @@ fn a_stalled_stream_does_not_block_the_others_on_its_connection() {
 }
 
 #[test]
-fn a_credit_speaker_that_ignores_its_credit_is_paused_at_twice_the_window() {
+fn a_credit_speaker_that_ignores_its_credit_is_paused_beyond_window_and_frame() {
     const WINDOW: usize = 16 * 1024;
     let mut net = Net::new(WINDOW);
     let mut host = net.connect_with(HOST, b"H", "fh", Some(1024));
@@ -1083,15 +1173,15 @@ fn a_credit_speaker_that_ignores_its_credit_is_paused_at_twice_the_window() {
     net.dial(&mut dialer, 0);
     net.accept(&mut host, 100);
     net.recv(&mut dialer);
-    let chunk = vec![7u8; 8 * 1024];
-    for _ in 0..4 {
-        net.data(&mut dialer, 0, &chunk, false);
-        assert!(net.fwd.wants_read(DIALER));
-    }
-    net.data(&mut dialer, 0, &chunk, false);
+    // Within the window and one largest frame: not paused.
+    let max_frame = Limits::DEFAULT.max_body_len as usize;
+    net.data(&mut dialer, 0, &vec![7u8; WINDOW], false);
+    net.data(&mut dialer, 0, &vec![7u8; max_frame], false);
+    assert!(net.fwd.wants_read(DIALER));
+    net.data(&mut dialer, 0, b"one byte too many", false);
     assert!(
         !net.fwd.wants_read(DIALER),
-        "paused beyond twice the window"
+        "paused beyond a window and a frame"
     );
 }
 
