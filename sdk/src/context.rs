@@ -5,13 +5,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 use weft_wire::edge;
 
 use crate::controller::{ControllerClient, EdgeRouter, Service, Session, SessionKind};
 use crate::crypto::{KeyPair, SessionKeys};
-use crate::edge::channel::{Channel, Route, STREAM_QUEUE};
+use crate::edge::channel::Channel;
 use crate::edge::proto::{self, ConnectReply};
 use crate::error::{Error, ErrorKind, Result};
 use crate::identity::Identity;
@@ -360,8 +359,7 @@ impl Inner {
         session: &Session,
     ) -> Result<Stream, DialFailure> {
         let conn_id = self.next_conn_id();
-        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
-        channel.register(conn_id, Route::Stream(tx))?;
+        let (rx, credit) = channel.open_stream(conn_id)?;
         let keys = if svc.encryption_required {
             Some(KeyPair::generate().map_err(crypto_err)?)
         } else {
@@ -421,6 +419,7 @@ impl Inner {
                     service: svc.name.clone(),
                     peer: svc.name.clone(),
                     events: rx,
+                    credit,
                     keys: session_keys,
                 })
                 .await?)

@@ -10,7 +10,7 @@ use weft_wire::edge;
 use crate::context::{Inner, crypto_err};
 use crate::controller::{Service, SessionKind};
 use crate::crypto::{KeyPair, SessionKeys};
-use crate::edge::channel::{Channel, ListenerEvent, Route, STREAM_QUEUE};
+use crate::edge::channel::{Channel, ListenerEvent, Route};
 use crate::edge::proto::{self, ConnectReply};
 use crate::error::{Error, ErrorKind, Result};
 use crate::stream::{Stream, StreamParts};
@@ -313,8 +313,7 @@ impl Accept {
             }
         };
         let conn_id = self.inner.next_conn_id();
-        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
-        self.channel.register(conn_id, Route::Stream(tx))?;
+        let (rx, credit) = self.channel.open_stream(conn_id)?;
         let reply = self
             .channel
             .request(
@@ -339,6 +338,7 @@ impl Accept {
                     service: self.service.clone(),
                     peer: caller.to_string(),
                     events: rx,
+                    credit,
                     keys: session_keys,
                 })
                 .await?;

@@ -1,6 +1,7 @@
 //! [`Stream`]: one service connection, as tokio `AsyncRead + AsyncWrite`.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -10,6 +11,7 @@ use tokio_util::sync::PollSender;
 
 use crate::crypto::{Opener, Sealer, SessionKeys};
 use crate::edge::channel::{Channel, StreamEvent};
+use crate::edge::credit::{Grants, SendCredit};
 use crate::edge::proto::{self, CloseCause};
 use crate::error::{Error, ErrorKind};
 
@@ -68,6 +70,9 @@ pub struct Stream {
     write: WriteState,
     /// The router forgot this conn id (it sent StateClosed, or the connection died).
     gone: bool,
+    /// With per-stream credit: what we may still send, and what we owe the router.
+    credit: Option<Arc<SendCredit>>,
+    grants: Grants,
 }
 
 impl std::fmt::Debug for Stream {
@@ -88,6 +93,8 @@ pub(crate) struct StreamParts {
     pub(crate) service: String,
     pub(crate) peer: String,
     pub(crate) events: mpsc::Receiver<StreamEvent>,
+    /// Send credit, when the router speaks per-stream credit.
+    pub(crate) credit: Option<Arc<SendCredit>>,
     pub(crate) keys: Option<SessionKeys>,
 }
 
@@ -101,6 +108,7 @@ impl Stream {
             service,
             peer,
             events,
+            credit,
             keys,
         } = parts;
         let mut stream = Self {
@@ -119,6 +127,8 @@ impl Stream {
             read: ReadState::Open,
             write: WriteState::Open,
             gone: false,
+            credit,
+            grants: Grants::default(),
         };
         if let Some(keys) = keys {
             let (sealer, header) = Sealer::new(&keys);
@@ -133,6 +143,9 @@ impl Stream {
             )
             .map_err(|e| Error::protocol(e.to_string()))?;
             out.extend_from_slice(&header);
+            if let Some(credit) = &stream.credit {
+                credit.spend(header.len());
+            }
             stream.channel.send(out.freeze()).await?;
             stream.next_seq += 1;
             stream.sealer = Some(sealer);
@@ -165,6 +178,16 @@ impl Stream {
     /// The conn id on the edge connection (for logs).
     pub fn conn_id(&self) -> u32 {
         self.conn_id
+    }
+
+    /// Why a stream whose credit closed cannot write: the connection's error, or the
+    /// router's close of this stream (its reason reaches the read side, in order).
+    fn ended_error(&self) -> Error {
+        if self.channel.is_closed() {
+            self.channel.closed_error()
+        } else {
+            Error::closed("the router closed the stream")
+        }
     }
 
     fn fail_both(&mut self, error: &Error) {
@@ -267,6 +290,9 @@ impl Stream {
         self.writer
             .send_item(frame)
             .map_err(|_| self.channel.closed_error())?;
+        if let Some(credit) = &self.credit {
+            credit.spend(body_len);
+        }
         self.next_seq = self.next_seq.wrapping_add(1);
         Ok(())
     }
@@ -292,6 +318,12 @@ impl AsyncRead for Stream {
                 ReadState::Open => {}
             }
             let event = ready!(this.events.poll_recv(cx));
+            if let (Some(StreamEvent::Data(body)), Some(_)) = (&event, &this.credit) {
+                // Taken off the queue: the router may send as much again.
+                if let Some(bytes) = this.grants.consumed(body.len()) {
+                    this.channel.send_credit(this.conn_id, bytes);
+                }
+            }
             if let Some(StreamEvent::Data(body)) = &event
                 && let Inbound::Open(opener) = &mut this.inbound
                 && Opener::opened_len(body.len()).is_some_and(|n| n > 0 && n <= buf.remaining())
@@ -336,6 +368,13 @@ impl AsyncWrite for Stream {
         }
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
+        }
+        if let Some(credit) = &this.credit
+            && !ready!(credit.poll_available(cx))
+        {
+            let e = this.ended_error();
+            this.write = WriteState::Failed(e.clone());
+            return Poll::Ready(Err(e.into()));
         }
         if ready!(this.writer.poll_reserve(cx)).is_err() {
             let e = this.channel.closed_error();

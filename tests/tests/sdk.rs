@@ -136,6 +136,65 @@ async fn many_concurrent_streams_share_one_edge_connection() {
     assert_eq!(client.routers().len(), 1, "one edge connection per router");
 }
 
+/// Per-stream credit: one stream whose reader does not read fills its windows and
+/// waits, while the other streams of the same edge connections keep moving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_whose_reader_stalls_holds_up_no_other_stream() {
+    const BIG: usize = 24 * 1024 * 1024;
+    let net = Network::start().await;
+    net.service("stall", &["stall"], false).await;
+    let (host, client) = host_and_client(&net, "stall").await;
+    let mut listener = host.bind("stall").await.unwrap();
+    let (go, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        // The first stream is read only when told; the others are echoed.
+        let mut stalled = listener.accept().await.unwrap();
+        let echo = spawn_echo(listener);
+        go_rx.await.unwrap();
+        let mut got = Vec::with_capacity(BIG);
+        stalled.read_to_end(&mut got).await.unwrap();
+        echo.abort();
+        got
+    });
+
+    let mut big = client.dial("stall").await.unwrap();
+    let data = pattern(BIG, 7);
+    let expected = sha(&data);
+    let writer = tokio::spawn(async move {
+        big.write_all(&data).await.unwrap();
+        big.shutdown().await.unwrap();
+        big
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Round trips on other streams of the same two edge connections.
+    for i in 0..5u8 {
+        let round_trip = async {
+            let mut s = client.dial("stall").await.unwrap();
+            s.write_all(&[i; 100]).await.unwrap();
+            let mut back = [0u8; 100];
+            s.read_exact(&mut back).await.unwrap();
+            assert_eq!(back, [i; 100]);
+        };
+        tokio::time::timeout(Duration::from_secs(10), round_trip)
+            .await
+            .unwrap_or_else(|_| panic!("round trip {i} held up by the stalled stream"));
+    }
+    assert!(
+        !writer.is_finished(),
+        "the stalled stream's writer waits for credit"
+    );
+    assert_eq!(client.routers().len(), 1, "one edge connection");
+
+    go.send(()).unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(60), server)
+        .await
+        .expect("the stalled stream resumed")
+        .unwrap();
+    assert_eq!(sha(&got), expected, "every byte, in order");
+    drop(writer.await.unwrap());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_close_lets_the_other_direction_finish() {
     let net = Network::start().await;

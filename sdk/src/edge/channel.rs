@@ -16,14 +16,19 @@ use tokio_rustls::client::TlsStream;
 use weft_wire::edge::{self, HelloResult};
 use weft_wire::{Decoded, Decoder, EncodeError, Frame, Limits};
 
+use super::credit::{self, SendCredit};
 use super::proto::{self, Inbound};
 use crate::error::{Error, Result};
 
 /// Frames queued for the writer; beyond this, writers wait.
 const WRITE_QUEUE: usize = 256;
 /// Events queued for one stream; beyond this, the reader waits (and with it every
-/// stream on this connection), which bounds what a slow reader can pin in memory.
-pub(crate) const STREAM_QUEUE: usize = 64;
+/// stream on this connection), which bounds what a slow reader can pin in memory. With
+/// per-stream credit the router's credit bounds it instead and the queue is longer, so
+/// the reader waits only for a stream of unusually small messages.
+const STREAM_QUEUE: usize = 64;
+/// The queue of one stream with per-stream credit.
+const STREAM_QUEUE_WITH_CREDIT: usize = 1024;
 /// Free room below which the receive buffer grows before a read.
 const READ_MIN: usize = 16 * 1024;
 /// How much it grows by.
@@ -36,8 +41,13 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Where the reader delivers what arrives for one conn id.
 #[derive(Debug)]
 pub(crate) enum Route {
-    /// A dialed or accepted stream.
-    Stream(mpsc::Sender<StreamEvent>),
+    /// A dialed or accepted stream, with its send credit when negotiated.
+    Stream {
+        /// Its queue.
+        events: mpsc::Sender<StreamEvent>,
+        /// What it may still send.
+        credit: Option<Arc<SendCredit>>,
+    },
     /// A bound listener.
     Listener(mpsc::UnboundedSender<ListenerEvent>),
 }
@@ -82,6 +92,8 @@ struct Shared {
     router: String,
     address: String,
     writer: mpsc::Sender<Bytes>,
+    /// The credit the router grants each stream, when it speaks per-stream credit.
+    send_window: Option<u32>,
     next_sequence: AtomicI32,
     latency_us: AtomicU64,
     state: Mutex<State>,
@@ -112,6 +124,15 @@ impl Shared {
                 std::mem::take(&mut st.tasks),
             )
         };
+        for route in routes.values() {
+            if let Route::Stream {
+                credit: Some(credit),
+                ..
+            } = route
+            {
+                credit.close();
+            }
+        }
         drop((waiters, routes));
         for t in tasks {
             t.abort();
@@ -138,7 +159,7 @@ impl Channel {
     ) -> Result<Self> {
         let started = Instant::now();
         let fut = handshake(address, tls, api_token, client_info);
-        let (stream, decoder) = tokio::time::timeout(timeout, fut)
+        let (stream, decoder, send_window) = tokio::time::timeout(timeout, fut)
             .await
             .map_err(|_| {
                 Error::timed_out(format!("connecting to edge router {router} at {address}"))
@@ -156,6 +177,7 @@ impl Channel {
             router: router.to_string(),
             address: address.to_string(),
             writer: tx,
+            send_window,
             next_sequence: AtomicI32::new(1),
             latency_us: AtomicU64::new(u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX)),
             state: Mutex::new(State::default()),
@@ -202,6 +224,37 @@ impl Channel {
     /// The writer queue, for streams that send with backpressure.
     pub(crate) fn writer(&self) -> mpsc::Sender<Bytes> {
         self.shared.writer.clone()
+    }
+
+    /// Opens the route of a new stream on `conn_id`: its event queue and, when the
+    /// router speaks per-stream credit, its send credit.
+    pub(crate) fn open_stream(
+        &self,
+        conn_id: u32,
+    ) -> Result<(mpsc::Receiver<StreamEvent>, Option<Arc<SendCredit>>)> {
+        let credit = self.shared.send_window.map(SendCredit::new);
+        let queue = match credit {
+            Some(_) => STREAM_QUEUE_WITH_CREDIT,
+            None => STREAM_QUEUE,
+        };
+        let (events, rx) = mpsc::channel(queue);
+        self.register(
+            conn_id,
+            Route::Stream {
+                events,
+                credit: credit.clone(),
+            },
+        )?;
+        Ok((rx, credit))
+    }
+
+    /// Grants the router `bytes` more on `conn_id` (per-stream credit), without waiting.
+    pub(crate) fn send_credit(&self, conn_id: u32, bytes: u32) {
+        let mut out = BytesMut::new();
+        let grant = edge::Credit { conn_id, bytes };
+        if grant.encode(self.next_sequence(), &mut out).is_ok() {
+            self.send_detached(out.freeze());
+        }
     }
 
     /// Routes what arrives for `conn_id` to `route`.
@@ -312,14 +365,15 @@ impl Channel {
 
 type Tls = TlsStream<TcpStream>;
 
-/// TCP + TLS + hello; returns the stream and the decoder holding any bytes read past
-/// the hello result.
+/// TCP + TLS + hello (offering per-stream credit); returns the stream, the decoder
+/// holding any bytes read past the hello result, and the credit the router grants each
+/// stream when it accepted the offer.
 async fn handshake(
     address: &str,
     tls: Arc<rustls::ClientConfig>,
     api_token: &str,
     client_info: &str,
-) -> Result<(Tls, Decoder)> {
+) -> Result<(Tls, Decoder, Option<u32>)> {
     let host = address
         .rsplit_once(':')
         .map_or(address, |(h, _)| h)
@@ -342,7 +396,7 @@ async fn handshake(
         session_token: api_token.as_bytes(),
         client_info: client_info.as_bytes(),
     }
-    .encode(0, &mut out)
+    .encode_with_window(0, Some(credit::RECEIVE_WINDOW), &mut out)
     .map_err(|e| Error::protocol(format!("encoding hello: {e}")))?;
     stream
         .write_all(&out)
@@ -364,7 +418,8 @@ async fn handshake(
                         String::from_utf8_lossy(result.message)
                     )));
                 }
-                return Ok((stream, decoder));
+                let send_window = edge::stream_window(&frame);
+                return Ok((stream, decoder, send_window));
             }
             Decoded::NeedMore { additional } => {
                 decoder.buffer_mut().reserve(additional.max(READ_MIN));
@@ -441,7 +496,7 @@ async fn dispatch(shared: &Arc<Shared>, frame: Frame) -> Result<()> {
             fin,
         } => {
             let sender = match shared.state().routes.get(&conn_id) {
-                Some(Route::Stream(s)) => Some(s.clone()),
+                Some(Route::Stream { events, .. }) => Some(events.clone()),
                 _ => None,
             };
             if let Some(sender) = sender {
@@ -456,8 +511,11 @@ async fn dispatch(shared: &Arc<Shared>, frame: Frame) -> Result<()> {
         Inbound::Closed { conn_id, reason } => {
             let route = shared.state().routes.remove(&conn_id);
             match route {
-                Some(Route::Stream(s)) => {
-                    let _ = s.send(StreamEvent::Closed(reason)).await;
+                Some(Route::Stream { events, credit }) => {
+                    if let Some(credit) = credit {
+                        credit.close();
+                    }
+                    let _ = events.send(StreamEvent::Closed(reason)).await;
                 }
                 Some(Route::Listener(l)) => {
                     let _ = l.send(ListenerEvent::Closed(reason));
@@ -500,6 +558,15 @@ async fn dispatch(shared: &Arc<Shared>, frame: Frame) -> Result<()> {
             let seq = shared.next_sequence.fetch_add(1, Ordering::Relaxed);
             if proto::latency_reply(&mut out, seq, sequence, probe_time.as_deref()).is_ok() {
                 let _ = shared.writer.send(out.freeze()).await;
+            }
+        }
+        Inbound::Credit { conn_id, bytes } => {
+            if let Some(Route::Stream {
+                credit: Some(credit),
+                ..
+            }) = shared.state().routes.get(&conn_id)
+            {
+                credit.grant(bytes);
             }
         }
         Inbound::Ignored(ct) => {

@@ -2,4 +2,5 @@
 //! of one router connection.
 
 pub(crate) mod channel;
+pub(crate) mod credit;
 pub(crate) mod proto;

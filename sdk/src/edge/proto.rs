@@ -50,6 +50,13 @@ pub(crate) enum Inbound {
         /// The probe time header, echoed back.
         probe_time: Option<Bytes>,
     },
+    /// The router grants `bytes` more on `conn_id` (per-stream credit).
+    Credit {
+        /// The SDK's conn id.
+        conn_id: u32,
+        /// Bytes granted.
+        bytes: u32,
+    },
     /// Anything else (logged and dropped; the C SDK ignores unknown messages too).
     Ignored(ContentType),
 }
@@ -82,6 +89,13 @@ pub(crate) fn classify(frame: Frame) -> Result<Inbound, ProtoError> {
             sequence: frame.sequence(),
             public_key: header_bytes(&frame, HeaderId::PUBLIC_KEY),
             caller_id: header_bytes(&frame, HeaderId::CALLER_ID).unwrap_or_default(),
+        });
+    }
+    if ct == ContentType::WEFT_CREDIT {
+        let credit = edge::Credit::parse(&frame)?;
+        return Ok(Inbound::Credit {
+            conn_id: credit.conn_id,
+            bytes: credit.bytes,
         });
     }
     if ct == ContentType::LATENCY {
