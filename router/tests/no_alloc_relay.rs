@@ -310,7 +310,9 @@ fn tls_path_allocations_per_frame() {
             while fwd.poll_ready().is_some() {}
             wbuf.clear();
             while let Some(t) = fwd.poll_transmit(HOST) {
-                host_session.encrypt(&t.head, &t.payload).unwrap();
+                host_session
+                    .encrypt(&t.head, &t.payload, &mut wbuf)
+                    .unwrap();
                 host_session.take_tls(&mut wbuf).unwrap();
                 fwd.handle_written(HOST, &t);
             }
