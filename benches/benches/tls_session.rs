@@ -96,14 +96,18 @@ fn encrypt(c: &mut Criterion) {
                 black_box(out.len());
             })
         });
-        g.bench_with_input(BenchmarkId::new("encrypt_two_records", len), &payload, |b, p| {
-            b.iter(|| {
-                out.clear();
-                server.encrypt(&[], &head, &mut out).unwrap();
-                server.encrypt(&[], black_box(p), &mut out).unwrap();
-                black_box(out.len());
-            })
-        });
+        g.bench_with_input(
+            BenchmarkId::new("encrypt_two_records", len),
+            &payload,
+            |b, p| {
+                b.iter(|| {
+                    out.clear();
+                    server.encrypt(&[], &head, &mut out).unwrap();
+                    server.encrypt(&[], black_box(p), &mut out).unwrap();
+                    black_box(out.len());
+                })
+            },
+        );
     }
     g.finish();
 }

@@ -319,11 +319,20 @@ fn tls_path_allocations_per_frame() {
     let mut relay = |fwd: &mut Forwarder, ciphertext: &[u8]| {
         let mut bytes = 0;
         let mut records_out = 0;
-        for read in ciphertext.chunks(64 * 1024) {
-            // What a socket read does: append to the spare room the session keeps.
-            let incoming = dialer_session.incoming_mut();
-            assert!(incoming.capacity() - incoming.len() >= read.len());
-            incoming.extend_from_slice(read);
+        for (i, read) in ciphertext.chunks(64 * 1024).enumerate() {
+            // What a socket read does: append to the spare room the session keeps, in
+            // place (epoll) or through a read operation that holds the buffer meanwhile
+            // (io_uring), while the host's session encrypts.
+            if i % 2 == 0 {
+                let incoming = dialer_session.incoming_mut();
+                assert!(incoming.capacity() - incoming.len() >= read.len());
+                incoming.extend_from_slice(read);
+            } else {
+                let mut incoming = dialer_session.take_incoming();
+                assert!(incoming.capacity() - incoming.len() >= read.len());
+                incoming.extend_from_slice(read);
+                dialer_session.put_incoming(incoming);
+            }
             let buffer = fwd.receive_buffer(DIALER).unwrap();
             assert_eq!(dialer_session.process(buffer).unwrap(), Fed::Open);
             fwd.handle_received(now, DIALER, 0);

@@ -102,6 +102,10 @@ pub struct ServerSession {
     /// Ciphertext received and not processed yet: a partial record (and, during the
     /// handshake, parts of a handshake message), at the front.
     incoming: Vec<u8>,
+    /// A read operation holds `incoming`.
+    lent: bool,
+    /// What `incoming` held when it was lent, which rustls sees meanwhile.
+    shadow: Vec<u8>,
     /// Records rustls made (handshake, tickets, key updates, alerts) for
     /// [`Self::take_tls`].
     outgoing: Vec<u8>,
@@ -147,6 +151,8 @@ impl ServerSession {
         Ok(Self {
             conn: UnbufferedServerConnection::new(config)?,
             incoming: buffer,
+            lent: false,
+            shadow: Vec::new(),
             outgoing: Vec::new(),
             held: Vec::new(),
             scratch: Vec::new(),
@@ -156,7 +162,8 @@ impl ServerSession {
         })
     }
 
-    /// The incoming buffer, for reuse once the session is over.
+    /// The incoming buffer, for reuse once the session is over (empty while a read
+    /// holds it).
     pub fn into_buffer(self) -> Vec<u8> {
         self.incoming
     }
@@ -185,14 +192,21 @@ impl ServerSession {
 
     /// Hands the incoming buffer out to a read operation that owns it while in flight: it
     /// must append to it (into its spare capacity) and come back through
-    /// [`Self::put_incoming`] before [`Self::process`].
+    /// [`Self::put_incoming`] before [`Self::process`]. Meanwhile the session goes on
+    /// encrypting on a copy of the unprocessed ciphertext (a partial record at most),
+    /// which rustls must see again on every call (it may hold part of a handshake
+    /// message there).
     pub fn take_incoming(&mut self) -> Vec<u8> {
+        self.shadow.clear();
+        self.shadow.extend_from_slice(&self.incoming);
+        self.lent = true;
         std::mem::take(&mut self.incoming)
     }
 
     /// Takes the incoming buffer back from a read operation.
     pub fn put_incoming(&mut self, buffer: Vec<u8>) {
         self.incoming = buffer;
+        self.lent = false;
         self.keep_room();
     }
 
@@ -286,7 +300,7 @@ impl ServerSession {
 
     /// Keeps a full record's room free after the unprocessed ciphertext.
     fn keep_room(&mut self) {
-        if self.incoming.capacity() - self.incoming.len() < INCOMING_ROOM {
+        if !self.lent && self.incoming.capacity() - self.incoming.len() < INCOMING_ROOM {
             self.incoming.reserve(INCOMING_ROOM);
         }
     }
@@ -297,9 +311,16 @@ impl ServerSession {
         if let Some(e) = &self.failed {
             return Err(e.clone().into());
         }
+        if self.lent && matches!(job, Job::Read(_)) {
+            return Err(SessionError::UnexpectedState(
+                "processing while a read holds the buffer".into(),
+            ));
+        }
         let Self {
             conn,
             incoming,
+            lent,
+            shadow,
             outgoing,
             held,
             scratch,
@@ -307,6 +328,8 @@ impl ServerSession {
             peer_closed,
             closed,
         } = self;
+        // Only a read consumes records; other jobs find none complete.
+        let incoming = if *lent { shadow } else { incoming };
         // Bytes of `incoming` rustls is done with; removed once, at the end.
         let mut consumed = 0;
         let result = loop {
@@ -608,6 +631,12 @@ mod tests {
     }
 
     fn pair(tls12: bool) -> Pair {
+        pair_with_chain(tls12, 0)
+    }
+
+    /// A pair whose client sends its certificate followed by `extra` copies of the CA's
+    /// (a long chain: its Certificate message spans records).
+    fn pair_with_chain(tls12: bool, extra: usize) -> Pair {
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -642,7 +671,9 @@ mod tests {
         .unwrap()
         .with_root_certificates(roots)
         .with_client_auth_cert(
-            vec![CertificateDer::from(client_cert.der().to_vec())],
+            std::iter::once(CertificateDer::from(client_cert.der().to_vec()))
+                .chain(std::iter::repeat_n(ca.der().clone(), extra))
+                .collect(),
             PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(client_key.serialize_der())),
         )
         .unwrap();
@@ -812,6 +843,51 @@ mod tests {
             // `exchange` collected the held data with the handshake's records.
             let got = to_client(&mut p, &[]);
             assert_eq!(&got, b"early:data");
+        }
+    }
+
+    #[test]
+    fn encrypting_while_a_read_holds_the_buffer_amid_a_split_handshake_message() {
+        for tls12 in [true, false] {
+            // A client chain of ~40 KiB: its Certificate message spans three records.
+            let mut p = pair_with_chain(tls12, 100);
+            let mut sink = BytesMut::new();
+            let mut out = Vec::new();
+            let mut done = false;
+            for _ in 0..16 {
+                let mut to_server = Vec::new();
+                while p.client.wants_write() {
+                    p.client.write_tls(&mut to_server).unwrap();
+                }
+                // Half of the flight, then a read takes the buffer and a frame is
+                // encrypted meanwhile (rustls holds part of a handshake message in it).
+                let (first, second) = to_server.split_at(to_server.len() / 2);
+                p.server.feed(first, &mut sink).unwrap();
+                let mut lent = p.server.take_incoming();
+                p.server.encrypt(b"h", b"p", &mut out).unwrap();
+                lent.extend_from_slice(second);
+                p.server.put_incoming(lent);
+                p.server.process(&mut sink).unwrap();
+                let mut to_client = Vec::new();
+                p.server.take_tls(&mut to_client).unwrap();
+                to_client.extend_from_slice(&out);
+                out.clear();
+                to_client_all(&mut p, &to_client);
+                if !p.server.is_handshaking() && !p.client.is_handshaking() {
+                    done = true;
+                    break;
+                }
+            }
+            assert!(done, "handshake with a long chain");
+            assert_eq!(p.server.client_fingerprints().len(), 101);
+        }
+    }
+
+    fn to_client_all(p: &mut Pair, records: &[u8]) {
+        let mut slice = records;
+        while !slice.is_empty() {
+            p.client.read_tls(&mut slice).unwrap();
+            p.client.process_new_packets().unwrap();
         }
     }
 
