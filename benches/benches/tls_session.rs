@@ -20,7 +20,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-use weft_router::tls::ServerSession;
+use weft_router::tls::{ServerSession, TlsBuf};
 
 fn pair() -> (rustls::ClientConnection, ServerSession) {
     let ca_key = rcgen::KeyPair::generate().unwrap();
@@ -70,7 +70,7 @@ fn pair() -> (rustls::ClientConnection, ServerSession) {
             client.write_tls(&mut to_server).unwrap();
         }
         server.feed(&to_server, &mut sink).unwrap();
-        let mut to_client = Vec::new();
+        let mut to_client = TlsBuf::default();
         server.take_tls(&mut to_client).unwrap();
         let mut slice = &to_client[..];
         while !slice.is_empty() {
@@ -86,7 +86,7 @@ fn encrypt(c: &mut Criterion) {
     let mut g = c.benchmark_group("tls_session");
     let (_client, mut server) = pair();
     let head = [0x11u8; 30];
-    let mut out = Vec::with_capacity(256 * 1024);
+    let mut out = TlsBuf::new(Vec::with_capacity(256 * 1024));
     for len in [256usize, 1024, 2048, 4096, 8192, 16 * 1024] {
         let payload = vec![0x5au8; len];
         g.throughput(Throughput::Bytes((head.len() + len) as u64));

@@ -20,7 +20,7 @@ use sha1::{Digest, Sha1};
 mod session;
 
 pub use session::{
-    COALESCE_MAX, Fed, INCOMING_BUFFER, MAX_RECORD_PLAINTEXT, ServerSession, SessionError,
+    COALESCE_MAX, Fed, INCOMING_BUFFER, MAX_RECORD_PLAINTEXT, ServerSession, SessionError, TlsBuf,
 };
 
 /// Why a TLS configuration could not be built.

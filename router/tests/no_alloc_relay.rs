@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use weft_router::forward::{ConnKey, ControlRequest, ForwardConfig, Forwarder};
-use weft_router::tls::{Fed, ServerSession};
+use weft_router::tls::{Fed, ServerSession, TlsBuf};
 use weft_wire::control::pb;
 use weft_wire::edge::{Bind, Connect, Data, Dial, DialSuccess, Hello};
 use weft_wire::{Decoded, Decoder, Limits};
@@ -264,7 +264,7 @@ fn tls_pair() -> (rustls::ClientConnection, ServerSession) {
             client.write_tls(&mut to_server).unwrap();
         }
         server.feed(&to_server, &mut sink).unwrap();
-        let mut to_client = Vec::new();
+        let mut to_client = TlsBuf::default();
         server.take_tls(&mut to_client).unwrap();
         let mut slice = &to_client[..];
         while !slice.is_empty() {
@@ -315,7 +315,7 @@ fn tls_path_allocations_per_frame() {
         })
         .collect();
     let records_in: usize = rounds[WARM..].iter().map(|r| records(r)).sum();
-    let mut wbuf: Vec<u8> = Vec::with_capacity(512 * 1024);
+    let mut wbuf = TlsBuf::new(Vec::with_capacity(512 * 1024));
     let mut relay = |fwd: &mut Forwarder, ciphertext: &[u8]| {
         let mut bytes = 0;
         let mut records_out = 0;

@@ -25,7 +25,7 @@ use tokio::net::TcpStream;
 
 use super::shard::{FLUSH_DEADLINE, Outcome, SHUTDOWN_DEADLINE, Shard, unix_ms};
 use crate::forward::ConnKey;
-use crate::tls::{Fed, INCOMING_BUFFER, ServerSession, SessionError};
+use crate::tls::{Fed, INCOMING_BUFFER, ServerSession, SessionError, TlsBuf};
 
 /// Records gathered in the write buffer before it is written.
 const WRITE_BATCH: usize = 256 * 1024;
@@ -55,7 +55,7 @@ pub(super) async fn run(
     handshake_timeout: Duration,
 ) {
     let index = shard.borrow().index;
-    let (rbuf, mut wbuf) = {
+    let (rbuf, wbuf) = {
         let mut s = shard.borrow_mut();
         (
             s.buffers.take(INCOMING_BUFFER),
@@ -72,6 +72,7 @@ pub(super) async fn run(
             return;
         }
     };
+    let mut wbuf = TlsBuf::new(wbuf);
     let mut early = BytesMut::new();
     let handshake = handshake(&mut tcp, &mut session, &mut wbuf, &mut early);
     let failed = match tokio::time::timeout(handshake_timeout, handshake).await {
@@ -172,7 +173,7 @@ pub(super) async fn run(
 async fn handshake(
     tcp: &mut TcpStream,
     session: &mut ServerSession,
-    wbuf: &mut Vec<u8>,
+    wbuf: &mut TlsBuf,
     early: &mut BytesMut,
 ) -> Result<(), HandshakeError> {
     loop {
@@ -201,7 +202,7 @@ async fn handshake(
 
 /// Writes the records the session still holds (an alert, the close_notify), then
 /// shuts the sending side down; bounded by [`SHUTDOWN_DEADLINE`].
-async fn send_last(tcp: &mut TcpStream, session: &mut ServerSession, wbuf: &mut Vec<u8>) {
+async fn send_last(tcp: &mut TcpStream, session: &mut ServerSession, wbuf: &mut TlsBuf) {
     let last = async {
         if session.wants_write() && session.take_tls(wbuf).is_ok() {
             tcp.write_all(wbuf).await?;
@@ -216,10 +217,10 @@ async fn send_last(tcp: &mut TcpStream, session: &mut ServerSession, wbuf: &mut 
     }
 }
 
-fn give_back(shard: &RefCell<Shard>, session: ServerSession, wbuf: Vec<u8>) {
+fn give_back(shard: &RefCell<Shard>, session: ServerSession, wbuf: TlsBuf) {
     let mut s = shard.borrow_mut();
     s.buffers.give(session.into_buffer());
-    s.buffers.give(wbuf);
+    s.buffers.give(wbuf.into_parts().0);
 }
 
 struct Driver {
@@ -227,7 +228,7 @@ struct Driver {
     tcp: TcpStream,
     session: ServerSession,
     /// Records to write; `..sent` are written.
-    wbuf: Vec<u8>,
+    wbuf: TlsBuf,
     sent: usize,
 }
 

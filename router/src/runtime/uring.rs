@@ -43,7 +43,7 @@ use tokio_uring::net::{TcpListener, TcpStream};
 
 use super::shard::{FLUSH_DEADLINE, Outcome, SHUTDOWN_DEADLINE, Shard, unix_ms};
 use crate::forward::ConnKey;
-use crate::tls::{Fed, ServerSession, SessionError};
+use crate::tls::{Fed, ServerSession, SessionError, TlsBuf};
 
 /// Submission queue entries of each shard's ring (the completion queue gets twice as
 /// many). Each connection has at most two operations in flight.
@@ -134,7 +134,7 @@ async fn run(
     handshake_timeout: Duration,
 ) {
     let index = shard.borrow().index;
-    let (rbuf, mut wbuf) = {
+    let (rbuf, wbuf) = {
         let mut s = shard.borrow_mut();
         (s.buffers.take(READ_BUFFER), s.buffers.take(WRITE_BUFFER))
     };
@@ -149,6 +149,7 @@ async fn run(
             return;
         }
     };
+    let mut wbuf = TlsBuf::new(wbuf);
     let handshake = handshake(&stream, &mut session, &mut wbuf, &mut early);
     let failed = match tokio::time::timeout(handshake_timeout, handshake).await {
         Ok(Ok(())) => false,
@@ -167,10 +168,10 @@ async fn run(
         if session.wants_write() && wbuf.capacity() > 0 {
             wbuf.clear();
             if session.take_tls(&mut wbuf).is_ok() {
-                let alert = tokio::time::timeout(SHUTDOWN_DEADLINE, stream.write_all(wbuf));
+                let alert = tokio::time::timeout(SHUTDOWN_DEADLINE, write_all(&stream, wbuf));
                 wbuf = match alert.await {
-                    Ok((_, buf)) => buf,
-                    Err(_) => Vec::new(),
+                    Ok((_, buf)) => TlsBuf::new(buf.into_inner()),
+                    Err(_) => TlsBuf::default(),
                 };
             }
         }
@@ -210,16 +211,15 @@ async fn run(
 async fn handshake(
     stream: &TcpStream,
     session: &mut ServerSession,
-    wbuf: &mut Vec<u8>,
+    wbuf: &mut TlsBuf,
     early: &mut BytesMut,
 ) -> Result<(), HandshakeError> {
     loop {
         if session.wants_write() {
             wbuf.clear();
             session.take_tls(wbuf)?;
-            let (result, buf) = stream.write_all(std::mem::take(wbuf)).await;
-            *wbuf = buf;
-            wbuf.clear();
+            let (result, buf) = write_all(stream, std::mem::take(wbuf)).await;
+            *wbuf = TlsBuf::new(buf.into_inner());
             result?;
         }
         if !session.is_handshaking() {
@@ -243,10 +243,19 @@ fn spare(buf: Vec<u8>) -> Slice<Vec<u8>> {
     buf.slice(len..)
 }
 
-fn give_back(shard: &RefCell<Shard>, rbuf: Vec<u8>, wbuf: Vec<u8>) {
+/// Writes the records of `buf`; the storage comes back (see [`TlsBuf::new`]).
+fn write_all(
+    stream: &TcpStream,
+    buf: TlsBuf,
+) -> impl Future<Output = BufResult<(), Slice<Vec<u8>>>> + '_ {
+    let (storage, len) = buf.into_parts();
+    stream.write_all(storage.slice(..len))
+}
+
+fn give_back(shard: &RefCell<Shard>, rbuf: Vec<u8>, wbuf: TlsBuf) {
     let mut s = shard.borrow_mut();
     s.buffers.give(rbuf);
-    s.buffers.give(wbuf);
+    s.buffers.give(wbuf.into_parts().0);
 }
 
 /// One open connection's state outside its operations in flight.
@@ -256,7 +265,7 @@ struct Conn {
     /// holds while in flight.
     session: ServerSession,
     /// The write buffer; `None` while a write operation holds it.
-    wbuf: Option<Vec<u8>>,
+    wbuf: Option<TlsBuf>,
 }
 
 /// Drives an open connection until it closes, then flushes, says close_notify, shuts
@@ -265,7 +274,7 @@ async fn drive(shard: &RefCell<Shard>, stream: &TcpStream, mut conn: Conn) {
     let index = shard.borrow().index;
     let key = conn.key;
     let read = |buf: Vec<u8>| stream.read(spare(buf));
-    let write = |buf: Vec<u8>| stream.write_all(buf);
+    let write = |buf: TlsBuf| write_all(stream, buf);
     let mut reading = pin!(None);
     let mut writing = pin!(None);
 
@@ -311,8 +320,8 @@ async fn drive(shard: &RefCell<Shard>, stream: &TcpStream, mut conn: Conn) {
         if let Some(mut buf) = conn.wbuf.take() {
             buf.clear();
             if conn.session.take_tls(&mut buf).is_ok() {
-                match tokio::time::timeout(SHUTDOWN_DEADLINE, stream.write_all(buf)).await {
-                    Ok((_, buf)) => conn.wbuf = Some(buf),
+                match tokio::time::timeout(SHUTDOWN_DEADLINE, write_all(stream, buf)).await {
+                    Ok((_, buf)) => conn.wbuf = Some(TlsBuf::new(buf.into_inner())),
                     Err(_) => tracing::debug!(conn = key.0, "close_notify not sent in time"),
                 }
             } else {
@@ -332,11 +341,12 @@ async fn drive(shard: &RefCell<Shard>, stream: &TcpStream, mut conn: Conn) {
     }
     if let Some(op) = writing.as_mut().as_pin_mut() {
         if let Ok((_, buf)) = tokio::time::timeout(RECLAIM_DEADLINE, op).await {
-            conn.wbuf = Some(buf);
+            conn.wbuf = Some(TlsBuf::new(buf.into_inner()));
         }
     }
     let mut s = shard.borrow_mut();
-    for buf in [rbuf, conn.wbuf.take()].into_iter().flatten() {
+    let wbuf = conn.wbuf.take().map(|buf| buf.into_parts().0);
+    for buf in [rbuf, wbuf].into_iter().flatten() {
         s.buffers.give(buf);
     }
 }
@@ -351,11 +361,11 @@ impl Conn {
         mut reading: Pin<&mut Option<R>>,
         mut writing: Pin<&mut Option<W>>,
         read: &impl Fn(Vec<u8>) -> R,
-        write: &impl Fn(Vec<u8>) -> W,
+        write: &impl Fn(TlsBuf) -> W,
     ) -> Poll<Outcome>
     where
         R: Future<Output = BufResult<usize, Slice<Vec<u8>>>>,
-        W: Future<Output = BufResult<(), Vec<u8>>>,
+        W: Future<Output = BufResult<(), Slice<Vec<u8>>>>,
     {
         let mut guard = shard.borrow_mut();
         let s = &mut *guard;
@@ -436,10 +446,10 @@ impl Conn {
         cx: &mut Context<'_>,
         shard: &RefCell<Shard>,
         mut writing: Pin<&mut Option<W>>,
-        write: &impl Fn(Vec<u8>) -> W,
+        write: &impl Fn(TlsBuf) -> W,
     ) -> Poll<std::io::Result<()>>
     where
-        W: Future<Output = BufResult<(), Vec<u8>>>,
+        W: Future<Output = BufResult<(), Slice<Vec<u8>>>>,
     {
         let mut guard = shard.borrow_mut();
         let s = &mut *guard;
@@ -464,19 +474,18 @@ impl Conn {
         cx: &mut Context<'_>,
         s: &mut Shard,
         mut writing: Pin<&mut Option<W>>,
-        write: &impl Fn(Vec<u8>) -> W,
+        write: &impl Fn(TlsBuf) -> W,
     ) -> std::io::Result<bool>
     where
-        W: Future<Output = BufResult<(), Vec<u8>>>,
+        W: Future<Output = BufResult<(), Slice<Vec<u8>>>>,
     {
         let mut progress = false;
         if let Some(op) = writing.as_mut().as_pin_mut() {
-            let Poll::Ready((result, mut buf)) = op.poll(cx) else {
+            let Poll::Ready((result, buf)) = op.poll(cx) else {
                 return Ok(false);
             };
             writing.set(None);
-            buf.clear();
-            self.wbuf = Some(buf);
+            self.wbuf = Some(TlsBuf::new(buf.into_inner()));
             result?;
             progress = true;
         }

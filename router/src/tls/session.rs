@@ -52,6 +52,67 @@ const HANDSHAKE_ROOM: usize = 4 * 1024;
 /// of the head going in a record of its own (see [`ServerSession::encrypt`]).
 pub const COALESCE_MAX: usize = 4 * 1024;
 
+/// A write buffer of TLS records: its slice (`Deref`) is the records to send. The
+/// storage after them stays initialized once written to, so that encrypting into it
+/// again needs no zeroing; it grows only when a batch needs more room than ever before.
+#[derive(Debug, Default)]
+pub struct TlsBuf {
+    storage: Vec<u8>,
+    len: usize,
+}
+
+impl TlsBuf {
+    /// An empty buffer on `storage` (whose contents are dropped; its length is kept as
+    /// initialized room).
+    pub fn new(storage: Vec<u8>) -> Self {
+        Self { storage, len: 0 }
+    }
+
+    /// Forgets the records (they were sent).
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// The storage's capacity.
+    pub fn capacity(&self) -> usize {
+        self.storage.capacity()
+    }
+
+    /// Appends bytes after the records.
+    pub fn extend_from_slice(&mut self, data: &[u8]) {
+        self.room(data.len()).copy_from_slice(data);
+        self.len += data.len();
+    }
+
+    /// The storage and how many of its first bytes are records, for a write operation
+    /// that owns its buffer; [`Self::new`] takes the storage back.
+    pub fn into_parts(self) -> (Vec<u8>, usize) {
+        (self.storage, self.len)
+    }
+
+    /// `n` bytes of room after the records, zeroed only where never used before.
+    fn room(&mut self, n: usize) -> &mut [u8] {
+        let end = self.len + n;
+        if self.storage.len() < end {
+            self.storage.resize(end, 0);
+        }
+        self.storage.get_mut(self.len..end).unwrap_or_default()
+    }
+
+    /// Counts `n` bytes written into [`Self::room`] as records.
+    fn commit(&mut self, n: usize) {
+        self.len = (self.len + n).min(self.storage.len());
+    }
+}
+
+impl std::ops::Deref for TlsBuf {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.storage.get(..self.len).unwrap_or_default()
+    }
+}
+
 /// Why a TLS session failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -90,7 +151,7 @@ enum Job<'a> {
     Encrypt {
         head: &'a [u8],
         payload: &'a [u8],
-        out: &'a mut Vec<u8>,
+        out: &'a mut TlsBuf,
     },
     /// Queue the close_notify alert.
     CloseNotify,
@@ -108,7 +169,7 @@ pub struct ServerSession {
     shadow: Vec<u8>,
     /// Records rustls made (handshake, tickets, key updates, alerts) for
     /// [`Self::take_tls`].
-    outgoing: Vec<u8>,
+    outgoing: TlsBuf,
     /// Plaintext written before the handshake completed.
     held: Vec<u8>,
     /// A frame's head and the start of its payload, to encrypt as one record.
@@ -153,7 +214,7 @@ impl ServerSession {
             incoming: buffer,
             lent: false,
             shadow: Vec::new(),
-            outgoing: Vec::new(),
+            outgoing: TlsBuf::default(),
             held: Vec::new(),
             scratch: Vec::new(),
             failed: None,
@@ -262,7 +323,7 @@ impl ServerSession {
         &mut self,
         head: &[u8],
         payload: &[u8],
-        out: &mut Vec<u8>,
+        out: &mut TlsBuf,
     ) -> Result<(), SessionError> {
         if self.closed {
             return Err(SessionError::Closed);
@@ -276,14 +337,11 @@ impl ServerSession {
     }
 
     /// Appends every record waiting to be sent to `out`.
-    pub fn take_tls(&mut self, out: &mut Vec<u8>) -> Result<(), SessionError> {
-        if out.is_empty() && out.capacity() < self.outgoing.capacity() {
-            // The session's buffer is the larger one: keep it moving.
-            std::mem::swap(out, &mut self.outgoing);
-        } else {
+    pub fn take_tls(&mut self, out: &mut TlsBuf) -> Result<(), SessionError> {
+        if !self.outgoing.is_empty() {
             out.extend_from_slice(&self.outgoing);
+            self.outgoing.clear();
         }
-        self.outgoing.clear();
         Ok(())
     }
 
@@ -506,15 +564,13 @@ fn compact(buffer: &mut Vec<u8>, consumed: usize) {
 /// Encodes a handshake (or alert) record at the end of `out`, growing it when needed.
 fn encode(
     record: &mut EncodeTlsData<'_, ServerConnectionData>,
-    out: &mut Vec<u8>,
+    out: &mut TlsBuf,
 ) -> Result<(), SessionError> {
-    let start = out.len();
     let mut room = HANDSHAKE_ROOM;
     loop {
-        out.resize(start + room, 0);
-        match record.encode(out.get_mut(start..).unwrap_or_default()) {
+        match record.encode(out.room(room)) {
             Ok(n) => {
-                out.truncate(start + n);
+                out.commit(n);
                 return Ok(());
             }
             Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size }))
@@ -522,10 +578,7 @@ fn encode(
             {
                 room = required_size;
             }
-            Err(e) => {
-                out.truncate(start);
-                return Err(e.into());
-            }
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -535,19 +588,17 @@ fn encode(
 fn seal(
     traffic: &mut WriteTraffic<'_, ServerConnectionData>,
     data: &[u8],
-    out: &mut Vec<u8>,
+    out: &mut TlsBuf,
 ) -> Result<(), SessionError> {
     if data.is_empty() {
         return Ok(());
     }
-    let start = out.len();
     let records = data.len().div_ceil(MAX_RECORD_PLAINTEXT);
     let mut room = data.len() + records * RECORD_OVERHEAD;
     loop {
-        out.resize(start + room, 0);
-        match traffic.encrypt(data, out.get_mut(start..).unwrap_or_default()) {
+        match traffic.encrypt(data, out.room(room)) {
             Ok(n) => {
-                out.truncate(start + n);
+                out.commit(n);
                 return Ok(());
             }
             // Records rustls queued (a key update) go first and take room too.
@@ -556,10 +607,7 @@ fn seal(
             {
                 room = required_size;
             }
-            Err(e) => {
-                out.truncate(start);
-                return Err(e.into());
-            }
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -571,7 +619,7 @@ fn seal_frame(
     head: &[u8],
     payload: &[u8],
     scratch: &mut Vec<u8>,
-    out: &mut Vec<u8>,
+    out: &mut TlsBuf,
 ) -> Result<(), SessionError> {
     // The payload beyond whole records, which the head's record can carry.
     let partial = payload.len() % MAX_RECORD_PLAINTEXT;
@@ -594,15 +642,13 @@ fn seal_frame(
 /// Queues the close_notify alert at the end of `out`.
 fn close_notify(
     traffic: &mut WriteTraffic<'_, ServerConnectionData>,
-    out: &mut Vec<u8>,
+    out: &mut TlsBuf,
 ) -> Result<(), SessionError> {
-    let start = out.len();
     let mut room = 64;
     loop {
-        out.resize(start + room, 0);
-        match traffic.queue_close_notify(out.get_mut(start..).unwrap_or_default()) {
+        match traffic.queue_close_notify(out.room(room)) {
             Ok(n) => {
-                out.truncate(start + n);
+                out.commit(n);
                 return Ok(());
             }
             Err(EncryptError::InsufficientSize(InsufficientSizeError { required_size }))
@@ -610,10 +656,7 @@ fn close_notify(
             {
                 room = required_size;
             }
-            Err(e) => {
-                out.truncate(start);
-                return Err(e.into());
-            }
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -701,7 +744,7 @@ mod tests {
             for piece in to_server.chunks(7) {
                 assert_eq!(p.server.feed(piece, &mut received).unwrap(), Fed::Open);
             }
-            let mut to_client = Vec::new();
+            let mut to_client = TlsBuf::default();
             p.server.take_tls(&mut to_client).unwrap();
             let mut slice = &to_client[..];
             while !slice.is_empty() {
@@ -741,7 +784,7 @@ mod tests {
             // a record, with and without a partial record the head's record carries).
             for len in [7, 1000, 16 * 1024, 16 * 1024 + 100, 100 * 1024 + 5000] {
                 let payload: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
-                let mut out = Vec::new();
+                let mut out = TlsBuf::default();
                 p.server.encrypt(b"head:", &payload, &mut out).unwrap();
                 p.server.take_tls(&mut out).unwrap();
                 let got = to_client(&mut p, &out);
@@ -764,12 +807,12 @@ mod tests {
             assert!(sink.is_empty());
             p.server.send_close_notify();
             assert!(p.server.wants_write());
-            let mut out = Vec::new();
+            let mut out = TlsBuf::default();
             p.server.take_tls(&mut out).unwrap();
             to_client(&mut p, &out);
             assert!(p.client.received_close_notify_for_test());
             assert!(matches!(
-                p.server.encrypt(b"h", b"p", &mut Vec::new()),
+                p.server.encrypt(b"h", b"p", &mut TlsBuf::default()),
                 Err(SessionError::Closed)
             ));
         }
@@ -811,7 +854,7 @@ mod tests {
             let mut p = pair(tls12);
             exchange(&mut p);
             p.server.send_close_notify();
-            let mut out = Vec::new();
+            let mut out = TlsBuf::default();
             p.server.take_tls(&mut out).unwrap();
             to_client(&mut p, &out);
             assert!(p.client.received_close_notify_for_test());
@@ -835,7 +878,7 @@ mod tests {
     fn data_written_during_the_handshake_is_held_until_it_completes() {
         for tls12 in [true, false] {
             let mut p = pair(tls12);
-            let mut out = Vec::new();
+            let mut out = TlsBuf::default();
             p.server.encrypt(b"early:", b"data", &mut out).unwrap();
             assert!(out.is_empty());
             exchange(&mut p);
@@ -852,7 +895,7 @@ mod tests {
             // A client chain of ~40 KiB: its Certificate message spans three records.
             let mut p = pair_with_chain(tls12, 100);
             let mut sink = BytesMut::new();
-            let mut out = Vec::new();
+            let mut out = TlsBuf::default();
             let mut done = false;
             for _ in 0..16 {
                 let mut to_server = Vec::new();
@@ -868,7 +911,7 @@ mod tests {
                 lent.extend_from_slice(second);
                 p.server.put_incoming(lent);
                 p.server.process(&mut sink).unwrap();
-                let mut to_client = Vec::new();
+                let mut to_client = TlsBuf::default();
                 p.server.take_tls(&mut to_client).unwrap();
                 to_client.extend_from_slice(&out);
                 out.clear();
@@ -923,7 +966,7 @@ mod tests {
             .feed(&[0x99, 0x03, 0x03, 0x00, 0x01, 0x00], &mut sink);
         assert!(matches!(e, Err(SessionError::Tls(_))), "{e:?}");
         assert!(p.server.wants_write());
-        let mut alert = Vec::new();
+        let mut alert = TlsBuf::default();
         p.server.take_tls(&mut alert).unwrap();
         // A plaintext fatal alert record.
         assert_eq!(&alert[..3], &[0x15, 0x03, 0x03]);
@@ -946,7 +989,7 @@ mod tests {
             let e = p.server.feed(&record[63..], &mut sink);
             assert!(matches!(e, Err(SessionError::Tls(_))), "{e:?}");
             assert!(p.server.wants_write());
-            let mut alert = Vec::new();
+            let mut alert = TlsBuf::default();
             p.server.take_tls(&mut alert).unwrap();
             // The client reads a fatal alert (bad_record_mac).
             let mut slice = &alert[..];
