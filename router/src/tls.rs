@@ -19,7 +19,9 @@ use sha1::{Digest, Sha1};
 
 mod session;
 
-pub use session::{Fed, ServerSession, SessionError};
+pub use session::{
+    COALESCE_MAX, Fed, INCOMING_BUFFER, MAX_RECORD_PLAINTEXT, ServerSession, SessionError, TlsBuf,
+};
 
 /// Why a TLS configuration could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -113,7 +115,7 @@ pub fn fingerprint(der: &[u8]) -> String {
 
 /// The fingerprints of every certificate the client presented, leaf first; empty when
 /// the handshake has not finished.
-pub fn client_fingerprints(conn: &rustls::ServerConnection) -> Vec<String> {
+pub fn client_fingerprints(conn: &rustls::CommonState) -> Vec<String> {
     conn.peer_certificates()
         .unwrap_or_default()
         .iter()

@@ -14,7 +14,8 @@ pub enum IoBackend {
     /// A `tokio-uring` runtime per shard: reads, writes and accepts are io_uring
     /// operations on owned buffers, TLS is driven on those buffers.
     Uring,
-    /// A tokio current-thread runtime per shard (epoll readiness), TLS by tokio-rustls.
+    /// A tokio current-thread runtime per shard (epoll readiness); TLS on the same
+    /// [`crate::tls::ServerSession`] as io_uring.
     Epoll,
 }
 

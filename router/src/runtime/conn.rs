@@ -1,67 +1,125 @@
-//! One edge connection on the epoll backend: tokio-rustls handshake, then reads into
-//! the forwarder and writes its transmits, in one task.
+//! One edge connection on the epoll backend: the TLS handshake, then reads into the
+//! forwarder and writes its transmits, in one task.
+//!
+//! TLS is the io_uring backend's [`ServerSession`] (rustls' unbuffered API) over a tokio
+//! `TcpStream`, on two buffers taken from the shard's pool for the connection's lifetime:
+//!
+//! - **read buffer** (the session's incoming buffer): a readiness read appends
+//!   ciphertext to it; the session decrypts the records in place and copies their
+//!   plaintext into the forwarder's receive buffer of the connection.
+//! - **write buffer**: when all of it is written, the transmits the forwarder queued (up
+//!   to a batch) are encrypted straight into it, each reported written once encrypted,
+//!   and it is written as the socket takes it.
 
 use std::cell::RefCell;
-use std::future::Future;
-use std::io::IoSlice;
 use std::net::SocketAddr;
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use bytes::BytesMut;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
 
 use super::shard::{FLUSH_DEADLINE, Outcome, SHUTDOWN_DEADLINE, Shard, unix_ms};
-use crate::edge::Transmit;
 use crate::forward::ConnKey;
-use crate::tls;
+use crate::tls::{Fed, INCOMING_BUFFER, ServerSession, SessionError, TlsBuf};
 
-/// Free room below which the receive buffer is grown before a read.
-const READ_MIN: usize = 16 * 1024;
-/// How much to grow it by.
-const READ_RESERVE: usize = 64 * 1024;
+/// Records gathered in the write buffer before it is written.
+const WRITE_BATCH: usize = 256 * 1024;
+/// Initial capacity of a connection's write buffer (it grows toward a batch when the
+/// connection carries bulk data, and keeps that size in the pool).
+const WRITE_BUFFER: usize = 16 * 1024;
 /// Reads and writes one poll may do before yielding to the shard's other tasks.
 const BUDGET: usize = 32;
+
+/// Why a handshake failed.
+#[derive(Debug, thiserror::Error)]
+enum HandshakeError {
+    #[error("socket: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] SessionError),
+    #[error("peer closed during the handshake")]
+    Closed,
+}
 
 /// Accepts the TLS handshake and drives the connection until it closes.
 pub(super) async fn run(
     shard: Rc<RefCell<Shard>>,
-    acceptor: TlsAcceptor,
-    tcp: TcpStream,
+    tls: Arc<rustls::ServerConfig>,
+    mut tcp: TcpStream,
     peer: SocketAddr,
     handshake_timeout: Duration,
 ) {
     let index = shard.borrow().index;
-    let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => tls,
+    let (rbuf, wbuf) = {
+        let mut s = shard.borrow_mut();
+        (
+            s.buffers.take(INCOMING_BUFFER),
+            s.buffers.take(WRITE_BUFFER),
+        )
+    };
+    let mut session = match ServerSession::with_buffer(tls, rbuf) {
+        Ok(session) => session,
+        Err(e) => {
+            tracing::warn!(shard = index, %peer, error = %e, "cannot start a TLS session");
+            let mut s = shard.borrow_mut();
+            s.handshakes_failed += 1;
+            s.buffers.give(wbuf);
+            return;
+        }
+    };
+    let mut wbuf = TlsBuf::new(wbuf);
+    let mut early = BytesMut::new();
+    let handshake = handshake(&mut tcp, &mut session, &mut wbuf, &mut early);
+    let failed = match tokio::time::timeout(handshake_timeout, handshake).await {
+        Ok(Ok(())) => false,
         Ok(Err(e)) => {
             tracing::debug!(shard = index, %peer, error = %e, "TLS handshake failed");
-            shard.borrow_mut().handshakes_failed += 1;
-            return;
+            true
         }
         Err(_) => {
             tracing::debug!(shard = index, %peer, "TLS handshake timed out");
-            shard.borrow_mut().handshakes_failed += 1;
-            return;
+            true
         }
     };
-    let fingerprints = tls::client_fingerprints(tls.get_ref().1);
-    let Some(key) = shard.borrow_mut().open_conn(fingerprints) else {
+    if failed {
+        shard.borrow_mut().handshakes_failed += 1;
+        // Tell the client why (best effort): rustls queued an alert.
+        wbuf.clear();
+        send_last(&mut tcp, &mut session, &mut wbuf).await;
+        give_back(&shard, session, wbuf);
+        return;
+    }
+    let Some(key) = shard.borrow_mut().open_conn(session.client_fingerprints()) else {
+        give_back(&shard, session, wbuf);
         return;
     };
     tracing::debug!(shard = index, conn = key.0, %peer, "edge connection open");
+    if !early.is_empty() {
+        // Application data that came with the end of the handshake.
+        let mut s = shard.borrow_mut();
+        if let Some(buffer) = s.fwd.receive_buffer(key) {
+            buffer.extend_from_slice(&early);
+        }
+        s.fwd.handle_received(Instant::now(), key, unix_ms());
+        s.pump();
+    }
+    drop(early);
 
+    wbuf.clear();
     let mut driver = Driver {
         key,
-        tls,
-        pending: None,
-        unflushed: false,
+        tcp,
+        session,
+        wbuf,
+        sent: 0,
     };
     let outcome = std::future::poll_fn(|cx| driver.poll(cx, &shard)).await;
+    let mut flushed = true;
     if let Outcome::Close(close) = &outcome {
         // A peer that does not read must not hold a closing connection open forever.
         let drained = tokio::time::timeout(
@@ -70,6 +128,7 @@ pub(super) async fn run(
         )
         .await;
         if !matches!(drained, Ok(Ok(()))) {
+            flushed = false;
             tracing::debug!(
                 shard = index,
                 conn = key.0,
@@ -79,26 +138,98 @@ pub(super) async fn run(
         }
     }
     shard.borrow_mut().finish_conn(key, &outcome);
-    if let Outcome::Close(close) = outcome {
-        tracing::debug!(
-            shard = index,
-            conn = key.0,
-            ?close,
-            "edge connection closed"
-        );
-        let _ = tokio::time::timeout(SHUTDOWN_DEADLINE, driver.tls.shutdown()).await;
-    } else {
-        tracing::debug!(shard = index, conn = key.0, "edge connection lost");
+    match &outcome {
+        Outcome::Close(close) => {
+            tracing::debug!(
+                shard = index,
+                conn = key.0,
+                ?close,
+                "edge connection closed"
+            );
+            if flushed {
+                driver.session.send_close_notify();
+            }
+        }
+        Outcome::Lost => tracing::debug!(shard = index, conn = key.0, "edge connection lost"),
     }
+    // close_notify, or the alert of a TLS error, after what is written: best effort,
+    // bounded.
+    let Driver {
+        mut tcp,
+        mut session,
+        mut wbuf,
+        sent,
+        ..
+    } = driver;
+    if sent == wbuf.len() {
+        wbuf.clear();
+        send_last(&mut tcp, &mut session, &mut wbuf).await;
+    }
+    give_back(&shard, session, wbuf);
+}
+
+/// The handshake: read, have rustls process, write what it answers, until it is done.
+/// Plaintext that arrives with the client's last flight goes to `early`.
+async fn handshake(
+    tcp: &mut TcpStream,
+    session: &mut ServerSession,
+    wbuf: &mut TlsBuf,
+    early: &mut BytesMut,
+) -> Result<(), HandshakeError> {
+    loop {
+        if session.wants_write() {
+            wbuf.clear();
+            session.take_tls(wbuf)?;
+            tcp.write_all(wbuf).await?;
+            wbuf.clear();
+        }
+        if !session.is_handshaking() {
+            return Ok(());
+        }
+        tcp.readable().await?;
+        match tcp.try_read_buf(session.incoming_mut()) {
+            Ok(0) => return Err(HandshakeError::Closed),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e.into()),
+        }
+        // On an error rustls queues an alert, which the caller sends.
+        if session.process(early)? == Fed::PeerClosed {
+            return Err(HandshakeError::Closed);
+        }
+    }
+}
+
+/// Writes the records the session still holds (an alert, the close_notify), then
+/// shuts the sending side down; bounded by [`SHUTDOWN_DEADLINE`].
+async fn send_last(tcp: &mut TcpStream, session: &mut ServerSession, wbuf: &mut TlsBuf) {
+    let last = async {
+        if session.wants_write() && session.take_tls(wbuf).is_ok() {
+            tcp.write_all(wbuf).await?;
+        }
+        tcp.shutdown().await
+    };
+    if !matches!(
+        tokio::time::timeout(SHUTDOWN_DEADLINE, last).await,
+        Ok(Ok(()))
+    ) {
+        tracing::debug!("last records not sent in time");
+    }
+}
+
+fn give_back(shard: &RefCell<Shard>, session: ServerSession, wbuf: TlsBuf) {
+    let mut s = shard.borrow_mut();
+    s.buffers.give(session.into_buffer());
+    s.buffers.give(wbuf.into_parts().0);
 }
 
 struct Driver {
     key: ConnKey,
-    tls: TlsStream<TcpStream>,
-    /// The transmit being written and how many of its bytes are written.
-    pending: Option<(Transmit, usize)>,
-    /// Bytes handed to TLS since the last completed flush.
-    unflushed: bool,
+    tcp: TcpStream,
+    session: ServerSession,
+    /// Records to write; `..sent` are written.
+    wbuf: TlsBuf,
+    sent: usize,
 }
 
 impl Driver {
@@ -121,16 +252,8 @@ impl Driver {
             }
             if s.fwd.wants_read(self.key) {
                 match self.poll_read(cx, s) {
-                    Poll::Ready(Ok(0)) => return Poll::Ready(Outcome::Lost),
-                    Poll::Ready(Ok(_)) => {
-                        s.fwd.handle_received(Instant::now(), self.key, unix_ms());
-                        s.pump();
-                        progress = true;
-                    }
-                    Poll::Ready(Err(e)) => {
-                        tracing::debug!(conn = self.key.0, error = %e, "read failed");
-                        return Poll::Ready(Outcome::Lost);
-                    }
+                    Poll::Ready(Ok(())) => progress = true,
+                    Poll::Ready(Err(lost)) => return Poll::Ready(lost),
                     Poll::Pending => {}
                 }
             } else {
@@ -146,7 +269,7 @@ impl Driver {
         Poll::Pending
     }
 
-    /// Writes what is queued for a closing connection; ready once all is flushed.
+    /// Writes what is queued for a closing connection; ready once all is written.
     fn poll_drain(
         &mut self,
         cx: &mut Context<'_>,
@@ -156,7 +279,7 @@ impl Driver {
         let s = &mut *guard;
         loop {
             let progress = self.poll_writes(cx, s)?;
-            if self.pending.is_none() && !self.unflushed {
+            if self.sent == self.wbuf.len() {
                 return Poll::Ready(Ok(()));
             }
             if !progress {
@@ -166,78 +289,89 @@ impl Driver {
         }
     }
 
-    /// Writes queued transmits until none is left or the socket is full; reports each
-    /// written one to the forwarder. Returns whether anything was written.
+    /// Writes the write buffer; once it is all written, encrypts the queued transmits
+    /// (up to a batch) and the session's own records into it, and goes on until nothing
+    /// is left or the socket is full. Each transmit is reported written once encrypted.
+    /// Returns whether anything moved.
     fn poll_writes(&mut self, cx: &mut Context<'_>, s: &mut Shard) -> std::io::Result<bool> {
         let mut progress = false;
+        let mut encrypted = false;
         loop {
-            if self.pending.is_none() {
-                match s.fwd.poll_transmit(self.key) {
-                    Some(t) => self.pending = Some((t, 0)),
-                    None => break,
+            if self.sent == self.wbuf.len() {
+                self.wbuf.clear();
+                self.sent = 0;
+                while self.wbuf.len() < WRITE_BATCH {
+                    let Some(transmit) = s.fwd.poll_transmit(self.key) else {
+                        break;
+                    };
+                    self.session
+                        .encrypt(&transmit.head, &transmit.payload, &mut self.wbuf)
+                        .map_err(std::io::Error::other)?;
+                    s.fwd.handle_written(self.key, &transmit);
+                    encrypted = true;
+                }
+                self.session
+                    .take_tls(&mut self.wbuf)
+                    .map_err(std::io::Error::other)?;
+                if self.wbuf.is_empty() {
+                    break;
                 }
             }
-            let Some((transmit, written)) = &mut self.pending else {
-                break;
-            };
-            let head: &[u8] = &transmit.head;
-            let slices = if *written < head.len() {
-                [
-                    IoSlice::new(head.get(*written..).unwrap_or_default()),
-                    IoSlice::new(&transmit.payload),
-                ]
-            } else {
-                [
-                    IoSlice::new(
-                        transmit
-                            .payload
-                            .get(*written - head.len()..)
-                            .unwrap_or_default(),
-                    ),
-                    IoSlice::new(&[]),
-                ]
-            };
-            match Pin::new(&mut self.tls).poll_write_vectored(cx, &slices) {
+            let unsent = self.wbuf.get(self.sent..).unwrap_or_default();
+            match Pin::new(&mut self.tcp).poll_write(cx, unsent) {
                 Poll::Ready(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
                 Poll::Ready(Ok(n)) => {
-                    *written += n;
-                    self.unflushed = true;
+                    self.sent += n;
                     progress = true;
-                    if *written >= transmit.len() {
-                        if let Some((done, _)) = self.pending.take() {
-                            s.fwd.handle_written(self.key, &done);
-                        }
-                    }
                 }
                 Poll::Ready(Err(e)) => return Err(e),
                 Poll::Pending => break,
             }
         }
-        if self.unflushed {
-            match Pin::new(&mut self.tls).poll_flush(cx) {
-                Poll::Ready(Ok(())) => self.unflushed = false,
-                Poll::Ready(Err(e)) => return Err(e),
-                Poll::Pending => {}
-            }
-        }
-        if progress {
+        if encrypted {
             // Windows may have drained: wake the readers they paused.
             s.pump();
         }
-        Ok(progress)
+        Ok(progress || encrypted)
     }
 
-    /// Reads decrypted bytes straight into the forwarder's receive buffer of this
-    /// connection (room reserved first).
-    fn poll_read(&mut self, cx: &mut Context<'_>, s: &mut Shard) -> Poll<std::io::Result<usize>> {
-        let Some(buffer) = s.fwd.receive_buffer(self.key) else {
-            return Poll::Ready(Ok(0));
-        };
-        if buffer.capacity() - buffer.len() < READ_MIN {
-            buffer.reserve(READ_RESERVE);
+    /// Reads ciphertext into the session's buffer and has it decrypted straight into
+    /// the forwarder's receive buffer of this connection; an error is the outcome.
+    fn poll_read(&mut self, cx: &mut Context<'_>, s: &mut Shard) -> Poll<Result<(), Outcome>> {
+        loop {
+            match self.tcp.poll_read_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => {
+                    tracing::debug!(conn = self.key.0, error = %e, "read failed");
+                    return Poll::Ready(Err(Outcome::Lost));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+            match self.tcp.try_read_buf(self.session.incoming_mut()) {
+                Ok(0) => return Poll::Ready(Err(Outcome::Lost)),
+                Ok(_) => break,
+                // The readiness was stale; polling it again registers the waker.
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    tracing::debug!(conn = self.key.0, error = %e, "read failed");
+                    return Poll::Ready(Err(Outcome::Lost));
+                }
+            }
         }
-        // `read_buf` is polled once and dropped: it is cancel-safe, and a Pending poll
-        // has registered the waker with the socket.
-        pin!(self.tls.read_buf(buffer)).poll(cx)
+        let Some(plaintext) = s.fwd.receive_buffer(self.key) else {
+            return Poll::Ready(Err(Outcome::Lost));
+        };
+        let fed = self.session.process(plaintext);
+        // What was decrypted before a close or an error still counts.
+        s.fwd.handle_received(Instant::now(), self.key, unix_ms());
+        s.pump();
+        Poll::Ready(match fed {
+            Ok(Fed::Open) => Ok(()),
+            Ok(Fed::PeerClosed) => Err(Outcome::Lost),
+            Err(e) => {
+                tracing::debug!(conn = self.key.0, error = %e, "TLS failed");
+                Err(Outcome::Lost)
+            }
+        })
     }
 }

@@ -15,10 +15,13 @@
 //! - **Per connection** one task: TLS handshake (with a deadline), then one future that
 //!   reads decrypted bytes straight into the forwarder's receive buffer for that
 //!   connection and writes the forwarder's transmits, honouring `wants_read` and
-//!   `poll_close`. On epoll, tokio-rustls over a tokio `TcpStream` (head and payload as
-//!   one vectored write); on io_uring, rustls driven on owned buffers
-//!   ([`crate::tls::ServerSession`]): one read and one write operation in flight at a
-//!   time, the write carrying every record encrypted since the last one. A shard-wide "pump" runs after every
+//!   `poll_close`. Both backends drive rustls' unbuffered API on buffers they own
+//!   ([`crate::tls::ServerSession`]): the read appends ciphertext to the session's
+//!   buffer, where rustls decrypts it in place; transmits are encrypted straight into
+//!   the connection's write buffer. On epoll over a tokio `TcpStream` (readiness reads,
+//!   the write buffer written as the socket takes it); on io_uring one read and one
+//!   write operation in flight at a time, the write carrying every record encrypted
+//!   since the last one. A shard-wide "pump" runs after every
 //!   input and wakes the connections that got something to write, that must close, or
 //!   whose window drained.
 //! - **Control.** One dispatcher thread receives [`ShardCommand`]s from the control side

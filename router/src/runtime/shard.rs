@@ -10,11 +10,11 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::Waker;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{Notify, mpsc};
-use tokio_rustls::TlsAcceptor;
 
 use super::{IoBackend, ShardCommand, ShardMsg, ShardRequest, ShardStats, conn};
 use crate::edge::CloseReason;
@@ -409,7 +409,7 @@ async fn shard_main(io: ShardIo) {
             tokio::task::spawn_local(accept_loop(
                 shard.clone(),
                 listener,
-                TlsAcceptor::from(settings.tls.clone()),
+                settings.tls.clone(),
                 settings.handshake_timeout,
                 stop_accept.clone(),
             ));
@@ -436,7 +436,7 @@ async fn shard_main(io: ShardIo) {
 async fn accept_loop(
     shard: Rc<RefCell<Shard>>,
     listener: tokio::net::TcpListener,
-    acceptor: TlsAcceptor,
+    tls: Arc<rustls::ServerConfig>,
     handshake_timeout: Duration,
     stop: Rc<Notify>,
 ) {
@@ -450,7 +450,7 @@ async fn accept_loop(
                 let _ = tcp.set_nodelay(true);
                 tokio::task::spawn_local(conn::run(
                     shard.clone(),
-                    acceptor.clone(),
+                    tls.clone(),
                     tcp,
                     peer,
                     handshake_timeout,

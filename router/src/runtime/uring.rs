@@ -1,16 +1,18 @@
 //! The io_uring backend's accept loop and connection driver, on `tokio-uring`.
 //!
-//! tokio-uring sockets take owned buffers (`read(buf) -> (result, buf)`), so tokio-rustls
-//! cannot sit on them: the connection drives rustls itself ([`ServerSession`]) on two
-//! buffers it owns for its lifetime, taken from the shard's [`BufferPool`] and given back
-//! at the end:
+//! tokio-uring sockets take owned buffers (`read(buf) -> (result, buf)`), so the
+//! connection drives rustls' unbuffered API itself ([`ServerSession`], shared with the
+//! epoll backend) on two buffers it owns for its lifetime, taken from the shard's
+//! [`BufferPool`] and given back at the end:
 //!
-//! - **read buffer** (64 KiB): one read operation in flight at a time, submitted while
-//!   the forwarder wants input; its ciphertext is decrypted straight into the
-//!   forwarder's receive buffer of the connection.
+//! - **read buffer** (the session's incoming buffer, 64 KiB and a record): one read
+//!   operation in flight at a time, submitted while the forwarder wants input, appends
+//!   ciphertext after the partial record the session kept; the session decrypts the
+//!   records in place and copies their plaintext into the forwarder's receive buffer of
+//!   the connection.
 //! - **write buffer** (16 KiB, grown on demand): when no write is in flight, every
-//!   transmit the forwarder queued (up to a 256 KiB batch) is encrypted, its records
-//!   copied into the buffer, and the buffer goes out in one `write_all` operation.
+//!   transmit the forwarder queued (up to a 256 KiB batch) is encrypted straight into
+//!   the buffer, and the buffer goes out in one `write_all` operation.
 //!
 //! The shard logic (pump, wake-ups, pause and resume on full windows, close, drain) is
 //! the same as on epoll ([`super::shard`]): the connection task parks its waker in its
@@ -36,17 +38,18 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use tokio::sync::Notify;
 use tokio_uring::BufResult;
+use tokio_uring::buf::{BoundedBuf, Slice};
 use tokio_uring::net::{TcpListener, TcpStream};
 
 use super::shard::{FLUSH_DEADLINE, Outcome, SHUTDOWN_DEADLINE, Shard, unix_ms};
 use crate::forward::ConnKey;
-use crate::tls::{Fed, ServerSession, SessionError};
+use crate::tls::{Fed, ServerSession, SessionError, TlsBuf};
 
 /// Submission queue entries of each shard's ring (the completion queue gets twice as
 /// many). Each connection has at most two operations in flight.
 pub(super) const ENTRIES: u32 = 1024;
-/// Capacity of a connection's read buffer: the most one read operation takes.
-const READ_BUFFER: usize = 64 * 1024;
+/// Capacity of a connection's read buffer: one read operation and a partial record.
+const READ_BUFFER: usize = crate::tls::INCOMING_BUFFER;
 /// Records gathered for one write operation before it is submitted.
 const WRITE_BATCH: usize = 256 * 1024;
 /// Initial capacity of a connection's write buffer (it grows toward a batch when the
@@ -131,22 +134,23 @@ async fn run(
     handshake_timeout: Duration,
 ) {
     let index = shard.borrow().index;
-    let (mut rbuf, mut wbuf) = {
+    let (rbuf, wbuf) = {
         let mut s = shard.borrow_mut();
         (s.buffers.take(READ_BUFFER), s.buffers.take(WRITE_BUFFER))
     };
     let mut early = BytesMut::new();
-    let mut session = match ServerSession::new(tls) {
+    let mut session = match ServerSession::with_buffer(tls, rbuf) {
         Ok(session) => session,
         Err(e) => {
             tracing::warn!(shard = index, %peer, error = %e, "cannot start a TLS session");
             shard.borrow_mut().handshakes_failed += 1;
             let _ = stream.shutdown(Shutdown::Both);
-            give_back(&shard, rbuf, wbuf);
+            shard.borrow_mut().buffers.give(wbuf);
             return;
         }
     };
-    let handshake = handshake(&stream, &mut session, &mut rbuf, &mut wbuf, &mut early);
+    let mut wbuf = TlsBuf::new(wbuf);
+    let handshake = handshake(&stream, &mut session, &mut wbuf, &mut early);
     let failed = match tokio::time::timeout(handshake_timeout, handshake).await {
         Ok(Ok(())) => false,
         Ok(Err(e)) => {
@@ -164,21 +168,21 @@ async fn run(
         if session.wants_write() && wbuf.capacity() > 0 {
             wbuf.clear();
             if session.take_tls(&mut wbuf).is_ok() {
-                let alert = tokio::time::timeout(SHUTDOWN_DEADLINE, stream.write_all(wbuf));
+                let alert = tokio::time::timeout(SHUTDOWN_DEADLINE, write_all(&stream, wbuf));
                 wbuf = match alert.await {
-                    Ok((_, buf)) => buf,
-                    Err(_) => Vec::new(),
+                    Ok((_, buf)) => TlsBuf::new(buf.into_inner()),
+                    Err(_) => TlsBuf::default(),
                 };
             }
         }
         // An operation cut off by the deadline completes now and frees the descriptor.
         let _ = stream.shutdown(Shutdown::Both);
-        give_back(&shard, rbuf, wbuf);
+        give_back(&shard, session.into_buffer(), wbuf);
         return;
     }
     let Some(key) = shard.borrow_mut().open_conn(session.client_fingerprints()) else {
         let _ = stream.shutdown(Shutdown::Both);
-        give_back(&shard, rbuf, wbuf);
+        give_back(&shard, session.into_buffer(), wbuf);
         return;
     };
     tracing::debug!(shard = index, conn = key.0, %peer, "edge connection open");
@@ -196,61 +200,72 @@ async fn run(
     let conn = Conn {
         key,
         session,
-        rbuf: Some(rbuf),
         wbuf: Some(wbuf),
     };
     drive(&shard, &stream, conn).await;
 }
 
-/// The handshake: read, feed rustls, write what it answers, until it is done. Plaintext
-/// that arrives with the client's last flight goes to `early`. A buffer whose operation
-/// is cut off (by the caller's deadline) is left empty, without capacity.
+/// The handshake: read, have rustls process, write what it answers, until it is done.
+/// Plaintext that arrives with the client's last flight goes to `early`. A buffer whose
+/// operation is cut off (by the caller's deadline) is left empty, without capacity.
 async fn handshake(
     stream: &TcpStream,
     session: &mut ServerSession,
-    rbuf: &mut Vec<u8>,
-    wbuf: &mut Vec<u8>,
+    wbuf: &mut TlsBuf,
     early: &mut BytesMut,
 ) -> Result<(), HandshakeError> {
     loop {
         if session.wants_write() {
             wbuf.clear();
             session.take_tls(wbuf)?;
-            let (result, buf) = stream.write_all(std::mem::take(wbuf)).await;
-            *wbuf = buf;
-            wbuf.clear();
+            let (result, buf) = write_all(stream, std::mem::take(wbuf)).await;
+            *wbuf = TlsBuf::new(buf.into_inner());
             result?;
         }
         if !session.is_handshaking() {
             return Ok(());
         }
-        rbuf.clear();
-        let (result, buf) = stream.read(std::mem::take(rbuf)).await;
-        *rbuf = buf;
+        let (result, buf) = stream.read(spare(session.take_incoming())).await;
+        session.put_incoming(buf.into_inner());
         if result? == 0 {
             return Err(HandshakeError::Closed);
         }
         // On an error rustls queues an alert, which the caller sends.
-        if session.feed(rbuf, early)? == Fed::PeerClosed {
+        if session.process(early)? == Fed::PeerClosed {
             return Err(HandshakeError::Closed);
         }
     }
 }
 
-fn give_back(shard: &RefCell<Shard>, rbuf: Vec<u8>, wbuf: Vec<u8>) {
+/// The spare capacity of the incoming buffer, which a read appends to.
+fn spare(buf: Vec<u8>) -> Slice<Vec<u8>> {
+    let len = buf.len();
+    buf.slice(len..)
+}
+
+/// Writes the records of `buf`; the storage comes back (see [`TlsBuf::new`]).
+fn write_all(
+    stream: &TcpStream,
+    buf: TlsBuf,
+) -> impl Future<Output = BufResult<(), Slice<Vec<u8>>>> + '_ {
+    let (storage, len) = buf.into_parts();
+    stream.write_all(storage.slice(..len))
+}
+
+fn give_back(shard: &RefCell<Shard>, rbuf: Vec<u8>, wbuf: TlsBuf) {
     let mut s = shard.borrow_mut();
     s.buffers.give(rbuf);
-    s.buffers.give(wbuf);
+    s.buffers.give(wbuf.into_parts().0);
 }
 
 /// One open connection's state outside its operations in flight.
 struct Conn {
     key: ConnKey,
+    /// The TLS session; its incoming buffer is the read buffer, which a read operation
+    /// holds while in flight.
     session: ServerSession,
-    /// The read buffer; `None` while a read operation holds it.
-    rbuf: Option<Vec<u8>>,
     /// The write buffer; `None` while a write operation holds it.
-    wbuf: Option<Vec<u8>>,
+    wbuf: Option<TlsBuf>,
 }
 
 /// Drives an open connection until it closes, then flushes, says close_notify, shuts
@@ -258,8 +273,8 @@ struct Conn {
 async fn drive(shard: &RefCell<Shard>, stream: &TcpStream, mut conn: Conn) {
     let index = shard.borrow().index;
     let key = conn.key;
-    let read = |buf: Vec<u8>| stream.read(buf);
-    let write = |buf: Vec<u8>| stream.write_all(buf);
+    let read = |buf: Vec<u8>| stream.read(spare(buf));
+    let write = |buf: TlsBuf| write_all(stream, buf);
     let mut reading = pin!(None);
     let mut writing = pin!(None);
 
@@ -305,8 +320,8 @@ async fn drive(shard: &RefCell<Shard>, stream: &TcpStream, mut conn: Conn) {
         if let Some(mut buf) = conn.wbuf.take() {
             buf.clear();
             if conn.session.take_tls(&mut buf).is_ok() {
-                match tokio::time::timeout(SHUTDOWN_DEADLINE, stream.write_all(buf)).await {
-                    Ok((_, buf)) => conn.wbuf = Some(buf),
+                match tokio::time::timeout(SHUTDOWN_DEADLINE, write_all(stream, buf)).await {
+                    Ok((_, buf)) => conn.wbuf = Some(TlsBuf::new(buf.into_inner())),
                     Err(_) => tracing::debug!(conn = key.0, "close_notify not sent in time"),
                 }
             } else {
@@ -316,18 +331,22 @@ async fn drive(shard: &RefCell<Shard>, stream: &TcpStream, mut conn: Conn) {
     }
     // Operations still in flight complete now; their buffers come back to the pool.
     let _ = stream.shutdown(Shutdown::Both);
+    let mut rbuf = None;
     if let Some(op) = reading.as_mut().as_pin_mut() {
         if let Ok((_, buf)) = tokio::time::timeout(RECLAIM_DEADLINE, op).await {
-            conn.rbuf = Some(buf);
+            rbuf = Some(buf.into_inner());
         }
+    } else {
+        rbuf = Some(conn.session.take_incoming());
     }
     if let Some(op) = writing.as_mut().as_pin_mut() {
         if let Ok((_, buf)) = tokio::time::timeout(RECLAIM_DEADLINE, op).await {
-            conn.wbuf = Some(buf);
+            conn.wbuf = Some(TlsBuf::new(buf.into_inner()));
         }
     }
     let mut s = shard.borrow_mut();
-    for buf in [conn.rbuf.take(), conn.wbuf.take()].into_iter().flatten() {
+    let wbuf = conn.wbuf.take().map(|buf| buf.into_parts().0);
+    for buf in [rbuf, wbuf].into_iter().flatten() {
         s.buffers.give(buf);
     }
 }
@@ -342,11 +361,11 @@ impl Conn {
         mut reading: Pin<&mut Option<R>>,
         mut writing: Pin<&mut Option<W>>,
         read: &impl Fn(Vec<u8>) -> R,
-        write: &impl Fn(Vec<u8>) -> W,
+        write: &impl Fn(TlsBuf) -> W,
     ) -> Poll<Outcome>
     where
-        R: Future<Output = BufResult<usize, Vec<u8>>>,
-        W: Future<Output = BufResult<(), Vec<u8>>>,
+        R: Future<Output = BufResult<usize, Slice<Vec<u8>>>>,
+        W: Future<Output = BufResult<(), Slice<Vec<u8>>>>,
     {
         let mut guard = shard.borrow_mut();
         let s = &mut *guard;
@@ -368,21 +387,17 @@ impl Conn {
                 if let Poll::Ready((result, buf)) = op.poll(cx) {
                     reading.set(None);
                     progress = true;
-                    let fed = self.received(s, result, &buf);
-                    self.rbuf = Some(buf);
-                    if let Err(lost) = fed {
+                    self.session.put_incoming(buf.into_inner());
+                    if let Err(lost) = self.received(s, result) {
                         return Poll::Ready(lost);
                     }
                 }
             }
             if reading.is_none() {
                 if s.fwd.wants_read(self.key) {
-                    if let Some(mut buf) = self.rbuf.take() {
-                        buf.clear();
-                        reading.set(Some(read(buf)));
-                        // Polled in the next round, which registers the waker.
-                        progress = true;
-                    }
+                    reading.set(Some(read(self.session.take_incoming())));
+                    // Polled in the next round, which registers the waker.
+                    progress = true;
                 } else {
                     s.note_paused(self.key);
                 }
@@ -397,27 +412,21 @@ impl Conn {
         Poll::Pending
     }
 
-    /// Hands a completed read to TLS and the forwarder.
-    fn received(
-        &mut self,
-        s: &mut Shard,
-        result: std::io::Result<usize>,
-        buf: &[u8],
-    ) -> Result<(), Outcome> {
-        let n = match result {
+    /// Hands a completed read (back in the session's incoming buffer) to TLS and the
+    /// forwarder.
+    fn received(&mut self, s: &mut Shard, result: std::io::Result<usize>) -> Result<(), Outcome> {
+        match result {
             Ok(0) => return Err(Outcome::Lost),
-            Ok(n) => n,
+            Ok(_) => {}
             Err(e) => {
                 tracing::debug!(conn = self.key.0, error = %e, "read failed");
                 return Err(Outcome::Lost);
             }
-        };
+        }
         let Some(plaintext) = s.fwd.receive_buffer(self.key) else {
             return Err(Outcome::Lost);
         };
-        let fed = self
-            .session
-            .feed(buf.get(..n).unwrap_or_default(), plaintext);
+        let fed = self.session.process(plaintext);
         // What was decrypted before a close or an error still counts.
         s.fwd.handle_received(Instant::now(), self.key, unix_ms());
         s.pump();
@@ -437,10 +446,10 @@ impl Conn {
         cx: &mut Context<'_>,
         shard: &RefCell<Shard>,
         mut writing: Pin<&mut Option<W>>,
-        write: &impl Fn(Vec<u8>) -> W,
+        write: &impl Fn(TlsBuf) -> W,
     ) -> Poll<std::io::Result<()>>
     where
-        W: Future<Output = BufResult<(), Vec<u8>>>,
+        W: Future<Output = BufResult<(), Slice<Vec<u8>>>>,
     {
         let mut guard = shard.borrow_mut();
         let s = &mut *guard;
@@ -465,19 +474,18 @@ impl Conn {
         cx: &mut Context<'_>,
         s: &mut Shard,
         mut writing: Pin<&mut Option<W>>,
-        write: &impl Fn(Vec<u8>) -> W,
+        write: &impl Fn(TlsBuf) -> W,
     ) -> std::io::Result<bool>
     where
-        W: Future<Output = BufResult<(), Vec<u8>>>,
+        W: Future<Output = BufResult<(), Slice<Vec<u8>>>>,
     {
         let mut progress = false;
         if let Some(op) = writing.as_mut().as_pin_mut() {
-            let Poll::Ready((result, mut buf)) = op.poll(cx) else {
+            let Poll::Ready((result, buf)) = op.poll(cx) else {
                 return Ok(false);
             };
             writing.set(None);
-            buf.clear();
-            self.wbuf = Some(buf);
+            self.wbuf = Some(TlsBuf::new(buf.into_inner()));
             result?;
             progress = true;
         }
@@ -491,8 +499,7 @@ impl Conn {
                 break;
             };
             self.session
-                .encrypt(&transmit.head, &transmit.payload)
-                .and_then(|()| self.session.take_tls(buf))
+                .encrypt(&transmit.head, &transmit.payload, buf)
                 .map_err(std::io::Error::other)?;
             s.fwd.handle_written(self.key, &transmit);
             encrypted = true;

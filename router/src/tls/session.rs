@@ -1,41 +1,140 @@
-//! A rustls server connection driven on caller-owned buffers, for drivers whose sockets
-//! take owned buffers (io_uring) and so cannot sit under tokio-rustls.
+//! A rustls server connection on rustls' unbuffered API, on buffers the session and its
+//! driver own: both I/O backends drive their edge connections with it.
 //!
-//! The driver reads ciphertext into its own buffer and hands it to [`ServerSession::feed`],
-//! which decrypts straight into the forwarder's receive buffer; it hands plaintext frames
-//! to [`ServerSession::encrypt`] and collects the records with
-//! [`ServerSession::take_tls`] into its own outgoing buffer, which it submits in one
-//! write. The handshake is the same loop before the first application data.
+//! - **Incoming**: the session owns the ciphertext buffer. The driver reads straight
+//!   into its spare capacity ([`ServerSession::incoming_mut`] for a readiness read,
+//!   [`ServerSession::take_incoming`] / [`ServerSession::put_incoming`] for an io_uring
+//!   read, which owns its buffer while in flight) and calls [`ServerSession::process`],
+//!   which has rustls decrypt the complete records in place and appends their plaintext
+//!   to the forwarder's receive buffer. A partial record stays, moved to the front of the
+//!   buffer once per call.
+//! - **Outgoing**: [`ServerSession::encrypt`] encrypts a frame (head and payload)
+//!   straight into the driver's write buffer; the records rustls makes on its own
+//!   (handshake, session tickets, key updates, alerts, close_notify) wait in the session
+//!   for [`ServerSession::take_tls`] (or go first into the next [`ServerSession::encrypt`]).
 //!
-//! This uses rustls' buffered API (`read_tls`, `process_new_packets`, `reader`,
-//! `writer`, `write_tls`): rustls keeps its own record buffers, so each direction copies
-//! once more than the TLS crypto itself (ciphertext out of rustls into the caller's
-//! buffer; plaintext out of rustls into the receive buffer), and rustls allocates a
-//! buffer per record it encrypts or decrypts. rustls' unbuffered API would remove both;
-//! it is the next step (docs/adr/0004-router-runtime.md).
+//! Plaintext written during the handshake is held until it completes.
+//!
+//! rustls 0.23 still allocates inside its unbuffered API: one buffer per record it
+//! decrypts (`ReadTraffic::next_record` hands out a `Vec` popped from its plaintext
+//! queue) and one per record it encrypts (its `MessageEncrypter` returns an owned
+//! record, which `WriteTraffic::encrypt` copies into the caller's buffer). Those are
+//! the only allocations of the path (docs/adr/0004-router-runtime.md).
 
-use std::io::{BufRead as _, IoSlice, Write as _};
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use rustls::{ServerConfig, ServerConnection};
+use rustls::ServerConfig;
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
+use rustls::unbuffered::{
+    ConnectionState, EncodeError, EncodeTlsData, EncryptError, InsufficientSizeError,
+    UnbufferedStatus, WriteTraffic,
+};
 
+/// The most plaintext one TLS record carries.
+pub const MAX_RECORD_PLAINTEXT: usize = 16 * 1024;
+/// The most a record adds to its plaintext: header (5), TLS 1.2 explicit nonce (8),
+/// AEAD tag (16), TLS 1.3 inner content type (1).
+const RECORD_OVERHEAD: usize = 5 + 8 + 16 + 1;
+/// The largest record the peer may send: header and TLS 1.2's ciphertext limit.
+const MAX_RECORD: usize = 5 + MAX_RECORD_PLAINTEXT + 2048;
+/// Capacity of the incoming buffer of [`ServerSession::new`]: a 64 KiB read and one
+/// partial record.
+pub const INCOMING_BUFFER: usize = 64 * 1024 + MAX_RECORD;
+/// Free room the incoming buffer keeps for the next read (grown otherwise, which only a
+/// handshake message spanning records can ask for).
+const INCOMING_ROOM: usize = MAX_RECORD;
 /// How much the plaintext buffer grows by when it runs out of room.
 const PLAINTEXT_RESERVE: usize = 64 * 1024;
+/// Room made for a handshake record before rustls says how much it needs.
+const HANDSHAKE_ROOM: usize = 4 * 1024;
+/// Payload bytes copied next to a frame's head so that both go in one record, instead
+/// of the head going in a record of its own (see [`ServerSession::encrypt`]).
+pub const COALESCE_MAX: usize = 4 * 1024;
+
+/// A write buffer of TLS records: its slice (`Deref`) is the records to send. The
+/// storage after them stays initialized once written to, so that encrypting into it
+/// again needs no zeroing; it grows only when a batch needs more room than ever before.
+#[derive(Debug, Default)]
+pub struct TlsBuf {
+    storage: Vec<u8>,
+    len: usize,
+}
+
+impl TlsBuf {
+    /// An empty buffer on `storage` (whose contents are dropped; its length is kept as
+    /// initialized room).
+    pub fn new(storage: Vec<u8>) -> Self {
+        Self { storage, len: 0 }
+    }
+
+    /// Forgets the records (they were sent).
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// The storage's capacity.
+    pub fn capacity(&self) -> usize {
+        self.storage.capacity()
+    }
+
+    /// Appends bytes after the records.
+    pub fn extend_from_slice(&mut self, data: &[u8]) {
+        self.room(data.len()).copy_from_slice(data);
+        self.len += data.len();
+    }
+
+    /// The storage and how many of its first bytes are records, for a write operation
+    /// that owns its buffer; [`Self::new`] takes the storage back.
+    pub fn into_parts(self) -> (Vec<u8>, usize) {
+        (self.storage, self.len)
+    }
+
+    /// `n` bytes of room after the records, zeroed only where never used before.
+    fn room(&mut self, n: usize) -> &mut [u8] {
+        let end = self.len + n;
+        if self.storage.len() < end {
+            self.storage.resize(end, 0);
+        }
+        self.storage.get_mut(self.len..end).unwrap_or_default()
+    }
+
+    /// Counts `n` bytes written into [`Self::room`] as records.
+    fn commit(&mut self, n: usize) {
+        self.len = (self.len + n).min(self.storage.len());
+    }
+}
+
+impl std::ops::Deref for TlsBuf {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.storage.get(..self.len).unwrap_or_default()
+    }
+}
 
 /// Why a TLS session failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
     /// The peer broke the TLS protocol (or a certificate was refused); an alert is
-    /// queued for it (see [`ServerSession::wants_write`]).
+    /// queued for it where rustls makes one (see [`ServerSession::wants_write`]).
     #[error("TLS: {0}")]
     Tls(#[from] rustls::Error),
-    /// rustls refused to take bytes (its buffers are full: a driver bug).
-    #[error("TLS buffers: {0}")]
-    Io(#[from] std::io::Error),
+    /// rustls refused to encrypt: the keys reached their limit.
+    #[error("TLS encryption: {0}")]
+    Encrypt(#[from] EncryptError),
+    /// rustls refused to encode a handshake record.
+    #[error("TLS encoding: {0}")]
+    Encode(#[from] EncodeError),
+    /// Application data was written after the session's close_notify.
+    #[error("TLS session already closed")]
+    Closed,
+    /// rustls reached a state the session does not know (a newer rustls).
+    #[error("unexpected TLS state {0}")]
+    UnexpectedState(String),
 }
 
-/// What [`ServerSession::feed`] saw.
+/// What [`ServerSession::process`] saw.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fed {
     /// The session goes on.
@@ -44,20 +143,90 @@ pub enum Fed {
     PeerClosed,
 }
 
-/// One edge connection's TLS, server side, on caller-owned buffers.
-#[derive(Debug)]
+/// What one run of rustls' state machine is asked to do besides reading.
+enum Job<'a> {
+    /// Only process the incoming records.
+    Read(&'a mut BytesMut),
+    /// Encrypt a frame into `out` (held during the handshake).
+    Encrypt {
+        head: &'a [u8],
+        payload: &'a [u8],
+        out: &'a mut TlsBuf,
+    },
+    /// Queue the close_notify alert.
+    CloseNotify,
+}
+
+/// One edge connection's TLS, server side, on rustls' unbuffered API.
 pub struct ServerSession {
-    conn: ServerConnection,
+    conn: UnbufferedServerConnection,
+    /// Ciphertext received and not processed yet: a partial record (and, during the
+    /// handshake, parts of a handshake message), at the front.
+    incoming: Vec<u8>,
+    /// A read operation holds `incoming`.
+    lent: bool,
+    /// What `incoming` held when it was lent, which rustls sees meanwhile.
+    shadow: Vec<u8>,
+    /// Records rustls made (handshake, tickets, key updates, alerts) for
+    /// [`Self::take_tls`].
+    outgoing: TlsBuf,
+    /// Plaintext written before the handshake completed.
+    held: Vec<u8>,
+    /// A frame's head and the start of its payload, to encrypt as one record.
+    scratch: Vec<u8>,
+    /// The error that ended the session: every later call answers it.
+    failed: Option<rustls::Error>,
+    /// The peer's close_notify arrived.
+    peer_closed: bool,
+    /// Our close_notify is queued.
+    closed: bool,
+}
+
+impl std::fmt::Debug for ServerSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerSession")
+            .field("incoming", &self.incoming.len())
+            .field("outgoing", &self.outgoing.len())
+            .field("held", &self.held.len())
+            .field("failed", &self.failed)
+            .field("peer_closed", &self.peer_closed)
+            .field("closed", &self.closed)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ServerSession {
-    /// A session waiting for the client's hello.
+    /// A session waiting for the client's hello, with an incoming buffer of its own.
     pub fn new(config: Arc<ServerConfig>) -> Result<Self, SessionError> {
-        let mut conn = ServerConnection::new(config)?;
-        // The driver drains everything rustls produces into its own bounded buffers
-        // after each batch, so rustls' own limits would only split writes.
-        conn.set_buffer_limit(None);
-        Ok(Self { conn })
+        Self::with_buffer(config, Vec::with_capacity(INCOMING_BUFFER))
+    }
+
+    /// A session waiting for the client's hello, reading into `buffer` (cleared; grown to
+    /// hold at least a read and a partial record). [`Self::into_buffer`] gives it back.
+    pub fn with_buffer(
+        config: Arc<ServerConfig>,
+        mut buffer: Vec<u8>,
+    ) -> Result<Self, SessionError> {
+        buffer.clear();
+        buffer.reserve(INCOMING_ROOM);
+        Ok(Self {
+            conn: UnbufferedServerConnection::new(config)?,
+            incoming: buffer,
+            lent: false,
+            shadow: Vec::new(),
+            outgoing: TlsBuf::default(),
+            held: Vec::new(),
+            scratch: Vec::new(),
+            failed: None,
+            peer_closed: false,
+            closed: false,
+        })
+    }
+
+    /// The incoming buffer, for reuse once the session is over (empty while a read
+    /// holds it).
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.incoming
     }
 
     /// Whether the handshake is still going on.
@@ -76,77 +245,419 @@ impl ServerSession {
         super::client_fingerprints(&self.conn)
     }
 
-    /// Decrypts `ciphertext` (handshake records are processed, their answers queued for
-    /// [`Self::take_tls`]) and appends the application data to `plaintext`, growing it
-    /// as needed. Stops early once the peer's close_notify arrives.
+    /// The incoming buffer: ciphertext not processed yet, then spare capacity (at least
+    /// a full record) for the next read to append to; [`Self::process`] afterwards.
+    pub fn incoming_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.incoming
+    }
+
+    /// Hands the incoming buffer out to a read operation that owns it while in flight: it
+    /// must append to it (into its spare capacity) and come back through
+    /// [`Self::put_incoming`] before [`Self::process`]. Meanwhile the session goes on
+    /// encrypting on a copy of the unprocessed ciphertext (a partial record at most),
+    /// which rustls must see again on every call (it may hold part of a handshake
+    /// message there).
+    pub fn take_incoming(&mut self) -> Vec<u8> {
+        self.shadow.clear();
+        self.shadow.extend_from_slice(&self.incoming);
+        self.lent = true;
+        std::mem::take(&mut self.incoming)
+    }
+
+    /// Takes the incoming buffer back from a read operation.
+    pub fn put_incoming(&mut self, buffer: Vec<u8>) {
+        self.incoming = buffer;
+        self.lent = false;
+        self.keep_room();
+    }
+
+    /// Appends `ciphertext` to the incoming buffer and processes it (see
+    /// [`Self::process`]): for drivers that read into buffers of their own, and tests.
     pub fn feed(
         &mut self,
         mut ciphertext: &[u8],
         plaintext: &mut BytesMut,
     ) -> Result<Fed, SessionError> {
-        while !ciphertext.is_empty() {
-            let n = self.conn.read_tls(&mut ciphertext)?;
-            self.conn.process_new_packets()?;
-            if self.drain_plaintext(plaintext)? == Fed::PeerClosed || n == 0 {
-                // `read_tls` takes nothing after a close_notify.
+        loop {
+            let room = self.incoming.capacity() - self.incoming.len();
+            let (now, later) = ciphertext.split_at(room.min(ciphertext.len()));
+            self.incoming.extend_from_slice(now);
+            ciphertext = later;
+            if self.process(plaintext)? == Fed::PeerClosed {
                 return Ok(Fed::PeerClosed);
             }
-        }
-        Ok(Fed::Open)
-    }
-
-    fn drain_plaintext(&mut self, plaintext: &mut BytesMut) -> Result<Fed, SessionError> {
-        let mut reader = self.conn.reader();
-        loop {
-            let chunk = match reader.fill_buf() {
-                Ok([]) => return Ok(Fed::PeerClosed),
-                Ok(chunk) => chunk,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(Fed::Open),
-                Err(e) => return Err(e.into()),
-            };
-            let len = chunk.len();
-            if plaintext.capacity() - plaintext.len() < len {
-                plaintext.reserve(len.max(PLAINTEXT_RESERVE));
+            if ciphertext.is_empty() {
+                return Ok(Fed::Open);
             }
-            plaintext.extend_from_slice(chunk);
-            reader.consume(len);
         }
     }
 
-    /// Encrypts `head` then `payload` as application data (in as few records as their
-    /// total length allows); the records wait for [`Self::take_tls`]. During the
-    /// handshake the plaintext is held until it completes.
-    pub fn encrypt(&mut self, head: &[u8], payload: &[u8]) -> Result<(), SessionError> {
-        let mut slices = [IoSlice::new(head), IoSlice::new(payload)];
-        let mut slices: &mut [IoSlice<'_>] = &mut slices;
-        while !slices.is_empty() {
-            let n = self.conn.writer().write_vectored(slices)?;
-            if n == 0 {
-                return Err(SessionError::Io(std::io::ErrorKind::WriteZero.into()));
-            }
-            IoSlice::advance_slices(&mut slices, n);
-        }
-        Ok(())
+    /// Processes the complete records in the incoming buffer: handshake records are
+    /// answered (the answers wait for [`Self::take_tls`]), application data is decrypted
+    /// in place and appended to `plaintext`, growing it as needed. A partial record stays
+    /// for the next read. Stops at the peer's close_notify.
+    ///
+    /// On an error, the alert rustls makes (if any) waits for [`Self::take_tls`]; the
+    /// plaintext decrypted before the error is in `plaintext`.
+    pub fn process(&mut self, plaintext: &mut BytesMut) -> Result<Fed, SessionError> {
+        self.run(Job::Read(plaintext))?;
+        Ok(if self.peer_closed {
+            Fed::PeerClosed
+        } else {
+            Fed::Open
+        })
     }
 
-    /// Whether records (handshake, application data, alerts) wait for [`Self::take_tls`].
+    /// Encrypts `head` then `payload` as application data straight into `out` (grown
+    /// only when it has too little room), after any record the session holds (so that
+    /// records go out in order). During the handshake the plaintext is held until it
+    /// completes.
+    ///
+    /// A frame goes in as few records as its length allows without copying more than
+    /// [`COALESCE_MAX`] bytes of its payload: rustls encrypts one slice at a time, so
+    /// the head and the start of the payload that does not fill whole records are
+    /// copied into a scratch buffer and encrypted as one record, and the rest of the
+    /// payload (whole records) is encrypted where it lies. A 16 KiB payload is thus one
+    /// record for the head and one for the payload, as many as any split gives.
+    pub fn encrypt(
+        &mut self,
+        head: &[u8],
+        payload: &[u8],
+        out: &mut TlsBuf,
+    ) -> Result<(), SessionError> {
+        if self.closed {
+            return Err(SessionError::Closed);
+        }
+        self.run(Job::Encrypt { head, payload, out })
+    }
+
+    /// Whether records (handshake, alerts, close_notify) wait for [`Self::take_tls`].
     pub fn wants_write(&self) -> bool {
-        self.conn.wants_write()
+        !self.outgoing.is_empty()
     }
 
     /// Appends every record waiting to be sent to `out`.
-    pub fn take_tls(&mut self, out: &mut Vec<u8>) -> Result<(), SessionError> {
-        while self.conn.wants_write() {
-            if self.conn.write_tls(out)? == 0 {
-                break;
-            }
+    pub fn take_tls(&mut self, out: &mut TlsBuf) -> Result<(), SessionError> {
+        if !self.outgoing.is_empty() {
+            out.extend_from_slice(&self.outgoing);
+            self.outgoing.clear();
         }
         Ok(())
     }
 
-    /// Queues the close_notify alert (sent by the next [`Self::take_tls`]).
+    /// Queues the close_notify alert (sent by the next [`Self::take_tls`]). Does nothing
+    /// during the handshake or after an error.
     pub fn send_close_notify(&mut self) {
-        self.conn.send_close_notify();
+        if self.closed || self.failed.is_some() || self.conn.is_handshaking() {
+            return;
+        }
+        if let Err(e) = self.run(Job::CloseNotify) {
+            tracing::debug!(error = %e, "close_notify not queued");
+        }
+    }
+
+    /// Keeps a full record's room free after the unprocessed ciphertext.
+    fn keep_room(&mut self) {
+        if !self.lent && self.incoming.capacity() - self.incoming.len() < INCOMING_ROOM {
+            self.incoming.reserve(INCOMING_ROOM);
+        }
+    }
+
+    /// Runs rustls' state machine over the incoming buffer until it wants more input or
+    /// can send application data, doing `job` on the way.
+    fn run(&mut self, mut job: Job<'_>) -> Result<(), SessionError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone().into());
+        }
+        if self.lent && matches!(job, Job::Read(_)) {
+            return Err(SessionError::UnexpectedState(
+                "processing while a read holds the buffer".into(),
+            ));
+        }
+        let Self {
+            conn,
+            incoming,
+            lent,
+            shadow,
+            outgoing,
+            held,
+            scratch,
+            failed,
+            peer_closed,
+            closed,
+        } = self;
+        // Only a read consumes records; other jobs find none complete.
+        let incoming = if *lent { shadow } else { incoming };
+        // Bytes of `incoming` rustls is done with; removed once, at the end.
+        let mut consumed = 0;
+        let result = loop {
+            let unprocessed = incoming.get_mut(consumed..).unwrap_or_default();
+            let UnbufferedStatus { mut discard, state } = conn.process_tls_records(unprocessed);
+            let state = match state {
+                Ok(state) => state,
+                Err(e) => {
+                    consumed += discard;
+                    break Err(e);
+                }
+            };
+            let step = match state {
+                ConnectionState::ReadTraffic(mut records) => {
+                    let mut step = Ok(false);
+                    while let Some(record) = records.next_record() {
+                        match record {
+                            Ok(record) => {
+                                discard += record.discard;
+                                if let Job::Read(plaintext) = &mut job {
+                                    append(plaintext, record.payload);
+                                } else {
+                                    // `process` leaves no complete record behind, so no
+                                    // other job finds one.
+                                    step = Err(SessionError::UnexpectedState(
+                                        "application data outside a read".into(),
+                                    ));
+                                }
+                            }
+                            Err(e) => {
+                                step = Err(e.into());
+                                break;
+                            }
+                        }
+                    }
+                    step
+                }
+                ConnectionState::ReadEarlyData(mut records) => {
+                    // The configuration accepts no early data; were it to, it is
+                    // application data like any other.
+                    let mut step = Ok(false);
+                    while let Some(record) = records.next_record() {
+                        match record {
+                            Ok(record) => {
+                                discard += record.discard;
+                                if let Job::Read(plaintext) = &mut job {
+                                    append(plaintext, record.payload);
+                                }
+                            }
+                            Err(e) => {
+                                step = Err(e.into());
+                                break;
+                            }
+                        }
+                    }
+                    step
+                }
+                ConnectionState::EncodeTlsData(mut record) => {
+                    encode(&mut record, outgoing).map(|()| false)
+                }
+                ConnectionState::TransmitTlsData(mut transmit) => {
+                    // The records wait in `outgoing`, which goes out in order with the
+                    // driver's next write: they count as sent.
+                    let mut step = Ok(false);
+                    if !held.is_empty() {
+                        if let Some(mut traffic) = transmit.may_encrypt_app_data() {
+                            step = seal(&mut traffic, held, outgoing).map(|()| false);
+                            held.clear();
+                        }
+                    }
+                    transmit.done();
+                    step
+                }
+                ConnectionState::BlockedHandshake => {
+                    if let Job::Encrypt { head, payload, .. } = &job {
+                        held.extend_from_slice(head);
+                        held.extend_from_slice(payload);
+                    }
+                    Ok(true)
+                }
+                ConnectionState::PeerClosed => {
+                    *peer_closed = true;
+                    Ok(false)
+                }
+                ConnectionState::Closed => {
+                    *peer_closed = true;
+                    Ok(true)
+                }
+                ConnectionState::WriteTraffic(mut traffic) => {
+                    let mut step = Ok(());
+                    if !held.is_empty() {
+                        step = seal(&mut traffic, held, outgoing);
+                        held.clear();
+                    }
+                    match &mut job {
+                        Job::Read(_) => {}
+                        Job::Encrypt { head, payload, out } => {
+                            if step.is_ok() {
+                                // Records rustls made go first.
+                                out.extend_from_slice(outgoing);
+                                outgoing.clear();
+                                step = seal_frame(&mut traffic, head, payload, scratch, out);
+                            }
+                        }
+                        Job::CloseNotify => {
+                            if step.is_ok() {
+                                step = close_notify(&mut traffic, outgoing);
+                                *closed = true;
+                            }
+                        }
+                    }
+                    step.map(|()| true)
+                }
+                other => Err(SessionError::UnexpectedState(format!("{other:?}"))),
+            };
+            consumed += discard;
+            match step {
+                Ok(true) => break Ok(()),
+                Ok(false) => {}
+                Err(e) => {
+                    compact(incoming, consumed);
+                    return Err(e);
+                }
+            }
+        };
+        compact(incoming, consumed);
+        match result {
+            Ok(()) => {
+                self.keep_room();
+                Ok(())
+            }
+            Err(e) => {
+                *failed = Some(e.clone());
+                // rustls queued its alert (if any) before the error: encode it.
+                while conn.wants_write() {
+                    let UnbufferedStatus { state, .. } = conn.process_tls_records(&mut []);
+                    match state {
+                        Ok(ConnectionState::EncodeTlsData(mut record)) => {
+                            if encode(&mut record, outgoing).is_err() {
+                                break;
+                            }
+                        }
+                        _ => break,
+                    }
+                }
+                Err(e.into())
+            }
+        }
+    }
+}
+
+/// Appends decrypted application data to the receive buffer.
+fn append(plaintext: &mut BytesMut, data: &[u8]) {
+    if plaintext.capacity() - plaintext.len() < data.len() {
+        plaintext.reserve(data.len().max(PLAINTEXT_RESERVE));
+    }
+    plaintext.extend_from_slice(data);
+}
+
+/// Removes the first `consumed` bytes of `buffer` (no reallocation).
+fn compact(buffer: &mut Vec<u8>, consumed: usize) {
+    if consumed == 0 {
+        return;
+    }
+    let len = buffer.len();
+    if consumed >= len {
+        buffer.clear();
+    } else {
+        buffer.copy_within(consumed.., 0);
+        buffer.truncate(len - consumed);
+    }
+}
+
+/// Encodes a handshake (or alert) record at the end of `out`, growing it when needed.
+fn encode(
+    record: &mut EncodeTlsData<'_, ServerConnectionData>,
+    out: &mut TlsBuf,
+) -> Result<(), SessionError> {
+    let mut room = HANDSHAKE_ROOM;
+    loop {
+        match record.encode(out.room(room)) {
+            Ok(n) => {
+                out.commit(n);
+                return Ok(());
+            }
+            Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size }))
+                if required_size > room =>
+            {
+                room = required_size;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Encrypts `data` as application data at the end of `out`, growing it only when it has
+/// too little room.
+fn seal(
+    traffic: &mut WriteTraffic<'_, ServerConnectionData>,
+    data: &[u8],
+    out: &mut TlsBuf,
+) -> Result<(), SessionError> {
+    if data.is_empty() {
+        return Ok(());
+    }
+    let records = data.len().div_ceil(MAX_RECORD_PLAINTEXT);
+    let mut room = data.len() + records * RECORD_OVERHEAD;
+    loop {
+        match traffic.encrypt(data, out.room(room)) {
+            Ok(n) => {
+                out.commit(n);
+                return Ok(());
+            }
+            // Records rustls queued (a key update) go first and take room too.
+            Err(EncryptError::InsufficientSize(InsufficientSizeError { required_size }))
+                if required_size > room =>
+            {
+                room = required_size;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Encrypts a frame, `head` then `payload`, at the end of `out` (see
+/// [`ServerSession::encrypt`]).
+fn seal_frame(
+    traffic: &mut WriteTraffic<'_, ServerConnectionData>,
+    head: &[u8],
+    payload: &[u8],
+    scratch: &mut Vec<u8>,
+    out: &mut TlsBuf,
+) -> Result<(), SessionError> {
+    // The payload beyond whole records, which the head's record can carry.
+    let partial = payload.len() % MAX_RECORD_PLAINTEXT;
+    if head.is_empty() {
+        return seal(traffic, payload, out);
+    }
+    if partial <= COALESCE_MAX && head.len() + partial <= MAX_RECORD_PLAINTEXT {
+        let (start, whole) = payload.split_at(partial);
+        scratch.clear();
+        scratch.extend_from_slice(head);
+        scratch.extend_from_slice(start);
+        seal(traffic, scratch, out)?;
+        seal(traffic, whole, out)
+    } else {
+        seal(traffic, head, out)?;
+        seal(traffic, payload, out)
+    }
+}
+
+/// Queues the close_notify alert at the end of `out`.
+fn close_notify(
+    traffic: &mut WriteTraffic<'_, ServerConnectionData>,
+    out: &mut TlsBuf,
+) -> Result<(), SessionError> {
+    let mut room = 64;
+    loop {
+        match traffic.queue_close_notify(out.room(room)) {
+            Ok(n) => {
+                out.commit(n);
+                return Ok(());
+            }
+            Err(EncryptError::InsufficientSize(InsufficientSizeError { required_size }))
+                if required_size > room =>
+            {
+                room = required_size;
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 
@@ -155,6 +666,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+    use std::io::Write as _;
 
     struct Pair {
         client: rustls::ClientConnection,
@@ -162,6 +674,12 @@ mod tests {
     }
 
     fn pair(tls12: bool) -> Pair {
+        pair_with_chain(tls12, 0)
+    }
+
+    /// A pair whose client sends its certificate followed by `extra` copies of the CA's
+    /// (a long chain: its Certificate message spans records).
+    fn pair_with_chain(tls12: bool, extra: usize) -> Pair {
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -196,7 +714,9 @@ mod tests {
         .unwrap()
         .with_root_certificates(roots)
         .with_client_auth_cert(
-            vec![CertificateDer::from(client_cert.der().to_vec())],
+            std::iter::once(CertificateDer::from(client_cert.der().to_vec()))
+                .chain(std::iter::repeat_n(ca.der().clone(), extra))
+                .collect(),
             PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(client_key.serialize_der())),
         )
         .unwrap();
@@ -224,7 +744,7 @@ mod tests {
             for piece in to_server.chunks(7) {
                 assert_eq!(p.server.feed(piece, &mut received).unwrap(), Fed::Open);
             }
-            let mut to_client = Vec::new();
+            let mut to_client = TlsBuf::default();
             p.server.take_tls(&mut to_client).unwrap();
             let mut slice = &to_client[..];
             while !slice.is_empty() {
@@ -260,29 +780,180 @@ mod tests {
             let received = exchange(&mut p);
             assert_eq!(&received[..], &up[..]);
 
-            // Head + payload from the server.
-            p.server.encrypt(b"head:", b"payload").unwrap();
-            let mut out = Vec::new();
-            p.server.take_tls(&mut out).unwrap();
-            let mut slice = &out[..];
-            while !slice.is_empty() {
-                p.client.read_tls(&mut slice).unwrap();
-                p.client.process_new_packets().unwrap();
+            // Head + payload from the server, small (one record) and large (more than
+            // a record, with and without a partial record the head's record carries).
+            for len in [7, 1000, 16 * 1024, 16 * 1024 + 100, 100 * 1024 + 5000] {
+                let payload: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+                let mut out = TlsBuf::default();
+                p.server.encrypt(b"head:", &payload, &mut out).unwrap();
+                p.server.take_tls(&mut out).unwrap();
+                let got = to_client(&mut p, &out);
+                assert_eq!(&got[..5], b"head:");
+                assert_eq!(&got[5..], &payload[..], "payload of {len}");
             }
-            let mut got = [0u8; 12];
-            std::io::Read::read_exact(&mut p.client.reader(), &mut got).unwrap();
-            assert_eq!(&got, b"head:payload");
 
-            // The client's close_notify is seen.
+            // The client's close_notify is seen, in 7-byte pieces; the server answers
+            // with its own.
             p.client.send_close_notify();
             let mut to_server = Vec::new();
             p.client.write_tls(&mut to_server).unwrap();
+            let mut sink = BytesMut::new();
+            let pieces: Vec<&[u8]> = to_server.chunks(7).collect();
+            let (last, first) = pieces.split_last().unwrap();
+            for piece in first {
+                assert_eq!(p.server.feed(piece, &mut sink).unwrap(), Fed::Open);
+            }
+            assert_eq!(p.server.feed(last, &mut sink).unwrap(), Fed::PeerClosed);
+            assert!(sink.is_empty());
+            p.server.send_close_notify();
+            assert!(p.server.wants_write());
+            let mut out = TlsBuf::default();
+            p.server.take_tls(&mut out).unwrap();
+            to_client(&mut p, &out);
+            assert!(p.client.received_close_notify_for_test());
+            assert!(matches!(
+                p.server.encrypt(b"h", b"p", &mut TlsBuf::default()),
+                Err(SessionError::Closed)
+            ));
+        }
+    }
+
+    /// Hands `records` to the client and returns the plaintext it reads.
+    fn to_client(p: &mut Pair, records: &[u8]) -> Vec<u8> {
+        let mut slice = records;
+        let mut got = Vec::new();
+        loop {
+            match std::io::Read::read_to_end(&mut p.client.reader(), &mut got) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+            if slice.is_empty() {
+                return got;
+            }
+            p.client.read_tls(&mut slice).unwrap();
+            p.client.process_new_packets().unwrap();
+        }
+    }
+
+    trait ClosedForTest {
+        fn received_close_notify_for_test(&mut self) -> bool;
+    }
+
+    impl ClosedForTest for rustls::ClientConnection {
+        fn received_close_notify_for_test(&mut self) -> bool {
+            self.process_new_packets()
+                .map(|state| state.peer_has_closed())
+                .unwrap_or(false)
+        }
+    }
+
+    #[test]
+    fn server_close_notify_first_then_the_peers() {
+        for tls12 in [true, false] {
+            let mut p = pair(tls12);
+            exchange(&mut p);
+            p.server.send_close_notify();
+            let mut out = TlsBuf::default();
+            p.server.take_tls(&mut out).unwrap();
+            to_client(&mut p, &out);
+            assert!(p.client.received_close_notify_for_test());
+            // Data the client sent before it saw ours still arrives, then its close.
+            p.client.writer().write_all(b"late").unwrap();
+            p.client.send_close_notify();
+            let mut to_server = Vec::new();
+            while p.client.wants_write() {
+                p.client.write_tls(&mut to_server).unwrap();
+            }
             let mut sink = BytesMut::new();
             assert_eq!(
                 p.server.feed(&to_server, &mut sink).unwrap(),
                 Fed::PeerClosed
             );
+            assert_eq!(&sink[..], b"late");
         }
+    }
+
+    #[test]
+    fn data_written_during_the_handshake_is_held_until_it_completes() {
+        for tls12 in [true, false] {
+            let mut p = pair(tls12);
+            let mut out = TlsBuf::default();
+            p.server.encrypt(b"early:", b"data", &mut out).unwrap();
+            assert!(out.is_empty());
+            exchange(&mut p);
+            assert!(!p.server.is_handshaking());
+            // `exchange` collected the held data with the handshake's records.
+            let got = to_client(&mut p, &[]);
+            assert_eq!(&got, b"early:data");
+        }
+    }
+
+    #[test]
+    fn encrypting_while_a_read_holds_the_buffer_amid_a_split_handshake_message() {
+        for tls12 in [true, false] {
+            // A client chain of ~40 KiB: its Certificate message spans three records.
+            let mut p = pair_with_chain(tls12, 100);
+            let mut sink = BytesMut::new();
+            let mut out = TlsBuf::default();
+            let mut done = false;
+            for _ in 0..16 {
+                let mut to_server = Vec::new();
+                while p.client.wants_write() {
+                    p.client.write_tls(&mut to_server).unwrap();
+                }
+                // Half of the flight, then a read takes the buffer and a frame is
+                // encrypted meanwhile (rustls holds part of a handshake message in it).
+                let (first, second) = to_server.split_at(to_server.len() / 2);
+                p.server.feed(first, &mut sink).unwrap();
+                let mut lent = p.server.take_incoming();
+                p.server.encrypt(b"h", b"p", &mut out).unwrap();
+                lent.extend_from_slice(second);
+                p.server.put_incoming(lent);
+                p.server.process(&mut sink).unwrap();
+                let mut to_client = TlsBuf::default();
+                p.server.take_tls(&mut to_client).unwrap();
+                to_client.extend_from_slice(&out);
+                out.clear();
+                to_client_all(&mut p, &to_client);
+                if !p.server.is_handshaking() && !p.client.is_handshaking() {
+                    done = true;
+                    break;
+                }
+            }
+            assert!(done, "handshake with a long chain");
+            assert_eq!(p.server.client_fingerprints().len(), 101);
+        }
+    }
+
+    fn to_client_all(p: &mut Pair, records: &[u8]) {
+        let mut slice = records;
+        while !slice.is_empty() {
+            p.client.read_tls(&mut slice).unwrap();
+            p.client.process_new_packets().unwrap();
+        }
+    }
+
+    #[test]
+    fn a_large_malformed_handshake_message_is_an_error() {
+        // A 60 KiB ClientHello of zeros split over records: rustls joins it in the
+        // incoming buffer, then refuses it; the session errors, with an alert.
+        let mut p = pair(false);
+        let mut sink = BytesMut::new();
+        // Handshake records carrying one 60 KiB ClientHello fragment by fragment.
+        let mut msg = vec![0x01, 0x00, 0xf0, 0x00];
+        msg.resize(4 + 0xf000, 0);
+        let mut wire = Vec::new();
+        for chunk in msg.chunks(16 * 1024) {
+            wire.extend_from_slice(&[0x16, 0x03, 0x01]);
+            wire.extend_from_slice(&u16::try_from(chunk.len()).unwrap().to_be_bytes());
+            wire.extend_from_slice(chunk);
+        }
+        let e = p.server.feed(&wire, &mut sink);
+        assert!(matches!(e, Err(SessionError::Tls(_))), "{e:?}");
+        assert!(p.server.wants_write());
+        // Later calls answer the same error.
+        assert!(p.server.feed(&[0x16], &mut sink).is_err());
     }
 
     #[test]
@@ -295,5 +966,36 @@ mod tests {
             .feed(&[0x99, 0x03, 0x03, 0x00, 0x01, 0x00], &mut sink);
         assert!(matches!(e, Err(SessionError::Tls(_))), "{e:?}");
         assert!(p.server.wants_write());
+        let mut alert = TlsBuf::default();
+        p.server.take_tls(&mut alert).unwrap();
+        // A plaintext fatal alert record.
+        assert_eq!(&alert[..3], &[0x15, 0x03, 0x03]);
+        assert_eq!(alert[5], 2, "fatal");
+        assert!(!p.server.wants_write());
+    }
+
+    #[test]
+    fn garbage_after_the_handshake_is_an_error_with_an_alert_queued() {
+        for tls12 in [true, false] {
+            let mut p = pair(tls12);
+            exchange(&mut p);
+            let mut sink = BytesMut::new();
+            // An application data record that does not decrypt.
+            let mut record = vec![0x17, 0x03, 0x03, 0x00, 0x40];
+            record.resize(5 + 0x40, 0x5a);
+            for piece in record.chunks(7).take(9) {
+                assert_eq!(p.server.feed(piece, &mut sink).unwrap(), Fed::Open);
+            }
+            let e = p.server.feed(&record[63..], &mut sink);
+            assert!(matches!(e, Err(SessionError::Tls(_))), "{e:?}");
+            assert!(p.server.wants_write());
+            let mut alert = TlsBuf::default();
+            p.server.take_tls(&mut alert).unwrap();
+            // The client reads a fatal alert (bad_record_mac).
+            let mut slice = &alert[..];
+            p.client.read_tls(&mut slice).unwrap();
+            let e = p.client.process_new_packets().unwrap_err();
+            assert!(e.to_string().contains("BadRecordMac"), "{e}");
+        }
     }
 }

@@ -1,0 +1,158 @@
+//! The router's TLS path (`weft_router::tls::ServerSession`, rustls' unbuffered API)
+//! per relayed frame (`cargo bench -p weft-benches --bench tls_session`):
+//!
+//! - `tls_session/encrypt_frame/N`: a frame of a 30-byte head and an N-byte payload
+//!   encrypted into a reused write buffer as the session does it (the head and a
+//!   payload of at most `COALESCE_MAX` bytes in one record, through a scratch copy).
+//! - `tls_session/encrypt_two_records/N`: the same frame as two records (head, then
+//!   payload where it lies): what the session would do without the copy.
+//! - `tls_session/open_16KiB`: 64 records of 16 KiB appended to the session's buffer
+//!   64 KiB at a time (as a read does) and decrypted into a receive buffer emptied after
+//!   each read (compare `tls_record/rustls_open_16KiB`, rustls' buffered API, read out
+//!   16 KiB at a time).
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::hint::black_box;
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use weft_router::tls::{ServerSession, TlsBuf};
+
+fn pair() -> (rustls::ClientConnection, ServerSession) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let server_key = rcgen::KeyPair::generate().unwrap();
+    let server_cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&server_key, &issuer)
+        .unwrap();
+    let client_key = rcgen::KeyPair::generate().unwrap();
+    let client_cert = rcgen::CertificateParams::new(Vec::<String>::new())
+        .unwrap()
+        .signed_by(&client_key, &issuer)
+        .unwrap();
+    let server_config = weft_router::tls::server_config(
+        server_cert.pem().as_bytes(),
+        server_key.serialize_pem().as_bytes(),
+    )
+    .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der().clone()).unwrap();
+    let client_config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(
+        vec![CertificateDer::from(client_cert.der().to_vec())],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(client_key.serialize_der())),
+    )
+    .unwrap();
+    let mut client = rustls::ClientConnection::new(
+        Arc::new(client_config),
+        ServerName::try_from("localhost").unwrap(),
+    )
+    .unwrap();
+    client.set_buffer_limit(None);
+    let mut server = ServerSession::new(Arc::new(server_config)).unwrap();
+    let mut sink = BytesMut::new();
+    for _ in 0..8 {
+        let mut to_server = Vec::new();
+        while client.wants_write() {
+            client.write_tls(&mut to_server).unwrap();
+        }
+        server.feed(&to_server, &mut sink).unwrap();
+        let mut to_client = TlsBuf::default();
+        server.take_tls(&mut to_client).unwrap();
+        let mut slice = &to_client[..];
+        while !slice.is_empty() {
+            client.read_tls(&mut slice).unwrap();
+            client.process_new_packets().unwrap();
+        }
+    }
+    assert!(!server.is_handshaking() && !client.is_handshaking());
+    (client, server)
+}
+
+fn encrypt(c: &mut Criterion) {
+    let mut g = c.benchmark_group("tls_session");
+    let (_client, mut server) = pair();
+    let head = [0x11u8; 30];
+    let mut out = TlsBuf::new(Vec::with_capacity(256 * 1024));
+    for len in [256usize, 1024, 2048, 4096, 8192, 16 * 1024] {
+        let payload = vec![0x5au8; len];
+        g.throughput(Throughput::Bytes((head.len() + len) as u64));
+        g.bench_with_input(BenchmarkId::new("encrypt_frame", len), &payload, |b, p| {
+            b.iter(|| {
+                out.clear();
+                server.encrypt(&head, black_box(p), &mut out).unwrap();
+                black_box(out.len());
+            })
+        });
+        g.bench_with_input(
+            BenchmarkId::new("encrypt_two_records", len),
+            &payload,
+            |b, p| {
+                b.iter(|| {
+                    out.clear();
+                    server.encrypt(&[], &head, &mut out).unwrap();
+                    server.encrypt(&[], black_box(p), &mut out).unwrap();
+                    black_box(out.len());
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
+fn open(c: &mut Criterion) {
+    const RECORD: usize = 16 * 1024;
+    const BATCH: usize = 64;
+    let mut g = c.benchmark_group("tls_session");
+    g.throughput(Throughput::Bytes((RECORD * BATCH) as u64));
+    let plain = vec![0x5au8; RECORD];
+    let mut received = BytesMut::with_capacity(128 * 1024);
+    g.bench_function("open_16KiB", |b| {
+        b.iter_batched(
+            || {
+                let (mut c, s) = pair();
+                let mut wire = Vec::with_capacity(BATCH * (RECORD + 64));
+                for _ in 0..BATCH {
+                    c.writer().write_all(&plain).unwrap();
+                    c.write_tls(&mut wire).unwrap();
+                }
+                (s, wire)
+            },
+            |(mut s, wire)| {
+                let mut got = 0;
+                for read in wire.chunks(64 * 1024) {
+                    let incoming = s.incoming_mut();
+                    incoming.extend_from_slice(read);
+                    s.process(&mut received).unwrap();
+                    // The forwarder takes the frames out.
+                    got += received.len();
+                    received.clear();
+                }
+                assert_eq!(got, RECORD * BATCH);
+                black_box(got)
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    targets = encrypt, open
+}
+criterion_main!(benches);
