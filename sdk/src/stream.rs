@@ -12,6 +12,7 @@ use crate::crypto::{Opener, Sealer, SessionKeys};
 use crate::edge::channel::{Channel, StreamEvent};
 use crate::edge::proto::{self, CloseCause};
 use crate::error::{Error, ErrorKind};
+use crate::pool::BufPool;
 
 /// Largest plaintext sent in one Data message. The router forwards each message whole
 /// (a message is also the unit of end-to-end encryption), so this bounds what one
@@ -19,9 +20,12 @@ use crate::error::{Error, ErrorKind};
 pub(crate) const MAX_CHUNK: usize = 64 * 1024;
 /// Room for a Data head (prefix + conn id + seq + flags headers).
 const HEAD_ROOM: usize = 64;
-/// Size of the frame arena; frames are split off it and it is reused once the writer
-/// dropped them, so steady streaming does not allocate per frame.
-const ARENA: usize = 4 * (MAX_CHUNK + HEAD_ROOM + 17);
+/// Room for the largest Data frame (head, payload, secretstream overhead).
+const FRAME: usize = MAX_CHUNK + HEAD_ROOM + Sealer::ABYTES;
+/// Frame buffers per stream: frames are split off them and they are reused once the
+/// writer dropped them, so steady streaming does not allocate per frame. More frames
+/// than this in the writer's queue are allocated one by one.
+const FRAME_BUFFERS: usize = 8;
 
 /// Inbound decryption state.
 enum Inbound {
@@ -63,7 +67,7 @@ pub struct Stream {
     inbound: Inbound,
     pending: Bytes,
     plain: BytesMut,
-    out: BytesMut,
+    out: BufPool,
     read: ReadState,
     write: WriteState,
     /// The router forgot this conn id (it sent StateClosed, or the connection died).
@@ -115,7 +119,7 @@ impl Stream {
             inbound: Inbound::Plain,
             pending: Bytes::new(),
             plain: BytesMut::new(),
-            out: BytesMut::with_capacity(ARENA),
+            out: BufPool::new(FRAME, FRAME_BUFFERS),
             read: ReadState::Open,
             write: WriteState::Open,
             gone: false,
@@ -240,30 +244,23 @@ impl Stream {
         Ok(())
     }
 
-    /// Encodes one Data (or FIN) into the arena and hands it to the writer.
+    /// Encodes one Data (or FIN) into a pooled buffer and hands it to the writer.
     fn send_data(&mut self, payload: &[u8], fin: bool) -> crate::Result<()> {
         let body_len = match (&self.sealer, fin) {
             (Some(_), false) => payload.len() + Sealer::ABYTES,
             _ => payload.len(),
         };
-        self.out.reserve(HEAD_ROOM + body_len);
+        let out = self.out.get(HEAD_ROOM + body_len);
         let sequence = self.channel.next_sequence();
-        proto::data_head(
-            &mut self.out,
-            sequence,
-            self.conn_id,
-            self.next_seq,
-            fin,
-            body_len,
-        )
-        .map_err(|e| Error::protocol(e.to_string()))?;
+        proto::data_head(out, sequence, self.conn_id, self.next_seq, fin, body_len)
+            .map_err(|e| Error::protocol(e.to_string()))?;
         match &mut self.sealer {
             Some(sealer) if !fin => sealer
-                .seal(payload, &mut self.out)
+                .seal(payload, out)
                 .map_err(|e| Error::new(ErrorKind::Crypto, e.to_string()))?,
-            _ => self.out.extend_from_slice(payload),
+            _ => out.extend_from_slice(payload),
         }
-        let frame = self.out.split().freeze();
+        let frame = out.split().freeze();
         self.writer
             .send_item(frame)
             .map_err(|_| self.channel.closed_error())?;
