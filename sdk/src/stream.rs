@@ -3,7 +3,7 @@
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::mpsc;
 use tokio_util::sync::PollSender;
@@ -70,6 +70,8 @@ pub struct Stream {
     out: BufPool,
     read: ReadState,
     write: WriteState,
+    /// Scratch for a Data head encoded after its payload was read in place.
+    head: BytesMut,
     /// The router forgot this conn id (it sent StateClosed, or the connection died).
     gone: bool,
 }
@@ -122,6 +124,7 @@ impl Stream {
             out: BufPool::new(FRAME, FRAME_BUFFERS),
             read: ReadState::Open,
             write: WriteState::Open,
+            head: BytesMut::new(),
             gone: false,
         };
         if let Some(keys) = keys {
@@ -266,6 +269,111 @@ impl Stream {
             .map_err(|_| self.channel.closed_error())?;
         self.next_seq = self.next_seq.wrapping_add(1);
         Ok(())
+    }
+
+    /// Whether writes can go out without a copy through [`Self::poll_send_from`] and
+    /// reads through [`Self::poll_read_chunk`]: not when end-to-end encrypted.
+    pub(crate) fn is_plain(&self) -> bool {
+        self.sealer.is_none() && matches!(self.inbound, Inbound::Plain)
+    }
+
+    /// Fails a write before anything is queued, as [`AsyncWrite::poll_write`] does.
+    fn write_gate(&self) -> std::io::Result<()> {
+        match &self.write {
+            WriteState::Open => Ok(()),
+            WriteState::Shut => Err(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "write after shutdown",
+            )),
+            WriteState::Failed(e) => Err(e.clone().into()),
+        }
+    }
+
+    /// Reads what `src` has (up to [`MAX_CHUNK`]) straight into a frame buffer behind
+    /// room for the Data head, then fills the head in and queues the frame: the
+    /// payload is copied once, from the kernel, instead of into a read buffer and
+    /// again into the frame. `Ok(0)` when `src` is at end of stream. Plain streams
+    /// only ([`Self::is_plain`]).
+    pub(crate) fn poll_send_from<R: AsyncRead + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        src: &mut R,
+    ) -> Poll<std::io::Result<usize>> {
+        self.write_gate()?;
+        if ready!(self.writer.poll_reserve(cx)).is_err() {
+            let e = self.channel.closed_error();
+            self.fail_both(&e);
+            return Poll::Ready(Err(e.into()));
+        }
+        // The head's length does not depend on the payload's (fixed-width fields):
+        // encode it once for its length, then again with the real payload length.
+        self.head.clear();
+        proto::data_head(&mut self.head, 0, self.conn_id, self.next_seq, false, 0)
+            .map_err(|e| Error::protocol(e.to_string()))?;
+        let head_len = self.head.len();
+        let out = self.out.get(head_len + MAX_CHUNK);
+        out.resize(head_len, 0);
+        let mut room = (&mut *out).limit(MAX_CHUNK);
+        let read = tokio_util::io::poll_read_buf(Pin::new(src), cx, &mut room);
+        let n = match read {
+            Poll::Ready(Ok(n)) => n,
+            Poll::Ready(Err(e)) => {
+                out.clear();
+                return Poll::Ready(Err(e));
+            }
+            Poll::Pending => {
+                out.clear();
+                return Poll::Pending;
+            }
+        };
+        if n == 0 {
+            out.clear();
+            return Poll::Ready(Ok(0));
+        }
+        self.head.clear();
+        proto::data_head(
+            &mut self.head,
+            self.channel.next_sequence(),
+            self.conn_id,
+            self.next_seq,
+            false,
+            n,
+        )
+        .map_err(|e| Error::protocol(e.to_string()))?;
+        if self.head.len() != head_len {
+            out.clear();
+            return Poll::Ready(Err(Error::protocol(
+                "a Data head changed length with its payload",
+            )
+            .into()));
+        }
+        out[..head_len].copy_from_slice(&self.head);
+        let frame = out.split().freeze();
+        self.writer
+            .send_item(frame)
+            .map_err(|_| self.channel.closed_error())?;
+        self.next_seq = self.next_seq.wrapping_add(1);
+        Poll::Ready(Ok(n))
+    }
+
+    /// The next received chunk as it arrived (no copy), `None` at end of stream. Plain
+    /// streams only ([`Self::is_plain`]); an encrypted stream's chunks are ciphertext.
+    pub(crate) fn poll_read_chunk(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<Option<Bytes>>> {
+        loop {
+            if !self.pending.is_empty() {
+                return Poll::Ready(Ok(Some(std::mem::take(&mut self.pending))));
+            }
+            match &self.read {
+                ReadState::Eof => return Poll::Ready(Ok(None)),
+                ReadState::Failed(e) => return Poll::Ready(Err(e.clone().into())),
+                ReadState::Open => {}
+            }
+            let event = ready!(self.events.poll_recv(cx));
+            self.on_event(event);
+        }
     }
 }
 
