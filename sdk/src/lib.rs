@@ -24,6 +24,7 @@ mod enroll;
 mod error;
 mod identity;
 mod listener;
+mod pool;
 mod stream;
 mod tls;
 pub mod tunnel;

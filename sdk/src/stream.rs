@@ -4,7 +4,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::mpsc;
 use tokio_util::sync::PollSender;
@@ -14,6 +14,7 @@ use crate::edge::channel::{Channel, StreamEvent};
 use crate::edge::credit::{Grants, SendCredit};
 use crate::edge::proto::{self, CloseCause};
 use crate::error::{Error, ErrorKind};
+use crate::pool::BufPool;
 
 /// Largest plaintext sent in one Data message. The router forwards each message whole
 /// (a message is also the unit of end-to-end encryption), so this bounds what one
@@ -21,9 +22,12 @@ use crate::error::{Error, ErrorKind};
 pub(crate) const MAX_CHUNK: usize = 64 * 1024;
 /// Room for a Data head (prefix + conn id + seq + flags headers).
 const HEAD_ROOM: usize = 64;
-/// Size of the frame arena; frames are split off it and it is reused once the writer
-/// dropped them, so steady streaming does not allocate per frame.
-const ARENA: usize = 4 * (MAX_CHUNK + HEAD_ROOM + 17);
+/// Room for the largest Data frame (head, payload, secretstream overhead).
+const FRAME: usize = MAX_CHUNK + HEAD_ROOM + Sealer::ABYTES;
+/// Frame buffers per stream: frames are split off them and they are reused once the
+/// writer dropped them, so steady streaming does not allocate per frame. More frames
+/// than this in the writer's queue are allocated one by one.
+const FRAME_BUFFERS: usize = 8;
 
 /// Inbound decryption state.
 enum Inbound {
@@ -65,9 +69,11 @@ pub struct Stream {
     inbound: Inbound,
     pending: Bytes,
     plain: BytesMut,
-    out: BytesMut,
+    out: BufPool,
     read: ReadState,
     write: WriteState,
+    /// Scratch for a Data head encoded after its payload was read in place.
+    head: BytesMut,
     /// The router forgot this conn id (it sent StateClosed, or the connection died).
     gone: bool,
     /// With per-stream credit: what we may still send, and what we owe the router.
@@ -123,9 +129,10 @@ impl Stream {
             inbound: Inbound::Plain,
             pending: Bytes::new(),
             plain: BytesMut::new(),
-            out: BytesMut::with_capacity(ARENA),
+            out: BufPool::new(FRAME, FRAME_BUFFERS),
             read: ReadState::Open,
             write: WriteState::Open,
+            head: BytesMut::new(),
             gone: false,
             credit,
             grants: Grants::default(),
@@ -188,6 +195,31 @@ impl Stream {
         } else {
             Error::closed("the router closed the stream")
         }
+    }
+
+    /// Ready once a frame may go out: at once without per-stream credit, else when the
+    /// stream has credit (an error when it ended first).
+    fn poll_credit(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if let Some(credit) = &self.credit
+            && !ready!(credit.poll_available(cx))
+        {
+            let e = self.ended_error();
+            self.write = WriteState::Failed(e.clone());
+            return Poll::Ready(Err(e.into()));
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// The next event from the router; a Data body taken off the queue is granted back
+    /// to the router (per-stream credit), which may then send as much again.
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<StreamEvent>> {
+        let event = ready!(self.events.poll_recv(cx));
+        if let (Some(StreamEvent::Data(body)), Some(_)) = (&event, &self.credit)
+            && let Some(bytes) = self.grants.consumed(body.len())
+        {
+            self.channel.send_credit(self.conn_id, bytes);
+        }
+        Poll::Ready(event)
     }
 
     fn fail_both(&mut self, error: &Error) {
@@ -263,30 +295,23 @@ impl Stream {
         Ok(())
     }
 
-    /// Encodes one Data (or FIN) into the arena and hands it to the writer.
+    /// Encodes one Data (or FIN) into a pooled buffer and hands it to the writer.
     fn send_data(&mut self, payload: &[u8], fin: bool) -> crate::Result<()> {
         let body_len = match (&self.sealer, fin) {
             (Some(_), false) => payload.len() + Sealer::ABYTES,
             _ => payload.len(),
         };
-        self.out.reserve(HEAD_ROOM + body_len);
+        let out = self.out.get(HEAD_ROOM + body_len);
         let sequence = self.channel.next_sequence();
-        proto::data_head(
-            &mut self.out,
-            sequence,
-            self.conn_id,
-            self.next_seq,
-            fin,
-            body_len,
-        )
-        .map_err(|e| Error::protocol(e.to_string()))?;
+        proto::data_head(out, sequence, self.conn_id, self.next_seq, fin, body_len)
+            .map_err(|e| Error::protocol(e.to_string()))?;
         match &mut self.sealer {
             Some(sealer) if !fin => sealer
-                .seal(payload, &mut self.out)
+                .seal(payload, out)
                 .map_err(|e| Error::new(ErrorKind::Crypto, e.to_string()))?,
-            _ => self.out.extend_from_slice(payload),
+            _ => out.extend_from_slice(payload),
         }
-        let frame = self.out.split().freeze();
+        let frame = out.split().freeze();
         self.writer
             .send_item(frame)
             .map_err(|_| self.channel.closed_error())?;
@@ -295,6 +320,115 @@ impl Stream {
         }
         self.next_seq = self.next_seq.wrapping_add(1);
         Ok(())
+    }
+
+    /// Whether writes can go out without a copy through [`Self::poll_send_from`] and
+    /// reads through [`Self::poll_read_chunk`]: not when end-to-end encrypted.
+    pub(crate) fn is_plain(&self) -> bool {
+        self.sealer.is_none() && matches!(self.inbound, Inbound::Plain)
+    }
+
+    /// Fails a write before anything is queued, as [`AsyncWrite::poll_write`] does.
+    fn write_gate(&self) -> std::io::Result<()> {
+        match &self.write {
+            WriteState::Open => Ok(()),
+            WriteState::Shut => Err(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "write after shutdown",
+            )),
+            WriteState::Failed(e) => Err(e.clone().into()),
+        }
+    }
+
+    /// Reads what `src` has (up to [`MAX_CHUNK`]) straight into a frame buffer behind
+    /// room for the Data head, then fills the head in and queues the frame: the
+    /// payload is copied once, from the kernel, instead of into a read buffer and
+    /// again into the frame. `Ok(0)` when `src` is at end of stream. Plain streams
+    /// only ([`Self::is_plain`]).
+    pub(crate) fn poll_send_from<R: AsyncRead + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        src: &mut R,
+    ) -> Poll<std::io::Result<usize>> {
+        self.write_gate()?;
+        ready!(self.poll_credit(cx))?;
+        if ready!(self.writer.poll_reserve(cx)).is_err() {
+            let e = self.channel.closed_error();
+            self.fail_both(&e);
+            return Poll::Ready(Err(e.into()));
+        }
+        // The head's length does not depend on the payload's (fixed-width fields):
+        // encode it once for its length, then again with the real payload length.
+        self.head.clear();
+        proto::data_head(&mut self.head, 0, self.conn_id, self.next_seq, false, 0)
+            .map_err(|e| Error::protocol(e.to_string()))?;
+        let head_len = self.head.len();
+        let out = self.out.get(head_len + MAX_CHUNK);
+        out.resize(head_len, 0);
+        let mut room = (&mut *out).limit(MAX_CHUNK);
+        let read = tokio_util::io::poll_read_buf(Pin::new(src), cx, &mut room);
+        let n = match read {
+            Poll::Ready(Ok(n)) => n,
+            Poll::Ready(Err(e)) => {
+                out.clear();
+                return Poll::Ready(Err(e));
+            }
+            Poll::Pending => {
+                out.clear();
+                return Poll::Pending;
+            }
+        };
+        if n == 0 {
+            out.clear();
+            return Poll::Ready(Ok(0));
+        }
+        self.head.clear();
+        proto::data_head(
+            &mut self.head,
+            self.channel.next_sequence(),
+            self.conn_id,
+            self.next_seq,
+            false,
+            n,
+        )
+        .map_err(|e| Error::protocol(e.to_string()))?;
+        if self.head.len() != head_len {
+            out.clear();
+            return Poll::Ready(Err(Error::protocol(
+                "a Data head changed length with its payload",
+            )
+            .into()));
+        }
+        out[..head_len].copy_from_slice(&self.head);
+        let frame = out.split().freeze();
+        self.writer
+            .send_item(frame)
+            .map_err(|_| self.channel.closed_error())?;
+        if let Some(credit) = &self.credit {
+            credit.spend(n);
+        }
+        self.next_seq = self.next_seq.wrapping_add(1);
+        Poll::Ready(Ok(n))
+    }
+
+    /// The next received chunk as it arrived (no copy), `None` at end of stream. Plain
+    /// streams only ([`Self::is_plain`]); an encrypted stream's chunks are ciphertext.
+    pub(crate) fn poll_read_chunk(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<Option<Bytes>>> {
+        loop {
+            if !self.pending.is_empty() {
+                return Poll::Ready(Ok(Some(std::mem::take(&mut self.pending))));
+            }
+            match &self.read {
+                ReadState::Eof => return Poll::Ready(Ok(None)),
+                ReadState::Failed(e) => return Poll::Ready(Err(e.clone().into())),
+                ReadState::Open => {}
+            }
+            let event = ready!(self.poll_event(cx));
+            self.on_event(event);
+        }
     }
 }
 
@@ -317,13 +451,7 @@ impl AsyncRead for Stream {
                 ReadState::Failed(e) => return Poll::Ready(Err(e.clone().into())),
                 ReadState::Open => {}
             }
-            let event = ready!(this.events.poll_recv(cx));
-            if let (Some(StreamEvent::Data(body)), Some(_)) = (&event, &this.credit) {
-                // Taken off the queue: the router may send as much again.
-                if let Some(bytes) = this.grants.consumed(body.len()) {
-                    this.channel.send_credit(this.conn_id, bytes);
-                }
-            }
+            let event = ready!(this.poll_event(cx));
             if let Some(StreamEvent::Data(body)) = &event
                 && let Inbound::Open(opener) = &mut this.inbound
                 && Opener::opened_len(body.len()).is_some_and(|n| n > 0 && n <= buf.remaining())
@@ -369,13 +497,7 @@ impl AsyncWrite for Stream {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        if let Some(credit) = &this.credit
-            && !ready!(credit.poll_available(cx))
-        {
-            let e = this.ended_error();
-            this.write = WriteState::Failed(e.clone());
-            return Poll::Ready(Err(e.into()));
-        }
+        ready!(this.poll_credit(cx))?;
         if ready!(this.writer.poll_reserve(cx)).is_err() {
             let e = this.channel.closed_error();
             this.fail_both(&e);

@@ -1,9 +1,12 @@
 //! Proxy mode: local TCP connections ride the overlay (`weft tunnel dial|host`).
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context as TaskContext, Poll, ready};
 
-use tokio::io::AsyncWriteExt;
+use bytes::{Buf, Bytes};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::context::Context;
@@ -80,14 +83,100 @@ pub async fn serve_host(
 /// Copies both ways until both sides are done; a half-close is passed on as one.
 async fn splice(mut tcp: TcpStream, mut stream: Stream, counters: &Counters) {
     counters.connections.fetch_add(1, Ordering::Relaxed);
-    match tokio::io::copy_bidirectional_with_sizes(&mut tcp, &mut stream, MAX_CHUNK, MAX_CHUNK)
-        .await
-    {
+    let copied = if stream.is_plain() {
+        let mut splice = Splice {
+            tcp: &mut tcp,
+            stream: &mut stream,
+            out: Direction::default(),
+            back: Direction::default(),
+            chunk: Bytes::new(),
+        };
+        std::future::poll_fn(|cx| splice.poll(cx)).await
+    } else {
+        tokio::io::copy_bidirectional_with_sizes(&mut tcp, &mut stream, MAX_CHUNK, MAX_CHUNK).await
+    };
+    match copied {
         Ok((out, back)) => {
             counters.bytes_out.fetch_add(out, Ordering::Relaxed);
             counters.bytes_in.fetch_add(back, Ordering::Relaxed);
             tracing::debug!(out, back, "tunnel: connection done");
         }
         Err(e) => tracing::debug!(error = %e, "tunnel: connection ended with an error"),
+    }
+}
+
+/// One direction of a [`Splice`].
+#[derive(Default)]
+struct Direction {
+    /// Bytes moved.
+    bytes: u64,
+    /// The source ended; the end is being passed on.
+    shutting: bool,
+    done: bool,
+}
+
+/// `copy_bidirectional` for a plain (not end-to-end encrypted) stream without its two
+/// intermediate buffers: local bytes are read straight into Data frames
+/// ([`Stream::poll_send_from`]) and received Data bodies are written to the local
+/// socket as they are ([`Stream::poll_read_chunk`]). Same semantics: each end of
+/// stream is passed on as a half-close, done when both directions are, the first
+/// error ends both.
+struct Splice<'a> {
+    tcp: &'a mut TcpStream,
+    stream: &'a mut Stream,
+    out: Direction,
+    back: Direction,
+    /// The part of a received chunk not yet written to the local socket.
+    chunk: Bytes,
+}
+
+impl Splice<'_> {
+    fn poll(&mut self, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<(u64, u64)>> {
+        if !self.out.done && self.poll_out(cx)?.is_ready() {
+            self.out.done = true;
+        }
+        if !self.back.done && self.poll_back(cx)?.is_ready() {
+            self.back.done = true;
+        }
+        if self.out.done && self.back.done {
+            Poll::Ready(Ok((self.out.bytes, self.back.bytes)))
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Local socket → stream, then a FIN.
+    fn poll_out(&mut self, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        loop {
+            if self.out.shutting {
+                return Pin::new(&mut *self.stream).poll_shutdown(cx);
+            }
+            match ready!(self.stream.poll_send_from(cx, self.tcp))? {
+                0 => self.out.shutting = true,
+                n => self.out.bytes += n as u64,
+            }
+        }
+    }
+
+    /// Stream → local socket, then a write shutdown.
+    fn poll_back(&mut self, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        loop {
+            if !self.chunk.is_empty() {
+                let n = ready!(Pin::new(&mut *self.tcp).poll_write(cx, &self.chunk))?;
+                if n == 0 {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                }
+                self.chunk.advance(n);
+                self.back.bytes += n as u64;
+                continue;
+            }
+            if self.back.shutting {
+                return Pin::new(&mut *self.tcp).poll_shutdown(cx);
+            }
+            match ready!(self.stream.poll_read_chunk(cx))? {
+                Some(chunk) => self.chunk = chunk,
+                None => self.back.shutting = true,
+            }
+        }
     }
 }

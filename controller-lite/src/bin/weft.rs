@@ -13,7 +13,16 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let result = tokio::runtime::Builder::new_multi_thread()
+    // A tunnel endpoint runs on one thread: its data path is a chain of tasks (local
+    // socket, stream, edge connection writer and reader) handing each chunk to the
+    // next, and on a worker pool every hand-off may wake another thread and move the
+    // chunk to another core's cache. One core is also all it gets on a small box.
+    let mut builder = if matches!(cli.cmd, weft_controller::cli::Command::Tunnel { .. }) {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let result = builder
         .enable_all()
         .build()
         .map_err(anyhow::Error::from)

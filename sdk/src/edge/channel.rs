@@ -19,6 +19,7 @@ use weft_wire::{Decoded, Decoder, EncodeError, Frame, Limits};
 use super::credit::{self, SendCredit};
 use super::proto::{self, Inbound};
 use crate::error::{Error, Result};
+use crate::pool::BufPool;
 
 /// Frames queued for the writer; beyond this, writers wait.
 const WRITE_QUEUE: usize = 256;
@@ -33,6 +34,12 @@ const STREAM_QUEUE_WITH_CREDIT: usize = 1024;
 const READ_MIN: usize = 16 * 1024;
 /// How much it grows by.
 const READ_RESERVE: usize = 128 * 1024;
+/// Receive buffers of a connection: when frames still hold the current one, the
+/// partial frame moves to a pooled buffer whose frames are all gone, so a steady
+/// stream reuses warm memory instead of allocating per read.
+const READ_BUFFERS: usize = 8;
+/// Size of a pooled receive buffer: a partial frame plus the growth step.
+const READ_BUFFER: usize = 2 * READ_RESERVE;
 /// Interval of latency probes (the C SDK's LATENCY_INTERVAL is 60 s).
 const PROBE_INTERVAL: Duration = Duration::from_secs(30);
 /// How long a probe may go unanswered before it counts as lost.
@@ -438,6 +445,7 @@ async fn handshake(
 }
 
 async fn read_loop(shared: Arc<Shared>, mut read: ReadHalf<Tls>, mut decoder: Decoder) {
+    let mut pool = BufPool::new(READ_BUFFER, READ_BUFFERS);
     let error = loop {
         match decoder.decode() {
             Ok(Decoded::Frame(frame)) => {
@@ -447,8 +455,15 @@ async fn read_loop(shared: Arc<Shared>, mut read: ReadHalf<Tls>, mut decoder: De
             }
             Ok(Decoded::NeedMore { additional }) => {
                 let buf = decoder.buffer_mut();
-                if buf.capacity() - buf.len() < READ_MIN.max(additional) {
-                    buf.reserve(READ_RESERVE.max(additional));
+                let want = READ_MIN.max(additional);
+                if buf.capacity() - buf.len() < want && !buf.try_reclaim(want) {
+                    // Frames handed out still share this buffer: carry the partial
+                    // frame over to a free pooled buffer and pool this one, to be
+                    // reused once those frames are dropped.
+                    let spare = pool.get(buf.len() + READ_RESERVE.max(additional));
+                    spare.extend_from_slice(buf);
+                    std::mem::swap(buf, spare);
+                    spare.clear();
                 }
                 match read.read_buf(buf).await {
                     Ok(0) => {
