@@ -22,7 +22,7 @@ use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use std::sync::Arc;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-use weft_router::forward::{ConnKey, ControlRequest, ForwardConfig, Forwarder};
+use weft_router::forward::{ConnKey, ControlRequest, CrossMsg, ForwardConfig, Forwarder};
 use weft_router::tls::{Fed, ServerSession, TlsBuf};
 use weft_wire::control::pb;
 use weft_wire::edge::{Bind, Connect, Data, Dial, DialSuccess, Hello};
@@ -212,7 +212,141 @@ fn steady_state_relay_allocates_nothing_per_frame() {
         "allocations while relaying {} frames",
         500 * 16
     );
+    cross_shard_relay_allocates_nothing_per_frame();
     tls_path_allocations_per_frame();
+}
+
+/// The host of the cross-shard circuit, on shard 1.
+const X_HOST: ConnKey = ConnKey(1 << 48 | 2);
+
+/// Carries the messages of two shards' forwarders to each other, through `moving` (its
+/// capacity is kept, so carrying does not allocate once warm).
+fn shuttle(shards: &mut [Forwarder; 2], moving: &mut Vec<(usize, usize, CrossMsg)>, now: Instant) {
+    loop {
+        for (from, fwd) in shards.iter_mut().enumerate() {
+            while let Some((to, msg)) = fwd.poll_cross() {
+                moving.push((from, to, msg));
+            }
+        }
+        if moving.is_empty() {
+            return;
+        }
+        for (from, to, msg) in moving.drain(..) {
+            shards[to].handle_cross(now, from, msg);
+        }
+    }
+}
+
+/// Two shards with one circuit between them: the dialer's conn id 0 on shard 0, the
+/// host's child 100 on shard 1.
+fn cross_circuit(now: Instant, moving: &mut Vec<(usize, usize, CrossMsg)>) -> [Forwarder; 2] {
+    let mut shards = [0, 1].map(|i| {
+        let mut fwd = Forwarder::sharded(ForwardConfig::default(), i, 2);
+        fwd.apply_sync(now, sync());
+        fwd
+    });
+    let mut wire = BytesMut::new();
+    let [a, b] = &mut shards;
+    b.add_conn(now, X_HOST, vec!["fp".into()]);
+    Hello {
+        session_token: b"H",
+        client_info: b"",
+    }
+    .encode(0, &mut wire)
+    .unwrap();
+    Bind {
+        conn_id: 7,
+        seq: 0,
+        caller_id: None,
+        public_key: None,
+        terminator_identity: None,
+        cost: None,
+        precedence: None,
+        session_token: b"bind",
+    }
+    .encode(1, &mut wire)
+    .unwrap();
+    b.handle_input(now, X_HOST, &wire.split(), 0);
+    let Some(ControlRequest::CreateTerminator { .. }) = b.poll_control() else {
+        panic!()
+    };
+    b.terminator_created(now, X_HOST, 7, "t".into());
+    frames_of(b, X_HOST);
+    a.add_conn(now, DIALER, vec!["fp".into()]);
+    Hello {
+        session_token: b"D",
+        client_info: b"",
+    }
+    .encode(0, &mut wire)
+    .unwrap();
+    Connect {
+        conn_id: 0,
+        seq: 0,
+        caller_id: None,
+        public_key: None,
+        terminator_identity: None,
+        app_data: None,
+        session_token: b"dial",
+    }
+    .encode(1, &mut wire)
+    .unwrap();
+    shuttle(&mut shards, moving, now);
+    shards[0].handle_input(now, DIALER, &wire.split(), 0);
+    shuttle(&mut shards, moving, now);
+    let frames = frames_of(&mut shards[1], X_HOST);
+    let dial = Dial::parse(&frames[0]).unwrap();
+    DialSuccess {
+        conn_id: dial.conn_id,
+        seq: 0,
+        reply_for: frames[0].sequence(),
+        new_conn_id: 100,
+    }
+    .encode(2, &mut wire)
+    .unwrap();
+    shards[1].handle_input(now, X_HOST, &wire.split(), 0);
+    shuttle(&mut shards, moving, now);
+    frames_of(&mut shards[1], X_HOST);
+    let frames = frames_of(&mut shards[0], DIALER);
+    assert!(!frames.is_empty(), "the dialer is connected");
+    shards
+}
+
+/// A circuit across two shards: the payload crosses as the same `Bytes` in a message,
+/// credits come back in batches, and nothing is allocated per frame.
+fn cross_shard_relay_allocates_nothing_per_frame() {
+    let now = Instant::now();
+    let mut moving = Vec::with_capacity(1024);
+    let mut shards = cross_circuit(now, &mut moving);
+    let period = period();
+    let mut sink = BytesMut::with_capacity(1024);
+    let mut pump = |shards: &mut [Forwarder; 2], moving: &mut Vec<_>, rounds: usize| {
+        let mut bytes = 0;
+        for _ in 0..rounds {
+            for chunk in period.chunks(64 * 1024) {
+                let buffer = shards[0].receive_buffer(DIALER).unwrap();
+                buffer.reserve(chunk.len());
+                buffer.extend_from_slice(chunk);
+                shards[0].handle_received(now, DIALER, 0);
+                shuttle(shards, moving, now);
+                bytes += flush(&mut shards[1], X_HOST, &mut sink);
+                shuttle(shards, moving, now);
+                assert!(shards[0].wants_read(DIALER), "credits keep the window open");
+            }
+        }
+        bytes
+    };
+    pump(&mut shards, &mut moving, 50);
+    let region = Region::new(GLOBAL);
+    let bytes = pump(&mut shards, &mut moving, 500);
+    let change = region.change();
+    assert!(bytes > 500 * 16 * 16 * 1024, "relayed only {bytes} bytes");
+    assert_eq!(shards[0].stats().frames_cross, 550 * 16);
+    assert_eq!(
+        change.allocations + change.reallocations,
+        0,
+        "allocations while relaying {} frames across shards",
+        500 * 16
+    );
 }
 
 /// A handshaken pair: a rustls client and the router's session for it.
