@@ -299,7 +299,15 @@ impl ServerSession {
     ///
     /// On an error, the alert rustls makes (if any) waits for [`Self::take_tls`]; the
     /// plaintext decrypted before the error is in `plaintext`.
+    ///
+    /// After our close_notify the peer's input is discarded: the connection is going
+    /// away, and rustls may not send a fatal alert after a close_notify (it asserts so
+    /// in debug builds), which a malformed record would make it try.
     pub fn process(&mut self, plaintext: &mut BytesMut) -> Result<Fed, SessionError> {
+        if self.closed && self.failed.is_none() {
+            self.incoming.clear();
+            return Ok(Fed::Open);
+        }
         self.run(Job::Read(plaintext))?;
         Ok(if self.peer_closed {
             Fed::PeerClosed
@@ -849,7 +857,7 @@ mod tests {
     }
 
     #[test]
-    fn server_close_notify_first_then_the_peers() {
+    fn after_our_close_notify_the_peers_input_is_discarded() {
         for tls12 in [true, false] {
             let mut p = pair(tls12);
             exchange(&mut p);
@@ -858,7 +866,9 @@ mod tests {
             p.server.take_tls(&mut out).unwrap();
             to_client(&mut p, &out);
             assert!(p.client.received_close_notify_for_test());
-            // Data the client sent before it saw ours still arrives, then its close.
+            // What the client sends after ours is discarded (the connection is going
+            // away), and a malformed record cannot make rustls send a fatal alert after
+            // the close_notify.
             p.client.writer().write_all(b"late").unwrap();
             p.client.send_close_notify();
             let mut to_server = Vec::new();
@@ -866,11 +876,10 @@ mod tests {
                 p.client.write_tls(&mut to_server).unwrap();
             }
             let mut sink = BytesMut::new();
-            assert_eq!(
-                p.server.feed(&to_server, &mut sink).unwrap(),
-                Fed::PeerClosed
-            );
-            assert_eq!(&sink[..], b"late");
+            assert_eq!(p.server.feed(&to_server, &mut sink).unwrap(), Fed::Open);
+            assert!(sink.is_empty());
+            assert_eq!(p.server.feed(&[0x99; 16], &mut sink).unwrap(), Fed::Open);
+            assert!(!p.server.wants_write(), "no alert after the close_notify");
         }
     }
 
@@ -996,6 +1005,117 @@ mod tests {
             p.client.read_tls(&mut slice).unwrap();
             let e = p.client.process_new_packets().unwrap_err();
             assert!(e.to_string().contains("BadRecordMac"), "{e}");
+        }
+    }
+
+    mod properties {
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// A step a driver (or a hostile client) can take.
+        #[derive(Clone, Debug)]
+        enum Step {
+            /// Bytes from the client: random, or the start of a valid record header.
+            Feed(Vec<u8>),
+            /// The io_uring pattern: lend the buffer, encrypt meanwhile, take it back
+            /// with these bytes appended, process.
+            LentRead(Vec<u8>),
+            /// Encrypt a frame and collect what is queued.
+            Encrypt(u16),
+            /// A record the real client sends (valid application data).
+            ClientData(u16),
+            CloseNotify,
+        }
+
+        enum StepKind {
+            CloseNotify,
+            Other,
+        }
+
+        fn step() -> impl Strategy<Value = Step> {
+            prop_oneof![
+                3 => vec(any::<u8>(), 0..300).prop_map(Step::Feed),
+                2 => vec(any::<u8>(), 0..300).prop_map(Step::LentRead),
+                2 => (0..40_000u16).prop_map(Step::Encrypt),
+                3 => (0..40_000u16).prop_map(Step::ClientData),
+                1 => Just(Step::CloseNotify),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+
+            /// Whatever a client sends and whatever order the driver calls in, the
+            /// session answers with data or an error, never a panic; once failed, it
+            /// stays failed.
+            #[test]
+            fn hostile_input_never_panics(
+                handshake in any::<bool>(),
+                tls12 in any::<bool>(),
+                steps in vec(step(), 1..24),
+            ) {
+                let mut p = pair(tls12);
+                if handshake {
+                    exchange(&mut p);
+                }
+                let mut plain = BytesMut::new();
+                let mut out = TlsBuf::default();
+                let mut failed = false;
+                for step in steps {
+                    let step_was = match step {
+                        Step::CloseNotify => StepKind::CloseNotify,
+                        _ => StepKind::Other,
+                    };
+                    let result = match step {
+                        Step::Feed(bytes) => p.server.feed(&bytes, &mut plain).map(|_| ()),
+                        Step::LentRead(bytes) => {
+                            let mut lent = p.server.take_incoming();
+                            let encrypted = p.server.encrypt(b"head", &[1; 100], &mut out);
+                            lent.extend_from_slice(&bytes);
+                            p.server.put_incoming(lent);
+                            encrypted.and_then(|()| p.server.process(&mut plain).map(|_| ()))
+                        }
+                        Step::Encrypt(n) => p
+                            .server
+                            .encrypt(b"h", &vec![2; usize::from(n)], &mut out)
+                            .and_then(|()| p.server.take_tls(&mut out)),
+                        Step::ClientData(n) => {
+                            let mut records = Vec::new();
+                            if std::io::Write::write_all(
+                                &mut p.client.writer(),
+                                &vec![3; usize::from(n)],
+                            )
+                            .is_ok()
+                            {
+                                while p.client.wants_write() {
+                                    if p.client.write_tls(&mut records).is_err() {
+                                        break;
+                                    }
+                                }
+                            }
+                            p.server.feed(&records, &mut plain).map(|_| ())
+                        }
+                        Step::CloseNotify => {
+                            p.server.send_close_notify();
+                            p.server.take_tls(&mut out)
+                        }
+                    };
+                    if matches!(result, Err(SessionError::Tls(_))) {
+                        failed = true;
+                    }
+                    if failed {
+                        // A failed session refuses further input.
+                        prop_assert!(p.server.feed(&[0x17, 3, 3, 0, 1, 0], &mut plain).is_err());
+                    }
+                    if matches!(step_was, StepKind::CloseNotify) && !failed && handshake {
+                        // After our close_notify, input is discarded.
+                        prop_assert!(p.server.feed(&[0x99; 8], &mut plain).is_ok());
+                    }
+                    out.clear();
+                }
+            }
         }
     }
 }
