@@ -368,20 +368,20 @@ impl Stream {
         let mut room = (&mut *out).limit(MAX_CHUNK);
         let read = tokio_util::io::poll_read_buf(Pin::new(src), cx, &mut room);
         let n = match read {
-            Poll::Ready(Ok(n)) => n,
-            Poll::Ready(Err(e)) => {
+            Poll::Ready(Ok(n)) if n > 0 => n,
+            other => {
+                // Nothing to send: give the writer queue's slot back. A slot held while
+                // the local socket is idle would starve the connection's other streams
+                // (the queue is shared, so a few hundred idle streams would hold it all).
                 out.clear();
-                return Poll::Ready(Err(e));
-            }
-            Poll::Pending => {
-                out.clear();
-                return Poll::Pending;
+                self.writer.abort_send();
+                return match other {
+                    Poll::Ready(Ok(_)) => Poll::Ready(Ok(0)),
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                    Poll::Pending => Poll::Pending,
+                };
             }
         };
-        if n == 0 {
-            out.clear();
-            return Poll::Ready(Ok(0));
-        }
         self.head.clear();
         proto::data_head(
             &mut self.head,
