@@ -183,10 +183,10 @@ pub async fn run(ctx: &Ctx, net: &WeftNet, targets: TargetPorts) -> ScenarioRepo
         ctx.tick();
     }
     s.notes.push(format!(
-        "circuits only meet within one shard (router/README.md), so each shard gets its own \
-         hosting and dialing `weft tunnel` endpoint (placement read from the router's \
-         per-shard metrics) and {CONNS} echo connections per dialer; the N shards carry N \
-         independent circuit sets. On a machine with {} cores the load generator, echo \
+        "each shard gets its own hosting and dialing `weft tunnel` endpoint (placement read \
+         from the router's per-shard metrics) and {CONNS} echo connections per dialer; a dial \
+         prefers a terminator on its own shard, so the N shards carry N independent circuit \
+         sets. On a machine with {} cores the load generator, echo \
          server and 2N tunnel endpoints share the cores with the router's shards.",
         std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
     ));
