@@ -14,55 +14,17 @@
 
 use std::hint::black_box;
 use std::io::Write as _;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use weft_router::tls::test_pki::TestPki;
 use weft_router::tls::{ServerSession, TlsBuf};
 
 fn pair() -> (rustls::ClientConnection, ServerSession) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let server_key = rcgen::KeyPair::generate().unwrap();
-    let server_cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&server_key, &issuer)
-        .unwrap();
-    let client_key = rcgen::KeyPair::generate().unwrap();
-    let client_cert = rcgen::CertificateParams::new(Vec::<String>::new())
-        .unwrap()
-        .signed_by(&client_key, &issuer)
-        .unwrap();
-    let server_config = weft_router::tls::server_config(
-        server_cert.pem().as_bytes(),
-        server_key.serialize_pem().as_bytes(),
-    )
-    .unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.der().clone()).unwrap();
-    let client_config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_client_auth_cert(
-        vec![CertificateDer::from(client_cert.der().to_vec())],
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(client_key.serialize_der())),
-    )
-    .unwrap();
-    let mut client = rustls::ClientConnection::new(
-        Arc::new(client_config),
-        ServerName::try_from("localhost").unwrap(),
-    )
-    .unwrap();
-    client.set_buffer_limit(None);
-    let mut server = ServerSession::new(Arc::new(server_config)).unwrap();
+    let pki = TestPki::new().unwrap();
+    let mut client = pki.client(&[&rustls::version::TLS13]).unwrap();
+    let mut server = ServerSession::new(pki.server).unwrap();
     let mut sink = BytesMut::new();
     for _ in 0..8 {
         let mut to_server = Vec::new();

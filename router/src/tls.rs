@@ -18,6 +18,8 @@ use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureSc
 use sha1::{Digest, Sha1};
 
 mod session;
+#[doc(hidden)]
+pub mod test_pki;
 
 pub use session::{
     COALESCE_MAX, Fed, INCOMING_BUFFER, MAX_RECORD_PLAINTEXT, ServerSession, SessionError, TlsBuf,

@@ -137,21 +137,9 @@ pub(super) async fn run(
             );
         }
     }
-    shard.borrow_mut().finish_conn(key, &outcome);
-    match &outcome {
-        Outcome::Close(close) => {
-            tracing::debug!(
-                shard = index,
-                conn = key.0,
-                ?close,
-                "edge connection closed"
-            );
-            if flushed {
-                driver.session.send_close_notify();
-            }
-        }
-        Outcome::Lost => tracing::debug!(shard = index, conn = key.0, "edge connection lost"),
-    }
+    shard
+        .borrow_mut()
+        .end_conn(key, &outcome, flushed, &mut driver.session);
     // close_notify, or the alert of a TLS error, after what is written: best effort,
     // bounded.
     let Driver {

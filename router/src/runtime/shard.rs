@@ -165,6 +165,30 @@ impl Shard {
         self.pump();
     }
 
+    /// Ends the driving of `key`, whatever the backend: the shard forgets it
+    /// ([`Self::finish_conn`]), the outcome is logged, and a close that flushed what was
+    /// queued gets its TLS close_notify queued (the driver's last write sends it, or the
+    /// alert of a TLS error).
+    pub(super) fn end_conn(
+        &mut self,
+        key: ConnKey,
+        outcome: &Outcome,
+        flushed: bool,
+        session: &mut crate::tls::ServerSession,
+    ) {
+        self.finish_conn(key, outcome);
+        let shard = self.index;
+        match outcome {
+            Outcome::Close(close) => {
+                tracing::debug!(shard, conn = key.0, ?close, "edge connection closed");
+                if flushed {
+                    session.send_close_notify();
+                }
+            }
+            Outcome::Lost => tracing::debug!(shard, conn = key.0, "edge connection lost"),
+        }
+    }
+
     /// The close asked of `key`, `Some(None)` when it goes on, `None` when the shard no
     /// longer knows it.
     pub(super) fn close_of(&self, key: ConnKey) -> Option<Option<Close>> {

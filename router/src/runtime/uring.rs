@@ -300,21 +300,9 @@ async fn drive(shard: &RefCell<Shard>, stream: &TcpStream, mut conn: Conn) {
             );
         }
     }
-    shard.borrow_mut().finish_conn(key, &outcome);
-    match &outcome {
-        Outcome::Close(close) => {
-            tracing::debug!(
-                shard = index,
-                conn = key.0,
-                ?close,
-                "edge connection closed"
-            );
-            if flushed {
-                conn.session.send_close_notify();
-            }
-        }
-        Outcome::Lost => tracing::debug!(shard = index, conn = key.0, "edge connection lost"),
-    }
+    shard
+        .borrow_mut()
+        .end_conn(key, &outcome, flushed, &mut conn.session);
     // close_notify, or the alert of a TLS error: best effort, bounded.
     if writing.is_none() && conn.session.wants_write() {
         if let Some(mut buf) = conn.wbuf.take() {

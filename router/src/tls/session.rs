@@ -673,7 +673,6 @@ fn close_notify(
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
     use std::io::Write as _;
 
     struct Pair {
@@ -688,55 +687,15 @@ mod tests {
     /// A pair whose client sends its certificate followed by `extra` copies of the CA's
     /// (a long chain: its Certificate message spans records).
     fn pair_with_chain(tls12: bool, extra: usize) -> Pair {
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let issuer = rcgen::Issuer::new(ca_params, ca_key);
-        let server_key = rcgen::KeyPair::generate().unwrap();
-        let server_cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
-            .unwrap()
-            .signed_by(&server_key, &issuer)
-            .unwrap();
-        let client_key = rcgen::KeyPair::generate().unwrap();
-        let client_cert = rcgen::CertificateParams::new(Vec::<String>::new())
-            .unwrap()
-            .signed_by(&client_key, &issuer)
-            .unwrap();
-        let server_config = super::super::server_config(
-            server_cert.pem().as_bytes(),
-            server_key.serialize_pem().as_bytes(),
-        )
-        .unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(ca.der().clone()).unwrap();
-        let versions: &[&rustls::SupportedProtocolVersion] = if tls12 {
+        let pki = super::super::test_pki::TestPki::new().unwrap();
+        let versions: &[&'static rustls::SupportedProtocolVersion] = if tls12 {
             &[&rustls::version::TLS12]
         } else {
             &[&rustls::version::TLS13]
         };
-        let client_config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_protocol_versions(versions)
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(
-            std::iter::once(CertificateDer::from(client_cert.der().to_vec()))
-                .chain(std::iter::repeat_n(ca.der().clone(), extra))
-                .collect(),
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(client_key.serialize_der())),
-        )
-        .unwrap();
-        let mut client = rustls::ClientConnection::new(
-            Arc::new(client_config),
-            ServerName::try_from("localhost").unwrap(),
-        )
-        .unwrap();
-        client.set_buffer_limit(None);
         Pair {
-            client,
-            server: ServerSession::new(Arc::new(server_config)).unwrap(),
+            client: pki.client_padded(versions, extra).unwrap(),
+            server: ServerSession::new(pki.server).unwrap(),
         }
     }
 
