@@ -22,26 +22,9 @@ use weft_router::tls::test_pki::TestPki;
 use weft_router::tls::{ServerSession, TlsBuf};
 
 fn pair() -> (rustls::ClientConnection, ServerSession) {
-    let pki = TestPki::new().unwrap();
-    let mut client = pki.client(&[&rustls::version::TLS13]).unwrap();
-    let mut server = ServerSession::new(pki.server).unwrap();
-    let mut sink = BytesMut::new();
-    for _ in 0..8 {
-        let mut to_server = Vec::new();
-        while client.wants_write() {
-            client.write_tls(&mut to_server).unwrap();
-        }
-        server.feed(&to_server, &mut sink).unwrap();
-        let mut to_client = TlsBuf::default();
-        server.take_tls(&mut to_client).unwrap();
-        let mut slice = &to_client[..];
-        while !slice.is_empty() {
-            client.read_tls(&mut slice).unwrap();
-            client.process_new_packets().unwrap();
-        }
-    }
-    assert!(!server.is_handshaking() && !client.is_handshaking());
-    (client, server)
+    TestPki::new()
+        .and_then(|pki| pki.handshaken(&[&rustls::version::TLS13]))
+        .unwrap()
 }
 
 fn encrypt(c: &mut Criterion) {

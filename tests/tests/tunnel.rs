@@ -4,21 +4,37 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use weft_tests::{Network, Tunnel, free_port, pattern};
 
+/// Enrolls a host and a client identity for `service` (Bind for `#{service}-host`, Dial
+/// for `#{service}-client`) and starts `weft tunnel host` toward `target` and `weft
+/// tunnel dial` on a free local port; returns that port's address and what keeps the
+/// processes and identity files alive.
+#[allow(clippy::unwrap_used)] // test setup: a failure is the test's failure
+async fn tunnels(
+    net: &Network,
+    service: &str,
+    target: &str,
+) -> (String, (tempfile::TempDir, Tunnel, Tunnel)) {
+    let dir = tempfile::tempdir().unwrap();
+    let host_id = dir.path().join("host.json");
+    let client_id = dir.path().join("client.json");
+    net.enrolled(&format!("{service}-h"), &[&format!("{service}-host")])
+        .await
+        .save(&host_id)
+        .unwrap();
+    net.enrolled(&format!("{service}-c"), &[&format!("{service}-client")])
+        .await
+        .save(&client_id)
+        .unwrap();
+    let host = Tunnel::start("host", &host_id, service, &["--target", target]);
+    let listen = format!("127.0.0.1:{}", free_port());
+    let dial = Tunnel::start("dial", &client_id, service, &["--listen", &listen]);
+    (listen, (dir, host, dial))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_rides_the_overlay_through_tunnel_processes() {
     let net = Network::start().await;
     net.service("tcp", &["tcp"], true).await;
-    let dir = tempfile::tempdir().unwrap();
-    let host_id = dir.path().join("host.json");
-    let client_id = dir.path().join("client.json");
-    net.enrolled("tcp-h", &["tcp-host"])
-        .await
-        .save(&host_id)
-        .unwrap();
-    net.enrolled("tcp-c", &["tcp-client"])
-        .await
-        .save(&client_id)
-        .unwrap();
 
     // A plain TCP server that answers each connection with the reverse of what it got.
     let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -34,10 +50,7 @@ async fn tcp_rides_the_overlay_through_tunnel_processes() {
         }
     });
 
-    let _host = Tunnel::start("host", &host_id, "tcp", &["--target", &target]);
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let _dial = Tunnel::start("dial", &client_id, "tcp", &["--listen", &listen]);
+    let (listen, _tunnels) = tunnels(&net, "tcp", &target).await;
 
     for round in 0..3u32 {
         let mut sock = TcpStream::connect(&listen).await.unwrap();
@@ -63,17 +76,6 @@ async fn hundreds_of_idle_connections_share_the_tunnel() {
     const CONNS: usize = 400;
     let net = Network::start().await;
     net.service("idle", &["idle"], false).await;
-    let dir = tempfile::tempdir().unwrap();
-    let host_id = dir.path().join("host.json");
-    let client_id = dir.path().join("client.json");
-    net.enrolled("idle-h", &["idle-host"])
-        .await
-        .save(&host_id)
-        .unwrap();
-    net.enrolled("idle-c", &["idle-client"])
-        .await
-        .save(&client_id)
-        .unwrap();
     // An echo server.
     let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let target = server.local_addr().unwrap().to_string();
@@ -89,9 +91,7 @@ async fn hundreds_of_idle_connections_share_the_tunnel() {
             });
         }
     });
-    let _host = Tunnel::start("host", &host_id, "idle", &["--target", &target]);
-    let listen = format!("127.0.0.1:{}", free_port());
-    let _dial = Tunnel::start("dial", &client_id, "idle", &["--listen", &listen]);
+    let (listen, _tunnels) = tunnels(&net, "idle", &target).await;
 
     let mut held = Vec::with_capacity(CONNS);
     for i in 0..CONNS {

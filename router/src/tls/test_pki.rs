@@ -3,8 +3,11 @@
 
 use std::sync::Arc;
 
+use bytes::BytesMut;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, ServerConfig, SupportedProtocolVersion};
+
+use super::{ServerSession, SessionError, TlsBuf};
 
 /// Why the test PKI could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +21,12 @@ pub enum TestPkiError {
     /// The router's own configuration builder refused the server certificate.
     #[error(transparent)]
     Server(#[from] super::TlsError),
+    /// The router's session failed the handshake.
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    /// Moving the client's records failed, or the handshake did not finish.
+    #[error("handshake: {0}")]
+    Handshake(String),
 }
 
 /// The router's server configuration and what a client needs to reach it.
@@ -112,5 +121,37 @@ impl TestPki {
         let mut client = ClientConnection::new(config, name)?;
         client.set_buffer_limit(None);
         Ok(client)
+    }
+
+    /// A client over `versions` and the router's session for it, handshaken in memory.
+    pub fn handshaken(
+        &self,
+        versions: &[&'static SupportedProtocolVersion],
+    ) -> Result<(ClientConnection, ServerSession), TestPkiError> {
+        let mut client = self.client(versions)?;
+        let mut server = ServerSession::new(Arc::clone(&self.server))?;
+        let mut early = BytesMut::new();
+        for _ in 0..8 {
+            let mut to_server = Vec::new();
+            while client.wants_write() {
+                client
+                    .write_tls(&mut to_server)
+                    .map_err(|e| TestPkiError::Handshake(e.to_string()))?;
+            }
+            server.feed(&to_server, &mut early)?;
+            let mut to_client = TlsBuf::default();
+            server.take_tls(&mut to_client)?;
+            let mut slice = &to_client[..];
+            while !slice.is_empty() {
+                client
+                    .read_tls(&mut slice)
+                    .map_err(|e| TestPkiError::Handshake(e.to_string()))?;
+                client.process_new_packets()?;
+            }
+        }
+        if server.is_handshaking() || client.is_handshaking() || !early.is_empty() {
+            return Err(TestPkiError::Handshake("not finished in 8 flights".into()));
+        }
+        Ok((client, server))
     }
 }
