@@ -286,6 +286,20 @@ impl Net {
         );
     }
 
+    /// The SDK closes `conn_id` (StateClosed; a listener id unbinds).
+    fn close(&mut self, sdk: &mut Sdk, conn_id: u32) {
+        self.send(sdk, |o, s| {
+            StateClosed {
+                conn_id,
+                seq: 9,
+                reply_for: None,
+                reason: b"",
+            }
+            .encode(s, o)
+            .unwrap()
+        });
+    }
+
     fn data(&mut self, sdk: &mut Sdk, conn_id: u32, payload: &[u8], fin: bool) {
         self.send(sdk, |o, s| {
             Data {
@@ -330,16 +344,7 @@ fn data_flows_both_ways_then_close_reaches_the_other_side() {
     assert_eq!((d.conn_id, d.payload), (0, &b"pong"[..]));
     assert!(Data::parse(&frames[1]).unwrap().is_fin());
 
-    net.send(&mut dialer, |o, s| {
-        StateClosed {
-            conn_id: 0,
-            seq: 3,
-            reply_for: None,
-            reason: b"",
-        }
-        .encode(s, o)
-        .unwrap()
-    });
+    net.close(&mut dialer, 0);
     let frames = net.recv(&mut host);
     let closed = StateClosed::parse(&frames[0]).unwrap();
     assert_eq!((closed.conn_id, closed.reply_for), (100, None));
@@ -553,16 +558,7 @@ fn unbinding_removes_the_terminator() {
     let mut net = Net::new(1 << 20);
     let mut host = net.connect(HOST, b"H", "fh");
     net.bind(&mut host, 7, b"tok-bind", 0, Precedence::Default);
-    net.send(&mut host, |o, s| {
-        StateClosed {
-            conn_id: 7,
-            seq: 1,
-            reply_for: None,
-            reason: b"",
-        }
-        .encode(s, o)
-        .unwrap()
-    });
+    net.close(&mut host, 7);
     assert_eq!(
         net.fwd.poll_control(),
         Some(ControlRequest::RemoveTerminator {
@@ -628,16 +624,7 @@ fn a_circuit_crosses_shards_with_data_half_close_and_close() {
 
     // Each circuit is counted once, by its dialer's shard.
     assert_eq!(net.fwd.counts().1 + net.others[0].counts().1, 1);
-    net.send(&mut dialer, |o, s| {
-        StateClosed {
-            conn_id: 0,
-            seq: 3,
-            reply_for: None,
-            reason: b"",
-        }
-        .encode(s, o)
-        .unwrap()
-    });
+    net.close(&mut dialer, 0);
     let frames = net.recv(&mut host);
     let closed = StateClosed::parse(&frames[0]).unwrap();
     assert_eq!(
@@ -814,29 +801,11 @@ fn a_local_terminator_is_preferred_among_equals_and_unbinding_reaches_every_shar
     assert!(net.recv(&mut remote).is_empty());
 
     // The local host unbinds: dials now cross to the other shard.
-    net.send(&mut local, |o, s| {
-        StateClosed {
-            conn_id: 7,
-            seq: 1,
-            reply_for: None,
-            reason: b"",
-        }
-        .encode(s, o)
-        .unwrap()
-    });
+    net.close(&mut local, 7);
     net.dial(&mut dialer, 10);
     assert_eq!(Dial::parse(&net.recv(&mut remote)[0]).unwrap().conn_id, 8);
     // And when that one unbinds too, shard 0 knows at once.
-    net.send(&mut remote, |o, s| {
-        StateClosed {
-            conn_id: 8,
-            seq: 1,
-            reply_for: None,
-            reason: b"",
-        }
-        .encode(s, o)
-        .unwrap()
-    });
+    net.close(&mut remote, 8);
     net.recv(&mut dialer);
     net.dial(&mut dialer, 11);
     let frames = net.recv(&mut dialer);
@@ -1034,20 +1003,8 @@ mod properties {
         }
 
         // Circuit 0 closed by its dialer, circuit 1 by the host.
-        let close = |conn_id| {
-            move |o: &mut BytesMut, s| {
-                StateClosed {
-                    conn_id,
-                    seq: 9,
-                    reply_for: None,
-                    reason: b"",
-                }
-                .encode(s, o)
-                .unwrap()
-            }
-        };
-        net.send(&mut dialers[0], close(0));
-        net.send(&mut host, close(101));
+        net.close(&mut dialers[0], 0);
+        net.close(&mut host, 101);
         let to_host = net.recv(&mut host);
         let closed = |frames: &[Frame], id| {
             frames
