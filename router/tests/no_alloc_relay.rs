@@ -90,21 +90,15 @@ fn frames_of(fwd: &mut Forwarder, key: ConnKey) -> Vec<weft_wire::Frame> {
     out
 }
 
-/// A forwarder with one circuit: the dialer's conn id 0 to the host's child 100.
-fn circuit(now: Instant) -> Forwarder {
-    let mut fwd = Forwarder::new(ForwardConfig::default());
-    fwd.apply_sync(now, sync());
-    let mut wire = BytesMut::new();
-
-    // Host: hello, bind, confirmed terminator.
-    fwd.add_conn(now, HOST, vec!["fp".into()]);
+/// The host's first frames: its hello and a Bind of listener 7.
+fn host_hello_and_bind(wire: &mut BytesMut) {
     Hello {
         session_token: b"H",
         client_info: b"",
     }
-    .encode(0, &mut wire)
+    .encode(0, wire)
     .unwrap();
-    let bind = Bind {
+    Bind {
         conn_id: 7,
         seq: 0,
         caller_id: None,
@@ -113,8 +107,41 @@ fn circuit(now: Instant) -> Forwarder {
         cost: None,
         precedence: None,
         session_token: b"bind",
-    };
-    bind.encode(1, &mut wire).unwrap();
+    }
+    .encode(1, wire)
+    .unwrap();
+}
+
+/// The dialer's first frames: its hello and a Connect on conn id 0.
+fn dialer_hello_and_connect(wire: &mut BytesMut) {
+    Hello {
+        session_token: b"D",
+        client_info: b"",
+    }
+    .encode(0, wire)
+    .unwrap();
+    Connect {
+        conn_id: 0,
+        seq: 0,
+        caller_id: None,
+        public_key: None,
+        terminator_identity: None,
+        app_data: None,
+        session_token: b"dial",
+    }
+    .encode(1, wire)
+    .unwrap();
+}
+
+/// A forwarder with one circuit: the dialer's conn id 0 to the host's child 100.
+fn circuit(now: Instant) -> Forwarder {
+    let mut fwd = Forwarder::new(ForwardConfig::default());
+    fwd.apply_sync(now, sync());
+    let mut wire = BytesMut::new();
+
+    // Host: hello, bind, confirmed terminator.
+    fwd.add_conn(now, HOST, vec!["fp".into()]);
+    host_hello_and_bind(&mut wire);
     fwd.handle_input(now, HOST, &wire.split(), 0);
     let Some(ControlRequest::CreateTerminator { .. }) = fwd.poll_control() else {
         panic!()
@@ -124,22 +151,7 @@ fn circuit(now: Instant) -> Forwarder {
 
     // Dialer: hello, connect; host accepts as child 100.
     fwd.add_conn(now, DIALER, vec!["fp".into()]);
-    Hello {
-        session_token: b"D",
-        client_info: b"",
-    }
-    .encode(0, &mut wire)
-    .unwrap();
-    let connect = Connect {
-        conn_id: 0,
-        seq: 0,
-        caller_id: None,
-        public_key: None,
-        terminator_identity: None,
-        app_data: None,
-        session_token: b"dial",
-    };
-    connect.encode(1, &mut wire).unwrap();
+    dialer_hello_and_connect(&mut wire);
     fwd.handle_input(now, DIALER, &wire.split(), 0);
     let frames = frames_of(&mut fwd, HOST);
     let dial = Dial::parse(&frames[0]).unwrap();
@@ -247,24 +259,7 @@ fn cross_circuit(now: Instant, moving: &mut Vec<(usize, usize, CrossMsg)>) -> [F
     let mut wire = BytesMut::new();
     let [a, b] = &mut shards;
     b.add_conn(now, X_HOST, vec!["fp".into()]);
-    Hello {
-        session_token: b"H",
-        client_info: b"",
-    }
-    .encode(0, &mut wire)
-    .unwrap();
-    Bind {
-        conn_id: 7,
-        seq: 0,
-        caller_id: None,
-        public_key: None,
-        terminator_identity: None,
-        cost: None,
-        precedence: None,
-        session_token: b"bind",
-    }
-    .encode(1, &mut wire)
-    .unwrap();
+    host_hello_and_bind(&mut wire);
     b.handle_input(now, X_HOST, &wire.split(), 0);
     let Some(ControlRequest::CreateTerminator { .. }) = b.poll_control() else {
         panic!()
@@ -272,23 +267,7 @@ fn cross_circuit(now: Instant, moving: &mut Vec<(usize, usize, CrossMsg)>) -> [F
     b.terminator_created(now, X_HOST, 7, "t".into());
     frames_of(b, X_HOST);
     a.add_conn(now, DIALER, vec!["fp".into()]);
-    Hello {
-        session_token: b"D",
-        client_info: b"",
-    }
-    .encode(0, &mut wire)
-    .unwrap();
-    Connect {
-        conn_id: 0,
-        seq: 0,
-        caller_id: None,
-        public_key: None,
-        terminator_identity: None,
-        app_data: None,
-        session_token: b"dial",
-    }
-    .encode(1, &mut wire)
-    .unwrap();
+    dialer_hello_and_connect(&mut wire);
     shuttle(&mut shards, moving, now);
     shards[0].handle_input(now, DIALER, &wire.split(), 0);
     shuttle(&mut shards, moving, now);

@@ -286,6 +286,23 @@ impl Net {
         );
     }
 
+    /// The host refuses the Dial it was sent, with `reason`.
+    fn refuse(&mut self, host: &mut Sdk, reason: &[u8]) {
+        let frames = self.recv(host);
+        let dial = Dial::parse(&frames[0]).unwrap();
+        let (listener, reply_for) = (dial.conn_id, frames[0].sequence());
+        self.send(host, |o, s| {
+            DialFailed {
+                conn_id: listener,
+                seq: 0,
+                reply_for,
+                reason,
+            }
+            .encode(s, o)
+            .unwrap()
+        });
+    }
+
     /// The SDK closes `conn_id` (StateClosed; a listener id unbinds).
     fn close(&mut self, sdk: &mut Sdk, conn_id: u32) {
         self.send(sdk, |o, s| {
@@ -404,18 +421,7 @@ fn a_host_refusal_fails_the_dial() {
     net.bind(&mut host, 7, b"tok-bind", 0, Precedence::Default);
     let mut dialer = net.connect(DIALER, b"D", "fd");
     let seq = net.dial(&mut dialer, 0);
-    let frames = net.recv(&mut host);
-    let dial_seq = frames[0].sequence();
-    net.send(&mut host, |o, s| {
-        DialFailed {
-            conn_id: 7,
-            seq: 0,
-            reply_for: dial_seq,
-            reason: b"crypto failure",
-        }
-        .encode(s, o)
-        .unwrap()
-    });
+    net.refuse(&mut host, b"crypto failure");
     let frames = net.recv(&mut dialer);
     let closed = StateClosed::parse(&frames[0]).unwrap();
     assert_eq!(
@@ -760,18 +766,7 @@ fn a_refusal_on_the_host_shard_fails_the_dial() {
     net.bind(&mut host, 7, b"tok-bind", 0, Precedence::Default);
     let mut dialer = net.connect(DIALER, b"D", "fd");
     let seq = net.dial(&mut dialer, 0);
-    let frames = net.recv(&mut host);
-    let dial_seq = frames[0].sequence();
-    net.send(&mut host, |o, s| {
-        DialFailed {
-            conn_id: 7,
-            seq: 0,
-            reply_for: dial_seq,
-            reason: b"no upstream",
-        }
-        .encode(s, o)
-        .unwrap()
-    });
+    net.refuse(&mut host, b"no upstream");
     let frames = net.recv(&mut dialer);
     let closed = StateClosed::parse(&frames[0]).unwrap();
     assert_eq!(

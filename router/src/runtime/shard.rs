@@ -165,6 +165,16 @@ impl Shard {
         self.pump();
     }
 
+    /// Hands the forwarder the application data that arrived with the end of `key`'s
+    /// handshake (nothing to do when there was none).
+    pub(super) fn receive_early(&mut self, key: ConnKey, early: &[u8]) {
+        if early.is_empty() {
+            return;
+        }
+        self.fwd.handle_input(Instant::now(), key, early, unix_ms());
+        self.pump();
+    }
+
     /// Ends the driving of `key`, whatever the backend: the shard forgets it
     /// ([`Self::finish_conn`]), the outcome is logged, and a close that flushed what was
     /// queued gets its TLS close_notify queued (the driver's last write sends it, or the

@@ -186,15 +186,7 @@ async fn run(
         return;
     };
     tracing::debug!(shard = index, conn = key.0, %peer, "edge connection open");
-    if !early.is_empty() {
-        // Application data that came with the end of the handshake.
-        let mut s = shard.borrow_mut();
-        if let Some(buffer) = s.fwd.receive_buffer(key) {
-            buffer.extend_from_slice(&early);
-        }
-        s.fwd.handle_received(Instant::now(), key, unix_ms());
-        s.pump();
-    }
+    shard.borrow_mut().receive_early(key, &early);
     drop(early);
 
     let conn = Conn {
