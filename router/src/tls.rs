@@ -17,12 +17,13 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
 use sha1::{Digest, Sha1};
 
+mod record;
 mod session;
 #[doc(hidden)]
 pub mod test_pki;
 
 pub use session::{
-    COALESCE_MAX, Fed, INCOMING_BUFFER, MAX_RECORD_PLAINTEXT, ServerSession, SessionError, TlsBuf,
+    Fed, INCOMING_BUFFER, MAX_RECORD_PLAINTEXT, ServerSession, SessionError, TlsBuf,
 };
 
 /// Why a TLS configuration could not be built.
@@ -88,6 +89,9 @@ pub fn server_config(cert_pem: &[u8], key_pem: &[u8]) -> Result<ServerConfig, Tl
         .with_single_cert(chain, key)?;
     // The C SDK offers no ALPN; neither do we.
     config.alpn_protocols.clear();
+    // After the handshake the session runs the records itself on rustls' keys
+    // (`session`, `record`).
+    config.enable_secret_extraction = true;
     Ok(config)
 }
 

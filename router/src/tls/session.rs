@@ -1,25 +1,23 @@
-//! A rustls server connection on rustls' unbuffered API, on buffers the session and its
-//! driver own: both I/O backends drive their edge connections with it.
+//! One edge connection's TLS, server side, on buffers the session and its driver own:
+//! both I/O backends drive their edge connections with it.
 //!
+//! - **Handshake**: rustls' unbuffered API. Once the handshake is over, the session
+//!   takes the traffic keys from rustls ([`rustls::kernel`]) and runs the record layer
+//!   itself ([`super::record`]), with no allocation per record; rustls keeps the key
+//!   schedule for key updates.
 //! - **Incoming**: the session owns the ciphertext buffer. The driver reads straight
 //!   into its spare capacity ([`ServerSession::incoming_mut`] for a readiness read,
 //!   [`ServerSession::take_incoming`] / [`ServerSession::put_incoming`] for an io_uring
 //!   read, which owns its buffer while in flight) and calls [`ServerSession::process`],
-//!   which has rustls decrypt the complete records in place and appends their plaintext
-//!   to the forwarder's receive buffer. A partial record stays, moved to the front of the
+//!   which opens the complete records in place and appends their plaintext to the
+//!   forwarder's receive buffer. A partial record stays, moved to the front of the
 //!   buffer once per call.
-//! - **Outgoing**: [`ServerSession::encrypt`] encrypts a frame (head and payload)
-//!   straight into the driver's write buffer; the records rustls makes on its own
-//!   (handshake, session tickets, key updates, alerts, close_notify) wait in the session
-//!   for [`ServerSession::take_tls`] (or go first into the next [`ServerSession::encrypt`]).
+//! - **Outgoing**: [`ServerSession::encrypt`] seals a frame (head and payload) straight
+//!   into the driver's write buffer; the records the session makes on its own
+//!   (handshake, session tickets, key updates, alerts, close_notify) wait for
+//!   [`ServerSession::take_tls`] (or go first into the next [`ServerSession::encrypt`]).
 //!
 //! Plaintext written during the handshake is held until it completes.
-//!
-//! rustls 0.23 still allocates inside its unbuffered API: one buffer per record it
-//! decrypts (`ReadTraffic::next_record` hands out a `Vec` popped from its plaintext
-//! queue) and one per record it encrypts (its `MessageEncrypter` returns an owned
-//! record, which `WriteTraffic::encrypt` copies into the caller's buffer). Those are
-//! the only allocations of the path (docs/adr/0004-router-runtime.md).
 
 use std::sync::Arc;
 
@@ -27,15 +25,13 @@ use bytes::BytesMut;
 use rustls::ServerConfig;
 use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::unbuffered::{
-    ConnectionState, EncodeError, EncodeTlsData, EncryptError, InsufficientSizeError,
-    UnbufferedStatus, WriteTraffic,
+    ConnectionState, EncodeError, EncodeTlsData, InsufficientSizeError, UnbufferedStatus,
 };
+
+use super::record::Records;
 
 /// The most plaintext one TLS record carries.
 pub const MAX_RECORD_PLAINTEXT: usize = 16 * 1024;
-/// The most a record adds to its plaintext: header (5), TLS 1.2 explicit nonce (8),
-/// AEAD tag (16), TLS 1.3 inner content type (1).
-const RECORD_OVERHEAD: usize = 5 + 8 + 16 + 1;
 /// The largest record the peer may send: header and TLS 1.2's ciphertext limit.
 const MAX_RECORD: usize = 5 + MAX_RECORD_PLAINTEXT + 2048;
 /// Capacity of the incoming buffer of [`ServerSession::new`]: a 64 KiB read and one
@@ -48,9 +44,6 @@ const INCOMING_ROOM: usize = MAX_RECORD;
 const PLAINTEXT_RESERVE: usize = 64 * 1024;
 /// Room made for a handshake record before rustls says how much it needs.
 const HANDSHAKE_ROOM: usize = 4 * 1024;
-/// Payload bytes copied next to a frame's head so that both go in one record, instead
-/// of the head going in a record of its own (see [`ServerSession::encrypt`]).
-pub const COALESCE_MAX: usize = 4 * 1024;
 
 /// A write buffer of TLS records: its slice (`Deref`) is the records to send. The
 /// storage after them stays initialized once written to, so that encrypting into it
@@ -90,8 +83,9 @@ impl TlsBuf {
         (self.storage, self.len)
     }
 
-    /// `n` bytes of room after the records, zeroed only where never used before.
-    fn room(&mut self, n: usize) -> &mut [u8] {
+    /// Exactly `n` bytes of room after the records, zeroed only where never used
+    /// before.
+    pub(super) fn room(&mut self, n: usize) -> &mut [u8] {
         let end = self.len + n;
         if self.storage.len() < end {
             self.storage.resize(end, 0);
@@ -100,7 +94,7 @@ impl TlsBuf {
     }
 
     /// Counts `n` bytes written into [`Self::room`] as records.
-    fn commit(&mut self, n: usize) {
+    pub(super) fn commit(&mut self, n: usize) {
         self.len = (self.len + n).min(self.storage.len());
     }
 }
@@ -116,13 +110,11 @@ impl std::ops::Deref for TlsBuf {
 /// Why a TLS session failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
-    /// The peer broke the TLS protocol (or a certificate was refused); an alert is
-    /// queued for it where rustls makes one (see [`ServerSession::wants_write`]).
+    /// The peer broke the TLS protocol (or a certificate was refused, or the keys
+    /// reached their limit); an alert is queued for it where there is one to send (see
+    /// [`ServerSession::wants_write`]).
     #[error("TLS: {0}")]
     Tls(#[from] rustls::Error),
-    /// rustls refused to encrypt: the keys reached their limit.
-    #[error("TLS encryption: {0}")]
-    Encrypt(#[from] EncryptError),
     /// rustls refused to encode a handshake record.
     #[error("TLS encoding: {0}")]
     Encode(#[from] EncodeError),
@@ -143,37 +135,45 @@ pub enum Fed {
     PeerClosed,
 }
 
-/// What one run of rustls' state machine is asked to do besides reading.
-enum Job<'a> {
-    /// Only process the incoming records.
-    Read(&'a mut BytesMut),
-    /// Encrypt a frame into `out` (held during the handshake).
-    Encrypt {
-        head: &'a [u8],
-        payload: &'a [u8],
-        out: &'a mut TlsBuf,
-    },
-    /// Queue the close_notify alert.
-    CloseNotify,
+/// Who runs the records.
+enum Phase {
+    /// rustls, through the handshake.
+    Handshake(Box<UnbufferedServerConnection>),
+    /// The session, on rustls' keys.
+    Traffic(Box<Records>),
+    /// Neither: the hand-over failed (the session holds the error).
+    Gone,
 }
 
-/// One edge connection's TLS, server side, on rustls' unbuffered API.
+/// What one run of rustls' handshake state machine is asked to do besides reading.
+enum Job<'a> {
+    /// Process the incoming records; application data that comes with the handshake
+    /// goes here.
+    Read(&'a mut BytesMut),
+    /// Hold a frame until the handshake completes.
+    Hold(&'a [u8], &'a [u8]),
+    /// Nothing but finding out whether the handshake is over.
+    Check,
+}
+
+/// One edge connection's TLS, server side.
 pub struct ServerSession {
-    conn: UnbufferedServerConnection,
+    phase: Phase,
     /// Ciphertext received and not processed yet: a partial record (and, during the
     /// handshake, parts of a handshake message), at the front.
     incoming: Vec<u8>,
     /// A read operation holds `incoming`.
     lent: bool,
-    /// What `incoming` held when it was lent, which rustls sees meanwhile.
+    /// During the handshake, what `incoming` held when it was lent, which rustls sees
+    /// meanwhile.
     shadow: Vec<u8>,
-    /// Records rustls made (handshake, tickets, key updates, alerts) for
+    /// Records the session made (handshake, tickets, key updates, alerts) for
     /// [`Self::take_tls`].
     outgoing: TlsBuf,
     /// Plaintext written before the handshake completed.
     held: Vec<u8>,
-    /// A frame's head and the start of its payload, to encrypt as one record.
-    scratch: Vec<u8>,
+    /// The fingerprints of the client's certificates, kept when rustls hands over.
+    fingerprints: Vec<String>,
     /// The error that ended the session: every later call answers it.
     failed: Option<rustls::Error>,
     /// The peer's close_notify arrived.
@@ -185,6 +185,7 @@ pub struct ServerSession {
 impl std::fmt::Debug for ServerSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerSession")
+            .field("handshaking", &self.is_handshaking())
             .field("incoming", &self.incoming.len())
             .field("outgoing", &self.outgoing.len())
             .field("held", &self.held.len())
@@ -203,20 +204,29 @@ impl ServerSession {
 
     /// A session waiting for the client's hello, reading into `buffer` (cleared; grown to
     /// hold at least a read and a partial record). [`Self::into_buffer`] gives it back.
+    ///
+    /// The configuration must allow secret extraction (as [`super::server_config`]
+    /// makes it): the session runs the records itself after the handshake.
     pub fn with_buffer(
         config: Arc<ServerConfig>,
         mut buffer: Vec<u8>,
     ) -> Result<Self, SessionError> {
+        if !config.enable_secret_extraction {
+            return Err(rustls::Error::General(
+                "the TLS configuration must enable secret extraction".into(),
+            )
+            .into());
+        }
         buffer.clear();
         buffer.reserve(INCOMING_ROOM);
         Ok(Self {
-            conn: UnbufferedServerConnection::new(config)?,
+            phase: Phase::Handshake(Box::new(UnbufferedServerConnection::new(config)?)),
             incoming: buffer,
             lent: false,
             shadow: Vec::new(),
             outgoing: TlsBuf::default(),
             held: Vec::new(),
-            scratch: Vec::new(),
+            fingerprints: Vec::new(),
             failed: None,
             peer_closed: false,
             closed: false,
@@ -231,18 +241,28 @@ impl ServerSession {
 
     /// Whether the handshake is still going on.
     pub fn is_handshaking(&self) -> bool {
-        self.conn.is_handshaking()
+        match &self.phase {
+            Phase::Handshake(conn) => conn.is_handshaking(),
+            Phase::Traffic(_) | Phase::Gone => false,
+        }
     }
 
     /// The negotiated protocol version, once known.
     pub fn protocol_version(&self) -> Option<rustls::ProtocolVersion> {
-        self.conn.protocol_version()
+        match &self.phase {
+            Phase::Handshake(conn) => conn.protocol_version(),
+            Phase::Traffic(records) => Some(records.protocol_version()),
+            Phase::Gone => None,
+        }
     }
 
     /// The fingerprints of the client's certificates, leaf first (empty during the
     /// handshake).
     pub fn client_fingerprints(&self) -> Vec<String> {
-        super::client_fingerprints(&self.conn)
+        match &self.phase {
+            Phase::Handshake(conn) => super::client_fingerprints(conn),
+            Phase::Traffic(_) | Phase::Gone => self.fingerprints.clone(),
+        }
     }
 
     /// The incoming buffer: ciphertext not processed yet, then spare capacity (at least
@@ -254,12 +274,14 @@ impl ServerSession {
     /// Hands the incoming buffer out to a read operation that owns it while in flight: it
     /// must append to it (into its spare capacity) and come back through
     /// [`Self::put_incoming`] before [`Self::process`]. Meanwhile the session goes on
-    /// encrypting on a copy of the unprocessed ciphertext (a partial record at most),
-    /// which rustls must see again on every call (it may hold part of a handshake
-    /// message there).
+    /// encrypting; during the handshake it does so on a copy of the unprocessed
+    /// ciphertext (a partial record at most), which rustls must see again on every call
+    /// (it may hold part of a handshake message there).
     pub fn take_incoming(&mut self) -> Vec<u8> {
         self.shadow.clear();
-        self.shadow.extend_from_slice(&self.incoming);
+        if matches!(self.phase, Phase::Handshake(_)) {
+            self.shadow.extend_from_slice(&self.incoming);
+        }
         self.lent = true;
         std::mem::take(&mut self.incoming)
     }
@@ -297,18 +319,44 @@ impl ServerSession {
     /// in place and appended to `plaintext`, growing it as needed. A partial record stays
     /// for the next read. Stops at the peer's close_notify.
     ///
-    /// On an error, the alert rustls makes (if any) waits for [`Self::take_tls`]; the
+    /// On an error, the alert for it (if any) waits for [`Self::take_tls`]; the
     /// plaintext decrypted before the error is in `plaintext`.
     ///
     /// After our close_notify the peer's input is discarded: the connection is going
-    /// away, and rustls may not send a fatal alert after a close_notify (it asserts so
-    /// in debug builds), which a malformed record would make it try.
+    /// away, and no fatal alert may follow a close_notify.
     pub fn process(&mut self, plaintext: &mut BytesMut) -> Result<Fed, SessionError> {
-        if self.closed && self.failed.is_none() {
-            self.incoming.clear();
-            return Ok(Fed::Open);
+        if let Some(e) = &self.failed {
+            return Err(e.clone().into());
         }
-        self.run(Job::Read(plaintext))?;
+        if self.lent {
+            return Err(SessionError::UnexpectedState(
+                "processing while a read holds the buffer".into(),
+            ));
+        }
+        if self.closed || self.peer_closed {
+            self.incoming.clear();
+            return Ok(if self.peer_closed {
+                Fed::PeerClosed
+            } else {
+                Fed::Open
+            });
+        }
+        if matches!(self.phase, Phase::Handshake(_)) && self.handshake(Job::Read(plaintext))? {
+            self.hand_over()?;
+        }
+        if let Phase::Traffic(records) = &mut self.phase {
+            if !self.peer_closed {
+                let (consumed, result) =
+                    records.open(&mut self.incoming, plaintext, &mut self.outgoing);
+                compact(&mut self.incoming, consumed);
+                match result {
+                    Ok(Fed::Open) => {}
+                    Ok(Fed::PeerClosed) => self.peer_closed = true,
+                    Err(e) => return Err(self.fail(e)),
+                }
+            }
+        }
+        self.keep_room();
         Ok(if self.peer_closed {
             Fed::PeerClosed
         } else {
@@ -321,22 +369,37 @@ impl ServerSession {
     /// records go out in order). During the handshake the plaintext is held until it
     /// completes.
     ///
-    /// A frame goes in as few records as its length allows without copying more than
-    /// [`COALESCE_MAX`] bytes of its payload: rustls encrypts one slice at a time, so
-    /// the head and the start of the payload that does not fill whole records are
-    /// copied into a scratch buffer and encrypted as one record, and the rest of the
-    /// payload (whole records) is encrypted where it lies. A 16 KiB payload is thus one
-    /// record for the head and one for the payload, as many as any split gives.
+    /// The frame goes in as few records as its length needs: each byte is copied once,
+    /// into `out`, and sealed there.
     pub fn encrypt(
         &mut self,
         head: &[u8],
         payload: &[u8],
         out: &mut TlsBuf,
     ) -> Result<(), SessionError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone().into());
+        }
         if self.closed {
             return Err(SessionError::Closed);
         }
-        self.run(Job::Encrypt { head, payload, out })
+        if matches!(self.phase, Phase::Handshake(_)) && self.handshake(Job::Hold(head, payload))?
+        {
+            self.hand_over()?;
+        }
+        let Phase::Traffic(records) = &mut self.phase else {
+            // Held until the handshake completes.
+            return Ok(());
+        };
+        // Records the session made go first.
+        if !self.outgoing.is_empty() {
+            out.extend_from_slice(&self.outgoing);
+            self.outgoing.clear();
+        }
+        match records.seal(&[head, payload], out) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.fail(e)),
+        }
     }
 
     /// Whether records (handshake, alerts, close_notify) wait for [`Self::take_tls`].
@@ -356,11 +419,19 @@ impl ServerSession {
     /// Queues the close_notify alert (sent by the next [`Self::take_tls`]). Does nothing
     /// during the handshake or after an error.
     pub fn send_close_notify(&mut self) {
-        if self.closed || self.failed.is_some() || self.conn.is_handshaking() {
+        if self.closed || self.failed.is_some() {
             return;
         }
-        if let Err(e) = self.run(Job::CloseNotify) {
-            tracing::debug!(error = %e, "close_notify not queued");
+        if matches!(self.phase, Phase::Handshake(_))
+            && (!matches!(self.handshake(Job::Check), Ok(true)) || self.hand_over().is_err())
+        {
+            return;
+        }
+        if let Phase::Traffic(records) = &mut self.phase {
+            match records.close_notify(&mut self.outgoing) {
+                Ok(()) => self.closed = true,
+                Err(e) => tracing::debug!(error = %e, "close_notify not queued"),
+            }
         }
     }
 
@@ -371,29 +442,66 @@ impl ServerSession {
         }
     }
 
-    /// Runs rustls' state machine over the incoming buffer until it wants more input or
-    /// can send application data, doing `job` on the way.
-    fn run(&mut self, mut job: Job<'_>) -> Result<(), SessionError> {
+    /// Records `e` as the session's end.
+    fn fail(&mut self, e: rustls::Error) -> SessionError {
+        self.failed = Some(e.clone());
+        e.into()
+    }
+
+    /// Takes the keys from rustls once its handshake is over; data held during the
+    /// handshake goes out next.
+    fn hand_over(&mut self) -> Result<(), SessionError> {
+        let Phase::Handshake(conn) = std::mem::replace(&mut self.phase, Phase::Gone) else {
+            return Ok(());
+        };
+        self.fingerprints = super::client_fingerprints(&conn);
+        let records = conn
+            .dangerous_into_kernel_connection()
+            .and_then(|(secrets, kernel)| Records::new(secrets, kernel));
+        match records {
+            Ok(records) => {
+                self.phase = Phase::Traffic(Box::new(records));
+                self.seal_held()
+            }
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    /// Seals the plaintext held during the handshake after the records waiting.
+    fn seal_held(&mut self) -> Result<(), SessionError> {
+        let Phase::Traffic(records) = &mut self.phase else {
+            return Ok(());
+        };
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        let held = std::mem::take(&mut self.held);
+        match records.seal(&[&held], &mut self.outgoing) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    /// Runs rustls' handshake state machine over the incoming buffer until it wants more
+    /// input or can send application data, doing `job` on the way. Returns whether the
+    /// handshake is over (the keys are ready for [`Self::hand_over`]).
+    fn handshake(&mut self, mut job: Job<'_>) -> Result<bool, SessionError> {
         if let Some(e) = &self.failed {
             return Err(e.clone().into());
         }
-        if self.lent && matches!(job, Job::Read(_)) {
-            return Err(SessionError::UnexpectedState(
-                "processing while a read holds the buffer".into(),
-            ));
-        }
         let Self {
-            conn,
+            phase,
             incoming,
             lent,
             shadow,
             outgoing,
             held,
-            scratch,
-            failed,
             peer_closed,
-            closed,
+            ..
         } = self;
+        let Phase::Handshake(conn) = phase else {
+            return Ok(false);
+        };
         // Only a read consumes records; other jobs find none complete.
         let incoming = if *lent { shadow } else { incoming };
         // Bytes of `incoming` rustls is done with; removed once, at the end.
@@ -408,9 +516,11 @@ impl ServerSession {
                     break Err(e);
                 }
             };
-            let step = match state {
+            // `Some(writable)` ends the run: rustls would send application data
+            // (`true`), or waits for the handshake to go on (`false`).
+            let step: Result<Option<bool>, SessionError> = match state {
                 ConnectionState::ReadTraffic(mut records) => {
-                    let mut step = Ok(false);
+                    let mut step = Ok(None);
                     while let Some(record) = records.next_record() {
                         match record {
                             Ok(record) => {
@@ -436,7 +546,7 @@ impl ServerSession {
                 ConnectionState::ReadEarlyData(mut records) => {
                     // The configuration accepts no early data; were it to, it is
                     // application data like any other.
-                    let mut step = Ok(false);
+                    let mut step = Ok(None);
                     while let Some(record) = records.next_record() {
                         match record {
                             Ok(record) => {
@@ -454,67 +564,40 @@ impl ServerSession {
                     step
                 }
                 ConnectionState::EncodeTlsData(mut record) => {
-                    encode(&mut record, outgoing).map(|()| false)
+                    encode(&mut record, outgoing).map(|()| None)
                 }
-                ConnectionState::TransmitTlsData(mut transmit) => {
+                ConnectionState::TransmitTlsData(transmit) => {
                     // The records wait in `outgoing`, which goes out in order with the
                     // driver's next write: they count as sent.
-                    let mut step = Ok(false);
-                    if !held.is_empty() {
-                        if let Some(mut traffic) = transmit.may_encrypt_app_data() {
-                            step = seal(&mut traffic, held, outgoing).map(|()| false);
-                            held.clear();
-                        }
-                    }
                     transmit.done();
-                    step
-                }
-                ConnectionState::BlockedHandshake => {
-                    if let Job::Encrypt { head, payload, .. } = &job {
-                        held.extend_from_slice(head);
-                        held.extend_from_slice(payload);
-                    }
-                    Ok(true)
+                    Ok(None)
                 }
                 ConnectionState::PeerClosed => {
                     *peer_closed = true;
-                    Ok(false)
+                    Ok(None)
                 }
                 ConnectionState::Closed => {
                     *peer_closed = true;
-                    Ok(true)
+                    Ok(Some(false))
                 }
-                ConnectionState::WriteTraffic(mut traffic) => {
-                    let mut step = Ok(());
-                    if !held.is_empty() {
-                        step = seal(&mut traffic, held, outgoing);
-                        held.clear();
-                    }
-                    match &mut job {
-                        Job::Read(_) => {}
-                        Job::Encrypt { head, payload, out } => {
-                            if step.is_ok() {
-                                // Records rustls made go first.
-                                out.extend_from_slice(outgoing);
-                                outgoing.clear();
-                                step = seal_frame(&mut traffic, head, payload, scratch, out);
-                            }
-                        }
-                        Job::CloseNotify => {
-                            if step.is_ok() {
-                                step = close_notify(&mut traffic, outgoing);
-                                *closed = true;
-                            }
-                        }
-                    }
-                    step.map(|()| true)
-                }
+                // rustls could send (0.5-RTT) data before the client's Finished, but
+                // the keys are ours only once the handshake is over (seen below, once
+                // the state no longer borrows the connection).
+                ConnectionState::WriteTraffic(_) => Ok(Some(true)),
+                ConnectionState::BlockedHandshake => Ok(Some(false)),
                 other => Err(SessionError::UnexpectedState(format!("{other:?}"))),
             };
             consumed += discard;
             match step {
-                Ok(true) => break Ok(()),
-                Ok(false) => {}
+                Ok(Some(writable)) => {
+                    let over = writable && !conn.is_handshaking();
+                    if let (false, Job::Hold(head, payload)) = (over, &job) {
+                        held.extend_from_slice(head);
+                        held.extend_from_slice(payload);
+                    }
+                    break Ok(over);
+                }
+                Ok(None) => {}
                 Err(e) => {
                     compact(incoming, consumed);
                     return Err(e);
@@ -523,12 +606,9 @@ impl ServerSession {
         };
         compact(incoming, consumed);
         match result {
-            Ok(()) => {
-                self.keep_room();
-                Ok(())
-            }
+            Ok(over) => Ok(over),
             Err(e) => {
-                *failed = Some(e.clone());
+                self.failed = Some(e.clone());
                 // rustls queued its alert (if any) before the error: encode it.
                 while conn.wants_write() {
                     let UnbufferedStatus { state, .. } = conn.process_tls_records(&mut []);
@@ -548,7 +628,7 @@ impl ServerSession {
 }
 
 /// Appends decrypted application data to the receive buffer.
-fn append(plaintext: &mut BytesMut, data: &[u8]) {
+pub(super) fn append(plaintext: &mut BytesMut, data: &[u8]) {
     if plaintext.capacity() - plaintext.len() < data.len() {
         plaintext.reserve(data.len().max(PLAINTEXT_RESERVE));
     }
@@ -591,87 +671,10 @@ fn encode(
     }
 }
 
-/// Encrypts `data` as application data at the end of `out`, growing it only when it has
-/// too little room.
-fn seal(
-    traffic: &mut WriteTraffic<'_, ServerConnectionData>,
-    data: &[u8],
-    out: &mut TlsBuf,
-) -> Result<(), SessionError> {
-    if data.is_empty() {
-        return Ok(());
-    }
-    let records = data.len().div_ceil(MAX_RECORD_PLAINTEXT);
-    let mut room = data.len() + records * RECORD_OVERHEAD;
-    loop {
-        match traffic.encrypt(data, out.room(room)) {
-            Ok(n) => {
-                out.commit(n);
-                return Ok(());
-            }
-            // Records rustls queued (a key update) go first and take room too.
-            Err(EncryptError::InsufficientSize(InsufficientSizeError { required_size }))
-                if required_size > room =>
-            {
-                room = required_size;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-/// Encrypts a frame, `head` then `payload`, at the end of `out` (see
-/// [`ServerSession::encrypt`]).
-fn seal_frame(
-    traffic: &mut WriteTraffic<'_, ServerConnectionData>,
-    head: &[u8],
-    payload: &[u8],
-    scratch: &mut Vec<u8>,
-    out: &mut TlsBuf,
-) -> Result<(), SessionError> {
-    // The payload beyond whole records, which the head's record can carry.
-    let partial = payload.len() % MAX_RECORD_PLAINTEXT;
-    if head.is_empty() {
-        return seal(traffic, payload, out);
-    }
-    if partial <= COALESCE_MAX && head.len() + partial <= MAX_RECORD_PLAINTEXT {
-        let (start, whole) = payload.split_at(partial);
-        scratch.clear();
-        scratch.extend_from_slice(head);
-        scratch.extend_from_slice(start);
-        seal(traffic, scratch, out)?;
-        seal(traffic, whole, out)
-    } else {
-        seal(traffic, head, out)?;
-        seal(traffic, payload, out)
-    }
-}
-
-/// Queues the close_notify alert at the end of `out`.
-fn close_notify(
-    traffic: &mut WriteTraffic<'_, ServerConnectionData>,
-    out: &mut TlsBuf,
-) -> Result<(), SessionError> {
-    let mut room = 64;
-    loop {
-        match traffic.queue_close_notify(out.room(room)) {
-            Ok(n) => {
-                out.commit(n);
-                return Ok(());
-            }
-            Err(EncryptError::InsufficientSize(InsufficientSizeError { required_size }))
-                if required_size > room =>
-            {
-                room = required_size;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::super::test_pki::{ClientOptions, deliver};
     use super::*;
     use std::io::Write as _;
 
@@ -694,7 +697,15 @@ mod tests {
             &[&rustls::version::TLS13]
         };
         Pair {
-            client: pki.client_padded(versions, extra).unwrap(),
+            client: pki
+                .client_with(
+                    versions,
+                    &ClientOptions {
+                        extra_certs: extra,
+                        ..ClientOptions::default()
+                    },
+                )
+                .unwrap(),
             server: ServerSession::new(pki.server).unwrap(),
         }
     }
@@ -787,20 +798,7 @@ mod tests {
 
     /// Hands `records` to the client and returns the plaintext it reads.
     fn to_client(p: &mut Pair, records: &[u8]) -> Vec<u8> {
-        let mut slice = records;
-        let mut got = Vec::new();
-        loop {
-            match std::io::Read::read_to_end(&mut p.client.reader(), &mut got) {
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => panic!("{e}"),
-            }
-            if slice.is_empty() {
-                return got;
-            }
-            p.client.read_tls(&mut slice).unwrap();
-            p.client.process_new_packets().unwrap();
-        }
+        deliver(&mut p.client, records).unwrap()
     }
 
     trait ClosedForTest {
@@ -883,7 +881,7 @@ mod tests {
                 p.server.take_tls(&mut to_client).unwrap();
                 to_client.extend_from_slice(&out);
                 out.clear();
-                to_client_all(&mut p, &to_client);
+                deliver(&mut p.client, &to_client).unwrap();
                 if !p.server.is_handshaking() && !p.client.is_handshaking() {
                     done = true;
                     break;
@@ -891,14 +889,6 @@ mod tests {
             }
             assert!(done, "handshake with a long chain");
             assert_eq!(p.server.client_fingerprints().len(), 101);
-        }
-    }
-
-    fn to_client_all(p: &mut Pair, records: &[u8]) {
-        let mut slice = records;
-        while !slice.is_empty() {
-            p.client.read_tls(&mut slice).unwrap();
-            p.client.process_new_packets().unwrap();
         }
     }
 

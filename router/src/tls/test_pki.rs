@@ -29,6 +29,49 @@ pub enum TestPkiError {
     Handshake(String),
 }
 
+/// What a test client does besides the defaults.
+#[derive(Clone, Debug, Default)]
+pub struct ClientOptions {
+    /// Copies of the CA certificate sent after the client's (a long chain: its
+    /// Certificate message spans records).
+    pub extra_certs: usize,
+    /// The one cipher suite the client offers (all of aws-lc-rs' otherwise).
+    pub suite: Option<rustls::SupportedCipherSuite>,
+    /// Whether the client's traffic secrets can be extracted, to make records by hand.
+    pub extract_secrets: bool,
+}
+
+/// Hands `records` from the router to `client` and returns the plaintext it reads.
+pub fn deliver(client: &mut ClientConnection, records: &[u8]) -> Result<Vec<u8>, TestPkiError> {
+    let mut slice = records;
+    let mut plaintext = Vec::new();
+    loop {
+        match std::io::Read::read_to_end(&mut client.reader(), &mut plaintext) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(TestPkiError::Handshake(e.to_string())),
+        }
+        if slice.is_empty() {
+            return Ok(plaintext);
+        }
+        client
+            .read_tls(&mut slice)
+            .map_err(|e| TestPkiError::Handshake(e.to_string()))?;
+        client.process_new_packets()?;
+    }
+}
+
+/// Every record `client` has to send.
+pub fn client_records(client: &mut ClientConnection) -> Result<Vec<u8>, TestPkiError> {
+    let mut records = Vec::new();
+    while client.wants_write() {
+        client
+            .write_tls(&mut records)
+            .map_err(|e| TestPkiError::Handshake(e.to_string()))?;
+    }
+    Ok(records)
+}
+
 /// The router's server configuration and what a client needs to reach it.
 #[derive(Debug)]
 pub struct TestPki {
@@ -71,31 +114,33 @@ impl TestPki {
         &self,
         versions: &[&'static SupportedProtocolVersion],
     ) -> Result<Arc<ClientConfig>, TestPkiError> {
-        self.client_config_padded(versions, 0)
+        self.client_config_with(versions, &ClientOptions::default())
     }
 
-    /// [`Self::client_config`] whose chain carries `extra` copies of the CA certificate
-    /// after the client's (a long chain: its Certificate message spans records).
-    pub fn client_config_padded(
+    /// [`Self::client_config`] with `options`.
+    pub fn client_config_with(
         &self,
         versions: &[&'static SupportedProtocolVersion],
-        extra: usize,
+        options: &ClientOptions,
     ) -> Result<Arc<ClientConfig>, TestPkiError> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.ca.clone())?;
-        let config = ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_protocol_versions(versions)?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(
-            self.client_chain
-                .iter()
-                .cloned()
-                .chain(std::iter::repeat_n(self.ca.clone(), extra))
-                .collect(),
-            PrivateKeyDer::Pkcs8(self.client_key.clone_key()),
-        )?;
+        let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+        if let Some(suite) = options.suite {
+            provider.cipher_suites = vec![suite];
+        }
+        let mut config = ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(versions)?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(
+                self.client_chain
+                    .iter()
+                    .cloned()
+                    .chain(std::iter::repeat_n(self.ca.clone(), options.extra_certs))
+                    .collect(),
+                PrivateKeyDer::Pkcs8(self.client_key.clone_key()),
+            )?;
+        config.enable_secret_extraction = options.extract_secrets;
         Ok(Arc::new(config))
     }
 
@@ -105,19 +150,19 @@ impl TestPki {
         &self,
         versions: &[&'static SupportedProtocolVersion],
     ) -> Result<ClientConnection, TestPkiError> {
-        self.client_padded(versions, 0)
+        self.client_with(versions, &ClientOptions::default())
     }
 
-    /// [`Self::client`] with the padded chain of [`Self::client_config_padded`].
-    pub fn client_padded(
+    /// [`Self::client`] with `options`.
+    pub fn client_with(
         &self,
         versions: &[&'static SupportedProtocolVersion],
-        extra: usize,
+        options: &ClientOptions,
     ) -> Result<ClientConnection, TestPkiError> {
         let name = ServerName::try_from("localhost").map_err(|e| {
             TestPkiError::Rustls(rustls::Error::General(format!("server name: {e}")))
         })?;
-        let config = self.client_config_padded(versions, extra)?;
+        let config = self.client_config_with(versions, options)?;
         let mut client = ClientConnection::new(config, name)?;
         client.set_buffer_limit(None);
         Ok(client)
@@ -128,26 +173,24 @@ impl TestPki {
         &self,
         versions: &[&'static SupportedProtocolVersion],
     ) -> Result<(ClientConnection, ServerSession), TestPkiError> {
-        let mut client = self.client(versions)?;
+        self.handshaken_with(versions, &ClientOptions::default())
+    }
+
+    /// [`Self::handshaken`] with a client made with `options`.
+    pub fn handshaken_with(
+        &self,
+        versions: &[&'static SupportedProtocolVersion],
+        options: &ClientOptions,
+    ) -> Result<(ClientConnection, ServerSession), TestPkiError> {
+        let mut client = self.client_with(versions, options)?;
         let mut server = ServerSession::new(Arc::clone(&self.server))?;
         let mut early = BytesMut::new();
         for _ in 0..8 {
-            let mut to_server = Vec::new();
-            while client.wants_write() {
-                client
-                    .write_tls(&mut to_server)
-                    .map_err(|e| TestPkiError::Handshake(e.to_string()))?;
-            }
+            let to_server = client_records(&mut client)?;
             server.feed(&to_server, &mut early)?;
             let mut to_client = TlsBuf::default();
             server.take_tls(&mut to_client)?;
-            let mut slice = &to_client[..];
-            while !slice.is_empty() {
-                client
-                    .read_tls(&mut slice)
-                    .map_err(|e| TestPkiError::Handshake(e.to_string()))?;
-                client.process_new_packets()?;
-            }
+            deliver(&mut client, &to_client)?;
         }
         if server.is_handshaking() || client.is_handshaking() || !early.is_empty() {
             return Err(TestPkiError::Handshake("not finished in 8 flights".into()));
