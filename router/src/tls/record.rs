@@ -101,6 +101,8 @@ pub(super) struct Records {
     warning_alerts: u8,
     /// A TLS 1.2 renegotiation was refused once; another one is fatal.
     refused_renegotiation: bool,
+    /// Key updates so far: the peer's, then ours.
+    updates: (u64, u64),
 }
 
 impl std::fmt::Debug for Records {
@@ -109,6 +111,7 @@ impl std::fmt::Debug for Records {
             .field("suite", &self.suite.suite())
             .field("rx_seq", &self.opener.seq)
             .field("tx_seq", &self.sealer.seq)
+            .field("updates", &self.updates)
             .finish_non_exhaustive()
     }
 }
@@ -135,6 +138,7 @@ impl Records {
             key_updates: KEY_UPDATES,
             warning_alerts: WARNING_ALERTS,
             refused_renegotiation: false,
+            updates: (0, 0),
         })
     }
 
@@ -143,11 +147,12 @@ impl Records {
         self.kernel.protocol_version()
     }
 
-    /// Records sealed with the current key before it changes (TLS 1.3) or the session
-    /// ends (TLS 1.2): for tests that reach the limit.
+    /// Records sealed with each key from now on before it changes (TLS 1.3) or the
+    /// session ends (TLS 1.2): for tests that reach the limit.
     #[cfg(test)]
-    pub(super) fn set_key_limit(&mut self, records: u64) {
-        self.sealer.limit = records;
+    fn set_key_limit(&mut self, records: u64) {
+        self.sealer.limit = self.sealer.seq + records;
+        self.sealer.limit_per_key = records;
     }
 
     /// Opens the complete records at the front of `incoming` and appends their
@@ -323,7 +328,9 @@ impl Records {
             });
         }
         if self.warning_alerts == 0 {
-            return Err(Fatal::unexpected(PeerMisbehaved::TooManyWarningAlertsReceived));
+            return Err(Fatal::unexpected(
+                PeerMisbehaved::TooManyWarningAlertsReceived,
+            ));
         }
         self.warning_alerts -= 1;
         // TLS 1.3 has no warnings but user_canceled (RFC 8446 §6.1).
@@ -353,7 +360,11 @@ impl Records {
         let request = match body {
             [request] => *request,
             [] => return Err(Fatal::decode(InvalidMessage::MessageTooShort)),
-            _ => return Err(Fatal::unexpected(PeerMisbehaved::KeyEpochWithPendingFragment)),
+            _ => {
+                return Err(Fatal::unexpected(
+                    PeerMisbehaved::KeyEpochWithPendingFragment,
+                ));
+            }
         };
         if !matches!(request, UPDATE_NOT_REQUESTED | UPDATE_REQUESTED) {
             return Err(Fatal::new(
@@ -367,6 +378,7 @@ impl Records {
         self.key_updates -= 1;
         let secrets = self.kernel.update_rx_secret().map_err(Fatal::internal)?;
         self.opener = Opener::new(self.suite, secrets).map_err(Fatal::internal)?;
+        self.updates.0 += 1;
         if request == UPDATE_REQUESTED {
             // Ours goes before any more of our application data (RFC 8446 §4.6.3).
             self.refresh_key(outgoing).map_err(Fatal::internal)?;
@@ -399,13 +411,20 @@ impl Records {
                 "TLS 1.2 keys reached their confidentiality limit: closing".into(),
             ));
         }
-        let message = [u8::from(HandshakeType::KeyUpdate), 0, 0, 1, UPDATE_NOT_REQUESTED];
+        let message = [
+            u8::from(HandshakeType::KeyUpdate),
+            0,
+            0,
+            1,
+            UPDATE_NOT_REQUESTED,
+        ];
         self.sealer
             .seal_record(ContentType::Handshake, message.len(), out, |room| {
                 room.copy_from_slice(&message);
             })?;
         let limit = self.sealer.limit_per_key;
         self.sealer = Sealer::new(true, limit, self.kernel.update_tx_secret()?)?;
+        self.updates.1 += 1;
         Ok(())
     }
 
@@ -508,7 +527,11 @@ impl Sealer {
         if self.seq >= SEQ_HARD_LIMIT {
             return Err(Error::General("TLS sequence numbers exhausted".into()));
         }
-        let explicit = if self.explicit_nonce { EXPLICIT_NONCE } else { 0 };
+        let explicit = if self.explicit_nonce {
+            EXPLICIT_NONCE
+        } else {
+            0
+        };
         let inner_type = usize::from(self.tls13);
         let body = explicit + len + inner_type + TAG;
         let body_len = u16::try_from(body)
@@ -585,7 +608,10 @@ struct Gather<'a> {
 
 impl<'a> Gather<'a> {
     fn new(parts: &'a [&'a [u8]]) -> Self {
-        Self { parts, current: &[] }
+        Self {
+            parts,
+            current: &[],
+        }
     }
 
     /// Fills `room` with the next bytes (the caller never asks for more than are left).
@@ -608,3 +634,6 @@ impl<'a> Gather<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

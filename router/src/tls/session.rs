@@ -383,8 +383,7 @@ impl ServerSession {
         if self.closed {
             return Err(SessionError::Closed);
         }
-        if matches!(self.phase, Phase::Handshake(_)) && self.handshake(Job::Hold(head, payload))?
-        {
+        if matches!(self.phase, Phase::Handshake(_)) && self.handshake(Job::Hold(head, payload))? {
             self.hand_over()?;
         }
         let Phase::Traffic(records) = &mut self.phase else {
@@ -432,6 +431,15 @@ impl ServerSession {
                 Ok(()) => self.closed = true,
                 Err(e) => tracing::debug!(error = %e, "close_notify not queued"),
             }
+        }
+    }
+
+    /// The record layer, once the handshake is over.
+    #[cfg(test)]
+    pub(super) fn records_mut(&mut self) -> Option<&mut Records> {
+        match &mut self.phase {
+            Phase::Traffic(records) => Some(records),
+            Phase::Handshake(_) | Phase::Gone => None,
         }
     }
 
