@@ -1,15 +1,16 @@
-//! The router's TLS path (`weft_router::tls::ServerSession`, rustls' unbuffered API)
-//! per relayed frame (`cargo bench -p weft-benches --bench tls_session`):
+//! The router's TLS path (`weft_router::tls::ServerSession`: rustls for the handshake,
+//! the session's own record layer after it) per relayed frame (`cargo bench -p
+//! weft-benches --bench tls_session`):
 //!
 //! - `tls_session/encrypt_frame/N`: a frame of a 30-byte head and an N-byte payload
-//!   encrypted into a reused write buffer as the session does it (the head and a
-//!   payload of at most `COALESCE_MAX` bytes in one record, through a scratch copy).
-//! - `tls_session/encrypt_two_records/N`: the same frame as two records (head, then
-//!   payload where it lies): what the session would do without the copy.
+//!   sealed into a reused write buffer as the session does it (head and payload copied
+//!   once into the buffer, in as few records as their length needs, sealed in place).
 //! - `tls_session/open_16KiB`: 64 records of 16 KiB appended to the session's buffer
-//!   64 KiB at a time (as a read does) and decrypted into a receive buffer emptied after
-//!   each read (compare `tls_record/rustls_open_16KiB`, rustls' buffered API, read out
-//!   16 KiB at a time).
+//!   64 KiB at a time (as a read does) and opened in place into a receive buffer
+//!   emptied after each read.
+//!
+//! Compare `tls_record/aead_seal_16KiB` and `aead_open_16KiB` (the AEAD alone) and
+//! `tls_record/rustls_*` (rustls' buffered API).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
@@ -42,18 +43,6 @@ fn encrypt(c: &mut Criterion) {
                 black_box(out.len());
             })
         });
-        g.bench_with_input(
-            BenchmarkId::new("encrypt_two_records", len),
-            &payload,
-            |b, p| {
-                b.iter(|| {
-                    out.clear();
-                    server.encrypt(&[], &head, &mut out).unwrap();
-                    server.encrypt(&[], black_box(p), &mut out).unwrap();
-                    black_box(out.len());
-                })
-            },
-        );
     }
     g.finish();
 }

@@ -4,8 +4,8 @@
 //!   change, and the checks a hello, Connect or Bind must pass (sans-IO).
 //! - [`edge`]: the per-connection edge protocol state machine (sans-IO).
 //! - [`forward`]: one shard's connections, terminators and circuits (sans-IO).
-//! - [`tls`]: the edge listener's TLS (rustls, aws-lc-rs), and [`tls::ServerSession`],
-//!   rustls driven on caller-owned buffers for the io_uring driver.
+//! - [`tls`]: the edge listener's TLS (rustls, aws-lc-rs), and [`tls::ServerSession`]:
+//!   rustls' handshake, then an own record layer on its keys, on caller-owned buffers.
 //! - [`runtime`]: the I/O driver: shards on io_uring (`tokio-uring`) or epoll (tokio
 //!   current-thread) runtimes, chosen at start ([`runtime::IoBackend`]), that drive the
 //!   sans-IO core, the control seam ([`runtime::ShardCommand`],

@@ -17,6 +17,8 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
 use sha1::{Digest, Sha1};
 
+#[doc(hidden)]
+pub mod fuzzing;
 mod record;
 mod session;
 #[doc(hidden)]

@@ -1,7 +1,7 @@
 //! One edge connection on the epoll backend: the TLS handshake, then reads into the
 //! forwarder and writes its transmits, in one task.
 //!
-//! TLS is the io_uring backend's [`ServerSession`] (rustls' unbuffered API) over a tokio
+//! TLS is the io_uring backend's [`ServerSession`] (on rustls' keys) over a tokio
 //! `TcpStream`, on two buffers taken from the shard's pool for the connection's lifetime:
 //!
 //! - **read buffer** (the session's incoming buffer): a readiness read appends

@@ -15,10 +15,11 @@
 //! - **Per connection** one task: TLS handshake (with a deadline), then one future that
 //!   reads decrypted bytes straight into the forwarder's receive buffer for that
 //!   connection and writes the forwarder's transmits, honouring `wants_read` and
-//!   `poll_close`. Both backends drive rustls' unbuffered API on buffers they own
-//!   ([`crate::tls::ServerSession`]): the read appends ciphertext to the session's
-//!   buffer, where rustls decrypts it in place; transmits are encrypted straight into
-//!   the connection's write buffer. On epoll over a tokio `TcpStream` (readiness reads,
+//!   `poll_close`. Both backends drive TLS on buffers they own
+//!   ([`crate::tls::ServerSession`]: rustls for the handshake, its own record layer
+//!   after it): the read appends ciphertext to the session's buffer, where records are
+//!   opened in place; transmits are sealed straight into the connection's write
+//!   buffer. On epoll over a tokio `TcpStream` (readiness reads,
 //!   the write buffer written as the socket takes it); on io_uring one read and one
 //!   write operation in flight at a time, the write carrying every record encrypted
 //!   since the last one. A shard-wide "pump" runs after every

@@ -1,7 +1,7 @@
 //! The io_uring backend's accept loop and connection driver, on `tokio-uring`.
 //!
 //! tokio-uring sockets take owned buffers (`read(buf) -> (result, buf)`), so the
-//! connection drives rustls' unbuffered API itself ([`ServerSession`], shared with the
+//! connection drives its TLS itself ([`ServerSession`], shared with the
 //! epoll backend) on two buffers it owns for its lifetime, taken from the shard's
 //! [`BufferPool`] and given back at the end:
 //!

@@ -481,7 +481,7 @@ impl Opener {
 }
 
 /// The sending direction's key.
-struct Sealer {
+pub(super) struct Sealer {
     key: LessSafeKey,
     iv: Iv,
     seq: u64,
@@ -496,7 +496,8 @@ struct Sealer {
 }
 
 impl Sealer {
-    fn new(
+    /// A sealer on one direction's secrets, changing keys at `limit` records.
+    pub(super) fn new(
         tls13: bool,
         limit: u64,
         (seq, secrets): (u64, ConnectionTrafficSecrets),
@@ -517,7 +518,7 @@ impl Sealer {
 
     /// Seals one record of `len` plaintext bytes of type `typ`, which `fill` writes into
     /// the room it is given, at the end of `out`.
-    fn seal_record(
+    pub(super) fn seal_record(
         &mut self,
         typ: ContentType,
         len: usize,
