@@ -15,7 +15,8 @@
 //!   §4.6.3), our own KeyUpdate before a key reaches its confidentiality limit (TLS
 //!   1.2 closes instead, as rustls does), alerts and close_notify, TLS 1.2
 //!   renegotiation refused with a `no_renegotiation` warning, and rustls' caps: 32 key
-//!   updates without application data in between, 4 warning alerts.
+//!   updates without application data in between, 4 warning alerts, 32 empty records in
+//!   a row.
 //!
 //! Stricter than rustls in one point: a post-handshake handshake message must come
 //! whole in one record (a KeyUpdate is 5 bytes; no client splits it).
@@ -54,6 +55,8 @@ const UPDATE_REQUESTED: u8 = 1;
 const KEY_UPDATES: u8 = 32;
 /// Warning alerts allowed on a connection (rustls and BoringSSL).
 const WARNING_ALERTS: u8 = 4;
+/// Empty records allowed in a row: fruitless traffic (rustls and BoringSSL).
+const EMPTY_RECORDS: u8 = 32;
 /// Records sealed with one key before it must change whatever the cipher (rustls'
 /// soft limit), and the count it must never reach.
 const SEQ_SOFT_LIMIT: u64 = 0xffff_ffff_ffff_0000;
@@ -99,6 +102,8 @@ pub(super) struct Records {
     key_updates: u8,
     /// Warning alerts the peer may still send.
     warning_alerts: u8,
+    /// Empty records the peer may still send before one with content.
+    empty_records: u8,
     /// A TLS 1.2 renegotiation was refused once; another one is fatal.
     refused_renegotiation: bool,
     /// Key updates so far: the peer's, then ours.
@@ -137,6 +142,7 @@ impl Records {
             tls13,
             key_updates: KEY_UPDATES,
             warning_alerts: WARNING_ALERTS,
+            empty_records: EMPTY_RECORDS,
             refused_renegotiation: false,
             updates: (0, 0),
         })
@@ -289,6 +295,13 @@ impl Records {
                 Error::PeerSentOversizedRecord,
                 AlertDescription::RecordOverflow,
             ));
+        }
+        if !plain.payload.is_empty() {
+            self.empty_records = EMPTY_RECORDS;
+        } else if self.empty_records == 0 {
+            return Err(Fatal::unexpected(PeerMisbehaved::TooManyEmptyFragments));
+        } else {
+            self.empty_records -= 1;
         }
         match plain.typ {
             ContentType::ApplicationData => {

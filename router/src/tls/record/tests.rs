@@ -400,6 +400,38 @@ fn alerts_from_the_client() {
 }
 
 #[test]
+fn empty_records_in_a_row_are_capped() {
+    for suite in [
+        cs::TLS13_AES_128_GCM_SHA256,
+        cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    ] {
+        let mut c = Crafted::new(suite);
+        // Content in between resets the count.
+        for _ in 0..2 {
+            for _ in 0..EMPTY_RECORDS {
+                assert_eq!(
+                    c.send(ContentType::ApplicationData, b"").unwrap(),
+                    (Fed::Open, Vec::new())
+                );
+            }
+            assert_eq!(
+                c.send(ContentType::ApplicationData, b"x").unwrap(),
+                (Fed::Open, b"x".to_vec())
+            );
+        }
+        for _ in 0..EMPTY_RECORDS {
+            c.send(ContentType::ApplicationData, b"").unwrap();
+        }
+        let e = c.refused(
+            ContentType::ApplicationData,
+            b"",
+            Some(AlertDescription::UnexpectedMessage),
+        );
+        assert_eq!(e, PeerMisbehaved::TooManyEmptyFragments.into());
+    }
+}
+
+#[test]
 fn a_tls12_renegotiation_is_refused_then_fatal() {
     let mut c = Crafted::new(cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256);
     let client_hello = [u8::from(HandshakeType::ClientHello), 0, 0, 0];
