@@ -12,8 +12,9 @@
 //!   sequence number, as rustls makes it) and RFC 7905 §2 (ChaCha20-Poly1305 in TLS
 //!   1.2);
 //! - **everything else rustls did after the handshake**: the peer's KeyUpdate (RFC 8446
-//!   §4.6.3), our own KeyUpdate before a key reaches its confidentiality limit (TLS
-//!   1.2 closes instead, as rustls does), alerts and close_notify, TLS 1.2
+//!   §4.6.3, one of ours in answer to any number of requests, before our next record),
+//!   our own KeyUpdate before a key reaches its confidentiality limit (TLS 1.2 closes
+//!   instead, as rustls does), alerts and close_notify, TLS 1.2
 //!   renegotiation refused with a `no_renegotiation` warning, and rustls' caps: 32 key
 //!   updates without application data in between, 4 warning alerts, 32 empty records in
 //!   a row.
@@ -62,6 +63,21 @@ const EMPTY_RECORDS: u8 = 32;
 const SEQ_SOFT_LIMIT: u64 = 0xffff_ffff_ffff_0000;
 const SEQ_HARD_LIMIT: u64 = 0xffff_ffff_ffff_fffe;
 
+/// Why [`Records::seal`] stopped.
+#[derive(Debug)]
+pub(super) enum SealError {
+    /// TLS 1.2 keys reached their confidentiality limit: the session must close.
+    KeysExhausted,
+    /// The session failed.
+    Failed(Error),
+}
+
+impl From<Error> for SealError {
+    fn from(e: Error) -> Self {
+        Self::Failed(e)
+    }
+}
+
 /// An error that ends the session, and the fatal alert that tells the peer why.
 struct Fatal {
     error: Error,
@@ -106,6 +122,9 @@ pub(super) struct Records {
     empty_records: u8,
     /// A TLS 1.2 renegotiation was refused once; another one is fatal.
     refused_renegotiation: bool,
+    /// The peer asked for our key to change: done before the next record we seal
+    /// (several requests meanwhile get one update, RFC 8446 §4.6.3).
+    update_requested: bool,
     /// Key updates so far: the peer's, then ours.
     updates: (u64, u64),
 }
@@ -144,6 +163,7 @@ impl Records {
             warning_alerts: WARNING_ALERTS,
             empty_records: EMPTY_RECORDS,
             refused_renegotiation: false,
+            update_requested: false,
             updates: (0, 0),
         })
     }
@@ -205,15 +225,20 @@ impl Records {
 
     /// Seals `parts`, one after the other, as application data at the end of `out`, in
     /// as few records as their total length needs (the head of a frame and its payload
-    /// share records). Keys that reach their limit are changed first (TLS 1.3); in TLS
-    /// 1.2 the session closes instead, as rustls does.
-    pub(super) fn seal(&mut self, parts: &[&[u8]], out: &mut TlsBuf) -> Result<(), Error> {
+    /// share records). Our key changes first where the peer asked for it or it reached
+    /// its limit (TLS 1.3); TLS 1.2 keys cannot change, and the session must close at
+    /// the limit instead ([`SealError::KeysExhausted`]), as rustls does.
+    pub(super) fn seal(&mut self, parts: &[&[u8]], out: &mut TlsBuf) -> Result<(), SealError> {
         let mut left: usize = parts.iter().map(|p| p.len()).sum();
         let mut gather = Gather::new(parts);
         while left > 0 {
             if self.sealer.seq >= self.sealer.limit {
-                self.refresh_key(out)?;
+                if !self.tls13 {
+                    return Err(SealError::KeysExhausted);
+                }
+                self.update_requested = true;
             }
+            self.update_key_if_requested(out)?;
             let n = left.min(MAX_RECORD_PLAINTEXT);
             self.sealer
                 .seal_record(ContentType::ApplicationData, n, out, |room| {
@@ -305,13 +330,15 @@ impl Records {
         }
         match plain.typ {
             ContentType::ApplicationData => {
-                self.key_updates = KEY_UPDATES;
+                if !plain.payload.is_empty() {
+                    self.key_updates = KEY_UPDATES;
+                }
                 append(plaintext, plain.payload);
                 Ok(Fed::Open)
             }
             ContentType::Alert => self.alert(plain.payload),
-            ContentType::Handshake if self.tls13 => self.key_update(plain.payload, outgoing),
-            ContentType::Handshake => self.renegotiation(outgoing),
+            ContentType::Handshake if self.tls13 => self.key_update(plain.payload),
+            ContentType::Handshake => self.renegotiation(plain.payload, outgoing),
             other => Err(Fatal::unexpected(Error::InappropriateMessage {
                 expect_types: Vec::new(),
                 got_type: other,
@@ -356,7 +383,7 @@ impl Records {
 
     /// A TLS 1.3 handshake message after the handshake: only a KeyUpdate can come from
     /// a client, whole, and last in its record (RFC 8446 §4.6.3, §5.1).
-    fn key_update(&mut self, payload: &[u8], outgoing: &mut TlsBuf) -> Result<Fed, Fatal> {
+    fn key_update(&mut self, payload: &[u8]) -> Result<Fed, Fatal> {
         let &[typ, l0, l1, l2, ref body @ ..] = payload else {
             return Err(Fatal::decode(InvalidMessage::MessageTooShort));
         };
@@ -392,17 +419,25 @@ impl Records {
         let secrets = self.kernel.update_rx_secret().map_err(Fatal::internal)?;
         self.opener = Opener::new(self.suite, secrets).map_err(Fatal::internal)?;
         self.updates.0 += 1;
-        if request == UPDATE_REQUESTED {
-            // Ours goes before any more of our application data (RFC 8446 §4.6.3).
-            self.refresh_key(outgoing).map_err(Fatal::internal)?;
-        }
+        // Ours goes before any more of our records (RFC 8446 §4.6.3).
+        self.update_requested |= request == UPDATE_REQUESTED;
         Ok(Fed::Open)
     }
 
-    /// A TLS 1.2 handshake record after the handshake: a renegotiation, which rustls
-    /// never does. The first is refused with a warning (RFC 5246 §7.2.2), another ends
-    /// the session.
-    fn renegotiation(&mut self, outgoing: &mut TlsBuf) -> Result<Fed, Fatal> {
+    /// A TLS 1.2 handshake record after the handshake: a ClientHello is a renegotiation,
+    /// which rustls never does. The first is refused with a warning (RFC 5246 §7.2.2),
+    /// another ends the session, and so does any other handshake message.
+    fn renegotiation(&mut self, payload: &[u8], outgoing: &mut TlsBuf) -> Result<Fed, Fatal> {
+        let Some(&typ) = payload.first() else {
+            return Err(Fatal::decode(InvalidMessage::MessageTooShort));
+        };
+        let typ = HandshakeType::from(typ);
+        if typ != HandshakeType::ClientHello {
+            return Err(Fatal::unexpected(Error::InappropriateHandshakeMessage {
+                expect_types: Vec::new(),
+                got_type: typ,
+            }));
+        }
         if self.refused_renegotiation {
             return Err(Fatal::unexpected(
                 PeerMisbehaved::TooManyRenegotiationRequests,
@@ -414,16 +449,19 @@ impl Records {
         Ok(Fed::Open)
     }
 
-    /// Sends a KeyUpdate (not requesting the peer's) under the current key, then seals
-    /// with the next one (TLS 1.3); in TLS 1.2, whose keys cannot change, sends
-    /// close_notify and fails.
-    fn refresh_key(&mut self, out: &mut TlsBuf) -> Result<(), Error> {
-        if !self.tls13 {
-            self.close_notify(out)?;
-            return Err(Error::General(
-                "TLS 1.2 keys reached their confidentiality limit: closing".into(),
-            ));
+    /// Where the peer asked for it (or our key reached its limit), sends a KeyUpdate
+    /// (not requesting the peer's) under the current key, then seals with the next one
+    /// (TLS 1.3 only).
+    fn update_key_if_requested(&mut self, out: &mut TlsBuf) -> Result<(), Error> {
+        if !self.update_requested {
+            return Ok(());
         }
+        // The next key first: should rustls fail to make it, nothing was sent.
+        let next = Sealer::new(
+            true,
+            self.sealer.limit_per_key,
+            self.kernel.update_tx_secret()?,
+        )?;
         let message = [
             u8::from(HandshakeType::KeyUpdate),
             0,
@@ -435,18 +473,21 @@ impl Records {
             .seal_record(ContentType::Handshake, message.len(), out, |room| {
                 room.copy_from_slice(&message);
             })?;
-        let limit = self.sealer.limit_per_key;
-        self.sealer = Sealer::new(true, limit, self.kernel.update_tx_secret()?)?;
+        self.sealer = next;
+        self.update_requested = false;
         self.updates.1 += 1;
         Ok(())
     }
 
+    /// Seals an alert (under the next key if the peer asked for one). Alerts are sealed
+    /// whatever the key's limit, as rustls does.
     fn seal_alert(
         &mut self,
         level: u8,
         description: AlertDescription,
         out: &mut TlsBuf,
     ) -> Result<(), Error> {
+        self.update_key_if_requested(out)?;
         let alert = [level, u8::from(description)];
         self.sealer
             .seal_record(ContentType::Alert, alert.len(), out, |room| {

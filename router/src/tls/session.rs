@@ -28,7 +28,7 @@ use rustls::unbuffered::{
     ConnectionState, EncodeError, EncodeTlsData, InsufficientSizeError, UnbufferedStatus,
 };
 
-use super::record::Records;
+use super::record::{Records, SealError};
 
 /// The most plaintext one TLS record carries.
 pub const MAX_RECORD_PLAINTEXT: usize = 16 * 1024;
@@ -121,6 +121,10 @@ pub enum SessionError {
     /// Application data was written after the session's close_notify.
     #[error("TLS session already closed")]
     Closed,
+    /// TLS 1.2 keys reached their confidentiality limit (they cannot change): the
+    /// session's close_notify is queued, and the connection must end.
+    #[error("TLS 1.2 keys reached their confidentiality limit; closing")]
+    KeysExhausted,
     /// rustls reached a state the session does not know (a newer rustls).
     #[error("unexpected TLS state {0}")]
     UnexpectedState(String),
@@ -167,6 +171,9 @@ pub struct ServerSession {
     /// During the handshake, what `incoming` held when it was lent, which rustls sees
     /// meanwhile.
     shadow: Vec<u8>,
+    /// During the handshake, where the first record rustls has not been shown whole
+    /// starts in `incoming` (see [`show`]).
+    whole: usize,
     /// Records the session made (handshake, tickets, key updates, alerts) for
     /// [`Self::take_tls`].
     outgoing: TlsBuf,
@@ -224,6 +231,7 @@ impl ServerSession {
             incoming: buffer,
             lent: false,
             shadow: Vec::new(),
+            whole: 0,
             outgoing: TlsBuf::default(),
             held: Vec::new(),
             fingerprints: Vec::new(),
@@ -395,10 +403,8 @@ impl ServerSession {
             out.extend_from_slice(&self.outgoing);
             self.outgoing.clear();
         }
-        match records.seal(&[head, payload], out) {
-            Ok(()) => Ok(()),
-            Err(e) => Err(self.fail(e)),
-        }
+        let sealed = records.seal(&[head, payload], out);
+        self.sealed(sealed)
     }
 
     /// Whether records (handshake, alerts, close_notify) wait for [`Self::take_tls`].
@@ -462,6 +468,12 @@ impl ServerSession {
         let Phase::Handshake(conn) = std::mem::replace(&mut self.phase, Phase::Gone) else {
             return Ok(());
         };
+        if self.whole != 0 {
+            // rustls holds part of a handshake message that began in the record that
+            // ended the handshake (only a TLS 1.2 renegotiation could): a message
+            // spanning the key change.
+            return Err(self.fail(rustls::PeerMisbehaved::KeyEpochWithPendingFragment.into()));
+        }
         self.fingerprints = super::client_fingerprints(&conn);
         let records = conn
             .dangerous_into_kernel_connection()
@@ -484,15 +496,37 @@ impl ServerSession {
             return Ok(());
         }
         let held = std::mem::take(&mut self.held);
-        match records.seal(&[&held], &mut self.outgoing) {
+        let sealed = records.seal(&[&held], &mut self.outgoing);
+        self.sealed(sealed)
+    }
+
+    /// Ends the session where sealing could not go on: with close_notify where the keys
+    /// are spent, as failed otherwise.
+    fn sealed(&mut self, sealed: Result<(), SealError>) -> Result<(), SessionError> {
+        match sealed {
             Ok(()) => Ok(()),
-            Err(e) => Err(self.fail(e)),
+            Err(SealError::KeysExhausted) => {
+                tracing::info!("TLS 1.2 keys reached their confidentiality limit: closing");
+                if let Phase::Traffic(records) = &mut self.phase {
+                    if let Err(e) = records.close_notify(&mut self.outgoing) {
+                        tracing::debug!(error = %e, "close_notify not queued");
+                    }
+                }
+                self.closed = true;
+                Err(SessionError::KeysExhausted)
+            }
+            Err(SealError::Failed(e)) => Err(self.fail(e)),
         }
     }
 
     /// Runs rustls' handshake state machine over the incoming buffer until it wants more
     /// input or can send application data, doing `job` on the way. Returns whether the
     /// handshake is over (the keys are ready for [`Self::hand_over`]).
+    ///
+    /// rustls is shown the records one at a time ([`show`]): given more, it would go on
+    /// past the end of the handshake and take records that are the record layer's (a
+    /// client's KeyUpdate read with its Finished would have rustls queue its answer
+    /// where the hand-over drops it).
     fn handshake(&mut self, mut job: Job<'_>) -> Result<bool, SessionError> {
         if let Some(e) = &self.failed {
             return Err(e.clone().into());
@@ -502,6 +536,7 @@ impl ServerSession {
             incoming,
             lent,
             shadow,
+            whole,
             outgoing,
             held,
             peer_closed,
@@ -514,8 +549,9 @@ impl ServerSession {
         let incoming = if *lent { shadow } else { incoming };
         // Bytes of `incoming` rustls is done with; removed once, at the end.
         let mut consumed = 0;
+        let mut visible = show(incoming, whole);
         let result = loop {
-            let unprocessed = incoming.get_mut(consumed..).unwrap_or_default();
+            let unprocessed = incoming.get_mut(consumed..visible).unwrap_or_default();
             let UnbufferedStatus { mut discard, state } = conn.process_tls_records(unprocessed);
             let state = match state {
                 Ok(state) => state,
@@ -561,6 +597,10 @@ impl ServerSession {
                                 discard += record.discard;
                                 if let Job::Read(plaintext) = &mut job {
                                     append(plaintext, record.payload);
+                                } else {
+                                    step = Err(SessionError::UnexpectedState(
+                                        "early data outside a read".into(),
+                                    ));
                                 }
                             }
                             Err(e) => {
@@ -599,6 +639,14 @@ impl ServerSession {
             match step {
                 Ok(Some(writable)) => {
                     let over = writable && !conn.is_handshaking();
+                    if !over {
+                        // rustls waits for input: the next record, if it has come.
+                        let more = show(incoming, whole);
+                        if more > visible {
+                            visible = more;
+                            continue;
+                        }
+                    }
                     if let (false, Job::Hold(head, payload)) = (over, &job) {
                         held.extend_from_slice(head);
                         held.extend_from_slice(payload);
@@ -608,11 +656,17 @@ impl ServerSession {
                 Ok(None) => {}
                 Err(e) => {
                     compact(incoming, consumed);
+                    *whole = whole.saturating_sub(consumed);
+                    self.failed = Some(match &e {
+                        SessionError::Tls(e) => e.clone(),
+                        other => rustls::Error::General(other.to_string()),
+                    });
                     return Err(e);
                 }
             }
         };
         compact(incoming, consumed);
+        *whole = whole.saturating_sub(consumed);
         match result {
             Ok(over) => Ok(over),
             Err(e) => {
@@ -633,6 +687,21 @@ impl ServerSession {
             }
         }
     }
+}
+
+/// How much of `incoming` rustls may see during the handshake: the records it has seen
+/// whole (up to `*whole`), then the next record whole if it has all arrived (`*whole`
+/// moves past it), else what has arrived of it (so that rustls checks its header).
+fn show(incoming: &[u8], whole: &mut usize) -> usize {
+    let start = *whole;
+    if let Some(&[_, _, _, l0, l1]) = incoming.get(start..start + 5) {
+        let end = start + 5 + usize::from(u16::from_be_bytes([l0, l1]));
+        if end <= incoming.len() {
+            *whole = end;
+            return end;
+        }
+    }
+    incoming.len()
 }
 
 /// Appends decrypted application data to the receive buffer.

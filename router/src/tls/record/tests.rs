@@ -136,6 +136,162 @@ fn the_clients_key_updates_are_answered_and_followed() {
     }
 }
 
+/// A client of `suite` (TLS 1.3) and a session that has sent its flight; the client has
+/// its Finished to send.
+fn before_the_clients_finished(
+    suite: SupportedCipherSuite,
+    extract_secrets: bool,
+) -> (ClientConnection, ServerSession) {
+    let pki = TestPki::new().unwrap();
+    let options = ClientOptions {
+        suite: Some(suite),
+        extract_secrets,
+        ..ClientOptions::default()
+    };
+    let mut client = pki
+        .client_with(&[&rustls::version::TLS13], &options)
+        .unwrap();
+    let mut server = ServerSession::new(std::sync::Arc::clone(&pki.server)).unwrap();
+    let mut early = BytesMut::new();
+    server
+        .feed(&client_records(&mut client).unwrap(), &mut early)
+        .unwrap();
+    let mut flight = TlsBuf::default();
+    server.take_tls(&mut flight).unwrap();
+    deliver(&mut client, &flight).unwrap();
+    assert!(!client.is_handshaking() && server.is_handshaking());
+    (client, server)
+}
+
+#[test]
+fn a_key_update_read_with_the_clients_finished_is_answered() {
+    for suite in SUITES.into_iter().filter(|s| is_tls13(*s)) {
+        let (mut client, mut server) = before_the_clients_finished(suite, false);
+        // Finished, a KeyUpdate asking for ours, and data under the new key: one read.
+        client.refresh_traffic_keys().unwrap();
+        client.writer().write_all(b"ping").unwrap();
+        let mut received = BytesMut::new();
+        server
+            .feed(&client_records(&mut client).unwrap(), &mut received)
+            .unwrap();
+        assert_eq!(&received[..], b"ping");
+        // The KeyUpdate reached the record layer, which answers it before our data.
+        assert_eq!(server.records_mut().unwrap().updates, (1, 0));
+        let mut out = TlsBuf::default();
+        server.encrypt(b"", b"pong", &mut out).unwrap();
+        assert_eq!(deliver(&mut client, &out).unwrap(), b"pong", "{suite:?}");
+        assert_eq!(server.records_mut().unwrap().updates, (1, 1));
+    }
+}
+
+#[test]
+fn a_handshake_message_split_after_the_clients_finished_is_refused() {
+    let (mut client, mut server) = before_the_clients_finished(cs::TLS13_AES_128_GCM_SHA256, true);
+    let finished = client_records(&mut client).unwrap();
+    let secrets = client.dangerous_extract_secrets().unwrap();
+    let mut sealer = Sealer::new(true, u64::MAX, secrets.tx).unwrap();
+    // Finished, then the first 3 bytes of a KeyUpdate in a record of their own.
+    let mut wire = finished;
+    let mut fragment = TlsBuf::default();
+    let start = [u8::from(HandshakeType::KeyUpdate), 0, 0];
+    sealer
+        .seal_record(ContentType::Handshake, start.len(), &mut fragment, |room| {
+            room.copy_from_slice(&start);
+        })
+        .unwrap();
+    wire.extend_from_slice(&fragment);
+    let e = server.feed(&wire, &mut BytesMut::new());
+    assert!(
+        matches!(
+            e,
+            Err(SessionError::Tls(Error::InvalidMessage(
+                InvalidMessage::MessageTooShort
+            )))
+        ),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn key_update_requests_meanwhile_get_one_update_of_ours() {
+    let (mut client, mut server) = handshaken(cs::TLS13_CHACHA20_POLY1305_SHA256, false);
+    let mut received = BytesMut::new();
+    for _ in 0..5 {
+        client.refresh_traffic_keys().unwrap();
+        server
+            .feed(&client_records(&mut client).unwrap(), &mut received)
+            .unwrap();
+    }
+    // Nothing is sent until we send: then one KeyUpdate, and the data.
+    assert!(!server.wants_write());
+    assert_eq!(server.records_mut().unwrap().updates, (5, 0));
+    let mut out = TlsBuf::default();
+    server.encrypt(b"", b"data", &mut out).unwrap();
+    assert_eq!(record_lengths(&out).len(), 2);
+    assert_eq!(deliver(&mut client, &out).unwrap(), b"data");
+    assert_eq!(server.records_mut().unwrap().updates, (5, 1));
+    // A close_notify goes under the new key too.
+    client.refresh_traffic_keys().unwrap();
+    server
+        .feed(&client_records(&mut client).unwrap(), &mut received)
+        .unwrap();
+    server.send_close_notify();
+    let mut out = TlsBuf::default();
+    server.take_tls(&mut out).unwrap();
+    deliver(&mut client, &out).unwrap();
+    assert!(client.process_new_packets().unwrap().peer_has_closed());
+    assert_eq!(server.records_mut().unwrap().updates, (6, 2));
+}
+
+#[test]
+fn records_match_rustls_own_encrypter_byte_for_byte() {
+    use rustls::crypto::cipher::{MessageEncrypter, OutboundChunks, OutboundPlainMessage};
+    for suite in SUITES {
+        let (client, mut server) = handshaken(suite, true);
+        // The client's receiving key is the session's sending key.
+        let (_, secrets) = client.dangerous_extract_secrets().unwrap().rx;
+        let (key, iv, _) = key_and_iv(secrets).unwrap();
+        let mut reference: Box<dyn MessageEncrypter> = match suite {
+            SupportedCipherSuite::Tls13(s) => s.aead_alg.encrypter(key, iv),
+            SupportedCipherSuite::Tls12(s) => {
+                let fixed = s.aead_alg.key_block_shape().fixed_iv_len;
+                let (implicit, explicit) = iv.as_ref().split_at(fixed);
+                s.aead_alg.encrypter(key, implicit, explicit)
+            }
+        };
+        let records = server.records_mut().unwrap();
+        records.sealer.limit = SEQ_HARD_LIMIT;
+        let first = records.sealer.seq;
+        let content = pattern(1000);
+        for seq in [
+            first,
+            first + 1,
+            1 << 32,
+            (1 << 32) + 0xff,
+            1 << 63,
+            SEQ_HARD_LIMIT - 1,
+        ] {
+            records.sealer.seq = seq;
+            let mut out = TlsBuf::default();
+            records
+                .seal(&[&content[..10], &content[10..]], &mut out)
+                .unwrap();
+            let expected = reference
+                .encrypt(
+                    OutboundPlainMessage {
+                        typ: ContentType::ApplicationData,
+                        version: ProtocolVersion::TLSv1_2,
+                        payload: OutboundChunks::Single(&content),
+                    },
+                    seq,
+                )
+                .unwrap()
+                .encode();
+            assert_eq!(&out[..], &expected[..], "{suite:?} at seq {seq}");
+        }
+    }
+}
+
 #[test]
 fn key_updates_without_application_data_are_capped() {
     let (mut client, mut server) = handshaken(cs::TLS13_AES_128_GCM_SHA256, false);
@@ -183,18 +339,15 @@ fn tls12_closes_when_its_keys_reach_their_limit() {
     server.records_mut().unwrap().set_key_limit(2);
     let mut out = TlsBuf::default();
     let e = server.encrypt(b"", &pattern(100 * 1024), &mut out);
-    assert!(
-        matches!(e, Err(SessionError::Tls(Error::General(_)))),
-        "{e:?}"
-    );
-    // Two records of data, then close_notify.
+    assert!(matches!(e, Err(SessionError::KeysExhausted)), "{e:?}");
+    // Two records of data, then the close_notify the session queued.
+    assert!(server.wants_write());
+    server.take_tls(&mut out).unwrap();
     let got = deliver(&mut client, &out).unwrap();
     assert_eq!(got, pattern(2 * MAX_RECORD_PLAINTEXT));
     assert!(client.process_new_packets().unwrap().peer_has_closed());
-    assert!(
-        server.encrypt(b"", b"more", &mut out).is_err(),
-        "the session is over"
-    );
+    let e = server.encrypt(b"", b"more", &mut out);
+    assert!(matches!(e, Err(SessionError::Closed)), "{e:?}");
 }
 
 /// A handshaken session and the client's keys, to make records by hand.
@@ -429,6 +582,27 @@ fn empty_records_in_a_row_are_capped() {
         );
         assert_eq!(e, PeerMisbehaved::TooManyEmptyFragments.into());
     }
+}
+
+#[test]
+fn a_tls12_handshake_message_other_than_a_client_hello_ends_the_session() {
+    let mut c = Crafted::new(cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256);
+    let finished = [u8::from(HandshakeType::Finished), 0, 0, 0];
+    let e = c.refused(
+        ContentType::Handshake,
+        &finished,
+        Some(AlertDescription::UnexpectedMessage),
+    );
+    assert!(
+        matches!(e, Error::InappropriateHandshakeMessage { .. }),
+        "{e}"
+    );
+    let mut c = Crafted::new(cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256);
+    c.refused(
+        ContentType::Handshake,
+        b"",
+        Some(AlertDescription::DecodeError),
+    );
 }
 
 #[test]
