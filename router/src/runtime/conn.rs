@@ -133,7 +133,8 @@ pub(super) async fn run(
         .borrow_mut()
         .end_conn(key, &outcome, flushed, &mut driver.session);
     // close_notify, or the alert of a TLS error, after what is written: best effort,
-    // bounded.
+    // bounded. Records encrypted but not started on are dropped (as the io_uring
+    // driver does); after part of one, nothing more can follow.
     let Driver {
         mut tcp,
         mut session,
@@ -141,7 +142,7 @@ pub(super) async fn run(
         sent,
         ..
     } = driver;
-    if sent == wbuf.len() {
+    if sent == wbuf.len() || sent == 0 {
         wbuf.clear();
         send_last(&mut tcp, &mut session, &mut wbuf).await;
     }
