@@ -5,22 +5,11 @@
 use std::sync::OnceLock;
 
 use bytes::BytesMut;
-use rustls::crypto::aws_lc_rs::cipher_suite as cs;
 use rustls::{ContentType, SupportedCipherSuite};
 
 use super::TlsBuf;
 use super::record::Sealer;
-use super::test_pki::{ClientOptions, TestPki};
-
-/// The suites a client can agree with the router on (its certificate is ECDSA).
-const SUITES: [SupportedCipherSuite; 6] = [
-    cs::TLS13_AES_128_GCM_SHA256,
-    cs::TLS13_AES_256_GCM_SHA384,
-    cs::TLS13_CHACHA20_POLY1305_SHA256,
-    cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-    cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-    cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-];
+use super::test_pki::{ClientOptions, TestPki, client_suites};
 
 /// Reads `data` as a suite choice then steps, each an op byte, a length byte and that
 /// many bytes: raw bytes fed to the session (any split), a record sealed under the
@@ -29,13 +18,17 @@ const SUITES: [SupportedCipherSuite; 6] = [
 /// decryption), a frame sealed by the session, or its close_notify.
 pub fn records(data: &[u8]) {
     static PKI: OnceLock<Option<TestPki>> = OnceLock::new();
+    static SUITES: OnceLock<Vec<SupportedCipherSuite>> = OnceLock::new();
     let Some(pki) = PKI.get_or_init(|| TestPki::new().ok()) else {
         panic!("the test PKI could not be made");
     };
+    let suites = SUITES.get_or_init(client_suites);
     let Some((&choice, mut steps)) = data.split_first() else {
         return;
     };
-    let suite = SUITES[usize::from(choice) % SUITES.len()];
+    let Some(&suite) = suites.get(usize::from(choice) % suites.len().max(1)) else {
+        panic!("the router offers no suite the test certificate can serve");
+    };
     let tls13 = matches!(suite, SupportedCipherSuite::Tls13(_));
     let versions: &[&'static rustls::SupportedProtocolVersion] = if tls13 {
         &[&rustls::version::TLS13]

@@ -100,6 +100,13 @@ impl Fatal {
         Self::new(error, AlertDescription::UnexpectedMessage)
     }
 
+    fn unexpected_handshake(typ: HandshakeType) -> Self {
+        Self::unexpected(Error::InappropriateHandshakeMessage {
+            expect_types: Vec::new(),
+            got_type: typ,
+        })
+    }
+
     /// An error our own side made (a key it cannot derive): told as internal_error.
     fn internal(error: Error) -> Self {
         Self::new(error, AlertDescription::InternalError)
@@ -389,10 +396,7 @@ impl Records {
         };
         let typ = HandshakeType::from(typ);
         if typ != HandshakeType::KeyUpdate {
-            return Err(Fatal::unexpected(Error::InappropriateHandshakeMessage {
-                expect_types: Vec::new(),
-                got_type: typ,
-            }));
+            return Err(Fatal::unexpected_handshake(typ));
         }
         if [l0, l1, l2] != [0, 0, 1] {
             return Err(Fatal::decode(InvalidMessage::InvalidKeyUpdate));
@@ -433,10 +437,7 @@ impl Records {
         };
         let typ = HandshakeType::from(typ);
         if typ != HandshakeType::ClientHello {
-            return Err(Fatal::unexpected(Error::InappropriateHandshakeMessage {
-                expect_types: Vec::new(),
-                got_type: typ,
-            }));
+            return Err(Fatal::unexpected_handshake(typ));
         }
         if self.refused_renegotiation {
             return Err(Fatal::unexpected(

@@ -29,6 +29,21 @@ pub enum TestPkiError {
     Handshake(String),
 }
 
+/// The router's suites (`super::provider`) that its test certificate (ECDSA) can serve:
+/// every TLS 1.3 suite and the ECDSA ones of TLS 1.2.
+pub fn client_suites() -> Vec<rustls::SupportedCipherSuite> {
+    super::provider()
+        .cipher_suites
+        .into_iter()
+        .filter(|suite| match suite {
+            rustls::SupportedCipherSuite::Tls13(_) => true,
+            rustls::SupportedCipherSuite::Tls12(suite) => suite
+                .sign
+                .contains(&rustls::SignatureScheme::ECDSA_NISTP256_SHA256),
+        })
+        .collect()
+}
+
 /// What a test client does besides the defaults.
 #[derive(Clone, Debug, Default)]
 pub struct ClientOptions {

@@ -6,18 +6,15 @@ use rustls::crypto::aws_lc_rs::cipher_suite as cs;
 use rustls::{ClientConnection, SupportedProtocolVersion};
 
 use super::*;
-use crate::tls::test_pki::{ClientOptions, TestPki, client_records, deliver};
+use crate::tls::test_pki::{ClientOptions, TestPki, client_records, client_suites, deliver};
 use crate::tls::{ServerSession, SessionError};
 
 /// The suites a client can agree with the router on (its certificate is ECDSA).
-const SUITES: [SupportedCipherSuite; 6] = [
-    cs::TLS13_AES_128_GCM_SHA256,
-    cs::TLS13_AES_256_GCM_SHA384,
-    cs::TLS13_CHACHA20_POLY1305_SHA256,
-    cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-    cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-    cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-];
+fn suites() -> Vec<SupportedCipherSuite> {
+    let suites = client_suites();
+    assert_eq!(suites.len(), 6, "3 TLS 1.3 and 3 TLS 1.2 ECDSA suites");
+    suites
+}
 
 fn is_tls13(suite: SupportedCipherSuite) -> bool {
     matches!(suite, SupportedCipherSuite::Tls13(_))
@@ -65,7 +62,7 @@ fn record_lengths(mut wire: &[u8]) -> Vec<usize> {
 
 #[test]
 fn every_suite_carries_data_both_ways() {
-    for suite in SUITES {
+    for suite in suites() {
         let (mut client, mut server) = handshaken(suite, false);
         // Up: 100 KiB in reads that split records anywhere.
         let up = pattern(100 * 1024 + 7);
@@ -111,7 +108,7 @@ fn every_suite_carries_data_both_ways() {
 
 #[test]
 fn the_clients_key_updates_are_answered_and_followed() {
-    for suite in SUITES.into_iter().filter(|s| is_tls13(*s)) {
+    for suite in suites().into_iter().filter(|s| is_tls13(*s)) {
         let (mut client, mut server) = handshaken(suite, false);
         for round in 0..40 {
             // A key update request and data under the new key, in one read.
@@ -165,7 +162,7 @@ fn before_the_clients_finished(
 
 #[test]
 fn a_key_update_read_with_the_clients_finished_is_answered() {
-    for suite in SUITES.into_iter().filter(|s| is_tls13(*s)) {
+    for suite in suites().into_iter().filter(|s| is_tls13(*s)) {
         let (mut client, mut server) = before_the_clients_finished(suite, false);
         // Finished, a KeyUpdate asking for ours, and data under the new key: one read.
         client.refresh_traffic_keys().unwrap();
@@ -246,7 +243,7 @@ fn key_update_requests_meanwhile_get_one_update_of_ours() {
 #[test]
 fn records_match_rustls_own_encrypter_byte_for_byte() {
     use rustls::crypto::cipher::{MessageEncrypter, OutboundChunks, OutboundPlainMessage};
-    for suite in SUITES {
+    for suite in suites() {
         let (client, mut server) = handshaken(suite, true);
         // The client's receiving key is the session's sending key.
         let (_, secrets) = client.dangerous_extract_secrets().unwrap().rx;
@@ -317,7 +314,7 @@ fn key_updates_without_application_data_are_capped() {
 
 #[test]
 fn our_keys_change_before_they_reach_their_limit() {
-    for suite in SUITES.into_iter().filter(|s| is_tls13(*s)) {
+    for suite in suites().into_iter().filter(|s| is_tls13(*s)) {
         let (mut client, mut server) = handshaken(suite, false);
         server.records_mut().unwrap().set_key_limit(3);
         // 13 records a frame, 39 in all: a key update after every 3.
@@ -448,7 +445,7 @@ impl Crafted {
 
 #[test]
 fn records_sealed_here_open_in_rustls_for_every_suite() {
-    for suite in SUITES {
+    for suite in suites() {
         let mut c = Crafted::new(suite);
         for len in [0, 1, 1000, MAX_RECORD_PLAINTEXT] {
             let data = pattern(len);
@@ -635,7 +632,7 @@ fn a_tls12_renegotiation_is_refused_then_fatal() {
 
 #[test]
 fn bad_records_end_the_session_with_the_right_alert() {
-    for suite in SUITES {
+    for suite in suites() {
         // A length beyond the version's limit is refused from the header alone.
         let max = if is_tls13(suite) {
             MAX_CIPHERTEXT_TLS13
@@ -724,12 +721,12 @@ mod properties {
         /// the limit on our keys, every byte arrives once and in order both ways.
         #[test]
         fn every_byte_arrives_whatever_the_splits_and_key_updates(
-            suite in 0..SUITES.len(),
+            suite in 0..6usize,
             ops in vec(op(), 1..16),
             reads in vec(1..20_000usize, 1..16),
             key_limit in 1..8u64,
         ) {
-            let suite = SUITES[suite];
+            let suite = suites()[suite];
             let (mut client, mut server) = handshaken(suite, false);
             if is_tls13(suite) {
                 server.records_mut().unwrap().set_key_limit(key_limit);
