@@ -10,6 +10,8 @@ use crate::error::{Error, ErrorKind, Result};
 
 /// How long one controller request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long an idle connection to the controller is kept for reuse.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Page size when listing services.
 const PAGE: usize = 500;
 
@@ -147,6 +149,11 @@ impl ControllerClient {
         let http = reqwest::Client::builder()
             .use_preconfigured_tls((*tls).clone())
             .timeout(REQUEST_TIMEOUT)
+            // Drop idle connections before a controller does: Weft's closes one after
+            // 30 s without a request (its header-read timeout), which is also the
+            // refresh interval, so reusing it raced with the close and failed the
+            // refresh now and then.
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .build()
             .map_err(|e| Error::controller(format!("HTTP client: {e}")))?;
         Ok(Self {
