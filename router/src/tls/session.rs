@@ -25,7 +25,8 @@ use bytes::BytesMut;
 use rustls::ServerConfig;
 use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::unbuffered::{
-    ConnectionState, EncodeError, EncodeTlsData, InsufficientSizeError, UnbufferedStatus,
+    AppDataRecord, ConnectionState, EncodeError, EncodeTlsData, InsufficientSizeError,
+    ReadEarlyData, ReadTraffic, UnbufferedStatus,
 };
 
 use super::record::{Records, SealError};
@@ -564,52 +565,12 @@ impl ServerSession {
             // (`true`), or waits for the handshake to go on (`false`).
             let step: Result<Option<bool>, SessionError> = match state {
                 ConnectionState::ReadTraffic(mut records) => {
-                    let mut step = Ok(None);
-                    while let Some(record) = records.next_record() {
-                        match record {
-                            Ok(record) => {
-                                discard += record.discard;
-                                if let Job::Read(plaintext) = &mut job {
-                                    append(plaintext, record.payload);
-                                } else {
-                                    // `process` leaves no complete record behind, so no
-                                    // other job finds one.
-                                    step = Err(SessionError::UnexpectedState(
-                                        "application data outside a read".into(),
-                                    ));
-                                }
-                            }
-                            Err(e) => {
-                                step = Err(e.into());
-                                break;
-                            }
-                        }
-                    }
-                    step
+                    drain(&mut records, &mut job, &mut discard)
                 }
+                // The configuration accepts no early data; were it to, it is application
+                // data like any other.
                 ConnectionState::ReadEarlyData(mut records) => {
-                    // The configuration accepts no early data; were it to, it is
-                    // application data like any other.
-                    let mut step = Ok(None);
-                    while let Some(record) = records.next_record() {
-                        match record {
-                            Ok(record) => {
-                                discard += record.discard;
-                                if let Job::Read(plaintext) = &mut job {
-                                    append(plaintext, record.payload);
-                                } else {
-                                    step = Err(SessionError::UnexpectedState(
-                                        "early data outside a read".into(),
-                                    ));
-                                }
-                            }
-                            Err(e) => {
-                                step = Err(e.into());
-                                break;
-                            }
-                        }
-                    }
-                    step
+                    drain(&mut records, &mut job, &mut discard)
                 }
                 ConnectionState::EncodeTlsData(mut record) => {
                     encode(&mut record, outgoing).map(|()| None)
@@ -702,6 +663,45 @@ fn show(incoming: &[u8], whole: &mut usize) -> usize {
         }
     }
     incoming.len()
+}
+
+/// Application data rustls decrypted during the handshake (with the client's last
+/// flight, or as early data).
+trait HandshakeAppData {
+    fn next(&mut self) -> Option<Result<AppDataRecord<'_>, rustls::Error>>;
+}
+
+impl HandshakeAppData for ReadTraffic<'_, '_, ServerConnectionData> {
+    fn next(&mut self) -> Option<Result<AppDataRecord<'_>, rustls::Error>> {
+        self.next_record()
+    }
+}
+
+impl HandshakeAppData for ReadEarlyData<'_, '_, ServerConnectionData> {
+    fn next(&mut self) -> Option<Result<AppDataRecord<'_>, rustls::Error>> {
+        self.next_record()
+    }
+}
+
+/// Appends the application data of `records` to a read's plaintext, counting the
+/// ciphertext it came from into `discard`.
+fn drain(
+    records: &mut impl HandshakeAppData,
+    job: &mut Job<'_>,
+    discard: &mut usize,
+) -> Result<Option<bool>, SessionError> {
+    while let Some(record) = records.next() {
+        let record = record?;
+        *discard += record.discard;
+        let Job::Read(plaintext) = job else {
+            // `process` leaves no complete record behind, so no other job finds one.
+            return Err(SessionError::UnexpectedState(
+                "application data outside a read".into(),
+            ));
+        };
+        append(plaintext, record.payload);
+    }
+    Ok(None)
 }
 
 /// Appends decrypted application data to the receive buffer.
