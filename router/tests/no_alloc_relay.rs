@@ -111,6 +111,19 @@ fn host_hello_and_bind(wire: &mut BytesMut) {
 }
 
 /// The dialer's first frames: its hello and a Connect on conn id 0.
+/// The host's answer to the Dial `frame`: accepted as child connection 100.
+fn accept_as_child_100(frame: &weft_wire::Frame, wire: &mut BytesMut) {
+    let dial = Dial::parse(frame).unwrap();
+    DialSuccess {
+        conn_id: dial.conn_id,
+        seq: 0,
+        reply_for: frame.sequence(),
+        new_conn_id: 100,
+    }
+    .encode(2, wire)
+    .unwrap();
+}
+
 fn dialer_hello_and_connect(wire: &mut BytesMut) {
     Hello {
         session_token: b"D",
@@ -152,15 +165,7 @@ fn circuit(now: Instant) -> Forwarder {
     dialer_hello_and_connect(&mut wire);
     fwd.handle_input(now, DIALER, &wire.split(), 0);
     let frames = frames_of(&mut fwd, HOST);
-    let dial = Dial::parse(&frames[0]).unwrap();
-    DialSuccess {
-        conn_id: dial.conn_id,
-        seq: 0,
-        reply_for: frames[0].sequence(),
-        new_conn_id: 100,
-    }
-    .encode(2, &mut wire)
-    .unwrap();
+    accept_as_child_100(&frames[0], &mut wire);
     fwd.handle_input(now, HOST, &wire.split(), 0);
     frames_of(&mut fwd, HOST);
     frames_of(&mut fwd, DIALER);
@@ -270,15 +275,7 @@ fn cross_circuit(now: Instant, moving: &mut Vec<(usize, usize, CrossMsg)>) -> [F
     shards[0].handle_input(now, DIALER, &wire.split(), 0);
     shuttle(&mut shards, moving, now);
     let frames = frames_of(&mut shards[1], X_HOST);
-    let dial = Dial::parse(&frames[0]).unwrap();
-    DialSuccess {
-        conn_id: dial.conn_id,
-        seq: 0,
-        reply_for: frames[0].sequence(),
-        new_conn_id: 100,
-    }
-    .encode(2, &mut wire)
-    .unwrap();
+    accept_as_child_100(&frames[0], &mut wire);
     shards[1].handle_input(now, X_HOST, &wire.split(), 0);
     shuttle(&mut shards, moving, now);
     frames_of(&mut shards[1], X_HOST);

@@ -96,7 +96,7 @@ pub enum CrossMsg {
     },
 }
 
-/// A dial sent to the host's shard.
+/// A dial for the host of a terminator: sent to the host's shard, or made on this one.
 #[derive(Debug)]
 pub struct CrossDial {
     /// The circuit (its id was made by the dialer's shard).

@@ -825,30 +825,20 @@ impl Forwarder {
             },
         );
         self.legs.insert(from.conn, from.conn_id, circuit);
+        let dial = CrossDial {
+            circuit,
+            host_conn,
+            listener,
+            caller_id,
+            public_key,
+            app_data,
+        };
         if host_shard != self.shard {
-            self.cross.push_back((
-                host_shard,
-                CrossMsg::Dial(Box::new(CrossDial {
-                    circuit,
-                    host_conn,
-                    listener,
-                    caller_id,
-                    public_key,
-                    app_data,
-                })),
-            ));
+            self.cross
+                .push_back((host_shard, CrossMsg::Dial(Box::new(dial))));
             return;
         }
-        if let Some(host) = self.conns.get_mut(&host_conn) {
-            host.edge.dial_host(
-                now,
-                circuit,
-                listener,
-                &caller_id,
-                public_key.as_deref(),
-                app_data.as_deref(),
-            );
-        }
+        self.dial_host_here(now, &dial);
         if host_conn != from.conn {
             self.after_input(now, host_conn);
         }
@@ -1096,20 +1086,13 @@ impl Forwarder {
 
     /// Shard `from` asks this shard to dial the host of a terminator here.
     fn cross_dial(&mut self, now: Instant, from: usize, dial: CrossDial) {
-        let CrossDial {
-            circuit,
-            host_conn,
-            listener,
-            caller_id,
-            public_key,
-            app_data,
-        } = dial;
-        let Some(host) = self.conns.get_mut(&host_conn) else {
+        let circuit = dial.circuit;
+        if !self.conns.contains_key(&dial.host_conn) {
             let reason = "listener is gone".to_owned();
             self.cross
                 .push_back((from, CrossMsg::Refused { circuit, reason }));
             return;
-        };
+        }
         self.circuits.insert(
             circuit,
             Circuit {
@@ -1123,15 +1106,22 @@ impl Forwarder {
                 uncredited: 0,
             },
         );
-        host.edge.dial_host(
-            now,
-            circuit,
-            listener,
-            &caller_id,
-            public_key.as_deref(),
-            app_data.as_deref(),
-        );
-        self.after_input(now, host_conn);
+        self.dial_host_here(now, &dial);
+        self.after_input(now, dial.host_conn);
+    }
+
+    /// Sends `dial` to its host's connection, on this shard (nothing if it is gone).
+    fn dial_host_here(&mut self, now: Instant, dial: &CrossDial) {
+        if let Some(host) = self.conns.get_mut(&dial.host_conn) {
+            host.edge.dial_host(
+                now,
+                dial.circuit,
+                dial.listener,
+                &dial.caller_id,
+                dial.public_key.as_deref(),
+                dial.app_data.as_deref(),
+            );
+        }
     }
 }
 

@@ -175,6 +175,22 @@ impl Net {
         seq
     }
 
+    /// The dialer's session was revoked: it is told so, and the host (child 100) is
+    /// told its peer's session went, not that the peer closed normally.
+    fn expect_revoked(&mut self, dialer: &mut Sdk, host: &mut Sdk) {
+        let frames = self.recv(dialer);
+        assert_eq!(
+            StateClosed::parse(&frames[0]).unwrap().reason,
+            b"session closed"
+        );
+        let frames = self.recv(host);
+        let closed = StateClosed::parse(&frames[0]).unwrap();
+        assert_eq!(
+            (closed.conn_id, closed.reason),
+            (100, &b"peer session closed"[..])
+        );
+    }
+
     /// Writes (unless stalled) and decodes what the router queued for `sdk`.
     fn recv(&mut self, sdk: &mut Sdk) -> Vec<Frame> {
         let fwd = self.at(sdk.key);
@@ -444,18 +460,7 @@ fn revoking_the_dial_session_closes_both_ends_at_once() {
             },
         )
         .unwrap();
-    let frames = net.recv(&mut dialer);
-    assert_eq!(
-        StateClosed::parse(&frames[0]).unwrap().reason,
-        b"session closed"
-    );
-    let frames = net.recv(&mut host);
-    let closed = StateClosed::parse(&frames[0]).unwrap();
-    // The host is told its peer's session went, not that the peer closed normally.
-    assert_eq!(
-        (closed.conn_id, closed.reason),
-        (100, &b"peer session closed"[..])
-    );
+    net.expect_revoked(&mut dialer, &mut host);
     assert_eq!(net.fwd.counts(), (2, 0, 1));
     // The revoked token no longer dials.
     net.dial(&mut dialer, 1);
@@ -679,17 +684,7 @@ fn revocation_closes_both_shards_sides_at_once() {
         sessions_removed: vec!["dial".into()],
         ..Default::default()
     });
-    let frames = net.recv(&mut dialer);
-    assert_eq!(
-        StateClosed::parse(&frames[0]).unwrap().reason,
-        b"session closed"
-    );
-    let frames = net.recv(&mut host);
-    let closed = StateClosed::parse(&frames[0]).unwrap();
-    assert_eq!(
-        (closed.conn_id, closed.reason),
-        (100, &b"peer session closed"[..])
-    );
+    net.expect_revoked(&mut dialer, &mut host);
     assert!(!net.fwd.has_circuits() && !net.others[0].has_circuits());
 }
 
