@@ -71,8 +71,9 @@ impl Client {
             .expect("hello refused: the router closed the connection")
     }
 
-    /// Connects and says hello; None when the router closes the connection instead of
-    /// answering. (Like OpenZiti's router, it answers a hello with an unknown token with
+    /// Connects and says hello; None when the router refuses the TLS handshake or
+    /// closes the connection instead of answering. `cert` is the PEM chain presented,
+    /// leaf first; `key` the leaf's key. (Like OpenZiti's router, it answers a hello with an unknown token with
     /// success and then closes the connection, so a Some is not yet proof of acceptance.)
     async fn try_connect(
         port: u16,
@@ -100,10 +101,12 @@ impl Client {
         )
         .unwrap();
         let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        // A handshake the router refuses (a client certificate it does not accept) is
+        // a refused hello too.
         let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
             .connect(ServerName::try_from("localhost").unwrap(), tcp)
             .await
-            .unwrap();
+            .ok()?;
         let (r, w) = tokio::io::split(tls);
         let mut c = Self {
             r,
@@ -254,6 +257,11 @@ macro_rules! on_both_backends {
             async fn uring() {
                 match weft_router::runtime::probe_uring() {
                     Ok(()) => super::$name("uring").await,
+                        // CI must run what it claims to run.
+                    Err(e) if std::env::var_os("CI").is_some_and(|v| v == "true") => panic!(
+                        "{}::uring: io_uring is not available under CI=true: {e}",
+                        stringify!($name)
+                    ),
                     Err(e) => eprintln!(
                         "SKIPPED {}::uring: io_uring is not available on this host: {e}",
                         stringify!($name)
@@ -266,6 +274,7 @@ macro_rules! on_both_backends {
 
 on_both_backends!(
     router_serves_sessions_pushed_by_the_controller,
+    only_the_tls_leaf_identifies_an_edge_client,
     router_resynchronises_after_losing_the_control_connection,
 );
 
@@ -581,6 +590,96 @@ async fn router_serves_sessions_pushed_by_the_controller(io: &str) {
     node.shutdown().await;
     wait_online(&ctl, &admin, &router_id, false).await;
     eprintln!("router end-to-end took {:?}", started.elapsed());
+}
+
+/// A client that holds the key of its own certificate but not of a victim's, and
+/// presents the victim's certificate after its own leaf with the victim's API session
+/// token, must not get the victim's identity (GHSA-mrpr-756c-xm47): neither with a leaf
+/// the controller's CA issued (the hello is refused and a Connect on the victim's Dial
+/// session is never connected) nor with a self-signed leaf (the TLS handshake fails).
+async fn only_the_tls_leaf_identifies_an_edge_client(io: &str) {
+    init_logs();
+    let ctl = Ctl::start();
+    let admin = ctl.admin_token().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let (node, router_id, port) = start_router(&ctl, &admin, &tmp, &control_addr(&ctl), io).await;
+    wait_online(&ctl, &admin, &router_id, true).await;
+    let (svc, _) = model(&ctl, &admin).await;
+    let victim = login(&ctl, &admin, "dialer").await;
+    let mallory = login(&ctl, &admin, "mallory").await;
+    let h = login(&ctl, &admin, "host").await;
+    let dial_token = session(&ctl, &victim, &svc, "Dial").await;
+    let bind_token = session(&ctl, &h, &svc, "Bind").await;
+    let ca = ctl.ca_pem();
+    let mut host = bound_host(port, &ca, &h, &bind_token).await;
+
+    // The victim itself gets through: the router knows its API and Dial sessions.
+    let mut genuine = Client::connect(port, &ca, &victim.cert, &victim.key, &victim.token).await;
+    dial(&mut genuine, &mut host, &dial_token).await;
+
+    // Mallory's CA-issued leaf (and key), then the victim's certificate.
+    let chain = format!("{}\n{}", mallory.cert, victim.cert);
+    if let Some(mut forged) =
+        Client::try_connect(port, &ca, &chain, &mallory.key, &victim.token).await
+    {
+        let sent = forged
+            .send(|s, out| {
+                Connect {
+                    conn_id: 9,
+                    seq: 0,
+                    caller_id: None,
+                    public_key: None,
+                    terminator_identity: None,
+                    app_data: None,
+                    session_token: dial_token.as_bytes(),
+                }
+                .encode(s, out)
+            })
+            .await;
+        // The host is never asked to accept a circuit for the forged client.
+        let at_host = tokio::time::timeout(Duration::from_secs(1), host.next()).await;
+        assert!(
+            at_host.is_err(),
+            "the host got a frame for the forged client: {at_host:?}"
+        );
+        let answer = tokio::time::timeout(WAIT, forged.next())
+            .await
+            .expect("the router neither answered nor closed");
+        assert!(
+            answer
+                .as_ref()
+                .is_none_or(|f| f.content_type() != ContentType::STATE_CONNECTED),
+            "Connect {sent} as the victim was connected: {answer:?}"
+        );
+    }
+
+    // A self-signed leaf of its own, then the victim's certificate: the chain does not
+    // verify against the controller's CA.
+    let own_key = rcgen::KeyPair::generate().unwrap();
+    let own = rcgen::CertificateParams::new(vec!["dialer".to_owned()])
+        .unwrap()
+        .self_signed(&own_key)
+        .unwrap();
+    let chain = format!("{}\n{}", own.pem(), victim.cert);
+    assert!(
+        Client::try_connect(port, &ca, &chain, &own_key.serialize_pem(), &victim.token)
+            .await
+            .is_none(),
+        "a self-signed leaf got through"
+    );
+    assert!(
+        Client::try_connect(
+            port,
+            &ca,
+            &own.pem(),
+            &own_key.serialize_pem(),
+            &victim.token
+        )
+        .await
+        .is_none(),
+        "a self-signed certificate got through"
+    );
+    node.shutdown().await;
 }
 
 /// A TCP proxy in front of the control listener whose connections the test can cut,

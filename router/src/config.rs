@@ -92,7 +92,8 @@ pub struct RouterConfig {
     pub cert: PathBuf,
     /// Private key of the server certificate, PEM.
     pub key: PathBuf,
-    /// CA bundle that verifies the controller, PEM.
+    /// CA bundle (PEM) that verifies the controller and the identity certificates of
+    /// SDK clients; `ca.pem` next to `cert` when absent.
     #[serde(default)]
     pub ca: Option<PathBuf>,
     /// Number of shards (threads); default one per core.
@@ -214,7 +215,7 @@ impl RouterConfig {
 
     /// The runtime settings, loading the TLS certificate and key.
     pub fn settings(&self) -> Result<RouterSettings, ConfigError> {
-        let tls = tls::load_server_config(&self.cert, &self.key)?;
+        let tls = tls::load_server_config(&self.cert, &self.key, &self.ca_path())?;
         let edge = EdgeConfig {
             hello_timeout: Duration::from_millis(self.hello_timeout_ms),
             max_conns: self.max_conns_per_edge,
@@ -233,6 +234,15 @@ impl RouterConfig {
             max_conns_per_shard: self.max_connections_per_shard,
             io: self.io,
         })
+    }
+
+    /// The CA bundle: `ca`, or `ca.pem` next to the edge certificate (where `weft-router
+    /// enroll` writes the controller's bundle). It verifies the controller on the control
+    /// channel and the identity certificates SDKs present on the edge listener.
+    pub fn ca_path(&self) -> PathBuf {
+        self.ca
+            .clone()
+            .unwrap_or_else(|| self.cert_dir().join(crate::enroll::CA_FILE))
     }
 
     /// The directory of the edge certificate, where `weft-router enroll` writes every

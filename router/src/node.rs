@@ -61,12 +61,7 @@ pub fn control_config(config: &RouterConfig, edge_port: u16) -> Result<ControlCo
     let cert_path = dir.join(enroll::ROUTER_CERT_FILE);
     let cert_pem = read(cert_path.clone())?;
     let key_pem = read(dir.join(enroll::ROUTER_KEY_FILE))?;
-    let ca_pem = read(
-        config
-            .ca
-            .clone()
-            .unwrap_or_else(|| dir.join(enroll::CA_FILE)),
-    )?;
+    let ca_pem = read(config.ca_path())?;
     let router_id = router_id(&cert_pem).ok_or(NodeError::RouterId(cert_path))?;
     Ok(ControlConfig {
         address: config.controller.clone(),

@@ -244,13 +244,15 @@ impl SessionTable {
         removed
     }
 
-    /// Checks a hello: the token names a live API session bound to one of the client's
-    /// certificate fingerprints (lower-case hex SHA-1 of the DER, as OpenZiti computes it,
-    /// `edge:internal/cert/fingerprint.go`).
+    /// Checks a hello: the token names a live API session bound to the fingerprint of
+    /// the client's **leaf** certificate, the one whose key the TLS handshake proved
+    /// (lower-case hex SHA-1 of the DER, as OpenZiti computes it,
+    /// `edge:internal/cert/fingerprint.go`). Other certificates of the chain are never
+    /// looked at: presenting a certificate proves nothing.
     pub fn check_hello(
         &self,
         token: &[u8],
-        client_fingerprints: &[String],
+        client_leaf_fingerprint: Option<&str>,
         now_unix_ms: i64,
     ) -> Result<&ApiSession, HelloRejection> {
         let api_session = std::str::from_utf8(token)
@@ -271,9 +273,8 @@ impl SessionTable {
         {
             return Err(HelloRejection::Expired);
         }
-        let bound = client_fingerprints
-            .iter()
-            .any(|f| api_session.cert_fingerprints.iter().any(|b| b == f));
+        let bound = client_leaf_fingerprint
+            .is_some_and(|leaf| api_session.cert_fingerprints.iter().any(|b| b == leaf));
         if !bound {
             return Err(HelloRejection::CertificateMismatch);
         }

@@ -2,19 +2,22 @@
 //!
 //! The edge listener speaks TLS 1.2 (all the OpenZiti C SDK 0.29.3 knows, spec §8) and
 //! TLS 1.3, ECDHE key exchange only, with AES-GCM or ChaCha20-Poly1305. Client
-//! certificates are **required** but their chain is not checked here, as OpenZiti's
-//! router does with Go's `tls.RequireAnyClientCert`: the handshake signature still proves
-//! the client holds the key, and the certificate is bound to an API session by its
-//! fingerprint in [`crate::sessions::SessionTable::check_hello`].
+//! certificates are **required** and their chain must verify against the CAs that may
+//! issue identity certificates (the controller's CA bundle, `ca.pem`). The handshake
+//! signature proves the client holds the key of the **leaf** certificate only, so only
+//! the leaf's fingerprint is kept ([`client_leaf_fingerprint`]) and bound to an API
+//! session in [`crate::sessions::SessionTable::check_hello`]; any other certificate of
+//! the chain is merely presented, never proof of an identity. (OpenZiti's router
+//! accepted a session when any certificate of the chain matched, GHSA-mrpr-756c-xm47.)
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms, aws_lc_rs};
+use rustls::crypto::{CryptoProvider, aws_lc_rs};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
 use sha1::{Digest, Sha1};
 
 #[doc(hidden)]
@@ -45,6 +48,9 @@ pub enum TlsError {
     /// The key PEM held no private key or could not be parsed.
     #[error("no usable private key in the key PEM: {0}")]
     Key(String),
+    /// The CA bundle that verifies client certificates held no usable CA certificate.
+    #[error("no usable CA certificate in the client CA bundle: {0}")]
+    ClientCa(String),
     /// rustls refused the configuration (for example a key that does not match the
     /// certificate).
     #[error("TLS configuration refused: {0}")]
@@ -72,8 +78,13 @@ pub fn provider() -> CryptoProvider {
 }
 
 /// The edge listener's TLS configuration from PEM text: the server certificate chain
-/// (leaf first) and its private key (PKCS#8, PKCS#1 or SEC1).
-pub fn server_config(cert_pem: &[u8], key_pem: &[u8]) -> Result<ServerConfig, TlsError> {
+/// (leaf first), its private key (PKCS#8, PKCS#1 or SEC1) and the CA certificates that
+/// client certificates must chain to.
+pub fn server_config(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    client_ca_pem: &[u8],
+) -> Result<ServerConfig, TlsError> {
     let chain = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TlsError::Certificate(e.to_string()))?;
@@ -82,9 +93,22 @@ pub fn server_config(cert_pem: &[u8], key_pem: &[u8]) -> Result<ServerConfig, Tl
     }
     let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsError::Key(e.to_string()))?;
     let provider = Arc::new(provider());
-    let verifier = Arc::new(RequireAnyClientCert {
-        algorithms: provider.signature_verification_algorithms,
-    });
+    let mut roots = RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(client_ca_pem) {
+        let ca = ca.map_err(|e| TlsError::ClientCa(e.to_string()))?;
+        roots
+            .add(ca)
+            .map_err(|e| TlsError::ClientCa(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(TlsError::ClientCa("no CERTIFICATE block".into()));
+    }
+    // No CA names in the CertificateRequest: the SDKs hold one identity certificate
+    // each, and OpenZiti's router sends none either.
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .clear_root_hint_subjects()
+        .build()
+        .map_err(|e| TlsError::ClientCa(e.to_string()))?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_client_cert_verifier(verifier)
@@ -98,14 +122,18 @@ pub fn server_config(cert_pem: &[u8], key_pem: &[u8]) -> Result<ServerConfig, Tl
 }
 
 /// [`server_config`] from PEM files.
-pub fn load_server_config(cert: &Path, key: &Path) -> Result<ServerConfig, TlsError> {
+pub fn load_server_config(
+    cert: &Path,
+    key: &Path,
+    client_ca: &Path,
+) -> Result<ServerConfig, TlsError> {
     let read = |path: &Path| {
         std::fs::read(path).map_err(|error| TlsError::Read {
             path: path.to_owned(),
             error,
         })
     };
-    server_config(&read(cert)?, &read(key)?)
+    server_config(&read(cert)?, &read(key)?, &read(client_ca)?)
 }
 
 /// Lower-case hex SHA-1 of a DER certificate, as OpenZiti computes certificate
@@ -121,67 +149,13 @@ pub fn fingerprint(der: &[u8]) -> String {
         })
 }
 
-/// The fingerprints of every certificate the client presented, leaf first; empty when
-/// the handshake has not finished.
-pub fn client_fingerprints(conn: &rustls::CommonState) -> Vec<String> {
+/// The fingerprint of the client's **leaf** certificate, the one whose key the
+/// handshake proved; `None` before the handshake has verified it. Certificates after the
+/// leaf are only presented and never identify the client.
+pub fn client_leaf_fingerprint(conn: &rustls::CommonState) -> Option<String> {
     conn.peer_certificates()
-        .unwrap_or_default()
-        .iter()
-        .map(|c| fingerprint(c))
-        .collect()
-}
-
-/// Requires a client certificate, accepts any chain, verifies the handshake signature.
-#[derive(Debug)]
-struct RequireAnyClientCert {
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ClientCertVerifier for RequireAnyClientCert {
-    fn offer_client_auth(&self) -> bool {
-        true
-    }
-
-    fn client_auth_mandatory(&self) -> bool {
-        true
-    }
-
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &[]
-    }
-
-    fn verify_client_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        // The chain is deliberately not checked (module docs): the certificate is bound
-        // to an API session by fingerprint when the hello arrives.
-        Ok(ClientCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
+        .and_then(|chain| chain.first())
+        .map(|leaf| fingerprint(leaf))
 }
 
 #[cfg(test)]
@@ -211,10 +185,53 @@ mod tests {
         }
     }
 
+    /// Only the leaf whose key the handshake proved identifies a client: a chain that
+    /// puts the client's own self-signed leaf before a victim's certificate
+    /// (GHSA-mrpr-756c-xm47), or a certificate of a CA the router does not trust, fails
+    /// the handshake; a good client is known by its leaf's fingerprint.
+    #[test]
+    fn only_a_leaf_the_ca_issued_identifies_a_client() {
+        use test_pki::{ClientOptions, TestPki};
+        let pki = TestPki::new().unwrap();
+        for versions in [&[&rustls::version::TLS12], &[&rustls::version::TLS13]] {
+            for options in [
+                ClientOptions {
+                    forged_leaf: true,
+                    ..ClientOptions::default()
+                },
+                ClientOptions {
+                    foreign_ca: true,
+                    ..ClientOptions::default()
+                },
+            ] {
+                let result = pki.handshaken_with(versions, &options);
+                assert!(result.is_err(), "{options:?} must fail the handshake");
+            }
+            let (_, server) = pki.handshaken(versions).unwrap();
+            assert_eq!(
+                server.client_leaf_fingerprint(),
+                Some(fingerprint(pki.client_leaf_der()))
+            );
+        }
+    }
+
+    #[test]
+    fn a_client_ca_bundle_without_certificates_is_refused() {
+        let pki = test_pki::TestPki::new().unwrap();
+        assert!(matches!(
+            server_config(
+                pki.server_cert_pem().as_bytes(),
+                pki.server_key_pem().as_bytes(),
+                b""
+            ),
+            Err(TlsError::ClientCa(_))
+        ));
+    }
+
     #[test]
     fn garbage_pem_is_a_typed_error() {
         assert!(matches!(
-            server_config(b"nothing", b"nothing"),
+            server_config(b"nothing", b"nothing", b"nothing"),
             Err(TlsError::Certificate(_))
         ));
     }

@@ -159,6 +159,7 @@ impl Harness {
         let tls = tls::server_config(
             pki.server_cert_pem.as_bytes(),
             pki.server_key_pem.as_bytes(),
+            pki.ca_pem.as_bytes(),
         )
         .unwrap();
         let mut settings = RouterSettings {
@@ -1323,6 +1324,7 @@ fn backend_selection_at_start() {
             tls::server_config(
                 pki.server_cert_pem.as_bytes(),
                 pki.server_key_pem.as_bytes(),
+                pki.ca_pem.as_bytes(),
             )
             .unwrap(),
         ),

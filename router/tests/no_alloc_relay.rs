@@ -151,7 +151,7 @@ fn circuit(now: Instant) -> Forwarder {
     let mut wire = BytesMut::new();
 
     // Host: hello, bind, confirmed terminator.
-    fwd.add_conn(now, HOST, vec!["fp".into()]);
+    fwd.add_conn(now, HOST, Some("fp".into()));
     host_hello_and_bind(&mut wire);
     fwd.handle_input(now, HOST, &wire.split(), 0);
     let Some(ControlRequest::CreateTerminator { .. }) = fwd.poll_control() else {
@@ -161,7 +161,7 @@ fn circuit(now: Instant) -> Forwarder {
     frames_of(&mut fwd, HOST);
 
     // Dialer: hello, connect; host accepts as child 100.
-    fwd.add_conn(now, DIALER, vec!["fp".into()]);
+    fwd.add_conn(now, DIALER, Some("fp".into()));
     dialer_hello_and_connect(&mut wire);
     fwd.handle_input(now, DIALER, &wire.split(), 0);
     let frames = frames_of(&mut fwd, HOST);
@@ -261,7 +261,7 @@ fn cross_circuit(now: Instant, moving: &mut Vec<(usize, usize, CrossMsg)>) -> [F
     });
     let mut wire = BytesMut::new();
     let [a, b] = &mut shards;
-    b.add_conn(now, X_HOST, vec!["fp".into()]);
+    b.add_conn(now, X_HOST, Some("fp".into()));
     host_hello_and_bind(&mut wire);
     b.handle_input(now, X_HOST, &wire.split(), 0);
     let Some(ControlRequest::CreateTerminator { .. }) = b.poll_control() else {
@@ -269,7 +269,7 @@ fn cross_circuit(now: Instant, moving: &mut Vec<(usize, usize, CrossMsg)>) -> [F
     };
     b.terminator_created(now, X_HOST, 7, "t".into());
     frames_of(b, X_HOST);
-    a.add_conn(now, DIALER, vec!["fp".into()]);
+    a.add_conn(now, DIALER, Some("fp".into()));
     dialer_hello_and_connect(&mut wire);
     shuttle(&mut shards, moving, now);
     shards[0].handle_input(now, DIALER, &wire.split(), 0);

@@ -137,7 +137,7 @@ pub struct EdgeConnection {
     config: EdgeConfig,
     state: State,
     decoder: Decoder,
-    client_fingerprints: Vec<String>,
+    client_fingerprint: Option<String>,
     /// Channel sequence for frames we send.
     next_sequence: i32,
     conns: HashMap<u32, Conn>,
@@ -158,13 +158,13 @@ pub struct EdgeConnection {
 impl EdgeConnection {
     /// A connection whose TLS handshake finished at `now`, with the lower-case hex SHA-1
     /// fingerprints of the client's certificates.
-    pub fn new(config: EdgeConfig, now: Instant, client_fingerprints: Vec<String>) -> Self {
+    pub fn new(config: EdgeConfig, now: Instant, client_fingerprint: Option<String>) -> Self {
         Self {
             state: State::AwaitingHello {
                 deadline: now + config.hello_timeout,
             },
             decoder: Decoder::with_capacity(Limits::HELLO, 16 * 1024),
-            client_fingerprints,
+            client_fingerprint,
             next_sequence: 1,
             conns: HashMap::new(),
             pending_dials: HashMap::new(),
@@ -673,7 +673,11 @@ impl EdgeConnection {
                 result.encode_with_window(seq, ours, out)
             });
         }
-        match sessions.check_hello(hello.session_token, &self.client_fingerprints, now_unix_ms) {
+        match sessions.check_hello(
+            hello.session_token,
+            self.client_fingerprint.as_deref(),
+            now_unix_ms,
+        ) {
             Err(HelloRejection::UnknownToken) if wait == Wait::Allowed => hold(self),
             Ok(api_session) => {
                 self.events.push_back(EdgeEvent::Authenticated {

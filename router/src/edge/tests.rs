@@ -57,7 +57,7 @@ impl Harness {
     fn new() -> Self {
         let now = Instant::now();
         Self {
-            conn: EdgeConnection::new(EdgeConfig::default(), now, vec![FP.into()]),
+            conn: EdgeConnection::new(EdgeConfig::default(), now, Some(FP.into())),
             sessions: sessions(),
             now,
             sdk_seq: 0,
@@ -192,7 +192,7 @@ fn refused_hello_is_acknowledged_then_closed() {
     assert!(h.conn.is_closed());
 
     let now = Instant::now();
-    let mut wrong_cert = EdgeConnection::new(EdgeConfig::default(), now, vec!["bb22".into()]);
+    let mut wrong_cert = EdgeConnection::new(EdgeConfig::default(), now, Some("bb22".into()));
     let mut out = BytesMut::new();
     Hello {
         session_token: b"API-TOKEN",
@@ -367,7 +367,7 @@ fn conn_cap_is_enforced() {
         ..EdgeConfig::default()
     };
     let mut h = Harness {
-        conn: EdgeConnection::new(config, now, vec![FP.into()]),
+        conn: EdgeConnection::new(config, now, Some(FP.into())),
         ..Harness::new()
     };
     h.hello(b"API-TOKEN");

@@ -454,8 +454,8 @@ impl Forwarder {
     // ---- connections ----
 
     /// A new edge connection whose TLS handshake finished.
-    pub fn add_conn(&mut self, now: Instant, key: ConnKey, client_fingerprints: Vec<String>) {
-        let edge = EdgeConnection::new(self.config.edge.clone(), now, client_fingerprints);
+    pub fn add_conn(&mut self, now: Instant, key: ConnKey, client_fingerprint: Option<String>) {
+        let edge = EdgeConnection::new(self.config.edge.clone(), now, client_fingerprint);
         self.conns.insert(
             key,
             ConnState {

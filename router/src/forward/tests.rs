@@ -138,7 +138,7 @@ impl Net {
     /// Connects an SDK that offers Weft's per-stream credit with `window` when given.
     fn connect_with(&mut self, key: ConnKey, token: &[u8], fp: &str, window: Option<u32>) -> Sdk {
         let now = self.now;
-        self.at(key).add_conn(now, key, vec![fp.into()]);
+        self.at(key).add_conn(now, key, Some(fp.into()));
         let mut sdk = Sdk {
             key,
             seq: 0,
@@ -582,7 +582,7 @@ fn unbinding_removes_the_terminator() {
 #[test]
 fn the_hello_deadline_fires_through_the_timer() {
     let mut net = Net::new(1 << 20);
-    net.fwd.add_conn(net.now, DIALER, vec![]);
+    net.fwd.add_conn(net.now, DIALER, None);
     let deadline = net.fwd.poll_timeout().unwrap();
     net.fwd.handle_timeout(deadline);
     assert_eq!(

@@ -94,7 +94,10 @@ pub(super) async fn run(
         give_back(&shard, session, wbuf);
         return;
     }
-    let Some(key) = shard.borrow_mut().open_conn(session.client_fingerprints()) else {
+    let Some(key) = shard
+        .borrow_mut()
+        .open_conn(session.client_leaf_fingerprint())
+    else {
         give_back(&shard, session, wbuf);
         return;
     };

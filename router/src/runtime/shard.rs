@@ -131,7 +131,7 @@ impl Shard {
 
     /// Registers a connection whose TLS handshake finished and hands it to the
     /// forwarder; `None` while the shard drains (the caller drops the connection).
-    pub(super) fn open_conn(&mut self, fingerprints: Vec<String>) -> Option<ConnKey> {
+    pub(super) fn open_conn(&mut self, leaf_fingerprint: Option<String>) -> Option<ConnKey> {
         if self.draining {
             return None;
         }
@@ -147,7 +147,7 @@ impl Shard {
         let key = self.new_key();
         self.accepted += 1;
         self.conns.insert(key, Slot::default());
-        self.fwd.add_conn(Instant::now(), key, fingerprints);
+        self.fwd.add_conn(Instant::now(), key, leaf_fingerprint);
         self.pump();
         Some(key)
     }

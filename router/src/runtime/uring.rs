@@ -180,7 +180,10 @@ async fn run(
         give_back(&shard, session.into_buffer(), wbuf);
         return;
     }
-    let Some(key) = shard.borrow_mut().open_conn(session.client_fingerprints()) else {
+    let Some(key) = shard
+        .borrow_mut()
+        .open_conn(session.client_leaf_fingerprint())
+    else {
         let _ = stream.shutdown(Shutdown::Both);
         give_back(&shard, session.into_buffer(), wbuf);
         return;

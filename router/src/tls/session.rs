@@ -180,8 +180,8 @@ pub struct ServerSession {
     outgoing: TlsBuf,
     /// Plaintext written before the handshake completed.
     held: Vec<u8>,
-    /// The fingerprints of the client's certificates, kept when rustls hands over.
-    fingerprints: Vec<String>,
+    /// The fingerprint of the client's leaf certificate, kept when rustls hands over.
+    leaf_fingerprint: Option<String>,
     /// The error that ended the session: every later call answers it.
     failed: Option<rustls::Error>,
     /// The peer's close_notify arrived.
@@ -235,7 +235,7 @@ impl ServerSession {
             whole: 0,
             outgoing: TlsBuf::default(),
             held: Vec::new(),
-            fingerprints: Vec::new(),
+            leaf_fingerprint: None,
             failed: None,
             peer_closed: false,
             closed: false,
@@ -265,12 +265,12 @@ impl ServerSession {
         }
     }
 
-    /// The fingerprints of the client's certificates, leaf first (empty during the
-    /// handshake).
-    pub fn client_fingerprints(&self) -> Vec<String> {
+    /// The fingerprint of the client's leaf certificate, the one whose key the
+    /// handshake proved (`None` until the handshake has verified it).
+    pub fn client_leaf_fingerprint(&self) -> Option<String> {
         match &self.phase {
-            Phase::Handshake(conn) => super::client_fingerprints(conn),
-            Phase::Traffic(_) | Phase::Gone => self.fingerprints.clone(),
+            Phase::Handshake(conn) => super::client_leaf_fingerprint(conn),
+            Phase::Traffic(_) | Phase::Gone => self.leaf_fingerprint.clone(),
         }
     }
 
@@ -475,7 +475,7 @@ impl ServerSession {
             // spanning the key change.
             return Err(self.fail(rustls::PeerMisbehaved::KeyEpochWithPendingFragment.into()));
         }
-        self.fingerprints = super::client_fingerprints(&conn);
+        self.leaf_fingerprint = super::client_leaf_fingerprint(&conn);
         let records = conn
             .dangerous_into_kernel_connection()
             .and_then(|(secrets, kernel)| Records::new(secrets, kernel));
@@ -758,6 +758,8 @@ mod tests {
     struct Pair {
         client: rustls::ClientConnection,
         server: ServerSession,
+        /// The fingerprint of the certificate the CA issued to the client.
+        leaf_fingerprint: String,
     }
 
     fn pair(tls12: bool) -> Pair {
@@ -783,6 +785,7 @@ mod tests {
                     },
                 )
                 .unwrap(),
+            leaf_fingerprint: super::super::fingerprint(pki.client_leaf_der()),
             server: ServerSession::new(pki.server).unwrap(),
         }
     }
@@ -820,7 +823,10 @@ mod tests {
             exchange(&mut p);
             assert!(!p.server.is_handshaking());
             assert!(!p.client.is_handshaking());
-            assert_eq!(p.server.client_fingerprints().len(), 1);
+            assert_eq!(
+                p.server.client_leaf_fingerprint(),
+                Some(p.leaf_fingerprint.clone())
+            );
             let expected = if tls12 {
                 rustls::ProtocolVersion::TLSv1_2
             } else {
@@ -965,7 +971,11 @@ mod tests {
                 }
             }
             assert!(done, "handshake with a long chain");
-            assert_eq!(p.server.client_fingerprints().len(), 101);
+            assert_eq!(
+                p.server.client_leaf_fingerprint(),
+                Some(p.leaf_fingerprint.clone()),
+                "the leaf, not any of the 100 certificates after it"
+            );
         }
     }
 

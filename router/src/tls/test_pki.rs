@@ -54,6 +54,12 @@ pub struct ClientOptions {
     pub suite: Option<rustls::SupportedCipherSuite>,
     /// Whether the client's traffic secrets can be extracted, to make records by hand.
     pub extract_secrets: bool,
+    /// The client presents a leaf of its own (a fresh self-signed certificate whose key
+    /// it holds) followed by the real client certificate, whose key it does not hold:
+    /// the chain trick of GHSA-mrpr-756c-xm47.
+    pub forged_leaf: bool,
+    /// The client presents a certificate from a CA the router does not trust.
+    pub foreign_ca: bool,
 }
 
 /// Hands `records` from the router to `client` and returns the plaintext it reads.
@@ -93,6 +99,8 @@ pub struct TestPki {
     /// The router's edge TLS configuration (as [`super::server_config`] builds it).
     pub server: Arc<ServerConfig>,
     ca: CertificateDer<'static>,
+    server_cert_pem: String,
+    server_key_pem: String,
     client_chain: Vec<CertificateDer<'static>>,
     client_key: PrivatePkcs8KeyDer<'static>,
 }
@@ -114,13 +122,31 @@ impl TestPki {
         let server = super::server_config(
             server_cert.pem().as_bytes(),
             server_key.serialize_pem().as_bytes(),
+            ca.pem().as_bytes(),
         )?;
         Ok(Self {
             server: Arc::new(server),
             ca: ca.der().clone(),
+            server_cert_pem: server_cert.pem(),
+            server_key_pem: server_key.serialize_pem(),
             client_chain: vec![CertificateDer::from(client_cert.der().to_vec())],
             client_key: PrivatePkcs8KeyDer::from(client_key.serialize_der()),
         })
+    }
+
+    /// The router's server certificate, PEM.
+    pub fn server_cert_pem(&self) -> &str {
+        &self.server_cert_pem
+    }
+
+    /// The router's server key, PEM.
+    pub fn server_key_pem(&self) -> &str {
+        &self.server_key_pem
+    }
+
+    /// The DER of the client certificate the router's CA issued.
+    pub fn client_leaf_der(&self) -> &[u8] {
+        &self.client_chain[0]
     }
 
     /// A client configuration trusting the CA and presenting the client certificate,
@@ -144,17 +170,34 @@ impl TestPki {
         if let Some(suite) = options.suite {
             provider.cipher_suites = vec![suite];
         }
+        let (mut chain, key) = (self.client_chain.clone(), self.client_key.clone_key());
+        let key = if options.forged_leaf || options.foreign_ca {
+            let own_key = rcgen::KeyPair::generate()?;
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+            let own = if options.foreign_ca {
+                let foreign_key = rcgen::KeyPair::generate()?;
+                let mut foreign = rcgen::CertificateParams::new(Vec::<String>::new())?;
+                foreign.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+                params.signed_by(&own_key, &rcgen::Issuer::new(foreign, foreign_key))?
+            } else {
+                params.is_ca = rcgen::IsCa::NoCa;
+                params.self_signed(&own_key)?
+            };
+            let own = CertificateDer::from(own.der().to_vec());
+            if options.forged_leaf {
+                chain.insert(0, own);
+            } else {
+                chain = vec![own];
+            }
+            PrivatePkcs8KeyDer::from(own_key.serialize_der())
+        } else {
+            key
+        };
+        chain.extend(std::iter::repeat_n(self.ca.clone(), options.extra_certs));
         let mut config = ClientConfig::builder_with_provider(Arc::new(provider))
             .with_protocol_versions(versions)?
             .with_root_certificates(roots)
-            .with_client_auth_cert(
-                self.client_chain
-                    .iter()
-                    .cloned()
-                    .chain(std::iter::repeat_n(self.ca.clone(), options.extra_certs))
-                    .collect(),
-                PrivateKeyDer::Pkcs8(self.client_key.clone_key()),
-            )?;
+            .with_client_auth_cert(chain, PrivateKeyDer::Pkcs8(key))?;
         config.enable_secret_extraction = options.extract_secrets;
         Ok(Arc::new(config))
     }
