@@ -90,6 +90,10 @@ struct Conn {
     /// With per-stream credit: bytes of the SDK's sends delivered and not yet granted
     /// back.
     ungranted: u32,
+    /// The far side closed cleanly while Data still waited for credit: the StateClosed
+    /// (with this reason) goes out once `waiting` is empty. The circuit is gone; what the
+    /// SDK still sends on this conn id is dropped (and granted back).
+    finishing: Option<String>,
 }
 
 impl Conn {
@@ -101,6 +105,7 @@ impl Conn {
             credit: i64::from(credit.unwrap_or(0)),
             waiting: VecDeque::new(),
             ungranted: 0,
+            finishing: None,
         }
     }
 }
@@ -494,6 +499,10 @@ impl EdgeConnection {
                 return;
             };
             let Some((payload, _)) = conn.waiting.front() else {
+                if let Some(reason) = conn.finishing.take() {
+                    // Everything before the far side's close is out: now the close.
+                    self.close_conn(credit.conn_id, &reason);
+                }
                 return;
             };
             if conn.credit <= 0 && !payload.is_empty() {
@@ -507,8 +516,23 @@ impl EdgeConnection {
         }
     }
 
-    /// Closes `conn_id` from the router's side (peer closed, session removed): the SDK
-    /// gets StateClosed with `reason`, and the conn id is forgotten (spec §4a step 9).
+    /// Closes `conn_id` because the far side closed it cleanly: Data (and the FIN) that
+    /// still wait for the SDK's credit go out first, then StateClosed with `reason`, so
+    /// that everything written before a close is delivered before it. Without per-stream
+    /// credit nothing waits here and the close goes out at once, after the Data queued
+    /// before it.
+    pub fn finish_conn(&mut self, conn_id: u32, reason: &str) {
+        match self.conns.get_mut(&conn_id) {
+            Some(conn) if matches!(conn.role, ConnRole::Connected) && !conn.waiting.is_empty() => {
+                conn.finishing = Some(reason.to_owned());
+            }
+            _ => self.close_conn(conn_id, reason),
+        }
+    }
+
+    /// Closes `conn_id` from the router's side (session removed, peer lost) at once: the
+    /// SDK gets StateClosed with `reason`, Data still waiting for its credit is dropped,
+    /// and the conn id is forgotten (spec §4a step 9).
     pub fn close_conn(&mut self, conn_id: u32, reason: &str) {
         let Some(conn) = self.conns.remove(&conn_id) else {
             return;
@@ -778,7 +802,17 @@ impl EdgeConnection {
     fn handle_data(&mut self, frame: &Frame, data: &Data<'_>) {
         // Data for a conn id that is not connected is dropped, as the Go router and the
         // C SDK both do; it is not a protocol violation worth a disconnect.
-        if let Some(ConnRole::Connected) = self.conns.get(&data.conn_id).map(|c| &c.role) {
+        let Some(conn) = self.conns.get(&data.conn_id) else {
+            return;
+        };
+        if conn.finishing.is_some() {
+            // The far side is gone (cleanly) and the SDK has not heard yet: what it sends
+            // is dropped, and granted back so that its writer never waits on a stream
+            // whose reader must first drain the close.
+            let len = frame.body().len();
+            return self.grant(data.conn_id, len);
+        }
+        if let ConnRole::Connected = conn.role {
             self.events.push_back(EdgeEvent::Data {
                 conn_id: data.conn_id,
                 payload: frame.body().clone(),
@@ -791,6 +825,10 @@ impl EdgeConnection {
         let Some(conn) = self.conns.remove(&conn_id) else {
             return;
         };
+        if conn.finishing.is_some() {
+            // Its circuit already ended; nothing else to tell.
+            return;
+        }
         self.pending_dials.retain(|_, d| d.listener != conn_id);
         self.events.push_back(match conn.role {
             // StateClosed on a listener id is how the C SDK unbinds (spec §9 item 3).

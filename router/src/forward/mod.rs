@@ -28,7 +28,9 @@ use std::time::Instant;
 use bytes::Bytes;
 use weft_wire::control::pb;
 
-use crate::edge::{CircuitId, CloseReason, EdgeConfig, EdgeConnection, EdgeEvent, Transmit};
+use crate::edge::{
+    CircuitId, CloseReason, ConnEnd, EdgeConfig, EdgeConnection, EdgeEvent, Transmit,
+};
 use crate::sessions::{Removed, RevisionGap, SessionTable};
 pub use cross::{CrossDial, CrossMsg, SHARD_SHIFT, credit_batch};
 pub use terminators::Terminator;
@@ -986,7 +988,13 @@ impl Forwarder {
                 continue;
             }
             if let Some(state) = self.conns.get_mut(&leg.conn) {
-                state.edge.close_conn(leg.conn_id, reason);
+                // A clean close comes after every byte sent before it; failures and
+                // revocations close at once.
+                if reason == ConnEnd::Closed.far_side_reason() {
+                    state.edge.finish_conn(leg.conn_id, reason);
+                } else {
+                    state.edge.close_conn(leg.conn_id, reason);
+                }
             }
             if Some(leg.conn) != ended_leg.map(|e| e.conn) {
                 self.after_input(now, leg.conn);

@@ -1153,3 +1153,180 @@ fn credit_frames_from_an_sdk_that_did_not_negotiate_are_ignored() {
         "no credit to a C SDK"
     );
 }
+
+// ---- a clean close comes after the data (no silent truncation) ----
+
+mod clean_close {
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// What the dialer's SDK received on conn 0, in order.
+    #[derive(Debug, Default)]
+    struct Received {
+        payload: Vec<u8>,
+        /// Index in `events` of the FIN and of the StateClosed.
+        fin_at: Option<usize>,
+        closed_at: Option<(usize, Vec<u8>)>,
+        events: usize,
+    }
+
+    impl Received {
+        fn take(&mut self, frames: &[Frame]) {
+            for frame in frames {
+                if let Ok(data) = Data::parse(frame) {
+                    assert_eq!(data.conn_id, 0);
+                    assert!(self.closed_at.is_none(), "Data after StateClosed");
+                    self.payload.extend_from_slice(data.payload);
+                    if data.is_fin() {
+                        self.fin_at = Some(self.events);
+                    }
+                } else if let Ok(closed) = StateClosed::parse(frame) {
+                    assert!(self.closed_at.is_none(), "two StateClosed");
+                    self.closed_at = Some((self.events, closed.reason.to_vec()));
+                } else {
+                    continue;
+                }
+                self.events += 1;
+            }
+        }
+    }
+
+    /// A host writes `chunks` (within its credit), optionally half-closes, and closes
+    /// at once; the dialer (per-stream credit, receive window `sdk_window`) reads slowly,
+    /// granting `reads` bytes at a time. The dialer gets every byte in order, the FIN,
+    /// and only then the StateClosed, which reads as a clean close.
+    fn run(
+        chunks: &[usize],
+        sdk_window: u32,
+        across: bool,
+        host_fin: bool,
+        reads: &[u32],
+    ) -> Result<(), TestCaseError> {
+        let mut net = Net::sharded(1 << 20, if across { 2 } else { 1 });
+        let host_key = if across { X_HOST } else { HOST };
+        let mut host = net.connect_with(host_key, b"H", "fh", Some(1 << 20));
+        net.bind(&mut host, 7, b"tok-bind", 0, Precedence::Default);
+        let mut dialer = net.connect_with(DIALER, b"D", "fd", Some(sdk_window));
+        net.dial(&mut dialer, 0);
+        net.accept(&mut host, 100);
+        net.recv(&mut dialer);
+
+        let mut sent = Vec::new();
+        for (i, len) in chunks.iter().enumerate() {
+            let chunk: Vec<u8> = (0..*len).map(|b| (b + i) as u8).collect();
+            net.data(&mut host, 100, &chunk, false);
+            sent.extend_from_slice(&chunk);
+        }
+        if host_fin {
+            net.data(&mut host, 100, b"", true);
+        }
+        net.close(&mut host, 100);
+
+        let mut got = Received::default();
+        let mut unread = 0u64;
+        for step in 0..100_000 {
+            let before = got.payload.len();
+            got.take(&net.recv(&mut dialer));
+            unread += (got.payload.len() - before) as u64;
+            if got.closed_at.is_some() {
+                break;
+            }
+            prop_assert!(step < 99_999, "no close after {} bytes", got.payload.len());
+            // The application reads a little of what arrived; its SDK grants that back.
+            let bytes = u64::from(reads[step % reads.len()]).min(unread);
+            if bytes > 0 {
+                unread -= bytes;
+                let bytes = bytes as u32;
+                net.send(&mut dialer, |o, s| {
+                    Credit { conn_id: 0, bytes }.encode(s, o).unwrap()
+                });
+            }
+        }
+        prop_assert!(
+            got.payload == sent,
+            "{} of {} bytes",
+            got.payload.len(),
+            sent.len()
+        );
+        let (closed_at, reason) = got.closed_at.clone().unwrap_or_default();
+        prop_assert_eq!(reason, b"closed by peer".to_vec());
+        prop_assert_eq!(closed_at + 1, got.events, "StateClosed comes last");
+        if host_fin {
+            prop_assert_eq!(got.fin_at, Some(closed_at - 1), "the FIN right before it");
+        }
+        prop_assert!(!net.fwd.has_circuits());
+        // The conn id is free again: the dialer can dial anew on it.
+        net.dial(&mut dialer, 0);
+        net.accept(&mut host, 101);
+        let frames = net.recv(&mut dialer);
+        prop_assert!(StateConnected::parse(&frames[0]).is_ok(), "{:?}", frames);
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Thousands of interleavings of a slow reader and a host that closes right
+        /// after writing (on one shard and across two): nothing written before the close
+        /// is lost, and the close never overtakes the data.
+        #[test]
+        fn everything_written_before_a_close_is_delivered_before_it(
+            chunks in vec(1usize..40_000, 1..10),
+            sdk_window in 1024u32..65_536,
+            across in any::<bool>(),
+            host_fin in any::<bool>(),
+            reads in vec(1u32..70_000, 1..16),
+        ) {
+            run(&chunks, sdk_window, across, host_fin, &reads)?;
+        }
+    }
+
+    /// What the dialer still sends on a conn whose far side closed (it has not heard
+    /// yet) is dropped and granted back, so its writer never waits on the reader; and
+    /// its own StateClosed then frees the conn id without a word back.
+    #[test]
+    fn writes_to_a_finishing_conn_are_granted_back_and_its_close_is_quiet() {
+        const SDK_WINDOW: u32 = 16 * 1024;
+        let mut net = Net::new(1 << 20);
+        let mut host = net.connect_with(HOST, b"H", "fh", Some(1 << 20));
+        net.bind(&mut host, 7, b"tok-bind", 0, Precedence::Default);
+        let mut dialer = net.connect_with(DIALER, b"D", "fd", Some(SDK_WINDOW));
+        net.dial(&mut dialer, 0);
+        net.accept(&mut host, 100);
+        net.recv(&mut dialer);
+        for _ in 0..4 {
+            net.data(&mut host, 100, &[7; 10_000], false);
+        }
+        net.close(&mut host, 100);
+        let frames = net.recv(&mut dialer);
+        // A frame may start while credit is left: two of the four fit the window.
+        assert_eq!(payload_on(&frames, 0).len(), 20_000);
+        assert!(!frames.iter().any(|f| StateClosed::parse(f).is_ok()));
+
+        // 1 MiB (the router's stream window) of writes: all but less than one grant
+        // batch comes back.
+        let batch = (1 << 20) / 8;
+        for _ in 0..16 {
+            net.data(&mut dialer, 0, &[1; 64 * 1024], false);
+        }
+        let frames = net.recv(&mut dialer);
+        assert!(
+            granted(&frames, 0) > (1 << 20) - batch,
+            "{}",
+            granted(&frames, 0)
+        );
+        assert!(
+            net.recv(&mut host).is_empty(),
+            "nothing reaches the gone host"
+        );
+
+        net.close(&mut dialer, 0);
+        assert!(net.recv(&mut dialer).is_empty());
+        net.dial(&mut dialer, 0);
+        net.accept(&mut host, 101);
+        let frames = net.recv(&mut dialer);
+        assert!(StateConnected::parse(&frames[0]).is_ok(), "{frames:?}");
+    }
+}
