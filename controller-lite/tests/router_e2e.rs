@@ -275,6 +275,7 @@ macro_rules! on_both_backends {
 on_both_backends!(
     router_serves_sessions_pushed_by_the_controller,
     only_the_tls_leaf_identifies_an_edge_client,
+    an_sdk_reader_tells_a_clean_close_from_an_abrupt_one,
     router_resynchronises_after_losing_the_control_connection,
 );
 
@@ -679,6 +680,91 @@ async fn only_the_tls_leaf_identifies_an_edge_client(io: &str) {
         .is_none(),
         "a self-signed certificate got through"
     );
+    node.shutdown().await;
+}
+
+/// The raw host accepts the Dial it was sent as `child`.
+async fn accept_raw(host: &mut Client, child: u32) {
+    let dial = host.expect(ContentType::DIAL).await;
+    let listener = Dial::parse(&dial).unwrap().conn_id;
+    host.send(|s, out| {
+        DialSuccess {
+            conn_id: listener,
+            seq: 0,
+            reply_for: dial.sequence(),
+            new_conn_id: child,
+        }
+        .encode(s, out)
+    })
+    .await;
+    host.expect(ContentType::STATE_CONNECTED).await;
+}
+
+/// The raw host sends `payload` on `conn_id`, then StateClosed without a FIN.
+async fn close_without_fin(host: &mut Client, conn_id: u32, payload: &[u8]) {
+    send_data(&mut host.w, &mut host.sequence, conn_id, payload).await;
+    host.send(|s, out| {
+        StateClosed {
+            conn_id,
+            seq: 99,
+            reply_for: None,
+            reason: b"",
+        }
+        .encode(s, out)
+    })
+    .await;
+}
+
+/// A Weft SDK dialer reads a peer's close that came without a FIN while it could
+/// still write as an error (the peer went away mid-stream), never as end-of-stream;
+/// the same close after the dialer's own FIN is the peer's full close (how the C SDK
+/// closes once it has read the FIN) and ends the stream cleanly.
+async fn an_sdk_reader_tells_a_clean_close_from_an_abrupt_one(io: &str) {
+    init_logs();
+    let ctl = Ctl::start();
+    let admin = ctl.admin_token().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let (node, router_id, port) = start_router(&ctl, &admin, &tmp, &control_addr(&ctl), io).await;
+    wait_online(&ctl, &admin, &router_id, true).await;
+    let (svc, _) = model(&ctl, &admin).await;
+    let h = login(&ctl, &admin, "host").await;
+    let bind_token = session(&ctl, &h, &svc, "Bind").await;
+    let ca = ctl.ca_pem();
+    let mut host = bound_host(port, &ca, &h, &bind_token).await;
+    let (_, cert, key) = ctl
+        .enrolled_identity(&admin, "sdk-dialer", &["dialer"])
+        .await;
+    let identity = weft_sdk::Identity::from_pem(ctl.url(""), cert, key, ca.clone()).unwrap();
+    let client = weft_sdk::Context::new(identity).await.unwrap();
+
+    // Abrupt: the host closes while the dialer could still write.
+    let (stream, ()) = tokio::join!(client.dial("echo"), accept_raw(&mut host, 100));
+    let mut stream = stream.unwrap();
+    close_without_fin(&mut host, 100, b"partial").await;
+    let mut got = [0u8; 7];
+    stream.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"partial", "what came before the close is delivered");
+    let end = stream.read(&mut [0u8; 16]).await;
+    assert_eq!(
+        end.map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::ConnectionReset),
+        "an abrupt close is not end-of-stream"
+    );
+
+    // Clean: the dialer half-closes first; the host answers and closes.
+    let (stream, ()) = tokio::join!(client.dial("echo"), accept_raw(&mut host, 101));
+    let mut stream = stream.unwrap();
+    stream.write_all(b"request").await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut fin = false;
+    while !fin {
+        let frame = host.expect(ContentType::DATA).await;
+        fin = Data::parse(&frame).unwrap().is_fin();
+    }
+    close_without_fin(&mut host, 101, b"answer").await;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    assert_eq!(answer, b"answer");
     node.shutdown().await;
 }
 

@@ -55,7 +55,10 @@ enum WriteState {
 /// order, end-to-end encrypted when the service requires it.
 ///
 /// [`AsyncWriteExt::shutdown`](tokio::io::AsyncWriteExt::shutdown) half-closes (the
-/// peer reads end-of-stream and can still write back); dropping the stream closes it.
+/// peer reads end-of-stream and can still write back); dropping the stream closes it
+/// (a FIN first if not shut down yet, then the close). A read returns end-of-stream
+/// only after the peer's FIN (or the peer's close after our own FIN); a peer that went
+/// away without one makes the read fail with `ConnectionReset`.
 pub struct Stream {
     channel: Channel,
     conn_id: u32,
@@ -249,8 +252,19 @@ impl Stream {
                 let text = String::from_utf8_lossy(&reason).into_owned();
                 match proto::close_cause(&reason) {
                     CloseCause::PeerClosed => {
+                        // A close is a clean end only after the peer's FIN (everything
+                        // it wrote came before it; Weft SDKs send one before closing),
+                        // or as the full close that answers our own FIN (how the C SDK
+                        // closes once it has read ours). Otherwise the peer went away
+                        // in the middle of the stream: an error, never end-of-stream.
                         if matches!(self.read, ReadState::Open) {
-                            self.read = ReadState::Eof;
+                            self.read = match self.write {
+                                WriteState::Shut => ReadState::Eof,
+                                _ => ReadState::Failed(Error::connection(format!(
+                                    "the peer closed the stream without ending it ({text}); \
+                                     what it sent last may be missing"
+                                ))),
+                            };
                         }
                         self.write = WriteState::Failed(Error::closed(format!(
                             "the peer closed the stream ({text})"
@@ -536,8 +550,15 @@ impl Drop for Stream {
         if self.gone || self.channel.is_closed() {
             return;
         }
+        // Dropping a stream that is still open for writing ends it cleanly, as closing a
+        // TCP socket does: a FIN first (after everything written, on the same queue),
+        // so the peer reads end-of-stream rather than an abrupt close.
+        let mut seq = self.next_seq;
+        if matches!(self.write, WriteState::Open) {
+            self.channel.send_fin_detached(self.conn_id, seq);
+            seq = seq.wrapping_add(1);
+        }
         // Tell the router (and through it the peer).
-        self.channel
-            .send_close_detached(self.conn_id, self.next_seq);
+        self.channel.send_close_detached(self.conn_id, seq);
     }
 }

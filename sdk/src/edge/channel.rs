@@ -302,6 +302,15 @@ impl Channel {
         }
     }
 
+    /// Half-closes `conn_id` (an empty Data with the FIN flag, edge Seq `seq`), without
+    /// waiting.
+    pub(crate) fn send_fin_detached(&self, conn_id: u32, seq: u32) {
+        let mut out = BytesMut::new();
+        if proto::data_head(&mut out, self.next_sequence(), conn_id, seq, true, 0).is_ok() {
+            self.send_detached(out.freeze());
+        }
+    }
+
     /// Tells the router `conn_id` is closed (StateClosed with edge Seq `seq`, empty
     /// body; no answer comes, spec §4a.8), without waiting.
     pub(crate) fn send_close_detached(&self, conn_id: u32, seq: u32) {
