@@ -389,7 +389,7 @@ impl Inner {
                 channel.deregister(conn_id);
                 if e.kind() == ErrorKind::TimedOut {
                     // As the C SDK does: tell the router we gave up on this conn id.
-                    channel.send_close_detached(conn_id, 1);
+                    channel.send_close_detached(conn_id, 1, b"");
                 }
                 return Err(DialFailure::Other(e));
             }
@@ -400,7 +400,8 @@ impl Inner {
                     Some(kp) => {
                         let Some(peer_key) = peer_key else {
                             channel.deregister(conn_id);
-                            channel.send_close_detached(conn_id, 1);
+                            // An abort: the host must not read a clean end either.
+                            channel.send_close_detached(conn_id, 1, b"no end-to-end key");
                             return Err(DialFailure::Other(Error::new(
                                 ErrorKind::Crypto,
                                 format!(

@@ -265,7 +265,7 @@ impl Drop for UnbindOnDrop {
     fn drop(&mut self) {
         self.channel.deregister(self.listener_id);
         if !self.channel.is_closed() {
-            self.channel.send_close_detached(self.listener_id, 1);
+            self.channel.send_close_detached(self.listener_id, 1, b"");
         }
     }
 }

@@ -544,6 +544,31 @@ impl AsyncWrite for Stream {
     }
 }
 
+impl Stream {
+    /// Ends the stream as failed, not finished: the peer's reads fail (OpenZiti SDKs see
+    /// a close) instead of reaching end-of-stream, and nothing more is sent. For a
+    /// stream whose data source broke, e.g. a proxied socket that was reset; a stream
+    /// that is simply dropped ends cleanly.
+    pub fn abort(mut self, reason: &str) {
+        self.write = WriteState::Failed(Error::closed("the stream was aborted"));
+        self.channel.deregister(self.conn_id);
+        if !self.gone && !self.channel.is_closed() {
+            self.channel
+                .send_close_detached(self.conn_id, self.next_seq, non_empty(reason));
+        }
+        self.gone = true;
+    }
+}
+
+/// A reason the router reads as an abort (a non-empty StateClosed body).
+fn non_empty(reason: &str) -> &[u8] {
+    if reason.is_empty() {
+        b"aborted"
+    } else {
+        reason.as_bytes()
+    }
+}
+
 impl Drop for Stream {
     fn drop(&mut self) {
         self.channel.deregister(self.conn_id);
@@ -559,6 +584,6 @@ impl Drop for Stream {
             seq = seq.wrapping_add(1);
         }
         // Tell the router (and through it the peer).
-        self.channel.send_close_detached(self.conn_id, seq);
+        self.channel.send_close_detached(self.conn_id, seq, b"");
     }
 }

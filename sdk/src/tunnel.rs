@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context as TaskContext, Poll, ready};
 
 use bytes::{Buf, Bytes};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWrite;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::context::Context;
@@ -47,9 +47,9 @@ pub async fn serve_dial(
                     splice(tcp, stream, &counters).await;
                 }
                 Err(e) => {
+                    // Refused, not accepted and ended: the local client sees a reset.
                     tracing::warn!(%peer, %service, error = %e, "tunnel: dial failed");
-                    let mut tcp = tcp;
-                    let _ = tcp.shutdown().await;
+                    reset(tcp);
                 }
             }
         });
@@ -73,14 +73,29 @@ pub async fn serve_host(
                     tracing::info!(peer = %stream.peer(), %target, "tunnel: accepted");
                     splice(tcp, stream, &counters).await;
                 }
-                // Dropping the stream closes it: the dialer sees the close.
-                Err(e) => tracing::warn!(%target, error = %e, "tunnel: target unreachable"),
+                // The dialer must see a failure, not an empty stream.
+                Err(e) => {
+                    tracing::warn!(%target, error = %e, "tunnel: target unreachable");
+                    stream.abort("the tunnel host cannot reach its target");
+                }
             }
         });
     }
 }
 
-/// Copies both ways until both sides are done; a half-close is passed on as one.
+/// Closes `tcp` with a reset (`SO_LINGER` 0) instead of a FIN, so that the local
+/// application cannot take a failure for a complete transfer.
+fn reset(tcp: TcpStream) {
+    if let Err(e) = socket2::SockRef::from(&tcp).set_linger(Some(std::time::Duration::ZERO)) {
+        tracing::debug!(error = %e, "tunnel: SO_LINGER 0 refused; closing normally");
+    }
+    drop(tcp);
+}
+
+/// Copies both ways until both sides are done; a half-close is passed on as one. A
+/// failure on either side (the router or the peer lost, the session revoked, the local
+/// socket reset) ends both with an error: the local socket is reset and the stream
+/// aborted, so neither application reads a clean end-of-stream.
 async fn splice(mut tcp: TcpStream, mut stream: Stream, counters: &Counters) {
     counters.connections.fetch_add(1, Ordering::Relaxed);
     let copied = if stream.is_plain() {
@@ -101,7 +116,11 @@ async fn splice(mut tcp: TcpStream, mut stream: Stream, counters: &Counters) {
             counters.bytes_in.fetch_add(back, Ordering::Relaxed);
             tracing::debug!(out, back, "tunnel: connection done");
         }
-        Err(e) => tracing::debug!(error = %e, "tunnel: connection ended with an error"),
+        Err(e) => {
+            tracing::info!(error = %e, "tunnel: connection failed; resetting it");
+            reset(tcp);
+            stream.abort(&format!("tunnel: {e}"));
+        }
     }
 }
 

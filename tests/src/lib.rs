@@ -577,6 +577,13 @@ impl Tunnel {
     }
 }
 
+impl Tunnel {
+    /// Kills the process (SIGKILL): its sockets close without a word.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+}
+
 impl Drop for Tunnel {
     fn drop(&mut self) {
         self.process.kill();

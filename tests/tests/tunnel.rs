@@ -116,3 +116,175 @@ async fn hundreds_of_idle_connections_share_the_tunnel() {
         assert_eq!(&back, b"again", "connection {i}");
     }
 }
+
+// ---- failures end the local connection with a reset, never a clean end ----
+
+/// A TCP server that sends `len` bytes (rounded up to 64 KiB) on every connection, then
+/// waits for the peer; each connection's outcome (`Ok(())` when all was written and the
+/// peer closed, else the error) is sent on the returned channel.
+#[allow(clippy::unwrap_used)] // test setup: a failure is the test's failure
+async fn sender(
+    len: usize,
+) -> (
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<std::io::Result<()>>,
+) {
+    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = server.local_addr().unwrap().to_string();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = server.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let block = pattern(64 * 1024, 7);
+                let mut outcome = Ok(());
+                for _ in 0..len.div_ceil(block.len()) {
+                    if let Err(e) = sock.write_all(&block).await {
+                        outcome = Err(e);
+                        break;
+                    }
+                }
+                if outcome.is_ok() {
+                    // Wait for the peer's end: EOF, or the reset of a failure.
+                    let mut rest = Vec::new();
+                    outcome = sock.read_to_end(&mut rest).await.map(drop);
+                }
+                let _ = tx.send(outcome);
+            });
+        }
+    });
+    (target, rx)
+}
+
+/// Reads `sock` to its end: the bytes read and how it ended.
+async fn read_all(sock: &mut TcpStream) -> (usize, std::io::Result<usize>) {
+    let mut got = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(30), sock.read(&mut buf)).await {
+            Err(_) => panic!("the local connection neither ended nor failed in 30 s"),
+            Ok(Ok(0)) => return (got, Ok(got)),
+            Ok(Ok(n)) => got += n,
+            Ok(Err(e)) => return (got, Err(e)),
+        }
+    }
+}
+
+/// Reads `at_least` bytes from `sock`.
+#[allow(clippy::unwrap_used)] // test code: a failure is the test's failure
+async fn read_some(sock: &mut TcpStream, at_least: usize) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut got = 0;
+    while got < at_least {
+        let n = sock.read(&mut buf).await.unwrap();
+        assert!(n > 0, "ended after {got} bytes");
+        got += n;
+    }
+}
+
+const BIG: usize = 100 * 1024 * 1024;
+
+/// The hosting `weft tunnel host` process dies mid-transfer: the local client of
+/// `weft tunnel dial` reads a reset after a partial transfer, never a clean end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_tunnel_host_resets_the_dialing_client() {
+    let net = Network::start().await;
+    net.service("die-host", &["die-host"], false).await;
+    let (target, _outcomes) = sender(BIG).await;
+    let (listen, (_dir, mut host, _dial)) = tunnels(&net, "die-host", &target).await;
+    let mut sock = TcpStream::connect(&listen).await.unwrap();
+    read_some(&mut sock, 1024 * 1024).await;
+    host.kill();
+    let (got, end) = read_all(&mut sock).await;
+    assert!(got < BIG);
+    assert_eq!(
+        end.map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::ConnectionReset),
+        "after {got} more bytes"
+    );
+}
+
+/// The router dies mid-transfer: both local ends are reset, the dialing client and
+/// the target server behind `weft tunnel host`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_router_resets_both_local_ends() {
+    let mut net = Network::start().await;
+    net.service("die-router", &["die-router"], false).await;
+    let (target, mut outcomes) = sender(BIG).await;
+    let (listen, _tunnels) = tunnels(&net, "die-router", &target).await;
+    let mut sock = TcpStream::connect(&listen).await.unwrap();
+    read_some(&mut sock, 1024 * 1024).await;
+    net.router.kill();
+    let (got, end) = read_all(&mut sock).await;
+    assert_eq!(
+        end.map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::ConnectionReset),
+        "dialing client, after {got} more bytes"
+    );
+    let server_end = tokio::time::timeout(std::time::Duration::from_secs(30), outcomes.recv())
+        .await
+        .expect("the target server's connection did not end")
+        .unwrap();
+    assert!(
+        server_end.is_err(),
+        "the target server saw a clean end: {server_end:?}"
+    );
+}
+
+/// The target resets its connection to `weft tunnel host` mid-transfer, or cannot be
+/// reached at all: the dialing client is reset too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_reset_or_unreachable_resets_the_dialing_client() {
+    let net = Network::start().await;
+    net.service("rst", &["rst"], false).await;
+    // Sends 1 MiB, then resets.
+    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = server.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = server.accept().await {
+            sock.write_all(&pattern(1024 * 1024, 3)).await.unwrap();
+            // A zero linger does not block on drop (the deprecation's concern).
+            #[allow(deprecated)]
+            sock.set_linger(Some(std::time::Duration::ZERO)).unwrap();
+            drop(sock);
+        }
+    });
+    let (listen, _tunnels) = tunnels(&net, "rst", &target).await;
+    let mut sock = TcpStream::connect(&listen).await.unwrap();
+    let (got, end) = read_all(&mut sock).await;
+    assert_eq!(
+        end.map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::ConnectionReset),
+        "after {got} bytes"
+    );
+
+    // A target nobody listens on.
+    let closed = format!("127.0.0.1:{}", free_port());
+    net.service("nowhere", &["nowhere"], false).await;
+    let (listen, _tunnels) = tunnels(&net, "nowhere", &closed).await;
+    let mut sock = TcpStream::connect(&listen).await.unwrap();
+    let (got, end) = read_all(&mut sock).await;
+    assert_eq!(
+        end.map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::ConnectionReset),
+        "after {got} bytes"
+    );
+}
+
+/// No router is reachable: a connection accepted by `weft tunnel dial` is refused with
+/// a reset, not accepted and ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_router_the_dialing_client_is_reset() {
+    let mut net = Network::start().await;
+    net.service("norouter", &["norouter"], false).await;
+    let (target, _outcomes) = sender(1024).await;
+    let (listen, _tunnels) = tunnels(&net, "norouter", &target).await;
+    net.router.kill();
+    let mut sock = TcpStream::connect(&listen).await.unwrap();
+    let (got, end) = read_all(&mut sock).await;
+    assert_eq!(
+        end.map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::ConnectionReset),
+        "after {got} bytes"
+    );
+}

@@ -644,7 +644,15 @@ impl EdgeConnection {
                 self.handle_bind(frame, &bind, sessions);
             }
             EdgeMessage::Data(data) => self.handle_data(frame, &data),
-            EdgeMessage::StateClosed(closed) => self.handle_sdk_close(closed.conn_id),
+            // A reason from the SDK (Weft SDKs' abort; OpenZiti SDKs send none) means the
+            // stream failed on its side: the far side must not read a clean end.
+            EdgeMessage::StateClosed(closed) => {
+                let cause = match closed.reason.is_empty() {
+                    true => ConnEnd::Closed,
+                    false => ConnEnd::Aborted,
+                };
+                self.handle_sdk_close(closed.conn_id, cause);
+            }
             EdgeMessage::Unbind(unbind) => self.handle_unbind(&unbind),
             EdgeMessage::DialSuccess(ok) => self.handle_dial_success(frame, &ok),
             EdgeMessage::DialFailed(failed) => self.handle_dial_failed(&failed),
@@ -821,7 +829,7 @@ impl EdgeConnection {
         }
     }
 
-    fn handle_sdk_close(&mut self, conn_id: u32) {
+    fn handle_sdk_close(&mut self, conn_id: u32, cause: ConnEnd) {
         let Some(conn) = self.conns.remove(&conn_id) else {
             return;
         };
@@ -833,10 +841,9 @@ impl EdgeConnection {
         self.events.push_back(match conn.role {
             // StateClosed on a listener id is how the C SDK unbinds (spec §9 item 3).
             ConnRole::Listener | ConnRole::Binding { .. } => EdgeEvent::Unbound { conn_id },
-            ConnRole::Dialing { .. } | ConnRole::Connected => EdgeEvent::ConnClosed {
-                conn_id,
-                cause: ConnEnd::Closed,
-            },
+            ConnRole::Dialing { .. } | ConnRole::Connected => {
+                EdgeEvent::ConnClosed { conn_id, cause }
+            }
         });
     }
 
@@ -845,7 +852,7 @@ impl EdgeConnection {
             self.conns.get(&unbind.conn_id).map(|c| &c.role),
             Some(ConnRole::Listener | ConnRole::Binding { .. })
         ) {
-            self.handle_sdk_close(unbind.conn_id);
+            self.handle_sdk_close(unbind.conn_id, ConnEnd::Closed);
         }
     }
 

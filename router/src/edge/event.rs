@@ -192,6 +192,9 @@ pub enum EdgeEvent {
 pub enum ConnEnd {
     /// The SDK closed it: the far side sees a normal end of stream.
     Closed,
+    /// The SDK closed it with a reason (its side failed, e.g. `weft tunnel`'s local
+    /// socket was reset): the far side sees an error.
+    Aborted,
     /// The controller removed the session it used.
     Revoked,
     /// Its edge connection ended (lost, malformed, API session revoked).
@@ -204,6 +207,7 @@ impl ConnEnd {
     pub fn far_side_reason(self) -> &'static str {
         match self {
             Self::Closed => "closed by peer",
+            Self::Aborted => "peer aborted",
             Self::Revoked => "peer session closed",
             Self::Lost => "peer is gone",
         }

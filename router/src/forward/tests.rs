@@ -1330,3 +1330,30 @@ mod clean_close {
         assert!(StateConnected::parse(&frames[0]).is_ok(), "{frames:?}");
     }
 }
+
+/// A StateClosed with a reason from an SDK (a Weft SDK's abort) reaches the far side
+/// as "peer aborted", which Weft SDKs read as an error; an empty one (OpenZiti SDKs,
+/// a clean close) as "closed by peer".
+#[test]
+fn an_sdk_close_with_a_reason_is_an_abort_for_the_far_side() {
+    for (reason, far) in [
+        (&b"tunnel: reset"[..], &b"peer aborted"[..]),
+        (b"", b"closed by peer"),
+    ] {
+        let (mut net, mut dialer, mut host) = Net::established(1 << 20);
+        net.send(&mut host, |o, s| {
+            StateClosed {
+                conn_id: 100,
+                seq: 3,
+                reply_for: None,
+                reason,
+            }
+            .encode(s, o)
+            .unwrap()
+        });
+        let frames = net.recv(&mut dialer);
+        let closed = StateClosed::parse(&frames[0]).unwrap();
+        assert_eq!((closed.conn_id, closed.reason), (0, far));
+        assert!(!net.fwd.has_circuits());
+    }
+}

@@ -311,15 +311,17 @@ impl Channel {
         }
     }
 
-    /// Tells the router `conn_id` is closed (StateClosed with edge Seq `seq`, empty
-    /// body; no answer comes, spec §4a.8), without waiting.
-    pub(crate) fn send_close_detached(&self, conn_id: u32, seq: u32) {
+    /// Tells the router `conn_id` is closed (StateClosed with edge Seq `seq`; no answer
+    /// comes, spec §4a.8), without waiting. The body is empty for a clean close (as
+    /// OpenZiti SDKs send it); a reason marks an abort, which the far side reads as an
+    /// error.
+    pub(crate) fn send_close_detached(&self, conn_id: u32, seq: u32, reason: &[u8]) {
         let mut out = BytesMut::new();
         let closed = edge::StateClosed {
             conn_id,
             seq,
             reply_for: None,
-            reason: b"",
+            reason,
         };
         if closed.encode(self.next_sequence(), &mut out).is_ok() {
             self.send_detached(out.freeze());
