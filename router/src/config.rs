@@ -11,6 +11,7 @@
 //! io = "auto"                            # I/O backend: "auto", "uring" or "epoll" (see below)
 //! window_bytes = 4194304                 # per-circuit-direction window (ADR 0003)
 //! max_conns_per_edge = 1024              # conn ids one SDK connection may hold
+//! reply_budget_bytes = 65536             # router answers queued per connection
 //! max_connections_per_shard = 65536      # edge connections one shard holds
 //! hello_timeout_ms = 1000                # hello deadline after the TLS handshake
 //! handshake_timeout_ms = 10000           # TLS handshake deadline
@@ -105,6 +106,11 @@ pub struct RouterConfig {
     /// Conn ids (dials, listeners, accepted) one SDK connection may hold.
     #[serde(default = "default_max_conns")]
     pub max_conns_per_edge: usize,
+    /// Bytes of the router's own answers (latency replies, Results, StateClosed, ...)
+    /// that may wait unwritten for one edge connection; beyond it the connection is not
+    /// read until its peer reads.
+    #[serde(default = "default_reply_budget")]
+    pub reply_budget_bytes: usize,
     /// Edge connections one shard holds; more are closed after the handshake.
     #[serde(default = "default_max_conns_per_shard")]
     pub max_connections_per_shard: usize,
@@ -127,6 +133,9 @@ pub struct RouterConfig {
 
 fn default_shards() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+fn default_reply_budget() -> usize {
+    EdgeConfig::default().reply_budget
 }
 fn default_window() -> usize {
     ForwardConfig::default().window
@@ -198,6 +207,9 @@ impl RouterConfig {
         if self.max_conns_per_edge == 0 {
             return invalid("max_conns_per_edge", "must be at least 1");
         }
+        if self.reply_budget_bytes < 4096 {
+            return invalid("reply_budget_bytes", "must be at least 4096");
+        }
         if self.max_connections_per_shard == 0 {
             return invalid("max_connections_per_shard", "must be at least 1");
         }
@@ -219,6 +231,7 @@ impl RouterConfig {
         let edge = EdgeConfig {
             hello_timeout: Duration::from_millis(self.hello_timeout_ms),
             max_conns: self.max_conns_per_edge,
+            reply_budget: self.reply_budget_bytes,
             ..EdgeConfig::default()
         };
         Ok(RouterSettings {

@@ -22,8 +22,8 @@ use weft_router::runtime::{
 use weft_router::tls;
 use weft_wire::control::pb;
 use weft_wire::edge::{
-    Bind, Connect, Data, Dial, DialSuccess, FLAG_FIN, Hello, HelloResult, StateClosed,
-    StateConnected,
+    Bind, Connect, Data, Dial, DialSuccess, FLAG_FIN, Hello, HelloResult, LatencyProbe,
+    StateClosed, StateConnected,
 };
 use weft_wire::{ContentType, Decoded, Decoder, Frame, Limits};
 
@@ -65,12 +65,17 @@ on_both_backends!(
     hello_with_a_certificate_not_bound_to_the_session_is_answered_then_closed,
     connections_beyond_the_shard_cap_are_refused,
     circuits_cross_shards_with_data_close_and_revocation,
+    a_peer_that_never_reads_its_answers_is_not_read_either,
 );
 
 /// Whether io_uring works here; prints why the test is skipped when it does not.
 fn uring_available(test: &str) -> bool {
     match probe_uring() {
         Ok(()) => true,
+        // CI must run what it claims to run.
+        Err(e) if std::env::var_os("CI").is_some_and(|v| v == "true") => {
+            panic!("{test}::uring: io_uring is not available under CI=true: {e}")
+        }
         Err(e) => {
             eprintln!("SKIPPED {test}::uring: io_uring is not available on this host: {e}");
             false
@@ -1015,6 +1020,98 @@ async fn slow_reader_pauses_the_writer_and_resumes_it(io: IoBackend) {
     h.stop();
 }
 
+/// A peer that floods latency probes and reads nothing: once the router's answers fill
+/// the connection's reply budget it stops reading that connection, so the flood stalls
+/// after a bounded amount (socket buffers and one read's worth) instead of the router
+/// reading on and queueing answers without limit; once the peer reads, every probe is
+/// answered.
+async fn a_peer_that_never_reads_its_answers_is_not_read_either(io: IoBackend) {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    const FLOOD: usize = 96 * 1024 * 1024;
+    const PROBES: usize = 4096;
+    let h = Harness::start(io, Duration::from_secs(5));
+    let Client { mut r, mut w, .. } = h.authenticated(&h.pki.dialer, "token-api-d", false).await;
+    let written = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    // Writes batches of probes until told to stop (after the batch in progress).
+    let writer = {
+        let (written, stop) = (written.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut batch = BytesMut::new();
+            while !stop.load(Ordering::Relaxed) && written.load(Ordering::Relaxed) < FLOOD {
+                batch.clear();
+                for _ in 0..PROBES {
+                    w.sequence += 1;
+                    LatencyProbe {
+                        probe_time: Some(&[1, 2, 3, 4, 5, 6, 7, 8]),
+                    }
+                    .encode(w.sequence, &mut batch)
+                    .unwrap();
+                }
+                w.w.write_all(&batch).await.unwrap();
+                w.w.flush().await.unwrap();
+                written.fetch_add(batch.len(), Ordering::Relaxed);
+            }
+            w.sequence
+        })
+    };
+    // Stalled: nothing more goes in for two seconds.
+    let mut seen = 0;
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let now = written.load(Ordering::Relaxed);
+        assert!(
+            now < FLOOD,
+            "the router read {now} B of probes from a peer that reads nothing"
+        );
+        if now == seen {
+            break;
+        }
+        seen = now;
+    }
+    stop.store(true, Ordering::Relaxed);
+    eprintln!("the flood stalled after {seen} B");
+    let metrics = h.metrics().await;
+    let pauses: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("weft_router_reply_budget_pauses_total{shard=\"0\"} "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(pauses > 0, "{metrics}");
+
+    // The peer reads: the router reads again and answers every probe, those of the
+    // batch still being written included.
+    let mut last_answered = 0;
+    let mut last_sent = None;
+    let answered = tokio::time::timeout(Duration::from_secs(120), async {
+        let mut writer = Some(writer);
+        loop {
+            if last_sent.is_some_and(|last| last_answered == last) {
+                return;
+            }
+            tokio::select! {
+                done = async { writer.as_mut().unwrap().await }, if writer.is_some() => {
+                    last_sent = Some(done.unwrap());
+                    writer = None;
+                }
+                frame = r.next() => {
+                    let frame = frame.expect("connection closed");
+                    if let Ok(reply) = weft_wire::edge::LatencyReply::parse(&frame) {
+                        assert!(reply.reply_for > last_answered, "answers in order");
+                        last_answered = reply.reply_for;
+                    }
+                }
+            }
+        }
+    });
+    assert!(
+        answered.await.is_ok(),
+        "probes answered up to {last_answered} of {last_sent:?}"
+    );
+    h.stop();
+}
+
 async fn shutdown_lets_circuits_run_for_the_grace_period_then_closes(io: IoBackend) {
     let mut h = Harness::start(io, Duration::from_secs(5));
     let mut host = h.authenticated(&h.pki.host, "token-api-h", false).await;
@@ -1154,7 +1251,7 @@ async fn circuits_cross_shards_with_data_close_and_revocation(io: IoBackend) {
                 conn_id: 1,
                 seq: 1000,
                 reply_for: None,
-                reason: b"done",
+                reason: b"",
             }
             .encode(s, out)
         })

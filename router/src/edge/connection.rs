@@ -35,6 +35,11 @@ pub struct EdgeConfig {
     /// The credit each conn id starts with for its sends, when the SDK speaks Weft's
     /// per-stream credit (the circuit window; `Forwarder` sets it).
     pub stream_window: u32,
+    /// Bytes of frames the router generated for this connection (latency answers,
+    /// Results, StateClosed, Credit, ...) that may wait unwritten; beyond it the
+    /// connection is not read until the peer takes them ([`EdgeConnection::output_full`]).
+    /// Relayed Data is bounded by circuit windows instead.
+    pub reply_budget: usize,
 }
 
 impl Default for EdgeConfig {
@@ -45,6 +50,7 @@ impl Default for EdgeConfig {
             max_conns: 1024,
             session_wait: Duration::from_secs(3),
             stream_window: 4 * 1024 * 1024,
+            reply_budget: 64 * 1024,
             limits: Limits::DEFAULT,
             version: format!(
                 "v{}|unknown|unknown|{}|{}",
@@ -157,6 +163,8 @@ pub struct EdgeConnection {
     sdk_window: Option<u32>,
     out: BytesMut,
     transmits: VecDeque<Transmit>,
+    /// Bytes of the router's own frames (not relayed Data) in `transmits`.
+    queued_replies: usize,
     events: VecDeque<EdgeEvent>,
 }
 
@@ -178,6 +186,7 @@ impl EdgeConnection {
             sdk_window: None,
             out: BytesMut::with_capacity(4096),
             transmits: VecDeque::new(),
+            queued_replies: 0,
             events: VecDeque::new(),
             config,
         }
@@ -264,7 +273,18 @@ impl EdgeConnection {
 
     /// The next frame to write.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+        let transmit = self.transmits.pop_front()?;
+        if transmit.data_conn_id.is_none() {
+            self.queued_replies = self.queued_replies.saturating_sub(transmit.len());
+        }
+        Some(transmit)
+    }
+
+    /// Whether the router's own frames for this connection (answers to what it sent)
+    /// fill the reply budget: the driver must not read it until the peer takes them, so
+    /// a peer that sends requests and never reads holds a bounded amount of memory.
+    pub fn output_full(&self) -> bool {
+        self.queued_replies >= self.config.reply_budget
     }
 
     /// The next event for the forwarding layer.
@@ -964,11 +984,17 @@ impl EdgeConnection {
     ) {
         self.out.clear();
         match encode(&mut self.out, sequence) {
-            Ok(()) => self.transmits.push_back(Transmit {
-                head: Head::new(&self.out),
-                payload,
-                data_conn_id,
-            }),
+            Ok(()) => {
+                let transmit = Transmit {
+                    head: Head::new(&self.out),
+                    payload,
+                    data_conn_id,
+                };
+                if data_conn_id.is_none() {
+                    self.queued_replies += transmit.len();
+                }
+                self.transmits.push_back(transmit);
+            }
             // Only a >4 GiB body or header block fails to encode; nothing we build is.
             Err(e) => self.close(CloseReason::Malformed(format!("cannot encode: {e}"))),
         }

@@ -165,6 +165,8 @@ struct ConnState {
     /// Circuits whose window toward their far side is full because of this connection.
     pausing: HashSet<CircuitId>,
     closing: bool,
+    /// Its reply budget was full after the last input (for the pause counter).
+    reply_paused: bool,
     /// The deadline last pushed to the timer heap, to avoid duplicates.
     armed: Option<Instant>,
 }
@@ -182,6 +184,9 @@ pub struct ForwardStats {
     pub frames_relayed: u64,
     /// Times a connection was paused by a full window.
     pub pauses: u64,
+    /// Times a connection stopped being read because the router's answers to it filled
+    /// its reply budget (a peer that sends requests and does not read).
+    pub reply_budget_pauses: u64,
     /// Circuits established with the host on another shard (counted by the dialer's
     /// shard; included in `circuits_opened`).
     pub circuits_cross: u64,
@@ -464,6 +469,7 @@ impl Forwarder {
                 edge,
                 pausing: HashSet::new(),
                 closing: false,
+                reply_paused: false,
                 armed: None,
             },
         );
@@ -479,6 +485,11 @@ impl Forwarder {
     pub fn handle_received(&mut self, now: Instant, key: ConnKey, now_unix_ms: i64) {
         if let Some(state) = self.conns.get_mut(&key) {
             state.edge.handle_received(&self.sessions, now, now_unix_ms);
+            let full = state.edge.output_full();
+            if full && !state.reply_paused {
+                self.stats.reply_budget_pauses += 1;
+            }
+            state.reply_paused = full;
         }
         self.after_input(now, key);
     }
@@ -623,11 +634,13 @@ impl Forwarder {
         }
     }
 
-    /// Whether the driver should read from `key` (false while a window it feeds is full).
+    /// Whether the driver should read from `key`: false while a window it feeds is
+    /// full, while the router's own answers to it fill its reply budget (a peer that
+    /// does not read), while it closes or a frame of it waits for its session.
     pub fn wants_read(&self, key: ConnKey) -> bool {
-        self.conns
-            .get(&key)
-            .is_some_and(|s| s.pausing.is_empty() && !s.closing && !s.edge.is_holding())
+        self.conns.get(&key).is_some_and(|s| {
+            s.pausing.is_empty() && !s.closing && !s.edge.is_holding() && !s.edge.output_full()
+        })
     }
 
     /// The next request for the controller.

@@ -181,6 +181,12 @@ pub(super) fn render(stats: &[ShardStats]) -> String {
             "Times a connection was paused by a full window.",
             |s| s.forward.pauses,
         ),
+        (
+            "weft_router_reply_budget_pauses_total",
+            "counter",
+            "Times a connection was not read because the router's answers to it filled its reply budget.",
+            |s| s.forward.reply_budget_pauses,
+        ),
     ];
     let mut out = String::new();
     for (name, kind, help, value) in METRICS {
