@@ -80,6 +80,27 @@ impl PolicySnapshot {
         self.rows_of(&self.index.edge_routers_for_identity(identity_id))
     }
 
+    /// Ids of the enabled edge routers `identity_id` may connect to, sorted.
+    pub fn router_ids_for_identity(&self, identity_id: &str) -> Vec<String> {
+        self.enabled_ids(self.index.edge_routers_for_identity(identity_id))
+    }
+
+    /// Ids of the enabled edge routers through which `service_id` may be reached
+    /// (service edge router policies), sorted.
+    pub fn router_ids_for_service(&self, service_id: &str) -> Vec<String> {
+        self.enabled_ids(self.index.edge_routers_for_service(service_id))
+    }
+
+    fn enabled_ids(&self, ids: Vec<&str>) -> Vec<String> {
+        let mut ids: Vec<String> = ids
+            .into_iter()
+            .filter(|id| self.router_at.contains_key(*id))
+            .map(str::to_owned)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
     /// Edge routers for a session of `identity_id` on `service_id`: granted by an edge
     /// router policy for the identity and a service edge router policy for the service
     /// (the service permission itself is checked separately).

@@ -162,6 +162,13 @@ impl Client {
         }
     }
 
+    /// The next frame, or None when the connection closes first (within `WAIT`).
+    async fn frame_or_close(&mut self) -> Option<Frame> {
+        tokio::time::timeout(WAIT, self.next())
+            .await
+            .expect("neither a frame nor a close in time")
+    }
+
     async fn expect(&mut self, content_type: ContentType) -> Frame {
         let frame = tokio::time::timeout(WAIT, self.next())
             .await
@@ -276,6 +283,7 @@ on_both_backends!(
     router_serves_sessions_pushed_by_the_controller,
     only_the_tls_leaf_identifies_an_edge_client,
     an_sdk_reader_tells_a_clean_close_from_an_abrupt_one,
+    the_router_enforces_edge_router_and_service_edge_router_policies,
     router_resynchronises_after_losing_the_control_connection,
 );
 
@@ -765,6 +773,152 @@ async fn an_sdk_reader_tells_a_clean_close_from_an_abrupt_one(io: &str) {
     let mut answer = Vec::new();
     stream.read_to_end(&mut answer).await.unwrap();
     assert_eq!(answer, b"answer");
+    node.shutdown().await;
+}
+
+/// Deletes the management entity at `path`.
+async fn delete(ctl: &Ctl, admin: &str, path: &str) {
+    let res = ctl
+        .http()
+        .delete(ctl.mgmt(path))
+        .header("zt-session", admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "DELETE {path}");
+}
+
+/// The id of the policy named `name` in `collection`.
+async fn policy_id(ctl: &Ctl, admin: &str, collection: &str, name: &str) -> String {
+    let list = get(ctl, admin, &format!("/{collection}")).await;
+    list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no {collection} named {name}: {list}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// A Connect on `conn_id` with `token`: whether the router put it through to the host
+/// (which accepts as `child`) rather than refusing it with StateClosed.
+async fn connects(
+    dialer: &mut Client,
+    host: &mut Client,
+    token: &str,
+    conn_id: u32,
+    child: u32,
+) -> bool {
+    dialer
+        .send(|s, out| {
+            Connect {
+                conn_id,
+                seq: 0,
+                caller_id: None,
+                public_key: None,
+                terminator_identity: None,
+                app_data: None,
+                session_token: token.as_bytes(),
+            }
+            .encode(s, out)
+        })
+        .await;
+    let dial_at_host = tokio::time::timeout(Duration::from_secs(1), host.next()).await;
+    if let Ok(Some(dial)) = dial_at_host {
+        assert_eq!(dial.content_type(), ContentType::DIAL, "{dial:?}");
+        host.send(|s, out| {
+            DialSuccess {
+                conn_id: Dial::parse(&dial).unwrap().conn_id,
+                seq: 0,
+                reply_for: dial.sequence(),
+                new_conn_id: child,
+            }
+            .encode(s, out)
+        })
+        .await;
+        host.expect(ContentType::STATE_CONNECTED).await;
+    }
+    let answer = dialer.frame_or_close().await;
+    answer.is_some_and(|f| f.content_type() == ContentType::STATE_CONNECTED)
+}
+
+/// Edge router policies and service edge router policies are enforced by the router,
+/// not only in the controller's answers: taking the router away from the service
+/// closes its live circuit and refuses new dials (old and new Dial sessions); taking it
+/// away from the identity closes the identity's edge connection and refuses its hello;
+/// each at once, by push.
+async fn the_router_enforces_edge_router_and_service_edge_router_policies(io: &str) {
+    init_logs();
+    let ctl = Ctl::start();
+    let admin = ctl.admin_token().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let (node, router_id, port) = start_router(&ctl, &admin, &tmp, &control_addr(&ctl), io).await;
+    wait_online(&ctl, &admin, &router_id, true).await;
+    let (svc, _) = model(&ctl, &admin).await;
+    let d = login(&ctl, &admin, "dialer").await;
+    let h = login(&ctl, &admin, "host").await;
+    let dial_token = session(&ctl, &d, &svc, "Dial").await;
+    let bind_token = session(&ctl, &h, &svc, "Bind").await;
+    let ca = ctl.ca_pem();
+    let mut host = bound_host(port, &ca, &h, &bind_token).await;
+    let mut dialer = Client::connect(port, &ca, &d.cert, &d.key, &d.token).await;
+    dial(&mut dialer, &mut host, &dial_token).await;
+
+    // A second Dial session, made while the router still serves the service (the
+    // controller refuses to make one for a service no router serves).
+    let new_token = session(&ctl, &d, &svc, "Dial").await;
+    // The service loses the router (its only service edge router policy goes): the live
+    // circuit closes at once, on both sides.
+    let serp = policy_id(&ctl, &admin, "service-edge-router-policies", "serp").await;
+    delete(
+        &ctl,
+        &admin,
+        &format!("/service-edge-router-policies/{serp}"),
+    )
+    .await;
+    let t0 = Instant::now();
+    let frame = dialer.expect(ContentType::STATE_CLOSED).await;
+    assert_eq!(StateClosed::parse(&frame).unwrap().conn_id, 1);
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    // The host's listener (its Bind session) ends too, and so does its circuit leg.
+    let mut host_closed = Vec::new();
+    while host_closed.len() < 2 {
+        let frame = host.expect(ContentType::STATE_CLOSED).await;
+        host_closed.push(StateClosed::parse(&frame).unwrap().conn_id);
+    }
+    host_closed.sort_unstable();
+    assert_eq!(host_closed, [7, 100]);
+    // A new dial, with either Dial session, is refused on this router.
+    for (token, conn_id) in [(&dial_token, 2), (&new_token, 3)] {
+        assert!(
+            !connects(&mut dialer, &mut host, token, conn_id, 101).await,
+            "dial {conn_id} connected without a service edge router policy"
+        );
+    }
+
+    // The service gets the router back; then the identity loses it (its only edge
+    // router policy goes): its edge connection closes at once and a hello is refused.
+    ctl.create_ok(
+        &admin,
+        "service-edge-router-policies",
+        json!({"name": "serp2", "edgeRouterRoles": ["#all"], "serviceRoles": ["#all"]}),
+    )
+    .await;
+    let erp = policy_id(&ctl, &admin, "edge-router-policies", "erp").await;
+    delete(&ctl, &admin, &format!("/edge-router-policies/{erp}")).await;
+    let t0 = Instant::now();
+    tokio::time::timeout(WAIT, async { while dialer.next().await.is_some() {} })
+        .await
+        .expect("the dialer's connection stayed open without an edge router policy");
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    if let Some(mut again) = Client::try_connect(port, &ca, &d.cert, &d.key, &d.token).await {
+        assert!(
+            !connects(&mut again, &mut host, &new_token, 4, 102).await,
+            "a dial connected without an edge router policy"
+        );
+    }
     node.shutdown().await;
 }
 

@@ -238,6 +238,8 @@ impl RouterConfig {
             edge_listen: self.edge_listen,
             shards: self.shards,
             forward: ForwardConfig {
+                // Set from the router certificate when the node starts.
+                router_id: String::new(),
                 edge,
                 window: self.window_bytes,
             },

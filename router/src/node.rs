@@ -106,10 +106,11 @@ impl Node {
     /// `config.controller`, and the bridge. Must be called inside a tokio runtime (the
     /// control client and the bridge are tasks on it).
     pub fn start(config: &RouterConfig) -> Result<Self, NodeError> {
-        let settings = config.settings()?;
+        let mut settings = config.settings()?;
         // Read the control-channel files before binding anything; the port is fixed
         // below once the listener has chosen it.
         let mut control_config = control_config(config, config.edge_listen.port())?;
+        settings.forward.router_id = control_config.hello.router_id.clone();
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let (requests_tx, requests) = mpsc::unbounded_channel();
         let router = Router::start(settings, commands_rx, requests_tx)?;

@@ -4,7 +4,13 @@
 //! The controller sends a full [`pb::StateSync`] when a router connects and
 //! [`pb::StateUpdate`]s after that. Every change reports what it removed, so the caller
 //! can close the connections and circuits that used a removed session at once
-//! (push revocation, ARCHITECTURE.md principle 6).
+//! (push revocation).
+//!
+//! Policies are enforced here, where the traffic is, not only in the controller's API
+//! answers: an API session is served only when its identity's edge router policies name
+//! this router, and a Dial or Bind session only when its service's service edge router
+//! policies name it too ([`pb::RouterAccess`]). A policy change that takes a router
+//! away is reported as a removal, so what used it closes at once.
 
 use std::collections::{HashMap, HashSet};
 
@@ -60,9 +66,12 @@ pub enum HelloRejection {
     /// The API session expired.
     #[error("API session expired")]
     Expired,
-    /// None of the client's certificates is bound to the API session.
+    /// The client's certificate is not bound to the API session.
     #[error("client certificate not bound to the API session")]
     CertificateMismatch,
+    /// No edge router policy gives the identity this router.
+    #[error("no edge router policy grants this router to the identity")]
+    RouterNotGranted,
 }
 
 /// Why a Connect or Bind session token is refused. Each is answered with StateClosed
@@ -81,6 +90,10 @@ pub enum SessionRejection {
     /// A Dial session used to bind, or the reverse.
     #[error("wrong session type")]
     WrongKind,
+    /// No service edge router policy puts the service on this router (or no edge
+    /// router policy gives it the identity).
+    #[error("the service is not available on this router")]
+    RouterNotGranted,
 }
 
 /// What a change removed; every connection and circuit using these must close.
@@ -110,9 +123,20 @@ pub struct RevisionGap {
     pub got: u64,
 }
 
-/// API sessions and sessions by token, with indexes by id.
+/// API sessions and sessions by token, with indexes by id, and which identities and
+/// services policies grant this router.
 #[derive(Debug, Default)]
 pub struct SessionTable {
+    /// This router's id, as the controller names it in [`pb::RouterAccess`].
+    router_id: String,
+    /// Identities whose edge router policies grant this router.
+    identities_here: HashSet<String>,
+    /// Services whose service edge router policies grant this router.
+    services_here: HashSet<String>,
+    /// Identity id -> ids of its API sessions.
+    by_identity: HashMap<String, HashSet<String>>,
+    /// Service id -> ids of the sessions on it.
+    by_service: HashMap<String, HashSet<String>>,
     revision: u64,
     api_sessions: HashMap<String, ApiSession>,
     api_session_ids: HashMap<String, String>,
@@ -154,9 +178,37 @@ impl RemovedTokens {
 }
 
 impl SessionTable {
-    /// An empty table at revision 0.
-    pub fn new() -> Self {
-        Self::default()
+    /// An empty table at revision 0 for the router `router_id`.
+    pub fn new(router_id: impl Into<String>) -> Self {
+        Self {
+            router_id: router_id.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Whether `access` names this router.
+    fn names_me(&self, access: &pb::RouterAccess) -> bool {
+        access.router_ids.contains(&self.router_id)
+    }
+
+    /// Ids of the API sessions and sessions usable on this router now (policies
+    /// included), for the difference a full sync makes.
+    fn usable(&self) -> (HashSet<String>, HashSet<String>) {
+        let api: HashSet<String> = self
+            .api_sessions
+            .values()
+            .filter(|a| self.identities_here.contains(&a.identity_id))
+            .map(|a| a.id.clone())
+            .collect();
+        let sessions = self
+            .sessions
+            .values()
+            .filter(|s| {
+                api.contains(&s.api_session_id) && self.services_here.contains(&s.service_id)
+            })
+            .map(|s| s.id.clone())
+            .collect();
+        (api, sessions)
     }
 
     /// The controller revision the table reflects.
@@ -169,33 +221,57 @@ impl SessionTable {
         (self.api_sessions.len(), self.sessions.len())
     }
 
-    /// Replaces everything with a full sync; reports what disappeared.
+    /// Replaces everything with a full sync; reports what disappeared or is no longer
+    /// granted to this router.
     pub fn apply_sync(&mut self, sync: pb::StateSync) -> Removed {
-        let old_api: Vec<(String, String)> = self.api_session_ids.drain().collect();
-        let old_sessions: Vec<(String, String)> = self.session_ids.drain().collect();
+        let (old_api, old_sessions) = self.usable();
+        let old_tokens: HashMap<String, String> = self
+            .api_session_ids
+            .drain()
+            .chain(self.session_ids.drain())
+            .collect();
         *self = Self {
+            router_id: std::mem::take(&mut self.router_id),
             revision: sync.revision,
             removed: std::mem::take(&mut self.removed),
             ..Self::default()
         };
+        for access in &sync.identity_routers {
+            if self.names_me(access) {
+                self.identities_here.insert(access.id.clone());
+            }
+        }
+        for access in &sync.service_routers {
+            if self.names_me(access) {
+                self.services_here.insert(access.id.clone());
+            }
+        }
         for api_session in sync.api_sessions {
             self.insert_api_session(api_session);
         }
         for session in sync.sessions {
             self.insert_session(session);
         }
+        let (new_api, new_sessions) = self.usable();
         let mut removed = Removed::default();
-        for (id, token) in old_api {
-            if !self.api_session_ids.contains_key(&id) {
-                self.removed.insert(token);
-                removed.api_sessions.push(id);
+        for id in old_api.into_iter().filter(|id| !new_api.contains(id)) {
+            if !self.api_session_ids.contains_key(&id)
+                && let Some(token) = old_tokens.get(&id)
+            {
+                self.removed.insert(token.clone());
             }
+            removed.api_sessions.push(id);
         }
-        for (id, token) in old_sessions {
-            if !self.session_ids.contains_key(&id) {
-                self.removed.insert(token);
-                removed.sessions.push(id);
+        for id in old_sessions
+            .into_iter()
+            .filter(|id| !new_sessions.contains(id))
+        {
+            if !self.session_ids.contains_key(&id)
+                && let Some(token) = old_tokens.get(&id)
+            {
+                self.removed.insert(token.clone());
             }
+            removed.sessions.push(id);
         }
         removed
     }
@@ -217,6 +293,49 @@ impl SessionTable {
             self.insert_session(session);
         }
         let mut removed = Removed::default();
+        // Access taken away: what used this router for that identity or service goes,
+        // though the sessions stay known (the router may be granted again).
+        let identities_gone: Vec<String> = update
+            .identity_routers_upserted
+            .iter()
+            .filter(|a| !self.names_me(a))
+            .map(|a| a.id.clone())
+            .chain(update.identity_routers_removed)
+            .collect();
+        for access in &update.identity_routers_upserted {
+            if self.names_me(access) {
+                self.identities_here.insert(access.id.clone());
+            }
+        }
+        for id in identities_gone {
+            if self.identities_here.remove(&id) {
+                for api in self.by_identity.get(&id).into_iter().flatten() {
+                    removed.api_sessions.push(api.clone());
+                    removed
+                        .sessions
+                        .extend(self.children.get(api).into_iter().flatten().cloned());
+                }
+            }
+        }
+        let services_gone: Vec<String> = update
+            .service_routers_upserted
+            .iter()
+            .filter(|a| !self.names_me(a))
+            .map(|a| a.id.clone())
+            .chain(update.service_routers_removed)
+            .collect();
+        for access in &update.service_routers_upserted {
+            if self.names_me(access) {
+                self.services_here.insert(access.id.clone());
+            }
+        }
+        for id in services_gone {
+            if self.services_here.remove(&id) {
+                removed
+                    .sessions
+                    .extend(self.by_service.get(&id).into_iter().flatten().cloned());
+            }
+        }
         for id in update.sessions_removed {
             if self.revoke_session(&id) {
                 removed.sessions.push(id);
@@ -278,6 +397,9 @@ impl SessionTable {
         if !bound {
             return Err(HelloRejection::CertificateMismatch);
         }
+        if !self.identities_here.contains(&api_session.identity_id) {
+            return Err(HelloRejection::RouterNotGranted);
+        }
         Ok(api_session)
     }
 
@@ -306,13 +428,27 @@ impl SessionTable {
         if session.kind != kind {
             return Err(SessionRejection::WrongKind);
         }
+        let identity_here = self
+            .api_session_ids
+            .get(api_session_id)
+            .and_then(|token| self.api_sessions.get(token))
+            .is_some_and(|a| self.identities_here.contains(&a.identity_id));
+        if !identity_here || !self.services_here.contains(&session.service_id) {
+            return Err(SessionRejection::RouterNotGranted);
+        }
         Ok(session)
     }
 
     fn insert_api_session(&mut self, a: pb::ApiSession) {
         if let Some(old_token) = self.api_session_ids.insert(a.id.clone(), a.token.clone()) {
-            self.api_sessions.remove(&old_token);
+            if let Some(old) = self.api_sessions.remove(&old_token) {
+                self.unindex_api_session(&old.identity_id, &old.id);
+            }
         }
+        self.by_identity
+            .entry(a.identity_id.clone())
+            .or_default()
+            .insert(a.id.clone());
         self.api_sessions.insert(
             a.token,
             ApiSession {
@@ -342,6 +478,10 @@ impl SessionTable {
             .entry(s.api_session_id.clone())
             .or_default()
             .insert(s.id.clone());
+        self.by_service
+            .entry(s.service_id.clone())
+            .or_default()
+            .insert(s.id.clone());
         self.sessions.insert(
             s.token,
             Session {
@@ -358,7 +498,9 @@ impl SessionTable {
         let Some(token) = self.api_session_ids.remove(id) else {
             return;
         };
-        self.api_sessions.remove(&token);
+        if let Some(old) = self.api_sessions.remove(&token) {
+            self.unindex_api_session(&old.identity_id, id);
+        }
         self.removed.insert(token);
         for session_id in self.children.remove(id).unwrap_or_default() {
             self.revoke_session(&session_id);
@@ -389,8 +531,46 @@ impl SessionTable {
                 self.children.remove(&session.api_session_id);
             }
         }
+        if let Some(on_service) = self.by_service.get_mut(&session.service_id) {
+            on_service.remove(id);
+            if on_service.is_empty() {
+                self.by_service.remove(&session.service_id);
+            }
+        }
         true
     }
+
+    fn unindex_api_session(&mut self, identity_id: &str, id: &str) {
+        if let Some(of_identity) = self.by_identity.get_mut(identity_id) {
+            of_identity.remove(id);
+            if of_identity.is_empty() {
+                self.by_identity.remove(identity_id);
+            }
+        }
+    }
+}
+
+/// Test support: `sync` with `router_id` granted to every identity holding an API session
+/// and every service holding a session in it, as permissive policies would.
+#[doc(hidden)]
+pub fn grant_everything(router_id: &str, mut sync: pb::StateSync) -> pb::StateSync {
+    let access = |id: &str| pb::RouterAccess {
+        id: id.to_owned(),
+        router_ids: vec![router_id.to_owned()],
+    };
+    let identities: HashSet<&str> = sync
+        .api_sessions
+        .iter()
+        .map(|a| a.identity_id.as_str())
+        .collect();
+    let services: HashSet<&str> = sync
+        .sessions
+        .iter()
+        .map(|s| s.service_id.as_str())
+        .collect();
+    sync.identity_routers = identities.into_iter().map(access).collect();
+    sync.service_routers = services.into_iter().map(access).collect();
+    sync
 }
 
 #[cfg(test)]

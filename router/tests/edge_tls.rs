@@ -250,18 +250,21 @@ impl Harness {
             r#type: kind as i32,
             identity_id: String::new(),
         };
-        pb::StateSync {
-            revision: 1,
-            api_sessions: vec![
-                api("api-d", &self.pki.dialer.fingerprint),
-                api("api-h", &self.pki.host.fingerprint),
-            ],
-            sessions: vec![
-                session("dial-1", "api-d", pb::SessionType::Dial),
-                session("bind-1", "api-h", pb::SessionType::Bind),
-            ],
-            ..Default::default()
-        }
+        weft_router::sessions::grant_everything(
+            "",
+            pb::StateSync {
+                revision: 1,
+                api_sessions: vec![
+                    api("api-d", &self.pki.dialer.fingerprint),
+                    api("api-h", &self.pki.host.fingerprint),
+                ],
+                sessions: vec![
+                    session("dial-1", "api-d", pb::SessionType::Dial),
+                    session("bind-1", "api-h", pb::SessionType::Bind),
+                ],
+                ..Default::default()
+            },
+        )
     }
 
     async fn request(&mut self) -> ShardRequest {

@@ -48,15 +48,18 @@ fn sync() -> pb::StateSync {
         r#type: kind as i32,
         identity_id: String::new(),
     };
-    pb::StateSync {
-        revision: 1,
-        api_sessions: vec![api("D"), api("H")],
-        sessions: vec![
-            session("dial", "D", pb::SessionType::Dial),
-            session("bind", "H", pb::SessionType::Bind),
-        ],
-        ..Default::default()
-    }
+    weft_router::sessions::grant_everything(
+        "",
+        pb::StateSync {
+            revision: 1,
+            api_sessions: vec![api("D"), api("H")],
+            sessions: vec![
+                session("dial", "D", pb::SessionType::Dial),
+                session("bind", "H", pb::SessionType::Bind),
+            ],
+            ..Default::default()
+        },
+    )
 }
 
 /// Writes every queued transmit of `key` (into a sink that keeps nothing) and returns

@@ -2,7 +2,8 @@
 //! a broadcast of the revisioned [`pb::StateUpdate`]s between published states.
 //!
 //! Design: every change to what routers must know (API sessions, sessions, services,
-//! terminators) is published by [`ChangeFeed::reconcile`], which, under one lock,
+//! terminators, and which routers edge router and service edge router policies grant to
+//! identities and services) is published by [`ChangeFeed::reconcile`], which, under one lock,
 //! rebuilds the desired state from the store, diffs it against the published view,
 //! bumps the revision and broadcasts the difference. Snapshots
 //! ([`ChangeFeed::subscribe`]) are taken under the same lock together with a new
@@ -29,6 +30,10 @@ pub struct RouterView {
     pub services: BTreeMap<String, pb::Service>,
     /// Terminators.
     pub terminators: BTreeMap<String, pb::Terminator>,
+    /// Per identity holding an API session: the routers edge router policies grant it.
+    pub identity_routers: BTreeMap<String, pb::RouterAccess>,
+    /// Per service: the routers service edge router policies grant it.
+    pub service_routers: BTreeMap<String, pb::RouterAccess>,
 }
 
 #[derive(Debug, Default)]
@@ -87,6 +92,8 @@ impl ChangeFeed {
             sessions: v.sessions.values().cloned().collect(),
             services: v.services.values().cloned().collect(),
             terminators: v.terminators.values().cloned().collect(),
+            identity_routers: v.identity_routers.values().cloned().collect(),
+            service_routers: v.service_routers.values().cloned().collect(),
         };
         (sync, rx)
     }
@@ -123,6 +130,10 @@ impl ChangeFeed {
         u.services_removed = removed(&old.services, &desired.services);
         u.terminators_upserted = changed(&old.terminators, &desired.terminators);
         u.terminators_removed = removed(&old.terminators, &desired.terminators);
+        u.identity_routers_upserted = changed(&old.identity_routers, &desired.identity_routers);
+        u.identity_routers_removed = removed(&old.identity_routers, &desired.identity_routers);
+        u.service_routers_upserted = changed(&old.service_routers, &desired.service_routers);
+        u.service_routers_removed = removed(&old.service_routers, &desired.service_routers);
 
         if u == pb::StateUpdate::default() {
             return Ok(None);

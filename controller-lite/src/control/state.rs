@@ -64,7 +64,24 @@ pub fn build_router_view(ctl: &Controller) -> Result<RouterView, StoreError> {
 
     let sessions = store.list_sessions()?;
     let holders: BTreeSet<&str> = sessions.iter().map(|s| s.identity_id.as_str()).collect();
-    let perms = ctl.policy.get(store)?.permissions_of(holders);
+    let policy = ctl.policy.get(store)?;
+    let perms = policy.permissions_of(holders);
+    // Routers enforce edge router policies per identity and service edge router
+    // policies per service from these (a router serves nothing no entry grants it).
+    let with_api_sessions: BTreeSet<&str> = view
+        .api_sessions
+        .values()
+        .map(|a| a.identity_id.as_str())
+        .collect();
+    for identity_id in with_api_sessions {
+        view.identity_routers.insert(
+            identity_id.to_owned(),
+            pb::RouterAccess {
+                id: identity_id.to_owned(),
+                router_ids: policy.router_ids_for_identity(identity_id),
+            },
+        );
+    }
     let mut revoked = Vec::new();
     for s in &sessions {
         let granted = session_type(&s.session_type).filter(|(_, kind)| {
@@ -96,6 +113,13 @@ pub fn build_router_view(ctl: &Controller) -> Result<RouterView, StoreError> {
     }
 
     for e in store.list_all(Kind::Services.collection())? {
+        view.service_routers.insert(
+            e.id.clone(),
+            pb::RouterAccess {
+                id: e.id.clone(),
+                router_ids: policy.router_ids_for_service(&e.id),
+            },
+        );
         view.services.insert(
             e.id.clone(),
             pb::Service {

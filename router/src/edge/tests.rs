@@ -16,7 +16,7 @@ const PK_DIALER: [u8; 32] = [1; 32];
 const PK_HOST: [u8; 32] = [2; 32];
 
 fn sessions() -> SessionTable {
-    let mut t = SessionTable::new();
+    let mut t = SessionTable::new("");
     let api = |id: &str, token: &str| pb::ApiSession {
         id: id.into(),
         token: token.into(),
@@ -33,16 +33,19 @@ fn sessions() -> SessionTable {
         r#type: kind as i32,
         identity_id: String::new(),
     };
-    t.apply_sync(pb::StateSync {
-        revision: 1,
-        api_sessions: vec![api("api-1", "API-TOKEN"), api("api-2", "OTHER")],
-        sessions: vec![
-            session("dial-1", "api-1", pb::SessionType::Dial),
-            session("bind-1", "api-1", pb::SessionType::Bind),
-            session("dial-2", "api-2", pb::SessionType::Dial),
-        ],
-        ..Default::default()
-    });
+    t.apply_sync(crate::sessions::grant_everything(
+        "",
+        pb::StateSync {
+            revision: 1,
+            api_sessions: vec![api("api-1", "API-TOKEN"), api("api-2", "OTHER")],
+            sessions: vec![
+                session("dial-1", "api-1", pb::SessionType::Dial),
+                session("bind-1", "api-1", pb::SessionType::Bind),
+                session("dial-2", "api-2", pb::SessionType::Dial),
+            ],
+            ..Default::default()
+        },
+    ));
     t
 }
 
@@ -718,10 +721,13 @@ fn frames_with_unknown_tokens_wait_for_the_session_and_keep_their_order() {
         cert_fingerprints: vec![FP.into()],
         expires_at_unix_ms: 0,
     };
-    let mut sync = pb::StateSync {
-        api_sessions: vec![late_api],
-        ..Default::default()
-    };
+    let mut sync = crate::sessions::grant_everything(
+        "",
+        pb::StateSync {
+            api_sessions: vec![late_api],
+            ..Default::default()
+        },
+    );
     h.sessions.apply_sync(sync.clone());
     h.conn.handle_received(&h.sessions, h.now, 1_000);
     assert!(matches!(h.events()[..], [EdgeEvent::Authenticated { .. }]));
@@ -736,6 +742,7 @@ fn frames_with_unknown_tokens_wait_for_the_session_and_keep_their_order() {
         r#type: pb::SessionType::Dial.into(),
         identity_id: String::new(),
     });
+    let sync = crate::sessions::grant_everything("", sync);
     h.sessions.apply_sync(sync);
     h.conn.handle_received(&h.sessions, h.now, 1_000);
     assert!(!h.conn.is_holding());

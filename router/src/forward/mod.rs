@@ -43,6 +43,9 @@ pub struct ConnKey(pub u64);
 /// Settings of a shard's forwarding.
 #[derive(Clone, Debug)]
 pub struct ForwardConfig {
+    /// This router's id at the controller: edge router policies and service edge router
+    /// policies grant identities and services to routers by it.
+    pub router_id: String,
     /// Edge connection settings.
     pub edge: EdgeConfig,
     /// Bytes one circuit direction may have queued toward a slow reader (default 4 MiB,
@@ -53,6 +56,7 @@ pub struct ForwardConfig {
 impl Default for ForwardConfig {
     fn default() -> Self {
         Self {
+            router_id: String::new(),
             edge: EdgeConfig::default(),
             window: 4 * 1024 * 1024,
         }
@@ -284,11 +288,12 @@ impl Forwarder {
     pub fn sharded(mut config: ForwardConfig, shard: u16, shards: u16) -> Self {
         // An SDK that speaks per-stream credit may have one window in flight per stream.
         config.edge.stream_window = u32::try_from(config.window).unwrap_or(u32::MAX);
+        let sessions = SessionTable::new(config.router_id.clone());
         Self {
             config,
             shard: usize::from(shard),
             shards: usize::from(shards.max(1)),
-            sessions: SessionTable::new(),
+            sessions,
             conns: HashMap::new(),
             terminators: Terminators::default(),
             circuits: HashMap::new(),

@@ -33,20 +33,23 @@ fn sync() -> pb::StateSync {
         r#type: kind as i32,
         identity_id: String::new(),
     };
-    pb::StateSync {
-        revision: 1,
-        api_sessions: vec![
-            api("api-d", "D", "fd"),
-            api("api-h", "H", "fh"),
-            api("api-h2", "H2", "fh2"),
-        ],
-        sessions: vec![
-            session("dial", "api-d", pb::SessionType::Dial),
-            session("bind", "api-h", pb::SessionType::Bind),
-            session("bind2", "api-h2", pb::SessionType::Bind),
-        ],
-        ..Default::default()
-    }
+    crate::sessions::grant_everything(
+        "",
+        pb::StateSync {
+            revision: 1,
+            api_sessions: vec![
+                api("api-d", "D", "fd"),
+                api("api-h", "H", "fh"),
+                api("api-h2", "H2", "fh2"),
+            ],
+            sessions: vec![
+                session("dial", "api-d", pb::SessionType::Dial),
+                session("bind", "api-h", pb::SessionType::Bind),
+                session("bind2", "api-h2", pb::SessionType::Bind),
+            ],
+            ..Default::default()
+        },
+    )
 }
 
 /// One SDK's view: its channel sequence and what the router wrote to it.

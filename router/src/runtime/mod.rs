@@ -189,7 +189,8 @@ pub struct ShardStats {
 /// Messages to one shard.
 #[derive(Debug)]
 enum ShardMsg {
-    Command(ShardCommand),
+    // Boxed: a state update is large, a stats request small.
+    Command(Box<ShardCommand>),
     Stats(oneshot::Sender<ShardStats>),
 }
 
@@ -430,7 +431,7 @@ fn dispatch(
                 ShardCommand::TerminatorCreated { conn, .. }
                 | ShardCommand::TerminatorFailed { conn, .. } => match shards.get(conn.shard()) {
                     Some(tx) => {
-                        let _ = tx.send(ShardMsg::Command(command));
+                        let _ = tx.send(ShardMsg::Command(Box::new(command)));
                     }
                     None => tracing::warn!(?conn, "terminator answer for an unknown shard"),
                 },
@@ -440,15 +441,15 @@ fn dispatch(
                 }
                 ShardCommand::Sync(_) | ShardCommand::Update(_) => {
                     for tx in &shards {
-                        let _ = tx.send(ShardMsg::Command(command.clone()));
+                        let _ = tx.send(ShardMsg::Command(Box::new(command.clone())));
                     }
                 }
             }
         }
         for tx in &shards {
-            let _ = tx.send(ShardMsg::Command(ShardCommand::Shutdown {
+            let _ = tx.send(ShardMsg::Command(Box::new(ShardCommand::Shutdown {
                 grace: shutdown,
-            }));
+            })));
         }
     });
 }

@@ -559,7 +559,7 @@ async fn command_loop(
                 let _ = reply.send(shard.borrow().stats());
                 continue;
             }
-            ShardMsg::Command(c) => c,
+            ShardMsg::Command(c) => *c,
         };
         let now = Instant::now();
         let mut s = shard.borrow_mut();

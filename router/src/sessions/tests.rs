@@ -23,20 +23,23 @@ fn session(id: &str, token: &str, api: &str, kind: pb::SessionType) -> pb::Sessi
 }
 
 fn table() -> SessionTable {
-    let mut t = SessionTable::new();
-    let removed = t.apply_sync(pb::StateSync {
-        revision: 10,
-        api_sessions: vec![
-            api("a1", "tok-a1", "AB01", 0),
-            api("a2", "tok-a2", "cd02", 5_000),
-        ],
-        sessions: vec![
-            session("s1", "tok-s1", "a1", pb::SessionType::Dial),
-            session("s2", "tok-s2", "a1", pb::SessionType::Bind),
-            session("s3", "tok-s3", "a2", pb::SessionType::Dial),
-        ],
-        ..Default::default()
-    });
+    let mut t = SessionTable::new("");
+    let removed = t.apply_sync(grant_everything(
+        "",
+        pb::StateSync {
+            revision: 10,
+            api_sessions: vec![
+                api("a1", "tok-a1", "AB01", 0),
+                api("a2", "tok-a2", "cd02", 5_000),
+            ],
+            sessions: vec![
+                session("s1", "tok-s1", "a1", pb::SessionType::Dial),
+                session("s2", "tok-s2", "a1", pb::SessionType::Bind),
+                session("s3", "tok-s3", "a2", pb::SessionType::Dial),
+            ],
+            ..Default::default()
+        },
+    ));
     assert!(removed.is_empty());
     t
 }
@@ -134,12 +137,15 @@ fn updates_must_follow_the_revision() {
 #[test]
 fn full_sync_reports_what_disappeared() {
     let mut t = table();
-    let removed = t.apply_sync(pb::StateSync {
-        revision: 20,
-        api_sessions: vec![api("a2", "tok-a2", "cd02", 0)],
-        sessions: vec![session("s3", "tok-s3", "a2", pb::SessionType::Dial)],
-        ..Default::default()
-    });
+    let removed = t.apply_sync(grant_everything(
+        "",
+        pb::StateSync {
+            revision: 20,
+            api_sessions: vec![api("a2", "tok-a2", "cd02", 0)],
+            sessions: vec![session("s3", "tok-s3", "a2", pb::SessionType::Dial)],
+            ..Default::default()
+        },
+    ));
     assert_eq!(removed.api_sessions, vec!["a1".to_owned()]);
     let mut sessions = removed.sessions;
     sessions.sort();
@@ -168,4 +174,113 @@ fn a_rotated_token_replaces_the_old_one() {
     .unwrap();
     assert!(t.check_hello(b"tok-a1", Some("ab01"), 0).is_err());
     assert!(t.check_hello(b"tok-a1-new", Some("ab01"), 0).is_ok());
+}
+
+// ---- edge router policies and service edge router policies ----
+
+fn access(id: &str, routers: &[&str]) -> pb::RouterAccess {
+    pb::RouterAccess {
+        id: id.into(),
+        router_ids: routers.iter().map(|r| (*r).to_owned()).collect(),
+    }
+}
+
+/// Router "r1" of a network where `a1` (identity "ident-a1") dials on service "svc" (s1),
+/// and the policies grant what the arguments say.
+fn policed(identity_routers: &[&str], service_routers: &[&str]) -> SessionTable {
+    let mut t = SessionTable::new("r1");
+    t.apply_sync(pb::StateSync {
+        revision: 1,
+        api_sessions: vec![api("a1", "tok-a1", "ab01", 0)],
+        sessions: vec![session("s1", "tok-s1", "a1", pb::SessionType::Dial)],
+        identity_routers: vec![access("ident-a1", identity_routers)],
+        service_routers: vec![access("svc", service_routers)],
+        ..Default::default()
+    });
+    t
+}
+
+#[test]
+fn a_router_serves_only_what_policies_grant_it() {
+    let hello = |t: &SessionTable| {
+        t.check_hello(b"tok-a1", Some("ab01"), 0)
+            .map(|a| a.id.clone())
+    };
+    let dial = |t: &SessionTable| {
+        t.check_session(b"tok-s1", "a1", SessionKind::Dial)
+            .map(|s| s.id.clone())
+    };
+    let t = policed(&["r1", "r2"], &["r1"]);
+    assert_eq!(hello(&t), Ok("a1".into()));
+    assert_eq!(dial(&t), Ok("s1".into()));
+    // No edge router policy gives the identity this router.
+    let t = policed(&["r2"], &["r1"]);
+    assert_eq!(hello(&t), Err(HelloRejection::RouterNotGranted));
+    assert_eq!(dial(&t), Err(SessionRejection::RouterNotGranted));
+    // No service edge router policy puts the service on it.
+    let t = policed(&["r1"], &["r2"]);
+    assert_eq!(hello(&t), Ok("a1".into()));
+    assert_eq!(dial(&t), Err(SessionRejection::RouterNotGranted));
+    // No entry at all grants nothing.
+    let mut t = SessionTable::new("r1");
+    t.apply_sync(pb::StateSync {
+        api_sessions: vec![api("a1", "tok-a1", "ab01", 0)],
+        ..Default::default()
+    });
+    assert_eq!(hello(&t), Err(HelloRejection::RouterNotGranted));
+}
+
+#[test]
+fn taking_a_router_away_removes_what_used_it_and_giving_it_back_restores_it() {
+    let mut t = policed(&["r1"], &["r1"]);
+    // The service's service edge router policies no longer name r1.
+    let removed = t
+        .apply_update(pb::StateUpdate {
+            revision: 2,
+            service_routers_upserted: vec![access("svc", &["r2"])],
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(removed.sessions, ["s1"]);
+    assert!(removed.api_sessions.is_empty());
+    assert_eq!(
+        t.check_session(b"tok-s1", "a1", SessionKind::Dial),
+        Err(SessionRejection::RouterNotGranted)
+    );
+    // Granted again (the session itself was never deleted).
+    let removed = t
+        .apply_update(pb::StateUpdate {
+            revision: 3,
+            service_routers_upserted: vec![access("svc", &["r1"])],
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(removed.is_empty());
+    assert!(t.check_session(b"tok-s1", "a1", SessionKind::Dial).is_ok());
+
+    // The identity loses the router: its API session and its sessions go.
+    let removed = t
+        .apply_update(pb::StateUpdate {
+            revision: 4,
+            identity_routers_removed: vec!["ident-a1".into()],
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(removed.api_sessions, ["a1"]);
+    assert_eq!(removed.sessions, ["s1"]);
+    assert_eq!(
+        t.check_hello(b"tok-a1", Some("ab01"), 0).map(|_| ()),
+        Err(HelloRejection::RouterNotGranted)
+    );
+
+    // A full sync without the grant reports the same; with it, nothing.
+    let mut t = policed(&["r1"], &["r1"]);
+    let removed = t.apply_sync(pb::StateSync {
+        revision: 9,
+        api_sessions: vec![api("a1", "tok-a1", "ab01", 0)],
+        sessions: vec![session("s1", "tok-s1", "a1", pb::SessionType::Dial)],
+        identity_routers: vec![access("ident-a1", &["r1"])],
+        ..Default::default()
+    });
+    assert_eq!((removed.api_sessions.len(), removed.sessions.len()), (0, 1));
 }

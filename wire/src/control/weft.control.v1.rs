@@ -111,6 +111,19 @@ pub struct Terminator {
     #[prost(string, tag = "11")]
     pub session_id: ::prost::alloc::string::String,
 }
+/// The edge routers an identity may connect to (its edge router policies), or through
+/// which a service may be reached (its service edge router policies). A router serves an
+/// API session only when the identity's entry names it, and a Dial or Bind session only
+/// when both the identity's and the service's entries name it; no entry names no router.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RouterAccess {
+    /// Identity id or service id.
+    #[prost(string, tag = "1")]
+    pub id: ::prost::alloc::string::String,
+    /// Ids of the enabled edge routers granted, sorted.
+    #[prost(string, repeated, tag = "2")]
+    pub router_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
 /// Controller -> router: the full state, sent after HelloAck and whenever the router
 /// must resynchronise. Replaces everything the router held.
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -126,6 +139,12 @@ pub struct StateSync {
     pub services: ::prost::alloc::vec::Vec<Service>,
     #[prost(message, repeated, tag = "5")]
     pub terminators: ::prost::alloc::vec::Vec<Terminator>,
+    /// Per identity holding an API session: the routers its edge router policies grant.
+    #[prost(message, repeated, tag = "6")]
+    pub identity_routers: ::prost::alloc::vec::Vec<RouterAccess>,
+    /// Per service: the routers its service edge router policies grant.
+    #[prost(message, repeated, tag = "7")]
+    pub service_routers: ::prost::alloc::vec::Vec<RouterAccess>,
 }
 /// Controller -> router: changes since the previous revision. Removals take effect at
 /// once: a router closes every connection and circuit that used a removed session.
@@ -149,6 +168,21 @@ pub struct StateUpdate {
     pub terminators_upserted: ::prost::alloc::vec::Vec<Terminator>,
     #[prost(string, repeated, tag = "9")]
     pub terminators_removed: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// A router no longer named for an identity (or service) closes at once what used it
+    /// there: the identity's edge connections (the circuits and terminators of sessions
+    /// on the service).
+    #[prost(message, repeated, tag = "10")]
+    pub identity_routers_upserted: ::prost::alloc::vec::Vec<RouterAccess>,
+    #[prost(string, repeated, tag = "11")]
+    pub identity_routers_removed: ::prost::alloc::vec::Vec<
+        ::prost::alloc::string::String,
+    >,
+    #[prost(message, repeated, tag = "12")]
+    pub service_routers_upserted: ::prost::alloc::vec::Vec<RouterAccess>,
+    #[prost(string, repeated, tag = "13")]
+    pub service_routers_removed: ::prost::alloc::vec::Vec<
+        ::prost::alloc::string::String,
+    >,
 }
 /// Router -> controller: an SDK bound a service on this router.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
