@@ -10,8 +10,9 @@
 //! shards = 4                             # default: one per core
 //! io = "auto"                            # I/O backend: "auto", "uring" or "epoll" (see below)
 //! window_bytes = 4194304                 # per-circuit-direction window (ADR 0003)
-//! max_conns_per_edge = 1024              # conn ids one SDK connection may hold
+//! max_conns_per_edge = 65536             # conn ids one SDK connection may hold
 //! reply_budget_bytes = 65536             # router answers queued per connection
+//! max_conns_per_api_session = 16         # edge connections per API session, per shard
 //! max_connections_per_shard = 65536      # edge connections one shard holds
 //! hello_timeout_ms = 1000                # hello deadline after the TLS handshake
 //! handshake_timeout_ms = 10000           # TLS handshake deadline
@@ -111,6 +112,9 @@ pub struct RouterConfig {
     /// read until its peer reads.
     #[serde(default = "default_reply_budget")]
     pub reply_budget_bytes: usize,
+    /// Edge connections one API session may hold per shard.
+    #[serde(default = "default_max_conns_per_api_session")]
+    pub max_conns_per_api_session: usize,
     /// Edge connections one shard holds; more are closed after the handshake.
     #[serde(default = "default_max_conns_per_shard")]
     pub max_connections_per_shard: usize,
@@ -133,6 +137,9 @@ pub struct RouterConfig {
 
 fn default_shards() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+fn default_max_conns_per_api_session() -> usize {
+    ForwardConfig::default().max_conns_per_api_session
 }
 fn default_reply_budget() -> usize {
     EdgeConfig::default().reply_budget
@@ -207,6 +214,9 @@ impl RouterConfig {
         if self.max_conns_per_edge == 0 {
             return invalid("max_conns_per_edge", "must be at least 1");
         }
+        if self.max_conns_per_api_session == 0 {
+            return invalid("max_conns_per_api_session", "must be at least 1");
+        }
         if self.reply_budget_bytes < 4096 {
             return invalid("reply_budget_bytes", "must be at least 4096");
         }
@@ -240,6 +250,7 @@ impl RouterConfig {
             forward: ForwardConfig {
                 // Set from the router certificate when the node starts.
                 router_id: String::new(),
+                max_conns_per_api_session: self.max_conns_per_api_session,
                 edge,
                 window: self.window_bytes,
             },

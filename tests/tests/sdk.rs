@@ -433,3 +433,67 @@ async fn a_host_that_closes_right_after_writing_loses_nothing() {
         started.elapsed()
     );
 }
+
+/// One hosting SDK context and one dialing context hold 10,000 concurrent streams
+/// through one router (each SDK uses one edge connection to it): every stream echoes
+/// its own message while all are open. The router once refused the 1,025th.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_concurrent_streams_through_one_host_and_one_dialer() {
+    const STREAMS: usize = 10_000;
+    const AT_ONCE: usize = 250;
+    let net = Network::start().await;
+    net.service("many", &["many"], false).await;
+    let (host, client) = host_and_client(&net, "many").await;
+    let mut listener = host.bind("many").await.unwrap();
+    // The host echoes one message per stream and keeps every stream open until the
+    // dialer closes it.
+    let server = tokio::spawn(async move {
+        let mut open = Vec::with_capacity(STREAMS);
+        for _ in 0..STREAMS {
+            let mut s = listener.accept().await.unwrap();
+            let mut id = [0u8; 8];
+            s.read_exact(&mut id).await.unwrap();
+            s.write_all(&id).await.unwrap();
+            open.push(s);
+        }
+        for mut s in open {
+            let mut rest = Vec::new();
+            s.read_to_end(&mut rest).await.unwrap();
+            assert!(rest.is_empty());
+        }
+    });
+    let started = Instant::now();
+    let mut streams: Vec<Stream> = Vec::with_capacity(STREAMS);
+    for batch in 0..STREAMS / AT_ONCE {
+        let dials: Vec<_> = (0..AT_ONCE)
+            .map(|i| {
+                let client = client.clone();
+                let id = (batch * AT_ONCE + i) as u64;
+                tokio::spawn(async move {
+                    let mut s = client.dial("many").await.unwrap();
+                    s.write_all(&id.to_le_bytes()).await.unwrap();
+                    let mut back = [0u8; 8];
+                    s.read_exact(&mut back).await.unwrap();
+                    assert_eq!(u64::from_le_bytes(back), id);
+                    s
+                })
+            })
+            .collect();
+        for dial in dials {
+            streams.push(dial.await.unwrap());
+        }
+    }
+    assert_eq!(streams.len(), STREAMS);
+    eprintln!(
+        "{STREAMS} concurrent streams open after {:?}",
+        started.elapsed()
+    );
+    for mut s in streams {
+        s.shutdown().await.unwrap();
+    }
+    eprintln!("shut down after {:?}", started.elapsed());
+    tokio::time::timeout(Duration::from_secs(120), server)
+        .await
+        .expect("the host did not see every stream end")
+        .unwrap();
+}

@@ -47,7 +47,10 @@ impl Default for EdgeConfig {
         Self {
             hello_timeout: Duration::from_secs(1),
             dial_timeout: Duration::from_secs(5),
-            max_conns: 1024,
+            // A busy host (one `weft tunnel host`, one SDK listener) holds one conn id
+            // per client; each costs about 200 B here when idle, and data is bounded by
+            // the circuit windows, not by this count.
+            max_conns: 65_536,
             session_wait: Duration::from_secs(3),
             stream_window: 4 * 1024 * 1024,
             reply_budget: 64 * 1024,

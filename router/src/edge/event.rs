@@ -96,6 +96,9 @@ pub enum CloseReason {
     Malformed(String),
     /// The connection's API session was removed by the controller.
     ApiSessionRevoked,
+    /// The API session already holds as many edge connections on this shard as
+    /// allowed (`ForwardConfig::max_conns_per_api_session`).
+    TooManyConnections,
     /// The socket failed or the peer went away.
     Lost,
 }

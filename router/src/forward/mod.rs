@@ -51,6 +51,9 @@ pub struct ForwardConfig {
     /// Bytes one circuit direction may have queued toward a slow reader (default 4 MiB,
     /// near OpenZiti's xgress buffers).
     pub window: usize,
+    /// Edge connections one API session may hold on this shard; a further hello is
+    /// answered and its connection closed. SDKs open one per router.
+    pub max_conns_per_api_session: usize,
 }
 
 impl Default for ForwardConfig {
@@ -59,6 +62,7 @@ impl Default for ForwardConfig {
             router_id: String::new(),
             edge: EdgeConfig::default(),
             window: 4 * 1024 * 1024,
+            max_conns_per_api_session: 16,
         }
     }
 }
@@ -171,6 +175,8 @@ struct ConnState {
     closing: bool,
     /// Its reply budget was full after the last input (for the pause counter).
     reply_paused: bool,
+    /// The API session it authenticated with, once it did.
+    api_session: Option<String>,
     /// The deadline last pushed to the timer heap, to avoid duplicates.
     armed: Option<Instant>,
 }
@@ -191,6 +197,9 @@ pub struct ForwardStats {
     /// Times a connection stopped being read because the router's answers to it filled
     /// its reply budget (a peer that sends requests and does not read).
     pub reply_budget_pauses: u64,
+    /// Hellos refused because their API session held `max_conns_per_api_session`
+    /// connections on this shard already.
+    pub refused_per_api_session: u64,
     /// Circuits established with the host on another shard (counted by the dialer's
     /// shard; included in `circuits_opened`).
     pub circuits_cross: u64,
@@ -247,6 +256,8 @@ pub struct Forwarder {
     /// Messages for other shards: (destination shard, message).
     cross: VecDeque<(usize, CrossMsg)>,
     timers: BinaryHeap<Reverse<(Instant, ConnKey)>>,
+    /// Edge connections per API session on this shard.
+    per_api_session: HashMap<String, usize>,
     stats: ForwardStats,
     /// Connect → StateConnected times of this shard's dials, in microseconds.
     dial_setup: hdrhistogram::Histogram<u64>,
@@ -305,6 +316,7 @@ impl Forwarder {
             control: VecDeque::new(),
             cross: VecDeque::new(),
             timers: BinaryHeap::new(),
+            per_api_session: HashMap::new(),
             stats: ForwardStats::default(),
             dial_setup: dial_setup_histogram(),
         }
@@ -475,6 +487,7 @@ impl Forwarder {
                 pausing: HashSet::new(),
                 closing: false,
                 reply_paused: false,
+                api_session: None,
                 armed: None,
             },
         );
@@ -520,7 +533,14 @@ impl Forwarder {
     /// Forgets `key` after the driver flushed and closed it (after `poll_close`), or
     /// after `conn_lost`. Removes its terminators and circuits.
     pub fn remove_conn(&mut self, key: ConnKey) {
-        self.conns.remove(&key);
+        if let Some(api_session) = self.conns.remove(&key).and_then(|s| s.api_session) {
+            if let Some(count) = self.per_api_session.get_mut(&api_session) {
+                *count -= 1;
+                if *count == 0 {
+                    self.per_api_session.remove(&api_session);
+                }
+            }
+        }
         self.ready.retain(|k| *k != key);
         self.in_ready.remove(&key);
         self.closes.retain(|(k, _)| *k != key);
@@ -691,7 +711,23 @@ impl Forwarder {
 
     fn handle_event(&mut self, now: Instant, key: ConnKey, event: EdgeEvent) {
         match event {
-            EdgeEvent::Authenticated { .. } => {}
+            EdgeEvent::Authenticated { api_session_id, .. } => {
+                let count = self
+                    .per_api_session
+                    .entry(api_session_id.clone())
+                    .or_default();
+                if *count >= self.config.max_conns_per_api_session {
+                    self.stats.refused_per_api_session += 1;
+                    if let Some(state) = self.conns.get_mut(&key) {
+                        state.edge.abort(CloseReason::TooManyConnections);
+                    }
+                    return;
+                }
+                *count += 1;
+                if let Some(state) = self.conns.get_mut(&key) {
+                    state.api_session = Some(api_session_id);
+                }
+            }
             EdgeEvent::Dial {
                 conn_id,
                 service_id,

@@ -1360,3 +1360,30 @@ fn an_sdk_close_with_a_reason_is_an_abort_for_the_far_side() {
         assert!(!net.fwd.has_circuits());
     }
 }
+
+/// An API session holds at most `max_conns_per_api_session` edge connections on a
+/// shard: a further hello is answered, then its connection closed; once one of them
+/// goes, a new one is accepted.
+#[test]
+fn an_api_session_holds_a_bounded_number_of_connections() {
+    let mut net = Net::new(1 << 20);
+    net.fwd.config.max_conns_per_api_session = 2;
+    for key in [ConnKey(11), ConnKey(12)] {
+        net.connect(key, b"D", "fd");
+        assert!(net.fwd.poll_close().is_none());
+    }
+    net.connect(ConnKey(13), b"D", "fd");
+    assert_eq!(
+        net.fwd.poll_close(),
+        Some((ConnKey(13), CloseReason::TooManyConnections))
+    );
+    net.fwd.remove_conn(ConnKey(13));
+    assert_eq!(net.fwd.stats().refused_per_api_session, 1);
+    // Another API session is not affected.
+    net.connect(ConnKey(14), b"H", "fh");
+    assert!(net.fwd.poll_close().is_none());
+    // One of the two goes: a new one fits again.
+    net.fwd.conn_lost(net.now, ConnKey(11));
+    net.connect(ConnKey(15), b"D", "fd");
+    assert!(net.fwd.poll_close().is_none());
+}

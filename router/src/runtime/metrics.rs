@@ -187,6 +187,12 @@ pub(super) fn render(stats: &[ShardStats]) -> String {
             "Times a connection was not read because the router's answers to it filled its reply budget.",
             |s| s.forward.reply_budget_pauses,
         ),
+        (
+            "weft_router_refused_per_api_session_total",
+            "counter",
+            "Edge connections closed because their API session held the most allowed on the shard.",
+            |s| s.forward.refused_per_api_session,
+        ),
     ];
     let mut out = String::new();
     for (name, kind, help, value) in METRICS {
