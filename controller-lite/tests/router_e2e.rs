@@ -24,6 +24,9 @@ use weft_wire::edge::{
 use weft_wire::{ContentType, Decoded, Decoder, Frame, Limits};
 
 const WAIT: Duration = Duration::from_secs(5);
+/// Longer than the router's longest reconnect backoff (10 s, `weft_router::node`), so a
+/// router whose control connection was refused for a while is given time to retry.
+const RECONNECT_WAIT: Duration = Duration::from_secs(15);
 
 async fn get(ctl: &Ctl, token: &str, path: &str) -> Value {
     let res = ctl
@@ -332,7 +335,7 @@ async fn start_router(
 
 /// Waits until the controller reports the router online (or offline).
 async fn wait_online(ctl: &Ctl, admin: &str, router_id: &str, online: bool) {
-    let deadline = Instant::now() + WAIT;
+    let deadline = Instant::now() + RECONNECT_WAIT;
     while get(ctl, admin, &format!("/edge-routers/{router_id}")).await["data"]["isOnline"] != online
     {
         assert!(Instant::now() < deadline, "router online is not {online}");
@@ -1035,7 +1038,7 @@ async fn router_resynchronises_after_losing_the_control_connection(io: &str) {
     let old = terms["data"][0]["id"].as_str().unwrap().to_string();
     let accepted = proxy.accepted();
     proxy.cut();
-    let deadline = Instant::now() + WAIT;
+    let deadline = Instant::now() + RECONNECT_WAIT;
     loop {
         let terms = get(&ctl, &admin, "/terminators").await;
         let terms = terms["data"].as_array().unwrap();

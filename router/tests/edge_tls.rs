@@ -783,7 +783,8 @@ async fn silent_client_is_closed_after_the_hello_timeout(io: IoBackend) {
     assert!(c.r.until_closed().await.is_empty());
     let waited = started.elapsed();
     assert!(waited >= Duration::from_millis(250), "{waited:?}");
-    assert!(waited < Duration::from_secs(3), "{waited:?}");
+    // `until_closed` fails the test beyond WAIT: no upper bound that a loaded machine
+    // could miss.
     h.stop();
 }
 
@@ -798,7 +799,8 @@ async fn silent_tcp_client_is_dropped_after_the_handshake_deadline(io: IoBackend
     let waited = started.elapsed();
     assert!(matches!(read, Ok(Ok(0) | Err(_))), "{read:?}");
     assert!(waited >= Duration::from_millis(250), "{waited:?}");
-    assert!(waited < Duration::from_secs(3), "{waited:?}");
+    // `until_closed` fails the test beyond WAIT: no upper bound that a loaded machine
+    // could miss.
     let metrics = h.metrics().await;
     assert!(
         metrics.contains("weft_router_handshakes_failed_total{shard=\"0\"} 1\n"),
@@ -1122,13 +1124,18 @@ async fn shutdown_lets_circuits_run_for_the_grace_period_then_closes(io: IoBacke
     bind_host(&mut h, &mut host).await;
     open_circuit(&mut dialer, &mut host, 1, 100).await;
 
+    const GRACE: Duration = Duration::from_secs(3);
     let started = Instant::now();
-    h.send(ShardCommand::Shutdown {
-        grace: Duration::from_millis(400),
-    });
-    // New connections are refused at once...
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(h.connect(Some(&h.pki.dialer), true).await.is_err());
+    h.send(ShardCommand::Shutdown { grace: GRACE });
+    // New connections are refused as soon as the shards take the command...
+    let deadline = Instant::now() + WAIT;
+    // (A connection the kernel queued just before the listener closed gets no
+    // handshake: a second without one counts as refused.)
+    while let Ok(Ok(_)) =
+        tokio::time::timeout(Duration::from_secs(1), h.connect(Some(&h.pki.dialer), true)).await
+    {
+        assert!(Instant::now() < deadline, "still accepting after the shutdown");
+    }
     // ...while the open circuit still carries data during the grace period.
     dialer.w.data(1, b"still here").await;
     assert_eq!(host.r.data(100, 10).await.0, b"still here");
@@ -1136,7 +1143,7 @@ async fn shutdown_lets_circuits_run_for_the_grace_period_then_closes(io: IoBacke
     dialer.r.until_closed().await;
     host.r.until_closed().await;
     let closed = started.elapsed();
-    assert!(closed >= Duration::from_millis(350), "{closed:?}");
+    assert!(closed >= GRACE - Duration::from_millis(50), "{closed:?}");
     if let Some(router) = h.router.take() {
         router.join();
     }
