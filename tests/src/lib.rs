@@ -406,11 +406,18 @@ impl Router {
             .status()
             .unwrap();
         assert!(status.success(), "weft-router enroll failed");
+        // `WEFT_ROUTER_IO=epoll|uring` runs every system test on that backend (CI runs
+        // them on both); otherwise the router picks (`auto`).
+        let io: Vec<String> = match std::env::var("WEFT_ROUTER_IO") {
+            Ok(io) if !extra_args.contains(&"--io") => vec!["--io".into(), io],
+            _ => Vec::new(),
+        };
         let child = Command::new(&router)
             .arg("run")
             .arg("--config")
             .arg(&config)
             .args(extra_args)
+            .args(&io)
             .env("RUST_LOG", log_level())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
