@@ -43,13 +43,7 @@ pub async fn authenticate(State(ctl): State<AppState>, req: Request) -> Result<R
     }
     let (session, identity) = match method.as_str() {
         "cert" => auth::authenticate_cert(&ctl, &conn, &body)?,
-        "password" => {
-            // Argon2 is deliberately slow: keep it off the async workers.
-            let c = ctl.clone();
-            tokio::task::spawn_blocking(move || auth::authenticate_password(&c, &conn, &body))
-                .await
-                .map_err(|_| ApiError::Internal("password check failed".into()))??
-        }
+        "password" => auth::authenticate_password(&ctl, &conn, &body).await?,
         other => {
             return Err(ApiError::InvalidParameter(format!(
                 "unsupported authentication method {other:?}"
