@@ -157,12 +157,10 @@ pub async fn authenticate_password(
     }
     let auth = ctl.store.authenticator_by_username(username)?;
     let hash = auth.as_ref().and_then(|a| a.password_hash.clone());
-    let c = ctl.clone();
+    let metrics = ctl.metrics.clone();
     let ok = ctl
         .password_gate
-        .run(&ctl.metrics, move || {
-            verify_password(&password, hash.as_deref(), &c.metrics)
-        })
+        .run(move || verify_password(&password, hash.as_deref(), &metrics))
         .await?;
     let identity = match auth {
         Some(auth) if ok => enabled_identity(ctl, &auth.identity_id).map(|i| (auth, i)),

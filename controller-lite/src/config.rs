@@ -31,7 +31,8 @@ pub struct Config {
     /// absent (like the router's `metrics_listen`).
     pub metrics_listen: Option<SocketAddr>,
     /// Password hashes (Argon2id, about 19 MiB each) computed at once; 0 (the default)
-    /// means one per CPU core.
+    /// means half the CPU cores, at least one, so that hashing never takes every core
+    /// from request handling.
     pub password_hash_concurrency: usize,
     /// Password checks that may wait for a free hashing slot; beyond it a login is
     /// answered 429 `RATE_LIMITED` at once (default 64).
@@ -174,11 +175,13 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Password hashes computed at once: [`Self::password_hash_concurrency`], or the
-    /// number of CPU cores when that is 0.
+    /// Password hashes computed at once: [`Self::password_hash_concurrency`], or half
+    /// the CPU cores (at least one) when that is 0.
     pub fn hash_slots(&self) -> usize {
         match self.password_hash_concurrency {
-            0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+            0 => {
+                (std::thread::available_parallelism().map_or(1, std::num::NonZero::get) / 2).max(1)
+            }
             n => n,
         }
     }

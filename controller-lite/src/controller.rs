@@ -62,7 +62,7 @@ pub struct Controller {
     /// The indexed policy model, rebuilt only after entity changes.
     pub policy: crate::authz::PolicyCache,
     /// Counters of the limits below and of the HTTPS listener.
-    pub metrics: crate::limits::Metrics,
+    pub metrics: std::sync::Arc<crate::limits::Metrics>,
     /// Bounds concurrent password hashing.
     pub password_gate: crate::limits::PasswordGate,
     /// Throttles failed password logins per user name and source address.
@@ -84,6 +84,8 @@ impl Controller {
                 id
             }
         };
+        let metrics = std::sync::Arc::new(crate::limits::Metrics::default());
+        let password_gate = crate::limits::PasswordGate::new(&config, metrics.clone())?;
         let ctl = Self {
             store,
             pki,
@@ -93,8 +95,8 @@ impl Controller {
             feed: ChangeFeed::default(),
             routers: RouterRegistry::default(),
             policy: crate::authz::PolicyCache::default(),
-            metrics: crate::limits::Metrics::default(),
-            password_gate: crate::limits::PasswordGate::new(&config),
+            metrics,
+            password_gate,
             login_throttle: crate::limits::LoginThrottle::new(&config),
             config,
         };

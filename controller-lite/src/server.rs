@@ -368,10 +368,13 @@ async fn serve_connection(
         }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // hyper's own head timeout also runs while a keep-alive connection waits for its
+    // next request; the loop below enforces both deadlines (first head, idle between
+    // requests, a slow head counting as idle), so hyper's is only a later backstop.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header);
+        .header_read_timeout(limits.idle + limits.header);
     builder
         .http2()
         .timer(TokioTimer::new())

@@ -117,7 +117,7 @@ fn username_free(ctl: &AppState, username: &str, except: Option<&str>) -> Result
 /// controller's bounded [`crate::limits::PasswordGate`].
 async fn hash(ctl: &AppState, password: String) -> Result<String, ApiError> {
     ctl.password_gate
-        .run(&ctl.metrics, move || crate::auth::hash_password(&password))
+        .run(move || crate::auth::hash_password(&password))
         .await?
 }
 
