@@ -65,9 +65,12 @@ async fn control_answers(ctl: &Ctl, client: Option<(&str, &str)>, router_id: &st
     .with_root_certificates(roots);
     let cfg = match client {
         None => b.with_no_client_auth(),
+        // Every certificate of `cert`, in order: a chain to present.
         Some((cert, key)) => b
             .with_client_auth_cert(
-                vec![der(cert)],
+                CertificateDer::pem_slice_iter(cert.as_bytes())
+                    .map(Result::unwrap)
+                    .collect(),
                 PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
             )
             .unwrap(),
@@ -222,6 +225,17 @@ async fn erott_enrollment_single_use_and_control_listener_refusals() {
     );
     let (_, id_cert, id_key) = ctl.enrolled_identity(&token, "someone", &[]).await;
     assert!(!control_answers(&ctl, Some((&id_cert, &id_key)), &router_id).await);
+    // Nor a self-signed leaf followed by the router's own certificate: only the leaf,
+    // whose key the handshake proves, may name the router.
+    let chain = format!("{}{cert_pem}", foreign.pem());
+    assert!(
+        !control_answers(
+            &ctl,
+            Some((&chain, &foreign_key.serialize_pem())),
+            &router_id
+        )
+        .await
+    );
 }
 
 /// Waits for the next event matching `pred`, checking that updates stay consecutive.

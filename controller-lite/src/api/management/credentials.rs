@@ -97,6 +97,7 @@ fn check_credentials(username: &str, password: &str) -> Result<(), ApiError> {
     if username.trim().is_empty() || username.len() > 255 {
         return Err(invalid("username must be 1 to 255 characters"));
     }
+    crate::model::check_text("username", username)?;
     if password.is_empty() || password.len() > 1024 {
         return Err(invalid("password must be 1 to 1024 characters"));
     }
