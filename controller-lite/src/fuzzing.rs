@@ -51,12 +51,15 @@ pub fn filter(data: &[u8]) {
     }
 }
 
-/// A throwaway PKI for CSR signing (created once per process in the temp directory).
+/// A throwaway PKI for CSR signing (created once per process, its files removed).
 fn fuzz_pki() -> Option<&'static Pki> {
     static PKI: OnceLock<Option<Pki>> = OnceLock::new();
     PKI.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("weft-fuzz-pki-{}", std::process::id()));
-        Pki::load_or_create(&dir, &["localhost".into()]).ok()
+        let pki = Pki::load_or_create(&dir, &["localhost".into()]).ok();
+        // Everything is in memory now.
+        let _ = std::fs::remove_dir_all(&dir);
+        pki
     })
     .as_ref()
 }
