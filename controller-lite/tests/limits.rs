@@ -308,3 +308,29 @@ async fn descriptor_exhaustion_sheds_idle_connections() {
     assert!(start.elapsed() < Duration::from_secs(10));
     assert!(ctl.metric("weft_controller_connections_shed_total") > 0);
 }
+
+/// A request whose body never comes is answered 503 `TIMEOUT` after
+/// `http_request_timeout_ms` and its connection closed, instead of holding it forever.
+#[tokio::test]
+async fn a_request_that_never_finishes_times_out() {
+    let ctl = Ctl::start_with(
+        "metrics_listen = \"127.0.0.1:0\"\n\
+         http_request_timeout_ms = 1000",
+    );
+    let mut s = ctl.tls_connect(ctl.client_tls()).await.unwrap();
+    s.write_all(
+        b"POST /edge/client/v1/authenticate?method=cert HTTP/1.1\r\nHost: localhost\r\n\
+          Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the connection stayed open");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(text.contains("\"TIMEOUT\""), "{text}");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    assert_eq!(ctl.metric("weft_controller_requests_timed_out_total"), 1);
+}
