@@ -27,6 +27,50 @@ pub struct Config {
     pub control_listen: SocketAddr,
     /// Lifetime of issued router certificates in days.
     pub router_cert_days: i64,
+    /// Where to serve Prometheus text metrics (plain HTTP, `GET /metrics`); none when
+    /// absent (like the router's `metrics_listen`).
+    pub metrics_listen: Option<SocketAddr>,
+    /// Password hashes (Argon2id, about 19 MiB each) computed at once; 0 (the default)
+    /// means half the CPU cores, at least one, so that hashing never takes every core
+    /// from request handling.
+    pub password_hash_concurrency: usize,
+    /// Password checks that may wait for a free hashing slot; beyond it a login is
+    /// answered 429 `RATE_LIMITED` at once (default 64).
+    pub password_queue_max: usize,
+    /// How long a password check may wait for a hashing slot before it is answered
+    /// 429 `RATE_LIMITED`, in milliseconds (default 5000).
+    pub password_queue_timeout_ms: u64,
+    /// Failed password logins allowed in a burst per user name and per source address
+    /// before further attempts are refused with 429 `RATE_LIMITED` (default 10).
+    pub login_failures_burst: u32,
+    /// Rate at which that allowance comes back, failed logins per minute (default 10).
+    pub login_failures_per_minute: u32,
+    /// Most user names and source addresses the login throttle remembers (default 10000);
+    /// when full, the entries that recovered their whole allowance go first, then the
+    /// least recently failed.
+    pub login_throttle_max_entries: usize,
+    /// Time a new HTTPS connection has for its TLS handshake, in milliseconds (default 10000).
+    pub tls_handshake_timeout_ms: u64,
+    /// Time after the TLS handshake within which a connection must have sent a complete
+    /// request head, in milliseconds (default 10000); otherwise it is closed.
+    pub http_header_read_timeout_ms: u64,
+    /// Time a connection may stay open between requests, in milliseconds (default 30000).
+    pub http_idle_timeout_ms: u64,
+    /// Longest a request may take, body and handler included, in milliseconds
+    /// (default 60000); then the connection is closed.
+    pub http_request_timeout_ms: u64,
+    /// Open HTTPS connections allowed per source IP address (default 256); excess
+    /// connections are closed as soon as they are accepted.
+    pub max_connections_per_source: usize,
+    /// Sessions one API session may hold at once (default 4096); `POST /sessions` beyond
+    /// it is answered 429 `RATE_LIMITED`.
+    pub max_sessions_per_api_session: usize,
+    /// How long a write to a router's control connection may block before the
+    /// connection is closed, in milliseconds (default 30000).
+    pub control_write_timeout_ms: u64,
+    /// Bytes queued for one router's control connection before it is closed as not
+    /// reading (default 16 MiB).
+    pub control_max_outbound_bytes: usize,
 }
 
 impl Default for Config {
@@ -40,6 +84,21 @@ impl Default for Config {
             identity_cert_days: 365,
             control_listen: SocketAddr::from(([127, 0, 0, 1], 6262)),
             router_cert_days: 365,
+            metrics_listen: None,
+            password_hash_concurrency: 0,
+            password_queue_max: 64,
+            password_queue_timeout_ms: 5000,
+            login_failures_burst: 10,
+            login_failures_per_minute: 10,
+            login_throttle_max_entries: 10_000,
+            tls_handshake_timeout_ms: 10_000,
+            http_header_read_timeout_ms: 10_000,
+            http_idle_timeout_ms: 30_000,
+            http_request_timeout_ms: 60_000,
+            max_connections_per_source: 256,
+            max_sessions_per_api_session: 4096,
+            control_write_timeout_ms: 30_000,
+            control_max_outbound_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -73,12 +132,58 @@ impl Config {
         if cfg.enrollment_ttl_secs < 1 || cfg.identity_cert_days < 1 || cfg.router_cert_days < 1 {
             return Err(ConfigError::Invalid("lifetimes must be positive".into()));
         }
+        let positive = [
+            ("password_queue_timeout_ms", cfg.password_queue_timeout_ms),
+            ("login_failures_burst", u64::from(cfg.login_failures_burst)),
+            (
+                "login_failures_per_minute",
+                u64::from(cfg.login_failures_per_minute),
+            ),
+            (
+                "login_throttle_max_entries",
+                cfg.login_throttle_max_entries as u64,
+            ),
+            ("tls_handshake_timeout_ms", cfg.tls_handshake_timeout_ms),
+            (
+                "http_header_read_timeout_ms",
+                cfg.http_header_read_timeout_ms,
+            ),
+            ("http_idle_timeout_ms", cfg.http_idle_timeout_ms),
+            ("http_request_timeout_ms", cfg.http_request_timeout_ms),
+            (
+                "max_connections_per_source",
+                cfg.max_connections_per_source as u64,
+            ),
+            (
+                "max_sessions_per_api_session",
+                cfg.max_sessions_per_api_session as u64,
+            ),
+            ("control_write_timeout_ms", cfg.control_write_timeout_ms),
+            (
+                "control_max_outbound_bytes",
+                cfg.control_max_outbound_bytes as u64,
+            ),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(ConfigError::Invalid(format!("{key} must be positive")));
+        }
         if cfg.advertised_host.is_empty() {
             return Err(ConfigError::Invalid(
                 "advertised_host must not be empty".into(),
             ));
         }
         Ok(cfg)
+    }
+
+    /// Password hashes computed at once: [`Self::password_hash_concurrency`], or half
+    /// the CPU cores (at least one) when that is 0.
+    pub fn hash_slots(&self) -> usize {
+        match self.password_hash_concurrency {
+            0 => {
+                (std::thread::available_parallelism().map_or(1, std::num::NonZero::get) / 2).max(1)
+            }
+            n => n,
+        }
     }
 
     /// All DNS names for the server certificate.

@@ -61,6 +61,12 @@ pub struct Controller {
     pub routers: RouterRegistry,
     /// The indexed policy model, rebuilt only after entity changes.
     pub policy: crate::authz::PolicyCache,
+    /// Counters of the limits below and of the HTTPS listener.
+    pub metrics: std::sync::Arc<crate::limits::Metrics>,
+    /// Bounds concurrent password hashing.
+    pub password_gate: crate::limits::PasswordGate,
+    /// Throttles failed password logins per user name and source address.
+    pub login_throttle: crate::limits::LoginThrottle,
 }
 
 impl Controller {
@@ -78,16 +84,21 @@ impl Controller {
                 id
             }
         };
+        let metrics = std::sync::Arc::new(crate::limits::Metrics::default());
+        let password_gate = crate::limits::PasswordGate::new(&config, metrics.clone())?;
         let ctl = Self {
             store,
             pki,
-            config,
             public_url,
             instance_id,
             data_dir: data_dir.to_path_buf(),
             feed: ChangeFeed::default(),
             routers: RouterRegistry::default(),
             policy: crate::authz::PolicyCache::default(),
+            metrics,
+            password_gate,
+            login_throttle: crate::limits::LoginThrottle::new(&config),
+            config,
         };
         ctl.bootstrap()?;
         ctl.sync_routers()?;

@@ -107,6 +107,27 @@ pub enum ApiError {
     /// Method not allowed on this path (405 `METHOD_NOT_ALLOWED`).
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// Too many attempts or too busy to serve this now (429 `RATE_LIMITED`;
+    /// openziti/ziti `controller/apierror/messages.go` `RateLimitedCode`, with its message).
+    #[error(
+        "The requested operation is rate limited and the rate limit has been exceeded. Please try again later"
+    )]
+    RateLimited,
+    /// The API session holds the most sessions allowed (429 `RATE_LIMITED`).
+    #[error(
+        "the API session already holds {0} sessions, the most allowed; delete sessions or start a new API session"
+    )]
+    SessionLimit(usize),
+    /// The body's content type is not one the endpoint consumes (415
+    /// `INVALID_CONTENT_TYPE`: openziti/ziti `controller/apierror/messages.go`
+    /// `InvalidContentTypeCode` and message; its go-openapi runtime answers an
+    /// undeclared content type with 415).
+    #[error("The content type supplied is not acceptable: {0}")]
+    UnsupportedMediaType(String),
+    /// The request ran past `http_request_timeout_ms` (503 `TIMEOUT`; openziti/ziti
+    /// `controller/apierror/messages.go` `TimeoutCode`, with its message and status).
+    #[error("The requested operation took too much time to reply")]
+    Timeout,
     /// Any internal failure (500 `UNHANDLED`). The message never contains secrets.
     #[error("internal error: {0}")]
     Internal(String),
@@ -133,6 +154,9 @@ impl ApiError {
             Self::NoEdgeRoutersAvailable => "NO_EDGE_ROUTERS_AVAILABLE",
             Self::PayloadTooLarge(_) => "REQUEST_TOO_LARGE",
             Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            Self::RateLimited | Self::SessionLimit(_) => "RATE_LIMITED",
+            Self::UnsupportedMediaType(_) => "INVALID_CONTENT_TYPE",
+            Self::Timeout => "TIMEOUT",
             Self::Internal(_) => "UNHANDLED",
         }
     }
@@ -157,6 +181,9 @@ impl ApiError {
             }
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::RateLimited | Self::SessionLimit(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Timeout => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -20,6 +20,8 @@ pub mod controller;
 pub mod enroll;
 pub mod error;
 pub mod filter;
+pub mod fuzzing;
+pub mod limits;
 pub mod model;
 pub mod pki;
 pub mod policy;

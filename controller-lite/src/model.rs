@@ -364,13 +364,31 @@ fn to_value<T: Serialize>(t: &T) -> Result<Value, ApiError> {
 /// Checks a role selector list with the policy module's parser: each entry is `#attr`,
 /// `@id` or `#all`, and `#all` stands alone.
 pub fn validate_roles(field: &str, roles: &[String]) -> Result<(), ApiError> {
+    for r in roles {
+        check_text(field, r)?;
+    }
     crate::policy::RoleSet::parse(roles)
         .map(drop)
         .map_err(|e| ApiError::CouldNotValidate(format!("{field}: {e}")))
 }
 
+/// Refuses text with NUL or any other control character (Unicode category Cc) in a
+/// field used as a name, attribute or selector: such values cannot be shown, typed or
+/// matched reliably, and NUL truncates them in C clients. 400 `COULD_NOT_VALIDATE`, the
+/// code OpenZiti answers invalid documents with (openziti/ziti
+/// `controller/apierror/messages.go` `CouldNotValidateCode`).
+pub fn check_text(field: &str, value: &str) -> Result<(), ApiError> {
+    if value.chars().any(char::is_control) {
+        return Err(ApiError::CouldNotValidate(format!(
+            "{field}: control characters are not allowed in {value:?}"
+        )));
+    }
+    Ok(())
+}
+
 fn validate_attributes(attrs: &[String]) -> Result<(), ApiError> {
     for a in attrs {
+        check_text("roleAttributes", a)?;
         if a.is_empty()
             || a.starts_with('#')
             || a.starts_with('@')
@@ -406,6 +424,12 @@ pub fn normalize(kind: Kind, mut obj: Map<String, Value>) -> Result<Normalized, 
     }
     if name.len() > 255 {
         return Err(ApiError::CouldNotValidate("name is too long".into()));
+    }
+    check_text("name", &name)?;
+    if let Value::Object(t) = &tags {
+        for key in t.keys() {
+            check_text("tags", key)?;
+        }
     }
     let mut enrollment = None;
     let data = match kind {
@@ -478,6 +502,29 @@ mod tests {
 
     fn obj(v: Value) -> Map<String, Value> {
         v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn control_characters_are_refused_in_names_attributes_and_selectors() {
+        for body in [
+            json!({"name": "a\u{0}b"}),
+            json!({"name": "tab\there"}),
+            json!({"name": "del\u{7f}"}),
+            json!({"name": "ok", "roleAttributes": ["x\u{0}"]}),
+            json!({"name": "ok", "tags": {"k\u{1b}": "v"}}),
+        ] {
+            let e = normalize(Kind::Services, obj(body.clone())).unwrap_err();
+            assert_eq!(e.code(), "COULD_NOT_VALIDATE", "{body}");
+            assert_eq!(e.status(), 400);
+        }
+        let e = normalize(
+            Kind::ServicePolicies,
+            obj(json!({"name": "p", "type": "Dial", "identityRoles": ["#a\u{0}"]})),
+        )
+        .unwrap_err();
+        assert_eq!(e.code(), "COULD_NOT_VALIDATE");
+        // Non-ASCII printable text is fine.
+        assert!(normalize(Kind::Services, obj(json!({"name": "café ☕"}))).is_ok());
     }
 
     #[test]

@@ -293,7 +293,10 @@ impl Pki {
         }
         dn.push(DnType::CommonName, common_name);
         params.distinguished_name = dn;
-        params.is_ca = IsCa::ExplicitNoCa;
+        // No BasicConstraints extension: an end entity's `cA` is FALSE by default, and
+        // DER forbids encoding a DEFAULT value (X.690 §11.5), which `ExplicitNoCa` did
+        // (strict parsers such as Python's `cryptography` refused those certificates).
+        params.is_ca = IsCa::NoCa;
         match profile {
             CertProfile::Client | CertProfile::RouterClient => {
                 params.key_usages = vec![
@@ -625,5 +628,97 @@ mod tests {
             pki.sign_client_csr("hello", "x", 1),
             Err(CsrError::NotPem)
         ));
+    }
+
+    /// Checks DER strictness of `der`: definite, minimal lengths, BOOLEANs only 00/FF,
+    /// and no BOOLEAN FALSE anywhere (every BOOLEAN of an X.509 certificate, extension
+    /// `critical` and BasicConstraints `cA`, is `DEFAULT FALSE`, which DER must omit).
+    /// Recurses into constructed values and into OCTET STRINGs that hold one SEQUENCE
+    /// (extension values).
+    fn strict_der(mut der: &[u8], depth: usize) -> Result<(), String> {
+        assert!(depth < 32, "nesting too deep");
+        while !der.is_empty() {
+            let tag = der[0];
+            let (len, hdr) = match *der.get(1).ok_or("truncated length")? {
+                n if n < 0x80 => (usize::from(n), 2),
+                0x80 => return Err("indefinite length".into()),
+                n => {
+                    let k = usize::from(n & 0x7f);
+                    let bytes = der.get(2..2 + k).ok_or("truncated long length")?;
+                    if bytes[0] == 0 {
+                        return Err("length with a leading zero".into());
+                    }
+                    let len = bytes.iter().fold(0usize, |a, b| a << 8 | usize::from(*b));
+                    if len < 0x80 {
+                        return Err("long form for a short length".into());
+                    }
+                    (len, 2 + k)
+                }
+            };
+            let content = der.get(hdr..hdr + len).ok_or("content past the end")?;
+            match tag {
+                0x01 => match content {
+                    [0xff] => {}
+                    [0x00] => return Err("BOOLEAN FALSE encoded (a DEFAULT value)".into()),
+                    _ => return Err("BOOLEAN not 00/FF".into()),
+                },
+                0x04 => {
+                    // An OCTET STRING holding exactly one SEQUENCE (an extension value)
+                    // is checked too.
+                    let seq_len = match content {
+                        [0x30, n, ..] if *n < 0x80 => Some(usize::from(*n) + 2),
+                        [0x30, 0x81, n, ..] => Some(usize::from(*n) + 3),
+                        [0x30, 0x82, a, b, ..] => {
+                            Some((usize::from(*a) << 8 | usize::from(*b)) + 4)
+                        }
+                        _ => None,
+                    };
+                    if seq_len == Some(content.len()) {
+                        strict_der(content, depth + 1)?;
+                    }
+                }
+                t if t & 0x20 != 0 => strict_der(content, depth + 1)?,
+                _ => {}
+            }
+            der = &der[hdr + len..];
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn every_issued_certificate_is_strict_der() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::load_or_create(dir.path(), &["localhost".into()]).unwrap();
+        let (csr, _) = csr_with_netscape_cert_type();
+        let profiles = [
+            CertProfile::Client,
+            CertProfile::RouterClient,
+            CertProfile::RouterServer {
+                names: vec!["er.test".into(), "10.0.0.1".into()],
+            },
+        ];
+        use rustls::pki_types::pem::PemObject;
+        let mut ders: Vec<Vec<u8>> = profiles
+            .iter()
+            .map(|profile| {
+                let issued = pki.sign_csr(&csr, "leaf", 1, profile).unwrap();
+                CertificateDer::from_pem_slice(issued.pem.as_bytes())
+                    .unwrap()
+                    .to_vec()
+            })
+            .collect();
+        // The CAs and the controller's own server certificate as well.
+        ders.push(pki.root_der().to_vec());
+        ders.push(pki.signing_der.to_vec());
+        ders.push(pki.server_chain[0].to_vec());
+        for (i, der) in ders.iter().enumerate() {
+            assert_eq!(strict_der(der, 0), Ok(()), "certificate {i}");
+            let (_, cert) = x509_parser::parse_x509_certificate(der).unwrap();
+            // End entities carry no BasicConstraints; CAs carry cA TRUE.
+            let bc = cert.basic_constraints().unwrap();
+            assert_eq!(bc.map(|b| b.value.ca), (3..5).contains(&i).then_some(true));
+        }
+        // The checker itself refuses the old encoding: BasicConstraints {cA FALSE}.
+        assert!(strict_der(&[0x30, 0x03, 0x01, 0x01, 0x00], 0).is_err());
     }
 }

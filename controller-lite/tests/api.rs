@@ -774,13 +774,17 @@ async fn bad_input_gives_error_envelopes_and_changes_nothing() {
 async fn oversized_pre_auth_body_is_413() {
     let ctl = Ctl::start();
     let big = vec![b' '; 1024 * 1024 + 1];
-    for path in [
-        "/edge/client/v1/authenticate?method=cert",
-        "/enroll?method=ott&token=x",
+    for (path, content_type) in [
+        (
+            "/edge/client/v1/authenticate?method=cert",
+            "application/json",
+        ),
+        ("/enroll?method=ott&token=x", "text/plain"),
     ] {
         let res = ctl
             .http()
             .post(ctl.url(path))
+            .header("content-type", content_type)
             .body(big.clone())
             .send()
             .await

@@ -65,9 +65,12 @@ async fn control_answers(ctl: &Ctl, client: Option<(&str, &str)>, router_id: &st
     .with_root_certificates(roots);
     let cfg = match client {
         None => b.with_no_client_auth(),
+        // Every certificate of `cert`, in order: a chain to present.
         Some((cert, key)) => b
             .with_client_auth_cert(
-                vec![der(cert)],
+                CertificateDer::pem_slice_iter(cert.as_bytes())
+                    .map(Result::unwrap)
+                    .collect(),
                 PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
             )
             .unwrap(),
@@ -222,6 +225,17 @@ async fn erott_enrollment_single_use_and_control_listener_refusals() {
     );
     let (_, id_cert, id_key) = ctl.enrolled_identity(&token, "someone", &[]).await;
     assert!(!control_answers(&ctl, Some((&id_cert, &id_key)), &router_id).await);
+    // Nor a self-signed leaf followed by the router's own certificate: only the leaf,
+    // whose key the handshake proves, may name the router.
+    let chain = format!("{}{cert_pem}", foreign.pem());
+    assert!(
+        !control_answers(
+            &ctl,
+            Some((&chain, &foreign_key.serialize_pem())),
+            &router_id
+        )
+        .await
+    );
 }
 
 /// Waits for the next event matching `pred`, checking that updates stay consecutive.
@@ -560,4 +574,111 @@ async fn router_control_channel_end_to_end() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Creates and enrolls an edge router; returns its id, control certificate and key.
+async fn enrolled_router(ctl: &Ctl, token: &str, name: &str) -> (String, String, String) {
+    let (status, v) = ctl
+        .create(
+            token,
+            "edge-routers",
+            json!({"name": name, "supportedProtocols": {"tls": format!("tls://{name}.test:3022")}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+    let router_id = v["data"]["id"].as_str().unwrap().to_string();
+    let jti = jwt_claims(v["data"]["enrollmentJwt"].as_str().unwrap())["jti"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (server_csr, _) = make_csr("srv");
+    let (client_csr, client_key) = make_csr("cli");
+    let (status, v) = erott(
+        ctl,
+        &format!("/enroll?method=erott&token={jti}"),
+        &json!({"serverCertCsr": server_csr, "certCsr": client_csr}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let cert = v["data"]["cert"].as_str().unwrap().to_string();
+    (router_id, cert, client_key)
+}
+
+/// A router that sends (here: resync hellos, each answered with a whole StateSync) but
+/// never reads used to hold its control connection and the controller's replies
+/// forever. Now the controller's writes have a deadline and its outbound queue a bound:
+/// the connection is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_that_never_reads_is_disconnected() {
+    // The queue bound trips first with a small queue; the write deadline with a large one.
+    for config in [
+        "control_write_timeout_ms = 60000\ncontrol_max_outbound_bytes = 65536",
+        "control_write_timeout_ms = 1000\ncontrol_max_outbound_bytes = 1000000000",
+    ] {
+        deaf_router_is_disconnected(config).await;
+    }
+}
+
+async fn deaf_router_is_disconnected(config: &str) {
+    let ctl = Ctl::start_with(config);
+    let token = ctl.admin_token().await;
+    let (router_id, cert, key) = enrolled_router(&ctl, &token, "deaf").await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(der(&ctl.ca_pem())).unwrap();
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_protocol_versions(rustls::DEFAULT_VERSIONS)
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(
+        vec![der(&cert)],
+        PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let tcp = tokio::net::TcpStream::connect(control_addr(&ctl))
+        .await
+        .unwrap();
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let (mut rd, mut wr) = tokio::io::split(tls);
+    let mut hellos = BytesMut::new();
+    for seq in 1..=1000 {
+        pb::RouterHello {
+            router_id: router_id.clone(),
+            ..Default::default()
+        }
+        .encode_frame(seq, None, &mut hellos)
+        .unwrap();
+    }
+    // Send until the controller stops taking our bytes (or closes), never reading.
+    let started = std::time::Instant::now();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(3), wr.write_all(&hellos)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) | Err(_) => break,
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the controller kept reading"
+        );
+    }
+    // Now read: the controller must have closed the connection (EOF after what it had
+    // sent), rather than resuming once we read.
+    let mut buf = vec![0u8; 64 * 1024];
+    let eof = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(eof.is_ok(), "the control connection stayed open ({config})");
+    // The router is still welcome once it behaves.
+    assert!(control_answers(&ctl, Some((&cert, &key)), &router_id).await);
 }

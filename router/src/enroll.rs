@@ -65,6 +65,9 @@ pub enum EnrollError {
     /// The CA bundle could not be parsed.
     #[error("invalid CA bundle: {0}")]
     Ca(String),
+    /// A file enrollment writes is already there (found before the token was sent).
+    #[error("{0} already exists; move it away to enroll again (the token was not used)")]
+    Exists(PathBuf),
 }
 
 /// What enrollment wrote.
@@ -96,6 +99,8 @@ pub async fn enroll(jwt_path: &Path, dir: &Path) -> Result<Enrolled, EnrollError
             claims.em
         )));
     }
+    // Everything local first: a failure after the request would waste the one-time token.
+    preflight(dir)?;
     // The controller's certificate must have signed the JWT; its CA bundle is read
     // over a connection pinned to that certificate (trust on first use), and from
     // here on the controller is verified against the bundle.
@@ -160,6 +165,27 @@ pub async fn enroll(jwt_path: &Path, dir: &Path) -> Result<Enrolled, EnrollError
     })
 }
 
+/// Checks, before the token is sent, that `dir` exists (creating it) and takes new
+/// files, and that none of the files enrollment writes is there yet.
+fn preflight(dir: &Path) -> Result<(), EnrollError> {
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    for name in [
+        ROUTER_CERT_FILE,
+        ROUTER_KEY_FILE,
+        SERVER_CERT_FILE,
+        SERVER_KEY_FILE,
+        CA_FILE,
+    ] {
+        let path = dir.join(name);
+        if path.symlink_metadata().is_ok() {
+            return Err(EnrollError::Exists(path));
+        }
+    }
+    let probe = dir.join(format!(".weft-enroll-probe-{}", std::process::id()));
+    write_file(&probe, "", true)?;
+    std::fs::remove_file(&probe).map_err(io_err(&probe))
+}
+
 fn token_err(e: weft_sdk::Error) -> EnrollError {
     EnrollError::Token(e.message().to_string())
 }
@@ -200,6 +226,47 @@ fn write_file(path: &Path, content: &str, secret: bool) -> Result<(), EnrollErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A failed enrollment used to spend the one-time token before finding the files
+    /// already there: now nothing is sent (the issuer here is unreachable, so reaching
+    /// the network would fail with `Connect` instead).
+    #[test]
+    fn existing_files_fail_before_the_token_is_sent() {
+        let tmp = std::env::temp_dir().join(format!(
+            "weft-enroll-preflight-{}-{:?}",
+            std::process::id(),
+            std::time::SystemTime::now()
+        ));
+        // {"em":"erott","iss":"https://127.0.0.1:1","sub":"r1","jti":"t","exp":9999999999}
+        let body = "eyJlbSI6ImVyb3R0IiwiaXNzIjoiaHR0cHM6Ly8xMjcuMC4wLjE6MSIsInN1YiI6InIxIiwianRpIjoidCIsImV4cCI6OTk5OTk5OTk5OX0";
+        std::fs::create_dir_all(&tmp).unwrap();
+        let jwt = tmp.join("router.jwt");
+        std::fs::write(&jwt, format!("e30.{body}.sig")).unwrap();
+        let dir = tmp.join("certs");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(ROUTER_CERT_FILE), "old").unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        match rt.block_on(enroll(&jwt, &dir)) {
+            Err(EnrollError::Exists(path)) => assert_eq!(path, dir.join(ROUTER_CERT_FILE)),
+            other => panic!("expected Exists, got {other:?}"),
+        }
+        assert_eq!(
+            std::fs::read_to_string(dir.join(ROUTER_CERT_FILE)).unwrap(),
+            "old"
+        );
+        // With the directory clear, the same call gets as far as the network.
+        std::fs::remove_file(dir.join(ROUTER_CERT_FILE)).unwrap();
+        assert!(matches!(
+            rt.block_on(enroll(&jwt, &dir)),
+            Err(EnrollError::Connect(_) | EnrollError::Signature(_) | EnrollError::Ca(_))
+        ));
+        // The probe left nothing behind.
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
 
     #[test]
     fn the_server_chain_carries_intermediates_but_not_the_root() {

@@ -6,12 +6,17 @@
 //! documents list exactly the routes the router serves.
 
 use axum::Router;
+use axum::body::HttpBody;
+use axum::extract::{Request, State};
 use axum::handler::Handler;
-use axum::http::Method;
+use axum::http::{Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
 use schemars::{Schema, SchemaGenerator};
 
 use super::AppState;
+use crate::error::ApiError;
 use crate::model::Kind;
 
 /// Who may call an endpoint.
@@ -124,7 +129,14 @@ pub struct Endpoint {
     pub response: Data,
     /// Whether `data` is a list of [`Self::response`] with `meta.pagination`.
     pub list: bool,
+    /// Media types a request body may have ([`JSON_ONLY`] unless set); a body of any
+    /// other type is answered 415 `INVALID_CONTENT_TYPE`.
+    pub consumes: &'static [&'static str],
 }
+
+/// What OpenZiti's Edge APIs consume by default (openziti/edge-api `source/client.yml`
+/// and `source/management.yml`: top-level `consumes: [application/json]`).
+pub const JSON_ONLY: &[&str] = &["application/json"];
 
 impl Endpoint {
     /// A new public endpoint answering 200 `{"data":{}}`.
@@ -141,6 +153,7 @@ impl Endpoint {
             status: 200,
             response: Data::Empty,
             list: false,
+            consumes: JSON_ONLY,
         }
     }
 
@@ -207,6 +220,12 @@ impl Endpoint {
         self
     }
 
+    /// Sets the media types a request body may have.
+    pub fn consumes(mut self, types: &'static [&'static str]) -> Self {
+        self.consumes = types;
+        self
+    }
+
     /// Answers a paged list of `item` ([`LIST_PARAMS`] apply).
     pub fn lists(mut self, item: Data) -> Self {
         self.response = item;
@@ -238,7 +257,11 @@ impl ApiBuilder {
         T: 'static,
     {
         let filter = method_filter(&endpoint.method);
-        self.routes.push((endpoint, on(filter, handler)));
+        let route = on(filter, handler).layer(axum::middleware::from_fn_with_state(
+            endpoint.consumes,
+            check_content_type,
+        ));
+        self.routes.push((endpoint, route));
         self
     }
 
@@ -264,6 +287,35 @@ impl ApiBuilder {
         }
         router
     }
+}
+
+/// Refuses a request whose body has a media type the endpoint does not consume
+/// (415 `INVALID_CONTENT_TYPE`), as OpenZiti's go-openapi runtime does. Parameters
+/// (`; charset=utf-8`) and case are ignored. A request without a body needs no
+/// `Content-Type` (the OpenZiti C SDK 0.29.3 sends none on its empty GET and DELETE
+/// requests, `library/ziti_ctrl.c`); a body without one is refused.
+async fn check_content_type(
+    State(consumes): State<&'static [&'static str]>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let body = req.body();
+    let empty = body.is_end_stream() || body.size_hint().exact() == Some(0);
+    if !empty {
+        let header = req.headers().get(header::CONTENT_TYPE);
+        let mime = header
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|m| m.trim().to_ascii_lowercase());
+        if !mime.is_some_and(|m| consumes.contains(&m.as_str())) {
+            let given = header.map_or_else(
+                || "none".to_owned(),
+                |v| String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            );
+            return ApiError::UnsupportedMediaType(given).into_response();
+        }
+    }
+    next.run(req).await
 }
 
 /// The filter of one of the methods [`Endpoint`]'s constructors produce.

@@ -41,7 +41,8 @@ fn code_for_status(status: StatusCode) -> &'static str {
         StatusCode::NOT_FOUND => "NOT_FOUND",
         StatusCode::METHOD_NOT_ALLOWED => "METHOD_NOT_ALLOWED",
         StatusCode::PAYLOAD_TOO_LARGE => "REQUEST_TOO_LARGE",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "UNSUPPORTED_MEDIA_TYPE",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "INVALID_CONTENT_TYPE",
+        StatusCode::TOO_MANY_REQUESTS => "RATE_LIMITED",
         _ => "UNHANDLED",
     }
 }

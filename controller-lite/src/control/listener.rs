@@ -53,6 +53,12 @@ pub enum ConnError {
     /// The first frame was not a RouterHello.
     #[error("expected RouterHello, got content type {0:?}")]
     NotHello(ContentType),
+    /// The router did not take our writes within `control_write_timeout_ms`.
+    #[error("the router is not reading (write blocked past the deadline)")]
+    WriteTimeout,
+    /// More than `control_max_outbound_bytes` were queued for the router.
+    #[error("outbound queue full ({0} bytes): the router is not reading")]
+    OutboundFull(usize),
 }
 
 /// Accepts router connections on `listener` forever.
@@ -201,13 +207,27 @@ impl Conn {
     ) -> Result<(), ConnError> {
         let seq = self.next_seq();
         msg.encode_frame(seq, reply_for, &mut self.out)?;
+        // Replies to one read (a resync answers a small hello with a whole StateSync)
+        // are queued before the next flush: bounded, so a router that sends but never
+        // reads cannot grow this buffer without end.
+        if self.out.len() > self.ctl().config.control_max_outbound_bytes {
+            return Err(ConnError::OutboundFull(self.out.len()));
+        }
         Ok(())
     }
 
+    /// Writes the queued frames; a router that does not take them within
+    /// `control_write_timeout_ms` is disconnected (while a write blocks, nothing is read
+    /// from it and its feed receiver lags, which the bounded broadcast absorbs).
     async fn flush<W: AsyncWrite + Unpin>(&mut self, wr: &mut W) -> Result<(), ConnError> {
         if !self.out.is_empty() {
-            wr.write_all(&self.out).await?;
-            wr.flush().await?;
+            let deadline = Duration::from_millis(self.ctl().config.control_write_timeout_ms);
+            tokio::time::timeout(deadline, async {
+                wr.write_all(&self.out).await?;
+                wr.flush().await
+            })
+            .await
+            .map_err(|_| ConnError::WriteTimeout)??;
             self.out.clear();
         }
         Ok(())

@@ -54,4 +54,6 @@ pub(crate) const SCHEMA: &[&str] = &[
         session_type TEXT NOT NULL,
         created_at TEXT NOT NULL,
         updated_at TEXT NOT NULL)",
+    // Counting an API session's sessions (the per-API-session cap) must not scan them all.
+    "CREATE INDEX IF NOT EXISTS sessions_by_api_session ON sessions (api_session_id)",
 ];

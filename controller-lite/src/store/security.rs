@@ -405,6 +405,34 @@ impl Store {
         Ok(())
     }
 
+    /// Inserts a session unless its API session already holds `max` sessions; returns
+    /// whether it was inserted. Count and insert happen under one lock.
+    pub fn insert_session_capped(&self, s: &SessionRow, max: usize) -> Result<bool, StoreError> {
+        let c = self.lock()?;
+        let held: i64 = c.query_row(
+            "SELECT COUNT(*) FROM sessions WHERE api_session_id = ?1",
+            [&s.api_session_id],
+            |r| r.get(0),
+        )?;
+        if usize::try_from(held).unwrap_or(usize::MAX) >= max {
+            return Ok(false);
+        }
+        c.execute(
+            &format!("INSERT INTO sessions ({SES_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
+            params![
+                s.id,
+                s.token,
+                s.api_session_id,
+                s.identity_id,
+                s.service_id,
+                s.session_type,
+                s.created_at,
+                s.updated_at
+            ],
+        )?;
+        Ok(true)
+    }
+
     /// Sessions of an API session, ordered by creation, with total count.
     pub fn sessions_of(
         &self,

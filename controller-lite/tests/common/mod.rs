@@ -33,8 +33,22 @@ impl Ctl {
         c
     }
 
+    /// Starts with extra TOML config lines and the open-files limit (`ulimit -n`) set
+    /// to `nofile` for the controller process.
+    pub fn start_with_nofile(extra_config: &str, nofile: u64) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        let mut c = Self::spawn_limited(&dir, extra_config, tmp.path(), Some(nofile));
+        c._tmp = Some(tmp);
+        c
+    }
+
     /// Starts (again) in an existing directory.
     pub fn spawn(dir: &Path, extra_config: &str, cfg_dir: &Path) -> Self {
+        Self::spawn_limited(dir, extra_config, cfg_dir, None)
+    }
+
+    fn spawn_limited(dir: &Path, extra_config: &str, cfg_dir: &Path, nofile: Option<u64>) -> Self {
         let cfg = cfg_dir.join("controller.toml");
         std::fs::write(
             &cfg,
@@ -42,7 +56,19 @@ impl Ctl {
         )
         .unwrap();
         let _ = std::fs::remove_file(dir.join("controller.addr"));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_weft-controller"))
+        let bin = env!("CARGO_BIN_EXE_weft-controller");
+        let mut cmd = match nofile {
+            None => Command::new(bin),
+            Some(n) => {
+                // `exec` keeps the pid: the child is the controller itself.
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(bin);
+                c
+            }
+        };
+        let mut child = cmd
             .arg("run")
             .arg("--data-dir")
             .arg(dir)
@@ -85,6 +111,93 @@ impl Ctl {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Process id of the controller.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap()
+    }
+
+    /// Resident set size of the controller process in KiB (`VmRSS`).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    /// The Prometheus text of the metrics listener (`metrics_listen` must be set).
+    pub fn metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let addr = std::fs::read_to_string(self.dir.join("metrics.addr")).unwrap();
+        let mut s = std::net::TcpStream::connect(addr.trim()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    /// One metric's value from [`Self::metrics`].
+    pub fn metric(&self, name: &str) -> u64 {
+        let text = self.metrics();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("metric {name} missing in {text}"))
+    }
+
+    /// TLS client configuration trusting the controller CA, without a client
+    /// certificate and without ALPN.
+    pub fn client_tls(&self) -> Arc<rustls::ClientConfig> {
+        Arc::new(self.tls(None))
+    }
+
+    /// TLS client configuration presenting `chain` (leaf first) with `key_pem`.
+    pub fn client_tls_with_chain(
+        &self,
+        chain: Vec<CertificateDer<'static>>,
+        key_pem: &str,
+    ) -> Arc<rustls::ClientConfig> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(self.ca_pem().as_bytes()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+        Arc::new(
+            rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_client_auth_cert(chain, key)
+                .unwrap(),
+        )
+    }
+
+    /// reqwest client presenting `chain` (leaf first) with `key_pem`.
+    pub fn http_with_chain(
+        &self,
+        chain: Vec<CertificateDer<'static>>,
+        key_pem: &str,
+    ) -> reqwest::Client {
+        let tls = Arc::try_unwrap(self.client_tls_with_chain(chain, key_pem)).unwrap();
+        self.build(tls)
+    }
+
+    /// Opens a TLS connection to the HTTPS listener (handshake completed).
+    pub async fn tls_connect(
+        &self,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+        let tcp = tokio::net::TcpStream::connect(self.addr).await?;
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        tokio_rustls::TlsConnector::from(tls)
+            .connect(name, tcp)
+            .await
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -18,6 +18,22 @@ struct MethodQuery {
     method: Option<String>,
 }
 
+/// The body of `POST /authenticate`: a JSON object, or `{}` when empty (the C SDK sends
+/// none on some paths).
+pub fn auth_body(bytes: &[u8]) -> Result<Value, ApiError> {
+    let body: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        serde_json::from_slice(bytes).map_err(|e| ApiError::CouldNotParseBody(e.to_string()))?
+    };
+    if !body.is_object() {
+        return Err(ApiError::CouldNotValidate(
+            "the body must be a JSON object".into(),
+        ));
+    }
+    Ok(body)
+}
+
 /// `POST /authenticate?method=cert|password` (client and management APIs).
 pub async fn authenticate(State(ctl): State<AppState>, req: Request) -> Result<Response, ApiError> {
     let method = axum::extract::Query::<MethodQuery>::try_from_uri(req.uri())
@@ -30,26 +46,10 @@ pub async fn authenticate(State(ctl): State<AppState>, req: Request) -> Result<R
         .get::<ConnInfo>()
         .cloned()
         .ok_or_else(|| ApiError::Internal("connection info missing".into()))?;
-    let bytes = read_body(req).await?;
-    let body: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
-        json!({})
-    } else {
-        serde_json::from_slice(&bytes).map_err(|e| ApiError::CouldNotParseBody(e.to_string()))?
-    };
-    if !body.is_object() {
-        return Err(ApiError::CouldNotValidate(
-            "the body must be a JSON object".into(),
-        ));
-    }
+    let body = auth_body(&read_body(req).await?)?;
     let (session, identity) = match method.as_str() {
         "cert" => auth::authenticate_cert(&ctl, &conn, &body)?,
-        "password" => {
-            // Argon2 is deliberately slow: keep it off the async workers.
-            let c = ctl.clone();
-            tokio::task::spawn_blocking(move || auth::authenticate_password(&c, &conn, &body))
-                .await
-                .map_err(|_| ApiError::Internal("password check failed".into()))??
-        }
+        "password" => auth::authenticate_password(&ctl, &conn, &body).await?,
         other => {
             return Err(ApiError::InvalidParameter(format!(
                 "unsupported authentication method {other:?}"

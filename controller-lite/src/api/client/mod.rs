@@ -30,6 +30,16 @@ const ENROLL_QUERY: &[QueryParam] = &[
     },
 ];
 
+/// What `POST /enroll` consumes (openziti/edge-api `source/client/enroll.yml`): a PEM
+/// CSR as `application/x-pem-file` or `text/plain` (the C SDK 0.29.3 sends `text/plain`),
+/// JSON, or PKCS#7.
+const ENROLL_CONSUMES: &[&str] = &[
+    "application/pkcs7",
+    "application/json",
+    "application/x-pem-file",
+    "text/plain",
+];
+
 const TOKEN_QUERY: &[QueryParam] = &[QueryParam {
     name: "token",
     required: true,
@@ -141,6 +151,7 @@ pub fn routes() -> ApiBuilder {
             Endpoint::post("/enroll", "enroll")
                 .doc("Enroll", "Redeems a one-time enrollment token")
                 .query(ENROLL_QUERY)
+                .consumes(ENROLL_CONSUMES)
                 .request(Data::Raw(
                     "text/plain",
                     "`ott`: a PEM CSR; `erott`: `{serverCertCsr, certCsr}` as JSON.",

@@ -70,7 +70,10 @@ pub async fn create(
         created_at: now.clone(),
         updated_at: now,
     };
-    ctl.store.insert_session(&row)?;
+    let max = ctl.config.max_sessions_per_api_session;
+    if !ctl.store.insert_session_capped(&row, max)? {
+        return Err(ApiError::SessionLimit(max));
+    }
     ctl.notify_routers();
     Ok(envelope::created(render::session(&row, &routers)))
 }

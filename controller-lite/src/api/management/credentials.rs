@@ -97,6 +97,7 @@ fn check_credentials(username: &str, password: &str) -> Result<(), ApiError> {
     if username.trim().is_empty() || username.len() > 255 {
         return Err(invalid("username must be 1 to 255 characters"));
     }
+    crate::model::check_text("username", username)?;
     if password.is_empty() || password.len() > 1024 {
         return Err(invalid("password must be 1 to 1024 characters"));
     }
@@ -113,11 +114,12 @@ fn username_free(ctl: &AppState, username: &str, except: Option<&str>) -> Result
     }
 }
 
-/// Argon2 is deliberately slow: hash off the async workers.
-async fn hash(password: String) -> Result<String, ApiError> {
-    tokio::task::spawn_blocking(move || crate::auth::hash_password(&password))
-        .await
-        .map_err(|_| ApiError::Internal("password hashing failed".into()))?
+/// Argon2 is deliberately slow and memory-hard: hash off the async workers, through the
+/// controller's bounded [`crate::limits::PasswordGate`].
+async fn hash(ctl: &AppState, password: String) -> Result<String, ApiError> {
+    ctl.password_gate
+        .run(move || crate::auth::hash_password(&password))
+        .await?
 }
 
 async fn list_authenticators(
@@ -184,7 +186,7 @@ async fn create_authenticator(
         fingerprint: None,
         cert_pem: None,
         username: Some(username),
-        password_hash: Some(hash(password).await?),
+        password_hash: Some(hash(&ctl, password).await?),
         created_at: now.clone(),
         updated_at: now,
     };
@@ -209,7 +211,7 @@ async fn update_authenticator(
     check_credentials(&username, password.as_deref().unwrap_or("unchanged"))?;
     username_free(&ctl, &username, Some(&id))?;
     let password_hash = match password {
-        Some(p) => hash(p).await?,
+        Some(p) => hash(&ctl, p).await?,
         None => a.password_hash.unwrap_or_default(),
     };
     if !ctl.store.update_password_authenticator(
