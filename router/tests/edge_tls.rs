@@ -1134,7 +1134,10 @@ async fn shutdown_lets_circuits_run_for_the_grace_period_then_closes(io: IoBacke
     while let Ok(Ok(_)) =
         tokio::time::timeout(Duration::from_secs(1), h.connect(Some(&h.pki.dialer), true)).await
     {
-        assert!(Instant::now() < deadline, "still accepting after the shutdown");
+        assert!(
+            Instant::now() < deadline,
+            "still accepting after the shutdown"
+        );
     }
     // ...while the open circuit still carries data during the grace period.
     dialer.w.data(1, b"still here").await;

@@ -53,6 +53,10 @@ pub(crate) struct Inner {
     api_token: Mutex<String>,
     services: Mutex<HashMap<String, Service>>,
     dial_sessions: Mutex<HashMap<String, Session>>,
+    /// Held while services are listed or a Dial session is created, so that many
+    /// concurrent first dials make one controller request, not one each (hundreds of
+    /// parallel requests would meet the controller's per-address connection cap).
+    fetching: tokio::sync::Mutex<()>,
     slots: Mutex<HashMap<String, Slot>>,
     next_conn_id: AtomicU32,
     refresher: Mutex<Option<AbortHandle>>,
@@ -92,6 +96,7 @@ impl Context {
             api_token: Mutex::new(session.token),
             services: Mutex::new(HashMap::new()),
             dial_sessions: Mutex::new(HashMap::new()),
+            fetching: tokio::sync::Mutex::new(()),
             slots: Mutex::new(HashMap::new()),
             next_conn_id: AtomicU32::new(0),
             refresher: Mutex::new(None),
@@ -202,6 +207,11 @@ impl Inner {
         if let Some(s) = lock(&self.services).get(name) {
             return Ok(s.clone());
         }
+        let _one_at_a_time = self.fetching.lock().await;
+        // Another caller may have listed them meanwhile.
+        if let Some(s) = lock(&self.services).get(name) {
+            return Ok(s.clone());
+        }
         self.refresh_services()
             .await?
             .into_iter()
@@ -295,6 +305,11 @@ impl Inner {
     }
 
     async fn dial_session(&self, svc: &Service) -> Result<Session> {
+        if let Some(s) = lock(&self.dial_sessions).get(&svc.id) {
+            return Ok(s.clone());
+        }
+        let _one_at_a_time = self.fetching.lock().await;
+        // Another dial may have made one meanwhile.
         if let Some(s) = lock(&self.dial_sessions).get(&svc.id) {
             return Ok(s.clone());
         }

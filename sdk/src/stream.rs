@@ -578,12 +578,13 @@ impl Drop for Stream {
         // Dropping a stream that is still open for writing ends it cleanly, as closing a
         // TCP socket does: a FIN first (after everything written, on the same queue),
         // so the peer reads end-of-stream rather than an abrupt close.
-        let mut seq = self.next_seq;
-        if matches!(self.write, WriteState::Open) {
-            self.channel.send_fin_detached(self.conn_id, seq);
-            seq = seq.wrapping_add(1);
-        }
         // Tell the router (and through it the peer).
-        self.channel.send_close_detached(self.conn_id, seq, b"");
+        if matches!(self.write, WriteState::Open) {
+            self.channel
+                .send_fin_and_close_detached(self.conn_id, self.next_seq);
+        } else {
+            self.channel
+                .send_close_detached(self.conn_id, self.next_seq, b"");
+        }
     }
 }

@@ -302,11 +302,19 @@ impl Channel {
         }
     }
 
-    /// Half-closes `conn_id` (an empty Data with the FIN flag, edge Seq `seq`), without
-    /// waiting.
-    pub(crate) fn send_fin_detached(&self, conn_id: u32, seq: u32) {
+    /// Ends `conn_id` cleanly without waiting: a FIN (an empty Data with the FIN flag,
+    /// edge Seq `seq`) and then StateClosed, as one item of the write queue so that
+    /// nothing can come between them or reorder them.
+    pub(crate) fn send_fin_and_close_detached(&self, conn_id: u32, seq: u32) {
         let mut out = BytesMut::new();
-        if proto::data_head(&mut out, self.next_sequence(), conn_id, seq, true, 0).is_ok() {
+        let fin = proto::data_head(&mut out, self.next_sequence(), conn_id, seq, true, 0);
+        let closed = edge::StateClosed {
+            conn_id,
+            seq: seq.wrapping_add(1),
+            reply_for: None,
+            reason: b"",
+        };
+        if fin.is_ok() && closed.encode(self.next_sequence(), &mut out).is_ok() {
             self.send_detached(out.freeze());
         }
     }
