@@ -156,30 +156,48 @@ async fn sender(
     (target, rx)
 }
 
-/// Reads `sock` to its end: the bytes read and how it ended.
-async fn read_all(sock: &mut TcpStream) -> (usize, std::io::Result<usize>) {
+/// Checks that `bytes`, read from offset `at` of a [`sender`] stream, are what it sent:
+/// nothing before a failure was lost, duplicated, reordered or altered.
+fn check_sent(at: usize, bytes: &[u8], block: &[u8]) {
+    for (i, b) in bytes.iter().enumerate() {
+        let offset = at + i;
+        assert_eq!(*b, block[offset % block.len()], "byte {offset} differs");
+    }
+}
+
+/// Reads `sock` (a [`sender`] stream) to its end, checking every byte: the bytes read
+/// and how it ended.
+async fn read_all(sock: &mut TcpStream, from: usize) -> (usize, std::io::Result<usize>) {
+    let block = pattern(64 * 1024, 7);
     let mut got = 0;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         match tokio::time::timeout(std::time::Duration::from_secs(30), sock.read(&mut buf)).await {
             Err(_) => panic!("the local connection neither ended nor failed in 30 s"),
             Ok(Ok(0)) => return (got, Ok(got)),
-            Ok(Ok(n)) => got += n,
+            Ok(Ok(n)) => {
+                check_sent(from + got, &buf[..n], &block);
+                got += n;
+            }
             Ok(Err(e)) => return (got, Err(e)),
         }
     }
 }
 
-/// Reads `at_least` bytes from `sock`.
+/// Reads at least `at_least` bytes of a [`sender`] stream from `sock`, checking them;
+/// returns how many it read.
 #[allow(clippy::unwrap_used)] // test code: a failure is the test's failure
-async fn read_some(sock: &mut TcpStream, at_least: usize) {
+async fn read_some(sock: &mut TcpStream, at_least: usize) -> usize {
+    let block = pattern(64 * 1024, 7);
     let mut buf = vec![0u8; 64 * 1024];
     let mut got = 0;
     while got < at_least {
         let n = sock.read(&mut buf).await.unwrap();
         assert!(n > 0, "ended after {got} bytes");
+        check_sent(got, &buf[..n], &block);
         got += n;
     }
+    got
 }
 
 const BIG: usize = 100 * 1024 * 1024;
@@ -193,9 +211,9 @@ async fn a_dead_tunnel_host_resets_the_dialing_client() {
     let (target, _outcomes) = sender(BIG).await;
     let (listen, (_dir, mut host, _dial)) = tunnels(&net, "die-host", &target).await;
     let mut sock = TcpStream::connect(&listen).await.unwrap();
-    read_some(&mut sock, 1024 * 1024).await;
+    let first = read_some(&mut sock, 1024 * 1024).await;
     host.kill();
-    let (got, end) = read_all(&mut sock).await;
+    let (got, end) = read_all(&mut sock, first).await;
     assert!(got < BIG);
     assert_eq!(
         end.map_err(|e| e.kind()),
@@ -213,9 +231,9 @@ async fn a_dead_router_resets_both_local_ends() {
     let (target, mut outcomes) = sender(BIG).await;
     let (listen, _tunnels) = tunnels(&net, "die-router", &target).await;
     let mut sock = TcpStream::connect(&listen).await.unwrap();
-    read_some(&mut sock, 1024 * 1024).await;
+    let first = read_some(&mut sock, 1024 * 1024).await;
     net.router.kill();
-    let (got, end) = read_all(&mut sock).await;
+    let (got, end) = read_all(&mut sock, first).await;
     assert_eq!(
         end.map_err(|e| e.kind()),
         Err(std::io::ErrorKind::ConnectionReset),
@@ -242,7 +260,11 @@ async fn a_target_reset_or_unreachable_resets_the_dialing_client() {
     let target = server.local_addr().unwrap().to_string();
     tokio::spawn(async move {
         while let Ok((mut sock, _)) = server.accept().await {
-            sock.write_all(&pattern(1024 * 1024, 3)).await.unwrap();
+            // 1 MiB of the sender's pattern, so the client can check what arrives.
+            let block = pattern(64 * 1024, 7);
+            for _ in 0..16 {
+                sock.write_all(&block).await.unwrap();
+            }
             // A zero linger does not block on drop (the deprecation's concern).
             #[allow(deprecated)]
             sock.set_linger(Some(std::time::Duration::ZERO)).unwrap();
@@ -251,7 +273,7 @@ async fn a_target_reset_or_unreachable_resets_the_dialing_client() {
     });
     let (listen, _tunnels) = tunnels(&net, "rst", &target).await;
     let mut sock = TcpStream::connect(&listen).await.unwrap();
-    let (got, end) = read_all(&mut sock).await;
+    let (got, end) = read_all(&mut sock, 0).await;
     assert_eq!(
         end.map_err(|e| e.kind()),
         Err(std::io::ErrorKind::ConnectionReset),
@@ -263,7 +285,7 @@ async fn a_target_reset_or_unreachable_resets_the_dialing_client() {
     net.service("nowhere", &["nowhere"], false).await;
     let (listen, _tunnels) = tunnels(&net, "nowhere", &closed).await;
     let mut sock = TcpStream::connect(&listen).await.unwrap();
-    let (got, end) = read_all(&mut sock).await;
+    let (got, end) = read_all(&mut sock, 0).await;
     assert_eq!(
         end.map_err(|e| e.kind()),
         Err(std::io::ErrorKind::ConnectionReset),
@@ -281,7 +303,7 @@ async fn without_a_router_the_dialing_client_is_reset() {
     let (listen, _tunnels) = tunnels(&net, "norouter", &target).await;
     net.router.kill();
     let mut sock = TcpStream::connect(&listen).await.unwrap();
-    let (got, end) = read_all(&mut sock).await;
+    let (got, end) = read_all(&mut sock, 0).await;
     assert_eq!(
         end.map_err(|e| e.kind()),
         Err(std::io::ErrorKind::ConnectionReset),
