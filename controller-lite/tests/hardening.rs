@@ -269,3 +269,75 @@ async fn cert_login_uses_only_the_leaf() {
     // The victim's own certificate and key do log in.
     let _ = ctl.cert_login(&victim_cert, &victim_key).await;
 }
+
+/// Every route of both APIs that needs a session answers 401 `UNAUTHORIZED` without
+/// one (and with a made-up token), and every administrators' route answers 403 to an
+/// identity that is not one: checked from the route list itself, so a new route is
+/// covered the day it is added.
+#[tokio::test]
+async fn every_protected_route_refuses_who_may_not_call_it() {
+    use weft_controller::api::endpoint::Access;
+    use weft_controller::api::openapi::ApiKind;
+    let ctl = Ctl::start();
+    let admin = ctl.admin_token().await;
+    let (_, cert, key) = ctl.enrolled_identity(&admin, "plain-user", &[]).await;
+    let (_, user) = ctl.cert_login(&cert, &key).await;
+    let dir = tempfile::tempdir().unwrap();
+    let offline = weft_controller::controller::Controller::open(
+        dir.path(),
+        weft_controller::config::Config::default(),
+        "https://localhost:1280".into(),
+    )
+    .unwrap();
+    let (_, _, endpoints) = weft_controller::api::build(std::sync::Arc::new(offline));
+    let (mut sessions, mut admins) = (0, 0);
+    for (api, endpoints) in ApiKind::ALL.into_iter().zip(&endpoints) {
+        for e in endpoints.iter().filter(|e| e.access != Access::Public) {
+            // Any path parameter: the caller is refused before it is looked up.
+            let path: String = e
+                .path
+                .split('/')
+                .map(|seg| if seg.starts_with('{') { "some-id" } else { seg })
+                .collect::<Vec<_>>()
+                .join("/");
+            let uri = ctl.url(&format!("{}{path}", api.prefix()));
+            let call = |token: Option<&str>| {
+                let mut req = ctl
+                    .http()
+                    .request(e.method.clone(), &uri)
+                    .header("content-type", "application/json");
+                if let Some(token) = token {
+                    req = req.header("zt-session", token);
+                }
+                if ["POST", "PUT", "PATCH"].contains(&e.method.as_str()) {
+                    req = req.body("{}");
+                }
+                async move { status_code(req.send().await.unwrap()).await }
+            };
+            for token in [None, Some("not-a-session-token")] {
+                let (status, code) = call(token).await;
+                assert_eq!(
+                    (status, code.as_str()),
+                    (401, "UNAUTHORIZED"),
+                    "{} {uri} with {token:?}",
+                    e.method
+                );
+            }
+            sessions += 1;
+            if e.access == Access::Admin {
+                let (status, code) = call(Some(&user)).await;
+                assert_eq!(
+                    (status, code.as_str()),
+                    (403, "UNAUTHORIZED"),
+                    "{} {uri} as a non-admin",
+                    e.method
+                );
+                admins += 1;
+            }
+        }
+    }
+    assert!(
+        sessions > 50 && admins > 30,
+        "{sessions} protected, {admins} admin routes"
+    );
+}
