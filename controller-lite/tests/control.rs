@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use weft_router::control::{ControlConfig, ControlEvent};
+use weft_wire::ContentType;
 use weft_wire::control::{ControlMessage, pb};
 
 async fn get(ctl: &Ctl, token: &str, path: &str) -> Value {
@@ -54,7 +55,14 @@ fn der(pem: &str) -> CertificateDer<'static> {
 
 /// Connects to the control listener with `client` (cert PEM, key PEM) or no
 /// certificate, sends a RouterHello and reports whether the controller answered.
-async fn control_answers(ctl: &Ctl, client: Option<(&str, &str)>, router_id: &str) -> bool {
+/// Connects to the control listener with `client` (certificate and key PEM), says hello
+/// as `router_id`: the content type of the first frame answered, `None` when the TLS
+/// handshake fails or the connection closes without one.
+async fn control_reply(
+    ctl: &Ctl,
+    client: Option<(&str, &str)>,
+    router_id: &str,
+) -> Option<ContentType> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(der(&ctl.ca_pem())).unwrap();
     let b = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -83,7 +91,7 @@ async fn control_answers(ctl: &Ctl, client: Option<(&str, &str)>, router_id: &st
         .connect(name, tcp)
         .await
     else {
-        return false;
+        return None;
     };
     let mut hello = BytesMut::new();
     pb::RouterHello {
@@ -93,13 +101,107 @@ async fn control_answers(ctl: &Ctl, client: Option<(&str, &str)>, router_id: &st
     .encode_frame(1, None, &mut hello)
     .unwrap();
     if tls.write_all(&hello).await.is_err() {
-        return false;
+        return None;
     }
-    let mut buf = [0u8; 64];
-    matches!(
-        tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf)).await,
-        Ok(Ok(n)) if n > 0
+    let mut dec = weft_wire::Decoder::new(weft_wire::Limits::DEFAULT);
+    let first = async {
+        loop {
+            if let Ok(weft_wire::Decoded::Frame(frame)) = dec.decode() {
+                return Some(frame.content_type());
+            }
+            match tls.read_buf(dec.buffer_mut()).await {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), first)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Connects as router `router_id` with its certificate, says hello, reads up to the
+/// StateSync, sends what `request` encodes, and returns the content type of the first
+/// frame that answers it (`None` when the connection closes first).
+async fn control_session(
+    ctl: &Ctl,
+    (cert, key): (&str, &str),
+    router_id: &str,
+    request: impl FnOnce(&mut BytesMut),
+) -> Option<ContentType> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(der(&ctl.ca_pem())).unwrap();
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_protocol_versions(rustls::DEFAULT_VERSIONS)
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(
+        vec![der(cert)],
+        PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
     )
+    .unwrap();
+    let tcp = tokio::net::TcpStream::connect(control_addr(ctl))
+        .await
+        .unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+        .await
+        .unwrap();
+    let mut out = BytesMut::new();
+    pb::RouterHello {
+        router_id: router_id.into(),
+        ..Default::default()
+    }
+    .encode_frame(1, None, &mut out)
+    .unwrap();
+    tls.write_all(&out).await.unwrap();
+    let mut dec = weft_wire::Decoder::new(weft_wire::Limits::DEFAULT);
+    let wait = Duration::from_secs(5);
+    loop {
+        let frame = tokio::time::timeout(wait, read_frame(&mut tls, &mut dec))
+            .await
+            .unwrap()?;
+        if frame.content_type() == ContentType::CONTROL_STATE_SYNC {
+            break;
+        }
+    }
+    out.clear();
+    request(&mut out);
+    tls.write_all(&out).await.unwrap();
+    loop {
+        let frame = tokio::time::timeout(wait, read_frame(&mut tls, &mut dec))
+            .await
+            .unwrap()?;
+        // Updates of the change feed may come first.
+        if frame.content_type() != ContentType::CONTROL_STATE_UPDATE {
+            return Some(frame.content_type());
+        }
+    }
+}
+
+/// The next frame from `tls`, `None` when it closes.
+async fn read_frame(
+    tls: &mut (impl tokio::io::AsyncRead + Unpin),
+    dec: &mut weft_wire::Decoder,
+) -> Option<weft_wire::Frame> {
+    loop {
+        if let Ok(weft_wire::Decoded::Frame(frame)) = dec.decode() {
+            return Some(frame);
+        }
+        match tls.read_buf(dec.buffer_mut()).await {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Whether the control listener accepts a router with this certificate and hello: it
+/// answers with a HelloAck.
+async fn control_answers(ctl: &Ctl, client: Option<(&str, &str)>, router_id: &str) -> bool {
+    control_reply(ctl, client, router_id).await == Some(ContentType::CONTROL_HELLO_ACK)
 }
 
 #[tokio::test]
@@ -185,6 +287,7 @@ async fn erott_enrollment_single_use_and_control_listener_refusals() {
     let (_, v) = ctl
         .create(&token, "edge-routers", json!({"name": "er2"}))
         .await;
+    let er2_id = v["data"]["id"].as_str().unwrap().to_string();
     let jti2 = jwt_claims(v["data"]["enrollmentJwt"].as_str().unwrap())["jti"]
         .as_str()
         .unwrap()
@@ -208,6 +311,12 @@ async fn erott_enrollment_single_use_and_control_listener_refusals() {
 
     // Control listener: the router's own certificate is answered …
     assert!(control_answers(&ctl, Some((&cert_pem, &client_key)), &router_id).await);
+    // … but not when its hello claims to be another router: an ErrorReply, then the
+    // connection closes (no state is sent).
+    assert_eq!(
+        control_reply(&ctl, Some((&cert_pem, &client_key)), &er2_id).await,
+        Some(ContentType::CONTROL_ERROR)
+    );
     // … but not no certificate, a foreign CA's, or an identity's.
     assert!(!control_answers(&ctl, None, &router_id).await);
     let foreign_key = rcgen::KeyPair::generate().unwrap();
@@ -450,6 +559,35 @@ async fn router_control_channel_end_to_end() {
     assert!(matches!(ev, ControlEvent::TerminatorFailed { code, .. } if code == "INVALID_SESSION"));
     let terms = get(&ctl, &token, "/terminators").await;
     assert_eq!(terms["data"].as_array().unwrap().len(), 1);
+
+    // Another enrolled router may not remove this router's terminator.
+    let (_, v) = ctl
+        .create(&token, "edge-routers", json!({"name": "edge-2"}))
+        .await;
+    let other_id = v["data"]["id"].as_str().unwrap().to_string();
+    let other_jwt = tmp.path().join("other.jwt");
+    std::fs::write(&other_jwt, v["data"]["enrollmentJwt"].as_str().unwrap()).unwrap();
+    let other_dir = tmp.path().join("other");
+    weft_router::enroll::enroll(&other_jwt, &other_dir)
+        .await
+        .unwrap();
+    let other_cert = std::fs::read_to_string(other_dir.join("router.cert")).unwrap();
+    let other_key = std::fs::read_to_string(other_dir.join("router.key")).unwrap();
+    let answer = control_session(&ctl, (&other_cert, &other_key), &other_id, |out| {
+        pb::RemoveTerminatorRequest {
+            terminator_id: terminator.id.clone(),
+        }
+        .encode_frame(2, None, out)
+        .unwrap();
+    })
+    .await;
+    assert_eq!(answer, Some(ContentType::CONTROL_ERROR));
+    let terms = get(&ctl, &token, "/terminators").await;
+    assert_eq!(
+        terms["data"][0]["id"],
+        terminator.id.as_str(),
+        "another router removed the terminator"
+    );
 
     // Deleting the Dial policy revokes the Dial session.
     let res = ctl
