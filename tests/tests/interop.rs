@@ -717,18 +717,33 @@ async fn c_sdk_dial_and_bind_errors_are_reported_and_leave_the_sdk_usable() {
     let _echo = spawn_echo(host.bind("known").await.unwrap());
     let mut driver = c_sdk_on(&net, &venv, &["known-client", "hostless-client"], &[]).await;
 
+    // The C SDK's own codes and texts (0.29.3, as its `ziti_errorstr` reports them):
+    // -17 "Service not available" when no service of that name is visible or it may not
+    // be bound, -23 "connection is closed" when the router refuses the dial.
     let err = driver
         .cmd_fails(json!({"op": "dial", "service": "no-such-service", "conn": "x"}))
         .await;
     eprintln!("unknown service: {err}");
+    assert!(
+        err.contains("-17") && err.contains("Service not available"),
+        "{err}"
+    );
     let err = driver
         .cmd_fails(json!({"op": "dial", "service": "hostless", "conn": "x"}))
         .await;
     eprintln!("service nobody hosts: {err}");
+    assert!(
+        err.contains("-23") && err.contains("connection is closed"),
+        "{err}"
+    );
     let err = driver
         .cmd_fails(json!({"op": "bind", "service": "known", "listener": "x"}))
         .await;
     eprintln!("bind without a Bind policy: {err}");
+    assert!(
+        err.contains("-17") && err.contains("Service not available"),
+        "{err}"
+    );
     // The context still works after the failures.
     c_dial_and_echo(&mut driver, "known", "ok").await;
 }
