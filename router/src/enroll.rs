@@ -232,14 +232,10 @@ mod tests {
     /// the network would fail with `Connect` instead).
     #[test]
     fn existing_files_fail_before_the_token_is_sent() {
-        let tmp = std::env::temp_dir().join(format!(
-            "weft-enroll-preflight-{}-{:?}",
-            std::process::id(),
-            std::time::SystemTime::now()
-        ));
+        let scratch = tempfile::tempdir().unwrap();
+        let tmp = scratch.path();
         // {"em":"erott","iss":"https://127.0.0.1:1","sub":"r1","jti":"t","exp":9999999999}
         let body = "eyJlbSI6ImVyb3R0IiwiaXNzIjoiaHR0cHM6Ly8xMjcuMC4wLjE6MSIsInN1YiI6InIxIiwianRpIjoidCIsImV4cCI6OTk5OTk5OTk5OX0";
-        std::fs::create_dir_all(&tmp).unwrap();
         let jwt = tmp.join("router.jwt");
         std::fs::write(&jwt, format!("e30.{body}.sig")).unwrap();
         let dir = tmp.join("certs");
@@ -265,7 +261,6 @@ mod tests {
         ));
         // The probe left nothing behind.
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
-        std::fs::remove_dir_all(&tmp).unwrap();
     }
 
     #[test]

@@ -899,9 +899,9 @@ async fn ip_literal_sni_does_not_break_the_handshake(io: IoBackend) {
 
     // A whole handshake and hello with SNI "127.0.0.1", by OpenSSL (which sends an IP
     // literal as SNI as mbedTLS does) when it is installed.
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("ip-sni-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    // A directory of this test's own (the epoll and uring variants may run at once).
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     let cert = dir.join("c.pem");
     let key = dir.join("k.pem");
     let ca = dir.join("ca.pem");
@@ -992,7 +992,6 @@ async fn ip_literal_sni_does_not_break_the_handshake(io: IoBackend) {
             eprintln!("openssl: TLS 1.2 handshake with SNI 127.0.0.1 and hello answered");
         }
     }
-    std::fs::remove_dir_all(&dir).ok();
     h.stop();
 }
 
