@@ -44,13 +44,16 @@ pub struct Metrics {
     pub password_hashes_queued: AtomicU64,
     /// Argon2 verifications run since start (dummy ones for unknown users included).
     pub password_verifications: AtomicU64,
+    /// Control-channel connections closed at accept because
+    /// [`crate::control::listener::MAX_PENDING_HANDSHAKES`] were still unauthenticated.
+    pub control_refused_pending: AtomicU64,
 }
 
 impl Metrics {
     /// Prometheus text exposition (format 0.0.4) of every counter.
     pub fn render(&self) -> String {
         use std::fmt::Write as _;
-        let metrics: [(&str, &str, &str, &AtomicU64); 11] = [
+        let metrics: [(&str, &str, &str, &AtomicU64); 12] = [
             (
                 "weft_controller_connections_open",
                 "gauge",
@@ -116,6 +119,12 @@ impl Metrics {
                 "counter",
                 "Argon2 password verifications run.",
                 &self.password_verifications,
+            ),
+            (
+                "weft_controller_control_refused_pending_total",
+                "counter",
+                "Control-channel connections closed at accept: too many not yet authenticated.",
+                &self.control_refused_pending,
             ),
         ];
         let mut out = String::new();

@@ -820,3 +820,35 @@ async fn deaf_router_is_disconnected(config: &str) {
     // The router is still welcome once it behaves.
     assert!(control_answers(&ctl, Some((&cert, &key)), &router_id).await);
 }
+
+/// Unauthenticated connections to the control port are bounded: beyond
+/// `MAX_PENDING_HANDSHAKES` idle ones (TCP connected, no TLS), a new one is closed at
+/// once and counted in `weft_controller_control_refused_pending_total`.
+#[tokio::test]
+async fn idle_control_connections_are_bounded() {
+    use weft_controller::control::listener::MAX_PENDING_HANDSHAKES;
+    let ctl = Ctl::start_with("metrics_listen = \"127.0.0.1:0\"");
+    let addr = control_addr(&ctl);
+    let mut idle = Vec::new();
+    for _ in 0..MAX_PENDING_HANDSHAKES {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    // The listener takes them in order; one more beyond the bound is closed at once.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut extra = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let mut buf = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(2), extra.read(&mut buf)).await;
+        if matches!(read, Ok(Ok(0) | Err(_))) {
+            break;
+        }
+        // Not refused yet: the listener had not accepted all the idle ones.
+        idle.push(extra);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a connection beyond {MAX_PENDING_HANDSHAKES} pending ones was kept"
+        );
+    }
+    assert!(ctl.metric("weft_controller_control_refused_pending_total") >= 1);
+    drop(idle);
+}

@@ -61,8 +61,15 @@ pub enum ConnError {
     OutboundFull(usize),
 }
 
+/// Control-channel connections that may be in their TLS handshake or waiting for the
+/// router certificate check at once. Routers are few and reconnect with backoff; an
+/// unauthenticated flood beyond this is closed at accept instead of holding a
+/// descriptor and a task each for up to [`HELLO_DEADLINE`].
+pub const MAX_PENDING_HANDSHAKES: usize = 256;
+
 /// Accepts router connections on `listener` forever.
 pub async fn serve(ctl: Arc<Controller>, listener: TcpListener, tls: tokio_rustls::TlsAcceptor) {
+    let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -71,6 +78,13 @@ pub async fn serve(ctl: Arc<Controller>, listener: TcpListener, tls: tokio_rustl
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
+        };
+        let Ok(permit) = Arc::clone(&pending).try_acquire_owned() else {
+            ctl.metrics
+                .control_refused_pending
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::debug!(%peer, "control connection refused: too many handshakes pending");
+            continue;
         };
         let ctl = ctl.clone();
         let tls = tls.clone();
@@ -87,6 +101,7 @@ pub async fn serve(ctl: Arc<Controller>, listener: TcpListener, tls: tokio_rustl
                 tracing::warn!(%peer, "control connection refused: not an enrolled edge router");
                 return;
             };
+            drop(permit);
             serve_router(ctl, router, peer, stream).await;
         });
     }
