@@ -367,26 +367,38 @@ async fn a_lost_router_fails_its_streams_and_the_next_dial_uses_another_router()
 /// early with a clean end-of-stream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_that_closes_right_after_writing_loses_nothing() {
+    let net = Network::start().await;
+    net.service("closer", &["closer"], false).await;
+    let (host, client) = host_and_client(&net, "closer").await;
+    // Beyond the reader's receive window (4 MiB): the rest waits in the router.
+    closes_right_after_writing(&host, &client, 100, 5, 4 * 1024 * 1024 + 512 * 1024).await;
+    // Many short streams: the FIN and the close of each dropped stream in order.
+    closes_right_after_writing(&host, &client, 300, 30, 64 * 1024).await;
+}
+
+/// `streams` streams, `at_once` at a time, on each of which the host writes `len`
+/// bytes, half-closes and drops the stream before the dialer reads anything.
+#[allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test's
+async fn closes_right_after_writing(
+    host: &Context,
+    client: &Context,
+    streams: u32,
+    at_once: u32,
+    len: usize,
+) {
     use std::collections::HashMap;
     use std::sync::{Arc, Mutex};
     use tokio::sync::oneshot;
 
-    const STREAMS: u32 = 100;
-    const AT_ONCE: u32 = 5;
-    // Beyond the reader's receive window (4 MiB): the rest waits in the router.
-    const LEN: usize = 4 * 1024 * 1024 + 512 * 1024;
-    let net = Network::start().await;
-    net.service("closer", &["closer"], false).await;
-    let (host, client) = host_and_client(&net, "closer").await;
     let mut listener = host.bind("closer").await.unwrap();
-    let replies: Arc<Vec<Vec<u8>>> = Arc::new((0..4).map(|s| pattern(LEN, s)).collect());
+    let replies: Arc<Vec<Vec<u8>>> = Arc::new((0..4).map(|s| pattern(len, s)).collect());
     let sums: Vec<[u8; 32]> = replies.iter().map(|r| sha(r)).collect();
     // The host tells the dialer with that id when it has dropped its stream.
     let dropped: Arc<Mutex<HashMap<u32, oneshot::Sender<()>>>> = Arc::default();
     let server = {
         let (replies, dropped) = (replies.clone(), dropped.clone());
         tokio::spawn(async move {
-            for _ in 0..STREAMS {
+            for _ in 0..streams {
                 let mut s = listener.accept().await.unwrap();
                 let (replies, dropped) = (replies.clone(), dropped.clone());
                 tokio::spawn(async move {
@@ -401,10 +413,10 @@ async fn a_host_that_closes_right_after_writing_loses_nothing() {
         })
     };
     let started = Instant::now();
-    for round in 0..STREAMS / AT_ONCE {
+    for round in 0..streams / at_once {
         let mut dials = Vec::new();
-        for i in 0..AT_ONCE {
-            let id = round * AT_ONCE + i;
+        for i in 0..at_once {
+            let id = round * at_once + i;
             let (tx, rx) = oneshot::channel();
             dropped.lock().unwrap().insert(id, tx);
             let mut s = client.dial("closer").await.unwrap();
@@ -415,21 +427,21 @@ async fn a_host_that_closes_right_after_writing_loses_nothing() {
                     .await
                     .expect("the host never dropped its stream")
                     .unwrap();
-                let mut got = Vec::with_capacity(LEN);
+                let mut got = Vec::with_capacity(len);
                 let read = s.read_to_end(&mut got).await;
                 (id, read.map_err(|e| e.to_string()), sha(&got), got.len())
             }));
         }
         for dial in dials {
-            let (id, read, sum, len) = dial.await.unwrap();
-            assert_eq!(read, Ok(LEN), "stream {id} ended early");
-            assert_eq!(len, LEN, "stream {id}");
+            let (id, read, sum, got_len) = dial.await.unwrap();
+            assert_eq!(read, Ok(len), "stream {id} ended early");
+            assert_eq!(got_len, len, "stream {id}");
             assert!(sum == sums[id as usize % 4], "stream {id}: other bytes");
         }
     }
     server.await.unwrap();
     eprintln!(
-        "{STREAMS} streams of {LEN} B closed right after writing: all complete in {:?}",
+        "{streams} streams of {len} B closed right after writing: all complete in {:?}",
         started.elapsed()
     );
 }

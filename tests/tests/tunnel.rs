@@ -222,6 +222,27 @@ async fn a_dead_tunnel_host_resets_the_dialing_client() {
     );
 }
 
+/// The dialing `weft tunnel dial` process dies mid-transfer: the target server behind
+/// `weft tunnel host` sees its connection reset, not a clean end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_tunnel_dialer_resets_the_target_connection() {
+    let net = Network::start().await;
+    net.service("die-dial", &["die-dial"], false).await;
+    let (target, mut outcomes) = sender(BIG).await;
+    let (listen, (_dir, _host, mut dial)) = tunnels(&net, "die-dial", &target).await;
+    let mut sock = TcpStream::connect(&listen).await.unwrap();
+    read_some(&mut sock, 1024 * 1024).await;
+    dial.kill();
+    let server_end = tokio::time::timeout(std::time::Duration::from_secs(30), outcomes.recv())
+        .await
+        .expect("the target server's connection did not end")
+        .unwrap();
+    assert!(
+        server_end.is_err(),
+        "the target server saw a clean end: {server_end:?}"
+    );
+}
+
 /// The router dies mid-transfer: both local ends are reset, the dialing client and
 /// the target server behind `weft tunnel host`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -196,10 +196,20 @@ mod tests {
 
     #[test]
     fn probe_answers_without_panicking() {
-        // Either answer is fine; a refusal must be an error, never a panic.
+        // A refusal must be an error saying why, never a panic; CI runs the io_uring
+        // variants of every test, so there it must be available.
         match probe_uring() {
             Ok(()) => eprintln!("io_uring is available here"),
-            Err(e) => eprintln!("io_uring is not available here: {e}"),
+            Err(e) => {
+                assert!(
+                    std::env::var_os("CI").is_none_or(|v| v != "true"),
+                    "io_uring is not available under CI=true: {e}"
+                );
+                assert!(!e.to_string().is_empty());
+                eprintln!("io_uring is not available here: {e}");
+            }
         }
+        // The answer is stable: a second probe agrees.
+        assert_eq!(probe_uring().is_ok(), probe_uring().is_ok());
     }
 }
