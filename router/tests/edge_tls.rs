@@ -1476,3 +1476,31 @@ fn backend_selection_at_start() {
         }
     }
 }
+
+/// The metrics listener closes a connection that sends nothing, or a request head
+/// larger than it reads, within its deadline (5 s): idle clients hold nothing there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_connections_that_say_nothing_or_too_much_are_closed() {
+    let h = Harness::start(IoBackend::Epoll, Duration::from_secs(5));
+    let addr = h.router.as_ref().unwrap().metrics_addr().unwrap();
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    let mut flood = TcpStream::connect(addr).await.unwrap();
+    // An endless header line: the listener stops reading it and closes.
+    let _ = flood.write_all(&vec![b'a'; 64 * 1024]).await;
+    for (what, sock) in [("silent", &mut silent), ("oversized", &mut flood)] {
+        let mut buf = [0u8; 256];
+        let end = tokio::time::timeout(Duration::from_secs(15), async {
+            loop {
+                match sock.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(end.is_ok(), "the {what} metrics connection stayed open");
+    }
+    // The listener still answers.
+    assert!(h.metrics().await.contains("weft_router_connections"));
+    h.stop();
+}
