@@ -1024,7 +1024,8 @@ async fn slow_reader_pauses_the_writer_and_resumes_it(io: IoBackend) {
     h.stop();
 }
 
-/// A peer that floods latency probes and reads nothing: once the router's answers fill
+/// A peer that floods requests the router answers (latency probes, and Connects it
+/// refuses) and reads nothing: once the router's answers fill
 /// the connection's reply budget it stops reading that connection, so the flood stalls
 /// after a bounded amount (socket buffers and one read's worth) instead of the router
 /// reading on and queueing answers without limit; once the peer reads, every probe is
@@ -1044,7 +1045,21 @@ async fn a_peer_that_never_reads_its_answers_is_not_read_either(io: IoBackend) {
             let mut batch = BytesMut::new();
             while !stop.load(Ordering::Relaxed) && written.load(Ordering::Relaxed) < FLOOD {
                 batch.clear();
-                for _ in 0..PROBES {
+                for _ in 0..PROBES / 2 {
+                    // A Connect with another API session's Bind session: refused at
+                    // once with StateClosed, another answer to queue.
+                    w.sequence += 1;
+                    Connect {
+                        conn_id: 1000,
+                        seq: 0,
+                        caller_id: None,
+                        public_key: None,
+                        terminator_identity: None,
+                        app_data: None,
+                        session_token: b"token-bind-1",
+                    }
+                    .encode(w.sequence, &mut batch)
+                    .unwrap();
                     w.sequence += 1;
                     LatencyProbe {
                         probe_time: Some(&[1, 2, 3, 4, 5, 6, 7, 8]),
