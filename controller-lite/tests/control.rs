@@ -53,16 +53,13 @@ fn der(pem: &str) -> CertificateDer<'static> {
     CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
 }
 
-/// Connects to the control listener with `client` (cert PEM, key PEM) or no
-/// certificate, sends a RouterHello and reports whether the controller answered.
-/// Connects to the control listener with `client` (certificate and key PEM), says hello
-/// as `router_id`: the content type of the first frame answered, `None` when the TLS
-/// handshake fails or the connection closes without one.
-async fn control_reply(
+/// A TLS connection to the control listener with `client` (PEM chain, leaf first, and
+/// key) that sent a hello as `router_id`; `None` when the handshake or the write fails.
+async fn control_hello(
     ctl: &Ctl,
     client: Option<(&str, &str)>,
     router_id: &str,
-) -> Option<ContentType> {
+) -> Option<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(der(&ctl.ca_pem())).unwrap();
     let b = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -87,12 +84,10 @@ async fn control_reply(
         .await
         .unwrap();
     let name = ServerName::try_from("127.0.0.1").unwrap();
-    let Ok(mut tls) = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
         .connect(name, tcp)
         .await
-    else {
-        return None;
-    };
+        .ok()?;
     let mut hello = BytesMut::new();
     pb::RouterHello {
         router_id: router_id.into(),
@@ -100,25 +95,27 @@ async fn control_reply(
     }
     .encode_frame(1, None, &mut hello)
     .unwrap();
-    if tls.write_all(&hello).await.is_err() {
-        return None;
-    }
+    tls.write_all(&hello).await.ok()?;
+    Some(tls)
+}
+
+/// Connects to the control listener with `client` (cert PEM, key PEM) or no
+/// certificate, sends a RouterHello and reports whether the controller answered.
+/// Connects to the control listener with `client` (certificate and key PEM), says hello
+/// as `router_id`: the content type of the first frame answered, `None` when the TLS
+/// handshake fails or the connection closes without one.
+async fn control_reply(
+    ctl: &Ctl,
+    client: Option<(&str, &str)>,
+    router_id: &str,
+) -> Option<ContentType> {
+    let mut tls = control_hello(ctl, client, router_id).await?;
     let mut dec = weft_wire::Decoder::new(weft_wire::Limits::DEFAULT);
-    let first = async {
-        loop {
-            if let Ok(weft_wire::Decoded::Frame(frame)) = dec.decode() {
-                return Some(frame.content_type());
-            }
-            match tls.read_buf(dec.buffer_mut()).await {
-                Ok(0) | Err(_) => return None,
-                Ok(_) => {}
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(5), first)
+    let first = read_frame(&mut tls, &mut dec);
+    let frame = tokio::time::timeout(Duration::from_secs(5), first)
         .await
-        .ok()
-        .flatten()
+        .ok()??;
+    Some(frame.content_type())
 }
 
 /// Connects as router `router_id` with its certificate, says hello, reads up to the
@@ -130,34 +127,9 @@ async fn control_session(
     router_id: &str,
     request: impl FnOnce(&mut BytesMut),
 ) -> Option<ContentType> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(der(&ctl.ca_pem())).unwrap();
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_protocol_versions(rustls::DEFAULT_VERSIONS)
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_client_auth_cert(
-        vec![der(cert)],
-        PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
-    )
-    .unwrap();
-    let tcp = tokio::net::TcpStream::connect(control_addr(ctl))
+    let mut tls = control_hello(ctl, Some((cert, key)), router_id)
         .await
-        .unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
-        .await
-        .unwrap();
-    let mut out = BytesMut::new();
-    pb::RouterHello {
-        router_id: router_id.into(),
-        ..Default::default()
-    }
-    .encode_frame(1, None, &mut out)
-    .unwrap();
-    tls.write_all(&out).await.unwrap();
+        .expect("the control listener refused the router");
     let mut dec = weft_wire::Decoder::new(weft_wire::Limits::DEFAULT);
     let wait = Duration::from_secs(5);
     loop {
@@ -168,7 +140,7 @@ async fn control_session(
             break;
         }
     }
-    out.clear();
+    let mut out = BytesMut::new();
     request(&mut out);
     tls.write_all(&out).await.unwrap();
     loop {

@@ -165,6 +165,23 @@ impl Client {
         }
     }
 
+    /// Sends a Connect on `conn_id` with the Dial session `token`; returns its sequence.
+    async fn send_connect(&mut self, conn_id: u32, token: &str) -> i32 {
+        self.send(|s, out| {
+            Connect {
+                conn_id,
+                seq: 0,
+                caller_id: None,
+                public_key: None,
+                terminator_identity: None,
+                app_data: None,
+                session_token: token.as_bytes(),
+            }
+            .encode(s, out)
+        })
+        .await
+    }
+
     /// The next frame, or None when the connection closes first (within `WAIT`).
     async fn frame_or_close(&mut self) -> Option<Frame> {
         tokio::time::timeout(WAIT, self.next())
@@ -333,6 +350,35 @@ async fn start_router(
     (node, router_id, port)
 }
 
+/// A controller and an enrolled router (backend `io`) that the controller sees online.
+struct Net {
+    ctl: Ctl,
+    admin: String,
+    node: Node,
+    port: u16,
+    /// The router's directory.
+    _tmp: tempfile::TempDir,
+}
+
+impl Net {
+    async fn start(io: &str) -> Self {
+        init_logs();
+        let ctl = Ctl::start();
+        let admin = ctl.admin_token().await;
+        let tmp = tempfile::tempdir().unwrap();
+        let (node, router_id, port) =
+            start_router(&ctl, &admin, &tmp, &control_addr(&ctl), io).await;
+        wait_online(&ctl, &admin, &router_id, true).await;
+        Self {
+            ctl,
+            admin,
+            node,
+            port,
+            _tmp: tmp,
+        }
+    }
+}
+
 /// Waits until the controller reports the router online (or offline).
 async fn wait_online(ctl: &Ctl, admin: &str, router_id: &str, online: bool) {
     let deadline = Instant::now() + RECONNECT_WAIT;
@@ -473,20 +519,7 @@ async fn bound_host(port: u16, ca: &str, h: &Login, bind_token: &str) -> Client 
 
 /// The dialer connects on conn 1; the host accepts the Dial as conn 100.
 async fn dial(dialer: &mut Client, host: &mut Client, dial_token: &str) {
-    let connect_seq = dialer
-        .send(|s, out| {
-            Connect {
-                conn_id: 1,
-                seq: 0,
-                caller_id: None,
-                public_key: None,
-                terminator_identity: None,
-                app_data: None,
-                session_token: dial_token.as_bytes(),
-            }
-            .encode(s, out)
-        })
-        .await;
+    let connect_seq = dialer.send_connect(1, dial_token).await;
     let dial_frame = host.expect(ContentType::DIAL).await;
     assert_eq!(Dial::parse(&dial_frame).unwrap().conn_id, 7);
     let success_seq = host
@@ -610,12 +643,13 @@ async fn router_serves_sessions_pushed_by_the_controller(io: &str) {
 /// the controller's CA issued (the hello is refused and a Connect on the victim's Dial
 /// session is never connected) nor with a self-signed leaf (the TLS handshake fails).
 async fn only_the_tls_leaf_identifies_an_edge_client(io: &str) {
-    init_logs();
-    let ctl = Ctl::start();
-    let admin = ctl.admin_token().await;
-    let tmp = tempfile::tempdir().unwrap();
-    let (node, router_id, port) = start_router(&ctl, &admin, &tmp, &control_addr(&ctl), io).await;
-    wait_online(&ctl, &admin, &router_id, true).await;
+    let Net {
+        ctl,
+        admin,
+        node,
+        port,
+        _tmp,
+    } = Net::start(io).await;
     let (svc, _) = model(&ctl, &admin).await;
     let victim = login(&ctl, &admin, "dialer").await;
     let mallory = login(&ctl, &admin, "mallory").await;
@@ -634,20 +668,7 @@ async fn only_the_tls_leaf_identifies_an_edge_client(io: &str) {
     if let Some(mut forged) =
         Client::try_connect(port, &ca, &chain, &mallory.key, &victim.token).await
     {
-        let sent = forged
-            .send(|s, out| {
-                Connect {
-                    conn_id: 9,
-                    seq: 0,
-                    caller_id: None,
-                    public_key: None,
-                    terminator_identity: None,
-                    app_data: None,
-                    session_token: dial_token.as_bytes(),
-                }
-                .encode(s, out)
-            })
-            .await;
+        let sent = forged.send_connect(9, &dial_token).await;
         // The host is never asked to accept a circuit for the forged client.
         let at_host = tokio::time::timeout(Duration::from_secs(1), host.next()).await;
         assert!(
@@ -731,12 +752,13 @@ async fn close_without_fin(host: &mut Client, conn_id: u32, payload: &[u8]) {
 /// the same close after the dialer's own FIN is the peer's full close (how the C SDK
 /// closes once it has read the FIN) and ends the stream cleanly.
 async fn an_sdk_reader_tells_a_clean_close_from_an_abrupt_one(io: &str) {
-    init_logs();
-    let ctl = Ctl::start();
-    let admin = ctl.admin_token().await;
-    let tmp = tempfile::tempdir().unwrap();
-    let (node, router_id, port) = start_router(&ctl, &admin, &tmp, &control_addr(&ctl), io).await;
-    wait_online(&ctl, &admin, &router_id, true).await;
+    let Net {
+        ctl,
+        admin,
+        node,
+        port,
+        _tmp,
+    } = Net::start(io).await;
     let (svc, _) = model(&ctl, &admin).await;
     let h = login(&ctl, &admin, "host").await;
     let bind_token = session(&ctl, &h, &svc, "Bind").await;
@@ -814,20 +836,7 @@ async fn connects(
     conn_id: u32,
     child: u32,
 ) -> bool {
-    dialer
-        .send(|s, out| {
-            Connect {
-                conn_id,
-                seq: 0,
-                caller_id: None,
-                public_key: None,
-                terminator_identity: None,
-                app_data: None,
-                session_token: token.as_bytes(),
-            }
-            .encode(s, out)
-        })
-        .await;
+    dialer.send_connect(conn_id, token).await;
     let dial_at_host = tokio::time::timeout(Duration::from_secs(1), host.next()).await;
     if let Ok(Some(dial)) = dial_at_host {
         assert_eq!(dial.content_type(), ContentType::DIAL, "{dial:?}");
@@ -853,12 +862,13 @@ async fn connects(
 /// away from the identity closes the identity's edge connection and refuses its hello;
 /// each at once, by push.
 async fn the_router_enforces_edge_router_and_service_edge_router_policies(io: &str) {
-    init_logs();
-    let ctl = Ctl::start();
-    let admin = ctl.admin_token().await;
-    let tmp = tempfile::tempdir().unwrap();
-    let (node, router_id, port) = start_router(&ctl, &admin, &tmp, &control_addr(&ctl), io).await;
-    wait_online(&ctl, &admin, &router_id, true).await;
+    let Net {
+        ctl,
+        admin,
+        node,
+        port,
+        _tmp,
+    } = Net::start(io).await;
     let (svc, _) = model(&ctl, &admin).await;
     let d = login(&ctl, &admin, "dialer").await;
     let h = login(&ctl, &admin, "host").await;
@@ -1055,20 +1065,7 @@ async fn router_resynchronises_after_losing_the_control_connection(io: &str) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let connect_seq = dialer
-        .send(|s, out| {
-            Connect {
-                conn_id: 2,
-                seq: 0,
-                caller_id: None,
-                public_key: None,
-                terminator_identity: None,
-                app_data: None,
-                session_token: dial_token.as_bytes(),
-            }
-            .encode(s, out)
-        })
-        .await;
+    let connect_seq = dialer.send_connect(2, &dial_token).await;
     let dial_frame = host.expect(ContentType::DIAL).await;
     assert_eq!(Dial::parse(&dial_frame).unwrap().conn_id, 7);
     host.send(|s, out| {

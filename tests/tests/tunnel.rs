@@ -202,6 +202,30 @@ async fn read_some(sock: &mut TcpStream, at_least: usize) -> usize {
 
 const BIG: usize = 100 * 1024 * 1024;
 
+/// Asserts that a local connection ended with a reset.
+fn assert_reset(end: std::io::Result<usize>, got: usize, what: &str) {
+    assert_eq!(
+        end.map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::ConnectionReset),
+        "{what}, after {got} bytes"
+    );
+}
+
+/// Waits for the [`sender`]'s connection to end and asserts it ended with an error.
+#[allow(clippy::expect_used, clippy::unwrap_used)] // test code
+async fn assert_server_failed(
+    outcomes: &mut tokio::sync::mpsc::UnboundedReceiver<std::io::Result<()>>,
+) {
+    let server_end = tokio::time::timeout(std::time::Duration::from_secs(30), outcomes.recv())
+        .await
+        .expect("the target server's connection did not end")
+        .unwrap();
+    assert!(
+        server_end.is_err(),
+        "the target server saw a clean end: {server_end:?}"
+    );
+}
+
 /// The hosting `weft tunnel host` process dies mid-transfer: the local client of
 /// `weft tunnel dial` reads a reset after a partial transfer, never a clean end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,11 +239,7 @@ async fn a_dead_tunnel_host_resets_the_dialing_client() {
     host.kill();
     let (got, end) = read_all(&mut sock, first).await;
     assert!(got < BIG);
-    assert_eq!(
-        end.map_err(|e| e.kind()),
-        Err(std::io::ErrorKind::ConnectionReset),
-        "after {got} more bytes"
-    );
+    assert_reset(end, got, "local client");
 }
 
 /// The dialing `weft tunnel dial` process dies mid-transfer: the target server behind
@@ -233,14 +253,7 @@ async fn a_dead_tunnel_dialer_resets_the_target_connection() {
     let mut sock = TcpStream::connect(&listen).await.unwrap();
     read_some(&mut sock, 1024 * 1024).await;
     dial.kill();
-    let server_end = tokio::time::timeout(std::time::Duration::from_secs(30), outcomes.recv())
-        .await
-        .expect("the target server's connection did not end")
-        .unwrap();
-    assert!(
-        server_end.is_err(),
-        "the target server saw a clean end: {server_end:?}"
-    );
+    assert_server_failed(&mut outcomes).await;
 }
 
 /// The router dies mid-transfer: both local ends are reset, the dialing client and
@@ -255,19 +268,8 @@ async fn a_dead_router_resets_both_local_ends() {
     let first = read_some(&mut sock, 1024 * 1024).await;
     net.router.kill();
     let (got, end) = read_all(&mut sock, first).await;
-    assert_eq!(
-        end.map_err(|e| e.kind()),
-        Err(std::io::ErrorKind::ConnectionReset),
-        "dialing client, after {got} more bytes"
-    );
-    let server_end = tokio::time::timeout(std::time::Duration::from_secs(30), outcomes.recv())
-        .await
-        .expect("the target server's connection did not end")
-        .unwrap();
-    assert!(
-        server_end.is_err(),
-        "the target server saw a clean end: {server_end:?}"
-    );
+    assert_reset(end, got, "dialing client");
+    assert_server_failed(&mut outcomes).await;
 }
 
 /// The target resets its connection to `weft tunnel host` mid-transfer, or cannot be
@@ -295,11 +297,7 @@ async fn a_target_reset_or_unreachable_resets_the_dialing_client() {
     let (listen, _tunnels) = tunnels(&net, "rst", &target).await;
     let mut sock = TcpStream::connect(&listen).await.unwrap();
     let (got, end) = read_all(&mut sock, 0).await;
-    assert_eq!(
-        end.map_err(|e| e.kind()),
-        Err(std::io::ErrorKind::ConnectionReset),
-        "after {got} bytes"
-    );
+    assert_reset(end, got, "local client");
 
     // A target nobody listens on.
     let closed = format!("127.0.0.1:{}", free_port());
@@ -307,11 +305,7 @@ async fn a_target_reset_or_unreachable_resets_the_dialing_client() {
     let (listen, _tunnels) = tunnels(&net, "nowhere", &closed).await;
     let mut sock = TcpStream::connect(&listen).await.unwrap();
     let (got, end) = read_all(&mut sock, 0).await;
-    assert_eq!(
-        end.map_err(|e| e.kind()),
-        Err(std::io::ErrorKind::ConnectionReset),
-        "after {got} bytes"
-    );
+    assert_reset(end, got, "local client");
 }
 
 /// No router is reachable: a connection accepted by `weft tunnel dial` is refused with
@@ -325,9 +319,5 @@ async fn without_a_router_the_dialing_client_is_reset() {
     net.router.kill();
     let mut sock = TcpStream::connect(&listen).await.unwrap();
     let (got, end) = read_all(&mut sock, 0).await;
-    assert_eq!(
-        end.map_err(|e| e.kind()),
-        Err(std::io::ErrorKind::ConnectionReset),
-        "after {got} bytes"
-    );
+    assert_reset(end, got, "local client");
 }
