@@ -379,6 +379,39 @@ impl Net {
     }
 }
 
+/// The model of [`model`] and an established circuit: "dialer" on conn 1, "host"
+/// bound as listener 7 and accepted as conn 100.
+struct Circuit {
+    svc: String,
+    d: Login,
+    dial_token: String,
+    host: Client,
+    dialer: Client,
+    ca: String,
+}
+
+impl Circuit {
+    async fn open(ctl: &Ctl, admin: &str, port: u16) -> Self {
+        let (svc, _) = model(ctl, admin).await;
+        let d = login(ctl, admin, "dialer").await;
+        let h = login(ctl, admin, "host").await;
+        let dial_token = session(ctl, &d, &svc, "Dial").await;
+        let bind_token = session(ctl, &h, &svc, "Bind").await;
+        let ca = ctl.ca_pem();
+        let mut host = bound_host(port, &ca, &h, &bind_token).await;
+        let mut dialer = Client::connect(port, &ca, &d.cert, &d.key, &d.token).await;
+        dial(&mut dialer, &mut host, &dial_token).await;
+        Self {
+            svc,
+            d,
+            dial_token,
+            host,
+            dialer,
+            ca,
+        }
+    }
+}
+
 /// Waits until the controller reports the router online (or offline).
 async fn wait_online(ctl: &Ctl, admin: &str, router_id: &str, online: bool) {
     let deadline = Instant::now() + RECONNECT_WAIT;
@@ -650,18 +683,16 @@ async fn only_the_tls_leaf_identifies_an_edge_client(io: &str) {
         port,
         _tmp,
     } = Net::start(io).await;
-    let (svc, _) = model(&ctl, &admin).await;
-    let victim = login(&ctl, &admin, "dialer").await;
     let mallory = login(&ctl, &admin, "mallory").await;
-    let h = login(&ctl, &admin, "host").await;
-    let dial_token = session(&ctl, &victim, &svc, "Dial").await;
-    let bind_token = session(&ctl, &h, &svc, "Bind").await;
-    let ca = ctl.ca_pem();
-    let mut host = bound_host(port, &ca, &h, &bind_token).await;
-
     // The victim itself gets through: the router knows its API and Dial sessions.
-    let mut genuine = Client::connect(port, &ca, &victim.cert, &victim.key, &victim.token).await;
-    dial(&mut genuine, &mut host, &dial_token).await;
+    let Circuit {
+        d: victim,
+        dial_token,
+        mut host,
+        dialer: _genuine,
+        ca,
+        ..
+    } = Circuit::open(&ctl, &admin, port).await;
 
     // Mallory's CA-issued leaf (and key), then the victim's certificate.
     let chain = format!("{}\n{}", mallory.cert, victim.cert);
@@ -869,15 +900,14 @@ async fn the_router_enforces_edge_router_and_service_edge_router_policies(io: &s
         port,
         _tmp,
     } = Net::start(io).await;
-    let (svc, _) = model(&ctl, &admin).await;
-    let d = login(&ctl, &admin, "dialer").await;
-    let h = login(&ctl, &admin, "host").await;
-    let dial_token = session(&ctl, &d, &svc, "Dial").await;
-    let bind_token = session(&ctl, &h, &svc, "Bind").await;
-    let ca = ctl.ca_pem();
-    let mut host = bound_host(port, &ca, &h, &bind_token).await;
-    let mut dialer = Client::connect(port, &ca, &d.cert, &d.key, &d.token).await;
-    dial(&mut dialer, &mut host, &dial_token).await;
+    let Circuit {
+        svc,
+        d,
+        dial_token,
+        mut host,
+        mut dialer,
+        ca,
+    } = Circuit::open(&ctl, &admin, port).await;
 
     // A second Dial session, made while the router still serves the service (the
     // controller refuses to make one for a service no router serves).
