@@ -173,7 +173,8 @@ pub struct EdgeConnection {
 
 impl EdgeConnection {
     /// A connection whose TLS handshake finished at `now`, with the lower-case hex SHA-1
-    /// fingerprints of the client's certificates.
+    /// fingerprint of the client's leaf certificate (the one whose key the handshake
+    /// proved; `None` without one, which no API session matches).
     pub fn new(config: EdgeConfig, now: Instant, client_fingerprint: Option<String>) -> Self {
         Self {
             state: State::AwaitingHello {
