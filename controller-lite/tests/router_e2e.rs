@@ -956,7 +956,10 @@ async fn the_router_enforces_edge_router_and_service_edge_router_policies(io: &s
     tokio::time::timeout(WAIT, async { while dialer.next().await.is_some() {} })
         .await
         .expect("the dialer's connection stayed open without an edge router policy");
-    eprintln!("edge connection closed {:?} after the policy delete", t0.elapsed());
+    eprintln!(
+        "edge connection closed {:?} after the policy delete",
+        t0.elapsed()
+    );
     if let Some(mut again) = Client::try_connect(port, &ca, &d.cert, &d.key, &d.token).await {
         assert!(
             !connects(&mut again, &mut host, &new_token, 4, 102).await,

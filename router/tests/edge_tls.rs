@@ -1036,6 +1036,8 @@ async fn a_peer_that_never_reads_its_answers_is_not_read_either(io: IoBackend) {
     const PROBES: usize = 4096;
     let h = Harness::start(io, Duration::from_secs(5));
     let Client { mut r, mut w, .. } = h.authenticated(&h.pki.dialer, "token-api-d", false).await;
+    // The router runs in this process: its memory is this process's.
+    let rss_before = rss_kib();
     let written = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     // Writes batches of probes until told to stop (after the batch in progress).
@@ -1100,7 +1102,9 @@ async fn a_peer_that_never_reads_its_answers_is_not_read_either(io: IoBackend) {
         seen = now;
     }
     stop.store(true, Ordering::Relaxed);
-    eprintln!("the flood stalled after {seen} B");
+    let grown = rss_kib().saturating_sub(rss_before);
+    eprintln!("the flood stalled after {seen} B; RSS grew by {grown} KiB");
+    assert!(grown < 64 * 1024, "RSS grew by {grown} KiB under the flood");
 
     // The peer reads: the router reads again and answers every probe, those of the
     // batch still being written included.
@@ -1132,6 +1136,16 @@ async fn a_peer_that_never_reads_its_answers_is_not_read_either(io: IoBackend) {
         "probes answered up to {last_answered} of {last_sent:?}"
     );
     h.stop();
+}
+
+/// This process's resident memory, KiB (`VmRSS` of `/proc/self/status`).
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
 }
 
 async fn shutdown_lets_circuits_run_for_the_grace_period_then_closes(io: IoBackend) {
