@@ -2,8 +2,7 @@
 //! and HTTP statuses.
 //!
 //! Codes and statuses follow the real controller (openziti/edge v0.22.39,
-//! `controller/apierror/messages.go`; `UNAUTHORIZED` from `controller/env/appenv.go`),
-//! as summarised in `shared/spec/edge-client-api.md` §3.3.
+//! `controller/apierror/messages.go`; `UNAUTHORIZED` from `controller/env/appenv.go`).
 
 use axum::http::StatusCode;
 

@@ -17,7 +17,7 @@
 //!
 //! Circuits whose legs sit on different shards cross by per-shard-pair queues
 //! ([`forward::CrossMsg`]). To come: links to other routers. See
-//! `shared/design/ARCHITECTURE.md` and `docs/adr/0004-router-runtime.md`.
+//! `README.md` and `docs/adr/0004-router-runtime.md`.
 
 pub mod config;
 pub mod control;

@@ -1,8 +1,8 @@
 //! Bootstrapping trust in a controller from an enrollment JWT, shared by identity and
 //! router enrollment.
 //!
-//! OpenZiti's SDKs and routers do it this way (facts from `shared/spec/edge-client-api.md`
-//! §9 and openziti/sdk-golang `ziti/enroll`): the JWT is RS256-signed by the key of the
+//! OpenZiti's SDKs and routers do it this way (facts from ziti-sdk-c 0.29.3
+//! `library/ziti_enroll.c` and openziti/sdk-golang `ziti/enroll`): the JWT is RS256-signed by the key of the
 //! controller's TLS server certificate, so the enroller first fetches that certificate
 //! (accepting it unverified), checks the JWT signature with its key, then — trusting
 //! only that exact certificate — fetches the CA bundle from `/.well-known/est/cacerts`

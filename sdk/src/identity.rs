@@ -6,7 +6,8 @@
 //! ```
 //!
 //! Each of `cert`, `key` and `ca` may be `pem:<PEM>`, `file://<path>`, raw PEM or a bare
-//! path, as the OpenZiti C SDK reads them (`shared/spec/edge-client-api.md` §9.5). A
+//! path, as the OpenZiti C SDK 0.29.3 reads them (`library/config.c`; tlsuv v0.14.9
+//! `src/engine_mbedtls.c` tries PEM first, then a file). A
 //! relative path is tried against the working directory first, then against the
 //! identity file's directory.
 

@@ -2,8 +2,7 @@
 //!
 //! Each message borrows from the [`Frame`] it was parsed from; encoding writes the header
 //! entries in the order ziti-sdk-c 0.29.3 writes them (for messages an SDK sends) or in
-//! the order given by `../shared/spec/edge-wire-protocol.md` §10 (for messages a router
-//! sends). Peers must not depend on header order; the fixed order keeps golden vectors
+//! the order of the byte examples in `wire/testdata/` (for messages a router sends). Peers must not depend on header order; the fixed order keeps golden vectors
 //! byte-exact. Message layouts: spec §2, §3.3 and §6, from `sdkc:library/connect.c`,
 //! `sdkc:library/channel.c` and `edge:router/xgress_edge/*`.
 

@@ -10,7 +10,8 @@
 //!
 //! The forwarding layer answers events with commands (`connect_succeeded`,
 //! `bind_failed`, `send_data`, `dial_host`, ...), which queue more transmits.
-//! Protocol facts: `shared/spec/edge-wire-protocol.md`; see also `docs/wire-format.md`.
+//! Protocol facts: `docs/wire-format.md` (from ziti-sdk-c 0.29.3 and the Go router of
+//! openziti/edge v0.22.39).
 
 mod connection;
 mod event;

@@ -1,5 +1,5 @@
 //! The client side of the edge protocol, sans-IO: classifies what a router sends and
-//! builds what the SDK sends (`shared/spec/edge-wire-protocol.md` §2–§7).
+//! builds what the SDK sends (`docs/wire-format.md`).
 
 use bytes::{Bytes, BytesMut};
 use weft_wire::edge::{self, FLAG_FIN};
