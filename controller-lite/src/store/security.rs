@@ -389,20 +389,7 @@ impl Store {
     /// Inserts a session.
     pub fn insert_session(&self, s: &SessionRow) -> Result<(), StoreError> {
         let c = self.lock()?;
-        c.execute(
-            &format!("INSERT INTO sessions ({SES_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
-            params![
-                s.id,
-                s.token,
-                s.api_session_id,
-                s.identity_id,
-                s.service_id,
-                s.session_type,
-                s.created_at,
-                s.updated_at
-            ],
-        )?;
-        Ok(())
+        insert_session_row(&c, s)
     }
 
     /// Inserts a session unless its API session already holds `max` sessions; returns
@@ -417,19 +404,7 @@ impl Store {
         if usize::try_from(held).unwrap_or(usize::MAX) >= max {
             return Ok(false);
         }
-        c.execute(
-            &format!("INSERT INTO sessions ({SES_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
-            params![
-                s.id,
-                s.token,
-                s.api_session_id,
-                s.identity_id,
-                s.service_id,
-                s.session_type,
-                s.created_at,
-                s.updated_at
-            ],
-        )?;
+        insert_session_row(&c, s)?;
         Ok(true)
     }
 
@@ -578,6 +553,24 @@ pub(super) fn insert_authenticator_on(
             a.password_hash,
             a.created_at,
             a.updated_at
+        ],
+    )?;
+    Ok(())
+}
+
+/// Inserts one session row on a locked connection.
+fn insert_session_row(c: &rusqlite::Connection, s: &SessionRow) -> Result<(), StoreError> {
+    c.execute(
+        &format!("INSERT INTO sessions ({SES_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
+        params![
+            s.id,
+            s.token,
+            s.api_session_id,
+            s.identity_id,
+            s.service_id,
+            s.session_type,
+            s.created_at,
+            s.updated_at
         ],
     )?;
     Ok(())
