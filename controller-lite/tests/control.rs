@@ -793,34 +793,78 @@ async fn deaf_router_is_disconnected(config: &str) {
     assert!(control_answers(&ctl, Some((&cert, &key)), &router_id).await);
 }
 
-/// Unauthenticated connections to the control port are bounded: beyond
-/// `MAX_PENDING_HANDSHAKES` idle ones (TCP connected, no TLS), a new one is closed at
-/// once and counted in `weft_controller_control_refused_pending_total`.
+/// A TCP connection to `addr` from the loopback address `src` (any of 127.0.0.0/8).
+async fn connect_from(
+    src: std::net::Ipv4Addr,
+    addr: std::net::SocketAddr,
+) -> tokio::net::TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind((src, 0).into()).unwrap();
+    sock.connect(addr).await.unwrap()
+}
+
+/// Opens `n` idle connections (TCP, no TLS) from `src`.
+async fn open_from(
+    src: std::net::Ipv4Addr,
+    addr: std::net::SocketAddr,
+    n: usize,
+) -> Vec<tokio::net::TcpStream> {
+    let mut conns = Vec::with_capacity(n);
+    for _ in 0..n {
+        conns.push(connect_from(src, addr).await);
+    }
+    conns
+}
+
+/// How many of `conns` the listener has closed, once it has had time to look at them
+/// all (the count no longer changes for a second).
+async fn closed(conns: &[tokio::net::TcpStream]) -> usize {
+    let count = || {
+        conns
+            .iter()
+            .filter(|c| {
+                let mut buf = [0u8; 1];
+                !matches!(c.try_read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            })
+            .count()
+    };
+    let mut last = usize::MAX;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = count();
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+}
+
+/// Unauthenticated connections to the control port are bounded, per source address
+/// (`MAX_PENDING_PER_SOURCE`) and in all (`MAX_PENDING_HANDSHAKES`): beyond either, a
+/// new idle one (TCP connected, no TLS) is closed at once and counted in
+/// `weft_controller_control_refused_pending_total`; one flooding host does not take the
+/// slots of the others (the routers, which must be able to reconnect).
 #[tokio::test]
 async fn idle_control_connections_are_bounded() {
-    use weft_controller::control::listener::MAX_PENDING_HANDSHAKES;
+    use weft_controller::control::listener::{MAX_PENDING_HANDSHAKES, MAX_PENDING_PER_SOURCE};
     let ctl = Ctl::start_with("metrics_listen = \"127.0.0.1:0\"");
-    let addr = control_addr(&ctl);
-    let mut idle = Vec::new();
-    for _ in 0..MAX_PENDING_HANDSHAKES {
-        idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    let addr: std::net::SocketAddr = control_addr(&ctl).parse().unwrap();
+    // One host beyond its limit ...
+    let flooder = std::net::Ipv4Addr::new(127, 0, 0, 2);
+    let flood = open_from(flooder, addr, MAX_PENDING_PER_SOURCE + 4).await;
+    assert_eq!(closed(&flood).await, 4);
+    // ... does not keep another from connecting.
+    let router = open_from(std::net::Ipv4Addr::LOCALHOST, addr, 1).await;
+    assert_eq!(closed(&router).await, 0, "another host was refused");
+    drop(router);
+    // Many hosts: the total is bounded too (the flooder holds its share of it).
+    let hosts = MAX_PENDING_HANDSHAKES / MAX_PENDING_PER_SOURCE + 2;
+    let mut many = Vec::new();
+    for host in 0..hosts {
+        let src = std::net::Ipv4Addr::new(127, 0, 1, u8::try_from(host).unwrap());
+        many.extend(open_from(src, addr, MAX_PENDING_PER_SOURCE).await);
     }
-    // The listener takes them in order; one more beyond the bound is closed at once.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let mut extra = tokio::net::TcpStream::connect(&addr).await.unwrap();
-        let mut buf = [0u8; 1];
-        let read = tokio::time::timeout(Duration::from_secs(2), extra.read(&mut buf)).await;
-        if matches!(read, Ok(Ok(0) | Err(_))) {
-            break;
-        }
-        // Not refused yet: the listener had not accepted all the idle ones.
-        idle.push(extra);
-        assert!(
-            std::time::Instant::now() < deadline,
-            "a connection beyond {MAX_PENDING_HANDSHAKES} pending ones was kept"
-        );
-    }
-    assert!(ctl.metric("weft_controller_control_refused_pending_total") >= 1);
-    drop(idle);
+    let kept = many.len() - closed(&many).await;
+    assert_eq!(kept + MAX_PENDING_PER_SOURCE, MAX_PENDING_HANDSHAKES);
+    assert!(ctl.metric("weft_controller_control_refused_pending_total") >= 4 + 16);
 }

@@ -67,9 +67,62 @@ pub enum ConnError {
 /// descriptor and a task each for up to [`HELLO_DEADLINE`].
 pub const MAX_PENDING_HANDSHAKES: usize = 256;
 
+/// Of [`MAX_PENDING_HANDSHAKES`], how many one source address may hold: a router opens
+/// one control connection at a time, so a single host that floods the port cannot take
+/// every slot and keep the routers from reconnecting (which would stop revocations from
+/// reaching them).
+pub const MAX_PENDING_PER_SOURCE: usize = 8;
+
+/// Unauthenticated control connections per source address.
+#[derive(Debug, Default)]
+struct PendingBySource(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+/// One pending connection of a source, released on drop.
+struct SourceSlot {
+    table: Arc<PendingBySource>,
+    ip: std::net::IpAddr,
+}
+
+impl PendingBySource {
+    /// A slot for `ip`, unless it holds [`MAX_PENDING_PER_SOURCE`] already.
+    fn admit(table: &Arc<Self>, ip: std::net::IpAddr) -> Option<SourceSlot> {
+        // Each critical section is one map update; a poisoned lock is consistent.
+        let mut map = table
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let held = map.entry(ip).or_default();
+        if *held >= MAX_PENDING_PER_SOURCE {
+            return None;
+        }
+        *held += 1;
+        Some(SourceSlot {
+            table: Arc::clone(table),
+            ip,
+        })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut map = self
+            .table
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(held) = map.get_mut(&self.ip) {
+            *held -= 1;
+            if *held == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Accepts router connections on `listener` forever.
 pub async fn serve(ctl: Arc<Controller>, listener: TcpListener, tls: tokio_rustls::TlsAcceptor) {
     let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
+    let by_source = Arc::new(PendingBySource::default());
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -79,7 +132,9 @@ pub async fn serve(ctl: Arc<Controller>, listener: TcpListener, tls: tokio_rustl
                 continue;
             }
         };
-        let Ok(permit) = Arc::clone(&pending).try_acquire_owned() else {
+        let admitted = PendingBySource::admit(&by_source, peer.ip())
+            .and_then(|slot| Some((slot, Arc::clone(&pending).try_acquire_owned().ok()?)));
+        let Some(permit) = admitted else {
             ctl.metrics
                 .control_refused_pending
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
