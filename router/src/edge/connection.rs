@@ -48,8 +48,8 @@ impl Default for EdgeConfig {
             hello_timeout: Duration::from_secs(1),
             dial_timeout: Duration::from_secs(5),
             // A busy host (one `weft tunnel host`, one SDK listener) holds one conn id
-            // per client; each costs about 200 B here when idle, and data is bounded by
-            // the circuit windows, not by this count.
+            // per client; each is a small fixed state here, and data is bounded by the
+            // circuit windows, not by this count.
             max_conns: 65_536,
             session_wait: Duration::from_secs(3),
             stream_window: 4 * 1024 * 1024,
