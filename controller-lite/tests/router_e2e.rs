@@ -555,18 +555,7 @@ async fn dial(dialer: &mut Client, host: &mut Client, dial_token: &str) {
     let connect_seq = dialer.send_connect(1, dial_token).await;
     let dial_frame = host.expect(ContentType::DIAL).await;
     assert_eq!(Dial::parse(&dial_frame).unwrap().conn_id, 7);
-    let success_seq = host
-        .send(|s, out| {
-            DialSuccess {
-                conn_id: 7,
-                seq: 0,
-                reply_for: dial_frame.sequence(),
-                new_conn_id: 100,
-            }
-            .encode(s, out)
-        })
-        .await;
-    let frame = host.expect(ContentType::STATE_CONNECTED).await;
+    let (success_seq, frame) = accept_dial(host, &dial_frame, 100).await;
     assert_eq!(
         StateConnected::parse(&frame).unwrap().reply_for,
         Some(success_seq)
@@ -749,18 +738,25 @@ async fn only_the_tls_leaf_identifies_an_edge_client(io: &str) {
 /// The raw host accepts the Dial it was sent as `child`.
 async fn accept_raw(host: &mut Client, child: u32) {
     let dial = host.expect(ContentType::DIAL).await;
-    let listener = Dial::parse(&dial).unwrap().conn_id;
-    host.send(|s, out| {
-        DialSuccess {
-            conn_id: listener,
-            seq: 0,
-            reply_for: dial.sequence(),
-            new_conn_id: child,
-        }
-        .encode(s, out)
-    })
-    .await;
-    host.expect(ContentType::STATE_CONNECTED).await;
+    accept_dial(host, &dial, child).await;
+}
+
+/// The host answers the Dial frame `dial` with DialSuccess, the new conn being
+/// `child`; returns the DialSuccess sequence and the StateConnected that answers it.
+async fn accept_dial(host: &mut Client, dial: &Frame, child: u32) -> (i32, Frame) {
+    let listener = Dial::parse(dial).unwrap().conn_id;
+    let seq = host
+        .send(|s, out| {
+            DialSuccess {
+                conn_id: listener,
+                seq: 0,
+                reply_for: dial.sequence(),
+                new_conn_id: child,
+            }
+            .encode(s, out)
+        })
+        .await;
+    (seq, host.expect(ContentType::STATE_CONNECTED).await)
 }
 
 /// The raw host sends `payload` on `conn_id`, then StateClosed without a FIN.
@@ -871,17 +867,7 @@ async fn connects(
     let dial_at_host = tokio::time::timeout(Duration::from_secs(1), host.next()).await;
     if let Ok(Some(dial)) = dial_at_host {
         assert_eq!(dial.content_type(), ContentType::DIAL, "{dial:?}");
-        host.send(|s, out| {
-            DialSuccess {
-                conn_id: Dial::parse(&dial).unwrap().conn_id,
-                seq: 0,
-                reply_for: dial.sequence(),
-                new_conn_id: child,
-            }
-            .encode(s, out)
-        })
-        .await;
-        host.expect(ContentType::STATE_CONNECTED).await;
+        accept_dial(host, &dial, child).await;
     }
     let answer = dialer.frame_or_close().await;
     answer.is_some_and(|f| f.content_type() == ContentType::STATE_CONNECTED)
@@ -1102,17 +1088,7 @@ async fn router_resynchronises_after_losing_the_control_connection(io: &str) {
     let connect_seq = dialer.send_connect(2, &dial_token).await;
     let dial_frame = host.expect(ContentType::DIAL).await;
     assert_eq!(Dial::parse(&dial_frame).unwrap().conn_id, 7);
-    host.send(|s, out| {
-        DialSuccess {
-            conn_id: 7,
-            seq: 0,
-            reply_for: dial_frame.sequence(),
-            new_conn_id: 101,
-        }
-        .encode(s, out)
-    })
-    .await;
-    host.expect(ContentType::STATE_CONNECTED).await;
+    accept_dial(&mut host, &dial_frame, 101).await;
     let frame = dialer.expect(ContentType::STATE_CONNECTED).await;
     assert_eq!(
         StateConnected::parse(&frame).unwrap().reply_for,
