@@ -216,13 +216,7 @@ async fn enrollment_end_to_end_then_cert_authentication() {
 
     // Certificate authentication with the issued certificate.
     let http = ctl.http_with_cert(&cert_pem, &key_pem);
-    let res = http
-        .post(ctl.client_url("/authenticate?method=cert"))
-        .header("content-type", "application/json")
-        .body(SDK_AUTH_BODY)
-        .send()
-        .await
-        .unwrap();
+    let res = ctl.cert_authenticate(&http).await;
     assert_eq!(res.status(), 200);
     assert!(res.headers().contains_key("ziti-instance-id"));
     let v: Value = res.json().await.unwrap();

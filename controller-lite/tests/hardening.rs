@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Ctl, SDK_AUTH_BODY};
+use common::Ctl;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use serde_json::{Value, json};
@@ -70,13 +70,7 @@ async fn request_content_types_are_checked() {
         assert_eq!(res.status(), status, "{ct}");
     }
     // The C SDK's cert login: a JSON body as application/json (no certificate: 401, not 415).
-    let res = http
-        .post(ctl.client_url("/authenticate?method=cert"))
-        .header("content-type", "application/json")
-        .body(SDK_AUTH_BODY)
-        .send()
-        .await
-        .unwrap();
+    let res = ctl.cert_authenticate(&http).await;
     assert_eq!(status_code(res).await, (401, "INVALID_AUTH".into()));
     // Empty bodies need no Content-Type, and may carry one.
     let res = http
@@ -257,13 +251,7 @@ async fn cert_login_uses_only_the_leaf() {
         vec![own.der().clone(), controller_ca],
     ] {
         let http = ctl.http_with_chain(chain, &own_key.serialize_pem());
-        let res = http
-            .post(ctl.client_url("/authenticate?method=cert"))
-            .header("content-type", "application/json")
-            .body(SDK_AUTH_BODY)
-            .send()
-            .await
-            .unwrap();
+        let res = ctl.cert_authenticate(&http).await;
         assert_eq!(status_code(res).await, (401, "INVALID_AUTH".into()));
     }
     // The victim's own certificate and key do log in.

@@ -371,16 +371,21 @@ impl Ctl {
         (res.status().as_u16(), res.json().await.unwrap())
     }
 
-    /// Authenticates with a certificate on the client API; returns (client, token).
-    pub async fn cert_login(&self, cert: &str, key: &str) -> (reqwest::Client, String) {
-        let http = self.http_with_cert(cert, key);
-        let res = http
-            .post(self.client_url("/authenticate?method=cert"))
+    /// `POST /authenticate?method=cert` with the C SDK's body, over `http` (whose TLS
+    /// client certificate is what authenticates).
+    pub async fn cert_authenticate(&self, http: &reqwest::Client) -> reqwest::Response {
+        http.post(self.client_url("/authenticate?method=cert"))
             .header("content-type", "application/json")
             .body(SDK_AUTH_BODY)
             .send()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// Authenticates with a certificate on the client API; returns (client, token).
+    pub async fn cert_login(&self, cert: &str, key: &str) -> (reqwest::Client, String) {
+        let http = self.http_with_cert(cert, key);
+        let res = self.cert_authenticate(&http).await;
         assert_eq!(res.status(), 200);
         let v: Value = res.json().await.unwrap();
         (http, v["data"]["token"].as_str().unwrap().to_string())
