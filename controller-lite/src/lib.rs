@@ -2,8 +2,7 @@
 //!
 //! The HTTPS Edge Client API (OpenZiti paths and JSON shapes, consumable by the
 //! OpenZiti C SDK 0.29.3), the Edge Management API, the embedded SQLite store,
-//! the PKI with OTT enrollment, authentication, the admin CLI `weft`, and
-//! the router control channel ([`control`]: mutual TLS, change feed, terminators), and
+//! the PKI with OTT enrollment, authentication, and the router control channel ([`control`]: mutual TLS, change feed, terminators), and
 //! attribute-based policy evaluation ([`policy`]: role selectors, a naive evaluator and
 //! the indexed [`policy::PolicyIndex`], property-tested against each other).
 
@@ -12,7 +11,6 @@
 pub mod api;
 pub mod auth;
 pub mod authz;
-pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod control;

@@ -1,12 +1,10 @@
 //! API tests against a real `weft-controller` process on loopback.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 
-use common::{Ctl, SDK_AUTH_BODY, jwt_claims, make_csr};
 use serde_json::{Value, json};
+use weft_testkit::{Ctl, SDK_AUTH_BODY, jwt_claims, make_csr};
 
 async fn get(http: &reqwest::Client, url: &str, token: &str) -> (u16, Value) {
     let res = http

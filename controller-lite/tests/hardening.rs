@@ -3,12 +3,10 @@
 //! certificate login bound to the TLS leaf alone.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
-use common::Ctl;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use serde_json::{Value, json};
+use weft_testkit::Ctl;
 
 async fn status_code(res: reqwest::Response) -> (u16, String) {
     let status = res.status().as_u16();

@@ -3,15 +3,13 @@
 //! connections, the per-source connection cap and descriptor exhaustion.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::Ctl;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use weft_testkit::Ctl;
 
 /// Reads until the server closes the connection (EOF or reset); returns how long that
 /// took, or `None` when it stayed open past `deadline`.

@@ -2,11 +2,9 @@
 //! sessions), related lists, and what deletes and updates do to referencing entities.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
-use common::Ctl;
 use reqwest::Method;
 use serde_json::{Value, json};
+use weft_testkit::Ctl;
 
 fn ids(v: &Value) -> Vec<String> {
     v["data"]
@@ -282,7 +280,7 @@ async fn authenticators_and_enrollments() {
         .await;
     assert_eq!(v["data"]["expiresAt"], "2999-01-01T00:00:00.000Z");
     assert_ne!(v["data"]["token"], json!(old_token));
-    let (csr, _) = common::make_csr("alice");
+    let (csr, _) = weft_testkit::make_csr("alice");
     assert_eq!(ctl.enroll(&old_token, &csr).await.0, 400);
     let r = ctl
         .call(

@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use weft_sdk::{Listener, Stream};
-use weft_tests::{Network, pattern};
+use weft_testkit::{Network, pattern};
 
 const TEN_MB: usize = 10 * 1024 * 1024;
 
@@ -214,7 +214,7 @@ async fn c_sdk_enrolls_with_a_weft_token_and_loads_the_identity() {
         .cmd(json!({"op": "enroll", "jwt": jwt, "out": id_path}))
         .await;
     let identity = &a["identity"];
-    assert_eq!(identity["ztAPI"], net.controller.url(), "{identity}");
+    assert_eq!(identity["ztAPI"], net.controller.url(""), "{identity}");
     for field in ["cert", "key", "ca"] {
         assert!(
             identity["id"][field]

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use weft_tests::Network;
+use weft_testkit::Network;
 
 /// Live circuits (each a dialer stream and a host stream on one router).
 const CIRCUITS: usize = 1000;

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use weft_sdk::{Context, ErrorKind, Listener, Stream};
-use weft_tests::{Network, pattern};
+use weft_testkit::{Network, pattern};
 
 const TEN_MB: usize = 10 * 1024 * 1024;
 
@@ -291,7 +291,7 @@ async fn bad_identity_files_and_expired_or_used_tokens_give_clear_errors() {
     assert_eq!(e.kind(), ErrorKind::Identity);
 
     // Tokens that expire after 3 s.
-    let ctl = weft_tests::Controller::start("enrollment_ttl_secs = 3");
+    let ctl = weft_testkit::Ctl::start_with("enrollment_ttl_secs = 3");
     let admin = ctl.admin().await;
     let created = Instant::now();
     let (_, jwt) = admin.identity("late", &[]).await;
@@ -313,7 +313,7 @@ async fn bad_identity_files_and_expired_or_used_tokens_give_clear_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_router_fails_its_streams_and_the_next_dial_uses_another_router() {
     let mut net = Network::start().await;
-    let mut second = weft_tests::Router::start(&net.controller, &net.admin, "edge-2", &[]).await;
+    let mut second = weft_testkit::Router::start(&net.controller, &net.admin, "edge-2", &[]).await;
     net.service("ha", &["ha"], true).await;
     let (host, client) = host_and_client(&net, "ha").await;
     let _echo = spawn_echo(host.bind("ha").await.unwrap());

@@ -2,7 +2,7 @@
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use weft_tests::{Network, Tunnel, free_port, pattern};
+use weft_testkit::{Network, Tunnel, free_port, pattern};
 
 /// Enrolls a host and a client identity for `service` (Bind for `#{service}-host`, Dial
 /// for `#{service}-client`) and starts `weft tunnel host` toward `target` and `weft

@@ -312,7 +312,7 @@ mod tests {
     use clap::Parser;
 
     use super::*;
-    use crate::cli::{Cli, Command, EdgeCommand};
+    use crate::{Cli, Command, EdgeCommand};
 
     fn body(args: &[&str]) -> Result<(&'static str, String, Value), CliError> {
         let cli = Cli::try_parse_from(args).map_err(|e| CliError::Usage(e.to_string()))?;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = weft_controller::cli::Cli::parse();
+    let cli = weft_cli::Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -17,7 +17,7 @@ fn main() -> ExitCode {
     // socket, stream, edge connection writer and reader) handing each chunk to the
     // next, and on a worker pool every hand-off may wake another thread and move the
     // chunk to another core's cache. One core is also all it gets on a small box.
-    let mut builder = if matches!(cli.cmd, weft_controller::cli::Command::Tunnel { .. }) {
+    let mut builder = if matches!(cli.cmd, weft_cli::Command::Tunnel { .. }) {
         tokio::runtime::Builder::new_current_thread()
     } else {
         tokio::runtime::Builder::new_multi_thread()
@@ -26,10 +26,7 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .map_err(anyhow::Error::from)
-        .and_then(|rt| {
-            rt.block_on(weft_controller::cli::run(cli))
-                .map_err(anyhow::Error::from)
-        });
+        .and_then(|rt| rt.block_on(weft_cli::run(cli)).map_err(anyhow::Error::from));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -3,13 +3,10 @@
 //! that enrolled and logged in at the controller.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use common::Ctl;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::{Value, json};
@@ -18,6 +15,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use weft_router::config::RouterConfig;
 use weft_router::node::Node;
+use weft_testkit::{Ctl, free_port, init_logs};
 use weft_wire::edge::{
     Bind, Connect, Data, Dial, DialSuccess, Hello, HelloResult, StateClosed, StateConnected,
 };
@@ -38,22 +36,6 @@ async fn get(ctl: &Ctl, token: &str, path: &str) -> Value {
         .unwrap();
     assert_eq!(res.status(), 200);
     res.json().await.unwrap()
-}
-
-/// Router logs on the test's output, filtered by `RUST_LOG` (none by default).
-fn init_logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 // ---- an edge client ----

@@ -1,12 +1,10 @@
 //! The `weft` CLI against a real controller.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::process::Command;
 
-use common::{Ctl, jwt_claims};
 use serde_json::{Value, json};
+use weft_testkit::{Ctl, jwt_claims};
 
 fn weft(home: &std::path::Path, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_weft"))

@@ -1,9 +1,12 @@
-//! Test harness: runs the real `weft-controller` binary on loopback.
-#![allow(dead_code, unreachable_pub)]
+//! A real `weft-controller` process on loopback ([`Ctl`]) and an admin session on its
+//! management API ([`Admin`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+
+use crate::fixtures::{SDK_AUTH_BODY, jwt_claims, make_csr};
+use crate::process::{bin_dir, log_level};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,10 +14,14 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{Value, json};
 
+/// A `weft-controller run` process (killed on drop) in a data directory of its own.
+#[derive(Debug)]
 pub struct Ctl {
     child: Option<Child>,
+    /// Its data directory (`controller.addr`, `pki/`, `admin.password`, …).
     pub dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
+    /// The HTTPS (Edge Client and Management API) address.
     pub addr: SocketAddr,
 }
 
@@ -56,15 +63,15 @@ impl Ctl {
         )
         .unwrap();
         let _ = std::fs::remove_file(dir.join("controller.addr"));
-        let bin = env!("CARGO_BIN_EXE_weft-controller");
+        let bin = bin_dir().join("weft-controller");
         let mut cmd = match nofile {
-            None => Command::new(bin),
+            None => Command::new(&bin),
             Some(n) => {
                 // `exec` keeps the pid: the child is the controller itself.
                 let mut c = Command::new("sh");
                 c.arg("-c")
                     .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
-                    .arg(bin);
+                    .arg(&bin);
                 c
             }
         };
@@ -74,7 +81,7 @@ impl Ctl {
             .arg(dir)
             .arg("--config")
             .arg(&cfg)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", log_level())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -200,18 +207,22 @@ impl Ctl {
             .await
     }
 
+    /// `https://localhost:<port>{path}`.
     pub fn url(&self, path: &str) -> String {
         format!("https://localhost:{}{path}", self.addr.port())
     }
 
+    /// A Management API URL: `/edge/management/v1{path}`.
     pub fn mgmt(&self, path: &str) -> String {
         self.url(&format!("/edge/management/v1{path}"))
     }
 
+    /// An Edge Client API URL: `/edge/client/v1{path}`.
     pub fn client_url(&self, path: &str) -> String {
         self.url(&format!("/edge/client/v1{path}"))
     }
 
+    /// The admin password the controller generated at its first start.
     pub fn admin_password(&self) -> String {
         std::fs::read_to_string(self.dir.join("admin.password"))
             .unwrap()
@@ -219,6 +230,7 @@ impl Ctl {
             .to_string()
     }
 
+    /// The controller's root CA, PEM.
     pub fn ca_pem(&self) -> String {
         std::fs::read_to_string(self.dir.join("pki/root-ca.cert.pem")).unwrap()
     }
@@ -392,35 +404,146 @@ impl Ctl {
     }
 }
 
+impl Ctl {
+    /// The router control channel address as routers dial it (`localhost:<port>`),
+    /// once the controller has written it.
+    pub fn control_addr(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(s) = std::fs::read_to_string(self.dir.join("control.addr")) {
+                if let Some((_, port)) = s.trim().rsplit_once(':') {
+                    return format!("localhost:{port}");
+                }
+            }
+            assert!(Instant::now() < deadline, "no control.addr");
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Logs in as admin on the management API.
+    pub async fn admin(&self) -> Admin {
+        let token = self.admin_token().await;
+        Admin {
+            http: self.http(),
+            base: self.mgmt(""),
+            token,
+        }
+    }
+}
+
 impl Drop for Ctl {
     fn drop(&mut self) {
         self.kill();
     }
 }
 
-/// A pretty-printed body like the C SDK 0.29.3 sends (spec §4.2).
-pub const SDK_AUTH_BODY: &str = "{\n\t\"sdkInfo\":\t{\n\t\t\"type\":\t\"ziti-sdk-c\",\n\t\t\"version\":\t\"0.29.3-126\",\n\t\t\"revision\":\t\"8a2af64\",\n\t\t\"branch\":\t\"HEAD\"\n\t},\n\t\"envInfo\":\t{\n\t\t\"os\":\t\"Linux\",\n\t\t\"arch\":\t\"x86_64\"\n\t},\n\t\"configTypes\":\t[\"intercept.v1\", \"ziti-tunneler-client.v1\"]\n}";
-
-/// Decodes the claims of a JWT without verifying it.
-pub fn jwt_claims(jwt: &str) -> Value {
-    use base64::Engine;
-    let part = jwt.split('.').nth(1).unwrap();
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(part)
-        .unwrap();
-    serde_json::from_slice(&bytes).unwrap()
+/// A management API session.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    http: reqwest::Client,
+    base: String,
+    token: String,
 }
 
-/// A P-256 key and a PEM CSR whose subject the controller must ignore.
-pub fn make_csr(cn: &str) -> (String, String) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, format!("requested-{cn}"));
-    params
-        .distinguished_name
-        .push(rcgen::DnType::OrganizationName, "OpenZiti");
-    let csr = params.serialize_request(&key).unwrap();
-    (csr.pem().unwrap(), key.serialize_pem())
+impl Admin {
+    /// `POST /{collection}`; returns the created entity's `data`.
+    pub async fn create(&self, collection: &str, body: Value) -> Value {
+        let res = self
+            .http
+            .post(format!("{}/{collection}", self.base))
+            .header("zt-session", &self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        let v: Value = res.json().await.unwrap();
+        assert_eq!(status, 201, "create {collection}: {v}");
+        v["data"].clone()
+    }
+
+    /// `GET /{path}`; returns the whole answer.
+    pub async fn get(&self, path: &str) -> Value {
+        let res = self
+            .http
+            .get(format!("{}/{path}", self.base))
+            .header("zt-session", &self.token)
+            .send()
+            .await
+            .unwrap();
+        res.json().await.unwrap()
+    }
+
+    /// `DELETE /{collection}/{id}`.
+    pub async fn delete(&self, collection: &str, id: &str) {
+        let res = self
+            .http
+            .delete(format!("{}/{collection}/{id}", self.base))
+            .header("zt-session", &self.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "delete {collection}/{id}");
+    }
+
+    /// Creates an identity with an OTT enrollment; returns (id, enrollment JWT).
+    pub async fn identity(&self, name: &str, attrs: &[&str]) -> (String, String) {
+        let v = self
+            .create(
+                "identities",
+                json!({"name": name, "type": "User", "isAdmin": false,
+                       "roleAttributes": attrs, "enrollment": {"ott": true}}),
+            )
+            .await;
+        let id = v["id"].as_str().unwrap().to_string();
+        let detail = self.get(&format!("identities/{id}")).await;
+        let jwt = detail["data"]["enrollment"]["ott"]["jwt"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no enrollment JWT in {detail}"))
+            .to_string();
+        (id, jwt)
+    }
+
+    /// Creates a service; returns its id.
+    pub async fn service(&self, name: &str, attrs: &[&str], encrypted: bool) -> String {
+        let v = self
+            .create(
+                "services",
+                json!({"name": name, "roleAttributes": attrs, "encryptionRequired": encrypted}),
+            )
+            .await;
+        v["id"].as_str().unwrap().to_string()
+    }
+
+    /// Creates a Dial or Bind service policy; returns its id.
+    pub async fn service_policy(
+        &self,
+        name: &str,
+        kind: &str,
+        identity_roles: &[&str],
+        service_roles: &[&str],
+    ) -> String {
+        let v = self
+            .create(
+                "service-policies",
+                json!({"name": name, "type": kind, "semantic": "AnyOf",
+                       "identityRoles": identity_roles, "serviceRoles": service_roles}),
+            )
+            .await;
+        v["id"].as_str().unwrap().to_string()
+    }
+
+    /// Lets every identity use every router for every service.
+    pub async fn open_routers(&self) {
+        self.create(
+            "edge-router-policies",
+            json!({"name": "all-routers", "edgeRouterRoles": ["#all"], "identityRoles": ["#all"]}),
+        )
+        .await;
+        self.create(
+            "service-edge-router-policies",
+            json!({"name": "all-services", "edgeRouterRoles": ["#all"], "serviceRoles": ["#all"]}),
+        )
+        .await;
+    }
 }

@@ -16,8 +16,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::CliError;
 use super::client::{self, Api, CliConfig};
-use crate::config::Config;
-use crate::controller::ADDR_FILE;
+use weft_controller::config::Config;
+use weft_controller::controller::ADDR_FILE;
 
 /// Marker file that says a directory was made by the quickstart (so it may be reset).
 const MARKER: &str = ".weft-quickstart";
@@ -91,15 +91,16 @@ pub async fn run(args: QuickstartArgs) -> Result<(), CliError> {
     let (stop_ctl, stopped) = tokio::sync::oneshot::channel::<()>();
     let ctl_dir = data_dir.clone();
     let controller = tokio::spawn(async move {
-        crate::server::run(&ctl_dir, config, async {
+        weft_controller::server::run(&ctl_dir, config, async {
             let _ = stopped.await;
         })
         .await
     });
     let api_addr = wait_for_addr(&data_dir.join(ADDR_FILE), &controller).await?;
     let url = format!("https://localhost:{}", api_addr.port());
-    let control_addr = std::fs::read_to_string(data_dir.join(crate::control::CONTROL_ADDR_FILE))
-        .map_err(fail("reading the control address"))?;
+    let control_addr =
+        std::fs::read_to_string(data_dir.join(weft_controller::control::CONTROL_ADDR_FILE))
+            .map_err(fail("reading the control address"))?;
     let control_port = control_addr
         .trim()
         .rsplit_once(':')
@@ -338,7 +339,7 @@ pub async fn run(args: QuickstartArgs) -> Result<(), CliError> {
 /// Waits for the controller to write its address (or fail).
 async fn wait_for_addr(
     path: &Path,
-    controller: &tokio::task::JoinHandle<Result<(), crate::controller::StartError>>,
+    controller: &tokio::task::JoinHandle<Result<(), weft_controller::controller::StartError>>,
 ) -> Result<SocketAddr, CliError> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

@@ -2,20 +2,18 @@
 //! `weft-controller` process, with the router-side library of `weft-router`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use common::{Ctl, jwt_claims, make_csr};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use weft_router::control::{ControlConfig, ControlEvent};
+use weft_testkit::{Ctl, jwt_claims, make_csr};
 use weft_wire::ContentType;
 use weft_wire::control::{ControlMessage, pb};
 

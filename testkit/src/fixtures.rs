@@ -1,0 +1,42 @@
+//! Requests and values tests need: the C SDK's login body, JWT claims, CSRs, byte
+//! patterns.
+
+use serde_json::Value;
+
+/// A pretty-printed body like the C SDK 0.29.3 sends (spec §4.2).
+pub const SDK_AUTH_BODY: &str = "{\n\t\"sdkInfo\":\t{\n\t\t\"type\":\t\"ziti-sdk-c\",\n\t\t\"version\":\t\"0.29.3-126\",\n\t\t\"revision\":\t\"8a2af64\",\n\t\t\"branch\":\t\"HEAD\"\n\t},\n\t\"envInfo\":\t{\n\t\t\"os\":\t\"Linux\",\n\t\t\"arch\":\t\"x86_64\"\n\t},\n\t\"configTypes\":\t[\"intercept.v1\", \"ziti-tunneler-client.v1\"]\n}";
+
+/// Decodes the claims of a JWT without verifying it.
+pub fn jwt_claims(jwt: &str) -> Value {
+    use base64::Engine;
+    let part = jwt.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+/// A P-256 key and a PEM CSR whose subject the controller must ignore.
+pub fn make_csr(cn: &str) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, format!("requested-{cn}"));
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "OpenZiti");
+    let csr = params.serialize_request(&key).unwrap();
+    (csr.pem().unwrap(), key.serialize_pem())
+}
+
+/// A deterministic byte pattern for transfer checks.
+pub fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed;
+    (0..len)
+        .map(|_| {
+            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (x >> 24) as u8
+        })
+        .collect()
+}

@@ -1,0 +1,28 @@
+//! Weft's test kit: the pieces every layer's tests share, so that each exists once.
+//!
+//! - [`process`]: the workspace binaries (built on demand) as killed-on-drop processes;
+//! - [`controller`]: a real `weft-controller` ([`Ctl`]) and a management session
+//!   ([`Admin`]);
+//! - [`network`]: a controller with enrolled routers and `weft tunnel` endpoints;
+//! - [`fixtures`]: the C SDK's login body, CSRs, JWT claims, byte patterns.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! let net = weft_testkit::Network::start().await;
+//! net.service("echo", &["echo"], true).await;
+//! # }
+//! ```
+//!
+//! Only ever a dev-dependency of a production crate. Its helpers panic on failure:
+//! they are test code, and a panic there is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
+
+pub mod controller;
+pub mod fixtures;
+pub mod network;
+pub mod process;
+
+pub use controller::{Admin, Ctl};
+pub use fixtures::{SDK_AUTH_BODY, jwt_claims, make_csr, pattern};
+pub use network::{Network, Router, Tunnel, init_logs};
+pub use process::{bin_dir, free_port};

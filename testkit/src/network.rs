@@ -1,0 +1,250 @@
+//! A local network of real processes: a controller, enrolled `weft-router`s, and
+//! `weft tunnel` endpoints.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::controller::{Admin, Ctl};
+use crate::process::{Process, START_TIMEOUT, bin_dir, free_port, log_level};
+
+/// A `weft-router` process, enrolled at a controller.
+#[derive(Debug)]
+pub struct Router {
+    process: Process,
+    /// Its id at the controller.
+    pub id: String,
+    /// Its edge port on loopback.
+    pub edge_port: u16,
+    /// Its directory (config, certificates).
+    pub dir: tempfile::TempDir,
+}
+
+impl Router {
+    /// Creates edge router `name` at the controller, enrolls it with
+    /// `weft-router enroll`, starts `weft-router run` (with `extra_args`, e.g.
+    /// `["--io", "epoll"]`) and waits until the controller sees it online.
+    pub async fn start(ctl: &Ctl, admin: &Admin, name: &str, extra_args: &[&str]) -> Self {
+        let edge_port = free_port();
+        let v = admin
+            .create(
+                "edge-routers",
+                json!({"name": name, "roleAttributes": [name],
+                       "supportedProtocols": {"tls": format!("tls://localhost:{edge_port}")}}),
+            )
+            .await;
+        let id = v["id"].as_str().unwrap().to_string();
+        let detail = admin.get(&format!("edge-routers/{id}")).await;
+        let jwt = detail["data"]["enrollmentJwt"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("router.jwt"), jwt).unwrap();
+        let config = dir.path().join("router.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "edge_listen = \"127.0.0.1:{edge_port}\"\nadvertised_host = \"localhost\"\n\
+                 controller = \"{}\"\ncert = \"certs/server.cert\"\nkey = \"certs/server.key\"\n\
+                 shutdown_grace_ms = 100\n",
+                ctl.control_addr()
+            ),
+        )
+        .unwrap();
+        let router = bin_dir().join("weft-router");
+        let status = Command::new(&router)
+            .arg("enroll")
+            .arg("--jwt")
+            .arg(dir.path().join("router.jwt"))
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", log_level())
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "weft-router enroll failed");
+        // `WEFT_ROUTER_IO=epoll|uring` runs every system test on that backend (CI runs
+        // them on both); otherwise the router picks (`auto`).
+        let io: Vec<String> = match std::env::var("WEFT_ROUTER_IO") {
+            Ok(io) if !extra_args.contains(&"--io") => vec!["--io".into(), io],
+            _ => Vec::new(),
+        };
+        let child = Command::new(&router)
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .args(extra_args)
+            .args(&io)
+            .env("RUST_LOG", log_level())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let router = Self {
+            process: Process(Some(child)),
+            id,
+            edge_port,
+            dir,
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        while admin.get(&format!("edge-routers/{}", router.id)).await["data"]["isOnline"] != true {
+            assert!(
+                Instant::now() < deadline,
+                "router {name} did not come online"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        router
+    }
+
+    /// Kills the process.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+}
+
+/// A controller and one router, with every identity allowed on the router.
+#[derive(Debug)]
+pub struct Network {
+    /// The controller.
+    pub controller: Ctl,
+    /// An admin session on it.
+    pub admin: Admin,
+    /// The router.
+    pub router: Router,
+}
+
+impl Network {
+    /// Starts a controller and a router (default I/O backend).
+    pub async fn start() -> Self {
+        Self::start_with("", &[]).await
+    }
+
+    /// Starts with extra controller config lines and extra router arguments.
+    pub async fn start_with(controller_config: &str, router_args: &[&str]) -> Self {
+        init_logs();
+        let controller = Ctl::start_with(controller_config);
+        let admin = controller.admin().await;
+        admin.open_routers().await;
+        let router = Router::start(&controller, &admin, "edge-1", router_args).await;
+        Self {
+            controller,
+            admin,
+            router,
+        }
+    }
+
+    /// Creates identity `name` and enrolls it with the SDK.
+    #[cfg(feature = "sdk")]
+    pub async fn enrolled(&self, name: &str, attrs: &[&str]) -> weft_sdk::Identity {
+        let (_, jwt) = self.admin.identity(name, attrs).await;
+        weft_sdk::enroll(&jwt).await.unwrap()
+    }
+
+    /// An authenticated SDK context for a new identity `name`.
+    #[cfg(feature = "sdk")]
+    pub async fn context(&self, name: &str, attrs: &[&str]) -> weft_sdk::Context {
+        weft_sdk::Context::new(self.enrolled(name, attrs).await)
+            .await
+            .unwrap()
+    }
+
+    /// Creates service `name` with attribute `#name`, a Dial policy for `#name-client`
+    /// and a Bind policy for `#name-host`; returns (service id, dial policy id, bind
+    /// policy id).
+    pub async fn service(
+        &self,
+        name: &str,
+        attrs: &[&str],
+        encrypted: bool,
+    ) -> (String, String, String) {
+        let svc = self.admin.service(name, attrs, encrypted).await;
+        let role = format!("#{}", attrs.first().copied().unwrap_or(name));
+        let dial = self
+            .admin
+            .service_policy(
+                &format!("{name}-dial"),
+                "Dial",
+                &[&format!("#{name}-client")],
+                &[&role],
+            )
+            .await;
+        let bind = self
+            .admin
+            .service_policy(
+                &format!("{name}-bind"),
+                "Bind",
+                &[&format!("#{name}-host")],
+                &[&role],
+            )
+            .await;
+        (svc, dial, bind)
+    }
+}
+
+/// Test logs to stderr, filtered by `RUST_LOG` (once per process).
+pub fn init_logs() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .with_test_writer()
+            .try_init();
+    });
+}
+
+/// A `weft tunnel dial|host` process (killed on drop).
+#[derive(Debug)]
+pub struct Tunnel {
+    process: Process,
+}
+
+impl Tunnel {
+    /// Starts `weft tunnel <side> --identity <file> --service <service> <extra…>` and
+    /// waits until it reports that it is serving.
+    pub fn start(side: &str, identity: &Path, service: &str, extra: &[&str]) -> Self {
+        let mut child = Command::new(bin_dir().join("weft"))
+            .args(["tunnel", side, "--identity"])
+            .arg(identity)
+            .args(["--service", service])
+            .args(extra)
+            .env("RUST_LOG", log_level())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The first stderr line says it is up (or why it is not).
+        let stderr = child.stderr.take().unwrap();
+        let mut reader = std::io::BufReader::new(stderr);
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+        assert!(
+            line.starts_with("tunnel "),
+            "weft tunnel {side} failed: {line}"
+        );
+        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::stderr()));
+        Self {
+            process: Process(Some(child)),
+        }
+    }
+}
+
+impl Tunnel {
+    /// Kills the process (SIGKILL): its sockets close without a word.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+}
+
+impl Drop for Tunnel {
+    fn drop(&mut self) {
+        self.process.kill();
+    }
+}

@@ -1,0 +1,152 @@
+//! Finding the workspace binaries and running them as killed-on-drop processes.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// How long a process may take to come up.
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The directory holding the workspace binaries (`target/<profile>`): `WEFT_BIN_DIR`
+/// if set; else the profile directory these tests run from, after a `cargo build` of
+/// the controller and router binaries if any of their sources is newer than them (a
+/// workspace test run has already built them, so usually nothing is built).
+pub fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("WEFT_BIN_DIR") {
+            return PathBuf::from(dir);
+        }
+        // target/<profile>/deps/<test binary>
+        let exe = std::env::current_exe().unwrap();
+        let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+        if binaries_are_current(&profile_dir) {
+            return profile_dir;
+        }
+        let target_dir = profile_dir.parent().unwrap();
+        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => "dev".to_string(),
+            Some(other) => other.to_string(),
+        };
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "--profile", &profile])
+            .args([
+                "-p",
+                "weft-controller",
+                "-p",
+                "weft-router",
+                "-p",
+                "weft-cli",
+                "--bins",
+            ])
+            .arg("--target-dir")
+            .arg(target_dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("running cargo build for the system-test binaries");
+        assert!(
+            status.success(),
+            "building weft-controller/weft-router/weft failed"
+        );
+        profile_dir
+    })
+}
+
+/// Whether both binaries exist and are newer than every source they are built from.
+fn binaries_are_current(profile_dir: &Path) -> bool {
+    fn newest(path: &Path) -> Option<std::time::SystemTime> {
+        let meta = std::fs::metadata(path).ok()?;
+        if !meta.is_dir() {
+            return meta.modified().ok();
+        }
+        std::fs::read_dir(path)
+            .ok()?
+            .filter_map(|e| newest(&e.ok()?.path()))
+            .max()
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let sources = [
+        "Cargo.lock",
+        "wire",
+        "tls",
+        "identity",
+        "router",
+        "controller-lite",
+        "sdk",
+        "cli",
+    ]
+    .iter()
+    .filter_map(|p| {
+        newest(
+            &root
+                .join(p)
+                .join(if p.ends_with(".lock") { "" } else { "src" }),
+        )
+    })
+    .max();
+    let built = ["weft-controller", "weft-router", "weft"]
+        .iter()
+        .map(|b| {
+            std::fs::metadata(profile_dir.join(b))
+                .and_then(|m| m.modified())
+                .ok()
+        })
+        .collect::<Option<Vec<_>>>()
+        .and_then(|v| v.into_iter().min());
+    matches!((sources, built), (Some(s), Some(b)) if b >= s)
+}
+
+/// A free TCP port on loopback (bound and released; fine for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Logs of the processes: `RUST_LOG` if set, else warnings only.
+pub fn log_level() -> String {
+    std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into())
+}
+
+/// Waits until `path` holds a non-empty line (a process writes its address there
+/// once it listens); panics if `child` exits first or after [`START_TIMEOUT`].
+pub fn wait_for_file(path: &Path, child: &mut Child, what: &str) -> String {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if let Ok(s) = std::fs::read_to_string(path) {
+            if !s.trim().is_empty() {
+                return s.trim().to_string();
+            }
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("{what} exited during start: {status}");
+        }
+        assert!(Instant::now() < deadline, "{what} did not start");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// A killed-on-drop child process.
+#[derive(Debug)]
+pub struct Process(pub Option<Child>);
+
+impl Process {
+    /// Kills the process (SIGKILL) and reaps it; a no-op once done.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
