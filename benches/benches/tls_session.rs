@@ -19,12 +19,13 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use weft_router::tls::test_pki::TestPki;
+use weft_router::tls::test_pki::{Handshake, TestPki};
 use weft_router::tls::{ServerSession, TlsBuf};
 
 fn pair() -> (rustls::ClientConnection, ServerSession) {
     TestPki::new()
-        .and_then(|pki| pki.handshaken(&[&rustls::version::TLS13]))
+        .unwrap()
+        .handshaken(&[&rustls::version::TLS13])
         .unwrap()
 }
 

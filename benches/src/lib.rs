@@ -14,7 +14,6 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::{ClientConnection, ServerConnection};
 use weft_wire::edge::Data;
 
@@ -57,30 +56,16 @@ fn setup<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> SetupError + '_ 
     move |e| SetupError(format!("{what}: {e}"))
 }
 
-/// A rustls client and server (aws-lc-rs, TLS 1.3, self-signed certificate for
-/// `localhost`) with the handshake completed in memory.
+/// A rustls client and server (rustls' own buffered connections, TLS 1.3, the router's
+/// edge configuration and the test PKI) with the handshake completed in memory.
 pub fn tls_pair() -> Result<(ClientConnection, ServerConnection), SetupError> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
-        .map_err(setup("certificate"))?;
-    let cert = CertificateDer::from(ck.cert.der().to_vec());
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()));
-    let server = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(setup("server versions"))?
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.clone()], key)
-        .map_err(setup("server certificate"))?;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert).map_err(setup("trust anchor"))?;
-    let client = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(setup("client versions"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let name = rustls::pki_types::ServerName::try_from("localhost").map_err(setup("name"))?;
-    let mut c = ClientConnection::new(Arc::new(client), name).map_err(setup("client"))?;
-    let mut s = ServerConnection::new(Arc::new(server)).map_err(setup("server"))?;
+    // The router's edge configuration and a client of the test PKI: the same suites,
+    // certificates and handshake as the router's own session is measured with.
+    let pki = weft_router::tls::test_pki::TestPki::new().map_err(setup("test PKI"))?;
+    let mut c = pki
+        .client(&[&rustls::version::TLS13])
+        .map_err(setup("client"))?;
+    let mut s = ServerConnection::new(Arc::clone(&pki.server)).map_err(setup("server"))?;
     let mut buf = Vec::new();
     for _ in 0..10 {
         if !c.is_handshaking() && !s.is_handshaking() {

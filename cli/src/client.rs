@@ -23,6 +23,9 @@ pub enum CliError {
     /// An SDK operation (tunnel, quickstart) failed.
     #[error(transparent)]
     Sdk(#[from] weft_sdk::Error),
+    /// Enrollment or the controller's CA bundle failed.
+    #[error(transparent)]
+    Identity(#[from] weft_identity::IdentityError),
     /// Error envelope from the controller.
     #[error("controller answered {status}: {code}: {message}")]
     Api {
@@ -89,8 +92,8 @@ impl CliConfig {
 }
 
 fn client_trusting(ca_pem: &str) -> Result<reqwest::Client, CliError> {
-    let tls = weft_sdk::bootstrap::verified_tls(ca_pem)
-        .map_err(|e| CliError::Config(format!("bad CA bundle: {}", e.message())))?;
+    let tls = weft_identity::bootstrap::verified_tls(ca_pem)
+        .map_err(|e| CliError::Config(format!("bad CA bundle: {e}")))?;
     Ok(reqwest::Client::builder()
         .use_preconfigured_tls(tls)
         .build()?)
@@ -99,7 +102,7 @@ fn client_trusting(ca_pem: &str) -> Result<reqwest::Client, CliError> {
 /// Fetches `/.well-known/est/cacerts`, trusting the controller's certificate on first
 /// use, and returns the certificates as a PEM bundle.
 pub async fn fetch_ca_bundle_unverified(url: &str) -> Result<String, CliError> {
-    Ok(weft_sdk::bootstrap::ca_bundle_trust_on_first_use(url).await?)
+    Ok(weft_identity::bootstrap::ca_bundle_trust_on_first_use(url).await?)
 }
 
 async fn envelope(res: reqwest::Response) -> Result<Value, CliError> {

@@ -119,7 +119,7 @@ pub fn authenticate_cert(
     if !ctl.pki.verify_client_leaf(leaf.as_ref()) {
         return Err(ApiError::InvalidAuth);
     }
-    let fp = crate::pki::fingerprint(leaf.as_ref());
+    let fp = weft_tls::fingerprint(leaf.as_ref());
     let auth = ctl
         .store
         .authenticator_by_fingerprint(&fp)?

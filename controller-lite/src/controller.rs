@@ -144,9 +144,9 @@ impl Controller {
                 created_at: now.clone(),
                 updated_at: now,
             })?;
-            write_secret_file(
+            weft_identity::secret::write_secret(
                 &self.data_dir.join(ADMIN_PASSWORD_FILE),
-                &format!("{password}\n"),
+                format!("{password}\n").as_bytes(),
             )?;
             self.store.meta_set("admin_identity_id", &identity.id)?;
         }
@@ -308,16 +308,4 @@ impl Controller {
         }
         Ok(())
     }
-}
-
-/// Writes a file readable only by the owner (mode 0600), refusing to overwrite.
-pub fn write_secret_file(path: &Path, content: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(content.as_bytes())
 }

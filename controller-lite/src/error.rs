@@ -35,9 +35,9 @@ pub enum PkiError {
     /// A file of the PKI could not be read or written.
     #[error("PKI file error: {0}")]
     Io(#[from] std::io::Error),
-    /// TLS configuration failed.
-    #[error("TLS configuration failed: {0}")]
-    Tls(#[from] rustls::Error),
+    /// A certificate did not parse, or a TLS configuration failed.
+    #[error("TLS: {0}")]
+    Tls(#[from] weft_tls::TlsError),
     /// JWT signing failed.
     #[error("JWT signing failed: {0}")]
     Jwt(#[from] jsonwebtoken::errors::Error),

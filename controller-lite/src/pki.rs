@@ -7,10 +7,7 @@
 //! signatures (spec `edge-client-api.md` §9.2).
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use base64::Engine;
 use rcgen::{
@@ -18,7 +15,6 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose, RsaKeySize, SanType, SerialNumber,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use sha1::Digest;
 use time::{Duration, OffsetDateTime};
 
 use crate::error::PkiError;
@@ -80,6 +76,8 @@ pub struct Pki {
     server_chain: Vec<CertificateDer<'static>>,
     server_key_pkcs8: Vec<u8>,
     jwt_key: jsonwebtoken::EncodingKey,
+    /// The `/.well-known/est/cacerts` body, made once.
+    cacerts_b64: String,
 }
 
 impl std::fmt::Debug for Pki {
@@ -105,24 +103,31 @@ fn random_serial() -> SerialNumber {
     SerialNumber::from_slice(&b)
 }
 
+/// Base64 (64-character lines) of a certs-only PKCS#7 of `certs`.
+fn cacerts_base64(certs: &[&[u8]]) -> Result<String, PkiError> {
+    let der = weft_tls::pkcs7::certs_only(certs)?;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::with_capacity(b64.len() + b64.len() / 64 + 1);
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(chunk));
+        out.push('\n');
+    }
+    Ok(out)
+}
+
 /// Fills `buf` with cryptographically random bytes.
 pub fn random_bytes(buf: &mut [u8]) -> Result<(), PkiError> {
     aws_lc_rs::rand::fill(buf).map_err(|_| PkiError::Pem("system RNG unavailable".into()))
 }
 
 fn write_private(path: &Path, data: &str) -> Result<(), PkiError> {
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(data.as_bytes())?;
-    Ok(())
+    Ok(weft_identity::secret::write_secret(path, data.as_bytes())?)
 }
 
+/// The first certificate of `pem`.
 fn pem_to_der(pem: &str) -> Result<CertificateDer<'static>, PkiError> {
-    use rustls::pki_types::pem::PemObject;
-    CertificateDer::from_pem_slice(pem.as_bytes()).map_err(|e| PkiError::Pem(format!("{e:?}")))
+    let mut certs = weft_tls::pem::certificates(pem.as_bytes())?;
+    Ok(certs.swap_remove(0))
 }
 
 fn ca_params(cn: &str, constraint: BasicConstraints, years: i64) -> CertificateParams {
@@ -209,6 +214,7 @@ impl Pki {
         let root_der = pem_to_der(&root_pem)?;
         let signing_der = pem_to_der(&signing_pem)?;
         let server_chain = vec![pem_to_der(&server_pem)?, signing_der.clone()];
+        let cacerts_b64 = cacerts_base64(&[signing_der.as_ref(), root_der.as_ref()])?;
         Ok(Self {
             root_pem,
             signing_pem,
@@ -218,6 +224,7 @@ impl Pki {
             server_chain,
             server_key_pkcs8: server_key.serialize_der(),
             jwt_key,
+            cacerts_b64,
         })
     }
 
@@ -234,14 +241,7 @@ impl Pki {
     /// `GET /.well-known/est/cacerts` body: base64 of a degenerate certs-only PKCS#7
     /// with 64-character lines (spec §9.3; EDGE `enroll_router.go`).
     pub fn cacerts_pkcs7_base64(&self) -> String {
-        let der = pkcs7_certs_only(&[self.signing_der.as_ref(), self.root_der.as_ref()]);
-        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-        let mut out = String::with_capacity(b64.len() + b64.len() / 64 + 1);
-        for chunk in b64.as_bytes().chunks(64) {
-            out.push_str(&String::from_utf8_lossy(chunk));
-            out.push('\n');
-        }
-        out
+        self.cacerts_b64.clone()
     }
 
     /// Signs an RS256 JWT with the server certificate's key.
@@ -333,7 +333,7 @@ impl Pki {
         let cert = params.signed_by(&spki, &self.signing_issuer)?;
         Ok(IssuedCert {
             pem: cert.pem(),
-            fingerprint: fingerprint(cert.der()),
+            fingerprint: weft_tls::fingerprint(cert.der()),
         })
     }
 
@@ -358,37 +358,30 @@ impl Pki {
     /// certificates come from) with `clientAuth`; which router it is, is checked by the
     /// caller from the fingerprint.
     pub fn control_tls_config(&self) -> Result<rustls::ServerConfig, PkiError> {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.signing_der.clone())?;
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-            Arc::new(roots),
-            provider.clone(),
-        )
-        .build()
-        .map_err(|e| PkiError::Pem(format!("client verifier: {e}")))?;
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.server_key_pkcs8.clone()));
-        Ok(rustls::ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(self.server_chain.clone(), key)?)
+        roots
+            .add(self.signing_der.clone())
+            .map_err(weft_tls::TlsError::from)?;
+        Ok(weft_tls::server::control(
+            self.server_chain.clone(),
+            self.server_key(),
+            roots,
+        )?)
     }
 
-    /// TLS server configuration: TLS 1.2 and 1.3, client certificates requested
-    /// but not required and verified by the handlers, not by the TLS layer
-    /// (spec §11; XWEB `server.go` uses `tls.RequestClientCert`).
+    /// TLS server configuration of the HTTPS APIs (`weft_tls::server::api`): TLS 1.2
+    /// and 1.3, client certificates requested but not required and verified by the
+    /// handlers, not by the TLS layer (spec §11; XWEB `server.go` uses
+    /// `tls.RequestClientCert`).
     pub fn server_tls_config(&self) -> Result<rustls::ServerConfig, PkiError> {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let verifier = Arc::new(RequestClientCert {
-            algs: provider.signature_verification_algorithms,
-        });
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.server_key_pkcs8.clone()));
-        let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(self.server_chain.clone(), key)?;
-        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(cfg)
+        Ok(weft_tls::server::api(
+            self.server_chain.clone(),
+            self.server_key(),
+        )?)
+    }
+
+    fn server_key(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.server_key_pkcs8.clone()))
     }
 }
 
@@ -396,167 +389,24 @@ fn root_issuer_key_pem(issuer: &Issuer<'static, KeyPair>) -> String {
     issuer.key().serialize_pem()
 }
 
-/// SHA-1 fingerprint of a DER certificate, lower-case hex.
-pub fn fingerprint(der: &[u8]) -> String {
-    let digest = sha1::Sha1::digest(der);
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Client-certificate verifier that asks for a certificate, accepts any chain at
-/// the TLS layer and still checks the handshake signature (proof of key possession).
-#[derive(Debug)]
-struct RequestClientCert {
-    algs: rustls::crypto::WebPkiSupportedAlgorithms,
-}
-
-impl rustls::server::danger::ClientCertVerifier for RequestClientCert {
-    fn offer_client_auth(&self) -> bool {
-        true
-    }
-    fn client_auth_mandatory(&self) -> bool {
-        false
-    }
-    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
-        &[]
-    }
-    fn verify_client_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
-        // Chain and identity are verified in the authenticate handler.
-        Ok(rustls::server::danger::ClientCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.algs.supported_schemes()
-    }
-}
-
-fn der_len(len: usize, out: &mut Vec<u8>) {
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes = len.to_be_bytes();
-        let skip = bytes.iter().take_while(|b| **b == 0).count();
-        out.push(0x80 | (bytes.len() - skip) as u8);
-        out.extend_from_slice(&bytes[skip..]);
-    }
-}
-
-fn der_tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    der_len(content.len(), &mut out);
-    out.extend_from_slice(content);
-    out
-}
-
-const OID_SIGNED_DATA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02];
-const OID_DATA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01];
-
-/// DER of a degenerate certs-only PKCS#7 SignedData: version 1, empty
-/// digestAlgorithms, `id-data` without content, the certificates, no signers
-/// (the shape the C SDK's strict parser accepts, spec §9.3).
-pub fn pkcs7_certs_only(certs: &[&[u8]]) -> Vec<u8> {
-    let mut signed = Vec::new();
-    signed.extend(der_tlv(0x02, &[0x01]));
-    signed.extend(der_tlv(0x31, &[]));
-    signed.extend(der_tlv(0x30, &der_tlv(0x06, OID_DATA)));
-    signed.extend(der_tlv(0xa0, &certs.concat()));
-    signed.extend(der_tlv(0x31, &[]));
-    let mut ci = der_tlv(0x06, OID_SIGNED_DATA);
-    ci.extend(der_tlv(0xa0, &der_tlv(0x30, &signed)));
-    der_tlv(0x30, &ci)
-}
-
-/// One DER TLV: (tag, whole TLV, content, rest of the input).
-type Tlv<'a> = (u8, &'a [u8], &'a [u8], &'a [u8]);
-
-/// Reads one DER TLV.
-fn read_tlv(input: &[u8]) -> Option<Tlv<'_>> {
-    let tag = *input.first()?;
-    let first = *input.get(1)?;
-    let (len, hdr) = if first < 0x80 {
-        (first as usize, 2)
-    } else {
-        let n = (first & 0x7f) as usize;
-        if n == 0 || n > 4 {
-            return None;
-        }
-        let mut len = 0usize;
-        for b in input.get(2..2 + n)? {
-            len = (len << 8) | *b as usize;
-        }
-        (len, 2 + n)
-    };
-    let end = hdr.checked_add(len)?;
-    let whole = input.get(..end)?;
-    Some((tag, whole, whole.get(hdr..)?, input.get(end..)?))
-}
-
-/// Extracts the DER certificates of a certs-only PKCS#7 (as produced by
-/// [`pkcs7_certs_only`]). Returns `None` when the structure is not recognised.
-pub fn parse_pkcs7_certs(der: &[u8]) -> Option<Vec<Vec<u8>>> {
-    let (_, _, ci, _) = read_tlv(der)?;
-    let (_, _, _oid, rest) = read_tlv(ci)?;
-    let (_, _, explicit, _) = read_tlv(rest)?;
-    let (_, _, signed, _) = read_tlv(explicit)?;
-    let (_, _, _version, rest) = read_tlv(signed)?;
-    let (_, _, _digests, rest) = read_tlv(rest)?;
-    let (_, _, _encap, rest) = read_tlv(rest)?;
-    let (tag, _, mut certs, _) = read_tlv(rest)?;
-    if tag != 0xa0 {
-        return None;
-    }
-    let mut out = Vec::new();
-    while !certs.is_empty() {
-        let (_, whole, _, rest) = read_tlv(certs)?;
-        out.push(whole.to_vec());
-        certs = rest;
-    }
-    Some(out)
-}
-
-/// Converts DER certificates to one PEM bundle.
-pub fn ders_to_pem(certs: &[Vec<u8>]) -> String {
-    let mut out = String::new();
-    for c in certs {
-        let b64 = base64::engine::general_purpose::STANDARD.encode(c);
-        out.push_str("-----BEGIN CERTIFICATE-----\n");
-        for chunk in b64.as_bytes().chunks(64) {
-            out.push_str(&String::from_utf8_lossy(chunk));
-            out.push('\n');
-        }
-        out.push_str("-----END CERTIFICATE-----\n");
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn pkcs7_round_trip() {
-        let der = pkcs7_certs_only(&[&[0x30, 0x01, 0x00], &[0x30, 0x00]]);
-        let certs = parse_pkcs7_certs(&der).unwrap();
-        assert_eq!(certs, vec![vec![0x30, 0x01, 0x00], vec![0x30, 0x00]]);
+    fn cacerts_is_the_ca_bundle_as_pkcs7() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::load_or_create(dir.path(), &["localhost".into()]).unwrap();
+        let b64: String = pki.cacerts_pkcs7_base64().split('\n').collect();
+        assert!(pki.cacerts_pkcs7_base64().lines().all(|l| l.len() <= 64));
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
+        let mut certs = weft_tls::pkcs7::certificates(&der).unwrap();
+        certs.sort();
+        let mut want = vec![pki.root_der().to_vec(), pki.signing_der.to_vec()];
+        want.sort();
+        assert_eq!(certs, want);
     }
 
     fn csr_with_netscape_cert_type() -> (String, KeyPair) {
@@ -584,7 +434,7 @@ mod tests {
         use rustls::pki_types::pem::PemObject;
         let der = CertificateDer::from_pem_slice(issued.pem.as_bytes()).unwrap();
         assert!(pki.verify_client_leaf(der.as_ref()));
-        assert_eq!(issued.fingerprint, fingerprint(der.as_ref()));
+        assert_eq!(issued.fingerprint, weft_tls::fingerprint(der.as_ref()));
         let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
         assert_eq!(
             cert.subject()

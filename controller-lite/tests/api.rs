@@ -177,7 +177,7 @@ async fn enrollment_end_to_end_then_cert_authentication() {
     assert_eq!(res.headers()["content-type"], "application/pkcs7-mime");
     let b64: String = res.text().await.unwrap().split_whitespace().collect();
     let der = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).unwrap();
-    let certs = weft_controller::pki::parse_pkcs7_certs(&der).unwrap();
+    let certs = weft_tls::pkcs7::certificates(&der).unwrap();
     assert_eq!(certs.len(), 2);
 
     // A garbage CSR is refused and does not burn the token.

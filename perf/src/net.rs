@@ -12,12 +12,9 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use serde_json::{Value, json};
 
 use crate::paths::{NetPath, ProcRef, RouterRef, WEFT, WEFT_E2E, WEFT_EPOLL};
@@ -45,18 +42,8 @@ pub struct Admin {
 
 impl Admin {
     async fn login(url: &str, ca_pem: &str, password: &str) -> Result<Self> {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-            roots
-                .add(c.context("parsing the controller CA")?)
-                .context("adding the controller CA")?;
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .context("TLS versions")?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let tls = weft_tls::client::verified_from_pem(ca_pem.as_bytes(), None)
+            .context("trusting the controller CA")?;
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .timeout(Duration::from_secs(30))

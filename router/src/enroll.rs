@@ -16,9 +16,8 @@
 
 use std::path::{Path, PathBuf};
 
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
-use weft_sdk::bootstrap;
+use weft_identity::claims::unverified_claims;
+use weft_identity::{IdentityError, bootstrap, csr};
 
 /// The control-channel client certificate.
 pub const ROUTER_CERT_FILE: &str = "router.cert";
@@ -42,15 +41,18 @@ pub enum EnrollError {
         /// Why.
         source: std::io::Error,
     },
-    /// The JWT is not a well-formed router enrollment token.
-    #[error("invalid enrollment token: {0}")]
-    Token(String),
-    /// The JWT signature does not verify with the controller's certificate key.
-    #[error("the enrollment token is not signed by the controller's certificate: {0}")]
-    Signature(String),
-    /// The controller could not be reached or its TLS failed.
-    #[error("cannot reach the controller: {0}")]
-    Connect(String),
+    /// The token is not a router enrollment token, is expired or not signed by the
+    /// controller, the controller could not be reached, or keys could not be made.
+    #[error(transparent)]
+    Bootstrap(#[from] IdentityError),
+    /// The enrollment request could not be sent or its answer read.
+    #[error("cannot reach the controller at {url}: {source}")]
+    Connect {
+        /// The enrollment URL.
+        url: String,
+        /// Why.
+        source: reqwest::Error,
+    },
     /// The controller answered with an error or an unexpected body.
     #[error("enrollment refused by the controller ({status}): {body}")]
     Refused {
@@ -59,12 +61,6 @@ pub enum EnrollError {
         /// Response body.
         body: String,
     },
-    /// Key or CSR generation failed.
-    #[error("key generation failed: {0}")]
-    Keys(#[from] rcgen::Error),
-    /// The CA bundle could not be parsed.
-    #[error("invalid CA bundle: {0}")]
-    Ca(String),
     /// A file enrollment writes is already there (found before the token was sent).
     #[error("{0} already exists; move it away to enroll again (the token was not used)")]
     Exists(PathBuf),
@@ -92,44 +88,35 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> EnrollError + '_ {
 pub async fn enroll(jwt_path: &Path, dir: &Path) -> Result<Enrolled, EnrollError> {
     let jwt = std::fs::read_to_string(jwt_path).map_err(io_err(jwt_path))?;
     let jwt = jwt.trim();
-    let claims = bootstrap::unverified_claims(jwt).map_err(token_err)?;
-    if claims.em != "erott" {
-        return Err(EnrollError::Token(format!(
-            "method {:?} is not router enrollment (erott)",
-            claims.em
-        )));
-    }
+    let claims = unverified_claims(jwt)?;
+    claims.expect_method("erott", "an edge router's enrollment token")?;
     // Everything local first: a failure after the request would waste the one-time token.
     preflight(dir)?;
     // The controller's certificate must have signed the JWT; its CA bundle is read
     // over a connection pinned to that certificate (trust on first use), and from
     // here on the controller is verified against the bundle.
-    let ca_pem = bootstrap::controller_ca_bundle(jwt, &claims)
-        .await
-        .map_err(trust_err)?;
-    let verified = bootstrap::http_client(bootstrap::verified_tls(&ca_pem).map_err(trust_err)?)
-        .map_err(trust_err)?;
+    let ca_pem = bootstrap::controller_ca_bundle(jwt, &claims).await?;
+    let verified = bootstrap::http_client(bootstrap::verified_tls(&ca_pem)?)?;
 
-    let router_key = rcgen::KeyPair::generate()?;
-    let server_key = rcgen::KeyPair::generate()?;
-    let router_csr = bootstrap::csr(&claims.sub, &router_key).map_err(token_err)?;
-    let server_csr = bootstrap::csr(&claims.sub, &server_key).map_err(token_err)?;
+    let (router_key, router_csr) = csr::key_and_csr(&claims.sub)?;
+    let (server_key, server_csr) = csr::key_and_csr(&claims.sub)?;
     let url = format!(
         "{}/edge/client/v1/enroll?method=erott&token={}",
         claims.iss.trim_end_matches('/'),
         claims.jti
     );
+    let connect = |source| EnrollError::Connect {
+        url: url.clone(),
+        source,
+    };
     let res = verified
-        .post(url)
+        .post(&url)
         .json(&serde_json::json!({"serverCertCsr": server_csr, "certCsr": router_csr}))
         .send()
         .await
-        .map_err(|e| EnrollError::Connect(e.to_string()))?;
+        .map_err(connect)?;
     let status = res.status().as_u16();
-    let body = res
-        .text()
-        .await
-        .map_err(|e| EnrollError::Connect(e.to_string()))?;
+    let body = res.text().await.map_err(connect)?;
     let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
     let field = |k: &str| v["data"][k].as_str().map(str::to_owned);
     let (Some(server_cert), Some(cert), Some(ca)) =
@@ -186,41 +173,26 @@ fn preflight(dir: &Path) -> Result<(), EnrollError> {
     std::fs::remove_file(&probe).map_err(io_err(&probe))
 }
 
-fn token_err(e: weft_sdk::Error) -> EnrollError {
-    EnrollError::Token(e.message().to_string())
-}
-
-/// Sorts the bootstrap's errors into this module's kinds.
-fn trust_err(e: weft_sdk::Error) -> EnrollError {
-    match e.kind() {
-        weft_sdk::ErrorKind::Enrollment if e.message().contains("not signed") => {
-            EnrollError::Signature(e.message().to_string())
-        }
-        weft_sdk::ErrorKind::Enrollment => EnrollError::Ca(e.message().to_string()),
-        _ => EnrollError::Connect(e.message().to_string()),
-    }
-}
-
 /// The edge listener's chain: the server certificate followed by the intermediate
 /// (not self-signed) certificates of the CA bundle, so SDKs that trust only the root
 /// can build the path to it.
 fn server_chain(server_cert: &str, ca_bundle: &str) -> String {
     let mut chain = server_cert.trim_end().to_string();
     chain.push('\n');
-    for der in CertificateDer::pem_slice_iter(ca_bundle.as_bytes()).flatten() {
+    for der in weft_tls::pem::certificates(ca_bundle.as_bytes()).unwrap_or_default() {
         let Ok((_, cert)) = x509_parser::parse_x509_certificate(der.as_ref()) else {
             continue;
         };
         if cert.subject() == cert.issuer() {
             continue;
         }
-        chain.push_str(&bootstrap::pem_certificate(der.as_ref()));
+        chain.push_str(&weft_tls::pem::certificate_pem(der.as_ref()));
     }
     chain
 }
 
 fn write_file(path: &Path, content: &str, secret: bool) -> Result<(), EnrollError> {
-    bootstrap::write_new_file(path, content, secret).map_err(io_err(path))
+    weft_identity::secret::write_new(path, content.as_bytes(), secret).map_err(io_err(path))
 }
 
 #[cfg(test)]
@@ -257,7 +229,11 @@ mod tests {
         std::fs::remove_file(dir.join(ROUTER_CERT_FILE)).unwrap();
         assert!(matches!(
             rt.block_on(enroll(&jwt, &dir)),
-            Err(EnrollError::Connect(_) | EnrollError::Signature(_) | EnrollError::Ca(_))
+            Err(EnrollError::Bootstrap(
+                IdentityError::Connect { .. }
+                    | IdentityError::Signature(_)
+                    | IdentityError::Answer(_)
+            ))
         ));
         // The probe left nothing behind.
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
@@ -283,9 +259,7 @@ mod tests {
         let bundle = format!("{}{}", root.pem(), mid.pem());
         let chain = server_chain("LEAF", &bundle);
         assert!(chain.starts_with("LEAF\n"));
-        let certs: Vec<_> = CertificateDer::pem_slice_iter(chain.as_bytes())
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let certs = weft_tls::pem::certificates(chain.as_bytes()).unwrap();
         assert_eq!(certs.len(), 1, "only the intermediate follows the leaf");
         assert_eq!(certs[0].as_ref(), mid.der().as_ref());
     }

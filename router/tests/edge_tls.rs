@@ -8,24 +8,22 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, RsaKeySize};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
 use weft_router::forward::{ControlRequest, ForwardConfig};
 use weft_router::runtime::{
     IoBackend, IoSelection, Router, RouterSettings, ShardCommand, ShardRequest, probe_uring,
 };
-use weft_router::tls;
+use weft_testkit::{EdgeClient as Client, pattern};
 use weft_wire::control::pb;
 use weft_wire::edge::{
     Bind, Connect, Data, Dial, DialSuccess, FLAG_FIN, Hello, HelloResult, LatencyProbe,
     StateClosed, StateConnected,
 };
-use weft_wire::{ContentType, Decoded, Decoder, Frame, Limits};
+use weft_wire::{ContentType, Decoded, Decoder, Limits};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -122,7 +120,7 @@ fn pki() -> Pki {
             .push(rcgen::DnType::CommonName, name);
         let cert = params.signed_by(&key, &issuer).unwrap();
         Identity {
-            fingerprint: tls::fingerprint(cert.der()),
+            fingerprint: weft_tls::fingerprint(cert.der()),
             chain: vec![cert.der().clone()],
             key: PrivatePkcs8KeyDer::from(key.serialize_der()),
             cert_pem: cert.pem(),
@@ -161,7 +159,7 @@ impl Harness {
             .with_test_writer()
             .try_init();
         let pki = pki();
-        let tls = tls::server_config(
+        let tls = weft_tls::server::edge_from_pem(
             pki.server_cert_pem.as_bytes(),
             pki.server_key_pem.as_bytes(),
             pki.ca_pem.as_bytes(),
@@ -281,54 +279,21 @@ impl Harness {
     ) -> std::io::Result<Client> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.pki.ca.clone()).unwrap();
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let versions: &[&rustls::SupportedProtocolVersion] = if tls12_only {
             &[&rustls::version::TLS12]
         } else {
-            &[&rustls::version::TLS13, &rustls::version::TLS12]
+            weft_tls::VERSIONS
         };
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(versions)
-            .unwrap()
-            .with_root_certificates(roots);
-        let config = match identity {
-            Some(id) => builder
-                .with_client_auth_cert(id.chain.clone(), PrivateKeyDer::Pkcs8(id.key.clone_key()))
-                .unwrap(),
-            None => builder.with_no_client_auth(),
-        };
-        let tcp = TcpStream::connect(self.addr).await?;
-        let tls = TlsConnector::from(Arc::new(config))
-            .connect(ServerName::try_from("localhost").unwrap(), tcp)
-            .await?;
-        let version = tls.get_ref().1.protocol_version();
-        let (r, w) = tokio::io::split(tls);
-        Ok(Client {
-            r: Reader {
-                r,
-                decoder: Decoder::new(Limits::DEFAULT),
-            },
-            w: Writer { w, sequence: 0 },
-            version,
-        })
+        let identity =
+            identity.map(|id| (id.chain.clone(), PrivateKeyDer::Pkcs8(id.key.clone_key())));
+        let config = weft_tls::client::verified_with_versions(roots, identity, versions).unwrap();
+        Client::connect(self.addr, Arc::new(config)).await
     }
 
     /// A client that said hello with `token` and got its Result.
     async fn authenticated(&self, identity: &Identity, token: &str, tls12_only: bool) -> Client {
         let mut c = self.connect(Some(identity), tls12_only).await.unwrap();
-        let seq =
-            c.w.send(|s, out| {
-                Hello {
-                    session_token: token.as_bytes(),
-                    client_info: b"ziti-sdk-c[0]@test",
-                }
-                .encode(s, out)
-            })
-            .await;
-        let frame = c.r.expect(ContentType::RESULT).await;
-        let result = HelloResult::parse(&frame).unwrap();
-        assert!(result.success);
-        assert_eq!(result.reply_for, seq);
+        c.hello_ok(token).await;
         c
     }
 
@@ -354,151 +319,7 @@ impl Harness {
     }
 }
 
-// ---- an edge client ----
-
-struct Reader {
-    r: ReadHalf<TlsStream<TcpStream>>,
-    decoder: Decoder,
-}
-
-struct Writer {
-    w: WriteHalf<TlsStream<TcpStream>>,
-    sequence: i32,
-}
-
-struct Client {
-    r: Reader,
-    w: Writer,
-    version: Option<rustls::ProtocolVersion>,
-}
-
-impl Reader {
-    /// The next frame, or None at EOF or on error.
-    async fn next(&mut self) -> Option<Frame> {
-        loop {
-            match self.decoder.decode().unwrap() {
-                Decoded::Frame(f) => return Some(f),
-                Decoded::NeedMore { additional } => {
-                    let buf = self.decoder.buffer_mut();
-                    buf.reserve(additional.max(64 * 1024));
-                    match self.r.read_buf(buf).await {
-                        Ok(0) | Err(_) => return None,
-                        Ok(_) => {}
-                    }
-                }
-            }
-        }
-    }
-
-    async fn frame(&mut self) -> Frame {
-        tokio::time::timeout(WAIT, self.next())
-            .await
-            .expect("no frame in time")
-            .expect("connection closed")
-    }
-
-    async fn expect(&mut self, content_type: ContentType) -> Frame {
-        let frame = self.frame().await;
-        assert_eq!(frame.content_type(), content_type, "{frame:?}");
-        frame
-    }
-
-    /// Reads until the connection ends (EOF or error), within `WAIT`; returns the frames
-    /// seen meanwhile.
-    async fn until_closed(&mut self) -> Vec<Frame> {
-        let mut frames = Vec::new();
-        tokio::time::timeout(WAIT, async {
-            while let Some(f) = self.next().await {
-                frames.push(f);
-            }
-        })
-        .await
-        .expect("connection not closed in time");
-        frames
-    }
-
-    /// Reads Data frames on `conn_id` until `len` payload bytes or a FIN; returns the
-    /// bytes and whether a FIN came.
-    async fn data(&mut self, conn_id: u32, len: usize) -> (Vec<u8>, bool) {
-        let mut got = Vec::with_capacity(len);
-        loop {
-            let Ok(Some(frame)) = tokio::time::timeout(WAIT, self.next()).await else {
-                panic!(
-                    "no Data on conn {conn_id} in time after {} of {len} bytes",
-                    got.len()
-                );
-            };
-            assert_eq!(frame.content_type(), ContentType::DATA, "{frame:?}");
-            let data = Data::parse(&frame).unwrap();
-            assert_eq!(data.conn_id, conn_id);
-            got.extend_from_slice(data.payload);
-            if data.is_fin() {
-                return (got, true);
-            }
-            if got.len() >= len {
-                return (got, false);
-            }
-        }
-    }
-}
-
-impl Writer {
-    /// Encodes one frame with the next channel sequence and writes it; returns the
-    /// sequence.
-    async fn send(
-        &mut self,
-        encode: impl FnOnce(i32, &mut BytesMut) -> Result<(), weft_wire::EncodeError>,
-    ) -> i32 {
-        self.sequence += 1;
-        let seq = self.sequence;
-        let mut out = BytesMut::new();
-        encode(seq, &mut out).unwrap();
-        self.w.write_all(&out).await.unwrap();
-        // tokio-rustls accepts bytes into its buffer before the socket takes them.
-        self.w.flush().await.unwrap();
-        seq
-    }
-
-    /// Sends `bytes` on `conn_id` in Data frames of varying sizes (1 B to 48 KiB).
-    async fn data(&mut self, conn_id: u32, bytes: &[u8]) {
-        let mut offset = 0;
-        let mut edge_seq = 1;
-        let mut size = 1usize;
-        let mut out = BytesMut::new();
-        while offset < bytes.len() {
-            size = (size * 7 + 1013) % (48 * 1024) + 1;
-            let end = (offset + size).min(bytes.len());
-            self.sequence += 1;
-            Data {
-                conn_id,
-                seq: edge_seq,
-                flags: 0,
-                payload: &bytes[offset..end],
-            }
-            .encode(self.sequence, &mut out)
-            .unwrap();
-            edge_seq += 1;
-            offset = end;
-            if out.len() > 128 * 1024 {
-                self.w.write_all(&out.split()).await.unwrap();
-            }
-        }
-        self.w.write_all(&out).await.unwrap();
-        // Without it the last records can stay in tokio-rustls' buffer when the socket
-        // was full, and the far side waits for them forever.
-        self.w.flush().await.unwrap();
-    }
-}
-
-fn pattern(len: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed;
-    (0..len)
-        .map(|_| {
-            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (x >> 24) as u8
-        })
-        .collect()
-}
+// ---- an edge client: weft_testkit::EdgeClient ----
 
 /// Host binds "svc" as listener 7; the test answers the terminator request.
 async fn bind_host(h: &mut Harness, host: &mut Client) {
@@ -735,7 +556,7 @@ async fn client_without_certificate_is_refused(io: IoBackend) {
     // before any hello is answered.
     if let Ok(mut c) = h.connect(None, false).await {
         let _ =
-            c.w.w
+            c.w.raw()
                 .write_all(&{
                     let mut out = BytesMut::new();
                     Hello {
@@ -814,7 +635,7 @@ async fn malformed_frame_closes_only_that_connection(io: IoBackend) {
     let mut good = h.authenticated(&h.pki.host, "token-api-h", false).await;
     let mut bad = h.authenticated(&h.pki.dialer, "token-api-d", true).await;
     // A frame with a wrong magic.
-    bad.w.w.write_all(&[0xAB; 40]).await.unwrap();
+    bad.w.raw().write_all(&[0xAB; 40]).await.unwrap();
     assert!(bad.r.until_closed().await.is_empty());
     // The other connection still answers: a Connect with an unknown session is refused.
     let seq = good
@@ -1069,8 +890,8 @@ async fn a_peer_that_never_reads_its_answers_is_not_read_either(io: IoBackend) {
                     .encode(w.sequence, &mut batch)
                     .unwrap();
                 }
-                w.w.write_all(&batch).await.unwrap();
-                w.w.flush().await.unwrap();
+                w.raw().write_all(&batch).await.unwrap();
+                w.raw().flush().await.unwrap();
                 written.fetch_add(batch.len(), Ordering::Relaxed);
             }
             w.sequence
@@ -1462,7 +1283,7 @@ fn backend_selection_at_start() {
         shards: 2,
         forward: ForwardConfig::default(),
         tls: Arc::new(
-            tls::server_config(
+            weft_tls::server::edge_from_pem(
                 pki.server_cert_pem.as_bytes(),
                 pki.server_key_pem.as_bytes(),
                 pki.ca_pem.as_bytes(),

@@ -19,7 +19,7 @@ use bytes::BytesMut;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
 use weft_router::forward::{ConnKey, ControlRequest, CrossMsg, ForwardConfig, Forwarder};
-use weft_router::tls::test_pki::TestPki;
+use weft_router::tls::test_pki::{Handshake, TestPki};
 use weft_router::tls::{Fed, ServerSession, TlsBuf};
 use weft_wire::control::pb;
 use weft_wire::edge::{Bind, Connect, Data, Dial, DialSuccess, Hello};
@@ -328,7 +328,8 @@ fn cross_shard_relay_allocates_nothing_per_frame() {
 /// A handshaken pair: a rustls client and the router's session for it.
 fn tls_pair() -> (rustls::ClientConnection, ServerSession) {
     TestPki::new()
-        .and_then(|pki| pki.handshaken(&[&rustls::version::TLS13]))
+        .unwrap()
+        .handshaken(&[&rustls::version::TLS13])
         .unwrap()
 }
 

@@ -8,12 +8,12 @@ use std::time::Duration;
 use tokio::task::{AbortHandle, JoinSet};
 use weft_wire::edge;
 
+use crate::Identity;
 use crate::controller::{ControllerClient, EdgeRouter, Service, Session, SessionKind};
 use crate::crypto::{KeyPair, SessionKeys};
 use crate::edge::channel::Channel;
 use crate::edge::proto::{self, ConnectReply};
 use crate::error::{Error, ErrorKind, Result};
-use crate::identity::Identity;
 use crate::listener::{self, Listener};
 use crate::stream::{Stream, StreamParts};
 use crate::tls;

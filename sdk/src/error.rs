@@ -84,10 +84,6 @@ impl Error {
         &self.message
     }
 
-    pub(crate) fn identity(message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::Identity, message)
-    }
-
     pub(crate) fn controller(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Controller, message)
     }
@@ -106,6 +102,32 @@ impl Error {
 
     pub(crate) fn timed_out(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::TimedOut, message)
+    }
+}
+
+impl From<weft_identity::IdentityError> for Error {
+    /// Identity-file problems are [`ErrorKind::Identity`], token and CSR problems
+    /// [`ErrorKind::Enrollment`], an unreachable or odd controller
+    /// [`ErrorKind::Controller`]. The message carries the whole cause chain.
+    fn from(e: weft_identity::IdentityError) -> Self {
+        use weft_identity::IdentityError as E;
+        let kind = match &e {
+            E::File { .. } | E::Invalid(_) | E::Tls { .. } => ErrorKind::Identity,
+            E::TimedOut(_) => ErrorKind::TimedOut,
+            E::Connect { .. } | E::Answer(_) => ErrorKind::Controller,
+            _ => ErrorKind::Enrollment,
+        };
+        let mut message = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            if !message.contains(&text) {
+                message.push_str(": ");
+                message.push_str(&text);
+            }
+            source = cause.source();
+        }
+        Self::new(kind, message)
     }
 }
 

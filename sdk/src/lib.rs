@@ -15,14 +15,11 @@
 //! # }
 //! ```
 
-pub mod bootstrap;
 mod context;
 mod controller;
 pub mod crypto;
 mod edge;
-mod enroll;
 mod error;
-mod identity;
 mod listener;
 mod pool;
 mod stream;
@@ -31,8 +28,18 @@ pub mod tunnel;
 
 pub use context::{Context, Options};
 pub use controller::Service;
-pub use enroll::enroll;
 pub use error::{Error, ErrorKind, Result};
-pub use identity::Identity;
+pub use weft_identity::Identity;
+
+/// Enrolls an identity with its one-time JWT (`weft_identity::enroll_ott`): the
+/// controller is trusted only through the token's signature, a fresh P-256 key and CSR
+/// are made, and the identity comes back unsaved (see [`Identity::save`]).
+///
+/// # Errors
+/// [`ErrorKind::Enrollment`] for a bad, expired, used or refused token,
+/// [`ErrorKind::Controller`] when the controller cannot be reached.
+pub async fn enroll(jwt: &str) -> Result<Identity> {
+    Ok(weft_identity::enroll_ott(jwt).await?)
+}
 pub use listener::Listener;
 pub use stream::Stream;

@@ -10,8 +10,7 @@ use crate::process::{bin_dir, log_level};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::CertificateDer;
 use serde_json::{Value, json};
 
 /// A `weft-controller run` process (killed on drop) in a data directory of its own.
@@ -169,20 +168,9 @@ impl Ctl {
         chain: Vec<CertificateDer<'static>>,
         key_pem: &str,
     ) -> Arc<rustls::ClientConfig> {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_slice_iter(self.ca_pem().as_bytes()) {
-            roots.add(c.unwrap()).unwrap();
-        }
-        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
-        Arc::new(
-            rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_client_auth_cert(chain, key)
-                .unwrap(),
-        )
+        let roots = weft_tls::pem::roots(self.ca_pem().as_bytes()).unwrap();
+        let key = weft_tls::pem::private_key(key_pem.as_bytes()).unwrap();
+        Arc::new(weft_tls::client::verified(roots, Some((chain, key))).unwrap())
     }
 
     /// reqwest client presenting `chain` (leaf first) with `key_pem`.
@@ -236,7 +224,7 @@ impl Ctl {
     }
 
     fn tls(&self, client_cert: Option<(&str, &str)>) -> rustls::ClientConfig {
-        self.tls_with(client_cert, rustls::DEFAULT_VERSIONS)
+        self.tls_with(client_cert, weft_tls::VERSIONS)
     }
 
     fn tls_with(
@@ -244,25 +232,14 @@ impl Ctl {
         client_cert: Option<(&str, &str)>,
         versions: &[&'static rustls::SupportedProtocolVersion],
     ) -> rustls::ClientConfig {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_slice_iter(self.ca_pem().as_bytes()) {
-            roots.add(c.unwrap()).unwrap();
-        }
-        let b = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(versions)
-            .unwrap()
-            .with_root_certificates(roots);
-        match client_cert {
-            None => b.with_no_client_auth(),
-            Some((cert, key)) => {
-                let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
-                    .map(|c| c.unwrap())
-                    .collect();
-                let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
-                b.with_client_auth_cert(chain, key).unwrap()
-            }
-        }
+        let roots = weft_tls::pem::roots(self.ca_pem().as_bytes()).unwrap();
+        let identity = client_cert.map(|(cert, key)| {
+            (
+                weft_tls::pem::certificates(cert.as_bytes()).unwrap(),
+                weft_tls::pem::private_key(key.as_bytes()).unwrap(),
+            )
+        });
+        weft_tls::client::verified_with_versions(roots, identity, versions).unwrap()
     }
 
     fn build(&self, tls: rustls::ClientConfig) -> reqwest::Client {

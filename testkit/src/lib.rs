@@ -3,6 +3,7 @@
 //! - [`process`]: the workspace binaries (built on demand) as killed-on-drop processes;
 //! - [`controller`]: a real `weft-controller` ([`Ctl`]) and a management session
 //!   ([`Admin`]);
+//! - [`edge`]: a raw edge-protocol client over TLS ([`EdgeClient`]);
 //! - [`network`]: a controller with enrolled routers and `weft tunnel` endpoints;
 //! - [`fixtures`]: the C SDK's login body, CSRs, JWT claims, byte patterns.
 //!
@@ -18,11 +19,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
 
 pub mod controller;
+pub mod edge;
 pub mod fixtures;
 pub mod network;
 pub mod process;
 
 pub use controller::{Admin, Ctl};
+pub use edge::{EdgeClient, EdgeReader, EdgeWriter};
 pub use fixtures::{SDK_AUTH_BODY, jwt_claims, make_csr, pattern};
 pub use network::{Network, Router, Tunnel, init_logs};
 pub use process::{bin_dir, free_port};

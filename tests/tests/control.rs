@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -58,26 +58,12 @@ async fn control_hello(
     client: Option<(&str, &str)>,
     router_id: &str,
 ) -> Option<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(der(&ctl.ca_pem())).unwrap();
-    let b = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_protocol_versions(rustls::DEFAULT_VERSIONS)
-    .unwrap()
-    .with_root_certificates(roots);
-    let cfg = match client {
-        None => b.with_no_client_auth(),
-        // Every certificate of `cert`, in order: a chain to present.
-        Some((cert, key)) => b
-            .with_client_auth_cert(
-                CertificateDer::pem_slice_iter(cert.as_bytes())
-                    .map(Result::unwrap)
-                    .collect(),
-                PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
-            )
-            .unwrap(),
-    };
+    // With a client, every certificate of `cert`, in order: a chain to present.
+    let cfg = weft_tls::client::verified_from_pem(
+        ctl.ca_pem().as_bytes(),
+        client.map(|(cert, key)| (cert.as_bytes(), key.as_bytes())),
+    )
+    .unwrap();
     let tcp = tokio::net::TcpStream::connect(control_addr(ctl))
         .await
         .unwrap();
@@ -240,7 +226,7 @@ async fn erott_enrollment_single_use_and_control_listener_refusals() {
     assert_eq!(detail["data"]["isVerified"], true);
     assert_eq!(
         detail["data"]["fingerprint"],
-        weft_controller::pki::fingerprint(cert_der.as_ref()).as_str()
+        weft_tls::fingerprint(cert_der.as_ref()).as_str()
     );
     assert_eq!(detail["data"]["enrollmentJwt"], Value::Null);
 
@@ -448,7 +434,7 @@ async fn router_control_channel_end_to_end() {
     // Authenticate: the API session arrives with its certificate fingerprint.
     let (_, cert, key) = ctl.enrolled_identity(&token, "app-1", &["app"]).await;
     let (http, zt) = ctl.cert_login(&cert, &key).await;
-    let fp = weft_controller::pki::fingerprint(der(&cert).as_ref());
+    let fp = weft_tls::fingerprint(der(&cert).as_ref());
     let ev = wait_for(&mut events, &mut rev, "API session", |e| {
         update(e).is_some_and(|u| u.api_sessions_added.iter().any(|a| a.token == zt))
     })
@@ -731,17 +717,9 @@ async fn deaf_router_is_disconnected(config: &str) {
     let ctl = Ctl::start_with(config);
     let token = ctl.admin_token().await;
     let (router_id, cert, key) = enrolled_router(&ctl, &token, "deaf").await;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(der(&ctl.ca_pem())).unwrap();
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_protocol_versions(rustls::DEFAULT_VERSIONS)
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_client_auth_cert(
-        vec![der(&cert)],
-        PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+    let cfg = weft_tls::client::verified_from_pem(
+        ctl.ca_pem().as_bytes(),
+        Some((cert.as_bytes(), key.as_bytes())),
     )
     .unwrap();
     let tcp = tokio::net::TcpStream::connect(control_addr(&ctl))

@@ -7,19 +7,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
 use weft_router::config::RouterConfig;
 use weft_router::node::Node;
-use weft_testkit::{Ctl, free_port, init_logs};
-use weft_wire::edge::{
-    Bind, Connect, Data, Dial, DialSuccess, Hello, HelloResult, StateClosed, StateConnected,
-};
-use weft_wire::{ContentType, Decoded, Decoder, Frame, Limits};
+use weft_testkit::{Ctl, EdgeClient as Client, free_port, init_logs, pattern};
+use weft_wire::edge::{Bind, Data, Dial, DialSuccess, HelloResult, StateClosed, StateConnected};
+use weft_wire::{ContentType, Frame};
 
 const WAIT: Duration = Duration::from_secs(5);
 /// Longer than the router's longest reconnect backoff (10 s, `weft_router::node`), so a
@@ -38,210 +33,44 @@ async fn get(ctl: &Ctl, token: &str, path: &str) -> Value {
     res.json().await.unwrap()
 }
 
-// ---- an edge client ----
+// ---- an edge client: weft_testkit::EdgeClient ----
 
-struct Client {
-    r: ReadHalf<TlsStream<TcpStream>>,
-    decoder: Decoder,
-    w: WriteHalf<TlsStream<TcpStream>>,
-    sequence: i32,
-}
-
-impl Client {
-    /// Connects with the identity's certificate, trusting the controller CA, and says
-    /// hello with the API session token.
-    async fn connect(port: u16, ca_pem: &str, cert: &str, key: &str, token: &str) -> Self {
-        Self::try_connect(port, ca_pem, cert, key, token)
-            .await
-            .expect("hello refused: the router closed the connection")
-    }
-
-    /// Connects and says hello; None when the router refuses the TLS handshake or
-    /// closes the connection instead of answering. `cert` is the PEM chain presented,
-    /// leaf first; `key` the leaf's key. (Like OpenZiti's router, it answers a hello with an unknown token with
-    /// success and then closes the connection, so a Some is not yet proof of acceptance.)
-    async fn try_connect(
-        port: u16,
-        ca_pem: &str,
-        cert: &str,
-        key: &str,
-        token: &str,
-    ) -> Option<Self> {
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-            roots.add(c.unwrap()).unwrap();
-        }
-        let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
-            .map(|c| c.unwrap())
-            .collect();
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_protocol_versions(rustls::DEFAULT_VERSIONS)
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(
-            chain,
-            PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
-        )
-        .unwrap();
-        let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-        // A handshake the router refuses (a client certificate it does not accept) is
-        // a refused hello too.
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(ServerName::try_from("localhost").unwrap(), tcp)
-            .await
-            .ok()?;
-        let (r, w) = tokio::io::split(tls);
-        let mut c = Self {
-            r,
-            decoder: Decoder::new(Limits::DEFAULT),
-            w,
-            sequence: 0,
-        };
-        let seq = c
-            .send(|s, out| {
-                Hello {
-                    session_token: token.as_bytes(),
-                    client_info: b"weft-e2e",
-                }
-                .encode(s, out)
-            })
-            .await;
-        let frame = tokio::time::timeout(WAIT, c.next())
-            .await
-            .expect("no hello answer in time");
-        let frame = frame?;
-        assert_eq!(frame.content_type(), ContentType::RESULT, "{frame:?}");
-        let result = HelloResult::parse(&frame).unwrap();
-        assert!(result.success, "hello refused");
-        assert_eq!(result.reply_for, seq);
-        Some(c)
-    }
-
-    async fn send(
-        &mut self,
-        encode: impl FnOnce(i32, &mut BytesMut) -> Result<(), weft_wire::EncodeError>,
-    ) -> i32 {
-        self.sequence += 1;
-        let seq = self.sequence;
-        let mut out = BytesMut::new();
-        encode(seq, &mut out).unwrap();
-        self.w.write_all(&out).await.unwrap();
-        seq
-    }
-
-    async fn next(&mut self) -> Option<Frame> {
-        loop {
-            match self.decoder.decode().unwrap() {
-                Decoded::Frame(f) => return Some(f),
-                Decoded::NeedMore { additional } => {
-                    let buf = self.decoder.buffer_mut();
-                    buf.reserve(additional.max(64 * 1024));
-                    match self.r.read_buf(buf).await {
-                        Ok(0) | Err(_) => return None,
-                        Ok(_) => {}
-                    }
-                }
-            }
-        }
-    }
-
-    /// Sends a Connect on `conn_id` with the Dial session `token`; returns its sequence.
-    async fn send_connect(&mut self, conn_id: u32, token: &str) -> i32 {
-        self.send(|s, out| {
-            Connect {
-                conn_id,
-                seq: 0,
-                caller_id: None,
-                public_key: None,
-                terminator_identity: None,
-                app_data: None,
-                session_token: token.as_bytes(),
-            }
-            .encode(s, out)
-        })
+/// Connects with the identity's certificate, trusting the controller CA, and says
+/// hello with the API session token.
+async fn connect(port: u16, ca_pem: &str, cert: &str, key: &str, token: &str) -> Client {
+    try_connect(port, ca_pem, cert, key, token)
         .await
-    }
-
-    /// The next frame, or None when the connection closes first (within `WAIT`).
-    async fn frame_or_close(&mut self) -> Option<Frame> {
-        tokio::time::timeout(WAIT, self.next())
-            .await
-            .expect("neither a frame nor a close in time")
-    }
-
-    async fn expect(&mut self, content_type: ContentType) -> Frame {
-        let frame = tokio::time::timeout(WAIT, self.next())
-            .await
-            .expect("no frame in time")
-            .expect("connection closed");
-        assert_eq!(frame.content_type(), content_type, "{frame:?}");
-        frame
-    }
+        .expect("hello refused: the router closed the connection")
 }
 
-/// Sends `bytes` on `conn_id` in 16 KiB Data frames.
-async fn send_data(
-    w: &mut WriteHalf<TlsStream<TcpStream>>,
-    sequence: &mut i32,
-    conn_id: u32,
-    bytes: &[u8],
-) {
-    let mut out = BytesMut::new();
-    for (i, chunk) in bytes.chunks(16 * 1024).enumerate() {
-        *sequence += 1;
-        Data {
-            conn_id,
-            seq: u32::try_from(i).unwrap() + 1,
-            flags: 0,
-            payload: chunk,
-        }
-        .encode(*sequence, &mut out)
-        .unwrap();
-    }
-    w.write_all(&out).await.unwrap();
-}
-
-/// Reads `len` bytes of Data on `conn_id`.
-async fn recv_data(
-    r: &mut ReadHalf<TlsStream<TcpStream>>,
-    decoder: &mut Decoder,
-    conn_id: u32,
-    len: usize,
-) -> Vec<u8> {
-    let mut got = Vec::with_capacity(len);
-    while got.len() < len {
-        let frame = loop {
-            match decoder.decode().unwrap() {
-                Decoded::Frame(f) => break f,
-                Decoded::NeedMore { additional } => {
-                    let buf = decoder.buffer_mut();
-                    buf.reserve(additional.max(64 * 1024));
-                    let n = tokio::time::timeout(WAIT, r.read_buf(buf))
-                        .await
-                        .expect("no data in time")
-                        .unwrap();
-                    assert!(n > 0, "connection closed during data");
-                }
-            }
-        };
-        assert_eq!(frame.content_type(), ContentType::DATA, "{frame:?}");
-        let data = Data::parse(&frame).unwrap();
-        assert_eq!(data.conn_id, conn_id);
-        got.extend_from_slice(data.payload);
-    }
-    got
-}
-
-fn pattern(len: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed;
-    (0..len)
-        .map(|_| {
-            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (x >> 24) as u8
-        })
-        .collect()
+/// Connects and says hello; None when the router refuses the TLS handshake or
+/// closes the connection instead of answering. `cert` is the PEM chain presented,
+/// leaf first; `key` the leaf's key. (Like OpenZiti's router, it answers a hello with
+/// an unknown token with success and then closes the connection, so a Some is not yet
+/// proof of acceptance.)
+async fn try_connect(
+    port: u16,
+    ca_pem: &str,
+    cert: &str,
+    key: &str,
+    token: &str,
+) -> Option<Client> {
+    let config = weft_tls::client::verified_from_pem(
+        ca_pem.as_bytes(),
+        Some((cert.as_bytes(), key.as_bytes())),
+    )
+    .unwrap();
+    // A handshake the router refuses (a client certificate it does not accept) is a
+    // refused hello too.
+    let mut c = Client::connect(([127, 0, 0, 1], port).into(), Arc::new(config))
+        .await
+        .ok()?;
+    let (seq, frame) = c.hello(token).await?;
+    assert_eq!(frame.content_type(), ContentType::RESULT, "{frame:?}");
+    let result = HelloResult::parse(&frame).unwrap();
+    assert!(result.success, "hello refused");
+    assert_eq!(result.reply_for, seq);
+    Some(c)
 }
 
 fn control_addr(ctl: &Ctl) -> String {
@@ -381,7 +210,7 @@ impl Circuit {
         let bind_token = session(ctl, &h, &svc, "Bind").await;
         let ca = ctl.ca_pem();
         let mut host = bound_host(port, &ca, &h, &bind_token).await;
-        let mut dialer = Client::connect(port, &ca, &d.cert, &d.key, &d.token).await;
+        let mut dialer = connect(port, &ca, &d.cert, &d.key, &d.token).await;
         dial(&mut dialer, &mut host, &dial_token).await;
         Self {
             svc,
@@ -480,8 +309,8 @@ async fn session(ctl: &Ctl, who: &Login, svc: &str, ty: &str) -> String {
 /// The host binds as listener 7 and gets StateConnected (the router registered the
 /// terminator at the controller); false when the connection closes instead.
 async fn try_bind(host: &mut Client, bind_token: &str) -> bool {
-    host.sequence += 1;
-    let bind_seq = host.sequence;
+    host.w.sequence += 1;
+    let bind_seq = host.w.sequence;
     let mut out = BytesMut::new();
     Bind {
         conn_id: 7,
@@ -495,7 +324,7 @@ async fn try_bind(host: &mut Client, bind_token: &str) -> bool {
     }
     .encode(bind_seq, &mut out)
     .unwrap();
-    if host.w.write_all(&out).await.is_err() {
+    if host.w.raw().write_all(&out).await.is_err() {
         return false;
     }
     let Some(frame) = tokio::time::timeout(WAIT, host.next())
@@ -522,7 +351,7 @@ async fn try_bind(host: &mut Client, bind_token: &str) -> bool {
 async fn bound_host(port: u16, ca: &str, h: &Login, bind_token: &str) -> Client {
     let deadline = Instant::now() + WAIT;
     loop {
-        if let Some(mut host) = Client::try_connect(port, ca, &h.cert, &h.key, &h.token).await {
+        if let Some(mut host) = try_connect(port, ca, &h.cert, &h.key, &h.token).await {
             if try_bind(&mut host, bind_token).await {
                 return host;
             }
@@ -569,7 +398,7 @@ async fn router_serves_sessions_pushed_by_the_controller(io: &str) {
     // Edge clients; Bind: the router registers the terminator at the controller.
     let ca = ctl.ca_pem();
     let mut host = bound_host(port, &ca, &h, &bind_token).await;
-    let mut dialer = Client::connect(port, &ca, &d.cert, &d.key, &d.token).await;
+    let mut dialer = connect(port, &ca, &d.cert, &d.key, &d.token).await;
 
     let terms = get(&ctl, &admin, "/terminators").await;
     let terms = terms["data"].as_array().unwrap();
@@ -584,25 +413,12 @@ async fn router_serves_sessions_pushed_by_the_controller(io: &str) {
     const LEN: usize = 256 * 1024;
     let up = pattern(LEN, 1);
     let down = pattern(LEN, 2);
-    let (
-        Client {
-            r: dr,
-            decoder: dd,
-            w: dw,
-            sequence: ds,
-        },
-        Client {
-            r: hr,
-            decoder: hd,
-            w: hw,
-            sequence: hs,
-        },
-    ) = (&mut dialer, &mut host);
-    let ((), (), at_host, at_dialer) = tokio::join!(
-        send_data(dw, ds, 1, &up),
-        send_data(hw, hs, 100, &down),
-        recv_data(hr, hd, 100, LEN),
-        recv_data(dr, dd, 1, LEN),
+    let (Client { r: dr, w: dw, .. }, Client { r: hr, w: hw, .. }) = (&mut dialer, &mut host);
+    let ((), (), (at_host, _), (at_dialer, _)) = tokio::join!(
+        dw.data(1, &up),
+        hw.data(100, &down),
+        hr.data(100, LEN),
+        dr.data(1, LEN),
     );
     assert!(at_host == up, "host received different bytes");
     assert!(at_dialer == down, "dialer received different bytes");
@@ -667,9 +483,7 @@ async fn only_the_tls_leaf_identifies_an_edge_client(io: &str) {
 
     // Mallory's CA-issued leaf (and key), then the victim's certificate.
     let chain = format!("{}\n{}", mallory.cert, victim.cert);
-    if let Some(mut forged) =
-        Client::try_connect(port, &ca, &chain, &mallory.key, &victim.token).await
-    {
+    if let Some(mut forged) = try_connect(port, &ca, &chain, &mallory.key, &victim.token).await {
         let sent = forged.send_connect(9, &dial_token).await;
         // The host is never asked to accept a circuit for the forged client.
         let at_host = tokio::time::timeout(Duration::from_secs(1), host.next()).await;
@@ -697,13 +511,13 @@ async fn only_the_tls_leaf_identifies_an_edge_client(io: &str) {
         .unwrap();
     let chain = format!("{}\n{}", own.pem(), victim.cert);
     assert!(
-        Client::try_connect(port, &ca, &chain, &own_key.serialize_pem(), &victim.token)
+        try_connect(port, &ca, &chain, &own_key.serialize_pem(), &victim.token)
             .await
             .is_none(),
         "a self-signed leaf got through"
     );
     assert!(
-        Client::try_connect(
+        try_connect(
             port,
             &ca,
             &own.pem(),
@@ -743,7 +557,7 @@ async fn accept_dial(host: &mut Client, dial: &Frame, child: u32) -> (i32, Frame
 
 /// The raw host sends `payload` on `conn_id`, then StateClosed without a FIN.
 async fn close_without_fin(host: &mut Client, conn_id: u32, payload: &[u8]) {
-    send_data(&mut host.w, &mut host.sequence, conn_id, payload).await;
+    host.w.data(conn_id, payload).await;
     host.send(|s, out| {
         StateClosed {
             conn_id,
@@ -928,7 +742,7 @@ async fn the_router_enforces_edge_router_and_service_edge_router_policies(io: &s
         "edge connection closed {:?} after the policy delete",
         t0.elapsed()
     );
-    if let Some(mut again) = Client::try_connect(port, &ca, &d.cert, &d.key, &d.token).await {
+    if let Some(mut again) = try_connect(port, &ca, &d.cert, &d.key, &d.token).await {
         assert!(
             !connects(&mut again, &mut host, &new_token, 4, 102).await,
             "a dial connected without an edge router policy"
@@ -1037,11 +851,11 @@ async fn router_resynchronises_after_losing_the_control_connection(io: &str) {
     // The controller reports the router online at its hello, just before the sync
     // goes out: retry until the router knows the host's sessions.
     let mut host = bound_host(port, &ca, &h, &bind_token).await;
-    let mut dialer = Client::connect(port, &ca, &d.cert, &d.key, &d.token).await;
+    let mut dialer = connect(port, &ca, &d.cert, &d.key, &d.token).await;
     dial(&mut dialer, &mut host, &dial_token).await;
     let payload = pattern(4096, 3);
-    send_data(&mut dialer.w, &mut dialer.sequence, 1, &payload).await;
-    let got = recv_data(&mut host.r, &mut host.decoder, 100, payload.len()).await;
+    dialer.w.data(1, &payload).await;
+    let (got, _) = host.r.data(100, payload.len()).await;
     assert!(got == payload, "host received different bytes");
 
     // Another loss: the controller drops the router's terminators; the router

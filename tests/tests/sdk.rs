@@ -284,10 +284,13 @@ async fn bad_identity_files_and_expired_or_used_tokens_give_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("id.json");
     std::fs::write(&path, "{\"ztAPI\": \"https://x\"}").unwrap();
-    let e = weft_sdk::Identity::load(&path).unwrap_err();
+    // `Identity` is weft_identity's; its error converts into the SDK's (what `?` does).
+    let e: weft_sdk::Error = weft_sdk::Identity::load(&path).unwrap_err().into();
     assert_eq!(e.kind(), ErrorKind::Identity);
     assert!(e.to_string().contains("id.json"), "{e}");
-    let e = weft_sdk::Identity::load(dir.path().join("missing.json")).unwrap_err();
+    let e: weft_sdk::Error = weft_sdk::Identity::load(dir.path().join("missing.json"))
+        .unwrap_err()
+        .into();
     assert_eq!(e.kind(), ErrorKind::Identity);
 
     // Tokens that expire after 3 s.

@@ -173,7 +173,7 @@ fn authorize<IO>(
     if !ctl.pki.verify_client_leaf(leaf.as_ref()) {
         return None;
     }
-    let fp = crate::pki::fingerprint(leaf.as_ref());
+    let fp = weft_tls::fingerprint(leaf.as_ref());
     let router_id = ctl.store.router_by_fingerprint(&fp).ok()??;
     let router = ctl
         .store

@@ -11,8 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -62,15 +61,12 @@ pub enum ClientError {
         /// Why.
         source: std::io::Error,
     },
-    /// PEM data is invalid.
-    #[error("invalid PEM in {0}")]
-    Pem(String),
     /// The controller address has no valid host name.
     #[error("invalid controller address {0:?}")]
     Address(String),
-    /// TLS configuration failed.
-    #[error("TLS configuration failed: {0}")]
-    Tls(#[from] rustls::Error),
+    /// The certificates or key are unusable, or rustls refused them.
+    #[error("control channel TLS: {0}")]
+    Tls(#[from] weft_tls::TlsError),
     /// No control connection is up (or its hello is not acknowledged yet).
     #[error("not connected to the controller")]
     NotConnected,
@@ -131,26 +127,16 @@ impl ControlConfig {
     }
 
     fn tls(&self) -> Result<(tokio_rustls::TlsConnector, ServerName<'static>), ClientError> {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
-            roots.add(c.map_err(|_| ClientError::Pem("ca".into()))?)?;
-        }
-        let chain = CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| ClientError::Pem("router certificate".into()))?;
-        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())
-            .map_err(|_| ClientError::Pem("router key".into()))?;
-        let cfg = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(rustls::DEFAULT_VERSIONS)?
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key)?;
+        let cfg = weft_tls::client::verified_from_pem(
+            self.ca_pem.as_bytes(),
+            Some((self.cert_pem.as_bytes(), self.key_pem.as_bytes())),
+        )?;
         let host = self
             .address
             .rsplit_once(':')
             .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']'))
             .ok_or_else(|| ClientError::Address(self.address.clone()))?;
-        let name = ServerName::try_from(host.to_string())
+        let name = weft_tls::client::server_name(host)
             .map_err(|_| ClientError::Address(self.address.clone()))?;
         Ok((tokio_rustls::TlsConnector::from(Arc::new(cfg)), name))
     }

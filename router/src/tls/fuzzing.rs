@@ -9,7 +9,7 @@ use rustls::{ContentType, SupportedCipherSuite};
 
 use super::TlsBuf;
 use super::record::Sealer;
-use super::test_pki::{ClientOptions, TestPki, client_suites};
+use super::test_pki::{ClientOptions, Handshake, TestPki, client_suites};
 
 /// Reads `data` as a suite choice then steps, each an op byte, a length byte and that
 /// many bytes: raw bytes fed to the session (any split), a record sealed under the
@@ -89,5 +89,29 @@ pub fn records(data: &[u8]) {
         assert!(!failed || server.feed(&[0x17, 3, 3, 0, 1, 0], &mut plaintext).is_err());
         out.clear();
         plaintext.clear();
+    }
+}
+
+/// Replays the committed corpus of the `tls_records` fuzz target (fuzz/corpus/) through
+/// the same entry point, so every input the fuzzer found interesting stays a regression
+/// test in ordinary test runs.
+#[cfg(test)]
+mod corpus {
+    use std::path::PathBuf;
+
+    #[test]
+    fn tls_records_corpus() {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/tls_records");
+        let mut inputs = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let data = std::fs::read(entry.unwrap().path()).unwrap();
+            super::records(&data);
+            inputs += 1;
+        }
+        assert!(
+            inputs >= 10,
+            "corpus at {} has only {inputs} inputs",
+            dir.display()
+        );
     }
 }

@@ -269,7 +269,7 @@ impl ServerSession {
     /// handshake proved (`None` until the handshake has verified it).
     pub fn client_leaf_fingerprint(&self) -> Option<String> {
         match &self.phase {
-            Phase::Handshake(conn) => super::client_leaf_fingerprint(conn),
+            Phase::Handshake(conn) => weft_tls::leaf_fingerprint(conn),
             Phase::Traffic(_) | Phase::Gone => self.leaf_fingerprint.clone(),
         }
     }
@@ -475,7 +475,7 @@ impl ServerSession {
             // spanning the key change.
             return Err(self.fail(rustls::PeerMisbehaved::KeyEpochWithPendingFragment.into()));
         }
-        self.leaf_fingerprint = super::client_leaf_fingerprint(&conn);
+        self.leaf_fingerprint = weft_tls::leaf_fingerprint(&conn);
         let records = conn
             .dangerous_into_kernel_connection()
             .and_then(|(secrets, kernel)| Records::new(secrets, kernel));
@@ -785,7 +785,7 @@ mod tests {
                     },
                 )
                 .unwrap(),
-            leaf_fingerprint: super::super::fingerprint(pki.client_leaf_der()),
+            leaf_fingerprint: weft_tls::fingerprint(pki.client_leaf_der()),
             server: ServerSession::new(pki.server).unwrap(),
         }
     }

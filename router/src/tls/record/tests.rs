@@ -6,7 +6,9 @@ use rustls::crypto::aws_lc_rs::cipher_suite as cs;
 use rustls::{ClientConnection, SupportedProtocolVersion};
 
 use super::*;
-use crate::tls::test_pki::{ClientOptions, TestPki, client_records, client_suites, deliver};
+use crate::tls::test_pki::{
+    ClientOptions, Handshake, TestPki, client_records, client_suites, deliver,
+};
 use crate::tls::{ServerSession, SessionError};
 
 /// The suites a client can agree with the router on (its certificate is ECDSA).

@@ -11,15 +11,14 @@
 //! relative path is tried against the working directory first, then against the
 //! identity file's directory.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::IdentityError;
+
+type Result<T> = std::result::Result<T, IdentityError>;
 
 /// An enrolled identity: the controller to talk to and the credentials to use.
 #[derive(Clone)]
@@ -80,20 +79,20 @@ impl Identity {
     /// Loads an identity file.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::identity(format!("cannot read identity file {}: {e}", path.display()))
+        let text = std::fs::read_to_string(path).map_err(|source| IdentityError::File {
+            path: path.to_owned(),
+            source,
         })?;
-        Self::from_json(&text, path.parent()).map_err(|e| {
-            Error::identity(format!("identity file {}: {}", path.display(), e.message()))
-        })
+        Self::from_json(&text, path.parent())
+            .map_err(|e| IdentityError::Invalid(format!("identity file {}: {e}", path.display())))
     }
 
     /// Parses identity JSON; relative `file://` paths also resolve against `base`.
     pub fn from_json(json: &str, base: Option<&Path>) -> Result<Self> {
         let file: FileFormat = serde_json::from_str(json)
-            .map_err(|e| Error::identity(format!("not an identity JSON document: {e}")))?;
+            .map_err(|e| IdentityError::Invalid(format!("not an identity JSON document: {e}")))?;
         if !file.zt_api.starts_with("https://") {
-            return Err(Error::identity(format!(
+            return Err(IdentityError::Invalid(format!(
                 "ztAPI {:?} is not an https URL",
                 file.zt_api
             )));
@@ -102,7 +101,7 @@ impl Identity {
         let key = resolve("id.key", &file.id.key, base)?;
         let ca = match &file.id.ca {
             Some(ca) => resolve("id.ca", ca, base)?,
-            None => return Err(Error::identity("id.ca is missing")),
+            None => return Err(IdentityError::Invalid("id.ca is missing".into())),
         };
         Self::from_pem(file.zt_api, cert, key, ca)
     }
@@ -126,15 +125,12 @@ impl Identity {
     /// overwrite an existing file.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| Error::identity(format!("cannot create {}: {e}", path.display())))?;
-        f.write_all(self.to_json().as_bytes())
-            .and_then(|()| f.write_all(b"\n"))
-            .map_err(|e| Error::identity(format!("cannot write {}: {e}", path.display())))
+        let mut text = self.to_json();
+        text.push('\n');
+        crate::secret::write_secret(path, text.as_bytes()).map_err(|source| IdentityError::File {
+            path: path.to_owned(),
+            source,
+        })
     }
 
     /// The controller's base URL (`ztAPI`).
@@ -153,44 +149,58 @@ impl Identity {
     }
 
     /// The client certificate chain, DER.
-    pub(crate) fn cert_chain(&self) -> Result<Vec<CertificateDer<'static>>> {
-        let chain = CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| Error::identity(format!("id.cert is not PEM certificates: {e}")))?;
-        if chain.is_empty() {
-            return Err(Error::identity("id.cert holds no certificate"));
-        }
-        Ok(chain)
+    pub fn cert_chain(&self) -> Result<Vec<CertificateDer<'static>>> {
+        weft_tls::pem::certificates(self.cert_pem.as_bytes()).map_err(|source| IdentityError::Tls {
+            what: "id.cert",
+            source,
+        })
     }
 
     /// The private key, DER.
-    pub(crate) fn private_key(&self) -> Result<PrivateKeyDer<'static>> {
-        PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())
-            .map_err(|e| Error::identity(format!("id.key is not a PEM private key: {e}")))
+    pub fn private_key(&self) -> Result<PrivateKeyDer<'static>> {
+        weft_tls::pem::private_key(self.key_pem.as_bytes()).map_err(|source| IdentityError::Tls {
+            what: "id.key",
+            source,
+        })
     }
 
     /// The CA bundle, DER.
-    pub(crate) fn ca_certs(&self) -> Result<Vec<CertificateDer<'static>>> {
-        let certs = CertificateDer::pem_slice_iter(self.ca_pem.as_bytes())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| Error::identity(format!("id.ca is not PEM certificates: {e}")))?;
-        if certs.is_empty() {
-            return Err(Error::identity("id.ca holds no certificate"));
+    pub fn ca_certs(&self) -> Result<Vec<CertificateDer<'static>>> {
+        weft_tls::pem::certificates(self.ca_pem.as_bytes()).map_err(|source| IdentityError::Tls {
+            what: "id.ca",
+            source,
+        })
+    }
+
+    /// A TLS client configuration that trusts the identity's CA bundle and presents its
+    /// certificate (what the SDK uses towards the controller and edge routers).
+    pub fn client_tls(&self) -> Result<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in self.ca_certs()? {
+            roots.add(cert).map_err(|e| IdentityError::Tls {
+                what: "id.ca",
+                source: e.into(),
+            })?;
         }
-        Ok(certs)
+        weft_tls::client::verified(roots, Some((self.cert_chain()?, self.private_key()?))).map_err(
+            |source| IdentityError::Tls {
+                what: "id.cert and id.key",
+                source,
+            },
+        )
     }
 
     /// The identity's name: the common name of its certificate.
     pub fn name(&self) -> Result<String> {
         let chain = self.cert_chain()?;
         let (_, cert) = x509_parser::parse_x509_certificate(chain[0].as_ref())
-            .map_err(|e| Error::identity(format!("id.cert does not parse: {e}")))?;
+            .map_err(|e| IdentityError::Invalid(format!("id.cert does not parse: {e}")))?;
         cert.subject()
             .iter_common_name()
             .next()
             .and_then(|cn| cn.as_str().ok())
             .map(str::to_owned)
-            .ok_or_else(|| Error::identity("id.cert has no common name"))
+            .ok_or_else(|| IdentityError::Invalid("id.cert has no common name".into()))
     }
 
     fn validate(&self) -> Result<()> {
@@ -211,7 +221,7 @@ fn resolve(field: &str, value: &str, base: Option<&Path>) -> Result<String> {
     }
     let path = value.strip_prefix("file://").unwrap_or(value);
     if path.is_empty() {
-        return Err(Error::identity(format!("{field} is empty")));
+        return Err(IdentityError::Invalid(format!("{field} is empty")));
     }
     let mut candidates = vec![PathBuf::from(path)];
     if let Some(base) = base.filter(|_| Path::new(path).is_relative()) {
@@ -224,7 +234,7 @@ fn resolve(field: &str, value: &str, base: Option<&Path>) -> Result<String> {
             Err(e) => last = Some(e),
         }
     }
-    Err(Error::identity(format!(
+    Err(IdentityError::Invalid(format!(
         "{field}: cannot read {path}: {}",
         last.map_or_else(|| "not found".to_string(), |e| e.to_string())
     )))
@@ -292,7 +302,10 @@ mod tests {
         ];
         for json in cases {
             let err = Identity::from_json(&json, None).unwrap_err();
-            assert_eq!(err.kind(), crate::ErrorKind::Identity, "{json}: {err}");
+            assert!(
+                matches!(err, IdentityError::Invalid(_) | IdentityError::Tls { .. }),
+                "{json}: {err}"
+            );
         }
         let err = Identity::load("/nonexistent/id.json").unwrap_err();
         assert!(err.to_string().contains("/nonexistent/id.json"), "{err}");
