@@ -238,9 +238,12 @@ impl PasswordGate {
         let m = self.metrics.clone();
         m.password_hashes_in_flight.fetch_add(1, Ordering::Relaxed);
         let job: Job = Box::new(move || {
-            let _ = tx.send(work());
+            let result = work();
+            // Gauge and slot first: the caller may look at them as soon as it has the
+            // result (the gate test did, and once saw the hash still in flight).
             m.password_hashes_in_flight.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
+            let _ = tx.send(result);
         });
         let sent = match self.jobs.lock() {
             Ok(jobs) => jobs.send(job),

@@ -11,6 +11,7 @@
 //! this router, and a Dial or Bind session only when its service's service edge router
 //! policies name it too ([`pb::RouterAccess`]). A policy change that takes a router
 //! away is reported as a removal, so what used it closes at once.
+#![deny(clippy::disallowed_methods)] // sans-IO: no clock reads (clippy.toml)
 
 use std::collections::{HashMap, HashSet};
 

@@ -28,7 +28,7 @@
 //! assert_eq!(data.payload, b"hi");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
-
+#![deny(clippy::disallowed_methods)] // sans-IO: no clock reads (clippy.toml)
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 

@@ -44,7 +44,7 @@
 //! Two evaluators answer these queries identically: [`NaiveEvaluator`] straight from the
 //! definitions, and [`PolicyIndex`], precomputed so that each query costs about the size
 //! of its answer. Property tests check them against each other.
-
+#![deny(clippy::disallowed_methods)] // sans-IO: no clock reads (clippy.toml)
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 

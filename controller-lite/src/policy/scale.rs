@@ -7,6 +7,7 @@
 //!
 //! It prints timings and asserts only agreement with the naive evaluator on a sample,
 //! never a duration.
+#![allow(clippy::disallowed_methods)] // tests may start their simulated clock
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};

@@ -7,6 +7,7 @@
 //! in its reply-for header. StateUpdates must carry consecutive revisions; on a gap the
 //! protocol drops updates, sends `RouterHello { resync: true }` and waits for the fresh
 //! StateSync.
+#![deny(clippy::disallowed_methods)] // sans-IO: no clock reads (clippy.toml)
 
 use std::collections::{HashSet, VecDeque};
 

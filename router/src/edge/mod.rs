@@ -12,6 +12,7 @@
 //! `bind_failed`, `send_data`, `dial_host`, ...), which queue more transmits.
 //! Protocol facts: `docs/wire-format.md` (from ziti-sdk-c 0.29.3 and the Go router of
 //! openziti/edge v0.22.39).
+#![deny(clippy::disallowed_methods)] // sans-IO: no clock reads (clippy.toml)
 
 mod connection;
 mod event;

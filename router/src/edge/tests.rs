@@ -1,5 +1,6 @@
 //! State-machine tests on bytes: frames in as the C SDK writes them, frames out as it
 //! must receive them.
+#![allow(clippy::disallowed_methods)] // tests may start their simulated clock
 
 use std::time::{Duration, Instant};
 

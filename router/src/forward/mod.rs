@@ -17,6 +17,7 @@
 //! 2. `poll_control()` for requests to the controller;
 //! 3. `poll_close()` for connections to flush and close, then `remove_conn`;
 //! 4. `wants_read(conn)` before reading a connection; `poll_timeout()` for the timer.
+#![deny(clippy::disallowed_methods)] // sans-IO: no clock reads (clippy.toml)
 
 mod cross;
 mod terminators;
@@ -527,12 +528,12 @@ impl Forwarder {
             state.edge.abort(CloseReason::Lost);
         }
         self.after_input(now, key);
-        self.remove_conn(key);
+        self.remove_conn(now, key);
     }
 
     /// Forgets `key` after the driver flushed and closed it (after `poll_close`), or
     /// after `conn_lost`. Removes its terminators and circuits.
-    pub fn remove_conn(&mut self, key: ConnKey) {
+    pub fn remove_conn(&mut self, now: Instant, key: ConnKey) {
         if let Some(api_session) = self.conns.remove(&key).and_then(|s| s.api_session) {
             if let Some(count) = self.per_api_session.get_mut(&api_session) {
                 *count -= 1;
@@ -548,7 +549,7 @@ impl Forwarder {
         // ended here so their other sides hear of it.
         for circuit_id in self.legs.take_conn(key).into_values() {
             if let Some(c) = self.circuits.remove(&circuit_id) {
-                self.end_circuit(Instant::now(), circuit_id, &c, Ended::Here, "peer is gone");
+                self.end_circuit(now, circuit_id, &c, Ended::Here, "peer is gone");
             }
         }
         for t in self.terminators.remove_conn(key) {

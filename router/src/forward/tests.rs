@@ -1,5 +1,6 @@
 //! Forwarding tests: SDKs (dialers and hosts) speaking bytes to the forwarders of one
 //! shard or of several (whose cross-shard messages the test carries).
+#![allow(clippy::disallowed_methods)] // tests may start their simulated clock
 
 use std::time::Instant;
 
@@ -500,7 +501,7 @@ fn revoking_the_hosts_api_session_drops_its_connection_terminator_and_circuits()
         })
     );
     assert!(!net.fwd.wants_read(HOST));
-    net.fwd.remove_conn(HOST);
+    net.fwd.remove_conn(net.now, HOST);
     assert_eq!(net.fwd.counts(), (1, 0, 0));
 }
 
@@ -1377,7 +1378,7 @@ fn an_api_session_holds_a_bounded_number_of_connections() {
         net.fwd.poll_close(),
         Some((ConnKey(13), CloseReason::TooManyConnections))
     );
-    net.fwd.remove_conn(ConnKey(13));
+    net.fwd.remove_conn(net.now, ConnKey(13));
     assert_eq!(net.fwd.stats().refused_per_api_session, 1);
     // Another API session is not affected.
     net.connect(ConnKey(14), b"H", "fh");

@@ -156,11 +156,10 @@ impl Shard {
     /// asked for) or treats it as lost (its circuits end, the other sides are told).
     pub(super) fn finish_conn(&mut self, key: ConnKey, outcome: &Outcome) {
         self.conns.remove(&key);
+        let now = Instant::now();
         match outcome {
-            Outcome::Close(Close::Edge(_)) => self.fwd.remove_conn(key),
-            Outcome::Close(Close::Shutdown) | Outcome::Lost => {
-                self.fwd.conn_lost(Instant::now(), key);
-            }
+            Outcome::Close(Close::Edge(_)) => self.fwd.remove_conn(now, key),
+            Outcome::Close(Close::Shutdown) | Outcome::Lost => self.fwd.conn_lost(now, key),
         }
         self.pump();
     }

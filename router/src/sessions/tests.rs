@@ -1,3 +1,4 @@
+#![allow(clippy::disallowed_methods)] // tests may start their simulated clock
 use super::*;
 
 fn api(id: &str, token: &str, fp: &str, expires: i64) -> pb::ApiSession {

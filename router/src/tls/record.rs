@@ -21,6 +21,7 @@
 //!
 //! Stricter than rustls in one point: a post-handshake handshake message must come
 //! whole in one record (a KeyUpdate is 5 bytes; no client splits it).
+#![deny(clippy::disallowed_methods)] // sans-IO: no clock reads (clippy.toml)
 
 use aws_lc_rs::aead::{self, Aad, LessSafeKey, UnboundKey};
 use bytes::BytesMut;

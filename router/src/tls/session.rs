@@ -18,6 +18,7 @@
 //!   [`ServerSession::take_tls`] (or go first into the next [`ServerSession::encrypt`]).
 //!
 //! Plaintext written during the handshake is held until it completes.
+#![deny(clippy::disallowed_methods)] // sans-IO: no clock reads (clippy.toml)
 
 use std::sync::Arc;
 
