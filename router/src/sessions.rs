@@ -551,28 +551,5 @@ impl SessionTable {
     }
 }
 
-/// Test support: `sync` with `router_id` granted to every identity holding an API session
-/// and every service holding a session in it, as permissive policies would.
-#[doc(hidden)]
-pub fn grant_everything(router_id: &str, mut sync: pb::StateSync) -> pb::StateSync {
-    let access = |id: &str| pb::RouterAccess {
-        id: id.to_owned(),
-        router_ids: vec![router_id.to_owned()],
-    };
-    let identities: HashSet<&str> = sync
-        .api_sessions
-        .iter()
-        .map(|a| a.identity_id.as_str())
-        .collect();
-    let services: HashSet<&str> = sync
-        .sessions
-        .iter()
-        .map(|s| s.service_id.as_str())
-        .collect();
-    sync.identity_routers = identities.into_iter().map(access).collect();
-    sync.service_routers = services.into_iter().map(access).collect();
-    sync
-}
-
 #[cfg(test)]
 mod tests;

@@ -17,7 +17,7 @@ use weft_router::forward::{ControlRequest, ForwardConfig};
 use weft_router::runtime::{
     IoBackend, IoSelection, Router, RouterSettings, ShardCommand, ShardRequest, probe_uring,
 };
-use weft_testkit::{EdgeClient as Client, pattern};
+use weft_testkit::{EdgeClient as Client, pattern, state};
 use weft_wire::control::pb;
 use weft_wire::edge::{
     Bind, Connect, Data, Dial, DialSuccess, FLAG_FIN, Hello, HelloResult, LatencyProbe,
@@ -232,36 +232,28 @@ impl Harness {
     /// API sessions "api-d" (dialer) and "api-h" (host) bound to the clients'
     /// fingerprints, a Dial session and a Bind session for service "svc".
     fn sync(&self) -> pb::StateSync {
-        let api = |id: &str, fingerprint: &str| pb::ApiSession {
-            id: id.into(),
-            token: format!("token-{id}"),
-            identity_id: format!("identity-{id}"),
-            identity_name: id.into(),
-            cert_fingerprints: vec![fingerprint.to_owned()],
-            expires_at_unix_ms: 0,
+        let api = |id: &str, fingerprint: &str| {
+            state::api_session(
+                id,
+                &format!("token-{id}"),
+                &format!("identity-{id}"),
+                fingerprint,
+            )
         };
-        let session = |id: &str, api: &str, kind: pb::SessionType| pb::Session {
-            id: id.into(),
-            token: format!("token-{id}"),
-            api_session_id: api.into(),
-            service_id: "svc".into(),
-            r#type: kind as i32,
-            identity_id: String::new(),
+        let session = |id: &str, api: &str, kind: pb::SessionType| {
+            state::session(id, &format!("token-{id}"), api, "svc", kind)
         };
-        weft_router::sessions::grant_everything(
+        state::sync(
             "",
-            pb::StateSync {
-                revision: 1,
-                api_sessions: vec![
-                    api("api-d", &self.pki.dialer.fingerprint),
-                    api("api-h", &self.pki.host.fingerprint),
-                ],
-                sessions: vec![
-                    session("dial-1", "api-d", pb::SessionType::Dial),
-                    session("bind-1", "api-h", pb::SessionType::Bind),
-                ],
-                ..Default::default()
-            },
+            1,
+            vec![
+                api("api-d", &self.pki.dialer.fingerprint),
+                api("api-h", &self.pki.host.fingerprint),
+            ],
+            vec![
+                session("dial-1", "api-d", pb::SessionType::Dial),
+                session("bind-1", "api-h", pb::SessionType::Bind),
+            ],
         )
     }
 

@@ -32,33 +32,18 @@ const DIALER: ConnKey = ConnKey(1);
 const HOST: ConnKey = ConnKey(2);
 
 fn sync() -> pb::StateSync {
-    let api = |id: &str| pb::ApiSession {
-        id: id.into(),
-        token: id.into(),
-        identity_id: id.into(),
-        identity_name: id.into(),
-        cert_fingerprints: vec!["fp".into()],
-        expires_at_unix_ms: 0,
-    };
-    let session = |id: &str, api: &str, kind: pb::SessionType| pb::Session {
-        id: id.into(),
-        token: id.into(),
-        api_session_id: api.into(),
-        service_id: "svc".into(),
-        r#type: kind as i32,
-        identity_id: String::new(),
-    };
-    weft_router::sessions::grant_everything(
+    use weft_testkit::state;
+    let api = |id: &str| state::api_session(id, id, id, "fp");
+    let session =
+        |id: &str, api: &str, kind: pb::SessionType| state::session(id, id, api, "svc", kind);
+    state::sync(
         "",
-        pb::StateSync {
-            revision: 1,
-            api_sessions: vec![api("D"), api("H")],
-            sessions: vec![
-                session("dial", "D", pb::SessionType::Dial),
-                session("bind", "H", pb::SessionType::Bind),
-            ],
-            ..Default::default()
-        },
+        1,
+        vec![api("D"), api("H")],
+        vec![
+            session("dial", "D", pb::SessionType::Dial),
+            session("bind", "H", pb::SessionType::Bind),
+        ],
     )
 }
 

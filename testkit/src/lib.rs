@@ -5,7 +5,9 @@
 //!   ([`Admin`]);
 //! - [`edge`]: a raw edge-protocol client over TLS ([`EdgeClient`]);
 //! - [`network`]: a controller with enrolled routers and `weft tunnel` endpoints;
-//! - [`fixtures`]: the C SDK's login body, CSRs, JWT claims, byte patterns.
+//! - [`fixtures`]: the C SDK's login body, CSRs, JWT claims, byte patterns;
+//! - [`state`]: what the controller pushes to routers (API sessions, sessions,
+//!   `StateSync`s).
 //!
 //! ```no_run
 //! # async fn demo() {
@@ -23,6 +25,7 @@ pub mod edge;
 pub mod fixtures;
 pub mod network;
 pub mod process;
+pub mod state;
 
 pub use controller::{Admin, Ctl};
 pub use edge::{EdgeClient, EdgeReader, EdgeWriter};

@@ -9,6 +9,8 @@ use weft_wire::control::pb;
 use weft_wire::edge::*;
 use weft_wire::{ContentType, Decoded, Decoder, Frame, HeaderId, Limits};
 
+use weft_testkit::state;
+
 use super::*;
 use crate::sessions::{HelloRejection, Removed, SessionTable};
 
@@ -18,34 +20,19 @@ const PK_HOST: [u8; 32] = [2; 32];
 
 fn sessions() -> SessionTable {
     let mut t = SessionTable::new("");
-    let api = |id: &str, token: &str| pb::ApiSession {
-        id: id.into(),
-        token: token.into(),
-        identity_id: format!("identity-{id}"),
-        identity_name: id.into(),
-        cert_fingerprints: vec![FP.into()],
-        expires_at_unix_ms: 0,
+    let api = |id: &str, token: &str| state::api_session(id, token, &format!("identity-{id}"), FP);
+    let session = |id: &str, api: &str, kind: pb::SessionType| {
+        state::session(id, &format!("tok-{id}"), api, "svc-1", kind)
     };
-    let session = |id: &str, api: &str, kind: pb::SessionType| pb::Session {
-        id: id.into(),
-        token: format!("tok-{id}"),
-        api_session_id: api.into(),
-        service_id: "svc-1".into(),
-        r#type: kind as i32,
-        identity_id: String::new(),
-    };
-    t.apply_sync(crate::sessions::grant_everything(
+    t.apply_sync(state::sync(
         "",
-        pb::StateSync {
-            revision: 1,
-            api_sessions: vec![api("api-1", "API-TOKEN"), api("api-2", "OTHER")],
-            sessions: vec![
-                session("dial-1", "api-1", pb::SessionType::Dial),
-                session("bind-1", "api-1", pb::SessionType::Bind),
-                session("dial-2", "api-2", pb::SessionType::Dial),
-            ],
-            ..Default::default()
-        },
+        1,
+        vec![api("api-1", "API-TOKEN"), api("api-2", "OTHER")],
+        vec![
+            session("dial-1", "api-1", pb::SessionType::Dial),
+            session("bind-1", "api-1", pb::SessionType::Bind),
+            session("dial-2", "api-2", pb::SessionType::Dial),
+        ],
     ));
     t
 }
@@ -714,36 +701,22 @@ fn frames_with_unknown_tokens_wait_for_the_session_and_keep_their_order() {
     assert!(h.frames().is_empty() && h.events().is_empty());
 
     // The controller's update arrives: first the API session, then the session.
-    let late_api = pb::ApiSession {
-        id: "api-late".into(),
-        token: "LATE-API".into(),
-        identity_id: "identity-late".into(),
-        identity_name: "late".into(),
-        cert_fingerprints: vec![FP.into()],
-        expires_at_unix_ms: 0,
-    };
-    let mut sync = crate::sessions::grant_everything(
-        "",
-        pb::StateSync {
-            api_sessions: vec![late_api],
-            ..Default::default()
-        },
-    );
+    let late_api = state::api_session("api-late", "LATE-API", "identity-late", FP);
+    let mut sync = state::sync("", 0, vec![late_api], vec![]);
     h.sessions.apply_sync(sync.clone());
     h.conn.handle_received(&h.sessions, h.now, 1_000);
     assert!(matches!(h.events()[..], [EdgeEvent::Authenticated { .. }]));
     assert!(h.conn.is_holding(), "the Connect now waits for its session");
     assert!(h.frames().is_empty());
 
-    sync.sessions.push(pb::Session {
-        id: "late".into(),
-        token: "tok-late".into(),
-        api_session_id: "api-late".into(),
-        service_id: "svc".into(),
-        r#type: pb::SessionType::Dial.into(),
-        identity_id: String::new(),
-    });
-    let sync = crate::sessions::grant_everything("", sync);
+    sync.sessions.push(state::session(
+        "late",
+        "tok-late",
+        "api-late",
+        "svc",
+        pb::SessionType::Dial,
+    ));
+    let sync = state::grant_everything("", sync);
     h.sessions.apply_sync(sync);
     h.conn.handle_received(&h.sessions, h.now, 1_000);
     assert!(!h.conn.is_holding());

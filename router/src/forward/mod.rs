@@ -1189,4 +1189,6 @@ impl Forwarder {
 }
 
 #[cfg(test)]
+pub(crate) mod sim;
+#[cfg(test)]
 mod tests;

@@ -1,26 +1,17 @@
 #![allow(clippy::disallowed_methods)] // tests may start their simulated clock
 use super::*;
 
+use weft_testkit::state::grant_everything;
+
 fn api(id: &str, token: &str, fp: &str, expires: i64) -> pb::ApiSession {
     pb::ApiSession {
-        id: id.into(),
-        token: token.into(),
-        identity_id: format!("ident-{id}"),
-        identity_name: format!("name-{id}"),
-        cert_fingerprints: vec![fp.into()],
         expires_at_unix_ms: expires,
+        ..weft_testkit::state::api_session(id, token, &format!("ident-{id}"), fp)
     }
 }
 
 fn session(id: &str, token: &str, api: &str, kind: pb::SessionType) -> pb::Session {
-    pb::Session {
-        id: id.into(),
-        token: token.into(),
-        api_session_id: api.into(),
-        service_id: "svc".into(),
-        r#type: kind as i32,
-        identity_id: String::new(),
-    }
+    weft_testkit::state::session(id, token, api, "svc", kind)
 }
 
 fn table() -> SessionTable {
