@@ -1,6 +1,7 @@
 //! Weft's test kit: the pieces every layer's tests share, so that each exists once.
 //!
 //! - [`process`]: the workspace binaries (built on demand) as killed-on-drop processes;
+//! - [`control`]: a fake controller on the control channel, driven by the test;
 //! - [`controller`]: a real `weft-controller` ([`Ctl`]) and a management session
 //!   ([`Admin`]);
 //! - [`edge`]: a raw edge-protocol client over TLS ([`EdgeClient`]);
@@ -20,6 +21,7 @@
 //! they are test code, and a panic there is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
 
+pub mod control;
 pub mod controller;
 pub mod edge;
 pub mod fixtures;

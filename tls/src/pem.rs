@@ -48,6 +48,15 @@ pub fn certificate_pem(der: &[u8]) -> String {
     )
 }
 
+/// A PKCS#8 private key as a `PRIVATE KEY` PEM block.
+pub fn private_key_pem(pkcs8_der: &[u8]) -> String {
+    let block = ::pem::Pem::new("PRIVATE KEY", pkcs8_der.to_vec());
+    ::pem::encode_config(
+        &block,
+        ::pem::EncodeConfig::new().set_line_ending(::pem::LineEnding::LF),
+    )
+}
+
 /// DER certificates as one PEM bundle, in order.
 pub fn certificates_pem<'a>(ders: impl IntoIterator<Item = &'a [u8]>) -> String {
     ders.into_iter().map(certificate_pem).collect()

@@ -146,6 +146,33 @@ impl TestPki {
         &self.client_chain[0]
     }
 
+    /// The CA certificate, PEM.
+    pub fn ca_pem(&self) -> String {
+        crate::pem::certificate_pem(&self.ca)
+    }
+
+    /// The client certificate, PEM.
+    pub fn client_cert_pem(&self) -> String {
+        crate::pem::certificate_pem(&self.client_chain[0])
+    }
+
+    /// The client's private key, PEM (PKCS#8).
+    pub fn client_key_pem(&self) -> String {
+        crate::pem::private_key_pem(self.client_key.secret_pkcs8_der())
+    }
+
+    /// A server configuration for a control listener (`crate::server::control`) with
+    /// the `localhost` certificate, requiring client certificates of this CA.
+    pub fn control_server(&self) -> Result<ServerConfig, TestPkiError> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca.clone())?;
+        Ok(crate::server::control(
+            crate::pem::certificates(self.server_cert_pem.as_bytes())?,
+            crate::pem::private_key(self.server_key_pem.as_bytes())?,
+            roots,
+        )?)
+    }
+
     /// A client configuration trusting the CA and presenting the client certificate,
     /// limited to `versions`.
     pub fn client_config(

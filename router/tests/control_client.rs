@@ -1,0 +1,248 @@
+//! The router's control client (`weft_router::control`) against the test kit's fake
+//! controller: the hello, the state it applies, a revision gap and its resync,
+//! terminator requests and their answers, reconnecting after the controller drops it,
+//! garbage from the controller, and a controller whose certificate the router's CA did
+//! not issue.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use weft_router::control::{ControlConfig, ControlEvent, ControlHandle, spawn};
+use weft_testkit::control::{FakeController, RouterConn};
+use weft_testkit::state;
+use weft_tls::test_pki::TestPki;
+use weft_wire::control::pb;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn config(pki: &TestPki, address: String) -> ControlConfig {
+    ControlConfig {
+        address,
+        ca_pem: pki.ca_pem(),
+        cert_pem: pki.client_cert_pem(),
+        key_pem: pki.client_key_pem(),
+        hello: pb::RouterHello {
+            router_id: "r1".into(),
+            version: "test".into(),
+            ..Default::default()
+        },
+        backoff_min: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(200),
+        event_capacity: 64,
+    }
+}
+
+async fn event(events: &mut mpsc::Receiver<ControlEvent>) -> ControlEvent {
+    tokio::time::timeout(WAIT, events.recv())
+        .await
+        .expect("no control event in time")
+        .expect("the control client stopped")
+}
+
+fn sync(revision: u64) -> pb::StateSync {
+    state::sync(
+        "r1",
+        revision,
+        vec![state::api_session("api-1", "tok", "id-1", "fp")],
+        vec![],
+    )
+}
+
+/// A client connected to the fake: hello acknowledged and `sync(1)` applied.
+async fn connected(
+    pki: &TestPki,
+    ctl: &FakeController,
+) -> (ControlHandle, mpsc::Receiver<ControlEvent>, RouterConn) {
+    let (handle, mut events, _task) = spawn(config(pki, ctl.address())).unwrap();
+    let mut router = ctl.accept().await;
+    let (seq, hello) = router.hello().await;
+    assert_eq!((hello.router_id.as_str(), hello.resync), ("r1", false));
+    router.ack(seq).await;
+    router.send(&sync(1), None).await;
+    assert!(matches!(event(&mut events).await, ControlEvent::Connected));
+    assert!(matches!(event(&mut events).await, ControlEvent::Sync(s) if s.revision == 1));
+    (handle, events, router)
+}
+
+#[tokio::test]
+async fn hello_sync_updates_and_a_gap_resynchronises() {
+    let pki = TestPki::new().unwrap();
+    let ctl = FakeController::start(&pki).await;
+    let (handle, mut events, mut router) = connected(&pki, &ctl).await;
+    // The router proved the key of the certificate it was given.
+    assert_eq!(
+        router.leaf_fingerprint,
+        Some(weft_tls::fingerprint(pki.client_leaf_der()))
+    );
+
+    let update = |revision| pb::StateUpdate {
+        revision,
+        sessions_removed: vec![format!("gone-{revision}")],
+        ..Default::default()
+    };
+    router.send(&update(2), None).await;
+    assert!(matches!(event(&mut events).await, ControlEvent::Update(u) if u.revision == 2));
+
+    // Revision 3 is lost: 4 does not follow 2. The client drops it and asks again.
+    router.send(&update(4), None).await;
+    let (seq, again) = router.hello().await;
+    assert!(again.resync, "a gap is answered with a resync hello");
+    router.ack(seq).await;
+    // Updates before the fresh state are dropped, not applied on a stale base.
+    router.send(&update(5), None).await;
+    router.send(&sync(5), None).await;
+    match event(&mut events).await {
+        ControlEvent::Sync(s) => assert_eq!(s.revision, 5),
+        other => panic!("expected the fresh StateSync, got {other:?}"),
+    }
+    router.send(&update(6), None).await;
+    assert!(matches!(event(&mut events).await, ControlEvent::Update(u) if u.revision == 6));
+
+    handle.shutdown().await;
+    assert!(
+        router.closed_within(WAIT).await,
+        "shutdown closes the connection"
+    );
+}
+
+#[tokio::test]
+async fn terminator_requests_are_answered_by_their_request_id() {
+    let pki = TestPki::new().unwrap();
+    let ctl = FakeController::start(&pki).await;
+    let (handle, mut events, mut router) = connected(&pki, &ctl).await;
+
+    let id = handle
+        .create_terminator(pb::CreateTerminatorRequest {
+            session_id: "bind-1".into(),
+            cost: 7,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (seq, request) = router.expect::<pb::CreateTerminatorRequest>().await;
+    assert_eq!(
+        (seq, request.session_id.as_str(), request.cost),
+        (id, "bind-1", 7)
+    );
+    let terminator = pb::Terminator {
+        id: "t-1".into(),
+        service_id: "svc".into(),
+        router_id: "r1".into(),
+        ..Default::default()
+    };
+    router
+        .send(
+            &pb::CreateTerminatorResponse {
+                terminator: Some(terminator.clone()),
+            },
+            Some(seq),
+        )
+        .await;
+    match event(&mut events).await {
+        ControlEvent::TerminatorCreated {
+            request_id,
+            terminator: t,
+        } => assert_eq!((request_id, t), (id, terminator)),
+        other => panic!("expected TerminatorCreated, got {other:?}"),
+    }
+
+    let id = handle.remove_terminator("t-1").await.unwrap();
+    let (seq, request) = router.expect::<pb::RemoveTerminatorRequest>().await;
+    assert_eq!((seq, request.terminator_id.as_str()), (id, "t-1"));
+    router
+        .send(
+            &pb::ErrorReply {
+                code: "NOT_FOUND".into(),
+                message: "no such terminator".into(),
+            },
+            Some(seq),
+        )
+        .await;
+    match event(&mut events).await {
+        ControlEvent::TerminatorFailed {
+            request_id, code, ..
+        } => assert_eq!((request_id, code.as_str()), (id, "NOT_FOUND")),
+        other => panic!("expected TerminatorFailed, got {other:?}"),
+    }
+}
+
+/// The controller goes away with a request outstanding: the request fails with
+/// `DISCONNECTED`, the consumer hears `Disconnected`, and the client dials again and
+/// says hello afresh (not a resync: the new connection starts from a full state).
+#[tokio::test]
+async fn a_dropped_connection_fails_pending_requests_and_reconnects() {
+    let pki = TestPki::new().unwrap();
+    let ctl = FakeController::start(&pki).await;
+    let (handle, mut events, mut router) = connected(&pki, &ctl).await;
+    let id = handle
+        .create_terminator(pb::CreateTerminatorRequest::default())
+        .await
+        .unwrap();
+    router.expect::<pb::CreateTerminatorRequest>().await;
+    drop(router);
+
+    let mut saw = (false, false);
+    while saw != (true, true) {
+        match event(&mut events).await {
+            ControlEvent::TerminatorFailed {
+                request_id, code, ..
+            } => {
+                assert_eq!((request_id, code.as_str()), (id, "DISCONNECTED"));
+                saw.0 = true;
+            }
+            ControlEvent::Disconnected => saw.1 = true,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let mut router = ctl.accept().await;
+    let (seq, hello) = router.hello().await;
+    assert!(!hello.resync);
+    router.ack(seq).await;
+    router.send(&sync(9), None).await;
+    assert!(matches!(event(&mut events).await, ControlEvent::Connected));
+    assert!(matches!(event(&mut events).await, ControlEvent::Sync(s) if s.revision == 9));
+}
+
+/// Bytes that are not control frames end that connection (the client does not
+/// guess), and the client comes back.
+#[tokio::test]
+async fn garbage_from_the_controller_ends_the_connection_and_the_client_comes_back() {
+    let pki = TestPki::new().unwrap();
+    let ctl = FakeController::start(&pki).await;
+    let (_handle, mut events, mut router) = connected(&pki, &ctl).await;
+    router.send_raw(&[0xde; 64]).await;
+    assert!(router.closed_within(WAIT).await, "the client hangs up");
+    assert!(matches!(
+        event(&mut events).await,
+        ControlEvent::Disconnected
+    ));
+    let mut router = ctl.accept().await;
+    let (seq, _) = router.hello().await;
+    router.ack(seq).await;
+    router.send(&sync(1), None).await;
+    assert!(matches!(event(&mut events).await, ControlEvent::Connected));
+}
+
+/// A controller presenting a certificate of another CA is never talked to: no
+/// handshake completes, and the client keeps trying without a Connected event.
+#[tokio::test]
+async fn a_controller_of_another_ca_is_refused() {
+    let router_pki = TestPki::new().unwrap();
+    let impostor_pki = TestPki::new().unwrap();
+    let impostor = FakeController::start(&impostor_pki).await;
+    let (handle, mut events, _task) = spawn(config(&router_pki, impostor.address())).unwrap();
+    let (tries, completed) = impostor.handshakes_within(Duration::from_secs(1)).await;
+    assert!(tries >= 2, "the client keeps trying ({tries} tries)");
+    assert!(
+        !completed,
+        "the router completed a handshake with a controller its CA did not issue"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), events.recv())
+            .await
+            .is_err(),
+        "no event: the client never connected"
+    );
+    handle.shutdown().await;
+}
