@@ -59,21 +59,13 @@ fn config_path() -> Result<PathBuf, CliError> {
 impl CliConfig {
     /// Writes the config file (mode 0600); returns its path.
     pub fn save(&self) -> Result<PathBuf, CliError> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
         let path = config_path()?;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
         let text =
             serde_json::to_string_pretty(self).map_err(|e| CliError::Config(e.to_string()))?;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)?;
-        f.write_all(text.as_bytes())?;
+        weft_identity::secret::replace_secret(&path, text.as_bytes())?;
         Ok(path)
     }
 

@@ -18,6 +18,8 @@ use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
 
 use crate::paths::{NetPath, ProcRef, RouterRef, WEFT, WEFT_E2E, WEFT_EPOLL};
+use weft_testkit::boot;
+
 use crate::process::{Binaries, Daemon, free_port};
 
 /// How long a process may take to come up.
@@ -158,43 +160,24 @@ impl WeftNet {
         std::fs::create_dir_all(&dir).context("creating the network directory")?;
         let data = dir.join("controller");
         let cfg = dir.join("controller.toml");
-        std::fs::write(
-            &cfg,
-            "listen = \"127.0.0.1:0\"\ncontrol_listen = \"127.0.0.1:0\"\n",
-        )
-        .context("writing controller.toml")?;
+        boot::write_controller_config(&cfg, "")?;
         let mut controller = Daemon::spawn(
             "weft-controller",
-            Command::new(&bins.controller)
-                .arg("run")
-                .arg("--data-dir")
-                .arg(&data)
-                .arg("--config")
-                .arg(&cfg)
-                .env("RUST_LOG", "warn"),
+            boot::controller_command(&bins.controller, &data, &cfg).env("RUST_LOG", "warn"),
             &dir,
         )?;
-        let api_file = data.join("controller.addr");
-        let control_file = data.join("control.addr");
         controller
-            .wait_until(START, || {
-                [&api_file, &control_file]
-                    .iter()
-                    .all(|f| std::fs::read_to_string(f).is_ok_and(|s| !s.trim().is_empty()))
-            })
+            .wait_until(START, || boot::controller_info(&data).is_some())
             .await?;
-        let api: SocketAddr = read_trimmed(&api_file)?
-            .parse()
-            .context("parsing controller.addr")?;
-        let control = read_trimmed(&control_file)?;
-        let control_port = control
+        let info = boot::controller_info(&data).context("the controller's addresses")?;
+        let url = info.url();
+        let ca = info.ca_pem()?;
+        let password = info.admin_password()?;
+        let control_port = info
+            .control_addr
             .rsplit_once(':')
             .map(|(_, p)| p.to_owned())
             .context("parsing control.addr")?;
-        let url = format!("https://localhost:{}", api.port());
-        let ca = std::fs::read_to_string(data.join("pki/root-ca.cert.pem"))
-            .context("reading the controller's root CA")?;
-        let password = read_trimmed(&data.join("admin.password"))?;
         let admin = Admin::login(&url, &ca, &password).await?;
 
         // Services and policies.
@@ -279,11 +262,7 @@ impl WeftNet {
         let metrics_port = free_port()?;
         let v = self
             .admin
-            .create(
-                "edge-routers",
-                json!({"name": name, "roleAttributes": [name],
-                       "supportedProtocols": {"tls": format!("tls://localhost:{edge_port}")}}),
-            )
+            .create("edge-routers", boot::edge_router_body(name, edge_port))
             .await?;
         let id = v["id"].as_str().context("router without id")?.to_owned();
         let detail = self.admin.get(&format!("edge-routers/{id}")).await?;
@@ -303,38 +282,20 @@ impl WeftNet {
         let config = dir.join("router.toml");
         std::fs::write(
             &config,
-            format!(
-                "edge_listen = \"127.0.0.1:{edge_port}\"\nadvertised_host = \"localhost\"\n\
-                 controller = \"{}\"\ncert = \"certs/server.cert\"\nkey = \"certs/server.key\"\n\
-                 shards = {shards}\nio = \"{io}\"\nmax_conns_per_edge = 65536\n\
-                 shutdown_grace_ms = 100\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n",
-                self.control_addr
+            boot::router_config(
+                edge_port,
+                &self.control_addr,
+                &format!(
+                    "shards = {shards}\nio = \"{io}\"\nmax_conns_per_edge = 65536\n\
+                     metrics_listen = \"127.0.0.1:{metrics_port}\"\n"
+                ),
             ),
         )
         .context("writing router.toml")?;
-        let status = Command::new(&self.bins.router)
-            .arg("enroll")
-            .arg("--jwt")
-            .arg(dir.join("router.jwt"))
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "warn")
-            .output()
-            .context("running weft-router enroll")?;
-        if !status.status.success() {
-            bail!(
-                "weft-router enroll failed: {}",
-                String::from_utf8_lossy(&status.stderr)
-            );
-        }
+        boot::enroll_router(&self.bins.router, &dir.join("router.jwt"), &config, "warn")?;
         let mut daemon = Daemon::spawn(
             &format!("router-{name}"),
-            Command::new(&self.bins.router)
-                .arg("run")
-                .arg("--config")
-                .arg(&config)
-                .args(["--io", io])
-                .env("RUST_LOG", "warn"),
+            boot::router_command(&self.bins.router, &config, Some(io)).env("RUST_LOG", "warn"),
             &self.dir,
         )?;
         let deadline = tokio::time::Instant::now() + START;
@@ -370,8 +331,7 @@ impl WeftNet {
             .admin
             .create(
                 "identities",
-                json!({"name": name, "type": "User", "isAdmin": false,
-                       "roleAttributes": attrs, "enrollment": {"ott": true}}),
+                boot::identity_body(name, &attrs.iter().map(String::as_str).collect::<Vec<_>>()),
             )
             .await?;
         let id = v["id"].as_str().context("identity without id")?;
@@ -519,13 +479,6 @@ impl WeftNet {
         }
         Ok(())
     }
-}
-
-fn read_trimmed(path: &Path) -> Result<String> {
-    Ok(std::fs::read_to_string(path)
-        .with_context(|| format!("reading {}", path.display()))?
-        .trim()
-        .to_owned())
 }
 
 /// Router counters from its Prometheus text, summed over shards, by metric name.

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+use crate::boot;
 use crate::fixtures::{SDK_AUTH_BODY, jwt_claims, make_csr};
 use crate::process::{bin_dir, log_level};
 use std::sync::Arc;
@@ -56,30 +57,24 @@ impl Ctl {
 
     fn spawn_limited(dir: &Path, extra_config: &str, cfg_dir: &Path, nofile: Option<u64>) -> Self {
         let cfg = cfg_dir.join("controller.toml");
-        std::fs::write(
-            &cfg,
-            format!("listen = \"127.0.0.1:0\"\ncontrol_listen = \"127.0.0.1:0\"\n{extra_config}\n"),
-        )
-        .unwrap();
+        boot::write_controller_config(&cfg, extra_config).unwrap();
+        // A restart in the same directory must not read the last run's addresses.
         let _ = std::fs::remove_file(dir.join("controller.addr"));
-        let bin = bin_dir().join("weft-controller");
+        let _ = std::fs::remove_file(dir.join("control.addr"));
+        let run = boot::controller_command(&bin_dir().join("weft-controller"), dir, &cfg);
         let mut cmd = match nofile {
-            None => Command::new(&bin),
+            None => run,
             Some(n) => {
                 // `exec` keeps the pid: the child is the controller itself.
                 let mut c = Command::new("sh");
                 c.arg("-c")
                     .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
-                    .arg(&bin);
+                    .arg(run.get_program())
+                    .args(run.get_args());
                 c
             }
         };
         let mut child = cmd
-            .arg("run")
-            .arg("--data-dir")
-            .arg(dir)
-            .arg("--config")
-            .arg(&cfg)
             .env("RUST_LOG", log_level())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -87,10 +82,8 @@ impl Ctl {
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         let addr = loop {
-            if let Ok(s) = std::fs::read_to_string(dir.join("controller.addr")) {
-                if let Ok(a) = s.trim().parse() {
-                    break a;
-                }
+            if let Some(info) = boot::controller_info(dir) {
+                break info.api;
             }
             if let Some(status) = child.try_wait().unwrap() {
                 panic!("controller exited during start: {status}");
@@ -329,11 +322,7 @@ impl Ctl {
         attrs: &[&str],
     ) -> (String, String, String) {
         let (status, v) = self
-            .create(
-                token,
-                "identities",
-                json!({"name": name, "type": "User", "isAdmin": false, "roleAttributes": attrs, "enrollment": {"ott": true}}),
-            )
+            .create(token, "identities", boot::identity_body(name, attrs))
             .await;
         assert_eq!(status, 201, "{v}");
         let id = v["data"]["id"].as_str().unwrap().to_string();
@@ -382,19 +371,11 @@ impl Ctl {
 }
 
 impl Ctl {
-    /// The router control channel address as routers dial it (`localhost:<port>`),
-    /// once the controller has written it.
+    /// The router control channel address as routers dial it (`localhost:<port>`).
     pub fn control_addr(&self) -> String {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(s) = std::fs::read_to_string(self.dir.join("control.addr")) {
-                if let Some((_, port)) = s.trim().rsplit_once(':') {
-                    return format!("localhost:{port}");
-                }
-            }
-            assert!(Instant::now() < deadline, "no control.addr");
-            std::thread::sleep(Duration::from_millis(25));
-        }
+        boot::controller_info(&self.dir)
+            .expect("the controller wrote its addresses at start")
+            .control_addr
     }
 
     /// Logs in as admin on the management API.
@@ -466,11 +447,7 @@ impl Admin {
     /// Creates an identity with an OTT enrollment; returns (id, enrollment JWT).
     pub async fn identity(&self, name: &str, attrs: &[&str]) -> (String, String) {
         let v = self
-            .create(
-                "identities",
-                json!({"name": name, "type": "User", "isAdmin": false,
-                       "roleAttributes": attrs, "enrollment": {"ott": true}}),
-            )
+            .create("identities", boot::identity_body(name, attrs))
             .await;
         let id = v["id"].as_str().unwrap().to_string();
         let detail = self.get(&format!("identities/{id}")).await;

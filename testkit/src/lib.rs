@@ -1,5 +1,6 @@
 //! Weft's test kit: the pieces every layer's tests share, so that each exists once.
 //!
+//! - [`boot`]: the steps of booting a network, fallible (shared with `weft-perf`);
 //! - [`process`]: the workspace binaries (built on demand) as killed-on-drop processes;
 //! - [`control`]: a fake controller on the control channel, driven by the test;
 //! - [`controller`]: a real `weft-controller` ([`Ctl`]) and a management session
@@ -21,6 +22,7 @@
 //! they are test code, and a panic there is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
 
+pub mod boot;
 pub mod control;
 pub mod controller;
 pub mod edge;

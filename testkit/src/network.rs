@@ -6,8 +6,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-
+use crate::boot;
 use crate::controller::{Admin, Ctl};
 use crate::process::{Process, START_TIMEOUT, bin_dir, free_port, log_level};
 
@@ -30,11 +29,7 @@ impl Router {
     pub async fn start(ctl: &Ctl, admin: &Admin, name: &str, extra_args: &[&str]) -> Self {
         let edge_port = free_port();
         let v = admin
-            .create(
-                "edge-routers",
-                json!({"name": name, "roleAttributes": [name],
-                       "supportedProtocols": {"tls": format!("tls://localhost:{edge_port}")}}),
-            )
+            .create("edge-routers", boot::edge_router_body(name, edge_port))
             .await;
         let id = v["id"].as_str().unwrap().to_string();
         let detail = admin.get(&format!("edge-routers/{id}")).await;
@@ -47,38 +42,24 @@ impl Router {
         let config = dir.path().join("router.toml");
         std::fs::write(
             &config,
-            format!(
-                "edge_listen = \"127.0.0.1:{edge_port}\"\nadvertised_host = \"localhost\"\n\
-                 controller = \"{}\"\ncert = \"certs/server.cert\"\nkey = \"certs/server.key\"\n\
-                 shutdown_grace_ms = 100\n",
-                ctl.control_addr()
-            ),
+            boot::router_config(edge_port, &ctl.control_addr(), ""),
         )
         .unwrap();
         let router = bin_dir().join("weft-router");
-        let status = Command::new(&router)
-            .arg("enroll")
-            .arg("--jwt")
-            .arg(dir.path().join("router.jwt"))
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", log_level())
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "weft-router enroll failed");
+        boot::enroll_router(
+            &router,
+            &dir.path().join("router.jwt"),
+            &config,
+            &log_level(),
+        )
+        .unwrap();
         // `WEFT_ROUTER_IO=epoll|uring` runs every system test on that backend (CI runs
         // them on both); otherwise the router picks (`auto`).
-        let io: Vec<String> = match std::env::var("WEFT_ROUTER_IO") {
-            Ok(io) if !extra_args.contains(&"--io") => vec!["--io".into(), io],
-            _ => Vec::new(),
-        };
-        let child = Command::new(&router)
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
+        let io = std::env::var("WEFT_ROUTER_IO")
+            .ok()
+            .filter(|_| !extra_args.contains(&"--io"));
+        let child = boot::router_command(&router, &config, io.as_deref())
             .args(extra_args)
-            .args(&io)
             .env("RUST_LOG", log_level())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

@@ -1,0 +1,165 @@
+//! The steps of booting a local Weft network from the workspace binaries, each once,
+//! fallible: the test kit's harness ([`crate::Ctl`], [`crate::Router`]) runs them and
+//! panics on an error (test code), `weft-perf` runs them and reports the error (a tool).
+//!
+//! A controller: [`write_controller_config`], [`controller_command`], then
+//! [`controller_info`] once it listens. A router: created at the controller with
+//! [`edge_router_body`], configured with [`router_config`], enrolled with
+//! [`enroll_router`], run with [`router_command`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+/// Why a boot step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    /// A file could not be read or written, or a process not started.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A step ran and failed.
+    #[error("{0}")]
+    Failed(String),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BootError {
+    let what = what.into();
+    move |source| BootError::Io { what, source }
+}
+
+/// Writes `controller.toml` at `path`: both listeners on an ephemeral loopback port,
+/// then `extra` lines.
+pub fn write_controller_config(path: &Path, extra: &str) -> Result<(), BootError> {
+    std::fs::write(
+        path,
+        format!("listen = \"127.0.0.1:0\"\ncontrol_listen = \"127.0.0.1:0\"\n{extra}\n"),
+    )
+    .map_err(io(format!("writing {}", path.display())))
+}
+
+/// `weft-controller run --data-dir <data_dir> --config <config>`.
+pub fn controller_command(bin: &Path, data_dir: &Path, config: &Path) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.arg("run")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--config")
+        .arg(config);
+    cmd
+}
+
+/// Where a running controller listens, as it wrote it into its data directory.
+#[derive(Debug, Clone)]
+pub struct ControllerInfo {
+    /// The HTTPS (Edge Client and Management API) address.
+    pub api: SocketAddr,
+    /// The control channel address as routers dial it (`localhost:<port>`, the name in
+    /// the controller's certificate).
+    pub control_addr: String,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+}
+
+impl ControllerInfo {
+    /// The API base URL, `https://localhost:<port>`.
+    pub fn url(&self) -> String {
+        format!("https://localhost:{}", self.api.port())
+    }
+
+    /// The root CA, PEM.
+    pub fn ca_pem(&self) -> Result<String, BootError> {
+        let path = self.data_dir.join("pki/root-ca.cert.pem");
+        std::fs::read_to_string(&path).map_err(io(format!("reading {}", path.display())))
+    }
+
+    /// The admin password generated at the first start.
+    pub fn admin_password(&self) -> Result<String, BootError> {
+        let path = self.data_dir.join("admin.password");
+        std::fs::read_to_string(&path)
+            .map(|s| s.trim().to_owned())
+            .map_err(io(format!("reading {}", path.display())))
+    }
+}
+
+/// The controller's addresses once it has written both (`controller.addr`,
+/// `control.addr`); `None` before.
+pub fn controller_info(data_dir: &Path) -> Option<ControllerInfo> {
+    let read = |name: &str| {
+        std::fs::read_to_string(data_dir.join(name))
+            .ok()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+    };
+    let api = read("controller.addr")?.parse().ok()?;
+    let control = read("control.addr")?;
+    let (_, port) = control.rsplit_once(':')?;
+    Some(ControllerInfo {
+        api,
+        control_addr: format!("localhost:{port}"),
+        data_dir: data_dir.to_owned(),
+    })
+}
+
+/// The management API body creating edge router `name` (role attribute `name`) that
+/// listens for SDKs at `tls://localhost:<edge_port>`.
+pub fn edge_router_body(name: &str, edge_port: u16) -> Value {
+    json!({"name": name, "roleAttributes": [name],
+           "supportedProtocols": {"tls": format!("tls://localhost:{edge_port}")}})
+}
+
+/// The management API body creating identity `name` with `attrs` and a one-time
+/// enrollment.
+pub fn identity_body(name: &str, attrs: &[&str]) -> Value {
+    json!({"name": name, "type": "User", "isAdmin": false,
+           "roleAttributes": attrs, "enrollment": {"ott": true}})
+}
+
+/// A `router.toml`: the edge listener on loopback `edge_port` advertised as
+/// `localhost`, the controller at `control_addr`, certificates under `certs/`, a short
+/// shutdown grace, then `extra` lines.
+pub fn router_config(edge_port: u16, control_addr: &str, extra: &str) -> String {
+    format!(
+        "edge_listen = \"127.0.0.1:{edge_port}\"\nadvertised_host = \"localhost\"\n\
+         controller = \"{control_addr}\"\ncert = \"certs/server.cert\"\nkey = \"certs/server.key\"\n\
+         shutdown_grace_ms = 100\n{extra}"
+    )
+}
+
+/// Runs `weft-router enroll --jwt <jwt> --config <config>`; its stderr in the error.
+pub fn enroll_router(bin: &Path, jwt: &Path, config: &Path, log: &str) -> Result<(), BootError> {
+    let out = Command::new(bin)
+        .arg("enroll")
+        .arg("--jwt")
+        .arg(jwt)
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", log)
+        .output()
+        .map_err(io("running weft-router enroll"))?;
+    if !out.status.success() {
+        return Err(BootError::Failed(format!(
+            "weft-router enroll failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(())
+}
+
+/// `weft-router run --config <config>`, with `--io <io>` when given.
+pub fn router_command(bin: &Path, config: &Path, io: Option<&str>) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.arg("run").arg("--config").arg(config);
+    if let Some(io) = io {
+        cmd.args(["--io", io]);
+    }
+    cmd
+}
