@@ -214,10 +214,10 @@ pub(super) fn encryption(value: &str) -> Result<bool, CliError> {
 
 /// `hostname` and `supportedProtocols` from `--tls tls://host:port`.
 pub(super) fn tls_listener(url: &str) -> Result<(String, Value), CliError> {
-    let host = url
-        .strip_prefix("tls://")
-        .and_then(|r| r.rsplit_once(':'))
-        .map(|(h, _)| h.to_string())
+    let endpoint = url
+        .starts_with("tls://")
+        .then(|| weft_identity::endpoint::parse(url))
+        .flatten()
         .ok_or_else(|| CliError::Usage("--tls must look like tls://host:port".into()))?;
-    Ok((host, json!({"tls": url})))
+    Ok((endpoint.host, json!({"tls": url})))
 }

@@ -189,16 +189,9 @@ pub fn router_server_names(router: &crate::store::EntityRow) -> Vec<String> {
         .and_then(serde_json::Value::as_object)
     {
         for url in protos.values().filter_map(serde_json::Value::as_str) {
-            let rest = url.split_once("://").map_or(url, |(_, r)| r);
-            let host = match rest.rsplit_once(':') {
-                Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
-                _ => rest,
-            };
-            names.push(
-                host.trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .to_string(),
-            );
+            if let Some(host) = weft_identity::endpoint::host(url) {
+                names.push(host);
+            }
         }
     }
     if let Some(extra) = d

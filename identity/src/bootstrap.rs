@@ -22,18 +22,14 @@ pub const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The host and port of an `https://` URL (port 443 when absent).
 pub fn host_port(url: &str) -> Result<(String, u16), IdentityError> {
-    let bad = |why: &str| IdentityError::Invalid(format!("{url:?} {why}"));
-    let parsed = url::Url::parse(url).map_err(|e| bad(&format!("is not a URL: {e}")))?;
-    if parsed.scheme() != "https" {
-        return Err(bad("is not an https URL"));
+    if !url.starts_with("https://") {
+        return Err(IdentityError::Invalid(format!(
+            "{url:?} is not an https URL"
+        )));
     }
-    let host = match parsed.host() {
-        Some(url::Host::Domain(d)) => d.to_owned(),
-        Some(url::Host::Ipv4(ip)) => ip.to_string(),
-        Some(url::Host::Ipv6(ip)) => ip.to_string(),
-        None => return Err(bad("has no host")),
-    };
-    Ok((host, parsed.port_or_known_default().unwrap_or(443)))
+    let endpoint = crate::endpoint::parse(url)
+        .ok_or_else(|| IdentityError::Invalid(format!("{url:?} has no usable host and port")))?;
+    Ok((endpoint.host, endpoint.port))
 }
 
 /// The CA bundle (PEM) of the controller that signed `jwt`, fetched as OpenZiti does:

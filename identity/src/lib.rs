@@ -6,6 +6,7 @@
 //!   and routers do, and fetching its CA bundle from `/.well-known/est/cacerts`;
 //! - [`claims`]: the claims of an enrollment token;
 //! - [`csr`]: certificate signing requests;
+//! - [`endpoint`]: `tls://host:port` and `host:port` addresses;
 //! - [`enroll_ott`]: identity enrollment with a one-time token;
 //! - [`secret`]: files only their owner may read.
 //!
@@ -16,6 +17,7 @@
 pub mod bootstrap;
 pub mod claims;
 pub mod csr;
+pub mod endpoint;
 mod enroll;
 mod error;
 mod file;

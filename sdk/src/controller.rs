@@ -87,8 +87,9 @@ impl EdgeRouter {
         self.supported_protocols
             .get("tls")
             .or_else(|| self.urls.get("tls"))
-            .and_then(|u| u.strip_prefix("tls://"))
-            .map(str::to_owned)
+            .filter(|u| u.starts_with("tls://"))
+            .and_then(|u| weft_identity::endpoint::parse(u))
+            .map(|e| e.address())
     }
 }
 

@@ -131,12 +131,9 @@ impl ControlConfig {
             self.ca_pem.as_bytes(),
             Some((self.cert_pem.as_bytes(), self.key_pem.as_bytes())),
         )?;
-        let host = self
-            .address
-            .rsplit_once(':')
-            .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']'))
+        let endpoint = weft_identity::endpoint::parse(&self.address)
             .ok_or_else(|| ClientError::Address(self.address.clone()))?;
-        let name = weft_tls::client::server_name(host)
+        let name = weft_tls::client::server_name(&endpoint.host)
             .map_err(|_| ClientError::Address(self.address.clone()))?;
         Ok((tokio_rustls::TlsConnector::from(Arc::new(cfg)), name))
     }

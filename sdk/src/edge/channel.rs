@@ -400,12 +400,10 @@ async fn handshake(
     api_token: &str,
     client_info: &str,
 ) -> Result<(Tls, Decoder, Option<u32>)> {
-    let host = address
-        .rsplit_once(':')
-        .map_or(address, |(h, _)| h)
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    let name = ServerName::try_from(host.to_string())
+    let host = weft_identity::endpoint::parse(address)
+        .map(|e| e.host)
+        .ok_or_else(|| Error::connection(format!("bad router address {address:?}")))?;
+    let name = ServerName::try_from(host.clone())
         .map_err(|e| Error::connection(format!("bad router host {host:?}: {e}")))?;
     let tcp = TcpStream::connect(address)
         .await
