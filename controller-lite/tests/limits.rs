@@ -155,9 +155,11 @@ async fn wrong_password_storm_keeps_memory_bounded_and_version_fast() {
 }
 
 /// Failed logins are throttled per user name and per source address (default burst 10).
+/// The refill is slowed to one failure a minute: with the default (ten a minute), ten
+/// password hashes on a loaded machine took over 6 s and earned an eleventh try.
 #[tokio::test]
 async fn repeated_wrong_passwords_are_throttled() {
-    let ctl = Ctl::start_with("metrics_listen = \"127.0.0.1:0\"");
+    let ctl = Ctl::start_with("metrics_listen = \"127.0.0.1:0\"\nlogin_failures_per_minute = 1");
     let http = ctl.http();
     let login = |user: &'static str| {
         http.post(ctl.mgmt("/authenticate?method=password"))

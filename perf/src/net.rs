@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::paths::{NetPath, ProcRef, RouterRef, WEFT, WEFT_E2E, WEFT_EPOLL};
 use weft_testkit::boot;
@@ -34,72 +34,8 @@ pub struct TargetPorts {
     pub echo: u16,
 }
 
-/// A management API session on the controller.
-#[derive(Debug, Clone)]
-pub struct Admin {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
-
-impl Admin {
-    async fn login(url: &str, ca_pem: &str, password: &str) -> Result<Self> {
-        let tls = weft_tls::client::verified_from_pem(ca_pem.as_bytes(), None)
-            .context("trusting the controller CA")?;
-        let http = reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
-            .timeout(Duration::from_secs(30))
-            .build()
-            .context("building the HTTP client")?;
-        let base = format!("{url}/edge/management/v1");
-        let res = http
-            .post(format!("{base}/authenticate?method=password"))
-            .json(&json!({"username": "admin", "password": password}))
-            .send()
-            .await
-            .context("admin login")?;
-        if !res.status().is_success() {
-            bail!("admin login answered {}", res.status());
-        }
-        let v: Value = res.json().await.context("admin login answer")?;
-        let token = v["data"]["token"]
-            .as_str()
-            .context("no token in the login answer")?
-            .to_owned();
-        Ok(Self { http, base, token })
-    }
-
-    /// `POST /{collection}`; the created entity's `data`.
-    pub async fn create(&self, collection: &str, body: Value) -> Result<Value> {
-        let res = self
-            .http
-            .post(format!("{}/{collection}", self.base))
-            .header("zt-session", &self.token)
-            .json(&body)
-            .send()
-            .await
-            .with_context(|| format!("creating {collection}"))?;
-        let status = res.status();
-        let v: Value = res.json().await.context("reading the answer")?;
-        if status.as_u16() != 201 {
-            bail!("creating {collection} answered {status}: {v}");
-        }
-        Ok(v["data"].clone())
-    }
-
-    /// `GET /{path}`; the whole answer.
-    pub async fn get(&self, path: &str) -> Result<Value> {
-        self.http
-            .get(format!("{}/{path}", self.base))
-            .header("zt-session", &self.token)
-            .send()
-            .await
-            .with_context(|| format!("GET {path}"))?
-            .json()
-            .await
-            .with_context(|| format!("GET {path}: reading the answer"))
-    }
-}
+/// A management API session on the controller (the test kit's fallible client).
+pub type Admin = boot::Management;
 
 /// One running router.
 #[derive(Debug)]

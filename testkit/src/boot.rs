@@ -163,3 +163,113 @@ pub fn router_command(bin: &Path, config: &Path, io: Option<&str>) -> Command {
     }
     cmd
 }
+
+/// A management API session as the admin: the fallible client both the test kit's
+/// [`crate::Admin`] and `weft-perf` use.
+#[derive(Debug, Clone)]
+pub struct Management {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Management {
+    /// Logs in at `url` (`https://localhost:<port>`) as `admin` with `password`,
+    /// trusting the CA bundle `ca_pem`; requests time out after 30 s.
+    pub async fn login(url: &str, ca_pem: &str, password: &str) -> Result<Self, BootError> {
+        let failed =
+            |what: &str, e: &dyn std::fmt::Display| BootError::Failed(format!("{what}: {e}"));
+        let tls = weft_tls::client::verified_from_pem(ca_pem.as_bytes(), None)
+            .map_err(|e| failed("trusting the controller CA", &e))?;
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .map_err(|e| failed("building the HTTP client", &e))?;
+        Self::login_with(http, url, password).await
+    }
+
+    /// [`Self::login`] over an HTTP client the caller built (trust, name resolution).
+    pub async fn login_with(
+        http: reqwest::Client,
+        url: &str,
+        password: &str,
+    ) -> Result<Self, BootError> {
+        let base = format!("{url}/edge/management/v1");
+        let res = http
+            .post(format!("{base}/authenticate?method=password"))
+            .json(&json!({"username": "admin", "password": password}))
+            .send()
+            .await
+            .map_err(|e| BootError::Failed(format!("admin login: {e}")))?;
+        let status = res.status();
+        let v: Value = res
+            .json()
+            .await
+            .map_err(|e| BootError::Failed(format!("admin login answer: {e}")))?;
+        if !status.is_success() {
+            return Err(BootError::Failed(format!(
+                "admin login answered {status}: {v}"
+            )));
+        }
+        let token = v["data"]["token"]
+            .as_str()
+            .ok_or_else(|| BootError::Failed(format!("no token in the login answer {v}")))?
+            .to_owned();
+        Ok(Self { http, base, token })
+    }
+
+    /// `POST /{collection}`; the created entity's `data` (an error unless 201).
+    pub async fn create(&self, collection: &str, body: Value) -> Result<Value, BootError> {
+        let res = self
+            .http
+            .post(format!("{}/{collection}", self.base))
+            .header("zt-session", &self.token)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| BootError::Failed(format!("creating {collection}: {e}")))?;
+        let status = res.status();
+        let v: Value = res
+            .json()
+            .await
+            .map_err(|e| BootError::Failed(format!("creating {collection}: {e}")))?;
+        if status.as_u16() != 201 {
+            return Err(BootError::Failed(format!(
+                "creating {collection} answered {status}: {v}"
+            )));
+        }
+        Ok(v["data"].clone())
+    }
+
+    /// `GET /{path}`; the whole answer.
+    pub async fn get(&self, path: &str) -> Result<Value, BootError> {
+        self.http
+            .get(format!("{}/{path}", self.base))
+            .header("zt-session", &self.token)
+            .send()
+            .await
+            .map_err(|e| BootError::Failed(format!("GET {path}: {e}")))?
+            .json()
+            .await
+            .map_err(|e| BootError::Failed(format!("GET {path}: reading the answer: {e}")))
+    }
+
+    /// `DELETE /{collection}/{id}` (an error unless 200).
+    pub async fn delete(&self, collection: &str, id: &str) -> Result<(), BootError> {
+        let res = self
+            .http
+            .delete(format!("{}/{collection}/{id}", self.base))
+            .header("zt-session", &self.token)
+            .send()
+            .await
+            .map_err(|e| BootError::Failed(format!("deleting {collection}/{id}: {e}")))?;
+        if res.status() != 200 {
+            return Err(BootError::Failed(format!(
+                "deleting {collection}/{id} answered {}",
+                res.status()
+            )));
+        }
+        Ok(())
+    }
+}

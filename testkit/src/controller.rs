@@ -380,12 +380,11 @@ impl Ctl {
 
     /// Logs in as admin on the management API.
     pub async fn admin(&self) -> Admin {
-        let token = self.admin_token().await;
-        Admin {
-            http: self.http(),
-            base: self.mgmt(""),
-            token,
-        }
+        Admin(
+            boot::Management::login_with(self.http(), &self.url(""), &self.admin_password())
+                .await
+                .unwrap(),
+        )
     }
 }
 
@@ -395,53 +394,24 @@ impl Drop for Ctl {
     }
 }
 
-/// A management API session.
+/// A management API session as the admin ([`boot::Management`], panicking on errors).
 #[derive(Debug, Clone)]
-pub struct Admin {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
+pub struct Admin(boot::Management);
 
 impl Admin {
-    /// `POST /{collection}`; returns the created entity's `data`.
+    /// `POST /{collection}`; returns the created entity's `data` (asserting 201).
     pub async fn create(&self, collection: &str, body: Value) -> Value {
-        let res = self
-            .http
-            .post(format!("{}/{collection}", self.base))
-            .header("zt-session", &self.token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = res.status();
-        let v: Value = res.json().await.unwrap();
-        assert_eq!(status, 201, "create {collection}: {v}");
-        v["data"].clone()
+        self.0.create(collection, body).await.unwrap()
     }
 
     /// `GET /{path}`; returns the whole answer.
     pub async fn get(&self, path: &str) -> Value {
-        let res = self
-            .http
-            .get(format!("{}/{path}", self.base))
-            .header("zt-session", &self.token)
-            .send()
-            .await
-            .unwrap();
-        res.json().await.unwrap()
+        self.0.get(path).await.unwrap()
     }
 
-    /// `DELETE /{collection}/{id}`.
+    /// `DELETE /{collection}/{id}` (asserting 200).
     pub async fn delete(&self, collection: &str, id: &str) {
-        let res = self
-            .http
-            .delete(format!("{}/{collection}/{id}", self.base))
-            .header("zt-session", &self.token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200, "delete {collection}/{id}");
+        self.0.delete(collection, id).await.unwrap();
     }
 
     /// Creates an identity with an OTT enrollment; returns (id, enrollment JWT).
