@@ -2,8 +2,8 @@
 //!
 //! The HTTPS Edge Client API (OpenZiti paths and JSON shapes, consumable by the
 //! OpenZiti C SDK 0.29.3), the Edge Management API, the embedded SQLite store,
-//! the PKI with OTT enrollment, authentication, and the router control channel ([`control`]: mutual TLS, change feed, terminators), and
-//! attribute-based policy evaluation ([`policy`]: role selectors, a naive evaluator and
+//! the PKI with OTT enrollment, authentication, the router control channel ([`control`]: mutual TLS, change feed, terminators),
+//! path selection over the router mesh ([`path`]), and attribute-based policy evaluation ([`policy`]: role selectors, a naive evaluator and
 //! the indexed [`policy::PolicyIndex`], property-tested against each other).
 
 #![warn(missing_docs)]
@@ -21,6 +21,7 @@ pub mod filter;
 pub mod fuzzing;
 pub mod limits;
 pub mod model;
+pub mod path;
 pub mod pki;
 pub mod policy;
 pub mod schema_check;
