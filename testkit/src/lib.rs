@@ -1,6 +1,7 @@
 //! Weft's test kit: the pieces every layer's tests share, so that each exists once.
 //!
 //! - [`boot`]: the steps of booting a network, fallible (shared with `weft-perf`);
+//! - [`proxy`]: a fault-injecting TCP proxy (latency, stalls, byte-exact cuts, resets);
 //! - [`process`]: the workspace binaries (built on demand) as killed-on-drop processes;
 //! - [`control`]: a fake controller on the control channel, driven by the test;
 //! - [`controller`]: a real `weft-controller` ([`Ctl`]) and a management session
@@ -29,6 +30,7 @@ pub mod edge;
 pub mod fixtures;
 pub mod network;
 pub mod process;
+pub mod proxy;
 pub mod state;
 
 pub use controller::{Admin, Ctl};

@@ -27,6 +27,18 @@ impl Router {
     /// `weft-router enroll`, starts `weft-router run` (with `extra_args`, e.g.
     /// `["--io", "epoll"]`) and waits until the controller sees it online.
     pub async fn start(ctl: &Ctl, admin: &Admin, name: &str, extra_args: &[&str]) -> Self {
+        Self::start_via(admin, name, &ctl.control_addr(), extra_args).await
+    }
+
+    /// [`Self::start`] with the router dialling the controller's control channel at
+    /// `control_addr` (`localhost:<port>`): a [`crate::proxy::FaultProxy`] in front of
+    /// it, say.
+    pub async fn start_via(
+        admin: &Admin,
+        name: &str,
+        control_addr: &str,
+        extra_args: &[&str],
+    ) -> Self {
         let edge_port = free_port();
         let v = admin
             .create("edge-routers", boot::edge_router_body(name, edge_port))
@@ -40,11 +52,7 @@ impl Router {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("router.jwt"), jwt).unwrap();
         let config = dir.path().join("router.toml");
-        std::fs::write(
-            &config,
-            boot::router_config(edge_port, &ctl.control_addr(), ""),
-        )
-        .unwrap();
+        std::fs::write(&config, boot::router_config(edge_port, control_addr, "")).unwrap();
         let router = bin_dir().join("weft-router");
         boot::enroll_router(
             &router,

@@ -1,0 +1,111 @@
+//! The controller becomes unreachable for a router (the control connection is reset and
+//! new ones refused, through the test kit's fault-injecting proxy): circuits through
+//! the router keep carrying data on the state it holds, and when the controller is back
+//! the router resynchronises without dropping them; new dials work again.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use weft_testkit::proxy::FaultProxy;
+use weft_testkit::{Ctl, Network, Router, init_logs, pattern};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Sends `len` bytes of a pattern through the echo and checks what comes back.
+async fn echo(stream: &mut weft_sdk::Stream, len: usize, seed: u32) {
+    let data = pattern(len, seed);
+    let (mut r, mut w) = tokio::io::split(stream);
+    let mut back = vec![0u8; len];
+    let (wrote, read) = tokio::time::timeout(WAIT, async {
+        tokio::join!(w.write_all(&data), r.read_exact(&mut back))
+    })
+    .await
+    .expect("the echo did not come back in time");
+    wrote.unwrap();
+    read.unwrap();
+    assert_eq!(
+        Sha256::digest(&back),
+        Sha256::digest(&data),
+        "echoed bytes differ"
+    );
+}
+
+async fn online(net: &Network, want: bool) {
+    let deadline = Instant::now() + WAIT;
+    while net
+        .admin
+        .get(&format!("edge-routers/{}", net.router.id))
+        .await["data"]["isOnline"]
+        != want
+    {
+        assert!(Instant::now() < deadline, "router online != {want}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn circuits_outlive_a_controller_outage_and_the_resync() {
+    init_logs();
+    let controller = Ctl::start();
+    let admin = controller.admin().await;
+    admin.open_routers().await;
+    let control_port: u16 = controller
+        .control_addr()
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap();
+    let proxy = FaultProxy::start(([127, 0, 0, 1], control_port).into()).await;
+    let router = Router::start_via(
+        &admin,
+        "edge-1",
+        &format!("localhost:{}", proxy.addr().port()),
+        &[],
+    )
+    .await;
+    let net = Network {
+        controller,
+        admin,
+        router,
+    };
+    net.service("outage", &["outage"], false).await;
+    let host = net.context("outage-h", &["outage-host"]).await;
+    let client = net.context("outage-c", &["outage-client"]).await;
+    let mut listener = host.bind("outage").await.unwrap();
+    tokio::spawn(async move {
+        while let Ok(mut s) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = tokio::io::split(&mut s);
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    let mut stream = client.dial("outage").await.unwrap();
+    echo(&mut stream, 1 << 20, 1).await;
+
+    // The controller goes away for the router.
+    proxy.refuse(true);
+    proxy.reset_all();
+    online(&net, false).await;
+    echo(&mut stream, 4 << 20, 2).await;
+
+    // It comes back: the router reconnects and takes a fresh state.
+    proxy.refuse(false);
+    online(&net, true).await;
+    echo(&mut stream, 4 << 20, 3).await;
+
+    // New dials work again once the host's terminator is registered anew.
+    let deadline = Instant::now() + WAIT;
+    let mut fresh = loop {
+        match client.dial("outage").await {
+            Ok(s) => break s,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "no dial after the outage: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    echo(&mut fresh, 1 << 20, 4).await;
+    echo(&mut stream, 1 << 20, 5).await;
+}
