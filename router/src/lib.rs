@@ -16,7 +16,8 @@
 //! - [`config`] reads `router.toml`.
 //!
 //! Circuits whose legs sit on different shards cross by per-shard-pair queues
-//! ([`forward::CrossMsg`]). To come: links to other routers. See
+//! ([`forward::CrossMsg`]). [`link`] holds the parts of links to other routers built so
+//! far (health, dial backoff, duplicate resolution); the link session is to come. See
 //! `README.md` and `docs/adr/0004-router-runtime.md`.
 
 pub mod config;
@@ -24,6 +25,7 @@ pub mod control;
 pub mod edge;
 pub mod enroll;
 pub mod forward;
+pub mod link;
 pub mod node;
 pub mod runtime;
 pub mod sessions;

@@ -94,6 +94,10 @@ named_i32! { ContentType {
     LINK_CREDIT = 0x5746_0003;
     /// A circuit ended; body is the reason.
     LINK_CLOSE = 0x5746_0004;
+    /// Link heartbeat: the sender's stamp, to be echoed.
+    LINK_HEARTBEAT = 0x5746_0005;
+    /// Answer to a heartbeat: the stamp echoed.
+    LINK_HEARTBEAT_ACK = 0x5746_0006;
 
     // ---- Weft edge extension (Weft SDK <-> router, negotiated on the hello) ----
     /// Either way: per-stream flow-control credit for one conn id (crate::edge::Credit).

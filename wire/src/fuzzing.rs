@@ -6,7 +6,7 @@ use bytes::BytesMut;
 
 use crate::control::{ControlMessage, pb};
 use crate::edge::EdgeMessage;
-use crate::link::{LinkClose, LinkCredit, LinkData, LinkHello};
+use crate::link::{LinkClose, LinkCredit, LinkData, LinkHeartbeat, LinkHeartbeatAck, LinkHello};
 use crate::{Decoded, Decoder, Frame, Limits};
 
 /// Feeds `data` to a decoder in chunks whose sizes come from the input itself, decodes
@@ -156,6 +156,14 @@ fn link_round_trip(frame: &Frame) {
     } else if let Ok(m) = LinkClose::parse(frame) {
         if m.encode(seq, &mut out).is_ok() {
             assert_eq!(LinkClose::parse(&reframe(&out)).as_ref(), Ok(&m));
+        }
+    } else if let Ok(m) = LinkHeartbeat::parse(frame) {
+        if m.encode(seq, &mut out).is_ok() {
+            assert_eq!(LinkHeartbeat::parse(&reframe(&out)).as_ref(), Ok(&m));
+        }
+    } else if let Ok(m) = LinkHeartbeatAck::parse(frame) {
+        if m.encode(seq, &mut out).is_ok() {
+            assert_eq!(LinkHeartbeatAck::parse(&reframe(&out)).as_ref(), Ok(&m));
         }
     }
 }

@@ -136,6 +136,8 @@ named_i32! { HeaderId {
     LINK_FLAGS = 0x5746_0104;
     /// string: the dialing router's id, on the link hello.
     LINK_ROUTER_ID = 0x5746_0105;
+    /// uint64: a heartbeat's stamp (opaque to the receiver, echoed in the ack).
+    LINK_STAMP = 0x5746_0106;
 }}
 
 #[cfg(test)]

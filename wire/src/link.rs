@@ -9,6 +9,8 @@
 //! | `LINK_DATA` | `LINK_CIRCUIT_ID` (u64), `LINK_SEQ` (u64), [`LINK_FLAGS` (u32)] | payload, relayed untouched |
 //! | `LINK_CREDIT` | `LINK_CIRCUIT_ID`, `LINK_CREDIT` (u32 bytes consumed) | empty |
 //! | `LINK_CLOSE` | `LINK_CIRCUIT_ID` | reason |
+//! | `LINK_HEARTBEAT` | `LINK_STAMP` (u64) | empty; answered by `LINK_HEARTBEAT_ACK` |
+//! | `LINK_HEARTBEAT_ACK` | `LINK_STAMP` (the heartbeat's, echoed) | empty |
 //!
 //! Many circuits share one link; each has a credit window so one slow reader never
 //! stalls the link (see `docs/wire-format.md`).
@@ -165,6 +167,55 @@ impl<'a> LinkClose<'a> {
     }
 }
 
+/// A heartbeat: the receiver echoes `stamp` in a [`LinkHeartbeatAck`] at once, so the
+/// sender measures the link's round trip.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkHeartbeat {
+    /// Opaque to the receiver (the sender's clock, say).
+    pub stamp: u64,
+}
+
+impl LinkHeartbeat {
+    /// Parses a heartbeat.
+    pub fn parse(frame: &Frame) -> Result<Self, MessageError> {
+        frame.expect_type(ContentType::LINK_HEARTBEAT)?;
+        Ok(Self {
+            stamp: u64_header(frame, HeaderId::LINK_STAMP)?,
+        })
+    }
+
+    /// Appends the frame.
+    pub fn encode(&self, sequence: i32, out: &mut BytesMut) -> Result<(), EncodeError> {
+        FrameEncoder::new(out, ContentType::LINK_HEARTBEAT, sequence)
+            .u64(HeaderId::LINK_STAMP, self.stamp)
+            .finish(0)
+    }
+}
+
+/// The answer to a [`LinkHeartbeat`]: its stamp, echoed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkHeartbeatAck {
+    /// The heartbeat's stamp.
+    pub stamp: u64,
+}
+
+impl LinkHeartbeatAck {
+    /// Parses a heartbeat ack.
+    pub fn parse(frame: &Frame) -> Result<Self, MessageError> {
+        frame.expect_type(ContentType::LINK_HEARTBEAT_ACK)?;
+        Ok(Self {
+            stamp: u64_header(frame, HeaderId::LINK_STAMP)?,
+        })
+    }
+
+    /// Appends the frame.
+    pub fn encode(&self, sequence: i32, out: &mut BytesMut) -> Result<(), EncodeError> {
+        FrameEncoder::new(out, ContentType::LINK_HEARTBEAT_ACK, sequence)
+            .u64(HeaderId::LINK_STAMP, self.stamp)
+            .finish(0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,8 +252,23 @@ mod tests {
             reason: b"bye",
         };
         close.encode(4, &mut buf).unwrap();
+        LinkHeartbeat {
+            stamp: u64::MAX - 1,
+        }
+        .encode(5, &mut buf)
+        .unwrap();
+        LinkHeartbeatAck { stamp: 42 }.encode(6, &mut buf).unwrap();
         let frames = decode_all(&buf);
-        assert_eq!(frames.len(), 4);
+        assert_eq!(frames.len(), 6);
+        assert_eq!(
+            LinkHeartbeat::parse(&frames[4]).unwrap().stamp,
+            u64::MAX - 1
+        );
+        assert_eq!(LinkHeartbeatAck::parse(&frames[5]).unwrap().stamp, 42);
+        assert!(
+            LinkHeartbeat::parse(&frames[5]).is_err(),
+            "an ack is no heartbeat"
+        );
         assert_eq!(LinkHello::parse(&frames[0]).unwrap().router_id, "r1");
         assert_eq!(LinkData::parse(&frames[1]).unwrap(), data);
         assert_eq!(LinkCredit::parse(&frames[2]).unwrap(), credit);

@@ -45,7 +45,9 @@ fn control_link_corpus() {
 fn control_link_seeds_round_trip() {
     use bytes::BytesMut;
     use weft_wire::control::{ControlMessage, pb};
-    use weft_wire::link::{LinkClose, LinkCredit, LinkData, LinkHello};
+    use weft_wire::link::{
+        LinkClose, LinkCredit, LinkData, LinkHeartbeat, LinkHeartbeatAck, LinkHello,
+    };
     let api = pb::ApiSession {
         id: "a1".into(),
         token: "tok".into(),
@@ -183,7 +185,13 @@ fn control_link_seeds_round_trip() {
         .encode(4, o)
         .unwrap();
     });
-    assert_eq!(seeds.len(), 12);
+    push(&|o| LinkHeartbeat { stamp: 123_456_789 }.encode(5, o).unwrap());
+    push(&|o| {
+        LinkHeartbeatAck { stamp: 123_456_789 }
+            .encode(6, o)
+            .unwrap()
+    });
+    assert_eq!(seeds.len(), 14);
     for seed in &seeds {
         // Each seed is one whole frame after the chunking byte.
         let mut d = weft_wire::Decoder::new(weft_wire::Limits::DEFAULT);

@@ -68,16 +68,23 @@ fn steady_state_decode_allocates_nothing_per_frame() {
         // The counter is live: promoting the buffer to shared storage allocates once.
         assert!(warm_up.change().allocations > 0);
 
-        let region = Region::new(GLOBAL);
-        let (frames, bytes) = pump(&mut decoder, &stream, &mut offset, chunk, 20_000);
-        let change = region.change();
-        let allocations = change.allocations + change.reallocations;
-
-        assert!(frames > 1000, "decoded only {frames} frames");
-        assert!(bytes > 0);
+        // The counter is process-wide: another thread of the test harness may allocate
+        // while a run is measured (seen on a loaded machine: 4 allocations in one run,
+        // none in the next). A per-frame allocation would show in every run, as at least
+        // one per frame; so three runs are measured and the quietest must show none.
+        let mut counts = Vec::new();
+        for _ in 0..3 {
+            let region = Region::new(GLOBAL);
+            let (frames, bytes) = pump(&mut decoder, &stream, &mut offset, chunk, 20_000);
+            let change = region.change();
+            assert!(frames > 1000, "decoded only {frames} frames");
+            assert!(bytes > 0);
+            counts.push((change.allocations + change.reallocations, frames));
+        }
+        let (allocations, frames) = counts.iter().copied().min().unwrap();
         assert_eq!(
             allocations, 0,
-            "{allocations} allocations for {frames} frames of {payload_len} bytes"
+            "{allocations} allocations for {frames} frames of {payload_len} bytes (runs: {counts:?})"
         );
     }
 }
