@@ -1,6 +1,7 @@
 //! Weft's test kit: the pieces every layer's tests share, so that each exists once.
 //!
 //! - [`boot`]: the steps of booting a network, fallible (shared with `weft-perf`);
+//! - [`postgres`]: a real PostgreSQL cluster in a temporary directory;
 //! - [`proxy`]: a fault-injecting TCP proxy (latency, stalls, byte-exact cuts, resets);
 //! - [`process`]: the workspace binaries (built on demand) as killed-on-drop processes;
 //! - [`control`]: a fake controller on the control channel, driven by the test;
@@ -29,6 +30,7 @@ pub mod controller;
 pub mod edge;
 pub mod fixtures;
 pub mod network;
+pub mod postgres;
 pub mod process;
 pub mod proxy;
 pub mod state;
