@@ -1,0 +1,554 @@
+//! One link's protocol, sans-IO: the hello, circuits' data with a credit window per
+//! circuit per direction, heartbeats, closes. Bytes in ([`LinkSession::handle_bytes`]),
+//! frames out ([`LinkSession::poll_transmit`]), events ([`LinkSession::poll_event`]),
+//! time as an argument ([`LinkSession::handle_timeout`]).
+//!
+//! - **Hello**: the dialer sends `LinkHello` with its router id; the listener, which
+//!   knows from the dialer's verified leaf certificate which router it must be (the
+//!   controller vouches for routers by fingerprint), answers a Result: success only when
+//!   the ids match. Nothing else is accepted before.
+//! - **Credit**: a sender has at most [`LinkConfig::window`] payload bytes in flight per
+//!   circuit ([`LinkSession::send_data`] refuses beyond it); the receiver returns credit
+//!   as its consumer drains ([`LinkSession::consumed`]), in batches. A peer that sends
+//!   beyond the window is broken or hostile: the link ends. So one stalled reader holds
+//!   one window and never stalls another circuit or the link.
+//! - **Circuits** are opened locally ([`LinkSession::open_circuit`], when the controller
+//!   routes one over the link); data for a circuit this side does not know is dropped
+//!   and answered with one `LinkClose`, within a bounded budget.
+//! - **Health**: [`super::health`]; a link silent for the dead time ends.
+//!
+//! Driving contract: after any input, drain `poll_transmit` (write each, in order) and
+//! `poll_event`; wake at `poll_timeout`. An error ends the link: close the socket.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use weft_wire::edge::{FLAG_FIN, HelloResult};
+use weft_wire::link::{
+    LinkClose, LinkCredit, LinkData, LinkHeartbeat, LinkHeartbeatAck, LinkHello,
+};
+use weft_wire::{ContentType, Decoded, Decoder, Frame, Limits};
+
+use super::health::{HealthConfig, LinkHealth};
+use crate::edge::Head;
+
+/// Settings of a link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkConfig {
+    /// Payload bytes one circuit may have in flight per direction (4 MiB).
+    pub window: u32,
+    /// Credit is returned once this many bytes were consumed (a quarter window).
+    pub credit_batch: u32,
+    /// Circuits open on the link at most.
+    pub max_circuits: usize,
+    /// `LinkClose` answers to data for unknown circuits, at most per this many ids
+    /// remembered (then the memory starts over).
+    pub max_unknown_replies: usize,
+    /// Heartbeats and the dead time; also how long the hello may take.
+    pub health: HealthConfig,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        Self {
+            window: 4 * 1024 * 1024,
+            credit_batch: 1024 * 1024,
+            max_circuits: 65_536,
+            max_unknown_replies: 1024,
+            health: HealthConfig::default(),
+        }
+    }
+}
+
+/// Which side of the link this is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// It dialled: it says hello as `own_id` to router `peer`.
+    Dialer {
+        /// This router's id.
+        own_id: String,
+        /// The router dialled.
+        peer: String,
+    },
+    /// It accepted: the dialer must say hello as `expected_peer` (the router whose
+    /// certificate the TLS handshake verified).
+    Listener {
+        /// The router the dialer's leaf certificate belongs to.
+        expected_peer: String,
+    },
+}
+
+/// What the link delivers to the forwarder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinkEvent {
+    /// The hello succeeded; circuits may use the link.
+    Up {
+        /// The router at the other end.
+        peer: String,
+    },
+    /// Payload of a circuit (shares memory with the received bytes).
+    Data {
+        /// The circuit.
+        circuit: u64,
+        /// Its sequence on this link.
+        seq: u64,
+        /// The sender half-closed after this payload.
+        fin: bool,
+        /// The bytes.
+        payload: Bytes,
+    },
+    /// The peer consumed this much of what this side sent on `circuit`.
+    Credit {
+        /// The circuit.
+        circuit: u64,
+        /// Bytes the peer's consumer drained.
+        bytes: u32,
+    },
+    /// The peer closed `circuit`.
+    Closed {
+        /// The circuit.
+        circuit: u64,
+        /// Why.
+        reason: Bytes,
+    },
+    /// A round trip was measured.
+    Latency(Duration),
+}
+
+/// Why the link ended.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LinkError {
+    /// The bytes are not valid framing.
+    #[error("malformed frame: {0}")]
+    Decode(#[from] weft_wire::DecodeError),
+    /// A frame is not the message its content type names.
+    #[error("bad message: {0}")]
+    Message(#[from] weft_wire::MessageError),
+    /// A frame could not be encoded.
+    #[error("encode failed: {0}")]
+    Encode(#[from] weft_wire::EncodeError),
+    /// The listener refused the hello.
+    #[error("hello refused: {0}")]
+    HelloRefused(String),
+    /// The dialer said it is another router than its certificate says.
+    #[error("the dialer says it is {got:?}, its certificate is {expected:?}'s")]
+    WrongPeer {
+        /// From the certificate.
+        expected: String,
+        /// From the hello.
+        got: String,
+    },
+    /// A message that is not allowed at this point.
+    #[error("unexpected {0:?}")]
+    Unexpected(ContentType),
+    /// The peer sent beyond a circuit's window.
+    #[error("the peer sent beyond the window of circuit {0}")]
+    CreditExceeded(u64),
+    /// Nothing arrived for the dead time (or the hello did not finish in it).
+    #[error("the link is silent")]
+    Dead,
+    /// Circuits cannot be used before the hello finished.
+    #[error("the link is not up")]
+    NotUp,
+    /// The link carries its maximum of circuits.
+    #[error("too many circuits on the link")]
+    TooManyCircuits,
+    /// A payload larger than the whole window can never be sent.
+    #[error("a payload of {0} bytes exceeds the circuit window")]
+    TooLarge(usize),
+}
+
+/// One frame to write: `head`, then `payload` (one vectored write).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// Prefix and headers.
+    pub head: Head,
+    /// Body (shares memory with what the forwarder handed over).
+    pub payload: Bytes,
+}
+
+#[derive(Clone, Debug, Default)]
+struct CircuitCredit {
+    /// Payload bytes this side may still send.
+    send: u64,
+    /// Payload bytes received and not yet consumed.
+    unconsumed: u64,
+    /// Bytes consumed and not yet granted back.
+    to_grant: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Hello,
+    Up,
+}
+
+/// One link's protocol state.
+#[derive(Debug)]
+pub struct LinkSession {
+    config: LinkConfig,
+    role: Role,
+    state: State,
+    started: Instant,
+    hello_seq: i32,
+    decoder: Decoder,
+    scratch: BytesMut,
+    sequence: i32,
+    out: VecDeque<Transmit>,
+    events: VecDeque<LinkEvent>,
+    circuits: HashMap<u64, CircuitCredit>,
+    unknown_replied: HashSet<u64>,
+    health: LinkHealth,
+}
+
+impl LinkSession {
+    /// A link in `role`, its TLS handshake done at `now`; a dialer's hello is queued.
+    pub fn new(config: LinkConfig, role: Role, now: Instant) -> Result<Self, LinkError> {
+        let mut s = Self {
+            config,
+            role,
+            state: State::Hello,
+            started: now,
+            hello_seq: 0,
+            decoder: Decoder::new(Limits::DEFAULT),
+            scratch: BytesMut::with_capacity(256),
+            sequence: 0,
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            circuits: HashMap::new(),
+            unknown_replied: HashSet::new(),
+            health: LinkHealth::new(config.health, now),
+        };
+        if let Role::Dialer { own_id, .. } = &s.role {
+            let own_id = own_id.clone();
+            s.hello_seq = s.push(|seq, out| LinkHello { router_id: &own_id }.encode(seq, out))?;
+        }
+        Ok(s)
+    }
+
+    /// The router at the other end, once the hello succeeded.
+    pub fn peer(&self) -> Option<&str> {
+        match (&self.state, &self.role) {
+            (State::Up, Role::Dialer { peer, .. }) => Some(peer),
+            (State::Up, Role::Listener { expected_peer }) => Some(expected_peer),
+            (State::Hello, _) => None,
+        }
+    }
+
+    /// The smoothed round trip of the link, once measured.
+    pub fn latency(&self) -> Option<Duration> {
+        self.health.latency()
+    }
+
+    /// Bytes received from the peer.
+    pub fn handle_bytes(&mut self, now: Instant, data: &[u8]) -> Result<(), LinkError> {
+        self.decoder.extend_from_slice(data);
+        while let Decoded::Frame(frame) = self.decoder.decode()? {
+            self.health.handle_received(now);
+            self.handle_frame(now, &frame)?;
+        }
+        Ok(())
+    }
+
+    fn handle_frame(&mut self, now: Instant, frame: &Frame) -> Result<(), LinkError> {
+        let ct = frame.content_type();
+        if self.state == State::Hello {
+            return self.handle_hello(frame);
+        }
+        match ct {
+            ContentType::LINK_DATA => {
+                let data = LinkData::parse(frame)?;
+                let Some(credit) = self.circuits.get_mut(&data.circuit_id) else {
+                    return self.unknown_circuit(data.circuit_id);
+                };
+                let len = data.payload.len() as u64;
+                if credit.unconsumed + len > u64::from(self.config.window) {
+                    return Err(LinkError::CreditExceeded(data.circuit_id));
+                }
+                credit.unconsumed += len;
+                let payload = frame.body().clone();
+                self.events.push_back(LinkEvent::Data {
+                    circuit: data.circuit_id,
+                    seq: data.seq,
+                    fin: data.flags & FLAG_FIN != 0,
+                    payload,
+                });
+            }
+            ContentType::LINK_CREDIT => {
+                let c = LinkCredit::parse(frame)?;
+                if let Some(credit) = self.circuits.get_mut(&c.circuit_id) {
+                    credit.send =
+                        (credit.send + u64::from(c.credit)).min(u64::from(self.config.window));
+                    self.events.push_back(LinkEvent::Credit {
+                        circuit: c.circuit_id,
+                        bytes: c.credit,
+                    });
+                }
+            }
+            ContentType::LINK_CLOSE => {
+                let c = LinkClose::parse(frame)?;
+                if self.circuits.remove(&c.circuit_id).is_some() {
+                    self.events.push_back(LinkEvent::Closed {
+                        circuit: c.circuit_id,
+                        reason: Bytes::copy_from_slice(c.reason),
+                    });
+                }
+            }
+            ContentType::LINK_HEARTBEAT => {
+                let stamp = LinkHeartbeat::parse(frame)?.stamp;
+                self.push(|seq, out| LinkHeartbeatAck { stamp }.encode(seq, out))?;
+            }
+            ContentType::LINK_HEARTBEAT_ACK => {
+                let stamp = LinkHeartbeatAck::parse(frame)?.stamp;
+                if let Some(rtt) = self.health.handle_ack(now, stamp) {
+                    self.events.push_back(LinkEvent::Latency(rtt));
+                }
+            }
+            other => return Err(LinkError::Unexpected(other)),
+        }
+        Ok(())
+    }
+
+    fn handle_hello(&mut self, frame: &Frame) -> Result<(), LinkError> {
+        match self.role.clone() {
+            Role::Listener { expected_peer } => {
+                let hello = LinkHello::parse(frame)?;
+                if hello.router_id != expected_peer {
+                    let err = LinkError::WrongPeer {
+                        expected: expected_peer,
+                        got: hello.router_id.to_owned(),
+                    };
+                    let reply_for = frame.sequence();
+                    self.push(|seq, out| {
+                        HelloResult {
+                            success: false,
+                            reply_for,
+                            version: None,
+                            connection_id: None,
+                            message: b"not the router its certificate names",
+                        }
+                        .encode(seq, out)
+                    })?;
+                    return Err(err);
+                }
+                let reply_for = frame.sequence();
+                self.push(|seq, out| {
+                    HelloResult {
+                        success: true,
+                        reply_for,
+                        version: None,
+                        connection_id: None,
+                        message: b"",
+                    }
+                    .encode(seq, out)
+                })?;
+                self.up(expected_peer);
+                Ok(())
+            }
+            Role::Dialer { peer, .. } => {
+                let result = HelloResult::parse(frame)?;
+                if result.reply_for != self.hello_seq {
+                    return Err(LinkError::Unexpected(frame.content_type()));
+                }
+                if !result.success {
+                    return Err(LinkError::HelloRefused(
+                        String::from_utf8_lossy(result.message).into_owned(),
+                    ));
+                }
+                self.up(peer);
+                Ok(())
+            }
+        }
+    }
+
+    fn up(&mut self, peer: String) {
+        self.state = State::Up;
+        self.events.push_back(LinkEvent::Up { peer });
+    }
+
+    /// Data for a circuit this side does not hold: dropped, and answered with one
+    /// close per circuit id while the memory of answered ids lasts.
+    fn unknown_circuit(&mut self, circuit: u64) -> Result<(), LinkError> {
+        if self.unknown_replied.len() >= self.config.max_unknown_replies {
+            // Starting over bounds memory; a peer that keeps sending on unknown ids gets
+            // at most one close per id per round.
+            self.unknown_replied.clear();
+        }
+        if self.unknown_replied.insert(circuit) {
+            self.push(|seq, out| {
+                LinkClose {
+                    circuit_id: circuit,
+                    reason: b"unknown circuit",
+                }
+                .encode(seq, out)
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Heartbeats, and the dead time (which also bounds the hello).
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), LinkError> {
+        if self.state == State::Hello {
+            if now.saturating_duration_since(self.started) >= self.config.health.dead_after {
+                return Err(LinkError::Dead);
+            }
+            return Ok(());
+        }
+        if self.health.is_dead(now) {
+            return Err(LinkError::Dead);
+        }
+        if let Some(stamp) = self.health.poll_heartbeat(now) {
+            self.push(|seq, out| LinkHeartbeat { stamp }.encode(seq, out))?;
+        }
+        Ok(())
+    }
+
+    /// When to call [`Self::handle_timeout`] next.
+    pub fn poll_timeout(&self) -> Instant {
+        match self.state {
+            State::Hello => self.started + self.config.health.dead_after,
+            State::Up => self.health.poll_timeout(),
+        }
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<LinkEvent> {
+        self.events.pop_front()
+    }
+
+    /// The next frame to write.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+
+    /// Carries `circuit` over this link from now on, with a full window each way.
+    pub fn open_circuit(&mut self, circuit: u64) -> Result<(), LinkError> {
+        if self.state != State::Up {
+            return Err(LinkError::NotUp);
+        }
+        if self.circuits.len() >= self.config.max_circuits && !self.circuits.contains_key(&circuit)
+        {
+            return Err(LinkError::TooManyCircuits);
+        }
+        let window = u64::from(self.config.window);
+        self.circuits
+            .entry(circuit)
+            .or_insert_with(|| CircuitCredit {
+                send: window,
+                ..CircuitCredit::default()
+            });
+        self.unknown_replied.remove(&circuit);
+        Ok(())
+    }
+
+    /// Ends `circuit` on this link and tells the peer why.
+    pub fn close_circuit(&mut self, circuit: u64, reason: &[u8]) -> Result<(), LinkError> {
+        if self.circuits.remove(&circuit).is_some() {
+            self.push(|seq, out| {
+                LinkClose {
+                    circuit_id: circuit,
+                    reason,
+                }
+                .encode(seq, out)
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Payload bytes this side may still send on `circuit` now.
+    pub fn send_credit(&self, circuit: u64) -> u64 {
+        self.circuits.get(&circuit).map_or(0, |c| c.send)
+    }
+
+    /// Queues `payload` on `circuit` (sequence `seq`, half-closing when `fin`); `false`
+    /// when the circuit's credit does not cover it (wait for a [`LinkEvent::Credit`]),
+    /// or the circuit is not open here.
+    pub fn send_data(
+        &mut self,
+        circuit: u64,
+        seq: u64,
+        fin: bool,
+        payload: Bytes,
+    ) -> Result<bool, LinkError> {
+        if self.state != State::Up {
+            return Err(LinkError::NotUp);
+        }
+        if payload.len() as u64 > u64::from(self.config.window) {
+            return Err(LinkError::TooLarge(payload.len()));
+        }
+        let Some(credit) = self.circuits.get_mut(&circuit) else {
+            return Ok(false);
+        };
+        let len = payload.len() as u64;
+        if len > credit.send {
+            return Ok(false);
+        }
+        credit.send -= len;
+        self.sequence += 1;
+        self.scratch.clear();
+        LinkData {
+            circuit_id: circuit,
+            seq,
+            flags: if fin { FLAG_FIN } else { 0 },
+            payload: &payload,
+        }
+        .encode_head(self.sequence, &mut self.scratch)?;
+        self.out.push_back(Transmit {
+            head: Head::new(&self.scratch),
+            payload,
+        });
+        Ok(true)
+    }
+
+    /// The consumer drained `bytes` of what arrived on `circuit`: credit goes back to
+    /// the peer once a batch has gathered.
+    pub fn consumed(&mut self, circuit: u64, bytes: u64) -> Result<(), LinkError> {
+        let batch = u64::from(self.config.credit_batch);
+        let Some(credit) = self.circuits.get_mut(&circuit) else {
+            return Ok(());
+        };
+        let bytes = bytes.min(credit.unconsumed);
+        credit.unconsumed -= bytes;
+        credit.to_grant += bytes;
+        if credit.to_grant >= batch {
+            let grant = u32::try_from(credit.to_grant).unwrap_or(u32::MAX);
+            credit.to_grant -= u64::from(grant);
+            self.push(|seq, out| {
+                LinkCredit {
+                    circuit_id: circuit,
+                    credit: grant,
+                }
+                .encode(seq, out)
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Circuits open on the link.
+    pub fn circuits(&self) -> usize {
+        self.circuits.len()
+    }
+
+    /// Encodes a control frame with the next sequence and queues it; returns the
+    /// sequence.
+    fn push(
+        &mut self,
+        encode: impl FnOnce(i32, &mut BytesMut) -> Result<(), weft_wire::EncodeError>,
+    ) -> Result<i32, LinkError> {
+        self.sequence += 1;
+        self.scratch.clear();
+        encode(self.sequence, &mut self.scratch)?;
+        // The whole frame goes out as the head (inline when it fits: heartbeats and
+        // credits do, so they allocate nothing).
+        self.out.push_back(Transmit {
+            head: Head::new(&self.scratch),
+            payload: Bytes::new(),
+        });
+        Ok(self.sequence)
+    }
+}
+
+#[cfg(test)]
+mod tests;

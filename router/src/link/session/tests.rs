@@ -1,0 +1,351 @@
+//! Link sessions on bytes: two ends wired back to back, time simulated.
+#![allow(clippy::disallowed_methods)] // tests start their simulated clock once
+#![allow(clippy::indexing_slicing)]
+
+use proptest::prelude::*;
+
+use super::*;
+
+const MS: Duration = Duration::from_millis(1);
+
+fn small() -> LinkConfig {
+    LinkConfig {
+        window: 1000,
+        credit_batch: 250,
+        max_circuits: 4,
+        max_unknown_replies: 2,
+        health: HealthConfig::default(),
+    }
+}
+
+fn pair(config: LinkConfig, t0: Instant) -> (LinkSession, LinkSession) {
+    let dialer = LinkSession::new(
+        config,
+        Role::Dialer {
+            own_id: "r-a".into(),
+            peer: "r-b".into(),
+        },
+        t0,
+    )
+    .unwrap();
+    let listener = LinkSession::new(
+        config,
+        Role::Listener {
+            expected_peer: "r-a".into(),
+        },
+        t0,
+    )
+    .unwrap();
+    (dialer, listener)
+}
+
+/// Moves every queued frame from `from` to `to`; returns the bytes moved.
+fn carry(now: Instant, from: &mut LinkSession, to: &mut LinkSession) -> Result<usize, LinkError> {
+    let mut wire = Vec::new();
+    while let Some(t) = from.poll_transmit() {
+        wire.extend_from_slice(&t.head);
+        wire.extend_from_slice(&t.payload);
+    }
+    to.handle_bytes(now, &wire)?;
+    Ok(wire.len())
+}
+
+fn events(s: &mut LinkSession) -> Vec<LinkEvent> {
+    std::iter::from_fn(|| s.poll_event()).collect()
+}
+
+fn up(config: LinkConfig, t0: Instant) -> (LinkSession, LinkSession) {
+    let (mut a, mut b) = pair(config, t0);
+    carry(t0, &mut a, &mut b).unwrap();
+    assert_eq!(events(&mut b), [LinkEvent::Up { peer: "r-a".into() }]);
+    carry(t0, &mut b, &mut a).unwrap();
+    assert_eq!(events(&mut a), [LinkEvent::Up { peer: "r-b".into() }]);
+    assert_eq!((a.peer(), b.peer()), (Some("r-b"), Some("r-a")));
+    (a, b)
+}
+
+#[test]
+fn hello_then_data_and_credit_per_circuit() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = up(small(), t0);
+    for s in [&mut a, &mut b] {
+        s.open_circuit(1).unwrap();
+        s.open_circuit(2).unwrap();
+    }
+    // Circuit 1's reader stalls: a fills its window, and circuit 2 still flows.
+    assert!(
+        a.send_data(1, 1, false, Bytes::from(vec![1u8; 600]))
+            .unwrap()
+    );
+    assert!(
+        a.send_data(1, 2, false, Bytes::from(vec![1u8; 400]))
+            .unwrap()
+    );
+    assert!(
+        !a.send_data(1, 3, false, Bytes::from_static(b"x")).unwrap(),
+        "window full"
+    );
+    assert!(
+        a.send_data(2, 1, true, Bytes::from_static(b"other"))
+            .unwrap()
+    );
+    carry(t0, &mut a, &mut b).unwrap();
+    let got = events(&mut b);
+    assert_eq!(got.len(), 3);
+    assert!(
+        matches!(&got[2], LinkEvent::Data { circuit: 2, fin: true, payload, .. } if payload == "other")
+    );
+
+    // Circuit 1's consumer drains 300: one credit batch (250 or more) goes back.
+    b.consumed(1, 300).unwrap();
+    carry(t0, &mut b, &mut a).unwrap();
+    assert_eq!(
+        events(&mut a),
+        [LinkEvent::Credit {
+            circuit: 1,
+            bytes: 300
+        }]
+    );
+    assert_eq!(a.send_credit(1), 300);
+    assert!(
+        a.send_data(1, 3, false, Bytes::from(vec![1u8; 300]))
+            .unwrap()
+    );
+    carry(t0, &mut a, &mut b).unwrap();
+
+    // Closing travels; data for the closed circuit is then unknown and answered once.
+    a.close_circuit(2, b"done").unwrap();
+    carry(t0, &mut a, &mut b).unwrap();
+    let closed = events(&mut b).pop().unwrap();
+    assert_eq!(
+        closed,
+        LinkEvent::Closed {
+            circuit: 2,
+            reason: Bytes::from_static(b"done")
+        }
+    );
+    assert_eq!((a.circuits(), b.circuits()), (1, 1));
+}
+
+#[test]
+fn a_peer_beyond_the_window_ends_the_link() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = up(small(), t0);
+    a.open_circuit(1).unwrap();
+    b.open_circuit(1).unwrap();
+    // A hostile sender ignores its credit: frames made by hand.
+    let mut wire = BytesMut::new();
+    for seq in 1..=3 {
+        LinkData {
+            circuit_id: 1,
+            seq,
+            flags: 0,
+            payload: &[0u8; 400],
+        }
+        .encode(seq as i32 + 10, &mut wire)
+        .unwrap();
+    }
+    assert_eq!(b.handle_bytes(t0, &wire), Err(LinkError::CreditExceeded(1)));
+}
+
+#[test]
+fn the_listener_accepts_only_the_router_the_certificate_names() {
+    let t0 = Instant::now();
+    let mut impostor = LinkSession::new(
+        small(),
+        Role::Dialer {
+            own_id: "r-evil".into(),
+            peer: "r-b".into(),
+        },
+        t0,
+    )
+    .unwrap();
+    let mut b = LinkSession::new(
+        small(),
+        Role::Listener {
+            expected_peer: "r-a".into(),
+        },
+        t0,
+    )
+    .unwrap();
+    assert!(matches!(
+        carry(t0, &mut impostor, &mut b),
+        Err(LinkError::WrongPeer { .. })
+    ));
+    // It is told no, and hears it as a refusal.
+    assert!(matches!(
+        carry(t0, &mut b, &mut impostor),
+        Err(LinkError::HelloRefused(_))
+    ));
+    assert_eq!(b.peer(), None);
+    assert_eq!(b.open_circuit(1), Err(LinkError::NotUp));
+}
+
+#[test]
+fn nothing_but_a_hello_before_the_hello() {
+    let t0 = Instant::now();
+    let mut b = LinkSession::new(
+        small(),
+        Role::Listener {
+            expected_peer: "r-a".into(),
+        },
+        t0,
+    )
+    .unwrap();
+    let mut wire = BytesMut::new();
+    LinkHeartbeat { stamp: 1 }.encode(1, &mut wire).unwrap();
+    assert!(b.handle_bytes(t0, &wire).is_err());
+    // And a hello that never comes ends the link at the dead time.
+    let mut c = LinkSession::new(
+        small(),
+        Role::Listener {
+            expected_peer: "r-a".into(),
+        },
+        t0,
+    )
+    .unwrap();
+    assert_eq!(c.poll_timeout(), t0 + Duration::from_secs(3));
+    assert_eq!(c.handle_timeout(t0 + Duration::from_secs(2)), Ok(()));
+    assert_eq!(
+        c.handle_timeout(t0 + Duration::from_secs(3)),
+        Err(LinkError::Dead)
+    );
+}
+
+#[test]
+fn heartbeats_measure_latency_and_silence_ends_the_link() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = up(small(), t0);
+    a.handle_timeout(t0).unwrap();
+    carry(t0 + 20 * MS, &mut a, &mut b).unwrap();
+    carry(t0 + 45 * MS, &mut b, &mut a).unwrap();
+    assert_eq!(events(&mut a), [LinkEvent::Latency(45 * MS)]);
+    assert_eq!(a.latency(), Some(45 * MS));
+    // Then b goes silent.
+    let silent_from = t0 + 45 * MS;
+    a.handle_timeout(silent_from + Duration::from_secs(2))
+        .unwrap();
+    assert_eq!(
+        a.handle_timeout(silent_from + Duration::from_secs(3)),
+        Err(LinkError::Dead)
+    );
+}
+
+#[test]
+fn data_on_unknown_circuits_is_answered_within_a_budget() {
+    let t0 = Instant::now();
+    let (_a, mut b) = up(small(), t0);
+    let mut wire = BytesMut::new();
+    for circuit in [7u64, 7, 8, 9, 9] {
+        LinkData {
+            circuit_id: circuit,
+            seq: 1,
+            flags: 0,
+            payload: b"?",
+        }
+        .encode(1, &mut wire)
+        .unwrap();
+    }
+    b.handle_bytes(t0, &wire).unwrap();
+    let answers: Vec<Transmit> = std::iter::from_fn(|| b.poll_transmit()).collect();
+    // 7 once, 8 once; the memory (2 ids) starts over, so 9 once.
+    assert_eq!(answers.len(), 3);
+    assert!(events(&mut b).is_empty(), "nothing delivered");
+}
+
+#[test]
+fn circuits_are_bounded_and_payloads_larger_than_the_window_refused() {
+    let t0 = Instant::now();
+    let (mut a, _b) = up(small(), t0);
+    for c in 0..4 {
+        a.open_circuit(c).unwrap();
+    }
+    assert_eq!(a.open_circuit(99), Err(LinkError::TooManyCircuits));
+    assert_eq!(a.open_circuit(3), Ok(()), "reopening is not a new one");
+    assert_eq!(
+        a.send_data(0, 1, false, Bytes::from(vec![0u8; 1001])),
+        Err(LinkError::TooLarge(1001))
+    );
+    assert_eq!(
+        a.send_data(42, 1, false, Bytes::from_static(b"x")),
+        Ok(false)
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+
+    /// Random sends, consumption and deliveries on three circuits: every byte arrives
+    /// once and in order on its circuit, no sender ever has more than a window in
+    /// flight, and a stalled circuit never keeps another from moving.
+    #[test]
+    fn every_byte_arrives_once_in_order_within_the_window(
+        ops in proptest::collection::vec((0u8..4, 0u64..3, 1usize..400), 1..300),
+    ) {
+        let t0 = Instant::now();
+        let config = small();
+        let (mut a, mut b) = up(config, t0);
+        for c in 0..3 {
+            a.open_circuit(c).unwrap();
+            b.open_circuit(c).unwrap();
+        }
+        let mut sent: Vec<Vec<u8>> = vec![Vec::new(); 3];
+        let mut got: Vec<Vec<u8>> = vec![Vec::new(); 3];
+        let mut unconsumed = [0u64; 3];
+        let mut seq = [0u64; 3];
+        let mut next_byte = 0u8;
+        for (op, circuit, len) in ops {
+            let c = circuit as usize;
+            match op {
+                // a sends on the circuit, if its credit allows
+                0 => {
+                    let payload: Vec<u8> = (0..len).map(|_| { next_byte = next_byte.wrapping_add(1); next_byte }).collect();
+                    let before = a.send_credit(circuit);
+                    if a.send_data(circuit, seq[c] + 1, false, Bytes::from(payload.clone())).unwrap() {
+                        seq[c] += 1;
+                        sent[c].extend_from_slice(&payload);
+                        prop_assert_eq!(a.send_credit(circuit), before - len as u64);
+                    } else {
+                        prop_assert!(before < len as u64);
+                    }
+                }
+                // a's frames reach b
+                1 => {
+                    carry(t0, &mut a, &mut b).unwrap();
+                    for e in events(&mut b) {
+                        if let LinkEvent::Data { circuit, payload, .. } = e {
+                            got[circuit as usize].extend_from_slice(&payload);
+                            unconsumed[circuit as usize] += payload.len() as u64;
+                        }
+                    }
+                }
+                // b's consumer drains some of a circuit
+                2 => {
+                    let n = unconsumed[c].min(len as u64);
+                    unconsumed[c] -= n;
+                    b.consumed(circuit, n).unwrap();
+                }
+                // b's credits reach a
+                _ => {
+                    carry(t0, &mut b, &mut a).unwrap();
+                    events(&mut a);
+                }
+            }
+            for k in 0..3 {
+                // In flight from a's view never exceeds the window.
+                let in_flight = u64::from(config.window) - a.send_credit(k as u64);
+                prop_assert!(in_flight <= u64::from(config.window));
+                prop_assert!(got[k].len() <= sent[k].len());
+                prop_assert_eq!(&sent[k][..got[k].len()], &got[k][..]);
+            }
+        }
+        // Drain everything: all of it arrives.
+        carry(t0, &mut a, &mut b).unwrap();
+        for e in events(&mut b) {
+            if let LinkEvent::Data { circuit, payload, .. } = e {
+                got[circuit as usize].extend_from_slice(&payload);
+            }
+        }
+        prop_assert_eq!(sent, got);
+    }
+}
