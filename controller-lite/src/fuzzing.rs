@@ -103,3 +103,39 @@ pub fn unauth_bodies(data: &[u8]) {
         }
     }
 }
+
+/// Replays the committed corpora of `filter` and `unauth_bodies` (fuzz/corpus/) through
+/// the same entry points, so every input the fuzzer found interesting stays a regression
+/// test in ordinary test runs.
+#[cfg(test)]
+mod corpus {
+
+    use std::path::PathBuf;
+
+    fn replay(target: &str, run: fn(&[u8])) {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/corpus")
+            .join(target);
+        let mut inputs = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let data = std::fs::read(entry.unwrap().path()).unwrap();
+            run(&data);
+            inputs += 1;
+        }
+        assert!(
+            inputs >= 10,
+            "corpus at {} has only {inputs} inputs",
+            dir.display()
+        );
+    }
+
+    #[test]
+    fn filter_corpus() {
+        replay("filter", super::filter);
+    }
+
+    #[test]
+    fn unauth_bodies_corpus() {
+        replay("unauth_bodies", super::unauth_bodies);
+    }
+}

@@ -40,6 +40,9 @@ pub mod encode;
 pub mod error;
 pub mod frame;
 #[doc(hidden)]
+/// The fuzz targets' entry points (`decode_frame`, `control_link`): only under `cargo fuzz`
+/// (`--cfg fuzzing`) and in this crate's tests, which replay the corpora.
+#[cfg(any(test, fuzzing))]
 pub mod fuzzing;
 pub mod header_id;
 pub mod headers;
