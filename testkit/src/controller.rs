@@ -286,6 +286,13 @@ impl Ctl {
         (res.status().as_u16(), res.json().await.unwrap())
     }
 
+    /// `GET /edge/management/v1{path}` with `token`; the answer, asserting 200.
+    pub async fn get_ok(&self, token: &str, path: &str) -> Value {
+        let (status, v) = self.call(reqwest::Method::GET, path, token, None).await;
+        assert_eq!(status, 200, "GET {path}: {v}");
+        v
+    }
+
     /// Calls the management API: `method` on `/edge/management/v1{path}` with an optional
     /// JSON body; returns the status and the response JSON.
     pub async fn call(

@@ -17,18 +17,6 @@ use weft_testkit::{Ctl, jwt_claims, make_csr};
 use weft_wire::ContentType;
 use weft_wire::control::{ControlMessage, pb};
 
-async fn get(ctl: &Ctl, token: &str, path: &str) -> Value {
-    let res = ctl
-        .http()
-        .get(ctl.mgmt(path))
-        .header("zt-session", token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    res.json().await.unwrap()
-}
-
 async fn erott(ctl: &Ctl, path: &str, body: &Value) -> (u16, Value) {
     let res = ctl
         .http()
@@ -179,7 +167,9 @@ async fn erott_enrollment_single_use_and_control_listener_refusals() {
     assert_eq!(claims["em"], "erott");
     assert_eq!(claims["sub"], router_id.as_str());
     let jti = claims["jti"].as_str().unwrap().to_string();
-    let detail = get(&ctl, &token, &format!("/edge-routers/{router_id}")).await;
+    let detail = ctl
+        .get_ok(&token, &format!("/edge-routers/{router_id}"))
+        .await;
     assert_eq!(detail["data"]["isVerified"], false);
     assert_eq!(detail["data"]["enrollmentToken"], jti.as_str());
 
@@ -222,7 +212,9 @@ async fn erott_enrollment_single_use_and_control_listener_refusals() {
     let cn = cert.subject().iter_common_name().next().unwrap();
     assert_eq!(cn.as_str().unwrap(), router_id);
 
-    let detail = get(&ctl, &token, &format!("/edge-routers/{router_id}")).await;
+    let detail = ctl
+        .get_ok(&token, &format!("/edge-routers/{router_id}"))
+        .await;
     assert_eq!(detail["data"]["isVerified"], true);
     assert_eq!(
         detail["data"]["fingerprint"],
@@ -390,7 +382,9 @@ async fn router_control_channel_end_to_end() {
         matches!(e, ControlEvent::Sync(_))
     })
     .await;
-    let detail = get(&ctl, &token, &format!("/edge-routers/{router_id}")).await;
+    let detail = ctl
+        .get_ok(&token, &format!("/edge-routers/{router_id}"))
+        .await;
     assert_eq!(detail["data"]["isOnline"], true);
 
     // Model: a service hosted and dialled by one identity.
@@ -513,7 +507,7 @@ async fn router_control_channel_end_to_end() {
     )
     .await;
     assert!(matches!(ev, ControlEvent::TerminatorFailed { code, .. } if code == "INVALID_SESSION"));
-    let terms = get(&ctl, &token, "/terminators").await;
+    let terms = ctl.get_ok(&token, "/terminators").await;
     assert_eq!(terms["data"].as_array().unwrap().len(), 1);
 
     // Another enrolled router may not remove this router's terminator.
@@ -538,7 +532,7 @@ async fn router_control_channel_end_to_end() {
     })
     .await;
     assert_eq!(answer, Some(ContentType::CONTROL_ERROR));
-    let terms = get(&ctl, &token, "/terminators").await;
+    let terms = ctl.get_ok(&token, "/terminators").await;
     assert_eq!(
         terms["data"][0]["id"],
         terminator.id.as_str(),
@@ -657,8 +651,10 @@ async fn router_control_channel_end_to_end() {
     task.await.unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let detail = get(&ctl, &token, &format!("/edge-routers/{router_id}")).await;
-        let terms = get(&ctl, &token, "/terminators").await;
+        let detail = ctl
+            .get_ok(&token, &format!("/edge-routers/{router_id}"))
+            .await;
+        let terms = ctl.get_ok(&token, "/terminators").await;
         if detail["data"]["isOnline"] == false && terms["data"].as_array().unwrap().is_empty() {
             break;
         }

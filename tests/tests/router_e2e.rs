@@ -21,18 +21,6 @@ const WAIT: Duration = Duration::from_secs(5);
 /// router whose control connection was refused for a while is given time to retry.
 const RECONNECT_WAIT: Duration = Duration::from_secs(15);
 
-async fn get(ctl: &Ctl, token: &str, path: &str) -> Value {
-    let res = ctl
-        .http()
-        .get(ctl.mgmt(path))
-        .header("zt-session", token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    res.json().await.unwrap()
-}
-
 // ---- an edge client: weft_testkit::EdgeClient ----
 
 /// Connects with the identity's certificate, trusting the controller CA, and says
@@ -226,7 +214,10 @@ impl Circuit {
 /// Waits until the controller reports the router online (or offline).
 async fn wait_online(ctl: &Ctl, admin: &str, router_id: &str, online: bool) {
     let deadline = Instant::now() + RECONNECT_WAIT;
-    while get(ctl, admin, &format!("/edge-routers/{router_id}")).await["data"]["isOnline"] != online
+    while ctl
+        .get_ok(admin, &format!("/edge-routers/{router_id}"))
+        .await["data"]["isOnline"]
+        != online
     {
         assert!(Instant::now() < deadline, "router online is not {online}");
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -400,7 +391,7 @@ async fn router_serves_sessions_pushed_by_the_controller(io: &str) {
     let mut host = bound_host(port, &ca, &h, &bind_token).await;
     let mut dialer = connect(port, &ca, &d.cert, &d.key, &d.token).await;
 
-    let terms = get(&ctl, &admin, "/terminators").await;
+    let terms = ctl.get_ok(&admin, "/terminators").await;
     let terms = terms["data"].as_array().unwrap();
     assert_eq!(terms.len(), 1, "{terms:?}");
     assert_eq!(terms[0]["service"], svc.as_str(), "{terms:?}");
@@ -638,7 +629,7 @@ async fn delete(ctl: &Ctl, admin: &str, path: &str) {
 
 /// The id of the policy named `name` in `collection`.
 async fn policy_id(ctl: &Ctl, admin: &str, collection: &str, name: &str) -> String {
-    let list = get(ctl, admin, &format!("/{collection}")).await;
+    let list = ctl.get_ok(admin, &format!("/{collection}")).await;
     list["data"]
         .as_array()
         .unwrap()
@@ -860,13 +851,13 @@ async fn router_resynchronises_after_losing_the_control_connection(io: &str) {
 
     // Another loss: the controller drops the router's terminators; the router
     // registers the host's Bind again after reconnecting, and dials reach it.
-    let terms = get(&ctl, &admin, "/terminators").await;
+    let terms = ctl.get_ok(&admin, "/terminators").await;
     let old = terms["data"][0]["id"].as_str().unwrap().to_string();
     let accepted = proxy.accepted();
     proxy.cut();
     let deadline = Instant::now() + RECONNECT_WAIT;
     loop {
-        let terms = get(&ctl, &admin, "/terminators").await;
+        let terms = ctl.get_ok(&admin, "/terminators").await;
         let terms = terms["data"].as_array().unwrap();
         if proxy.accepted() > accepted
             && terms.len() == 1

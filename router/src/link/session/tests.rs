@@ -28,15 +28,19 @@ fn pair(config: LinkConfig, t0: Instant) -> (LinkSession, LinkSession) {
         t0,
     )
     .unwrap();
-    let listener = LinkSession::new(
+    (dialer, listener(config, t0))
+}
+
+/// A listener expecting router `r-a`.
+fn listener(config: LinkConfig, t0: Instant) -> LinkSession {
+    LinkSession::new(
         config,
         Role::Listener {
             expected_peer: "r-a".into(),
         },
         t0,
     )
-    .unwrap();
-    (dialer, listener)
+    .unwrap()
 }
 
 /// Moves every queued frame from `from` to `to`; returns the bytes moved.
@@ -160,14 +164,7 @@ fn the_listener_accepts_only_the_router_the_certificate_names() {
         t0,
     )
     .unwrap();
-    let mut b = LinkSession::new(
-        small(),
-        Role::Listener {
-            expected_peer: "r-a".into(),
-        },
-        t0,
-    )
-    .unwrap();
+    let mut b = listener(small(), t0);
     assert!(matches!(
         carry(t0, &mut impostor, &mut b),
         Err(LinkError::WrongPeer { .. })
@@ -184,26 +181,12 @@ fn the_listener_accepts_only_the_router_the_certificate_names() {
 #[test]
 fn nothing_but_a_hello_before_the_hello() {
     let t0 = Instant::now();
-    let mut b = LinkSession::new(
-        small(),
-        Role::Listener {
-            expected_peer: "r-a".into(),
-        },
-        t0,
-    )
-    .unwrap();
+    let mut b = listener(small(), t0);
     let mut wire = BytesMut::new();
     LinkHeartbeat { stamp: 1 }.encode(1, &mut wire).unwrap();
     assert!(b.handle_bytes(t0, &wire).is_err());
     // And a hello that never comes ends the link at the dead time.
-    let mut c = LinkSession::new(
-        small(),
-        Role::Listener {
-            expected_peer: "r-a".into(),
-        },
-        t0,
-    )
-    .unwrap();
+    let mut c = listener(small(), t0);
     assert_eq!(c.poll_timeout(), t0 + Duration::from_secs(3));
     assert_eq!(c.handle_timeout(t0 + Duration::from_secs(2)), Ok(()));
     assert_eq!(
