@@ -175,19 +175,10 @@ impl Identity {
     /// A TLS client configuration that trusts the identity's CA bundle and presents its
     /// certificate (what the SDK uses towards the controller and edge routers).
     pub fn client_tls(&self) -> Result<rustls::ClientConfig> {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in self.ca_certs()? {
-            roots.add(cert).map_err(|e| IdentityError::Tls {
-                what: "id.ca",
-                source: e.into(),
-            })?;
-        }
-        weft_tls::client::verified(roots, Some((self.cert_chain()?, self.private_key()?))).map_err(
-            |source| IdentityError::Tls {
-                what: "id.cert and id.key",
-                source,
-            },
-        )
+        let tls = |what| move |source| IdentityError::Tls { what, source };
+        let roots = weft_tls::pem::roots(self.ca_pem.as_bytes()).map_err(tls("id.ca"))?;
+        weft_tls::client::verified(roots, Some((self.cert_chain()?, self.private_key()?)))
+            .map_err(tls("id.cert and id.key"))
     }
 
     /// The identity's name: the common name of its certificate.

@@ -109,11 +109,6 @@ impl WeftNet {
         let url = info.url();
         let ca = info.ca_pem()?;
         let password = info.admin_password()?;
-        let control_port = info
-            .control_addr
-            .rsplit_once(':')
-            .map(|(_, p)| p.to_owned())
-            .context("parsing control.addr")?;
         let admin = Admin::login(&url, &ca, &password).await?;
 
         // Services and policies.
@@ -154,7 +149,7 @@ impl WeftNet {
             routers: Vec::new(),
             controller,
             admin,
-            control_addr: format!("localhost:{control_port}"),
+            control_addr: info.control_addr.clone(),
             dir,
             bins: bins.clone(),
             paths: Vec::new(),

@@ -292,7 +292,8 @@ impl LinkSession {
                 if self.circuits.remove(&c.circuit_id).is_some() {
                     self.events.push_back(LinkEvent::Closed {
                         circuit: c.circuit_id,
-                        reason: Bytes::copy_from_slice(c.reason),
+                        // The reason is the frame's body: a slice of it, not a copy.
+                        reason: frame.body().clone(),
                     });
                 }
             }
