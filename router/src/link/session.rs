@@ -15,10 +15,13 @@
 //! - **Circuits** are opened locally ([`LinkSession::open_circuit`], when the controller
 //!   routes one over the link); data for a circuit this side does not know is dropped
 //!   and answered with one `LinkClose`, within a bounded budget.
+//! - **Answers** to the peer (heartbeat acks, those closes) count against a reply
+//!   budget; past it [`LinkSession::wants_read`] tells the driver to stop reading, so a
+//!   peer that sends and never reads holds us to one budget.
 //! - **Health**: [`super::health`]; a link silent for the dead time ends.
 //!
 //! Driving contract: after any input, drain `poll_transmit` (write each, in order) and
-//! `poll_event`; wake at `poll_timeout`. An error ends the link: close the socket.
+//! `poll_event`; wake at `poll_timeout`; read only while `wants_read`. An error ends the link: close the socket.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -45,6 +48,10 @@ pub struct LinkConfig {
     /// `LinkClose` answers to data for unknown circuits, at most per this many ids
     /// remembered (then the memory starts over).
     pub max_unknown_replies: usize,
+    /// Bytes of answers to the peer (heartbeat acks, closes of unknown circuits, the
+    /// hello's Result) queued at most before [`LinkSession::wants_read`] says to stop
+    /// reading: a peer that sends and never reads cannot make the link hold more.
+    pub reply_budget_bytes: usize,
     /// Heartbeats and the dead time; also how long the hello may take.
     pub health: HealthConfig,
 }
@@ -56,6 +63,7 @@ impl Default for LinkConfig {
             credit_batch: 1024 * 1024,
             max_circuits: 65_536,
             max_unknown_replies: 1024,
+            reply_budget_bytes: 64 * 1024,
             health: HealthConfig::default(),
         }
     }
@@ -196,7 +204,10 @@ pub struct LinkSession {
     decoder: Decoder,
     scratch: BytesMut,
     sequence: i32,
-    out: VecDeque<Transmit>,
+    /// Frames to write, each marked when it answers the peer.
+    out: VecDeque<(Transmit, bool)>,
+    /// Bytes of answers in `out`.
+    replies_queued: usize,
     events: VecDeque<LinkEvent>,
     circuits: HashMap<u64, CircuitCredit>,
     unknown_replied: HashSet<u64>,
@@ -216,6 +227,7 @@ impl LinkSession {
             scratch: BytesMut::with_capacity(256),
             sequence: 0,
             out: VecDeque::new(),
+            replies_queued: 0,
             events: VecDeque::new(),
             circuits: HashMap::new(),
             unknown_replied: HashSet::new(),
@@ -299,7 +311,7 @@ impl LinkSession {
             }
             ContentType::LINK_HEARTBEAT => {
                 let stamp = LinkHeartbeat::parse(frame)?.stamp;
-                self.push(|seq, out| LinkHeartbeatAck { stamp }.encode(seq, out))?;
+                self.push_reply(|seq, out| LinkHeartbeatAck { stamp }.encode(seq, out))?;
             }
             ContentType::LINK_HEARTBEAT_ACK => {
                 let stamp = LinkHeartbeatAck::parse(frame)?.stamp;
@@ -322,7 +334,7 @@ impl LinkSession {
                         got: hello.router_id.to_owned(),
                     };
                     let reply_for = frame.sequence();
-                    self.push(|seq, out| {
+                    self.push_reply(|seq, out| {
                         HelloResult {
                             success: false,
                             reply_for,
@@ -335,7 +347,7 @@ impl LinkSession {
                     return Err(err);
                 }
                 let reply_for = frame.sequence();
-                self.push(|seq, out| {
+                self.push_reply(|seq, out| {
                     HelloResult {
                         success: true,
                         reply_for,
@@ -378,7 +390,7 @@ impl LinkSession {
             self.unknown_replied.clear();
         }
         if self.unknown_replied.insert(circuit) {
-            self.push(|seq, out| {
+            self.push_reply(|seq, out| {
                 LinkClose {
                     circuit_id: circuit,
                     reason: b"unknown circuit",
@@ -421,7 +433,11 @@ impl LinkSession {
 
     /// The next frame to write.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.out.pop_front()
+        let (transmit, reply) = self.out.pop_front()?;
+        if reply {
+            self.replies_queued -= transmit.head.len();
+        }
+        Some(transmit)
     }
 
     /// Carries `circuit` over this link from now on, with a full window each way.
@@ -496,10 +512,13 @@ impl LinkSession {
             payload: &payload,
         }
         .encode_head(self.sequence, &mut self.scratch)?;
-        self.out.push_back(Transmit {
-            head: Head::new(&self.scratch),
-            payload,
-        });
+        self.out.push_back((
+            Transmit {
+                head: Head::new(&self.scratch),
+                payload,
+            },
+            false,
+        ));
         Ok(true)
     }
 
@@ -538,16 +557,45 @@ impl LinkSession {
         &mut self,
         encode: impl FnOnce(i32, &mut BytesMut) -> Result<(), weft_wire::EncodeError>,
     ) -> Result<i32, LinkError> {
+        self.queue(false, encode)
+    }
+
+    /// [`Self::push`] of an answer to the peer, counted against the reply budget.
+    fn push_reply(
+        &mut self,
+        encode: impl FnOnce(i32, &mut BytesMut) -> Result<(), weft_wire::EncodeError>,
+    ) -> Result<i32, LinkError> {
+        self.queue(true, encode)
+    }
+
+    fn queue(
+        &mut self,
+        reply: bool,
+        encode: impl FnOnce(i32, &mut BytesMut) -> Result<(), weft_wire::EncodeError>,
+    ) -> Result<i32, LinkError> {
         self.sequence += 1;
         self.scratch.clear();
         encode(self.sequence, &mut self.scratch)?;
         // The whole frame goes out as the head (inline when it fits: heartbeats and
         // credits do, so they allocate nothing).
-        self.out.push_back(Transmit {
-            head: Head::new(&self.scratch),
-            payload: Bytes::new(),
-        });
+        let head = Head::new(&self.scratch);
+        if reply {
+            self.replies_queued += head.len();
+        }
+        self.out.push_back((
+            Transmit {
+                head,
+                payload: Bytes::new(),
+            },
+            reply,
+        ));
         Ok(self.sequence)
+    }
+
+    /// Whether the driver should read from the peer: false while the answers queued
+    /// for it exceed [`LinkConfig::reply_budget_bytes`] (it is not reading them).
+    pub fn wants_read(&self) -> bool {
+        self.replies_queued < self.config.reply_budget_bytes
     }
 }
 

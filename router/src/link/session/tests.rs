@@ -14,6 +14,7 @@ fn small() -> LinkConfig {
         credit_batch: 250,
         max_circuits: 4,
         max_unknown_replies: 2,
+        reply_budget_bytes: 1024,
         health: HealthConfig::default(),
     }
 }
@@ -234,6 +235,37 @@ fn data_on_unknown_circuits_is_answered_within_a_budget() {
     // 7 once, 8 once; the memory (2 ids) starts over, so 9 once.
     assert_eq!(answers.len(), 3);
     assert!(events(&mut b).is_empty(), "nothing delivered");
+}
+
+/// A peer that floods heartbeats and never reads the acks: the driver stops reading
+/// once the acks queued pass the budget, so the link holds at most the budget plus
+/// what one read's worth of input asked for; written out, the acks free it again.
+#[test]
+fn a_peer_that_never_reads_its_answers_is_not_read_either() {
+    let t0 = Instant::now();
+    let (_a, mut b) = up(small(), t0);
+    // One "socket read" = 20 heartbeats (36 bytes each).
+    let mut read = BytesMut::new();
+    for stamp in 0..20 {
+        LinkHeartbeat { stamp }
+            .encode(stamp as i32, &mut read)
+            .unwrap();
+    }
+    let mut reads = 0;
+    while b.wants_read() {
+        b.handle_bytes(t0, &read).unwrap();
+        reads += 1;
+        assert!(reads < 1000, "never stopped reading");
+    }
+    let queued: usize = std::iter::from_fn(|| b.poll_transmit())
+        .map(|t| t.head.len())
+        .sum();
+    assert!(queued >= 1024, "{queued}");
+    assert!(
+        queued < 1024 + 20 * 64,
+        "{queued}: more than one read past the budget"
+    );
+    assert!(b.wants_read(), "written out, the answers free the budget");
 }
 
 #[test]
