@@ -59,6 +59,8 @@ pub struct Controller {
     pub feed: ChangeFeed,
     /// Edge routers with a control connection up.
     pub routers: RouterRegistry,
+    /// The mesh: routers' link listeners, the links they report, routed circuits.
+    pub mesh: crate::control::mesh::Mesh,
     /// The indexed policy model, rebuilt only after entity changes.
     pub policy: crate::authz::PolicyCache,
     /// Counters of the limits below and of the HTTPS listener.
@@ -94,6 +96,7 @@ impl Controller {
             data_dir: data_dir.to_path_buf(),
             feed: ChangeFeed::default(),
             routers: RouterRegistry::default(),
+            mesh: crate::control::mesh::Mesh::default(),
             policy: crate::authz::PolicyCache::default(),
             metrics,
             password_gate,

@@ -18,6 +18,12 @@
 //! handshake_timeout_ms = 10000           # TLS handshake deadline
 //! shutdown_grace_ms = 10000              # how long circuits may finish on shutdown
 //! metrics_listen = "127.0.0.1:9100"      # Prometheus text (optional)
+//!
+//! [link]                                 # links to other routers (optional)
+//! listen = "0.0.0.0:4022"                # link listener (absent: dial only)
+//! advertise = "router.example.com"       # host others dial (default advertised_host)
+//! groups = ["default"]                   # listener groups
+//! dial_groups = ["default"]              # groups this router dials ([]: none)
 //! ```
 //!
 //! `weft-router enroll` writes `server.cert`, `server.key`, `router.cert` (the control
@@ -34,6 +40,13 @@
 //! saying why (a container's default seccomp profile and `kernel.io_uring_disabled`
 //! block io_uring). `"uring"` on a host without io_uring is a startup error.
 //! `weft-router run --io` overrides it.
+//!
+//! **`[link]`** makes the router part of the mesh (docs/adr/0007-mesh.md): it tells the
+//! controller where its link listener is, and dials every router the controller lists
+//! whose listener shares a group with its `dial_groups` (of two routers that would dial
+//! each other, the one whose id sorts first dials). The advertised host must be one of
+//! the names in the router's server certificate (`hostname`, the hosts of
+//! `supportedProtocols`, or `serverCertSans` when the router was created).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -133,6 +146,33 @@ pub struct RouterConfig {
     /// The shards' I/O backend: `auto` (default), `uring` or `epoll` (module docs).
     #[serde(default)]
     pub io: IoSelection,
+    /// Links to other routers (the mesh); none when absent.
+    #[serde(default)]
+    pub link: Option<LinkSection>,
+}
+
+/// `[link]`: this router's link listener and dialers (docs/adr/0007-mesh.md).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LinkSection {
+    /// Address the link listener binds; without it the router accepts no links (it
+    /// may still dial).
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// Host other routers dial (default `advertised_host`): one of the names of the
+    /// router's server certificate, which the dialers verify.
+    #[serde(default)]
+    pub advertise: Option<String>,
+    /// Groups of the listener: routers whose dialers share one dial it.
+    #[serde(default = "default_link_groups")]
+    pub groups: Vec<String>,
+    /// Groups the dialers dial; empty: this router dials no links.
+    #[serde(default = "default_link_groups")]
+    pub dial_groups: Vec<String>,
+}
+
+fn default_link_groups() -> Vec<String> {
+    vec!["default".to_owned()]
 }
 
 fn default_shards() -> usize {
@@ -232,6 +272,19 @@ impl RouterConfig {
         if self.advertised_host.trim().is_empty() {
             return invalid("advertised_host", "must not be empty");
         }
+        if let Some(link) = &self.link {
+            if link
+                .advertise
+                .as_deref()
+                .is_some_and(|a| a.trim().is_empty())
+            {
+                return invalid("link.advertise", "must not be empty");
+            }
+            let groups = link.groups.iter().chain(&link.dial_groups);
+            if groups.into_iter().any(|g| g.trim().is_empty()) {
+                return invalid("link.groups", "group names must not be empty");
+            }
+        }
         Ok(())
     }
 
@@ -259,6 +312,8 @@ impl RouterConfig {
             metrics_listen: self.metrics_listen,
             max_conns_per_shard: self.max_connections_per_shard,
             io: self.io,
+            // Needs the router certificate; the node fills it in.
+            link: None,
         })
     }
 
@@ -311,6 +366,33 @@ mod tests {
         assert_eq!(c.key, PathBuf::from("/abs/server.key"));
         assert_eq!(c.metrics_listen, None);
         assert_eq!(c.io, IoSelection::Auto);
+    }
+
+    #[test]
+    fn link_section_defaults_and_refusals() {
+        let c = RouterConfig::parse(
+            &format!("{MINIMAL}\n[link]\nlisten = \"0.0.0.0:4022\"\n"),
+            Path::new("."),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let link = c.link.unwrap_or_else(|| panic!("no [link]"));
+        assert_eq!(link.listen, Some("0.0.0.0:4022".parse().unwrap()));
+        assert_eq!(link.groups, ["default"]);
+        assert_eq!(link.dial_groups, ["default"]);
+        assert_eq!(link.advertise, None);
+        assert_eq!(
+            RouterConfig::parse(MINIMAL, Path::new(".")).unwrap().link,
+            None
+        );
+        for bad in [
+            "[link]\nadvertise = \" \"\n",
+            "[link]\ngroups = [\"\"]\n",
+            "[link]\nlisten = \"nowhere\"\n",
+            "[link]\nport = 4022\n",
+        ] {
+            let e = RouterConfig::parse(&format!("{MINIMAL}\n{bad}"), Path::new(".")).err();
+            assert!(e.is_some(), "{bad} was accepted");
+        }
     }
 
     #[test]

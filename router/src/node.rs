@@ -22,7 +22,9 @@ use crate::config::{ConfigError, RouterConfig};
 use crate::control::{self, ClientError, ControlConfig, ControlEvent, ControlHandle, RequestId};
 use crate::enroll;
 use crate::forward::{ConnKey, ControlRequest};
-use crate::runtime::{IoBackend, Router, ShardCommand, ShardRequest, StartError};
+use crate::link::backoff::BackoffConfig;
+use crate::link::session::LinkConfig;
+use crate::runtime::{IoBackend, LinkSettings, Router, ShardCommand, ShardRequest, StartError};
 
 /// Why a router could not start.
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +113,22 @@ impl Node {
         // below once the listener has chosen it.
         let mut control_config = control_config(config, config.edge_listen.port())?;
         settings.forward.router_id = control_config.hello.router_id.clone();
+        if let Some(link) = &config.link {
+            settings.link = Some(LinkSettings {
+                router_id: control_config.hello.router_id.clone(),
+                listen: link.listen,
+                groups: link.groups.clone(),
+                dial_groups: link.dial_groups.clone(),
+                ca_pem: control_config.ca_pem.clone(),
+                cert_pem: control_config.cert_pem.clone(),
+                key_pem: control_config.key_pem.clone(),
+                session: LinkConfig::default(),
+                backoff: BackoffConfig::default(),
+                handshake_timeout: settings.handshake_timeout,
+            });
+            control_config.hello.link_groups = link.groups.clone();
+            control_config.hello.dial_groups = link.dial_groups.clone();
+        }
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let (requests_tx, requests) = mpsc::unbounded_channel();
         let router = Router::start(settings, commands_rx, requests_tx)?;
@@ -119,6 +137,10 @@ impl Node {
             config.advertised_host,
             router.local_addr().port()
         )];
+        if let (Some(link), Some(addr)) = (&config.link, router.link_addr()) {
+            let host = link.advertise.as_deref().unwrap_or(&config.advertised_host);
+            control_config.hello.link_listener = format!("tls://{host}:{}", addr.port());
+        }
         let (control, events, control_task) = match control::spawn(control_config) {
             Ok(parts) => parts,
             Err(e) => {
@@ -148,6 +170,11 @@ impl Node {
     /// The metrics listener's address, when configured.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.router.metrics_addr()
+    }
+
+    /// The link listener's address, when configured.
+    pub fn link_addr(&self) -> Option<SocketAddr> {
+        self.router.link_addr()
     }
 
     /// The I/O backend the shards run on.
@@ -259,6 +286,9 @@ impl Bridge {
                 }
             }
             ControlEvent::Sync(sync) => self.send(ShardCommand::Sync(sync)),
+            ControlEvent::Peers(peers) => {
+                self.send(ShardCommand::Peers(std::sync::Arc::new(peers)))
+            }
             ControlEvent::Update(update) => self.send(ShardCommand::Update(update)),
             ControlEvent::TerminatorCreated {
                 request_id,
@@ -412,6 +442,14 @@ async fn bridge(
                     if let Err(e) = sent {
                         // The controller drops a disconnected router's terminators itself.
                         tracing::debug!(%terminator_id, error = %e, "terminator not removed");
+                    }
+                }
+                Some(ShardRequest::Control(ControlRequest::LinkStatus(status))) => {
+                    let control = state.control.clone();
+                    let sent =
+                        with_events(control.link_status(status), &mut events, &mut backlog).await;
+                    if let Err(e) = sent {
+                        tracing::debug!(error = %e, "link status not reported");
                     }
                 }
                 Some(ShardRequest::ResyncNeeded { shard, gap }) => {

@@ -177,6 +177,7 @@ impl Harness {
                 IoBackend::Uring => IoSelection::Uring,
                 IoBackend::Epoll => IoSelection::Epoll,
             },
+            link: None,
         };
         adjust(&mut settings);
         let (commands, commands_rx) = mpsc::unbounded_channel();
@@ -1286,6 +1287,7 @@ fn backend_selection_at_start() {
         metrics_listen: None,
         max_conns_per_shard: 1024,
         io,
+        link: None,
     };
     let start = |io| {
         let (commands, commands_rx) = mpsc::unbounded_channel();

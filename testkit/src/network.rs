@@ -20,6 +20,8 @@ pub struct Router {
     pub edge_port: u16,
     /// Its directory (config, certificates).
     pub dir: tempfile::TempDir,
+    /// Its arguments to `weft-router run` after `--config`.
+    args: Vec<String>,
 }
 
 impl Router {
@@ -39,6 +41,18 @@ impl Router {
         control_addr: &str,
         extra_args: &[&str],
     ) -> Self {
+        Self::start_configured(admin, name, control_addr, "", extra_args).await
+    }
+
+    /// [`Self::start_via`] with `extra_config` appended to `router.toml` (a `[link]`
+    /// section, say).
+    pub async fn start_configured(
+        admin: &Admin,
+        name: &str,
+        control_addr: &str,
+        extra_config: &str,
+        extra_args: &[&str],
+    ) -> Self {
         let edge_port = free_port();
         let v = admin
             .create("edge-routers", boot::edge_router_body(name, edge_port))
@@ -52,7 +66,11 @@ impl Router {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("router.jwt"), jwt).unwrap();
         let config = dir.path().join("router.toml");
-        std::fs::write(&config, boot::router_config(edge_port, control_addr, "")).unwrap();
+        std::fs::write(
+            &config,
+            boot::router_config(edge_port, control_addr, extra_config),
+        )
+        .unwrap();
         let router = bin_dir().join("weft-router");
         boot::enroll_router(
             &router,
@@ -61,38 +79,58 @@ impl Router {
             &log_level(),
         )
         .unwrap();
+        let mut router = Self {
+            process: Process(None),
+            id,
+            edge_port,
+            dir,
+            args: extra_args.iter().map(|a| a.to_string()).collect(),
+        };
+        router.spawn();
+        router.wait_online(admin, name).await;
+        router
+    }
+
+    fn spawn(&mut self) {
+        let config = self.dir.path().join("router.toml");
         // `WEFT_ROUTER_IO=epoll|uring` runs every system test on that backend (CI runs
         // them on both); otherwise the router picks (`auto`).
         let io = std::env::var("WEFT_ROUTER_IO")
             .ok()
-            .filter(|_| !extra_args.contains(&"--io"));
-        let child = boot::router_command(&router, &config, io.as_deref())
-            .args(extra_args)
+            .filter(|_| !self.args.iter().any(|a| a == "--io"));
+        let child = boot::router_command(&bin_dir().join("weft-router"), &config, io.as_deref())
+            .args(&self.args)
             .env("RUST_LOG", log_level())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let router = Self {
-            process: Process(Some(child)),
-            id,
-            edge_port,
-            dir,
-        };
+        self.process = Process(Some(child));
+    }
+
+    async fn wait_online(&self, admin: &Admin, name: &str) {
         let deadline = Instant::now() + START_TIMEOUT;
-        while admin.get(&format!("edge-routers/{}", router.id)).await["data"]["isOnline"] != true {
+        while admin.get(&format!("edge-routers/{}", self.id)).await["data"]["isOnline"] != true {
             assert!(
                 Instant::now() < deadline,
                 "router {name} did not come online"
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        router
     }
 
     /// Kills the process.
     pub fn kill(&mut self) {
         self.process.kill();
+    }
+
+    /// Starts the process again (after [`Self::kill`]) with the same configuration and
+    /// waits until the controller sees it online.
+    pub async fn restart(&mut self, admin: &Admin) {
+        self.kill();
+        self.spawn();
+        let id = self.id.clone();
+        self.wait_online(admin, &id).await;
     }
 }
 

@@ -120,6 +120,20 @@ named_i32! { ContentType {
     CONTROL_REMOVE_TERMINATOR = 0x5743_0007;
     /// Either way: `ErrorReply` to a request.
     CONTROL_ERROR = 0x5743_0008;
+    /// Controller -> router: `Peers`, the routers it may link with.
+    CONTROL_PEERS = 0x5743_0009;
+    /// Router -> controller: `LinkStatus`.
+    CONTROL_LINK_STATUS = 0x5743_000a;
+    /// Router -> controller: `CircuitRequest`.
+    CONTROL_CIRCUIT_REQUEST = 0x5743_000b;
+    /// Controller -> router: `CircuitResponse`.
+    CONTROL_CIRCUIT_RESPONSE = 0x5743_000c;
+    /// Controller -> router: `Route`.
+    CONTROL_ROUTE = 0x5743_000d;
+    /// Router -> controller: `RouteResponse`.
+    CONTROL_ROUTE_RESPONSE = 0x5743_000e;
+    /// Either way: `CircuitClosed`.
+    CONTROL_CIRCUIT_CLOSED = 0x5743_000f;
 }}
 
 impl ContentType {

@@ -12,12 +12,16 @@ use std::time::Duration;
 use base64::Engine;
 use bytes::BytesMut;
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
+
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{mpsc, oneshot};
 use weft_wire::control::{ControlMessage, pb};
 use weft_wire::{ContentType, Decoded, Decoder, Frame, HeaderId, Limits};
 
+use super::mesh::{MeshRouter, OUTBOUND_CAPACITY, Outbound};
 use crate::clock;
 use crate::controller::Controller;
 use crate::model::Kind;
@@ -75,7 +79,7 @@ pub const MAX_PENDING_PER_SOURCE: usize = 8;
 
 /// Unauthenticated control connections per source address.
 #[derive(Debug, Default)]
-struct PendingBySource(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+struct PendingBySource(std::sync::Mutex<HashMap<std::net::IpAddr, usize>>);
 
 /// One pending connection of a source, released on drop.
 struct SourceSlot {
@@ -152,21 +156,22 @@ pub async fn serve(ctl: Arc<Controller>, listener: TcpListener, tls: tokio_rustl
                 }
                 Err(_) => return,
             };
-            let Some(router) = authorize(&ctl, &stream) else {
+            let Some((router, fingerprint)) = authorize(&ctl, &stream) else {
                 tracing::warn!(%peer, "control connection refused: not an enrolled edge router");
                 return;
             };
             drop(permit);
-            serve_router(ctl, router, peer, stream).await;
+            serve_router(ctl, router, fingerprint, peer, stream).await;
         });
     }
 }
 
-/// The enrolled, enabled edge router whose certificate the peer presented.
+/// The enrolled, enabled edge router whose certificate the peer presented, and the
+/// fingerprint of that certificate.
 fn authorize<IO>(
     ctl: &Controller,
     stream: &tokio_rustls::server::TlsStream<IO>,
-) -> Option<EntityRow> {
+) -> Option<(EntityRow, String)> {
     let leaf = stream.get_ref().1.peer_certificates()?.first()?;
     // The TLS layer already checked the chain to the signing CA; checked again here
     // so that this function alone states the whole rule.
@@ -180,7 +185,7 @@ fn authorize<IO>(
         .get_entity(Kind::EdgeRouters.collection(), &router_id)
         .ok()??;
     let disabled = router.data.get("disabled").and_then(Value::as_bool) == Some(true);
-    (!disabled).then_some(router)
+    (!disabled).then_some((router, fp))
 }
 
 /// Cleans up after a connection however it ends: terminators created over it are
@@ -195,6 +200,7 @@ struct ConnGuard {
 impl Drop for ConnGuard {
     fn drop(&mut self) {
         self.ctl.routers.unregister(&self.router_id, self.conn_id);
+        self.ctl.mesh.router_down(&self.router_id, self.conn_id);
         for id in &self.terminators {
             if let Err(e) = self
                 .ctl
@@ -212,10 +218,12 @@ impl Drop for ConnGuard {
 async fn serve_router<S: AsyncRead + AsyncWrite + Unpin>(
     ctl: Arc<Controller>,
     router: EntityRow,
+    fingerprint: String,
     peer: SocketAddr,
     stream: S,
 ) {
     let (id, kick) = ctl.routers.register(&router.id);
+    let (outbound, outbound_rx) = mpsc::channel(OUTBOUND_CAPACITY);
     let mut conn = Conn {
         guard: ConnGuard {
             ctl: ctl.clone(),
@@ -223,6 +231,11 @@ async fn serve_router<S: AsyncRead + AsyncWrite + Unpin>(
             conn_id: id,
             terminators: Vec::new(),
         },
+        router: router.clone(),
+        fingerprint,
+        outbound,
+        outbound_rx,
+        pending_routes: HashMap::new(),
         out: BytesMut::new(),
         seq: 0,
     };
@@ -239,6 +252,15 @@ async fn serve_router<S: AsyncRead + AsyncWrite + Unpin>(
 
 struct Conn {
     guard: ConnGuard,
+    /// The router's entity (name, cost, no-traversal) as it connected.
+    router: EntityRow,
+    /// Fingerprint of the router certificate it connected with.
+    fingerprint: String,
+    /// Messages for this router from elsewhere (routes of circuits, circuit replies).
+    outbound: mpsc::Sender<Outbound>,
+    outbound_rx: mpsc::Receiver<Outbound>,
+    /// Routes sent and not answered yet, by the sequence of their frame.
+    pending_routes: HashMap<i32, oneshot::Sender<Result<(), String>>>,
     out: BytesMut,
     seq: i32,
 }
@@ -329,9 +351,20 @@ impl Conn {
         dec.set_limits(Limits::DEFAULT);
         tracing::debug!(router = %msg.router_id, version = %msg.version, "router hello");
         let mut rx = self.send_sync(hello.sequence())?;
+        self.join_mesh(&msg);
+        let mut peers = self.ctl().mesh.subscribe_peers();
+        let current = peers.borrow_and_update().clone();
+        self.push(current.as_ref(), None)?;
         self.flush(&mut wr).await?;
         loop {
             tokio::select! {
+                changed = peers.changed() => {
+                    if changed.is_ok() {
+                        let current = peers.borrow_and_update().clone();
+                        self.push(current.as_ref(), None)?;
+                    }
+                }
+                Some(msg) = self.outbound_rx.recv() => self.send_outbound(msg)?,
                 r = read_more(&mut rd, &mut dec) => {
                     r?;
                     while let Decoded::Frame(frame) = dec.decode()? {
@@ -371,13 +404,100 @@ impl Conn {
         Ok(rx)
     }
 
+    /// Enters the router into the mesh with what its hello says of its links.
+    fn join_mesh(&self, hello: &pb::RouterHello) {
+        let data = &self.router.data;
+        self.ctl().mesh.router_up(MeshRouter {
+            id: self.router.id.clone(),
+            name: self.router.name.clone(),
+            conn_id: self.guard.conn_id,
+            link_address: hello.link_listener.clone(),
+            link_groups: hello.link_groups.clone(),
+            dial_groups: hello.dial_groups.clone(),
+            client_fingerprint: self.fingerprint.clone(),
+            cost: data
+                .get("cost")
+                .and_then(Value::as_u64)
+                .map_or(0, |c| u16::try_from(c).unwrap_or(u16::MAX)),
+            no_traversal: data.get("noTraversal").and_then(Value::as_bool) == Some(true),
+            outbound: self.outbound.clone(),
+        });
+    }
+
+    /// Queues a message that came from elsewhere for this router.
+    fn send_outbound(&mut self, msg: Outbound) -> Result<(), ConnError> {
+        match msg {
+            Outbound::Route { route, reply } => {
+                let seq = self.seq.wrapping_add(1);
+                self.push(&route, None)?;
+                self.pending_routes.insert(seq, reply);
+            }
+            Outbound::CircuitReply { reply_for, result } => match result {
+                Ok(response) => self.push(&response, Some(reply_for))?,
+                Err(error) => self.push(&error, Some(reply_for))?,
+            },
+            Outbound::CircuitClosed(closed) => self.push(&closed, None)?,
+        }
+        Ok(())
+    }
+
     /// Handles one frame after the hello; a resync request returns a new receiver.
     fn handle(
         &mut self,
         frame: &Frame,
     ) -> Result<Option<tokio::sync::broadcast::Receiver<Arc<pb::StateUpdate>>>, ConnError> {
         let seq = frame.sequence();
+        // Answers to the routes this connection sent.
+        if let Some(reply_for) = frame
+            .header(HeaderId::REPLY_FOR)
+            .and_then(|v| v.as_i32().ok())
+        {
+            if let Some(reply) = self.pending_routes.remove(&reply_for) {
+                let answer = match frame.content_type() {
+                    ContentType::CONTROL_ROUTE_RESPONSE => Ok(()),
+                    ContentType::CONTROL_ERROR => Err(pb::ErrorReply::decode_frame(frame)
+                        .map_or_else(|e| e.to_string(), |e| e.message)),
+                    other => Err(format!("unexpected answer {other:?}")),
+                };
+                let _ = reply.send(answer);
+                return Ok(None);
+            }
+        }
         match frame.content_type() {
+            ContentType::CONTROL_LINK_STATUS => {
+                let status = pb::LinkStatus::decode_frame(frame)?;
+                tracing::info!(
+                    router = %self.router.name,
+                    peer = %status.peer_router_id,
+                    up = status.up,
+                    latency_us = status.latency_us,
+                    reason = %status.reason,
+                    "link status"
+                );
+                self.ctl().mesh.link_status(&self.guard.router_id, &status);
+            }
+            ContentType::CONTROL_CIRCUIT_REQUEST => {
+                let req = pb::CircuitRequest::decode_frame(frame)?;
+                let (ctl, ingress, out) = (
+                    self.guard.ctl.clone(),
+                    self.guard.router_id.clone(),
+                    self.outbound.clone(),
+                );
+                // Routing waits for other routers: it runs beside this connection.
+                tokio::spawn(async move {
+                    let result = super::mesh::create_circuit(ctl, ingress, req).await;
+                    let _ = out
+                        .send(Outbound::CircuitReply {
+                            reply_for: seq,
+                            result,
+                        })
+                        .await;
+                });
+            }
+            ContentType::CONTROL_CIRCUIT_CLOSED => {
+                let closed = pb::CircuitClosed::decode_frame(frame)?;
+                self.ctl().mesh.circuit_closed(closed.circuit_id);
+            }
             ContentType::CONTROL_ROUTER_HELLO => {
                 let msg = pb::RouterHello::decode_frame(frame)?;
                 if msg.router_id != self.guard.router_id {

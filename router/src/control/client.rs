@@ -37,6 +37,8 @@ pub enum ControlEvent {
         /// The stored terminator.
         terminator: pb::Terminator,
     },
+    /// The routers this router may link with (replaces the last list).
+    Peers(pb::Peers),
     /// A terminator request failed (code `DISCONNECTED` when the connection ended
     /// before the reply).
     TerminatorFailed {
@@ -146,6 +148,7 @@ enum Command {
     ),
     Remove(String, oneshot::Sender<Result<RequestId, ClientError>>),
     Resync(oneshot::Sender<Result<(), ClientError>>),
+    LinkStatus(pb::LinkStatus, oneshot::Sender<Result<(), ClientError>>),
     Shutdown,
 }
 
@@ -195,6 +198,17 @@ impl ControlHandle {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(Command::Resync(tx))
+            .await
+            .map_err(|_| ClientError::Stopped)?;
+        rx.await.map_err(|_| ClientError::Stopped)?
+    }
+
+    /// Tells the controller of a link's state (no reply; lost when not connected: the
+    /// links are reported again on their next change).
+    pub async fn link_status(&self, status: pb::LinkStatus) -> Result<(), ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::LinkStatus(status, tx))
             .await
             .map_err(|_| ClientError::Stopped)?;
         rx.await.map_err(|_| ClientError::Stopped)?
@@ -277,7 +291,7 @@ async fn run(
                     Some(Command::Create(_, reply) | Command::Remove(_, reply)) => {
                         let _ = reply.send(Err(ClientError::NotConnected));
                     }
-                    Some(Command::Resync(reply)) => {
+                    Some(Command::Resync(reply) | Command::LinkStatus(_, reply)) => {
                         let _ = reply.send(Err(ClientError::NotConnected));
                     }
                 },
@@ -338,6 +352,7 @@ async fn connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
                     code,
                     message,
                 },
+                ProtocolEvent::Peers(peers) => ControlEvent::Peers(peers),
                 ProtocolEvent::ResyncRequested { held, got } => {
                     tracing::warn!(held, got, "revision gap; resynchronising");
                     continue;
@@ -373,6 +388,12 @@ async fn connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
                 }
                 Some(Command::Resync(reply)) => {
                     let _ = reply.send(proto.request_resync().map_err(|e| match e {
+                        ProtocolError::NotReady => ClientError::NotConnected,
+                        e => e.into(),
+                    }));
+                }
+                Some(Command::LinkStatus(status, reply)) => {
+                    let _ = reply.send(proto.link_status(&status).map_err(|e| match e {
                         ProtocolError::NotReady => ClientError::NotConnected,
                         e => e.into(),
                     }));

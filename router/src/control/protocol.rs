@@ -43,6 +43,8 @@ pub enum ProtocolEvent {
         /// Human-readable reason.
         message: String,
     },
+    /// The routers this router may link with (replaces the last list).
+    Peers(pb::Peers),
     /// An update did not follow the held revision; a resync was requested.
     ResyncRequested {
         /// Revision held.
@@ -186,6 +188,14 @@ impl ControlProtocol {
         self.send(&req, None)
     }
 
+    /// Queues a LinkStatus (no reply).
+    pub fn link_status(&mut self, status: &pb::LinkStatus) -> Result<(), ProtocolError> {
+        if !self.is_ready() {
+            return Err(ProtocolError::NotReady);
+        }
+        self.send(status, None).map(|_| ())
+    }
+
     /// Asks the controller for a full StateSync (a hello with `resync` set); updates are
     /// dropped until it arrives. Does nothing while a resync is already outstanding.
     pub fn request_resync(&mut self) -> Result<(), ProtocolError> {
@@ -278,6 +288,10 @@ impl ControlProtocol {
                     }
                     Phase::Resyncing | Phase::AwaitingAck => {}
                 }
+            }
+            ContentType::CONTROL_PEERS => {
+                let peers = pb::Peers::decode_frame(frame)?;
+                self.events.push_back(ProtocolEvent::Peers(peers));
             }
             ContentType::CONTROL_CREATE_TERMINATOR_RESPONSE => {
                 let res = pb::CreateTerminatorResponse::decode_frame(frame)?;

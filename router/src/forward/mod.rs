@@ -20,6 +20,7 @@
 #![deny(clippy::disallowed_methods)] // sans-IO: no clock reads (clippy.toml)
 
 mod cross;
+mod links;
 mod terminators;
 
 use std::cmp::Reverse;
@@ -34,6 +35,7 @@ use crate::edge::{
 };
 use crate::sessions::{Removed, RevisionGap, SessionTable};
 pub use cross::{CrossDial, CrossMsg, SHARD_SHIFT, credit_batch};
+pub use links::{LATENCY_REPORT_INTERVAL, LinkInfo};
 pub use terminators::Terminator;
 use terminators::Terminators;
 
@@ -87,6 +89,8 @@ pub enum ControlRequest {
         /// Controller id of the terminator.
         terminator_id: String,
     },
+    /// A link went up or down, or its latency changed.
+    LinkStatus(pb::LinkStatus),
 }
 
 /// One side of a circuit on this shard.
@@ -206,6 +210,10 @@ pub struct ForwardStats {
     pub circuits_cross: u64,
     /// Data frames handed to another shard.
     pub frames_cross: u64,
+    /// Links whose hello succeeded.
+    pub links_up: u64,
+    /// Links that ended after their hello succeeded.
+    pub links_lost: u64,
 }
 
 /// Which circuit each (connection, conn id) carries, grouped by connection so that a
@@ -246,6 +254,8 @@ pub struct Forwarder {
     shards: usize,
     sessions: SessionTable,
     conns: HashMap<ConnKey, ConnState>,
+    /// Links to other routers.
+    links: HashMap<ConnKey, links::LinkState>,
     terminators: Terminators,
     circuits: HashMap<CircuitId, Circuit>,
     legs: Legs,
@@ -253,6 +263,8 @@ pub struct Forwarder {
     ready: VecDeque<ConnKey>,
     in_ready: HashSet<ConnKey>,
     closes: VecDeque<(ConnKey, CloseReason)>,
+    /// Links to close, with why.
+    link_closes: VecDeque<(ConnKey, String)>,
     control: VecDeque<ControlRequest>,
     /// Messages for other shards: (destination shard, message).
     cross: VecDeque<(usize, CrossMsg)>,
@@ -307,6 +319,7 @@ impl Forwarder {
             shards: usize::from(shards.max(1)),
             sessions,
             conns: HashMap::new(),
+            links: HashMap::new(),
             terminators: Terminators::default(),
             circuits: HashMap::new(),
             legs: Legs::default(),
@@ -314,6 +327,7 @@ impl Forwarder {
             ready: VecDeque::new(),
             in_ready: HashSet::new(),
             closes: VecDeque::new(),
+            link_closes: VecDeque::new(),
             control: VecDeque::new(),
             cross: VecDeque::new(),
             timers: BinaryHeap::new(),
@@ -570,13 +584,20 @@ impl Forwarder {
         self.broadcast(|| CrossMsg::TerminatorDown { conn, listener });
     }
 
-    /// Fires deadlines that passed.
+    /// Fires deadlines that passed. A link whose session ends at its deadline (silent
+    /// past the dead time) comes out of [`Self::poll_link_close`].
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(Reverse((deadline, key))) = self.timers.peek().copied() {
             if deadline > now {
                 break;
             }
             self.timers.pop();
+            if self.links.contains_key(&key) {
+                if let Err(e) = self.link_timeout(now, key) {
+                    self.link_closes.push_back((key, e.to_string()));
+                }
+                continue;
+            }
             if let Some(state) = self.conns.get_mut(&key) {
                 state.armed = None;
                 state.edge.handle_timeout(&self.sessions, now);

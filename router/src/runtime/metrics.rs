@@ -193,6 +193,30 @@ pub(super) fn render(stats: &[ShardStats]) -> String {
             "Edge connections closed because their API session held the most allowed on the shard.",
             |s| s.forward.refused_per_api_session,
         ),
+        (
+            "weft_router_links_up_total",
+            "counter",
+            "Links to other routers whose hello succeeded.",
+            |s| s.forward.links_up,
+        ),
+        (
+            "weft_router_links_lost_total",
+            "counter",
+            "Links to other routers that ended after coming up.",
+            |s| s.forward.links_lost,
+        ),
+        (
+            "weft_router_links_refused_total",
+            "counter",
+            "Incoming links refused (a certificate the controller does not vouch for, a failed handshake, too many handshakes).",
+            |s| s.links_refused,
+        ),
+        (
+            "weft_router_link_dial_failures_total",
+            "counter",
+            "Link dials that failed before the link came up.",
+            |s| s.link_dial_failures,
+        ),
     ];
     let mut out = String::new();
     for (name, kind, help, value) in METRICS {
@@ -224,6 +248,38 @@ pub(super) fn render(stats: &[ShardStats]) -> String {
             );
         }
         let _ = writeln!(out, "{name}_count{{shard=\"{}\"}} {}", s.shard, d.count);
+    }
+    // Per link: its measured round trip and the circuits it carries.
+    for (name, help) in [
+        (
+            "weft_router_link_latency_seconds",
+            "Smoothed round trip of a link to another router (heartbeats).",
+        ),
+        (
+            "weft_router_link_circuits",
+            "Circuits a link to another router carries.",
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for l in stats.iter().flat_map(|s| &s.links) {
+            let Some(peer) = &l.peer else {
+                continue;
+            };
+            let value = match name {
+                "weft_router_link_circuits" => l.circuits as f64,
+                _ => match l.latency {
+                    Some(d) => d.as_secs_f64(),
+                    None => continue,
+                },
+            };
+            let _ = writeln!(
+                out,
+                "{name}{{peer=\"{}\",dialed=\"{}\",link=\"{}\"}} {value}",
+                peer.replace(['"', '\\', '\n'], "_"),
+                l.dialed,
+                l.key.0
+            );
+        }
     }
     out
 }

@@ -44,6 +44,7 @@
 
 mod backend;
 mod conn;
+mod link;
 mod metrics;
 mod shard;
 #[cfg(target_os = "linux")]
@@ -63,6 +64,7 @@ use crate::sessions::RevisionGap;
 pub use backend::{
     IoBackend, IoSelection, UnknownIoSelection, UringUnavailable, probe_uring, select_backend,
 };
+pub use link::{LinkSettings, MAX_PENDING_HANDSHAKES};
 
 /// What the control side tells the shards.
 #[derive(Clone, Debug)]
@@ -89,6 +91,8 @@ pub enum ShardCommand {
         /// Why, for the SDK.
         reason: String,
     },
+    /// The routers this router may link with (to the shard that holds the links).
+    Peers(Arc<pb::Peers>),
     /// Stop accepting, let circuits finish for up to `grace`, then close everything.
     Shutdown {
         /// How long circuits may go on.
@@ -131,6 +135,8 @@ pub struct RouterSettings {
     pub max_conns_per_shard: usize,
     /// The I/O backend to run the shards on (`auto` probes io_uring once at start).
     pub io: IoSelection,
+    /// Links to other routers (the first shard holds them); none without `[link]`.
+    pub link: Option<LinkSettings>,
 }
 
 /// Why the router could not start.
@@ -161,7 +167,7 @@ pub enum StartError {
 }
 
 /// Counters of one shard, as the metrics endpoint reports them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ShardStats {
     /// The shard.
     pub shard: usize,
@@ -184,6 +190,12 @@ pub struct ShardStats {
     /// The controller state revision the shard's session table holds (0 before the
     /// first sync).
     pub revision: u64,
+    /// Links to other routers held by this shard.
+    pub links: Vec<crate::forward::LinkInfo>,
+    /// Incoming links refused (unknown certificate, failed handshake, too many).
+    pub links_refused: u64,
+    /// Link dials that failed before the link came up.
+    pub link_dial_failures: u64,
 }
 
 /// Messages to one shard.
@@ -199,6 +211,7 @@ enum ShardMsg {
 pub struct Router {
     backend: IoBackend,
     local_addr: SocketAddr,
+    link_addr: Option<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
     shard_threads: Vec<JoinHandle<()>>,
     dispatcher: Option<JoinHandle<()>>,
@@ -229,6 +242,21 @@ impl Router {
                 .map_err(|error| StartError::Listen { addr, error })?;
             listeners.push(listener);
         }
+        let mut link_listener = match settings.link.as_ref().and_then(|l| l.listen) {
+            Some(a) => Some(
+                std::net::TcpListener::bind(a)
+                    .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                    .map_err(|error| StartError::Listen { addr: a, error })?,
+            ),
+            None => None,
+        };
+        let link_addr = match &link_listener {
+            Some(l) => Some(
+                l.local_addr()
+                    .map_err(|error| StartError::Listen { addr, error })?,
+            ),
+            None => None,
+        };
         let metrics_listener = match settings.metrics_listen {
             Some(m) => Some(
                 std::net::TcpListener::bind(m)
@@ -256,6 +284,11 @@ impl Router {
             let shard_settings = settings.clone();
             let requests = requests.clone();
             let ready_tx = ready_tx.clone();
+            let shard_link = if index == 0 {
+                link_listener.take()
+            } else {
+                None
+            };
             let thread = std::thread::Builder::new()
                 .name(format!("weft-shard-{index}"))
                 .spawn(move || {
@@ -264,6 +297,7 @@ impl Router {
                         backend,
                         settings: shard_settings,
                         listener,
+                        link_listener: shard_link,
                         commands: rx,
                         requests,
                         peers,
@@ -324,6 +358,7 @@ impl Router {
         Ok(Self {
             backend,
             local_addr: addr,
+            link_addr,
             metrics_addr,
             shard_threads,
             dispatcher: Some(dispatcher),
@@ -343,6 +378,11 @@ impl Router {
     /// The metrics listener's address, when configured.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
+    }
+
+    /// The link listener's address, when `[link] listen` is configured.
+    pub fn link_addr(&self) -> Option<SocketAddr> {
+        self.link_addr
     }
 
     /// Waits until every shard has stopped (after [`ShardCommand::Shutdown`] or the
@@ -438,6 +478,12 @@ fn dispatch(
                 ShardCommand::Shutdown { grace } => {
                     shutdown = grace;
                     break;
+                }
+                // The first shard holds the links.
+                ShardCommand::Peers(_) => {
+                    if let Some(tx) = shards.first() {
+                        let _ = tx.send(ShardMsg::Command(Box::new(command)));
+                    }
                 }
                 ShardCommand::Sync(_) | ShardCommand::Update(_) => {
                     for tx in &shards {

@@ -95,6 +95,8 @@ pub(super) struct Shard {
     refused: u64,
     /// Owned I/O buffers of the io_uring backend, reused across connections.
     pub(super) buffers: BufferPool,
+    /// Links to other routers (the first shard of a router with `[link]`).
+    pub(super) links: Option<super::link::LinkManager>,
 }
 
 impl Shard {
@@ -126,6 +128,11 @@ impl Shard {
             max_conns: settings.max_conns_per_shard,
             refused: 0,
             buffers: BufferPool::default(),
+            links: settings
+                .link
+                .as_ref()
+                .filter(|_| index == 0)
+                .map(|l| super::link::LinkManager::new(Arc::new(l.clone()), l.listen.is_some())),
         }
     }
 
@@ -227,6 +234,8 @@ impl Shard {
     pub(super) fn wake(&mut self, key: ConnKey) {
         if let Some(waker) = self.conns.get_mut(&key).and_then(|s| s.waker.take()) {
             waker.wake();
+        } else if let Some(slot) = self.links.as_ref().and_then(|m| m.slots.get(&key)) {
+            slot.wake();
         }
     }
 
@@ -259,6 +268,11 @@ impl Shard {
             }
             self.wake(key);
         }
+        while let Some((key, reason)) = self.fwd.poll_link_close() {
+            if let Some(slot) = self.links.as_ref().and_then(|m| m.slots.get(&key)) {
+                slot.close(reason);
+            }
+        }
         if !self.paused.is_empty() {
             let mut paused = std::mem::take(&mut self.paused);
             paused.retain(|key| {
@@ -290,6 +304,9 @@ impl Shard {
             refused: self.refused,
             dial_setup: self.fwd.dial_setup(),
             revision: self.fwd.sessions().revision(),
+            links: self.fwd.links(),
+            links_refused: self.links.as_ref().map_or(0, |m| m.refused),
+            link_dial_failures: self.links.as_ref().map_or(0, |m| m.dial_failures),
         }
     }
 }
@@ -349,6 +366,8 @@ pub(super) struct ShardIo {
     pub(super) backend: IoBackend,
     pub(super) settings: super::RouterSettings,
     pub(super) listener: std::net::TcpListener,
+    /// The link listener (first shard only).
+    pub(super) link_listener: Option<std::net::TcpListener>,
     pub(super) commands: mpsc::UnboundedReceiver<ShardMsg>,
     pub(super) requests: mpsc::UnboundedSender<ShardRequest>,
     /// Queues to the other shards, by index.
@@ -412,6 +431,7 @@ async fn shard_main(io: ShardIo) {
         backend,
         settings,
         listener,
+        link_listener,
         commands,
         requests,
         peers,
@@ -459,6 +479,19 @@ async fn shard_main(io: ShardIo) {
         }
         #[cfg(not(target_os = "linux"))]
         IoBackend::Uring => return,
+    }
+    if let Some(link_listener) = link_listener {
+        match tokio::net::TcpListener::from_std(link_listener) {
+            Ok(l) => {
+                tokio::task::spawn_local(super::link::accept_loop(
+                    shard.clone(),
+                    l,
+                    settings.tls.clone(),
+                    stop_accept.clone(),
+                ));
+            }
+            Err(e) => tracing::error!(error = %e, "cannot register the link listener"),
+        }
     }
     tokio::task::spawn_local(timer_loop(shard.clone(), timer));
     command_loop(shard, commands, stop_accept).await;
@@ -560,6 +593,11 @@ async fn command_loop(
             }
             ShardMsg::Command(c) => *c,
         };
+        if let ShardCommand::Peers(peers) = &command {
+            Shard::apply_peers(&shard, peers);
+            shard.borrow_mut().pump();
+            continue;
+        }
         let now = Instant::now();
         let mut s = shard.borrow_mut();
         match command {
@@ -591,6 +629,8 @@ async fn command_loop(
                 grace = g;
                 break;
             }
+            // Handled above, before the shard is borrowed.
+            ShardCommand::Peers(_) => {}
         }
         s.pump();
     }
@@ -608,6 +648,11 @@ async fn shutdown(shard: &Rc<RefCell<Shard>>, stop_accept: &Notify, grace: Durat
     }
     let open = {
         let mut s = shard.borrow_mut();
+        if let Some(mgr) = &s.links {
+            for slot in mgr.slots.values() {
+                slot.close("the router is shutting down".into());
+            }
+        }
         let keys: Vec<ConnKey> = s.conns.keys().copied().collect();
         for key in keys {
             if let Some(slot) = s.conns.get_mut(&key) {

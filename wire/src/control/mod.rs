@@ -69,6 +69,13 @@ control_messages! {
     CreateTerminatorResponse => CONTROL_CREATE_TERMINATOR_RESPONSE,
     RemoveTerminatorRequest => CONTROL_REMOVE_TERMINATOR,
     ErrorReply => CONTROL_ERROR,
+    Peers => CONTROL_PEERS,
+    LinkStatus => CONTROL_LINK_STATUS,
+    CircuitRequest => CONTROL_CIRCUIT_REQUEST,
+    CircuitResponse => CONTROL_CIRCUIT_RESPONSE,
+    Route => CONTROL_ROUTE,
+    RouteResponse => CONTROL_ROUTE_RESPONSE,
+    CircuitClosed => CONTROL_CIRCUIT_CLOSED,
 }
 
 #[cfg(test)]

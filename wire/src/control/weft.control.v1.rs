@@ -19,6 +19,12 @@ pub struct RouterHello {
     /// follow the one it holds; the controller answers with HelloAck and a full StateSync.
     #[prost(bool, tag = "5")]
     pub resync: bool,
+    /// Groups of the link listener: routers whose dialers share a group dial it.
+    #[prost(string, repeated, tag = "6")]
+    pub link_groups: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Groups the router's link dialers dial.
+    #[prost(string, repeated, tag = "7")]
+    pub dial_groups: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 /// Controller -> router, reply to RouterHello.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -221,6 +227,131 @@ pub struct ErrorReply {
     pub code: ::prost::alloc::string::String,
     #[prost(string, tag = "2")]
     pub message: ::prost::alloc::string::String,
+}
+/// A router another router may link with, as the controller vouches for it.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Peer {
+    #[prost(string, tag = "1")]
+    pub router_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub name: ::prost::alloc::string::String,
+    /// Its link listener, e.g. "tls://r2.example:4022" (empty: it accepts no links).
+    #[prost(string, tag = "3")]
+    pub link_address: ::prost::alloc::string::String,
+    /// Groups of its link listener.
+    #[prost(string, repeated, tag = "4")]
+    pub link_groups: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Groups its dialers dial.
+    #[prost(string, repeated, tag = "5")]
+    pub dial_groups: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Fingerprint of the certificate it dials with (its router certificate): a listener
+    /// admits a link only from a leaf on this list. (A dialer checks the listener's server
+    /// certificate by the network CA, the dialled name and its common name, the router id.)
+    #[prost(string, tag = "6")]
+    pub client_fingerprint: ::prost::alloc::string::String,
+}
+/// Controller -> router: every router that may link, the receiver included (it finds
+/// itself by id). Sent after the first StateSync and whenever the set changes; each
+/// replaces the last.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Peers {
+    #[prost(message, repeated, tag = "1")]
+    pub peers: ::prost::alloc::vec::Vec<Peer>,
+}
+/// Router -> controller: a link went up, changed latency, or went down. No reply.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct LinkStatus {
+    /// The router at the other end.
+    #[prost(string, tag = "1")]
+    pub peer_router_id: ::prost::alloc::string::String,
+    /// Whether this router dialled it.
+    #[prost(bool, tag = "2")]
+    pub dialed: bool,
+    #[prost(bool, tag = "3")]
+    pub up: bool,
+    /// Smoothed round trip in microseconds (0 while unmeasured).
+    #[prost(uint64, tag = "4")]
+    pub latency_us: u64,
+    /// Why it went down (empty when up).
+    #[prost(string, tag = "5")]
+    pub reason: ::prost::alloc::string::String,
+}
+/// Router -> controller: a dial on this router needs a circuit to a terminator on another
+/// router. Answered by CircuitResponse or ErrorReply.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct CircuitRequest {
+    /// The Dial session the SDK presented.
+    #[prost(string, tag = "1")]
+    pub session_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub service_id: ::prost::alloc::string::String,
+    /// The terminator instance the SDK asked for (empty: any).
+    #[prost(string, tag = "3")]
+    pub instance: ::prost::alloc::string::String,
+    /// Relayed to the host in its Dial (edge headers CallerId, PublicKey, AppData).
+    #[prost(bytes = "vec", tag = "4")]
+    pub caller_id: ::prost::alloc::vec::Vec<u8>,
+    #[prost(bytes = "vec", tag = "5")]
+    pub public_key: ::prost::alloc::vec::Vec<u8>,
+    #[prost(bytes = "vec", tag = "6")]
+    pub app_data: ::prost::alloc::vec::Vec<u8>,
+}
+/// Controller -> ingress router, reply to CircuitRequest: the circuit is routed on every
+/// other router of the path and the host accepted.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct CircuitResponse {
+    /// The circuit's id on every link of the path.
+    #[prost(uint64, tag = "1")]
+    pub circuit_id: u64,
+    /// Router ids, ingress first, egress last.
+    #[prost(string, repeated, tag = "2")]
+    pub path: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// The host's public key for end-to-end encryption (empty when none).
+    #[prost(bytes = "vec", tag = "3")]
+    pub host_public_key: ::prost::alloc::vec::Vec<u8>,
+    #[prost(string, tag = "4")]
+    pub terminator_id: ::prost::alloc::string::String,
+}
+/// Controller -> a transit or egress router of a circuit. Answered by RouteResponse or
+/// ErrorReply.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Route {
+    #[prost(uint64, tag = "1")]
+    pub circuit_id: u64,
+    /// The router toward the dialer.
+    #[prost(string, tag = "2")]
+    pub previous_router_id: ::prost::alloc::string::String,
+    /// The router toward the host; empty on the egress router.
+    #[prost(string, tag = "3")]
+    pub next_router_id: ::prost::alloc::string::String,
+    /// On the egress router: the terminator to dial (its id and the address it was
+    /// created with), and what the host's Dial carries.
+    #[prost(string, tag = "4")]
+    pub terminator_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "5")]
+    pub terminator_address: ::prost::alloc::string::String,
+    #[prost(bytes = "vec", tag = "6")]
+    pub caller_id: ::prost::alloc::vec::Vec<u8>,
+    #[prost(bytes = "vec", tag = "7")]
+    pub public_key: ::prost::alloc::vec::Vec<u8>,
+    #[prost(bytes = "vec", tag = "8")]
+    pub app_data: ::prost::alloc::vec::Vec<u8>,
+}
+/// Router -> controller, reply to Route: the route is installed (and, on the egress, the
+/// host accepted).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RouteResponse {
+    #[prost(uint64, tag = "1")]
+    pub circuit_id: u64,
+}
+/// Controller -> router: forget a circuit (its setup failed elsewhere). Router ->
+/// controller: a circuit ended here. No reply.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct CircuitClosed {
+    #[prost(uint64, tag = "1")]
+    pub circuit_id: u64,
+    #[prost(string, tag = "2")]
+    pub reason: ::prost::alloc::string::String,
 }
 /// Whether a session dials or hosts a service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]

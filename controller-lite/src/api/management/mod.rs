@@ -4,6 +4,7 @@
 pub mod cascade;
 pub mod credentials;
 pub mod crud;
+pub mod fabric;
 pub mod related;
 pub mod sessions;
 pub mod views;
@@ -35,5 +36,5 @@ pub fn routes() -> ApiBuilder {
     for k in Kind::ALL {
         api = crud::routes(api, k);
     }
-    related::routes(sessions::routes(credentials::routes(api)))
+    fabric::routes(related::routes(sessions::routes(credentials::routes(api))))
 }

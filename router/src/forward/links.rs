@@ -1,0 +1,241 @@
+//! The forwarder's links to other routers: one [`LinkSession`] per link connection,
+//! keyed like edge connections by a driver-assigned [`ConnKey`], with the same driving
+//! contract (`poll_ready` → [`Forwarder::poll_link_transmit`], timers through
+//! `poll_timeout`/`handle_timeout`, [`Forwarder::link_wants_read`]).
+//!
+//! What links tell the controller leaves as [`ControlRequest::LinkStatus`]: up, the
+//! measured latency (at most every [`LATENCY_REPORT_INTERVAL`], or at once when it
+//! moved by a quarter), down with the reason.
+
+use std::time::{Duration, Instant};
+
+use weft_wire::control::pb;
+
+use super::{ConnKey, ControlRequest, Forwarder};
+use crate::link::session::{LinkConfig, LinkError, LinkEvent, LinkSession, Role, Transmit};
+
+/// Least time between two latency reports of one link.
+pub const LATENCY_REPORT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// One link connection.
+#[derive(Debug)]
+pub(super) struct LinkState {
+    pub(super) session: LinkSession,
+    /// Whether this router dialled it.
+    pub(super) dialed: bool,
+    /// The router at the other end, once the hello succeeded.
+    pub(super) peer: Option<String>,
+    /// The deadline last pushed to the timer heap.
+    pub(super) armed: Option<Instant>,
+    /// The latency last reported, and when.
+    reported: Option<(Duration, Instant)>,
+}
+
+/// A link as metrics and logs see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkInfo {
+    /// Its connection key.
+    pub key: ConnKey,
+    /// The router at the other end (`None` during the hello).
+    pub peer: Option<String>,
+    /// Whether this router dialled it.
+    pub dialed: bool,
+    /// The smoothed round trip, once measured.
+    pub latency: Option<Duration>,
+    /// Circuits it carries.
+    pub circuits: usize,
+}
+
+impl Forwarder {
+    /// A link connection whose TLS handshake finished, in `role` (a dialer's hello goes
+    /// out first). The listener side's `role` names the router the dialer's verified
+    /// leaf certificate belongs to.
+    pub fn add_link(
+        &mut self,
+        now: Instant,
+        key: ConnKey,
+        config: LinkConfig,
+        role: Role,
+    ) -> Result<(), LinkError> {
+        let dialed = matches!(role, Role::Dialer { .. });
+        let session = LinkSession::new(config, role, now)?;
+        self.links.insert(
+            key,
+            LinkState {
+                session,
+                dialed,
+                peer: None,
+                armed: None,
+                reported: None,
+            },
+        );
+        self.after_link_input(now, key);
+        Ok(())
+    }
+
+    /// Bytes read from the link `key`. An error ends the link: the driver closes the
+    /// connection and calls [`Self::link_lost`].
+    pub fn link_received(
+        &mut self,
+        now: Instant,
+        key: ConnKey,
+        data: &[u8],
+    ) -> Result<(), LinkError> {
+        let Some(link) = self.links.get_mut(&key) else {
+            return Err(LinkError::NotUp);
+        };
+        let result = link.session.handle_bytes(now, data);
+        self.after_link_input(now, key);
+        result
+    }
+
+    /// The next frame to write on the link `key`.
+    pub fn poll_link_transmit(&mut self, key: ConnKey) -> Option<Transmit> {
+        self.links.get_mut(&key)?.session.poll_transmit()
+    }
+
+    /// Whether the driver should read from the link `key`.
+    pub fn link_wants_read(&self, key: ConnKey) -> bool {
+        self.links.get(&key).is_some_and(|l| l.session.wants_read())
+    }
+
+    /// The next link to close (its session failed at a deadline), with why; the driver
+    /// closes the connection and calls [`Self::link_lost`].
+    pub fn poll_link_close(&mut self) -> Option<(ConnKey, String)> {
+        self.link_closes.pop_front()
+    }
+
+    /// Whether `key` is a link (not an edge connection).
+    pub fn is_link(&self, key: ConnKey) -> bool {
+        self.links.contains_key(&key)
+    }
+
+    /// The link `key` ended (its socket failed, the peer went away, or the session
+    /// failed with `reason`): it is forgotten and the controller told.
+    pub fn link_lost(&mut self, _now: Instant, key: ConnKey, reason: &str) {
+        let Some(link) = self.links.remove(&key) else {
+            return;
+        };
+        self.ready.retain(|k| *k != key);
+        self.in_ready.remove(&key);
+        if let Some(peer) = link.peer {
+            self.stats.links_lost += 1;
+            self.control
+                .push_back(ControlRequest::LinkStatus(pb::LinkStatus {
+                    peer_router_id: peer,
+                    dialed: link.dialed,
+                    up: false,
+                    latency_us: 0,
+                    reason: reason.to_owned(),
+                }));
+        }
+    }
+
+    /// The links of this shard.
+    pub fn links(&self) -> Vec<LinkInfo> {
+        let mut out: Vec<LinkInfo> = self
+            .links
+            .iter()
+            .map(|(key, l)| LinkInfo {
+                key: *key,
+                peer: l.peer.clone(),
+                dialed: l.dialed,
+                latency: l.session.latency(),
+                circuits: l.session.circuits(),
+            })
+            .collect();
+        out.sort_by_key(|l| l.key);
+        out
+    }
+
+    /// The link to `peer` that is up, if any (the lowest key when several are).
+    pub fn link_to(&self, peer: &str) -> Option<ConnKey> {
+        self.links
+            .iter()
+            .filter(|(_, l)| l.peer.as_deref() == Some(peer))
+            .map(|(k, _)| *k)
+            .min()
+    }
+
+    /// A link's timer fired.
+    pub(super) fn link_timeout(&mut self, now: Instant, key: ConnKey) -> Result<(), LinkError> {
+        let Some(link) = self.links.get_mut(&key) else {
+            return Ok(());
+        };
+        link.armed = None;
+        let result = link.session.handle_timeout(now);
+        self.after_link_input(now, key);
+        result
+    }
+
+    /// Handles the link's events, queues it for writing and re-arms its timer.
+    pub(super) fn after_link_input(&mut self, now: Instant, key: ConnKey) {
+        while let Some(event) = self
+            .links
+            .get_mut(&key)
+            .and_then(|l| l.session.poll_event())
+        {
+            self.link_event(now, key, event);
+        }
+        let Some(link) = self.links.get_mut(&key) else {
+            return;
+        };
+        let deadline = link.session.poll_timeout();
+        if link.armed != Some(deadline) {
+            link.armed = Some(deadline);
+            self.timers.push(std::cmp::Reverse((deadline, key)));
+        }
+        if self.in_ready.insert(key) {
+            self.ready.push_back(key);
+        }
+    }
+
+    fn link_event(&mut self, now: Instant, key: ConnKey, event: LinkEvent) {
+        let Some(link) = self.links.get_mut(&key) else {
+            return;
+        };
+        match event {
+            LinkEvent::Up { peer } => {
+                link.peer = Some(peer.clone());
+                self.stats.links_up += 1;
+                self.control
+                    .push_back(ControlRequest::LinkStatus(pb::LinkStatus {
+                        peer_router_id: peer,
+                        dialed: link.dialed,
+                        up: true,
+                        latency_us: 0,
+                        reason: String::new(),
+                    }));
+            }
+            LinkEvent::Latency(_) => {
+                let Some(latency) = link.session.latency() else {
+                    return;
+                };
+                let due = match link.reported {
+                    None => true,
+                    Some((last, at)) => {
+                        now.saturating_duration_since(at) >= LATENCY_REPORT_INTERVAL
+                            || latency.abs_diff(last) > last / 4
+                    }
+                };
+                if let (true, Some(peer)) = (due, link.peer.clone()) {
+                    link.reported = Some((latency, now));
+                    self.control
+                        .push_back(ControlRequest::LinkStatus(pb::LinkStatus {
+                            peer_router_id: peer,
+                            dialed: link.dialed,
+                            up: true,
+                            latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+                            reason: String::new(),
+                        }));
+                }
+            }
+            // Circuits are opened on a link only by routes, which this shard does not
+            // hold yet: the session drops data of circuits it does not carry.
+            LinkEvent::Data { circuit, .. } | LinkEvent::Closed { circuit, .. } => {
+                let _ = link.session.close_circuit(circuit, b"unknown circuit");
+            }
+            LinkEvent::Credit { .. } => {}
+        }
+    }
+}
