@@ -306,6 +306,8 @@ impl RouterConfig {
                 max_conns_per_api_session: self.max_conns_per_api_session,
                 edge,
                 window: self.window_bytes,
+                // Set when the node starts links.
+                mesh_shard: None,
             },
             tls: Arc::new(tls),
             handshake_timeout: Duration::from_millis(self.handshake_timeout_ms),

@@ -20,6 +20,7 @@ use weft_wire::control::pb;
 
 use crate::config::{ConfigError, RouterConfig};
 use crate::control::{self, ClientError, ControlConfig, ControlEvent, ControlHandle, RequestId};
+use crate::edge::CircuitId;
 use crate::enroll;
 use crate::forward::{ConnKey, ControlRequest};
 use crate::link::backoff::BackoffConfig;
@@ -126,6 +127,7 @@ impl Node {
                 backoff: BackoffConfig::default(),
                 handshake_timeout: settings.handshake_timeout,
             });
+            settings.forward.mesh_shard = Some(0);
             control_config.hello.link_groups = link.groups.clone();
             control_config.hello.dial_groups = link.dial_groups.clone();
         }
@@ -248,6 +250,8 @@ struct Bridge {
     commands: mpsc::UnboundedSender<ShardCommand>,
     pending: HashMap<RequestId, Pending>,
     hosted: HashMap<String, Registration>,
+    /// Circuit requests waiting for the controller's answer, with their circuit.
+    circuits: HashMap<RequestId, CircuitId>,
 }
 
 impl Bridge {
@@ -289,6 +293,19 @@ impl Bridge {
             ControlEvent::Peers(peers) => {
                 self.send(ShardCommand::Peers(std::sync::Arc::new(peers)))
             }
+            ControlEvent::CircuitRouted { request_id, result } => {
+                match self.circuits.remove(&request_id) {
+                    Some(circuit) => self.send(ShardCommand::CircuitRouted { circuit, result }),
+                    None => tracing::debug!(request_id, "circuit answer for no pending request"),
+                }
+            }
+            ControlEvent::Route { request_id, route } => {
+                self.send(ShardCommand::Route { request_id, route });
+            }
+            ControlEvent::CircuitClosed(closed) => self.send(ShardCommand::Unroute {
+                circuit_id: closed.circuit_id,
+                reason: closed.reason,
+            }),
             ControlEvent::Update(update) => self.send(ShardCommand::Update(update)),
             ControlEvent::TerminatorCreated {
                 request_id,
@@ -391,6 +408,7 @@ async fn bridge(
         commands,
         pending: HashMap::new(),
         hosted: HashMap::new(),
+        circuits: HashMap::new(),
     };
     let mut backlog = VecDeque::new();
     let mut requests_open = true;
@@ -442,6 +460,46 @@ async fn bridge(
                     if let Err(e) = sent {
                         // The controller drops a disconnected router's terminators itself.
                         tracing::debug!(%terminator_id, error = %e, "terminator not removed");
+                    }
+                }
+                Some(ShardRequest::Control(ControlRequest::CreateCircuit { circuit, request })) => {
+                    let control = state.control.clone();
+                    let sent =
+                        with_events(control.circuit_request(request), &mut events, &mut backlog)
+                            .await;
+                    match sent {
+                        Ok(id) => {
+                            state.circuits.insert(id, circuit);
+                        }
+                        Err(e) => state.send(ShardCommand::CircuitRouted {
+                            circuit,
+                            result: Err(format!("cannot reach the controller: {e}")),
+                        }),
+                    }
+                }
+                Some(ShardRequest::Control(ControlRequest::RouteResult {
+                    request_id,
+                    circuit_id,
+                    error,
+                })) => {
+                    let control = state.control.clone();
+                    let sent = with_events(
+                        control.route_reply(request_id, circuit_id, error),
+                        &mut events,
+                        &mut backlog,
+                    )
+                    .await;
+                    if let Err(e) = sent {
+                        tracing::debug!(error = %e, circuit_id, "route answer not sent");
+                    }
+                }
+                Some(ShardRequest::Control(ControlRequest::CircuitClosed(closed))) => {
+                    let control = state.control.clone();
+                    let sent =
+                        with_events(control.circuit_closed(closed), &mut events, &mut backlog)
+                            .await;
+                    if let Err(e) = sent {
+                        tracing::debug!(error = %e, "circuit end not reported");
                     }
                 }
                 Some(ShardRequest::Control(ControlRequest::LinkStatus(status))) => {

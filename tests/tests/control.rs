@@ -119,8 +119,11 @@ async fn control_session(
         let frame = tokio::time::timeout(wait, read_frame(&mut tls, &mut dec))
             .await
             .unwrap()?;
-        // Updates of the change feed may come first.
-        if frame.content_type() != ContentType::CONTROL_STATE_UPDATE {
+        // Updates of the change feed and the peer list may come first.
+        if !matches!(
+            frame.content_type(),
+            ContentType::CONTROL_STATE_UPDATE | ContentType::CONTROL_PEERS
+        ) {
             return Some(frame.content_type());
         }
     }

@@ -169,3 +169,171 @@ async fn a_certificate_the_controller_does_not_vouch_for_gets_no_link() {
             .is_empty()
     );
 }
+
+/// A controller and three routers in a line, A - B - C: B listens, A and C dial it, and
+/// A and C share no group (so no link joins them).
+struct Line {
+    controller: Ctl,
+    admin: Admin,
+    a: Router,
+    b: Router,
+    c: Router,
+}
+
+impl Line {
+    async fn start() -> Self {
+        init_logs();
+        let controller = Ctl::start();
+        let admin = controller.admin().await;
+        let control = controller.control_addr();
+        let b_config = format!(
+            "[link]\nlisten = \"127.0.0.1:{}\"\ngroups = [\"ab\", \"bc\"]\ndial_groups = []\n",
+            free_port()
+        );
+        let b = Router::start_configured(&admin, "line-b", &control, &b_config, &[]).await;
+        let a_config = "[link]\ndial_groups = [\"ab\"]\n";
+        let a = Router::start_configured(&admin, "line-a", &control, a_config, &[]).await;
+        let c_config = "[link]\ndial_groups = [\"bc\"]\n";
+        let c = Router::start_configured(&admin, "line-c", &control, c_config, &[]).await;
+        links_until(&admin, "two links up", |l| {
+            l.len() == 2 && l.iter().all(|l| l["state"] == "up")
+        })
+        .await;
+        // Dialers may use router A only, hosts router C only: a circuit must cross B.
+        for (name, identities, routers) in [
+            ("dialers-on-a", "#dialer", "#line-a"),
+            ("hosts-on-c", "#hoster", "#line-c"),
+        ] {
+            admin
+                .create(
+                    "edge-router-policies",
+                    serde_json::json!({"name": name, "edgeRouterRoles": [routers],
+                                       "identityRoles": [identities]}),
+                )
+                .await;
+        }
+        admin
+            .create(
+                "service-edge-router-policies",
+                serde_json::json!({"name": "all-services", "edgeRouterRoles": ["#all"],
+                                   "serviceRoles": ["#all"]}),
+            )
+            .await;
+        Self {
+            controller,
+            admin,
+            a,
+            b,
+            c,
+        }
+    }
+
+    /// A service `name` with a host context (on C) and a client context (on A).
+    async fn service(&self, name: &str, encrypted: bool) -> (weft_sdk::Context, weft_sdk::Context) {
+        self.admin.service(name, &[name], encrypted).await;
+        let role = format!("#{name}");
+        for (kind, who) in [("Dial", "client"), ("Bind", "host")] {
+            self.admin
+                .service_policy(
+                    &format!("{name}-{kind}"),
+                    kind,
+                    &[&format!("#{name}-{who}")],
+                    &[&role],
+                )
+                .await;
+        }
+        let context = |id: String, attrs: Vec<String>| async move {
+            let attrs: Vec<&str> = attrs.iter().map(String::as_str).collect();
+            let (_, jwt) = self.admin.identity(&id, &attrs).await;
+            let identity = weft_sdk::enroll(&jwt).await.unwrap();
+            weft_sdk::Context::new(identity).await.unwrap()
+        };
+        let host = context(
+            format!("{name}-h"),
+            vec![format!("{name}-host"), "hoster".into()],
+        )
+        .await;
+        let client = context(
+            format!("{name}-c"),
+            vec![format!("{name}-client"), "dialer".into()],
+        )
+        .await;
+        (host, client)
+    }
+}
+
+fn sha(data: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(data).into()
+}
+
+const TEN_MB: usize = 10 * 1024 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_circuit_crosses_three_routers_ten_megabytes_each_way() {
+    let line = Line::start().await;
+    let (host, client) = line.service("line", true).await;
+    let mut listener = host.bind("line").await.unwrap();
+    let upload = weft_testkit::pattern(TEN_MB, 7);
+    let download = weft_testkit::pattern(TEN_MB, 8);
+    let (up_sum, down_sum) = (sha(&upload), sha(&download));
+    let server = tokio::spawn(async move {
+        let mut stream = listener.accept().await.unwrap();
+        assert_eq!(stream.peer(), "line-c");
+        let mut got = Vec::with_capacity(TEN_MB);
+        let (mut rd, mut wr) = tokio::io::split(&mut stream);
+        let writer = async {
+            wr.write_all(&download).await.unwrap();
+            wr.shutdown().await.unwrap();
+        };
+        let reader = async { rd.read_to_end(&mut got).await.unwrap() };
+        tokio::join!(writer, reader);
+        assert_eq!(sha(&got), up_sum, "upload corrupted across the routers");
+    });
+
+    let mut stream = client.dial("line").await.unwrap();
+    assert!(stream.is_encrypted());
+    assert_eq!(stream.router(), "line-a");
+    // The controller routed it A → B → C.
+    let circuits = line.admin.get("circuits").await["data"].clone();
+    let path: Vec<&str> = circuits[0]["path"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        path,
+        [line.a.id.as_str(), line.b.id.as_str(), line.c.id.as_str()]
+    );
+    let started = Instant::now();
+    let (mut rd, mut wr) = tokio::io::split(&mut stream);
+    let writer = async {
+        wr.write_all(&upload).await.unwrap();
+        wr.shutdown().await.unwrap();
+    };
+    let reader = async {
+        let mut got = Vec::with_capacity(TEN_MB);
+        rd.read_to_end(&mut got).await.unwrap();
+        got
+    };
+    let ((), got) = tokio::join!(writer, reader);
+    assert_eq!(sha(&got), down_sum, "download corrupted across the routers");
+    eprintln!(
+        "20 MB across three routers (encrypted) in {:?}",
+        started.elapsed()
+    );
+    server.await.unwrap();
+    drop(stream);
+    // Every router of the path reports the end: the controller forgets the circuit.
+    let deadline = Instant::now() + WAIT;
+    while !line.admin.get("circuits").await["data"]
+        .as_array()
+        .unwrap()
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "the circuit is still listed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(line.controller);
+}

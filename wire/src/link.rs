@@ -33,6 +33,11 @@ fn u32_header(frame: &Frame, id: HeaderId) -> Result<u32, MessageError> {
         .map_err(|error| MessageError::BadHeader { id, error })
 }
 
+/// [`LinkData`] flag: the circuit's ingress router is routed and the egress may relay
+/// what its host sends (an empty frame that needs no credit, relayed by transit
+/// routers). The edge's [`crate::edge::FLAG_FIN`] (bit 0) marks a half-close.
+pub const FLAG_START: u32 = 0x2;
+
 /// First frame on a link: the dialing router names itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LinkHello<'a> {
@@ -68,7 +73,7 @@ pub struct LinkData<'a> {
     pub circuit_id: u64,
     /// Per-circuit sequence, from 1.
     pub seq: u64,
-    /// Flags; [`crate::edge::FLAG_FIN`] marks a half-close.
+    /// Flags; [`crate::edge::FLAG_FIN`] marks a half-close, [`FLAG_START`] the start.
     pub flags: u32,
     /// The payload (an edge Data body), relayed untouched.
     pub payload: &'a [u8],

@@ -496,7 +496,9 @@ impl Conn {
             }
             ContentType::CONTROL_CIRCUIT_CLOSED => {
                 let closed = pb::CircuitClosed::decode_frame(frame)?;
-                self.ctl().mesh.circuit_closed(closed.circuit_id);
+                self.ctl()
+                    .mesh
+                    .circuit_closed(&self.guard.router_id, &closed);
             }
             ContentType::CONTROL_ROUTER_HELLO => {
                 let msg = pb::RouterHello::decode_frame(frame)?;

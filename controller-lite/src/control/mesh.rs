@@ -287,9 +287,28 @@ impl Mesh {
         self.next_circuit.fetch_add(1, Ordering::Relaxed) & (u64::MAX >> 1)
     }
 
-    /// A router on the path of `circuit` said it ended: the circuit is forgotten.
-    pub fn circuit_closed(&self, circuit: u64) {
-        self.lock().circuits.remove(&circuit);
+    /// A router on the path of `circuit` said it ended: the circuit is forgotten. With
+    /// `take_down` (the ingress could not use it; no data has flowed), the other routers
+    /// of its path are told to forget it too.
+    pub fn circuit_closed(&self, reporter: &str, closed: &pb::CircuitClosed) {
+        let mut s = self.lock();
+        let Some(circuit) = s.circuits.remove(&closed.circuit_id) else {
+            return;
+        };
+        if !closed.take_down {
+            return;
+        }
+        for router in circuit.path.iter().filter(|r| *r != reporter) {
+            if let Some(r) = s.routers.get(router) {
+                let _ = r
+                    .outbound
+                    .try_send(Outbound::CircuitClosed(pb::CircuitClosed {
+                        circuit_id: closed.circuit_id,
+                        reason: closed.reason.clone(),
+                        take_down: false,
+                    }));
+            }
+        }
     }
 }
 
@@ -503,6 +522,7 @@ pub async fn create_circuit(
                 let _ = out.try_send(Outbound::CircuitClosed(pb::CircuitClosed {
                     circuit_id,
                     reason: e.message.clone(),
+                    take_down: false,
                 }));
             }
         }

@@ -39,6 +39,24 @@ pub enum ControlEvent {
     },
     /// The routers this router may link with (replaces the last list).
     Peers(pb::Peers),
+    /// The answer to [`ControlHandle::circuit_request`] (an error with code
+    /// `DISCONNECTED` when the connection ended before it).
+    CircuitRouted {
+        /// Id returned by [`ControlHandle::circuit_request`].
+        request_id: RequestId,
+        /// The circuit, or why there is none.
+        result: Result<pb::CircuitResponse, String>,
+    },
+    /// The controller asks to install a route; answer with
+    /// [`ControlHandle::route_reply`].
+    Route {
+        /// The Route's request id.
+        request_id: RequestId,
+        /// The route.
+        route: pb::Route,
+    },
+    /// The controller takes a circuit down.
+    CircuitClosed(pb::CircuitClosed),
     /// A terminator request failed (code `DISCONNECTED` when the connection ended
     /// before the reply).
     TerminatorFailed {
@@ -148,8 +166,43 @@ enum Command {
     ),
     Remove(String, oneshot::Sender<Result<RequestId, ClientError>>),
     Resync(oneshot::Sender<Result<(), ClientError>>),
-    LinkStatus(pb::LinkStatus, oneshot::Sender<Result<(), ClientError>>),
+    Send(Outgoing, oneshot::Sender<Result<RequestId, ClientError>>),
     Shutdown,
+}
+
+/// Messages of the mesh sent on the current connection.
+#[derive(Debug)]
+enum Outgoing {
+    LinkStatus(pb::LinkStatus),
+    CircuitRequest(pb::CircuitRequest),
+    RouteReply {
+        request_id: RequestId,
+        circuit_id: u64,
+        error: Option<String>,
+    },
+    CircuitClosed(pb::CircuitClosed),
+}
+
+impl Outgoing {
+    /// Queues the message; a request's id (0 for messages without a reply).
+    fn queue(&self, proto: &mut ControlProtocol) -> Result<RequestId, ClientError> {
+        let sent = match self {
+            Self::LinkStatus(s) => proto.link_status(s).map(|()| 0),
+            Self::CircuitRequest(r) => proto.circuit_request(r),
+            Self::RouteReply {
+                request_id,
+                circuit_id,
+                error,
+            } => proto
+                .route_reply(*request_id, *circuit_id, error.as_deref())
+                .map(|()| 0),
+            Self::CircuitClosed(c) => proto.circuit_closed(c).map(|()| 0),
+        };
+        sent.map_err(|e| match e {
+            ProtocolError::NotReady => ClientError::NotConnected,
+            e => e.into(),
+        })
+    }
 }
 
 /// Cloneable handle for requests; the client stops when every handle is dropped or
@@ -203,15 +256,46 @@ impl ControlHandle {
         rx.await.map_err(|_| ClientError::Stopped)?
     }
 
-    /// Tells the controller of a link's state (no reply; lost when not connected: the
-    /// links are reported again on their next change).
-    pub async fn link_status(&self, status: pb::LinkStatus) -> Result<(), ClientError> {
+    async fn send(&self, msg: Outgoing) -> Result<RequestId, ClientError> {
         let (tx, rx) = oneshot::channel();
         self.tx
-            .send(Command::LinkStatus(status, tx))
+            .send(Command::Send(msg, tx))
             .await
             .map_err(|_| ClientError::Stopped)?;
         rx.await.map_err(|_| ClientError::Stopped)?
+    }
+
+    /// Tells the controller of a link's state (no reply; lost when not connected: the
+    /// links are reported again on their next change).
+    pub async fn link_status(&self, status: pb::LinkStatus) -> Result<(), ClientError> {
+        self.send(Outgoing::LinkStatus(status)).await.map(|_| ())
+    }
+
+    /// Asks the controller to route a circuit; returns the request id that the
+    /// [`ControlEvent::CircuitRouted`] answering it carries.
+    pub async fn circuit_request(&self, req: pb::CircuitRequest) -> Result<RequestId, ClientError> {
+        self.send(Outgoing::CircuitRequest(req)).await
+    }
+
+    /// Answers the Route `request_id` ([`ControlEvent::Route`]).
+    pub async fn route_reply(
+        &self,
+        request_id: RequestId,
+        circuit_id: u64,
+        error: Option<String>,
+    ) -> Result<(), ClientError> {
+        self.send(Outgoing::RouteReply {
+            request_id,
+            circuit_id,
+            error,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Tells the controller a circuit across routers ended here.
+    pub async fn circuit_closed(&self, msg: pb::CircuitClosed) -> Result<(), ClientError> {
+        self.send(Outgoing::CircuitClosed(msg)).await.map(|_| ())
     }
 
     /// Closes the connection and stops the client.
@@ -291,7 +375,10 @@ async fn run(
                     Some(Command::Create(_, reply) | Command::Remove(_, reply)) => {
                         let _ = reply.send(Err(ClientError::NotConnected));
                     }
-                    Some(Command::Resync(reply) | Command::LinkStatus(_, reply)) => {
+                    Some(Command::Resync(reply)) => {
+                        let _ = reply.send(Err(ClientError::NotConnected));
+                    }
+                    Some(Command::Send(_, reply)) => {
                         let _ = reply.send(Err(ClientError::NotConnected));
                     }
                 },
@@ -353,6 +440,13 @@ async fn connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
                     message,
                 },
                 ProtocolEvent::Peers(peers) => ControlEvent::Peers(peers),
+                ProtocolEvent::CircuitRouted { request_id, result } => {
+                    ControlEvent::CircuitRouted { request_id, result }
+                }
+                ProtocolEvent::Route { request_id, route } => {
+                    ControlEvent::Route { request_id, route }
+                }
+                ProtocolEvent::CircuitClosed(c) => ControlEvent::CircuitClosed(c),
                 ProtocolEvent::ResyncRequested { held, got } => {
                     tracing::warn!(held, got, "revision gap; resynchronising");
                     continue;
@@ -392,11 +486,8 @@ async fn connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
                         e => e.into(),
                     }));
                 }
-                Some(Command::LinkStatus(status, reply)) => {
-                    let _ = reply.send(proto.link_status(&status).map_err(|e| match e {
-                        ProtocolError::NotReady => ClientError::NotConnected,
-                        e => e.into(),
-                    }));
+                Some(Command::Send(msg, reply)) => {
+                    let _ = reply.send(msg.queue(&mut proto));
                 }
                 Some(Command::Remove(id, reply)) => {
                     let _ = reply.send(proto.remove_terminator(&id).map_err(|e| match e {
@@ -416,6 +507,15 @@ async fn connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
                 request_id,
                 code: "DISCONNECTED".into(),
                 message: "the control connection closed before the reply".into(),
+            })
+            .await;
+    }
+    let pending: Vec<RequestId> = proto.pending_circuits().collect();
+    for request_id in pending {
+        let _ = events
+            .send(ControlEvent::CircuitRouted {
+                request_id,
+                result: Err("DISCONNECTED: the control connection closed before the reply".into()),
             })
             .await;
     }

@@ -45,6 +45,24 @@ pub enum ProtocolEvent {
     },
     /// The routers this router may link with (replaces the last list).
     Peers(pb::Peers),
+    /// The controller's answer to a [`ControlProtocol::circuit_request`]: the route, or
+    /// why there is none.
+    CircuitRouted {
+        /// The request.
+        request_id: RequestId,
+        /// The circuit, or the reason (code and message).
+        result: Result<pb::CircuitResponse, String>,
+    },
+    /// The controller asks to install a route; answer with
+    /// [`ControlProtocol::route_reply`].
+    Route {
+        /// The Route's sequence, which the reply names.
+        request_id: RequestId,
+        /// The route.
+        route: pb::Route,
+    },
+    /// The controller takes a circuit down.
+    CircuitClosed(pb::CircuitClosed),
     /// An update did not follow the held revision; a resync was requested.
     ResyncRequested {
         /// Revision held.
@@ -105,6 +123,7 @@ pub struct ControlProtocol {
     phase: Phase,
     revision: u64,
     pending_creates: HashSet<RequestId>,
+    pending_circuits: HashSet<RequestId>,
     events: VecDeque<ProtocolEvent>,
 }
 
@@ -123,6 +142,7 @@ impl ControlProtocol {
             phase: Phase::AwaitingAck,
             revision: 0,
             pending_creates: HashSet::new(),
+            pending_circuits: HashSet::new(),
             events: VecDeque::new(),
         };
         let hello = p.hello.clone();
@@ -186,6 +206,57 @@ impl ControlProtocol {
             terminator_id: terminator_id.to_string(),
         };
         self.send(&req, None)
+    }
+
+    /// Circuit requests still waiting for their reply (failed by the caller when the
+    /// connection ends).
+    pub fn pending_circuits(&self) -> impl Iterator<Item = RequestId> + '_ {
+        self.pending_circuits.iter().copied()
+    }
+
+    /// Queues a CircuitRequest; its answer comes back as
+    /// [`ProtocolEvent::CircuitRouted`].
+    pub fn circuit_request(
+        &mut self,
+        req: &pb::CircuitRequest,
+    ) -> Result<RequestId, ProtocolError> {
+        if !self.is_ready() {
+            return Err(ProtocolError::NotReady);
+        }
+        let id = self.send(req, None)?;
+        self.pending_circuits.insert(id);
+        Ok(id)
+    }
+
+    /// Answers the Route `request_id`: RouteResponse, or ErrorReply with `error`.
+    pub fn route_reply(
+        &mut self,
+        request_id: RequestId,
+        circuit_id: u64,
+        error: Option<&str>,
+    ) -> Result<(), ProtocolError> {
+        if !self.is_ready() {
+            return Err(ProtocolError::NotReady);
+        }
+        match error {
+            None => self.send(&pb::RouteResponse { circuit_id }, Some(request_id))?,
+            Some(message) => self.send(
+                &pb::ErrorReply {
+                    code: "ROUTE_FAILED".into(),
+                    message: message.into(),
+                },
+                Some(request_id),
+            )?,
+        };
+        Ok(())
+    }
+
+    /// Queues a CircuitClosed (no reply).
+    pub fn circuit_closed(&mut self, msg: &pb::CircuitClosed) -> Result<(), ProtocolError> {
+        if !self.is_ready() {
+            return Err(ProtocolError::NotReady);
+        }
+        self.send(msg, None).map(|_| ())
     }
 
     /// Queues a LinkStatus (no reply).
@@ -302,9 +373,40 @@ impl ControlProtocol {
                     });
                 }
             }
+            ContentType::CONTROL_CIRCUIT_RESPONSE => {
+                let res = pb::CircuitResponse::decode_frame(frame)?;
+                if let Some(request_id) = reply_for.filter(|r| self.pending_circuits.remove(r)) {
+                    self.events.push_back(ProtocolEvent::CircuitRouted {
+                        request_id,
+                        result: Ok(res),
+                    });
+                }
+            }
+            ContentType::CONTROL_ROUTE => {
+                let route = pb::Route::decode_frame(frame)?;
+                self.events.push_back(ProtocolEvent::Route {
+                    request_id: frame.sequence(),
+                    route,
+                });
+            }
+            ContentType::CONTROL_CIRCUIT_CLOSED => {
+                let closed = pb::CircuitClosed::decode_frame(frame)?;
+                self.events.push_back(ProtocolEvent::CircuitClosed(closed));
+            }
+            ContentType::CONTROL_ERROR
+                if reply_for.is_some_and(|r| self.pending_circuits.contains(&r)) =>
+            {
+                let e = pb::ErrorReply::decode_frame(frame)?;
+                if let Some(request_id) = reply_for.filter(|r| self.pending_circuits.remove(r)) {
+                    self.events.push_back(ProtocolEvent::CircuitRouted {
+                        request_id,
+                        result: Err(format!("{}: {}", e.code, e.message)),
+                    });
+                }
+            }
             ContentType::CONTROL_ERROR => {
                 let e = pb::ErrorReply::decode_frame(frame)?;
-                // Only terminator requests are answered with errors after the hello.
+                // Terminator requests are the others answered with errors.
                 if let Some(request_id) = reply_for {
                     self.pending_creates.remove(&request_id);
                     self.events.push_back(ProtocolEvent::TerminatorFailed {

@@ -59,10 +59,16 @@ pub enum CrossMsg {
     },
     /// Dial the SDK hosting `(host_conn, listener)` for `circuit`.
     Dial(Box<CrossDial>),
-    /// The host accepted the dial of `circuit`.
+    /// Route `circuit` across routers (to the shard holding the links).
+    MeshDial(Box<MeshDial>),
+    /// The host accepted the dial of `circuit` (or, for a dial routed across routers,
+    /// the route is up and the far host accepted).
     Accepted {
         /// The circuit.
         circuit: CircuitId,
+        /// The host's public key, when the dialer's shard does not know it from the
+        /// terminator (a host on another router).
+        host_public_key: Option<Bytes>,
     },
     /// The host refused the dial of `circuit` (or was gone).
     Refused {
@@ -94,6 +100,16 @@ pub enum CrossMsg {
         /// The StateClosed body for the receiver's leg.
         reason: String,
     },
+}
+
+/// A dial with no terminator on this router, for the shard that holds the links: it
+/// asks the controller to route the circuit across routers.
+#[derive(Debug)]
+pub struct MeshDial {
+    /// The circuit (its id was made by the dialer's shard).
+    pub circuit: CircuitId,
+    /// The request for the controller.
+    pub request: weft_wire::control::pb::CircuitRequest,
 }
 
 /// A dial for the host of a terminator: sent to the host's shard, or made on this one.

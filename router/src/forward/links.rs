@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use weft_wire::control::pb;
 
-use super::{ConnKey, ControlRequest, Forwarder};
+use super::{ConnKey, ControlRequest, Forwarder, LinkLeg};
 use crate::link::session::{LinkConfig, LinkError, LinkEvent, LinkSession, Role, Transmit};
 
 /// Least time between two latency reports of one link.
@@ -111,13 +111,16 @@ impl Forwarder {
     }
 
     /// The link `key` ended (its socket failed, the peer went away, or the session
-    /// failed with `reason`): it is forgotten and the controller told.
-    pub fn link_lost(&mut self, _now: Instant, key: ConnKey, reason: &str) {
+    /// failed with `reason`): every circuit over it ends with an error, and the link is
+    /// forgotten and the controller told.
+    pub fn link_lost(&mut self, now: Instant, key: ConnKey, reason: &str) {
         let Some(link) = self.links.remove(&key) else {
             return;
         };
         self.ready.retain(|k| *k != key);
         self.in_ready.remove(&key);
+        let peer = link.peer.as_deref().unwrap_or("(before its hello)");
+        self.link_circuits_lost(now, key, peer);
         if let Some(peer) = link.peer {
             self.stats.links_lost += 1;
             self.control
@@ -230,12 +233,19 @@ impl Forwarder {
                         }));
                 }
             }
-            // Circuits are opened on a link only by routes, which this shard does not
-            // hold yet: the session drops data of circuits it does not carry.
-            LinkEvent::Data { circuit, .. } | LinkEvent::Closed { circuit, .. } => {
-                let _ = link.session.close_circuit(circuit, b"unknown circuit");
+            LinkEvent::Data {
+                circuit,
+                payload,
+                fin,
+                ..
+            } => self.link_data(now, LinkLeg { link: key, circuit }, payload, fin),
+            LinkEvent::Start { circuit } => self.link_start(LinkLeg { link: key, circuit }),
+            LinkEvent::Credit { circuit, bytes } => {
+                self.link_credit(LinkLeg { link: key, circuit }, bytes);
             }
-            LinkEvent::Credit { .. } => {}
+            LinkEvent::Closed { circuit, reason } => {
+                self.link_closed(now, LinkLeg { link: key, circuit }, &reason);
+            }
         }
     }
 }

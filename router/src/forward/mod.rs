@@ -21,6 +21,7 @@
 
 mod cross;
 mod links;
+mod mesh;
 mod terminators;
 
 use std::cmp::Reverse;
@@ -34,7 +35,7 @@ use crate::edge::{
     CircuitId, CloseReason, ConnEnd, EdgeConfig, EdgeConnection, EdgeEvent, Transmit,
 };
 use crate::sessions::{Removed, RevisionGap, SessionTable};
-pub use cross::{CrossDial, CrossMsg, SHARD_SHIFT, credit_batch};
+pub use cross::{CrossDial, CrossMsg, MeshDial, SHARD_SHIFT, credit_batch};
 pub use links::{LATENCY_REPORT_INTERVAL, LinkInfo};
 pub use terminators::Terminator;
 use terminators::Terminators;
@@ -57,6 +58,9 @@ pub struct ForwardConfig {
     /// Edge connections one API session may hold on this shard; a further hello is
     /// answered and its connection closed. SDKs open one per router.
     pub max_conns_per_api_session: usize,
+    /// The shard that holds the links to other routers, when the router has any: a dial
+    /// with no terminator on this router is routed there by the controller.
+    pub mesh_shard: Option<usize>,
 }
 
 impl Default for ForwardConfig {
@@ -66,6 +70,7 @@ impl Default for ForwardConfig {
             edge: EdgeConfig::default(),
             window: 4 * 1024 * 1024,
             max_conns_per_api_session: 16,
+            mesh_shard: None,
         }
     }
 }
@@ -91,6 +96,25 @@ pub enum ControlRequest {
     },
     /// A link went up or down, or its latency changed.
     LinkStatus(pb::LinkStatus),
+    /// Route `circuit` (its dialer has no terminator here) across routers; answer with
+    /// [`Forwarder::circuit_routed`].
+    CreateCircuit {
+        /// The circuit on this shard.
+        circuit: CircuitId,
+        /// The request for the controller.
+        request: pb::CircuitRequest,
+    },
+    /// The answer to a Route the controller sent ([`Forwarder::install_route`]).
+    RouteResult {
+        /// The Route's sequence.
+        request_id: i32,
+        /// The circuit's id on links.
+        circuit_id: u64,
+        /// Why it failed; `None` when installed.
+        error: Option<String>,
+    },
+    /// A circuit across routers ended here.
+    CircuitClosed(pb::CircuitClosed),
 }
 
 /// One side of a circuit on this shard.
@@ -100,11 +124,21 @@ struct Leg {
     conn_id: u32,
 }
 
+/// One side of a circuit on a link to another router: the link and the circuit's id on
+/// it (the same on every link of the circuit's path).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct LinkLeg {
+    link: ConnKey,
+    circuit: u64,
+}
+
 /// Which side of a circuit ended it (see `Forwarder::end_circuit`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Ended {
     /// This local leg (it is not told again).
     Leg(Leg),
+    /// This link leg (the peer router ended it; it is not told again).
+    Link(LinkLeg),
     /// This shard, for no leg in particular (every side is told).
     Here,
     /// The other shard (it is not told again).
@@ -118,13 +152,22 @@ enum End {
     Local(Leg),
     /// On the shard with this index.
     Remote(usize),
+    /// On another router, over a link of this shard.
+    Link(LinkLeg),
 }
 
 impl End {
     fn local(self) -> Option<Leg> {
         match self {
             Self::Local(leg) => Some(leg),
-            Self::Remote(_) => None,
+            Self::Remote(_) | Self::Link(_) => None,
+        }
+    }
+
+    fn link(self) -> Option<LinkLeg> {
+        match self {
+            Self::Link(leg) => Some(leg),
+            Self::Local(_) | Self::Remote(_) => None,
         }
     }
 
@@ -153,6 +196,56 @@ struct Circuit {
     toward_dialer: usize,
     /// Bytes the local leg wrote that came from the other shard, not yet credited.
     uncredited: usize,
+    /// The circuit's id on links, when it crosses routers.
+    mesh_id: Option<u64>,
+    /// Sequence of the next payload sent on its link leg.
+    link_seq: u64,
+    /// False on an egress router until the ingress says the circuit is routed: what the
+    /// host sends meanwhile waits in `held`.
+    relaying: bool,
+    /// Payload for the link leg that waits: for the start, or for the link's credit.
+    held: VecDeque<(Bytes, bool)>,
+    /// On an egress router, the Route to answer once the host accepted.
+    route_request: Option<i32>,
+}
+
+impl Circuit {
+    /// A circuit record with its dialer, the shard its host is (to be) on, and nothing
+    /// in flight.
+    fn new(dialer: End, host_shard: usize, now: Instant) -> Self {
+        Self {
+            dialer,
+            started: now,
+            host_public_key: None,
+            host: None,
+            host_shard,
+            toward_host: 0,
+            toward_dialer: 0,
+            uncredited: 0,
+            mesh_id: None,
+            link_seq: 1,
+            relaying: true,
+            held: VecDeque::new(),
+            route_request: None,
+        }
+    }
+
+    /// The sides on links.
+    fn link_legs(&self) -> [Option<LinkLeg>; 2] {
+        [self.dialer.link(), self.host.and_then(End::link)]
+    }
+
+    /// The side across from `from`, and whether it is toward the host; `None` while
+    /// the host has not accepted or `from` is no side of the circuit.
+    fn across(&self, from: End) -> Option<(End, bool)> {
+        if self.dialer == from {
+            self.host.map(|h| (h, true))
+        } else if self.host == Some(from) {
+            Some((self.dialer, false))
+        } else {
+            None
+        }
+    }
 }
 
 impl Circuit {
@@ -214,6 +307,16 @@ pub struct ForwardStats {
     pub links_up: u64,
     /// Links that ended after their hello succeeded.
     pub links_lost: u64,
+    /// Circuits across routers set up with this router as the ingress.
+    pub circuits_ingress: u64,
+    /// Circuits across routers this router carries between two links.
+    pub circuits_transit: u64,
+    /// Circuits across routers set up with this router as the egress.
+    pub circuits_egress: u64,
+    /// Payload bytes sent on links.
+    pub link_bytes_sent: u64,
+    /// Times payload for a link waited for the link's credit.
+    pub link_credit_stalls: u64,
 }
 
 /// Which circuit each (connection, conn id) carries, grouped by connection so that a
@@ -259,6 +362,8 @@ pub struct Forwarder {
     terminators: Terminators,
     circuits: HashMap<CircuitId, Circuit>,
     legs: Legs,
+    /// Which circuit each (link, circuit id on it) carries.
+    link_legs: HashMap<ConnKey, HashMap<u64, CircuitId>>,
     next_circuit: u64,
     ready: VecDeque<ConnKey>,
     in_ready: HashSet<ConnKey>,
@@ -323,6 +428,7 @@ impl Forwarder {
             terminators: Terminators::default(),
             circuits: HashMap::new(),
             legs: Legs::default(),
+            link_legs: HashMap::new(),
             next_circuit: u64::from(shard) << 48,
             ready: VecDeque::new(),
             in_ready: HashSet::new(),
@@ -366,7 +472,7 @@ impl Forwarder {
         let circuits = self
             .circuits
             .values()
-            .filter(|c| matches!(c.dialer, End::Local(_)))
+            .filter(|c| matches!(c.dialer, End::Local(_) | End::Link(_)))
             .count();
         let shard = self.shard;
         (
@@ -639,15 +745,6 @@ impl Forwarder {
             return;
         };
         match source {
-            End::Local(source) => {
-                let queued = match written_to_dialer {
-                    true => &mut circuit.toward_dialer,
-                    false => &mut circuit.toward_host,
-                };
-                *queued = queued.saturating_sub(len);
-                let resume = *queued <= self.config.window / 2;
-                self.delivered(circuit_id, source, len, resume);
-            }
             End::Remote(shard) => {
                 // The source shard counts these bytes against its window: credit them
                 // back in batches.
@@ -663,21 +760,40 @@ impl Forwarder {
                     ));
                 }
             }
+            End::Local(_) | End::Link(_) => {
+                let queued = match written_to_dialer {
+                    true => &mut circuit.toward_dialer,
+                    false => &mut circuit.toward_host,
+                };
+                *queued = queued.saturating_sub(len);
+                let resume = *queued <= self.config.window / 2;
+                self.delivered(circuit_id, source, len, resume);
+            }
         }
     }
 
-    /// `bytes` that `source` sent on `circuit` were written on the far side: a source
-    /// with per-stream credit gets them granted back; a paused one resumes when `resume`.
-    fn delivered(&mut self, circuit: CircuitId, source: Leg, bytes: usize, resume: bool) {
-        let Some(state) = self.conns.get_mut(&source.conn) else {
-            return;
-        };
-        if resume {
-            state.pausing.remove(&circuit);
-        }
-        if state.edge.has_stream_credit() {
-            state.edge.grant(source.conn_id, bytes);
-            self.mark(source.conn);
+    /// `bytes` that `source` sent on `circuit` were written (or consumed) on the far
+    /// side: a source with per-stream credit gets them granted back and a paused one
+    /// resumes when `resume`; another shard is credited; a link returns the credit to
+    /// its peer router.
+    fn delivered(&mut self, circuit: CircuitId, source: End, bytes: usize, resume: bool) {
+        match source {
+            End::Local(source) => {
+                let Some(state) = self.conns.get_mut(&source.conn) else {
+                    return;
+                };
+                if resume {
+                    state.pausing.remove(&circuit);
+                }
+                if state.edge.has_stream_credit() {
+                    state.edge.grant(source.conn_id, bytes);
+                    self.mark(source.conn);
+                }
+            }
+            End::Remote(shard) => self
+                .cross
+                .push_back((shard, CrossMsg::Credit { circuit, bytes })),
+            End::Link(leg) => self.link_consumed(leg, bytes),
         }
     }
 
@@ -752,15 +868,16 @@ impl Forwarder {
             }
             EdgeEvent::Dial {
                 conn_id,
+                session_id,
                 service_id,
                 caller_id,
                 public_key,
                 terminator_identity,
                 app_data,
-                ..
             } => self.dial(
                 now,
                 Leg { conn: key, conn_id },
+                &session_id,
                 &service_id,
                 terminator_identity.as_deref(),
                 caller_id,
@@ -823,9 +940,15 @@ impl Forwarder {
                 match c.dialer {
                     End::Local(_) => self.connected(now, circuit, Some(key)),
                     End::Remote(shard) => {
-                        self.cross
-                            .push_back((shard, CrossMsg::Accepted { circuit }));
+                        self.cross.push_back((
+                            shard,
+                            CrossMsg::Accepted {
+                                circuit,
+                                host_public_key: None,
+                            },
+                        ));
                     }
+                    End::Link(_) => self.route_done(circuit),
                 }
             }
             EdgeEvent::HostRefused { circuit, reason } => {
@@ -838,6 +961,7 @@ impl Forwarder {
                         self.cross
                             .push_back((shard, CrossMsg::Refused { circuit, reason }));
                     }
+                    End::Link(leg) => self.route_failed(now, circuit, &c, leg, &reason),
                 }
             }
             EdgeEvent::Data {
@@ -869,6 +993,7 @@ impl Forwarder {
         &mut self,
         now: Instant,
         from: Leg,
+        session_id: &str,
         service_id: &str,
         instance: Option<&[u8]>,
         caller_id: Bytes,
@@ -876,6 +1001,19 @@ impl Forwarder {
         app_data: Option<Bytes>,
     ) {
         let Some(t) = self.terminators.choose(service_id, instance, self.shard) else {
+            if let Some(mesh_shard) = self.config.mesh_shard {
+                let request = pb::CircuitRequest {
+                    session_id: session_id.to_owned(),
+                    service_id: service_id.to_owned(),
+                    instance: instance
+                        .map(|i| String::from_utf8_lossy(i).into_owned())
+                        .unwrap_or_default(),
+                    caller_id: caller_id.to_vec(),
+                    public_key: public_key.map(|k| k.to_vec()).unwrap_or_default(),
+                    app_data: app_data.map(|d| d.to_vec()).unwrap_or_default(),
+                };
+                return self.dial_across_routers(now, from, mesh_shard, request);
+            }
             self.stats.dials_failed += 1;
             if let Some(state) = self.conns.get_mut(&from.conn) {
                 state
@@ -889,19 +1027,9 @@ impl Forwarder {
         let circuit = CircuitId(self.next_circuit);
         self.next_circuit += 1;
         let host_shard = host_conn.shard();
-        self.circuits.insert(
-            circuit,
-            Circuit {
-                dialer: End::Local(from),
-                started: now,
-                host_public_key,
-                host: None,
-                host_shard,
-                toward_host: 0,
-                toward_dialer: 0,
-                uncredited: 0,
-            },
-        );
+        let mut record = Circuit::new(End::Local(from), host_shard, now);
+        record.host_public_key = host_public_key;
+        self.circuits.insert(circuit, record);
         self.legs.insert(from.conn, from.conn_id, circuit);
         let dial = CrossDial {
             circuit,
@@ -993,29 +1121,12 @@ impl Forwarder {
             false => self.config.window,
         };
         let full = *queued > limit;
-        match to {
-            End::Local(to) => {
-                let sent = self
-                    .conns
-                    .get_mut(&to.conn)
-                    .is_some_and(|s| s.edge.send_data(to.conn_id, payload, fin));
-                if !sent {
-                    return self.close_circuit_of(now, from, conn_id, "peer is gone");
-                }
-                if to.conn != from {
-                    self.mark(to.conn);
-                }
-            }
-            End::Remote(shard) => {
-                self.stats.frames_cross += 1;
-                self.cross.push_back((
-                    shard,
-                    CrossMsg::Data {
-                        circuit: circuit_id,
-                        payload,
-                        fin,
-                    },
-                ));
+        if !self.send_toward(circuit_id, to, payload, fin) {
+            return self.close_circuit_of(now, from, conn_id, "peer is gone");
+        }
+        if let End::Local(to) = to {
+            if to.conn != from {
+                self.mark(to.conn);
             }
         }
         self.stats.bytes_relayed += len as u64;
@@ -1026,6 +1137,30 @@ impl Forwarder {
                     self.stats.pauses += 1;
                 }
             }
+        }
+    }
+
+    /// Hands `payload` of `circuit` to its side `to`: a local leg (marked by the
+    /// caller), another shard, or a link. False when that side cannot take it.
+    fn send_toward(&mut self, circuit: CircuitId, to: End, payload: Bytes, fin: bool) -> bool {
+        match to {
+            End::Local(to) => self
+                .conns
+                .get_mut(&to.conn)
+                .is_some_and(|s| s.edge.send_data(to.conn_id, payload, fin)),
+            End::Remote(shard) => {
+                self.stats.frames_cross += 1;
+                self.cross.push_back((
+                    shard,
+                    CrossMsg::Data {
+                        circuit,
+                        payload,
+                        fin,
+                    },
+                ));
+                true
+            }
+            End::Link(leg) => self.send_on_link(circuit, leg, payload, fin),
         }
     }
 
@@ -1042,7 +1177,7 @@ impl Forwarder {
     }
 
     /// Forgets the removed circuit `c`: its local legs go; every side but the one that
-    /// `ended` is closed with `reason`, on this shard or by message.
+    /// `ended` is closed with `reason`, on this shard, by message or over its link.
     fn end_circuit(
         &mut self,
         now: Instant,
@@ -1053,7 +1188,7 @@ impl Forwarder {
     ) {
         let ended_leg = match ended {
             Ended::Leg(leg) => Some(leg),
-            Ended::Here | Ended::Remote => None,
+            Ended::Here | Ended::Remote | Ended::Link(_) => None,
         };
         for leg in c.local_legs().into_iter().flatten() {
             self.legs.remove(leg.conn, leg.conn_id);
@@ -1076,14 +1211,15 @@ impl Forwarder {
                 self.after_input(now, leg.conn);
             }
         }
+        self.end_link_legs(circuit_id, c, ended, reason);
         if ended == Ended::Remote {
             return;
         }
         // The other shard's side: a remote dialer, a remote host, or a host still
-        // being dialed on its shard.
+        // being dialed (or a circuit still being routed) on its shard.
         let remote = match (c.dialer, c.host) {
             (End::Remote(shard), _) | (_, Some(End::Remote(shard))) => Some(shard),
-            (End::Local(_), None) if c.host_shard != self.shard => Some(c.host_shard),
+            (_, None) if c.host_shard != self.shard => Some(c.host_shard),
             _ => None,
         };
         if let Some(shard) = remote {
@@ -1110,17 +1246,28 @@ impl Forwarder {
                 self.terminators.remove(conn, listener);
             }
             CrossMsg::Dial(dial) => self.cross_dial(now, from, *dial),
-            CrossMsg::Accepted { circuit } => {
+            CrossMsg::Accepted {
+                circuit,
+                host_public_key,
+            } => {
                 // Unknown when the dialer went away meanwhile (its Close is on the way).
                 if let Some(c) = self.circuits.get_mut(&circuit) {
                     c.host = Some(End::Remote(from));
-                    self.connected(now, circuit, None);
+                    if host_public_key.is_some() {
+                        c.host_public_key = host_public_key;
+                    }
+                    match c.dialer {
+                        End::Link(_) => self.route_done(circuit),
+                        End::Local(_) | End::Remote(_) => self.connected(now, circuit, None),
+                    }
                 }
             }
             CrossMsg::Refused { circuit, reason } => {
                 if let Some(c) = self.circuits.remove(&circuit) {
-                    if let Some(dialer) = c.dialer.local() {
-                        self.dial_failed(now, dialer, &reason, None);
+                    match c.dialer {
+                        End::Local(dialer) => self.dial_failed(now, dialer, &reason, None),
+                        End::Link(leg) => self.route_failed(now, circuit, &c, leg, &reason),
+                        End::Remote(_) => {}
                     }
                 }
             }
@@ -1133,32 +1280,36 @@ impl Forwarder {
                     // Ended here; the other shard has been told.
                     return;
                 };
-                let Some(to) = c.local_legs().into_iter().flatten().next() else {
-                    return;
+                // The side on this shard: a local leg or a link.
+                let to = match (c.dialer, c.host) {
+                    (End::Remote(_), Some(host)) => host,
+                    (dialer, _) => dialer,
                 };
-                let sent = self
-                    .conns
-                    .get_mut(&to.conn)
-                    .is_some_and(|s| s.edge.send_data(to.conn_id, payload, fin));
-                if sent {
-                    self.mark(to.conn);
-                } else {
-                    self.close_circuit_of(now, to.conn, to.conn_id, "peer is gone");
+                if self.send_toward(circuit, to, payload, fin) {
+                    if let End::Local(leg) = to {
+                        self.mark(leg.conn);
+                    }
+                } else if let End::Local(leg) = to {
+                    self.close_circuit_of(now, leg.conn, leg.conn_id, "peer is gone");
+                } else if let Some(c) = self.circuits.remove(&circuit) {
+                    self.end_circuit(now, circuit, &c, Ended::Here, "peer is gone");
                 }
             }
             CrossMsg::Credit { circuit, bytes } => {
                 let Some(c) = self.circuits.get_mut(&circuit) else {
                     return;
                 };
+                // The credit is for what this shard's side sent to the other shard.
                 let (queued, source) = match (c.dialer, c.host) {
-                    (End::Local(dialer), _) => (&mut c.toward_host, dialer),
-                    (_, Some(End::Local(host))) => (&mut c.toward_dialer, host),
-                    _ => return,
+                    (End::Remote(_), Some(host)) => (&mut c.toward_dialer, host),
+                    (End::Remote(_), None) => return,
+                    (dialer, _) => (&mut c.toward_host, dialer),
                 };
                 *queued = queued.saturating_sub(bytes);
                 let resume = *queued <= self.config.window / 2;
                 self.delivered(circuit, source, bytes, resume);
             }
+            CrossMsg::MeshDial(dial) => self.routed_dial_from(now, from, *dial),
             CrossMsg::Close { circuit, reason } => {
                 if let Some(c) = self.circuits.remove(&circuit) {
                     // The sender already forgot its side: nothing goes back.
@@ -1177,19 +1328,8 @@ impl Forwarder {
                 .push_back((from, CrossMsg::Refused { circuit, reason }));
             return;
         }
-        self.circuits.insert(
-            circuit,
-            Circuit {
-                dialer: End::Remote(from),
-                started: now,
-                host_public_key: None,
-                host: None,
-                host_shard: self.shard,
-                toward_host: 0,
-                toward_dialer: 0,
-                uncredited: 0,
-            },
-        );
+        self.circuits
+            .insert(circuit, Circuit::new(End::Remote(from), self.shard, now));
         self.dial_host_here(now, &dial);
         self.after_input(now, dial.host_conn);
     }

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use weft_wire::edge::{FLAG_FIN, HelloResult};
 use weft_wire::link::{
-    LinkClose, LinkCredit, LinkData, LinkHeartbeat, LinkHeartbeatAck, LinkHello,
+    FLAG_START, LinkClose, LinkCredit, LinkData, LinkHeartbeat, LinkHeartbeatAck, LinkHello,
 };
 use weft_wire::{ContentType, Decoded, Decoder, Frame, Limits};
 
@@ -105,6 +105,11 @@ pub enum LinkEvent {
         fin: bool,
         /// The bytes.
         payload: Bytes,
+    },
+    /// The circuit's ingress is routed: its egress may relay what the host sends.
+    Start {
+        /// The circuit.
+        circuit: u64,
     },
     /// The peer consumed this much of what this side sent on `circuit`.
     Credit {
@@ -275,6 +280,12 @@ impl LinkSession {
                 let Some(credit) = self.circuits.get_mut(&data.circuit_id) else {
                     return self.unknown_circuit(data.circuit_id);
                 };
+                if data.flags & FLAG_START != 0 {
+                    self.events.push_back(LinkEvent::Start {
+                        circuit: data.circuit_id,
+                    });
+                    return Ok(());
+                }
                 let len = data.payload.len() as u64;
                 if credit.unconsumed + len > u64::from(self.config.window) {
                     return Err(LinkError::CreditExceeded(data.circuit_id));
@@ -520,6 +531,26 @@ impl LinkSession {
             false,
         ));
         Ok(true)
+    }
+
+    /// Queues the start of `circuit` (see [`LinkEvent::Start`]); it needs no credit.
+    pub fn send_start(&mut self, circuit: u64) -> Result<(), LinkError> {
+        if self.state != State::Up {
+            return Err(LinkError::NotUp);
+        }
+        if !self.circuits.contains_key(&circuit) {
+            return Ok(());
+        }
+        self.push(|seq, out| {
+            LinkData {
+                circuit_id: circuit,
+                seq: 0,
+                flags: FLAG_START,
+                payload: &[],
+            }
+            .encode(seq, out)
+        })?;
+        Ok(())
     }
 
     /// The consumer drained `bytes` of what arrived on `circuit`: credit goes back to

@@ -93,6 +93,27 @@ pub enum ShardCommand {
     },
     /// The routers this router may link with (to the shard that holds the links).
     Peers(Arc<pb::Peers>),
+    /// The controller's answer to a circuit request of the shard holding the links.
+    CircuitRouted {
+        /// The circuit on that shard.
+        circuit: crate::edge::CircuitId,
+        /// The route, or why there is none.
+        result: Result<pb::CircuitResponse, String>,
+    },
+    /// A route to install (on the shard holding the links).
+    Route {
+        /// The Route's request id, for the answer.
+        request_id: i32,
+        /// The route.
+        route: pb::Route,
+    },
+    /// The controller takes a circuit across routers down.
+    Unroute {
+        /// The circuit's id on links.
+        circuit_id: u64,
+        /// Why.
+        reason: String,
+    },
     /// Stop accepting, let circuits finish for up to `grace`, then close everything.
     Shutdown {
         /// How long circuits may go on.
@@ -480,7 +501,10 @@ fn dispatch(
                     break;
                 }
                 // The first shard holds the links.
-                ShardCommand::Peers(_) => {
+                ShardCommand::Peers(_)
+                | ShardCommand::CircuitRouted { .. }
+                | ShardCommand::Route { .. }
+                | ShardCommand::Unroute { .. } => {
                     if let Some(tx) = shards.first() {
                         let _ = tx.send(ShardMsg::Command(Box::new(command)));
                     }

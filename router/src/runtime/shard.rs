@@ -629,6 +629,15 @@ async fn command_loop(
                 grace = g;
                 break;
             }
+            ShardCommand::CircuitRouted { circuit, result } => {
+                s.fwd.circuit_routed(now, circuit, result);
+            }
+            ShardCommand::Route { request_id, route } => {
+                s.fwd.install_route(now, request_id, route);
+            }
+            ShardCommand::Unroute { circuit_id, reason } => {
+                s.fwd.unroute(now, circuit_id, &reason);
+            }
             // Handled above, before the shard is borrowed.
             ShardCommand::Peers(_) => {}
         }

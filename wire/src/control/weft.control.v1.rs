@@ -352,6 +352,12 @@ pub struct CircuitClosed {
     pub circuit_id: u64,
     #[prost(string, tag = "2")]
     pub reason: ::prost::alloc::string::String,
+    /// Router -> controller: the ingress could not use a circuit the controller routed
+    /// (no data has flowed): the controller takes it down on the other routers of its
+    /// path. Otherwise the end travels the path in band (LinkClose after the data) and
+    /// the report is bookkeeping only.
+    #[prost(bool, tag = "3")]
+    pub take_down: bool,
 }
 /// Whether a session dials or hosts a service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]

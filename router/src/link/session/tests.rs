@@ -70,6 +70,27 @@ fn up(config: LinkConfig, t0: Instant) -> (LinkSession, LinkSession) {
 }
 
 #[test]
+fn a_start_needs_no_credit_and_is_its_own_event() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = up(small(), t0);
+    a.open_circuit(7).unwrap();
+    b.open_circuit(7).unwrap();
+    assert!(
+        a.send_data(7, 1, false, Bytes::from(vec![0u8; 1000]))
+            .unwrap()
+    );
+    // The window is full; a start still goes, and counts against nothing.
+    a.send_start(7).unwrap();
+    // Of a circuit this side does not carry, nothing is sent.
+    a.send_start(8).unwrap();
+    carry(t0, &mut a, &mut b).unwrap();
+    let got = events(&mut b);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[1], LinkEvent::Start { circuit: 7 });
+    assert_eq!(a.send_credit(7), 0);
+}
+
+#[test]
 fn hello_then_data_and_credit_per_circuit() {
     let t0 = Instant::now();
     let (mut a, mut b) = up(small(), t0);

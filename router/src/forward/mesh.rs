@@ -1,0 +1,567 @@
+//! Circuits across routers (docs/adr/0007-mesh.md), on the shard that holds the links.
+//!
+//! - **Ingress**: a dial with no terminator on this router becomes a
+//!   [`ControlRequest::CreateCircuit`] (from another shard via
+//!   [`CrossMsg::MeshDial`]). The controller routes it and answers with the circuit's
+//!   id and path ([`Forwarder::circuit_routed`]): the circuit opens on the link to the
+//!   next router, a start goes down the path, and the dialer hears StateConnected.
+//! - **Transit and egress**: the controller's [`pb::Route`]
+//!   ([`Forwarder::install_route`]) joins two links (transit), or a link and the host of
+//!   a terminator of this router, which is dialled (egress; answered once the host
+//!   accepted). An egress relays what the host sends only after the ingress's start, so
+//!   nothing reaches a router that does not know the circuit yet.
+//! - **Flow**: payload toward a link is sent while the link's credit for the circuit
+//!   covers it and waits in the circuit otherwise (the source is paused by the circuit
+//!   window as for any leg); payload from a link is credited back to the peer router as
+//!   the far side writes it (a local leg), as its shard credits it, or as the next link
+//!   returns credit (transit). Each hop so holds at most one window per circuit.
+//! - **Ends**: a close on any side travels to every other (LinkClose over links, with
+//!   the same reason, so a clean end stays clean and a failure stays a failure); a lost
+//!   link ends its circuits with an error. The controller hears of every end
+//!   ([`ControlRequest::CircuitClosed`]).
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use bytes::Bytes;
+use weft_wire::control::pb;
+
+use super::{
+    Circuit, CircuitId, ConnKey, ControlRequest, CrossDial, CrossMsg, End, Ended, Forwarder,
+    LinkLeg, MeshDial,
+};
+
+impl Forwarder {
+    fn new_circuit_id(&mut self) -> CircuitId {
+        let id = CircuitId(self.next_circuit);
+        self.next_circuit += 1;
+        id
+    }
+
+    /// The dial of `from` has no terminator on this router: route it across routers
+    /// (the shard holding the links asks the controller).
+    pub(super) fn dial_across_routers(
+        &mut self,
+        now: Instant,
+        from: super::Leg,
+        mesh_shard: usize,
+        request: pb::CircuitRequest,
+    ) {
+        let circuit = self.new_circuit_id();
+        self.circuits
+            .insert(circuit, Circuit::new(End::Local(from), mesh_shard, now));
+        self.legs.insert(from.conn, from.conn_id, circuit);
+        if mesh_shard == self.shard {
+            self.control
+                .push_back(ControlRequest::CreateCircuit { circuit, request });
+        } else {
+            self.cross.push_back((
+                mesh_shard,
+                CrossMsg::MeshDial(Box::new(MeshDial { circuit, request })),
+            ));
+        }
+    }
+
+    /// Shard `from` asks this shard (which holds the links) to route its dial.
+    pub(super) fn routed_dial_from(&mut self, now: Instant, from: usize, dial: MeshDial) {
+        self.circuits.insert(
+            dial.circuit,
+            Circuit::new(End::Remote(from), self.shard, now),
+        );
+        self.control.push_back(ControlRequest::CreateCircuit {
+            circuit: dial.circuit,
+            request: dial.request,
+        });
+    }
+
+    /// The controller's answer to the [`ControlRequest::CreateCircuit`] of `circuit`:
+    /// the route (the circuit opens on the link to the next router) or why there is
+    /// none (the dial fails).
+    pub fn circuit_routed(
+        &mut self,
+        now: Instant,
+        circuit: CircuitId,
+        result: Result<pb::CircuitResponse, String>,
+    ) {
+        let next_link = result.as_ref().ok().and_then(|r| {
+            let next = r.path.get(1)?;
+            self.link_to(next)
+        });
+        let Some(c) = self.circuits.get(&circuit) else {
+            // The dialer went away while the controller routed: the path forgets it.
+            if let Ok(r) = result {
+                self.control
+                    .push_back(ControlRequest::CircuitClosed(pb::CircuitClosed {
+                        circuit_id: r.circuit_id,
+                        reason: "the dialer went away".into(),
+                        take_down: true,
+                    }));
+            }
+            return;
+        };
+        let dialer = c.dialer;
+        let routed = match (result, next_link) {
+            (Err(reason), _) => Err((None, reason)),
+            (Ok(r), None) => Err((
+                Some(r.circuit_id),
+                "this router has no link to the next router of the path".to_owned(),
+            )),
+            (Ok(r), Some(link)) => {
+                let opened = self.links.get_mut(&link).map(|l| {
+                    l.session
+                        .open_circuit(r.circuit_id)
+                        .and_then(|()| l.session.send_start(r.circuit_id))
+                });
+                match opened {
+                    Some(Ok(())) => Ok((r, link)),
+                    Some(Err(e)) => Err((Some(r.circuit_id), e.to_string())),
+                    None => Err((Some(r.circuit_id), "the link is gone".to_owned())),
+                }
+            }
+        };
+        match routed {
+            Ok((r, link)) => {
+                let leg = LinkLeg {
+                    link,
+                    circuit: r.circuit_id,
+                };
+                let host_public_key =
+                    (!r.host_public_key.is_empty()).then(|| Bytes::from(r.host_public_key));
+                if let Some(c) = self.circuits.get_mut(&circuit) {
+                    c.host = Some(End::Link(leg));
+                    c.mesh_id = Some(r.circuit_id);
+                    c.host_public_key = host_public_key.clone();
+                }
+                self.link_legs
+                    .entry(link)
+                    .or_default()
+                    .insert(r.circuit_id, circuit);
+                self.stats.circuits_ingress += 1;
+                self.mark_link(link);
+                match dialer {
+                    End::Remote(shard) => self.cross.push_back((
+                        shard,
+                        CrossMsg::Accepted {
+                            circuit,
+                            host_public_key,
+                        },
+                    )),
+                    End::Local(_) | End::Link(_) => self.connected(now, circuit, None),
+                }
+            }
+            Err((circuit_id, reason)) => {
+                if let Some(circuit_id) = circuit_id {
+                    // Routed on the rest of the path: the controller takes it down.
+                    self.control
+                        .push_back(ControlRequest::CircuitClosed(pb::CircuitClosed {
+                            circuit_id,
+                            reason: reason.clone(),
+                            take_down: true,
+                        }));
+                }
+                self.circuits.remove(&circuit);
+                match dialer {
+                    End::Local(d) => self.dial_failed(now, d, &reason, None),
+                    End::Remote(shard) => self
+                        .cross
+                        .push_back((shard, CrossMsg::Refused { circuit, reason })),
+                    End::Link(_) => {}
+                }
+            }
+        }
+    }
+
+    /// A Route from the controller: join two links (this router is a transit of the
+    /// circuit), or a link and the host of one of this router's terminators (the egress:
+    /// the host is dialled and the Route answered once it accepted).
+    pub fn install_route(&mut self, now: Instant, request_id: i32, route: pb::Route) {
+        let id = route.circuit_id;
+        let fail = |this: &mut Self, reason: String| {
+            this.control.push_back(ControlRequest::RouteResult {
+                request_id,
+                circuit_id: id,
+                error: Some(reason),
+            });
+        };
+        let Some(prev) = self.link_to(&route.previous_router_id) else {
+            return fail(self, "no link to the previous router of the path".into());
+        };
+        if let Err(e) = self.open_on_link(prev, id) {
+            return fail(self, e);
+        }
+        let prev_leg = LinkLeg {
+            link: prev,
+            circuit: id,
+        };
+        if !route.next_router_id.is_empty() {
+            let next = self.link_to(&route.next_router_id);
+            let opened = match next {
+                None => Err("no link to the next router of the path".to_owned()),
+                Some(next) => self.open_on_link(next, id).map(|()| next),
+            };
+            let next = match opened {
+                Ok(next) => next,
+                Err(e) => {
+                    self.close_on_link(prev_leg, b"route failed");
+                    return fail(self, e);
+                }
+            };
+            let circuit = self.new_circuit_id();
+            let mut c = Circuit::new(End::Link(prev_leg), self.shard, now);
+            c.host = Some(End::Link(LinkLeg {
+                link: next,
+                circuit: id,
+            }));
+            c.mesh_id = Some(id);
+            self.circuits.insert(circuit, c);
+            for link in [prev, next] {
+                self.link_legs.entry(link).or_default().insert(id, circuit);
+            }
+            self.stats.circuits_transit += 1;
+            self.control.push_back(ControlRequest::RouteResult {
+                request_id,
+                circuit_id: id,
+                error: None,
+            });
+            return;
+        }
+        // The egress: the terminator's address is "<connection key>:<listener id>".
+        let target = route
+            .terminator_address
+            .split_once(':')
+            .and_then(|(k, l)| Some((ConnKey(k.parse().ok()?), l.parse::<u32>().ok()?)))
+            .filter(|(conn, listener)| {
+                // The terminator the controller means, confirmed here under that id.
+                self.terminators
+                    .get_mut(*conn, *listener)
+                    .is_some_and(|t| t.id.as_deref() == Some(route.terminator_id.as_str()))
+            });
+        let Some((host_conn, listener)) = target else {
+            self.close_on_link(prev_leg, b"terminator gone");
+            return fail(self, "the terminator is gone from this router".into());
+        };
+        let circuit = self.new_circuit_id();
+        let host_shard = host_conn.shard();
+        let mut c = Circuit::new(End::Link(prev_leg), host_shard, now);
+        c.mesh_id = Some(id);
+        c.relaying = false;
+        c.route_request = Some(request_id);
+        self.circuits.insert(circuit, c);
+        self.link_legs.entry(prev).or_default().insert(id, circuit);
+        let some = |v: Vec<u8>| (!v.is_empty()).then(|| Bytes::from(v));
+        let dial = CrossDial {
+            circuit,
+            host_conn,
+            listener,
+            caller_id: Bytes::from(route.caller_id),
+            public_key: some(route.public_key),
+            app_data: some(route.app_data),
+        };
+        if host_shard != self.shard {
+            self.cross
+                .push_back((host_shard, CrossMsg::Dial(Box::new(dial))));
+            return;
+        }
+        if !self.conns.contains_key(&host_conn) {
+            self.circuits.remove(&circuit);
+            self.forget_link_leg(prev_leg);
+            self.close_on_link(prev_leg, b"listener gone");
+            return fail(self, "the listener is gone".into());
+        }
+        self.dial_host_here(now, &dial);
+        self.after_input(now, host_conn);
+    }
+
+    /// The controller takes down the circuit `circuit_id` (its setup failed elsewhere,
+    /// or it ended on another router of its path).
+    pub fn unroute(&mut self, now: Instant, circuit_id: u64, reason: &str) {
+        let found = self
+            .link_legs
+            .values()
+            .find_map(|m| m.get(&circuit_id).copied());
+        if let Some(circuit) = found {
+            if let Some(c) = self.circuits.remove(&circuit) {
+                self.end_circuit(now, circuit, &c, Ended::Here, reason);
+            }
+        }
+    }
+
+    /// The egress host of `circuit` accepted: the Route is answered.
+    pub(super) fn route_done(&mut self, circuit: CircuitId) {
+        let Some(c) = self.circuits.get_mut(&circuit) else {
+            return;
+        };
+        if let (Some(request_id), Some(circuit_id)) = (c.route_request.take(), c.mesh_id) {
+            self.stats.circuits_egress += 1;
+            self.control.push_back(ControlRequest::RouteResult {
+                request_id,
+                circuit_id,
+                error: None,
+            });
+        }
+    }
+
+    /// The egress host of the removed circuit `c` refused (or was gone).
+    pub(super) fn route_failed(
+        &mut self,
+        _now: Instant,
+        _circuit: CircuitId,
+        c: &Circuit,
+        leg: LinkLeg,
+        reason: &str,
+    ) {
+        self.stats.dials_failed += 1;
+        self.forget_link_leg(leg);
+        self.close_on_link(leg, reason.as_bytes());
+        if let (Some(request_id), Some(circuit_id)) = (c.route_request, c.mesh_id) {
+            self.control.push_back(ControlRequest::RouteResult {
+                request_id,
+                circuit_id,
+                error: Some(reason.to_owned()),
+            });
+        }
+    }
+
+    /// Sends `payload` of `circuit` on its link leg, or keeps it in the circuit while
+    /// the circuit has not started relaying or the link's credit does not cover it.
+    /// False when the link is gone.
+    pub(super) fn send_on_link(
+        &mut self,
+        circuit: CircuitId,
+        leg: LinkLeg,
+        payload: Bytes,
+        fin: bool,
+    ) -> bool {
+        if !self.links.contains_key(&leg.link) {
+            return false;
+        }
+        let Some(c) = self.circuits.get_mut(&circuit) else {
+            return false;
+        };
+        c.held.push_back((payload, fin));
+        self.flush_held(circuit, leg);
+        true
+    }
+
+    /// Sends what the circuit holds for `leg`, in order, while the link's credit lasts.
+    fn flush_held(&mut self, circuit: CircuitId, leg: LinkLeg) {
+        let (Some(c), Some(link)) = (
+            self.circuits.get_mut(&circuit),
+            self.links.get_mut(&leg.link),
+        ) else {
+            return;
+        };
+        if !c.relaying {
+            return;
+        }
+        let mut sent = false;
+        while let Some((payload, _)) = c.held.front() {
+            if link.session.send_credit(leg.circuit) < payload.len() as u64 {
+                self.stats.link_credit_stalls += 1;
+                break;
+            }
+            let Some((payload, fin)) = c.held.pop_front() else {
+                break;
+            };
+            let len = payload.len() as u64;
+            match link
+                .session
+                .send_data(leg.circuit, c.link_seq, fin, payload)
+            {
+                Ok(true) => {
+                    c.link_seq += 1;
+                    self.stats.link_bytes_sent += len;
+                    sent = true;
+                }
+                // Covered by the credit checked above; a refusal means the circuit is
+                // gone from the link (its close is on the way).
+                Ok(false) | Err(_) => break,
+            }
+        }
+        if sent {
+            self.mark_link(leg.link);
+        }
+    }
+
+    /// Credit for `bytes` of what arrived on `leg` goes back to the peer router.
+    pub(super) fn link_consumed(&mut self, leg: LinkLeg, bytes: usize) {
+        if let Some(link) = self.links.get_mut(&leg.link) {
+            if link.session.consumed(leg.circuit, bytes as u64).is_ok() {
+                self.mark_link(leg.link);
+            }
+        }
+    }
+
+    /// Opens circuit `id` on `link`.
+    fn open_on_link(&mut self, link: ConnKey, id: u64) -> Result<(), String> {
+        let Some(l) = self.links.get_mut(&link) else {
+            return Err("the link is gone".into());
+        };
+        l.session.open_circuit(id).map_err(|e| e.to_string())
+    }
+
+    /// Closes `leg` on its link, telling the peer router why.
+    fn close_on_link(&mut self, leg: LinkLeg, reason: &[u8]) {
+        if let Some(l) = self.links.get_mut(&leg.link) {
+            if l.session.close_circuit(leg.circuit, reason).is_ok() {
+                self.mark_link(leg.link);
+            }
+        }
+    }
+
+    fn forget_link_leg(&mut self, leg: LinkLeg) {
+        if let Some(m) = self.link_legs.get_mut(&leg.link) {
+            m.remove(&leg.circuit);
+            if m.is_empty() {
+                self.link_legs.remove(&leg.link);
+            }
+        }
+    }
+
+    /// Queues `link` for writing.
+    pub(super) fn mark_link(&mut self, link: ConnKey) {
+        if self.links.contains_key(&link) && self.in_ready.insert(link) {
+            self.ready.push_back(link);
+        }
+    }
+
+    /// The removed circuit `c` ended: its link legs close (but the one that `ended`),
+    /// a pending Route is answered, and the controller hears of the end.
+    pub(super) fn end_link_legs(
+        &mut self,
+        _circuit: CircuitId,
+        c: &Circuit,
+        ended: Ended,
+        reason: &str,
+    ) {
+        for leg in c.link_legs().into_iter().flatten() {
+            self.forget_link_leg(leg);
+            if ended != Ended::Link(leg) {
+                self.close_on_link(leg, reason.as_bytes());
+            }
+        }
+        if let (Some(request_id), Some(circuit_id)) = (c.route_request, c.mesh_id) {
+            self.control.push_back(ControlRequest::RouteResult {
+                request_id,
+                circuit_id,
+                error: Some(reason.to_owned()),
+            });
+        }
+        if let Some(circuit_id) = c.mesh_id {
+            self.control
+                .push_back(ControlRequest::CircuitClosed(pb::CircuitClosed {
+                    circuit_id,
+                    reason: reason.to_owned(),
+                    take_down: false,
+                }));
+        }
+    }
+
+    // ---- what links deliver ----
+
+    /// The circuit a link leg belongs to.
+    fn circuit_of(&self, leg: LinkLeg) -> Option<CircuitId> {
+        self.link_legs.get(&leg.link)?.get(&leg.circuit).copied()
+    }
+
+    /// Payload of `leg` from the peer router.
+    pub(super) fn link_data(&mut self, now: Instant, leg: LinkLeg, payload: Bytes, fin: bool) {
+        let Some(circuit) = self.circuit_of(leg) else {
+            return self.close_on_link(leg, b"unknown circuit");
+        };
+        let Some(c) = self.circuits.get_mut(&circuit) else {
+            return;
+        };
+        let Some((to, toward_host)) = c.across(End::Link(leg)) else {
+            return;
+        };
+        let len = payload.len();
+        match toward_host {
+            true => c.toward_host += len,
+            false => c.toward_dialer += len,
+        }
+        if self.send_toward(circuit, to, payload, fin) {
+            if let End::Local(l) = to {
+                self.mark(l.conn);
+            }
+            self.stats.bytes_relayed += len as u64;
+            self.stats.frames_relayed += 1;
+        } else if let Some(c) = self.circuits.remove(&circuit) {
+            self.end_circuit(now, circuit, &c, Ended::Here, "peer is gone");
+        }
+    }
+
+    /// The ingress started the circuit of `leg`: a transit passes the start on, the
+    /// egress relays what its host sent meanwhile.
+    pub(super) fn link_start(&mut self, leg: LinkLeg) {
+        let Some(circuit) = self.circuit_of(leg) else {
+            return;
+        };
+        let Some(c) = self.circuits.get_mut(&circuit) else {
+            return;
+        };
+        match c.across(End::Link(leg)) {
+            Some((End::Link(next), _)) => {
+                if let Some(l) = self.links.get_mut(&next.link) {
+                    if l.session.send_start(next.circuit).is_ok() {
+                        self.mark_link(next.link);
+                    }
+                }
+            }
+            _ => {
+                c.relaying = true;
+                self.flush_held(circuit, leg);
+            }
+        }
+    }
+
+    /// The peer router's consumer drained `bytes` of what this router sent on `leg`.
+    pub(super) fn link_credit(&mut self, leg: LinkLeg, bytes: u32) {
+        let Some(circuit) = self.circuit_of(leg) else {
+            return;
+        };
+        let Some(c) = self.circuits.get_mut(&circuit) else {
+            return;
+        };
+        let bytes = bytes as usize;
+        let toward_leg_is_host = c.host == Some(End::Link(leg));
+        let (queued, source) = match toward_leg_is_host {
+            true => (&mut c.toward_host, c.dialer),
+            false => match c.host {
+                Some(host) => (&mut c.toward_dialer, host),
+                None => return,
+            },
+        };
+        *queued = queued.saturating_sub(bytes);
+        let resume = *queued <= self.config.window / 2;
+        self.flush_held(circuit, leg);
+        self.delivered(circuit, source, bytes, resume);
+    }
+
+    /// The peer router closed `leg` with `reason`.
+    pub(super) fn link_closed(&mut self, now: Instant, leg: LinkLeg, reason: &[u8]) {
+        let Some(circuit) = self.circuit_of(leg) else {
+            return;
+        };
+        self.forget_link_leg(leg);
+        if let Some(c) = self.circuits.remove(&circuit) {
+            let reason = String::from_utf8_lossy(reason);
+            self.end_circuit(now, circuit, &c, Ended::Link(leg), &reason);
+        }
+    }
+
+    /// The link `link` to `peer` is gone: every circuit over it ends with an error.
+    pub(super) fn link_circuits_lost(&mut self, now: Instant, link: ConnKey, peer: &str) {
+        let Some(circuits) = self.link_legs.remove(&link) else {
+            return;
+        };
+        let reason = format!("the link to router {peer} was lost");
+        let circuits: HashMap<u64, CircuitId> = circuits;
+        for (id, circuit) in circuits {
+            if let Some(c) = self.circuits.remove(&circuit) {
+                let leg = LinkLeg { link, circuit: id };
+                self.end_circuit(now, circuit, &c, Ended::Link(leg), &reason);
+            }
+        }
+    }
+}
