@@ -25,6 +25,21 @@ pub struct Ctl {
     pub addr: SocketAddr,
 }
 
+/// Where the outcomes of the contract checks of every test run are kept for the
+/// conformance report (`observed/*.jsonl`): `WEFT_API_CONTRACT_DIR`, else
+/// `target/api-contract` of the target directory these tests run from.
+pub fn contract_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("WEFT_API_CONTRACT_DIR") {
+        return PathBuf::from(dir);
+    }
+    // target/<profile>/deps/<test binary>
+    let exe = std::env::current_exe().unwrap();
+    exe.ancestors()
+        .nth(3)
+        .map_or_else(|| PathBuf::from("target"), Path::to_path_buf)
+        .join("api-contract")
+}
+
 impl Ctl {
     /// Starts a controller in a fresh temporary directory.
     pub fn start() -> Self {

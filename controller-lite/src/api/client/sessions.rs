@@ -124,8 +124,13 @@ pub async fn detail(
     Ok(envelope::ok(render::session(s, &[])))
 }
 
-/// `POST /posture-response` and `/posture-response-bulk`: accepted and ignored
-/// (no posture checks are evaluated yet); answers `{"services":[]}` (spec §8).
+/// `POST /posture-response`: accepted and ignored (no posture checks are evaluated
+/// yet); answers 201 `{"services":[]}` (spec §8).
 pub async fn posture_response(_caller: Caller, JsonBody(_body): JsonBody<Value>) -> Response {
     envelope::created(json!({"services": []}))
+}
+
+/// `POST /posture-response-bulk`: the same, answering 200 as OpenZiti's spec declares.
+pub async fn posture_response_bulk(_caller: Caller, JsonBody(_body): JsonBody<Value>) -> Response {
+    envelope::ok(json!({"services": []}))
 }
