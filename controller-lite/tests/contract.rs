@@ -164,3 +164,147 @@ async fn served_routes_and_conformance_report() {
         wrong_status.join("\n")
     );
 }
+
+/// Calls every served route of both APIs once with success (the `Ctl` checks each
+/// answer against the contract when the controller stops): each management collection
+/// through create, list, detail, PUT, PATCH and delete, and the client API's details.
+#[tokio::test]
+async fn every_served_route_answers_within_the_contract() {
+    use reqwest::Method;
+    use serde_json::{Value, json};
+
+    let ctl = weft_testkit::Ctl::start();
+    let token = ctl.admin_token().await;
+    let (identity, cert, key) = ctl.enrolled_identity(&token, "dialer", &["d"]).await;
+    let ct = ctl
+        .create_ok(&token, "config-types", json!({"name": "ct"}))
+        .await;
+    let router = ctl
+        .create_ok(&token, "edge-routers", json!({"name": "er"}))
+        .await;
+    let service = ctl
+        .create_ok(
+            &token,
+            "services",
+            json!({"name": "svc", "roleAttributes": ["s"]}),
+        )
+        .await;
+    let bodies: Vec<(&str, Value)> = vec![
+        (
+            "identities",
+            json!({"name": "i", "type": "User", "isAdmin": false}),
+        ),
+        ("services", json!({"name": "s2"})),
+        ("config-types", json!({"name": "ct2"})),
+        (
+            "configs",
+            json!({"name": "c", "configTypeId": ct, "data": {"a": 1}}),
+        ),
+        (
+            "service-policies",
+            json!({"name": "sp", "type": "Dial", "semantic": "AnyOf",
+                   "identityRoles": [format!("@{identity}")], "serviceRoles": ["#s"]}),
+        ),
+        (
+            "edge-router-policies",
+            json!({"name": "erp", "edgeRouterRoles": [format!("@{router}")], "identityRoles": ["#all"]}),
+        ),
+        (
+            "service-edge-router-policies",
+            json!({"name": "serp", "edgeRouterRoles": ["#all"], "serviceRoles": ["#all"]}),
+        ),
+        ("edge-routers", json!({"name": "er2"})),
+        (
+            "terminators",
+            json!({"service": service, "router": router, "address": "tcp:127.0.0.1:1"}),
+        ),
+    ];
+    for (collection, body) in &bodies {
+        let id = ctl.create_ok(&token, collection, body.clone()).await;
+        let item = format!("/{collection}/{id}");
+        ctl.get_ok(&token, &format!("/{collection}")).await;
+        ctl.get_ok(&token, &item).await;
+        let (status, v) = ctl
+            .call(Method::PUT, &item, &token, Some(body.clone()))
+            .await;
+        assert_eq!(status, 200, "PUT {item}: {v}");
+        let (status, v) = ctl
+            .call(
+                Method::PATCH,
+                &item,
+                &token,
+                Some(json!({"tags": {"k": "v"}})),
+            )
+            .await;
+        assert_eq!(status, 200, "PATCH {item}: {v}");
+        ctl.get_ok(&token, &item).await;
+    }
+    // Keep the Dial policy and the router policies for the client's session; delete the
+    // rest.
+    for (collection, _) in &bodies {
+        let list = ctl
+            .get_ok(&token, &format!("/{collection}?limit=500"))
+            .await;
+        for e in list["data"].as_array().unwrap() {
+            let name = e["name"].as_str().unwrap_or_default();
+            if ["i", "s2", "ct2", "c", "er2"].contains(&name) || *collection == "terminators" {
+                let path = format!("/{collection}/{}", e["id"].as_str().unwrap());
+                let (status, v) = ctl.call(Method::DELETE, &path, &token, None).await;
+                assert_eq!(status, 200, "DELETE {path}: {v}");
+            }
+        }
+    }
+    for path in [
+        "/",
+        "/version",
+        "/specs",
+        "/specs/edge-management",
+        "/current-identity",
+    ] {
+        ctl.get_ok(&token, path).await;
+    }
+    // The client API, as the enrolled identity.
+    let (http, session) = ctl.cert_login(&cert, &key).await;
+    let call = |method: Method, path: &str, body: Option<Value>| {
+        let mut req = http
+            .request(method, ctl.client_url(path))
+            .header("zt-session", &session);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        async move {
+            let res = req.send().await.unwrap();
+            (res.status().as_u16(), res.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, v) = call(
+        Method::POST,
+        "/sessions",
+        Some(json!({"serviceId": service, "type": "Dial"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    let sid = v["data"]["id"].as_str().unwrap().to_owned();
+    for path in [
+        "/".to_owned(),
+        "/specs".to_owned(),
+        "/specs/edge-client".to_owned(),
+        format!("/services/{service}"),
+        format!("/sessions/{sid}"),
+        "/current-identity".to_owned(),
+    ] {
+        let (status, v) = call(Method::GET, &path, None).await;
+        assert_eq!(status, 200, "GET {path}: {v}");
+    }
+    let (status, v) = call(
+        Method::POST,
+        "/posture-response",
+        Some(json!({"id": "os", "typeId": "OS"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    let (status, v) = call(Method::POST, "/posture-response-bulk", Some(json!([]))).await;
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = call(Method::DELETE, &format!("/sessions/{sid}"), None).await;
+    assert_eq!(status, 200, "{v}");
+}
