@@ -7,8 +7,11 @@
 //! `exclusiveMaximum`, `allOf`, `anyOf`, `oneOf`, `not` and local `$ref`s
 //! (`#/definitions/…`, `#/$defs/…`). Other keywords (`format`, `pattern`, …) are not
 //! checked. An empty schema accepts everything.
+//!
+//! [`check_all`] is the same check reporting every offending place, used for OpenZiti's
+//! response contract ([`crate::api::contract`]).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
 use serde_json::{Map, Value};
 
@@ -20,16 +23,41 @@ const MAX_STEPS: usize = 100_000;
 
 /// Checks `data` against `schema`; the error names the first offending place.
 pub fn check(schema: &Value, data: &Value) -> Result<(), String> {
-    Checker {
-        root: schema,
-        steps: Cell::new(0),
-    }
-    .check(schema, data, "data", 0)
+    Checker::new(schema, false).check(schema, data, "data", 0)
+}
+
+/// Checks `data` (named `at` in the messages) against `schema`, whose `$ref`s resolve in
+/// `root`, and returns every offending place of objects and arrays, not only the first
+/// (the branches of `anyOf`, `oneOf` and `not` still stop at their first). The messages
+/// name the JSON type of an offending value, never the value itself (responses hold
+/// tokens and keys), except for values outside an `enum` or `const`.
+pub fn check_all<'s>(root: &'s Value, schema: &'s Value, data: &Value, at: &str) -> Vec<String> {
+    let checker = Checker::new(root, true);
+    let first = checker.check(schema, data, at, 0);
+    let mut errors = checker.more.into_inner();
+    errors.extend(first.err());
+    errors
 }
 
 struct Checker<'s> {
     root: &'s Value,
     steps: Cell<usize>,
+    /// Go on past an offending property or item, keeping its error in `more`.
+    all: Cell<bool>,
+    /// Show values in messages (else their JSON type).
+    values: bool,
+    more: RefCell<Vec<String>>,
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
 }
 
 fn type_matches(ty: &str, v: &Value) -> bool {
@@ -45,11 +73,47 @@ fn type_matches(ty: &str, v: &Value) -> bool {
     }
 }
 
+/// `{"type": "null"}`.
+fn is_null_type(schema: &Value) -> bool {
+    schema
+        .as_object()
+        .is_some_and(|m| m.len() == 1 && m.get("type").and_then(Value::as_str) == Some("null"))
+}
+
 fn num(schema: &Map<String, Value>, key: &str) -> Option<f64> {
     schema.get(key).and_then(Value::as_f64)
 }
 
 impl<'s> Checker<'s> {
+    fn new(root: &'s Value, all: bool) -> Self {
+        Self {
+            root,
+            steps: Cell::new(0),
+            all: Cell::new(all),
+            values: !all,
+            more: RefCell::new(Vec::new()),
+        }
+    }
+
+    fn show(&self, v: &Value) -> String {
+        if self.values {
+            v.to_string()
+        } else {
+            type_name(v).to_owned()
+        }
+    }
+
+    /// Keeps `e` and goes on (in `all` mode), or stops with it.
+    fn keep(&self, e: Result<(), String>) -> Result<(), String> {
+        match e {
+            Err(e) if self.all.get() => {
+                self.more.borrow_mut().push(e);
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
     fn resolve(&self, reference: &str) -> Option<&'s Value> {
         let path = reference.strip_prefix("#/")?;
         path.split('/').try_fold(self.root, |cur, part| {
@@ -79,7 +143,7 @@ impl<'s> Checker<'s> {
         }
         match s.get("type") {
             Some(Value::String(t)) if !type_matches(t, v) => {
-                return Err(format!("{at}: expected {t}, found {v}"));
+                return Err(format!("{at}: expected {t}, found {}", self.show(v)));
             }
             Some(Value::Array(ts))
                 if !ts
@@ -88,8 +152,9 @@ impl<'s> Checker<'s> {
                     .any(|t| type_matches(t, v)) =>
             {
                 return Err(format!(
-                    "{at}: expected one of {}, found {v}",
-                    Value::Array(ts.clone())
+                    "{at}: expected one of {}, found {}",
+                    Value::Array(ts.clone()),
+                    self.show(v)
                 ));
             }
             _ => {}
@@ -154,7 +219,7 @@ impl<'s> Checker<'s> {
         {
             if let Some(name) = r.as_str() {
                 if !o.contains_key(name) {
-                    return Err(format!("{at}: {name} is required"));
+                    self.keep(Err(format!("{at}: {name} is required")))?;
                 }
             }
         }
@@ -162,12 +227,14 @@ impl<'s> Checker<'s> {
         for (key, value) in o {
             let here = format!("{at}.{key}");
             match props.and_then(|p| p.get(key)) {
-                Some(sub) => self.check(sub, value, &here, depth + 1)?,
+                Some(sub) => self.keep(self.check(sub, value, &here, depth + 1))?,
                 None => match s.get("additionalProperties") {
                     Some(Value::Bool(false)) => {
-                        return Err(format!("{at}: unknown property {key:?}"));
+                        self.keep(Err(format!("{at}: unknown property {key:?}")))?;
                     }
-                    Some(sub @ Value::Object(_)) => self.check(sub, value, &here, depth + 1)?,
+                    Some(sub @ Value::Object(_)) => {
+                        self.keep(self.check(sub, value, &here, depth + 1))?;
+                    }
                     _ => {}
                 },
             }
@@ -192,18 +259,20 @@ impl<'s> Checker<'s> {
         if s.get("uniqueItems") == Some(&Value::Bool(true)) {
             for (i, item) in items.iter().enumerate() {
                 if items.iter().take(i).any(|x| x == item) {
-                    return Err(format!("{at}: {item} appears twice"));
+                    return Err(format!("{at}: {} appears twice", self.show(item)));
                 }
             }
         }
         if let Some(sub @ (Value::Object(_) | Value::Bool(_))) = s.get("items") {
             for (i, item) in items.iter().enumerate() {
-                self.check(sub, item, &format!("{at}[{i}]"), depth + 1)?;
+                self.keep(self.check(sub, item, &format!("{at}[{i}]"), depth + 1))?;
             }
         }
         Ok(())
     }
 
+    /// The combinators, each branch stopping at its first error (a failing branch of
+    /// `anyOf` is no error of the whole).
     fn check_combinators(
         &self,
         s: &'s Map<String, Value>,
@@ -211,11 +280,35 @@ impl<'s> Checker<'s> {
         at: &str,
         depth: usize,
     ) -> Result<(), String> {
+        // `anyOf: [{type: null}, S]` (a nullable S) on a value that is not null is S:
+        // its errors are S's, not "matches none".
+        let nullable_of = match s.get("anyOf").and_then(Value::as_array).map(Vec::as_slice) {
+            Some([a, b]) if !v.is_null() && is_null_type(a) => Some(b),
+            Some([a, b]) if !v.is_null() && is_null_type(b) => Some(a),
+            _ => None,
+        };
+        if let Some(sub) = nullable_of {
+            self.check(sub, v, at, depth + 1)?;
+        }
+        let all = self.all.replace(false);
+        let result = self.combinators(s, v, at, depth, nullable_of.is_none());
+        self.all.set(all);
+        result
+    }
+
+    fn combinators(
+        &self,
+        s: &'s Map<String, Value>,
+        v: &Value,
+        at: &str,
+        depth: usize,
+        any_of: bool,
+    ) -> Result<(), String> {
         let list = |key: &str| s.get(key).and_then(Value::as_array);
         for sub in list("allOf").into_iter().flatten() {
             self.check(sub, v, at, depth + 1)?;
         }
-        if let Some(subs) = list("anyOf") {
+        if let Some(subs) = list("anyOf").filter(|_| any_of) {
             if !subs
                 .iter()
                 .any(|sub| self.check(sub, v, at, depth + 1).is_ok())
@@ -247,7 +340,7 @@ impl<'s> Checker<'s> {
 mod tests {
     use serde_json::json;
 
-    use super::check;
+    use super::{check, check_all};
 
     fn intercept_like() -> serde_json::Value {
         json!({
@@ -300,6 +393,50 @@ mod tests {
         assert!(bad(with("portRanges", json!([{"low": 1.5, "high": 2}]))).contains("integer"));
         assert!(bad(with("extra", json!(1))).contains("unknown property \"extra\""));
         assert!(bad(with("addresses", json!([""]))).contains("shorter"));
+    }
+
+    #[test]
+    fn check_all_reports_every_place_without_values() {
+        let root = json!({"definitions": {
+            "ref": {"type": "object", "required": ["id", "name"],
+                    "properties": {"id": {"type": "string"}, "name": {"type": "string"}}},
+            "detail": {"type": "object", "required": ["token", "service", "tags", "list"],
+                       "properties": {
+                           "token": {"type": "string"},
+                           "service": {"$ref": "#/definitions/ref"},
+                           "tags": {"anyOf": [{"type": "null"}, {"$ref": "#/definitions/ref"}]},
+                           "list": {"type": "array", "items": {"type": "integer"}},
+                           "kind": {"type": "string", "enum": ["Dial", "Bind"]}}},
+        }});
+        let schema = json!({"$ref": "#/definitions/detail"});
+        let ok = json!({"token": "t", "service": {"id": "1", "name": "s"}, "tags": null,
+                        "list": [1, 2], "kind": "Dial"});
+        assert!(check_all(&root, &schema, &ok, "data").is_empty());
+        let bad = json!({"token": 7, "service": {"id": "1", "name": null},
+                         "tags": {"id": "secret-token-value"}, "list": [1, "x"], "kind": "Both"});
+        let errors = check_all(&root, &schema, &bad, "data");
+        for e in [
+            "data.token: expected string, found a number",
+            "data.service.name: expected string, found null",
+            "data.tags: name is required",
+            "data.list[1]: expected integer, found a string",
+            "data.kind: \"Both\" is not one of [\"Dial\",\"Bind\"]",
+        ] {
+            assert!(errors.iter().any(|x| x == e), "{e} not in {errors:?}");
+        }
+        assert_eq!(errors.len(), 5, "{errors:?}");
+        assert!(!errors.iter().any(|e| e.contains("secret")), "{errors:?}");
+        let missing = check_all(&root, &schema, &json!({}), "data");
+        assert_eq!(missing.len(), 4, "{missing:?}");
+        // `check` still stops at the first error.
+        assert!(
+            check(
+                &json!({"type": "object", "required": ["a", "b"]}),
+                &json!({})
+            )
+            .unwrap_err()
+            .contains("a is required")
+        );
     }
 
     #[test]

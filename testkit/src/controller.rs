@@ -23,6 +23,28 @@ pub struct Ctl {
     _tmp: Option<tempfile::TempDir>,
     /// The HTTPS (Edge Client and Management API) address.
     pub addr: SocketAddr,
+    /// Where the controller appends the outcome of checking each response against
+    /// OpenZiti's contract ([`CONTRACT_LOG_ENV`]).
+    contract_log: PathBuf,
+}
+
+/// The controller's switch for checking its responses against OpenZiti's API contract
+/// (`weft_controller::api::contract::LOG_ENV`; the test kit does not link the controller).
+pub const CONTRACT_LOG_ENV: &str = "WEFT_API_CONTRACT_LOG";
+
+/// Where the outcomes of the contract checks of every test run are kept for the
+/// conformance report (`observed/*.jsonl`): `WEFT_API_CONTRACT_DIR`, else
+/// `target/api-contract` of the target directory these tests run from.
+pub fn contract_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("WEFT_API_CONTRACT_DIR") {
+        return PathBuf::from(dir);
+    }
+    // target/<profile>/deps/<test binary>
+    let exe = std::env::current_exe().unwrap();
+    exe.ancestors()
+        .nth(3)
+        .map_or_else(|| PathBuf::from("target"), Path::to_path_buf)
+        .join("api-contract")
 }
 
 impl Ctl {
@@ -74,8 +96,10 @@ impl Ctl {
                 c
             }
         };
+        let contract_log = cfg_dir.join("api-contract.jsonl");
         let mut child = cmd
             .env("RUST_LOG", log_level())
+            .env(CONTRACT_LOG_ENV, &contract_log)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -96,6 +120,7 @@ impl Ctl {
             dir: dir.to_path_buf(),
             _tmp: None,
             addr,
+            contract_log,
         }
     }
 
@@ -109,6 +134,49 @@ impl Ctl {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+            self.check_contract();
+        }
+    }
+
+    /// Reads what the controller recorded of checking each of its responses against
+    /// OpenZiti's contract, keeps it in [`contract_dir`] for the report, and fails the
+    /// test on any response that breaks the contract (unless it is failing already).
+    fn check_contract(&self) {
+        let Ok(text) = std::fs::read_to_string(&self.contract_log) else {
+            return;
+        };
+        let _ = std::fs::remove_file(&self.contract_log);
+        let observed = contract_dir().join("observed");
+        if std::fs::create_dir_all(&observed).is_ok() {
+            static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let name = format!("{}-{n}.jsonl", std::process::id());
+            let _ = std::fs::write(observed.join(name), &text);
+        }
+        let mut problems: Vec<String> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter_map(|o| {
+                let p = o["problems"].as_array().filter(|p| !p.is_empty())?;
+                let p: Vec<&str> = p.iter().filter_map(Value::as_str).collect();
+                Some(format!(
+                    "{} {} {} → {}: {}",
+                    o["api"].as_str().unwrap_or_default(),
+                    o["method"].as_str().unwrap_or_default(),
+                    o["path"].as_str().unwrap_or_default(),
+                    o["status"],
+                    p.join("; ")
+                ))
+            })
+            .collect();
+        problems.sort();
+        problems.dedup();
+        if !problems.is_empty() && !std::thread::panicking() {
+            panic!(
+                "responses that break OpenZiti's API contract \
+                 (controller-lite/contract/, docs/controller-api.md):\n{}",
+                problems.join("\n")
+            );
         }
     }
 

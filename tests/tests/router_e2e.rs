@@ -394,8 +394,8 @@ async fn router_serves_sessions_pushed_by_the_controller(io: &str) {
     let terms = ctl.get_ok(&admin, "/terminators").await;
     let terms = terms["data"].as_array().unwrap();
     assert_eq!(terms.len(), 1, "{terms:?}");
-    assert_eq!(terms[0]["service"], svc.as_str(), "{terms:?}");
-    assert_eq!(terms[0]["router"], router_id.as_str(), "{terms:?}");
+    assert_eq!(terms[0]["serviceId"], svc.as_str(), "{terms:?}");
+    assert_eq!(terms[0]["routerId"], router_id.as_str(), "{terms:?}");
 
     // Dial: the host accepts.
     dial(&mut dialer, &mut host, &dial_token).await;
@@ -862,7 +862,7 @@ async fn router_resynchronises_after_losing_the_control_connection(io: &str) {
         if proxy.accepted() > accepted
             && terms.len() == 1
             && terms[0]["id"] != old.as_str()
-            && terms[0]["router"] == router_id.as_str()
+            && terms[0]["routerId"] == router_id.as_str()
         {
             break;
         }

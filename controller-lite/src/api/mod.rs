@@ -4,6 +4,7 @@
 //! router and the OpenAPI documents ([`openapi`]) are made.
 
 pub mod client;
+pub mod contract;
 pub mod endpoint;
 pub mod envelope;
 pub mod extract;
@@ -107,7 +108,12 @@ pub fn build(ctl: AppState) -> (Router, Arc<Specs>, [Vec<Endpoint>; 2]) {
         .layer(axum::middleware::map_response_with_state(
             ctl.clone(),
             add_instance_id,
-        ))
-        .with_state(ctl);
+        ));
+    // Outermost: sees every response as it leaves (`WEFT_API_CONTRACT_LOG`, tests).
+    let router = match contract::Recorder::from_env() {
+        Some(rec) => router.layer(axum::middleware::from_fn_with_state(rec, contract::record)),
+        None => router,
+    }
+    .with_state(ctl);
     (router, specs, [client_endpoints, management_endpoints])
 }

@@ -13,7 +13,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use axum::extract::Path;
-use axum::response::IntoResponse;
 use axum::{Extension, Json};
 use schemars::SchemaGenerator;
 use schemars::generate::SchemaSettings;
@@ -125,10 +124,14 @@ pub fn spec_routes(api: ApiBuilder, kind: ApiKind) -> ApiBuilder {
     .add(
         Endpoint::get("/specs/{id}/spec", "detailSpecBody")
             .doc("Informational", "Returns the spec's file")
-            .returns(200, doc),
+            .returns(
+                200,
+                Data::Object("`data`: the OpenAPI 3 document of the API, as JSON text."),
+            ),
         |Extension(specs): Extension<Arc<Specs>>, Path(id): Path<String>| async move {
+            // OpenZiti's `detailSpecBodyEnvelope`: the document as a string in `data`.
             ApiKind::from_id(&id)
-                .map(|k| Json(specs.get(k).clone()).into_response())
+                .map(|k| envelope::ok(Value::String(specs.get(k).to_string())))
                 .ok_or_else(|| unknown_spec(&id))
         },
     )

@@ -4,6 +4,7 @@ use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
+use super::management::views::EntityRef;
 use crate::clock;
 use crate::controller::Controller;
 use crate::error::ApiError;
@@ -52,6 +53,8 @@ pub struct IdentityEnrollment {
 /// A certificate authenticator as an identity's detail summarises it.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct CertAuthenticator {
+    /// Authenticator id.
+    pub id: String,
     /// SHA-1 fingerprint of the certificate.
     pub fingerprint: String,
 }
@@ -59,6 +62,8 @@ pub struct CertAuthenticator {
 /// A password authenticator as an identity's detail summarises it.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct UpdbAuthenticator {
+    /// Authenticator id.
+    pub id: String,
     /// User name.
     pub username: String,
 }
@@ -74,13 +79,49 @@ pub struct IdentityAuthenticators {
     pub updb: Option<UpdbAuthenticator>,
 }
 
-/// Fields an identity detail adds to the stored document.
+/// Fields an identity detail adds to the stored document (`identityDetail`).
 #[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct IdentityExtras {
     /// Pending enrollments.
     pub enrollment: IdentityEnrollment,
     /// Credentials, by method.
     pub authenticators: IdentityAuthenticators,
+    /// The identity type (`identity-types`: `Default`, `User`, `Device`, `Service`,
+    /// `Router`; id and name alike, as in OpenZiti).
+    #[serde(rename = "type")]
+    pub identity_type: EntityRef,
+    /// The identity type's id.
+    pub type_id: String,
+    /// `default`: Weft has no auth policies and applies OpenZiti's default one to every
+    /// identity (certificate and password, no MFA).
+    pub auth_policy_id: String,
+    /// Reference to the auth policy.
+    pub auth_policy: EntityRef,
+    /// Id in an external identity provider: none (no external JWT signers yet).
+    pub external_id: Option<String>,
+    /// The administrator the controller created at its first start.
+    pub is_default_admin: bool,
+    /// Always false: there is no MFA yet.
+    pub is_mfa_enabled: bool,
+    /// Whether an API session of the identity exists.
+    pub has_api_session: bool,
+    /// Routers do not report the identities connected to them yet: false.
+    pub has_edge_router_connection: bool,
+    /// `unknown`, for the same reason.
+    pub edge_router_connection_status: String,
+    /// Environment the identity's SDK reported at its last certificate login.
+    pub env_info: Map<String, Value>,
+    /// SDK the identity reported at its last certificate login.
+    pub sdk_info: Map<String, Value>,
+    /// Fine-grained admin permissions: none (Weft has only `isAdmin`).
+    pub permissions: Vec<String>,
+    /// Hosting precedence when none is given per service.
+    pub default_hosting_precedence: String,
+    /// Per-service hosting costs: none.
+    pub service_hosting_costs: Map<String, Value>,
+    /// Per-service hosting precedences: none.
+    pub service_hosting_precedences: Map<String, Value>,
 }
 
 /// Fields an edge router detail adds to the stored document.
@@ -91,7 +132,8 @@ pub struct EdgeRouterState {
     pub is_online: bool,
     /// The router enrolled (has a control-channel certificate).
     pub is_verified: bool,
-    /// SHA-1 fingerprint of its control-channel certificate.
+    /// SHA-1 fingerprint of its control-channel certificate (absent before enrollment).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<String>,
     /// `SYNC_DONE` when online, else `SYNC_NEW`.
     pub sync_status: String,
@@ -103,13 +145,229 @@ pub struct EdgeRouterState {
     pub enrollment_expires_at: Option<String>,
 }
 
+/// Fields a service detail adds to the stored document (`serviceDetail`).
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceExtras {
+    /// Dial/Bind permissions of the identity the list is for (empty in the collection).
+    pub permissions: Vec<String>,
+    /// Config data by config type name (empty in the management collection).
+    pub config: Map<String, Value>,
+    /// Posture queries: none (posture checks are not evaluated yet).
+    pub posture_queries: Vec<Value>,
+    /// Idle time after which circuits close: 0, none (Weft closes no idle circuits).
+    pub max_idle_time_millis: u64,
+}
+
+/// Fields a config detail adds to the stored document (`configDetail`).
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigExtras {
+    /// Its config type.
+    pub config_type: EntityRef,
+}
+
+/// A role of a policy with the name it stands for (`namedRole`).
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct NamedRole {
+    /// The role: `#attribute`, `@id` or `#all`.
+    pub role: String,
+    /// `#attribute`, `#all`, or `@name` of the entity `@id` names.
+    pub name: String,
+}
+
+/// Fields a service policy detail adds (`servicePolicyDetail`).
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServicePolicyExtras {
+    /// `identityRoles` with names.
+    pub identity_roles_display: Vec<NamedRole>,
+    /// `serviceRoles` with names.
+    pub service_roles_display: Vec<NamedRole>,
+    /// `postureCheckRoles` with names.
+    pub posture_check_roles_display: Vec<NamedRole>,
+}
+
+/// Fields an edge router policy detail adds (`edgeRouterPolicyDetail`).
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EdgeRouterPolicyExtras {
+    /// `edgeRouterRoles` with names.
+    pub edge_router_roles_display: Vec<NamedRole>,
+    /// `identityRoles` with names.
+    pub identity_roles_display: Vec<NamedRole>,
+    /// False: Weft creates no system policies.
+    pub is_system: bool,
+}
+
+/// Fields a service edge router policy detail adds (`serviceEdgeRouterPolicyDetail`).
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceEdgeRouterPolicyExtras {
+    /// `edgeRouterRoles` with names.
+    pub edge_router_roles_display: Vec<NamedRole>,
+    /// `serviceRoles` with names.
+    pub service_roles_display: Vec<NamedRole>,
+}
+
+/// Fields a terminator detail shows in place of the stored ids (`terminatorDetail`).
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TerminatorExtras {
+    /// Its service.
+    pub service: EntityRef,
+    /// Its service's id.
+    pub service_id: String,
+    /// Its router.
+    pub router: EntityRef,
+    /// Its router's id.
+    pub router_id: String,
+    /// `default`, `required` or `failed` (`default` when none was set).
+    pub precedence: String,
+    /// The cost path selection uses: the static cost (Weft adjusts no cost at run time
+    /// yet).
+    pub dynamic_cost: u16,
+}
+
 /// Registers the schema of the fields [`management_entity`] adds for `kind`, if any.
 pub fn detail_extras_schema(kind: Kind, g: &mut SchemaGenerator) -> Option<Schema> {
     match kind {
         Kind::Identities => Some(g.subschema_for::<IdentityExtras>()),
         Kind::EdgeRouters => Some(g.subschema_for::<EdgeRouterState>()),
-        _ => None,
+        Kind::Services => Some(g.subschema_for::<ServiceExtras>()),
+        Kind::Configs => Some(g.subschema_for::<ConfigExtras>()),
+        Kind::ServicePolicies => Some(g.subschema_for::<ServicePolicyExtras>()),
+        Kind::EdgeRouterPolicies => Some(g.subschema_for::<EdgeRouterPolicyExtras>()),
+        Kind::ServiceEdgeRouterPolicies => Some(g.subschema_for::<ServiceEdgeRouterPolicyExtras>()),
+        Kind::Terminators => Some(g.subschema_for::<TerminatorExtras>()),
+        Kind::ConfigTypes => None,
     }
+}
+
+/// A reference to the entity `id` of `kind` (`entityRef`), named as stored (empty when
+/// it no longer exists).
+pub fn reference(ctl: &Controller, kind: Kind, id: &str) -> Result<EntityRef, ApiError> {
+    let name = ctl
+        .store
+        .get_entity(kind.collection(), id)?
+        .map(|e| e.name)
+        .unwrap_or_default();
+    Ok(EntityRef::new(id, &name, kind.collection()))
+}
+
+/// `roles` of a policy with names (`namedRoles`): `@id` names the entity of `kind`.
+fn display_roles(
+    ctl: &Controller,
+    data: &Value,
+    field: &str,
+    kind: Option<Kind>,
+) -> Result<Vec<NamedRole>, ApiError> {
+    let mut out = Vec::new();
+    for role in data[field]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        let name = match (role.strip_prefix('@'), kind) {
+            (Some(id), Some(k)) => match ctl.store.get_entity(k.collection(), id)? {
+                Some(e) => format!("@{}", e.name),
+                None => role.to_owned(),
+            },
+            _ => role.to_owned(),
+        };
+        out.push(NamedRole {
+            role: role.to_owned(),
+            name,
+        });
+    }
+    Ok(out)
+}
+
+/// What an SDK reported about itself (`envInfo`, `sdkInfo`) at its last certificate
+/// login, kept in the store's `meta` by identity.
+pub fn identity_info_key(identity_id: &str) -> String {
+    format!("identity_info/{identity_id}")
+}
+
+/// The fields of `envInfo` and `sdkInfo` the spec names, as strings of at most 255
+/// characters (what an SDK sends beyond them is not kept).
+pub fn identity_info(body: &Value) -> Value {
+    let pick = |v: &Value, keys: &[&str]| -> Map<String, Value> {
+        keys.iter()
+            .filter_map(|k| {
+                let s = v.get(*k)?.as_str()?;
+                Some((
+                    (*k).to_owned(),
+                    json!(s.chars().take(255).collect::<String>()),
+                ))
+            })
+            .collect()
+    };
+    json!({
+        "envInfo": pick(&body["envInfo"], &["arch", "domain", "hostname", "os", "osRelease", "osVersion"]),
+        "sdkInfo": pick(&body["sdkInfo"], &["appId", "appVersion", "branch", "revision", "type", "version"]),
+    })
+}
+
+fn identity_extras(ctl: &Controller, row: &EntityRow) -> Result<IdentityExtras, ApiError> {
+    let ott = ctl
+        .store
+        .pending_enrollments(&row.id)?
+        .into_iter()
+        .find(|e| e.method == "ott")
+        .map(|e| OttEnrollment {
+            id: e.id,
+            jwt: e.jwt,
+            token: e.jti,
+            expires_at: clock::fmt_unix(e.expires_at),
+        });
+    let mut authenticators = IdentityAuthenticators::default();
+    for a in ctl.store.authenticators_of(&row.id)? {
+        match (a.method.as_str(), a.fingerprint, a.username) {
+            ("cert", Some(fingerprint), _) => {
+                authenticators.cert = Some(CertAuthenticator {
+                    id: a.id,
+                    fingerprint,
+                });
+            }
+            ("updb", _, Some(username)) => {
+                authenticators.updb = Some(UpdbAuthenticator { id: a.id, username });
+            }
+            _ => {}
+        }
+    }
+    let type_id = row.data["type"].as_str().unwrap_or("Default").to_owned();
+    let info: Value = ctl
+        .store
+        .meta_get(&identity_info_key(&row.id))?
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(Value::Null);
+    let object = |v: &Value| v.as_object().cloned().unwrap_or_default();
+    Ok(IdentityExtras {
+        enrollment: IdentityEnrollment { ott },
+        authenticators,
+        identity_type: EntityRef::new(&type_id, &type_id, "identity-types"),
+        type_id,
+        auth_policy_id: "default".into(),
+        auth_policy: EntityRef::new("default", "Default", "auth-policies"),
+        external_id: None,
+        is_default_admin: ctl.store.meta_get("admin_identity_id")?.as_deref() == Some(&row.id),
+        is_mfa_enabled: false,
+        has_api_session: ctl
+            .store
+            .all_api_sessions()?
+            .iter()
+            .any(|s| s.identity_id == row.id),
+        has_edge_router_connection: false,
+        edge_router_connection_status: "unknown".into(),
+        env_info: object(&info["envInfo"]),
+        sdk_info: object(&info["sdkInfo"]),
+        permissions: Vec::new(),
+        default_hosting_precedence: "default".into(),
+        service_hosting_costs: Map::new(),
+        service_hosting_precedences: Map::new(),
+    })
 }
 
 fn merge(v: &mut Value, extras: impl Serialize) -> Result<(), ApiError> {
@@ -121,43 +379,14 @@ fn merge(v: &mut Value, extras: impl Serialize) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Management view: identities gain `enrollment` (pending OTT with its JWT),
-/// edge routers their state ([`EdgeRouterState`]).
+/// Management view (`{kind}Detail`): the stored document with the fields OpenZiti's
+/// detail has besides ([`IdentityExtras`], [`EdgeRouterState`], [`ServiceExtras`],
+/// [`ConfigExtras`], the policies' `*RolesDisplay`, [`TerminatorExtras`]).
 pub fn management_entity(ctl: &Controller, kind: Kind, row: &EntityRow) -> Result<Value, ApiError> {
     let mut v = entity(row);
+    let d = &row.data;
     match kind {
-        Kind::Identities => {
-            let ott = ctl
-                .store
-                .pending_enrollments(&row.id)?
-                .into_iter()
-                .find(|e| e.method == "ott")
-                .map(|e| OttEnrollment {
-                    id: e.id,
-                    jwt: e.jwt,
-                    token: e.jti,
-                    expires_at: clock::fmt_unix(e.expires_at),
-                });
-            let mut authenticators = IdentityAuthenticators::default();
-            for a in ctl.store.authenticators_of(&row.id)? {
-                match (a.method.as_str(), a.fingerprint, a.username) {
-                    ("cert", Some(fingerprint), _) => {
-                        authenticators.cert = Some(CertAuthenticator { fingerprint });
-                    }
-                    ("updb", _, Some(username)) => {
-                        authenticators.updb = Some(UpdbAuthenticator { username });
-                    }
-                    _ => {}
-                }
-            }
-            merge(
-                &mut v,
-                IdentityExtras {
-                    enrollment: IdentityEnrollment { ott },
-                    authenticators,
-                },
-            )?;
-        }
+        Kind::Identities => merge(&mut v, identity_extras(ctl, row)?)?,
         Kind::EdgeRouters => {
             let online = ctl.routers.is_online(&row.id);
             let fingerprint = ctl.store.router_fingerprint(&row.id)?;
@@ -175,7 +404,86 @@ pub fn management_entity(ctl: &Controller, kind: Kind, row: &EntityRow) -> Resul
                 },
             )?;
         }
-        _ => {}
+        Kind::Services => merge(
+            &mut v,
+            ServiceExtras {
+                permissions: Vec::new(),
+                config: Map::new(),
+                posture_queries: Vec::new(),
+                max_idle_time_millis: 0,
+            },
+        )?,
+        Kind::Configs => {
+            let type_id = d["configTypeId"].as_str().unwrap_or_default();
+            merge(
+                &mut v,
+                ConfigExtras {
+                    config_type: reference(ctl, Kind::ConfigTypes, type_id)?,
+                },
+            )?;
+        }
+        Kind::ServicePolicies => merge(
+            &mut v,
+            ServicePolicyExtras {
+                identity_roles_display: display_roles(
+                    ctl,
+                    d,
+                    "identityRoles",
+                    Some(Kind::Identities),
+                )?,
+                service_roles_display: display_roles(ctl, d, "serviceRoles", Some(Kind::Services))?,
+                posture_check_roles_display: display_roles(ctl, d, "postureCheckRoles", None)?,
+            },
+        )?,
+        Kind::EdgeRouterPolicies => merge(
+            &mut v,
+            EdgeRouterPolicyExtras {
+                edge_router_roles_display: display_roles(
+                    ctl,
+                    d,
+                    "edgeRouterRoles",
+                    Some(Kind::EdgeRouters),
+                )?,
+                identity_roles_display: display_roles(
+                    ctl,
+                    d,
+                    "identityRoles",
+                    Some(Kind::Identities),
+                )?,
+                is_system: false,
+            },
+        )?,
+        Kind::ServiceEdgeRouterPolicies => merge(
+            &mut v,
+            ServiceEdgeRouterPolicyExtras {
+                edge_router_roles_display: display_roles(
+                    ctl,
+                    d,
+                    "edgeRouterRoles",
+                    Some(Kind::EdgeRouters),
+                )?,
+                service_roles_display: display_roles(ctl, d, "serviceRoles", Some(Kind::Services))?,
+            },
+        )?,
+        Kind::Terminators => {
+            let service_id = d["service"].as_str().unwrap_or_default().to_owned();
+            let router_id = d["router"].as_str().unwrap_or_default().to_owned();
+            merge(
+                &mut v,
+                TerminatorExtras {
+                    service: reference(ctl, Kind::Services, &service_id)?,
+                    service_id,
+                    router: reference(ctl, Kind::EdgeRouters, &router_id)?,
+                    router_id,
+                    precedence: d["precedence"].as_str().unwrap_or("default").to_owned(),
+                    dynamic_cost: d["cost"]
+                        .as_u64()
+                        .and_then(|c| u16::try_from(c).ok())
+                        .unwrap_or(0),
+                },
+            )?;
+        }
+        Kind::ConfigTypes => {}
     }
     Ok(v)
 }
@@ -194,6 +502,7 @@ pub fn client_router(ctl: &Controller, row: &EntityRow) -> Value {
         "syncStatus": if ctl.routers.is_online(&row.id) { "SYNC_DONE" } else { "SYNC_NEW" },
         "cost": d.get("cost").cloned().unwrap_or_else(|| json!(0)),
         "noTraversal": d.get("noTraversal").cloned().unwrap_or(Value::Bool(false)),
+        "disabled": d.get("disabled").cloned().unwrap_or(Value::Bool(false)),
         "appData": d.get("appData").cloned().unwrap_or_else(|| json!({})),
         "createdAt": row.created_at,
         "updatedAt": row.updated_at,
@@ -216,6 +525,10 @@ pub fn api_session(ctl: &Controller, s: &ApiSessionRow, identity: &EntityRow) ->
         "authQueries": [],
         "isMfaRequired": false,
         "isMfaComplete": false,
+        // There is no certificate extension (`/current-identity/authenticators/{id}/extend`).
+        "isCertExtendable": false,
+        "isCertExtendRequested": false,
+        "isCertKeyRollRequested": false,
         "authenticatorId": s.authenticator_id,
         "expiresAt": clock::fmt_unix(s.last_activity + timeout),
         "expirationSeconds": timeout,
@@ -228,19 +541,10 @@ pub fn api_session(ctl: &Controller, s: &ApiSessionRow, identity: &EntityRow) ->
     })
 }
 
-/// Current identity detail (spec §4.7).
-pub fn current_identity(identity: &EntityRow) -> Value {
-    let mut v = entity(identity);
-    let d = &identity.data;
-    v["appData"] = d.get("appData").cloned().unwrap_or_else(|| json!({}));
-    v["defaultHostingCost"] = d
-        .get("defaultHostingCost")
-        .cloned()
-        .unwrap_or_else(|| json!(0));
-    v["defaultHostingPrecedence"] = json!("default");
-    v["serviceHostingCosts"] = json!({});
-    v["serviceHostingPrecedences"] = json!({});
-    v
+/// Current identity detail (spec §4.7): the identity's detail, as the management API
+/// shows it.
+pub fn current_identity(ctl: &Controller, identity: &EntityRow) -> Result<Value, ApiError> {
+    management_entity(ctl, Kind::Identities, identity)
 }
 
 /// Service as the client sees it: `permissions`, `config` filtered by the API
@@ -254,6 +558,7 @@ pub fn client_service(
     let mut v = entity(row);
     v["permissions"] = json!(perms.iter().map(|p| p.as_str()).collect::<Vec<_>>());
     v["postureQueries"] = json!([]);
+    v["maxIdleTimeMillis"] = json!(0);
     let mut config = Map::new();
     let ids: Vec<String> = row.data["configs"]
         .as_array()
@@ -297,19 +602,36 @@ pub fn session_fields() -> Fields {
         .with("updatedAt", FieldType::DateTime)
 }
 
-/// Session detail (spec §7).
-pub fn session(s: &SessionRow, routers: &[Value]) -> Value {
-    json!({
+/// Session detail (spec §7): with references to its API session and service.
+pub fn session(ctl: &Controller, s: &SessionRow, routers: &[Value]) -> Result<Value, ApiError> {
+    Ok(json!({
         "id": s.id,
         "token": s.token,
         "type": s.session_type,
         "serviceId": s.service_id,
+        "service": reference(ctl, Kind::Services, &s.service_id)?,
         "apiSessionId": s.api_session_id,
+        "apiSession": EntityRef::new(&s.api_session_id, "", "api-sessions"),
         "identityId": s.identity_id,
         "edgeRouters": routers,
         "createdAt": s.created_at,
         "updatedAt": s.updated_at,
         "tags": {},
         "_links": {},
-    })
+    }))
+}
+
+/// The edge routers a session of `identity_id` for `service_id` may use, as clients see
+/// them (edge router policy ∧ service edge router policy).
+pub fn session_routers(
+    ctl: &Controller,
+    identity_id: &str,
+    service_id: &str,
+) -> Result<Vec<Value>, ApiError> {
+    let view = ctl.policy.get(&ctl.store)?;
+    Ok(view
+        .edge_routers_for_session(identity_id, service_id)
+        .iter()
+        .map(|r| client_router(ctl, r))
+        .collect())
 }

@@ -48,7 +48,15 @@ pub async fn authenticate(State(ctl): State<AppState>, req: Request) -> Result<R
         .ok_or_else(|| ApiError::Internal("connection info missing".into()))?;
     let body = auth_body(&read_body(req).await?)?;
     let (session, identity) = match method.as_str() {
-        "cert" => auth::authenticate_cert(&ctl, &conn, &body)?,
+        "cert" => {
+            let (session, identity) = auth::authenticate_cert(&ctl, &conn, &body)?;
+            // What the SDK says about itself shows in the identity's detail.
+            ctl.store.meta_set(
+                &render::identity_info_key(&identity.id),
+                &render::identity_info(&body).to_string(),
+            )?;
+            (session, identity)
+        }
         "password" => auth::authenticate_password(&ctl, &conn, &body).await?,
         other => {
             return Err(ApiError::InvalidParameter(format!(
@@ -88,8 +96,14 @@ pub async fn service_updates(
 }
 
 /// `GET /current-identity`.
-pub async fn current_identity(caller: Caller) -> Response {
-    envelope::ok(render::current_identity(&caller.identity))
+pub async fn current_identity(
+    State(ctl): State<AppState>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    Ok(envelope::ok(render::current_identity(
+        &ctl,
+        &caller.identity,
+    )?))
 }
 
 /// `GET /current-identity/edge-routers` (paged).

@@ -135,8 +135,8 @@ pub fn routes() -> ApiBuilder {
                 .doc("Posture Checks", "Accepts posture responses")
                 .session()
                 .request(Data::Object("A list of posture responses."))
-                .returns(201, Data::Object("`{services: []}`")),
-            sessions::posture_response,
+                .returns(200, Data::Object("`{services: []}`")),
+            sessions::posture_response_bulk,
         )
         .add(
             Endpoint::get("/.well-known/est/cacerts", "listWellKnownCas")

@@ -75,7 +75,7 @@ pub async fn create(
         return Err(ApiError::SessionLimit(max));
     }
     ctl.notify_routers();
-    Ok(envelope::created(render::session(&row, &routers)))
+    Ok(envelope::created(render::session(&ctl, &row, &routers)?))
 }
 
 /// `DELETE /sessions/{id}`: ends one of the caller's sessions; routers drop it at once.
@@ -102,10 +102,11 @@ pub async fn list(
     let docs = rows
         .iter()
         .map(|s| {
-            let doc = render::session(s, &[]);
-            (doc.clone(), doc)
+            let routers = render::session_routers(&ctl, &s.identity_id, &s.service_id)?;
+            let doc = render::session(&ctl, s, &routers)?;
+            Ok((doc.clone(), doc))
         })
-        .collect();
+        .collect::<Result<Vec<_>, ApiError>>()?;
     let page = q.apply(&fields, &["createdAt"], docs)?;
     Ok(envelope::page(page, &fields))
 }
@@ -121,11 +122,17 @@ pub async fn detail(
         .iter()
         .find(|s| s.id == id)
         .ok_or_else(|| ApiError::NotFound(format!("session {id:?} not found")))?;
-    Ok(envelope::ok(render::session(s, &[])))
+    let routers = render::session_routers(&ctl, &s.identity_id, &s.service_id)?;
+    Ok(envelope::ok(render::session(&ctl, s, &routers)?))
 }
 
-/// `POST /posture-response` and `/posture-response-bulk`: accepted and ignored
-/// (no posture checks are evaluated yet); answers `{"services":[]}` (spec §8).
+/// `POST /posture-response`: accepted and ignored (no posture checks are evaluated
+/// yet); answers 201 `{"services":[]}` (spec §8).
 pub async fn posture_response(_caller: Caller, JsonBody(_body): JsonBody<Value>) -> Response {
     envelope::created(json!({"services": []}))
+}
+
+/// `POST /posture-response-bulk`: the same, answering 200 as OpenZiti's spec declares.
+pub async fn posture_response_bulk(_caller: Caller, JsonBody(_body): JsonBody<Value>) -> Response {
+    envelope::ok(json!({"services": []}))
 }

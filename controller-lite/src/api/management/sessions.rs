@@ -56,7 +56,10 @@ fn session_views(ctl: &AppState, id: Option<&str>) -> Result<Vec<Value>, ApiErro
         .sessions_where_api_session(None)?
         .into_iter()
         .filter(|s| id.is_none_or(|id| s.id == id))
-        .map(|s| to_json(&SessionDetail::new(s, &services, &identities)))
+        .map(|s| {
+            let routers = render::session_routers(ctl, &s.identity_id, &s.service_id)?;
+            to_json(&SessionDetail::new(s, &services, &identities, routers))
+        })
         .collect()
 }
 

@@ -27,6 +27,18 @@ pub struct EntityRef {
     pub links: Map<String, Value>,
 }
 
+impl EntityRef {
+    /// A reference to `id`, named `name`, in the collection `entity`.
+    pub fn new(id: &str, name: &str, entity: &str) -> Self {
+        Self {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            entity: entity.to_owned(),
+            links: Map::new(),
+        }
+    }
+}
+
 /// Names of the entities of one kind, for [`EntityRef`]s.
 #[derive(Debug, Default)]
 pub struct Names {
@@ -75,10 +87,13 @@ pub struct AuthenticatorDetail {
     /// Owner reference.
     pub identity: EntityRef,
     /// SHA-1 fingerprint (`cert`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<String>,
     /// Certificate PEM (`cert`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cert_pem: Option<String>,
     /// User name (`updb`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
     /// Creation time.
     pub created_at: String,
@@ -175,6 +190,10 @@ pub struct SessionDetail {
     pub service: EntityRef,
     /// Owning API session.
     pub api_session_id: String,
+    /// API session reference.
+    pub api_session: EntityRef,
+    /// The edge routers the session may use (as clients see them).
+    pub edge_routers: Vec<Value>,
     /// Identity id.
     pub identity_id: String,
     /// Identity reference.
@@ -191,11 +210,18 @@ pub struct SessionDetail {
 }
 
 impl SessionDetail {
-    /// The detail of `s`.
-    pub fn new(s: SessionRow, services: &Names, identities: &Names) -> Self {
+    /// The detail of `s`, which may use `edge_routers`.
+    pub fn new(
+        s: SessionRow,
+        services: &Names,
+        identities: &Names,
+        edge_routers: Vec<Value>,
+    ) -> Self {
         Self {
             service: services.reference(&s.service_id),
             identity: identities.reference(&s.identity_id),
+            api_session: EntityRef::new(&s.api_session_id, "", "api-sessions"),
+            edge_routers,
             id: s.id,
             token: s.token,
             session_type: s.session_type,

@@ -1,0 +1,310 @@
+//! OpenZiti's API contract (`controller-lite/contract/`): which routes of the Edge Client
+//! and Management specs Weft serves, and how the responses the tests produced conform.
+//!
+//! Every response of a controller started by the test kit (`Ctl`) is checked against the
+//! contract by the controller itself (`WEFT_API_CONTRACT_LOG`), and the test that made it
+//! fails on any problem. The outcomes are kept in `target/api-contract/observed/`; this
+//! test writes `target/api-contract/report.md` from them and from the routes served (for a
+//! fresh count, remove `observed/` and run the suite first).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use weft_controller::api::contract::{Contract, Outcome};
+use weft_controller::api::endpoint::Endpoint;
+use weft_controller::api::openapi::ApiKind;
+use weft_controller::config::Config;
+use weft_controller::controller::Controller;
+
+fn endpoints() -> [Vec<Endpoint>; 2] {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = Controller::open(
+        dir.path(),
+        Config::default(),
+        "https://localhost:1280".into(),
+    )
+    .unwrap();
+    weft_controller::api::build(Arc::new(ctl)).2
+}
+
+/// Outcomes recorded by earlier tests, by (api, method, spec path, status).
+fn observed() -> BTreeMap<(String, String, String, u16), Vec<Outcome>> {
+    let mut out: BTreeMap<_, Vec<Outcome>> = BTreeMap::new();
+    let dir = weft_testkit::controller::contract_dir().join("observed");
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        for o in text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Outcome>(l).ok())
+        {
+            let key = (o.api.clone(), o.method.clone(), o.path.clone(), o.status);
+            out.entry(key).or_default().push(o);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn served_routes_and_conformance_report() {
+    let contract = Contract::embedded().unwrap();
+    let endpoints = endpoints();
+    let observed = observed();
+    let mut report = String::new();
+    let mut table = String::new();
+    let (mut served_total, mut spec_total) = (0, 0);
+    let mut wrong_status = Vec::new();
+    let mut served_keys = BTreeSet::new();
+    for (api, endpoints) in ApiKind::ALL.into_iter().zip(&endpoints) {
+        let spec = contract.api(api);
+        let mut served = 0;
+        for op in &spec.operations {
+            let ours = endpoints
+                .iter()
+                .find(|e| op.same_route(e.method.as_str(), &e.path));
+            if let Some(e) = ours {
+                served += 1;
+                served_keys.insert((api.id().to_owned(), op.method.clone(), op.path.clone()));
+                // The success status we document is one the spec declares.
+                if !op.statuses().any(|s| s == e.status.to_string()) {
+                    wrong_status.push(format!(
+                        "{} {} {}: {} (spec: {})",
+                        api.id(),
+                        op.method,
+                        op.path,
+                        e.status,
+                        op.statuses().collect::<Vec<_>>().join(", ")
+                    ));
+                }
+            }
+            let seen: Vec<String> = observed
+                .iter()
+                .filter(|((a, m, p, _), _)| a == api.id() && *m == op.method && *p == op.path)
+                .map(|((_, _, _, s), os)| {
+                    let ok = os.iter().all(|o| o.problems.is_empty());
+                    format!("{s}{}", if ok { "✓" } else { "✗" })
+                })
+                .collect();
+            let _ = writeln!(
+                table,
+                "| {} | {} | `{}` | {} | {} | {} |",
+                api.id(),
+                op.method,
+                op.path,
+                op.operation_id,
+                if ours.is_some() { "served" } else { "–" },
+                seen.join(" ")
+            );
+        }
+        let _ = writeln!(
+            report,
+            "- {}: {served} of {} routes served",
+            api.id(),
+            spec.operations.len()
+        );
+        served_total += served;
+        spec_total += spec.operations.len();
+    }
+    // Conformance of the (route, status) pairs the tests produced on served routes.
+    let mut checked = 0;
+    let mut conforming = 0;
+    let mut problems = BTreeSet::new();
+    let mut undeclared = BTreeSet::new();
+    for ((api, method, path, status), outcomes) in &observed {
+        if !served_keys.contains(&(api.clone(), method.clone(), path.clone())) {
+            continue;
+        }
+        checked += 1;
+        if outcomes.iter().all(|o| o.problems.is_empty()) {
+            conforming += 1;
+        }
+        for o in outcomes {
+            if !o.declared {
+                undeclared.insert(format!("{api} {method} {path} {status}"));
+            }
+            for p in &o.problems {
+                problems.insert(format!("{api} {method} {path} {status}: {p}"));
+            }
+        }
+    }
+    let summary = format!(
+        "OpenZiti API contract (openziti/edge-api {}):\n\
+         - served routes: {served_total} of {spec_total}\n{report}\
+         - response operations (route, status) seen by the tests: {conforming} of {checked} conform\n",
+        contract.source.commit
+    );
+    let mut doc = format!("# API contract report\n\n{summary}\n");
+    if !problems.is_empty() {
+        let _ = writeln!(doc, "## Problems\n");
+        for p in &problems {
+            let _ = writeln!(doc, "- {p}");
+        }
+        doc.push('\n');
+    }
+    if !undeclared.is_empty() {
+        let _ = writeln!(doc, "## Error statuses the spec does not declare\n");
+        for u in &undeclared {
+            let _ = writeln!(doc, "- {u}");
+        }
+        doc.push('\n');
+    }
+    let _ = writeln!(
+        doc,
+        "## Routes\n\n| API | method | path | operationId | Weft | statuses seen (✓ conform) |\n|---|---|---|---|---|---|\n{table}"
+    );
+    let dir = weft_testkit::controller::contract_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("report.md"), &doc).unwrap();
+    println!("{summary}(report: {})", dir.join("report.md").display());
+    assert!(served_total > 0 && served_total <= spec_total);
+    assert!(
+        wrong_status.is_empty(),
+        "success statuses the spec does not declare:\n{}",
+        wrong_status.join("\n")
+    );
+}
+
+/// Calls every served route of both APIs once with success (the `Ctl` checks each
+/// answer against the contract when the controller stops): each management collection
+/// through create, list, detail, PUT, PATCH and delete, and the client API's details.
+#[tokio::test]
+async fn every_served_route_answers_within_the_contract() {
+    use reqwest::Method;
+    use serde_json::{Value, json};
+
+    let ctl = weft_testkit::Ctl::start();
+    let token = ctl.admin_token().await;
+    let (identity, cert, key) = ctl.enrolled_identity(&token, "dialer", &["d"]).await;
+    let ct = ctl
+        .create_ok(&token, "config-types", json!({"name": "ct"}))
+        .await;
+    let router = ctl
+        .create_ok(&token, "edge-routers", json!({"name": "er"}))
+        .await;
+    let service = ctl
+        .create_ok(
+            &token,
+            "services",
+            json!({"name": "svc", "roleAttributes": ["s"]}),
+        )
+        .await;
+    let bodies: Vec<(&str, Value)> = vec![
+        (
+            "identities",
+            json!({"name": "i", "type": "User", "isAdmin": false}),
+        ),
+        ("services", json!({"name": "s2"})),
+        ("config-types", json!({"name": "ct2"})),
+        (
+            "configs",
+            json!({"name": "c", "configTypeId": ct, "data": {"a": 1}}),
+        ),
+        (
+            "service-policies",
+            json!({"name": "sp", "type": "Dial", "semantic": "AnyOf",
+                   "identityRoles": [format!("@{identity}")], "serviceRoles": ["#s"]}),
+        ),
+        (
+            "edge-router-policies",
+            json!({"name": "erp", "edgeRouterRoles": [format!("@{router}")], "identityRoles": ["#all"]}),
+        ),
+        (
+            "service-edge-router-policies",
+            json!({"name": "serp", "edgeRouterRoles": ["#all"], "serviceRoles": ["#all"]}),
+        ),
+        ("edge-routers", json!({"name": "er2"})),
+        (
+            "terminators",
+            json!({"service": service, "router": router, "address": "tcp:127.0.0.1:1"}),
+        ),
+    ];
+    for (collection, body) in &bodies {
+        let id = ctl.create_ok(&token, collection, body.clone()).await;
+        let item = format!("/{collection}/{id}");
+        ctl.get_ok(&token, &format!("/{collection}")).await;
+        ctl.get_ok(&token, &item).await;
+        let (status, v) = ctl
+            .call(Method::PUT, &item, &token, Some(body.clone()))
+            .await;
+        assert_eq!(status, 200, "PUT {item}: {v}");
+        let (status, v) = ctl
+            .call(
+                Method::PATCH,
+                &item,
+                &token,
+                Some(json!({"tags": {"k": "v"}})),
+            )
+            .await;
+        assert_eq!(status, 200, "PATCH {item}: {v}");
+        ctl.get_ok(&token, &item).await;
+    }
+    // Keep the Dial policy and the router policies for the client's session; delete the
+    // rest.
+    for (collection, _) in &bodies {
+        let list = ctl
+            .get_ok(&token, &format!("/{collection}?limit=500"))
+            .await;
+        for e in list["data"].as_array().unwrap() {
+            let name = e["name"].as_str().unwrap_or_default();
+            if ["i", "s2", "ct2", "c", "er2"].contains(&name) || *collection == "terminators" {
+                let path = format!("/{collection}/{}", e["id"].as_str().unwrap());
+                let (status, v) = ctl.call(Method::DELETE, &path, &token, None).await;
+                assert_eq!(status, 200, "DELETE {path}: {v}");
+            }
+        }
+    }
+    for path in [
+        "/",
+        "/version",
+        "/specs",
+        "/specs/edge-management",
+        "/current-identity",
+    ] {
+        ctl.get_ok(&token, path).await;
+    }
+    // The client API, as the enrolled identity.
+    let (http, session) = ctl.cert_login(&cert, &key).await;
+    let call = |method: Method, path: &str, body: Option<Value>| {
+        let mut req = http
+            .request(method, ctl.client_url(path))
+            .header("zt-session", &session);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        async move {
+            let res = req.send().await.unwrap();
+            (res.status().as_u16(), res.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, v) = call(
+        Method::POST,
+        "/sessions",
+        Some(json!({"serviceId": service, "type": "Dial"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    let sid = v["data"]["id"].as_str().unwrap().to_owned();
+    for path in [
+        "/".to_owned(),
+        "/specs".to_owned(),
+        "/specs/edge-client".to_owned(),
+        format!("/services/{service}"),
+        format!("/sessions/{sid}"),
+        "/current-identity".to_owned(),
+    ] {
+        let (status, v) = call(Method::GET, &path, None).await;
+        assert_eq!(status, 200, "GET {path}: {v}");
+    }
+    let (status, v) = call(
+        Method::POST,
+        "/posture-response",
+        Some(json!({"id": "os", "typeId": "OS"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    let (status, v) = call(Method::POST, "/posture-response-bulk", Some(json!([]))).await;
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = call(Method::DELETE, &format!("/sessions/{sid}"), None).await;
+    assert_eq!(status, 200, "{v}");
+}
