@@ -21,7 +21,7 @@
 //!
 //! [link]                                 # links to other routers (optional)
 //! listen = "0.0.0.0:4022"                # link listener (absent: dial only)
-//! advertise = "router.example.com"       # host others dial (default advertised_host)
+//! advertise = "router.example.com"       # host[:port] others dial (default advertised_host)
 //! groups = ["default"]                   # listener groups
 //! dial_groups = ["default"]              # groups this router dials ([]: none)
 //! ```
@@ -159,8 +159,9 @@ pub struct LinkSection {
     /// may still dial).
     #[serde(default)]
     pub listen: Option<SocketAddr>,
-    /// Host other routers dial (default `advertised_host`): one of the names of the
-    /// router's server certificate, which the dialers verify.
+    /// Host other routers dial (default `advertised_host`), optionally with a port
+    /// (`host:port`, an IPv6 host in brackets; default the listener's): the host must
+    /// be one of the names of the router's server certificate, which dialers verify.
     #[serde(default)]
     pub advertise: Option<String>,
     /// Groups of the listener: routers whose dialers share one dial it.

@@ -83,6 +83,19 @@ pub fn control_config(config: &RouterConfig, edge_port: u16) -> Result<ControlCo
     })
 }
 
+/// The link address other routers dial: `advertise` when it names a port (`host:port`,
+/// an IPv6 host in brackets), else `advertise` with the listener's port.
+fn link_address(advertise: &str, port: u16) -> String {
+    let has_port = advertise.rsplit_once(':').is_some_and(|(host, p)| {
+        !host.is_empty() && !host.ends_with(':') && p.parse::<u16>().is_ok()
+    });
+    if has_port && (!advertise.contains('[') || advertise.contains("]:")) {
+        format!("tls://{advertise}")
+    } else {
+        format!("tls://{advertise}:{port}")
+    }
+}
+
 /// The common name of the first certificate in `pem`.
 fn router_id(pem: &str) -> Option<String> {
     use rustls::pki_types::CertificateDer;
@@ -140,8 +153,10 @@ impl Node {
             router.local_addr().port()
         )];
         if let (Some(link), Some(addr)) = (&config.link, router.link_addr()) {
-            let host = link.advertise.as_deref().unwrap_or(&config.advertised_host);
-            control_config.hello.link_listener = format!("tls://{host}:{}", addr.port());
+            control_config.hello.link_listener = link_address(
+                link.advertise.as_deref().unwrap_or(&config.advertised_host),
+                addr.port(),
+            );
         }
         let (control, events, control_task) = match control::spawn(control_config) {
             Ok(parts) => parts,
@@ -525,5 +540,19 @@ async fn bridge(
     }
     for (_, pending) in std::mem::take(&mut state.pending) {
         state.lost(pending, "the control client stopped".into(), true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_address_takes_the_advertised_port_or_the_listeners() {
+        assert_eq!(link_address("r1.example", 4022), "tls://r1.example:4022");
+        assert_eq!(link_address("r1.example:443", 4022), "tls://r1.example:443");
+        assert_eq!(link_address("[::1]:443", 4022), "tls://[::1]:443");
+        assert_eq!(link_address("[::1]", 4022), "tls://[::1]:4022");
+        assert_eq!(link_address("::1", 4022), "tls://::1:4022");
     }
 }

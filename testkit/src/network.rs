@@ -213,6 +213,136 @@ impl Network {
     }
 }
 
+/// A controller and three routers in a line, A - B - C: B listens for links, A and C
+/// dial it, and A and C share no group, so no link joins them. Identities with the
+/// attribute `dialer` may use router A only, those with `hoster` router C only, and
+/// every service every router: a circuit from a dialer to a host must cross B.
+#[derive(Debug)]
+pub struct Line {
+    /// The controller.
+    pub controller: Ctl,
+    /// An admin session on it.
+    pub admin: Admin,
+    /// Router A (dialers).
+    pub a: Router,
+    /// Router B (the middle; its link listener is the only one).
+    pub b: Router,
+    /// Router C (hosts).
+    pub c: Router,
+}
+
+impl Line {
+    /// Starts the controller and the routers and waits until both links are up.
+    pub async fn start() -> Self {
+        init_logs();
+        let controller = Ctl::start();
+        let admin = controller.admin().await;
+        let control = controller.control_addr();
+        let b_config = format!(
+            "[link]\nlisten = \"127.0.0.1:{}\"\ngroups = [\"ab\", \"bc\"]\ndial_groups = []\n",
+            free_port()
+        );
+        let b = Router::start_configured(&admin, "line-b", &control, &b_config, &[]).await;
+        let a_config = "[link]\ndial_groups = [\"ab\"]\n";
+        let a = Router::start_configured(&admin, "line-a", &control, a_config, &[]).await;
+        let c_config = "[link]\ndial_groups = [\"bc\"]\n";
+        let c = Router::start_configured(&admin, "line-c", &control, c_config, &[]).await;
+        wait_links(&admin, "two links up", |l| {
+            l.len() == 2 && l.iter().all(|l| l["state"] == "up")
+        })
+        .await;
+        for (name, identities, routers) in [
+            ("dialers-on-a", "#dialer", "#line-a"),
+            ("hosts-on-c", "#hoster", "#line-c"),
+        ] {
+            admin
+                .create(
+                    "edge-router-policies",
+                    serde_json::json!({"name": name, "edgeRouterRoles": [routers],
+                                       "identityRoles": [identities]}),
+                )
+                .await;
+        }
+        admin
+            .create(
+                "service-edge-router-policies",
+                serde_json::json!({"name": "all-services", "edgeRouterRoles": ["#all"],
+                                   "serviceRoles": ["#all"]}),
+            )
+            .await;
+        Self {
+            controller,
+            admin,
+            a,
+            b,
+            c,
+        }
+    }
+
+    /// Creates service `name` (attribute `#name`) with a Dial policy for `#name-client`
+    /// and a Bind policy for `#name-host`.
+    pub async fn service(&self, name: &str, encrypted: bool) {
+        self.admin.service(name, &[name], encrypted).await;
+        let role = format!("#{name}");
+        for (kind, who) in [("Dial", "client"), ("Bind", "host")] {
+            self.admin
+                .service_policy(
+                    &format!("{name}-{kind}"),
+                    kind,
+                    &[&format!("#{name}-{who}")],
+                    &[&role],
+                )
+                .await;
+        }
+    }
+
+    /// Enrolls a host identity of service `service` (allowed on router C only).
+    #[cfg(feature = "sdk")]
+    pub async fn host_identity(&self, service: &str) -> weft_sdk::Identity {
+        self.enrolled(
+            &format!("{service}-h"),
+            &[&format!("{service}-host"), "hoster"],
+        )
+        .await
+    }
+
+    /// Enrolls a client identity of service `service` (allowed on router A only).
+    #[cfg(feature = "sdk")]
+    pub async fn client_identity(&self, service: &str) -> weft_sdk::Identity {
+        self.enrolled(
+            &format!("{service}-c"),
+            &[&format!("{service}-client"), "dialer"],
+        )
+        .await
+    }
+
+    #[cfg(feature = "sdk")]
+    async fn enrolled(&self, name: &str, attrs: &[&str]) -> weft_sdk::Identity {
+        let (_, jwt) = self.admin.identity(name, attrs).await;
+        weft_sdk::enroll(&jwt).await.unwrap()
+    }
+}
+
+/// Polls `GET /links` until `done` holds for the list, which it returns.
+pub async fn wait_links(
+    admin: &Admin,
+    what: &str,
+    done: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        let links = admin.get("links").await["data"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if done(&links) {
+            return links;
+        }
+        assert!(Instant::now() < deadline, "{what}: links are {links:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Test logs to stderr, filtered by `RUST_LOG` (once per process).
 pub fn init_logs() {
     static ONCE: OnceLock<()> = OnceLock::new();

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use weft_testkit::{Admin, Ctl, Router, free_port, init_logs};
+use weft_testkit::{Ctl, Line, Router, free_port, init_logs, wait_links};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -22,22 +22,6 @@ fn link_config() -> (String, u16, u16) {
         link,
         metrics,
     )
-}
-
-/// Polls `GET /links` until `done` holds for the list, which it returns.
-async fn links_until(admin: &Admin, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let links = admin.get("links").await["data"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        if done(&links) {
-            return links;
-        }
-        assert!(Instant::now() < deadline, "{what}: links are {links:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn is_up_with_latency(l: &Value) -> bool {
@@ -73,7 +57,7 @@ async fn routers_link_up_measure_latency_and_redial_a_lost_link() {
 
     // One link (both routers listen and dial: the one whose id sorts first dials),
     // with the latency both ends measured.
-    let links = links_until(&admin, "link up", |l| {
+    let links = wait_links(&admin, "link up", |l| {
         l.len() == 1 && is_up_with_latency(&l[0])
     })
     .await;
@@ -93,7 +77,7 @@ async fn routers_link_up_measure_latency_and_redial_a_lost_link() {
     // The peer dies: the survivor reports the link down.
     b.kill();
     // (b's own reports left with its control connection; a's says down.)
-    links_until(&admin, "link down", |l| {
+    wait_links(&admin, "link down", |l| {
         l.len() == 1 && l[0]["state"] == "down"
     })
     .await;
@@ -104,7 +88,7 @@ async fn routers_link_up_measure_latency_and_redial_a_lost_link() {
 
     // It comes back (on the same link port): the link is dialled again.
     b.restart(&admin).await;
-    links_until(&admin, "link up again", |l| {
+    wait_links(&admin, "link up again", |l| {
         l.len() == 1 && is_up_with_latency(&l[0])
     })
     .await;
@@ -170,98 +154,6 @@ async fn a_certificate_the_controller_does_not_vouch_for_gets_no_link() {
     );
 }
 
-/// A controller and three routers in a line, A - B - C: B listens, A and C dial it, and
-/// A and C share no group (so no link joins them).
-struct Line {
-    controller: Ctl,
-    admin: Admin,
-    a: Router,
-    b: Router,
-    c: Router,
-}
-
-impl Line {
-    async fn start() -> Self {
-        init_logs();
-        let controller = Ctl::start();
-        let admin = controller.admin().await;
-        let control = controller.control_addr();
-        let b_config = format!(
-            "[link]\nlisten = \"127.0.0.1:{}\"\ngroups = [\"ab\", \"bc\"]\ndial_groups = []\n",
-            free_port()
-        );
-        let b = Router::start_configured(&admin, "line-b", &control, &b_config, &[]).await;
-        let a_config = "[link]\ndial_groups = [\"ab\"]\n";
-        let a = Router::start_configured(&admin, "line-a", &control, a_config, &[]).await;
-        let c_config = "[link]\ndial_groups = [\"bc\"]\n";
-        let c = Router::start_configured(&admin, "line-c", &control, c_config, &[]).await;
-        links_until(&admin, "two links up", |l| {
-            l.len() == 2 && l.iter().all(|l| l["state"] == "up")
-        })
-        .await;
-        // Dialers may use router A only, hosts router C only: a circuit must cross B.
-        for (name, identities, routers) in [
-            ("dialers-on-a", "#dialer", "#line-a"),
-            ("hosts-on-c", "#hoster", "#line-c"),
-        ] {
-            admin
-                .create(
-                    "edge-router-policies",
-                    serde_json::json!({"name": name, "edgeRouterRoles": [routers],
-                                       "identityRoles": [identities]}),
-                )
-                .await;
-        }
-        admin
-            .create(
-                "service-edge-router-policies",
-                serde_json::json!({"name": "all-services", "edgeRouterRoles": ["#all"],
-                                   "serviceRoles": ["#all"]}),
-            )
-            .await;
-        Self {
-            controller,
-            admin,
-            a,
-            b,
-            c,
-        }
-    }
-
-    /// A service `name` with a host context (on C) and a client context (on A).
-    async fn service(&self, name: &str, encrypted: bool) -> (weft_sdk::Context, weft_sdk::Context) {
-        self.admin.service(name, &[name], encrypted).await;
-        let role = format!("#{name}");
-        for (kind, who) in [("Dial", "client"), ("Bind", "host")] {
-            self.admin
-                .service_policy(
-                    &format!("{name}-{kind}"),
-                    kind,
-                    &[&format!("#{name}-{who}")],
-                    &[&role],
-                )
-                .await;
-        }
-        let context = |id: String, attrs: Vec<String>| async move {
-            let attrs: Vec<&str> = attrs.iter().map(String::as_str).collect();
-            let (_, jwt) = self.admin.identity(&id, &attrs).await;
-            let identity = weft_sdk::enroll(&jwt).await.unwrap();
-            weft_sdk::Context::new(identity).await.unwrap()
-        };
-        let host = context(
-            format!("{name}-h"),
-            vec![format!("{name}-host"), "hoster".into()],
-        )
-        .await;
-        let client = context(
-            format!("{name}-c"),
-            vec![format!("{name}-client"), "dialer".into()],
-        )
-        .await;
-        (host, client)
-    }
-}
-
 fn sha(data: &[u8]) -> [u8; 32] {
     use sha2::Digest;
     sha2::Sha256::digest(data).into()
@@ -272,7 +164,13 @@ const TEN_MB: usize = 10 * 1024 * 1024;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_circuit_crosses_three_routers_ten_megabytes_each_way() {
     let line = Line::start().await;
-    let (host, client) = line.service("line", true).await;
+    line.service("line", true).await;
+    let host = weft_sdk::Context::new(line.host_identity("line").await)
+        .await
+        .unwrap();
+    let client = weft_sdk::Context::new(line.client_identity("line").await)
+        .await
+        .unwrap();
     let mut listener = host.bind("line").await.unwrap();
     let upload = weft_testkit::pattern(TEN_MB, 7);
     let download = weft_testkit::pattern(TEN_MB, 8);
@@ -335,5 +233,185 @@ async fn a_circuit_crosses_three_routers_ten_megabytes_each_way() {
         assert!(Instant::now() < deadline, "the circuit is still listed");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    drop(line.controller);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_only_path_ends_the_circuit_with_an_error_on_both_sides() {
+    let mut line = Line::start().await;
+    line.service("cut", false).await;
+    let host = weft_sdk::Context::new(line.host_identity("cut").await)
+        .await
+        .unwrap();
+    let client = weft_sdk::Context::new(line.client_identity("cut").await)
+        .await
+        .unwrap();
+    let mut listener = host.bind("cut").await.unwrap();
+    // The host sends until its stream fails, and reports how it ended.
+    let server = tokio::spawn(async move {
+        let mut stream = listener.accept().await.unwrap();
+        let chunk = vec![7u8; 64 * 1024];
+        loop {
+            if let Err(e) = stream.write_all(&chunk).await {
+                return e;
+            }
+        }
+    });
+    let mut stream = client.dial("cut").await.unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut got = 0usize;
+    while got < 1024 * 1024 {
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the circuit ended before the cut");
+        got += n;
+    }
+    // The middle router dies: there is no other path.
+    line.b.kill();
+    let end = tokio::time::timeout(WAIT, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    })
+    .await
+    .expect("the dialer's stream did not end");
+    let e = end.expect_err("the dialer saw a clean end of stream, not an error");
+    eprintln!("dialer: {e}");
+    let host_end = tokio::time::timeout(WAIT, server)
+        .await
+        .expect("the host's stream did not end")
+        .unwrap();
+    eprintln!("host: {host_end}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_link_makes_new_circuits_take_the_other_path() {
+    init_logs();
+    let controller = Ctl::start();
+    let admin = controller.admin().await;
+    let control = controller.control_addr();
+    // A diamond: A dials B and C, which dial D. A reaches B through a proxy whose
+    // latency the test raises.
+    let b_port = free_port();
+    let proxy = weft_testkit::proxy::FaultProxy::start(([127, 0, 0, 1], b_port).into()).await;
+    let d_config = format!(
+        "[link]\nlisten = \"127.0.0.1:{}\"\ngroups = [\"y\"]\ndial_groups = []\n",
+        free_port()
+    );
+    let d = Router::start_configured(&admin, "dia-d", &control, &d_config, &[]).await;
+    let b_config = format!(
+        "[link]\nlisten = \"127.0.0.1:{b_port}\"\nadvertise = \"localhost:{}\"\n\
+         groups = [\"x\"]\ndial_groups = [\"y\"]\n",
+        proxy.addr().port()
+    );
+    let b = Router::start_configured(&admin, "dia-b", &control, &b_config, &[]).await;
+    let c_config = format!(
+        "[link]\nlisten = \"127.0.0.1:{}\"\ngroups = [\"x\"]\ndial_groups = [\"y\"]\n",
+        free_port()
+    );
+    let c = Router::start_configured(&admin, "dia-c", &control, &c_config, &[]).await;
+    let a = Router::start_configured(
+        &admin,
+        "dia-a",
+        &control,
+        "[link]\ndial_groups = [\"x\"]\n",
+        &[],
+    )
+    .await;
+    wait_links(&admin, "four links up", |l| {
+        l.len() == 4 && l.iter().all(is_up_with_latency)
+    })
+    .await;
+    for (name, identities, routers) in [
+        ("dialers-on-a", "#dialer", "#dia-a"),
+        ("hosts-on-d", "#hoster", "#dia-d"),
+    ] {
+        admin
+            .create(
+                "edge-router-policies",
+                serde_json::json!({"name": name, "edgeRouterRoles": [routers],
+                                   "identityRoles": [identities]}),
+            )
+            .await;
+    }
+    admin
+        .create(
+            "service-edge-router-policies",
+            serde_json::json!({"name": "all-services", "edgeRouterRoles": ["#all"],
+                               "serviceRoles": ["#all"]}),
+        )
+        .await;
+    admin.service("dia", &["dia"], false).await;
+    admin
+        .service_policy("dia-dial", "Dial", &["#dia-client"], &["#dia"])
+        .await;
+    admin
+        .service_policy("dia-bind", "Bind", &["#dia-host"], &["#dia"])
+        .await;
+    let enrolled = |name: &'static str, attrs: &'static [&'static str]| {
+        let admin = &admin;
+        async move {
+            let (_, jwt) = admin.identity(name, attrs).await;
+            weft_sdk::Context::new(weft_sdk::enroll(&jwt).await.unwrap())
+                .await
+                .unwrap()
+        }
+    };
+    let host = enrolled("dia-h", &["dia-host", "hoster"]).await;
+    let client = enrolled("dia-c", &["dia-client", "dialer"]).await;
+    let mut listener = host.bind("dia").await.unwrap();
+    let _server = tokio::spawn(async move {
+        while let Ok(mut s) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+
+    // The link A - B grows slow (the proxy holds every chunk 60 ms each way): its
+    // measured latency, and so its cost, rises above the path through C.
+    proxy.set_latency(Duration::from_millis(60));
+    let ab = format!("{}->{}", a.id, b.id);
+    wait_links(&admin, "A - B measured slow", |l| {
+        l.iter().any(|l| {
+            l["id"] == ab.as_str() && l["sourceLatencyMs"].as_f64().is_some_and(|ms| ms > 60.0)
+        })
+    })
+    .await;
+    for round in 0..3 {
+        let mut s = client.dial("dia").await.unwrap();
+        s.write_all(b"ping").await.unwrap();
+        let mut back = [0u8; 4];
+        s.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, b"ping");
+        let circuits = admin.get("circuits").await["data"].clone();
+        let paths: Vec<Vec<String>> = circuits
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                c["path"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.as_str().unwrap().to_owned())
+                    .collect()
+            })
+            .collect();
+        assert!(
+            paths
+                .iter()
+                .all(|p| *p == [a.id.clone(), c.id.clone(), d.id.clone()]),
+            "round {round}: a circuit took the slow link: {paths:?}"
+        );
+        drop(s);
+    }
+    drop(b);
 }
