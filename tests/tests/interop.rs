@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use weft_sdk::{Listener, Stream};
-use weft_testkit::{Network, pattern};
+use weft_testkit::{Line, Network, Tunnel, pattern};
 
 const TEN_MB: usize = 10 * 1024 * 1024;
 
@@ -188,7 +188,17 @@ fn sha_hex(data: &[u8]) -> String {
 /// A network, a C SDK identity `c-sdk` (enrolled and loaded by the driver) with role
 /// attributes `attrs`, and the driver.
 async fn c_sdk_on(net: &Network, venv: &Path, attrs: &[&str], env: &[(&str, &str)]) -> Driver {
-    let (_, jwt) = net.admin.identity("c-sdk", attrs).await;
+    c_sdk_with(&net.admin, venv, attrs, env).await
+}
+
+/// [`c_sdk_on`] at the controller `admin` is logged in to.
+async fn c_sdk_with(
+    admin: &weft_testkit::Admin,
+    venv: &Path,
+    attrs: &[&str],
+    env: &[(&str, &str)],
+) -> Driver {
+    let (_, jwt) = admin.identity("c-sdk", attrs).await;
     let mut driver = Driver::start(venv, "c-sdk", env);
     let jwt_path = driver.files.path().join("c-sdk.jwt");
     let id_path = driver.files.path().join("c-sdk.json");
@@ -978,4 +988,64 @@ async fn the_c_sdk_dials_a_service_it_hosts_itself_through_the_router() {
     }
     assert_eq!(dialer["sent_sha256"], acceptor["received_sha256"]);
     assert_eq!(acceptor["sent_sha256"], dialer["received_sha256"]);
+}
+
+/// The mesh with the unmodified C SDK: it dials through router A a service that `weft
+/// tunnel host` hosts on router C, and the circuit crosses router B (the three routers
+/// of `weft_testkit::Line`). 10 MB each way, encrypted end to end, byte-identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_sdk_dials_across_three_routers_a_service_hosted_by_weft_tunnel() {
+    let Some(venv) = venv() else { return };
+    let line = Line::start().await;
+    line.service("mesh", true).await;
+    // The tunnel's target: takes 10 MB, answers 10 MB, then half-closes.
+    let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target_addr = target.local_addr().unwrap().to_string();
+    let download = Arc::new(pattern(TEN_MB, 11));
+    let download_sha = sha_hex(&download);
+    let server = {
+        let download = download.clone();
+        tokio::spawn(async move {
+            let (mut tcp, _) = target.accept().await.unwrap();
+            let (mut rd, mut wr) = tcp.split();
+            let writer = async {
+                wr.write_all(&download).await.unwrap();
+            };
+            let reader = async {
+                let mut got = vec![0u8; TEN_MB];
+                rd.read_exact(&mut got).await.unwrap();
+                got
+            };
+            let ((), got) = tokio::join!(writer, reader);
+            wr.shutdown().await.unwrap();
+            let mut rest = Vec::new();
+            let _ = rd.read_to_end(&mut rest).await;
+            assert!(rest.is_empty(), "the C side sent more than it said");
+            sha_hex(&got)
+        })
+    };
+    let files = tempfile::tempdir().unwrap();
+    let host_file = files.path().join("host.json");
+    line.host_identity("mesh").await.save(&host_file).unwrap();
+    let _host = Tunnel::start("host", &host_file, "mesh", &["--target", &target_addr]);
+    let mut driver = c_sdk_with(&line.admin, &venv, &["mesh-client", "dialer"], &[]).await;
+    let started = Instant::now();
+    let a = driver
+        .cmd(json!({"op": "bulk_dial", "service": "mesh", "conns": 1, "bytes": TEN_MB}))
+        .await;
+    let received_by_target = server.await.unwrap();
+    eprintln!(
+        "C SDK through three routers, 10 MB each way (encrypted) in {:?}",
+        started.elapsed()
+    );
+    let r = &a["results"][0];
+    assert!(
+        r.get("send_error").is_none() && r.get("recv_error").is_none(),
+        "C side error: {r}"
+    );
+    assert_eq!(r["received"], TEN_MB, "{r}");
+    assert_eq!(r["received_sha256"], download_sha.as_str(), "{r}");
+    assert_eq!(r["sent_sha256"], received_by_target.as_str(), "{r}");
+    let paths = line.admin.get("circuits").await;
+    eprintln!("circuits after the transfer: {paths}");
 }

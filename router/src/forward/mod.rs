@@ -1350,6 +1350,8 @@ impl Forwarder {
 }
 
 #[cfg(test)]
+mod mesh_tests;
+#[cfg(test)]
 pub(crate) mod sim;
 #[cfg(test)]
 mod tests;
