@@ -186,7 +186,7 @@ impl Line {
                 ..
             } => {
                 let id = format!("t-{listener}");
-                self.terminator = Some((request.address.clone(), id.clone()));
+                self.terminator = Some((request.address, id.clone()));
                 self.routers[router].terminator_created(now, conn, listener, id);
             }
             ControlRequest::CreateCircuit { circuit, request } => {
