@@ -517,6 +517,19 @@ async fn bridge(
                         tracing::debug!(error = %e, "circuit end not reported");
                     }
                 }
+                Some(ShardRequest::Control(ControlRequest::Reroute { circuit_id })) => {
+                    let control = state.control.clone();
+                    let sent = with_events(
+                        control.reroute_request(circuit_id),
+                        &mut events,
+                        &mut backlog,
+                    )
+                    .await;
+                    if let Err(e) = sent {
+                        // The circuit waits out its reroute deadline, then ends.
+                        tracing::warn!(error = %e, circuit_id, "reroute not requested");
+                    }
+                }
                 Some(ShardRequest::Control(ControlRequest::LinkStatus(status))) => {
                     let control = state.control.clone();
                     let sent =

@@ -286,81 +286,126 @@ async fn losing_the_only_path_ends_the_circuit_with_an_error_on_both_sides() {
     eprintln!("host: {host_end}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_link_makes_new_circuits_take_the_other_path() {
-    init_logs();
-    let controller = Ctl::start();
-    let admin = controller.admin().await;
-    let control = controller.control_addr();
-    // A diamond: A dials B and C, which dial D. A reaches B through a proxy whose
-    // latency the test raises.
-    let b_port = free_port();
-    let proxy = weft_testkit::proxy::FaultProxy::start(([127, 0, 0, 1], b_port).into()).await;
-    let d_config = format!(
-        "[link]\nlisten = \"127.0.0.1:{}\"\ngroups = [\"y\"]\ndial_groups = []\n",
-        free_port()
-    );
-    let d = Router::start_configured(&admin, "dia-d", &control, &d_config, &[]).await;
-    let b_config = format!(
-        "[link]\nlisten = \"127.0.0.1:{b_port}\"\nadvertise = \"localhost:{}\"\n\
-         groups = [\"x\"]\ndial_groups = [\"y\"]\n",
-        proxy.addr().port()
-    );
-    let b = Router::start_configured(&admin, "dia-b", &control, &b_config, &[]).await;
-    let c_config = format!(
-        "[link]\nlisten = \"127.0.0.1:{}\"\ngroups = [\"x\"]\ndial_groups = [\"y\"]\n",
-        free_port()
-    );
-    let c = Router::start_configured(&admin, "dia-c", &control, &c_config, &[]).await;
-    let a = Router::start_configured(
-        &admin,
-        "dia-a",
-        &control,
-        "[link]\ndial_groups = [\"x\"]\n",
-        &[],
-    )
-    .await;
-    wait_links(&admin, "four links up", |l| {
-        l.len() == 4 && l.iter().all(is_up_with_latency)
-    })
-    .await;
-    for (name, identities, routers) in [
-        ("dialers-on-a", "#dialer", "#dia-a"),
-        ("hosts-on-d", "#hoster", "#dia-d"),
-    ] {
-        admin
-            .create(
-                "edge-router-policies",
-                serde_json::json!({"name": name, "edgeRouterRoles": [routers],
-                                   "identityRoles": [identities]}),
-            )
-            .await;
-    }
-    admin
-        .create(
-            "service-edge-router-policies",
-            serde_json::json!({"name": "all-services", "edgeRouterRoles": ["#all"],
-                               "serviceRoles": ["#all"]}),
+/// Four routers in a diamond: A dials B and C, which dial D. A reaches B through a
+/// fault-injecting proxy. Dialers may use A only, hosts D only; service `dia`.
+struct Diamond {
+    controller: Ctl,
+    admin: weft_testkit::Admin,
+    proxy: weft_testkit::proxy::FaultProxy,
+    a: Router,
+    b: Router,
+    c: Router,
+    d: Router,
+    host: weft_sdk::Context,
+    client: weft_sdk::Context,
+}
+
+impl Diamond {
+    async fn start() -> Self {
+        init_logs();
+        let controller = Ctl::start();
+        let admin = controller.admin().await;
+        let control = controller.control_addr();
+        let b_port = free_port();
+        let proxy = weft_testkit::proxy::FaultProxy::start(([127, 0, 0, 1], b_port).into()).await;
+        let d_config = format!(
+            "[link]\nlisten = \"127.0.0.1:{}\"\ngroups = [\"y\"]\ndial_groups = []\n",
+            free_port()
+        );
+        let d = Router::start_configured(&admin, "dia-d", &control, &d_config, &[]).await;
+        let b_config = format!(
+            "[link]\nlisten = \"127.0.0.1:{b_port}\"\nadvertise = \"localhost:{}\"\n\
+             groups = [\"x\"]\ndial_groups = [\"y\"]\n",
+            proxy.addr().port()
+        );
+        let b = Router::start_configured(&admin, "dia-b", &control, &b_config, &[]).await;
+        let c_config = format!(
+            "[link]\nlisten = \"127.0.0.1:{}\"\ngroups = [\"x\"]\ndial_groups = [\"y\"]\n",
+            free_port()
+        );
+        let c = Router::start_configured(&admin, "dia-c", &control, &c_config, &[]).await;
+        let a = Router::start_configured(
+            &admin,
+            "dia-a",
+            &control,
+            "[link]\ndial_groups = [\"x\"]\n",
+            &[],
         )
         .await;
-    admin.service("dia", &["dia"], false).await;
-    admin
-        .service_policy("dia-dial", "Dial", &["#dia-client"], &["#dia"])
+        wait_links(&admin, "four links up", |l| {
+            l.len() == 4 && l.iter().all(is_up_with_latency)
+        })
         .await;
-    admin
-        .service_policy("dia-bind", "Bind", &["#dia-host"], &["#dia"])
-        .await;
-    let enrolled = |name: &'static str, attrs: &'static [&'static str]| {
-        let admin = &admin;
-        async move {
-            let (_, jwt) = admin.identity(name, attrs).await;
-            weft_sdk::Context::new(weft_sdk::enroll(&jwt).await.unwrap())
-                .await
-                .unwrap()
+        for (name, identities, routers) in [
+            ("dialers-on-a", "#dialer", "#dia-a"),
+            ("hosts-on-d", "#hoster", "#dia-d"),
+        ] {
+            admin
+                .create(
+                    "edge-router-policies",
+                    serde_json::json!({"name": name, "edgeRouterRoles": [routers],
+                                       "identityRoles": [identities]}),
+                )
+                .await;
         }
-    };
-    let host = enrolled("dia-h", &["dia-host", "hoster"]).await;
-    let client = enrolled("dia-c", &["dia-client", "dialer"]).await;
+        admin
+            .create(
+                "service-edge-router-policies",
+                serde_json::json!({"name": "all-services", "edgeRouterRoles": ["#all"],
+                                   "serviceRoles": ["#all"]}),
+            )
+            .await;
+        admin.service("dia", &["dia"], false).await;
+        admin
+            .service_policy("dia-dial", "Dial", &["#dia-client"], &["#dia"])
+            .await;
+        admin
+            .service_policy("dia-bind", "Bind", &["#dia-host"], &["#dia"])
+            .await;
+        let mut contexts = Vec::new();
+        for (name, attrs) in [
+            ("dia-h", ["dia-host", "hoster"]),
+            ("dia-c", ["dia-client", "dialer"]),
+        ] {
+            let (_, jwt) = admin.identity(name, &attrs).await;
+            contexts.push(
+                weft_sdk::Context::new(weft_sdk::enroll(&jwt).await.unwrap())
+                    .await
+                    .unwrap(),
+            );
+        }
+        let client = contexts.pop().unwrap();
+        let host = contexts.pop().unwrap();
+        Self {
+            controller,
+            admin,
+            proxy,
+            a,
+            b,
+            c,
+            d,
+            host,
+            client,
+        }
+    }
+
+    /// The path of the only circuit listed.
+    async fn path(&self) -> Vec<String> {
+        let circuits = self.admin.get("circuits").await["data"].clone();
+        circuits[0]["path"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_link_makes_new_circuits_take_the_other_path() {
+    let dia = Diamond::start().await;
+    let (admin, proxy, a, b, c, d) = (&dia.admin, &dia.proxy, &dia.a, &dia.b, &dia.c, &dia.d);
+    let (host, client) = (&dia.host, &dia.client);
     let mut listener = host.bind("dia").await.unwrap();
     let _server = tokio::spawn(async move {
         while let Ok(mut s) = listener.accept().await {
@@ -379,7 +424,7 @@ async fn a_slow_link_makes_new_circuits_take_the_other_path() {
     // measured latency, and so its cost, rises above the path through C.
     proxy.set_latency(Duration::from_millis(60));
     let ab = format!("{}->{}", a.id, b.id);
-    wait_links(&admin, "A - B measured slow", |l| {
+    wait_links(admin, "A - B measured slow", |l| {
         l.iter().any(|l| {
             l["id"] == ab.as_str() && l["sourceLatencyMs"].as_f64().is_some_and(|ms| ms > 60.0)
         })
@@ -413,5 +458,99 @@ async fn a_slow_link_makes_new_circuits_take_the_other_path() {
         );
         drop(s);
     }
-    drop(b);
+    drop(dia.controller);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_router_mid_transfer_reroutes_the_circuit_and_loses_nothing() {
+    let mut dia = Diamond::start().await;
+    let mut listener = dia.host.bind("dia").await.unwrap();
+    let upload = weft_testkit::pattern(TEN_MB, 21);
+    let download = weft_testkit::pattern(TEN_MB, 22);
+    let (up_sum, down_sum) = (sha(&upload), sha(&download));
+    let server = tokio::spawn(async move {
+        let mut stream = listener.accept().await.unwrap();
+        let mut got = Vec::with_capacity(TEN_MB);
+        let (mut rd, mut wr) = tokio::io::split(&mut stream);
+        let writer = async {
+            for chunk in download.chunks(64 * 1024) {
+                wr.write_all(chunk).await.unwrap();
+                // Paced, so that the transfer is still going when the router dies.
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            wr.shutdown().await.unwrap();
+        };
+        let reader = async { rd.read_to_end(&mut got).await.unwrap() };
+        tokio::join!(writer, reader);
+        assert_eq!(sha(&got), up_sum, "upload differs after the reroute");
+    });
+    let mut stream = dia.client.dial("dia").await.unwrap();
+    let path = dia.path().await;
+    assert_eq!(path.len(), 3, "{path:?}");
+    let middle = if path[1] == dia.b.id { "b" } else { "c" };
+    // Watches the circuit's path until it changes (the circuit leaves the list once the
+    // transfer is over).
+    let watcher = {
+        let (admin, old) = (dia.admin.clone(), path.clone());
+        tokio::spawn(async move {
+            loop {
+                let circuits = admin.get("circuits").await["data"].clone();
+                if let Some(p) = circuits[0]["path"].as_array() {
+                    let p: Vec<String> = p.iter().map(|r| r.as_str().unwrap().to_owned()).collect();
+                    if p != old {
+                        return (p, Instant::now());
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let (mut rd, mut wr) = tokio::io::split(&mut stream);
+    let writer = async {
+        for chunk in upload.chunks(64 * 1024) {
+            wr.write_all(chunk).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        wr.shutdown().await.unwrap();
+    };
+    let started = Instant::now();
+    let reader = async {
+        let mut got = Vec::with_capacity(TEN_MB);
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut killed = None;
+        loop {
+            let n = rd.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+            if killed.is_none() && got.len() >= TEN_MB / 3 {
+                // The middle router of the path dies with the transfer under way.
+                match middle {
+                    "b" => dia.b.kill(),
+                    _ => dia.c.kill(),
+                }
+                killed = Some(Instant::now());
+            }
+        }
+        (got, killed)
+    };
+    let ((), (got, killed)) =
+        tokio::time::timeout(WAIT * 2, async { tokio::join!(writer, reader) })
+            .await
+            .expect("the transfer did not finish after the reroute");
+    assert_eq!(sha(&got), down_sum, "download differs after the reroute");
+    server.await.unwrap();
+    let (new_path, moved_at) = tokio::time::timeout(WAIT, watcher)
+        .await
+        .expect("the circuit's new path was never listed")
+        .unwrap();
+    assert_ne!(new_path, path, "the circuit moved to the other path");
+    assert_eq!(new_path.len(), 3);
+    let killed = killed.expect("the router was killed");
+    eprintln!(
+        "rerouted from {path:?} to {new_path:?} within {:?} of the kill; 20 MB in {:?}",
+        moved_at.saturating_duration_since(killed),
+        started.elapsed(),
+    );
 }

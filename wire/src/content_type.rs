@@ -98,6 +98,8 @@ named_i32! { ContentType {
     LINK_HEARTBEAT = 0x5746_0005;
     /// Answer to a heartbeat: the stamp echoed.
     LINK_HEARTBEAT_ACK = 0x5746_0006;
+    /// End to end: the circuit's far end router received its payload up to a sequence.
+    LINK_ACK = 0x5746_0007;
 
     // ---- Weft edge extension (Weft SDK <-> router, negotiated on the hello) ----
     /// Either way: per-stream flow-control credit for one conn id (crate::edge::Credit).
@@ -134,6 +136,8 @@ named_i32! { ContentType {
     CONTROL_ROUTE_RESPONSE = 0x5743_000e;
     /// Either way: `CircuitClosed`.
     CONTROL_CIRCUIT_CLOSED = 0x5743_000f;
+    /// Router -> controller: `RerouteRequest`.
+    CONTROL_REROUTE_REQUEST = 0x5743_0010;
 }}
 
 impl ContentType {

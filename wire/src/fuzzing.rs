@@ -352,6 +352,7 @@ mod corpus {
             LinkClose {
                 circuit_id: 9,
                 reason: b"closed by peer",
+                flags: 0,
             }
             .encode(4, o)
             .unwrap();

@@ -8,9 +8,10 @@
 //! | `LINK_HELLO` | `LINK_ROUTER_ID` | empty; answered by a Result (header 2, header 1) |
 //! | `LINK_DATA` | `LINK_CIRCUIT_ID` (u64), `LINK_SEQ` (u64), [`LINK_FLAGS` (u32)] | payload, relayed untouched |
 //! | `LINK_CREDIT` | `LINK_CIRCUIT_ID`, `LINK_CREDIT` (u32 bytes consumed) | empty |
-//! | `LINK_CLOSE` | `LINK_CIRCUIT_ID` | reason |
+//! | `LINK_CLOSE` | `LINK_CIRCUIT_ID`, [`LINK_FLAGS` (bit 0: reroute)] | reason |
 //! | `LINK_HEARTBEAT` | `LINK_STAMP` (u64) | empty; answered by `LINK_HEARTBEAT_ACK` |
 //! | `LINK_HEARTBEAT_ACK` | `LINK_STAMP` (the heartbeat's, echoed) | empty |
+//! | `LINK_ACK` | `LINK_CIRCUIT_ID`, `LINK_SEQ` (highest received in order) | empty; end to end |
 //!
 //! Many circuits share one link; each has a credit window so one slow reader never
 //! stalls the link (see `docs/wire-format.md`).
@@ -145,30 +146,77 @@ impl LinkCredit {
     }
 }
 
-/// A circuit ended.
+/// [`LinkClose`] flag: the circuit's path broke (a link of it was lost); its end
+/// routers keep it and ask the controller for another path instead of ending it.
+pub const CLOSE_FLAG_REROUTE: u32 = 0x1;
+
+/// A circuit ended on this link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LinkClose<'a> {
     /// Circuit id on this link.
     pub circuit_id: u64,
     /// Why, for logs and for the StateClosed sent to the SDK.
     pub reason: &'a [u8],
+    /// [`CLOSE_FLAG_REROUTE`] when only the path broke (an optional `LINK_FLAGS`).
+    pub flags: u32,
 }
 
 impl<'a> LinkClose<'a> {
     /// Parses a close frame.
     pub fn parse(frame: &'a Frame) -> Result<Self, MessageError> {
         frame.expect_type(ContentType::LINK_CLOSE)?;
+        let flags = match frame.header(HeaderId::LINK_FLAGS) {
+            Some(v) => v.as_u32().map_err(|error| MessageError::BadHeader {
+                id: HeaderId::LINK_FLAGS,
+                error,
+            })?,
+            None => 0,
+        };
         Ok(Self {
             circuit_id: u64_header(frame, HeaderId::LINK_CIRCUIT_ID)?,
             reason: frame.body(),
+            flags,
         })
     }
 
     /// Appends the frame.
     pub fn encode(&self, sequence: i32, out: &mut BytesMut) -> Result<(), EncodeError> {
-        FrameEncoder::new(out, ContentType::LINK_CLOSE, sequence)
+        let mut enc = FrameEncoder::new(out, ContentType::LINK_CLOSE, sequence);
+        enc.u64(HeaderId::LINK_CIRCUIT_ID, self.circuit_id);
+        if self.flags != 0 {
+            enc.u32(HeaderId::LINK_FLAGS, self.flags);
+        }
+        enc.finish_with_body(self.reason)
+    }
+}
+
+/// End to end (relayed by transit routers): the circuit's end router that sends it
+/// received the other end's payload up to and including sequence `seq`, which the
+/// other end may drop from its retransmit buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkAck {
+    /// Circuit id.
+    pub circuit_id: u64,
+    /// The highest payload sequence received in order.
+    pub seq: u64,
+}
+
+impl LinkAck {
+    /// Parses an ack.
+    pub fn parse(frame: &Frame) -> Result<Self, MessageError> {
+        frame.expect_type(ContentType::LINK_ACK)?;
+        Ok(Self {
+            circuit_id: u64_header(frame, HeaderId::LINK_CIRCUIT_ID)?,
+            seq: u64_header(frame, HeaderId::LINK_SEQ)?,
+        })
+    }
+
+    /// Appends the frame.
+    pub fn encode(&self, sequence: i32, out: &mut BytesMut) -> Result<(), EncodeError> {
+        FrameEncoder::new(out, ContentType::LINK_ACK, sequence)
             .u64(HeaderId::LINK_CIRCUIT_ID, self.circuit_id)
-            .finish_with_body(self.reason)
+            .u64(HeaderId::LINK_SEQ, self.seq)
+            .finish(0)
     }
 }
 
@@ -255,6 +303,7 @@ mod tests {
         let close = LinkClose {
             circuit_id: 7,
             reason: b"bye",
+            flags: 0,
         };
         close.encode(4, &mut buf).unwrap();
         LinkHeartbeat {
@@ -279,5 +328,25 @@ mod tests {
         assert_eq!(LinkCredit::parse(&frames[2]).unwrap(), credit);
         assert_eq!(LinkClose::parse(&frames[3]).unwrap(), close);
         assert!(LinkData::parse(&frames[2]).is_err());
+    }
+
+    #[test]
+    fn acks_and_reroutable_closes_round_trip() {
+        let mut buf = BytesMut::new();
+        let ack = LinkAck {
+            circuit_id: 9,
+            seq: 1 << 40,
+        };
+        ack.encode(1, &mut buf).unwrap();
+        let close = LinkClose {
+            circuit_id: 9,
+            reason: b"path lost",
+            flags: CLOSE_FLAG_REROUTE,
+        };
+        close.encode(2, &mut buf).unwrap();
+        let frames = decode_all(&buf);
+        assert_eq!(LinkAck::parse(&frames[0]).unwrap(), ack);
+        assert_eq!(LinkClose::parse(&frames[1]).unwrap(), close);
+        assert!(LinkAck::parse(&frames[1]).is_err());
     }
 }

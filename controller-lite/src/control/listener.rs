@@ -494,6 +494,14 @@ impl Conn {
                         .await;
                 });
             }
+            ContentType::CONTROL_REROUTE_REQUEST => {
+                let req = pb::RerouteRequest::decode_frame(frame)?;
+                tracing::info!(router = %self.router.name, circuit = req.circuit_id, "reroute requested");
+                tokio::spawn(super::mesh::reroute_circuit(
+                    self.guard.ctl.clone(),
+                    req.circuit_id,
+                ));
+            }
             ContentType::CONTROL_CIRCUIT_CLOSED => {
                 let closed = pb::CircuitClosed::decode_frame(frame)?;
                 self.ctl()

@@ -142,6 +142,8 @@ struct State {
     /// (reporting router, router at the other end) → report.
     reports: BTreeMap<(String, String), Report>,
     circuits: BTreeMap<u64, CircuitView>,
+    /// Circuits being rerouted (a second request for one is dropped).
+    rerouting: std::collections::BTreeSet<u64>,
 }
 
 /// The controller's view of the mesh.
@@ -511,6 +513,7 @@ pub async fn create_circuit(
                 caller_id: req.caller_id.clone(),
                 public_key: req.public_key.clone(),
                 app_data: req.app_data.clone(),
+                reroute: false,
             },
         )
         .await
@@ -551,6 +554,116 @@ pub async fn create_circuit(
         host_public_key,
         terminator_id: terminator.id.clone(),
     })
+}
+
+/// How often (and how long apart) a reroute looks for a path other than the broken one
+/// before it takes what the graph offers: the routers' reports that a link is down may
+/// reach the controller just after an end router's request.
+const REROUTE_TRIES: u32 = 8;
+const REROUTE_RETRY: Duration = Duration::from_millis(250);
+
+/// Answers an end router's [`pb::RerouteRequest`]: a new path between the circuit's
+/// ingress and egress, its transit routers routed first, then the egress and the
+/// ingress told to move the circuit to it (they send again what was not
+/// acknowledged). Without a path, both ends are told to end the circuit.
+pub async fn reroute_circuit(ctl: Arc<Controller>, circuit_id: u64) {
+    let old = {
+        let mut s = ctl.mesh.lock();
+        let Some(c) = s.circuits.get(&circuit_id).cloned() else {
+            return;
+        };
+        if !s.rerouting.insert(circuit_id) {
+            return;
+        }
+        c
+    };
+    let (Some(ingress), Some(egress)) = (old.path.first().cloned(), old.path.last().cloned())
+    else {
+        return;
+    };
+    let mut found = None;
+    for attempt in 0..REROUTE_TRIES {
+        let path = ctl.mesh.graph().shortest_paths(&ingress).path_to(&egress);
+        match path {
+            Some(p) if p.routers != old.path || attempt + 1 == REROUTE_TRIES => {
+                found = Some(p);
+                break;
+            }
+            _ if attempt + 1 == REROUTE_TRIES => break,
+            _ => tokio::time::sleep(REROUTE_RETRY).await,
+        }
+    }
+    let result = match found {
+        None => Err(error(
+            "NO_ROUTE",
+            "the circuit's path broke and no other path exists",
+        )),
+        Some(p) => install_reroute(&ctl, circuit_id, &p.routers)
+            .await
+            .map(|()| p),
+    };
+    let mut s = ctl.mesh.lock();
+    s.rerouting.remove(&circuit_id);
+    match result {
+        Ok(p) => {
+            tracing::info!(circuit = circuit_id, path = ?p.routers, "circuit rerouted");
+            if let Some(c) = s.circuits.get_mut(&circuit_id) {
+                c.path = p.routers;
+                c.cost = p.cost;
+            }
+        }
+        Err(e) => {
+            tracing::warn!(circuit = circuit_id, code = %e.code, reason = %e.message, "reroute failed");
+            s.circuits.remove(&circuit_id);
+            for router in [&ingress, &egress] {
+                if let Some(r) = s.routers.get(router) {
+                    let _ = r
+                        .outbound
+                        .try_send(Outbound::CircuitClosed(pb::CircuitClosed {
+                            circuit_id,
+                            reason: e.message.clone(),
+                            take_down: false,
+                        }));
+                }
+            }
+        }
+    }
+}
+
+/// Routes the transit routers of `routers`, then moves the egress and the ingress.
+async fn install_reroute(
+    ctl: &Controller,
+    circuit_id: u64,
+    routers: &[String],
+) -> Result<(), pb::ErrorReply> {
+    let mut waits = Vec::new();
+    for (w, router) in routers.windows(3).zip(routers.iter().skip(1)) {
+        let route = pb::Route {
+            circuit_id,
+            previous_router_id: w[0].clone(),
+            next_router_id: w[2].clone(),
+            ..Default::default()
+        };
+        waits.push(send_route(ctl, router, route));
+    }
+    for wait in waits {
+        wait.await?;
+    }
+    let n = routers.len();
+    let (Some(ingress), Some(egress)) = (routers.first(), routers.last()) else {
+        return Err(error("INTERNAL", "empty path"));
+    };
+    let previous = routers.get(n.wrapping_sub(2)).cloned().unwrap_or_default();
+    let next = routers.get(1).cloned().unwrap_or_default();
+    let moved = |previous_router_id: String, next_router_id: String| pb::Route {
+        circuit_id,
+        previous_router_id,
+        next_router_id,
+        reroute: true,
+        ..Default::default()
+    };
+    send_route(ctl, egress, moved(previous, String::new())).await?;
+    send_route(ctl, ingress, moved(String::new(), next)).await
 }
 
 /// Sends `route` to `router` and waits for its answer.

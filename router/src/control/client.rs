@@ -181,6 +181,7 @@ enum Outgoing {
         error: Option<String>,
     },
     CircuitClosed(pb::CircuitClosed),
+    RerouteRequest(u64),
 }
 
 impl Outgoing {
@@ -197,6 +198,7 @@ impl Outgoing {
                 .route_reply(*request_id, *circuit_id, error.as_deref())
                 .map(|()| 0),
             Self::CircuitClosed(c) => proto.circuit_closed(c).map(|()| 0),
+            Self::RerouteRequest(id) => proto.reroute_request(*id).map(|()| 0),
         };
         sent.map_err(|e| match e {
             ProtocolError::NotReady => ClientError::NotConnected,
@@ -291,6 +293,13 @@ impl ControlHandle {
         })
         .await
         .map(|_| ())
+    }
+
+    /// Asks the controller for a new path for a circuit whose path broke.
+    pub async fn reroute_request(&self, circuit_id: u64) -> Result<(), ClientError> {
+        self.send(Outgoing::RerouteRequest(circuit_id))
+            .await
+            .map(|_| ())
     }
 
     /// Tells the controller a circuit across routers ended here.

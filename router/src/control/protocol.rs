@@ -251,6 +251,15 @@ impl ControlProtocol {
         Ok(())
     }
 
+    /// Queues a RerouteRequest (no reply; a reroute Route follows, or a CircuitClosed).
+    pub fn reroute_request(&mut self, circuit_id: u64) -> Result<(), ProtocolError> {
+        if !self.is_ready() {
+            return Err(ProtocolError::NotReady);
+        }
+        self.send(&pb::RerouteRequest { circuit_id }, None)
+            .map(|_| ())
+    }
+
     /// Queues a CircuitClosed (no reply).
     pub fn circuit_closed(&mut self, msg: &pb::CircuitClosed) -> Result<(), ProtocolError> {
         if !self.is_ready() {

@@ -119,9 +119,7 @@ impl Forwarder {
         };
         self.ready.retain(|k| *k != key);
         self.in_ready.remove(&key);
-        let peer = link.peer.as_deref().unwrap_or("(before its hello)");
-        self.link_circuits_lost(now, key, peer);
-        if let Some(peer) = link.peer {
+        if let Some(peer) = link.peer.clone() {
             self.stats.links_lost += 1;
             self.control
                 .push_back(ControlRequest::LinkStatus(pb::LinkStatus {
@@ -132,6 +130,9 @@ impl Forwarder {
                     reason: reason.to_owned(),
                 }));
         }
+        // After the link's down status, so that a reroute asked for avoids it.
+        let peer = link.peer.as_deref().unwrap_or("(before its hello)");
+        self.link_circuits_lost(now, key, peer);
     }
 
     /// The links of this shard.
@@ -235,16 +236,21 @@ impl Forwarder {
             }
             LinkEvent::Data {
                 circuit,
+                seq,
                 payload,
                 fin,
-                ..
-            } => self.link_data(now, LinkLeg { link: key, circuit }, payload, fin),
+            } => self.link_data(now, LinkLeg { link: key, circuit }, seq, payload, fin),
             LinkEvent::Start { circuit } => self.link_start(LinkLeg { link: key, circuit }),
             LinkEvent::Credit { circuit, bytes } => {
                 self.link_credit(LinkLeg { link: key, circuit }, bytes);
             }
-            LinkEvent::Closed { circuit, reason } => {
-                self.link_closed(now, LinkLeg { link: key, circuit }, &reason);
+            LinkEvent::Ack { circuit, seq } => self.link_ack(LinkLeg { link: key, circuit }, seq),
+            LinkEvent::Closed {
+                circuit,
+                reason,
+                reroute,
+            } => {
+                self.link_closed(now, LinkLeg { link: key, circuit }, &reason, reroute);
             }
         }
     }

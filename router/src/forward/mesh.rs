@@ -20,8 +20,9 @@
 //!   link ends its circuits with an error. The controller hears of every end
 //!   ([`ControlRequest::CircuitClosed`]).
 
+use std::cmp::Reverse;
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use weft_wire::control::pb;
@@ -30,6 +31,10 @@ use super::{
     Circuit, CircuitId, ConnKey, ControlRequest, CrossDial, CrossMsg, End, Ended, Forwarder,
     LinkLeg, MeshDial,
 };
+
+/// How long an end router waits for a new path after its circuit's path broke; then the
+/// circuit ends with an error.
+pub(crate) const REROUTE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Forwarder {
     fn new_circuit_id(&mut self) -> CircuitId {
@@ -136,6 +141,7 @@ impl Forwarder {
                     .entry(link)
                     .or_default()
                     .insert(r.circuit_id, circuit);
+                self.mesh_ends.insert(r.circuit_id, circuit);
                 self.stats.circuits_ingress += 1;
                 self.mark_link(link);
                 match dialer {
@@ -183,6 +189,15 @@ impl Forwarder {
                 error: Some(reason),
             });
         };
+        if route.reroute {
+            let result = self.reroute(&route);
+            self.control.push_back(ControlRequest::RouteResult {
+                request_id,
+                circuit_id: id,
+                error: result.err(),
+            });
+            return;
+        }
         let Some(prev) = self.link_to(&route.previous_router_id) else {
             return fail(self, "no link to the previous router of the path".into());
         };
@@ -248,6 +263,7 @@ impl Forwarder {
         c.route_request = Some(request_id);
         self.circuits.insert(circuit, c);
         self.link_legs.entry(prev).or_default().insert(id, circuit);
+        self.mesh_ends.insert(id, circuit);
         let some = |v: Vec<u8>| (!v.is_empty()).then(|| Bytes::from(v));
         let dial = CrossDial {
             circuit,
@@ -275,10 +291,11 @@ impl Forwarder {
     /// The controller takes down the circuit `circuit_id` (its setup failed elsewhere,
     /// or it ended on another router of its path).
     pub fn unroute(&mut self, now: Instant, circuit_id: u64, reason: &str) {
-        let found = self
-            .link_legs
-            .values()
-            .find_map(|m| m.get(&circuit_id).copied());
+        let found = self.mesh_ends.get(&circuit_id).copied().or_else(|| {
+            self.link_legs
+                .values()
+                .find_map(|m| m.get(&circuit_id).copied())
+        });
         if let Some(circuit) = found {
             if let Some(c) = self.circuits.remove(&circuit) {
                 self.end_circuit(now, circuit, &c, Ended::Here, reason);
@@ -331,19 +348,29 @@ impl Forwarder {
         leg: LinkLeg,
         payload: Bytes,
         fin: bool,
+        seq: Option<u64>,
     ) -> bool {
-        if !self.links.contains_key(&leg.link) {
-            return false;
-        }
         let Some(c) = self.circuits.get_mut(&circuit) else {
             return false;
         };
-        c.held.push_back((payload, fin));
+        // While the circuit waits for a new path its link is gone: payload waits too.
+        if c.rerouting.is_none() && !self.links.contains_key(&leg.link) {
+            return false;
+        }
+        // A transit passes the end-to-end sequence on; an end numbers its payload.
+        let seq = seq.unwrap_or_else(|| {
+            let s = c.link_seq;
+            c.link_seq += 1;
+            s
+        });
+        c.held.push_back((seq, payload, fin));
         self.flush_held(circuit, leg);
         true
     }
 
-    /// Sends what the circuit holds for `leg`, in order, while the link's credit lasts.
+    /// Sends what the circuit holds for `leg`, in order, while the link's credit lasts
+    /// (and, on an end router, while what the other end has not acknowledged stays
+    /// within a window).
     fn flush_held(&mut self, circuit: CircuitId, leg: LinkLeg) {
         let (Some(c), Some(link)) = (
             self.circuits.get_mut(&circuit),
@@ -351,26 +378,32 @@ impl Forwarder {
         ) else {
             return;
         };
-        if !c.relaying {
+        if !c.relaying || c.rerouting.is_some() {
             return;
         }
+        let end = c.is_mesh_end();
+        let limit = self.config.window;
         let mut sent = false;
-        while let Some((payload, _)) = c.held.front() {
+        while let Some((_, payload, _)) = c.held.front() {
+            if end && c.unacked_bytes > 0 && c.unacked_bytes + payload.len() > limit {
+                break;
+            }
             if link.session.send_credit(leg.circuit) < payload.len() as u64 {
                 self.stats.link_credit_stalls += 1;
                 break;
             }
-            let Some((payload, fin)) = c.held.pop_front() else {
+            let Some((seq, payload, fin)) = c.held.pop_front() else {
                 break;
             };
-            let len = payload.len() as u64;
-            match link
-                .session
-                .send_data(leg.circuit, c.link_seq, fin, payload)
-            {
+            let len = payload.len();
+            if end {
+                // A reference to the same bytes, not a copy.
+                c.unacked.push_back((seq, payload.clone(), fin));
+                c.unacked_bytes += len;
+            }
+            match link.session.send_data(leg.circuit, seq, fin, payload) {
                 Ok(true) => {
-                    c.link_seq += 1;
-                    self.stats.link_bytes_sent += len;
+                    self.stats.link_bytes_sent += len as u64;
                     sent = true;
                 }
                 // Covered by the credit checked above; a refusal means the circuit is
@@ -429,7 +462,7 @@ impl Forwarder {
     /// a pending Route is answered, and the controller hears of the end.
     pub(super) fn end_link_legs(
         &mut self,
-        _circuit: CircuitId,
+        circuit: CircuitId,
         c: &Circuit,
         ended: Ended,
         reason: &str,
@@ -438,6 +471,11 @@ impl Forwarder {
             self.forget_link_leg(leg);
             if ended != Ended::Link(leg) {
                 self.close_on_link(leg, reason.as_bytes());
+            }
+        }
+        if let Some(id) = c.mesh_id {
+            if self.mesh_ends.get(&id) == Some(&circuit) {
+                self.mesh_ends.remove(&id);
             }
         }
         if let (Some(request_id), Some(circuit_id)) = (c.route_request, c.mesh_id) {
@@ -464,8 +502,15 @@ impl Forwarder {
         self.link_legs.get(&leg.link)?.get(&leg.circuit).copied()
     }
 
-    /// Payload of `leg` from the peer router.
-    pub(super) fn link_data(&mut self, now: Instant, leg: LinkLeg, payload: Bytes, fin: bool) {
+    /// Payload of `leg` from the peer router, with its end-to-end sequence `seq`.
+    pub(super) fn link_data(
+        &mut self,
+        now: Instant,
+        leg: LinkLeg,
+        seq: u64,
+        payload: Bytes,
+        fin: bool,
+    ) {
         let Some(circuit) = self.circuit_of(leg) else {
             return self.close_on_link(leg, b"unknown circuit");
         };
@@ -476,11 +521,37 @@ impl Forwarder {
             return;
         };
         let len = payload.len();
+        let relayed = match to {
+            // A transit passes the sequence on.
+            End::Link(_) => Some(seq),
+            End::Local(_) | End::Remote(_) => {
+                // An end drops what arrives again after a reroute (its link credit goes
+                // back at once) and acknowledges what it took, in batches.
+                if seq <= c.recv_seq {
+                    self.link_consumed(leg, len);
+                    return;
+                }
+                c.recv_seq = seq;
+                c.recv_unacked += len;
+                if fin || c.recv_unacked >= super::credit_batch(self.config.window) {
+                    c.recv_unacked = 0;
+                    if let Some(l) = self.links.get_mut(&leg.link) {
+                        if l.session.send_ack(leg.circuit, seq).is_ok() {
+                            self.mark_link(leg.link);
+                        }
+                    }
+                }
+                None
+            }
+        };
+        let Some(c) = self.circuits.get_mut(&circuit) else {
+            return;
+        };
         match toward_host {
             true => c.toward_host += len,
             false => c.toward_dialer += len,
         }
-        if self.send_toward(circuit, to, payload, fin) {
+        if self.send_toward(circuit, to, payload, fin, relayed) {
             if let End::Local(l) = to {
                 self.mark(l.conn);
             }
@@ -538,15 +609,190 @@ impl Forwarder {
         self.delivered(circuit, source, bytes, resume);
     }
 
-    /// The peer router closed `leg` with `reason`.
-    pub(super) fn link_closed(&mut self, now: Instant, leg: LinkLeg, reason: &[u8]) {
+    /// The peer router closed `leg` with `reason`; with `reroute`, only the path broke.
+    pub(super) fn link_closed(&mut self, now: Instant, leg: LinkLeg, reason: &[u8], reroute: bool) {
         let Some(circuit) = self.circuit_of(leg) else {
             return;
         };
         self.forget_link_leg(leg);
+        let reason = String::from_utf8_lossy(reason);
+        if reroute && self.path_broke(now, circuit, leg, &reason) {
+            return;
+        }
         if let Some(c) = self.circuits.remove(&circuit) {
-            let reason = String::from_utf8_lossy(reason);
             self.end_circuit(now, circuit, &c, Ended::Link(leg), &reason);
+        }
+    }
+
+    /// The link of `leg` no longer carries `circuit` because its path broke. An end
+    /// router keeps the circuit and asks for a new path; a transit forgets it and passes
+    /// the break on toward the other end. False when the circuit cannot be rerouted (it
+    /// is not set up yet), so the caller ends it.
+    fn path_broke(&mut self, now: Instant, circuit: CircuitId, leg: LinkLeg, why: &str) -> bool {
+        let Some(c) = self.circuits.get_mut(&circuit) else {
+            return true;
+        };
+        let (Some(id), Some(host)) = (c.mesh_id, c.host) else {
+            return false;
+        };
+        if c.route_request.is_some() {
+            return false;
+        }
+        let other = if c.dialer == End::Link(leg) {
+            host
+        } else {
+            c.dialer
+        };
+        match other {
+            End::Link(next) => {
+                self.circuits.remove(&circuit);
+                self.forget_link_leg(next);
+                if let Some(l) = self.links.get_mut(&next.link) {
+                    if l.session
+                        .close_for_reroute(next.circuit, why.as_bytes())
+                        .is_ok()
+                    {
+                        self.mark_link(next.link);
+                    }
+                }
+                true
+            }
+            End::Local(_) | End::Remote(_) => {
+                if c.rerouting.is_none() {
+                    let deadline = now + REROUTE_TIMEOUT;
+                    c.rerouting = Some(deadline);
+                    self.reroute_timers.push(Reverse((deadline, circuit)));
+                    tracing::info!(circuit = id, %why, "path broke; asking for a new one");
+                    self.control
+                        .push_back(ControlRequest::Reroute { circuit_id: id });
+                }
+                true
+            }
+        }
+    }
+
+    /// A reroute Route: this end's circuit moves to the link toward the router the Route
+    /// names and sends again what the other end has not acknowledged (the ingress
+    /// starts the new path; the egress waits for that start).
+    fn reroute(&mut self, route: &pb::Route) -> Result<(), String> {
+        let id = route.circuit_id;
+        let missing = || "no such circuit on this router".to_owned();
+        let circuit = *self.mesh_ends.get(&id).ok_or_else(missing)?;
+        let c = self.circuits.get(&circuit).ok_or_else(missing)?;
+        let ingress = matches!(c.host, Some(End::Link(_)));
+        let (old, peer) = match (ingress, c.dialer, c.host) {
+            (true, _, Some(End::Link(old))) => (old, route.next_router_id.clone()),
+            (false, End::Link(old), _) => (old, route.previous_router_id.clone()),
+            _ => return Err("the circuit has no link leg here".into()),
+        };
+        let link = self
+            .link_to(&peer)
+            .ok_or_else(|| format!("no link to router {peer}"))?;
+        self.open_on_link(link, id)?;
+        // The old leg, if its link is still up, carries the circuit no more.
+        self.forget_link_leg(old);
+        if let Some(l) = self.links.get_mut(&old.link) {
+            l.session.forget_circuit(old.circuit);
+        }
+        let leg = LinkLeg { link, circuit: id };
+        self.link_legs.entry(link).or_default().insert(id, circuit);
+        let window = self.config.window;
+        let c = self.circuits.get_mut(&circuit).ok_or_else(missing)?;
+        match ingress {
+            true => c.host = Some(End::Link(leg)),
+            false => {
+                c.dialer = End::Link(leg);
+                c.relaying = false;
+            }
+        }
+        c.rerouting = None;
+        // What the other end has not acknowledged goes first, in order.
+        while let Some(entry) = c.unacked.pop_back() {
+            c.held.push_front(entry);
+        }
+        c.unacked_bytes = 0;
+        // Only what waits here is in flight on the new path.
+        let waiting: usize = c.held.iter().map(|(_, p, _)| p.len()).sum();
+        let source = match ingress {
+            true => {
+                c.toward_host = waiting;
+                c.dialer
+            }
+            false => {
+                c.toward_dialer = waiting;
+                c.host.unwrap_or(c.dialer)
+            }
+        };
+        self.stats.circuits_rerouted += 1;
+        tracing::info!(circuit = id, via = %peer, "circuit rerouted");
+        if ingress {
+            if let Some(l) = self.links.get_mut(&link) {
+                l.session.send_start(id).map_err(|e| e.to_string())?;
+            }
+            self.mark_link(link);
+            self.flush_held(circuit, leg);
+        }
+        if waiting <= window / 2 {
+            if let End::Local(l) = source {
+                if let Some(state) = self.conns.get_mut(&l.conn) {
+                    state.pausing.remove(&circuit);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Circuits that waited for a new path past their deadline end with an error.
+    pub(super) fn reroute_deadlines(&mut self, now: Instant) {
+        while let Some(Reverse((deadline, circuit))) = self.reroute_timers.peek().copied() {
+            if deadline > now {
+                break;
+            }
+            self.reroute_timers.pop();
+            let expired = self
+                .circuits
+                .get(&circuit)
+                .is_some_and(|c| c.rerouting == Some(deadline));
+            if expired {
+                if let Some(c) = self.circuits.remove(&circuit) {
+                    self.stats.reroutes_failed += 1;
+                    self.end_circuit(
+                        now,
+                        circuit,
+                        &c,
+                        Ended::Here,
+                        "the circuit's path broke and no other path was found",
+                    );
+                }
+            }
+        }
+    }
+
+    /// The other end router acknowledged payload of `leg` up to `seq` (a transit passes
+    /// the ack on).
+    pub(super) fn link_ack(&mut self, leg: LinkLeg, seq: u64) {
+        let Some(circuit) = self.circuit_of(leg) else {
+            return;
+        };
+        let Some(c) = self.circuits.get_mut(&circuit) else {
+            return;
+        };
+        match c.across(End::Link(leg)) {
+            Some((End::Link(next), _)) => {
+                if let Some(l) = self.links.get_mut(&next.link) {
+                    if l.session.send_ack(next.circuit, seq).is_ok() {
+                        self.mark_link(next.link);
+                    }
+                }
+            }
+            _ => {
+                while c.unacked.front().is_some_and(|(s, _, _)| *s <= seq) {
+                    if let Some((_, p, _)) = c.unacked.pop_front() {
+                        c.unacked_bytes -= p.len();
+                    }
+                }
+                self.flush_held(circuit, leg);
+            }
         }
     }
 
@@ -558,8 +804,11 @@ impl Forwarder {
         let reason = format!("the link to router {peer} was lost");
         let circuits: HashMap<u64, CircuitId> = circuits;
         for (id, circuit) in circuits {
+            let leg = LinkLeg { link, circuit: id };
+            if self.path_broke(now, circuit, leg, &reason) {
+                continue;
+            }
             if let Some(c) = self.circuits.remove(&circuit) {
-                let leg = LinkLeg { link, circuit: id };
                 self.end_circuit(now, circuit, &c, Ended::Link(leg), &reason);
             }
         }

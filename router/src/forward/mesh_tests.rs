@@ -1,7 +1,8 @@
-//! Circuits across routers, simulated: three routers' forwarders in a line (A - B - C)
-//! joined by link sessions whose bytes the test carries, a controller played by the
-//! test (it routes every circuit A → B → C), and SDKs speaking edge frames as bytes: a
-//! dialer on A, a host on C.
+//! Circuits across routers, simulated: routers' forwarders joined by link sessions
+//! whose bytes the test carries (three in a line, A - B - C, or four in a diamond, A -
+//! B - D and A - C - D), a controller played by the test (it routes every circuit on a
+//! path the test sets, and reroutes on another), and SDKs speaking edge frames as bytes:
+//! a dialer on A, a host on the last router.
 #![allow(clippy::disallowed_methods)] // the simulation starts its clock once
 #![allow(clippy::indexing_slicing)]
 
@@ -16,8 +17,8 @@ use super::sim::{HOST, PK_D, PK_H, sync};
 use super::*;
 use crate::link::session::{LinkConfig, Role};
 
-/// Router ids, in line order.
-const IDS: [&str; 3] = ["r-a", "r-b", "r-c"];
+/// Router ids.
+const IDS: [&str; 4] = ["r-a", "r-b", "r-c", "r-d"];
 /// The dialer's connection, on A.
 const DIALER: ConnKey = ConnKey(1);
 
@@ -41,6 +42,13 @@ struct Sdk {
 struct Line {
     routers: Vec<Forwarder>,
     links: Vec<SimLink>,
+    /// The path the controller routes circuits on, and the one it reroutes them to.
+    path: Vec<usize>,
+    detour: Vec<usize>,
+    /// Circuits rerouted already (a second request is dropped, as the controller does).
+    rerouted: Vec<u64>,
+    /// When false, input does not carry link bytes by itself (frames stay in flight).
+    auto_carry: bool,
     now: Instant,
     next_circuit: u64,
     /// Circuits the controller routed and waits for the egress to confirm:
@@ -55,8 +63,39 @@ struct Line {
 
 impl Line {
     fn new(window: usize, link: LinkConfig) -> Self {
+        Self::with(
+            window,
+            link,
+            3,
+            &[(0, 1), (2, 1)],
+            vec![0, 1, 2],
+            Vec::new(),
+        )
+    }
+
+    /// A - B - D and A - C - D; circuits go through B, reroutes through C.
+    fn diamond(window: usize, link: LinkConfig) -> Self {
+        Self::with(
+            window,
+            link,
+            4,
+            &[(0, 1), (0, 2), (1, 3), (2, 3)],
+            vec![0, 1, 3],
+            vec![0, 2, 3],
+        )
+    }
+
+    /// `count` routers with links `(dialer, listener)`.
+    fn with(
+        window: usize,
+        link: LinkConfig,
+        count: usize,
+        pairs: &[(usize, usize)],
+        path: Vec<usize>,
+        detour: Vec<usize>,
+    ) -> Self {
         let now = Instant::now();
-        let mut routers: Vec<Forwarder> = IDS
+        let mut routers: Vec<Forwarder> = IDS[..count]
             .iter()
             .map(|id| {
                 let mut f = Forwarder::new(ForwardConfig {
@@ -77,10 +116,10 @@ impl Line {
                 f
             })
             .collect();
-        // A dials B, C dials B.
         let mut links = Vec::new();
-        for (dialer, n) in [(0usize, 10u64), (2, 20)] {
-            let (dk, lk) = (ConnKey(100 + n), ConnKey(200 + n));
+        for (n, &(dialer, listener)) in pairs.iter().enumerate() {
+            let n = n as u64;
+            let (dk, lk) = (ConnKey(1000 + 2 * n), ConnKey(1001 + 2 * n));
             routers[dialer]
                 .add_link(
                     now,
@@ -88,11 +127,11 @@ impl Line {
                     link,
                     Role::Dialer {
                         own_id: IDS[dialer].into(),
-                        peer: IDS[1].into(),
+                        peer: IDS[listener].into(),
                     },
                 )
                 .unwrap();
-            routers[1]
+            routers[listener]
                 .add_link(
                     now,
                     lk,
@@ -103,12 +142,16 @@ impl Line {
                 )
                 .unwrap();
             links.push(SimLink {
-                ends: [(dialer, dk), (1, lk)],
+                ends: [(dialer, dk), (listener, lk)],
             });
         }
         let mut line = Self {
             routers,
             links,
+            path,
+            detour,
+            rerouted: Vec::new(),
+            auto_carry: true,
             now,
             next_circuit: 1 << 40,
             pending: Vec::new(),
@@ -131,11 +174,17 @@ impl Line {
         line
     }
 
-    /// Carries every link's frames and the controller's work until nothing moves.
+    /// Carries every link's frames and the controller's work until nothing moves (only
+    /// the controller's with `auto_carry` off).
     fn settle(&mut self) {
         loop {
             let mut moved = false;
-            for l in self.links.clone() {
+            let carrying = if self.auto_carry {
+                self.links.clone()
+            } else {
+                Vec::new()
+            };
+            for l in carrying {
                 for (from, to) in [(l.ends[0], l.ends[1]), (l.ends[1], l.ends[0])] {
                     moved |= self.carry(from, to);
                 }
@@ -145,6 +194,24 @@ impl Line {
                 return;
             }
         }
+    }
+
+    /// Carries what both ends of link `i` queued, once.
+    fn carry_link(&mut self, i: usize) {
+        let l = self.links[i];
+        self.carry(l.ends[0], l.ends[1]);
+        self.carry(l.ends[1], l.ends[0]);
+        while self.control() {}
+    }
+
+    /// Link `i` fails: both ends lose it, with whatever was queued on it.
+    fn break_link(&mut self, i: usize) {
+        let now = self.now;
+        for (r, k) in self.links[i].ends {
+            self.routers[r].link_lost(now, k, "connection reset");
+        }
+        self.links.remove(i);
+        self.settle();
     }
 
     /// Moves what `from` queued on its link to `to`; whether anything moved.
@@ -193,19 +260,13 @@ impl Line {
                 assert_eq!(router, 0, "only A has dialers");
                 let id = self.next_circuit;
                 self.next_circuit += 1;
-                let transit = pb::Route {
-                    circuit_id: id,
-                    previous_router_id: IDS[0].into(),
-                    next_router_id: IDS[2].into(),
-                    ..Default::default()
-                };
-                let request_id = self.next_request;
-                self.next_request += 1;
-                self.routers[1].install_route(now, request_id, transit);
+                let path = self.path.clone();
+                self.route_transits(id, &path);
                 let (address, terminator_id) = self.terminator.clone().expect("a terminator");
+                let n = path.len();
                 let egress = pb::Route {
                     circuit_id: id,
-                    previous_router_id: IDS[1].into(),
+                    previous_router_id: IDS[path[n - 2]].into(),
                     terminator_id: terminator_id.clone(),
                     terminator_address: address,
                     caller_id: request.caller_id,
@@ -215,13 +276,13 @@ impl Line {
                 };
                 let egress_request = self.next_request;
                 self.next_request += 1;
-                self.routers[2].install_route(now, egress_request, egress);
+                self.routers[path[n - 1]].install_route(now, egress_request, egress);
                 self.pending.push((
                     egress_request,
                     circuit,
                     pb::CircuitResponse {
                         circuit_id: id,
-                        path: IDS.iter().map(|s| (*s).to_owned()).collect(),
+                        path: path.iter().map(|r| IDS[*r].to_owned()).collect(),
                         host_public_key: PK_H.to_vec(),
                         terminator_id,
                     },
@@ -242,7 +303,75 @@ impl Line {
                 }
             }
             ControlRequest::CircuitClosed(c) => self.closed.push(c),
+            ControlRequest::Reroute { circuit_id } => {
+                if self.rerouted.contains(&circuit_id) {
+                    return;
+                }
+                self.rerouted.push(circuit_id);
+                let path = self.detour.clone();
+                if path.is_empty() {
+                    // No other path: the controller tells both ends to end the circuit.
+                    let ends = [self.path[0], self.path[self.path.len() - 1]];
+                    for r in ends {
+                        self.routers[r].unroute(now, circuit_id, "no other path exists");
+                    }
+                    return;
+                }
+                self.route_transits(circuit_id, &path);
+                let n = path.len();
+                for (r, previous, next) in [
+                    (path[n - 1], IDS[path[n - 2]], ""),
+                    (path[0], "", IDS[path[1]]),
+                ] {
+                    let request_id = self.next_request;
+                    self.next_request += 1;
+                    let route = pb::Route {
+                        circuit_id,
+                        previous_router_id: previous.into(),
+                        next_router_id: next.into(),
+                        reroute: true,
+                        ..Default::default()
+                    };
+                    self.routers[r].install_route(now, request_id, route);
+                    // The answer comes at once (a reroute dials nothing), after what the
+                    // router had queued already.
+                    let queued: Vec<ControlRequest> =
+                        std::iter::from_fn(|| self.routers[r].poll_control()).collect();
+                    let mut answered = false;
+                    for req in queued {
+                        match req {
+                            ControlRequest::RouteResult {
+                                request_id: id,
+                                error,
+                                ..
+                            } if id == request_id => {
+                                assert_eq!(error, None, "reroute at {r}");
+                                answered = true;
+                            }
+                            other => self.handle(r, other),
+                        }
+                    }
+                    assert!(answered, "no answer to the reroute at {r}");
+                }
+                self.path = path;
+            }
             ControlRequest::LinkStatus(_) | ControlRequest::RemoveTerminator { .. } => {}
+        }
+    }
+
+    /// Routes the transit routers of `path` for circuit `id`.
+    fn route_transits(&mut self, id: u64, path: &[usize]) {
+        let now = self.now;
+        for w in path.windows(3) {
+            let request_id = self.next_request;
+            self.next_request += 1;
+            let route = pb::Route {
+                circuit_id: id,
+                previous_router_id: IDS[w[0]].into(),
+                next_router_id: IDS[w[2]].into(),
+                ..Default::default()
+            };
+            self.routers[w[1]].install_route(now, request_id, route);
         }
     }
 
@@ -314,8 +443,12 @@ impl Line {
     /// A host bound on C and a dialer on A with one circuit across B: dialer conn 0,
     /// host child 100.
     fn established(window: usize, link: LinkConfig) -> (Self, Sdk, Sdk) {
-        let mut line = Self::new(window, link);
-        let mut host = line.connect(2, HOST, b"H", "fh");
+        Self::established_on(Self::new(window, link))
+    }
+
+    fn established_on(mut line: Self) -> (Self, Sdk, Sdk) {
+        let last = *line.path.last().unwrap_or(&0);
+        let mut host = line.connect(last, HOST, b"H", "fh");
         line.send(&mut host, |o, s| {
             Bind {
                 conn_id: 7,
@@ -430,16 +563,10 @@ fn a_circuit_across_three_routers_carries_both_ways_and_closes_cleanly() {
 }
 
 #[test]
-fn a_lost_link_ends_the_circuit_with_an_error_on_both_ends() {
+fn a_lost_link_without_another_path_ends_the_circuit_with_an_error_on_both_ends() {
     let (mut line, mut dialer, mut host) = Line::established(1 << 20, LinkConfig::default());
-    let now = line.now;
-    // B loses its link to C.
-    let (r, k) = line.links[1].ends[1];
-    line.routers[r].link_lost(now, k, "connection reset");
-    line.settle();
-    let (r, k) = line.links[1].ends[0];
-    line.routers[r].link_lost(now, k, "connection reset");
-    line.settle();
+    // The link B - C breaks; there is no other path.
+    line.break_link(1);
     for (sdk, conn_id) in [(&mut dialer, 0), (&mut host, 100)] {
         let frames = line.recv(sdk);
         let closed = frames
@@ -448,11 +575,63 @@ fn a_lost_link_ends_the_circuit_with_an_error_on_both_ends() {
             .unwrap_or_else(|| panic!("no close for {conn_id}"));
         assert_eq!(closed.conn_id, conn_id);
         assert!(
-            String::from_utf8_lossy(closed.reason).contains("was lost"),
+            String::from_utf8_lossy(closed.reason).contains("no other path"),
             "{:?}",
             String::from_utf8_lossy(closed.reason)
         );
     }
+}
+
+#[test]
+fn a_broken_path_moves_to_another_and_loses_nothing_in_flight() {
+    let (mut line, mut dialer, mut host) =
+        Line::established_on(Line::diamond(1 << 20, LinkConfig::default()));
+    let up: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let down: Vec<u8> = (0..150_000u32).map(|i| (i % 241) as u8).collect();
+    // Frames stay on the links until carried: some are in flight when B - D breaks.
+    line.auto_carry = false;
+    for chunk in up.chunks(10_000) {
+        line.data(&mut dialer, 0, chunk, false);
+    }
+    for chunk in down.chunks(10_000) {
+        line.data(&mut host, 100, chunk, false);
+    }
+    // A's frames reach B (and wait there for D); D's reach B (and wait for A).
+    line.carry_link(0);
+    line.carry_link(2);
+    // The link B - D (index 2) breaks with frames queued on it both ways.
+    line.break_link(2);
+    line.auto_carry = true;
+    line.settle();
+    assert_eq!(line.rerouted.len(), 1, "one reroute for the circuit");
+    assert_eq!(line.path, [0, 2, 3]);
+    let (mut got_up, mut got_down) = (Vec::new(), Vec::new());
+    for _ in 0..100 {
+        got_up.extend(payloads(&line.recv(&mut host), 100).0);
+        got_down.extend(payloads(&line.recv(&mut dialer), 0).0);
+        if got_up.len() >= up.len() && got_down.len() >= down.len() {
+            break;
+        }
+    }
+    assert_eq!(got_up.len(), up.len(), "upload bytes after the reroute");
+    assert!(got_up == up, "upload differs after the reroute");
+    assert_eq!(
+        got_down.len(),
+        down.len(),
+        "download bytes after the reroute"
+    );
+    assert!(got_down == down, "download differs after the reroute");
+    assert_eq!(
+        (
+            line.routers[0].stats().circuits_rerouted,
+            line.routers[3].stats().circuits_rerouted
+        ),
+        (1, 1)
+    );
+    // And on: more data, and a clean end.
+    line.data(&mut dialer, 0, b"after", true);
+    let (tail, fin) = payloads(&line.recv(&mut host), 100);
+    assert_eq!((tail.as_slice(), fin), (&b"after"[..], true));
 }
 
 mod properties {
@@ -471,6 +650,12 @@ mod properties {
         StallHost(bool),
         /// Write what is queued to every unstalled reader.
         Flush,
+        /// Links carry their frames by themselves, or only when told.
+        AutoCarry(bool),
+        /// Carry the frames of one link once.
+        CarryOne(usize),
+        /// The link B - D breaks (once; the circuit moves to A - C - D).
+        Break,
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -480,6 +665,9 @@ mod properties {
             1 => any::<bool>().prop_map(Op::StallDialer),
             1 => any::<bool>().prop_map(Op::StallHost),
             2 => Just(Op::Flush),
+            1 => any::<bool>().prop_map(Op::AutoCarry),
+            2 => (0..4usize).prop_map(Op::CarryOne),
+            1 => Just(Op::Break),
         ]
     }
 
@@ -489,7 +677,7 @@ mod properties {
         let max_frame = ForwardConfig::default().edge.limits.max_body_len as usize;
         for (r, fwd) in line.routers.iter().enumerate() {
             for c in fwd.circuits.values() {
-                let held: usize = c.held.iter().map(|(p, _)| p.len()).sum();
+                let held: usize = c.held.iter().map(|(_, p, _)| p.len()).sum();
                 prop_assert!(
                     c.toward_host <= window + 2 * max_frame
                         && c.toward_dialer <= window + 2 * max_frame
@@ -509,7 +697,8 @@ mod properties {
             credit_batch: link_window / 4,
             ..LinkConfig::default()
         };
-        let (mut line, mut dialer, mut host) = Line::established(window, link);
+        let (mut line, mut dialer, mut host) = Line::established_on(Line::diamond(window, link));
+        let mut broken = false;
         let (mut up_sent, mut up_recv, mut down_sent, mut down_recv) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut n = 0u8;
@@ -534,6 +723,22 @@ mod properties {
                     down_sent.extend_from_slice(&p);
                 }
                 Op::Up(_) | Op::Down(_) => {}
+                Op::AutoCarry(on) => {
+                    line.auto_carry = on;
+                    line.settle();
+                }
+                Op::CarryOne(i) => {
+                    if i < line.links.len() {
+                        line.carry_link(i);
+                    }
+                }
+                Op::Break => {
+                    if !broken {
+                        broken = true;
+                        // Links 0..4 are A-B, A-C, B-D, C-D.
+                        line.break_link(2);
+                    }
+                }
                 Op::StallDialer(s) => dialer.stalled = s,
                 Op::StallHost(s) => host.stalled = s,
                 Op::Flush => {
@@ -546,6 +751,8 @@ mod properties {
         // Both ends read everything and half-close; every byte arrives once, in order.
         dialer.stalled = false;
         host.stalled = false;
+        line.auto_carry = true;
+        line.settle();
         line.data(&mut dialer, 0, b"", true);
         line.data(&mut host, 100, b"", true);
         let (mut up_fin, mut down_fin) = (false, false);
@@ -572,9 +779,10 @@ mod properties {
         #![proptest_config(ProptestConfig::with_cases(64))]
 
         /// Links with a smaller window than the circuits' (payload waits for the link's
-        /// credit) and with a larger one, stalled readers on either side.
+        /// credit) and with a larger one, stalled readers on either side, frames held on
+        /// the links, and the path breaking with frames in flight (the circuit moves).
         #[test]
-        fn every_byte_crosses_three_routers_once_in_order_within_bounds(
+        fn every_byte_crosses_the_routers_once_in_order_across_a_reroute(
             ops in vec(op(), 1..80),
             small_link in any::<bool>(),
         ) {

@@ -96,6 +96,11 @@ pub enum ControlRequest {
     },
     /// A link went up or down, or its latency changed.
     LinkStatus(pb::LinkStatus),
+    /// The path of circuit `circuit_id` broke: this end router asks for a new one.
+    Reroute {
+        /// The circuit's id on links.
+        circuit_id: u64,
+    },
     /// Route `circuit` (its dialer has no terminator here) across routers; answer with
     /// [`Forwarder::circuit_routed`].
     CreateCircuit {
@@ -203,10 +208,22 @@ struct Circuit {
     /// False on an egress router until the ingress says the circuit is routed: what the
     /// host sends meanwhile waits in `held`.
     relaying: bool,
-    /// Payload for the link leg that waits: for the start, or for the link's credit.
-    held: VecDeque<(Bytes, bool)>,
+    /// Payload for the link leg that waits, with its sequence: for the start, for the
+    /// link's credit, for acks (the retransmit bound), or for a new path.
+    held: VecDeque<(u64, Bytes, bool)>,
     /// On an egress router, the Route to answer once the host accepted.
     route_request: Option<i32>,
+    /// On an end router of a circuit across routers: payload sent on the link and not
+    /// yet acknowledged by the other end router, kept to send again on a new path.
+    unacked: VecDeque<(u64, Bytes, bool)>,
+    /// Bytes in `unacked`.
+    unacked_bytes: usize,
+    /// On an end router: the highest sequence received from the link in order (what
+    /// arrives again after a reroute is dropped), and the bytes since the last ack.
+    recv_seq: u64,
+    recv_unacked: usize,
+    /// Set while an end router waits for a new path: until when.
+    rerouting: Option<Instant>,
 }
 
 impl Circuit {
@@ -227,7 +244,22 @@ impl Circuit {
             relaying: true,
             held: VecDeque::new(),
             route_request: None,
+            unacked: VecDeque::new(),
+            unacked_bytes: 0,
+            recv_seq: 0,
+            recv_unacked: 0,
+            rerouting: None,
         }
+    }
+
+    /// Whether this record is an end of a circuit across routers: one side on a link,
+    /// the other not.
+    fn is_mesh_end(&self) -> bool {
+        matches!(
+            (self.dialer, self.host),
+            (End::Link(_), Some(End::Local(_) | End::Remote(_)))
+                | (End::Local(_) | End::Remote(_), Some(End::Link(_)))
+        ) || (matches!(self.dialer, End::Link(_)) && self.host.is_none())
     }
 
     /// The sides on links.
@@ -317,6 +349,10 @@ pub struct ForwardStats {
     pub link_bytes_sent: u64,
     /// Times payload for a link waited for the link's credit.
     pub link_credit_stalls: u64,
+    /// Circuits whose path broke and that moved to a new one.
+    pub circuits_rerouted: u64,
+    /// Circuits whose path broke and that found no other in time (ended with an error).
+    pub reroutes_failed: u64,
 }
 
 /// Which circuit each (connection, conn id) carries, grouped by connection so that a
@@ -364,6 +400,10 @@ pub struct Forwarder {
     legs: Legs,
     /// Which circuit each (link, circuit id on it) carries.
     link_legs: HashMap<ConnKey, HashMap<u64, CircuitId>>,
+    /// The circuits across routers this router is an end of, by their id on links.
+    mesh_ends: HashMap<u64, CircuitId>,
+    /// When circuits waiting for a new path give up.
+    reroute_timers: BinaryHeap<Reverse<(Instant, CircuitId)>>,
     next_circuit: u64,
     ready: VecDeque<ConnKey>,
     in_ready: HashSet<ConnKey>,
@@ -429,6 +469,8 @@ impl Forwarder {
             circuits: HashMap::new(),
             legs: Legs::default(),
             link_legs: HashMap::new(),
+            mesh_ends: HashMap::new(),
+            reroute_timers: BinaryHeap::new(),
             next_circuit: u64::from(shard) << 48,
             ready: VecDeque::new(),
             in_ready: HashSet::new(),
@@ -693,6 +735,7 @@ impl Forwarder {
     /// Fires deadlines that passed. A link whose session ends at its deadline (silent
     /// past the dead time) comes out of [`Self::poll_link_close`].
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.reroute_deadlines(now);
         while let Some(Reverse((deadline, key))) = self.timers.peek().copied() {
             if deadline > now {
                 break;
@@ -712,9 +755,14 @@ impl Forwarder {
         }
     }
 
-    /// The earliest deadline of any connection.
+    /// The earliest deadline of any connection, link or rerouting circuit.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((t, _))| *t)
+        let conns = self.timers.peek().map(|Reverse((t, _))| *t);
+        let reroutes = self.reroute_timers.peek().map(|Reverse((t, _))| *t);
+        match (conns, reroutes) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The next connection with frames to write.
@@ -1121,7 +1169,7 @@ impl Forwarder {
             false => self.config.window,
         };
         let full = *queued > limit;
-        if !self.send_toward(circuit_id, to, payload, fin) {
+        if !self.send_toward(circuit_id, to, payload, fin, None) {
             return self.close_circuit_of(now, from, conn_id, "peer is gone");
         }
         if let End::Local(to) = to {
@@ -1142,7 +1190,14 @@ impl Forwarder {
 
     /// Hands `payload` of `circuit` to its side `to`: a local leg (marked by the
     /// caller), another shard, or a link. False when that side cannot take it.
-    fn send_toward(&mut self, circuit: CircuitId, to: End, payload: Bytes, fin: bool) -> bool {
+    fn send_toward(
+        &mut self,
+        circuit: CircuitId,
+        to: End,
+        payload: Bytes,
+        fin: bool,
+        seq: Option<u64>,
+    ) -> bool {
         match to {
             End::Local(to) => self
                 .conns
@@ -1160,7 +1215,7 @@ impl Forwarder {
                 ));
                 true
             }
-            End::Link(leg) => self.send_on_link(circuit, leg, payload, fin),
+            End::Link(leg) => self.send_on_link(circuit, leg, payload, fin, seq),
         }
     }
 
@@ -1285,7 +1340,7 @@ impl Forwarder {
                     (End::Remote(_), Some(host)) => host,
                     (dialer, _) => dialer,
                 };
-                if self.send_toward(circuit, to, payload, fin) {
+                if self.send_toward(circuit, to, payload, fin, None) {
                     if let End::Local(leg) = to {
                         self.mark(leg.conn);
                     }

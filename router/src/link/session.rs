@@ -29,7 +29,8 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use weft_wire::edge::{FLAG_FIN, HelloResult};
 use weft_wire::link::{
-    FLAG_START, LinkClose, LinkCredit, LinkData, LinkHeartbeat, LinkHeartbeatAck, LinkHello,
+    CLOSE_FLAG_REROUTE, FLAG_START, LinkAck, LinkClose, LinkCredit, LinkData, LinkHeartbeat,
+    LinkHeartbeatAck, LinkHello,
 };
 use weft_wire::{ContentType, Decoded, Decoder, Frame, Limits};
 
@@ -124,6 +125,15 @@ pub enum LinkEvent {
         circuit: u64,
         /// Why.
         reason: Bytes,
+        /// Only the circuit's path broke: its end routers reroute it.
+        reroute: bool,
+    },
+    /// The far end router of `circuit` received its payload up to `seq` (end to end).
+    Ack {
+        /// The circuit.
+        circuit: u64,
+        /// The highest sequence received in order.
+        seq: u64,
     },
     /// A round trip was measured.
     Latency(Duration),
@@ -317,6 +327,16 @@ impl LinkSession {
                         circuit: c.circuit_id,
                         // The reason is the frame's body: a slice of it, not a copy.
                         reason: frame.body().clone(),
+                        reroute: c.flags & CLOSE_FLAG_REROUTE != 0,
+                    });
+                }
+            }
+            ContentType::LINK_ACK => {
+                let a = LinkAck::parse(frame)?;
+                if self.circuits.contains_key(&a.circuit_id) {
+                    self.events.push_back(LinkEvent::Ack {
+                        circuit: a.circuit_id,
+                        seq: a.seq,
                     });
                 }
             }
@@ -405,6 +425,7 @@ impl LinkSession {
                 LinkClose {
                     circuit_id: circuit,
                     reason: b"unknown circuit",
+                    flags: 0,
                 }
                 .encode(seq, out)
             })?;
@@ -473,13 +494,44 @@ impl LinkSession {
 
     /// Ends `circuit` on this link and tells the peer why.
     pub fn close_circuit(&mut self, circuit: u64, reason: &[u8]) -> Result<(), LinkError> {
+        self.close_with(circuit, reason, 0)
+    }
+
+    /// Ends `circuit` on this link because its path broke elsewhere: the peer passes it
+    /// on toward the circuit's end router, which reroutes the circuit.
+    pub fn close_for_reroute(&mut self, circuit: u64, reason: &[u8]) -> Result<(), LinkError> {
+        self.close_with(circuit, reason, CLOSE_FLAG_REROUTE)
+    }
+
+    fn close_with(&mut self, circuit: u64, reason: &[u8], flags: u32) -> Result<(), LinkError> {
         if self.circuits.remove(&circuit).is_some() {
             self.push(|seq, out| {
                 LinkClose {
                     circuit_id: circuit,
                     reason,
+                    flags,
                 }
                 .encode(seq, out)
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Forgets `circuit` without telling the peer (it moved to another link; the peer
+    /// forgot it already, or hears of it from its own path).
+    pub fn forget_circuit(&mut self, circuit: u64) {
+        self.circuits.remove(&circuit);
+    }
+
+    /// Queues an end-to-end ack of `circuit` up to `seq` (no credit needed).
+    pub fn send_ack(&mut self, circuit: u64, seq: u64) -> Result<(), LinkError> {
+        if self.circuits.contains_key(&circuit) {
+            self.push(|s, out| {
+                LinkAck {
+                    circuit_id: circuit,
+                    seq,
+                }
+                .encode(s, out)
             })?;
         }
         Ok(())

@@ -76,6 +76,7 @@ control_messages! {
     Route => CONTROL_ROUTE,
     RouteResponse => CONTROL_ROUTE_RESPONSE,
     CircuitClosed => CONTROL_CIRCUIT_CLOSED,
+    RerouteRequest => CONTROL_REROUTE_REQUEST,
 }
 
 #[cfg(test)]

@@ -336,6 +336,19 @@ pub struct Route {
     pub public_key: ::prost::alloc::vec::Vec<u8>,
     #[prost(bytes = "vec", tag = "8")]
     pub app_data: ::prost::alloc::vec::Vec<u8>,
+    /// To an end router of an existing circuit whose path broke: move the circuit's link
+    /// leg to the link to `previous_router_id` (the egress) or `next_router_id` (the
+    /// ingress) and send again what the other end has not acknowledged. The transit
+    /// routers of the new path are routed first, the egress before the ingress.
+    #[prost(bool, tag = "9")]
+    pub reroute: bool,
+}
+/// Router -> controller: the path of a circuit this router is an end of broke (a link of
+/// it was lost); the circuit waits for a reroute Route. No reply.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RerouteRequest {
+    #[prost(uint64, tag = "1")]
+    pub circuit_id: u64,
 }
 /// Router -> controller, reply to Route: the route is installed (and, on the egress, the
 /// host accepted).

@@ -147,7 +147,8 @@ fn hello_then_data_and_credit_per_circuit() {
         closed,
         LinkEvent::Closed {
             circuit: 2,
-            reason: Bytes::from_static(b"done")
+            reason: Bytes::from_static(b"done"),
+            reroute: false,
         }
     );
     assert_eq!((a.circuits(), b.circuits()), (1, 1));
