@@ -1,8 +1,10 @@
 //! The admin CLI `weft`, mirroring OpenZiti's `ziti edge` verbs and flags:
-//! `weft login`, `weft edge create|list|update|delete …`.
+//! `weft login`, `weft edge create|list|update|delete …`, and `weft fabric list
+//! links|circuits|routers` as `ziti fabric list` does.
 
 pub mod client;
 pub mod create;
+pub mod fabric;
 pub mod output;
 pub mod quickstart;
 pub mod tunnel;
@@ -48,6 +50,12 @@ pub enum Command {
         /// The edge command.
         #[command(subcommand)]
         cmd: EdgeCommand,
+    },
+    /// Mesh commands: links, circuits and routers as the controller sees them.
+    Fabric {
+        /// The fabric command.
+        #[command(subcommand)]
+        cmd: fabric::FabricCommand,
     },
     /// Proxy local TCP connections over the overlay (dial side or host side).
     Tunnel {
@@ -173,6 +181,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let cfg = CliConfig { url, token, ca_pem };
             let path = cfg.save()?;
             println!("logged in; session saved in {}", path.display());
+        }
+        Command::Fabric { cmd } => {
+            let api = Api::from_config(CliConfig::load()?)?;
+            fabric::run(&api, cmd).await?;
         }
         Command::Edge { cmd } => {
             let api = Api::from_config(CliConfig::load()?)?;

@@ -72,3 +72,60 @@ fn print_table(items: &[Value]) {
         );
     }
 }
+
+/// The lines of a table with `headers` and `rows`, each column as wide as its widest
+/// cell, two spaces apart (the last column unpadded).
+pub fn columns(headers: &[&str], rows: &[Vec<String>]) -> Vec<String> {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let last = cells.len().saturating_sub(1);
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i == last {
+                out.push_str(cell);
+            } else {
+                let pad = w.saturating_sub(cell.chars().count()) + 2;
+                out.push_str(cell);
+                out.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        out
+    };
+    std::iter::once(line(headers.to_vec()))
+        .chain(
+            rows.iter()
+                .map(|r| line(r.iter().map(String::as_str).collect())),
+        )
+        .collect()
+}
+
+/// Prints [`columns`].
+pub fn print_columns(headers: &[&str], rows: &[Vec<String>]) {
+    for line in columns(headers, rows) {
+        println!("{line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn columns_are_as_wide_as_their_widest_cell() {
+        let rows = vec![
+            vec!["a".to_owned(), "long cell".to_owned(), "x".to_owned()],
+            vec!["bbbbbb".to_owned(), "c".to_owned(), "last".to_owned()],
+        ];
+        assert_eq!(
+            super::columns(&["ID", "NAME", "END"], &rows),
+            [
+                "ID      NAME       END",
+                "a       long cell  x",
+                "bbbbbb  c          last",
+            ]
+        );
+    }
+}

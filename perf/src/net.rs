@@ -8,6 +8,11 @@
 //! edge router policy lets only identities with attribute `via-<router>` use it, so
 //! the endpoints of one path meet on one router (a router only forwards to
 //! terminators bound on itself).
+//!
+//! The two-router path adds routers `perf-link-a` (dials links) and `perf-link-b`
+//! (listens for links): its dial endpoint may use A only and its host endpoint B only,
+//! so a dial on A finds no terminator there and the controller routes the circuit over
+//! the link A → B (as the system tests in `tests/tests/mesh.rs` force a path).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,7 +22,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use serde_json::json;
 
-use crate::paths::{NetPath, ProcRef, RouterRef, WEFT, WEFT_E2E, WEFT_EPOLL};
+use crate::paths::{NetPath, ProcRef, RouterRef, WEFT, WEFT_2ROUTER, WEFT_E2E, WEFT_EPOLL};
 use weft_testkit::boot;
 
 use crate::process::{Binaries, Daemon, free_port};
@@ -41,6 +46,8 @@ pub type Admin = boot::Management;
 #[derive(Debug)]
 pub struct RouterNode {
     daemon: Daemon,
+    /// Its id on the controller.
+    pub id: String,
     /// Its name (also its role attribute).
     pub name: String,
     /// The I/O backend it runs.
@@ -84,8 +91,9 @@ pub struct WeftNet {
 
 impl WeftNet {
     /// Boots the controller, the main router (io_uring if the host allows it, else
-    /// epoll) and, with `epoll_router`, a second router on epoll; then the tunnel
-    /// endpoints of every Weft path.
+    /// epoll), the two linked routers of the two-router path (on the main router's
+    /// backend) and, with `epoll_router`, a router on epoll; then the tunnel endpoints
+    /// of every Weft path.
     pub async fn boot(
         bins: &Binaries,
         dir: &Path,
@@ -164,22 +172,22 @@ impl WeftNet {
                 net.start_router("perf-main-epoll", "epoll", 1).await?
             }
         };
-        let main_name = main.name.clone();
         net.routers.push(main);
         let main_idx = net.routers.len() - 1;
         for (path, e2e) in [(WEFT, false), (WEFT_E2E, true)] {
             let p = net
-                .start_path(path, main_idx, &main_name, e2e, targets)
+                .start_path(path, (main_idx, main_idx), e2e, targets)
                 .await?;
             net.paths.push(p);
         }
+        let p = net.start_two_router_path(targets).await?;
+        net.paths.push(p);
         if epoll_router && net.uring_unavailable.is_none() {
             let r = net.start_router("perf-epoll", "epoll", 1).await?;
-            let name = r.name.clone();
             net.routers.push(r);
             let idx = net.routers.len() - 1;
             let p = net
-                .start_path(WEFT_EPOLL, idx, &name, false, targets)
+                .start_path(WEFT_EPOLL, (idx, idx), false, targets)
                 .await?;
             net.paths.push(p);
         }
@@ -189,6 +197,18 @@ impl WeftNet {
     /// Creates, enrolls and starts router `name` with `io` and `shards`, and waits
     /// until the controller sees it online.
     pub async fn start_router(&self, name: &str, io: &str, shards: usize) -> Result<RouterNode> {
+        self.start_router_with(name, io, shards, "").await
+    }
+
+    /// [`Self::start_router`] with `extra` appended to its `router.toml` (a `[link]`
+    /// section).
+    pub async fn start_router_with(
+        &self,
+        name: &str,
+        io: &str,
+        shards: usize,
+        extra: &str,
+    ) -> Result<RouterNode> {
         let edge_port = free_port()?;
         let metrics_port = free_port()?;
         let v = self
@@ -218,7 +238,7 @@ impl WeftNet {
                 &self.control_addr,
                 &format!(
                     "shards = {shards}\nio = \"{io}\"\nmax_conns_per_edge = 65536\n\
-                     metrics_listen = \"127.0.0.1:{metrics_port}\"\n"
+                     metrics_listen = \"127.0.0.1:{metrics_port}\"\n{extra}"
                 ),
             ),
         )
@@ -246,6 +266,7 @@ impl WeftNet {
         }
         Ok(RouterNode {
             daemon,
+            id,
             name: name.to_owned(),
             io: io.to_owned(),
             metrics: SocketAddr::from(([127, 0, 0, 1], metrics_port)),
@@ -321,25 +342,29 @@ impl WeftNet {
         Ok(pid)
     }
 
-    /// The identities, tunnel endpoints (bulk and echo) and the path through router
-    /// `routers[idx]`.
+    /// The identities, tunnel endpoints (bulk and echo) and the path whose dial
+    /// endpoint uses router `routers[dial]` and whose host endpoint `routers[host]`
+    /// (the same router but on the two-router path).
     async fn start_path(
         &mut self,
         path: &str,
-        idx: usize,
-        router: &str,
+        (dial, host): (usize, usize),
         e2e: bool,
         targets: TargetPorts,
     ) -> Result<NetPath> {
-        let via = format!("via-{router}");
+        let dial_router = self.routers[dial].name.clone();
+        let host_router = self.routers[host].name.clone();
         let client = self
             .identity(
-                &format!("client-{router}"),
-                &["perf-client".into(), via.clone()],
+                &format!("client-{dial_router}"),
+                &["perf-client".into(), format!("via-{dial_router}")],
             )
             .await?;
-        let host = self
-            .identity(&format!("host-{router}"), &["perf-host".into(), via])
+        let host_file = self
+            .identity(
+                &format!("host-{host_router}"),
+                &["perf-host".into(), format!("via-{host_router}")],
+            )
             .await?;
         let suffix = if e2e { "-e2e" } else { "" };
         let mut procs = Vec::new();
@@ -350,7 +375,7 @@ impl WeftNet {
                 .tunnel(
                     &format!("{path}-{kind}-host"),
                     "host",
-                    &host,
+                    &host_file,
                     &service,
                     &["--target".into(), format!("127.0.0.1:{target}")],
                 )
@@ -366,20 +391,27 @@ impl WeftNet {
                 )
                 .await?;
             entries.push(SocketAddr::from(([127, 0, 0, 1], port)));
-            procs.push(vec![
-                ProcRef::new("tunnel-dial", dial_pid),
-                ProcRef::new("router", self.routers[idx].pid()),
-                ProcRef::new("tunnel-host", host_pid),
-            ]);
+            let mut p = vec![ProcRef::new("tunnel-dial", dial_pid)];
+            if dial == host {
+                p.push(ProcRef::new("router", self.routers[dial].pid()));
+            } else {
+                p.push(ProcRef::new("router-a", self.routers[dial].pid()));
+                p.push(ProcRef::new("router-b", self.routers[host].pid()));
+            }
+            p.push(ProcRef::new("tunnel-host", host_pid));
+            procs.push(p);
         }
-        let r = &self.routers[idx];
+        let r = &self.routers[dial];
+        let routers = if dial == host {
+            format!("weft-router ({}, 1 shard)", r.io)
+        } else {
+            format!("weft-router A ({}, 1 shard) → link → weft-router B", r.io)
+        };
         Ok(NetPath {
             name: path.to_owned(),
             baseline: false,
             description: format!(
-                "weft tunnel dial → weft-router ({}, {} shard) → weft tunnel host, {}",
-                r.io,
-                1,
+                "weft tunnel dial → {routers} → weft tunnel host, {}",
                 if e2e {
                     "end-to-end encrypted service"
                 } else {
@@ -392,6 +424,44 @@ impl WeftNet {
             bulk_procs: procs.pop().unwrap_or_default(),
             router: Some(r.router_ref()),
         })
+    }
+
+    /// The two-router path: routers `perf-link-b` (link listener) and `perf-link-a`
+    /// (dials B), once their link is up, and the path whose dial endpoint uses A and
+    /// whose host endpoint uses B.
+    async fn start_two_router_path(&mut self, targets: TargetPorts) -> Result<NetPath> {
+        let io = self.main_io().to_owned();
+        let b_config = format!(
+            "[link]\nlisten = \"127.0.0.1:{}\"\ngroups = [\"perf\"]\ndial_groups = []\n",
+            free_port()?
+        );
+        let b = self
+            .start_router_with("perf-link-b", &io, 1, &b_config)
+            .await?;
+        let a = self
+            .start_router_with("perf-link-a", &io, 1, "[link]\ndial_groups = [\"perf\"]\n")
+            .await?;
+        let link = format!("{}->{}", a.id, b.id);
+        let deadline = tokio::time::Instant::now() + START;
+        loop {
+            let links = self.admin.get("links").await?;
+            let up = links["data"].as_array().is_some_and(|l| {
+                l.iter()
+                    .any(|l| l["id"] == link.as_str() && l["state"] == "up")
+            });
+            if up {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("the link {link} did not come up; links: {}", links["data"]);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.routers.push(a);
+        self.routers.push(b);
+        let n = self.routers.len();
+        self.start_path(WEFT_2ROUTER, (n - 2, n - 1), false, targets)
+            .await
     }
 
     /// The I/O backend of the main router.

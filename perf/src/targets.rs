@@ -1,7 +1,7 @@
 //! The performance targets, judged on this run's figures (benchmark figures,
 //! never assertions), each with what limits it when it is not met.
 
-use crate::paths::{SOCAT1, STUNNEL, WEFT, WEFT_E2E};
+use crate::paths::{SOCAT1, STUNNEL, WEFT, WEFT_2ROUTER, WEFT_E2E};
 use crate::report::{Report, ScenarioReport, Target};
 
 fn target(goal: &str, path: &str, measured: String, met: Option<bool>, note: String) -> Target {
@@ -50,6 +50,21 @@ pub fn judge(r: &Report) -> Vec<Target> {
                 format!("cores busy (of {ncores}): {}", cores(s, p)),
             ));
         }
+        if let (Some(two), Some(one)) = (s.median(WEFT_2ROUTER, "gbps"), s.median(WEFT, "gbps")) {
+            let ratio = two / one;
+            out.push(target(
+                "two-router throughput ≥ 0.8× one-router",
+                WEFT_2ROUTER,
+                format!("{two:.2} vs {one:.2} Gbit/s = {ratio:.2}×"),
+                Some(ratio >= 0.8),
+                format!(
+                    "router CPU per GB {:.2} (both routers) vs {:.2} s/GB; cores busy (of {ncores}): {}",
+                    s.median(WEFT_2ROUTER, "cpu_key_per_gb").unwrap_or(f64::NAN),
+                    s.median(WEFT, "cpu_key_per_gb").unwrap_or(f64::NAN),
+                    cores(s, WEFT_2ROUTER)
+                ),
+            ));
+        }
         for p in weft_paths {
             let (Some(w), Some(b)) = (
                 s.median(p, "cpu_key_per_gb"),
@@ -90,7 +105,7 @@ pub fn judge(r: &Report) -> Vec<Target> {
         }
     }
     if let Some(s) = r.scenario("bulk64") {
-        for p in weft_paths {
+        for p in [WEFT, WEFT_E2E, WEFT_2ROUTER] {
             let Some(row) = s.row(p) else { continue };
             let (Some(share), Some(zero)) = (
                 row.values.get("min_fair_share"),

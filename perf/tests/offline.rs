@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use weft_perf::paths::{SOCAT1, STUNNEL, WEFT};
+use weft_perf::paths::{SOCAT1, STUNNEL, WEFT, WEFT_2ROUTER};
 use weft_perf::report::{Report, ScenarioReport, render_table};
 use weft_perf::sysinfo::Machine;
 
@@ -129,4 +129,52 @@ fn table_targets_and_plots_from_a_synthetic_report() {
         json["scenarios"][0]["rows"][1]["values"]["gbps"]["ratio"],
         1.75
     );
+}
+
+/// A report of one bulk1 scenario with the one- and two-router paths at these rates.
+fn two_router_report(one: f64, two: f64) -> Report {
+    let mut bulk = ScenarioReport::new(
+        "bulk1",
+        "Bulk throughput, 1 stream",
+        STUNNEL,
+        &[("gbps", "throughput", "Gbit/s", true)],
+    );
+    for (p, g) in [(STUNNEL, 4.0), (WEFT, one), (WEFT_2ROUTER, two)] {
+        bulk.record(p, "gbps", g);
+    }
+    bulk.finish();
+    Report {
+        suite: "weft-perf test".into(),
+        started: "2025-01-01T00:00:00Z".into(),
+        elapsed_s: 1.0,
+        quick: true,
+        settings: BTreeMap::new(),
+        machine: Machine::detect(),
+        paths: Vec::new(),
+        notes: Vec::new(),
+        scenarios: vec![bulk],
+        targets: Vec::new(),
+    }
+}
+
+#[test]
+fn two_router_throughput_is_judged_against_the_one_router_path() {
+    for (one, two, measured, met) in [
+        (4.0, 3.0, "3.00 vs 4.00 Gbit/s = 0.75×", false),
+        (4.0, 3.6, "3.60 vs 4.00 Gbit/s = 0.90×", true),
+    ] {
+        let r = two_router_report(one, two);
+        let t = weft_perf::targets::judge(&r)
+            .into_iter()
+            .find(|t| t.goal.starts_with("two-router throughput"))
+            .unwrap();
+        assert_eq!(t.path, WEFT_2ROUTER);
+        assert_eq!(t.measured, measured);
+        assert_eq!(t.met, Some(met));
+        let table = render_table(&r);
+        assert!(
+            table.contains(&format!("| {WEFT_2ROUTER} | {two:.2}")),
+            "{table}"
+        );
+    }
 }

@@ -215,8 +215,8 @@ pub async fn run(ctx: &Ctx, streams: usize) -> ScenarioReport {
             ));
         }
         s.notes.push(
-            "router/relay CPU: the weft-router process on Weft paths; every relay process \
-             on a baseline (both stunnel processes, the socat processes and their forked \
+            "router/relay CPU: the weft-router process on Weft paths (both routers on \
+             weft-2router); every relay process on a baseline (both stunnel processes, the socat processes and their forked \
              children). Whole path adds the two weft tunnel endpoints on Weft paths. \
              Machine CPU counts every process, iperf3 included."
                 .into(),

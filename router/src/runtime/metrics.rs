@@ -206,6 +206,36 @@ pub(super) fn render(stats: &[ShardStats]) -> String {
             |s| s.forward.links_lost,
         ),
         (
+            "weft_router_circuits_ingress_total",
+            "counter",
+            "Circuits across routers set up with this router as the ingress.",
+            |s| s.forward.circuits_ingress,
+        ),
+        (
+            "weft_router_circuits_transit_total",
+            "counter",
+            "Circuits across routers this router carries between two links.",
+            |s| s.forward.circuits_transit,
+        ),
+        (
+            "weft_router_circuits_egress_total",
+            "counter",
+            "Circuits across routers set up with this router as the egress.",
+            |s| s.forward.circuits_egress,
+        ),
+        (
+            "weft_router_link_bytes_sent_total",
+            "counter",
+            "Payload bytes sent on links to other routers.",
+            |s| s.forward.link_bytes_sent,
+        ),
+        (
+            "weft_router_link_credit_stalls_total",
+            "counter",
+            "Times payload for a link waited for the link's credit for its circuit.",
+            |s| s.forward.link_credit_stalls,
+        ),
+        (
             "weft_router_links_refused_total",
             "counter",
             "Incoming links refused (a certificate the controller does not vouch for, a failed handshake, too many handshakes).",
@@ -311,5 +341,52 @@ mod tests {
         assert!(text.contains("weft_router_connections{shard=\"0\"} 3\n"));
         assert!(text.contains("weft_router_bytes_relayed_total{shard=\"0\"} 42\n"));
         assert!(text.contains("weft_router_bytes_relayed_total{shard=\"1\"} 0\n"));
+    }
+
+    #[test]
+    fn renders_the_mesh_counters() {
+        let stats = [
+            ShardStats {
+                shard: 0,
+                forward: ForwardStats {
+                    links_up: 2,
+                    links_lost: 1,
+                    circuits_ingress: 3,
+                    circuits_transit: 4,
+                    circuits_egress: 5,
+                    link_bytes_sent: 6_000_000,
+                    link_credit_stalls: 7,
+                    ..ForwardStats::default()
+                },
+                ..ShardStats::default()
+            },
+            ShardStats {
+                shard: 1,
+                ..ShardStats::default()
+            },
+        ];
+        let text = render(&stats);
+        for (name, value) in [
+            ("weft_router_links_up_total", 2),
+            ("weft_router_links_lost_total", 1),
+            ("weft_router_circuits_ingress_total", 3),
+            ("weft_router_circuits_transit_total", 4),
+            ("weft_router_circuits_egress_total", 5),
+            ("weft_router_link_bytes_sent_total", 6_000_000),
+            ("weft_router_link_credit_stalls_total", 7),
+        ] {
+            assert!(
+                text.contains(&format!("# TYPE {name} counter\n")),
+                "{name} has no TYPE line:\n{text}"
+            );
+            assert!(
+                text.contains(&format!("{name}{{shard=\"0\"}} {value}\n")),
+                "{name} on shard 0:\n{text}"
+            );
+            assert!(
+                text.contains(&format!("{name}{{shard=\"1\"}} 0\n")),
+                "{name} on shard 1:\n{text}"
+            );
+        }
     }
 }
