@@ -554,3 +554,74 @@ async fn killing_a_router_mid_transfer_reroutes_the_circuit_and_loses_nothing() 
         started.elapsed(),
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_streams_share_a_link_while_another_stream_stalls() {
+    const STREAMS: usize = 64;
+    const EACH: usize = 512 * 1024;
+    let line = Line::start().await;
+    line.service("many", false).await;
+    let host = weft_sdk::Context::new(line.host_identity("many").await)
+        .await
+        .unwrap();
+    let client = weft_sdk::Context::new(line.client_identity("many").await)
+        .await
+        .unwrap();
+    let mut listener = host.bind("many").await.unwrap();
+    // The host answers each stream with its own pattern; the first stream it accepts
+    // is the one whose reader (on the dialer's side) never reads.
+    let server = tokio::spawn(async move {
+        let mut tasks = Vec::new();
+        for i in 0..=STREAMS {
+            let mut stream = listener.accept().await.unwrap();
+            tasks.push(tokio::spawn(async move {
+                let mut id = [0u8; 1];
+                stream.read_exact(&mut id).await.unwrap();
+                let data =
+                    weft_testkit::pattern(if i == 0 { 8 * EACH } else { EACH }, u32::from(id[0]));
+                // The stalled stream's writes block once its window is full.
+                let _ = stream.write_all(&data).await;
+                let _ = stream.shutdown().await;
+                let mut rest = Vec::new();
+                let _ = stream.read_to_end(&mut rest).await;
+            }));
+        }
+        tasks
+    });
+    let mut stalled = client.dial("many").await.unwrap();
+    stalled.write_all(&[255]).await.unwrap();
+    let started = Instant::now();
+    let mut readers = Vec::new();
+    for i in 0..STREAMS {
+        let mut stream = client.dial("many").await.unwrap();
+        stream.write_all(&[i as u8]).await.unwrap();
+        readers.push(tokio::spawn(async move {
+            let mut got = Vec::with_capacity(EACH);
+            stream.read_to_end(&mut got).await.unwrap();
+            let want = weft_testkit::pattern(EACH, i as u32);
+            assert!(
+                got == want,
+                "stream {i}: {} bytes, differ from the pattern",
+                got.len()
+            );
+            started.elapsed()
+        }));
+    }
+    let mut times = Vec::new();
+    for r in readers {
+        times.push(
+            tokio::time::timeout(WAIT, r)
+                .await
+                .expect("a stream starved behind the stalled one")
+                .unwrap(),
+        );
+    }
+    times.sort();
+    eprintln!(
+        "{STREAMS} streams × {EACH} B across a link beside a stalled stream: fastest {:?}, slowest {:?}",
+        times[0],
+        times[STREAMS - 1]
+    );
+    drop(stalled);
+    drop(server);
+}
