@@ -24,6 +24,8 @@
 //! advertise = "router.example.com"       # host[:port] others dial (default advertised_host)
 //! groups = ["default"]                   # listener groups
 //! dial_groups = ["default"]              # groups this router dials ([]: none)
+//! backoff_min_ms = 500                   # first redial delay (×1.5 per failure, ±20 %)
+//! backoff_max_ms = 60000                 # longest redial delay
 //! ```
 //!
 //! `weft-router enroll` writes `server.cert`, `server.key`, `router.cert` (the control
@@ -170,6 +172,20 @@ pub struct LinkSection {
     /// Groups the dialers dial; empty: this router dials no links.
     #[serde(default = "default_link_groups")]
     pub dial_groups: Vec<String>,
+    /// First delay before a lost or failed link is dialled again (milliseconds); it
+    /// grows ×1.5 per failure, with ±20 % jitter.
+    #[serde(default = "default_backoff_min")]
+    pub backoff_min_ms: u64,
+    /// Longest delay between dials (milliseconds).
+    #[serde(default = "default_backoff_max")]
+    pub backoff_max_ms: u64,
+}
+
+fn default_backoff_min() -> u64 {
+    500
+}
+fn default_backoff_max() -> u64 {
+    60_000
 }
 
 fn default_link_groups() -> Vec<String> {
@@ -285,6 +301,12 @@ impl RouterConfig {
             if groups.into_iter().any(|g| g.trim().is_empty()) {
                 return invalid("link.groups", "group names must not be empty");
             }
+            if link.backoff_min_ms == 0 || link.backoff_max_ms < link.backoff_min_ms {
+                return invalid(
+                    "link.backoff_max_ms",
+                    "backoff_min_ms must be at least 1 and backoff_max_ms at least backoff_min_ms",
+                );
+            }
         }
         Ok(())
     }
@@ -392,6 +414,8 @@ mod tests {
             "[link]\ngroups = [\"\"]\n",
             "[link]\nlisten = \"nowhere\"\n",
             "[link]\nport = 4022\n",
+            "[link]\nbackoff_min_ms = 0\n",
+            "[link]\nbackoff_min_ms = 900\nbackoff_max_ms = 800\n",
         ] {
             let e = RouterConfig::parse(&format!("{MINIMAL}\n{bad}"), Path::new(".")).err();
             assert!(e.is_some(), "{bad} was accepted");

@@ -137,7 +137,11 @@ impl Node {
                 cert_pem: control_config.cert_pem.clone(),
                 key_pem: control_config.key_pem.clone(),
                 session: LinkConfig::default(),
-                backoff: BackoffConfig::default(),
+                backoff: BackoffConfig {
+                    min: Duration::from_millis(link.backoff_min_ms),
+                    max: Duration::from_millis(link.backoff_max_ms),
+                    ..BackoffConfig::default()
+                },
                 handshake_timeout: settings.handshake_timeout,
             });
             settings.forward.mesh_shard = Some(0);

@@ -44,6 +44,11 @@ pub struct LinkInfo {
     pub latency: Option<Duration>,
     /// Circuits it carries.
     pub circuits: usize,
+    /// What crossed it.
+    pub traffic: crate::link::session::Traffic,
+    /// Its round trips per bucket of [`crate::link::health::RTT_BUCKETS_US`], and their
+    /// sum in microseconds.
+    pub rtt: ([u64; crate::link::health::RTT_BUCKETS_US.len() + 1], u64),
 }
 
 impl Forwarder {
@@ -146,6 +151,8 @@ impl Forwarder {
                 dialed: l.dialed,
                 latency: l.session.latency(),
                 circuits: l.session.circuits(),
+                traffic: l.session.traffic(),
+                rtt: l.session.rtt_histogram(),
             })
             .collect();
         out.sort_by_key(|l| l.key);

@@ -15,6 +15,12 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+/// Upper bounds (microseconds) of the round-trip histogram's buckets; a last bucket
+/// counts the rest (Prometheus `+Inf`).
+pub const RTT_BUCKETS_US: [u64; 10] = [
+    250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000,
+];
+
 /// Heartbeats waiting for their ack, at most (older ones are forgotten: a peer that
 /// answers that late has the link's latency measured by the newer ones).
 pub const MAX_OUTSTANDING: usize = 8;
@@ -49,6 +55,10 @@ pub struct LinkHealth {
     smoothed: Option<Duration>,
     last_sample: Option<Duration>,
     samples: u64,
+    /// Round trips per bucket of [`RTT_BUCKETS_US`] (not cumulative), the last for the
+    /// rest; and their sum in microseconds.
+    rtt_counts: [u64; RTT_BUCKETS_US.len() + 1],
+    rtt_sum_us: u64,
 }
 
 impl LinkHealth {
@@ -64,6 +74,8 @@ impl LinkHealth {
             smoothed: None,
             last_sample: None,
             samples: 0,
+            rtt_counts: [0; RTT_BUCKETS_US.len() + 1],
+            rtt_sum_us: 0,
         }
     }
 
@@ -88,6 +100,15 @@ impl LinkHealth {
         });
         self.last_sample = Some(rtt);
         self.samples += 1;
+        let us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX);
+        let bucket = RTT_BUCKETS_US
+            .iter()
+            .position(|b| us <= *b)
+            .unwrap_or(RTT_BUCKETS_US.len());
+        if let Some(n) = self.rtt_counts.get_mut(bucket) {
+            *n += 1;
+        }
+        self.rtt_sum_us = self.rtt_sum_us.saturating_add(us);
         Some(rtt)
     }
 
@@ -130,6 +151,12 @@ impl LinkHealth {
     /// Round trips measured so far.
     pub fn samples(&self) -> u64 {
         self.samples
+    }
+
+    /// Round trips per bucket of [`RTT_BUCKETS_US`] (the last: beyond them), and the
+    /// sum of all in microseconds.
+    pub fn rtt_histogram(&self) -> ([u64; RTT_BUCKETS_US.len() + 1], u64) {
+        (self.rtt_counts, self.rtt_sum_us)
     }
 }
 

@@ -227,6 +227,20 @@ pub struct LinkSession {
     circuits: HashMap<u64, CircuitCredit>,
     unknown_replied: HashSet<u64>,
     health: LinkHealth,
+    traffic: Traffic,
+}
+
+/// What crossed a link, for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Frames received.
+    pub frames_received: u64,
+    /// Payload bytes received (circuit data).
+    pub bytes_received: u64,
+    /// Frames handed to the driver to send.
+    pub frames_sent: u64,
+    /// Payload bytes handed to the driver to send.
+    pub bytes_sent: u64,
 }
 
 impl LinkSession {
@@ -247,6 +261,7 @@ impl LinkSession {
             circuits: HashMap::new(),
             unknown_replied: HashSet::new(),
             health: LinkHealth::new(config.health, now),
+            traffic: Traffic::default(),
         };
         if let Role::Dialer { own_id, .. } = &s.role {
             let own_id = own_id.clone();
@@ -264,6 +279,17 @@ impl LinkSession {
         }
     }
 
+    /// What crossed the link so far.
+    pub fn traffic(&self) -> Traffic {
+        self.traffic
+    }
+
+    /// The link's round trips per bucket of [`super::health::RTT_BUCKETS_US`] and their
+    /// sum in microseconds.
+    pub fn rtt_histogram(&self) -> ([u64; super::health::RTT_BUCKETS_US.len() + 1], u64) {
+        self.health.rtt_histogram()
+    }
+
     /// The smoothed round trip of the link, once measured.
     pub fn latency(&self) -> Option<Duration> {
         self.health.latency()
@@ -274,6 +300,10 @@ impl LinkSession {
         self.decoder.extend_from_slice(data);
         while let Decoded::Frame(frame) = self.decoder.decode()? {
             self.health.handle_received(now);
+            self.traffic.frames_received += 1;
+            if frame.content_type() == ContentType::LINK_DATA {
+                self.traffic.bytes_received += frame.body().len() as u64;
+            }
             self.handle_frame(now, &frame)?;
         }
         Ok(())
@@ -469,6 +499,8 @@ impl LinkSession {
         if reply {
             self.replies_queued -= transmit.head.len();
         }
+        self.traffic.frames_sent += 1;
+        self.traffic.bytes_sent += transmit.payload.len() as u64;
         Some(transmit)
     }
 

@@ -194,6 +194,18 @@ pub(super) fn render(stats: &[ShardStats]) -> String {
             |s| s.forward.refused_per_api_session,
         ),
         (
+            "weft_router_circuits_rerouted_total",
+            "counter",
+            "Circuits across routers moved to a new path after theirs broke (counted at each end).",
+            |s| s.forward.circuits_rerouted,
+        ),
+        (
+            "weft_router_reroutes_failed_total",
+            "counter",
+            "Circuits across routers whose path broke and that found no other in time.",
+            |s| s.forward.reroutes_failed,
+        ),
+        (
             "weft_router_links_up_total",
             "counter",
             "Links to other routers whose hello succeeded.",
@@ -311,13 +323,84 @@ pub(super) fn render(stats: &[ShardStats]) -> String {
             );
         }
     }
+    render_link_traffic(&mut out, stats);
     out
+}
+
+/// Per link: frames and payload bytes each way, and the heartbeat round trips as a
+/// Prometheus histogram.
+fn render_link_traffic(out: &mut String, stats: &[ShardStats]) {
+    type Counter = (
+        &'static str,
+        &'static str,
+        fn(&crate::forward::LinkInfo) -> u64,
+    );
+    const COUNTERS: &[Counter] = &[
+        (
+            "weft_router_link_tx_frames_total",
+            "Frames sent on a link.",
+            |l| l.traffic.frames_sent,
+        ),
+        (
+            "weft_router_link_rx_frames_total",
+            "Frames received on a link.",
+            |l| l.traffic.frames_received,
+        ),
+        (
+            "weft_router_link_tx_bytes_total",
+            "Circuit payload bytes sent on a link.",
+            |l| l.traffic.bytes_sent,
+        ),
+        (
+            "weft_router_link_rx_bytes_total",
+            "Circuit payload bytes received on a link.",
+            |l| l.traffic.bytes_received,
+        ),
+    ];
+    let links: Vec<(&crate::forward::LinkInfo, String)> = stats
+        .iter()
+        .flat_map(|s| &s.links)
+        .filter_map(|l| {
+            let peer = l.peer.as_ref()?.replace(['"', '\\', '\n'], "_");
+            Some((
+                l,
+                format!(
+                    "peer=\"{peer}\",dialed=\"{}\",link=\"{}\"",
+                    l.dialed, l.key.0
+                ),
+            ))
+        })
+        .collect();
+    for (name, help, value) in COUNTERS {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (l, labels) in &links {
+            let _ = writeln!(out, "{name}{{{labels}}} {}", value(l));
+        }
+    }
+    let name = "weft_router_link_rtt_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Heartbeat round trips of a link.\n# TYPE {name} histogram"
+    );
+    for (l, labels) in &links {
+        let (counts, sum_us) = l.rtt;
+        let mut cumulative = 0;
+        for (i, count) in counts.iter().enumerate() {
+            cumulative += count;
+            let le = crate::link::health::RTT_BUCKETS_US
+                .get(i)
+                .map_or_else(|| "+Inf".to_owned(), |us| (*us as f64 / 1e6).to_string());
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
+        }
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", sum_us as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::forward::ForwardStats;
+    use crate::forward::{ConnKey, ForwardStats};
 
     #[test]
     fn renders_one_series_per_shard() {
@@ -341,6 +424,56 @@ mod tests {
         assert!(text.contains("weft_router_connections{shard=\"0\"} 3\n"));
         assert!(text.contains("weft_router_bytes_relayed_total{shard=\"0\"} 42\n"));
         assert!(text.contains("weft_router_bytes_relayed_total{shard=\"1\"} 0\n"));
+    }
+
+    #[test]
+    fn renders_each_links_traffic_and_round_trips() {
+        let link = crate::forward::LinkInfo {
+            key: ConnKey(9),
+            peer: Some("r\"2".into()),
+            dialed: true,
+            latency: Some(Duration::from_micros(800)),
+            circuits: 2,
+            traffic: crate::link::session::Traffic {
+                frames_received: 10,
+                bytes_received: 1000,
+                frames_sent: 20,
+                bytes_sent: 2000,
+            },
+            rtt: ([1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 1], 5_000),
+        };
+        let unnamed = crate::forward::LinkInfo { peer: None, ..link };
+        let stats = [ShardStats {
+            links: vec![link, unnamed],
+            ..ShardStats::default()
+        }];
+        let text = render(&stats);
+        let labels = "peer=\"r_2\",dialed=\"true\",link=\"9\"";
+        for line in [
+            format!("weft_router_link_tx_bytes_total{{{labels}}} 2000"),
+            format!("weft_router_link_rx_frames_total{{{labels}}} 10"),
+            format!("weft_router_link_rtt_seconds_bucket{{{labels},le=\"0.00025\"}} 1"),
+            format!("weft_router_link_rtt_seconds_bucket{{{labels},le=\"0.0005\"}} 3"),
+            format!("weft_router_link_rtt_seconds_bucket{{{labels},le=\"+Inf\"}} 4"),
+            format!("weft_router_link_rtt_seconds_count{{{labels}}} 4"),
+            format!("weft_router_link_rtt_seconds_sum{{{labels}}} 0.005"),
+            format!("weft_router_link_circuits{{{labels}}} 2"),
+        ] {
+            assert!(
+                text.contains(&format!("{line}\n")),
+                "missing {line}:\n{text}"
+            );
+        }
+        // A link still in its hello has no series; every name has one TYPE line.
+        assert_eq!(
+            text.matches("link=\"9\"").count(),
+            text.matches(labels).count()
+        );
+        let mut types: Vec<&str> = text.lines().filter(|l| l.starts_with("# TYPE")).collect();
+        let all = types.len();
+        types.sort_unstable();
+        types.dedup();
+        assert_eq!(types.len(), all, "a metric name is declared twice");
     }
 
     #[test]
