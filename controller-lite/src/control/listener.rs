@@ -499,6 +499,7 @@ impl Conn {
                 tracing::info!(router = %self.router.name, circuit = req.circuit_id, "reroute requested");
                 tokio::spawn(super::mesh::reroute_circuit(
                     self.guard.ctl.clone(),
+                    self.guard.router_id.clone(),
                     req.circuit_id,
                 ));
             }

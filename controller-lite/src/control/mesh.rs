@@ -294,10 +294,19 @@ impl Mesh {
     /// of its path are told to forget it too.
     pub fn circuit_closed(&self, reporter: &str, closed: &pb::CircuitClosed) {
         let mut s = self.lock();
+        // Only a router of the circuit's path may end it, and only its ingress take it
+        // down (a router may not end another router's circuits).
+        let on_path = s
+            .circuits
+            .get(&closed.circuit_id)
+            .is_some_and(|c| c.path.iter().any(|r| r == reporter));
+        if !on_path {
+            return;
+        }
         let Some(circuit) = s.circuits.remove(&closed.circuit_id) else {
             return;
         };
-        if !closed.take_down {
+        if !closed.take_down || circuit.path.first().map(String::as_str) != Some(reporter) {
             return;
         }
         for router in circuit.path.iter().filter(|r| *r != reporter) {
@@ -394,6 +403,19 @@ pub async fn create_circuit(
         return Err(error(
             "INVALID_SESSION",
             "the session is not a Dial session of this service",
+        ));
+    }
+    // The policies must let the session's identity and the service use the asking
+    // router, as they must for the router to accept the dial at all.
+    let policy = ctl.policy.get(&ctl.store).map_err(|e| internal(&e))?;
+    let granted = policy
+        .edge_routers_for_session(&session.identity_id, &req.service_id)
+        .iter()
+        .any(|r| r.id == ingress);
+    if !granted {
+        return Err(error(
+            "INVALID_SESSION",
+            "the policies do not grant this router to the session",
         ));
     }
     let service = ctl
@@ -566,12 +588,17 @@ const REROUTE_RETRY: Duration = Duration::from_millis(250);
 /// ingress and egress, its transit routers routed first, then the egress and the
 /// ingress told to move the circuit to it (they send again what was not
 /// acknowledged). Without a path, both ends are told to end the circuit.
-pub async fn reroute_circuit(ctl: Arc<Controller>, circuit_id: u64) {
+pub async fn reroute_circuit(ctl: Arc<Controller>, requester: String, circuit_id: u64) {
     let old = {
         let mut s = ctl.mesh.lock();
         let Some(c) = s.circuits.get(&circuit_id).cloned() else {
             return;
         };
+        // Only an end router of the circuit may ask.
+        if c.path.first() != Some(&requester) && c.path.last() != Some(&requester) {
+            tracing::warn!(router = %requester, circuit = circuit_id, "reroute asked by a router that is no end of the circuit");
+            return;
+        }
         if !s.rerouting.insert(circuit_id) {
             return;
         }
@@ -792,6 +819,39 @@ mod tests {
             0,
             "b is not connected"
         );
+    }
+
+    #[test]
+    fn only_routers_of_its_path_end_a_circuit_and_only_its_ingress_takes_it_down() {
+        let mesh = Mesh::default();
+        let (a, mut rx_a) = router("a", "");
+        let (b, mut rx_b) = router("b", "tls://b:1");
+        mesh.router_up(a);
+        mesh.router_up(b);
+        let record = |id: u64| CircuitView {
+            id: id.to_string(),
+            service_id: "s".into(),
+            terminator_id: "t".into(),
+            path: vec!["a".into(), "b".into()],
+            cost: 1,
+            created_at: String::new(),
+        };
+        let closed = |id: u64, take_down: bool| pb::CircuitClosed {
+            circuit_id: id,
+            reason: "x".into(),
+            take_down,
+        };
+        mesh.lock().circuits.insert(1, record(1));
+        mesh.circuit_closed("mallory", &closed(1, true));
+        assert_eq!(mesh.circuits().len(), 1, "a router off the path ended it");
+        // The egress may end it but not take the path down.
+        mesh.circuit_closed("b", &closed(1, true));
+        assert!(mesh.circuits().is_empty());
+        assert!(rx_a.try_recv().is_err(), "the egress took the path down");
+        // The ingress takes it down: the other routers of the path are told.
+        mesh.lock().circuits.insert(2, record(2));
+        mesh.circuit_closed("a", &closed(2, true));
+        assert!(matches!(rx_b.try_recv(), Ok(Outbound::CircuitClosed(c)) if c.circuit_id == 2));
     }
 
     #[test]
