@@ -3,6 +3,7 @@
 //! - [`sessions`]: the API sessions and service sessions the controller pushed, how they
 //!   change, and the checks a hello, Connect or Bind must pass (sans-IO).
 //! - [`edge`]: the per-connection edge protocol state machine (sans-IO).
+//! - [`credit`]: the byte credit edge streams and link circuits share (sans-IO).
 //! - [`forward`]: one shard's connections, terminators and circuits (sans-IO).
 //! - [`tls`]: the edge listener's TLS (rustls, aws-lc-rs), and [`tls::ServerSession`]:
 //!   rustls' handshake, then an own record layer on its keys, on caller-owned buffers.
@@ -16,12 +17,14 @@
 //! - [`config`] reads `router.toml`.
 //!
 //! Circuits whose legs sit on different shards cross by per-shard-pair queues
-//! ([`forward::CrossMsg`]). [`link`] holds the parts of links to other routers built so
-//! far (health, dial backoff, duplicate resolution); the link session is to come. See
+//! ([`forward::CrossMsg`]). [`link`] is the link to another router (its session,
+//! health, dial backoff, duplicate resolution); the forwarder's link legs carry circuits
+//! across routers (`forward/mesh.rs`). See
 //! `README.md` and `docs/adr/0004-router-runtime.md`.
 
 pub mod config;
 pub mod control;
+pub mod credit;
 pub mod edge;
 pub mod enroll;
 pub mod forward;

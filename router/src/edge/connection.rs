@@ -11,6 +11,7 @@ use weft_wire::edge::{
 use weft_wire::{Decoded, Decoder, EncodeError, Frame, Limits};
 
 use super::event::{CircuitId, CloseReason, ConnEnd, EdgeEvent, Head, Transmit};
+use crate::credit::{GrantBatch, SendCredit};
 use crate::sessions::{HelloRejection, Removed, SessionKind, SessionRejection, SessionTable};
 
 /// Settings of an edge connection.
@@ -92,13 +93,13 @@ struct Conn {
     /// Next edge Seq (1001) for unsolicited messages on this conn; from 1 (spec §7).
     next_seq: u32,
     /// With per-stream credit: payload bytes the SDK still lets us send (a frame may
-    /// start while this is above zero, so it can go below).
-    credit: i64,
+    /// start while any is left, so it can be overdrawn by one frame).
+    credit: SendCredit,
     /// With per-stream credit: Data waiting for credit (payload, FIN), in order.
     waiting: VecDeque<(Bytes, bool)>,
     /// With per-stream credit: bytes of the SDK's sends delivered and not yet granted
     /// back.
-    ungranted: u32,
+    ungranted: GrantBatch,
     /// The far side closed cleanly while Data still waited for credit: the StateClosed
     /// (with this reason) goes out once `waiting` is empty. The circuit is gone; what the
     /// SDK still sends on this conn id is dropped (and granted back).
@@ -111,9 +112,9 @@ impl Conn {
             role,
             session_id,
             next_seq: 1,
-            credit: i64::from(credit.unwrap_or(0)),
+            credit: SendCredit::overdrawable(u64::from(credit.unwrap_or(0))),
             waiting: VecDeque::new(),
-            ungranted: 0,
+            ungranted: GrantBatch::default(),
             finishing: None,
         }
     }
@@ -450,12 +451,12 @@ impl EdgeConnection {
             return false;
         }
         if self.sdk_window.is_some() {
-            let blocked = !conn.waiting.is_empty() || (conn.credit <= 0 && !payload.is_empty());
+            let blocked = !conn.waiting.is_empty() || !conn.credit.fits(payload.len());
             if blocked {
                 conn.waiting.push_back((payload, fin));
                 return true;
             }
-            conn.credit -= i64::try_from(payload.len()).unwrap_or(i64::MAX);
+            conn.credit.spend(payload.len());
         }
         self.emit_data(conn_id, payload, fin);
         true
@@ -495,16 +496,10 @@ impl EdgeConnection {
         let Some(conn) = self.conns.get_mut(&conn_id) else {
             return;
         };
-        conn.ungranted = conn
-            .ungranted
-            .saturating_add(u32::try_from(bytes).unwrap_or(u32::MAX));
-        if conn.ungranted < batch {
+        let Some(bytes) = conn.ungranted.add(bytes as u64, u64::from(batch)) else {
             return;
-        }
-        let msg = Credit {
-            conn_id,
-            bytes: std::mem::take(&mut conn.ungranted),
         };
+        let msg = Credit { conn_id, bytes };
         self.emit(|out, seq| msg.encode(seq, out), Bytes::new());
     }
 
@@ -517,7 +512,7 @@ impl EdgeConnection {
         let Some(conn) = self.conns.get_mut(&credit.conn_id) else {
             return;
         };
-        conn.credit = conn.credit.saturating_add(i64::from(credit.bytes));
+        conn.credit.grant(u64::from(credit.bytes));
         loop {
             let Some(conn) = self.conns.get_mut(&credit.conn_id) else {
                 return;
@@ -529,13 +524,13 @@ impl EdgeConnection {
                 }
                 return;
             };
-            if conn.credit <= 0 && !payload.is_empty() {
+            if !conn.credit.fits(payload.len()) {
                 return;
             }
             let Some((payload, fin)) = conn.waiting.pop_front() else {
                 return;
             };
-            conn.credit -= i64::try_from(payload.len()).unwrap_or(i64::MAX);
+            conn.credit.spend(payload.len());
             self.emit_data(credit.conn_id, payload, fin);
         }
     }

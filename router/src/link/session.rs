@@ -35,6 +35,7 @@ use weft_wire::link::{
 use weft_wire::{ContentType, Decoded, Decoder, Frame, Limits};
 
 use super::health::{HealthConfig, LinkHealth};
+use crate::credit::{GrantBatch, Inflow, SendCredit};
 use crate::edge::Head;
 
 /// Settings of a link.
@@ -192,14 +193,16 @@ pub struct Transmit {
     pub payload: Bytes,
 }
 
-#[derive(Clone, Debug, Default)]
+/// One circuit's credit on the link (the same machinery an edge stream uses,
+/// [`crate::credit`]).
+#[derive(Clone, Debug)]
 struct CircuitCredit {
-    /// Payload bytes this side may still send.
-    send: u64,
-    /// Payload bytes received and not yet consumed.
-    unconsumed: u64,
-    /// Bytes consumed and not yet granted back.
-    to_grant: u64,
+    /// What this side may still send (strict: a frame goes only when covered).
+    send: SendCredit,
+    /// What arrived and is not consumed yet.
+    inflow: Inflow,
+    /// Consumed and not yet granted back.
+    grants: GrantBatch,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -327,10 +330,9 @@ impl LinkSession {
                     return Ok(());
                 }
                 let len = data.payload.len() as u64;
-                if credit.unconsumed + len > u64::from(self.config.window) {
+                if !credit.inflow.receive(len, u64::from(self.config.window)) {
                     return Err(LinkError::CreditExceeded(data.circuit_id));
                 }
-                credit.unconsumed += len;
                 let payload = frame.body().clone();
                 self.events.push_back(LinkEvent::Data {
                     circuit: data.circuit_id,
@@ -342,8 +344,7 @@ impl LinkSession {
             ContentType::LINK_CREDIT => {
                 let c = LinkCredit::parse(frame)?;
                 if let Some(credit) = self.circuits.get_mut(&c.circuit_id) {
-                    credit.send =
-                        (credit.send + u64::from(c.credit)).min(u64::from(self.config.window));
+                    credit.send.grant(u64::from(c.credit));
                     self.events.push_back(LinkEvent::Credit {
                         circuit: c.circuit_id,
                         bytes: c.credit,
@@ -517,8 +518,9 @@ impl LinkSession {
         self.circuits
             .entry(circuit)
             .or_insert_with(|| CircuitCredit {
-                send: window,
-                ..CircuitCredit::default()
+                send: SendCredit::strict(window),
+                inflow: Inflow::default(),
+                grants: GrantBatch::default(),
             });
         self.unknown_replied.remove(&circuit);
         Ok(())
@@ -571,7 +573,9 @@ impl LinkSession {
 
     /// Payload bytes this side may still send on `circuit` now.
     pub fn send_credit(&self, circuit: u64) -> u64 {
-        self.circuits.get(&circuit).map_or(0, |c| c.send)
+        self.circuits
+            .get(&circuit)
+            .map_or(0, |c| c.send.available())
     }
 
     /// Queues `payload` on `circuit` (sequence `seq`, half-closing when `fin`); `false`
@@ -593,11 +597,10 @@ impl LinkSession {
         let Some(credit) = self.circuits.get_mut(&circuit) else {
             return Ok(false);
         };
-        let len = payload.len() as u64;
-        if len > credit.send {
+        if !credit.send.fits(payload.len()) {
             return Ok(false);
         }
-        credit.send -= len;
+        credit.send.spend(payload.len());
         self.sequence += 1;
         self.scratch.clear();
         LinkData {
@@ -644,12 +647,8 @@ impl LinkSession {
         let Some(credit) = self.circuits.get_mut(&circuit) else {
             return Ok(());
         };
-        let bytes = bytes.min(credit.unconsumed);
-        credit.unconsumed -= bytes;
-        credit.to_grant += bytes;
-        if credit.to_grant >= batch {
-            let grant = u32::try_from(credit.to_grant).unwrap_or(u32::MAX);
-            credit.to_grant -= u64::from(grant);
+        let bytes = credit.inflow.consume(bytes);
+        if let Some(grant) = credit.grants.add(bytes, batch) {
             self.push(|seq, out| {
                 LinkCredit {
                     circuit_id: circuit,
