@@ -47,13 +47,16 @@ pub struct Metrics {
     /// Control-channel connections closed at accept because
     /// [`crate::control::listener::MAX_PENDING_HANDSHAKES`] were still unauthenticated.
     pub control_refused_pending: AtomicU64,
+    /// Circuit requests refused because their router had
+    /// [`crate::control::listener::MAX_PENDING_CIRCUITS`] being routed already.
+    pub control_circuits_refused: AtomicU64,
 }
 
 impl Metrics {
     /// Prometheus text exposition (format 0.0.4) of every counter.
     pub fn render(&self) -> String {
         use std::fmt::Write as _;
-        let metrics: [(&str, &str, &str, &AtomicU64); 12] = [
+        let metrics: [(&str, &str, &str, &AtomicU64); 13] = [
             (
                 "weft_controller_connections_open",
                 "gauge",
@@ -125,6 +128,12 @@ impl Metrics {
                 "counter",
                 "Control-channel connections closed at accept: too many not yet authenticated.",
                 &self.control_refused_pending,
+            ),
+            (
+                "weft_controller_circuit_requests_refused_total",
+                "counter",
+                "Circuit requests refused: their router had too many being routed.",
+                &self.control_circuits_refused,
             ),
         ];
         let mut out = String::new();

@@ -27,6 +27,9 @@ use crate::controller::Controller;
 use crate::model::Kind;
 use crate::store::EntityRow;
 
+/// Circuit requests one router may have routing at once.
+pub const MAX_PENDING_CIRCUITS: usize = 256;
+
 /// How long a router has for the TLS handshake and for its hello.
 pub const HELLO_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -236,6 +239,7 @@ async fn serve_router<S: AsyncRead + AsyncWrite + Unpin>(
         outbound,
         outbound_rx,
         pending_routes: HashMap::new(),
+        circuit_permits: Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_CIRCUITS)),
         out: BytesMut::new(),
         seq: 0,
     };
@@ -261,6 +265,8 @@ struct Conn {
     outbound_rx: mpsc::Receiver<Outbound>,
     /// Routes sent and not answered yet, by the sequence of their frame.
     pending_routes: HashMap<i32, oneshot::Sender<Result<(), String>>>,
+    /// Circuit requests of this router being routed.
+    circuit_permits: Arc<tokio::sync::Semaphore>,
     out: BytesMut,
     seq: i32,
 }
@@ -478,6 +484,20 @@ impl Conn {
             }
             ContentType::CONTROL_CIRCUIT_REQUEST => {
                 let req = pb::CircuitRequest::decode_frame(frame)?;
+                // A router has at most MAX_PENDING_CIRCUITS requests routing at once; more
+                // are refused at once (it cannot make the controller hold more).
+                let Ok(permit) = self.circuit_permits.clone().try_acquire_owned() else {
+                    self.ctl()
+                        .metrics
+                        .control_circuits_refused
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let busy = pb::ErrorReply {
+                        code: "BUSY".into(),
+                        message: "too many circuit requests in progress".into(),
+                    };
+                    self.push(&busy, Some(seq))?;
+                    return Ok(None);
+                };
                 let (ctl, ingress, out) = (
                     self.guard.ctl.clone(),
                     self.guard.router_id.clone(),
@@ -486,6 +506,7 @@ impl Conn {
                 // Routing waits for other routers: it runs beside this connection.
                 tokio::spawn(async move {
                     let result = super::mesh::create_circuit(ctl, ingress, req).await;
+                    drop(permit);
                     let _ = out
                         .send(Outbound::CircuitReply {
                             reply_for: seq,
