@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod create;
+pub mod enroll;
 pub mod fabric;
 pub mod output;
 pub mod quickstart;
@@ -96,6 +97,8 @@ pub enum EdgeCommand {
         #[command(subcommand)]
         what: UpdateCommand,
     },
+    /// Enroll an identity with its one-time token and write its identity file.
+    Enroll(enroll::EnrollArgs),
     /// Delete an entity by name or id.
     Delete {
         /// Entity type.
@@ -187,11 +190,12 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             fabric::run(&api, cmd).await?;
         }
         Command::Edge { cmd } => {
-            let api = Api::from_config(CliConfig::load()?)?;
+            // Every edge command but `enroll` needs the saved login.
+            let api = || Api::from_config(CliConfig::load()?);
             match cmd {
                 EdgeCommand::Create { what } => {
                     let (coll, body) = create_body(&what)?;
-                    let v = api.post(coll, &body).await?;
+                    let v = api()?.post(coll, &body).await?;
                     let id = v["data"]["id"].as_str().unwrap_or_default().to_string();
                     println!(
                         "New {} {} created with id: {id}",
@@ -235,17 +239,20 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 } => {
                     let coll = collection(&entity)?;
                     let format = output::Format::parse(&output, json)?;
-                    let items = api.list_all(coll, filter.as_deref()).await?;
+                    let items = api()?.list_all(coll, filter.as_deref()).await?;
                     output::print(items, format)?;
                 }
                 EdgeCommand::Update { what } => {
                     let (coll, name_or_id, body) = update_body(&what)?;
+                    let api = api()?;
                     let id = api.resolve(coll, name_or_id, true).await?;
                     api.patch(coll, &id, &body).await?;
                     println!("updated {} {name_or_id} ({id})", singular(coll));
                 }
+                EdgeCommand::Enroll(args) => enroll::run(args).await?,
                 EdgeCommand::Delete { entity, name_or_id } => {
                     let coll = collection(&entity)?;
+                    let api = api()?;
                     let id = api.resolve(coll, &name_or_id, named(coll)).await?;
                     api.delete(coll, &id).await?;
                     println!("deleted {coll} {name_or_id} ({id})");
