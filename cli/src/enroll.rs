@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use weft_identity::Identity;
 
-use super::CliError;
+use super::{CliError, output};
 
 /// Options of `weft edge enroll`.
 #[derive(Debug, clap::Args)]
@@ -17,6 +17,9 @@ pub struct EnrollArgs {
     /// default: the token file's name with `.json`.
     #[arg(short = 'o', long = "out")]
     pub out: Option<PathBuf>,
+    /// Overwrite the `-o` file if it exists.
+    #[arg(long)]
+    pub force: bool,
     /// Remove the token file once the identity is enrolled.
     #[arg(long = "rm")]
     pub remove_jwt: bool,
@@ -104,14 +107,11 @@ pub async fn run(args: EnrollArgs) -> Result<(), CliError> {
     }
     let out = args.out.unwrap_or_else(|| default_out(&args.jwt));
     // Refuse before the token is spent: a one-time token enrolls once.
-    if out.exists() {
-        return Err(CliError::Usage(format!(
-            "{} exists: choose another -o",
-            out.display()
-        )));
-    }
+    output::check_output(&out, args.force)?;
     let identity = weft_identity::enroll_ott(&text).await?;
-    identity.save(&out)?;
+    let mut json = identity.to_json();
+    json.push('\n');
+    output::write_output(&out, json.as_bytes(), args.force)?;
     // The certificate names the identity by its id (its common name).
     let id = identity.name()?;
     println!(

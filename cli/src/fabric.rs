@@ -118,27 +118,6 @@ fn latency(v: &Value) -> String {
         .map_or_else(|| "-".to_owned(), |ms| format!("{ms:.2}ms"))
 }
 
-/// An RFC 3339 time printed plainly (`2026-12-06 10:42:07 UTC`); anything else as is.
-fn plain_time(v: &Value) -> String {
-    let Some(s) = v.as_str() else {
-        return text(v);
-    };
-    let Ok(t) = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-    else {
-        return s.to_owned();
-    };
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
-}
-
 /// Columns of `weft fabric list links`.
 pub const LINK_HEADERS: &[&str] = &[
     "ID",
@@ -204,7 +183,7 @@ pub fn circuit_rows(
                 name_of(services, c["serviceId"].as_str().unwrap_or_default()),
                 path,
                 text(&c["cost"]),
-                plain_time(&c["createdAt"]),
+                output::plain_time(&c["createdAt"]),
             ]
         })
         .collect()

@@ -195,6 +195,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             match cmd {
                 EdgeCommand::Create { what } => {
                     let (coll, body) = create_body(&what)?;
+                    let output = what.output();
+                    if let Some((path, force)) = output {
+                        output::check_output(path, force)?;
+                    }
                     let v = api()?.post(coll, &body).await?;
                     let id = v["data"]["id"].as_str().unwrap_or_default().to_string();
                     println!(
@@ -202,32 +206,26 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                         singular(coll),
                         body["name"].as_str().unwrap_or_default()
                     );
-                    if let CreateCommand::EdgeRouter {
-                        output: Some(path), ..
-                    } = &what
-                    {
-                        let jwt = v["data"]["enrollmentJwt"].as_str().ok_or_else(|| {
+                    if let Some((path, force)) = output {
+                        // Routers carry their token at the top; identities per method.
+                        let (jwt, expires) = match &what {
+                            CreateCommand::EdgeRouter { .. } => (
+                                &v["data"]["enrollmentJwt"],
+                                &v["data"]["enrollmentExpiresAt"],
+                            ),
+                            _ => (
+                                &v["data"]["enrollment"]["ott"]["jwt"],
+                                &v["data"]["enrollment"]["ott"]["expiresAt"],
+                            ),
+                        };
+                        let jwt = jwt.as_str().ok_or_else(|| {
                             CliError::Usage("the controller returned no enrollment JWT".into())
                         })?;
-                        std::fs::write(path, jwt)?;
-                        println!("Enrollment expires at {}", v["data"]["enrollmentExpiresAt"]);
-                    }
-                    if let CreateCommand::Identity {
-                        output: Some(path), ..
-                    } = &what
-                    {
-                        let jwt =
-                            v["data"]["enrollment"]["ott"]["jwt"]
-                                .as_str()
-                                .ok_or_else(|| {
-                                    CliError::Usage(
-                                        "the controller returned no enrollment JWT".into(),
-                                    )
-                                })?;
-                        std::fs::write(path, jwt)?;
+                        output::write_output(path, jwt.as_bytes(), force)?;
                         println!(
-                            "Enrollment expires at {}",
-                            v["data"]["enrollment"]["ott"]["expiresAt"]
+                            "Enrollment expires at {}; token written to {}",
+                            output::plain_time(expires),
+                            path.display()
                         );
                     }
                 }

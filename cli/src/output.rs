@@ -1,4 +1,7 @@
-//! How `weft edge list` prints: a table, or the JSON array (`--output json`).
+//! How `weft edge list` prints: a table, or the JSON array (`--output json`); dates
+//! printed plainly; files written by `-o FILE`.
+
+use std::path::Path;
 
 use serde_json::Value;
 
@@ -111,8 +114,98 @@ pub fn print_columns(headers: &[&str], rows: &[Vec<String>]) {
     }
 }
 
+/// An RFC 3339 time printed plainly (`2026-12-06 10:42:07 UTC`, whole seconds);
+/// anything else as is (`-` for null).
+pub fn plain_time(v: &Value) -> String {
+    let s = match v {
+        Value::String(s) => s,
+        Value::Null => return "-".to_owned(),
+        other => return other.to_string(),
+    };
+    let Ok(t) = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+    else {
+        return s.clone();
+    };
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+/// Refuses an existing `path` unless `force`: checked before anything is created on
+/// the controller, so a refused command changes nothing.
+pub fn check_output(path: &Path, force: bool) -> Result<(), CliError> {
+    if !force && path.exists() {
+        return Err(exists(path));
+    }
+    Ok(())
+}
+
+fn exists(path: &Path) -> CliError {
+    CliError::Usage(format!(
+        "{} exists: pass --force to overwrite it",
+        path.display()
+    ))
+}
+
+/// Writes `content` to the `-o` file `path`, owner-only (tokens and keys are
+/// credentials): a new file, or with `force` replacing an existing one atomically.
+pub fn write_output(path: &Path, content: &[u8], force: bool) -> Result<(), CliError> {
+    let written = if force {
+        weft_identity::secret::replace_secret(path, content)
+    } else {
+        weft_identity::secret::write_secret(path, content)
+    };
+    written.map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => exists(path),
+        _ => CliError::Usage(format!("cannot write {}: {e}", path.display())),
+    })
+}
+
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use serde_json::json;
+
+    #[test]
+    fn times_print_plainly() {
+        assert_eq!(
+            super::plain_time(&json!("2026-12-06T02:14:43.123456789Z")),
+            "2026-12-06 02:14:43 UTC"
+        );
+        assert_eq!(
+            super::plain_time(&json!("2026-12-06T03:14:43+01:00")),
+            "2026-12-06 02:14:43 UTC"
+        );
+        assert_eq!(super::plain_time(&json!("soon")), "soon");
+        assert_eq!(super::plain_time(&json!(null)), "-");
+    }
+
+    #[test]
+    fn output_files_are_not_overwritten_without_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.jwt");
+        super::check_output(&path, false).unwrap();
+        super::write_output(&path, b"one", false).unwrap();
+        let err = super::check_output(&path, false).unwrap_err();
+        assert!(err.to_string().contains("pass --force"), "{err}");
+        let err = super::write_output(&path, b"two", false).unwrap_err();
+        assert!(err.to_string().contains("pass --force"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"one");
+        super::check_output(&path, true).unwrap();
+        super::write_output(&path, b"two", true).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
     #[test]
     fn columns_are_as_wide_as_their_widest_cell() {
         let rows = vec![

@@ -154,7 +154,10 @@ fn enroll_writes_an_owner_only_identity_and_jwts_get_a_hint() {
     let taken = h.join("taken.json");
     std::fs::write(&taken, "keep").unwrap();
     let err = refused(h, &["edge", "enroll", p(&alice_jwt), "-o", p(&taken)]);
-    assert!(err.contains("exists"), "{err}");
+    assert!(
+        err.contains("exists: pass --force to overwrite it"),
+        "{err}"
+    );
     assert_eq!(std::fs::read_to_string(&taken).unwrap(), "keep");
 
     let alice_json = h.join("alice.json");
@@ -211,4 +214,102 @@ fn enroll_writes_an_owner_only_identity_and_jwts_get_a_hint() {
             .unwrap(),
         bob_id
     );
+}
+
+#[test]
+fn output_files_need_force_to_be_overwritten_and_dates_print_plainly() {
+    let ctl = Ctl::start();
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    admin_login(h, &ctl);
+    let jwt = h.join("carol.jwt");
+    std::fs::write(&jwt, "keep").unwrap();
+    // Refused before the identity is created: nothing changes on the controller.
+    let err = refused(h, &["edge", "create", "identity", "carol", "-o", p(&jwt)]);
+    assert!(err.contains("carol.jwt exists: pass --force"), "{err}");
+    assert_eq!(std::fs::read_to_string(&jwt).unwrap(), "keep");
+    let ids = ok(h, &["edge", "list", "identities", "name = \"carol\"", "-j"]);
+    assert_eq!(
+        serde_json::from_str::<Value>(&ids).unwrap(),
+        serde_json::json!([])
+    );
+    let out = ok(
+        h,
+        &[
+            "edge",
+            "create",
+            "identity",
+            "carol",
+            "-o",
+            p(&jwt),
+            "--force",
+        ],
+    );
+    // "Enrollment expires at 2026-12-06 02:14:43 UTC; token written to …"
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("Enrollment expires at "))
+        .unwrap_or_else(|| panic!("{out}"));
+    let date = line["Enrollment expires at ".len()..]
+        .split(';')
+        .next()
+        .unwrap();
+    let plain =
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
+    assert!(
+        time::PrimitiveDateTime::parse(date, plain).is_ok(),
+        "{line}"
+    );
+    assert!(std::fs::read_to_string(&jwt).unwrap().starts_with("eyJ"));
+    let mode = std::fs::metadata(&jwt).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let er = h.join("er.jwt");
+    std::fs::write(&er, "keep").unwrap();
+    let err = refused(
+        h,
+        &[
+            "edge",
+            "create",
+            "edge-router",
+            "er",
+            "--tls",
+            "tls://localhost:3022",
+            "-o",
+            p(&er),
+        ],
+    );
+    assert!(err.contains("pass --force"), "{err}");
+    let routers = ok(h, &["edge", "list", "edge-routers", "-j"]);
+    assert_eq!(
+        serde_json::from_str::<Value>(&routers).unwrap(),
+        serde_json::json!([])
+    );
+    ok(
+        h,
+        &[
+            "edge",
+            "create",
+            "edge-router",
+            "er",
+            "--tls",
+            "tls://localhost:3022",
+            "-o",
+            p(&er),
+            "--force",
+        ],
+    );
+    assert!(std::fs::read_to_string(&er).unwrap().starts_with("eyJ"));
+    // --force needs -o.
+    let err = refused(h, &["edge", "create", "identity", "dave", "--force"]);
+    assert!(err.contains("--jwt-output-file"), "{err}");
+
+    // weft edge enroll --force replaces an existing identity file.
+    let id_file = h.join("carol.json");
+    std::fs::write(&id_file, "old").unwrap();
+    ok(
+        h,
+        &["edge", "enroll", p(&jwt), "-o", p(&id_file), "--force"],
+    );
+    assert!(weft_identity::Identity::load(&id_file).is_ok());
 }
