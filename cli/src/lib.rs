@@ -6,12 +6,11 @@ pub mod client;
 pub mod create;
 pub mod enroll;
 pub mod fabric;
+pub mod login;
 pub mod output;
 pub mod quickstart;
 pub mod tunnel;
 pub mod update;
-
-use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
@@ -23,6 +22,10 @@ pub use update::{UpdateCommand, update_body};
 #[derive(Debug, Parser)]
 #[command(name = "weft", version, about = "Weft admin CLI")]
 pub struct Cli {
+    /// The saved login to use, or for `weft login` to save as (default: the current
+    /// login, see `weft edge use`).
+    #[arg(long = "cli-identity", global = true, value_name = "NAME")]
+    pub cli_identity: Option<String>,
     /// The command.
     #[command(subcommand)]
     pub cmd: Command,
@@ -31,20 +34,13 @@ pub struct Cli {
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Log in to a controller's management API and remember the session.
-    Login {
-        /// Controller URL, e.g. https://localhost:1280.
-        url: String,
-        /// User name.
-        #[arg(short = 'u', long)]
-        username: String,
-        /// Password.
-        #[arg(short = 'p', long)]
-        password: String,
-        /// PEM file of the CA to trust; without it the controller's
-        /// `/.well-known/est/cacerts` are fetched and trusted on first use.
-        #[arg(long)]
-        ca: Option<PathBuf>,
+    /// Log in to a controller's management API and save the login (under
+    /// `--cli-identity NAME`, default `default`), making it current.
+    Login(login::LoginArgs),
+    /// End a saved login's session and remove it (default: the current login).
+    Logout {
+        /// The saved login (see `weft edge use`).
+        name: Option<String>,
     },
     /// Edge management commands.
     Edge {
@@ -96,6 +92,11 @@ pub enum EdgeCommand {
         /// What to update.
         #[command(subcommand)]
         what: UpdateCommand,
+    },
+    /// List the saved logins, or make login NAME current.
+    Use {
+        /// The saved login to use from now on.
+        name: Option<String>,
     },
     /// Enroll an identity with its one-time token and write its identity file.
     Enroll(enroll::EnrollArgs),
@@ -163,35 +164,17 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.cmd {
         Command::Tunnel { cmd } => tunnel::run(cmd).await?,
         Command::Quickstart(args) => quickstart::run(args).await?,
-        Command::Login {
-            url,
-            username,
-            password,
-            ca,
-        } => {
-            let url = url.trim_end_matches('/').to_string();
-            let ca_pem = match ca {
-                Some(path) => std::fs::read_to_string(path)?,
-                None => {
-                    let pem = client::fetch_ca_bundle_unverified(&url).await?;
-                    eprintln!(
-                        "warning: trusting the CA certificates served by {url} (trust on first use)"
-                    );
-                    pem
-                }
-            };
-            let token = client::login(&url, &ca_pem, &username, &password).await?;
-            let cfg = CliConfig { url, token, ca_pem };
-            let path = cfg.save()?;
-            println!("logged in; session saved in {}", path.display());
+        Command::Login(args) => login::login(args, cli.cli_identity.as_deref()).await?,
+        Command::Logout { name } => {
+            login::logout(name.as_deref().or(cli.cli_identity.as_deref())).await?;
         }
         Command::Fabric { cmd } => {
-            let api = Api::from_config(CliConfig::load()?)?;
+            let api = Api::from_saved(cli.cli_identity.as_deref())?;
             fabric::run(&api, cmd).await?;
         }
         Command::Edge { cmd } => {
             // Every edge command but `enroll` needs the saved login.
-            let api = || Api::from_config(CliConfig::load()?);
+            let api = || Api::from_saved(cli.cli_identity.as_deref());
             match cmd {
                 EdgeCommand::Create { what } => {
                     let (coll, body) = create_body(&what)?;
@@ -248,6 +231,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                     println!("updated {} {name_or_id} ({id})", singular(coll));
                 }
                 EdgeCommand::Enroll(args) => enroll::run(args).await?,
+                EdgeCommand::Use { name } => login::use_login(name)?,
                 EdgeCommand::Delete { entity, name_or_id } => {
                     let coll = collection(&entity)?;
                     let api = api()?;

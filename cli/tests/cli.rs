@@ -10,6 +10,7 @@ fn weft(home: &std::path::Path, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_weft"))
         .args(args)
         .env("HOME", home)
+        .env_remove("XDG_CONFIG_HOME")
         .output()
         .unwrap();
     (
@@ -26,9 +27,9 @@ fn login_create_list_delete() {
     let h = home.path();
     let url = format!("https://localhost:{}", ctl.addr.port());
     let pw = ctl.admin_password();
-    let (ok, _, err) = weft(h, &["login", &url, "-u", "admin", "-p", "wrong"]);
+    let (ok, _, err) = weft(h, &["login", &url, "-u", "admin", "-p", "wrong", "-y"]);
     assert!(!ok && err.contains("INVALID_AUTH"), "{err}");
-    let (ok, _, err) = weft(h, &["login", &url, "-u", "admin", "-p", &pw]);
+    let (ok, _, err) = weft(h, &["login", &url, "-u", "admin", "-p", &pw, "-y"]);
     assert!(ok, "{err}");
     let cfg = h.join(".config/weft/config.json");
     use std::os::unix::fs::PermissionsExt;
@@ -186,7 +187,15 @@ fn update_verbs_and_json_lists() {
     let url = format!("https://localhost:{}", ctl.addr.port());
     let (ok, _, err) = weft(
         h,
-        &["login", &url, "-u", "admin", "-p", &ctl.admin_password()],
+        &[
+            "login",
+            &url,
+            "-u",
+            "admin",
+            "-p",
+            &ctl.admin_password(),
+            "-y",
+        ],
     );
     assert!(ok, "{err}");
     let run = |args: &[&str]| {
