@@ -292,6 +292,18 @@ async fn authenticate(
         .ok_or_else(|| CliError::Config("no token in the login response".into()))
 }
 
+/// A listing: the entities, the offset of the first among all that match, and how
+/// many match.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    /// The entities.
+    pub items: Vec<Value>,
+    /// How many matching entities come before the first.
+    pub offset: u64,
+    /// How many entities match.
+    pub total: u64,
+}
+
 /// An authenticated management API client.
 #[derive(Debug)]
 pub struct Api {
@@ -356,8 +368,15 @@ impl Api {
 
     /// Every entity of a collection (following pages), optionally filtered.
     pub async fn list_all(&self, coll: &str, filter: Option<&str>) -> Result<Vec<Value>, CliError> {
+        Ok(self.list_counted(coll, filter).await?.items)
+    }
+
+    /// [`Api::list_all`] with where the entities start among all that match and how
+    /// many match (`meta.pagination`), for `results: 1-N of M`.
+    pub async fn list_counted(&self, coll: &str, filter: Option<&str>) -> Result<Listed, CliError> {
         const PAGE: u64 = 500;
         let mut out = Vec::new();
+        let mut first: Option<(u64, u64)> = None;
         loop {
             let offset = out.len() as u64;
             let mut req = self
@@ -371,15 +390,21 @@ impl Api {
             let v = self.answer(req.send().await?).await?;
             let page = v["data"].as_array().cloned().unwrap_or_default();
             let paging = &v["meta"]["pagination"];
-            let total = paging["totalCount"].as_u64().unwrap_or(0) as usize;
+            let total = paging["totalCount"].as_u64().unwrap_or(0);
+            let (start, total) =
+                *first.get_or_insert_with(|| (paging["offset"].as_u64().unwrap_or(0), total));
             // A `limit`/`skip` in the filter overrides the paging asked for: that one
             // page is the answer.
             let own_paging =
                 paging["limit"].as_u64() != Some(PAGE) || paging["offset"].as_u64() != Some(offset);
             let empty = page.is_empty();
             out.extend(page);
-            if empty || own_paging || out.len() >= total {
-                return Ok(out);
+            if empty || own_paging || out.len() as u64 >= total {
+                return Ok(Listed {
+                    items: out,
+                    offset: start,
+                    total,
+                });
             }
         }
     }

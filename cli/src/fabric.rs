@@ -57,30 +57,35 @@ pub async fn run(api: &Api, cmd: FabricCommand) -> Result<(), CliError> {
         } => {
             let format = Format::parse(&output, json)?;
             let filter = filter.as_deref();
-            let items = match entity {
-                FabricEntity::Links => api.list_all("links", filter).await?,
-                FabricEntity::Circuits => api.list_all("circuits", filter).await?,
-                FabricEntity::Routers => api.list_all("edge-routers", filter).await?,
+            let listed = match entity {
+                FabricEntity::Links => api.list_counted("links", filter).await?,
+                FabricEntity::Circuits => api.list_counted("circuits", filter).await?,
+                FabricEntity::Routers => api.list_counted("edge-routers", filter).await?,
             };
             if format == Format::Json {
-                return output::print(items, format);
+                return output::print_listed(listed, format);
             }
+            let items = &listed.items;
             let (headers, rows) = match entity {
                 FabricEntity::Links => {
                     let routers = names(&api.list_all("edge-routers", None).await?);
-                    (LINK_HEADERS, link_rows(&items, &routers))
+                    (LINK_HEADERS, link_rows(items, &routers))
                 }
                 FabricEntity::Circuits => {
                     let routers = names(&api.list_all("edge-routers", None).await?);
                     let services = names(&api.list_all("services", None).await?);
-                    (CIRCUIT_HEADERS, circuit_rows(&items, &routers, &services))
+                    (CIRCUIT_HEADERS, circuit_rows(items, &routers, &services))
                 }
                 FabricEntity::Routers => {
                     let links = api.list_all("links", None).await?;
-                    (ROUTER_HEADERS, router_rows(&items, &links))
+                    (ROUTER_HEADERS, router_rows(items, &links))
                 }
             };
             output::print_columns(headers, &rows);
+            println!(
+                "{}",
+                output::results(listed.offset, rows.len(), listed.total)
+            );
             Ok(())
         }
     }

@@ -220,8 +220,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 } => {
                     let coll = collection(&entity)?;
                     let format = output::Format::parse(&output, json)?;
-                    let items = api()?.list_all(coll, filter.as_deref()).await?;
-                    output::print(items, format)?;
+                    let listed = api()?.list_counted(coll, filter.as_deref()).await?;
+                    output::print_listed(listed, format)?;
                 }
                 EdgeCommand::Update { what } => {
                     let (coll, name_or_id, body) = update_body(&what)?;

@@ -29,17 +29,37 @@ impl Format {
     }
 }
 
-/// Prints `items` in `format`.
-pub fn print(items: Vec<Value>, format: Format) -> Result<(), CliError> {
+/// Prints a listing in `format`; a table ends with its [`results`] line.
+pub fn print_listed(listed: crate::client::Listed, format: Format) -> Result<(), CliError> {
     match format {
         Format::Json => {
-            let text = serde_json::to_string_pretty(&Value::Array(items))
+            let text = serde_json::to_string_pretty(&Value::Array(listed.items))
                 .map_err(|e| CliError::Config(e.to_string()))?;
             println!("{text}");
         }
-        Format::Table => print_table(&items),
+        Format::Table => {
+            for line in table(&listed.items) {
+                println!("{line}");
+            }
+            println!(
+                "{}",
+                results(listed.offset, listed.items.len(), listed.total)
+            );
+        }
     }
     Ok(())
+}
+
+/// `results: FIRST-LAST of TOTAL` (1-based), or `results: none`, as `ziti` ends a list.
+pub fn results(offset: u64, shown: usize, total: u64) -> String {
+    if shown == 0 {
+        return "results: none".to_owned();
+    }
+    format!(
+        "results: {}-{} of {total}",
+        offset + 1,
+        offset + shown as u64
+    )
 }
 
 /// The second column: the name, or what identifies a record without one.
@@ -51,29 +71,46 @@ fn label(it: &Value) -> String {
         .to_owned()
 }
 
-fn print_table(items: &[Value]) {
-    println!("{:<34} {:<32} ATTRIBUTES/ROLES", "ID", "NAME");
-    for it in items {
-        let extra: Vec<String> = [
-            "roleAttributes",
-            "identityRoles",
-            "serviceRoles",
-            "edgeRouterRoles",
-        ]
+/// Role fields and how a table labels them (role attributes need no label).
+const ROLE_FIELDS: &[(&str, &str)] = &[
+    ("roleAttributes", ""),
+    ("identityRoles", "identities: "),
+    ("serviceRoles", "services: "),
+    ("edgeRouterRoles", "edge routers: "),
+    ("postureCheckRoles", "posture checks: "),
+];
+
+/// The attributes and roles of an entity as plain text: `a, b` for role attributes,
+/// `identities: #a, @b; services: #s` for a policy's roles (no JSON quotes).
+fn roles(it: &Value) -> String {
+    ROLE_FIELDS
         .iter()
-        .filter_map(|k| {
-            it.get(*k)
-                .filter(|v| v.as_array().is_some_and(|a| !a.is_empty()))
+        .filter_map(|(key, label)| {
+            let values: Vec<String> = it
+                .get(*key)?
+                .as_array()?
+                .iter()
+                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+                .collect();
+            (!values.is_empty()).then(|| format!("{label}{}", values.join(", ")))
         })
-        .map(Value::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The lines of the table of `weft edge list`.
+fn table(items: &[Value]) -> Vec<String> {
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|it| {
+            vec![
+                it["id"].as_str().unwrap_or_default().to_owned(),
+                label(it),
+                roles(it),
+            ]
+        })
         .collect();
-        println!(
-            "{:<34} {:<32} {}",
-            it["id"].as_str().unwrap_or_default(),
-            label(it),
-            extra.join(" ")
-        );
-    }
+    columns(&["ID", "NAME", "ATTRIBUTES/ROLES"], &rows)
 }
 
 /// The lines of a table with `headers` and `rows`, each column as wide as its widest
@@ -173,6 +210,26 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use serde_json::json;
+
+    #[test]
+    fn tables_show_roles_unquoted_and_end_with_the_results_line() {
+        let items = [
+            json!({"id": "i1", "name": "alice", "roleAttributes": ["dialers", "users"]}),
+            json!({"id": "p1", "name": "dial", "identityRoles": ["#dialers", "@bob"],
+                   "serviceRoles": ["#svc"], "postureCheckRoles": []}),
+        ];
+        assert_eq!(
+            super::table(&items),
+            [
+                "ID  NAME   ATTRIBUTES/ROLES",
+                "i1  alice  dialers, users",
+                "p1  dial   identities: #dialers, @bob; services: #svc",
+            ]
+        );
+        assert_eq!(super::results(0, 2, 2), "results: 1-2 of 2");
+        assert_eq!(super::results(20, 5, 100), "results: 21-25 of 100");
+        assert_eq!(super::results(0, 0, 0), "results: none");
+    }
 
     #[test]
     fn times_print_plainly() {

@@ -152,6 +152,20 @@ fn login_create_list_delete() {
     assert_eq!(v[0]["encryptionRequired"], false);
     let (ok, out, _) = weft(h, &["edge", "list", "service-policies"]);
     assert!(ok && out.contains("dial-echo"), "{out}");
+    // Roles without JSON quotes, and the count as `ziti` ends a list.
+    assert!(
+        out.contains("identities: #dialers; services: #svc"),
+        "{out}"
+    );
+    assert_eq!(out.lines().last(), Some("results: 1-1 of 1"), "{out}");
+    let (ok, out, _) = weft(h, &["edge", "list", "identities", "name = \"alice\""]);
+    assert!(
+        ok && out.contains("dialers, users") && !out.contains('"'),
+        "{out}"
+    );
+    let (ok, out, _) = weft(h, &["edge", "list", "identities", "name = \"nobody\""]);
+    assert!(ok, "{out}");
+    assert_eq!(out.lines().last(), Some("results: none"), "{out}");
     let (ok, _, err) = weft(h, &["edge", "delete", "service", "echo"]);
     assert!(ok, "{err}");
     let (ok, out, _) = weft(h, &["edge", "list", "services", "--output", "json"]);
@@ -416,6 +430,22 @@ fn update_verbs_and_json_lists() {
     );
     assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
     assert_eq!(v[0]["name"], "host.v1");
+    let types = weft_json(h, &["edge", "list", "config-types", "-j"]);
+    let (ok, out, _) = weft(
+        h,
+        &[
+            "edge",
+            "list",
+            "config-types",
+            "sort by name desc skip 1 limit 1",
+        ],
+    );
+    assert!(ok, "{out}");
+    assert_eq!(
+        out.lines().last().unwrap(),
+        format!("results: 2-2 of {}", types.as_array().unwrap().len()),
+        "{out}"
+    );
     let v = weft_json(
         h,
         &[
