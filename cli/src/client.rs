@@ -1,5 +1,6 @@
 //! HTTP client side of the CLI: the saved login, TLS trust and API calls.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -26,6 +27,10 @@ pub enum CliError {
     /// Enrollment or the controller's CA bundle failed.
     #[error(transparent)]
     Identity(#[from] weft_identity::IdentityError),
+    /// The saved session is unknown to the controller (expired, or the controller
+    /// forgot it); holds the command that logs in again.
+    #[error("the session expired: log in again ({0})")]
+    SessionExpired(String),
     /// Error envelope from the controller.
     #[error("controller answered {status}: {code}: {message}")]
     Api {
@@ -38,8 +43,8 @@ pub enum CliError {
     },
 }
 
-/// Saved login (`$HOME/.config/weft/config.json`, mode 0600: it holds a token).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// One saved login: where, the session token, the CA trusted, and how to log in again.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CliConfig {
     /// Controller base URL.
@@ -48,16 +53,75 @@ pub struct CliConfig {
     pub token: String,
     /// Trusted CA bundle (PEM).
     pub ca_pem: String,
+    /// The user name of a password login.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// The identity file of a certificate login (`--file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_file: Option<PathBuf>,
+    /// The certificate and key files of a certificate login (`--client-cert`,
+    /// `--client-key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// When the login was made (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_time: Option<String>,
 }
 
-fn config_path() -> Result<PathBuf, CliError> {
+/// The name a login is saved under when `--cli-identity` is not given.
+pub const DEFAULT_LOGIN: &str = "default";
+
+/// The saved logins (`$XDG_CONFIG_HOME/weft/config.json`, default
+/// `~/.config/weft/config.json`; mode 0600: it holds session tokens), as `ziti`'s
+/// `edgeIdentities` with a `default`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Logins {
+    /// The login commands use unless `--cli-identity` names another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<String>,
+    /// Logins by name.
+    #[serde(default)]
+    pub logins: BTreeMap<String, CliConfig>,
+}
+
+/// Where the saved logins live: `$XDG_CONFIG_HOME/weft/config.json` when that is set
+/// to an absolute path (XDG Base Directory), else `$HOME/.config/weft/config.json`.
+pub fn config_path() -> Result<PathBuf, CliError> {
+    if let Some(xdg) = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+    {
+        return Ok(xdg.join("weft/config.json"));
+    }
     let home =
         std::env::var_os("HOME").ok_or_else(|| CliError::Config("HOME is not set".into()))?;
     Ok(PathBuf::from(home).join(".config/weft/config.json"))
 }
 
-impl CliConfig {
-    /// Writes the config file (mode 0600); returns its path.
+impl Logins {
+    /// Reads the saved logins; none when the file does not exist. A file of the
+    /// earlier one-login format becomes the login [`DEFAULT_LOGIN`].
+    pub fn load() -> Result<Self, CliError> {
+        let path = config_path()?;
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(e) => return Err(CliError::Config(format!("{}: {e}", path.display()))),
+        };
+        let bad = |e: serde_json::Error| CliError::Config(format!("{}: {e}", path.display()));
+        let v: Value = serde_json::from_str(&text).map_err(bad)?;
+        if v.get("logins").is_some() {
+            return serde_json::from_value(v).map_err(bad);
+        }
+        let one: CliConfig = serde_json::from_value(v).map_err(bad)?;
+        Ok(Self {
+            current: Some(DEFAULT_LOGIN.to_owned()),
+            logins: BTreeMap::from([(DEFAULT_LOGIN.to_owned(), one)]),
+        })
+    }
+
+    /// Writes the file (mode 0600, replaced atomically); returns its path.
     pub fn save(&self) -> Result<PathBuf, CliError> {
         let path = config_path()?;
         if let Some(dir) = path.parent() {
@@ -69,17 +133,86 @@ impl CliConfig {
         Ok(path)
     }
 
-    /// Reads the config file.
-    pub fn load() -> Result<Self, CliError> {
-        let path = config_path()?;
-        let text = std::fs::read_to_string(&path).map_err(|_| {
-            CliError::Config(format!(
-                "not logged in ({} missing): run `weft login`",
-                path.display()
-            ))
-        })?;
-        serde_json::from_str(&text)
-            .map_err(|e| CliError::Config(format!("{}: {e}", path.display())))
+    /// The login `name`, or the current one; a clear error when there is none.
+    pub fn get(&self, name: Option<&str>) -> Result<(String, CliConfig), CliError> {
+        let name = match name.or(self.current.as_deref()) {
+            Some(name) => name,
+            None if self.logins.is_empty() => {
+                return Err(CliError::Config(format!(
+                    "not logged in ({} has no login): run `weft login`",
+                    config_path()?.display()
+                )));
+            }
+            None => {
+                return Err(CliError::Config(format!(
+                    "no login is current: pick one with `weft edge use NAME` ({})",
+                    self.names()
+                )));
+            }
+        };
+        self.logins
+            .get(name)
+            .map(|cfg| (name.to_owned(), cfg.clone()))
+            .ok_or_else(|| self.unknown(name))
+    }
+
+    /// The error for a login `name` that is not saved.
+    pub fn unknown(&self, name: &str) -> CliError {
+        if self.logins.is_empty() {
+            return CliError::Config(format!(
+                "no saved login named {name:?} (none saved): run `weft login`"
+            ));
+        }
+        CliError::Config(format!("no saved login named {name:?} ({})", self.names()))
+    }
+
+    fn names(&self) -> String {
+        let names: Vec<&str> = self.logins.keys().map(String::as_str).collect();
+        format!("saved: {}", names.join(", "))
+    }
+}
+
+impl CliConfig {
+    /// Saves this login as `name` and makes it current; returns the file's path.
+    pub fn save_as(&self, name: &str) -> Result<PathBuf, CliError> {
+        let mut logins = Logins::load()?;
+        logins.logins.insert(name.to_owned(), self.clone());
+        logins.current = Some(name.to_owned());
+        logins.save()
+    }
+
+    /// The saved login `name`, or the current one.
+    pub fn load(name: Option<&str>) -> Result<(String, Self), CliError> {
+        Logins::load()?.get(name)
+    }
+
+    /// The command that logs in the same way again (secrets left out).
+    pub fn login_command(&self, name: &str) -> String {
+        let mut cmd = match (&self.identity_file, &self.client_cert, &self.username) {
+            (Some(file), _, _) => format!("weft login --file {}", file.display()),
+            (None, Some((cert, key)), _) => format!(
+                "weft login {} --client-cert {} --client-key {}",
+                self.url,
+                cert.display(),
+                key.display()
+            ),
+            (None, None, Some(user)) => format!("weft login {} -u {user}", self.url),
+            (None, None, None) => format!("weft login {}", self.url),
+        };
+        if name != DEFAULT_LOGIN {
+            cmd.push_str(&format!(" --cli-identity {name}"));
+        }
+        cmd
+    }
+
+    /// Who logged in: the user name, or the certificate or identity file.
+    pub fn who(&self) -> String {
+        match (&self.identity_file, &self.client_cert, &self.username) {
+            (Some(file), _, _) => format!("identity file {}", file.display()),
+            (None, Some((cert, _)), _) => format!("certificate {}", cert.display()),
+            (None, None, Some(user)) => user.clone(),
+            (None, None, None) => "-".to_owned(),
+        }
     }
 }
 
@@ -118,11 +251,38 @@ pub async fn login(
     password: &str,
 ) -> Result<String, CliError> {
     let http = client_trusting(ca_pem)?;
+    authenticate(
+        &http,
+        url,
+        "password",
+        &json!({"username": username, "password": password}),
+    )
+    .await
+}
+
+/// Certificate login on the management API over `tls` (which presents the client
+/// certificate); returns the session token.
+pub async fn login_cert(
+    url: &str,
+    tls: weft_tls::rustls::ClientConfig,
+) -> Result<String, CliError> {
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .build()?;
+    authenticate(&http, url, "cert", &json!({})).await
+}
+
+async fn authenticate(
+    http: &reqwest::Client,
+    url: &str,
+    method: &str,
+    body: &Value,
+) -> Result<String, CliError> {
     let res = http
         .post(format!(
-            "{url}/edge/management/v1/authenticate?method=password"
+            "{url}/edge/management/v1/authenticate?method={method}"
         ))
-        .json(&json!({"username": username, "password": password}))
+        .json(body)
         .send()
         .await?;
     let v = envelope(res).await?;
@@ -132,22 +292,66 @@ pub async fn login(
         .ok_or_else(|| CliError::Config("no token in the login response".into()))
 }
 
+/// A listing: the entities, the offset of the first among all that match, and how
+/// many match.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    /// The entities.
+    pub items: Vec<Value>,
+    /// How many matching entities come before the first.
+    pub offset: u64,
+    /// How many entities match.
+    pub total: u64,
+}
+
 /// An authenticated management API client.
 #[derive(Debug)]
 pub struct Api {
     http: reqwest::Client,
     base: String,
     token: String,
+    /// The command that logs in again, for [`CliError::SessionExpired`].
+    relogin: String,
 }
 
 impl Api {
-    /// Builds the client from the saved login.
-    pub fn from_config(cfg: CliConfig) -> Result<Self, CliError> {
+    /// Builds the client from a login saved as `name`.
+    pub fn from_config(name: &str, cfg: CliConfig) -> Result<Self, CliError> {
         Ok(Self {
             http: client_trusting(&cfg.ca_pem)?,
             base: format!("{}/edge/management/v1", cfg.url),
+            relogin: cfg.login_command(name),
             token: cfg.token,
         })
+    }
+
+    /// Builds the client from the saved login `name`, or the current one.
+    pub fn from_saved(name: Option<&str>) -> Result<Self, CliError> {
+        let (name, cfg) = CliConfig::load(name)?;
+        Self::from_config(&name, cfg)
+    }
+
+    /// The answer's envelope; an unknown or expired session becomes
+    /// [`CliError::SessionExpired`].
+    async fn answer(&self, res: reqwest::Response) -> Result<Value, CliError> {
+        match envelope(res).await {
+            Err(CliError::Api { status: 401, .. }) => {
+                Err(CliError::SessionExpired(self.relogin.clone()))
+            }
+            other => other,
+        }
+    }
+
+    /// Ends the session on the controller (`DELETE /current-api-session`).
+    pub async fn logout(&self) -> Result<(), CliError> {
+        let res = self
+            .http
+            .delete(format!("{}/current-api-session", self.base))
+            .header("zt-session", &self.token)
+            .timeout(std::time::Duration::from_secs(10))
+            .send()
+            .await?;
+        self.answer(res).await.map(|_| ())
     }
 
     /// `POST /{coll}`.
@@ -159,13 +363,20 @@ impl Api {
             .json(body)
             .send()
             .await?;
-        envelope(res).await
+        self.answer(res).await
     }
 
     /// Every entity of a collection (following pages), optionally filtered.
     pub async fn list_all(&self, coll: &str, filter: Option<&str>) -> Result<Vec<Value>, CliError> {
+        Ok(self.list_counted(coll, filter).await?.items)
+    }
+
+    /// [`Api::list_all`] with where the entities start among all that match and how
+    /// many match (`meta.pagination`), for `results: 1-N of M`.
+    pub async fn list_counted(&self, coll: &str, filter: Option<&str>) -> Result<Listed, CliError> {
         const PAGE: u64 = 500;
         let mut out = Vec::new();
+        let mut first: Option<(u64, u64)> = None;
         loop {
             let offset = out.len() as u64;
             let mut req = self
@@ -176,18 +387,24 @@ impl Api {
             if let Some(f) = filter {
                 req = req.query(&[("filter", f)]);
             }
-            let v = envelope(req.send().await?).await?;
+            let v = self.answer(req.send().await?).await?;
             let page = v["data"].as_array().cloned().unwrap_or_default();
             let paging = &v["meta"]["pagination"];
-            let total = paging["totalCount"].as_u64().unwrap_or(0) as usize;
+            let total = paging["totalCount"].as_u64().unwrap_or(0);
+            let (start, total) =
+                *first.get_or_insert_with(|| (paging["offset"].as_u64().unwrap_or(0), total));
             // A `limit`/`skip` in the filter overrides the paging asked for: that one
             // page is the answer.
             let own_paging =
                 paging["limit"].as_u64() != Some(PAGE) || paging["offset"].as_u64() != Some(offset);
             let empty = page.is_empty();
             out.extend(page);
-            if empty || own_paging || out.len() >= total {
-                return Ok(out);
+            if empty || own_paging || out.len() as u64 >= total {
+                return Ok(Listed {
+                    items: out,
+                    offset: start,
+                    total,
+                });
             }
         }
     }
@@ -207,6 +424,9 @@ impl Api {
             .await?;
         if res.status().is_success() {
             return Ok(name_or_id.to_string());
+        }
+        if res.status() == reqwest::StatusCode::UNAUTHORIZED {
+            return Err(CliError::SessionExpired(self.relogin.clone()));
         }
         if !named {
             return Err(CliError::Usage(format!("no {coll} with id {name_or_id:?}")));
@@ -229,7 +449,7 @@ impl Api {
             .header("zt-session", &self.token)
             .send()
             .await?;
-        envelope(res).await
+        self.answer(res).await
     }
 
     /// `PATCH /{coll}/{id}`.
@@ -241,7 +461,7 @@ impl Api {
             .json(body)
             .send()
             .await?;
-        envelope(res).await.map(|_| ())
+        self.answer(res).await.map(|_| ())
     }
 
     /// `DELETE /{coll}/{id}`.
@@ -252,6 +472,6 @@ impl Api {
             .header("zt-session", &self.token)
             .send()
             .await?;
-        envelope(res).await.map(|_| ())
+        self.answer(res).await.map(|_| ())
     }
 }

@@ -25,9 +25,12 @@ pub enum CreateCommand {
         /// Role attributes, comma separated.
         #[arg(short = 'a', long = "role-attributes", value_delimiter = ',')]
         role_attributes: Vec<String>,
-        /// Write the enrollment JWT to this file.
+        /// Write the enrollment JWT to this file (owner-only).
         #[arg(short = 'o', long = "jwt-output-file")]
         output: Option<PathBuf>,
+        /// Overwrite the `-o` file if it exists.
+        #[arg(long, requires = "output")]
+        force: bool,
         /// Administrator.
         #[arg(short = 'A', long)]
         admin: bool,
@@ -112,10 +115,32 @@ pub enum CreateCommand {
         /// Advertised edge listener, e.g. `tls://er1.example:3022`.
         #[arg(long)]
         tls: Option<String>,
-        /// Write the router's enrollment JWT (`erott`) to this file.
+        /// Write the router's enrollment JWT (`erott`) to this file (owner-only).
         #[arg(short = 'o', long = "jwt-output-file")]
         output: Option<PathBuf>,
+        /// Overwrite the `-o` file if it exists.
+        #[arg(long, requires = "output")]
+        force: bool,
     },
+}
+
+impl CreateCommand {
+    /// The `-o` file the command writes, and whether it may overwrite it.
+    pub fn output(&self) -> Option<(&std::path::Path, bool)> {
+        match self {
+            Self::Identity {
+                output: Some(path),
+                force,
+                ..
+            }
+            | Self::EdgeRouter {
+                output: Some(path),
+                force,
+                ..
+            } => Some((path, *force)),
+            _ => None,
+        }
+    }
 }
 
 /// The collection and the create document of a command.
@@ -188,7 +213,7 @@ pub fn create_body(what: &CreateCommand) -> Result<(&'static str, Value), CliErr
             name,
             role_attributes,
             tls,
-            output: _,
+            ..
         } => {
             let mut body = json!({"name": name, "roleAttributes": role_attributes});
             if let Some(url) = tls {

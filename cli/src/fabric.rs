@@ -57,30 +57,35 @@ pub async fn run(api: &Api, cmd: FabricCommand) -> Result<(), CliError> {
         } => {
             let format = Format::parse(&output, json)?;
             let filter = filter.as_deref();
-            let items = match entity {
-                FabricEntity::Links => api.list_all("links", filter).await?,
-                FabricEntity::Circuits => api.list_all("circuits", filter).await?,
-                FabricEntity::Routers => api.list_all("edge-routers", filter).await?,
+            let listed = match entity {
+                FabricEntity::Links => api.list_counted("links", filter).await?,
+                FabricEntity::Circuits => api.list_counted("circuits", filter).await?,
+                FabricEntity::Routers => api.list_counted("edge-routers", filter).await?,
             };
             if format == Format::Json {
-                return output::print(items, format);
+                return output::print_listed(listed, format);
             }
+            let items = &listed.items;
             let (headers, rows) = match entity {
                 FabricEntity::Links => {
                     let routers = names(&api.list_all("edge-routers", None).await?);
-                    (LINK_HEADERS, link_rows(&items, &routers))
+                    (LINK_HEADERS, link_rows(items, &routers))
                 }
                 FabricEntity::Circuits => {
                     let routers = names(&api.list_all("edge-routers", None).await?);
                     let services = names(&api.list_all("services", None).await?);
-                    (CIRCUIT_HEADERS, circuit_rows(&items, &routers, &services))
+                    (CIRCUIT_HEADERS, circuit_rows(items, &routers, &services))
                 }
                 FabricEntity::Routers => {
                     let links = api.list_all("links", None).await?;
-                    (ROUTER_HEADERS, router_rows(&items, &links))
+                    (ROUTER_HEADERS, router_rows(items, &links))
                 }
             };
             output::print_columns(headers, &rows);
+            println!(
+                "{}",
+                output::results(listed.offset, rows.len(), listed.total)
+            );
             Ok(())
         }
     }
@@ -116,27 +121,6 @@ fn text(v: &Value) -> String {
 fn latency(v: &Value) -> String {
     v.as_f64()
         .map_or_else(|| "-".to_owned(), |ms| format!("{ms:.2}ms"))
-}
-
-/// An RFC 3339 time printed plainly (`2026-12-06 10:42:07 UTC`); anything else as is.
-fn plain_time(v: &Value) -> String {
-    let Some(s) = v.as_str() else {
-        return text(v);
-    };
-    let Ok(t) = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-    else {
-        return s.to_owned();
-    };
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
 }
 
 /// Columns of `weft fabric list links`.
@@ -204,7 +188,7 @@ pub fn circuit_rows(
                 name_of(services, c["serviceId"].as_str().unwrap_or_default()),
                 path,
                 text(&c["cost"]),
-                plain_time(&c["createdAt"]),
+                output::plain_time(&c["createdAt"]),
             ]
         })
         .collect()

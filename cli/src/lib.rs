@@ -4,13 +4,13 @@
 
 pub mod client;
 pub mod create;
+pub mod enroll;
 pub mod fabric;
+pub mod login;
 pub mod output;
 pub mod quickstart;
 pub mod tunnel;
 pub mod update;
-
-use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
@@ -22,6 +22,10 @@ pub use update::{UpdateCommand, update_body};
 #[derive(Debug, Parser)]
 #[command(name = "weft", version, about = "Weft admin CLI")]
 pub struct Cli {
+    /// The saved login to use, or for `weft login` to save as (default: the current
+    /// login, see `weft edge use`).
+    #[arg(long = "cli-identity", global = true, value_name = "NAME")]
+    pub cli_identity: Option<String>,
     /// The command.
     #[command(subcommand)]
     pub cmd: Command,
@@ -30,20 +34,13 @@ pub struct Cli {
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Log in to a controller's management API and remember the session.
-    Login {
-        /// Controller URL, e.g. https://localhost:1280.
-        url: String,
-        /// User name.
-        #[arg(short = 'u', long)]
-        username: String,
-        /// Password.
-        #[arg(short = 'p', long)]
-        password: String,
-        /// PEM file of the CA to trust; without it the controller's
-        /// `/.well-known/est/cacerts` are fetched and trusted on first use.
-        #[arg(long)]
-        ca: Option<PathBuf>,
+    /// Log in to a controller's management API and save the login (under
+    /// `--cli-identity NAME`, default `default`), making it current.
+    Login(login::LoginArgs),
+    /// End a saved login's session and remove it (default: the current login).
+    Logout {
+        /// The saved login (see `weft edge use`).
+        name: Option<String>,
     },
     /// Edge management commands.
     Edge {
@@ -96,6 +93,13 @@ pub enum EdgeCommand {
         #[command(subcommand)]
         what: UpdateCommand,
     },
+    /// List the saved logins, or make login NAME current.
+    Use {
+        /// The saved login to use from now on.
+        name: Option<String>,
+    },
+    /// Enroll an identity with its one-time token and write its identity file.
+    Enroll(enroll::EnrollArgs),
     /// Delete an entity by name or id.
     Delete {
         /// Entity type.
@@ -160,70 +164,51 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.cmd {
         Command::Tunnel { cmd } => tunnel::run(cmd).await?,
         Command::Quickstart(args) => quickstart::run(args).await?,
-        Command::Login {
-            url,
-            username,
-            password,
-            ca,
-        } => {
-            let url = url.trim_end_matches('/').to_string();
-            let ca_pem = match ca {
-                Some(path) => std::fs::read_to_string(path)?,
-                None => {
-                    let pem = client::fetch_ca_bundle_unverified(&url).await?;
-                    eprintln!(
-                        "warning: trusting the CA certificates served by {url} (trust on first use)"
-                    );
-                    pem
-                }
-            };
-            let token = client::login(&url, &ca_pem, &username, &password).await?;
-            let cfg = CliConfig { url, token, ca_pem };
-            let path = cfg.save()?;
-            println!("logged in; session saved in {}", path.display());
+        Command::Login(args) => login::login(args, cli.cli_identity.as_deref()).await?,
+        Command::Logout { name } => {
+            login::logout(name.as_deref().or(cli.cli_identity.as_deref())).await?;
         }
         Command::Fabric { cmd } => {
-            let api = Api::from_config(CliConfig::load()?)?;
+            let api = Api::from_saved(cli.cli_identity.as_deref())?;
             fabric::run(&api, cmd).await?;
         }
         Command::Edge { cmd } => {
-            let api = Api::from_config(CliConfig::load()?)?;
+            // Every edge command but `enroll` needs the saved login.
+            let api = || Api::from_saved(cli.cli_identity.as_deref());
             match cmd {
                 EdgeCommand::Create { what } => {
                     let (coll, body) = create_body(&what)?;
-                    let v = api.post(coll, &body).await?;
+                    let output = what.output();
+                    if let Some((path, force)) = output {
+                        output::check_output(path, force)?;
+                    }
+                    let v = api()?.post(coll, &body).await?;
                     let id = v["data"]["id"].as_str().unwrap_or_default().to_string();
                     println!(
                         "New {} {} created with id: {id}",
                         singular(coll),
                         body["name"].as_str().unwrap_or_default()
                     );
-                    if let CreateCommand::EdgeRouter {
-                        output: Some(path), ..
-                    } = &what
-                    {
-                        let jwt = v["data"]["enrollmentJwt"].as_str().ok_or_else(|| {
+                    if let Some((path, force)) = output {
+                        // Routers carry their token at the top; identities per method.
+                        let (jwt, expires) = match &what {
+                            CreateCommand::EdgeRouter { .. } => (
+                                &v["data"]["enrollmentJwt"],
+                                &v["data"]["enrollmentExpiresAt"],
+                            ),
+                            _ => (
+                                &v["data"]["enrollment"]["ott"]["jwt"],
+                                &v["data"]["enrollment"]["ott"]["expiresAt"],
+                            ),
+                        };
+                        let jwt = jwt.as_str().ok_or_else(|| {
                             CliError::Usage("the controller returned no enrollment JWT".into())
                         })?;
-                        std::fs::write(path, jwt)?;
-                        println!("Enrollment expires at {}", v["data"]["enrollmentExpiresAt"]);
-                    }
-                    if let CreateCommand::Identity {
-                        output: Some(path), ..
-                    } = &what
-                    {
-                        let jwt =
-                            v["data"]["enrollment"]["ott"]["jwt"]
-                                .as_str()
-                                .ok_or_else(|| {
-                                    CliError::Usage(
-                                        "the controller returned no enrollment JWT".into(),
-                                    )
-                                })?;
-                        std::fs::write(path, jwt)?;
+                        output::write_output(path, jwt.as_bytes(), force)?;
                         println!(
-                            "Enrollment expires at {}",
-                            v["data"]["enrollment"]["ott"]["expiresAt"]
+                            "Enrollment expires at {}; token written to {}",
+                            output::plain_time(expires),
+                            path.display()
                         );
                     }
                 }
@@ -235,17 +220,21 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 } => {
                     let coll = collection(&entity)?;
                     let format = output::Format::parse(&output, json)?;
-                    let items = api.list_all(coll, filter.as_deref()).await?;
-                    output::print(items, format)?;
+                    let listed = api()?.list_counted(coll, filter.as_deref()).await?;
+                    output::print_listed(listed, format)?;
                 }
                 EdgeCommand::Update { what } => {
                     let (coll, name_or_id, body) = update_body(&what)?;
+                    let api = api()?;
                     let id = api.resolve(coll, name_or_id, true).await?;
                     api.patch(coll, &id, &body).await?;
                     println!("updated {} {name_or_id} ({id})", singular(coll));
                 }
+                EdgeCommand::Enroll(args) => enroll::run(args).await?,
+                EdgeCommand::Use { name } => login::use_login(name)?,
                 EdgeCommand::Delete { entity, name_or_id } => {
                     let coll = collection(&entity)?;
+                    let api = api()?;
                     let id = api.resolve(coll, &name_or_id, named(coll)).await?;
                     api.delete(coll, &id).await?;
                     println!("deleted {coll} {name_or_id} ({id})");

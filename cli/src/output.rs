@@ -1,4 +1,7 @@
-//! How `weft edge list` prints: a table, or the JSON array (`--output json`).
+//! How `weft edge list` prints: a table, or the JSON array (`--output json`); dates
+//! printed plainly; files written by `-o FILE`.
+
+use std::path::Path;
 
 use serde_json::Value;
 
@@ -26,17 +29,37 @@ impl Format {
     }
 }
 
-/// Prints `items` in `format`.
-pub fn print(items: Vec<Value>, format: Format) -> Result<(), CliError> {
+/// Prints a listing in `format`; a table ends with its [`results`] line.
+pub fn print_listed(listed: crate::client::Listed, format: Format) -> Result<(), CliError> {
     match format {
         Format::Json => {
-            let text = serde_json::to_string_pretty(&Value::Array(items))
+            let text = serde_json::to_string_pretty(&Value::Array(listed.items))
                 .map_err(|e| CliError::Config(e.to_string()))?;
             println!("{text}");
         }
-        Format::Table => print_table(&items),
+        Format::Table => {
+            for line in table(&listed.items) {
+                println!("{line}");
+            }
+            println!(
+                "{}",
+                results(listed.offset, listed.items.len(), listed.total)
+            );
+        }
     }
     Ok(())
+}
+
+/// `results: FIRST-LAST of TOTAL` (1-based), or `results: none`, as `ziti` ends a list.
+pub fn results(offset: u64, shown: usize, total: u64) -> String {
+    if shown == 0 {
+        return "results: none".to_owned();
+    }
+    format!(
+        "results: {}-{} of {total}",
+        offset + 1,
+        offset + shown as u64
+    )
 }
 
 /// The second column: the name, or what identifies a record without one.
@@ -48,29 +71,46 @@ fn label(it: &Value) -> String {
         .to_owned()
 }
 
-fn print_table(items: &[Value]) {
-    println!("{:<34} {:<32} ATTRIBUTES/ROLES", "ID", "NAME");
-    for it in items {
-        let extra: Vec<String> = [
-            "roleAttributes",
-            "identityRoles",
-            "serviceRoles",
-            "edgeRouterRoles",
-        ]
+/// Role fields and how a table labels them (role attributes need no label).
+const ROLE_FIELDS: &[(&str, &str)] = &[
+    ("roleAttributes", ""),
+    ("identityRoles", "identities: "),
+    ("serviceRoles", "services: "),
+    ("edgeRouterRoles", "edge routers: "),
+    ("postureCheckRoles", "posture checks: "),
+];
+
+/// The attributes and roles of an entity as plain text: `a, b` for role attributes,
+/// `identities: #a, @b; services: #s` for a policy's roles (no JSON quotes).
+fn roles(it: &Value) -> String {
+    ROLE_FIELDS
         .iter()
-        .filter_map(|k| {
-            it.get(*k)
-                .filter(|v| v.as_array().is_some_and(|a| !a.is_empty()))
+        .filter_map(|(key, label)| {
+            let values: Vec<String> = it
+                .get(*key)?
+                .as_array()?
+                .iter()
+                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+                .collect();
+            (!values.is_empty()).then(|| format!("{label}{}", values.join(", ")))
         })
-        .map(Value::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The lines of the table of `weft edge list`.
+fn table(items: &[Value]) -> Vec<String> {
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|it| {
+            vec![
+                it["id"].as_str().unwrap_or_default().to_owned(),
+                label(it),
+                roles(it),
+            ]
+        })
         .collect();
-        println!(
-            "{:<34} {:<32} {}",
-            it["id"].as_str().unwrap_or_default(),
-            label(it),
-            extra.join(" ")
-        );
-    }
+    columns(&["ID", "NAME", "ATTRIBUTES/ROLES"], &rows)
 }
 
 /// The lines of a table with `headers` and `rows`, each column as wide as its widest
@@ -111,8 +151,118 @@ pub fn print_columns(headers: &[&str], rows: &[Vec<String>]) {
     }
 }
 
+/// An RFC 3339 time printed plainly (`2026-12-06 10:42:07 UTC`, whole seconds);
+/// anything else as is (`-` for null).
+pub fn plain_time(v: &Value) -> String {
+    let s = match v {
+        Value::String(s) => s,
+        Value::Null => return "-".to_owned(),
+        other => return other.to_string(),
+    };
+    let Ok(t) = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+    else {
+        return s.clone();
+    };
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+/// Refuses an existing `path` unless `force`: checked before anything is created on
+/// the controller, so a refused command changes nothing.
+pub fn check_output(path: &Path, force: bool) -> Result<(), CliError> {
+    if !force && path.exists() {
+        return Err(exists(path));
+    }
+    Ok(())
+}
+
+fn exists(path: &Path) -> CliError {
+    CliError::Usage(format!(
+        "{} exists: pass --force to overwrite it",
+        path.display()
+    ))
+}
+
+/// Writes `content` to the `-o` file `path`, owner-only (tokens and keys are
+/// credentials): a new file, or with `force` replacing an existing one atomically.
+pub fn write_output(path: &Path, content: &[u8], force: bool) -> Result<(), CliError> {
+    let written = if force {
+        weft_identity::secret::replace_secret(path, content)
+    } else {
+        weft_identity::secret::write_secret(path, content)
+    };
+    written.map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => exists(path),
+        _ => CliError::Usage(format!("cannot write {}: {e}", path.display())),
+    })
+}
+
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use serde_json::json;
+
+    #[test]
+    fn tables_show_roles_unquoted_and_end_with_the_results_line() {
+        let items = [
+            json!({"id": "i1", "name": "alice", "roleAttributes": ["dialers", "users"]}),
+            json!({"id": "p1", "name": "dial", "identityRoles": ["#dialers", "@bob"],
+                   "serviceRoles": ["#svc"], "postureCheckRoles": []}),
+        ];
+        assert_eq!(
+            super::table(&items),
+            [
+                "ID  NAME   ATTRIBUTES/ROLES",
+                "i1  alice  dialers, users",
+                "p1  dial   identities: #dialers, @bob; services: #svc",
+            ]
+        );
+        assert_eq!(super::results(0, 2, 2), "results: 1-2 of 2");
+        assert_eq!(super::results(20, 5, 100), "results: 21-25 of 100");
+        assert_eq!(super::results(0, 0, 0), "results: none");
+    }
+
+    #[test]
+    fn times_print_plainly() {
+        assert_eq!(
+            super::plain_time(&json!("2026-12-06T02:14:43.123456789Z")),
+            "2026-12-06 02:14:43 UTC"
+        );
+        assert_eq!(
+            super::plain_time(&json!("2026-12-06T03:14:43+01:00")),
+            "2026-12-06 02:14:43 UTC"
+        );
+        assert_eq!(super::plain_time(&json!("soon")), "soon");
+        assert_eq!(super::plain_time(&json!(null)), "-");
+    }
+
+    #[test]
+    fn output_files_are_not_overwritten_without_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.jwt");
+        super::check_output(&path, false).unwrap();
+        super::write_output(&path, b"one", false).unwrap();
+        let err = super::check_output(&path, false).unwrap_err();
+        assert!(err.to_string().contains("pass --force"), "{err}");
+        let err = super::write_output(&path, b"two", false).unwrap_err();
+        assert!(err.to_string().contains("pass --force"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"one");
+        super::check_output(&path, true).unwrap();
+        super::write_output(&path, b"two", true).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
     #[test]
     fn columns_are_as_wide_as_their_widest_cell() {
         let rows = vec![

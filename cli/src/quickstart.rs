@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::CliError;
-use super::client::{self, Api, CliConfig};
+use super::client::{self, Api, CliConfig, Logins};
 use weft_controller::config::Config;
 use weft_controller::controller::ADDR_FILE;
 
@@ -27,6 +27,9 @@ const BULK_BYTES: usize = 64 * 1024 * 1024;
 const PINGS: usize = 2000;
 /// The demo service.
 const SERVICE: &str = "demo-echo";
+/// The name the quickstart saves its admin login under: the session dies with the
+/// network, so it never replaces another saved login.
+pub const QUICKSTART_LOGIN: &str = "quickstart";
 
 /// Options of `weft quickstart`.
 #[derive(Debug, clap::Args)]
@@ -117,8 +120,10 @@ pub async fn run(args: QuickstartArgs) -> Result<(), CliError> {
         url: url.clone(),
         token,
         ca_pem,
+        username: Some("admin".to_owned()),
+        ..CliConfig::default()
     };
-    let api = Api::from_config(cli_config.clone())?;
+    let api = Api::from_config(QUICKSTART_LOGIN, cli_config.clone())?;
     step(
         1,
         "controller",
@@ -292,14 +297,28 @@ pub async fn run(args: QuickstartArgs) -> Result<(), CliError> {
     );
     drop(stream);
 
-    let saved = cli_config.save()?;
     println!();
+    if args.exit {
+        println!("The network stops now (--exit): no login is saved for `weft`.");
+    } else {
+        let (saved, other) = save_login(&cli_config)?;
+        match other {
+            None => println!(
+                "The network is up. Admin login saved for `weft` as {QUICKSTART_LOGIN:?} \
+                 (current) in {}; it is removed when the network stops:",
+                saved.display()
+            ),
+            Some(other) => println!(
+                "The network is up. Admin login saved for `weft` as {QUICKSTART_LOGIN:?} in {}; \
+                 your login {other:?} stays current (`weft edge use {QUICKSTART_LOGIN}` or \
+                 --cli-identity {QUICKSTART_LOGIN} uses this network); it is removed when the \
+                 network stops:",
+                saved.display()
+            ),
+        }
+    }
     println!(
-        "The network is up. Admin login (saved for `weft` in {}):",
-        saved.display()
-    );
-    println!(
-        "  weft login {url} -u admin -p \"$(cat {})\" --ca {}",
+        "  weft login {url} -u admin -p \"$(cat {})\" --ca {} --cli-identity {QUICKSTART_LOGIN}",
         password_file.display(),
         data_dir.join("pki/root-ca.cert.pem").display()
     );
@@ -325,6 +344,13 @@ pub async fn run(args: QuickstartArgs) -> Result<(), CliError> {
         let _ = tokio::signal::ctrl_c().await;
         println!("stopping");
     }
+    if !args.exit {
+        match forget_login(&cli_config.token) {
+            Ok(true) => println!("removed the saved login {QUICKSTART_LOGIN:?}"),
+            Ok(false) => {}
+            Err(e) => eprintln!("warning: the saved login {QUICKSTART_LOGIN:?} stays: {e}"),
+        }
+    }
     echo.abort();
     drop((client, host));
     node.shutdown_with(Duration::from_millis(200)).await;
@@ -334,6 +360,42 @@ pub async fn run(args: QuickstartArgs) -> Result<(), CliError> {
         Ok(Err(e)) => Err(CliError::Usage(format!("controller: {e}"))),
         Err(e) => Err(CliError::Usage(format!("controller task: {e}"))),
     }
+}
+
+/// Saves the admin login as [`QUICKSTART_LOGIN`], current unless another saved login
+/// is; returns the file and that other login's name.
+fn save_login(cfg: &CliConfig) -> Result<(PathBuf, Option<String>), CliError> {
+    let mut logins = Logins::load()?;
+    logins
+        .logins
+        .insert(QUICKSTART_LOGIN.to_owned(), cfg.clone());
+    let other = logins
+        .current
+        .clone()
+        .filter(|c| c != QUICKSTART_LOGIN && logins.logins.contains_key(c));
+    if other.is_none() {
+        logins.current = Some(QUICKSTART_LOGIN.to_owned());
+    }
+    Ok((logins.save()?, other))
+}
+
+/// Removes the login [`save_login`] saved (if it is still that session); whether it
+/// did.
+fn forget_login(token: &str) -> Result<bool, CliError> {
+    let mut logins = Logins::load()?;
+    if logins
+        .logins
+        .get(QUICKSTART_LOGIN)
+        .is_none_or(|l| l.token != token)
+    {
+        return Ok(false);
+    }
+    logins.logins.remove(QUICKSTART_LOGIN);
+    if logins.current.as_deref() == Some(QUICKSTART_LOGIN) {
+        logins.current = None;
+    }
+    logins.save()?;
+    Ok(true)
 }
 
 /// Waits for the controller to write its address (or fail).

@@ -14,7 +14,7 @@ use super::CliError;
 pub enum TunnelCommand {
     /// Accept local TCP connections and dial the service for each.
     Dial {
-        /// Identity file (OpenZiti JSON format).
+        /// Identity file (OpenZiti JSON format; `weft edge enroll` makes one).
         #[arg(short = 'i', long)]
         identity: PathBuf,
         /// Service name.
@@ -26,7 +26,7 @@ pub enum TunnelCommand {
     },
     /// Host the service: connect each accepted stream to a TCP target.
     Host {
-        /// Identity file (OpenZiti JSON format).
+        /// Identity file (OpenZiti JSON format; `weft edge enroll` makes one).
         #[arg(short = 'i', long)]
         identity: PathBuf,
         /// Service name.
@@ -48,7 +48,7 @@ pub async fn run(cmd: TunnelCommand) -> Result<(), CliError> {
                 service,
                 listen,
             } => {
-                let ctx = weft_sdk::Context::new(weft_sdk::Identity::load(&identity)?).await?;
+                let ctx = weft_sdk::Context::new(crate::enroll::load_identity(&identity)?).await?;
                 // Fail early, with the SDK's words, if the service is not dialable.
                 let svc = ctx.service(&service).await?;
                 if !svc.can_dial() {
@@ -76,7 +76,7 @@ pub async fn run(cmd: TunnelCommand) -> Result<(), CliError> {
                 service,
                 target,
             } => {
-                let ctx = weft_sdk::Context::new(weft_sdk::Identity::load(&identity)?).await?;
+                let ctx = weft_sdk::Context::new(crate::enroll::load_identity(&identity)?).await?;
                 let listener = ctx.bind(&service).await?;
                 eprintln!(
                     "tunnel host: service {service} (as {}, on router {}) → {target}; Ctrl-C stops",

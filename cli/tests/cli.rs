@@ -10,6 +10,7 @@ fn weft(home: &std::path::Path, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_weft"))
         .args(args)
         .env("HOME", home)
+        .env_remove("XDG_CONFIG_HOME")
         .output()
         .unwrap();
     (
@@ -26,9 +27,9 @@ fn login_create_list_delete() {
     let h = home.path();
     let url = format!("https://localhost:{}", ctl.addr.port());
     let pw = ctl.admin_password();
-    let (ok, _, err) = weft(h, &["login", &url, "-u", "admin", "-p", "wrong"]);
+    let (ok, _, err) = weft(h, &["login", &url, "-u", "admin", "-p", "wrong", "-y"]);
     assert!(!ok && err.contains("INVALID_AUTH"), "{err}");
-    let (ok, _, err) = weft(h, &["login", &url, "-u", "admin", "-p", &pw]);
+    let (ok, _, err) = weft(h, &["login", &url, "-u", "admin", "-p", &pw, "-y"]);
     assert!(ok, "{err}");
     let cfg = h.join(".config/weft/config.json");
     use std::os::unix::fs::PermissionsExt;
@@ -151,6 +152,20 @@ fn login_create_list_delete() {
     assert_eq!(v[0]["encryptionRequired"], false);
     let (ok, out, _) = weft(h, &["edge", "list", "service-policies"]);
     assert!(ok && out.contains("dial-echo"), "{out}");
+    // Roles without JSON quotes, and the count as `ziti` ends a list.
+    assert!(
+        out.contains("identities: #dialers; services: #svc"),
+        "{out}"
+    );
+    assert_eq!(out.lines().last(), Some("results: 1-1 of 1"), "{out}");
+    let (ok, out, _) = weft(h, &["edge", "list", "identities", "name = \"alice\""]);
+    assert!(
+        ok && out.contains("dialers, users") && !out.contains('"'),
+        "{out}"
+    );
+    let (ok, out, _) = weft(h, &["edge", "list", "identities", "name = \"nobody\""]);
+    assert!(ok, "{out}");
+    assert_eq!(out.lines().last(), Some("results: none"), "{out}");
     let (ok, _, err) = weft(h, &["edge", "delete", "service", "echo"]);
     assert!(ok, "{err}");
     let (ok, out, _) = weft(h, &["edge", "list", "services", "--output", "json"]);
@@ -186,7 +201,15 @@ fn update_verbs_and_json_lists() {
     let url = format!("https://localhost:{}", ctl.addr.port());
     let (ok, _, err) = weft(
         h,
-        &["login", &url, "-u", "admin", "-p", &ctl.admin_password()],
+        &[
+            "login",
+            &url,
+            "-u",
+            "admin",
+            "-p",
+            &ctl.admin_password(),
+            "-y",
+        ],
     );
     assert!(ok, "{err}");
     let run = |args: &[&str]| {
@@ -407,6 +430,22 @@ fn update_verbs_and_json_lists() {
     );
     assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
     assert_eq!(v[0]["name"], "host.v1");
+    let types = weft_json(h, &["edge", "list", "config-types", "-j"]);
+    let (ok, out, _) = weft(
+        h,
+        &[
+            "edge",
+            "list",
+            "config-types",
+            "sort by name desc skip 1 limit 1",
+        ],
+    );
+    assert!(ok, "{out}");
+    assert_eq!(
+        out.lines().last().unwrap(),
+        format!("results: 2-2 of {}", types.as_array().unwrap().len()),
+        "{out}"
+    );
     let v = weft_json(
         h,
         &[
