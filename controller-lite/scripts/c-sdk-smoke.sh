@@ -16,7 +16,7 @@ pid=$!
 for _ in $(seq 100); do [ -s "$work/d/controller.addr" ] && break; sleep 0.1; done
 port=$(cut -d: -f2 < "$work/d/controller.addr")
 weft() { HOME=$work "$target/weft" "$@"; }
-weft login "https://localhost:$port" -u admin -p "$(cat "$work/d/admin.password")"
+weft login "https://localhost:$port" -u admin -p "$(cat "$work/d/admin.password")" --ca "$work/d/pki/root-ca.cert.pem"
 weft edge create identity py -a dialers -o "$work/py.jwt"
 weft edge create config echo-icpt intercept.v1 '{"protocols":["tcp"],"addresses":["echo.weft"],"portRanges":[{"low":80,"high":80}]}'
 weft edge create service echo -a svc -c echo-icpt
