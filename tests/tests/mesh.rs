@@ -72,6 +72,9 @@ async fn routers_link_up_measure_latency_and_redial_a_lost_link() {
     for port in [metrics_a, metrics_b] {
         assert_eq!(metric(&http, port, "weft_router_links_up_total").await, 1);
         assert_eq!(metric(&http, port, "weft_router_link_circuits").await, 0);
+        // Heartbeats went both ways and were measured.
+        assert!(metric(&http, port, "weft_router_link_rtt_seconds_count").await >= 1);
+        assert!(metric(&http, port, "weft_router_link_tx_frames_total").await >= 2);
     }
 
     // The peer dies: the survivor reports the link down.

@@ -29,6 +29,8 @@ pub(super) struct LinkState {
     pub(super) armed: Option<Instant>,
     /// The latency last reported, and when.
     reported: Option<(Duration, Instant)>,
+    /// Times payload of a circuit waited for this link's credit.
+    pub(super) credit_stalls: u64,
 }
 
 /// A link as metrics and logs see it.
@@ -46,6 +48,9 @@ pub struct LinkInfo {
     pub circuits: usize,
     /// What crossed it.
     pub traffic: crate::link::session::Traffic,
+    /// Times payload of a circuit waited for its credit (a reader downstream slower
+    /// than the sender).
+    pub credit_stalls: u64,
     /// Its round trips per bucket of [`crate::link::health::RTT_BUCKETS_US`], and their
     /// sum in microseconds.
     pub rtt: ([u64; crate::link::health::RTT_BUCKETS_US.len() + 1], u64),
@@ -72,6 +77,7 @@ impl Forwarder {
                 peer: None,
                 armed: None,
                 reported: None,
+                credit_stalls: 0,
             },
         );
         self.after_link_input(now, key);
@@ -152,6 +158,7 @@ impl Forwarder {
                 latency: l.session.latency(),
                 circuits: l.session.circuits(),
                 traffic: l.session.traffic(),
+                credit_stalls: l.credit_stalls,
                 rtt: l.session.rtt_histogram(),
             })
             .collect();

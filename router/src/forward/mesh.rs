@@ -390,6 +390,7 @@ impl Forwarder {
             }
             if link.session.send_credit(leg.circuit) < payload.len() as u64 {
                 self.stats.link_credit_stalls += 1;
+                link.credit_stalls += 1;
                 break;
             }
             let Some((seq, payload, fin)) = c.held.pop_front() else {

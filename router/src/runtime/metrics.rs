@@ -356,6 +356,11 @@ fn render_link_traffic(out: &mut String, stats: &[ShardStats]) {
             "Circuit payload bytes received on a link.",
             |l| l.traffic.bytes_received,
         ),
+        (
+            "weft_router_link_credit_waits_total",
+            "Times payload of a circuit waited for a link's credit.",
+            |l| l.credit_stalls,
+        ),
     ];
     let links: Vec<(&crate::forward::LinkInfo, String)> = stats
         .iter()
@@ -440,6 +445,7 @@ mod tests {
                 frames_sent: 20,
                 bytes_sent: 2000,
             },
+            credit_stalls: 3,
             rtt: ([1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 1], 5_000),
         };
         let unnamed = crate::forward::LinkInfo { peer: None, ..link };
@@ -451,6 +457,7 @@ mod tests {
         let labels = "peer=\"r_2\",dialed=\"true\",link=\"9\"";
         for line in [
             format!("weft_router_link_tx_bytes_total{{{labels}}} 2000"),
+            format!("weft_router_link_credit_waits_total{{{labels}}} 3"),
             format!("weft_router_link_rx_frames_total{{{labels}}} 10"),
             format!("weft_router_link_rtt_seconds_bucket{{{labels},le=\"0.00025\"}} 1"),
             format!("weft_router_link_rtt_seconds_bucket{{{labels},le=\"0.0005\"}} 3"),
