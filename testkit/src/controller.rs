@@ -532,6 +532,28 @@ impl Admin {
         v["id"].as_str().unwrap().to_string()
     }
 
+    /// Dialers (identities with attribute `dialer`) may use only the router with
+    /// attribute `dial_router`, hosts (`hoster`) only `host_router`; every service may
+    /// use every router. A circuit from a dialer to a host must so cross the mesh.
+    pub async fn dialers_and_hosts_on(&self, dial_router: &str, host_router: &str) {
+        for (name, identities, router) in [
+            ("dialers", "#dialer", dial_router),
+            ("hosts", "#hoster", host_router),
+        ] {
+            self.create(
+                "edge-router-policies",
+                json!({"name": name, "edgeRouterRoles": [format!("#{router}")],
+                       "identityRoles": [identities]}),
+            )
+            .await;
+        }
+        self.create(
+            "service-edge-router-policies",
+            json!({"name": "all-services", "edgeRouterRoles": ["#all"], "serviceRoles": ["#all"]}),
+        )
+        .await;
+    }
+
     /// Lets every identity use every router for every service.
     pub async fn open_routers(&self) {
         self.create(

@@ -40,3 +40,24 @@ pub fn pattern(len: usize, seed: u32) -> Vec<u8> {
         })
         .collect()
 }
+
+/// Sends all of `upload` on `stream` and half-closes it while reading what the other
+/// side sends until it half-closes; returns what arrived (panics on an I/O error: a
+/// failed transfer is a failed test).
+pub async fn exchange<S>(stream: &mut S, upload: &[u8]) -> Vec<u8>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let writer = async {
+        wr.write_all(upload).await.unwrap();
+        wr.shutdown().await.unwrap();
+    };
+    let reader = async {
+        let mut got = Vec::with_capacity(upload.len());
+        rd.read_to_end(&mut got).await.unwrap();
+        got
+    };
+    tokio::join!(writer, reader).1
+}

@@ -37,6 +37,6 @@ pub mod state;
 
 pub use controller::{Admin, Ctl};
 pub use edge::{EdgeClient, EdgeReader, EdgeWriter};
-pub use fixtures::{SDK_AUTH_BODY, jwt_claims, make_csr, pattern};
+pub use fixtures::{SDK_AUTH_BODY, exchange, jwt_claims, make_csr, pattern};
 pub use network::{Line, Network, Router, Tunnel, init_logs, wait_links};
 pub use process::{bin_dir, free_port};

@@ -251,25 +251,7 @@ impl Line {
             l.len() == 2 && l.iter().all(|l| l["state"] == "up")
         })
         .await;
-        for (name, identities, routers) in [
-            ("dialers-on-a", "#dialer", "#line-a"),
-            ("hosts-on-c", "#hoster", "#line-c"),
-        ] {
-            admin
-                .create(
-                    "edge-router-policies",
-                    serde_json::json!({"name": name, "edgeRouterRoles": [routers],
-                                       "identityRoles": [identities]}),
-                )
-                .await;
-        }
-        admin
-            .create(
-                "service-edge-router-policies",
-                serde_json::json!({"name": "all-services", "edgeRouterRoles": ["#all"],
-                                   "serviceRoles": ["#all"]}),
-            )
-            .await;
+        admin.dialers_and_hosts_on("line-a", "line-c").await;
         Self {
             controller,
             admin,

@@ -181,14 +181,7 @@ async fn a_circuit_crosses_three_routers_ten_megabytes_each_way() {
     let server = tokio::spawn(async move {
         let mut stream = listener.accept().await.unwrap();
         assert_eq!(stream.peer(), "line-c");
-        let mut got = Vec::with_capacity(TEN_MB);
-        let (mut rd, mut wr) = tokio::io::split(&mut stream);
-        let writer = async {
-            wr.write_all(&download).await.unwrap();
-            wr.shutdown().await.unwrap();
-        };
-        let reader = async { rd.read_to_end(&mut got).await.unwrap() };
-        tokio::join!(writer, reader);
+        let got = weft_testkit::exchange(&mut stream, &download).await;
         assert_eq!(sha(&got), up_sum, "upload corrupted across the routers");
     });
 
@@ -208,17 +201,7 @@ async fn a_circuit_crosses_three_routers_ten_megabytes_each_way() {
         [line.a.id.as_str(), line.b.id.as_str(), line.c.id.as_str()]
     );
     let started = Instant::now();
-    let (mut rd, mut wr) = tokio::io::split(&mut stream);
-    let writer = async {
-        wr.write_all(&upload).await.unwrap();
-        wr.shutdown().await.unwrap();
-    };
-    let reader = async {
-        let mut got = Vec::with_capacity(TEN_MB);
-        rd.read_to_end(&mut got).await.unwrap();
-        got
-    };
-    let ((), got) = tokio::join!(writer, reader);
+    let got = weft_testkit::exchange(&mut stream, &upload).await;
     assert_eq!(sha(&got), down_sum, "download corrupted across the routers");
     eprintln!(
         "20 MB across three routers (encrypted) in {:?}",
@@ -339,25 +322,7 @@ impl Diamond {
             l.len() == 4 && l.iter().all(is_up_with_latency)
         })
         .await;
-        for (name, identities, routers) in [
-            ("dialers-on-a", "#dialer", "#dia-a"),
-            ("hosts-on-d", "#hoster", "#dia-d"),
-        ] {
-            admin
-                .create(
-                    "edge-router-policies",
-                    serde_json::json!({"name": name, "edgeRouterRoles": [routers],
-                                       "identityRoles": [identities]}),
-                )
-                .await;
-        }
-        admin
-            .create(
-                "service-edge-router-policies",
-                serde_json::json!({"name": "all-services", "edgeRouterRoles": ["#all"],
-                                   "serviceRoles": ["#all"]}),
-            )
-            .await;
+        admin.dialers_and_hosts_on("dia-a", "dia-d").await;
         admin.service("dia", &["dia"], false).await;
         admin
             .service_policy("dia-dial", "Dial", &["#dia-client"], &["#dia"])

@@ -78,17 +78,7 @@ async fn enroll_bind_dial_and_move_ten_megabytes_each_way_encrypted() {
     assert!(stream.is_encrypted());
     assert_eq!(stream.router(), "edge-1");
     let started = Instant::now();
-    let (mut rd, mut wr) = tokio::io::split(&mut stream);
-    let writer = async {
-        wr.write_all(&upload).await.unwrap();
-        wr.shutdown().await.unwrap();
-    };
-    let reader = async {
-        let mut got = Vec::with_capacity(TEN_MB);
-        rd.read_to_end(&mut got).await.unwrap();
-        got
-    };
-    let ((), got) = tokio::join!(writer, reader);
+    let got = weft_testkit::exchange(&mut stream, &upload).await;
     assert_eq!(sha(&got), down_sum, "download corrupted");
     eprintln!(
         "20 MB through the router (encrypted) in {:?}",

@@ -34,6 +34,14 @@ fn u32_header(frame: &Frame, id: HeaderId) -> Result<u32, MessageError> {
         .map_err(|error| MessageError::BadHeader { id, error })
 }
 
+/// The optional `LINK_FLAGS` header of `frame` (0 when absent).
+fn flags_header(frame: &Frame) -> Result<u32, MessageError> {
+    match frame.header(HeaderId::LINK_FLAGS) {
+        Some(_) => u32_header(frame, HeaderId::LINK_FLAGS),
+        None => Ok(0),
+    }
+}
+
 /// [`LinkData`] flag: the circuit's ingress router is routed and the egress may relay
 /// what its host sends (an empty frame that needs no credit, relayed by transit
 /// routers). The edge's [`crate::edge::FLAG_FIN`] (bit 0) marks a half-close.
@@ -84,13 +92,7 @@ impl<'a> LinkData<'a> {
     /// Parses a link data frame.
     pub fn parse(frame: &'a Frame) -> Result<Self, MessageError> {
         frame.expect_type(ContentType::LINK_DATA)?;
-        let flags = match frame.header(HeaderId::LINK_FLAGS) {
-            Some(v) => v.as_u32().map_err(|error| MessageError::BadHeader {
-                id: HeaderId::LINK_FLAGS,
-                error,
-            })?,
-            None => 0,
-        };
+        let flags = flags_header(frame)?;
         Ok(Self {
             circuit_id: u64_header(frame, HeaderId::LINK_CIRCUIT_ID)?,
             seq: u64_header(frame, HeaderId::LINK_SEQ)?,
@@ -165,13 +167,7 @@ impl<'a> LinkClose<'a> {
     /// Parses a close frame.
     pub fn parse(frame: &'a Frame) -> Result<Self, MessageError> {
         frame.expect_type(ContentType::LINK_CLOSE)?;
-        let flags = match frame.header(HeaderId::LINK_FLAGS) {
-            Some(v) => v.as_u32().map_err(|error| MessageError::BadHeader {
-                id: HeaderId::LINK_FLAGS,
-                error,
-            })?,
-            None => 0,
-        };
+        let flags = flags_header(frame)?;
         Ok(Self {
             circuit_id: u64_header(frame, HeaderId::LINK_CIRCUIT_ID)?,
             reason: frame.body(),

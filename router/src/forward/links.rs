@@ -166,6 +166,11 @@ impl Forwarder {
         out
     }
 
+    /// The router at the other end of link `key`, once its hello succeeded.
+    pub fn link_peer(&self, key: ConnKey) -> Option<&str> {
+        self.links.get(&key)?.peer.as_deref()
+    }
+
     /// The link to `peer` that is up, if any (the lowest key when several are).
     pub fn link_to(&self, peer: &str) -> Option<ConnKey> {
         self.links

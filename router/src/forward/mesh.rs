@@ -319,14 +319,7 @@ impl Forwarder {
     }
 
     /// The egress host of the removed circuit `c` refused (or was gone).
-    pub(super) fn route_failed(
-        &mut self,
-        _now: Instant,
-        _circuit: CircuitId,
-        c: &Circuit,
-        leg: LinkLeg,
-        reason: &str,
-    ) {
+    pub(super) fn route_failed(&mut self, c: &Circuit, leg: LinkLeg, reason: &str) {
         self.stats.dials_failed += 1;
         self.forget_link_leg(leg);
         self.close_on_link(leg, reason.as_bytes());

@@ -1009,7 +1009,7 @@ impl Forwarder {
                         self.cross
                             .push_back((shard, CrossMsg::Refused { circuit, reason }));
                     }
-                    End::Link(leg) => self.route_failed(now, circuit, &c, leg, &reason),
+                    End::Link(leg) => self.route_failed(&c, leg, &reason),
                 }
             }
             EdgeEvent::Data {
@@ -1321,7 +1321,7 @@ impl Forwarder {
                 if let Some(c) = self.circuits.remove(&circuit) {
                     match c.dialer {
                         End::Local(dialer) => self.dial_failed(now, dialer, &reason, None),
-                        End::Link(leg) => self.route_failed(now, circuit, &c, leg, &reason),
+                        End::Link(leg) => self.route_failed(&c, leg, &reason),
                         End::Remote(_) => {}
                     }
                 }

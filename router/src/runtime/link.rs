@@ -402,21 +402,11 @@ where
             .unwrap_or_else(|| "closed".into()),
     };
     let mut s = shard.borrow_mut();
-    let was_up = s
-        .fwd
-        .links()
-        .iter()
-        .any(|l| l.key == key && l.peer.is_some());
-    if let Some(peer) = s
-        .fwd
-        .links()
-        .iter()
-        .find(|l| l.key == key)
-        .and_then(|l| l.peer.clone())
-    {
-        tracing::info!(%peer, %reason, "link down");
-    } else {
-        tracing::info!(%reason, "link ended before its hello");
+    let peer = s.fwd.link_peer(key).map(str::to_owned);
+    let was_up = peer.is_some();
+    match &peer {
+        Some(peer) => tracing::info!(%peer, %reason, "link down"),
+        None => tracing::info!(%reason, "link ended before its hello"),
     }
     if let Some(mgr) = s.links.as_mut() {
         mgr.slots.remove(&key);

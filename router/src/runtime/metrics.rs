@@ -291,45 +291,13 @@ pub(super) fn render(stats: &[ShardStats]) -> String {
         }
         let _ = writeln!(out, "{name}_count{{shard=\"{}\"}} {}", s.shard, d.count);
     }
-    // Per link: its measured round trip and the circuits it carries.
-    for (name, help) in [
-        (
-            "weft_router_link_latency_seconds",
-            "Smoothed round trip of a link to another router (heartbeats).",
-        ),
-        (
-            "weft_router_link_circuits",
-            "Circuits a link to another router carries.",
-        ),
-    ] {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-        for l in stats.iter().flat_map(|s| &s.links) {
-            let Some(peer) = &l.peer else {
-                continue;
-            };
-            let value = match name {
-                "weft_router_link_circuits" => l.circuits as f64,
-                _ => match l.latency {
-                    Some(d) => d.as_secs_f64(),
-                    None => continue,
-                },
-            };
-            let _ = writeln!(
-                out,
-                "{name}{{peer=\"{}\",dialed=\"{}\",link=\"{}\"}} {value}",
-                peer.replace(['"', '\\', '\n'], "_"),
-                l.dialed,
-                l.key.0
-            );
-        }
-    }
-    render_link_traffic(&mut out, stats);
+    render_links(&mut out, stats);
     out
 }
 
-/// Per link: frames and payload bytes each way, and the heartbeat round trips as a
-/// Prometheus histogram.
-fn render_link_traffic(out: &mut String, stats: &[ShardStats]) {
+/// Per link (once its hello succeeded): latency and circuits, frames and payload bytes
+/// each way, credit waits, and the heartbeat round trips as a Prometheus histogram.
+fn render_links(out: &mut String, stats: &[ShardStats]) {
     type Counter = (
         &'static str,
         &'static str,
@@ -376,6 +344,24 @@ fn render_link_traffic(out: &mut String, stats: &[ShardStats]) {
             ))
         })
         .collect();
+    let name = "weft_router_link_latency_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Smoothed round trip of a link to another router (heartbeats).\n# TYPE {name} gauge"
+    );
+    for (l, labels) in &links {
+        if let Some(d) = l.latency {
+            let _ = writeln!(out, "{name}{{{labels}}} {}", d.as_secs_f64());
+        }
+    }
+    let name = "weft_router_link_circuits";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Circuits a link to another router carries.\n# TYPE {name} gauge"
+    );
+    for (l, labels) in &links {
+        let _ = writeln!(out, "{name}{{{labels}}} {}", l.circuits);
+    }
     for (name, help, value) in COUNTERS {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
         for (l, labels) in &links {
