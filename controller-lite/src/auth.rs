@@ -54,10 +54,11 @@ pub fn verify_password(password: &str, hash: Option<&str>, metrics: &Metrics) ->
 /// Salt of the dummy verification for unknown users.
 const DUMMY_SALT: [u8; 16] = *b"weft-dummy-salt!";
 
-fn enabled_identity(ctl: &Controller, id: &str) -> Result<EntityRow, ApiError> {
+async fn enabled_identity(ctl: &Controller, id: &str) -> Result<EntityRow, ApiError> {
     let identity = ctl
         .store
-        .get_entity(Kind::Identities.collection(), id)?
+        .get_entity(Kind::Identities.collection(), id)
+        .await?
         .ok_or(ApiError::InvalidAuth)?;
     if identity
         .data
@@ -81,7 +82,7 @@ fn config_types(body: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn new_session(
+async fn new_session(
     ctl: &Controller,
     identity: &EntityRow,
     authenticator_id: &str,
@@ -100,8 +101,10 @@ fn new_session(
         updated_at: now,
         last_activity: clock::now_unix(),
     };
-    ctl.store.insert_api_session(&row)?;
-    ctl.notify_routers();
+    let mut tx = ctl.store.begin_write().await?;
+    tx.insert_api_session(&row).await?;
+    tx.commit().await?;
+    ctl.notify_routers().await;
     tracing::info!(identity = %identity.name, api_session = %row.id, "authenticated");
     Ok((row, identity.clone()))
 }
@@ -110,7 +113,7 @@ fn new_session(
 /// signing CA and be registered as a certificate authenticator
 /// (EDGE `authenticator_mod_cert.go`: chain checked in application code,
 /// leaf mapped by fingerprint).
-pub fn authenticate_cert(
+pub async fn authenticate_cert(
     ctl: &Controller,
     conn: &ConnInfo,
     body: &Value,
@@ -122,10 +125,11 @@ pub fn authenticate_cert(
     let fp = weft_tls::fingerprint(leaf.as_ref());
     let auth = ctl
         .store
-        .authenticator_by_fingerprint(&fp)?
+        .authenticator_by_fingerprint(&fp)
+        .await?
         .ok_or(ApiError::InvalidAuth)?;
-    let identity = enabled_identity(ctl, &auth.identity_id)?;
-    new_session(ctl, &identity, &auth.id, body, conn)
+    let identity = enabled_identity(ctl, &auth.identity_id).await?;
+    new_session(ctl, &identity, &auth.id, body, conn).await
 }
 
 /// `method=password` with `{"username","password"}`: throttled per user name and per
@@ -155,7 +159,7 @@ pub async fn authenticate_password(
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return Err(ApiError::RateLimited);
     }
-    let auth = ctl.store.authenticator_by_username(username)?;
+    let auth = ctl.store.authenticator_by_username(username).await?;
     let hash = auth.as_ref().and_then(|a| a.password_hash.clone());
     let metrics = ctl.metrics.clone();
     let ok = ctl
@@ -163,11 +167,13 @@ pub async fn authenticate_password(
         .run(move || verify_password(&password, hash.as_deref(), &metrics))
         .await?;
     let identity = match auth {
-        Some(auth) if ok => enabled_identity(ctl, &auth.identity_id).map(|i| (auth, i)),
+        Some(auth) if ok => enabled_identity(ctl, &auth.identity_id)
+            .await
+            .map(|i| (auth, i)),
         _ => Err(ApiError::InvalidAuth),
     };
     match identity {
-        Ok((auth, identity)) => new_session(ctl, &identity, &auth.id, body, conn),
+        Ok((auth, identity)) => new_session(ctl, &identity, &auth.id, body, conn).await,
         Err(e) => {
             if matches!(e, ApiError::InvalidAuth) {
                 ctl.login_throttle.record_failure(&keys, Instant::now());
@@ -198,7 +204,7 @@ impl Caller {
 }
 
 /// Resolves the `zt-session` header; expired sessions are removed.
-pub fn caller_from_parts(ctl: &Controller, parts: &Parts) -> Result<Caller, ApiError> {
+pub async fn caller_from_parts(ctl: &Controller, parts: &Parts) -> Result<Caller, ApiError> {
     let token = parts
         .headers
         .get(SESSION_HEADER)
@@ -209,17 +215,21 @@ pub fn caller_from_parts(ctl: &Controller, parts: &Parts) -> Result<Caller, ApiE
     }
     let session = ctl
         .store
-        .api_session_by_token(token)?
+        .api_session_by_token(token)
+        .await?
         .ok_or(ApiError::Unauthorized)?;
     let now = clock::now_unix();
     if session.last_activity + ctl.config.api_session_timeout_secs <= now {
-        ctl.store.delete_api_session(&session.id)?;
-        ctl.notify_routers();
+        let mut tx = ctl.store.begin_write().await?;
+        tx.delete_api_session(&session.id).await?;
+        tx.commit().await?;
+        ctl.notify_routers().await;
         return Err(ApiError::Unauthorized);
     }
     let identity = ctl
         .store
-        .get_entity(Kind::Identities.collection(), &session.identity_id)?
+        .get_entity(Kind::Identities.collection(), &session.identity_id)
+        .await?
         .ok_or(ApiError::Unauthorized)?;
     if identity
         .data
@@ -230,7 +240,9 @@ pub fn caller_from_parts(ctl: &Controller, parts: &Parts) -> Result<Caller, ApiE
         return Err(ApiError::Unauthorized);
     }
     let now_str = clock::now_string();
-    ctl.store.touch_api_session(&session.id, now, &now_str)?;
+    ctl.store
+        .touch_api_session(&session.id, now, &now_str)
+        .await?;
     let session = ApiSessionRow {
         last_activity: now,
         updated_at: now_str,
@@ -246,7 +258,7 @@ impl FromRequestParts<Arc<Controller>> for Caller {
         parts: &mut Parts,
         state: &Arc<Controller>,
     ) -> Result<Self, Self::Rejection> {
-        caller_from_parts(state, parts)
+        caller_from_parts(state, parts).await
     }
 }
 
@@ -261,7 +273,7 @@ impl FromRequestParts<Arc<Controller>> for Admin {
         parts: &mut Parts,
         state: &Arc<Controller>,
     ) -> Result<Self, Self::Rejection> {
-        let caller = caller_from_parts(state, parts)?;
+        let caller = caller_from_parts(state, parts).await?;
         if !caller.is_admin() {
             return Err(ApiError::Forbidden);
         }
@@ -293,8 +305,11 @@ mod tests {
             login_failures_burst: 1000,
             ..Config::default()
         };
-        let ctl =
-            Arc::new(Controller::open(dir.path(), cfg, "https://localhost:1280".into()).unwrap());
+        let ctl = Arc::new(
+            Controller::open(dir.path(), cfg, "https://localhost:1280".into())
+                .await
+                .unwrap(),
+        );
         let conn = ConnInfo {
             peer_addr: "127.0.0.1:40000".parse().unwrap(),
             certs: Arc::new(Vec::new()),

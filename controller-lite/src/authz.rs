@@ -2,7 +2,7 @@
 //! indexed by [`crate::policy`], cached in a [`PolicyCache`] until an entity changes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -31,22 +31,25 @@ pub struct PolicySnapshot {
 /// reload and re-index the whole model.
 #[derive(Debug, Default)]
 pub struct PolicyCache {
-    current: Mutex<Option<(u64, Arc<PolicySnapshot>)>>,
+    current: tokio::sync::Mutex<Option<(i64, Arc<PolicySnapshot>)>>,
 }
 
 impl PolicyCache {
     /// The snapshot for the store as it is now.
-    pub fn get(&self, store: &Store) -> Result<Arc<PolicySnapshot>, StoreError> {
-        let mut current = self.current.lock().map_err(|_| StoreError::Poisoned)?;
-        // Read the generation before loading: a write that lands meanwhile moves it
+    ///
+    /// The key is the store's entity revision, read from the database, so a change
+    /// committed by another controller on the same database is seen at once too.
+    pub async fn get(&self, store: &Store) -> Result<Arc<PolicySnapshot>, StoreError> {
+        let mut current = self.current.lock().await;
+        // Read the revision before loading: a write that lands meanwhile moves it
         // again, so the next call rebuilds; a snapshot is never older than its tag.
-        let generation = store.entity_generation();
+        let generation = store.entity_revision().await?;
         if let Some((built, snapshot)) = current.as_ref() {
             if *built == generation {
                 return Ok(Arc::clone(snapshot));
             }
         }
-        let snapshot = Arc::new(PolicySnapshot::load(store)?);
+        let snapshot = Arc::new(PolicySnapshot::load(store).await?);
         *current = Some((generation, Arc::clone(&snapshot)));
         Ok(snapshot)
     }
@@ -122,9 +125,10 @@ impl PolicySnapshot {
     }
 
     /// Loads the policy model from the store and indexes it.
-    pub fn load(store: &Store) -> Result<Self, StoreError> {
+    pub async fn load(store: &Store) -> Result<Self, StoreError> {
         let identities = store
-            .list_all(Kind::Identities.collection())?
+            .list_all(Kind::Identities.collection())
+            .await?
             .iter()
             .map(|e| policy::Identity {
                 id: e.id.clone(),
@@ -134,7 +138,8 @@ impl PolicySnapshot {
             })
             .collect();
         let services = store
-            .list_all(Kind::Services.collection())?
+            .list_all(Kind::Services.collection())
+            .await?
             .iter()
             .map(|e| policy::Service {
                 id: e.id.clone(),
@@ -144,7 +149,8 @@ impl PolicySnapshot {
             .collect();
         // Disabled routers are left out of the model, so no policy can select them.
         let routers: Vec<EntityRow> = store
-            .list_all(Kind::EdgeRouters.collection())?
+            .list_all(Kind::EdgeRouters.collection())
+            .await?
             .into_iter()
             .filter(|r| !flag(r, "disabled"))
             .collect();
@@ -156,7 +162,8 @@ impl PolicySnapshot {
                 role_attributes: attrs(e),
             })
             .collect();
-        let service_policies = docs::<ServicePolicy>(store, Kind::ServicePolicies)?
+        let service_policies = docs::<ServicePolicy>(store, Kind::ServicePolicies)
+            .await?
             .into_iter()
             .map(|(id, p)| policy::ServicePolicy {
                 id,
@@ -167,7 +174,8 @@ impl PolicySnapshot {
                 posture_check_roles: roles(&p.posture_check_roles),
             })
             .collect();
-        let edge_router_policies = docs::<EdgeRouterPolicy>(store, Kind::EdgeRouterPolicies)?
+        let edge_router_policies = docs::<EdgeRouterPolicy>(store, Kind::EdgeRouterPolicies)
+            .await?
             .into_iter()
             .map(|(id, p)| policy::EdgeRouterPolicy {
                 id,
@@ -177,7 +185,8 @@ impl PolicySnapshot {
             })
             .collect();
         let service_edge_router_policies =
-            docs::<ServiceEdgeRouterPolicy>(store, Kind::ServiceEdgeRouterPolicies)?
+            docs::<ServiceEdgeRouterPolicy>(store, Kind::ServiceEdgeRouterPolicies)
+                .await?
                 .into_iter()
                 .map(|(id, p)| policy::ServiceEdgeRouterPolicy {
                     id,
@@ -232,12 +241,13 @@ fn roles(entries: &[String]) -> RoleSet {
 }
 
 /// The policy documents of `kind` with their ids.
-fn docs<T: serde::de::DeserializeOwned>(
+async fn docs<T: serde::de::DeserializeOwned>(
     store: &Store,
     kind: Kind,
 ) -> Result<Vec<(String, T)>, StoreError> {
     store
-        .list_all(kind.collection())?
+        .list_all(kind.collection())
+        .await?
         .into_iter()
         .map(|e| {
             Ok((
@@ -265,17 +275,29 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_cache_rebuilds_only_after_an_entity_change() {
+    #[tokio::test]
+    async fn the_cache_rebuilds_only_after_an_entity_change() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db")).unwrap();
+        let store = Store::open(&crate::store::sqlite_url(&dir.path().join("db")))
+            .await
+            .unwrap();
         let cache = PolicyCache::default();
-        let first = cache.get(&store).unwrap();
-        assert!(Arc::ptr_eq(&first, &cache.get(&store).unwrap()));
-        store.insert_entity(&router("r1")).unwrap();
-        let second = cache.get(&store).unwrap();
+        let first = cache.get(&store).await.unwrap();
+        assert!(Arc::ptr_eq(&first, &cache.get(&store).await.unwrap()));
+        // A change to something else (a session) keeps the snapshot.
+        let mut tx = store.begin_write().await.unwrap();
+        tx.delete_sessions(&["none".to_owned()]).await.unwrap();
+        tx.record("sessions", "x", crate::store::ChangeOp::Delete)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        assert!(Arc::ptr_eq(&first, &cache.get(&store).await.unwrap()));
+        let mut tx = store.begin_write().await.unwrap();
+        tx.insert_entity(&router("r1")).await.unwrap();
+        tx.commit().await.unwrap();
+        let second = cache.get(&store).await.unwrap();
         assert!(!Arc::ptr_eq(&first, &second));
         assert_eq!(second.routers.len(), 1);
-        assert!(Arc::ptr_eq(&second, &cache.get(&store).unwrap()));
+        assert!(Arc::ptr_eq(&second, &cache.get(&store).await.unwrap()));
     }
 }

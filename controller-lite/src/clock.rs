@@ -9,6 +9,11 @@ pub fn now_unix() -> i64 {
     OffsetDateTime::now_utc().unix_timestamp()
 }
 
+/// Current Unix time in milliseconds.
+pub fn now_unix_ms() -> i64 {
+    i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
 /// Formats a Unix time (seconds) as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
 pub fn fmt_unix(secs: i64) -> String {
     let t = OffsetDateTime::from_unix_timestamp(secs).unwrap_or(OffsetDateTime::UNIX_EPOCH);

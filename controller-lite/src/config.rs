@@ -71,6 +71,19 @@ pub struct Config {
     /// Bytes queued for one router's control connection before it is closed as not
     /// reading (default 16 MiB).
     pub control_max_outbound_bytes: usize,
+    /// The database (`[store]`).
+    pub store: StoreConfig,
+}
+
+/// `[store]`: where the controller keeps its state.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `sqlite:PATH` (one controller; the default is `weft.db` in the data directory)
+    /// or `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE` (one or several
+    /// controllers sharing it). The environment variable `WEFT_STORE_URL`, when set,
+    /// overrides it (so a password need not be written in the file).
+    pub url: Option<String>,
 }
 
 impl Default for Config {
@@ -99,6 +112,7 @@ impl Default for Config {
             max_sessions_per_api_session: 4096,
             control_write_timeout_ms: 30_000,
             control_max_outbound_bytes: 16 * 1024 * 1024,
+            store: StoreConfig::default(),
         }
     }
 }
@@ -120,10 +134,25 @@ pub enum ConfigError {
 impl Config {
     /// Loads the configuration from `path`, or the defaults when `None`.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
-        let cfg: Self = match path {
+        let mut cfg: Self = match path {
             Some(p) => toml::from_str(&std::fs::read_to_string(p)?)?,
             None => Self::default(),
         };
+        if let Some(url) = std::env::var("WEFT_STORE_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        {
+            cfg.store.url = Some(url);
+        }
+        if let Some(url) = &cfg.store.url {
+            let known = ["sqlite:", "postgres://", "postgresql://"];
+            if !known.iter().any(|p| url.starts_with(p)) {
+                return Err(ConfigError::Invalid(format!(
+                    "[store] url {:?} must start with sqlite:, postgres:// or postgresql://",
+                    crate::store::redacted_url(url)
+                )));
+            }
+        }
         if cfg.api_session_timeout_secs < 1 {
             return Err(ConfigError::Invalid(
                 "api_session_timeout_secs must be positive".into(),
@@ -183,6 +212,14 @@ impl Config {
                 (std::thread::available_parallelism().map_or(1, std::num::NonZero::get) / 2).max(1)
             }
             n => n,
+        }
+    }
+
+    /// The store URL: `[store] url`, or SQLite in `data_dir`.
+    pub fn store_url(&self, data_dir: &Path) -> String {
+        match &self.store.url {
+            Some(url) => url.clone(),
+            None => crate::store::sqlite_url(&data_dir.join(crate::controller::DB_FILE)),
         }
     }
 

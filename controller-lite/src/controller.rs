@@ -12,7 +12,7 @@ use crate::enroll;
 use crate::error::{ApiError, PkiError, StoreError};
 use crate::model::{Kind, normalize};
 use crate::pki::Pki;
-use crate::store::{AuthenticatorRow, EnrollmentRow, EntityRow, Store};
+use crate::store::{AuthenticatorRow, EnrollmentRow, EntityRow, Store, WriteTx};
 
 /// File (in the data dir) with the admin password, mode 0600.
 pub const ADMIN_PASSWORD_FILE: &str = "admin.password";
@@ -74,15 +74,24 @@ pub struct Controller {
 impl Controller {
     /// Opens (creating on first start) the store, PKI and admin credential in
     /// `data_dir`.
-    pub fn open(data_dir: &Path, config: Config, public_url: String) -> Result<Self, StartError> {
+    pub async fn open(
+        data_dir: &Path,
+        config: Config,
+        public_url: String,
+    ) -> Result<Self, StartError> {
         std::fs::create_dir_all(data_dir)?;
-        let store = Store::open(&data_dir.join(DB_FILE))?;
+        let url = config.store_url(data_dir);
+        let store = Store::open(&url).await?;
+        tracing::info!(store = %crate::store::redacted_url(&url), "store opened");
         let pki = Pki::load_or_create(&data_dir.join("pki"), &config.server_dns_names())?;
-        let instance_id = match store.meta_get("instance_id")? {
+        let instance_id = match store.meta_get("instance_id").await? {
             Some(id) => id,
             None => {
-                let id = uuid::Uuid::new_v4().to_string();
-                store.meta_set("instance_id", &id)?;
+                let mut tx = store.begin_write().await?;
+                let id = tx
+                    .meta_set_default("instance_id", &uuid::Uuid::new_v4().to_string())
+                    .await?;
+                tx.commit().await?;
                 id
             }
         };
@@ -103,98 +112,130 @@ impl Controller {
             login_throttle: crate::limits::LoginThrottle::new(&config),
             config,
         };
-        ctl.bootstrap()?;
-        ctl.sync_routers()?;
+        ctl.bootstrap().await?;
+        ctl.sync_routers().await?;
         Ok(ctl)
     }
 
-    fn bootstrap(&self) -> Result<(), StartError> {
+    /// Creates the built-in config types and, on a new database, the default
+    /// administrator; each in one transaction, so controllers starting at once on one
+    /// database create them once.
+    async fn bootstrap(&self) -> Result<(), StartError> {
+        let bootstrap = |e: ApiError| StartError::Bootstrap(e.to_string());
+        let mut tx = self.store.begin_write().await?;
         for name in ["intercept.v1", "host.v1"] {
-            if self
-                .store
-                .get_entity_by_id_or_name(Kind::ConfigTypes.collection(), name)?
+            if tx
+                .get_entity_by_id_or_name(Kind::ConfigTypes.collection(), name)
+                .await?
                 .is_none()
             {
                 let mut obj = Map::new();
                 obj.insert("name".into(), json!(name));
-                self.create_entity(Kind::ConfigTypes, obj)
-                    .map_err(|e| StartError::Bootstrap(e.to_string()))?;
+                self.create_entity_in(&mut tx, Kind::ConfigTypes, obj)
+                    .await
+                    .map_err(bootstrap)?;
             }
         }
-        if self.store.meta_get("admin_identity_id")?.is_none() {
-            let mut obj = Map::new();
-            obj.insert("name".into(), json!(ADMIN_USERNAME));
-            obj.insert("type".into(), json!("User"));
-            obj.insert("isAdmin".into(), json!(true));
-            let (identity, _) = self
-                .create_entity(Kind::Identities, obj)
-                .map_err(|e| StartError::Bootstrap(e.to_string()))?;
-            let mut raw = [0u8; 18];
-            crate::pki::random_bytes(&mut raw)?;
-            let password =
-                base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, raw);
-            let hash = crate::auth::hash_password(&password)
-                .map_err(|e| StartError::Bootstrap(e.to_string()))?;
-            let now = clock::now_string();
-            self.store.insert_authenticator(&AuthenticatorRow {
-                id: uuid::Uuid::new_v4().to_string(),
-                identity_id: identity.id.clone(),
-                method: "updb".into(),
-                fingerprint: None,
-                cert_pem: None,
-                username: Some(ADMIN_USERNAME.into()),
-                password_hash: Some(hash),
-                created_at: now.clone(),
-                updated_at: now,
-            })?;
-            weft_identity::secret::write_secret(
-                &self.data_dir.join(ADMIN_PASSWORD_FILE),
-                format!("{password}\n").as_bytes(),
-            )?;
-            self.store.meta_set("admin_identity_id", &identity.id)?;
+        tx.commit().await?;
+        if self.store.meta_get("admin_identity_id").await?.is_some() {
+            return Ok(());
         }
+        // Hash before the transaction: a write transaction must not wait on slow work.
+        let mut raw = [0u8; 18];
+        crate::pki::random_bytes(&mut raw)?;
+        let password =
+            base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, raw);
+        let hash = crate::auth::hash_password(&password)
+            .map_err(|e| StartError::Bootstrap(e.to_string()))?;
+        let mut tx = self.store.begin_write().await?;
+        if tx.meta_get("admin_identity_id").await?.is_some() {
+            // Another controller on this database created it meanwhile.
+            return Ok(());
+        }
+        let mut obj = Map::new();
+        obj.insert("name".into(), json!(ADMIN_USERNAME));
+        obj.insert("type".into(), json!("User"));
+        obj.insert("isAdmin".into(), json!(true));
+        let (identity, _) = self
+            .create_entity_in(&mut tx, Kind::Identities, obj)
+            .await
+            .map_err(bootstrap)?;
+        let now = clock::now_string();
+        tx.insert_authenticator(&AuthenticatorRow {
+            id: uuid::Uuid::new_v4().to_string(),
+            identity_id: identity.id.clone(),
+            method: "updb".into(),
+            fingerprint: None,
+            cert_pem: None,
+            username: Some(ADMIN_USERNAME.into()),
+            password_hash: Some(hash),
+            created_at: now.clone(),
+            updated_at: now,
+        })
+        .await?;
+        tx.meta_set("admin_identity_id", &identity.id).await?;
+        // The password file is written before the commit: a crash between the two
+        // leaves a file for a password that does not exist, never the reverse.
+        weft_identity::secret::write_secret(
+            &self.data_dir.join(ADMIN_PASSWORD_FILE),
+            format!("{password}\n").as_bytes(),
+        )?;
+        tx.commit().await?;
         Ok(())
     }
 
-    /// Records that something clients see may have changed (drives
-    /// `service-updates.lastChangeAt`).
-    /// Also brings routers up to date ([`Self::notify_routers`]).
-    pub fn mark_changed(&self) -> Result<(), StoreError> {
-        self.store
-            .meta_set("last_change_at", &clock::now_string())?;
-        self.notify_routers();
+    /// Brings the routers connected to this controller up to date after a write that
+    /// this controller committed ([`Self::notify_routers`]). Other controllers learn
+    /// of it from the change log.
+    pub async fn mark_changed(&self) -> Result<(), StoreError> {
+        self.notify_routers().await;
         Ok(())
     }
 
     /// Rebuilds the router-facing state from the store (removing API sessions and
     /// sessions that may no longer exist) and publishes the difference to every
     /// connected router as the next revision.
-    pub fn sync_routers(&self) -> Result<Option<u64>, StoreError> {
+    pub async fn sync_routers(&self) -> Result<Option<u64>, StoreError> {
         // Re-send an API session's expiry once it moved by half the idle timeout, so
         // a router's copy never runs out before the controller's.
         let slack_ms = self.config.api_session_timeout_secs.saturating_mul(500);
         self.feed
-            .reconcile(slack_ms, || crate::control::state::build_router_view(self))
+            .reconcile(slack_ms, crate::control::state::build_router_view(self))
+            .await
     }
 
     /// [`Self::sync_routers`], logging instead of failing: used after a write that
     /// already succeeded.
-    pub fn notify_routers(&self) {
-        if let Err(e) = self.sync_routers() {
+    pub async fn notify_routers(&self) {
+        if let Err(e) = self.sync_routers().await {
             tracing::error!(error = %e, "publishing router state failed");
         }
     }
 
-    /// Validates and stores a new entity; for identities with `enrollment.ott`
-    /// also creates the one-time enrollment.
-    pub fn create_entity(
+    /// Validates and stores a new entity in its own transaction; for identities with
+    /// `enrollment.ott` (and every edge router) also creates the one-time enrollment.
+    pub async fn create_entity(
         &self,
+        kind: Kind,
+        obj: Map<String, Value>,
+    ) -> Result<(EntityRow, Option<EnrollmentRow>), ApiError> {
+        let mut tx = self.store.begin_write().await?;
+        let created = self.create_entity_in(&mut tx, kind, obj).await?;
+        tx.commit().await?;
+        self.mark_changed().await?;
+        Ok(created)
+    }
+
+    /// [`Self::create_entity`] inside `tx`; nothing is stored unless `tx` commits.
+    pub async fn create_entity_in(
+        &self,
+        tx: &mut WriteTx<'_>,
         kind: Kind,
         obj: Map<String, Value>,
     ) -> Result<(EntityRow, Option<EnrollmentRow>), ApiError> {
         let n = normalize(kind, obj)?;
         let mut data = n.data;
-        self.resolve_references(kind, &mut data)?;
+        Self::resolve_references(tx, kind, &mut data).await?;
         let now = clock::now_string();
         let id = uuid::Uuid::new_v4().simple().to_string();
         let row = EntityRow {
@@ -210,46 +251,41 @@ impl Controller {
             created_at: now.clone(),
             updated_at: now,
         };
-        self.store.insert_entity(&row)?;
-        let created = match n.enrollment {
-            Some(e) if e.ott => Some(enroll::create_ott(self, &row.id)),
+        tx.insert_entity(&row).await?;
+        let enrollment = match n.enrollment {
+            Some(e) if e.ott => Some(enroll::create_ott(self, tx, &row.id).await?),
             // Every edge router gets an `erott` enrollment, as in OpenZiti.
-            _ if kind == Kind::EdgeRouters => Some(enroll::create_erott(self, &row.id)),
+            _ if kind == Kind::EdgeRouters => Some(enroll::create_erott(self, tx, &row.id).await?),
             _ => None,
         };
-        let enrollment = match created {
-            Some(Ok(e)) => Some(e),
-            Some(Err(err)) => {
-                // Leave nothing half-created behind.
-                self.store.delete_entity(kind.collection(), &row.id)?;
-                return Err(err);
-            }
-            None => None,
-        };
-        self.mark_changed()?;
         Ok((row, enrollment))
     }
 
     /// Checks and canonicalises references to other entities (config type of a
     /// config, configs of a service, service/router of a terminator).
-    pub fn resolve_references(&self, kind: Kind, data: &mut Value) -> Result<(), ApiError> {
-        let resolve = |k: Kind, key: &str| -> Result<String, ApiError> {
-            self.store
-                .get_entity_by_id_or_name(k.collection(), key)?
+    /// Reads them inside `tx`, so what they name cannot vanish before it commits.
+    pub async fn resolve_references(
+        tx: &mut WriteTx<'_>,
+        kind: Kind,
+        data: &mut Value,
+    ) -> Result<(), ApiError> {
+        async fn resolve(tx: &mut WriteTx<'_>, k: Kind, key: &str) -> Result<String, ApiError> {
+            tx.get_entity_by_id_or_name(k.collection(), key)
+                .await?
                 .map(|e| e.id)
                 .ok_or_else(|| {
                     ApiError::CouldNotValidate(format!("{} {key:?} does not exist", k.collection()))
                 })
-        };
+        }
         match kind {
             Kind::Configs => {
                 let key = data["configTypeId"]
                     .as_str()
                     .unwrap_or_default()
                     .to_string();
-                let config_type = self
-                    .store
-                    .get_entity_by_id_or_name(Kind::ConfigTypes.collection(), &key)?
+                let config_type = tx
+                    .get_entity_by_id_or_name(Kind::ConfigTypes.collection(), &key)
+                    .await?
                     .ok_or_else(|| {
                         ApiError::CouldNotValidate(format!("config-types {key:?} does not exist"))
                     })?;
@@ -277,9 +313,9 @@ impl Controller {
                 let mut ids: Vec<String> = Vec::new();
                 let mut types: Vec<(String, String)> = Vec::new();
                 for key in &keys {
-                    let config = self
-                        .store
-                        .get_entity_by_id_or_name(Kind::Configs.collection(), key)?
+                    let config = tx
+                        .get_entity_by_id_or_name(Kind::Configs.collection(), key)
+                        .await?
                         .ok_or_else(|| {
                             ApiError::CouldNotValidate(format!("configs {key:?} does not exist"))
                         })?;
@@ -303,9 +339,9 @@ impl Controller {
             }
             Kind::Terminators => {
                 let s = data["service"].as_str().unwrap_or_default().to_string();
-                data["service"] = json!(resolve(Kind::Services, &s)?);
+                data["service"] = json!(resolve(tx, Kind::Services, &s).await?);
                 let r = data["router"].as_str().unwrap_or_default().to_string();
-                data["router"] = json!(resolve(Kind::EdgeRouters, &r)?);
+                data["router"] = json!(resolve(tx, Kind::EdgeRouters, &r).await?);
             }
             _ => {}
         }

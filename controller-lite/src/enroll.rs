@@ -9,7 +9,7 @@ use crate::clock;
 use crate::controller::Controller;
 use crate::error::ApiError;
 use crate::pki::{CertProfile, IssuedCert};
-use crate::store::{AuthenticatorRow, EnrollmentRow, ROUTER_AUTH_METHOD, RedeemError};
+use crate::store::{AuthenticatorRow, EnrollmentRow, ROUTER_AUTH_METHOD, WriteTx};
 
 /// Claims of an enrollment JWT. Names and meaning follow GOSDK
 /// `ziti/config/token.go` (`EnrollmentClaims`): `em` method, `iss` controller
@@ -33,26 +33,35 @@ pub const OTT: &str = "ott";
 /// Enrollment method of edge routers (OpenZiti "edge router one-time token").
 pub const EROTT: &str = "erott";
 
-/// Creates and stores an OTT enrollment for `identity_id`.
-pub fn create_ott(ctl: &Controller, identity_id: &str) -> Result<EnrollmentRow, ApiError> {
-    create_ott_expiring(ctl, identity_id, None)
+/// Creates and stores (in `tx`) an OTT enrollment for `identity_id`.
+pub async fn create_ott(
+    ctl: &Controller,
+    tx: &mut WriteTx<'_>,
+    identity_id: &str,
+) -> Result<EnrollmentRow, ApiError> {
+    create_ott_expiring(ctl, tx, identity_id, None).await
 }
 
-/// Creates and stores an OTT enrollment for `identity_id` expiring at `expires_at`
-/// (Unix seconds), or after the configured lifetime.
-pub fn create_ott_expiring(
+/// Creates and stores (in `tx`) an OTT enrollment for `identity_id` expiring at
+/// `expires_at` (Unix seconds), or after the configured lifetime.
+pub async fn create_ott_expiring(
     ctl: &Controller,
+    tx: &mut WriteTx<'_>,
     identity_id: &str,
     expires_at: Option<i64>,
 ) -> Result<EnrollmentRow, ApiError> {
     let exp = expires_at.unwrap_or_else(|| clock::now_unix() + ctl.config.enrollment_ttl_secs);
-    create_enrollment(ctl, identity_id, OTT, exp)
+    create_enrollment(ctl, tx, identity_id, OTT, exp).await
 }
 
-/// Creates and stores an `erott` enrollment for the edge router `router_id`.
-pub fn create_erott(ctl: &Controller, router_id: &str) -> Result<EnrollmentRow, ApiError> {
+/// Creates and stores (in `tx`) an `erott` enrollment for the edge router `router_id`.
+pub async fn create_erott(
+    ctl: &Controller,
+    tx: &mut WriteTx<'_>,
+    router_id: &str,
+) -> Result<EnrollmentRow, ApiError> {
     let exp = clock::now_unix() + ctl.config.enrollment_ttl_secs;
-    create_enrollment(ctl, router_id, EROTT, exp)
+    create_enrollment(ctl, tx, router_id, EROTT, exp).await
 }
 
 /// A new token (`jti`) and its signed enrollment JWT.
@@ -76,21 +85,22 @@ fn sign_token(
 
 /// Gives the unused OTT enrollment `id` a new token and JWT expiring at `exp` (Unix
 /// seconds); the old token stops working. `None` when there is no such enrollment.
-pub fn refresh_ott(ctl: &Controller, id: &str, exp: i64) -> Result<Option<()>, ApiError> {
-    let Some(e) = ctl.store.enrollment_by_id(OTT, id)? else {
+pub async fn refresh_ott(ctl: &Controller, id: &str, exp: i64) -> Result<Option<()>, ApiError> {
+    let Some(e) = ctl.store.enrollment_by_id(OTT, id).await? else {
         return Ok(None);
     };
     let (jti, jwt) = sign_token(ctl, &e.identity_id, OTT, exp)?;
-    Ok(ctl
-        .store
-        .replace_enrollment_token(id, &jti, &jwt, exp)?
-        .then_some(()))
+    let mut tx = ctl.store.begin_write().await?;
+    let replaced = tx.replace_enrollment_token(id, &jti, &jwt, exp).await?;
+    tx.commit().await?;
+    Ok(replaced.then_some(()))
 }
 
 /// Creates and stores a one-time enrollment of `method` for `subject_id` (kept in the
 /// enrollments table's `identity_id` column for both methods).
-fn create_enrollment(
+async fn create_enrollment(
     ctl: &Controller,
+    tx: &mut WriteTx<'_>,
     identity_id: &str,
     method: &str,
     exp: i64,
@@ -106,7 +116,7 @@ fn create_enrollment(
         used: false,
         created_at: clock::now_string(),
     };
-    ctl.store.insert_enrollment(&row)?;
+    tx.insert_enrollment(&row).await?;
     Ok(row)
 }
 
@@ -116,39 +126,56 @@ fn invalid(msg: &str) -> ApiError {
 
 /// Redeems an OTT token with a PEM CSR; returns the issued certificate. The
 /// CSR is checked before the token is consumed, so a bad CSR does not burn it.
-pub fn enroll_ott(ctl: &Controller, token: &str, csr_pem: &str) -> Result<IssuedCert, ApiError> {
+pub async fn enroll_ott(
+    ctl: &Controller,
+    token: &str,
+    csr_pem: &str,
+) -> Result<IssuedCert, ApiError> {
     let now = clock::now_unix();
     let pending = ctl
         .store
-        .enrollment_by_jti(token)?
+        .enrollment_by_jti(token)
+        .await?
         .filter(|e| !e.used && e.expires_at > now && e.method == OTT)
         .ok_or_else(|| invalid("the enrollment token is invalid, expired or already used"))?;
     let cert = ctl
         .pki
         .sign_client_csr(csr_pem, &pending.identity_id, ctl.config.identity_cert_days)
         .map_err(|e| invalid(&e.to_string()))?;
-    let fingerprint = cert.fingerprint.clone();
-    let pem = cert.pem.clone();
-    let res = ctl.store.redeem_enrollment(token, now, |enr| {
-        Ok(AuthenticatorRow {
-            id: uuid::Uuid::new_v4().simple().to_string(),
-            identity_id: enr.identity_id.clone(),
-            method: "cert".into(),
-            fingerprint: Some(fingerprint),
-            cert_pem: Some(pem),
-            username: None,
-            password_hash: None,
-            created_at: clock::now_string(),
-            updated_at: clock::now_string(),
-        })
-    });
-    match res {
-        Ok(_) => Ok(cert),
-        Err(RedeemError::Invalid) => Err(invalid(
-            "the enrollment token is invalid, expired or already used",
-        )),
-        Err(RedeemError::Store(e)) => Err(e.into()),
-    }
+    redeem(ctl, token, now, OTT, "cert", &cert).await?;
+    Ok(cert)
+}
+
+/// Consumes the token (once, whichever controller races for it) and stores the
+/// issued certificate as an authenticator of `method`, in one transaction.
+async fn redeem(
+    ctl: &Controller,
+    token: &str,
+    now: i64,
+    enrollment_method: &str,
+    authenticator_method: &str,
+    cert: &IssuedCert,
+) -> Result<(), ApiError> {
+    let mut tx = ctl.store.begin_write().await?;
+    let enr = tx
+        .redeem_enrollment(token, now)
+        .await?
+        .filter(|e| e.method == enrollment_method)
+        .ok_or_else(|| invalid("the enrollment token is invalid, expired or already used"))?;
+    tx.insert_authenticator(&AuthenticatorRow {
+        id: uuid::Uuid::new_v4().simple().to_string(),
+        identity_id: enr.identity_id,
+        method: authenticator_method.into(),
+        fingerprint: Some(cert.fingerprint.clone()),
+        cert_pem: Some(cert.pem.clone()),
+        username: None,
+        password_hash: None,
+        created_at: clock::now_string(),
+        updated_at: clock::now_string(),
+    })
+    .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Body of `POST /enroll?method=erott` (field names of OpenZiti's router enroller:
@@ -210,7 +237,7 @@ pub fn router_server_names(router: &crate::store::EntityRow) -> Vec<String> {
 /// (subjects chosen here, CN = router id), records the client certificate's
 /// fingerprint as the router's credential and consumes the token, once, atomically.
 /// Both CSRs are checked before the token is consumed.
-pub fn enroll_erott(
+pub async fn enroll_erott(
     ctl: &Controller,
     token: &str,
     req: &ErottRequest,
@@ -218,7 +245,8 @@ pub fn enroll_erott(
     let now = clock::now_unix();
     let pending = ctl
         .store
-        .enrollment_by_jti(token)?
+        .enrollment_by_jti(token)
+        .await?
         .filter(|e| !e.used && e.expires_at > now && e.method == EROTT)
         .ok_or_else(|| invalid("the enrollment token is invalid, expired or already used"))?;
     let router = ctl
@@ -226,7 +254,8 @@ pub fn enroll_erott(
         .get_entity(
             crate::model::Kind::EdgeRouters.collection(),
             &pending.identity_id,
-        )?
+        )
+        .await?
         .ok_or_else(|| invalid("the edge router of this enrollment no longer exists"))?;
     let days = ctl.config.router_cert_days;
     let server = ctl
@@ -244,36 +273,11 @@ pub fn enroll_erott(
         .pki
         .sign_csr(&req.cert_csr, &router.id, days, &CertProfile::RouterClient)
         .map_err(|e| invalid(&format!("certCsr: {e}")))?;
-    let fingerprint = client.fingerprint.clone();
-    let pem = client.pem.clone();
-    let res = ctl.store.redeem_enrollment(token, now, |enr| {
-        if enr.method != EROTT {
-            return Err(RedeemError::Invalid);
-        }
-        Ok(AuthenticatorRow {
-            id: uuid::Uuid::new_v4().simple().to_string(),
-            identity_id: enr.identity_id.clone(),
-            method: ROUTER_AUTH_METHOD.into(),
-            fingerprint: Some(fingerprint),
-            cert_pem: Some(pem),
-            username: None,
-            password_hash: None,
-            created_at: clock::now_string(),
-            updated_at: clock::now_string(),
-        })
-    });
-    match res {
-        Ok(_) => {
-            tracing::info!(router = %router.name, id = %router.id, "edge router enrolled");
-            Ok(ErottResult {
-                server_cert: server.pem,
-                cert: client.pem,
-                ca: ctl.pki.ca_bundle_pem(),
-            })
-        }
-        Err(RedeemError::Invalid) => Err(invalid(
-            "the enrollment token is invalid, expired or already used",
-        )),
-        Err(RedeemError::Store(e)) => Err(e.into()),
-    }
+    redeem(ctl, token, now, EROTT, ROUTER_AUTH_METHOD, &client).await?;
+    tracing::info!(router = %router.name, id = %router.id, "edge router enrolled");
+    Ok(ErottResult {
+        server_cert: server.pem,
+        cert: client.pem,
+        ca: ctl.pki.ca_bundle_pem(),
+    })
 }

@@ -9,9 +9,28 @@ use axum::http::StatusCode;
 /// Errors of the persistent store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// SQLite (or later PostgreSQL) reported an error.
+    /// The database (SQLite or PostgreSQL) reported an error.
     #[error("database error: {0}")]
-    Db(#[from] rusqlite::Error),
+    Db(#[from] sqlx::Error),
+    /// Applying the schema migrations failed.
+    #[error("database migration failed: {0}")]
+    Migrate(sqlx::migrate::MigrateError),
+    /// The database was migrated by a newer Weft: this binary must not touch it.
+    #[error(
+        "the database schema is at migration {found}, newer than this binary knows (up to {known}); run a newer weft-controller"
+    )]
+    SchemaTooNew {
+        /// The newest migration applied to the database.
+        found: i64,
+        /// The newest migration this binary has.
+        known: i64,
+    },
+    /// The store URL or settings are unusable.
+    #[error("store configuration: {0}")]
+    Config(String),
+    /// A stored row is not what the schema promises.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
     /// A stored JSON document could not be (de)serialised.
     #[error("stored document is invalid: {0}")]
     Json(#[from] serde_json::Error),
@@ -190,9 +209,14 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        match e {
+        match &e {
             StoreError::Duplicate(name) => {
                 Self::Conflict(format!("name {name:?} is already in use"))
+            }
+            // The database is unreachable or saturated: a retry may succeed.
+            StoreError::Db(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) => {
+                tracing::error!(error = %e, "store unavailable");
+                Self::Timeout
             }
             other => {
                 tracing::error!(error = %other, "store failure");

@@ -50,13 +50,19 @@ pub struct Metrics {
     /// Circuit requests refused because their router had
     /// [`crate::control::listener::MAX_PENDING_CIRCUITS`] being routed already.
     pub control_circuits_refused: AtomicU64,
+    /// Store revisions written by other controllers that this one applied.
+    pub store_revisions_followed: AtomicU64,
+    /// The newest store revision this controller has seen.
+    pub store_revision: AtomicU64,
+    /// Times the change follower's `LISTEN` connection failed and was re-opened.
+    pub store_listen_failures: AtomicU64,
 }
 
 impl Metrics {
     /// Prometheus text exposition (format 0.0.4) of every counter.
     pub fn render(&self) -> String {
         use std::fmt::Write as _;
-        let metrics: [(&str, &str, &str, &AtomicU64); 13] = [
+        let metrics: [(&str, &str, &str, &AtomicU64); 16] = [
             (
                 "weft_controller_connections_open",
                 "gauge",
@@ -134,6 +140,24 @@ impl Metrics {
                 "counter",
                 "Circuit requests refused: their router had too many being routed.",
                 &self.control_circuits_refused,
+            ),
+            (
+                "weft_controller_store_revisions_followed_total",
+                "counter",
+                "Store revisions written by other controllers and applied here.",
+                &self.store_revisions_followed,
+            ),
+            (
+                "weft_controller_store_revision",
+                "gauge",
+                "The newest store revision this controller has seen.",
+                &self.store_revision,
+            ),
+            (
+                "weft_controller_store_listen_failures_total",
+                "counter",
+                "Times the change follower's PostgreSQL LISTEN connection failed.",
+                &self.store_listen_failures,
             ),
         ];
         let mut out = String::new();

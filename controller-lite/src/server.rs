@@ -222,7 +222,7 @@ pub async fn run(
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let public_url = format!("https://{}:{}", config.advertised_host, addr.port());
-    let ctl = Arc::new(Controller::open(data_dir, config, public_url)?);
+    let ctl = Arc::new(Controller::open(data_dir, config, public_url).await?);
     let tls = tokio_rustls::TlsAcceptor::from(Arc::new(ctl.pki.server_tls_config()?));
     let app = crate::api::router(ctl.clone());
     let control = TcpListener::bind(ctl.config.control_listen).await?;
@@ -249,6 +249,7 @@ pub async fn run(
     tracing::info!(%addr, url = %ctl.public_url, "weft-controller listening");
     println!("listening on {addr}");
     tokio::spawn(sweep_idle_sessions(ctl.clone()));
+    tokio::spawn(crate::control::follow::follow_changes(ctl.clone()));
     let table = Arc::new(ConnTable::new());
     let limits = ConnLimits::new(&ctl.config);
     tokio::pin!(shutdown);
@@ -469,7 +470,7 @@ async fn sweep_idle_sessions(ctl: Arc<Controller>) {
     let mut tick = tokio::time::interval(Duration::from_secs(secs.unsigned_abs()));
     loop {
         tick.tick().await;
-        ctl.notify_routers();
+        ctl.notify_routers().await;
     }
 }
 

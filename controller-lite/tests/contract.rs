@@ -18,13 +18,14 @@ use weft_controller::api::openapi::ApiKind;
 use weft_controller::config::Config;
 use weft_controller::controller::Controller;
 
-fn endpoints() -> [Vec<Endpoint>; 2] {
+async fn endpoints() -> [Vec<Endpoint>; 2] {
     let dir = tempfile::tempdir().unwrap();
     let ctl = Controller::open(
         dir.path(),
         Config::default(),
         "https://localhost:1280".into(),
     )
+    .await
     .unwrap();
     weft_controller::api::build(Arc::new(ctl)).2
 }
@@ -49,7 +50,7 @@ fn observed() -> BTreeMap<(String, String, String, u16), Vec<Outcome>> {
 #[tokio::test]
 async fn served_routes_and_conformance_report() {
     let contract = Contract::embedded().unwrap();
-    let endpoints = endpoints();
+    let endpoints = endpoints().await;
     let observed = observed();
     let mut report = String::new();
     let mut table = String::new();

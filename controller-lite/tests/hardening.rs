@@ -274,6 +274,7 @@ async fn every_protected_route_refuses_who_may_not_call_it() {
         weft_controller::config::Config::default(),
         "https://localhost:1280".into(),
     )
+    .await
     .unwrap();
     let (_, _, endpoints) = weft_controller::api::build(std::sync::Arc::new(offline));
     let (mut sessions, mut admins) = (0, 0);

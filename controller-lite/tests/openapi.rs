@@ -48,6 +48,7 @@ async fn documents_list_exactly_the_routes_served() {
         Config::default(),
         "https://localhost:1280".into(),
     )
+    .await
     .unwrap();
     let (router, specs, endpoints) = weft_controller::api::build(Arc::new(ctl));
     for (api, endpoints) in ApiKind::ALL.into_iter().zip(&endpoints) {

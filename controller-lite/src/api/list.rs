@@ -61,6 +61,23 @@ pub struct Page<T> {
 }
 
 impl<T> Page<T> {
+    /// The same page with each item converted by an async `f`, one after another.
+    pub async fn try_map_async<U, E, F>(self, mut f: impl FnMut(T) -> F) -> Result<Page<U>, E>
+    where
+        F: Future<Output = Result<U, E>>,
+    {
+        let mut items = Vec::with_capacity(self.items.len());
+        for item in self.items {
+            items.push(f(item).await?);
+        }
+        Ok(Page {
+            items,
+            limit: self.limit,
+            offset: self.offset,
+            total: self.total,
+        })
+    }
+
     /// The same page with each item converted.
     pub fn try_map<U, E>(self, f: impl FnMut(T) -> Result<U, E>) -> Result<Page<U>, E> {
         Ok(Page {

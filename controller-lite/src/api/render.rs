@@ -246,17 +246,18 @@ pub fn detail_extras_schema(kind: Kind, g: &mut SchemaGenerator) -> Option<Schem
 
 /// A reference to the entity `id` of `kind` (`entityRef`), named as stored (empty when
 /// it no longer exists).
-pub fn reference(ctl: &Controller, kind: Kind, id: &str) -> Result<EntityRef, ApiError> {
+pub async fn reference(ctl: &Controller, kind: Kind, id: &str) -> Result<EntityRef, ApiError> {
     let name = ctl
         .store
-        .get_entity(kind.collection(), id)?
+        .get_entity(kind.collection(), id)
+        .await?
         .map(|e| e.name)
         .unwrap_or_default();
     Ok(EntityRef::new(id, &name, kind.collection()))
 }
 
 /// `roles` of a policy with names (`namedRoles`): `@id` names the entity of `kind`.
-fn display_roles(
+async fn display_roles(
     ctl: &Controller,
     data: &Value,
     field: &str,
@@ -270,7 +271,7 @@ fn display_roles(
         .filter_map(Value::as_str)
     {
         let name = match (role.strip_prefix('@'), kind) {
-            (Some(id), Some(k)) => match ctl.store.get_entity(k.collection(), id)? {
+            (Some(id), Some(k)) => match ctl.store.get_entity(k.collection(), id).await? {
                 Some(e) => format!("@{}", e.name),
                 None => role.to_owned(),
             },
@@ -310,10 +311,11 @@ pub fn identity_info(body: &Value) -> Value {
     })
 }
 
-fn identity_extras(ctl: &Controller, row: &EntityRow) -> Result<IdentityExtras, ApiError> {
+async fn identity_extras(ctl: &Controller, row: &EntityRow) -> Result<IdentityExtras, ApiError> {
     let ott = ctl
         .store
-        .pending_enrollments(&row.id)?
+        .pending_enrollments(&row.id)
+        .await?
         .into_iter()
         .find(|e| e.method == "ott")
         .map(|e| OttEnrollment {
@@ -323,7 +325,7 @@ fn identity_extras(ctl: &Controller, row: &EntityRow) -> Result<IdentityExtras, 
             expires_at: clock::fmt_unix(e.expires_at),
         });
     let mut authenticators = IdentityAuthenticators::default();
-    for a in ctl.store.authenticators_of(&row.id)? {
+    for a in ctl.store.authenticators_of(&row.id).await? {
         match (a.method.as_str(), a.fingerprint, a.username) {
             ("cert", Some(fingerprint), _) => {
                 authenticators.cert = Some(CertAuthenticator {
@@ -340,7 +342,8 @@ fn identity_extras(ctl: &Controller, row: &EntityRow) -> Result<IdentityExtras, 
     let type_id = row.data["type"].as_str().unwrap_or("Default").to_owned();
     let info: Value = ctl
         .store
-        .meta_get(&identity_info_key(&row.id))?
+        .meta_get(&identity_info_key(&row.id))
+        .await?
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or(Value::Null);
     let object = |v: &Value| v.as_object().cloned().unwrap_or_default();
@@ -352,11 +355,13 @@ fn identity_extras(ctl: &Controller, row: &EntityRow) -> Result<IdentityExtras, 
         auth_policy_id: "default".into(),
         auth_policy: EntityRef::new("default", "Default", "auth-policies"),
         external_id: None,
-        is_default_admin: ctl.store.meta_get("admin_identity_id")?.as_deref() == Some(&row.id),
+        is_default_admin: ctl.store.meta_get("admin_identity_id").await?.as_deref()
+            == Some(&row.id),
         is_mfa_enabled: false,
         has_api_session: ctl
             .store
-            .all_api_sessions()?
+            .all_api_sessions()
+            .await?
             .iter()
             .any(|s| s.identity_id == row.id),
         has_edge_router_connection: false,
@@ -382,15 +387,24 @@ fn merge(v: &mut Value, extras: impl Serialize) -> Result<(), ApiError> {
 /// Management view (`{kind}Detail`): the stored document with the fields OpenZiti's
 /// detail has besides ([`IdentityExtras`], [`EdgeRouterState`], [`ServiceExtras`],
 /// [`ConfigExtras`], the policies' `*RolesDisplay`, [`TerminatorExtras`]).
-pub fn management_entity(ctl: &Controller, kind: Kind, row: &EntityRow) -> Result<Value, ApiError> {
+pub async fn management_entity(
+    ctl: &Controller,
+    kind: Kind,
+    row: &EntityRow,
+) -> Result<Value, ApiError> {
     let mut v = entity(row);
     let d = &row.data;
     match kind {
-        Kind::Identities => merge(&mut v, identity_extras(ctl, row)?)?,
+        Kind::Identities => merge(&mut v, identity_extras(ctl, row).await?)?,
         Kind::EdgeRouters => {
             let online = ctl.routers.is_online(&row.id);
-            let fingerprint = ctl.store.router_fingerprint(&row.id)?;
-            let pending = ctl.store.pending_enrollments(&row.id)?.into_iter().next();
+            let fingerprint = ctl.store.router_fingerprint(&row.id).await?;
+            let pending = ctl
+                .store
+                .pending_enrollments(&row.id)
+                .await?
+                .into_iter()
+                .next();
             merge(
                 &mut v,
                 EdgeRouterState {
@@ -418,7 +432,7 @@ pub fn management_entity(ctl: &Controller, kind: Kind, row: &EntityRow) -> Resul
             merge(
                 &mut v,
                 ConfigExtras {
-                    config_type: reference(ctl, Kind::ConfigTypes, type_id)?,
+                    config_type: reference(ctl, Kind::ConfigTypes, type_id).await?,
                 },
             )?;
         }
@@ -430,9 +444,12 @@ pub fn management_entity(ctl: &Controller, kind: Kind, row: &EntityRow) -> Resul
                     d,
                     "identityRoles",
                     Some(Kind::Identities),
-                )?,
-                service_roles_display: display_roles(ctl, d, "serviceRoles", Some(Kind::Services))?,
-                posture_check_roles_display: display_roles(ctl, d, "postureCheckRoles", None)?,
+                )
+                .await?,
+                service_roles_display: display_roles(ctl, d, "serviceRoles", Some(Kind::Services))
+                    .await?,
+                posture_check_roles_display: display_roles(ctl, d, "postureCheckRoles", None)
+                    .await?,
             },
         )?,
         Kind::EdgeRouterPolicies => merge(
@@ -443,13 +460,15 @@ pub fn management_entity(ctl: &Controller, kind: Kind, row: &EntityRow) -> Resul
                     d,
                     "edgeRouterRoles",
                     Some(Kind::EdgeRouters),
-                )?,
+                )
+                .await?,
                 identity_roles_display: display_roles(
                     ctl,
                     d,
                     "identityRoles",
                     Some(Kind::Identities),
-                )?,
+                )
+                .await?,
                 is_system: false,
             },
         )?,
@@ -461,8 +480,10 @@ pub fn management_entity(ctl: &Controller, kind: Kind, row: &EntityRow) -> Resul
                     d,
                     "edgeRouterRoles",
                     Some(Kind::EdgeRouters),
-                )?,
-                service_roles_display: display_roles(ctl, d, "serviceRoles", Some(Kind::Services))?,
+                )
+                .await?,
+                service_roles_display: display_roles(ctl, d, "serviceRoles", Some(Kind::Services))
+                    .await?,
             },
         )?,
         Kind::Terminators => {
@@ -471,9 +492,9 @@ pub fn management_entity(ctl: &Controller, kind: Kind, row: &EntityRow) -> Resul
             merge(
                 &mut v,
                 TerminatorExtras {
-                    service: reference(ctl, Kind::Services, &service_id)?,
+                    service: reference(ctl, Kind::Services, &service_id).await?,
                     service_id,
-                    router: reference(ctl, Kind::EdgeRouters, &router_id)?,
+                    router: reference(ctl, Kind::EdgeRouters, &router_id).await?,
                     router_id,
                     precedence: d["precedence"].as_str().unwrap_or("default").to_owned(),
                     dynamic_cost: d["cost"]
@@ -543,13 +564,13 @@ pub fn api_session(ctl: &Controller, s: &ApiSessionRow, identity: &EntityRow) ->
 
 /// Current identity detail (spec §4.7): the identity's detail, as the management API
 /// shows it.
-pub fn current_identity(ctl: &Controller, identity: &EntityRow) -> Result<Value, ApiError> {
-    management_entity(ctl, Kind::Identities, identity)
+pub async fn current_identity(ctl: &Controller, identity: &EntityRow) -> Result<Value, ApiError> {
+    management_entity(ctl, Kind::Identities, identity).await
 }
 
 /// Service as the client sees it: `permissions`, `config` filtered by the API
 /// session's config types (`all` = every type), `postureQueries: []` (spec §6.2).
-pub fn client_service(
+pub async fn client_service(
     ctl: &Controller,
     row: &EntityRow,
     perms: &[PolicyType],
@@ -569,13 +590,18 @@ pub fn client_service(
         })
         .unwrap_or_default();
     for id in ids {
-        let Some(cfg) = ctl.store.get_entity(Kind::Configs.collection(), &id)? else {
+        let Some(cfg) = ctl
+            .store
+            .get_entity(Kind::Configs.collection(), &id)
+            .await?
+        else {
             continue;
         };
         let type_id = cfg.data["configTypeId"].as_str().unwrap_or_default();
         let Some(ct) = ctl
             .store
-            .get_entity(Kind::ConfigTypes.collection(), type_id)?
+            .get_entity(Kind::ConfigTypes.collection(), type_id)
+            .await?
         else {
             continue;
         };
@@ -603,13 +629,17 @@ pub fn session_fields() -> Fields {
 }
 
 /// Session detail (spec §7): with references to its API session and service.
-pub fn session(ctl: &Controller, s: &SessionRow, routers: &[Value]) -> Result<Value, ApiError> {
+pub async fn session(
+    ctl: &Controller,
+    s: &SessionRow,
+    routers: &[Value],
+) -> Result<Value, ApiError> {
     Ok(json!({
         "id": s.id,
         "token": s.token,
         "type": s.session_type,
         "serviceId": s.service_id,
-        "service": reference(ctl, Kind::Services, &s.service_id)?,
+        "service": reference(ctl, Kind::Services, &s.service_id).await?,
         "apiSessionId": s.api_session_id,
         "apiSession": EntityRef::new(&s.api_session_id, "", "api-sessions"),
         "identityId": s.identity_id,
@@ -623,12 +653,12 @@ pub fn session(ctl: &Controller, s: &SessionRow, routers: &[Value]) -> Result<Va
 
 /// The edge routers a session of `identity_id` for `service_id` may use, as clients see
 /// them (edge router policy ∧ service edge router policy).
-pub fn session_routers(
+pub async fn session_routers(
     ctl: &Controller,
     identity_id: &str,
     service_id: &str,
 ) -> Result<Vec<Value>, ApiError> {
-    let view = ctl.policy.get(&ctl.store)?;
+    let view = ctl.policy.get(&ctl.store).await?;
     Ok(view
         .edge_routers_for_session(identity_id, service_id)
         .iter()

@@ -71,18 +71,20 @@ fn real_main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().cmd {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(command(Cli::parse().cmd))
+}
+
+async fn command(cmd: Cmd) -> anyhow::Result<()> {
+    match cmd {
         Cmd::Run { data_dir, config } => {
             let cfg = Config::load(config.as_deref())?;
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(async {
-                let shutdown = async {
-                    let _ = tokio::signal::ctrl_c().await;
-                };
-                weft_controller::server::run(&data_dir, cfg, shutdown).await
-            })?;
+            let shutdown = async {
+                let _ = tokio::signal::ctrl_c().await;
+            };
+            weft_controller::server::run(&data_dir, cfg, shutdown).await?;
         }
         Cmd::CreateIdentity {
             data_dir,
@@ -104,14 +106,14 @@ fn real_main() -> anyhow::Result<()> {
                     format!("https://{}:{}", cfg.advertised_host, addr.port())
                 }
             };
-            let ctl = Controller::open(&data_dir, cfg, url)?;
+            let ctl = Controller::open(&data_dir, cfg, url).await?;
             let mut obj = Map::new();
             obj.insert("name".into(), json!(name));
             obj.insert("type".into(), json!("User"));
             obj.insert("isAdmin".into(), json!(admin));
             obj.insert("roleAttributes".into(), json!(role_attributes));
             obj.insert("enrollment".into(), json!({"ott": true}));
-            let (row, enrollment) = ctl.create_entity(Kind::Identities, obj)?;
+            let (row, enrollment) = ctl.create_entity(Kind::Identities, obj).await?;
             let enrollment = enrollment.context("enrollment was not created")?;
             std::fs::write(&output, &enrollment.jwt)
                 .with_context(|| format!("writing {}", output.display()))?;

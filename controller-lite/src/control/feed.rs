@@ -13,9 +13,9 @@
 //! that revokes sessions, an identity deletion that ends its API sessions).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
-use tokio::sync::broadcast;
+use tokio::sync::{Mutex, MutexGuard, broadcast};
 use weft_wire::control::pb;
 
 /// What routers are told: every live API session, session, service and terminator,
@@ -68,22 +68,20 @@ impl ChangeFeed {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Published> {
-        // The published state is only ever replaced whole after a successful diff, so a
-        // panic elsewhere while holding the lock cannot leave it half-updated.
-        self.published
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    async fn lock(&self) -> MutexGuard<'_, Published> {
+        // An async lock: building the desired state reads the database while holding
+        // it. The published state is only ever replaced whole after a successful diff.
+        self.published.lock().await
     }
 
     /// The revision of the published state.
-    pub fn revision(&self) -> u64 {
-        self.lock().revision
+    pub async fn revision(&self) -> u64 {
+        self.lock().await.revision
     }
 
     /// A full snapshot and a receiver of every update after it.
-    pub fn subscribe(&self) -> (pb::StateSync, broadcast::Receiver<Arc<pb::StateUpdate>>) {
-        let p = self.lock();
+    pub async fn subscribe(&self) -> (pb::StateSync, broadcast::Receiver<Arc<pb::StateUpdate>>) {
+        let p = self.lock().await;
         let rx = self.tx.subscribe();
         let v = &p.view;
         let sync = pb::StateSync {
@@ -98,19 +96,19 @@ impl ChangeFeed {
         (sync, rx)
     }
 
-    /// Builds the desired state with `build` (under the feed lock, so concurrent
-    /// reconciles publish in the order they read the store) and publishes the difference
+    /// Builds the desired state by awaiting `build` (under the feed lock, so
+    /// concurrent reconciles publish in the order they read the store) and publishes the difference
     /// to the published state as the next revision. An API session whose only change is
     /// a later expiry is re-sent only once the expiry moved by `expiry_slack_ms` or
     /// more, so activity does not flood routers. Returns the new revision, or `None`
     /// when nothing changed.
-    pub fn reconcile<E>(
+    pub async fn reconcile<E>(
         &self,
         expiry_slack_ms: i64,
-        build: impl FnOnce() -> Result<RouterView, E>,
+        build: impl Future<Output = Result<RouterView, E>>,
     ) -> Result<Option<u64>, E> {
-        let mut p = self.lock();
-        let mut desired = build()?;
+        let mut p = self.lock().await;
+        let mut desired = build.await?;
         let old = &p.view;
         let mut u = pb::StateUpdate::default();
 
@@ -195,46 +193,54 @@ mod tests {
         }
     }
 
-    #[test]
-    fn snapshot_then_consecutive_updates() {
+    #[tokio::test]
+    async fn snapshot_then_consecutive_updates() {
         let feed = ChangeFeed::new(16);
-        let ok = |v: RouterView| move || Ok::<_, ()>(v);
+        let ok = |v: RouterView| async move { Ok::<_, ()>(v) };
         assert_eq!(
-            feed.reconcile(1000, ok(view(&[api("a", 5000)]))),
+            feed.reconcile(1000, ok(view(&[api("a", 5000)]))).await,
             Ok(Some(1))
         );
-        let (sync, mut rx) = feed.subscribe();
+        let (sync, mut rx) = feed.subscribe().await;
         assert_eq!(sync.revision, 1);
         assert_eq!(sync.api_sessions.len(), 1);
         // Unchanged state publishes nothing; a small expiry move is not re-sent.
-        assert_eq!(feed.reconcile(1000, ok(view(&[api("a", 5500)]))), Ok(None));
         assert_eq!(
-            feed.reconcile(1000, ok(view(&[api("a", 6000), api("b", 0)]))),
+            feed.reconcile(1000, ok(view(&[api("a", 5500)]))).await,
+            Ok(None)
+        );
+        assert_eq!(
+            feed.reconcile(1000, ok(view(&[api("a", 6000), api("b", 0)])))
+                .await,
             Ok(Some(2))
         );
         let u = rx.try_recv().unwrap();
         assert_eq!(u.revision, 2);
         let added: Vec<_> = u.api_sessions_added.iter().map(|a| a.id.as_str()).collect();
         assert_eq!(added, ["a", "b"]);
-        assert_eq!(feed.reconcile(1000, ok(view(&[]))), Ok(Some(3)));
+        assert_eq!(feed.reconcile(1000, ok(view(&[]))).await, Ok(Some(3)));
         let u = rx.try_recv().unwrap();
         assert_eq!(u.revision, 3);
         assert_eq!(u.api_sessions_removed, ["a", "b"]);
         assert!(rx.try_recv().is_err());
     }
 
-    #[test]
-    fn failed_build_publishes_nothing_and_lag_is_reported() {
+    #[tokio::test]
+    async fn failed_build_publishes_nothing_and_lag_is_reported() {
         let feed = ChangeFeed::new(1);
-        let (_, mut rx) = feed.subscribe();
+        let (_, mut rx) = feed.subscribe().await;
         assert_eq!(
-            feed.reconcile(0, || Err::<RouterView, _>("boom")),
+            feed.reconcile(0, async { Err::<RouterView, _>("boom") })
+                .await,
             Err("boom")
         );
-        assert_eq!(feed.revision(), 0);
-        feed.reconcile(0, || Ok::<_, ()>(view(&[api("a", 0)])))
+        assert_eq!(feed.revision().await, 0);
+        feed.reconcile(0, async { Ok::<_, ()>(view(&[api("a", 0)])) })
+            .await
             .unwrap();
-        feed.reconcile(0, || Ok::<_, ()>(view(&[]))).unwrap();
+        feed.reconcile(0, async { Ok::<_, ()>(view(&[])) })
+            .await
+            .unwrap();
         assert!(matches!(
             rx.try_recv(),
             Err(broadcast::error::TryRecvError::Lagged(1))

@@ -24,6 +24,7 @@ use weft_wire::{ContentType, Decoded, Decoder, Frame, HeaderId, Limits};
 use super::mesh::{MeshRouter, OUTBOUND_CAPACITY, Outbound};
 use crate::clock;
 use crate::controller::Controller;
+use crate::error::StoreError;
 use crate::model::Kind;
 use crate::store::EntityRow;
 
@@ -159,7 +160,7 @@ pub async fn serve(ctl: Arc<Controller>, listener: TcpListener, tls: tokio_rustl
                 }
                 Err(_) => return,
             };
-            let Some((router, fingerprint)) = authorize(&ctl, &stream) else {
+            let Some((router, fingerprint)) = authorize(&ctl, &stream).await else {
                 tracing::warn!(%peer, "control connection refused: not an enrolled edge router");
                 return;
             };
@@ -171,21 +172,24 @@ pub async fn serve(ctl: Arc<Controller>, listener: TcpListener, tls: tokio_rustl
 
 /// The enrolled, enabled edge router whose certificate the peer presented, and the
 /// fingerprint of that certificate.
-fn authorize<IO>(
+async fn authorize<IO>(
     ctl: &Controller,
     stream: &tokio_rustls::server::TlsStream<IO>,
 ) -> Option<(EntityRow, String)> {
-    let leaf = stream.get_ref().1.peer_certificates()?.first()?;
-    // The TLS layer already checked the chain to the signing CA; checked again here
-    // so that this function alone states the whole rule.
-    if !ctl.pki.verify_client_leaf(leaf.as_ref()) {
-        return None;
-    }
-    let fp = weft_tls::fingerprint(leaf.as_ref());
-    let router_id = ctl.store.router_by_fingerprint(&fp).ok()??;
+    let fp = {
+        let leaf = stream.get_ref().1.peer_certificates()?.first()?;
+        // The TLS layer already checked the chain to the signing CA; checked again here
+        // so that this function alone states the whole rule.
+        if !ctl.pki.verify_client_leaf(leaf.as_ref()) {
+            return None;
+        }
+        weft_tls::fingerprint(leaf.as_ref())
+    };
+    let router_id = ctl.store.router_by_fingerprint(&fp).await.ok()??;
     let router = ctl
         .store
         .get_entity(Kind::EdgeRouters.collection(), &router_id)
+        .await
         .ok()??;
     let disabled = router.data.get("disabled").and_then(Value::as_bool) == Some(true);
     (!disabled).then_some((router, fp))
@@ -204,18 +208,34 @@ impl Drop for ConnGuard {
     fn drop(&mut self) {
         self.ctl.routers.unregister(&self.router_id, self.conn_id);
         self.ctl.mesh.router_down(&self.router_id, self.conn_id);
-        for id in &self.terminators {
-            if let Err(e) = self
-                .ctl
-                .store
-                .delete_entity(Kind::Terminators.collection(), id)
-            {
-                tracing::warn!(error = %e, terminator = %id, "terminator removal failed");
-            }
-        }
-        self.ctl.notify_routers();
         tracing::info!(router = %self.router_id, "router control connection closed");
+        let terminators = std::mem::take(&mut self.terminators);
+        let ctl = self.ctl.clone();
+        // The store is async; the removal runs as its own task. Were this controller
+        // to die first, the router's next hello (here or on another controller) removes
+        // them instead.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = remove_terminators(&ctl, &terminators).await {
+                    tracing::warn!(error = %e, "terminator removal failed");
+                }
+                ctl.notify_routers().await;
+            });
+        }
     }
+}
+
+/// Deletes these terminators in one transaction.
+async fn remove_terminators(ctl: &Controller, ids: &[String]) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let mut tx = ctl.store.begin_write().await?;
+    for id in ids {
+        tx.delete_entity(Kind::Terminators.collection(), id).await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 async fn serve_router<S: AsyncRead + AsyncWrite + Unpin>(
@@ -242,6 +262,7 @@ async fn serve_router<S: AsyncRead + AsyncWrite + Unpin>(
         circuit_permits: Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_CIRCUITS)),
         out: BytesMut::new(),
         seq: 0,
+        greeted: false,
     };
     tracing::info!(router = %router.name, %peer, "router control connection up");
     let res = tokio::select! {
@@ -269,6 +290,9 @@ struct Conn {
     circuit_permits: Arc<tokio::sync::Semaphore>,
     out: BytesMut,
     seq: i32,
+    /// Whether the router's first hello was answered (stale terminators are removed
+    /// once per connection, not on every resync a router asks for).
+    greeted: bool,
 }
 
 async fn read_more<R: AsyncRead + Unpin>(rd: &mut R, dec: &mut Decoder) -> Result<(), ConnError> {
@@ -356,7 +380,7 @@ impl Conn {
         }
         dec.set_limits(Limits::DEFAULT);
         tracing::debug!(router = %msg.router_id, version = %msg.version, "router hello");
-        let mut rx = self.send_sync(hello.sequence())?;
+        let mut rx = self.send_sync(hello.sequence()).await?;
         self.join_mesh(&msg);
         let mut peers = self.ctl().mesh.subscribe_peers();
         let current = peers.borrow_and_update().clone();
@@ -374,7 +398,7 @@ impl Conn {
                 r = read_more(&mut rd, &mut dec) => {
                     r?;
                     while let Decoded::Frame(frame) = dec.decode()? {
-                        if let Some(new_rx) = self.handle(&frame)? {
+                        if let Some(new_rx) = self.handle(&frame).await? {
                             rx = new_rx;
                         }
                     }
@@ -383,7 +407,7 @@ impl Conn {
                     Ok(update) => self.push(update.as_ref(), None)?,
                     Err(RecvError::Lagged(n)) => {
                         tracing::info!(router = %self.guard.router_id, lagged = n, "router fell behind; resynchronising");
-                        let (sync, new_rx) = self.ctl().feed.subscribe();
+                        let (sync, new_rx) = self.ctl().feed.subscribe().await;
                         self.push(&sync, None)?;
                         rx = new_rx;
                     }
@@ -396,7 +420,12 @@ impl Conn {
 
     /// Queues HelloAck (reply to `hello_seq`) and a full StateSync; returns the
     /// receiver of the updates after it.
-    fn send_sync(
+    ///
+    /// At the first hello, terminators of this router that were not created over this
+    /// connection are left from an earlier one (a controller that died before removing them, possibly
+    /// another controller on the same database): the router creates its terminators
+    /// again after every hello, so those are removed first.
+    async fn send_sync(
         &mut self,
         hello_seq: i32,
     ) -> Result<tokio::sync::broadcast::Receiver<Arc<pb::StateUpdate>>, ConnError> {
@@ -405,9 +434,37 @@ impl Conn {
             version: env!("CARGO_PKG_VERSION").into(),
         };
         self.push(&ack, Some(hello_seq))?;
-        let (sync, rx) = self.ctl().feed.subscribe();
+        if !self.greeted {
+            self.greeted = true;
+            if let Err(e) = self.remove_stale_terminators().await {
+                tracing::warn!(router = %self.guard.router_id, error = %e, "removing stale terminators failed");
+            }
+        }
+        let (sync, rx) = self.ctl().feed.subscribe().await;
         self.push(&sync, None)?;
         Ok(rx)
+    }
+
+    /// See [`Self::send_sync`].
+    async fn remove_stale_terminators(&self) -> Result<(), StoreError> {
+        let ctl = self.ctl();
+        let stale: Vec<String> = ctl
+            .store
+            .list_all(Kind::Terminators.collection())
+            .await?
+            .into_iter()
+            .filter(|t| {
+                t.data.get("router").and_then(Value::as_str) == Some(&self.guard.router_id)
+                    && !self.guard.terminators.contains(&t.id)
+            })
+            .map(|t| t.id)
+            .collect();
+        if !stale.is_empty() {
+            tracing::info!(router = %self.guard.router_id, count = stale.len(), "removing terminators left from an earlier connection");
+            remove_terminators(ctl, &stale).await?;
+            ctl.notify_routers().await;
+        }
+        Ok(())
     }
 
     /// Enters the router into the mesh with what its hello says of its links.
@@ -448,7 +505,7 @@ impl Conn {
     }
 
     /// Handles one frame after the hello; a resync request returns a new receiver.
-    fn handle(
+    async fn handle(
         &mut self,
         frame: &Frame,
     ) -> Result<Option<tokio::sync::broadcast::Receiver<Arc<pb::StateUpdate>>>, ConnError> {
@@ -535,11 +592,11 @@ impl Conn {
                 if msg.router_id != self.guard.router_id {
                     return Err(ConnError::WrongRouter(msg.router_id));
                 }
-                return self.send_sync(seq).map(Some);
+                return self.send_sync(seq).await.map(Some);
             }
             ContentType::CONTROL_CREATE_TERMINATOR => {
                 let req = pb::CreateTerminatorRequest::decode_frame(frame)?;
-                match self.create_terminator(&req) {
+                match self.create_terminator(&req).await {
                     Ok(terminator) => {
                         self.guard.terminators.push(terminator.id.clone());
                         let res = pb::CreateTerminatorResponse {
@@ -552,7 +609,7 @@ impl Conn {
             }
             ContentType::CONTROL_REMOVE_TERMINATOR => {
                 let req = pb::RemoveTerminatorRequest::decode_frame(frame)?;
-                if let Err(err) = self.remove_terminator(&req.terminator_id) {
+                if let Err(err) = self.remove_terminator(&req.terminator_id).await {
                     self.push(&err, Some(seq))?;
                 }
             }
@@ -575,7 +632,7 @@ impl Conn {
     }
 
     /// Checks the Bind session and stores a terminator for it on this router.
-    fn create_terminator(
+    async fn create_terminator(
         &self,
         req: &pb::CreateTerminatorRequest,
     ) -> Result<pb::Terminator, pb::ErrorReply> {
@@ -594,6 +651,7 @@ impl Conn {
         let session = ctl
             .store
             .session_by_id(&req.session_id)
+            .await
             .map_err(|e| internal(&e))?
             .ok_or_else(|| invalid("no such session"))?;
         if session.session_type != "Bind" {
@@ -602,6 +660,7 @@ impl Conn {
         let api = ctl
             .store
             .api_session_by_id(&session.api_session_id)
+            .await
             .map_err(|e| internal(&e))?
             .ok_or_else(|| invalid("the session's API session is gone"))?;
         if api.last_activity + ctl.config.api_session_timeout_secs <= clock::now_unix() {
@@ -628,11 +687,12 @@ impl Conn {
         obj.insert("sessionId".into(), json!(session.id));
         let (row, _) = ctl
             .create_entity(Kind::Terminators, obj)
+            .await
             .map_err(|e| internal(&e))?;
         Ok(super::state::terminator_pb(&row.id, &row.data))
     }
 
-    fn remove_terminator(&mut self, id: &str) -> Result<(), pb::ErrorReply> {
+    async fn remove_terminator(&mut self, id: &str) -> Result<(), pb::ErrorReply> {
         let ctl = self.ctl();
         let not_found = || pb::ErrorReply {
             code: "NOT_FOUND".into(),
@@ -641,14 +701,15 @@ impl Conn {
         let row = ctl
             .store
             .get_entity(Kind::Terminators.collection(), id)
+            .await
             .ok()
             .flatten()
             .filter(|t| t.data.get("router").and_then(Value::as_str) == Some(&self.guard.router_id))
             .ok_or_else(not_found)?;
-        ctl.store
-            .delete_entity(Kind::Terminators.collection(), &row.id)
+        remove_terminators(ctl, std::slice::from_ref(&row.id))
+            .await
             .map_err(|_| not_found())?;
-        ctl.notify_routers();
+        ctl.notify_routers().await;
         self.guard.terminators.retain(|t| t != id);
         Ok(())
     }

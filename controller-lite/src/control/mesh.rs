@@ -397,6 +397,7 @@ pub async fn create_circuit(
     let session = ctl
         .store
         .session_by_id(&req.session_id)
+        .await
         .map_err(|e| internal(&e))?
         .ok_or_else(|| error("INVALID_SESSION", "no such session"))?;
     if session.session_type != "Dial" || session.service_id != req.service_id {
@@ -407,7 +408,7 @@ pub async fn create_circuit(
     }
     // The policies must let the session's identity and the service use the asking
     // router, as they must for the router to accept the dial at all.
-    let policy = ctl.policy.get(&ctl.store).map_err(|e| internal(&e))?;
+    let policy = ctl.policy.get(&ctl.store).await.map_err(|e| internal(&e))?;
     let granted = policy
         .edge_routers_for_session(&session.identity_id, &req.service_id)
         .iter()
@@ -421,6 +422,7 @@ pub async fn create_circuit(
     let service = ctl
         .store
         .get_entity(Kind::Services.collection(), &req.service_id)
+        .await
         .map_err(|e| internal(&e))?
         .ok_or_else(|| error("NO_SUCH_SERVICE", "the service is gone"))?;
     let strategy: Strategy = service
@@ -433,6 +435,7 @@ pub async fn create_circuit(
     let terminators: Vec<_> = ctl
         .store
         .list_all(Kind::Terminators.collection())
+        .await
         .map_err(|e| internal(&e))?
         .into_iter()
         .filter(|t| {

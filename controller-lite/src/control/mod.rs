@@ -1,10 +1,12 @@
 //! The control channel between the controller and its edge routers (Weft's own
 //! protocol, `docs/wire-format.md` §8): the change feed that every router follows
-//! ([`feed`]), how the router-facing state is built from the store ([`state`]), the
-//! mutual-TLS listener that serves routers ([`listener`]), and the mesh of links and
-//! circuits across routers ([`mesh`]).
+//! ([`feed`]), how the router-facing state is built from the store ([`state`]), how
+//! other controllers' writes reach it ([`follow`]), the mutual-TLS listener that
+//! serves routers ([`listener`]), and the mesh of links and circuits across routers
+//! ([`mesh`]).
 
 pub mod feed;
+pub mod follow;
 pub mod listener;
 pub mod mesh;
 pub mod state;

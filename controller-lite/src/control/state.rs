@@ -27,12 +27,13 @@ fn session_type(t: &str) -> Option<(pb::SessionType, PolicyType)> {
 }
 
 /// Deletes what may no longer exist and returns everything routers must know.
-pub fn build_router_view(ctl: &Controller) -> Result<RouterView, StoreError> {
+pub async fn build_router_view(ctl: &Controller) -> Result<RouterView, StoreError> {
     let store = &ctl.store;
     let now = clock::now_unix();
     let timeout = ctl.config.api_session_timeout_secs;
     let identities: BTreeMap<String, (String, bool)> = store
-        .list_all(Kind::Identities.collection())?
+        .list_all(Kind::Identities.collection())
+        .await?
         .into_iter()
         .map(|e| {
             let disabled = e.data.get("disabled").and_then(Value::as_bool) == Some(true);
@@ -41,12 +42,13 @@ pub fn build_router_view(ctl: &Controller) -> Result<RouterView, StoreError> {
         .collect();
 
     let mut view = RouterView::default();
-    for (s, fingerprint) in store.list_api_sessions()? {
+    let mut ended = Vec::new();
+    for (s, fingerprint) in store.list_api_sessions().await? {
         let live_identity = identities
             .get(&s.identity_id)
             .filter(|(_, disabled)| !disabled);
         let Some((name, _)) = live_identity.filter(|_| s.last_activity + timeout > now) else {
-            store.delete_api_session(&s.id)?;
+            ended.push(s.id);
             continue;
         };
         view.api_sessions.insert(
@@ -62,9 +64,9 @@ pub fn build_router_view(ctl: &Controller) -> Result<RouterView, StoreError> {
         );
     }
 
-    let sessions = store.list_sessions()?;
+    let sessions = store.list_sessions().await?;
     let holders: BTreeSet<&str> = sessions.iter().map(|s| s.identity_id.as_str()).collect();
-    let policy = ctl.policy.get(store)?;
+    let policy = ctl.policy.get(store).await?;
     let perms = policy.permissions_of(holders);
     // Routers enforce edge router policies per identity and service edge router
     // policies per service from these (a router serves nothing no entry grants it).
@@ -107,12 +109,21 @@ pub fn build_router_view(ctl: &Controller) -> Result<RouterView, StoreError> {
             },
         );
     }
-    if !revoked.is_empty() {
-        store.delete_sessions(&revoked)?;
-        tracing::info!(count = revoked.len(), "sessions no longer granted removed");
+    if !ended.is_empty() || !revoked.is_empty() {
+        // One transaction, recorded in the change log like any write. Another
+        // controller may have removed some already; the deletes are idempotent.
+        let mut tx = store.begin_write().await?;
+        for id in &ended {
+            tx.delete_api_session(id).await?;
+        }
+        tx.delete_sessions(&revoked).await?;
+        tx.commit().await?;
+        if !revoked.is_empty() {
+            tracing::info!(count = revoked.len(), "sessions no longer granted removed");
+        }
     }
 
-    for e in store.list_all(Kind::Services.collection())? {
+    for e in store.list_all(Kind::Services.collection()).await? {
         view.service_routers.insert(
             e.id.clone(),
             pb::RouterAccess {
@@ -132,7 +143,7 @@ pub fn build_router_view(ctl: &Controller) -> Result<RouterView, StoreError> {
         );
     }
 
-    for e in store.list_all(Kind::Terminators.collection())? {
+    for e in store.list_all(Kind::Terminators.collection()).await? {
         view.terminators
             .insert(e.id.clone(), terminator_pb(&e.id, &e.data));
     }

@@ -1,23 +1,41 @@
-//! Embedded SQLite store (rusqlite). Entities of the management model are kept
-//! as JSON documents in one `entities` table keyed by (kind, id) with a unique
-//! name per kind; security-critical records (enrollments, authenticators,
-//! API sessions, sessions) have their own tables.
+//! The controller's store: one async interface over two backends, chosen by URL.
+//!
+//! - **SQLite** (`sqlite:PATH`, the default: `weft.db` in the data directory), embedded,
+//!   in WAL mode: a pool of reading connections and one writing connection, so write
+//!   transactions never contend with each other and reads never wait for writes.
+//! - **PostgreSQL** (`postgres://…`), shared by several controllers: one pool.
+//!
+//! Both speak through sqlx's `Any` driver with the same SQL (`$n` parameters, plain
+//! TEXT/BIGINT/INTEGER types); the schema is versioned migrations per backend
+//! (`controller-lite/migrations/{sqlite,postgres}`), applied at open. A database whose
+//! schema is newer than this binary is refused.
+//!
+//! Every write goes through a [`WriteTx`]: it first advances the `changes` counter
+//! (which, being one row, serialises writers on both backends, so revisions commit in
+//! order), records what it changed in the `changes` table in the same transaction, and
+//! on commit wakes this controller's change follower and, on PostgreSQL, every other
+//! controller's (`NOTIFY`). See `docs/adr/0008-controller-store.md`.
+//!
+//! Management entities are JSON documents in one `entities` table keyed by (kind, id)
+//! with a unique name per kind; security-critical records (enrollments,
+//! authenticators, API sessions, sessions) have their own tables.
 
+mod changes;
 mod records;
-mod schema;
 mod security;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, params};
-use serde_json::Value;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, AssertSqlSafe, Row, Transaction};
+use tokio::sync::watch;
 
 use crate::error::StoreError;
 
+pub use changes::{Change, ChangeOp, NOTIFY_CHANNEL};
 pub use security::{
-    ApiSessionRow, AuthenticatorRow, EnrollmentRow, ROUTER_AUTH_METHOD, RedeemError, SessionRow,
+    ApiSessionRow, AuthenticatorRow, EnrollmentRow, ROUTER_AUTH_METHOD, SessionRow,
 };
 
 /// One stored entity of the management model.
@@ -30,251 +48,492 @@ pub struct EntityRow {
     /// Unique (per kind) name.
     pub name: String,
     /// Free-form tags object.
-    pub tags: Value,
+    pub tags: serde_json::Value,
     /// Kind-specific fields.
-    pub data: Value,
+    pub data: serde_json::Value,
     /// Creation time (RFC 3339).
     pub created_at: String,
     /// Last update time (RFC 3339).
     pub updated_at: String,
 }
 
+/// Which database engine a [`Store`] runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite (one controller).
+    Sqlite,
+    /// PostgreSQL (one or several controllers).
+    Postgres,
+}
+
 /// Handle to the database.
 #[derive(Debug)]
 pub struct Store {
-    conn: Mutex<Connection>,
-    /// Counts writes to the `entities` table, so caches derived from entities (the
-    /// policy index) know when they are stale.
-    entity_generation: AtomicU64,
+    backend: Backend,
+    /// Connections for reads (and, on PostgreSQL, writes).
+    read: AnyPool,
+    /// Connections for writes: one on SQLite, the read pool on PostgreSQL.
+    write: AnyPool,
+    /// The URL opened (the change follower's `LISTEN` connection uses it).
+    url: String,
+    /// The last revision this process committed.
+    committed: watch::Sender<i64>,
+    /// This process's mark on the changes it writes (`changes.origin`).
+    origin: String,
 }
 
-fn is_unique_violation(e: &rusqlite::Error) -> bool {
-    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Connections a PostgreSQL pool keeps at most.
+const PG_POOL_SIZE: u32 = 16;
+/// Reading connections of an SQLite pool.
+const SQLITE_READERS: u32 = 4;
+/// How long a request waits for a free connection before failing.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .is_some_and(|d| d.is_unique_violation())
 }
 
-fn row_to_entity(
-    r: &rusqlite::Row<'_>,
-) -> rusqlite::Result<(String, String, String, String, String, String, String)> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-    ))
+/// `sqlite://PATH?mode=rwc` with the path percent-encoded (sqlx decodes it).
+pub fn sqlite_url(path: &Path) -> String {
+    let mut out = String::from("sqlite://");
+    for b in path.to_string_lossy().bytes() {
+        if b.is_ascii_alphanumeric() || b"/._-~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out.push_str("?mode=rwc");
+    out
 }
 
-fn to_entity(
-    t: (String, String, String, String, String, String, String),
-) -> Result<EntityRow, StoreError> {
-    Ok(EntityRow {
-        kind: t.0,
-        id: t.1,
-        name: t.2,
-        tags: serde_json::from_str(&t.3)?,
-        data: serde_json::from_str(&t.4)?,
-        created_at: t.5,
-        updated_at: t.6,
-    })
+/// The URL with any password replaced by `***`, for logs and errors.
+pub fn redacted_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let userinfo = &url[s + 3..at];
+            match userinfo.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &userinfo[..c], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl Store {
+    /// Opens the database at `url` (`sqlite://PATH?mode=rwc` or `postgres://…`),
+    /// applies pending migrations and refuses a schema newer than this binary.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::Config(format!(
+                "store url {:?}: expected sqlite:PATH or postgres://…",
+                redacted_url(url)
+            )));
+        };
+        // A missing SQLite file is created unless the URL says otherwise.
+        let url = &if backend == Backend::Sqlite && !url.contains("mode=") {
+            let sep = if url.contains('?') { '&' } else { '?' };
+            format!("{url}{sep}mode=rwc")
+        } else {
+            url.to_owned()
+        };
+        let (read, write) = match backend {
+            Backend::Sqlite => {
+                let options = || {
+                    AnyPoolOptions::new()
+                        .acquire_timeout(ACQUIRE_TIMEOUT)
+                        .after_connect(|conn, _| {
+                            Box::pin(async move {
+                                // NORMAL sync in WAL mode: one fsync per checkpoint instead
+                                // of several per transaction; a power loss can drop the
+                                // last transactions, never corrupt the database.
+                                sqlx::raw_sql(
+                                    "PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000",
+                                )
+                                .execute(conn)
+                                .await?;
+                                Ok(())
+                            })
+                        })
+                };
+                let write = options().max_connections(1).connect(url).await?;
+                sqlx::raw_sql("PRAGMA journal_mode = WAL")
+                    .execute(&write)
+                    .await?;
+                let read = options()
+                    .max_connections(SQLITE_READERS)
+                    .connect(url)
+                    .await?;
+                (read, write)
+            }
+            Backend::Postgres => {
+                let pool = AnyPoolOptions::new()
+                    .max_connections(PG_POOL_SIZE)
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .connect(url)
+                    .await?;
+                (pool.clone(), pool)
+            }
+        };
+        let migrator = match backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrator.run(&write).await.map_err(|e| match e {
+            sqlx::migrate::MigrateError::VersionMissing(v) => StoreError::SchemaTooNew {
+                found: v,
+                known: migrator.iter().map(|m| m.version).max().unwrap_or(0),
+            },
+            other => StoreError::Migrate(other),
+        })?;
+        let store = Self {
+            backend,
+            read,
+            write,
+            url: url.to_owned(),
+            committed: watch::Sender::new(0),
+            origin: uuid::Uuid::new_v4().simple().to_string(),
+        };
+        let now = store.revision().await?;
+        store.committed.send_replace(now);
+        Ok(store)
+    }
+
+    /// The engine this store runs on.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        self.read.close().await;
+        self.write.close().await;
+    }
+
+    /// Starts a write transaction: the next revision of the store.
+    ///
+    /// Do no slow work while holding one (password hashing, network calls): it holds
+    /// the write lock that every other writer waits for.
+    pub async fn begin_write(&self) -> Result<WriteTx<'_>, StoreError> {
+        let mut tx = self.write.begin().await?;
+        let seq: i64 = sqlx::query_scalar(
+            "UPDATE counters SET value = value + 1 WHERE name = 'changes' RETURNING value",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        Ok(WriteTx {
+            store: self,
+            tx,
+            seq,
+            recorded: 0,
+            entities_changed: false,
+        })
+    }
+
+    /// Reads a `meta` value.
+    pub async fn meta_get(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.read)
+            .await?)
+    }
+
+    /// Decodes an entity row selected with the columns of [`ENTITY_COLS`].
+    fn entity_from(r: &AnyRow) -> Result<EntityRow, StoreError> {
+        Ok(EntityRow {
+            kind: r.try_get(0)?,
+            id: r.try_get(1)?,
+            name: r.try_get(2)?,
+            tags: serde_json::from_str(&r.try_get::<String, _>(3)?)?,
+            data: serde_json::from_str(&r.try_get::<String, _>(4)?)?,
+            created_at: r.try_get(5)?,
+            updated_at: r.try_get(6)?,
+        })
+    }
+
+    /// Gets an entity by id.
+    pub async fn get_entity(&self, kind: &str, id: &str) -> Result<Option<EntityRow>, StoreError> {
+        entity_by(&self.read, kind, "id", id).await
+    }
+
+    /// Gets an entity by id, or else by name.
+    pub async fn get_entity_by_id_or_name(
+        &self,
+        kind: &str,
+        key: &str,
+    ) -> Result<Option<EntityRow>, StoreError> {
+        if let Some(e) = entity_by(&self.read, kind, "id", key).await? {
+            return Ok(Some(e));
+        }
+        entity_by(&self.read, kind, "name", key).await
+    }
+
+    /// Every entity of a kind, ordered by name.
+    pub async fn list_all(&self, kind: &str) -> Result<Vec<EntityRow>, StoreError> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {ENTITY_COLS} FROM entities WHERE kind = $1 ORDER BY name"
+        )))
+        .bind(kind)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(Self::entity_from).collect()
+    }
 }
 
 const ENTITY_COLS: &str = "kind, id, name, tags, data, created_at, updated_at";
 
-impl Store {
-    /// Opens (creating if needed) the database file and applies the schema.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        // Write-ahead log with NORMAL sync: one fsync per checkpoint instead of several
-        // per transaction. The database stays consistent through crashes; a power loss
-        // can drop the last transactions (sessions an SDK will simply ask for again).
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        for stmt in schema::SCHEMA {
-            conn.execute(stmt, [])?;
-        }
-        Ok(Self {
-            conn: Mutex::new(conn),
-            entity_generation: AtomicU64::new(0),
-        })
+/// The entity of `kind` whose `column` (a fixed column name, never input) is `value`.
+async fn entity_by<'e, E: sqlx::Executor<'e, Database = Any>>(
+    ex: E,
+    kind: &str,
+    column: &'static str,
+    value: &str,
+) -> Result<Option<EntityRow>, StoreError> {
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {ENTITY_COLS} FROM entities WHERE kind = $1 AND {column} = $2"
+    )))
+    .bind(kind)
+    .bind(value)
+    .fetch_optional(ex)
+    .await?;
+    row.as_ref().map(Store::entity_from).transpose()
+}
+
+/// One write transaction: a revision of the store. Every write records what it
+/// changed in the change log; [`WriteTx::commit`] makes it visible and wakes the
+/// change followers. Dropped without commit, it rolls back.
+///
+/// While one is open no other write commits (writers are serialised), so reads made
+/// through the [`Store`] meanwhile see exactly the state it builds on, less its own
+/// uncommitted writes. After any error the transaction is unusable (PostgreSQL aborts
+/// it): drop it.
+#[derive(Debug)]
+pub struct WriteTx<'s> {
+    store: &'s Store,
+    tx: Transaction<'static, Any>,
+    seq: i64,
+    recorded: i64,
+    entities_changed: bool,
+}
+
+impl WriteTx<'_> {
+    /// The revision this transaction commits as.
+    pub fn revision(&self) -> i64 {
+        self.seq
     }
 
-    /// Changes whenever an entity is inserted, updated or deleted.
-    pub fn entity_generation(&self) -> u64 {
-        self.entity_generation.load(Ordering::Acquire)
-    }
-
-    fn entities_changed(&self) {
-        self.entity_generation.fetch_add(1, Ordering::AcqRel);
-    }
-
-    pub(crate) fn lock(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
-        self.conn.lock().map_err(|_| StoreError::Poisoned)
-    }
-
-    /// Reads a `meta` value.
-    pub fn meta_get(&self, key: &str) -> Result<Option<String>, StoreError> {
-        let c = self.lock()?;
-        Ok(
-            c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-                .optional()?,
+    /// Records a change in the change log.
+    pub async fn record(
+        &mut self,
+        kind: &str,
+        entity_id: &str,
+        op: ChangeOp,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO changes (seq, n, kind, entity_id, op, at, origin)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
-    }
-
-    /// Writes a `meta` value.
-    pub fn meta_set(&self, key: &str, value: &str) -> Result<(), StoreError> {
-        let c = self.lock()?;
-        let n = c.execute(
-            "UPDATE meta SET value = ?2 WHERE key = ?1",
-            params![key, value],
-        )?;
-        if n == 0 {
-            c.execute(
-                "INSERT INTO meta (key, value) VALUES (?1, ?2)",
-                params![key, value],
-            )?;
+        .bind(self.seq)
+        .bind(self.recorded)
+        .bind(kind)
+        .bind(entity_id)
+        .bind(op.as_str())
+        .bind(crate::clock::now_unix_ms())
+        .bind(&self.store.origin)
+        .execute(&mut *self.tx)
+        .await?;
+        self.recorded += 1;
+        if crate::model::Kind::from_collection(kind).is_some() {
+            self.entities_changed = true;
         }
         Ok(())
     }
 
+    /// Writes a `meta` value.
+    pub async fn meta_set(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO meta (key, value) VALUES ($1, $2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&mut *self.tx)
+        .await?;
+        self.record("meta", key, ChangeOp::Update).await
+    }
+
+    /// Writes a `meta` value only where none is set; returns the value now stored.
+    pub async fn meta_set_default(&mut self, key: &str, value: &str) -> Result<String, StoreError> {
+        let n = sqlx::query(
+            "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&mut *self.tx)
+        .await?
+        .rows_affected();
+        if n == 1 {
+            self.record("meta", key, ChangeOp::Create).await?;
+        }
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+            .bind(key)
+            .fetch_one(&mut *self.tx)
+            .await?)
+    }
+
+    /// Reads a `meta` value inside the transaction.
+    pub async fn meta_get(&mut self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&mut *self.tx)
+            .await?)
+    }
+
     /// Inserts a new entity; a taken name gives [`StoreError::Duplicate`].
-    pub fn insert_entity(&self, e: &EntityRow) -> Result<(), StoreError> {
-        let c = self.lock()?;
-        self.entities_changed();
-        let res = c.execute(
+    pub async fn insert_entity(&mut self, e: &EntityRow) -> Result<(), StoreError> {
+        let res = sqlx::query(
             "INSERT INTO entities (kind, id, name, tags, data, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                e.kind,
-                e.id,
-                e.name,
-                e.tags.to_string(),
-                e.data.to_string(),
-                e.created_at,
-                e.updated_at
-            ],
-        );
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&e.kind)
+        .bind(&e.id)
+        .bind(&e.name)
+        .bind(e.tags.to_string())
+        .bind(e.data.to_string())
+        .bind(&e.created_at)
+        .bind(&e.updated_at)
+        .execute(&mut *self.tx)
+        .await;
         match res {
-            Ok(_) => Ok(()),
+            Ok(_) => self.record(&e.kind, &e.id, ChangeOp::Create).await,
             Err(err) if is_unique_violation(&err) => Err(StoreError::Duplicate(e.name.clone())),
             Err(err) => Err(err.into()),
         }
     }
 
     /// Replaces name, tags, data and updatedAt of an entity. Returns false if absent.
-    pub fn update_entity(&self, e: &EntityRow) -> Result<bool, StoreError> {
-        let c = self.lock()?;
-        self.entities_changed();
-        let res = c.execute(
-            "UPDATE entities SET name = ?3, tags = ?4, data = ?5, updated_at = ?6 WHERE kind = ?1 AND id = ?2",
-            params![e.kind, e.id, e.name, e.tags.to_string(), e.data.to_string(), e.updated_at],
-        );
+    pub async fn update_entity(&mut self, e: &EntityRow) -> Result<bool, StoreError> {
+        let res = sqlx::query(
+            "UPDATE entities SET name = $3, tags = $4, data = $5, updated_at = $6
+             WHERE kind = $1 AND id = $2",
+        )
+        .bind(&e.kind)
+        .bind(&e.id)
+        .bind(&e.name)
+        .bind(e.tags.to_string())
+        .bind(e.data.to_string())
+        .bind(&e.updated_at)
+        .execute(&mut *self.tx)
+        .await;
         match res {
-            Ok(n) => Ok(n == 1),
+            Ok(r) if r.rows_affected() == 1 => {
+                self.record(&e.kind, &e.id, ChangeOp::Update).await?;
+                Ok(true)
+            }
+            Ok(_) => Ok(false),
             Err(err) if is_unique_violation(&err) => Err(StoreError::Duplicate(e.name.clone())),
             Err(err) => Err(err.into()),
         }
     }
 
     /// Deletes an entity. Returns false if absent.
-    pub fn delete_entity(&self, kind: &str, id: &str) -> Result<bool, StoreError> {
-        let c = self.lock()?;
-        self.entities_changed();
-        Ok(c.execute(
-            "DELETE FROM entities WHERE kind = ?1 AND id = ?2",
-            params![kind, id],
-        )? == 1)
+    pub async fn delete_entity(&mut self, kind: &str, id: &str) -> Result<bool, StoreError> {
+        let n = sqlx::query("DELETE FROM entities WHERE kind = $1 AND id = $2")
+            .bind(kind)
+            .bind(id)
+            .execute(&mut *self.tx)
+            .await?
+            .rows_affected();
+        if n == 1 {
+            self.record(kind, id, ChangeOp::Delete).await?;
+        }
+        Ok(n == 1)
     }
 
-    /// Gets an entity by id.
-    pub fn get_entity(&self, kind: &str, id: &str) -> Result<Option<EntityRow>, StoreError> {
-        let c = self.lock()?;
-        let t = c
-            .query_row(
-                &format!("SELECT {ENTITY_COLS} FROM entities WHERE kind = ?1 AND id = ?2"),
-                params![kind, id],
-                row_to_entity,
-            )
-            .optional()?;
-        t.map(to_entity).transpose()
+    /// Gets an entity by id inside the transaction.
+    pub async fn get_entity(
+        &mut self,
+        kind: &str,
+        id: &str,
+    ) -> Result<Option<EntityRow>, StoreError> {
+        entity_by(&mut *self.tx, kind, "id", id).await
     }
 
-    /// Gets an entity by id, or else by name.
-    pub fn get_entity_by_id_or_name(
-        &self,
+    /// Gets an entity by id, or else by name, inside the transaction.
+    pub async fn get_entity_by_id_or_name(
+        &mut self,
         kind: &str,
         key: &str,
     ) -> Result<Option<EntityRow>, StoreError> {
-        if let Some(e) = self.get_entity(kind, key)? {
+        if let Some(e) = entity_by(&mut *self.tx, kind, "id", key).await? {
             return Ok(Some(e));
         }
-        let c = self.lock()?;
-        let t = c
-            .query_row(
-                &format!("SELECT {ENTITY_COLS} FROM entities WHERE kind = ?1 AND name = ?2"),
-                params![kind, key],
-                row_to_entity,
-            )
-            .optional()?;
-        t.map(to_entity).transpose()
+        entity_by(&mut *self.tx, kind, "name", key).await
     }
 
-    /// Every entity of a kind, ordered by name.
-    pub fn list_all(&self, kind: &str) -> Result<Vec<EntityRow>, StoreError> {
-        let c = self.lock()?;
-        let mut stmt = c.prepare(&format!(
-            "SELECT {ENTITY_COLS} FROM entities WHERE kind = ?1 ORDER BY name"
-        ))?;
-        let rows: Vec<_> = stmt
-            .query_map(params![kind], row_to_entity)?
-            .collect::<Result<_, _>>()?;
-        rows.into_iter().map(to_entity).collect()
+    /// Every entity of a kind, ordered by name, inside the transaction.
+    pub async fn list_all(&mut self, kind: &str) -> Result<Vec<EntityRow>, StoreError> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {ENTITY_COLS} FROM entities WHERE kind = $1 ORDER BY name"
+        )))
+        .bind(kind)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter().map(Store::entity_from).collect()
+    }
+
+    /// Commits. Returns the revision, or `None` when nothing was recorded (the
+    /// transaction is rolled back then, so the revision is not used up).
+    pub async fn commit(mut self) -> Result<Option<i64>, StoreError> {
+        if self.recorded == 0 {
+            self.tx.rollback().await?;
+            return Ok(None);
+        }
+        if self.entities_changed {
+            sqlx::query("UPDATE counters SET value = $1 WHERE name = 'entities'")
+                .bind(self.seq)
+                .execute(&mut *self.tx)
+                .await?;
+            // What SDKs poll (`service-updates.lastChangeAt`) to know when to list
+            // their services again.
+            sqlx::query(
+                "INSERT INTO meta (key, value) VALUES ('last_change_at', $1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )
+            .bind(crate::clock::now_string())
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        if self.store.backend == Backend::Postgres {
+            // Delivered to every listening controller when (and only if) this commits.
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(NOTIFY_CHANNEL)
+                .bind(self.seq.to_string())
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        self.tx.commit().await?;
+        let seq = self.seq;
+        self.store.committed.send_if_modified(|last| {
+            let newer = seq > *last;
+            if newer {
+                *last = seq;
+            }
+            newer
+        });
+        Ok(Some(seq))
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn row(name: &str) -> EntityRow {
-        EntityRow {
-            kind: "services".into(),
-            id: format!("id-{name}"),
-            name: name.into(),
-            tags: json!({}),
-            data: json!({"roleAttributes": []}),
-            created_at: "t".into(),
-            updated_at: "t".into(),
-        }
-    }
-
-    #[test]
-    fn crud_and_listing() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&dir.path().join("db")).unwrap();
-        for n in ["b", "a", "c_1"] {
-            s.insert_entity(&row(n)).unwrap();
-        }
-        assert!(matches!(
-            s.insert_entity(&row("a")),
-            Err(StoreError::Duplicate(_))
-        ));
-        let all = s.list_all("services").unwrap();
-        assert_eq!(
-            all.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
-            ["a", "b", "c_1"]
-        );
-        assert!(s.delete_entity("services", "id-a").unwrap());
-        assert!(s.get_entity("services", "id-a").unwrap().is_none());
-        assert_eq!(
-            s.get_entity_by_id_or_name("services", "b")
-                .unwrap()
-                .unwrap()
-                .id,
-            "id-b"
-        );
-    }
-}
+mod tests;

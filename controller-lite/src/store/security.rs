@@ -1,8 +1,9 @@
 //! Enrollments, authenticators, API sessions and sessions.
 
-use rusqlite::{OptionalExtension, params};
+use sqlx::any::AnyRow;
+use sqlx::{Any, AssertSqlSafe, Executor, Row};
 
-use super::Store;
+use super::{ChangeOp, Store, WriteTx, is_unique_violation};
 use crate::error::StoreError;
 
 /// A one-time enrollment.
@@ -93,60 +94,57 @@ pub struct SessionRow {
     pub updated_at: String,
 }
 
-pub(super) fn enrollment_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<EnrollmentRow> {
+pub(super) fn enrollment_from(r: &AnyRow) -> Result<EnrollmentRow, StoreError> {
     Ok(EnrollmentRow {
-        id: r.get(0)?,
-        identity_id: r.get(1)?,
-        method: r.get(2)?,
-        jti: r.get(3)?,
-        jwt: r.get(4)?,
-        expires_at: r.get(5)?,
-        used: r.get::<_, i64>(6)? != 0,
-        created_at: r.get(7)?,
+        id: r.try_get(0)?,
+        identity_id: r.try_get(1)?,
+        method: r.try_get(2)?,
+        jti: r.try_get(3)?,
+        jwt: r.try_get(4)?,
+        expires_at: r.try_get(5)?,
+        used: r.try_get::<i64, _>(6)? != 0,
+        created_at: r.try_get(7)?,
     })
 }
 
-pub(super) fn authenticator_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuthenticatorRow> {
+pub(super) fn authenticator_from(r: &AnyRow) -> Result<AuthenticatorRow, StoreError> {
     Ok(AuthenticatorRow {
-        id: r.get(0)?,
-        identity_id: r.get(1)?,
-        method: r.get(2)?,
-        fingerprint: r.get(3)?,
-        cert_pem: r.get(4)?,
-        username: r.get(5)?,
-        password_hash: r.get(6)?,
-        created_at: r.get(7)?,
-        updated_at: r.get(8)?,
+        id: r.try_get(0)?,
+        identity_id: r.try_get(1)?,
+        method: r.try_get(2)?,
+        fingerprint: r.try_get(3)?,
+        cert_pem: r.try_get(4)?,
+        username: r.try_get(5)?,
+        password_hash: r.try_get(6)?,
+        created_at: r.try_get(7)?,
+        updated_at: r.try_get(8)?,
     })
 }
 
-pub(super) fn api_session_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<(ApiSessionRow, String)> {
-    Ok((
-        ApiSessionRow {
-            id: r.get(0)?,
-            token: r.get(1)?,
-            identity_id: r.get(2)?,
-            authenticator_id: r.get(3)?,
-            config_types: Vec::new(),
-            ip_address: r.get(5)?,
-            created_at: r.get(6)?,
-            updated_at: r.get(7)?,
-            last_activity: r.get(8)?,
-        },
-        r.get(4)?,
-    ))
+pub(super) fn api_session_from(r: &AnyRow) -> Result<ApiSessionRow, StoreError> {
+    Ok(ApiSessionRow {
+        id: r.try_get(0)?,
+        token: r.try_get(1)?,
+        identity_id: r.try_get(2)?,
+        authenticator_id: r.try_get(3)?,
+        config_types: serde_json::from_str(&r.try_get::<String, _>(4)?)?,
+        ip_address: r.try_get(5)?,
+        created_at: r.try_get(6)?,
+        updated_at: r.try_get(7)?,
+        last_activity: r.try_get(8)?,
+    })
 }
 
-pub(super) fn session_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
+pub(super) fn session_from(r: &AnyRow) -> Result<SessionRow, StoreError> {
     Ok(SessionRow {
-        id: r.get(0)?,
-        token: r.get(1)?,
-        api_session_id: r.get(2)?,
-        identity_id: r.get(3)?,
-        service_id: r.get(4)?,
-        session_type: r.get(5)?,
-        created_at: r.get(6)?,
-        updated_at: r.get(7)?,
+        id: r.try_get(0)?,
+        token: r.try_get(1)?,
+        api_session_id: r.try_get(2)?,
+        identity_id: r.try_get(3)?,
+        service_id: r.try_get(4)?,
+        session_type: r.try_get(5)?,
+        created_at: r.try_get(6)?,
+        updated_at: r.try_get(7)?,
     })
 }
 
@@ -156,281 +154,33 @@ pub(super) const API_COLS: &str = "id, token, identity_id, authenticator_id, con
 pub(super) const SES_COLS: &str =
     "id, token, api_session_id, identity_id, service_id, session_type, created_at, updated_at";
 
-/// Why redeeming an enrollment failed.
-#[derive(Debug, thiserror::Error)]
-pub enum RedeemError {
-    /// Unknown, already used or expired token.
-    #[error("enrollment token is unknown, used or expired")]
-    Invalid,
-    /// Store failure.
-    #[error(transparent)]
-    Store(#[from] StoreError),
+/// Runs `sql` (built from the fixed column lists above and fixed conditions, never
+/// from input) with `args` bound in order and decodes every row with `decode`.
+pub(super) async fn fetch_all<'e, T>(
+    ex: impl Executor<'e, Database = Any>,
+    sql: String,
+    args: &[&str],
+    decode: fn(&AnyRow) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let mut q = sqlx::query(AssertSqlSafe(sql));
+    for a in args {
+        q = q.bind(a.to_string());
+    }
+    q.fetch_all(ex).await?.iter().map(decode).collect()
 }
 
-impl From<rusqlite::Error> for RedeemError {
-    fn from(e: rusqlite::Error) -> Self {
-        Self::Store(e.into())
+/// Like [`fetch_all`], at most one row.
+pub(super) async fn fetch_optional<'e, T>(
+    ex: impl Executor<'e, Database = Any>,
+    sql: String,
+    args: &[&str],
+    decode: fn(&AnyRow) -> Result<T, StoreError>,
+) -> Result<Option<T>, StoreError> {
+    let mut q = sqlx::query(AssertSqlSafe(sql));
+    for a in args {
+        q = q.bind(a.to_string());
     }
-}
-
-impl Store {
-    /// Inserts an enrollment.
-    pub fn insert_enrollment(&self, e: &EnrollmentRow) -> Result<(), StoreError> {
-        let c = self.lock()?;
-        c.execute(
-            &format!(
-                "INSERT INTO enrollments ({ENR_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
-            ),
-            params![
-                e.id,
-                e.identity_id,
-                e.method,
-                e.jti,
-                e.jwt,
-                e.expires_at,
-                e.used as i64,
-                e.created_at
-            ],
-        )?;
-        Ok(())
-    }
-
-    /// Looks an enrollment up by token.
-    pub fn enrollment_by_jti(&self, jti: &str) -> Result<Option<EnrollmentRow>, StoreError> {
-        let c = self.lock()?;
-        Ok(c.query_row(
-            &format!("SELECT {ENR_COLS} FROM enrollments WHERE jti = ?1"),
-            [jti],
-            enrollment_from,
-        )
-        .optional()?)
-    }
-
-    /// Unused enrollments of an identity.
-    pub fn pending_enrollments(&self, identity_id: &str) -> Result<Vec<EnrollmentRow>, StoreError> {
-        let c = self.lock()?;
-        let mut st = c.prepare(&format!(
-            "SELECT {ENR_COLS} FROM enrollments WHERE identity_id = ?1 AND used = 0 ORDER BY created_at"
-        ))?;
-        let rows = st
-            .query_map([identity_id], enrollment_from)?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
-    }
-
-    /// Marks the token used and stores the new authenticator in one transaction.
-    /// The `UPDATE … WHERE used = 0 AND expires_at > now` must change exactly one
-    /// row, so a token works once even under concurrency and never after expiry.
-    pub fn redeem_enrollment(
-        &self,
-        jti: &str,
-        now: i64,
-        make_authenticator: impl FnOnce(&EnrollmentRow) -> Result<AuthenticatorRow, RedeemError>,
-    ) -> Result<(EnrollmentRow, AuthenticatorRow), RedeemError> {
-        let mut c = self.lock()?;
-        let tx = c.transaction()?;
-        let n = tx.execute(
-            "UPDATE enrollments SET used = 1 WHERE jti = ?1 AND used = 0 AND expires_at > ?2",
-            params![jti, now],
-        )?;
-        if n != 1 {
-            return Err(RedeemError::Invalid);
-        }
-        let enr = tx.query_row(
-            &format!("SELECT {ENR_COLS} FROM enrollments WHERE jti = ?1"),
-            [jti],
-            enrollment_from,
-        )?;
-        let auth = make_authenticator(&enr)?;
-        insert_authenticator_on(&tx, &auth)?;
-        tx.commit()?;
-        Ok((enr, auth))
-    }
-
-    /// Inserts an authenticator.
-    pub fn insert_authenticator(&self, a: &AuthenticatorRow) -> Result<(), StoreError> {
-        let c = self.lock()?;
-        insert_authenticator_on(&c, a)?;
-        Ok(())
-    }
-
-    /// Finds a certificate authenticator by fingerprint.
-    pub fn authenticator_by_fingerprint(
-        &self,
-        fp: &str,
-    ) -> Result<Option<AuthenticatorRow>, StoreError> {
-        let c = self.lock()?;
-        Ok(c.query_row(
-            &format!(
-                "SELECT {AUTH_COLS} FROM authenticators WHERE method = 'cert' AND fingerprint = ?1"
-            ),
-            [fp],
-            authenticator_from,
-        )
-        .optional()?)
-    }
-
-    /// Finds a password authenticator by user name.
-    pub fn authenticator_by_username(
-        &self,
-        username: &str,
-    ) -> Result<Option<AuthenticatorRow>, StoreError> {
-        let c = self.lock()?;
-        Ok(c.query_row(
-            &format!(
-                "SELECT {AUTH_COLS} FROM authenticators WHERE method = 'updb' AND username = ?1"
-            ),
-            [username],
-            authenticator_from,
-        )
-        .optional()?)
-    }
-
-    /// Deletes everything that belongs to an identity (enrollments,
-    /// authenticators, API sessions, sessions).
-    pub fn delete_identity_credentials(&self, identity_id: &str) -> Result<(), StoreError> {
-        let mut c = self.lock()?;
-        let tx = c.transaction()?;
-        for table in ["enrollments", "authenticators", "api_sessions", "sessions"] {
-            tx.execute(
-                &format!("DELETE FROM {table} WHERE identity_id = ?1"),
-                [identity_id],
-            )?;
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// Inserts an API session.
-    pub fn insert_api_session(&self, s: &ApiSessionRow) -> Result<(), StoreError> {
-        let c = self.lock()?;
-        c.execute(
-            &format!(
-                "INSERT INTO api_sessions ({API_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
-            ),
-            params![
-                s.id,
-                s.token,
-                s.identity_id,
-                s.authenticator_id,
-                serde_json::to_string(&s.config_types)?,
-                s.ip_address,
-                s.created_at,
-                s.updated_at,
-                s.last_activity
-            ],
-        )?;
-        Ok(())
-    }
-
-    /// Finds an API session by token.
-    pub fn api_session_by_token(&self, token: &str) -> Result<Option<ApiSessionRow>, StoreError> {
-        self.api_session_where("token", token)
-    }
-
-    /// The API session whose `column` (a fixed column name, never input) equals `value`.
-    fn api_session_where(
-        &self,
-        column: &'static str,
-        value: &str,
-    ) -> Result<Option<ApiSessionRow>, StoreError> {
-        let c = self.lock()?;
-        let row = c
-            .query_row(
-                &format!("SELECT {API_COLS} FROM api_sessions WHERE {column} = ?1"),
-                [value],
-                api_session_from,
-            )
-            .optional()?;
-        row.map(|(mut s, types)| -> Result<ApiSessionRow, StoreError> {
-            s.config_types = serde_json::from_str(&types)?;
-            Ok(s)
-        })
-        .transpose()
-    }
-
-    /// Records activity on an API session.
-    pub fn touch_api_session(&self, id: &str, now: i64, now_str: &str) -> Result<(), StoreError> {
-        let c = self.lock()?;
-        c.execute(
-            "UPDATE api_sessions SET last_activity = ?2, updated_at = ?3 WHERE id = ?1",
-            params![id, now, now_str],
-        )?;
-        Ok(())
-    }
-
-    /// Deletes an API session and its sessions.
-    pub fn delete_api_session(&self, id: &str) -> Result<(), StoreError> {
-        let mut c = self.lock()?;
-        let tx = c.transaction()?;
-        tx.execute("DELETE FROM sessions WHERE api_session_id = ?1", [id])?;
-        tx.execute("DELETE FROM api_sessions WHERE id = ?1", [id])?;
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// Deletes API sessions idle since before `cutoff` (Unix seconds) and their
-    /// sessions; returns how many API sessions were removed.
-    pub fn delete_idle_api_sessions(&self, cutoff: i64) -> Result<usize, StoreError> {
-        let mut c = self.lock()?;
-        let tx = c.transaction()?;
-        tx.execute(
-            "DELETE FROM sessions WHERE api_session_id IN (SELECT id FROM api_sessions WHERE last_activity <= ?1)",
-            [cutoff],
-        )?;
-        let n = tx.execute(
-            "DELETE FROM api_sessions WHERE last_activity <= ?1",
-            [cutoff],
-        )?;
-        tx.commit()?;
-        Ok(n)
-    }
-
-    /// Inserts a session.
-    pub fn insert_session(&self, s: &SessionRow) -> Result<(), StoreError> {
-        let c = self.lock()?;
-        insert_session_row(&c, s)
-    }
-
-    /// Inserts a session unless its API session already holds `max` sessions; returns
-    /// whether it was inserted. Count and insert happen under one lock.
-    pub fn insert_session_capped(&self, s: &SessionRow, max: usize) -> Result<bool, StoreError> {
-        let c = self.lock()?;
-        let held: i64 = c.query_row(
-            "SELECT COUNT(*) FROM sessions WHERE api_session_id = ?1",
-            [&s.api_session_id],
-            |r| r.get(0),
-        )?;
-        if usize::try_from(held).unwrap_or(usize::MAX) >= max {
-            return Ok(false);
-        }
-        insert_session_row(&c, s)?;
-        Ok(true)
-    }
-
-    /// Sessions of an API session, ordered by creation, with total count.
-    pub fn sessions_of(
-        &self,
-        api_session_id: &str,
-        limit: i64,
-        offset: i64,
-    ) -> Result<(Vec<SessionRow>, i64), StoreError> {
-        let c = self.lock()?;
-        let total: i64 = c.query_row(
-            "SELECT COUNT(*) FROM sessions WHERE api_session_id = ?1",
-            [api_session_id],
-            |r| r.get(0),
-        )?;
-        let mut st = c.prepare(&format!(
-            "SELECT {SES_COLS} FROM sessions WHERE api_session_id = ?1 ORDER BY created_at, id LIMIT {} OFFSET {}",
-            limit.max(0),
-            offset.max(0)
-        ))?;
-        let rows = st
-            .query_map([api_session_id], session_from)?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok((rows, total))
-    }
+    q.fetch_optional(ex).await?.as_ref().map(decode).transpose()
 }
 
 /// Authenticator method of an edge router's control-channel certificate. Such
@@ -439,139 +189,430 @@ impl Store {
 pub const ROUTER_AUTH_METHOD: &str = "router";
 
 impl Store {
-    /// The edge router whose control-channel certificate has fingerprint `fp`.
-    pub fn router_by_fingerprint(&self, fp: &str) -> Result<Option<String>, StoreError> {
-        let c = self.lock()?;
-        Ok(c.query_row(
-            "SELECT identity_id FROM authenticators WHERE method = ?1 AND fingerprint = ?2",
-            params![ROUTER_AUTH_METHOD, fp],
-            |r| r.get(0),
+    /// Looks an enrollment up by token.
+    pub async fn enrollment_by_jti(&self, jti: &str) -> Result<Option<EnrollmentRow>, StoreError> {
+        fetch_optional(
+            &self.read,
+            format!("SELECT {ENR_COLS} FROM enrollments WHERE jti = $1"),
+            &[jti],
+            enrollment_from,
         )
-        .optional()?)
+        .await
+    }
+
+    /// Unused enrollments of an identity.
+    pub async fn pending_enrollments(
+        &self,
+        identity_id: &str,
+    ) -> Result<Vec<EnrollmentRow>, StoreError> {
+        fetch_all(
+            &self.read,
+            format!(
+                "SELECT {ENR_COLS} FROM enrollments WHERE identity_id = $1 AND used = 0 ORDER BY created_at"
+            ),
+            &[identity_id],
+            enrollment_from,
+        )
+        .await
+    }
+
+    /// Finds a certificate authenticator by fingerprint.
+    pub async fn authenticator_by_fingerprint(
+        &self,
+        fp: &str,
+    ) -> Result<Option<AuthenticatorRow>, StoreError> {
+        fetch_optional(
+            &self.read,
+            format!(
+                "SELECT {AUTH_COLS} FROM authenticators WHERE method = 'cert' AND fingerprint = $1"
+            ),
+            &[fp],
+            authenticator_from,
+        )
+        .await
+    }
+
+    /// Finds a password authenticator by user name.
+    pub async fn authenticator_by_username(
+        &self,
+        username: &str,
+    ) -> Result<Option<AuthenticatorRow>, StoreError> {
+        fetch_optional(
+            &self.read,
+            format!(
+                "SELECT {AUTH_COLS} FROM authenticators WHERE method = 'updb' AND username = $1"
+            ),
+            &[username],
+            authenticator_from,
+        )
+        .await
+    }
+
+    /// Finds an API session by token.
+    pub async fn api_session_by_token(
+        &self,
+        token: &str,
+    ) -> Result<Option<ApiSessionRow>, StoreError> {
+        fetch_optional(
+            &self.read,
+            format!("SELECT {API_COLS} FROM api_sessions WHERE token = $1"),
+            &[token],
+            api_session_from,
+        )
+        .await
+    }
+
+    /// An API session by id.
+    pub async fn api_session_by_id(&self, id: &str) -> Result<Option<ApiSessionRow>, StoreError> {
+        fetch_optional(
+            &self.read,
+            format!("SELECT {API_COLS} FROM api_sessions WHERE id = $1"),
+            &[id],
+            api_session_from,
+        )
+        .await
+    }
+
+    /// Records activity on an API session. Not a revision: activity is bookkeeping
+    /// that routers learn of by the periodic resync (the expiry they hold moves only
+    /// after half the idle timeout), so it takes no part in the writers' order.
+    pub async fn touch_api_session(
+        &self,
+        id: &str,
+        now: i64,
+        now_str: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE api_sessions SET last_activity = $2, updated_at = $3 WHERE id = $1")
+            .bind(id)
+            .bind(now)
+            .bind(now_str)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// Sessions of an API session, ordered by creation, with total count.
+    pub async fn sessions_of(
+        &self,
+        api_session_id: &str,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<SessionRow>, i64), StoreError> {
+        let total: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE api_session_id = $1")
+                .bind(api_session_id)
+                .fetch_one(&self.read)
+                .await?;
+        let rows = fetch_all(
+            &self.read,
+            format!(
+                "SELECT {SES_COLS} FROM sessions WHERE api_session_id = $1 ORDER BY created_at, id LIMIT {} OFFSET {}",
+                limit.max(0),
+                offset.max(0)
+            ),
+            &[api_session_id],
+            session_from,
+        )
+        .await?;
+        Ok((rows, total))
+    }
+
+    /// The edge router whose control-channel certificate has fingerprint `fp`.
+    pub async fn router_by_fingerprint(&self, fp: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT identity_id FROM authenticators WHERE method = $1 AND fingerprint = $2",
+        )
+        .bind(ROUTER_AUTH_METHOD)
+        .bind(fp)
+        .fetch_optional(&self.read)
+        .await?)
     }
 
     /// The fingerprint of an enrolled edge router's control-channel certificate.
-    pub fn router_fingerprint(&self, router_id: &str) -> Result<Option<String>, StoreError> {
-        let c = self.lock()?;
-        Ok(c.query_row(
-            "SELECT fingerprint FROM authenticators WHERE method = ?1 AND identity_id = ?2",
-            params![ROUTER_AUTH_METHOD, router_id],
-            |r| r.get(0),
+    pub async fn router_fingerprint(&self, router_id: &str) -> Result<Option<String>, StoreError> {
+        let fp: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT fingerprint FROM authenticators WHERE method = $1 AND identity_id = $2",
         )
-        .optional()?)
+        .bind(ROUTER_AUTH_METHOD)
+        .bind(router_id)
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(fp.flatten())
     }
 
     /// Every API session with the fingerprint of the certificate authenticator it was
     /// created with (`None` for password logins).
-    pub fn list_api_sessions(&self) -> Result<Vec<(ApiSessionRow, Option<String>)>, StoreError> {
-        let c = self.lock()?;
-        let mut st = c.prepare(
+    pub async fn list_api_sessions(
+        &self,
+    ) -> Result<Vec<(ApiSessionRow, Option<String>)>, StoreError> {
+        let rows = sqlx::query(
             "SELECT s.id, s.token, s.identity_id, s.authenticator_id, s.config_types, s.ip_address,
                     s.created_at, s.updated_at, s.last_activity, a.fingerprint
              FROM api_sessions s LEFT JOIN authenticators a
                ON a.id = s.authenticator_id AND a.method = 'cert'
              ORDER BY s.id",
-        )?;
-        let rows = st
-            .query_map([], |r| {
-                let (row, types) = api_session_from(r)?;
-                let fp: Option<String> = r.get(9)?;
-                Ok((row, types, fp))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        rows.into_iter()
-            .map(|(mut row, types, fp)| {
-                row.config_types = serde_json::from_str(&types)?;
-                Ok((row, fp))
-            })
+        )
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((api_session_from(r)?, r.try_get::<Option<String>, _>(9)?)))
             .collect()
     }
 
     /// Every session.
-    pub fn list_sessions(&self) -> Result<Vec<SessionRow>, StoreError> {
-        let c = self.lock()?;
-        let mut st = c.prepare(&format!("SELECT {SES_COLS} FROM sessions ORDER BY id"))?;
-        let rows = st
-            .query_map([], session_from)?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+    pub async fn list_sessions(&self) -> Result<Vec<SessionRow>, StoreError> {
+        fetch_all(
+            &self.read,
+            format!("SELECT {SES_COLS} FROM sessions ORDER BY id"),
+            &[],
+            session_from,
+        )
+        .await
     }
 
     /// A session by id.
-    pub fn session_by_id(&self, id: &str) -> Result<Option<SessionRow>, StoreError> {
-        let c = self.lock()?;
-        Ok(c.query_row(
-            &format!("SELECT {SES_COLS} FROM sessions WHERE id = ?1"),
-            [id],
+    pub async fn session_by_id(&self, id: &str) -> Result<Option<SessionRow>, StoreError> {
+        fetch_optional(
+            &self.read,
+            format!("SELECT {SES_COLS} FROM sessions WHERE id = $1"),
+            &[id],
             session_from,
         )
-        .optional()?)
+        .await
+    }
+}
+
+impl WriteTx<'_> {
+    /// Inserts an enrollment.
+    pub async fn insert_enrollment(&mut self, e: &EnrollmentRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO enrollments (id, identity_id, method, jti, jwt, expires_at, used, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&e.id)
+        .bind(&e.identity_id)
+        .bind(&e.method)
+        .bind(&e.jti)
+        .bind(&e.jwt)
+        .bind(e.expires_at)
+        .bind(i64::from(e.used))
+        .bind(&e.created_at)
+        .execute(&mut *self.tx)
+        .await?;
+        self.record("enrollments", &e.id, ChangeOp::Create).await
     }
 
-    /// An API session by id.
-    pub fn api_session_by_id(&self, id: &str) -> Result<Option<ApiSessionRow>, StoreError> {
-        self.api_session_where("id", id)
+    /// Marks the token used, if it is unused and unexpired, and returns its
+    /// enrollment; `None` otherwise. The `UPDATE … WHERE used = 0 AND expires_at > now`
+    /// must change exactly one row, so a token works once even when controllers race
+    /// for it, and never after expiry. The caller stores the new authenticator in the
+    /// same transaction.
+    pub async fn redeem_enrollment(
+        &mut self,
+        jti: &str,
+        now: i64,
+    ) -> Result<Option<EnrollmentRow>, StoreError> {
+        let n = sqlx::query(
+            "UPDATE enrollments SET used = 1 WHERE jti = $1 AND used = 0 AND expires_at > $2",
+        )
+        .bind(jti)
+        .bind(now)
+        .execute(&mut *self.tx)
+        .await?
+        .rows_affected();
+        if n != 1 {
+            return Ok(None);
+        }
+        let enr = fetch_optional(
+            &mut *self.tx,
+            format!("SELECT {ENR_COLS} FROM enrollments WHERE jti = $1"),
+            &[jti],
+            enrollment_from,
+        )
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("redeemed enrollment {jti:?} vanished")))?;
+        self.record("enrollments", &enr.id, ChangeOp::Update)
+            .await?;
+        Ok(Some(enr))
+    }
+
+    /// Inserts an authenticator; a taken fingerprint or user name gives
+    /// [`StoreError::Duplicate`].
+    pub async fn insert_authenticator(&mut self, a: &AuthenticatorRow) -> Result<(), StoreError> {
+        let res = sqlx::query(
+            "INSERT INTO authenticators (id, identity_id, method, fingerprint, cert_pem, username,
+                                         password_hash, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&a.id)
+        .bind(&a.identity_id)
+        .bind(&a.method)
+        .bind(a.fingerprint.as_deref())
+        .bind(a.cert_pem.as_deref())
+        .bind(a.username.as_deref())
+        .bind(a.password_hash.as_deref())
+        .bind(&a.created_at)
+        .bind(&a.updated_at)
+        .execute(&mut *self.tx)
+        .await;
+        match res {
+            Ok(_) => self.record("authenticators", &a.id, ChangeOp::Create).await,
+            Err(e) if is_unique_violation(&e) => Err(StoreError::Duplicate(
+                a.username
+                    .clone()
+                    .or_else(|| a.fingerprint.clone())
+                    .unwrap_or_default(),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes everything that belongs to an identity (enrollments,
+    /// authenticators, API sessions, sessions).
+    pub async fn delete_identity_credentials(
+        &mut self,
+        identity_id: &str,
+    ) -> Result<(), StoreError> {
+        for table in ["enrollments", "authenticators", "api_sessions", "sessions"] {
+            let n = sqlx::query(AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE identity_id = $1"
+            )))
+            .bind(identity_id)
+            .execute(&mut *self.tx)
+            .await?
+            .rows_affected();
+            if n > 0 {
+                self.record(table, identity_id, ChangeOp::Delete).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Inserts an API session.
+    pub async fn insert_api_session(&mut self, s: &ApiSessionRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO api_sessions (id, token, identity_id, authenticator_id, config_types,
+                                       ip_address, created_at, updated_at, last_activity)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&s.id)
+        .bind(&s.token)
+        .bind(&s.identity_id)
+        .bind(&s.authenticator_id)
+        .bind(serde_json::to_string(&s.config_types)?)
+        .bind(&s.ip_address)
+        .bind(&s.created_at)
+        .bind(&s.updated_at)
+        .bind(s.last_activity)
+        .execute(&mut *self.tx)
+        .await?;
+        self.record("api_sessions", &s.id, ChangeOp::Create).await
+    }
+
+    /// Deletes an API session and its sessions; false when it did not exist.
+    pub async fn delete_api_session(&mut self, id: &str) -> Result<bool, StoreError> {
+        sqlx::query("DELETE FROM sessions WHERE api_session_id = $1")
+            .bind(id)
+            .execute(&mut *self.tx)
+            .await?;
+        let n = sqlx::query("DELETE FROM api_sessions WHERE id = $1")
+            .bind(id)
+            .execute(&mut *self.tx)
+            .await?
+            .rows_affected();
+        if n == 1 {
+            self.record("api_sessions", id, ChangeOp::Delete).await?;
+        }
+        Ok(n == 1)
+    }
+
+    /// Deletes API sessions idle since before `cutoff` (Unix seconds) and their
+    /// sessions; returns how many API sessions were removed.
+    pub async fn delete_idle_api_sessions(&mut self, cutoff: i64) -> Result<u64, StoreError> {
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM api_sessions WHERE last_activity <= $1")
+                .bind(cutoff)
+                .fetch_all(&mut *self.tx)
+                .await?;
+        let mut n = 0;
+        for id in ids {
+            n += u64::from(self.delete_api_session(&id).await?);
+        }
+        Ok(n)
+    }
+
+    /// Inserts a session unless its API session already holds `max` sessions; returns
+    /// whether it was inserted. Count and insert are one transaction, and writers are
+    /// serialised, so the cap holds across controllers.
+    pub async fn insert_session_capped(
+        &mut self,
+        s: &SessionRow,
+        max: usize,
+    ) -> Result<bool, StoreError> {
+        let held: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE api_session_id = $1")
+                .bind(&s.api_session_id)
+                .fetch_one(&mut *self.tx)
+                .await?;
+        if usize::try_from(held).unwrap_or(usize::MAX) >= max {
+            return Ok(false);
+        }
+        self.insert_session(s).await?;
+        Ok(true)
+    }
+
+    /// Inserts a session.
+    pub async fn insert_session(&mut self, s: &SessionRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO sessions (id, token, api_session_id, identity_id, service_id,
+                                   session_type, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&s.id)
+        .bind(&s.token)
+        .bind(&s.api_session_id)
+        .bind(&s.identity_id)
+        .bind(&s.service_id)
+        .bind(&s.session_type)
+        .bind(&s.created_at)
+        .bind(&s.updated_at)
+        .execute(&mut *self.tx)
+        .await?;
+        self.record("sessions", &s.id, ChangeOp::Create).await
     }
 
     /// Deletes these sessions; returns how many existed.
-    pub fn delete_sessions(&self, ids: &[String]) -> Result<usize, StoreError> {
-        let mut c = self.lock()?;
-        let tx = c.transaction()?;
+    pub async fn delete_sessions(&mut self, ids: &[String]) -> Result<u64, StoreError> {
         let mut n = 0;
         for id in ids {
-            n += tx.execute("DELETE FROM sessions WHERE id = ?1", [id])?;
+            let gone = sqlx::query("DELETE FROM sessions WHERE id = $1")
+                .bind(id)
+                .execute(&mut *self.tx)
+                .await?
+                .rows_affected();
+            if gone > 0 {
+                self.record("sessions", id, ChangeOp::Delete).await?;
+            }
+            n += gone;
         }
-        tx.commit()?;
         Ok(n)
     }
 
     /// Deletes a session of an API session; false when it has no such session.
-    pub fn delete_session_of(&self, api_session_id: &str, id: &str) -> Result<bool, StoreError> {
-        let c = self.lock()?;
-        Ok(c.execute(
-            "DELETE FROM sessions WHERE id = ?1 AND api_session_id = ?2",
-            params![id, api_session_id],
-        )? == 1)
+    pub async fn delete_session_of(
+        &mut self,
+        api_session_id: &str,
+        id: &str,
+    ) -> Result<bool, StoreError> {
+        let n = sqlx::query("DELETE FROM sessions WHERE id = $1 AND api_session_id = $2")
+            .bind(id)
+            .bind(api_session_id)
+            .execute(&mut *self.tx)
+            .await?
+            .rows_affected();
+        if n == 1 {
+            self.record("sessions", id, ChangeOp::Delete).await?;
+        }
+        Ok(n == 1)
     }
-}
-
-pub(super) fn insert_authenticator_on(
-    c: &rusqlite::Connection,
-    a: &AuthenticatorRow,
-) -> Result<(), StoreError> {
-    c.execute(
-        &format!(
-            "INSERT INTO authenticators ({AUTH_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
-        ),
-        params![
-            a.id,
-            a.identity_id,
-            a.method,
-            a.fingerprint,
-            a.cert_pem,
-            a.username,
-            a.password_hash,
-            a.created_at,
-            a.updated_at
-        ],
-    )?;
-    Ok(())
-}
-
-/// Inserts one session row on a locked connection.
-fn insert_session_row(c: &rusqlite::Connection, s: &SessionRow) -> Result<(), StoreError> {
-    c.execute(
-        &format!("INSERT INTO sessions ({SES_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
-        params![
-            s.id,
-            s.token,
-            s.api_session_id,
-            s.identity_id,
-            s.service_id,
-            s.session_type,
-            s.created_at,
-            s.updated_at
-        ],
-    )?;
-    Ok(())
 }

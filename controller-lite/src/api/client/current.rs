@@ -49,12 +49,15 @@ pub async fn authenticate(State(ctl): State<AppState>, req: Request) -> Result<R
     let body = auth_body(&read_body(req).await?)?;
     let (session, identity) = match method.as_str() {
         "cert" => {
-            let (session, identity) = auth::authenticate_cert(&ctl, &conn, &body)?;
+            let (session, identity) = auth::authenticate_cert(&ctl, &conn, &body).await?;
             // What the SDK says about itself shows in the identity's detail.
-            ctl.store.meta_set(
+            let mut tx = ctl.store.begin_write().await?;
+            tx.meta_set(
                 &render::identity_info_key(&identity.id),
                 &render::identity_info(&body).to_string(),
-            )?;
+            )
+            .await?;
+            tx.commit().await?;
             (session, identity)
         }
         "password" => auth::authenticate_password(&ctl, &conn, &body).await?,
@@ -77,8 +80,10 @@ pub async fn delete_api_session(
     State(ctl): State<AppState>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
-    ctl.store.delete_api_session(&caller.session.id)?;
-    ctl.notify_routers();
+    let mut tx = ctl.store.begin_write().await?;
+    tx.delete_api_session(&caller.session.id).await?;
+    tx.commit().await?;
+    ctl.notify_routers().await;
     Ok(envelope::empty())
 }
 
@@ -88,7 +93,7 @@ pub async fn service_updates(
     State(ctl): State<AppState>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
-    let last = match ctl.store.meta_get("last_change_at")? {
+    let last = match ctl.store.meta_get("last_change_at").await? {
         Some(t) => t,
         None => caller.session.created_at,
     };
@@ -100,10 +105,9 @@ pub async fn current_identity(
     State(ctl): State<AppState>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
-    Ok(envelope::ok(render::current_identity(
-        &ctl,
-        &caller.identity,
-    )?))
+    Ok(envelope::ok(
+        render::current_identity(&ctl, &caller.identity).await?,
+    ))
 }
 
 /// `GET /current-identity/edge-routers` (paged).
@@ -112,7 +116,7 @@ pub async fn edge_routers(
     caller: Caller,
     q: ListQuery,
 ) -> Result<Response, ApiError> {
-    let policy = ctl.policy.get(&ctl.store)?;
+    let policy = ctl.policy.get(&ctl.store).await?;
     let routers = policy.edge_routers_for_identity(&caller.identity.id);
     let fields = Kind::EdgeRouters.fields();
     let docs = routers

@@ -50,7 +50,7 @@ pub async fn enroll(State(ctl): State<AppState>, req: Request) -> Result<Respons
     let body = read_body(req).await?;
     match q.method.as_deref() {
         Some("ott") => {}
-        Some("erott") => return enroll_erott(&ctl, q.token, &body),
+        Some("erott") => return enroll_erott(&ctl, q.token, &body).await,
         Some(other) => {
             return Err(ApiError::InvalidEnrollmentToken(format!(
                 "enrollment method {other:?} is not supported"
@@ -67,7 +67,7 @@ pub async fn enroll(State(ctl): State<AppState>, req: Request) -> Result<Respons
         .ok_or_else(|| ApiError::InvalidEnrollmentToken("token is required".into()))?;
     let csr = std::str::from_utf8(&body)
         .map_err(|_| ApiError::InvalidEnrollmentToken("the CSR must be PEM text".into()))?;
-    let cert = enroll::enroll_ott(&ctl, &token, csr)?;
+    let cert = enroll::enroll_ott(&ctl, &token, csr).await?;
     if wants_pem {
         let mut res = (StatusCode::OK, cert.pem).into_response();
         res.headers_mut().insert(
@@ -79,12 +79,16 @@ pub async fn enroll(State(ctl): State<AppState>, req: Request) -> Result<Respons
     Ok(envelope::ok(json!({"cert": cert.pem})))
 }
 
-fn enroll_erott(ctl: &AppState, token: Option<String>, body: &[u8]) -> Result<Response, ApiError> {
+async fn enroll_erott(
+    ctl: &AppState,
+    token: Option<String>,
+    body: &[u8],
+) -> Result<Response, ApiError> {
     let token =
         token.ok_or_else(|| ApiError::InvalidEnrollmentToken("token is required".into()))?;
     let req: enroll::ErottRequest =
         serde_json::from_slice(body).map_err(|e| ApiError::CouldNotParseBody(e.to_string()))?;
-    let res = enroll::enroll_erott(ctl, &token, &req)?;
+    let res = enroll::enroll_erott(ctl, &token, &req).await?;
     Ok(envelope::ok(json!({
         "serverCert": res.server_cert,
         "cert": res.cert,
@@ -108,5 +112,5 @@ pub async fn enroll_erott_route(
         .map_err(|e| ApiError::InvalidParameter(e.body_text()))?
         .0;
     let body = read_body(req).await?;
-    enroll_erott(&ctl, q.token, &body)
+    enroll_erott(&ctl, q.token, &body).await
 }

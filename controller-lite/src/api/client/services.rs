@@ -22,11 +22,12 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     let perms = ctl
         .policy
-        .get(&ctl.store)?
+        .get(&ctl.store)
+        .await?
         .service_permissions(&caller.identity.id);
     let fields = service_fields();
     let mut visible = Vec::new();
-    for s in ctl.store.list_all(Kind::Services.collection())? {
+    for s in ctl.store.list_all(Kind::Services.collection()).await? {
         let Some(p) = perms.get(&s.id) else {
             continue;
         };
@@ -37,7 +38,10 @@ pub async fn list(
     }
     let page = q
         .apply(&fields, &["name"], visible)?
-        .try_map(|(s, p)| render::client_service(&ctl, &s, &p, &caller.session.config_types))?;
+        .try_map_async(async |(s, p): (_, Vec<PolicyType>)| {
+            render::client_service(&ctl, &s, &p, &caller.session.config_types).await
+        })
+        .await?;
     Ok(envelope::page(page, &fields))
 }
 
@@ -54,7 +58,8 @@ pub async fn detail(
 ) -> Result<Response, ApiError> {
     let perms = ctl
         .policy
-        .get(&ctl.store)?
+        .get(&ctl.store)
+        .await?
         .service_permissions(&caller.identity.id);
     let not_found = || ApiError::NotFound(format!("service {id:?} not found"));
     let p: Vec<_> = perms
@@ -65,12 +70,10 @@ pub async fn detail(
         .collect();
     let s = ctl
         .store
-        .get_entity(Kind::Services.collection(), &id)?
+        .get_entity(Kind::Services.collection(), &id)
+        .await?
         .ok_or_else(not_found)?;
-    Ok(envelope::ok(render::client_service(
-        &ctl,
-        &s,
-        &p,
-        &caller.session.config_types,
-    )?))
+    Ok(envelope::ok(
+        render::client_service(&ctl, &s, &p, &caller.session.config_types).await?,
+    ))
 }

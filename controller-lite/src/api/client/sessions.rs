@@ -40,7 +40,7 @@ pub async fn create(
     caller: Caller,
     JsonBody(body): JsonBody<SessionCreate>,
 ) -> Result<Response, ApiError> {
-    let view = ctl.policy.get(&ctl.store)?;
+    let view = ctl.policy.get(&ctl.store).await?;
     let perms = view.service_permissions(&caller.identity.id);
     let allowed = perms
         .get(&body.service_id)
@@ -71,11 +71,17 @@ pub async fn create(
         updated_at: now,
     };
     let max = ctl.config.max_sessions_per_api_session;
-    if !ctl.store.insert_session_capped(&row, max)? {
+    // The grant was checked before this transaction; a policy change that lands in
+    // between is caught by the router sync below, which drops sessions no policy grants.
+    let mut tx = ctl.store.begin_write().await?;
+    if !tx.insert_session_capped(&row, max).await? {
         return Err(ApiError::SessionLimit(max));
     }
-    ctl.notify_routers();
-    Ok(envelope::created(render::session(&ctl, &row, &routers)?))
+    tx.commit().await?;
+    ctl.notify_routers().await;
+    Ok(envelope::created(
+        render::session(&ctl, &row, &routers).await?,
+    ))
 }
 
 /// `DELETE /sessions/{id}`: ends one of the caller's sessions; routers drop it at once.
@@ -84,10 +90,12 @@ pub async fn delete(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    if !ctl.store.delete_session_of(&caller.session.id, &id)? {
+    let mut tx = ctl.store.begin_write().await?;
+    if !tx.delete_session_of(&caller.session.id, &id).await? {
         return Err(ApiError::NotFound(format!("session {id:?} not found")));
     }
-    ctl.notify_routers();
+    tx.commit().await?;
+    ctl.notify_routers().await;
     Ok(envelope::empty())
 }
 
@@ -97,16 +105,17 @@ pub async fn list(
     caller: Caller,
     q: ListQuery,
 ) -> Result<Response, ApiError> {
-    let (rows, _) = ctl.store.sessions_of(&caller.session.id, i64::MAX, 0)?;
+    let (rows, _) = ctl
+        .store
+        .sessions_of(&caller.session.id, i64::MAX, 0)
+        .await?;
     let fields = render::session_fields();
-    let docs = rows
-        .iter()
-        .map(|s| {
-            let routers = render::session_routers(&ctl, &s.identity_id, &s.service_id)?;
-            let doc = render::session(&ctl, s, &routers)?;
-            Ok((doc.clone(), doc))
-        })
-        .collect::<Result<Vec<_>, ApiError>>()?;
+    let mut docs = Vec::with_capacity(rows.len());
+    for s in &rows {
+        let routers = render::session_routers(&ctl, &s.identity_id, &s.service_id).await?;
+        let doc = render::session(&ctl, s, &routers).await?;
+        docs.push((doc.clone(), doc));
+    }
     let page = q.apply(&fields, &["createdAt"], docs)?;
     Ok(envelope::page(page, &fields))
 }
@@ -117,13 +126,16 @@ pub async fn detail(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let (rows, _) = ctl.store.sessions_of(&caller.session.id, i64::MAX, 0)?;
+    let (rows, _) = ctl
+        .store
+        .sessions_of(&caller.session.id, i64::MAX, 0)
+        .await?;
     let s = rows
         .iter()
         .find(|s| s.id == id)
         .ok_or_else(|| ApiError::NotFound(format!("session {id:?} not found")))?;
-    let routers = render::session_routers(&ctl, &s.identity_id, &s.service_id)?;
-    Ok(envelope::ok(render::session(&ctl, s, &routers)?))
+    let routers = render::session_routers(&ctl, &s.identity_id, &s.service_id).await?;
+    Ok(envelope::ok(render::session(&ctl, s, &routers).await?))
 }
 
 /// `POST /posture-response`: accepted and ignored (no posture checks are evaluated

@@ -14,26 +14,26 @@
 
 use serde_json::{Value, json};
 
-use crate::api::AppState;
 use crate::clock;
 use crate::error::ApiError;
 use crate::model::Kind;
-use crate::store::EntityRow;
+use crate::store::{EntityRow, WriteTx};
 
-fn is_default_admin(ctl: &AppState, id: &str) -> Result<bool, ApiError> {
-    Ok(ctl.store.meta_get("admin_identity_id")?.as_deref() == Some(id))
+async fn is_default_admin(tx: &mut WriteTx<'_>, id: &str) -> Result<bool, ApiError> {
+    Ok(tx.meta_get("admin_identity_id").await?.as_deref() == Some(id))
 }
 
 /// Refuses deletes that would leave references dangling or lock administrators out.
-pub fn check_delete(ctl: &AppState, k: Kind, id: &str) -> Result<(), ApiError> {
+/// Runs in the deleting transaction, so nothing can start referring meanwhile.
+pub async fn check_delete(tx: &mut WriteTx<'_>, k: Kind, id: &str) -> Result<(), ApiError> {
     match k {
-        Kind::Identities if is_default_admin(ctl, id)? => Err(ApiError::EntityCanNotBeDeleted(
-            "the default admin cannot be deleted".into(),
-        )),
+        Kind::Identities if is_default_admin(tx, id).await? => Err(
+            ApiError::EntityCanNotBeDeleted("the default admin cannot be deleted".into()),
+        ),
         Kind::ConfigTypes => {
-            let users: Vec<String> = ctl
-                .store
-                .list_all(Kind::Configs.collection())?
+            let users: Vec<String> = tx
+                .list_all(Kind::Configs.collection())
+                .await?
                 .into_iter()
                 .filter(|c| c.data["configTypeId"] == json!(id))
                 .map(|c| c.name)
@@ -52,13 +52,17 @@ pub fn check_delete(ctl: &AppState, k: Kind, id: &str) -> Result<(), ApiError> {
 }
 
 /// Deletes the terminators whose `field` is `id`.
-fn delete_terminators(ctl: &AppState, field: &str, id: &str) -> Result<usize, ApiError> {
+async fn delete_terminators(
+    tx: &mut WriteTx<'_>,
+    field: &str,
+    id: &str,
+) -> Result<usize, ApiError> {
     let mut n = 0;
-    for t in ctl.store.list_all(Kind::Terminators.collection())? {
+    for t in tx.list_all(Kind::Terminators.collection()).await? {
         if t.data.get(field) == Some(&json!(id))
-            && ctl
-                .store
-                .delete_entity(Kind::Terminators.collection(), &t.id)?
+            && tx
+                .delete_entity(Kind::Terminators.collection(), &t.id)
+                .await?
         {
             n += 1;
         }
@@ -66,25 +70,25 @@ fn delete_terminators(ctl: &AppState, field: &str, id: &str) -> Result<usize, Ap
     Ok(n)
 }
 
-/// Removes what belonged to the deleted entity `id` of kind `k`.
-pub fn after_delete(ctl: &AppState, k: Kind, id: &str) -> Result<(), ApiError> {
+/// Removes (in the deleting transaction) what belonged to the deleted entity `id` of
+/// kind `k`.
+pub async fn after_delete(tx: &mut WriteTx<'_>, k: Kind, id: &str) -> Result<(), ApiError> {
     match k {
         Kind::Identities => {
-            ctl.store.delete_identity_credentials(id)?;
-            delete_terminators(ctl, "identity", id)?;
+            tx.delete_identity_credentials(id).await?;
+            delete_terminators(tx, "identity", id).await?;
         }
         Kind::EdgeRouters => {
             // Enrollments and authenticators of routers are keyed by the router id too.
-            ctl.store.delete_identity_credentials(id)?;
-            delete_terminators(ctl, "router", id)?;
-            ctl.routers.kick(id);
+            tx.delete_identity_credentials(id).await?;
+            delete_terminators(tx, "router", id).await?;
         }
         Kind::Services => {
-            ctl.store.delete_sessions_of_service(id)?;
-            delete_terminators(ctl, "service", id)?;
+            tx.delete_sessions_of_service(id).await?;
+            delete_terminators(tx, "service", id).await?;
         }
         Kind::Configs => {
-            for mut s in ctl.store.list_all(Kind::Services.collection())? {
+            for mut s in tx.list_all(Kind::Services.collection()).await? {
                 let Some(configs) = s.data.get_mut("configs").and_then(Value::as_array_mut) else {
                     continue;
                 };
@@ -92,7 +96,7 @@ pub fn after_delete(ctl: &AppState, k: Kind, id: &str) -> Result<(), ApiError> {
                 configs.retain(|c| c != &json!(id));
                 if configs.len() != before {
                     s.updated_at = clock::now_string();
-                    ctl.store.update_entity(&s)?;
+                    tx.update_entity(&s).await?;
                 }
             }
         }
@@ -102,8 +106,8 @@ pub fn after_delete(ctl: &AppState, k: Kind, id: &str) -> Result<(), ApiError> {
 }
 
 /// Refuses updates OpenZiti refuses.
-pub fn check_update(
-    ctl: &AppState,
+pub async fn check_update(
+    tx: &mut WriteTx<'_>,
     k: Kind,
     old: &EntityRow,
     new_data: &Value,
@@ -113,7 +117,8 @@ pub fn check_update(
             ApiError::CouldNotValidate("configTypeId cannot be changed".into()),
         ),
         Kind::Identities
-            if is_default_admin(ctl, &old.id)? && new_data.get("isAdmin") != Some(&json!(true)) =>
+            if is_default_admin(tx, &old.id).await?
+                && new_data.get("isAdmin") != Some(&json!(true)) =>
         {
             Err(ApiError::CouldNotValidate(
                 "the default admin must stay an administrator".into(),

@@ -86,9 +86,10 @@ fn invalid(msg: impl Into<String>) -> ApiError {
 }
 
 /// The identity `id`, or 404.
-fn identity(ctl: &AppState, id: &str) -> Result<(), ApiError> {
+async fn identity(ctl: &AppState, id: &str) -> Result<(), ApiError> {
     ctl.store
-        .get_entity(Kind::Identities.collection(), id)?
+        .get_entity(Kind::Identities.collection(), id)
+        .await?
         .map(drop)
         .ok_or_else(|| not_found("identity", id))
 }
@@ -105,8 +106,12 @@ fn check_credentials(username: &str, password: &str) -> Result<(), ApiError> {
 }
 
 /// Fails when `username` belongs to an authenticator other than `except`.
-fn username_free(ctl: &AppState, username: &str, except: Option<&str>) -> Result<(), ApiError> {
-    match ctl.store.authenticator_by_username(username)? {
+async fn username_free(
+    ctl: &AppState,
+    username: &str,
+    except: Option<&str>,
+) -> Result<(), ApiError> {
+    match ctl.store.authenticator_by_username(username).await? {
         Some(a) if Some(a.id.as_str()) != except => Err(ApiError::Conflict(format!(
             "username {username:?} is already in use"
         ))),
@@ -128,13 +133,14 @@ async fn list_authenticators(
     identity_id: Option<String>,
 ) -> Result<Response, ApiError> {
     if let Some(id) = &identity_id {
-        identity(&ctl, id)?;
+        identity(&ctl, id).await?;
     }
-    let names = Names::load(&ctl.store, Kind::Identities)?;
+    let names = Names::load(&ctl.store, Kind::Identities).await?;
     let fields = fields_of::<AuthenticatorDetail>();
     let docs = ctl
         .store
-        .list_authenticators()?
+        .list_authenticators()
+        .await?
         .into_iter()
         .filter(|a| identity_id.as_ref().is_none_or(|id| a.identity_id == *id))
         .map(|a| to_json(&AuthenticatorDetail::new(a, &names)).map(|v| (v.clone(), v)))
@@ -145,9 +151,10 @@ async fn list_authenticators(
     ))
 }
 
-fn authenticator(ctl: &AppState, id: &str) -> Result<AuthenticatorRow, ApiError> {
+async fn authenticator(ctl: &AppState, id: &str) -> Result<AuthenticatorRow, ApiError> {
     ctl.store
-        .authenticator_by_id(id)?
+        .authenticator_by_id(id)
+        .await?
         .ok_or_else(|| not_found("authenticator", id))
 }
 
@@ -161,14 +168,20 @@ async fn create_authenticator(
             body.method
         )));
     }
-    identity(&ctl, &body.identity_id)?;
     let (Some(username), Some(password)) = (body.username, body.password) else {
         return Err(invalid("updb authenticators need username and password"));
     };
     check_credentials(&username, &password)?;
+    identity(&ctl, &body.identity_id).await?;
+    // Hash before the write transaction (it must not wait on slow work); check again
+    // inside it, where no other write can land.
+    let password_hash = hash(&ctl, password).await?;
+    let mut tx = ctl.store.begin_write().await?;
+    identity(&ctl, &body.identity_id).await?;
     if ctl
         .store
-        .authenticators_of(&body.identity_id)?
+        .authenticators_of(&body.identity_id)
+        .await?
         .iter()
         .any(|a| a.method == "updb")
     {
@@ -177,7 +190,7 @@ async fn create_authenticator(
             body.identity_id
         )));
     }
-    username_free(&ctl, &username, None)?;
+    username_free(&ctl, &username, None).await?;
     let now = clock::now_string();
     let row = AuthenticatorRow {
         id: uuid::Uuid::new_v4().simple().to_string(),
@@ -186,11 +199,12 @@ async fn create_authenticator(
         fingerprint: None,
         cert_pem: None,
         username: Some(username),
-        password_hash: Some(hash(&ctl, password).await?),
+        password_hash: Some(password_hash),
         created_at: now.clone(),
         updated_at: now,
     };
-    ctl.store.insert_authenticator(&row)?;
+    tx.insert_authenticator(&row).await?;
+    tx.commit().await?;
     Ok(envelope::created(json!({"id": row.id, "_links": {}})))
 }
 
@@ -200,7 +214,7 @@ async fn update_authenticator(
     username: Option<String>,
     password: Option<String>,
 ) -> Result<Response, ApiError> {
-    let a = authenticator(&ctl, &id)?;
+    let a = authenticator(&ctl, &id).await?;
     if a.method != "updb" {
         return Err(ApiError::CanNotUpdateAuthenticator(format!(
             "authenticator {id:?} is a {} authenticator; only updb authenticators can be updated",
@@ -209,35 +223,37 @@ async fn update_authenticator(
     }
     let username = username.or(a.username).unwrap_or_default();
     check_credentials(&username, password.as_deref().unwrap_or("unchanged"))?;
-    username_free(&ctl, &username, Some(&id))?;
+    username_free(&ctl, &username, Some(&id)).await?;
     let password_hash = match password {
         Some(p) => hash(&ctl, p).await?,
         None => a.password_hash.unwrap_or_default(),
     };
-    if !ctl.store.update_password_authenticator(
-        &id,
-        &username,
-        &password_hash,
-        &clock::now_string(),
-    )? {
+    let mut tx = ctl.store.begin_write().await?;
+    if !tx
+        .update_password_authenticator(&id, &username, &password_hash, &clock::now_string())
+        .await?
+    {
         return Err(not_found("authenticator", &id));
     }
+    tx.commit().await?;
     Ok(envelope::empty())
 }
 
 async fn delete_authenticator(ctl: AppState, id: String) -> Result<Response, ApiError> {
-    let a = authenticator(&ctl, &id)?;
+    let a = authenticator(&ctl, &id).await?;
     if a.method == "updb"
-        && ctl.store.meta_get("admin_identity_id")?.as_deref() == Some(a.identity_id.as_str())
+        && ctl.store.meta_get("admin_identity_id").await?.as_deref() == Some(a.identity_id.as_str())
     {
         return Err(ApiError::EntityCanNotBeDeleted(
             "the default admin's password authenticator cannot be deleted".into(),
         ));
     }
-    if !ctl.store.delete_authenticator(&id)? {
+    let mut tx = ctl.store.begin_write().await?;
+    if !tx.delete_authenticator(&id).await? {
         return Err(not_found("authenticator", &id));
     }
-    ctl.notify_routers();
+    tx.commit().await?;
+    ctl.notify_routers().await;
     Ok(envelope::empty())
 }
 
@@ -247,13 +263,14 @@ async fn list_enrollments(
     identity_id: Option<String>,
 ) -> Result<Response, ApiError> {
     if let Some(id) = &identity_id {
-        identity(&ctl, id)?;
+        identity(&ctl, id).await?;
     }
-    let names = Names::load(&ctl.store, Kind::Identities)?;
+    let names = Names::load(&ctl.store, Kind::Identities).await?;
     let fields = fields_of::<EnrollmentDetail>();
     let docs = ctl
         .store
-        .list_enrollments(enroll::OTT)?
+        .list_enrollments(enroll::OTT)
+        .await?
         .into_iter()
         .filter(|e| identity_id.as_ref().is_none_or(|id| e.identity_id == *id))
         .map(|e| to_json(&EnrollmentDetail::new(e, &names)).map(|v| (v.clone(), v)))
@@ -271,11 +288,12 @@ async fn create_enrollment(ctl: AppState, body: EnrollmentCreate) -> Result<Resp
             body.method
         )));
     }
-    identity(&ctl, &body.identity_id)?;
+    identity(&ctl, &body.identity_id).await?;
     let expires_at = body.expires_at.as_deref().map(future_time).transpose()?;
     if ctl
         .store
-        .authenticators_of(&body.identity_id)?
+        .authenticators_of(&body.identity_id)
+        .await?
         .iter()
         .any(|a| a.method == "cert")
     {
@@ -284,13 +302,20 @@ async fn create_enrollment(ctl: AppState, body: EnrollmentCreate) -> Result<Resp
             body.identity_id
         )));
     }
-    if !ctl.store.pending_enrollments(&body.identity_id)?.is_empty() {
+    if !ctl
+        .store
+        .pending_enrollments(&body.identity_id)
+        .await?
+        .is_empty()
+    {
         return Err(invalid(format!(
             "identity {:?} already has a pending enrollment",
             body.identity_id
         )));
     }
-    let e = enroll::create_ott_expiring(&ctl, &body.identity_id, expires_at)?;
+    let mut tx = ctl.store.begin_write().await?;
+    let e = enroll::create_ott_expiring(&ctl, &mut tx, &body.identity_id, expires_at).await?;
+    tx.commit().await?;
     Ok(envelope::created(json!({"id": e.id, "_links": {}})))
 }
 
@@ -331,8 +356,8 @@ pub fn routes(api: ApiBuilder) -> ApiBuilder {
             .admin()
             .returns(200, auth_detail),
         |State(ctl): State<AppState>, _: Admin, Path(id): Path<String>| async move {
-            let a = authenticator(&ctl, &id)?;
-            let names = Names::load(&ctl.store, Kind::Identities)?;
+            let a = authenticator(&ctl, &id).await?;
+            let names = Names::load(&ctl.store, Kind::Identities).await?;
             Ok::<_, ApiError>(envelope::ok(to_json(&AuthenticatorDetail::new(a, &names))?))
         },
     )
@@ -417,9 +442,10 @@ pub fn routes(api: ApiBuilder) -> ApiBuilder {
         |State(ctl): State<AppState>, _: Admin, Path(id): Path<String>| async move {
             let e = ctl
                 .store
-                .enrollment_by_id(enroll::OTT, &id)?
+                .enrollment_by_id(enroll::OTT, &id)
+                .await?
                 .ok_or_else(|| not_found("enrollment", &id))?;
-            let names = Names::load(&ctl.store, Kind::Identities)?;
+            let names = Names::load(&ctl.store, Kind::Identities).await?;
             Ok::<_, ApiError>(envelope::ok(to_json(&EnrollmentDetail::new(e, &names))?))
         },
     )
@@ -428,9 +454,11 @@ pub fn routes(api: ApiBuilder) -> ApiBuilder {
             .doc("Enrollment", "Deletes a pending enrollment")
             .admin(),
         |State(ctl): State<AppState>, _: Admin, Path(id): Path<String>| async move {
-            if !ctl.store.delete_enrollment(enroll::OTT, &id)? {
+            let mut tx = ctl.store.begin_write().await?;
+            if !tx.delete_enrollment(enroll::OTT, &id).await? {
                 return Err(not_found("enrollment", &id));
             }
+            tx.commit().await?;
             Ok(envelope::empty())
         },
     )
@@ -448,7 +476,9 @@ pub fn routes(api: ApiBuilder) -> ApiBuilder {
          Path(id): Path<String>,
          JsonBody(b): JsonBody<EnrollmentRefresh>| async move {
             let exp = future_time(&b.expires_at)?;
-            enroll::refresh_ott(&ctl, &id, exp)?.ok_or_else(|| not_found("enrollment", &id))?;
+            enroll::refresh_ott(&ctl, &id, exp)
+                .await?
+                .ok_or_else(|| not_found("enrollment", &id))?;
             Ok::<_, ApiError>(envelope::ok(json!({"id": id, "_links": {}})))
         },
     )

@@ -11,6 +11,7 @@ use crate::api::list::ListQuery;
 use crate::api::{AppState, envelope, render};
 use crate::auth::Admin;
 use crate::clock;
+use crate::controller::Controller;
 use crate::error::ApiError;
 use crate::model::{Kind, normalize};
 
@@ -91,7 +92,7 @@ fn object(v: Value) -> Result<Map<String, Value>, ApiError> {
 /// `POST /{collection}` → 201 `{data:{id,_links}}`; identities also return the
 /// created enrollment (`enrollment.ott.jwt`).
 pub async fn create(ctl: AppState, k: Kind, body: Value) -> Result<Response, ApiError> {
-    let (row, enrollment) = ctl.create_entity(k, object(body)?)?;
+    let (row, enrollment) = ctl.create_entity(k, object(body)?).await?;
     tracing::info!(kind = k.collection(), id = %row.id, name = %row.name, "created");
     let mut data = json!({"id": row.id, "_links": {}});
     if let (Kind::EdgeRouters, Some(e)) = (k, &enrollment) {
@@ -109,11 +110,12 @@ pub async fn create(ctl: AppState, k: Kind, body: Value) -> Result<Response, Api
 /// `GET /{collection}?limit&offset&filter&sort`.
 pub async fn list(ctl: AppState, k: Kind, q: ListQuery) -> Result<Response, ApiError> {
     let fields = k.fields();
-    let rows = ctl.store.list_all(k.collection())?;
+    let rows = ctl.store.list_all(k.collection()).await?;
     let docs = rows.into_iter().map(|r| (render::entity(&r), r)).collect();
     let page = q
         .apply(&fields, &["name"], docs)?
-        .try_map(|r| render::management_entity(&ctl, k, &r))?;
+        .try_map_async(async |r| render::management_entity(&ctl, k, &r).await)
+        .await?;
     Ok(envelope::page(page, &fields))
 }
 
@@ -121,9 +123,12 @@ pub async fn list(ctl: AppState, k: Kind, q: ListQuery) -> Result<Response, ApiE
 pub async fn detail(ctl: AppState, k: Kind, id: String) -> Result<Response, ApiError> {
     let row = ctl
         .store
-        .get_entity(k.collection(), &id)?
+        .get_entity(k.collection(), &id)
+        .await?
         .ok_or_else(|| not_found(k, &id))?;
-    Ok(envelope::ok(render::management_entity(&ctl, k, &row)?))
+    Ok(envelope::ok(
+        render::management_entity(&ctl, k, &row).await?,
+    ))
 }
 
 /// `PATCH` (`merge`: the given fields change) or `PUT` (the document is replaced)
@@ -142,9 +147,11 @@ pub async fn update(
             "enrollment cannot be changed by an update".into(),
         ));
     }
-    let mut row = ctl
-        .store
-        .get_entity(k.collection(), id)?
+    // Read, check and write in one transaction: no other write lands in between.
+    let mut tx = ctl.store.begin_write().await?;
+    let mut row = tx
+        .get_entity(k.collection(), id)
+        .await?
         .ok_or_else(|| not_found(k, id))?;
     let mut doc = if merge {
         let mut m = match &row.data {
@@ -162,32 +169,39 @@ pub async fn update(
     }
     let n = normalize(k, doc)?;
     let mut data = n.data;
-    ctl.resolve_references(k, &mut data)?;
-    cascade::check_update(&ctl, k, &row, &data)?;
+    Controller::resolve_references(&mut tx, k, &mut data).await?;
+    cascade::check_update(&mut tx, k, &row, &data).await?;
     if !n.name.is_empty() {
         row.name = n.name;
     }
     row.tags = n.tags;
     row.data = data;
     row.updated_at = clock::now_string();
-    if !ctl.store.update_entity(&row)? {
+    if !tx.update_entity(&row).await? {
         return Err(not_found(k, id));
     }
+    tx.commit().await?;
     if k == Kind::EdgeRouters && row.data.get("disabled") == Some(&json!(true)) {
         ctl.routers.kick(id);
     }
-    ctl.mark_changed()?;
+    ctl.mark_changed().await?;
     Ok(envelope::empty())
 }
 
 /// `DELETE /{collection}/{id}`, with the checks and cascades of [`cascade`].
 pub async fn delete(ctl: AppState, k: Kind, id: String) -> Result<Response, ApiError> {
-    cascade::check_delete(&ctl, k, &id)?;
-    if !ctl.store.delete_entity(k.collection(), &id)? {
+    // Check, delete and cascade are one transaction.
+    let mut tx = ctl.store.begin_write().await?;
+    cascade::check_delete(&mut tx, k, &id).await?;
+    if !tx.delete_entity(k.collection(), &id).await? {
         return Err(not_found(k, &id));
     }
-    cascade::after_delete(&ctl, k, &id)?;
-    ctl.mark_changed()?;
+    cascade::after_delete(&mut tx, k, &id).await?;
+    tx.commit().await?;
+    if k == Kind::EdgeRouters {
+        ctl.routers.kick(&id);
+    }
+    ctl.mark_changed().await?;
     tracing::info!(kind = k.collection(), %id, "deleted");
     Ok(envelope::empty())
 }

@@ -14,14 +14,15 @@ use crate::filter::{FieldType, Fields};
 use crate::model::Kind;
 use crate::store::EntityRow;
 
-fn entity(ctl: &AppState, k: Kind, id: &str) -> Result<EntityRow, ApiError> {
+async fn entity(ctl: &AppState, k: Kind, id: &str) -> Result<EntityRow, ApiError> {
     ctl.store
-        .get_entity(k.collection(), id)?
+        .get_entity(k.collection(), id)
+        .await?
         .ok_or_else(|| ApiError::NotFound(format!("{} {id:?} not found", k.type_names().0)))
 }
 
 /// Pages `rows` (management views of `k`) with `extra` fields added to each document.
-fn page(
+async fn page(
     ctl: &AppState,
     k: Kind,
     q: &ListQuery,
@@ -38,22 +39,26 @@ fn page(
             (doc, (r, extra))
         })
         .collect();
-    let p = q.apply(fields, &["name"], docs)?.try_map(|(r, extra)| {
-        let mut v = render::management_entity(ctl, k, &r)?;
-        if let (Value::Object(d), Some(Value::Object(x))) = (&mut v, extra) {
-            d.extend(x);
-        }
-        Ok::<_, ApiError>(v)
-    })?;
+    let p = q
+        .apply(fields, &["name"], docs)?
+        .try_map_async(async |(r, extra)| {
+            let mut v = render::management_entity(ctl, k, &r).await?;
+            if let (Value::Object(d), Some(Value::Object(x))) = (&mut v, extra) {
+                d.extend(x);
+            }
+            Ok::<_, ApiError>(v)
+        })
+        .await?;
     Ok(envelope::page(p, fields))
 }
 
 async fn identity_services(ctl: AppState, id: String, q: ListQuery) -> Result<Response, ApiError> {
-    entity(&ctl, Kind::Identities, &id)?;
-    let perms = ctl.policy.get(&ctl.store)?.service_permissions(&id);
+    entity(&ctl, Kind::Identities, &id).await?;
+    let perms = ctl.policy.get(&ctl.store).await?.service_permissions(&id);
     let rows = ctl
         .store
-        .list_all(Kind::Services.collection())?
+        .list_all(Kind::Services.collection())
+        .await?
         .into_iter()
         .filter_map(|s| {
             let p: Vec<&str> = perms.get(&s.id)?.iter().map(|t| t.as_str()).collect();
@@ -61,7 +66,7 @@ async fn identity_services(ctl: AppState, id: String, q: ListQuery) -> Result<Re
         })
         .collect();
     let fields = Kind::Services.fields().with("permissions", FieldType::Set);
-    page(&ctl, Kind::Services, &q, &fields, rows)
+    page(&ctl, Kind::Services, &q, &fields, rows).await
 }
 
 async fn identity_edge_routers(
@@ -69,8 +74,8 @@ async fn identity_edge_routers(
     id: String,
     q: ListQuery,
 ) -> Result<Response, ApiError> {
-    entity(&ctl, Kind::Identities, &id)?;
-    let policy = ctl.policy.get(&ctl.store)?;
+    entity(&ctl, Kind::Identities, &id).await?;
+    let policy = ctl.policy.get(&ctl.store).await?;
     let rows = policy
         .edge_routers_for_identity(&id)
         .into_iter()
@@ -83,22 +88,24 @@ async fn identity_edge_routers(
         &Kind::EdgeRouters.fields(),
         rows,
     )
+    .await
 }
 
 async fn service_configs(ctl: AppState, id: String, q: ListQuery) -> Result<Response, ApiError> {
-    let service = entity(&ctl, Kind::Services, &id)?;
+    let service = entity(&ctl, Kind::Services, &id).await?;
     let ids: Vec<&str> = service.data["configs"]
         .as_array()
         .map(|a| a.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
     let rows = ctl
         .store
-        .list_all(Kind::Configs.collection())?
+        .list_all(Kind::Configs.collection())
+        .await?
         .into_iter()
         .filter(|c| ids.contains(&c.id.as_str()))
         .map(|c| (c, None))
         .collect();
-    page(&ctl, Kind::Configs, &q, &Kind::Configs.fields(), rows)
+    page(&ctl, Kind::Configs, &q, &Kind::Configs.fields(), rows).await
 }
 
 async fn service_terminators(
@@ -106,10 +113,11 @@ async fn service_terminators(
     id: String,
     q: ListQuery,
 ) -> Result<Response, ApiError> {
-    entity(&ctl, Kind::Services, &id)?;
+    entity(&ctl, Kind::Services, &id).await?;
     let rows = ctl
         .store
-        .list_all(Kind::Terminators.collection())?
+        .list_all(Kind::Terminators.collection())
+        .await?
         .into_iter()
         .filter(|t| t.data["service"] == json!(id))
         .map(|t| (t, None))
@@ -121,6 +129,7 @@ async fn service_terminators(
         &Kind::Terminators.fields(),
         rows,
     )
+    .await
 }
 
 /// Adds the routes of this module.

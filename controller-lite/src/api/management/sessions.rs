@@ -34,10 +34,10 @@ fn api_session_fields() -> Fields {
         .with("expiresAt", FieldType::DateTime)
 }
 
-fn api_session_views(ctl: &AppState, id: Option<&str>) -> Result<Vec<Value>, ApiError> {
-    let identities = ctl.store.list_all(Kind::Identities.collection())?;
+async fn api_session_views(ctl: &AppState, id: Option<&str>) -> Result<Vec<Value>, ApiError> {
+    let identities = ctl.store.list_all(Kind::Identities.collection()).await?;
     let mut out = Vec::new();
-    for s in ctl.store.all_api_sessions()? {
+    for s in ctl.store.all_api_sessions().await? {
         if id.is_some_and(|id| s.id != id) {
             continue;
         }
@@ -49,18 +49,23 @@ fn api_session_views(ctl: &AppState, id: Option<&str>) -> Result<Vec<Value>, Api
     Ok(out)
 }
 
-fn session_views(ctl: &AppState, id: Option<&str>) -> Result<Vec<Value>, ApiError> {
-    let services = Names::load(&ctl.store, Kind::Services)?;
-    let identities = Names::load(&ctl.store, Kind::Identities)?;
-    ctl.store
-        .sessions_where_api_session(None)?
-        .into_iter()
-        .filter(|s| id.is_none_or(|id| s.id == id))
-        .map(|s| {
-            let routers = render::session_routers(ctl, &s.identity_id, &s.service_id)?;
-            to_json(&SessionDetail::new(s, &services, &identities, routers))
-        })
-        .collect()
+async fn session_views(ctl: &AppState, id: Option<&str>) -> Result<Vec<Value>, ApiError> {
+    let services = Names::load(&ctl.store, Kind::Services).await?;
+    let identities = Names::load(&ctl.store, Kind::Identities).await?;
+    let mut out = Vec::new();
+    for s in ctl.store.sessions_where_api_session(None).await? {
+        if id.is_some_and(|id| s.id != id) {
+            continue;
+        }
+        let routers = render::session_routers(ctl, &s.identity_id, &s.service_id).await?;
+        out.push(to_json(&SessionDetail::new(
+            s,
+            &services,
+            &identities,
+            routers,
+        ))?);
+    }
+    Ok(out)
 }
 
 fn one(mut items: Vec<Value>, what: &str, id: &str) -> Result<Response, ApiError> {
@@ -88,7 +93,11 @@ pub fn routes(api: ApiBuilder) -> ApiBuilder {
             .admin()
             .lists(api_ses),
         |State(ctl): State<AppState>, _: Admin, q: ListQuery| async move {
-            paged(&q, &api_session_fields(), api_session_views(&ctl, None)?)
+            paged(
+                &q,
+                &api_session_fields(),
+                api_session_views(&ctl, None).await?,
+            )
         },
     )
     .add(
@@ -97,7 +106,11 @@ pub fn routes(api: ApiBuilder) -> ApiBuilder {
             .admin()
             .returns(200, api_ses),
         |State(ctl): State<AppState>, _: Admin, Path(id): Path<String>| async move {
-            one(api_session_views(&ctl, Some(&id))?, "API session", &id)
+            one(
+                api_session_views(&ctl, Some(&id)).await?,
+                "API session",
+                &id,
+            )
         },
     )
     .add(
@@ -105,11 +118,13 @@ pub fn routes(api: ApiBuilder) -> ApiBuilder {
             .doc("API Session", "Ends an API session and its sessions")
             .admin(),
         |State(ctl): State<AppState>, _: Admin, Path(id): Path<String>| async move {
-            if ctl.store.api_session_by_id(&id)?.is_none() {
+            if ctl.store.api_session_by_id(&id).await?.is_none() {
                 return Err(not_found("API session", &id));
             }
-            ctl.store.delete_api_session(&id)?;
-            ctl.notify_routers();
+            let mut tx = ctl.store.begin_write().await?;
+            tx.delete_api_session(&id).await?;
+            tx.commit().await?;
+            ctl.notify_routers().await;
             Ok(envelope::empty())
         },
     )
@@ -122,7 +137,7 @@ pub fn routes(api: ApiBuilder) -> ApiBuilder {
             paged(
                 &q,
                 &fields_of::<SessionDetail>(),
-                session_views(&ctl, None)?,
+                session_views(&ctl, None).await?,
             )
         },
     )
@@ -132,7 +147,7 @@ pub fn routes(api: ApiBuilder) -> ApiBuilder {
             .admin()
             .returns(200, ses_detail),
         |State(ctl): State<AppState>, _: Admin, Path(id): Path<String>| async move {
-            one(session_views(&ctl, Some(&id))?, "session", &id)
+            one(session_views(&ctl, Some(&id)).await?, "session", &id)
         },
     )
     .add(
@@ -140,10 +155,12 @@ pub fn routes(api: ApiBuilder) -> ApiBuilder {
             .doc("Session", "Ends a session")
             .admin(),
         |State(ctl): State<AppState>, _: Admin, Path(id): Path<String>| async move {
-            if ctl.store.delete_sessions(std::slice::from_ref(&id))? == 0 {
+            let mut tx = ctl.store.begin_write().await?;
+            if tx.delete_sessions(std::slice::from_ref(&id)).await? == 0 {
                 return Err(not_found("session", &id));
             }
-            ctl.notify_routers();
+            tx.commit().await?;
+            ctl.notify_routers().await;
             Ok(envelope::empty())
         },
     )

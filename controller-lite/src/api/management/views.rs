@@ -48,11 +48,12 @@ pub struct Names {
 
 impl Names {
     /// The names of every entity of `kind`.
-    pub fn load(store: &Store, kind: Kind) -> Result<Self, ApiError> {
+    pub async fn load(store: &Store, kind: Kind) -> Result<Self, ApiError> {
         Ok(Self {
             kind: Some(kind),
             names: store
-                .list_all(kind.collection())?
+                .list_all(kind.collection())
+                .await?
                 .into_iter()
                 .map(|e: EntityRow| (e.id, e.name))
                 .collect(),

@@ -1,0 +1,370 @@
+//! The store's test suite, run on both backends: every test is one async function
+//! over a [`Store`], instantiated once on SQLite and once on a real PostgreSQL.
+
+use serde_json::json;
+use weft_testkit::postgres::Postgres;
+
+use super::*;
+
+/// A store on `backend`, with whatever keeps its database alive.
+async fn open(backend: Backend) -> (Store, Box<dyn std::any::Any>) {
+    match backend {
+        Backend::Sqlite => {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(&sqlite_url(&dir.path().join("weft db?.sqlite")))
+                .await
+                .unwrap();
+            (store, Box::new(dir))
+        }
+        Backend::Postgres => {
+            let pg = Postgres::start().expect("PostgreSQL (Debian's postgresql package)");
+            let store = Store::open(&pg.url("postgres")).await.unwrap();
+            (store, Box::new(pg))
+        }
+    }
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let (store, _keep) = super::open(super::Backend::Sqlite).await;
+                    super::$name(&store).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let (store, _keep) = super::open(super::Backend::Postgres).await;
+                    super::$name(&store).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    crud_and_listing,
+    revisions_and_change_log,
+    enrollment_redeems_once_under_concurrency,
+    cascades_and_session_cap,
+    reopen_keeps_data_and_refuses_newer_schema,
+);
+
+fn row(name: &str) -> EntityRow {
+    EntityRow {
+        kind: "services".into(),
+        id: format!("id-{name}"),
+        name: name.into(),
+        tags: json!({}),
+        data: json!({"roleAttributes": []}),
+        created_at: "t".into(),
+        updated_at: "t".into(),
+    }
+}
+
+async fn crud_and_listing(s: &Store) {
+    let mut tx = s.begin_write().await.unwrap();
+    for n in ["b", "a", "c_1"] {
+        tx.insert_entity(&row(n)).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    let mut tx = s.begin_write().await.unwrap();
+    assert!(matches!(
+        tx.insert_entity(&row("a")).await,
+        Err(StoreError::Duplicate(_))
+    ));
+    drop(tx);
+    let all = s.list_all("services").await.unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
+        ["a", "b", "c_1"]
+    );
+    let mut tx = s.begin_write().await.unwrap();
+    let mut b = s.get_entity("services", "id-b").await.unwrap().unwrap();
+    b.data = json!({"roleAttributes": ["x"]});
+    assert!(tx.update_entity(&b).await.unwrap());
+    assert!(tx.delete_entity("services", "id-a").await.unwrap());
+    assert!(!tx.delete_entity("services", "id-a").await.unwrap());
+    tx.commit().await.unwrap();
+    assert!(s.get_entity("services", "id-a").await.unwrap().is_none());
+    let by_name = s
+        .get_entity_by_id_or_name("services", "b")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_name.id, "id-b");
+    assert_eq!(by_name.data["roleAttributes"][0], "x");
+    // A rolled-back transaction leaves nothing.
+    let mut tx = s.begin_write().await.unwrap();
+    tx.insert_entity(&row("d")).await.unwrap();
+    drop(tx);
+    assert!(s.get_entity("services", "id-d").await.unwrap().is_none());
+}
+
+async fn revisions_and_change_log(s: &Store) {
+    let start = s.revision().await.unwrap();
+    let mut committed = s.committed();
+    // A transaction that records nothing uses no revision.
+    assert_eq!(s.begin_write().await.unwrap().commit().await.unwrap(), None);
+    assert_eq!(s.revision().await.unwrap(), start);
+
+    let mut tx = s.begin_write().await.unwrap();
+    tx.insert_entity(&row("a")).await.unwrap();
+    tx.insert_entity(&row("b")).await.unwrap();
+    let first = tx.commit().await.unwrap().unwrap();
+    assert_eq!(first, start + 1);
+    assert_eq!(*committed.borrow_and_update(), first);
+    assert_eq!(s.entity_revision().await.unwrap(), first);
+
+    // A change to a record, not an entity, leaves the entity revision alone.
+    let mut tx = s.begin_write().await.unwrap();
+    tx.insert_session(&SessionRow {
+        id: "s1".into(),
+        token: "t1".into(),
+        api_session_id: "a1".into(),
+        identity_id: "i1".into(),
+        service_id: "id-a".into(),
+        session_type: "Dial".into(),
+        created_at: "t".into(),
+        updated_at: "t".into(),
+    })
+    .await
+    .unwrap();
+    let second = tx.commit().await.unwrap().unwrap();
+    assert_eq!(second, first + 1);
+    assert_eq!(s.entity_revision().await.unwrap(), first);
+    assert!(s.meta_get("last_change_at").await.unwrap().is_some());
+
+    let log = s.changes_since(start, 100).await.unwrap();
+    let seen: Vec<_> = log
+        .iter()
+        .map(|c| (c.seq, c.kind.as_str(), c.entity_id.as_str(), c.op))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (first, "services", "id-a", ChangeOp::Create),
+            (first, "services", "id-b", ChangeOp::Create),
+            (second, "sessions", "s1", ChangeOp::Create),
+        ]
+    );
+    assert_eq!(s.changes_since(first, 100).await.unwrap().len(), 1);
+    // Pruning keeps the latest revision's rows.
+    s.prune_changes(i64::MAX).await.unwrap();
+    let left = s.changes_since(start, 100).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].seq, second);
+}
+
+async fn enrollment_redeems_once_under_concurrency(s: &Store) {
+    let mut tx = s.begin_write().await.unwrap();
+    tx.insert_enrollment(&EnrollmentRow {
+        id: "e1".into(),
+        identity_id: "i1".into(),
+        method: "ott".into(),
+        jti: "jti-1".into(),
+        jwt: "jwt".into(),
+        expires_at: i64::MAX,
+        used: false,
+        created_at: "t".into(),
+    })
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let tries = (0..20).map(|i| async move {
+        let mut tx = s.begin_write().await.unwrap();
+        let Some(enr) = tx.redeem_enrollment("jti-1", 0).await.unwrap() else {
+            return false;
+        };
+        tx.insert_authenticator(&AuthenticatorRow {
+            id: format!("auth-{i}"),
+            identity_id: enr.identity_id,
+            method: "cert".into(),
+            fingerprint: Some(format!("fp-{i}")),
+            cert_pem: Some("pem".into()),
+            username: None,
+            password_hash: None,
+            created_at: "t".into(),
+            updated_at: "t".into(),
+        })
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        true
+    });
+    let won = futures_count(tries).await;
+    assert_eq!(won, 1);
+    assert_eq!(s.authenticators_of("i1").await.unwrap().len(), 1);
+    assert!(s.pending_enrollments("i1").await.unwrap().is_empty());
+    // An expired token never works.
+    let mut tx = s.begin_write().await.unwrap();
+    tx.insert_enrollment(&EnrollmentRow {
+        id: "e2".into(),
+        identity_id: "i2".into(),
+        method: "ott".into(),
+        jti: "jti-2".into(),
+        jwt: "jwt".into(),
+        expires_at: 10,
+        used: false,
+        created_at: "t".into(),
+    })
+    .await
+    .unwrap();
+    assert!(tx.redeem_enrollment("jti-2", 11).await.unwrap().is_none());
+}
+
+/// Runs the futures concurrently and counts those that returned true.
+async fn futures_count(tries: impl Iterator<Item = impl Future<Output = bool>>) -> usize {
+    let mut set = Vec::new();
+    for t in tries {
+        set.push(t);
+    }
+    let mut won = 0;
+    let results = join_all(set).await;
+    for r in results {
+        won += usize::from(r);
+    }
+    won
+}
+
+/// Polls every future to completion concurrently, on this task.
+async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, o) in futures.iter_mut().zip(out.iter_mut()) {
+            if o.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *o = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
+}
+
+async fn cascades_and_session_cap(s: &Store) {
+    let mut tx = s.begin_write().await.unwrap();
+    let auth = AuthenticatorRow {
+        id: "auth-1".into(),
+        identity_id: "i1".into(),
+        method: "updb".into(),
+        fingerprint: None,
+        cert_pem: None,
+        username: Some("alice".into()),
+        password_hash: Some("hash".into()),
+        created_at: "t".into(),
+        updated_at: "t".into(),
+    };
+    tx.insert_authenticator(&auth).await.unwrap();
+    tx.commit().await.unwrap();
+    // A failed statement ends a transaction (PostgreSQL aborts it): a new one follows.
+    let mut tx = s.begin_write().await.unwrap();
+    let taken = AuthenticatorRow {
+        id: "auth-2".into(),
+        identity_id: "i2".into(),
+        ..auth.clone()
+    };
+    assert!(matches!(
+        tx.insert_authenticator(&taken).await,
+        Err(StoreError::Duplicate(name)) if name == "alice"
+    ));
+    drop(tx);
+
+    let mut tx = s.begin_write().await.unwrap();
+    tx.insert_api_session(&ApiSessionRow {
+        id: "as1".into(),
+        token: "tok".into(),
+        identity_id: "i1".into(),
+        authenticator_id: "auth-1".into(),
+        config_types: vec!["intercept.v1".into()],
+        ip_address: "127.0.0.1".into(),
+        created_at: "t".into(),
+        updated_at: "t".into(),
+        last_activity: 100,
+    })
+    .await
+    .unwrap();
+    let session = |n: u32| SessionRow {
+        id: format!("s{n}"),
+        token: format!("st{n}"),
+        api_session_id: "as1".into(),
+        identity_id: "i1".into(),
+        service_id: "svc".into(),
+        session_type: "Dial".into(),
+        created_at: "t".into(),
+        updated_at: "t".into(),
+    };
+    assert!(tx.insert_session_capped(&session(1), 2).await.unwrap());
+    assert!(tx.insert_session_capped(&session(2), 2).await.unwrap());
+    assert!(!tx.insert_session_capped(&session(3), 2).await.unwrap());
+    tx.commit().await.unwrap();
+
+    let api = s.api_session_by_token("tok").await.unwrap().unwrap();
+    assert_eq!(api.config_types, ["intercept.v1"]);
+    s.touch_api_session("as1", 200, "t2").await.unwrap();
+    assert_eq!(
+        s.api_session_by_id("as1")
+            .await
+            .unwrap()
+            .unwrap()
+            .last_activity,
+        200
+    );
+    let (rows, total) = s.sessions_of("as1", 1, 1).await.unwrap();
+    assert_eq!((rows.len(), total), (1, 2));
+    let listed = s.list_api_sessions().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].1, None, "a password login has no fingerprint");
+
+    // Deleting the authenticator ends the API sessions made with it, and their sessions.
+    let mut tx = s.begin_write().await.unwrap();
+    assert!(tx.delete_authenticator("auth-1").await.unwrap());
+    tx.commit().await.unwrap();
+    assert!(s.api_session_by_id("as1").await.unwrap().is_none());
+    assert!(s.list_sessions().await.unwrap().is_empty());
+}
+
+async fn reopen_keeps_data_and_refuses_newer_schema(s: &Store) {
+    let mut tx = s.begin_write().await.unwrap();
+    tx.insert_entity(&row("kept")).await.unwrap();
+    tx.commit().await.unwrap();
+    let again = Store::open(&s.url).await.unwrap();
+    assert!(
+        again
+            .get_entity("services", "id-kept")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    again.close().await;
+    // A migration this binary does not know: a newer binary migrated the database.
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, installed_on, success, checksum, execution_time)
+         VALUES (99990101000000, 'from the future', CURRENT_TIMESTAMP, TRUE, $1, 0)",
+    )
+    .bind(vec![0u8; 48])
+    .execute(&s.write)
+    .await
+    .unwrap();
+    match Store::open(&s.url).await {
+        Err(StoreError::SchemaTooNew { found, known }) => {
+            assert_eq!(found, 99990101000000);
+            assert_eq!(known, 1);
+        }
+        other => panic!("expected SchemaTooNew, got {other:?}"),
+    }
+}
