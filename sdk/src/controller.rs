@@ -432,6 +432,177 @@ mod tests {
         assert_eq!(api_error(500, b"not json").kind(), ErrorKind::Controller);
     }
 
+    /// A fake Edge Client API over TLS on loopback: `answer(request line, zt-session)`
+    /// gives each request's status and JSON body. Returns its base URL and its accept
+    /// task (aborting it closes the port: connections are then refused).
+    async fn fake_controller(
+        pki: &weft_tls::test_pki::TestPki,
+        answer: impl Fn(&str, Option<&str>) -> (u16, String) + Send + Sync + 'static,
+    ) -> (String, tokio::task::JoinHandle<()>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!(
+            "https://localhost:{}",
+            listener.local_addr().unwrap().port()
+        );
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(pki.control_server().unwrap()));
+        let answer = Arc::new(answer);
+        let task = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, answer) = (acceptor.clone(), Arc::clone(&answer));
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut got = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    let head_end = loop {
+                        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        match tls.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&got[..head_end]).to_string();
+                    let header = |name: &str| {
+                        head.lines().find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+                        })
+                    };
+                    let length: usize = header("content-length").map_or(0, |v| v.parse().unwrap());
+                    while got.len() < head_end + length {
+                        match tls.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let line = head.lines().next().unwrap_or_default().to_owned();
+                    let (status, body) = answer(&line, header("zt-session").as_deref());
+                    let out = format!(
+                        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n\
+                         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = tls.write_all(out.as_bytes()).await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        (base, task)
+    }
+
+    fn session(token: &str) -> (u16, String) {
+        let body =
+            serde_json::json!({"data": {"id": "s", "token": token, "identity": {"name": "alice"}}});
+        (200, body.to_string())
+    }
+
+    fn one_service() -> (u16, String) {
+        let body = serde_json::json!({
+            "data": [{"id": "1", "name": "svc", "permissions": ["Dial"]}],
+            "meta": {"pagination": {"totalCount": 1}}
+        });
+        (200, body.to_string())
+    }
+
+    fn unauthorized() -> (u16, String) {
+        let body = serde_json::json!({"error": {"code": "UNAUTHORIZED", "message": "no"}});
+        (401, body.to_string())
+    }
+
+    /// The session's controller goes away: the next one is asked, does not know the
+    /// session (401), gets one fresh login, answers, and is kept.
+    #[tokio::test]
+    async fn an_unreachable_controller_fails_over_and_a_401_there_logs_in_again() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let pki = weft_tls::test_pki::TestPki::new().unwrap();
+        let (a, a_task) = fake_controller(&pki, |line, _| {
+            if line.starts_with("POST /edge/client/v1/authenticate") {
+                session("from-a")
+            } else {
+                one_service()
+            }
+        })
+        .await;
+        let logins_b = Arc::new(AtomicUsize::new(0));
+        let (b, _b_task) = fake_controller(&pki, {
+            let logins_b = Arc::clone(&logins_b);
+            move |line, token| {
+                if line.starts_with("POST /edge/client/v1/authenticate") {
+                    logins_b.fetch_add(1, Ordering::Relaxed);
+                    session("from-b")
+                } else if token == Some("from-b") {
+                    one_service()
+                } else {
+                    unauthorized()
+                }
+            }
+        })
+        .await;
+        let tls = pki.client_config(&[&rustls::version::TLS13]).unwrap();
+        let client = ControllerClient::new(&[a.clone(), b.clone()], tls).unwrap();
+        client.authenticate().await.unwrap();
+        assert_eq!(client.token().as_deref(), Some("from-a"));
+        assert_eq!(client.current(), a);
+        assert_eq!(client.services().await.unwrap().len(), 1);
+
+        a_task.abort();
+        let _ = a_task.await;
+        let services = client.services().await.unwrap();
+        assert_eq!(services[0].name, "svc");
+        assert_eq!(client.current(), b, "the controller that answered is kept");
+        assert_eq!(client.token().as_deref(), Some("from-b"));
+        assert_eq!(logins_b.load(Ordering::Relaxed), 1);
+        // Still on b, without another login.
+        client.services().await.unwrap();
+        assert_eq!(logins_b.load(Ordering::Relaxed), 1);
+    }
+
+    /// An HTTP error answer is the answer: no other controller is asked, and a 401
+    /// from the controller that issued the session is returned (expiry; the context's
+    /// refresh loop logs in again).
+    #[tokio::test]
+    async fn an_error_answer_is_no_failover() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let pki = weft_tls::test_pki::TestPki::new().unwrap();
+        let (a, _a_task) = fake_controller(&pki, |line, _| {
+            if line.starts_with("POST /edge/client/v1/authenticate") {
+                session("from-a")
+            } else if line.starts_with("POST /edge/client/v1/sessions") {
+                let body = serde_json::json!({"error": {"code": "NOT_FOUND", "message": "gone"}});
+                (404, body.to_string())
+            } else {
+                unauthorized()
+            }
+        })
+        .await;
+        let asked_b = Arc::new(AtomicUsize::new(0));
+        let (b, _b_task) = fake_controller(&pki, {
+            let asked_b = Arc::clone(&asked_b);
+            move |_, _| {
+                asked_b.fetch_add(1, Ordering::Relaxed);
+                session("from-b")
+            }
+        })
+        .await;
+        let tls = pki.client_config(&[&rustls::version::TLS13]).unwrap();
+        let client = ControllerClient::new(&[a.clone(), b], tls).unwrap();
+        client.authenticate().await.unwrap();
+        let e = client
+            .create_session("1", SessionKind::Dial)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NoSuchService);
+        let e = client.services().await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotAuthorized);
+        assert_eq!(client.current(), a);
+        assert_eq!(client.token().as_deref(), Some("from-a"));
+        assert_eq!(asked_b.load(Ordering::Relaxed), 0);
+    }
+
     #[test]
     fn router_addresses_come_from_supported_protocols_or_urls() {
         let r: EdgeRouter = serde_json::from_value(serde_json::json!({
