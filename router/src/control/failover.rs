@@ -10,6 +10,7 @@
 //! backoff and starts a new round; the loss of that connection is the round's first
 //! attempt, so a single controller that keeps dropping the router is retried after the
 //! minimum backoff, as before there were several.
+#![deny(clippy::disallowed_methods)] // sans-IO: no clock reads (clippy.toml)
 
 use std::time::Duration;
 
