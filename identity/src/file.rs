@@ -5,6 +5,14 @@
 //!  "id": {"cert": "pem:-----BEGIN CERTIFICATE-----…", "key": "file:///etc/weft/id.key", "ca": "pem:…"}}
 //! ```
 //!
+//! `ztAPIs` (optional, as in openziti/sdk-golang `ziti/config.go`, where it supersedes
+//! `ztAPI`) lists several controllers' URLs: controllers sharing one database, any of
+//! which serves the identity. Weft reads `ztAPI` first and then the `ztAPIs` entries
+//! not already named (a file with only `ztAPIs` starts at its first), and writes
+//! `ztAPIs` back whenever the identity has more than one controller, `ztAPI` always
+//! (the first), so single-controller readers such as the C SDK 0.29.3 still find one.
+//! A URL may end in `/edge/client/v1`, as the Go SDK writes it; Weft keeps the base.
+//!
 //! Each of `cert`, `key` and `ca` may be `pem:<PEM>`, `file://<path>`, raw PEM or a bare
 //! path, as the OpenZiti C SDK 0.29.3 reads them (`library/config.c`; tlsuv v0.14.9
 //! `src/engine_mbedtls.c` tries PEM first, then a file). A
@@ -20,10 +28,11 @@ use crate::IdentityError;
 
 type Result<T> = std::result::Result<T, IdentityError>;
 
-/// An enrolled identity: the controller to talk to and the credentials to use.
+/// An enrolled identity: the controllers to talk to and the credentials to use.
 #[derive(Clone)]
 pub struct Identity {
-    controller: String,
+    /// The controllers' base URLs, the default first; never empty.
+    controllers: Vec<String>,
     cert_pem: String,
     key_pem: String,
     ca_pem: String,
@@ -32,15 +41,17 @@ pub struct Identity {
 impl std::fmt::Debug for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Identity")
-            .field("controller", &self.controller)
+            .field("controllers", &self.controllers)
             .finish_non_exhaustive()
     }
 }
 
 #[derive(Deserialize, Serialize)]
 struct FileFormat {
-    #[serde(rename = "ztAPI")]
-    zt_api: String,
+    #[serde(rename = "ztAPI", default, skip_serializing_if = "Option::is_none")]
+    zt_api: Option<String>,
+    #[serde(rename = "ztAPIs", default, skip_serializing_if = "Option::is_none")]
+    zt_apis: Option<Vec<String>>,
     id: FileId,
     #[serde(
         rename = "configTypes",
@@ -67,7 +78,7 @@ impl Identity {
         ca_pem: impl Into<String>,
     ) -> Result<Self> {
         let id = Self {
-            controller: controller.into().trim_end_matches('/').to_string(),
+            controllers: vec![controller_base(&controller.into())],
             cert_pem: cert_pem.into(),
             key_pem: key_pem.into(),
             ca_pem: ca_pem.into(),
@@ -91,25 +102,62 @@ impl Identity {
     pub fn from_json(json: &str, base: Option<&Path>) -> Result<Self> {
         let file: FileFormat = serde_json::from_str(json)
             .map_err(|e| IdentityError::Invalid(format!("not an identity JSON document: {e}")))?;
-        if !file.zt_api.starts_with("https://") {
-            return Err(IdentityError::Invalid(format!(
-                "ztAPI {:?} is not an https URL",
-                file.zt_api
-            )));
+        for url in file.zt_api.iter() {
+            check_url("ztAPI", url)?;
         }
+        for url in file.zt_apis.iter().flatten() {
+            check_url("ztAPIs", url)?;
+        }
+        let urls: Vec<String> = file
+            .zt_api
+            .iter()
+            .chain(file.zt_apis.iter().flatten())
+            .cloned()
+            .collect();
+        let Some(first) = urls.first().cloned() else {
+            return Err(IdentityError::Invalid(
+                "ztAPI is missing (and ztAPIs names no controller)".into(),
+            ));
+        };
         let cert = resolve("id.cert", &file.id.cert, base)?;
         let key = resolve("id.key", &file.id.key, base)?;
         let ca = match &file.id.ca {
             Some(ca) => resolve("id.ca", ca, base)?,
             None => return Err(IdentityError::Invalid("id.ca is missing".into())),
         };
-        Self::from_pem(file.zt_api, cert, key, ca)
+        Self::from_pem(first, cert, key, ca)?.with_controllers(urls)
+    }
+
+    /// The same identity with these controllers (base URLs, `https://`), the default
+    /// first: controllers sharing one database, any of which serves it. Duplicates are
+    /// dropped; the list must not be empty.
+    pub fn with_controllers<S: AsRef<str>>(
+        mut self,
+        urls: impl IntoIterator<Item = S>,
+    ) -> Result<Self> {
+        let mut controllers: Vec<String> = Vec::new();
+        for url in urls {
+            let url = url.as_ref();
+            check_url("controller URL", url)?;
+            let base = controller_base(url);
+            if !controllers.contains(&base) {
+                controllers.push(base);
+            }
+        }
+        if controllers.is_empty() {
+            return Err(IdentityError::Invalid(
+                "an identity needs at least one controller URL".into(),
+            ));
+        }
+        self.controllers = controllers;
+        Ok(self)
     }
 
     /// The identity as OpenZiti JSON, PEM values inline (`pem:` prefix).
     pub fn to_json(&self) -> String {
         let file = FileFormat {
-            zt_api: self.controller.clone(),
+            zt_api: Some(self.controller().to_owned()),
+            zt_apis: (self.controllers.len() > 1).then(|| self.controllers.clone()),
             id: FileId {
                 cert: format!("pem:{}", self.cert_pem),
                 key: format!("pem:{}", self.key_pem),
@@ -133,9 +181,14 @@ impl Identity {
         })
     }
 
-    /// The controller's base URL (`ztAPI`).
+    /// The default controller's base URL (`ztAPI`).
     pub fn controller(&self) -> &str {
-        &self.controller
+        self.controllers.first().map_or("", String::as_str)
+    }
+
+    /// Every controller's base URL, the default first (`ztAPI`, then `ztAPIs`).
+    pub fn controllers(&self) -> &[String] {
+        &self.controllers
     }
 
     /// The client certificate chain, PEM.
@@ -200,6 +253,27 @@ impl Identity {
         self.ca_certs()?;
         Ok(())
     }
+}
+
+/// Refuses a controller URL that is not `https://`.
+fn check_url(field: &str, url: &str) -> Result<()> {
+    if url.starts_with("https://") {
+        Ok(())
+    } else {
+        Err(IdentityError::Invalid(format!(
+            "{field} {url:?} is not an https URL"
+        )))
+    }
+}
+
+/// A controller URL as a base: no trailing `/`, no `/edge/client/v1` (the Go SDK's
+/// form of `ztAPI`).
+fn controller_base(url: &str) -> String {
+    let url = url.trim().trim_end_matches('/');
+    url.strip_suffix("/edge/client/v1")
+        .unwrap_or(url)
+        .trim_end_matches('/')
+        .to_owned()
 }
 
 /// Reads one `id.*` value: `pem:`, `file://`, raw PEM or a bare path.
@@ -278,6 +352,61 @@ mod tests {
     }
 
     #[test]
+    fn zt_apis_are_read_after_zt_api_and_written_back_when_there_are_several() {
+        let (cert, key, ca) = sample();
+        let json = serde_json::json!({
+            "ztAPI": "https://a:1280",
+            "ztAPIs": ["https://a:1280/", "https://b:1280/edge/client/v1", "https://c:1280"],
+            "id": {"cert": cert, "key": key, "ca": ca}
+        });
+        let id = Identity::from_json(&json.to_string(), None).unwrap();
+        assert_eq!(id.controller(), "https://a:1280");
+        assert_eq!(
+            id.controllers(),
+            ["https://a:1280", "https://b:1280", "https://c:1280"]
+        );
+        let written: serde_json::Value = serde_json::from_str(&id.to_json()).unwrap();
+        assert_eq!(written["ztAPI"], "https://a:1280");
+        assert_eq!(
+            written["ztAPIs"],
+            serde_json::json!(["https://a:1280", "https://b:1280", "https://c:1280"])
+        );
+        let back = Identity::from_json(&id.to_json(), None).unwrap();
+        assert_eq!(back.controllers(), id.controllers());
+
+        // Only ztAPIs (as the Go SDK may write it): its first is the default.
+        let json = serde_json::json!({
+            "ztAPIs": ["https://b:1280", "https://a:1280"],
+            "id": {"cert": cert, "key": key, "ca": ca}
+        });
+        let id = Identity::from_json(&json.to_string(), None).unwrap();
+        assert_eq!(id.controllers(), ["https://b:1280", "https://a:1280"]);
+
+        // One controller: no ztAPIs in the file, as before.
+        let one = Identity::from_pem("https://a:1280", &cert, &key, &ca).unwrap();
+        let written: serde_json::Value = serde_json::from_str(&one.to_json()).unwrap();
+        assert_eq!(written["ztAPI"], "https://a:1280");
+        assert!(written.get("ztAPIs").is_none(), "{written}");
+
+        // In code: the list replaces the controller, duplicates dropped.
+        let several = one
+            .clone()
+            .with_controllers(["https://x:1", "https://y:2/", "https://x:1"])
+            .unwrap();
+        assert_eq!(several.controllers(), ["https://x:1", "https://y:2"]);
+        assert_eq!(several.controller(), "https://x:1");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("several.json");
+        several.save(&path).unwrap();
+        assert_eq!(
+            Identity::load(&path).unwrap().controllers(),
+            ["https://x:1", "https://y:2"]
+        );
+        assert!(one.clone().with_controllers(Vec::<String>::new()).is_err());
+        assert!(one.with_controllers(["http://x:1"]).is_err());
+    }
+
+    #[test]
     fn bad_files_give_identity_errors() {
         let (cert, key, _) = sample();
         let cases = [
@@ -285,6 +414,12 @@ mod tests {
             serde_json::json!({"ztAPI": "http://x", "id": {"cert": cert, "key": key, "ca": cert}})
                 .to_string(),
             serde_json::json!({"ztAPI": "https://x", "id": {"cert": cert, "key": key}})
+                .to_string(),
+            serde_json::json!({"ztAPIs": [], "id": {"cert": cert, "key": key, "ca": cert}})
+                .to_string(),
+            serde_json::json!({"ztAPI": "https://x", "ztAPIs": ["https://y", "http://z"], "id": {"cert": cert, "key": key, "ca": cert}})
+                .to_string(),
+            serde_json::json!({"ztAPIs": "https://x", "id": {"cert": cert, "key": key, "ca": cert}})
                 .to_string(),
             serde_json::json!({"ztAPI": "https://x", "id": {"cert": "pem:garbage", "key": key, "ca": cert}})
                 .to_string(),

@@ -3,7 +3,7 @@
 //! ```toml
 //! edge_listen = "0.0.0.0:3022"          # edge (SDK) listener
 //! advertised_host = "router.example.com" # what SDKs are told to dial
-//! controller = "ctrl.example.com:6262"   # control channel
+//! controller = "ctrl.example.com:6262"   # control channel (or `controllers`, below)
 //! cert = "certs/server.cert"             # server certificate chain, PEM (relative to this file)
 //! key = "certs/server.key"               # its private key, PEM
 //! ca = "certs/ca.pem"                    # CA bundle for the controller (default: ca.pem next to cert)
@@ -27,6 +27,22 @@
 //! backoff_min_ms = 500                   # first redial delay (×1.5 per failure, ±20 %)
 //! backoff_max_ms = 60000                 # longest redial delay
 //! ```
+//!
+//! **`controllers`** replaces `controller` when several controllers share one database:
+//!
+//! ```toml
+//! controllers = ["ctrl-a.example.com:6262", "ctrl-b.example.com:6262"]
+//! ```
+//!
+//! Exactly one of `controller` and `controllers` must be given (a list must not be empty
+//! nor name an address twice). The router connects to the first; when that connection
+//! fails or is lost it moves on to the next, round robin, and waits out its backoff
+//! (100 ms doubling to 10 s, ±20 % jitter) only after a whole round failed. Each address's
+//! host is the TLS server name checked against that controller's certificate. A new
+//! connection, to whichever controller, starts with the hello and a full state sync;
+//! circuits and edge connections stay up meanwhile. The log says which controller the
+//! router is connected to, and `weft_router_control_failovers_total` counts the
+//! connections that came up on another controller than the one before.
 //!
 //! `weft-router enroll` writes `server.cert`, `server.key`, `router.cert` (the control
 //! channel's client certificate), `router.key` and `ca.pem` into the directory of `cert`.
@@ -103,8 +119,14 @@ pub struct RouterConfig {
     /// Host name SDKs are told to dial (`tls://advertised_host:port`).
     pub advertised_host: String,
     /// Controller control-channel address, `host:port` (the host is also the TLS server
-    /// name checked against the controller's certificate).
-    pub controller: String,
+    /// name checked against the controller's certificate). Exactly one of this and
+    /// [`Self::controllers`] is set; read both through [`Self::controller_addresses`].
+    #[serde(default)]
+    pub controller: Option<String>,
+    /// Several controllers' control-channel addresses (controllers sharing one
+    /// database), tried in order and then round robin (module docs).
+    #[serde(default)]
+    pub controllers: Option<Vec<String>>,
     /// Server certificate chain, PEM.
     pub cert: PathBuf,
     /// Private key of the server certificate, PEM.
@@ -289,6 +311,7 @@ impl RouterConfig {
         if self.advertised_host.trim().is_empty() {
             return invalid("advertised_host", "must not be empty");
         }
+        self.validate_controllers()?;
         if let Some(link) = &self.link {
             if link
                 .advertise
@@ -309,6 +332,66 @@ impl RouterConfig {
             }
         }
         Ok(())
+    }
+
+    fn validate_controllers(&self) -> Result<(), ConfigError> {
+        let (key, addresses) = match (&self.controller, &self.controllers) {
+            (Some(one), None) => ("controller", std::slice::from_ref(one)),
+            (None, Some(list)) => ("controllers", list.as_slice()),
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    key: "controllers",
+                    message: "give either `controller` or `controllers`, not both".into(),
+                });
+            }
+            (None, None) => {
+                return Err(ConfigError::Invalid {
+                    key: "controller",
+                    message: "missing: set `controller = \"host:port\"` or \
+                              `controllers = [\"host:port\", ...]`"
+                        .into(),
+                });
+            }
+        };
+        if addresses.is_empty() {
+            return Err(ConfigError::Invalid {
+                key,
+                message: "must name at least one controller address".into(),
+            });
+        }
+        for (i, address) in addresses.iter().enumerate() {
+            // A bare `host:port` (the `tcp` scheme the parser assumes has no default
+            // port, so the port must be there).
+            let valid = !address.contains('/')
+                && !address.chars().any(char::is_whitespace)
+                && weft_identity::endpoint::parse(address).is_some();
+            if !valid {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: format!("{address:?} is not a `host:port` address"),
+                });
+            }
+            if addresses
+                .get(..i)
+                .is_some_and(|before| before.contains(address))
+            {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: format!("{address:?} is listed twice"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The controller control addresses, in the order to try them: `controllers`, or
+    /// `controller` alone (never empty once the configuration validated).
+    pub fn controller_addresses(&self) -> &[String] {
+        match (&self.controllers, &self.controller) {
+            (Some(list), _) => list,
+            (None, Some(one)) => std::slice::from_ref(one),
+            (None, None) => &[],
+        }
     }
 
     /// The runtime settings, loading the TLS certificate and key.
@@ -339,6 +422,8 @@ impl RouterConfig {
             io: self.io,
             // Needs the router certificate; the node fills it in.
             link: None,
+            // The node's control client fills it in.
+            control_stats: None,
         })
     }
 
@@ -391,6 +476,86 @@ mod tests {
         assert_eq!(c.key, PathBuf::from("/abs/server.key"));
         assert_eq!(c.metrics_listen, None);
         assert_eq!(c.io, IoSelection::Auto);
+    }
+
+    #[test]
+    fn one_controller_or_a_list_of_them() {
+        let one = RouterConfig::parse(MINIMAL, Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(one.controller_addresses(), ["127.0.0.1:6262"]);
+        let list = MINIMAL.replace(
+            "controller = \"127.0.0.1:6262\"",
+            "controllers = [\"ctrl-a.example.com:6262\", \"[::1]:6263\", \"10.0.0.3:6262\"]",
+        );
+        let c = RouterConfig::parse(&list, Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            c.controller_addresses(),
+            ["ctrl-a.example.com:6262", "[::1]:6263", "10.0.0.3:6262"]
+        );
+        assert_eq!(c.controller, None);
+        // A list of one is fine too.
+        let single = MINIMAL.replace("controller = ", "controllers = [") + "";
+        let single = single.replace("127.0.0.1:6262\"", "127.0.0.1:6262\"]");
+        let c = RouterConfig::parse(&single, Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.controller_addresses(), ["127.0.0.1:6262"]);
+    }
+
+    #[test]
+    fn controller_lists_that_cannot_be_used_are_clear_errors() {
+        let without = MINIMAL.replace("controller = \"127.0.0.1:6262\"", "");
+        let cases = [
+            (without.clone(), "controller", "missing"),
+            (
+                format!("{MINIMAL}\ncontrollers = [\"127.0.0.1:6263\"]\n"),
+                "controllers",
+                "not both",
+            ),
+            (
+                format!("{without}\ncontrollers = []\n"),
+                "controllers",
+                "at least one",
+            ),
+            (
+                format!("{without}\ncontrollers = [\"a:1\", \"nowhere\"]\n"),
+                "controllers",
+                "\"nowhere\" is not a `host:port`",
+            ),
+            (
+                format!("{without}\ncontrollers = [\"a:1\", \"https://b:2\"]\n"),
+                "controllers",
+                "not a `host:port`",
+            ),
+            (
+                format!("{without}\ncontrollers = [\"a:1\", \"b:2\", \"a:1\"]\n"),
+                "controllers",
+                "listed twice",
+            ),
+            (
+                MINIMAL.replace("127.0.0.1:6262", "127.0.0.1"),
+                "controller",
+                "not a `host:port`",
+            ),
+        ];
+        for (text, want_key, want) in cases {
+            match RouterConfig::parse(&text, Path::new(".")) {
+                Err(ConfigError::Invalid { key, message }) => {
+                    assert_eq!(key, want_key, "{text}");
+                    assert!(message.contains(want), "{text}: {message}");
+                    let shown = ConfigError::Invalid { key, message }.to_string();
+                    assert!(shown.starts_with("invalid config value `"), "{shown}");
+                }
+                other => panic!("{text}: expected Invalid, got {other:?}"),
+            }
+        }
+        // A list of the wrong type is a parse error naming the key.
+        let e = RouterConfig::parse(
+            &format!("{without}\ncontrollers = \"a:1\"\n"),
+            Path::new("."),
+        )
+        .err();
+        assert!(
+            matches!(&e, Some(ConfigError::Parse { message, .. }) if message.contains("controllers")),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -74,7 +74,9 @@ fn real_main() -> anyhow::Result<()> {
             let backend = select_backend(config.io, probe_uring)?;
             println!(
                 "configuration OK (router {}, controller {}, io {} -> {backend})",
-                control.hello.router_id, config.controller, config.io
+                control.hello.router_id,
+                config.controller_addresses().join(", "),
+                config.io
             );
             Ok(())
         }

@@ -13,6 +13,7 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -67,7 +68,7 @@ pub fn control_config(config: &RouterConfig, edge_port: u16) -> Result<ControlCo
     let ca_pem = read(config.ca_path())?;
     let router_id = router_id(&cert_pem).ok_or(NodeError::RouterId(cert_path))?;
     Ok(ControlConfig {
-        address: config.controller.clone(),
+        addresses: config.controller_addresses().to_vec(),
         ca_pem,
         cert_pem,
         key_pem,
@@ -80,6 +81,7 @@ pub fn control_config(config: &RouterConfig, edge_port: u16) -> Result<ControlCo
         backoff_min: Duration::from_millis(100),
         backoff_max: Duration::from_secs(10),
         event_capacity: 256,
+        stats: Arc::default(),
     })
 }
 
@@ -119,7 +121,7 @@ pub struct Node {
 
 impl Node {
     /// Starts the shards on the configured edge address, the control client toward
-    /// `config.controller`, and the bridge. Must be called inside a tokio runtime (the
+    /// the configured controllers, and the bridge. Must be called inside a tokio runtime (the
     /// control client and the bridge are tasks on it).
     pub fn start(config: &RouterConfig) -> Result<Self, NodeError> {
         let mut settings = config.settings()?;
@@ -127,6 +129,7 @@ impl Node {
         // below once the listener has chosen it.
         let mut control_config = control_config(config, config.edge_listen.port())?;
         settings.forward.router_id = control_config.hello.router_id.clone();
+        settings.control_stats = Some(Arc::clone(&control_config.stats));
         if let Some(link) = &config.link {
             settings.link = Some(LinkSettings {
                 router_id: control_config.hello.router_id.clone(),
@@ -241,7 +244,7 @@ pub async fn run(
     let node = Node::start(config)?;
     tracing::info!(
         edge = %node.local_addr(),
-        controller = %config.controller,
+        controllers = %config.controller_addresses().join(", "),
         "router running"
     );
     shutdown.await;
@@ -309,9 +312,7 @@ impl Bridge {
                 }
             }
             ControlEvent::Sync(sync) => self.send(ShardCommand::Sync(sync)),
-            ControlEvent::Peers(peers) => {
-                self.send(ShardCommand::Peers(std::sync::Arc::new(peers)))
-            }
+            ControlEvent::Peers(peers) => self.send(ShardCommand::Peers(Arc::new(peers))),
             ControlEvent::CircuitRouted { request_id, result } => {
                 match self.circuits.remove(&request_id) {
                     Some(circuit) => self.send(ShardCommand::CircuitRouted { circuit, result }),

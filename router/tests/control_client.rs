@@ -1,8 +1,8 @@
 //! The router's control client (`weft_router::control`) against the test kit's fake
 //! controller: the hello, the state it applies, a revision gap and its resync,
 //! terminator requests and their answers, reconnecting after the controller drops it,
-//! garbage from the controller, and a controller whose certificate the router's CA did
-//! not issue.
+//! garbage from the controller, a controller whose certificate the router's CA did
+//! not issue, and failing over between several controller addresses.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
@@ -18,7 +18,7 @@ const WAIT: Duration = Duration::from_secs(30);
 
 fn config(pki: &TestPki, address: String) -> ControlConfig {
     ControlConfig {
-        address,
+        addresses: vec![address],
         ca_pem: pki.ca_pem(),
         cert_pem: pki.client_cert_pem(),
         key_pem: pki.client_key_pem(),
@@ -30,6 +30,7 @@ fn config(pki: &TestPki, address: String) -> ControlConfig {
         backoff_min: Duration::from_millis(20),
         backoff_max: Duration::from_millis(200),
         event_capacity: 64,
+        stats: Default::default(),
     }
 }
 
@@ -245,4 +246,74 @@ async fn a_controller_of_another_ca_is_refused() {
         "no event: the client never connected"
     );
     handle.shutdown().await;
+}
+
+/// With several controller addresses the client skips one that refuses, and when the
+/// controller it is on drops it, moves on to the next at once (the backoff, a minute
+/// here, is only waited after a whole round failed): the hello there starts afresh and
+/// takes a full sync, and the switch is counted.
+#[tokio::test]
+async fn several_controllers_a_dead_one_is_skipped_and_a_lost_one_fails_over() {
+    let pki = TestPki::new().unwrap();
+    let a = FakeController::start(&pki).await;
+    let b = FakeController::start(&pki).await;
+    let dead = {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("localhost:{}", closed.local_addr().unwrap().port())
+    };
+    let mut cfg = config(&pki, dead);
+    cfg.addresses.extend([a.address(), b.address()]);
+    cfg.backoff_min = Duration::from_secs(60);
+    cfg.backoff_max = Duration::from_secs(60);
+    let stats = std::sync::Arc::clone(&cfg.stats);
+    let (_handle, mut events, _task) = spawn(cfg).unwrap();
+
+    let mut on_a = a.accept().await;
+    let (seq, hello) = on_a.hello().await;
+    assert!(!hello.resync);
+    on_a.ack(seq).await;
+    on_a.send(&sync(1), None).await;
+    assert!(matches!(event(&mut events).await, ControlEvent::Connected));
+    assert!(matches!(event(&mut events).await, ControlEvent::Sync(s) if s.revision == 1));
+    assert_eq!(stats.connected(), Some(a.address()));
+    assert_eq!((stats.failovers(), stats.connections()), (0, 1));
+
+    drop(on_a);
+    assert!(matches!(
+        event(&mut events).await,
+        ControlEvent::Disconnected
+    ));
+    let mut on_b = b.accept().await;
+    let (seq, hello) = on_b.hello().await;
+    assert_eq!((hello.router_id.as_str(), hello.resync), ("r1", false));
+    on_b.ack(seq).await;
+    on_b.send(&sync(7), None).await;
+    assert!(matches!(event(&mut events).await, ControlEvent::Connected));
+    assert!(matches!(event(&mut events).await, ControlEvent::Sync(s) if s.revision == 7));
+    assert_eq!(stats.connected(), Some(b.address()));
+    assert_eq!((stats.failovers(), stats.connections()), (1, 2));
+}
+
+/// A controller that completes the TLS handshake but never answers the hello does not
+/// hold the router: after the hello deadline the next address is tried.
+#[tokio::test]
+async fn a_controller_that_never_answers_the_hello_is_left_for_the_next() {
+    let pki = TestPki::new().unwrap();
+    let silent = FakeController::start(&pki).await;
+    let b = FakeController::start(&pki).await;
+    let mut cfg = config(&pki, silent.address());
+    cfg.addresses.push(b.address());
+    let (_handle, mut events, _task) = spawn(cfg).unwrap();
+    let mut held = silent.accept().await;
+    let _ = held.hello().await;
+    // The client gives up on it after its hello deadline (10 s) and goes to b.
+    let mut on_b = tokio::time::timeout(WAIT, b.accept())
+        .await
+        .expect("the client stayed on the silent controller");
+    let (seq, _) = on_b.hello().await;
+    on_b.ack(seq).await;
+    on_b.send(&sync(2), None).await;
+    assert!(matches!(event(&mut events).await, ControlEvent::Connected));
+    assert!(matches!(event(&mut events).await, ControlEvent::Sync(s) if s.revision == 2));
+    drop(held);
 }

@@ -178,6 +178,7 @@ impl Harness {
                 IoBackend::Epoll => IoSelection::Epoll,
             },
             link: None,
+            control_stats: None,
         };
         adjust(&mut settings);
         let (commands, commands_rx) = mpsc::unbounded_channel();
@@ -1288,6 +1289,7 @@ fn backend_selection_at_start() {
         max_conns_per_shard: 1024,
         io,
         link: None,
+        control_stats: None,
     };
     let start = |io| {
         let (commands, commands_rx) = mpsc::unbounded_channel();

@@ -27,6 +27,10 @@ pub struct Options {
     pub request_timeout: Duration,
     /// How often the API session is refreshed and service changes are polled.
     pub refresh_interval: Duration,
+    /// Controller base URLs (`https://host:port`) to use instead of the identity's
+    /// (`ztAPI` and `ztAPIs`); empty: the identity's. Controllers sharing one database,
+    /// tried in order when one cannot be reached (`docs/sdk.md`).
+    pub controllers: Vec<String>,
 }
 
 impl Default for Options {
@@ -35,7 +39,16 @@ impl Default for Options {
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(10),
             refresh_interval: Duration::from_secs(30),
+            controllers: Vec::new(),
         }
+    }
+}
+
+impl Options {
+    /// These options with `urls` as the controllers (see [`Options::controllers`]).
+    pub fn with_controllers<S: Into<String>>(mut self, urls: impl IntoIterator<Item = S>) -> Self {
+        self.controllers = urls.into_iter().map(Into::into).collect();
+        self
     }
 }
 
@@ -50,7 +63,6 @@ pub(crate) struct Inner {
     pub(crate) tls: Arc<rustls::ClientConfig>,
     pub(crate) ctrl: ControllerClient,
     pub(crate) options: Options,
-    api_token: Mutex<String>,
     services: Mutex<HashMap<String, Service>>,
     dial_sessions: Mutex<HashMap<String, Session>>,
     /// Held while services are listed or a Dial session is created, so that many
@@ -82,10 +94,16 @@ impl Context {
         Self::with_options(identity, Options::default()).await
     }
 
-    /// Authenticates `identity` with its certificate.
+    /// Authenticates `identity` with its certificate, at the first of its controllers
+    /// (or of [`Options::controllers`]) that can be reached.
     pub async fn with_options(identity: Identity, options: Options) -> Result<Self> {
+        let identity = if options.controllers.is_empty() {
+            identity
+        } else {
+            identity.with_controllers(&options.controllers)?
+        };
         let tls = tls::client_config(&identity)?;
-        let ctrl = ControllerClient::new(identity.controller(), Arc::clone(&tls))?;
+        let ctrl = ControllerClient::new(identity.controllers(), Arc::clone(&tls))?;
         let session = ctrl.authenticate().await?;
         tracing::debug!(identity = %session.identity.name, api_session = %session.id, "authenticated");
         let inner = Arc::new(Inner {
@@ -93,7 +111,6 @@ impl Context {
             tls,
             ctrl,
             options,
-            api_token: Mutex::new(session.token),
             services: Mutex::new(HashMap::new()),
             dial_sessions: Mutex::new(HashMap::new()),
             fetching: tokio::sync::Mutex::new(()),
@@ -118,6 +135,12 @@ impl Context {
     /// The identity's name.
     pub fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    /// The base URL of the controller this context talks to now: the first that
+    /// answered, and after a failover the one that answers instead.
+    pub fn controller(&self) -> String {
+        self.inner.ctrl.current()
     }
 
     /// Every service this identity can see (fetched now).
@@ -194,7 +217,7 @@ impl Inner {
     }
 
     fn api_token(&self) -> String {
-        lock(&self.api_token).clone()
+        self.ctrl.token().unwrap_or_default()
     }
 
     async fn refresh_services(&self) -> Result<Vec<Service>> {
@@ -490,9 +513,8 @@ async fn refresh_loop(inner: std::sync::Weak<Inner>, interval: Duration) {
             Ok(_) => {}
             Err(e) if e.kind() == ErrorKind::NotAuthorized => {
                 tracing::info!("API session expired; authenticating again");
-                match inner.ctrl.authenticate().await {
-                    Ok(s) => *lock(&inner.api_token) = s.token,
-                    Err(e) => tracing::warn!(error = %e, "re-authentication failed"),
+                if let Err(e) = inner.ctrl.authenticate().await {
+                    tracing::warn!(error = %e, "re-authentication failed");
                 }
             }
             Err(e) => tracing::warn!(error = %e, "API session refresh failed"),

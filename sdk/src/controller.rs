@@ -10,6 +10,9 @@ use crate::error::{Error, ErrorKind, Result};
 
 /// How long one controller request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long connecting to one controller (TCP and TLS) may take before the next one is
+/// tried.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an idle connection to the controller is kept for reuse.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Page size when listing services.
@@ -128,12 +131,31 @@ struct Pagination {
     total_count: usize,
 }
 
-/// The Edge Client API of one controller, authenticated by the identity's certificate.
+/// The Edge Client API of the identity's controllers, authenticated by its certificate.
+///
+/// With several controllers (sharing one database, so an API session is valid on each)
+/// every request goes to the one that answered last; when it cannot be reached (the
+/// connection is refused, the TLS handshake fails, the request times out — not an HTTP
+/// error answer) the request is sent to the next, round robin, and the one that answers
+/// is remembered. A controller the API session was not created on that answers 401 for
+/// it gets one fresh authentication and the request again.
 #[derive(Clone, Debug)]
 pub(crate) struct ControllerClient {
     http: reqwest::Client,
-    base: String,
-    token: Arc<Mutex<Option<String>>>,
+    /// `<controller>/edge/client/v1` of each controller, the default first.
+    bases: Arc<[String]>,
+    state: Arc<Mutex<State>>,
+}
+
+/// Which controller answers, and the API session.
+#[derive(Debug, Default)]
+struct State {
+    /// Index in `bases` of the controller requests go to first.
+    current: usize,
+    /// The API session token (`zt-session`), once authenticated.
+    token: Option<String>,
+    /// The controller that issued `token`.
+    token_from: usize,
 }
 
 fn http_error(e: reqwest::Error) -> Error {
@@ -144,12 +166,30 @@ fn http_error(e: reqwest::Error) -> Error {
     }
 }
 
+/// Whether `e` means the controller could not be reached (try the next one), as
+/// opposed to an answer.
+fn is_unreachable(e: &reqwest::Error) -> bool {
+    e.is_connect() || e.is_timeout() || e.is_request()
+}
+
+/// A request's method, path under the API, and JSON body.
+struct Call<'a> {
+    method: reqwest::Method,
+    path: String,
+    body: Option<&'a serde_json::Value>,
+}
+
 impl ControllerClient {
-    /// A client of the controller at `base` over `tls`.
-    pub(crate) fn new(base: &str, tls: Arc<rustls::ClientConfig>) -> Result<Self> {
+    /// A client of the controllers at `bases` (base URLs, the default first; at least
+    /// one) over `tls`.
+    pub(crate) fn new(bases: &[String], tls: Arc<rustls::ClientConfig>) -> Result<Self> {
+        if bases.is_empty() {
+            return Err(Error::controller("no controller URL"));
+        }
         let http = reqwest::Client::builder()
             .use_preconfigured_tls((*tls).clone())
             .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
             // Drop idle connections before a controller does: Weft's closes one after
             // 30 s without a request (its header-read timeout), which is also the
             // refresh interval, so reusing it raced with the close and failed the
@@ -159,75 +199,147 @@ impl ControllerClient {
             .map_err(|e| Error::controller(format!("HTTP client: {e}")))?;
         Ok(Self {
             http,
-            base: format!("{}/edge/client/v1", base.trim_end_matches('/')),
-            token: Arc::new(Mutex::new(None)),
+            bases: bases
+                .iter()
+                .map(|b| format!("{}/edge/client/v1", b.trim_end_matches('/')))
+                .collect(),
+            state: Arc::new(Mutex::new(State::default())),
         })
     }
 
-    fn token(&self) -> Option<String> {
-        self.token.lock().ok().and_then(|t| t.clone())
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // Every critical section is a few assignments; a poisoned lock is consistent.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    async fn send<T: DeserializeOwned>(
+    /// The API session token, once authenticated.
+    pub(crate) fn token(&self) -> Option<String> {
+        self.state().token.clone()
+    }
+
+    /// The base URL of the controller requests go to now.
+    pub(crate) fn current(&self) -> String {
+        let base = self
+            .bases
+            .get(self.state().current)
+            .map_or("", String::as_str);
+        base.strip_suffix("/edge/client/v1")
+            .unwrap_or(base)
+            .to_owned()
+    }
+
+    /// Sends `call` to the current controller, failing over to the next ones (each
+    /// tried once) while they cannot be reached. Returns the answer's status and body,
+    /// the controller that answered, and whether the API session token went with it.
+    async fn exchange(
         &self,
-        req: reqwest::RequestBuilder,
-    ) -> Result<(T, Option<usize>)> {
-        let req = match self.token() {
-            Some(token) => req.header("zt-session", token),
-            None => req,
+        call: &Call<'_>,
+        with_token: bool,
+    ) -> Result<(u16, bytes::Bytes, usize, bool)> {
+        let (start, token) = {
+            let state = self.state();
+            (state.current, state.token.clone().filter(|_| with_token))
         };
-        let res = req.send().await.map_err(http_error)?;
-        let status = res.status();
-        let body = res.bytes().await.map_err(http_error)?;
-        if !status.is_success() {
-            return Err(api_error(status.as_u16(), &body));
+        let count = self.bases.len();
+        let mut last = None;
+        for step in 0..count {
+            let index = (start + step) % count;
+            let Some(base) = self.bases.get(index) else {
+                continue;
+            };
+            let mut req = self
+                .http
+                .request(call.method.clone(), format!("{base}{}", call.path));
+            if let Some(body) = call.body {
+                req = req.json(body);
+            }
+            if let Some(token) = &token {
+                req = req.header("zt-session", token.as_str());
+            }
+            match req.send().await {
+                Ok(res) => {
+                    if index != start {
+                        let mut state = self.state();
+                        if state.current == start {
+                            state.current = index;
+                            tracing::info!(controller = %base, "switched to another controller");
+                        }
+                    }
+                    let status = res.status().as_u16();
+                    let body = res.bytes().await.map_err(http_error)?;
+                    return Ok((status, body, index, token.is_some()));
+                }
+                Err(e) if count > 1 && is_unreachable(&e) => {
+                    tracing::warn!(controller = %base, error = %e, "controller unreachable; trying the next");
+                    last = Some(e);
+                }
+                Err(e) => return Err(http_error(e)),
+            }
         }
-        let env: Envelope<T> = serde_json::from_slice(&body).map_err(|e| {
-            Error::controller(format!("unexpected answer from the controller: {e}"))
-        })?;
-        Ok((env.data, env.meta.pagination.map(|p| p.total_count)))
+        Err(last.map_or_else(|| Error::controller("no controller URL"), http_error))
+    }
+
+    /// Sends `call` with the API session; a controller other than the session's that
+    /// answers 401 gets one fresh authentication and the call again.
+    async fn send<T: DeserializeOwned>(&self, call: Call<'_>) -> Result<(T, Option<usize>)> {
+        let mut reauthenticated = false;
+        loop {
+            let (status, body, answered_by, with_token) = self.exchange(&call, true).await?;
+            if status == 401 && with_token && !reauthenticated {
+                let issued_by = self.state().token_from;
+                if issued_by != answered_by {
+                    tracing::info!(
+                        controller = %self.current(),
+                        "the controller does not know the API session; authenticating again"
+                    );
+                    self.authenticate().await?;
+                    reauthenticated = true;
+                    continue;
+                }
+            }
+            return decode(status, &body);
+        }
     }
 
     /// `POST /authenticate?method=cert`; the token is used for every later call.
     pub(crate) async fn authenticate(&self) -> Result<ApiSession> {
-        if let Ok(mut t) = self.token.lock() {
-            *t = None;
-        }
-        let req = self
-            .http
-            .post(format!("{}/authenticate?method=cert", self.base))
-            .json(&serde_json::json!({"configTypes": ["all"]}));
-        let (session, _): (ApiSession, _) = self.send(req).await?;
-        if let Ok(mut t) = self.token.lock() {
-            *t = Some(session.token.clone());
-        }
+        let body = serde_json::json!({"configTypes": ["all"]});
+        let call = Call {
+            method: reqwest::Method::POST,
+            path: "/authenticate?method=cert".into(),
+            body: Some(&body),
+        };
+        let (status, body, answered_by, _) = self.exchange(&call, false).await?;
+        let (session, _): (ApiSession, _) = decode(status, &body)?;
+        let mut state = self.state();
+        state.token = Some(session.token.clone());
+        state.token_from = answered_by;
         Ok(session)
     }
 
     /// `GET /current-api-session`: refreshes the session's activity (and expiry).
     pub(crate) async fn refresh(&self) -> Result<ApiSession> {
-        let req = self.http.get(format!("{}/current-api-session", self.base));
-        Ok(self.send(req).await?.0)
+        Ok(self.send(get("/current-api-session")).await?.0)
     }
 
     /// `DELETE /current-api-session`.
     pub(crate) async fn logout(&self) -> Result<()> {
-        let req = self
-            .http
-            .delete(format!("{}/current-api-session", self.base));
-        self.send::<serde_json::Value>(req).await.map(drop)
+        let call = Call {
+            method: reqwest::Method::DELETE,
+            path: "/current-api-session".into(),
+            body: None,
+        };
+        self.send::<serde_json::Value>(call).await.map(drop)
     }
 
     /// Every service this identity can see (all pages).
     pub(crate) async fn services(&self) -> Result<Vec<Service>> {
         let mut out = Vec::new();
         loop {
-            let req = self.http.get(format!(
-                "{}/services?limit={PAGE}&offset={}",
-                self.base,
-                out.len()
-            ));
-            let (page, total): (Vec<Service>, _) = self.send(req).await?;
+            let call = get(&format!("/services?limit={PAGE}&offset={}", out.len()));
+            let (page, total): (Vec<Service>, _) = self.send(call).await?;
             let done = page.is_empty() || total.is_none_or(|t| out.len() + page.len() >= t);
             out.extend(page);
             if done {
@@ -243,10 +355,8 @@ impl ControllerClient {
         struct Updates {
             last_change_at: String,
         }
-        let req = self
-            .http
-            .get(format!("{}/current-api-session/service-updates", self.base));
-        Ok(self.send::<Updates>(req).await?.0.last_change_at)
+        let call = get("/current-api-session/service-updates");
+        Ok(self.send::<Updates>(call).await?.0.last_change_at)
     }
 
     /// `POST /sessions` for `service_id`.
@@ -255,12 +365,32 @@ impl ControllerClient {
         service_id: &str,
         kind: SessionKind,
     ) -> Result<Session> {
-        let req = self
-            .http
-            .post(format!("{}/sessions", self.base))
-            .json(&serde_json::json!({"serviceId": service_id, "type": kind.as_str()}));
-        Ok(self.send(req).await?.0)
+        let body = serde_json::json!({"serviceId": service_id, "type": kind.as_str()});
+        let call = Call {
+            method: reqwest::Method::POST,
+            path: "/sessions".into(),
+            body: Some(&body),
+        };
+        Ok(self.send(call).await?.0)
     }
+}
+
+fn get(path: &str) -> Call<'static> {
+    Call {
+        method: reqwest::Method::GET,
+        path: path.to_owned(),
+        body: None,
+    }
+}
+
+/// The data (and total count) of a successful answer, or the error it carries.
+fn decode<T: DeserializeOwned>(status: u16, body: &[u8]) -> Result<(T, Option<usize>)> {
+    if !(200..300).contains(&status) {
+        return Err(api_error(status, body));
+    }
+    let env: Envelope<T> = serde_json::from_slice(body)
+        .map_err(|e| Error::controller(format!("unexpected answer from the controller: {e}")))?;
+    Ok((env.data, env.meta.pagination.map(|p| p.total_count)))
 }
 
 /// Maps an OpenZiti error envelope to an [`Error`].
@@ -300,6 +430,177 @@ mod tests {
             ErrorKind::NoSuchService
         );
         assert_eq!(api_error(500, b"not json").kind(), ErrorKind::Controller);
+    }
+
+    /// A fake Edge Client API over TLS on loopback: `answer(request line, zt-session)`
+    /// gives each request's status and JSON body. Returns its base URL and its accept
+    /// task (aborting it closes the port: connections are then refused).
+    async fn fake_controller(
+        pki: &weft_tls::test_pki::TestPki,
+        answer: impl Fn(&str, Option<&str>) -> (u16, String) + Send + Sync + 'static,
+    ) -> (String, tokio::task::JoinHandle<()>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!(
+            "https://localhost:{}",
+            listener.local_addr().unwrap().port()
+        );
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(pki.control_server().unwrap()));
+        let answer = Arc::new(answer);
+        let task = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, answer) = (acceptor.clone(), Arc::clone(&answer));
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut got = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    let head_end = loop {
+                        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        match tls.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&got[..head_end]).to_string();
+                    let header = |name: &str| {
+                        head.lines().find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+                        })
+                    };
+                    let length: usize = header("content-length").map_or(0, |v| v.parse().unwrap());
+                    while got.len() < head_end + length {
+                        match tls.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let line = head.lines().next().unwrap_or_default().to_owned();
+                    let (status, body) = answer(&line, header("zt-session").as_deref());
+                    let out = format!(
+                        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n\
+                         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = tls.write_all(out.as_bytes()).await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        (base, task)
+    }
+
+    fn session(token: &str) -> (u16, String) {
+        let body =
+            serde_json::json!({"data": {"id": "s", "token": token, "identity": {"name": "alice"}}});
+        (200, body.to_string())
+    }
+
+    fn one_service() -> (u16, String) {
+        let body = serde_json::json!({
+            "data": [{"id": "1", "name": "svc", "permissions": ["Dial"]}],
+            "meta": {"pagination": {"totalCount": 1}}
+        });
+        (200, body.to_string())
+    }
+
+    fn unauthorized() -> (u16, String) {
+        let body = serde_json::json!({"error": {"code": "UNAUTHORIZED", "message": "no"}});
+        (401, body.to_string())
+    }
+
+    /// The session's controller goes away: the next one is asked, does not know the
+    /// session (401), gets one fresh login, answers, and is kept.
+    #[tokio::test]
+    async fn an_unreachable_controller_fails_over_and_a_401_there_logs_in_again() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let pki = weft_tls::test_pki::TestPki::new().unwrap();
+        let (a, a_task) = fake_controller(&pki, |line, _| {
+            if line.starts_with("POST /edge/client/v1/authenticate") {
+                session("from-a")
+            } else {
+                one_service()
+            }
+        })
+        .await;
+        let logins_b = Arc::new(AtomicUsize::new(0));
+        let (b, _b_task) = fake_controller(&pki, {
+            let logins_b = Arc::clone(&logins_b);
+            move |line, token| {
+                if line.starts_with("POST /edge/client/v1/authenticate") {
+                    logins_b.fetch_add(1, Ordering::Relaxed);
+                    session("from-b")
+                } else if token == Some("from-b") {
+                    one_service()
+                } else {
+                    unauthorized()
+                }
+            }
+        })
+        .await;
+        let tls = pki.client_config(&[&rustls::version::TLS13]).unwrap();
+        let client = ControllerClient::new(&[a.clone(), b.clone()], tls).unwrap();
+        client.authenticate().await.unwrap();
+        assert_eq!(client.token().as_deref(), Some("from-a"));
+        assert_eq!(client.current(), a);
+        assert_eq!(client.services().await.unwrap().len(), 1);
+
+        a_task.abort();
+        let _ = a_task.await;
+        let services = client.services().await.unwrap();
+        assert_eq!(services[0].name, "svc");
+        assert_eq!(client.current(), b, "the controller that answered is kept");
+        assert_eq!(client.token().as_deref(), Some("from-b"));
+        assert_eq!(logins_b.load(Ordering::Relaxed), 1);
+        // Still on b, without another login.
+        client.services().await.unwrap();
+        assert_eq!(logins_b.load(Ordering::Relaxed), 1);
+    }
+
+    /// An HTTP error answer is the answer: no other controller is asked, and a 401
+    /// from the controller that issued the session is returned (expiry; the context's
+    /// refresh loop logs in again).
+    #[tokio::test]
+    async fn an_error_answer_is_no_failover() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let pki = weft_tls::test_pki::TestPki::new().unwrap();
+        let (a, _a_task) = fake_controller(&pki, |line, _| {
+            if line.starts_with("POST /edge/client/v1/authenticate") {
+                session("from-a")
+            } else if line.starts_with("POST /edge/client/v1/sessions") {
+                let body = serde_json::json!({"error": {"code": "NOT_FOUND", "message": "gone"}});
+                (404, body.to_string())
+            } else {
+                unauthorized()
+            }
+        })
+        .await;
+        let asked_b = Arc::new(AtomicUsize::new(0));
+        let (b, _b_task) = fake_controller(&pki, {
+            let asked_b = Arc::clone(&asked_b);
+            move |_, _| {
+                asked_b.fetch_add(1, Ordering::Relaxed);
+                session("from-b")
+            }
+        })
+        .await;
+        let tls = pki.client_config(&[&rustls::version::TLS13]).unwrap();
+        let client = ControllerClient::new(&[a.clone(), b], tls).unwrap();
+        client.authenticate().await.unwrap();
+        let e = client
+            .create_session("1", SessionKind::Dial)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NoSuchService);
+        let e = client.services().await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotAuthorized);
+        assert_eq!(client.current(), a);
+        assert_eq!(client.token().as_deref(), Some("from-a"));
+        assert_eq!(asked_b.load(Ordering::Relaxed), 0);
     }
 
     #[test]

@@ -126,9 +126,27 @@ pub fn identity_body(name: &str, attrs: &[&str]) -> Value {
 /// `localhost`, the controller at `control_addr`, certificates under `certs/`, a short
 /// shutdown grace, then `extra` lines.
 pub fn router_config(edge_port: u16, control_addr: &str, extra: &str) -> String {
+    router_config_line(
+        edge_port,
+        &format!("controller = \"{control_addr}\""),
+        extra,
+    )
+}
+
+/// [`router_config`] with several controllers: `controllers = [...]`, tried in order.
+pub fn router_config_controllers(edge_port: u16, control_addrs: &[&str], extra: &str) -> String {
+    let list: Vec<String> = control_addrs.iter().map(|a| format!("\"{a}\"")).collect();
+    router_config_line(
+        edge_port,
+        &format!("controllers = [{}]", list.join(", ")),
+        extra,
+    )
+}
+
+fn router_config_line(edge_port: u16, controller_line: &str, extra: &str) -> String {
     format!(
         "edge_listen = \"127.0.0.1:{edge_port}\"\nadvertised_host = \"localhost\"\n\
-         controller = \"{control_addr}\"\ncert = \"certs/server.cert\"\nkey = \"certs/server.key\"\n\
+         {controller_line}\ncert = \"certs/server.cert\"\nkey = \"certs/server.key\"\n\
          shutdown_grace_ms = 100\n{extra}"
     )
 }

@@ -54,6 +54,32 @@ impl Router {
         extra_args: &[&str],
     ) -> Self {
         let edge_port = free_port();
+        let config = boot::router_config(edge_port, control_addr, extra_config);
+        Self::start_with_config(admin, name, edge_port, &config, extra_args).await
+    }
+
+    /// [`Self::start_configured`] with several controller control addresses
+    /// (`controllers = [...]` in `router.toml`, tried in order): the router comes up
+    /// through whichever of them answers.
+    pub async fn start_with_controllers(
+        admin: &Admin,
+        name: &str,
+        control_addrs: &[&str],
+        extra_config: &str,
+        extra_args: &[&str],
+    ) -> Self {
+        let edge_port = free_port();
+        let config = boot::router_config_controllers(edge_port, control_addrs, extra_config);
+        Self::start_with_config(admin, name, edge_port, &config, extra_args).await
+    }
+
+    async fn start_with_config(
+        admin: &Admin,
+        name: &str,
+        edge_port: u16,
+        config_text: &str,
+        extra_args: &[&str],
+    ) -> Self {
         let v = admin
             .create("edge-routers", boot::edge_router_body(name, edge_port))
             .await;
@@ -66,11 +92,7 @@ impl Router {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("router.jwt"), jwt).unwrap();
         let config = dir.path().join("router.toml");
-        std::fs::write(
-            &config,
-            boot::router_config(edge_port, control_addr, extra_config),
-        )
-        .unwrap();
+        std::fs::write(&config, config_text).unwrap();
         let router = bin_dir().join("weft-router");
         boot::enroll_router(
             &router,

@@ -1,14 +1,22 @@
-//! The control-channel client task: connects to the controller with mutual TLS, runs
+//! The control-channel client task: connects to a controller with mutual TLS, runs
 //! [`ControlProtocol`], reconnects with exponential backoff, and talks to the rest of
 //! the router through a [`ControlEvent`] receiver and a cloneable [`ControlHandle`].
+//!
+//! With several controller addresses (controllers sharing one database) the client
+//! connects to one at a time and, when a connection fails or is lost, moves on to the
+//! next, round robin ([`super::failover::Rotation`]: the backoff is waited only after a
+//! whole round failed). Every new connection, to the same controller or another, starts
+//! with the hello and a full state sync, exactly as a reconnect does; the shards keep
+//! their circuits and edge connections meanwhile.
 //!
 //! After every (re)connection the controller removed the terminators created over the
 //! previous connection; the router re-creates what it still hosts after
 //! [`ControlEvent::Connected`].
 
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use rustls::pki_types::ServerName;
@@ -17,6 +25,11 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use weft_wire::control::pb;
 
+use super::failover::{Next, Rotation};
+
+/// How long the TCP connect and TLS handshake to one controller, and then its answer to
+/// the hello, may take before the client gives up on that address and moves on.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 use super::protocol::{ControlProtocol, ProtocolError, ProtocolEvent, RequestId};
 
 /// What the control channel tells the router.
@@ -81,7 +94,7 @@ pub enum ClientError {
         /// Why.
         source: std::io::Error,
     },
-    /// The controller address has no valid host name.
+    /// A controller address has no valid host name, or there is none.
     #[error("invalid controller address {0:?}")]
     Address(String),
     /// The certificates or key are unusable, or rustls refused them.
@@ -98,11 +111,12 @@ pub enum ClientError {
     Protocol(#[from] ProtocolError),
 }
 
-/// How to reach the controller and who this router is.
+/// How to reach the controllers and who this router is.
 #[derive(Debug, Clone)]
 pub struct ControlConfig {
-    /// Controller control address, `host:port` (the host is also the TLS server name).
-    pub address: String,
+    /// Controller control addresses, `host:port`, tried in this order and then round
+    /// robin (each address's host is also its TLS server name). At least one.
+    pub addresses: Vec<String>,
     /// Root certificates trusted for the controller (PEM, `ca.pem` from enrollment).
     pub ca_pem: String,
     /// The router's control-channel client certificate (PEM, `router.cert`).
@@ -118,11 +132,52 @@ pub struct ControlConfig {
     /// Capacity of the event channel (a slow consumer slows the client down; the
     /// controller then resynchronises it).
     pub event_capacity: usize,
+    /// Counters the client keeps (shared with the metrics endpoint).
+    pub stats: Arc<ControlStats>,
+}
+
+/// What the control client counts, for the router's metrics: shared by the client task
+/// (which writes) and the metrics endpoint (which reads).
+#[derive(Debug, Default)]
+pub struct ControlStats {
+    failovers: AtomicU64,
+    connections: AtomicU64,
+    connected: Mutex<Option<String>>,
+}
+
+impl ControlStats {
+    /// Connections that came up on another controller address than the connection
+    /// before (`weft_router_control_failovers_total`).
+    pub fn failovers(&self) -> u64 {
+        self.failovers.load(Ordering::Relaxed)
+    }
+
+    /// Control connections whose hello was acknowledged.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// The controller address the control channel is up on, if it is.
+    pub fn connected(&self) -> Option<String> {
+        self.connected
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Records the controller the channel is up on (`None`: down).
+    pub(crate) fn set_connected(&self, address: Option<&str>) {
+        *self
+            .connected
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = address.map(str::to_owned);
+    }
 }
 
 impl ControlConfig {
     /// Reads `router.cert`, `router.key` and `ca.pem` written by
-    /// [`crate::enroll::enroll`] from `dir`, with default backoff (100 ms to 10 s).
+    /// [`crate::enroll::enroll`] from `dir`, with default backoff (100 ms to 10 s), for
+    /// one controller at `address`.
     pub fn from_dir(
         dir: &Path,
         address: impl Into<String>,
@@ -135,7 +190,7 @@ impl ControlConfig {
             })
         };
         Ok(Self {
-            address: address.into(),
+            addresses: vec![address.into()],
             ca_pem: read(crate::enroll::CA_FILE)?,
             cert_pem: read(crate::enroll::ROUTER_CERT_FILE)?,
             key_pem: read(crate::enroll::ROUTER_KEY_FILE)?,
@@ -143,19 +198,30 @@ impl ControlConfig {
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
             event_capacity: 256,
+            stats: Arc::default(),
         })
     }
 
-    fn tls(&self) -> Result<(tokio_rustls::TlsConnector, ServerName<'static>), ClientError> {
+    /// The TLS connector, and each address's server name (its host).
+    fn tls(&self) -> Result<(tokio_rustls::TlsConnector, Vec<ServerName<'static>>), ClientError> {
         let cfg = weft_tls::client::verified_from_pem(
             self.ca_pem.as_bytes(),
             Some((self.cert_pem.as_bytes(), self.key_pem.as_bytes())),
         )?;
-        let endpoint = weft_identity::endpoint::parse(&self.address)
-            .ok_or_else(|| ClientError::Address(self.address.clone()))?;
-        let name = weft_tls::client::server_name(&endpoint.host)
-            .map_err(|_| ClientError::Address(self.address.clone()))?;
-        Ok((tokio_rustls::TlsConnector::from(Arc::new(cfg)), name))
+        if self.addresses.is_empty() {
+            return Err(ClientError::Address(String::new()));
+        }
+        let names = self
+            .addresses
+            .iter()
+            .map(|address| {
+                let endpoint = weft_identity::endpoint::parse(address)
+                    .ok_or_else(|| ClientError::Address(address.clone()))?;
+                weft_tls::client::server_name(&endpoint.host)
+                    .map_err(|_| ClientError::Address(address.clone()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((tokio_rustls::TlsConnector::from(Arc::new(cfg)), names))
     }
 }
 
@@ -343,24 +409,50 @@ enum End {
 
 async fn run(
     config: ControlConfig,
-    (connector, name): (tokio_rustls::TlsConnector, ServerName<'static>),
+    (connector, names): (tokio_rustls::TlsConnector, Vec<ServerName<'static>>),
     mut cmds: mpsc::Receiver<Command>,
     events: mpsc::Sender<ControlEvent>,
 ) {
-    let mut backoff = config.backoff_min;
+    let mut rotation = Rotation::new(
+        config.addresses.clone(),
+        config.backoff_min,
+        config.backoff_max,
+    );
     let mut next_seq: i32 = 1;
     loop {
+        let address = rotation.address().to_owned();
+        let Some(name) = names.get(rotation.index()) else {
+            // `names` has one entry per address (`ControlConfig::tls`).
+            return;
+        };
         let connected = async {
-            let tcp = TcpStream::connect(&config.address).await?;
+            let tcp = TcpStream::connect(&address).await?;
             tcp.set_nodelay(true)?;
             connector.connect(name.clone(), tcp).await
         };
+        let connected = async {
+            match tokio::time::timeout(CONNECT_TIMEOUT, connected).await {
+                Ok(r) => r,
+                Err(_) => Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connect and TLS handshake timed out",
+                )),
+            }
+        };
         match connected.await {
             Ok(stream) => {
-                let (end, was_up) =
-                    connection(stream, &config, &mut next_seq, &mut cmds, &events).await;
+                let (end, was_up) = connection(
+                    stream,
+                    &config,
+                    &mut rotation,
+                    &mut next_seq,
+                    &mut cmds,
+                    &events,
+                )
+                .await;
                 if was_up {
-                    backoff = config.backoff_min;
+                    config.stats.set_connected(None);
+                    tracing::info!(controller = %address, "control channel to the controller lost");
                     if events.send(ControlEvent::Disconnected).await.is_err() {
                         return;
                     }
@@ -370,11 +462,22 @@ async fn run(
                 }
             }
             Err(e) => {
-                tracing::debug!(error = %e, address = %config.address, "control connect failed")
+                tracing::debug!(error = %e, controller = %address, "control connect failed");
             }
         }
+        let delay = match rotation.ended(jitter_draw()) {
+            Next::Now => continue,
+            Next::After(delay) => delay,
+        };
+        if rotation.len() > 1 {
+            tracing::info!(
+                controllers = rotation.len(),
+                retry_in = ?delay,
+                "no controller reachable; trying them all again after the backoff"
+            );
+        }
         // Wait out the backoff, refusing requests meanwhile.
-        let sleep = tokio::time::sleep(backoff);
+        let sleep = tokio::time::sleep(delay);
         tokio::pin!(sleep);
         loop {
             tokio::select! {
@@ -393,14 +496,22 @@ async fn run(
                 },
             }
         }
-        backoff = (backoff * 2).min(config.backoff_max);
     }
+}
+
+/// A number in `[0, 1)` for the backoff's jitter (no RNG dependency: a randomly
+/// keyed hash of the time).
+fn jitter_draw() -> f64 {
+    use std::hash::BuildHasher as _;
+    let bits = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
+    (bits >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// Runs one connection; returns how it ended and whether the hello was acknowledged.
 async fn connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     stream: S,
     config: &ControlConfig,
+    rotation: &mut Rotation,
     next_seq: &mut i32,
     cmds: &mut mpsc::Receiver<Command>,
     events: &mpsc::Sender<ControlEvent>,
@@ -415,6 +526,9 @@ async fn connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     let (mut rd, mut wr) = tokio::io::split(stream);
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut up = false;
+    // The hello must be acknowledged in time, or the next controller is tried.
+    let hello_deadline = tokio::time::sleep(CONNECT_TIMEOUT);
+    tokio::pin!(hello_deadline);
     let end = 'conn: loop {
         *next_seq = proto.next_sequence();
         if let Some(out) = proto.poll_transmit() {
@@ -427,7 +541,19 @@ async fn connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
             let ev = match ev {
                 ProtocolEvent::HelloAck(_) => {
                     up = true;
-                    tracing::info!(address = %config.address, "control channel up");
+                    let address = rotation.address().to_owned();
+                    config.stats.connections.fetch_add(1, Ordering::Relaxed);
+                    config.stats.set_connected(Some(&address));
+                    if rotation.up() {
+                        config.stats.failovers.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(
+                            controller = %address,
+                            index = rotation.index(),
+                            "control channel failed over to another controller"
+                        );
+                    } else {
+                        tracing::info!(controller = %address, "control channel up");
+                    }
                     ControlEvent::Connected
                 }
                 ProtocolEvent::Sync(s) => ControlEvent::Sync(s),
@@ -467,6 +593,10 @@ async fn connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
         }
         buf.reserve(16 * 1024);
         tokio::select! {
+            () = &mut hello_deadline, if !up => {
+                tracing::info!(controller = %rotation.address(), "the controller did not answer the hello in time");
+                break 'conn End::Reconnect;
+            }
             r = rd.read_buf(&mut buf) => match r {
                 Ok(0) => break 'conn End::Reconnect,
                 Ok(_) => {

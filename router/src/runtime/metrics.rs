@@ -2,6 +2,7 @@
 //! shard for its counters by message (no shared state) and renders them.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -9,6 +10,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{ShardMsg, ShardStats};
+use crate::control::ControlStats;
 
 /// Longest request head read.
 const MAX_REQUEST: usize = 8 * 1024;
@@ -19,6 +21,7 @@ const DEADLINE: Duration = Duration::from_secs(5);
 pub(super) async fn serve(
     listener: std::net::TcpListener,
     shards: Vec<mpsc::UnboundedSender<ShardMsg>>,
+    control: Option<Arc<ControlStats>>,
 ) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
@@ -31,8 +34,10 @@ pub(super) async fn serve(
         match listener.accept().await {
             Ok((stream, _)) => {
                 let shards = shards.clone();
+                let control = control.clone();
                 tokio::spawn(async move {
-                    let _ = tokio::time::timeout(DEADLINE, handle(stream, &shards)).await;
+                    let handled = handle(stream, &shards, control.as_deref());
+                    let _ = tokio::time::timeout(DEADLINE, handled).await;
                 });
             }
             Err(e) => {
@@ -46,6 +51,7 @@ pub(super) async fn serve(
 async fn handle(
     mut stream: TcpStream,
     shards: &[mpsc::UnboundedSender<ShardMsg>],
+    control: Option<&ControlStats>,
 ) -> std::io::Result<()> {
     let mut request = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
@@ -60,7 +66,13 @@ async fn handle(
     let mut parts = line.split(|b| *b == b' ');
     let (method, path) = (parts.next(), parts.next());
     let (status, body) = match (method, path) {
-        (Some(b"GET"), Some(b"/metrics" | b"/")) => ("200 OK", render(&collect(shards).await)),
+        (Some(b"GET"), Some(b"/metrics" | b"/")) => {
+            let mut body = render(&collect(shards).await);
+            if let Some(control) = control {
+                render_control(&mut body, control);
+            }
+            ("200 OK", body)
+        }
         (Some(b"GET"), _) => ("404 Not Found", "not found\n".to_owned()),
         _ => ("405 Method Not Allowed", "GET only\n".to_owned()),
     };
@@ -295,6 +307,42 @@ pub(super) fn render(stats: &[ShardStats]) -> String {
     out
 }
 
+/// The control channel: failovers between controllers, connections, and which
+/// controller it is up on (a gauge of 1 labelled with its address; 0 without a label
+/// while it is down).
+pub(super) fn render_control(out: &mut String, control: &ControlStats) {
+    // Writing to a String cannot fail.
+    let name = "weft_router_control_failovers_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Control connections that came up on another controller than the one before.\n\
+         # TYPE {name} counter\n{name} {}",
+        control.failovers()
+    );
+    let name = "weft_router_control_connections_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Control connections whose hello the controller acknowledged.\n\
+         # TYPE {name} counter\n{name} {}",
+        control.connections()
+    );
+    let name = "weft_router_control_connected";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Whether the control channel is up, labelled with the controller's address.\n\
+         # TYPE {name} gauge"
+    );
+    match control.connected() {
+        Some(address) => {
+            let address = address.replace('\\', "\\\\").replace('"', "\\\"");
+            let _ = writeln!(out, "{name}{{controller=\"{address}\"}} 1");
+        }
+        None => {
+            let _ = writeln!(out, "{name} 0");
+        }
+    }
+}
+
 /// Per link (once its hello succeeded): latency and circuits, frames and payload bytes
 /// each way, credit waits, and the heartbeat round trips as a Prometheus histogram.
 fn render_links(out: &mut String, stats: &[ShardStats]) {
@@ -391,6 +439,21 @@ fn render_links(out: &mut String, stats: &[ShardStats]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_metrics_count_failovers_and_name_the_controller() {
+        let stats = ControlStats::default();
+        let mut text = String::new();
+        render_control(&mut text, &stats);
+        assert!(text.contains("# TYPE weft_router_control_failovers_total counter\n"));
+        assert!(text.contains("\nweft_router_control_failovers_total 0\n"));
+        assert!(text.contains("\nweft_router_control_connected 0\n"));
+        assert!(!text.contains("controller=\""));
+        stats.set_connected(Some("ctrl-b:6262"));
+        let mut text = String::new();
+        render_control(&mut text, &stats);
+        assert!(text.contains("\nweft_router_control_connected{controller=\"ctrl-b:6262\"} 1\n"));
+    }
     use crate::forward::{ConnKey, ForwardStats};
 
     #[test]

@@ -158,6 +158,9 @@ pub struct RouterSettings {
     pub io: IoSelection,
     /// Links to other routers (the first shard holds them); none without `[link]`.
     pub link: Option<LinkSettings>,
+    /// The control client's counters, rendered with the shards' on the metrics port
+    /// (none: no control-channel metrics).
+    pub control_stats: Option<Arc<crate::control::ControlStats>>,
 }
 
 /// Why the router could not start.
@@ -252,6 +255,7 @@ impl Router {
             return Err(StartError::Shards(settings.shards));
         }
         let backend = select_backend(settings.io, probe_uring)?;
+        let control_stats = settings.control_stats.clone();
         // The first shard's bind fixes the port when 0 was asked; the others share it.
         let mut listeners = Vec::with_capacity(settings.shards);
         let mut addr = settings.edge_listen;
@@ -364,7 +368,7 @@ impl Router {
         }
         let dispatcher = std::thread::Builder::new()
             .name("weft-control".into())
-            .spawn(move || dispatch(commands, shard_txs, metrics_listener))
+            .spawn(move || dispatch(commands, shard_txs, metrics_listener, control_stats))
             .map_err(|error| StartError::Spawn {
                 what: "control dispatcher",
                 error,
@@ -470,6 +474,7 @@ fn dispatch(
     mut commands: mpsc::UnboundedReceiver<ShardCommand>,
     shards: Vec<mpsc::UnboundedSender<ShardMsg>>,
     metrics_listener: Option<std::net::TcpListener>,
+    control_stats: Option<Arc<crate::control::ControlStats>>,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -484,7 +489,7 @@ fn dispatch(
     runtime.block_on(async move {
         if let Some(listener) = metrics_listener {
             let shards = shards.clone();
-            tokio::spawn(metrics::serve(listener, shards));
+            tokio::spawn(metrics::serve(listener, shards, control_stats));
         }
         let mut shutdown = Duration::ZERO;
         while let Some(command) = commands.recv().await {

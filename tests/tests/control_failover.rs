@@ -1,0 +1,364 @@
+//! Several controllers (controllers sharing one database look the same to a router and
+//! an SDK as one controller behind several addresses, which is how these tests build
+//! them: the test kit's fault-injecting proxies in front of one real controller).
+//!
+//! - a router given `controllers = [dead, real]` skips the dead address, comes up and
+//!   serves a dial;
+//! - a router on controller A (proxy A) moves to B when A resets and refuses it: the
+//!   failover is counted, new dials work once its terminators are registered on B, and
+//!   a circuit carries data all along;
+//! - an SDK identity with `ztAPIs = [dead, real]` authenticates, lists services and
+//!   dials through the real one, and remembers it; an SDK whose controller goes away
+//!   mid-session carries on with the next one and the same API session.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use weft_testkit::proxy::FaultProxy;
+use weft_testkit::{Ctl, Network, Router, free_port, init_logs, pattern};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A loopback port that was bound and closed again: connecting to it is refused.
+fn dead_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+fn control_port(ctl: &Ctl) -> u16 {
+    ctl.control_addr()
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap()
+}
+
+/// The router's Prometheus text (`http` is any client, plain HTTP here).
+async fn metrics(http: &reqwest::Client, port: u16) -> String {
+    http.get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The value of the unlabelled series `name`.
+fn value(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in the metrics:\n{text}"))
+}
+
+/// Polls the metrics until `done` holds for them.
+async fn wait_metrics(
+    http: &reqwest::Client,
+    port: u16,
+    what: &str,
+    done: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let text = metrics(http, port).await;
+        if done(&text) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "{what}; metrics:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn connected_to(text: &str, address: &str) -> bool {
+    text.contains(&format!(
+        "weft_router_control_connected{{controller=\"{address}\"}} 1"
+    ))
+}
+
+/// Sends `len` bytes of a pattern through the echo and checks what comes back.
+async fn echo(stream: &mut weft_sdk::Stream, len: usize, seed: u32) {
+    let data = pattern(len, seed);
+    let (mut r, mut w) = tokio::io::split(stream);
+    let mut back = vec![0u8; len];
+    let (wrote, read) = tokio::time::timeout(WAIT, async {
+        tokio::join!(w.write_all(&data), r.read_exact(&mut back))
+    })
+    .await
+    .expect("the echo did not come back in time");
+    wrote.unwrap();
+    read.unwrap();
+    assert_eq!(
+        Sha256::digest(&back),
+        Sha256::digest(&data),
+        "echoed bytes differ"
+    );
+}
+
+/// Hosts `service` as an echo server on `host`.
+async fn serve_echo(host: &weft_sdk::Context, service: &str) {
+    let mut listener = host.bind(service).await.unwrap();
+    tokio::spawn(async move {
+        while let Ok(mut s) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = tokio::io::split(&mut s);
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+}
+
+/// Dials `service` until it works (after a control reconnect the host's terminator is
+/// registered anew first).
+async fn dial_soon(client: &weft_sdk::Context, service: &str) -> weft_sdk::Stream {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match client.dial(service).await {
+            Ok(s) => return s,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "no dial of {service}: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_skips_a_dead_controller_address_and_serves_a_dial() {
+    init_logs();
+    let controller = Ctl::start();
+    let http = controller.http();
+    let admin = controller.admin().await;
+    admin.open_routers().await;
+    let dead = format!("localhost:{}", dead_port());
+    let real = controller.control_addr();
+    let metrics_port = free_port();
+    let router = Router::start_with_controllers(
+        &admin,
+        "edge-1",
+        &[&dead, &real],
+        &format!("metrics_listen = \"127.0.0.1:{metrics_port}\"\n"),
+        &[],
+    )
+    .await;
+    let net = Network {
+        controller,
+        admin,
+        router,
+    };
+    let text = wait_metrics(
+        &http,
+        metrics_port,
+        "the router is on the real controller",
+        |t| connected_to(t, &real),
+    )
+    .await;
+    // Coming up on the second address is no failover: no connection came before.
+    assert_eq!(value(&text, "weft_router_control_failovers_total"), 0);
+
+    net.service("skip", &["skip"], true).await;
+    let host = net.context("skip-h", &["skip-host"]).await;
+    let client = net.context("skip-c", &["skip-client"]).await;
+    serve_echo(&host, "skip").await;
+    let mut stream = dial_soon(&client, "skip").await;
+    echo(&mut stream, 1 << 20, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_fails_over_to_the_next_controller_while_its_circuits_carry_data() {
+    init_logs();
+    let controller = Ctl::start();
+    let http = controller.http();
+    let admin = controller.admin().await;
+    admin.open_routers().await;
+    let upstream = ([127, 0, 0, 1], control_port(&controller)).into();
+    let proxy_a = FaultProxy::start(upstream).await;
+    let proxy_b = FaultProxy::start(upstream).await;
+    let a = format!("localhost:{}", proxy_a.addr().port());
+    let b = format!("localhost:{}", proxy_b.addr().port());
+    let metrics_port = free_port();
+    let router = Router::start_with_controllers(
+        &admin,
+        "edge-1",
+        &[&a, &b],
+        &format!("metrics_listen = \"127.0.0.1:{metrics_port}\"\n"),
+        &[],
+    )
+    .await;
+    let net = Network {
+        controller,
+        admin,
+        router,
+    };
+    let text = wait_metrics(&http, metrics_port, "the router is on A", |t| {
+        connected_to(t, &a)
+    })
+    .await;
+    assert_eq!(value(&text, "weft_router_control_failovers_total"), 0);
+    assert_eq!(proxy_b.stats().connections.load(Ordering::Relaxed), 0);
+
+    net.service("failover", &["failover"], true).await;
+    let host = net.context("failover-h", &["failover-host"]).await;
+    let client = net.context("failover-c", &["failover-client"]).await;
+    serve_echo(&host, "failover").await;
+    let mut stream = dial_soon(&client, "failover").await;
+    echo(&mut stream, 1 << 20, 1).await;
+
+    // A paced stream through the circuit for as long as the switch takes, and longer:
+    // every byte sent is hashed, every byte echoed back too.
+    let stop = Arc::new(AtomicBool::new(false));
+    let echoed = Arc::new(AtomicU64::new(0));
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let writer = tokio::spawn({
+        let stop = Arc::clone(&stop);
+        async move {
+            let mut hash = Sha256::new();
+            let mut sent = 0u64;
+            let mut seed = 100;
+            while !(stop.load(Ordering::Relaxed) && sent >= 4 << 20) {
+                let chunk = pattern(32 * 1024, seed);
+                seed += 1;
+                hash.update(&chunk);
+                wr.write_all(&chunk).await.unwrap();
+                sent += chunk.len() as u64;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            wr.shutdown().await.unwrap();
+            (sent, hash.finalize())
+        }
+    });
+    let reader = tokio::spawn({
+        let echoed = Arc::clone(&echoed);
+        async move {
+            let mut hash = Sha256::new();
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = rd.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                hash.update(&buf[..n]);
+                echoed.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            (echoed.load(Ordering::Relaxed), hash.finalize())
+        }
+    });
+    let progress = |at_least: u64, what: &'static str| {
+        let echoed = Arc::clone(&echoed);
+        async move {
+            let deadline = Instant::now() + WAIT;
+            while echoed.load(Ordering::Relaxed) < at_least {
+                assert!(Instant::now() < deadline, "{what}: the stream stalled");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    progress(256 * 1024, "before the switch").await;
+
+    // Controller A goes away for the router: its connection is reset, new ones refused.
+    proxy_a.refuse(true);
+    proxy_a.reset_all();
+    let before = echoed.load(Ordering::Relaxed);
+    let text = wait_metrics(&http, metrics_port, "the router moved to B", |t| {
+        connected_to(t, &b) && value(t, "weft_router_control_failovers_total") >= 1
+    })
+    .await;
+    assert_eq!(value(&text, "weft_router_control_failovers_total"), 1);
+    assert!(proxy_b.stats().connections.load(Ordering::Relaxed) >= 1);
+    // The stream kept going across the switch.
+    progress(before + 512 * 1024, "across the switch").await;
+
+    // New dials work once the host's terminator is registered over B.
+    let mut fresh = dial_soon(&client, "failover").await;
+    echo(&mut fresh, 1 << 20, 2).await;
+
+    stop.store(true, Ordering::Relaxed);
+    let (sent, sent_hash) = tokio::time::timeout(WAIT, writer)
+        .await
+        .expect("the writer did not finish")
+        .unwrap();
+    let (got, got_hash) = tokio::time::timeout(WAIT, reader)
+        .await
+        .expect("the echo did not finish")
+        .unwrap();
+    assert!(sent >= 4 << 20, "only {sent} bytes sent");
+    assert_eq!(got, sent, "echoed {got} of {sent} bytes");
+    assert_eq!(got_hash, sent_hash, "echoed bytes differ");
+    // Still on B: no further switch.
+    let text = metrics(&http, metrics_port).await;
+    assert!(connected_to(&text, &b), "{text}");
+    assert_eq!(value(&text, "weft_router_control_failovers_total"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sdk_identity_with_zt_apis_uses_the_controller_that_answers() {
+    let net = Network::start().await;
+    net.service("ztapis", &["ztapis"], true).await;
+    let host = net.context("ztapis-h", &["ztapis-host"]).await;
+    serve_echo(&host, "ztapis").await;
+
+    let enrolled = net.enrolled("ztapis-c", &["ztapis-client"]).await;
+    let real = enrolled.controller().to_owned();
+    let dead = format!("https://localhost:{}", dead_port());
+    // Through the identity file: `ztAPIs` is written and read back.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("client.json");
+    enrolled
+        .clone()
+        .with_controllers([&dead, &real])
+        .unwrap()
+        .save(&path)
+        .unwrap();
+    let file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(file["ztAPI"], dead.as_str());
+    assert_eq!(file["ztAPIs"], serde_json::json!([dead, real]));
+    let identity = weft_sdk::Identity::load(&path).unwrap();
+    assert_eq!(identity.controllers(), [dead.clone(), real.clone()]);
+
+    let client = weft_sdk::Context::new(identity).await.unwrap();
+    assert_eq!(
+        client.controller(),
+        real,
+        "the live controller is remembered"
+    );
+    let services = client.services().await.unwrap();
+    assert!(services.iter().any(|s| s.name == "ztapis"), "{services:?}");
+    let mut stream = dial_soon(&client, "ztapis").await;
+    echo(&mut stream, 1 << 20, 3).await;
+    assert_eq!(client.controller(), real);
+
+    // The controller in use goes away mid-session (a proxy in front of it resets and
+    // refuses): the next request goes to the next URL with the same API session.
+    let proxy = FaultProxy::start(net.controller.addr).await;
+    let via_proxy = format!("https://localhost:{}", proxy.addr().port());
+    let moving = weft_sdk::Context::with_options(
+        enrolled.clone(),
+        weft_sdk::Options::default().with_controllers([via_proxy.clone(), real.clone()]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(moving.controller(), via_proxy);
+    proxy.refuse(true);
+    proxy.reset_all();
+    let services = moving.services().await.unwrap();
+    assert!(services.iter().any(|s| s.name == "ztapis"), "{services:?}");
+    assert_eq!(
+        moving.controller(),
+        real,
+        "the controller that answered is kept"
+    );
+    let mut stream = dial_soon(&moving, "ztapis").await;
+    echo(&mut stream, 256 * 1024, 5).await;
+
+    // The same in code, through the options.
+    let options = weft_sdk::Options::default().with_controllers([dead.clone(), real.clone()]);
+    let other = weft_sdk::Context::with_options(enrolled, options)
+        .await
+        .unwrap();
+    assert_eq!(other.controller(), real);
+    let mut stream = dial_soon(&other, "ztapis").await;
+    echo(&mut stream, 256 * 1024, 4).await;
+}
