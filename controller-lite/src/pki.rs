@@ -572,3 +572,157 @@ mod tests {
         assert!(strict_der(&[0x30, 0x03, 0x01, 0x01, 0x00], 0).is_err());
     }
 }
+
+/// The part of the PKI that every controller of one network shares (several
+/// controllers on one database): the root certificate and the signing CA with its
+/// key. The root key never leaves the first controller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedCa {
+    /// Root CA certificate (PEM).
+    pub root_cert_pem: String,
+    /// Signing CA certificate (PEM).
+    pub signing_cert_pem: String,
+    /// Signing CA private key (PEM).
+    pub signing_key_pem: String,
+}
+
+/// The text of every PEM block labelled `label` in `text`, in order.
+fn pem_blocks(text: &str, label: &str) -> Vec<String> {
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(b) = rest.find(&begin) {
+        let Some(e) = rest[b..].find(&end) else { break };
+        let stop = b + e + end.len();
+        out.push(format!("{}\n", &rest[b..stop]));
+        rest = &rest[stop..];
+    }
+    out
+}
+
+impl SharedCa {
+    /// Reads it from a controller's PKI directory.
+    pub fn load(dir: &Path) -> Result<Self, PkiError> {
+        let read = |n: &str| fs::read_to_string(dir.join(n));
+        Ok(Self {
+            root_cert_pem: read(ROOT_CERT)?,
+            signing_cert_pem: read(SIGNING_CERT)?,
+            signing_key_pem: read(SIGNING_KEY)?,
+        })
+    }
+
+    /// One PEM file: root certificate, signing certificate, signing key.
+    pub fn to_bundle(&self) -> String {
+        format!(
+            "{}{}{}",
+            self.root_cert_pem, self.signing_cert_pem, self.signing_key_pem
+        )
+    }
+
+    /// Parses [`Self::to_bundle`]'s output and checks it: the signing certificate is
+    /// a CA issued by the root, and the key is the signing certificate's.
+    pub fn from_bundle(bundle: &str) -> Result<Self, PkiError> {
+        let certs = pem_blocks(bundle, "CERTIFICATE");
+        let keys = pem_blocks(bundle, "PRIVATE KEY");
+        let (Some(root), Some(signing), Some(key), 2, 1) = (
+            certs.first(),
+            certs.get(1),
+            keys.first(),
+            certs.len(),
+            keys.len(),
+        ) else {
+            return Err(PkiError::Pem(
+                "a CA bundle holds two certificates (root, signing CA) and one PKCS#8 private key"
+                    .into(),
+            ));
+        };
+        let root_der = pem_to_der(root)?;
+        let signing_der = pem_to_der(signing)?;
+        fn parse(der: &[u8]) -> Result<x509_parser::certificate::X509Certificate<'_>, PkiError> {
+            x509_parser::parse_x509_certificate(der)
+                .map(|(_, c)| c)
+                .map_err(|e| PkiError::Pem(format!("certificate: {e}")))
+        }
+        let root_cert = parse(root_der.as_ref())?;
+        let signing_cert = parse(signing_der.as_ref())?;
+        if !signing_cert.is_ca() || !root_cert.is_ca() {
+            return Err(PkiError::Pem(
+                "both certificates must be CA certificates".into(),
+            ));
+        }
+        signing_cert
+            .verify_signature(Some(root_cert.public_key()))
+            .map_err(|_| PkiError::Pem("the signing CA is not issued by the root".into()))?;
+        let pair = KeyPair::from_pem(key)?;
+        if rcgen::PublicKeyData::subject_public_key_info(&pair) != signing_cert.public_key().raw {
+            return Err(PkiError::Pem(
+                "the private key is not the signing CA's".into(),
+            ));
+        }
+        Ok(Self {
+            root_cert_pem: root.clone(),
+            signing_cert_pem: signing.clone(),
+            signing_key_pem: key.clone(),
+        })
+    }
+
+    /// Writes it into an empty PKI directory (the signing key with mode 0600), so
+    /// [`Pki::load_or_create`] then only creates this controller's server certificate.
+    /// Refuses a directory that already has a CA.
+    pub fn install(&self, dir: &Path) -> Result<(), PkiError> {
+        if dir.join(ROOT_CERT).exists() {
+            return Err(PkiError::Pem(format!(
+                "{} already has a CA; join a new data directory",
+                dir.display()
+            )));
+        }
+        fs::create_dir_all(dir)?;
+        write_private(&dir.join(SIGNING_KEY), &self.signing_key_pem)?;
+        fs::write(dir.join(SIGNING_CERT), &self.signing_cert_pem)?;
+        // Last: its presence marks a complete CA.
+        fs::write(dir.join(ROOT_CERT), &self.root_cert_pem)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod shared_ca_tests {
+    use super::*;
+
+    #[test]
+    fn a_bundle_round_trips_and_a_joined_pki_issues_under_the_same_ca() {
+        let a = tempfile::tempdir().unwrap();
+        let first = Pki::load_or_create(a.path(), &["localhost".into()]).unwrap();
+        let bundle = SharedCa::load(a.path()).unwrap().to_bundle();
+        let ca = SharedCa::from_bundle(&bundle).unwrap();
+        let b = tempfile::tempdir().unwrap();
+        ca.install(b.path()).unwrap();
+        assert!(!b.path().join(ROOT_KEY).exists(), "the root key stays home");
+        let second = Pki::load_or_create(b.path(), &["ctrl-b".into()]).unwrap();
+        assert_eq!(first.ca_bundle_pem(), second.ca_bundle_pem());
+        // A second install into the same directory is refused.
+        assert!(ca.install(b.path()).is_err());
+    }
+
+    #[test]
+    fn a_bundle_with_a_foreign_key_or_missing_parts_is_refused() {
+        let a = tempfile::tempdir().unwrap();
+        Pki::load_or_create(a.path(), &["localhost".into()]).unwrap();
+        let ca = SharedCa::load(a.path()).unwrap();
+        let other = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let foreign = SharedCa {
+            signing_key_pem: other.serialize_pem(),
+            ..ca.clone()
+        };
+        let err = SharedCa::from_bundle(&foreign.to_bundle()).unwrap_err();
+        assert!(err.to_string().contains("not the signing CA's"), "{err}");
+        let swapped = format!(
+            "{}{}{}",
+            ca.signing_cert_pem, ca.root_cert_pem, ca.signing_key_pem
+        );
+        assert!(SharedCa::from_bundle(&swapped).is_err());
+        assert!(SharedCa::from_bundle(&ca.root_cert_pem).is_err());
+        assert!(SharedCa::from_bundle("not pem").is_err());
+    }
+}

@@ -329,10 +329,16 @@ impl Ctl {
 
     /// Logs in as admin; returns the `zt-session` token.
     pub async fn admin_token(&self) -> String {
+        self.admin_token_with(&self.admin_password()).await
+    }
+
+    /// Logs in as admin with `password` (a controller that joined a cluster has no
+    /// password file: the admin is the first controller's); returns the token.
+    pub async fn admin_token_with(&self, password: &str) -> String {
         let res = self
             .http()
             .post(self.mgmt("/authenticate?method=password"))
-            .json(&json!({"username": "admin", "password": self.admin_password()}))
+            .json(&json!({"username": "admin", "password": password}))
             .send()
             .await
             .unwrap();

@@ -51,6 +51,84 @@ enum Cmd {
         #[arg(short = 'o', long)]
         output: PathBuf,
     },
+    /// Several controllers on one PostgreSQL database (docs/operations.md, "Several
+    /// controllers").
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Initialise the first controller of a cluster: its data directory, the shared
+    /// database (`[store] url` in the config), and a CA bundle for the others to join
+    /// with.
+    Init {
+        /// Data directory of this controller.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// TOML configuration file (with `[store] url = "postgres://…"`).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Where to write the CA bundle (the signing CA's private key is in it: mode
+        /// 0600; move it to the other controllers securely and delete it).
+        #[arg(long)]
+        ca_bundle_out: PathBuf,
+        /// Overwrite an existing bundle file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Write the CA bundle of an initialised controller again.
+    ExportCa {
+        /// Data directory of an initialised controller.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Where to write the bundle (mode 0600).
+        #[arg(long)]
+        out: PathBuf,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Prepare a new data directory for another controller of the cluster: installs
+    /// the shared CA from the bundle; its own server certificate is made at its first
+    /// `run`, from its config's names.
+    Join {
+        /// Data directory of the joining controller (new or empty).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The CA bundle written by `cluster init` or `cluster export-ca`.
+        #[arg(long)]
+        ca_bundle: PathBuf,
+        /// Its TOML configuration file (checked: it must name a PostgreSQL store).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+/// Writes the shared CA of `data_dir` to `out` with mode 0600.
+fn write_ca_bundle(
+    data_dir: &std::path::Path,
+    out: &std::path::Path,
+    force: bool,
+) -> anyhow::Result<()> {
+    if out.exists() && !force {
+        anyhow::bail!("{} exists; pass --force to overwrite it", out.display());
+    }
+    let ca = weft_controller::pki::SharedCa::load(&data_dir.join("pki"))
+        .with_context(|| format!("reading the CA of {}", data_dir.display()))?;
+    weft_identity::secret::write_secret(out, ca.to_bundle().as_bytes())
+        .with_context(|| format!("writing {}", out.display()))?;
+    Ok(())
+}
+
+/// The store of `cfg` must be PostgreSQL for several controllers to share it.
+fn require_shared_store(cfg: &Config) -> anyhow::Result<()> {
+    match &cfg.store.url {
+        Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => Ok(()),
+        _ => anyhow::bail!(
+            "several controllers share one PostgreSQL database: set [store] url = \"postgres://…\" in the config (or WEFT_STORE_URL)"
+        ),
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -122,6 +200,59 @@ async fn command(cmd: Cmd) -> anyhow::Result<()> {
                 row.name,
                 row.id,
                 output.display()
+            );
+        }
+        Cmd::Cluster(ClusterCmd::Init {
+            data_dir,
+            config,
+            ca_bundle_out,
+            force,
+        }) => {
+            let cfg = Config::load(config.as_deref())?;
+            require_shared_store(&cfg)?;
+            if ca_bundle_out.exists() && !force {
+                anyhow::bail!(
+                    "{} exists; pass --force to overwrite it",
+                    ca_bundle_out.display()
+                );
+            }
+            let url = format!("https://{}:{}", cfg.advertised_host, cfg.listen.port());
+            let ctl = Controller::open(&data_dir, cfg, url).await?;
+            ctl.store.close().await;
+            write_ca_bundle(&data_dir, &ca_bundle_out, force)?;
+            println!(
+                "initialised {} and the shared database; CA bundle for joining controllers in {} (it holds the signing key: move it securely, then delete it)",
+                data_dir.display(),
+                ca_bundle_out.display()
+            );
+        }
+        Cmd::Cluster(ClusterCmd::ExportCa {
+            data_dir,
+            out,
+            force,
+        }) => {
+            write_ca_bundle(&data_dir, &out, force)?;
+            println!("CA bundle in {} (mode 0600)", out.display());
+        }
+        Cmd::Cluster(ClusterCmd::Join {
+            data_dir,
+            ca_bundle,
+            config,
+        }) => {
+            let cfg = Config::load(config.as_deref())?;
+            require_shared_store(&cfg)?;
+            let bundle = std::fs::read_to_string(&ca_bundle)
+                .with_context(|| format!("reading {}", ca_bundle.display()))?;
+            let ca = weft_controller::pki::SharedCa::from_bundle(&bundle)
+                .with_context(|| format!("{} is not a usable CA bundle", ca_bundle.display()))?;
+            ca.install(&data_dir.join("pki"))?;
+            println!(
+                "{} joined: start it with `weft-controller run --data-dir {}{}`",
+                data_dir.display(),
+                data_dir.display(),
+                config
+                    .map(|c| format!(" --config {}", c.display()))
+                    .unwrap_or_default()
             );
         }
     }

@@ -25,6 +25,9 @@ pub const RETENTION: Duration = Duration::from_secs(600);
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// Most change rows read per wake-up.
 const BATCH: i64 = 10_000;
+/// A router presence not refreshed for this long no longer counts (its controller
+/// died; the router reconnects to another, which records it anew).
+pub const PRESENCE_LEASE: Duration = Duration::from_secs(10);
 
 /// Runs until the process ends.
 pub async fn follow_changes(ctl: Arc<Controller>) {
@@ -44,6 +47,9 @@ pub async fn follow_changes(ctl: Arc<Controller>) {
             _ = poll.tick() => {
                 if listener.is_none() {
                     listener = open_listener(&ctl).await;
+                }
+                if let Err(e) = refresh_presence(&ctl).await {
+                    tracing::warn!(error = %e, "refreshing router presence failed");
                 }
             }
             _ = prune.tick() => {
@@ -105,6 +111,16 @@ async fn apply(ctl: &Controller, last: i64) -> Result<i64, StoreError> {
         .store_revision
         .store(u64::try_from(now).unwrap_or(0), Ordering::Relaxed);
     Ok(now)
+}
+
+/// Refreshes the presence of this controller's routers and reads every controller's.
+async fn refresh_presence(ctl: &Controller) -> Result<(), StoreError> {
+    let now = clock::now_unix_ms();
+    ctl.store.presence_refresh(now).await?;
+    let lease = i64::try_from(PRESENCE_LEASE.as_millis()).unwrap_or(i64::MAX);
+    let present = ctl.store.routers_present(now - lease).await?;
+    ctl.routers.set_cluster_present(present);
+    Ok(())
 }
 
 async fn open_listener(ctl: &Controller) -> Option<sqlx::postgres::PgListener> {

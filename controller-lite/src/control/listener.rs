@@ -211,11 +211,17 @@ impl Drop for ConnGuard {
         tracing::info!(router = %self.router_id, "router control connection closed");
         let terminators = std::mem::take(&mut self.terminators);
         let ctl = self.ctl.clone();
+        let router_id = self.router_id.clone();
         // The store is async; the removal runs as its own task. Were this controller
         // to die first, the router's next hello (here or on another controller) removes
         // them instead.
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
+                if !ctl.routers.is_local(&router_id) {
+                    if let Err(e) = ctl.store.presence_down(&router_id).await {
+                        tracing::warn!(error = %e, "recording the router offline failed");
+                    }
+                }
                 if let Err(e) = remove_terminators(&ctl, &terminators).await {
                     tracing::warn!(error = %e, "terminator removal failed");
                 }
@@ -246,6 +252,13 @@ async fn serve_router<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
 ) {
     let (id, kick) = ctl.routers.register(&router.id);
+    if let Err(e) = ctl
+        .store
+        .presence_up(&router.id, clock::now_unix_ms())
+        .await
+    {
+        tracing::warn!(router = %router.name, error = %e, "recording the router online failed");
+    }
     let (outbound, outbound_rx) = mpsc::channel(OUTBOUND_CAPACITY);
     let mut conn = Conn {
         guard: ConnGuard {

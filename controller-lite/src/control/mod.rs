@@ -28,6 +28,9 @@ type Conns = HashMap<String, Vec<(u64, Arc<Notify>)>>;
 pub struct RouterRegistry {
     conns: Mutex<Conns>,
     next_id: std::sync::atomic::AtomicU64,
+    /// Routers connected to any controller of the cluster, as last read from the
+    /// store's presence table ([`follow`] refreshes it every second).
+    cluster: Mutex<std::collections::HashSet<String>>,
 }
 
 impl RouterRegistry {
@@ -63,9 +66,28 @@ impl RouterRegistry {
         }
     }
 
-    /// Whether `router_id` has a control connection up (`isOnline`).
+    /// Whether `router_id` has a control connection up (`isOnline`): to this
+    /// controller, or to another one of the cluster.
     pub fn is_online(&self, router_id: &str) -> bool {
+        self.is_local(router_id)
+            || self
+                .cluster
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .contains(router_id)
+    }
+
+    /// Whether `router_id` has a control connection up to this controller.
+    pub fn is_local(&self, router_id: &str) -> bool {
         self.lock().contains_key(router_id)
+    }
+
+    /// Replaces the routers known connected anywhere in the cluster.
+    pub fn set_cluster_present(&self, routers: impl IntoIterator<Item = String>) {
+        *self
+            .cluster
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = routers.into_iter().collect();
     }
 
     /// Asks every control connection of `router_id` to close (router deleted or

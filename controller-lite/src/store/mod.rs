@@ -21,6 +21,7 @@
 //! authenticators, API sessions, sessions) have their own tables.
 
 mod changes;
+mod presence;
 mod records;
 mod security;
 
