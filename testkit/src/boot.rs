@@ -35,14 +35,26 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BootError {
     move |source| BootError::Io { what, source }
 }
 
-/// Writes `controller.toml` at `path`: both listeners on an ephemeral loopback port,
-/// then `extra` lines.
+/// Writes `controller.toml` at `path`: both listeners on an ephemeral loopback port
+/// (each unless `extra` sets it), then `extra` lines.
 pub fn write_controller_config(path: &Path, extra: &str) -> Result<(), BootError> {
-    std::fs::write(
-        path,
-        format!("listen = \"127.0.0.1:0\"\ncontrol_listen = \"127.0.0.1:0\"\n{extra}\n"),
-    )
-    .map_err(io(format!("writing {}", path.display())))
+    // Free ports unless `extra` names the addresses (a controller restarted where its
+    // routers and clients expect it).
+    let sets = |key: &str| {
+        extra.lines().any(|l| {
+            l.trim_start()
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+    };
+    let mut text = String::new();
+    for key in ["listen", "control_listen"] {
+        if !sets(key) {
+            text.push_str(&format!("{key} = \"127.0.0.1:0\"\n"));
+        }
+    }
+    std::fs::write(path, format!("{text}{extra}\n"))
+        .map_err(io(format!("writing {}", path.display())))
 }
 
 /// `weft-controller run --data-dir <data_dir> --config <config>`.

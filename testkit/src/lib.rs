@@ -34,6 +34,7 @@ pub mod postgres;
 pub mod process;
 pub mod proxy;
 pub mod state;
+pub mod traffic;
 
 pub use controller::{Admin, Ctl};
 pub use edge::{EdgeClient, EdgeReader, EdgeWriter};

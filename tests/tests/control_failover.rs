@@ -12,16 +12,13 @@
 //!   mid-session carries on with the next one and the same API session.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
 
-use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use weft_testkit::proxy::FaultProxy;
-use weft_testkit::{Ctl, Network, Router, free_port, init_logs, pattern};
-
-const WAIT: Duration = Duration::from_secs(60);
+use weft_testkit::traffic::{
+    PacedEcho, control_connected_to, dial_soon, echo, metric_value, scrape, serve_echo, wait_scrape,
+};
+use weft_testkit::{Ctl, Network, Router, free_port, init_logs};
 
 /// A loopback port that was bound and closed again: connecting to it is refused.
 fn dead_port() -> u16 {
@@ -36,100 +33,10 @@ fn control_port(ctl: &Ctl) -> u16 {
         .unwrap()
 }
 
-/// The router's Prometheus text (`http` is any client, plain HTTP here).
-async fn metrics(http: &reqwest::Client, port: u16) -> String {
-    http.get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
-/// The value of the unlabelled series `name`.
-fn value(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in the metrics:\n{text}"))
-}
-
-/// Polls the metrics until `done` holds for them.
-async fn wait_metrics(
-    http: &reqwest::Client,
-    port: u16,
-    what: &str,
-    done: impl Fn(&str) -> bool,
-) -> String {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let text = metrics(http, port).await;
-        if done(&text) {
-            return text;
-        }
-        assert!(Instant::now() < deadline, "{what}; metrics:\n{text}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn connected_to(text: &str, address: &str) -> bool {
-    text.contains(&format!(
-        "weft_router_control_connected{{controller=\"{address}\"}} 1"
-    ))
-}
-
-/// Sends `len` bytes of a pattern through the echo and checks what comes back.
-async fn echo(stream: &mut weft_sdk::Stream, len: usize, seed: u32) {
-    let data = pattern(len, seed);
-    let (mut r, mut w) = tokio::io::split(stream);
-    let mut back = vec![0u8; len];
-    let (wrote, read) = tokio::time::timeout(WAIT, async {
-        tokio::join!(w.write_all(&data), r.read_exact(&mut back))
-    })
-    .await
-    .expect("the echo did not come back in time");
-    wrote.unwrap();
-    read.unwrap();
-    assert_eq!(
-        Sha256::digest(&back),
-        Sha256::digest(&data),
-        "echoed bytes differ"
-    );
-}
-
-/// Hosts `service` as an echo server on `host`.
-async fn serve_echo(host: &weft_sdk::Context, service: &str) {
-    let mut listener = host.bind(service).await.unwrap();
-    tokio::spawn(async move {
-        while let Ok(mut s) = listener.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = tokio::io::split(&mut s);
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
-}
-
-/// Dials `service` until it works (after a control reconnect the host's terminator is
-/// registered anew first).
-async fn dial_soon(client: &weft_sdk::Context, service: &str) -> weft_sdk::Stream {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match client.dial(service).await {
-            Ok(s) => return s,
-            Err(e) => {
-                assert!(Instant::now() < deadline, "no dial of {service}: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_router_skips_a_dead_controller_address_and_serves_a_dial() {
     init_logs();
     let controller = Ctl::start();
-    let http = controller.http();
     let admin = controller.admin().await;
     admin.open_routers().await;
     let dead = format!("localhost:{}", dead_port());
@@ -148,15 +55,15 @@ async fn a_router_skips_a_dead_controller_address_and_serves_a_dial() {
         admin,
         router,
     };
-    let text = wait_metrics(
-        &http,
-        metrics_port,
-        "the router is on the real controller",
-        |t| connected_to(t, &real),
-    )
+    let text = wait_scrape(metrics_port, "the router is on the real controller", |t| {
+        control_connected_to(t, &real)
+    })
     .await;
     // Coming up on the second address is no failover: no connection came before.
-    assert_eq!(value(&text, "weft_router_control_failovers_total"), 0);
+    assert_eq!(
+        metric_value(&text, "weft_router_control_failovers_total"),
+        0
+    );
 
     net.service("skip", &["skip"], true).await;
     let host = net.context("skip-h", &["skip-host"]).await;
@@ -170,7 +77,6 @@ async fn a_router_skips_a_dead_controller_address_and_serves_a_dial() {
 async fn a_router_fails_over_to_the_next_controller_while_its_circuits_carry_data() {
     init_logs();
     let controller = Ctl::start();
-    let http = controller.http();
     let admin = controller.admin().await;
     admin.open_routers().await;
     let upstream = ([127, 0, 0, 1], control_port(&controller)).into();
@@ -192,11 +98,14 @@ async fn a_router_fails_over_to_the_next_controller_while_its_circuits_carry_dat
         admin,
         router,
     };
-    let text = wait_metrics(&http, metrics_port, "the router is on A", |t| {
-        connected_to(t, &a)
+    let text = wait_scrape(metrics_port, "the router is on A", |t| {
+        control_connected_to(t, &a)
     })
     .await;
-    assert_eq!(value(&text, "weft_router_control_failovers_total"), 0);
+    assert_eq!(
+        metric_value(&text, "weft_router_control_failovers_total"),
+        0
+    );
     assert_eq!(proxy_b.stats().connections.load(Ordering::Relaxed), 0);
 
     net.service("failover", &["failover"], true).await;
@@ -208,88 +117,38 @@ async fn a_router_fails_over_to_the_next_controller_while_its_circuits_carry_dat
 
     // A paced stream through the circuit for as long as the switch takes, and longer:
     // every byte sent is hashed, every byte echoed back too.
-    let stop = Arc::new(AtomicBool::new(false));
-    let echoed = Arc::new(AtomicU64::new(0));
-    let (mut rd, mut wr) = tokio::io::split(stream);
-    let writer = tokio::spawn({
-        let stop = Arc::clone(&stop);
-        async move {
-            let mut hash = Sha256::new();
-            let mut sent = 0u64;
-            let mut seed = 100;
-            while !(stop.load(Ordering::Relaxed) && sent >= 4 << 20) {
-                let chunk = pattern(32 * 1024, seed);
-                seed += 1;
-                hash.update(&chunk);
-                wr.write_all(&chunk).await.unwrap();
-                sent += chunk.len() as u64;
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            wr.shutdown().await.unwrap();
-            (sent, hash.finalize())
-        }
-    });
-    let reader = tokio::spawn({
-        let echoed = Arc::clone(&echoed);
-        async move {
-            let mut hash = Sha256::new();
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                let n = rd.read(&mut buf).await.unwrap();
-                if n == 0 {
-                    break;
-                }
-                hash.update(&buf[..n]);
-                echoed.fetch_add(n as u64, Ordering::Relaxed);
-            }
-            (echoed.load(Ordering::Relaxed), hash.finalize())
-        }
-    });
-    let progress = |at_least: u64, what: &'static str| {
-        let echoed = Arc::clone(&echoed);
-        async move {
-            let deadline = Instant::now() + WAIT;
-            while echoed.load(Ordering::Relaxed) < at_least {
-                assert!(Instant::now() < deadline, "{what}: the stream stalled");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    };
-    progress(256 * 1024, "before the switch").await;
+    let paced = PacedEcho::start(stream);
+    paced.advance(256 * 1024, "before the switch").await;
 
     // Controller A goes away for the router: its connection is reset, new ones refused.
     proxy_a.refuse(true);
     proxy_a.reset_all();
-    let before = echoed.load(Ordering::Relaxed);
-    let text = wait_metrics(&http, metrics_port, "the router moved to B", |t| {
-        connected_to(t, &b) && value(t, "weft_router_control_failovers_total") >= 1
+    let text = wait_scrape(metrics_port, "the router moved to B", |t| {
+        control_connected_to(t, &b) && metric_value(t, "weft_router_control_failovers_total") >= 1
     })
     .await;
-    assert_eq!(value(&text, "weft_router_control_failovers_total"), 1);
+    assert_eq!(
+        metric_value(&text, "weft_router_control_failovers_total"),
+        1
+    );
     assert!(proxy_b.stats().connections.load(Ordering::Relaxed) >= 1);
     // The stream kept going across the switch.
-    progress(before + 512 * 1024, "across the switch").await;
+    paced.advance(512 * 1024, "across the switch").await;
 
     // New dials work once the host's terminator is registered over B.
     let mut fresh = dial_soon(&client, "failover").await;
     echo(&mut fresh, 1 << 20, 2).await;
 
-    stop.store(true, Ordering::Relaxed);
-    let (sent, sent_hash) = tokio::time::timeout(WAIT, writer)
-        .await
-        .expect("the writer did not finish")
-        .unwrap();
-    let (got, got_hash) = tokio::time::timeout(WAIT, reader)
-        .await
-        .expect("the echo did not finish")
-        .unwrap();
+    paced.reach(4 << 20, "4 MiB in all").await;
+    let sent = paced.finish().await;
     assert!(sent >= 4 << 20, "only {sent} bytes sent");
-    assert_eq!(got, sent, "echoed {got} of {sent} bytes");
-    assert_eq!(got_hash, sent_hash, "echoed bytes differ");
     // Still on B: no further switch.
-    let text = metrics(&http, metrics_port).await;
-    assert!(connected_to(&text, &b), "{text}");
-    assert_eq!(value(&text, "weft_router_control_failovers_total"), 1);
+    let text = scrape(metrics_port).await;
+    assert!(control_connected_to(&text, &b), "{text}");
+    assert_eq!(
+        metric_value(&text, "weft_router_control_failovers_total"),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

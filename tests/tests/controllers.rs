@@ -6,6 +6,10 @@
 //! - A dial policy deleted through controller A closes a live stream on a router
 //!   connected to controller B (B learns it from the change log), within the same
 //!   one-second budget as on one controller.
+//! - Three controllers: the one a router is connected to is killed (SIGKILL) and the
+//!   router moves to another while a stream through it keeps flowing; then every
+//!   controller is down for 60 s while the stream goes on, and when they are back the
+//!   router resynchronises, new dials work, and every byte came back in order.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
@@ -14,12 +18,16 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use weft_testkit::postgres::Postgres;
-use weft_testkit::{Ctl, Network, Router, bin_dir, boot, init_logs, make_csr};
+use weft_testkit::traffic::{
+    PacedEcho, control_connected_to, dial_soon, echo, metric_value, serve_echo, wait_scrape,
+};
+use weft_testkit::{Ctl, Network, Router, bin_dir, boot, free_port, init_logs, make_csr};
 
-/// Two controllers on one database: A initialised the cluster, B joined it.
+/// Controllers on one database: the first initialised the cluster, the others joined.
 struct Cluster {
-    a: Ctl,
-    b: Ctl,
+    ctls: Vec<Ctl>,
+    /// Each controller's data and config directory (to restart it).
+    dirs: Vec<(std::path::PathBuf, std::path::PathBuf)>,
     _pg: Postgres,
     _dir: tempfile::TempDir,
 }
@@ -41,78 +49,107 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// Starts the controller of `data` with the settings kept in `cfg`.
+fn spawn(data: &Path, cfg: &Path) -> Ctl {
+    let settings = std::fs::read_to_string(cfg.join("settings")).unwrap();
+    Ctl::spawn(data, &settings, cfg)
+}
+
 impl Cluster {
-    fn start() -> Self {
+    fn start(n: usize) -> Self {
         let pg = Postgres::start().expect("PostgreSQL (Debian's postgresql package)");
-        let store = format!(
-            "metrics_listen = \"127.0.0.1:0\"\n[store]\nurl = \"{}\"",
-            pg.url("postgres")
-        );
         let dir = tempfile::tempdir().unwrap();
-        let (cfg_a, cfg_b) = (dir.path().join("a"), dir.path().join("b"));
-        std::fs::create_dir_all(&cfg_a).unwrap();
-        std::fs::create_dir_all(&cfg_b).unwrap();
-        let (data_a, data_b) = (cfg_a.join("data"), cfg_b.join("data"));
         let bundle = dir.path().join("ca-bundle.pem");
-        for cfg in [&cfg_a, &cfg_b] {
-            boot::write_controller_config(&cfg.join("controller.toml"), &store).unwrap();
+        let mut dirs = Vec::new();
+        for i in 0..n {
+            let cfg = dir.path().join(format!("c{i}"));
+            std::fs::create_dir_all(&cfg).unwrap();
+            // Fixed addresses, so a restarted controller is where routers and SDKs
+            // expect it.
+            let settings = format!(
+                "listen = \"127.0.0.1:{}\"\ncontrol_listen = \"127.0.0.1:{}\"\n\
+                 metrics_listen = \"127.0.0.1:0\"\n[store]\nurl = \"{}\"",
+                free_port(),
+                free_port(),
+                pg.url("postgres")
+            );
+            std::fs::write(cfg.join("settings"), &settings).unwrap();
+            boot::write_controller_config(&cfg.join("controller.toml"), &settings).unwrap();
+            let data = cfg.join("data");
+            let config = cfg.join("controller.toml");
+            if i == 0 {
+                run(&[
+                    "cluster",
+                    "init",
+                    "--data-dir",
+                    s(&data),
+                    "--config",
+                    s(&config),
+                    "--ca-bundle-out",
+                    s(&bundle),
+                ]);
+            } else {
+                run(&[
+                    "cluster",
+                    "join",
+                    "--data-dir",
+                    s(&data),
+                    "--ca-bundle",
+                    s(&bundle),
+                    "--config",
+                    s(&config),
+                ]);
+            }
+            dirs.push((data, cfg));
         }
-        run(&[
-            "cluster",
-            "init",
-            "--data-dir",
-            s(&data_a),
-            "--config",
-            s(&cfg_a.join("controller.toml")),
-            "--ca-bundle-out",
-            s(&bundle),
-        ]);
-        run(&[
-            "cluster",
-            "join",
-            "--data-dir",
-            s(&data_b),
-            "--ca-bundle",
-            s(&bundle),
-            "--config",
-            s(&cfg_b.join("controller.toml")),
-        ]);
-        let a = Ctl::spawn(&data_a, &store, &cfg_a);
-        let b = Ctl::spawn(&data_b, &store, &cfg_b);
-        assert_eq!(a.ca_pem(), b.ca_pem(), "one CA for the cluster");
+        let ctls: Vec<Ctl> = dirs.iter().map(|(data, cfg)| spawn(data, cfg)).collect();
+        for c in &ctls[1..] {
+            assert_eq!(c.ca_pem(), ctls[0].ca_pem(), "one CA for the cluster");
+        }
         Self {
-            a,
-            b,
+            ctls,
+            dirs,
             _pg: pg,
             _dir: dir,
         }
+    }
+
+    /// Starts controller `i` again in its directory, on its addresses.
+    fn restart(&mut self, i: usize) -> Ctl {
+        let (data, cfg) = &self.dirs[i];
+        spawn(data, cfg)
+    }
+
+    /// The admin's password (the first controller's file; the others have none).
+    fn admin_password(&self) -> String {
+        std::fs::read_to_string(self.dirs[0].0.join("admin.password"))
+            .unwrap()
+            .trim()
+            .to_owned()
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_enrollment_token_is_single_use_across_controllers() {
     init_logs();
-    let cluster = Cluster::start();
-    let admin = cluster.a.admin().await;
+    let cluster = Cluster::start(2);
+    let (a, b) = (&cluster.ctls[0], &cluster.ctls[1]);
+    let admin = a.admin().await;
     let (_, jwt) = admin.identity("racer", &[]).await;
     let jti = weft_testkit::jwt_claims(&jwt)["jti"]
         .as_str()
         .unwrap()
         .to_owned();
     // The identity made on A is visible on B, with its pending enrollment.
-    let token_b = cluster
-        .b
-        .admin_token_with(&cluster.a.admin_password())
-        .await;
-    let listed = cluster
-        .b
+    let token_b = b.admin_token_with(&cluster.admin_password()).await;
+    let listed = b
         .get_ok(&token_b, "/identities?filter=name%3D%22racer%22")
         .await;
     assert_eq!(listed["data"][0]["name"], "racer", "{listed}");
 
     let (csr, _key) = make_csr("racer");
     let tries = (0..100).map(|i| {
-        let ctl = if i % 2 == 0 { &cluster.a } else { &cluster.b };
+        let ctl = if i % 2 == 0 { a } else { b };
         let (jti, csr) = (jti.clone(), csr.clone());
         async move { ctl.enroll(&jti, &csr).await.0 }
     });
@@ -152,7 +189,9 @@ async fn futures_join<F: Future>(futures: impl Iterator<Item = F>) -> Vec<F::Out
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_policy_deleted_on_one_controller_closes_a_stream_on_a_router_of_another() {
     init_logs();
-    let Cluster { a, b, _pg, _dir } = Cluster::start();
+    let mut cluster = Cluster::start(2);
+    let b = cluster.ctls.pop().unwrap();
+    let a = cluster.ctls.pop().unwrap();
     let admin = a.admin().await;
     admin.open_routers().await;
     // The router's control channel goes to B; everything is managed through A.
@@ -197,4 +236,87 @@ async fn a_policy_deleted_on_one_controller_closes_a_stream_on_a_router_of_anoth
         "B applied A's writes from the change log"
     );
     drop(b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn circuits_outlive_a_killed_controller_and_sixty_seconds_without_any() {
+    init_logs();
+    let mut cluster = Cluster::start(3);
+    let mut ctls: Vec<Option<Ctl>> = cluster.ctls.drain(..).map(Some).collect();
+    let a = ctls[0].take().unwrap();
+    let (b_addr, c_addr) = (
+        ctls[1].as_ref().unwrap().control_addr(),
+        ctls[2].as_ref().unwrap().control_addr(),
+    );
+    let admin = a.admin().await;
+    admin.open_routers().await;
+    let metrics_port = free_port();
+    let router = Router::start_with_controllers(
+        &admin,
+        "edge-1",
+        &[&b_addr, &c_addr],
+        &format!("metrics_listen = \"127.0.0.1:{metrics_port}\"\n"),
+        &[],
+    )
+    .await;
+    let net = Network {
+        controller: a,
+        admin,
+        router,
+    };
+    wait_scrape(metrics_port, "the router is on B", |t| {
+        control_connected_to(t, &b_addr)
+    })
+    .await;
+    net.service("kill", &["kill"], true).await;
+    let host = net.context("kill-h", &["kill-host"]).await;
+    let client = net.context("kill-c", &["kill-client"]).await;
+    serve_echo(&host, "kill").await;
+    let mut first = dial_soon(&client, "kill").await;
+    echo(&mut first, 1 << 20, 1).await;
+    let paced = PacedEcho::start(first);
+    paced.advance(256 << 10, "before the kill").await;
+
+    // SIGKILL the router's controller: it moves to C; the stream flows on.
+    drop(ctls[1].take());
+    let text = wait_scrape(metrics_port, "the router moved to C", |t| {
+        control_connected_to(t, &c_addr)
+    })
+    .await;
+    assert!(metric_value(&text, "weft_router_control_failovers_total") >= 1);
+    paced.advance(512 << 10, "across the failover").await;
+    let mut fresh = dial_soon(&client, "kill").await;
+    echo(&mut fresh, 1 << 20, 2).await;
+    drop(fresh);
+
+    // Every controller down for 60 s: the stream keeps flowing on what the router holds.
+    drop(ctls[2].take());
+    let Network {
+        controller: a,
+        admin,
+        router,
+    } = net;
+    drop(a);
+    let down = Instant::now();
+    while down.elapsed() < Duration::from_secs(60) {
+        paced.advance(256 << 10, "with every controller down").await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    // They come back; the router resynchronises with one of its controllers.
+    let a = cluster.restart(0);
+    let _b = cluster.restart(1);
+    let _c = cluster.restart(2);
+    wait_scrape(metrics_port, "the router is back on a controller", |t| {
+        control_connected_to(t, &b_addr) || control_connected_to(t, &c_addr)
+    })
+    .await;
+    paced
+        .advance(512 << 10, "after the controllers came back")
+        .await;
+    // New dials work again (the SDK reaches A where it was).
+    let mut again = dial_soon(&client, "kill").await;
+    echo(&mut again, 1 << 20, 3).await;
+    let sent = paced.finish().await;
+    eprintln!("{sent} bytes echoed intact across a controller kill and a 60 s outage");
+    drop((a, admin, router));
 }
