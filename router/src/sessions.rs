@@ -217,6 +217,11 @@ impl SessionTable {
         self.revision
     }
 
+    /// Number of services whose service edge router policies grant this router.
+    pub fn services_granted(&self) -> usize {
+        self.services_here.len()
+    }
+
     /// Number of API sessions and sessions held.
     pub fn len(&self) -> (usize, usize) {
         (self.api_sessions.len(), self.sessions.len())

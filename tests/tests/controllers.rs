@@ -10,12 +10,16 @@
 //!   router moves to another while a stream through it keeps flowing; then every
 //!   controller is down for 60 s while the stream goes on, and when they are back the
 //!   router resynchronises, new dials work, and every byte came back in order.
+//! - 1,000 writes (identities, service policies, services created and deleted) spread
+//!   over three controllers at once: every controller lists the same state and every
+//!   router (one per controller) holds every service.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use weft_testkit::postgres::Postgres;
 use weft_testkit::traffic::{
@@ -319,4 +323,144 @@ async fn circuits_outlive_a_killed_controller_and_sixty_seconds_without_any() {
     let sent = paced.finish().await;
     eprintln!("{sent} bytes echoed intact across a controller kill and a 60 s outage");
     drop((a, admin, router));
+}
+
+/// Every shard's `weft_router_state_services` on the router with metrics on `port`.
+async fn router_services(port: u16) -> Vec<u64> {
+    weft_testkit::traffic::scrape(port)
+        .await
+        .lines()
+        .filter(|l| l.starts_with("weft_router_state_services{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse().ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_on_three_controllers_converge_everywhere() {
+    init_logs();
+    let cluster = Cluster::start(3);
+    let admin = cluster.ctls[0].admin().await;
+    admin.open_routers().await;
+    // One router per controller, each knowing only its own.
+    let mut routers = Vec::new();
+    for (i, ctl) in cluster.ctls.iter().enumerate() {
+        let port = free_port();
+        let router = Router::start_with_controllers(
+            &admin,
+            &format!("edge-{i}"),
+            &[&ctl.control_addr()],
+            &format!("metrics_listen = \"127.0.0.1:{port}\"\n"),
+            &[],
+        )
+        .await;
+        routers.push((router, port));
+    }
+    let password = cluster.admin_password();
+    let mut tokens = Vec::new();
+    for ctl in &cluster.ctls {
+        tokens.push(ctl.admin_token_with(&password).await);
+    }
+    let base_services = {
+        let v = cluster.ctls[0].get_ok(&tokens[0], "/services").await;
+        v["meta"]["pagination"]["totalCount"].as_u64().unwrap()
+    };
+
+    // 1,000 writes, spread over the three controllers, 12 at a time: identities,
+    // service policies and services created, and every fourth write deletes a service
+    // created 13 writes before (in an earlier batch, on another controller).
+    let started = Instant::now();
+    let mut created_services = 0u64;
+    let mut deleted_services = 0u64;
+    let mut last_service: Vec<Option<String>> = vec![None; 1000];
+    for chunk in (0..1000usize).collect::<Vec<_>>().chunks(12) {
+        let ops = chunk.iter().map(|&i| {
+            let (ctl, token) = (&cluster.ctls[i % 3], &tokens[i % 3]);
+            let previous = i.checked_sub(13).and_then(|p| last_service[p].clone());
+            async move {
+                let (what, status, v) = match i % 4 {
+                    0 => {
+                        let (st, v) = ctl
+                            .create(token, "identities", json!({"name": format!("id-{i}"), "type": "User", "isAdmin": false, "roleAttributes": [format!("a{}", i % 7)]}))
+                            .await;
+                        ("identity", st, v)
+                    }
+                    1 => {
+                        let (st, v) = ctl
+                            .create(token, "service-policies", json!({"name": format!("sp-{i}"), "type": "Dial", "semantic": "AnyOf", "identityRoles": [format!("#a{}", i % 7)], "serviceRoles": ["#all"]}))
+                            .await;
+                        ("policy", st, v)
+                    }
+                    2 => {
+                        let (st, v) = ctl
+                            .create(token, "services", json!({"name": format!("svc-{i}"), "roleAttributes": ["all"]}))
+                            .await;
+                        ("service", st, v)
+                    }
+                    _ => match previous {
+                        Some(id) => {
+                            let (st, v) = ctl
+                                .call(reqwest::Method::DELETE, &format!("/services/{id}"), token, None)
+                                .await;
+                            ("delete", st, v)
+                        }
+                        None => ("none", 200, Value::Null),
+                    },
+                };
+                (i, what, status, v)
+            }
+        });
+        for (i, what, status, v) in futures_join(ops).await {
+            match what {
+                "service" => {
+                    assert_eq!(status, 201, "create service {i}: {v}");
+                    created_services += 1;
+                    last_service[i] = v["data"]["id"].as_str().map(str::to_owned);
+                }
+                "delete" => {
+                    assert_eq!(status, 200, "delete {i}: {v}");
+                    deleted_services += 1;
+                }
+                "none" => {}
+                _ => assert_eq!(status, 201, "create {what} {i}: {v}"),
+            }
+        }
+    }
+    eprintln!("1000 writes over 3 controllers in {:?}", started.elapsed());
+    assert!(deleted_services > 0);
+    let services = base_services + created_services - deleted_services;
+
+    // Every controller shows the same state.
+    for (ctl, token) in cluster.ctls.iter().zip(&tokens) {
+        for (path, want) in [
+            ("/services", services),
+            ("/identities?filter=name%20contains%20%22id-%22", 250),
+            ("/service-policies?filter=name%20contains%20%22sp-%22", 250),
+        ] {
+            let v = ctl.get_ok(token, path).await;
+            assert_eq!(
+                v["meta"]["pagination"]["totalCount"].as_u64(),
+                Some(want),
+                "{path}"
+            );
+        }
+    }
+    // No router missed a change: each holds every service, whichever controller it
+    // follows and whichever controller wrote.
+    for (i, (_, port)) in routers.iter().enumerate() {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let held = router_services(*port).await;
+            if !held.is_empty() && held.iter().all(|n| *n == services) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "router {i} holds {held:?} services, not {services}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    for ctl in &cluster.ctls[1..] {
+        assert!(ctl.metric("weft_controller_store_revisions_followed_total") > 0);
+    }
 }

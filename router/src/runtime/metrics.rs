@@ -170,6 +170,12 @@ pub(super) fn render(stats: &[ShardStats]) -> String {
             |s| s.revision,
         ),
         (
+            "weft_router_state_services",
+            "gauge",
+            "Services the controller's state grants this router (service edge router policies).",
+            |s| s.services,
+        ),
+        (
             "weft_router_connections_refused_total",
             "counter",
             "Connections refused by the per-shard connection cap.",

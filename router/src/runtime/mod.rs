@@ -214,6 +214,8 @@ pub struct ShardStats {
     /// The controller state revision the shard's session table holds (0 before the
     /// first sync).
     pub revision: u64,
+    /// Services the controller's state grants this router.
+    pub services: u64,
     /// Links to other routers held by this shard.
     pub links: Vec<crate::forward::LinkInfo>,
     /// Incoming links refused (unknown certificate, failed handshake, too many).

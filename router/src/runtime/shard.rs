@@ -304,6 +304,7 @@ impl Shard {
             refused: self.refused,
             dial_setup: self.fwd.dial_setup(),
             revision: self.fwd.sessions().revision(),
+            services: self.fwd.sessions().services_granted() as u64,
             links: self.fwd.links(),
             links_refused: self.links.as_ref().map_or(0, |m| m.refused),
             link_dial_failures: self.links.as_ref().map_or(0, |m| m.dial_failures),
