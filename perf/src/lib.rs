@@ -8,6 +8,7 @@
 //! (`results.md`) and SVG plots. See `docs/perf.md`.
 
 pub mod baselines;
+pub mod control;
 pub mod load;
 pub mod net;
 pub mod paths;

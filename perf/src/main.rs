@@ -18,6 +18,9 @@ struct Cli {
 enum Cmd {
     /// Boot the network and the baselines, run the scenarios, write the results.
     Run(RunArgs),
+    /// The controller's write path: certificate logins and session requests per
+    /// second on SQLite and PostgreSQL, one and several controllers.
+    Control(weft_perf::control::ControlArgs),
     /// The suite's echo server (started by `run` as a child process).
     #[command(hide = true)]
     Serve {
@@ -32,6 +35,11 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Serve { echo } => weft_perf::server::run_echo(echo),
         Cmd::Run(args) => run(args),
+        Cmd::Control(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(weft_perf::control::run_control(args))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
