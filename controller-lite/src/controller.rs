@@ -57,6 +57,8 @@ pub struct Controller {
     pub data_dir: PathBuf,
     /// Router-facing state and its revisioned changes.
     pub feed: ChangeFeed,
+    /// Coalesces the publications writes ask for ([`Self::notify_routers`]).
+    pub publisher: crate::control::feed::Publisher,
     /// Edge routers with a control connection up.
     pub routers: RouterRegistry,
     /// The mesh: routers' link listeners, the links they report, routed circuits.
@@ -104,6 +106,7 @@ impl Controller {
             instance_id,
             data_dir: data_dir.to_path_buf(),
             feed: ChangeFeed::default(),
+            publisher: crate::control::feed::Publisher::default(),
             routers: RouterRegistry::default(),
             mesh: crate::control::mesh::Mesh::default(),
             policy: crate::authz::PolicyCache::default(),
@@ -204,12 +207,35 @@ impl Controller {
             .await
     }
 
-    /// [`Self::sync_routers`], logging instead of failing: used after a write that
-    /// already succeeded.
+    /// Publishes the router-facing state after a write that already succeeded
+    /// (logging a failure instead of returning it), and returns once a publication
+    /// that read the store after the write finished. With [`Self::run_publisher`]
+    /// running, concurrent callers share publications; without it (offline commands)
+    /// the caller publishes itself.
     pub async fn notify_routers(&self) {
+        if self.publisher.running() {
+            let round = self.publisher.request();
+            self.publisher.wait(round).await;
+        } else {
+            self.publish_logged().await;
+        }
+    }
+
+    async fn publish_logged(&self) {
         if let Err(e) = self.sync_routers().await {
             tracing::error!(error = %e, "publishing router state failed");
         }
+    }
+
+    /// The task that serves [`Self::notify_routers`]; runs until the process ends.
+    pub async fn run_publisher(self: std::sync::Arc<Self>) {
+        let ctl = self.clone();
+        self.publisher
+            .serve(move || {
+                let ctl = ctl.clone();
+                async move { ctl.publish_logged().await }
+            })
+            .await;
     }
 
     /// Validates and stores a new entity in its own transaction; for identities with

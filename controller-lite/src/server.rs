@@ -248,6 +248,7 @@ pub async fn run(
     std::fs::write(data_dir.join(ADDR_FILE), format!("{addr}\n"))?;
     tracing::info!(%addr, url = %ctl.public_url, "weft-controller listening");
     println!("listening on {addr}");
+    tokio::spawn(ctl.clone().run_publisher());
     tokio::spawn(sweep_idle_sessions(ctl.clone()));
     tokio::spawn(crate::control::follow::follow_changes(ctl.clone()));
     let table = Arc::new(ConnTable::new());

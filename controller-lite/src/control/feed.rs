@@ -194,6 +194,47 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn concurrent_requests_share_publications_and_each_waits_for_one_after_it() {
+        let publisher = Arc::new(Publisher::default());
+        let runs = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let server = tokio::spawn({
+            let (publisher, runs) = (publisher.clone(), runs.clone());
+            async move {
+                publisher
+                    .serve(|| {
+                        let runs = runs.clone();
+                        async move {
+                            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                            runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                    })
+                    .await;
+            }
+        });
+        while !publisher.running() {
+            tokio::task::yield_now().await;
+        }
+        let mut waiters = Vec::new();
+        for _ in 0..50 {
+            let publisher = publisher.clone();
+            let runs = runs.clone();
+            waiters.push(tokio::spawn(async move {
+                let before = runs.load(std::sync::atomic::Ordering::SeqCst);
+                let round = publisher.request();
+                publisher.wait(round).await;
+                // A publication finished after the request.
+                assert!(runs.load(std::sync::atomic::Ordering::SeqCst) > before);
+            }));
+        }
+        for w in waiters {
+            w.await.unwrap();
+        }
+        let n = runs.load(std::sync::atomic::Ordering::SeqCst);
+        assert!((1..50).contains(&n), "{n} publications for 50 requests");
+        server.abort();
+    }
+
+    #[tokio::test]
     async fn snapshot_then_consecutive_updates() {
         let feed = ChangeFeed::new(16);
         let ok = |v: RouterView| async move { Ok::<_, ()>(v) };
@@ -245,5 +286,77 @@ mod tests {
             rx.try_recv(),
             Err(broadcast::error::TryRecvError::Lagged(1))
         ));
+    }
+}
+
+/// Coalesces the publications that writes ask for: a write that committed asks for a
+/// publication ([`Publisher::request`]) and waits until one that started after its
+/// request finished; one task ([`crate::controller::Controller::run_publisher`]) does
+/// them one after another, so concurrent writes share a rebuild instead of each
+/// running its own.
+#[derive(Debug)]
+pub struct Publisher {
+    /// Rounds requested so far.
+    requested: std::sync::atomic::AtomicU64,
+    /// Whether the publishing task runs (otherwise callers publish themselves).
+    running: std::sync::atomic::AtomicBool,
+    wake: tokio::sync::Notify,
+    done: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Publisher {
+    fn default() -> Self {
+        Self {
+            requested: std::sync::atomic::AtomicU64::new(0),
+            running: std::sync::atomic::AtomicBool::new(false),
+            wake: tokio::sync::Notify::new(),
+            done: tokio::sync::watch::Sender::new(0),
+        }
+    }
+}
+
+impl Publisher {
+    /// Whether a publishing task serves requests.
+    pub fn running(&self) -> bool {
+        self.running.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Asks for a publication; returns the round to wait for with [`Self::wait`].
+    pub fn request(&self) -> u64 {
+        let round = self
+            .requested
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel)
+            + 1;
+        // A permit is stored when the task is busy: no request is lost.
+        self.wake.notify_one();
+        round
+    }
+
+    /// Waits until round `round` was published.
+    pub async fn wait(&self, round: u64) {
+        let mut rx = self.done.subscribe();
+        // The sender lives as long as `self`: the wait ends when the round is done.
+        let _ = rx.wait_for(|done| *done >= round).await;
+    }
+
+    /// The publishing task's loop: `publish` runs once per batch of requests.
+    pub async fn serve<F, Fut>(&self, mut publish: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        self.running
+            .store(true, std::sync::atomic::Ordering::Release);
+        loop {
+            let target = self.requested.load(std::sync::atomic::Ordering::Acquire);
+            if target > *self.done.borrow() {
+                // Every round up to `target` was requested after its write committed,
+                // and this publication reads the store after that: it covers them all.
+                publish().await;
+                self.done.send_replace(target);
+            } else {
+                self.wake.notified().await;
+            }
+        }
     }
 }
