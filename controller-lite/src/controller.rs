@@ -187,14 +187,6 @@ impl Controller {
         Ok(())
     }
 
-    /// Brings the routers connected to this controller up to date after a write that
-    /// this controller committed ([`Self::notify_routers`]). Other controllers learn
-    /// of it from the change log.
-    pub async fn mark_changed(&self) -> Result<(), StoreError> {
-        self.notify_routers().await;
-        Ok(())
-    }
-
     /// Rebuilds the router-facing state from the store (removing API sessions and
     /// sessions that may no longer exist) and publishes the difference to every
     /// connected router as the next revision.
@@ -207,7 +199,8 @@ impl Controller {
             .await
     }
 
-    /// Publishes the router-facing state after a write that already succeeded
+    /// Publishes the router-facing state after a write that this controller committed
+    /// (other controllers learn of it from the change log)
     /// (logging a failure instead of returning it), and returns once a publication
     /// that read the store after the write finished. With [`Self::run_publisher`]
     /// running, concurrent callers share publications; without it (offline commands)
@@ -248,7 +241,7 @@ impl Controller {
         let mut tx = self.store.begin_write().await?;
         let created = self.create_entity_in(&mut tx, kind, obj).await?;
         tx.commit().await?;
-        self.mark_changed().await?;
+        self.notify_routers().await;
         Ok(created)
     }
 

@@ -34,9 +34,6 @@ pub enum StoreError {
     /// A stored JSON document could not be (de)serialised.
     #[error("stored document is invalid: {0}")]
     Json(#[from] serde_json::Error),
-    /// The store lock was poisoned by a panic in another thread.
-    #[error("store lock poisoned")]
-    Poisoned,
     /// A row with the same unique name already exists.
     #[error("an entity named {0:?} already exists")]
     Duplicate(String),

@@ -459,6 +459,14 @@ impl Ctl {
             .control_addr
     }
 
+    /// The port of [`Self::control_addr`].
+    pub fn control_port(&self) -> u16 {
+        self.control_addr()
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .expect("the control address ends in a port")
+    }
+
     /// Logs in as admin on the management API.
     pub async fn admin(&self) -> Admin {
         Admin(

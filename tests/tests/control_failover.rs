@@ -26,13 +26,6 @@ fn dead_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
-fn control_port(ctl: &Ctl) -> u16 {
-    ctl.control_addr()
-        .rsplit_once(':')
-        .and_then(|(_, p)| p.parse().ok())
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_router_skips_a_dead_controller_address_and_serves_a_dial() {
     init_logs();
@@ -79,7 +72,7 @@ async fn a_router_fails_over_to_the_next_controller_while_its_circuits_carry_dat
     let controller = Ctl::start();
     let admin = controller.admin().await;
     admin.open_routers().await;
-    let upstream = ([127, 0, 0, 1], control_port(&controller)).into();
+    let upstream = ([127, 0, 0, 1], controller.control_port()).into();
     let proxy_a = FaultProxy::start(upstream).await;
     let proxy_b = FaultProxy::start(upstream).await;
     let a = format!("localhost:{}", proxy_a.addr().port());

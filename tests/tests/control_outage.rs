@@ -6,31 +6,9 @@
 
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use weft_testkit::proxy::FaultProxy;
-use weft_testkit::{Ctl, Network, Router, init_logs, pattern};
-
-const WAIT: Duration = Duration::from_secs(60);
-
-/// Sends `len` bytes of a pattern through the echo and checks what comes back.
-async fn echo(stream: &mut weft_sdk::Stream, len: usize, seed: u32) {
-    let data = pattern(len, seed);
-    let (mut r, mut w) = tokio::io::split(stream);
-    let mut back = vec![0u8; len];
-    let (wrote, read) = tokio::time::timeout(WAIT, async {
-        tokio::join!(w.write_all(&data), r.read_exact(&mut back))
-    })
-    .await
-    .expect("the echo did not come back in time");
-    wrote.unwrap();
-    read.unwrap();
-    assert_eq!(
-        Sha256::digest(&back),
-        Sha256::digest(&data),
-        "echoed bytes differ"
-    );
-}
+use weft_testkit::traffic::{WAIT, dial_soon, echo, serve_echo};
+use weft_testkit::{Ctl, Network, Router, init_logs};
 
 async fn online(net: &Network, want: bool) {
     let deadline = Instant::now() + WAIT;
@@ -51,12 +29,7 @@ async fn circuits_outlive_a_controller_outage_and_the_resync() {
     let controller = Ctl::start();
     let admin = controller.admin().await;
     admin.open_routers().await;
-    let control_port: u16 = controller
-        .control_addr()
-        .rsplit_once(':')
-        .and_then(|(_, p)| p.parse().ok())
-        .unwrap();
-    let proxy = FaultProxy::start(([127, 0, 0, 1], control_port).into()).await;
+    let proxy = FaultProxy::start(([127, 0, 0, 1], controller.control_port()).into()).await;
     let router = Router::start_via(
         &admin,
         "edge-1",
@@ -72,15 +45,7 @@ async fn circuits_outlive_a_controller_outage_and_the_resync() {
     net.service("outage", &["outage"], false).await;
     let host = net.context("outage-h", &["outage-host"]).await;
     let client = net.context("outage-c", &["outage-client"]).await;
-    let mut listener = host.bind("outage").await.unwrap();
-    tokio::spawn(async move {
-        while let Ok(mut s) = listener.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = tokio::io::split(&mut s);
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
+    serve_echo(&host, "outage").await;
     let mut stream = client.dial("outage").await.unwrap();
     echo(&mut stream, 1 << 20, 1).await;
 
@@ -96,16 +61,7 @@ async fn circuits_outlive_a_controller_outage_and_the_resync() {
     echo(&mut stream, 4 << 20, 3).await;
 
     // New dials work again once the host's terminator is registered anew.
-    let deadline = Instant::now() + WAIT;
-    let mut fresh = loop {
-        match client.dial("outage").await {
-            Ok(s) => break s,
-            Err(e) => {
-                assert!(Instant::now() < deadline, "no dial after the outage: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    };
+    let mut fresh = dial_soon(&client, "outage").await;
     echo(&mut fresh, 1 << 20, 4).await;
     echo(&mut stream, 1 << 20, 5).await;
 }

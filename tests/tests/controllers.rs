@@ -20,12 +20,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use weft_testkit::postgres::Postgres;
 use weft_testkit::traffic::{
     PacedEcho, control_connected_to, dial_soon, echo, metric_value, serve_echo, wait_scrape,
 };
-use weft_testkit::{Ctl, Network, Router, bin_dir, boot, free_port, init_logs, make_csr};
+use weft_testkit::{Ctl, Network, Router, bin_dir, boot, free_port, init_logs, join_all, make_csr};
 
 /// Controllers on one database: the first initialised the cluster, the others joined.
 struct Cluster {
@@ -157,37 +157,13 @@ async fn an_enrollment_token_is_single_use_across_controllers() {
         let (jti, csr) = (jti.clone(), csr.clone());
         async move { ctl.enroll(&jti, &csr).await.0 }
     });
-    let statuses = futures_join(tries).await;
+    let statuses = join_all(tries).await;
     let won = statuses.iter().filter(|s| **s == 200).count();
     assert_eq!(won, 1, "statuses: {statuses:?}");
     assert!(
         statuses.iter().all(|s| *s == 200 || *s == 400),
         "{statuses:?}"
     );
-}
-
-/// Runs every future concurrently on this task; their outputs in order.
-async fn futures_join<F: Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let mut futures: Vec<_> = futures.map(Box::pin).collect();
-    let mut out: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (f, o) in futures.iter_mut().zip(out.iter_mut()) {
-            if o.is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => *o = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    out.into_iter().flatten().collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,20 +184,9 @@ async fn a_policy_deleted_on_one_controller_closes_a_stream_on_a_router_of_anoth
     let (_, dial_policy, _) = net.service("across", &["across"], true).await;
     let host = net.context("across-h", &["across-host"]).await;
     let client = net.context("across-c", &["across-client"]).await;
-    let mut listener = host.bind("across").await.unwrap();
-    tokio::spawn(async move {
-        while let Ok(mut s) = listener.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = tokio::io::split(&mut s);
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
+    serve_echo(&host, "across").await;
     let mut s = client.dial("across").await.unwrap();
-    s.write_all(b"ping").await.unwrap();
-    let mut buf = [0u8; 4];
-    s.read_exact(&mut buf).await.unwrap();
-    assert_eq!(&buf, b"ping");
+    echo(&mut s, 4, 1).await;
 
     let revoked_at = Instant::now();
     net.admin.delete("service-policies", &dial_policy).await;
@@ -409,7 +374,7 @@ async fn concurrent_writes_on_three_controllers_converge_everywhere() {
                 (i, what, status, v)
             }
         });
-        for (i, what, status, v) in futures_join(ops).await {
+        for (i, what, status, v) in join_all(ops).await {
             match what {
                 "service" => {
                     assert_eq!(status, 201, "create service {i}: {v}");

@@ -358,12 +358,7 @@ async fn identity_extras(ctl: &Controller, row: &EntityRow) -> Result<IdentityEx
         is_default_admin: ctl.store.meta_get("admin_identity_id").await?.as_deref()
             == Some(&row.id),
         is_mfa_enabled: false,
-        has_api_session: ctl
-            .store
-            .all_api_sessions()
-            .await?
-            .iter()
-            .any(|s| s.identity_id == row.id),
+        has_api_session: ctl.store.has_api_session(&row.id).await?,
         has_edge_router_connection: false,
         edge_router_connection_status: "unknown".into(),
         env_info: object(&info["envInfo"]),

@@ -262,6 +262,17 @@ impl Store {
         .await
     }
 
+    /// Whether `identity_id` holds an API session (one indexed lookup, not a scan of
+    /// every API session per identity rendered).
+    pub async fn has_api_session(&self, identity_id: &str) -> Result<bool, StoreError> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM api_sessions WHERE identity_id = $1 LIMIT 1")
+                .bind(identity_id)
+                .fetch_optional(&self.read)
+                .await?;
+        Ok(found.is_some())
+    }
+
     /// An API session by id.
     pub async fn api_session_by_id(&self, id: &str) -> Result<Option<ApiSessionRow>, StoreError> {
         fetch_optional(

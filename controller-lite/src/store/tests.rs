@@ -197,7 +197,11 @@ async fn enrollment_redeems_once_under_concurrency(s: &Store) {
         tx.commit().await.unwrap();
         true
     });
-    let won = futures_count(tries).await;
+    let won = weft_testkit::join_all(tries)
+        .await
+        .into_iter()
+        .filter(|w| *w)
+        .count();
     assert_eq!(won, 1);
     assert_eq!(s.authenticators_of("i1").await.unwrap().len(), 1);
     assert!(s.pending_enrollments("i1").await.unwrap().is_empty());
@@ -216,44 +220,6 @@ async fn enrollment_redeems_once_under_concurrency(s: &Store) {
     .await
     .unwrap();
     assert!(tx.redeem_enrollment("jti-2", 11).await.unwrap().is_none());
-}
-
-/// Runs the futures concurrently and counts those that returned true.
-async fn futures_count(tries: impl Iterator<Item = impl Future<Output = bool>>) -> usize {
-    let mut set = Vec::new();
-    for t in tries {
-        set.push(t);
-    }
-    let mut won = 0;
-    let results = join_all(set).await;
-    for r in results {
-        won += usize::from(r);
-    }
-    won
-}
-
-/// Polls every future to completion concurrently, on this task.
-async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
-    let mut out: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (f, o) in futures.iter_mut().zip(out.iter_mut()) {
-            if o.is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => *o = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    out.into_iter().flatten().collect()
 }
 
 async fn cascades_and_session_cap(s: &Store) {

@@ -10,7 +10,7 @@
 //!   with cascading delete);
 //! - a config's type cannot be changed, and the default admin stays an administrator.
 //!
-//! Routers learn the removals from the next change-feed revision ([`crate::controller::Controller::mark_changed`]).
+//! Routers learn the removals from the next change-feed revision ([`crate::controller::Controller::notify_routers`]).
 
 use serde_json::{Value, json};
 

@@ -184,7 +184,7 @@ pub async fn update(
     if k == Kind::EdgeRouters && row.data.get("disabled") == Some(&json!(true)) {
         ctl.routers.kick(id);
     }
-    ctl.mark_changed().await?;
+    ctl.notify_routers().await;
     Ok(envelope::empty())
 }
 
@@ -201,7 +201,7 @@ pub async fn delete(ctl: AppState, k: Kind, id: String) -> Result<Response, ApiE
     if k == Kind::EdgeRouters {
         ctl.routers.kick(&id);
     }
-    ctl.mark_changed().await?;
+    ctl.notify_routers().await;
     tracing::info!(kind = k.collection(), %id, "deleted");
     Ok(envelope::empty())
 }
