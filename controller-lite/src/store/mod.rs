@@ -243,10 +243,7 @@ impl Store {
 
     /// Reads a `meta` value.
     pub async fn meta_get(&self, key: &str) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
-            .bind(key)
-            .fetch_optional(&self.read)
-            .await?)
+        meta_value(&self.read, key).await
     }
 
     /// Decodes an entity row selected with the columns of [`ENTITY_COLS`].
@@ -281,17 +278,36 @@ impl Store {
 
     /// Every entity of a kind, ordered by name.
     pub async fn list_all(&self, kind: &str) -> Result<Vec<EntityRow>, StoreError> {
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {ENTITY_COLS} FROM entities WHERE kind = $1 ORDER BY name"
-        )))
-        .bind(kind)
-        .fetch_all(&self.read)
-        .await?;
-        rows.iter().map(Self::entity_from).collect()
+        entities_of(&self.read, kind).await
     }
 }
 
 const ENTITY_COLS: &str = "kind, id, name, tags, data, created_at, updated_at";
+
+/// Every entity of `kind`, ordered by name.
+async fn entities_of<'e, E: sqlx::Executor<'e, Database = Any>>(
+    ex: E,
+    kind: &str,
+) -> Result<Vec<EntityRow>, StoreError> {
+    let rows = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {ENTITY_COLS} FROM entities WHERE kind = $1 ORDER BY name"
+    )))
+    .bind(kind)
+    .fetch_all(ex)
+    .await?;
+    rows.iter().map(Store::entity_from).collect()
+}
+
+/// The `meta` value of `key`.
+async fn meta_value<'e, E: sqlx::Executor<'e, Database = Any>>(
+    ex: E,
+    key: &str,
+) -> Result<Option<String>, StoreError> {
+    Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+        .bind(key)
+        .fetch_optional(ex)
+        .await?)
+}
 
 /// The entity of `kind` whose `column` (a fixed column name, never input) is `value`.
 async fn entity_by<'e, E: sqlx::Executor<'e, Database = Any>>(
@@ -386,18 +402,14 @@ impl WriteTx<'_> {
         if n == 1 {
             self.record("meta", key, ChangeOp::Create).await?;
         }
-        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
-            .bind(key)
-            .fetch_one(&mut *self.tx)
-            .await?)
+        meta_value(&mut *self.tx, key)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("meta {key:?} vanished")))
     }
 
     /// Reads a `meta` value inside the transaction.
     pub async fn meta_get(&mut self, key: &str) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
-            .bind(key)
-            .fetch_optional(&mut *self.tx)
-            .await?)
+        meta_value(&mut *self.tx, key).await
     }
 
     /// Inserts a new entity; a taken name gives [`StoreError::Duplicate`].
@@ -484,13 +496,7 @@ impl WriteTx<'_> {
 
     /// Every entity of a kind, ordered by name, inside the transaction.
     pub async fn list_all(&mut self, kind: &str) -> Result<Vec<EntityRow>, StoreError> {
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {ENTITY_COLS} FROM entities WHERE kind = $1 ORDER BY name"
-        )))
-        .bind(kind)
-        .fetch_all(&mut *self.tx)
-        .await?;
-        rows.iter().map(Store::entity_from).collect()
+        entities_of(&mut *self.tx, kind).await
     }
 
     /// Commits. Returns the revision, or `None` when nothing was recorded (the
