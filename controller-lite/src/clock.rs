@@ -35,3 +35,10 @@ pub fn fmt(t: OffsetDateTime) -> String {
 pub fn now_string() -> String {
     fmt(OffsetDateTime::now_utc())
 }
+
+/// Parses an RFC 3339 time (as [`fmt`] writes it) into Unix seconds.
+pub fn parse_unix(s: &str) -> Option<i64> {
+    OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(OffsetDateTime::unix_timestamp)
+}

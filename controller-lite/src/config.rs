@@ -71,6 +71,9 @@ pub struct Config {
     /// Bytes queued for one router's control connection before it is closed as not
     /// reading (default 16 MiB).
     pub control_max_outbound_bytes: usize,
+    /// Issuer named in TOTP provisioning URLs (what authenticator apps show above the
+    /// code; OpenZiti's `edge.totp.hostname`), default `Weft`.
+    pub totp_issuer: String,
     /// The database (`[store]`).
     pub store: StoreConfig,
 }
@@ -112,6 +115,7 @@ impl Default for Config {
             max_sessions_per_api_session: 4096,
             control_write_timeout_ms: 30_000,
             control_max_outbound_bytes: 16 * 1024 * 1024,
+            totp_issuer: "Weft".into(),
             store: StoreConfig::default(),
         }
     }

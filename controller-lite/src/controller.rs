@@ -10,7 +10,7 @@ use crate::control::RouterRegistry;
 use crate::control::feed::ChangeFeed;
 use crate::enroll;
 use crate::error::{ApiError, PkiError, StoreError};
-use crate::model::{Kind, normalize};
+use crate::model::{AuthPolicy, DEFAULT_AUTH_POLICY_ID, Kind, normalize};
 use crate::pki::Pki;
 use crate::store::{AuthenticatorRow, EnrollmentRow, EntityRow, Store, WriteTx};
 
@@ -120,8 +120,8 @@ impl Controller {
         Ok(ctl)
     }
 
-    /// Creates the built-in config types and, on a new database, the default
-    /// administrator; each in one transaction, so controllers starting at once on one
+    /// Creates the built-in config types, the `default` authentication policy and, on a
+    /// new database, the default administrator; each in one transaction, so controllers starting at once on one
     /// database create them once.
     async fn bootstrap(&self) -> Result<(), StartError> {
         let bootstrap = |e: ApiError| StartError::Bootstrap(e.to_string());
@@ -138,6 +138,25 @@ impl Controller {
                     .await
                     .map_err(bootstrap)?;
             }
+        }
+        if tx
+            .get_entity(Kind::AuthPolicies.collection(), DEFAULT_AUTH_POLICY_ID)
+            .await?
+            .is_none()
+        {
+            let now = clock::now_string();
+            let data = serde_json::to_value(AuthPolicy::builtin_default())
+                .map_err(|e| StartError::Bootstrap(e.to_string()))?;
+            tx.insert_entity(&EntityRow {
+                kind: Kind::AuthPolicies.collection().into(),
+                id: DEFAULT_AUTH_POLICY_ID.into(),
+                name: "Default".into(),
+                tags: json!({}),
+                data,
+                created_at: now.clone(),
+                updated_at: now,
+            })
+            .await?;
         }
         tx.commit().await?;
         if self.store.meta_get("admin_identity_id").await?.is_some() {
@@ -254,6 +273,9 @@ impl Controller {
     ) -> Result<(EntityRow, Option<EnrollmentRow>), ApiError> {
         let n = normalize(kind, obj)?;
         let mut data = n.data;
+        if kind == Kind::Identities {
+            crate::model::settle_disable(&mut data, None, n.disable, clock::now_unix());
+        }
         Self::resolve_references(tx, kind, &mut data).await?;
         let now = clock::now_string();
         let id = uuid::Uuid::new_v4().simple().to_string();
@@ -355,6 +377,12 @@ impl Controller {
                     ids.push(config.id);
                 }
                 data["configs"] = json!(ids);
+            }
+            Kind::Identities => {
+                // Identities name their policy by id or name; stored by id.
+                if let Some(key) = data["authPolicyId"].as_str().map(str::to_owned) {
+                    data["authPolicyId"] = json!(resolve(tx, Kind::AuthPolicies, &key).await?);
+                }
             }
             Kind::Terminators => {
                 let s = data["service"].as_str().unwrap_or_default().to_string();

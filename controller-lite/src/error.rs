@@ -143,6 +143,24 @@ pub enum ApiError {
     /// `controller/apierror/messages.go` `TimeoutCode`, with its message and status).
     #[error("The requested operation took too much time to reply")]
     Timeout,
+    /// Other entities still refer to it (409 `CAN_NOT_DELETE_REFERENCED_ENTITY`;
+    /// openziti/ziti `controller/apierror/messages.go`).
+    #[error("the entity is referenced by others and cannot be deleted: {0}")]
+    ReferencedEntity(String),
+    /// The identity already has an MFA enrollment (409 `MFA_EXISTS`).
+    #[error("an MFA enrollment already exists")]
+    MfaExists,
+    /// The identity has no (verified) MFA enrollment (409 `MFA_NOT_ENROLLED`).
+    #[error("the identity is not enrolled in MFA")]
+    MfaNotEnrolled,
+    /// A TOTP or recovery code was missing, wrong or already used
+    /// (400 `MFA_INVALID_TOKEN`).
+    #[error("the token provided was invalid")]
+    MfaInvalidToken,
+    /// The operation needs a session kind this one is not (400
+    /// `INVALID_BACKING_TOKEN_TYPE`: TOTP tokens are for OIDC sessions only).
+    #[error("{0}")]
+    InvalidBackingTokenType(String),
     /// Any internal failure (500 `UNHANDLED`). The message never contains secrets.
     #[error("internal error: {0}")]
     Internal(String),
@@ -172,6 +190,11 @@ impl ApiError {
             Self::RateLimited | Self::SessionLimit(_) => "RATE_LIMITED",
             Self::UnsupportedMediaType(_) => "INVALID_CONTENT_TYPE",
             Self::Timeout => "TIMEOUT",
+            Self::ReferencedEntity(_) => "CAN_NOT_DELETE_REFERENCED_ENTITY",
+            Self::MfaExists => "MFA_EXISTS",
+            Self::MfaNotEnrolled => "MFA_NOT_ENROLLED",
+            Self::MfaInvalidToken => "MFA_INVALID_TOKEN",
+            Self::InvalidBackingTokenType(_) => "INVALID_BACKING_TOKEN_TYPE",
             Self::Internal(_) => "UNHANDLED",
         }
     }
@@ -190,10 +213,15 @@ impl ApiError {
             | Self::InvalidPagination(_)
             | Self::EntityCanNotBeDeleted(_)
             | Self::InvalidEnrollmentToken(_)
-            | Self::NoEdgeRoutersAvailable => StatusCode::BAD_REQUEST,
-            Self::Conflict(_) | Self::CanNotUpdateAuthenticator(_) | Self::MaxAuthenticators(_) => {
-                StatusCode::CONFLICT
-            }
+            | Self::NoEdgeRoutersAvailable
+            | Self::MfaInvalidToken
+            | Self::InvalidBackingTokenType(_) => StatusCode::BAD_REQUEST,
+            Self::Conflict(_)
+            | Self::CanNotUpdateAuthenticator(_)
+            | Self::MaxAuthenticators(_)
+            | Self::ReferencedEntity(_)
+            | Self::MfaExists
+            | Self::MfaNotEnrolled => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::RateLimited | Self::SessionLimit(_) => StatusCode::TOO_MANY_REQUESTS,

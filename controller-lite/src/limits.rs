@@ -56,13 +56,37 @@ pub struct Metrics {
     pub store_revision: AtomicU64,
     /// Times the change follower's `LISTEN` connection failed and was re-opened.
     pub store_listen_failures: AtomicU64,
+    /// Identities disabled by their authentication policy's lockout.
+    pub lockouts: AtomicU64,
+    /// Wrong, malformed or replayed MFA codes.
+    pub mfa_failures: AtomicU64,
+    /// MFA codes refused unchecked because the identity sent too many wrong ones.
+    pub mfa_throttled: AtomicU64,
 }
 
 impl Metrics {
     /// Prometheus text exposition (format 0.0.4) of every counter.
     pub fn render(&self) -> String {
         use std::fmt::Write as _;
-        let metrics: [(&str, &str, &str, &AtomicU64); 16] = [
+        let metrics: [(&str, &str, &str, &AtomicU64); 19] = [
+            (
+                "weft_controller_lockouts_total",
+                "counter",
+                "Identities disabled by an authentication policy's password lockout.",
+                &self.lockouts,
+            ),
+            (
+                "weft_controller_mfa_failures_total",
+                "counter",
+                "Wrong, malformed or replayed MFA codes.",
+                &self.mfa_failures,
+            ),
+            (
+                "weft_controller_mfa_throttled_total",
+                "counter",
+                "MFA codes refused unchecked after too many wrong ones.",
+                &self.mfa_throttled,
+            ),
             (
                 "weft_controller_connections_open",
                 "gauge",

@@ -35,11 +35,13 @@ pub enum Kind {
     EdgeRouters,
     /// `terminators`
     Terminators,
+    /// `auth-policies`
+    AuthPolicies,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::Identities,
         Self::Services,
         Self::Configs,
@@ -49,6 +51,7 @@ impl Kind {
         Self::ServiceEdgeRouterPolicies,
         Self::EdgeRouters,
         Self::Terminators,
+        Self::AuthPolicies,
     ];
 
     /// Collection (and store kind) name.
@@ -63,6 +66,7 @@ impl Kind {
             Self::ServiceEdgeRouterPolicies => "service-edge-router-policies",
             Self::EdgeRouters => "edge-routers",
             Self::Terminators => "terminators",
+            Self::AuthPolicies => "auth-policies",
         }
     }
 
@@ -86,6 +90,7 @@ impl Kind {
             }
             Self::EdgeRouters => ("EdgeRouter", "EdgeRouters"),
             Self::Terminators => ("Terminator", "Terminators"),
+            Self::AuthPolicies => ("AuthPolicy", "AuthPolicies"),
         }
     }
 
@@ -101,6 +106,7 @@ impl Kind {
             Self::ServiceEdgeRouterPolicies => generator.subschema_for::<ServiceEdgeRouterPolicy>(),
             Self::EdgeRouters => generator.subschema_for::<EdgeRouter>(),
             Self::Terminators => generator.subschema_for::<Terminator>(),
+            Self::AuthPolicies => generator.subschema_for::<AuthPolicy>(),
         }
     }
 
@@ -116,6 +122,7 @@ impl Kind {
             Self::ServiceEdgeRouterPolicies => schema_for!(ServiceEdgeRouterPolicy),
             Self::EdgeRouters => schema_for!(EdgeRouter),
             Self::Terminators => schema_for!(Terminator),
+            Self::AuthPolicies => schema_for!(AuthPolicy),
         }
     }
 
@@ -168,15 +175,31 @@ pub struct Identity {
     /// Role attributes (without `#`).
     #[serde(default)]
     pub role_attributes: Vec<String>,
-    /// Disabled identities cannot authenticate.
+    /// Input only: `true` disables the identity until it is enabled again, `false`
+    /// enables it; absent leaves the state as it is. The state itself is
+    /// `disabledAt`/`disabledUntil` ([`identity_disabled`]).
+    #[serde(default, skip_serializing)]
+    pub disabled: Option<bool>,
+    /// When the identity was disabled (by `/disable`, a lockout or `disabled: true`);
+    /// set by the controller only.
     #[serde(default)]
-    pub disabled: bool,
+    pub disabled_at: Option<String>,
+    /// When a timed disable ends; `None` with `disabledAt` set: until enabled.
+    #[serde(default)]
+    pub disabled_until: Option<String>,
     /// Application data.
     #[serde(default)]
     pub app_data: Map<String, Value>,
     /// Default hosting cost.
     #[serde(default)]
     pub default_hosting_cost: u16,
+    /// Authentication policy (id); `None` or blank: the `default` policy.
+    #[serde(default)]
+    pub auth_policy_id: Option<String>,
+    /// Identity claim that external JWTs name this identity by (signers with
+    /// `useExternalId`).
+    #[serde(default)]
+    pub external_id: Option<String>,
     /// Create-only: requested enrollment.
     #[serde(default, skip_serializing)]
     pub enrollment: Option<EnrollmentRequest>,
@@ -339,6 +362,240 @@ pub struct Terminator {
     pub session_id: String,
 }
 
+/// Authentication policy document (`authPolicyCreate`, openziti/edge-api
+/// `source/management/auth-policies.yml`). Absent fields take OpenZiti's store defaults
+/// (openziti/ziti `controller/db/auth_policy_store.go`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AuthPolicy {
+    /// Primary authentication methods.
+    #[serde(default)]
+    pub primary: AuthPolicyPrimary,
+    /// Secondary factors, asked as authentication queries.
+    #[serde(default)]
+    pub secondary: AuthPolicySecondary,
+}
+
+/// Primary methods of an [`AuthPolicy`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AuthPolicyPrimary {
+    /// Certificate login.
+    #[serde(default)]
+    pub cert: AuthPolicyCert,
+    /// Password (`updb`) login.
+    #[serde(default)]
+    pub updb: AuthPolicyUpdb,
+    /// External JWT login.
+    #[serde(default)]
+    pub ext_jwt: AuthPolicyExtJwt,
+}
+
+/// `primary.cert`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AuthPolicyCert {
+    /// Certificate login allowed.
+    #[serde(default = "default_true")]
+    pub allowed: bool,
+    /// Whether a certificate outside its validity window still logs in (so that it
+    /// can be extended).
+    #[serde(default = "default_true")]
+    pub allow_expired_certs: bool,
+}
+
+impl Default for AuthPolicyCert {
+    fn default() -> Self {
+        Self {
+            allowed: true,
+            allow_expired_certs: true,
+        }
+    }
+}
+
+/// Shortest password any policy may ask for (OpenZiti persists at least 5).
+pub const MIN_PASSWORD_LENGTH: u32 = 5;
+
+fn default_min_password_length() -> u32 {
+    MIN_PASSWORD_LENGTH
+}
+fn default_max_attempts() -> i64 {
+    5
+}
+
+/// `primary.updb`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AuthPolicyUpdb {
+    /// Password login allowed.
+    #[serde(default = "default_true")]
+    pub allowed: bool,
+    /// Shortest password accepted when a password is set (OpenZiti stores but does
+    /// not enforce the password rules; Weft enforces them).
+    #[serde(default = "default_min_password_length")]
+    pub min_password_length: u32,
+    /// A password must hold a character that is neither a letter nor a digit.
+    #[serde(default)]
+    pub require_special_char: bool,
+    /// A password must hold a digit.
+    #[serde(default)]
+    pub require_number_char: bool,
+    /// A password must hold an upper and a lower case letter.
+    #[serde(default)]
+    pub require_mixed_case: bool,
+    /// Failed passwords in a row that disable the identity; 0: unlimited.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: i64,
+    /// How long a lockout lasts; 0: until an administrator enables the identity.
+    #[serde(default)]
+    pub lockout_duration_minutes: i64,
+}
+
+impl Default for AuthPolicyUpdb {
+    fn default() -> Self {
+        Self {
+            allowed: true,
+            min_password_length: MIN_PASSWORD_LENGTH,
+            require_special_char: false,
+            require_number_char: false,
+            require_mixed_case: false,
+            max_attempts: default_max_attempts(),
+            lockout_duration_minutes: 0,
+        }
+    }
+}
+
+impl AuthPolicyUpdb {
+    /// Checks a new password against the policy's rules; the error says which rule.
+    pub fn check_password(&self, password: &str) -> Result<(), ApiError> {
+        let len = password.chars().count();
+        let mut broken = Vec::new();
+        if len < self.min_password_length as usize {
+            broken.push(format!("at least {} characters", self.min_password_length));
+        }
+        if self.require_number_char && !password.chars().any(|c| c.is_ascii_digit()) {
+            broken.push("a digit".into());
+        }
+        if self.require_special_char && password.chars().all(char::is_alphanumeric) {
+            broken.push("a character that is neither a letter nor a digit".into());
+        }
+        if self.require_mixed_case
+            && !(password.chars().any(char::is_uppercase)
+                && password.chars().any(char::is_lowercase))
+        {
+            broken.push("upper and lower case letters".into());
+        }
+        if broken.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::CouldNotValidate(format!(
+                "password: the authentication policy asks for {}",
+                broken.join(", ")
+            )))
+        }
+    }
+}
+
+/// `primary.extJwt`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AuthPolicyExtJwt {
+    /// External JWT login allowed.
+    #[serde(default = "default_true")]
+    pub allowed: bool,
+    /// Signer ids allowed; empty: every enabled signer.
+    #[serde(default)]
+    pub allowed_signers: Vec<String>,
+}
+
+impl Default for AuthPolicyExtJwt {
+    fn default() -> Self {
+        Self {
+            allowed: true,
+            allowed_signers: Vec::new(),
+        }
+    }
+}
+
+/// `secondary`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AuthPolicySecondary {
+    /// Every login must answer a TOTP query.
+    #[serde(default)]
+    pub require_totp: bool,
+    /// Every request must carry a JWT from this signer (id).
+    #[serde(default)]
+    pub require_ext_jwt_signer: Option<String>,
+}
+
+/// Id of the built-in policy identities without `authPolicyId` follow.
+pub const DEFAULT_AUTH_POLICY_ID: &str = "default";
+
+impl AuthPolicy {
+    /// The built-in `default` policy: every primary method, no lockout, no secondary
+    /// factor (openziti/ziti `controller/db/migration_v25.go`).
+    pub fn builtin_default() -> Self {
+        Self {
+            primary: AuthPolicyPrimary {
+                updb: AuthPolicyUpdb {
+                    max_attempts: 0,
+                    ..AuthPolicyUpdb::default()
+                },
+                ..AuthPolicyPrimary::default()
+            },
+            secondary: AuthPolicySecondary::default(),
+        }
+    }
+
+    /// Parses a stored document (falling back to the default policy's rules for a
+    /// document that does not parse, which validation on write rules out).
+    pub fn from_stored(data: &Value) -> Self {
+        serde_json::from_value(data.clone()).unwrap_or_else(|_| Self::builtin_default())
+    }
+}
+
+/// Whether an identity document is disabled at `now` (Unix seconds): `disabledAt` set
+/// and `disabledUntil` absent or later than `now`. Documents written before timed
+/// disables carry `disabled: true` instead.
+pub fn identity_disabled(data: &Value, now: i64) -> bool {
+    if data.get("disabledAt").is_some_and(|v| !v.is_null()) {
+        return match data.get("disabledUntil").and_then(Value::as_str) {
+            None => true,
+            Some(until) => crate::clock::parse_unix(until).is_none_or(|u| u > now),
+        };
+    }
+    data.get("disabled").and_then(Value::as_bool) == Some(true)
+}
+
+/// Puts the disable state into a normalized identity document `data`: the previous
+/// document's (`prev`; none on create) unless `request` (the body's `disabled`)
+/// changes it. Clients cannot write `disabledAt`/`disabledUntil` themselves.
+pub fn settle_disable(data: &mut Value, prev: Option<&Value>, request: Option<bool>, now: i64) {
+    let field = |k: &str| prev.and_then(|p| p.get(k)).cloned().unwrap_or(Value::Null);
+    let (mut at, mut until) = (field("disabledAt"), field("disabledUntil"));
+    if at.is_null() && prev.is_some_and(|p| p.get("disabled") == Some(&Value::Bool(true))) {
+        // A document from before timed disables.
+        at = Value::String(crate::clock::fmt_unix(now));
+    }
+    match request {
+        Some(true) if !prev.is_some_and(|p| identity_disabled(p, now)) => {
+            at = Value::String(crate::clock::fmt_unix(now));
+            until = Value::Null;
+        }
+        Some(false) => {
+            at = Value::Null;
+            until = Value::Null;
+        }
+        _ => {}
+    }
+    if let Value::Object(m) = data {
+        m.remove("disabled");
+        m.insert("disabledAt".into(), at);
+        m.insert("disabledUntil".into(), until);
+    }
+}
+
 /// A validated document ready to store.
 #[derive(Debug, Clone)]
 pub struct Normalized {
@@ -350,6 +607,8 @@ pub struct Normalized {
     pub data: Value,
     /// Enrollment requested at creation (identities only).
     pub enrollment: Option<EnrollmentRequest>,
+    /// Identities: the body's `disabled` ([`settle_disable`] applies it).
+    pub disable: Option<bool>,
 }
 
 fn parse<T: DeserializeOwned>(obj: &Map<String, Value>) -> Result<T, ApiError> {
@@ -432,19 +691,35 @@ pub fn normalize(kind: Kind, mut obj: Map<String, Value>) -> Result<Normalized, 
         }
     }
     let mut enrollment = None;
+    let mut disable = None;
     let data = match kind {
         Kind::Identities => {
             let mut d: Identity = parse(&obj)?;
-            if !["User", "Device", "Service", "Router", "Default"]
-                .contains(&d.identity_type.as_str())
-            {
-                return Err(ApiError::CouldNotValidate(format!(
-                    "type: invalid identity type {:?}",
-                    d.identity_type
-                )));
-            }
+            // OpenZiti stores two identity types; `User`, `Device` and `Service` are
+            // kept as `Default` (openziti/ziti `controller/model/identity_manager.go`).
+            d.identity_type = match d.identity_type.as_str() {
+                "User" | "Device" | "Service" | "Default" => "Default".into(),
+                "Router" => "Router".into(),
+                other => {
+                    return Err(ApiError::CouldNotValidate(format!(
+                        "type: invalid identity type {other:?}"
+                    )));
+                }
+            };
             validate_attributes(&d.role_attributes)?;
+            for (field, v) in [
+                ("authPolicyId", &mut d.auth_policy_id),
+                ("externalId", &mut d.external_id),
+            ] {
+                if let Some(s) = v.as_deref() {
+                    check_text(field, s)?;
+                    if s.trim().is_empty() {
+                        *v = None;
+                    }
+                }
+            }
             enrollment = d.enrollment.take();
+            disable = d.disabled.take();
             to_value(&d)?
         }
         Kind::Services => {
@@ -486,12 +761,32 @@ pub fn normalize(kind: Kind, mut obj: Map<String, Value>) -> Result<Normalized, 
             to_value(&d)?
         }
         Kind::Terminators => to_value(&parse::<Terminator>(&obj)?)?,
+        Kind::AuthPolicies => {
+            let mut d: AuthPolicy = parse(&obj)?;
+            let updb = &mut d.primary.updb;
+            if updb.min_password_length < MIN_PASSWORD_LENGTH || updb.min_password_length > 1024 {
+                return Err(ApiError::CouldNotValidate(format!(
+                    "primary.updb.minPasswordLength must be between {MIN_PASSWORD_LENGTH} and 1024"
+                )));
+            }
+            // Negative counts mean "none", as in OpenZiti.
+            updb.max_attempts = updb.max_attempts.max(0);
+            updb.lockout_duration_minutes = updb.lockout_duration_minutes.max(0);
+            for s in &d.primary.ext_jwt.allowed_signers {
+                check_text("primary.extJwt.allowedSigners", s)?;
+            }
+            if let Some(s) = &d.secondary.require_ext_jwt_signer {
+                check_text("secondary.requireExtJwtSigner", s)?;
+            }
+            to_value(&d)?
+        }
     };
     Ok(Normalized {
         name,
         tags,
         data,
         enrollment,
+        disable,
     })
 }
 

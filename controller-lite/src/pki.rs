@@ -337,15 +337,17 @@ impl Pki {
         })
     }
 
-    /// True when `leaf_der` was issued by the signing CA and is within its validity.
-    pub fn verify_client_leaf(&self, leaf_der: &[u8]) -> bool {
+    /// True when `leaf_der` was issued by the signing CA and is within its validity
+    /// (or outside it, with `allow_expired`: an authentication policy may allow that).
+    pub fn verify_client_leaf(&self, leaf_der: &[u8], allow_expired: bool) -> bool {
         let Ok((_, leaf)) = x509_parser::parse_x509_certificate(leaf_der) else {
             return false;
         };
         let Ok((_, ca)) = x509_parser::parse_x509_certificate(self.signing_der.as_ref()) else {
             return false;
         };
-        leaf.validity().is_valid() && leaf.verify_signature(Some(ca.public_key())).is_ok()
+        (allow_expired || leaf.validity().is_valid())
+            && leaf.verify_signature(Some(ca.public_key())).is_ok()
     }
 
     /// PEM of the signing CA certificate alone.
@@ -433,7 +435,7 @@ mod tests {
         let issued = pki.sign_client_csr(&csr, "identity-1", 1).unwrap();
         use rustls::pki_types::pem::PemObject;
         let der = CertificateDer::from_pem_slice(issued.pem.as_bytes()).unwrap();
-        assert!(pki.verify_client_leaf(der.as_ref()));
+        assert!(pki.verify_client_leaf(der.as_ref(), false));
         assert_eq!(issued.fingerprint, weft_tls::fingerprint(der.as_ref()));
         let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
         assert_eq!(
@@ -452,7 +454,7 @@ mod tests {
         // A restart loads the same CA.
         let again = Pki::load_or_create(dir.path(), &["localhost".into()]).unwrap();
         assert_eq!(again.ca_bundle_pem(), pki.ca_bundle_pem());
-        assert!(again.verify_client_leaf(der.as_ref()));
+        assert!(again.verify_client_leaf(der.as_ref(), false));
     }
 
     #[test]

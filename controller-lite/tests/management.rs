@@ -77,28 +77,32 @@ async fn authenticators_and_enrollments() {
 
     // A password for bob; then he can log in.
     let create = |body: Value| ctl.call(Method::POST, "/authenticators", &admin, Some(body));
-    let r =
-        create(json!({"method": "updb", "identityId": bob, "username": "bob", "password": "pw-1"}))
-            .await;
+    let r = create(
+        json!({"method": "updb", "identityId": bob, "username": "bob", "password": "pw-one"}),
+    )
+    .await;
     assert_eq!(r.0, 201, "{}", r.1);
     let bob_auth = r.1["data"]["id"].as_str().unwrap().to_owned();
-    assert_eq!(login(&ctl, "bob", "pw-1").await.0, 200);
+    assert_eq!(login(&ctl, "bob", "pw-one").await.0, 200);
     // Refusals change nothing.
-    let r =
-        create(json!({"method": "updb", "identityId": bob, "username": "bob2", "password": "x"}))
-            .await;
+    let r = create(
+        json!({"method": "updb", "identityId": bob, "username": "bob2", "password": "long-pw"}),
+    )
+    .await;
     assert_eq!(code(&r), (409, "MAX_AUTHENTICATOR_METHODS_REACHED"));
-    let r =
-        create(json!({"method": "updb", "identityId": alice, "username": "bob", "password": "x"}))
-            .await;
+    let r = create(
+        json!({"method": "updb", "identityId": alice, "username": "bob", "password": "long-pw"}),
+    )
+    .await;
     assert_eq!(code(&r), (409, "DUPLICATE_NAME"));
     let r = create(json!({"method": "cert", "identityId": alice})).await;
     assert_eq!(code(&r), (400, "COULD_NOT_VALIDATE"));
-    let r =
-        create(json!({"method": "updb", "identityId": "nope", "username": "n", "password": "x"}))
-            .await;
+    let r = create(
+        json!({"method": "updb", "identityId": "nope", "username": "n", "password": "long-pw"}),
+    )
+    .await;
     assert_eq!(code(&r), (404, "NOT_FOUND"));
-    let r = create(json!({"method": "updb", "identityId": alice, "username": "a", "password": "x", "extra": 1})).await;
+    let r = create(json!({"method": "updb", "identityId": alice, "username": "a", "password": "long-pw", "extra": 1})).await;
     assert_eq!(code(&r), (400, "COULD_NOT_VALIDATE"));
     let (_, v) = ctl
         .call(
@@ -117,22 +121,22 @@ async fn authenticators_and_enrollments() {
             Method::PATCH,
             &path,
             &admin,
-            Some(json!({"password": "pw-2"})),
+            Some(json!({"password": "pw-two"})),
         )
         .await;
     assert_eq!(r.0, 200, "{}", r.1);
-    assert_eq!(login(&ctl, "bob", "pw-2").await.0, 200);
+    assert_eq!(login(&ctl, "bob", "pw-two").await.0, 200);
     let r = ctl
         .call(
             Method::PUT,
             &path,
             &admin,
-            Some(json!({"username": "robert", "password": "pw-3"})),
+            Some(json!({"username": "robert", "password": "pw-three"})),
         )
         .await;
     assert_eq!(r.0, 200, "{}", r.1);
-    assert_eq!(login(&ctl, "robert", "pw-3").await.0, 200);
-    assert_eq!(login(&ctl, "bob", "pw-2").await.0, 401);
+    assert_eq!(login(&ctl, "robert", "pw-three").await.0, 200);
+    assert_eq!(login(&ctl, "bob", "pw-two").await.0, 401);
     let r = ctl
         .call(
             Method::PUT,

@@ -250,6 +250,12 @@ impl Contract {
         };
         let declared = op.and_then(|o| o.responses.get(&status.to_string()));
         out.declared = declared.is_some();
+        // The spec declares `401: empty` for `authenticateMfa`; OpenZiti's responder
+        // answers every error with its error envelope, as Weft does
+        // (openziti/ziti `controller/response/responder.go`).
+        let declared = declared.filter(|s| {
+            status < 400 || s.get("$ref").and_then(Value::as_str) != Some("#/definitions/empty")
+        });
         let schema = match (op, declared) {
             (Some(o), Some(schema)) => {
                 if (200..300).contains(&status) && !o.json {

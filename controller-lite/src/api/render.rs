@@ -122,6 +122,8 @@ pub struct IdentityExtras {
     pub service_hosting_costs: Map<String, Value>,
     /// Per-service hosting precedences: none.
     pub service_hosting_precedences: Map<String, Value>,
+    /// Disabled now: `disabledAt` set and `disabledUntil` not passed.
+    pub disabled: bool,
 }
 
 /// Fields an edge router detail adds to the stored document.
@@ -240,7 +242,7 @@ pub fn detail_extras_schema(kind: Kind, g: &mut SchemaGenerator) -> Option<Schem
         Kind::EdgeRouterPolicies => Some(g.subschema_for::<EdgeRouterPolicyExtras>()),
         Kind::ServiceEdgeRouterPolicies => Some(g.subschema_for::<ServiceEdgeRouterPolicyExtras>()),
         Kind::Terminators => Some(g.subschema_for::<TerminatorExtras>()),
-        Kind::ConfigTypes => None,
+        Kind::ConfigTypes | Kind::AuthPolicies => None,
     }
 }
 
@@ -339,7 +341,12 @@ async fn identity_extras(ctl: &Controller, row: &EntityRow) -> Result<IdentityEx
             _ => {}
         }
     }
-    let type_id = row.data["type"].as_str().unwrap_or("Default").to_owned();
+    let type_id = match row.data["type"].as_str() {
+        Some("Router") => "Router",
+        _ => "Default",
+    }
+    .to_owned();
+    let auth_policy_id = crate::auth::policy::policy_id(row);
     let info: Value = ctl
         .store
         .meta_get(&identity_info_key(&row.id))
@@ -352,12 +359,12 @@ async fn identity_extras(ctl: &Controller, row: &EntityRow) -> Result<IdentityEx
         authenticators,
         identity_type: EntityRef::new(&type_id, &type_id, "identity-types"),
         type_id,
-        auth_policy_id: "default".into(),
-        auth_policy: EntityRef::new("default", "Default", "auth-policies"),
-        external_id: None,
+        auth_policy_id: auth_policy_id.to_owned(),
+        auth_policy: reference(ctl, Kind::AuthPolicies, auth_policy_id).await?,
+        external_id: row.data["externalId"].as_str().map(str::to_owned),
         is_default_admin: ctl.store.meta_get("admin_identity_id").await?.as_deref()
             == Some(&row.id),
-        is_mfa_enabled: false,
+        is_mfa_enabled: ctl.store.mfa_of(&row.id).await?.is_some_and(|m| m.verified),
         has_api_session: ctl.store.has_api_session(&row.id).await?,
         has_edge_router_connection: false,
         edge_router_connection_status: "unknown".into(),
@@ -367,6 +374,7 @@ async fn identity_extras(ctl: &Controller, row: &EntityRow) -> Result<IdentityEx
         default_hosting_precedence: "default".into(),
         service_hosting_costs: Map::new(),
         service_hosting_precedences: Map::new(),
+        disabled: crate::model::identity_disabled(&row.data, clock::now_unix()),
     })
 }
 
@@ -499,7 +507,7 @@ pub async fn management_entity(
                 },
             )?;
         }
-        Kind::ConfigTypes => {}
+        Kind::ConfigTypes | Kind::AuthPolicies => {}
     }
     Ok(v)
 }
@@ -528,7 +536,14 @@ pub fn client_router(ctl: &Controller, row: &EntityRow) -> Value {
 }
 
 /// API session detail (spec §4.3 / §13 item 2).
-pub fn api_session(ctl: &Controller, s: &ApiSessionRow, identity: &EntityRow) -> Value {
+/// `totp_pending`: the session still owes an answer to its TOTP query
+/// ([`crate::auth::policy::totp_pending`]), listed in `authQueries`.
+pub fn api_session(
+    ctl: &Controller,
+    s: &ApiSessionRow,
+    identity: &EntityRow,
+    totp_pending: bool,
+) -> Value {
     let timeout = ctl.config.api_session_timeout_secs;
     let last = clock::fmt_unix(s.last_activity);
     json!({
@@ -538,9 +553,9 @@ pub fn api_session(ctl: &Controller, s: &ApiSessionRow, identity: &EntityRow) ->
         "identityId": identity.id,
         "ipAddress": s.ip_address,
         "configTypes": s.config_types,
-        "authQueries": [],
-        "isMfaRequired": false,
-        "isMfaComplete": false,
+        "authQueries": crate::auth::policy::auth_queries(totp_pending),
+        "isMfaRequired": s.mfa_required || totp_pending,
+        "isMfaComplete": s.mfa_complete,
         // There is no certificate extension (`/current-identity/authenticators/{id}/extend`).
         "isCertExtendable": false,
         "isCertExtendRequested": false,

@@ -180,7 +180,7 @@ async fn authorize<IO>(
         let leaf = stream.get_ref().1.peer_certificates()?.first()?;
         // The TLS layer already checked the chain to the signing CA; checked again here
         // so that this function alone states the whole rule.
-        if !ctl.pki.verify_client_leaf(leaf.as_ref()) {
+        if !ctl.pki.verify_client_leaf(leaf.as_ref(), false) {
             return None;
         }
         weft_tls::fingerprint(leaf.as_ref())

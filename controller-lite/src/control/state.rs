@@ -1,6 +1,7 @@
 //! Building the router-facing state from the store, enforcing on the way what must
 //! no longer exist: API sessions that idled out or whose identity is gone or disabled,
-//! and sessions their identity is no longer granted by policy.
+//! and sessions their identity is no longer granted by policy. API sessions with an
+//! open authentication query are withheld from routers until answered.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -9,10 +10,11 @@ use serde_json::Value;
 use weft_wire::control::pb;
 
 use super::feed::RouterView;
+use crate::auth::policy::{Policies, totp_pending};
 use crate::clock;
 use crate::controller::Controller;
 use crate::error::StoreError;
-use crate::model::{Kind, PolicyType};
+use crate::model::{AuthPolicy, Kind, PolicyType, identity_disabled};
 
 fn str_field<'a>(v: &'a Value, key: &str) -> &'a str {
     v.get(key).and_then(Value::as_str).unwrap_or_default()
@@ -31,13 +33,16 @@ pub async fn build_router_view(ctl: &Controller) -> Result<RouterView, StoreErro
     let store = &ctl.store;
     let now = clock::now_unix();
     let timeout = ctl.config.api_session_timeout_secs;
-    let identities: BTreeMap<String, (String, bool)> = store
+    let policies = Policies::load(store).await?;
+    // Per identity: name, disabled, and whether its policy requires TOTP.
+    let identities: BTreeMap<String, (String, bool, AuthPolicy)> = store
         .list_all(Kind::Identities.collection())
         .await?
         .into_iter()
         .map(|e| {
-            let disabled = e.data.get("disabled").and_then(Value::as_bool) == Some(true);
-            (e.id, (e.name, disabled))
+            let disabled = identity_disabled(&e.data, now);
+            let policy = policies.of(&e).clone();
+            (e.id, (e.name, disabled, policy))
         })
         .collect();
 
@@ -46,11 +51,17 @@ pub async fn build_router_view(ctl: &Controller) -> Result<RouterView, StoreErro
     for (s, fingerprint) in store.list_api_sessions().await? {
         let live_identity = identities
             .get(&s.identity_id)
-            .filter(|(_, disabled)| !disabled);
-        let Some((name, _)) = live_identity.filter(|_| s.last_activity + timeout > now) else {
+            .filter(|(_, disabled, _)| !disabled);
+        let Some((name, _, policy)) = live_identity.filter(|_| s.last_activity + timeout > now)
+        else {
             ended.push(s.id);
             continue;
         };
+        if totp_pending(&s, policy) {
+            // A partial session (an open authentication query) reaches no router: its
+            // edge connections and sessions are refused until it answers.
+            continue;
+        }
         view.api_sessions.insert(
             s.id.clone(),
             pb::ApiSession {

@@ -21,6 +21,7 @@
 //! authenticators, API sessions, sessions) have their own tables.
 
 mod changes;
+mod mfa;
 mod presence;
 mod records;
 mod security;
@@ -35,6 +36,7 @@ use tokio::sync::watch;
 use crate::error::StoreError;
 
 pub use changes::{Change, ChangeOp, NOTIFY_CHANNEL};
+pub use mfa::MfaRow;
 pub use security::{
     ApiSessionRow, AuthenticatorRow, EnrollmentRow, ROUTER_AUTH_METHOD, SessionRow,
 };

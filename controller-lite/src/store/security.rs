@@ -71,6 +71,10 @@ pub struct ApiSessionRow {
     pub updated_at: String,
     /// Last activity, Unix seconds.
     pub last_activity: i64,
+    /// The identity had a verified MFA enrollment at login (OpenZiti `isMfaRequired`).
+    pub mfa_required: bool,
+    /// The session answered its TOTP query (OpenZiti `isMfaComplete`).
+    pub mfa_complete: bool,
 }
 
 /// A network session for one service.
@@ -132,6 +136,8 @@ pub(super) fn api_session_from(r: &AnyRow) -> Result<ApiSessionRow, StoreError> 
         created_at: r.try_get(6)?,
         updated_at: r.try_get(7)?,
         last_activity: r.try_get(8)?,
+        mfa_required: r.try_get::<i64, _>(9)? != 0,
+        mfa_complete: r.try_get::<i64, _>(10)? != 0,
     })
 }
 
@@ -150,7 +156,7 @@ pub(super) fn session_from(r: &AnyRow) -> Result<SessionRow, StoreError> {
 
 pub(super) const ENR_COLS: &str = "id, identity_id, method, jti, jwt, expires_at, used, created_at";
 pub(super) const AUTH_COLS: &str = "id, identity_id, method, fingerprint, cert_pem, username, password_hash, created_at, updated_at";
-pub(super) const API_COLS: &str = "id, token, identity_id, authenticator_id, config_types, ip_address, created_at, updated_at, last_activity";
+pub(super) const API_COLS: &str = "id, token, identity_id, authenticator_id, config_types, ip_address, created_at, updated_at, last_activity, mfa_required, mfa_complete";
 pub(super) const SES_COLS: &str =
     "id, token, api_session_id, identity_id, service_id, session_type, created_at, updated_at";
 
@@ -358,7 +364,8 @@ impl Store {
     ) -> Result<Vec<(ApiSessionRow, Option<String>)>, StoreError> {
         let rows = sqlx::query(
             "SELECT s.id, s.token, s.identity_id, s.authenticator_id, s.config_types, s.ip_address,
-                    s.created_at, s.updated_at, s.last_activity, a.fingerprint
+                    s.created_at, s.updated_at, s.last_activity, s.mfa_required, s.mfa_complete,
+                    a.fingerprint
              FROM api_sessions s LEFT JOIN authenticators a
                ON a.id = s.authenticator_id AND a.method = 'cert'
              ORDER BY s.id",
@@ -366,7 +373,7 @@ impl Store {
         .fetch_all(&self.read)
         .await?;
         rows.iter()
-            .map(|r| Ok((api_session_from(r)?, r.try_get::<Option<String>, _>(9)?)))
+            .map(|r| Ok((api_session_from(r)?, r.try_get::<Option<String>, _>(11)?)))
             .collect()
     }
 
@@ -484,7 +491,13 @@ impl WriteTx<'_> {
         &mut self,
         identity_id: &str,
     ) -> Result<(), StoreError> {
-        for table in ["enrollments", "authenticators", "api_sessions", "sessions"] {
+        for table in [
+            "enrollments",
+            "authenticators",
+            "api_sessions",
+            "sessions",
+            "mfa",
+        ] {
             let n = sqlx::query(AssertSqlSafe(format!(
                 "DELETE FROM {table} WHERE identity_id = $1"
             )))
@@ -503,8 +516,9 @@ impl WriteTx<'_> {
     pub async fn insert_api_session(&mut self, s: &ApiSessionRow) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO api_sessions (id, token, identity_id, authenticator_id, config_types,
-                                       ip_address, created_at, updated_at, last_activity)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                                       ip_address, created_at, updated_at, last_activity,
+                                       mfa_required, mfa_complete)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(&s.id)
         .bind(&s.token)
@@ -515,6 +529,8 @@ impl WriteTx<'_> {
         .bind(&s.created_at)
         .bind(&s.updated_at)
         .bind(s.last_activity)
+        .bind(i64::from(s.mfa_required))
+        .bind(i64::from(s.mfa_complete))
         .execute(&mut *self.tx)
         .await?;
         self.record("api_sessions", &s.id, ChangeOp::Create).await

@@ -53,6 +53,7 @@ on_both_backends!(
     enrollment_redeems_once_under_concurrency,
     cascades_and_session_cap,
     reopen_keeps_data_and_refuses_newer_schema,
+    mfa_codes_are_accepted_once_under_concurrency,
 );
 
 fn row(name: &str) -> EntityRow {
@@ -261,6 +262,8 @@ async fn cascades_and_session_cap(s: &Store) {
         created_at: "t".into(),
         updated_at: "t".into(),
         last_activity: 100,
+        mfa_required: true,
+        mfa_complete: false,
     })
     .await
     .unwrap();
@@ -281,6 +284,7 @@ async fn cascades_and_session_cap(s: &Store) {
 
     let api = s.api_session_by_token("tok").await.unwrap().unwrap();
     assert_eq!(api.config_types, ["intercept.v1"]);
+    assert!(api.mfa_required && !api.mfa_complete);
     s.touch_api_session("as1", 200, "t2").await.unwrap();
     assert_eq!(
         s.api_session_by_id("as1")
@@ -337,4 +341,105 @@ async fn reopen_keeps_data_and_refuses_newer_schema(s: &Store) {
         }
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
+}
+
+/// A TOTP step and a recovery code are each accepted once, however many requests (or
+/// controllers) present them at the same time; wrong codes block after the limit; a
+/// password failure count is shared through the database.
+async fn mfa_codes_are_accepted_once_under_concurrency(s: &Store) {
+    let codes: Vec<String> = vec!["AAAAAA".into(), "BBBBBB".into()];
+    let mut tx = s.begin_write().await.unwrap();
+    tx.insert_mfa(&MfaRow {
+        id: "m1".into(),
+        identity_id: "i1".into(),
+        secret: "S".into(),
+        verified: false,
+        recovery_codes: codes.clone(),
+        last_step: 0,
+        failures: 0,
+        blocked_until: 0,
+        created_at: "t".into(),
+        updated_at: "t".into(),
+    })
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    // One enrollment per identity.
+    let mut tx = s.begin_write().await.unwrap();
+    let dup = tx
+        .insert_mfa(&MfaRow {
+            id: "m2".into(),
+            ..s.mfa_of("i1").await.unwrap().unwrap()
+        })
+        .await;
+    assert!(matches!(dup, Err(StoreError::Duplicate(_))), "{dup:?}");
+    drop(tx);
+
+    let accepted = futures_join(16, |_| s.accept_totp_step("i1", 1000)).await;
+    assert_eq!(accepted.iter().filter(|ok| **ok).count(), 1);
+    assert!(
+        !s.accept_totp_step("i1", 999).await.unwrap(),
+        "an older step"
+    );
+    assert!(
+        s.accept_totp_step("i1", 1001).await.unwrap(),
+        "a later step"
+    );
+
+    let spent = futures_join(16, |_| s.spend_recovery_code("i1", &codes, "AAAAAA")).await;
+    assert_eq!(spent.iter().filter(|ok| **ok).count(), 1);
+    let left = s.mfa_of("i1").await.unwrap().unwrap().recovery_codes;
+    assert_eq!(left, ["BBBBBB"]);
+    assert!(!s.spend_recovery_code("i1", &left, "AAAAAA").await.unwrap());
+
+    for n in 1..=4 {
+        assert_eq!(s.record_mfa_failure("i1", 5, 100, 30).await.unwrap(), n);
+    }
+    assert_eq!(s.mfa_of("i1").await.unwrap().unwrap().blocked_until, 0);
+    assert_eq!(s.record_mfa_failure("i1", 5, 100, 30).await.unwrap(), 5);
+    let m = s.mfa_of("i1").await.unwrap().unwrap();
+    assert_eq!((m.blocked_until, m.failures), (130, 0));
+
+    let mut tx = s.begin_write().await.unwrap();
+    tx.verify_mfa("i1", "t2").await.unwrap();
+    assert!(tx.delete_mfa_of("i1").await.unwrap());
+    assert!(!tx.delete_mfa_of("i1").await.unwrap());
+    tx.commit().await.unwrap();
+    assert!(s.mfa_of("i1").await.unwrap().is_none());
+
+    let mut tx = s.begin_write().await.unwrap();
+    tx.insert_authenticator(&AuthenticatorRow {
+        id: "a1".into(),
+        identity_id: "i1".into(),
+        method: "updb".into(),
+        fingerprint: None,
+        cert_pem: None,
+        username: Some("u".into()),
+        password_hash: Some("h".into()),
+        created_at: "t".into(),
+        updated_at: "t".into(),
+    })
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let counts = futures_join(8, |_| s.record_password_failure("a1")).await;
+    let mut counts = counts;
+    counts.sort_unstable();
+    assert_eq!(counts, (1..=8).collect::<Vec<i64>>(), "no lost increment");
+    s.clear_password_failures("a1").await.unwrap();
+    assert_eq!(s.record_password_failure("a1").await.unwrap(), 1);
+}
+
+/// Runs `n` calls of `f` concurrently and collects their results (unwrapped).
+async fn futures_join<'a, T, F, Fut>(n: usize, f: F) -> Vec<T>
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = Result<T, StoreError>> + 'a,
+{
+    let futs: Vec<_> = (0..n).map(f).collect();
+    let mut out = Vec::with_capacity(n);
+    for r in weft_testkit::join_all(futs).await {
+        out.push(r.unwrap());
+    }
+    out
 }

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use crate::api::extract::read_body;
 use crate::api::list::ListQuery;
 use crate::api::{AppState, envelope, render};
-use crate::auth::{self, Caller};
+use crate::auth::{self, Caller, PartialCaller};
 use crate::error::ApiError;
 use crate::model::Kind;
 use crate::server::ConnInfo;
@@ -67,18 +67,32 @@ pub async fn authenticate(State(ctl): State<AppState>, req: Request) -> Result<R
             )));
         }
     };
-    Ok(envelope::ok(render::api_session(&ctl, &session, &identity)))
+    let policy = auth::policy::policy_of(&ctl.store, &identity).await?;
+    let pending = auth::policy::totp_pending(&session, &policy);
+    Ok(envelope::ok(render::api_session(
+        &ctl, &session, &identity, pending,
+    )))
 }
 
-/// `GET /current-api-session` (also refreshes activity).
-pub async fn get_api_session(State(ctl): State<AppState>, caller: Caller) -> Response {
-    envelope::ok(render::api_session(&ctl, &caller.session, &caller.identity))
+/// `GET /current-api-session` (also refreshes activity); partial sessions too, which
+/// learn their open `authQueries` here.
+pub async fn get_api_session(
+    State(ctl): State<AppState>,
+    PartialCaller(caller): PartialCaller,
+) -> Response {
+    let pending = caller.totp_pending();
+    envelope::ok(render::api_session(
+        &ctl,
+        &caller.session,
+        &caller.identity,
+        pending,
+    ))
 }
 
-/// `DELETE /current-api-session` (logout).
+/// `DELETE /current-api-session` (logout; partial sessions too).
 pub async fn delete_api_session(
     State(ctl): State<AppState>,
-    caller: Caller,
+    PartialCaller(caller): PartialCaller,
 ) -> Result<Response, ApiError> {
     let mut tx = ctl.store.begin_write().await?;
     tx.delete_api_session(&caller.session.id).await?;

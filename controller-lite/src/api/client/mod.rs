@@ -2,6 +2,7 @@
 
 pub mod current;
 pub mod enrollment;
+pub mod mfa;
 pub mod services;
 pub mod sessions;
 pub mod version;
@@ -170,41 +171,42 @@ pub fn routes() -> ApiBuilder {
 }
 
 /// The routes both APIs serve alike: version information, the caller's API session
-/// (refresh, logout) and identity.
+/// (refresh, logout) and identity, and TOTP MFA ([`mfa`]).
 pub(crate) fn common_routes(api: ApiBuilder) -> ApiBuilder {
-    api.add(
-        Endpoint::get("/", "listRoot")
-            .doc("Informational", "Returns version information")
-            .returns(200, VERSION),
-        version::version,
-    )
-    .add(
-        Endpoint::get("/version", "listVersion")
-            .doc("Informational", "Returns version information")
-            .returns(200, VERSION),
-        version::version,
-    )
-    .add(
-        Endpoint::get("/current-api-session", "getCurrentAPISession")
-            .doc(
-                "Current API Session",
-                "The caller's API session (refreshes its expiry)",
-            )
-            .session()
-            .returns(200, API_SESSION),
-        current::get_api_session,
-    )
-    .add(
-        Endpoint::delete("/current-api-session", "deleteCurrentApiSession")
-            .doc("Current API Session", "Logs out")
-            .session(),
-        current::delete_api_session,
-    )
-    .add(
-        Endpoint::get("/current-identity", "getCurrentIdentity")
-            .doc("Current Identity", "The caller's identity")
-            .session()
-            .returns(200, Data::Object("Identity detail.")),
-        current::current_identity,
-    )
+    mfa::routes(api)
+        .add(
+            Endpoint::get("/", "listRoot")
+                .doc("Informational", "Returns version information")
+                .returns(200, VERSION),
+            version::version,
+        )
+        .add(
+            Endpoint::get("/version", "listVersion")
+                .doc("Informational", "Returns version information")
+                .returns(200, VERSION),
+            version::version,
+        )
+        .add(
+            Endpoint::get("/current-api-session", "getCurrentAPISession")
+                .doc(
+                    "Current API Session",
+                    "The caller's API session (refreshes its expiry)",
+                )
+                .session()
+                .returns(200, API_SESSION),
+            current::get_api_session,
+        )
+        .add(
+            Endpoint::delete("/current-api-session", "deleteCurrentApiSession")
+                .doc("Current API Session", "Logs out")
+                .session(),
+            current::delete_api_session,
+        )
+        .add(
+            Endpoint::get("/current-identity", "getCurrentIdentity")
+                .doc("Current Identity", "The caller's identity")
+                .session()
+                .returns(200, Data::Object("Identity detail.")),
+            current::current_identity,
+        )
 }

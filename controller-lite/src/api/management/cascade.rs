@@ -8,6 +8,9 @@
 //!   and the terminators it hosts; deleting a service its sessions and terminators;
 //!   deleting an edge router its enrollment, certificate and terminators (foreign keys
 //!   with cascading delete);
+//! - the `default` authentication policy cannot be deleted, nor one that identities
+//!   follow (identities refer to their policy by a foreign key in OpenZiti:
+//!   `CAN_NOT_DELETE_REFERENCED_ENTITY`);
 //! - a config's type cannot be changed, and the default admin stays an administrator.
 //!
 //! Routers learn the removals from the next change-feed revision ([`crate::controller::Controller::notify_routers`]).
@@ -16,7 +19,7 @@ use serde_json::{Value, json};
 
 use crate::clock;
 use crate::error::ApiError;
-use crate::model::Kind;
+use crate::model::{DEFAULT_AUTH_POLICY_ID, Kind};
 use crate::store::{EntityRow, WriteTx};
 
 async fn is_default_admin(tx: &mut WriteTx<'_>, id: &str) -> Result<bool, ApiError> {
@@ -43,6 +46,26 @@ pub async fn check_delete(tx: &mut WriteTx<'_>, k: Kind, id: &str) -> Result<(),
             } else {
                 Err(ApiError::EntityCanNotBeDeleted(format!(
                     "cannot delete config type {id:?}, as configs of that type exist: {}",
+                    users.join(", ")
+                )))
+            }
+        }
+        Kind::AuthPolicies if id == DEFAULT_AUTH_POLICY_ID => Err(ApiError::EntityCanNotBeDeleted(
+            "the default authentication policy cannot be deleted".into(),
+        )),
+        Kind::AuthPolicies => {
+            let users: Vec<String> = tx
+                .list_all(Kind::Identities.collection())
+                .await?
+                .into_iter()
+                .filter(|i| i.data["authPolicyId"] == json!(id))
+                .map(|i| i.name)
+                .collect();
+            if users.is_empty() {
+                Ok(())
+            } else {
+                Err(ApiError::ReferencedEntity(format!(
+                    "authentication policy {id:?} is used by identities: {}",
                     users.join(", ")
                 )))
             }

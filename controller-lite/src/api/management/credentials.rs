@@ -94,6 +94,25 @@ async fn identity(ctl: &AppState, id: &str) -> Result<(), ApiError> {
         .ok_or_else(|| not_found("identity", id))
 }
 
+/// Checks a new password against the rules of the authentication policy identity
+/// `identity_id` follows (OpenZiti stores the rules without enforcing them).
+async fn check_password_policy(
+    ctl: &AppState,
+    identity_id: &str,
+    password: &str,
+) -> Result<(), ApiError> {
+    let identity = ctl
+        .store
+        .get_entity(Kind::Identities.collection(), identity_id)
+        .await?
+        .ok_or_else(|| not_found("identity", identity_id))?;
+    crate::auth::policy::policy_of(&ctl.store, &identity)
+        .await?
+        .primary
+        .updb
+        .check_password(password)
+}
+
 fn check_credentials(username: &str, password: &str) -> Result<(), ApiError> {
     if username.trim().is_empty() || username.len() > 255 {
         return Err(invalid("username must be 1 to 255 characters"));
@@ -173,6 +192,7 @@ async fn create_authenticator(
     };
     check_credentials(&username, &password)?;
     identity(&ctl, &body.identity_id).await?;
+    check_password_policy(&ctl, &body.identity_id, &password).await?;
     // Hash before the write transaction (it must not wait on slow work); check again
     // inside it, where no other write can land.
     let password_hash = hash(&ctl, password).await?;
@@ -223,6 +243,9 @@ async fn update_authenticator(
     }
     let username = username.or(a.username).unwrap_or_default();
     check_credentials(&username, password.as_deref().unwrap_or("unchanged"))?;
+    if let Some(p) = &password {
+        check_password_policy(&ctl, &a.identity_id, p).await?;
+    }
     username_free(&ctl, &username, Some(&id)).await?;
     let password_hash = match password {
         Some(p) => hash(&ctl, p).await?,

@@ -169,6 +169,13 @@ pub async fn update(
     }
     let n = normalize(k, doc)?;
     let mut data = n.data;
+    let mut newly_disabled = false;
+    if k == Kind::Identities {
+        let now = clock::now_unix();
+        crate::model::settle_disable(&mut data, Some(&row.data), n.disable, now);
+        newly_disabled = crate::model::identity_disabled(&data, now)
+            && !crate::model::identity_disabled(&row.data, now);
+    }
     Controller::resolve_references(&mut tx, k, &mut data).await?;
     cascade::check_update(&mut tx, k, &row, &data).await?;
     if !n.name.is_empty() {
@@ -179,6 +186,10 @@ pub async fn update(
     row.updated_at = clock::now_string();
     if !tx.update_entity(&row).await? {
         return Err(not_found(k, id));
+    }
+    if newly_disabled {
+        // As `/identities/{id}/disable` does: a disabled identity keeps no API session.
+        tx.delete_api_sessions_of(id).await?;
     }
     tx.commit().await?;
     if k == Kind::EdgeRouters && row.data.get("disabled") == Some(&json!(true)) {

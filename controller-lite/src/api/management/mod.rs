@@ -5,6 +5,7 @@ pub mod cascade;
 pub mod credentials;
 pub mod crud;
 pub mod fabric;
+pub mod identities;
 pub mod related;
 pub mod sessions;
 pub mod views;
@@ -36,5 +37,7 @@ pub fn routes() -> ApiBuilder {
     for k in Kind::ALL {
         api = crud::routes(api, k);
     }
-    fabric::routes(related::routes(sessions::routes(credentials::routes(api))))
+    identities::routes(fabric::routes(related::routes(sessions::routes(
+        credentials::routes(api),
+    ))))
 }

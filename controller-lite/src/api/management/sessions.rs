@@ -36,6 +36,7 @@ fn api_session_fields() -> Fields {
 
 async fn api_session_views(ctl: &AppState, id: Option<&str>) -> Result<Vec<Value>, ApiError> {
     let identities = ctl.store.list_all(Kind::Identities.collection()).await?;
+    let policies = crate::auth::policy::Policies::load(&ctl.store).await?;
     let mut out = Vec::new();
     for s in ctl.store.all_api_sessions().await? {
         if id.is_some_and(|id| s.id != id) {
@@ -44,7 +45,8 @@ async fn api_session_views(ctl: &AppState, id: Option<&str>) -> Result<Vec<Value
         let Some(identity) = identities.iter().find(|i| i.id == s.identity_id) else {
             continue;
         };
-        out.push(render::api_session(ctl, &s, identity));
+        let pending = crate::auth::policy::totp_pending(&s, policies.of(identity));
+        out.push(render::api_session(ctl, &s, identity, pending));
     }
     Ok(out)
 }

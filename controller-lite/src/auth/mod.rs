@@ -1,6 +1,11 @@
 //! Authentication: API sessions from a TLS client certificate (`method=cert`)
-//! or a password (`method=password`), and the extractors that turn the
+//! or a password (`method=password`) under the identity's authentication policy
+//! ([`policy`]), TOTP MFA ([`mfa`], [`totp`]), and the extractors that turn the
 //! `zt-session` header into the calling identity.
+
+pub mod mfa;
+pub mod policy;
+pub mod totp;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,7 +19,7 @@ use crate::clock;
 use crate::controller::Controller;
 use crate::error::ApiError;
 use crate::limits::{Metrics, ThrottleKey};
-use crate::model::Kind;
+use crate::model::{AuthPolicy, Kind, identity_disabled};
 use crate::server::ConnInfo;
 use crate::store::{ApiSessionRow, EntityRow};
 
@@ -54,21 +59,19 @@ pub fn verify_password(password: &str, hash: Option<&str>, metrics: &Metrics) ->
 /// Salt of the dummy verification for unknown users.
 const DUMMY_SALT: [u8; 16] = *b"weft-dummy-salt!";
 
-async fn enabled_identity(ctl: &Controller, id: &str) -> Result<EntityRow, ApiError> {
+/// The identity `id` with its authentication policy, unless it is disabled (401
+/// `INVALID_AUTH` then, as for an unknown one).
+async fn enabled_identity(ctl: &Controller, id: &str) -> Result<(EntityRow, AuthPolicy), ApiError> {
     let identity = ctl
         .store
         .get_entity(Kind::Identities.collection(), id)
         .await?
         .ok_or(ApiError::InvalidAuth)?;
-    if identity
-        .data
-        .get("disabled")
-        .and_then(Value::as_bool)
-        .unwrap_or(false)
-    {
+    if identity_disabled(&identity.data, clock::now_unix()) {
         return Err(ApiError::InvalidAuth);
     }
-    Ok(identity)
+    let policy = policy::policy_of(&ctl.store, &identity).await?;
+    Ok((identity, policy))
 }
 
 fn config_types(body: &Value) -> Vec<String> {
@@ -100,6 +103,13 @@ async fn new_session(
         created_at: now.clone(),
         updated_at: now,
         last_activity: clock::now_unix(),
+        // An identity with verified MFA answers a TOTP query on every login.
+        mfa_required: ctl
+            .store
+            .mfa_of(&identity.id)
+            .await?
+            .is_some_and(|m| m.verified),
+        mfa_complete: false,
     };
     let mut tx = ctl.store.begin_write().await?;
     tx.insert_api_session(&row).await?;
@@ -119,16 +129,21 @@ pub async fn authenticate_cert(
     body: &Value,
 ) -> Result<(ApiSessionRow, EntityRow), ApiError> {
     let leaf = conn.certs.first().ok_or(ApiError::InvalidAuth)?;
-    if !ctl.pki.verify_client_leaf(leaf.as_ref()) {
-        return Err(ApiError::InvalidAuth);
-    }
     let fp = weft_tls::fingerprint(leaf.as_ref());
     let auth = ctl
         .store
         .authenticator_by_fingerprint(&fp)
         .await?
         .ok_or(ApiError::InvalidAuth)?;
-    let identity = enabled_identity(ctl, &auth.identity_id).await?;
+    let (identity, policy) = enabled_identity(ctl, &auth.identity_id).await?;
+    let cert = &policy.primary.cert;
+    if !cert.allowed
+        || !ctl
+            .pki
+            .verify_client_leaf(leaf.as_ref(), cert.allow_expired_certs)
+    {
+        return Err(ApiError::InvalidAuth);
+    }
     new_session(ctl, &identity, &auth.id, body, conn).await
 }
 
@@ -166,15 +181,14 @@ pub async fn authenticate_password(
         .password_gate
         .run(move || verify_password(&password, hash.as_deref(), &metrics))
         .await?;
-    let identity = match auth {
-        Some(auth) if ok => enabled_identity(ctl, &auth.identity_id)
-            .await
-            .map(|i| (auth, i)),
-        _ => Err(ApiError::InvalidAuth),
+    let result = match &auth {
+        Some(a) => password_outcome(ctl, &a.id, &a.identity_id, ok).await,
+        None => Err(ApiError::InvalidAuth),
     };
-    match identity {
-        Ok((auth, identity)) => new_session(ctl, &identity, &auth.id, body, conn).await,
-        Err(e) => {
+    match (result, auth) {
+        (Ok(identity), Some(auth)) => new_session(ctl, &identity, &auth.id, body, conn).await,
+        (Ok(_), None) => Err(ApiError::InvalidAuth),
+        (Err(e), _) => {
             if matches!(e, ApiError::InvalidAuth) {
                 ctl.login_throttle.record_failure(&keys, Instant::now());
             }
@@ -183,13 +197,62 @@ pub async fn authenticate_password(
     }
 }
 
-/// The authenticated caller of a request (valid `zt-session`).
+/// What a password check means under the identity's policy (identity, then disabled,
+/// then policy, as OpenZiti orders them): a disabled identity or a policy without
+/// `updb` refuses even the right password; a wrong one counts toward the lockout.
+async fn password_outcome(
+    ctl: &Controller,
+    authenticator_id: &str,
+    identity_id: &str,
+    password_ok: bool,
+) -> Result<EntityRow, ApiError> {
+    let (identity, policy) = enabled_identity(ctl, identity_id).await?;
+    if !policy.primary.updb.allowed {
+        return Err(ApiError::InvalidAuth);
+    }
+    if !password_ok {
+        policy::count_password_failure(ctl, &identity, authenticator_id, &policy).await?;
+        return Err(ApiError::InvalidAuth);
+    }
+    ctl.store.clear_password_failures(authenticator_id).await?;
+    Ok(identity)
+}
+
+/// The authenticated caller of a request (valid `zt-session` of an API session with
+/// no authentication query left open). As an extractor it answers 401 `UNAUTHORIZED`
+/// to a partial session; [`PartialCaller`] admits those too.
 #[derive(Debug, Clone)]
 pub struct Caller {
     /// The API session.
     pub session: ApiSessionRow,
     /// The identity.
     pub identity: EntityRow,
+    /// The identity's authentication policy.
+    pub policy: AuthPolicy,
+}
+
+impl Caller {
+    /// Whether the session still owes an answer to a TOTP query.
+    pub fn totp_pending(&self) -> bool {
+        policy::totp_pending(&self.session, &self.policy)
+    }
+}
+
+/// A caller whose API session may still owe answers to authentication queries: what
+/// the endpoints that answer them (and `GET`/`DELETE /current-api-session`) take
+/// (openziti/ziti `controller/internal/permissions`: partial-session access).
+#[derive(Debug, Clone)]
+pub struct PartialCaller(pub Caller);
+
+impl FromRequestParts<Arc<Controller>> for PartialCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<Controller>,
+    ) -> Result<Self, Self::Rejection> {
+        resolve_caller(state, parts).await.map(Self)
+    }
 }
 
 impl Caller {
@@ -203,8 +266,18 @@ impl Caller {
     }
 }
 
-/// Resolves the `zt-session` header; expired sessions are removed.
+/// Resolves the `zt-session` header of a fully authenticated API session.
 pub async fn caller_from_parts(ctl: &Controller, parts: &Parts) -> Result<Caller, ApiError> {
+    let caller = resolve_caller(ctl, parts).await?;
+    if caller.totp_pending() {
+        return Err(ApiError::Unauthorized);
+    }
+    Ok(caller)
+}
+
+/// Resolves the `zt-session` header, partial sessions included; expired sessions are
+/// removed.
+async fn resolve_caller(ctl: &Controller, parts: &Parts) -> Result<Caller, ApiError> {
     let token = parts
         .headers
         .get(SESSION_HEADER)
@@ -231,14 +304,10 @@ pub async fn caller_from_parts(ctl: &Controller, parts: &Parts) -> Result<Caller
         .get_entity(Kind::Identities.collection(), &session.identity_id)
         .await?
         .ok_or(ApiError::Unauthorized)?;
-    if identity
-        .data
-        .get("disabled")
-        .and_then(Value::as_bool)
-        .unwrap_or(false)
-    {
+    if identity_disabled(&identity.data, now) {
         return Err(ApiError::Unauthorized);
     }
+    let policy = policy::policy_of(&ctl.store, &identity).await?;
     let now_str = clock::now_string();
     ctl.store
         .touch_api_session(&session.id, now, &now_str)
@@ -248,7 +317,11 @@ pub async fn caller_from_parts(ctl: &Controller, parts: &Parts) -> Result<Caller
         updated_at: now_str,
         ..session
     };
-    Ok(Caller { session, identity })
+    Ok(Caller {
+        session,
+        identity,
+        policy,
+    })
 }
 
 impl FromRequestParts<Arc<Controller>> for Caller {

@@ -1,0 +1,194 @@
+//! Identity operations beyond CRUD (openziti/edge-api `source/management/identities.yml`,
+//! `identity-types.yml`): disable for a while or until enabled, enable, an
+//! administrator's reset of an identity's MFA, and the identity types.
+
+use axum::extract::{Path, State};
+use axum::response::Response;
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::api::endpoint::{ApiBuilder, Data, Endpoint};
+use crate::api::extract::JsonBody;
+use crate::api::list::ListQuery;
+use crate::api::{AppState, envelope};
+use crate::auth::Admin;
+use crate::clock;
+use crate::error::ApiError;
+use crate::filter::Fields;
+use crate::model::Kind;
+
+/// Body of `POST /identities/{id}/disable` (`disableParams`).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DisableParams {
+    /// Minutes the identity stays disabled; 0: until enabled.
+    pub duration_minutes: i64,
+}
+
+/// The identity types OpenZiti stores (openziti/ziti `controller/db/migration_initialize.go`);
+/// `User`, `Device` and `Service` given at create are kept as `Default`.
+pub const IDENTITY_TYPES: [&str; 2] = ["Default", "Router"];
+
+/// Adds the routes to `api`.
+pub fn routes(api: ApiBuilder) -> ApiBuilder {
+    api.add(
+        Endpoint::post("/identities/{id}/disable", "disableIdentity")
+            .doc(
+                "Identities",
+                "Disables an identity for `durationMinutes` (0: until enabled) and ends its API sessions",
+            )
+            .admin()
+            .request(Data::Schema(|g| g.subschema_for::<DisableParams>())),
+        disable,
+    )
+    .add(
+        Endpoint::post("/identities/{id}/enable", "enableIdentity")
+            .doc("Identities", "Enables a disabled or locked-out identity")
+            .admin(),
+        enable,
+    )
+    .add(
+        Endpoint::delete("/identities/{id}/mfa", "removeIdentityMfa")
+            .doc("Identities", "Removes an identity's TOTP enrollment")
+            .admin(),
+        remove_mfa,
+    )
+    .add(
+        Endpoint::get("/identity-types", "listIdentityTypes")
+            .doc("Identity", "Lists the identity types")
+            .admin()
+            .lists(Data::Object("Identity type: `id`, `name`.")),
+        list_types,
+    )
+    .add(
+        Endpoint::get("/identity-types/{id}", "detailIdentityType")
+            .doc("Identity", "One identity type")
+            .admin()
+            .returns(200, Data::Object("Identity type: `id`, `name`.")),
+        detail_type,
+    )
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::NotFound(format!("Identity {id:?} not found"))
+}
+
+/// Sets `disabledAt`/`disabledUntil` of identity `id` (both `None`: enabled); disabling
+/// deletes its API sessions, enabling clears its failed passwords.
+async fn set_disabled(
+    ctl: &AppState,
+    id: &str,
+    until: Option<Option<i64>>,
+) -> Result<(), ApiError> {
+    let mut tx = ctl.store.begin_write().await?;
+    let mut row = tx
+        .get_entity(Kind::Identities.collection(), id)
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    let now = clock::now_unix();
+    if let Value::Object(m) = &mut row.data {
+        m.remove("disabled");
+        let (at, end) = match until {
+            Some(end) => (json!(clock::fmt_unix(now)), json!(end.map(clock::fmt_unix))),
+            None => (Value::Null, Value::Null),
+        };
+        m.insert("disabledAt".into(), at);
+        m.insert("disabledUntil".into(), end);
+    }
+    row.updated_at = clock::now_string();
+    tx.update_entity(&row).await?;
+    if until.is_some() {
+        tx.delete_api_sessions_of(id).await?;
+    } else {
+        tx.clear_password_failures_of(id).await?;
+    }
+    tx.commit().await?;
+    ctl.notify_routers().await;
+    Ok(())
+}
+
+/// `POST /identities/{id}/disable {durationMinutes}`.
+async fn disable(
+    State(ctl): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+    JsonBody(p): JsonBody<DisableParams>,
+) -> Result<Response, ApiError> {
+    if p.duration_minutes < 0 {
+        return Err(ApiError::CouldNotValidate(
+            "durationMinutes must be 0 (until enabled) or more".into(),
+        ));
+    }
+    // Before the transaction: it decides whether the admin is trying to lock themself
+    // out of the only way in.
+    if ctl.store.meta_get("admin_identity_id").await?.as_deref() == Some(id.as_str()) {
+        return Err(ApiError::CouldNotValidate(
+            "the default admin cannot be disabled".into(),
+        ));
+    }
+    let until = (p.duration_minutes > 0)
+        .then(|| clock::now_unix().saturating_add(p.duration_minutes.saturating_mul(60)));
+    set_disabled(&ctl, &id, Some(until)).await?;
+    tracing::info!(identity = %id, minutes = p.duration_minutes, "identity disabled");
+    Ok(envelope::empty())
+}
+
+/// `POST /identities/{id}/enable`.
+async fn enable(
+    State(ctl): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    set_disabled(&ctl, &id, None).await?;
+    tracing::info!(identity = %id, "identity enabled");
+    Ok(envelope::empty())
+}
+
+/// `DELETE /identities/{id}/mfa`: removes the enrollment, verified or not.
+async fn remove_mfa(
+    State(ctl): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    if ctl
+        .store
+        .get_entity(Kind::Identities.collection(), &id)
+        .await?
+        .is_none()
+    {
+        return Err(not_found(&id));
+    }
+    let mut tx = ctl.store.begin_write().await?;
+    tx.delete_mfa_of(&id).await?;
+    tx.commit().await?;
+    ctl.notify_routers().await;
+    tracing::info!(identity = %id, "MFA enrollment removed by an administrator");
+    Ok(envelope::empty())
+}
+
+fn identity_type(name: &str) -> Value {
+    // Stored with fixed timestamps in OpenZiti; these types never change here either.
+    let at = clock::fmt_unix(0);
+    json!({"id": name, "name": name, "createdAt": at, "updatedAt": at, "tags": {}, "_links": {}})
+}
+
+/// `GET /identity-types` (filter, sort and paging as every list).
+async fn list_types(_: Admin, q: ListQuery) -> Result<Response, ApiError> {
+    let fields = Fields::base();
+    let docs = IDENTITY_TYPES
+        .iter()
+        .map(|t| (identity_type(t), identity_type(t)))
+        .collect();
+    let page = q.apply(&fields, &["name"], docs)?;
+    Ok(envelope::page(page, &fields))
+}
+
+/// `GET /identity-types/{id}`.
+async fn detail_type(_: Admin, Path(id): Path<String>) -> Result<Response, ApiError> {
+    IDENTITY_TYPES
+        .iter()
+        .find(|t| t.eq_ignore_ascii_case(&id))
+        .map(|t| envelope::ok(identity_type(t)))
+        .ok_or_else(|| ApiError::NotFound(format!("identity type {id:?} not found")))
+}

@@ -1,0 +1,201 @@
+//! Authentication policies at login: which primary methods an identity may use, the
+//! password lockout, and the secondary factors that leave an API session partial until
+//! answered (openziti/ziti `controller/env/security_ctx.go`,
+//! `controller/model/authenticator_mod_updb.go`).
+
+use std::sync::atomic::Ordering;
+
+use serde_json::{Value, json};
+
+use crate::clock;
+use crate::controller::Controller;
+use crate::error::ApiError;
+use crate::model::{AuthPolicy, DEFAULT_AUTH_POLICY_ID, Kind};
+use crate::store::{ApiSessionRow, EntityRow, Store};
+
+/// The id of the policy `identity` follows (`default` when it names none).
+pub fn policy_id(identity: &EntityRow) -> &str {
+    identity
+        .data
+        .get("authPolicyId")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .unwrap_or(DEFAULT_AUTH_POLICY_ID)
+}
+
+/// The policy `identity` follows. A policy that vanished (deletes of used policies are
+/// refused) falls back to the built-in default.
+pub async fn policy_of(store: &Store, identity: &EntityRow) -> Result<AuthPolicy, ApiError> {
+    Ok(store
+        .get_entity(Kind::AuthPolicies.collection(), policy_id(identity))
+        .await?
+        .map(|p| AuthPolicy::from_stored(&p.data))
+        .unwrap_or_else(AuthPolicy::builtin_default))
+}
+
+/// Every authentication policy, for views over many identities (router state, API
+/// session lists).
+#[derive(Debug, Clone, Default)]
+pub struct Policies(std::collections::HashMap<String, AuthPolicy>, AuthPolicy);
+
+impl Policies {
+    /// Reads every policy.
+    pub async fn load(store: &Store) -> Result<Self, crate::error::StoreError> {
+        let map = store
+            .list_all(Kind::AuthPolicies.collection())
+            .await?
+            .into_iter()
+            .map(|p| (p.id, AuthPolicy::from_stored(&p.data)))
+            .collect();
+        Ok(Self(map, AuthPolicy::builtin_default()))
+    }
+
+    /// The policy `identity` follows.
+    pub fn of(&self, identity: &EntityRow) -> &AuthPolicy {
+        self.0.get(policy_id(identity)).unwrap_or(&self.1)
+    }
+}
+
+/// Whether `session` still owes an answer to a TOTP query: the identity had verified
+/// MFA at login or its policy requires TOTP, and the session has not answered.
+pub fn totp_pending(session: &ApiSessionRow, policy: &AuthPolicy) -> bool {
+    (session.mfa_required || policy.secondary.require_totp) && !session.mfa_complete
+}
+
+/// The `authQueries` of an API session: the TOTP query while one is owed
+/// (openziti/edge-api `source/shared/auth-query.yml`; values as OpenZiti's legacy
+/// session answers them, which the C SDK 0.29 acts on).
+pub fn auth_queries(totp_pending: bool) -> Value {
+    if totp_pending {
+        json!([{
+            "typeId": "MFA",
+            "provider": "ziti",
+            "format": "alphaNumeric",
+            "httpMethod": "POST",
+            "httpUrl": "./authenticate/mfa",
+            "minLength": 4,
+            "maxLength": 6,
+        }])
+    } else {
+        json!([])
+    }
+}
+
+/// Counts a wrong password against `authenticator_id` and locks `identity` out when
+/// its policy's `maxAttempts` is reached: the identity is disabled (for
+/// `lockoutDurationMinutes`, or until enabled when 0), its API sessions are deleted and
+/// the count starts again. Returns whether it locked the identity out.
+pub async fn count_password_failure(
+    ctl: &Controller,
+    identity: &EntityRow,
+    authenticator_id: &str,
+    policy: &AuthPolicy,
+) -> Result<bool, ApiError> {
+    let max = policy.primary.updb.max_attempts;
+    if max <= 0 {
+        return Ok(false);
+    }
+    let failures = ctl.store.record_password_failure(authenticator_id).await?;
+    if failures < max {
+        return Ok(false);
+    }
+    let now = clock::now_unix();
+    let minutes = policy.primary.updb.lockout_duration_minutes;
+    let mut tx = ctl.store.begin_write().await?;
+    let Some(mut row) = tx
+        .get_entity(Kind::Identities.collection(), &identity.id)
+        .await?
+    else {
+        return Ok(false);
+    };
+    if let Value::Object(m) = &mut row.data {
+        m.remove("disabled");
+        m.insert("disabledAt".into(), json!(clock::fmt_unix(now)));
+        m.insert(
+            "disabledUntil".into(),
+            if minutes > 0 {
+                json!(clock::fmt_unix(
+                    now.saturating_add(minutes.saturating_mul(60))
+                ))
+            } else {
+                Value::Null
+            },
+        );
+    }
+    row.updated_at = clock::now_string();
+    tx.update_entity(&row).await?;
+    tx.delete_api_sessions_of(&identity.id).await?;
+    tx.clear_password_failures_of(&identity.id).await?;
+    tx.commit().await?;
+    ctl.metrics.lockouts.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(
+        identity = %identity.name,
+        failures,
+        minutes,
+        "identity locked out after failed passwords"
+    );
+    ctl.notify_routers().await;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(required: bool, complete: bool) -> ApiSessionRow {
+        ApiSessionRow {
+            id: "s".into(),
+            token: "t".into(),
+            identity_id: "i".into(),
+            authenticator_id: "a".into(),
+            config_types: Vec::new(),
+            ip_address: "127.0.0.1".into(),
+            created_at: String::new(),
+            updated_at: String::new(),
+            last_activity: 0,
+            mfa_required: required,
+            mfa_complete: complete,
+        }
+    }
+
+    #[test]
+    fn totp_is_owed_when_enrolled_or_required_until_answered() {
+        let plain = AuthPolicy::builtin_default();
+        let mut strict = AuthPolicy::builtin_default();
+        strict.secondary.require_totp = true;
+        for (required, complete, policy, owed) in [
+            (false, false, &plain, false),
+            (true, false, &plain, true),
+            (true, true, &plain, false),
+            (false, false, &strict, true),
+            (false, true, &strict, false),
+        ] {
+            assert_eq!(
+                totp_pending(&session(required, complete), policy),
+                owed,
+                "required={required} complete={complete} requireTotp={}",
+                policy.secondary.require_totp
+            );
+        }
+        assert_eq!(auth_queries(false), json!([]));
+        assert_eq!(auth_queries(true)[0]["typeId"], "MFA");
+    }
+
+    #[test]
+    fn identities_without_a_policy_follow_the_default() {
+        let mut row = EntityRow {
+            kind: "identities".into(),
+            id: "i".into(),
+            name: "i".into(),
+            tags: json!({}),
+            data: json!({}),
+            created_at: String::new(),
+            updated_at: String::new(),
+        };
+        assert_eq!(policy_id(&row), "default");
+        row.data = json!({"authPolicyId": ""});
+        assert_eq!(policy_id(&row), "default");
+        row.data = json!({"authPolicyId": "p1"});
+        assert_eq!(policy_id(&row), "p1");
+    }
+}

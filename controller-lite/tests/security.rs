@@ -1,0 +1,667 @@
+//! The security model over the real API: authentication policies (methods, lockout,
+//! password rules), identity disable/enable and types, and TOTP MFA with its
+//! authentication queries and partial sessions.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use weft_controller::auth::totp;
+use weft_testkit::Ctl;
+
+/// A controller with metrics, and a login throttle that lets these tests' failures by.
+fn start() -> Ctl {
+    Ctl::start_with("metrics_listen = \"127.0.0.1:0\"\nlogin_failures_burst = 100")
+}
+
+fn code(r: &(u16, Value)) -> (u16, &str) {
+    (r.0, r.1["error"]["code"].as_str().unwrap_or(""))
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Password login on the client API.
+async fn login(ctl: &Ctl, username: &str, password: &str) -> (u16, Value) {
+    let res = ctl
+        .http()
+        .post(ctl.client_url("/authenticate?method=password"))
+        .json(&json!({"username": username, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    (res.status().as_u16(), res.json().await.unwrap())
+}
+
+/// A client API call with a session token.
+async fn client(
+    ctl: &Ctl,
+    method: Method,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = ctl
+        .http()
+        .request(method, ctl.client_url(path))
+        .header("zt-session", token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+/// An identity with a password (and optionally a policy); returns its id.
+async fn user(ctl: &Ctl, admin: &str, name: &str, password: &str, policy: Option<&str>) -> String {
+    let mut body = json!({"name": name, "type": "User", "isAdmin": false});
+    if let Some(p) = policy {
+        body["authPolicyId"] = json!(p);
+    }
+    let id = ctl.create_ok(admin, "identities", body).await;
+    let r = ctl
+        .create(
+            admin,
+            "authenticators",
+            json!({"method": "updb", "identityId": id, "username": name, "password": password}),
+        )
+        .await;
+    assert_eq!(r.0, 201, "{}", r.1);
+    id
+}
+
+#[tokio::test]
+async fn auth_policies_choose_methods_and_lock_out_after_failed_passwords() {
+    let ctl = start();
+    let admin = ctl.admin_token().await;
+
+    // The default policy exists, as OpenZiti's, and cannot be deleted.
+    let d = ctl.get_ok(&admin, "/auth-policies/default").await;
+    assert_eq!(d["data"]["name"], "Default");
+    assert_eq!(d["data"]["primary"]["updb"]["maxAttempts"], 0);
+    assert_eq!(d["data"]["secondary"]["requireExtJwtSigner"], Value::Null);
+    let r = ctl
+        .call(Method::DELETE, "/auth-policies/default", &admin, None)
+        .await;
+    assert_eq!(code(&r).1, "ENTITY_CAN_NOT_BE_DELETED", "{}", r.1);
+
+    // A policy without passwords: the right password is refused like a wrong one.
+    let no_pw = ctl
+        .create_ok(
+            &admin,
+            "auth-policies",
+            json!({"name": "certs-only", "primary": {"updb": {"allowed": false}}}),
+        )
+        .await;
+    user(&ctl, &admin, "carol", "carol-pw", Some("certs-only")).await;
+    assert_eq!(
+        code(&login(&ctl, "carol", "carol-pw").await),
+        (401, "INVALID_AUTH")
+    );
+    // Identities refer to their policy: it cannot be deleted while used; an unknown
+    // policy is refused at create.
+    let r = ctl
+        .call(
+            Method::DELETE,
+            &format!("/auth-policies/{no_pw}"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(
+        code(&r),
+        (409, "CAN_NOT_DELETE_REFERENCED_ENTITY"),
+        "{}",
+        r.1
+    );
+    let r = ctl
+        .create(
+            &admin,
+            "identities",
+            json!({"name": "x", "type": "User", "isAdmin": false, "authPolicyId": "nope"}),
+        )
+        .await;
+    assert_eq!(code(&r), (400, "COULD_NOT_VALIDATE"), "{}", r.1);
+    // Invalid documents are refused.
+    let r = ctl
+        .create(
+            &admin,
+            "auth-policies",
+            json!({"name": "bad", "primary": {"updb": {"minPasswordLength": 2}}}),
+        )
+        .await;
+    assert_eq!(code(&r), (400, "COULD_NOT_VALIDATE"), "{}", r.1);
+
+    // Lockout: 3 wrong passwords disable the identity and end its API sessions.
+    let strict = ctl
+        .create_ok(
+            &admin,
+            "auth-policies",
+            json!({"name": "strict", "primary": {"updb": {
+                "maxAttempts": 3, "lockoutDurationMinutes": 0, "minPasswordLength": 10,
+                "requireNumberChar": true, "requireMixedCase": true}}}),
+        )
+        .await;
+    // Password rules hold where a password is set.
+    let dave = ctl
+        .create_ok(
+            &admin,
+            "identities",
+            json!({"name": "dave", "type": "User", "isAdmin": false, "authPolicyId": "strict"}),
+        )
+        .await;
+    let r = ctl
+        .create(&admin, "authenticators", json!({"method": "updb", "identityId": dave, "username": "dave", "password": "short1A"}))
+        .await;
+    assert_eq!(code(&r), (400, "COULD_NOT_VALIDATE"), "{}", r.1);
+    assert!(
+        r.1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at least 10")
+    );
+    let r = ctl
+        .create(&admin, "authenticators", json!({"method": "updb", "identityId": dave, "username": "dave", "password": "longenough-but-no-digit"}))
+        .await;
+    assert_eq!(code(&r).0, 400, "{}", r.1);
+    let r = ctl
+        .create(&admin, "authenticators", json!({"method": "updb", "identityId": dave, "username": "dave", "password": "Dave-password-1"}))
+        .await;
+    assert_eq!(r.0, 201, "{}", r.1);
+    let (s, v) = login(&ctl, "dave", "Dave-password-1").await;
+    assert_eq!(s, 200, "{v}");
+    let dave_token = v["data"]["token"].as_str().unwrap().to_owned();
+    // Two failures, then a success, reset the count.
+    for _ in 0..2 {
+        assert_eq!(
+            code(&login(&ctl, "dave", "wrong").await),
+            (401, "INVALID_AUTH")
+        );
+    }
+    assert_eq!(login(&ctl, "dave", "Dave-password-1").await.0, 200);
+    for _ in 0..2 {
+        assert_eq!(login(&ctl, "dave", "wrong").await.0, 401);
+    }
+    let detail = ctl.get_ok(&admin, &format!("/identities/{dave}")).await;
+    assert_eq!(
+        detail["data"]["disabled"], false,
+        "2 failures after a success"
+    );
+    assert_eq!(ctl.metric("weft_controller_lockouts_total"), 0);
+    assert_eq!(login(&ctl, "dave", "wrong").await.0, 401);
+    let detail = ctl.get_ok(&admin, &format!("/identities/{dave}")).await;
+    assert_eq!(detail["data"]["disabled"], true, "{detail}");
+    assert!(detail["data"]["disabledAt"].is_string());
+    assert_eq!(detail["data"]["disabledUntil"], Value::Null);
+    assert_eq!(detail["data"]["authPolicyId"], strict.as_str());
+    assert_eq!(detail["data"]["authPolicy"]["name"], "strict");
+    assert_eq!(ctl.metric("weft_controller_lockouts_total"), 1);
+    // Locked out: the right password is refused, the old API session is gone.
+    assert_eq!(
+        code(&login(&ctl, "dave", "Dave-password-1").await),
+        (401, "INVALID_AUTH")
+    );
+    let r = client(&ctl, Method::GET, "/current-api-session", &dave_token, None).await;
+    assert_eq!(code(&r), (401, "UNAUTHORIZED"));
+    // An administrator enables it again.
+    let r = ctl
+        .call(
+            Method::POST,
+            &format!("/identities/{dave}/enable"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    assert_eq!(login(&ctl, "dave", "Dave-password-1").await.0, 200);
+}
+
+#[tokio::test]
+async fn identities_are_disabled_and_enabled_and_typed() {
+    let ctl = start();
+    let admin = ctl.admin_token().await;
+    let erin = user(&ctl, &admin, "erin", "erin-password", None).await;
+    let token = login(&ctl, "erin", "erin-password").await.1["data"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let types = ctl.get_ok(&admin, "/identity-types").await;
+    let names: Vec<&str> = types["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Default", "Router"]);
+    assert_eq!(
+        ctl.get_ok(&admin, "/identity-types/Router").await["data"]["id"],
+        "Router"
+    );
+    let detail = ctl.get_ok(&admin, &format!("/identities/{erin}")).await;
+    // `User` is kept as `Default`, as OpenZiti does.
+    assert_eq!(detail["data"]["typeId"], "Default");
+    assert_eq!(detail["data"]["type"]["entity"], "identity-types");
+    assert_eq!(detail["data"]["isMfaEnabled"], false);
+
+    // Bad bodies change nothing.
+    for body in [
+        json!({}),
+        json!({"durationMinutes": -1}),
+        json!({"durationMinutes": "5"}),
+    ] {
+        let r = ctl
+            .call(
+                Method::POST,
+                &format!("/identities/{erin}/disable"),
+                &admin,
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(code(&r).0, 400, "{body}: {}", r.1);
+    }
+    assert_eq!(
+        client(&ctl, Method::GET, "/current-api-session", &token, None)
+            .await
+            .0,
+        200
+    );
+    let r = ctl
+        .call(
+            Method::POST,
+            "/identities/nope/disable",
+            &admin,
+            Some(json!({"durationMinutes": 1})),
+        )
+        .await;
+    assert_eq!(code(&r), (404, "NOT_FOUND"));
+
+    let r = ctl
+        .call(
+            Method::POST,
+            &format!("/identities/{erin}/disable"),
+            &admin,
+            Some(json!({"durationMinutes": 60})),
+        )
+        .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    let detail = ctl.get_ok(&admin, &format!("/identities/{erin}")).await;
+    assert_eq!(detail["data"]["disabled"], true);
+    assert!(detail["data"]["disabledUntil"].is_string());
+    assert_eq!(
+        code(&client(&ctl, Method::GET, "/current-api-session", &token, None).await),
+        (401, "UNAUTHORIZED")
+    );
+    assert_eq!(
+        code(&login(&ctl, "erin", "erin-password").await),
+        (401, "INVALID_AUTH")
+    );
+    // An update keeps the disable (clients cannot write its timestamps).
+    let r = ctl
+        .call(
+            Method::PATCH,
+            &format!("/identities/{erin}"),
+            &admin,
+            Some(json!({"roleAttributes": ["a"], "disabledAt": null})),
+        )
+        .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    assert_eq!(
+        ctl.get_ok(&admin, &format!("/identities/{erin}")).await["data"]["disabled"],
+        true
+    );
+    let r = ctl
+        .call(
+            Method::POST,
+            &format!("/identities/{erin}/enable"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(r.0, 200);
+    assert_eq!(login(&ctl, "erin", "erin-password").await.0, 200);
+    // `disabled: true` in an update disables until enabled; the admin cannot be disabled.
+    let r = ctl
+        .call(
+            Method::PATCH,
+            &format!("/identities/{erin}"),
+            &admin,
+            Some(json!({"disabled": true})),
+        )
+        .await;
+    assert_eq!(r.0, 200);
+    assert_eq!(login(&ctl, "erin", "erin-password").await.0, 401);
+    let admin_id = ctl.get_ok(&admin, "/current-identity").await["data"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = ctl
+        .call(
+            Method::POST,
+            &format!("/identities/{admin_id}/disable"),
+            &admin,
+            Some(json!({"durationMinutes": 0})),
+        )
+        .await;
+    assert_eq!(code(&r).0, 400);
+}
+
+/// The MFA detail of the caller; the TOTP secret from its provisioning URL.
+async fn mfa_secret(ctl: &Ctl, token: &str) -> (String, Vec<String>) {
+    let (s, v) = client(ctl, Method::GET, "/current-identity/mfa", token, None).await;
+    assert_eq!(s, 200, "{v}");
+    let url = v["data"]["provisioningUrl"].as_str().unwrap();
+    assert!(url.starts_with("otpauth://totp/Weft:"), "{url}");
+    let secret = url.split("secret=").nth(1).unwrap().to_owned();
+    let codes = v["data"]["recoveryCodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect();
+    (secret, codes)
+}
+
+#[tokio::test]
+async fn totp_mfa_gates_the_session_and_accepts_each_code_once() {
+    let ctl = start();
+    let admin = ctl.admin_token().await;
+    let frank = user(&ctl, &admin, "frank", "frank-password", None).await;
+    let (_, v) = login(&ctl, "frank", "frank-password").await;
+    assert_eq!(v["data"]["authQueries"], json!([]));
+    let token = v["data"]["token"].as_str().unwrap().to_owned();
+
+    // Enroll: 201, then 409 for a second; detail, QR code.
+    let r = client(&ctl, Method::POST, "/current-identity/mfa", &token, None).await;
+    assert_eq!(r.0, 201, "{}", r.1);
+    let r = client(&ctl, Method::POST, "/current-identity/mfa", &token, None).await;
+    assert_eq!(code(&r), (409, "MFA_EXISTS"));
+    let (secret, recovery) = mfa_secret(&ctl, &token).await;
+    assert_eq!(recovery.len(), 20);
+    let png = ctl
+        .http()
+        .get(ctl.client_url("/current-identity/mfa/qr-code"))
+        .header("zt-session", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(png.status(), 200);
+    assert_eq!(png.headers()["content-type"], "image/png");
+    assert_eq!(&png.bytes().await.unwrap()[..4], b"\x89PNG");
+
+    // Verify: a wrong code, then the right one.
+    let wrong = if totp::code_at(&secret, now()).as_deref() == Some("000000") {
+        "111111"
+    } else {
+        "000000"
+    };
+    let r = client(
+        &ctl,
+        Method::POST,
+        "/current-identity/mfa/verify",
+        &token,
+        Some(json!({"code": wrong})),
+    )
+    .await;
+    assert_eq!(code(&r), (400, "MFA_INVALID_TOKEN"));
+    let first = totp::code_at(&secret, now()).unwrap();
+    let r = client(
+        &ctl,
+        Method::POST,
+        "/current-identity/mfa/verify",
+        &token,
+        Some(json!({"code": first})),
+    )
+    .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    assert_eq!(
+        client(&ctl, Method::GET, "/services", &token, None).await.0,
+        200,
+        "verify completes the session"
+    );
+    // Verified: the QR code and secret are no longer shown.
+    let r = client(
+        &ctl,
+        Method::GET,
+        "/current-identity/mfa/qr-code",
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(r.0, 404);
+    let detail = ctl.get_ok(&admin, &format!("/identities/{frank}")).await;
+    assert_eq!(detail["data"]["isMfaEnabled"], true);
+
+    // A new login is partial: it answers a TOTP query before anything else.
+    let (_, v) = login(&ctl, "frank", "frank-password").await;
+    assert_eq!(v["data"]["authQueries"][0]["typeId"], "MFA");
+    assert_eq!(v["data"]["authQueries"][0]["httpUrl"], "./authenticate/mfa");
+    assert_eq!(v["data"]["isMfaRequired"], true);
+    assert_eq!(v["data"]["isMfaComplete"], false);
+    let partial = v["data"]["token"].as_str().unwrap().to_owned();
+    for (method, path) in [
+        (Method::GET, "/services"),
+        (Method::POST, "/sessions"),
+        (Method::GET, "/current-identity"),
+        (Method::GET, "/current-identity/edge-routers"),
+    ] {
+        let r = client(&ctl, method.clone(), path, &partial, Some(json!({}))).await;
+        assert_eq!(code(&r), (401, "UNAUTHORIZED"), "{method} {path}: {}", r.1);
+    }
+    let r = client(&ctl, Method::GET, "/current-api-session", &partial, None).await;
+    assert_eq!(r.0, 200);
+    assert_eq!(r.1["data"]["authQueries"][0]["typeId"], "MFA");
+    // The code used at verify is spent: a replay is refused (OpenZiti accepts it again).
+    let r = client(
+        &ctl,
+        Method::POST,
+        "/authenticate/mfa",
+        &partial,
+        Some(json!({"code": first})),
+    )
+    .await;
+    assert_eq!(code(&r), (400, "MFA_INVALID_TOKEN"), "a replayed code");
+    // A recovery code answers, once.
+    let r = client(
+        &ctl,
+        Method::POST,
+        "/authenticate/mfa",
+        &partial,
+        Some(json!({"code": recovery[0]})),
+    )
+    .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    assert_eq!(
+        client(&ctl, Method::GET, "/services", &partial, None)
+            .await
+            .0,
+        200
+    );
+    let (_, v) = login(&ctl, "frank", "frank-password").await;
+    let partial2 = v["data"]["token"].as_str().unwrap().to_owned();
+    let r = client(
+        &ctl,
+        Method::POST,
+        "/authenticate/mfa",
+        &partial2,
+        Some(json!({"code": recovery[0]})),
+    )
+    .await;
+    assert_eq!(
+        code(&r),
+        (400, "MFA_INVALID_TOKEN"),
+        "a spent recovery code"
+    );
+    // The next step's code (within the ±1 step window) answers; then it is spent too.
+    let next = totp::code_at(&secret, now() + 30).unwrap();
+    let r = client(
+        &ctl,
+        Method::POST,
+        "/authenticate/mfa",
+        &partial2,
+        Some(json!({"code": next})),
+    )
+    .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    let (_, v) = login(&ctl, "frank", "frank-password").await;
+    let partial3 = v["data"]["token"].as_str().unwrap().to_owned();
+    let r = client(
+        &ctl,
+        Method::POST,
+        "/authenticate/mfa",
+        &partial3,
+        Some(json!({"code": next})),
+    )
+    .await;
+    assert_eq!(code(&r).1, "MFA_INVALID_TOKEN");
+    // Malformed bodies are refused and change nothing.
+    for body in [
+        json!({}),
+        json!({"code": 123456}),
+        json!({"code": "1234567890123"}),
+    ] {
+        let r = client(
+            &ctl,
+            Method::POST,
+            "/authenticate/mfa",
+            &partial3,
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(r.0, 400, "{body}: {}", r.1);
+    }
+    // Wrong codes in a row block codes for a while, even the right one.
+    let failures_before = ctl.metric("weft_controller_mfa_failures_total");
+    let mut blocked = false;
+    for _ in 0..6 {
+        let r = client(
+            &ctl,
+            Method::POST,
+            "/authenticate/mfa",
+            &partial3,
+            Some(json!({"code": "99999"})),
+        )
+        .await;
+        if r.0 == 429 {
+            blocked = true;
+            break;
+        }
+        assert_eq!(code(&r).1, "MFA_INVALID_TOKEN");
+    }
+    assert!(blocked, "wrong codes are rate limited");
+    assert!(ctl.metric("weft_controller_mfa_failures_total") > failures_before);
+    let r = client(
+        &ctl,
+        Method::POST,
+        "/authenticate/mfa",
+        &partial3,
+        Some(json!({"code": recovery[1]})),
+    )
+    .await;
+    assert_eq!(r.0, 429, "blocked: even a good code waits");
+    assert!(ctl.metric("weft_controller_mfa_throttled_total") >= 1);
+    assert_eq!(
+        client(&ctl, Method::GET, "/services", &partial3, None)
+            .await
+            .0,
+        401
+    );
+
+    // Totp tokens are for OIDC sessions.
+    let r = client(
+        &ctl,
+        Method::POST,
+        "/current-api-session/totp-token",
+        &token,
+        Some(json!({"code": "123456"})),
+    )
+    .await;
+    assert_eq!(code(&r), (400, "INVALID_BACKING_TOKEN_TYPE"));
+    // Removing a verified enrollment needs a code; an administrator can reset it.
+    let r = client(&ctl, Method::DELETE, "/current-identity/mfa", &token, None).await;
+    assert_eq!(code(&r), (400, "MFA_INVALID_TOKEN"));
+    let r = ctl
+        .call(
+            Method::DELETE,
+            &format!("/identities/{frank}/mfa"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    let (_, v) = login(&ctl, "frank", "frank-password").await;
+    assert_eq!(v["data"]["authQueries"], json!([]));
+    let r = client(
+        &ctl,
+        Method::POST,
+        "/authenticate/mfa",
+        v["data"]["token"].as_str().unwrap(),
+        Some(json!({"code": "123456"})),
+    )
+    .await;
+    assert_eq!(code(&r), (409, "MFA_NOT_ENROLLED"));
+}
+
+#[tokio::test]
+async fn a_policy_requiring_totp_makes_unenrolled_identities_enroll_first() {
+    let ctl = start();
+    let admin = ctl.admin_token().await;
+    ctl.create_ok(
+        &admin,
+        "auth-policies",
+        json!({"name": "totp", "secondary": {"requireTotp": true}}),
+    )
+    .await;
+    user(&ctl, &admin, "gina", "gina-password", Some("totp")).await;
+    let (_, v) = login(&ctl, "gina", "gina-password").await;
+    assert_eq!(v["data"]["authQueries"][0]["typeId"], "MFA");
+    let token = v["data"]["token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        client(&ctl, Method::GET, "/services", &token, None).await.0,
+        401
+    );
+    // Not enrolled: the answer endpoint says so; the session enrolls while partial.
+    let r = client(
+        &ctl,
+        Method::POST,
+        "/authenticate/mfa",
+        &token,
+        Some(json!({"code": "123456"})),
+    )
+    .await;
+    assert_eq!(code(&r), (409, "MFA_NOT_ENROLLED"));
+    assert_eq!(
+        client(&ctl, Method::POST, "/current-identity/mfa", &token, None)
+            .await
+            .0,
+        201
+    );
+    let (secret, _) = mfa_secret(&ctl, &token).await;
+    let r = client(
+        &ctl,
+        Method::POST,
+        "/current-identity/mfa/verify",
+        &token,
+        Some(json!({"code": totp::code_at(&secret, now()).unwrap()})),
+    )
+    .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    assert_eq!(
+        client(&ctl, Method::GET, "/services", &token, None).await.0,
+        200
+    );
+    // Recovery codes need a full session and a TOTP code.
+    let r = client(
+        &ctl,
+        Method::GET,
+        "/current-identity/mfa/recovery-codes",
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(code(&r), (400, "MFA_INVALID_TOKEN"));
+}
