@@ -9,7 +9,9 @@ use tokio::task::{AbortHandle, JoinSet};
 use weft_wire::edge;
 
 use crate::Identity;
-use crate::controller::{ControllerClient, EdgeRouter, Service, Session, SessionKind};
+use crate::controller::{
+    ControllerClient, EdgeRouter, MfaCodes, MfaEnrollment, Service, Session, SessionKind,
+};
 use crate::crypto::{KeyPair, SessionKeys};
 use crate::edge::channel::Channel;
 use crate::edge::proto::{self, ConnectReply};
@@ -31,6 +33,10 @@ pub struct Options {
     /// (`ztAPI` and `ztAPIs`); empty: the identity's. Controllers sharing one database,
     /// tried in order when one cannot be reached (`docs/sdk.md`).
     pub controllers: Vec<String>,
+    /// Where TOTP codes come from when the controller asks for one at authentication
+    /// (the identity has MFA, or its authentication policy requires it); none: such a
+    /// login fails with [`ErrorKind::Mfa`].
+    pub mfa_codes: Option<MfaCodes>,
 }
 
 impl Default for Options {
@@ -40,11 +46,24 @@ impl Default for Options {
             request_timeout: Duration::from_secs(10),
             refresh_interval: Duration::from_secs(30),
             controllers: Vec::new(),
+            mfa_codes: None,
         }
     }
 }
 
 impl Options {
+    /// These options with `codes` answering TOTP queries: it is called at each
+    /// authentication that asks for a code (the first, and any later one after the API
+    /// session ended) and returns the current code, or `None` to give up.
+    pub fn with_mfa_codes<F, Fut>(mut self, codes: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Option<String>> + Send + 'static,
+    {
+        self.mfa_codes = Some(MfaCodes(Arc::new(move || Box::pin(codes()))));
+        self
+    }
+
     /// These options with `urls` as the controllers (see [`Options::controllers`]).
     pub fn with_controllers<S: Into<String>>(mut self, urls: impl IntoIterator<Item = S>) -> Self {
         self.controllers = urls.into_iter().map(Into::into).collect();
@@ -103,7 +122,11 @@ impl Context {
             identity.with_controllers(&options.controllers)?
         };
         let tls = tls::client_config(&identity)?;
-        let ctrl = ControllerClient::new(identity.controllers(), Arc::clone(&tls))?;
+        let ctrl = ControllerClient::new(
+            identity.controllers(),
+            Arc::clone(&tls),
+            options.mfa_codes.clone(),
+        )?;
         let session = ctrl.authenticate().await?;
         tracing::debug!(identity = %session.identity.name, api_session = %session.id, "authenticated");
         let inner = Arc::new(Inner {
@@ -141,6 +164,27 @@ impl Context {
     /// answered, and after a failover the one that answers instead.
     pub fn controller(&self) -> String {
         self.inner.ctrl.current()
+    }
+
+    /// Starts a TOTP enrollment for this identity (OpenZiti's `EnrollZitiMfa`): the
+    /// secret (in [`MfaEnrollment::provisioning_url`]) for an authenticator app and the
+    /// recovery codes. It counts once [`Self::verify_mfa`] proves a code; from then on
+    /// every login asks for a code ([`Options::with_mfa_codes`]).
+    /// [`ErrorKind::Mfa`] when the identity already has an enrollment.
+    pub async fn enroll_mfa(&self) -> Result<MfaEnrollment> {
+        self.inner.ctrl.enroll_mfa().await
+    }
+
+    /// Verifies the enrollment with a current TOTP `code`; [`ErrorKind::Mfa`] when it is
+    /// wrong, [`ErrorKind::NoSuchService`] (404) without an unverified enrollment.
+    pub async fn verify_mfa(&self, code: &str) -> Result<()> {
+        self.inner.ctrl.verify_mfa(code).await
+    }
+
+    /// Removes this identity's TOTP enrollment; a verified one needs a TOTP or recovery
+    /// `code` ([`ErrorKind::Mfa`] when wrong).
+    pub async fn remove_mfa(&self, code: &str) -> Result<()> {
+        self.inner.ctrl.remove_mfa(code).await
     }
 
     /// Every service this identity can see (fetched now).

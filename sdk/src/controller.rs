@@ -55,6 +55,56 @@ pub(crate) struct ApiSession {
     #[serde(default)]
     pub(crate) expiration_seconds: Option<u64>,
     pub(crate) identity: Named,
+    /// Open authentication queries (openziti/edge-api `source/shared/auth-query.yml`).
+    #[serde(default)]
+    pub(crate) auth_queries: Vec<AuthQuery>,
+}
+
+/// One authentication query of an API session.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct AuthQuery {
+    /// `MFA` (a TOTP code for `/authenticate/mfa`), `EXT-JWT`, ...
+    pub(crate) type_id: String,
+}
+
+/// Where TOTP codes come from when a controller asks for one (see
+/// [`crate::Options::with_mfa_codes`]).
+#[derive(Clone)]
+pub struct MfaCodes(pub(crate) Arc<CodeFn>);
+
+/// A future of a TOTP code.
+type CodeFuture = std::pin::Pin<Box<dyn Future<Output = Option<String>> + Send>>;
+/// What [`MfaCodes`] calls.
+type CodeFn = dyn Fn() -> CodeFuture + Send + Sync;
+
+impl std::fmt::Debug for MfaCodes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MfaCodes(..)")
+    }
+}
+
+/// The caller's TOTP enrollment, as [`crate::Context::enroll_mfa`] starts it.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct MfaEnrollment {
+    /// Whether a code proved it ([`crate::Context::verify_mfa`]).
+    pub is_verified: bool,
+    /// `otpauth://totp/...` for an authenticator app (while unverified).
+    #[serde(default)]
+    pub provisioning_url: Option<String>,
+    /// Single-use codes that stand in for a TOTP code (while unverified).
+    #[serde(default)]
+    pub recovery_codes: Vec<String>,
+}
+
+impl MfaEnrollment {
+    /// The base32 TOTP secret in [`Self::provisioning_url`].
+    pub fn secret(&self) -> Option<&str> {
+        let url = self.provisioning_url.as_deref()?;
+        let query = url.split_once('?')?.1;
+        query.split('&').find_map(|kv| kv.strip_prefix("secret="))
+    }
 }
 
 /// `{id, name}` references.
@@ -142,6 +192,8 @@ struct Pagination {
 #[derive(Clone, Debug)]
 pub(crate) struct ControllerClient {
     http: reqwest::Client,
+    /// Answers MFA authentication queries.
+    mfa: Option<MfaCodes>,
     /// `<controller>/edge/client/v1` of each controller, the default first.
     bases: Arc<[String]>,
     state: Arc<Mutex<State>>,
@@ -177,12 +229,18 @@ struct Call<'a> {
     method: reqwest::Method,
     path: String,
     body: Option<&'a serde_json::Value>,
+    /// An extra header (`mfa-validation-code`).
+    header: Option<(&'static str, String)>,
 }
 
 impl ControllerClient {
     /// A client of the controllers at `bases` (base URLs, the default first; at least
     /// one) over `tls`.
-    pub(crate) fn new(bases: &[String], tls: Arc<rustls::ClientConfig>) -> Result<Self> {
+    pub(crate) fn new(
+        bases: &[String],
+        tls: Arc<rustls::ClientConfig>,
+        mfa: Option<MfaCodes>,
+    ) -> Result<Self> {
         if bases.is_empty() {
             return Err(Error::controller("no controller URL"));
         }
@@ -199,6 +257,7 @@ impl ControllerClient {
             .map_err(|e| Error::controller(format!("HTTP client: {e}")))?;
         Ok(Self {
             http,
+            mfa,
             bases: bases
                 .iter()
                 .map(|b| format!("{}/edge/client/v1", b.trim_end_matches('/')))
@@ -258,6 +317,9 @@ impl ControllerClient {
             if let Some(token) = &token {
                 req = req.header("zt-session", token.as_str());
             }
+            if let Some((name, value)) = &call.header {
+                req = req.header(*name, value.as_str());
+            }
             match req.send().await {
                 Ok(res) => {
                     if index != start {
@@ -310,13 +372,90 @@ impl ControllerClient {
             method: reqwest::Method::POST,
             path: "/authenticate?method=cert".into(),
             body: Some(&body),
+            header: None,
         };
         let (status, body, answered_by, _) = self.exchange(&call, false).await?;
-        let (session, _): (ApiSession, _) = decode(status, &body)?;
-        let mut state = self.state();
-        state.token = Some(session.token.clone());
-        state.token_from = answered_by;
+        let (mut session, _): (ApiSession, _) = decode(status, &body)?;
+        {
+            let mut state = self.state();
+            state.token = Some(session.token.clone());
+            state.token_from = answered_by;
+        }
+        if session.auth_queries.iter().any(|q| q.type_id == "MFA") {
+            self.answer_mfa().await?;
+            session.auth_queries.retain(|q| q.type_id != "MFA");
+        }
+        if let Some(q) = session.auth_queries.first() {
+            return Err(Error::new(
+                ErrorKind::NotAuthorized,
+                format!(
+                    "the controller asks for a {:?} authentication query this SDK does not answer",
+                    q.type_id
+                ),
+            ));
+        }
         Ok(session)
+    }
+
+    /// Answers the API session's TOTP query with a code from [`Self::mfa`]
+    /// (`POST /authenticate/mfa`).
+    async fn answer_mfa(&self) -> Result<()> {
+        let Some(MfaCodes(codes)) = &self.mfa else {
+            return Err(Error::new(
+                ErrorKind::Mfa,
+                "the controller asks for a TOTP code (the identity has MFA, or its authentication policy requires it); give one with Options::with_mfa_codes",
+            ));
+        };
+        let code = codes().await.ok_or_else(|| {
+            Error::new(
+                ErrorKind::Mfa,
+                "no TOTP code was supplied for the controller's MFA query",
+            )
+        })?;
+        let body = serde_json::json!({ "code": code });
+        let call = Call {
+            method: reqwest::Method::POST,
+            path: "/authenticate/mfa".into(),
+            body: Some(&body),
+            header: None,
+        };
+        let (status, body, _, _) = self.exchange(&call, true).await?;
+        decode::<serde_json::Value>(status, &body).map(drop)
+    }
+
+    /// `POST /current-identity/mfa` then `GET /current-identity/mfa`.
+    pub(crate) async fn enroll_mfa(&self) -> Result<MfaEnrollment> {
+        let call = Call {
+            method: reqwest::Method::POST,
+            path: "/current-identity/mfa".into(),
+            body: None,
+            header: None,
+        };
+        self.send::<serde_json::Value>(call).await?;
+        Ok(self.send(get("/current-identity/mfa")).await?.0)
+    }
+
+    /// `POST /current-identity/mfa/verify {code}`.
+    pub(crate) async fn verify_mfa(&self, code: &str) -> Result<()> {
+        let body = serde_json::json!({ "code": code });
+        let call = Call {
+            method: reqwest::Method::POST,
+            path: "/current-identity/mfa/verify".into(),
+            body: Some(&body),
+            header: None,
+        };
+        self.send::<serde_json::Value>(call).await.map(drop)
+    }
+
+    /// `DELETE /current-identity/mfa` with the code in `mfa-validation-code`.
+    pub(crate) async fn remove_mfa(&self, code: &str) -> Result<()> {
+        let call = Call {
+            method: reqwest::Method::DELETE,
+            path: "/current-identity/mfa".into(),
+            body: None,
+            header: Some(("mfa-validation-code", code.to_owned())),
+        };
+        self.send::<serde_json::Value>(call).await.map(drop)
     }
 
     /// `GET /current-api-session`: refreshes the session's activity (and expiry).
@@ -330,6 +469,7 @@ impl ControllerClient {
             method: reqwest::Method::DELETE,
             path: "/current-api-session".into(),
             body: None,
+            header: None,
         };
         self.send::<serde_json::Value>(call).await.map(drop)
     }
@@ -370,6 +510,7 @@ impl ControllerClient {
             method: reqwest::Method::POST,
             path: "/sessions".into(),
             body: Some(&body),
+            header: None,
         };
         Ok(self.send(call).await?.0)
     }
@@ -380,6 +521,7 @@ fn get(path: &str) -> Call<'static> {
         method: reqwest::Method::GET,
         path: path.to_owned(),
         body: None,
+        header: None,
     }
 }
 
@@ -400,6 +542,7 @@ fn api_error(status: u16, body: &[u8]) -> Error {
     let message = v["error"]["message"].as_str().unwrap_or("");
     let kind = match (status, code) {
         (_, "NO_EDGE_ROUTERS_AVAILABLE") => ErrorKind::NoEdgeRouter,
+        (_, "MFA_INVALID_TOKEN" | "MFA_NOT_ENROLLED" | "MFA_EXISTS") => ErrorKind::Mfa,
         (401 | 403, _) => ErrorKind::NotAuthorized,
         (404, _) => ErrorKind::NoSuchService,
         _ => ErrorKind::Controller,
@@ -543,7 +686,7 @@ mod tests {
         })
         .await;
         let tls = pki.client_config(&[&rustls::version::TLS13]).unwrap();
-        let client = ControllerClient::new(&[a.clone(), b.clone()], tls).unwrap();
+        let client = ControllerClient::new(&[a.clone(), b.clone()], tls, None).unwrap();
         client.authenticate().await.unwrap();
         assert_eq!(client.token().as_deref(), Some("from-a"));
         assert_eq!(client.current(), a);
@@ -589,7 +732,7 @@ mod tests {
         })
         .await;
         let tls = pki.client_config(&[&rustls::version::TLS13]).unwrap();
-        let client = ControllerClient::new(&[a.clone(), b], tls).unwrap();
+        let client = ControllerClient::new(&[a.clone(), b], tls, None).unwrap();
         client.authenticate().await.unwrap();
         let e = client
             .create_session("1", SessionKind::Dial)

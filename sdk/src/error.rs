@@ -30,6 +30,9 @@ pub enum ErrorKind {
     Protocol,
     /// The stream, listener or context is closed.
     Closed,
+    /// The controller asks for a TOTP code (an MFA authentication query) and none was
+    /// supplied ([`crate::Options::with_mfa_codes`]), or it refused the code given.
+    Mfa,
 }
 
 impl ErrorKind {
@@ -47,6 +50,7 @@ impl ErrorKind {
             Self::Crypto => "end-to-end encryption",
             Self::Protocol => "protocol",
             Self::Closed => "closed",
+            Self::Mfa => "MFA",
         }
     }
 }

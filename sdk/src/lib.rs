@@ -27,7 +27,7 @@ mod tls;
 pub mod tunnel;
 
 pub use context::{Context, Options};
-pub use controller::Service;
+pub use controller::{MfaCodes, MfaEnrollment, Service};
 pub use error::{Error, ErrorKind, Result};
 pub use weft_identity::Identity;
 

@@ -1,0 +1,166 @@
+//! TOTP MFA end to end, with real controller and router processes: an identity with
+//! MFA must answer a TOTP query before a router lets it in; the Rust SDK answers it
+//! from a code source; disabling the identity ends its live streams with an error.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use weft_controller::auth::totp;
+use weft_sdk::{Context, ErrorKind, Identity, Options};
+use weft_testkit::{EdgeClient, Network, pattern};
+use weft_wire::ContentType;
+use weft_wire::edge::HelloResult;
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// `POST /authenticate?method=cert` with the identity's certificate; the answer's data.
+async fn cert_login(identity: &Identity) -> Value {
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(identity.client_tls().unwrap())
+        .build()
+        .unwrap();
+    let res = http
+        .post(format!(
+            "{}/edge/client/v1/authenticate?method=cert",
+            identity.controller()
+        ))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    res.json::<Value>().await.unwrap()["data"].clone()
+}
+
+/// Whether the router refuses an edge connection with API session `token`. It answers
+/// every hello first and then closes a refused connection (once it waited for the
+/// controller to push an unknown API session): refused = closed within 20 s.
+async fn router_refuses(identity: &Identity, port: u16, token: &str) -> bool {
+    let mut config = identity.client_tls().unwrap();
+    config.alpn_protocols.clear();
+    let Ok(mut c) = EdgeClient::connect(([127, 0, 0, 1], port).into(), Arc::new(config)).await
+    else {
+        return true;
+    };
+    let Some((seq, frame)) = c.hello(token).await else {
+        return true;
+    };
+    assert_eq!(frame.content_type(), ContentType::RESULT);
+    assert_eq!(HelloResult::parse(&frame).unwrap().reply_for, seq);
+    matches!(
+        tokio::time::timeout(Duration::from_secs(20), c.next()).await,
+        Ok(None)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_with_mfa_answers_totp_before_a_router_lets_it_in() {
+    let net = Network::start().await;
+    net.service("vault", &["vault"], true).await;
+    let host = net.context("vault-h", &["vault-host"]).await;
+    let mut listener = host.bind("vault").await.unwrap();
+    tokio::spawn(async move {
+        while let Ok(mut s) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+
+    // The client enrolls in MFA with the SDK and verifies a code.
+    let identity = net.enrolled("vault-c", &["vault-client"]).await;
+    let ctx = Context::new(identity.clone()).await.unwrap();
+    let enrollment = ctx.enroll_mfa().await.unwrap();
+    assert!(!enrollment.is_verified);
+    assert_eq!(enrollment.recovery_codes.len(), 20);
+    let secret = enrollment.secret().unwrap().to_owned();
+    let e = ctx.verify_mfa("not-a-code").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Mfa, "{e}");
+    ctx.verify_mfa(&totp::code_at(&secret, now()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        ctx.enroll_mfa().await.unwrap_err().kind(),
+        ErrorKind::Mfa,
+        "one enrollment per identity"
+    );
+
+    // A login now owes a TOTP answer: the router refuses its API session until then.
+    let partial = cert_login(&identity).await;
+    assert_eq!(partial["authQueries"][0]["typeId"], "MFA");
+    let token = partial["token"].as_str().unwrap().to_owned();
+    let port = net.router.edge_port;
+    assert!(
+        router_refuses(&identity, port, &token).await,
+        "a partial API session reached the router"
+    );
+    // The SDK without a code source says what is missing.
+    let e = Context::new(identity.clone()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Mfa, "{e}");
+
+    // With a code source, it logs in and dials. The code of the current step was spent
+    // at verify; the next step's is within the window.
+    let options = Options::default().with_mfa_codes({
+        let secret = secret.clone();
+        move || {
+            let code = totp::code_at(&secret, now() + 30);
+            async move { code }
+        }
+    });
+    let client = Context::with_options(identity.clone(), options)
+        .await
+        .unwrap();
+    let mut stream = client.dial("vault").await.unwrap();
+    let data = pattern(256 * 1024, 7);
+    let (mut r, mut w) = tokio::io::split(&mut stream);
+    let sent = data.clone();
+    let (_, echoed) = tokio::join!(
+        async move { w.write_all(&sent).await.unwrap() },
+        async move {
+            let mut got = vec![0u8; 256 * 1024];
+            r.read_exact(&mut got).await.unwrap();
+            got
+        }
+    );
+    assert_eq!(Sha256::digest(&echoed), Sha256::digest(&data));
+
+    // Disabling the identity ends its API sessions: the live stream fails, with an
+    // error rather than a clean end.
+    let id = net
+        .admin
+        .get("identities?filter=name%3D%22vault-c%22")
+        .await["data"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let res = net
+        .controller
+        .call(
+            reqwest::Method::POST,
+            &format!("/identities/{id}/disable"),
+            &net.controller.admin_token().await,
+            Some(json!({"durationMinutes": 0})),
+        )
+        .await;
+    assert_eq!(res.0, 200, "{}", res.1);
+    let mut buf = [0u8; 16];
+    let ended = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+        .await
+        .expect("the stream of a disabled identity stays open");
+    assert!(ended.is_err(), "a clean end instead of an error: {ended:?}");
+}
