@@ -161,6 +161,9 @@ pub enum ApiError {
     /// `INVALID_BACKING_TOKEN_TYPE`: TOTP tokens are for OIDC sessions only).
     #[error("{0}")]
     InvalidBackingTokenType(String),
+    /// A certificate signing request that cannot be used (400 `COULD_NOT_PROCESS_CSR`).
+    #[error("could not process the certificate signing request: {0}")]
+    CouldNotProcessCsr(String),
     /// Any internal failure (500 `UNHANDLED`). The message never contains secrets.
     #[error("internal error: {0}")]
     Internal(String),
@@ -195,6 +198,7 @@ impl ApiError {
             Self::MfaNotEnrolled => "MFA_NOT_ENROLLED",
             Self::MfaInvalidToken => "MFA_INVALID_TOKEN",
             Self::InvalidBackingTokenType(_) => "INVALID_BACKING_TOKEN_TYPE",
+            Self::CouldNotProcessCsr(_) => "COULD_NOT_PROCESS_CSR",
             Self::Internal(_) => "UNHANDLED",
         }
     }
@@ -215,7 +219,8 @@ impl ApiError {
             | Self::InvalidEnrollmentToken(_)
             | Self::NoEdgeRoutersAvailable
             | Self::MfaInvalidToken
-            | Self::InvalidBackingTokenType(_) => StatusCode::BAD_REQUEST,
+            | Self::InvalidBackingTokenType(_)
+            | Self::CouldNotProcessCsr(_) => StatusCode::BAD_REQUEST,
             Self::Conflict(_)
             | Self::CanNotUpdateAuthenticator(_)
             | Self::MaxAuthenticators(_)

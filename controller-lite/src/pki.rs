@@ -55,6 +55,12 @@ pub enum CertProfile {
         /// DNS names and IP addresses (textual) for the SAN extension.
         names: Vec<String>,
     },
+    /// A certificate bound to one API session (`clientAuth`, a SPIFFE URI SAN naming
+    /// the identity, API session and certificate, as OpenZiti's).
+    ApiSession {
+        /// The SAN URI.
+        uri: String,
+    },
 }
 
 /// A certificate issued to an identity.
@@ -271,6 +277,17 @@ impl Pki {
         days: i64,
         profile: &CertProfile,
     ) -> Result<IssuedCert, CsrError> {
+        self.sign_csr_for(csr_pem, common_name, Duration::days(days), profile)
+    }
+
+    /// [`Self::sign_csr`] with a lifetime of any length.
+    pub fn sign_csr_for(
+        &self,
+        csr_pem: &str,
+        common_name: &str,
+        lifetime: Duration,
+        profile: &CertProfile,
+    ) -> Result<IssuedCert, CsrError> {
         use rustls::pki_types::pem::PemObject;
         use x509_parser::prelude::FromDer;
         let csr_der = rustls::pki_types::CertificateSigningRequestDer::from_pem_slice(
@@ -298,6 +315,18 @@ impl Pki {
         // (strict parsers such as Python's `cryptography` refused those certificates).
         params.is_ca = IsCa::NoCa;
         match profile {
+            CertProfile::ApiSession { uri } => {
+                params.key_usages = vec![
+                    KeyUsagePurpose::DigitalSignature,
+                    KeyUsagePurpose::KeyAgreement,
+                ];
+                params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+                params.subject_alt_names.push(SanType::URI(
+                    uri.clone()
+                        .try_into()
+                        .map_err(|_| CsrError::BadName(uri.clone()))?,
+                ));
+            }
             CertProfile::Client | CertProfile::RouterClient => {
                 params.key_usages = vec![
                     KeyUsagePurpose::DigitalSignature,
@@ -327,7 +356,7 @@ impl Pki {
         }
         let now = OffsetDateTime::now_utc();
         params.not_before = now - Duration::minutes(5);
-        params.not_after = now + Duration::days(days);
+        params.not_after = now + lifetime;
         params.serial_number = Some(random_serial());
         params.use_authority_key_identifier_extension = true;
         let cert = params.signed_by(&spki, &self.signing_issuer)?;

@@ -665,3 +665,135 @@ async fn a_policy_requiring_totp_makes_unenrolled_identities_enroll_first() {
     .await;
     assert_eq!(code(&r), (400, "MFA_INVALID_TOKEN"));
 }
+
+#[tokio::test]
+async fn api_session_certificates_belong_to_their_own_api_session() {
+    let ctl = start();
+    let admin = ctl.admin_token().await;
+    user(&ctl, &admin, "hank", "hank-password", None).await;
+    let token = login(&ctl, "hank", "hank-password").await.1["data"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let other = login(&ctl, "hank", "hank-password").await.1["data"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (csr, _key) = weft_testkit::make_csr("anything");
+
+    // Bad bodies change nothing.
+    for body in [
+        json!({}),
+        json!({"csr": "not a csr"}),
+        json!({"csr": csr, "x": 1}),
+    ] {
+        let r = client(
+            &ctl,
+            Method::POST,
+            "/current-api-session/certificates",
+            &token,
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(r.0, 400, "{body}: {}", r.1);
+    }
+    let r = client(&ctl, Method::POST, "/current-api-session/certificates", &token, Some(json!({"csr": "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"}))).await;
+    assert_eq!(code(&r), (400, "COULD_NOT_PROCESS_CSR"), "{}", r.1);
+    assert_eq!(
+        client(
+            &ctl,
+            Method::GET,
+            "/current-api-session/certificates",
+            &token,
+            None
+        )
+        .await
+        .1["meta"]["pagination"]["totalCount"],
+        0
+    );
+
+    let r = client(
+        &ctl,
+        Method::POST,
+        "/current-api-session/certificates",
+        &token,
+        Some(json!({"csr": csr})),
+    )
+    .await;
+    assert_eq!(r.0, 201, "{}", r.1);
+    let id = r.1["data"]["id"].as_str().unwrap().to_owned();
+    let pem = r.1["data"]["certificate"].as_str().unwrap();
+    assert!(pem.contains("BEGIN CERTIFICATE"));
+    assert!(
+        r.1["data"]["cas"]
+            .as_str()
+            .unwrap()
+            .contains("BEGIN CERTIFICATE")
+    );
+    // Issued for the identity, for 12 hours.
+    let der = rustls::pki_types::CertificateDer::from(
+        weft_tls::pem::certificates(pem.as_bytes()).unwrap()[0].to_vec(),
+    );
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
+    let lifetime = cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
+    assert_eq!(lifetime, 12 * 3600 + 300);
+    let detail = client(
+        &ctl,
+        Method::GET,
+        &format!("/current-api-session/certificates/{id}"),
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(detail.0, 200);
+    assert_eq!(
+        detail.1["data"]["fingerprint"],
+        weft_tls::fingerprint(der.as_ref())
+    );
+    assert!(
+        detail.1["data"]["subject"]
+            .as_str()
+            .unwrap()
+            .contains("CN=")
+    );
+
+    // Another API session of the same identity sees none of it.
+    let r = client(
+        &ctl,
+        Method::GET,
+        "/current-api-session/certificates",
+        &other,
+        None,
+    )
+    .await;
+    assert_eq!(r.1["data"], json!([]));
+    for method in [Method::GET, Method::DELETE] {
+        let r = client(
+            &ctl,
+            method,
+            &format!("/current-api-session/certificates/{id}"),
+            &other,
+            None,
+        )
+        .await;
+        assert_eq!(code(&r), (404, "NOT_FOUND"));
+    }
+    let r = client(
+        &ctl,
+        Method::DELETE,
+        &format!("/current-api-session/certificates/{id}"),
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    let r = client(
+        &ctl,
+        Method::DELETE,
+        &format!("/current-api-session/certificates/{id}"),
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(r.0, 404);
+}

@@ -46,6 +46,15 @@ pub async fn build_router_view(ctl: &Controller) -> Result<RouterView, StoreErro
         })
         .collect();
 
+    // Certificates issued to API sessions count as theirs at the routers.
+    let mut session_certs: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (api_session, fingerprint) in store.valid_api_session_cert_fingerprints(now).await? {
+        session_certs
+            .entry(api_session)
+            .or_default()
+            .push(fingerprint);
+    }
+
     let mut view = RouterView::default();
     let mut ended = Vec::new();
     for (s, fingerprint) in store.list_api_sessions().await? {
@@ -62,6 +71,7 @@ pub async fn build_router_view(ctl: &Controller) -> Result<RouterView, StoreErro
             // edge connections and sessions are refused until it answers.
             continue;
         }
+        let certs = session_certs.remove(&s.id).unwrap_or_default();
         view.api_sessions.insert(
             s.id.clone(),
             pb::ApiSession {
@@ -69,7 +79,7 @@ pub async fn build_router_view(ctl: &Controller) -> Result<RouterView, StoreErro
                 token: s.token,
                 identity_id: s.identity_id,
                 identity_name: name.clone(),
-                cert_fingerprints: fingerprint.into_iter().collect(),
+                cert_fingerprints: fingerprint.into_iter().chain(certs).collect(),
                 expires_at_unix_ms: (s.last_activity + timeout).saturating_mul(1000),
             },
         );

@@ -249,10 +249,14 @@ impl WriteTx<'_> {
     /// Deletes every API session (and so every session) of an identity; returns how
     /// many API sessions there were.
     pub async fn delete_api_sessions_of(&mut self, identity_id: &str) -> Result<u64, StoreError> {
-        sqlx::query("DELETE FROM sessions WHERE identity_id = $1")
+        for table in ["sessions", "api_session_certs"] {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE identity_id = $1"
+            )))
             .bind(identity_id)
             .execute(&mut *self.tx)
             .await?;
+        }
         let n = sqlx::query("DELETE FROM api_sessions WHERE identity_id = $1")
             .bind(identity_id)
             .execute(&mut *self.tx)

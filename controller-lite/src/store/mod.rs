@@ -25,6 +25,7 @@ mod mfa;
 mod presence;
 mod records;
 mod security;
+mod session_certs;
 
 use std::path::Path;
 use std::time::Duration;
@@ -40,6 +41,7 @@ pub use mfa::MfaRow;
 pub use security::{
     ApiSessionRow, AuthenticatorRow, EnrollmentRow, ROUTER_AUTH_METHOD, SessionRow,
 };
+pub use session_certs::ApiSessionCertRow;
 
 /// One stored entity of the management model.
 #[derive(Debug, Clone, PartialEq)]

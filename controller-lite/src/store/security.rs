@@ -536,12 +536,17 @@ impl WriteTx<'_> {
         self.record("api_sessions", &s.id, ChangeOp::Create).await
     }
 
-    /// Deletes an API session and its sessions; false when it did not exist.
+    /// Deletes an API session, its sessions and certificates; false when it did not
+    /// exist.
     pub async fn delete_api_session(&mut self, id: &str) -> Result<bool, StoreError> {
-        sqlx::query("DELETE FROM sessions WHERE api_session_id = $1")
+        for table in ["sessions", "api_session_certs"] {
+            sqlx::query(AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE api_session_id = $1"
+            )))
             .bind(id)
             .execute(&mut *self.tx)
             .await?;
+        }
         let n = sqlx::query("DELETE FROM api_sessions WHERE id = $1")
             .bind(id)
             .execute(&mut *self.tx)

@@ -4,6 +4,7 @@ pub mod current;
 pub mod enrollment;
 pub mod mfa;
 pub mod services;
+pub mod session_certs;
 pub mod sessions;
 pub mod version;
 
@@ -56,7 +57,7 @@ const SESSION: Data = Data::Object("Session detail with its `token` and `edgeRou
 
 /// Routes served both under `/edge/client/v1` and at the root (spec §2).
 pub fn routes() -> ApiBuilder {
-    common_routes(ApiBuilder::default())
+    session_certs::routes(common_routes(ApiBuilder::default()))
         .add(
             Endpoint::post("/authenticate", "authenticate")
                 .doc("Authentication", "Creates an API session")

@@ -1,6 +1,8 @@
-//! TOTP MFA end to end, with real controller and router processes: an identity with
-//! MFA must answer a TOTP query before a router lets it in; the Rust SDK answers it
-//! from a code source; disabling the identity ends its live streams with an error.
+//! The security model end to end, with real controller and router processes: an
+//! identity with MFA must answer a TOTP query before a router lets it in (the Rust SDK
+//! answers it from a code source); disabling an identity ends its live streams with an
+//! error; a password login reaches routers with an API session certificate, which
+//! stands for its own API session only.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -11,7 +13,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use weft_controller::auth::totp;
 use weft_sdk::{Context, ErrorKind, Identity, Options};
-use weft_testkit::{EdgeClient, Network, pattern};
+use weft_testkit::{EdgeClient, Network, make_csr, pattern};
 use weft_wire::ContentType;
 use weft_wire::edge::HelloResult;
 
@@ -163,4 +165,152 @@ async fn an_identity_with_mfa_answers_totp_before_a_router_lets_it_in() {
         .await
         .expect("the stream of a disabled identity stays open");
     assert!(ended.is_err(), "a clean end instead of an error: {ended:?}");
+}
+
+/// A client TLS configuration presenting `cert`/`key` and trusting `ca`.
+fn tls_with(ca: &str, cert: &str, key: &str) -> Arc<rustls::ClientConfig> {
+    Arc::new(
+        weft_tls::client::verified_from_pem(ca.as_bytes(), Some((cert.as_bytes(), key.as_bytes())))
+            .unwrap(),
+    )
+}
+
+/// A hello with `token` over `tls`: `Some(client)` when the router keeps the connection
+/// open past its wait for unknown API sessions (accepted), `None` when it closes it.
+async fn hello(port: u16, tls: Arc<rustls::ClientConfig>, token: &str) -> Option<EdgeClient> {
+    let mut c = EdgeClient::connect(([127, 0, 0, 1], port).into(), tls)
+        .await
+        .ok()?;
+    let (seq, frame) = c.hello(token).await?;
+    assert_eq!(frame.content_type(), ContentType::RESULT);
+    assert_eq!(HelloResult::parse(&frame).unwrap().reply_for, seq);
+    // The router holds a hello with an unknown API session for 3 s before closing.
+    match tokio::time::timeout(Duration::from_secs(6), c.next()).await {
+        Err(_) => Some(c),
+        Ok(_) => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_login_dials_through_a_router_with_an_api_session_certificate() {
+    let net = Network::start().await;
+    net.service("ledger", &["ledger"], false).await;
+    let host = net.context("ledger-h", &["ledger-host"]).await;
+    let mut listener = host.bind("ledger").await.unwrap();
+    tokio::spawn(async move {
+        while let Ok(mut s) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+
+    // An identity with a password only: no certificate of its own.
+    let ctl = &net.controller;
+    let admin = ctl.admin_token().await;
+    let id = ctl
+        .create_ok(
+            &admin,
+            "identities",
+            json!({"name": "pat", "type": "User", "isAdmin": false, "roleAttributes": ["ledger-client"]}),
+        )
+        .await;
+    let (s, v) = ctl
+        .create(
+            &admin,
+            "authenticators",
+            json!({"method": "updb", "identityId": id, "username": "pat", "password": "pat-password"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let login = || async {
+        let res = ctl
+            .http()
+            .post(ctl.client_url("/authenticate?method=password"))
+            .json(&json!({"username": "pat", "password": "pat-password"}))
+            .send()
+            .await
+            .unwrap();
+        res.json::<Value>().await.unwrap()["data"]["token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let token = login().await;
+    let other_token = login().await;
+    let call = |method: reqwest::Method, path: &str, token: &str, body: Option<Value>| {
+        let mut req = ctl
+            .http()
+            .request(method, ctl.client_url(path))
+            .header("zt-session", token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        async move {
+            let res = req.send().await.unwrap();
+            (res.status().as_u16(), res.json::<Value>().await.unwrap())
+        }
+    };
+    let (csr, key) = make_csr("pat");
+    let (s, v) = call(
+        reqwest::Method::POST,
+        "/current-api-session/certificates",
+        &token,
+        Some(json!({"csr": csr})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let cert = v["data"]["certificate"].as_str().unwrap().to_owned();
+    let cert_id = v["data"]["id"].as_str().unwrap().to_owned();
+    let ca = ctl.ca_pem();
+    let port = net.router.edge_port;
+
+    // The certificate does not stand for another API session of the same identity.
+    assert!(
+        hello(port, tls_with(&ca, &cert, &key), &other_token)
+            .await
+            .is_none(),
+        "the certificate opened another API session's edge connection"
+    );
+    // With its own API session it does: dial and move bytes.
+    let mut edge = hello(port, tls_with(&ca, &cert, &key), &token)
+        .await
+        .expect("the router refused the API session certificate");
+    let (s, v) = call(
+        reqwest::Method::POST,
+        "/sessions",
+        &token,
+        Some(json!({"serviceId": net.admin.get("services?filter=name%3D%22ledger%22").await["data"][0]["id"], "type": "Dial"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let dial_token = v["data"]["token"].as_str().unwrap().to_owned();
+    edge.send_connect(1, &dial_token).await;
+    edge.expect(ContentType::STATE_CONNECTED).await;
+    let data = pattern(64 * 1024, 3);
+    edge.w.data(1, &data).await;
+    let (echoed, _) = edge.r.data(1, data.len()).await;
+    assert_eq!(Sha256::digest(&echoed), Sha256::digest(&data));
+
+    // Deleting the certificate: a new edge connection with it is refused.
+    let (s, _) = call(
+        reqwest::Method::DELETE,
+        &format!("/current-api-session/certificates/{cert_id}"),
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert!(
+        hello(port, tls_with(&ca, &cert, &key), &token)
+            .await
+            .is_none(),
+        "a deleted API session certificate still opens edge connections"
+    );
 }
