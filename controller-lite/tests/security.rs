@@ -797,3 +797,91 @@ async fn api_session_certificates_belong_to_their_own_api_session() {
     .await;
     assert_eq!(r.0, 404);
 }
+
+#[tokio::test]
+async fn identities_change_their_own_password_given_the_current_one() {
+    let ctl = start();
+    let admin = ctl.admin_token().await;
+    let ivy = user(&ctl, &admin, "ivy", "ivy-password", None).await;
+    user(&ctl, &admin, "jack", "jack-password", None).await;
+    let token = login(&ctl, "ivy", "ivy-password").await.1["data"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let jack = login(&ctl, "jack", "jack-password").await.1["data"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (s, v) = client(
+        &ctl,
+        Method::GET,
+        "/current-identity/authenticators",
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let list = v["data"].as_array().unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["method"], "updb");
+    assert_eq!(list[0]["identityId"], ivy.as_str());
+    let id = list[0]["id"].as_str().unwrap().to_owned();
+    let path = format!("/current-identity/authenticators/{id}");
+    // Another identity's authenticator does not exist for jack.
+    assert_eq!(client(&ctl, Method::GET, &path, &jack, None).await.0, 404);
+    let r = client(
+        &ctl,
+        Method::PATCH,
+        &path,
+        &jack,
+        Some(json!({"password": "stolen-pw", "currentPassword": "x"})),
+    )
+    .await;
+    assert_eq!(r.0, 404);
+    // The current password is required and checked.
+    let r = client(
+        &ctl,
+        Method::PATCH,
+        &path,
+        &token,
+        Some(json!({"password": "new-password"})),
+    )
+    .await;
+    assert_eq!(code(&r), (400, "COULD_NOT_VALIDATE"));
+    let r = client(
+        &ctl,
+        Method::PATCH,
+        &path,
+        &token,
+        Some(json!({"password": "new-password", "currentPassword": "wrong"})),
+    )
+    .await;
+    assert_eq!(code(&r), (401, "UNAUTHORIZED"));
+    // The policy's rules hold (the default asks for 5 characters).
+    let r = client(
+        &ctl,
+        Method::PATCH,
+        &path,
+        &token,
+        Some(json!({"password": "abc", "currentPassword": "ivy-password"})),
+    )
+    .await;
+    assert_eq!(code(&r), (400, "COULD_NOT_VALIDATE"));
+    let r = client(
+        &ctl,
+        Method::PATCH,
+        &path,
+        &token,
+        Some(json!({"password": "new-password", "currentPassword": "ivy-password"})),
+    )
+    .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    assert_eq!(login(&ctl, "ivy", "ivy-password").await.0, 401);
+    assert_eq!(login(&ctl, "ivy", "new-password").await.0, 200);
+    // PUT changes both; a taken user name is refused.
+    let r = client(&ctl, Method::PUT, &path, &token, Some(json!({"username": "jack", "password": "new-password", "currentPassword": "new-password"}))).await;
+    assert_eq!(code(&r).0, 409, "{}", r.1);
+    let r = client(&ctl, Method::PUT, &path, &token, Some(json!({"username": "ivy2", "password": "newer-password", "currentPassword": "new-password"}))).await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    assert_eq!(login(&ctl, "ivy2", "newer-password").await.0, 200);
+}

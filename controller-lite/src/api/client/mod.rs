@@ -3,6 +3,7 @@
 pub mod current;
 pub mod enrollment;
 pub mod mfa;
+pub mod own_authenticators;
 pub mod services;
 pub mod session_certs;
 pub mod sessions;
@@ -174,7 +175,7 @@ pub fn routes() -> ApiBuilder {
 /// The routes both APIs serve alike: version information, the caller's API session
 /// (refresh, logout) and identity, and TOTP MFA ([`mfa`]).
 pub(crate) fn common_routes(api: ApiBuilder) -> ApiBuilder {
-    mfa::routes(api)
+    own_authenticators::routes(mfa::routes(api))
         .add(
             Endpoint::get("/", "listRoot")
                 .doc("Informational", "Returns version information")

@@ -113,7 +113,8 @@ async fn check_password_policy(
         .check_password(password)
 }
 
-fn check_credentials(username: &str, password: &str) -> Result<(), ApiError> {
+/// Checks the size and characters of a user name and password (400 when wrong).
+pub(crate) fn check_credentials(username: &str, password: &str) -> Result<(), ApiError> {
     if username.trim().is_empty() || username.len() > 255 {
         return Err(invalid("username must be 1 to 255 characters"));
     }

@@ -1,0 +1,251 @@
+//! The caller's own authenticators, served by both APIs (openziti/edge-api
+//! `source/shared/current-identity-authenticators.yml`): list and read them, and change
+//! one's own user name or password given the current password. Another identity's
+//! authenticator is "not found".
+
+use axum::extract::{Path, State};
+use axum::response::Response;
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::api::endpoint::{ApiBuilder, Data, Endpoint};
+use crate::api::extract::JsonBody;
+use crate::api::list::ListQuery;
+use crate::api::management::views::{AuthenticatorDetail, Names, fields_of, to_json};
+use crate::api::{AppState, envelope};
+use crate::auth::{Caller, verify_password};
+use crate::clock;
+use crate::error::ApiError;
+use crate::model::Kind;
+use crate::store::AuthenticatorRow;
+
+/// Body of `PUT /current-identity/authenticators/{id}` (`authenticatorUpdateWithCurrent`).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OwnAuthenticatorUpdate {
+    /// New user name.
+    pub username: String,
+    /// New password.
+    pub password: String,
+    /// The password now.
+    pub current_password: String,
+    /// Tags (accepted, not stored).
+    #[serde(default)]
+    pub tags: Option<Map<String, Value>>,
+}
+
+/// Body of `PATCH /current-identity/authenticators/{id}` (`authenticatorPatchWithCurrent`).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OwnAuthenticatorPatch {
+    /// New user name.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// New password.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// The password now.
+    pub current_password: String,
+    /// Tags (accepted, not stored).
+    #[serde(default)]
+    pub tags: Option<Map<String, Value>>,
+}
+
+/// Adds the routes to `api`.
+pub fn routes(api: ApiBuilder) -> ApiBuilder {
+    let tag = "Current Identity";
+    let detail_schema = Data::Schema(|g| g.subschema_for::<AuthenticatorDetail>());
+    api.add(
+        Endpoint::get(
+            "/current-identity/authenticators",
+            "listCurrentIdentityAuthenticators",
+        )
+        .doc(tag, "The caller's authenticators")
+        .session()
+        .lists(detail_schema),
+        list,
+    )
+    .add(
+        Endpoint::get(
+            "/current-identity/authenticators/{id}",
+            "detailCurrentIdentityAuthenticator",
+        )
+        .doc(tag, "One of the caller's authenticators")
+        .session()
+        .returns(200, detail_schema),
+        detail,
+    )
+    .add(
+        Endpoint::put(
+            "/current-identity/authenticators/{id}",
+            "updateCurrentIdentityAuthenticator",
+        )
+        .doc(
+            tag,
+            "Changes the caller's user name and password (given the current password)",
+        )
+        .session()
+        .request(Data::Schema(|g| {
+            g.subschema_for::<OwnAuthenticatorUpdate>()
+        })),
+        update,
+    )
+    .add(
+        Endpoint::patch(
+            "/current-identity/authenticators/{id}",
+            "patchCurrentIdentityAuthenticator",
+        )
+        .doc(
+            tag,
+            "Changes the caller's user name or password (given the current password)",
+        )
+        .session()
+        .request(Data::Schema(|g| g.subschema_for::<OwnAuthenticatorPatch>())),
+        patch,
+    )
+}
+
+async fn own(ctl: &AppState, caller: &Caller, id: &str) -> Result<AuthenticatorRow, ApiError> {
+    ctl.store
+        .authenticator_by_id(id)
+        .await?
+        .filter(|a| a.identity_id == caller.identity.id)
+        .ok_or_else(|| ApiError::NotFound(format!("authenticator {id:?} not found")))
+}
+
+/// `GET /current-identity/authenticators`.
+async fn list(
+    State(ctl): State<AppState>,
+    caller: Caller,
+    q: ListQuery,
+) -> Result<Response, ApiError> {
+    let names = Names::load(&ctl.store, Kind::Identities).await?;
+    let fields = fields_of::<AuthenticatorDetail>();
+    let docs = ctl
+        .store
+        .authenticators_of(&caller.identity.id)
+        .await?
+        .into_iter()
+        .filter(|a| a.method == "cert" || a.method == "updb")
+        .map(|a| to_json(&AuthenticatorDetail::new(a, &names)).map(|v| (v.clone(), v)))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(envelope::page(
+        q.apply(&fields, &["createdAt"], docs)?,
+        &fields,
+    ))
+}
+
+/// `GET /current-identity/authenticators/{id}`.
+async fn detail(
+    State(ctl): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let a = own(&ctl, &caller, &id).await?;
+    let names = Names::load(&ctl.store, Kind::Identities).await?;
+    Ok(envelope::ok(to_json(&AuthenticatorDetail::new(a, &names))?))
+}
+
+async fn update(
+    State(ctl): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<OwnAuthenticatorUpdate>,
+) -> Result<Response, ApiError> {
+    change(
+        ctl,
+        caller,
+        id,
+        Some(body.username),
+        Some(body.password),
+        body.current_password,
+    )
+    .await
+}
+
+async fn patch(
+    State(ctl): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<OwnAuthenticatorPatch>,
+) -> Result<Response, ApiError> {
+    change(
+        ctl,
+        caller,
+        id,
+        body.username,
+        body.password,
+        body.current_password,
+    )
+    .await
+}
+
+/// Changes user name and/or password of the caller's `updb` authenticator `id` after
+/// checking `current` (401 `UNAUTHORIZED` when wrong, as OpenZiti; the failure counts
+/// toward the policy's lockout like a failed login).
+async fn change(
+    ctl: AppState,
+    caller: Caller,
+    id: String,
+    username: Option<String>,
+    password: Option<String>,
+    current: String,
+) -> Result<Response, ApiError> {
+    let a = own(&ctl, &caller, &id).await?;
+    if a.method != "updb" {
+        return Err(ApiError::CanNotUpdateAuthenticator(format!(
+            "authenticator {id:?} is a {} authenticator; only updb authenticators can be changed",
+            a.method
+        )));
+    }
+    let username = username.unwrap_or_else(|| a.username.clone().unwrap_or_default());
+    crate::api::management::credentials::check_credentials(
+        &username,
+        password.as_deref().unwrap_or("unchanged"),
+    )?;
+    if let Some(p) = &password {
+        caller.policy.primary.updb.check_password(p)?;
+    }
+    let hash = a.password_hash.clone();
+    let metrics = ctl.metrics.clone();
+    let ok = ctl
+        .password_gate
+        .run(move || verify_password(&current, hash.as_deref(), &metrics))
+        .await?;
+    if !ok {
+        crate::auth::policy::count_password_failure(&ctl, &caller.identity, &a.id, &caller.policy)
+            .await?;
+        return Err(ApiError::Unauthorized);
+    }
+    if ctl
+        .store
+        .authenticator_by_username(&username)
+        .await?
+        .is_some_and(|other| other.id != a.id)
+    {
+        return Err(ApiError::Conflict(format!(
+            "username {username:?} is already in use"
+        )));
+    }
+    let password_hash = match password {
+        Some(p) => {
+            ctl.password_gate
+                .run(move || crate::auth::hash_password(&p))
+                .await??
+        }
+        None => a.password_hash.unwrap_or_default(),
+    };
+    let mut tx = ctl.store.begin_write().await?;
+    if !tx
+        .update_password_authenticator(&id, &username, &password_hash, &clock::now_string())
+        .await?
+    {
+        return Err(ApiError::NotFound(format!(
+            "authenticator {id:?} not found"
+        )));
+    }
+    tx.commit().await?;
+    tracing::info!(identity = %caller.identity.name, "own password authenticator changed");
+    Ok(envelope::empty())
+}
