@@ -295,6 +295,10 @@ impl Controller {
         tx.insert_entity(&row).await?;
         let enrollment = match n.enrollment {
             Some(e) if e.ott => Some(enroll::create_ott(self, tx, &row.id).await?),
+            Some(crate::model::EnrollmentRequest {
+                updb: Some(username),
+                ..
+            }) => Some(enroll::create_updb(self, tx, &row.id, &username, None).await?),
             // Every edge router gets an `erott` enrollment, as in OpenZiti.
             _ if kind == Kind::EdgeRouters => Some(enroll::create_erott(self, tx, &row.id).await?),
             _ => None,

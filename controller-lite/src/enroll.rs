@@ -1,7 +1,7 @@
-//! One-time-token enrollment of identities (`ott`) and edge routers (`erott`): the
-//! enrollment JWT and redeeming it with CSRs (spec `edge-client-api.md` §9; EDGE
-//! `controller/model/enrollment_model.go`, `enrollment_mod_ott.go`,
-//! `enrollment_module_erott.go`).
+//! One-time-token enrollment of identities (`ott` with a CSR, `updb` with a password)
+//! and edge routers (`erott`): the enrollment JWT and redeeming it (spec
+//! `edge-client-api.md` §9; openziti/ziti `controller/model/enrollment_model.go`,
+//! `enrollment_mod_ott.go`, `enrollment_mod_updb.go`, `enrollment_module_erott.go`).
 
 use serde::Serialize;
 
@@ -32,6 +32,8 @@ pub struct EnrollmentClaims<'a> {
 pub const OTT: &str = "ott";
 /// Enrollment method of edge routers (OpenZiti "edge router one-time token").
 pub const EROTT: &str = "erott";
+/// Enrollment method that sets a password for a user name the administrator chose.
+pub const UPDB: &str = "updb";
 
 /// Creates and stores (in `tx`) an OTT enrollment for `identity_id`.
 pub async fn create_ott(
@@ -51,7 +53,96 @@ pub async fn create_ott_expiring(
     expires_at: Option<i64>,
 ) -> Result<EnrollmentRow, ApiError> {
     let exp = expires_at.unwrap_or_else(|| clock::now_unix() + ctl.config.enrollment_ttl_secs);
-    create_enrollment(ctl, tx, identity_id, OTT, exp).await
+    create_enrollment(ctl, tx, identity_id, OTT, exp, None).await
+}
+
+/// Creates and stores (in `tx`) a `updb` enrollment for `identity_id`: redeeming it
+/// sets the password of `username` (checked here: well formed and not taken).
+pub async fn create_updb(
+    ctl: &Controller,
+    tx: &mut WriteTx<'_>,
+    identity_id: &str,
+    username: &str,
+    expires_at: Option<i64>,
+) -> Result<EnrollmentRow, ApiError> {
+    crate::api::management::credentials::check_credentials(username, "unchanged")?;
+    if tx.username_taken(username).await? {
+        return Err(ApiError::Conflict(format!(
+            "username {username:?} is already in use"
+        )));
+    }
+    let exp = expires_at.unwrap_or_else(|| clock::now_unix() + ctl.config.enrollment_ttl_secs);
+    create_enrollment(ctl, tx, identity_id, UPDB, exp, Some(username)).await
+}
+
+/// Redeems a `updb` token with the identity's first password (checked against its
+/// authentication policy's rules); returns the user name. The token is consumed once,
+/// with the new authenticator, in one transaction.
+pub async fn enroll_updb(
+    ctl: &Controller,
+    token: &str,
+    password: &str,
+) -> Result<String, ApiError> {
+    let now = clock::now_unix();
+    let pending = ctl
+        .store
+        .enrollment_by_jti(token)
+        .await?
+        .filter(|e| !e.used && e.expires_at > now && e.method == UPDB)
+        .ok_or_else(|| invalid("the enrollment token is invalid, expired or already used"))?;
+    let username = pending
+        .username
+        .clone()
+        .ok_or_else(|| invalid("the enrollment has no user name"))?;
+    crate::api::management::credentials::check_credentials(&username, password)?;
+    let identity = ctl
+        .store
+        .get_entity(
+            crate::model::Kind::Identities.collection(),
+            &pending.identity_id,
+        )
+        .await?
+        .ok_or_else(|| invalid("the identity of this enrollment no longer exists"))?;
+    crate::auth::policy::policy_of(&ctl.store, &identity)
+        .await?
+        .primary
+        .updb
+        .check_password(password)?;
+    let owned = password.to_owned();
+    let hash = ctl
+        .password_gate
+        .run(move || crate::auth::hash_password(&owned))
+        .await??;
+    let mut tx = ctl.store.begin_write().await?;
+    let enr = tx
+        .redeem_enrollment(token, now)
+        .await?
+        .filter(|e| e.method == UPDB)
+        .ok_or_else(|| invalid("the enrollment token is invalid, expired or already used"))?;
+    if tx
+        .has_authenticator_method(&enr.identity_id, "updb")
+        .await?
+    {
+        return Err(ApiError::MaxAuthenticators(format!(
+            "identity {:?} already has a updb authenticator",
+            identity.name
+        )));
+    }
+    tx.insert_authenticator(&AuthenticatorRow {
+        id: uuid::Uuid::new_v4().simple().to_string(),
+        identity_id: enr.identity_id,
+        method: "updb".into(),
+        fingerprint: None,
+        cert_pem: None,
+        username: Some(username.clone()),
+        password_hash: Some(hash),
+        created_at: clock::now_string(),
+        updated_at: clock::now_string(),
+    })
+    .await?;
+    tx.commit().await?;
+    tracing::info!(identity = %identity.name, %username, "password enrolled");
+    Ok(username)
 }
 
 /// Creates and stores (in `tx`) an `erott` enrollment for the edge router `router_id`.
@@ -61,7 +152,7 @@ pub async fn create_erott(
     router_id: &str,
 ) -> Result<EnrollmentRow, ApiError> {
     let exp = clock::now_unix() + ctl.config.enrollment_ttl_secs;
-    create_enrollment(ctl, tx, router_id, EROTT, exp).await
+    create_enrollment(ctl, tx, router_id, EROTT, exp, None).await
 }
 
 /// A new token (`jti`) and its signed enrollment JWT.
@@ -104,6 +195,7 @@ async fn create_enrollment(
     identity_id: &str,
     method: &str,
     exp: i64,
+    username: Option<&str>,
 ) -> Result<EnrollmentRow, ApiError> {
     let (jti, jwt) = sign_token(ctl, identity_id, method, exp)?;
     let row = EnrollmentRow {
@@ -115,6 +207,7 @@ async fn create_enrollment(
         expires_at: exp,
         used: false,
         created_at: clock::now_string(),
+        username: username.map(str::to_owned),
     };
     tx.insert_enrollment(&row).await?;
     Ok(row)

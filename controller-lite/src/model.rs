@@ -157,9 +157,13 @@ fn default_binding() -> String {
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnrollmentRequest {
-    /// One-time-token enrollment.
+    /// One-time-token enrollment (a certificate).
     #[serde(default)]
     pub ott: bool,
+    /// Password enrollment for this user name (`ott` wins when both are given, as in
+    /// OpenZiti).
+    #[serde(default)]
+    pub updb: Option<String>,
 }
 
 /// Identity document.

@@ -885,3 +885,124 @@ async fn identities_change_their_own_password_given_the_current_one() {
     assert_eq!(r.0, 200, "{}", r.1);
     assert_eq!(login(&ctl, "ivy2", "newer-password").await.0, 200);
 }
+
+#[tokio::test]
+async fn updb_enrollment_sets_a_password_once() {
+    let ctl = start();
+    let admin = ctl.admin_token().await;
+    let (s, v) = ctl
+        .create(
+            &admin,
+            "identities",
+            json!({"name": "kim", "type": "User", "isAdmin": false, "enrollment": {"updb": "kim"}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let id = v["data"]["id"].as_str().unwrap().to_owned();
+    let jwt = v["data"]["enrollment"]["updb"]["jwt"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let claims = weft_testkit::jwt_claims(&jwt);
+    assert_eq!(claims["em"], "updb");
+    assert_eq!(claims["sub"], id.as_str());
+    let jti = claims["jti"].as_str().unwrap().to_owned();
+    let detail = ctl.get_ok(&admin, &format!("/identities/{id}")).await;
+    assert_eq!(detail["data"]["enrollment"]["updb"]["token"], jti.as_str());
+    // The user name is taken from now on.
+    let r = ctl
+        .create(&admin, "identities", json!({"name": "kim2", "type": "User", "isAdmin": false, "enrollment": {"updb": "kim"}}))
+        .await;
+    assert_eq!(code(&r), (409, "DUPLICATE_NAME"), "{}", r.1);
+
+    let enroll = |token: String, body: Value| {
+        let http = ctl.http();
+        let url = ctl.url(&format!("/enroll?method=updb&token={token}"));
+        async move {
+            let res = http.post(url).json(&body).send().await.unwrap();
+            (res.status().as_u16(), res.json::<Value>().await.unwrap())
+        }
+    };
+    // A password the policy refuses, a malformed body: the token survives.
+    let r = enroll(jti.clone(), json!({"password": "abc"})).await;
+    assert_eq!(code(&r), (400, "COULD_NOT_VALIDATE"), "{}", r.1);
+    let r = enroll(jti.clone(), json!({"pass": "long-password"})).await;
+    assert_eq!(r.0, 400, "{}", r.1);
+    // Eight at once: one wins (the others find the token spent, or the hashing queue
+    // full on a loaded machine).
+    let tries = (0..8).map(|i| {
+        enroll(
+            jti.clone(),
+            json!({"password": format!("kim-password-{i}")}),
+        )
+    });
+    let results = weft_testkit::join_all(tries).await;
+    let won: Vec<usize> = results
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.0 == 200)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(won.len(), 1, "{results:?}");
+    assert_eq!(results[won[0]].1["data"]["username"], "kim");
+    for r in results.iter().filter(|r| r.0 != 200) {
+        assert!(
+            ["INVALID_ENROLLMENT_TOKEN", "RATE_LIMITED"].contains(&code(r).1),
+            "{}",
+            r.1
+        );
+    }
+    assert_eq!(
+        login(&ctl, "kim", &format!("kim-password-{}", won[0]))
+            .await
+            .0,
+        200
+    );
+    let detail = ctl.get_ok(&admin, &format!("/identities/{id}")).await;
+    assert!(detail["data"]["enrollment"].get("updb").is_none());
+    assert_eq!(detail["data"]["authenticators"]["updb"]["username"], "kim");
+
+    // An administrator can start one with POST /enrollments too.
+    let lee = ctl
+        .create_ok(
+            &admin,
+            "identities",
+            json!({"name": "lee", "type": "User", "isAdmin": false}),
+        )
+        .await;
+    let r = ctl
+        .create(
+            &admin,
+            "enrollments",
+            json!({"method": "updb", "identityId": lee}),
+        )
+        .await;
+    assert_eq!(
+        code(&r).0,
+        400,
+        "a updb enrollment needs a username: {}",
+        r.1
+    );
+    let r = ctl
+        .create(
+            &admin,
+            "enrollments",
+            json!({"method": "updb", "identityId": lee, "username": "lee"}),
+        )
+        .await;
+    assert_eq!(r.0, 201, "{}", r.1);
+    let e = ctl.get_ok(&admin, &format!("/identities/{lee}")).await;
+    let token = e["data"]["enrollment"]["updb"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let res = ctl
+        .http()
+        .post(ctl.client_url(&format!("/enroll/updb?token={token}")))
+        .json(&json!({"username": "ignored", "password": "lee-password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(login(&ctl, "lee", "lee-password").await.0, 200);
+}

@@ -14,3 +14,6 @@ CREATE TABLE api_session_certs (
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL);
 CREATE INDEX api_session_certs_by_session ON api_session_certs (api_session_id);
+
+-- `updb` enrollments carry the user name the password will belong to.
+ALTER TABLE enrollments ADD COLUMN username TEXT;

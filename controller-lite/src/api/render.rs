@@ -48,6 +48,9 @@ pub struct IdentityEnrollment {
     /// Pending one-time-token enrollment.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ott: Option<OttEnrollment>,
+    /// Pending password enrollment (same fields).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updb: Option<OttEnrollment>,
 }
 
 /// A certificate authenticator as an identity's detail summarises it.
@@ -314,18 +317,19 @@ pub fn identity_info(body: &Value) -> Value {
 }
 
 async fn identity_extras(ctl: &Controller, row: &EntityRow) -> Result<IdentityExtras, ApiError> {
-    let ott = ctl
-        .store
-        .pending_enrollments(&row.id)
-        .await?
-        .into_iter()
-        .find(|e| e.method == "ott")
-        .map(|e| OttEnrollment {
-            id: e.id,
-            jwt: e.jwt,
-            token: e.jti,
-            expires_at: clock::fmt_unix(e.expires_at),
-        });
+    let pending = ctl.store.pending_enrollments(&row.id).await?;
+    let pending_of = |method: &str| {
+        pending
+            .iter()
+            .find(|e| e.method == method)
+            .map(|e| OttEnrollment {
+                id: e.id.clone(),
+                jwt: e.jwt.clone(),
+                token: e.jti.clone(),
+                expires_at: clock::fmt_unix(e.expires_at),
+            })
+    };
+    let (ott, updb) = (pending_of("ott"), pending_of("updb"));
     let mut authenticators = IdentityAuthenticators::default();
     for a in ctl.store.authenticators_of(&row.id).await? {
         match (a.method.as_str(), a.fingerprint, a.username) {
@@ -355,7 +359,7 @@ async fn identity_extras(ctl: &Controller, row: &EntityRow) -> Result<IdentityEx
         .unwrap_or(Value::Null);
     let object = |v: &Value| v.as_object().cloned().unwrap_or_default();
     Ok(IdentityExtras {
-        enrollment: IdentityEnrollment { ott },
+        enrollment: IdentityEnrollment { ott, updb },
         authenticators,
         identity_type: EntityRef::new(&type_id, &type_id, "identity-types"),
         type_id,

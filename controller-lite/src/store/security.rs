@@ -25,6 +25,8 @@ pub struct EnrollmentRow {
     pub used: bool,
     /// Creation time.
     pub created_at: String,
+    /// `updb`: the user name the enrolled password belongs to.
+    pub username: Option<String>,
 }
 
 /// A credential bound to an identity.
@@ -108,6 +110,7 @@ pub(super) fn enrollment_from(r: &AnyRow) -> Result<EnrollmentRow, StoreError> {
         expires_at: r.try_get(5)?,
         used: r.try_get::<i64, _>(6)? != 0,
         created_at: r.try_get(7)?,
+        username: r.try_get(8)?,
     })
 }
 
@@ -154,7 +157,8 @@ pub(super) fn session_from(r: &AnyRow) -> Result<SessionRow, StoreError> {
     })
 }
 
-pub(super) const ENR_COLS: &str = "id, identity_id, method, jti, jwt, expires_at, used, created_at";
+pub(super) const ENR_COLS: &str =
+    "id, identity_id, method, jti, jwt, expires_at, used, created_at, username";
 pub(super) const AUTH_COLS: &str = "id, identity_id, method, fingerprint, cert_pem, username, password_hash, created_at, updated_at";
 pub(super) const API_COLS: &str = "id, token, identity_id, authenticator_id, config_types, ip_address, created_at, updated_at, last_activity, mfa_required, mfa_complete";
 pub(super) const SES_COLS: &str =
@@ -404,8 +408,9 @@ impl WriteTx<'_> {
     /// Inserts an enrollment.
     pub async fn insert_enrollment(&mut self, e: &EnrollmentRow) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO enrollments (id, identity_id, method, jti, jwt, expires_at, used, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO enrollments (id, identity_id, method, jti, jwt, expires_at, used, created_at,
+                                      username)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&e.id)
         .bind(&e.identity_id)
@@ -415,6 +420,7 @@ impl WriteTx<'_> {
         .bind(e.expires_at)
         .bind(i64::from(e.used))
         .bind(&e.created_at)
+        .bind(e.username.as_deref())
         .execute(&mut *self.tx)
         .await?;
         self.record("enrollments", &e.id, ChangeOp::Create).await

@@ -173,6 +173,7 @@ async fn enrollment_redeems_once_under_concurrency(s: &Store) {
         expires_at: i64::MAX,
         used: false,
         created_at: "t".into(),
+        username: None,
     })
     .await
     .unwrap();
@@ -217,6 +218,7 @@ async fn enrollment_redeems_once_under_concurrency(s: &Store) {
         expires_at: 10,
         used: false,
         created_at: "t".into(),
+        username: None,
     })
     .await
     .unwrap();

@@ -51,6 +51,7 @@ pub async fn enroll(State(ctl): State<AppState>, req: Request) -> Result<Respons
     match q.method.as_deref() {
         Some("ott") => {}
         Some("erott") => return enroll_erott(&ctl, q.token, &body).await,
+        Some("updb") => return enroll_updb(&ctl, q.token, &body).await,
         Some(other) => {
             return Err(ApiError::InvalidEnrollmentToken(format!(
                 "enrollment method {other:?} is not supported"
@@ -94,6 +95,42 @@ async fn enroll_erott(
         "cert": res.cert,
         "ca": res.ca,
     })))
+}
+
+/// Body of a `updb` enrollment: the first password (a `username` is ignored: the
+/// enrollment names the user, as in OpenZiti).
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdbEnroll {
+    /// Ignored.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// The password.
+    pub password: String,
+}
+
+async fn enroll_updb(
+    ctl: &AppState,
+    token: Option<String>,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let token =
+        token.ok_or_else(|| ApiError::InvalidEnrollmentToken("token is required".into()))?;
+    let req: UpdbEnroll = crate::api::extract::parse_json(body)?;
+    let username = enroll::enroll_updb(ctl, &token, &req.password).await?;
+    Ok(envelope::ok(json!({"username": username})))
+}
+
+/// `POST /enroll/updb?token=JTI` with `{password}`: answers `{"data": {"username"}}`.
+pub async fn enroll_updb_route(
+    State(ctl): State<AppState>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let q = axum::extract::Query::<TokenQuery>::try_from_uri(req.uri())
+        .map_err(|e| ApiError::InvalidParameter(e.body_text()))?
+        .0;
+    let body = read_body(req).await?;
+    enroll_updb(&ctl, q.token, &body).await
 }
 
 #[derive(Debug, Deserialize)]

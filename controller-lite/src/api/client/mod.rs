@@ -22,8 +22,8 @@ const ENROLL_QUERY: &[QueryParam] = &[
     QueryParam {
         name: "method",
         required: true,
-        values: &["ott", "erott"],
-        description: "`ott`: identity, PEM CSR body; `erott`: edge router, JSON body.",
+        values: &["ott", "updb", "erott"],
+        description: "`ott`: identity, PEM CSR body; `updb`: identity, `{password}`; `erott`: edge router, JSON body.",
     },
     QueryParam {
         name: "token",
@@ -157,9 +157,9 @@ pub fn routes() -> ApiBuilder {
                 .consumes(ENROLL_CONSUMES)
                 .request(Data::Raw(
                     "text/plain",
-                    "`ott`: a PEM CSR; `erott`: `{serverCertCsr, certCsr}` as JSON.",
+                    "`ott`: a PEM CSR; `updb`: `{password}`; `erott`: `{serverCertCsr, certCsr}` as JSON.",
                 ))
-                .returns(200, Data::Object("`{cert}` (`ott`) or `{serverCert, cert, ca}` (`erott`), PEM.")),
+                .returns(200, Data::Object("`{cert}` (`ott`), `{username}` (`updb`) or `{serverCert, cert, ca}` (`erott`), PEM.")),
             enrollment::enroll,
         )
         .add(
@@ -169,6 +169,14 @@ pub fn routes() -> ApiBuilder {
                 .request(Data::Schema(|g| g.subschema_for::<crate::enroll::ErottRequest>()))
                 .returns(200, Data::Object("`{serverCert, cert, ca}`, PEM.")),
             enrollment::enroll_erott_route,
+        )
+        .add(
+            Endpoint::post("/enroll/updb", "enrollUpdb")
+                .doc("Enroll", "Sets the first password of a user name an administrator enrolled")
+                .query(TOKEN_QUERY)
+                .request(Data::Schema(|g| g.subschema_for::<enrollment::UpdbEnroll>()))
+                .returns(200, Data::Object("`{username}`.")),
+            enrollment::enroll_updb_route,
         )
 }
 

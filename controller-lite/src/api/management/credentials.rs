@@ -61,12 +61,18 @@ pub struct AuthenticatorPatch {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct EnrollmentCreate {
-    /// `ott`.
+    /// `ott` or `updb`.
     pub method: String,
     /// The identity to enroll.
     pub identity_id: String,
     /// Expiry (RFC 3339); the configured lifetime when absent.
     pub expires_at: Option<String>,
+    /// `updb`: the user name the password will belong to.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// `ottca`: the CA (not supported yet; must be absent or null).
+    #[serde(default)]
+    pub ca_id: Option<String>,
 }
 
 /// Body of `POST /enrollments/{id}/refresh` (`enrollmentRefresh`).
@@ -306,11 +312,14 @@ async fn list_enrollments(
 }
 
 async fn create_enrollment(ctl: AppState, body: EnrollmentCreate) -> Result<Response, ApiError> {
-    if body.method != enroll::OTT {
+    if body.method != enroll::OTT && body.method != enroll::UPDB {
         return Err(invalid(format!(
-            "method {:?}: only ott enrollments are supported",
+            "method {:?}: ott and updb enrollments are supported",
             body.method
         )));
+    }
+    if body.method == enroll::UPDB {
+        return create_updb_enrollment(ctl, body).await;
     }
     identity(&ctl, &body.identity_id).await?;
     let expires_at = body.expires_at.as_deref().map(future_time).transpose()?;
@@ -339,6 +348,39 @@ async fn create_enrollment(ctl: AppState, body: EnrollmentCreate) -> Result<Resp
     }
     let mut tx = ctl.store.begin_write().await?;
     let e = enroll::create_ott_expiring(&ctl, &mut tx, &body.identity_id, expires_at).await?;
+    tx.commit().await?;
+    Ok(envelope::created(json!({"id": e.id, "_links": {}})))
+}
+
+/// `POST /enrollments` with `method: updb` and a `username`.
+async fn create_updb_enrollment(
+    ctl: AppState,
+    body: EnrollmentCreate,
+) -> Result<Response, ApiError> {
+    let username = body
+        .username
+        .as_deref()
+        .filter(|u| !u.trim().is_empty())
+        .ok_or_else(|| invalid("updb enrollments need a username"))?;
+    identity(&ctl, &body.identity_id).await?;
+    let expires_at = body.expires_at.as_deref().map(future_time).transpose()?;
+    let mut tx = ctl.store.begin_write().await?;
+    if tx
+        .has_authenticator_method(&body.identity_id, "updb")
+        .await?
+        || ctl
+            .store
+            .pending_enrollments(&body.identity_id)
+            .await?
+            .iter()
+            .any(|e| e.method == enroll::UPDB)
+    {
+        return Err(ApiError::Conflict(format!(
+            "identity {:?} already has a password or a pending updb enrollment",
+            body.identity_id
+        )));
+    }
+    let e = enroll::create_updb(&ctl, &mut tx, &body.identity_id, username, expires_at).await?;
     tx.commit().await?;
     Ok(envelope::created(json!({"id": e.id, "_links": {}})))
 }

@@ -101,8 +101,9 @@ pub async fn create(ctl: AppState, k: Kind, body: Value) -> Result<Response, Api
         data["enrollmentToken"] = json!(e.jti);
         data["enrollmentExpiresAt"] = json!(clock::fmt_unix(e.expires_at));
     } else if let Some(e) = enrollment {
-        data["enrollment"] =
-            json!({"ott": {"id": e.id, "jwt": e.jwt, "expiresAt": clock::fmt_unix(e.expires_at)}});
+        // Keyed by method: `ott` or `updb`.
+        data["enrollment"] = json!({e.method.clone(): {
+            "id": e.id, "jwt": e.jwt, "token": e.jti, "expiresAt": clock::fmt_unix(e.expires_at)}});
     }
     Ok(envelope::created(data))
 }
