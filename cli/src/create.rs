@@ -15,16 +15,96 @@ pub struct SemanticArg {
     pub semantic: String,
 }
 
+/// `weft edge create auth-policy`: the flags of `ziti edge create auth-policy`.
+#[derive(Debug, Args)]
+pub struct AuthPolicyArgs {
+    /// Name.
+    pub name: String,
+    /// Certificate login allowed.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub primary_cert_allowed: bool,
+    /// Certificates outside their validity still log in (to be extended).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub primary_cert_expired_allowed: bool,
+    /// Password login allowed.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub primary_updb_allowed: bool,
+    /// Shortest password accepted.
+    #[arg(long, default_value_t = 5)]
+    pub primary_updb_min_length: u32,
+    /// Passwords need a character that is neither a letter nor a digit.
+    #[arg(long)]
+    pub primary_updb_req_special: bool,
+    /// Passwords need a digit.
+    #[arg(long)]
+    pub primary_updb_req_numbers: bool,
+    /// Passwords need upper and lower case letters.
+    #[arg(long)]
+    pub primary_updb_req_mixed_case: bool,
+    /// Wrong passwords in a row that lock the identity out; 0: never.
+    #[arg(long, default_value_t = 5)]
+    pub primary_updb_max_attempts: i64,
+    /// Minutes a lockout lasts; 0: until an administrator enables the identity.
+    #[arg(long, default_value_t = 0)]
+    pub primary_updb_lockout_min: i64,
+    /// External JWT login allowed.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub primary_ext_jwt_allowed: bool,
+    /// External JWT signers allowed (ids, comma separated); none: every one.
+    #[arg(long, value_delimiter = ',')]
+    pub primary_ext_jwt_allowed_signers: Vec<String>,
+    /// Every login answers a TOTP query.
+    #[arg(long)]
+    pub secondary_req_totp: bool,
+    /// Every request carries a JWT of this external JWT signer (id).
+    #[arg(long)]
+    pub secondary_req_ext_jwt_signer: Option<String>,
+}
+
+impl AuthPolicyArgs {
+    /// The `authPolicyCreate` document.
+    pub fn body(&self) -> Value {
+        json!({
+            "name": self.name,
+            "primary": {
+                "cert": {"allowed": self.primary_cert_allowed,
+                         "allowExpiredCerts": self.primary_cert_expired_allowed},
+                "updb": {"allowed": self.primary_updb_allowed,
+                         "minPasswordLength": self.primary_updb_min_length,
+                         "requireSpecialChar": self.primary_updb_req_special,
+                         "requireNumberChar": self.primary_updb_req_numbers,
+                         "requireMixedCase": self.primary_updb_req_mixed_case,
+                         "maxAttempts": self.primary_updb_max_attempts,
+                         "lockoutDurationMinutes": self.primary_updb_lockout_min},
+                "extJwt": {"allowed": self.primary_ext_jwt_allowed,
+                           "allowedSigners": self.primary_ext_jwt_allowed_signers},
+            },
+            "secondary": {"requireTotp": self.secondary_req_totp,
+                          "requireExtJwtSigner": self.secondary_req_ext_jwt_signer},
+        })
+    }
+}
+
 /// `weft edge create …`.
 #[derive(Debug, Subcommand)]
 pub enum CreateCommand {
-    /// Create an identity with a one-time enrollment token.
+    /// Create an authentication policy (allowed login methods, password rules and
+    /// lockout, secondary factors).
+    AuthPolicy(AuthPolicyArgs),
+    /// Create an identity with a one-time enrollment token (or, with `--updb`, a
+    /// password enrollment for that user name).
     Identity {
         /// Name.
         name: String,
         /// Role attributes, comma separated.
         #[arg(short = 'a', long = "role-attributes", value_delimiter = ',')]
         role_attributes: Vec<String>,
+        /// Authentication policy (name or id); the `default` policy when absent.
+        #[arg(short = 'P', long = "auth-policy")]
+        auth_policy: Option<String>,
+        /// Enroll a password for this user name instead of a certificate.
+        #[arg(short = 'u', long = "updb")]
+        updb: Option<String>,
         /// Write the enrollment JWT to this file (owner-only).
         #[arg(short = 'o', long = "jwt-output-file")]
         output: Option<PathBuf>,
@@ -150,11 +230,22 @@ pub fn create_body(what: &CreateCommand) -> Result<(&'static str, Value), CliErr
             name,
             role_attributes,
             admin,
+            auth_policy,
+            updb,
             ..
-        } => (
-            "identities",
-            json!({"name": name, "type": "User", "isAdmin": admin, "roleAttributes": role_attributes, "enrollment": {"ott": true}}),
-        ),
+        } => {
+            let enrollment = match updb {
+                Some(user) => json!({"updb": user}),
+                None => json!({"ott": true}),
+            };
+            let mut body = json!({"name": name, "type": "User", "isAdmin": admin,
+                                  "roleAttributes": role_attributes, "enrollment": enrollment});
+            if let Some(p) = auth_policy {
+                body["authPolicyId"] = json!(p);
+            }
+            ("identities", body)
+        }
+        CreateCommand::AuthPolicy(a) => ("auth-policies", a.body()),
         CreateCommand::Service {
             name,
             role_attributes,

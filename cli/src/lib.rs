@@ -107,6 +107,23 @@ pub enum EdgeCommand {
         /// Name or id.
         name_or_id: String,
     },
+    /// Disable an identity (it cannot log in; its API sessions end).
+    Disable {
+        /// `identity`.
+        entity: String,
+        /// Name or id.
+        name_or_id: String,
+        /// Minutes it stays disabled; 0: until enabled.
+        #[arg(short = 'd', long, default_value_t = 0)]
+        duration_minutes: i64,
+    },
+    /// Enable a disabled or locked-out identity.
+    Enable {
+        /// `identity`.
+        entity: String,
+        /// Name or id.
+        name_or_id: String,
+    },
 }
 
 /// Entity types: singular and plural CLI names, and whether they have names.
@@ -124,6 +141,8 @@ const COLLECTIONS: &[(&str, &str, bool)] = &[
     ),
     ("edge-router", "edge-routers", true),
     ("terminator", "terminators", true),
+    ("auth-policy", "auth-policies", true),
+    ("identity-type", "identity-types", true),
     ("authenticator", "authenticators", false),
     ("enrollment", "enrollments", false),
     ("api-session", "api-sessions", false),
@@ -159,6 +178,17 @@ fn singular(collection: &str) -> String {
     }
 }
 
+/// `disable`/`enable` apply to identities only.
+fn identity_only(entity: &str) -> Result<(), CliError> {
+    if collection(entity)? == "identities" {
+        Ok(())
+    } else {
+        Err(CliError::Usage(format!(
+            "only identities can be disabled and enabled, not {entity}"
+        )))
+    }
+}
+
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.cmd {
@@ -191,14 +221,18 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                     );
                     if let Some((path, force)) = output {
                         // Routers carry their token at the top; identities per method.
+                        let method = match &what {
+                            CreateCommand::Identity { updb: Some(_), .. } => "updb",
+                            _ => "ott",
+                        };
                         let (jwt, expires) = match &what {
                             CreateCommand::EdgeRouter { .. } => (
                                 &v["data"]["enrollmentJwt"],
                                 &v["data"]["enrollmentExpiresAt"],
                             ),
                             _ => (
-                                &v["data"]["enrollment"]["ott"]["jwt"],
-                                &v["data"]["enrollment"]["ott"]["expiresAt"],
+                                &v["data"]["enrollment"][method]["jwt"],
+                                &v["data"]["enrollment"][method]["expiresAt"],
                             ),
                         };
                         let jwt = jwt.as_str().ok_or_else(|| {
@@ -238,6 +272,35 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                     let id = api.resolve(coll, &name_or_id, named(coll)).await?;
                     api.delete(coll, &id).await?;
                     println!("deleted {coll} {name_or_id} ({id})");
+                }
+                EdgeCommand::Disable {
+                    entity,
+                    name_or_id,
+                    duration_minutes,
+                } => {
+                    identity_only(&entity)?;
+                    let api = api()?;
+                    let id = api.resolve("identities", &name_or_id, true).await?;
+                    api.post(
+                        &format!("identities/{id}/disable"),
+                        &serde_json::json!({"durationMinutes": duration_minutes}),
+                    )
+                    .await?;
+                    if duration_minutes > 0 {
+                        println!(
+                            "disabled identity {name_or_id} ({id}) for {duration_minutes} minutes"
+                        );
+                    } else {
+                        println!("disabled identity {name_or_id} ({id}) until enabled");
+                    }
+                }
+                EdgeCommand::Enable { entity, name_or_id } => {
+                    identity_only(&entity)?;
+                    let api = api()?;
+                    let id = api.resolve("identities", &name_or_id, true).await?;
+                    api.post(&format!("identities/{id}/enable"), &serde_json::json!({}))
+                        .await?;
+                    println!("enabled identity {name_or_id} ({id})");
                 }
             }
         }

@@ -44,6 +44,9 @@ pub enum UpdateCommand {
         /// Default hosting cost.
         #[arg(long)]
         default_hosting_cost: Option<u16>,
+        /// Authentication policy (name or id).
+        #[arg(short = 'P', long = "auth-policy")]
+        auth_policy: Option<String>,
     },
     /// Update a service.
     Service {
@@ -195,10 +198,12 @@ pub fn update_body(what: &UpdateCommand) -> Result<(&'static str, &str, Value), 
             target,
             role_attributes,
             default_hosting_cost,
+            auth_policy,
         } => {
             let mut p = Patch::new(target)?;
             p.list("roleAttributes", role_attributes);
             p.set("defaultHostingCost", default_hosting_cost.map(|c| json!(c)));
+            p.set("authPolicyId", auth_policy.as_ref().map(|a| json!(a)));
             ("identities", target, p)
         }
         UpdateCommand::Service {

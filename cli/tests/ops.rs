@@ -673,3 +673,111 @@ fn quickstart_keeps_its_login_apart_from_saved_ones_and_removes_it_when_it_stops
     );
     assert_eq!(logins(h), mine);
 }
+
+#[test]
+fn auth_policies_password_enrollment_and_disable_from_the_cli() {
+    let ctl = Ctl::start();
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    admin_login(h, &ctl);
+    let out = ok(
+        h,
+        &[
+            "edge",
+            "create",
+            "auth-policy",
+            "strict",
+            "--primary-cert-allowed",
+            "false",
+            "--primary-updb-min-length",
+            "12",
+            "--primary-updb-req-numbers",
+            "--primary-updb-max-attempts",
+            "3",
+            "--secondary-req-totp",
+        ],
+    );
+    assert!(out.contains("New auth-policy strict created"), "{out}");
+    let listed = ok(h, &["edge", "list", "auth-policies", "-j"]);
+    let v: Value = serde_json::from_str(&listed).unwrap();
+    let strict = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "strict")
+        .unwrap()
+        .clone();
+    assert_eq!(strict["primary"]["cert"]["allowed"], false);
+    assert_eq!(strict["primary"]["updb"]["minPasswordLength"], 12);
+    assert_eq!(strict["primary"]["updb"]["maxAttempts"], 3);
+    assert_eq!(strict["secondary"]["requireTotp"], true);
+
+    // A password enrollment under the policy: the JWT file carries method updb.
+    let jwt = h.join("mo.jwt");
+    ok(
+        h,
+        &[
+            "edge",
+            "create",
+            "identity",
+            "mo",
+            "--updb",
+            "mo",
+            "-P",
+            "strict",
+            "-o",
+            p(&jwt),
+        ],
+    );
+    let claims = jwt_claims(std::fs::read_to_string(&jwt).unwrap().trim());
+    assert_eq!(claims["em"], "updb");
+    let detail = ok(h, &["edge", "list", "identities", "name = \"mo\"", "-j"]);
+    let v: Value = serde_json::from_str(&detail).unwrap();
+    assert_eq!(v[0]["authPolicy"]["name"], "strict");
+    ok(
+        h,
+        &[
+            "edge",
+            "update",
+            "identity",
+            "mo",
+            "--auth-policy",
+            "default",
+        ],
+    );
+    let detail = ok(h, &["edge", "list", "identities", "name = \"mo\"", "-j"]);
+    let v: Value = serde_json::from_str(&detail).unwrap();
+    assert_eq!(v[0]["authPolicyId"], "default");
+    // A policy in use cannot be deleted; an unused one can.
+    ok(
+        h,
+        &[
+            "edge",
+            "update",
+            "identity",
+            "mo",
+            "--auth-policy",
+            "strict",
+        ],
+    );
+    let err = refused(h, &["edge", "delete", "auth-policy", "strict"]);
+    assert!(
+        err.contains("CAN_NOT_DELETE_REFERENCED_ENTITY") || err.contains("used by"),
+        "{err}"
+    );
+
+    // Disable for a while, then enable.
+    let out = ok(h, &["edge", "disable", "identity", "mo", "-d", "30"]);
+    assert!(out.contains("for 30 minutes"), "{out}");
+    let detail = ok(h, &["edge", "list", "identities", "name = \"mo\"", "-j"]);
+    let v: Value = serde_json::from_str(&detail).unwrap();
+    assert_eq!(v[0]["disabled"], true);
+    ok(h, &["edge", "enable", "identity", "mo"]);
+    let detail = ok(h, &["edge", "list", "identities", "name = \"mo\"", "-j"]);
+    let v: Value = serde_json::from_str(&detail).unwrap();
+    assert_eq!(v[0]["disabled"], false);
+    let err = refused(h, &["edge", "disable", "service", "mo"]);
+    assert!(err.contains("only identities"), "{err}");
+    let types = ok(h, &["edge", "list", "identity-types"]);
+    assert!(types.contains("Router"), "{types}");
+}
