@@ -243,12 +243,26 @@ async fn envelope(res: reqwest::Response) -> Result<Value, CliError> {
     Ok(v)
 }
 
+/// Where a TOTP code comes from when the controller asks for one (an MFA
+/// authentication query).
+pub type TotpSource = Box<dyn Fn() -> Result<String, CliError> + Send + Sync>;
+
+/// A [`TotpSource`] for logins that cannot answer MFA (the quickstart's admin).
+pub fn no_totp() -> TotpSource {
+    Box::new(|| {
+        Err(CliError::Usage(
+            "the controller asks for a TOTP code (MFA)".into(),
+        ))
+    })
+}
+
 /// Password login on the management API; returns the session token.
 pub async fn login(
     url: &str,
     ca_pem: &str,
     username: &str,
     password: &str,
+    totp: TotpSource,
 ) -> Result<String, CliError> {
     let http = client_trusting(ca_pem)?;
     authenticate(
@@ -256,6 +270,7 @@ pub async fn login(
         url,
         "password",
         &json!({"username": username, "password": password}),
+        totp,
     )
     .await
 }
@@ -265,18 +280,21 @@ pub async fn login(
 pub async fn login_cert(
     url: &str,
     tls: weft_tls::rustls::ClientConfig,
+    totp: TotpSource,
 ) -> Result<String, CliError> {
     let http = reqwest::Client::builder()
         .use_preconfigured_tls(tls)
         .build()?;
-    authenticate(&http, url, "cert", &json!({})).await
+    authenticate(&http, url, "cert", &json!({}), totp).await
 }
 
+/// Logs in; answers an MFA authentication query with a code from `totp`.
 async fn authenticate(
     http: &reqwest::Client,
     url: &str,
     method: &str,
     body: &Value,
+    totp: TotpSource,
 ) -> Result<String, CliError> {
     let res = http
         .post(format!(
@@ -286,10 +304,25 @@ async fn authenticate(
         .send()
         .await?;
     let v = envelope(res).await?;
-    v["data"]["token"]
+    let token = v["data"]["token"]
         .as_str()
         .map(str::to_owned)
-        .ok_or_else(|| CliError::Config("no token in the login response".into()))
+        .ok_or_else(|| CliError::Config("no token in the login response".into()))?;
+    let queries = v["data"]["authQueries"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if queries.iter().any(|q| q["typeId"] == "MFA") {
+        let code = totp()?;
+        let res = http
+            .post(format!("{url}/edge/management/v1/authenticate/mfa"))
+            .header("zt-session", &token)
+            .json(&json!({"code": code.trim()}))
+            .send()
+            .await?;
+        envelope(res).await?;
+    }
+    Ok(token)
 }
 
 /// A listing: the entities, the offset of the first among all that match, and how

@@ -48,6 +48,24 @@ pub struct LoginArgs {
     /// trusted.
     #[arg(short = 'f', long, conflicts_with_all = ["username", "client_cert", "ca"])]
     pub file: Option<PathBuf>,
+    /// A TOTP code, for identities with MFA (asked for on a terminal when the
+    /// controller wants one and this is absent).
+    #[arg(long)]
+    pub totp: Option<String>,
+}
+
+/// The TOTP code for an MFA query: `--totp`, else asked for on a terminal.
+fn totp_code(given: Option<String>) -> client::TotpSource {
+    Box::new(move || match given.clone() {
+        Some(code) => Ok(code),
+        None if std::io::stdin().is_terminal() => {
+            eprint!("Enter TOTP code: ");
+            read_line()
+        }
+        None => Err(CliError::Usage(
+            "the controller asks for a TOTP code (MFA); give it with --totp CODE".into(),
+        )),
+    })
 }
 
 /// `https://` prepended when the URL has no scheme (as `ziti edge login` does); no
@@ -178,7 +196,8 @@ pub async fn login(args: LoginArgs, name: Option<&str>) -> Result<(), CliError> 
     if let Some(file) = &args.file {
         let identity = enroll::load_identity(file)?;
         let url = normalize(args.url.as_deref().unwrap_or_else(|| identity.controller()));
-        cfg.token = client::login_cert(&url, identity.client_tls()?).await?;
+        cfg.token =
+            client::login_cert(&url, identity.client_tls()?, totp_code(args.totp.clone())).await?;
         cfg.ca_pem = identity.ca_pem().to_owned();
         cfg.identity_file = Some(absolute(file)?);
         cfg.url = url;
@@ -206,12 +225,21 @@ pub async fn login(args: LoginArgs, name: Option<&str>) -> Result<(), CliError> 
             };
             let identity =
                 weft_identity::Identity::from_pem(url.clone(), read(cert)?, read(key)?, &ca_pem)?;
-            cfg.token = client::login_cert(&url, identity.client_tls()?).await?;
+            cfg.token =
+                client::login_cert(&url, identity.client_tls()?, totp_code(args.totp.clone()))
+                    .await?;
             cfg.client_cert = Some((absolute(cert)?, absolute(key)?));
         } else {
             let username = username.unwrap_or_default();
             let password = password(args.password)?;
-            cfg.token = client::login(&url, &ca_pem, &username, &password).await?;
+            cfg.token = client::login(
+                &url,
+                &ca_pem,
+                &username,
+                &password,
+                totp_code(args.totp.clone()),
+            )
+            .await?;
             cfg.username = Some(username);
         }
         cfg.ca_pem = ca_pem;

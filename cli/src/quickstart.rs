@@ -115,7 +115,7 @@ pub async fn run(args: QuickstartArgs) -> Result<(), CliError> {
         .trim()
         .to_string();
     let ca_pem = client::fetch_ca_bundle_unverified(&url).await?;
-    let token = client::login(&url, &ca_pem, "admin", &password).await?;
+    let token = client::login(&url, &ca_pem, "admin", &password, client::no_totp()).await?;
     let cli_config = CliConfig {
         url: url.clone(),
         token,

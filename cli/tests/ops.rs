@@ -781,3 +781,75 @@ fn auth_policies_password_enrollment_and_disable_from_the_cli() {
     let types = ok(h, &["edge", "list", "identity-types"]);
     assert!(types.contains("Router"), "{types}");
 }
+
+#[test]
+fn login_answers_the_totp_query_of_an_identity_with_mfa() {
+    let ctl = Ctl::start();
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // The admin enrolls in MFA over the API.
+    let secret = rt.block_on(async {
+        let token = ctl.admin_token().await;
+        let http = ctl.http();
+        let res = http
+            .post(ctl.mgmt("/current-identity/mfa"))
+            .header("zt-session", &token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+        let v: Value = http
+            .get(ctl.mgmt("/current-identity/mfa"))
+            .header("zt-session", &token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let url = v["data"]["provisioningUrl"].as_str().unwrap().to_owned();
+        let secret = url.split("secret=").nth(1).unwrap().to_owned();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let code = weft_controller::auth::totp::code_at(&secret, now).unwrap();
+        let res = http
+            .post(ctl.mgmt("/current-identity/mfa/verify"))
+            .header("zt-session", &token)
+            .json(&serde_json::json!({"code": code}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        secret
+    });
+    let ca = h.join("ctl-ca.pem");
+    std::fs::write(&ca, ctl.ca_pem()).unwrap();
+    let password = ctl.admin_password();
+    let login = |extra: &[&str]| {
+        let mut args = vec!["login", "-u", "admin", "-p", &password, "--ca", p(&ca)];
+        let u = url(&ctl);
+        args.insert(1, &u);
+        args.extend_from_slice(extra);
+        weft(h, &args)
+    };
+    // Without a code (and no terminal to ask on) the login says what it needs.
+    let (ok_, out, err) = login(&[]);
+    assert!(!ok_, "{out}{err}");
+    assert!(err.contains("--totp"), "{err}");
+    // A wrong code is refused.
+    let (ok_, _, err) = login(&["--totp", "12345"]);
+    assert!(!ok_);
+    assert!(err.contains("MFA_INVALID_TOKEN"), "{err}");
+    // The next step's code (the current one was spent at verify) logs in.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let code = weft_controller::auth::totp::code_at(&secret, now + 30).unwrap();
+    let (ok_, out, err) = login(&["--totp", &code]);
+    assert!(ok_, "{out}{err}");
+    ok(h, &["edge", "list", "identities"]);
+}
