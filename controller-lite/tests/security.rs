@@ -1006,3 +1006,87 @@ async fn updb_enrollment_sets_a_password_once() {
     assert_eq!(res.status(), 200);
     assert_eq!(login(&ctl, "lee", "lee-password").await.0, 200);
 }
+
+#[tokio::test]
+async fn re_enrolling_an_authenticator_replaces_it_with_a_new_enrollment() {
+    let ctl = start();
+    let admin = ctl.admin_token().await;
+    let (id, cert, key) = ctl.enrolled_identity(&admin, "nia", &[]).await;
+    let (_, old_token) = ctl.cert_login(&cert, &key).await;
+    let auths = ctl
+        .get_ok(&admin, &format!("/identities/{id}/authenticators"))
+        .await;
+    let auth = auths["data"][0]["id"].as_str().unwrap().to_owned();
+    let later = "2999-01-01T00:00:00Z";
+    let r = ctl
+        .call(
+            Method::POST,
+            &format!("/authenticators/{auth}/re-enroll"),
+            &admin,
+            Some(json!({"expiresAt": "2000-01-01T00:00:00Z"})),
+        )
+        .await;
+    assert_eq!(code(&r).0, 400, "an expiry in the past: {}", r.1);
+    let r = ctl
+        .call(
+            Method::POST,
+            &format!("/authenticators/{auth}/re-enroll"),
+            &admin,
+            Some(json!({"expiresAt": later})),
+        )
+        .await;
+    assert_eq!(r.0, 201, "{}", r.1);
+    // The old certificate and its API session are gone.
+    assert_eq!(
+        client(&ctl, Method::GET, "/current-api-session", &old_token, None)
+            .await
+            .0,
+        401
+    );
+    let res = ctl
+        .cert_authenticate(&ctl.http_with_cert(&cert, &key))
+        .await;
+    assert_eq!(res.status(), 401);
+    // The new enrollment issues a new certificate that logs in.
+    let detail = ctl.get_ok(&admin, &format!("/identities/{id}")).await;
+    let jti = detail["data"]["enrollment"]["ott"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (csr, new_key) = weft_testkit::make_csr("nia");
+    let (s, v) = ctl.enroll(&jti, &csr).await;
+    assert_eq!(s, 200, "{v}");
+    let new_cert = v["data"]["cert"].as_str().unwrap();
+    ctl.cert_login(new_cert, &new_key).await;
+
+    // A password authenticator comes back as a updb enrollment with its user name.
+    let oz = user(&ctl, &admin, "oz", "oz-password", None).await;
+    let auths = ctl
+        .get_ok(&admin, &format!("/identities/{oz}/authenticators"))
+        .await;
+    let auth = auths["data"][0]["id"].as_str().unwrap().to_owned();
+    let r = ctl
+        .call(
+            Method::POST,
+            &format!("/authenticators/{auth}/re-enroll"),
+            &admin,
+            Some(json!({"expiresAt": later})),
+        )
+        .await;
+    assert_eq!(r.0, 201, "{}", r.1);
+    assert_eq!(login(&ctl, "oz", "oz-password").await.0, 401);
+    let detail = ctl.get_ok(&admin, &format!("/identities/{oz}")).await;
+    let token = detail["data"]["enrollment"]["updb"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let res = ctl
+        .http()
+        .post(ctl.url(&format!("/enroll?method=updb&token={token}")))
+        .json(&json!({"password": "oz-new-password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(login(&ctl, "oz", "oz-new-password").await.0, 200);
+}

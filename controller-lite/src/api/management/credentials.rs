@@ -57,6 +57,14 @@ pub struct AuthenticatorPatch {
     pub password: Option<String>,
 }
 
+/// Body of `POST /authenticators/{id}/re-enroll` (`reEnroll`).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ReEnroll {
+    /// Expiry of the new enrollment (RFC 3339, in the future).
+    pub expires_at: String,
+}
+
 /// Body of `POST /enrollments` (`enrollmentCreate`).
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -269,6 +277,43 @@ async fn update_authenticator(
     Ok(envelope::empty())
 }
 
+/// `POST /authenticators/{id}/re-enroll`: in one transaction, a new enrollment (`ott`
+/// for a certificate authenticator, `updb` with the same user name for a password) and
+/// the authenticator deleted with the API sessions it opened (openziti/ziti
+/// `controller/model/authenticator_manager.go` `ReEnroll`). Answers the enrollment id.
+async fn re_enroll(ctl: AppState, id: String, body: ReEnroll) -> Result<Response, ApiError> {
+    let expires_at = future_time(&body.expires_at)?;
+    let a = authenticator(&ctl, &id).await?;
+    if ctl.store.meta_get("admin_identity_id").await?.as_deref() == Some(a.identity_id.as_str())
+        && a.method == "updb"
+    {
+        return Err(ApiError::EntityCanNotBeDeleted(
+            "the default admin's password authenticator cannot be re-enrolled".into(),
+        ));
+    }
+    let mut tx = ctl.store.begin_write().await?;
+    if !tx.delete_authenticator(&id).await? {
+        return Err(not_found("authenticator", &id));
+    }
+    let e = match (a.method.as_str(), a.username.as_deref()) {
+        ("updb", Some(username)) => {
+            enroll::create_updb(&ctl, &mut tx, &a.identity_id, username, Some(expires_at)).await?
+        }
+        ("cert", _) => {
+            enroll::create_ott_expiring(&ctl, &mut tx, &a.identity_id, Some(expires_at)).await?
+        }
+        (other, _) => {
+            return Err(ApiError::CanNotUpdateAuthenticator(format!(
+                "a {other} authenticator cannot be re-enrolled"
+            )));
+        }
+    };
+    tx.commit().await?;
+    ctl.notify_routers().await;
+    tracing::info!(authenticator = %id, enrollment = %e.id, "authenticator re-enrolled");
+    Ok(envelope::created(json!({"id": e.id, "_links": {}})))
+}
+
 async fn delete_authenticator(ctl: AppState, id: String) -> Result<Response, ApiError> {
     let a = authenticator(&ctl, &id).await?;
     if a.method == "updb"
@@ -467,6 +512,20 @@ pub fn routes(api: ApiBuilder) -> ApiBuilder {
         |State(ctl): State<AppState>, _: Admin, Path(id): Path<String>| {
             delete_authenticator(ctl, id)
         },
+    )
+    .add(
+        Endpoint::post("/authenticators/{id}/re-enroll", "reEnrollAuthenticator")
+            .doc(
+                "Authenticator",
+                "Replaces an authenticator by a new enrollment (ott for a certificate, updb keeping the user name)",
+            )
+            .admin()
+            .request(Data::Schema(|g| g.subschema_for::<ReEnroll>()))
+            .returns(201, Data::Created),
+        |State(ctl): State<AppState>,
+         _: Admin,
+         Path(id): Path<String>,
+         JsonBody(b): JsonBody<ReEnroll>| re_enroll(ctl, id, b),
     )
     .add(
         Endpoint::get(
