@@ -54,7 +54,9 @@ pub fn verify_password(password: &str, hash: Option<&str>, metrics: &Metrics) ->
 /// Salt of the dummy verification for unknown users.
 const DUMMY_SALT: [u8; 16] = *b"weft-dummy-salt!";
 
-async fn enabled_identity(ctl: &Controller, id: &str) -> Result<EntityRow, ApiError> {
+/// The identity `id` when it exists and is not disabled; [`ApiError::InvalidAuth`]
+/// otherwise.
+pub(crate) async fn enabled_identity(ctl: &Controller, id: &str) -> Result<EntityRow, ApiError> {
     let identity = ctl
         .store
         .get_entity(Kind::Identities.collection(), id)
@@ -82,7 +84,9 @@ fn config_types(body: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-async fn new_session(
+/// Creates an API session of `identity`, logged in with `authenticator_id`, and
+/// publishes it to the routers.
+pub(crate) async fn new_session(
     ctl: &Controller,
     identity: &EntityRow,
     authenticator_id: &str,

@@ -143,6 +143,15 @@ pub enum ApiError {
     /// `controller/apierror/messages.go` `TimeoutCode`, with its message and status).
     #[error("The requested operation took too much time to reply")]
     Timeout,
+    /// `certPem` is not exactly one PEM certificate (400 `INVALID_CERT_PEM`; openziti/ziti
+    /// `controller/apierror/messages.go` `InvalidCertPemCode`).
+    #[error("the certificate PEM is invalid: {0}")]
+    InvalidCertPem(String),
+    /// An external-JWT login failed (401 `UNAUTHORIZED` with the challenge's
+    /// `WWW-Authenticate` header, as openziti/ziti `controller/model/authenticator_mod_ext_jwt.go`
+    /// answers).
+    #[error("{0}")]
+    ExtJwt(Box<crate::extjwt::Challenge>),
     /// Any internal failure (500 `UNHANDLED`). The message never contains secrets.
     #[error("internal error: {0}")]
     Internal(String),
@@ -152,7 +161,7 @@ impl ApiError {
     /// The OpenZiti error code string.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::Unauthorized | Self::Forbidden => "UNAUTHORIZED",
+            Self::Unauthorized | Self::Forbidden | Self::ExtJwt(_) => "UNAUTHORIZED",
             Self::InvalidAuth => "INVALID_AUTH",
             Self::NotFound(_) => "NOT_FOUND",
             Self::CouldNotParseBody(_) => "COULD_NOT_PARSE_BODY",
@@ -172,6 +181,7 @@ impl ApiError {
             Self::RateLimited | Self::SessionLimit(_) => "RATE_LIMITED",
             Self::UnsupportedMediaType(_) => "INVALID_CONTENT_TYPE",
             Self::Timeout => "TIMEOUT",
+            Self::InvalidCertPem(_) => "INVALID_CERT_PEM",
             Self::Internal(_) => "UNHANDLED",
         }
     }
@@ -179,7 +189,7 @@ impl ApiError {
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Unauthorized | Self::InvalidAuth => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized | Self::InvalidAuth | Self::ExtJwt(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::CouldNotParseBody(_)
@@ -190,6 +200,7 @@ impl ApiError {
             | Self::InvalidPagination(_)
             | Self::EntityCanNotBeDeleted(_)
             | Self::InvalidEnrollmentToken(_)
+            | Self::InvalidCertPem(_)
             | Self::NoEdgeRoutersAvailable => StatusCode::BAD_REQUEST,
             Self::Conflict(_) | Self::CanNotUpdateAuthenticator(_) | Self::MaxAuthenticators(_) => {
                 StatusCode::CONFLICT

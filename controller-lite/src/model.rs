@@ -35,11 +35,13 @@ pub enum Kind {
     EdgeRouters,
     /// `terminators`
     Terminators,
+    /// `external-jwt-signers`
+    ExternalJwtSigners,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::Identities,
         Self::Services,
         Self::Configs,
@@ -49,6 +51,7 @@ impl Kind {
         Self::ServiceEdgeRouterPolicies,
         Self::EdgeRouters,
         Self::Terminators,
+        Self::ExternalJwtSigners,
     ];
 
     /// Collection (and store kind) name.
@@ -63,6 +66,7 @@ impl Kind {
             Self::ServiceEdgeRouterPolicies => "service-edge-router-policies",
             Self::EdgeRouters => "edge-routers",
             Self::Terminators => "terminators",
+            Self::ExternalJwtSigners => "external-jwt-signers",
         }
     }
 
@@ -86,6 +90,7 @@ impl Kind {
             }
             Self::EdgeRouters => ("EdgeRouter", "EdgeRouters"),
             Self::Terminators => ("Terminator", "Terminators"),
+            Self::ExternalJwtSigners => ("ExternalJwtSigner", "ExternalJwtSigners"),
         }
     }
 
@@ -101,6 +106,7 @@ impl Kind {
             Self::ServiceEdgeRouterPolicies => generator.subschema_for::<ServiceEdgeRouterPolicy>(),
             Self::EdgeRouters => generator.subschema_for::<EdgeRouter>(),
             Self::Terminators => generator.subschema_for::<Terminator>(),
+            Self::ExternalJwtSigners => generator.subschema_for::<ExternalJwtSigner>(),
         }
     }
 
@@ -116,6 +122,7 @@ impl Kind {
             Self::ServiceEdgeRouterPolicies => schema_for!(ServiceEdgeRouterPolicy),
             Self::EdgeRouters => schema_for!(EdgeRouter),
             Self::Terminators => schema_for!(Terminator),
+            Self::ExternalJwtSigners => schema_for!(ExternalJwtSigner),
         }
     }
 
@@ -177,6 +184,10 @@ pub struct Identity {
     /// Default hosting cost.
     #[serde(default)]
     pub default_hosting_cost: u16,
+    /// Id of the identity at an external identity provider: external JWT signers with
+    /// `useExternalId` find the identity by it. Unique among identities when set.
+    #[serde(default, rename = "externalId")]
+    pub external_id: Option<String>,
     /// Create-only: requested enrollment.
     #[serde(default, skip_serializing)]
     pub enrollment: Option<EnrollmentRequest>,
@@ -339,6 +350,139 @@ pub struct Terminator {
     pub session_id: String,
 }
 
+fn default_claims_property() -> String {
+    "sub".into()
+}
+fn default_target_token() -> String {
+    "ACCESS".into()
+}
+
+/// External JWT signer document (openziti/edge-api `source/management/external-jwt-signers.yml`
+/// `externalJwtSignerCreate`): who may issue the bearer tokens `POST /authenticate?method=ext-jwt`
+/// accepts, and how a token names its identity. Exactly one of `certPem` and
+/// `jwksEndpoint` gives the verification keys.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ExternalJwtSigner {
+    /// One PEM certificate whose public key verifies the tokens.
+    #[serde(default)]
+    pub cert_pem: Option<String>,
+    /// An `https` URL serving a JWK set with the verification keys, by `kid`.
+    #[serde(default)]
+    pub jwks_endpoint: Option<String>,
+    /// Key id of `certPem` (tokens name it in their header); its SHA-1 fingerprint when
+    /// absent.
+    #[serde(default)]
+    pub kid: Option<String>,
+    /// The tokens' `iss`; unique among signers.
+    pub issuer: String,
+    /// The value the tokens' `aud` (a string or an array) must hold.
+    pub audience: String,
+    /// The claim naming the identity (a name, or a JSON pointer such as `/user/id`).
+    #[serde(default = "default_claims_property")]
+    pub claims_property: String,
+    /// Whether that claim is the identity's `externalId` (else its id).
+    #[serde(default)]
+    pub use_external_id: bool,
+    /// Disabled signers authenticate nobody.
+    pub enabled: bool,
+    /// OAuth client id clients use at the identity provider.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// OAuth scopes clients ask the identity provider for.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Where clients obtain tokens (the identity provider's authorization URL).
+    #[serde(default)]
+    pub external_auth_url: Option<String>,
+    /// Which token clients present: `ACCESS` or `ID`.
+    #[serde(default = "default_target_token")]
+    pub target_token: String,
+    /// Enrolment to a certificate by token: not supported, only `false` is accepted.
+    #[serde(default)]
+    pub enroll_to_cert_enabled: bool,
+    /// Enrolment to a token authenticator: not supported, only `false` is accepted.
+    #[serde(default)]
+    pub enroll_to_token_enabled: bool,
+    /// Claim selector for enrolled identities' names (stored, unused).
+    #[serde(default)]
+    pub enroll_name_claims_selector: Option<String>,
+    /// Claim selector for enrolled identities' attributes (stored, unused).
+    #[serde(default)]
+    pub enroll_attribute_claims_selector: Option<String>,
+    /// Auth policy of enrolled identities (stored, unused).
+    #[serde(default)]
+    pub enroll_auth_policy_id: Option<String>,
+}
+
+fn blank_to_none(v: &mut Option<String>) {
+    if v.as_deref().is_some_and(|s| s.trim().is_empty()) {
+        *v = None;
+    }
+}
+
+fn validate_signer(d: &mut ExternalJwtSigner) -> Result<(), ApiError> {
+    for v in [
+        &mut d.cert_pem,
+        &mut d.jwks_endpoint,
+        &mut d.kid,
+        &mut d.client_id,
+        &mut d.external_auth_url,
+    ] {
+        blank_to_none(v);
+    }
+    match (&d.cert_pem, &d.jwks_endpoint) {
+        (Some(_), Some(_)) | (None, None) => {
+            return Err(ApiError::CouldNotValidate(
+                "exactly one of certPem and jwksEndpoint must be given".into(),
+            ));
+        }
+        (Some(pem), None) => {
+            crate::extjwt::keys::parse_cert_pem(pem)
+                .map_err(|e| ApiError::InvalidCertPem(e.to_string()))?;
+        }
+        (None, Some(url)) => {
+            crate::extjwt::ssrf::check_jwks_url(url)
+                .map_err(|e| ApiError::CouldNotValidate(format!("jwksEndpoint: {e}")))?;
+        }
+    }
+    if d.jwks_endpoint.is_some() && d.kid.is_some() {
+        return Err(ApiError::CouldNotValidate(
+            "kid names the key of certPem; a JWKS names its own keys".into(),
+        ));
+    }
+    for (field, value) in [
+        ("issuer", &d.issuer),
+        ("audience", &d.audience),
+        ("claimsProperty", &d.claims_property),
+    ] {
+        check_text(field, value)?;
+        if value.trim().is_empty() {
+            return Err(ApiError::CouldNotValidate(format!(
+                "{field} must not be empty"
+            )));
+        }
+        if value.len() > 1024 {
+            return Err(ApiError::CouldNotValidate(format!("{field} is too long")));
+        }
+    }
+    if let Some(kid) = &d.kid {
+        check_text("kid", kid)?;
+    }
+    if !["ACCESS", "ID"].contains(&d.target_token.as_str()) {
+        return Err(ApiError::CouldNotValidate(format!(
+            "targetToken: must be ACCESS or ID, not {:?}",
+            d.target_token
+        )));
+    }
+    if d.enroll_to_cert_enabled || d.enroll_to_token_enabled {
+        return Err(ApiError::CouldNotValidate(
+            "enrollToCertEnabled and enrollToTokenEnabled are not supported by Weft".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// A validated document ready to store.
 #[derive(Debug, Clone)]
 pub struct Normalized {
@@ -444,6 +588,13 @@ pub fn normalize(kind: Kind, mut obj: Map<String, Value>) -> Result<Normalized, 
                 )));
             }
             validate_attributes(&d.role_attributes)?;
+            blank_to_none(&mut d.external_id);
+            if let Some(x) = &d.external_id {
+                check_text("externalId", x)?;
+                if x.len() > 1024 {
+                    return Err(ApiError::CouldNotValidate("externalId is too long".into()));
+                }
+            }
             enrollment = d.enrollment.take();
             to_value(&d)?
         }
@@ -486,6 +637,11 @@ pub fn normalize(kind: Kind, mut obj: Map<String, Value>) -> Result<Normalized, 
             to_value(&d)?
         }
         Kind::Terminators => to_value(&parse::<Terminator>(&obj)?)?,
+        Kind::ExternalJwtSigners => {
+            let mut d: ExternalJwtSigner = parse(&obj)?;
+            validate_signer(&mut d)?;
+            to_value(&d)?
+        }
     };
     Ok(Normalized {
         name,
