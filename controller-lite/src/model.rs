@@ -405,13 +405,13 @@ pub struct ExternalJwtSigner {
     #[serde(default)]
     pub enroll_to_token_enabled: bool,
     /// Claim selector for enrolled identities' names (stored, unused).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enroll_name_claims_selector: Option<String>,
     /// Claim selector for enrolled identities' attributes (stored, unused).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enroll_attribute_claims_selector: Option<String>,
     /// Auth policy of enrolled identities (stored, unused).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enroll_auth_policy_id: Option<String>,
 }
 

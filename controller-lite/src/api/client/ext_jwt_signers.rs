@@ -59,11 +59,11 @@ pub async fn list(State(ctl): State<AppState>, q: ListQuery) -> Result<Response,
         .map(|r| (render::entity(&r), r))
         .collect();
     let page = q.apply(&fields, &["name"], docs)?.try_map(|r| {
-        let d: ExternalJwtSigner = serde_json::from_value(r.data.clone())
+        let d: ExternalJwtSigner = serde_json::from_value(r.data)
             .map_err(|e| ApiError::Internal(format!("stored signer: {e}")))?;
         serde_json::to_value(ClientExternalJwtSigner {
-            id: r.id.clone(),
-            name: r.name.clone(),
+            id: r.id,
+            name: r.name,
             external_auth_url: d.external_auth_url.unwrap_or_default(),
             client_id: d.client_id,
             scopes: d.scopes,
@@ -71,9 +71,12 @@ pub async fn list(State(ctl): State<AppState>, q: ListQuery) -> Result<Response,
             target_token: d.target_token,
             enroll_to_cert_enabled: false,
             enroll_to_token_enabled: false,
-            tags: r.tags.as_object().cloned().unwrap_or_default(),
-            created_at: r.created_at.clone(),
-            updated_at: r.updated_at.clone(),
+            tags: match r.tags {
+                Value::Object(m) => m,
+                _ => Map::new(),
+            },
+            created_at: r.created_at,
+            updated_at: r.updated_at,
             links: Map::new(),
         })
         .map_err(|e| ApiError::Internal(format!("serialize: {e}")))
