@@ -136,11 +136,16 @@ impl JwksServer {
         self.state.hits.load(Ordering::SeqCst)
     }
 
-    /// Controller config trusting the CA; `allow` lists 127.0.0.1.
+    /// Controller config trusting the CA; `allow` lists 127.0.0.1; refetching at once.
     fn config(&self, allow: bool) -> String {
+        self.config_with(allow, 0)
+    }
+
+    /// [`Self::config`] with a refetch interval.
+    fn config_with(&self, allow: bool, refetch_ms: u64) -> String {
         let allowed = if allow { r#"["127.0.0.1"]"# } else { "[]" };
         format!(
-            "metrics_listen = \"127.0.0.1:0\"\n[ext_jwt]\nallowed_hosts = {allowed}\nca_file = \"{}\"\nmin_refetch_interval_ms = 0\n",
+            "metrics_listen = \"127.0.0.1:0\"\n[ext_jwt]\nallowed_hosts = {allowed}\nca_file = \"{}\"\nmin_refetch_interval_ms = {refetch_ms}\n",
             self.ca_file.path().display()
         )
     }
@@ -701,4 +706,47 @@ async fn loopback_jwks_host_is_refused_unless_allow_listed() {
         ctl.metric("weft_controller_ext_jwt_jwks_fetches_refused_total"),
         1
     );
+}
+
+#[tokio::test]
+async fn unknown_kids_refetch_at_most_once_per_interval() {
+    let jwks = JwksServer::start().await;
+    let ctl = Ctl::start_with(&jwks.config_with(true, 60_000));
+    let admin = ctl.admin_token().await;
+    let alice = ctl
+        .create_ok(
+            &admin,
+            "identities",
+            json!({"name": "alice", "type": "User", "isAdmin": false}),
+        )
+        .await;
+    let a = p256_key("key-a");
+    jwks.serve(&[&a.jwk]);
+    ctl.create_ok(
+        &admin,
+        "external-jwt-signers",
+        signer(
+            "idp",
+            ISSUER,
+            json!({"jwksEndpoint": jwks.url("/jwks.json")}),
+        ),
+    )
+    .await;
+    login_ok(&ctl, &token(&a, ISSUER, json!({"sub": alice}))).await;
+    assert_eq!(jwks.hits(), 1);
+    // A stream of tokens with kids the set does not have, at once and one by one: no
+    // further fetch within the interval.
+    let hostile: Vec<String> = (0..10)
+        .map(|i| token(&p256_key(&format!("k{i}")), ISSUER, json!({"sub": alice})))
+        .collect();
+    let answers = weft_testkit::join_all(hostile.iter().map(|t| login(&ctl, Some(t), false))).await;
+    assert!(answers.iter().all(|(s, _, _)| *s == 401));
+    assert_eq!(
+        jwks.hits(),
+        1,
+        "the unknown kids made no fetch within the interval"
+    );
+    // The known key still logs in meanwhile.
+    login_ok(&ctl, &token(&a, ISSUER, json!({"sub": alice}))).await;
+    assert_eq!(ctl.metric("weft_controller_ext_jwt_jwks_fetches_total"), 1);
 }

@@ -100,12 +100,65 @@ pub enum LookupError {
     Fetch(#[from] FetchError),
 }
 
+/// What is known of one signer's JWK set.
 #[derive(Debug, Default)]
-struct Entry {
+struct State {
     endpoint: String,
     keys: HashMap<String, VerifyKey>,
     fetched_at: Option<Instant>,
     last_attempt: Option<Instant>,
+}
+
+/// One signer's cache: the state (held only to read or replace it, never across a
+/// fetch, so logins with a known key never wait for one) and the lock one fetch at a
+/// time holds.
+#[derive(Debug, Default)]
+struct Entry {
+    state: std::sync::Mutex<State>,
+    fetching: tokio::sync::Mutex<()>,
+}
+
+/// What a look at the state decided.
+enum Next {
+    Found(VerifyKey),
+    Missing,
+    Fetch,
+}
+
+impl Entry {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The key when it is cached and fresh; else whether a fetch is due.
+    fn look(
+        &self,
+        endpoint: &str,
+        kid: &str,
+        now: Instant,
+        max_age: Duration,
+        interval: Duration,
+    ) -> Next {
+        let mut s = self.state();
+        if s.endpoint != endpoint {
+            *s = State {
+                endpoint: endpoint.to_owned(),
+                ..State::default()
+            };
+        }
+        let fresh = s.fetched_at.is_some_and(|t| now - t < max_age);
+        match s.keys.get(kid) {
+            Some(k) if fresh => return Next::Found(k.clone()),
+            _ => {}
+        }
+        if s.last_attempt.is_none_or(|t| now - t >= interval) {
+            return Next::Fetch;
+        }
+        // Not due: a stale key still serves; an unknown kid waits for the interval.
+        s.keys.get(kid).cloned().map_or(Next::Missing, Next::Found)
+    }
 }
 
 /// The JWK sets of all `jwksEndpoint` signers, and their fetcher.
@@ -113,7 +166,7 @@ struct Entry {
 pub struct Jwks {
     config: ExtJwtConfig,
     tls: Arc<rustls::ClientConfig>,
-    entries: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Entry>>>>,
+    entries: std::sync::Mutex<HashMap<String, Arc<Entry>>>,
     slots: tokio::sync::Semaphore,
     metrics: Arc<Metrics>,
 }
@@ -146,7 +199,7 @@ impl Jwks {
         })
     }
 
-    fn entry(&self, signer_id: &str) -> Arc<tokio::sync::Mutex<Entry>> {
+    fn entry(&self, signer_id: &str) -> Arc<Entry> {
         let mut map = self
             .entries
             .lock()
@@ -182,39 +235,39 @@ impl Jwks {
         kid: &str,
     ) -> Result<VerifyKey, LookupError> {
         let entry = self.entry(signer_id);
-        // One lookup per signer at a time: concurrent logins with a new kid share the
-        // one fetch.
-        let mut e = entry.lock().await;
-        if e.endpoint != endpoint {
-            *e = Entry {
-                endpoint: endpoint.to_owned(),
-                ..Entry::default()
-            };
-        }
-        let now = Instant::now();
         let max_age = Duration::from_secs(self.config.jwks_max_age_secs);
-        let fresh = e.fetched_at.is_some_and(|t| now - t < max_age);
-        if fresh {
-            if let Some(k) = e.keys.get(kid) {
-                return Ok(k.clone());
-            }
-        }
         let interval = Duration::from_millis(self.config.min_refetch_interval_ms);
-        let due = e.last_attempt.is_none_or(|t| now - t >= interval);
-        if due {
-            e.last_attempt = Some(now);
-            match self.fetch(endpoint).await {
-                Ok(keys) => {
-                    e.keys = keys.into_iter().collect();
-                    e.fetched_at = Some(now);
-                }
-                Err(err) => {
-                    tracing::warn!(signer = signer_id, error = %err, "JWKS fetch failed");
-                    return e.keys.get(kid).cloned().ok_or(LookupError::Fetch(err));
-                }
+        match entry.look(endpoint, kid, Instant::now(), max_age, interval) {
+            Next::Found(k) => return Ok(k),
+            Next::Missing => return Err(LookupError::UnknownKid),
+            Next::Fetch => {}
+        }
+        // One fetch per signer at a time; whoever waited for it looks again, and finds
+        // the new keys or that no fetch is due any more.
+        let _fetching = entry.fetching.lock().await;
+        let now = Instant::now();
+        match entry.look(endpoint, kid, now, max_age, interval) {
+            Next::Found(k) => return Ok(k),
+            Next::Missing => return Err(LookupError::UnknownKid),
+            Next::Fetch => entry.state().last_attempt = Some(now),
+        }
+        let fetched = self.fetch(endpoint).await;
+        let mut s = entry.state();
+        if s.endpoint != endpoint {
+            // The signer changed meanwhile: these keys are not its keys.
+            return Err(LookupError::UnknownKid);
+        }
+        match fetched {
+            Ok(keys) => {
+                s.keys = keys.into_iter().collect();
+                s.fetched_at = Some(now);
+                s.keys.get(kid).cloned().ok_or(LookupError::UnknownKid)
+            }
+            Err(err) => {
+                tracing::warn!(signer = signer_id, error = %err, "JWKS fetch failed");
+                s.keys.get(kid).cloned().ok_or(LookupError::Fetch(err))
             }
         }
-        e.keys.get(kid).cloned().ok_or(LookupError::UnknownKid)
     }
 
     /// Fetches and parses the JWK set at `endpoint` (counted in the metrics).
