@@ -114,6 +114,54 @@ pub enum CreateCommand {
         /// Administrator.
         #[arg(short = 'A', long)]
         admin: bool,
+        /// Id of the identity at an external identity provider (external JWT signers
+        /// with `--external-id` find it by this).
+        #[arg(long = "external-id")]
+        external_id: Option<String>,
+    },
+    /// Create an external JWT signer: bearer tokens it issued log identities in
+    /// (`POST /authenticate?method=ext-jwt`).
+    ExtJwtSigner {
+        /// Name.
+        name: String,
+        /// The tokens' `iss`.
+        #[arg(long)]
+        issuer: String,
+        /// The value the tokens' `aud` must hold.
+        #[arg(short = 'a', long)]
+        audience: String,
+        /// An `https` URL serving the signer's JWK set.
+        #[arg(
+            short = 'u',
+            long = "jwks-endpoint",
+            conflicts_with = "cert_file",
+            required_unless_present = "cert_file"
+        )]
+        jwks_endpoint: Option<String>,
+        /// A PEM file with the one certificate whose key signs the tokens.
+        #[arg(short = 'c', long = "cert-file")]
+        cert_file: Option<PathBuf>,
+        /// Key id of the certificate (tokens name it in their header).
+        #[arg(short = 'k', long, requires = "cert_file")]
+        kid: Option<String>,
+        /// The claim naming the identity (default `sub`; `/a/b` is a JSON pointer).
+        #[arg(long = "claims-property")]
+        claims_property: Option<String>,
+        /// The claim is the identity's external id (else its id).
+        #[arg(long = "external-id")]
+        external_id: bool,
+        /// Whether the signer authenticates anyone: `true` or `false`.
+        #[arg(long, default_value = "true", action = clap::ArgAction::Set)]
+        enabled: bool,
+        /// OAuth client id clients use at the identity provider.
+        #[arg(long = "client-id")]
+        client_id: Option<String>,
+        /// OAuth scopes clients ask for, comma separated.
+        #[arg(long, value_delimiter = ',')]
+        scopes: Vec<String>,
+        /// Where clients obtain tokens.
+        #[arg(long = "external-auth-url")]
+        external_auth_url: Option<String>,
     },
     /// Create a service.
     Service {
@@ -232,6 +280,7 @@ pub fn create_body(what: &CreateCommand) -> Result<(&'static str, Value), CliErr
             admin,
             auth_policy,
             updb,
+            external_id,
             ..
         } => {
             let enrollment = match updb {
@@ -243,9 +292,48 @@ pub fn create_body(what: &CreateCommand) -> Result<(&'static str, Value), CliErr
             if let Some(p) = auth_policy {
                 body["authPolicyId"] = json!(p);
             }
+            if let Some(x) = external_id {
+                body["externalId"] = json!(x);
+            }
             ("identities", body)
         }
         CreateCommand::AuthPolicy(a) => ("auth-policies", a.body()),
+        CreateCommand::ExtJwtSigner {
+            name,
+            issuer,
+            audience,
+            jwks_endpoint,
+            cert_file,
+            kid,
+            claims_property,
+            external_id,
+            enabled,
+            client_id,
+            scopes,
+            external_auth_url,
+        } => {
+            let mut body = json!({"name": name, "issuer": issuer, "audience": audience,
+                                  "useExternalId": external_id, "enabled": enabled, "scopes": scopes});
+            if let Some(url) = jwks_endpoint {
+                body["jwksEndpoint"] = json!(url);
+            }
+            if let Some(path) = cert_file {
+                let pem = std::fs::read_to_string(path)
+                    .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", path.display())))?;
+                body["certPem"] = json!(pem);
+            }
+            for (key, value) in [
+                ("kid", kid),
+                ("claimsProperty", claims_property),
+                ("clientId", client_id),
+                ("externalAuthUrl", external_auth_url),
+            ] {
+                if let Some(v) = value {
+                    body[key] = json!(v);
+                }
+            }
+            ("external-jwt-signers", body)
+        }
         CreateCommand::Service {
             name,
             role_attributes,

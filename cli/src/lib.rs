@@ -143,14 +143,24 @@ const COLLECTIONS: &[(&str, &str, bool)] = &[
     ("terminator", "terminators", true),
     ("auth-policy", "auth-policies", true),
     ("identity-type", "identity-types", true),
+    ("external-jwt-signer", "external-jwt-signers", true),
     ("authenticator", "authenticators", false),
     ("enrollment", "enrollments", false),
     ("api-session", "api-sessions", false),
     ("session", "sessions", false),
 ];
 
+/// Other CLI names of collections (`ziti edge list ext-jwt-signers`).
+const ALIASES: &[(&str, &str)] = &[
+    ("ext-jwt-signer", "external-jwt-signers"),
+    ("ext-jwt-signers", "external-jwt-signers"),
+];
+
 /// Maps the singular or plural CLI entity names to API collections.
 pub fn collection(entity: &str) -> Result<&'static str, CliError> {
+    if let Some((_, coll)) = ALIASES.iter().find(|(alias, _)| *alias == entity) {
+        return Ok(coll);
+    }
     COLLECTIONS
         .iter()
         .find(|(one, many, _)| *one == entity || *many == entity)

@@ -467,3 +467,125 @@ fn update_verbs_and_json_lists() {
         json!([])
     );
 }
+
+#[test]
+fn ext_jwt_signer_create_list_delete() {
+    let ctl = Ctl::start();
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let url = format!("https://localhost:{}", ctl.addr.port());
+    let (ok, _, err) = weft(
+        h,
+        &[
+            "login",
+            &url,
+            "-u",
+            "admin",
+            "-p",
+            &ctl.admin_password(),
+            "-y",
+        ],
+    );
+    assert!(ok, "{err}");
+    let run = |args: &[&str]| {
+        let (ok, out, err) = weft(h, args);
+        assert!(ok, "{args:?}: {out}{err}");
+        out
+    };
+    // A certificate signer (the controller's root CA certificate: one PEM certificate).
+    let cert = ctl.dir.join("pki/root-ca.cert.pem");
+    let out = run(&[
+        "edge",
+        "create",
+        "ext-jwt-signer",
+        "corp-cert",
+        "--issuer",
+        "https://corp.example",
+        "--audience",
+        "weft",
+        "--cert-file",
+        cert.to_str().unwrap(),
+        "--kid",
+        "k1",
+        "--claims-property",
+        "email",
+        "--external-id",
+    ]);
+    assert!(
+        out.contains("New external-jwt-signer corp-cert created"),
+        "{out}"
+    );
+    run(&[
+        "edge",
+        "create",
+        "ext-jwt-signer",
+        "corp-jwks",
+        "--issuer",
+        "https://jwks.example",
+        "-a",
+        "weft",
+        "--jwks-endpoint",
+        "https://jwks.example/keys",
+        "--enabled",
+        "false",
+        "--scopes",
+        "openid,email",
+    ]);
+    let s = one(h, "ext-jwt-signers", "corp-cert");
+    assert_eq!(s["kid"], "k1");
+    assert_eq!(s["claimsProperty"], "email");
+    assert_eq!(s["useExternalId"], true);
+    assert_eq!(s["enabled"], true);
+    assert_eq!(s["fingerprint"].as_str().unwrap().len(), 40);
+    let s = one(h, "external-jwt-signers", "corp-jwks");
+    assert_eq!(s["enabled"], false);
+    assert_eq!(s["jwksEndpoint"], "https://jwks.example/keys");
+    assert_eq!(s["scopes"], json!(["openid", "email"]));
+    // Usage errors: both key sources, neither, an http endpoint (refused by the controller).
+    let (ok, _, err) = weft(
+        h,
+        &[
+            "edge",
+            "create",
+            "ext-jwt-signer",
+            "x",
+            "--issuer",
+            "i",
+            "-a",
+            "a",
+        ],
+    );
+    assert!(!ok && err.contains("--jwks-endpoint"), "{err}");
+    let (ok, _, err) = weft(
+        h,
+        &[
+            "edge",
+            "create",
+            "ext-jwt-signer",
+            "x",
+            "--issuer",
+            "i",
+            "-a",
+            "a",
+            "--jwks-endpoint",
+            "http://insecure.example/keys",
+        ],
+    );
+    assert!(!ok && err.contains("https"), "{err}");
+    // Identities with an external id.
+    run(&[
+        "edge",
+        "create",
+        "identity",
+        "carol",
+        "--external-id",
+        "carol@corp.example",
+    ]);
+    assert_eq!(
+        one(h, "identities", "carol")["externalId"],
+        "carol@corp.example"
+    );
+    run(&["edge", "delete", "ext-jwt-signer", "corp-cert"]);
+    let v = weft_json(h, &["edge", "list", "ext-jwt-signers", "-j"]);
+    assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
+}

@@ -76,6 +76,48 @@ pub struct Config {
     pub totp_issuer: String,
     /// The database (`[store]`).
     pub store: StoreConfig,
+    /// External JWT signers' key fetching (`[ext_jwt]`).
+    pub ext_jwt: ExtJwtConfig,
+}
+
+/// `[ext_jwt]`: how the controller fetches external JWT signers' JWK sets.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExtJwtConfig {
+    /// Hosts (names or IP addresses, as written in `jwksEndpoint` URLs) whose JWK sets
+    /// may be fetched even though they resolve to loopback, private, link-local or
+    /// other non-public addresses, which are refused otherwise (server-side request
+    /// forgery guard).
+    pub allowed_hosts: Vec<String>,
+    /// A PEM file of CA certificates trusted for JWKS servers besides the public roots
+    /// (a private identity provider).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Connect and total time limit of one JWKS fetch, in milliseconds (default 5000).
+    pub fetch_timeout_ms: u64,
+    /// Largest JWKS response accepted, in bytes (default 262144).
+    pub max_jwks_bytes: usize,
+    /// Shortest time between two fetches of one signer's JWKS, in milliseconds (default
+    /// 5000): a token with an unknown `kid` makes a fetch only this often.
+    pub min_refetch_interval_ms: u64,
+    /// Age after which a signer's cached keys are fetched again when used, in seconds
+    /// (default 300); the cached keys stay in use when that fetch fails.
+    pub jwks_max_age_secs: u64,
+    /// JWKS fetches in flight at once, all signers together (default 4).
+    pub max_concurrent_fetches: usize,
+}
+
+impl Default for ExtJwtConfig {
+    fn default() -> Self {
+        Self {
+            allowed_hosts: Vec::new(),
+            ca_file: None,
+            fetch_timeout_ms: 5000,
+            max_jwks_bytes: 256 * 1024,
+            min_refetch_interval_ms: 5000,
+            jwks_max_age_secs: 300,
+            max_concurrent_fetches: 4,
+        }
+    }
 }
 
 /// `[store]`: where the controller keeps its state.
@@ -117,6 +159,7 @@ impl Default for Config {
             control_max_outbound_bytes: 16 * 1024 * 1024,
             totp_issuer: "Weft".into(),
             store: StoreConfig::default(),
+            ext_jwt: ExtJwtConfig::default(),
         }
     }
 }
@@ -196,6 +239,13 @@ impl Config {
                 "control_max_outbound_bytes",
                 cfg.control_max_outbound_bytes as u64,
             ),
+            ("ext_jwt.fetch_timeout_ms", cfg.ext_jwt.fetch_timeout_ms),
+            ("ext_jwt.max_jwks_bytes", cfg.ext_jwt.max_jwks_bytes as u64),
+            (
+                "ext_jwt.max_concurrent_fetches",
+                cfg.ext_jwt.max_concurrent_fetches as u64,
+            ),
+            ("ext_jwt.jwks_max_age_secs", cfg.ext_jwt.jwks_max_age_secs),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Invalid(format!("{key} must be positive")));

@@ -35,6 +35,9 @@ pub enum StartError {
     /// File system failure.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// JWKS fetching could not be set up (`[ext_jwt]`).
+    #[error(transparent)]
+    ExtJwt(#[from] crate::extjwt::jwks::SetupError),
     /// Other bootstrap failure.
     #[error("bootstrap failed: {0}")]
     Bootstrap(String),
@@ -71,6 +74,8 @@ pub struct Controller {
     pub password_gate: crate::limits::PasswordGate,
     /// Throttles failed password logins per user name and source address.
     pub login_throttle: crate::limits::LoginThrottle,
+    /// External JWT signers' JWK sets ([`crate::extjwt::jwks`]).
+    pub jwks: crate::extjwt::jwks::Jwks,
 }
 
 impl Controller {
@@ -99,6 +104,7 @@ impl Controller {
         };
         let metrics = std::sync::Arc::new(crate::limits::Metrics::default());
         let password_gate = crate::limits::PasswordGate::new(&config, metrics.clone())?;
+        let jwks = crate::extjwt::jwks::Jwks::new(&config.ext_jwt, metrics.clone())?;
         let ctl = Self {
             store,
             pki,
@@ -113,6 +119,7 @@ impl Controller {
             metrics,
             password_gate,
             login_throttle: crate::limits::LoginThrottle::new(&config),
+            jwks,
             config,
         };
         ctl.bootstrap().await?;
@@ -277,6 +284,7 @@ impl Controller {
             crate::model::settle_disable(&mut data, None, n.disable, clock::now_unix());
         }
         Self::resolve_references(tx, kind, &mut data).await?;
+        Self::check_unique(tx, kind, None, &data).await?;
         let now = clock::now_string();
         let id = uuid::Uuid::new_v4().simple().to_string();
         let row = EntityRow {
@@ -304,6 +312,45 @@ impl Controller {
             _ => None,
         };
         Ok((row, enrollment))
+    }
+
+    /// Refuses (409 `DUPLICATE_NAME`) a document whose unique fields another entity of
+    /// its kind (other than `self_id`) already holds: an identity's `externalId`, a
+    /// signer's `issuer` and `kid` (as OpenZiti's `external_jwt_signer_store.go` and
+    /// `identity_store.go` indexes). Reads inside `tx`.
+    pub async fn check_unique(
+        tx: &mut WriteTx<'_>,
+        kind: Kind,
+        self_id: Option<&str>,
+        data: &Value,
+    ) -> Result<(), ApiError> {
+        let fields: &[&str] = match kind {
+            Kind::Identities => &["externalId"],
+            Kind::ExternalJwtSigners => &["issuer", "kid"],
+            _ => return Ok(()),
+        };
+        let wanted: Vec<(&str, &str)> = fields
+            .iter()
+            .filter_map(|f| data.get(*f).and_then(Value::as_str).map(|v| (*f, v)))
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        for other in tx.list_all(kind.collection()).await? {
+            if Some(other.id.as_str()) == self_id {
+                continue;
+            }
+            for (field, value) in &wanted {
+                if other.data.get(*field).and_then(Value::as_str) == Some(*value) {
+                    return Err(ApiError::Conflict(format!(
+                        "{field} {value:?} is already used by {} {:?}",
+                        kind.type_names().0,
+                        other.name
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Checks and canonicalises references to other entities (config type of a
@@ -386,6 +433,37 @@ impl Controller {
                 // Identities name their policy by id or name; stored by id.
                 if let Some(key) = data["authPolicyId"].as_str().map(str::to_owned) {
                     data["authPolicyId"] = json!(resolve(tx, Kind::AuthPolicies, &key).await?);
+                }
+            }
+            Kind::AuthPolicies => {
+                // Signers named by id or name; stored by id. An unknown one is 404, as
+                // OpenZiti answers (openziti/ziti `controller/model/auth_policy_manager.go`).
+                async fn signer(tx: &mut WriteTx<'_>, key: &str) -> Result<String, ApiError> {
+                    tx.get_entity_by_id_or_name(Kind::ExternalJwtSigners.collection(), key)
+                        .await?
+                        .map(|e| e.id)
+                        .ok_or_else(|| {
+                            ApiError::NotFound(format!("external JWT signer {key:?} not found"))
+                        })
+                }
+                let keys: Vec<String> = data["primary"]["extJwt"]["allowedSigners"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|v| v.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let mut ids = Vec::with_capacity(keys.len());
+                for key in &keys {
+                    ids.push(signer(tx, key).await?);
+                }
+                data["primary"]["extJwt"]["allowedSigners"] = json!(ids);
+                if let Some(key) = data["secondary"]["requireExtJwtSigner"]
+                    .as_str()
+                    .map(str::to_owned)
+                {
+                    data["secondary"]["requireExtJwtSigner"] = json!(signer(tx, &key).await?);
                 }
             }
             Kind::Terminators => {

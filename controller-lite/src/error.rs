@@ -164,6 +164,15 @@ pub enum ApiError {
     /// A certificate signing request that cannot be used (400 `COULD_NOT_PROCESS_CSR`).
     #[error("could not process the certificate signing request: {0}")]
     CouldNotProcessCsr(String),
+    /// `certPem` is not exactly one PEM certificate (400 `INVALID_CERT_PEM`; openziti/ziti
+    /// `controller/apierror/messages.go` `InvalidCertPemCode`).
+    #[error("the certificate PEM is invalid: {0}")]
+    InvalidCertPem(String),
+    /// An external-JWT login failed (401 `UNAUTHORIZED` with the challenge's
+    /// `WWW-Authenticate` header, as openziti/ziti `controller/model/authenticator_mod_ext_jwt.go`
+    /// answers).
+    #[error("{0}")]
+    ExtJwt(Box<crate::extjwt::Challenge>),
     /// Any internal failure (500 `UNHANDLED`). The message never contains secrets.
     #[error("internal error: {0}")]
     Internal(String),
@@ -173,7 +182,7 @@ impl ApiError {
     /// The OpenZiti error code string.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::Unauthorized | Self::Forbidden => "UNAUTHORIZED",
+            Self::Unauthorized | Self::Forbidden | Self::ExtJwt(_) => "UNAUTHORIZED",
             Self::InvalidAuth => "INVALID_AUTH",
             Self::NotFound(_) => "NOT_FOUND",
             Self::CouldNotParseBody(_) => "COULD_NOT_PARSE_BODY",
@@ -199,6 +208,7 @@ impl ApiError {
             Self::MfaInvalidToken => "MFA_INVALID_TOKEN",
             Self::InvalidBackingTokenType(_) => "INVALID_BACKING_TOKEN_TYPE",
             Self::CouldNotProcessCsr(_) => "COULD_NOT_PROCESS_CSR",
+            Self::InvalidCertPem(_) => "INVALID_CERT_PEM",
             Self::Internal(_) => "UNHANDLED",
         }
     }
@@ -206,7 +216,7 @@ impl ApiError {
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Unauthorized | Self::InvalidAuth => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized | Self::InvalidAuth | Self::ExtJwt(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::CouldNotParseBody(_)
@@ -220,7 +230,8 @@ impl ApiError {
             | Self::NoEdgeRoutersAvailable
             | Self::MfaInvalidToken
             | Self::InvalidBackingTokenType(_)
-            | Self::CouldNotProcessCsr(_) => StatusCode::BAD_REQUEST,
+            | Self::CouldNotProcessCsr(_)
+            | Self::InvalidCertPem(_) => StatusCode::BAD_REQUEST,
             Self::Conflict(_)
             | Self::CanNotUpdateAuthenticator(_)
             | Self::MaxAuthenticators(_)

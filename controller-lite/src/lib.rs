@@ -17,6 +17,7 @@ pub mod control;
 pub mod controller;
 pub mod enroll;
 pub mod error;
+pub mod extjwt;
 pub mod filter;
 /// The fuzz targets' entry points (`filter`, `unauth_bodies`): only under `cargo fuzz`
 /// (`--cfg fuzzing`) and in this crate's tests, which replay the corpora.

@@ -62,13 +62,23 @@ pub struct Metrics {
     pub mfa_failures: AtomicU64,
     /// MFA codes refused unchecked because the identity sent too many wrong ones.
     pub mfa_throttled: AtomicU64,
+    /// JWKS fetches started (external JWT signers).
+    pub ext_jwt_fetches: AtomicU64,
+    /// JWKS fetches that failed (refusals included).
+    pub ext_jwt_fetch_failures: AtomicU64,
+    /// JWKS fetches refused by the address guard (non-public address, host not allowed).
+    pub ext_jwt_fetches_refused: AtomicU64,
+    /// API sessions created by external JWT logins.
+    pub ext_jwt_logins: AtomicU64,
+    /// External JWT logins refused.
+    pub ext_jwt_login_failures: AtomicU64,
 }
 
 impl Metrics {
     /// Prometheus text exposition (format 0.0.4) of every counter.
     pub fn render(&self) -> String {
         use std::fmt::Write as _;
-        let metrics: [(&str, &str, &str, &AtomicU64); 19] = [
+        let metrics: [(&str, &str, &str, &AtomicU64); 24] = [
             (
                 "weft_controller_lockouts_total",
                 "counter",
@@ -182,6 +192,36 @@ impl Metrics {
                 "counter",
                 "Times the change follower's PostgreSQL LISTEN connection failed.",
                 &self.store_listen_failures,
+            ),
+            (
+                "weft_controller_ext_jwt_jwks_fetches_total",
+                "counter",
+                "JWKS fetches of external JWT signers started.",
+                &self.ext_jwt_fetches,
+            ),
+            (
+                "weft_controller_ext_jwt_jwks_fetch_failures_total",
+                "counter",
+                "JWKS fetches that failed, refusals included.",
+                &self.ext_jwt_fetch_failures,
+            ),
+            (
+                "weft_controller_ext_jwt_jwks_fetches_refused_total",
+                "counter",
+                "JWKS fetches refused: the host resolves to a non-public address and is not allowed.",
+                &self.ext_jwt_fetches_refused,
+            ),
+            (
+                "weft_controller_ext_jwt_logins_total",
+                "counter",
+                "API sessions created by external JWT logins.",
+                &self.ext_jwt_logins,
+            ),
+            (
+                "weft_controller_ext_jwt_login_failures_total",
+                "counter",
+                "External JWT logins refused.",
+                &self.ext_jwt_login_failures,
             ),
         ];
         let mut out = String::new();

@@ -37,11 +37,13 @@ pub enum Kind {
     Terminators,
     /// `auth-policies`
     AuthPolicies,
+    /// `external-jwt-signers`
+    ExternalJwtSigners,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::Identities,
         Self::Services,
         Self::Configs,
@@ -52,6 +54,7 @@ impl Kind {
         Self::EdgeRouters,
         Self::Terminators,
         Self::AuthPolicies,
+        Self::ExternalJwtSigners,
     ];
 
     /// Collection (and store kind) name.
@@ -67,6 +70,7 @@ impl Kind {
             Self::EdgeRouters => "edge-routers",
             Self::Terminators => "terminators",
             Self::AuthPolicies => "auth-policies",
+            Self::ExternalJwtSigners => "external-jwt-signers",
         }
     }
 
@@ -91,6 +95,7 @@ impl Kind {
             Self::EdgeRouters => ("EdgeRouter", "EdgeRouters"),
             Self::Terminators => ("Terminator", "Terminators"),
             Self::AuthPolicies => ("AuthPolicy", "AuthPolicies"),
+            Self::ExternalJwtSigners => ("ExternalJwtSigner", "ExternalJwtSigners"),
         }
     }
 
@@ -107,6 +112,7 @@ impl Kind {
             Self::EdgeRouters => generator.subschema_for::<EdgeRouter>(),
             Self::Terminators => generator.subschema_for::<Terminator>(),
             Self::AuthPolicies => generator.subschema_for::<AuthPolicy>(),
+            Self::ExternalJwtSigners => generator.subschema_for::<ExternalJwtSigner>(),
         }
     }
 
@@ -123,6 +129,7 @@ impl Kind {
             Self::EdgeRouters => schema_for!(EdgeRouter),
             Self::Terminators => schema_for!(Terminator),
             Self::AuthPolicies => schema_for!(AuthPolicy),
+            Self::ExternalJwtSigners => schema_for!(ExternalJwtSigner),
         }
     }
 
@@ -200,9 +207,9 @@ pub struct Identity {
     /// Authentication policy (id); `None` or blank: the `default` policy.
     #[serde(default)]
     pub auth_policy_id: Option<String>,
-    /// Identity claim that external JWTs name this identity by (signers with
-    /// `useExternalId`).
-    #[serde(default)]
+    /// Id of the identity at an external identity provider: external JWT signers with
+    /// `useExternalId` find the identity by it. Unique among identities when set.
+    #[serde(default, rename = "externalId")]
     pub external_id: Option<String>,
     /// Create-only: requested enrollment.
     #[serde(default, skip_serializing)]
@@ -600,6 +607,139 @@ pub fn settle_disable(data: &mut Value, prev: Option<&Value>, request: Option<bo
     }
 }
 
+fn default_claims_property() -> String {
+    "sub".into()
+}
+fn default_target_token() -> String {
+    "ACCESS".into()
+}
+
+/// External JWT signer document (openziti/edge-api `source/management/external-jwt-signers.yml`
+/// `externalJwtSignerCreate`): who may issue the bearer tokens `POST /authenticate?method=ext-jwt`
+/// accepts, and how a token names its identity. Exactly one of `certPem` and
+/// `jwksEndpoint` gives the verification keys.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ExternalJwtSigner {
+    /// One PEM certificate whose public key verifies the tokens.
+    #[serde(default)]
+    pub cert_pem: Option<String>,
+    /// An `https` URL serving a JWK set with the verification keys, by `kid`.
+    #[serde(default)]
+    pub jwks_endpoint: Option<String>,
+    /// Key id of `certPem` (tokens name it in their header); its SHA-1 fingerprint when
+    /// absent.
+    #[serde(default)]
+    pub kid: Option<String>,
+    /// The tokens' `iss`; unique among signers.
+    pub issuer: String,
+    /// The value the tokens' `aud` (a string or an array) must hold.
+    pub audience: String,
+    /// The claim naming the identity (a name, or a JSON pointer such as `/user/id`).
+    #[serde(default = "default_claims_property")]
+    pub claims_property: String,
+    /// Whether that claim is the identity's `externalId` (else its id).
+    #[serde(default)]
+    pub use_external_id: bool,
+    /// Disabled signers authenticate nobody.
+    pub enabled: bool,
+    /// OAuth client id clients use at the identity provider.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// OAuth scopes clients ask the identity provider for.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Where clients obtain tokens (the identity provider's authorization URL).
+    #[serde(default)]
+    pub external_auth_url: Option<String>,
+    /// Which token clients present: `ACCESS` or `ID`.
+    #[serde(default = "default_target_token")]
+    pub target_token: String,
+    /// Enrolment to a certificate by token: not supported, only `false` is accepted.
+    #[serde(default)]
+    pub enroll_to_cert_enabled: bool,
+    /// Enrolment to a token authenticator: not supported, only `false` is accepted.
+    #[serde(default)]
+    pub enroll_to_token_enabled: bool,
+    /// Claim selector for enrolled identities' names (stored, unused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enroll_name_claims_selector: Option<String>,
+    /// Claim selector for enrolled identities' attributes (stored, unused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enroll_attribute_claims_selector: Option<String>,
+    /// Auth policy of enrolled identities (stored, unused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enroll_auth_policy_id: Option<String>,
+}
+
+fn blank_to_none(v: &mut Option<String>) {
+    if v.as_deref().is_some_and(|s| s.trim().is_empty()) {
+        *v = None;
+    }
+}
+
+fn validate_signer(d: &mut ExternalJwtSigner) -> Result<(), ApiError> {
+    for v in [
+        &mut d.cert_pem,
+        &mut d.jwks_endpoint,
+        &mut d.kid,
+        &mut d.client_id,
+        &mut d.external_auth_url,
+    ] {
+        blank_to_none(v);
+    }
+    match (&d.cert_pem, &d.jwks_endpoint) {
+        (Some(_), Some(_)) | (None, None) => {
+            return Err(ApiError::CouldNotValidate(
+                "exactly one of certPem and jwksEndpoint must be given".into(),
+            ));
+        }
+        (Some(pem), None) => {
+            crate::extjwt::keys::parse_cert_pem(pem)
+                .map_err(|e| ApiError::InvalidCertPem(e.to_string()))?;
+        }
+        (None, Some(url)) => {
+            crate::extjwt::ssrf::check_jwks_url(url)
+                .map_err(|e| ApiError::CouldNotValidate(format!("jwksEndpoint: {e}")))?;
+        }
+    }
+    if d.jwks_endpoint.is_some() && d.kid.is_some() {
+        return Err(ApiError::CouldNotValidate(
+            "kid names the key of certPem; a JWKS names its own keys".into(),
+        ));
+    }
+    for (field, value) in [
+        ("issuer", &d.issuer),
+        ("audience", &d.audience),
+        ("claimsProperty", &d.claims_property),
+    ] {
+        check_text(field, value)?;
+        if value.trim().is_empty() {
+            return Err(ApiError::CouldNotValidate(format!(
+                "{field} must not be empty"
+            )));
+        }
+        if value.len() > 1024 {
+            return Err(ApiError::CouldNotValidate(format!("{field} is too long")));
+        }
+    }
+    if let Some(kid) = &d.kid {
+        check_text("kid", kid)?;
+    }
+    if !["ACCESS", "ID"].contains(&d.target_token.as_str()) {
+        return Err(ApiError::CouldNotValidate(format!(
+            "targetToken: must be ACCESS or ID, not {:?}",
+            d.target_token
+        )));
+    }
+    if d.enroll_to_cert_enabled || d.enroll_to_token_enabled {
+        return Err(ApiError::CouldNotValidate(
+            "enrollToCertEnabled and enrollToTokenEnabled are not supported by Weft".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// A validated document ready to store.
 #[derive(Debug, Clone)]
 pub struct Normalized {
@@ -711,15 +851,17 @@ pub fn normalize(kind: Kind, mut obj: Map<String, Value>) -> Result<Normalized, 
                 }
             };
             validate_attributes(&d.role_attributes)?;
-            for (field, v) in [
-                ("authPolicyId", &mut d.auth_policy_id),
-                ("externalId", &mut d.external_id),
-            ] {
-                if let Some(s) = v.as_deref() {
-                    check_text(field, s)?;
-                    if s.trim().is_empty() {
-                        *v = None;
-                    }
+            if let Some(s) = d.auth_policy_id.as_deref() {
+                check_text("authPolicyId", s)?;
+                if s.trim().is_empty() {
+                    d.auth_policy_id = None;
+                }
+            }
+            blank_to_none(&mut d.external_id);
+            if let Some(x) = &d.external_id {
+                check_text("externalId", x)?;
+                if x.len() > 1024 {
+                    return Err(ApiError::CouldNotValidate("externalId is too long".into()));
                 }
             }
             enrollment = d.enrollment.take();
@@ -782,6 +924,11 @@ pub fn normalize(kind: Kind, mut obj: Map<String, Value>) -> Result<Normalized, 
             if let Some(s) = &d.secondary.require_ext_jwt_signer {
                 check_text("secondary.requireExtJwtSigner", s)?;
             }
+            to_value(&d)?
+        }
+        Kind::ExternalJwtSigners => {
+            let mut d: ExternalJwtSigner = parse(&obj)?;
+            validate_signer(&mut d)?;
             to_value(&d)?
         }
     };

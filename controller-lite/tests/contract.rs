@@ -190,6 +190,14 @@ async fn every_served_route_answers_within_the_contract() {
             json!({"name": "svc", "roleAttributes": ["s"]}),
         )
         .await;
+    let signer_cert = {
+        let kp = rcgen::KeyPair::generate().unwrap();
+        rcgen::CertificateParams::new(vec!["idp2.test".into()])
+            .unwrap()
+            .self_signed(&kp)
+            .unwrap()
+            .pem()
+    };
     let bodies: Vec<(&str, Value)> = vec![
         (
             "identities",
@@ -218,6 +226,16 @@ async fn every_served_route_answers_within_the_contract() {
         (
             "terminators",
             json!({"service": service, "router": router, "address": "tcp:127.0.0.1:1"}),
+        ),
+        (
+            "external-jwt-signers",
+            json!({"name": "ejs", "issuer": "https://idp.test", "audience": "weft", "enabled": true,
+                   "jwksEndpoint": "https://idp.test/jwks.json", "scopes": ["openid"]}),
+        ),
+        (
+            "external-jwt-signers",
+            json!({"name": "ejs-cert", "issuer": "https://idp2.test", "audience": "weft", "enabled": true,
+                   "certPem": signer_cert, "kid": "k1", "clientId": "c", "externalAuthUrl": "https://idp2.test/auth"}),
         ),
     ];
     for (collection, body) in &bodies {
@@ -248,7 +266,9 @@ async fn every_served_route_answers_within_the_contract() {
             .await;
         for e in list["data"].as_array().unwrap() {
             let name = e["name"].as_str().unwrap_or_default();
-            if ["i", "s2", "ct2", "c", "er2"].contains(&name) || *collection == "terminators" {
+            if ["i", "s2", "ct2", "c", "er2", "ejs-cert"].contains(&name)
+                || *collection == "terminators"
+            {
                 let path = format!("/{collection}/{}", e["id"].as_str().unwrap());
                 let (status, v) = ctl.call(Method::DELETE, &path, &token, None).await;
                 assert_eq!(status, 200, "DELETE {path}: {v}");
@@ -293,6 +313,7 @@ async fn every_served_route_answers_within_the_contract() {
         format!("/services/{service}"),
         format!("/sessions/{sid}"),
         "/current-identity".to_owned(),
+        "/external-jwt-signers".to_owned(),
     ] {
         let (status, v) = call(Method::GET, &path, None).await;
         assert_eq!(status, 200, "GET {path}: {v}");

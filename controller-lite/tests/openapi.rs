@@ -135,3 +135,48 @@ async fn documents_list_exactly_the_routes_served() {
     );
     assert!(schemas["IdentityPatch"].get("required").is_none());
 }
+
+/// External JWT signers are documented: the management collection, the client's
+/// unauthenticated list, and `ext-jwt` among the authentication methods of both APIs.
+#[tokio::test]
+async fn external_jwt_signer_routes_are_documented() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = Controller::open(
+        dir.path(),
+        Config::default(),
+        "https://localhost:1280".into(),
+    )
+    .await
+    .unwrap();
+    let (_, specs, _) = weft_controller::api::build(Arc::new(ctl));
+    let mgmt = specs.get(ApiKind::Management);
+    for (method, path) in [
+        ("GET", "/external-jwt-signers"),
+        ("POST", "/external-jwt-signers"),
+        ("GET", "/external-jwt-signers/{id}"),
+        ("PUT", "/external-jwt-signers/{id}"),
+        ("PATCH", "/external-jwt-signers/{id}"),
+        ("DELETE", "/external-jwt-signers/{id}"),
+    ] {
+        assert!(
+            operations(mgmt).contains(&(method.to_owned(), path.to_owned())),
+            "management {method} {path}"
+        );
+    }
+    let client = specs.get(ApiKind::Client);
+    let list = &client["paths"]["/external-jwt-signers"]["get"];
+    assert_eq!(list["operationId"], "listExternalJwtSigners");
+    assert_eq!(
+        list["security"],
+        serde_json::json!([]),
+        "the client list needs no session"
+    );
+    for doc in [mgmt, client] {
+        let params = doc["paths"]["/authenticate"]["post"]["parameters"]
+            .as_array()
+            .unwrap();
+        let method = params.iter().find(|p| p["name"] == "method").unwrap();
+        let values = method["schema"]["enum"].as_array().unwrap();
+        assert!(values.contains(&serde_json::json!("ext-jwt")), "{method}");
+    }
+}

@@ -143,6 +143,14 @@ pub fn page(p: Page<Value>, fields: &Fields) -> Response {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        ApiErrorEnvelope::new(self.code(), self.to_string()).into_response_with(self.status())
+        let mut res =
+            ApiErrorEnvelope::new(self.code(), self.to_string()).into_response_with(self.status());
+        if let Self::ExtJwt(challenge) = &self {
+            if let Some(v) = challenge.header_value() {
+                res.headers_mut()
+                    .insert(axum::http::header::WWW_AUTHENTICATE, v);
+            }
+        }
+        res
     }
 }

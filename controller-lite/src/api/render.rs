@@ -101,7 +101,8 @@ pub struct IdentityExtras {
     pub auth_policy_id: String,
     /// Reference to the auth policy.
     pub auth_policy: EntityRef,
-    /// Id in an external identity provider: none (no external JWT signers yet).
+    /// Id at an external identity provider (external JWT signers with
+    /// `useExternalId` find the identity by it).
     pub external_id: Option<String>,
     /// The administrator the controller created at its first start.
     pub is_default_admin: bool,
@@ -234,6 +235,67 @@ pub struct TerminatorExtras {
     pub dynamic_cost: u16,
 }
 
+/// Fields an external JWT signer's detail adds to (or renders in place of) the stored
+/// document (`externalJwtSignerDetail` requires them all as strings): what the
+/// certificate shows, empty for a JWKS signer.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalJwtSignerExtras {
+    /// SHA-1 fingerprint of `certPem`.
+    pub fingerprint: String,
+    /// Common name of `certPem`'s subject.
+    pub common_name: String,
+    /// Start of `certPem`'s validity.
+    pub not_before: String,
+    /// End of `certPem`'s validity.
+    pub not_after: String,
+    /// The key id tokens name: the configured `kid`, or the fingerprint of `certPem`.
+    pub kid: String,
+    /// `clientId`, empty when not set.
+    pub client_id: String,
+    /// `externalAuthUrl`, empty when not set.
+    pub external_auth_url: String,
+}
+
+fn signer_extras(d: &Value) -> ExternalJwtSignerExtras {
+    let text = |k: &str| {
+        d.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let cert = d
+        .get("certPem")
+        .and_then(Value::as_str)
+        .and_then(|pem| crate::extjwt::keys::parse_cert_pem(pem).ok());
+    let kid = match (d.get("kid").and_then(Value::as_str), &cert) {
+        (Some(k), _) => k.to_owned(),
+        (None, Some(c)) => c.fingerprint.clone(),
+        (None, None) => String::new(),
+    };
+    ExternalJwtSignerExtras {
+        fingerprint: cert
+            .as_ref()
+            .map(|c| c.fingerprint.clone())
+            .unwrap_or_default(),
+        common_name: cert
+            .as_ref()
+            .map(|c| c.common_name.clone())
+            .unwrap_or_default(),
+        not_before: cert
+            .as_ref()
+            .map(|c| clock::fmt_unix(c.not_before))
+            .unwrap_or_default(),
+        not_after: cert
+            .as_ref()
+            .map(|c| clock::fmt_unix(c.not_after))
+            .unwrap_or_default(),
+        kid,
+        client_id: text("clientId"),
+        external_auth_url: text("externalAuthUrl"),
+    }
+}
+
 /// Registers the schema of the fields [`management_entity`] adds for `kind`, if any.
 pub fn detail_extras_schema(kind: Kind, g: &mut SchemaGenerator) -> Option<Schema> {
     match kind {
@@ -245,6 +307,7 @@ pub fn detail_extras_schema(kind: Kind, g: &mut SchemaGenerator) -> Option<Schem
         Kind::EdgeRouterPolicies => Some(g.subschema_for::<EdgeRouterPolicyExtras>()),
         Kind::ServiceEdgeRouterPolicies => Some(g.subschema_for::<ServiceEdgeRouterPolicyExtras>()),
         Kind::Terminators => Some(g.subschema_for::<TerminatorExtras>()),
+        Kind::ExternalJwtSigners => Some(g.subschema_for::<ExternalJwtSignerExtras>()),
         Kind::ConfigTypes | Kind::AuthPolicies => None,
     }
 }
@@ -511,6 +574,7 @@ pub async fn management_entity(
                 },
             )?;
         }
+        Kind::ExternalJwtSigners => merge(&mut v, signer_extras(d))?,
         Kind::ConfigTypes | Kind::AuthPolicies => {}
     }
     Ok(v)

@@ -61,7 +61,10 @@ const DUMMY_SALT: [u8; 16] = *b"weft-dummy-salt!";
 
 /// The identity `id` with its authentication policy, unless it is disabled (401
 /// `INVALID_AUTH` then, as for an unknown one).
-async fn enabled_identity(ctl: &Controller, id: &str) -> Result<(EntityRow, AuthPolicy), ApiError> {
+pub(crate) async fn enabled_identity(
+    ctl: &Controller,
+    id: &str,
+) -> Result<(EntityRow, AuthPolicy), ApiError> {
     let identity = ctl
         .store
         .get_entity(Kind::Identities.collection(), id)
@@ -85,7 +88,9 @@ fn config_types(body: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-async fn new_session(
+/// Creates an API session of `identity`, logged in with `authenticator_id`, and
+/// publishes it to the routers.
+pub(crate) async fn new_session(
     ctl: &Controller,
     identity: &EntityRow,
     authenticator_id: &str,

@@ -34,7 +34,7 @@ pub fn auth_body(bytes: &[u8]) -> Result<Value, ApiError> {
     Ok(body)
 }
 
-/// `POST /authenticate?method=cert|password` (client and management APIs).
+/// `POST /authenticate?method=cert|password|ext-jwt` (client and management APIs).
 pub async fn authenticate(State(ctl): State<AppState>, req: Request) -> Result<Response, ApiError> {
     let method = axum::extract::Query::<MethodQuery>::try_from_uri(req.uri())
         .map_err(|e| ApiError::InvalidParameter(e.body_text()))?
@@ -46,6 +46,7 @@ pub async fn authenticate(State(ctl): State<AppState>, req: Request) -> Result<R
         .get::<ConnInfo>()
         .cloned()
         .ok_or_else(|| ApiError::Internal("connection info missing".into()))?;
+    let headers = req.headers().clone();
     let body = auth_body(&read_body(req).await?)?;
     let (session, identity) = match method.as_str() {
         "cert" => {
@@ -61,6 +62,7 @@ pub async fn authenticate(State(ctl): State<AppState>, req: Request) -> Result<R
             (session, identity)
         }
         "password" => auth::authenticate_password(&ctl, &conn, &body).await?,
+        "ext-jwt" => crate::extjwt::authenticate(&ctl, &conn, &headers, &body).await?,
         other => {
             return Err(ApiError::InvalidParameter(format!(
                 "unsupported authentication method {other:?}"

@@ -2,6 +2,7 @@
 
 pub mod current;
 pub mod enrollment;
+pub mod ext_jwt_signers;
 pub mod mfa;
 pub mod own_authenticators;
 pub mod services;
@@ -14,8 +15,8 @@ use super::endpoint::{ApiBuilder, Data, Endpoint, QueryParam};
 const AUTH_QUERY: &[QueryParam] = &[QueryParam {
     name: "method",
     required: true,
-    values: &["cert", "password"],
-    description: "`cert`: the TLS client certificate; `password`: `{username, password}`.",
+    values: &["cert", "password", "ext-jwt"],
+    description: "`cert`: the TLS client certificate; `password`: `{username, password}`; `ext-jwt`: an `Authorization: Bearer` JWT of an enabled external JWT signer.",
 }];
 
 const ENROLL_QUERY: &[QueryParam] = &[
@@ -68,6 +69,17 @@ pub fn routes() -> ApiBuilder {
                 ))
                 .returns(200, API_SESSION),
             current::authenticate,
+        )
+        .add(
+            Endpoint::get("/external-jwt-signers", "listExternalJwtSigners")
+                .doc(
+                    "External JWT Signer",
+                    "Enabled external JWT signers (no authentication)",
+                )
+                .lists(Data::Schema(|g| {
+                    g.subschema_for::<ext_jwt_signers::ClientExternalJwtSigner>()
+                })),
+            ext_jwt_signers::list,
         )
         .add(
             Endpoint::get("/current-api-session/service-updates", "listServiceUpdates")

@@ -9,7 +9,7 @@
 //!   deleting an edge router its enrollment, certificate and terminators (foreign keys
 //!   with cascading delete);
 //! - the `default` authentication policy cannot be deleted, nor one that identities
-//!   follow (identities refer to their policy by a foreign key in OpenZiti:
+//!   follow, nor an external JWT signer a policy names (foreign keys in OpenZiti:
 //!   `CAN_NOT_DELETE_REFERENCED_ENTITY`);
 //! - a config's type cannot be changed, and the default admin stays an administrator.
 //!
@@ -66,6 +66,28 @@ pub async fn check_delete(tx: &mut WriteTx<'_>, k: Kind, id: &str) -> Result<(),
             } else {
                 Err(ApiError::ReferencedEntity(format!(
                     "authentication policy {id:?} is used by identities: {}",
+                    users.join(", ")
+                )))
+            }
+        }
+        Kind::ExternalJwtSigners => {
+            let users: Vec<String> = tx
+                .list_all(Kind::AuthPolicies.collection())
+                .await?
+                .into_iter()
+                .filter(|p| {
+                    p.data["secondary"]["requireExtJwtSigner"] == json!(id)
+                        || p.data["primary"]["extJwt"]["allowedSigners"]
+                            .as_array()
+                            .is_some_and(|a| a.contains(&json!(id)))
+                })
+                .map(|p| p.name)
+                .collect();
+            if users.is_empty() {
+                Ok(())
+            } else {
+                Err(ApiError::ReferencedEntity(format!(
+                    "external JWT signer {id:?} is used by authentication policies: {}",
                     users.join(", ")
                 )))
             }

@@ -178,6 +178,7 @@ pub async fn update(
             && !crate::model::identity_disabled(&row.data, now);
     }
     Controller::resolve_references(&mut tx, k, &mut data).await?;
+    Controller::check_unique(&mut tx, k, Some(id), &data).await?;
     cascade::check_update(&mut tx, k, &row, &data).await?;
     if !n.name.is_empty() {
         row.name = n.name;
@@ -196,6 +197,9 @@ pub async fn update(
     if k == Kind::EdgeRouters && row.data.get("disabled") == Some(&json!(true)) {
         ctl.routers.kick(id);
     }
+    if k == Kind::ExternalJwtSigners {
+        ctl.jwks.forget(id);
+    }
     ctl.notify_routers().await;
     Ok(envelope::empty())
 }
@@ -212,6 +216,9 @@ pub async fn delete(ctl: AppState, k: Kind, id: String) -> Result<Response, ApiE
     tx.commit().await?;
     if k == Kind::EdgeRouters {
         ctl.routers.kick(&id);
+    }
+    if k == Kind::ExternalJwtSigners {
+        ctl.jwks.forget(&id);
     }
     ctl.notify_routers().await;
     tracing::info!(kind = k.collection(), %id, "deleted");

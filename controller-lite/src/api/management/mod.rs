@@ -17,8 +17,8 @@ use crate::model::Kind;
 const AUTH_QUERY: &[QueryParam] = &[QueryParam {
     name: "method",
     required: true,
-    values: &["password", "cert"],
-    description: "`password`: `{username, password}`; `cert`: the TLS client certificate.",
+    values: &["password", "cert", "ext-jwt"],
+    description: "`password`: `{username, password}`; `cert`: the TLS client certificate; `ext-jwt`: an `Authorization: Bearer` JWT of an enabled external JWT signer.",
 }];
 
 /// Routes under `/edge/management/v1`.
