@@ -161,6 +161,9 @@ pub enum ApiError {
     /// `INVALID_BACKING_TOKEN_TYPE`: TOTP tokens are for OIDC sessions only).
     #[error("{0}")]
     InvalidBackingTokenType(String),
+    /// A presented client certificate is not the one expected (400 `INVALID_CLIENT_CERT`).
+    #[error("{0}")]
+    InvalidClientCert(String),
     /// A certificate signing request that cannot be used (400 `COULD_NOT_PROCESS_CSR`).
     #[error("could not process the certificate signing request: {0}")]
     CouldNotProcessCsr(String),
@@ -208,6 +211,7 @@ impl ApiError {
             Self::MfaInvalidToken => "MFA_INVALID_TOKEN",
             Self::InvalidBackingTokenType(_) => "INVALID_BACKING_TOKEN_TYPE",
             Self::CouldNotProcessCsr(_) => "COULD_NOT_PROCESS_CSR",
+            Self::InvalidClientCert(_) => "INVALID_CLIENT_CERT",
             Self::InvalidCertPem(_) => "INVALID_CERT_PEM",
             Self::Internal(_) => "UNHANDLED",
         }
@@ -231,6 +235,7 @@ impl ApiError {
             | Self::MfaInvalidToken
             | Self::InvalidBackingTokenType(_)
             | Self::CouldNotProcessCsr(_)
+            | Self::InvalidClientCert(_)
             | Self::InvalidCertPem(_) => StatusCode::BAD_REQUEST,
             Self::Conflict(_)
             | Self::CanNotUpdateAuthenticator(_)

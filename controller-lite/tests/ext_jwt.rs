@@ -882,7 +882,7 @@ async fn auth_policies_choose_the_signers_an_identity_may_log_in_with() {
     // A signer a policy names cannot be deleted.
     let (s, v) = ctl
         .call(
-            reqwest::Method::DELETE,
+            Method::DELETE,
             &format!("/external-jwt-signers/{a}"),
             &admin,
             None,

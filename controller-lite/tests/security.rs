@@ -1090,3 +1090,214 @@ async fn re_enrolling_an_authenticator_replaces_it_with_a_new_enrollment() {
     assert_eq!(res.status(), 200);
     assert_eq!(login(&ctl, "oz", "oz-new-password").await.0, 200);
 }
+
+/// Thirty identities with MFA each log in with their certificate and answer the TOTP
+/// query; every answer completes its session. Prints the latencies (the figure:
+/// certificate login, and the MFA answer on top).
+#[tokio::test]
+async fn mfa_logins_complete_and_their_latency_is_reported() {
+    let ctl = start();
+    let admin = ctl.admin_token().await;
+    let mut enrolled = Vec::new();
+    for i in 0..30 {
+        let (_, cert, key) = ctl.enrolled_identity(&admin, &format!("m{i}"), &[]).await;
+        let (_, token) = ctl.cert_login(&cert, &key).await;
+        assert_eq!(
+            client(&ctl, Method::POST, "/current-identity/mfa", &token, None)
+                .await
+                .0,
+            201
+        );
+        let (secret, _) = mfa_secret(&ctl, &token).await;
+        let code = totp::code_at(&secret, now()).unwrap();
+        let r = client(
+            &ctl,
+            Method::POST,
+            "/current-identity/mfa/verify",
+            &token,
+            Some(json!({"code": code})),
+        )
+        .await;
+        assert_eq!(r.0, 200, "{}", r.1);
+        enrolled.push((cert, key, secret));
+    }
+    let (mut login_ms, mut answer_ms) = (Vec::new(), Vec::new());
+    for (cert, key, secret) in &enrolled {
+        let http = ctl.http_with_cert(cert, key);
+        let started = std::time::Instant::now();
+        let res = ctl.cert_authenticate(&http).await;
+        assert_eq!(res.status(), 200);
+        let v: Value = res.json().await.unwrap();
+        login_ms.push(started.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(v["data"]["authQueries"][0]["typeId"], "MFA");
+        let token = v["data"]["token"].as_str().unwrap().to_owned();
+        // The current step's code was spent at verify: the next one is in the window.
+        let code = totp::code_at(secret, now() + 30).unwrap();
+        let started = std::time::Instant::now();
+        let r = client(
+            &ctl,
+            Method::POST,
+            "/authenticate/mfa",
+            &token,
+            Some(json!({"code": code})),
+        )
+        .await;
+        answer_ms.push(started.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(r.0, 200, "{}", r.1);
+        assert_eq!(
+            client(&ctl, Method::GET, "/services", &token, None).await.0,
+            200
+        );
+    }
+    let pct = |v: &mut Vec<f64>, p: f64| {
+        v.sort_by(f64::total_cmp);
+        v[((v.len() as f64 - 1.0) * p).round() as usize]
+    };
+    eprintln!(
+        "MFA login over {} identities: certificate login p50 {:.1} ms p99 {:.1} ms; TOTP answer p50 {:.1} ms p99 {:.1} ms",
+        enrolled.len(),
+        pct(&mut login_ms, 0.5),
+        pct(&mut login_ms, 0.99),
+        pct(&mut answer_ms, 0.5),
+        pct(&mut answer_ms, 0.99),
+    );
+}
+
+#[tokio::test]
+async fn certificates_are_extended_over_tls_with_the_current_one() {
+    let ctl = start();
+    let admin = ctl.admin_token().await;
+    let (id, cert, key) = ctl.enrolled_identity(&admin, "pia", &[]).await;
+    let auths = ctl
+        .get_ok(&admin, &format!("/identities/{id}/authenticators"))
+        .await;
+    let auth = auths["data"][0]["id"].as_str().unwrap().to_owned();
+    // An administrator asks for an extension with a new key.
+    let r = ctl
+        .call(
+            Method::POST,
+            &format!("/authenticators/{auth}/request-extend"),
+            &admin,
+            Some(json!({"rollKeys": true})),
+        )
+        .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    let http = ctl.http_with_cert(&cert, &key);
+    let res = ctl.cert_authenticate(&http).await;
+    assert_eq!(res.headers()["ziti-authenticator-extend-requested"], "true");
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["data"]["isCertExtendable"], true);
+    assert_eq!(v["data"]["isCertExtendRequested"], true);
+    assert_eq!(v["data"]["isCertKeyRollRequested"], true);
+    let token = v["data"]["token"].as_str().unwrap().to_owned();
+    let path = format!("/current-identity/authenticators/{auth}");
+    let call = |http: &reqwest::Client, p: String, body: Value| {
+        let req = http
+            .post(ctl.client_url(&p))
+            .header("zt-session", &token)
+            .json(&body);
+        async move {
+            let res = req.send().await.unwrap();
+            (
+                res.status().as_u16(),
+                res.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    // Over a connection without the current certificate: refused.
+    let (csr, new_key) = weft_testkit::make_csr("pia");
+    let r = call(
+        &ctl.http(),
+        format!("{path}/extend"),
+        json!({"clientCertCsr": csr}),
+    )
+    .await;
+    assert_eq!(code(&r), (401, "UNAUTHORIZED"), "{}", r.1);
+    let r = call(
+        &http,
+        format!("{path}/extend"),
+        json!({"clientCertCsr": "junk"}),
+    )
+    .await;
+    assert_eq!(code(&r), (400, "COULD_NOT_PROCESS_CSR"), "{}", r.1);
+    let r = call(
+        &http,
+        format!("{path}/extend-verify"),
+        json!({"clientCert": cert}),
+    )
+    .await;
+    assert_eq!(
+        code(&r),
+        (409, "CAN_NOT_UPDATE_AUTHENTICATOR"),
+        "nothing pending: {}",
+        r.1
+    );
+    let r = call(
+        &http,
+        format!("{path}/extend"),
+        json!({"clientCertCsr": csr}),
+    )
+    .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    let new_cert = r.1["data"]["clientCert"].as_str().unwrap().to_owned();
+    assert!(
+        r.1["data"]["ca"]
+            .as_str()
+            .unwrap()
+            .contains("BEGIN CERTIFICATE")
+    );
+    // Until verified, the old certificate still logs in.
+    assert_eq!(
+        ctl.cert_authenticate(&ctl.http_with_cert(&cert, &key))
+            .await
+            .status(),
+        200
+    );
+    let r = call(
+        &http,
+        format!("{path}/extend-verify"),
+        json!({"clientCert": cert}),
+    )
+    .await;
+    assert_eq!(code(&r), (400, "INVALID_CLIENT_CERT"), "{}", r.1);
+    let r = call(
+        &http,
+        format!("{path}/extend-verify"),
+        json!({"clientCert": new_cert}),
+    )
+    .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    // The old certificate is done; the new one logs in, with nothing requested.
+    assert_eq!(
+        ctl.cert_authenticate(&ctl.http_with_cert(&cert, &key))
+            .await
+            .status(),
+        401
+    );
+    let res = ctl
+        .cert_authenticate(&ctl.http_with_cert(&new_cert, &new_key))
+        .await;
+    assert_eq!(res.status(), 200);
+    assert!(
+        res.headers()
+            .get("ziti-authenticator-extend-requested")
+            .is_none()
+    );
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["data"]["isCertExtendRequested"], false);
+    // Password authenticators have no certificate to extend.
+    let q = user(&ctl, &admin, "quin", "quin-password", None).await;
+    let auths = ctl
+        .get_ok(&admin, &format!("/identities/{q}/authenticators"))
+        .await;
+    let qa = auths["data"][0]["id"].as_str().unwrap().to_owned();
+    let r = ctl
+        .call(
+            Method::POST,
+            &format!("/authenticators/{qa}/request-extend"),
+            &admin,
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(code(&r), (409, "CAN_NOT_UPDATE_AUTHENTICATOR"));
+}

@@ -87,6 +87,26 @@ impl Identity {
         Ok(id)
     }
 
+    /// This identity with a new certificate chain (PEM) and, when the key was rolled,
+    /// a new private key (PEM): what certificate extension gives back.
+    pub fn renewed(&self, cert_pem: impl Into<String>, key_pem: Option<String>) -> Result<Self> {
+        let id = Self {
+            controllers: self.controllers.clone(),
+            cert_pem: cert_pem.into(),
+            key_pem: key_pem.unwrap_or_else(|| self.key_pem.clone()),
+            ca_pem: self.ca_pem.clone(),
+        };
+        id.validate()?;
+        Ok(id)
+    }
+
+    /// A PEM CSR for this identity's own key (to extend its certificate without a new
+    /// key).
+    pub fn csr_for_own_key(&self, common_name: &str) -> Result<String> {
+        let key = rcgen::KeyPair::from_pem(&self.key_pem)?;
+        crate::csr::csr(common_name, &key)
+    }
+
     /// Loads an identity file.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();

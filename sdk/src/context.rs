@@ -79,7 +79,10 @@ type Slot = Arc<tokio::sync::Mutex<Option<Channel>>>;
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) name: String,
-    pub(crate) tls: Arc<rustls::ClientConfig>,
+    /// The identity: its certificate (and key) change when it is extended.
+    identity: Mutex<Identity>,
+    /// Its TLS configuration towards edge routers (follows `identity`).
+    pub(crate) tls: Mutex<Arc<rustls::ClientConfig>>,
     pub(crate) ctrl: ControllerClient,
     pub(crate) options: Options,
     services: Mutex<HashMap<String, Service>>,
@@ -131,7 +134,8 @@ impl Context {
         tracing::debug!(identity = %session.identity.name, api_session = %session.id, "authenticated");
         let inner = Arc::new(Inner {
             name: session.identity.name.clone(),
-            tls,
+            identity: Mutex::new(identity),
+            tls: Mutex::new(tls),
             ctrl,
             options,
             services: Mutex::new(HashMap::new()),
@@ -164,6 +168,36 @@ impl Context {
     /// answered, and after a failover the one that answers instead.
     pub fn controller(&self) -> String {
         self.inner.ctrl.current()
+    }
+
+    /// Extends this identity's certificate (OpenZiti's `extend` and `extend-verify`):
+    /// the controller issues a new certificate for the same key, or for a new P-256 key
+    /// with `roll_keys`, and the old certificate stops logging in. This context goes on
+    /// with the new one (existing edge connections are kept; new ones and later logins
+    /// use the new certificate). Returns the renewed identity: **save it**
+    /// ([`Identity::save`]), or the next process start has only the old certificate.
+    /// [`ErrorKind::NotAuthorized`] when the identity has no certificate of this network.
+    pub async fn extend_certificate(&self, roll_keys: bool) -> Result<Identity> {
+        let current = lock(&self.inner.identity).clone();
+        let authenticator = self.inner.ctrl.cert_authenticator().await?;
+        let (csr, new_key) = if roll_keys {
+            let (key, csr) = weft_identity::csr::key_and_csr(&self.inner.name)?;
+            (csr, Some(key.serialize_pem()))
+        } else {
+            (current.csr_for_own_key(&self.inner.name)?, None)
+        };
+        let cert = self
+            .inner
+            .ctrl
+            .extend_certificate(&authenticator, &csr)
+            .await?;
+        let renewed = current.renewed(cert, new_key)?;
+        let tls = tls::client_config(&renewed)?;
+        self.inner.ctrl.set_tls(&tls)?;
+        *lock(&self.inner.tls) = tls;
+        *lock(&self.inner.identity) = renewed.clone();
+        tracing::info!(identity = %self.inner.name, roll_keys, "certificate extended");
+        Ok(renewed)
     }
 
     /// Starts a TOTP enrollment for this identity (OpenZiti's `EnrollZitiMfa`): the
@@ -302,10 +336,11 @@ impl Inner {
         if let Some(c) = guard.as_ref().filter(|c| !c.is_closed()) {
             return Ok(c.clone());
         }
+        let tls = lock(&self.tls).clone();
         let channel = Channel::connect(
             router,
             address,
-            Arc::clone(&self.tls),
+            tls,
             &self.api_token(),
             &format!("weft-sdk/{}", env!("CARGO_PKG_VERSION")),
             self.options.connect_timeout,

@@ -191,7 +191,8 @@ struct Pagination {
 /// it gets one fresh authentication and the request again.
 #[derive(Clone, Debug)]
 pub(crate) struct ControllerClient {
-    http: reqwest::Client,
+    /// Replaced when the identity's certificate is extended.
+    http: Arc<Mutex<reqwest::Client>>,
     /// Answers MFA authentication queries.
     mfa: Option<MfaCodes>,
     /// `<controller>/edge/client/v1` of each controller, the default first.
@@ -208,6 +209,21 @@ struct State {
     token: Option<String>,
     /// The controller that issued `token`.
     token_from: usize,
+}
+
+/// The HTTP client of the controller API, presenting the identity's certificate.
+fn http_client(tls: &rustls::ClientConfig) -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls.clone())
+        .timeout(REQUEST_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT)
+        // Drop idle connections before a controller does: Weft's closes one after
+        // 30 s without a request (its header-read timeout), which is also the
+        // refresh interval, so reusing it raced with the close and failed the
+        // refresh now and then.
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .build()
+        .map_err(|e| Error::controller(format!("HTTP client: {e}")))
 }
 
 fn http_error(e: reqwest::Error) -> Error {
@@ -244,19 +260,8 @@ impl ControllerClient {
         if bases.is_empty() {
             return Err(Error::controller("no controller URL"));
         }
-        let http = reqwest::Client::builder()
-            .use_preconfigured_tls((*tls).clone())
-            .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(CONNECT_TIMEOUT)
-            // Drop idle connections before a controller does: Weft's closes one after
-            // 30 s without a request (its header-read timeout), which is also the
-            // refresh interval, so reusing it raced with the close and failed the
-            // refresh now and then.
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .build()
-            .map_err(|e| Error::controller(format!("HTTP client: {e}")))?;
         Ok(Self {
-            http,
+            http: Arc::new(Mutex::new(http_client(&tls)?)),
             mfa,
             bases: bases
                 .iter()
@@ -308,9 +313,12 @@ impl ControllerClient {
             let Some(base) = self.bases.get(index) else {
                 continue;
             };
-            let mut req = self
+            let http = self
                 .http
-                .request(call.method.clone(), format!("{base}{}", call.path));
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            let mut req = http.request(call.method.clone(), format!("{base}{}", call.path));
             if let Some(body) = call.body {
                 req = req.json(body);
             }
@@ -421,6 +429,61 @@ impl ControllerClient {
         };
         let (status, body, _, _) = self.exchange(&call, true).await?;
         decode::<serde_json::Value>(status, &body).map(drop)
+    }
+
+    /// From now on, talks to the controllers presenting the certificate of `tls`.
+    pub(crate) fn set_tls(&self, tls: &rustls::ClientConfig) -> Result<()> {
+        let client = http_client(tls)?;
+        *self
+            .http
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = client;
+        Ok(())
+    }
+
+    /// The id of the caller's certificate authenticator
+    /// (`GET /current-identity/authenticators`).
+    pub(crate) async fn cert_authenticator(&self) -> Result<String> {
+        let (list, _): (Vec<serde_json::Value>, _) =
+            self.send(get("/current-identity/authenticators")).await?;
+        list.iter()
+            .find(|a| a["method"] == "cert")
+            .and_then(|a| a["id"].as_str().map(str::to_owned))
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::NotAuthorized,
+                    "the identity has no certificate authenticator to extend",
+                )
+            })
+    }
+
+    /// `extend` then `extend-verify`: the new certificate (PEM) for `csr`.
+    pub(crate) async fn extend_certificate(
+        &self,
+        authenticator: &str,
+        csr: &str,
+    ) -> Result<String> {
+        let body = serde_json::json!({ "clientCertCsr": csr });
+        let call = Call {
+            method: reqwest::Method::POST,
+            path: format!("/current-identity/authenticators/{authenticator}/extend"),
+            body: Some(&body),
+            header: None,
+        };
+        let (issued, _): (serde_json::Value, _) = self.send(call).await?;
+        let cert = issued["clientCert"]
+            .as_str()
+            .ok_or_else(|| Error::controller("the controller issued no certificate"))?
+            .to_owned();
+        let body = serde_json::json!({ "clientCert": cert });
+        let call = Call {
+            method: reqwest::Method::POST,
+            path: format!("/current-identity/authenticators/{authenticator}/extend-verify"),
+            body: Some(&body),
+            header: None,
+        };
+        self.send::<serde_json::Value>(call).await?;
+        Ok(cert)
     }
 
     /// `POST /current-identity/mfa` then `GET /current-identity/mfa`.

@@ -314,3 +314,48 @@ async fn a_password_login_dials_through_a_router_with_an_api_session_certificate
         "a deleted API session certificate still opens edge connections"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sdk_extends_its_certificate_and_goes_on_with_the_new_one() {
+    let net = Network::start().await;
+    net.service("renew", &["renew"], true).await;
+    let host = net.context("renew-h", &["renew-host"]).await;
+    let mut listener = host.bind("renew").await.unwrap();
+    tokio::spawn(async move {
+        while let Ok(mut s) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    let old = net.enrolled("renew-c", &["renew-client"]).await;
+    let ctx = Context::new(old.clone()).await.unwrap();
+    let echo = |ctx: Context| async move {
+        let mut s = ctx.dial("renew").await.unwrap();
+        s.write_all(b"ping").await.unwrap();
+        let mut got = [0u8; 4];
+        s.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"ping");
+    };
+    echo(ctx.clone()).await;
+    let renewed = ctx.extend_certificate(true).await.unwrap();
+    assert_ne!(renewed.cert_pem(), old.cert_pem());
+    // The context goes on (its routers know the new certificate for its API session).
+    echo(ctx.clone()).await;
+    // A new context from the renewed identity logs in; the old certificate does not.
+    let again = Context::new(renewed.clone()).await.unwrap();
+    echo(again).await;
+    let e = Context::new(old).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotAuthorized, "{e}");
+    // The renewed identity survives a save and a load.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("renewed.json");
+    renewed.save(&file).unwrap();
+    Context::new(Identity::load(&file).unwrap()).await.unwrap();
+}

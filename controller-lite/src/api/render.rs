@@ -611,6 +611,7 @@ pub fn api_session(
     s: &ApiSessionRow,
     identity: &EntityRow,
     totp_pending: bool,
+    cert: crate::auth::CertFlags,
 ) -> Value {
     let timeout = ctl.config.api_session_timeout_secs;
     let last = clock::fmt_unix(s.last_activity);
@@ -624,10 +625,9 @@ pub fn api_session(
         "authQueries": crate::auth::policy::auth_queries(totp_pending),
         "isMfaRequired": s.mfa_required || totp_pending,
         "isMfaComplete": s.mfa_complete,
-        // There is no certificate extension (`/current-identity/authenticators/{id}/extend`).
-        "isCertExtendable": false,
-        "isCertExtendRequested": false,
-        "isCertKeyRollRequested": false,
+        "isCertExtendable": cert.extendable,
+        "isCertExtendRequested": cert.extend_requested,
+        "isCertKeyRollRequested": cert.key_roll_requested,
         "authenticatorId": s.authenticator_id,
         "expiresAt": clock::fmt_unix(s.last_activity + timeout),
         "expirationSeconds": timeout,

@@ -223,6 +223,37 @@ async fn password_outcome(
     Ok(identity)
 }
 
+/// Certificate extension as an API session shows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CertFlags {
+    /// Logged in with a certificate this network issued (`isCertExtendable`).
+    pub extendable: bool,
+    /// An administrator asked for an extension (`isCertExtendRequested`).
+    pub extend_requested: bool,
+    /// ... with a new key (`isCertKeyRollRequested`).
+    pub key_roll_requested: bool,
+}
+
+/// The [`CertFlags`] of `session`.
+pub async fn cert_flags(ctl: &Controller, session: &ApiSessionRow) -> Result<CertFlags, ApiError> {
+    let Some(a) = ctl
+        .store
+        .authenticator_by_id(&session.authenticator_id)
+        .await?
+    else {
+        return Ok(CertFlags::default());
+    };
+    if a.method != "cert" || a.cert_pem.is_none() {
+        return Ok(CertFlags::default());
+    }
+    let ext = ctl.store.cert_extension(&a.id).await?;
+    Ok(CertFlags {
+        extendable: true,
+        extend_requested: ext.requested,
+        key_roll_requested: ext.requested && ext.roll_keys,
+    })
+}
+
 /// The authenticated caller of a request (valid `zt-session` of an API session with
 /// no authentication query left open). As an extractor it answers 401 `UNAUTHORIZED`
 /// to a partial session; [`PartialCaller`] admits those too.

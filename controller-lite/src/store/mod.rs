@@ -21,6 +21,7 @@
 //! authenticators, API sessions, sessions) have their own tables.
 
 mod changes;
+mod extensions;
 mod mfa;
 mod presence;
 mod records;
@@ -37,6 +38,7 @@ use tokio::sync::watch;
 use crate::error::StoreError;
 
 pub use changes::{Change, ChangeOp, NOTIFY_CHANNEL};
+pub use extensions::CertExtension;
 pub use mfa::MfaRow;
 pub use security::{
     ApiSessionRow, AuthenticatorRow, EnrollmentRow, ROUTER_AUTH_METHOD, SessionRow,

@@ -160,6 +160,10 @@ impl WriteTx<'_> {
     /// Deletes an identity authenticator and the API sessions (and their sessions) created
     /// with it; false when it does not exist.
     pub async fn delete_authenticator(&mut self, id: &str) -> Result<bool, StoreError> {
+        sqlx::query("DELETE FROM cert_extensions WHERE authenticator_id = $1")
+            .bind(id)
+            .execute(&mut *self.tx)
+            .await?;
         let n = sqlx::query("DELETE FROM authenticators WHERE id = $1 AND method != $2")
             .bind(id)
             .bind(ROUTER_AUTH_METHOD)

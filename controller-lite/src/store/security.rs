@@ -497,6 +497,13 @@ impl WriteTx<'_> {
         &mut self,
         identity_id: &str,
     ) -> Result<(), StoreError> {
+        sqlx::query(
+            "DELETE FROM cert_extensions WHERE authenticator_id IN
+               (SELECT id FROM authenticators WHERE identity_id = $1)",
+        )
+        .bind(identity_id)
+        .execute(&mut *self.tx)
+        .await?;
         for table in [
             "enrollments",
             "authenticators",

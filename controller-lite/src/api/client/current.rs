@@ -71,9 +71,18 @@ pub async fn authenticate(State(ctl): State<AppState>, req: Request) -> Result<R
     };
     let policy = auth::policy::policy_of(&ctl.store, &identity).await?;
     let pending = auth::policy::totp_pending(&session, &policy);
-    Ok(envelope::ok(render::api_session(
-        &ctl, &session, &identity, pending,
-    )))
+    let cert = auth::cert_flags(&ctl, &session).await?;
+    let mut res = envelope::ok(render::api_session(
+        &ctl, &session, &identity, pending, cert,
+    ));
+    if cert.extend_requested {
+        // OpenZiti's signal to SDKs (openziti/ziti `controller/response/headers.go`).
+        res.headers_mut().insert(
+            "ziti-authenticator-extend-requested",
+            axum::http::HeaderValue::from_static("true"),
+        );
+    }
+    Ok(res)
 }
 
 /// `GET /current-api-session` (also refreshes activity); partial sessions too, which
@@ -81,14 +90,16 @@ pub async fn authenticate(State(ctl): State<AppState>, req: Request) -> Result<R
 pub async fn get_api_session(
     State(ctl): State<AppState>,
     PartialCaller(caller): PartialCaller,
-) -> Response {
+) -> Result<Response, ApiError> {
     let pending = caller.totp_pending();
-    envelope::ok(render::api_session(
+    let cert = auth::cert_flags(&ctl, &caller.session).await?;
+    Ok(envelope::ok(render::api_session(
         &ctl,
         &caller.session,
         &caller.identity,
         pending,
-    ))
+        cert,
+    )))
 }
 
 /// `DELETE /current-api-session` (logout; partial sessions too).

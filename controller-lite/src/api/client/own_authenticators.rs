@@ -1,13 +1,15 @@
 //! The caller's own authenticators, served by both APIs (openziti/edge-api
-//! `source/shared/current-identity-authenticators.yml`): list and read them, and change
-//! one's own user name or password given the current password. Another identity's
-//! authenticator is "not found".
+//! `source/shared/current-identity-authenticators.yml`): list and read them, change
+//! one's own user name or password given the current password, and extend one's
+//! certificate (`extend`, then `extend-verify`). Another identity's authenticator is
+//! "not found".
 
+use axum::Extension;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 use crate::api::endpoint::{ApiBuilder, Data, Endpoint};
 use crate::api::extract::JsonBody;
@@ -18,6 +20,7 @@ use crate::auth::{Caller, verify_password};
 use crate::clock;
 use crate::error::ApiError;
 use crate::model::Kind;
+use crate::server::ConnInfo;
 use crate::store::AuthenticatorRow;
 
 /// Body of `PUT /current-identity/authenticators/{id}` (`authenticatorUpdateWithCurrent`).
@@ -52,11 +55,55 @@ pub struct OwnAuthenticatorPatch {
     pub tags: Option<Map<String, Value>>,
 }
 
+/// Body of `POST /current-identity/authenticators/{id}/extend` (`identityExtendEnrollmentRequest`).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ExtendRequest {
+    /// A PEM CSR; only its public key is used (the same key, or a new one to roll keys).
+    pub client_cert_csr: String,
+}
+
+/// Body of `POST /current-identity/authenticators/{id}/extend-verify`
+/// (`identityExtendValidateEnrollmentRequest`).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ExtendVerify {
+    /// The certificate `extend` issued (PEM), proving the client received it.
+    pub client_cert: String,
+}
+
 /// Adds the routes to `api`.
 pub fn routes(api: ApiBuilder) -> ApiBuilder {
     let tag = "Current Identity";
     let detail_schema = Data::Schema(|g| g.subschema_for::<AuthenticatorDetail>());
     api.add(
+        Endpoint::post(
+            "/current-identity/authenticators/{id}/extend",
+            "extendCurrentIdentityAuthenticator",
+        )
+        .doc(
+            tag,
+            "Issues a new certificate for the caller's certificate authenticator (over TLS with the current certificate)",
+        )
+        .session()
+        .request(Data::Schema(|g| g.subschema_for::<ExtendRequest>()))
+        .returns(200, Data::Object("`{clientCert, ca}`, PEM.")),
+        extend,
+    )
+    .add(
+        Endpoint::post(
+            "/current-identity/authenticators/{id}/extend-verify",
+            "extendVerifyCurrentIdentityAuthenticator",
+        )
+        .doc(
+            tag,
+            "Makes the certificate `extend` issued the authenticator's; the old one stops working",
+        )
+        .session()
+        .request(Data::Schema(|g| g.subschema_for::<ExtendVerify>())),
+        extend_verify,
+    )
+    .add(
         Endpoint::get(
             "/current-identity/authenticators",
             "listCurrentIdentityAuthenticators",
@@ -104,6 +151,83 @@ pub fn routes(api: ApiBuilder) -> ApiBuilder {
         .request(Data::Schema(|g| g.subschema_for::<OwnAuthenticatorPatch>())),
         patch,
     )
+}
+
+/// `POST /current-identity/authenticators/{id}/extend {clientCertCsr}`: the caller
+/// must present, in this TLS connection, the certificate the authenticator holds (any
+/// validity: an expired one may be extended when its policy allows the login). The new
+/// certificate waits for `extend-verify`; until then the old one still works.
+async fn extend(
+    State(ctl): State<AppState>,
+    caller: Caller,
+    Extension(conn): Extension<ConnInfo>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<ExtendRequest>,
+) -> Result<Response, ApiError> {
+    let a = own(&ctl, &caller, &id).await?;
+    if a.method != "cert" || a.cert_pem.is_none() {
+        return Err(ApiError::CanNotUpdateAuthenticator(format!(
+            "authenticator {id:?} is not a certificate this network issued"
+        )));
+    }
+    let leaf = conn.certs.first().ok_or(ApiError::Unauthorized)?;
+    if a.fingerprint.as_deref() != Some(weft_tls::fingerprint(leaf.as_ref()).as_str())
+        || !ctl.pki.verify_client_leaf(leaf.as_ref(), true)
+    {
+        return Err(ApiError::Unauthorized);
+    }
+    let issued = ctl
+        .pki
+        .sign_client_csr(
+            &body.client_cert_csr,
+            &caller.identity.id,
+            ctl.config.identity_cert_days,
+        )
+        .map_err(|e| ApiError::CouldNotProcessCsr(e.to_string()))?;
+    let mut tx = ctl.store.begin_write().await?;
+    tx.set_pending_extension(&id, &issued.pem, &issued.fingerprint)
+        .await?;
+    tx.commit().await?;
+    tracing::info!(identity = %caller.identity.name, authenticator = %id, "certificate extension issued");
+    Ok(envelope::ok(json!({
+        "clientCert": issued.pem,
+        "ca": ctl.pki.ca_bundle_pem(),
+    })))
+}
+
+/// `POST /current-identity/authenticators/{id}/extend-verify {clientCert}`.
+async fn extend_verify(
+    State(ctl): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<ExtendVerify>,
+) -> Result<Response, ApiError> {
+    let a = own(&ctl, &caller, &id).await?;
+    let Some((_, pending_fp)) = ctl.store.cert_extension(&a.id).await?.pending else {
+        return Err(ApiError::CanNotUpdateAuthenticator(
+            "no certificate extension is pending for this authenticator".into(),
+        ));
+    };
+    let presented = weft_tls::pem::certificates(body.client_cert.as_bytes())
+        .ok()
+        .and_then(|c| c.into_iter().next())
+        .map(|c| weft_tls::fingerprint(c.as_ref()));
+    if presented.as_deref() != Some(pending_fp.as_str()) {
+        return Err(ApiError::InvalidClientCert(
+            "clientCert is not the certificate extend issued".into(),
+        ));
+    }
+    let mut tx = ctl.store.begin_write().await?;
+    if !tx.promote_extension(&a.id, &clock::now_string()).await? {
+        return Err(ApiError::CanNotUpdateAuthenticator(
+            "no certificate extension is pending for this authenticator".into(),
+        ));
+    }
+    tx.commit().await?;
+    // Routers learn the new fingerprint of the API sessions this authenticator opened.
+    ctl.notify_routers().await;
+    tracing::info!(identity = %caller.identity.name, authenticator = %id, "certificate extended");
+    Ok(envelope::empty())
 }
 
 async fn own(ctl: &AppState, caller: &Caller, id: &str) -> Result<AuthenticatorRow, ApiError> {

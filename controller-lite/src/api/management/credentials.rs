@@ -57,6 +57,15 @@ pub struct AuthenticatorPatch {
     pub password: Option<String>,
 }
 
+/// Body of `POST /authenticators/{id}/request-extend` (`requestExtendAuthenticator`).
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RequestExtend {
+    /// Ask for a new key too.
+    #[serde(default)]
+    pub roll_keys: bool,
+}
+
 /// Body of `POST /authenticators/{id}/re-enroll` (`reEnroll`).
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -273,6 +282,27 @@ async fn update_authenticator(
     {
         return Err(not_found("authenticator", &id));
     }
+    tx.commit().await?;
+    Ok(envelope::empty())
+}
+
+/// `POST /authenticators/{id}/request-extend {rollKeys}`: the identity's API sessions
+/// then show `isCertExtendRequested` (and `isCertKeyRollRequested`), and its next
+/// certificate login answers the `ziti-authenticator-extend-requested` header.
+async fn request_extend(
+    ctl: AppState,
+    id: String,
+    body: RequestExtend,
+) -> Result<Response, ApiError> {
+    let a = authenticator(&ctl, &id).await?;
+    if a.method != "cert" || a.cert_pem.is_none() {
+        return Err(ApiError::CanNotUpdateAuthenticator(format!(
+            "authenticator {id:?} is not a certificate this network issued"
+        )));
+    }
+    let mut tx = ctl.store.begin_write().await?;
+    tx.request_extension(&id, body.roll_keys, &clock::now_string())
+        .await?;
     tx.commit().await?;
     Ok(envelope::empty())
 }
@@ -512,6 +542,19 @@ pub fn routes(api: ApiBuilder) -> ApiBuilder {
         |State(ctl): State<AppState>, _: Admin, Path(id): Path<String>| {
             delete_authenticator(ctl, id)
         },
+    )
+    .add(
+        Endpoint::post("/authenticators/{id}/request-extend", "requestExtendAuthenticator")
+            .doc(
+                "Authenticator",
+                "Asks the identity to extend its certificate (shown in its API sessions)",
+            )
+            .admin()
+            .request(Data::Schema(|g| g.subschema_for::<RequestExtend>())),
+        |State(ctl): State<AppState>,
+         _: Admin,
+         Path(id): Path<String>,
+         JsonBody(b): JsonBody<RequestExtend>| request_extend(ctl, id, b),
     )
     .add(
         Endpoint::post("/authenticators/{id}/re-enroll", "reEnrollAuthenticator")

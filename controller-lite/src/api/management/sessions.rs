@@ -46,7 +46,8 @@ async fn api_session_views(ctl: &AppState, id: Option<&str>) -> Result<Vec<Value
             continue;
         };
         let pending = crate::auth::policy::totp_pending(&s, policies.of(identity));
-        out.push(render::api_session(ctl, &s, identity, pending));
+        let cert = crate::auth::cert_flags(ctl, &s).await?;
+        out.push(render::api_session(ctl, &s, identity, pending, cert));
     }
     Ok(out)
 }
