@@ -894,3 +894,113 @@ async fn auth_policies_choose_the_signers_an_identity_may_log_in_with() {
         "{v}"
     );
 }
+
+/// `secondary.requireExtJwtSigner`: every request of the identity carries a token of
+/// that signer naming it; without one only the API session itself can be read, and it
+/// lists the EXT-JWT query.
+#[tokio::test]
+async fn a_policy_can_require_an_external_jwt_on_every_request() {
+    let ctl = Ctl::start();
+    let admin = ctl.admin_token().await;
+    let key_a = p256_key("a");
+    let key_b = p256_key("b");
+    let a = ctl
+        .create_ok(&admin, "external-jwt-signers", signer("idp-a", "https://a.idp.test", json!({"certPem": key_a.cert_pem, "kid": "a", "externalAuthUrl": "https://a.idp.test/auth", "clientId": "weft"})))
+        .await;
+    ctl.create_ok(
+        &admin,
+        "external-jwt-signers",
+        signer(
+            "idp-b",
+            "https://b.idp.test",
+            json!({"certPem": key_b.cert_pem, "kid": "b"}),
+        ),
+    )
+    .await;
+    ctl.create_ok(
+        &admin,
+        "auth-policies",
+        json!({"name": "jwt-too", "secondary": {"requireExtJwtSigner": "idp-a"}}),
+    )
+    .await;
+    let eve = ctl
+        .create_ok(
+            &admin,
+            "identities",
+            json!({"name": "eve", "type": "User", "isAdmin": false, "authPolicyId": "jwt-too"}),
+        )
+        .await;
+    let other = ctl
+        .create_ok(
+            &admin,
+            "identities",
+            json!({"name": "other", "type": "User", "isAdmin": false}),
+        )
+        .await;
+    let (s, v) = ctl
+        .create(&admin, "authenticators", json!({"method": "updb", "identityId": eve, "username": "eve", "password": "eve-password"}))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let res = ctl
+        .http()
+        .post(ctl.client_url("/authenticate?method=password"))
+        .json(&json!({"username": "eve", "password": "eve-password"}))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = res.json().await.unwrap();
+    let q = &v["data"]["authQueries"][0];
+    assert_eq!(
+        (q["typeId"].as_str(), q["provider"].as_str()),
+        (Some("EXT-JWT"), Some("url")),
+        "{v}"
+    );
+    assert_eq!(q["id"], a.as_str());
+    assert_eq!(q["httpUrl"], "https://a.idp.test/auth");
+    let token = v["data"]["token"].as_str().unwrap().to_owned();
+    let get = |path: &'static str, bearer: Option<String>| {
+        let mut req = ctl
+            .http()
+            .get(ctl.client_url(path))
+            .header("zt-session", &token);
+        if let Some(b) = bearer {
+            req = req.bearer_auth(b);
+        }
+        async move {
+            let res = req.send().await.unwrap();
+            let challenge = res
+                .headers()
+                .get("www-authenticate")
+                .map(|h| h.to_str().unwrap().to_owned());
+            (res.status().as_u16(), challenge)
+        }
+    };
+    let (s, challenge) = get("/services", None).await;
+    assert_eq!(s, 401);
+    assert!(challenge.unwrap().contains("openziti-secondary-ext-jwt"));
+    assert_eq!(get("/current-api-session", None).await.0, 200);
+    let good = token_for(&key_a, "https://a.idp.test", &eve);
+    assert_eq!(get("/services", Some(good)).await.0, 200);
+    assert_eq!(
+        get(
+            "/services",
+            Some(token_for(&key_b, "https://b.idp.test", &eve))
+        )
+        .await
+        .0,
+        401
+    );
+    assert_eq!(
+        get(
+            "/services",
+            Some(token_for(&key_a, "https://a.idp.test", &other))
+        )
+        .await
+        .0,
+        401
+    );
+}
+
+fn token_for(key: &SigningKey, issuer: &str, identity: &str) -> String {
+    token(key, issuer, json!({"sub": identity}))
+}

@@ -604,15 +604,16 @@ pub fn client_router(ctl: &Controller, row: &EntityRow) -> Value {
 }
 
 /// API session detail (spec §4.3 / §13 item 2).
-/// `totp_pending`: the session still owes an answer to its TOTP query
-/// ([`crate::auth::policy::totp_pending`]), listed in `authQueries`.
-pub fn api_session(
+/// `open`: the authentication queries the request leaves open, listed in `authQueries`.
+pub async fn api_session(
     ctl: &Controller,
     s: &ApiSessionRow,
     identity: &EntityRow,
-    totp_pending: bool,
+    open: &crate::auth::policy::OpenQueries,
     cert: crate::auth::CertFlags,
 ) -> Value {
+    let totp_pending = open.totp;
+    let queries = crate::auth::policy::auth_queries(&ctl.store, open).await;
     let timeout = ctl.config.api_session_timeout_secs;
     let last = clock::fmt_unix(s.last_activity);
     json!({
@@ -622,7 +623,7 @@ pub fn api_session(
         "identityId": identity.id,
         "ipAddress": s.ip_address,
         "configTypes": s.config_types,
-        "authQueries": crate::auth::policy::auth_queries(totp_pending),
+        "authQueries": queries,
         "isMfaRequired": s.mfa_required || totp_pending,
         "isMfaComplete": s.mfa_complete,
         "isCertExtendable": cert.extendable,

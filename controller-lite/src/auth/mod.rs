@@ -257,7 +257,7 @@ pub async fn cert_flags(ctl: &Controller, session: &ApiSessionRow) -> Result<Cer
 /// The authenticated caller of a request (valid `zt-session` of an API session with
 /// no authentication query left open). As an extractor it answers 401 `UNAUTHORIZED`
 /// to a partial session; [`PartialCaller`] admits those too.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Caller {
     /// The API session.
     pub session: ApiSessionRow,
@@ -265,6 +265,9 @@ pub struct Caller {
     pub identity: EntityRow,
     /// The identity's authentication policy.
     pub policy: AuthPolicy,
+    /// Why this request lacks the external JWT its policy's `requireExtJwtSigner`
+    /// asks for on every request (`None`: it has one, or none is asked for).
+    pub ext_jwt_missing: Option<ApiError>,
 }
 
 impl Caller {
@@ -272,12 +275,23 @@ impl Caller {
     pub fn totp_pending(&self) -> bool {
         policy::totp_pending(&self.session, &self.policy)
     }
+
+    /// The authentication queries this request leaves open (`authQueries`).
+    pub fn queries(&self) -> policy::OpenQueries {
+        policy::OpenQueries {
+            totp: self.totp_pending(),
+            ext_jwt_signer: self
+                .ext_jwt_missing
+                .as_ref()
+                .and_then(|_| self.policy.secondary.require_ext_jwt_signer.clone()),
+        }
+    }
 }
 
 /// A caller whose API session may still owe answers to authentication queries: what
 /// the endpoints that answer them (and `GET`/`DELETE /current-api-session`) take
 /// (openziti/ziti `controller/internal/permissions`: partial-session access).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct PartialCaller(pub Caller);
 
 impl FromRequestParts<Arc<Controller>> for PartialCaller {
@@ -304,9 +318,12 @@ impl Caller {
 
 /// Resolves the `zt-session` header of a fully authenticated API session.
 pub async fn caller_from_parts(ctl: &Controller, parts: &Parts) -> Result<Caller, ApiError> {
-    let caller = resolve_caller(ctl, parts).await?;
+    let mut caller = resolve_caller(ctl, parts).await?;
     if caller.totp_pending() {
         return Err(ApiError::Unauthorized);
+    }
+    if let Some(e) = caller.ext_jwt_missing.take() {
+        return Err(e);
     }
     Ok(caller)
 }
@@ -344,6 +361,12 @@ async fn resolve_caller(ctl: &Controller, parts: &Parts) -> Result<Caller, ApiEr
         return Err(ApiError::Unauthorized);
     }
     let policy = policy::policy_of(&ctl.store, &identity).await?;
+    let ext_jwt_missing = match &policy.secondary.require_ext_jwt_signer {
+        Some(signer) => crate::extjwt::check_secondary(ctl, &parts.headers, signer, &identity.id)
+            .await
+            .err(),
+        None => None,
+    };
     let now_str = clock::now_string();
     ctl.store
         .touch_api_session(&session.id, now, &now_str)
@@ -357,6 +380,7 @@ async fn resolve_caller(ctl: &Controller, parts: &Parts) -> Result<Caller, ApiEr
         session,
         identity,
         policy,
+        ext_jwt_missing,
     })
 }
 
@@ -372,7 +396,7 @@ impl FromRequestParts<Arc<Controller>> for Caller {
 }
 
 /// An authenticated administrator.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Admin(pub Caller);
 
 impl FromRequestParts<Arc<Controller>> for Admin {

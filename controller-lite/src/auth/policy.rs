@@ -62,23 +62,54 @@ pub fn totp_pending(session: &ApiSessionRow, policy: &AuthPolicy) -> bool {
     (session.mfa_required || policy.secondary.require_totp) && !session.mfa_complete
 }
 
-/// The `authQueries` of an API session: the TOTP query while one is owed
-/// (openziti/edge-api `source/shared/auth-query.yml`; values as OpenZiti's legacy
-/// session answers them, which the C SDK 0.29 acts on).
-pub fn auth_queries(totp_pending: bool) -> Value {
-    if totp_pending {
-        json!([{
-            "typeId": "MFA",
-            "provider": "ziti",
-            "format": "alphaNumeric",
-            "httpMethod": "POST",
-            "httpUrl": "./authenticate/mfa",
-            "minLength": 4,
-            "maxLength": 6,
-        }])
-    } else {
-        json!([])
+/// The authentication queries a request leaves open.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpenQueries {
+    /// A TOTP code is owed.
+    pub totp: bool,
+    /// The request lacks the external JWT of this signer (id) that the policy asks for.
+    pub ext_jwt_signer: Option<String>,
+}
+
+/// The TOTP query (openziti/edge-api `source/shared/auth-query.yml`; values as
+/// OpenZiti's legacy session answers them, which the C SDK 0.29 acts on).
+fn totp_query() -> Value {
+    json!({
+        "typeId": "MFA",
+        "provider": "ziti",
+        "format": "alphaNumeric",
+        "httpMethod": "POST",
+        "httpUrl": "./authenticate/mfa",
+        "minLength": 4,
+        "maxLength": 6,
+    })
+}
+
+/// The `authQueries` of an API session for `open`: the TOTP query while one is owed,
+/// and the EXT-JWT query (`provider: url`, the signer's `externalAuthUrl`, `clientId`
+/// and `scopes`) while the policy's signer has not vouched for the request.
+pub async fn auth_queries(store: &Store, open: &OpenQueries) -> Value {
+    let mut queries = Vec::new();
+    if open.totp {
+        queries.push(totp_query());
     }
+    if let Some(id) = &open.ext_jwt_signer {
+        let signer = store
+            .get_entity(Kind::ExternalJwtSigners.collection(), id)
+            .await
+            .ok()
+            .flatten();
+        let d = signer.as_ref().map(|s| s.data.clone()).unwrap_or_default();
+        queries.push(json!({
+            "typeId": "EXT-JWT",
+            "provider": "url",
+            "id": id,
+            "httpUrl": d.get("externalAuthUrl").cloned().unwrap_or(Value::Null),
+            "clientId": d.get("clientId").cloned().unwrap_or(Value::Null),
+            "scopes": d.get("scopes").cloned().unwrap_or(json!([])),
+        }));
+    }
+    Value::Array(queries)
 }
 
 /// Counts a wrong password against `authenticator_id` and locks `identity` out when
@@ -177,8 +208,7 @@ mod tests {
                 policy.secondary.require_totp
             );
         }
-        assert_eq!(auth_queries(false), json!([]));
-        assert_eq!(auth_queries(true)[0]["typeId"], "MFA");
+        assert_eq!(totp_query()["typeId"], "MFA");
     }
 
     #[test]

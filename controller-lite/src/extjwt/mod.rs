@@ -330,6 +330,39 @@ pub async fn identity_for(
         .map_err(|_| ExtJwtError::Identity)
 }
 
+/// The secondary factor of an authentication policy with `requireExtJwtSigner`: whether
+/// one of the request's bearer tokens is vouched for by `signer_id` and names
+/// `identity_id` (checked on every request, as OpenZiti does:
+/// openziti/ziti `controller/env/security_ctx.go`). `Err` carries the answer for a
+/// request without one (401 with the secondary challenge).
+pub async fn check_secondary(
+    ctl: &Controller,
+    headers: &HeaderMap,
+    signer_id: &str,
+    identity_id: &str,
+) -> Result<(), ApiError> {
+    let allowed = [signer_id.to_owned()];
+    let mut last = (ExtJwtError::Missing, Vec::new());
+    for token in bearer_tokens(headers) {
+        match verify_bearer_detailed(ctl, &token, &allowed).await {
+            Ok(v) => match identity_for(ctl, &v).await {
+                Ok((identity, _)) if identity.id == identity_id => return Ok(()),
+                Ok(_) | Err(_) => last = (ExtJwtError::Identity, Vec::new()),
+            },
+            Err(e) => last = e,
+        }
+    }
+    if last.1.is_empty() {
+        last.1 = ctl
+            .store
+            .get_entity(Kind::ExternalJwtSigners.collection(), signer_id)
+            .await?
+            .into_iter()
+            .collect();
+    }
+    Err(challenge(SECONDARY_REALM, &last.0, &last.1))
+}
+
 /// `POST /authenticate?method=ext-jwt`: the first of the request's bearer tokens that an
 /// enabled signer vouches for and that names an enabled identity creates an API session
 /// (`authenticatorId` `extJwtId:<signer id>`, as OpenZiti). Every failure is a 401

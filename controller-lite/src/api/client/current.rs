@@ -70,11 +70,19 @@ pub async fn authenticate(State(ctl): State<AppState>, req: Request) -> Result<R
         }
     };
     let policy = auth::policy::policy_of(&ctl.store, &identity).await?;
-    let pending = auth::policy::totp_pending(&session, &policy);
+    let ext_jwt_signer = match &policy.secondary.require_ext_jwt_signer {
+        Some(signer) => crate::extjwt::check_secondary(&ctl, &headers, signer, &identity.id)
+            .await
+            .err()
+            .map(|_| signer.clone()),
+        None => None,
+    };
+    let open = auth::policy::OpenQueries {
+        totp: auth::policy::totp_pending(&session, &policy),
+        ext_jwt_signer,
+    };
     let cert = auth::cert_flags(&ctl, &session).await?;
-    let mut res = envelope::ok(render::api_session(
-        &ctl, &session, &identity, pending, cert,
-    ));
+    let mut res = envelope::ok(render::api_session(&ctl, &session, &identity, &open, cert).await);
     if cert.extend_requested {
         // OpenZiti's signal to SDKs (openziti/ziti `controller/response/headers.go`).
         res.headers_mut().insert(
@@ -91,15 +99,11 @@ pub async fn get_api_session(
     State(ctl): State<AppState>,
     PartialCaller(caller): PartialCaller,
 ) -> Result<Response, ApiError> {
-    let pending = caller.totp_pending();
+    let open = caller.queries();
     let cert = auth::cert_flags(&ctl, &caller.session).await?;
-    Ok(envelope::ok(render::api_session(
-        &ctl,
-        &caller.session,
-        &caller.identity,
-        pending,
-        cert,
-    )))
+    Ok(envelope::ok(
+        render::api_session(&ctl, &caller.session, &caller.identity, &open, cert).await,
+    ))
 }
 
 /// `DELETE /current-api-session` (logout; partial sessions too).

@@ -45,9 +45,13 @@ async fn api_session_views(ctl: &AppState, id: Option<&str>) -> Result<Vec<Value
         let Some(identity) = identities.iter().find(|i| i.id == s.identity_id) else {
             continue;
         };
-        let pending = crate::auth::policy::totp_pending(&s, policies.of(identity));
+        // The EXT-JWT query is per request: an administrator's listing shows the TOTP one.
+        let open = crate::auth::policy::OpenQueries {
+            totp: crate::auth::policy::totp_pending(&s, policies.of(identity)),
+            ext_jwt_signer: None,
+        };
         let cert = crate::auth::cert_flags(ctl, &s).await?;
-        out.push(render::api_session(ctl, &s, identity, pending, cert));
+        out.push(render::api_session(ctl, &s, identity, &open, cert).await);
     }
     Ok(out)
 }
