@@ -70,14 +70,63 @@ fn sign(csr: &str, profile: &CertProfile) {
     }
 }
 
-/// The bodies the controller parses before authentication; the first byte picks which:
-/// `POST /authenticate` JSON, `POST /enroll?method=erott` JSON (and both CSRs in it), or
-/// `POST /enroll?method=ott` PEM CSR.
+/// A fixed P-256 public key (RFC 7515 appendix A.3) for verifying fuzzed tokens.
+fn fuzz_jwk() -> Option<&'static crate::extjwt::keys::VerifyKey> {
+    static KEY: OnceLock<Option<crate::extjwt::keys::VerifyKey>> = OnceLock::new();
+    KEY.get_or_init(|| {
+        crate::extjwt::keys::key_from_jwk(&json!({
+            "kty": "EC", "crv": "P-256", "kid": "fuzz", "alg": "ES256",
+            "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+            "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0",
+        }))
+        .ok()
+    })
+    .as_ref()
+}
+
+/// The bodies the controller parses before authentication (or, for the TOTP answer,
+/// before a login completes); the first byte picks which: `POST /authenticate` JSON,
+/// `POST /enroll?method=erott` JSON (and both CSRs in it), `POST /enroll?method=ott` PEM
+/// CSR, an external JWT (`Authorization: Bearer` of `method=ext-jwt`), a JWK set a
+/// signer's `jwksEndpoint` answers, a `updb` enrollment body, or a TOTP answer.
 pub fn unauth_bodies(data: &[u8]) {
     let Some((&which, body)) = data.split_first() else {
         return;
     };
-    match which % 3 {
+    match which % 7 {
+        3 => {
+            if let Ok(token) = std::str::from_utf8(body) {
+                let _ = crate::extjwt::verify::peek(token);
+                if let Some(key) = fuzz_jwk() {
+                    let expected = crate::extjwt::verify::Expected {
+                        issuer: "https://idp.test",
+                        audience: "weft",
+                        claims_property: "/a/b",
+                    };
+                    let _ = crate::extjwt::verify::verify(token, key, &expected, 1_700_000_000);
+                }
+            }
+        }
+        4 => {
+            if let Ok(keys) = crate::extjwt::keys::parse_jwks(body) {
+                assert!(
+                    keys.len() <= crate::extjwt::keys::MAX_KEYS,
+                    "a JWK set is bounded"
+                );
+            }
+        }
+        5 => {
+            let _ = parse_json::<crate::api::client::enrollment::UpdbEnroll>(body);
+        }
+        6 => {
+            if let Ok(code) = parse_json::<crate::api::client::mfa::MfaCode>(body) {
+                let _ = crate::auth::totp::check(
+                    "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ",
+                    &code.code,
+                    1_700_000_000,
+                );
+            }
+        }
         0 => {
             if let Ok(v) = crate::api::client::current::auth_body(body) {
                 assert!(v.is_object());
