@@ -166,6 +166,134 @@ async fn an_enrollment_token_is_single_use_across_controllers() {
     );
 }
 
+/// Password login on `ctl`'s client API: the status and the answer's data.
+async fn password_login(ctl: &Ctl, user: &str, password: &str) -> (u16, Value) {
+    let res = ctl
+        .http()
+        .post(ctl.client_url("/authenticate?method=password"))
+        .json(&json!({"username": user, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    (status, res.json::<Value>().await.unwrap()["data"].clone())
+}
+
+/// A lockout counts the failed passwords every controller saw, and a TOTP code accepted
+/// by one controller is refused by the other (both kept in the shared database).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lockouts_and_spent_totp_codes_hold_across_controllers() {
+    init_logs();
+    let cluster = Cluster::start(2);
+    let (a, b) = (&cluster.ctls[0], &cluster.ctls[1]);
+    let token = a.admin_token_with(&cluster.admin_password()).await;
+    a.create_ok(
+        &token,
+        "auth-policies",
+        json!({"name": "three", "primary": {"updb": {"maxAttempts": 3}}}),
+    )
+    .await;
+    for (name, policy) in [("lou", "three"), ("max", "default")] {
+        let id = a
+            .create_ok(
+                &token,
+                "identities",
+                json!({"name": name, "type": "User", "isAdmin": false, "authPolicyId": policy}),
+            )
+            .await;
+        let (s, v) = a
+            .create(
+                &token,
+                "authenticators",
+                json!({"method": "updb", "identityId": id, "username": name, "password": format!("{name}-password")}),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+    }
+    // Two failures on A, one on B: the third locks lou out everywhere.
+    assert_eq!(password_login(a, "lou", "wrong").await.0, 401);
+    assert_eq!(password_login(a, "lou", "wrong").await.0, 401);
+    assert_eq!(
+        password_login(b, "lou", "lou-password").await.0,
+        200,
+        "below the limit"
+    );
+    for ctl in [a, a, b] {
+        assert_eq!(password_login(ctl, "lou", "wrong").await.0, 401);
+    }
+    for ctl in [a, b] {
+        assert_eq!(
+            password_login(ctl, "lou", "lou-password").await.0,
+            401,
+            "locked out on every controller"
+        );
+    }
+
+    // max enrolls in MFA on A; the code that verified it is spent on B as well.
+    let (_, v) = password_login(a, "max", "max-password").await;
+    let session = v["token"].as_str().unwrap().to_owned();
+    let call = |ctl: &Ctl, path: &str, body: Option<Value>, token: &str| {
+        let mut req = ctl
+            .http()
+            .post(ctl.client_url(path))
+            .header("zt-session", token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        async move {
+            let res = req.send().await.unwrap();
+            res.status().as_u16()
+        }
+    };
+    assert_eq!(call(a, "/current-identity/mfa", None, &session).await, 201);
+    let detail: Value = a
+        .http()
+        .get(a.client_url("/current-identity/mfa"))
+        .header("zt-session", &session)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = detail["data"]["provisioningUrl"].as_str().unwrap();
+    let secret = url.split("secret=").nth(1).unwrap().to_owned();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let code = weft_controller::auth::totp::code_at(&secret, now).unwrap();
+    let body = json!({"code": code});
+    assert_eq!(
+        call(
+            a,
+            "/current-identity/mfa/verify",
+            Some(body.clone()),
+            &session
+        )
+        .await,
+        200
+    );
+    let (_, v) = password_login(b, "max", "max-password").await;
+    let partial = v["token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        call(b, "/authenticate/mfa", Some(body), &partial).await,
+        400,
+        "a code spent on A is refused on B"
+    );
+    let next = weft_controller::auth::totp::code_at(&secret, now + 30).unwrap();
+    assert_eq!(
+        call(
+            b,
+            "/authenticate/mfa",
+            Some(json!({"code": next})),
+            &partial
+        )
+        .await,
+        200
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_policy_deleted_on_one_controller_closes_a_stream_on_a_router_of_another() {
     init_logs();
