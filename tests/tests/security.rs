@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use weft_controller::auth::totp;
 use weft_sdk::{Context, ErrorKind, Identity, Options};
+use weft_testkit::traffic::serve_echo;
 use weft_testkit::{EdgeClient, Network, make_csr, pattern};
 use weft_wire::ContentType;
 use weft_wire::edge::HelloResult;
@@ -69,20 +70,7 @@ async fn an_identity_with_mfa_answers_totp_before_a_router_lets_it_in() {
     let net = Network::start().await;
     net.service("vault", &["vault"], true).await;
     let host = net.context("vault-h", &["vault-host"]).await;
-    let mut listener = host.bind("vault").await.unwrap();
-    tokio::spawn(async move {
-        while let Ok(mut s) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 64 * 1024];
-                while let Ok(n) = s.read(&mut buf).await {
-                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-                let _ = s.shutdown().await;
-            });
-        }
-    });
+    serve_echo(&host, "vault").await;
 
     // The client enrolls in MFA with the SDK and verifies a code.
     let identity = net.enrolled("vault-c", &["vault-client"]).await;
@@ -196,20 +184,7 @@ async fn a_password_login_dials_through_a_router_with_an_api_session_certificate
     let net = Network::start().await;
     net.service("ledger", &["ledger"], false).await;
     let host = net.context("ledger-h", &["ledger-host"]).await;
-    let mut listener = host.bind("ledger").await.unwrap();
-    tokio::spawn(async move {
-        while let Ok(mut s) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 64 * 1024];
-                while let Ok(n) = s.read(&mut buf).await {
-                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-                let _ = s.shutdown().await;
-            });
-        }
-    });
+    serve_echo(&host, "ledger").await;
 
     // An identity with a password only: no certificate of its own.
     let ctl = &net.controller;
@@ -320,20 +295,7 @@ async fn the_sdk_extends_its_certificate_and_goes_on_with_the_new_one() {
     let net = Network::start().await;
     net.service("renew", &["renew"], true).await;
     let host = net.context("renew-h", &["renew-host"]).await;
-    let mut listener = host.bind("renew").await.unwrap();
-    tokio::spawn(async move {
-        while let Ok(mut s) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 16 * 1024];
-                while let Ok(n) = s.read(&mut buf).await {
-                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-                let _ = s.shutdown().await;
-            });
-        }
-    });
+    serve_echo(&host, "renew").await;
     let old = net.enrolled("renew-c", &["renew-client"]).await;
     let ctx = Context::new(old.clone()).await.unwrap();
     let echo = |ctx: Context| async move {

@@ -126,16 +126,21 @@ pub async fn enroll_updb_route(
     State(ctl): State<AppState>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let q = axum::extract::Query::<TokenQuery>::try_from_uri(req.uri())
-        .map_err(|e| ApiError::InvalidParameter(e.body_text()))?
-        .0;
-    let body = read_body(req).await?;
-    enroll_updb(&ctl, q.token, &body).await
+    let (token, body) = token_and_body(req).await?;
+    enroll_updb(&ctl, token, &body).await
 }
 
 #[derive(Debug, Deserialize)]
 struct TokenQuery {
     token: Option<String>,
+}
+
+/// The `token` query parameter and the body of an `/enroll/{method}` request.
+async fn token_and_body(req: Request) -> Result<(Option<String>, bytes::Bytes), ApiError> {
+    let q = axum::extract::Query::<TokenQuery>::try_from_uri(req.uri())
+        .map_err(|e| ApiError::InvalidParameter(e.body_text()))?
+        .0;
+    Ok((q.token, read_body(req).await?))
 }
 
 /// `POST /enroll/erott?token=JTI` (also under `/edge/client/v1`): edge router
@@ -145,9 +150,6 @@ pub async fn enroll_erott_route(
     State(ctl): State<AppState>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let q = axum::extract::Query::<TokenQuery>::try_from_uri(req.uri())
-        .map_err(|e| ApiError::InvalidParameter(e.body_text()))?
-        .0;
-    let body = read_body(req).await?;
-    enroll_erott(&ctl, q.token, &body).await
+    let (token, body) = token_and_body(req).await?;
+    enroll_erott(&ctl, token, &body).await
 }
