@@ -170,10 +170,7 @@ impl Controller {
             return Ok(());
         }
         // Hash before the transaction: a write transaction must not wait on slow work.
-        let mut raw = [0u8; 18];
-        crate::pki::random_bytes(&mut raw)?;
-        let password =
-            base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, raw);
+        let password = admin_password()?;
         let hash = crate::auth::hash_password(&password)
             .map_err(|e| StartError::Bootstrap(e.to_string()))?;
         let mut tx = self.store.begin_write().await?;
@@ -475,5 +472,31 @@ impl Controller {
             _ => {}
         }
         Ok(())
+    }
+}
+
+/// A new random administrator password: 144 bits, URL-safe base64, and never starting
+/// with `-`, which command lines (`weft login -p …`) would take for an option.
+fn admin_password() -> Result<String, StartError> {
+    loop {
+        let mut raw = [0u8; 18];
+        crate::pki::random_bytes(&mut raw)?;
+        let password =
+            base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, raw);
+        if !password.starts_with('-') {
+            return Ok(password);
+        }
+    }
+}
+
+#[cfg(test)]
+mod admin_password_tests {
+    #[test]
+    fn admin_passwords_never_start_with_a_dash() {
+        for _ in 0..2000 {
+            let p = super::admin_password().unwrap();
+            assert!(!p.starts_with('-'), "{p}");
+            assert_eq!(p.len(), 24);
+        }
     }
 }
