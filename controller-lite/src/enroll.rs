@@ -103,16 +103,8 @@ pub async fn enroll_updb(
         )
         .await?
         .ok_or_else(|| invalid("the identity of this enrollment no longer exists"))?;
-    crate::auth::policy::policy_of(&ctl.store, &identity)
-        .await?
-        .primary
-        .updb
-        .check_password(password)?;
-    let owned = password.to_owned();
-    let hash = ctl
-        .password_gate
-        .run(move || crate::auth::hash_password(&owned))
-        .await??;
+    crate::auth::policy::check_new_password(&ctl.store, &identity, password).await?;
+    let hash = crate::auth::hash_password_gated(ctl, password.to_owned()).await?;
     let mut tx = ctl.store.begin_write().await?;
     let enr = tx
         .redeem_enrollment(token, now)

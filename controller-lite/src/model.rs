@@ -579,6 +579,23 @@ pub fn identity_disabled(data: &Value, now: i64) -> bool {
     data.get("disabled").and_then(Value::as_bool) == Some(true)
 }
 
+/// Writes a disable state into an identity document: `Some(until)` disables it from
+/// `now` (until `until`, Unix seconds, or until enabled when `None`); `None` enables it.
+pub fn set_disable_state(data: &mut Value, now: i64, state: Option<Option<i64>>) {
+    let (at, until) = match state {
+        Some(until) => (
+            Value::String(crate::clock::fmt_unix(now)),
+            until.map_or(Value::Null, |u| Value::String(crate::clock::fmt_unix(u))),
+        ),
+        None => (Value::Null, Value::Null),
+    };
+    if let Value::Object(m) = data {
+        m.remove("disabled");
+        m.insert("disabledAt".into(), at);
+        m.insert("disabledUntil".into(), until);
+    }
+}
+
 /// Puts the disable state into a normalized identity document `data`: the previous
 /// document's (`prev`; none on create) unless `request` (the body's `disabled`)
 /// changes it. Clients cannot write `disabledAt`/`disabledUntil` themselves.

@@ -36,26 +36,6 @@ async fn login(ctl: &Ctl, username: &str, password: &str) -> (u16, Value) {
     (res.status().as_u16(), res.json().await.unwrap())
 }
 
-/// A client API call with a session token.
-async fn client(
-    ctl: &Ctl,
-    method: Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut req = ctl
-        .http()
-        .request(method, ctl.client_url(path))
-        .header("zt-session", token);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let res = req.send().await.unwrap();
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or(Value::Null))
-}
-
 /// An identity with a password (and optionally a policy); returns its id.
 async fn user(ctl: &Ctl, admin: &str, name: &str, password: &str, policy: Option<&str>) -> String {
     let mut body = json!({"name": name, "type": "User", "isAdmin": false});
@@ -205,7 +185,9 @@ async fn auth_policies_choose_methods_and_lock_out_after_failed_passwords() {
         code(&login(&ctl, "dave", "Dave-password-1").await),
         (401, "INVALID_AUTH")
     );
-    let r = client(&ctl, Method::GET, "/current-api-session", &dave_token, None).await;
+    let r = ctl
+        .call_client(Method::GET, "/current-api-session", &dave_token, None)
+        .await;
     assert_eq!(code(&r), (401, "UNAUTHORIZED"));
     // An administrator enables it again.
     let r = ctl
@@ -265,7 +247,7 @@ async fn identities_are_disabled_and_enabled_and_typed() {
         assert_eq!(code(&r).0, 400, "{body}: {}", r.1);
     }
     assert_eq!(
-        client(&ctl, Method::GET, "/current-api-session", &token, None)
+        ctl.call_client(Method::GET, "/current-api-session", &token, None)
             .await
             .0,
         200
@@ -293,7 +275,10 @@ async fn identities_are_disabled_and_enabled_and_typed() {
     assert_eq!(detail["data"]["disabled"], true);
     assert!(detail["data"]["disabledUntil"].is_string());
     assert_eq!(
-        code(&client(&ctl, Method::GET, "/current-api-session", &token, None).await),
+        code(
+            &ctl.call_client(Method::GET, "/current-api-session", &token, None)
+                .await
+        ),
         (401, "UNAUTHORIZED")
     );
     assert_eq!(
@@ -352,7 +337,9 @@ async fn identities_are_disabled_and_enabled_and_typed() {
 
 /// The MFA detail of the caller; the TOTP secret from its provisioning URL.
 async fn mfa_secret(ctl: &Ctl, token: &str) -> (String, Vec<String>) {
-    let (s, v) = client(ctl, Method::GET, "/current-identity/mfa", token, None).await;
+    let (s, v) = ctl
+        .call_client(Method::GET, "/current-identity/mfa", token, None)
+        .await;
     assert_eq!(s, 200, "{v}");
     let url = v["data"]["provisioningUrl"].as_str().unwrap();
     assert!(url.starts_with("otpauth://totp/Weft:"), "{url}");
@@ -376,9 +363,13 @@ async fn totp_mfa_gates_the_session_and_accepts_each_code_once() {
     let token = v["data"]["token"].as_str().unwrap().to_owned();
 
     // Enroll: 201, then 409 for a second; detail, QR code.
-    let r = client(&ctl, Method::POST, "/current-identity/mfa", &token, None).await;
+    let r = ctl
+        .call_client(Method::POST, "/current-identity/mfa", &token, None)
+        .await;
     assert_eq!(r.0, 201, "{}", r.1);
-    let r = client(&ctl, Method::POST, "/current-identity/mfa", &token, None).await;
+    let r = ctl
+        .call_client(Method::POST, "/current-identity/mfa", &token, None)
+        .await;
     assert_eq!(code(&r), (409, "MFA_EXISTS"));
     let (secret, recovery) = mfa_secret(&ctl, &token).await;
     assert_eq!(recovery.len(), 20);
@@ -399,39 +390,36 @@ async fn totp_mfa_gates_the_session_and_accepts_each_code_once() {
     } else {
         "000000"
     };
-    let r = client(
-        &ctl,
-        Method::POST,
-        "/current-identity/mfa/verify",
-        &token,
-        Some(json!({"code": wrong})),
-    )
-    .await;
+    let r = ctl
+        .call_client(
+            Method::POST,
+            "/current-identity/mfa/verify",
+            &token,
+            Some(json!({"code": wrong})),
+        )
+        .await;
     assert_eq!(code(&r), (400, "MFA_INVALID_TOKEN"));
     let first = totp::code_at(&secret, now()).unwrap();
-    let r = client(
-        &ctl,
-        Method::POST,
-        "/current-identity/mfa/verify",
-        &token,
-        Some(json!({"code": first})),
-    )
-    .await;
+    let r = ctl
+        .call_client(
+            Method::POST,
+            "/current-identity/mfa/verify",
+            &token,
+            Some(json!({"code": first})),
+        )
+        .await;
     assert_eq!(r.0, 200, "{}", r.1);
     assert_eq!(
-        client(&ctl, Method::GET, "/services", &token, None).await.0,
+        ctl.call_client(Method::GET, "/services", &token, None)
+            .await
+            .0,
         200,
         "verify completes the session"
     );
     // Verified: the QR code and secret are no longer shown.
-    let r = client(
-        &ctl,
-        Method::GET,
-        "/current-identity/mfa/qr-code",
-        &token,
-        None,
-    )
-    .await;
+    let r = ctl
+        .call_client(Method::GET, "/current-identity/mfa/qr-code", &token, None)
+        .await;
     assert_eq!(r.0, 404);
     let detail = ctl.get_ok(&admin, &format!("/identities/{frank}")).await;
     assert_eq!(detail["data"]["isMfaEnabled"], true);
@@ -449,48 +437,52 @@ async fn totp_mfa_gates_the_session_and_accepts_each_code_once() {
         (Method::GET, "/current-identity"),
         (Method::GET, "/current-identity/edge-routers"),
     ] {
-        let r = client(&ctl, method.clone(), path, &partial, Some(json!({}))).await;
+        let r = ctl
+            .call_client(method.clone(), path, &partial, Some(json!({})))
+            .await;
         assert_eq!(code(&r), (401, "UNAUTHORIZED"), "{method} {path}: {}", r.1);
     }
-    let r = client(&ctl, Method::GET, "/current-api-session", &partial, None).await;
+    let r = ctl
+        .call_client(Method::GET, "/current-api-session", &partial, None)
+        .await;
     assert_eq!(r.0, 200);
     assert_eq!(r.1["data"]["authQueries"][0]["typeId"], "MFA");
     // The code used at verify is spent: a replay is refused (OpenZiti accepts it again).
-    let r = client(
-        &ctl,
-        Method::POST,
-        "/authenticate/mfa",
-        &partial,
-        Some(json!({"code": first})),
-    )
-    .await;
+    let r = ctl
+        .call_client(
+            Method::POST,
+            "/authenticate/mfa",
+            &partial,
+            Some(json!({"code": first})),
+        )
+        .await;
     assert_eq!(code(&r), (400, "MFA_INVALID_TOKEN"), "a replayed code");
     // A recovery code answers, once.
-    let r = client(
-        &ctl,
-        Method::POST,
-        "/authenticate/mfa",
-        &partial,
-        Some(json!({"code": recovery[0]})),
-    )
-    .await;
+    let r = ctl
+        .call_client(
+            Method::POST,
+            "/authenticate/mfa",
+            &partial,
+            Some(json!({"code": recovery[0]})),
+        )
+        .await;
     assert_eq!(r.0, 200, "{}", r.1);
     assert_eq!(
-        client(&ctl, Method::GET, "/services", &partial, None)
+        ctl.call_client(Method::GET, "/services", &partial, None)
             .await
             .0,
         200
     );
     let (_, v) = login(&ctl, "frank", "frank-password").await;
     let partial2 = v["data"]["token"].as_str().unwrap().to_owned();
-    let r = client(
-        &ctl,
-        Method::POST,
-        "/authenticate/mfa",
-        &partial2,
-        Some(json!({"code": recovery[0]})),
-    )
-    .await;
+    let r = ctl
+        .call_client(
+            Method::POST,
+            "/authenticate/mfa",
+            &partial2,
+            Some(json!({"code": recovery[0]})),
+        )
+        .await;
     assert_eq!(
         code(&r),
         (400, "MFA_INVALID_TOKEN"),
@@ -498,25 +490,25 @@ async fn totp_mfa_gates_the_session_and_accepts_each_code_once() {
     );
     // The next step's code (within the ±1 step window) answers; then it is spent too.
     let next = totp::code_at(&secret, now() + 30).unwrap();
-    let r = client(
-        &ctl,
-        Method::POST,
-        "/authenticate/mfa",
-        &partial2,
-        Some(json!({"code": next})),
-    )
-    .await;
+    let r = ctl
+        .call_client(
+            Method::POST,
+            "/authenticate/mfa",
+            &partial2,
+            Some(json!({"code": next})),
+        )
+        .await;
     assert_eq!(r.0, 200, "{}", r.1);
     let (_, v) = login(&ctl, "frank", "frank-password").await;
     let partial3 = v["data"]["token"].as_str().unwrap().to_owned();
-    let r = client(
-        &ctl,
-        Method::POST,
-        "/authenticate/mfa",
-        &partial3,
-        Some(json!({"code": next})),
-    )
-    .await;
+    let r = ctl
+        .call_client(
+            Method::POST,
+            "/authenticate/mfa",
+            &partial3,
+            Some(json!({"code": next})),
+        )
+        .await;
     assert_eq!(code(&r).1, "MFA_INVALID_TOKEN");
     // Malformed bodies are refused and change nothing.
     for body in [
@@ -524,28 +516,28 @@ async fn totp_mfa_gates_the_session_and_accepts_each_code_once() {
         json!({"code": 123456}),
         json!({"code": "1234567890123"}),
     ] {
-        let r = client(
-            &ctl,
-            Method::POST,
-            "/authenticate/mfa",
-            &partial3,
-            Some(body.clone()),
-        )
-        .await;
+        let r = ctl
+            .call_client(
+                Method::POST,
+                "/authenticate/mfa",
+                &partial3,
+                Some(body.clone()),
+            )
+            .await;
         assert_eq!(r.0, 400, "{body}: {}", r.1);
     }
     // Wrong codes in a row block codes for a while, even the right one.
     let failures_before = ctl.metric("weft_controller_mfa_failures_total");
     let mut blocked = false;
     for _ in 0..6 {
-        let r = client(
-            &ctl,
-            Method::POST,
-            "/authenticate/mfa",
-            &partial3,
-            Some(json!({"code": "99999"})),
-        )
-        .await;
+        let r = ctl
+            .call_client(
+                Method::POST,
+                "/authenticate/mfa",
+                &partial3,
+                Some(json!({"code": "99999"})),
+            )
+            .await;
         if r.0 == 429 {
             blocked = true;
             break;
@@ -554,35 +546,37 @@ async fn totp_mfa_gates_the_session_and_accepts_each_code_once() {
     }
     assert!(blocked, "wrong codes are rate limited");
     assert!(ctl.metric("weft_controller_mfa_failures_total") > failures_before);
-    let r = client(
-        &ctl,
-        Method::POST,
-        "/authenticate/mfa",
-        &partial3,
-        Some(json!({"code": recovery[1]})),
-    )
-    .await;
+    let r = ctl
+        .call_client(
+            Method::POST,
+            "/authenticate/mfa",
+            &partial3,
+            Some(json!({"code": recovery[1]})),
+        )
+        .await;
     assert_eq!(r.0, 429, "blocked: even a good code waits");
     assert!(ctl.metric("weft_controller_mfa_throttled_total") >= 1);
     assert_eq!(
-        client(&ctl, Method::GET, "/services", &partial3, None)
+        ctl.call_client(Method::GET, "/services", &partial3, None)
             .await
             .0,
         401
     );
 
     // Totp tokens are for OIDC sessions.
-    let r = client(
-        &ctl,
-        Method::POST,
-        "/current-api-session/totp-token",
-        &token,
-        Some(json!({"code": "123456"})),
-    )
-    .await;
+    let r = ctl
+        .call_client(
+            Method::POST,
+            "/current-api-session/totp-token",
+            &token,
+            Some(json!({"code": "123456"})),
+        )
+        .await;
     assert_eq!(code(&r), (400, "INVALID_BACKING_TOKEN_TYPE"));
     // Removing a verified enrollment needs a code; an administrator can reset it.
-    let r = client(&ctl, Method::DELETE, "/current-identity/mfa", &token, None).await;
+    let r = ctl
+        .call_client(Method::DELETE, "/current-identity/mfa", &token, None)
+        .await;
     assert_eq!(code(&r), (400, "MFA_INVALID_TOKEN"));
     let r = ctl
         .call(
@@ -595,14 +589,14 @@ async fn totp_mfa_gates_the_session_and_accepts_each_code_once() {
     assert_eq!(r.0, 200, "{}", r.1);
     let (_, v) = login(&ctl, "frank", "frank-password").await;
     assert_eq!(v["data"]["authQueries"], json!([]));
-    let r = client(
-        &ctl,
-        Method::POST,
-        "/authenticate/mfa",
-        v["data"]["token"].as_str().unwrap(),
-        Some(json!({"code": "123456"})),
-    )
-    .await;
+    let r = ctl
+        .call_client(
+            Method::POST,
+            "/authenticate/mfa",
+            v["data"]["token"].as_str().unwrap(),
+            Some(json!({"code": "123456"})),
+        )
+        .await;
     assert_eq!(code(&r), (409, "MFA_NOT_ENROLLED"));
 }
 
@@ -621,48 +615,52 @@ async fn a_policy_requiring_totp_makes_unenrolled_identities_enroll_first() {
     assert_eq!(v["data"]["authQueries"][0]["typeId"], "MFA");
     let token = v["data"]["token"].as_str().unwrap().to_owned();
     assert_eq!(
-        client(&ctl, Method::GET, "/services", &token, None).await.0,
+        ctl.call_client(Method::GET, "/services", &token, None)
+            .await
+            .0,
         401
     );
     // Not enrolled: the answer endpoint says so; the session enrolls while partial.
-    let r = client(
-        &ctl,
-        Method::POST,
-        "/authenticate/mfa",
-        &token,
-        Some(json!({"code": "123456"})),
-    )
-    .await;
+    let r = ctl
+        .call_client(
+            Method::POST,
+            "/authenticate/mfa",
+            &token,
+            Some(json!({"code": "123456"})),
+        )
+        .await;
     assert_eq!(code(&r), (409, "MFA_NOT_ENROLLED"));
     assert_eq!(
-        client(&ctl, Method::POST, "/current-identity/mfa", &token, None)
+        ctl.call_client(Method::POST, "/current-identity/mfa", &token, None)
             .await
             .0,
         201
     );
     let (secret, _) = mfa_secret(&ctl, &token).await;
-    let r = client(
-        &ctl,
-        Method::POST,
-        "/current-identity/mfa/verify",
-        &token,
-        Some(json!({"code": totp::code_at(&secret, now()).unwrap()})),
-    )
-    .await;
+    let r = ctl
+        .call_client(
+            Method::POST,
+            "/current-identity/mfa/verify",
+            &token,
+            Some(json!({"code": totp::code_at(&secret, now()).unwrap()})),
+        )
+        .await;
     assert_eq!(r.0, 200, "{}", r.1);
     assert_eq!(
-        client(&ctl, Method::GET, "/services", &token, None).await.0,
+        ctl.call_client(Method::GET, "/services", &token, None)
+            .await
+            .0,
         200
     );
     // Recovery codes need a full session and a TOTP code.
-    let r = client(
-        &ctl,
-        Method::GET,
-        "/current-identity/mfa/recovery-codes",
-        &token,
-        None,
-    )
-    .await;
+    let r = ctl
+        .call_client(
+            Method::GET,
+            "/current-identity/mfa/recovery-codes",
+            &token,
+            None,
+        )
+        .await;
     assert_eq!(code(&r), (400, "MFA_INVALID_TOKEN"));
 }
 
@@ -687,21 +685,20 @@ async fn api_session_certificates_belong_to_their_own_api_session() {
         json!({"csr": "not a csr"}),
         json!({"csr": csr, "x": 1}),
     ] {
-        let r = client(
-            &ctl,
-            Method::POST,
-            "/current-api-session/certificates",
-            &token,
-            Some(body.clone()),
-        )
-        .await;
+        let r = ctl
+            .call_client(
+                Method::POST,
+                "/current-api-session/certificates",
+                &token,
+                Some(body.clone()),
+            )
+            .await;
         assert_eq!(r.0, 400, "{body}: {}", r.1);
     }
-    let r = client(&ctl, Method::POST, "/current-api-session/certificates", &token, Some(json!({"csr": "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"}))).await;
+    let r = ctl.call_client(Method::POST, "/current-api-session/certificates", &token, Some(json!({"csr": "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"}))).await;
     assert_eq!(code(&r), (400, "COULD_NOT_PROCESS_CSR"), "{}", r.1);
     assert_eq!(
-        client(
-            &ctl,
+        ctl.call_client(
             Method::GET,
             "/current-api-session/certificates",
             &token,
@@ -712,14 +709,14 @@ async fn api_session_certificates_belong_to_their_own_api_session() {
         0
     );
 
-    let r = client(
-        &ctl,
-        Method::POST,
-        "/current-api-session/certificates",
-        &token,
-        Some(json!({"csr": csr})),
-    )
-    .await;
+    let r = ctl
+        .call_client(
+            Method::POST,
+            "/current-api-session/certificates",
+            &token,
+            Some(json!({"csr": csr})),
+        )
+        .await;
     assert_eq!(r.0, 201, "{}", r.1);
     let id = r.1["data"]["id"].as_str().unwrap().to_owned();
     let pem = r.1["data"]["certificate"].as_str().unwrap();
@@ -737,14 +734,14 @@ async fn api_session_certificates_belong_to_their_own_api_session() {
     let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
     let lifetime = cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
     assert_eq!(lifetime, 12 * 3600 + 300);
-    let detail = client(
-        &ctl,
-        Method::GET,
-        &format!("/current-api-session/certificates/{id}"),
-        &token,
-        None,
-    )
-    .await;
+    let detail = ctl
+        .call_client(
+            Method::GET,
+            &format!("/current-api-session/certificates/{id}"),
+            &token,
+            None,
+        )
+        .await;
     assert_eq!(detail.0, 200);
     assert_eq!(
         detail.1["data"]["fingerprint"],
@@ -758,43 +755,43 @@ async fn api_session_certificates_belong_to_their_own_api_session() {
     );
 
     // Another API session of the same identity sees none of it.
-    let r = client(
-        &ctl,
-        Method::GET,
-        "/current-api-session/certificates",
-        &other,
-        None,
-    )
-    .await;
-    assert_eq!(r.1["data"], json!([]));
-    for method in [Method::GET, Method::DELETE] {
-        let r = client(
-            &ctl,
-            method,
-            &format!("/current-api-session/certificates/{id}"),
+    let r = ctl
+        .call_client(
+            Method::GET,
+            "/current-api-session/certificates",
             &other,
             None,
         )
         .await;
+    assert_eq!(r.1["data"], json!([]));
+    for method in [Method::GET, Method::DELETE] {
+        let r = ctl
+            .call_client(
+                method,
+                &format!("/current-api-session/certificates/{id}"),
+                &other,
+                None,
+            )
+            .await;
         assert_eq!(code(&r), (404, "NOT_FOUND"));
     }
-    let r = client(
-        &ctl,
-        Method::DELETE,
-        &format!("/current-api-session/certificates/{id}"),
-        &token,
-        None,
-    )
-    .await;
+    let r = ctl
+        .call_client(
+            Method::DELETE,
+            &format!("/current-api-session/certificates/{id}"),
+            &token,
+            None,
+        )
+        .await;
     assert_eq!(r.0, 200, "{}", r.1);
-    let r = client(
-        &ctl,
-        Method::DELETE,
-        &format!("/current-api-session/certificates/{id}"),
-        &token,
-        None,
-    )
-    .await;
+    let r = ctl
+        .call_client(
+            Method::DELETE,
+            &format!("/current-api-session/certificates/{id}"),
+            &token,
+            None,
+        )
+        .await;
     assert_eq!(r.0, 404);
 }
 
@@ -812,14 +809,14 @@ async fn identities_change_their_own_password_given_the_current_one() {
         .as_str()
         .unwrap()
         .to_owned();
-    let (s, v) = client(
-        &ctl,
-        Method::GET,
-        "/current-identity/authenticators",
-        &token,
-        None,
-    )
-    .await;
+    let (s, v) = ctl
+        .call_client(
+            Method::GET,
+            "/current-identity/authenticators",
+            &token,
+            None,
+        )
+        .await;
     assert_eq!(s, 200, "{v}");
     let list = v["data"].as_array().unwrap();
     assert_eq!(list.len(), 1);
@@ -828,60 +825,63 @@ async fn identities_change_their_own_password_given_the_current_one() {
     let id = list[0]["id"].as_str().unwrap().to_owned();
     let path = format!("/current-identity/authenticators/{id}");
     // Another identity's authenticator does not exist for jack.
-    assert_eq!(client(&ctl, Method::GET, &path, &jack, None).await.0, 404);
-    let r = client(
-        &ctl,
-        Method::PATCH,
-        &path,
-        &jack,
-        Some(json!({"password": "stolen-pw", "currentPassword": "x"})),
-    )
-    .await;
+    assert_eq!(
+        ctl.call_client(Method::GET, &path, &jack, None).await.0,
+        404
+    );
+    let r = ctl
+        .call_client(
+            Method::PATCH,
+            &path,
+            &jack,
+            Some(json!({"password": "stolen-pw", "currentPassword": "x"})),
+        )
+        .await;
     assert_eq!(r.0, 404);
     // The current password is required and checked.
-    let r = client(
-        &ctl,
-        Method::PATCH,
-        &path,
-        &token,
-        Some(json!({"password": "new-password"})),
-    )
-    .await;
+    let r = ctl
+        .call_client(
+            Method::PATCH,
+            &path,
+            &token,
+            Some(json!({"password": "new-password"})),
+        )
+        .await;
     assert_eq!(code(&r), (400, "COULD_NOT_VALIDATE"));
-    let r = client(
-        &ctl,
-        Method::PATCH,
-        &path,
-        &token,
-        Some(json!({"password": "new-password", "currentPassword": "wrong"})),
-    )
-    .await;
+    let r = ctl
+        .call_client(
+            Method::PATCH,
+            &path,
+            &token,
+            Some(json!({"password": "new-password", "currentPassword": "wrong"})),
+        )
+        .await;
     assert_eq!(code(&r), (401, "UNAUTHORIZED"));
     // The policy's rules hold (the default asks for 5 characters).
-    let r = client(
-        &ctl,
-        Method::PATCH,
-        &path,
-        &token,
-        Some(json!({"password": "abc", "currentPassword": "ivy-password"})),
-    )
-    .await;
+    let r = ctl
+        .call_client(
+            Method::PATCH,
+            &path,
+            &token,
+            Some(json!({"password": "abc", "currentPassword": "ivy-password"})),
+        )
+        .await;
     assert_eq!(code(&r), (400, "COULD_NOT_VALIDATE"));
-    let r = client(
-        &ctl,
-        Method::PATCH,
-        &path,
-        &token,
-        Some(json!({"password": "new-password", "currentPassword": "ivy-password"})),
-    )
-    .await;
+    let r = ctl
+        .call_client(
+            Method::PATCH,
+            &path,
+            &token,
+            Some(json!({"password": "new-password", "currentPassword": "ivy-password"})),
+        )
+        .await;
     assert_eq!(r.0, 200, "{}", r.1);
     assert_eq!(login(&ctl, "ivy", "ivy-password").await.0, 401);
     assert_eq!(login(&ctl, "ivy", "new-password").await.0, 200);
     // PUT changes both; a taken user name is refused.
-    let r = client(&ctl, Method::PUT, &path, &token, Some(json!({"username": "jack", "password": "new-password", "currentPassword": "new-password"}))).await;
+    let r = ctl.call_client(Method::PUT, &path, &token, Some(json!({"username": "jack", "password": "new-password", "currentPassword": "new-password"}))).await;
     assert_eq!(code(&r).0, 409, "{}", r.1);
-    let r = client(&ctl, Method::PUT, &path, &token, Some(json!({"username": "ivy2", "password": "newer-password", "currentPassword": "new-password"}))).await;
+    let r = ctl.call_client(Method::PUT, &path, &token, Some(json!({"username": "ivy2", "password": "newer-password", "currentPassword": "new-password"}))).await;
     assert_eq!(r.0, 200, "{}", r.1);
     assert_eq!(login(&ctl, "ivy2", "newer-password").await.0, 200);
 }
@@ -1038,7 +1038,7 @@ async fn re_enrolling_an_authenticator_replaces_it_with_a_new_enrollment() {
     assert_eq!(r.0, 201, "{}", r.1);
     // The old certificate and its API session are gone.
     assert_eq!(
-        client(&ctl, Method::GET, "/current-api-session", &old_token, None)
+        ctl.call_client(Method::GET, "/current-api-session", &old_token, None)
             .await
             .0,
         401
@@ -1103,21 +1103,21 @@ async fn mfa_logins_complete_and_their_latency_is_reported() {
         let (_, cert, key) = ctl.enrolled_identity(&admin, &format!("m{i}"), &[]).await;
         let (_, token) = ctl.cert_login(&cert, &key).await;
         assert_eq!(
-            client(&ctl, Method::POST, "/current-identity/mfa", &token, None)
+            ctl.call_client(Method::POST, "/current-identity/mfa", &token, None)
                 .await
                 .0,
             201
         );
         let (secret, _) = mfa_secret(&ctl, &token).await;
         let code = totp::code_at(&secret, now()).unwrap();
-        let r = client(
-            &ctl,
-            Method::POST,
-            "/current-identity/mfa/verify",
-            &token,
-            Some(json!({"code": code})),
-        )
-        .await;
+        let r = ctl
+            .call_client(
+                Method::POST,
+                "/current-identity/mfa/verify",
+                &token,
+                Some(json!({"code": code})),
+            )
+            .await;
         assert_eq!(r.0, 200, "{}", r.1);
         enrolled.push((cert, key, secret));
     }
@@ -1134,18 +1134,20 @@ async fn mfa_logins_complete_and_their_latency_is_reported() {
         // The current step's code was spent at verify: the next one is in the window.
         let code = totp::code_at(secret, now() + 30).unwrap();
         let started = std::time::Instant::now();
-        let r = client(
-            &ctl,
-            Method::POST,
-            "/authenticate/mfa",
-            &token,
-            Some(json!({"code": code})),
-        )
-        .await;
+        let r = ctl
+            .call_client(
+                Method::POST,
+                "/authenticate/mfa",
+                &token,
+                Some(json!({"code": code})),
+            )
+            .await;
         answer_ms.push(started.elapsed().as_secs_f64() * 1e3);
         assert_eq!(r.0, 200, "{}", r.1);
         assert_eq!(
-            client(&ctl, Method::GET, "/services", &token, None).await.0,
+            ctl.call_client(Method::GET, "/services", &token, None)
+                .await
+                .0,
             200
         );
     }
@@ -1300,4 +1302,46 @@ async fn certificates_are_extended_over_tls_with_the_current_one() {
         )
         .await;
     assert_eq!(code(&r), (409, "CAN_NOT_UPDATE_AUTHENTICATOR"));
+}
+
+/// What one API session can make the controller hold in certificates is bounded: the
+/// 33rd is refused, also when they are asked for all at once.
+#[tokio::test]
+async fn an_api_session_holds_at_most_32_certificates() {
+    let ctl = start();
+    let admin = ctl.admin_token().await;
+    user(&ctl, &admin, "rex", "rex-password", None).await;
+    let token = login(&ctl, "rex", "rex-password").await.1["data"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (csr, _key) = weft_testkit::make_csr("rex");
+    let tries = (0..40).map(|_| {
+        ctl.call_client(
+            Method::POST,
+            "/current-api-session/certificates",
+            &token,
+            Some(json!({"csr": csr})),
+        )
+    });
+    let results = weft_testkit::join_all(tries).await;
+    let created = results.iter().filter(|r| r.0 == 201).count();
+    assert_eq!(
+        created,
+        32,
+        "{:?}",
+        results.iter().map(|r| r.0).collect::<Vec<_>>()
+    );
+    for r in results.iter().filter(|r| r.0 != 201) {
+        assert_eq!(code(r), (400, "COULD_NOT_VALIDATE"), "{}", r.1);
+    }
+    let listed = ctl
+        .call_client(
+            Method::GET,
+            "/current-api-session/certificates?limit=100",
+            &token,
+            None,
+        )
+        .await;
+    assert_eq!(listed.1["meta"]["pagination"]["totalCount"], 32);
 }

@@ -376,10 +376,29 @@ impl Ctl {
         token: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut req = self
-            .http()
-            .request(method, self.mgmt(path))
-            .header("zt-session", token);
+        self.call_url(method, self.mgmt(path), token, body).await
+    }
+
+    /// [`Self::call`] on the client API (`/edge/client/v1{path}`).
+    pub async fn call_client(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        self.call_url(method, self.client_url(path), token, body)
+            .await
+    }
+
+    async fn call_url(
+        &self,
+        method: reqwest::Method,
+        url: String,
+        token: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self.http().request(method, url).header("zt-session", token);
         if let Some(b) = body {
             req = req.json(&b);
         }

@@ -37,6 +37,14 @@ pub fn hash_password(password: &str) -> Result<String, ApiError> {
         .map_err(|e| ApiError::Internal(e.to_string()))
 }
 
+/// [`hash_password`] off the async workers, through the controller's bounded
+/// [`crate::limits::PasswordGate`] (Argon2 is deliberately slow and memory-hard).
+pub async fn hash_password_gated(ctl: &Controller, password: String) -> Result<String, ApiError> {
+    ctl.password_gate
+        .run(move || hash_password(&password))
+        .await?
+}
+
 /// Checks `password` against a stored PHC `hash`. Without a usable hash (unknown user
 /// name, an authenticator without a password) the same Argon2 work is done against a
 /// fixed dummy salt, so that the answer time does not reveal whether the user exists;
@@ -223,6 +231,28 @@ async fn password_outcome(
     Ok(identity)
 }
 
+/// Disables identity `id` inside `tx` (`Some(until)`: until then, or until enabled when
+/// `None`; its API sessions end) or enables it (`None`); either way its failed-password
+/// count starts again. `false` when there is no such identity. The caller commits and
+/// notifies routers.
+pub(crate) async fn set_disabled_in(
+    tx: &mut crate::store::WriteTx<'_>,
+    id: &str,
+    state: Option<Option<i64>>,
+) -> Result<bool, ApiError> {
+    let Some(mut row) = tx.get_entity(Kind::Identities.collection(), id).await? else {
+        return Ok(false);
+    };
+    crate::model::set_disable_state(&mut row.data, clock::now_unix(), state);
+    row.updated_at = clock::now_string();
+    tx.update_entity(&row).await?;
+    if state.is_some() {
+        tx.delete_api_sessions_of(id).await?;
+    }
+    tx.clear_password_failures_of(id).await?;
+    Ok(true)
+}
+
 /// Certificate extension as an API session shows it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CertFlags {
@@ -361,12 +391,7 @@ async fn resolve_caller(ctl: &Controller, parts: &Parts) -> Result<Caller, ApiEr
         return Err(ApiError::Unauthorized);
     }
     let policy = policy::policy_of(&ctl.store, &identity).await?;
-    let ext_jwt_missing = match &policy.secondary.require_ext_jwt_signer {
-        Some(signer) => crate::extjwt::check_secondary(ctl, &parts.headers, signer, &identity.id)
-            .await
-            .err(),
-        None => None,
-    };
+    let ext_jwt_missing = policy::ext_jwt_missing(ctl, &parts.headers, &policy, &identity).await;
     let now_str = clock::now_string();
     ctl.store
         .touch_api_session(&session.id, now, &now_str)

@@ -33,6 +33,34 @@ pub async fn policy_of(store: &Store, identity: &EntityRow) -> Result<AuthPolicy
         .unwrap_or_else(AuthPolicy::builtin_default))
 }
 
+/// Checks a new password of `identity` against its policy's rules (OpenZiti stores the
+/// rules without enforcing them; Weft enforces them wherever a password is set).
+pub async fn check_new_password(
+    store: &Store,
+    identity: &EntityRow,
+    password: &str,
+) -> Result<(), ApiError> {
+    policy_of(store, identity)
+        .await?
+        .primary
+        .updb
+        .check_password(password)
+}
+
+/// Why a request of `identity` lacks the external JWT its `policy` asks for on every
+/// request (`secondary.requireExtJwtSigner`); `None` when it has one or none is asked.
+pub async fn ext_jwt_missing(
+    ctl: &Controller,
+    headers: &axum::http::HeaderMap,
+    policy: &AuthPolicy,
+    identity: &EntityRow,
+) -> Option<ApiError> {
+    let signer = policy.secondary.require_ext_jwt_signer.as_deref()?;
+    crate::extjwt::check_secondary(ctl, headers, signer, &identity.id)
+        .await
+        .err()
+}
+
 /// Every authentication policy, for views over many identities (router state, API
 /// session lists).
 #[derive(Debug, Clone, Default)]
@@ -59,7 +87,12 @@ impl Policies {
 /// Whether `session` still owes an answer to a TOTP query: the identity had verified
 /// MFA at login or its policy requires TOTP, and the session has not answered.
 pub fn totp_pending(session: &ApiSessionRow, policy: &AuthPolicy) -> bool {
-    (session.mfa_required || policy.secondary.require_totp) && !session.mfa_complete
+    owes_totp(session, policy.secondary.require_totp)
+}
+
+/// [`totp_pending`] given only whether the identity's policy requires TOTP.
+pub fn owes_totp(session: &ApiSessionRow, require_totp: bool) -> bool {
+    (session.mfa_required || require_totp) && !session.mfa_complete
 }
 
 /// The authentication queries a request leaves open.
@@ -132,31 +165,11 @@ pub async fn count_password_failure(
     }
     let now = clock::now_unix();
     let minutes = policy.primary.updb.lockout_duration_minutes;
+    let until = (minutes > 0).then(|| now.saturating_add(minutes.saturating_mul(60)));
     let mut tx = ctl.store.begin_write().await?;
-    let Some(mut row) = tx
-        .get_entity(Kind::Identities.collection(), &identity.id)
-        .await?
-    else {
+    if !super::set_disabled_in(&mut tx, &identity.id, Some(until)).await? {
         return Ok(false);
-    };
-    if let Value::Object(m) = &mut row.data {
-        m.remove("disabled");
-        m.insert("disabledAt".into(), json!(clock::fmt_unix(now)));
-        m.insert(
-            "disabledUntil".into(),
-            if minutes > 0 {
-                json!(clock::fmt_unix(
-                    now.saturating_add(minutes.saturating_mul(60))
-                ))
-            } else {
-                Value::Null
-            },
-        );
     }
-    row.updated_at = clock::now_string();
-    tx.update_entity(&row).await?;
-    tx.delete_api_sessions_of(&identity.id).await?;
-    tx.clear_password_failures_of(&identity.id).await?;
     tx.commit().await?;
     ctl.metrics.lockouts.fetch_add(1, Ordering::Relaxed);
     tracing::warn!(

@@ -80,29 +80,25 @@ pub fn check(secret: &str, code: &str, now: u64) -> Option<u64> {
     if code.len() != usize::from(DIGITS) || !code.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let secret = Secret::try_from_base32(secret).ok()?;
-    let totp = Builder::new()
-        .with_algorithm(Algorithm::SHA1)
-        .with_digits(DIGITS)
-        .with_skew(SKEW_STEPS)
-        .with_step_duration(STEP_SECS)
-        .with_secret(secret)
-        .build()
-        .ok()?;
-    totp.check(code, now)
+    totp(secret)?.check(code, now)
 }
 
 /// The code for `now` (for tests and the Rust SDK's test helpers).
 pub fn code_at(secret: &str, now: u64) -> Option<String> {
-    let secret = Secret::try_from_base32(secret).ok()?;
-    let totp = Builder::new()
+    Some(totp(secret)?.generate(now).to_string())
+}
+
+/// The generator of a base32 `secret` with Weft's parameters; `None` when the secret
+/// does not decode.
+fn totp(secret: &str) -> Option<totp_rs::Totp> {
+    Builder::new()
         .with_algorithm(Algorithm::SHA1)
         .with_digits(DIGITS)
+        .with_skew(SKEW_STEPS)
         .with_step_duration(STEP_SECS)
-        .with_secret(secret)
+        .with_secret(Secret::try_from_base32(secret).ok()?)
         .build()
-        .ok()?;
-    Some(totp.generate(now).to_string())
+        .ok()
 }
 
 /// A PNG of the QR code of `text` (the provisioning URL), medium error correction,

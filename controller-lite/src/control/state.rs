@@ -10,11 +10,11 @@ use serde_json::Value;
 use weft_wire::control::pb;
 
 use super::feed::RouterView;
-use crate::auth::policy::{Policies, totp_pending};
+use crate::auth::policy::{Policies, owes_totp};
 use crate::clock;
 use crate::controller::Controller;
 use crate::error::StoreError;
-use crate::model::{AuthPolicy, Kind, PolicyType, identity_disabled};
+use crate::model::{Kind, PolicyType, identity_disabled};
 
 fn str_field<'a>(v: &'a Value, key: &str) -> &'a str {
     v.get(key).and_then(Value::as_str).unwrap_or_default()
@@ -35,14 +35,14 @@ pub async fn build_router_view(ctl: &Controller) -> Result<RouterView, StoreErro
     let timeout = ctl.config.api_session_timeout_secs;
     let policies = Policies::load(store).await?;
     // Per identity: name, disabled, and whether its policy requires TOTP.
-    let identities: BTreeMap<String, (String, bool, AuthPolicy)> = store
+    let identities: BTreeMap<String, (String, bool, bool)> = store
         .list_all(Kind::Identities.collection())
         .await?
         .into_iter()
         .map(|e| {
             let disabled = identity_disabled(&e.data, now);
-            let policy = policies.of(&e).clone();
-            (e.id, (e.name, disabled, policy))
+            let require_totp = policies.of(&e).secondary.require_totp;
+            (e.id, (e.name, disabled, require_totp))
         })
         .collect();
 
@@ -61,12 +61,13 @@ pub async fn build_router_view(ctl: &Controller) -> Result<RouterView, StoreErro
         let live_identity = identities
             .get(&s.identity_id)
             .filter(|(_, disabled, _)| !disabled);
-        let Some((name, _, policy)) = live_identity.filter(|_| s.last_activity + timeout > now)
+        let Some((name, _, require_totp)) =
+            live_identity.filter(|_| s.last_activity + timeout > now)
         else {
             ended.push(s.id);
             continue;
         };
-        if totp_pending(&s, policy) {
+        if owes_totp(&s, *require_totp) {
             // A partial session (an open authentication query) reaches no router: its
             // edge connections and sessions are refused until it answers.
             continue;

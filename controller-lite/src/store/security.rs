@@ -405,6 +405,34 @@ impl Store {
 }
 
 impl WriteTx<'_> {
+    /// Whether a password authenticator or a pending `updb` enrollment holds `username`.
+    pub async fn username_taken(&mut self, username: &str) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM authenticators WHERE method = 'updb' AND username = $1)
+                  + (SELECT COUNT(*) FROM enrollments WHERE method = 'updb' AND used = 0 AND username = $1)",
+        )
+        .bind(username)
+        .fetch_one(&mut *self.tx)
+        .await?;
+        Ok(n > 0)
+    }
+
+    /// Whether `identity_id` has an authenticator of `method`.
+    pub async fn has_authenticator_method(
+        &mut self,
+        identity_id: &str,
+        method: &str,
+    ) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM authenticators WHERE identity_id = $1 AND method = $2",
+        )
+        .bind(identity_id)
+        .bind(method)
+        .fetch_one(&mut *self.tx)
+        .await?;
+        Ok(n > 0)
+    }
+
     /// Inserts an enrollment.
     pub async fn insert_enrollment(&mut self, e: &EnrollmentRow) -> Result<(), StoreError> {
         sqlx::query(

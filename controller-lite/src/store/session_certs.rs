@@ -98,19 +98,23 @@ impl Store {
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
             .collect()
     }
-
-    /// How many certificates an API session holds.
-    pub async fn count_api_session_certs(&self, api_session_id: &str) -> Result<i64, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT COUNT(*) FROM api_session_certs WHERE api_session_id = $1")
-                .bind(api_session_id)
-                .fetch_one(&self.read)
-                .await?,
-        )
-    }
 }
 
 impl WriteTx<'_> {
+    /// How many certificates an API session holds (counted in the writing transaction,
+    /// so concurrent creates cannot pass a cap together: writers are serialised).
+    pub async fn count_api_session_certs(
+        &mut self,
+        api_session_id: &str,
+    ) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM api_session_certs WHERE api_session_id = $1")
+                .bind(api_session_id)
+                .fetch_one(&mut *self.tx)
+                .await?,
+        )
+    }
+
     /// Stores a certificate issued to an API session.
     pub async fn insert_api_session_cert(
         &mut self,

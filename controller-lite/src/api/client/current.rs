@@ -70,13 +70,9 @@ pub async fn authenticate(State(ctl): State<AppState>, req: Request) -> Result<R
         }
     };
     let policy = auth::policy::policy_of(&ctl.store, &identity).await?;
-    let ext_jwt_signer = match &policy.secondary.require_ext_jwt_signer {
-        Some(signer) => crate::extjwt::check_secondary(&ctl, &headers, signer, &identity.id)
-            .await
-            .err()
-            .map(|_| signer.clone()),
-        None => None,
-    };
+    let ext_jwt_signer = auth::policy::ext_jwt_missing(&ctl, &headers, &policy, &identity)
+        .await
+        .and_then(|_| policy.secondary.require_ext_jwt_signer.clone());
     let open = auth::policy::OpenQueries {
         totp: auth::policy::totp_pending(&session, &policy),
         ext_jwt_signer,

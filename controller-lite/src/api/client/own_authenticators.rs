@@ -342,22 +342,9 @@ async fn change(
             .await?;
         return Err(ApiError::Unauthorized);
     }
-    if ctl
-        .store
-        .authenticator_by_username(&username)
-        .await?
-        .is_some_and(|other| other.id != a.id)
-    {
-        return Err(ApiError::Conflict(format!(
-            "username {username:?} is already in use"
-        )));
-    }
+    crate::api::management::credentials::username_free(&ctl, &username, Some(&a.id)).await?;
     let password_hash = match password {
-        Some(p) => {
-            ctl.password_gate
-                .run(move || crate::auth::hash_password(&p))
-                .await??
-        }
+        Some(p) => crate::auth::hash_password_gated(&ctl, p).await?,
         None => a.password_hash.unwrap_or_default(),
     };
     let mut tx = ctl.store.begin_write().await?;

@@ -148,16 +148,6 @@ async fn create(
     caller: Caller,
     JsonBody(body): JsonBody<CertificateCreate>,
 ) -> Result<Response, ApiError> {
-    if ctl
-        .store
-        .count_api_session_certs(&caller.session.id)
-        .await?
-        >= MAX_PER_API_SESSION
-    {
-        return Err(ApiError::CouldNotValidate(format!(
-            "an API session holds at most {MAX_PER_API_SESSION} certificates; delete one first"
-        )));
-    }
     let id = uuid::Uuid::new_v4().simple().to_string();
     let identity_id = &caller.identity.id;
     let uri = format!(
@@ -188,7 +178,13 @@ async fn create(
         created_at: now_str.clone(),
         updated_at: now_str,
     };
+    // Counted where the insert happens: concurrent creates cannot pass the cap together.
     let mut tx = ctl.store.begin_write().await?;
+    if tx.count_api_session_certs(&caller.session.id).await? >= MAX_PER_API_SESSION {
+        return Err(ApiError::CouldNotValidate(format!(
+            "an API session holds at most {MAX_PER_API_SESSION} certificates; delete one first"
+        )));
+    }
     tx.insert_api_session_cert(&row).await?;
     tx.commit().await?;
     // Routers learn the fingerprint before the caller can use the certificate.

@@ -117,8 +117,8 @@ async fn identity(ctl: &AppState, id: &str) -> Result<(), ApiError> {
         .ok_or_else(|| not_found("identity", id))
 }
 
-/// Checks a new password against the rules of the authentication policy identity
-/// `identity_id` follows (OpenZiti stores the rules without enforcing them).
+/// Checks a new password against the rules of the policy identity `identity_id`
+/// follows.
 async fn check_password_policy(
     ctl: &AppState,
     identity_id: &str,
@@ -129,11 +129,7 @@ async fn check_password_policy(
         .get_entity(Kind::Identities.collection(), identity_id)
         .await?
         .ok_or_else(|| not_found("identity", identity_id))?;
-    crate::auth::policy::policy_of(&ctl.store, &identity)
-        .await?
-        .primary
-        .updb
-        .check_password(password)
+    crate::auth::policy::check_new_password(&ctl.store, &identity, password).await
 }
 
 /// Checks the size and characters of a user name and password (400 when wrong).
@@ -148,9 +144,9 @@ pub(crate) fn check_credentials(username: &str, password: &str) -> Result<(), Ap
     Ok(())
 }
 
-/// Fails when `username` belongs to an authenticator other than `except`.
-async fn username_free(
-    ctl: &AppState,
+/// Fails (409) when `username` belongs to an authenticator other than `except`.
+pub(crate) async fn username_free(
+    ctl: &crate::controller::Controller,
     username: &str,
     except: Option<&str>,
 ) -> Result<(), ApiError> {
@@ -160,14 +156,6 @@ async fn username_free(
         ))),
         _ => Ok(()),
     }
-}
-
-/// Argon2 is deliberately slow and memory-hard: hash off the async workers, through the
-/// controller's bounded [`crate::limits::PasswordGate`].
-async fn hash(ctl: &AppState, password: String) -> Result<String, ApiError> {
-    ctl.password_gate
-        .run(move || crate::auth::hash_password(&password))
-        .await?
 }
 
 async fn list_authenticators(
@@ -219,7 +207,7 @@ async fn create_authenticator(
     check_password_policy(&ctl, &body.identity_id, &password).await?;
     // Hash before the write transaction (it must not wait on slow work); check again
     // inside it, where no other write can land.
-    let password_hash = hash(&ctl, password).await?;
+    let password_hash = crate::auth::hash_password_gated(&ctl, password).await?;
     let mut tx = ctl.store.begin_write().await?;
     identity(&ctl, &body.identity_id).await?;
     if ctl
@@ -272,7 +260,7 @@ async fn update_authenticator(
     }
     username_free(&ctl, &username, Some(&id)).await?;
     let password_hash = match password {
-        Some(p) => hash(&ctl, p).await?,
+        Some(p) => crate::auth::hash_password_gated(&ctl, p).await?,
         None => a.password_hash.unwrap_or_default(),
     };
     let mut tx = ctl.store.begin_write().await?;

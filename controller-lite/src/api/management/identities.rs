@@ -74,34 +74,15 @@ fn not_found(id: &str) -> ApiError {
     ApiError::NotFound(format!("Identity {id:?} not found"))
 }
 
-/// Sets `disabledAt`/`disabledUntil` of identity `id` (both `None`: enabled); disabling
-/// deletes its API sessions, enabling clears its failed passwords.
+/// Disables (`Some(until)`) or enables (`None`) identity `id` and tells routers.
 async fn set_disabled(
     ctl: &AppState,
     id: &str,
-    until: Option<Option<i64>>,
+    state: Option<Option<i64>>,
 ) -> Result<(), ApiError> {
     let mut tx = ctl.store.begin_write().await?;
-    let mut row = tx
-        .get_entity(Kind::Identities.collection(), id)
-        .await?
-        .ok_or_else(|| not_found(id))?;
-    let now = clock::now_unix();
-    if let Value::Object(m) = &mut row.data {
-        m.remove("disabled");
-        let (at, end) = match until {
-            Some(end) => (json!(clock::fmt_unix(now)), json!(end.map(clock::fmt_unix))),
-            None => (Value::Null, Value::Null),
-        };
-        m.insert("disabledAt".into(), at);
-        m.insert("disabledUntil".into(), end);
-    }
-    row.updated_at = clock::now_string();
-    tx.update_entity(&row).await?;
-    if until.is_some() {
-        tx.delete_api_sessions_of(id).await?;
-    } else {
-        tx.clear_password_failures_of(id).await?;
+    if !crate::auth::set_disabled_in(&mut tx, id, state).await? {
+        return Err(not_found(id));
     }
     tx.commit().await?;
     ctl.notify_routers().await;
