@@ -28,6 +28,7 @@ pub mod model;
 pub mod path;
 pub mod pki;
 pub mod policy;
+pub mod posture;
 pub mod schema_check;
 pub mod server;
 pub mod store;
