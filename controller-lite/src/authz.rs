@@ -9,6 +9,7 @@ use serde_json::Value;
 use crate::error::StoreError;
 use crate::model::{EdgeRouterPolicy, Kind, PolicyType, ServiceEdgeRouterPolicy, ServicePolicy};
 use crate::policy::{self, PolicyEvaluator, PolicyIndex, RoleSelector, RoleSet};
+use crate::posture::{self, Judged, PolicyVerdict, PostureCheck, PostureData, SessionPosture};
 use crate::store::{EntityRow, Store};
 
 /// Service id → the permissions held on it.
@@ -24,6 +25,21 @@ pub struct PolicySnapshot {
     routers: Vec<EntityRow>,
     /// Router id -> position in `routers`.
     router_at: HashMap<String, usize>,
+    /// Posture checks by id.
+    checks: HashMap<String, CheckEntry>,
+}
+
+/// A posture check as the snapshot holds it.
+#[derive(Debug)]
+pub struct CheckEntry {
+    /// Name.
+    pub name: String,
+    /// The definition; `None` when the stored document is unreadable (it never passes).
+    pub check: Option<PostureCheck>,
+    /// Creation time.
+    pub created_at: String,
+    /// Update time.
+    pub updated_at: String,
 }
 
 /// The current [`PolicySnapshot`], rebuilt only when an entity changed since it was
@@ -92,6 +108,54 @@ impl PolicySnapshot {
     /// (service edge router policies), sorted.
     pub fn router_ids_for_service(&self, service_id: &str) -> Vec<String> {
         self.enabled_ids(self.index.edge_routers_for_service(service_id))
+    }
+
+    /// Whether any posture check exists.
+    pub fn has_posture_checks(&self) -> bool {
+        !self.checks.is_empty()
+    }
+
+    /// The posture check `id`.
+    pub fn posture_check(&self, id: &str) -> Option<&CheckEntry> {
+        self.checks.get(id)
+    }
+
+    /// The service policies granting `identity_id` `kind` on `service_id`, each with its
+    /// posture checks judged against `data` and `session` at `now` (Unix seconds).
+    /// Access passes when any of them passes ([`crate::posture::any_passing`]).
+    pub fn posture_verdicts(
+        &self,
+        identity_id: &str,
+        service_id: &str,
+        kind: PolicyType,
+        data: &PostureData,
+        session: &SessionPosture,
+        now: i64,
+    ) -> Vec<PolicyVerdict<'_>> {
+        self.index
+            .posture_checks_for(identity_id, service_id, kind)
+            .into_iter()
+            .map(|p| PolicyVerdict {
+                policy_id: p.policy_id,
+                checks: p
+                    .posture_check_ids
+                    .into_iter()
+                    .map(|id| {
+                        let (name, check) = self
+                            .checks
+                            .get(id)
+                            .map_or(("", None), |c| (c.name.as_str(), c.check.as_ref()));
+                        Judged {
+                            id,
+                            name,
+                            check,
+                            passing: check
+                                .is_some_and(|c| posture::eval::passes(c, data, session, now)),
+                        }
+                    })
+                    .collect(),
+            })
+            .collect()
     }
 
     fn enabled_ids(&self, ids: Vec<&str>) -> Vec<String> {
@@ -195,11 +259,32 @@ impl PolicySnapshot {
                     edge_router_roles: roles(&p.edge_router_roles),
                 })
                 .collect();
+        let check_rows = store.list_all(Kind::PostureChecks.collection()).await?;
+        let posture_checks = check_rows
+            .iter()
+            .map(|e| policy::PostureCheck {
+                id: e.id.clone(),
+                name: e.name.clone(),
+                role_attributes: attrs(e),
+            })
+            .collect();
+        let checks = check_rows
+            .into_iter()
+            .map(|e| {
+                let entry = CheckEntry {
+                    check: PostureCheck::from_stored(&e.data),
+                    name: e.name,
+                    created_at: e.created_at,
+                    updated_at: e.updated_at,
+                };
+                (e.id, entry)
+            })
+            .collect();
         let model = policy::Model {
             identities,
             services,
             edge_routers,
-            posture_checks: Vec::new(),
+            posture_checks,
             service_policies,
             edge_router_policies,
             service_edge_router_policies,
@@ -212,6 +297,7 @@ impl PolicySnapshot {
                 .map(|(i, r)| (r.id.clone(), i))
                 .collect(),
             routers,
+            checks,
         })
     }
 }

@@ -176,6 +176,11 @@ pub enum ApiError {
     /// answers).
     #[error("{0}")]
     ExtJwt(Box<crate::extjwt::Challenge>),
+    /// A session request whose posture fails every granting policy (409
+    /// `INVALID_POSTURE`, openziti/ziti `controller/apierror/messages.go`
+    /// `InvalidPostureCode`); the cause names the failing policies and checks.
+    #[error("Posture response data is missing or wrong")]
+    InvalidPosture(Box<serde_json::Value>),
     /// Any internal failure (500 `UNHANDLED`). The message never contains secrets.
     #[error("internal error: {0}")]
     Internal(String),
@@ -213,6 +218,7 @@ impl ApiError {
             Self::CouldNotProcessCsr(_) => "COULD_NOT_PROCESS_CSR",
             Self::InvalidClientCert(_) => "INVALID_CLIENT_CERT",
             Self::InvalidCertPem(_) => "INVALID_CERT_PEM",
+            Self::InvalidPosture(_) => "INVALID_POSTURE",
             Self::Internal(_) => "UNHANDLED",
         }
     }
@@ -242,7 +248,8 @@ impl ApiError {
             | Self::MaxAuthenticators(_)
             | Self::ReferencedEntity(_)
             | Self::MfaExists
-            | Self::MfaNotEnrolled => StatusCode::CONFLICT,
+            | Self::MfaNotEnrolled
+            | Self::InvalidPosture(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::RateLimited | Self::SessionLimit(_) => StatusCode::TOO_MANY_REQUESTS,

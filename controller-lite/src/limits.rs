@@ -72,13 +72,37 @@ pub struct Metrics {
     pub ext_jwt_logins: AtomicU64,
     /// External JWT logins refused.
     pub ext_jwt_login_failures: AtomicU64,
+    /// Posture responses accepted (each object of a bulk request counts).
+    pub posture_responses: AtomicU64,
+    /// Session requests refused with `INVALID_POSTURE`.
+    pub posture_refusals: AtomicU64,
+    /// Sessions removed because their posture stopped passing.
+    pub posture_revocations: AtomicU64,
 }
 
 impl Metrics {
     /// Prometheus text exposition (format 0.0.4) of every counter.
     pub fn render(&self) -> String {
         use std::fmt::Write as _;
-        let metrics: [(&str, &str, &str, &AtomicU64); 24] = [
+        let metrics: [(&str, &str, &str, &AtomicU64); 27] = [
+            (
+                "weft_controller_posture_responses_total",
+                "counter",
+                "Posture responses accepted.",
+                &self.posture_responses,
+            ),
+            (
+                "weft_controller_posture_refusals_total",
+                "counter",
+                "Session requests refused because posture failed (INVALID_POSTURE).",
+                &self.posture_refusals,
+            ),
+            (
+                "weft_controller_posture_revocations_total",
+                "counter",
+                "Sessions removed because their posture stopped passing.",
+                &self.posture_revocations,
+            ),
             (
                 "weft_controller_lockouts_total",
                 "counter",

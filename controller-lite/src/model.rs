@@ -39,11 +39,13 @@ pub enum Kind {
     AuthPolicies,
     /// `external-jwt-signers`
     ExternalJwtSigners,
+    /// `posture-checks`
+    PostureChecks,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 12] = [
         Self::Identities,
         Self::Services,
         Self::Configs,
@@ -55,6 +57,7 @@ impl Kind {
         Self::Terminators,
         Self::AuthPolicies,
         Self::ExternalJwtSigners,
+        Self::PostureChecks,
     ];
 
     /// Collection (and store kind) name.
@@ -71,6 +74,7 @@ impl Kind {
             Self::Terminators => "terminators",
             Self::AuthPolicies => "auth-policies",
             Self::ExternalJwtSigners => "external-jwt-signers",
+            Self::PostureChecks => "posture-checks",
         }
     }
 
@@ -96,6 +100,7 @@ impl Kind {
             Self::Terminators => ("Terminator", "Terminators"),
             Self::AuthPolicies => ("AuthPolicy", "AuthPolicies"),
             Self::ExternalJwtSigners => ("ExternalJwtSigner", "ExternalJwtSigners"),
+            Self::PostureChecks => ("PostureCheck", "PostureChecks"),
         }
     }
 
@@ -113,6 +118,7 @@ impl Kind {
             Self::Terminators => generator.subschema_for::<Terminator>(),
             Self::AuthPolicies => generator.subschema_for::<AuthPolicy>(),
             Self::ExternalJwtSigners => generator.subschema_for::<ExternalJwtSigner>(),
+            Self::PostureChecks => generator.subschema_for::<PostureCheck>(),
         }
     }
 
@@ -130,6 +136,7 @@ impl Kind {
             Self::Terminators => schema_for!(Terminator),
             Self::AuthPolicies => schema_for!(AuthPolicy),
             Self::ExternalJwtSigners => schema_for!(ExternalJwtSigner),
+            Self::PostureChecks => schema_for!(PostureCheck),
         }
     }
 
@@ -146,6 +153,7 @@ impl Kind {
 }
 
 pub use crate::policy::{PolicyType, Semantic};
+pub use crate::posture::PostureCheck;
 
 fn default_true() -> bool {
     true
@@ -270,7 +278,8 @@ pub struct ServicePolicy {
     /// Service selectors.
     #[serde(default)]
     pub service_roles: Vec<String>,
-    /// Posture check selectors (stored, not evaluated in this increment).
+    /// Posture check selectors: every check they select must pass for this policy to
+    /// grant access ([`crate::posture`]).
     #[serde(default)]
     pub posture_check_roles: Vec<String>,
 }
@@ -946,6 +955,15 @@ pub fn normalize(kind: Kind, mut obj: Map<String, Value>) -> Result<Normalized, 
         Kind::ExternalJwtSigners => {
             let mut d: ExternalJwtSigner = parse(&obj)?;
             validate_signer(&mut d)?;
+            to_value(&d)?
+        }
+        Kind::PostureChecks => {
+            // `version` counts updates; the controller keeps it, clients' copies are
+            // ignored (a detail read back and sent as an update carries it).
+            obj.remove("version");
+            let mut d: PostureCheck = parse(&obj)?;
+            validate_attributes(d.role_attributes())?;
+            d.normalize()?;
             to_value(&d)?
         }
     };

@@ -469,7 +469,16 @@ async fn services_paging_and_sessions_follow_policies() {
     let svc1 = &v["data"][1];
     assert_eq!(svc1["name"], "svc-00");
     assert_eq!(svc1["permissions"], json!(["Dial", "Bind"]));
-    assert_eq!(svc1["postureQueries"], json!([]));
+    // No posture check exists: one passing placeholder set per permission, as OpenZiti.
+    assert_eq!(
+        svc1["postureQueries"],
+        json!([
+            {"policyId": "dummy dial policy: no posture checks defined", "policyType": "Dial",
+             "isPassing": true, "postureQueries": []},
+            {"policyId": "dummy bind policy: no posture checks defined", "policyType": "Bind",
+             "isPassing": true, "postureQueries": []},
+        ])
+    );
     assert_eq!(svc1["encryptionRequired"], true);
     assert_eq!(
         svc1["config"]["intercept.v1"]["addresses"],

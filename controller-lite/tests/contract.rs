@@ -321,10 +321,18 @@ async fn every_served_route_answers_within_the_contract() {
     let (status, v) = call(
         Method::POST,
         "/posture-response",
-        Some(json!({"id": "os", "typeId": "OS"})),
+        Some(json!({"id": "os", "typeId": "OS", "type": "Linux", "version": "6.1.0"})),
     )
     .await;
     assert_eq!(status, 201, "{v}");
+    // A response without its type's required fields is refused, within the contract too.
+    let (status, v) = call(
+        Method::POST,
+        "/posture-response",
+        Some(json!({"id": "os", "typeId": "OS"})),
+    )
+    .await;
+    assert_eq!(status, 400, "{v}");
     let (status, v) = call(Method::POST, "/posture-response-bulk", Some(json!([]))).await;
     assert_eq!(status, 200, "{v}");
     let (status, v) = call(Method::DELETE, &format!("/sessions/{sid}"), None).await;

@@ -61,6 +61,9 @@ pub struct ApiErrorBody {
     pub args: ErrorArgs,
     /// The cause, when there is one.
     pub cause_message: String,
+    /// The cause as data (`INVALID_POSTURE`: `{message, data}`), when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<Value>,
 }
 
 /// `meta` of an error envelope.
@@ -94,6 +97,7 @@ impl ApiErrorEnvelope {
                     url_vars: Map::new(),
                 },
                 cause_message: String::new(),
+                cause: None,
             },
             meta: ErrorMeta {
                 api_version: API_VERSION.into(),
@@ -143,8 +147,12 @@ pub fn page(p: Page<Value>, fields: &Fields) -> Response {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut res =
-            ApiErrorEnvelope::new(self.code(), self.to_string()).into_response_with(self.status());
+        let mut envelope = ApiErrorEnvelope::new(self.code(), self.to_string());
+        if let Self::InvalidPosture(cause) = &self {
+            envelope.error.cause_message = cause["message"].as_str().unwrap_or_default().into();
+            envelope.error.cause = Some((**cause).clone());
+        }
+        let mut res = envelope.into_response_with(self.status());
         if let Self::ExtJwt(challenge) = &self {
             if let Some(v) = challenge.header_value() {
                 res.headers_mut()

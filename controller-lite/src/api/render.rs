@@ -296,6 +296,18 @@ fn signer_extras(d: &Value) -> ExternalJwtSignerExtras {
     }
 }
 
+/// What a posture check's detail has besides its document.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct PostureCheckExtras {
+    /// Starts at 1, counts updates.
+    pub version: i64,
+}
+
+/// The stored `version` of a posture check document (1 until its first update).
+pub fn posture_check_version(d: &Value) -> i64 {
+    d.get("version").and_then(Value::as_i64).unwrap_or(1)
+}
+
 /// Registers the schema of the fields [`management_entity`] adds for `kind`, if any.
 pub fn detail_extras_schema(kind: Kind, g: &mut SchemaGenerator) -> Option<Schema> {
     match kind {
@@ -308,6 +320,7 @@ pub fn detail_extras_schema(kind: Kind, g: &mut SchemaGenerator) -> Option<Schem
         Kind::ServiceEdgeRouterPolicies => Some(g.subschema_for::<ServiceEdgeRouterPolicyExtras>()),
         Kind::Terminators => Some(g.subschema_for::<TerminatorExtras>()),
         Kind::ExternalJwtSigners => Some(g.subschema_for::<ExternalJwtSignerExtras>()),
+        Kind::PostureChecks => Some(g.subschema_for::<PostureCheckExtras>()),
         Kind::ConfigTypes | Kind::AuthPolicies => None,
     }
 }
@@ -518,8 +531,13 @@ pub async fn management_entity(
                 .await?,
                 service_roles_display: display_roles(ctl, d, "serviceRoles", Some(Kind::Services))
                     .await?,
-                posture_check_roles_display: display_roles(ctl, d, "postureCheckRoles", None)
-                    .await?,
+                posture_check_roles_display: display_roles(
+                    ctl,
+                    d,
+                    "postureCheckRoles",
+                    Some(Kind::PostureChecks),
+                )
+                .await?,
             },
         )?,
         Kind::EdgeRouterPolicies => merge(
@@ -575,6 +593,12 @@ pub async fn management_entity(
             )?;
         }
         Kind::ExternalJwtSigners => merge(&mut v, signer_extras(d))?,
+        Kind::PostureChecks => merge(
+            &mut v,
+            PostureCheckExtras {
+                version: posture_check_version(d),
+            },
+        )?,
         Kind::ConfigTypes | Kind::AuthPolicies => {}
     }
     Ok(v)

@@ -1,6 +1,7 @@
 //! Building the router-facing state from the store, enforcing on the way what must
 //! no longer exist: API sessions that idled out or whose identity is gone or disabled,
-//! and sessions their identity is no longer granted by policy. API sessions with an
+//! and sessions their identity is no longer granted by policy or whose posture no
+//! longer passes. API sessions with an
 //! open authentication query are withheld from routers until answered.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -106,7 +107,20 @@ pub async fn build_router_view(ctl: &Controller) -> Result<RouterView, StoreErro
             },
         );
     }
+    // Posture is judged continuously: a session whose granting policies all fail now
+    // (new posture data, an MFA timeout, a wake or unlock not answered, an edited check)
+    // is removed like one no policy grants.
+    let (posture_data, session_postures) = if policy.has_posture_checks() {
+        (
+            store.all_posture_data().await?,
+            store.all_session_postures().await?,
+        )
+    } else {
+        Default::default()
+    };
+    let no_data = crate::posture::PostureData::default();
     let mut revoked = Vec::new();
+    let mut posture_failed = 0u64;
     for s in &sessions {
         let granted = session_type(&s.session_type).filter(|(_, kind)| {
             view.api_sessions.contains_key(&s.api_session_id)
@@ -115,10 +129,28 @@ pub async fn build_router_view(ctl: &Controller) -> Result<RouterView, StoreErro
                     .and_then(|p| p.get(&s.service_id))
                     .is_some_and(|k| k.contains(kind))
         });
-        let Some((ty, _)) = granted else {
+        let Some((ty, kind)) = granted else {
             revoked.push(s.id.clone());
             continue;
         };
+        if policy.has_posture_checks() {
+            let verdicts = policy.posture_verdicts(
+                &s.identity_id,
+                &s.service_id,
+                kind,
+                posture_data.get(&s.identity_id).unwrap_or(&no_data),
+                &session_postures
+                    .get(&s.api_session_id)
+                    .copied()
+                    .unwrap_or_default(),
+                now,
+            );
+            if !crate::posture::any_passing(&verdicts) {
+                posture_failed += 1;
+                revoked.push(s.id.clone());
+                continue;
+            }
+        }
         view.sessions.insert(
             s.id.clone(),
             pb::Session {
@@ -141,8 +173,15 @@ pub async fn build_router_view(ctl: &Controller) -> Result<RouterView, StoreErro
         tx.delete_sessions(&revoked).await?;
         tx.commit().await?;
         if !revoked.is_empty() {
-            tracing::info!(count = revoked.len(), "sessions no longer granted removed");
+            tracing::info!(
+                count = revoked.len(),
+                posture = posture_failed,
+                "sessions no longer granted removed"
+            );
         }
+        ctl.metrics
+            .posture_revocations
+            .fetch_add(posture_failed, std::sync::atomic::Ordering::Relaxed);
     }
 
     for e in store.list_all(Kind::Services.collection()).await? {

@@ -120,9 +120,16 @@ impl Fields {
     /// document structs of [`crate::model`]).
     pub fn with_schema(mut self, schema: &Value) -> Self {
         let defs = schema.get("$defs").or_else(|| schema.get("definitions"));
-        if let Some(props) = schema.get("properties").and_then(Value::as_object) {
-            for (name, prop) in props {
-                self.map.insert(name.clone(), schema_type(prop, defs));
+        // A tagged enum's variants (`oneOf`) each add their fields.
+        let variants = ["oneOf", "anyOf"]
+            .iter()
+            .filter_map(|k| schema.get(*k).and_then(Value::as_array))
+            .flatten();
+        for part in std::iter::once(schema).chain(variants) {
+            if let Some(props) = part.get("properties").and_then(Value::as_object) {
+                for (name, prop) in props {
+                    self.map.insert(name.clone(), schema_type(prop, defs));
+                }
             }
         }
         self

@@ -68,7 +68,7 @@ pub use model::{
     EdgeRouter, EdgeRouterPolicy, EntityKind, Identity, Model, ModelError, PostureCheck, RefError,
     RoleEntity, Service, ServiceEdgeRouterPolicy, ServicePolicy, resolve_ref,
 };
-pub use naive::NaiveEvaluator;
+pub use naive::{NaiveEvaluator, selects};
 pub use selector::{ALL_SELECTOR, RoleSelector, RoleSet, SelectorError};
 pub use semantic::{ParseValueError, PolicyType, Semantic};
 

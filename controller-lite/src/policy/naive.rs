@@ -16,7 +16,14 @@ pub struct NaiveEvaluator<'m> {
 /// Whether `roles`, under `semantic`, selects `entity` out of `entities` (the rule of
 /// OpenZiti's `evaluatePolicyAgainstEntity`: `#all`, or a reference, or a non-empty
 /// attribute list satisfied per the semantic).
-fn selects<E: RoleEntity>(roles: &RoleSet, semantic: Semantic, entities: &[E], entity: &E) -> bool {
+/// Whether `roles` (with `semantic`) select `entity`, one of `entities` (which `@ref`s
+/// resolve against): the definition the index is held equal to.
+pub fn selects<E: RoleEntity>(
+    roles: &RoleSet,
+    semantic: Semantic,
+    entities: &[E],
+    entity: &E,
+) -> bool {
     if roles.includes_all() {
         return true;
     }

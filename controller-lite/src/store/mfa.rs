@@ -237,12 +237,18 @@ impl WriteTx<'_> {
         required: bool,
         complete: bool,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE api_sessions SET mfa_required = $2, mfa_complete = $3 WHERE id = $1")
-            .bind(id)
-            .bind(i64::from(required))
-            .bind(i64::from(complete))
-            .execute(&mut *self.tx)
-            .await?;
+        // A completed query is also the MFA posture checks' "passed at".
+        sqlx::query(
+            "UPDATE api_sessions SET mfa_required = $2, mfa_complete = $3,
+                 mfa_passed_at = CASE WHEN $3 = 1 THEN $4 ELSE mfa_passed_at END
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(i64::from(required))
+        .bind(i64::from(complete))
+        .bind(crate::clock::now_unix())
+        .execute(&mut *self.tx)
+        .await?;
         self.record("api_sessions", id, ChangeOp::Update).await
     }
 

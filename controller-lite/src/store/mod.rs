@@ -23,6 +23,7 @@
 mod changes;
 mod extensions;
 mod mfa;
+mod posture;
 mod presence;
 mod records;
 mod security;
@@ -40,6 +41,7 @@ use crate::error::StoreError;
 pub use changes::{Change, ChangeOp, NOTIFY_CHANNEL};
 pub use extensions::CertExtension;
 pub use mfa::MfaRow;
+pub use posture::{FAILED_REQUESTS_KEPT, FailedServiceRequest};
 pub use security::{
     ApiSessionRow, AuthenticatorRow, EnrollmentRow, ROUTER_AUTH_METHOD, SessionRow,
 };

@@ -5,6 +5,7 @@ pub mod enrollment;
 pub mod ext_jwt_signers;
 pub mod mfa;
 pub mod own_authenticators;
+pub mod posture;
 pub mod services;
 pub mod session_certs;
 pub mod sessions;
@@ -141,17 +142,19 @@ pub fn routes() -> ApiBuilder {
             Endpoint::post("/posture-response", "createPostureResponse")
                 .doc("Posture Checks", "Accepts a posture response")
                 .session()
-                .request(Data::Object("A posture response."))
-                .returns(201, Data::Object("`{services: []}`")),
-            sessions::posture_response,
+                .request(Data::Object(
+                    "A posture response: `id` and `typeId` (`OS`, `MAC`, `DOMAIN`, `PROCESS`, `ENDPOINT_STATE`) and the type's fields.",
+                ))
+                .returns(201, Data::Object("`{services}`: services whose MFA checks ask for a new TOTP answer.")),
+            posture::posture_response,
         )
         .add(
             Endpoint::post("/posture-response-bulk", "createPostureResponseBulk")
                 .doc("Posture Checks", "Accepts posture responses")
                 .session()
-                .request(Data::Object("A list of posture responses."))
-                .returns(200, Data::Object("`{services: []}`")),
-            sessions::posture_response_bulk,
+                .request(Data::Object("An array of at most 64 posture responses."))
+                .returns(200, Data::Object("`{services}`: services whose MFA checks ask for a new TOTP answer.")),
+            posture::posture_response_bulk,
         )
         .add(
             Endpoint::get("/.well-known/est/cacerts", "listWellKnownCas")

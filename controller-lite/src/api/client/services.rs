@@ -5,6 +5,7 @@ use axum::response::Response;
 
 use serde_json::json;
 
+use super::posture::PostureView;
 use crate::api::list::ListQuery;
 use crate::api::{AppState, envelope, render};
 use crate::auth::Caller;
@@ -20,11 +21,8 @@ pub async fn list(
     caller: Caller,
     q: ListQuery,
 ) -> Result<Response, ApiError> {
-    let perms = ctl
-        .policy
-        .get(&ctl.store)
-        .await?
-        .service_permissions(&caller.identity.id);
+    let posture = PostureView::load(&ctl, &caller).await?;
+    let perms = posture.snapshot().service_permissions(&caller.identity.id);
     let fields = service_fields();
     let mut visible = Vec::new();
     for s in ctl.store.list_all(Kind::Services.collection()).await? {
@@ -39,7 +37,9 @@ pub async fn list(
     let page = q
         .apply(&fields, &["name"], visible)?
         .try_map_async(async |(s, p): (_, Vec<PolicyType>)| {
-            render::client_service(&ctl, &s, &p, &caller.session.config_types).await
+            let mut v = render::client_service(&ctl, &s, &p, &caller.session.config_types).await?;
+            v["postureQueries"] = posture.queries(&caller.identity.id, &s.id, &p);
+            Ok::<_, ApiError>(v)
         })
         .await?;
     Ok(envelope::page(page, &fields))
@@ -56,11 +56,8 @@ pub async fn detail(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let perms = ctl
-        .policy
-        .get(&ctl.store)
-        .await?
-        .service_permissions(&caller.identity.id);
+    let posture = PostureView::load(&ctl, &caller).await?;
+    let perms = posture.snapshot().service_permissions(&caller.identity.id);
     let not_found = || ApiError::NotFound(format!("service {id:?} not found"));
     let p: Vec<_> = perms
         .get(&id)
@@ -73,7 +70,7 @@ pub async fn detail(
         .get_entity(Kind::Services.collection(), &id)
         .await?
         .ok_or_else(not_found)?;
-    Ok(envelope::ok(
-        render::client_service(&ctl, &s, &p, &caller.session.config_types).await?,
-    ))
+    let mut v = render::client_service(&ctl, &s, &p, &caller.session.config_types).await?;
+    v["postureQueries"] = posture.queries(&caller.identity.id, &s.id, &p);
+    Ok(envelope::ok(v))
 }

@@ -1,10 +1,11 @@
-//! Network sessions (spec §7) and posture responses (spec §8).
+//! Network sessions (spec §7).
 
 use axum::extract::{Path, State};
 use axum::response::Response;
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
+use super::posture::PostureView;
 use crate::api::extract::JsonBody;
 use crate::api::list::ListQuery;
 use crate::api::{AppState, envelope, render};
@@ -40,7 +41,8 @@ pub async fn create(
     caller: Caller,
     JsonBody(body): JsonBody<SessionCreate>,
 ) -> Result<Response, ApiError> {
-    let view = ctl.policy.get(&ctl.store).await?;
+    let posture = PostureView::load(&ctl, &caller).await?;
+    let view = posture.snapshot();
     let perms = view.service_permissions(&caller.identity.id);
     let allowed = perms
         .get(&body.service_id)
@@ -51,6 +53,9 @@ pub async fn create(
             body.service_id
         )));
     }
+    posture
+        .admit(&ctl, &caller, &body.service_id, body.session_type)
+        .await?;
     let routers: Vec<Value> = view
         .edge_routers_for_session(&caller.identity.id, &body.service_id)
         .iter()
@@ -136,15 +141,4 @@ pub async fn detail(
         .ok_or_else(|| ApiError::NotFound(format!("session {id:?} not found")))?;
     let routers = render::session_routers(&ctl, &s.identity_id, &s.service_id).await?;
     Ok(envelope::ok(render::session(&ctl, s, &routers).await?))
-}
-
-/// `POST /posture-response`: accepted and ignored (no posture checks are evaluated
-/// yet); answers 201 `{"services":[]}` (spec §8).
-pub async fn posture_response(_caller: Caller, JsonBody(_body): JsonBody<Value>) -> Response {
-    envelope::created(json!({"services": []}))
-}
-
-/// `POST /posture-response-bulk`: the same, answering 200 as OpenZiti's spec declares.
-pub async fn posture_response_bulk(_caller: Caller, JsonBody(_body): JsonBody<Value>) -> Response {
-    envelope::ok(json!({"services": []}))
 }

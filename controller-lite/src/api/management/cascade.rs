@@ -5,7 +5,7 @@
 //!   "cannot delete config type …, as configs of that type exist");
 //! - deleting a config removes it from the services that list it (a link collection);
 //! - deleting an identity removes its enrollments, authenticators, API sessions, sessions
-//!   and the terminators it hosts; deleting a service its sessions and terminators;
+//!   its posture data and the terminators it hosts; deleting a service its sessions and terminators;
 //!   deleting an edge router its enrollment, certificate and terminators (foreign keys
 //!   with cascading delete);
 //! - the `default` authentication policy cannot be deleted, nor one that identities
@@ -121,6 +121,7 @@ pub async fn after_delete(tx: &mut WriteTx<'_>, k: Kind, id: &str) -> Result<(),
     match k {
         Kind::Identities => {
             tx.delete_identity_credentials(id).await?;
+            tx.delete_posture_of(id).await?;
             delete_terminators(tx, "identity", id).await?;
         }
         Kind::EdgeRouters => {

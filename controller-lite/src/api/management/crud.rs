@@ -177,6 +177,9 @@ pub async fn update(
         newly_disabled = crate::model::identity_disabled(&data, now)
             && !crate::model::identity_disabled(&row.data, now);
     }
+    if k == Kind::PostureChecks {
+        data["version"] = json!(render::posture_check_version(&row.data).saturating_add(1));
+    }
     Controller::resolve_references(&mut tx, k, &mut data).await?;
     Controller::check_unique(&mut tx, k, Some(id), &data).await?;
     cascade::check_update(&mut tx, k, &row, &data).await?;

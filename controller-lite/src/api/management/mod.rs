@@ -6,6 +6,7 @@ pub mod credentials;
 pub mod crud;
 pub mod fabric;
 pub mod identities;
+pub mod posture;
 pub mod related;
 pub mod sessions;
 pub mod views;
@@ -37,7 +38,7 @@ pub fn routes() -> ApiBuilder {
     for k in Kind::ALL {
         api = crud::routes(api, k);
     }
-    identities::routes(fabric::routes(related::routes(sessions::routes(
-        credentials::routes(api),
+    posture::routes(identities::routes(fabric::routes(related::routes(
+        sessions::routes(credentials::routes(api)),
     ))))
 }
