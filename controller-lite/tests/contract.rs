@@ -237,6 +237,20 @@ async fn every_served_route_answers_within_the_contract() {
             json!({"name": "ejs-cert", "issuer": "https://idp2.test", "audience": "weft", "enabled": true,
                    "certPem": signer_cert, "kid": "k1", "clientId": "c", "externalAuthUrl": "https://idp2.test/auth"}),
         ),
+        (
+            "posture-checks",
+            json!({"name": "pc-os", "typeId": "OS", "roleAttributes": ["pc"],
+                   "operatingSystems": [{"type": "Linux", "versions": [">=4.0.0"]}]}),
+        ),
+        (
+            "posture-checks",
+            json!({"name": "pc-mfa", "typeId": "MFA", "timeoutSeconds": 300, "promptOnWake": true}),
+        ),
+        (
+            "posture-checks",
+            json!({"name": "pc-multi", "typeId": "PROCESS_MULTI", "semantic": "AnyOf",
+                   "processes": [{"osType": "Linux", "path": "/usr/bin/true"}]}),
+        ),
     ];
     for (collection, body) in &bodies {
         let id = ctl.create_ok(&token, collection, body.clone()).await;
@@ -275,14 +289,26 @@ async fn every_served_route_answers_within_the_contract() {
             }
         }
     }
+    let sp = ctl
+        .get_ok(&token, "/service-policies?filter=name=\"sp\"")
+        .await["data"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     for path in [
-        "/",
-        "/version",
-        "/specs",
-        "/specs/edge-management",
-        "/current-identity",
+        "/".to_owned(),
+        "/version".to_owned(),
+        "/specs".to_owned(),
+        "/specs/edge-management".to_owned(),
+        "/current-identity".to_owned(),
+        "/posture-check-types".to_owned(),
+        "/posture-check-types/OS".to_owned(),
+        "/posture-check-role-attributes".to_owned(),
+        format!("/service-policies/{sp}/posture-checks"),
+        format!("/identities/{identity}/posture-data"),
+        format!("/identities/{identity}/failed-service-requests"),
     ] {
-        ctl.get_ok(&token, path).await;
+        ctl.get_ok(&token, &path).await;
     }
     // The client API, as the enrolled identity.
     let (http, session) = ctl.cert_login(&cert, &key).await;
