@@ -17,6 +17,7 @@ use crate::edge::channel::Channel;
 use crate::edge::proto::{self, ConnectReply};
 use crate::error::{Error, ErrorKind, Result};
 use crate::listener::{self, Listener};
+use crate::posture::{self, LinuxHost, PostureQuerySet};
 use crate::stream::{Stream, StreamParts};
 use crate::tls;
 
@@ -29,6 +30,10 @@ pub struct Options {
     pub request_timeout: Duration,
     /// How often the API session is refreshed and service changes are polled.
     pub refresh_interval: Duration,
+    /// How often this host's posture (OS, MAC addresses, domain, processes) is checked
+    /// against what was last reported, and reported again when it changed (only while
+    /// services carry posture queries; the C SDK's period is 20 s).
+    pub posture_interval: Duration,
     /// Controller base URLs (`https://host:port`) to use instead of the identity's
     /// (`ztAPI` and `ztAPIs`); empty: the identity's. Controllers sharing one database,
     /// tried in order when one cannot be reached (`docs/sdk.md`).
@@ -45,6 +50,7 @@ impl Default for Options {
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(10),
             refresh_interval: Duration::from_secs(30),
+            posture_interval: Duration::from_secs(20),
             controllers: Vec::new(),
             mfa_codes: None,
         }
@@ -93,7 +99,19 @@ pub(crate) struct Inner {
     fetching: tokio::sync::Mutex<()>,
     slots: Mutex<HashMap<String, Slot>>,
     next_conn_id: AtomicU32,
-    refresher: Mutex<Option<AbortHandle>>,
+    /// The background tasks (API session refresh, posture reports).
+    refresher: Mutex<Vec<AbortHandle>>,
+    /// Posture queries last listed and what was last reported.
+    posture: tokio::sync::Mutex<PostureState>,
+}
+
+/// What the SDK knows of posture: the query sets of the services, the host, and the
+/// responses last sent (sent again only when they change, or after a new login).
+#[derive(Debug, Default)]
+struct PostureState {
+    sets: Vec<PostureQuerySet>,
+    host: LinuxHost,
+    last_sent: Option<Vec<serde_json::Value>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -143,7 +161,8 @@ impl Context {
             fetching: tokio::sync::Mutex::new(()),
             slots: Mutex::new(HashMap::new()),
             next_conn_id: AtomicU32::new(0),
-            refresher: Mutex::new(None),
+            refresher: Mutex::new(Vec::new()),
+            posture: tokio::sync::Mutex::new(PostureState::default()),
         });
         // Refresh well before the session could expire.
         let interval = session
@@ -155,7 +174,11 @@ impl Context {
                     .min(Duration::from_secs(s / 3).max(Duration::from_secs(1)))
             });
         let refresher = tokio::spawn(refresh_loop(Arc::downgrade(&inner), interval));
-        *lock(&inner.refresher) = Some(refresher.abort_handle());
+        let posture = tokio::spawn(posture_loop(
+            Arc::downgrade(&inner),
+            inner.options.posture_interval,
+        ));
+        *lock(&inner.refresher) = vec![refresher.abort_handle(), posture.abort_handle()];
         Ok(Self { inner })
     }
 
@@ -278,8 +301,8 @@ impl Drop for Inner {
 
 impl Inner {
     fn shutdown(&self) {
-        if let Some(r) = lock(&self.refresher).take() {
-            r.abort();
+        for task in lock(&self.refresher).drain(..) {
+            task.abort();
         }
         for slot in lock(&self.slots).values() {
             if let Ok(g) = slot.try_lock()
@@ -301,7 +324,47 @@ impl Inner {
     async fn refresh_services(&self) -> Result<Vec<Service>> {
         let list = self.ctrl.services().await?;
         *lock(&self.services) = list.iter().map(|s| (s.name.clone(), s.clone())).collect();
+        self.posture.lock().await.sets = list
+            .iter()
+            .flat_map(|s| s.posture_queries.iter().cloned())
+            .collect();
+        if let Err(e) = self.report_posture(false).await {
+            tracing::warn!(error = %e, "posture report failed");
+        }
         Ok(list)
+    }
+
+    /// Reports this host's posture for the queries last listed, when it differs from
+    /// what was last sent (or always, with `force`). Nothing is sent without queries.
+    async fn report_posture(&self, force: bool) -> Result<()> {
+        let mut st = self.posture.lock().await;
+        let PostureState {
+            sets,
+            host,
+            last_sent,
+        } = &mut *st;
+        let now = posture::responses(sets, host);
+        if now.is_empty() || (!force && last_sent.as_ref() == Some(&now)) {
+            return Ok(());
+        }
+        self.ctrl.submit_posture(&now).await?;
+        tracing::debug!(responses = now.len(), "posture reported");
+        *last_sent = Some(now);
+        Ok(())
+    }
+
+    /// `POST /sessions`; refused for posture, reports posture afresh and asks once more
+    /// (the first session of a context may come before its first report reached the
+    /// controller). [`ErrorKind::Posture`] when posture still fails.
+    pub(crate) async fn create_session(&self, svc: &Service, kind: SessionKind) -> Result<Session> {
+        match self.ctrl.create_session(&svc.id, kind).await {
+            Err(e) if e.kind() == ErrorKind::Posture => {
+                self.refresh_services().await?;
+                self.report_posture(true).await?;
+                self.ctrl.create_session(&svc.id, kind).await
+            }
+            other => other,
+        }
     }
 
     pub(crate) async fn service(&self, name: &str) -> Result<Service> {
@@ -415,7 +478,7 @@ impl Inner {
         if let Some(s) = lock(&self.dial_sessions).get(&svc.id) {
             return Ok(s.clone());
         }
-        let s = self.ctrl.create_session(&svc.id, SessionKind::Dial).await?;
+        let s = self.create_session(svc, SessionKind::Dial).await?;
         tracing::debug!(service = %svc.name, session = %s.id, routers = s.edge_routers.len(), "dial session");
         lock(&self.dial_sessions).insert(svc.id.clone(), s.clone());
         Ok(s)
@@ -581,6 +644,20 @@ impl From<Error> for DialFailure {
 
 /// Keeps the API session fresh (re-authenticating when it is gone) and follows
 /// service changes.
+/// Reports posture again whenever this host's answer changes (a process stopped, an
+/// address changed), so that the controller withdraws access the moment it fails.
+async fn posture_loop(inner: std::sync::Weak<Inner>, interval: Duration) {
+    loop {
+        tokio::time::sleep(interval).await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        if let Err(e) = inner.report_posture(false).await {
+            tracing::warn!(error = %e, "posture report failed");
+        }
+    }
+}
+
 async fn refresh_loop(inner: std::sync::Weak<Inner>, interval: Duration) {
     let mut last_change: Option<String> = None;
     loop {
@@ -595,6 +672,8 @@ async fn refresh_loop(inner: std::sync::Weak<Inner>, interval: Duration) {
                 if let Err(e) = inner.ctrl.authenticate().await {
                     tracing::warn!(error = %e, "re-authentication failed");
                 }
+                // Posture data of the old API session is gone with it: report anew.
+                inner.posture.lock().await.last_sent = None;
             }
             Err(e) => tracing::warn!(error = %e, "API session refresh failed"),
         }

@@ -32,6 +32,9 @@ pub struct Service {
     /// `Dial` and/or `Bind`.
     #[serde(default)]
     pub permissions: Vec<String>,
+    /// The posture checks each granting policy asks for (the SDK answers them itself).
+    #[serde(default)]
+    pub posture_queries: Vec<crate::posture::PostureQuerySet>,
 }
 
 impl Service {
@@ -562,6 +565,18 @@ impl ControllerClient {
         Ok(self.send::<Updates>(call).await?.0.last_change_at)
     }
 
+    /// `POST /posture-response-bulk` with `responses`.
+    pub(crate) async fn submit_posture(&self, responses: &[serde_json::Value]) -> Result<()> {
+        let body = serde_json::Value::Array(responses.to_vec());
+        let call = Call {
+            method: reqwest::Method::POST,
+            path: "/posture-response-bulk".into(),
+            body: Some(&body),
+            header: None,
+        };
+        self.send::<serde_json::Value>(call).await.map(drop)
+    }
+
     /// `POST /sessions` for `service_id`.
     pub(crate) async fn create_session(
         &self,
@@ -605,6 +620,7 @@ fn api_error(status: u16, body: &[u8]) -> Error {
     let message = v["error"]["message"].as_str().unwrap_or("");
     let kind = match (status, code) {
         (_, "NO_EDGE_ROUTERS_AVAILABLE") => ErrorKind::NoEdgeRouter,
+        (_, "INVALID_POSTURE") => ErrorKind::Posture,
         (_, "MFA_INVALID_TOKEN" | "MFA_NOT_ENROLLED" | "MFA_EXISTS") => ErrorKind::Mfa,
         (401 | 403, _) => ErrorKind::NotAuthorized,
         (404, _) => ErrorKind::NoSuchService,

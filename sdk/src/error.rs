@@ -33,6 +33,9 @@ pub enum ErrorKind {
     /// The controller asks for a TOTP code (an MFA authentication query) and none was
     /// supplied ([`crate::Options::with_mfa_codes`]), or it refused the code given.
     Mfa,
+    /// The controller refused a session because this host's posture fails the posture
+    /// checks of every policy that grants the service (`INVALID_POSTURE`).
+    Posture,
 }
 
 impl ErrorKind {
@@ -51,6 +54,7 @@ impl ErrorKind {
             Self::Protocol => "protocol",
             Self::Closed => "closed",
             Self::Mfa => "MFA",
+            Self::Posture => "posture check failed",
         }
     }
 }

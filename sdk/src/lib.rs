@@ -22,6 +22,7 @@ mod edge;
 mod error;
 mod listener;
 mod pool;
+pub mod posture;
 mod stream;
 mod tls;
 pub mod tunnel;

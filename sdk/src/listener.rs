@@ -109,10 +109,7 @@ struct Bound {
 }
 
 async fn bind_once(inner: &Arc<Inner>, svc: &Service) -> Result<Bound> {
-    let session = inner
-        .ctrl
-        .create_session(&svc.id, SessionKind::Bind)
-        .await?;
+    let session = inner.create_session(svc, SessionKind::Bind).await?;
     let channels = inner.channels_for(&session.edge_routers).await?;
     let mut last = None;
     for channel in channels {
