@@ -105,7 +105,9 @@ pub fn responses(sets: &[PostureQuerySet], host: &mut dyn HostFacts) -> Vec<Valu
     let mut out = Vec::new();
     if let Some(id) = first_of.get("OS") {
         let (os_type, version, build) = host.os();
-        out.push(json!({"id": id, "typeId": "OS", "type": os_type, "version": version, "build": build}));
+        out.push(
+            json!({"id": id, "typeId": "OS", "type": os_type, "version": version, "build": build}),
+        );
     }
     if let Some(id) = first_of.get("MAC") {
         out.push(json!({"id": id, "typeId": "MAC", "macAddresses": host.mac_addresses()}));
@@ -196,7 +198,12 @@ impl HostFacts for LinuxHost {
         let want = Path::new(path);
         let is_running = std::fs::read_dir("/proc").is_ok_and(|dir| {
             dir.flatten()
-                .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .bytes()
+                        .all(|b| b.is_ascii_digit())
+                })
                 .any(|e| std::fs::read_link(e.path().join("exe")).is_ok_and(|exe| exe == want))
         });
         ProcessFacts {
@@ -262,7 +269,10 @@ mod tests {
         ];
         let r = responses(&sets, &mut Fake);
         assert_eq!(r.len(), 4, "{r:?}");
-        assert_eq!(r[0], json!({"id": "os1", "typeId": "OS", "type": "Linux", "version": "6.1.0", "build": "#1"}));
+        assert_eq!(
+            r[0],
+            json!({"id": "os1", "typeId": "OS", "type": "Linux", "version": "6.1.0", "build": "#1"})
+        );
         assert_eq!(r[1]["typeId"], "MAC");
         assert_eq!(r[2]["path"], "/bin/agent");
         assert_eq!(r[2]["isRunning"], true);
