@@ -1058,3 +1058,121 @@ async fn c_sdk_dials_across_three_routers_a_service_hosted_by_weft_tunnel() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The C SDK answers posture queries itself: with an OS, a MAC and a PROCESS check on
+/// its Dial policy it reports this host (Linux and its kernel release, its interface
+/// addresses, its own Python process) and passes; once an administrator tightens the
+/// OS check past this kernel, its live connection ends and new dials are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_c_sdk_submits_posture_and_passes_or_fails_checks_accordingly() {
+    let Some(venv) = venv() else { return };
+    let net = Network::start().await;
+    let (_, dial_policy, _) = net.service("pst", &["pst"], true).await;
+    let host = net.context("weft-host", &["pst-host"]).await;
+    let _echo = spawn_echo(host.bind("pst").await.unwrap());
+    let macs: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("address")).ok())
+        .map(|m| m.trim().to_owned())
+        .filter(|m| !m.is_empty() && m != "00:00:00:00:00:00")
+        .collect();
+    assert!(!macs.is_empty(), "this host has no MAC address to check");
+    let python = std::fs::canonicalize(venv.join("bin/python")).unwrap();
+    let os_check = net
+        .admin
+        .create(
+            "posture-checks",
+            json!({"name": "linux", "typeId": "OS", "roleAttributes": ["c-posture"],
+                   "operatingSystems": [{"type": "Linux", "versions": [">=2.0.0"]}]}),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for body in [
+        json!({"name": "nic", "typeId": "MAC", "roleAttributes": ["c-posture"], "macAddresses": macs}),
+        json!({"name": "python-runs", "typeId": "PROCESS", "roleAttributes": ["c-posture"],
+               "process": {"osType": "Linux", "path": python.to_str().unwrap()}}),
+    ] {
+        net.admin.create("posture-checks", body).await;
+    }
+    let token = net.controller.admin_token().await;
+    let (status, v) = net
+        .controller
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/service-policies/{dial_policy}"),
+            &token,
+            Some(json!({"postureCheckRoles": ["#c-posture"]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+
+    let mut driver = c_sdk_on(&net, &venv, &["pst-client"], &[]).await;
+    // The C SDK reports posture when it lists services (and every 20 s): the first
+    // dials may precede the first report.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let a = driver
+            .try_cmd(json!({"op": "dial", "service": "pst", "conn": "c"}))
+            .await;
+        if a["ok"] == true {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the C SDK never passed posture: {a}; stderr:\n{}",
+            driver.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    driver
+        .cmd(json!({"op": "send", "conn": "c", "data": "ping"}))
+        .await;
+    let a = driver
+        .cmd(json!({"op": "recv", "conn": "c", "n": 4, "timeout": 10}))
+        .await;
+    assert_eq!(a["data"], "ping");
+    let ids = net.admin.get("identities?filter=name=\"c-sdk\"").await;
+    let id = ids["data"][0]["id"].as_str().unwrap().to_string();
+    let data = net
+        .admin
+        .get(&format!("identities/{id}/posture-data"))
+        .await;
+    eprintln!("C SDK posture data: {}", data["data"]);
+    assert_eq!(data["data"]["os"]["type"], "Linux");
+    assert!(
+        !data["data"]["mac"]["addresses"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        data["data"]["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["isRunning"] == true),
+        "{}",
+        data["data"]
+    );
+
+    // The OS check now asks for a kernel no host runs: the connection ends at once.
+    let tightened = Instant::now();
+    let (status, v) = net
+        .controller
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/posture-checks/{os_check}"),
+            &token,
+            Some(json!({"typeId": "OS", "operatingSystems": [{"type": "Linux", "versions": [">=99.0.0"]}]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    c_conn_ends_promptly(&mut driver, "c", tightened).await;
+    let err = driver
+        .cmd_fails(json!({"op": "dial", "service": "pst", "conn": "again"}))
+        .await;
+    eprintln!("new dial refused: {err}");
+}
