@@ -85,9 +85,201 @@ impl AuthPolicyArgs {
     }
 }
 
+/// `weft edge create posture-check TYPE …`: the types and flags of
+/// `ziti edge create posture-check`.
+#[derive(Debug, Subcommand)]
+pub enum PostureCheckCommand {
+    /// The endpoint runs one of these operating systems: `--os Linux:>=5.10.0` (a type,
+    /// then version ranges separated by `:`; no range: any version). Repeatable.
+    Os {
+        /// Name.
+        name: String,
+        /// `TYPE[:RANGE[:RANGE…]]`; types: Windows, WindowsServer, Android, iOS, Linux, macOS.
+        #[arg(short = 'o', long = "os", required = true)]
+        os: Vec<String>,
+        /// Role attributes, comma separated.
+        #[arg(short = 'a', long = "role-attributes", value_delimiter = ',')]
+        role_attributes: Vec<String>,
+    },
+    /// The endpoint has one of these MAC addresses.
+    Mac {
+        /// Name.
+        name: String,
+        /// MAC addresses, comma separated (any separators within an address).
+        #[arg(
+            short = 'm',
+            long = "mac-addresses",
+            value_delimiter = ',',
+            required = true
+        )]
+        mac_addresses: Vec<String>,
+        /// Role attributes, comma separated.
+        #[arg(short = 'a', long = "role-attributes", value_delimiter = ',')]
+        role_attributes: Vec<String>,
+    },
+    /// The endpoint is joined to one of these Windows domains.
+    Domain {
+        /// Name.
+        name: String,
+        /// Domains, comma separated.
+        #[arg(short = 'd', long = "domains", value_delimiter = ',', required = true)]
+        domains: Vec<String>,
+        /// Role attributes, comma separated.
+        #[arg(short = 'a', long = "role-attributes", value_delimiter = ',')]
+        role_attributes: Vec<String>,
+    },
+    /// A process runs on the endpoint.
+    Process {
+        /// Name.
+        name: String,
+        /// Operating system type of the endpoint (e.g. `Linux`).
+        os_type: String,
+        /// Path of the executable.
+        path: String,
+        /// Accepted SHA-512 hashes of the executable, comma separated; none: any.
+        #[arg(long, value_delimiter = ',')]
+        hashes: Vec<String>,
+        /// Fingerprint of the certificate that must have signed the executable.
+        #[arg(long)]
+        signer_fingerprint: Option<String>,
+        /// Role attributes, comma separated.
+        #[arg(short = 'a', long = "role-attributes", value_delimiter = ',')]
+        role_attributes: Vec<String>,
+    },
+    /// All (or any) of several processes run on the endpoint.
+    ProcessMulti {
+        /// Name.
+        name: String,
+        /// `AllOf` or `AnyOf`.
+        #[arg(long, default_value = "AllOf")]
+        semantic: String,
+        /// Operating system type of each path (one, or one per path), comma separated.
+        #[arg(long = "os-types", value_delimiter = ',', required = true)]
+        os_types: Vec<String>,
+        /// Executable paths, comma separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        paths: Vec<String>,
+        /// Role attributes, comma separated.
+        #[arg(short = 'a', long = "role-attributes", value_delimiter = ',')]
+        role_attributes: Vec<String>,
+    },
+    /// The API session answered a TOTP query (within `--seconds`; again after a wake or
+    /// unlock with `--wake`/`--unlock`).
+    Mfa {
+        /// Name.
+        name: String,
+        /// Seconds a TOTP answer counts; 0: for the whole API session.
+        #[arg(short = 's', long, default_value_t = 0)]
+        seconds: i64,
+        /// Ask again after the endpoint wakes.
+        #[arg(short = 'w', long)]
+        wake: bool,
+        /// Ask again after the endpoint is unlocked.
+        #[arg(short = 'u', long)]
+        unlock: bool,
+        /// Report no timeout to endpoints too old to prompt.
+        #[arg(short = 'i', long = "ignore-legacy")]
+        ignore_legacy: bool,
+        /// Role attributes, comma separated.
+        #[arg(short = 'a', long = "role-attributes", value_delimiter = ',')]
+        role_attributes: Vec<String>,
+    },
+}
+
+impl PostureCheckCommand {
+    /// The `postureCheckCreate` document.
+    pub fn body(&self) -> Result<Value, CliError> {
+        Ok(match self {
+            Self::Os {
+                name,
+                os,
+                role_attributes,
+            } => {
+                let systems: Vec<Value> = os
+                    .iter()
+                    .map(|spec| {
+                        let mut parts = spec.split(':');
+                        let os_type = parts.next().unwrap_or_default();
+                        let versions: Vec<&str> = parts.filter(|v| !v.is_empty()).collect();
+                        json!({"type": os_type, "versions": versions})
+                    })
+                    .collect();
+                json!({"name": name, "typeId": "OS", "roleAttributes": role_attributes,
+                       "operatingSystems": systems})
+            }
+            Self::Mac {
+                name,
+                mac_addresses,
+                role_attributes,
+            } => json!({"name": name, "typeId": "MAC", "roleAttributes": role_attributes,
+                        "macAddresses": mac_addresses}),
+            Self::Domain {
+                name,
+                domains,
+                role_attributes,
+            } => json!({"name": name, "typeId": "DOMAIN", "roleAttributes": role_attributes,
+                        "domains": domains}),
+            Self::Process {
+                name,
+                os_type,
+                path,
+                hashes,
+                signer_fingerprint,
+                role_attributes,
+            } => {
+                let mut process = json!({"osType": os_type, "path": path, "hashes": hashes});
+                if let Some(f) = signer_fingerprint {
+                    process["signerFingerprint"] = json!(f);
+                }
+                json!({"name": name, "typeId": "PROCESS", "roleAttributes": role_attributes,
+                       "process": process})
+            }
+            Self::ProcessMulti {
+                name,
+                semantic,
+                os_types,
+                paths,
+                role_attributes,
+            } => {
+                if os_types.len() != 1 && os_types.len() != paths.len() {
+                    return Err(CliError::Usage(format!(
+                        "--os-types: give one type, or one per path ({} paths)",
+                        paths.len()
+                    )));
+                }
+                let processes: Vec<Value> = paths
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| {
+                        let os_type = os_types.get(i).or(os_types.first());
+                        json!({"osType": os_type, "path": p})
+                    })
+                    .collect();
+                json!({"name": name, "typeId": "PROCESS_MULTI", "roleAttributes": role_attributes,
+                       "semantic": semantic, "processes": processes})
+            }
+            Self::Mfa {
+                name,
+                seconds,
+                wake,
+                unlock,
+                ignore_legacy,
+                role_attributes,
+            } => json!({"name": name, "typeId": "MFA", "roleAttributes": role_attributes,
+                        "timeoutSeconds": if *seconds > 0 { *seconds } else { -1 },
+                        "promptOnWake": wake, "promptOnUnlock": unlock,
+                        "ignoreLegacyEndpoints": ignore_legacy}),
+        })
+    }
+}
+
 /// `weft edge create …`.
 #[derive(Debug, Subcommand)]
 pub enum CreateCommand {
+    /// Create a posture check (`os`, `mac`, `domain`, `process`, `process-multi`, `mfa`);
+    /// service policies select checks with `--posture-check-roles`.
+    #[command(subcommand)]
+    PostureCheck(PostureCheckCommand),
     /// Create an authentication policy (allowed login methods, password rules and
     /// lockout, secondary factors).
     AuthPolicy(AuthPolicyArgs),
@@ -298,6 +490,7 @@ pub fn create_body(what: &CreateCommand) -> Result<(&'static str, Value), CliErr
             ("identities", body)
         }
         CreateCommand::AuthPolicy(a) => ("auth-policies", a.body()),
+        CreateCommand::PostureCheck(c) => ("posture-checks", c.body()?),
         CreateCommand::ExtJwtSigner {
             name,
             issuer,

@@ -144,6 +144,8 @@ const COLLECTIONS: &[(&str, &str, bool)] = &[
     ("auth-policy", "auth-policies", true),
     ("identity-type", "identity-types", true),
     ("external-jwt-signer", "external-jwt-signers", true),
+    ("posture-check", "posture-checks", true),
+    ("posture-check-type", "posture-check-types", true),
     ("authenticator", "authenticators", false),
     ("enrollment", "enrollments", false),
     ("api-session", "api-sessions", false),

@@ -853,3 +853,145 @@ fn login_answers_the_totp_query_of_an_identity_with_mfa() {
     assert!(ok_, "{out}{err}");
     ok(h, &["edge", "list", "identities"]);
 }
+
+#[test]
+fn posture_checks_from_the_cli() {
+    let ctl = Ctl::start();
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    admin_login(h, &ctl);
+    for (args, created) in [
+        (
+            vec![
+                "os",
+                "linux-5",
+                "--os",
+                "Linux:>=5.0.0:<7.0.0",
+                "-a",
+                "strict,base",
+            ],
+            "linux-5",
+        ),
+        (
+            vec![
+                "mac",
+                "nic",
+                "-m",
+                "AA:BB:CC:DD:EE:FF,00-11-22-33-44-55",
+                "-a",
+                "hw",
+            ],
+            "nic",
+        ),
+        (vec!["domain", "corp", "-d", "corp.example"], "corp"),
+        (
+            vec![
+                "process",
+                "agent",
+                "Linux",
+                "/usr/bin/agent",
+                "--hashes",
+                "ABCD",
+            ],
+            "agent",
+        ),
+        (
+            vec![
+                "process-multi",
+                "agents",
+                "--semantic",
+                "AnyOf",
+                "--os-types",
+                "Linux",
+                "--paths",
+                "/usr/bin/a,/usr/bin/b",
+            ],
+            "agents",
+        ),
+        (vec!["mfa", "totp-10m", "-s", "600", "--wake"], "totp-10m"),
+    ] {
+        let mut all = vec!["edge", "create", "posture-check"];
+        all.extend(args);
+        let out = ok(h, &all);
+        assert!(
+            out.contains(&format!("New posture-check {created} created")),
+            "{out}"
+        );
+    }
+    let listed = ok(h, &["edge", "list", "posture-checks", "-j"]);
+    let v: Value = serde_json::from_str(&listed).unwrap();
+    let by_name = |n: &str| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == n)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        by_name("linux-5")["operatingSystems"],
+        serde_json::json!([{"type": "Linux", "versions": [">=5.0.0", "<7.0.0"]}])
+    );
+    assert_eq!(
+        by_name("nic")["macAddresses"],
+        serde_json::json!(["aabbccddeeff", "001122334455"])
+    );
+    assert_eq!(
+        by_name("agent")["process"]["hashes"],
+        serde_json::json!(["abcd"])
+    );
+    assert_eq!(by_name("agents")["processes"][1]["path"], "/usr/bin/b");
+    assert_eq!(by_name("totp-10m")["timeoutSeconds"], 600);
+    assert_eq!(by_name("totp-10m")["promptOnWake"], true);
+    // Bad input is refused with the controller's reason; nothing is created.
+    let err = refused(
+        h,
+        &[
+            "edge",
+            "create",
+            "posture-check",
+            "os",
+            "bad",
+            "--os",
+            "Linux:>=banana",
+        ],
+    );
+    assert!(err.contains("operatingSystems.versions"), "{err}");
+    let err = refused(
+        h,
+        &[
+            "edge",
+            "create",
+            "posture-check",
+            "process-multi",
+            "bad",
+            "--os-types",
+            "Linux,Linux,Linux",
+            "--paths",
+            "/a,/b",
+        ],
+    );
+    assert!(err.contains("--os-types"), "{err}");
+    // A service policy selects them; deleting works by name.
+    ok(
+        h,
+        &[
+            "edge",
+            "create",
+            "service-policy",
+            "sp",
+            "Dial",
+            "-i",
+            "#all",
+            "-s",
+            "#all",
+            "-p",
+            "#strict",
+        ],
+    );
+    ok(h, &["edge", "delete", "posture-check", "corp"]);
+    let listed = ok(h, &["edge", "list", "posture-checks", "-j"]);
+    assert!(!listed.contains("\"corp\""), "{listed}");
+    let types = ok(h, &["edge", "list", "posture-check-types", "-j"]);
+    assert!(types.contains("PROCESS_MULTI"), "{types}");
+}
