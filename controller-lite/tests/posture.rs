@@ -344,3 +344,71 @@ async fn bad_checks_and_bad_responses_are_refused_and_change_nothing() {
         .await;
     assert_eq!(status, 401);
 }
+
+/// The TOTP secret of the caller's new MFA enrollment.
+async fn enroll_mfa(s: &Setup) -> String {
+    let (status, v) = s.client(Method::POST, "/current-identity/mfa", None).await;
+    assert_eq!(status, 201, "{v}");
+    let (_, v) = s.client(Method::GET, "/current-identity/mfa", None).await;
+    let url = v["data"]["provisioningUrl"].as_str().unwrap();
+    url.split("secret=").nth(1).unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mfa_check_passes_after_a_totp_answer_until_its_timeout() {
+    let s = setup().await;
+    // Only an MFA check, of 3 s, on the policy.
+    let (status, v) = s
+        .ctl
+        .call(
+            Method::DELETE,
+            &format!("/posture-checks/{}", s.check),
+            &s.admin,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    s.ctl
+        .create_ok(
+            &s.admin,
+            "posture-checks",
+            json!({"name": "mfa-3s", "typeId": "MFA", "roleAttributes": ["os"], "timeoutSeconds": 3}),
+        )
+        .await;
+    let secret = enroll_mfa(&s).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let code = weft_controller::auth::totp::code_at(&secret, now).unwrap();
+    let (status, v) = s
+        .client(
+            Method::POST,
+            "/current-identity/mfa/verify",
+            Some(json!({"code": code})),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    // The verify answered TOTP in this API session: the check passes, a session is made.
+    let (status, v) = s.dial().await;
+    assert_eq!(status, 201, "{v}");
+    let session = v["data"]["id"].as_str().unwrap().to_owned();
+    let (_, v) = s.client(Method::GET, "/services", None).await;
+    let q = &v["data"][0]["postureQueries"][0]["postureQueries"][0];
+    assert_eq!(q["queryType"], "MFA");
+    assert_eq!(q["isPassing"], true);
+    let remaining = q["timeoutRemaining"].as_i64().unwrap();
+    assert!((0..=3).contains(&remaining), "{q}");
+    // Past the timeout, the controller's sweep removes the session (within its period).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while s.session_exists(&session).await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the session outlived its MFA check"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let (status, v) = s.dial().await;
+    assert_eq!(status, 409, "{v}");
+    assert_eq!(v["error"]["code"], "INVALID_POSTURE");
+}

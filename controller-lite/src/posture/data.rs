@@ -398,6 +398,66 @@ mod tests {
         assert!(PostureResponse::parse_bulk(&Value::Array(many)).is_err());
     }
 
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            prop::sample::select(vec![
+                "id",
+                "typeId",
+                "OS",
+                "MAC",
+                "DOMAIN",
+                "PROCESS",
+                "ENDPOINT_STATE",
+                "x",
+                "",
+            ])
+            .prop_map(|s| json!(s)),
+            "\\PC{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            let keys = prop::sample::select(vec![
+                "id",
+                "typeId",
+                "type",
+                "version",
+                "build",
+                "macAddresses",
+                "domain",
+                "path",
+                "isRunning",
+                "hash",
+                "signerFingerprints",
+                "woken",
+                "unlocked",
+            ]);
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map(keys, inner, 0..8).prop_map(|m| Value::Object(
+                    m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+                )),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// Any JSON is either a valid response or a 400, never a panic; what parses
+        /// applies to posture data without a panic either.
+        #[test]
+        fn any_json_parses_or_is_refused(v in json_value()) {
+            let mut d = PostureData::default();
+            for r in PostureResponse::parse(&v).into_iter().chain(PostureResponse::parse_bulk(&v).unwrap_or_default()) {
+                d.apply(&r, 1);
+            }
+            if let Err(e) = PostureResponse::parse(&v) {
+                proptest::prop_assert_eq!(e.code(), "COULD_NOT_VALIDATE");
+            }
+        }
+    }
+
     #[test]
     fn applying_reports_changes_only_what_differs_and_stays_bounded() {
         let mut d = PostureData::default();
