@@ -251,7 +251,7 @@ impl PostureCheckCommand {
                     .iter()
                     .enumerate()
                     .map(|(i, p)| {
-                        let os_type = os_types.get(i).or(os_types.first());
+                        let os_type = os_types.get(i).or_else(|| os_types.first());
                         json!({"osType": os_type, "path": p})
                     })
                     .collect();

@@ -2,6 +2,7 @@
 //! their refusals, posture responses and their refusals, `postureQueries`, the
 //! `INVALID_POSTURE` refusal of a session, and sessions removed when posture stops
 //! passing (a new report, an edited check).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use reqwest::Method;
 use serde_json::{Value, json};

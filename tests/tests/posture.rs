@@ -19,9 +19,21 @@ use weft_sdk::{Context, ErrorKind, Options};
 use weft_testkit::traffic::serve_echo;
 use weft_testkit::{Network, pattern};
 
-/// Starts the "agent" the posture check asks for: a copy of `sleep` at `path`.
-fn start_agent(path: &Path) -> Child {
-    Command::new(path).arg("600").spawn().unwrap()
+/// The "agent" the posture check asks for: a copy of `sleep` at a path of the test's;
+/// killed when dropped.
+struct Agent(Child);
+
+impl Agent {
+    fn start(path: &Path) -> Self {
+        Self(Command::new(path).arg("600").spawn().unwrap())
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 async fn context(net: &Network, name: &str, attrs: &[&str]) -> Context {
@@ -56,7 +68,7 @@ async fn a_failing_process_check_closes_the_live_circuit_and_the_binding() {
     let dir = tempfile::tempdir().unwrap();
     let agent_path = dir.path().join("posture-agent");
     std::fs::copy("/bin/sleep", &agent_path).unwrap();
-    let mut agent = start_agent(&agent_path);
+    let agent = Agent::start(&agent_path);
 
     net.admin
         .create(
@@ -88,8 +100,7 @@ async fn a_failing_process_check_closes_the_live_circuit_and_the_binding() {
 
     // The agent stops: within the SDK's posture interval the controller learns it,
     // removes the Dial and Bind sessions, and the router ends the circuit with an error.
-    agent.kill().unwrap();
-    agent.wait().unwrap();
+    drop(agent);
     let started = Instant::now();
     let mut buf = [0u8; 16];
     let ended = tokio::time::timeout(Duration::from_secs(15), stream.read(&mut buf))
@@ -104,7 +115,7 @@ async fn a_failing_process_check_closes_the_live_circuit_and_the_binding() {
     assert_eq!(e.kind(), ErrorKind::Posture, "{e}");
 
     // The agent runs again: the next report admits the client, and the host binds anew.
-    let _agent = start_agent(&agent_path);
+    let _agent = Agent::start(&agent_path);
     let deadline = Instant::now() + Duration::from_secs(40);
     let mut stream = loop {
         match client.dial("files").await {
