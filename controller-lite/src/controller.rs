@@ -281,6 +281,9 @@ impl Controller {
             crate::model::settle_disable(&mut data, None, n.disable, clock::now_unix());
         }
         Self::resolve_references(tx, kind, &mut data).await?;
+        if kind == Kind::Cas {
+            crate::thirdparty_ca::prepare_create(tx, &mut data).await?;
+        }
         Self::check_unique(tx, kind, None, &data).await?;
         let now = clock::now_string();
         let id = uuid::Uuid::new_v4().simple().to_string();
@@ -301,6 +304,12 @@ impl Controller {
         let enrollment = match n.enrollment {
             Some(e) if e.ott => Some(enroll::create_ott(self, tx, &row.id).await?),
             Some(crate::model::EnrollmentRequest {
+                ottca: Some(ca), ..
+            }) => Some(
+                crate::thirdparty_ca::enrollment::create_ottca(self, tx, &row.id, &ca, None)
+                    .await?,
+            ),
+            Some(crate::model::EnrollmentRequest {
                 updb: Some(username),
                 ..
             }) => Some(enroll::create_updb(self, tx, &row.id, &username, None).await?),
@@ -313,7 +322,7 @@ impl Controller {
 
     /// Refuses (409 `DUPLICATE_NAME`) a document whose unique fields another entity of
     /// its kind (other than `self_id`) already holds: an identity's `externalId`, a
-    /// signer's `issuer` and `kid` (as OpenZiti's `external_jwt_signer_store.go` and
+    /// signer's `issuer` and `kid`, a CA's `fingerprint` (as OpenZiti's `external_jwt_signer_store.go` and
     /// `identity_store.go` indexes). Reads inside `tx`.
     pub async fn check_unique(
         tx: &mut WriteTx<'_>,
@@ -324,6 +333,7 @@ impl Controller {
         let fields: &[&str] = match kind {
             Kind::Identities => &["externalId"],
             Kind::ExternalJwtSigners => &["issuer", "kid"],
+            Kind::Cas => &["fingerprint"],
             _ => return Ok(()),
         };
         let wanted: Vec<(&str, &str)> = fields

@@ -176,6 +176,9 @@ pub enum ApiError {
     /// answers).
     #[error("{0}")]
     ExtJwt(Box<crate::extjwt::Challenge>),
+    /// A refusal of the 3rd-party CA endpoints or of CA enrollment, with its own code.
+    #[error(transparent)]
+    Ca(crate::thirdparty_ca::CaError),
     /// Any internal failure (500 `UNHANDLED`). The message never contains secrets.
     #[error("internal error: {0}")]
     Internal(String),
@@ -213,6 +216,7 @@ impl ApiError {
             Self::CouldNotProcessCsr(_) => "COULD_NOT_PROCESS_CSR",
             Self::InvalidClientCert(_) => "INVALID_CLIENT_CERT",
             Self::InvalidCertPem(_) => "INVALID_CERT_PEM",
+            Self::Ca(e) => e.code(),
             Self::Internal(_) => "UNHANDLED",
         }
     }
@@ -248,6 +252,7 @@ impl ApiError {
             Self::RateLimited | Self::SessionLimit(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Timeout => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Ca(e) => StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -31,3 +31,4 @@ pub mod policy;
 pub mod schema_check;
 pub mod server;
 pub mod store;
+pub mod thirdparty_ca;

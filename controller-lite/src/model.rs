@@ -39,11 +39,13 @@ pub enum Kind {
     AuthPolicies,
     /// `external-jwt-signers`
     ExternalJwtSigners,
+    /// `cas` (3rd-party CAs, [`crate::thirdparty_ca`])
+    Cas,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 12] = [
         Self::Identities,
         Self::Services,
         Self::Configs,
@@ -55,6 +57,7 @@ impl Kind {
         Self::Terminators,
         Self::AuthPolicies,
         Self::ExternalJwtSigners,
+        Self::Cas,
     ];
 
     /// Collection (and store kind) name.
@@ -71,6 +74,7 @@ impl Kind {
             Self::Terminators => "terminators",
             Self::AuthPolicies => "auth-policies",
             Self::ExternalJwtSigners => "external-jwt-signers",
+            Self::Cas => "cas",
         }
     }
 
@@ -96,6 +100,7 @@ impl Kind {
             Self::Terminators => ("Terminator", "Terminators"),
             Self::AuthPolicies => ("AuthPolicy", "AuthPolicies"),
             Self::ExternalJwtSigners => ("ExternalJwtSigner", "ExternalJwtSigners"),
+            Self::Cas => ("Ca", "Cas"),
         }
     }
 
@@ -113,6 +118,7 @@ impl Kind {
             Self::Terminators => generator.subschema_for::<Terminator>(),
             Self::AuthPolicies => generator.subschema_for::<AuthPolicy>(),
             Self::ExternalJwtSigners => generator.subschema_for::<ExternalJwtSigner>(),
+            Self::Cas => generator.subschema_for::<crate::thirdparty_ca::CaDocument>(),
         }
     }
 
@@ -130,6 +136,7 @@ impl Kind {
             Self::Terminators => schema_for!(Terminator),
             Self::AuthPolicies => schema_for!(AuthPolicy),
             Self::ExternalJwtSigners => schema_for!(ExternalJwtSigner),
+            Self::Cas => schema_for!(crate::thirdparty_ca::CaDocument),
         }
     }
 
@@ -141,7 +148,14 @@ impl Kind {
         if let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) {
             props.remove("enrollment");
         }
-        Fields::base().with_schema(&schema)
+        let fields = Fields::base().with_schema(&schema);
+        match self {
+            // Set by the controller, outside the document schema.
+            Self::Cas => fields
+                .with("isVerified", crate::filter::FieldType::Bool)
+                .with("fingerprint", crate::filter::FieldType::String),
+            _ => fields,
+        }
     }
 }
 
@@ -167,10 +181,13 @@ pub struct EnrollmentRequest {
     /// One-time-token enrollment (a certificate).
     #[serde(default)]
     pub ott: bool,
-    /// Password enrollment for this user name (`ott` wins when both are given, as in
-    /// OpenZiti).
+    /// Password enrollment for this user name (`ott`, then `ottca`, win when several
+    /// are given, as in OpenZiti).
     #[serde(default)]
     pub updb: Option<String>,
+    /// Enrollment with a certificate of this 3rd-party CA (id or name).
+    #[serde(default)]
+    pub ottca: Option<String>,
 }
 
 /// Identity document.
@@ -806,7 +823,7 @@ pub fn check_text(field: &str, value: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn validate_attributes(attrs: &[String]) -> Result<(), ApiError> {
+pub(crate) fn validate_attributes(attrs: &[String]) -> Result<(), ApiError> {
     for a in attrs {
         check_text("roleAttributes", a)?;
         if a.is_empty()
@@ -948,6 +965,7 @@ pub fn normalize(kind: Kind, mut obj: Map<String, Value>) -> Result<Normalized, 
             validate_signer(&mut d)?;
             to_value(&d)?
         }
+        Kind::Cas => crate::thirdparty_ca::normalize_document(obj)?,
     };
     Ok(Normalized {
         name,
