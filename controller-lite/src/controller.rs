@@ -76,6 +76,9 @@ pub struct Controller {
     pub login_throttle: crate::limits::LoginThrottle,
     /// External JWT signers' JWK sets ([`crate::extjwt::jwks`]).
     pub jwks: crate::extjwt::jwks::Jwks,
+    /// The 3rd-party CAs routers trust for edge clients ([`crate::thirdparty_ca`]),
+    /// refreshed by [`Self::sync_routers`]; every control connection follows it.
+    pub trusted_cas: tokio::sync::watch::Sender<std::sync::Arc<weft_wire::control::pb::TrustedCas>>,
 }
 
 impl Controller {
@@ -120,6 +123,7 @@ impl Controller {
             password_gate,
             login_throttle: crate::limits::LoginThrottle::new(&config),
             jwks,
+            trusted_cas: tokio::sync::watch::Sender::new(std::sync::Arc::default()),
             config,
         };
         ctl.bootstrap().await?;
@@ -217,9 +221,23 @@ impl Controller {
         // Re-send an API session's expiry once it moved by half the idle timeout, so
         // a router's copy never runs out before the controller's.
         let slack_ms = self.config.api_session_timeout_secs.saturating_mul(500);
-        self.feed
+        let revision = self
+            .feed
             .reconcile(slack_ms, crate::control::state::build_router_view(self))
-            .await
+            .await?;
+        let certs = crate::thirdparty_ca::trusted_for_auth(&self.store).await?;
+        self.trusted_cas.send_if_modified(|current| {
+            if current.certs == certs {
+                return false;
+            }
+            tracing::info!(
+                count = certs.len(),
+                "3rd-party CAs trusted for edge connections changed"
+            );
+            *current = std::sync::Arc::new(weft_wire::control::pb::TrustedCas { certs });
+            true
+        });
+        Ok(revision)
     }
 
     /// Publishes the router-facing state after a write that this controller committed

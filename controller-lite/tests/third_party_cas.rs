@@ -220,10 +220,9 @@ async fn cas_are_created_verified_and_give_their_jwt() {
         assert_eq!(code(&r), (400, want), "{body}");
     }
     let good = ca.verification_cert(&token);
-    assert_eq!(
-        verify(&ctl, &admin, &id, &good, "application/json").await.0,
-        415
-    );
+    assert_eq!(verify(&ctl, &admin, &id, &good, "image/png").await.0, 415);
+    let r = verify(&ctl, &admin, &id, "{\"pem\": 1}", "application/json").await;
+    assert_eq!(code(&r), (400, "COULD_NOT_PARSE_BODY"));
     assert_eq!(
         verify(&ctl, &admin, "nope", &good, "text/plain").await.0,
         404

@@ -19,8 +19,10 @@ use crate::model::Kind;
 use crate::thirdparty_ca::{CaError, StoredCa, cert, jwt_claims};
 
 /// What `POST /cas/{id}/verify` consumes: a PEM certificate (OpenZiti's spec names
-/// `text/plain`).
-const VERIFY_CONSUMES: &[&str] = &["text/plain", "application/x-pem-file"];
+/// `text/plain`). JSON is let through too, so that a caller without a session hears 401
+/// before anything about the body (the content type is checked before the session);
+/// a JSON body is then no PEM (400 `COULD_NOT_PARSE_BODY`).
+const VERIFY_CONSUMES: &[&str] = &["text/plain", "application/x-pem-file", "application/json"];
 
 fn not_found(id: &str) -> ApiError {
     ApiError::NotFound(format!("Ca {id:?} not found"))
