@@ -399,6 +399,19 @@ impl Api {
         self.answer(res).await
     }
 
+    /// `POST /{path}` with a `text/plain` body (a PEM certificate).
+    pub async fn post_text(&self, path: &str, body: String) -> Result<Value, CliError> {
+        let res = self
+            .http
+            .post(format!("{}/{path}", self.base))
+            .header("zt-session", &self.token)
+            .header("content-type", "text/plain")
+            .body(body)
+            .send()
+            .await?;
+        self.answer(res).await
+    }
+
     /// Every entity of a collection (following pages), optionally filtered.
     pub async fn list_all(&self, coll: &str, filter: Option<&str>) -> Result<Vec<Value>, CliError> {
         Ok(self.list_counted(coll, filter).await?.items)

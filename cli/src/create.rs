@@ -355,6 +355,68 @@ pub enum CreateCommand {
         #[arg(long = "external-auth-url")]
         external_auth_url: Option<String>,
     },
+    /// Create a 3rd-party CA (`ziti edge create ca`): its client certificates may enroll
+    /// and log in once it is verified (`weft edge verify ca`).
+    Ca {
+        /// Name.
+        name: String,
+        /// PEM file of the CA certificate.
+        cert_pem_file: PathBuf,
+        /// Its certificates log in (once verified).
+        #[arg(short = 'e', long = "auth")]
+        auth: bool,
+        /// Its certificates enroll new identities (`/enroll?method=ca`).
+        #[arg(short = 'a', long = "autoca")]
+        autoca: bool,
+        /// `ottca` enrollments may name it.
+        #[arg(short = 'o', long = "ottca")]
+        ottca: bool,
+        /// Role attributes of the identities it enrolls, comma separated.
+        #[arg(short = 'r', long = "role-attributes", value_delimiter = ',')]
+        role_attributes: Vec<String>,
+        /// Names of the identities it enrolls (`[caName]`, `[commonName]`,
+        /// `[requestedName]`, `[caId]`, `[identityId]`).
+        #[arg(short = 'f', long = "identity-name-format")]
+        identity_name_format: Option<String>,
+        /// Where certificates carry the external id: `COMMON_NAME`, `SAN_URI`, `SAN_EMAIL`.
+        #[arg(short = 'l', long = "external-id-claim-loc")]
+        claim_location: Option<String>,
+        /// `ALL`, `PREFIX`, `SUFFIX` or `SCHEME`.
+        #[arg(
+            short = 'm',
+            long = "external-id-claim-matcher",
+            requires = "claim_location"
+        )]
+        claim_matcher: Option<String>,
+        /// The matcher's prefix, suffix or scheme.
+        #[arg(
+            short = 'x',
+            long = "external-id-claim-matcher-criteria",
+            requires = "claim_location"
+        )]
+        claim_matcher_criteria: Option<String>,
+        /// `NONE` or `SPLIT`.
+        #[arg(
+            short = 'p',
+            long = "external-id-claim-parser",
+            requires = "claim_location"
+        )]
+        claim_parser: Option<String>,
+        /// The separator `SPLIT` splits on.
+        #[arg(
+            short = 'c',
+            long = "external-id-claim-parser-criteria",
+            requires = "claim_location"
+        )]
+        claim_parser_criteria: Option<String>,
+        /// Which value is the external id (0 is the first).
+        #[arg(
+            short = 'i',
+            long = "external-id-claim-index",
+            requires = "claim_location"
+        )]
+        claim_index: Option<i64>,
+    },
     /// Create a service.
     Service {
         /// Name.
@@ -526,6 +588,42 @@ pub fn create_body(what: &CreateCommand) -> Result<(&'static str, Value), CliErr
                 }
             }
             ("external-jwt-signers", body)
+        }
+        CreateCommand::Ca {
+            name,
+            cert_pem_file,
+            auth,
+            autoca,
+            ottca,
+            role_attributes,
+            identity_name_format,
+            claim_location,
+            claim_matcher,
+            claim_matcher_criteria,
+            claim_parser,
+            claim_parser_criteria,
+            claim_index,
+        } => {
+            let pem = std::fs::read_to_string(cert_pem_file).map_err(|e| {
+                CliError::Usage(format!("cannot read {}: {e}", cert_pem_file.display()))
+            })?;
+            let mut body = json!({"name": name, "certPem": pem, "isAuthEnabled": auth,
+                "isAutoCaEnrollmentEnabled": autoca, "isOttCaEnrollmentEnabled": ottca,
+                "identityRoles": role_attributes});
+            if let Some(f) = identity_name_format {
+                body["identityNameFormat"] = json!(f);
+            }
+            if let Some(location) = claim_location {
+                body["externalIdClaim"] = json!({
+                    "location": location,
+                    "matcher": claim_matcher.as_deref().unwrap_or("ALL"),
+                    "matcherCriteria": claim_matcher_criteria,
+                    "parser": claim_parser.as_deref().unwrap_or("NONE"),
+                    "parserCriteria": claim_parser_criteria,
+                    "index": claim_index.unwrap_or(0),
+                });
+            }
+            ("cas", body)
         }
         CreateCommand::Service {
             name,

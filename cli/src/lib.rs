@@ -117,6 +117,17 @@ pub enum EdgeCommand {
         #[arg(short = 'd', long, default_value_t = 0)]
         duration_minutes: i64,
     },
+    /// Verify a 3rd-party CA with a certificate it signed whose common name is the CA's
+    /// verification token (`ziti edge verify ca`).
+    Verify {
+        /// `ca`.
+        entity: String,
+        /// Name or id.
+        name_or_id: String,
+        /// PEM file of the verification certificate.
+        #[arg(short = 'c', long = "cert")]
+        cert: std::path::PathBuf,
+    },
     /// Enable a disabled or locked-out identity.
     Enable {
         /// `identity`.
@@ -146,6 +157,7 @@ const COLLECTIONS: &[(&str, &str, bool)] = &[
     ("external-jwt-signer", "external-jwt-signers", true),
     ("posture-check", "posture-checks", true),
     ("posture-check-type", "posture-check-types", true),
+    ("ca", "cas", true),
     ("authenticator", "authenticators", false),
     ("enrollment", "enrollments", false),
     ("api-session", "api-sessions", false),
@@ -305,6 +317,24 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                     } else {
                         println!("disabled identity {name_or_id} ({id}) until enabled");
                     }
+                }
+                EdgeCommand::Verify {
+                    entity,
+                    name_or_id,
+                    cert,
+                } => {
+                    if collection(&entity)? != "cas" {
+                        return Err(CliError::Usage(format!(
+                            "only CAs are verified, not {entity}"
+                        )));
+                    }
+                    let pem = std::fs::read_to_string(&cert).map_err(|e| {
+                        CliError::Usage(format!("cannot read {}: {e}", cert.display()))
+                    })?;
+                    let api = api()?;
+                    let id = api.resolve("cas", &name_or_id, true).await?;
+                    api.post_text(&format!("cas/{id}/verify"), pem).await?;
+                    println!("verified ca {name_or_id} ({id})");
                 }
                 EdgeCommand::Enable { entity, name_or_id } => {
                     identity_only(&entity)?;

@@ -589,3 +589,92 @@ fn ext_jwt_signer_create_list_delete() {
     let v = weft_json(h, &["edge", "list", "ext-jwt-signers", "-j"]);
     assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
 }
+
+#[test]
+fn ca_create_verify_list_delete() {
+    let ctl = Ctl::start();
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let url = format!("https://localhost:{}", ctl.addr.port());
+    let (ok, _, err) = weft(
+        h,
+        &[
+            "login",
+            &url,
+            "-u",
+            "admin",
+            "-p",
+            &ctl.admin_password(),
+            "-y",
+        ],
+    );
+    assert!(ok, "{err}");
+    let run = |args: &[&str]| {
+        let (ok, out, err) = weft(h, args);
+        assert!(ok, "{args:?}: {out}{err}");
+        out
+    };
+    let ca = weft_testkit::ThirdPartyCa::new("corp CA");
+    let ca_file = h.join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let out = run(&[
+        "edge",
+        "create",
+        "ca",
+        "corp",
+        ca_file.to_str().unwrap(),
+        "--auth",
+        "--autoca",
+        "-r",
+        "a,b",
+        "--identity-name-format",
+        "[caName]-[commonName]",
+        "--external-id-claim-loc",
+        "SAN_URI",
+        "--external-id-claim-matcher",
+        "SCHEME",
+        "--external-id-claim-matcher-criteria",
+        "spiffe",
+    ]);
+    assert!(out.contains("New ca corp created"), "{out}");
+    let c = one(h, "cas", "corp");
+    assert_eq!(c["isAuthEnabled"], true);
+    assert_eq!(c["isAutoCaEnrollmentEnabled"], true);
+    assert_eq!(c["isOttCaEnrollmentEnabled"], false);
+    assert_eq!(c["identityRoles"], json!(["a", "b"]));
+    assert_eq!(c["externalIdClaim"]["matcher"], "SCHEME");
+    assert_eq!(c["isVerified"], false);
+    // Verified with a certificate the CA signed for its token; a wrong one is refused.
+    let wrong = h.join("wrong.pem");
+    std::fs::write(&wrong, ca.verification_cert("nope")).unwrap();
+    let (ok, _, err) = weft(
+        h,
+        &[
+            "edge",
+            "verify",
+            "ca",
+            "corp",
+            "--cert",
+            wrong.to_str().unwrap(),
+        ],
+    );
+    assert!(!ok && err.contains("INVALID_COMMON_NAME"), "{err}");
+    let good = h.join("good.pem");
+    let token = c["verificationToken"].as_str().unwrap();
+    std::fs::write(&good, ca.verification_cert(token)).unwrap();
+    let out = run(&[
+        "edge",
+        "verify",
+        "ca",
+        "corp",
+        "--cert",
+        good.to_str().unwrap(),
+    ]);
+    assert!(out.contains("verified ca corp"), "{out}");
+    assert_eq!(one(h, "cas", "corp")["isVerified"], true);
+    let out = run(&["edge", "list", "cas"]);
+    assert!(out.contains("corp"), "{out}");
+    run(&["edge", "delete", "ca", "corp"]);
+    let list = weft_json(h, &["edge", "list", "cas", "-j"]);
+    assert_eq!(list.as_array().map(Vec::len), Some(0), "{list}");
+}

@@ -76,6 +76,9 @@ pub struct Controller {
     pub login_throttle: crate::limits::LoginThrottle,
     /// External JWT signers' JWK sets ([`crate::extjwt::jwks`]).
     pub jwks: crate::extjwt::jwks::Jwks,
+    /// The 3rd-party CAs routers trust for edge clients ([`crate::thirdparty_ca`]),
+    /// refreshed by [`Self::sync_routers`]; every control connection follows it.
+    pub trusted_cas: tokio::sync::watch::Sender<std::sync::Arc<weft_wire::control::pb::TrustedCas>>,
 }
 
 impl Controller {
@@ -120,6 +123,7 @@ impl Controller {
             password_gate,
             login_throttle: crate::limits::LoginThrottle::new(&config),
             jwks,
+            trusted_cas: tokio::sync::watch::Sender::new(std::sync::Arc::default()),
             config,
         };
         ctl.bootstrap().await?;
@@ -217,9 +221,23 @@ impl Controller {
         // Re-send an API session's expiry once it moved by half the idle timeout, so
         // a router's copy never runs out before the controller's.
         let slack_ms = self.config.api_session_timeout_secs.saturating_mul(500);
-        self.feed
+        let revision = self
+            .feed
             .reconcile(slack_ms, crate::control::state::build_router_view(self))
-            .await
+            .await?;
+        let certs = crate::thirdparty_ca::trusted_for_auth(&self.store).await?;
+        self.trusted_cas.send_if_modified(|current| {
+            if current.certs == certs {
+                return false;
+            }
+            tracing::info!(
+                count = certs.len(),
+                "3rd-party CAs trusted for edge connections changed"
+            );
+            *current = std::sync::Arc::new(weft_wire::control::pb::TrustedCas { certs });
+            true
+        });
+        Ok(revision)
     }
 
     /// Publishes the router-facing state after a write that this controller committed
@@ -281,6 +299,9 @@ impl Controller {
             crate::model::settle_disable(&mut data, None, n.disable, clock::now_unix());
         }
         Self::resolve_references(tx, kind, &mut data).await?;
+        if kind == Kind::Cas {
+            crate::thirdparty_ca::prepare_create(tx, &mut data).await?;
+        }
         Self::check_unique(tx, kind, None, &data).await?;
         let now = clock::now_string();
         let id = uuid::Uuid::new_v4().simple().to_string();
@@ -301,6 +322,12 @@ impl Controller {
         let enrollment = match n.enrollment {
             Some(e) if e.ott => Some(enroll::create_ott(self, tx, &row.id).await?),
             Some(crate::model::EnrollmentRequest {
+                ottca: Some(ca), ..
+            }) => Some(
+                crate::thirdparty_ca::enrollment::create_ottca(self, tx, &row.id, &ca, None)
+                    .await?,
+            ),
+            Some(crate::model::EnrollmentRequest {
                 updb: Some(username),
                 ..
             }) => Some(enroll::create_updb(self, tx, &row.id, &username, None).await?),
@@ -313,7 +340,7 @@ impl Controller {
 
     /// Refuses (409 `DUPLICATE_NAME`) a document whose unique fields another entity of
     /// its kind (other than `self_id`) already holds: an identity's `externalId`, a
-    /// signer's `issuer` and `kid` (as OpenZiti's `external_jwt_signer_store.go` and
+    /// signer's `issuer` and `kid`, a CA's `fingerprint` (as OpenZiti's `external_jwt_signer_store.go` and
     /// `identity_store.go` indexes). Reads inside `tx`.
     pub async fn check_unique(
         tx: &mut WriteTx<'_>,
@@ -324,6 +351,7 @@ impl Controller {
         let fields: &[&str] = match kind {
             Kind::Identities => &["externalId"],
             Kind::ExternalJwtSigners => &["issuer", "kid"],
+            Kind::Cas => &["fingerprint"],
             _ => return Ok(()),
         };
         let wanted: Vec<(&str, &str)> = fields

@@ -53,7 +53,7 @@ pub async fn create_ott_expiring(
     expires_at: Option<i64>,
 ) -> Result<EnrollmentRow, ApiError> {
     let exp = expires_at.unwrap_or_else(|| clock::now_unix() + ctl.config.enrollment_ttl_secs);
-    create_enrollment(ctl, tx, identity_id, OTT, exp, None).await
+    create_enrollment(ctl, tx, identity_id, OTT, exp, None, None).await
 }
 
 /// Creates and stores (in `tx`) a `updb` enrollment for `identity_id`: redeeming it
@@ -72,7 +72,7 @@ pub async fn create_updb(
         )));
     }
     let exp = expires_at.unwrap_or_else(|| clock::now_unix() + ctl.config.enrollment_ttl_secs);
-    create_enrollment(ctl, tx, identity_id, UPDB, exp, Some(username)).await
+    create_enrollment(ctl, tx, identity_id, UPDB, exp, Some(username), None).await
 }
 
 /// Redeems a `updb` token with the identity's first password (checked against its
@@ -144,7 +144,7 @@ pub async fn create_erott(
     router_id: &str,
 ) -> Result<EnrollmentRow, ApiError> {
     let exp = clock::now_unix() + ctl.config.enrollment_ttl_secs;
-    create_enrollment(ctl, tx, router_id, EROTT, exp, None).await
+    create_enrollment(ctl, tx, router_id, EROTT, exp, None, None).await
 }
 
 /// A new token (`jti`) and its signed enrollment JWT.
@@ -180,14 +180,16 @@ pub async fn refresh_ott(ctl: &Controller, id: &str, exp: i64) -> Result<Option<
 }
 
 /// Creates and stores a one-time enrollment of `method` for `subject_id` (kept in the
-/// enrollments table's `identity_id` column for both methods).
-async fn create_enrollment(
+/// enrollments table's `identity_id` column for both methods); `ottca` ones name their
+/// CA.
+pub(crate) async fn create_enrollment(
     ctl: &Controller,
     tx: &mut WriteTx<'_>,
     identity_id: &str,
     method: &str,
     exp: i64,
     username: Option<&str>,
+    ca_id: Option<&str>,
 ) -> Result<EnrollmentRow, ApiError> {
     let (jti, jwt) = sign_token(ctl, identity_id, method, exp)?;
     let row = EnrollmentRow {
@@ -200,12 +202,13 @@ async fn create_enrollment(
         used: false,
         created_at: clock::now_string(),
         username: username.map(str::to_owned),
+        ca_id: ca_id.map(str::to_owned),
     };
     tx.insert_enrollment(&row).await?;
     Ok(row)
 }
 
-fn invalid(msg: &str) -> ApiError {
+pub(crate) fn invalid(msg: &str) -> ApiError {
     ApiError::InvalidEnrollmentToken(msg.into())
 }
 

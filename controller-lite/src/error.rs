@@ -181,6 +181,9 @@ pub enum ApiError {
     /// `InvalidPostureCode`); the cause names the failing policies and checks.
     #[error("Posture response data is missing or wrong")]
     InvalidPosture(Box<serde_json::Value>),
+    /// A refusal of the 3rd-party CA endpoints or of CA enrollment, with its own code.
+    #[error(transparent)]
+    Ca(crate::thirdparty_ca::CaError),
     /// Any internal failure (500 `UNHANDLED`). The message never contains secrets.
     #[error("internal error: {0}")]
     Internal(String),
@@ -219,6 +222,7 @@ impl ApiError {
             Self::InvalidClientCert(_) => "INVALID_CLIENT_CERT",
             Self::InvalidCertPem(_) => "INVALID_CERT_PEM",
             Self::InvalidPosture(_) => "INVALID_POSTURE",
+            Self::Ca(e) => e.code(),
             Self::Internal(_) => "UNHANDLED",
         }
     }
@@ -255,6 +259,7 @@ impl ApiError {
             Self::RateLimited | Self::SessionLimit(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Timeout => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Ca(e) => StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -88,12 +88,19 @@ fn fuzz_jwk() -> Option<&'static crate::extjwt::keys::VerifyKey> {
 /// before a login completes); the first byte picks which: `POST /authenticate` JSON,
 /// `POST /enroll?method=erott` JSON (and both CSRs in it), `POST /enroll?method=ott` PEM
 /// CSR, an external JWT (`Authorization: Bearer` of `method=ext-jwt`), a JWK set a
-/// signer's `jwksEndpoint` answers, a `updb` enrollment body, or a TOTP answer.
+/// signer's `jwksEndpoint` answers, a `updb` enrollment body, a TOTP answer, a `ca` or
+/// `ottca` enrollment body, or a TLS client certificate (DER) as CA enrollment and
+/// certificate login read it (names, `externalIdClaim`, chain to a 3rd-party CA).
 pub fn unauth_bodies(data: &[u8]) {
     let Some((&which, body)) = data.split_first() else {
         return;
     };
-    match which % 7 {
+    match which % 9 {
+        7 => {
+            let _ = crate::api::client::enrollment::parse_ca_enroll(body);
+            let _ = parse_json::<crate::api::client::enrollment::OttCaEnroll>(body);
+        }
+        8 => third_party_client_cert(body),
         3 => {
             if let Ok(token) = std::str::from_utf8(body) {
                 let _ = crate::extjwt::verify::peek(token);
@@ -150,6 +157,49 @@ pub fn unauth_bodies(data: &[u8]) {
                 sign(pem, &CertProfile::Client);
             }
         }
+    }
+}
+
+/// A fixed 3rd-party CA (DER) for chains the fuzzer presents.
+fn fuzz_ca() -> Option<&'static [u8]> {
+    static CA: OnceLock<Option<Vec<u8>>> = OnceLock::new();
+    CA.get_or_init(|| {
+        let key = rcgen::KeyPair::generate().ok()?;
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).ok()?;
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        Some(p.self_signed(&key).ok()?.der().to_vec())
+    })
+    .as_deref()
+}
+
+/// What the controller reads of a TLS client certificate before any login: its names,
+/// a claim over them, its start of validity and whether it chains to a CA.
+fn third_party_client_cert(der: &[u8]) {
+    use crate::thirdparty_ca::{cert, claim};
+    if let Some(names) = cert::names(der) {
+        for location in ["COMMON_NAME", "SAN_URI", "SAN_EMAIL"] {
+            let c = claim::ExternalIdClaim {
+                location: Some(location.into()),
+                matcher: Some("ALL".into()),
+                parser: Some("SPLIT".into()),
+                parser_criteria: Some("/".into()),
+                index: Some(1),
+                ..claim::ExternalIdClaim::default()
+            };
+            if let Ok(Some(rule)) = c.rule() {
+                if let Ok(Some(v)) = rule.extract(&names) {
+                    assert!(!v.is_empty(), "a claim value is never empty");
+                }
+            }
+        }
+    }
+    let _ = cert::not_before(der);
+    if let Some(ca) = fuzz_ca() {
+        let leaf = rustls::pki_types::CertificateDer::from(der.to_vec());
+        assert!(
+            !cert::chains_to(ca, &leaf, &[], 1_700_000_000),
+            "nothing the fuzzer makes is signed by the fuzz CA's key"
+        );
     }
 }
 

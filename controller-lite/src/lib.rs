@@ -32,3 +32,4 @@ pub mod posture;
 pub mod schema_check;
 pub mod server;
 pub mod store;
+pub mod thirdparty_ca;

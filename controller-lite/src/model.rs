@@ -41,11 +41,13 @@ pub enum Kind {
     ExternalJwtSigners,
     /// `posture-checks`
     PostureChecks,
+    /// `cas` (3rd-party CAs, [`crate::thirdparty_ca`])
+    Cas,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 13] = [
         Self::Identities,
         Self::Services,
         Self::Configs,
@@ -58,6 +60,7 @@ impl Kind {
         Self::AuthPolicies,
         Self::ExternalJwtSigners,
         Self::PostureChecks,
+        Self::Cas,
     ];
 
     /// Collection (and store kind) name.
@@ -75,6 +78,7 @@ impl Kind {
             Self::AuthPolicies => "auth-policies",
             Self::ExternalJwtSigners => "external-jwt-signers",
             Self::PostureChecks => "posture-checks",
+            Self::Cas => "cas",
         }
     }
 
@@ -101,6 +105,7 @@ impl Kind {
             Self::AuthPolicies => ("AuthPolicy", "AuthPolicies"),
             Self::ExternalJwtSigners => ("ExternalJwtSigner", "ExternalJwtSigners"),
             Self::PostureChecks => ("PostureCheck", "PostureChecks"),
+            Self::Cas => ("Ca", "Cas"),
         }
     }
 
@@ -119,6 +124,7 @@ impl Kind {
             Self::AuthPolicies => generator.subschema_for::<AuthPolicy>(),
             Self::ExternalJwtSigners => generator.subschema_for::<ExternalJwtSigner>(),
             Self::PostureChecks => generator.subschema_for::<PostureCheck>(),
+            Self::Cas => generator.subschema_for::<crate::thirdparty_ca::CaDocument>(),
         }
     }
 
@@ -137,6 +143,7 @@ impl Kind {
             Self::AuthPolicies => schema_for!(AuthPolicy),
             Self::ExternalJwtSigners => schema_for!(ExternalJwtSigner),
             Self::PostureChecks => schema_for!(PostureCheck),
+            Self::Cas => schema_for!(crate::thirdparty_ca::CaDocument),
         }
     }
 
@@ -148,7 +155,14 @@ impl Kind {
         if let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) {
             props.remove("enrollment");
         }
-        Fields::base().with_schema(&schema)
+        let fields = Fields::base().with_schema(&schema);
+        match self {
+            // Set by the controller, outside the document schema.
+            Self::Cas => fields
+                .with("isVerified", crate::filter::FieldType::Bool)
+                .with("fingerprint", crate::filter::FieldType::String),
+            _ => fields,
+        }
     }
 }
 
@@ -175,10 +189,13 @@ pub struct EnrollmentRequest {
     /// One-time-token enrollment (a certificate).
     #[serde(default)]
     pub ott: bool,
-    /// Password enrollment for this user name (`ott` wins when both are given, as in
-    /// OpenZiti).
+    /// Password enrollment for this user name (`ott`, then `ottca`, win when several
+    /// are given, as in OpenZiti).
     #[serde(default)]
     pub updb: Option<String>,
+    /// Enrollment with a certificate of this 3rd-party CA (id or name).
+    #[serde(default)]
+    pub ottca: Option<String>,
 }
 
 /// Identity document.
@@ -815,7 +832,7 @@ pub fn check_text(field: &str, value: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn validate_attributes(attrs: &[String]) -> Result<(), ApiError> {
+pub(crate) fn validate_attributes(attrs: &[String]) -> Result<(), ApiError> {
     for a in attrs {
         check_text("roleAttributes", a)?;
         if a.is_empty()
@@ -966,6 +983,7 @@ pub fn normalize(kind: Kind, mut obj: Map<String, Value>) -> Result<Normalized, 
             d.normalize()?;
             to_value(&d)?
         }
+        Kind::Cas => crate::thirdparty_ca::normalize_document(obj)?,
     };
     Ok(Normalized {
         name,

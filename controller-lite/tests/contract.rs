@@ -198,7 +198,15 @@ async fn every_served_route_answers_within_the_contract() {
             .unwrap()
             .pem()
     };
+    let third_party_ca = weft_testkit::ThirdPartyCa::new("contract CA");
     let bodies: Vec<(&str, Value)> = vec![
+        (
+            "cas",
+            json!({"name": "ca", "certPem": third_party_ca.pem(), "isAutoCaEnrollmentEnabled": true,
+                   "isOttCaEnrollmentEnabled": true, "isAuthEnabled": true, "identityRoles": ["r"],
+                   "externalIdClaim": {"location": "COMMON_NAME", "matcher": "ALL", "matcherCriteria": null,
+                                       "parser": "NONE", "parserCriteria": null, "index": 0}}),
+        ),
         (
             "identities",
             json!({"name": "i", "type": "User", "isAdmin": false}),
@@ -255,6 +263,37 @@ async fn every_served_route_answers_within_the_contract() {
     for (collection, body) in &bodies {
         let id = ctl.create_ok(&token, collection, body.clone()).await;
         let item = format!("/{collection}/{id}");
+        if *collection == "cas" {
+            // The CA's JWT and a verification with the wrong certificate (an error
+            // envelope), then the right one.
+            let res = ctl
+                .http()
+                .get(ctl.mgmt(&format!("{item}/jwt")))
+                .header("zt-session", &token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200);
+            let vt = ctl.get_ok(&token, &item).await["data"]["verificationToken"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            for (cert, want) in [
+                (third_party_ca.verification_cert("wrong"), 400),
+                (third_party_ca.verification_cert(&vt), 200),
+            ] {
+                let res = ctl
+                    .http()
+                    .post(ctl.mgmt(&format!("{item}/verify")))
+                    .header("zt-session", &token)
+                    .header("content-type", "text/plain")
+                    .body(cert)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(res.status(), want);
+            }
+        }
         ctl.get_ok(&token, &format!("/{collection}")).await;
         ctl.get_ok(&token, &item).await;
         let (status, v) = ctl

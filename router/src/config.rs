@@ -68,7 +68,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -396,7 +395,7 @@ impl RouterConfig {
 
     /// The runtime settings, loading the TLS certificate and key.
     pub fn settings(&self) -> Result<RouterSettings, ConfigError> {
-        let tls = tls::load_server_config(&self.cert, &self.key, &self.ca_path())?;
+        let tls = tls::load_edge_tls(&self.cert, &self.key, &self.ca_path())?;
         let edge = EdgeConfig {
             hello_timeout: Duration::from_millis(self.hello_timeout_ms),
             max_conns: self.max_conns_per_edge,
@@ -415,7 +414,7 @@ impl RouterConfig {
                 // Set when the node starts links.
                 mesh_shard: None,
             },
-            tls: Arc::new(tls),
+            tls,
             handshake_timeout: Duration::from_millis(self.handshake_timeout_ms),
             metrics_listen: self.metrics_listen,
             max_conns_per_shard: self.max_connections_per_shard,

@@ -153,6 +153,7 @@ impl Node {
         }
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let (requests_tx, requests) = mpsc::unbounded_channel();
+        let edge_tls = settings.tls.clone();
         let router = Router::start(settings, commands_rx, requests_tx)?;
         control_config.hello.edge_listeners = vec![format!(
             "tls://{}:{}",
@@ -175,7 +176,13 @@ impl Node {
                 return Err(e.into());
             }
         };
-        let bridge = tokio::spawn(bridge(control.clone(), events, requests, commands.clone()));
+        let bridge = tokio::spawn(bridge(
+            control.clone(),
+            events,
+            requests,
+            commands.clone(),
+            edge_tls,
+        ));
         Ok(Self {
             router,
             control,
@@ -274,6 +281,8 @@ struct Bridge {
     hosted: HashMap<String, Registration>,
     /// Circuit requests waiting for the controller's answer, with their circuit.
     circuits: HashMap<RequestId, CircuitId>,
+    /// The edge listener's trust, widened by the controller's 3rd-party CAs.
+    edge_tls: crate::tls::EdgeTls,
 }
 
 impl Bridge {
@@ -313,6 +322,12 @@ impl Bridge {
             }
             ControlEvent::Sync(sync) => self.send(ShardCommand::Sync(sync)),
             ControlEvent::Peers(peers) => self.send(ShardCommand::Peers(Arc::new(peers))),
+            ControlEvent::TrustedCas(cas) => match self.edge_tls.set_extra_cas(&cas.certs) {
+                Ok(n) => tracing::info!(cas = n, "3rd-party CAs trusted for edge connections"),
+                Err(e) => {
+                    tracing::error!(error = %e, "the edge listener's trust could not be rebuilt")
+                }
+            },
             ControlEvent::CircuitRouted { request_id, result } => {
                 match self.circuits.remove(&request_id) {
                     Some(circuit) => self.send(ShardCommand::CircuitRouted { circuit, result }),
@@ -422,6 +437,7 @@ async fn bridge(
     mut events: mpsc::Receiver<ControlEvent>,
     mut requests: mpsc::UnboundedReceiver<ShardRequest>,
     commands: mpsc::UnboundedSender<ShardCommand>,
+    edge_tls: crate::tls::EdgeTls,
 ) {
     let mut state = Bridge {
         control,
@@ -429,6 +445,7 @@ async fn bridge(
         pending: HashMap::new(),
         hosted: HashMap::new(),
         circuits: HashMap::new(),
+        edge_tls,
     };
     let mut backlog = VecDeque::new();
     let mut requests_open = true;

@@ -26,10 +26,12 @@ mod record;
 mod session;
 #[cfg(any(test, feature = "test-pki"))]
 pub mod test_pki;
+pub mod trust;
 
 pub use session::{
     Fed, INCOMING_BUFFER, MAX_RECORD_PLAINTEXT, ServerSession, SessionError, TlsBuf,
 };
+pub use trust::EdgeTls;
 pub use weft_tls::TlsError;
 
 /// The edge listener's TLS configuration (`weft_tls::server::edge`) from PEM files: the
@@ -42,6 +44,12 @@ pub fn load_server_config(
 ) -> Result<ServerConfig, TlsError> {
     use weft_tls::pem::read;
     weft_tls::server::edge_from_pem(&read(cert)?, &read(key)?, &read(client_ca)?)
+}
+
+/// [`load_server_config`] as an [`EdgeTls`], which 3rd-party CAs can be added to.
+pub fn load_edge_tls(cert: &Path, key: &Path, client_ca: &Path) -> Result<EdgeTls, TlsError> {
+    use weft_tls::pem::read;
+    EdgeTls::from_pem(&read(cert)?, &read(key)?, &read(client_ca)?)
 }
 
 #[cfg(test)]

@@ -169,7 +169,7 @@ impl Harness {
             edge_listen: "127.0.0.1:0".parse().unwrap(),
             shards: 1,
             forward: ForwardConfig::default(),
-            tls: Arc::new(tls),
+            tls: Arc::new(tls).into(),
             handshake_timeout: Duration::from_secs(5),
             metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
             max_conns_per_shard: 1024,
@@ -1283,7 +1283,8 @@ fn backend_selection_at_start() {
                 pki.ca_pem.as_bytes(),
             )
             .unwrap(),
-        ),
+        )
+        .into(),
         handshake_timeout: Duration::from_secs(5),
         metrics_listen: None,
         max_conns_per_shard: 1024,

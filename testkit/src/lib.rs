@@ -34,6 +34,7 @@ pub mod postgres;
 pub mod process;
 pub mod proxy;
 pub mod state;
+pub mod third_party_ca;
 pub mod traffic;
 
 pub use controller::{Admin, Ctl};
@@ -41,3 +42,4 @@ pub use edge::{EdgeClient, EdgeReader, EdgeWriter};
 pub use fixtures::{SDK_AUTH_BODY, exchange, join_all, jwt_claims, make_csr, pattern};
 pub use network::{Line, Network, Router, Tunnel, init_logs, wait_links};
 pub use process::{bin_dir, free_port};
+pub use third_party_ca::ThirdPartyCa;

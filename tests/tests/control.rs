@@ -119,10 +119,13 @@ async fn control_session(
         let frame = tokio::time::timeout(wait, read_frame(&mut tls, &mut dec))
             .await
             .unwrap()?;
-        // Updates of the change feed and the peer list may come first.
+        // Updates of the change feed, the peer list and the trusted 3rd-party CAs may
+        // come first.
         if !matches!(
             frame.content_type(),
-            ContentType::CONTROL_STATE_UPDATE | ContentType::CONTROL_PEERS
+            ContentType::CONTROL_STATE_UPDATE
+                | ContentType::CONTROL_PEERS
+                | ContentType::CONTROL_TRUSTED_CAS
         ) {
             return Some(frame.content_type());
         }

@@ -138,6 +138,9 @@ named_i32! { ContentType {
     CONTROL_CIRCUIT_CLOSED = 0x5743_000f;
     /// Router -> controller: `RerouteRequest`.
     CONTROL_REROUTE_REQUEST = 0x5743_0010;
+    /// Controller -> router: `TrustedCas`, the 3rd-party CAs edge clients may chain to
+    /// (0x11..0x1f are left to increments in flight elsewhere).
+    CONTROL_TRUSTED_CAS = 0x5743_0020;
 }}
 
 impl ContentType {

@@ -370,9 +370,13 @@ fn add_entity_schemas(
         entity_schema_name(k, Shape::Create),
         object(&props, &required, true),
     );
-    // `enrollment` is create-only input.
-    props.remove("enrollment");
-    required.retain(|r| r != "enrollment");
+    // `enrollment` and a CA's `certPem` are create-only input.
+    for create_only in ["enrollment", "certPem"] {
+        if create_only == "enrollment" || k == Kind::Cas {
+            props.remove(create_only);
+            required.retain(|r| r != create_only);
+        }
+    }
     schemas.insert(
         entity_schema_name(k, Shape::Update),
         object(&props, &required, true),
@@ -381,6 +385,9 @@ fn add_entity_schemas(
         entity_schema_name(k, Shape::Patch),
         object(&props, &[], true),
     );
+    if k == Kind::Cas {
+        props.insert("certPem".into(), json!({"type": "string"}));
+    }
     for (name, ty) in [
         ("id", json!({"type": "string"})),
         (

@@ -51,6 +51,22 @@ pub struct IdentityEnrollment {
     /// Pending password enrollment (same fields).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub updb: Option<OttEnrollment>,
+    /// Pending enrollment with a 3rd-party CA's certificate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ottca: Option<OttCaEnrollment>,
+}
+
+/// A pending `ottca` enrollment as an identity's detail shows it.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OttCaEnrollment {
+    /// The enrollment's fields.
+    #[serde(flatten)]
+    pub enrollment: OttEnrollment,
+    /// The CA's id.
+    pub ca_id: String,
+    /// The CA.
+    pub ca: EntityRef,
 }
 
 /// A certificate authenticator as an identity's detail summarises it.
@@ -321,6 +337,7 @@ pub fn detail_extras_schema(kind: Kind, g: &mut SchemaGenerator) -> Option<Schem
         Kind::Terminators => Some(g.subschema_for::<TerminatorExtras>()),
         Kind::ExternalJwtSigners => Some(g.subschema_for::<ExternalJwtSignerExtras>()),
         Kind::PostureChecks => Some(g.subschema_for::<PostureCheckExtras>()),
+        Kind::Cas => Some(g.subschema_for::<crate::thirdparty_ca::CaExtras>()),
         Kind::ConfigTypes | Kind::AuthPolicies => None,
     }
 }
@@ -406,6 +423,22 @@ async fn identity_extras(ctl: &Controller, row: &EntityRow) -> Result<IdentityEx
             })
     };
     let (ott, updb) = (pending_of("ott"), pending_of("updb"));
+    let ottca = match pending.iter().find(|e| e.method == "ottca") {
+        Some(e) => {
+            let ca_id = e.ca_id.clone().unwrap_or_default();
+            Some(OttCaEnrollment {
+                enrollment: OttEnrollment {
+                    id: e.id.clone(),
+                    jwt: e.jwt.clone(),
+                    token: e.jti.clone(),
+                    expires_at: clock::fmt_unix(e.expires_at),
+                },
+                ca: reference(ctl, Kind::Cas, &ca_id).await?,
+                ca_id,
+            })
+        }
+        None => None,
+    };
     let mut authenticators = IdentityAuthenticators::default();
     for a in ctl.store.authenticators_of(&row.id).await? {
         match (a.method.as_str(), a.fingerprint, a.username) {
@@ -435,7 +468,7 @@ async fn identity_extras(ctl: &Controller, row: &EntityRow) -> Result<IdentityEx
         .unwrap_or(Value::Null);
     let object = |v: &Value| v.as_object().cloned().unwrap_or_default();
     Ok(IdentityExtras {
-        enrollment: IdentityEnrollment { ott, updb },
+        enrollment: IdentityEnrollment { ott, updb, ottca },
         authenticators,
         identity_type: EntityRef::new(&type_id, &type_id, "identity-types"),
         type_id,
@@ -599,6 +632,7 @@ pub async fn management_entity(
                 version: posture_check_version(d),
             },
         )?,
+        Kind::Cas => merge(&mut v, crate::thirdparty_ca::extras(row))?,
         Kind::ConfigTypes | Kind::AuthPolicies => {}
     }
     Ok(v)

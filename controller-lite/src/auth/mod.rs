@@ -132,33 +132,46 @@ pub(crate) async fn new_session(
     Ok((row, identity.clone()))
 }
 
-/// `method=cert`: the TLS client certificate must have been issued by the
-/// signing CA and be registered as a certificate authenticator
-/// (EDGE `authenticator_mod_cert.go`: chain checked in application code,
-/// leaf mapped by fingerprint).
+/// `method=cert`: the TLS client certificate must be registered as a certificate
+/// authenticator and have been issued by the signing CA, or chain to a verified
+/// 3rd-party CA with `isAuthEnabled` ([`crate::thirdparty_ca`]); a certificate of such a
+/// CA with an `externalIdClaim` logs in the identity of that `externalId` without an
+/// authenticator (EDGE `authenticator_mod_cert.go`: chain checked in application code,
+/// leaf mapped by fingerprint, authenticator id `internal` for the claim).
 pub async fn authenticate_cert(
     ctl: &Controller,
     conn: &ConnInfo,
     body: &Value,
 ) -> Result<(ApiSessionRow, EntityRow), ApiError> {
+    use crate::thirdparty_ca::enrollment as ca;
     let leaf = conn.certs.first().ok_or(ApiError::InvalidAuth)?;
     let fp = weft_tls::fingerprint(leaf.as_ref());
-    let auth = ctl
-        .store
-        .authenticator_by_fingerprint(&fp)
-        .await?
-        .ok_or(ApiError::InvalidAuth)?;
-    let (identity, policy) = enabled_identity(ctl, &auth.identity_id).await?;
+    let (identity_id, authenticator_id) = match ctl.store.authenticator_by_fingerprint(&fp).await? {
+        Some(auth) => (auth.identity_id, auth.id),
+        None => match ca::identity_by_claim(ctl, &conn.certs).await? {
+            Some(id) => (id, CLAIM_AUTHENTICATOR_ID.to_owned()),
+            None => return Err(ApiError::InvalidAuth),
+        },
+    };
+    let (identity, policy) = enabled_identity(ctl, &identity_id).await?;
     let cert = &policy.primary.cert;
-    if !cert.allowed
-        || !ctl
-            .pki
-            .verify_client_leaf(leaf.as_ref(), cert.allow_expired_certs)
-    {
+    if !cert.allowed {
         return Err(ApiError::InvalidAuth);
     }
-    new_session(ctl, &identity, &auth.id, body, conn).await
+    let trusted = authenticator_id == CLAIM_AUTHENTICATOR_ID
+        || ctl
+            .pki
+            .verify_client_leaf(leaf.as_ref(), cert.allow_expired_certs)
+        || ca::verifies_for_login(ctl, &conn.certs, cert.allow_expired_certs).await?;
+    if !trusted {
+        return Err(ApiError::InvalidAuth);
+    }
+    new_session(ctl, &identity, &authenticator_id, body, conn).await
 }
+
+/// The authenticator id of API sessions a 3rd-party CA's `externalIdClaim` logged in
+/// (OpenZiti's synthetic `internal`).
+pub const CLAIM_AUTHENTICATOR_ID: &str = "internal";
 
 /// `method=password` with `{"username","password"}`: throttled per user name and per
 /// source address ([`crate::limits::LoginThrottle`]), hashed through the bounded

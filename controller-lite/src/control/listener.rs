@@ -398,9 +398,18 @@ impl Conn {
         let mut peers = self.ctl().mesh.subscribe_peers();
         let current = peers.borrow_and_update().clone();
         self.push(current.as_ref(), None)?;
+        let mut trusted_cas = self.ctl().trusted_cas.subscribe();
+        let current = trusted_cas.borrow_and_update().clone();
+        self.push(current.as_ref(), None)?;
         self.flush(&mut wr).await?;
         loop {
             tokio::select! {
+                changed = trusted_cas.changed() => {
+                    if changed.is_ok() {
+                        let current = trusted_cas.borrow_and_update().clone();
+                        self.push(current.as_ref(), None)?;
+                    }
+                }
                 changed = peers.changed() => {
                     if changed.is_ok() {
                         let current = peers.borrow_and_update().clone();

@@ -27,6 +27,8 @@ pub struct EnrollmentRow {
     pub created_at: String,
     /// `updb`: the user name the enrolled password belongs to.
     pub username: Option<String>,
+    /// `ottca`: the 3rd-party CA whose certificate redeems it.
+    pub ca_id: Option<String>,
 }
 
 /// A credential bound to an identity.
@@ -111,6 +113,7 @@ pub(super) fn enrollment_from(r: &AnyRow) -> Result<EnrollmentRow, StoreError> {
         used: r.try_get::<i64, _>(6)? != 0,
         created_at: r.try_get(7)?,
         username: r.try_get(8)?,
+        ca_id: r.try_get(9)?,
     })
 }
 
@@ -158,7 +161,7 @@ pub(super) fn session_from(r: &AnyRow) -> Result<SessionRow, StoreError> {
 }
 
 pub(super) const ENR_COLS: &str =
-    "id, identity_id, method, jti, jwt, expires_at, used, created_at, username";
+    "id, identity_id, method, jti, jwt, expires_at, used, created_at, username, ca_id";
 pub(super) const AUTH_COLS: &str = "id, identity_id, method, fingerprint, cert_pem, username, password_hash, created_at, updated_at";
 pub(super) const API_COLS: &str = "id, token, identity_id, authenticator_id, config_types, ip_address, created_at, updated_at, last_activity, mfa_required, mfa_complete";
 pub(super) const SES_COLS: &str =
@@ -437,8 +440,8 @@ impl WriteTx<'_> {
     pub async fn insert_enrollment(&mut self, e: &EnrollmentRow) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO enrollments (id, identity_id, method, jti, jwt, expires_at, used, created_at,
-                                      username)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                                      username, ca_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&e.id)
         .bind(&e.identity_id)
@@ -449,9 +452,43 @@ impl WriteTx<'_> {
         .bind(i64::from(e.used))
         .bind(&e.created_at)
         .bind(e.username.as_deref())
+        .bind(e.ca_id.as_deref())
         .execute(&mut *self.tx)
         .await?;
         self.record("enrollments", &e.id, ChangeOp::Create).await
+    }
+
+    /// Unused enrollments of an identity, read inside the transaction.
+    pub async fn pending_enrollments_in(
+        &mut self,
+        identity_id: &str,
+    ) -> Result<Vec<EnrollmentRow>, StoreError> {
+        fetch_all(
+            &mut *self.tx,
+            format!(
+                "SELECT {ENR_COLS} FROM enrollments WHERE identity_id = $1 AND used = 0 ORDER BY created_at"
+            ),
+            &[identity_id],
+            enrollment_from,
+        )
+        .await
+    }
+
+    /// Deletes the enrollments (used or not) that name the 3rd-party CA `ca_id`;
+    /// returns how many.
+    pub async fn delete_ca_enrollments(&mut self, ca_id: &str) -> Result<u64, StoreError> {
+        let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM enrollments WHERE ca_id = $1")
+            .bind(ca_id)
+            .fetch_all(&mut *self.tx)
+            .await?;
+        for id in &ids {
+            sqlx::query("DELETE FROM enrollments WHERE id = $1")
+                .bind(id)
+                .execute(&mut *self.tx)
+                .await?;
+            self.record("enrollments", id, ChangeOp::Delete).await?;
+        }
+        Ok(ids.len() as u64)
     }
 
     /// Marks the token used, if it is unused and unexpired, and returns its

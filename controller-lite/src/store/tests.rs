@@ -54,7 +54,45 @@ on_both_backends!(
     cascades_and_session_cap,
     reopen_keeps_data_and_refuses_newer_schema,
     mfa_codes_are_accepted_once_under_concurrency,
+    ca_enrollments_keep_their_ca_and_go_with_it,
 );
+
+/// `ottca` enrollments name their CA (migration 0008) and are deleted with it.
+async fn ca_enrollments_keep_their_ca_and_go_with_it(s: &Store) {
+    let mut tx = s.begin_write().await.unwrap();
+    for (id, ca) in [("e1", Some("ca-1")), ("e2", Some("ca-2")), ("e3", None)] {
+        tx.insert_enrollment(&EnrollmentRow {
+            id: id.into(),
+            identity_id: "i1".into(),
+            method: if ca.is_some() { "ottca" } else { "ott" }.into(),
+            jti: format!("jti-{id}"),
+            jwt: "jwt".into(),
+            expires_at: i64::MAX,
+            used: false,
+            created_at: id.into(),
+            username: None,
+            ca_id: ca.map(str::to_owned),
+        })
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    let e1 = s.enrollment_by_jti("jti-e1").await.unwrap().unwrap();
+    assert_eq!(e1.ca_id.as_deref(), Some("ca-1"));
+    let mut tx = s.begin_write().await.unwrap();
+    assert_eq!(tx.pending_enrollments_in("i1").await.unwrap().len(), 3);
+    assert_eq!(tx.delete_ca_enrollments("ca-1").await.unwrap(), 1);
+    assert_eq!(tx.delete_ca_enrollments("ca-1").await.unwrap(), 0);
+    tx.commit().await.unwrap();
+    let left: Vec<String> = s
+        .pending_enrollments("i1")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(left, vec!["e2".to_owned(), "e3".to_owned()]);
+}
 
 fn row(name: &str) -> EntityRow {
     EntityRow {
@@ -174,6 +212,7 @@ async fn enrollment_redeems_once_under_concurrency(s: &Store) {
         used: false,
         created_at: "t".into(),
         username: None,
+        ca_id: None,
     })
     .await
     .unwrap();
@@ -219,6 +258,7 @@ async fn enrollment_redeems_once_under_concurrency(s: &Store) {
         used: false,
         created_at: "t".into(),
         username: None,
+        ca_id: None,
     })
     .await
     .unwrap();

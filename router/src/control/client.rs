@@ -52,6 +52,8 @@ pub enum ControlEvent {
     },
     /// The routers this router may link with (replaces the last list).
     Peers(pb::Peers),
+    /// The 3rd-party CAs edge clients may chain to (replaces the last list).
+    TrustedCas(pb::TrustedCas),
     /// The answer to [`ControlHandle::circuit_request`] (an error with code
     /// `DISCONNECTED` when the connection ended before it).
     CircuitRouted {
@@ -575,6 +577,7 @@ async fn connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
                     message,
                 },
                 ProtocolEvent::Peers(peers) => ControlEvent::Peers(peers),
+                ProtocolEvent::TrustedCas(cas) => ControlEvent::TrustedCas(cas),
                 ProtocolEvent::CircuitRouted { request_id, result } => {
                     ControlEvent::CircuitRouted { request_id, result }
                 }

@@ -45,6 +45,8 @@ pub enum ProtocolEvent {
     },
     /// The routers this router may link with (replaces the last list).
     Peers(pb::Peers),
+    /// The 3rd-party CAs edge clients may chain to (replaces the last list).
+    TrustedCas(pb::TrustedCas),
     /// The controller's answer to a [`ControlProtocol::circuit_request`]: the route, or
     /// why there is none.
     CircuitRouted {
@@ -372,6 +374,10 @@ impl ControlProtocol {
             ContentType::CONTROL_PEERS => {
                 let peers = pb::Peers::decode_frame(frame)?;
                 self.events.push_back(ProtocolEvent::Peers(peers));
+            }
+            ContentType::CONTROL_TRUSTED_CAS => {
+                let cas = pb::TrustedCas::decode_frame(frame)?;
+                self.events.push_back(ProtocolEvent::TrustedCas(cas));
             }
             ContentType::CONTROL_CREATE_TERMINATOR_RESPONSE => {
                 let res = pb::CreateTerminatorResponse::decode_frame(frame)?;

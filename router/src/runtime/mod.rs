@@ -146,8 +146,9 @@ pub struct RouterSettings {
     pub shards: usize,
     /// Forwarding and edge settings of each shard.
     pub forward: ForwardConfig,
-    /// TLS of the edge listener.
-    pub tls: Arc<rustls::ServerConfig>,
+    /// TLS of the edge listener (3rd-party CAs can be added at run time; links use its
+    /// base configuration, the network CA alone).
+    pub tls: crate::tls::EdgeTls,
     /// Deadline of the TLS handshake.
     pub handshake_timeout: Duration,
     /// Where to serve Prometheus metrics.

@@ -484,10 +484,11 @@ async fn shard_main(io: ShardIo) {
     if let Some(link_listener) = link_listener {
         match tokio::net::TcpListener::from_std(link_listener) {
             Ok(l) => {
+                // Links trust the network CA alone, never a 3rd-party CA.
                 tokio::task::spawn_local(super::link::accept_loop(
                     shard.clone(),
                     l,
-                    settings.tls.clone(),
+                    settings.tls.base(),
                     stop_accept.clone(),
                 ));
             }
@@ -503,7 +504,7 @@ async fn shard_main(io: ShardIo) {
 async fn accept_loop(
     shard: Rc<RefCell<Shard>>,
     listener: tokio::net::TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    tls: crate::tls::EdgeTls,
     handshake_timeout: Duration,
     stop: Rc<Notify>,
 ) {
@@ -515,9 +516,11 @@ async fn accept_loop(
         match accepted {
             Ok((tcp, peer)) => {
                 let _ = tcp.set_nodelay(true);
+                // The trust current now: a 3rd-party CA added or removed applies to the
+                // handshakes that start afterwards.
                 tokio::task::spawn_local(conn::run(
                     shard.clone(),
-                    tls.clone(),
+                    tls.current(),
                     tcp,
                     peer,
                     handshake_timeout,

@@ -65,7 +65,7 @@ const RECLAIM_DEADLINE: Duration = Duration::from_millis(100);
 pub(super) async fn accept_loop(
     shard: Rc<RefCell<Shard>>,
     listener: std::net::TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    tls: crate::tls::EdgeTls,
     handshake_timeout: Duration,
     stop: Rc<Notify>,
 ) {
@@ -95,7 +95,7 @@ pub(super) async fn accept_loop(
                 let _ = stream.set_nodelay(true);
                 tokio::task::spawn_local(run(
                     shard.clone(),
-                    tls.clone(),
+                    tls.current(),
                     stream,
                     peer,
                     handshake_timeout,

@@ -77,6 +77,7 @@ control_messages! {
     RouteResponse => CONTROL_ROUTE_RESPONSE,
     CircuitClosed => CONTROL_CIRCUIT_CLOSED,
     RerouteRequest => CONTROL_REROUTE_REQUEST,
+    TrustedCas => CONTROL_TRUSTED_CAS,
 }
 
 #[cfg(test)]

@@ -372,6 +372,16 @@ pub struct CircuitClosed {
     #[prost(bool, tag = "3")]
     pub take_down: bool,
 }
+/// Controller -> router: the DER certificates of every 3rd-party CA that is verified
+/// and allows authentication. Edge clients whose certificate chains to one of them (or
+/// to the network's own CA) complete the TLS handshake; which API session they belong
+/// to is still decided by the leaf's fingerprint. Sent after the first StateSync and
+/// whenever the set changes; each replaces the last.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct TrustedCas {
+    #[prost(bytes = "vec", repeated, tag = "1")]
+    pub certs: ::prost::alloc::vec::Vec<::prost::alloc::vec::Vec<u8>>,
+}
 /// Whether a session dials or hosts a service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]

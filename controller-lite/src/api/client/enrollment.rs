@@ -6,10 +6,15 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
+use std::sync::Arc;
+
+use rustls::pki_types::CertificateDer;
+
 use crate::api::extract::read_body;
 use crate::api::{AppState, envelope};
 use crate::enroll;
 use crate::error::ApiError;
+use crate::server::ConnInfo;
 
 /// `GET /.well-known/est/cacerts`: base64 certs-only PKCS#7,
 /// `Content-Type: application/pkcs7-mime` (EDGE `enroll_router.go`).
@@ -47,9 +52,12 @@ pub async fn enroll(State(ctl): State<AppState>, req: Request) -> Result<Respons
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("application/x-pem-file") && !a.contains("json"));
+    let certs = peer_certs(&req)?;
     let body = read_body(req).await?;
     match q.method.as_deref() {
         Some("ott") => {}
+        Some("ca") => return enroll_ca(&ctl, &certs, &body).await,
+        Some("ottca") => return enroll_ottca(&ctl, q.token, &certs).await,
         Some("erott") => return enroll_erott(&ctl, q.token, &body).await,
         Some("updb") => return enroll_updb(&ctl, q.token, &body).await,
         Some(other) => {
@@ -78,6 +86,94 @@ pub async fn enroll(State(ctl): State<AppState>, req: Request) -> Result<Respons
         return Ok(res);
     }
     Ok(envelope::ok(json!({"cert": cert.pem})))
+}
+
+/// The certificates the client presented in the TLS handshake (leaf first).
+fn peer_certs(req: &Request) -> Result<Arc<Vec<CertificateDer<'static>>>, ApiError> {
+    req.extensions()
+        .get::<ConnInfo>()
+        .map(|c| c.certs.clone())
+        .ok_or_else(|| ApiError::Internal("connection info missing".into()))
+}
+
+/// Body of a `ca` enrollment: the name the client asks for (`identityNameFormat`'s
+/// `[requestedName]`); may be empty.
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
+pub struct CaEnroll {
+    /// Requested identity name.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// Parses the optional JSON body of a `ca` enrollment (an empty body asks for no name).
+pub fn parse_ca_enroll(body: &[u8]) -> Result<CaEnroll, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(CaEnroll::default());
+    }
+    let req: CaEnroll =
+        serde_json::from_slice(body).map_err(|e| ApiError::CouldNotParseBody(e.to_string()))?;
+    if let Some(n) = &req.name {
+        crate::model::check_text("name", n)?;
+        if n.len() > 255 {
+            return Err(ApiError::CouldNotValidate("name is too long".into()));
+        }
+    }
+    Ok(req)
+}
+
+async fn enroll_ca(
+    ctl: &AppState,
+    certs: &[CertificateDer<'static>],
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let req = parse_ca_enroll(body)?;
+    crate::thirdparty_ca::enrollment::enroll_ca(ctl, certs, req.name.as_deref()).await?;
+    Ok(envelope::empty())
+}
+
+async fn enroll_ottca(
+    ctl: &AppState,
+    token: Option<String>,
+    certs: &[CertificateDer<'static>],
+) -> Result<Response, ApiError> {
+    let token =
+        token.ok_or_else(|| ApiError::InvalidEnrollmentToken("token is required".into()))?;
+    crate::thirdparty_ca::enrollment::enroll_ottca(ctl, &token, certs).await?;
+    Ok(envelope::empty())
+}
+
+/// `POST /enroll/ca` (optional `{name}`): enrollment with the TLS client certificate of
+/// a verified CA with `isAutoCaEnrollmentEnabled`; answers `{"data": {}}`.
+pub async fn enroll_ca_route(
+    State(ctl): State<AppState>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let certs = peer_certs(&req)?;
+    let body = read_body(req).await?;
+    enroll_ca(&ctl, &certs, &body).await
+}
+
+/// Body of `POST /enroll/ottca`: the enrollment token.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct OttCaEnroll {
+    /// The enrollment JWT's `jti`.
+    pub token: String,
+}
+
+/// `POST /enroll/ottca` with `{token}` (or `?token=`): redeems an `ottca` enrollment
+/// with the TLS client certificate; answers `{"data": {}}`.
+pub async fn enroll_ottca_route(
+    State(ctl): State<AppState>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let certs = peer_certs(&req)?;
+    let (token, body) = token_and_body(req).await?;
+    let token = match token {
+        Some(t) => Some(t),
+        None if body.iter().all(u8::is_ascii_whitespace) => None,
+        None => Some(crate::api::extract::parse_json::<OttCaEnroll>(&body)?.token),
+    };
+    enroll_ottca(&ctl, token, &certs).await
 }
 
 async fn enroll_erott(

@@ -24,12 +24,12 @@ const ENROLL_QUERY: &[QueryParam] = &[
     QueryParam {
         name: "method",
         required: true,
-        values: &["ott", "updb", "erott"],
-        description: "`ott`: identity, PEM CSR body; `updb`: identity, `{password}`; `erott`: edge router, JSON body.",
+        values: &["ott", "updb", "erott", "ottca", "ca"],
+        description: "`ott`: identity, PEM CSR body; `updb`: identity, `{password}`; `erott`: edge router, JSON body; `ottca`: the TLS client certificate of the enrollment's CA; `ca`: the TLS client certificate of an auto-enrolling CA, optional `{name}`, no token.",
     },
     QueryParam {
         name: "token",
-        required: true,
+        required: false,
         values: &[],
         description: "The enrollment JWT's `jti`.",
     },
@@ -192,6 +192,18 @@ pub fn routes() -> ApiBuilder {
                 .request(Data::Schema(|g| g.subschema_for::<enrollment::UpdbEnroll>()))
                 .returns(200, Data::Object("`{username}`.")),
             enrollment::enroll_updb_route,
+        )
+        .add(
+            Endpoint::post("/enroll/ottca", "enrollOttCa")
+                .doc("Enroll", "Redeems an ottca token with the TLS client certificate of the enrollment's CA")
+                .request(Data::Schema(|g| g.subschema_for::<enrollment::OttCaEnroll>())),
+            enrollment::enroll_ottca_route,
+        )
+        .add(
+            Endpoint::post("/enroll/ca", "enrollCa")
+                .doc("Enroll", "Enrolls the TLS client certificate of a verified 3rd-party CA that allows auto enrollment")
+                .request(Data::Schema(|g| g.subschema_for::<enrollment::CaEnroll>())),
+            enrollment::enroll_ca_route,
         )
 }
 

@@ -11,6 +11,8 @@
 //! - the `default` authentication policy cannot be deleted, nor one that identities
 //!   follow, nor an external JWT signer a policy names (foreign keys in OpenZiti:
 //!   `CAN_NOT_DELETE_REFERENCED_ENTITY`);
+//! - deleting a 3rd-party CA removes its `ottca` enrollments (its certificates'
+//!   authenticators stay but no longer verify, as openziti/ziti's `ca_manager.go` does);
 //! - a config's type cannot be changed, and the default admin stays an administrator.
 //!
 //! Routers learn the removals from the next change-feed revision ([`crate::controller::Controller::notify_routers`]).
@@ -132,6 +134,9 @@ pub async fn after_delete(tx: &mut WriteTx<'_>, k: Kind, id: &str) -> Result<(),
         Kind::Services => {
             tx.delete_sessions_of_service(id).await?;
             delete_terminators(tx, "service", id).await?;
+        }
+        Kind::Cas => {
+            tx.delete_ca_enrollments(id).await?;
         }
         Kind::Configs => {
             for mut s in tx.list_all(Kind::Services.collection()).await? {

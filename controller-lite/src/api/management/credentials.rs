@@ -22,6 +22,7 @@ use crate::enroll;
 use crate::error::ApiError;
 use crate::model::Kind;
 use crate::store::AuthenticatorRow;
+use crate::thirdparty_ca::enrollment::OTTCA;
 
 /// Body of `POST /authenticators` (`authenticatorCreate`).
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -87,7 +88,7 @@ pub struct EnrollmentCreate {
     /// `updb`: the user name the password will belong to.
     #[serde(default)]
     pub username: Option<String>,
-    /// `ottca`: the CA (not supported yet; must be absent or null).
+    /// `ottca`: the 3rd-party CA (id or name) whose certificate redeems it.
     #[serde(default)]
     pub ca_id: Option<String>,
 }
@@ -360,10 +361,9 @@ async fn list_enrollments(
     }
     let names = Names::load(&ctl.store, Kind::Identities).await?;
     let fields = fields_of::<EnrollmentDetail>();
-    let docs = ctl
-        .store
-        .list_enrollments(enroll::OTT)
-        .await?
+    let mut rows = ctl.store.list_enrollments(enroll::OTT).await?;
+    rows.extend(ctl.store.list_enrollments(OTTCA).await?);
+    let docs = rows
         .into_iter()
         .filter(|e| identity_id.as_ref().is_none_or(|id| e.identity_id == *id))
         .map(|e| to_json(&EnrollmentDetail::new(e, &names)).map(|v| (v.clone(), v)))
@@ -375,14 +375,17 @@ async fn list_enrollments(
 }
 
 async fn create_enrollment(ctl: AppState, body: EnrollmentCreate) -> Result<Response, ApiError> {
-    if body.method != enroll::OTT && body.method != enroll::UPDB {
+    if body.method != enroll::OTT && body.method != enroll::UPDB && body.method != OTTCA {
         return Err(invalid(format!(
-            "method {:?}: ott and updb enrollments are supported",
+            "method {:?}: ott, ottca and updb enrollments are supported",
             body.method
         )));
     }
     if body.method == enroll::UPDB {
         return create_updb_enrollment(ctl, body).await;
+    }
+    if body.method == OTTCA {
+        return create_ottca_enrollment(ctl, body).await;
     }
     identity(&ctl, &body.identity_id).await?;
     let expires_at = body.expires_at.as_deref().map(future_time).transpose()?;
@@ -444,6 +447,38 @@ async fn create_updb_enrollment(
         )));
     }
     let e = enroll::create_updb(&ctl, &mut tx, &body.identity_id, username, expires_at).await?;
+    tx.commit().await?;
+    Ok(envelope::created(json!({"id": e.id, "_links": {}})))
+}
+
+/// `POST /enrollments` with `method: ottca` and a `caId`: 409 `ENROLLMENT_EXISTS` when
+/// the identity has an `ottca` enrollment already, as OpenZiti answers.
+async fn create_ottca_enrollment(
+    ctl: AppState,
+    body: EnrollmentCreate,
+) -> Result<Response, ApiError> {
+    use crate::thirdparty_ca::CaError;
+    use crate::thirdparty_ca::enrollment::create_ottca;
+    let ca = body
+        .ca_id
+        .as_deref()
+        .filter(|c| !c.trim().is_empty())
+        .ok_or_else(|| invalid("ottca enrollments need a caId"))?;
+    identity(&ctl, &body.identity_id).await?;
+    let expires_at = body.expires_at.as_deref().map(future_time).transpose()?;
+    let mut tx = ctl.store.begin_write().await?;
+    if tx
+        .pending_enrollments_in(&body.identity_id)
+        .await?
+        .iter()
+        .any(|e| e.method == OTTCA)
+    {
+        return Err(ApiError::Ca(CaError::EnrollmentExists(format!(
+            "identity {:?} already has an ottca enrollment",
+            body.identity_id
+        ))));
+    }
+    let e = create_ottca(&ctl, &mut tx, &body.identity_id, ca, expires_at).await?;
     tx.commit().await?;
     Ok(envelope::created(json!({"id": e.id, "_links": {}})))
 }
@@ -596,11 +631,11 @@ pub fn routes(api: ApiBuilder) -> ApiBuilder {
             .admin()
             .returns(200, enr_detail),
         |State(ctl): State<AppState>, _: Admin, Path(id): Path<String>| async move {
-            let e = ctl
-                .store
-                .enrollment_by_id(enroll::OTT, &id)
-                .await?
-                .ok_or_else(|| not_found("enrollment", &id))?;
+            let mut e = ctl.store.enrollment_by_id(enroll::OTT, &id).await?;
+            if e.is_none() {
+                e = ctl.store.enrollment_by_id(OTTCA, &id).await?;
+            }
+            let e = e.ok_or_else(|| not_found("enrollment", &id))?;
             let names = Names::load(&ctl.store, Kind::Identities).await?;
             Ok::<_, ApiError>(envelope::ok(to_json(&EnrollmentDetail::new(e, &names))?))
         },
@@ -611,7 +646,9 @@ pub fn routes(api: ApiBuilder) -> ApiBuilder {
             .admin(),
         |State(ctl): State<AppState>, _: Admin, Path(id): Path<String>| async move {
             let mut tx = ctl.store.begin_write().await?;
-            if !tx.delete_enrollment(enroll::OTT, &id).await? {
+            if !tx.delete_enrollment(enroll::OTT, &id).await?
+                && !tx.delete_enrollment(OTTCA, &id).await?
+            {
                 return Err(not_found("enrollment", &id));
             }
             tx.commit().await?;

@@ -165,11 +165,24 @@ pub async fn update(
     } else {
         Map::new()
     };
-    for (key, v) in patch {
-        doc.insert(key, v);
+    if k == Kind::Cas {
+        // `certPem` stays; a PATCH's `externalIdClaim` merges into the stored one.
+        crate::thirdparty_ca::prepare_update(&row.data, &patch.clone(), &mut doc, merge)?;
+        for (key, v) in patch {
+            if key != "certPem" && !(merge && key == "externalIdClaim") {
+                doc.insert(key, v);
+            }
+        }
+    } else {
+        for (key, v) in patch {
+            doc.insert(key, v);
+        }
     }
     let n = normalize(k, doc)?;
     let mut data = n.data;
+    if k == Kind::Cas {
+        crate::thirdparty_ca::restore_server_fields(&row.data, &mut data);
+    }
     let mut newly_disabled = false;
     if k == Kind::Identities {
         let now = clock::now_unix();

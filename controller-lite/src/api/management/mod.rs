@@ -1,6 +1,7 @@
 //! Edge Management API (`/edge/management/v1`): admin login and CRUD of the
 //! management model. Every entity route requires an administrator.
 
+pub mod cas;
 pub mod cascade;
 pub mod credentials;
 pub mod crud;
@@ -39,6 +40,6 @@ pub fn routes() -> ApiBuilder {
         api = crud::routes(api, k);
     }
     posture::routes(identities::routes(fabric::routes(related::routes(
-        sessions::routes(credentials::routes(api)),
+        sessions::routes(credentials::routes(cas::routes(api))),
     ))))
 }

@@ -144,6 +144,9 @@ pub struct EnrollmentDetail {
     pub jwt: String,
     /// Expiry.
     pub expires_at: String,
+    /// `ottca`: the 3rd-party CA.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_id: Option<String>,
     /// Creation time.
     pub created_at: String,
     /// Same as the creation time (enrollments do not change).
@@ -166,6 +169,7 @@ impl EnrollmentDetail {
             token: e.jti,
             jwt: e.jwt,
             expires_at: clock::fmt_unix(e.expires_at),
+            ca_id: e.ca_id,
             updated_at: e.created_at.clone(),
             created_at: e.created_at,
             tags: Map::new(),
