@@ -650,7 +650,7 @@ async fn external_id_claims_bind_certificates_to_identities() {
     let ca = ThirdPartyCa::new("corp CA");
     let claim = json!({"externalIdClaim": {"location": "SAN_URI", "matcher": "SCHEME",
         "matcherCriteria": "spiffe", "parser": "SPLIT", "parserCriteria": "/", "index": 4}});
-    verified_ca(&ctl, &admin, "corp", &ca, claim).await;
+    let ca_id = verified_ca(&ctl, &admin, "corp", &ca, claim).await;
     // No claim in the certificate.
     let bare = ca.client("bare", &[], &[]);
     assert_eq!(
@@ -682,4 +682,32 @@ async fn external_id_claims_bind_certificates_to_identities() {
     let bob = identity_named(&ctl, &admin, "corp-b").await.unwrap();
     assert_eq!(bob["externalId"], json!("bob"));
     assert_eq!(login(&ctl, &b).await, 200);
+
+    // Turning the CA's authentication off ends the API sessions it opened, claimed
+    // (alice's) or through an authenticator (bob's), at once.
+    let alice_token = v["data"]["token"].as_str().unwrap().to_owned();
+    let http = ctl.http_with_cert(&b.cert_pem, &b.key_pem);
+    let res = ctl.cert_authenticate(&http).await;
+    let bob_token = res.json::<Value>().await.unwrap()["data"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for token in [&alice_token, &bob_token] {
+        let r = ctl.call_client(Method::GET, "/services", token, None).await;
+        assert_eq!(r.0, 200, "{}", r.1);
+    }
+    let r = ctl
+        .call(
+            Method::PATCH,
+            &format!("/cas/{ca_id}"),
+            &admin,
+            Some(json!({"isAuthEnabled": false})),
+        )
+        .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    for token in [&alice_token, &bob_token] {
+        let r = ctl.call_client(Method::GET, "/services", token, None).await;
+        assert_eq!(r.0, 401, "an API session outlived its CA's trust: {}", r.1);
+    }
+    assert_eq!(login(&ctl, &b).await, 401);
 }

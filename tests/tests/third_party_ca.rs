@@ -2,7 +2,8 @@
 //! rcgen is created and verified; a client certificate it signed enrolls itself
 //! (`/enroll?method=ca`, the identity takes the CA's roles), logs in, and dials a
 //! service through the router over an edge connection whose TLS chain ends at that CA
-//! (the router learned the CA over the control channel). Once the CA is deleted, the
+//! (the router learned the CA over the control channel). Once the CA is deleted, its
+//! live API session and edge connection end, and the
 //! router refuses new edge connections with that certificate.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -153,6 +154,20 @@ async fn a_certificate_of_a_verified_third_party_ca_enrolls_logs_in_and_dials_th
         )
         .await;
     assert_eq!(status, 200);
+    // The API session its certificate opened ends with it, and so does the live edge
+    // connection (the router drops it when the controller removes the API session).
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        while edge.next().await.is_some() {}
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the deleted CA's edge connection stayed open"
+    );
+    let (status, _) = ctl
+        .call_client(reqwest::Method::GET, "/services", &session, None)
+        .await;
+    assert_eq!(status, 401, "the deleted CA's API session still works");
     let deadline = Instant::now() + Duration::from_secs(15);
     while hello(
         port,

@@ -146,10 +146,14 @@ pub async fn authenticate_cert(
     use crate::thirdparty_ca::enrollment as ca;
     let leaf = conn.certs.first().ok_or(ApiError::InvalidAuth)?;
     let fp = weft_tls::fingerprint(leaf.as_ref());
+    let mut claimed_by = None;
     let (identity_id, authenticator_id) = match ctl.store.authenticator_by_fingerprint(&fp).await? {
         Some(auth) => (auth.identity_id, auth.id),
         None => match ca::identity_by_claim(ctl, &conn.certs).await? {
-            Some(id) => (id, CLAIM_AUTHENTICATOR_ID.to_owned()),
+            Some((id, ca_id)) => {
+                claimed_by = Some(ca_id);
+                (id, CLAIM_AUTHENTICATOR_ID.to_owned())
+            }
             None => return Err(ApiError::InvalidAuth),
         },
     };
@@ -166,7 +170,16 @@ pub async fn authenticate_cert(
     if !trusted {
         return Err(ApiError::InvalidAuth);
     }
-    new_session(ctl, &identity, &authenticator_id, body, conn).await
+    let (row, identity) = new_session(ctl, &identity, &authenticator_id, body, conn).await?;
+    if let Some(ca_id) = claimed_by {
+        // No authenticator holds the fingerprint: the API session does, so routers
+        // admit this certificate for it, and the CA's distrust ends it.
+        let mut tx = ctl.store.begin_write().await?;
+        tx.set_api_session_claim(&row.id, &fp, &ca_id).await?;
+        tx.commit().await?;
+        ctl.notify_routers().await;
+    }
+    Ok((row, identity))
 }
 
 /// The authenticator id of API sessions a 3rd-party CA's `externalIdClaim` logged in

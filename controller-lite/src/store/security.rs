@@ -372,7 +372,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT s.id, s.token, s.identity_id, s.authenticator_id, s.config_types, s.ip_address,
                     s.created_at, s.updated_at, s.last_activity, s.mfa_required, s.mfa_complete,
-                    a.fingerprint
+                    COALESCE(a.fingerprint, s.cert_fingerprint)
              FROM api_sessions s LEFT JOIN authenticators a
                ON a.id = s.authenticator_id AND a.method = 'cert'
              ORDER BY s.id",
@@ -472,6 +472,50 @@ impl WriteTx<'_> {
             enrollment_from,
         )
         .await
+    }
+
+    /// Records that the cert authenticator `id` holds a certificate of the 3rd-party CA
+    /// `ca_id`.
+    pub async fn set_authenticator_ca(&mut self, id: &str, ca_id: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE authenticators SET ca_id = $2 WHERE id = $1")
+            .bind(id)
+            .bind(ca_id)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Ends every API session opened with a certificate of the 3rd-party CA `ca_id`
+    /// (the CA was deleted or no longer authenticates); returns how many.
+    pub async fn end_api_sessions_of_ca(&mut self, ca_id: &str) -> Result<usize, StoreError> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT s.id FROM api_sessions s LEFT JOIN authenticators a ON a.id = s.authenticator_id
+             WHERE a.ca_id = $1 OR s.ca_id = $1",
+        )
+        .bind(ca_id)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        for id in &ids {
+            self.delete_api_session(id).await?;
+        }
+        Ok(ids.len())
+    }
+
+    /// Binds an API session that a 3rd-party CA's `externalIdClaim` logged in to the
+    /// certificate `fingerprint` that proved it and to the CA `ca_id`.
+    pub async fn set_api_session_claim(
+        &mut self,
+        id: &str,
+        fingerprint: &str,
+        ca_id: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE api_sessions SET cert_fingerprint = $2, ca_id = $3 WHERE id = $1")
+            .bind(id)
+            .bind(fingerprint)
+            .bind(ca_id)
+            .execute(&mut *self.tx)
+            .await?;
+        self.record("api_sessions", id, ChangeOp::Update).await
     }
 
     /// Deletes the enrollments (used or not) that name the 3rd-party CA `ca_id`;

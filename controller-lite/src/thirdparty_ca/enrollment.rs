@@ -78,10 +78,12 @@ async fn insert_cert_authenticator(
     tx: &mut WriteTx<'_>,
     identity_id: &str,
     fingerprint: &str,
+    ca_id: &str,
 ) -> Result<(), ApiError> {
     let now = clock::now_string();
+    let id = uuid::Uuid::new_v4().simple().to_string();
     tx.insert_authenticator(&AuthenticatorRow {
-        id: uuid::Uuid::new_v4().simple().to_string(),
+        id: id.clone(),
         identity_id: identity_id.into(),
         method: "cert".into(),
         fingerprint: Some(fingerprint.into()),
@@ -97,7 +99,10 @@ async fn insert_cert_authenticator(
             fingerprint: fingerprint.into(),
         }),
         other => other.into(),
-    })
+    })?;
+    // Its API sessions end with the CA's trust ([`WriteTx::end_api_sessions_of_ca`]).
+    tx.set_authenticator_ca(&id, ca_id).await?;
+    Ok(())
 }
 
 /// Redeems an `ottca` token with the TLS client certificate `certs` (leaf first): the
@@ -152,7 +157,7 @@ pub async fn enroll_ottca(
             enr.identity_id
         )));
     }
-    insert_cert_authenticator(&mut tx, &enr.identity_id, &fingerprint).await?;
+    insert_cert_authenticator(&mut tx, &enr.identity_id, &fingerprint, &ca.id).await?;
     tx.commit().await?;
     tracing::info!(identity = %enr.identity_id, ca = %ca.name, "ottca enrollment");
     Ok(())
@@ -281,7 +286,7 @@ pub async fn enroll_ca(
         updated_at: stamp,
     })
     .await?;
-    insert_cert_authenticator(&mut tx, &id, &fingerprint).await?;
+    insert_cert_authenticator(&mut tx, &id, &fingerprint, &ca.id).await?;
     tx.commit().await?;
     tracing::info!(identity = %name, ca = %ca.name, "ca enrollment created an identity");
     ctl.notify_routers().await;
@@ -315,7 +320,7 @@ pub async fn verifies_for_login(
 pub async fn identity_by_claim(
     ctl: &Controller,
     certs: &[CertificateDer<'static>],
-) -> Result<Option<String>, ApiError> {
+) -> Result<Option<(String, String)>, ApiError> {
     let Some((leaf, intermediates)) = certs.split_first() else {
         return Ok(None);
     };
@@ -337,7 +342,7 @@ pub async fn identity_by_claim(
             .into_iter()
             .find(|i| i.data.get("externalId").and_then(Value::as_str) == Some(x.as_str()));
         if let Some(i) = found {
-            return Ok(Some(i.id));
+            return Ok(Some((i.id, ca.id)));
         }
     }
     Ok(None)

@@ -137,6 +137,9 @@ pub async fn after_delete(tx: &mut WriteTx<'_>, k: Kind, id: &str) -> Result<(),
         }
         Kind::Cas => {
             tx.delete_ca_enrollments(id).await?;
+            // Routers stop trusting the CA for new handshakes; the API sessions its
+            // certificates opened (and so their edge connections) end now.
+            tx.end_api_sessions_of_ca(id).await?;
         }
         Kind::Configs => {
             for mut s in tx.list_all(Kind::Services.collection()).await? {

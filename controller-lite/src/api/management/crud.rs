@@ -182,6 +182,10 @@ pub async fn update(
     let mut data = n.data;
     if k == Kind::Cas {
         crate::thirdparty_ca::restore_server_fields(&row.data, &mut data);
+        if data["isAuthEnabled"] != json!(true) && row.data["isAuthEnabled"] == json!(true) {
+            // No longer trusted for authentication: its logins end, as on delete.
+            tx.end_api_sessions_of_ca(id).await?;
+        }
     }
     let mut newly_disabled = false;
     if k == Kind::Identities {
