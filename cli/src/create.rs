@@ -186,6 +186,19 @@ pub enum PostureCheckCommand {
     },
 }
 
+/// `operatingSystems` from `--os TYPE[:RANGE[:RANGE…]]` flags.
+pub fn operating_systems(specs: &[String]) -> Value {
+    specs
+        .iter()
+        .map(|spec| {
+            let mut parts = spec.split(':');
+            let os_type = parts.next().unwrap_or_default();
+            let versions: Vec<&str> = parts.filter(|v| !v.is_empty()).collect();
+            json!({"type": os_type, "versions": versions})
+        })
+        .collect()
+}
+
 impl PostureCheckCommand {
     /// The `postureCheckCreate` document.
     pub fn body(&self) -> Result<Value, CliError> {
@@ -194,19 +207,8 @@ impl PostureCheckCommand {
                 name,
                 os,
                 role_attributes,
-            } => {
-                let systems: Vec<Value> = os
-                    .iter()
-                    .map(|spec| {
-                        let mut parts = spec.split(':');
-                        let os_type = parts.next().unwrap_or_default();
-                        let versions: Vec<&str> = parts.filter(|v| !v.is_empty()).collect();
-                        json!({"type": os_type, "versions": versions})
-                    })
-                    .collect();
-                json!({"name": name, "typeId": "OS", "roleAttributes": role_attributes,
-                       "operatingSystems": systems})
-            }
+            } => json!({"name": name, "typeId": "OS", "roleAttributes": role_attributes,
+                        "operatingSystems": operating_systems(os)}),
             Self::Mac {
                 name,
                 mac_addresses,

@@ -138,6 +138,48 @@ pub enum UpdateCommand {
         #[command(flatten)]
         semantic: SemanticFlag,
     },
+    /// Update a 3rd-party CA (its certificate cannot change).
+    Ca {
+        /// Which CA, new name, tags.
+        #[command(flatten)]
+        target: Target,
+        /// Its certificates log in (once verified): `true` or `false`.
+        #[arg(short = 'e', long = "auth")]
+        auth: Option<bool>,
+        /// Its certificates enroll new identities: `true` or `false`.
+        #[arg(long = "autoca")]
+        autoca: Option<bool>,
+        /// `ottca` enrollments may name it: `true` or `false`.
+        #[arg(short = 'o', long = "ottca")]
+        ottca: Option<bool>,
+        /// Role attributes of the identities it enrolls, comma separated.
+        #[arg(short = 'r', long = "role-attributes", value_delimiter = ',')]
+        role_attributes: Option<Vec<String>>,
+        /// Names of the identities it enrolls.
+        #[arg(short = 'f', long = "identity-name-format")]
+        identity_name_format: Option<String>,
+    },
+    /// Update a posture check (its type cannot change).
+    PostureCheck {
+        /// Which check, new name, tags.
+        #[command(flatten)]
+        target: Target,
+        /// Role attributes, comma separated.
+        #[arg(short = 'a', long = "role-attributes", value_delimiter = ',')]
+        role_attributes: Option<Vec<String>>,
+        /// OS checks: `TYPE[:RANGE[:RANGE…]]`, repeatable (replaces the list).
+        #[arg(short = 'o', long = "os")]
+        os: Option<Vec<String>>,
+        /// MAC checks: addresses, comma separated (replaces the list).
+        #[arg(short = 'm', long = "mac-addresses", value_delimiter = ',')]
+        mac_addresses: Option<Vec<String>>,
+        /// DOMAIN checks: domains, comma separated (replaces the list).
+        #[arg(short = 'd', long = "domains", value_delimiter = ',')]
+        domains: Option<Vec<String>>,
+        /// MFA checks: seconds a TOTP answer counts (0: the whole API session).
+        #[arg(short = 's', long)]
+        seconds: Option<i64>,
+    },
     /// Update a config's data.
     Config {
         /// Which config, new name, tags.
@@ -284,6 +326,49 @@ pub fn update_body(what: &UpdateCommand) -> Result<(&'static str, &str, Value), 
             p.list("serviceRoles", service_roles);
             p.semantic(semantic);
             ("service-edge-router-policies", target, p)
+        }
+        UpdateCommand::Ca {
+            target,
+            auth,
+            autoca,
+            ottca,
+            role_attributes,
+            identity_name_format,
+        } => {
+            let mut p = Patch::new(target)?;
+            p.set("isAuthEnabled", auth.map(|b| json!(b)));
+            p.set("isAutoCaEnrollmentEnabled", autoca.map(|b| json!(b)));
+            p.set("isOttCaEnrollmentEnabled", ottca.map(|b| json!(b)));
+            p.list("identityRoles", role_attributes);
+            p.set(
+                "identityNameFormat",
+                identity_name_format.as_ref().map(|f| json!(f)),
+            );
+            ("cas", target, p)
+        }
+        UpdateCommand::PostureCheck {
+            target,
+            role_attributes,
+            os,
+            mac_addresses,
+            domains,
+            seconds,
+        } => {
+            let mut p = Patch::new(target)?;
+            p.list("roleAttributes", role_attributes);
+            if let Some(os) = os {
+                p.set(
+                    "operatingSystems",
+                    Some(crate::create::operating_systems(os)),
+                );
+            }
+            p.list("macAddresses", mac_addresses);
+            p.list("domains", domains);
+            p.set(
+                "timeoutSeconds",
+                seconds.map(|s| json!(if s > 0 { s } else { -1 })),
+            );
+            ("posture-checks", target, p)
         }
         UpdateCommand::Config {
             target,

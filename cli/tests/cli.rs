@@ -674,6 +674,14 @@ fn ca_create_verify_list_delete() {
     assert_eq!(one(h, "cas", "corp")["isVerified"], true);
     let out = run(&["edge", "list", "cas"]);
     assert!(out.contains("corp"), "{out}");
+    run(&[
+        "edge", "update", "ca", "corp", "--auth", "false", "--ottca", "true", "-r", "c",
+    ]);
+    let c = one(h, "cas", "corp");
+    assert_eq!(c["isAuthEnabled"], false);
+    assert_eq!(c["isOttCaEnrollmentEnabled"], true);
+    assert_eq!(c["identityRoles"], json!(["c"]));
+    assert_eq!(c["isVerified"], true, "an update keeps the verification");
     run(&["edge", "delete", "ca", "corp"]);
     let list = weft_json(h, &["edge", "list", "cas", "-j"]);
     assert_eq!(list.as_array().map(Vec::len), Some(0), "{list}");

@@ -989,6 +989,32 @@ fn posture_checks_from_the_cli() {
             "#strict",
         ],
     );
+    ok(
+        h,
+        &[
+            "edge",
+            "update",
+            "posture-check",
+            "linux-5",
+            "--os",
+            "Linux:>=6.0.0",
+            "-a",
+            "strict",
+        ],
+    );
+    let v: Value = serde_json::from_str(&ok(h, &["edge", "list", "posture-checks", "-j"])).unwrap();
+    let linux = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "linux-5")
+        .unwrap();
+    assert_eq!(
+        linux["operatingSystems"][0]["versions"],
+        serde_json::json!([">=6.0.0"])
+    );
+    assert_eq!(linux["roleAttributes"], serde_json::json!(["strict"]));
+    assert_eq!(linux["version"], 2);
     ok(h, &["edge", "delete", "posture-check", "corp"]);
     let listed = ok(h, &["edge", "list", "posture-checks", "-j"]);
     assert!(!listed.contains("\"corp\""), "{listed}");
