@@ -557,3 +557,73 @@ async fn concurrent_writes_on_three_controllers_converge_everywhere() {
         assert!(ctl.metric("weft_controller_store_revisions_followed_total") > 0);
     }
 }
+
+/// Posture is judged on every controller of the cluster: a check tightened through
+/// controller A ends a stream whose router is connected to controller B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_posture_check_tightened_on_one_controller_closes_a_stream_on_a_router_of_another() {
+    init_logs();
+    let mut cluster = Cluster::start(2);
+    let b = cluster.ctls.pop().unwrap();
+    let a = cluster.ctls.pop().unwrap();
+    let admin = a.admin().await;
+    admin.open_routers().await;
+    let router = Router::start_via(&admin, "edge-b", &b.control_addr(), &[]).await;
+    let net = Network {
+        controller: a,
+        admin,
+        router,
+    };
+    let (_, dial_policy, _) = net.service("pst", &["pst"], true).await;
+    let check = net
+        .admin
+        .create(
+            "posture-checks",
+            json!({"name": "linux", "typeId": "OS", "roleAttributes": ["os"],
+                   "operatingSystems": [{"type": "Linux", "versions": [">=2.0.0"]}]}),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let token = net.controller.admin_token().await;
+    let (status, v) = net
+        .controller
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/service-policies/{dial_policy}"),
+            &token,
+            Some(json!({"postureCheckRoles": ["#os"]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let host = net.context("pst-h", &["pst-host"]).await;
+    let client = net.context("pst-c", &["pst-client"]).await;
+    serve_echo(&host, "pst").await;
+    // The client's SDK reports this host's Linux before it asks for the session.
+    let mut s = client.dial("pst").await.unwrap();
+    echo(&mut s, 4, 1).await;
+
+    let tightened = Instant::now();
+    let (status, v) = net
+        .controller
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/posture-checks/{check}"),
+            &token,
+            Some(json!({"operatingSystems": [{"type": "Linux", "versions": [">=99.0.0"]}]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let mut rest = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read(&mut rest))
+        .await
+        .expect(
+            "the stream was still open 5 s after the check was tightened on another controller",
+        );
+    let err = read.expect_err("a stream whose posture failed must fail, not end cleanly");
+    let took = tightened.elapsed();
+    eprintln!("stream on B's router closed {took:?} after the check was tightened on A: {err}");
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    drop(b);
+}
