@@ -285,6 +285,26 @@ impl Management {
             .map_err(|e| BootError::Failed(format!("GET {path}: reading the answer: {e}")))
     }
 
+    /// `PATCH /{path}` with `body` (an error unless 200).
+    pub async fn patch(&self, path: &str, body: Value) -> Result<(), BootError> {
+        let res = self
+            .http
+            .patch(format!("{}/{path}", self.base))
+            .header("zt-session", &self.token)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| BootError::Failed(format!("PATCH {path}: {e}")))?;
+        let status = res.status();
+        if status != 200 {
+            let text = res.text().await.unwrap_or_default();
+            return Err(BootError::Failed(format!(
+                "PATCH {path} answered {status}: {text}"
+            )));
+        }
+        Ok(())
+    }
+
     /// `DELETE /{collection}/{id}` (an error unless 200).
     pub async fn delete(&self, collection: &str, id: &str) -> Result<(), BootError> {
         let res = self

@@ -517,6 +517,26 @@ impl Admin {
         self.0.get(path).await.unwrap()
     }
 
+    /// `PATCH /{path}` with `body` (asserting 200).
+    pub async fn patch(&self, path: &str, body: Value) {
+        self.0.patch(path, body).await.unwrap();
+    }
+
+    /// Creates a posture check; returns its id.
+    pub async fn posture_check(&self, body: Value) -> String {
+        let v = self.create("posture-checks", body).await;
+        v["id"].as_str().unwrap().to_string()
+    }
+
+    /// Makes the service policy `policy` require the posture checks `roles` select.
+    pub async fn require_posture(&self, policy: &str, roles: &[&str]) {
+        self.patch(
+            &format!("service-policies/{policy}"),
+            json!({"postureCheckRoles": roles}),
+        )
+        .await;
+    }
+
     /// `DELETE /{collection}/{id}` (asserting 200).
     pub async fn delete(&self, collection: &str, id: &str) {
         self.0.delete(collection, id).await.unwrap();

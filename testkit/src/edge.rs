@@ -282,3 +282,35 @@ impl EdgeWriter {
         self.w.flush().await.unwrap();
     }
 }
+
+/// A client TLS configuration presenting `cert`/`key` (PEM) and trusting `ca` (PEM).
+pub fn tls_with(ca: &str, cert: &str, key: &str) -> Arc<rustls::ClientConfig> {
+    Arc::new(
+        weft_tls::client::verified_from_pem(ca.as_bytes(), Some((cert.as_bytes(), key.as_bytes())))
+            .expect("a client TLS configuration from test PEM"),
+    )
+}
+
+/// A hello with API session `token` over `tls` to the router's edge `port`:
+/// `Some(client)` when the router keeps the connection open past its wait for unknown
+/// API sessions (3 s: accepted), `None` when the handshake fails or it closes the
+/// connection (refused).
+pub async fn hello_accepted(
+    port: u16,
+    tls: Arc<rustls::ClientConfig>,
+    token: &str,
+) -> Option<EdgeClient> {
+    let mut c = EdgeClient::connect(([127, 0, 0, 1], port).into(), tls)
+        .await
+        .ok()?;
+    let (seq, frame) = c.hello(token).await?;
+    assert_eq!(frame.content_type(), ContentType::RESULT);
+    assert_eq!(
+        HelloResult::parse(&frame).map(|r| r.reply_for).ok(),
+        Some(seq)
+    );
+    match tokio::time::timeout(Duration::from_secs(6), c.next()).await {
+        Err(_) => Some(c),
+        Ok(_) => None,
+    }
+}

@@ -38,7 +38,7 @@ pub mod third_party_ca;
 pub mod traffic;
 
 pub use controller::{Admin, Ctl};
-pub use edge::{EdgeClient, EdgeReader, EdgeWriter};
+pub use edge::{EdgeClient, EdgeReader, EdgeWriter, hello_accepted, tls_with};
 pub use fixtures::{SDK_AUTH_BODY, exchange, join_all, jwt_claims, make_csr, pattern};
 pub use network::{Line, Network, Router, Tunnel, init_logs, wait_links};
 pub use process::{bin_dir, free_port};

@@ -577,26 +577,12 @@ async fn a_posture_check_tightened_on_one_controller_closes_a_stream_on_a_router
     let (_, dial_policy, _) = net.service("pst", &["pst"], true).await;
     let check = net
         .admin
-        .create(
-            "posture-checks",
+        .posture_check(
             json!({"name": "linux", "typeId": "OS", "roleAttributes": ["os"],
-                   "operatingSystems": [{"type": "Linux", "versions": [">=2.0.0"]}]}),
-        )
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let token = net.controller.admin_token().await;
-    let (status, v) = net
-        .controller
-        .call(
-            reqwest::Method::PATCH,
-            &format!("/service-policies/{dial_policy}"),
-            &token,
-            Some(json!({"postureCheckRoles": ["#os"]})),
+                              "operatingSystems": [{"type": "Linux", "versions": [">=2.0.0"]}]}),
         )
         .await;
-    assert_eq!(status, 200, "{v}");
+    net.admin.require_posture(&dial_policy, &["#os"]).await;
     let host = net.context("pst-h", &["pst-host"]).await;
     let client = net.context("pst-c", &["pst-client"]).await;
     serve_echo(&host, "pst").await;
@@ -605,16 +591,12 @@ async fn a_posture_check_tightened_on_one_controller_closes_a_stream_on_a_router
     echo(&mut s, 4, 1).await;
 
     let tightened = Instant::now();
-    let (status, v) = net
-        .controller
-        .call(
-            reqwest::Method::PATCH,
-            &format!("/posture-checks/{check}"),
-            &token,
-            Some(json!({"operatingSystems": [{"type": "Linux", "versions": [">=99.0.0"]}]})),
+    net.admin
+        .patch(
+            &format!("posture-checks/{check}"),
+            json!({"operatingSystems": [{"type": "Linux", "versions": [">=99.0.0"]}]}),
         )
         .await;
-    assert_eq!(status, 200, "{v}");
     let mut rest = [0u8; 16];
     let read = tokio::time::timeout(Duration::from_secs(5), s.read(&mut rest))
         .await

@@ -1081,33 +1081,21 @@ async fn the_c_sdk_submits_posture_and_passes_or_fails_checks_accordingly() {
     let python = std::fs::canonicalize(venv.join("bin/python")).unwrap();
     let os_check = net
         .admin
-        .create(
-            "posture-checks",
+        .posture_check(
             json!({"name": "linux", "typeId": "OS", "roleAttributes": ["c-posture"],
-                   "operatingSystems": [{"type": "Linux", "versions": [">=2.0.0"]}]}),
+                              "operatingSystems": [{"type": "Linux", "versions": [">=2.0.0"]}]}),
         )
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+        .await;
     for body in [
         json!({"name": "nic", "typeId": "MAC", "roleAttributes": ["c-posture"], "macAddresses": macs}),
         json!({"name": "python-runs", "typeId": "PROCESS", "roleAttributes": ["c-posture"],
                "process": {"osType": "Linux", "path": python.to_str().unwrap()}}),
     ] {
-        net.admin.create("posture-checks", body).await;
+        net.admin.posture_check(body).await;
     }
-    let token = net.controller.admin_token().await;
-    let (status, v) = net
-        .controller
-        .call(
-            reqwest::Method::PATCH,
-            &format!("/service-policies/{dial_policy}"),
-            &token,
-            Some(json!({"postureCheckRoles": ["#c-posture"]})),
-        )
+    net.admin
+        .require_posture(&dial_policy, &["#c-posture"])
         .await;
-    assert_eq!(status, 200, "{v}");
 
     let mut driver = c_sdk_on(&net, &venv, &["pst-client"], &[]).await;
     // The C SDK reports posture when it lists services (and every 20 s): the first
@@ -1160,16 +1148,12 @@ async fn the_c_sdk_submits_posture_and_passes_or_fails_checks_accordingly() {
 
     // The OS check now asks for a kernel no host runs: the connection ends at once.
     let tightened = Instant::now();
-    let (status, v) = net
-        .controller
-        .call(
-            reqwest::Method::PATCH,
-            &format!("/posture-checks/{os_check}"),
-            &token,
-            Some(json!({"typeId": "OS", "operatingSystems": [{"type": "Linux", "versions": [">=99.0.0"]}]})),
+    net.admin
+        .patch(
+            &format!("posture-checks/{os_check}"),
+            json!({"operatingSystems": [{"type": "Linux", "versions": [">=99.0.0"]}]}),
         )
         .await;
-    assert_eq!(status, 200, "{v}");
     c_conn_ends_promptly(&mut driver, "c", tightened).await;
     let err = driver
         .cmd_fails(json!({"op": "dial", "service": "pst", "conn": "again"}))

@@ -11,7 +11,6 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use reqwest::Method;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -71,24 +70,11 @@ async fn a_failing_process_check_closes_the_live_circuit_and_the_binding() {
     let agent = Agent::start(&agent_path);
 
     net.admin
-        .create(
-            "posture-checks",
-            json!({"name": "agent-runs", "typeId": "PROCESS", "roleAttributes": ["agent"],
-                   "process": {"osType": "Linux", "path": agent_path.to_str().unwrap()}}),
-        )
+        .posture_check(json!({"name": "agent-runs", "typeId": "PROCESS", "roleAttributes": ["agent"],
+                              "process": {"osType": "Linux", "path": agent_path.to_str().unwrap()}}))
         .await;
-    let token = net.controller.admin_token().await;
     for policy in [&dial_policy, &bind_policy] {
-        let (status, v) = net
-            .controller
-            .call(
-                Method::PATCH,
-                &format!("/service-policies/{policy}"),
-                &token,
-                Some(json!({"postureCheckRoles": ["#agent"]})),
-            )
-            .await;
-        assert_eq!(status, 200, "{v}");
+        net.admin.require_posture(policy, &["#agent"]).await;
     }
 
     // The SDKs report the running agent before they ask for sessions.

@@ -7,39 +7,13 @@
 //! router refuses new edge connections with that certificate.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use weft_testkit::traffic::serve_echo;
-use weft_testkit::{EdgeClient, Network, ThirdPartyCa, pattern};
+use weft_testkit::{Network, ThirdPartyCa, hello_accepted, pattern, tls_with};
 use weft_wire::ContentType;
-use weft_wire::edge::HelloResult;
-
-/// A client TLS configuration presenting `cert`/`key` and trusting `ca`.
-fn tls_with(ca: &str, cert: &str, key: &str) -> Arc<rustls::ClientConfig> {
-    Arc::new(
-        weft_tls::client::verified_from_pem(ca.as_bytes(), Some((cert.as_bytes(), key.as_bytes())))
-            .unwrap(),
-    )
-}
-
-/// A hello with `token` over `tls`: `Some(client)` when the router keeps the connection
-/// open past its wait for unknown API sessions (accepted), `None` when the handshake
-/// fails or it closes the connection.
-async fn hello(port: u16, tls: Arc<rustls::ClientConfig>, token: &str) -> Option<EdgeClient> {
-    let mut c = EdgeClient::connect(([127, 0, 0, 1], port).into(), tls)
-        .await
-        .ok()?;
-    let (seq, frame) = c.hello(token).await?;
-    assert_eq!(frame.content_type(), ContentType::RESULT);
-    assert_eq!(HelloResult::parse(&frame).unwrap().reply_for, seq);
-    match tokio::time::timeout(Duration::from_secs(6), c.next()).await {
-        Err(_) => Some(c),
-        Ok(_) => None,
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_of_a_verified_third_party_ca_enrolls_logs_in_and_dials_through_a_router() {
@@ -66,7 +40,7 @@ async fn a_certificate_of_a_verified_third_party_ca_enrolls_logs_in_and_dials_th
     let client = ca.client("laptop", &[], &[]);
     // Unverified, its certificates do not even pass the router's handshake.
     assert!(
-        hello(
+        hello_accepted(
             port,
             tls_with(&network_ca, &client.cert_pem, &client.key_pem),
             "x"
@@ -108,7 +82,7 @@ async fn a_certificate_of_a_verified_third_party_ca_enrolls_logs_in_and_dials_th
     // control channel; allow it a moment).
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut edge = loop {
-        if let Some(c) = hello(
+        if let Some(c) = hello_accepted(
             port,
             tls_with(&network_ca, &client.cert_pem, &client.key_pem),
             &session,
@@ -169,7 +143,7 @@ async fn a_certificate_of_a_verified_third_party_ca_enrolls_logs_in_and_dials_th
         .await;
     assert_eq!(status, 401, "the deleted CA's API session still works");
     let deadline = Instant::now() + Duration::from_secs(15);
-    while hello(
+    while hello_accepted(
         port,
         tls_with(&network_ca, &client.cert_pem, &client.key_pem),
         &session,

@@ -729,7 +729,13 @@ impl EdgeConnection {
             self.client_fingerprint.as_deref(),
             now_unix_ms,
         ) {
-            Err(HelloRejection::UnknownToken) if wait == Wait::Allowed => hold(self),
+            // An API session or a certificate of it (an API session certificate, a
+            // 3rd-party claim) the controller's next update may bring: wait for it.
+            Err(HelloRejection::UnknownToken | HelloRejection::CertificateMismatch)
+                if wait == Wait::Allowed =>
+            {
+                hold(self)
+            }
             Ok(api_session) => {
                 self.events.push_back(EdgeEvent::Authenticated {
                     api_session_id: api_session.id.clone(),

@@ -193,11 +193,56 @@ fn refused_hello_is_acknowledged_then_closed() {
     .unwrap();
     wrong_cert.handle_input(&out, &sessions(), now, 0);
     assert!(wrong_cert.poll_transmit().is_some());
+    // A certificate the API session does not hold yet may come with the controller's
+    // next update (an API session certificate just issued): held like an unknown
+    // token, refused when the wait is over.
+    assert_eq!(wrong_cert.poll_event(), None);
+    let wait_until = wrong_cert.poll_timeout().unwrap();
+    wrong_cert.handle_timeout(&sessions(), wait_until);
     assert_eq!(
         wrong_cert.poll_event(),
         Some(EdgeEvent::Close(CloseReason::HelloRejected(
             HelloRejection::CertificateMismatch
         )))
+    );
+}
+
+#[test]
+fn a_held_hello_is_accepted_once_the_update_binds_its_certificate() {
+    // The client presents "bb22" (say, an API session certificate just issued); the
+    // router's table does not bind it to API-TOKEN yet.
+    let now = Instant::now();
+    let mut conn = EdgeConnection::new(EdgeConfig::default(), now, Some("bb22".into()));
+    let mut out = BytesMut::new();
+    Hello {
+        session_token: b"API-TOKEN",
+        client_info: b"",
+    }
+    .encode(0, &mut out)
+    .unwrap();
+    conn.handle_input(&out, &sessions(), now, 0);
+    assert!(conn.is_holding());
+    assert_eq!(conn.poll_event(), None);
+    // The controller's update binds it: the held hello authenticates.
+    let mut t = SessionTable::new("");
+    t.apply_sync(state::sync(
+        "",
+        1,
+        vec![state::api_session(
+            "api-1",
+            "API-TOKEN",
+            "identity-api-1",
+            "bb22",
+        )],
+        vec![],
+    ));
+    conn.handle_received(&t, now + Duration::from_millis(50), 0);
+    assert_eq!(
+        conn.poll_event(),
+        Some(EdgeEvent::Authenticated {
+            api_session_id: "api-1".into(),
+            identity_id: "identity-api-1".into(),
+        })
     );
 }
 
