@@ -246,6 +246,7 @@ impl Store {
             seq,
             recorded: 0,
             entities_changed: false,
+            services_changed: false,
         })
     }
 
@@ -349,6 +350,9 @@ pub struct WriteTx<'s> {
     seq: i64,
     recorded: i64,
     entities_changed: bool,
+    /// Something that changes what `/services` answers, besides entities (posture),
+    /// changed: `service-updates.lastChangeAt` moves.
+    services_changed: bool,
 }
 
 impl WriteTx<'_> {
@@ -519,6 +523,8 @@ impl WriteTx<'_> {
                 .bind(self.seq)
                 .execute(&mut *self.tx)
                 .await?;
+        }
+        if self.entities_changed || self.services_changed {
             // What SDKs poll (`service-updates.lastChangeAt`) to know when to list
             // their services again.
             sqlx::query(

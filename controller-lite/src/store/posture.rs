@@ -176,21 +176,9 @@ impl WriteTx<'_> {
         .bind(now)
         .execute(&mut *self.tx)
         .await?;
-        self.touch_service_updates().await?;
+        self.services_changed = true;
         self.record("posture_data", identity_id, ChangeOp::Update)
             .await
-    }
-
-    /// Moves `service-updates.lastChangeAt` to now.
-    async fn touch_service_updates(&mut self) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO meta (key, value) VALUES ('last_change_at', $1)
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        )
-        .bind(crate::clock::now_string())
-        .execute(&mut *self.tx)
-        .await?;
-        Ok(())
     }
 
     /// Records that the endpoint of an API session woke and/or was unlocked at `now`.
@@ -216,7 +204,7 @@ impl WriteTx<'_> {
         .bind(now)
         .execute(&mut *self.tx)
         .await?;
-        self.touch_service_updates().await?;
+        self.services_changed = true;
         self.record("api_sessions", api_session_id, ChangeOp::Update)
             .await
     }

@@ -12,6 +12,7 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use serde_json::{Value, json};
 
+use super::related::entity;
 use crate::api::endpoint::{ApiBuilder, Data, Endpoint, Shape};
 use crate::api::list::ListQuery;
 use crate::api::{AppState, envelope, render};
@@ -22,7 +23,6 @@ use crate::filter::{FieldType, Fields};
 use crate::model::{Kind, ServicePolicy};
 use crate::policy::{self, RoleSet};
 use crate::posture::checks::{CHECK_TYPES, CheckType, OS_TYPES};
-use crate::store::EntityRow;
 
 /// Adds the routes.
 pub fn routes(api: ApiBuilder) -> ApiBuilder {
@@ -151,13 +151,6 @@ async fn role_attributes(
         .collect();
     let page = q.apply(&fields, &["id"], docs)?;
     Ok(envelope::page(page, &fields))
-}
-
-async fn entity(ctl: &AppState, k: Kind, id: &str) -> Result<EntityRow, ApiError> {
-    ctl.store
-        .get_entity(k.collection(), id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("{} {id:?} not found", k.type_names().0)))
 }
 
 /// `GET /service-policies/{id}/posture-checks`.

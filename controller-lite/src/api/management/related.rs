@@ -14,7 +14,8 @@ use crate::filter::{FieldType, Fields};
 use crate::model::Kind;
 use crate::store::EntityRow;
 
-async fn entity(ctl: &AppState, k: Kind, id: &str) -> Result<EntityRow, ApiError> {
+/// The entity `id` of kind `k`, or 404 `NOT_FOUND` naming it.
+pub(super) async fn entity(ctl: &AppState, k: Kind, id: &str) -> Result<EntityRow, ApiError> {
     ctl.store
         .get_entity(k.collection(), id)
         .await?
