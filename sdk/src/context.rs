@@ -17,6 +17,7 @@ use crate::edge::channel::Channel;
 use crate::edge::proto::{self, ConnectReply};
 use crate::error::{Error, ErrorKind, Result};
 use crate::listener::{self, Listener};
+use crate::options::{BindOptions, DialOptions};
 use crate::posture::{self, LinuxHost, PostureQuerySet};
 use crate::stream::{Stream, StreamParts};
 use crate::tls;
@@ -30,6 +31,9 @@ pub struct Options {
     pub request_timeout: Duration,
     /// How often the API session is refreshed and service changes are polled.
     pub refresh_interval: Duration,
+    /// How long one controller request may take (connecting included); past it the
+    /// request fails with [`ErrorKind::TimedOut`] and the next controller is tried.
+    pub controller_timeout: Duration,
     /// How often this host's posture (OS, MAC addresses, domain, processes) is checked
     /// against what was last reported, and reported again when it changed (only while
     /// services carry posture queries; the C SDK's period is 20 s).
@@ -50,6 +54,7 @@ impl Default for Options {
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(10),
             refresh_interval: Duration::from_secs(30),
+            controller_timeout: crate::controller::REQUEST_TIMEOUT,
             posture_interval: Duration::from_secs(20),
             controllers: Vec::new(),
             mfa_codes: None,
@@ -147,6 +152,7 @@ impl Context {
             identity.controllers(),
             Arc::clone(&tls),
             options.mfa_codes.clone(),
+            options.controller_timeout,
         )?;
         let session = ctrl.authenticate().await?;
         tracing::debug!(identity = %session.identity.name, api_session = %session.id, "authenticated");
@@ -258,13 +264,37 @@ impl Context {
     /// with the lowest measured latency among those the session allows (failing over
     /// to the next on error), and connects through it.
     pub async fn dial(&self, service: &str) -> Result<Stream> {
-        self.inner.dial(service).await
+        self.inner.dial(service, &DialOptions::default()).await
+    }
+
+    /// [`Self::dial`] with options: a deadline for the whole dial
+    /// ([`ErrorKind::TimedOut`] past it), application data for the host, the identity of
+    /// the terminator to reach.
+    pub async fn dial_with_options(&self, service: &str, options: &DialOptions) -> Result<Stream> {
+        match options.timeout {
+            Some(limit) => tokio::time::timeout(limit, self.inner.dial(service, options))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Error::new(
+                        ErrorKind::TimedOut,
+                        format!("the dial of {service} took longer than {limit:?}"),
+                    ))
+                }),
+            None => self.inner.dial(service, options).await,
+        }
     }
 
     /// Hosts service `service`: every dial of it becomes a stream from
     /// [`Listener::accept`]. The binding is renewed on another router or session if the
     /// router drops it.
     pub async fn bind(&self, service: &str) -> Result<Listener> {
+        self.bind_with_options(service, BindOptions::default())
+            .await
+    }
+
+    /// [`Self::bind`] with the terminator's identity (dials naming it reach this
+    /// host), cost and precedence.
+    pub async fn bind_with_options(&self, service: &str, options: BindOptions) -> Result<Listener> {
         let svc = self.inner.service(service).await?;
         if !svc.can_bind() {
             return Err(Error::new(
@@ -272,7 +302,7 @@ impl Context {
                 format!("no service policy lets {} bind {service}", self.inner.name),
             ));
         }
-        listener::bind(Arc::clone(&self.inner), svc).await
+        listener::bind(Arc::clone(&self.inner), svc, options).await
     }
 
     /// The edge routers this context is connected to, with their measured latency.
@@ -484,7 +514,7 @@ impl Inner {
         Ok(s)
     }
 
-    async fn dial(self: &Arc<Self>, service: &str) -> Result<Stream> {
+    async fn dial(self: &Arc<Self>, service: &str, options: &DialOptions) -> Result<Stream> {
         let svc = self.service(service).await?;
         if !svc.can_dial() {
             return Err(Error::new(
@@ -517,7 +547,7 @@ impl Inner {
                 }
             };
             for channel in channels {
-                match self.connect_on(&channel, &svc, &session).await {
+                match self.connect_on(&channel, &svc, &session, options).await {
                     Ok(stream) => return Ok(stream),
                     Err(DialFailure::InvalidSession(e)) => {
                         lock(&self.dial_sessions).remove(&svc.id);
@@ -537,6 +567,7 @@ impl Inner {
         channel: &Channel,
         svc: &Service,
         session: &Session,
+        options: &DialOptions,
     ) -> Result<Stream, DialFailure> {
         let conn_id = self.next_conn_id();
         let (rx, credit) = channel.open_stream(conn_id)?;
@@ -554,8 +585,8 @@ impl Inner {
                         seq: 0,
                         caller_id: Some(self.name.as_bytes()),
                         public_key: public.as_ref().map(|k| &k[..]),
-                        terminator_identity: None,
-                        app_data: None,
+                        terminator_identity: options.identity.as_deref().map(str::as_bytes),
+                        app_data: options.app_data.as_deref(),
                         session_token: session.token.as_bytes(),
                     }
                     .encode(seq, out)
@@ -599,6 +630,7 @@ impl Inner {
                     conn_id,
                     service: svc.name.clone(),
                     peer: svc.name.clone(),
+                    app_data: None,
                     events: rx,
                     credit,
                     keys: session_keys,

@@ -8,8 +8,9 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, ErrorKind, Result};
 
-/// How long one controller request may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long one controller request may take by default
+/// ([`crate::Options::controller_timeout`]).
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long connecting to one controller (TCP and TLS) may take before the next one is
 /// tried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -201,6 +202,8 @@ pub(crate) struct ControllerClient {
     /// `<controller>/edge/client/v1` of each controller, the default first.
     bases: Arc<[String]>,
     state: Arc<Mutex<State>>,
+    /// The limit of one request.
+    timeout: Duration,
 }
 
 /// Which controller answers, and the API session.
@@ -214,12 +217,13 @@ struct State {
     token_from: usize,
 }
 
-/// The HTTP client of the controller API, presenting the identity's certificate.
-fn http_client(tls: &rustls::ClientConfig) -> Result<reqwest::Client> {
+/// The HTTP client of the controller API, presenting the identity's certificate, each
+/// request limited to `timeout` (connecting to `timeout` or 10 s, whichever is less).
+fn http_client(tls: &rustls::ClientConfig, timeout: Duration) -> Result<reqwest::Client> {
     reqwest::Client::builder()
         .use_preconfigured_tls(tls.clone())
-        .timeout(REQUEST_TIMEOUT)
-        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(timeout)
+        .connect_timeout(CONNECT_TIMEOUT.min(timeout))
         // Drop idle connections before a controller does: Weft's closes one after
         // 30 s without a request (its header-read timeout), which is also the
         // refresh interval, so reusing it raced with the close and failed the
@@ -259,12 +263,14 @@ impl ControllerClient {
         bases: &[String],
         tls: Arc<rustls::ClientConfig>,
         mfa: Option<MfaCodes>,
+        timeout: Duration,
     ) -> Result<Self> {
         if bases.is_empty() {
             return Err(Error::controller("no controller URL"));
         }
         Ok(Self {
-            http: Arc::new(Mutex::new(http_client(&tls)?)),
+            http: Arc::new(Mutex::new(http_client(&tls, timeout)?)),
+            timeout,
             mfa,
             bases: bases
                 .iter()
@@ -436,7 +442,7 @@ impl ControllerClient {
 
     /// From now on, talks to the controllers presenting the certificate of `tls`.
     pub(crate) fn set_tls(&self, tls: &rustls::ClientConfig) -> Result<()> {
-        let client = http_client(tls)?;
+        let client = http_client(tls, self.timeout)?;
         *self
             .http
             .lock()
@@ -765,7 +771,8 @@ mod tests {
         })
         .await;
         let tls = pki.client_config(&[&rustls::version::TLS13]).unwrap();
-        let client = ControllerClient::new(&[a.clone(), b.clone()], tls, None).unwrap();
+        let client =
+            ControllerClient::new(&[a.clone(), b.clone()], tls, None, REQUEST_TIMEOUT).unwrap();
         client.authenticate().await.unwrap();
         assert_eq!(client.token().as_deref(), Some("from-a"));
         assert_eq!(client.current(), a);
@@ -811,7 +818,7 @@ mod tests {
         })
         .await;
         let tls = pki.client_config(&[&rustls::version::TLS13]).unwrap();
-        let client = ControllerClient::new(&[a.clone(), b], tls, None).unwrap();
+        let client = ControllerClient::new(&[a.clone(), b], tls, None, REQUEST_TIMEOUT).unwrap();
         client.authenticate().await.unwrap();
         let e = client
             .create_session("1", SessionKind::Dial)

@@ -21,6 +21,7 @@ pub mod crypto;
 mod edge;
 mod error;
 mod listener;
+mod options;
 mod pool;
 pub mod posture;
 mod stream;
@@ -43,4 +44,5 @@ pub async fn enroll(jwt: &str) -> Result<Identity> {
     Ok(weft_identity::enroll_ott(jwt).await?)
 }
 pub use listener::Listener;
+pub use options::{BindOptions, DialOptions, Precedence};
 pub use stream::Stream;

@@ -13,6 +13,7 @@ use crate::crypto::{KeyPair, SessionKeys};
 use crate::edge::channel::{Channel, ListenerEvent, Route};
 use crate::edge::proto::{self, ConnectReply};
 use crate::error::{Error, ErrorKind, Result};
+use crate::options::{BindOptions, Precedence};
 use crate::stream::{Stream, StreamParts};
 
 /// Accepted streams waiting for [`Listener::accept`].
@@ -62,14 +63,14 @@ impl Drop for Listener {
 }
 
 /// Binds `svc` and starts the task that keeps it bound.
-pub(crate) async fn bind(inner: Arc<Inner>, svc: Service) -> Result<Listener> {
+pub(crate) async fn bind(inner: Arc<Inner>, svc: Service, opts: BindOptions) -> Result<Listener> {
     let mut last = None;
     let mut bound = None;
     for attempt in 0..FIRST_BIND_ATTEMPTS {
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
         }
-        match bind_once(&inner, &svc).await {
+        match bind_once(&inner, &svc, &opts).await {
             Ok(b) => {
                 bound = Some(b);
                 break;
@@ -84,7 +85,7 @@ pub(crate) async fn bind(inner: Arc<Inner>, svc: Service) -> Result<Listener> {
     let router = bound.channel.router().to_string();
     let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
     let service = svc.name.clone();
-    let task = tokio::spawn(keep_bound(inner, svc, bound, tx));
+    let task = tokio::spawn(keep_bound(inner, svc, opts, bound, tx));
     Ok(Listener {
         service,
         router,
@@ -108,7 +109,7 @@ struct Bound {
     events: mpsc::UnboundedReceiver<ListenerEvent>,
 }
 
-async fn bind_once(inner: &Arc<Inner>, svc: &Service) -> Result<Bound> {
+async fn bind_once(inner: &Arc<Inner>, svc: &Service, opts: &BindOptions) -> Result<Bound> {
     let session = inner.create_session(svc, SessionKind::Bind).await?;
     let channels = inner.channels_for(&session.edge_routers).await?;
     let mut last = None;
@@ -130,9 +131,9 @@ async fn bind_once(inner: &Arc<Inner>, svc: &Service) -> Result<Bound> {
                         seq: 0,
                         caller_id: Some(inner.name.as_bytes()),
                         public_key: public.as_ref().map(|k| &k[..]),
-                        terminator_identity: None,
-                        cost: None,
-                        precedence: None,
+                        terminator_identity: opts.identity.as_deref().map(str::as_bytes),
+                        cost: opts.cost,
+                        precedence: opts.precedence.map(Precedence::wire),
                         session_token: session.token.as_bytes(),
                     }
                     .encode(seq, out)
@@ -176,6 +177,7 @@ async fn bind_once(inner: &Arc<Inner>, svc: &Service) -> Result<Bound> {
 async fn keep_bound(
     inner: Arc<Inner>,
     svc: Service,
+    opts: BindOptions,
     mut bound: Bound,
     out: mpsc::Sender<Result<Stream>>,
 ) {
@@ -188,7 +190,7 @@ async fn keep_bound(
         loop {
             let wait = Duration::from_millis(250u64 << failures.min(6)).min(MAX_BACKOFF);
             tokio::time::sleep(wait).await;
-            match bind_once(&inner, &svc).await {
+            match bind_once(&inner, &svc, &opts).await {
                 Ok(b) => {
                     bound = b;
                     failures = 0;
@@ -223,7 +225,7 @@ async fn serve(
     loop {
         tokio::select! {
             event = bound.events.recv() => match event {
-                Some(ListenerEvent::Dial { sequence, public_key, caller_id }) => {
+                Some(ListenerEvent::Dial { sequence, public_key, caller_id, app_data }) => {
                     let accept = Accept {
                         inner: Arc::clone(inner),
                         channel: channel.clone(),
@@ -232,7 +234,7 @@ async fn serve(
                         keys: keys.clone(),
                         out: out.clone(),
                     };
-                    tokio::spawn(accept.run(sequence, public_key, caller_id));
+                    tokio::spawn(accept.run(sequence, public_key, caller_id, app_data));
                 }
                 Some(ListenerEvent::Closed(reason)) => {
                     tracing::info!(service = %svc.name, router = %channel.router(),
@@ -278,9 +280,15 @@ struct Accept {
 }
 
 impl Accept {
-    async fn run(self, sequence: i32, public_key: Option<bytes::Bytes>, caller_id: bytes::Bytes) {
+    async fn run(
+        self,
+        sequence: i32,
+        public_key: Option<bytes::Bytes>,
+        caller_id: bytes::Bytes,
+        app_data: Option<bytes::Bytes>,
+    ) {
         let caller = String::from_utf8_lossy(&caller_id).into_owned();
-        if let Err(e) = self.accept(sequence, public_key, &caller).await {
+        if let Err(e) = self.accept(sequence, public_key, &caller, app_data).await {
             tracing::debug!(service = %self.service, %caller, error = %e, "dial not accepted");
         }
     }
@@ -290,6 +298,7 @@ impl Accept {
         sequence: i32,
         public_key: Option<bytes::Bytes>,
         caller: &str,
+        app_data: Option<bytes::Bytes>,
     ) -> Result<()> {
         let session_keys = match (&self.keys, public_key) {
             (None, _) => None,
@@ -334,6 +343,7 @@ impl Accept {
                     conn_id,
                     service: self.service.clone(),
                     peer: caller.to_string(),
+                    app_data,
                     events: rx,
                     credit,
                     keys: session_keys,

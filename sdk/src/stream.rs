@@ -64,6 +64,7 @@ pub struct Stream {
     conn_id: u32,
     service: String,
     peer: String,
+    app_data: Option<Bytes>,
     events: mpsc::Receiver<StreamEvent>,
     writer: PollSender<Bytes>,
     /// Edge sequence of the next Data, FIN or StateClosed we send.
@@ -101,6 +102,8 @@ pub(crate) struct StreamParts {
     pub(crate) conn_id: u32,
     pub(crate) service: String,
     pub(crate) peer: String,
+    /// Application data the dialer sent (accepted streams).
+    pub(crate) app_data: Option<Bytes>,
     pub(crate) events: mpsc::Receiver<StreamEvent>,
     /// Send credit, when the router speaks per-stream credit.
     pub(crate) credit: Option<Arc<SendCredit>>,
@@ -116,6 +119,7 @@ impl Stream {
             conn_id,
             service,
             peer,
+            app_data,
             events,
             credit,
             keys,
@@ -126,6 +130,7 @@ impl Stream {
             conn_id,
             service,
             peer,
+            app_data,
             events,
             next_seq: 1,
             sealer: None,
@@ -178,6 +183,12 @@ impl Stream {
     /// name on a dialed one.
     pub fn peer(&self) -> &str {
         &self.peer
+    }
+
+    /// On an accepted stream, the application data the dialer sent with its dial
+    /// ([`crate::DialOptions::app_data`]); `None` on a dialed stream or when none was sent.
+    pub fn app_data(&self) -> Option<&[u8]> {
+        self.app_data.as_deref()
     }
 
     /// Whether the stream is end-to-end encrypted.

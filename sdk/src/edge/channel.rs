@@ -81,6 +81,8 @@ pub(crate) enum ListenerEvent {
         public_key: Option<Bytes>,
         /// The dialer's identity name.
         caller_id: Bytes,
+        /// Application data the dialer sent.
+        app_data: Option<Bytes>,
     },
     /// The router removed the terminator.
     Closed(Bytes),
@@ -560,6 +562,7 @@ async fn dispatch(shared: &Arc<Shared>, frame: Frame) -> Result<()> {
             sequence,
             public_key,
             caller_id,
+            app_data,
         } => {
             let route = match shared.state().routes.get(&listener) {
                 Some(Route::Listener(l)) => Some(l.clone()),
@@ -570,6 +573,7 @@ async fn dispatch(shared: &Arc<Shared>, frame: Frame) -> Result<()> {
                     sequence,
                     public_key,
                     caller_id,
+                    app_data,
                 })
                 .is_ok()
             });

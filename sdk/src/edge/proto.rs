@@ -42,6 +42,8 @@ pub(crate) enum Inbound {
         public_key: Option<Bytes>,
         /// The dialer's identity name.
         caller_id: Bytes,
+        /// Application data the dialer sent with its dial.
+        app_data: Option<Bytes>,
     },
     /// The router measures latency: answer with [`latency_reply`].
     LatencyProbe {
@@ -89,6 +91,7 @@ pub(crate) fn classify(frame: Frame) -> Result<Inbound, ProtoError> {
             sequence: frame.sequence(),
             public_key: header_bytes(&frame, HeaderId::PUBLIC_KEY),
             caller_id: header_bytes(&frame, HeaderId::CALLER_ID).unwrap_or_default(),
+            app_data: header_bytes(&frame, HeaderId::APP_DATA),
         });
     }
     if ct == ContentType::WEFT_CREDIT {
@@ -322,7 +325,7 @@ mod tests {
                 seq: 0,
                 caller_id: b"alice",
                 public_key: Some(&[1; 32]),
-                app_data: None,
+                app_data: Some(b"{\"hint\":1}"),
                 session_token: b"tok",
             }
             .encode(11, o)
@@ -333,6 +336,7 @@ mod tests {
             sequence,
             public_key,
             caller_id,
+            app_data,
         } = classify(f).unwrap()
         else {
             panic!()
@@ -340,6 +344,7 @@ mod tests {
         assert_eq!((listener, sequence), (4, 11));
         assert_eq!(public_key.unwrap().len(), 32);
         assert_eq!(&caller_id[..], b"alice");
+        assert_eq!(app_data.as_deref(), Some(&b"{\"hint\":1}"[..]));
 
         let f = decoded(|o| {
             edge::LatencyProbe {

@@ -1,0 +1,94 @@
+//! Per-dial and per-bind options, at parity with OpenZiti's Go SDK (`DialOptions`:
+//! `ConnectTimeout`, `AppData`, `Identity`; `ListenOptions`: `Identity`, `Cost`,
+//! `Precedence`), carried by the edge Connect and Bind messages (headers
+//! `TerminatorIdentity`, `AppData`, `Cost`, `Precedence`; openziti/sdk-golang
+//! `ziti/edge/msg.go`).
+
+use std::time::Duration;
+
+/// Options of one [`crate::Context::dial_with_options`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DialOptions {
+    /// The whole dial (session, router, host) must finish within this; otherwise it
+    /// fails with [`crate::ErrorKind::TimedOut`]. `None`: the context's own limits.
+    pub timeout: Option<Duration>,
+    /// Bytes handed to the host with the dial ([`crate::Stream::app_data`] there).
+    pub app_data: Option<Vec<u8>>,
+    /// Reach the terminator bound with this identity
+    /// ([`BindOptions::identity`]); `None`: any.
+    pub identity: Option<String>,
+}
+
+impl DialOptions {
+    /// These options with a timeout.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// These options with application data for the host.
+    pub fn with_app_data(mut self, data: impl Into<Vec<u8>>) -> Self {
+        self.app_data = Some(data.into());
+        self
+    }
+
+    /// These options addressing the terminator bound with `identity`.
+    pub fn with_identity(mut self, identity: impl Into<String>) -> Self {
+        self.identity = Some(identity.into());
+        self
+    }
+}
+
+/// How a terminator ranks against the service's other terminators.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precedence {
+    /// Normal.
+    #[default]
+    Default,
+    /// Preferred: dials go to required terminators while any is up.
+    Required,
+    /// Used only when no other terminator is left.
+    Failed,
+}
+
+impl Precedence {
+    pub(crate) fn wire(self) -> weft_wire::edge::Precedence {
+        match self {
+            Self::Default => weft_wire::edge::Precedence::Default,
+            Self::Required => weft_wire::edge::Precedence::Required,
+            Self::Failed => weft_wire::edge::Precedence::Failed,
+        }
+    }
+}
+
+/// Options of one [`crate::Context::bind_with_options`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BindOptions {
+    /// The terminator's identity: dials with [`DialOptions::identity`] equal to it
+    /// reach this host (one service, many addressable hosts).
+    pub identity: Option<String>,
+    /// The terminator's cost (lower is preferred by the cost-based strategies).
+    pub cost: Option<u16>,
+    /// The terminator's precedence.
+    pub precedence: Option<Precedence>,
+}
+
+impl BindOptions {
+    /// These options with a terminator identity.
+    pub fn with_identity(mut self, identity: impl Into<String>) -> Self {
+        self.identity = Some(identity.into());
+        self
+    }
+
+    /// These options with a cost.
+    pub fn with_cost(mut self, cost: u16) -> Self {
+        self.cost = Some(cost);
+        self
+    }
+
+    /// These options with a precedence.
+    pub fn with_precedence(mut self, precedence: Precedence) -> Self {
+        self.precedence = Some(precedence);
+        self
+    }
+}
