@@ -9,6 +9,7 @@ pub mod fabric;
 pub mod identities;
 pub mod posture;
 pub mod related;
+pub mod role_attributes;
 pub mod sessions;
 pub mod views;
 
@@ -39,7 +40,7 @@ pub fn routes() -> ApiBuilder {
     for k in Kind::ALL {
         api = crud::routes(api, k);
     }
-    posture::routes(identities::routes(fabric::routes(related::routes(
-        sessions::routes(credentials::routes(cas::routes(api))),
+    role_attributes::routes(posture::routes(identities::routes(fabric::routes(
+        related::routes(sessions::routes(credentials::routes(cas::routes(api)))),
     ))))
 }

@@ -1,12 +1,10 @@
 //! Posture on the management API besides the `/posture-checks` CRUD: the check types,
-//! the checks' role attributes, a service policy's checks, and what an identity
+//! a service policy's checks, and what an identity
 //! reported (`posture-data`) and was refused for (`failed-service-requests`).
 //!
 //! Shapes: openziti/edge-api `source/management/posture-check-types.yml`,
 //! `source/management/identities.yml` (`postureData`, `failedServiceRequest`),
 //! `source/management/role-attributes.yml`.
-
-use std::collections::BTreeSet;
 
 use axum::extract::{Path, State};
 use axum::response::Response;
@@ -19,7 +17,7 @@ use crate::api::{AppState, envelope, render};
 use crate::auth::Admin;
 use crate::clock;
 use crate::error::ApiError;
-use crate::filter::{FieldType, Fields};
+use crate::filter::Fields;
 use crate::model::{Kind, ServicePolicy};
 use crate::policy::{self, RoleSet};
 use crate::posture::checks::{CHECK_TYPES, CheckType, OS_TYPES};
@@ -41,16 +39,6 @@ pub fn routes(api: ApiBuilder) -> ApiBuilder {
             .admin()
             .returns(200, Data::Object("Posture check type.")),
         detail_type,
-    )
-    .add(
-        Endpoint::get(
-            "/posture-check-role-attributes",
-            "listPostureCheckRoleAttributes",
-        )
-        .doc("Role Attributes", "The role attributes posture checks use")
-        .admin()
-        .lists(Data::Object("A role attribute (a string).")),
-        role_attributes,
     )
     .add(
         Endpoint::get(
@@ -121,36 +109,6 @@ async fn detail_type(_: Admin, Path(id): Path<String>) -> Result<Response, ApiEr
         .find(|t| t.id == id)
         .map(|t| envelope::ok(check_type(t)))
         .ok_or_else(|| ApiError::NotFound(format!("posture check type {id:?} not found")))
-}
-
-/// `GET /posture-check-role-attributes`: the distinct attributes, sorted; `filter`
-/// works on `id` (the attribute), as OpenZiti's role attribute lists do.
-async fn role_attributes(
-    State(ctl): State<AppState>,
-    _: Admin,
-    q: ListQuery,
-) -> Result<Response, ApiError> {
-    let attrs: BTreeSet<String> = ctl
-        .store
-        .list_all(Kind::PostureChecks.collection())
-        .await?
-        .iter()
-        .flat_map(|c| {
-            c.data["roleAttributes"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|a| a.as_str().map(str::to_owned))
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    let fields = Fields::default().with("id", FieldType::String);
-    let docs = attrs
-        .into_iter()
-        .map(|a| (json!({"id": a, "name": a}), Value::String(a)))
-        .collect();
-    let page = q.apply(&fields, &["id"], docs)?;
-    Ok(envelope::page(page, &fields))
 }
 
 /// `GET /service-policies/{id}/posture-checks`.
