@@ -134,6 +134,13 @@ pub struct Context {
 }
 
 impl Context {
+    /// Loads the identity file at `path` (as `weft edge enroll` or [`crate::enroll`]
+    /// wrote it; OpenZiti's `NewContextFromFile`) and authenticates with default
+    /// [`Options`]. [`ErrorKind::Identity`] when the file is missing or unusable.
+    pub async fn from_file(path: impl AsRef<std::path::Path>) -> Result<Self> {
+        Self::new(Identity::load(path)?).await
+    }
+
     /// Authenticates `identity` with its certificate, with default [`Options`].
     pub async fn new(identity: Identity) -> Result<Self> {
         Self::with_options(identity, Options::default()).await

@@ -2,7 +2,7 @@
 //! (issue 21, item 2): a dial naming a terminator identity reaches that host and hands
 //! it application data; a host bound with `Required` precedence takes the dials while
 //! it is up; a dial timeout and a controller request timeout end what would otherwise
-//! wait.
+//! wait; a context loads its identity from a file.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
@@ -119,7 +119,15 @@ async fn a_dial_timeout_and_a_controller_timeout_end_the_wait() {
     let h = net.context("slow-h", &["slow-host"]).await;
     host(&h, "slow", "h", BindOptions::default()).await;
     let identity = net.enrolled("slow-c", &["slow-client"]).await;
-    let client = Context::new(identity.clone()).await.unwrap();
+    // From its file, as OpenZiti's NewContextFromFile; a missing file is an identity error.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("slow-c.json");
+    identity.save(&file).unwrap();
+    let client = Context::from_file(&file).await.unwrap();
+    let e = Context::from_file(dir.path().join("absent.json"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Identity, "{e}");
     // A dial cannot finish in a microsecond: it fails as a timeout, and the context
     // goes on dialing.
     let e = client
