@@ -140,6 +140,8 @@ pub async fn serve(ctl: Arc<Controller>, listener: TcpListener, tls: tokio_rustl
                 continue;
             }
         };
+        // Control messages (revocations) go out at once, as the routers' side does.
+        let _ = tcp.set_nodelay(true);
         let admitted = PendingBySource::admit(&by_source, peer.ip())
             .and_then(|slot| Some((slot, Arc::clone(&pending).try_acquire_owned().ok()?)));
         let Some(permit) = admitted else {
