@@ -13,7 +13,7 @@ use crate::crypto::{KeyPair, SessionKeys};
 use crate::edge::channel::{Channel, ListenerEvent, Route};
 use crate::edge::proto::{self, ConnectReply};
 use crate::error::{Error, ErrorKind, Result};
-use crate::options::{BindOptions, Precedence};
+use crate::options::BindOptions;
 use crate::stream::{Stream, StreamParts};
 
 /// Accepted streams waiting for [`Listener::accept`].
@@ -133,7 +133,7 @@ async fn bind_once(inner: &Arc<Inner>, svc: &Service, opts: &BindOptions) -> Res
                         public_key: public.as_ref().map(|k| &k[..]),
                         terminator_identity: opts.identity.as_deref().map(str::as_bytes),
                         cost: opts.cost,
-                        precedence: opts.precedence.map(Precedence::wire),
+                        precedence: opts.precedence,
                         session_token: session.token.as_bytes(),
                     }
                     .encode(seq, out)

@@ -39,27 +39,10 @@ impl DialOptions {
     }
 }
 
-/// How a terminator ranks against the service's other terminators.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Precedence {
-    /// Normal.
-    #[default]
-    Default,
-    /// Preferred: dials go to required terminators while any is up.
-    Required,
-    /// Used only when no other terminator is left.
-    Failed,
-}
-
-impl Precedence {
-    pub(crate) fn wire(self) -> weft_wire::edge::Precedence {
-        match self {
-            Self::Default => weft_wire::edge::Precedence::Default,
-            Self::Required => weft_wire::edge::Precedence::Required,
-            Self::Failed => weft_wire::edge::Precedence::Failed,
-        }
-    }
-}
+/// How a terminator ranks against the service's other terminators: `Default`,
+/// `Required` (dials go to required terminators while any is up) or `Failed` (used only
+/// when no other terminator is left). The wire type of the edge protocol's header.
+pub use weft_wire::edge::Precedence;
 
 /// Options of one [`crate::Context::bind_with_options`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
