@@ -312,14 +312,10 @@ pub async fn identity_for(
     v: &VerifiedExtJwt,
 ) -> Result<(EntityRow, crate::model::AuthPolicy), ExtJwtError> {
     let id = if v.use_external_id {
-        let identities = ctl
-            .store
-            .list_all(Kind::Identities.collection())
+        ctl.store
+            .identity_by_external_id(&v.identity_claim)
             .await
-            .map_err(|_| ExtJwtError::Store)?;
-        identities
-            .into_iter()
-            .find(|i| i.data.get("externalId").and_then(Value::as_str) == Some(&v.identity_claim))
+            .map_err(|_| ExtJwtError::Store)?
             .map(|i| i.id)
             .ok_or(ExtJwtError::Identity)?
     } else {

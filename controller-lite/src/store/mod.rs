@@ -289,6 +289,25 @@ impl Store {
     pub async fn list_all(&self, kind: &str) -> Result<Vec<EntityRow>, StoreError> {
         entities_of(&self.read, kind).await
     }
+
+    /// The identity whose `externalId` is `external_id` (unique when set).
+    pub async fn identity_by_external_id(
+        &self,
+        external_id: &str,
+    ) -> Result<Option<EntityRow>, StoreError> {
+        Ok(with_external_id(
+            self.list_all(IDENTITIES).await?,
+            external_id,
+        ))
+    }
+}
+
+const IDENTITIES: &str = "identities";
+
+/// The row of `rows` whose `externalId` is `external_id`.
+fn with_external_id(rows: Vec<EntityRow>, external_id: &str) -> Option<EntityRow> {
+    rows.into_iter()
+        .find(|i| i.data.get("externalId").and_then(serde_json::Value::as_str) == Some(external_id))
 }
 
 const ENTITY_COLS: &str = "kind, id, name, tags, data, created_at, updated_at";
@@ -509,6 +528,17 @@ impl WriteTx<'_> {
     /// Every entity of a kind, ordered by name, inside the transaction.
     pub async fn list_all(&mut self, kind: &str) -> Result<Vec<EntityRow>, StoreError> {
         entities_of(&mut *self.tx, kind).await
+    }
+
+    /// [`Store::identity_by_external_id`] inside the transaction.
+    pub async fn identity_by_external_id(
+        &mut self,
+        external_id: &str,
+    ) -> Result<Option<EntityRow>, StoreError> {
+        Ok(with_external_id(
+            self.list_all(IDENTITIES).await?,
+            external_id,
+        ))
     }
 
     /// Commits. Returns the revision, or `None` when nothing was recorded (the

@@ -17,7 +17,7 @@
 //! network's to extend.
 
 use rustls::pki_types::CertificateDer;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, json};
 
 use super::{CaError, StoredCa, cert, load_all, name_format};
 use crate::clock;
@@ -205,17 +205,6 @@ fn claimed_external_id(ca: &StoredCa, leaf: &[u8]) -> Result<Option<String>, CaE
     }
 }
 
-async fn identity_by_external_id(
-    tx: &mut WriteTx<'_>,
-    external_id: &str,
-) -> Result<Option<EntityRow>, StoreError> {
-    Ok(tx
-        .list_all(Kind::Identities.collection())
-        .await?
-        .into_iter()
-        .find(|i| i.data.get("externalId").and_then(Value::as_str) == Some(external_id)))
-}
-
 /// `POST /enroll?method=ca` with the TLS client certificate `certs` (leaf first) and
 /// the name the client asked for.
 pub async fn enroll_ca(
@@ -234,7 +223,7 @@ pub async fn enroll_ca(
         .unwrap_or_default();
     let mut tx = ctl.store.begin_write().await?;
     if let Some(x) = &external_id {
-        if let Some(existing) = identity_by_external_id(&mut tx, x).await? {
+        if let Some(existing) = tx.identity_by_external_id(x).await? {
             tracing::info!(identity = %existing.name, ca = %ca.name, "ca enrollment found the identity of its external id");
             return Ok(CaEnrolled::Existing(existing.id));
         }
@@ -335,13 +324,7 @@ pub async fn identity_by_claim(
         let Ok(Some(x)) = claimed_external_id(&ca, leaf.as_ref()) else {
             continue;
         };
-        let found = ctl
-            .store
-            .list_all(Kind::Identities.collection())
-            .await?
-            .into_iter()
-            .find(|i| i.data.get("externalId").and_then(Value::as_str) == Some(x.as_str()));
-        if let Some(i) = found {
+        if let Some(i) = ctl.store.identity_by_external_id(&x).await? {
             return Ok(Some((i.id, ca.id)));
         }
     }
