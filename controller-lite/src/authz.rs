@@ -197,7 +197,7 @@ impl PolicySnapshot {
             .map(|e| policy::Identity {
                 id: e.id.clone(),
                 name: e.name.clone(),
-                role_attributes: attrs(e),
+                role_attributes: e.role_attributes(),
                 disabled: flag(e, "disabled"),
             })
             .collect();
@@ -208,7 +208,7 @@ impl PolicySnapshot {
             .map(|e| policy::Service {
                 id: e.id.clone(),
                 name: e.name.clone(),
-                role_attributes: attrs(e),
+                role_attributes: e.role_attributes(),
             })
             .collect();
         // Disabled routers are left out of the model, so no policy can select them.
@@ -223,7 +223,7 @@ impl PolicySnapshot {
             .map(|e| policy::EdgeRouter {
                 id: e.id.clone(),
                 name: e.name.clone(),
-                role_attributes: attrs(e),
+                role_attributes: e.role_attributes(),
             })
             .collect();
         let service_policies = docs::<ServicePolicy>(store, Kind::ServicePolicies)
@@ -265,7 +265,7 @@ impl PolicySnapshot {
             .map(|e| policy::PostureCheck {
                 id: e.id.clone(),
                 name: e.name.clone(),
-                role_attributes: attrs(e),
+                role_attributes: e.role_attributes(),
             })
             .collect();
         let checks = check_rows
@@ -300,18 +300,6 @@ impl PolicySnapshot {
             checks,
         })
     }
-}
-
-fn attrs(e: &EntityRow) -> Vec<String> {
-    e.data
-        .get("roleAttributes")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn flag(e: &EntityRow, name: &str) -> bool {

@@ -66,6 +66,21 @@ pub struct EntityRow {
     pub updated_at: String,
 }
 
+impl EntityRow {
+    /// The document's `roleAttributes` (empty when it has none).
+    pub fn role_attributes(&self) -> Vec<String> {
+        self.data
+            .get("roleAttributes")
+            .and_then(serde_json::Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
 /// Which database engine a [`Store`] runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

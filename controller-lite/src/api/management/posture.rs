@@ -128,12 +128,7 @@ async fn policy_checks(
         .map(|r| policy::PostureCheck {
             id: r.id.clone(),
             name: r.name.clone(),
-            role_attributes: r.data["roleAttributes"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|a| a.as_str().map(str::to_owned))
-                .collect(),
+            role_attributes: r.role_attributes(),
         })
         .collect();
     let fields = Kind::PostureChecks.fields();

@@ -18,6 +18,7 @@ use crate::auth::Admin;
 use crate::error::ApiError;
 use crate::filter::{FieldType, Fields};
 use crate::model::Kind;
+use crate::store::EntityRow;
 
 /// The kinds with role attributes: path, operation id, kind.
 const LISTS: [(&str, &str, Kind); 4] = [
@@ -66,14 +67,7 @@ async fn list(ctl: AppState, kind: Kind, q: ListQuery) -> Result<Response, ApiEr
         .list_all(kind.collection())
         .await?
         .iter()
-        .flat_map(|e| {
-            e.data["roleAttributes"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|a| a.as_str().map(str::to_owned))
-                .collect::<Vec<_>>()
-        })
+        .flat_map(EntityRow::role_attributes)
         .collect();
     let fields = Fields::default().with("id", FieldType::String);
     let docs = attrs
