@@ -13,7 +13,9 @@
 //!   `CAN_NOT_DELETE_REFERENCED_ENTITY`);
 //! - deleting a 3rd-party CA removes its `ottca` enrollments (its certificates'
 //!   authenticators stay but no longer verify, as openziti/ziti's `ca_manager.go` does);
-//! - a config's type cannot be changed, and the default admin stays an administrator.
+//! - a config's type cannot be changed, and the default admin stays an administrator;
+//! - an identity an update disables, and a CA an update stops trusting, end their API
+//!   sessions.
 //!
 //! Routers learn the removals from the next change-feed revision ([`crate::controller::Controller::notify_routers`]).
 
@@ -21,7 +23,7 @@ use serde_json::{Value, json};
 
 use crate::clock;
 use crate::error::ApiError;
-use crate::model::{DEFAULT_AUTH_POLICY_ID, Kind};
+use crate::model::{DEFAULT_AUTH_POLICY_ID, Kind, identity_disabled};
 use crate::store::{EntityRow, WriteTx};
 
 async fn is_default_admin(tx: &mut WriteTx<'_>, id: &str) -> Result<bool, ApiError> {
@@ -153,6 +155,32 @@ pub async fn after_delete(tx: &mut WriteTx<'_>, k: Kind, id: &str) -> Result<(),
                     tx.update_entity(&s).await?;
                 }
             }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// What an update (`old` document → `new`) of the entity `id` means for others, in the
+/// updating transaction: an identity disabled by it keeps no API session (as
+/// `/identities/{id}/disable` does); a CA that no longer authenticates ends the API
+/// sessions its certificates opened (as deleting it does).
+pub async fn after_update(
+    tx: &mut WriteTx<'_>,
+    k: Kind,
+    id: &str,
+    old: &Value,
+    new: &Value,
+) -> Result<(), ApiError> {
+    match k {
+        Kind::Identities => {
+            let now = clock::now_unix();
+            if identity_disabled(new, now) && !identity_disabled(old, now) {
+                tx.delete_api_sessions_of(id).await?;
+            }
+        }
+        Kind::Cas if old["isAuthEnabled"] == json!(true) && new["isAuthEnabled"] != json!(true) => {
+            tx.end_api_sessions_of_ca(id).await?;
         }
         _ => {}
     }

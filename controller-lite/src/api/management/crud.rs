@@ -182,17 +182,9 @@ pub async fn update(
     let mut data = n.data;
     if k == Kind::Cas {
         crate::thirdparty_ca::restore_server_fields(&row.data, &mut data);
-        if data["isAuthEnabled"] != json!(true) && row.data["isAuthEnabled"] == json!(true) {
-            // No longer trusted for authentication: its logins end, as on delete.
-            tx.end_api_sessions_of_ca(id).await?;
-        }
     }
-    let mut newly_disabled = false;
     if k == Kind::Identities {
-        let now = clock::now_unix();
-        crate::model::settle_disable(&mut data, Some(&row.data), n.disable, now);
-        newly_disabled = crate::model::identity_disabled(&data, now)
-            && !crate::model::identity_disabled(&row.data, now);
+        crate::model::settle_disable(&mut data, Some(&row.data), n.disable, clock::now_unix());
     }
     if k == Kind::PostureChecks {
         data["version"] = json!(render::posture_check_version(&row.data).saturating_add(1));
@@ -204,15 +196,12 @@ pub async fn update(
         row.name = n.name;
     }
     row.tags = n.tags;
-    row.data = data;
+    let old = std::mem::replace(&mut row.data, data);
     row.updated_at = clock::now_string();
     if !tx.update_entity(&row).await? {
         return Err(not_found(k, id));
     }
-    if newly_disabled {
-        // As `/identities/{id}/disable` does: a disabled identity keeps no API session.
-        tx.delete_api_sessions_of(id).await?;
-    }
+    cascade::after_update(&mut tx, k, id, &old, &row.data).await?;
     tx.commit().await?;
     if k == Kind::EdgeRouters && row.data.get("disabled") == Some(&json!(true)) {
         ctl.routers.kick(id);
