@@ -83,6 +83,11 @@ impl PolicySnapshot {
         out
     }
 
+    /// Whether a service policy grants `identity_id` `kind` on `service_id`.
+    pub fn grants(&self, identity_id: &str, service_id: &str, kind: PolicyType) -> bool {
+        self.index.can_access(identity_id, service_id, kind)
+    }
+
     /// Service permissions of each of `identity_ids`.
     pub fn permissions_of<'i>(
         &self,

@@ -214,17 +214,114 @@ impl Controller {
         Ok(())
     }
 
-    /// Rebuilds the router-facing state from the store (removing API sessions and
-    /// sessions that may no longer exist) and publishes the difference to every
-    /// connected router as the next revision.
+    /// Brings the router-facing view up to date with the store and publishes the
+    /// difference to every connected router as the next revision: from the change log
+    /// (judging again only what the logged changes touched) when it can, from the whole
+    /// store otherwise. API sessions and sessions that may no longer exist are removed
+    /// from the store on the way.
     pub async fn sync_routers(&self) -> Result<Option<u64>, StoreError> {
+        self.publish_view(false).await
+    }
+
+    /// [`Self::sync_routers`] from the whole store: what enforces time limits (idle
+    /// API sessions, the end of a timed disable, MFA posture timeouts, certificate
+    /// validity), which no logged change announces.
+    pub async fn resync_routers(&self) -> Result<Option<u64>, StoreError> {
+        self.publish_view(true).await
+    }
+
+    async fn publish_view(&self, full: bool) -> Result<Option<u64>, StoreError> {
+        use crate::control::view::{delta, full as full_view};
+        use std::sync::atomic::Ordering::Relaxed;
         // Re-send an API session's expiry once it moved by half the idle timeout, so
         // a router's copy never runs out before the controller's.
         let slack_ms = self.config.api_session_timeout_secs.saturating_mul(500);
-        let revision = self
-            .feed
-            .reconcile(slack_ms, crate::control::state::build_router_view(self))
-            .await?;
+        let mut feed = self.feed.lock().await;
+        let incremental = match feed.store_seq().filter(|_| !full) {
+            Some(from) => self.changes_after(from).await?,
+            None => None,
+        };
+        let (outcome, seq, cas) = match incremental {
+            Some((touched, seq)) => {
+                self.metrics.view_delta_builds.fetch_add(1, Relaxed);
+                let d = delta::build(self, feed.view(), &touched).await?;
+                (d, seq, touched.cas)
+            }
+            None => {
+                self.metrics.view_full_builds.fetch_add(1, Relaxed);
+                // Read before building: a write landing meanwhile is applied (again)
+                // from the log next time, which changes nothing twice.
+                let seq = self.store.revision().await?;
+                let j = full_view::build(self).await?;
+                let d = delta::Delta {
+                    patch: feed.view().diff(&j.view),
+                    ended: j.ended,
+                    revoked: j.revoked,
+                    posture_failed: j.posture_failed,
+                };
+                (d, seq, true)
+            }
+        };
+        self.remove_judged(&outcome).await?;
+        let revision = feed.publish(outcome.patch, seq, slack_ms);
+        drop(feed);
+        if cas {
+            self.refresh_trusted_cas().await?;
+        }
+        Ok(revision)
+    }
+
+    /// What the change log holds after store revision `from`, and the revision it
+    /// reaches; `None` when only a full rebuild can tell (the log was pruned past
+    /// `from`, holds more than one batch, or names a change with unbounded
+    /// consequences).
+    async fn changes_after(
+        &self,
+        from: i64,
+    ) -> Result<Option<(crate::control::view::delta::Touched, i64)>, StoreError> {
+        const BATCH: i64 = 4096;
+        let changes = self.store.changes_since(from, BATCH).await?;
+        let Some(last) = changes.last() else {
+            return Ok(Some((Default::default(), from)));
+        };
+        let gap = changes.first().is_some_and(|c| c.seq > from + 1)
+            || i64::try_from(changes.len()).unwrap_or(i64::MAX) >= BATCH;
+        let touched = crate::control::view::delta::touched(&changes);
+        Ok((!gap && !touched.all).then_some((touched, last.seq)))
+    }
+
+    /// Removes from the store what judging the view ended (one transaction, recorded
+    /// in the change log like any write; another controller may have removed some
+    /// already, and the deletes are idempotent).
+    async fn remove_judged(
+        &self,
+        d: &crate::control::view::delta::Delta,
+    ) -> Result<(), StoreError> {
+        if d.ended.is_empty() && d.revoked.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.store.begin_write().await?;
+        for id in &d.ended {
+            tx.delete_api_session(id).await?;
+        }
+        tx.delete_sessions(&d.revoked).await?;
+        tx.commit().await?;
+        if !d.revoked.is_empty() {
+            tracing::info!(
+                count = d.revoked.len(),
+                posture = d.posture_failed,
+                "sessions no longer granted removed"
+            );
+        }
+        self.metrics
+            .posture_revocations
+            .fetch_add(d.posture_failed, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Re-reads the 3rd-party CAs trusted for edge connections and tells routers when
+    /// they changed.
+    async fn refresh_trusted_cas(&self) -> Result<(), StoreError> {
         let certs = crate::thirdparty_ca::trusted_for_auth(&self.store).await?;
         self.trusted_cas.send_if_modified(|current| {
             if current.certs == certs {
@@ -237,7 +334,7 @@ impl Controller {
             *current = std::sync::Arc::new(weft_wire::control::pb::TrustedCas { certs });
             true
         });
-        Ok(revision)
+        Ok(())
     }
 
     /// Publishes the router-facing state after a write that this controller committed

@@ -78,13 +78,30 @@ pub struct Metrics {
     pub posture_refusals: AtomicU64,
     /// Sessions removed because their posture stopped passing.
     pub posture_revocations: AtomicU64,
+    /// Router-view publications built from the change log (what the writes touched).
+    pub view_delta_builds: AtomicU64,
+    /// Router-view publications rebuilt from the whole store (start, sweep, policy
+    /// changes, a change log that cannot tell).
+    pub view_full_builds: AtomicU64,
 }
 
 impl Metrics {
     /// Prometheus text exposition (format 0.0.4) of every counter.
     pub fn render(&self) -> String {
         use std::fmt::Write as _;
-        let metrics: [(&str, &str, &str, &AtomicU64); 27] = [
+        let metrics: [(&str, &str, &str, &AtomicU64); 29] = [
+            (
+                "weft_controller_view_delta_builds_total",
+                "counter",
+                "Router-view publications built from the change log.",
+                &self.view_delta_builds,
+            ),
+            (
+                "weft_controller_view_full_builds_total",
+                "counter",
+                "Router-view publications rebuilt from the whole store.",
+                &self.view_full_builds,
+            ),
             (
                 "weft_controller_posture_responses_total",
                 "counter",

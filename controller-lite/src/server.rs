@@ -474,7 +474,10 @@ async fn sweep_idle_sessions(ctl: Arc<Controller>) {
     let mut tick = tokio::time::interval(Duration::from_secs(secs.unsigned_abs()));
     loop {
         tick.tick().await;
-        ctl.notify_routers().await;
+        // The whole store: time limits are not announced by any logged change.
+        if let Err(e) = ctl.resync_routers().await {
+            tracing::error!(error = %e, "publishing router state failed");
+        }
     }
 }
 

@@ -1,45 +1,31 @@
-//! The change feed: the router-facing state as last published, a revision counter and
-//! a broadcast of the revisioned [`pb::StateUpdate`]s between published states.
+//! The change feed: the router-facing view as last published, a revision counter and
+//! a broadcast of the revisioned [`pb::StateUpdate`]s between published views.
 //!
-//! Design: every change to what routers must know (API sessions, sessions, services,
-//! terminators, and which routers edge router and service edge router policies grant to
-//! identities and services) is published by [`ChangeFeed::reconcile`], which, under one lock,
-//! rebuilds the desired state from the store, diffs it against the published view,
-//! bumps the revision and broadcasts the difference. Snapshots
-//! ([`ChangeFeed::subscribe`]) are taken under the same lock together with a new
-//! broadcast receiver, so a router gets a [`pb::StateSync`] at revision R and then every
-//! update R+1, R+2, … exactly once and in order. Rebuilding instead of emitting
-//! per-handler events means no write path can forget a consequence (a policy change
-//! that revokes sessions, an identity deletion that ends its API sessions).
+//! Design: every change to what routers must know is published through
+//! [`FeedGuard::publish`]: under one lock, a builder ([`crate::control::view`]) reads
+//! the store and produces a [`Patch`] against the published view (from the change log
+//! for writes, from the whole store for the sweep), the view applies it, and the
+//! difference is broadcast as the next revision. Snapshots ([`ChangeFeed::subscribe`])
+//! are taken under the same lock together with a new broadcast receiver, so a router
+//! gets a [`pb::StateSync`] at revision R and then every update R+1, R+2, … exactly
+//! once and in order. Judging from the store instead of emitting per-handler events
+//! means no write path can forget a consequence (a policy change that revokes
+//! sessions, an identity deletion that ends its API sessions).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio::sync::{Mutex, MutexGuard, broadcast};
 use weft_wire::control::pb;
 
-/// What routers are told: every live API session, session, service and terminator,
-/// each by id.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct RouterView {
-    /// Live API sessions.
-    pub api_sessions: BTreeMap<String, pb::ApiSession>,
-    /// Sessions still granted by policy.
-    pub sessions: BTreeMap<String, pb::Session>,
-    /// Services.
-    pub services: BTreeMap<String, pb::Service>,
-    /// Terminators.
-    pub terminators: BTreeMap<String, pb::Terminator>,
-    /// Per identity holding an API session: the routers edge router policies grant it.
-    pub identity_routers: BTreeMap<String, pb::RouterAccess>,
-    /// Per service: the routers service edge router policies grant it.
-    pub service_routers: BTreeMap<String, pb::RouterAccess>,
-}
+use super::view::{Patch, RouterView};
 
 #[derive(Debug, Default)]
 struct Published {
     revision: u64,
     view: RouterView,
+    /// The store revision (change log sequence) the view is current with; `None`
+    /// before the first full build.
+    store_seq: Option<i64>,
 }
 
 /// Revisioned router state with a broadcast of its changes.
@@ -58,6 +44,44 @@ impl Default for ChangeFeed {
     }
 }
 
+/// The published view, locked for one publication.
+#[derive(Debug)]
+pub struct FeedGuard<'a> {
+    published: MutexGuard<'a, Published>,
+    tx: &'a broadcast::Sender<Arc<pb::StateUpdate>>,
+}
+
+impl FeedGuard<'_> {
+    /// The published view.
+    pub fn view(&self) -> &RouterView {
+        &self.published.view
+    }
+
+    /// The store revision the view is current with (`None` before the first build).
+    pub fn store_seq(&self) -> Option<i64> {
+        self.published.store_seq
+    }
+
+    /// Applies `patch`, records that the view is now current with store revision
+    /// `store_seq`, and broadcasts the difference as the next revision. An API
+    /// session whose only change is a later expiry is re-sent only once the expiry
+    /// moved by `expiry_slack_ms` or more. Returns the new revision, or `None` when
+    /// nothing routers hold changed.
+    pub fn publish(&mut self, patch: Patch, store_seq: i64, expiry_slack_ms: i64) -> Option<u64> {
+        let p = &mut *self.published;
+        p.store_seq = Some(p.store_seq.map_or(store_seq, |s| s.max(store_seq)));
+        let mut u = p.view.apply(patch, expiry_slack_ms);
+        if u == pb::StateUpdate::default() {
+            return None;
+        }
+        p.revision += 1;
+        u.revision = p.revision;
+        // No receivers is fine: routers that connect later start from a snapshot.
+        let _ = self.tx.send(Arc::new(u));
+        Some(p.revision)
+    }
+}
+
 impl ChangeFeed {
     /// An empty feed at revision 0 whose receivers lag after `capacity` updates.
     pub fn new(capacity: usize) -> Self {
@@ -68,109 +92,32 @@ impl ChangeFeed {
         }
     }
 
-    async fn lock(&self) -> MutexGuard<'_, Published> {
-        // An async lock: building the desired state reads the database while holding
-        // it. The published state is only ever replaced whole after a successful diff.
-        self.published.lock().await
+    /// Locks the published view for a publication. An async lock: building the
+    /// changes reads the database while holding it, so concurrent publications
+    /// apply in the order they read the store.
+    pub async fn lock(&self) -> FeedGuard<'_> {
+        FeedGuard {
+            published: self.published.lock().await,
+            tx: &self.tx,
+        }
     }
 
     /// The revision of the published state.
     pub async fn revision(&self) -> u64 {
-        self.lock().await.revision
+        self.published.lock().await.revision
     }
 
     /// A full snapshot and a receiver of every update after it.
     pub async fn subscribe(&self) -> (pb::StateSync, broadcast::Receiver<Arc<pb::StateUpdate>>) {
-        let p = self.lock().await;
+        let p = self.published.lock().await;
         let rx = self.tx.subscribe();
-        let v = &p.view;
-        let sync = pb::StateSync {
-            revision: p.revision,
-            api_sessions: v.api_sessions.values().cloned().collect(),
-            sessions: v.sessions.values().cloned().collect(),
-            services: v.services.values().cloned().collect(),
-            terminators: v.terminators.values().cloned().collect(),
-            identity_routers: v.identity_routers.values().cloned().collect(),
-            service_routers: v.service_routers.values().cloned().collect(),
-        };
-        (sync, rx)
+        (p.view.snapshot(p.revision), rx)
     }
 
-    /// Builds the desired state by awaiting `build` (under the feed lock, so
-    /// concurrent reconciles publish in the order they read the store) and publishes the difference
-    /// to the published state as the next revision. An API session whose only change is
-    /// a later expiry is re-sent only once the expiry moved by `expiry_slack_ms` or
-    /// more, so activity does not flood routers. Returns the new revision, or `None`
-    /// when nothing changed.
-    pub async fn reconcile<E>(
-        &self,
-        expiry_slack_ms: i64,
-        build: impl Future<Output = Result<RouterView, E>>,
-    ) -> Result<Option<u64>, E> {
-        let mut p = self.lock().await;
-        let mut desired = build.await?;
-        let old = &p.view;
-        let mut u = pb::StateUpdate::default();
-
-        for (id, new) in &mut desired.api_sessions {
-            match old.api_sessions.get(id) {
-                Some(prev) if same_api_session(prev, new, expiry_slack_ms) => {
-                    // Keep what routers were told.
-                    *new = prev.clone();
-                }
-                _ => u.api_sessions_added.push(new.clone()),
-            }
-        }
-        u.api_sessions_removed = removed(&old.api_sessions, &desired.api_sessions);
-        u.sessions_added = changed(&old.sessions, &desired.sessions);
-        u.sessions_removed = removed(&old.sessions, &desired.sessions);
-        u.services_upserted = changed(&old.services, &desired.services);
-        u.services_removed = removed(&old.services, &desired.services);
-        u.terminators_upserted = changed(&old.terminators, &desired.terminators);
-        u.terminators_removed = removed(&old.terminators, &desired.terminators);
-        u.identity_routers_upserted = changed(&old.identity_routers, &desired.identity_routers);
-        u.identity_routers_removed = removed(&old.identity_routers, &desired.identity_routers);
-        u.service_routers_upserted = changed(&old.service_routers, &desired.service_routers);
-        u.service_routers_removed = removed(&old.service_routers, &desired.service_routers);
-
-        if u == pb::StateUpdate::default() {
-            return Ok(None);
-        }
-        p.revision += 1;
-        u.revision = p.revision;
-        p.view = desired;
-        // No receivers is fine: routers that connect later start from a snapshot.
-        let _ = self.tx.send(Arc::new(u));
-        Ok(Some(p.revision))
+    /// A copy of the published view (tests compare it with a full rebuild).
+    pub async fn view(&self) -> RouterView {
+        self.published.lock().await.view.clone()
     }
-}
-
-fn same_api_session(prev: &pb::ApiSession, new: &pb::ApiSession, slack_ms: i64) -> bool {
-    let expiry_close = match (prev.expires_at_unix_ms, new.expires_at_unix_ms) {
-        (0, 0) => true,
-        (0, _) | (_, 0) => false,
-        (p, n) => n >= p && n - p < slack_ms,
-    };
-    expiry_close
-        && prev.id == new.id
-        && prev.token == new.token
-        && prev.identity_id == new.identity_id
-        && prev.identity_name == new.identity_name
-        && prev.cert_fingerprints == new.cert_fingerprints
-}
-
-fn changed<T: Clone + PartialEq>(old: &BTreeMap<String, T>, new: &BTreeMap<String, T>) -> Vec<T> {
-    new.iter()
-        .filter(|(id, v)| old.get(*id) != Some(*v))
-        .map(|(_, v)| v.clone())
-        .collect()
-}
-
-fn removed<T>(old: &BTreeMap<String, T>, new: &BTreeMap<String, T>) -> Vec<String> {
-    old.keys()
-        .filter(|id| !new.contains_key(*id))
-        .cloned()
-        .collect()
 }
 
 #[cfg(test)]
@@ -187,10 +134,17 @@ mod tests {
     }
 
     fn view(apis: &[pb::ApiSession]) -> RouterView {
-        RouterView {
-            api_sessions: apis.iter().map(|a| (a.id.clone(), a.clone())).collect(),
-            ..Default::default()
+        let mut v = RouterView::default();
+        for a in apis {
+            v.insert_api_session(a.clone());
         }
+        v
+    }
+
+    async fn publish(feed: &ChangeFeed, desired: &RouterView, slack: i64) -> Option<u64> {
+        let mut g = feed.lock().await;
+        let patch = g.view().diff(desired);
+        g.publish(patch, 1, slack)
     }
 
     #[tokio::test]
@@ -237,29 +191,26 @@ mod tests {
     #[tokio::test]
     async fn snapshot_then_consecutive_updates() {
         let feed = ChangeFeed::new(16);
-        let ok = |v: RouterView| async move { Ok::<_, ()>(v) };
+        assert_eq!(feed.lock().await.store_seq(), None);
         assert_eq!(
-            feed.reconcile(1000, ok(view(&[api("a", 5000)]))).await,
-            Ok(Some(1))
+            publish(&feed, &view(&[api("a", 5000)]), 1000).await,
+            Some(1)
         );
+        assert_eq!(feed.lock().await.store_seq(), Some(1));
         let (sync, mut rx) = feed.subscribe().await;
         assert_eq!(sync.revision, 1);
         assert_eq!(sync.api_sessions.len(), 1);
         // Unchanged state publishes nothing; a small expiry move is not re-sent.
+        assert_eq!(publish(&feed, &view(&[api("a", 5500)]), 1000).await, None);
         assert_eq!(
-            feed.reconcile(1000, ok(view(&[api("a", 5500)]))).await,
-            Ok(None)
-        );
-        assert_eq!(
-            feed.reconcile(1000, ok(view(&[api("a", 6000), api("b", 0)])))
-                .await,
-            Ok(Some(2))
+            publish(&feed, &view(&[api("a", 6000), api("b", 0)]), 1000).await,
+            Some(2)
         );
         let u = rx.try_recv().unwrap();
         assert_eq!(u.revision, 2);
         let added: Vec<_> = u.api_sessions_added.iter().map(|a| a.id.as_str()).collect();
         assert_eq!(added, ["a", "b"]);
-        assert_eq!(feed.reconcile(1000, ok(view(&[]))).await, Ok(Some(3)));
+        assert_eq!(publish(&feed, &view(&[]), 1000).await, Some(3));
         let u = rx.try_recv().unwrap();
         assert_eq!(u.revision, 3);
         assert_eq!(u.api_sessions_removed, ["a", "b"]);
@@ -267,21 +218,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn failed_build_publishes_nothing_and_lag_is_reported() {
+    async fn lag_is_reported() {
         let feed = ChangeFeed::new(1);
         let (_, mut rx) = feed.subscribe().await;
-        assert_eq!(
-            feed.reconcile(0, async { Err::<RouterView, _>("boom") })
-                .await,
-            Err("boom")
-        );
-        assert_eq!(feed.revision().await, 0);
-        feed.reconcile(0, async { Ok::<_, ()>(view(&[api("a", 0)])) })
-            .await
-            .unwrap();
-        feed.reconcile(0, async { Ok::<_, ()>(view(&[])) })
-            .await
-            .unwrap();
+        publish(&feed, &view(&[api("a", 0)]), 0).await.unwrap();
+        publish(&feed, &view(&[]), 0).await.unwrap();
         assert!(matches!(
             rx.try_recv(),
             Err(broadcast::error::TryRecvError::Lagged(1))

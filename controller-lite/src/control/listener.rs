@@ -713,7 +713,7 @@ impl Conn {
             .create_entity(Kind::Terminators, obj)
             .await
             .map_err(|e| internal(&e))?;
-        Ok(super::state::terminator_pb(&row.id, &row.data))
+        Ok(super::view::judge::terminator_pb(&row.id, &row.data))
     }
 
     async fn remove_terminator(&mut self, id: &str) -> Result<(), pb::ErrorReply> {

@@ -1,6 +1,6 @@
 //! The control channel between the controller and its edge routers (Weft's own
 //! protocol, `docs/wire-format.md` §8): the change feed that every router follows
-//! ([`feed`]), how the router-facing state is built from the store ([`state`]), how
+//! ([`feed`]), how the router-facing view is judged from the store and kept current ([`view`]), how
 //! other controllers' writes reach it ([`follow`]), the mutual-TLS listener that
 //! serves routers ([`listener`]), and the mesh of links and circuits across routers
 //! ([`mesh`]).
@@ -9,7 +9,7 @@ pub mod feed;
 pub mod follow;
 pub mod listener;
 pub mod mesh;
-pub mod state;
+pub mod view;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};

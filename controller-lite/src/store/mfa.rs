@@ -255,22 +255,14 @@ impl WriteTx<'_> {
     /// Deletes every API session (and so every session) of an identity; returns how
     /// many API sessions there were.
     pub async fn delete_api_sessions_of(&mut self, identity_id: &str) -> Result<u64, StoreError> {
-        for table in ["sessions", "api_session_certs"] {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DELETE FROM {table} WHERE identity_id = $1"
-            )))
-            .bind(identity_id)
-            .execute(&mut *self.tx)
-            .await?;
-        }
-        let n = sqlx::query("DELETE FROM api_sessions WHERE identity_id = $1")
-            .bind(identity_id)
-            .execute(&mut *self.tx)
-            .await?
-            .rows_affected();
-        if n > 0 {
-            self.record("api_sessions", identity_id, ChangeOp::Delete)
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM api_sessions WHERE identity_id = $1")
+                .bind(identity_id)
+                .fetch_all(&mut *self.tx)
                 .await?;
+        let mut n = 0;
+        for id in &ids {
+            n += u64::from(self.delete_api_session(id).await?);
         }
         Ok(n)
     }

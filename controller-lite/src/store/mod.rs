@@ -28,6 +28,7 @@ mod presence;
 mod records;
 mod security;
 mod session_certs;
+mod view;
 
 use std::path::Path;
 use std::time::Duration;

@@ -364,37 +364,6 @@ impl Store {
         Ok(fp.flatten())
     }
 
-    /// Every API session with the fingerprint of the certificate authenticator it was
-    /// created with (`None` for password logins).
-    pub async fn list_api_sessions(
-        &self,
-    ) -> Result<Vec<(ApiSessionRow, Option<String>)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT s.id, s.token, s.identity_id, s.authenticator_id, s.config_types, s.ip_address,
-                    s.created_at, s.updated_at, s.last_activity, s.mfa_required, s.mfa_complete,
-                    COALESCE(a.fingerprint, s.cert_fingerprint)
-             FROM api_sessions s LEFT JOIN authenticators a
-               ON a.id = s.authenticator_id AND a.method = 'cert'
-             ORDER BY s.id",
-        )
-        .fetch_all(&self.read)
-        .await?;
-        rows.iter()
-            .map(|r| Ok((api_session_from(r)?, r.try_get::<Option<String>, _>(11)?)))
-            .collect()
-    }
-
-    /// Every session.
-    pub async fn list_sessions(&self) -> Result<Vec<SessionRow>, StoreError> {
-        fetch_all(
-            &self.read,
-            format!("SELECT {SES_COLS} FROM sessions ORDER BY id"),
-            &[],
-            session_from,
-        )
-        .await
-    }
-
     /// A session by id.
     pub async fn session_by_id(&self, id: &str) -> Result<Option<SessionRow>, StoreError> {
         fetch_optional(
@@ -613,13 +582,22 @@ impl WriteTx<'_> {
         .bind(identity_id)
         .execute(&mut *self.tx)
         .await?;
-        for table in [
-            "enrollments",
-            "authenticators",
-            "api_sessions",
-            "sessions",
-            "mfa",
-        ] {
+        // API sessions (with their sessions and certificates) and authenticators are
+        // logged one by one: routers are told of each.
+        self.delete_api_sessions_of(identity_id).await?;
+        let authenticators: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM authenticators WHERE identity_id = $1")
+                .bind(identity_id)
+                .fetch_all(&mut *self.tx)
+                .await?;
+        for id in &authenticators {
+            sqlx::query("DELETE FROM authenticators WHERE id = $1")
+                .bind(id)
+                .execute(&mut *self.tx)
+                .await?;
+            self.record("authenticators", id, ChangeOp::Delete).await?;
+        }
+        for table in ["enrollments", "mfa"] {
             let n = sqlx::query(AssertSqlSafe(format!(
                 "DELETE FROM {table} WHERE identity_id = $1"
             )))

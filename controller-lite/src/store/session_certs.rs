@@ -89,7 +89,8 @@ impl Store {
     ) -> Result<Vec<(String, String)>, StoreError> {
         let rows = sqlx::query(
             "SELECT api_session_id, fingerprint FROM api_session_certs
-             WHERE valid_from <= $1 AND valid_to > $1",
+             WHERE valid_from <= $1 AND valid_to > $1
+             ORDER BY api_session_id, id",
         )
         .bind(now)
         .fetch_all(&self.read)
@@ -136,6 +137,9 @@ impl WriteTx<'_> {
         .execute(&mut *self.tx)
         .await?;
         self.record("api_session_certs", &c.id, ChangeOp::Create)
+            .await?;
+        // Routers learn an API session's certificates with the API session.
+        self.record("api_sessions", &c.api_session_id, ChangeOp::Update)
             .await
     }
 
@@ -153,6 +157,8 @@ impl WriteTx<'_> {
             .rows_affected();
         if n == 1 {
             self.record("api_session_certs", id, ChangeOp::Delete)
+                .await?;
+            self.record("api_sessions", api_session_id, ChangeOp::Update)
                 .await?;
         }
         Ok(n == 1)
