@@ -223,7 +223,7 @@ pub async fn run(args: QuickstartArgs) -> Result<(), CliError> {
 
     // 5. Host.
     let host = weft_sdk::Context::new(weft_sdk::Identity::load(&host_file)?).await?;
-    let mut listener = host.bind(SERVICE).await?;
+    let listener = host.bind(SERVICE).await?;
     step(
         5,
         "hosting",

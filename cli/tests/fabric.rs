@@ -214,7 +214,7 @@ async fn fabric_lists_links_routers_and_a_circuit_across_two_routers() {
         .await;
     let host = context(&admin, "fab-host", &["hoster"]).await;
     let client = context(&admin, "fab-client", &["dialer"]).await;
-    let mut listener = host.bind("fab-echo").await.unwrap();
+    let listener = host.bind("fab-echo").await.unwrap();
     let server = tokio::spawn(async move {
         let mut stream = listener.accept().await.unwrap();
         let mut buf = [0u8; 5];

@@ -46,9 +46,11 @@ pub struct Figure {
 }
 
 /// Controllers started for one measurement, killed on drop.
-struct Controllers {
+#[derive(Debug)]
+pub struct Controllers {
     children: Vec<Child>,
-    infos: Vec<ControllerInfo>,
+    /// Where each one answers.
+    pub infos: Vec<ControllerInfo>,
     _dir: tempfile::TempDir,
 }
 
@@ -61,12 +63,13 @@ impl Drop for Controllers {
     }
 }
 
-fn controller_bin() -> Result<PathBuf> {
+/// A binary built beside `weft-perf` (`weft-controller`, `weft-router`).
+pub fn sibling_bin(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe().context("locating weft-perf")?;
     let bin = exe
         .parent()
         .context("weft-perf has no directory")?
-        .join("weft-controller");
+        .join(name);
     if !bin.is_file() {
         bail!("{} missing: build the workspace first", bin.display());
     }
@@ -90,8 +93,8 @@ fn path(p: &Path) -> &str {
 
 impl Controllers {
     /// `n` controllers on `store_url` (`None`: one on its own SQLite file).
-    async fn start(n: usize, store_url: Option<&str>) -> Result<Self> {
-        let bin = controller_bin()?;
+    pub async fn start(n: usize, store_url: Option<&str>) -> Result<Self> {
+        let bin = sibling_bin("weft-controller")?;
         let dir = tempfile::tempdir()?;
         let settings = match store_url {
             Some(url) => {

@@ -21,6 +21,9 @@ enum Cmd {
     /// The controller's write path: certificate logins and session requests per
     /// second on SQLite and PostgreSQL, one and several controllers.
     Control(weft_perf::control::ControlArgs),
+    /// One revocation closing many live circuits: close-time percentiles, on one
+    /// controller or across controllers.
+    Revocation(weft_perf::revocation::RevocationArgs),
     /// The suite's echo server (started by `run` as a child process).
     #[command(hide = true)]
     Serve {
@@ -40,6 +43,11 @@ fn main() -> ExitCode {
             .build()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(weft_perf::control::run_control(args))),
+        Cmd::Revocation(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(weft_perf::revocation::run_revocation(args))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -14,7 +14,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::process::exit(2);
     };
     let ctx = weft_sdk::Context::new(weft_sdk::Identity::load(&identity)?).await?;
-    let mut listener = ctx.bind(&service).await?;
+    let listener = ctx.bind(&service).await?;
     println!("{} hosts {service} on {}", ctx.name(), listener.router());
     loop {
         let mut stream = listener.accept().await?;

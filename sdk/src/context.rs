@@ -271,14 +271,15 @@ impl Context {
     /// with the lowest measured latency among those the session allows (failing over
     /// to the next on error), and connects through it.
     pub async fn dial(&self, service: &str) -> Result<Stream> {
-        self.inner.dial(service, &DialOptions::default()).await
+        self.dial_with_options(service, &DialOptions::default())
+            .await
     }
 
     /// [`Self::dial`] with options: a deadline for the whole dial
     /// ([`ErrorKind::TimedOut`] past it), application data for the host, the identity of
     /// the terminator to reach.
     pub async fn dial_with_options(&self, service: &str, options: &DialOptions) -> Result<Stream> {
-        match options.timeout {
+        let dialed = match options.timeout {
             Some(limit) => tokio::time::timeout(limit, self.inner.dial(service, options))
                 .await
                 .unwrap_or_else(|_| {
@@ -288,7 +289,8 @@ impl Context {
                     ))
                 }),
             None => self.inner.dial(service, options).await,
-        }
+        };
+        dialed.map_err(|e| e.with_service(service))
     }
 
     /// Hosts service `service`: every dial of it becomes a stream from
@@ -302,14 +304,17 @@ impl Context {
     /// [`Self::bind`] with the terminator's identity (dials naming it reach this
     /// host), cost and precedence.
     pub async fn bind_with_options(&self, service: &str, options: BindOptions) -> Result<Listener> {
-        let svc = self.inner.service(service).await?;
-        if !svc.can_bind() {
-            return Err(Error::new(
-                ErrorKind::NotAuthorized,
-                format!("no service policy lets {} bind {service}", self.inner.name),
-            ));
-        }
-        listener::bind(Arc::clone(&self.inner), svc, options).await
+        let bound = async {
+            let svc = self.inner.service(service).await?;
+            if !svc.can_bind() {
+                return Err(Error::new(
+                    ErrorKind::NotAuthorized,
+                    format!("no service policy lets {} bind {service}", self.inner.name),
+                ));
+            }
+            listener::bind(Arc::clone(&self.inner), svc, options).await
+        };
+        bound.await.map_err(|e| e.with_service(service))
     }
 
     /// The edge routers this context is connected to, with their measured latency.

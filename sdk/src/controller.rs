@@ -234,11 +234,16 @@ fn http_client(tls: &rustls::ClientConfig, timeout: Duration) -> Result<reqwest:
 }
 
 fn http_error(e: reqwest::Error) -> Error {
-    if e.is_timeout() {
-        Error::timed_out(format!("controller request: {e}"))
+    let error = if e.is_timeout() {
+        Error::timed_out("controller request timed out")
+    } else if e.is_connect() {
+        Error::controller("could not connect to the controller")
     } else {
-        Error::controller(format!("controller request failed: {e}"))
-    }
+        Error::controller("controller request failed")
+    };
+    // reqwest's own text names the URL; the root cause (refused, reset, certificate
+    // not trusted) is further down its chain, kept as our source.
+    error.with_source(e)
 }
 
 /// Whether `e` means the controller could not be reached (try the next one), as

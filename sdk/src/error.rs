@@ -65,12 +65,34 @@ impl fmt::Display for ErrorKind {
     }
 }
 
-/// An SDK error: a [`kind`](Error::kind) to branch on and a message for people.
-#[derive(Clone, Debug, thiserror::Error)]
-#[error("{kind}: {message}")]
+/// An SDK error: a [`kind`](Error::kind) to branch on, a message for people, the
+/// service and edge router it concerns when there is one, and the underlying error as
+/// its [`source`](std::error::Error::source) (walk the chain, e.g. with anyhow's
+/// `{:#}`, for the root cause: "connection refused" under a failed controller request).
+///
+/// Inside an [`std::io::Error`] (what [`crate::Stream`]'s reads and writes return),
+/// [`Error::from_io`] finds it again.
+#[derive(Clone, Debug)]
 pub struct Error {
     kind: ErrorKind,
     message: String,
+    service: Option<String>,
+    router: Option<String>,
+    source: Option<std::sync::Arc<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind, self.message)
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
 }
 
 impl Error {
@@ -79,6 +101,9 @@ impl Error {
         Self {
             kind,
             message: message.into(),
+            service: None,
+            router: None,
+            source: None,
         }
     }
 
@@ -87,9 +112,47 @@ impl Error {
         self.kind
     }
 
-    /// The human-readable detail.
+    /// The human-readable detail (without the source's).
     pub fn message(&self) -> &str {
         &self.message
+    }
+
+    /// The service the failed operation was for, when it was for one.
+    pub fn service(&self) -> Option<&str> {
+        self.service.as_deref()
+    }
+
+    /// The edge router involved, when one was.
+    pub fn router(&self) -> Option<&str> {
+        self.router.as_deref()
+    }
+
+    /// The SDK error inside an [`std::io::Error`] returned by a [`crate::Stream`]
+    /// read or write (or made with `io::Error::from(sdk_error)`); `None` for other I/O
+    /// errors.
+    pub fn from_io(e: &std::io::Error) -> Option<&Self> {
+        e.get_ref().and_then(|inner| inner.downcast_ref::<Self>())
+    }
+
+    /// This error with `source` as its cause.
+    #[must_use]
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(std::sync::Arc::new(source));
+        self
+    }
+
+    /// This error, naming the service it concerns.
+    #[must_use]
+    pub fn with_service(mut self, service: impl Into<String>) -> Self {
+        self.service = Some(service.into());
+        self
+    }
+
+    /// This error, naming the edge router involved.
+    #[must_use]
+    pub fn with_router(mut self, router: impl Into<String>) -> Self {
+        self.router = Some(router.into());
+        self
     }
 
     pub(crate) fn controller(message: impl Into<String>) -> Self {
@@ -157,3 +220,34 @@ impl From<Error> for std::io::Error {
 
 /// The SDK's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cause_is_the_source_and_survives_an_io_error() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let e = Error::connection("TCP connect to the edge router failed")
+            .with_router("localhost:1")
+            .with_service("echo")
+            .with_source(refused);
+        assert_eq!(
+            e.to_string(),
+            "edge router connection: TCP connect to the edge router failed"
+        );
+        let cause = std::error::Error::source(&e).unwrap();
+        assert_eq!(cause.to_string(), "refused");
+        assert_eq!(
+            (e.service(), e.router()),
+            (Some("echo"), Some("localhost:1"))
+        );
+
+        let io: std::io::Error = e.clone().into();
+        assert_eq!(io.kind(), std::io::ErrorKind::ConnectionReset);
+        let back = Error::from_io(&io).unwrap();
+        assert_eq!(back.kind(), ErrorKind::Connection);
+        assert_eq!(back.service(), Some("echo"));
+        assert!(Error::from_io(&std::io::Error::other("plain")).is_none());
+    }
+}

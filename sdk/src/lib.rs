@@ -44,5 +44,7 @@ pub async fn enroll(jwt: &str) -> Result<Identity> {
     Ok(weft_identity::enroll_ott(jwt).await?)
 }
 pub use listener::Listener;
+#[cfg(feature = "axum")]
+pub use listener::ServiceAddr;
 pub use options::{BindOptions, DialOptions, Precedence};
 pub use stream::Stream;

@@ -24,19 +24,30 @@ const FIRST_BIND_ATTEMPTS: u32 = 3;
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// A bound service: yields a [`Stream`] for each dial. Dropping it unbinds.
+///
+/// Accept with [`Listener::accept`] (from any number of tasks sharing the listener,
+/// e.g. in an `Arc`), or use it as a [`futures_core::Stream`] of accepted streams. With
+/// the `axum` feature, `axum::serve(listener, app)` serves an axum app on the service.
 #[derive(Debug)]
 pub struct Listener {
     service: String,
     router: String,
-    accepted: mpsc::Receiver<Result<Stream>>,
+    /// The hosting identity's name (axum's local address).
+    #[cfg(feature = "axum")]
+    identity: String,
+    accepted: tokio::sync::Mutex<mpsc::Receiver<Result<Stream>>>,
     task: AbortHandle,
 }
 
 impl Listener {
-    /// The next accepted stream. Fails when the binding is lost for good (for example
-    /// when policy no longer grants Bind).
-    pub async fn accept(&mut self) -> Result<Stream> {
-        match self.accepted.recv().await {
+    /// The next accepted stream. Tasks accepting together each get different streams.
+    ///
+    /// # Errors
+    /// The error that ended the binding for good, once (for example
+    /// [`ErrorKind::NotAuthorized`] when policy no longer grants Bind), then
+    /// [`ErrorKind::Closed`].
+    pub async fn accept(&self) -> Result<Stream> {
+        match self.accepted.lock().await.recv().await {
             Some(r) => r,
             None => Err(Error::closed(format!(
                 "the listener of {} stopped",
@@ -53,6 +64,75 @@ impl Listener {
     /// The edge router the first binding was made on.
     pub fn router(&self) -> &str {
         &self.router
+    }
+}
+
+/// Accepted streams, then the error that ended the binding, then the end.
+impl futures_core::Stream for Listener {
+    type Item = Result<Stream>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        // `&mut self`: no other task holds the lock.
+        self.get_mut().accepted.get_mut().poll_recv(cx)
+    }
+}
+
+/// Where an accepted connection comes from (axum's `ConnectInfo`), and the listener's own
+/// address: a service and an identity.
+#[cfg(feature = "axum")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceAddr {
+    /// The service.
+    pub service: String,
+    /// The dialing identity (accepted connections) or the hosting one (the listener).
+    pub identity: String,
+}
+
+/// `axum::extract::ConnectInfo<ServiceAddr>` names the dialing identity
+/// (`Router::into_make_service_with_connect_info::<ServiceAddr>()`).
+#[cfg(feature = "axum")]
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Listener>>
+    for ServiceAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, Listener>) -> Self {
+        stream.remote_addr().clone()
+    }
+}
+
+#[cfg(feature = "axum")]
+impl axum::serve::Listener for Listener {
+    type Io = Stream;
+    type Addr = ServiceAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.accepted.get_mut().recv().await {
+                Some(Ok(stream)) => {
+                    let addr = ServiceAddr {
+                        service: self.service.clone(),
+                        identity: stream.peer().to_owned(),
+                    };
+                    return (stream, addr);
+                }
+                Some(Err(e)) => {
+                    tracing::error!(service = %self.service, error = %e,
+                        "the binding ended for good; serving no new connections");
+                }
+                // axum has no way to be told that a listener ended: it keeps serving
+                // the connections it has (the error above says why no new ones come).
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(ServiceAddr {
+            service: self.service.clone(),
+            identity: self.identity.clone(),
+        })
     }
 }
 
@@ -85,11 +165,15 @@ pub(crate) async fn bind(inner: Arc<Inner>, svc: Service, opts: BindOptions) -> 
     let router = bound.channel.router().to_string();
     let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
     let service = svc.name.clone();
+    #[cfg(feature = "axum")]
+    let identity = inner.name.clone();
     let task = tokio::spawn(keep_bound(inner, svc, opts, bound, tx));
     Ok(Listener {
         service,
         router,
-        accepted: rx,
+        #[cfg(feature = "axum")]
+        identity,
+        accepted: tokio::sync::Mutex::new(rx),
         task: task.abort_handle(),
     })
 }

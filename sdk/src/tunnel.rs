@@ -58,11 +58,7 @@ pub async fn serve_dial(
 
 /// Connects every stream accepted on `listener` to `target` (`host:port`), until the
 /// listener fails.
-pub async fn serve_host(
-    mut listener: Listener,
-    target: String,
-    counters: Arc<Counters>,
-) -> Result<()> {
+pub async fn serve_host(listener: Listener, target: String, counters: Arc<Counters>) -> Result<()> {
     loop {
         let stream = listener.accept().await?;
         let (target, counters) = (target.clone(), Arc::clone(&counters));

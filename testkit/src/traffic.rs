@@ -184,7 +184,7 @@ pub async fn echo(stream: &mut weft_sdk::Stream, len: usize, seed: u32) {
 /// Binds `service` and echoes every stream accepted on it.
 #[cfg(feature = "sdk")]
 pub async fn serve_echo(host: &weft_sdk::Context, service: &str) {
-    let mut listener = host.bind(service).await.expect("bind failed");
+    let listener = host.bind(service).await.expect("bind failed");
     tokio::spawn(async move {
         while let Ok(mut s) = listener.accept().await {
             tokio::spawn(async move {

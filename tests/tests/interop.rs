@@ -324,7 +324,7 @@ async fn c_sdk_dials_a_weft_hosted_service_ten_megabytes_each_way_encrypted() {
     let net = Network::start().await;
     net.service("bulk", &["bulk"], true).await;
     let host = net.context("weft-host", &["bulk-host"]).await;
-    let mut listener: Listener = host.bind("bulk").await.unwrap();
+    let listener: Listener = host.bind("bulk").await.unwrap();
     let download = Arc::new(pattern(TEN_MB, 7));
     let download_sha = sha_hex(&download);
     let mut driver = c_sdk_on(&net, &venv, &["bulk-client"], &[]).await;
@@ -509,7 +509,7 @@ async fn close_and_half_close_when_the_c_sdk_dials() {
     let net = Network::start().await;
     net.service("closes", &["closes"], true).await;
     let host = net.context("weft-host", &["closes-host"]).await;
-    let mut listener = host.bind("closes").await.unwrap();
+    let listener = host.bind("closes").await.unwrap();
     let mut driver = c_sdk_on(&net, &venv, &["closes-client"], &[]).await;
     for (i, case) in [
         "half-close both ways",
@@ -581,7 +581,7 @@ async fn close_and_half_close_when_the_c_sdk_hosts() {
 }
 
 /// Echoes every accepted stream until its peer half-closes, then closes.
-fn spawn_echo(mut listener: Listener) -> tokio::task::JoinHandle<()> {
+fn spawn_echo(listener: Listener) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         while let Ok(mut stream) = listener.accept().await {
             tokio::spawn(async move {

@@ -174,7 +174,7 @@ async fn a_circuit_crosses_three_routers_ten_megabytes_each_way() {
     let client = weft_sdk::Context::new(line.client_identity("line").await)
         .await
         .unwrap();
-    let mut listener = host.bind("line").await.unwrap();
+    let listener = host.bind("line").await.unwrap();
     let upload = weft_testkit::pattern(TEN_MB, 7);
     let download = weft_testkit::pattern(TEN_MB, 8);
     let (up_sum, down_sum) = (sha(&upload), sha(&download));
@@ -231,7 +231,7 @@ async fn losing_the_only_path_ends_the_circuit_with_an_error_on_both_sides() {
     let client = weft_sdk::Context::new(line.client_identity("cut").await)
         .await
         .unwrap();
-    let mut listener = host.bind("cut").await.unwrap();
+    let listener = host.bind("cut").await.unwrap();
     // The host sends until its stream fails, and reports how it ended.
     let server = tokio::spawn(async move {
         let mut stream = listener.accept().await.unwrap();
@@ -374,7 +374,7 @@ async fn a_slow_link_makes_new_circuits_take_the_other_path() {
     let dia = Diamond::start().await;
     let (admin, proxy, a, b, c, d) = (&dia.admin, &dia.proxy, &dia.a, &dia.b, &dia.c, &dia.d);
     let (host, client) = (&dia.host, &dia.client);
-    let mut listener = host.bind("dia").await.unwrap();
+    let listener = host.bind("dia").await.unwrap();
     let _server = tokio::spawn(async move {
         while let Ok(mut s) = listener.accept().await {
             tokio::spawn(async move {
@@ -432,7 +432,7 @@ async fn a_slow_link_makes_new_circuits_take_the_other_path() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_a_router_mid_transfer_reroutes_the_circuit_and_loses_nothing() {
     let mut dia = Diamond::start().await;
-    let mut listener = dia.host.bind("dia").await.unwrap();
+    let listener = dia.host.bind("dia").await.unwrap();
     let upload = weft_testkit::pattern(TEN_MB, 21);
     let download = weft_testkit::pattern(TEN_MB, 22);
     let (up_sum, down_sum) = (sha(&upload), sha(&download));
@@ -535,7 +535,7 @@ async fn sixty_four_streams_share_a_link_while_another_stream_stalls() {
     let client = weft_sdk::Context::new(line.client_identity("many").await)
         .await
         .unwrap();
-    let mut listener = host.bind("many").await.unwrap();
+    let listener = host.bind("many").await.unwrap();
     // The host answers each stream with its own pattern; the first stream it accepts
     // is the one whose reader (on the dialer's side) never reads.
     let server = tokio::spawn(async move {

@@ -16,7 +16,7 @@ async fn deleting_the_dial_policy_closes_a_thousand_live_circuits() {
     let (_, dial_policy, _) = net.service("many", &["many"], false).await;
     let host = net.context("many-h", &["many-host"]).await;
     let client = net.context("many-c", &["many-client"]).await;
-    let mut listener = host.bind("many").await.unwrap();
+    let listener = host.bind("many").await.unwrap();
     let accepted = tokio::spawn(async move {
         let mut streams = Vec::with_capacity(CIRCUITS);
         while streams.len() < CIRCUITS {

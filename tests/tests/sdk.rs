@@ -10,7 +10,7 @@ use weft_testkit::{Network, pattern};
 const TEN_MB: usize = 10 * 1024 * 1024;
 
 /// Echoes every accepted stream until its peer half-closes, then closes.
-fn spawn_echo(mut listener: Listener) -> tokio::task::JoinHandle<()> {
+fn spawn_echo(listener: Listener) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         while let Ok(mut stream) = listener.accept().await {
             tokio::spawn(async move {
@@ -54,7 +54,7 @@ async fn enroll_bind_dial_and_move_ten_megabytes_each_way_encrypted() {
     let bulk = services.iter().find(|s| s.name == "bulk").unwrap();
     assert!(bulk.encryption_required && bulk.can_dial() && !bulk.can_bind());
 
-    let mut listener = host.bind("bulk").await.unwrap();
+    let listener = host.bind("bulk").await.unwrap();
     let upload = pattern(TEN_MB, 1);
     let download = pattern(TEN_MB, 2);
     let (up_sum, down_sum) = (sha(&upload), sha(&download));
@@ -134,7 +134,7 @@ async fn a_stream_whose_reader_stalls_holds_up_no_other_stream() {
     let net = Network::start().await;
     net.service("stall", &["stall"], false).await;
     let (host, client) = host_and_client(&net, "stall").await;
-    let mut listener = host.bind("stall").await.unwrap();
+    let listener = host.bind("stall").await.unwrap();
     let (go, go_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         // The first stream is read only when told; the others are echoed.
@@ -190,7 +190,7 @@ async fn half_close_lets_the_other_direction_finish() {
     let net = Network::start().await;
     net.service("half", &["half"], false).await;
     let (host, client) = host_and_client(&net, "half").await;
-    let mut listener = host.bind("half").await.unwrap();
+    let listener = host.bind("half").await.unwrap();
     let server = tokio::spawn(async move {
         let mut s = listener.accept().await.unwrap();
         assert!(!s.is_encrypted());
@@ -383,7 +383,7 @@ async fn closes_right_after_writing(
     use std::sync::{Arc, Mutex};
     use tokio::sync::oneshot;
 
-    let mut listener = host.bind("closer").await.unwrap();
+    let listener = host.bind("closer").await.unwrap();
     let replies: Arc<Vec<Vec<u8>>> = Arc::new((0..4).map(|s| pattern(len, s)).collect());
     let sums: Vec<[u8; 32]> = replies.iter().map(|r| sha(r)).collect();
     // The host tells the dialer with that id when it has dropped its stream.
@@ -449,7 +449,7 @@ async fn ten_thousand_concurrent_streams_through_one_host_and_one_dialer() {
     let net = Network::start().await;
     net.service("many", &["many"], false).await;
     let (host, client) = host_and_client(&net, "many").await;
-    let mut listener = host.bind("many").await.unwrap();
+    let listener = host.bind("many").await.unwrap();
     // The host echoes one message per stream and keeps every stream open until the
     // dialer closes it.
     let server = tokio::spawn(async move {

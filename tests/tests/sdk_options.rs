@@ -13,7 +13,7 @@ use weft_testkit::Network;
 
 /// Hosts `service` as `name`: every accepted stream gets `name:APP_DATA` and ends.
 async fn host(ctx: &Context, service: &str, name: &'static str, options: BindOptions) {
-    let mut listener = ctx.bind_with_options(service, options).await.unwrap();
+    let listener = ctx.bind_with_options(service, options).await.unwrap();
     tokio::spawn(async move {
         while let Ok(mut s) = listener.accept().await {
             let data = String::from_utf8_lossy(s.app_data().unwrap_or_default()).into_owned();

@@ -407,15 +407,21 @@ async fn handshake(
         .ok_or_else(|| Error::connection(format!("bad router address {address:?}")))?;
     let name = ServerName::try_from(host.clone())
         .map_err(|e| Error::connection(format!("bad router host {host:?}: {e}")))?;
-    let tcp = TcpStream::connect(address)
-        .await
-        .map_err(|e| Error::connection(format!("TCP connect: {e}")))?;
+    let tcp = TcpStream::connect(address).await.map_err(|e| {
+        Error::connection("TCP connect to the edge router failed")
+            .with_router(address)
+            .with_source(e)
+    })?;
     tcp.set_nodelay(true)
         .map_err(|e| Error::connection(format!("TCP_NODELAY: {e}")))?;
     let mut stream = tokio_rustls::TlsConnector::from(tls)
         .connect(name, tcp)
         .await
-        .map_err(|e| Error::connection(format!("TLS handshake: {e}")))?;
+        .map_err(|e| {
+            Error::connection("TLS handshake with the edge router failed")
+                .with_router(address)
+                .with_source(e)
+        })?;
 
     let mut out = BytesMut::new();
     edge::Hello {
