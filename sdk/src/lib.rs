@@ -43,8 +43,8 @@ pub use weft_identity::Identity;
 pub async fn enroll(jwt: &str) -> Result<Identity> {
     Ok(weft_identity::enroll_ott(jwt).await?)
 }
-pub use listener::Listener;
 #[cfg(feature = "axum")]
 pub use listener::ServiceAddr;
+pub use listener::{DEFAULT_MAX_TERMINATORS, Listener};
 pub use options::{BindOptions, DialOptions, Precedence};
 pub use stream::Stream;

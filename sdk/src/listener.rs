@@ -8,7 +8,7 @@ use tokio::task::AbortHandle;
 use weft_wire::edge;
 
 use crate::context::{Inner, crypto_err};
-use crate::controller::{Service, SessionKind};
+use crate::controller::{Service, Session, SessionKind};
 use crate::crypto::{KeyPair, SessionKeys};
 use crate::edge::channel::{Channel, ListenerEvent, Route};
 use crate::edge::proto::{self, ConnectReply};
@@ -22,6 +22,14 @@ const ACCEPT_QUEUE: usize = 128;
 const FIRST_BIND_ATTEMPTS: u32 = 3;
 /// Longest wait between rebind attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Terminators a listener keeps unless told otherwise, each on its own edge router
+/// (openziti/sdk-golang `DefaultListenOptions`: `MaxTerminators: 3`).
+pub const DEFAULT_MAX_TERMINATORS: u16 = 3;
+/// How often a listener with fewer terminators than it wants, and no other router to
+/// bind on, asks for a fresh Bind session (whose router list may have grown).
+const REFRESH_ROUTERS: Duration = Duration::from_secs(60);
+/// How soon to try again when the session lists a router not connected yet.
+const CONNECTING_RETRY: Duration = Duration::from_secs(1);
 
 /// A bound service: yields a [`Stream`] for each dial. Dropping it unbinds.
 ///
@@ -32,6 +40,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 pub struct Listener {
     service: String,
     router: String,
+    /// Edge routers holding one of this listener's terminators now.
+    routers: Arc<std::sync::Mutex<Vec<String>>>,
     /// The hosting identity's name (axum's local address).
     #[cfg(feature = "axum")]
     identity: String,
@@ -64,6 +74,12 @@ impl Listener {
     /// The edge router the first binding was made on.
     pub fn router(&self) -> &str {
         &self.router
+    }
+
+    /// The edge routers holding one of this listener's terminators now (up to
+    /// [`crate::BindOptions::max_terminators`], one per router), sorted.
+    pub fn routers(&self) -> Vec<String> {
+        lock_routers(&self.routers).clone()
     }
 }
 
@@ -142,35 +158,64 @@ impl Drop for Listener {
     }
 }
 
+fn lock_routers(m: &std::sync::Mutex<Vec<String>>) -> std::sync::MutexGuard<'_, Vec<String>> {
+    // Every update replaces the list whole: a poisoned lock still holds a valid one.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Binds `svc` and starts the task that keeps it bound.
 pub(crate) async fn bind(inner: Arc<Inner>, svc: Service, opts: BindOptions) -> Result<Listener> {
     let mut last = None;
-    let mut bound = None;
+    let mut first = None;
     for attempt in 0..FIRST_BIND_ATTEMPTS {
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
         }
-        match bind_once(&inner, &svc, &opts).await {
-            Ok(b) => {
-                bound = Some(b);
+        let session = match inner.create_session(&svc, SessionKind::Bind).await {
+            Ok(s) => s,
+            Err(e) if fatal(&e) => return Err(e),
+            Err(e) => {
+                last = Some(e);
+                continue;
+            }
+        };
+        match bind_on(&inner, &svc, &opts, &session, &[]).await {
+            Ok(Some(b)) => {
+                first = Some((session, b));
                 break;
+            }
+            Ok(None) => {
+                last = Some(Error::new(
+                    ErrorKind::NoEdgeRouter,
+                    "the Bind session lists no edge router with a tls address",
+                ));
             }
             Err(e) if fatal(&e) => return Err(e),
             Err(e) => last = Some(e),
         }
     }
-    let Some(bound) = bound else {
+    let Some((session, bound)) = first else {
         return Err(last.unwrap_or_else(|| Error::new(ErrorKind::NoEdgeRouter, "bind failed")));
     };
     let router = bound.channel.router().to_string();
+    let routers = Arc::new(std::sync::Mutex::new(vec![router.clone()]));
     let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
     let service = svc.name.clone();
     #[cfg(feature = "axum")]
     let identity = inner.name.clone();
-    let task = tokio::spawn(keep_bound(inner, svc, opts, bound, tx));
+    let keeper = Keeper {
+        inner,
+        svc,
+        opts,
+        out: tx,
+        routers: Arc::clone(&routers),
+        bindings: Bindings::default(),
+    };
+    let task = tokio::spawn(keeper.run(session, bound));
     Ok(Listener {
         service,
         router,
+        routers,
         #[cfg(feature = "axum")]
         identity,
         accepted: tokio::sync::Mutex::new(rx),
@@ -193,11 +238,30 @@ struct Bound {
     events: mpsc::UnboundedReceiver<ListenerEvent>,
 }
 
-async fn bind_once(inner: &Arc<Inner>, svc: &Service, opts: &BindOptions) -> Result<Bound> {
-    let session = inner.create_session(svc, SessionKind::Bind).await?;
-    let channels = inner.channels_for(&session.edge_routers).await?;
+/// Binds on the first connected router the session lists that is not in `exclude`;
+/// `Ok(None)` when there is none.
+async fn bind_on(
+    inner: &Arc<Inner>,
+    svc: &Service,
+    opts: &BindOptions,
+    session: &Session,
+    exclude: &[String],
+) -> Result<Option<Bound>> {
+    let candidates: Vec<_> = session
+        .edge_routers
+        .iter()
+        .filter(|r| !exclude.contains(&r.name))
+        .cloned()
+        .collect();
+    if candidates.is_empty() {
+        return Ok(None);
+    }
+    let channels = inner.channels_for(&candidates).await?;
     let mut last = None;
     for channel in channels {
+        if exclude.iter().any(|r| r == channel.router()) {
+            continue;
+        }
         let listener_id = inner.next_conn_id();
         let (tx, rx) = mpsc::unbounded_channel();
         channel.register(listener_id, Route::Listener(tx))?;
@@ -231,20 +295,23 @@ async fn bind_once(inner: &Arc<Inner>, svc: &Service, opts: &BindOptions) -> Res
         match outcome {
             Ok(ConnectReply::Connected(_)) => {
                 tracing::debug!(service = %svc.name, router = %channel.router(), "bound");
-                return Ok(Bound {
+                return Ok(Some(Bound {
                     channel,
                     listener_id,
                     keys,
                     events: rx,
-                });
+                }));
             }
             Ok(ConnectReply::Refused(reason)) => {
                 channel.deregister(listener_id);
-                last = Some(Error::connection(format!(
-                    "edge router {} refused to bind {}: {reason}",
-                    channel.router(),
-                    svc.name
-                )));
+                last = Some(
+                    Error::connection(format!(
+                        "edge router {} refused to bind {}: {reason}",
+                        channel.router(),
+                        svc.name
+                    ))
+                    .with_router(channel.router()),
+                );
             }
             Err(e) => {
                 channel.deregister(listener_id);
@@ -252,42 +319,142 @@ async fn bind_once(inner: &Arc<Inner>, svc: &Service, opts: &BindOptions) -> Res
             }
         }
     }
-    Err(last.unwrap_or_else(|| Error::new(ErrorKind::NoEdgeRouter, "no edge router to bind on")))
+    match last {
+        Some(e) => Err(e),
+        // The session's other routers are still being connected to.
+        None => Ok(None),
+    }
 }
 
-/// Serves the binding; when the router drops it, binds again (new session, maybe
-/// another router) with backoff, until the listener is dropped or Bind is refused for
-/// good.
-async fn keep_bound(
+/// The serving task of each binding, by router; aborted (which unbinds) when dropped.
+#[derive(Default)]
+struct Bindings(std::collections::BTreeMap<String, AbortHandle>);
+
+impl Drop for Bindings {
+    fn drop(&mut self) {
+        for task in self.0.values() {
+            task.abort();
+        }
+    }
+}
+
+/// Keeps a listener's terminators: up to `max_terminators`, one per edge router. A lost
+/// binding is replaced (on the same router or another, with a fresh Bind session when
+/// the old one was refused) with backoff; the listener ends with an error only when
+/// Bind is refused for good and no binding is left.
+struct Keeper {
     inner: Arc<Inner>,
     svc: Service,
     opts: BindOptions,
-    mut bound: Bound,
     out: mpsc::Sender<Result<Stream>>,
-) {
-    let mut failures = 0u32;
-    loop {
-        serve(&inner, &svc, &mut bound, &out).await;
-        if out.is_closed() {
-            return;
+    routers: Arc<std::sync::Mutex<Vec<String>>>,
+    bindings: Bindings,
+}
+
+impl Keeper {
+    fn target(&self) -> usize {
+        usize::from(
+            self.opts
+                .max_terminators
+                .unwrap_or(DEFAULT_MAX_TERMINATORS)
+                .max(1),
+        )
+    }
+
+    fn start(&mut self, mut bound: Bound, ended: &mpsc::UnboundedSender<String>) {
+        let router = bound.channel.router().to_string();
+        let (inner, svc, out, ended) = (
+            Arc::clone(&self.inner),
+            self.svc.clone(),
+            self.out.clone(),
+            ended.clone(),
+        );
+        let name = router.clone();
+        let task = tokio::spawn(async move {
+            serve(&inner, &svc, &mut bound, &out).await;
+            let _ = ended.send(name);
+        });
+        if let Some(old) = self.bindings.0.insert(router, task.abort_handle()) {
+            old.abort();
         }
+        self.publish_routers();
+    }
+
+    fn publish_routers(&self) {
+        *lock_routers(&self.routers) = self.bindings.0.keys().cloned().collect();
+    }
+
+    async fn run(mut self, mut session: Session, first: Bound) {
+        let (ended_tx, mut ended) = mpsc::unbounded_channel();
+        self.start(first, &ended_tx);
+        let mut failures = 0u32;
+        let mut fresh_session_needed = false;
+        let mut session_at = tokio::time::Instant::now();
         loop {
-            let wait = Duration::from_millis(250u64 << failures.min(6)).min(MAX_BACKOFF);
-            tokio::time::sleep(wait).await;
-            match bind_once(&inner, &svc, &opts).await {
-                Ok(b) => {
-                    bound = b;
-                    failures = 0;
-                    break;
+            let mut wait = None;
+            if self.bindings.0.len() < self.target() {
+                if fresh_session_needed || session_at.elapsed() >= REFRESH_ROUTERS {
+                    match self
+                        .inner
+                        .create_session(&self.svc, SessionKind::Bind)
+                        .await
+                    {
+                        Ok(s) => {
+                            session = s;
+                            session_at = tokio::time::Instant::now();
+                            fresh_session_needed = false;
+                        }
+                        Err(e) if fatal(&e) && self.bindings.0.is_empty() => {
+                            let _ = self.out.send(Err(e)).await;
+                            return;
+                        }
+                        Err(e) => {
+                            failures += 1;
+                            tracing::warn!(service = %self.svc.name, error = %e,
+                                "no Bind session; retrying");
+                        }
+                    }
                 }
-                Err(e) if fatal(&e) => {
-                    let _ = out.send(Err(e)).await;
-                    return;
+                if !fresh_session_needed {
+                    let bound: Vec<String> = self.bindings.0.keys().cloned().collect();
+                    match bind_on(&self.inner, &self.svc, &self.opts, &session, &bound).await {
+                        Ok(Some(b)) => {
+                            self.start(b, &ended_tx);
+                            failures = 0;
+                            continue;
+                        }
+                        Ok(None) => {
+                            // Every router the session lists is bound, or not connected
+                            // yet: look again soon, and for new routers now and then.
+                            let listed = session.edge_routers.len();
+                            wait = Some(if listed > self.bindings.0.len() {
+                                CONNECTING_RETRY
+                            } else {
+                                REFRESH_ROUTERS.saturating_sub(session_at.elapsed())
+                            });
+                        }
+                        Err(e) => {
+                            failures += 1;
+                            fresh_session_needed = true;
+                            tracing::warn!(service = %self.svc.name, error = %e,
+                                "binding failed; retrying");
+                        }
+                    }
                 }
-                Err(e) => {
-                    failures += 1;
-                    tracing::warn!(service = %svc.name, error = %e, "rebind failed; retrying");
+                if wait.is_none() {
+                    wait = Some(Duration::from_millis(250u64 << failures.min(6)).min(MAX_BACKOFF));
                 }
+            }
+            let sleep = tokio::time::sleep(wait.unwrap_or(Duration::MAX / 4));
+            tokio::select! {
+                Some(router) = ended.recv() => {
+                    self.bindings.0.remove(&router);
+                    self.publish_routers();
+                    // The router dropped it: its session may be gone too.
+                    fresh_session_needed = true;
+                }
+                () = sleep, if wait.is_some() => {}
+                () = self.out.closed() => return,
             }
         }
     }

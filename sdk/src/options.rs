@@ -54,6 +54,12 @@ pub struct BindOptions {
     pub cost: Option<u16>,
     /// The terminator's precedence.
     pub precedence: Option<Precedence>,
+    /// How many terminators to keep, each on a different edge router the Bind session
+    /// lists (OpenZiti's `MaxTerminators`; default
+    /// [`crate::DEFAULT_MAX_TERMINATORS`], at least 1). Several let dials
+    /// arriving at any of those routers reach this host directly, and keep the service
+    /// reachable while one router is lost.
+    pub max_terminators: Option<u16>,
 }
 
 impl BindOptions {
@@ -72,6 +78,12 @@ impl BindOptions {
     /// These options with a precedence.
     pub fn with_precedence(mut self, precedence: Precedence) -> Self {
         self.precedence = Some(precedence);
+        self
+    }
+
+    /// These options keeping at most `n` terminators (one per edge router).
+    pub fn with_max_terminators(mut self, n: u16) -> Self {
+        self.max_terminators = Some(n);
         self
     }
 }

@@ -502,3 +502,110 @@ async fn ten_thousand_concurrent_streams_through_one_host_and_one_dialer() {
         .expect("the host did not see every stream end")
         .unwrap();
 }
+
+/// Waits until `listener` holds terminators on exactly `want` (sorted router names).
+async fn wait_routers(listener: &Listener, want: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while listener.routers() != want {
+        assert!(
+            Instant::now() < deadline,
+            "terminators on {:?}, expected {want:?}",
+            listener.routers()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A host keeps a terminator on each router its Bind session lists (OpenZiti's
+/// `MaxTerminators`, 3 by default; issue 21 item 2): when one router dies the service
+/// is still hosted on the other without waiting for a rebind, and the binding comes
+/// back when the router does. `max_terminators = 1` keeps one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_is_bound_on_every_router_and_keeps_serving_when_one_dies() {
+    let mut net = Network::start().await;
+    let mut second = weft_testkit::Router::start(&net.controller, &net.admin, "edge-2", &[]).await;
+    net.service("multi", &["multi"], false).await;
+    let (host, client) = host_and_client(&net, "multi").await;
+    let listener = host.bind("multi").await.unwrap();
+    wait_routers(&listener, &["edge-1", "edge-2"]).await;
+    let single = host
+        .bind_with_options(
+            "multi",
+            weft_sdk::BindOptions::default().with_max_terminators(1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(single.routers().len(), 1);
+    drop(single);
+    let terminators = net.admin.get("terminators").await;
+    let on: std::collections::BTreeSet<&str> = terminators["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["router"]["name"].as_str())
+        .collect();
+    assert!(
+        on.contains("edge-1") && on.contains("edge-2"),
+        "terminators on {on:?}"
+    );
+    let _echo = spawn_echo(listener);
+    let (listener_routers, dialed) = {
+        let mut s = client.dial("multi").await.unwrap();
+        s.write_all(b"one").await.unwrap();
+        let mut buf = [0u8; 3];
+        s.read_exact(&mut buf).await.unwrap();
+        (s.router().to_string(), s)
+    };
+    // The router the client uses dies: its stream fails, the other router still holds
+    // a terminator, and the next dial goes there.
+    if listener_routers == "edge-1" {
+        net.router.kill();
+    } else {
+        second.kill();
+    }
+    let mut dialed = dialed;
+    let mut rest = [0u8; 8];
+    let read = tokio::time::timeout(Duration::from_secs(10), dialed.read(&mut rest))
+        .await
+        .expect("the stream noticed the lost router");
+    assert!(read.is_err(), "a lost router is an error: {read:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut s = loop {
+        match client.dial("multi").await {
+            Ok(s) => break s,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "no dial after the loss: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_ne!(s.router(), listener_routers);
+    s.write_all(b"two").await.unwrap();
+    let mut buf = [0u8; 3];
+    s.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"two");
+    // The lost router comes back: so does the terminator on it.
+    if listener_routers == "edge-1" {
+        net.router.restart(&net.admin).await;
+    } else {
+        second.restart(&net.admin).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let terminators = net.admin.get("terminators").await;
+        let on: Vec<String> = terminators["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|t| t["router"]["name"].as_str().map(str::to_owned))
+            .collect();
+        if on.iter().any(|r| r == &listener_routers) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no terminator back on {listener_routers}: {on:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
