@@ -535,6 +535,7 @@ impl Inner {
             ));
         }
         let mut last = None;
+        let mut rechecked = false;
         for attempt in 0..DIAL_ATTEMPTS {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
@@ -554,6 +555,11 @@ impl Inner {
             let channels = match self.channels_for(&session.edge_routers).await {
                 Ok(c) => c,
                 Err(e) => {
+                    // Routers that drop us may be telling us the API session is gone.
+                    if !rechecked {
+                        rechecked = true;
+                        self.recheck_api_session().await?;
+                    }
                     last = Some(e);
                     continue;
                 }
@@ -566,11 +572,54 @@ impl Inner {
                         last = Some(e);
                         break;
                     }
-                    Err(DialFailure::Other(e)) => last = Some(e),
+                    Err(DialFailure::Other(e)) => {
+                        if e.kind() == ErrorKind::Connection && !rechecked {
+                            rechecked = true;
+                            self.recheck_api_session().await?;
+                        }
+                        last = Some(e);
+                    }
                 }
             }
         }
         Err(last.unwrap_or_else(|| Error::new(ErrorKind::NoEdgeRouter, "no edge router answered")))
+    }
+
+    /// After an edge router dropped or refused us: asks the controller whether the API
+    /// session still holds, and logs in again when it expired. An identity the
+    /// controller no longer lets in (deleted, disabled, certificate no longer accepted)
+    /// is [`ErrorKind::NotAuthorized`], not a router outage; a controller that cannot
+    /// be reached leaves the routers' error to speak.
+    async fn recheck_api_session(&self) -> Result<()> {
+        let refused = match self.ctrl.refresh().await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotAuthorized => e,
+            Err(e) => {
+                tracing::debug!(error = %e, "could not check the API session");
+                return Ok(());
+            }
+        };
+        tracing::debug!(error = %refused, "API session gone; authenticating again");
+        match self.ctrl.authenticate().await {
+            Ok(_) => {
+                // Sessions of the old API session are gone with it.
+                lock(&self.dial_sessions).clear();
+                Ok(())
+            }
+            Err(e) if e.kind() == ErrorKind::NotAuthorized => Err(Error::new(
+                ErrorKind::NotAuthorized,
+                format!(
+                    "{} can no longer authenticate (the identity was deleted or disabled, \
+                     or its certificate is no longer accepted)",
+                    self.name
+                ),
+            )
+            .with_source(e)),
+            Err(e) => {
+                tracing::debug!(error = %e, "could not authenticate again");
+                Ok(())
+            }
+        }
     }
 
     /// One Connect on one router (spec §4a).

@@ -609,3 +609,47 @@ async fn a_host_is_bound_on_every_router_and_keeps_serving_when_one_dies() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A deleted identity is told so (issue 21, item 1): its live stream fails on both
+/// halves with one kind, and its next dial fails at once as not authorized, instead of
+/// looking like a router outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_identity_gets_one_error_kind_on_both_halves_and_not_authorized_on_dial() {
+    let net = Network::start().await;
+    net.service("gone", &["gone"], false).await;
+    let (host, client) = host_and_client(&net, "gone").await;
+    let _echo = spawn_echo(host.bind("gone").await.unwrap());
+    let mut s = client.dial("gone").await.unwrap();
+    s.write_all(b"hi").await.unwrap();
+    let mut buf = [0u8; 2];
+    s.read_exact(&mut buf).await.unwrap();
+
+    let ids = net.admin.get("identities?filter=name=\"gone-c\"").await;
+    let id = ids["data"][0]["id"].as_str().unwrap().to_owned();
+    net.admin.delete("identities", &id).await;
+
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .expect("the stream noticed");
+    let read_err = read.expect_err("a revoked stream is an error");
+    let write_err = s.write_all(b"more").await.expect_err("and so is writing");
+    let kind = |e: &std::io::Error| weft_sdk::Error::from_io(e).map(weft_sdk::Error::kind);
+    assert_eq!(
+        kind(&read_err),
+        kind(&write_err),
+        "both halves say the same"
+    );
+    assert_eq!(kind(&read_err), Some(ErrorKind::SessionRevoked));
+
+    let started = Instant::now();
+    let err = client
+        .dial("gone")
+        .await
+        .expect_err("a deleted identity cannot dial");
+    assert_eq!(err.kind(), ErrorKind::NotAuthorized, "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -580,13 +580,13 @@ impl EdgeConnection {
         let Some(api_session_id) = self.api_session_id() else {
             return;
         };
-        if removed.api_sessions.iter().any(|id| id == api_session_id) {
-            return self.close(CloseReason::ApiSessionRevoked);
-        }
+        // The whole API session (identity deleted or disabled, logged out, idled out):
+        // every conn ends, and the connection with them.
+        let whole = removed.api_sessions.iter().any(|id| id == api_session_id);
         let mut affected: Vec<u32> = self
             .conns
             .iter()
-            .filter(|(_, c)| removed.sessions.contains(&c.session_id))
+            .filter(|(_, c)| whole || removed.sessions.contains(&c.session_id))
             .map(|(id, _)| *id)
             .collect();
         affected.sort_unstable();
@@ -612,6 +612,12 @@ impl EdgeConnection {
                     cause: ConnEnd::Revoked,
                 },
             });
+        }
+        if whole {
+            // Each conn was told first (its StateClosed is flushed before the
+            // connection closes), so an SDK reports a revocation on both halves of its
+            // streams, not a lost router.
+            self.close(CloseReason::ApiSessionRevoked);
         }
     }
 

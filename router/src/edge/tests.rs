@@ -668,11 +668,19 @@ fn revoking_the_api_session_closes_the_connection() {
         vec![
             EdgeEvent::ConnClosed {
                 conn_id: 1,
-                cause: ConnEnd::Lost
+                cause: ConnEnd::Revoked
             },
             EdgeEvent::Close(CloseReason::ApiSessionRevoked)
         ]
     );
+    // The SDK is told why before the connection goes: a revocation, not a lost router.
+    let closed: Vec<_> = h
+        .frames()
+        .into_iter()
+        .filter(|f| f.content_type() == ContentType::STATE_CLOSED)
+        .map(|f| String::from_utf8_lossy(f.body()).into_owned())
+        .collect();
+    assert_eq!(closed, ["session closed"]);
     assert!(h.conn.is_closed());
 }
 
