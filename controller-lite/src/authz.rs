@@ -115,6 +115,24 @@ impl PolicySnapshot {
         self.enabled_ids(self.index.edge_routers_for_service(service_id))
     }
 
+    /// Edge routers through which `service_id` may be reached (service edge router
+    /// policies), in the store's order.
+    pub fn edge_routers_for_service(&self, service_id: &str) -> Vec<&EntityRow> {
+        self.rows_of(&self.index.edge_routers_for_service(service_id))
+    }
+
+    /// The `kind` service policies granting `identity_id` access to `service_id`, each
+    /// with the ids of the posture checks it attaches; sorted by policy id, empty
+    /// exactly when access is not granted.
+    pub fn granting_policies(
+        &self,
+        identity_id: &str,
+        service_id: &str,
+        kind: PolicyType,
+    ) -> Vec<policy::PolicyPostureChecks<'_>> {
+        self.index.posture_checks_for(identity_id, service_id, kind)
+    }
+
     /// Whether any posture check exists.
     pub fn has_posture_checks(&self) -> bool {
         !self.checks.is_empty()

@@ -349,6 +349,7 @@ async fn every_served_route_answers_within_the_contract() {
         format!("/service-policies/{sp}/posture-checks"),
         format!("/identities/{identity}/posture-data"),
         format!("/identities/{identity}/failed-service-requests"),
+        format!("/identities/{identity}/policy-advice/{service}"),
     ] {
         ctl.get_ok(&token, &path).await;
     }

@@ -1,17 +1,21 @@
 //! Lists of the entities related to one entity: an identity's services and edge routers
-//! (as its policies grant them), a service's configs and terminators.
+//! (as its policies grant them), a service's configs and terminators; and the policy
+//! advice for one identity and one service.
 
 use axum::extract::{Path, State};
 use axum::response::Response;
+use schemars::JsonSchema;
+use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::views::{EntityRef, to_json};
 use crate::api::endpoint::{ApiBuilder, Data, Endpoint, Shape};
 use crate::api::list::ListQuery;
 use crate::api::{AppState, envelope, render};
 use crate::auth::Admin;
 use crate::error::ApiError;
 use crate::filter::{FieldType, Fields};
-use crate::model::Kind;
+use crate::model::{Kind, PolicyType};
 use crate::store::EntityRow;
 
 /// The entity `id` of kind `k`, or 404 `NOT_FOUND` naming it.
@@ -133,6 +137,143 @@ async fn service_terminators(
     .await
 }
 
+/// An edge router with whether it is online (`routerEntityRef`).
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouterRef {
+    /// The router.
+    #[serde(flatten)]
+    pub router: EntityRef,
+    /// A control channel is up (`isOnline` of the router's detail).
+    pub is_online: bool,
+}
+
+/// A service policy granting access, with the posture checks it attaches (Weft's
+/// addition to `policyAdvice`).
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GrantingPolicy {
+    /// The service policy.
+    #[serde(flatten)]
+    pub policy: EntityRef,
+    /// Its posture checks, sorted by id; empty when it requires none.
+    pub posture_checks: Vec<EntityRef>,
+}
+
+/// Why an identity can or cannot use a service (`policyAdvice`), as OpenZiti's
+/// `GET /identities/{id}/policy-advice/{serviceId}` answers (openziti/ziti
+/// `controller/model/policy_advisor.go`, `AnalyzeServiceReachability`): the permissions
+/// service policies grant, how many edge routers the identity's edge router policies and
+/// the service's service edge router policies select, and the routers in both with
+/// whether they are online. Weft adds the two router lists and the granting policies
+/// with their posture checks. Disabled edge routers are in no list: no policy selects
+/// them.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyAdvice {
+    /// The identity's id.
+    pub identity_id: String,
+    /// The identity.
+    pub identity: EntityRef,
+    /// The service's id.
+    pub service_id: String,
+    /// The service.
+    pub service: EntityRef,
+    /// A Dial service policy selects both.
+    pub is_dial_allowed: bool,
+    /// A Bind service policy selects both.
+    pub is_bind_allowed: bool,
+    /// How many edge routers the identity may connect to (edge router policies).
+    pub identity_router_count: usize,
+    /// How many edge routers the service may be reached through (service edge router
+    /// policies).
+    pub service_router_count: usize,
+    /// The edge routers in both sets.
+    pub common_routers: Vec<RouterRef>,
+    /// The edge routers the identity may connect to (Weft's addition).
+    pub identity_routers: Vec<RouterRef>,
+    /// The edge routers the service may be reached through (Weft's addition).
+    pub service_routers: Vec<RouterRef>,
+    /// The Dial service policies selecting both, sorted by id (Weft's addition).
+    pub dial_policies: Vec<GrantingPolicy>,
+    /// The Bind service policies selecting both, sorted by id (Weft's addition).
+    pub bind_policies: Vec<GrantingPolicy>,
+}
+
+fn router_ref(ctl: &AppState, r: &EntityRow) -> RouterRef {
+    RouterRef {
+        router: EntityRef::new(&r.id, &r.name, Kind::EdgeRouters.collection()),
+        is_online: ctl.routers.is_online(&r.id),
+    }
+}
+
+/// `GET /identities/{id}/policy-advice/{serviceId}`.
+async fn identity_policy_advice(
+    ctl: AppState,
+    id: String,
+    service_id: String,
+) -> Result<Response, ApiError> {
+    let identity = entity(&ctl, Kind::Identities, &id).await?;
+    let service = entity(&ctl, Kind::Services, &service_id).await?;
+    let policy = ctl.policy.get(&ctl.store).await?;
+    let identity_routers = policy.edge_routers_for_identity(&identity.id);
+    let service_routers = policy.edge_routers_for_service(&service.id);
+    let common_routers = identity_routers
+        .iter()
+        .filter(|r| service_routers.iter().any(|s| s.id == r.id))
+        .map(|r| router_ref(&ctl, r))
+        .collect();
+    let mut granting = [Vec::new(), Vec::new()];
+    for (kind, out) in [PolicyType::Dial, PolicyType::Bind]
+        .into_iter()
+        .zip(granting.iter_mut())
+    {
+        for p in policy.granting_policies(&identity.id, &service.id, kind) {
+            let name = ctl
+                .store
+                .get_entity(Kind::ServicePolicies.collection(), p.policy_id)
+                .await?
+                .map(|row| row.name)
+                .unwrap_or_default();
+            let posture_checks = p
+                .posture_check_ids
+                .iter()
+                .map(|c| {
+                    let name = policy.posture_check(c).map_or("", |e| e.name.as_str());
+                    EntityRef::new(c, name, Kind::PostureChecks.collection())
+                })
+                .collect();
+            out.push(GrantingPolicy {
+                policy: EntityRef::new(p.policy_id, &name, Kind::ServicePolicies.collection()),
+                posture_checks,
+            });
+        }
+    }
+    let [dial_policies, bind_policies] = granting;
+    let advice = PolicyAdvice {
+        identity_id: identity.id.clone(),
+        identity: EntityRef::new(&identity.id, &identity.name, Kind::Identities.collection()),
+        service_id: service.id.clone(),
+        service: EntityRef::new(&service.id, &service.name, Kind::Services.collection()),
+        is_dial_allowed: !dial_policies.is_empty(),
+        is_bind_allowed: !bind_policies.is_empty(),
+        identity_router_count: identity_routers.len(),
+        service_router_count: service_routers.len(),
+        common_routers,
+        identity_routers: identity_routers
+            .iter()
+            .map(|r| router_ref(&ctl, r))
+            .collect(),
+        service_routers: service_routers
+            .iter()
+            .map(|r| router_ref(&ctl, r))
+            .collect(),
+        dial_policies,
+        bind_policies,
+    };
+    Ok(envelope::ok(to_json(&advice)?))
+}
+
 /// Adds the routes of this module.
 pub fn routes(api: ApiBuilder) -> ApiBuilder {
     api.add(
@@ -154,6 +295,23 @@ pub fn routes(api: ApiBuilder) -> ApiBuilder {
             .lists(Data::Entity(Kind::EdgeRouters, Shape::Detail)),
         |State(ctl): State<AppState>, _: Admin, Path(id): Path<String>, q: ListQuery| {
             identity_edge_routers(ctl, id, q)
+        },
+    )
+    .add(
+        Endpoint::get(
+            "/identities/{id}/policy-advice/{serviceId}",
+            "getIdentityPolicyAdvice",
+        )
+        .doc(
+            "Identities",
+            "Whether the identity may dial or bind the service, through which edge routers, under which posture checks",
+        )
+        .admin()
+        .returns(200, Data::Schema(|g| g.subschema_for::<PolicyAdvice>())),
+        |State(ctl): State<AppState>,
+         _: Admin,
+         Path((id, service_id)): Path<(String, String)>| {
+            identity_policy_advice(ctl, id, service_id)
         },
     )
     .add(
