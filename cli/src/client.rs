@@ -31,6 +31,9 @@ pub enum CliError {
     /// forgot it); holds the command that logs in again.
     #[error("the session expired: log in again ({0})")]
     SessionExpired(String),
+    /// An answer of the controller that is not of the expected shape.
+    #[error("the controller's answer is not understood: {0}")]
+    Answer(String),
     /// Error envelope from the controller.
     #[error("controller answered {status}: {code}: {message}")]
     Api {

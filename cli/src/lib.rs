@@ -1,7 +1,9 @@
 //! The admin CLI `weft`, mirroring OpenZiti's `ziti edge` verbs and flags:
-//! `weft login`, `weft edge create|list|update|delete …`, and `weft fabric list
-//! links|circuits|routers` as `ziti fabric list` does.
+//! `weft login`, `weft edge create|list|update|delete …`, `weft edge policy-advisor
+//! identities|services`, and `weft fabric list links|circuits|routers` as `ziti fabric
+//! list` does.
 
+pub mod advisor;
 pub mod client;
 pub mod create;
 pub mod enroll;
@@ -134,6 +136,14 @@ pub enum EdgeCommand {
         entity: String,
         /// Name or id.
         name_or_id: String,
+    },
+    /// Say, for identity and service pairs, whether the identity may dial or bind the
+    /// service and why not: service policies, edge routers on both sides and online,
+    /// posture checks (`ziti edge policy-advisor`).
+    PolicyAdvisor {
+        /// Which side to start from.
+        #[command(subcommand)]
+        cmd: advisor::AdvisorCommand,
     },
 }
 
@@ -336,6 +346,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                     api.post_text(&format!("cas/{id}/verify"), pem).await?;
                     println!("verified ca {name_or_id} ({id})");
                 }
+                EdgeCommand::PolicyAdvisor { cmd } => advisor::run(api()?, cmd).await?,
                 EdgeCommand::Enable { entity, name_or_id } => {
                     identity_only(&entity)?;
                     let api = api()?;
