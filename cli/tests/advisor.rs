@@ -2,45 +2,10 @@
 //! router online and two router records that never come online.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
-use std::process::Command;
-
 use weft_testkit::{Ctl, Router};
 
-/// Runs `weft` with `HOME` at `home` (off the async workers); (success, stdout, stderr).
-async fn weft(home: &Path, args: &[&str]) -> (bool, String, String) {
-    let home = home.to_owned();
-    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    tokio::task::spawn_blocking(move || {
-        let out = Command::new(env!("CARGO_BIN_EXE_weft"))
-            .args(&args)
-            .env("HOME", home)
-            .env_remove("XDG_CONFIG_HOME")
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    })
-    .await
-    .unwrap()
-}
-
-/// Runs `weft`, asserting success (exit code 0); its stdout.
-async fn ok(home: &Path, args: &[&str]) -> String {
-    let (ok, out, err) = weft(home, args).await;
-    assert!(ok, "{args:?}: {out}{err}");
-    out
-}
-
-/// Runs `weft`, asserting failure; its stderr.
-async fn refused(home: &Path, args: &[&str]) -> String {
-    let (ok, out, err) = weft(home, args).await;
-    assert!(!ok, "{args:?} succeeded: {out}");
-    err
-}
+mod common;
+use common::{ok, refused};
 
 /// The output line of the pair `identity -> service`.
 fn pair<'a>(out: &'a str, identity: &str, service: &str) -> &'a str {

@@ -2,43 +2,17 @@
 //! routers carrying a circuit.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use weft_testkit::{Admin, Ctl, Router, free_port, init_logs};
 
+mod common;
+use common::{ok, weft};
+
 const WAIT: Duration = Duration::from_secs(30);
-
-/// Runs `weft` with `HOME` at `home` (off the async workers); (success, stdout, stderr).
-async fn weft(home: &Path, args: &[&str]) -> (bool, String, String) {
-    let home = home.to_owned();
-    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    tokio::task::spawn_blocking(move || {
-        let out = Command::new(env!("CARGO_BIN_EXE_weft"))
-            .args(&args)
-            .env("HOME", home)
-            .env_remove("XDG_CONFIG_HOME")
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    })
-    .await
-    .unwrap()
-}
-
-/// Runs `weft`, asserting success; its stdout.
-async fn ok(home: &Path, args: &[&str]) -> String {
-    let (ok, out, err) = weft(home, args).await;
-    assert!(ok, "{args:?}: {out}{err}");
-    out
-}
 
 /// The table row (split on runs of two spaces or more) whose first cell is `id`.
 fn row(table: &str, id: &str) -> Vec<String> {

@@ -162,6 +162,18 @@ impl Controllers {
     }
 }
 
+/// An edge router policy and a service edge router policy that let every identity and
+/// every service use every edge router.
+pub async fn allow_all_routers(admin: &Management) -> Result<()> {
+    admin
+        .create("edge-router-policies", json!({"name": "all", "semantic": "AnyOf", "identityRoles": ["#all"], "edgeRouterRoles": ["#all"]}))
+        .await?;
+    admin
+        .create("service-edge-router-policies", json!({"name": "all", "semantic": "AnyOf", "serviceRoles": ["#all"], "edgeRouterRoles": ["#all"]}))
+        .await?;
+    Ok(())
+}
+
 /// A client presenting `identity`'s certificate to the controller at `info`.
 fn cert_client(info: &ControllerInfo, identity: &weft_sdk::Identity) -> Result<reqwest::Client> {
     let roots = weft_tls::pem::roots(info.ca_pem()?.as_bytes())?;
@@ -231,12 +243,7 @@ async fn measure(label: &str, ctls: &Controllers, args: &ControlArgs) -> Result<
     admin
         .create("service-policies", json!({"name": "bench-dial", "type": "Dial", "semantic": "AnyOf", "identityRoles": ["#bench-client"], "serviceRoles": ["#bench"]}))
         .await?;
-    admin
-        .create("edge-router-policies", json!({"name": "all", "semantic": "AnyOf", "identityRoles": ["#all"], "edgeRouterRoles": ["#all"]}))
-        .await?;
-    admin
-        .create("service-edge-router-policies", json!({"name": "all", "semantic": "AnyOf", "serviceRoles": ["#all"], "edgeRouterRoles": ["#all"]}))
-        .await?;
+    allow_all_routers(&admin).await?;
     // A router entity, so sessions have an edge router to name (it need not run).
     admin
         .create("edge-routers", boot::edge_router_body("bench-router", 1))

@@ -21,7 +21,7 @@ use tokio::sync::{Semaphore, mpsc};
 use weft_testkit::boot::{self, Management};
 use weft_testkit::postgres::Postgres;
 
-use crate::control::{Controllers, sibling_bin};
+use crate::control::{Controllers, allow_all_routers, sibling_bin};
 
 /// What to measure.
 #[derive(Debug, clap::Args)]
@@ -141,12 +141,7 @@ pub async fn run_revocation(args: RevocationArgs) -> Result<()> {
     admin
         .create("service-policies", json!({"name": "revoke-bind", "type": "Bind", "semantic": "AnyOf", "identityRoles": ["#revoke-host"], "serviceRoles": ["#revoke"]}))
         .await?;
-    admin
-        .create("edge-router-policies", json!({"name": "all", "semantic": "AnyOf", "identityRoles": ["#all"], "edgeRouterRoles": ["#all"]}))
-        .await?;
-    admin
-        .create("service-edge-router-policies", json!({"name": "all", "semantic": "AnyOf", "serviceRoles": ["#all"], "edgeRouterRoles": ["#all"]}))
-        .await?;
+    allow_all_routers(&admin).await?;
     let _router = start_router(&admin, &last.control_addr).await?;
     let host = weft_sdk::Context::new(enrolled(&admin, "revoke-host").await?).await?;
     let client = Arc::new(weft_sdk::Context::new(enrolled(&admin, "revoke-client").await?).await?);
