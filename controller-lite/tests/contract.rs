@@ -350,6 +350,10 @@ async fn every_served_route_answers_within_the_contract() {
         format!("/identities/{identity}/posture-data"),
         format!("/identities/{identity}/failed-service-requests"),
         format!("/identities/{identity}/policy-advice/{service}"),
+        format!("/services/{service}/identities"),
+        format!("/services/{service}/edge-routers"),
+        format!("/edge-routers/{router}/identities"),
+        format!("/edge-routers/{router}/services"),
     ] {
         ctl.get_ok(&token, &path).await;
     }

@@ -424,6 +424,22 @@ async fn sessions_api_sessions_related_lists_and_cascades() {
         )
         .await;
     assert_eq!(ids(&v), std::slice::from_ref(&er));
+    // The other way round: a service's identities and routers, a router's identities
+    // and services (what policies select).
+    for (path, want) in [
+        (format!("/services/{svc}/identities"), &carol),
+        (format!("/services/{svc}/edge-routers"), &er),
+        (format!("/edge-routers/{er}/services"), &svc),
+        (format!("/edge-routers/{er}/identities"), &carol),
+    ] {
+        let (status, v) = ctl.call(Method::GET, &path, &admin, None).await;
+        assert_eq!(status, 200, "{path}: {v}");
+        assert!(ids(&v).contains(want), "{path}: {v}");
+    }
+    let r = ctl
+        .call(Method::GET, "/edge-routers/nope/services", &admin, None)
+        .await;
+    assert_eq!(code(&r), (404, "NOT_FOUND"));
     let term = ctl
         .create_ok(
             &admin,

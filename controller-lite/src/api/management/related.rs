@@ -96,6 +96,87 @@ async fn identity_edge_routers(
     .await
 }
 
+/// The entities of kind `k` for which `keep(policy, id)` holds, as a page.
+async fn selected(
+    ctl: &AppState,
+    k: Kind,
+    q: &ListQuery,
+    keep: impl Fn(&crate::authz::PolicySnapshot, &str) -> bool,
+) -> Result<Response, ApiError> {
+    let policy = ctl.policy.get(&ctl.store).await?;
+    let rows = ctl
+        .store
+        .list_all(k.collection())
+        .await?
+        .into_iter()
+        .filter(|e| keep(&policy, &e.id))
+        .map(|e| (e, None))
+        .collect();
+    page(ctl, k, q, &k.fields(), rows).await
+}
+
+/// `GET /services/{id}/identities`: identities a service policy lets dial or bind it.
+async fn service_identities(ctl: AppState, id: String, q: ListQuery) -> Result<Response, ApiError> {
+    entity(&ctl, Kind::Services, &id).await?;
+    selected(&ctl, Kind::Identities, &q, |policy, identity| {
+        [PolicyType::Dial, PolicyType::Bind]
+            .into_iter()
+            .any(|kind| policy.grants(identity, &id, kind))
+    })
+    .await
+}
+
+/// `GET /services/{id}/edge-routers`: edge routers through which the service may be
+/// reached (service edge router policies).
+async fn service_edge_routers(
+    ctl: AppState,
+    id: String,
+    q: ListQuery,
+) -> Result<Response, ApiError> {
+    entity(&ctl, Kind::Services, &id).await?;
+    let policy = ctl.policy.get(&ctl.store).await?;
+    let rows = policy
+        .edge_routers_for_service(&id)
+        .into_iter()
+        .map(|r| (r.clone(), None))
+        .collect();
+    page(
+        &ctl,
+        Kind::EdgeRouters,
+        &q,
+        &Kind::EdgeRouters.fields(),
+        rows,
+    )
+    .await
+}
+
+/// `GET /edge-routers/{id}/identities`: identities edge router policies let use it.
+async fn edge_router_identities(
+    ctl: AppState,
+    id: String,
+    q: ListQuery,
+) -> Result<Response, ApiError> {
+    entity(&ctl, Kind::EdgeRouters, &id).await?;
+    selected(&ctl, Kind::Identities, &q, |policy, identity| {
+        policy.router_ids_for_identity(identity).contains(&id)
+    })
+    .await
+}
+
+/// `GET /edge-routers/{id}/services`: services service edge router policies let be
+/// reached through it.
+async fn edge_router_services(
+    ctl: AppState,
+    id: String,
+    q: ListQuery,
+) -> Result<Response, ApiError> {
+    entity(&ctl, Kind::EdgeRouters, &id).await?;
+    selected(&ctl, Kind::Services, &q, |policy, service| {
+        policy.router_ids_for_service(service).contains(&id)
+    })
+    .await
+}
+
 async fn service_configs(ctl: AppState, id: String, q: ListQuery) -> Result<Response, ApiError> {
     let service = entity(&ctl, Kind::Services, &id).await?;
     let ids: Vec<&str> = service.data["configs"]
@@ -312,6 +393,48 @@ pub fn routes(api: ApiBuilder) -> ApiBuilder {
          _: Admin,
          Path((id, service_id)): Path<(String, String)>| {
             identity_policy_advice(ctl, id, service_id)
+        },
+    )
+    .add(
+        Endpoint::get("/services/{id}/identities", "listServiceIdentities")
+            .doc("Services", "Identities a service policy lets dial or bind the service")
+            .admin()
+            .lists(Data::Entity(Kind::Identities, Shape::Detail)),
+        |State(ctl): State<AppState>, _: Admin, Path(id): Path<String>, q: ListQuery| {
+            service_identities(ctl, id, q)
+        },
+    )
+    .add(
+        Endpoint::get("/services/{id}/edge-routers", "listServiceEdgeRouters")
+            .doc(
+                "Services",
+                "Edge routers through which the service may be reached",
+            )
+            .admin()
+            .lists(Data::Entity(Kind::EdgeRouters, Shape::Detail)),
+        |State(ctl): State<AppState>, _: Admin, Path(id): Path<String>, q: ListQuery| {
+            service_edge_routers(ctl, id, q)
+        },
+    )
+    .add(
+        Endpoint::get("/edge-routers/{id}/identities", "listEdgeRouterIdentities")
+            .doc("EdgeRouters", "Identities edge router policies let use the router")
+            .admin()
+            .lists(Data::Entity(Kind::Identities, Shape::Detail)),
+        |State(ctl): State<AppState>, _: Admin, Path(id): Path<String>, q: ListQuery| {
+            edge_router_identities(ctl, id, q)
+        },
+    )
+    .add(
+        Endpoint::get("/edge-routers/{id}/services", "listEdgeRouterServices")
+            .doc(
+                "EdgeRouters",
+                "Services that may be reached through the router",
+            )
+            .admin()
+            .lists(Data::Entity(Kind::Services, Shape::Detail)),
+        |State(ctl): State<AppState>, _: Admin, Path(id): Path<String>, q: ListQuery| {
+            edge_router_services(ctl, id, q)
         },
     )
     .add(
