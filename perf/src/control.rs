@@ -174,6 +174,19 @@ pub async fn allow_all_routers(admin: &Management) -> Result<()> {
     Ok(())
 }
 
+/// Identity `name` (with role attribute `name`) created and enrolled.
+pub async fn enrolled(admin: &Management, name: &str) -> Result<weft_sdk::Identity> {
+    let v = admin
+        .create("identities", boot::identity_body(name, &[name]))
+        .await?;
+    let id = v["id"].as_str().context("identity id")?;
+    let detail = admin.get(&format!("identities/{id}")).await?;
+    let jwt = detail["data"]["enrollment"]["ott"]["jwt"]
+        .as_str()
+        .context("enrollment JWT")?;
+    Ok(weft_sdk::enroll(jwt).await?)
+}
+
 /// A client presenting `identity`'s certificate to the controller at `info`.
 fn cert_client(info: &ControllerInfo, identity: &weft_sdk::Identity) -> Result<reqwest::Client> {
     let roots = weft_tls::pem::roots(info.ca_pem()?.as_bytes())?;
@@ -248,18 +261,7 @@ async fn measure(label: &str, ctls: &Controllers, args: &ControlArgs) -> Result<
     admin
         .create("edge-routers", boot::edge_router_body("bench-router", 1))
         .await?;
-    let v = admin
-        .create(
-            "identities",
-            boot::identity_body("bench-client", &["bench-client"]),
-        )
-        .await?;
-    let id = v["id"].as_str().context("identity id")?;
-    let detail = admin.get(&format!("identities/{id}")).await?;
-    let jwt = detail["data"]["enrollment"]["ott"]["jwt"]
-        .as_str()
-        .context("enrollment JWT")?;
-    let identity = weft_sdk::enroll(jwt).await?;
+    let identity = enrolled(&admin, "bench-client").await?;
     let clients: Vec<(reqwest::Client, String)> = (0..args.clients)
         .map(|c| {
             let info = &ctls.infos[c % ctls.infos.len()];

@@ -21,7 +21,7 @@ use tokio::sync::{Semaphore, mpsc};
 use weft_testkit::boot::{self, Management};
 use weft_testkit::postgres::Postgres;
 
-use crate::control::{Controllers, allow_all_routers, sibling_bin};
+use crate::control::{Controllers, allow_all_routers, enrolled, sibling_bin};
 
 /// What to measure.
 #[derive(Debug, clap::Args)]
@@ -91,18 +91,6 @@ async fn start_router(admin: &Management, control_addr: &str) -> Result<RouterPr
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     Ok(router)
-}
-
-async fn enrolled(admin: &Management, name: &str) -> Result<weft_sdk::Identity> {
-    let v = admin
-        .create("identities", boot::identity_body(name, &[name]))
-        .await?;
-    let id = v["id"].as_str().context("identity id")?;
-    let detail = admin.get(&format!("identities/{id}")).await?;
-    let jwt = detail["data"]["enrollment"]["ott"]["jwt"]
-        .as_str()
-        .context("enrollment JWT")?;
-    Ok(weft_sdk::enroll(jwt).await?)
 }
 
 /// How one circuit ended, seen by its dialer.
