@@ -81,19 +81,17 @@ async fn identity_edge_routers(
 ) -> Result<Response, ApiError> {
     entity(&ctl, Kind::Identities, &id).await?;
     let policy = ctl.policy.get(&ctl.store).await?;
-    let rows = policy
-        .edge_routers_for_identity(&id)
-        .into_iter()
-        .map(|r| (r.clone(), None))
-        .collect();
-    page(
-        &ctl,
-        Kind::EdgeRouters,
-        &q,
-        &Kind::EdgeRouters.fields(),
-        rows,
-    )
-    .await
+    routers_page(&ctl, &q, policy.edge_routers_for_identity(&id)).await
+}
+
+/// `routers` (enabled edge routers, in the store's order) as a page.
+async fn routers_page(
+    ctl: &AppState,
+    q: &ListQuery,
+    routers: Vec<&EntityRow>,
+) -> Result<Response, ApiError> {
+    let rows = routers.into_iter().map(|r| (r.clone(), None)).collect();
+    page(ctl, Kind::EdgeRouters, q, &Kind::EdgeRouters.fields(), rows).await
 }
 
 /// The entities of kind `k` for which `keep(policy, id)` holds, as a page.
@@ -135,19 +133,7 @@ async fn service_edge_routers(
 ) -> Result<Response, ApiError> {
     entity(&ctl, Kind::Services, &id).await?;
     let policy = ctl.policy.get(&ctl.store).await?;
-    let rows = policy
-        .edge_routers_for_service(&id)
-        .into_iter()
-        .map(|r| (r.clone(), None))
-        .collect();
-    page(
-        &ctl,
-        Kind::EdgeRouters,
-        &q,
-        &Kind::EdgeRouters.fields(),
-        rows,
-    )
-    .await
+    routers_page(&ctl, &q, policy.edge_routers_for_service(&id)).await
 }
 
 /// `GET /edge-routers/{id}/identities`: identities edge router policies let use it.
