@@ -115,6 +115,7 @@ impl ChangeFeed {
     }
 
     /// A copy of the published view (tests compare it with a full rebuild).
+    #[cfg(test)]
     pub async fn view(&self) -> RouterView {
         self.published.lock().await.view.clone()
     }

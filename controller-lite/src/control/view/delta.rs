@@ -78,9 +78,8 @@ pub fn touched(changes: &[Change]) -> Touched {
             | "mfa"
             | "failed_service_requests"
             | "meta" => {}
-            // Policies, edge routers, posture checks, authentication policies: they
-            // can change any grant.
-            k if Kind::from_collection(k).is_some() => t.all = true,
+            // Policies, edge routers, posture checks, authentication policies (they can
+            // change any grant), and any kind this mapping does not know.
             _ => t.all = true,
         }
     }
@@ -105,7 +104,13 @@ pub async fn build(ctl: &Controller, view: &RouterView, t: &Touched) -> Result<D
         api_ids.extend(store.api_session_ids_of_authenticator(a).await?);
     }
 
-    let policies = Policies::load(store).await?;
+    // Authentication policies only matter to API sessions: a session request's
+    // publication does not read them.
+    let policies = if api_ids.is_empty() {
+        Policies::default()
+    } else {
+        Policies::load(store).await?
+    };
     let mut identities: HashMap<String, Option<IdentityFacts>> = HashMap::new();
     // API session id → live after this batch (absent: as the view says).
     let mut api_live: HashMap<String, bool> = HashMap::new();

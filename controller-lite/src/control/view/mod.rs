@@ -279,6 +279,7 @@ impl RouterView {
         }
     }
 
+    #[cfg(test)]
     /// This view with every API session expiry cleared (views built at different
     /// moments differ in expiries only by the time between them).
     pub fn without_expiries(&self) -> Self {
