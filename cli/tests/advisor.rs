@@ -5,7 +5,7 @@
 use weft_testkit::{Ctl, Router};
 
 mod common;
-use common::{ok, refused};
+use common::{login_admin, ok, refused};
 
 /// The output line of the pair `identity -> service`.
 fn pair<'a>(out: &'a str, identity: &str, service: &str) -> &'a str {
@@ -27,20 +27,7 @@ async fn policy_advisor_reports_each_pair_with_its_cause() {
 
     let home = tempfile::tempdir().unwrap();
     let h = home.path();
-    let url = format!("https://localhost:{}", ctl.addr.port());
-    ok(
-        h,
-        &[
-            "login",
-            &url,
-            "-u",
-            "admin",
-            "-p",
-            &ctl.admin_password(),
-            "-y",
-        ],
-    )
-    .await;
+    login_admin(h, &ctl).await;
     // Router records that never enroll: offline.
     for name in ["er-off", "er-island"] {
         ok(h, &["edge", "create", "edge-router", name]).await;

@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use weft_testkit::{Admin, Ctl, Router, free_port, init_logs};
 
 mod common;
-use common::{ok, weft};
+use common::{login_admin, ok, weft};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -92,20 +92,7 @@ async fn fabric_lists_links_routers_and_a_circuit_across_two_routers() {
 
     let home = tempfile::tempdir().unwrap();
     let h: PathBuf = home.path().to_owned();
-    let url = format!("https://localhost:{}", ctl.addr.port());
-    ok(
-        &h,
-        &[
-            "login",
-            &url,
-            "-u",
-            "admin",
-            "-p",
-            &ctl.admin_password(),
-            "-y",
-        ],
-    )
-    .await;
+    login_admin(&h, &ctl).await;
 
     // Links: router names, state, both latencies, cost.
     let table = ok(&h, &["fabric", "list", "links"]).await;

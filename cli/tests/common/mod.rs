@@ -39,3 +39,21 @@ pub(crate) async fn refused(home: &Path, args: &[&str]) -> String {
     assert!(!ok, "{args:?} succeeded: {out}");
     err
 }
+
+/// `weft login` as the controller's admin (trusting its CA), saved under `home`.
+pub(crate) async fn login_admin(home: &Path, ctl: &weft_testkit::Ctl) {
+    let url = format!("https://localhost:{}", ctl.addr.port());
+    ok(
+        home,
+        &[
+            "login",
+            &url,
+            "-u",
+            "admin",
+            "-p",
+            &ctl.admin_password(),
+            "-y",
+        ],
+    )
+    .await;
+}
