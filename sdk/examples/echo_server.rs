@@ -13,14 +13,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("usage: echo_server IDENTITY.json SERVICE");
         std::process::exit(2);
     };
-    let ctx = weft_sdk::Context::new(weft_sdk::Identity::load(&identity)?).await?;
+    let ctx = weft_sdk::Context::from_file(&identity).await?;
     let listener = ctx.bind(&service).await?;
     println!("{} hosts {service} on {}", ctx.name(), listener.router());
     loop {
-        let mut stream = listener.accept().await?;
-        println!("accepted a stream from {}", stream.peer());
+        let stream = listener.accept().await?;
+        println!("accepted a stream from {}", stream.dialer().unwrap_or("?"));
         tokio::spawn(async move {
-            let (mut rd, mut wr) = tokio::io::split(&mut stream);
+            let (mut rd, mut wr) = stream.into_split();
             match tokio::io::copy(&mut rd, &mut wr).await {
                 Ok(n) => println!("echoed {n} bytes"),
                 Err(e) => println!("stream ended: {e}"),

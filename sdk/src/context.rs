@@ -1,21 +1,24 @@
 //! [`Context`]: an authenticated identity that lists, dials and binds services.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use tokio::sync::broadcast;
 use tokio::task::{AbortHandle, JoinSet};
 use weft_wire::edge;
 
 use crate::Identity;
 use crate::controller::{
     ControllerClient, EdgeRouter, MfaCodes, MfaEnrollment, Service, Session, SessionKind,
+    Terminator,
 };
 use crate::crypto::{KeyPair, SessionKeys};
 use crate::edge::channel::Channel;
 use crate::edge::proto::{self, ConnectReply};
 use crate::error::{Error, ErrorKind, Result};
+use crate::events::{self, Event, Events};
 use crate::listener::{self, Listener};
 use crate::options::{BindOptions, DialOptions};
 use crate::posture::{self, LinuxHost, PostureQuerySet};
@@ -46,6 +49,10 @@ pub struct Options {
     /// (the identity has MFA, or its authentication policy requires it); none: such a
     /// login fails with [`ErrorKind::Mfa`].
     pub mfa_codes: Option<MfaCodes>,
+    /// The config types whose configs services carry ([`Service::configs`]), by name
+    /// or id; `"all"` (the default) for every type, empty for none. Sent at each
+    /// login (OpenZiti's `configTypes`).
+    pub config_types: Vec<String>,
 }
 
 impl Default for Options {
@@ -58,6 +65,7 @@ impl Default for Options {
             posture_interval: Duration::from_secs(20),
             controllers: Vec::new(),
             mfa_codes: None,
+            config_types: vec!["all".to_string()],
         }
     }
 }
@@ -75,6 +83,16 @@ impl Options {
         self
     }
 
+    /// These options with services carrying the configs of `types` (see
+    /// [`Options::config_types`]).
+    pub fn with_config_types<S: Into<String>>(
+        mut self,
+        types: impl IntoIterator<Item = S>,
+    ) -> Self {
+        self.config_types = types.into_iter().map(Into::into).collect();
+        self
+    }
+
     /// These options with `urls` as the controllers (see [`Options::controllers`]).
     pub fn with_controllers<S: Into<String>>(mut self, urls: impl IntoIterator<Item = S>) -> Self {
         self.controllers = urls.into_iter().map(Into::into).collect();
@@ -89,6 +107,8 @@ type Slot = Arc<tokio::sync::Mutex<Option<Channel>>>;
 
 #[derive(Debug)]
 pub(crate) struct Inner {
+    /// This context itself, for the tasks it starts (which must not keep it alive).
+    me: std::sync::Weak<Self>,
     pub(crate) name: String,
     /// The identity: its certificate (and key) change when it is extended.
     identity: Mutex<Identity>,
@@ -108,6 +128,13 @@ pub(crate) struct Inner {
     refresher: Mutex<Vec<AbortHandle>>,
     /// Posture queries last listed and what was last reported.
     posture: tokio::sync::Mutex<PostureState>,
+    /// Where [`Event`]s go ([`Context::events`]).
+    events: broadcast::Sender<Event>,
+    /// The services of the last listing, by id, to tell what changed (`None` before
+    /// the first).
+    listed: Mutex<Option<HashMap<String, Service>>>,
+    /// [`Event::IdentityRevoked`] was reported (and not since a login succeeded).
+    revoked: AtomicBool,
 }
 
 /// What the SDK knows of posture: the query sets of the services, the host, and the
@@ -160,10 +187,12 @@ impl Context {
             Arc::clone(&tls),
             options.mfa_codes.clone(),
             options.controller_timeout,
+            options.config_types.clone(),
         )?;
         let session = ctrl.authenticate().await?;
         tracing::debug!(identity = %session.identity.name, api_session = %session.id, "authenticated");
-        let inner = Arc::new(Inner {
+        let inner = Arc::new_cyclic(|me| Inner {
+            me: me.clone(),
             name: session.identity.name.clone(),
             identity: Mutex::new(identity),
             tls: Mutex::new(tls),
@@ -176,6 +205,9 @@ impl Context {
             next_conn_id: AtomicU32::new(0),
             refresher: Mutex::new(Vec::new()),
             posture: tokio::sync::Mutex::new(PostureState::default()),
+            events: broadcast::channel(events::EVENT_QUEUE).0,
+            listed: Mutex::new(None),
+            revoked: AtomicBool::new(false),
         });
         // Refresh well before the session could expire.
         let interval = session
@@ -267,6 +299,18 @@ impl Context {
         self.inner.service(name).await
     }
 
+    /// Where service `service` is hosted now: its terminators (OpenZiti's
+    /// `GetServiceTerminators`), e.g. to find the terminator identities a dial may name.
+    /// [`ErrorKind::NoSuchService`] when the service is not visible.
+    pub async fn terminators(&self, service: &str) -> Result<Vec<Terminator>> {
+        let svc = self.inner.service(service).await?;
+        self.inner
+            .ctrl
+            .terminators(&svc.id)
+            .await
+            .map_err(|e| e.with_service(service))
+    }
+
     /// Opens a stream to service `service`: gets a Dial session, picks the edge router
     /// with the lowest measured latency among those the session allows (failing over
     /// to the next on error), and connects through it.
@@ -317,6 +361,15 @@ impl Context {
         bound.await.map_err(|e| e.with_service(service))
     }
 
+    /// What changes from now on: services added, changed and removed, edge routers
+    /// connected and lost, listeners bound and lost, the identity revoked. Each call
+    /// is a subscriber of its own. Service changes are seen when services are listed
+    /// (by [`Self::services`], a dial or bind, and the poll every
+    /// [`Options::refresh_interval`] that finds the controller's services changed).
+    pub fn events(&self) -> Events {
+        Events::new(self.inner.events.subscribe())
+    }
+
     /// The edge routers this context is connected to, with their measured latency.
     pub fn routers(&self) -> Vec<(String, Duration)> {
         let slots: Vec<Slot> = lock(&self.inner.slots).values().cloned().collect();
@@ -350,7 +403,7 @@ impl Inner {
             if let Ok(g) = slot.try_lock()
                 && let Some(c) = g.as_ref()
             {
-                c.close();
+                c.close_when_flushed();
             }
         }
     }
@@ -363,9 +416,30 @@ impl Inner {
         self.ctrl.token().unwrap_or_default()
     }
 
+    /// Tells every subscriber of [`Context::events`] (none: nothing to do).
+    pub(crate) fn emit(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+
+    /// The identity can no longer log in: said once until a login succeeds.
+    fn emit_revoked(&self, error: &Error) {
+        if !self.revoked.swap(true, Ordering::AcqRel) {
+            self.emit(Event::IdentityRevoked(error.clone()));
+        }
+    }
+
     async fn refresh_services(&self) -> Result<Vec<Service>> {
         let list = self.ctrl.services().await?;
         *lock(&self.services) = list.iter().map(|s| (s.name.clone(), s.clone())).collect();
+        let changes = {
+            let mut listed = lock(&self.listed);
+            let changes = events::service_changes(listed.as_ref(), &list);
+            *listed = Some(list.iter().map(|s| (s.id.clone(), s.clone())).collect());
+            changes
+        };
+        for event in changes {
+            self.emit(event);
+        }
         self.posture.lock().await.sets = list
             .iter()
             .flat_map(|s| s.posture_queries.iter().cloned())
@@ -452,6 +526,11 @@ impl Inner {
         )
         .await?;
         *guard = Some(channel.clone());
+        self.emit(Event::RouterConnected {
+            router: router.to_string(),
+            address: address.to_string(),
+        });
+        tokio::spawn(report_disconnect(self.me.clone(), channel.clone()));
         Ok(channel)
     }
 
@@ -604,17 +683,14 @@ impl Inner {
             Ok(_) => {
                 // Sessions of the old API session are gone with it.
                 lock(&self.dial_sessions).clear();
+                self.revoked.store(false, Ordering::Release);
                 Ok(())
             }
-            Err(e) if e.kind() == ErrorKind::NotAuthorized => Err(Error::new(
-                ErrorKind::NotAuthorized,
-                format!(
-                    "{} can no longer authenticate (the identity was deleted or disabled, \
-                     or its certificate is no longer accepted)",
-                    self.name
-                ),
-            )
-            .with_source(e)),
+            Err(e) if e.kind() == ErrorKind::NotAuthorized => {
+                let e = revoked_error(&self.name, e);
+                self.emit_revoked(&e);
+                Err(e)
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "could not authenticate again");
                 Ok(())
@@ -624,7 +700,7 @@ impl Inner {
 
     /// One Connect on one router (spec §4a).
     async fn connect_on(
-        &self,
+        self: &Arc<Self>,
         channel: &Channel,
         svc: &Service,
         session: &Session,
@@ -690,11 +766,12 @@ impl Inner {
                     channel: channel.clone(),
                     conn_id,
                     service: svc.name.clone(),
-                    peer: svc.name.clone(),
+                    dialer: None,
                     app_data: None,
                     events: rx,
                     credit,
                     keys: session_keys,
+                    context: Arc::clone(self),
                 })
                 .await?)
             }
@@ -715,6 +792,31 @@ impl Inner {
                 }
             }
         }
+    }
+}
+
+/// The error of an identity the controller no longer lets in.
+fn revoked_error(name: &str, refused: Error) -> Error {
+    Error::new(
+        ErrorKind::NotAuthorized,
+        format!(
+            "{name} can no longer authenticate (the identity was deleted or disabled, \
+             or its certificate is no longer accepted)"
+        ),
+    )
+    .with_source(refused)
+}
+
+/// Reports the loss of `channel` to [`Context::events`] subscribers (when the context
+/// is still there: one being dropped closes its connections itself).
+async fn report_disconnect(inner: std::sync::Weak<Inner>, channel: Channel) {
+    channel.closed().await;
+    if let Some(inner) = inner.upgrade() {
+        inner.emit(Event::RouterDisconnected {
+            router: channel.router().to_string(),
+            address: channel.address().to_string(),
+            error: channel.closed_error(),
+        });
     }
 }
 
@@ -762,8 +864,13 @@ async fn refresh_loop(inner: std::sync::Weak<Inner>, interval: Duration) {
             Ok(_) => {}
             Err(e) if e.kind() == ErrorKind::NotAuthorized => {
                 tracing::info!("API session expired; authenticating again");
-                if let Err(e) = inner.ctrl.authenticate().await {
-                    tracing::warn!(error = %e, "re-authentication failed");
+                match inner.ctrl.authenticate().await {
+                    Ok(_) => inner.revoked.store(false, Ordering::Release),
+                    Err(e) if e.kind() == ErrorKind::NotAuthorized => {
+                        tracing::warn!(error = %e, "the identity can no longer authenticate");
+                        inner.emit_revoked(&revoked_error(&inner.name, e));
+                    }
+                    Err(e) => tracing::warn!(error = %e, "re-authentication failed"),
                 }
                 // Posture data of the old API session is gone with it: report anew.
                 inner.posture.lock().await.last_sent = None;
@@ -772,10 +879,16 @@ async fn refresh_loop(inner: std::sync::Weak<Inner>, interval: Duration) {
         }
         match inner.ctrl.services_changed_at().await {
             Ok(at) if last_change.as_ref() != Some(&at) => {
-                // Services or policies changed: drop what was cached; it reloads on use.
+                // Services or policies changed: drop what was cached; it reloads on use
+                // (at once when someone follows the events, to tell them what changed).
                 lock(&inner.services).clear();
                 lock(&inner.dial_sessions).clear();
                 last_change = Some(at);
+                if inner.events.receiver_count() > 0
+                    && let Err(e) = inner.refresh_services().await
+                {
+                    tracing::debug!(error = %e, "listing services failed");
+                }
             }
             Ok(_) => {}
             Err(e) => tracing::debug!(error = %e, "service-updates poll failed"),

@@ -36,6 +36,28 @@ pub struct Service {
     /// The posture checks each granting policy asks for (the SDK answers them itself).
     #[serde(default)]
     pub posture_queries: Vec<crate::posture::PostureQuerySet>,
+    /// The service's configs by config type name (`intercept.v1`, `host.v1`, ...): the
+    /// types asked for at login ([`crate::Options::config_types`]).
+    #[serde(default, rename = "config")]
+    pub configs: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+/// Where a service is hosted: one terminator (a binding of a host on an edge router),
+/// as the Edge Client API lists it (`terminatorClientDetail`).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Terminator {
+    /// Controller id.
+    pub id: String,
+    /// The edge router holding it.
+    pub router_id: String,
+    /// The terminator identity a dial may name ([`crate::DialOptions::identity`]);
+    /// empty when the host bound without one.
+    #[serde(default)]
+    pub identity: String,
+    /// When it was bound (RFC 3339).
+    #[serde(default)]
+    pub created_at: String,
 }
 
 impl Service {
@@ -204,6 +226,8 @@ pub(crate) struct ControllerClient {
     state: Arc<Mutex<State>>,
     /// The limit of one request.
     timeout: Duration,
+    /// Config types asked for at login (`configTypes`).
+    config_types: Vec<String>,
 }
 
 /// Which controller answers, and the API session.
@@ -269,6 +293,7 @@ impl ControllerClient {
         tls: Arc<rustls::ClientConfig>,
         mfa: Option<MfaCodes>,
         timeout: Duration,
+        config_types: Vec<String>,
     ) -> Result<Self> {
         if bases.is_empty() {
             return Err(Error::controller("no controller URL"));
@@ -277,6 +302,7 @@ impl ControllerClient {
             http: Arc::new(Mutex::new(http_client(&tls, timeout)?)),
             timeout,
             mfa,
+            config_types,
             bases: bases
                 .iter()
                 .map(|b| format!("{}/edge/client/v1", b.trim_end_matches('/')))
@@ -389,7 +415,7 @@ impl ControllerClient {
 
     /// `POST /authenticate?method=cert`; the token is used for every later call.
     pub(crate) async fn authenticate(&self) -> Result<ApiSession> {
-        let body = serde_json::json!({"configTypes": ["all"]});
+        let body = serde_json::json!({"configTypes": self.config_types});
         let call = Call {
             method: reqwest::Method::POST,
             path: "/authenticate?method=cert".into(),
@@ -557,6 +583,23 @@ impl ControllerClient {
         loop {
             let call = get(&format!("/services?limit={PAGE}&offset={}", out.len()));
             let (page, total): (Vec<Service>, _) = self.send(call).await?;
+            let done = page.is_empty() || total.is_none_or(|t| out.len() + page.len() >= t);
+            out.extend(page);
+            if done {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// `GET /services/{id}/terminators`, every page.
+    pub(crate) async fn terminators(&self, service_id: &str) -> Result<Vec<Terminator>> {
+        let mut out = Vec::new();
+        loop {
+            let call = get(&format!(
+                "/services/{service_id}/terminators?limit={PAGE}&offset={}",
+                out.len()
+            ));
+            let (page, total): (Vec<Terminator>, _) = self.send(call).await?;
             let done = page.is_empty() || total.is_none_or(|t| out.len() + page.len() >= t);
             out.extend(page);
             if done {
@@ -777,7 +820,8 @@ mod tests {
         .await;
         let tls = pki.client_config(&[&rustls::version::TLS13]).unwrap();
         let client =
-            ControllerClient::new(&[a.clone(), b.clone()], tls, None, REQUEST_TIMEOUT).unwrap();
+            ControllerClient::new(&[a.clone(), b.clone()], tls, None, REQUEST_TIMEOUT, vec![])
+                .unwrap();
         client.authenticate().await.unwrap();
         assert_eq!(client.token().as_deref(), Some("from-a"));
         assert_eq!(client.current(), a);
@@ -823,7 +867,8 @@ mod tests {
         })
         .await;
         let tls = pki.client_config(&[&rustls::version::TLS13]).unwrap();
-        let client = ControllerClient::new(&[a.clone(), b], tls, None, REQUEST_TIMEOUT).unwrap();
+        let client =
+            ControllerClient::new(&[a.clone(), b], tls, None, REQUEST_TIMEOUT, vec![]).unwrap();
         client.authenticate().await.unwrap();
         let e = client
             .create_session("1", SessionKind::Dial)

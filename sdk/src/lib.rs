@@ -17,9 +17,16 @@
 
 mod context;
 mod controller;
+// End-to-end encryption: internal, public only with the `internals` feature (for the
+// benchmarks).
+#[cfg(feature = "internals")]
 pub mod crypto;
+#[cfg(not(feature = "internals"))]
+#[allow(unreachable_pub, dead_code)]
+mod crypto;
 mod edge;
 mod error;
+mod events;
 mod listener;
 mod options;
 mod pool;
@@ -29,8 +36,9 @@ mod tls;
 pub mod tunnel;
 
 pub use context::{Context, Options};
-pub use controller::{MfaCodes, MfaEnrollment, Service};
+pub use controller::{MfaCodes, MfaEnrollment, Service, Terminator};
 pub use error::{Error, ErrorKind, Result};
+pub use events::{Event, Events};
 pub use weft_identity::Identity;
 
 /// Enrolls an identity with its one-time JWT (`weft_identity::enroll_ott`): the
@@ -47,4 +55,4 @@ pub async fn enroll(jwt: &str) -> Result<Identity> {
 pub use listener::ServiceAddr;
 pub use listener::{DEFAULT_MAX_TERMINATORS, Listener};
 pub use options::{BindOptions, DialOptions, Precedence};
-pub use stream::Stream;
+pub use stream::{OwnedReadHalf, OwnedWriteHalf, ReuniteError, Stream};

@@ -13,6 +13,7 @@ use crate::crypto::{KeyPair, SessionKeys};
 use crate::edge::channel::{Channel, ListenerEvent, Route};
 use crate::edge::proto::{self, ConnectReply};
 use crate::error::{Error, ErrorKind, Result};
+use crate::events::Event;
 use crate::options::BindOptions;
 use crate::stream::{Stream, StreamParts};
 
@@ -129,7 +130,7 @@ impl axum::serve::Listener for Listener {
                 Some(Ok(stream)) => {
                     let addr = ServiceAddr {
                         service: self.service.clone(),
-                        identity: stream.peer().to_owned(),
+                        identity: stream.dialer().unwrap_or_default().to_owned(),
                     };
                     return (stream, addr);
                 }
@@ -210,6 +211,7 @@ pub(crate) async fn bind(inner: Arc<Inner>, svc: Service, opts: BindOptions) -> 
         out: tx,
         routers: Arc::clone(&routers),
         bindings: Bindings::default(),
+        lost: 0,
     };
     let task = tokio::spawn(keeper.run(session, bound));
     Ok(Listener {
@@ -349,6 +351,8 @@ struct Keeper {
     out: mpsc::Sender<Result<Stream>>,
     routers: Arc<std::sync::Mutex<Vec<String>>>,
     bindings: Bindings,
+    /// Bindings lost and not replaced yet (a new one is a rebind).
+    lost: usize,
 }
 
 impl Keeper {
@@ -374,10 +378,17 @@ impl Keeper {
             serve(&inner, &svc, &mut bound, &out).await;
             let _ = ended.send(name);
         });
-        if let Some(old) = self.bindings.0.insert(router, task.abort_handle()) {
+        if let Some(old) = self.bindings.0.insert(router.clone(), task.abort_handle()) {
             old.abort();
         }
         self.publish_routers();
+        let rebound = self.lost > 0;
+        self.lost = self.lost.saturating_sub(1);
+        self.inner.emit(Event::ListenerBound {
+            service: self.svc.name.clone(),
+            router,
+            rebound,
+        });
     }
 
     fn publish_routers(&self) {
@@ -449,6 +460,7 @@ impl Keeper {
             tokio::select! {
                 Some(router) = ended.recv() => {
                     self.bindings.0.remove(&router);
+                    self.lost += 1;
                     self.publish_routers();
                     // The router dropped it: its session may be gone too.
                     fresh_session_needed = true;
@@ -488,19 +500,34 @@ async fn serve(
                     tokio::spawn(accept.run(sequence, public_key, caller_id, app_data));
                 }
                 Some(ListenerEvent::Closed(reason)) => {
+                    let reason = String::from_utf8_lossy(&reason);
                     tracing::info!(service = %svc.name, router = %channel.router(),
-                        reason = %String::from_utf8_lossy(&reason), "binding removed by the router");
+                        %reason, "binding removed by the router");
+                    let error = Error::connection(format!("the router removed the binding: {reason}"))
+                        .with_router(channel.router());
+                    lost(inner, svc, &channel, error);
                     return;
                 }
                 None => {
+                    let error = channel.closed_error();
                     tracing::info!(service = %svc.name, router = %channel.router(),
-                        error = %channel.closed_error(), "binding lost with its edge connection");
+                        %error, "binding lost with its edge connection");
+                    lost(inner, svc, &channel, error);
                     return;
                 }
             },
             () = out.closed() => return,
         }
     }
+}
+
+/// Tells [`crate::Context::events`] subscribers that a binding was lost.
+fn lost(inner: &Inner, svc: &Service, channel: &Channel, error: Error) {
+    inner.emit(Event::ListenerLost {
+        service: svc.name.clone(),
+        router: channel.router().to_string(),
+        error,
+    });
 }
 
 /// When serving ends (binding lost, listener dropped or task aborted): deregisters the
@@ -593,11 +620,12 @@ impl Accept {
                     channel: self.channel.clone(),
                     conn_id,
                     service: self.service.clone(),
-                    peer: caller.to_string(),
+                    dialer: Some(caller.to_string()),
                     app_data,
                     events: rx,
                     credit,
                     keys: session_keys,
+                    context: Arc::clone(&self.inner),
                 })
                 .await?;
                 // A full or dropped accept queue drops the stream, which closes it.

@@ -66,7 +66,7 @@ pub async fn serve_host(listener: Listener, target: String, counters: Arc<Counte
             match TcpStream::connect(&target).await {
                 Ok(tcp) => {
                     let _ = tcp.set_nodelay(true);
-                    tracing::info!(peer = %stream.peer(), %target, "tunnel: accepted");
+                    tracing::info!(dialer = stream.dialer().unwrap_or_default(), %target, "tunnel: accepted");
                     splice(tcp, stream, &counters).await;
                 }
                 // The dialer must see a failure, not an empty stream.

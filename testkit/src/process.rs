@@ -55,18 +55,69 @@ pub fn bin_dir() -> &'static Path {
     })
 }
 
+/// The SDK example `name` (`sdk/examples/<name>.rs`), built with the `axum` feature
+/// when it is missing or older than the SDK's sources (a workspace test run builds the
+/// examples, so usually nothing is built).
+pub fn sdk_example(name: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let profile_dir = bin_dir().to_path_buf();
+        let examples = profile_dir.join("examples");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let sources = [root.join("sdk/src"), root.join("sdk/examples")]
+            .iter()
+            .filter_map(|p| newest(p))
+            .max();
+        let built = [
+            "echo_server",
+            "echo_client",
+            "axum_server",
+            "resilient_client",
+        ]
+        .iter()
+        .map(|b| {
+            std::fs::metadata(examples.join(b))
+                .and_then(|m| m.modified())
+                .ok()
+        })
+        .collect::<Option<Vec<_>>>()
+        .and_then(|v| v.into_iter().min());
+        if matches!((sources, built), (Some(s), Some(b)) if b >= s) {
+            return examples;
+        }
+        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => "dev".to_string(),
+            Some(other) => other.to_string(),
+        };
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "--profile", &profile])
+            .args(["-p", "weft-sdk", "--examples", "--features", "axum"])
+            .arg("--target-dir")
+            .arg(profile_dir.parent().unwrap())
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("running cargo build for the SDK examples");
+        assert!(status.success(), "building the SDK examples failed");
+        examples
+    });
+    dir.join(name)
+}
+
+/// The newest modification time under `path`.
+fn newest(path: &Path) -> Option<std::time::SystemTime> {
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_dir() {
+        return meta.modified().ok();
+    }
+    std::fs::read_dir(path)
+        .ok()?
+        .filter_map(|e| newest(&e.ok()?.path()))
+        .max()
+}
+
 /// Whether both binaries exist and are newer than every source they are built from.
 fn binaries_are_current(profile_dir: &Path) -> bool {
-    fn newest(path: &Path) -> Option<std::time::SystemTime> {
-        let meta = std::fs::metadata(path).ok()?;
-        if !meta.is_dir() {
-            return meta.modified().ok();
-        }
-        std::fs::read_dir(path)
-            .ok()?
-            .filter_map(|e| newest(&e.ok()?.path()))
-            .max()
-    }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let sources = [
         "Cargo.lock",

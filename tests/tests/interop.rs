@@ -336,8 +336,8 @@ async fn c_sdk_dials_a_weft_hosted_service_ten_megabytes_each_way_encrypted() {
             for _ in 0..BULK_CONNS {
                 let stream = listener.accept().await.unwrap();
                 assert_eq!(
-                    stream.peer(),
-                    "c-sdk",
+                    stream.dialer(),
+                    Some("c-sdk"),
                     "the caller id is the C identity's name"
                 );
                 tasks.push(tokio::spawn(weft_transfer(stream, download.clone())));

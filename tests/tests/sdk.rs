@@ -63,7 +63,7 @@ async fn enroll_bind_dial_and_move_ten_megabytes_each_way_encrypted() {
     let server = tokio::spawn(async move {
         let mut stream = listener.accept().await.unwrap();
         assert!(stream.is_encrypted());
-        assert_eq!(stream.peer(), "bulk-c");
+        assert_eq!(stream.dialer(), Some("bulk-c"));
         let mut got = Vec::with_capacity(TEN_MB);
         stream.read_to_end(&mut got).await.unwrap();
         assert_eq!(sha(&got), up_sum, "upload corrupted");

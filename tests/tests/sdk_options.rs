@@ -2,7 +2,8 @@
 //! (issue 21, item 2): a dial naming a terminator identity reaches that host and hands
 //! it application data; a host bound with `Required` precedence takes the dials while
 //! it is up; a dial timeout and a controller request timeout end what would otherwise
-//! wait; a context loads its identity from a file.
+//! wait; a context loads its identity from a file; a client lists where a service is
+//! hosted.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
@@ -51,6 +52,16 @@ async fn a_dial_reaches_the_terminator_identity_it_names_with_its_app_data() {
     )
     .await;
     let client = net.context("visitor", &["desks-client"]).await;
+    // The client can see where the service is hosted, by terminator identity.
+    let terminators = client.terminators("desks").await.unwrap();
+    let mut identities: Vec<&str> = terminators.iter().map(|t| t.identity.as_str()).collect();
+    identities.sort_unstable();
+    assert_eq!(identities, ["one", "two"], "{terminators:?}");
+    assert!(terminators.iter().all(|t| !t.router_id.is_empty()));
+    // An identity without a permission on the service does not see them.
+    let stranger = net.context("stranger", &[]).await;
+    let err = stranger.terminators("desks").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NoSuchService, "{err}");
     for _ in 0..3 {
         for (identity, data) in [("two", "hello"), ("one", "{\"seat\":4}")] {
             let options = DialOptions::default()

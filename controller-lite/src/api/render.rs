@@ -638,6 +638,28 @@ pub async fn management_entity(
     Ok(v)
 }
 
+/// A terminator as a client sees it (`terminatorClientDetail`): the service, the
+/// router and the terminator identity (what a dial may name), without the address,
+/// binding, cost and precedence that only the management API shows.
+pub async fn client_terminator(ctl: &Controller, row: &EntityRow) -> Result<Value, ApiError> {
+    let d = &row.data;
+    let service_id = d["service"].as_str().unwrap_or_default().to_owned();
+    let router_id = d["router"].as_str().unwrap_or_default().to_owned();
+    Ok(json!({
+        "id": row.id,
+        "tags": row.tags,
+        "createdAt": row.created_at,
+        "updatedAt": row.updated_at,
+        "_links": {},
+        "service": reference(ctl, Kind::Services, &service_id).await?,
+        "serviceId": service_id,
+        "routerId": router_id,
+        // OpenZiti's terminator `identity` is the one a dial may name (the bind's
+        // terminator identity, `instanceId` here), not the hosting identity.
+        "identity": d["instanceId"].as_str().unwrap_or_default(),
+    }))
+}
+
 /// Edge router as listed to clients (`currentIdentityEdgeRouterDetail`,
 /// session `edgeRouters[]`): `supportedProtocols` and its deprecated copy `urls`.
 pub fn client_router(ctl: &Controller, row: &EntityRow) -> Value {

@@ -11,8 +11,9 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::AbortHandle;
+use tokio::task::{AbortHandle, JoinHandle};
 use tokio_rustls::client::TlsStream;
+use tokio_util::sync::CancellationToken;
 use weft_wire::edge::{self, HelloResult};
 use weft_wire::{Decoded, Decoder, EncodeError, Frame, Limits};
 
@@ -106,6 +107,8 @@ struct Shared {
     next_sequence: AtomicI32,
     latency_us: AtomicU64,
     state: Mutex<State>,
+    /// Cancelled when the channel dies ([`Channel::closed`]).
+    dead: CancellationToken,
 }
 
 impl Shared {
@@ -127,6 +130,7 @@ impl Shared {
             }
             tracing::debug!(router = %self.router, address = %self.address, %error, "edge connection closed");
             st.closed = Some(error);
+            self.dead.cancel();
             (
                 std::mem::take(&mut st.waiters),
                 std::mem::take(&mut st.routes),
@@ -190,6 +194,7 @@ impl Channel {
             next_sequence: AtomicI32::new(1),
             latency_us: AtomicU64::new(u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX)),
             state: Mutex::new(State::default()),
+            dead: CancellationToken::new(),
         });
         let reader = tokio::spawn(read_loop(Arc::clone(&shared), read, decoder));
         let writer = tokio::spawn(write_loop(Arc::clone(&shared), write, rx));
@@ -223,6 +228,16 @@ impl Channel {
         self.shared.state().closed.clone().unwrap_or_else(|| {
             Error::connection(format!("edge router {} connection lost", self.router()))
         })
+    }
+
+    /// The address connected to.
+    pub(crate) fn address(&self) -> &str {
+        &self.shared.address
+    }
+
+    /// Completes when the connection is dead ([`Self::closed_error`] says why).
+    pub(crate) async fn closed(&self) {
+        self.shared.dead.cancelled().await;
     }
 
     /// The next channel sequence number.
@@ -262,7 +277,7 @@ impl Channel {
         let mut out = BytesMut::new();
         let grant = edge::Credit { conn_id, bytes };
         if grant.encode(self.next_sequence(), &mut out).is_ok() {
-            self.send_detached(out.freeze());
+            let _ = self.send_detached(out.freeze());
         }
     }
 
@@ -291,34 +306,28 @@ impl Channel {
     }
 
     /// Queues one frame from a synchronous context (a `Drop`): at once if there is
-    /// room, else from a spawned task, else not at all (the connection is going away).
-    pub(crate) fn send_detached(&self, frame: Bytes) {
+    /// room, else from a spawned task (returned, for what must follow the frame), else
+    /// not at all (the connection is going away).
+    pub(crate) fn send_detached(&self, frame: Bytes) -> Option<JoinHandle<()>> {
         match self.shared.writer.try_send(frame) {
-            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => None,
             Err(mpsc::error::TrySendError::Full(frame)) => {
-                if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                    let writer = self.shared.writer.clone();
-                    rt.spawn(async move { writer.send(frame).await });
-                }
+                let rt = tokio::runtime::Handle::try_current().ok()?;
+                let writer = self.shared.writer.clone();
+                Some(rt.spawn(async move {
+                    let _ = writer.send(frame).await;
+                }))
             }
         }
     }
 
-    /// Ends `conn_id` cleanly without waiting: a FIN (an empty Data with the FIN flag,
-    /// edge Seq `seq`) and then StateClosed, as one item of the write queue so that
-    /// nothing can come between them or reorder them.
-    pub(crate) fn send_fin_and_close_detached(&self, conn_id: u32, seq: u32) {
+    /// Half-closes `conn_id` without waiting: an empty Data with the FIN flag and edge
+    /// Seq `seq`. When it had to wait for room, the task sending it is returned: a
+    /// later close must wait for it, or it could overtake the FIN.
+    pub(crate) fn send_fin_detached(&self, conn_id: u32, seq: u32) -> Option<JoinHandle<()>> {
         let mut out = BytesMut::new();
-        let fin = proto::data_head(&mut out, self.next_sequence(), conn_id, seq, true, 0);
-        let closed = edge::StateClosed {
-            conn_id,
-            seq: seq.wrapping_add(1),
-            reply_for: None,
-            reason: b"",
-        };
-        if fin.is_ok() && closed.encode(self.next_sequence(), &mut out).is_ok() {
-            self.send_detached(out.freeze());
-        }
+        proto::data_head(&mut out, self.next_sequence(), conn_id, seq, true, 0).ok()?;
+        self.send_detached(out.freeze())
     }
 
     /// Tells the router `conn_id` is closed (StateClosed with edge Seq `seq`; no answer
@@ -334,7 +343,7 @@ impl Channel {
             reason,
         };
         if closed.encode(self.next_sequence(), &mut out).is_ok() {
-            self.send_detached(out.freeze());
+            let _ = self.send_detached(out.freeze());
         }
     }
 
@@ -384,10 +393,19 @@ impl Channel {
         }
     }
 
-    /// Closes the connection.
+    /// Closes the connection at once; what is queued is not sent.
     pub(crate) fn close(&self) {
         self.shared
             .fail(Error::closed("edge connection closed by the SDK"));
+    }
+
+    /// Closes the connection once what is queued now went out (the closes of streams
+    /// just dropped among it), without waiting.
+    pub(crate) fn close_when_flushed(&self) {
+        // An empty frame is the writer's cue to stop: real frames are never empty.
+        if self.send_detached(Bytes::new()).is_none() && self.shared.writer.is_closed() {
+            self.close();
+        }
     }
 }
 
@@ -621,12 +639,18 @@ async fn dispatch(shared: &Arc<Shared>, frame: Frame) -> Result<()> {
 async fn write_loop(shared: Arc<Shared>, mut write: WriteHalf<Tls>, mut rx: mpsc::Receiver<Bytes>) {
     let result: std::io::Result<()> = async {
         while let Some(frame) = rx.recv().await {
+            let mut last = frame.is_empty();
             write.write_all(&frame).await?;
             // Batch what is already queued into the same flush.
-            while let Ok(frame) = rx.try_recv() {
+            while !last && let Ok(frame) = rx.try_recv() {
+                last = frame.is_empty();
                 write.write_all(&frame).await?;
             }
             write.flush().await?;
+            if last {
+                // `close_when_flushed`: everything queued before it went out.
+                break;
+            }
         }
         Ok(())
     }

@@ -111,6 +111,15 @@ pub fn routes() -> ApiBuilder {
             services::detail,
         )
         .add(
+            Endpoint::get("/services/{id}/terminators", "listServiceTerminators")
+                .doc("Service", "Where a service the caller may dial or bind is hosted")
+                .session()
+                .lists(Data::Object(
+                    "Terminator with `serviceId`, `service`, `routerId` and `identity`.",
+                )),
+            services::terminators,
+        )
+        .add(
             Endpoint::get("/sessions", "listSessions")
                 .doc("Session", "Sessions of the caller's API session")
                 .session()

@@ -1,4 +1,4 @@
-//! `GET /services` and `GET /services/{id}` (spec §6.2).
+//! `GET /services`, `GET /services/{id}` (spec §6.2) and `GET /services/{id}/terminators`.
 
 use axum::extract::{Path, State};
 use axum::response::Response;
@@ -73,4 +73,34 @@ pub async fn detail(
     let mut v = render::client_service(&ctl, &s, &p, &caller.session.config_types).await?;
     v["postureQueries"] = posture.queries(&caller.identity.id, &s.id, &p);
     Ok(envelope::ok(v))
+}
+
+/// `GET /services/{id}/terminators?limit&offset&filter&sort`: where a service the
+/// caller may dial or bind is hosted (`terminatorClientDetail`: the router and the
+/// terminator identity, never the router-internal address); 404 without a permission.
+pub async fn terminators(
+    State(ctl): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    q: ListQuery,
+) -> Result<Response, ApiError> {
+    let posture = PostureView::load(&ctl, &caller).await?;
+    let perms = posture.snapshot().service_permissions(&caller.identity.id);
+    if !perms.contains_key(&id) {
+        return Err(ApiError::NotFound(format!("service {id:?} not found")));
+    }
+    let fields = Kind::Terminators.fields();
+    let rows = ctl
+        .store
+        .list_all(Kind::Terminators.collection())
+        .await?
+        .into_iter()
+        .filter(|t| t.data["service"] == json!(id))
+        .map(|t| (render::entity(&t), t))
+        .collect();
+    let page = q
+        .apply(&fields, &["createdAt"], rows)?
+        .try_map_async(async |t| render::client_terminator(&ctl, &t).await)
+        .await?;
+    Ok(envelope::page(page, &fields))
 }
