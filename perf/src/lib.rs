@@ -18,6 +18,7 @@ pub mod report;
 pub mod revocation;
 pub mod run;
 pub mod scenarios;
+pub mod sdk;
 pub mod server;
 pub mod sysinfo;
 pub mod targets;

@@ -24,6 +24,9 @@ enum Cmd {
     /// One revocation closing many live circuits: close-time percentiles, on one
     /// controller or across controllers.
     Revocation(weft_perf::revocation::RevocationArgs),
+    /// The Rust SDK end to end (one stream's throughput, dial + first echo) against
+    /// the `weft tunnel` path, on one router, plain and end-to-end encrypted.
+    Sdk(weft_perf::sdk::SdkArgs),
     /// The suite's echo server (started by `run` as a child process).
     #[command(hide = true)]
     Serve {
@@ -48,6 +51,11 @@ fn main() -> ExitCode {
             .build()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(weft_perf::revocation::run_revocation(args))),
+        Cmd::Sdk(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(weft_perf::sdk::run_sdk(args))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

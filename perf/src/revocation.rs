@@ -42,7 +42,7 @@ pub struct RevocationArgs {
 }
 
 /// A `weft-router` process, killed on drop.
-struct RouterProc {
+pub(crate) struct RouterProc {
     child: Child,
     _dir: tempfile::TempDir,
 }
@@ -54,14 +54,17 @@ impl Drop for RouterProc {
     }
 }
 
-async fn start_router(admin: &Management, control_addr: &str) -> Result<RouterProc> {
+/// Creates, enrolls and starts router `name` following the controller at
+/// `control_addr`; returns once the controller sees it online.
+pub(crate) async fn start_router(
+    admin: &Management,
+    control_addr: &str,
+    name: &str,
+) -> Result<RouterProc> {
     let bin = sibling_bin("weft-router")?;
     let edge_port = weft_testkit::free_port();
     let v = admin
-        .create(
-            "edge-routers",
-            boot::edge_router_body("revoke-router", edge_port),
-        )
+        .create("edge-routers", boot::edge_router_body(name, edge_port))
         .await?;
     let id = v["id"].as_str().context("router id")?.to_owned();
     let detail = admin.get(&format!("edge-routers/{id}")).await?;
@@ -130,7 +133,7 @@ pub async fn run_revocation(args: RevocationArgs) -> Result<()> {
         .create("service-policies", json!({"name": "revoke-bind", "type": "Bind", "semantic": "AnyOf", "identityRoles": ["#revoke-host"], "serviceRoles": ["#revoke"]}))
         .await?;
     allow_all_routers(&admin).await?;
-    let _router = start_router(&admin, &last.control_addr).await?;
+    let _router = start_router(&admin, &last.control_addr, "revoke-router").await?;
     let host = weft_sdk::Context::new(enrolled(&admin, "revoke-host").await?).await?;
     let client = Arc::new(weft_sdk::Context::new(enrolled(&admin, "revoke-client").await?).await?);
     let listener = host.bind("revoke").await?;
