@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 use weft_wire::edge;
 
@@ -42,7 +42,7 @@ pub struct Listener {
     service: String,
     router: String,
     /// Edge routers holding one of this listener's terminators now.
-    routers: Arc<std::sync::Mutex<Vec<String>>>,
+    routers: watch::Receiver<Vec<String>>,
     /// The hosting identity's name (axum's local address).
     #[cfg(feature = "axum")]
     identity: String,
@@ -80,7 +80,7 @@ impl Listener {
     /// The edge routers holding one of this listener's terminators now (up to
     /// [`crate::BindOptions::max_terminators`], one per router), sorted.
     pub fn routers(&self) -> Vec<String> {
-        lock_routers(&self.routers).clone()
+        self.routers.borrow().clone()
     }
 }
 
@@ -159,11 +159,6 @@ impl Drop for Listener {
     }
 }
 
-fn lock_routers(m: &std::sync::Mutex<Vec<String>>) -> std::sync::MutexGuard<'_, Vec<String>> {
-    // Every update replaces the list whole: a poisoned lock still holds a valid one.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 /// Binds `svc` and starts the task that keeps it bound.
 pub(crate) async fn bind(inner: Arc<Inner>, svc: Service, opts: BindOptions) -> Result<Listener> {
     let mut last = None;
@@ -199,21 +194,42 @@ pub(crate) async fn bind(inner: Arc<Inner>, svc: Service, opts: BindOptions) -> 
         return Err(last.unwrap_or_else(|| Error::new(ErrorKind::NoEdgeRouter, "bind failed")));
     };
     let router = bound.channel.router().to_string();
-    let routers = Arc::new(std::sync::Mutex::new(vec![router.clone()]));
+    let (routers_tx, mut routers) = watch::channel(vec![router.clone()]);
     let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
     let service = svc.name.clone();
     #[cfg(feature = "axum")]
     let identity = inner.name.clone();
+    let target = opts
+        .max_terminators
+        .unwrap_or(DEFAULT_MAX_TERMINATORS)
+        .max(1);
+    let opts_wait_for = opts.wait_for_terminators.unwrap_or(1);
+    let inner_timeout = inner.options.connect_timeout + inner.options.request_timeout;
     let keeper = Keeper {
         inner,
         svc,
         opts,
         out: tx,
-        routers: Arc::clone(&routers),
+        routers: routers_tx,
         bindings: Bindings::default(),
         lost: 0,
     };
+    let wait_for = usize::from(opts_wait_for.min(target));
     let task = tokio::spawn(keeper.run(session, bound));
+    if wait_for > 1 {
+        // OpenZiti's `WaitForNEstablishedListeners`: return once that many are up.
+        let limit = inner_timeout;
+        let up = tokio::time::timeout(limit, routers.wait_for(|r| r.len() >= wait_for))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if !up {
+            task.abort();
+            let have = routers.borrow().len();
+            return Err(Error::timed_out(format!(
+                "{have} of the {wait_for} terminators asked for were bound within {limit:?}"
+            )));
+        }
+    }
     Ok(Listener {
         service,
         router,
@@ -349,7 +365,7 @@ struct Keeper {
     svc: Service,
     opts: BindOptions,
     out: mpsc::Sender<Result<Stream>>,
-    routers: Arc<std::sync::Mutex<Vec<String>>>,
+    routers: watch::Sender<Vec<String>>,
     bindings: Bindings,
     /// Bindings lost and not replaced yet (a new one is a rebind).
     lost: usize,
@@ -392,7 +408,8 @@ impl Keeper {
     }
 
     fn publish_routers(&self) {
-        *lock_routers(&self.routers) = self.bindings.0.keys().cloned().collect();
+        self.routers
+            .send_replace(self.bindings.0.keys().cloned().collect());
     }
 
     async fn run(mut self, mut session: Session, first: Bound) {

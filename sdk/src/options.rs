@@ -60,6 +60,13 @@ pub struct BindOptions {
     /// arriving at any of those routers reach this host directly, and keep the service
     /// reachable while one router is lost.
     pub max_terminators: Option<u16>,
+    /// How many terminators must be up before [`crate::Context::bind`] returns
+    /// (OpenZiti's `WaitForNEstablishedListeners`; at most
+    /// [`Self::max_terminators`]); default 1: it returns once the first is up and the
+    /// others follow. Past [`crate::Options::connect_timeout`] plus
+    /// [`crate::Options::request_timeout`] the bind fails with
+    /// [`crate::ErrorKind::TimedOut`].
+    pub wait_for_terminators: Option<u16>,
 }
 
 impl BindOptions {
@@ -78,6 +85,13 @@ impl BindOptions {
     /// These options with a precedence.
     pub fn with_precedence(mut self, precedence: Precedence) -> Self {
         self.precedence = Some(precedence);
+        self
+    }
+
+    /// These options making [`crate::Context::bind`] wait until `n` terminators are up
+    /// (see [`Self::wait_for_terminators`]).
+    pub fn with_wait_for_terminators(mut self, n: u16) -> Self {
+        self.wait_for_terminators = Some(n);
         self
     }
 

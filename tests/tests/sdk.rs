@@ -537,6 +537,35 @@ async fn a_host_is_bound_on_every_router_and_keeps_serving_when_one_dies() {
         .unwrap();
     assert_eq!(single.routers().len(), 1);
     drop(single);
+    // Waiting for two terminators (OpenZiti's WaitForNEstablishedListeners): both are
+    // up when bind returns; waiting for three on two routers times out.
+    let both = host
+        .bind_with_options(
+            "multi",
+            weft_sdk::BindOptions::default().with_wait_for_terminators(2),
+        )
+        .await
+        .unwrap();
+    assert_eq!(both.routers().len(), 2, "{:?}", both.routers());
+    drop(both);
+    let impatient = Context::with_options(
+        net.enrolled("multi-h2", &["multi-host"]).await,
+        weft_sdk::Options {
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(1),
+            ..weft_sdk::Options::default()
+        },
+    )
+    .await
+    .unwrap();
+    let err = impatient
+        .bind_with_options(
+            "multi",
+            weft_sdk::BindOptions::default().with_wait_for_terminators(3),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::TimedOut, "{err}");
     let terminators = net.admin.get("terminators").await;
     let on: std::collections::BTreeSet<&str> = terminators["data"]
         .as_array()
