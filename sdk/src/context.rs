@@ -135,6 +135,9 @@ pub(crate) struct Inner {
     listed: Mutex<Option<HashMap<String, Service>>>,
     /// [`Event::IdentityRevoked`] was reported (and not since a login succeeded).
     revoked: AtomicBool,
+    /// [`Context::close`] was called: every later call fails with
+    /// [`ErrorKind::Closed`].
+    closed: AtomicBool,
 }
 
 /// What the SDK knows of posture: the query sets of the services, the host, and the
@@ -208,6 +211,7 @@ impl Context {
             events: broadcast::channel(events::EVENT_QUEUE).0,
             listed: Mutex::new(None),
             revoked: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
         });
         // Refresh well before the session could expire.
         let interval = session
@@ -246,6 +250,7 @@ impl Context {
     /// ([`Identity::save`]), or the next process start has only the old certificate.
     /// [`ErrorKind::NotAuthorized`] when the identity has no certificate of this network.
     pub async fn extend_certificate(&self, roll_keys: bool) -> Result<Identity> {
+        self.inner.check_open()?;
         let current = lock(&self.inner.identity).clone();
         let authenticator = self.inner.ctrl.cert_authenticator().await?;
         let (csr, new_key) = if roll_keys {
@@ -274,28 +279,33 @@ impl Context {
     /// every login asks for a code ([`Options::with_mfa_codes`]).
     /// [`ErrorKind::Mfa`] when the identity already has an enrollment.
     pub async fn enroll_mfa(&self) -> Result<MfaEnrollment> {
+        self.inner.check_open()?;
         self.inner.ctrl.enroll_mfa().await
     }
 
     /// Verifies the enrollment with a current TOTP `code`; [`ErrorKind::Mfa`] when it is
     /// wrong, [`ErrorKind::NoSuchService`] (404) without an unverified enrollment.
     pub async fn verify_mfa(&self, code: &str) -> Result<()> {
+        self.inner.check_open()?;
         self.inner.ctrl.verify_mfa(code).await
     }
 
     /// Removes this identity's TOTP enrollment; a verified one needs a TOTP or recovery
     /// `code` ([`ErrorKind::Mfa`] when wrong).
     pub async fn remove_mfa(&self, code: &str) -> Result<()> {
+        self.inner.check_open()?;
         self.inner.ctrl.remove_mfa(code).await
     }
 
     /// Every service this identity can see (fetched now).
     pub async fn services(&self) -> Result<Vec<Service>> {
+        self.inner.check_open()?;
         self.inner.refresh_services().await
     }
 
     /// The service named `name`.
     pub async fn service(&self, name: &str) -> Result<Service> {
+        self.inner.check_open()?;
         self.inner.service(name).await
     }
 
@@ -303,6 +313,7 @@ impl Context {
     /// `GetServiceTerminators`), e.g. to find the terminator identities a dial may name.
     /// [`ErrorKind::NoSuchService`] when the service is not visible.
     pub async fn terminators(&self, service: &str) -> Result<Vec<Terminator>> {
+        self.inner.check_open()?;
         let svc = self.inner.service(service).await?;
         self.inner
             .ctrl
@@ -323,6 +334,7 @@ impl Context {
     /// ([`ErrorKind::TimedOut`] past it), application data for the host, the identity of
     /// the terminator to reach.
     pub async fn dial_with_options(&self, service: &str, options: &DialOptions) -> Result<Stream> {
+        self.inner.check_open()?;
         let dialed = match options.timeout {
             Some(limit) => tokio::time::timeout(limit, self.inner.dial(service, options))
                 .await
@@ -348,6 +360,7 @@ impl Context {
     /// [`Self::bind`] with the terminator's identity (dials naming it reach this
     /// host), cost and precedence.
     pub async fn bind_with_options(&self, service: &str, options: BindOptions) -> Result<Listener> {
+        self.inner.check_open()?;
         let bound = async {
             let svc = self.inner.service(service).await?;
             if !svc.can_bind() {
@@ -381,8 +394,13 @@ impl Context {
             .collect()
     }
 
-    /// Logs out (deletes the API session) and closes every edge connection.
+    /// Logs out (deletes the API session) and closes every edge connection: the
+    /// streams of this context fail, its listeners stop, and every later call on any
+    /// clone fails with [`ErrorKind::Closed`].
     pub async fn close(self) -> Result<()> {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
         self.inner.shutdown();
         self.inner.ctrl.logout().await
     }
@@ -406,6 +424,17 @@ impl Inner {
                 c.close_when_flushed();
             }
         }
+    }
+
+    /// [`ErrorKind::Closed`] once [`Context::close`] was called.
+    pub(crate) fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::closed(format!(
+                "the context of {} was closed",
+                self.name
+            )));
+        }
+        Ok(())
     }
 
     pub(crate) fn next_conn_id(&self) -> u32 {
@@ -515,6 +544,7 @@ impl Inner {
         if let Some(c) = guard.as_ref().filter(|c| !c.is_closed()) {
             return Ok(c.clone());
         }
+        self.check_open()?;
         let tls = lock(&self.tls).clone();
         let channel = Channel::connect(
             router,

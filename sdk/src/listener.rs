@@ -419,6 +419,11 @@ impl Keeper {
         let mut fresh_session_needed = false;
         let mut session_at = tokio::time::Instant::now();
         loop {
+            if let Err(e) = self.inner.check_open() {
+                // The context was closed: no rebinding; `accept` says so.
+                let _ = self.out.send(Err(e)).await;
+                return;
+            }
             let mut wait = None;
             if self.bindings.0.len() < self.target() {
                 if fresh_session_needed || session_at.elapsed() >= REFRESH_ROUTERS {

@@ -91,7 +91,18 @@ async fn streams_and_listeners_keep_their_context_and_close_ends_them() {
     s.write_all(b"x").await.unwrap();
     let mut one = [0u8; 1];
     s.read_exact(&mut one).await.unwrap();
+    let clone = ctx.clone();
     ctx.close().await.unwrap();
+    let err = clone.dial("keep").await.unwrap_err();
+    assert_eq!(
+        err.kind(),
+        ErrorKind::Closed,
+        "a clone of a closed context: {err}"
+    );
+    assert_eq!(
+        clone.services().await.unwrap_err().kind(),
+        ErrorKind::Closed
+    );
     let read = tokio::time::timeout(Duration::from_secs(10), s.read(&mut one))
         .await
         .expect("the closed context's stream ends");
