@@ -489,6 +489,15 @@ pub enum CreateCommand {
         /// The config data as a JSON object.
         data: String,
     },
+    /// Create a config type (`ziti edge create config-type`): configs of this type hold
+    /// data its JSON schema accepts, and SDKs ask for services' configs by its name.
+    ConfigType {
+        /// Name, e.g. `my-app.v1`.
+        name: String,
+        /// A file holding the type's JSON schema (a JSON object); none: any data.
+        #[arg(short = 's', long)]
+        schema: Option<PathBuf>,
+    },
     /// Create an edge router record with its advertised edge listener.
     EdgeRouter {
         /// Name.
@@ -680,6 +689,25 @@ pub fn create_body(what: &CreateCommand) -> Result<(&'static str, Value), CliErr
                 "configs",
                 json!({"name": name, "configTypeId": config_type, "data": data}),
             )
+        }
+        CreateCommand::ConfigType { name, schema } => {
+            let mut body = json!({"name": name});
+            if let Some(path) = schema {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    CliError::Usage(format!("reading the schema {}: {e}", path.display()))
+                })?;
+                let schema: Value = serde_json::from_str(&text).map_err(|e| {
+                    CliError::Usage(format!("the schema {} is not JSON: {e}", path.display()))
+                })?;
+                if !schema.is_object() {
+                    return Err(CliError::Usage(format!(
+                        "the schema {} is not a JSON object",
+                        path.display()
+                    )));
+                }
+                body["schema"] = schema;
+            }
+            ("config-types", body)
         }
         CreateCommand::EdgeRouter {
             name,

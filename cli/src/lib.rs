@@ -76,12 +76,17 @@ pub enum EdgeCommand {
         #[command(subcommand)]
         what: CreateCommand,
     },
-    /// List entities of a type.
+    /// List entities of a type (`weft edge list identities [FILTER]`), the entities
+    /// related to one (`weft edge list identity services NAME [FILTER]`, as `ziti edge
+    /// list` does), or how many of each type there are (`weft edge list summary`).
     List {
-        /// Entity type (e.g. identities, services, service-policies, api-sessions).
+        /// Entity type (e.g. identities, services, service-policies, api-sessions), a
+        /// singular type with a related type and a name (see `RELATED`), or `summary`.
         entity: String,
-        /// Optional filter, e.g. `name contains "x" sort by name limit 5`.
-        filter: Option<String>,
+        /// `[FILTER]`, or `RELATED NAME_OR_ID [FILTER]`. A filter is e.g.
+        /// `name contains "x" sort by name limit 5`.
+        #[arg(num_args = 0..=3, value_name = "ARGS")]
+        args: Vec<String>,
         /// Output format: `table` or `json`.
         #[arg(long, default_value = "table")]
         output: String,
@@ -173,6 +178,123 @@ const COLLECTIONS: &[(&str, &str, bool)] = &[
     ("api-session", "api-sessions", false),
     ("session", "sessions", false),
 ];
+
+/// For each collection, the related lists the management API serves
+/// (`/{collection}/{id}/{related}`), as `weft edge list ENTITY RELATED NAME` reaches them.
+const RELATED: &[(&str, &[&str])] = &[
+    (
+        "identities",
+        &[
+            "services",
+            "edge-routers",
+            "authenticators",
+            "enrollments",
+            "service-policies",
+            "edge-router-policies",
+        ],
+    ),
+    (
+        "services",
+        &[
+            "identities",
+            "edge-routers",
+            "configs",
+            "terminators",
+            "service-policies",
+            "service-edge-router-policies",
+        ],
+    ),
+    (
+        "edge-routers",
+        &[
+            "identities",
+            "services",
+            "edge-router-policies",
+            "service-edge-router-policies",
+        ],
+    ),
+    ("service-policies", &["identities", "services"]),
+    ("edge-router-policies", &["identities", "edge-routers"]),
+    (
+        "service-edge-router-policies",
+        &["services", "edge-routers"],
+    ),
+    ("config-types", &["configs"]),
+    ("configs", &["services"]),
+];
+
+/// What `weft edge list` lists.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ListTarget<'a> {
+    /// `weft edge list summary`: counts per entity type.
+    Summary,
+    /// Every entity of `coll` (that `filter` lets through).
+    All {
+        /// The collection.
+        coll: &'static str,
+        /// The filter.
+        filter: Option<&'a str>,
+    },
+    /// The entities of `related` that entity `name_or_id` of `coll` relates to.
+    Related {
+        /// The collection of the entity.
+        coll: &'static str,
+        /// The related collection.
+        related: &'static str,
+        /// The entity.
+        name_or_id: &'a str,
+        /// The filter.
+        filter: Option<&'a str>,
+    },
+}
+
+/// Reads `weft edge list ENTITY ARGS…`: `summary`; `TYPE [FILTER]`; or `TYPE RELATED
+/// NAME [FILTER]` when the first argument names a related type of `TYPE`.
+pub fn list_target<'a>(entity: &str, args: &'a [String]) -> Result<ListTarget<'a>, CliError> {
+    if entity == "summary" {
+        if !args.is_empty() {
+            return Err(CliError::Usage("`list summary` takes no arguments".into()));
+        }
+        return Ok(ListTarget::Summary);
+    }
+    let coll = collection(entity)?;
+    let related_of = RELATED
+        .iter()
+        .find(|(c, _)| *c == coll)
+        .map_or(&[][..], |(_, r)| *r);
+    let related = args
+        .first()
+        .and_then(|a| collection(a).ok())
+        .and_then(|r| related_of.iter().find(|x| **x == r).copied());
+    match (related, args) {
+        (Some(related), [_, name_or_id, rest @ ..]) => Ok(ListTarget::Related {
+            coll,
+            related,
+            name_or_id,
+            filter: rest.first().map(String::as_str),
+        }),
+        (Some(related), _) => Err(CliError::Usage(format!(
+            "name the {} whose {related} to list: weft edge list {entity} {related} NAME",
+            singular(coll)
+        ))),
+        (None, [filter]) => Ok(ListTarget::All {
+            coll,
+            filter: Some(filter),
+        }),
+        (None, []) => Ok(ListTarget::All { coll, filter: None }),
+        (None, [first, ..]) => {
+            let known = if related_of.is_empty() {
+                "none".to_owned()
+            } else {
+                related_of.join(", ")
+            };
+            Err(CliError::Usage(format!(
+                "{first:?} is not a list related to {coll} (those are: {known}); a filter \
+                 is one argument (quote it)"
+            )))
+        }
+    }
+}
 
 /// Other CLI names of collections (`ziti edge list ext-jwt-signers`).
 const ALIASES: &[(&str, &str)] = &[
@@ -282,14 +404,33 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 }
                 EdgeCommand::List {
                     entity,
-                    filter,
+                    args,
                     output,
                     json,
                 } => {
-                    let coll = collection(&entity)?;
                     let format = output::Format::parse(&output, json)?;
-                    let listed = api()?.list_counted(coll, filter.as_deref()).await?;
-                    output::print_listed(listed, format)?;
+                    match list_target(&entity, &args)? {
+                        ListTarget::Summary => {
+                            let v = api()?.get("summary").await?;
+                            output::print_summary(&v["data"], format)?;
+                        }
+                        ListTarget::All { coll, filter } => {
+                            let listed = api()?.list_counted(coll, filter).await?;
+                            output::print_listed(listed, format)?;
+                        }
+                        ListTarget::Related {
+                            coll,
+                            related,
+                            name_or_id,
+                            filter,
+                        } => {
+                            let api = api()?;
+                            let id = api.resolve(coll, name_or_id, named(coll)).await?;
+                            let path = format!("{coll}/{id}/{related}");
+                            let listed = api.list_counted(&path, filter).await?;
+                            output::print_listed(listed, format)?;
+                        }
+                    }
                 }
                 EdgeCommand::Update { what } => {
                     let (coll, name_or_id, body) = update_body(&what)?;
@@ -372,5 +513,69 @@ mod singular_tests {
         );
         assert_eq!(super::singular("edge-routers"), "edge-router");
         assert_eq!(super::singular("configs"), "config");
+    }
+}
+
+#[cfg(test)]
+mod list_target_tests {
+    use super::{ListTarget, list_target};
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn plain_lists_related_lists_and_the_summary() {
+        assert_eq!(list_target("summary", &[]).ok(), Some(ListTarget::Summary));
+        let a = args(&[]);
+        assert_eq!(
+            list_target("identities", &a).ok(),
+            Some(ListTarget::All {
+                coll: "identities",
+                filter: None
+            })
+        );
+        let a = args(&["name contains \"a\""]);
+        assert_eq!(
+            list_target("identity", &a).ok(),
+            Some(ListTarget::All {
+                coll: "identities",
+                filter: Some("name contains \"a\"")
+            })
+        );
+        let a = args(&["service-policies", "alice", "limit 2"]);
+        assert_eq!(
+            list_target("identity", &a).ok(),
+            Some(ListTarget::Related {
+                coll: "identities",
+                related: "service-policies",
+                name_or_id: "alice",
+                filter: Some("limit 2"),
+            })
+        );
+        let a = args(&["configs", "intercept.v1"]);
+        assert_eq!(
+            list_target("config-type", &a).ok(),
+            Some(ListTarget::Related {
+                coll: "config-types",
+                related: "configs",
+                name_or_id: "intercept.v1",
+                filter: None,
+            })
+        );
+    }
+
+    #[test]
+    fn a_related_list_needs_a_name_and_a_known_relation() {
+        let e = list_target("service", &args(&["identities"])).unwrap_err();
+        assert!(e.to_string().contains("name the service"), "{e}");
+        let e = list_target("service", &args(&["cats", "web"])).unwrap_err();
+        assert!(
+            e.to_string().contains("not a list related to services"),
+            "{e}"
+        );
+        let e = list_target("summary", &args(&["x"])).unwrap_err();
+        assert!(e.to_string().contains("no arguments"), "{e}");
+        assert!(list_target("nonsense", &[]).is_err());
     }
 }

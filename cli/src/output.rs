@@ -98,6 +98,32 @@ fn roles(it: &Value) -> String {
         .join("; ")
 }
 
+/// Prints `weft edge list summary`: the count of each entity type (`data` of
+/// `GET /summary`), by type name, or the object as JSON.
+pub fn print_summary(data: &Value, format: Format) -> Result<(), CliError> {
+    let Some(counts) = data.as_object() else {
+        return Err(CliError::Config(format!(
+            "the controller's summary is not an object: {data}"
+        )));
+    };
+    match format {
+        Format::Json => {
+            let text =
+                serde_json::to_string_pretty(data).map_err(|e| CliError::Config(e.to_string()))?;
+            println!("{text}");
+        }
+        Format::Table => {
+            let mut rows: Vec<Vec<String>> = counts
+                .iter()
+                .map(|(k, v)| vec![k.clone(), v.to_string()])
+                .collect();
+            rows.sort();
+            print_columns(&["TYPE", "COUNT"], &rows);
+        }
+    }
+    Ok(())
+}
+
 /// The lines of the table of `weft edge list`.
 fn table(items: &[Value]) -> Vec<String> {
     let rows: Vec<Vec<String>> = items
