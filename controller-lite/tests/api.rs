@@ -534,6 +534,38 @@ async fn services_paging_and_sessions_follow_policies() {
         .map(|r| r["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["er-private", "er-public"]);
+    // Where one service is reached, without a session: the same routers a session
+    // would list; an invisible service is NOT_FOUND.
+    let (status, v) = get(
+        &http,
+        &ctl.client_url(&format!("/services/{first}/edge-routers")),
+        &token,
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let names: Vec<&str> = v["data"]["edgeRouters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["er-public"]);
+    let (status, v) = get(
+        &http,
+        &ctl.client_url(&format!("/services/{lonely}/edge-routers")),
+        &token,
+    )
+    .await;
+    assert_eq!((status, &v["data"]["edgeRouters"]), (200, &json!([])));
+    let (status, _) = get(
+        &http,
+        &ctl.client_url(&format!("/services/{hidden}/edge-routers")),
+        &token,
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, v) = get(&http, &ctl.client_url("/enumerated-capabilities"), &token).await;
+    assert_eq!((status, &v["data"]), (200, &json!([])));
 
     let post = |body: String| {
         let http = http.clone();

@@ -111,6 +111,16 @@ pub fn routes() -> ApiBuilder {
             services::detail,
         )
         .add(
+            Endpoint::get("/services/{id}/edge-routers", "listServiceEdgeRouters")
+                .doc(
+                    "Service",
+                    "The edge routers the caller may reach a service it may dial or bind through",
+                )
+                .session()
+                .returns(200, Data::Object("`{edgeRouters}`: edge routers with `supportedProtocols`.")),
+            services::edge_routers,
+        )
+        .add(
             Endpoint::get("/services/{id}/terminators", "listServiceTerminators")
                 .doc("Service", "Where a service the caller may dial or bind is hosted")
                 .session()
@@ -231,6 +241,15 @@ pub(crate) fn common_routes(api: ApiBuilder) -> ApiBuilder {
                 .doc("Informational", "Returns version information")
                 .returns(200, VERSION),
             version::version,
+        )
+        .add(
+            Endpoint::get("/enumerated-capabilities", "listEnumeratedCapabilities")
+                .doc(
+                    "Informational",
+                    "Optional capabilities of this controller (none: no OIDC, no raft cluster)",
+                )
+                .returns(200, Data::Object("An array of capability names.")),
+            version::capabilities,
         )
         .add(
             Endpoint::get("/current-api-session", "getCurrentAPISession")

@@ -1,4 +1,5 @@
-//! `GET /services`, `GET /services/{id}` (spec §6.2) and `GET /services/{id}/terminators`.
+//! `GET /services`, `GET /services/{id}` (spec §6.2), and where a service is reached:
+//! `GET /services/{id}/terminators` and `GET /services/{id}/edge-routers`.
 
 use axum::extract::{Path, State};
 use axum::response::Response;
@@ -103,4 +104,29 @@ pub async fn terminators(
         .try_map_async(async |t| render::client_terminator(&ctl, &t).await)
         .await?;
     Ok(envelope::page(page, &fields))
+}
+
+/// `GET /services/{id}/edge-routers`: the edge routers through which the caller may
+/// use a service it may dial or bind (edge router policies ∧ service edge router
+/// policies, as a session would list them), without creating a session; 404 without a
+/// permission (`serviceEdgeRouters`).
+pub async fn edge_routers(
+    State(ctl): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let posture = PostureView::load(&ctl, &caller).await?;
+    let view = posture.snapshot();
+    if !view
+        .service_permissions(&caller.identity.id)
+        .contains_key(&id)
+    {
+        return Err(ApiError::NotFound(format!("service {id:?} not found")));
+    }
+    let routers: Vec<serde_json::Value> = view
+        .edge_routers_for_session(&caller.identity.id, &id)
+        .iter()
+        .map(|r| render::client_router(&ctl, r))
+        .collect();
+    Ok(envelope::ok(json!({"edgeRouters": routers})))
 }

@@ -1,5 +1,6 @@
 //! `GET /version` (spec §2): `version`, `revision`, `buildDate` must be strings
-//! and `apiVersions.edge.v1.path` installs the client prefix.
+//! and `apiVersions.edge.v1.path` installs the client prefix; and
+//! `GET /enumerated-capabilities`.
 
 use axum::response::Response;
 use serde_json::json;
@@ -19,4 +20,14 @@ pub async fn version() -> Response {
             "edge-management": {"v1": {"path": "/edge/management/v1", "apiBaseUrls": []}},
         },
     }))
+}
+
+/// `GET /enumerated-capabilities`: the optional capabilities this controller has, of
+/// those OpenZiti enumerates (`capabilities` in openziti/edge-api: `OIDC_AUTH`,
+/// `HA_CONTROLLER`). Weft has neither: it authenticates without OIDC, and its several
+/// controllers share a database instead of forming OpenZiti's raft cluster, so an
+/// OpenZiti SDK that sees `HA_CONTROLLER` would wrongly switch to OIDC logins and
+/// controller lists. The answer is an empty list.
+pub async fn capabilities() -> Response {
+    envelope::ok(json!([]))
 }
