@@ -307,6 +307,7 @@ impl Drop for Writer {
         // read side is gone too (`Shared`'s drop).
         if !matches!(self.state, WriteState::Open)
             || self.shared.is_gone()
+            || self.shared.write_end().is_some()
             || self.shared.channel.is_closed()
         {
             return;
