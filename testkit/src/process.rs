@@ -68,20 +68,15 @@ pub fn sdk_example(name: &str) -> PathBuf {
             .iter()
             .filter_map(|p| newest(p))
             .max();
-        let built = [
-            "echo_server",
-            "echo_client",
-            "axum_server",
-            "resilient_client",
-        ]
-        .iter()
-        .map(|b| {
-            std::fs::metadata(examples.join(b))
-                .and_then(|m| m.modified())
-                .ok()
-        })
-        .collect::<Option<Vec<_>>>()
-        .and_then(|v| v.into_iter().min());
+        let built = oldest_built(
+            &examples,
+            &[
+                "echo_server",
+                "echo_client",
+                "axum_server",
+                "resilient_client",
+            ],
+        );
         if matches!((sources, built), (Some(s), Some(b)) if b >= s) {
             return examples;
         }
@@ -102,6 +97,19 @@ pub fn sdk_example(name: &str) -> PathBuf {
         examples
     });
     dir.join(name)
+}
+
+/// When the oldest of the files `names` in `dir` was built; `None` when one is missing.
+fn oldest_built(dir: &Path, names: &[&str]) -> Option<std::time::SystemTime> {
+    names
+        .iter()
+        .map(|b| {
+            std::fs::metadata(dir.join(b))
+                .and_then(|m| m.modified())
+                .ok()
+        })
+        .collect::<Option<Vec<_>>>()
+        .and_then(|v| v.into_iter().min())
 }
 
 /// The newest modification time under `path`.
@@ -138,15 +146,7 @@ fn binaries_are_current(profile_dir: &Path) -> bool {
         )
     })
     .max();
-    let built = ["weft-controller", "weft-router", "weft"]
-        .iter()
-        .map(|b| {
-            std::fs::metadata(profile_dir.join(b))
-                .and_then(|m| m.modified())
-                .ok()
-        })
-        .collect::<Option<Vec<_>>>()
-        .and_then(|v| v.into_iter().min());
+    let built = oldest_built(profile_dir, &["weft-controller", "weft-router", "weft"]);
     matches!((sources, built), (Some(s), Some(b)) if b >= s)
 }
 
