@@ -8,7 +8,9 @@ use serde_json::Value;
 
 use crate::error::StoreError;
 use crate::model::{EdgeRouterPolicy, Kind, PolicyType, ServiceEdgeRouterPolicy, ServicePolicy};
-use crate::policy::{self, PolicyEvaluator, PolicyIndex, RoleSelector, RoleSet};
+use crate::policy::{
+    self, EntityKind, PolicyCollection, PolicyEvaluator, PolicyIndex, RoleSelector, RoleSet,
+};
 use crate::posture::{self, Judged, PolicyVerdict, PostureCheck, PostureData, SessionPosture};
 use crate::store::{EntityRow, Store};
 
@@ -131,6 +133,34 @@ impl PolicySnapshot {
         kind: PolicyType,
     ) -> Vec<policy::PolicyPostureChecks<'_>> {
         self.index.posture_checks_for(identity_id, service_id, kind)
+    }
+
+    /// Whether the policy `policy_id` of kind `policies` (service, edge router or service
+    /// edge router policies) selects the entity `entity_id` of kind `entity` through its
+    /// role list for that kind, as the policy engine evaluates it ([`PolicyIndex::selects`]).
+    /// `false` for any other pair of kinds. Disabled identities are selected like others;
+    /// disabled edge routers are not in the model, so never.
+    pub fn policy_selects(
+        &self,
+        policies: Kind,
+        policy_id: &str,
+        entity: Kind,
+        entity_id: &str,
+    ) -> bool {
+        let collection = match policies {
+            Kind::ServicePolicies => PolicyCollection::Service,
+            Kind::EdgeRouterPolicies => PolicyCollection::EdgeRouter,
+            Kind::ServiceEdgeRouterPolicies => PolicyCollection::ServiceEdgeRouter,
+            _ => return false,
+        };
+        let kind = match entity {
+            Kind::Identities => EntityKind::Identity,
+            Kind::Services => EntityKind::Service,
+            Kind::EdgeRouters => EntityKind::EdgeRouter,
+            Kind::PostureChecks => EntityKind::PostureCheck,
+            _ => return false,
+        };
+        self.index.selects(collection, policy_id, kind, entity_id)
     }
 
     /// Whether any posture check exists.

@@ -334,9 +334,32 @@ async fn every_served_route_answers_within_the_contract() {
         .as_str()
         .unwrap()
         .to_owned();
+    let id_of = async |collection: &str, name: &str| {
+        ctl.get_ok(&token, &format!("/{collection}?filter=name=\"{name}\""))
+            .await["data"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let erp = id_of("edge-router-policies", "erp").await;
+    let serp = id_of("service-edge-router-policies", "serp").await;
     for path in [
         "/".to_owned(),
         "/version".to_owned(),
+        "/summary".to_owned(),
+        format!("/service-policies/{sp}/identities"),
+        format!("/service-policies/{sp}/services"),
+        format!("/edge-router-policies/{erp}/identities"),
+        format!("/edge-router-policies/{erp}/edge-routers"),
+        format!("/service-edge-router-policies/{serp}/services"),
+        format!("/service-edge-router-policies/{serp}/edge-routers"),
+        format!("/identities/{identity}/service-policies"),
+        format!("/identities/{identity}/edge-router-policies"),
+        format!("/services/{service}/service-policies"),
+        format!("/services/{service}/service-edge-router-policies"),
+        format!("/edge-routers/{router}/edge-router-policies"),
+        format!("/edge-routers/{router}/service-edge-router-policies"),
+        format!("/config-types/{ct}/configs"),
         "/specs".to_owned(),
         "/specs/edge-management".to_owned(),
         "/current-identity".to_owned(),

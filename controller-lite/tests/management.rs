@@ -680,3 +680,296 @@ async fn sessions_api_sessions_related_lists_and_cascades() {
     let r = ctl.call(Method::GET, "/api-sessions", &admin, None).await;
     assert_eq!(code(&r), (401, "UNAUTHORIZED"));
 }
+
+/// The ids of the list at `path`, sorted (after a 200).
+async fn sorted_ids(ctl: &Ctl, admin: &str, path: &str) -> Vec<String> {
+    let (status, v) = ctl.call(Method::GET, path, admin, None).await;
+    assert_eq!(status, 200, "{path}: {v}");
+    let mut out = ids(&v);
+    out.sort();
+    out
+}
+
+fn sorted(items: &[&String]) -> Vec<String> {
+    let mut out: Vec<String> = items.iter().map(|s| (*s).clone()).collect();
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn policy_and_config_related_lists_and_summary() {
+    let ctl = Ctl::start();
+    let admin = ctl.admin_token().await;
+    let identity = |name: &str, attrs: &[&str]| json!({"name": name, "type": "User", "isAdmin": false, "roleAttributes": attrs});
+    let alice = ctl
+        .create_ok(&admin, "identities", identity("alice", &["users", "eng"]))
+        .await;
+    let bob = ctl
+        .create_ok(&admin, "identities", identity("bob", &["users"]))
+        .await;
+    let carl = ctl
+        .create_ok(&admin, "identities", identity("carl", &[]))
+        .await;
+    let service = |name: &str, attrs: &[&str]| json!({"name": name, "roleAttributes": attrs});
+    let s1 = ctl
+        .create_ok(&admin, "services", service("s1", &["web"]))
+        .await;
+    let s2 = ctl
+        .create_ok(&admin, "services", service("s2", &["web", "db"]))
+        .await;
+    let s3 = ctl.create_ok(&admin, "services", service("s3", &[])).await;
+    let er1 = ctl
+        .create_ok(
+            &admin,
+            "edge-routers",
+            json!({"name": "er1", "roleAttributes": ["edge"]}),
+        )
+        .await;
+    let er2 = ctl
+        .create_ok(&admin, "edge-routers", json!({"name": "er2"}))
+        .await;
+    // AllOf: alice (users and eng), not bob (users only).
+    let sp_all = ctl
+        .create_ok(
+            &admin,
+            "service-policies",
+            json!({"name": "sp-all", "type": "Dial", "semantic": "AllOf",
+                   "identityRoles": ["#users", "#eng"], "serviceRoles": ["#web"]}),
+        )
+        .await;
+    // AnyOf with an @ref by id and one by name.
+    let sp_any = ctl
+        .create_ok(
+            &admin,
+            "service-policies",
+            json!({"name": "sp-any", "type": "Bind", "semantic": "AnyOf",
+                   "identityRoles": ["#eng", format!("@{carl}")], "serviceRoles": ["@s3"]}),
+        )
+        .await;
+    let erp = ctl
+        .create_ok(
+            &admin,
+            "edge-router-policies",
+            json!({"name": "erp", "semantic": "AnyOf",
+                   "identityRoles": ["#users"], "edgeRouterRoles": ["#edge"]}),
+        )
+        .await;
+    let serp = ctl
+        .create_ok(
+            &admin,
+            "service-edge-router-policies",
+            json!({"name": "serp", "semantic": "AllOf",
+                   "serviceRoles": ["#web", "#db"], "edgeRouterRoles": ["#all"]}),
+        )
+        .await;
+
+    // What each policy selects.
+    for (path, want) in [
+        (
+            format!("/service-policies/{sp_all}/identities"),
+            vec![&alice],
+        ),
+        (
+            format!("/service-policies/{sp_all}/services"),
+            vec![&s1, &s2],
+        ),
+        (
+            format!("/service-policies/{sp_any}/identities"),
+            vec![&alice, &carl],
+        ),
+        (format!("/service-policies/{sp_any}/services"), vec![&s3]),
+        (
+            format!("/edge-router-policies/{erp}/identities"),
+            vec![&alice, &bob],
+        ),
+        (
+            format!("/edge-router-policies/{erp}/edge-routers"),
+            vec![&er1],
+        ),
+        (
+            format!("/service-edge-router-policies/{serp}/services"),
+            vec![&s2],
+        ),
+        (
+            format!("/service-edge-router-policies/{serp}/edge-routers"),
+            vec![&er1, &er2],
+        ),
+        // The policies selecting an entity; none select bob's service policies, carl's
+        // edge router policies, s1's service edge router policies or er2's edge router
+        // policies.
+        (
+            format!("/identities/{alice}/service-policies"),
+            vec![&sp_all, &sp_any],
+        ),
+        (format!("/identities/{bob}/service-policies"), vec![]),
+        (
+            format!("/identities/{carl}/service-policies"),
+            vec![&sp_any],
+        ),
+        (
+            format!("/identities/{bob}/edge-router-policies"),
+            vec![&erp],
+        ),
+        (format!("/identities/{carl}/edge-router-policies"), vec![]),
+        (format!("/services/{s1}/service-policies"), vec![&sp_all]),
+        (format!("/services/{s3}/service-policies"), vec![&sp_any]),
+        (
+            format!("/services/{s2}/service-edge-router-policies"),
+            vec![&serp],
+        ),
+        (
+            format!("/services/{s1}/service-edge-router-policies"),
+            vec![],
+        ),
+        (
+            format!("/edge-routers/{er1}/edge-router-policies"),
+            vec![&erp],
+        ),
+        (format!("/edge-routers/{er2}/edge-router-policies"), vec![]),
+        (
+            format!("/edge-routers/{er2}/service-edge-router-policies"),
+            vec![&serp],
+        ),
+    ] {
+        assert_eq!(
+            sorted_ids(&ctl, &admin, &path).await,
+            sorted(&want),
+            "{path}"
+        );
+    }
+    // Paged and filtered like any list.
+    let (_, v) = ctl
+        .call(
+            Method::GET,
+            &format!("/service-policies/{sp_all}/services?limit=1"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(ids(&v).len(), 1);
+    assert_eq!(v["meta"]["pagination"]["totalCount"], 2);
+    let (_, v) = ctl
+        .call(
+            Method::GET,
+            &format!("/service-policies/{sp_all}/services?filter=name%3D%22s2%22"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(ids(&v), std::slice::from_ref(&s2));
+    // A policy change shows at once.
+    let r = ctl
+        .call(
+            Method::PATCH,
+            &format!("/identities/{bob}"),
+            &admin,
+            Some(json!({"roleAttributes": ["users", "eng"]})),
+        )
+        .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    assert_eq!(
+        sorted_ids(
+            &ctl,
+            &admin,
+            &format!("/service-policies/{sp_all}/identities")
+        )
+        .await,
+        sorted(&[&alice, &bob])
+    );
+
+    // Configs of a type, services of a config.
+    let ct1 = ctl
+        .create_ok(&admin, "config-types", json!({"name": "ct1"}))
+        .await;
+    let ct2 = ctl
+        .create_ok(&admin, "config-types", json!({"name": "ct2"}))
+        .await;
+    let c1 = ctl
+        .create_ok(
+            &admin,
+            "configs",
+            json!({"name": "c1", "configTypeId": ct1, "data": {}}),
+        )
+        .await;
+    let c2 = ctl
+        .create_ok(
+            &admin,
+            "configs",
+            json!({"name": "c2", "configTypeId": ct2, "data": {}}),
+        )
+        .await;
+    let r = ctl
+        .call(
+            Method::PATCH,
+            &format!("/services/{s1}"),
+            &admin,
+            Some(json!({"configs": [c1]})),
+        )
+        .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    for (path, want) in [
+        (format!("/config-types/{ct1}/configs"), vec![&c1]),
+        (format!("/config-types/{ct2}/configs"), vec![&c2]),
+        (format!("/configs/{c1}/services"), vec![&s1]),
+        (format!("/configs/{c2}/services"), vec![]),
+    ] {
+        assert_eq!(
+            sorted_ids(&ctl, &admin, &path).await,
+            sorted(&want),
+            "{path}"
+        );
+    }
+
+    // Unknown ids are 404s.
+    for path in [
+        "/service-policies/nope/identities",
+        "/service-policies/nope/services",
+        "/edge-router-policies/nope/identities",
+        "/edge-router-policies/nope/edge-routers",
+        "/service-edge-router-policies/nope/services",
+        "/service-edge-router-policies/nope/edge-routers",
+        "/identities/nope/service-policies",
+        "/identities/nope/edge-router-policies",
+        "/services/nope/service-policies",
+        "/services/nope/service-edge-router-policies",
+        "/edge-routers/nope/edge-router-policies",
+        "/edge-routers/nope/service-edge-router-policies",
+        "/config-types/nope/configs",
+        "/configs/nope/services",
+    ] {
+        let r = ctl.call(Method::GET, path, &admin, None).await;
+        assert_eq!(code(&r), (404, "NOT_FOUND"), "{path}");
+    }
+
+    // The summary counts what the lists hold.
+    let summary = ctl.get_ok(&admin, "/summary").await;
+    for (key, collection) in [
+        ("identities", "identities"),
+        ("services", "services"),
+        ("services.edge", "services"),
+        ("routers", "edge-routers"),
+        ("routers.edge", "edge-routers"),
+        ("servicePolicies", "service-policies"),
+        ("edgeRouterPolicies", "edge-router-policies"),
+        ("serviceEdgeRouterPolicies", "service-edge-router-policies"),
+        ("configs", "configs"),
+        ("configTypes", "config-types"),
+        ("authPolicies", "auth-policies"),
+        ("apiSessions", "api-sessions"),
+        ("authenticators", "authenticators"),
+        ("enrollments", "enrollments"),
+        ("sessions", "sessions"),
+        ("terminators", "terminators"),
+    ] {
+        let list = ctl.get_ok(&admin, &format!("/{collection}")).await;
+        assert_eq!(
+            summary["data"][key], list["meta"]["pagination"]["totalCount"],
+            "{key}: {summary}"
+        );
+    }
+    assert_eq!(summary["data"]["servicePolicies"], 2);
+    assert_eq!(summary["data"]["routers.edge"], 2);
+    // Administrators only.
+    let (status, _) = ctl.call(Method::GET, "/summary", "nope", None).await;
+    assert_eq!(status, 401);
+}

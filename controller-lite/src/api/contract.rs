@@ -38,6 +38,22 @@ const CONTRACT_JSON: &str = include_str!("../../contract/openziti-edge-api.json"
 /// Largest response body checked (bigger ones are passed on unchecked, as a problem).
 const MAX_CHECKED_BODY: usize = 64 << 20;
 
+/// Responses the spec declares with the wrong shape, as (API, method, path, status, the
+/// shape OpenZiti actually answers with); the contract is read with these corrected, so
+/// Weft, answering as OpenZiti does, is checked against what OpenZiti sends.
+///
+/// - `GET /edge-routers/{id}/service-edge-router-policies`: `management.yml` declares
+///   `listServicePoliciesEnvelope`, but OpenZiti lists service edge router policies there
+///   (openziti/ziti `controller/internal/routes/edge_router_router.go`,
+///   `listServiceEdgeRouterPolicies`: `MapServiceEdgeRouterPolicyToRestEntity`).
+const CORRECTIONS: &[(&str, &str, &str, &str, &str)] = &[(
+    "edge-management",
+    "GET",
+    "/edge-routers/{id}/service-edge-router-policies",
+    "200",
+    "listServiceEdgeRouterPoliciesEnvelope",
+)];
+
 /// What can go wrong with the contract or its log.
 #[derive(Debug, thiserror::Error)]
 pub enum ContractError {
@@ -184,6 +200,23 @@ impl Contract {
         let file: ContractFile =
             serde_json::from_str(text).map_err(|e| ContractError::Parse(e.to_string()))?;
         let mut apis = file.apis;
+        for (api, method, path, status, shape) in CORRECTIONS {
+            if file.definitions.get(shape).is_none() {
+                return Err(ContractError::Parse(format!("no definition {shape}")));
+            }
+            let op = apis
+                .get_mut(*api)
+                .and_then(|a| {
+                    a.operations
+                        .iter_mut()
+                        .find(|o| o.method == *method && o.path == *path)
+                })
+                .ok_or_else(|| ContractError::Parse(format!("no operation {method} {path}")))?;
+            op.responses.insert(
+                (*status).to_owned(),
+                serde_json::json!({"$ref": format!("#/definitions/{shape}")}),
+            );
+        }
         let mut take = |id: &str| {
             apis.remove(id)
                 .ok_or_else(|| ContractError::Parse(format!("no API {id}")))
@@ -431,6 +464,22 @@ mod tests {
         assert_eq!(c.api(ApiKind::Management).base_path, MANAGEMENT_PREFIX);
         assert!(c.api(ApiKind::Client).operations.len() > 40);
         assert!(c.api(ApiKind::Management).operations.len() > 150);
+    }
+
+    #[test]
+    fn misdeclared_responses_are_corrected() {
+        let c = contract();
+        let op = c
+            .find(
+                ApiKind::Management,
+                "GET",
+                "/edge-routers/x/service-edge-router-policies",
+            )
+            .expect("served by the spec");
+        assert_eq!(
+            op.responses["200"],
+            json!({"$ref": "#/definitions/listServiceEdgeRouterPoliciesEnvelope"})
+        );
     }
 
     #[test]

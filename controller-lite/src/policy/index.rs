@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::model::{Model, RoleEntity};
+use super::model::{EntityKind, Model, RoleEntity};
 use super::selector::RoleSet;
 use super::semantic::{PolicyType, Semantic};
 use super::sorted::{BitSet, intersect, intersect_all, normalize};
@@ -189,6 +189,57 @@ fn link(
     linked
 }
 
+/// A policy collection, for [`PolicyIndex::selects`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PolicyCollection {
+    /// Service policies (`identityRoles`, `serviceRoles`, `postureCheckRoles`).
+    Service,
+    /// Edge router policies (`identityRoles`, `edgeRouterRoles`).
+    EdgeRouter,
+    /// Service edge router policies (`serviceRoles`, `edgeRouterRoles`).
+    ServiceEdgeRouter,
+}
+
+/// The policies of one collection with, per role list, the sorted entity indices it
+/// selects.
+#[derive(Debug, Default)]
+struct Selections {
+    /// Policy id → position in the lists of `sides` (the first policy with an id wins).
+    by_id: HashMap<String, usize>,
+    /// Per role list: the entity type it selects and, per policy, the selection.
+    sides: Vec<(EntityKind, Vec<Vec<u32>>)>,
+}
+
+impl Selections {
+    fn new<'p>(ids: impl IntoIterator<Item = &'p String>) -> Self {
+        let mut by_id = HashMap::new();
+        for (at, id) in ids.into_iter().enumerate() {
+            by_id.entry(id.clone()).or_insert(at);
+        }
+        Self {
+            by_id,
+            sides: Vec::new(),
+        }
+    }
+
+    fn side(mut self, kind: EntityKind, selected: Vec<Vec<u32>>) -> Self {
+        self.sides.push((kind, selected));
+        self
+    }
+
+    /// Whether policy `policy_id` selects the entity of `kind` with index `entity`.
+    fn selects(&self, policy_id: &str, kind: EntityKind, entity: u32) -> bool {
+        let Some(&at) = self.by_id.get(policy_id) else {
+            return false;
+        };
+        self.sides
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .and_then(|(_, selected)| selected.get(at))
+            .is_some_and(|s| s.binary_search(&entity).is_ok())
+    }
+}
+
 fn kind_slot(kind: PolicyType) -> usize {
     match kind {
         PolicyType::Dial => 0,
@@ -218,6 +269,8 @@ pub struct PolicyIndex {
     identity_services: [Vec<Shared>; 2],
     identity_routers: Vec<Shared>,
     service_routers: Vec<Shared>,
+    /// What each role list of each policy selects, per collection.
+    selections: [Selections; 3],
 }
 
 impl Default for PolicyIndex {
@@ -247,16 +300,21 @@ impl PolicyIndex {
             .iter()
             .map(|p| services.select(&p.service_roles, p.semantic))
             .collect();
-        let service_policy_checks = policies
+        let service_policy_checks: Vec<Vec<u32>> = policies
             .iter()
             .map(|p| posture_checks.select(&p.posture_check_roles, p.semantic))
+            .collect();
+        let service_policy_identities: Vec<Vec<u32>> = policies
+            .iter()
+            .map(|p| identities.select(&p.identity_roles, p.semantic))
             .collect();
         let link_kind = |kind: PolicyType| {
             // Policies of the other type select nobody here, keeping indices global.
             let members: Vec<Vec<u32>> = policies
                 .iter()
-                .map(|p| match p.policy_type == kind {
-                    true => identities.select(&p.identity_roles, p.semantic),
+                .zip(&service_policy_identities)
+                .map(|(p, selected)| match p.policy_type == kind {
+                    true => selected.clone(),
                     false => Vec::new(),
                 })
                 .collect();
@@ -307,6 +365,19 @@ impl PolicyIndex {
         )
         .targets;
 
+        let selections = [
+            Selections::new(policies.iter().map(|p| &p.id))
+                .side(EntityKind::Identity, service_policy_identities)
+                .side(EntityKind::Service, service_policy_services.clone())
+                .side(EntityKind::PostureCheck, service_policy_checks.clone()),
+            Selections::new(erp.iter().map(|p| &p.id))
+                .side(EntityKind::Identity, erp_identities)
+                .side(EntityKind::EdgeRouter, erp_routers),
+            Selections::new(serp.iter().map(|p| &p.id))
+                .side(EntityKind::Service, serp_services)
+                .side(EntityKind::EdgeRouter, serp_routers),
+        ];
+
         Self {
             identities,
             services,
@@ -319,7 +390,41 @@ impl PolicyIndex {
             identity_services: [dial.targets, bind.targets],
             identity_routers,
             service_routers,
+            selections,
         }
+    }
+
+    /// Whether the role list for `kind` of policy `policy_id` (of `policies`) selects the
+    /// entity `entity_id`: by `#all`, an `@ref`, or its attributes under the policy's
+    /// semantic, exactly as the queries of [`PolicyEvaluator`] read it. `false` when the
+    /// policy or the entity is unknown or the policies have no role list for `kind`.
+    ///
+    /// This is selection only: a disabled identity is selected like any other (it is the
+    /// permission queries that give it nothing).
+    pub fn selects(
+        &self,
+        policies: PolicyCollection,
+        policy_id: &str,
+        kind: EntityKind,
+        entity_id: &str,
+    ) -> bool {
+        let table = match kind {
+            EntityKind::Identity => &self.identities,
+            EntityKind::Service => &self.services,
+            EntityKind::EdgeRouter => &self.routers,
+            EntityKind::PostureCheck => &self.posture_checks,
+        };
+        let Some(entity) = table.index(entity_id) else {
+            return false;
+        };
+        let slot = match policies {
+            PolicyCollection::Service => 0,
+            PolicyCollection::EdgeRouter => 1,
+            PolicyCollection::ServiceEdgeRouter => 2,
+        };
+        self.selections
+            .get(slot)
+            .is_some_and(|s| s.selects(policy_id, kind, entity))
     }
 
     /// Recomputes the index from `model` (a full rebuild).

@@ -63,7 +63,7 @@ pub mod synthetic;
 #[cfg(test)]
 mod tests;
 
-pub use index::PolicyIndex;
+pub use index::{PolicyCollection, PolicyIndex};
 pub use model::{
     EdgeRouter, EdgeRouterPolicy, EntityKind, Identity, Model, ModelError, PostureCheck, RefError,
     RoleEntity, Service, ServiceEdgeRouterPolicy, ServicePolicy, resolve_ref,

@@ -225,6 +225,141 @@ fn assert_same(model: &Model) -> Result<(), TestCaseError> {
             }
         }
     }
+    assert_same_selections(model, &index)
+}
+
+/// [`PolicyIndex::selects`] against [`selects`], for every policy, role list and entity
+/// (plus unknown ids).
+fn assert_same_selections(model: &Model, index: &PolicyIndex) -> Result<(), TestCaseError> {
+    fn check<E: RoleEntity>(
+        index: &PolicyIndex,
+        policies: PolicyCollection,
+        policy_id: &str,
+        kind: EntityKind,
+        roles: &RoleSet,
+        semantic: Semantic,
+        entities: &[E],
+    ) -> Result<(), TestCaseError> {
+        for e in entities {
+            prop_assert_eq!(
+                index.selects(policies, policy_id, kind, e.id()),
+                selects(roles, semantic, entities, e),
+                "{:?} {} selects {} {}",
+                policies,
+                policy_id,
+                kind,
+                e.id()
+            );
+        }
+        prop_assert!(!index.selects(policies, policy_id, kind, "x9"));
+        Ok(())
+    }
+    let m = model;
+    for p in &m.service_policies {
+        let (c, id, sem) = (PolicyCollection::Service, p.id.as_str(), p.semantic);
+        check(
+            index,
+            c,
+            id,
+            EntityKind::Identity,
+            &p.identity_roles,
+            sem,
+            &m.identities,
+        )?;
+        check(
+            index,
+            c,
+            id,
+            EntityKind::Service,
+            &p.service_roles,
+            sem,
+            &m.services,
+        )?;
+        check(
+            index,
+            c,
+            id,
+            EntityKind::PostureCheck,
+            &p.posture_check_roles,
+            sem,
+            &m.posture_checks,
+        )?;
+        prop_assert!(m.edge_routers.iter().all(|r| !index.selects(
+            c,
+            id,
+            EntityKind::EdgeRouter,
+            &r.id
+        )));
+    }
+    for p in &m.edge_router_policies {
+        let (c, id, sem) = (PolicyCollection::EdgeRouter, p.id.as_str(), p.semantic);
+        check(
+            index,
+            c,
+            id,
+            EntityKind::Identity,
+            &p.identity_roles,
+            sem,
+            &m.identities,
+        )?;
+        check(
+            index,
+            c,
+            id,
+            EntityKind::EdgeRouter,
+            &p.edge_router_roles,
+            sem,
+            &m.edge_routers,
+        )?;
+        prop_assert!(
+            m.services
+                .iter()
+                .all(|s| !index.selects(c, id, EntityKind::Service, &s.id))
+        );
+    }
+    for p in &m.service_edge_router_policies {
+        let (c, id, sem) = (
+            PolicyCollection::ServiceEdgeRouter,
+            p.id.as_str(),
+            p.semantic,
+        );
+        check(
+            index,
+            c,
+            id,
+            EntityKind::Service,
+            &p.service_roles,
+            sem,
+            &m.services,
+        )?;
+        check(
+            index,
+            c,
+            id,
+            EntityKind::EdgeRouter,
+            &p.edge_router_roles,
+            sem,
+            &m.edge_routers,
+        )?;
+        prop_assert!(m.identities.iter().all(|i| !index.selects(
+            c,
+            id,
+            EntityKind::Identity,
+            &i.id
+        )));
+    }
+    for c in [
+        PolicyCollection::Service,
+        PolicyCollection::EdgeRouter,
+        PolicyCollection::ServiceEdgeRouter,
+    ] {
+        prop_assert!(m.identities.iter().all(|i| !index.selects(
+            c,
+            "nope",
+            EntityKind::Identity,
+            &i.id
+        )));
+    }
     Ok(())
 }
 

@@ -1,6 +1,10 @@
 //! Lists of the entities related to one entity: an identity's services and edge routers
-//! (as its policies grant them), a service's configs and terminators; and the policy
-//! advice for one identity and one service.
+//! (as its policies grant them), a service's configs and terminators, what a policy
+//! selects and the policies selecting an entity, a config type's configs and a config's
+//! services; the policy advice for one identity and one service; and `/summary`, the
+//! entity counts.
+
+use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
 use axum::response::Response;
@@ -17,6 +21,7 @@ use crate::error::ApiError;
 use crate::filter::{FieldType, Fields};
 use crate::model::{Kind, PolicyType};
 use crate::store::EntityRow;
+use crate::thirdparty_ca::enrollment::OTTCA;
 
 /// The entity `id` of kind `k`, or 404 `NOT_FOUND` naming it.
 pub(super) async fn entity(ctl: &AppState, k: Kind, id: &str) -> Result<EntityRow, ApiError> {
@@ -204,6 +209,203 @@ async fn service_terminators(
     .await
 }
 
+/// `GET /{policies}/{id}/{entities}`: the entities of kind `k` that the policy `id` (of
+/// kind `policies`) selects through its role list for `k` (`#all`, `@ref`s, attributes
+/// under its semantic), as the policy engine evaluates it.
+async fn policy_entities(
+    ctl: AppState,
+    policies: Kind,
+    id: String,
+    k: Kind,
+    q: ListQuery,
+) -> Result<Response, ApiError> {
+    entity(&ctl, policies, &id).await?;
+    selected(&ctl, k, &q, |policy, e| {
+        policy.policy_selects(policies, &id, k, e)
+    })
+    .await
+}
+
+/// `GET /{entities}/{id}/{policies}`: the policies of kind `policies` whose role list for
+/// `k` selects the entity `id` of kind `k`.
+async fn entity_policies(
+    ctl: AppState,
+    k: Kind,
+    id: String,
+    policies: Kind,
+    q: ListQuery,
+) -> Result<Response, ApiError> {
+    entity(&ctl, k, &id).await?;
+    selected(&ctl, policies, &q, |policy, p| {
+        policy.policy_selects(policies, p, k, &id)
+    })
+    .await
+}
+
+/// `GET /config-types/{id}/configs`: the configs of the type.
+async fn config_type_configs(
+    ctl: AppState,
+    id: String,
+    q: ListQuery,
+) -> Result<Response, ApiError> {
+    entity(&ctl, Kind::ConfigTypes, &id).await?;
+    let rows = ctl
+        .store
+        .list_all(Kind::Configs.collection())
+        .await?
+        .into_iter()
+        .filter(|c| c.data["configTypeId"] == json!(id))
+        .map(|c| (c, None))
+        .collect();
+    page(&ctl, Kind::Configs, &q, &Kind::Configs.fields(), rows).await
+}
+
+/// `GET /configs/{id}/services`: the services whose `configs` hold the config.
+async fn config_services(ctl: AppState, id: String, q: ListQuery) -> Result<Response, ApiError> {
+    entity(&ctl, Kind::Configs, &id).await?;
+    let rows = ctl
+        .store
+        .list_all(Kind::Services.collection())
+        .await?
+        .into_iter()
+        .filter(|s| {
+            s.data["configs"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|c| c.as_str() == Some(id.as_str())))
+        })
+        .map(|s| (s, None))
+        .collect();
+    page(&ctl, Kind::Services, &q, &Kind::Services.fields(), rows).await
+}
+
+/// The keys `/summary` counts the entities of `k` under: OpenZiti's entity types
+/// (openziti/ziti `controller/db/stores.go`, `EntityType…` constants, and the fabric's
+/// `routers`, `services`, `terminators`). OpenZiti's `GetEntityCounts`
+/// (`controller/db/stores.go`) counts every store under its entity type, and an edge
+/// child store (edge routers, edge services) as `<type>.edge` besides its fabric parent;
+/// every Weft router and service is an edge one, so both keys carry the same count.
+fn summary_keys(k: Kind) -> &'static [&'static str] {
+    match k {
+        Kind::Identities => &["identities"],
+        Kind::Services => &["services", "services.edge"],
+        Kind::Configs => &["configs"],
+        Kind::ConfigTypes => &["configTypes"],
+        Kind::ServicePolicies => &["servicePolicies"],
+        Kind::EdgeRouterPolicies => &["edgeRouterPolicies"],
+        Kind::ServiceEdgeRouterPolicies => &["serviceEdgeRouterPolicies"],
+        Kind::EdgeRouters => &["routers", "routers.edge"],
+        Kind::Terminators => &["terminators"],
+        Kind::AuthPolicies => &["authPolicies"],
+        Kind::ExternalJwtSigners => &["externalJwtSigners"],
+        Kind::PostureChecks => &["postureChecks"],
+        Kind::Cas => &["cas"],
+    }
+}
+
+/// `GET /summary` (`listSummaryCounts`): how many entities of each collection exist, as
+/// OpenZiti answers it (openziti/ziti `controller/internal/routes/summary_router.go`:
+/// `GetEntityCounts`, keys as in [`summary_keys`]), plus `apiSessions`, `sessions`,
+/// `authenticators` and `enrollments` (the pending ones `/enrollments` lists).
+async fn summary(ctl: AppState) -> Result<Response, ApiError> {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for k in Kind::ALL {
+        let n = ctl.store.list_all(k.collection()).await?.len();
+        for key in summary_keys(k) {
+            counts.insert(key, n);
+        }
+    }
+    let enrollments = ctl.store.list_enrollments(crate::enroll::OTT).await?.len()
+        + ctl.store.list_enrollments(OTTCA).await?.len();
+    counts.insert("apiSessions", ctl.store.all_api_sessions().await?.len());
+    counts.insert(
+        "sessions",
+        ctl.store.sessions_where_api_session(None).await?.len(),
+    );
+    counts.insert(
+        "authenticators",
+        ctl.store.list_authenticators().await?.len(),
+    );
+    counts.insert("enrollments", enrollments);
+    Ok(envelope::ok(to_json(&counts)?))
+}
+
+/// The policy related lists: (policies, entities, operationId of
+/// `/{policies}/{id}/{entities}`, operationId of `/{entities}/{id}/{policies}`), with
+/// OpenZiti's operationIds as its spec spells them (`listIdentitysEdgeRouterPolicies`).
+const POLICY_LISTS: [(Kind, Kind, &str, &str); 6] = [
+    (
+        Kind::ServicePolicies,
+        Kind::Identities,
+        "listServicePolicyIdentities",
+        "listIdentityServicePolicies",
+    ),
+    (
+        Kind::ServicePolicies,
+        Kind::Services,
+        "listServicePolicyServices",
+        "listServiceServicePolicies",
+    ),
+    (
+        Kind::EdgeRouterPolicies,
+        Kind::Identities,
+        "listEdgeRouterPolicyIdentities",
+        "listIdentitysEdgeRouterPolicies",
+    ),
+    (
+        Kind::EdgeRouterPolicies,
+        Kind::EdgeRouters,
+        "listEdgeRouterPolicyEdgeRouters",
+        "listEdgeRouterEdgeRouterPolicies",
+    ),
+    (
+        Kind::ServiceEdgeRouterPolicies,
+        Kind::Services,
+        "listServiceEdgeRouterPolicyServices",
+        "listServiceServiceEdgeRouterPolicies",
+    ),
+    (
+        Kind::ServiceEdgeRouterPolicies,
+        Kind::EdgeRouters,
+        "listServiceEdgeRouterPolicyEdgeRouters",
+        "listEdgeRouterServiceEdgeRouterPolicies",
+    ),
+];
+
+/// Adds the routes of [`POLICY_LISTS`], both ways.
+fn policy_routes(mut api: ApiBuilder) -> ApiBuilder {
+    for (policies, k, forward, back) in POLICY_LISTS {
+        let (p, e) = (policies.collection(), k.collection());
+        api = api
+            .add(
+                Endpoint::get(format!("/{p}/{{id}}/{e}"), forward)
+                    .doc(
+                        policies.type_names().1,
+                        format!("The {} the policy selects", e.replace('-', " ")),
+                    )
+                    .admin()
+                    .lists(Data::Entity(k, Shape::Detail)),
+                move |State(ctl): State<AppState>,
+                      _: Admin,
+                      Path(id): Path<String>,
+                      q: ListQuery| { policy_entities(ctl, policies, id, k, q) },
+            )
+            .add(
+                Endpoint::get(format!("/{e}/{{id}}/{p}"), back)
+                    .doc(
+                        k.type_names().1,
+                        format!("The {} selecting the entity", p.replace('-', " ")),
+                    )
+                    .admin()
+                    .lists(Data::Entity(policies, Shape::Detail)),
+                move |State(ctl): State<AppState>,
+                      _: Admin,
+                      Path(id): Path<String>,
+                      q: ListQuery| { entity_policies(ctl, k, id, policies, q) },
+            );
+    }
+    api
+}
+
 /// An edge router with whether it is online (`routerEntityRef`).
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -341,8 +543,44 @@ async fn identity_policy_advice(
     Ok(envelope::ok(to_json(&advice)?))
 }
 
+/// Adds the config related lists and the summary.
+fn config_and_summary_routes(api: ApiBuilder) -> ApiBuilder {
+    api.add(
+        Endpoint::get("/config-types/{id}/configs", "listConfigsForConfigType")
+            .doc("ConfigTypes", "The configs of the type")
+            .admin()
+            .lists(Data::Entity(Kind::Configs, Shape::Detail)),
+        |State(ctl): State<AppState>, _: Admin, Path(id): Path<String>, q: ListQuery| {
+            config_type_configs(ctl, id, q)
+        },
+    )
+    .add(
+        Endpoint::get("/configs/{id}/services", "listConfigServices")
+            .doc("Configs", "The services using the config")
+            .admin()
+            .lists(Data::Entity(Kind::Services, Shape::Detail)),
+        |State(ctl): State<AppState>, _: Admin, Path(id): Path<String>, q: ListQuery| {
+            config_services(ctl, id, q)
+        },
+    )
+    .add(
+        Endpoint::get("/summary", "listSummary")
+            .doc(
+                "Informational",
+                "How many entities of each collection exist, keyed as OpenZiti keys them",
+            )
+            .admin()
+            .returns(
+                200,
+                Data::Schema(|g| g.subschema_for::<BTreeMap<String, u64>>()),
+            ),
+        |State(ctl): State<AppState>, _: Admin| summary(ctl),
+    )
+}
+
 /// Adds the routes of this module.
 pub fn routes(api: ApiBuilder) -> ApiBuilder {
+    let api = config_and_summary_routes(policy_routes(api));
     api.add(
         Endpoint::get("/identities/{id}/services", "listIdentityServices")
             .doc(
