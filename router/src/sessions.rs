@@ -134,6 +134,9 @@ pub struct SessionTable {
     identities_here: HashSet<String>,
     /// Services whose service edge router policies grant this router.
     services_here: HashSet<String>,
+    /// Services whose terminator strategy is `sticky`: a dial names the terminator of
+    /// an earlier one with a stickiness token (edge header 1027).
+    sticky_services: HashSet<String>,
     /// Identity id -> ids of its API sessions.
     by_identity: HashMap<String, HashSet<String>>,
     /// Service id -> ids of the sessions on it.
@@ -188,6 +191,20 @@ impl SessionTable {
     }
 
     /// Whether `access` names this router.
+    /// Whether dials of `service_id` follow stickiness tokens (its terminator strategy
+    /// is `sticky`).
+    pub fn is_sticky(&self, service_id: &str) -> bool {
+        self.sticky_services.contains(service_id)
+    }
+
+    fn note_strategy(&mut self, service: &pb::Service) {
+        if service.terminator_strategy == "sticky" {
+            self.sticky_services.insert(service.id.clone());
+        } else {
+            self.sticky_services.remove(&service.id);
+        }
+    }
+
     fn names_me(&self, access: &pb::RouterAccess) -> bool {
         access.router_ids.contains(&self.router_id)
     }
@@ -252,6 +269,9 @@ impl SessionTable {
                 self.services_here.insert(access.id.clone());
             }
         }
+        for service in &sync.services {
+            self.note_strategy(service);
+        }
         for api_session in sync.api_sessions {
             self.insert_api_session(api_session);
         }
@@ -292,6 +312,12 @@ impl SessionTable {
             });
         }
         self.revision = update.revision;
+        for service in &update.services_upserted {
+            self.note_strategy(service);
+        }
+        for id in &update.services_removed {
+            self.sticky_services.remove(id);
+        }
         for api_session in update.api_sessions_added {
             self.insert_api_session(api_session);
         }

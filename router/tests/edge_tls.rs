@@ -366,6 +366,7 @@ async fn open_circuit(dialer: &mut Client, host: &mut Client, conn_id: u32, host
                 public_key: None,
                 terminator_identity: None,
                 app_data: None,
+                stickiness_token: None,
                 session_token: b"token-dial-1",
             }
             .encode(s, out)
@@ -530,6 +531,7 @@ async fn dial_bind_relay_fin_close_and_revocation(io: IoBackend) {
                 public_key: None,
                 terminator_identity: None,
                 app_data: None,
+                stickiness_token: None,
                 session_token: b"token-dial-1",
             }
             .encode(s, out)
@@ -642,6 +644,7 @@ async fn malformed_frame_closes_only_that_connection(io: IoBackend) {
                 public_key: None,
                 terminator_identity: None,
                 app_data: None,
+                stickiness_token: None,
                 session_token: b"no-such-session",
             }
             .encode(s, out)
@@ -873,6 +876,7 @@ async fn a_peer_that_never_reads_its_answers_is_not_read_either(io: IoBackend) {
                         public_key: None,
                         terminator_identity: None,
                         app_data: None,
+                        stickiness_token: None,
                         session_token: b"token-bind-1",
                     }
                     .encode(w.sequence, &mut batch)

@@ -126,6 +126,7 @@ fn dialer_hello_and_connect(wire: &mut BytesMut) {
         public_key: None,
         terminator_identity: None,
         app_data: None,
+        stickiness_token: None,
         session_token: b"dial",
     }
     .encode(1, wire)

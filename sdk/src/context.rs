@@ -754,6 +754,7 @@ impl Inner {
                         public_key: public.as_ref().map(|k| &k[..]),
                         terminator_identity: options.identity.as_deref().map(str::as_bytes),
                         app_data: options.app_data.as_deref(),
+                        stickiness_token: options.stickiness_token.as_deref(),
                         session_token: session.token.as_bytes(),
                     }
                     .encode(seq, out)
@@ -773,7 +774,7 @@ impl Inner {
             }
         };
         match proto::connect_reply(&frame).map_err(|e| Error::protocol(e.to_string()))? {
-            ConnectReply::Connected(peer_key) => {
+            ConnectReply::Connected(peer_key, stickiness_token) => {
                 let session_keys = match keys {
                     Some(kp) => {
                         let Some(peer_key) = peer_key else {
@@ -798,6 +799,7 @@ impl Inner {
                     service: svc.name.clone(),
                     dialer: None,
                     app_data: None,
+                    stickiness_token,
                     events: rx,
                     credit,
                     keys: session_keys,

@@ -311,7 +311,7 @@ async fn bind_on(
             proto::connect_reply(&frame).map_err(|e| Error::protocol(e.to_string()))
         });
         match outcome {
-            Ok(ConnectReply::Connected(_)) => {
+            Ok(ConnectReply::Connected(..)) => {
                 tracing::debug!(service = %svc.name, router = %channel.router(), "bound");
                 return Ok(Some(Bound {
                     channel,
@@ -637,13 +637,14 @@ impl Accept {
             .await
             .and_then(|f| proto::connect_reply(&f).map_err(|e| Error::protocol(e.to_string())));
         match reply {
-            Ok(ConnectReply::Connected(_)) => {
+            Ok(ConnectReply::Connected(..)) => {
                 let stream = Stream::establish(StreamParts {
                     channel: self.channel.clone(),
                     conn_id,
                     service: self.service.clone(),
                     dialer: Some(caller.to_string()),
                     app_data,
+                    stickiness_token: None,
                     events: rx,
                     credit,
                     keys: session_keys,

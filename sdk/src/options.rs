@@ -17,6 +17,11 @@ pub struct DialOptions {
     /// Reach the terminator bound with this identity
     /// ([`BindOptions::identity`]); `None`: any.
     pub identity: Option<String>,
+    /// The stickiness token of an earlier stream of the service
+    /// ([`crate::Stream::stickiness_token`]; OpenZiti's `DialOptions.StickinessToken`):
+    /// when the service's terminator strategy is `sticky`, the dial reaches the same
+    /// terminator while it is up and its precedence is the best there is.
+    pub stickiness_token: Option<Vec<u8>>,
 }
 
 impl DialOptions {
@@ -35,6 +40,13 @@ impl DialOptions {
     /// These options addressing the terminator bound with `identity`.
     pub fn with_identity(mut self, identity: impl Into<String>) -> Self {
         self.identity = Some(identity.into());
+        self
+    }
+
+    /// These options asking for the terminator an earlier dial reached (see
+    /// [`Self::stickiness_token`]).
+    pub fn with_stickiness_token(mut self, token: impl Into<Vec<u8>>) -> Self {
+        self.stickiness_token = Some(token.into());
         self
     }
 }

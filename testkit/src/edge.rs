@@ -244,6 +244,7 @@ impl EdgeWriter {
                 public_key: None,
                 terminator_identity: None,
                 app_data: None,
+                stickiness_token: None,
                 session_token: token.as_bytes(),
             }
             .encode(s, out)

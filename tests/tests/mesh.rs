@@ -593,3 +593,84 @@ async fn sixty_four_streams_share_a_link_while_another_stream_stalls() {
     drop(stalled);
     drop(server);
 }
+
+/// Stickiness across routers: the controller chooses the terminator of a circuit that
+/// crosses the mesh, honouring the dialer's stickiness token (a `sticky` service), and
+/// the ingress router hands the dialer the token of the terminator reached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stickiness_token_picks_the_terminator_across_routers() {
+    let line = Line::start().await;
+    line.service("stick", false).await;
+    let listed = line.admin.get("services?filter=name=\"stick\"").await;
+    let id = listed["data"][0]["id"].as_str().unwrap().to_owned();
+    line.admin
+        .patch(
+            &format!("services/{id}"),
+            serde_json::json!({"terminatorStrategy": "sticky"}),
+        )
+        .await;
+    let (_, jwt) = line
+        .admin
+        .identity("stick-h2", &["stick-host", "hoster"])
+        .await;
+    let second = weft_sdk::enroll(&jwt).await.unwrap();
+    let mut hosts = Vec::new();
+    for (identity, name) in [(line.host_identity("stick").await, "one"), (second, "two")] {
+        let ctx = weft_sdk::Context::new(identity).await.unwrap();
+        let listener = ctx.bind("stick").await.unwrap();
+        hosts.push(ctx);
+        tokio::spawn(async move {
+            while let Ok(mut s) = listener.accept().await {
+                // The host names itself and keeps the stream until the dialer ends it.
+                tokio::spawn(async move {
+                    let _ = s.write_all(name.as_bytes()).await;
+                    let mut rest = Vec::new();
+                    let _ = s.read_to_end(&mut rest).await;
+                });
+            }
+        });
+    }
+    let client = weft_sdk::Context::new(line.client_identity("stick").await)
+        .await
+        .unwrap();
+    let answer = |options: weft_sdk::DialOptions| {
+        let client = client.clone();
+        async move {
+            let mut s = client.dial_with_options("stick", &options).await.unwrap();
+            assert_eq!(s.router(), "line-a", "the circuit starts on router A");
+            let token = s.stickiness_token().map(<[u8]>::to_vec);
+            let mut name = [0u8; 3];
+            s.read_exact(&mut name).await.unwrap();
+            (String::from_utf8_lossy(&name).into_owned(), token)
+        }
+    };
+    // Both terminators are up once the client sees two.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let terminators = loop {
+        let t = client.terminators("stick").await.unwrap();
+        if t.len() == 2 {
+            break t;
+        }
+        assert!(Instant::now() < deadline, "terminators: {t:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for t in &terminators {
+        let options = weft_sdk::DialOptions::default().with_stickiness_token(t.id.clone());
+        let (first, token) = answer(options.clone()).await;
+        assert_eq!(
+            token.as_deref(),
+            Some(t.id.as_bytes()),
+            "the reply names it"
+        );
+        for _ in 0..4 {
+            assert_eq!(answer(options.clone()).await.0, first, "token {}", t.id);
+        }
+    }
+    let (a, _) =
+        answer(weft_sdk::DialOptions::default().with_stickiness_token(terminators[0].id.clone()))
+            .await;
+    let (b, _) =
+        answer(weft_sdk::DialOptions::default().with_stickiness_token(terminators[1].id.clone()))
+            .await;
+    assert_ne!(a, b, "each token reaches its own host");
+}

@@ -3,7 +3,7 @@
 //! it application data; a host bound with `Required` precedence takes the dials while
 //! it is up; a dial timeout and a controller request timeout end what would otherwise
 //! wait; a context loads its identity from a file; a client lists where a service is
-//! hosted.
+//! hosted; a stickiness token brings a dial back to the terminator of an earlier one.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
@@ -177,4 +177,94 @@ async fn a_dial_timeout_and_a_controller_timeout_end_the_wait() {
         matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::Controller),
         "{e}"
     );
+}
+
+/// A service with the `sticky` terminator strategy (OpenZiti's stickiness tokens): a
+/// dial's stream carries a token naming the terminator reached, and dials with that
+/// token reach the same host while it is up; without one the dials spread over both
+/// hosts. Once that host is gone, the token's dial goes to the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stickiness_token_brings_dials_back_to_the_same_host() {
+    let net = Network::start().await;
+    let svc = net
+        .admin
+        .create(
+            "services",
+            serde_json::json!({"name": "desk", "roleAttributes": ["desk"],
+                               "encryptionRequired": false, "terminatorStrategy": "sticky"}),
+        )
+        .await;
+    assert!(svc["id"].is_string());
+    net.admin
+        .service_policy("desk-dial", "Dial", &["#desk-client"], &["#desk"])
+        .await;
+    net.admin
+        .service_policy("desk-bind", "Bind", &["#desk-host"], &["#desk"])
+        .await;
+    let h1 = net.context("desk-h1", &["desk-host"]).await;
+    let h2 = net.context("desk-h2", &["desk-host"]).await;
+    host(&h1, "desk", "one", BindOptions::default()).await;
+    host(&h2, "desk", "two", BindOptions::default()).await;
+    let client = net.context("desk-c", &["desk-client"]).await;
+    // Both hosts bound (each dial answers with its host's name).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "both hosts never answered: {seen:?}"
+        );
+        seen.insert(answer(&client, "desk", &DialOptions::default()).await);
+    }
+
+    let mut first = client.dial("desk").await.unwrap();
+    let token = first
+        .stickiness_token()
+        .expect("a sticky service's stream carries a token")
+        .to_vec();
+    let mut reached = String::new();
+    first.read_to_string(&mut reached).await.unwrap();
+    let sticky = DialOptions::default().with_stickiness_token(token.clone());
+    for _ in 0..8 {
+        assert_eq!(answer(&client, "desk", &sticky).await, reached);
+    }
+    // The token is the terminator's id: naming the other terminator reaches the other
+    // host, every time.
+    let terminators = client.terminators("desk").await.unwrap();
+    assert!(
+        terminators
+            .iter()
+            .any(|t| t.id.as_bytes() == token.as_slice())
+    );
+    let other = terminators
+        .iter()
+        .find(|t| t.id.as_bytes() != token.as_slice())
+        .expect("two terminators");
+    let to_other = DialOptions::default().with_stickiness_token(other.id.clone());
+    for _ in 0..4 {
+        assert_ne!(answer(&client, "desk", &to_other).await, reached);
+    }
+    // The token's host goes away: the next dial reaches the other one.
+    if reached.starts_with("one") {
+        h1.close().await.unwrap();
+    } else {
+        h2.close().await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match client.dial_with_options("desk", &sticky).await {
+            Ok(mut s) => {
+                let mut other = String::new();
+                if s.read_to_string(&mut other).await.is_ok() && other != reached {
+                    break;
+                }
+            }
+            Err(e) => assert!(Instant::now() < deadline, "no dial after the loss: {e}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the token still reaches the closed host"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -306,6 +306,10 @@ pub struct Connect<'a> {
     pub terminator_identity: Option<&'a [u8]>,
     /// Application data for the host (1011).
     pub app_data: Option<&'a [u8]>,
+    /// The stickiness token of an earlier dial (1027): a service with the `sticky`
+    /// terminator strategy sends the dial to the terminator it names while that one is
+    /// up and among the best (openziti/sdk-golang `DialOptions.StickinessToken`).
+    pub stickiness_token: Option<&'a [u8]>,
     /// Body: the Dial session token.
     pub session_token: &'a [u8],
 }
@@ -321,12 +325,13 @@ impl<'a> Connect<'a> {
             public_key: optional(frame, HeaderId::PUBLIC_KEY),
             terminator_identity: optional(frame, HeaderId::TERMINATOR_IDENTITY),
             app_data: optional(frame, HeaderId::APP_DATA),
+            stickiness_token: optional(frame, HeaderId::STICKINESS_TOKEN),
             session_token: frame.body(),
         })
     }
 
     /// Appends the frame with headers 1000, 1001, [1008], [1003], [1006], [1011], the C
-    /// SDK's order.
+    /// SDK's order, then [1027].
     pub fn encode(&self, sequence: i32, out: &mut BytesMut) -> Result<(), EncodeError> {
         FrameEncoder::new(out, ContentType::CONNECT, sequence)
             .u32(HeaderId::CONN_ID, self.conn_id)
@@ -335,6 +340,7 @@ impl<'a> Connect<'a> {
             .opt_bytes(HeaderId::PUBLIC_KEY, self.public_key)
             .opt_bytes(HeaderId::TERMINATOR_IDENTITY, self.terminator_identity)
             .opt_bytes(HeaderId::APP_DATA, self.app_data)
+            .opt_bytes(HeaderId::STICKINESS_TOKEN, self.stickiness_token)
             .finish_with_body(self.session_token)
     }
 }
@@ -410,6 +416,9 @@ pub struct StateConnected<'a> {
     pub reply_for: Option<i32>,
     /// Host's public key (1003), on a Connect reply when the Connect carried one.
     pub public_key: Option<&'a [u8]>,
+    /// On a Connect reply for a service with the `sticky` terminator strategy: the token
+    /// naming the terminator reached (1027), for the dialer's next Connect.
+    pub stickiness_token: Option<&'a [u8]>,
 }
 
 impl<'a> StateConnected<'a> {
@@ -421,10 +430,11 @@ impl<'a> StateConnected<'a> {
             seq: edge_seq(frame),
             reply_for: reply_for(frame)?,
             public_key: optional(frame, HeaderId::PUBLIC_KEY),
+            stickiness_token: optional(frame, HeaderId::STICKINESS_TOKEN),
         })
     }
 
-    /// Appends the frame with headers 1000, 1001, [1], [1003].
+    /// Appends the frame with headers 1000, 1001, [1], [1003], [1027].
     pub fn encode(&self, sequence: i32, out: &mut BytesMut) -> Result<(), EncodeError> {
         let mut enc = FrameEncoder::new(out, ContentType::STATE_CONNECTED, sequence);
         enc.u32(HeaderId::CONN_ID, self.conn_id)
@@ -433,6 +443,7 @@ impl<'a> StateConnected<'a> {
             enc.i32(HeaderId::REPLY_FOR, reply_for);
         }
         enc.opt_bytes(HeaderId::PUBLIC_KEY, self.public_key)
+            .opt_bytes(HeaderId::STICKINESS_TOKEN, self.stickiness_token)
             .finish(0)
     }
 }

@@ -121,6 +121,7 @@ fn connect_plain() {
             public_key: None,
             terminator_identity: None,
             app_data: None,
+            stickiness_token: None,
             session_token: b"SESS",
         }
     );
@@ -141,6 +142,7 @@ fn connect_encrypted() {
             public_key: Some(&PK_DIALER),
             terminator_identity: Some(b"t1"),
             app_data: Some(b"{}"),
+            stickiness_token: None,
             session_token: b"dial-token",
         }
     );
@@ -176,6 +178,7 @@ fn state_connected_replies() {
         seq: 0,
         reply_for: Some(3),
         public_key: Some(&PK_HOST),
+        stickiness_token: None,
     };
     assert_eq!(encoded(|o| msg.encode(10, o).unwrap()), bytes);
     let frame = one_frame(&bytes, Limits::DEFAULT);
@@ -187,6 +190,7 @@ fn state_connected_replies() {
         seq: 0,
         reply_for: Some(1),
         public_key: None,
+        stickiness_token: None,
     };
     assert_eq!(encoded(|o| msg.encode(11, o).unwrap()), bytes);
     let frame = one_frame(&bytes, Limits::DEFAULT);

@@ -102,6 +102,7 @@ fn edge_message() -> impl Strategy<Value = (i32, Vec<u8>)> {
                 public_key: pk.as_deref(),
                 terminator_identity: ti.as_deref(),
                 app_data: app.as_deref(),
+                stickiness_token: None,
                 session_token: &token,
             }
             .encode(1, &mut out)

@@ -474,7 +474,10 @@ pub async fn create_circuit(
     let mut draw = [0u8; 8];
     crate::pki::random_bytes(&mut draw).map_err(|e| internal(&e))?;
     let random = (u64::from_le_bytes(draw) >> 11) as f64 / (1u64 << 53) as f64;
-    let chosen = path::choose(strategy, &ranked, random, None).ok_or_else(|| {
+    // The dialer's stickiness token names the terminator an earlier dial reached
+    // (a `sticky` service: the router sends the token only then).
+    let sticky = (!req.stickiness_token.is_empty()).then_some(req.stickiness_token.as_str());
+    let chosen = path::choose(strategy, &ranked, random, sticky).ok_or_else(|| {
         error(
             "NO_ROUTE",
             "no terminator of the service is reachable from this router",

@@ -10,7 +10,7 @@ use weft_wire::edge::{
 };
 use weft_wire::{Decoded, Decoder, EncodeError, Frame, Limits};
 
-use super::event::{CircuitId, CloseReason, ConnEnd, EdgeEvent, Head, Transmit};
+use super::event::{CircuitId, CloseReason, ConnEnd, EdgeEvent, Head, Stickiness, Transmit};
 use crate::credit::{GrantBatch, SendCredit};
 use crate::sessions::{HelloRejection, Removed, SessionKind, SessionRejection, SessionTable};
 
@@ -336,7 +336,13 @@ impl EdgeConnection {
     /// A dial found its terminator and the host accepted: tell the SDK. `host_public_key`
     /// is sent only when the Connect carried a key (spec §5: otherwise the C SDK would
     /// switch encryption on with a zero key).
-    pub fn connect_succeeded(&mut self, conn_id: u32, host_public_key: Option<&[u8]>) {
+    /// `stickiness_token` names the terminator reached, for a sticky service.
+    pub fn connect_succeeded(
+        &mut self,
+        conn_id: u32,
+        host_public_key: Option<&[u8]>,
+        stickiness_token: Option<&str>,
+    ) {
         let Some(conn) = self.conns.get_mut(&conn_id) else {
             return;
         };
@@ -353,6 +359,7 @@ impl EdgeConnection {
             seq: 0,
             reply_for: Some(reply_for),
             public_key: host_public_key.filter(|_| wants_key),
+            stickiness_token: stickiness_token.map(str::as_bytes),
         };
         self.emit(|out, seq| msg.encode(seq, out), Bytes::new());
     }
@@ -382,6 +389,7 @@ impl EdgeConnection {
             seq: 0,
             reply_for: Some(reply_for),
             public_key: None,
+            stickiness_token: None,
         };
         self.emit(|out, seq| msg.encode(seq, out), Bytes::new());
     }
@@ -802,6 +810,11 @@ impl EdgeConnection {
             public_key: connect.public_key.map(slice),
             terminator_identity: connect.terminator_identity.map(slice),
             app_data: connect.app_data.map(slice),
+            stickiness: if sessions.is_sticky(&session.service_id) {
+                Stickiness::On(connect.stickiness_token.map(slice))
+            } else {
+                Stickiness::Off
+            },
         });
     }
 
@@ -927,6 +940,7 @@ impl EdgeConnection {
             seq: 0,
             reply_for: Some(frame.sequence()),
             public_key: None,
+            stickiness_token: None,
         };
         self.emit(|out, seq| msg.encode(seq, out), Bytes::new());
         self.events.push_back(EdgeEvent::HostAccepted {

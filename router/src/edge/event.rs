@@ -130,6 +130,8 @@ pub enum EdgeEvent {
         terminator_identity: Option<Bytes>,
         /// Application data (1011).
         app_data: Option<Bytes>,
+        /// Whether the service follows stickiness tokens, and the one sent (1027).
+        stickiness: Stickiness,
     },
     /// The SDK hosts a service: register a terminator, then answer with
     /// `bind_succeeded` or `bind_failed`.
@@ -215,4 +217,17 @@ impl ConnEnd {
             Self::Lost => "peer is gone",
         }
     }
+}
+
+/// How a dial treats stickiness tokens (edge header 1027; openziti/sdk-golang
+/// `DialOptions.StickinessToken`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stickiness {
+    /// The service's terminator strategy is not `sticky`: a token is ignored and the
+    /// reply carries none.
+    Off,
+    /// It is: the terminator the token names (the one an earlier dial reached) is
+    /// preferred while it is up and among the best by precedence, and the reply names
+    /// the terminator reached.
+    On(Option<Bytes>),
 }

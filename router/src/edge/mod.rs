@@ -18,7 +18,9 @@ mod connection;
 mod event;
 
 pub use connection::{EdgeConfig, EdgeConnection};
-pub use event::{CircuitId, CloseReason, ConnEnd, EdgeEvent, Head, INLINE_HEAD, Transmit};
+pub use event::{
+    CircuitId, CloseReason, ConnEnd, EdgeEvent, Head, INLINE_HEAD, Stickiness, Transmit,
+};
 
 #[cfg(test)]
 mod tests;

@@ -114,6 +114,7 @@ impl Harness {
                 public_key: key,
                 terminator_identity: None,
                 app_data: Some(b"{\"k\":1}"),
+                stickiness_token: None,
                 session_token: token,
             }
             .encode(s, o)
@@ -336,7 +337,7 @@ fn dial_success_sends_the_host_key_only_to_an_encrypting_dialer() {
     assert_eq!(app_data.as_deref(), Some(&b"{\"k\":1}"[..]));
     assert!(h.frames().is_empty(), "no answer before the circuit exists");
 
-    h.conn.connect_succeeded(0, Some(&PK_HOST));
+    h.conn.connect_succeeded(0, Some(&PK_HOST), None);
     let frames = h.frames();
     let reply = StateConnected::parse(&frames[0]).unwrap();
     assert_eq!(reply.reply_for, Some(seq));
@@ -345,7 +346,7 @@ fn dial_success_sends_the_host_key_only_to_an_encrypting_dialer() {
     // A plaintext dialer never gets a key, even if the host has one.
     let seq = h.connect(1, b"tok-dial-1", None);
     h.events();
-    h.conn.connect_succeeded(1, Some(&PK_HOST));
+    h.conn.connect_succeeded(1, Some(&PK_HOST), None);
     let frames = h.frames();
     let reply = StateConnected::parse(&frames[0]).unwrap();
     assert_eq!((reply.reply_for, reply.public_key), (Some(seq), None));
@@ -564,7 +565,7 @@ fn sdk_close_on_a_listener_unbinds_and_on_a_conn_closes() {
     h.bind(7);
     h.conn.bind_succeeded(7);
     h.connect(1, b"tok-dial-1", None);
-    h.conn.connect_succeeded(1, None);
+    h.conn.connect_succeeded(1, None, None);
     h.frames();
     h.events();
     h.send(|o, s| {
@@ -617,7 +618,7 @@ fn revoking_a_session_closes_what_used_it() {
     h.bind(7);
     h.conn.bind_succeeded(7);
     h.connect(1, b"tok-dial-1", None);
-    h.conn.connect_succeeded(1, None);
+    h.conn.connect_succeeded(1, None, None);
     h.frames();
     h.events();
     h.conn.revoke(&Removed {
@@ -651,7 +652,7 @@ fn revoking_a_session_closes_what_used_it() {
 fn revoking_the_api_session_closes_the_connection() {
     let mut h = Harness::open();
     h.connect(1, b"tok-dial-1", None);
-    h.conn.connect_succeeded(1, None);
+    h.conn.connect_succeeded(1, None, None);
     h.frames();
     h.events();
     h.conn.revoke(&Removed {

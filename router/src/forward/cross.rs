@@ -69,6 +69,9 @@ pub enum CrossMsg {
         /// The host's public key, when the dialer's shard does not know it from the
         /// terminator (a host on another router).
         host_public_key: Option<Bytes>,
+        /// The terminator reached, when the controller chose it (a host on another
+        /// router), for a sticky dial's reply.
+        terminator_id: Option<String>,
     },
     /// The host refused the dial of `circuit` (or was gone).
     Refused {

@@ -51,10 +51,12 @@ impl Forwarder {
         from: super::Leg,
         mesh_shard: usize,
         request: pb::CircuitRequest,
+        sticky: bool,
     ) {
         let circuit = self.new_circuit_id();
-        self.circuits
-            .insert(circuit, Circuit::new(End::Local(from), mesh_shard, now));
+        let mut record = Circuit::new(End::Local(from), mesh_shard, now);
+        record.sticky = sticky;
+        self.circuits.insert(circuit, record);
         self.legs.insert(from.conn, from.conn_id, circuit);
         if mesh_shard == self.shard {
             self.control
@@ -136,6 +138,9 @@ impl Forwarder {
                     c.host = Some(End::Link(leg));
                     c.mesh_id = Some(r.circuit_id);
                     c.host_public_key = host_public_key.clone();
+                    if c.sticky {
+                        c.sticky_token = Some(r.terminator_id.clone());
+                    }
                 }
                 self.link_legs
                     .entry(link)
@@ -150,6 +155,7 @@ impl Forwarder {
                         CrossMsg::Accepted {
                             circuit,
                             host_public_key,
+                            terminator_id: Some(r.terminator_id),
                         },
                     )),
                     End::Local(_) | End::Link(_) => self.connected(now, circuit, None),

@@ -473,6 +473,7 @@ impl Line {
                 public_key: Some(&PK_D),
                 terminator_identity: None,
                 app_data: Some(b"app"),
+                stickiness_token: None,
                 session_token: b"tok-dial",
             }
             .encode(s, o)

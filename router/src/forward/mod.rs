@@ -32,7 +32,7 @@ use bytes::Bytes;
 use weft_wire::control::pb;
 
 use crate::edge::{
-    CircuitId, CloseReason, ConnEnd, EdgeConfig, EdgeConnection, EdgeEvent, Transmit,
+    CircuitId, CloseReason, ConnEnd, EdgeConfig, EdgeConnection, EdgeEvent, Stickiness, Transmit,
 };
 use crate::sessions::{Removed, RevisionGap, SessionTable};
 pub use cross::{CrossDial, CrossMsg, MeshDial, SHARD_SHIFT, credit_batch};
@@ -224,6 +224,10 @@ struct Circuit {
     recv_unacked: usize,
     /// Set while an end router waits for a new path: until when.
     rerouting: Option<Instant>,
+    /// On the dialer's shard, for a service with the `sticky` strategy: the dialer's
+    /// StateConnected names the terminator reached (`sticky_token` once known).
+    sticky: bool,
+    sticky_token: Option<String>,
 }
 
 impl Circuit {
@@ -249,6 +253,8 @@ impl Circuit {
             recv_seq: 0,
             recv_unacked: 0,
             rerouting: None,
+            sticky: false,
+            sticky_token: None,
         }
     }
 
@@ -922,6 +928,7 @@ impl Forwarder {
                 public_key,
                 terminator_identity,
                 app_data,
+                stickiness,
             } => self.dial(
                 now,
                 Leg { conn: key, conn_id },
@@ -931,6 +938,7 @@ impl Forwarder {
                 caller_id,
                 public_key,
                 app_data,
+                &stickiness,
             ),
             EdgeEvent::Bind {
                 conn_id,
@@ -993,6 +1001,7 @@ impl Forwarder {
                             CrossMsg::Accepted {
                                 circuit,
                                 host_public_key: None,
+                                terminator_id: None,
                             },
                         ));
                     }
@@ -1047,8 +1056,18 @@ impl Forwarder {
         caller_id: Bytes,
         public_key: Option<Bytes>,
         app_data: Option<Bytes>,
+        stickiness: &Stickiness,
     ) {
-        let Some(t) = self.terminators.choose(service_id, instance, self.shard) else {
+        let (sticky, token) = match stickiness {
+            Stickiness::Off => (false, None),
+            Stickiness::On(token) => (true, token.as_deref()),
+        };
+        // A token that is not UTF-8 names no terminator.
+        let wanted = token.and_then(|t| std::str::from_utf8(t).ok());
+        let Some(t) = self
+            .terminators
+            .choose(service_id, instance, self.shard, wanted)
+        else {
             if let Some(mesh_shard) = self.config.mesh_shard {
                 let request = pb::CircuitRequest {
                     session_id: session_id.to_owned(),
@@ -1059,8 +1078,9 @@ impl Forwarder {
                     caller_id: caller_id.to_vec(),
                     public_key: public_key.map(|k| k.to_vec()).unwrap_or_default(),
                     app_data: app_data.map(|d| d.to_vec()).unwrap_or_default(),
+                    stickiness_token: wanted.unwrap_or_default().to_owned(),
                 };
-                return self.dial_across_routers(now, from, mesh_shard, request);
+                return self.dial_across_routers(now, from, mesh_shard, request, sticky);
             }
             self.stats.dials_failed += 1;
             if let Some(state) = self.conns.get_mut(&from.conn) {
@@ -1077,6 +1097,8 @@ impl Forwarder {
         let host_shard = host_conn.shard();
         let mut record = Circuit::new(End::Local(from), host_shard, now);
         record.host_public_key = host_public_key;
+        record.sticky = sticky;
+        record.sticky_token = t.id.clone().filter(|_| sticky);
         self.circuits.insert(circuit, record);
         self.legs.insert(from.conn, from.conn_id, circuit);
         let dial = CrossDial {
@@ -1109,6 +1131,7 @@ impl Forwarder {
         };
         let setup = now.saturating_duration_since(c.started);
         let public_key = c.host_public_key.clone();
+        let sticky_token = c.sticky_token.clone();
         if c.host_shard != self.shard {
             self.stats.circuits_cross += 1;
         }
@@ -1118,9 +1141,11 @@ impl Forwarder {
         self.dial_setup
             .saturating_record(u64::try_from(setup.as_micros()).unwrap_or(u64::MAX));
         if let Some(state) = self.conns.get_mut(&dialer.conn) {
-            state
-                .edge
-                .connect_succeeded(dialer.conn_id, public_key.as_deref());
+            state.edge.connect_succeeded(
+                dialer.conn_id,
+                public_key.as_deref(),
+                sticky_token.as_deref(),
+            );
         }
         if current != Some(dialer.conn) {
             self.after_input(now, dialer.conn);
@@ -1304,12 +1329,16 @@ impl Forwarder {
             CrossMsg::Accepted {
                 circuit,
                 host_public_key,
+                terminator_id,
             } => {
                 // Unknown when the dialer went away meanwhile (its Close is on the way).
                 if let Some(c) = self.circuits.get_mut(&circuit) {
                     c.host = Some(End::Remote(from));
                     if host_public_key.is_some() {
                         c.host_public_key = host_public_key;
+                    }
+                    if c.sticky && terminator_id.is_some() {
+                        c.sticky_token = terminator_id;
                     }
                     match c.dialer {
                         End::Link(_) => self.route_done(circuit),

@@ -291,6 +291,7 @@ impl Net {
                 public_key: Some(&PK_D),
                 terminator_identity: None,
                 app_data: None,
+                stickiness_token: None,
                 session_token: b"tok-dial",
             }
             .encode(s, o)

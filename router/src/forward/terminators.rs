@@ -105,12 +105,15 @@ impl Terminators {
     /// The best confirmed terminator for a dial: best precedence (required, default,
     /// failed), then lowest cost; among ties those hosted on shard `local` (no hop to
     /// another shard), rotating among what is left. With `instance`, only terminators
-    /// of that instance identity qualify.
+    /// of that instance identity qualify. With `sticky` (the terminator id a stickiness
+    /// token names), that terminator wins while it qualifies and its precedence is the
+    /// best there is (OpenZiti's `sticky` strategy), whatever its cost.
     pub(crate) fn choose(
         &mut self,
         service_id: &str,
         instance: Option<&[u8]>,
         local: usize,
+        sticky: Option<&str>,
     ) -> Option<&Terminator> {
         let list = self.by_service.get(service_id)?;
         let eligible = |t: &&Terminator| {
@@ -121,6 +124,15 @@ impl Terminators {
             .filter(eligible)
             .map(|t| (rank(t.precedence), t.cost, t.conn.shard() != local))
             .min()?;
+        if let Some(id) = sticky
+            && let Some(t) = list
+                .iter()
+                .filter(eligible)
+                .find(|t| t.id.as_deref() == Some(id))
+            && rank(t.precedence) == best.0
+        {
+            return Some(t);
+        }
         let ties = || {
             list.iter()
                 .filter(eligible)
@@ -165,10 +177,41 @@ mod tests {
         t.insert("svc", terminator(1, 7, "second"));
         assert_eq!(t.count_where(|_| true), 1);
         assert_eq!(
-            t.choose("svc", None, 0).unwrap().id.as_deref(),
+            t.choose("svc", None, 0, None).unwrap().id.as_deref(),
             Some("second")
         );
         assert!(t.remove(ConnKey(1), 7).is_some());
-        assert!(t.choose("svc", None, 0).is_none(), "nothing stale is left");
+        assert!(
+            t.choose("svc", None, 0, None).is_none(),
+            "nothing stale is left"
+        );
+    }
+
+    #[test]
+    fn a_stickiness_token_wins_while_its_terminator_is_among_the_best_by_precedence() {
+        let mut t = Terminators::default();
+        let mut cheap = terminator(1, 1, "cheap");
+        cheap.cost = 0;
+        let mut dear = terminator(2, 1, "dear");
+        dear.cost = 50;
+        t.insert("svc", cheap);
+        t.insert("svc", dear);
+        let pick = |t: &mut Terminators, sticky| {
+            t.choose("svc", None, 0, sticky)
+                .and_then(|x| x.id.clone())
+                .unwrap_or_default()
+        };
+        // Without a token the cheaper one wins; with one, the named one, cost or not.
+        assert_eq!(pick(&mut t, None), "cheap");
+        for _ in 0..5 {
+            assert_eq!(pick(&mut t, Some("dear")), "dear");
+        }
+        // A token naming a terminator that is gone falls back to the usual choice.
+        assert_eq!(pick(&mut t, Some("gone")), "cheap");
+        // A required terminator outranks the sticky one, which then loses.
+        let mut required = terminator(3, 1, "required");
+        required.precedence = Precedence::Required;
+        t.insert("svc", required);
+        assert_eq!(pick(&mut t, Some("dear")), "required");
     }
 }

@@ -131,8 +131,9 @@ pub(crate) fn classify(frame: Frame) -> Result<Inbound, ProtoError> {
 /// The outcome of a Connect, Bind or DialSuccess request.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum ConnectReply {
-    /// StateConnected, with the peer's key-exchange public key if it sent one.
-    Connected(Option<Bytes>),
+    /// StateConnected, with the peer's key-exchange public key if it sent one, and the
+    /// stickiness token (a Connect reply of a `sticky` service).
+    Connected(Option<Bytes>, Option<Bytes>),
     /// StateClosed with the router's reason.
     Refused(String),
 }
@@ -142,10 +143,10 @@ pub(crate) fn connect_reply(frame: &Frame) -> Result<ConnectReply, ProtoError> {
     let ct = frame.content_type();
     if ct == ContentType::STATE_CONNECTED {
         edge::StateConnected::parse(frame)?;
-        return Ok(ConnectReply::Connected(header_bytes(
-            frame,
-            HeaderId::PUBLIC_KEY,
-        )));
+        return Ok(ConnectReply::Connected(
+            header_bytes(frame, HeaderId::PUBLIC_KEY),
+            header_bytes(frame, HeaderId::STICKINESS_TOKEN),
+        ));
     }
     if ct == ContentType::STATE_CLOSED {
         let closed = edge::StateClosed::parse(frame)?;
@@ -270,6 +271,7 @@ mod tests {
                 seq: 0,
                 reply_for: Some(5),
                 public_key: Some(&[9; 32]),
+                stickiness_token: None,
             }
             .encode(-1, o)
             .unwrap();
@@ -280,7 +282,26 @@ mod tests {
         assert_eq!(reply_for, 5);
         assert_eq!(
             connect_reply(&frame).unwrap(),
-            ConnectReply::Connected(Some(Bytes::from_static(&[9; 32])))
+            ConnectReply::Connected(Some(Bytes::from_static(&[9; 32])), None)
+        );
+        // A sticky service's reply names the terminator reached.
+        let f = decoded(|o| {
+            edge::StateConnected {
+                conn_id: 1,
+                seq: 0,
+                reply_for: Some(6),
+                public_key: None,
+                stickiness_token: Some(b"t-1"),
+            }
+            .encode(-1, o)
+            .unwrap();
+        });
+        let Inbound::Reply { frame, .. } = classify(f).unwrap() else {
+            panic!("not a reply")
+        };
+        assert_eq!(
+            connect_reply(&frame).unwrap(),
+            ConnectReply::Connected(None, Some(Bytes::from_static(b"t-1")))
         );
 
         let f = decoded(|o| {

@@ -72,6 +72,8 @@ pub(crate) struct StreamParts {
     pub(crate) dialer: Option<String>,
     /// Application data the dialer sent (accepted streams).
     pub(crate) app_data: Option<Bytes>,
+    /// The stickiness token the router answered a dial with.
+    pub(crate) stickiness_token: Option<Bytes>,
     pub(crate) events: mpsc::Receiver<StreamEvent>,
     /// Send credit, when the router speaks per-stream credit.
     pub(crate) credit: Option<Arc<SendCredit>>,
@@ -88,6 +90,7 @@ struct Shared {
     service: String,
     dialer: Option<String>,
     app_data: Option<Bytes>,
+    stickiness_token: Option<Bytes>,
     /// Edge sequence of the next Data, FIN or StateClosed we send (only the write half
     /// sends Data and FIN; the close goes out after it is gone).
     next_seq: AtomicU32,
@@ -169,6 +172,7 @@ impl Stream {
             service,
             dialer,
             app_data,
+            stickiness_token,
             events,
             credit,
             keys,
@@ -180,6 +184,7 @@ impl Stream {
             service,
             dialer,
             app_data,
+            stickiness_token,
             next_seq: AtomicU32::new(1),
             fin_sent: AtomicBool::new(false),
             write_ended: AtomicBool::new(false),
@@ -221,6 +226,15 @@ impl Stream {
     /// ([`crate::DialOptions::app_data`]); `None` on a dialed stream or when none was sent.
     pub fn app_data(&self) -> Option<&[u8]> {
         self.read.shared.app_data.as_deref()
+    }
+
+    /// On a dialed stream of a service whose terminator strategy is `sticky`, the token
+    /// naming the terminator reached: a later dial with
+    /// [`crate::DialOptions::with_stickiness_token`] reaches the same one while it is up
+    /// and its precedence is the best (OpenZiti's `GetStickinessToken`). `None`
+    /// otherwise.
+    pub fn stickiness_token(&self) -> Option<&[u8]> {
+        self.read.shared.stickiness_token.as_deref()
     }
 
     /// Whether the stream is end-to-end encrypted.

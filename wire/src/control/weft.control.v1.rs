@@ -295,6 +295,10 @@ pub struct CircuitRequest {
     pub public_key: ::prost::alloc::vec::Vec<u8>,
     #[prost(bytes = "vec", tag = "6")]
     pub app_data: ::prost::alloc::vec::Vec<u8>,
+    /// The terminator id of the dialer's stickiness token (edge header 1027), for a
+    /// service with the `sticky` strategy; empty: none.
+    #[prost(string, tag = "7")]
+    pub stickiness_token: ::prost::alloc::string::String,
 }
 /// Controller -> ingress router, reply to CircuitRequest: the circuit is routed on every
 /// other router of the path and the host accepted.
