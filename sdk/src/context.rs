@@ -26,6 +26,21 @@ use crate::stream::{Stream, StreamParts};
 use crate::tls;
 
 /// Tunables of a [`Context`].
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// let options = weft_sdk::Options {
+///     controller_timeout: Duration::from_secs(5),
+///     ..weft_sdk::Options::default()
+/// }
+/// .with_controllers(["https://ctrl-a:1280", "https://ctrl-b:1280"])
+/// .with_config_types(["intercept.v1"])
+/// .with_mfa_codes(|| async { std::env::var("TOTP").ok() });
+/// let ctx = weft_sdk::Context::with_options(weft_sdk::Identity::load("alice.json")?, options).await?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct Options {
     /// Deadline of TCP + TLS + hello to one edge router.
@@ -158,6 +173,19 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 ///
 /// Cheap to clone; all clones share the API session and one multiplexed edge
 /// connection per router.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let ctx = weft_sdk::Context::from_file("alice.json").await?;
+/// for s in ctx.services().await? {
+///     println!("{} dial={} bind={}", s.name, s.can_dial(), s.can_bind());
+/// }
+/// let stream = ctx.dial("echo").await?;         // tokio AsyncRead + AsyncWrite
+/// let listener = ctx.bind("echo").await?;       // one Stream per dial of it
+/// ctx.close().await?;                           // logs out; every clone now fails with Closed
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct Context {
     inner: Arc<Inner>,
@@ -312,6 +340,17 @@ impl Context {
     /// Where service `service` is hosted now: its terminators (OpenZiti's
     /// `GetServiceTerminators`), e.g. to find the terminator identities a dial may name.
     /// [`ErrorKind::NoSuchService`] when the service is not visible.
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let ctx = weft_sdk::Context::from_file("alice.json").await?;
+    /// for t in ctx.terminators("desks").await? {
+    ///     // Reach that host in particular.
+    ///     let options = weft_sdk::DialOptions::default().with_identity(t.identity.clone());
+    ///     let stream = ctx.dial_with_options("desks", &options).await?;
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn terminators(&self, service: &str) -> Result<Vec<Terminator>> {
         self.inner.check_open()?;
         let svc = self.inner.service(service).await?;
@@ -379,6 +418,21 @@ impl Context {
     /// is a subscriber of its own. Service changes are seen when services are listed
     /// (by [`Self::services`], a dial or bind, and the poll every
     /// [`Options::refresh_interval`] that finds the controller's services changed).
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let ctx = weft_sdk::Context::from_file("alice.json").await?;
+    /// let mut events = ctx.events();
+    /// while let Some(event) = events.recv().await {
+    ///     match event {
+    ///         weft_sdk::Event::ServiceAdded(s) => println!("can now use {}", s.name),
+    ///         weft_sdk::Event::RouterDisconnected { router, error, .. } => println!("lost {router}: {error}"),
+    ///         weft_sdk::Event::IdentityRevoked(e) => return Err(e.into()),
+    ///         other => println!("{other:?}"),
+    ///     }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn events(&self) -> Events {
         Events::new(self.inner.events.subscribe())
     }

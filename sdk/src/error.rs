@@ -130,6 +130,21 @@ impl Error {
     /// The SDK error inside an [`std::io::Error`] returned by a [`crate::Stream`]
     /// read or write (or made with `io::Error::from(sdk_error)`); `None` for other I/O
     /// errors.
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let ctx = weft_sdk::Context::from_file("alice.json").await?;
+    /// use tokio::io::AsyncReadExt;
+    /// let mut stream = ctx.dial("echo").await?;
+    /// let mut buf = [0u8; 64];
+    /// if let Err(e) = stream.read(&mut buf).await {
+    ///     match weft_sdk::Error::from_io(&e).map(weft_sdk::Error::kind) {
+    ///         Some(weft_sdk::ErrorKind::SessionRevoked) => println!("access was withdrawn"),
+    ///         other => println!("the stream failed: {other:?}: {e}"),
+    ///     }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn from_io(e: &std::io::Error) -> Option<&Self> {
         e.get_ref().and_then(|inner| inner.downcast_ref::<Self>())
     }

@@ -37,6 +37,22 @@ const CONNECTING_RETRY: Duration = Duration::from_secs(1);
 /// Accept with [`Listener::accept`] (from any number of tasks sharing the listener,
 /// e.g. in an `Arc`), or use it as a [`futures_core::Stream`] of accepted streams. With
 /// the `axum` feature, `axum::serve(listener, app)` serves an axum app on the service.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// # let ctx = weft_sdk::Context::from_file("host.json").await?;
+/// use tokio::io::AsyncWriteExt;
+/// let listener = ctx.bind("echo").await?;
+/// loop {
+///     let mut stream = listener.accept().await?;
+///     println!("{:?} dialed via {}", stream.dialer(), stream.router());
+///     tokio::spawn(async move {
+///         let _ = stream.write_all(b"hello").await;
+///     });
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct Listener {
     service: String,

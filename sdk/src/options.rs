@@ -7,6 +7,20 @@
 use std::time::Duration;
 
 /// Options of one [`crate::Context::dial_with_options`].
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// # let ctx = weft_sdk::Context::from_file("alice.json").await?;
+/// use std::time::Duration;
+/// let first = ctx.dial("desks").await?;
+/// let options = weft_sdk::DialOptions::default()
+///     .with_timeout(Duration::from_secs(3))              // ErrorKind::TimedOut past it
+///     .with_app_data(br#"{"seat":4}"#.to_vec())          // the host's Stream::app_data
+///     .with_stickiness_token(first.stickiness_token().unwrap_or_default().to_vec());
+/// let again = ctx.dial_with_options("desks", &options).await?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DialOptions {
     /// The whole dial (session, router, host) must finish within this; otherwise it
@@ -57,6 +71,21 @@ impl DialOptions {
 pub use weft_wire::edge::Precedence;
 
 /// Options of one [`crate::Context::bind_with_options`].
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// # let ctx = weft_sdk::Context::from_file("host.json").await?;
+/// use weft_sdk::{BindOptions, Precedence};
+/// let options = BindOptions::default()
+///     .with_identity("desk-7")                   // dials naming "desk-7" reach this host
+///     .with_cost(5)
+///     .with_precedence(Precedence::Required)
+///     .with_max_terminators(2)                   // on two edge routers
+///     .with_wait_for_terminators(2);             // bind returns once both are up
+/// let listener = ctx.bind_with_options("desks", options).await?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BindOptions {
     /// The terminator's identity: dials with [`DialOptions::identity`] equal to it

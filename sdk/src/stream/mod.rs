@@ -251,6 +251,19 @@ impl Stream {
     /// a lock between them (tokio's `TcpStream::into_split`). Dropping the write half
     /// half-closes the stream (the peer reads end-of-stream); the stream ends when both
     /// are dropped. [`OwnedReadHalf::reunite`] puts them back together.
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let ctx = weft_sdk::Context::from_file("alice.json").await?;
+    /// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    /// let (mut read, mut write) = ctx.dial("echo").await?.into_split();
+    /// tokio::spawn(async move {
+    ///     let _ = write.write_all(b"request").await;   // dropping `write` sends the FIN
+    /// });
+    /// let mut reply = Vec::new();
+    /// read.read_to_end(&mut reply).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn into_split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
         (OwnedReadHalf(self.read), OwnedWriteHalf(self.write))
     }
