@@ -25,15 +25,9 @@ pub fn bin_dir() -> &'static Path {
         if binaries_are_current(&profile_dir) {
             return profile_dir;
         }
-        let target_dir = profile_dir.parent().unwrap();
-        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") | None => "dev".to_string(),
-            Some(other) => other.to_string(),
-        };
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "--profile", &profile])
-            .args([
+        cargo_build(
+            &profile_dir,
+            &[
                 "-p",
                 "weft-controller",
                 "-p",
@@ -41,15 +35,8 @@ pub fn bin_dir() -> &'static Path {
                 "-p",
                 "weft-cli",
                 "--bins",
-            ])
-            .arg("--target-dir")
-            .arg(target_dir)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("running cargo build for the system-test binaries");
-        assert!(
-            status.success(),
-            "building weft-controller/weft-router/weft failed"
+            ],
+            "weft-controller/weft-router/weft",
         );
         profile_dir
     })
@@ -80,23 +67,33 @@ pub fn sdk_example(name: &str) -> PathBuf {
         if matches!((sources, built), (Some(s), Some(b)) if b >= s) {
             return examples;
         }
-        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") | None => "dev".to_string(),
-            Some(other) => other.to_string(),
-        };
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "--profile", &profile])
-            .args(["-p", "weft-sdk", "--examples", "--features", "axum"])
-            .arg("--target-dir")
-            .arg(profile_dir.parent().unwrap())
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("running cargo build for the SDK examples");
-        assert!(status.success(), "building the SDK examples failed");
+        cargo_build(
+            &profile_dir,
+            &["-p", "weft-sdk", "--examples", "--features", "axum"],
+            "the SDK examples",
+        );
         examples
     });
     dir.join(name)
+}
+
+/// `cargo build ARGS` into the target directory holding `profile_dir`, with its profile;
+/// panics naming `what` when the build fails.
+fn cargo_build(profile_dir: &Path, args: &[&str], what: &str) {
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => "dev".to_string(),
+        Some(other) => other.to_string(),
+    };
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--quiet", "--profile", &profile])
+        .args(args)
+        .arg("--target-dir")
+        .arg(profile_dir.parent().unwrap())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .unwrap_or_else(|e| panic!("running cargo build for {what}: {e}"));
+    assert!(status.success(), "building {what} failed");
 }
 
 /// When the oldest of the files `names` in `dir` was built; `None` when one is missing.
