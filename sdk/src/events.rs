@@ -112,7 +112,7 @@ pub(crate) fn service_changes(
     for s in now {
         match before.and_then(|b| b.get(&s.id)) {
             None => events.push(Event::ServiceAdded(s.clone())),
-            Some(old) if old != s => events.push(Event::ServiceChanged(s.clone())),
+            Some(old) if !same(old, s) => events.push(Event::ServiceChanged(s.clone())),
             Some(_) => {}
         }
     }
@@ -125,6 +125,23 @@ pub(crate) fn service_changes(
         events.extend(gone.into_iter().cloned().map(Event::ServiceRemoved));
     }
     events
+}
+
+/// Whether two listings of a service say the same: the seconds left on its MFA posture
+/// timeouts count down between any two listings and are not a change.
+fn same(a: &Service, b: &Service) -> bool {
+    let settled = |s: &Service| {
+        let mut s = s.clone();
+        for q in s
+            .posture_queries
+            .iter_mut()
+            .flat_map(|set| set.posture_queries.iter_mut())
+        {
+            q.timeout_remaining = 0;
+        }
+        s
+    };
+    a == b || settled(a) == settled(b)
 }
 
 #[cfg(test)]
@@ -173,5 +190,34 @@ mod tests {
         );
         let same: Vec<Service> = before.values().cloned().collect();
         assert!(service_changes(Some(&before), &same).is_empty());
+    }
+
+    #[test]
+    fn a_posture_timeout_counting_down_is_not_a_change() {
+        let with_timeout = |remaining, passing| {
+            let mut s = svc("a", &["Dial"]);
+            s.posture_queries = vec![crate::posture::PostureQuerySet {
+                policy_id: "p".into(),
+                policy_type: "Dial".into(),
+                is_passing: passing,
+                posture_queries: vec![crate::posture::PostureQuery {
+                    id: "mfa".into(),
+                    query_type: "MFA".into(),
+                    is_passing: passing,
+                    timeout: 600,
+                    timeout_remaining: remaining,
+                    ..Default::default()
+                }],
+            }];
+            s
+        };
+        let before: std::collections::HashMap<_, _> =
+            [("a".to_string(), with_timeout(600, true))].into();
+        assert!(service_changes(Some(&before), &[with_timeout(540, true)]).is_empty());
+        assert_eq!(
+            kinds(&service_changes(Some(&before), &[with_timeout(540, false)])),
+            ["~a"],
+            "a query that stops passing is a change"
+        );
     }
 }
