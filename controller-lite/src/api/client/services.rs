@@ -91,12 +91,9 @@ pub async fn terminators(
         return Err(ApiError::NotFound(format!("service {id:?} not found")));
     }
     let fields = Kind::Terminators.fields();
-    let rows = ctl
-        .store
-        .list_all(Kind::Terminators.collection())
+    let rows = crate::api::management::related::terminators_of(&ctl, &id)
         .await?
         .into_iter()
-        .filter(|t| t.data["service"] == json!(id))
         .map(|t| (render::entity(&t), t))
         .collect();
     let page = q

@@ -185,18 +185,26 @@ async fn service_configs(ctl: AppState, id: String, q: ListQuery) -> Result<Resp
     page(&ctl, Kind::Configs, &q, &Kind::Configs.fields(), rows).await
 }
 
+/// The terminators of service `id` (both APIs list them).
+pub(crate) async fn terminators_of(ctl: &AppState, id: &str) -> Result<Vec<EntityRow>, ApiError> {
+    Ok(ctl
+        .store
+        .list_all(Kind::Terminators.collection())
+        .await?
+        .into_iter()
+        .filter(|t| t.data["service"] == json!(id))
+        .collect())
+}
+
 async fn service_terminators(
     ctl: AppState,
     id: String,
     q: ListQuery,
 ) -> Result<Response, ApiError> {
     entity(&ctl, Kind::Services, &id).await?;
-    let rows = ctl
-        .store
-        .list_all(Kind::Terminators.collection())
+    let rows = terminators_of(&ctl, &id)
         .await?
         .into_iter()
-        .filter(|t| t.data["service"] == json!(id))
         .map(|t| (t, None))
         .collect();
     page(
