@@ -349,12 +349,18 @@ pub async fn wait_links(
 
 /// Test logs to stderr, filtered by `RUST_LOG` (once per process).
 pub fn init_logs() {
+    init_logs_or("warn");
+}
+
+/// Test logs to stderr, filtered by `RUST_LOG`, else by `default` (once per process;
+/// the first call's filter holds).
+pub fn init_logs_or(default: &str) {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
             )
             .with_test_writer()
             .try_init();

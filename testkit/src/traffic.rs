@@ -210,3 +210,82 @@ pub async fn dial_soon(client: &weft_sdk::Context, service: &str) -> weft_sdk::S
         }
     }
 }
+
+/// `streams` streams, `at_once` at a time, on each of which the host writes `len`
+/// bytes, half-closes and drops the stream before the dialer reads anything.
+#[cfg(feature = "sdk")]
+pub async fn closes_right_after_writing(
+    host: &weft_sdk::Context,
+    client: &weft_sdk::Context,
+    service: &str,
+    streams: u32,
+    at_once: u32,
+    len: usize,
+) {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    use tokio::sync::oneshot;
+
+    let listener = host.bind(service).await.unwrap();
+    let replies: Arc<Vec<Vec<u8>>> = Arc::new((0..4).map(|s| pattern(len, s)).collect());
+    let sums: Vec<[u8; 32]> = replies
+        .iter()
+        .map(|r| <[u8; 32]>::from(Sha256::digest(r)))
+        .collect();
+    // The host tells the dialer with that id when it has dropped its stream.
+    let dropped: Arc<Mutex<HashMap<u32, oneshot::Sender<()>>>> = Arc::default();
+    let server = {
+        let (replies, dropped) = (replies.clone(), dropped.clone());
+        tokio::spawn(async move {
+            for _ in 0..streams {
+                let mut s = listener.accept().await.unwrap();
+                let (replies, dropped) = (replies.clone(), dropped.clone());
+                tokio::spawn(async move {
+                    let id = s.read_u32().await.unwrap();
+                    s.write_all(&replies[id as usize % 4]).await.unwrap();
+                    s.shutdown().await.unwrap();
+                    drop(s);
+                    let tx = dropped.lock().unwrap().remove(&id);
+                    tx.unwrap().send(()).unwrap();
+                });
+            }
+        })
+    };
+    let started = Instant::now();
+    for round in 0..streams / at_once {
+        let mut dials = Vec::new();
+        for i in 0..at_once {
+            let id = round * at_once + i;
+            let (tx, rx) = oneshot::channel();
+            dropped.lock().unwrap().insert(id, tx);
+            let mut s = client.dial(service).await.unwrap();
+            dials.push(tokio::spawn(async move {
+                s.write_u32(id).await.unwrap();
+                // Read nothing until the host is gone.
+                tokio::time::timeout(Duration::from_secs(60), rx)
+                    .await
+                    .expect("the host never dropped its stream")
+                    .unwrap();
+                let mut got = Vec::with_capacity(len);
+                let read = s.read_to_end(&mut got).await;
+                (
+                    id,
+                    read.map_err(|e| e.to_string()),
+                    <[u8; 32]>::from(Sha256::digest(&got)),
+                    got.len(),
+                )
+            }));
+        }
+        for dial in dials {
+            let (id, read, sum, got_len) = dial.await.unwrap();
+            assert_eq!(read, Ok(len), "stream {id} ended early");
+            assert_eq!(got_len, len, "stream {id}");
+            assert!(sum == sums[id as usize % 4], "stream {id}: other bytes");
+        }
+    }
+    server.await.unwrap();
+    eprintln!(
+        "{streams} streams of {len} B closed right after writing: all complete in {:?}",
+        started.elapsed()
+    );
+}

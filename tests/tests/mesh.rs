@@ -221,6 +221,33 @@ async fn a_circuit_crosses_three_routers_ten_megabytes_each_way() {
     }
 }
 
+/// A host that writes and closes before the dialer reads, across three routers: what
+/// the egress still holds (for the link's credit, or before the ingress started the
+/// circuit) reaches the dialer before the clean end, on every stream (sha256 each).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_that_closes_right_after_writing_loses_nothing_across_routers() {
+    let line = Line::start().await;
+    line.service("line", true).await;
+    let host = weft_sdk::Context::new(line.host_identity("line").await)
+        .await
+        .unwrap();
+    let client = weft_sdk::Context::new(line.client_identity("line").await)
+        .await
+        .unwrap();
+    // Past what the path takes in before the dialer reads (its 4 MiB window, the
+    // router's queue behind it): the rest waits at the egress for link credit. Before
+    // the egress kept the close behind it, the dialer got an error instead.
+    weft_testkit::traffic::closes_right_after_writing(
+        &host,
+        &client,
+        "line",
+        2,
+        1,
+        8 * 1024 * 1024,
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_the_only_path_ends_the_circuit_with_an_error_on_both_sides() {
     let mut line = Line::start().await;

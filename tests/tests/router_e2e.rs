@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use weft_router::config::RouterConfig;
 use weft_router::node::Node;
-use weft_testkit::{Ctl, EdgeClient as Client, free_port, init_logs, pattern};
+use weft_testkit::{Ctl, EdgeClient as Client, free_port, init_logs, init_logs_or, pattern};
 use weft_wire::edge::{Bind, Data, Dial, DialSuccess, HelloResult, StateClosed, StateConnected};
 use weft_wire::{ContentType, Frame};
 
@@ -161,7 +161,8 @@ struct Net {
 
 impl Net {
     async fn start(io: &str) -> Self {
-        init_logs();
+        // The router runs in this process: its connection events go with a failure.
+        init_logs_or("warn,weft_router=debug");
         let ctl = Ctl::start();
         let admin = ctl.admin_token().await;
         let tmp = tempfile::tempdir().unwrap();
@@ -355,7 +356,20 @@ async fn bound_host(port: u16, ca: &str, h: &Login, bind_token: &str) -> Client 
 /// The dialer connects on conn 1; the host accepts the Dial as conn 100.
 async fn dial(dialer: &mut Client, host: &mut Client, dial_token: &str) {
     let connect_seq = dialer.send_connect(1, dial_token).await;
-    let dial_frame = host.expect(ContentType::DIAL).await;
+    // Watch the dialer too: a refusal names its reason instead of a bare timeout.
+    let dial_frame = tokio::select! {
+        frame = host.expect(ContentType::DIAL) => frame,
+        answer = dialer.frame_or_close() => match answer {
+            Some(frame) => match StateClosed::parse(&frame) {
+                Ok(closed) => panic!(
+                    "the router refused the dial: {:?}",
+                    String::from_utf8_lossy(closed.reason)
+                ),
+                Err(_) => panic!("the dialer got {frame:?} before the host got a Dial"),
+            },
+            None => panic!("the router closed the dialer's connection instead of dialing"),
+        },
+    };
     assert_eq!(Dial::parse(&dial_frame).unwrap().conn_id, 7);
     let (success_seq, frame) = accept_dial(host, &dial_frame, 100).await;
     assert_eq!(

@@ -364,79 +364,18 @@ async fn a_host_that_closes_right_after_writing_loses_nothing() {
     net.service("closer", &["closer"], false).await;
     let (host, client) = host_and_client(&net, "closer").await;
     // Beyond the reader's receive window (4 MiB): the rest waits in the router.
-    closes_right_after_writing(&host, &client, 100, 5, 4 * 1024 * 1024 + 512 * 1024).await;
+    weft_testkit::traffic::closes_right_after_writing(
+        &host,
+        &client,
+        "closer",
+        100,
+        5,
+        4 * 1024 * 1024 + 512 * 1024,
+    )
+    .await;
     // Many short streams: the FIN and the close of each dropped stream in order.
-    closes_right_after_writing(&host, &client, 300, 30, 64 * 1024).await;
-}
-
-/// `streams` streams, `at_once` at a time, on each of which the host writes `len`
-/// bytes, half-closes and drops the stream before the dialer reads anything.
-#[allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the test's
-async fn closes_right_after_writing(
-    host: &Context,
-    client: &Context,
-    streams: u32,
-    at_once: u32,
-    len: usize,
-) {
-    use std::collections::HashMap;
-    use std::sync::{Arc, Mutex};
-    use tokio::sync::oneshot;
-
-    let listener = host.bind("closer").await.unwrap();
-    let replies: Arc<Vec<Vec<u8>>> = Arc::new((0..4).map(|s| pattern(len, s)).collect());
-    let sums: Vec<[u8; 32]> = replies.iter().map(|r| sha(r)).collect();
-    // The host tells the dialer with that id when it has dropped its stream.
-    let dropped: Arc<Mutex<HashMap<u32, oneshot::Sender<()>>>> = Arc::default();
-    let server = {
-        let (replies, dropped) = (replies.clone(), dropped.clone());
-        tokio::spawn(async move {
-            for _ in 0..streams {
-                let mut s = listener.accept().await.unwrap();
-                let (replies, dropped) = (replies.clone(), dropped.clone());
-                tokio::spawn(async move {
-                    let id = s.read_u32().await.unwrap();
-                    s.write_all(&replies[id as usize % 4]).await.unwrap();
-                    s.shutdown().await.unwrap();
-                    drop(s);
-                    let tx = dropped.lock().unwrap().remove(&id);
-                    tx.unwrap().send(()).unwrap();
-                });
-            }
-        })
-    };
-    let started = Instant::now();
-    for round in 0..streams / at_once {
-        let mut dials = Vec::new();
-        for i in 0..at_once {
-            let id = round * at_once + i;
-            let (tx, rx) = oneshot::channel();
-            dropped.lock().unwrap().insert(id, tx);
-            let mut s = client.dial("closer").await.unwrap();
-            dials.push(tokio::spawn(async move {
-                s.write_u32(id).await.unwrap();
-                // Read nothing until the host is gone.
-                tokio::time::timeout(Duration::from_secs(60), rx)
-                    .await
-                    .expect("the host never dropped its stream")
-                    .unwrap();
-                let mut got = Vec::with_capacity(len);
-                let read = s.read_to_end(&mut got).await;
-                (id, read.map_err(|e| e.to_string()), sha(&got), got.len())
-            }));
-        }
-        for dial in dials {
-            let (id, read, sum, got_len) = dial.await.unwrap();
-            assert_eq!(read, Ok(len), "stream {id} ended early");
-            assert_eq!(got_len, len, "stream {id}");
-            assert!(sum == sums[id as usize % 4], "stream {id}: other bytes");
-        }
-    }
-    server.await.unwrap();
-    eprintln!(
-        "{streams} streams of {len} B closed right after writing: all complete in {:?}",
-        started.elapsed()
-    );
+    weft_testkit::traffic::closes_right_after_writing(&host, &client, "closer", 300, 30, 64 * 1024)
+        .await;
 }
 
 /// One hosting SDK context and one dialing context hold 10,000 concurrent streams

@@ -36,6 +36,10 @@ use super::{
 /// circuit ends with an error.
 pub(crate) const REROUTE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a circuit that ended cleanly may take to send what its link leg still
+/// holds (see `Closing`) before the leg closes with an error.
+pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl Forwarder {
     fn new_circuit_id(&mut self) -> CircuitId {
         let id = CircuitId(self.next_circuit);
@@ -414,6 +418,48 @@ impl Forwarder {
         if sent {
             self.mark_link(leg.link);
         }
+        self.closed_if_drained(circuit);
+    }
+
+    /// Whether the circuit `c`, ending cleanly (`ended` told already), still holds
+    /// payload for a link leg that goes on: then that leg closes only after it.
+    pub(super) fn drains(&self, c: &Circuit, ended: Ended) -> bool {
+        !c.held.is_empty()
+            && c.route_request.is_none()
+            && c.link_legs()
+                .into_iter()
+                .flatten()
+                .any(|leg| ended != Ended::Link(leg) && self.links.contains_key(&leg.link))
+    }
+
+    /// Keeps `c`, which ended cleanly, until its link leg sent what it holds: only the
+    /// link leg stays (its local legs and the other shard were told already).
+    pub(super) fn closing_circuit(&mut self, circuit: CircuitId, c: Circuit) {
+        let Some(closing) = &c.closing else {
+            return;
+        };
+        self.reroute_timers
+            .push(Reverse((closing.deadline, circuit)));
+        let legs = c.link_legs();
+        self.circuits.insert(circuit, c);
+        for leg in legs.into_iter().flatten() {
+            self.flush_held(circuit, leg);
+        }
+    }
+
+    /// A closing circuit that sent all it held: its link leg closes now, cleanly.
+    fn closed_if_drained(&mut self, circuit: CircuitId) {
+        let drained = self
+            .circuits
+            .get(&circuit)
+            .is_some_and(|c| c.closing.is_some() && c.held.is_empty());
+        if !drained {
+            return;
+        }
+        if let Some(c) = self.circuits.remove(&circuit) {
+            let reason = c.closing.as_ref().map(|cl| cl.reason.clone());
+            self.end_link_legs(circuit, &c, Ended::Here, reason.as_deref().unwrap_or(""));
+        }
     }
 
     /// Credit for `bytes` of what arrived on `leg` goes back to the peer router.
@@ -517,6 +563,10 @@ impl Forwarder {
         let Some(c) = self.circuits.get_mut(&circuit) else {
             return;
         };
+        if c.closing.is_some() {
+            // Nobody reads it any more (its reader closed); the credit goes back.
+            return self.link_consumed(leg, payload.len());
+        }
         let Some((to, toward_host)) = c.across(End::Link(leg)) else {
             return;
         };
@@ -594,6 +644,9 @@ impl Forwarder {
         let Some(c) = self.circuits.get_mut(&circuit) else {
             return;
         };
+        if c.closing.is_some() {
+            return self.flush_held(circuit, leg);
+        }
         let bytes = bytes as usize;
         let toward_leg_is_host = c.host == Some(End::Link(leg));
         let (queued, source) = match toward_leg_is_host {
@@ -635,6 +688,10 @@ impl Forwarder {
         let (Some(id), Some(host)) = (c.mesh_id, c.host) else {
             return false;
         };
+        if c.closing.is_some() {
+            // Its other side is gone: nothing would take the new path.
+            return false;
+        }
         if c.route_request.is_some() {
             return false;
         }
@@ -749,20 +806,22 @@ impl Forwarder {
                 break;
             }
             self.reroute_timers.pop();
-            let expired = self
-                .circuits
-                .get(&circuit)
-                .is_some_and(|c| c.rerouting == Some(deadline));
-            if expired {
+            let (rerouting, closing) = self.circuits.get(&circuit).map_or((false, false), |c| {
+                (
+                    c.rerouting == Some(deadline),
+                    c.closing.as_ref().is_some_and(|cl| cl.deadline == deadline),
+                )
+            });
+            if rerouting || closing {
                 if let Some(c) = self.circuits.remove(&circuit) {
-                    self.stats.reroutes_failed += 1;
-                    self.end_circuit(
-                        now,
-                        circuit,
-                        &c,
-                        Ended::Here,
-                        "the circuit's path broke and no other path was found",
-                    );
+                    let reason = match rerouting {
+                        true => {
+                            self.stats.reroutes_failed += 1;
+                            "the circuit's path broke and no other path was found"
+                        }
+                        false => "the circuit's last data was not delivered in time",
+                    };
+                    self.end_circuit(now, circuit, &c, Ended::Here, reason);
                 }
             }
         }

@@ -6,7 +6,7 @@
 #![allow(clippy::disallowed_methods)] // the simulation starts its clock once
 #![allow(clippy::indexing_slicing)]
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use weft_wire::control::pb;
@@ -633,6 +633,162 @@ fn a_broken_path_moves_to_another_and_loses_nothing_in_flight() {
     line.data(&mut dialer, 0, b"after", true);
     let (tail, fin) = payloads(&line.recv(&mut host), 100);
     assert_eq!((tail.as_slice(), fin), (&b"after"[..], true));
+}
+
+/// The host closes cleanly (`StateClosed`, no reason) with `sent` bytes still held at
+/// its router; the dialer must read every byte and then a clean close.
+fn host_close_after(line: &mut Line, dialer: &mut Sdk, host: &mut Sdk, sent: &[u8]) {
+    line.send(host, |o, s| {
+        StateClosed {
+            conn_id: 100,
+            seq: 9,
+            reply_for: None,
+            reason: b"",
+        }
+        .encode(s, o)
+        .unwrap()
+    });
+    line.auto_carry = true;
+    line.settle();
+    let mut got = Vec::new();
+    let mut closed = None;
+    for _ in 0..100 {
+        let frames = line.recv(dialer);
+        got.extend(payloads(&frames, 0).0);
+        if let Some(c) = frames.iter().find_map(|f| StateClosed::parse(f).ok()) {
+            closed = Some(String::from_utf8_lossy(c.reason).into_owned());
+            break;
+        }
+    }
+    assert_eq!(got.len(), sent.len(), "bytes before the close");
+    assert!(got == sent, "the bytes differ");
+    assert_eq!(
+        closed.as_deref(),
+        Some(ConnEnd::Closed.far_side_reason()),
+        "a clean close after the last byte"
+    );
+    for r in &line.routers {
+        assert!(!r.has_circuits(), "every router forgot the circuit");
+    }
+}
+
+#[test]
+fn a_clean_close_waits_for_what_the_link_credit_held_back() {
+    let link = LinkConfig {
+        window: 16 * 1024,
+        credit_batch: 4 * 1024,
+        ..LinkConfig::default()
+    };
+    let (mut line, mut dialer, mut host) = Line::established(1 << 20, link);
+    let down: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+    // Nothing is carried: C holds all but the first link window of it.
+    line.auto_carry = false;
+    for chunk in down.chunks(10_000) {
+        line.data(&mut host, 100, chunk, false);
+    }
+    host_close_after(&mut line, &mut dialer, &mut host, &down);
+}
+
+#[test]
+fn a_host_that_writes_and_closes_before_the_circuit_starts_loses_nothing() {
+    let mut line = Line::new(1 << 20, LinkConfig::default());
+    let last = *line.path.last().unwrap_or(&0);
+    let mut host = line.connect(last, HOST, b"H", "fh");
+    line.send(&mut host, |o, s| {
+        Bind {
+            conn_id: 7,
+            seq: 0,
+            caller_id: None,
+            public_key: None,
+            terminator_identity: None,
+            cost: None,
+            precedence: None,
+            session_token: b"tok-bind",
+        }
+        .encode(s, o)
+        .unwrap()
+    });
+    assert!(StateConnected::parse(&line.recv(&mut host)[0]).is_ok());
+    let mut dialer = line.connect(0, DIALER, b"D", "fd");
+    line.send(&mut dialer, |o, s| {
+        Connect {
+            conn_id: 0,
+            seq: 0,
+            caller_id: None,
+            public_key: None,
+            terminator_identity: None,
+            app_data: None,
+            stickiness_token: None,
+            session_token: b"tok-dial",
+        }
+        .encode(s, o)
+        .unwrap()
+    });
+    let frames = line.recv(&mut host);
+    let dial = Dial::parse(&frames[0]).unwrap();
+    let (listener, reply_for) = (dial.conn_id, frames[0].sequence());
+    // The ingress's start stays on the link while the host accepts, writes and closes.
+    line.auto_carry = false;
+    line.send(&mut host, |o, s| {
+        DialSuccess {
+            conn_id: listener,
+            seq: 0,
+            reply_for,
+            new_conn_id: 100,
+        }
+        .encode(s, o)
+        .unwrap()
+    });
+    line.data(&mut host, 100, b"banner and goodbye", false);
+    host_close_after(&mut line, &mut dialer, &mut host, b"banner and goodbye");
+}
+
+#[test]
+fn a_closing_circuit_that_cannot_drain_in_time_ends_with_an_error() {
+    let link = LinkConfig {
+        window: 16 * 1024,
+        credit_batch: 4 * 1024,
+        health: crate::link::health::HealthConfig {
+            interval: Duration::from_secs(60),
+            dead_after: Duration::from_secs(600),
+        },
+        ..LinkConfig::default()
+    };
+    let (mut line, mut dialer, mut host) = Line::established(1 << 20, link);
+    // C's frames stay on the link B - C, so no credit comes back.
+    line.auto_carry = false;
+    line.data(&mut host, 100, &[7; 50_000], false);
+    line.send(&mut host, |o, s| {
+        StateClosed {
+            conn_id: 100,
+            seq: 9,
+            reply_for: None,
+            reason: b"",
+        }
+        .encode(s, o)
+        .unwrap()
+    });
+    // Past C's link credit the tail cannot leave: it is held.
+    assert!(
+        line.routers[2].has_circuits(),
+        "C keeps the circuit to drain it"
+    );
+    line.now += mesh::DRAIN_TIMEOUT + Duration::from_secs(1);
+    let now = line.now;
+    line.routers[2].handle_timeout(now);
+    assert!(!line.routers[2].has_circuits(), "C gave up on it");
+    line.auto_carry = true;
+    line.settle();
+    let frames = line.recv(&mut dialer);
+    let closed = frames
+        .iter()
+        .find_map(|f| StateClosed::parse(f).ok())
+        .expect("the dialer hears of the end");
+    assert_ne!(
+        closed.reason,
+        ConnEnd::Closed.far_side_reason().as_bytes(),
+        "not a clean end"
+    );
 }
 
 mod properties {

@@ -183,7 +183,7 @@ impl End {
 
 /// A circuit as this shard sees it. A circuit whose sides sit on two shards has a
 /// record on each, with one local side (see [`CrossMsg`]).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Circuit {
     dialer: End,
     /// When the dialer's Connect arrived, for the dial-setup histogram (meaningful on
@@ -228,6 +228,20 @@ struct Circuit {
     /// StateConnected names the terminator reached (`sticky_token` once known).
     sticky: bool,
     sticky_token: Option<String>,
+    /// Set once the circuit ended cleanly while payload still waited for a link leg
+    /// (see [`Closing`]).
+    closing: Option<Closing>,
+}
+
+/// A circuit that ended cleanly with payload still waiting for its link leg (held back
+/// by the link's credit, or by an ingress that has not started the circuit yet). Its
+/// record stays, with no side but the link, until that payload is sent; then the leg
+/// closes with `reason`, after the last byte. Past `deadline` it closes with an error
+/// instead: the far end must not read a clean end of a stream that lost its tail.
+#[derive(Clone, Debug)]
+struct Closing {
+    reason: String,
+    deadline: Instant,
 }
 
 impl Circuit {
@@ -255,6 +269,7 @@ impl Circuit {
             rerouting: None,
             sticky: false,
             sticky_token: None,
+            closing: None,
         }
     }
 
@@ -1266,6 +1281,10 @@ impl Forwarder {
         ended: Ended,
         reason: &str,
     ) {
+        if c.closing.is_some() {
+            // Its local and remote sides were told when it began closing.
+            return self.end_link_legs(circuit_id, c, ended, reason);
+        }
         let ended_leg = match ended {
             Ended::Leg(leg) => Some(leg),
             Ended::Here | Ended::Remote | Ended::Link(_) => None,
@@ -1291,7 +1310,18 @@ impl Forwarder {
                 self.after_input(now, leg.conn);
             }
         }
-        self.end_link_legs(circuit_id, c, ended, reason);
+        // A clean end waits for what its link leg still holds.
+        let drains = reason == ConnEnd::Closed.far_side_reason() && self.drains(c, ended);
+        if drains {
+            let mut lingering = c.clone();
+            lingering.closing = Some(Closing {
+                reason: reason.to_owned(),
+                deadline: now + mesh::DRAIN_TIMEOUT,
+            });
+            self.closing_circuit(circuit_id, lingering);
+        } else {
+            self.end_link_legs(circuit_id, c, ended, reason);
+        }
         if ended == Ended::Remote {
             return;
         }
