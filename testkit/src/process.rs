@@ -1,6 +1,5 @@
 //! Finding the workspace binaries and running them as killed-on-drop processes.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::OnceLock;
@@ -147,13 +146,27 @@ fn binaries_are_current(profile_dir: &Path) -> bool {
     matches!((sources, built), (Some(s), Some(b)) if b >= s)
 }
 
-/// A free TCP port on loopback (bound and released; fine for tests).
+/// A free TCP port on loopback that no other `bind(0)` gets while this test process
+/// lives: the port stays bound, not listening and with `SO_REUSEADDR`, by a socket kept
+/// for the life of the process. The process that uses it binds and listens beside that
+/// socket (Rust's listeners and the router's set `SO_REUSEADDR` too). A port bound and
+/// released at once could go to the next `bind(0)` of a parallel test: two tests once
+/// got the same one, and one test's clients met the other's router.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
+    use socket2::{Domain, Socket, Type};
+    static HELD: std::sync::Mutex<Vec<Socket>> = std::sync::Mutex::new(Vec::new());
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket.set_reuse_address(true).unwrap();
+    let any: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
+    socket.bind(&any.into()).unwrap();
+    let port = socket
         .local_addr()
         .unwrap()
-        .port()
+        .as_socket()
+        .expect("an IPv4 address")
+        .port();
+    HELD.lock().unwrap().push(socket);
+    port
 }
 
 /// Logs of the processes: `RUST_LOG` if set, else warnings only.

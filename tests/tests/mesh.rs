@@ -221,11 +221,15 @@ async fn a_circuit_crosses_three_routers_ten_megabytes_each_way() {
     }
 }
 
-/// A host that writes and closes before the dialer reads, across three routers: what
-/// the egress still holds (for the link's credit, or before the ingress started the
-/// circuit) reaches the dialer before the clean end, on every stream (sha256 each).
+/// A host that writes and closes as soon as it accepts, across three routers: its
+/// bytes and its close reach the egress before the ingress has started the circuit
+/// (that takes a round trip through the controller), and the egress holds them until
+/// then. Every stream must end with every byte and a clean end (sha256 each); before
+/// the egress kept the close behind the held bytes, most ended with an error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_host_that_closes_right_after_writing_loses_nothing_across_routers() {
+async fn a_host_that_writes_and_closes_at_once_loses_nothing_across_routers() {
+    const STREAMS: usize = 40;
+    const LEN: usize = 64 * 1024;
     let line = Line::start().await;
     line.service("line", true).await;
     let host = weft_sdk::Context::new(line.host_identity("line").await)
@@ -234,18 +238,36 @@ async fn a_host_that_closes_right_after_writing_loses_nothing_across_routers() {
     let client = weft_sdk::Context::new(line.client_identity("line").await)
         .await
         .unwrap();
-    // Past what the path takes in before the dialer reads (its 4 MiB window, the
-    // router's queue behind it): the rest waits at the egress for link credit. Before
-    // the egress kept the close behind it, the dialer got an error instead.
-    weft_testkit::traffic::closes_right_after_writing(
-        &host,
-        &client,
-        "line",
-        2,
-        1,
-        8 * 1024 * 1024,
-    )
-    .await;
+    let listener = host.bind("line").await.unwrap();
+    let reply = weft_testkit::pattern(LEN, 3);
+    let sum = sha(&reply);
+    let server = tokio::spawn(async move {
+        for _ in 0..STREAMS {
+            let mut s = listener.accept().await.unwrap();
+            let reply = reply.clone();
+            tokio::spawn(async move {
+                s.write_all(&reply).await.unwrap();
+                s.shutdown().await.unwrap();
+            });
+        }
+    });
+    let mut reads = Vec::new();
+    for _ in 0..STREAMS {
+        let mut s = client.dial("line").await.unwrap();
+        reads.push(tokio::spawn(async move {
+            let mut got = Vec::with_capacity(LEN);
+            let read = tokio::time::timeout(WAIT, s.read_to_end(&mut got))
+                .await
+                .expect("the stream did not end in time");
+            (read.map_err(|e| e.to_string()), sha(&got))
+        }));
+    }
+    for (i, read) in reads.into_iter().enumerate() {
+        let (read, got) = read.await.unwrap();
+        assert_eq!(read, Ok(LEN), "stream {i}");
+        assert!(got == sum, "stream {i}: other bytes");
+    }
+    server.await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -259,17 +259,9 @@ impl Router {
         }
         let backend = select_backend(settings.io, probe_uring)?;
         let control_stats = settings.control_stats.clone();
-        // The first shard's bind fixes the port when 0 was asked; the others share it.
-        let mut listeners = Vec::with_capacity(settings.shards);
-        let mut addr = settings.edge_listen;
-        for _ in 0..settings.shards {
-            let listener =
-                shard::bind_reuseport(addr).map_err(|error| StartError::Listen { addr, error })?;
-            addr = listener
-                .local_addr()
-                .map_err(|error| StartError::Listen { addr, error })?;
-            listeners.push(listener);
-        }
+        let addr = settings.edge_listen;
+        let listeners = shard::bind_shard_listeners(addr, settings.shards)
+            .map_err(|error| StartError::Listen { addr, error })?;
         let mut link_listener = match settings.link.as_ref().and_then(|l| l.listen) {
             Some(a) => Some(
                 std::net::TcpListener::bind(a)

@@ -31,8 +31,42 @@ pub(super) const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(1);
 /// Most messages from another shard handled before the shard pumps its outputs.
 const CROSS_BATCH: usize = 256;
 
+/// `count` listeners on `addr` (one per shard), sharing it with `SO_REUSEPORT`, and
+/// only with each other: `SO_REUSEPORT` alone would let a second router (or any process
+/// of the same user that sets it) share the port silently and take some of the
+/// connections. A probe bound without it first fails when anything listens there
+/// already; once these are bound, the probe of a second router fails the same way.
+/// (Two routers starting within the same microseconds could still both pass.)
+pub(super) fn bind_shard_listeners(
+    addr: SocketAddr,
+    count: usize,
+) -> std::io::Result<Vec<std::net::TcpListener>> {
+    if addr.port() != 0 {
+        drop(probe(addr)?);
+    }
+    let mut addr = addr;
+    let mut listeners = Vec::with_capacity(count);
+    // The first bind fixes the port when 0 was asked; the others share it.
+    for _ in 0..count {
+        let listener = bind_reuseport(addr)?;
+        addr = listener.local_addr()?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+/// A socket bound to `addr` without `SO_REUSEPORT`: it fails while anything listens
+/// there (`SO_REUSEADDR` only lets it past connections in TIME_WAIT).
+fn probe(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
 /// A listener socket with `SO_REUSEPORT`, so every shard binds the same address.
-pub(super) fn bind_reuseport(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+fn bind_reuseport(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
@@ -705,5 +739,22 @@ mod tests {
             pool.give(Vec::with_capacity(8));
         }
         assert_eq!(pool.free.len(), BufferPool::KEEP);
+    }
+
+    #[test]
+    fn a_second_group_of_shard_listeners_cannot_share_the_port() {
+        let first = bind_shard_listeners("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let addr = first[0].local_addr().unwrap();
+        assert_eq!(first[1].local_addr().unwrap(), addr, "the shards share it");
+        let second = bind_shard_listeners(addr, 2).unwrap_err();
+        assert_eq!(second.kind(), std::io::ErrorKind::AddrInUse);
+        // Nor next to a plain listener of another program.
+        let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken = plain.local_addr().unwrap();
+        let err = bind_shard_listeners(taken, 1).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+        // Once the first group is gone, the port is free again.
+        drop(first);
+        assert_eq!(bind_shard_listeners(addr, 2).unwrap().len(), 2);
     }
 }
