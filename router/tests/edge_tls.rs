@@ -207,7 +207,7 @@ impl Harness {
         let deadline = Instant::now() + WAIT;
         loop {
             let mut s = std::net::TcpStream::connect(addr).unwrap();
-            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
                 .unwrap();
             let mut text = String::new();
             s.read_to_string(&mut text).unwrap();
@@ -292,11 +292,15 @@ impl Harness {
     }
 
     async fn metrics(&self) -> String {
+        self.get("/metrics").await
+    }
+
+    /// The whole answer of the operations endpoint to `GET path`.
+    async fn get(&self, path: &str) -> String {
         let addr = self.router.as_ref().unwrap().metrics_addr().unwrap();
         let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        s.write_all(request.as_bytes()).await.unwrap();
         let mut text = String::new();
         s.read_to_string(&mut text).await.unwrap();
         text
@@ -1329,6 +1333,30 @@ fn backend_selection_at_start() {
             assert!(text.contains("io_uring was requested"), "{text}");
         }
     }
+}
+
+/// The operations endpoint: liveness, readiness (every shard answers; this router has
+/// no control channel to wait for), and the metrics with the dial-setup summary's sum,
+/// the process series and the build information.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operations_endpoint_serves_health_readiness_and_process_metrics() {
+    let h = Harness::start(IoBackend::Epoll, Duration::from_secs(5));
+    let health = h.get("/health").await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let ready = h.get("/ready").await;
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    let text = h.metrics().await;
+    for series in [
+        "weft_router_dial_setup_seconds_sum{shard=\"0\"} ",
+        "weft_build_info{component=\"router\",version=\"",
+        "\nprocess_resident_memory_bytes ",
+        "\nprocess_open_fds ",
+        "\nweft_router_metrics_connections_refused_total 0",
+    ] {
+        assert!(text.contains(series), "no {series} in {text}");
+    }
+    assert!(h.get("/nothing").await.starts_with("HTTP/1.1 404"));
+    h.stop();
 }
 
 /// The metrics listener closes a connection that sends nothing, or a request head

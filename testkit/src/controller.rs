@@ -201,7 +201,7 @@ impl Ctl {
         let addr = std::fs::read_to_string(self.dir.join("metrics.addr")).unwrap();
         let mut s = std::net::TcpStream::connect(addr.trim()).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             .unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();

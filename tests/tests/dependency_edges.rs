@@ -1,8 +1,8 @@
 //! The allowed dependency edges between Weft's crates (README, "Layout"), checked over
 //! `cargo metadata`'s resolved graph, so an arrow that runs the wrong way fails CI:
 //!
-//! - `weft-wire` and `weft-tls` depend on no other Weft crate; `weft-identity` only on
-//!   `weft-tls`;
+//! - `weft-wire`, `weft-tls` and `weft-ops` depend on no other Weft crate;
+//!   `weft-identity` only on `weft-tls`;
 //! - the router never depends on the SDK or the controller, and does not link
 //!   libsodium; the controller never depends on the router or the SDK, and links
 //!   neither the io_uring runtime nor libsodium;
@@ -86,6 +86,7 @@ const PRODUCTION: &[&str] = &[
     "weft-wire",
     "weft-tls",
     "weft-identity",
+    "weft-ops",
     "weft-router",
     "weft-controller",
     "weft-sdk",
@@ -97,6 +98,7 @@ fn the_leaf_crates_depend_on_no_other_weft_crate() {
     let g = graph();
     assert_eq!(g.weft_links("weft-wire"), BTreeSet::new());
     assert_eq!(g.weft_links("weft-tls"), BTreeSet::new());
+    assert_eq!(g.weft_links("weft-ops"), BTreeSet::new());
     assert_eq!(
         g.weft_links("weft-identity"),
         BTreeSet::from(["weft-tls".to_owned()])

@@ -440,6 +440,8 @@ pub struct Forwarder {
     stats: ForwardStats,
     /// Connect → StateConnected times of this shard's dials, in microseconds.
     dial_setup: hdrhistogram::Histogram<u64>,
+    /// Sum of the setup times recorded in `dial_setup`, in µs.
+    dial_setup_sum_us: u64,
 }
 
 /// Dial setup latency of one shard (Connect received → StateConnected sent), in
@@ -456,6 +458,8 @@ pub struct DialSetup {
     pub p99_us: u64,
     /// Slowest.
     pub max_us: u64,
+    /// Sum of every dial's setup time (for the summary's `_sum`).
+    pub sum_us: u64,
 }
 
 /// Range of the dial-setup histogram: 1 µs to 60 s, 3 significant digits.
@@ -503,6 +507,7 @@ impl Forwarder {
             per_api_session: HashMap::new(),
             stats: ForwardStats::default(),
             dial_setup: dial_setup_histogram(),
+            dial_setup_sum_us: 0,
         }
     }
 
@@ -515,6 +520,7 @@ impl Forwarder {
             p90_us: h.value_at_quantile(0.9),
             p99_us: h.value_at_quantile(0.99),
             max_us: h.max(),
+            sum_us: self.dial_setup_sum_us,
         }
     }
 
@@ -1153,8 +1159,9 @@ impl Forwarder {
         self.stats.circuits_opened += 1;
         // Recording into the preallocated histogram does not allocate; values beyond
         // its range are clamped.
-        self.dial_setup
-            .saturating_record(u64::try_from(setup.as_micros()).unwrap_or(u64::MAX));
+        let setup_us = u64::try_from(setup.as_micros()).unwrap_or(u64::MAX);
+        self.dial_setup.saturating_record(setup_us);
+        self.dial_setup_sum_us = self.dial_setup_sum_us.saturating_add(setup_us);
         if let Some(state) = self.conns.get_mut(&dialer.conn) {
             state.edge.connect_succeeded(
                 dialer.conn_id,

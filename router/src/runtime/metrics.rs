@@ -1,23 +1,22 @@
-//! Prometheus text on the metrics port: a minimal HTTP/1.1 handler that asks every
-//! shard for its counters by message (no shared state) and renders them.
+//! The router's metrics: what the operations endpoint (`weft_ops::http`: `/metrics`,
+//! `/health`, `/ready`) serves on `metrics_listen`. Counters are asked of every shard by
+//! message (no shared state) and rendered as Prometheus text.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
+use weft_ops::http::EndpointStats;
 
 use super::{ShardMsg, ShardStats};
 use crate::control::ControlStats;
 
-/// Longest request head read.
-const MAX_REQUEST: usize = 8 * 1024;
-/// Deadline of one request, and of each shard's answer.
+/// Deadline of each shard's answer.
 const DEADLINE: Duration = Duration::from_secs(5);
 
-/// Serves metrics until the runtime stops.
+/// Serves the operations endpoint until the runtime stops.
 pub(super) async fn serve(
     listener: std::net::TcpListener,
     shards: Vec<mpsc::UnboundedSender<ShardMsg>>,
@@ -30,59 +29,65 @@ pub(super) async fn serve(
             return;
         }
     };
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                let shards = shards.clone();
-                let control = control.clone();
-                tokio::spawn(async move {
-                    let handled = handle(stream, &shards, control.as_deref());
-                    let _ = tokio::time::timeout(DEADLINE, handled).await;
-                });
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "metrics accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+    let endpoint = Arc::new(EndpointStats::default());
+    let probe = Arc::new(RouterProbe {
+        shards,
+        control,
+        endpoint: endpoint.clone(),
+    });
+    weft_ops::http::serve(
+        listener,
+        probe,
+        "router",
+        weft_ops::http::Limits::default(),
+        endpoint,
+    )
+    .await;
 }
 
-async fn handle(
-    mut stream: TcpStream,
-    shards: &[mpsc::UnboundedSender<ShardMsg>],
-    control: Option<&ControlStats>,
-) -> std::io::Result<()> {
-    let mut request = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 || request.len() + n > MAX_REQUEST {
-            return Ok(());
+/// The router as the operations endpoint sees it.
+struct RouterProbe {
+    shards: Vec<mpsc::UnboundedSender<ShardMsg>>,
+    control: Option<Arc<ControlStats>>,
+    endpoint: Arc<EndpointStats>,
+}
+
+impl weft_ops::http::Probe for RouterProbe {
+    async fn metrics(&self) -> String {
+        let mut body = render(&collect(&self.shards).await);
+        if let Some(control) = &self.control {
+            render_control(&mut body, control);
         }
-        request.extend_from_slice(chunk.get(..n).unwrap_or_default());
+        let refused = self.endpoint.refused.load(Ordering::Relaxed);
+        // Writing to a String cannot fail.
+        let _ = writeln!(
+            body,
+            "# HELP weft_router_metrics_connections_refused_total Connections to this \
+             endpoint closed at once because too many were open.\n\
+             # TYPE weft_router_metrics_connections_refused_total counter\n\
+             weft_router_metrics_connections_refused_total {refused}"
+        );
+        body
     }
-    let line = request.split(|b| *b == b'\r').next().unwrap_or_default();
-    let mut parts = line.split(|b| *b == b' ');
-    let (method, path) = (parts.next(), parts.next());
-    let (status, body) = match (method, path) {
-        (Some(b"GET"), Some(b"/metrics" | b"/")) => {
-            let mut body = render(&collect(shards).await);
-            if let Some(control) = control {
-                render_control(&mut body, control);
-            }
-            ("200 OK", body)
+
+    /// Ready when every shard answers and the control channel is up (the router
+    /// cannot learn of sessions or revocations without it).
+    async fn ready(&self) -> Result<(), String> {
+        let answered = collect(&self.shards).await.len();
+        if answered < self.shards.len() {
+            return Err(format!(
+                "{} of {} shards did not answer",
+                self.shards.len() - answered,
+                self.shards.len()
+            ));
         }
-        (Some(b"GET"), _) => ("404 Not Found", "not found\n".to_owned()),
-        _ => ("405 Method Not Allowed", "GET only\n".to_owned()),
-    };
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
-    stream.shutdown().await
+        match &self.control {
+            Some(control) if control.connected().is_none() => {
+                Err("the control channel to the controller is down".into())
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Asks every shard for its counters; a shard that does not answer is left out.
@@ -307,6 +312,12 @@ pub(super) fn render(stats: &[ShardStats]) -> String {
                 us as f64 / 1e6
             );
         }
+        let _ = writeln!(
+            out,
+            "{name}_sum{{shard=\"{}\"}} {}",
+            s.shard,
+            d.sum_us as f64 / 1e6
+        );
         let _ = writeln!(out, "{name}_count{{shard=\"{}\"}} {}", s.shard, d.count);
     }
     render_links(&mut out, stats);

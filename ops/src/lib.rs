@@ -1,0 +1,14 @@
+//! Operations support shared by Weft's processes (the controller, the router and the
+//! `weft` CLI), so that each is written once:
+//!
+//! - [`logging`]: `--log-format text|json` and `--log-level`, to stderr, with colour
+//!   only on a terminal;
+//! - [`http`]: the operations endpoint, `GET /metrics` (Prometheus text), `/health`
+//!   (liveness) and `/ready` (readiness), on axum with bounded connections;
+//! - [`process`]: process and build-information metrics from `/proc/self`.
+//!
+//! Depends on no other Weft crate.
+
+pub mod http;
+pub mod logging;
+pub mod process;
