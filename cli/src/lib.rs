@@ -31,6 +31,9 @@ pub struct Cli {
     /// The command.
     #[command(subcommand)]
     pub cmd: Command,
+    /// Logging (`--log-format`, `--log-level`).
+    #[command(flatten)]
+    pub log: weft_ops::logging::LogArgs,
 }
 
 /// Top-level commands.

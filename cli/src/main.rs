@@ -6,13 +6,10 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = weft_cli::Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    if let Err(e) = cli.log.init("warn") {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     // A tunnel endpoint runs on one thread: its data path is a chain of tasks (local
     // socket, stream, edge connection writer and reader) handing each chunk to the
     // next, and on a worker pool every hand-off may wake another thread and move the

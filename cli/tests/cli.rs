@@ -686,3 +686,23 @@ fn ca_create_verify_list_delete() {
     let list = weft_json(h, &["edge", "list", "cas", "-j"]);
     assert_eq!(list.as_array().map(Vec::len), Some(0), "{list}");
 }
+
+/// `--log-level` takes a level or `RUST_LOG` directives; anything else is refused at
+/// once with the option named, before the command runs. `--log-format` takes text or
+/// json only.
+#[test]
+fn logging_options_are_checked_before_the_command() {
+    let home = tempfile::tempdir().unwrap();
+    let (ok, _, err) = weft(home.path(), &["--log-level", "loud=[[", "logout"]);
+    assert!(!ok);
+    assert!(err.contains("--log-level \"loud=[[\""), "{err}");
+    let (ok, _, err) = weft(home.path(), &["logout", "--log-format", "xml"]);
+    assert!(!ok);
+    assert!(err.contains("--log-format"), "{err}");
+    // A good level and JSON lines: the command runs (nothing to log out of here).
+    let (_, out, err) = weft(
+        home.path(),
+        &["--log-level", "debug", "--log-format", "json", "logout"],
+    );
+    assert!(!err.contains("--log-level"), "{out}{err}");
+}

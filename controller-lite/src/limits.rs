@@ -83,6 +83,10 @@ pub struct Metrics {
     /// Router-view publications rebuilt from the whole store (start, sweep, policy
     /// changes, a change log that cannot tell).
     pub view_full_builds: AtomicU64,
+    /// API requests by method, route and status, with durations.
+    pub http: crate::telemetry::HttpMetrics,
+    /// Authentications by method and result.
+    pub auth: crate::telemetry::AuthMetrics,
 }
 
 impl Metrics {
@@ -274,6 +278,8 @@ impl Metrics {
                 value.load(Ordering::Relaxed)
             );
         }
+        self.http.render(&mut out);
+        self.auth.render(&mut out);
         out
     }
 }

@@ -8,7 +8,8 @@
 //! idles longer than `http_idle_timeout_ms` between requests, is closed; a request may
 //! take at most `http_request_timeout_ms`; and when accept fails for want of descriptors
 //! (EMFILE/ENFILE) the least recently active idle connections are closed so that the
-//! listener keeps serving. The counts are served as Prometheus text on `metrics_listen`.
+//! listener keeps serving. The counts are served as Prometheus text on `metrics_listen`
+//! ([`crate::ops`]).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -19,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::CertificateDer;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tower::ServiceExt;
@@ -243,10 +243,18 @@ pub async fn run(
         let bound = metrics.local_addr()?;
         std::fs::write(data_dir.join(METRICS_ADDR_FILE), format!("{bound}\n"))?;
         tracing::info!(addr = %bound, "metrics listener up");
-        tokio::spawn(serve_metrics(ctl.clone(), metrics));
+        tokio::spawn(crate::ops::serve(ctl.clone(), metrics));
     }
     std::fs::write(data_dir.join(ADDR_FILE), format!("{addr}\n"))?;
     tracing::info!(%addr, url = %ctl.public_url, "weft-controller listening");
+    let password_file = data_dir.join(crate::controller::ADMIN_PASSWORD_FILE);
+    if password_file.exists() {
+        tracing::info!(
+            user = crate::controller::ADMIN_USERNAME,
+            password_file = %password_file.display(),
+            "the default administrator's password is in its file (mode 0600)"
+        );
+    }
     println!("listening on {addr}");
     tokio::spawn(ctl.clone().run_publisher());
     tokio::spawn(sweep_idle_sessions(ctl.clone()));
@@ -274,7 +282,10 @@ pub async fn run(
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            () = &mut shutdown => {
+                tracing::info!("shutting down: no new connections");
+                break;
+            }
         };
         ctl.metrics
             .connections_accepted
@@ -417,54 +428,6 @@ async fn serve_connection(
             () = tokio::time::sleep(wait) => {}
         }
     }
-}
-
-/// Serves Prometheus text (`GET /metrics`) of [`crate::limits::Metrics`] on plain
-/// HTTP/1.1, one request per connection (as the router's metrics listener).
-async fn serve_metrics(ctl: Arc<Controller>, listener: TcpListener) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                let ctl = ctl.clone();
-                tokio::spawn(async move {
-                    let _ =
-                        tokio::time::timeout(Duration::from_secs(5), metrics_request(&ctl, stream))
-                            .await;
-                });
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "metrics accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
-
-async fn metrics_request(ctl: &Controller, mut stream: TcpStream) -> std::io::Result<()> {
-    const MAX_REQUEST: usize = 8 * 1024;
-    let mut request = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 || request.len() + n > MAX_REQUEST {
-            return Ok(());
-        }
-        request.extend_from_slice(chunk.get(..n).unwrap_or_default());
-    }
-    let line = request.split(|b| *b == b'\r').next().unwrap_or_default();
-    let mut parts = line.split(|b| *b == b' ');
-    let (status, body) = match (parts.next(), parts.next()) {
-        (Some(b"GET"), Some(b"/metrics" | b"/")) => ("200 OK", ctl.metrics.render()),
-        (Some(b"GET"), _) => ("404 Not Found", "not found\n".to_owned()),
-        _ => ("405 Method Not Allowed", "GET only\n".to_owned()),
-    };
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
-    stream.shutdown().await
 }
 
 /// Every few seconds: removes idle API sessions (and their sessions) and pushes the

@@ -14,6 +14,8 @@ use weft_router::runtime::{IoSelection, probe_uring, select_backend};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    log: weft_ops::logging::LogArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -60,13 +62,9 @@ fn main() -> std::process::ExitCode {
 }
 
 fn real_main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    cli.log.init("info")?;
+    match cli.command {
         Command::Check { config } => {
             let config = RouterConfig::load(&config)?;
             config.settings()?;
@@ -104,8 +102,8 @@ fn run(path: &std::path::Path, io: Option<IoSelection>) -> anyhow::Result<()> {
             #[cfg(not(unix))]
             let terminate = std::future::pending::<Option<()>>();
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = terminate => {}
+                _ = tokio::signal::ctrl_c() => tracing::info!(signal = "SIGINT", "stop asked"),
+                _ = terminate => tracing::info!(signal = "SIGTERM", "stop asked"),
             }
         };
         node::run(&config, stop)

@@ -154,10 +154,7 @@ impl Harness {
 
     fn start_with(io: IoBackend, adjust: impl FnOnce(&mut RouterSettings)) -> Self {
         // `RUST_LOG=weft_router=debug` shows the router's logs of a failing test.
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
+        weft_testkit::init_logs();
         let pki = pki();
         let tls = weft_tls::server::edge_from_pem(
             pki.server_cert_pem.as_bytes(),

@@ -72,12 +72,41 @@ impl Ctl {
         c
     }
 
+    /// Starts with extra TOML config lines, logging JSON lines at `info` into a file
+    /// (its path is [`Self::log_file`]) instead of the test's stderr.
+    pub fn start_with_json_log(extra_config: &str) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        let log = tmp.path().join("controller.log.jsonl");
+        let mut c = Self::spawn_with(&dir, extra_config, tmp.path(), None, Some(&log));
+        c._tmp = Some(tmp);
+        c
+    }
+
     /// Starts (again) in an existing directory.
     pub fn spawn(dir: &Path, extra_config: &str, cfg_dir: &Path) -> Self {
         Self::spawn_limited(dir, extra_config, cfg_dir, None)
     }
 
+    /// Where [`Self::start_with_json_log`] logs.
+    pub fn log_file(&self) -> PathBuf {
+        self.dir
+            .parent()
+            .unwrap_or(&self.dir)
+            .join("controller.log.jsonl")
+    }
+
     fn spawn_limited(dir: &Path, extra_config: &str, cfg_dir: &Path, nofile: Option<u64>) -> Self {
+        Self::spawn_with(dir, extra_config, cfg_dir, nofile, None)
+    }
+
+    fn spawn_with(
+        dir: &Path,
+        extra_config: &str,
+        cfg_dir: &Path,
+        nofile: Option<u64>,
+        json_log: Option<&Path>,
+    ) -> Self {
         let cfg = cfg_dir.join("controller.toml");
         boot::write_controller_config(&cfg, extra_config).unwrap();
         // A restart in the same directory must not read the last run's addresses.
@@ -97,13 +126,17 @@ impl Ctl {
             }
         };
         let contract_log = cfg_dir.join("api-contract.jsonl");
-        let mut child = cmd
-            .env("RUST_LOG", log_level())
+        cmd.env("RUST_LOG", log_level())
             .env(CONTRACT_LOG_ENV, &contract_log)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
+            .stdout(Stdio::null());
+        match json_log {
+            Some(path) => cmd
+                .env("RUST_LOG", "info")
+                .env("WEFT_LOG_FORMAT", "json")
+                .stderr(std::fs::File::create(path).unwrap()),
+            None => cmd.stderr(Stdio::inherit()),
+        };
+        let mut child = cmd.spawn().unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         let addr = loop {
             if let Some(info) = boot::controller_info(dir) {
@@ -197,12 +230,18 @@ impl Ctl {
 
     /// The Prometheus text of the metrics listener (`metrics_listen` must be set).
     pub fn metrics(&self) -> String {
+        self.ops_get("/metrics")
+    }
+
+    /// The whole HTTP answer (status line, headers, body) of the operations endpoint on
+    /// `metrics_listen` to `GET path`.
+    pub fn ops_get(&self, path: &str) -> String {
         use std::io::{Read, Write};
         let addr = std::fs::read_to_string(self.dir.join("metrics.addr")).unwrap();
         let mut s = std::net::TcpStream::connect(addr.trim()).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        s.write_all(request.as_bytes()).unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
         out

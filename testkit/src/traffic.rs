@@ -114,23 +114,33 @@ impl PacedEcho {
     }
 }
 
-/// The Prometheus text served at `http://127.0.0.1:{port}/metrics` (a plain HTTP/1.0
-/// request: the metrics listeners close after one answer).
+/// The Prometheus text served at `http://127.0.0.1:{port}/metrics`.
 pub async fn scrape(port: u16) -> String {
+    ops_get(port, "/metrics").await.1
+}
+
+/// The status code and body of the operations endpoint at `127.0.0.1:{port}` for
+/// `GET path` (a plain HTTP/1.0 request: the endpoint closes after one answer).
+pub async fn ops_get(port: u16, path: &str) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
-        .expect("metrics connection failed");
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .expect("operations endpoint connection failed");
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
         .await
-        .expect("metrics request failed");
+        .expect("operations endpoint request failed");
     let mut out = String::new();
     tokio::time::timeout(WAIT, s.read_to_string(&mut out))
         .await
-        .expect("metrics answer timed out")
-        .expect("metrics answer failed");
+        .expect("operations endpoint answer timed out")
+        .expect("operations endpoint answer failed");
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     match out.split_once("\r\n\r\n") {
-        Some((_, body)) => body.to_owned(),
-        None => out,
+        Some((_, body)) => (status, body.to_owned()),
+        None => (status, out),
     }
 }
 

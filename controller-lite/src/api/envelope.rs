@@ -147,12 +147,16 @@ pub fn page(p: Page<Value>, fields: &Fields) -> Response {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut envelope = ApiErrorEnvelope::new(self.code(), self.to_string());
+        let code = self.code();
+        let mut envelope = ApiErrorEnvelope::new(code, self.to_string());
         if let Self::InvalidPosture(cause) = &self {
             envelope.error.cause_message = cause["message"].as_str().unwrap_or_default().into();
             envelope.error.cause = Some((**cause).clone());
         }
         let mut res = envelope.into_response_with(self.status());
+        // For the request telemetry (security events name the code).
+        res.extensions_mut()
+            .insert(crate::telemetry::ErrorCode(code));
         if let Self::ExtJwt(challenge) = &self {
             if let Some(v) = challenge.header_value() {
                 res.headers_mut()

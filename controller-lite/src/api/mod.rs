@@ -105,6 +105,10 @@ pub fn build(ctl: AppState) -> (Router, Arc<Specs>, [Vec<Endpoint>; 2]) {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(specs.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            ctl.clone(),
+            crate::telemetry::record_request,
+        ))
         .layer(axum::middleware::map_response_with_state(
             ctl.clone(),
             add_instance_id,

@@ -15,6 +15,8 @@ use weft_controller::model::Kind;
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    #[command(flatten)]
+    log: weft_ops::logging::LogArgs,
 }
 
 #[derive(Subcommand)]
@@ -142,27 +144,40 @@ fn main() -> std::process::ExitCode {
 }
 
 fn real_main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let cli = Cli::parse();
+    cli.log.init("info")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(command(Cli::parse().cmd))
+    rt.block_on(command(cli.cmd))
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM (`systemctl stop`, `docker stop`).
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => tracing::info!(signal = "SIGINT", "stop asked"),
+                    _ = term.recv() => tracing::info!(signal = "SIGTERM", "stop asked"),
+                }
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot watch SIGTERM; Ctrl-C only"),
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!(signal = "SIGINT", "stop asked");
 }
 
 async fn command(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
         Cmd::Run { data_dir, config } => {
             let cfg = Config::load(config.as_deref())?;
-            let shutdown = async {
-                let _ = tokio::signal::ctrl_c().await;
-            };
-            weft_controller::server::run(&data_dir, cfg, shutdown).await?;
+            weft_controller::server::run(&data_dir, cfg, stop_signal()).await?;
+            tracing::info!("weft-controller stopped");
         }
         Cmd::CreateIdentity {
             data_dir,

@@ -77,6 +77,18 @@ impl RouterRegistry {
                 .contains(router_id)
     }
 
+    /// Routers with a control connection up: to this controller, and to any controller
+    /// of the cluster (as last read; this controller's own included).
+    pub fn counts(&self) -> (usize, usize) {
+        let local = self.lock();
+        let cluster = self
+            .cluster
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let elsewhere = cluster.iter().filter(|r| !local.contains_key(*r)).count();
+        (local.len(), local.len() + elsewhere)
+    }
+
     /// Whether `router_id` has a control connection up to this controller.
     pub fn is_local(&self, router_id: &str) -> bool {
         self.lock().contains_key(router_id)

@@ -96,7 +96,7 @@ pub(super) async fn run(
     }
     let Some(key) = shard
         .borrow_mut()
-        .open_conn(session.client_leaf_fingerprint())
+        .open_conn(session.client_leaf_fingerprint(), peer)
     else {
         give_back(&shard, session, wbuf);
         return;

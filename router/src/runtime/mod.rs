@@ -259,9 +259,16 @@ impl Router {
         }
         let backend = select_backend(settings.io, probe_uring)?;
         let control_stats = settings.control_stats.clone();
-        let addr = settings.edge_listen;
-        let listeners = shard::bind_shard_listeners(addr, settings.shards)
-            .map_err(|error| StartError::Listen { addr, error })?;
+        let asked = settings.edge_listen;
+        let listeners = shard::bind_shard_listeners(asked, settings.shards)
+            .map_err(|error| StartError::Listen { addr: asked, error })?;
+        // With the port chosen when 0 was asked.
+        let addr = match listeners.first() {
+            Some(l) => l
+                .local_addr()
+                .map_err(|error| StartError::Listen { addr: asked, error })?,
+            None => asked,
+        };
         let mut link_listener = match settings.link.as_ref().and_then(|l| l.listen) {
             Some(a) => Some(
                 std::net::TcpListener::bind(a)

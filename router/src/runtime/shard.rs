@@ -78,6 +78,42 @@ fn bind_reuseport(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
+/// Logs why the router closes an edge connection: a refused hello, a revoked API
+/// session or a connection over its API session's cap is a security event at WARN
+/// (`event` = `edge_connection_refused` or `edge_connection_revoked`, with the client's
+/// address and the reason); the rest is routine (debug). Each comes from a client that
+/// completed the TLS handshake with a certificate of the network, at most one per
+/// connection.
+fn log_close(shard: usize, key: ConnKey, peer: Option<SocketAddr>, reason: &CloseReason) {
+    let peer = peer.map(|p| p.to_string()).unwrap_or_default();
+    match reason {
+        CloseReason::HelloRejected(why) => tracing::warn!(
+            event = "edge_connection_refused",
+            shard,
+            conn = key.0,
+            %peer,
+            reason = %why,
+            "edge connection refused"
+        ),
+        CloseReason::TooManyConnections => tracing::warn!(
+            event = "edge_connection_refused",
+            shard,
+            conn = key.0,
+            %peer,
+            reason = "too many connections for its API session",
+            "edge connection refused"
+        ),
+        CloseReason::ApiSessionRevoked => tracing::warn!(
+            event = "edge_connection_revoked",
+            shard,
+            conn = key.0,
+            %peer,
+            "edge connection closed: its API session was removed"
+        ),
+        _ => tracing::debug!(shard, conn = key.0, %peer, ?reason, "closing connection"),
+    }
+}
+
 /// Why a connection task must close its connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Close {
@@ -103,6 +139,8 @@ pub(super) struct Slot {
     pub(super) waker: Option<Waker>,
     /// Set when the connection must close.
     pub(super) close: Option<Close>,
+    /// The client's address, for security events.
+    pub(super) peer: Option<SocketAddr>,
 }
 
 /// The state of one shard, shared by its tasks on one thread.
@@ -172,7 +210,11 @@ impl Shard {
 
     /// Registers a connection whose TLS handshake finished and hands it to the
     /// forwarder; `None` while the shard drains (the caller drops the connection).
-    pub(super) fn open_conn(&mut self, leaf_fingerprint: Option<String>) -> Option<ConnKey> {
+    pub(super) fn open_conn(
+        &mut self,
+        leaf_fingerprint: Option<String>,
+        peer: SocketAddr,
+    ) -> Option<ConnKey> {
         if self.draining {
             return None;
         }
@@ -187,7 +229,13 @@ impl Shard {
         }
         let key = self.new_key();
         self.accepted += 1;
-        self.conns.insert(key, Slot::default());
+        self.conns.insert(
+            key,
+            Slot {
+                peer: Some(peer),
+                ..Slot::default()
+            },
+        );
         self.fwd.add_conn(Instant::now(), key, leaf_fingerprint);
         self.pump();
         Some(key)
@@ -291,12 +339,8 @@ impl Shard {
             }
         }
         while let Some((key, reason)) = self.fwd.poll_close() {
-            tracing::debug!(
-                shard = self.index,
-                conn = key.0,
-                ?reason,
-                "closing connection"
-            );
+            let peer = self.conns.get(&key).and_then(|s| s.peer);
+            log_close(self.index, key, peer, &reason);
             if let Some(slot) = self.conns.get_mut(&key) {
                 slot.close.get_or_insert(Close::Edge(reason));
             }

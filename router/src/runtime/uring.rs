@@ -182,7 +182,7 @@ async fn run(
     }
     let Some(key) = shard
         .borrow_mut()
-        .open_conn(session.client_leaf_fingerprint())
+        .open_conn(session.client_leaf_fingerprint(), peer)
     else {
         let _ = stream.shutdown(Shutdown::Both);
         give_back(&shard, session.into_buffer(), wbuf);

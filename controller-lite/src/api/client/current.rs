@@ -12,6 +12,7 @@ use crate::auth::{self, Caller, PartialCaller};
 use crate::error::ApiError;
 use crate::model::Kind;
 use crate::server::ConnInfo;
+use crate::telemetry::AuthResult;
 
 #[derive(Debug, Deserialize)]
 struct MethodQuery {
@@ -35,6 +36,8 @@ pub fn auth_body(bytes: &[u8]) -> Result<Value, ApiError> {
 }
 
 /// `POST /authenticate?method=cert|password|ext-jwt` (client and management APIs).
+/// Every attempt is counted by method and result; a refusal is a security event
+/// (`event = "login_failed"` at WARN, with the method, source address and error code).
 pub async fn authenticate(State(ctl): State<AppState>, req: Request) -> Result<Response, ApiError> {
     let method = axum::extract::Query::<MethodQuery>::try_from_uri(req.uri())
         .map_err(|e| ApiError::InvalidParameter(e.body_text()))?
@@ -46,9 +49,35 @@ pub async fn authenticate(State(ctl): State<AppState>, req: Request) -> Result<R
         .get::<ConnInfo>()
         .cloned()
         .ok_or_else(|| ApiError::Internal("connection info missing".into()))?;
+    let source = conn.peer_addr.ip();
+    let result = authenticate_with(&ctl, &method, conn, req).await;
+    match &result {
+        Ok(_) => ctl.metrics.auth.record(&method, AuthResult::Success),
+        Err(e) => {
+            ctl.metrics.auth.record(&method, AuthResult::Failure);
+            tracing::warn!(
+                event = "login_failed",
+                method = %method,
+                %source,
+                code = e.code(),
+                reason = %e,
+                "authentication refused"
+            );
+        }
+    }
+    result
+}
+
+async fn authenticate_with(
+    ctl: &AppState,
+    method: &str,
+    conn: ConnInfo,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let ctl = ctl.clone();
     let headers = req.headers().clone();
     let body = auth_body(&read_body(req).await?)?;
-    let (session, identity) = match method.as_str() {
+    let (session, identity) = match method {
         "cert" => {
             let (session, identity) = auth::authenticate_cert(&ctl, &conn, &body).await?;
             // What the SDK says about itself shows in the identity's detail.

@@ -282,7 +282,23 @@ async fn authenticate(
         .await?
         .filter(|m| m.verified)
         .ok_or(ApiError::MfaNotEnrolled)?;
-    mfa::check_code(&ctl, &m, &body.code, true).await?;
+    if let Err(e) = mfa::check_code(&ctl, &m, &body.code, true).await {
+        ctl.metrics
+            .auth
+            .record("totp", crate::telemetry::AuthResult::Failure);
+        tracing::warn!(
+            event = "login_failed",
+            method = "totp",
+            identity = %caller.identity.name,
+            code = e.code(),
+            reason = %e,
+            "MFA code refused"
+        );
+        return Err(e);
+    }
+    ctl.metrics
+        .auth
+        .record("totp", crate::telemetry::AuthResult::Success);
     let mut tx = ctl.store.begin_write().await?;
     tx.set_api_session_mfa(&caller.session.id, true, true)
         .await?;

@@ -1,0 +1,90 @@
+//! The controller's operations endpoint and security events, on a real process:
+//! `/health`, `/ready`, API requests by route and status, authentications by method
+//! and result, the router-view gauges, process metrics; failed logins and refused
+//! enrollments logged at WARN with their stable `event` field (JSON log lines).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use weft_testkit::Ctl;
+
+/// The log lines (JSON objects) whose `event` is `event`, waiting up to 10 s for one.
+fn events(ctl: &Ctl, event: &str) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(ctl.log_file()).unwrap_or_default();
+        let found: Vec<Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["event"] == event)
+            .collect();
+        if !found.is_empty() || Instant::now() > deadline {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operations_endpoint_counts_requests_and_logins_and_logs_security_events() {
+    let ctl = Ctl::start_with_json_log("metrics_listen = \"127.0.0.1:0\"");
+    let health = ctl.ops_get("/health");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let ready = ctl.ops_get("/ready");
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+
+    let http = ctl.http();
+    let wrong = http
+        .post(ctl.mgmt("/authenticate?method=password"))
+        .json(&json!({"username": "admin", "password": "wrong"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let admin = ctl.admin_token().await;
+    let enroll = http
+        .post(ctl.url("/edge/client/v1/enroll?method=ott&token=no-such-token"))
+        .header("content-type", "application/x-pem-file")
+        .body("not a CSR")
+        .send()
+        .await
+        .unwrap();
+    assert!(enroll.status().is_client_error(), "{}", enroll.status());
+    let _ = ctl.get_ok(&admin, "/identities").await;
+
+    let text = ctl.metrics();
+    for line in [
+        "weft_controller_authentications_total{method=\"password\",result=\"failure\"} 1",
+        "weft_controller_authentications_total{method=\"password\",result=\"success\"} 1",
+        "weft_controller_http_requests_total{method=\"POST\",route=\"/edge/management/v1/authenticate\",status=\"401\"} 1",
+        "weft_controller_http_requests_total{method=\"GET\",route=\"/edge/management/v1/identities\",status=\"200\"} 1",
+        "weft_controller_http_request_duration_seconds_count{method=\"GET\",route=\"/edge/management/v1/identities\"} 1",
+        "weft_build_info{component=\"controller\",version=\"",
+    ] {
+        assert!(text.contains(line), "no {line} in\n{text}");
+    }
+    for gauge in [
+        "weft_controller_api_sessions ",
+        "weft_controller_routers_connected 0",
+        "weft_controller_change_log_lag ",
+        "process_resident_memory_bytes ",
+    ] {
+        assert!(
+            text.contains(&format!("\n{gauge}")),
+            "no {gauge} in\n{text}"
+        );
+    }
+
+    let failed = events(&ctl, "login_failed");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["level"], "WARN");
+    assert_eq!(failed[0]["method"], "password");
+    assert_eq!(failed[0]["source"], "127.0.0.1");
+    assert_eq!(failed[0]["code"], "INVALID_AUTH");
+    let refused = events(&ctl, "enrollment_refused");
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0]["level"], "WARN");
+    assert_eq!(refused[0]["route"], "/edge/client/v1/enroll");
+    assert!(refused[0]["code"].as_str().is_some_and(|c| !c.is_empty()));
+}
