@@ -498,6 +498,9 @@ pub enum CreateCommand {
         #[arg(short = 's', long)]
         schema: Option<PathBuf>,
     },
+    /// Create an enrollment for an existing identity (`ott`, `ottca`, `updb`).
+    #[command(subcommand)]
+    Enrollment(crate::enrollments::EnrollmentCommand),
     /// Create an edge router record with its advertised edge listener.
     EdgeRouter {
         /// Name.
@@ -536,9 +539,15 @@ impl CreateCommand {
     }
 }
 
-/// The collection and the create document of a command.
+/// The collection and the create document of a command (not for enrollments, which
+/// [`crate::enrollments::create`] makes in more than one request).
 pub fn create_body(what: &CreateCommand) -> Result<(&'static str, Value), CliError> {
     Ok(match what {
+        CreateCommand::Enrollment(_) => {
+            return Err(CliError::Usage(
+                "an enrollment is not one create request (enrollments::create)".into(),
+            ));
+        }
         CreateCommand::Identity {
             name,
             role_attributes,

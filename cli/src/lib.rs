@@ -7,6 +7,7 @@ pub mod advisor;
 pub mod client;
 pub mod create;
 pub mod enroll;
+pub mod enrollments;
 pub mod fabric;
 pub mod login;
 pub mod output;
@@ -96,6 +97,12 @@ pub enum EdgeCommand {
         /// JSON output (same as `--output json`).
         #[arg(short = 'j', long = "output-json")]
         json: bool,
+    },
+    /// Refresh an enrollment: a new token and expiry.
+    Refresh {
+        /// What to refresh.
+        #[command(subcommand)]
+        what: enrollments::RefreshCommand,
     },
     /// Update an entity (only the given fields change).
     Update {
@@ -365,6 +372,13 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             // Every edge command but `enroll` needs the saved login.
             let api = || Api::from_saved(cli.cli_identity.as_deref());
             match cmd {
+                EdgeCommand::Create {
+                    what: CreateCommand::Enrollment(cmd),
+                } => enrollments::create(&api()?, &cmd).await?,
+                EdgeCommand::Refresh { what } => enrollments::refresh(&api()?, &what).await?,
+                EdgeCommand::Update {
+                    what: UpdateCommand::Authenticator(cmd),
+                } => enrollments::change_password(&api()?, &cmd).await?,
                 EdgeCommand::Create { what } => {
                     let (coll, body) = create_body(&what)?;
                     let output = what.output();

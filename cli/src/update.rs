@@ -33,6 +33,9 @@ pub struct SemanticFlag {
 /// `weft edge update …`.
 #[derive(Debug, Subcommand)]
 pub enum UpdateCommand {
+    /// Change the logged-in identity's own authenticator (`updb`: its password).
+    #[command(subcommand)]
+    Authenticator(crate::enrollments::AuthenticatorCommand),
     /// Update an identity.
     Identity {
         /// Which identity, new name, tags.
@@ -233,9 +236,16 @@ impl Patch {
     }
 }
 
-/// The collection, the name or id, and the PATCH document of a command.
+/// The collection, the name or id, and the PATCH document of a command (not for one's
+/// own authenticator: [`crate::enrollments::change_password`]).
 pub fn update_body(what: &UpdateCommand) -> Result<(&'static str, &str, Value), CliError> {
     let (coll, target, patch) = match what {
+        UpdateCommand::Authenticator(_) => {
+            return Err(CliError::Usage(
+                "one's own authenticator is not an entity patch (enrollments::change_password)"
+                    .into(),
+            ));
+        }
         UpdateCommand::Identity {
             target,
             role_attributes,

@@ -1021,3 +1021,167 @@ fn posture_checks_from_the_cli() {
     let types = ok(h, &["edge", "list", "posture-check-types", "-j"]);
     assert!(types.contains("PROCESS_MULTI"), "{types}");
 }
+
+/// An enrollment for an existing identity (refused while one is pending), refreshed
+/// with a new token that enrolls while the old one no longer does; a password
+/// enrollment whose user then changes their own password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrollments_are_created_refreshed_and_a_user_changes_their_password() {
+    let ctl = Ctl::start();
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    admin_login(h, &ctl);
+    let first = h.join("dave.jwt");
+    ok(h, &["edge", "create", "identity", "dave", "-o", p(&first)]);
+    let err = refused(h, &["edge", "create", "enrollment", "ott", "dave"]);
+    assert!(err.contains("already has a pending enrollment"), "{err}");
+    let listed: Value =
+        serde_json::from_str(&ok(h, &["edge", "list", "enrollments", "-j"])).unwrap();
+    let id = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["identity"]["name"] == "dave")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let fresh = h.join("dave-new.jwt");
+    let out = ok(
+        h,
+        &[
+            "edge",
+            "refresh",
+            "enrollment",
+            &id,
+            "-d",
+            "90",
+            "-o",
+            p(&fresh),
+        ],
+    );
+    assert!(out.contains("token written to"), "{out}");
+    let claims = jwt_claims(std::fs::read_to_string(&fresh).unwrap().trim());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let exp = claims["exp"].as_i64().unwrap();
+    assert!(
+        (now + 85 * 60..=now + 95 * 60).contains(&exp),
+        "exp {exp}, now {now}"
+    );
+    let err = refused(
+        h,
+        &["edge", "enroll", p(&first), "-o", p(&h.join("old.json"))],
+    );
+    assert!(!err.is_empty());
+    ok(
+        h,
+        &["edge", "enroll", p(&fresh), "-o", p(&h.join("dave.json"))],
+    );
+
+    // A password enrollment made for an existing identity; the user redeems it, logs
+    // in and changes the password.
+    ok(
+        h,
+        &[
+            "edge",
+            "create",
+            "identity",
+            "erin",
+            "-o",
+            p(&h.join("erin-ott.jwt")),
+        ],
+    );
+    let listed: Value =
+        serde_json::from_str(&ok(h, &["edge", "list", "enrollments", "-j"])).unwrap();
+    let erin_ott = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["identity"]["name"] == "erin")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ok(h, &["edge", "delete", "enrollment", &erin_ott]);
+    let updb = h.join("erin.jwt");
+    let out = ok(
+        h,
+        &[
+            "edge",
+            "create",
+            "enrollment",
+            "updb",
+            "erin",
+            "erin",
+            "-o",
+            p(&updb),
+        ],
+    );
+    assert!(
+        out.contains("New updb enrollment for identity erin"),
+        "{out}"
+    );
+    let claims = jwt_claims(std::fs::read_to_string(&updb).unwrap().trim());
+    assert_eq!(claims["em"], "updb");
+    let res = ctl
+        .http()
+        .post(ctl.url(&format!(
+            "/enroll/updb?token={}",
+            claims["jti"].as_str().unwrap()
+        )))
+        .json(&serde_json::json!({"password": "first-Pass-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.text().await.unwrap());
+    let login = |password: &str| {
+        let ca = h.join("ctl-ca.pem");
+        weft(
+            h,
+            &[
+                "login",
+                &url(&ctl),
+                "-u",
+                "erin",
+                "-p",
+                password,
+                "--ca",
+                p(&ca),
+            ],
+        )
+    };
+    assert!(login("first-Pass-1").0);
+    let err = refused(
+        h,
+        &[
+            "edge",
+            "update",
+            "authenticator",
+            "updb",
+            "-p",
+            "wrong",
+            "-n",
+            "second-Pass-2",
+        ],
+    );
+    assert!(!err.is_empty());
+    let out = ok(
+        h,
+        &[
+            "edge",
+            "update",
+            "authenticator",
+            "updb",
+            "-p",
+            "first-Pass-1",
+            "-n",
+            "second-Pass-2",
+        ],
+    );
+    assert!(out.contains("password changed"), "{out}");
+    assert!(!login("first-Pass-1").0, "the old password still logs in");
+    assert!(login("second-Pass-2").0, "the new password does not log in");
+}

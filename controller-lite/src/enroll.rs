@@ -169,14 +169,31 @@ fn sign_token(
 /// Gives the unused OTT enrollment `id` a new token and JWT expiring at `exp` (Unix
 /// seconds); the old token stops working. `None` when there is no such enrollment.
 pub async fn refresh_ott(ctl: &Controller, id: &str, exp: i64) -> Result<Option<()>, ApiError> {
-    let Some(e) = ctl.store.enrollment_by_id(OTT, id).await? else {
+    let Some(e) = pending_enrollment(ctl, id).await? else {
         return Ok(None);
     };
-    let (jti, jwt) = sign_token(ctl, &e.identity_id, OTT, exp)?;
+    let (jti, jwt) = sign_token(ctl, &e.identity_id, &e.method, exp)?;
     let mut tx = ctl.store.begin_write().await?;
     let replaced = tx.replace_enrollment_token(id, &jti, &jwt, exp).await?;
     tx.commit().await?;
     Ok(replaced.then_some(()))
+}
+
+/// The methods of enrollments an administrator lists, reads, refreshes and deletes
+/// (`/enrollments`): identities' one-time tokens.
+pub const IDENTITY_METHODS: [&str; 3] = [OTT, crate::thirdparty_ca::enrollment::OTTCA, UPDB];
+
+/// The unused identity enrollment `id`, whatever its method.
+pub async fn pending_enrollment(
+    ctl: &Controller,
+    id: &str,
+) -> Result<Option<EnrollmentRow>, ApiError> {
+    for method in IDENTITY_METHODS {
+        if let Some(e) = ctl.store.enrollment_by_id(method, id).await? {
+            return Ok(Some(e));
+        }
+    }
+    Ok(None)
 }
 
 /// Creates and stores a one-time enrollment of `method` for `subject_id` (kept in the

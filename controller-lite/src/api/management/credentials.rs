@@ -361,8 +361,10 @@ async fn list_enrollments(
     }
     let names = Names::load(&ctl.store, Kind::Identities).await?;
     let fields = fields_of::<EnrollmentDetail>();
-    let mut rows = ctl.store.list_enrollments(enroll::OTT).await?;
-    rows.extend(ctl.store.list_enrollments(OTTCA).await?);
+    let mut rows = Vec::new();
+    for method in enroll::IDENTITY_METHODS {
+        rows.extend(ctl.store.list_enrollments(method).await?);
+    }
     let docs = rows
         .into_iter()
         .filter(|e| identity_id.as_ref().is_none_or(|id| e.identity_id == *id))
@@ -631,11 +633,9 @@ pub fn routes(api: ApiBuilder) -> ApiBuilder {
             .admin()
             .returns(200, enr_detail),
         |State(ctl): State<AppState>, _: Admin, Path(id): Path<String>| async move {
-            let mut e = ctl.store.enrollment_by_id(enroll::OTT, &id).await?;
-            if e.is_none() {
-                e = ctl.store.enrollment_by_id(OTTCA, &id).await?;
-            }
-            let e = e.ok_or_else(|| not_found("enrollment", &id))?;
+            let e = enroll::pending_enrollment(&ctl, &id)
+                .await?
+                .ok_or_else(|| not_found("enrollment", &id))?;
             let names = Names::load(&ctl.store, Kind::Identities).await?;
             Ok::<_, ApiError>(envelope::ok(to_json(&EnrollmentDetail::new(e, &names))?))
         },
@@ -646,9 +646,11 @@ pub fn routes(api: ApiBuilder) -> ApiBuilder {
             .admin(),
         |State(ctl): State<AppState>, _: Admin, Path(id): Path<String>| async move {
             let mut tx = ctl.store.begin_write().await?;
-            if !tx.delete_enrollment(enroll::OTT, &id).await?
-                && !tx.delete_enrollment(OTTCA, &id).await?
-            {
+            let mut deleted = false;
+            for method in enroll::IDENTITY_METHODS {
+                deleted = deleted || tx.delete_enrollment(method, &id).await?;
+            }
+            if !deleted {
                 return Err(not_found("enrollment", &id));
             }
             tx.commit().await?;
