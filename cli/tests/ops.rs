@@ -1022,6 +1022,21 @@ fn posture_checks_from_the_cli() {
     assert!(types.contains("PROCESS_MULTI"), "{types}");
 }
 
+/// The id of the pending enrollment of the identity named `identity`.
+fn enrollment_of(h: &Path, identity: &str) -> String {
+    let listed: Value =
+        serde_json::from_str(&ok(h, &["edge", "list", "enrollments", "-j"])).unwrap();
+    listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["identity"]["name"] == identity)
+        .unwrap_or_else(|| panic!("no enrollment of {identity}: {listed}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 /// An enrollment for an existing identity (refused while one is pending), refreshed
 /// with a new token that enrolls while the old one no longer does; a password
 /// enrollment whose user then changes their own password.
@@ -1035,17 +1050,7 @@ async fn enrollments_are_created_refreshed_and_a_user_changes_their_password() {
     ok(h, &["edge", "create", "identity", "dave", "-o", p(&first)]);
     let err = refused(h, &["edge", "create", "enrollment", "ott", "dave"]);
     assert!(err.contains("already has a pending enrollment"), "{err}");
-    let listed: Value =
-        serde_json::from_str(&ok(h, &["edge", "list", "enrollments", "-j"])).unwrap();
-    let id = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["identity"]["name"] == "dave")
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = enrollment_of(h, "dave");
     let fresh = h.join("dave-new.jwt");
     let out = ok(
         h,
@@ -1094,17 +1099,7 @@ async fn enrollments_are_created_refreshed_and_a_user_changes_their_password() {
             p(&h.join("erin-ott.jwt")),
         ],
     );
-    let listed: Value =
-        serde_json::from_str(&ok(h, &["edge", "list", "enrollments", "-j"])).unwrap();
-    let erin_ott = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["identity"]["name"] == "erin")
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let erin_ott = enrollment_of(h, "erin");
     ok(h, &["edge", "delete", "enrollment", &erin_ott]);
     let updb = h.join("erin.jwt");
     let out = ok(

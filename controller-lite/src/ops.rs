@@ -5,10 +5,7 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
-
-use weft_ops::http::EndpointStats;
 
 use crate::controller::Controller;
 
@@ -17,24 +14,17 @@ const STORE_DEADLINE: Duration = Duration::from_secs(2);
 
 /// Serves the endpoint on `listener` until the runtime stops.
 pub async fn serve(ctl: Arc<Controller>, listener: tokio::net::TcpListener) {
-    let endpoint = Arc::new(EndpointStats::default());
-    let probe = Arc::new(ControllerProbe {
-        ctl,
-        endpoint: endpoint.clone(),
-    });
     weft_ops::http::serve(
         listener,
-        probe,
+        Arc::new(ControllerProbe { ctl }),
         "controller",
         weft_ops::http::Limits::default(),
-        endpoint,
     )
     .await;
 }
 
 struct ControllerProbe {
     ctl: Arc<Controller>,
-    endpoint: Arc<EndpointStats>,
 }
 
 impl weft_ops::http::Probe for ControllerProbe {
@@ -92,14 +82,6 @@ impl weft_ops::http::Probe for ControllerProbe {
                 "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
             );
         }
-        let refused = self.endpoint.refused.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "# HELP weft_controller_metrics_connections_refused_total Connections to this \
-             endpoint closed at once because too many were open.\n\
-             # TYPE weft_controller_metrics_connections_refused_total counter\n\
-             weft_controller_metrics_connections_refused_total {refused}"
-        );
         out
     }
 

@@ -4,9 +4,11 @@
 //! answers) and `GET /ready` (readiness: [`Probe::ready`], 503 with the reason when not).
 //!
 //! What a peer can make it hold is bounded: at most [`Limits::max_connections`]
-//! connections (more are closed at once and counted), a request head of 8 KiB within
+//! connections (more are closed at once and counted in
+//! `weft_ops_connections_refused_total`), a request head of 8 KiB within
 //! [`Limits::header_timeout`], a connection for at most [`Limits::connection_lifetime`].
 
+use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -54,17 +56,12 @@ impl Default for Limits {
     }
 }
 
-/// Connections the endpoint closed at once because [`Limits::max_connections`] were
-/// open (for the process's own metrics).
-#[derive(Debug, Default)]
-pub struct EndpointStats {
-    /// Connections refused.
-    pub refused: AtomicU64,
-}
-
 struct Endpoint<P> {
     probe: Arc<P>,
     component: &'static str,
+    /// Connections closed at once because [`Limits::max_connections`] were open
+    /// (`weft_ops_connections_refused_total`).
+    refused: AtomicU64,
 }
 
 /// Serves the endpoint on `listener` until the runtime stops; `component` names the
@@ -74,14 +71,18 @@ pub async fn serve<P: Probe>(
     probe: Arc<P>,
     component: &'static str,
     limits: Limits,
-    stats: Arc<EndpointStats>,
 ) {
+    let endpoint = Arc::new(Endpoint {
+        probe,
+        component,
+        refused: AtomicU64::new(0),
+    });
     let app = axum::Router::new()
         .route("/metrics", get(metrics::<P>))
         .route("/", get(metrics::<P>))
         .route("/health", get(health))
         .route("/ready", get(ready::<P>))
-        .with_state(Arc::new(Endpoint { probe, component }));
+        .with_state(endpoint.clone());
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {
         let stream = match listener.accept().await {
@@ -94,7 +95,7 @@ pub async fn serve<P: Probe>(
             }
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            stats.refused.fetch_add(1, Ordering::Relaxed);
+            endpoint.refused.fetch_add(1, Ordering::Relaxed);
             continue;
         };
         let service = TowerToHyperService::new(app.clone());
@@ -113,6 +114,14 @@ pub async fn serve<P: Probe>(
 async fn metrics<P: Probe>(State(e): State<Arc<Endpoint<P>>>) -> impl IntoResponse {
     let mut body = e.probe.metrics().await;
     crate::process::render(&mut body, e.component);
+    // Writing to a String cannot fail.
+    let _ = writeln!(
+        body,
+        "# HELP weft_ops_connections_refused_total Connections to this endpoint closed at \
+         once because too many were open.\n# TYPE weft_ops_connections_refused_total counter\n\
+         weft_ops_connections_refused_total {}",
+        e.refused.load(Ordering::Relaxed)
+    );
     (
         [(
             header::CONTENT_TYPE,
@@ -169,20 +178,19 @@ mod tests {
         out
     }
 
-    async fn start(limits: Limits) -> (std::net::SocketAddr, Arc<Fake>, Arc<EndpointStats>) {
+    async fn start(limits: Limits) -> (std::net::SocketAddr, Arc<Fake>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let fake = Arc::new(Fake {
             ready: AtomicBool::new(false),
         });
-        let stats = Arc::new(EndpointStats::default());
-        tokio::spawn(serve(listener, fake.clone(), "test", limits, stats.clone()));
-        (addr, fake, stats)
+        tokio::spawn(serve(listener, fake.clone(), "test", limits));
+        (addr, fake)
     }
 
     #[tokio::test]
     async fn metrics_health_and_readiness() {
-        let (addr, fake, _) = start(Limits::default()).await;
+        let (addr, fake) = start(Limits::default()).await;
         let m = get(addr, "/metrics").await;
         assert!(m.starts_with("HTTP/1.1 200"), "{m}");
         assert!(m.contains("text/plain; version=0.0.4"), "{m}");
@@ -204,7 +212,7 @@ mod tests {
             header_timeout: Duration::from_millis(300),
             connection_lifetime: Duration::from_secs(5),
         };
-        let (addr, _, stats) = start(limits).await;
+        let (addr, _) = start(limits).await;
         // Two silent connections take both slots; a third is closed at once.
         let mut idle = Vec::new();
         for _ in 0..2 {
@@ -216,7 +224,7 @@ mod tests {
             .await
             .expect("the third connection is closed at once");
         assert_eq!(n.unwrap_or(0), 0);
-        assert_eq!(stats.refused.load(Ordering::Relaxed), 1);
+        // (The refusal is counted once a slot is free to serve the scrape.)
         // The silent ones are closed after the header timeout; then the endpoint answers.
         for mut s in idle {
             let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
@@ -225,5 +233,10 @@ mod tests {
             assert!(n.is_ok());
         }
         assert!(get(addr, "/health").await.starts_with("HTTP/1.1 200"));
+        let m = get(addr, "/metrics").await;
+        assert!(
+            m.contains("\nweft_ops_connections_refused_total 1\n"),
+            "{m}"
+        );
     }
 }

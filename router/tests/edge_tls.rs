@@ -1348,7 +1348,7 @@ async fn the_operations_endpoint_serves_health_readiness_and_process_metrics() {
         "weft_build_info{component=\"router\",version=\"",
         "\nprocess_resident_memory_bytes ",
         "\nprocess_open_fds ",
-        "\nweft_router_metrics_connections_refused_total 0",
+        "\nweft_ops_connections_refused_total 0",
     ] {
         assert!(text.contains(series), "no {series} in {text}");
     }

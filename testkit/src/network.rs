@@ -320,6 +320,19 @@ impl Line {
         .await
     }
 
+    /// SDK contexts of a host and a client of `service` ([`Self::host_identity`],
+    /// [`Self::client_identity`]).
+    #[cfg(feature = "sdk")]
+    pub async fn contexts(&self, service: &str) -> (weft_sdk::Context, weft_sdk::Context) {
+        let host = weft_sdk::Context::new(self.host_identity(service).await)
+            .await
+            .unwrap();
+        let client = weft_sdk::Context::new(self.client_identity(service).await)
+            .await
+            .unwrap();
+        (host, client)
+    }
+
     #[cfg(feature = "sdk")]
     async fn enrolled(&self, name: &str, attrs: &[&str]) -> weft_sdk::Identity {
         let (_, jwt) = self.admin.identity(name, attrs).await;

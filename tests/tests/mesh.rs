@@ -168,12 +168,7 @@ const TEN_MB: usize = 10 * 1024 * 1024;
 async fn a_circuit_crosses_three_routers_ten_megabytes_each_way() {
     let line = Line::start().await;
     line.service("line", true).await;
-    let host = weft_sdk::Context::new(line.host_identity("line").await)
-        .await
-        .unwrap();
-    let client = weft_sdk::Context::new(line.client_identity("line").await)
-        .await
-        .unwrap();
+    let (host, client) = line.contexts("line").await;
     let listener = host.bind("line").await.unwrap();
     let upload = weft_testkit::pattern(TEN_MB, 7);
     let download = weft_testkit::pattern(TEN_MB, 8);
@@ -232,12 +227,7 @@ async fn a_host_that_writes_and_closes_at_once_loses_nothing_across_routers() {
     const LEN: usize = 64 * 1024;
     let line = Line::start().await;
     line.service("line", true).await;
-    let host = weft_sdk::Context::new(line.host_identity("line").await)
-        .await
-        .unwrap();
-    let client = weft_sdk::Context::new(line.client_identity("line").await)
-        .await
-        .unwrap();
+    let (host, client) = line.contexts("line").await;
     let listener = host.bind("line").await.unwrap();
     let reply = weft_testkit::pattern(LEN, 3);
     let sum = sha(&reply);
@@ -274,12 +264,7 @@ async fn a_host_that_writes_and_closes_at_once_loses_nothing_across_routers() {
 async fn losing_the_only_path_ends_the_circuit_with_an_error_on_both_sides() {
     let mut line = Line::start().await;
     line.service("cut", false).await;
-    let host = weft_sdk::Context::new(line.host_identity("cut").await)
-        .await
-        .unwrap();
-    let client = weft_sdk::Context::new(line.client_identity("cut").await)
-        .await
-        .unwrap();
+    let (host, client) = line.contexts("cut").await;
     let listener = host.bind("cut").await.unwrap();
     // The host sends until its stream fails, and reports how it ended.
     let server = tokio::spawn(async move {
@@ -578,12 +563,7 @@ async fn sixty_four_streams_share_a_link_while_another_stream_stalls() {
     const EACH: usize = 512 * 1024;
     let line = Line::start().await;
     line.service("many", false).await;
-    let host = weft_sdk::Context::new(line.host_identity("many").await)
-        .await
-        .unwrap();
-    let client = weft_sdk::Context::new(line.client_identity("many").await)
-        .await
-        .unwrap();
+    let (host, client) = line.contexts("many").await;
     let listener = host.bind("many").await.unwrap();
     // The host answers each stream with its own pattern; the first stream it accepts
     // is the one whose reader (on the dialer's side) never reads.

@@ -446,7 +446,19 @@ impl Line {
         Self::established_on(Self::new(window, link))
     }
 
-    fn established_on(mut line: Self) -> (Self, Sdk, Sdk) {
+    fn established_on(line: Self) -> (Self, Sdk, Sdk) {
+        let (mut line, mut dialer, mut host, accept) = Self::dialed(line);
+        line.accept(&mut host, accept);
+        assert!(StateConnected::parse(&line.recv(&mut host)[0]).is_ok());
+        let frames = line.recv(&mut dialer);
+        let connected = StateConnected::parse(&frames[0]).unwrap();
+        assert_eq!(connected.public_key, Some(&PK_H[..]), "the host's key");
+        (line, dialer, host)
+    }
+
+    /// A host bound on the last router and a dialer on A that dialed: the host holds
+    /// the Dial, which it has not answered; returns its (listener, reply_for).
+    fn dialed(mut line: Self) -> (Self, Sdk, Sdk, (u32, i32)) {
         let last = *line.path.last().unwrap_or(&0);
         let mut host = line.connect(last, HOST, b"H", "fh");
         line.send(&mut host, |o, s| {
@@ -479,15 +491,20 @@ impl Line {
             .encode(s, o)
             .unwrap()
         });
-        // The egress dialled the host with what the dialer sent; the host accepts.
+        // The egress dialled the host with what the dialer sent.
         let frames = line.recv(&mut host);
         let dial = Dial::parse(&frames[0]).unwrap();
         assert_eq!(
             (dial.caller_id, dial.public_key, dial.app_data),
             (&b"dialer"[..], Some(&PK_D[..]), Some(&b"app"[..]))
         );
-        let (listener, reply_for) = (dial.conn_id, frames[0].sequence());
-        line.send(&mut host, |o, s| {
+        let accept = (dial.conn_id, frames[0].sequence());
+        (line, dialer, host, accept)
+    }
+
+    /// The host accepts the Dial `(listener, reply_for)` as conn 100.
+    fn accept(&mut self, host: &mut Sdk, (listener, reply_for): (u32, i32)) {
+        self.send(host, |o, s| {
             DialSuccess {
                 conn_id: listener,
                 seq: 0,
@@ -497,11 +514,6 @@ impl Line {
             .encode(s, o)
             .unwrap()
         });
-        assert!(StateConnected::parse(&line.recv(&mut host)[0]).is_ok());
-        let frames = line.recv(&mut dialer);
-        let connected = StateConnected::parse(&frames[0]).unwrap();
-        assert_eq!(connected.public_key, Some(&PK_H[..]), "the host's key");
-        (line, dialer, host)
     }
 }
 
@@ -691,54 +703,11 @@ fn a_clean_close_waits_for_what_the_link_credit_held_back() {
 
 #[test]
 fn a_host_that_writes_and_closes_before_the_circuit_starts_loses_nothing() {
-    let mut line = Line::new(1 << 20, LinkConfig::default());
-    let last = *line.path.last().unwrap_or(&0);
-    let mut host = line.connect(last, HOST, b"H", "fh");
-    line.send(&mut host, |o, s| {
-        Bind {
-            conn_id: 7,
-            seq: 0,
-            caller_id: None,
-            public_key: None,
-            terminator_identity: None,
-            cost: None,
-            precedence: None,
-            session_token: b"tok-bind",
-        }
-        .encode(s, o)
-        .unwrap()
-    });
-    assert!(StateConnected::parse(&line.recv(&mut host)[0]).is_ok());
-    let mut dialer = line.connect(0, DIALER, b"D", "fd");
-    line.send(&mut dialer, |o, s| {
-        Connect {
-            conn_id: 0,
-            seq: 0,
-            caller_id: None,
-            public_key: None,
-            terminator_identity: None,
-            app_data: None,
-            stickiness_token: None,
-            session_token: b"tok-dial",
-        }
-        .encode(s, o)
-        .unwrap()
-    });
-    let frames = line.recv(&mut host);
-    let dial = Dial::parse(&frames[0]).unwrap();
-    let (listener, reply_for) = (dial.conn_id, frames[0].sequence());
+    let (mut line, mut dialer, mut host, accept) =
+        Line::dialed(Line::new(1 << 20, LinkConfig::default()));
     // The ingress's start stays on the link while the host accepts, writes and closes.
     line.auto_carry = false;
-    line.send(&mut host, |o, s| {
-        DialSuccess {
-            conn_id: listener,
-            seq: 0,
-            reply_for,
-            new_conn_id: 100,
-        }
-        .encode(s, o)
-        .unwrap()
-    });
+    line.accept(&mut host, accept);
     line.data(&mut host, 100, b"banner and goodbye", false);
     host_close_after(&mut line, &mut dialer, &mut host, b"banner and goodbye");
 }

@@ -4,11 +4,9 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
-use weft_ops::http::EndpointStats;
 
 use super::{ShardMsg, ShardStats};
 use crate::control::ControlStats;
@@ -29,27 +27,14 @@ pub(super) async fn serve(
             return;
         }
     };
-    let endpoint = Arc::new(EndpointStats::default());
-    let probe = Arc::new(RouterProbe {
-        shards,
-        control,
-        endpoint: endpoint.clone(),
-    });
-    weft_ops::http::serve(
-        listener,
-        probe,
-        "router",
-        weft_ops::http::Limits::default(),
-        endpoint,
-    )
-    .await;
+    let probe = Arc::new(RouterProbe { shards, control });
+    weft_ops::http::serve(listener, probe, "router", weft_ops::http::Limits::default()).await;
 }
 
 /// The router as the operations endpoint sees it.
 struct RouterProbe {
     shards: Vec<mpsc::UnboundedSender<ShardMsg>>,
     control: Option<Arc<ControlStats>>,
-    endpoint: Arc<EndpointStats>,
 }
 
 impl weft_ops::http::Probe for RouterProbe {
@@ -58,15 +43,6 @@ impl weft_ops::http::Probe for RouterProbe {
         if let Some(control) = &self.control {
             render_control(&mut body, control);
         }
-        let refused = self.endpoint.refused.load(Ordering::Relaxed);
-        // Writing to a String cannot fail.
-        let _ = writeln!(
-            body,
-            "# HELP weft_router_metrics_connections_refused_total Connections to this \
-             endpoint closed at once because too many were open.\n\
-             # TYPE weft_router_metrics_connections_refused_total counter\n\
-             weft_router_metrics_connections_refused_total {refused}"
-        );
         body
     }
 

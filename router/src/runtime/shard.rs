@@ -86,23 +86,24 @@ fn bind_reuseport(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 /// connection.
 fn log_close(shard: usize, key: ConnKey, peer: Option<SocketAddr>, reason: &CloseReason) {
     let peer = peer.map(|p| p.to_string()).unwrap_or_default();
-    match reason {
-        CloseReason::HelloRejected(why) => tracing::warn!(
+    let refused = match reason {
+        CloseReason::HelloRejected(why) => Some(why.to_string()),
+        CloseReason::TooManyConnections => {
+            Some("too many connections for its API session".to_owned())
+        }
+        _ => None,
+    };
+    if let Some(why) = refused {
+        return tracing::warn!(
             event = "edge_connection_refused",
             shard,
             conn = key.0,
             %peer,
             reason = %why,
             "edge connection refused"
-        ),
-        CloseReason::TooManyConnections => tracing::warn!(
-            event = "edge_connection_refused",
-            shard,
-            conn = key.0,
-            %peer,
-            reason = "too many connections for its API session",
-            "edge connection refused"
-        ),
+        );
+    }
+    match reason {
         CloseReason::ApiSessionRevoked => tracing::warn!(
             event = "edge_connection_revoked",
             shard,
