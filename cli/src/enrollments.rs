@@ -2,13 +2,13 @@
 //! `weft edge refresh enrollment`, and `weft edge update authenticator updb` (after
 //! `ziti edge create enrollment` and `ziti edge update authenticator updb`).
 
-use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
 use crate::client::{Api, CliError};
+use crate::login::secret;
 use crate::output;
 
 /// Where an enrollment's JWT goes and for how long it lasts.
@@ -181,8 +181,16 @@ pub async fn change_password(api: &Api, cmd: &AuthenticatorCommand) -> Result<()
         ));
     };
     let id = authenticator["id"].as_str().unwrap_or_default();
-    let current = secret(current_password.clone(), "Current password: ")?;
-    let new = secret(new_password.clone(), "New password: ")?;
+    let current = secret(
+        current_password.clone(),
+        "Current password: ",
+        "no current password: pass -p or type it when asked",
+    )?;
+    let new = secret(
+        new_password.clone(),
+        "New password: ",
+        "no new password: pass -n or type it when asked",
+    )?;
     let mut body = json!({"currentPassword": current, "password": new});
     if let Some(u) = username {
         body["username"] = json!(u);
@@ -191,24 +199,4 @@ pub async fn change_password(api: &Api, cmd: &AuthenticatorCommand) -> Result<()
         .await?;
     println!("password changed (authenticator {id})");
     Ok(())
-}
-
-/// `given`, else asked without echo on a terminal, else a line of standard input.
-fn secret(given: Option<String>, prompt: &str) -> Result<String, CliError> {
-    let value = match given {
-        Some(v) => v,
-        None if std::io::stdin().is_terminal() => rpassword::prompt_password(prompt)?,
-        None => {
-            let mut line = String::new();
-            std::io::stdin().read_line(&mut line)?;
-            line.trim_end_matches(['\r', '\n']).to_owned()
-        }
-    };
-    if value.is_empty() {
-        return Err(CliError::Usage(format!(
-            "no {}: pass it as an option or type it when asked",
-            prompt.trim_end_matches([':', ' ']).to_lowercase()
-        )));
-    }
-    Ok(value)
 }

@@ -161,17 +161,29 @@ async fn trusted_ca(url: &str, args: &LoginArgs, saved: &Logins) -> Result<Strin
 /// The password: `-p`, else asked without echo on a terminal, else a line of
 /// standard input.
 fn password(given: Option<String>) -> Result<String, CliError> {
-    let password = match given {
-        Some(p) => p,
-        None if std::io::stdin().is_terminal() => rpassword::prompt_password("Enter password: ")?,
+    secret(
+        given,
+        "Enter password: ",
+        "no password: pass -p, type it when asked, or give it on standard input",
+    )
+}
+
+/// A secret: `given`, else asked with `prompt` without echo on a terminal, else a line
+/// of standard input; an empty one is refused with `missing`.
+pub(crate) fn secret(
+    given: Option<String>,
+    prompt: &str,
+    missing: &str,
+) -> Result<String, CliError> {
+    let value = match given {
+        Some(v) => v,
+        None if std::io::stdin().is_terminal() => rpassword::prompt_password(prompt)?,
         None => read_line()?,
     };
-    if password.is_empty() {
-        return Err(CliError::Usage(
-            "no password: pass -p, type it when asked, or give it on standard input".into(),
-        ));
+    if value.is_empty() {
+        return Err(CliError::Usage(missing.into()));
     }
-    Ok(password)
+    Ok(value)
 }
 
 fn absolute(path: &Path) -> Result<PathBuf, CliError> {

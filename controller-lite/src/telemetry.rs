@@ -43,13 +43,19 @@ impl Histogram {
     }
 }
 
-/// API requests by method, route and status, with their durations.
+/// API requests by route, method and status, with their durations: one map, keyed by
+/// the route template, so a request takes one lock and allocates only the first time
+/// its route, method or status is seen.
 #[derive(Debug, Default)]
 pub struct HttpMetrics {
-    /// (method, route) → duration histogram.
-    durations: Mutex<BTreeMap<(&'static str, String), Histogram>>,
-    /// (method, route, status) → requests.
-    requests: Mutex<BTreeMap<(&'static str, String, u16), u64>>,
+    routes: Mutex<BTreeMap<String, BTreeMap<&'static str, RouteSeries>>>,
+}
+
+/// The series of one route and method.
+#[derive(Debug, Default)]
+struct RouteSeries {
+    durations: Histogram,
+    by_status: BTreeMap<u16, u64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -75,45 +81,54 @@ fn method_label(method: &axum::http::Method) -> &'static str {
 impl HttpMetrics {
     /// Counts one request.
     pub fn record(&self, method: &'static str, route: &str, status: u16, elapsed: Duration) {
-        *lock(&self.requests)
-            .entry((method, route.to_owned(), status))
-            .or_default() += 1;
-        lock(&self.durations)
-            .entry((method, route.to_owned()))
-            .or_default()
-            .record(elapsed.as_secs_f64());
+        let mut routes = lock(&self.routes);
+        let methods = match routes.get_mut(route) {
+            Some(m) => m,
+            None => routes.entry(route.to_owned()).or_default(),
+        };
+        let series = methods.entry(method).or_default();
+        *series.by_status.entry(status).or_default() += 1;
+        series.durations.record(elapsed.as_secs_f64());
     }
 
     /// Appends the Prometheus text of the requests and their durations.
     pub fn render(&self, out: &mut String) {
+        let routes = lock(&self.routes);
         let name = "weft_controller_http_requests_total";
         // Writing to a String cannot fail.
         let _ = writeln!(
             out,
             "# HELP {name} API requests answered, by method, route and status.\n# TYPE {name} counter"
         );
-        for ((method, route, status), n) in lock(&self.requests).iter() {
-            let _ = writeln!(
-                out,
-                "{name}{{method=\"{method}\",route=\"{}\",status=\"{status}\"}} {n}",
-                escape(route)
-            );
+        for (route, methods) in routes.iter() {
+            for (method, series) in methods {
+                for (status, n) in &series.by_status {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{method=\"{method}\",route=\"{}\",status=\"{status}\"}} {n}",
+                        escape(route)
+                    );
+                }
+            }
         }
         let name = "weft_controller_http_request_duration_seconds";
         let _ = writeln!(
             out,
             "# HELP {name} Time to answer an API request, by method and route.\n# TYPE {name} histogram"
         );
-        for ((method, route), h) in lock(&self.durations).iter() {
-            let labels = format!("method=\"{method}\",route=\"{}\"", escape(route));
-            let mut cumulative = 0;
-            for (bound, n) in BUCKETS.iter().zip(h.buckets) {
-                cumulative += n;
-                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
+        for (route, methods) in routes.iter() {
+            for (method, series) in methods {
+                let h = &series.durations;
+                let labels = format!("method=\"{method}\",route=\"{}\"", escape(route));
+                let mut cumulative = 0;
+                for (bound, n) in BUCKETS.iter().zip(h.buckets) {
+                    cumulative += n;
+                    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
+                }
+                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
+                let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum);
+                let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
             }
-            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
-            let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum);
-            let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
         }
     }
 }
@@ -141,8 +156,7 @@ pub async fn record_request(State(ctl): State<AppState>, req: Request, next: Nex
     let source = req
         .extensions()
         .get::<crate::server::ConnInfo>()
-        .map(|c| c.peer_addr.ip().to_string())
-        .unwrap_or_default();
+        .map(|c| c.peer_addr.ip());
     let started = Instant::now();
     let res = next.run(req).await;
     let status = res.status();
@@ -151,6 +165,8 @@ pub async fn record_request(State(ctl): State<AppState>, req: Request, next: Nex
         .record(method, &route, status.as_u16(), started.elapsed());
     if status.is_client_error() && is_enrollment(&route) {
         let code = res.extensions().get::<ErrorCode>().map_or("", |c| c.0);
+        // Formatted only for the event (a missing address logs as empty).
+        let source = source.map(|ip| ip.to_string()).unwrap_or_default();
         tracing::warn!(
             event = "enrollment_refused",
             %route,

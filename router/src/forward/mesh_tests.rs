@@ -502,6 +502,20 @@ impl Line {
         (line, dialer, host, accept)
     }
 
+    /// `sdk` closes `conn_id` cleanly (StateClosed without a reason).
+    fn close(&mut self, sdk: &mut Sdk, conn_id: u32) {
+        self.send(sdk, |o, s| {
+            StateClosed {
+                conn_id,
+                seq: 9,
+                reply_for: None,
+                reason: b"",
+            }
+            .encode(s, o)
+            .unwrap()
+        });
+    }
+
     /// The host accepts the Dial `(listener, reply_for)` as conn 100.
     fn accept(&mut self, host: &mut Sdk, (listener, reply_for): (u32, i32)) {
         self.send(host, |o, s| {
@@ -552,16 +566,7 @@ fn a_circuit_across_three_routers_carries_both_ways_and_closes_cleanly() {
     assert_eq!((up.as_slice(), fin), (&b"ping"[..], true));
     line.data(&mut host, 100, b"pong", false);
     // The host closes: its last bytes arrive before the close, which is clean.
-    line.send(&mut host, |o, s| {
-        StateClosed {
-            conn_id: 100,
-            seq: 9,
-            reply_for: None,
-            reason: b"",
-        }
-        .encode(s, o)
-        .unwrap()
-    });
+    line.close(&mut host, 100);
     let frames = line.recv(&mut dialer);
     assert_eq!(payloads(&frames, 0).0, b"pong");
     let closed = frames
@@ -650,16 +655,7 @@ fn a_broken_path_moves_to_another_and_loses_nothing_in_flight() {
 /// The host closes cleanly (`StateClosed`, no reason) with `sent` bytes still held at
 /// its router; the dialer must read every byte and then a clean close.
 fn host_close_after(line: &mut Line, dialer: &mut Sdk, host: &mut Sdk, sent: &[u8]) {
-    line.send(host, |o, s| {
-        StateClosed {
-            conn_id: 100,
-            seq: 9,
-            reply_for: None,
-            reason: b"",
-        }
-        .encode(s, o)
-        .unwrap()
-    });
+    line.close(host, 100);
     line.auto_carry = true;
     line.settle();
     let mut got = Vec::new();
@@ -727,16 +723,7 @@ fn a_closing_circuit_that_cannot_drain_in_time_ends_with_an_error() {
     // C's frames stay on the link B - C, so no credit comes back.
     line.auto_carry = false;
     line.data(&mut host, 100, &[7; 50_000], false);
-    line.send(&mut host, |o, s| {
-        StateClosed {
-            conn_id: 100,
-            seq: 9,
-            reply_for: None,
-            reason: b"",
-        }
-        .encode(s, o)
-        .unwrap()
-    });
+    line.close(&mut host, 100);
     // Past C's link credit the tail cannot leave: it is held.
     assert!(
         line.routers[2].has_circuits(),
