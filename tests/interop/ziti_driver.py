@@ -90,6 +90,27 @@ def _close_twin(sock):
             os.close(fd)
 
 
+def _settle():
+    """Waits until the SDK's loop thread has finished what it had under way, so that
+    this thread creates no descriptor while the loop may close a stale number.
+
+    Why: the socket bridge closes its socket twice (bug 6 in docs/interop.md):
+    zitilib.c on_bridge_close closes ziti_fd, then conn_bridge.c on_sock_close calls
+    uv_close on the uv_tcp_t opened on that same fd, and libuv closes it again. A
+    descriptor this thread creates between the two closes can get that number and be
+    closed under it (seen in CI: the C SDK crashed on the next dial, right after a
+    bridge closed). Both closes run in one callback on the loop thread, so a round trip
+    through the loop after the bridge began closing waits for both. Ziti_listen on a
+    descriptor the SDK does not know is such a round trip with no effect
+    (do_ziti_listen fails it with EBADF). Two of them: the first can be answered in the
+    same loop iteration as a socket event that starts a bridge close, before that
+    event's callback; the second is only read in a later iteration."""
+    if ctx is None:
+        return
+    for _ in range(2):
+        zitilib._ziti_listen(-1, 1)
+
+
 def _last_error():
     err = zitilib._ziti_lasterr()
     try:
@@ -199,6 +220,8 @@ def run_parallel(socks, nbytes, expect=None):
 def handle(cmd):
     global ctx
     op = cmd["op"]
+    # Every command may create descriptors (sockets, files, /proc/self/fd scans).
+    _settle()
     if op == "enroll":
         identity = openziti.enroll(cmd["jwt"])
         with open(cmd["out"], "w") as f:
