@@ -508,7 +508,8 @@ pub enum CreateCommand {
         /// Role attributes, comma separated.
         #[arg(short = 'a', long = "role-attributes", value_delimiter = ',')]
         role_attributes: Vec<String>,
-        /// Advertised edge listener, e.g. `tls://er1.example:3022`.
+        /// Edge listener SDKs are told to dial, e.g. `tls://er1.example:3022`, instead of
+        /// the one the router reports when it connects (a proxy or NAT in front of it).
         #[arg(long)]
         tls: Option<String>,
         /// Write the router's enrollment JWT (`erott`) to this file (owner-only).

@@ -137,8 +137,8 @@ pub async fn run(args: QuickstartArgs) -> Result<(), CliError> {
     let v = api
         .post(
             "edge-routers",
-            &json!({"name": "edge-router-1", "roleAttributes": ["public"],
-                    "supportedProtocols": {"tls": format!("tls://localhost:{edge_port}")}}),
+            // No supportedProtocols: the router reports its edge listener itself.
+            &json!({"name": "edge-router-1", "roleAttributes": ["public"]}),
         )
         .await?;
     let jwt = v["data"]["enrollmentJwt"].as_str().ok_or_else(|| {
@@ -158,9 +158,13 @@ pub async fn run(args: QuickstartArgs) -> Result<(), CliError> {
     .map_err(fail("writing router.toml"))?;
     let router_config = weft_router::config::RouterConfig::load(&router_toml)
         .map_err(|e| CliError::Usage(e.to_string()))?;
-    weft_router::enroll::enroll(&jwt_path, &router_config.cert_dir())
-        .await
-        .map_err(|e| CliError::Usage(format!("router enrollment: {e}")))?;
+    weft_router::enroll::enroll(
+        &jwt_path,
+        &router_config.cert_dir(),
+        &router_config.server_cert_names(),
+    )
+    .await
+    .map_err(|e| CliError::Usage(format!("router enrollment: {e}")))?;
     let node = weft_router::node::Node::start(&router_config)
         .map_err(|e| CliError::Usage(format!("starting the router: {e}")))?;
     let router_id = v["data"]["id"].as_str().unwrap_or_default().to_string();

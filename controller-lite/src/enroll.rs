@@ -363,15 +363,20 @@ pub async fn enroll_erott(
         .await?
         .ok_or_else(|| invalid("the edge router of this enrollment no longer exists"))?;
     let days = ctl.config.router_cert_days;
+    // The names the router's config asks for (its advertised host, extra names), as an
+    // OpenZiti router's CSR carries them, beside those the router's entity gives.
+    let mut names = crate::pki::Pki::requested_names(&req.server_cert_csr)
+        .map_err(|e| invalid(&format!("serverCertCsr: {e}")))?;
+    names.extend(router_server_names(&router));
+    names.sort();
+    names.dedup();
     let server = ctl
         .pki
         .sign_csr(
             &req.server_cert_csr,
             &router.id,
             days,
-            &CertProfile::RouterServer {
-                names: router_server_names(&router),
-            },
+            &CertProfile::RouterServer { names },
         )
         .map_err(|e| invalid(&format!("serverCertCsr: {e}")))?;
     let client = ctl

@@ -331,8 +331,8 @@ pub struct ServiceEdgeRouterPolicy {
     pub service_roles: Vec<String>,
 }
 
-/// Edge router document. `hostname` and `supportedProtocols` stand in for what
-/// the router will report about its edge listener once router enrollment exists.
+/// Edge router document. `hostname` and `supportedProtocols`, when set, override the
+/// edge listener the router reports in its control hello (docs/operations.md).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct EdgeRouter {

@@ -37,9 +37,33 @@ pub enum CsrError {
     /// A subject alternative name is neither an IP address nor a valid DNS name.
     #[error("invalid DNS name {0:?}")]
     BadName(String),
+    /// The CSR asks for more subject alternative names than allowed.
+    #[error(
+        "the certificate signing request asks for {0} names; at most {MAX_REQUESTED_NAMES} are allowed"
+    )]
+    TooManyNames(usize),
     /// Signing failed.
     #[error("could not issue certificate: {0}")]
     Sign(#[from] rcgen::Error),
+}
+
+/// The most subject alternative names a router's server CSR may ask for.
+pub const MAX_REQUESTED_NAMES: usize = 32;
+
+/// A host name as a certificate may name it: dot-separated labels of ASCII letters,
+/// digits and inner hyphens, 1 to 63 characters each, 253 in all.
+fn is_dns_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 /// What a certificate issued from a CSR is for.
@@ -366,6 +390,50 @@ impl Pki {
         })
     }
 
+    /// The DNS names and IP addresses a CSR asks for as subject alternative names (its
+    /// extension request), each checked: a DNS name of letters, digits and hyphens in
+    /// dot-separated labels (no wildcard), or an IP address; at most
+    /// [`MAX_REQUESTED_NAMES`]. Its signature is checked too.
+    pub fn requested_names(csr_pem: &str) -> Result<Vec<String>, CsrError> {
+        use rustls::pki_types::pem::PemObject;
+        use x509_parser::extensions::{GeneralName, ParsedExtension};
+        use x509_parser::prelude::FromDer;
+        let der = rustls::pki_types::CertificateSigningRequestDer::from_pem_slice(
+            csr_pem.trim().as_bytes(),
+        )
+        .map_err(|_| CsrError::NotPem)?;
+        let (_, csr) =
+            x509_parser::certification_request::X509CertificationRequest::from_der(der.as_ref())
+                .map_err(|_| CsrError::Malformed)?;
+        csr.verify_signature().map_err(|_| CsrError::BadSignature)?;
+        let mut names = Vec::new();
+        for ext in csr.requested_extensions().into_iter().flatten() {
+            let ParsedExtension::SubjectAlternativeName(san) = ext else {
+                continue;
+            };
+            for name in &san.general_names {
+                let name = match name {
+                    GeneralName::DNSName(d) if is_dns_name(d) => (*d).to_string(),
+                    GeneralName::IPAddress(b) => match b.len() {
+                        4 => std::net::IpAddr::from(<[u8; 4]>::try_from(*b).unwrap_or_default())
+                            .to_string(),
+                        16 => std::net::IpAddr::from(<[u8; 16]>::try_from(*b).unwrap_or_default())
+                            .to_string(),
+                        _ => return Err(CsrError::BadName(format!("{b:?}"))),
+                    },
+                    other => return Err(CsrError::BadName(other.to_string())),
+                };
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+        }
+        if names.len() > MAX_REQUESTED_NAMES {
+            return Err(CsrError::TooManyNames(names.len()));
+        }
+        Ok(names)
+    }
+
     /// True when `leaf_der` was issued by the signing CA and is within its validity
     /// (or outside it, with `allow_expired`: an authentication policy may allow that).
     pub fn verify_client_leaf(&self, leaf_der: &[u8], allow_expired: bool) -> bool {
@@ -484,6 +552,47 @@ mod tests {
         let again = Pki::load_or_create(dir.path(), &["localhost".into()]).unwrap();
         assert_eq!(again.ca_bundle_pem(), pki.ca_bundle_pem());
         assert!(again.verify_client_leaf(der.as_ref(), false));
+    }
+
+    fn csr_asking_for(names: &[&str]) -> String {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, "r");
+        for n in names {
+            params.subject_alt_names.push(match n.parse() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName((*n).try_into().unwrap()),
+            });
+        }
+        params.serialize_request(&key).unwrap().pem().unwrap()
+    }
+
+    #[test]
+    fn a_server_csr_may_ask_for_host_names_and_addresses_but_no_wildcard() {
+        let csr = csr_asking_for(&["er1.example", "er1", "10.0.0.5", "::1", "er1.example"]);
+        assert_eq!(
+            Pki::requested_names(&csr).unwrap(),
+            ["er1.example", "er1", "10.0.0.5", "::1"]
+        );
+        assert!(
+            Pki::requested_names(&csr_asking_for(&[]))
+                .unwrap()
+                .is_empty()
+        );
+        for bad in ["*.example", "-er1.example", "er_1.example", "a..b"] {
+            let got = Pki::requested_names(&csr_asking_for(&[bad]));
+            assert!(matches!(got, Err(CsrError::BadName(_))), "{bad}: {got:?}");
+        }
+        let many: Vec<String> = (0..=MAX_REQUESTED_NAMES).map(|i| format!("h{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert!(matches!(
+            Pki::requested_names(&csr_asking_for(&many)),
+            Err(CsrError::TooManyNames(_))
+        ));
+        assert!(matches!(
+            Pki::requested_names("not a csr"),
+            Err(CsrError::NotPem)
+        ));
     }
 
     #[test]

@@ -18,6 +18,28 @@ pub fn key_and_csr(common_name: &str) -> Result<(rcgen::KeyPair, String), Identi
     Ok((key, csr))
 }
 
+/// A fresh P-256 key and a PEM CSR for a server certificate that asks for `names`
+/// (DNS names, or IP addresses) as subject alternative names, as an OpenZiti router's
+/// server CSR does (its config's `csr.sans`).
+pub fn server_key_and_csr(
+    common_name: &str,
+    names: &[String],
+) -> Result<(rcgen::KeyPair, String), IdentityError> {
+    let key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, common_name);
+    for name in names {
+        params.subject_alt_names.push(match name.parse() {
+            Ok(ip) => rcgen::SanType::IpAddress(ip),
+            Err(_) => rcgen::SanType::DnsName(name.clone().try_into()?),
+        });
+    }
+    let csr = params.serialize_request(&key)?.pem()?;
+    Ok((key, csr))
+}
+
 #[cfg(test)]
 mod tests {
     use x509_parser::prelude::FromDer;

@@ -3,6 +3,7 @@
 //! ```toml
 //! edge_listen = "0.0.0.0:3022"          # edge (SDK) listener
 //! advertised_host = "router.example.com" # what SDKs are told to dial
+//! cert_sans = ["er1.internal", "10.0.0.5"] # more names for the edge certificate (enrolment)
 //! controller = "ctrl.example.com:6262"   # control channel (or `controllers`, below)
 //! cert = "certs/server.cert"             # server certificate chain, PEM (relative to this file)
 //! key = "certs/server.key"               # its private key, PEM
@@ -109,6 +110,9 @@ pub enum ConfigError {
     Tls(#[from] TlsError),
 }
 
+/// The most `cert_sans` a config may list (the controller allows 32 names in all).
+const MAX_CERT_SANS: usize = 16;
+
 /// The contents of `router.toml`. Paths are resolved against the file's directory.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -117,6 +121,10 @@ pub struct RouterConfig {
     pub edge_listen: SocketAddr,
     /// Host name SDKs are told to dial (`tls://advertised_host:port`).
     pub advertised_host: String,
+    /// More DNS names or IP addresses for the edge listener's server certificate,
+    /// asked for at enrolment besides `advertised_host` and `link.advertise`'s host.
+    #[serde(default)]
+    pub cert_sans: Vec<String>,
     /// Controller control-channel address, `host:port` (the host is also the TLS server
     /// name checked against the controller's certificate). Exactly one of this and
     /// [`Self::controllers`] is set; read both through [`Self::controller_addresses`].
@@ -310,6 +318,12 @@ impl RouterConfig {
         if self.advertised_host.trim().is_empty() {
             return invalid("advertised_host", "must not be empty");
         }
+        if self.cert_sans.len() > MAX_CERT_SANS {
+            return invalid("cert_sans", &format!("at most {MAX_CERT_SANS} names"));
+        }
+        if self.cert_sans.iter().any(|n| n.trim().is_empty()) {
+            return invalid("cert_sans", "names must not be empty");
+        }
         self.validate_controllers()?;
         if let Some(link) = &self.link {
             if link
@@ -442,6 +456,26 @@ impl RouterConfig {
         self.cert
             .parent()
             .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    }
+
+    /// The names the edge listener's server certificate asks for at enrolment:
+    /// `advertised_host`, the host of `link.advertise`, then `cert_sans`, each once.
+    pub fn server_cert_names(&self) -> Vec<String> {
+        let link_host = self
+            .link
+            .as_ref()
+            .and_then(|l| l.advertise.as_deref())
+            .and_then(weft_identity::endpoint::host);
+        let mut names: Vec<String> = Vec::new();
+        let all = std::iter::once(self.advertised_host.trim().to_string())
+            .chain(link_host)
+            .chain(self.cert_sans.iter().map(|n| n.trim().to_string()));
+        for name in all {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        names
     }
 
     /// How long circuits may go on after a shutdown signal.

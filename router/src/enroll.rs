@@ -84,8 +84,15 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> EnrollError + '_ {
 
 /// Enrolls the router whose `erott` JWT is in `jwt_path`, writing `router.cert`,
 /// `router.key`, `server.cert`, `server.key` and `ca.pem` into `dir` (created if
-/// missing; keys mode 0600, existing files are not overwritten).
-pub async fn enroll(jwt_path: &Path, dir: &Path) -> Result<Enrolled, EnrollError> {
+/// missing; keys mode 0600, existing files are not overwritten). The server
+/// certificate's CSR asks for `names` (DNS names or IP addresses,
+/// [`crate::config::RouterConfig::server_cert_names`]) besides those the controller
+/// gives the router.
+pub async fn enroll(
+    jwt_path: &Path,
+    dir: &Path,
+    names: &[String],
+) -> Result<Enrolled, EnrollError> {
     let jwt = std::fs::read_to_string(jwt_path).map_err(io_err(jwt_path))?;
     let jwt = jwt.trim();
     let claims = unverified_claims(jwt)?;
@@ -99,7 +106,7 @@ pub async fn enroll(jwt_path: &Path, dir: &Path) -> Result<Enrolled, EnrollError
     let verified = bootstrap::http_client(bootstrap::verified_tls(&ca_pem)?)?;
 
     let (router_key, router_csr) = csr::key_and_csr(&claims.sub)?;
-    let (server_key, server_csr) = csr::key_and_csr(&claims.sub)?;
+    let (server_key, server_csr) = csr::server_key_and_csr(&claims.sub, names)?;
     let url = format!(
         "{}/edge/client/v1/enroll?method=erott&token={}",
         claims.iss.trim_end_matches('/'),
@@ -217,7 +224,7 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        match rt.block_on(enroll(&jwt, &dir)) {
+        match rt.block_on(enroll(&jwt, &dir, &[])) {
             Err(EnrollError::Exists(path)) => assert_eq!(path, dir.join(ROUTER_CERT_FILE)),
             other => panic!("expected Exists, got {other:?}"),
         }
@@ -228,7 +235,7 @@ mod tests {
         // With the directory clear, the same call gets as far as the network.
         std::fs::remove_file(dir.join(ROUTER_CERT_FILE)).unwrap();
         assert!(matches!(
-            rt.block_on(enroll(&jwt, &dir)),
+            rt.block_on(enroll(&jwt, &dir, &[])),
             Err(EnrollError::Bootstrap(
                 IdentityError::Connect { .. }
                     | IdentityError::Signature(_)

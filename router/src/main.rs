@@ -120,7 +120,11 @@ fn enroll(jwt: &std::path::Path, path: &std::path::Path) -> anyhow::Result<()> {
         .build()
         .context("building the enrollment runtime")?;
     let enrolled = runtime
-        .block_on(weft_router::enroll::enroll(jwt, &dir))
+        .block_on(weft_router::enroll::enroll(
+            jwt,
+            &dir,
+            &config.server_cert_names(),
+        ))
         .with_context(|| format!("enrolling with {}", jwt.display()))?;
     let expected = dir.join(weft_router::enroll::SERVER_CERT_FILE);
     if config.cert != expected {

@@ -86,3 +86,24 @@ pub async fn join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F:
     .await;
     out.into_iter().flatten().collect()
 }
+
+/// The DNS names and IP addresses (as text) that the first certificate of the PEM
+/// file at `path` names as subject alternative names.
+pub fn certificate_names(path: &std::path::Path) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    let pem = std::fs::read(path).unwrap();
+    let der = weft_tls::pem::certificates(&pem).unwrap().remove(0);
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
+    let san = cert.subject_alternative_name().unwrap().unwrap().value;
+    san.general_names
+        .iter()
+        .map(|n| match n {
+            GeneralName::DNSName(d) => (*d).to_string(),
+            GeneralName::IPAddress(b) => match b.len() {
+                4 => std::net::IpAddr::from(<[u8; 4]>::try_from(*b).unwrap()).to_string(),
+                _ => std::net::IpAddr::from(<[u8; 16]>::try_from(*b).unwrap()).to_string(),
+            },
+            other => other.to_string(),
+        })
+        .collect()
+}

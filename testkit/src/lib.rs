@@ -39,7 +39,9 @@ pub mod traffic;
 
 pub use controller::{Admin, Ctl};
 pub use edge::{EdgeClient, EdgeReader, EdgeWriter, hello_accepted, tls_with};
-pub use fixtures::{SDK_AUTH_BODY, exchange, join_all, jwt_claims, make_csr, pattern};
+pub use fixtures::{
+    SDK_AUTH_BODY, certificate_names, exchange, join_all, jwt_claims, make_csr, pattern,
+};
 pub use network::{Line, Network, Router, Tunnel, init_logs, init_logs_or, wait_links};
 pub use process::{bin_dir, free_port};
 pub use third_party_ca::ThirdPartyCa;

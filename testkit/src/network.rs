@@ -25,7 +25,8 @@ pub struct Router {
 }
 
 impl Router {
-    /// Creates edge router `name` at the controller, enrolls it with
+    /// Creates edge router `name` (role attribute `name`, no edge address: the router
+    /// reports its own) at the controller, enrolls it with
     /// `weft-router enroll`, starts `weft-router run` (with `extra_args`, e.g.
     /// `["--io", "epoll"]`) and waits until the controller sees it online.
     pub async fn start(ctl: &Ctl, admin: &Admin, name: &str, extra_args: &[&str]) -> Self {
@@ -80,8 +81,13 @@ impl Router {
         config_text: &str,
         extra_args: &[&str],
     ) -> Self {
+        // No `supportedProtocols`: the router reports its edge listener over the control
+        // channel, as an OpenZiti router does.
         let v = admin
-            .create("edge-routers", boot::edge_router_body(name, edge_port))
+            .create(
+                "edge-routers",
+                serde_json::json!({"name": name, "roleAttributes": [name]}),
+            )
             .await;
         let id = v["id"].as_str().unwrap().to_string();
         let detail = admin.get(&format!("edge-routers/{id}")).await;

@@ -354,8 +354,16 @@ async fn router_control_channel_end_to_end() {
     let jwt_path = tmp.path().join("router.jwt");
     std::fs::write(&jwt_path, v["data"]["enrollmentJwt"].as_str().unwrap()).unwrap();
     let dir = tmp.path().join("router");
-    let enrolled = weft_router::enroll::enroll(&jwt_path, &dir).await.unwrap();
+    let asked = ["er-a.example".to_string(), "10.1.2.3".to_string()];
+    let enrolled = weft_router::enroll::enroll(&jwt_path, &dir, &asked)
+        .await
+        .unwrap();
     assert_eq!(enrolled.router_id, router_id);
+    // The server certificate names what the CSR asked for.
+    let sans = weft_testkit::certificate_names(&dir.join("server.cert"));
+    for want in ["er-a.example", "10.1.2.3"] {
+        assert!(sans.iter().any(|s| s == want), "{want} not in {sans:?}");
+    }
     for (f, secret) in [
         ("router.cert", false),
         ("router.key", true),
@@ -367,7 +375,7 @@ async fn router_control_channel_end_to_end() {
         assert_eq!(mode == 0o600, secret, "{f}: {mode:o}");
     }
     // A second use of the JWT fails.
-    let again = weft_router::enroll::enroll(&jwt_path, &tmp.path().join("again")).await;
+    let again = weft_router::enroll::enroll(&jwt_path, &tmp.path().join("again"), &[]).await;
     assert!(again.is_err());
 
     // Connect the control client.
@@ -524,7 +532,7 @@ async fn router_control_channel_end_to_end() {
     let other_jwt = tmp.path().join("other.jwt");
     std::fs::write(&other_jwt, v["data"]["enrollmentJwt"].as_str().unwrap()).unwrap();
     let other_dir = tmp.path().join("other");
-    weft_router::enroll::enroll(&other_jwt, &other_dir)
+    weft_router::enroll::enroll(&other_jwt, &other_dir, &[])
         .await
         .unwrap();
     let other_cert = std::fs::read_to_string(other_dir.join("router.cert")).unwrap();

@@ -139,9 +139,10 @@ async fn start_router(
     )
     .unwrap();
     let config = RouterConfig::load(&config_path).unwrap();
-    let enrolled = weft_router::enroll::enroll(&jwt_path, &config.cert_dir())
-        .await
-        .unwrap();
+    let enrolled =
+        weft_router::enroll::enroll(&jwt_path, &config.cert_dir(), &config.server_cert_names())
+            .await
+            .unwrap();
     assert_eq!(enrolled.router_id, router_id);
     let node = Node::start(&config).unwrap();
     assert_eq!(node.local_addr().port(), port);

@@ -621,3 +621,76 @@ async fn a_deleted_identity_gets_one_error_kind_on_both_halves_and_not_authorize
         started.elapsed()
     );
 }
+
+/// Waits until the controller says `router_id` is offline; returns its detail.
+async fn offline_detail(net: &Network, router_id: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let d = net.admin.get(&format!("edge-routers/{router_id}")).await["data"].clone();
+        if d["isOnline"] == false {
+            return d;
+        }
+        assert!(Instant::now() < deadline, "{router_id} stayed online: {d}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_created_without_an_address_reports_its_own_and_carries_traffic() {
+    // The test kit creates its routers without `supportedProtocols`.
+    let mut net = Network::start().await;
+    let id = net.router.id.clone();
+    let url = format!("tls://localhost:{}", net.router.edge_port);
+    let detail = net.admin.get(&format!("edge-routers/{id}")).await["data"].clone();
+    assert_eq!(
+        detail["supportedProtocols"],
+        serde_json::json!({"tls": url}),
+        "{detail}"
+    );
+    assert_eq!(detail["hostname"], "localhost");
+
+    // Clients are told the reported address and dial through it.
+    net.service("adv", &["adv"], true).await;
+    let (host, client) = host_and_client(&net, "adv").await;
+    let echo = spawn_echo(host.bind("adv").await.unwrap());
+    let mut stream = client.dial("adv").await.unwrap();
+    let data = pattern(256 * 1024, 7);
+    stream.write_all(&data).await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    stream.read_to_end(&mut back).await.unwrap();
+    assert_eq!(sha(&back), sha(&data));
+    echo.abort();
+
+    // The edge certificate names what the router's config asks for at enrolment.
+    let second = weft_testkit::network::Router::start_configured(
+        &net.admin,
+        "edge-2",
+        &net.controller.control_addr(),
+        "cert_sans = [\"er-2.internal\", \"127.0.0.2\"]\n",
+        &[],
+    )
+    .await;
+    let names = weft_testkit::certificate_names(&second.dir.path().join("certs/server.cert"));
+    for want in ["localhost", "er-2.internal", "127.0.0.2"] {
+        assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
+    }
+
+    // An address set through the API wins over the report (a proxy in front).
+    net.admin
+        .patch(
+            &format!("edge-routers/{}", second.id),
+            serde_json::json!({"supportedProtocols": {"tls": "tls://proxy.example:443"}}),
+        )
+        .await;
+    let d = net.admin.get(&format!("edge-routers/{}", second.id)).await["data"].clone();
+    assert_eq!(
+        d["supportedProtocols"]["tls"], "tls://proxy.example:443",
+        "{d}"
+    );
+
+    // A reporting router that went offline has no address to give.
+    net.router.kill();
+    let d = offline_detail(&net, &id).await;
+    assert_eq!(d["supportedProtocols"], serde_json::json!({}), "{d}");
+}

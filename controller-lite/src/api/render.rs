@@ -513,6 +513,9 @@ pub async fn management_entity(
     match kind {
         Kind::Identities => merge(&mut v, identity_extras(ctl, row).await?)?,
         Kind::EdgeRouters => {
+            let (hostname, protocols) = advertised(ctl, row);
+            v["hostname"] = hostname;
+            v["supportedProtocols"] = protocols;
             let online = ctl.routers.is_online(&row.id);
             let fingerprint = ctl.store.router_fingerprint(&row.id).await?;
             let pending = ctl
@@ -660,16 +663,44 @@ pub async fn client_terminator(ctl: &Controller, row: &EntityRow) -> Result<Valu
     }))
 }
 
+/// An edge router's `hostname` and `supportedProtocols`: as created or updated through
+/// the management API, or else what the router reported in its control hello (as
+/// OpenZiti's routers do), served while it is connected to some controller of the
+/// cluster (`""` and `{}` while such a router is offline).
+pub fn advertised(ctl: &Controller, row: &EntityRow) -> (Value, Value) {
+    let d = &row.data;
+    let protocols = d
+        .get("supportedProtocols")
+        .and_then(Value::as_object)
+        .filter(|p| !p.is_empty());
+    if let Some(protocols) = protocols {
+        let hostname = d.get("hostname").cloned().unwrap_or_else(|| json!(""));
+        return (hostname, Value::Object(protocols.clone()));
+    }
+    let reported = ctl.routers.edge_listeners(&row.id);
+    match reported.first() {
+        Some(url) => (
+            json!(weft_identity::endpoint::host(url).unwrap_or_default()),
+            json!({ "tls": url }),
+        ),
+        None => (
+            d.get("hostname").cloned().unwrap_or_else(|| json!("")),
+            json!({}),
+        ),
+    }
+}
+
 /// Edge router as listed to clients (`currentIdentityEdgeRouterDetail`,
 /// session `edgeRouters[]`): `supportedProtocols` and its deprecated copy `urls`.
 pub fn client_router(ctl: &Controller, row: &EntityRow) -> Value {
     let d = &row.data;
+    let (hostname, protocols) = advertised(ctl, row);
     json!({
         "id": row.id,
         "name": row.name,
-        "hostname": d.get("hostname").cloned().unwrap_or_else(|| json!("")),
-        "supportedProtocols": d.get("supportedProtocols").cloned().unwrap_or_else(|| json!({})),
-        "urls": d.get("supportedProtocols").cloned().unwrap_or_else(|| json!({})),
+        "hostname": hostname,
+        "supportedProtocols": protocols,
+        "urls": protocols,
         "isOnline": ctl.routers.is_online(&row.id),
         "syncStatus": if ctl.routers.is_online(&row.id) { "SYNC_DONE" } else { "SYNC_NEW" },
         "cost": d.get("cost").cloned().unwrap_or_else(|| json!(0)),

@@ -246,6 +246,26 @@ async fn remove_terminators(ctl: &Controller, ids: &[String]) -> Result<(), Stor
     Ok(())
 }
 
+/// At most this many edge listeners of one router are kept.
+const MAX_EDGE_LISTENERS: usize = 8;
+/// The longest edge listener URL kept.
+const MAX_EDGE_LISTENER_LEN: usize = 256;
+
+/// The edge listeners of a hello worth serving: `tls://host:port` with a host and a
+/// non-zero port, of bounded length and number, duplicates dropped.
+fn checked_edge_listeners(reported: &[String]) -> Vec<String> {
+    let mut kept: Vec<String> = Vec::new();
+    for url in reported {
+        let ok = url.len() <= MAX_EDGE_LISTENER_LEN
+            && url.starts_with("tls://")
+            && weft_identity::endpoint::parse(url).is_some_and(|e| e.port != 0);
+        if ok && !kept.contains(url) && kept.len() < MAX_EDGE_LISTENERS {
+            kept.push(url.clone());
+        }
+    }
+    kept
+}
+
 async fn serve_router<S: AsyncRead + AsyncWrite + Unpin>(
     ctl: Arc<Controller>,
     router: EntityRow,
@@ -395,6 +415,7 @@ impl Conn {
         }
         dec.set_limits(Limits::DEFAULT);
         tracing::debug!(router = %msg.router_id, version = %msg.version, "router hello");
+        self.record_edge_listeners(&msg).await;
         let mut rx = self.send_sync(hello.sequence()).await?;
         self.join_mesh(&msg);
         let mut peers = self.ctl().mesh.subscribe_peers();
@@ -489,6 +510,26 @@ impl Conn {
             ctl.notify_routers().await;
         }
         Ok(())
+    }
+
+    /// Keeps the edge listeners the hello reports (the checked ones), here and in the
+    /// store's presence row, so every controller serves them for a router created
+    /// without `supportedProtocols`.
+    async fn record_edge_listeners(&self, hello: &pb::RouterHello) {
+        let listeners = checked_edge_listeners(&hello.edge_listeners);
+        if listeners.len() != hello.edge_listeners.len() {
+            tracing::warn!(router = %self.router.name, reported = ?hello.edge_listeners,
+                kept = ?listeners, "ignoring edge listeners that are not tls://host:port");
+        }
+        if let Err(e) = self
+            .ctl()
+            .store
+            .presence_listeners(&self.router.id, &listeners)
+            .await
+        {
+            tracing::warn!(router = %self.router.name, error = %e, "recording the router's edge listeners failed");
+        }
+        self.ctl().routers.set_reported(&self.router.id, listeners);
     }
 
     /// Enters the router into the mesh with what its hello says of its links.
@@ -736,5 +777,34 @@ impl Conn {
         ctl.notify_routers().await;
         self.guard.terminators.retain(|t| t != id);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_bounded_tls_listeners_with_a_host_and_port_are_kept() {
+        let long = format!("tls://{}.example:3022", "a".repeat(MAX_EDGE_LISTENER_LEN));
+        let reported: Vec<String> = [
+            "tls://er1.example:3022",
+            "tls://er1.example:3022",
+            "tls://[::1]:443",
+            "tcp://er1.example:3022",
+            "tls://er1.example:0",
+            "tls://:3022",
+            "er1.example:3022",
+            long.as_str(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            checked_edge_listeners(&reported),
+            ["tls://er1.example:3022", "tls://[::1]:443"]
+        );
+        let many: Vec<String> = (1..=20).map(|i| format!("tls://h{i}:1")).collect();
+        assert_eq!(checked_edge_listeners(&many).len(), MAX_EDGE_LISTENERS);
     }
 }

@@ -29,8 +29,16 @@ pub struct RouterRegistry {
     conns: Mutex<Conns>,
     next_id: std::sync::atomic::AtomicU64,
     /// Routers connected to any controller of the cluster, as last read from the
-    /// store's presence table ([`follow`] refreshes it every second).
-    cluster: Mutex<std::collections::HashSet<String>>,
+    /// store's presence table ([`follow`] refreshes it every second), with the edge
+    /// listeners each reported.
+    cluster: Mutex<HashMap<String, Vec<String>>>,
+    /// The edge listeners reported in the hello of routers connected here.
+    reported: Mutex<HashMap<String, Vec<String>>>,
+}
+
+/// Locks a map whose every update is a single insert or remove, never left half-done.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl RouterRegistry {
@@ -62,19 +70,21 @@ impl RouterRegistry {
             v.retain(|(id, _)| *id != conn_id);
             if v.is_empty() {
                 map.remove(router_id);
+                lock(&self.reported).remove(router_id);
             }
         }
     }
 
     /// Whether `router_id` has a control connection up (`isOnline`): to this
-    /// controller, or to another one of the cluster.
+    /// controller, past its hello (so its edge listeners are known), or to another
+    /// one of the cluster.
     pub fn is_online(&self, router_id: &str) -> bool {
-        self.is_local(router_id)
+        lock(&self.reported).contains_key(router_id)
             || self
                 .cluster
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .contains(router_id)
+                .contains_key(router_id)
     }
 
     /// Routers with a control connection up: to this controller, and to any controller
@@ -85,7 +95,7 @@ impl RouterRegistry {
             .cluster
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let elsewhere = cluster.iter().filter(|r| !local.contains_key(*r)).count();
+        let elsewhere = cluster.keys().filter(|r| !local.contains_key(*r)).count();
         (local.len(), local.len() + elsewhere)
     }
 
@@ -94,8 +104,28 @@ impl RouterRegistry {
         self.lock().contains_key(router_id)
     }
 
-    /// Replaces the routers known connected anywhere in the cluster.
-    pub fn set_cluster_present(&self, routers: impl IntoIterator<Item = String>) {
+    /// Records the edge listeners a router connected here reported in its hello.
+    pub fn set_reported(&self, router_id: &str, listeners: Vec<String>) {
+        if self.is_local(router_id) {
+            lock(&self.reported).insert(router_id.to_string(), listeners);
+        }
+    }
+
+    /// The edge listeners `router_id` reported: in its hello here, or as another
+    /// controller of the cluster recorded them; empty while it is offline.
+    pub fn edge_listeners(&self, router_id: &str) -> Vec<String> {
+        if let Some(l) = lock(&self.reported).get(router_id) {
+            return l.clone();
+        }
+        lock(&self.cluster)
+            .get(router_id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Replaces the routers known connected anywhere in the cluster, with the edge
+    /// listeners each reported.
+    pub fn set_cluster_present(&self, routers: impl IntoIterator<Item = (String, Vec<String>)>) {
         *self
             .cluster
             .lock()

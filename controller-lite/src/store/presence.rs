@@ -32,6 +32,25 @@ impl Store {
         Ok(())
     }
 
+    /// Records the edge listeners `router_id` reported in its hello (it is connected to
+    /// this controller).
+    pub async fn presence_listeners(
+        &self,
+        router_id: &str,
+        listeners: &[String],
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(listeners).unwrap_or_else(|_| "[]".into());
+        sqlx::query(
+            "UPDATE router_presence SET edge_listeners = $1 WHERE router_id = $2 AND controller = $3",
+        )
+        .bind(json)
+        .bind(router_id)
+        .bind(&self.origin)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
     /// Refreshes every presence this controller owns.
     pub async fn presence_refresh(&self, now_ms: i64) -> Result<(), StoreError> {
         sqlx::query("UPDATE router_presence SET seen_at = $1 WHERE controller = $2")
@@ -42,13 +61,21 @@ impl Store {
         Ok(())
     }
 
-    /// Routers whose presence was refreshed at or after `since_ms`.
-    pub async fn routers_present(&self, since_ms: i64) -> Result<Vec<String>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT router_id FROM router_presence WHERE seen_at >= $1")
-                .bind(since_ms)
-                .fetch_all(&self.read)
-                .await?,
+    /// Routers whose presence was refreshed at or after `since_ms`, with the edge
+    /// listeners each reported (none where the column does not hold a list of strings).
+    pub async fn routers_present(
+        &self,
+        since_ms: i64,
+    ) -> Result<Vec<(String, Vec<String>)>, StoreError> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT router_id, edge_listeners FROM router_presence WHERE seen_at >= $1",
         )
+        .bind(since_ms)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, json)| (id, serde_json::from_str(&json).unwrap_or_default()))
+            .collect())
     }
 }
