@@ -63,7 +63,7 @@ pub async fn run(api: &Api, cmd: FabricCommand) -> Result<(), CliError> {
                 FabricEntity::Routers => api.list_counted("edge-routers", filter).await?,
             };
             if format == Format::Json {
-                return output::print_listed(listed, format);
+                return output::print_listed(listed, "", format);
             }
             let items = &listed.items;
             let (headers, rows) = match entity {

@@ -433,7 +433,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                         }
                         ListTarget::All { coll, filter } => {
                             let listed = api()?.list_counted(coll, filter).await?;
-                            output::print_listed(listed, format)?;
+                            output::print_listed(listed, coll, format)?;
                         }
                         ListTarget::Related {
                             coll,
@@ -445,7 +445,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                             let id = api.resolve(coll, name_or_id, named(coll)).await?;
                             let path = format!("{coll}/{id}/{related}");
                             let listed = api.list_counted(&path, filter).await?;
-                            output::print_listed(listed, format)?;
+                            output::print_listed(listed, related, format)?;
                         }
                     }
                 }

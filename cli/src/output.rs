@@ -29,8 +29,13 @@ impl Format {
     }
 }
 
-/// Prints a listing in `format`; a table ends with its [`results`] line.
-pub fn print_listed(listed: crate::client::Listed, format: Format) -> Result<(), CliError> {
+/// Prints a listing of entities of type `kind` (the collection name, e.g.
+/// `edge-routers`) in `format`; a table ends with its [`results`] line.
+pub fn print_listed(
+    listed: crate::client::Listed,
+    kind: &str,
+    format: Format,
+) -> Result<(), CliError> {
     match format {
         Format::Json => {
             let text = serde_json::to_string_pretty(&Value::Array(listed.items))
@@ -38,7 +43,7 @@ pub fn print_listed(listed: crate::client::Listed, format: Format) -> Result<(),
             println!("{text}");
         }
         Format::Table => {
-            for line in table(&listed.items) {
+            for line in table(kind, &listed.items) {
                 println!("{line}");
             }
             println!(
@@ -124,19 +129,72 @@ pub fn print_summary(data: &Value, format: Format) -> Result<(), CliError> {
     Ok(())
 }
 
-/// The lines of the table of `weft edge list`.
-fn table(items: &[Value]) -> Vec<String> {
-    let rows: Vec<Vec<String>> = items
-        .iter()
-        .map(|it| {
-            vec![
-                it["id"].as_str().unwrap_or_default().to_owned(),
+/// A JSON value as a table cell: strings without quotes, nothing for null.
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        Value::Bool(b) => if *b { "yes" } else { "no" }.to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// The name of a reference object (`{id, name, …}`), or `id` when it has none.
+fn reference(it: &Value, field: &str, id: &str) -> String {
+    it[field]["name"]
+        .as_str()
+        .filter(|n| !n.is_empty())
+        .map_or_else(|| cell(&it[id]), str::to_owned)
+}
+
+/// The lines of the table of `weft edge list` for entities of type `kind`: columns
+/// chosen per type, as `ziti edge list` does (id, name and roles otherwise).
+fn table(kind: &str, items: &[Value]) -> Vec<String> {
+    let row = |it: &Value| -> Vec<String> {
+        let id = cell(&it["id"]);
+        match kind {
+            "edge-routers" => vec![
+                id,
                 label(it),
+                cell(&it["isOnline"]),
+                cell(&it["supportedProtocols"]["tls"]),
+                cell(&it["cost"]),
                 roles(it),
-            ]
-        })
-        .collect();
-    columns(&["ID", "NAME", "ATTRIBUTES/ROLES"], &rows)
+            ],
+            "service-policies" => vec![id, label(it), cell(&it["type"]), roles(it)],
+            "sessions" => vec![
+                id,
+                cell(&it["identityId"]),
+                reference(it, "service", "serviceId"),
+                cell(&it["type"]),
+                plain_time(&it["createdAt"]),
+            ],
+            "api-sessions" => vec![
+                id,
+                reference(it, "identity", "identityId"),
+                cell(&it["ipAddress"]),
+                plain_time(&it["lastActivityAt"]),
+            ],
+            "enrollments" | "authenticators" => vec![
+                id,
+                reference(it, "identity", "identityId"),
+                cell(&it["method"]),
+                plain_time(&it["expiresAt"]),
+            ],
+            _ => vec![id, label(it), roles(it)],
+        }
+    };
+    let headers: &[&str] = match kind {
+        "edge-routers" => &["ID", "NAME", "ONLINE", "ADDRESS", "COST", "ATTRIBUTES"],
+        "service-policies" => &["ID", "NAME", "TYPE", "ROLES"],
+        "sessions" => &["ID", "IDENTITY", "SERVICE", "TYPE", "CREATED"],
+        "api-sessions" => &["ID", "IDENTITY", "ADDRESS", "LAST ACTIVITY"],
+        "enrollments" => &["ID", "IDENTITY", "METHOD", "EXPIRES"],
+        "authenticators" => &["ID", "IDENTITY", "METHOD", "EXPIRES"],
+        _ => &["ID", "NAME", "ATTRIBUTES/ROLES"],
+    };
+    let rows: Vec<Vec<String>> = items.iter().map(row).collect();
+    columns(headers, &rows)
 }
 
 /// The lines of a table with `headers` and `rows`, each column as wide as its widest
@@ -245,7 +303,7 @@ mod tests {
                    "serviceRoles": ["#svc"], "postureCheckRoles": []}),
         ];
         assert_eq!(
-            super::table(&items),
+            super::table("identities", &items),
             [
                 "ID  NAME   ATTRIBUTES/ROLES",
                 "i1  alice  dialers, users",
@@ -255,6 +313,33 @@ mod tests {
         assert_eq!(super::results(0, 2, 2), "results: 1-2 of 2");
         assert_eq!(super::results(20, 5, 100), "results: 21-25 of 100");
         assert_eq!(super::results(0, 0, 0), "results: none");
+    }
+
+    #[test]
+    fn routers_policies_and_enrollments_have_their_own_columns() {
+        let routers = [
+            json!({"id": "r1", "name": "er1", "isOnline": true, "cost": 0,
+            "supportedProtocols": {"tls": "tls://er1.example:3022"}, "roleAttributes": ["edge"]}),
+        ];
+        assert_eq!(
+            super::table("edge-routers", &routers),
+            [
+                "ID  NAME  ONLINE  ADDRESS                 COST  ATTRIBUTES",
+                "r1  er1   yes     tls://er1.example:3022  0     edge",
+            ]
+        );
+        let policies = [json!({"id": "p1", "name": "dial", "type": "Dial",
+            "identityRoles": ["#a"], "serviceRoles": ["@s"]})];
+        assert_eq!(
+            super::table("service-policies", &policies)[1],
+            "p1  dial  Dial  identities: #a; services: @s"
+        );
+        let enrollments = [json!({"id": "e1", "method": "ott", "identityId": "i1",
+            "identity": {"id": "i1", "name": "alice"}, "expiresAt": "2026-12-07T00:00:00Z"})];
+        assert_eq!(
+            super::table("enrollments", &enrollments)[1],
+            "e1  alice     ott     2026-12-07 00:00:00 UTC"
+        );
     }
 
     #[test]
