@@ -1,6 +1,7 @@
 //! Enrollments and one's own password: `weft edge create enrollment ott|ottca|updb`,
-//! `weft edge refresh enrollment`, and `weft edge update authenticator updb` (after
-//! `ziti edge create enrollment` and `ziti edge update authenticator updb`).
+//! `weft edge refresh enrollment`, `weft edge re-enroll edge-router` and `weft edge
+//! update authenticator updb` (after `ziti edge create enrollment`, `ziti edge
+//! re-enroll edge-router` and `ziti edge update authenticator updb`).
 
 use std::path::{Path, PathBuf};
 
@@ -66,6 +67,24 @@ pub enum RefreshCommand {
         id: String,
         #[command(flatten)]
         token: TokenArgs,
+    },
+}
+
+/// `weft edge re-enroll …`.
+#[derive(Debug, Subcommand)]
+pub enum ReEnrollCommand {
+    /// Replace an edge router's certificate credential by a new enrollment token: the
+    /// router is disconnected until `weft-router enroll` redeems it (new certificate
+    /// names, a lost key).
+    EdgeRouter {
+        /// The router (name or id).
+        router: String,
+        /// Write the new enrollment JWT to this file (owner-only).
+        #[arg(short = 'o', long = "jwt-output-file")]
+        output: Option<PathBuf>,
+        /// Overwrite the `-o` file if it exists.
+        #[arg(long, requires = "output")]
+        force: bool,
     },
 }
 
@@ -139,6 +158,38 @@ pub async fn refresh(api: &Api, cmd: &RefreshCommand) -> Result<(), CliError> {
     .await?;
     println!("refreshed enrollment {id}");
     write_jwt(api, id, token.output.as_deref(), token.force).await
+}
+
+/// `weft edge re-enroll edge-router`: the new token's expiry, and its JWT to `-o`.
+pub async fn re_enroll(api: &Api, cmd: &ReEnrollCommand) -> Result<(), CliError> {
+    let ReEnrollCommand::EdgeRouter {
+        router,
+        output,
+        force,
+    } = cmd;
+    if let Some(path) = output {
+        output::check_output(path, *force)?;
+    }
+    let id = api.resolve("edge-routers", router, true).await?;
+    api.post(&format!("edge-routers/{id}/re-enroll"), &json!({}))
+        .await?;
+    println!("re-enrolled edge router {router}: it is disconnected until it enrolls again");
+    let v = api.get(&format!("edge-routers/{id}")).await?;
+    let expires = &v["data"]["enrollmentExpiresAt"];
+    let Some(path) = output else {
+        println!("Enrollment expires at {}", output::plain_time(expires));
+        return Ok(());
+    };
+    let jwt = v["data"]["enrollmentJwt"]
+        .as_str()
+        .ok_or_else(|| CliError::Usage("the controller returned no enrollment JWT".into()))?;
+    output::write_output(path, jwt.as_bytes(), *force)?;
+    println!(
+        "Enrollment expires at {}; token written to {}",
+        output::plain_time(expires),
+        path.display()
+    );
+    Ok(())
 }
 
 /// Reads the enrollment's JWT and expiry; writes the JWT to `path`, if given.

@@ -104,6 +104,13 @@ pub enum EdgeCommand {
         #[command(subcommand)]
         what: enrollments::RefreshCommand,
     },
+    /// Re-enroll an edge router (a new enrollment token replaces its certificate).
+    #[command(name = "re-enroll")]
+    ReEnroll {
+        /// What to re-enroll.
+        #[command(subcommand)]
+        what: enrollments::ReEnrollCommand,
+    },
     /// Update an entity (only the given fields change).
     Update {
         /// What to update.
@@ -376,6 +383,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                     what: CreateCommand::Enrollment(cmd),
                 } => enrollments::create(&api()?, &cmd).await?,
                 EdgeCommand::Refresh { what } => enrollments::refresh(&api()?, &what).await?,
+                EdgeCommand::ReEnroll { what } => enrollments::re_enroll(&api()?, &what).await?,
                 EdgeCommand::Update {
                     what: UpdateCommand::Authenticator(cmd),
                 } => enrollments::change_password(&api()?, &cmd).await?,

@@ -1180,3 +1180,35 @@ async fn enrollments_are_created_refreshed_and_a_user_changes_their_password() {
     assert!(!login("first-Pass-1").0, "the old password still logs in");
     assert!(login("second-Pass-2").0, "the new password does not log in");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_router_is_re_enrolled_with_a_new_token() {
+    let ctl = Ctl::start();
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    admin_login(h, &ctl);
+    let first = h.join("er1.jwt");
+    ok(
+        h,
+        &["edge", "create", "edge-router", "er1", "-o", p(&first)],
+    );
+    // -o refuses an existing file before anything changes.
+    let err = refused(
+        h,
+        &["edge", "re-enroll", "edge-router", "er1", "-o", p(&first)],
+    );
+    assert!(err.contains("pass --force"), "{err}");
+    let err = refused(h, &["edge", "re-enroll", "edge-router", "no-such-router"]);
+    assert!(!err.is_empty());
+    let second = h.join("er1-again.jwt");
+    let out = ok(
+        h,
+        &["edge", "re-enroll", "edge-router", "er1", "-o", p(&second)],
+    );
+    assert!(out.contains("token written to"), "{out}");
+    let old = jwt_claims(std::fs::read_to_string(&first).unwrap().trim());
+    let new = jwt_claims(std::fs::read_to_string(&second).unwrap().trim());
+    assert_eq!(new["em"], "erott");
+    assert_eq!(new["sub"], old["sub"]);
+    assert_ne!(new["jti"], old["jti"], "a new token");
+}

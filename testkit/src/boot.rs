@@ -272,6 +272,29 @@ impl Management {
         Ok(v["data"].clone())
     }
 
+    /// `POST /{path}` with `body`; the whole answer (an error unless 200 or 201).
+    pub async fn post(&self, path: &str, body: Value) -> Result<Value, BootError> {
+        let res = self
+            .http
+            .post(format!("{}/{path}", self.base))
+            .header("zt-session", &self.token)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| BootError::Failed(format!("POST {path}: {e}")))?;
+        let status = res.status().as_u16();
+        let v: Value = res
+            .json()
+            .await
+            .map_err(|e| BootError::Failed(format!("POST {path}: reading the answer: {e}")))?;
+        if status != 200 && status != 201 {
+            return Err(BootError::Failed(format!(
+                "POST {path} answered {status}: {v}"
+            )));
+        }
+        Ok(v)
+    }
+
     /// `GET /{path}`; the whole answer.
     pub async fn get(&self, path: &str) -> Result<Value, BootError> {
         self.http

@@ -556,6 +556,11 @@ impl Admin {
         self.0.get(path).await.unwrap()
     }
 
+    /// `POST /{path}` with `body` (asserting 200 or 201); returns the whole answer.
+    pub async fn post(&self, path: &str, body: Value) -> Value {
+        self.0.post(path, body).await.unwrap()
+    }
+
     /// `PATCH /{path}` with `body` (asserting 200).
     pub async fn patch(&self, path: &str, body: Value) {
         self.0.patch(path, body).await.unwrap();

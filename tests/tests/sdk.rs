@@ -694,3 +694,57 @@ async fn a_router_created_without_an_address_reports_its_own_and_carries_traffic
     let d = offline_detail(&net, &id).await;
     assert_eq!(d["supportedProtocols"], serde_json::json!({}), "{d}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_enrolled_router_is_cut_off_until_it_enrolls_again_with_new_names() {
+    let mut net = Network::start().await;
+    let id = net.router.id.clone();
+    net.admin
+        .post(
+            &format!("edge-routers/{id}/re-enroll"),
+            serde_json::json!({}),
+        )
+        .await;
+    // Its control connection closes at once, and its old certificate no longer connects
+    // (the process keeps trying).
+    offline_detail(&net, &id).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let d = net.admin.get(&format!("edge-routers/{id}")).await["data"].clone();
+    assert_eq!(d["isOnline"], false, "{d}");
+    assert_eq!(d["isVerified"], false, "{d}");
+    let jwt = d["enrollmentJwt"]
+        .as_str()
+        .expect("a new enrollment JWT")
+        .to_owned();
+
+    // The operator enrolls it again, with another name in its config.
+    net.router.kill();
+    let dir = net.router.dir.path().to_owned();
+    std::fs::remove_dir_all(dir.join("certs")).unwrap();
+    let mut config = std::fs::read_to_string(dir.join("router.toml")).unwrap();
+    config.push_str("cert_sans = [\"er-moved.example\"]\n");
+    std::fs::write(dir.join("router.toml"), config).unwrap();
+    std::fs::write(dir.join("router.jwt"), jwt).unwrap();
+    weft_testkit::boot::enroll_router(
+        &weft_testkit::bin_dir().join("weft-router"),
+        &dir.join("router.jwt"),
+        &dir.join("router.toml"),
+        "warn",
+    )
+    .unwrap();
+    net.router.restart(&net.admin).await;
+    let names = weft_testkit::certificate_names(&dir.join("certs/server.cert"));
+    assert!(names.iter().any(|n| n == "er-moved.example"), "{names:?}");
+
+    // And carries traffic again.
+    net.service("moved", &["moved"], true).await;
+    let (host, client) = host_and_client(&net, "moved").await;
+    let echo = spawn_echo(host.bind("moved").await.unwrap());
+    let mut stream = client.dial("moved").await.unwrap();
+    stream.write_all(b"still here").await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    stream.read_to_end(&mut back).await.unwrap();
+    assert_eq!(back, b"still here");
+    echo.abort();
+}

@@ -333,6 +333,29 @@ async fn re_enroll(ctl: AppState, id: String, body: ReEnroll) -> Result<Response
     Ok(envelope::created(json!({"id": e.id, "_links": {}})))
 }
 
+/// `POST /edge-routers/{id}/re-enroll` (`reEnrollEdgeRouter`): in one transaction,
+/// the router's certificate credential and pending enrollment are removed and a new
+/// `erott` enrollment is made (its JWT in the router's detail); the router's control
+/// connections close at once, and it cannot connect again until it enrolls with the
+/// new token (openziti/ziti `controller/model/edge_router_manager.go` `ReEnroll`). The
+/// way to give a router new certificate names.
+async fn re_enroll_router(ctl: AppState, id: String) -> Result<Response, ApiError> {
+    let router = ctl
+        .store
+        .get_entity(Kind::EdgeRouters.collection(), &id)
+        .await?
+        .ok_or_else(|| not_found("edge-router", &id))?;
+    let mut tx = ctl.store.begin_write().await?;
+    tx.delete_identity_credentials(&router.id).await?;
+    let e = enroll::create_erott(&ctl, &mut tx, &router.id).await?;
+    tx.commit().await?;
+    ctl.routers.kick(&router.id);
+    ctl.notify_routers().await;
+    tracing::warn!(event = "router_re_enrolled", router = %router.name, id = %router.id,
+        enrollment = %e.id, "edge router re-enrolled: its certificate no longer connects");
+    Ok(envelope::empty())
+}
+
 async fn delete_authenticator(ctl: AppState, id: String) -> Result<Response, ApiError> {
     let a = authenticator(&ctl, &id).await?;
     if a.method == "updb"
@@ -580,6 +603,15 @@ pub fn routes(api: ApiBuilder) -> ApiBuilder {
          _: Admin,
          Path(id): Path<String>,
          JsonBody(b): JsonBody<RequestExtend>| request_extend(ctl, id, b),
+    )
+    .add(
+        Endpoint::post("/edge-routers/{id}/re-enroll", "reEnrollEdgeRouter")
+            .doc(
+                "Edge Router",
+                "Replaces the router's certificate credential by a new erott enrollment and disconnects it",
+            )
+            .admin(),
+        |State(ctl): State<AppState>, _: Admin, Path(id): Path<String>| re_enroll_router(ctl, id),
     )
     .add(
         Endpoint::post("/authenticators/{id}/re-enroll", "reEnrollAuthenticator")
