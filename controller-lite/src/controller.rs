@@ -307,10 +307,11 @@ impl Controller {
         tx.delete_sessions(&d.revoked).await?;
         tx.commit().await?;
         if !d.revoked.is_empty() {
-            tracing::info!(
+            tracing::warn!(
+                event = "sessions_revoked",
                 count = d.revoked.len(),
                 posture = d.posture_failed,
-                "sessions no longer granted removed"
+                "sessions no longer granted removed; routers close their circuits"
             );
         }
         self.metrics

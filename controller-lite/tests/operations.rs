@@ -87,4 +87,65 @@ async fn the_operations_endpoint_counts_requests_and_logins_and_logs_security_ev
     assert_eq!(refused[0]["level"], "WARN");
     assert_eq!(refused[0]["route"], "/edge/client/v1/enroll");
     assert!(refused[0]["code"].as_str().is_some_and(|c| !c.is_empty()));
+
+    // A session that a policy no longer grants is revoked, at WARN.
+    let (_, cert, key) = ctl.enrolled_identity(&admin, "dora", &["dialers"]).await;
+    let service = ctl
+        .create_ok(
+            &admin,
+            "services",
+            json!({"name": "svc", "roleAttributes": ["svc"]}),
+        )
+        .await;
+    let policy = ctl
+        .create_ok(
+            &admin,
+            "service-policies",
+            json!({"name": "dial", "type": "Dial", "semantic": "AnyOf",
+                   "identityRoles": ["#dialers"], "serviceRoles": ["#svc"]}),
+        )
+        .await;
+    ctl.create_ok(
+        &admin,
+        "edge-routers",
+        json!({"name": "er1", "roleAttributes": ["er"],
+        "supportedProtocols": {"tls": "tls://er1.test:3022"}}),
+    )
+    .await;
+    ctl.create_ok(
+        &admin,
+        "edge-router-policies",
+        json!({"name": "erp", "semantic": "AnyOf",
+        "edgeRouterRoles": ["#all"], "identityRoles": ["#all"]}),
+    )
+    .await;
+    ctl.create_ok(
+        &admin,
+        "service-edge-router-policies",
+        json!({"name": "serp",
+        "semantic": "AnyOf", "edgeRouterRoles": ["#all"], "serviceRoles": ["#all"]}),
+    )
+    .await;
+    let (_, token) = ctl.cert_login(&cert, &key).await;
+    let (status, v) = ctl
+        .call_client(
+            reqwest::Method::POST,
+            "/sessions",
+            &token,
+            Some(json!({"serviceId": service, "type": "Dial"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+    let (status, _) = ctl
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/service-policies/{policy}"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let revoked = events(&ctl, "sessions_revoked");
+    assert_eq!(revoked[0]["level"], "WARN", "{revoked:?}");
+    assert_eq!(revoked[0]["count"], 1, "{revoked:?}");
 }

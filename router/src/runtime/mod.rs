@@ -45,6 +45,7 @@
 mod backend;
 mod conn;
 mod link;
+mod log_throttle;
 mod metrics;
 mod shard;
 #[cfg(target_os = "linux")]

@@ -115,6 +115,9 @@ fn log_close(shard: usize, key: ConnKey, peer: Option<SocketAddr>, reason: &Clos
     }
 }
 
+/// The least time between two WARN lines about the shard's connection cap.
+const CAP_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
 /// Why a connection task must close its connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Close {
@@ -166,6 +169,8 @@ pub(super) struct Shard {
     max_conns: usize,
     /// Connections refused by the cap.
     refused: u64,
+    /// One WARN line per 10 s for connections refused by the cap.
+    cap_log: super::log_throttle::LogThrottle,
     /// Owned I/O buffers of the io_uring backend, reused across connections.
     pub(super) buffers: BufferPool,
     /// Links to other routers (the first shard of a router with `[link]`).
@@ -200,6 +205,7 @@ impl Shard {
             handshakes_failed: 0,
             max_conns: settings.max_conns_per_shard,
             refused: 0,
+            cap_log: super::log_throttle::LogThrottle::new(CAP_LOG_INTERVAL),
             buffers: BufferPool::default(),
             links: settings
                 .link
@@ -221,11 +227,16 @@ impl Shard {
         }
         if self.conns.len() >= self.max_conns {
             self.refused += 1;
-            tracing::warn!(
-                shard = self.index,
-                cap = self.max_conns,
-                "connection cap reached; refusing"
-            );
+            if let Some(refused) = self.cap_log.hit(Instant::now()) {
+                tracing::warn!(
+                    event = "edge_connection_refused",
+                    shard = self.index,
+                    cap = self.max_conns,
+                    %peer,
+                    refused,
+                    "connection cap reached; refusing (`refused`: connections since the last such line)"
+                );
+            }
             return None;
         }
         let key = self.new_key();
