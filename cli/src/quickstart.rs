@@ -86,11 +86,9 @@ pub async fn run(args: QuickstartArgs) -> Result<(), CliError> {
 
     // 1. Controller.
     let data_dir = dir.join("controller");
-    let config = Config {
-        listen: SocketAddr::from(([127, 0, 0, 1], port_or_free(1280)?)),
-        control_listen: SocketAddr::from(([127, 0, 0, 1], port_or_free(6262)?)),
-        ..Config::default()
-    };
+    let mut config = Config::default();
+    config.http.listen = SocketAddr::from(([127, 0, 0, 1], port_or_free(1280)?));
+    config.control.listen = SocketAddr::from(([127, 0, 0, 1], port_or_free(6262)?));
     let (stop_ctl, stopped) = tokio::sync::oneshot::channel::<()>();
     let ctl_dir = data_dir.clone();
     let controller = tokio::spawn(async move {

@@ -524,7 +524,7 @@ fn login_asks_for_trust_and_a_password_and_keeps_several_logins() {
 
 #[test]
 fn an_expired_session_says_log_in_again_and_logins_live_under_xdg_config_home() {
-    let ctl = Ctl::start_with("api_session_timeout_secs = 2");
+    let ctl = Ctl::start_with("auth.api_session_timeout_secs = 2");
     let home = tempfile::tempdir().unwrap();
     let h = home.path();
     let xdg = h.join("xdg");

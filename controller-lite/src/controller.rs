@@ -35,6 +35,16 @@ pub enum StartError {
     /// File system failure.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// A listener could not bind its address (in use, not this host's, no permission).
+    #[error("cannot listen on {addr} ({key}): {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The config key that names it.
+        key: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
     /// JWKS fetching could not be set up (`[ext_jwt]`).
     #[error(transparent)]
     ExtJwt(#[from] crate::extjwt::jwks::SetupError),
@@ -235,7 +245,11 @@ impl Controller {
         use std::sync::atomic::Ordering::Relaxed;
         // Re-send an API session's expiry once it moved by half the idle timeout, so
         // a router's copy never runs out before the controller's.
-        let slack_ms = self.config.api_session_timeout_secs.saturating_mul(500);
+        let slack_ms = self
+            .config
+            .auth
+            .api_session_timeout_secs
+            .saturating_mul(500);
         let mut feed = self.feed.lock().await;
         let incremental = match feed.store_seq().filter(|_| !full) {
             Some(from) => self.changes_after(from).await?,

@@ -52,7 +52,7 @@ pub async fn create_ott_expiring(
     identity_id: &str,
     expires_at: Option<i64>,
 ) -> Result<EnrollmentRow, ApiError> {
-    let exp = expires_at.unwrap_or_else(|| clock::now_unix() + ctl.config.enrollment_ttl_secs);
+    let exp = expires_at.unwrap_or_else(|| clock::now_unix() + ctl.config.pki.enrollment_ttl_secs);
     create_enrollment(ctl, tx, identity_id, OTT, exp, None, None).await
 }
 
@@ -71,7 +71,7 @@ pub async fn create_updb(
             "username {username:?} is already in use"
         )));
     }
-    let exp = expires_at.unwrap_or_else(|| clock::now_unix() + ctl.config.enrollment_ttl_secs);
+    let exp = expires_at.unwrap_or_else(|| clock::now_unix() + ctl.config.pki.enrollment_ttl_secs);
     create_enrollment(ctl, tx, identity_id, UPDB, exp, Some(username), None).await
 }
 
@@ -143,7 +143,7 @@ pub async fn create_erott(
     tx: &mut WriteTx<'_>,
     router_id: &str,
 ) -> Result<EnrollmentRow, ApiError> {
-    let exp = clock::now_unix() + ctl.config.enrollment_ttl_secs;
+    let exp = clock::now_unix() + ctl.config.pki.enrollment_ttl_secs;
     create_enrollment(ctl, tx, router_id, EROTT, exp, None, None).await
 }
 
@@ -245,7 +245,11 @@ pub async fn enroll_ott(
         .ok_or_else(|| invalid("the enrollment token is invalid, expired or already used"))?;
     let cert = ctl
         .pki
-        .sign_client_csr(csr_pem, &pending.identity_id, ctl.config.identity_cert_days)
+        .sign_client_csr(
+            csr_pem,
+            &pending.identity_id,
+            ctl.config.pki.identity_cert_days,
+        )
         .map_err(|e| invalid(&e.to_string()))?;
     redeem(ctl, token, now, OTT, "cert", &cert).await?;
     Ok(cert)
@@ -362,7 +366,7 @@ pub async fn enroll_erott(
         )
         .await?
         .ok_or_else(|| invalid("the edge router of this enrollment no longer exists"))?;
-    let days = ctl.config.router_cert_days;
+    let days = ctl.config.pki.router_cert_days;
     // The names the router's config asks for (its advertised host, extra names), as an
     // OpenZiti router's CSR carries them, beside those the router's entity gives.
     let mut names = crate::pki::Pki::requested_names(&req.server_cert_csr)

@@ -344,8 +344,8 @@ impl PasswordGate {
         }
         Ok(Self {
             slots: Arc::new(Semaphore::new(slots)),
-            queue_max: config.password_queue_max as u64,
-            queue_timeout: Duration::from_millis(config.password_queue_timeout_ms),
+            queue_max: config.auth.password_queue_max as u64,
+            queue_timeout: Duration::from_millis(config.auth.password_queue_timeout_ms),
             jobs: Mutex::new(tx),
             metrics,
         })
@@ -435,9 +435,9 @@ impl LoginThrottle {
     pub fn new(config: &Config) -> Self {
         Self {
             buckets: Mutex::new(HashMap::new()),
-            burst: f64::from(config.login_failures_burst),
-            per_sec: f64::from(config.login_failures_per_minute) / 60.0,
-            max_entries: config.login_throttle_max_entries,
+            burst: f64::from(config.auth.login_failures_burst),
+            per_sec: f64::from(config.auth.login_failures_per_minute) / 60.0,
+            max_entries: config.auth.login_throttle_max_entries,
         }
     }
 
@@ -510,12 +510,11 @@ mod tests {
     use super::*;
 
     fn config(burst: u32, per_minute: u32, max_entries: usize) -> Config {
-        Config {
-            login_failures_burst: burst,
-            login_failures_per_minute: per_minute,
-            login_throttle_max_entries: max_entries,
-            ..Config::default()
-        }
+        let mut cfg = Config::default();
+        cfg.auth.login_failures_burst = burst;
+        cfg.auth.login_failures_per_minute = per_minute;
+        cfg.auth.login_throttle_max_entries = max_entries;
+        cfg
     }
 
     #[test]
@@ -559,12 +558,10 @@ mod tests {
 
     #[tokio::test]
     async fn gate_bounds_concurrency_and_refuses_beyond_the_queue() {
-        let cfg = Config {
-            password_hash_concurrency: 2,
-            password_queue_max: 3,
-            password_queue_timeout_ms: 60_000,
-            ..Config::default()
-        };
+        let mut cfg = Config::default();
+        cfg.auth.password_hash_concurrency = 2;
+        cfg.auth.password_queue_max = 3;
+        cfg.auth.password_queue_timeout_ms = 60_000;
         let metrics = Arc::new(Metrics::default());
         let gate = Arc::new(PasswordGate::new(&cfg, metrics.clone()).unwrap());
         let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
@@ -603,12 +600,10 @@ mod tests {
 
     #[tokio::test]
     async fn gate_refuses_after_the_queue_deadline() {
-        let cfg = Config {
-            password_hash_concurrency: 1,
-            password_queue_max: 10,
-            password_queue_timeout_ms: 50,
-            ..Config::default()
-        };
+        let mut cfg = Config::default();
+        cfg.auth.password_hash_concurrency = 1;
+        cfg.auth.password_queue_max = 10;
+        cfg.auth.password_queue_timeout_ms = 50;
         let metrics = Arc::new(Metrics::default());
         let gate = Arc::new(PasswordGate::new(&cfg, metrics.clone()).unwrap());
         let (tx, rx) = std::sync::mpsc::channel::<()>();

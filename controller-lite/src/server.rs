@@ -58,10 +58,10 @@ struct ConnLimits {
 impl ConnLimits {
     fn new(cfg: &Config) -> Self {
         Self {
-            handshake: Duration::from_millis(cfg.tls_handshake_timeout_ms),
-            header: Duration::from_millis(cfg.http_header_read_timeout_ms),
-            idle: Duration::from_millis(cfg.http_idle_timeout_ms),
-            request: Duration::from_millis(cfg.http_request_timeout_ms),
+            handshake: Duration::from_millis(cfg.http.tls_handshake_timeout_ms),
+            header: Duration::from_millis(cfg.http.header_read_timeout_ms),
+            idle: Duration::from_millis(cfg.http.idle_timeout_ms),
+            request: Duration::from_millis(cfg.http.request_timeout_ms),
         }
     }
 }
@@ -212,6 +212,13 @@ fn out_of_descriptors(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
 }
 
+/// Binds `addr`, the value of config key `key`; the error names both.
+async fn bind(addr: SocketAddr, key: &'static str) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, key, source })
+}
+
 /// Starts the controller in `data_dir` and serves until `shutdown` resolves.
 /// The bound address is logged and written to `DATA_DIR/controller.addr`.
 pub async fn run(
@@ -219,13 +226,13 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
-    let listener = TcpListener::bind(config.listen).await?;
+    let listener = bind(config.http.listen, "[http] listen").await?;
     let addr = listener.local_addr()?;
-    let public_url = format!("https://{}:{}", config.advertised_host, addr.port());
+    let public_url = format!("https://{}:{}", config.http.advertised_host, addr.port());
     let ctl = Arc::new(Controller::open(data_dir, config, public_url).await?);
     let tls = tokio_rustls::TlsAcceptor::from(Arc::new(ctl.pki.server_tls_config()?));
     let app = crate::api::router(ctl.clone());
-    let control = TcpListener::bind(ctl.config.control_listen).await?;
+    let control = bind(ctl.config.control.listen, "[control] listen").await?;
     let control_addr = control.local_addr()?;
     let control_tls = tokio_rustls::TlsAcceptor::from(Arc::new(ctl.pki.control_tls_config()?));
     tokio::spawn(crate::control::listener::serve(
@@ -238,8 +245,8 @@ pub async fn run(
         format!("{control_addr}\n"),
     )?;
     tracing::info!(%control_addr, "router control listener up");
-    if let Some(metrics_addr) = ctl.config.metrics_listen {
-        let metrics = TcpListener::bind(metrics_addr).await?;
+    if let Some(metrics_addr) = ctl.config.metrics.listen {
+        let metrics = bind(metrics_addr, "[metrics] listen").await?;
         let bound = metrics.local_addr()?;
         std::fs::write(data_dir.join(METRICS_ADDR_FILE), format!("{bound}\n"))?;
         tracing::info!(addr = %bound, "metrics listener up");
@@ -290,7 +297,8 @@ pub async fn run(
         ctl.metrics
             .connections_accepted
             .fetch_add(1, Ordering::Relaxed);
-        let Some(state) = table.admit(peer_addr.ip(), ctl.config.max_connections_per_source) else {
+        let Some(state) = table.admit(peer_addr.ip(), ctl.config.http.max_connections_per_source)
+        else {
             ctl.metrics
                 .connections_refused_per_source
                 .fetch_add(1, Ordering::Relaxed);
@@ -433,7 +441,7 @@ async fn serve_connection(
 /// Every few seconds: removes idle API sessions (and their sessions) and pushes the
 /// removals and refreshed expiries to routers.
 async fn sweep_idle_sessions(ctl: Arc<Controller>) {
-    let secs = (ctl.config.api_session_timeout_secs / 4).clamp(1, 5);
+    let secs = (ctl.config.auth.api_session_timeout_secs / 4).clamp(1, 5);
     let mut tick = tokio::time::interval(Duration::from_secs(secs.unsigned_abs()));
     loop {
         tick.tick().await;

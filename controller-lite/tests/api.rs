@@ -352,7 +352,7 @@ async fn one_token_under_100_concurrent_enrollments_succeeds_once() {
 
 #[tokio::test]
 async fn expired_token_is_refused() {
-    let ctl = Ctl::start_with("enrollment_ttl_secs = 1");
+    let ctl = Ctl::start_with("pki.enrollment_ttl_secs = 1");
     let token = ctl.admin_token().await;
     let (_, v) = ctl
         .create(
@@ -878,7 +878,7 @@ async fn tls12_client_and_offline_identity_creation() {
 async fn api_session_expires_and_rejections_are_envelopes() {
     // A 3 s idle timeout leaves the checks below room on a loaded 2-core machine (at
     // 1 s they raced the expiry); timestamps have whole-second resolution.
-    let ctl = Ctl::start_with("api_session_timeout_secs = 3");
+    let ctl = Ctl::start_with("auth.api_session_timeout_secs = 3");
     let admin = ctl.admin_token().await;
     let http = ctl.http();
     // A path parameter that is not valid UTF-8 is rejected by axum itself; it

@@ -156,7 +156,7 @@ impl JwksServer {
             "[]"
         };
         format!(
-            "metrics_listen = \"127.0.0.1:0\"\n[ext_jwt]\nallowed_hosts = {allowed}\nca_file = \"{}\"\nmin_refetch_interval_ms = {refetch_ms}\n",
+            "metrics.listen = \"127.0.0.1:0\"\n[ext_jwt]\nallowed_hosts = {allowed}\nca_file = \"{}\"\nmin_refetch_interval_ms = {refetch_ms}\n",
             self.ca_file.path().display()
         )
     }

@@ -157,7 +157,7 @@ async fn control_characters_in_names_are_refused() {
 /// An API session could create sessions without limit; now `max_sessions_per_api_session`.
 #[tokio::test]
 async fn sessions_per_api_session_are_capped() {
-    let ctl = Ctl::start_with("max_sessions_per_api_session = 3");
+    let ctl = Ctl::start_with("auth.max_sessions_per_api_session = 3");
     let admin = ctl.admin_token().await;
     let (_, cert, key) = ctl.enrolled_identity(&admin, "dialer", &["dialers"]).await;
     let service = ctl

@@ -46,11 +46,11 @@ async fn version_latency(ctl: &Ctl) -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn wrong_password_storm_keeps_memory_bounded_and_version_fast() {
     let ctl = Ctl::start_with(
-        "metrics_listen = \"127.0.0.1:0\"\n\
-         login_failures_burst = 1000000\n\
-         login_failures_per_minute = 1000000\n\
-         max_connections_per_source = 4096\n\
-         password_hash_concurrency = 1",
+        "metrics.listen = \"127.0.0.1:0\"\n\
+         auth.login_failures_burst = 1000000\n\
+         auth.login_failures_per_minute = 1000000\n\
+         http.max_connections_per_source = 4096\n\
+         auth.password_hash_concurrency = 1",
     );
     let base_kib = ctl.rss_kib();
     let stop = Arc::new(AtomicBool::new(false));
@@ -159,7 +159,8 @@ async fn wrong_password_storm_keeps_memory_bounded_and_version_fast() {
 /// password hashes on a loaded machine took over 6 s and earned an eleventh try.
 #[tokio::test]
 async fn repeated_wrong_passwords_are_throttled() {
-    let ctl = Ctl::start_with("metrics_listen = \"127.0.0.1:0\"\nlogin_failures_per_minute = 1");
+    let ctl =
+        Ctl::start_with("metrics.listen = \"127.0.0.1:0\"\nauth.login_failures_per_minute = 1");
     let http = ctl.http();
     let login = |user: &'static str| {
         http.post(ctl.mgmt("/authenticate?method=password"))
@@ -184,10 +185,10 @@ async fn repeated_wrong_passwords_are_throttled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_are_closed_by_the_server() {
     let ctl = Ctl::start_with(
-        "metrics_listen = \"127.0.0.1:0\"\n\
-         tls_handshake_timeout_ms = 1500\n\
-         http_header_read_timeout_ms = 1500\n\
-         http_idle_timeout_ms = 2500",
+        "metrics.listen = \"127.0.0.1:0\"\n\
+         http.tls_handshake_timeout_ms = 1500\n\
+         http.header_read_timeout_ms = 1500\n\
+         http.idle_timeout_ms = 2500",
     );
     let tls = ctl.client_tls();
     let deadline = Duration::from_secs(30);
@@ -245,7 +246,8 @@ async fn idle_connections_are_closed_by_the_server() {
 /// The per-source cap refuses connections beyond it and admits again once one closes.
 #[tokio::test]
 async fn per_source_cap_refuses_the_excess() {
-    let ctl = Ctl::start_with("metrics_listen = \"127.0.0.1:0\"\nmax_connections_per_source = 4");
+    let ctl =
+        Ctl::start_with("metrics.listen = \"127.0.0.1:0\"\nhttp.max_connections_per_source = 4");
     let tls = ctl.client_tls();
     let mut held = Vec::new();
     for _ in 0..4 {
@@ -281,10 +283,10 @@ async fn per_source_cap_refuses_the_excess() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn descriptor_exhaustion_sheds_idle_connections() {
     let ctl = Ctl::start_with_nofile(
-        "metrics_listen = \"127.0.0.1:0\"\n\
-         max_connections_per_source = 100000\n\
-         http_header_read_timeout_ms = 600000\n\
-         tls_handshake_timeout_ms = 600000",
+        "metrics.listen = \"127.0.0.1:0\"\n\
+         http.max_connections_per_source = 100000\n\
+         http.header_read_timeout_ms = 600000\n\
+         http.tls_handshake_timeout_ms = 600000",
         128,
     );
     let tls = ctl.client_tls();
@@ -314,8 +316,8 @@ async fn descriptor_exhaustion_sheds_idle_connections() {
 #[tokio::test]
 async fn a_request_that_never_finishes_times_out() {
     let ctl = Ctl::start_with(
-        "metrics_listen = \"127.0.0.1:0\"\n\
-         http_request_timeout_ms = 1000",
+        "metrics.listen = \"127.0.0.1:0\"\n\
+         http.request_timeout_ms = 1000",
     );
     let mut s = ctl.tls_connect(ctl.client_tls()).await.unwrap();
     s.write_all(

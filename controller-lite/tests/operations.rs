@@ -28,7 +28,7 @@ fn events(ctl: &Ctl, event: &str) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operations_endpoint_counts_requests_and_logins_and_logs_security_events() {
-    let ctl = Ctl::start_with_json_log("metrics_listen = \"127.0.0.1:0\"");
+    let ctl = Ctl::start_with_json_log("metrics.listen = \"127.0.0.1:0\"");
     let health = ctl.ops_get("/health");
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     let ready = ctl.ops_get("/ready");

@@ -19,7 +19,7 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
-    let ctl = Ctl::start_with("metrics_listen = \"127.0.0.1:0\"");
+    let ctl = Ctl::start_with("metrics.listen = \"127.0.0.1:0\"");
     let admin = ctl.admin_token().await;
     let (identity, cert, key) = ctl.enrolled_identity(&admin, "laptop", &["staff"]).await;
     let service = ctl

@@ -10,7 +10,7 @@ use weft_testkit::Ctl;
 
 /// A controller with metrics, and a login throttle that lets these tests' failures by.
 fn start() -> Ctl {
-    Ctl::start_with("metrics_listen = \"127.0.0.1:0\"\nlogin_failures_burst = 100")
+    Ctl::start_with("metrics.listen = \"127.0.0.1:0\"\nauth.login_failures_burst = 100")
 }
 
 fn code(r: &(u16, Value)) -> (u16, &str) {

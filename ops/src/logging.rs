@@ -22,9 +22,9 @@ pub enum LogFormat {
 /// The logging options of a Weft binary (flatten into its `clap` parser).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct LogArgs {
-    /// Log line format on stderr.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true, env = "WEFT_LOG_FORMAT")]
-    pub log_format: LogFormat,
+    /// Log line format on stderr [default: text].
+    #[arg(long, value_enum, global = true, env = "WEFT_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
     /// What to log: a level (error, warn, info, debug, trace) or directives as in
     /// RUST_LOG (e.g. "warn,weft_router=debug"); overrides RUST_LOG.
     #[arg(long, value_name = "LEVEL", global = true)]
@@ -56,12 +56,19 @@ impl LogArgs {
 
     /// Installs the process's logger (once; a second call changes nothing).
     pub fn init(&self, default: &str) -> Result<(), BadLogLevel> {
+        self.init_or(default, None)
+    }
+
+    /// [`Self::init`] with `format` (a config file's) where `--log-format` and
+    /// `WEFT_LOG_FORMAT` say nothing; `default` is the filter where neither
+    /// `--log-level` nor `RUST_LOG` says.
+    pub fn init_or(&self, default: &str, format: Option<LogFormat>) -> Result<(), BadLogLevel> {
         let filter = self.filter(default)?;
         let builder = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::io::stderr);
         // A logger installed already (a test harness) stays.
-        let _ = match self.log_format {
+        let _ = match self.log_format.or(format).unwrap_or_default() {
             LogFormat::Text => builder.with_ansi(colour()).try_init(),
             LogFormat::Json => builder
                 .json()
@@ -71,6 +78,13 @@ impl LogArgs {
         };
         Ok(())
     }
+}
+
+/// Checks a level or a directive list as `--log-level` takes it (a config file's).
+pub fn check_level(level: &str) -> Result<(), String> {
+    EnvFilter::try_new(level)
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 /// Colour only for a person at a terminal (<https://no-color.org>).

@@ -98,9 +98,9 @@ impl Controllers {
         let dir = tempfile::tempdir()?;
         let settings = match store_url {
             Some(url) => {
-                format!("max_sessions_per_api_session = 1000000\n[store]\nurl = \"{url}\"")
+                format!("auth.max_sessions_per_api_session = 1000000\n[store]\nurl = \"{url}\"")
             }
-            None => "max_sessions_per_api_session = 1000000".to_owned(),
+            None => "auth.max_sessions_per_api_session = 1000000".to_owned(),
         };
         let bundle = dir.path().join("ca-bundle.pem");
         let mut children = Vec::new();

@@ -48,7 +48,7 @@ pub fn write_controller_config(path: &Path, extra: &str) -> Result<(), BootError
         })
     };
     let mut text = String::new();
-    for key in ["listen", "control_listen"] {
+    for key in ["http.listen", "control.listen"] {
         if !sets(key) {
             text.push_str(&format!("{key} = \"127.0.0.1:0\"\n"));
         }

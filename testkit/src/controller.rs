@@ -228,13 +228,13 @@ impl Ctl {
             .unwrap()
     }
 
-    /// The Prometheus text of the metrics listener (`metrics_listen` must be set).
+    /// The Prometheus text of the metrics listener (`[metrics] listen` must be set).
     pub fn metrics(&self) -> String {
         self.ops_get("/metrics")
     }
 
     /// The whole HTTP answer (status line, headers, body) of the operations endpoint on
-    /// `metrics_listen` to `GET path`.
+    /// `[metrics] listen` to `GET path`.
     pub fn ops_get(&self, path: &str) -> String {
         use std::io::{Read, Write};
         let addr = std::fs::read_to_string(self.dir.join("metrics.addr")).unwrap();

@@ -716,8 +716,8 @@ async fn enrolled_router(ctl: &Ctl, token: &str, name: &str) -> (String, String,
 async fn a_router_that_never_reads_is_disconnected() {
     // The queue bound trips first with a small queue; the write deadline with a large one.
     for config in [
-        "control_write_timeout_ms = 60000\ncontrol_max_outbound_bytes = 65536",
-        "control_write_timeout_ms = 1000\ncontrol_max_outbound_bytes = 1000000000",
+        "control.write_timeout_ms = 60000\ncontrol.max_outbound_bytes = 65536",
+        "control.write_timeout_ms = 1000\ncontrol.max_outbound_bytes = 1000000000",
     ] {
         deaf_router_is_disconnected(config).await;
     }
@@ -833,7 +833,7 @@ async fn closed(conns: &[tokio::net::TcpStream]) -> usize {
 #[tokio::test]
 async fn idle_control_connections_are_bounded() {
     use weft_controller::control::listener::{MAX_PENDING_HANDSHAKES, MAX_PENDING_PER_SOURCE};
-    let ctl = Ctl::start_with("metrics_listen = \"127.0.0.1:0\"");
+    let ctl = Ctl::start_with("metrics.listen = \"127.0.0.1:0\"");
     let addr: std::net::SocketAddr = control_addr(&ctl).parse().unwrap();
     // One host beyond its limit ...
     let flooder = std::net::Ipv4Addr::new(127, 0, 0, 2);

@@ -71,8 +71,8 @@ impl Cluster {
             // Fixed addresses, so a restarted controller is where routers and SDKs
             // expect it.
             let settings = format!(
-                "listen = \"127.0.0.1:{}\"\ncontrol_listen = \"127.0.0.1:{}\"\n\
-                 metrics_listen = \"127.0.0.1:0\"\n[store]\nurl = \"{}\"",
+                "http.listen = \"127.0.0.1:{}\"\ncontrol.listen = \"127.0.0.1:{}\"\n\
+                 metrics.listen = \"127.0.0.1:0\"\n[store]\nurl = \"{}\"",
                 free_port(),
                 free_port(),
                 pg.url("postgres")

@@ -61,7 +61,7 @@ async fn every_series_of_the_dashboard_is_exported() {
     let wanted: BTreeSet<String> = queries.iter().flat_map(|q| metrics_of(q)).collect();
     assert!(wanted.len() > 20, "{wanted:?}");
 
-    let controller = Ctl::start_with("metrics_listen = \"127.0.0.1:0\"");
+    let controller = Ctl::start_with("metrics.listen = \"127.0.0.1:0\"");
     let admin = controller.admin().await;
     let control = controller.control_addr();
     let metrics_port = free_port();

@@ -774,7 +774,7 @@ async fn c_sdk_latency_probes_are_answered_and_connections_outlive_them() {
     }
     // A 70 s API session: the C SDK refreshes it after max(70 - 60, 60) = 60 s
     // (GET /current-api-session), within this test.
-    let net = Network::start_with("api_session_timeout_secs = 70", &[]).await;
+    let net = Network::start_with("auth.api_session_timeout_secs = 70", &[]).await;
     net.service("long", &["long"], true).await;
     net.service("clong", &["clong"], true).await;
     let host = net.context("weft-host", &["long-host"]).await;

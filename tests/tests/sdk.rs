@@ -284,7 +284,7 @@ async fn bad_identity_files_and_expired_or_used_tokens_give_clear_errors() {
     assert_eq!(e.kind(), ErrorKind::Identity);
 
     // Tokens that expire after 3 s.
-    let ctl = weft_testkit::Ctl::start_with("enrollment_ttl_secs = 3");
+    let ctl = weft_testkit::Ctl::start_with("pki.enrollment_ttl_secs = 3");
     let admin = ctl.admin().await;
     let created = Instant::now();
     let (_, jwt) = admin.identity("late", &[]).await;

@@ -725,7 +725,7 @@ pub async fn api_session(
 ) -> Value {
     let totp_pending = open.totp;
     let queries = crate::auth::policy::auth_queries(&ctl.store, open).await;
-    let timeout = ctl.config.api_session_timeout_secs;
+    let timeout = ctl.config.auth.api_session_timeout_secs;
     let last = clock::fmt_unix(s.last_activity);
     json!({
         "id": s.id,

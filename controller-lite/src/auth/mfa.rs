@@ -53,7 +53,7 @@ pub async fn enroll(ctl: &Controller, identity: &EntityRow) -> Result<MfaRow, Ap
 
 /// The provisioning URL of an enrollment.
 pub fn provisioning_url(ctl: &Controller, identity: &EntityRow, mfa: &MfaRow) -> String {
-    totp::provisioning_url(&ctl.config.totp_issuer, &identity.name, &mfa.secret)
+    totp::provisioning_url(&ctl.config.auth.totp_issuer, &identity.name, &mfa.secret)
 }
 
 /// Checks `code` for `mfa`: a TOTP code not used before, or (with `allow_recovery`) an

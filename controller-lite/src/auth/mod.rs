@@ -401,7 +401,7 @@ async fn resolve_caller(ctl: &Controller, parts: &Parts) -> Result<Caller, ApiEr
         .await?
         .ok_or(ApiError::Unauthorized)?;
     let now = clock::now_unix();
-    if session.last_activity + ctl.config.api_session_timeout_secs <= now {
+    if session.last_activity + ctl.config.auth.api_session_timeout_secs <= now {
         let mut tx = ctl.store.begin_write().await?;
         tx.delete_api_session(&session.id).await?;
         tx.commit().await?;
@@ -485,10 +485,8 @@ mod tests {
     #[tokio::test]
     async fn unknown_user_costs_a_hash_verification() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = Config {
-            login_failures_burst: 1000,
-            ..Config::default()
-        };
+        let mut cfg = Config::default();
+        cfg.auth.login_failures_burst = 1000;
         let ctl = Arc::new(
             Controller::open(dir.path(), cfg, "https://localhost:1280".into())
                 .await

@@ -145,11 +145,34 @@ fn main() -> std::process::ExitCode {
 
 fn real_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    cli.log.init("info")?;
+    // The config first: its [log] section sets up logging (the command line and
+    // RUST_LOG win over it); a bad file is reported before anything starts.
+    let cfg = Config::load(config_path(&cli.cmd))?;
+    let format = match cfg.log.format.as_deref() {
+        Some("json") => Some(weft_ops::logging::LogFormat::Json),
+        Some(_) => Some(weft_ops::logging::LogFormat::Text),
+        None => None,
+    };
+    cli.log
+        .init_or(cfg.log.level.as_deref().unwrap_or("info"), format)?;
+    for (old, place) in &cfg.deprecated {
+        tracing::warn!(key = %old, now = %place, "config key `{old}` is deprecated; write it as {place}");
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(command(cli.cmd))
+    rt.block_on(command(cli.cmd, cfg))
+}
+
+/// The `--config` of a command that reads one.
+fn config_path(cmd: &Cmd) -> Option<&std::path::Path> {
+    match cmd {
+        Cmd::Run { config, .. }
+        | Cmd::CreateIdentity { config, .. }
+        | Cmd::Cluster(ClusterCmd::Init { config, .. })
+        | Cmd::Cluster(ClusterCmd::Join { config, .. }) => config.as_deref(),
+        Cmd::Cluster(ClusterCmd::ExportCa { .. }) => None,
+    }
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM (`systemctl stop`, `docker stop`).
@@ -172,31 +195,29 @@ async fn stop_signal() {
     tracing::info!(signal = "SIGINT", "stop asked");
 }
 
-async fn command(cmd: Cmd) -> anyhow::Result<()> {
+async fn command(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
     match cmd {
-        Cmd::Run { data_dir, config } => {
-            let cfg = Config::load(config.as_deref())?;
+        Cmd::Run { data_dir, .. } => {
             weft_controller::server::run(&data_dir, cfg, stop_signal()).await?;
             tracing::info!("weft-controller stopped");
         }
         Cmd::CreateIdentity {
             data_dir,
-            config,
+            config: _,
             name,
             role_attributes,
             admin,
             url,
             output,
         } => {
-            let cfg = Config::load(config.as_deref())?;
             let url = match url {
                 Some(u) => u,
                 None => {
                     let addr = std::fs::read_to_string(data_dir.join(ADDR_FILE))
                         .ok()
                         .and_then(|s| s.trim().parse::<std::net::SocketAddr>().ok())
-                        .unwrap_or(cfg.listen);
-                    format!("https://{}:{}", cfg.advertised_host, addr.port())
+                        .unwrap_or(cfg.http.listen);
+                    format!("https://{}:{}", cfg.http.advertised_host, addr.port())
                 }
             };
             let ctl = Controller::open(&data_dir, cfg, url).await?;
@@ -219,11 +240,10 @@ async fn command(cmd: Cmd) -> anyhow::Result<()> {
         }
         Cmd::Cluster(ClusterCmd::Init {
             data_dir,
-            config,
+            config: _,
             ca_bundle_out,
             force,
         }) => {
-            let cfg = Config::load(config.as_deref())?;
             require_shared_store(&cfg)?;
             if ca_bundle_out.exists() && !force {
                 anyhow::bail!(
@@ -231,7 +251,11 @@ async fn command(cmd: Cmd) -> anyhow::Result<()> {
                     ca_bundle_out.display()
                 );
             }
-            let url = format!("https://{}:{}", cfg.advertised_host, cfg.listen.port());
+            let url = format!(
+                "https://{}:{}",
+                cfg.http.advertised_host,
+                cfg.http.listen.port()
+            );
             let ctl = Controller::open(&data_dir, cfg, url).await?;
             ctl.store.close().await;
             write_ca_bundle(&data_dir, &ca_bundle_out, force)?;
@@ -254,7 +278,6 @@ async fn command(cmd: Cmd) -> anyhow::Result<()> {
             ca_bundle,
             config,
         }) => {
-            let cfg = Config::load(config.as_deref())?;
             require_shared_store(&cfg)?;
             let bundle = std::fs::read_to_string(&ca_bundle)
                 .with_context(|| format!("reading {}", ca_bundle.display()))?;

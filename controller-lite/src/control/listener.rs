@@ -367,7 +367,7 @@ impl Conn {
         // Replies to one read (a resync answers a small hello with a whole StateSync)
         // are queued before the next flush: bounded, so a router that sends but never
         // reads cannot grow this buffer without end.
-        if self.out.len() > self.ctl().config.control_max_outbound_bytes {
+        if self.out.len() > self.ctl().config.control.max_outbound_bytes {
             return Err(ConnError::OutboundFull(self.out.len()));
         }
         Ok(())
@@ -378,7 +378,7 @@ impl Conn {
     /// from it and its feed receiver lags, which the bounded broadcast absorbs).
     async fn flush<W: AsyncWrite + Unpin>(&mut self, wr: &mut W) -> Result<(), ConnError> {
         if !self.out.is_empty() {
-            let deadline = Duration::from_millis(self.ctl().config.control_write_timeout_ms);
+            let deadline = Duration::from_millis(self.ctl().config.control.write_timeout_ms);
             tokio::time::timeout(deadline, async {
                 wr.write_all(&self.out).await?;
                 wr.flush().await
@@ -728,7 +728,7 @@ impl Conn {
             .await
             .map_err(|e| internal(&e))?
             .ok_or_else(|| invalid("the session's API session is gone"))?;
-        if api.last_activity + ctl.config.api_session_timeout_secs <= clock::now_unix() {
+        if api.last_activity + ctl.config.auth.api_session_timeout_secs <= clock::now_unix() {
             return Err(invalid("the session's API session expired"));
         }
         let precedence = match pb::Precedence::try_from(req.precedence) {

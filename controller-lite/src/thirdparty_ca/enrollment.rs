@@ -58,7 +58,7 @@ pub async fn create_ottca(
         .get_entity_by_id_or_name(Kind::Cas.collection(), ca_key)
         .await?
         .ok_or_else(|| ApiError::CouldNotValidate(format!("CA {ca_key:?} does not exist")))?;
-    let exp = expires_at.unwrap_or_else(|| clock::now_unix() + ctl.config.enrollment_ttl_secs);
+    let exp = expires_at.unwrap_or_else(|| clock::now_unix() + ctl.config.pki.enrollment_ttl_secs);
     enroll::create_enrollment(ctl, tx, identity_id, OTTCA, exp, None, Some(&ca.id)).await
 }
 

@@ -181,7 +181,7 @@ async fn extend(
         .sign_client_csr(
             &body.client_cert_csr,
             &caller.identity.id,
-            ctl.config.identity_cert_days,
+            ctl.config.pki.identity_cert_days,
         )
         .map_err(|e| ApiError::CouldNotProcessCsr(e.to_string()))?;
     let mut tx = ctl.store.begin_write().await?;

@@ -152,7 +152,7 @@ async fn create(
     let identity_id = &caller.identity.id;
     let uri = format!(
         "spiffe://{}/identity/{identity_id}/apiSession/{}/apiSessionCertificate/{id}",
-        ctl.config.advertised_host, caller.session.id
+        ctl.config.http.advertised_host, caller.session.id
     );
     let issued = ctl
         .pki

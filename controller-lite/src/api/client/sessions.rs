@@ -75,7 +75,7 @@ pub async fn create(
         created_at: now.clone(),
         updated_at: now,
     };
-    let max = ctl.config.max_sessions_per_api_session;
+    let max = ctl.config.auth.max_sessions_per_api_session;
     // The grant was checked before this transaction; a policy change that lands in
     // between is caught by the router sync below, which drops sessions no policy grants.
     let mut tx = ctl.store.begin_write().await?;

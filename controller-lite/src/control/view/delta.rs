@@ -90,7 +90,7 @@ pub fn touched(changes: &[Change]) -> Touched {
 pub async fn build(ctl: &Controller, view: &RouterView, t: &Touched) -> Result<Delta, StoreError> {
     let store = &ctl.store;
     let now = clock::now_unix();
-    let timeout = ctl.config.api_session_timeout_secs;
+    let timeout = ctl.config.auth.api_session_timeout_secs;
     let mut out = Delta::default();
 
     // API sessions to judge again: those changed, those of changed identities and of

@@ -30,7 +30,7 @@ pub struct Judged {
 pub async fn build(ctl: &Controller) -> Result<Judged, StoreError> {
     let store = &ctl.store;
     let now = clock::now_unix();
-    let timeout = ctl.config.api_session_timeout_secs;
+    let timeout = ctl.config.auth.api_session_timeout_secs;
     let policies = Policies::load(store).await?;
     let identities: BTreeMap<String, IdentityFacts> = store
         .list_all(Kind::Identities.collection())
