@@ -175,32 +175,32 @@ pub async fn re_enroll(api: &Api, cmd: &ReEnrollCommand) -> Result<(), CliError>
         .await?;
     println!("re-enrolled edge router {router}: it is disconnected until it enrolls again");
     let v = api.get(&format!("edge-routers/{id}")).await?;
-    let expires = &v["data"]["enrollmentExpiresAt"];
-    let Some(path) = output else {
-        println!("Enrollment expires at {}", output::plain_time(expires));
-        return Ok(());
-    };
-    let jwt = v["data"]["enrollmentJwt"]
-        .as_str()
-        .ok_or_else(|| CliError::Usage("the controller returned no enrollment JWT".into()))?;
-    output::write_output(path, jwt.as_bytes(), *force)?;
-    println!(
-        "Enrollment expires at {}; token written to {}",
-        output::plain_time(expires),
-        path.display()
-    );
-    Ok(())
+    save_token(
+        &v["data"]["enrollmentJwt"],
+        &v["data"]["enrollmentExpiresAt"],
+        output.as_deref(),
+        *force,
+    )
 }
 
 /// Reads the enrollment's JWT and expiry; writes the JWT to `path`, if given.
 async fn write_jwt(api: &Api, id: &str, path: Option<&Path>, force: bool) -> Result<(), CliError> {
     let v = api.get(&format!("enrollments/{id}")).await?;
-    let expires = &v["data"]["expiresAt"];
+    save_token(&v["data"]["jwt"], &v["data"]["expiresAt"], path, force)
+}
+
+/// Prints when an enrollment token expires; writes its `jwt` to `path`, if given.
+fn save_token(
+    jwt: &Value,
+    expires: &Value,
+    path: Option<&Path>,
+    force: bool,
+) -> Result<(), CliError> {
     let Some(path) = path else {
         println!("Enrollment expires at {}", output::plain_time(expires));
         return Ok(());
     };
-    let jwt = v["data"]["jwt"]
+    let jwt = jwt
         .as_str()
         .ok_or_else(|| CliError::Usage("the controller returned no enrollment JWT".into()))?;
     output::write_output(path, jwt.as_bytes(), force)?;

@@ -112,20 +112,7 @@ async fn the_operations_endpoint_counts_requests_and_logins_and_logs_security_ev
         "supportedProtocols": {"tls": "tls://er1.test:3022"}}),
     )
     .await;
-    ctl.create_ok(
-        &admin,
-        "edge-router-policies",
-        json!({"name": "erp", "semantic": "AnyOf",
-        "edgeRouterRoles": ["#all"], "identityRoles": ["#all"]}),
-    )
-    .await;
-    ctl.create_ok(
-        &admin,
-        "service-edge-router-policies",
-        json!({"name": "serp",
-        "semantic": "AnyOf", "edgeRouterRoles": ["#all"], "serviceRoles": ["#all"]}),
-    )
-    .await;
+    ctl.admin().await.open_routers().await;
     let (_, token) = ctl.cert_login(&cert, &key).await;
     let (status, v) = ctl
         .call_client(
