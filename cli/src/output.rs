@@ -150,48 +150,52 @@ fn reference(it: &Value, field: &str, id: &str) -> String {
 /// The lines of the table of `weft edge list` for entities of type `kind`: columns
 /// chosen per type, as `ziti edge list` does (id, name and roles otherwise).
 fn table(kind: &str, items: &[Value]) -> Vec<String> {
-    let row = |it: &Value| -> Vec<String> {
-        let id = cell(&it["id"]);
-        match kind {
-            "edge-routers" => vec![
-                id,
-                label(it),
-                cell(&it["isOnline"]),
-                cell(&it["supportedProtocols"]["tls"]),
-                cell(&it["cost"]),
-                roles(it),
-            ],
-            "service-policies" => vec![id, label(it), cell(&it["type"]), roles(it)],
-            "sessions" => vec![
-                id,
+    type Row = fn(&Value) -> Vec<String>;
+    let (headers, row): (&[&str], Row) = match kind {
+        "edge-routers" => (
+            &["ID", "NAME", "ONLINE", "ADDRESS", "COST", "ATTRIBUTES"],
+            |it| {
+                vec![
+                    cell(&it["id"]),
+                    label(it),
+                    cell(&it["isOnline"]),
+                    cell(&it["supportedProtocols"]["tls"]),
+                    cell(&it["cost"]),
+                    roles(it),
+                ]
+            },
+        ),
+        "service-policies" => (&["ID", "NAME", "TYPE", "ROLES"], |it| {
+            vec![cell(&it["id"]), label(it), cell(&it["type"]), roles(it)]
+        }),
+        "sessions" => (&["ID", "IDENTITY", "SERVICE", "TYPE", "CREATED"], |it| {
+            vec![
+                cell(&it["id"]),
                 cell(&it["identityId"]),
                 reference(it, "service", "serviceId"),
                 cell(&it["type"]),
                 plain_time(&it["createdAt"]),
-            ],
-            "api-sessions" => vec![
-                id,
+            ]
+        }),
+        "api-sessions" => (&["ID", "IDENTITY", "ADDRESS", "LAST ACTIVITY"], |it| {
+            vec![
+                cell(&it["id"]),
                 reference(it, "identity", "identityId"),
                 cell(&it["ipAddress"]),
                 plain_time(&it["lastActivityAt"]),
-            ],
-            "enrollments" | "authenticators" => vec![
-                id,
+            ]
+        }),
+        "enrollments" | "authenticators" => (&["ID", "IDENTITY", "METHOD", "EXPIRES"], |it| {
+            vec![
+                cell(&it["id"]),
                 reference(it, "identity", "identityId"),
                 cell(&it["method"]),
                 plain_time(&it["expiresAt"]),
-            ],
-            _ => vec![id, label(it), roles(it)],
-        }
-    };
-    let headers: &[&str] = match kind {
-        "edge-routers" => &["ID", "NAME", "ONLINE", "ADDRESS", "COST", "ATTRIBUTES"],
-        "service-policies" => &["ID", "NAME", "TYPE", "ROLES"],
-        "sessions" => &["ID", "IDENTITY", "SERVICE", "TYPE", "CREATED"],
-        "api-sessions" => &["ID", "IDENTITY", "ADDRESS", "LAST ACTIVITY"],
-        "enrollments" => &["ID", "IDENTITY", "METHOD", "EXPIRES"],
-        "authenticators" => &["ID", "IDENTITY", "METHOD", "EXPIRES"],
-        _ => &["ID", "NAME", "ATTRIBUTES/ROLES"],
+            ]
+        }),
+        _ => (&["ID", "NAME", "ATTRIBUTES/ROLES"], |it| {
+            vec![cell(&it["id"]), label(it), roles(it)]
+        }),
     };
     let rows: Vec<Vec<String>> = items.iter().map(row).collect();
     columns(headers, &rows)

@@ -4,28 +4,16 @@ use crate::IdentityError;
 
 /// A PEM CSR for `key` with only a common name (the controller chooses the rest).
 pub fn csr(common_name: &str, key: &rcgen::KeyPair) -> Result<String, IdentityError> {
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, common_name);
-    Ok(params.serialize_request(key)?.pem()?)
+    csr_with_names(common_name, &[], key)
 }
 
-/// A fresh P-256 key (what OpenZiti's enrollers make) and its PEM CSR.
-pub fn key_and_csr(common_name: &str) -> Result<(rcgen::KeyPair, String), IdentityError> {
-    let key = rcgen::KeyPair::generate()?;
-    let csr = csr(common_name, &key)?;
-    Ok((key, csr))
-}
-
-/// A fresh P-256 key and a PEM CSR for a server certificate that asks for `names`
-/// (DNS names, or IP addresses) as subject alternative names, as an OpenZiti router's
-/// server CSR does (its config's `csr.sans`).
-pub fn server_key_and_csr(
+/// A PEM CSR for `key` with a common name that asks for `names` (DNS names, or IP
+/// addresses) as subject alternative names.
+fn csr_with_names(
     common_name: &str,
     names: &[String],
-) -> Result<(rcgen::KeyPair, String), IdentityError> {
-    let key = rcgen::KeyPair::generate()?;
+    key: &rcgen::KeyPair,
+) -> Result<String, IdentityError> {
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
     params
         .distinguished_name
@@ -36,7 +24,23 @@ pub fn server_key_and_csr(
             Err(_) => rcgen::SanType::DnsName(name.clone().try_into()?),
         });
     }
-    let csr = params.serialize_request(&key)?.pem()?;
+    Ok(params.serialize_request(key)?.pem()?)
+}
+
+/// A fresh P-256 key (what OpenZiti's enrollers make) and its PEM CSR.
+pub fn key_and_csr(common_name: &str) -> Result<(rcgen::KeyPair, String), IdentityError> {
+    server_key_and_csr(common_name, &[])
+}
+
+/// A fresh P-256 key and a PEM CSR for a server certificate that asks for `names`
+/// (DNS names, or IP addresses) as subject alternative names, as an OpenZiti router's
+/// server CSR does (its config's `csr.sans`).
+pub fn server_key_and_csr(
+    common_name: &str,
+    names: &[String],
+) -> Result<(rcgen::KeyPair, String), IdentityError> {
+    let key = rcgen::KeyPair::generate()?;
+    let csr = csr_with_names(common_name, names, &key)?;
     Ok((key, csr))
 }
 

@@ -43,10 +43,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl RouterRegistry {
     fn lock(&self) -> MutexGuard<'_, Conns> {
-        // Every update is a single insert or remove, never left half-done.
-        self.conns
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.conns)
     }
 
     /// Registers a connection of `router_id`; returns its id and the notification that
@@ -79,22 +76,14 @@ impl RouterRegistry {
     /// controller, past its hello (so its edge listeners are known), or to another
     /// one of the cluster.
     pub fn is_online(&self, router_id: &str) -> bool {
-        lock(&self.reported).contains_key(router_id)
-            || self
-                .cluster
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .contains_key(router_id)
+        lock(&self.reported).contains_key(router_id) || lock(&self.cluster).contains_key(router_id)
     }
 
     /// Routers with a control connection up: to this controller, and to any controller
     /// of the cluster (as last read; this controller's own included).
     pub fn counts(&self) -> (usize, usize) {
         let local = self.lock();
-        let cluster = self
-            .cluster
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let cluster = lock(&self.cluster);
         let elsewhere = cluster.keys().filter(|r| !local.contains_key(*r)).count();
         (local.len(), local.len() + elsewhere)
     }
@@ -126,10 +115,7 @@ impl RouterRegistry {
     /// Replaces the routers known connected anywhere in the cluster, with the edge
     /// listeners each reported.
     pub fn set_cluster_present(&self, routers: impl IntoIterator<Item = (String, Vec<String>)>) {
-        *self
-            .cluster
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = routers.into_iter().collect();
+        *lock(&self.cluster) = routers.into_iter().collect();
     }
 
     /// Asks every control connection of `router_id` to close (router deleted or
