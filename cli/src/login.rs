@@ -208,8 +208,12 @@ pub async fn login(args: LoginArgs, name: Option<&str>) -> Result<(), CliError> 
     if let Some(file) = &args.file {
         let identity = enroll::load_identity(file)?;
         let url = normalize(args.url.as_deref().unwrap_or_else(|| identity.controller()));
-        cfg.token =
-            client::login_cert(&url, identity.client_tls()?, totp_code(args.totp.clone())).await?;
+        cfg.token = client::login_cert(
+            &url,
+            identity.controller_tls()?,
+            totp_code(args.totp.clone()),
+        )
+        .await?;
         cfg.ca_pem = identity.ca_pem().to_owned();
         cfg.identity_file = Some(absolute(file)?);
         cfg.url = url;
@@ -237,9 +241,12 @@ pub async fn login(args: LoginArgs, name: Option<&str>) -> Result<(), CliError> 
             };
             let identity =
                 weft_identity::Identity::from_pem(url.clone(), read(cert)?, read(key)?, &ca_pem)?;
-            cfg.token =
-                client::login_cert(&url, identity.client_tls()?, totp_code(args.totp.clone()))
-                    .await?;
+            cfg.token = client::login_cert(
+                &url,
+                identity.controller_tls()?,
+                totp_code(args.totp.clone()),
+            )
+            .await?;
             cfg.client_cert = Some((absolute(cert)?, absolute(key)?));
         } else {
             let username = username.unwrap_or_default();

@@ -245,7 +245,7 @@ pub struct StoreConfig {
 }
 
 /// The flat keys of earlier versions: `(key, section, key in the section)`.
-pub const LEGACY_KEYS: &[(&str, &str, &str)] = &[
+pub const LEGACY_KEYS: &[weft_ops::config::FlatKey] = &[
     ("listen", "http", "listen"),
     ("advertised_host", "http", "advertised_host"),
     ("dns_names", "http", "dns_names"),
@@ -533,37 +533,16 @@ impl Config {
     }
 }
 
-/// Moves the flat keys of earlier versions into their sections; returns what it moved
-/// as `(key, "[section] key")`. A key set both ways, or a section that is not a table,
-/// is an error.
+/// Moves the flat keys of earlier versions into their sections ([`LEGACY_KEYS`]).
 fn migrate_legacy(
     table: &mut toml::Table,
     origin: &str,
 ) -> Result<Vec<(String, String)>, ConfigError> {
-    let mut moved = Vec::new();
-    for (old, section, new) in LEGACY_KEYS {
-        let Some(value) = table.remove(*old) else {
-            continue;
-        };
-        let place = format!("[{section}] {new}");
-        let invalid = |reason: String| ConfigError::Invalid {
-            origin: origin.to_owned(),
-            key: (*old).to_owned(),
-            reason,
-        };
-        let entry = table
-            .entry((*section).to_owned())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        let Some(sub) = entry.as_table_mut() else {
-            return Err(invalid(format!("`{section}` must be a section")));
-        };
-        if sub.contains_key(*new) {
-            return Err(invalid(format!("set both as `{old}` and as {place}")));
-        }
-        sub.insert((*new).to_owned(), value);
-        moved.push(((*old).to_owned(), place));
-    }
-    Ok(moved)
+    weft_ops::config::move_flat_keys(table, LEGACY_KEYS).map_err(|e| ConfigError::Invalid {
+        origin: origin.to_owned(),
+        key: e.key,
+        reason: e.reason,
+    })
 }
 
 #[cfg(test)]

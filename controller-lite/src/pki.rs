@@ -330,7 +330,10 @@ impl Pki {
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, "Weft");
         if let CertProfile::RouterClient | CertProfile::RouterServer { .. } = profile {
-            dn.push(DnType::OrganizationalUnitName, "router");
+            dn.push(
+                DnType::OrganizationalUnitName,
+                weft_tls::client::ROUTER_UNIT,
+            );
         }
         dn.push(DnType::CommonName, common_name);
         params.distinguished_name = dn;

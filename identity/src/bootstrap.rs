@@ -56,10 +56,10 @@ pub async fn ca_bundle_trust_on_first_use(url: &str) -> Result<String, IdentityE
     fetch_cacerts(&pinned, url).await
 }
 
-/// A client configuration that verifies servers against the CA bundle `ca_pem` and
-/// presents no client certificate.
+/// A client configuration for the controller that verifies it against the CA bundle
+/// `ca_pem` (refusing a router's certificate) and presents no client certificate.
 pub fn verified_tls(ca_pem: &str) -> Result<rustls::ClientConfig, IdentityError> {
-    weft_tls::client::verified_from_pem(ca_pem.as_bytes(), None).map_err(|source| {
+    weft_tls::client::controller_from_pem(ca_pem.as_bytes(), None).map_err(|source| {
         IdentityError::Tls {
             what: "the controller's CA bundle",
             source,

@@ -254,6 +254,15 @@ impl Identity {
             .map_err(tls("id.cert and id.key"))
     }
 
+    /// [`Self::client_tls`] for the controller: a server presenting a router's
+    /// certificate is refused (`weft_tls::client::controller`).
+    pub fn controller_tls(&self) -> Result<rustls::ClientConfig> {
+        let tls = |what| move |source| IdentityError::Tls { what, source };
+        let roots = weft_tls::pem::roots(self.ca_pem.as_bytes()).map_err(tls("id.ca"))?;
+        weft_tls::client::controller(roots, Some((self.cert_chain()?, self.private_key()?)))
+            .map_err(tls("id.cert and id.key"))
+    }
+
     /// The identity's name: the common name of its certificate.
     pub fn name(&self) -> Result<String> {
         let chain = self.cert_chain()?;

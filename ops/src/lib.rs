@@ -5,10 +5,13 @@
 //!   only on a terminal;
 //! - [`http`]: the operations endpoint, `GET /metrics` (Prometheus text), `/health`
 //!   (liveness) and `/ready` (readiness), on axum with bounded connections;
-//! - [`process`]: process and build-information metrics from `/proc/self`.
+//! - [`process`]: process and build-information metrics from `/proc/self`;
+//! - [`config`]: the flat configuration keys of earlier versions, moved to their
+//!   sections.
 //!
 //! Depends on no other Weft crate.
 
+pub mod config;
 pub mod http;
 pub mod logging;
 pub mod process;

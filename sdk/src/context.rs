@@ -215,7 +215,7 @@ impl Context {
         let tls = tls::client_config(&identity)?;
         let ctrl = ControllerClient::new(
             identity.controllers(),
-            Arc::clone(&tls),
+            tls::controller_config(&identity)?,
             options.mfa_codes.clone(),
             options.controller_timeout,
             options.config_types.clone(),
@@ -294,7 +294,7 @@ impl Context {
             .await?;
         let renewed = current.renewed(cert, new_key)?;
         let tls = tls::client_config(&renewed)?;
-        self.inner.ctrl.set_tls(&tls)?;
+        self.inner.ctrl.set_tls(&renewed.controller_tls()?)?;
         *lock(&self.inner.tls) = tls;
         *lock(&self.inner.identity) = renewed.clone();
         tracing::info!(identity = %self.inner.name, roll_keys, "certificate extended");

@@ -10,3 +10,9 @@ use crate::error::Result;
 pub(crate) fn client_config(identity: &Identity) -> Result<Arc<rustls::ClientConfig>> {
     Ok(Arc::new(identity.client_tls()?))
 }
+
+/// [`client_config`] for the controller: a server presenting a router's certificate is
+/// refused (`weft_tls::client::controller`).
+pub(crate) fn controller_config(identity: &Identity) -> Result<Arc<rustls::ClientConfig>> {
+    Ok(Arc::new(identity.controller_tls()?))
+}

@@ -695,6 +695,53 @@ async fn a_router_created_without_an_address_reports_its_own_and_carries_traffic
     assert_eq!(d["supportedProtocols"], serde_json::json!({}), "{d}");
 }
 
+/// A router's edge certificate is signed by the network CA and names the router's host,
+/// which may be the controller's: whoever holds a router's key could answer in the
+/// controller's place. Clients of the controller refuse a router's certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_certificate_does_not_pass_for_the_controller() {
+    let net = Network::start().await;
+    let identity = net.enrolled("impostor-target", &[]).await;
+    // An impostor listening with the router's certificate (it names localhost).
+    let certs = net.router.dir.path().join("certs");
+    let tls = weft_tls::server::api(
+        weft_tls::pem::certificates(&std::fs::read(certs.join("server.cert")).unwrap()).unwrap(),
+        weft_tls::pem::private_key(&std::fs::read(certs.join("server.key")).unwrap()).unwrap(),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(tls));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handshakes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let done = handshakes.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            if acceptor.accept(tcp).await.is_ok() {
+                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    });
+
+    let options = weft_sdk::Options {
+        controllers: vec![format!("https://localhost:{port}")],
+        ..Default::default()
+    };
+    let Err(err) = Context::with_options(identity.clone(), options).await else {
+        panic!("the SDK authenticated to a router posing as the controller");
+    };
+    let mut chain = err.to_string();
+    let mut cause = std::error::Error::source(&err);
+    while let Some(e) = cause {
+        chain.push_str(&format!(": {e}"));
+        cause = e.source();
+    }
+    assert!(chain.contains("router's certificate"), "{chain}");
+    assert_eq!(handshakes.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+    // The real controller, with the same identity, is trusted as before.
+    Context::new(identity).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_re_enrolled_router_is_cut_off_until_it_enrolls_again_with_new_names() {
     let mut net = Network::start().await;

@@ -33,6 +33,48 @@ pub fn verified_with_versions(
     })
 }
 
+/// A client of the **controller** (its APIs and its control channel): [`verified`],
+/// and the server's leaf must not be a router's (organizational unit `router`). The
+/// controller signs routers' edge certificates with the CA that signs its own, and a
+/// router's enrolment chooses the names in its certificate, so without this check a
+/// router's key could stand in for the controller's (docs/security.md).
+pub fn controller(
+    roots: RootCertStore,
+    identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+) -> Result<ClientConfig, TlsError> {
+    let provider = Arc::new(provider());
+    let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| TlsError::Ca(e.to_string()))?;
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(VERSIONS)?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(NotARouter { inner }));
+    Ok(match identity {
+        None => builder.with_no_client_auth(),
+        Some((chain, key)) => builder.with_client_auth_cert(chain, key)?,
+    })
+}
+
+/// [`controller`] from PEM text: the CA bundle, and optionally the client certificate
+/// chain and its key.
+pub fn controller_from_pem(
+    ca_pem: &[u8],
+    identity: Option<(&[u8], &[u8])>,
+) -> Result<ClientConfig, TlsError> {
+    let identity = match identity {
+        None => None,
+        Some((cert, key)) => Some((pem::certificates(cert)?, pem::private_key(key)?)),
+    };
+    controller(pem::roots(ca_pem)?, identity)
+}
+
+/// The organizational unit the controller puts in every router certificate it issues.
+pub const ROUTER_UNIT: &str = "router";
+
 /// [`verified`] from PEM text: the CA bundle, and optionally the client certificate
 /// chain and its key.
 pub fn verified_from_pem(
@@ -144,15 +186,28 @@ pub fn link(
 
 /// The common name of a DER certificate's subject, if it has one.
 pub fn common_name(der: &[u8]) -> Option<String> {
+    subject_attributes(der, const_oid::db::rfc4519::CN)
+        .ok()?
+        .into_iter()
+        .next()
+}
+
+/// The values of attribute `oid` in a DER certificate's subject (empty when it has
+/// none); an error when `der` is not a certificate.
+fn subject_attributes(
+    der: &[u8],
+    oid: const_oid::ObjectIdentifier,
+) -> Result<Vec<String>, der::Error> {
     use der::Decode;
-    let cert = x509_cert::Certificate::from_der(der).ok()?;
-    cert.tbs_certificate
+    let cert = x509_cert::Certificate::from_der(der)?;
+    Ok(cert
+        .tbs_certificate
         .subject
         .0
         .iter()
         .flat_map(|rdn| rdn.0.iter())
-        .find(|atv| atv.oid == const_oid::db::rfc4519::CN)
-        .and_then(|atv| {
+        .filter(|atv| atv.oid == oid)
+        .filter_map(|atv| {
             der::asn1::Utf8StringRef::try_from(&atv.value)
                 .map(|s| s.as_str().to_owned())
                 .or_else(|_| {
@@ -161,6 +216,56 @@ pub fn common_name(der: &[u8]) -> Option<String> {
                 })
                 .ok()
         })
+        .collect())
+}
+
+/// WebPKI verification, then the leaf must not be a router's ([`controller`]).
+#[derive(Debug)]
+struct NotARouter {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+}
+
+impl ServerCertVerifier for NotARouter {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verified =
+            self.inner
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
+        let units = subject_attributes(end_entity.as_ref(), const_oid::db::rfc4519::OU)
+            .map_err(|e| rustls::Error::General(format!("the server certificate: {e}")))?;
+        if units.iter().any(|unit| unit == ROUTER_UNIT) {
+            return Err(rustls::Error::General(format!(
+                "the server presented a router's certificate ({:?}), not the controller's",
+                common_name(end_entity.as_ref()).unwrap_or_default()
+            )));
+        }
+        Ok(verified)
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 /// WebPKI verification, then the leaf's common name must be the expected one.
@@ -223,6 +328,62 @@ mod tests {
             .push(rcgen::DnType::CommonName, cn);
         let key = rcgen::KeyPair::generate().unwrap();
         params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    /// A CA, and a leaf for `localhost` it signed with organizational unit `unit`.
+    fn ca_and_leaf(unit: Option<&str>) -> (RootCertStore, CertificateDer<'static>) {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let mut leaf = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap();
+        leaf.distinguished_name = rcgen::DistinguishedName::new();
+        leaf.distinguished_name
+            .push(rcgen::DnType::CommonName, "r1");
+        if let Some(unit) = unit {
+            leaf.distinguished_name
+                .push(rcgen::DnType::OrganizationalUnitName, unit);
+        }
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf = leaf.signed_by(&leaf_key, &issuer).unwrap();
+        let mut roots = RootCertStore::empty();
+        roots.add(ca_cert.der().clone()).unwrap();
+        (roots, leaf.der().clone())
+    }
+
+    fn controller_verifier(roots: RootCertStore) -> NotARouter {
+        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            Arc::new(provider()),
+        )
+        .build()
+        .unwrap();
+        NotARouter { inner }
+    }
+
+    #[test]
+    fn a_controller_client_refuses_a_router_certificate() {
+        let name = server_name("localhost").unwrap();
+        let (roots, router) = ca_and_leaf(Some(ROUTER_UNIT));
+        let err = controller_verifier(roots)
+            .verify_server_cert(&router, &[], &name, &[], UnixTime::now())
+            .unwrap_err();
+        assert!(err.to_string().contains("router's certificate"), "{err}");
+        for unit in [None, Some("controller")] {
+            let (roots, leaf) = ca_and_leaf(unit);
+            controller_verifier(roots)
+                .verify_server_cert(&leaf, &[], &name, &[], UnixTime::now())
+                .unwrap();
+        }
+        // The chain is still verified first: another CA's leaf fails as usual.
+        let (_, foreign) = ca_and_leaf(None);
+        let (roots, _) = ca_and_leaf(None);
+        assert!(
+            controller_verifier(roots)
+                .verify_server_cert(&foreign, &[], &name, &[], UnixTime::now())
+                .is_err()
+        );
     }
 
     #[test]

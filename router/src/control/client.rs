@@ -206,7 +206,7 @@ impl ControlConfig {
 
     /// The TLS connector, and each address's server name (its host).
     fn tls(&self) -> Result<(tokio_rustls::TlsConnector, Vec<ServerName<'static>>), ClientError> {
-        let cfg = weft_tls::client::verified_from_pem(
+        let cfg = weft_tls::client::controller_from_pem(
             self.ca_pem.as_bytes(),
             Some((self.cert_pem.as_bytes(), self.key_pem.as_bytes())),
         )?;
