@@ -148,9 +148,10 @@ pub async fn run(args: QuickstartArgs) -> Result<(), CliError> {
     std::fs::write(
         &router_toml,
         format!(
-            "edge_listen = \"127.0.0.1:{edge_port}\"\nadvertised_host = \"localhost\"\n\
-             controller = \"localhost:{control_port}\"\ncert = \"certs/server.cert\"\n\
-             key = \"certs/server.key\"\nshutdown_grace_ms = 1000\n"
+            "[identity]\ncert = \"certs/server.cert\"\nkey = \"certs/server.key\"\n\
+             [edge]\nlisten = \"127.0.0.1:{edge_port}\"\nadvertised_host = \"localhost\"\n\
+             [control]\ncontrollers = [\"localhost:{control_port}\"]\n\
+             [runtime]\nshutdown_grace_ms = 1000\n"
         ),
     )
     .map_err(fail("writing router.toml"))?;

@@ -29,7 +29,7 @@ pub struct Config {
     /// API sessions and password logins (`[auth]`).
     pub auth: AuthConfig,
     /// Logging (`[log]`); `--log-format`, `--log-level` and `RUST_LOG` win over it.
-    pub log: LogConfig,
+    pub log: weft_ops::logging::LogSection,
     /// External JWT signers' key fetching (`[ext_jwt]`).
     pub ext_jwt: ExtJwtConfig,
     /// Flat keys of earlier versions found in the file, each with where it belongs now
@@ -181,16 +181,6 @@ impl Default for AuthConfig {
             totp_issuer: "Weft".into(),
         }
     }
-}
-
-/// `[log]`: what the controller logs, when the command line and `RUST_LOG` do not say.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LogConfig {
-    /// `text` (the default) or `json`.
-    pub format: Option<String>,
-    /// A level (`info`, the default) or directives as in `RUST_LOG`.
-    pub level: Option<String>,
 }
 
 /// `[ext_jwt]`: how the controller fetches external JWT signers' JWK sets.
@@ -491,15 +481,8 @@ impl Config {
         if self.http.advertised_host.trim().is_empty() {
             return invalid("[http] advertised_host", "must not be empty");
         }
-        if let Some(format) = &self.log.format
-            && !matches!(format.as_str(), "text" | "json")
-        {
-            return invalid("[log] format", &format!("{format:?} is not text or json"));
-        }
-        if let Some(level) = &self.log.level
-            && let Err(e) = weft_ops::logging::check_level(level)
-        {
-            return invalid("[log] level", &e);
+        if let Err((key, reason)) = self.log.check() {
+            return invalid(key, &reason);
         }
         Ok(())
     }
@@ -609,7 +592,8 @@ mod tests {
         std::fs::write(&path, "[log]\nformat = \"xml\"\n").unwrap();
         let format = Config::load(Some(&path)).unwrap_err().to_string();
         assert!(
-            format.ends_with("[log] format: \"xml\" is not text or json"),
+            format.contains("line 2")
+                && format.contains("unknown variant `xml`, expected `text` or `json`"),
             "{format}"
         );
         let missing = Config::load(Some(&dir.path().join("nope.toml")))

@@ -10,13 +10,45 @@ use std::io::IsTerminal as _;
 use tracing_subscriber::EnvFilter;
 
 /// How log lines are written.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Deserialize,
+    serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.
     #[default]
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// A configuration file's `[log]` section: under `--log-format`, `WEFT_LOG_FORMAT`,
+/// `--log-level` and `RUST_LOG`, which win over it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSection {
+    /// `text` (the default) or `json`.
+    pub format: Option<LogFormat>,
+    /// A level (`info`, the default) or directives as in `RUST_LOG`.
+    pub level: Option<String>,
+}
+
+impl LogSection {
+    /// Checks `level` ([`check_level`]); the error names the key.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        match &self.level {
+            Some(level) => check_level(level).map_err(|e| ("[log] level", e)),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The logging options of a Weft binary (flatten into its `clap` parser).
@@ -52,6 +84,12 @@ impl LogArgs {
                 Ok(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default)))
             }
         }
+    }
+
+    /// [`Self::init_or`] with a configuration file's `[log]` section; `default` is the
+    /// filter where neither the command line, `RUST_LOG` nor the section says.
+    pub fn init_with(&self, default: &str, section: &LogSection) -> Result<(), BadLogLevel> {
+        self.init_or(section.level.as_deref().unwrap_or(default), section.format)
     }
 
     /// Installs the process's logger (once; a second call changes nothing).

@@ -237,8 +237,9 @@ impl WeftNet {
                 edge_port,
                 &self.control_addr,
                 &format!(
-                    "shards = {shards}\nio = \"{io}\"\nmax_conns_per_edge = 65536\n\
-                     metrics_listen = \"127.0.0.1:{metrics_port}\"\n{extra}"
+                    "runtime.shards = {shards}\nruntime.io = \"{io}\"\n\
+                     edge.max_conns_per_connection = 65536\n\
+                     metrics.listen = \"127.0.0.1:{metrics_port}\"\n{extra}"
                 ),
             ),
         )

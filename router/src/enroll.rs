@@ -199,12 +199,56 @@ fn server_chain(server_cert: &str, ca_bundle: &str) -> String {
 }
 
 fn write_file(path: &Path, content: &str, secret: bool) -> Result<(), EnrollError> {
-    weft_identity::secret::write_new(path, content.as_bytes(), secret).map_err(io_err(path))
+    weft_identity::secret::write_new(path, content.as_bytes(), secret).map_err(io_err(path))?;
+    take_directory_owner(path)
+}
+
+/// Gives `path`, written by root, the owner and group of its directory: `sudo
+/// weft-router enroll` into the service user's directory (the package's
+/// `/var/lib/weft-router/certs`, owned by `weft`) leaves keys the service can read,
+/// and nobody else (they stay mode 0600). Files written by anyone else keep their
+/// owner (only root may give a file away).
+fn take_directory_owner(path: &Path) -> Result<(), EnrollError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| Path::new("."));
+    let dir_meta = std::fs::metadata(dir).map_err(io_err(dir))?;
+    let file_meta = std::fs::metadata(path).map_err(io_err(path))?;
+    let owner = (dir_meta.uid(), dir_meta.gid());
+    if file_meta.uid() == 0 && (file_meta.uid(), file_meta.gid()) != owner {
+        std::os::unix::fs::chown(path, Some(owner.0), Some(owner.1)).map_err(io_err(path))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Root's files take the directory's owner (the package's service user); anyone
+    /// else's stay theirs.
+    #[test]
+    fn files_written_by_root_take_the_owner_of_their_directory() {
+        use std::os::unix::fs::MetadataExt as _;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("certs");
+        std::fs::create_dir(&dir).unwrap();
+        let me = std::fs::metadata(&dir).unwrap();
+        if me.uid() == 0 {
+            // 65534: `nobody` on Debian; any uid works for chown as root.
+            std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+        }
+        write_file(&dir.join(SERVER_KEY_FILE), "key", true).unwrap();
+        let file = std::fs::metadata(dir.join(SERVER_KEY_FILE)).unwrap();
+        if me.uid() == 0 {
+            assert_eq!((file.uid(), file.gid()), (65534, 65534));
+        } else {
+            assert_eq!(file.uid(), me.uid());
+        }
+        assert_eq!(file.mode() & 0o777, 0o600);
+    }
 
     /// A failed enrollment used to spend the one-time token before finding the files
     /// already there: now nothing is sent (the issuer here is unreachable, so reaching

@@ -63,30 +63,43 @@ fn main() -> std::process::ExitCode {
 
 fn real_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    cli.log.init("info")?;
+    let path = match &cli.command {
+        Command::Run { config, .. }
+        | Command::Enroll { config, .. }
+        | Command::Check { config } => config.clone(),
+    };
+    // The config first: its [log] section sets up logging (the command line and
+    // RUST_LOG win over it); a bad file is reported before anything starts.
+    let config = RouterConfig::load(&path)?;
+    cli.log.init_with("info", &config.log)?;
+    for (old, place) in &config.deprecated {
+        tracing::warn!(key = %old, now = %place, "config key `{old}` is deprecated; write it as {place}");
+    }
     match cli.command {
-        Command::Check { config } => {
-            let config = RouterConfig::load(&config)?;
+        Command::Check { .. } => {
             config.settings()?;
-            let control = node::control_config(&config, config.edge_listen.port())?;
-            let backend = select_backend(config.io, probe_uring)?;
+            let control = node::control_config(&config, config.edge.listen.port())?;
+            let backend = select_backend(config.runtime.io, probe_uring)?;
             println!(
                 "configuration OK (router {}, controller {}, io {} -> {backend})",
                 control.hello.router_id,
                 config.controller_addresses().join(", "),
-                config.io
+                config.runtime.io
             );
             Ok(())
         }
-        Command::Run { config, io } => run(&config, io),
-        Command::Enroll { jwt, config } => enroll(&jwt, &config),
+        Command::Run { io, .. } => run(&path, config, io),
+        Command::Enroll { jwt, .. } => enroll(&jwt, &config),
     }
 }
 
-fn run(path: &std::path::Path, io: Option<IoSelection>) -> anyhow::Result<()> {
-    let mut config = RouterConfig::load(path)?;
+fn run(
+    path: &std::path::Path,
+    mut config: RouterConfig,
+    io: Option<IoSelection>,
+) -> anyhow::Result<()> {
     if let Some(io) = io {
-        config.io = io;
+        config.runtime.io = io;
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -112,8 +125,7 @@ fn run(path: &std::path::Path, io: Option<IoSelection>) -> anyhow::Result<()> {
     })
 }
 
-fn enroll(jwt: &std::path::Path, path: &std::path::Path) -> anyhow::Result<()> {
-    let config = RouterConfig::load(path)?;
+fn enroll(jwt: &std::path::Path, config: &RouterConfig) -> anyhow::Result<()> {
     let dir = config.cert_dir();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -127,11 +139,11 @@ fn enroll(jwt: &std::path::Path, path: &std::path::Path) -> anyhow::Result<()> {
         ))
         .with_context(|| format!("enrolling with {}", jwt.display()))?;
     let expected = dir.join(weft_router::enroll::SERVER_CERT_FILE);
-    if config.cert != expected {
+    if config.identity.cert != expected {
         eprintln!(
             "weft-router: note: the edge certificate was written to {}, but `cert` names {}",
             expected.display(),
-            config.cert.display()
+            config.identity.cert.display()
         );
     }
     println!(

@@ -75,7 +75,7 @@ pub fn control_config(config: &RouterConfig, edge_port: u16) -> Result<ControlCo
         hello: pb::RouterHello {
             router_id,
             version: env!("CARGO_PKG_VERSION").to_string(),
-            edge_listeners: vec![format!("tls://{}:{edge_port}", config.advertised_host)],
+            edge_listeners: vec![format!("tls://{}:{edge_port}", config.edge.advertised_host)],
             ..Default::default()
         },
         backoff_min: Duration::from_millis(100),
@@ -127,7 +127,7 @@ impl Node {
         let mut settings = config.settings()?;
         // Read the control-channel files before binding anything; the port is fixed
         // below once the listener has chosen it.
-        let mut control_config = control_config(config, config.edge_listen.port())?;
+        let mut control_config = control_config(config, config.edge.listen.port())?;
         settings.forward.router_id = control_config.hello.router_id.clone();
         settings.control_stats = Some(Arc::clone(&control_config.stats));
         if let Some(link) = &config.link {
@@ -157,12 +157,14 @@ impl Node {
         let router = Router::start(settings, commands_rx, requests_tx)?;
         control_config.hello.edge_listeners = vec![format!(
             "tls://{}:{}",
-            config.advertised_host,
+            config.edge.advertised_host,
             router.local_addr().port()
         )];
         if let (Some(link), Some(addr)) = (&config.link, router.link_addr()) {
             control_config.hello.link_listener = link_address(
-                link.advertise.as_deref().unwrap_or(&config.advertised_host),
+                link.advertise
+                    .as_deref()
+                    .unwrap_or(&config.edge.advertised_host),
                 addr.port(),
             );
         }

@@ -136,30 +136,22 @@ pub fn identity_body(name: &str, attrs: &[&str]) -> Value {
 
 /// A `router.toml`: the edge listener on loopback `edge_port` advertised as
 /// `localhost`, the controller at `control_addr`, certificates under `certs/`, a short
-/// shutdown grace, then `extra` lines.
+/// shutdown grace, then `extra` lines. The sections are written as dotted keys
+/// (`edge.listen = ...`), so `extra` may add keys the same way
+/// (`metrics.listen = ...`) or start a section of its own (`[link]`), but not reopen
+/// `[edge]`, `[identity]`, `[control]` or `[runtime]`.
 pub fn router_config(edge_port: u16, control_addr: &str, extra: &str) -> String {
-    router_config_line(
-        edge_port,
-        &format!("controller = \"{control_addr}\""),
-        extra,
-    )
+    router_config_controllers(edge_port, &[control_addr], extra)
 }
 
-/// [`router_config`] with several controllers: `controllers = [...]`, tried in order.
+/// [`router_config`] with several controllers, tried in order.
 pub fn router_config_controllers(edge_port: u16, control_addrs: &[&str], extra: &str) -> String {
     let list: Vec<String> = control_addrs.iter().map(|a| format!("\"{a}\"")).collect();
-    router_config_line(
-        edge_port,
-        &format!("controllers = [{}]", list.join(", ")),
-        extra,
-    )
-}
-
-fn router_config_line(edge_port: u16, controller_line: &str, extra: &str) -> String {
     format!(
-        "edge_listen = \"127.0.0.1:{edge_port}\"\nadvertised_host = \"localhost\"\n\
-         {controller_line}\ncert = \"certs/server.cert\"\nkey = \"certs/server.key\"\n\
-         shutdown_grace_ms = 100\n{extra}"
+        "identity.cert = \"certs/server.cert\"\nidentity.key = \"certs/server.key\"\n\
+         edge.listen = \"127.0.0.1:{edge_port}\"\nedge.advertised_host = \"localhost\"\n\
+         control.controllers = [{}]\nruntime.shutdown_grace_ms = 100\n{extra}",
+        list.join(", ")
     )
 }
 

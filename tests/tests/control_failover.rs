@@ -39,7 +39,7 @@ async fn a_router_skips_a_dead_controller_address_and_serves_a_dial() {
         &admin,
         "edge-1",
         &[&dead, &real],
-        &format!("metrics_listen = \"127.0.0.1:{metrics_port}\"\n"),
+        &format!("metrics.listen = \"127.0.0.1:{metrics_port}\"\n"),
         &[],
     )
     .await;
@@ -82,7 +82,7 @@ async fn a_router_fails_over_to_the_next_controller_while_its_circuits_carry_dat
         &admin,
         "edge-1",
         &[&a, &b],
-        &format!("metrics_listen = \"127.0.0.1:{metrics_port}\"\n"),
+        &format!("metrics.listen = \"127.0.0.1:{metrics_port}\"\n"),
         &[],
     )
     .await;

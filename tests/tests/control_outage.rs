@@ -49,7 +49,7 @@ async fn circuits_outlive_a_controller_outage_and_the_resync() {
         &admin,
         "edge-1",
         &format!("localhost:{}", proxy.addr().port()),
-        &format!("metrics_listen = \"127.0.0.1:{metrics_port}\"\n"),
+        &format!("metrics.listen = \"127.0.0.1:{metrics_port}\"\n"),
         &[],
     )
     .await;

@@ -352,7 +352,7 @@ async fn circuits_outlive_a_killed_controller_and_sixty_seconds_without_any() {
         &admin,
         "edge-1",
         &[&b_addr, &c_addr],
-        &format!("metrics_listen = \"127.0.0.1:{metrics_port}\"\n"),
+        &format!("metrics.listen = \"127.0.0.1:{metrics_port}\"\n"),
         &[],
     )
     .await;
@@ -442,7 +442,7 @@ async fn concurrent_writes_on_three_controllers_converge_everywhere() {
             &admin,
             &format!("edge-{i}"),
             &[&ctl.control_addr()],
-            &format!("metrics_listen = \"127.0.0.1:{port}\"\n"),
+            &format!("metrics.listen = \"127.0.0.1:{port}\"\n"),
             &[],
         )
         .await;

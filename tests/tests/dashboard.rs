@@ -66,7 +66,7 @@ async fn every_series_of_the_dashboard_is_exported() {
     let control = controller.control_addr();
     let metrics_port = free_port();
     let listen = format!(
-        "metrics_listen = \"127.0.0.1:{metrics_port}\"\n[link]\nlisten = \"127.0.0.1:{}\"\ngroups = [\"g\"]\n",
+        "metrics.listen = \"127.0.0.1:{metrics_port}\"\n[link]\nlisten = \"127.0.0.1:{}\"\ngroups = [\"g\"]\n",
         free_port()
     );
     let _a = Router::start_configured(&admin, "dash-a", &control, &listen, &[]).await;

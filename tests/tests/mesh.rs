@@ -17,7 +17,7 @@ fn link_config() -> (String, u16, u16) {
     let (link, metrics) = (free_port(), free_port());
     (
         format!(
-            "metrics_listen = \"127.0.0.1:{metrics}\"\n[link]\nlisten = \"127.0.0.1:{link}\"\n"
+            "metrics.listen = \"127.0.0.1:{metrics}\"\n[link]\nlisten = \"127.0.0.1:{link}\"\n"
         ),
         link,
         metrics,

@@ -132,9 +132,10 @@ async fn start_router(
     std::fs::write(
         &config_path,
         format!(
-            "edge_listen = \"127.0.0.1:{port}\"\nadvertised_host = \"localhost\"\n\
-             controller = \"{controller}\"\ncert = \"certs/server.cert\"\n\
-             key = \"certs/server.key\"\nshutdown_grace_ms = 100\nio = \"{io}\"\n"
+            "[identity]\ncert = \"certs/server.cert\"\nkey = \"certs/server.key\"\n\
+             [edge]\nlisten = \"127.0.0.1:{port}\"\nadvertised_host = \"localhost\"\n\
+             [control]\ncontrollers = [\"{controller}\"]\n\
+             [runtime]\nshutdown_grace_ms = 100\nio = \"{io}\"\n"
         ),
     )
     .unwrap();

@@ -667,7 +667,7 @@ async fn a_router_created_without_an_address_reports_its_own_and_carries_traffic
         &net.admin,
         "edge-2",
         &net.controller.control_addr(),
-        "cert_sans = [\"er-2.internal\", \"127.0.0.2\"]\n",
+        "edge.cert_sans = [\"er-2.internal\", \"127.0.0.2\"]\n",
         &[],
     )
     .await;
@@ -769,7 +769,7 @@ async fn a_re_enrolled_router_is_cut_off_until_it_enrolls_again_with_new_names()
     let dir = net.router.dir.path().to_owned();
     std::fs::remove_dir_all(dir.join("certs")).unwrap();
     let mut config = std::fs::read_to_string(dir.join("router.toml")).unwrap();
-    config.push_str("cert_sans = [\"er-moved.example\"]\n");
+    config.push_str("edge.cert_sans = [\"er-moved.example\"]\n");
     std::fs::write(dir.join("router.toml"), config).unwrap();
     std::fs::write(dir.join("router.jwt"), jwt).unwrap();
     weft_testkit::boot::enroll_router(

@@ -148,13 +148,7 @@ fn real_main() -> anyhow::Result<()> {
     // The config first: its [log] section sets up logging (the command line and
     // RUST_LOG win over it); a bad file is reported before anything starts.
     let cfg = Config::load(config_path(&cli.cmd))?;
-    let format = match cfg.log.format.as_deref() {
-        Some("json") => Some(weft_ops::logging::LogFormat::Json),
-        Some(_) => Some(weft_ops::logging::LogFormat::Text),
-        None => None,
-    };
-    cli.log
-        .init_or(cfg.log.level.as_deref().unwrap_or("info"), format)?;
+    cli.log.init_with("info", &cfg.log)?;
     for (old, place) in &cfg.deprecated {
         tracing::warn!(key = %old, now = %place, "config key `{old}` is deprecated; write it as {place}");
     }
