@@ -202,34 +202,19 @@ fn table(kind: &str, items: &[Value]) -> Vec<String> {
 }
 
 /// The lines of a table with `headers` and `rows`, each column as wide as its widest
-/// cell, two spaces apart (the last column unpadded).
+/// cell (by display width), two spaces apart, no borders, no trailing spaces.
 pub fn columns(headers: &[&str], rows: &[Vec<String>]) -> Vec<String> {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
+    let mut table = comfy_table::Table::new();
+    table
+        .load_style(comfy_table::presets::NOTHING)
+        // One row per line whatever the terminal's width: lists are also piped.
+        .set_content_arrangement(comfy_table::ContentArrangement::Disabled)
+        .set_header(headers.iter().copied())
+        .add_rows(rows.iter().map(|r| r.iter().map(String::as_str)));
+    for column in table.column_iter_mut() {
+        column.set_padding((0, 2));
     }
-    let line = |cells: Vec<&str>| {
-        let last = cells.len().saturating_sub(1);
-        let mut out = String::new();
-        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
-            if i == last {
-                out.push_str(cell);
-            } else {
-                let pad = w.saturating_sub(cell.chars().count()) + 2;
-                out.push_str(cell);
-                out.extend(std::iter::repeat_n(' ', pad));
-            }
-        }
-        out
-    };
-    std::iter::once(line(headers.to_vec()))
-        .chain(
-            rows.iter()
-                .map(|r| line(r.iter().map(String::as_str).collect())),
-        )
-        .collect()
+    table.trim_fmt().lines().map(str::to_owned).collect()
 }
 
 /// Prints [`columns`].
