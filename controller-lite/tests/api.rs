@@ -74,6 +74,55 @@ async fn first_start_creates_files_and_restart_keeps_state() {
     drop(tmp);
 }
 
+/// `GET /protocols`, `GET /network-jwts` (both APIs) and the management API's
+/// `/.well-known/est/cacerts` answer without a session; the network JWT is signed with
+/// the key of the controller's server certificate and names the controller.
+#[tokio::test]
+async fn discovery_routes_answer_without_a_session() {
+    let ctl = Ctl::start();
+    let http = ctl.http();
+    let port = ctl.addr.port();
+    let (status, v) = get(&http, &ctl.client_url("/protocols"), "").await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["data"]["https"]["address"], format!("localhost:{port}"));
+
+    let server_pem = std::fs::read_to_string(ctl.dir.join("pki/server.cert.pem")).unwrap();
+    let server_der = rustls::pki_types::pem::PemObject::from_pem_slice(server_pem.as_bytes())
+        .map(|c: rustls::pki_types::CertificateDer<'static>| c)
+        .unwrap();
+    let (_, cert) = x509_parser::parse_x509_certificate(&server_der).unwrap();
+    let key = jsonwebtoken::DecodingKey::from_rsa_der(&cert.public_key().subject_public_key.data);
+    let issuer = format!("https://localhost:{port}/");
+    for url in [ctl.client_url("/network-jwts"), ctl.mgmt("/network-jwts")] {
+        let (status, v) = get(&http, &url, "").await;
+        assert_eq!(status, 200, "{url}: {v}");
+        let list = v["data"].as_array().unwrap();
+        assert_eq!(list.len(), 1, "{v}");
+        assert_eq!(list[0]["name"], "default");
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+        validation.set_issuer(std::slice::from_ref(&issuer));
+        validation.set_audience(&["openziti-enroller"]);
+        validation.set_required_spec_claims(&["iss", "sub", "aud", "jti"]);
+        let claims =
+            jsonwebtoken::decode::<Value>(list[0]["token"].as_str().unwrap(), &key, &validation)
+                .unwrap()
+                .claims;
+        assert_eq!(claims["em"], "network");
+        assert_eq!(claims["sub"], issuer.as_str());
+    }
+
+    let res = http
+        .get(ctl.mgmt("/.well-known/est/cacerts"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "application/pkcs7-mime");
+    let b64: String = res.text().await.unwrap().split_whitespace().collect();
+    let der = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).unwrap();
+    assert_eq!(weft_tls::pkcs7::certificates(&der).unwrap().len(), 2);
+}
+
 #[tokio::test]
 async fn version_shape_and_unknown_route_envelope() {
     let ctl = Ctl::start();

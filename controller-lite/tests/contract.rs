@@ -57,6 +57,7 @@ async fn served_routes_and_conformance_report() {
     let (mut served_total, mut spec_total) = (0, 0);
     let mut wrong_status = Vec::new();
     let mut served_keys = BTreeSet::new();
+    let mut unserved = BTreeSet::new();
     for (api, endpoints) in ApiKind::ALL.into_iter().zip(&endpoints) {
         let spec = contract.api(api);
         let mut served = 0;
@@ -78,6 +79,9 @@ async fn served_routes_and_conformance_report() {
                         op.statuses().collect::<Vec<_>>().join(", ")
                     ));
                 }
+            }
+            if ours.is_none() {
+                unserved.insert((api.id().to_owned(), op.method.clone(), op.path.clone()));
             }
             let seen: Vec<String> = observed
                 .iter()
@@ -159,11 +163,51 @@ async fn served_routes_and_conformance_report() {
     std::fs::write(dir.join("report.md"), &doc).unwrap();
     println!("{summary}(report: {})", dir.join("report.md").display());
     assert!(served_total > 0 && served_total <= spec_total);
+    // Every route of the spec Weft does not serve is documented with its reason, and
+    // nothing served is documented as not served.
+    let documented = documented_unserved();
+    let missing: Vec<_> = unserved.difference(&documented).collect();
+    let stale: Vec<_> = documented.difference(&unserved).collect();
+    assert!(
+        missing.is_empty() && stale.is_empty(),
+        "docs/controller-api.md \"Routes not served\" is out of date:\n\
+         not served but not listed: {missing:?}\nlisted but served or not in the spec: {stale:?}"
+    );
     assert!(
         wrong_status.is_empty(),
         "success statuses the spec does not declare:\n{}",
         wrong_status.join("\n")
     );
+}
+
+/// The `(api, method, path)` rows of the "Routes not served" table of
+/// `docs/controller-api.md`.
+fn documented_unserved() -> BTreeSet<(String, String, String)> {
+    let doc = include_str!("../../docs/controller-api.md");
+    let section = doc
+        .split_once("## Routes not served")
+        .map(|(_, rest)| rest)
+        .expect("docs/controller-api.md has a \"Routes not served\" section");
+    let section = section.split("\n## ").next().unwrap_or_default();
+    section
+        .lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            // | api | method | `path` | reason |
+            match cells.as_slice() {
+                ["", api, method, path, _reason, ""]
+                    if api.starts_with("edge-") && path.starts_with('`') =>
+                {
+                    Some((
+                        (*api).to_owned(),
+                        (*method).to_owned(),
+                        path.trim_matches('`').to_owned(),
+                    ))
+                }
+                _ => None,
+            }
+        })
+        .collect()
 }
 
 /// Calls every served route of both APIs once with success (the `Ctl` checks each

@@ -32,6 +32,37 @@ pub async fn cacerts(State(ctl): State<AppState>) -> Response {
     res
 }
 
+/// Audience of a network JWT (`JwtAudEnrollment` in openziti/ziti `controller/env`).
+const NETWORK_JWT_AUDIENCE: &str = "openziti-enroller";
+
+/// Claims of the network JWT: enrollment method `network`, issuer and subject the
+/// controller's URL with a trailing slash, audience [`NETWORK_JWT_AUDIENCE`], a random
+/// `jti`, no expiry (openziti/ziti `controller/internal/routes/network_jwt_router.go`).
+#[derive(Debug, serde::Serialize)]
+struct NetworkJwtClaims<'a> {
+    em: &'static str,
+    iss: &'a str,
+    sub: &'a str,
+    aud: [&'static str; 1],
+    jti: String,
+}
+
+/// `GET /network-jwts` (both APIs, no session needed): one JWT named `default` that
+/// lets a client find and verify this network (the controller URL, signed with the key
+/// that signs enrollment JWTs) without an enrollment of its own. Signed per request: a
+/// signature costs microseconds, and rate limits cover the route like any other.
+pub async fn network_jwts(State(ctl): State<AppState>) -> Result<Response, ApiError> {
+    let issuer = format!("{}/", ctl.public_url.trim_end_matches('/'));
+    let token = ctl.pki.sign_jwt(&NetworkJwtClaims {
+        em: "network",
+        iss: &issuer,
+        sub: &issuer,
+        aud: [NETWORK_JWT_AUDIENCE],
+        jti: uuid::Uuid::new_v4().to_string(),
+    })?;
+    Ok(envelope::ok(json!([{"name": "default", "token": token}])))
+}
+
 #[derive(Debug, Deserialize)]
 struct EnrollQuery {
     method: Option<String>,

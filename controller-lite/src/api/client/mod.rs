@@ -176,13 +176,10 @@ pub fn routes() -> ApiBuilder {
             posture::posture_response_bulk,
         )
         .add(
-            Endpoint::get("/.well-known/est/cacerts", "listWellKnownCas")
-                .doc("Well Known", "The CA certificates (certs-only PKCS#7, base64)")
-                .returns(
-                    200,
-                    Data::Raw("application/pkcs7-mime", "Base64 certs-only PKCS#7."),
-                ),
-            enrollment::cacerts,
+            Endpoint::get("/protocols", "listProtocols")
+                .doc("Informational", "The address of the HTTPS API listener")
+                .returns(200, Data::Object("`{https: {address}}`.")),
+            version::protocols,
         )
         .add(
             Endpoint::post("/enroll", "enroll")
@@ -241,6 +238,27 @@ pub(crate) fn common_routes(api: ApiBuilder) -> ApiBuilder {
                 .doc("Informational", "Returns version information")
                 .returns(200, VERSION),
             version::version,
+        )
+        .add(
+            Endpoint::get("/.well-known/est/cacerts", "listWellKnownCas")
+                .doc(
+                    "Well Known",
+                    "The CA certificates (certs-only PKCS#7, base64)",
+                )
+                .returns(
+                    200,
+                    Data::Raw("application/pkcs7-mime", "Base64 certs-only PKCS#7."),
+                ),
+            enrollment::cacerts,
+        )
+        .add(
+            Endpoint::get("/network-jwts", "listNetworkJWTs")
+                .doc(
+                    "Enroll",
+                    "The network JWT: the controller's URL, signed with its enrollment key",
+                )
+                .returns(200, Data::Object("`[{name: \"default\", token}]`.")),
+            enrollment::network_jwts,
         )
         .add(
             Endpoint::get("/enumerated-capabilities", "listEnumeratedCapabilities")

@@ -22,6 +22,18 @@ pub async fn version() -> Response {
     }))
 }
 
+/// `GET /protocols` (client API): the address of each API listener by protocol; Weft
+/// has one, HTTPS, at the controller's public URL (`host:port`).
+pub async fn protocols(
+    axum::extract::State(ctl): axum::extract::State<crate::api::AppState>,
+) -> Response {
+    let address = ctl
+        .public_url
+        .trim_start_matches("https://")
+        .trim_end_matches('/');
+    envelope::ok(json!({"https": {"address": address}}))
+}
+
 /// `GET /enumerated-capabilities`: the optional capabilities this controller has, of
 /// those OpenZiti enumerates (`capabilities` in openziti/edge-api: `OIDC_AUTH`,
 /// `HA_CONTROLLER`). Weft has neither: it authenticates without OIDC, and its several
