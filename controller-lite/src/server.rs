@@ -262,7 +262,6 @@ pub async fn run(
             "the default administrator's password is in its file (mode 0600)"
         );
     }
-    println!("listening on {addr}");
     tokio::spawn(ctl.clone().run_publisher());
     tokio::spawn(sweep_idle_sessions(ctl.clone()));
     tokio::spawn(crate::control::follow::follow_changes(ctl.clone()));
