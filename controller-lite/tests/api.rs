@@ -16,6 +16,16 @@ async fn get(http: &reqwest::Client, url: &str, token: &str) -> (u16, Value) {
     (res.status().as_u16(), res.json().await.unwrap())
 }
 
+/// The key that verifies the controller's JWTs: its server certificate's.
+fn jwt_key(ctl: &Ctl) -> jsonwebtoken::DecodingKey {
+    let server_pem = std::fs::read_to_string(ctl.dir.join("pki/server.cert.pem")).unwrap();
+    let server_der = rustls::pki_types::pem::PemObject::from_pem_slice(server_pem.as_bytes())
+        .map(|c: rustls::pki_types::CertificateDer<'static>| c)
+        .unwrap();
+    let (_, cert) = x509_parser::parse_x509_certificate(&server_der).unwrap();
+    jsonwebtoken::DecodingKey::from_rsa_der(&cert.public_key().subject_public_key.data)
+}
+
 #[tokio::test]
 async fn first_start_creates_files_and_restart_keeps_state() {
     let ctl = Ctl::start();
@@ -86,12 +96,7 @@ async fn discovery_routes_answer_without_a_session() {
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["data"]["https"]["address"], format!("localhost:{port}"));
 
-    let server_pem = std::fs::read_to_string(ctl.dir.join("pki/server.cert.pem")).unwrap();
-    let server_der = rustls::pki_types::pem::PemObject::from_pem_slice(server_pem.as_bytes())
-        .map(|c: rustls::pki_types::CertificateDer<'static>| c)
-        .unwrap();
-    let (_, cert) = x509_parser::parse_x509_certificate(&server_der).unwrap();
-    let key = jsonwebtoken::DecodingKey::from_rsa_der(&cert.public_key().subject_public_key.data);
+    let key = jwt_key(&ctl);
     let issuer = format!("https://localhost:{port}/");
     for url in [ctl.client_url("/network-jwts"), ctl.mgmt("/network-jwts")] {
         let (status, v) = get(&http, &url, "").await;
@@ -204,12 +209,7 @@ async fn enrollment_end_to_end_then_cert_authentication() {
         .to_string();
     let header = jsonwebtoken::decode_header(&jwt).unwrap();
     assert_eq!(header.alg, jsonwebtoken::Algorithm::RS256);
-    let server_pem = std::fs::read_to_string(ctl.dir.join("pki/server.cert.pem")).unwrap();
-    let server_der = rustls::pki_types::pem::PemObject::from_pem_slice(server_pem.as_bytes())
-        .map(|c: rustls::pki_types::CertificateDer<'static>| c)
-        .unwrap();
-    let (_, cert) = x509_parser::parse_x509_certificate(&server_der).unwrap();
-    let key = jsonwebtoken::DecodingKey::from_rsa_der(&cert.public_key().subject_public_key.data);
+    let key = jwt_key(&ctl);
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
     validation.set_issuer(&[format!("https://localhost:{}", ctl.addr.port())]);
     validation.set_required_spec_claims(&["exp", "iss", "sub", "jti"]);

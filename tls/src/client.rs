@@ -42,17 +42,7 @@ pub fn controller(
     roots: RootCertStore,
     identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
 ) -> Result<ClientConfig, TlsError> {
-    let provider = Arc::new(provider());
-    let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
-    )
-    .build()
-    .map_err(|e| TlsError::Ca(e.to_string()))?;
-    let builder = ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(VERSIONS)?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(NotARouter { inner }));
+    let builder = checked(roots, LeafCheck::NotARouter)?;
     Ok(match identity {
         None => builder.with_no_client_auth(),
         Some((chain, key)) => builder.with_client_auth_cert(chain, key)?,
@@ -166,6 +156,18 @@ pub fn link(
     identity: (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>),
     expected_router_id: &str,
 ) -> Result<ClientConfig, TlsError> {
+    Ok(
+        checked(roots, LeafCheck::RouterId(expected_router_id.to_owned()))?
+            .with_client_auth_cert(identity.0, identity.1)?,
+    )
+}
+
+/// A client configuration builder that verifies the server's chain against `roots`
+/// (WebPKI, for the dialled name), then its leaf with `check`.
+fn checked(
+    roots: RootCertStore,
+    check: LeafCheck,
+) -> Result<rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert>, TlsError> {
     let provider = Arc::new(provider());
     let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
         Arc::new(roots),
@@ -173,15 +175,10 @@ pub fn link(
     )
     .build()
     .map_err(|e| TlsError::Ca(e.to_string()))?;
-    let verifier = Arc::new(CommonName {
-        inner,
-        expected: expected_router_id.to_owned(),
-    });
     Ok(ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(VERSIONS)?
         .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_client_auth_cert(identity.0, identity.1)?)
+        .with_custom_certificate_verifier(Arc::new(CheckedLeaf { inner, check })))
 }
 
 /// The common name of a DER certificate's subject, if it has one.
@@ -219,13 +216,47 @@ fn subject_attributes(
         .collect())
 }
 
-/// WebPKI verification, then the leaf must not be a router's ([`controller`]).
+/// What a server's leaf must also be, once its chain verified.
 #[derive(Debug)]
-struct NotARouter {
-    inner: Arc<rustls::client::WebPkiServerVerifier>,
+enum LeafCheck {
+    /// Not a router's (organizational unit [`ROUTER_UNIT`]): [`controller`].
+    NotARouter,
+    /// Router `expected`'s (its common name): [`link`].
+    RouterId(String),
 }
 
-impl ServerCertVerifier for NotARouter {
+impl LeafCheck {
+    fn check(&self, leaf: &[u8]) -> Result<(), rustls::Error> {
+        match self {
+            Self::NotARouter => {
+                let units = subject_attributes(leaf, const_oid::db::rfc4519::OU)
+                    .map_err(|e| rustls::Error::General(format!("the server certificate: {e}")))?;
+                if units.iter().any(|unit| unit == ROUTER_UNIT) {
+                    return Err(rustls::Error::General(format!(
+                        "the server presented a router's certificate ({:?}), not the controller's",
+                        common_name(leaf).unwrap_or_default()
+                    )));
+                }
+                Ok(())
+            }
+            Self::RouterId(expected) => match common_name(leaf) {
+                Some(cn) if cn == *expected => Ok(()),
+                other => Err(rustls::Error::General(format!(
+                    "the link listener's certificate is {other:?}'s, not router {expected:?}'s"
+                ))),
+            },
+        }
+    }
+}
+
+/// WebPKI verification, then [`LeafCheck`] on the leaf.
+#[derive(Debug)]
+struct CheckedLeaf {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    check: LeafCheck,
+}
+
+impl ServerCertVerifier for CheckedLeaf {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -237,63 +268,8 @@ impl ServerCertVerifier for NotARouter {
         let verified =
             self.inner
                 .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
-        let units = subject_attributes(end_entity.as_ref(), const_oid::db::rfc4519::OU)
-            .map_err(|e| rustls::Error::General(format!("the server certificate: {e}")))?;
-        if units.iter().any(|unit| unit == ROUTER_UNIT) {
-            return Err(rustls::Error::General(format!(
-                "the server presented a router's certificate ({:?}), not the controller's",
-                common_name(end_entity.as_ref()).unwrap_or_default()
-            )));
-        }
+        self.check.check(end_entity.as_ref())?;
         Ok(verified)
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
-/// WebPKI verification, then the leaf's common name must be the expected one.
-#[derive(Debug)]
-struct CommonName {
-    inner: Arc<rustls::client::WebPkiServerVerifier>,
-    expected: String,
-}
-
-impl ServerCertVerifier for CommonName {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let verified =
-            self.inner
-                .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
-        match common_name(end_entity.as_ref()) {
-            Some(cn) if cn == self.expected => Ok(verified),
-            other => Err(rustls::Error::General(format!(
-                "the link listener's certificate is {other:?}'s, not router {:?}'s",
-                self.expected
-            ))),
-        }
     }
     fn verify_tls12_signature(
         &self,
@@ -352,14 +328,17 @@ mod tests {
         (roots, leaf.der().clone())
     }
 
-    fn controller_verifier(roots: RootCertStore) -> NotARouter {
+    fn controller_verifier(roots: RootCertStore) -> CheckedLeaf {
         let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
             Arc::new(roots),
             Arc::new(provider()),
         )
         .build()
         .unwrap();
-        NotARouter { inner }
+        CheckedLeaf {
+            inner,
+            check: LeafCheck::NotARouter,
+        }
     }
 
     #[test]
