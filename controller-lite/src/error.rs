@@ -291,36 +291,6 @@ impl From<PkiError> for ApiError {
     }
 }
 
-/// One line for a user: the error and each cause in its chain that its message does not
-/// already contain (many errors embed their source's text in their own message).
-pub fn report(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut line = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !line.contains(&text) {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
-        source = cause.source();
-    }
-    line
-}
-
-#[cfg(test)]
-mod report_tests {
-    #[derive(Debug, thiserror::Error)]
-    #[error("outer: {0}")]
-    struct Embeds(#[source] std::io::Error);
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("outer")]
-    struct Chains(#[source] std::io::Error);
-
-    #[test]
-    fn causes_appear_once() {
-        let io = || std::io::Error::other("inner");
-        assert_eq!(super::report(&Embeds(io())), "outer: inner");
-        assert_eq!(super::report(&Chains(io())), "outer: inner");
-    }
-}
+/// One line for a user: the error and each cause its message does not already contain
+/// ([`weft_ops::report::one_line`]).
+pub use weft_ops::report::one_line as report;

@@ -7,7 +7,8 @@
 //!   (liveness) and `/ready` (readiness), on axum with bounded connections;
 //! - [`process`]: process and build-information metrics from `/proc/self`;
 //! - [`config`]: the flat configuration keys of earlier versions, moved to their
-//!   sections.
+//!   sections;
+//! - [`report`]: a fatal error as one line, each cause once.
 //!
 //! Depends on no other Weft crate.
 
@@ -15,3 +16,4 @@ pub mod config;
 pub mod http;
 pub mod logging;
 pub mod process;
+pub mod report;

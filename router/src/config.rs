@@ -125,9 +125,16 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
-    /// The certificate or key could not be loaded.
+    /// The certificate or key could not be loaded (its text is in this error's, so it
+    /// is not also its source: a report of the chain would say it twice).
     #[error("edge TLS: {0}")]
-    Tls(#[from] TlsError),
+    Tls(TlsError),
+}
+
+impl From<TlsError> for ConfigError {
+    fn from(e: TlsError) -> Self {
+        Self::Tls(e)
+    }
 }
 
 /// The most `cert_sans` a config may list (the controller allows 32 names in all).

@@ -55,7 +55,7 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // One clear line per cause; no backtrace for configuration mistakes.
-            eprintln!("weft-router: {e:#}");
+            eprintln!("weft-router: {}", weft_ops::report::one_line(e.as_ref()));
             std::process::ExitCode::FAILURE
         }
     }

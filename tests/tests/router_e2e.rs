@@ -914,3 +914,68 @@ async fn router_resynchronises_after_losing_the_control_connection(io: &str) {
     node.shutdown().await;
     wait_online(&ctl, &admin, &router_id, false).await;
 }
+
+/// What an operator sees from `weft-router check`: a config error names the file, the
+/// key and the reason on one line; a config in the flat keys of earlier versions is
+/// read, each key logged as deprecated with its new place, and a missing certificate is
+/// said once.
+#[test]
+fn router_check_reports_config_errors_and_deprecated_keys_plainly() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = weft_testkit::bin_dir().join("weft-router");
+    let check = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let out = std::process::Command::new(&bin)
+            .args(["check", "--config"])
+            .arg(&path)
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            path,
+        )
+    };
+    let (code, stderr, path) = check(
+        "bad.toml",
+        "[identity]\ncert = \"c\"\nkey = \"k\"\n[edge]\nlisten = \"127.0.0.1:1\"\n\
+         advertised_host = \"localhost\"\n[control]\ncontrollers = [\"localhost:1\"]\n\
+         [runtime]\nshards = 0\n",
+    );
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        stderr.trim_end(),
+        format!(
+            "weft-router: {}: [runtime] shards: must be between 1 and 1024",
+            path.display()
+        )
+    );
+
+    let (code, stderr, _) = check(
+        "flat.toml",
+        "edge_listen = \"127.0.0.1:1\"\nadvertised_host = \"localhost\"\n\
+         controller = \"localhost:1\"\ncert = \"certs/server.cert\"\nkey = \"certs/server.key\"\n",
+    );
+    assert_eq!(code, Some(1));
+    for (old, new) in [
+        ("edge_listen", "[edge] listen"),
+        ("controller", "[control] controllers"),
+        ("cert", "[identity] cert"),
+    ] {
+        assert!(
+            stderr.contains(&format!(
+                "config key `{old}` is deprecated; write it as {new}"
+            )),
+            "{stderr}"
+        );
+    }
+    let last = stderr.trim_end().lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("weft-router: edge TLS: cannot read ")
+            && last.matches("cannot read").count() == 1,
+        "{last}"
+    );
+}
