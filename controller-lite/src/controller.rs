@@ -64,6 +64,10 @@ pub struct Controller {
     pub config: Config,
     /// Base URL clients use (`https://host:port`), the enrollment JWT `iss`.
     pub public_url: String,
+    /// The network JWT (`GET /network-jwts`), signed once: the route needs no session,
+    /// so signing per request would let anyone make the controller spend an RSA
+    /// signature per request.
+    pub network_jwt: tokio::sync::OnceCell<String>,
     /// Stable instance id sent as `ziti-instance-id`.
     pub instance_id: String,
     /// Data directory.
@@ -122,6 +126,7 @@ impl Controller {
             store,
             pki,
             public_url,
+            network_jwt: tokio::sync::OnceCell::new(),
             instance_id,
             data_dir: data_dir.to_path_buf(),
             feed: ChangeFeed::default(),

@@ -98,8 +98,14 @@ async fn discovery_routes_answer_without_a_session() {
 
     let key = jwt_key(&ctl);
     let issuer = format!("https://localhost:{port}/");
-    for url in [ctl.client_url("/network-jwts"), ctl.mgmt("/network-jwts")] {
+    let mut tokens = Vec::new();
+    for url in [
+        ctl.client_url("/network-jwts"),
+        ctl.mgmt("/network-jwts"),
+        ctl.client_url("/network-jwts"),
+    ] {
         let (status, v) = get(&http, &url, "").await;
+        tokens.push(v["data"][0]["token"].clone());
         assert_eq!(status, 200, "{url}: {v}");
         let list = v["data"].as_array().unwrap();
         assert_eq!(list.len(), 1, "{v}");
@@ -115,6 +121,8 @@ async fn discovery_routes_answer_without_a_session() {
         assert_eq!(claims["em"], "network");
         assert_eq!(claims["sub"], issuer.as_str());
     }
+    // Signed once: an unauthenticated caller cannot make the controller sign per request.
+    assert!(tokens.iter().all(|t| *t == tokens[0]), "{tokens:?}");
 
     let res = http
         .get(ctl.mgmt("/.well-known/est/cacerts"))

@@ -49,17 +49,22 @@ struct NetworkJwtClaims<'a> {
 
 /// `GET /network-jwts` (both APIs, no session needed): one JWT named `default` that
 /// lets a client find and verify this network (the controller URL, signed with the key
-/// that signs enrollment JWTs) without an enrollment of its own. Signed per request: a
-/// signature costs microseconds, and rate limits cover the route like any other.
+/// that signs enrollment JWTs) without an enrollment of its own. Signed at the first
+/// request and kept ([`crate::controller::Controller::network_jwt`]), as OpenZiti does.
 pub async fn network_jwts(State(ctl): State<AppState>) -> Result<Response, ApiError> {
-    let issuer = format!("{}/", ctl.public_url.trim_end_matches('/'));
-    let token = ctl.pki.sign_jwt(&NetworkJwtClaims {
-        em: "network",
-        iss: &issuer,
-        sub: &issuer,
-        aud: [NETWORK_JWT_AUDIENCE],
-        jti: uuid::Uuid::new_v4().to_string(),
-    })?;
+    let token = ctl
+        .network_jwt
+        .get_or_try_init(|| async {
+            let issuer = format!("{}/", ctl.public_url.trim_end_matches('/'));
+            ctl.pki.sign_jwt(&NetworkJwtClaims {
+                em: "network",
+                iss: &issuer,
+                sub: &issuer,
+                aud: [NETWORK_JWT_AUDIENCE],
+                jti: uuid::Uuid::new_v4().to_string(),
+            })
+        })
+        .await?;
     Ok(envelope::ok(json!([{"name": "default", "token": token}])))
 }
 
