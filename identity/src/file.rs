@@ -248,18 +248,27 @@ impl Identity {
     /// A TLS client configuration that trusts the identity's CA bundle and presents its
     /// certificate (what the SDK uses towards the controller and edge routers).
     pub fn client_tls(&self) -> Result<rustls::ClientConfig> {
-        let tls = |what| move |source| IdentityError::Tls { what, source };
-        let roots = weft_tls::pem::roots(self.ca_pem.as_bytes()).map_err(tls("id.ca"))?;
-        weft_tls::client::verified(roots, Some((self.cert_chain()?, self.private_key()?)))
-            .map_err(tls("id.cert and id.key"))
+        self.tls_with(weft_tls::client::verified)
     }
 
     /// [`Self::client_tls`] for the controller: a server presenting a router's
     /// certificate is refused (`weft_tls::client::controller`).
     pub fn controller_tls(&self) -> Result<rustls::ClientConfig> {
+        self.tls_with(weft_tls::client::controller)
+    }
+
+    /// A client configuration `build` makes from the identity's CA bundle, certificate
+    /// chain and key.
+    fn tls_with(
+        &self,
+        build: fn(
+            rustls::RootCertStore,
+            Option<weft_tls::client::ClientIdentity>,
+        ) -> std::result::Result<rustls::ClientConfig, weft_tls::TlsError>,
+    ) -> Result<rustls::ClientConfig> {
         let tls = |what| move |source| IdentityError::Tls { what, source };
         let roots = weft_tls::pem::roots(self.ca_pem.as_bytes()).map_err(tls("id.ca"))?;
-        weft_tls::client::controller(roots, Some((self.cert_chain()?, self.private_key()?)))
+        build(roots, Some((self.cert_chain()?, self.private_key()?)))
             .map_err(tls("id.cert and id.key"))
     }
 

@@ -9,11 +9,14 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore};
 
 use crate::{TlsError, VERSIONS, pem, provider};
 
+/// A client certificate chain (leaf first) and its key.
+pub type ClientIdentity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
 /// A client that verifies servers against `roots` and, with `identity` (certificate
 /// chain leaf first, and its key), presents a client certificate.
 pub fn verified(
     roots: RootCertStore,
-    identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    identity: Option<ClientIdentity>,
 ) -> Result<ClientConfig, TlsError> {
     verified_with_versions(roots, identity, VERSIONS)
 }
@@ -21,16 +24,31 @@ pub fn verified(
 /// [`verified`] limited to `versions` (tests that must speak TLS 1.2 as the C SDK).
 pub fn verified_with_versions(
     roots: RootCertStore,
-    identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    identity: Option<ClientIdentity>,
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> Result<ClientConfig, TlsError> {
     let builder = ClientConfig::builder_with_provider(Arc::new(provider()))
         .with_protocol_versions(versions)?
         .with_root_certificates(roots);
+    with_identity(builder, identity)
+}
+
+/// Finishes `builder` presenting `identity` (chain and key), or no client certificate.
+fn with_identity(
+    builder: rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert>,
+    identity: Option<ClientIdentity>,
+) -> Result<ClientConfig, TlsError> {
     Ok(match identity {
         None => builder.with_no_client_auth(),
         Some((chain, key)) => builder.with_client_auth_cert(chain, key)?,
     })
+}
+
+/// A client identity from PEM text: the certificate chain (leaf first) and its key.
+fn identity_from_pem(identity: Option<(&[u8], &[u8])>) -> Result<Option<ClientIdentity>, TlsError> {
+    identity
+        .map(|(cert, key)| Ok((pem::certificates(cert)?, pem::private_key(key)?)))
+        .transpose()
 }
 
 /// A client of the **controller** (its APIs and its control channel): [`verified`],
@@ -40,13 +58,9 @@ pub fn verified_with_versions(
 /// router's key could stand in for the controller's (docs/security.md).
 pub fn controller(
     roots: RootCertStore,
-    identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    identity: Option<ClientIdentity>,
 ) -> Result<ClientConfig, TlsError> {
-    let builder = checked(roots, LeafCheck::NotARouter)?;
-    Ok(match identity {
-        None => builder.with_no_client_auth(),
-        Some((chain, key)) => builder.with_client_auth_cert(chain, key)?,
-    })
+    with_identity(checked(roots, LeafCheck::NotARouter)?, identity)
 }
 
 /// [`controller`] from PEM text: the CA bundle, and optionally the client certificate
@@ -55,10 +69,7 @@ pub fn controller_from_pem(
     ca_pem: &[u8],
     identity: Option<(&[u8], &[u8])>,
 ) -> Result<ClientConfig, TlsError> {
-    let identity = match identity {
-        None => None,
-        Some((cert, key)) => Some((pem::certificates(cert)?, pem::private_key(key)?)),
-    };
+    let identity = identity_from_pem(identity)?;
     controller(pem::roots(ca_pem)?, identity)
 }
 
@@ -71,10 +82,7 @@ pub fn verified_from_pem(
     ca_pem: &[u8],
     identity: Option<(&[u8], &[u8])>,
 ) -> Result<ClientConfig, TlsError> {
-    let identity = match identity {
-        None => None,
-        Some((cert, key)) => Some((pem::certificates(cert)?, pem::private_key(key)?)),
-    };
+    let identity = identity_from_pem(identity)?;
     verified(pem::roots(ca_pem)?, identity)
 }
 
