@@ -523,4 +523,16 @@ impl Api {
             .await?;
         self.answer(res).await.map(|_| ())
     }
+
+    /// `DELETE /{path}` with a JSON body (the list of what to remove).
+    pub async fn delete_with(&self, path: &str, body: &Value) -> Result<(), CliError> {
+        let res = self
+            .http
+            .delete(format!("{}/{path}", self.base))
+            .header("zt-session", &self.token)
+            .json(body)
+            .send()
+            .await?;
+        self.answer(res).await.map(|_| ())
+    }
 }

@@ -208,6 +208,7 @@ const RELATED: &[(&str, &[&str])] = &[
             "enrollments",
             "service-policies",
             "edge-router-policies",
+            "service-configs",
         ],
     ),
     (
@@ -279,10 +280,12 @@ pub fn list_target<'a>(entity: &str, args: &'a [String]) -> Result<ListTarget<'a
         .iter()
         .find(|(c, _)| *c == coll)
         .map_or(&[][..], |(_, r)| *r);
-    let related = args
-        .first()
-        .and_then(|a| collection(a).ok())
-        .and_then(|r| related_of.iter().find(|x| **x == r).copied());
+    // A related list is named like a collection, or as the API names it
+    // (`service-configs`, an identity's own configs for services).
+    let related = args.first().and_then(|a| {
+        let r = collection(a).unwrap_or(a.as_str());
+        related_of.iter().find(|x| **x == r).copied()
+    });
     match (related, args) {
         (Some(related), [_, name_or_id, rest @ ..]) => Ok(ListTarget::Related {
             coll,
@@ -387,6 +390,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 EdgeCommand::Update {
                     what: UpdateCommand::Authenticator(cmd),
                 } => enrollments::change_password(&api()?, &cmd).await?,
+                EdgeCommand::Update {
+                    what: UpdateCommand::IdentityConfigs(args),
+                } => update::identity_configs(&api()?, &args).await?,
                 EdgeCommand::Create { what } => {
                     let (coll, body) = create_body(&what)?;
                     let output = what.output();

@@ -193,6 +193,12 @@ fn table(kind: &str, items: &[Value]) -> Vec<String> {
                 plain_time(&it["expiresAt"]),
             ]
         }),
+        "service-configs" => (&["SERVICE", "CONFIG"], |it| {
+            vec![
+                reference(it, "service", "serviceId"),
+                reference(it, "config", "configId"),
+            ]
+        }),
         _ => (&["ID", "NAME", "ATTRIBUTES/ROLES"], |it| {
             vec![cell(&it["id"]), label(it), roles(it)]
         }),

@@ -36,6 +36,9 @@ pub enum UpdateCommand {
     /// Change the logged-in identity's own authenticator (`updb`: its password).
     #[command(subcommand)]
     Authenticator(crate::enrollments::AuthenticatorCommand),
+    /// Give an identity its own config for a service, in place of the service's config
+    /// of that type (`ziti edge update identity-configs`); `--remove` takes it away.
+    IdentityConfigs(IdentityConfigsArgs),
     /// Update an identity.
     Identity {
         /// Which identity, new name, tags.
@@ -236,6 +239,45 @@ impl Patch {
     }
 }
 
+/// `weft edge update identity-configs IDENTITY SERVICE CONFIG [--remove]`.
+#[derive(Debug, Args)]
+pub struct IdentityConfigsArgs {
+    /// The identity, by name or id.
+    pub identity: String,
+    /// The service, by name or id.
+    pub service: String,
+    /// The config, by name or id (with `--remove`: any config of the type to remove).
+    pub config: String,
+    /// Remove the identity's config of the config's type for the service instead.
+    #[arg(long)]
+    pub remove: bool,
+}
+
+/// Runs `weft edge update identity-configs`: the controller resolves the service and
+/// the config (ids or names) and answers 404 for either unknown.
+pub async fn identity_configs(
+    api: &crate::client::Api,
+    args: &IdentityConfigsArgs,
+) -> Result<(), CliError> {
+    let id = api.resolve("identities", &args.identity, true).await?;
+    let path = format!("identities/{id}/service-configs");
+    let body = json!([{"serviceId": args.service, "configId": args.config}]);
+    if args.remove {
+        api.delete_with(&path, &body).await?;
+        println!(
+            "identity {} no longer has its own config of {}'s type for service {}",
+            args.identity, args.config, args.service
+        );
+    } else {
+        api.post(&path, &body).await?;
+        println!(
+            "identity {} uses config {} for service {}",
+            args.identity, args.config, args.service
+        );
+    }
+    Ok(())
+}
+
 /// The collection, the name or id, and the PATCH document of a command (not for one's
 /// own authenticator: [`crate::enrollments::change_password`]).
 pub fn update_body(what: &UpdateCommand) -> Result<(&'static str, &str, Value), CliError> {
@@ -244,6 +286,11 @@ pub fn update_body(what: &UpdateCommand) -> Result<(&'static str, &str, Value), 
             return Err(CliError::Usage(
                 "one's own authenticator is not an entity patch (enrollments::change_password)"
                     .into(),
+            ));
+        }
+        UpdateCommand::IdentityConfigs(_) => {
+            return Err(CliError::Usage(
+                "identity configs are not an entity patch (update::identity_configs)".into(),
             ));
         }
         UpdateCommand::Identity {

@@ -187,12 +187,71 @@ async fn related_lists_the_summary_and_config_types() {
     let err = refused(h, &["edge", "list", "identities", "cats", "alice"]).await;
     assert!(err.contains("not a list related to identities"), "{err}");
 
+    // An identity's own config for a service (`ziti edge update identity-configs`).
+    ok(
+        h,
+        &[
+            "edge",
+            "create",
+            "config",
+            "alice-cfg",
+            "weft-app.v1",
+            r#"{"port": 9090}"#,
+        ],
+    )
+    .await;
+    let out = ok(
+        h,
+        &[
+            "edge",
+            "update",
+            "identity-configs",
+            "alice",
+            "web",
+            "alice-cfg",
+        ],
+    )
+    .await;
+    assert!(out.contains("uses config alice-cfg"), "{out}");
+    let out = ok(h, &["edge", "list", "identity", "service-configs", "alice"]).await;
+    assert!(out.starts_with("SERVICE"), "{out}");
+    assert!(out.contains("web") && out.contains("alice-cfg"), "{out}");
+    let err = refused(
+        h,
+        &[
+            "edge",
+            "update",
+            "identity-configs",
+            "alice",
+            "web",
+            "no-cfg",
+        ],
+    )
+    .await;
+    assert!(err.contains("no-cfg"), "{err}");
+    ok(
+        h,
+        &[
+            "edge",
+            "update",
+            "identity-configs",
+            "alice",
+            "web",
+            "app-cfg",
+            "--remove",
+        ],
+    )
+    .await;
+    let out = ok(h, &["edge", "list", "identity", "service-configs", "alice"]).await;
+    assert!(out.contains("results: none"), "{out}");
+
     // The summary: counts per type.
     let out = ok(h, &["edge", "list", "summary"]).await;
     assert!(out.starts_with("TYPE"), "{out}");
     let json = ok(h, &["edge", "list", "summary", "-j"]).await;
     let counts: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(counts["services"], 2, "{counts}");
+    assert_eq!(counts["configs"], 2, "{counts}");
     assert_eq!(counts["servicePolicies"], 2, "{counts}");
     assert!(
         counts["identities"].as_u64().unwrap() >= 3,

@@ -973,3 +973,237 @@ async fn policy_and_config_related_lists_and_summary() {
     let (status, _) = ctl.call(Method::GET, "/summary", "nope", None).await;
     assert_eq!(status, 401);
 }
+
+/// The `config` map of service `id` as `http` (logged in with `token`) sees it.
+async fn client_config(ctl: &Ctl, http: &reqwest::Client, token: &str, id: &str) -> Value {
+    let res = http
+        .get(ctl.client_url(&format!("/services/{id}")))
+        .header("zt-session", token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let v: Value = res.json().await.unwrap();
+    v["data"]["config"].clone()
+}
+
+/// Certificate login asking for every config type; returns (client, token).
+async fn login_all_configs(ctl: &Ctl, cert: &str, key: &str) -> (reqwest::Client, String) {
+    let http = ctl.http_with_cert(cert, key);
+    let res = http
+        .post(ctl.client_url("/authenticate?method=cert"))
+        .json(&json!({"configTypes": ["all"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let v: Value = res.json().await.unwrap();
+    (http, v["data"]["token"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn identity_service_configs_replace_the_services_configs_of_their_type() {
+    let ctl = Ctl::start();
+    let admin = ctl.admin_token().await;
+    let (alice, a_cert, a_key) = ctl.enrolled_identity(&admin, "alice", &["users"]).await;
+    let (_, b_cert, b_key) = ctl.enrolled_identity(&admin, "bob", &["users"]).await;
+    let config =
+        |name: &str, ty: &str, data: Value| json!({"name": name, "configTypeId": ty, "data": data});
+    let c1 = ctl
+        .create_ok(
+            &admin,
+            "configs",
+            config("h1", "host.v1", json!({"port": 1})),
+        )
+        .await;
+    let c2 = ctl
+        .create_ok(
+            &admin,
+            "configs",
+            config("h2", "host.v1", json!({"port": 2})),
+        )
+        .await;
+    let c3 = ctl
+        .create_ok(
+            &admin,
+            "configs",
+            config("i3", "intercept.v1", json!({"x": 3})),
+        )
+        .await;
+    let svc = ctl
+        .create_ok(&admin, "services", json!({"name": "web", "configs": [c1]}))
+        .await;
+    ctl.create_ok(
+        &admin,
+        "service-policies",
+        json!({"name": "dial", "type": "Dial", "semantic": "AnyOf",
+               "identityRoles": ["#users"], "serviceRoles": ["#all"]}),
+    )
+    .await;
+    let (a_http, a_token) = login_all_configs(&ctl, &a_cert, &a_key).await;
+    let (b_http, b_token) = login_all_configs(&ctl, &b_cert, &b_key).await;
+    assert_eq!(
+        client_config(&ctl, &a_http, &a_token, &svc).await,
+        json!({"host.v1": {"port": 1}})
+    );
+    let updates = || async {
+        ctl.http()
+            .get(ctl.client_url("/current-api-session/service-updates"))
+            .header("zt-session", &a_token)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()["data"]["lastChangeAt"]
+            .clone()
+    };
+    let before = updates().await;
+    let path = format!("/identities/{alice}/service-configs");
+
+    // Assigned by id and by name: alice's host.v1 config for the service is h2, and she
+    // gets an intercept.v1 config the service does not have; bob still sees h1.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let r = ctl
+        .call(
+            Method::POST,
+            &path,
+            &admin,
+            Some(
+                json!([{"serviceId": svc, "configId": c2}, {"serviceId": "web", "configId": "i3"}]),
+            ),
+        )
+        .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    assert_ne!(updates().await, before, "SDKs are told to list again");
+    let v = ctl.get_ok(&admin, &path).await;
+    assert_eq!(v["meta"]["pagination"]["totalCount"], 2);
+    assert_eq!(v["data"][0]["serviceId"], json!(svc));
+    assert_eq!(v["data"][0]["service"]["name"], "web");
+    assert_eq!(v["data"][0]["service"]["entity"], "services");
+    assert_eq!(v["data"][0]["configId"], json!(c2));
+    assert_eq!(v["data"][0]["config"]["name"], "h2");
+    assert_eq!(v["data"][1]["configId"], json!(c3));
+    assert_eq!(
+        client_config(&ctl, &a_http, &a_token, &svc).await,
+        json!({"host.v1": {"port": 2}, "intercept.v1": {"x": 3}})
+    );
+    assert_eq!(
+        client_config(&ctl, &b_http, &b_token, &svc).await,
+        json!({"host.v1": {"port": 1}})
+    );
+    // The filter sees the ids.
+    let v = ctl
+        .get_ok(&admin, &format!("{path}?filter=configId=%22{c3}%22"))
+        .await;
+    assert_eq!(v["data"].as_array().unwrap().len(), 1);
+
+    // Bad requests change nothing: a missing config or service, an unknown identity, a
+    // body that is not a list of pairs.
+    for (body, want) in [
+        (
+            json!([{"serviceId": svc, "configId": c1}, {"serviceId": svc, "configId": "nope"}]),
+            (404, "NOT_FOUND"),
+        ),
+        (
+            json!([{"serviceId": "nope", "configId": c1}]),
+            (404, "NOT_FOUND"),
+        ),
+        (
+            json!({"serviceId": svc, "configId": c1}),
+            (400, "COULD_NOT_VALIDATE"),
+        ),
+        (
+            json!([{"serviceId": svc, "configId": c1, "extra": 1}]),
+            (400, "COULD_NOT_VALIDATE"),
+        ),
+    ] {
+        let r = ctl
+            .call(Method::POST, &path, &admin, Some(body.clone()))
+            .await;
+        assert_eq!(code(&r), want, "{body}");
+    }
+    let r = ctl
+        .call(
+            Method::POST,
+            "/identities/nope/service-configs",
+            &admin,
+            Some(json!([{"serviceId": svc, "configId": c1}])),
+        )
+        .await;
+    assert_eq!(code(&r), (404, "NOT_FOUND"));
+    assert_eq!(
+        ctl.call(
+            Method::GET,
+            "/identities/nope/service-configs",
+            &admin,
+            None
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        ctl.get_ok(&admin, &path).await["meta"]["pagination"]["totalCount"],
+        2
+    );
+    // Only administrators.
+    assert_eq!(ctl.call(Method::GET, &path, &a_token, None).await.0, 403);
+
+    // Removing names the config's type: h1 (host.v1) removes alice's h2.
+    let r = ctl
+        .call(
+            Method::DELETE,
+            &path,
+            &admin,
+            Some(json!([{"serviceId": svc, "configId": c1}])),
+        )
+        .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    let v = ctl.get_ok(&admin, &path).await;
+    assert_eq!(ids_of(&v, "configId"), std::slice::from_ref(&c3));
+    assert_eq!(
+        client_config(&ctl, &a_http, &a_token, &svc).await,
+        json!({"host.v1": {"port": 1}, "intercept.v1": {"x": 3}})
+    );
+
+    // Deleting the config removes it from alice's; a DELETE without a body removes all;
+    // deleting the service removes those for it.
+    ctl.call(Method::DELETE, &format!("/configs/{c3}"), &admin, None)
+        .await;
+    assert_eq!(ctl.get_ok(&admin, &path).await["data"], json!([]));
+    let r = ctl
+        .call(
+            Method::POST,
+            &path,
+            &admin,
+            Some(json!([{"serviceId": svc, "configId": c2}])),
+        )
+        .await;
+    assert_eq!(r.0, 200);
+    assert_eq!(ctl.call(Method::DELETE, &path, &admin, None).await.0, 200);
+    assert_eq!(ctl.get_ok(&admin, &path).await["data"], json!([]));
+    ctl.call(
+        Method::POST,
+        &path,
+        &admin,
+        Some(json!([{"serviceId": svc, "configId": c2}])),
+    )
+    .await;
+    assert_eq!(
+        ctl.get_ok(&admin, &path).await["meta"]["pagination"]["totalCount"],
+        1
+    );
+    ctl.call(Method::DELETE, &format!("/services/{svc}"), &admin, None)
+        .await;
+    assert_eq!(ctl.get_ok(&admin, &path).await["data"], json!([]));
+}
+
+fn ids_of(v: &Value, field: &str) -> Vec<String> {
+    v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e[field].as_str().unwrap().to_owned())
+        .collect()
+}

@@ -1,5 +1,7 @@
 //! JSON shapes of entities as the APIs return them.
 
+use std::collections::BTreeMap;
+
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -10,7 +12,7 @@ use crate::controller::Controller;
 use crate::error::ApiError;
 use crate::filter::{FieldType, Fields};
 use crate::model::{Kind, PolicyType};
-use crate::store::{ApiSessionRow, EntityRow, SessionRow};
+use crate::store::{ApiSessionRow, EntityRow, ServiceConfigRow, SessionRow};
 
 /// Base entity (`id`, `name`, `tags`, `createdAt`, `updatedAt`, `_links`)
 /// merged with the kind-specific fields.
@@ -760,37 +762,41 @@ pub async fn current_identity(ctl: &Controller, identity: &EntityRow) -> Result<
 
 /// Service as the client sees it: `permissions`, `config` filtered by the API
 /// session's config types (`all` = every type), `postureQueries: []` (spec §6.2).
+/// `own_configs` are the caller's identity service configs (any service's): for this
+/// service each replaces the service's config of its type, or adds one of a type the
+/// service has none of, as OpenZiti merges them.
 pub async fn client_service(
     ctl: &Controller,
     row: &EntityRow,
     perms: &[PolicyType],
     config_types: &[String],
+    own_configs: &[ServiceConfigRow],
 ) -> Result<Value, ApiError> {
     let mut v = entity(row);
     v["permissions"] = json!(perms.iter().map(|p| p.as_str()).collect::<Vec<_>>());
     v["postureQueries"] = json!([]);
     v["maxIdleTimeMillis"] = json!(0);
-    let mut config = Map::new();
-    let ids: Vec<String> = row.data["configs"]
+    // The service's configs by type; the identity's own for this service replace them.
+    let mut by_type: BTreeMap<String, String> = BTreeMap::new();
+    for id in row.data["configs"]
         .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
-    for id in ids {
-        let Some(cfg) = ctl
-            .store
-            .get_entity(Kind::Configs.collection(), &id)
-            .await?
-        else {
-            continue;
-        };
-        let type_id = cfg.data["configTypeId"].as_str().unwrap_or_default();
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        if let Some(cfg) = ctl.store.get_entity(Kind::Configs.collection(), id).await? {
+            let type_id = cfg.data["configTypeId"].as_str().unwrap_or_default();
+            by_type.insert(type_id.to_owned(), cfg.id);
+        }
+    }
+    for own in own_configs.iter().filter(|c| c.service_id == row.id) {
+        by_type.insert(own.config_type_id.clone(), own.config_id.clone());
+    }
+    let mut config = Map::new();
+    for (type_id, config_id) in by_type {
         let Some(ct) = ctl
             .store
-            .get_entity(Kind::ConfigTypes.collection(), type_id)
+            .get_entity(Kind::ConfigTypes.collection(), &type_id)
             .await?
         else {
             continue;
@@ -798,7 +804,14 @@ pub async fn client_service(
         let wanted = config_types
             .iter()
             .any(|t| t == "all" || *t == ct.name || *t == ct.id);
-        if wanted {
+        if !wanted {
+            continue;
+        }
+        if let Some(cfg) = ctl
+            .store
+            .get_entity(Kind::Configs.collection(), &config_id)
+            .await?
+        {
             config.insert(ct.name.clone(), cfg.data["data"].clone());
         }
     }

@@ -27,6 +27,7 @@ mod posture;
 mod presence;
 mod records;
 mod security;
+mod service_configs;
 mod session_certs;
 mod view;
 
@@ -46,6 +47,7 @@ pub use posture::{FAILED_REQUESTS_KEPT, FailedServiceRequest};
 pub use security::{
     ApiSessionRow, AuthenticatorRow, EnrollmentRow, ROUTER_AUTH_METHOD, SessionRow,
 };
+pub use service_configs::{ServiceConfigColumn, ServiceConfigRow};
 pub use session_certs::ApiSessionCertRow;
 
 /// One stored entity of the management model.

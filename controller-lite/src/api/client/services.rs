@@ -25,6 +25,7 @@ pub async fn list(
     let posture = PostureView::load(&ctl, &caller).await?;
     let perms = posture.snapshot().service_permissions(&caller.identity.id);
     let fields = service_fields();
+    let own_configs = ctl.store.service_configs_of(&caller.identity.id).await?;
     let mut visible = Vec::new();
     for s in ctl.store.list_all(Kind::Services.collection()).await? {
         let Some(p) = perms.get(&s.id) else {
@@ -38,7 +39,9 @@ pub async fn list(
     let page = q
         .apply(&fields, &["name"], visible)?
         .try_map_async(async |(s, p): (_, Vec<PolicyType>)| {
-            let mut v = render::client_service(&ctl, &s, &p, &caller.session.config_types).await?;
+            let mut v =
+                render::client_service(&ctl, &s, &p, &caller.session.config_types, &own_configs)
+                    .await?;
             v["postureQueries"] = posture.queries(&caller.identity.id, &s.id, &p);
             Ok::<_, ApiError>(v)
         })
@@ -71,7 +74,9 @@ pub async fn detail(
         .get_entity(Kind::Services.collection(), &id)
         .await?
         .ok_or_else(not_found)?;
-    let mut v = render::client_service(&ctl, &s, &p, &caller.session.config_types).await?;
+    let own_configs = ctl.store.service_configs_of(&caller.identity.id).await?;
+    let mut v =
+        render::client_service(&ctl, &s, &p, &caller.session.config_types, &own_configs).await?;
     v["postureQueries"] = posture.queries(&caller.identity.id, &s.id, &p);
     Ok(envelope::ok(v))
 }

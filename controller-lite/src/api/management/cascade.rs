@@ -3,9 +3,11 @@
 //!
 //! - a config type that configs use cannot be deleted (`configTypeStoreImpl.DeleteById`:
 //!   "cannot delete config type …, as configs of that type exist");
-//! - deleting a config removes it from the services that list it (a link collection);
+//! - deleting a config removes it from the services that list it (a link collection)
+//!   and from the identity service configs that name it;
 //! - deleting an identity removes its enrollments, authenticators, API sessions, sessions
-//!   its posture data and the terminators it hosts; deleting a service its sessions and terminators;
+//!   its posture data, its service configs and the terminators it hosts; deleting a
+//!   service its sessions, the identity service configs for it and its terminators;
 //!   deleting an edge router its enrollment, certificate and terminators (foreign keys
 //!   with cascading delete);
 //! - the `default` authentication policy cannot be deleted, nor one that identities
@@ -24,7 +26,7 @@ use serde_json::{Value, json};
 use crate::clock;
 use crate::error::ApiError;
 use crate::model::{DEFAULT_AUTH_POLICY_ID, Kind, identity_disabled};
-use crate::store::{EntityRow, WriteTx};
+use crate::store::{EntityRow, ServiceConfigColumn, WriteTx};
 
 async fn is_default_admin(tx: &mut WriteTx<'_>, id: &str) -> Result<bool, ApiError> {
     Ok(tx.meta_get("admin_identity_id").await?.as_deref() == Some(id))
@@ -126,6 +128,8 @@ pub async fn after_delete(tx: &mut WriteTx<'_>, k: Kind, id: &str) -> Result<(),
         Kind::Identities => {
             tx.delete_identity_credentials(id).await?;
             tx.delete_posture_of(id).await?;
+            tx.remove_service_configs_where(ServiceConfigColumn::Identity, id)
+                .await?;
             delete_terminators(tx, "identity", id).await?;
         }
         Kind::EdgeRouters => {
@@ -135,6 +139,8 @@ pub async fn after_delete(tx: &mut WriteTx<'_>, k: Kind, id: &str) -> Result<(),
         }
         Kind::Services => {
             tx.delete_sessions_of_service(id).await?;
+            tx.remove_service_configs_where(ServiceConfigColumn::Service, id)
+                .await?;
             delete_terminators(tx, "service", id).await?;
         }
         Kind::Cas => {
@@ -144,6 +150,8 @@ pub async fn after_delete(tx: &mut WriteTx<'_>, k: Kind, id: &str) -> Result<(),
             tx.end_api_sessions_of_ca(id).await?;
         }
         Kind::Configs => {
+            tx.remove_service_configs_where(ServiceConfigColumn::Config, id)
+                .await?;
             for mut s in tx.list_all(Kind::Services.collection()).await? {
                 let Some(configs) = s.data.get_mut("configs").and_then(Value::as_array_mut) else {
                     continue;

@@ -10,6 +10,7 @@ pub mod identities;
 pub mod posture;
 pub mod related;
 pub mod role_attributes;
+pub mod service_configs;
 pub mod sessions;
 pub mod views;
 
@@ -40,6 +41,7 @@ pub fn routes() -> ApiBuilder {
     for k in Kind::ALL {
         api = crud::routes(api, k);
     }
+    let api = service_configs::routes(api);
     role_attributes::routes(posture::routes(identities::routes(fabric::routes(
         related::routes(sessions::routes(credentials::routes(cas::routes(api)))),
     ))))

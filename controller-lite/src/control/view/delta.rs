@@ -77,6 +77,7 @@ pub fn touched(changes: &[Change]) -> Touched {
             | "cert_extensions"
             | "mfa"
             | "failed_service_requests"
+            | "identity_service_configs"
             | "meta" => {}
             // Policies, edge routers, posture checks, authentication policies (they can
             // change any grant), and any kind this mapping does not know.
