@@ -34,6 +34,11 @@ pub enum CliError {
     /// An answer of the controller that is not of the expected shape.
     #[error("the controller's answer is not understood: {0}")]
     Answer(String),
+    /// The data integrity check found problems it did not fix.
+    #[error(
+        "{0} data integrity problem(s) not fixed (run `weft edge check-integrity --fix` to repair what can be)"
+    )]
+    IntegrityProblems(usize),
     /// Error envelope from the controller.
     #[error("controller answered {status}: {code}: {message}")]
     Api {

@@ -9,6 +9,7 @@ pub mod create;
 pub mod enroll;
 pub mod enrollments;
 pub mod fabric;
+pub mod integrity;
 pub mod login;
 pub mod output;
 pub mod quickstart;
@@ -166,6 +167,13 @@ pub enum EdgeCommand {
         /// Which side to start from.
         #[command(subcommand)]
         cmd: advisor::AdvisorCommand,
+    },
+    /// Check every reference in the controller's store and print what is broken; fails
+    /// when something is left unfixed.
+    CheckIntegrity {
+        /// Also repair what has a safe repair (in one transaction).
+        #[arg(long)]
+        fix: bool,
     },
 }
 
@@ -519,6 +527,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                     println!("verified ca {name_or_id} ({id})");
                 }
                 EdgeCommand::PolicyAdvisor { cmd } => advisor::run(api()?, cmd).await?,
+                EdgeCommand::CheckIntegrity { fix } => integrity::run(&api()?, fix).await?,
                 EdgeCommand::Enable { entity, name_or_id } => {
                     identity_only(&entity)?;
                     let api = api()?;

@@ -1212,3 +1212,51 @@ async fn an_edge_router_is_re_enrolled_with_a_new_token() {
     assert_eq!(new["sub"], old["sub"]);
     assert_ne!(new["jti"], old["jti"], "a new token");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_integrity_reports_what_is_broken_and_fixes_it() {
+    let ctl = Ctl::start();
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    admin_login(h, &ctl);
+    let out = ok(h, &["edge", "check-integrity"]);
+    assert!(out.contains("no data integrity problem found"), "{out}");
+
+    // A service's config deleted from the database by hand stays in the service's list.
+    ok(
+        h,
+        &[
+            "edge",
+            "create",
+            "config",
+            "c1",
+            "host.v1",
+            r#"{"port": 1}"#,
+        ],
+    );
+    ok(h, &["edge", "create", "service", "web", "-c", "c1"]);
+    let pool =
+        sqlx::SqlitePool::connect(&format!("sqlite://{}", ctl.dir.join("weft.db").display()))
+            .await
+            .unwrap();
+    sqlx::query("DELETE FROM entities WHERE kind = 'configs' AND name = 'c1'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+
+    let (success, out, err) = weft(h, &["edge", "check-integrity"]);
+    assert!(!success, "{out}{err}");
+    assert!(
+        out.starts_with("[not fixed] services ") && out.contains("references config"),
+        "{out}"
+    );
+    assert!(
+        err.contains("1 data integrity problem(s) not fixed"),
+        "{err}"
+    );
+    let out = ok(h, &["edge", "check-integrity", "--fix"]);
+    assert!(out.starts_with("[fixed] services "), "{out}");
+    let out = ok(h, &["edge", "check-integrity"]);
+    assert!(out.contains("no data integrity problem found"), "{out}");
+}

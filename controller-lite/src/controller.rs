@@ -93,6 +93,8 @@ pub struct Controller {
     /// The 3rd-party CAs routers trust for edge clients ([`crate::thirdparty_ca`]),
     /// refreshed by [`Self::sync_routers`]; every control connection follows it.
     pub trusted_cas: tokio::sync::watch::Sender<std::sync::Arc<weft_wire::control::pb::TrustedCas>>,
+    /// Data integrity runs ([`crate::integrity`]).
+    pub integrity: crate::integrity::IntegrityChecks,
 }
 
 impl Controller {
@@ -139,6 +141,7 @@ impl Controller {
             login_throttle: crate::limits::LoginThrottle::new(&config),
             jwks,
             trusted_cas: tokio::sync::watch::Sender::new(std::sync::Arc::default()),
+            integrity: crate::integrity::IntegrityChecks::default(),
             config,
         };
         ctl.bootstrap().await?;

@@ -23,6 +23,7 @@ pub mod filter;
 /// (`--cfg fuzzing`) and in this crate's tests, which replay the corpora.
 #[cfg(any(test, fuzzing))]
 pub mod fuzzing;
+pub mod integrity;
 pub mod limits;
 pub mod model;
 pub mod ops;

@@ -1207,3 +1207,93 @@ fn ids_of(v: &Value, field: &str) -> Vec<String> {
         .map(|e| e[field].as_str().unwrap().to_owned())
         .collect()
 }
+
+/// Waits for the data integrity run to end; returns its results' `data`.
+async fn integrity_results(ctl: &Ctl, admin: &str) -> Value {
+    for _ in 0..200 {
+        let v = ctl.get_ok(admin, "/database/data-integrity-results").await;
+        if v["data"]["inProgress"] == false {
+            return v["data"].clone();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("the data integrity run did not end");
+}
+
+#[tokio::test]
+async fn the_data_integrity_check_reports_and_fixes_a_store_broken_behind_its_back() {
+    let ctl = Ctl::start();
+    let admin = ctl.admin_token().await;
+    // Before any run: nothing, with the spec's non-null strings empty.
+    let v = ctl.get_ok(&admin, "/database/data-integrity-results").await;
+    assert_eq!(v["data"]["inProgress"], false);
+    assert_eq!(v["data"]["startTime"], "");
+    assert_eq!(v["data"]["results"], json!([]));
+
+    // A whole store: nothing found.
+    let r = ctl
+        .call(Method::POST, "/database/check-data-integrity", &admin, None)
+        .await;
+    assert_eq!(r.0, 202, "{}", r.1);
+    let d = integrity_results(&ctl, &admin).await;
+    assert_eq!(d["results"], json!([]), "{d}");
+    assert_ne!(d["endTime"], "");
+    assert_eq!(d["fixingErrors"], false);
+
+    // An identity removed from the database by hand leaves its pending enrollment.
+    let doomed = ctl
+        .create_ok(
+            &admin,
+            "identities",
+            json!({"name": "doomed", "type": "User", "isAdmin": false,
+                   "enrollment": {"ott": true}}),
+        )
+        .await;
+    let db = ctl.dir.join("weft.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM entities WHERE id = ?")
+        .bind(&doomed)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+
+    ctl.call(Method::POST, "/database/check-data-integrity", &admin, None)
+        .await;
+    let d = integrity_results(&ctl, &admin).await;
+    let results = d["results"].as_array().unwrap();
+    assert_eq!(results.len(), 1, "{d}");
+    let description = results[0]["description"].as_str().unwrap();
+    assert!(
+        description.starts_with("enrollments ")
+            && description.contains(&format!("identity or edge router {doomed}")),
+        "{description}"
+    );
+    assert_eq!(results[0]["fixed"], false);
+
+    let r = ctl
+        .call(Method::POST, "/database/fix-data-integrity", &admin, None)
+        .await;
+    assert_eq!(r.0, 202, "{}", r.1);
+    let d = integrity_results(&ctl, &admin).await;
+    assert_eq!(d["fixingErrors"], true);
+    assert_eq!(d["results"][0]["fixed"], true, "{d}");
+    assert_eq!(d["error"], "");
+    ctl.call(Method::POST, "/database/check-data-integrity", &admin, None)
+        .await;
+    assert_eq!(
+        integrity_results(&ctl, &admin).await["results"],
+        json!([]),
+        "repaired"
+    );
+    // The enrollment is gone from the API too.
+    let v = ctl
+        .get_ok(
+            &admin,
+            &format!("/enrollments?filter=identityId=%22{doomed}%22"),
+        )
+        .await;
+    assert_eq!(v["data"], json!([]));
+}

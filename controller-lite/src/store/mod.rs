@@ -22,6 +22,7 @@
 
 mod changes;
 mod extensions;
+mod integrity;
 mod mfa;
 mod posture;
 mod presence;
@@ -42,6 +43,7 @@ use crate::error::StoreError;
 
 pub use changes::{Change, ChangeOp, NOTIFY_CHANNEL};
 pub use extensions::CertExtension;
+pub use integrity::Finding;
 pub use mfa::MfaRow;
 pub use posture::{FAILED_REQUESTS_KEPT, FailedServiceRequest};
 pub use security::{

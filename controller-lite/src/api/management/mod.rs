@@ -5,6 +5,7 @@ pub mod cas;
 pub mod cascade;
 pub mod credentials;
 pub mod crud;
+pub mod database;
 pub mod fabric;
 pub mod identities;
 pub mod posture;
@@ -41,7 +42,7 @@ pub fn routes() -> ApiBuilder {
     for k in Kind::ALL {
         api = crud::routes(api, k);
     }
-    let api = service_configs::routes(api);
+    let api = database::routes(service_configs::routes(api));
     role_attributes::routes(posture::routes(identities::routes(fabric::routes(
         related::routes(sessions::routes(credentials::routes(cas::routes(api)))),
     ))))

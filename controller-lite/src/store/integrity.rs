@@ -1,0 +1,481 @@
+//! The store's data integrity check (`POST /database/check-data-integrity`, and
+//! `fix-data-integrity`): every reference from one stored thing to another is checked,
+//! and what can be repaired without guessing is repaired in the same transaction.
+//!
+//! The writes of the API keep these references whole (deletes cascade in the deleting
+//! transaction, [`crate::api::management::cascade`]); what the check finds comes from
+//! outside them: a database edited by hand, restored from an inconsistent backup, or a
+//! defect. OpenZiti's check (openziti/ziti `controller/db/stores.go`, `CheckIntegrity`)
+//! walks its bbolt indexes the same way and reports each problem with whether it was
+//! fixed.
+//!
+//! What is checked, and the repair:
+//!
+//! | stored | must name an existing | repair |
+//! |---|---|---|
+//! | authenticator, enrollment | identity or edge router | delete the row |
+//! | enrollment of a 3rd-party CA (`ca_id`) | CA | delete the row |
+//! | API session | identity | delete it (its sessions and certificates with it) |
+//! | session | identity, service, API session | delete the row |
+//! | API session certificate | API session | delete the row |
+//! | MFA enrolment, posture data, failed service request | identity | delete the row |
+//! | pending certificate extension | authenticator | delete the row |
+//! | identity service config | identity, service, config | delete the row |
+//! | service `configs` | configs | drop the missing ids from the list |
+//! | config | config type | none: the data would lose its meaning |
+//! | terminator | service, edge router, hosting identity (when it names one) | delete it |
+//! | identity `authPolicyId` | authentication policy | the `default` policy |
+//! | authentication policy `primary.extJwt.allowedSigners` | external JWT signers | drop the missing ids |
+//! | authentication policy `secondary.requireExtJwtSigner` | external JWT signer | none: dropping it would drop a required factor |
+//! | every entity's document | valid JSON | none |
+//!
+//! Router presence is not checked: it is bookkeeping that expires by itself.
+
+use std::collections::HashSet;
+
+use serde_json::{Value, json};
+use sqlx::{AssertSqlSafe, Row};
+
+use super::{ChangeOp, EntityRow, Store, WriteTx};
+use crate::error::StoreError;
+
+/// One problem found, and whether this run repaired it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// What is wrong, naming the things involved by kind and id.
+    pub description: String,
+    /// Repaired in this run's transaction (false when checking only, when there is no
+    /// safe repair, or when the run failed and rolled back).
+    pub fixed: bool,
+}
+
+/// A reference from rows of a record table to an entity kind or another table.
+struct RowReference {
+    /// The table holding the reference.
+    table: &'static str,
+    /// Its key column.
+    key: &'static str,
+    /// The column holding the reference.
+    column: &'static str,
+    /// Entity kinds one of which the value must name, or (when empty) `target_table`.
+    kinds: &'static [&'static str],
+    /// A table whose `id` the value must be.
+    target_table: &'static str,
+    /// What the value names, for the description.
+    what: &'static str,
+    /// NULL is no reference.
+    nullable: bool,
+}
+
+const fn to_entity(
+    table: &'static str,
+    key: &'static str,
+    column: &'static str,
+    kinds: &'static [&'static str],
+    what: &'static str,
+) -> RowReference {
+    RowReference {
+        table,
+        key,
+        column,
+        kinds,
+        target_table: "",
+        what,
+        nullable: false,
+    }
+}
+
+const fn to_table(
+    table: &'static str,
+    key: &'static str,
+    column: &'static str,
+    target_table: &'static str,
+    what: &'static str,
+) -> RowReference {
+    RowReference {
+        table,
+        key,
+        column,
+        kinds: &[],
+        target_table,
+        what,
+        nullable: false,
+    }
+}
+
+const IDENTITY: &[&str] = &["identities"];
+const IDENTITY_OR_ROUTER: &[&str] = &["identities", "edge-routers"];
+
+/// In repair order: an API session deleted here leaves no session or certificate to
+/// find later.
+const ROW_REFERENCES: &[RowReference] = &[
+    to_entity(
+        "authenticators",
+        "id",
+        "identity_id",
+        IDENTITY_OR_ROUTER,
+        "identity or edge router",
+    ),
+    to_entity(
+        "enrollments",
+        "id",
+        "identity_id",
+        IDENTITY_OR_ROUTER,
+        "identity or edge router",
+    ),
+    RowReference {
+        nullable: true,
+        ..to_entity("enrollments", "id", "ca_id", &["cas"], "CA")
+    },
+    to_entity("api_sessions", "id", "identity_id", IDENTITY, "identity"),
+    to_entity("sessions", "id", "identity_id", IDENTITY, "identity"),
+    to_entity("sessions", "id", "service_id", &["services"], "service"),
+    to_table(
+        "sessions",
+        "id",
+        "api_session_id",
+        "api_sessions",
+        "API session",
+    ),
+    to_table(
+        "api_session_certs",
+        "id",
+        "api_session_id",
+        "api_sessions",
+        "API session",
+    ),
+    to_entity("mfa", "id", "identity_id", IDENTITY, "identity"),
+    to_entity(
+        "posture_data",
+        "identity_id",
+        "identity_id",
+        IDENTITY,
+        "identity",
+    ),
+    to_entity(
+        "failed_service_requests",
+        "id",
+        "identity_id",
+        IDENTITY,
+        "identity",
+    ),
+    to_table(
+        "cert_extensions",
+        "authenticator_id",
+        "authenticator_id",
+        "authenticators",
+        "authenticator",
+    ),
+];
+
+/// The rows of `r.table` whose reference names nothing: (key, value).
+async fn dangling_rows(
+    tx: &mut WriteTx<'_>,
+    r: &RowReference,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let exists = if r.kinds.is_empty() {
+        format!(
+            "SELECT 1 FROM {} t WHERE t.id = r.{}",
+            r.target_table, r.column
+        )
+    } else {
+        let kinds = r
+            .kinds
+            .iter()
+            .map(|k| format!("'{k}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "SELECT 1 FROM entities e WHERE e.id = r.{} AND e.kind IN ({kinds})",
+            r.column
+        )
+    };
+    let null = if r.nullable {
+        format!("r.{} IS NOT NULL AND ", r.column)
+    } else {
+        String::new()
+    };
+    let rows = sqlx::query(AssertSqlSafe(format!(
+        "SELECT r.{key}, r.{column} FROM {table} r WHERE {null}NOT EXISTS ({exists}) ORDER BY r.{key}",
+        key = r.key,
+        column = r.column,
+        table = r.table,
+    )))
+    .fetch_all(&mut *tx.tx)
+    .await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect()
+}
+
+impl WriteTx<'_> {
+    /// Checks every reference of the store (the table in the module's documentation)
+    /// and, with `fix`, repairs what has a safe repair, in this transaction (commit to
+    /// keep the repairs). Each finding goes to `report` as it is found.
+    pub async fn check_integrity(
+        &mut self,
+        fix: bool,
+        report: &mut (dyn FnMut(Finding) + Send),
+    ) -> Result<(), StoreError> {
+        for r in ROW_REFERENCES {
+            for (key, value) in dangling_rows(self, r).await? {
+                let fixed = fix && self.delete_dangling(r, &key).await?;
+                report(Finding {
+                    description: format!(
+                        "{} {key} references {} {value}, which does not exist",
+                        r.table, r.what
+                    ),
+                    fixed,
+                });
+            }
+        }
+        self.check_service_configs(fix, report).await?;
+        self.check_entities(fix, report).await
+    }
+
+    /// Deletes the row `key` of `r.table` (an API session with its sessions and
+    /// certificates) and logs the change.
+    async fn delete_dangling(&mut self, r: &RowReference, key: &str) -> Result<bool, StoreError> {
+        if r.table == "api_sessions" {
+            return self.delete_api_session(key).await;
+        }
+        let n = sqlx::query(AssertSqlSafe(format!(
+            "DELETE FROM {} WHERE {} = $1",
+            r.table, r.key
+        )))
+        .bind(key)
+        .execute(&mut *self.tx)
+        .await?
+        .rows_affected();
+        if n > 0 {
+            self.record(r.table, key, ChangeOp::Delete).await?;
+        }
+        Ok(n > 0)
+    }
+
+    /// Identity service configs naming an identity, service or config that is gone.
+    async fn check_service_configs(
+        &mut self,
+        fix: bool,
+        report: &mut (dyn FnMut(Finding) + Send),
+    ) -> Result<(), StoreError> {
+        let identities = self.ids_of("identities").await?;
+        let services = self.ids_of("services").await?;
+        let configs = self.ids_of("configs").await?;
+        for row in self.all_service_configs().await? {
+            let missing = [
+                ("identity", &row.identity_id, &identities),
+                ("service", &row.service_id, &services),
+                ("config", &row.config_id, &configs),
+            ]
+            .into_iter()
+            .find(|(_, id, ids)| !ids.contains(id.as_str()));
+            let Some((what, id, _)) = missing else {
+                continue;
+            };
+            let fixed = fix
+                && self
+                    .remove_service_config(&row.identity_id, &row.service_id, &row.config_type_id)
+                    .await?;
+            report(Finding {
+                description: format!(
+                    "identity service config ({}, {}, {}) references {what} {id}, which does not exist",
+                    row.identity_id, row.service_id, row.config_type_id
+                ),
+                fixed,
+            });
+        }
+        Ok(())
+    }
+
+    /// The ids of every entity of `kind` (documents not read).
+    async fn ids_of(&mut self, kind: &str) -> Result<HashSet<String>, StoreError> {
+        let rows = sqlx::query("SELECT id FROM entities WHERE kind = $1")
+            .bind(kind)
+            .fetch_all(&mut *self.tx)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
+
+    /// The references inside entity documents, and the documents themselves.
+    async fn check_entities(
+        &mut self,
+        fix: bool,
+        report: &mut (dyn FnMut(Finding) + Send),
+    ) -> Result<(), StoreError> {
+        // Documents first: one that is not JSON is reported, and left out below.
+        let rows = sqlx::query(
+            "SELECT kind, id, name, tags, data, created_at, updated_at FROM entities ORDER BY kind, id",
+        )
+        .fetch_all(&mut *self.tx)
+        .await?;
+        let mut all: Vec<EntityRow> = Vec::with_capacity(rows.len());
+        for r in &rows {
+            match Store::entity_from(r) {
+                Ok(e) => all.push(e),
+                Err(_) => {
+                    let kind: String = r.try_get(0)?;
+                    let id: String = r.try_get(1)?;
+                    report(Finding {
+                        description: format!("{kind} {id} is not stored as valid JSON"),
+                        fixed: false,
+                    });
+                }
+            }
+        }
+        let ids = |kind: &str| -> HashSet<String> {
+            all.iter()
+                .filter(|e| e.kind == kind)
+                .map(|e| e.id.clone())
+                .collect()
+        };
+        let (configs, config_types, services, routers, identities, auth_policies, signers) = (
+            ids("configs"),
+            ids("config-types"),
+            ids("services"),
+            ids("edge-routers"),
+            ids("identities"),
+            ids("auth-policies"),
+            ids("external-jwt-signers"),
+        );
+        for e in all {
+            match e.kind.as_str() {
+                "services" => {
+                    let listed = string_list(&e.data["configs"]);
+                    let gone: Vec<&String> =
+                        listed.iter().filter(|c| !configs.contains(*c)).collect();
+                    if gone.is_empty() {
+                        continue;
+                    }
+                    let mut fixed = false;
+                    if fix {
+                        let kept: Vec<&String> =
+                            listed.iter().filter(|c| configs.contains(*c)).collect();
+                        let mut e2 = e.clone();
+                        e2.updated_at = crate::clock::now_string();
+                        e2.data["configs"] = json!(kept);
+                        fixed = self.update_entity(&e2).await?;
+                    }
+                    for c in gone {
+                        report(Finding {
+                            description: format!(
+                                "services {} references config {c}, which does not exist",
+                                e.id
+                            ),
+                            fixed,
+                        });
+                    }
+                }
+                "configs" => {
+                    let t = e.data["configTypeId"].as_str().unwrap_or_default();
+                    if !config_types.contains(t) {
+                        report(Finding {
+                            description: format!(
+                                "configs {} references config type {t}, which does not exist",
+                                e.id
+                            ),
+                            fixed: false,
+                        });
+                    }
+                }
+                "terminators" => {
+                    let missing = [
+                        ("service", &services),
+                        ("router", &routers),
+                        ("identity", &identities),
+                    ]
+                    .into_iter()
+                    .find_map(|(field, ids)| {
+                        let id = e.data[field].as_str().filter(|s| !s.is_empty())?;
+                        (!ids.contains(id)).then(|| (field, id.to_owned()))
+                    });
+                    if let Some((field, id)) = missing {
+                        let what = if field == "router" {
+                            "edge router"
+                        } else {
+                            field
+                        };
+                        let fixed = fix && self.delete_entity("terminators", &e.id).await?;
+                        report(Finding {
+                            description: format!(
+                                "terminators {} references {what} {id}, which does not exist",
+                                e.id
+                            ),
+                            fixed,
+                        });
+                    }
+                }
+                "identities" => {
+                    let Some(p) = e.data["authPolicyId"].as_str().filter(|p| !p.is_empty()) else {
+                        continue;
+                    };
+                    if auth_policies.contains(p) {
+                        continue;
+                    }
+                    let description = format!(
+                        "identities {} references authentication policy {p}, which does not exist",
+                        e.id
+                    );
+                    let mut fixed = false;
+                    if fix {
+                        let mut e2 = e.clone();
+                        e2.updated_at = crate::clock::now_string();
+                        e2.data["authPolicyId"] = json!(crate::model::DEFAULT_AUTH_POLICY_ID);
+                        fixed = self.update_entity(&e2).await?;
+                    }
+                    report(Finding { description, fixed });
+                }
+                "auth-policies" => {
+                    let required = e.data["secondary"]["requireExtJwtSigner"]
+                        .as_str()
+                        .filter(|s| !s.is_empty());
+                    if let Some(s) = required.filter(|s| !signers.contains(*s)) {
+                        report(Finding {
+                            description: format!(
+                                "auth-policies {} requires external JWT signer {s}, which does not exist",
+                                e.id
+                            ),
+                            fixed: false,
+                        });
+                    }
+                    let allowed = string_list(&e.data["primary"]["extJwt"]["allowedSigners"]);
+                    let gone: Vec<&String> =
+                        allowed.iter().filter(|s| !signers.contains(*s)).collect();
+                    if gone.is_empty() {
+                        continue;
+                    }
+                    let mut fixed = false;
+                    if fix {
+                        let kept: Vec<&String> =
+                            allowed.iter().filter(|s| signers.contains(*s)).collect();
+                        let mut e2 = e.clone();
+                        e2.updated_at = crate::clock::now_string();
+                        e2.data["primary"]["extJwt"]["allowedSigners"] = json!(kept);
+                        fixed = self.update_entity(&e2).await?;
+                    }
+                    for s in gone {
+                        report(Finding {
+                            description: format!(
+                                "auth-policies {} allows external JWT signer {s}, which does not exist",
+                                e.id
+                            ),
+                            fixed,
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The strings of a JSON array (nothing for anything else).
+fn string_list(v: &Value) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_owned)
+        .collect()
+}
