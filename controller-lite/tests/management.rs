@@ -384,6 +384,16 @@ async fn sessions_api_sessions_related_lists_and_cascades() {
         .call(Method::GET, &format!("/sessions/{bind}"), &admin, None)
         .await;
     assert_eq!(v["data"]["type"], "Bind");
+    // No circuit routed across routers: an empty route path (tests/tests/mesh.rs has
+    // one with a path); an unknown session is 404.
+    let v = ctl
+        .get_ok(&admin, &format!("/sessions/{dial}/route-path"))
+        .await;
+    assert_eq!(v["data"], json!({"routePath": []}));
+    let r = ctl
+        .call(Method::GET, "/sessions/nope/route-path", &admin, None)
+        .await;
+    assert_eq!(code(&r), (404, "NOT_FOUND"));
     let (_, v) = ctl
         .call(
             Method::GET,

@@ -195,6 +195,13 @@ async fn a_circuit_crosses_three_routers_ten_megabytes_each_way() {
         path,
         [line.a.id.as_str(), line.b.id.as_str(), line.c.id.as_str()]
     );
+    // The session's route path is that path (OpenZiti's `/sessions/{id}/route-path`).
+    let session = circuits[0]["sessionId"].as_str().unwrap();
+    let route = line
+        .admin
+        .get(&format!("sessions/{session}/route-path"))
+        .await;
+    assert_eq!(route["data"]["routePath"], circuits[0]["path"]);
     let started = Instant::now();
     let got = weft_testkit::exchange(&mut stream, &upload).await;
     assert_eq!(sha(&got), down_sum, "download corrupted across the routers");

@@ -126,6 +126,8 @@ pub struct CircuitView {
     pub id: String,
     /// The service.
     pub service_id: String,
+    /// The session it was dialled with (OpenZiti's circuit `clientId`).
+    pub session_id: String,
     /// The terminator it reaches.
     pub terminator_id: String,
     /// Router ids, ingress first.
@@ -253,6 +255,17 @@ impl Mesh {
     /// The circuits routed across routers, ordered by id.
     pub fn circuits(&self) -> Vec<CircuitView> {
         self.lock().circuits.values().cloned().collect()
+    }
+
+    /// The path (router ids, ingress first) of the oldest circuit routed for
+    /// `session_id`, if it has one (as OpenZiti's `DetailRoutePath`: the first circuit of
+    /// the session).
+    pub fn session_path(&self, session_id: &str) -> Option<Vec<String>> {
+        self.lock()
+            .circuits
+            .values()
+            .find(|c| c.session_id == session_id)
+            .map(|c| c.path.clone())
     }
 
     /// A connected router's outbound queue.
@@ -569,6 +582,7 @@ pub async fn create_circuit(
         CircuitView {
             id: circuit_id.to_string(),
             service_id: req.service_id.clone(),
+            session_id: req.session_id.clone(),
             terminator_id: terminator.id.clone(),
             path: routers.clone(),
             cost: chosen.path.cost,
@@ -837,6 +851,7 @@ mod tests {
         let record = |id: u64| CircuitView {
             id: id.to_string(),
             service_id: "s".into(),
+            session_id: "s".into(),
             terminator_id: "t".into(),
             path: vec!["a".into(), "b".into()],
             cost: 1,

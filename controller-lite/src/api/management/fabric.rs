@@ -27,6 +27,7 @@ fn circuit_fields() -> Fields {
     Fields::default()
         .with("id", FieldType::String)
         .with("serviceId", FieldType::String)
+        .with("sessionId", FieldType::String)
         .with("terminatorId", FieldType::String)
         .with("createdAt", FieldType::DateTime)
 }

@@ -158,6 +158,22 @@ pub fn routes(api: ApiBuilder) -> ApiBuilder {
         },
     )
     .add(
+        Endpoint::get("/sessions/{id}/route-path", "detailSessionRoutePath")
+            .doc(
+                "Session",
+                "The routers (ids, ingress first) of the session's circuit routed across routers; `[]` when it has none",
+            )
+            .admin()
+            .returns(200, Data::Object("`{routePath: [router id, …]}`.")),
+        |State(ctl): State<AppState>, _: Admin, Path(id): Path<String>| async move {
+            if ctl.store.session_by_id(&id).await?.is_none() {
+                return Err(not_found("session", &id));
+            }
+            let route_path = ctl.mesh.session_path(&id).unwrap_or_default();
+            Ok(envelope::ok(serde_json::json!({ "routePath": route_path })))
+        },
+    )
+    .add(
         Endpoint::delete("/sessions/{id}", "deleteSession")
             .doc("Session", "Ends a session")
             .admin(),
