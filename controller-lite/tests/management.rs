@@ -1307,3 +1307,126 @@ async fn the_data_integrity_check_reports_and_fixes_a_store_broken_behind_its_ba
         .await;
     assert_eq!(v["data"], json!([]));
 }
+
+#[tokio::test]
+async fn routers_are_the_fabric_view_of_edge_routers() {
+    let ctl = Ctl::start();
+    let admin = ctl.admin_token().await;
+    let er1 = ctl
+        .create_ok(
+            &admin,
+            "edge-routers",
+            json!({"name": "er1", "roleAttributes": ["edge"], "cost": 3,
+                   "supportedProtocols": {"tls": "tls://er1.example:3022"}}),
+        )
+        .await;
+    // Both paths list it in the router shape, not yet enrolled.
+    for base in ["/routers", "/transit-routers"] {
+        let v = ctl.get_ok(&admin, base).await;
+        assert_eq!(ids(&v), std::slice::from_ref(&er1), "{base}");
+        let r = &v["data"][0];
+        assert_eq!(r["name"], "er1");
+        assert_eq!(r["cost"], 3);
+        assert_eq!(r["isVerified"], false);
+        assert_eq!(r["isOnline"], false);
+        assert_eq!(r["fingerprint"], "");
+        assert!(r["enrollmentJwt"].is_string(), "{r}");
+        assert!(r.get("roleAttributes").is_none(), "router fields only: {r}");
+    }
+
+    // A router created here is an edge router without role attributes, with its token.
+    let r = ctl
+        .call(
+            Method::POST,
+            "/routers",
+            &admin,
+            Some(json!({"name": "r2", "cost": 5, "noTraversal": true})),
+        )
+        .await;
+    assert_eq!(r.0, 201, "{}", r.1);
+    let r2 = r.1["data"]["id"].as_str().unwrap().to_owned();
+    assert!(r.1["data"]["enrollmentJwt"].is_string(), "{}", r.1);
+    let v = ctl.get_ok(&admin, &format!("/edge-routers/{r2}")).await;
+    assert_eq!(v["data"]["roleAttributes"], json!([]));
+    assert_eq!(v["data"]["noTraversal"], true);
+    let v = ctl.get_ok(&admin, &format!("/transit-routers/{r2}")).await;
+    assert_eq!(v["data"]["cost"], 5);
+
+    // PATCH changes the given router fields, PUT all of them; the edge fields stay.
+    let path = format!("/routers/{er1}");
+    let r = ctl
+        .call(
+            Method::PATCH,
+            &path,
+            &admin,
+            Some(json!({"cost": 7, "noTraversal": true, "ctrlChanListeners": {}})),
+        )
+        .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    let v = ctl.get_ok(&admin, &format!("/edge-routers/{er1}")).await;
+    assert_eq!(v["data"]["cost"], 7);
+    assert_eq!(v["data"]["noTraversal"], true);
+    assert_eq!(v["data"]["roleAttributes"], json!(["edge"]));
+    let r = ctl
+        .call(Method::PUT, &path, &admin, Some(json!({"name": "er1b"})))
+        .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    let v = ctl.get_ok(&admin, &format!("/edge-routers/{er1}")).await;
+    assert_eq!(v["data"]["name"], "er1b");
+    assert_eq!(v["data"]["cost"], 0);
+    assert_eq!(v["data"]["noTraversal"], false);
+    assert_eq!(v["data"]["roleAttributes"], json!(["edge"]));
+    assert_eq!(
+        v["data"]["supportedProtocols"]["tls"],
+        "tls://er1.example:3022"
+    );
+
+    // What a Weft router does not have is refused and changes nothing.
+    for (method, body) in [
+        (Method::PATCH, json!({"roleAttributes": ["x"]})),
+        (
+            Method::PATCH,
+            json!({"ctrlChanListeners": {"tls:0.0.0.0:6262": ["x"]}}),
+        ),
+        (Method::PATCH, json!({"configs": ["c"]})),
+        (Method::PUT, json!({"cost": 1})),
+        (Method::PATCH, json!([1])),
+    ] {
+        let r = ctl
+            .call(method.clone(), &path, &admin, Some(body.clone()))
+            .await;
+        assert_eq!(code(&r), (400, "COULD_NOT_VALIDATE"), "{method} {body}");
+    }
+    let r = ctl
+        .call(
+            Method::POST,
+            "/routers",
+            &admin,
+            Some(json!({"name": "r3", "disabled": true})),
+        )
+        .await;
+    assert_eq!(code(&r), (400, "COULD_NOT_VALIDATE"));
+    assert_eq!(
+        ctl.get_ok(&admin, &format!("/edge-routers/{er1}")).await["data"]["name"],
+        "er1b"
+    );
+    assert_eq!(
+        ctl.call(Method::GET, "/routers/nope", &admin, None).await.0,
+        404
+    );
+
+    // A delete under either path is the edge router's delete.
+    let r = ctl
+        .call(
+            Method::DELETE,
+            &format!("/transit-routers/{r2}"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(r.0, 200);
+    let r = ctl
+        .call(Method::GET, &format!("/edge-routers/{r2}"), &admin, None)
+        .await;
+    assert_eq!(code(&r), (404, "NOT_FOUND"));
+}

@@ -202,6 +202,14 @@ async fn a_circuit_crosses_three_routers_ten_megabytes_each_way() {
         .get(&format!("sessions/{session}/route-path"))
         .await;
     assert_eq!(route["data"]["routePath"], circuits[0]["path"]);
+    // The fabric view of an enrolled, connected router.
+    let router = line.admin.get(&format!("routers/{}", line.a.id)).await;
+    assert_eq!(router["data"]["isOnline"], true);
+    assert_eq!(router["data"]["isVerified"], true);
+    assert!(
+        !router["data"]["fingerprint"].as_str().unwrap().is_empty(),
+        "{router}"
+    );
     let started = Instant::now();
     let got = weft_testkit::exchange(&mut stream, &upload).await;
     assert_eq!(sha(&got), down_sum, "download corrupted across the routers");

@@ -11,6 +11,7 @@ pub mod identities;
 pub mod posture;
 pub mod related;
 pub mod role_attributes;
+pub mod routers;
 pub mod service_configs;
 pub mod sessions;
 pub mod views;
@@ -42,7 +43,7 @@ pub fn routes() -> ApiBuilder {
     for k in Kind::ALL {
         api = crud::routes(api, k);
     }
-    let api = database::routes(service_configs::routes(api));
+    let api = routers::routes(database::routes(service_configs::routes(api)));
     role_attributes::routes(posture::routes(identities::routes(fabric::routes(
         related::routes(sessions::routes(credentials::routes(cas::routes(api)))),
     ))))
