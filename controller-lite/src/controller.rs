@@ -18,6 +18,9 @@ use crate::store::{AuthenticatorRow, EnrollmentRow, EntityRow, Store, WriteTx};
 pub const ADMIN_PASSWORD_FILE: &str = "admin.password";
 /// File (in the data dir) where the running controller writes its bound address.
 pub const ADDR_FILE: &str = "controller.addr";
+/// This controller's id among the controllers of one database (`GET /controllers`),
+/// made at its first start.
+pub const ID_FILE: &str = "controller.id";
 /// Database file name.
 pub const DB_FILE: &str = "weft.db";
 /// User name of the built-in administrator.
@@ -95,9 +98,52 @@ pub struct Controller {
     pub trusted_cas: tokio::sync::watch::Sender<std::sync::Arc<weft_wire::control::pb::TrustedCas>>,
     /// Data integrity runs ([`crate::integrity`]).
     pub integrity: crate::integrity::IntegrityChecks,
+    /// This controller's id among the controllers of its database ([`ID_FILE`]).
+    pub controller_id: String,
+}
+
+/// The id in `data_dir`'s [`ID_FILE`], made (a random UUID) when there is none.
+fn own_id(data_dir: &Path) -> Result<String, StartError> {
+    let path = data_dir.join(ID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_owned()),
+        Ok(_) => Err(StartError::Bootstrap(format!(
+            "{} is empty: delete it to make a new controller id",
+            path.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            std::fs::write(&path, format!("{id}\n"))?;
+            Ok(id)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 impl Controller {
+    /// What this controller says of itself in the `controllers` table, its control
+    /// channel on `ctrl_port`; `seen_at` and `last_joined_at` now.
+    pub fn controller_row(&self, ctrl_port: u16) -> crate::store::ControllerRow {
+        let now = clock::now_string();
+        let cert = self.pki.server_cert();
+        crate::store::ControllerRow {
+            id: self.controller_id.clone(),
+            name: self
+                .public_url
+                .strip_prefix("https://")
+                .unwrap_or(&self.public_url)
+                .to_owned(),
+            cert_pem: cert.pem.clone(),
+            fingerprint: cert.fingerprint.clone(),
+            api_url: self.public_url.clone(),
+            ctrl_address: format!("tls:{}:{ctrl_port}", self.config.http.advertised_host),
+            created_at: now.clone(),
+            updated_at: now.clone(),
+            last_joined_at: now,
+            seen_at: clock::now_unix_ms(),
+        }
+    }
+
     /// Opens (creating on first start) the store, PKI and admin credential in
     /// `data_dir`.
     pub async fn open(
@@ -121,6 +167,7 @@ impl Controller {
                 id
             }
         };
+        let controller_id = own_id(data_dir)?;
         let metrics = std::sync::Arc::new(crate::limits::Metrics::default());
         let password_gate = crate::limits::PasswordGate::new(&config, metrics.clone())?;
         let jwks = crate::extjwt::jwks::Jwks::new(&config.ext_jwt, metrics.clone())?;
@@ -142,6 +189,7 @@ impl Controller {
             jwks,
             trusted_cas: tokio::sync::watch::Sender::new(std::sync::Arc::default()),
             integrity: crate::integrity::IntegrityChecks::default(),
+            controller_id,
             config,
         };
         ctl.bootstrap().await?;

@@ -104,6 +104,8 @@ pub struct Pki {
     signing_der: CertificateDer<'static>,
     signing_issuer: Issuer<'static, KeyPair>,
     server_chain: Vec<CertificateDer<'static>>,
+    /// This controller's server certificate (its identity among the controllers).
+    server_cert: IssuedCert,
     server_key_pkcs8: Vec<u8>,
     jwt_key: jsonwebtoken::EncodingKey,
     /// The `/.well-known/est/cacerts` body, made once.
@@ -244,6 +246,10 @@ impl Pki {
         let root_der = pem_to_der(&root_pem)?;
         let signing_der = pem_to_der(&signing_pem)?;
         let server_chain = vec![pem_to_der(&server_pem)?, signing_der.clone()];
+        let server_cert = IssuedCert {
+            fingerprint: weft_tls::fingerprint(server_chain[0].as_ref()),
+            pem: server_pem,
+        };
         let cacerts_b64 = cacerts_base64(&[signing_der.as_ref(), root_der.as_ref()])?;
         Ok(Self {
             root_pem,
@@ -252,10 +258,16 @@ impl Pki {
             signing_der,
             signing_issuer,
             server_chain,
+            server_cert,
             server_key_pkcs8: server_key.serialize_der(),
             jwt_key,
             cacerts_b64,
         })
+    }
+
+    /// This controller's server certificate and its fingerprint.
+    pub fn server_cert(&self) -> &IssuedCert {
+        &self.server_cert
     }
 
     /// PEM bundle of the CA chain (signing CA, then root) that clients trust.

@@ -245,6 +245,9 @@ pub async fn run(
         format!("{control_addr}\n"),
     )?;
     tracing::info!(%control_addr, "router control listener up");
+    ctl.store
+        .controller_joined(&ctl.controller_row(control_addr.port()))
+        .await?;
     if let Some(metrics_addr) = ctl.config.metrics.listen {
         let metrics = bind(metrics_addr, "[metrics] listen").await?;
         let bound = metrics.local_addr()?;
@@ -290,6 +293,10 @@ pub async fn run(
             },
             () = &mut shutdown => {
                 tracing::info!("shutting down: no new connections");
+                // The other controllers list this one offline at once.
+                if let Err(e) = ctl.store.controller_seen(&ctl.controller_id, 0).await {
+                    tracing::warn!(error = %e, "recording this controller's stop failed");
+                }
                 break;
             }
         };

@@ -1430,3 +1430,64 @@ async fn routers_are_the_fabric_view_of_edge_routers() {
         .await;
     assert_eq!(code(&r), (404, "NOT_FOUND"));
 }
+
+#[tokio::test]
+async fn the_controllers_list_this_controller_on_both_apis() {
+    let ctl = Ctl::start();
+    let admin = ctl.admin_token().await;
+    let id = std::fs::read_to_string(ctl.dir.join("controller.id"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let v = ctl.get_ok(&admin, "/controllers").await;
+    assert_eq!(v["meta"]["pagination"]["totalCount"], 1, "{v}");
+    let c = &v["data"][0];
+    assert_eq!(c["id"], json!(id));
+    assert_eq!(c["isOnline"], true);
+    assert_eq!(c["name"], json!(format!("localhost:{}", ctl.addr.port())));
+    assert!(
+        c["certPem"]
+            .as_str()
+            .unwrap()
+            .starts_with("-----BEGIN CERTIFICATE")
+    );
+    assert_eq!(c["fingerprint"].as_str().unwrap().len(), 40);
+    assert_eq!(
+        c["apiAddresses"]["edge-management"][0]["url"],
+        json!(ctl.mgmt(""))
+    );
+    assert!(
+        c["ctrlAddress"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!(":{}", ctl.control_port())),
+        "{c}"
+    );
+
+    // The client API: any API session; no control channel, no management address.
+    let (_, cert, key) = ctl.enrolled_identity(&admin, "alice", &[]).await;
+    let (http, token) = ctl.cert_login(&cert, &key).await;
+    let res = http
+        .get(ctl.client_url("/controllers"))
+        .header("zt-session", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let v: Value = res.json().await.unwrap();
+    let c = &v["data"][0];
+    assert_eq!(c["id"], json!(id));
+    assert!(c.get("ctrlAddress").is_none(), "{c}");
+    assert_eq!(
+        c["apiAddresses"]["edge-client"][0]["url"],
+        json!(ctl.client_url(""))
+    );
+    assert!(c["apiAddresses"].get("edge-management").is_none(), "{c}");
+    let res = ctl
+        .http()
+        .get(ctl.client_url("/controllers"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+}

@@ -164,6 +164,57 @@ async fn an_enrollment_token_is_single_use_across_controllers() {
         statuses.iter().all(|s| *s == 200 || *s == 400),
         "{statuses:?}"
     );
+
+    // Each controller lists both, online; one stopped is offline at once for the other.
+    let ids: Vec<String> = cluster
+        .dirs
+        .iter()
+        .map(|(data, _)| {
+            std::fs::read_to_string(data.join("controller.id"))
+                .unwrap()
+                .trim()
+                .to_owned()
+        })
+        .collect();
+    let online = |v: &Value| -> Vec<(String, bool)> {
+        let mut l: Vec<(String, bool)> = v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["id"].as_str().unwrap().to_owned(),
+                    c["isOnline"].as_bool().unwrap(),
+                )
+            })
+            .collect();
+        l.sort();
+        l
+    };
+    let mut want: Vec<(String, bool)> = ids.iter().map(|i| (i.clone(), true)).collect();
+    want.sort();
+    assert_eq!(online(&b.get_ok(&token_b, "/controllers").await), want);
+    let pid = a.pid().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let listed = online(&b.get_ok(&token_b, "/controllers").await);
+        if listed.contains(&(ids[0].clone(), false)) {
+            assert!(listed.contains(&(ids[1].clone(), true)), "{listed:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a stopped controller is listed online: {listed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Password login on `ctl`'s client API: the status and the answer's data.

@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod contract;
+pub mod controllers;
 pub mod endpoint;
 pub mod envelope;
 pub mod extract;

@@ -113,10 +113,12 @@ async fn apply(ctl: &Controller, last: i64) -> Result<i64, StoreError> {
     Ok(now)
 }
 
-/// Refreshes the presence of this controller's routers and reads every controller's.
+/// Refreshes the presence of this controller and of its routers, and reads every
+/// controller's routers.
 async fn refresh_presence(ctl: &Controller) -> Result<(), StoreError> {
     let now = clock::now_unix_ms();
     ctl.store.presence_refresh(now).await?;
+    ctl.store.controller_seen(&ctl.controller_id, now).await?;
     let lease = i64::try_from(PRESENCE_LEASE.as_millis()).unwrap_or(i64::MAX);
     let present = ctl.store.routers_present(now - lease).await?;
     ctl.routers.set_cluster_present(present);

@@ -21,6 +21,7 @@
 //! authenticators, API sessions, sessions) have their own tables.
 
 mod changes;
+mod controllers;
 mod extensions;
 mod integrity;
 mod mfa;
@@ -42,6 +43,7 @@ use tokio::sync::watch;
 use crate::error::StoreError;
 
 pub use changes::{Change, ChangeOp, NOTIFY_CHANNEL};
+pub use controllers::ControllerRow;
 pub use extensions::CertExtension;
 pub use integrity::Finding;
 pub use mfa::MfaRow;

@@ -60,7 +60,7 @@ const SESSION: Data = Data::Object("Session detail with its `token` and `edgeRou
 
 /// Routes served both under `/edge/client/v1` and at the root (spec §2).
 pub fn routes() -> ApiBuilder {
-    session_certs::routes(common_routes(ApiBuilder::default()))
+    super::controllers::client_routes(session_certs::routes(common_routes(ApiBuilder::default())))
         .add(
             Endpoint::post("/authenticate", "authenticate")
                 .doc("Authentication", "Creates an API session")

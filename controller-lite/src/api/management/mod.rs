@@ -44,6 +44,7 @@ pub fn routes() -> ApiBuilder {
         api = crud::routes(api, k);
     }
     let api = routers::routes(database::routes(service_configs::routes(api)));
+    let api = super::controllers::management_routes(api);
     role_attributes::routes(posture::routes(identities::routes(fabric::routes(
         related::routes(sessions::routes(credentials::routes(cas::routes(api)))),
     ))))
