@@ -478,3 +478,196 @@ async fn every_served_route_answers_within_the_contract() {
     let (status, v) = call(Method::DELETE, &format!("/sessions/{sid}"), None).await;
     assert_eq!(status, 200, "{v}");
 }
+
+/// The success answers no other test reaches: every one goes through the contract check
+/// of the controller that makes it.
+#[tokio::test]
+async fn the_less_travelled_success_answers_are_within_the_contract() {
+    use reqwest::Method;
+    use serde_json::{Value, json};
+    use weft_controller::auth::totp;
+
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let ctl = weft_testkit::Ctl::start();
+    let admin = ctl.admin_token().await;
+    let ok = |r: &(u16, Value), what: &str| assert!(r.0 / 100 == 2, "{what}: {} {}", r.0, r.1);
+
+    // Authentication policies: create, replace, patch, delete.
+    let p = ctl
+        .create_ok(&admin, "auth-policies", json!({"name": "p"}))
+        .await;
+    let item = format!("/auth-policies/{p}");
+    for (method, body) in [
+        (Method::PUT, Some(json!({"name": "p2"}))),
+        (Method::PATCH, Some(json!({"tags": {"k": "v"}}))),
+        (Method::DELETE, None),
+    ] {
+        let r = ctl.call(method.clone(), &item, &admin, body).await;
+        ok(&r, &format!("{method} {item}"));
+    }
+    ctl.get_ok(&admin, "/enumerated-capabilities").await;
+
+    // An API session by id; the administrator's own authenticator, read and changed.
+    let sessions = ctl.get_ok(&admin, "/api-sessions").await;
+    let one = sessions["data"][0]["id"].as_str().unwrap().to_owned();
+    ctl.get_ok(&admin, &format!("/api-sessions/{one}")).await;
+    let mine = ctl.get_ok(&admin, "/current-identity/authenticators").await;
+    let auth = mine["data"][0]["id"].as_str().unwrap().to_owned();
+    ctl.get_ok(&admin, &format!("/current-identity/authenticators/{auth}"))
+        .await;
+    let r = ctl
+        .call(
+            Method::PUT,
+            &format!("/current-identity/authenticators/{auth}"),
+            &admin,
+            Some(
+                json!({"username": "admin", "currentPassword": ctl.admin_password(),
+                        "password": "a-new-admin-password-1"}),
+            ),
+        )
+        .await;
+    ok(&r, "PUT the admin's own authenticator");
+
+    // Routers under the transit path.
+    let r = ctl
+        .call(
+            Method::POST,
+            "/transit-routers",
+            &admin,
+            Some(json!({"name": "tr"})),
+        )
+        .await;
+    ok(&r, "POST /transit-routers");
+    let tr = r.1["data"]["id"].as_str().unwrap().to_owned();
+    for (method, body) in [
+        (Method::PATCH, json!({"cost": 2})),
+        (Method::PUT, json!({"name": "tr2"})),
+    ] {
+        let r = ctl
+            .call(
+                method.clone(),
+                &format!("/transit-routers/{tr}"),
+                &admin,
+                Some(body),
+            )
+            .await;
+        ok(&r, &format!("{method} /transit-routers"));
+    }
+    let r = ctl
+        .call(Method::DELETE, &format!("/routers/{tr}"), &admin, None)
+        .await;
+    ok(&r, "DELETE /routers");
+
+    // A password user's MFA from enrolment to removal, with each code used once.
+    let mo = ctl
+        .create_ok(
+            &admin,
+            "identities",
+            json!({"name": "mo", "type": "User", "isAdmin": false,
+                   "enrollment": {"updb": "mo"}}),
+        )
+        .await;
+    let enrollment = ctl
+        .get_ok(&admin, &format!("/identities/{mo}/enrollments"))
+        .await;
+    let jti = enrollment["data"][0]["token"].as_str().unwrap().to_owned();
+    let res = ctl
+        .http()
+        .post(ctl.url(&format!("/enroll?method=updb&token={jti}")))
+        .json(&json!({"password": "mo-password-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let res = ctl
+        .http()
+        .post(ctl.client_url("/authenticate?method=password"))
+        .json(&json!({"username": "mo", "password": "mo-password-1"}))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = res.json().await.unwrap();
+    let token = v["data"]["token"].as_str().unwrap().to_owned();
+    let own = ctl
+        .call_client(
+            Method::GET,
+            "/current-identity/authenticators",
+            &token,
+            None,
+        )
+        .await;
+    let own = own.1["data"][0]["id"].as_str().unwrap().to_owned();
+    let r = ctl
+        .call_client(
+            Method::GET,
+            &format!("/current-identity/authenticators/{own}"),
+            &token,
+            None,
+        )
+        .await;
+    ok(&r, "GET one's own authenticator");
+    let r = ctl
+        .call_client(Method::POST, "/current-identity/mfa", &token, None)
+        .await;
+    ok(&r, "POST mfa");
+    let r = ctl
+        .call_client(Method::GET, "/current-identity/mfa", &token, None)
+        .await;
+    let secret = r.1["data"]["provisioningUrl"]
+        .as_str()
+        .and_then(|u| u.split("secret=").nth(1))
+        .map(|s| s.split('&').next().unwrap().to_owned())
+        .unwrap();
+    let recovery = r.1["data"]["recoveryCodes"][0].as_str().unwrap().to_owned();
+    // Steps strictly increase (a step is spent once) and stay within one of now.
+    let r = ctl
+        .call_client(
+            Method::POST,
+            "/current-identity/mfa/verify",
+            &token,
+            Some(json!({"code": totp::code_at(&secret, now() - 30).unwrap()})),
+        )
+        .await;
+    ok(&r, "verify");
+    let with_header = |code: String| {
+        ctl.http()
+            .get(ctl.client_url("/current-identity/mfa/recovery-codes"))
+            .header("zt-session", &token)
+            .header("mfa-validation-code", code)
+            .send()
+    };
+    let res = with_header(totp::code_at(&secret, now()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let r = ctl
+        .call_client(
+            Method::POST,
+            "/current-identity/mfa/recovery-codes",
+            &token,
+            Some(json!({"code": recovery})),
+        )
+        .await;
+    ok(&r, "new recovery codes");
+    let res = with_header(totp::code_at(&secret, now() + 30).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let v: Value = res.json().await.unwrap();
+    let fresh = v["data"]["recoveryCodes"][0].as_str().unwrap().to_owned();
+    assert_ne!(fresh, recovery);
+    let res = ctl
+        .http()
+        .delete(ctl.client_url("/current-identity/mfa"))
+        .header("zt-session", &token)
+        .header("mfa-validation-code", fresh)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
