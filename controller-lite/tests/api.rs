@@ -1095,3 +1095,45 @@ async fn list_filters_sorting_and_paging() {
     let (_, got) = names(&ctl, &admin, "config-types", &q(r#"name in ["host.v1"]"#)).await;
     assert_eq!(got, json!(["host.v1"]));
 }
+
+/// `POST /enroll/ott {token, clientCsr}` (newer SDKs) redeems the token like
+/// `/enroll?method=ott`, once.
+#[tokio::test]
+async fn enroll_ott_path_redeems_a_token_once() {
+    let ctl = Ctl::start();
+    let token = ctl.admin_token().await;
+    let (_, v) = ctl
+        .create(
+            &token,
+            "identities",
+            json!({"name": "ott-a", "type": "User", "enrollment": {"ott": true}}),
+        )
+        .await;
+    let jwt = v["data"]["enrollment"]["ott"]["jwt"].as_str().unwrap();
+    let jti = jwt_claims(jwt)["jti"].as_str().unwrap().to_owned();
+    let send = |body: Value| {
+        ctl.http()
+            .post(ctl.client_url("/enroll/ott"))
+            .json(&body)
+            .send()
+    };
+    let (csr, _) = make_csr("ott-a");
+    let res = send(json!({"token": jti, "clientCsr": csr})).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let v: Value = res.json().await.unwrap();
+    assert!(
+        v["data"]["cert"]
+            .as_str()
+            .unwrap()
+            .starts_with("-----BEGIN CERTIFICATE")
+    );
+    for body in [
+        json!({"token": jti, "clientCsr": csr}),
+        json!({"token": jti}),
+        json!({"token": jti, "clientCsr": csr, "x": 1}),
+        json!({"clientCsr": csr}),
+    ] {
+        let res = send(body.clone()).await.unwrap();
+        assert_eq!(res.status(), 400, "{body}");
+    }
+}

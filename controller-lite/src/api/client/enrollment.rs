@@ -83,11 +83,7 @@ pub async fn enroll(State(ctl): State<AppState>, req: Request) -> Result<Respons
     let q = axum::extract::Query::<EnrollQuery>::try_from_uri(req.uri())
         .map_err(|e| ApiError::InvalidParameter(e.body_text()))?
         .0;
-    let wants_pem = req
-        .headers()
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("application/x-pem-file") && !a.contains("json"));
+    let wants_pem = wants_pem(&req);
     let certs = peer_certs(&req)?;
     let body = read_body(req).await?;
     match q.method.as_deref() {
@@ -107,12 +103,31 @@ pub async fn enroll(State(ctl): State<AppState>, req: Request) -> Result<Respons
             ));
         }
     }
-    let token = q
-        .token
-        .ok_or_else(|| ApiError::InvalidEnrollmentToken("token is required".into()))?;
-    let csr = std::str::from_utf8(&body)
+    enroll_ott(&ctl, q.token, wants_pem, &body).await
+}
+
+/// Whether the client accepts only PEM (then an `ott` enrolment answers the bare
+/// certificate).
+fn wants_pem(req: &Request) -> bool {
+    req.headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/x-pem-file") && !a.contains("json"))
+}
+
+/// Redeems an `ott` token with the PEM CSR in `body`: `{"data":{"cert":PEM}}`, or the
+/// bare PEM when `wants_pem`.
+async fn enroll_ott(
+    ctl: &crate::controller::Controller,
+    token: Option<String>,
+    wants_pem: bool,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let token =
+        token.ok_or_else(|| ApiError::InvalidEnrollmentToken("token is required".into()))?;
+    let csr = std::str::from_utf8(body)
         .map_err(|_| ApiError::InvalidEnrollmentToken("the CSR must be PEM text".into()))?;
-    let cert = enroll::enroll_ott(&ctl, &token, csr).await?;
+    let cert = enroll::enroll_ott(ctl, &token, csr).await?;
     if wants_pem {
         let mut res = (StatusCode::OK, cert.pem).into_response();
         res.headers_mut().insert(
@@ -122,6 +137,35 @@ pub async fn enroll(State(ctl): State<AppState>, req: Request) -> Result<Respons
         return Ok(res);
     }
     Ok(envelope::ok(json!({"cert": cert.pem})))
+}
+
+/// Body of `POST /enroll/ott` (`ottEnrollmentRequest`).
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OttEnroll {
+    /// The enrollment JWT's `jti` (or `?token=`).
+    #[serde(default)]
+    pub token: Option<String>,
+    /// The PEM CSR.
+    pub client_csr: String,
+}
+
+/// `POST /enroll/ott` with `{token, clientCsr}` (openziti/edge-api `enrollOtt`, which
+/// newer OpenZiti SDKs call; the C SDK 0.29 posts the bare CSR to `/enroll?method=ott`):
+/// the same redemption, answered as JSON `{"data":{"cert":PEM}}`.
+pub async fn enroll_ott_route(
+    State(ctl): State<AppState>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let (query_token, body) = token_and_body(req).await?;
+    let body: OttEnroll = crate::api::extract::parse_json(&body)?;
+    enroll_ott(
+        &ctl,
+        body.token.or(query_token),
+        false,
+        body.client_csr.as_bytes(),
+    )
+    .await
 }
 
 /// The certificates the client presented in the TLS handshake (leaf first).

@@ -194,6 +194,13 @@ pub fn routes() -> ApiBuilder {
             enrollment::enroll,
         )
         .add(
+            Endpoint::post("/enroll/ott", "enrollOtt")
+                .doc("Enroll", "Enrolls an identity with its one-time token and a CSR (as `/enroll?method=ott`)")
+                .request(Data::Schema(|g| g.subschema_for::<enrollment::OttEnroll>()))
+                .returns(200, Data::Object("`{cert}`, PEM.")),
+            enrollment::enroll_ott_route,
+        )
+        .add(
             Endpoint::post("/enroll/erott", "enrollErOtt")
                 .doc("Enroll", "Enrolls an edge router")
                 .query(TOKEN_QUERY)
