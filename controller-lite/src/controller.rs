@@ -96,8 +96,10 @@ pub struct Controller {
     /// The 3rd-party CAs routers trust for edge clients ([`crate::thirdparty_ca`]),
     /// refreshed by [`Self::sync_routers`]; every control connection follows it.
     pub trusted_cas: tokio::sync::watch::Sender<std::sync::Arc<weft_wire::control::pb::TrustedCas>>,
-    /// Data integrity runs ([`crate::integrity`]).
-    pub integrity: crate::integrity::IntegrityChecks,
+    /// Data integrity runs ([`crate::database`]).
+    pub integrity: crate::database::IntegrityChecks,
+    /// Database snapshots ([`crate::database::SnapshotGate`]).
+    pub snapshots: crate::database::SnapshotGate,
     /// This controller's id among the controllers of its database ([`ID_FILE`]).
     pub controller_id: String,
 }
@@ -188,7 +190,8 @@ impl Controller {
             login_throttle: crate::limits::LoginThrottle::new(&config),
             jwks,
             trusted_cas: tokio::sync::watch::Sender::new(std::sync::Arc::default()),
-            integrity: crate::integrity::IntegrityChecks::default(),
+            integrity: crate::database::IntegrityChecks::default(),
+            snapshots: crate::database::SnapshotGate::default(),
             controller_id,
             config,
         };

@@ -15,6 +15,7 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod controller;
+pub mod database;
 pub mod enroll;
 pub mod error;
 pub mod extjwt;
@@ -23,7 +24,6 @@ pub mod filter;
 /// (`--cfg fuzzing`) and in this crate's tests, which replay the corpora.
 #[cfg(any(test, fuzzing))]
 pub mod fuzzing;
-pub mod integrity;
 pub mod limits;
 pub mod model;
 pub mod ops;

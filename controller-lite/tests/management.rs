@@ -1491,3 +1491,43 @@ async fn the_controllers_list_this_controller_on_both_apis() {
         .unwrap();
     assert_eq!(res.status(), 401);
 }
+
+#[tokio::test]
+async fn a_snapshot_is_a_consistent_copy_of_the_store_at_most_once_a_minute() {
+    let ctl = Ctl::start();
+    let admin = ctl.admin_token().await;
+    ctl.create_ok(&admin, "services", json!({"name": "kept-in-the-snapshot"}))
+        .await;
+    let r = ctl
+        .call(Method::POST, "/database/snapshot", &admin, None)
+        .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    let path = std::path::PathBuf::from(r.1["data"]["path"].as_str().unwrap());
+    assert_eq!(path.parent(), Some(ctl.dir.as_path()));
+    assert!(
+        path.file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("weft.db-"),
+        "{}",
+        path.display()
+    );
+    // The copy is a database of its own with what the store held.
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", path.display()))
+        .await
+        .unwrap();
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM entities WHERE kind = 'services' AND name = 'kept-in-the-snapshot'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(n, 1);
+    pool.close().await;
+    // A second within the minute is refused.
+    let r = ctl
+        .call(Method::POST, "/database/snapshot", &admin, None)
+        .await;
+    assert_eq!(code(&r), (429, "RATE_LIMITED"));
+}

@@ -194,6 +194,11 @@ async fn an_enrollment_token_is_single_use_across_controllers() {
     let mut want: Vec<(String, bool)> = ids.iter().map(|i| (i.clone(), true)).collect();
     want.sort();
     assert_eq!(online(&b.get_ok(&token_b, "/controllers").await), want);
+    // A PostgreSQL store is not snapshotted by a controller.
+    let (status, v) = b
+        .call(reqwest::Method::POST, "/database/snapshot", &token_b, None)
+        .await;
+    assert_eq!(status, 409, "{v}");
     let pid = a.pid().to_string();
     assert!(
         Command::new("kill")

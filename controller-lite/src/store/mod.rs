@@ -31,6 +31,7 @@ mod records;
 mod security;
 mod service_configs;
 mod session_certs;
+mod snapshot;
 mod view;
 
 use std::path::Path;

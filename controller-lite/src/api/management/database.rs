@@ -1,8 +1,10 @@
-//! `/database/*`: the data integrity check of the store ([`crate::integrity`]), as
-//! OpenZiti's management API serves it (openziti/edge-api `source/management/database.yml`;
-//! openziti/ziti `controller/internal/routes/database_router.go`): starting a check or a
-//! fixing check answers 202 at once and the run goes on in the background; a start
-//! while one runs is 429 `RATE_LIMITED`; the results are those of the latest run.
+//! `/database/*`, as OpenZiti's management API serves it (openziti/edge-api
+//! `source/management/database.yml`; openziti/ziti
+//! `controller/internal/routes/database_router.go`): a snapshot of an SQLite store (at
+//! most one a minute, 429 `RATE_LIMITED` otherwise), and the data integrity check of
+//! the store ([`crate::database`]): starting a check or a fixing check answers 202 at
+//! once and the run goes on in the background; a start while one runs is 429
+//! `RATE_LIMITED`; the results are those of the latest run.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -12,8 +14,8 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::views::to_json;
-use crate::api::AppState;
 use crate::api::endpoint::{ApiBuilder, Data, Endpoint};
+use crate::api::{AppState, envelope};
 use crate::auth::Admin;
 use crate::error::ApiError;
 
@@ -51,6 +53,16 @@ pub struct Details {
 /// Adds the routes of this module.
 pub fn routes(api: ApiBuilder) -> ApiBuilder {
     api.add(
+        Endpoint::post("/database/snapshot", "createDatabaseSnapshot")
+            .doc(
+                "Database",
+                "Writes a consistent copy of the SQLite store beside it (`FILE-YYYYMMDD-HHMMSS`), at most one a minute",
+            )
+            .admin()
+            .returns(200, Data::Object("`{path}`: the snapshot's file on the controller's host.")),
+        |State(ctl): State<AppState>, _: Admin| async move { snapshot(&ctl).await },
+    )
+    .add(
         Endpoint::post("/database/check-data-integrity", "checkDataIntegrity")
             .doc(
                 "Database",
@@ -79,8 +91,33 @@ pub fn routes(api: ApiBuilder) -> ApiBuilder {
     )
 }
 
+async fn snapshot(ctl: &AppState) -> Result<Response, ApiError> {
+    if ctl.store.backend() == crate::store::Backend::Postgres {
+        return Err(ApiError::Conflict(
+            "the store is PostgreSQL: back it up with pg_dump (a controller snapshots only an SQLite store)"
+                .into(),
+        ));
+    }
+    let stamp = time::OffsetDateTime::now_utc()
+        .format(time::macros::format_description!(
+            "[year][month][day]-[hour][minute][second]"
+        ))
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let taken = ctl
+        .snapshots
+        .take(ctl.store.snapshot(&stamp))
+        .await
+        .ok_or(ApiError::RateLimited)?;
+    let path = taken.map_err(|e| {
+        tracing::error!(error = %e, "database snapshot failed");
+        ApiError::Internal(format!("the snapshot failed: {e}"))
+    })?;
+    tracing::info!(path = %path.display(), "database snapshot written");
+    Ok(envelope::ok(json!({"path": path.display().to_string()})))
+}
+
 fn start(ctl: &AppState, fix: bool) -> Result<Response, ApiError> {
-    if !crate::integrity::start(ctl, fix) {
+    if !crate::database::start(ctl, fix) {
         return Err(ApiError::RateLimited);
     }
     tracing::info!(fix, "data integrity run started");

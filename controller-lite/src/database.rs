@@ -1,4 +1,5 @@
-//! Data integrity runs (`/database/check-data-integrity`, `/database/fix-data-integrity`,
+//! Database maintenance through the management API: snapshots ([`SnapshotGate`]) and
+//! data integrity runs (`/database/check-data-integrity`, `/database/fix-data-integrity`,
 //! `/database/data-integrity-results`): one run at a time per controller, in the
 //! background, its outcome kept until the next run starts, as OpenZiti's
 //! `database_router.go` keeps it (a second start while one runs is refused; at most
@@ -16,6 +17,44 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::clock;
 use crate::controller::Controller;
 use crate::store::Finding;
+
+/// Snapshots are at most one a minute, as OpenZiti allows them (openziti/ziti
+/// `controller/network/network.go`, `DbSnapshotTooFrequentError`).
+pub const SNAPSHOT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// When this controller last took a snapshot.
+#[derive(Debug, Default)]
+pub struct SnapshotGate {
+    last: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl SnapshotGate {
+    /// Takes a snapshot with `take` unless one was taken within [`SNAPSHOT_INTERVAL`]
+    /// (`None` then); one that fails does not count.
+    pub async fn take<T, E, F>(&self, take: F) -> Option<Result<T, E>>
+    where
+        F: Future<Output = Result<T, E>>,
+    {
+        let lock = || {
+            self.last
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        {
+            let mut last = lock();
+            if last.is_some_and(|t| t.elapsed() < SNAPSHOT_INTERVAL) {
+                return None;
+            }
+            // Claimed now, so two requests at once make one snapshot.
+            *last = Some(std::time::Instant::now());
+        }
+        let out = take.await;
+        if out.is_err() {
+            *lock() = None;
+        }
+        Some(out)
+    }
+}
 
 /// Findings kept per run (OpenZiti keeps 1000).
 pub const MAX_RESULTS: usize = 1000;
