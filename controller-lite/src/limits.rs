@@ -7,16 +7,16 @@
 //! limits each check ran on its own blocking thread: 500 concurrent wrong-password
 //! logins took the controller from 116 MB to 9.5 GB of memory.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
 use crate::config::Config;
-use crate::error::ApiError;
+use crate::error::{ApiError, StoreError};
+use crate::store::Store;
 
 /// Counters of the controller's limits, served as Prometheus text on `metrics_listen`.
 #[derive(Debug, Default)]
@@ -413,20 +413,31 @@ pub enum ThrottleKey {
     Addr(IpAddr),
 }
 
-/// A token bucket of failed logins.
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    updated: Instant,
+impl ThrottleKey {
+    /// The key's row in the store: `user:` and the SHA-256 of the name (a name is what
+    /// anyone sends; its hash has a fixed size), or `addr:` and the address.
+    pub fn stored(&self) -> String {
+        match self {
+            Self::User(name) => {
+                let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, name.as_bytes());
+                let hex: String = d.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+                format!("user:{hex}")
+            }
+            Self::Addr(ip) => format!("addr:{ip}"),
+        }
+    }
 }
 
-/// Failed-login throttling: a token bucket per user name and per source address, in a
-/// map bounded to `max_entries`.
+/// Failed-login throttling: a token bucket per user name and per source address
+/// (`[auth] login_failures_burst` failures, refilled at `login_failures_per_minute`),
+/// kept in the store so that every controller of a cluster counts the same failures
+/// (a per-process throttle let an attacker try `burst` times on each controller). The
+/// table is pruned of buckets full again and bounded to `login_throttle_max_entries`
+/// ([`Self::prune`], every minute).
 #[derive(Debug)]
 pub struct LoginThrottle {
-    buckets: Mutex<HashMap<ThrottleKey, Bucket>>,
     burst: f64,
-    per_sec: f64,
+    per_ms: f64,
     max_entries: usize,
 }
 
@@ -434,79 +445,72 @@ impl LoginThrottle {
     /// A throttle configured by `login_failures_*` and `login_throttle_max_entries`.
     pub fn new(config: &Config) -> Self {
         Self {
-            buckets: Mutex::new(HashMap::new()),
             burst: f64::from(config.auth.login_failures_burst),
-            per_sec: f64::from(config.auth.login_failures_per_minute) / 60.0,
+            per_ms: f64::from(config.auth.login_failures_per_minute) / 60_000.0,
             max_entries: config.auth.login_throttle_max_entries,
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<ThrottleKey, Bucket>> {
-        // Every update leaves the map consistent.
-        self.buckets
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// Tokens of a bucket left with `tokens` at `updated_ms`, at `now_ms`.
+    fn tokens_at(&self, tokens: f64, updated_ms: i64, now_ms: i64) -> f64 {
+        let elapsed = now_ms.saturating_sub(updated_ms).max(0) as f64;
+        (tokens + elapsed * self.per_ms).min(self.burst)
     }
 
-    fn tokens_at(&self, b: &Bucket, now: Instant) -> f64 {
-        let refill = now.saturating_duration_since(b.updated).as_secs_f64() * self.per_sec;
-        (b.tokens + refill).min(self.burst)
+    /// Whether a login with these keys may be tried at `now_ms` (every key has a
+    /// failure left).
+    pub async fn allows(
+        &self,
+        store: &Store,
+        keys: &[ThrottleKey],
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let stored: Vec<String> = keys.iter().map(ThrottleKey::stored).collect();
+        Ok(store
+            .throttle_buckets(&stored)
+            .await?
+            .iter()
+            .all(|(_, tokens, at)| self.tokens_at(*tokens, *at, now_ms) >= 1.0))
     }
 
-    /// Whether a login with these keys may be tried now (every key has a failure left).
-    pub fn allows(&self, keys: &[ThrottleKey], now: Instant) -> bool {
-        let map = self.lock();
-        keys.iter()
-            .all(|k| map.get(k).is_none_or(|b| self.tokens_at(b, now) >= 1.0))
-    }
-
-    /// Records a failed login for each key.
-    pub fn record_failure(&self, keys: &[ThrottleKey], now: Instant) {
-        let mut map = self.lock();
+    /// Records a failed login at `now_ms` for each key.
+    pub async fn record_failure(
+        &self,
+        store: &Store,
+        keys: &[ThrottleKey],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
         for k in keys {
-            if !map.contains_key(k) && map.len() >= self.max_entries {
-                self.evict(&mut map, now);
-            }
-            let tokens = map.get(k).map_or(self.burst, |b| self.tokens_at(b, now));
-            map.insert(
-                k.clone(),
-                Bucket {
-                    tokens: (tokens - 1.0).max(0.0),
-                    updated: now,
-                },
-            );
+            store
+                .throttle_take(&k.stored(), now_ms, self.burst, self.per_ms)
+                .await?;
         }
+        Ok(())
     }
 
-    /// Makes room for one entry: drops every entry back at its full allowance, and if
-    /// none was, the least recently updated one.
-    fn evict(&self, map: &mut HashMap<ThrottleKey, Bucket>, now: Instant) {
-        let before = map.len();
-        map.retain(|_, b| self.tokens_at(b, now) < self.burst);
-        if map.len() == before {
-            let oldest = map
-                .iter()
-                .min_by_key(|(_, b)| b.updated)
-                .map(|(k, _)| k.clone());
-            if let Some(k) = oldest {
-                map.remove(&k);
-            }
-        }
-    }
-
-    /// Entries held now.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// Whether no entry is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    /// Forgets the buckets full again, then the least recently updated beyond the
+    /// bound. Returns how many went.
+    pub async fn prune(&self, store: &Store, now_ms: i64) -> Result<u64, StoreError> {
+        // An empty bucket is full again after burst / rate; a rate of 0 never refills.
+        let full_after_ms = if self.per_ms > 0.0 {
+            (self.burst / self.per_ms).ceil().min(i64::MAX as f64) as i64
+        } else {
+            i64::MAX
+        };
+        store
+            .throttle_prune(
+                now_ms,
+                full_after_ms,
+                i64::try_from(self.max_entries).unwrap_or(i64::MAX),
+            )
+            .await
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use super::*;
 
     fn config(burst: u32, per_minute: u32, max_entries: usize) -> Config {
@@ -517,43 +521,78 @@ mod tests {
         cfg
     }
 
-    #[test]
-    fn throttle_refuses_after_the_burst_and_recovers() {
+    /// A store in a temporary directory.
+    async fn store() -> (Store, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&crate::store::sqlite_url(&dir.path().join("t.db")))
+            .await
+            .unwrap();
+        (store, dir)
+    }
+
+    #[tokio::test]
+    async fn throttle_refuses_after_the_burst_and_recovers() {
+        let (s, _dir) = store().await;
         let t = LoginThrottle::new(&config(3, 60, 100));
         let keys = [ThrottleKey::User("admin".into())];
-        let now = Instant::now();
+        let now = 1_000_000;
         for _ in 0..3 {
-            assert!(t.allows(&keys, now));
-            t.record_failure(&keys, now);
+            assert!(t.allows(&s, &keys, now).await.unwrap());
+            t.record_failure(&s, &keys, now).await.unwrap();
         }
-        assert!(!t.allows(&keys, now), "a fourth failure in a burst of 3");
+        assert!(
+            !t.allows(&s, &keys, now).await.unwrap(),
+            "a fourth failure in a burst of 3"
+        );
         // Another user name from nowhere in particular is unaffected.
-        assert!(t.allows(&[ThrottleKey::User("bob".into())], now));
+        assert!(
+            t.allows(&s, &[ThrottleKey::User("bob".into())], now)
+                .await
+                .unwrap()
+        );
         // 60 per minute: one failure comes back each second.
-        assert!(t.allows(&keys, now + Duration::from_millis(1100)));
+        assert!(t.allows(&s, &keys, now + 1100).await.unwrap());
+        // A later failure refills first, then takes one: the bucket never overflows.
+        t.record_failure(&s, &keys, now + 3_600_000).await.unwrap();
+        let b = s.throttle_buckets(&[keys[0].stored()]).await.unwrap();
+        assert_eq!(b[0].1, 2.0);
     }
 
-    #[test]
-    fn address_and_user_keys_are_independent_and_both_apply() {
+    #[tokio::test]
+    async fn address_and_user_keys_are_independent_and_both_apply() {
+        let (s, _dir) = store().await;
         let t = LoginThrottle::new(&config(1, 1, 100));
         let addr = ThrottleKey::Addr(IpAddr::from([10, 0, 0, 1]));
-        let now = Instant::now();
-        t.record_failure(std::slice::from_ref(&addr), now);
-        assert!(!t.allows(&[ThrottleKey::User("x".into()), addr], now));
-        assert!(t.allows(&[ThrottleKey::User("x".into())], now));
+        t.record_failure(&s, std::slice::from_ref(&addr), 5)
+            .await
+            .unwrap();
+        let user = ThrottleKey::User("x".into());
+        assert!(!t.allows(&s, &[user.clone(), addr], 5).await.unwrap());
+        assert!(t.allows(&s, &[user], 5).await.unwrap());
     }
 
-    #[test]
-    fn throttle_map_stays_bounded() {
+    #[tokio::test]
+    async fn throttle_table_stays_bounded_and_names_are_hashed() {
+        let (s, _dir) = store().await;
         let t = LoginThrottle::new(&config(5, 1, 50));
-        let now = Instant::now();
-        for i in 0..10_000u32 {
-            t.record_failure(&[ThrottleKey::User(format!("u{i}"))], now);
+        let long = "x".repeat(100_000);
+        t.record_failure(&s, &[ThrottleKey::User(long.clone())], 0)
+            .await
+            .unwrap();
+        assert_eq!(ThrottleKey::User(long).stored().len(), 5 + 64);
+        for i in 0..200u32 {
+            t.record_failure(&s, &[ThrottleKey::User(format!("u{i}"))], i64::from(i))
+                .await
+                .unwrap();
         }
-        assert!(t.len() <= 50, "{} entries", t.len());
-        // The most recent failure is remembered.
-        t.record_failure(&[ThrottleKey::User("last".into())], now);
-        assert!(t.len() <= 50);
+        t.prune(&s, 200).await.unwrap();
+        assert_eq!(s.throttle_len().await.unwrap(), 50);
+        // The most recent failures are the ones remembered.
+        let last = ThrottleKey::User("u199".into());
+        assert_eq!(s.throttle_buckets(&[last.stored()]).await.unwrap().len(), 1);
+        // Five minutes at one a minute refill a bucket of five: all are forgotten.
+        t.prune(&s, 200 + 300_000).await.unwrap();
+        assert_eq!(s.throttle_len().await.unwrap(), 0);
     }
 
     #[tokio::test]

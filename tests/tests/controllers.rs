@@ -665,3 +665,32 @@ async fn a_posture_check_tightened_on_one_controller_closes_a_stream_on_a_router
     assert!(took < Duration::from_secs(3), "took {took:?}");
     drop(b);
 }
+
+/// The failed-login throttle is the cluster's, not each controller's: wrong passwords
+/// alternated over two controllers are refused after one allowance (`[auth]
+/// login_failures_burst`, 10 by default), not one per controller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_login_throttle_counts_failures_on_every_controller() {
+    init_logs();
+    let cluster = Cluster::start(2);
+    let (a, b) = (&cluster.ctls[0], &cluster.ctls[1]);
+    let mut failures = 0;
+    let refused_at = loop {
+        let ctl = if failures % 2 == 0 { a } else { b };
+        match password_login(ctl, "nobody-at-all", "wrong").await.0 {
+            401 => failures += 1,
+            429 => break failures,
+            other => panic!("status {other} after {failures} failures"),
+        }
+        assert!(failures <= 20, "never throttled");
+    };
+    // 10 at once; at 10 a minute, a slow machine may have earned one or two back.
+    assert!(
+        (10..=12).contains(&refused_at),
+        "throttled after {refused_at}"
+    );
+    // Refused on both, before any password check.
+    for ctl in [a, b] {
+        assert_eq!(password_login(ctl, "nobody-at-all", "wrong").await.0, 429);
+    }
+}

@@ -8,7 +8,6 @@ pub mod policy;
 pub mod totp;
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use axum::extract::FromRequestParts;
@@ -207,7 +206,11 @@ pub async fn authenticate_password(
         ThrottleKey::User(username.to_owned()),
         ThrottleKey::Addr(conn.peer_addr.ip()),
     ];
-    if !ctl.login_throttle.allows(&keys, Instant::now()) {
+    if !ctl
+        .login_throttle
+        .allows(&ctl.store, &keys, clock::now_unix_ms())
+        .await?
+    {
         ctl.metrics
             .logins_throttled
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -229,7 +232,9 @@ pub async fn authenticate_password(
         (Ok(_), None) => Err(ApiError::InvalidAuth),
         (Err(e), _) => {
             if matches!(e, ApiError::InvalidAuth) {
-                ctl.login_throttle.record_failure(&keys, Instant::now());
+                ctl.login_throttle
+                    .record_failure(&ctl.store, &keys, clock::now_unix_ms())
+                    .await?;
             }
             Err(e)
         }
@@ -500,7 +505,7 @@ mod tests {
         for _ in 0..5 {
             for (i, user) in ["admin", "no-such-user"].into_iter().enumerate() {
                 let before = ctl.metrics.password_verifications.load(Ordering::Relaxed);
-                let start = Instant::now();
+                let start = std::time::Instant::now();
                 let res = authenticate_password(
                     &ctl,
                     &conn,

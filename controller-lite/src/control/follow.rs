@@ -58,6 +58,9 @@ pub async fn follow_changes(ctl: Arc<Controller>) {
                 if let Err(e) = ctl.store.prune_changes(before).await {
                     tracing::warn!(error = %e, "pruning the change log failed");
                 }
+                if let Err(e) = ctl.login_throttle.prune(&ctl.store, clock::now_unix_ms()).await {
+                    tracing::warn!(error = %e, "pruning the login throttle failed");
+                }
                 continue;
             }
             n = async {

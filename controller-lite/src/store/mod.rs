@@ -32,6 +32,7 @@ mod security;
 mod service_configs;
 mod session_certs;
 mod snapshot;
+mod throttle;
 mod view;
 
 use std::path::Path;
