@@ -23,8 +23,6 @@ pub const POLL: Duration = Duration::from_secs(1);
 pub const RETENTION: Duration = Duration::from_secs(600);
 /// How often pruning runs.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
-/// Most change rows read per wake-up.
-const BATCH: i64 = 10_000;
 /// A router presence not refreshed for this long no longer counts (its controller
 /// died; the router reconnects to another, which records it anew).
 pub const PRESENCE_LEASE: Duration = Duration::from_secs(10);
@@ -83,28 +81,26 @@ pub async fn follow_changes(ctl: Arc<Controller>) {
     }
 }
 
-/// Reads the log after `last`; when another controller wrote something, brings this
+/// Looks at the log after `last` (one aggregate query, not its rows: the publication
+/// reads the rows it needs); when another controller wrote something, brings this
 /// controller's routers up to date. Returns the revision now seen.
 async fn apply(ctl: &Controller, last: i64) -> Result<i64, StoreError> {
     let now = ctl.store.revision().await?;
     if now <= last {
         return Ok(last);
     }
-    let changes = ctl.store.changes_since(last, BATCH).await?;
-    let remote: std::collections::BTreeSet<i64> =
-        changes.iter().filter(|c| !c.local).map(|c| c.seq).collect();
-    // A log pruned past `last` (or longer than one batch) may hide remote changes:
-    // resynchronise then too.
-    let gap = changes.first().is_none_or(|c| c.seq > last + 1)
-        || i64::try_from(changes.len()).unwrap_or(i64::MAX) >= BATCH;
-    if !remote.is_empty() || gap {
+    let log = ctl.store.changes_summary(last).await?;
+    // A log pruned past `last` may hide remote changes: resynchronise then too.
+    let gap = log.first.is_none_or(|first| first > last + 1);
+    if log.remote > 0 || gap {
         ctl.metrics
             .store_revisions_followed
-            .fetch_add(remote.len() as u64, Ordering::Relaxed);
+            .fetch_add(u64::try_from(log.remote).unwrap_or(0), Ordering::Relaxed);
         tracing::debug!(
             from = last,
             to = now,
-            remote = remote.len(),
+            remote = log.remote,
+            rows = log.rows,
             gap,
             "applying store changes"
         );

@@ -58,6 +58,17 @@ pub struct Change {
     pub local: bool,
 }
 
+/// [`Store::changes_summary`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChangesSummary {
+    /// The first revision after the one asked about (`None`: none).
+    pub first: Option<i64>,
+    /// Change rows after it.
+    pub rows: i64,
+    /// Revisions among them that other processes wrote.
+    pub remote: i64,
+}
+
 impl Store {
     /// The latest committed revision.
     pub async fn revision(&self) -> Result<i64, StoreError> {
@@ -102,6 +113,25 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// What the log holds after revision `after`, without reading its rows: the first
+    /// revision (`None`: nothing), how many rows, and how many revisions other processes
+    /// wrote.
+    pub async fn changes_summary(&self, after: i64) -> Result<ChangesSummary, StoreError> {
+        let row = sqlx::query(
+            "SELECT MIN(seq), COUNT(*), COUNT(DISTINCT CASE WHEN origin <> $2 THEN seq END)
+             FROM changes WHERE seq > $1",
+        )
+        .bind(after)
+        .bind(&self.origin)
+        .fetch_one(&self.read)
+        .await?;
+        Ok(ChangesSummary {
+            first: row.try_get(0)?,
+            rows: row.try_get(1)?,
+            remote: row.try_get(2)?,
+        })
     }
 
     /// Deletes change rows recorded before `before_unix_ms`, keeping the latest

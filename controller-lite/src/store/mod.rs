@@ -44,7 +44,7 @@ use tokio::sync::watch;
 
 use crate::error::StoreError;
 
-pub use changes::{Change, ChangeOp, NOTIFY_CHANNEL};
+pub use changes::{Change, ChangeOp, ChangesSummary, NOTIFY_CHANNEL};
 pub use controllers::ControllerRow;
 pub use extensions::CertExtension;
 pub use integrity::Finding;

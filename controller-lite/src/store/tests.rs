@@ -332,6 +332,38 @@ async fn revisions_and_change_log(s: &Store) {
         ]
     );
     assert_eq!(s.changes_since(first, 100).await.unwrap().len(), 1);
+    // The summary counts without reading rows: this process wrote all of it.
+    assert_eq!(
+        s.changes_summary(start).await.unwrap(),
+        ChangesSummary {
+            first: Some(first),
+            rows: 3,
+            remote: 0
+        }
+    );
+    assert_eq!(
+        s.changes_summary(second).await.unwrap(),
+        ChangesSummary {
+            first: None,
+            rows: 0,
+            remote: 0
+        }
+    );
+    // Rows another process wrote (two of one revision) count as one remote revision.
+    sqlx::query(
+        "INSERT INTO changes (seq, n, kind, entity_id, op, at, origin)
+         VALUES ($1, 0, 'services', 'x', 'update', 0, 'elsewhere'),
+                ($1, 1, 'services', 'y', 'update', 0, 'elsewhere')",
+    )
+    .bind(second + 1)
+    .execute(&s.write)
+    .await
+    .unwrap();
+    assert_eq!(s.changes_summary(first).await.unwrap().remote, 1);
+    sqlx::query("DELETE FROM changes WHERE origin = 'elsewhere'")
+        .execute(&s.write)
+        .await
+        .unwrap();
     // Pruning keeps the latest revision's rows.
     s.prune_changes(i64::MAX).await.unwrap();
     let left = s.changes_since(start, 100).await.unwrap();
