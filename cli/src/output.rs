@@ -171,7 +171,7 @@ fn table(kind: &str, items: &[Value]) -> Vec<String> {
         "sessions" => (&["ID", "IDENTITY", "SERVICE", "TYPE", "CREATED"], |it| {
             vec![
                 cell(&it["id"]),
-                cell(&it["identityId"]),
+                reference(it, "identity", "identityId"),
                 reference(it, "service", "serviceId"),
                 cell(&it["type"]),
                 plain_time(&it["createdAt"]),
@@ -334,6 +334,36 @@ mod tests {
         assert_eq!(
             super::table("enrollments", &enrollments)[1],
             "e1  alice     ott     2026-12-07 00:00:00 UTC"
+        );
+    }
+
+    #[test]
+    fn sessions_and_api_sessions_name_their_identity_and_service() {
+        let sessions = [json!({"id": "s1", "type": "Dial", "identityId": "i1",
+            "identity": {"id": "i1", "name": "alice"}, "serviceId": "v1",
+            "service": {"id": "v1", "name": "echo"}, "createdAt": "2026-12-07T00:00:00Z"})];
+        assert_eq!(
+            super::table("sessions", &sessions),
+            [
+                "ID  IDENTITY  SERVICE  TYPE  CREATED",
+                "s1  alice     echo     Dial  2026-12-07 00:00:00 UTC",
+            ]
+        );
+        // Without the reference objects, the ids stand in.
+        let bare = [
+            json!({"id": "s2", "type": "Bind", "identityId": "i2", "serviceId": "v2",
+            "createdAt": "2026-12-07T00:00:00Z"}),
+        ];
+        assert_eq!(
+            super::table("sessions", &bare)[1],
+            "s2  i2        v2       Bind  2026-12-07 00:00:00 UTC"
+        );
+        let api_sessions = [json!({"id": "a1", "identityId": "i1",
+            "identity": {"id": "i1", "name": "alice"}, "ipAddress": "127.0.0.1",
+            "lastActivityAt": "2026-12-07T00:00:01Z"})];
+        assert_eq!(
+            super::table("api-sessions", &api_sessions)[1],
+            "a1  alice     127.0.0.1  2026-12-07 00:00:01 UTC"
         );
     }
 

@@ -8,7 +8,7 @@
 //! logins took the controller from 116 MB to 9.5 GB of memory.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -44,6 +44,11 @@ pub struct Metrics {
     pub password_hashes_queued: AtomicU64,
     /// Argon2 verifications run since start (dummy ones for unknown users included).
     pub password_verifications: AtomicU64,
+    /// The router control listener is accepting (`/ready` needs it).
+    pub control_listening: AtomicBool,
+    /// The change follower is running (`/ready` needs it: without it, writes by other
+    /// controllers would not reach this controller's routers).
+    pub change_follower_running: AtomicBool,
     /// Control-channel connections closed at accept because
     /// [`crate::control::listener::MAX_PENDING_HANDSHAKES`] were still unauthenticated.
     pub control_refused_pending: AtomicU64,
@@ -507,6 +512,25 @@ impl LoginThrottle {
     }
 }
 
+/// Holds a liveness flag of [`Metrics`] up while a long-running task runs: set when
+/// made, cleared when dropped, so a task that ends or panics reads as down.
+#[derive(Debug)]
+pub struct Running<'a>(&'a AtomicBool);
+
+impl<'a> Running<'a> {
+    /// Sets `flag` until the guard is dropped.
+    pub fn new(flag: &'a AtomicBool) -> Self {
+        flag.store(true, Ordering::Relaxed);
+        Self(flag)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Instant;
@@ -519,6 +543,27 @@ mod tests {
         cfg.auth.login_failures_per_minute = per_minute;
         cfg.auth.login_throttle_max_entries = max_entries;
         cfg
+    }
+
+    #[tokio::test]
+    async fn a_liveness_flag_falls_when_its_task_ends_or_panics() {
+        let metrics = Arc::new(Metrics::default());
+        for panics in [false, true] {
+            let m = metrics.clone();
+            let (started, go) = tokio::sync::oneshot::channel::<()>();
+            let (stop, wait) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(async move {
+                let _running = Running::new(&m.control_listening);
+                let _ = started.send(());
+                let _ = wait.await;
+                assert!(!panics, "the task panics while running");
+            });
+            go.await.unwrap();
+            assert!(metrics.control_listening.load(Ordering::Relaxed));
+            stop.send(()).unwrap();
+            assert_eq!(task.await.is_err(), panics);
+            assert!(!metrics.control_listening.load(Ordering::Relaxed));
+        }
     }
 
     /// A store in a temporary directory.

@@ -85,8 +85,22 @@ impl weft_ops::http::Probe for ControllerProbe {
         out
     }
 
-    /// Ready while the store answers.
+    /// Ready while the store answers, the router control listener accepts and the
+    /// change follower runs.
     async fn ready(&self) -> Result<(), String> {
+        let m = &self.ctl.metrics;
+        if !m
+            .control_listening
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Err("the router control listener is not running".into());
+        }
+        if !m
+            .change_follower_running
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Err("the change follower is not running".into());
+        }
         match tokio::time::timeout(STORE_DEADLINE, self.ctl.store.revision()).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(format!("the store does not answer: {e}")),

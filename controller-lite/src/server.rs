@@ -235,6 +235,9 @@ pub async fn run(
     let control = bind(ctl.config.control.listen, "[control] listen").await?;
     let control_addr = control.local_addr()?;
     let control_tls = tokio_rustls::TlsAcceptor::from(Arc::new(ctl.pki.control_tls_config()?));
+    // The liveness flags `/ready` reads: up from here (the socket is bound, its task
+    // spawned), down when the task ends (its guard).
+    ctl.metrics.control_listening.store(true, Ordering::Relaxed);
     tokio::spawn(crate::control::listener::serve(
         ctl.clone(),
         control,
@@ -248,6 +251,10 @@ pub async fn run(
     ctl.store
         .controller_joined(&ctl.controller_row(control_addr.port()))
         .await?;
+    ctl.metrics
+        .change_follower_running
+        .store(true, Ordering::Relaxed);
+    tokio::spawn(crate::control::follow::follow_changes(ctl.clone()));
     if let Some(metrics_addr) = ctl.config.metrics.listen {
         let metrics = bind(metrics_addr, "[metrics] listen").await?;
         let bound = metrics.local_addr()?;
@@ -267,7 +274,6 @@ pub async fn run(
     }
     tokio::spawn(ctl.clone().run_publisher());
     tokio::spawn(sweep_idle_sessions(ctl.clone()));
-    tokio::spawn(crate::control::follow::follow_changes(ctl.clone()));
     let table = Arc::new(ConnTable::new());
     let limits = ConnLimits::new(&ctl.config);
     tokio::pin!(shutdown);

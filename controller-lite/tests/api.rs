@@ -907,7 +907,49 @@ async fn tls12_client_and_offline_identity_creation() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let mode = std::fs::metadata(&jwt_file).unwrap().permissions().mode();
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "the JWT enrolls the identity: owner-only"
+    );
     let jwt = std::fs::read_to_string(&jwt_file).unwrap();
+    // An existing file is not overwritten, and the refusal creates no identity.
+    let again = |name: &str, force: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_weft-controller"));
+        cmd.args(["create-identity", "--data-dir"])
+            .arg(&ctl.dir)
+            .args([name, "-o"])
+            .arg(&jwt_file)
+            .env("RUST_LOG", "warn");
+        if force {
+            cmd.arg("--force");
+        }
+        cmd.output().unwrap()
+    };
+    let refused = again("refused", false);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("exists; pass --force"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&jwt_file).unwrap(), jwt);
+    let admin = ctl.admin_token().await;
+    let (status, v) = ctl
+        .call(
+            reqwest::Method::GET,
+            "/identities?filter=name=%22refused%22",
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["data"].as_array().map(Vec::len), Some(0), "{v}");
+    let forced = again("forced", true);
+    assert!(
+        forced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&forced.stderr)
+    );
+    assert_ne!(std::fs::read_to_string(&jwt_file).unwrap(), jwt);
     let claims = jwt_claims(&jwt);
     assert_eq!(
         claims["iss"],

@@ -1,7 +1,8 @@
 //! The controller's operations endpoint and security events, on a real process:
 //! `/health`, `/ready`, API requests by route and status, authentications by method
 //! and result, the router-view gauges, process metrics; failed logins and refused
-//! enrollments logged at WARN with their stable `event` field (JSON log lines).
+//! enrollments logged at WARN with their stable `event` field (JSON log lines), and
+//! every administrative end of access logged with its cause.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
@@ -11,19 +12,37 @@ use weft_testkit::Ctl;
 
 /// The log lines (JSON objects) whose `event` is `event`, waiting up to 10 s for one.
 fn events(ctl: &Ctl, event: &str) -> Vec<Value> {
+    events_where(ctl, event, |_| true)
+}
+
+/// The log lines whose `event` is `event` and that `keep` accepts, waiting up to 10 s
+/// for one.
+fn events_where(ctl: &Ctl, event: &str, keep: impl Fn(&Value) -> bool) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let text = std::fs::read_to_string(ctl.log_file()).unwrap_or_default();
         let found: Vec<Value> = text
             .lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| v["event"] == event)
+            .filter(|v| v["event"] == event && keep(v))
             .collect();
         if !found.is_empty() || Instant::now() > deadline {
             return found;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The one `access_revoked` line with this cause, checked for its level, subject and
+/// counts.
+fn revoked(ctl: &Ctl, cause: &str, subject: &str, api_sessions: u64, sessions: u64) {
+    let found = events_where(ctl, "access_revoked", |v| v["cause"] == cause);
+    assert_eq!(found.len(), 1, "{cause}: {found:?}");
+    let v = &found[0];
+    assert_eq!(v["level"], "WARN", "{v}");
+    assert_eq!(v["subject"], subject, "{v}");
+    assert_eq!(v["api_sessions"], api_sessions, "{v}");
+    assert_eq!(v["sessions"], sessions, "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,4 +154,117 @@ async fn the_operations_endpoint_counts_requests_and_logins_and_logs_security_ev
     let revoked = events(&ctl, "sessions_revoked");
     assert_eq!(revoked[0]["level"], "WARN", "{revoked:?}");
     assert_eq!(revoked[0]["count"], 1, "{revoked:?}");
+}
+
+/// Every way an administrator ends access (a session or API session deleted, the
+/// identity disabled, the service deleted) is one `access_revoked` line at WARN with
+/// its cause and what it removed; a client ending its own session is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ending_access_is_logged_with_its_cause() {
+    let ctl = Ctl::start_with_json_log("");
+    let admin = ctl.admin_token().await;
+    let (identity, cert, key) = ctl.enrolled_identity(&admin, "eve", &["dialers"]).await;
+    let service = ctl
+        .create_ok(
+            &admin,
+            "services",
+            json!({"name": "svc", "roleAttributes": ["svc"]}),
+        )
+        .await;
+    ctl.create_ok(
+        &admin,
+        "service-policies",
+        json!({"name": "dial", "type": "Dial", "semantic": "AnyOf",
+               "identityRoles": ["#dialers"], "serviceRoles": ["#svc"]}),
+    )
+    .await;
+    ctl.create_ok(
+        &admin,
+        "edge-routers",
+        json!({"name": "er1", "roleAttributes": ["er"],
+               "supportedProtocols": {"tls": "tls://er1.test:3022"}}),
+    )
+    .await;
+    ctl.admin().await.open_routers().await;
+    let dial = |token: String| {
+        let ctl = &ctl;
+        let service = service.clone();
+        async move {
+            let (status, v) = ctl
+                .call_client(
+                    reqwest::Method::POST,
+                    "/sessions",
+                    &token,
+                    Some(json!({"serviceId": service, "type": "Dial"})),
+                )
+                .await;
+            assert_eq!(status, 201, "{v}");
+            v["data"]["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let delete = |path: String| {
+        let ctl = &ctl;
+        let admin = admin.clone();
+        async move {
+            let (status, v) = ctl.call(reqwest::Method::DELETE, &path, &admin, None).await;
+            assert_eq!(status, 200, "DELETE {path}: {v}");
+        }
+    };
+
+    // The client ends its own session: not a revocation.
+    let (_, token) = ctl.cert_login(&cert, &key).await;
+    let own = dial(token.clone()).await;
+    let (status, v) = ctl
+        .call_client(
+            reqwest::Method::DELETE,
+            &format!("/sessions/{own}"),
+            &token,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+
+    let session = dial(token.clone()).await;
+    delete(format!("/sessions/{session}")).await;
+    revoked(&ctl, "session_deleted", &session, 0, 1);
+
+    dial(token.clone()).await;
+    let (status, current) = ctl
+        .call_client(reqwest::Method::GET, "/current-api-session", &token, None)
+        .await;
+    assert_eq!(status, 200, "{current}");
+    let api_session = current["data"]["id"].as_str().unwrap().to_owned();
+    delete(format!("/api-sessions/{api_session}")).await;
+    revoked(&ctl, "api_session_deleted", &api_session, 1, 1);
+
+    let (_, token) = ctl.cert_login(&cert, &key).await;
+    dial(token).await;
+    let (status, v) = ctl
+        .call(
+            reqwest::Method::POST,
+            &format!("/identities/{identity}/disable"),
+            &admin,
+            Some(json!({"durationMinutes": 0})),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    revoked(&ctl, "identity_disabled", &identity, 1, 1);
+    let (status, v) = ctl
+        .call(
+            reqwest::Method::POST,
+            &format!("/identities/{identity}/enable"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+
+    let (_, token) = ctl.cert_login(&cert, &key).await;
+    dial(token).await;
+    delete(format!("/services/{service}")).await;
+    revoked(&ctl, "service_deleted", &service, 0, 1);
+
+    // Nothing else was logged as a revocation: not the client's own close.
+    let all = events(&ctl, "access_revoked");
+    assert_eq!(all.len(), 4, "{all:?}");
 }

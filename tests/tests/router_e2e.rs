@@ -979,3 +979,86 @@ fn router_check_reports_config_errors_and_deprecated_keys_plainly() {
         "{last}"
     );
 }
+
+/// The stderr of `cmd` once it exits, or a failure when it still runs after `limit`
+/// (it is killed then).
+fn exit_within(mut cmd: std::process::Command, limit: Duration) -> (Option<i32>, String) {
+    use std::io::Read as _;
+    let mut child = cmd
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (status.code(), stderr)
+}
+
+/// A second router process started on the edge port a first one listens on fails at
+/// once, naming the address, instead of taking half its connections (the shards bind
+/// with `SO_REUSEPORT`); the first goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_router_on_the_same_edge_port_fails_naming_the_address() {
+    let ctl = Ctl::start();
+    let admin = ctl.admin().await;
+    let first = weft_testkit::Router::start(&ctl, &admin, "er1", &[]).await;
+    let cmd = weft_testkit::boot::router_command(
+        &weft_testkit::bin_dir().join("weft-router"),
+        &first.dir.path().join("router.toml"),
+        None,
+    );
+    let (code, stderr) = exit_within(cmd, Duration::from_secs(30));
+    assert_eq!(code, Some(1), "{stderr}");
+    let addr = format!("cannot listen on 127.0.0.1:{}", first.edge_port);
+    assert!(stderr.contains(&addr), "no {addr:?} in {stderr}");
+    assert!(stderr.contains("in use"), "{stderr}");
+    // The first still takes connections on it.
+    assert!(
+        TcpStream::connect(("127.0.0.1", first.edge_port))
+            .await
+            .is_ok()
+    );
+}
+
+/// A controller whose HTTP port is taken fails at once naming the address and the
+/// config key.
+#[test]
+fn a_controller_on_a_taken_port_fails_naming_the_address_and_key() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("controller.toml");
+    std::fs::write(
+        &config,
+        format!("[http]\nlisten = \"{addr}\"\n[control]\nlisten = \"127.0.0.1:0\"\n"),
+    )
+    .unwrap();
+    let mut cmd = std::process::Command::new(weft_testkit::bin_dir().join("weft-controller"));
+    cmd.args(["run", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .arg("--config")
+        .arg(&config);
+    let (code, stderr) = exit_within(cmd, Duration::from_secs(30));
+    assert_ne!(code, Some(0), "{stderr}");
+    let want = format!("cannot listen on {addr} ([http] listen)");
+    assert!(stderr.contains(&want), "no {want:?} in {stderr}");
+}

@@ -278,6 +278,7 @@ pub(crate) async fn set_disabled_in(
     row.updated_at = clock::now_string();
     tx.update_entity(&row).await?;
     if state.is_some() {
+        tx.revoking("identity_disabled", id);
         tx.delete_api_sessions_of(id).await?;
     }
     tx.clear_password_failures_of(id).await?;

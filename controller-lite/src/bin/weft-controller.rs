@@ -49,9 +49,13 @@ enum Cmd {
         /// Controller URL for the JWT `iss` (default: https://HOST:PORT of the running controller).
         #[arg(long)]
         url: Option<String>,
-        /// Output file for the enrollment JWT.
+        /// Output file for the enrollment JWT (written owner-only: the token enrolls
+        /// the identity).
         #[arg(short = 'o', long)]
         output: PathBuf,
+        /// Overwrite an existing output file.
+        #[arg(long)]
+        force: bool,
     },
     /// Several controllers on one PostgreSQL database (docs/operations.md, "Several
     /// controllers").
@@ -203,7 +207,12 @@ async fn command(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
             admin,
             url,
             output,
+            force,
         } => {
+            // Refused before anything is created, so a refusal leaves no identity behind.
+            if output.exists() && !force {
+                anyhow::bail!("{} exists; pass --force to overwrite it", output.display());
+            }
             let url = match url {
                 Some(u) => u,
                 None => {
@@ -223,7 +232,12 @@ async fn command(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
             obj.insert("enrollment".into(), json!({"ott": true}));
             let (row, enrollment) = ctl.create_entity(Kind::Identities, obj).await?;
             let enrollment = enrollment.context("enrollment was not created")?;
-            std::fs::write(&output, &enrollment.jwt)
+            let write = if force {
+                weft_identity::secret::replace_secret
+            } else {
+                weft_identity::secret::write_secret
+            };
+            write(&output, enrollment.jwt.as_bytes())
                 .with_context(|| format!("writing {}", output.display()))?;
             println!(
                 "created identity {} ({}); enrollment JWT in {}",

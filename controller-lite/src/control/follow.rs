@@ -29,6 +29,7 @@ pub const PRESENCE_LEASE: Duration = Duration::from_secs(10);
 
 /// Runs until the process ends.
 pub async fn follow_changes(ctl: Arc<Controller>) {
+    let _running = crate::limits::Running::new(&ctl.metrics.change_follower_running);
     let mut last = match ctl.store.revision().await {
         Ok(r) => r,
         Err(e) => {

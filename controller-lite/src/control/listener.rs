@@ -129,6 +129,7 @@ impl Drop for SourceSlot {
 
 /// Accepts router connections on `listener` forever.
 pub async fn serve(ctl: Arc<Controller>, listener: TcpListener, tls: tokio_rustls::TlsAcceptor) {
+    let _listening = crate::limits::Running::new(&ctl.metrics.control_listening);
     let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
     let by_source = Arc::new(PendingBySource::default());
     loop {

@@ -271,6 +271,7 @@ impl Store {
             recorded: 0,
             entities_changed: false,
             services_changed: false,
+            ended: Ended::default(),
         })
     }
 
@@ -396,9 +397,31 @@ pub struct WriteTx<'s> {
     /// Something that changes what `/services` answers, besides entities (posture),
     /// changed: `service-updates.lastChangeAt` moves.
     services_changed: bool,
+    /// What this transaction ended, logged as a security event once it commits.
+    ended: Ended,
+}
+
+/// API sessions and sessions a transaction removed, and why (set by the operation
+/// that revokes access; removals without a cause, such as idle expiry or a client
+/// ending its own session, are not security events).
+#[derive(Debug, Default)]
+struct Ended {
+    cause: Option<(&'static str, String)>,
+    api_sessions: u64,
+    sessions: u64,
 }
 
 impl WriteTx<'_> {
+    /// Marks this transaction as revoking access: once it commits, the API sessions and
+    /// sessions it removed are logged at WARN (`event = "access_revoked"`) with `cause`
+    /// (a stable word such as `identity_disabled`) and `subject` (the entity's id).
+    /// The first cause set stands.
+    pub fn revoking(&mut self, cause: &'static str, subject: &str) {
+        self.ended
+            .cause
+            .get_or_insert_with(|| (cause, subject.to_owned()));
+    }
+
     /// The revision this transaction commits as.
     pub fn revision(&self) -> i64 {
         self.seq
@@ -598,6 +621,18 @@ impl WriteTx<'_> {
                 .await?;
         }
         self.tx.commit().await?;
+        if let Some((cause, subject)) = &self.ended.cause
+            && self.ended.api_sessions + self.ended.sessions > 0
+        {
+            tracing::warn!(
+                event = "access_revoked",
+                cause = *cause,
+                subject = %subject,
+                api_sessions = self.ended.api_sessions,
+                sessions = self.ended.sessions,
+                "access revoked; routers close the connections and circuits it held"
+            );
+        }
         let seq = self.seq;
         self.store.committed.send_if_modified(|last| {
             let newer = seq > *last;

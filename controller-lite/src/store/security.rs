@@ -640,18 +640,23 @@ impl WriteTx<'_> {
     /// exist.
     pub async fn delete_api_session(&mut self, id: &str) -> Result<bool, StoreError> {
         for table in ["sessions", "api_session_certs"] {
-            sqlx::query(AssertSqlSafe(format!(
+            let gone = sqlx::query(AssertSqlSafe(format!(
                 "DELETE FROM {table} WHERE api_session_id = $1"
             )))
             .bind(id)
             .execute(&mut *self.tx)
-            .await?;
+            .await?
+            .rows_affected();
+            if table == "sessions" {
+                self.ended.sessions += gone;
+            }
         }
         let n = sqlx::query("DELETE FROM api_sessions WHERE id = $1")
             .bind(id)
             .execute(&mut *self.tx)
             .await?
             .rows_affected();
+        self.ended.api_sessions += n;
         if n == 1 {
             self.record("api_sessions", id, ChangeOp::Delete).await?;
         }
@@ -727,6 +732,7 @@ impl WriteTx<'_> {
             }
             n += gone;
         }
+        self.ended.sessions += n;
         Ok(n)
     }
 

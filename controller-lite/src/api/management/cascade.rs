@@ -126,6 +126,7 @@ async fn delete_terminators(
 pub async fn after_delete(tx: &mut WriteTx<'_>, k: Kind, id: &str) -> Result<(), ApiError> {
     match k {
         Kind::Identities => {
+            tx.revoking("identity_deleted", id);
             tx.delete_identity_credentials(id).await?;
             tx.delete_posture_of(id).await?;
             tx.remove_service_configs_where(ServiceConfigColumn::Identity, id)
@@ -138,6 +139,7 @@ pub async fn after_delete(tx: &mut WriteTx<'_>, k: Kind, id: &str) -> Result<(),
             delete_terminators(tx, "router", id).await?;
         }
         Kind::Services => {
+            tx.revoking("service_deleted", id);
             tx.delete_sessions_of_service(id).await?;
             tx.remove_service_configs_where(ServiceConfigColumn::Service, id)
                 .await?;
@@ -147,6 +149,7 @@ pub async fn after_delete(tx: &mut WriteTx<'_>, k: Kind, id: &str) -> Result<(),
             tx.delete_ca_enrollments(id).await?;
             // Routers stop trusting the CA for new handshakes; the API sessions its
             // certificates opened (and so their edge connections) end now.
+            tx.revoking("ca_deleted", id);
             tx.end_api_sessions_of_ca(id).await?;
         }
         Kind::Configs => {
@@ -184,10 +187,12 @@ pub async fn after_update(
         Kind::Identities => {
             let now = clock::now_unix();
             if identity_disabled(new, now) && !identity_disabled(old, now) {
+                tx.revoking("identity_disabled", id);
                 tx.delete_api_sessions_of(id).await?;
             }
         }
         Kind::Cas if old["isAuthEnabled"] == json!(true) && new["isAuthEnabled"] != json!(true) => {
+            tx.revoking("ca_auth_disabled", id);
             tx.end_api_sessions_of_ca(id).await?;
         }
         _ => {}

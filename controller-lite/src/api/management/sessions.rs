@@ -129,6 +129,7 @@ pub fn routes(api: ApiBuilder) -> ApiBuilder {
                 return Err(not_found("API session", &id));
             }
             let mut tx = ctl.store.begin_write().await?;
+            tx.revoking("api_session_deleted", &id);
             tx.delete_api_session(&id).await?;
             tx.commit().await?;
             ctl.notify_routers().await;
@@ -179,6 +180,7 @@ pub fn routes(api: ApiBuilder) -> ApiBuilder {
             .admin(),
         |State(ctl): State<AppState>, _: Admin, Path(id): Path<String>| async move {
             let mut tx = ctl.store.begin_write().await?;
+            tx.revoking("session_deleted", &id);
             if tx.delete_sessions(std::slice::from_ref(&id)).await? == 0 {
                 return Err(not_found("session", &id));
             }
