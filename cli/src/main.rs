@@ -5,11 +5,15 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Before any thread or buffer exists: the tunnel endpoints are a data path
+    // (docs/adr/0010-allocator.md).
+    let malloc = weft_ops::malloc::keep_freed_memory();
     let cli = weft_cli::Cli::parse();
     if let Err(e) = cli.log.init("warn") {
         eprintln!("error: {e}");
         return ExitCode::FAILURE;
     }
+    tracing::debug!(?malloc, "allocator thresholds");
     // A tunnel endpoint runs on one thread: its data path is a chain of tasks (local
     // socket, stream, edge connection writer and reader) handing each chunk to the
     // next, and on a worker pool every hand-off may wake another thread and move the

@@ -8,12 +8,14 @@
 //! - [`process`]: process and build-information metrics from `/proc/self`;
 //! - [`config`]: the flat configuration keys of earlier versions, moved to their
 //!   sections;
-//! - [`report`]: a fatal error as one line, each cause once.
+//! - [`report`]: a fatal error as one line, each cause once;
+//! - [`malloc`]: glibc's allocator told to keep the memory a data path frees.
 //!
 //! Depends on no other Weft crate.
 
 pub mod config;
 pub mod http;
 pub mod logging;
+pub mod malloc;
 pub mod process;
 pub mod report;

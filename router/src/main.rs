@@ -62,6 +62,8 @@ fn main() -> std::process::ExitCode {
 }
 
 fn real_main() -> anyhow::Result<()> {
+    // Before any thread or buffer exists (docs/adr/0010-allocator.md).
+    let malloc = weft_ops::malloc::keep_freed_memory();
     let cli = Cli::parse();
     let path = match &cli.command {
         Command::Run { config, .. }
@@ -72,6 +74,7 @@ fn real_main() -> anyhow::Result<()> {
     // RUST_LOG win over it); a bad file is reported before anything starts.
     let config = RouterConfig::load(&path)?;
     cli.log.init_with("info", &config.log)?;
+    tracing::debug!(?malloc, "allocator thresholds");
     for (old, place) in &config.deprecated {
         tracing::warn!(key = %old, now = %place, "config key `{old}` is deprecated; write it as {place}");
     }
