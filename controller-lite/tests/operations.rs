@@ -45,6 +45,51 @@ fn revoked(ctl: &Ctl, cause: &str, subject: &str, api_sessions: u64, sessions: u
     assert_eq!(v["sessions"], sessions, "{v}");
 }
 
+/// An enrolled identity allowed to dial a service (by a Dial policy) through an edge
+/// router the routers' view knows.
+struct Dialer {
+    identity: String,
+    cert: String,
+    key: String,
+    service: String,
+    policy: String,
+}
+
+/// Makes a [`Dialer`] named `name`.
+async fn dialer(ctl: &Ctl, admin: &str, name: &str) -> Dialer {
+    let (identity, cert, key) = ctl.enrolled_identity(admin, name, &["dialers"]).await;
+    let service = ctl
+        .create_ok(
+            admin,
+            "services",
+            json!({"name": "svc", "roleAttributes": ["svc"]}),
+        )
+        .await;
+    let policy = ctl
+        .create_ok(
+            admin,
+            "service-policies",
+            json!({"name": "dial", "type": "Dial", "semantic": "AnyOf",
+                   "identityRoles": ["#dialers"], "serviceRoles": ["#svc"]}),
+        )
+        .await;
+    ctl.create_ok(
+        admin,
+        "edge-routers",
+        json!({"name": "er1", "roleAttributes": ["er"],
+               "supportedProtocols": {"tls": "tls://er1.test:3022"}}),
+    )
+    .await;
+    ctl.admin().await.open_routers().await;
+    Dialer {
+        identity,
+        cert,
+        key,
+        service,
+        policy,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operations_endpoint_counts_requests_and_logins_and_logs_security_events() {
     let ctl = Ctl::start_with_json_log("metrics.listen = \"127.0.0.1:0\"");
@@ -108,30 +153,13 @@ async fn the_operations_endpoint_counts_requests_and_logins_and_logs_security_ev
     assert!(refused[0]["code"].as_str().is_some_and(|c| !c.is_empty()));
 
     // A session that a policy no longer grants is revoked, at WARN.
-    let (_, cert, key) = ctl.enrolled_identity(&admin, "dora", &["dialers"]).await;
-    let service = ctl
-        .create_ok(
-            &admin,
-            "services",
-            json!({"name": "svc", "roleAttributes": ["svc"]}),
-        )
-        .await;
-    let policy = ctl
-        .create_ok(
-            &admin,
-            "service-policies",
-            json!({"name": "dial", "type": "Dial", "semantic": "AnyOf",
-                   "identityRoles": ["#dialers"], "serviceRoles": ["#svc"]}),
-        )
-        .await;
-    ctl.create_ok(
-        &admin,
-        "edge-routers",
-        json!({"name": "er1", "roleAttributes": ["er"],
-        "supportedProtocols": {"tls": "tls://er1.test:3022"}}),
-    )
-    .await;
-    ctl.admin().await.open_routers().await;
+    let Dialer {
+        cert,
+        key,
+        service,
+        policy,
+        ..
+    } = dialer(&ctl, &admin, "dora").await;
     let (_, token) = ctl.cert_login(&cert, &key).await;
     let (status, v) = ctl
         .call_client(
@@ -163,29 +191,13 @@ async fn the_operations_endpoint_counts_requests_and_logins_and_logs_security_ev
 async fn ending_access_is_logged_with_its_cause() {
     let ctl = Ctl::start_with_json_log("");
     let admin = ctl.admin_token().await;
-    let (identity, cert, key) = ctl.enrolled_identity(&admin, "eve", &["dialers"]).await;
-    let service = ctl
-        .create_ok(
-            &admin,
-            "services",
-            json!({"name": "svc", "roleAttributes": ["svc"]}),
-        )
-        .await;
-    ctl.create_ok(
-        &admin,
-        "service-policies",
-        json!({"name": "dial", "type": "Dial", "semantic": "AnyOf",
-               "identityRoles": ["#dialers"], "serviceRoles": ["#svc"]}),
-    )
-    .await;
-    ctl.create_ok(
-        &admin,
-        "edge-routers",
-        json!({"name": "er1", "roleAttributes": ["er"],
-               "supportedProtocols": {"tls": "tls://er1.test:3022"}}),
-    )
-    .await;
-    ctl.admin().await.open_routers().await;
+    let Dialer {
+        identity,
+        cert,
+        key,
+        service,
+        ..
+    } = dialer(&ctl, &admin, "eve").await;
     let dial = |token: String| {
         let ctl = &ctl;
         let service = service.clone();

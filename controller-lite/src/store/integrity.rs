@@ -341,30 +341,8 @@ impl WriteTx<'_> {
         for e in all {
             match e.kind.as_str() {
                 "services" => {
-                    let listed = string_list(&e.data["configs"]);
-                    let gone: Vec<&String> =
-                        listed.iter().filter(|c| !configs.contains(*c)).collect();
-                    if gone.is_empty() {
-                        continue;
-                    }
-                    let mut fixed = false;
-                    if fix {
-                        let kept: Vec<&String> =
-                            listed.iter().filter(|c| configs.contains(*c)).collect();
-                        let mut e2 = e.clone();
-                        e2.updated_at = crate::clock::now_string();
-                        e2.data["configs"] = json!(kept);
-                        fixed = self.update_entity(&e2).await?;
-                    }
-                    for c in gone {
-                        report(Finding {
-                            description: format!(
-                                "services {} references config {c}, which does not exist",
-                                e.id
-                            ),
-                            fixed,
-                        });
-                    }
+                    self.prune_list(&e, "/configs", &configs, fix, "references config", report)
+                        .await?;
                 }
                 "configs" => {
                     let t = e.data["configTypeId"].as_str().unwrap_or_default();
@@ -438,33 +416,54 @@ impl WriteTx<'_> {
                             fixed: false,
                         });
                     }
-                    let allowed = string_list(&e.data["primary"]["extJwt"]["allowedSigners"]);
-                    let gone: Vec<&String> =
-                        allowed.iter().filter(|s| !signers.contains(*s)).collect();
-                    if gone.is_empty() {
-                        continue;
-                    }
-                    let mut fixed = false;
-                    if fix {
-                        let kept: Vec<&String> =
-                            allowed.iter().filter(|s| signers.contains(*s)).collect();
-                        let mut e2 = e.clone();
-                        e2.updated_at = crate::clock::now_string();
-                        e2.data["primary"]["extJwt"]["allowedSigners"] = json!(kept);
-                        fixed = self.update_entity(&e2).await?;
-                    }
-                    for s in gone {
-                        report(Finding {
-                            description: format!(
-                                "auth-policies {} allows external JWT signer {s}, which does not exist",
-                                e.id
-                            ),
-                            fixed,
-                        });
-                    }
+                    self.prune_list(
+                        &e,
+                        "/primary/extJwt/allowedSigners",
+                        &signers,
+                        fix,
+                        "allows external JWT signer",
+                        report,
+                    )
+                    .await?;
                 }
                 _ => {}
             }
+        }
+        Ok(())
+    }
+
+    /// Reports each id of the list at `pointer` (a JSON pointer into `e`'s document)
+    /// that `existing` lacks (`"{kind} {id} {relation} {missing}, which does not exist"`)
+    /// and, with `fix`, keeps only the existing ones in the stored document.
+    async fn prune_list(
+        &mut self,
+        e: &EntityRow,
+        pointer: &str,
+        existing: &HashSet<String>,
+        fix: bool,
+        relation: &str,
+        report: &mut (dyn FnMut(Finding) + Send),
+    ) -> Result<(), StoreError> {
+        let listed = e.data.pointer(pointer).map(string_list).unwrap_or_default();
+        let (kept, gone): (Vec<String>, Vec<String>) =
+            listed.into_iter().partition(|id| existing.contains(id));
+        if gone.is_empty() {
+            return Ok(());
+        }
+        let mut fixed = false;
+        if fix {
+            let mut e2 = e.clone();
+            e2.updated_at = crate::clock::now_string();
+            if let Some(slot) = e2.data.pointer_mut(pointer) {
+                *slot = json!(kept);
+            }
+            fixed = self.update_entity(&e2).await?;
+        }
+        for id in gone {
+            report(Finding {
+                description: format!("{} {} {relation} {id}, which does not exist", e.kind, e.id),
+                fixed,
+            });
         }
         Ok(())
     }
