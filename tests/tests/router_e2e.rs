@@ -978,6 +978,21 @@ fn router_check_reports_config_errors_and_deprecated_keys_plainly() {
             && last.matches("cannot read").count() == 1,
         "{last}"
     );
+
+    // Without NO_COLOR, a log going to a pipe (not a terminal) still has no colour.
+    let out = std::process::Command::new(&bin)
+        .args(["check", "--config"])
+        .arg(dir.path().join("flat.toml"))
+        .env_remove("NO_COLOR")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("is deprecated"), "{stderr}");
+    assert!(
+        !stderr.contains('\x1b'),
+        "ANSI escapes on a pipe: {stderr:?}"
+    );
 }
 
 /// The stderr of `cmd` once it exits, or a failure when it still runs after `limit`
