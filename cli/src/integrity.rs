@@ -37,9 +37,9 @@ pub async fn run(api: &Api, fix: bool) -> Result<(), CliError> {
     if let Some(e) = data["error"].as_str().filter(|e| !e.is_empty()) {
         return Err(CliError::Answer(format!("the check failed: {e}")));
     }
-    let results = data["results"].as_array().cloned().unwrap_or_default();
+    let results: &[Value] = data["results"].as_array().map_or(&[], Vec::as_slice);
     let mut unfixed = 0;
-    for r in &results {
+    for r in results {
         let fixed = r["fixed"] == Value::Bool(true);
         unfixed += usize::from(!fixed);
         let tag = if fixed { "[fixed]" } else { "[not fixed]" };

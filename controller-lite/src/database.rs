@@ -112,38 +112,36 @@ pub fn start(ctl: &Arc<Controller>, fix: bool) -> bool {
     {
         return false;
     }
+    let start_time = Some(clock::now_string());
     ctl.integrity.set(Run {
-        start_time: Some(clock::now_string()),
+        start_time: start_time.clone(),
         fixing_errors: fix,
         ..Run::default()
     });
     let ctl = Arc::clone(ctl);
     tokio::spawn(async move {
-        let guard = Running(&ctl.integrity);
-        let run = run(&ctl, fix).await;
+        // Ends the run when dropped, also when the task panics.
+        let _running = crate::limits::Running::new(&ctl.integrity.running);
+        let run = run(&ctl, fix, start_time).await;
         ctl.integrity.set(run);
-        drop(guard);
     });
     true
 }
 
-/// Ends the run when dropped, also when the task panics.
-struct Running<'a>(&'a IntegrityChecks);
-
-impl Drop for Running<'_> {
-    fn drop(&mut self) {
-        self.0.running.store(false, Ordering::Release);
-    }
-}
-
-async fn run(ctl: &Controller, fix: bool) -> Run {
-    let start_time = ctl.integrity.latest().1.start_time;
+async fn run(ctl: &Controller, fix: bool, start_time: Option<String>) -> Run {
     let mut results = Vec::new();
     let mut found = 0usize;
+    // Counted here, not from `results`, which keeps only the first MAX_RESULTS.
+    let mut fixed = 0usize;
     let mut outcome = async {
         let mut tx = ctl.store.begin_write().await?;
+        if fix {
+            // API sessions and sessions a repair removes are logged as revoked.
+            tx.revoking("data_integrity_fixed", "database");
+        }
         tx.check_integrity(fix, &mut |f| {
             found += 1;
+            fixed += usize::from(f.fixed);
             if results.len() < MAX_RESULTS {
                 results.push(f);
             }
@@ -160,9 +158,9 @@ async fn run(ctl: &Controller, fix: bool) -> Run {
         for f in &mut results {
             f.fixed = false;
         }
+        fixed = 0;
         tracing::error!(error = %e, "data integrity run failed");
     }
-    let fixed = results.iter().filter(|f| f.fixed).count();
     if found > 0 {
         tracing::warn!(found, fixed, fix, "data integrity problems found");
         for f in &results {

@@ -425,8 +425,12 @@ impl ThrottleKey {
         match self {
             Self::User(name) => {
                 let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, name.as_bytes());
-                let hex: String = d.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-                format!("user:{hex}")
+                d.as_ref().iter().fold(String::from("user:"), |mut s, b| {
+                    use std::fmt::Write as _;
+                    // Writing to a String cannot fail.
+                    let _ = write!(s, "{b:02x}");
+                    s
+                })
             }
             Self::Addr(ip) => format!("addr:{ip}"),
         }
@@ -437,8 +441,9 @@ impl ThrottleKey {
 /// (`[auth] login_failures_burst` failures, refilled at `login_failures_per_minute`),
 /// kept in the store so that every controller of a cluster counts the same failures
 /// (a per-process throttle let an attacker try `burst` times on each controller). The
-/// table is pruned of buckets full again and bounded to `login_throttle_max_entries`
-/// ([`Self::prune`], every minute).
+/// table is pruned every minute ([`Self::prune`]) of buckets full again and down to
+/// `login_throttle_max_entries`; between prunes it grows by at most one row per
+/// user name whose password was checked, which the password gate paces.
 #[derive(Debug)]
 pub struct LoginThrottle {
     burst: f64,
@@ -527,7 +532,8 @@ impl<'a> Running<'a> {
 
 impl Drop for Running<'_> {
     fn drop(&mut self) {
-        self.0.store(false, Ordering::Relaxed);
+        // Release: what the task wrote before it ended is seen by whoever sees it down.
+        self.0.store(false, Ordering::Release);
     }
 }
 

@@ -323,6 +323,7 @@ impl WriteTx<'_> {
                 }
             }
         }
+        drop(rows); // the documents are held once, parsed
         let ids = |kind: &str| -> HashSet<String> {
             all.iter()
                 .filter(|e| e.kind == kind)
@@ -396,10 +397,10 @@ impl WriteTx<'_> {
                     );
                     let mut fixed = false;
                     if fix {
-                        let mut e2 = e.clone();
-                        e2.updated_at = crate::clock::now_string();
-                        e2.data["authPolicyId"] = json!(crate::model::DEFAULT_AUTH_POLICY_ID);
-                        fixed = self.update_entity(&e2).await?;
+                        let mut e = e;
+                        e.updated_at = crate::clock::now_string();
+                        e.data["authPolicyId"] = json!(crate::model::DEFAULT_AUTH_POLICY_ID);
+                        fixed = self.update_entity(&e).await?;
                     }
                     report(Finding { description, fixed });
                 }

@@ -27,9 +27,10 @@ impl Store {
     /// name is refused; PostgreSQL is refused with what to use instead.
     pub async fn snapshot(&self, stamp: &str) -> Result<PathBuf, StoreError> {
         let Some(db) = self.sqlite_file().await? else {
-            return Err(StoreError::Config(
-                "the store is PostgreSQL: back it up with pg_dump".into(),
-            ));
+            return Err(StoreError::Config(match self.backend {
+                Backend::Postgres => "the store is PostgreSQL: back it up with pg_dump".into(),
+                Backend::Sqlite => "the store has no database file (in memory)".into(),
+            }));
         };
         let mut name = db.file_name().unwrap_or_default().to_os_string();
         name.push(format!("-{stamp}"));
@@ -44,10 +45,15 @@ impl Store {
             .to_str()
             .ok_or_else(|| StoreError::Config(format!("{} is not UTF-8", out.display())))?;
         // `VACUUM INTO` takes an expression: the path as a bound parameter.
-        sqlx::query("VACUUM INTO $1")
+        let copied = sqlx::query("VACUUM INTO $1")
             .bind(path)
             .execute(&self.read)
-            .await?;
+            .await;
+        if let Err(e) = copied {
+            // A partial copy (a full disk, say) must not pass for a snapshot.
+            let _ = std::fs::remove_file(&out);
+            return Err(e.into());
+        }
         Ok(out)
     }
 }

@@ -121,11 +121,7 @@ fn start(ctl: &AppState, fix: bool) -> Result<Response, ApiError> {
         return Err(ApiError::RateLimited);
     }
     tracing::info!(fix, "data integrity run started");
-    Ok((
-        StatusCode::ACCEPTED,
-        axum::Json(json!({"data": {}, "meta": {}})),
-    )
-        .into_response())
+    Ok((StatusCode::ACCEPTED, envelope::empty()).into_response())
 }
 
 fn results(ctl: &AppState) -> Result<Response, ApiError> {
