@@ -395,16 +395,27 @@ impl Api {
         self.answer(res).await.map(|_| ())
     }
 
+    /// `METHOD /{path}` (relative to the management API) with the session, and a JSON
+    /// body when given; the answer's envelope or error.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, CliError> {
+        let mut req = self
+            .http
+            .request(method, format!("{}/{path}", self.base))
+            .header("zt-session", &self.token);
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        self.answer(req.send().await?).await
+    }
+
     /// `POST /{coll}`.
     pub async fn post(&self, coll: &str, body: &Value) -> Result<Value, CliError> {
-        let res = self
-            .http
-            .post(format!("{}/{coll}", self.base))
-            .header("zt-session", &self.token)
-            .json(body)
-            .send()
-            .await?;
-        self.answer(res).await
+        self.call(reqwest::Method::POST, coll, Some(body)).await
     }
 
     /// `POST /{path}` with a `text/plain` body (a PEM certificate).
@@ -497,47 +508,29 @@ impl Api {
 
     /// `GET /{path}` (relative to the management API).
     pub async fn get(&self, path: &str) -> Result<Value, CliError> {
-        let res = self
-            .http
-            .get(format!("{}/{path}", self.base))
-            .header("zt-session", &self.token)
-            .send()
-            .await?;
-        self.answer(res).await
+        self.call(reqwest::Method::GET, path, None).await
     }
 
     /// `PATCH /{coll}/{id}`.
     pub async fn patch(&self, coll: &str, id: &str, body: &Value) -> Result<(), CliError> {
-        let res = self
-            .http
-            .patch(format!("{}/{coll}/{id}", self.base))
-            .header("zt-session", &self.token)
-            .json(body)
-            .send()
-            .await?;
-        self.answer(res).await.map(|_| ())
+        let path = format!("{coll}/{id}");
+        self.call(reqwest::Method::PATCH, &path, Some(body))
+            .await
+            .map(|_| ())
     }
 
     /// `DELETE /{coll}/{id}`.
     pub async fn delete(&self, coll: &str, id: &str) -> Result<(), CliError> {
-        let res = self
-            .http
-            .delete(format!("{}/{coll}/{id}", self.base))
-            .header("zt-session", &self.token)
-            .send()
-            .await?;
-        self.answer(res).await.map(|_| ())
+        let path = format!("{coll}/{id}");
+        self.call(reqwest::Method::DELETE, &path, None)
+            .await
+            .map(|_| ())
     }
 
     /// `DELETE /{path}` with a JSON body (the list of what to remove).
     pub async fn delete_with(&self, path: &str, body: &Value) -> Result<(), CliError> {
-        let res = self
-            .http
-            .delete(format!("{}/{path}", self.base))
-            .header("zt-session", &self.token)
-            .json(body)
-            .send()
-            .await?;
-        self.answer(res).await.map(|_| ())
+        self.call(reqwest::Method::DELETE, path, Some(body))
+            .await
+            .map(|_| ())
     }
 }

@@ -89,17 +89,13 @@ impl weft_ops::http::Probe for ControllerProbe {
     /// change follower runs.
     async fn ready(&self) -> Result<(), String> {
         let m = &self.ctl.metrics;
-        if !m
-            .control_listening
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
-            return Err("the router control listener is not running".into());
-        }
-        if !m
-            .change_follower_running
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
-            return Err("the change follower is not running".into());
+        for (running, task) in [
+            (&m.control_listening, "the router control listener"),
+            (&m.change_follower_running, "the change follower"),
+        ] {
+            if !running.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(format!("{task} is not running"));
+            }
         }
         match tokio::time::timeout(STORE_DEADLINE, self.ctl.store.revision()).await {
             Ok(Ok(_)) => Ok(()),

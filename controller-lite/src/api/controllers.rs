@@ -37,9 +37,8 @@ fn fields() -> Fields {
 /// `controllerDetail` of `c`; `management` adds the control channel address and the
 /// management API's address.
 fn detail(c: &ControllerRow, now_ms: i64, management: bool) -> Value {
-    let lease =
-        i64::try_from(crate::control::follow::PRESENCE_LEASE.as_millis()).unwrap_or(i64::MAX);
-    let is_online = c.seen_at > 0 && now_ms.saturating_sub(c.seen_at) <= lease;
+    let is_online = c.seen_at > 0
+        && now_ms.saturating_sub(c.seen_at) <= crate::control::follow::PRESENCE_LEASE_MS;
     let address = |path: &str| json!([{"url": format!("{}{path}", c.api_url), "version": "v1"}]);
     let mut api_addresses = json!({"edge-client": address(crate::api::CLIENT_PREFIX)});
     let mut v = json!({

@@ -776,24 +776,32 @@ pub async fn client_service(
     v["permissions"] = json!(perms.iter().map(|p| p.as_str()).collect::<Vec<_>>());
     v["postureQueries"] = json!([]);
     v["maxIdleTimeMillis"] = json!(0);
-    // The service's configs by type; the identity's own for this service replace them.
-    let mut by_type: BTreeMap<String, String> = BTreeMap::new();
+    // The service's configs by type (each read once, its data kept); the identity's own
+    // for this service replace them, read only if their type is wanted.
+    enum Pick {
+        Data(Value),
+        Own(String),
+    }
+    let mut by_type: BTreeMap<String, Pick> = BTreeMap::new();
     for id in row.data["configs"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(Value::as_str)
     {
-        if let Some(cfg) = ctl.store.get_entity(Kind::Configs.collection(), id).await? {
-            let type_id = cfg.data["configTypeId"].as_str().unwrap_or_default();
-            by_type.insert(type_id.to_owned(), cfg.id);
+        if let Some(mut cfg) = ctl.store.get_entity(Kind::Configs.collection(), id).await? {
+            let type_id = cfg.data["configTypeId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            by_type.insert(type_id, Pick::Data(cfg.data["data"].take()));
         }
     }
     for own in own_configs.iter().filter(|c| c.service_id == row.id) {
-        by_type.insert(own.config_type_id.clone(), own.config_id.clone());
+        by_type.insert(own.config_type_id.clone(), Pick::Own(own.config_id.clone()));
     }
     let mut config = Map::new();
-    for (type_id, config_id) in by_type {
+    for (type_id, pick) in by_type {
         let Some(ct) = ctl
             .store
             .get_entity(Kind::ConfigTypes.collection(), &type_id)
@@ -807,12 +815,16 @@ pub async fn client_service(
         if !wanted {
             continue;
         }
-        if let Some(cfg) = ctl
-            .store
-            .get_entity(Kind::Configs.collection(), &config_id)
-            .await?
-        {
-            config.insert(ct.name.clone(), cfg.data["data"].clone());
+        let data = match pick {
+            Pick::Data(data) => Some(data),
+            Pick::Own(config_id) => ctl
+                .store
+                .get_entity(Kind::Configs.collection(), &config_id)
+                .await?
+                .map(|mut cfg| cfg.data["data"].take()),
+        };
+        if let Some(data) = data {
+            config.insert(ct.name, data);
         }
     }
     v["config"] = Value::Object(config);

@@ -25,7 +25,9 @@ pub const RETENTION: Duration = Duration::from_secs(600);
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// A router presence not refreshed for this long no longer counts (its controller
 /// died; the router reconnects to another, which records it anew).
-pub const PRESENCE_LEASE: Duration = Duration::from_secs(10);
+pub const PRESENCE_LEASE: Duration = Duration::from_millis(PRESENCE_LEASE_MS.unsigned_abs());
+/// [`PRESENCE_LEASE`] in milliseconds, as presence times are kept.
+pub const PRESENCE_LEASE_MS: i64 = 10_000;
 
 /// Runs until the process ends.
 pub async fn follow_changes(ctl: Arc<Controller>) {
@@ -119,8 +121,7 @@ async fn refresh_presence(ctl: &Controller) -> Result<(), StoreError> {
     let now = clock::now_unix_ms();
     ctl.store.presence_refresh(now).await?;
     ctl.store.controller_seen(&ctl.controller_id, now).await?;
-    let lease = i64::try_from(PRESENCE_LEASE.as_millis()).unwrap_or(i64::MAX);
-    let present = ctl.store.routers_present(now - lease).await?;
+    let present = ctl.store.routers_present(now - PRESENCE_LEASE_MS).await?;
     ctl.routers.set_cluster_present(present);
     Ok(())
 }

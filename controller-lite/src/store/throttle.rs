@@ -13,17 +13,26 @@ impl Store {
         &self,
         keys: &[String],
     ) -> Result<Vec<(String, f64, i64)>, StoreError> {
-        let mut out = Vec::with_capacity(keys.len());
-        for key in keys {
-            let row = sqlx::query("SELECT tokens, updated_ms FROM login_throttle WHERE key = $1")
-                .bind(key)
-                .fetch_optional(&self.read)
-                .await?;
-            if let Some(r) = row {
-                out.push((key.clone(), r.try_get(0)?, r.try_get(1)?));
-            }
+        if keys.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(out)
+        // One query for all keys (a login asks for two: the user name's and the
+        // address's).
+        let placeholders: Vec<String> = (1..=keys.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT key, tokens, updated_ms FROM login_throttle WHERE key IN ({})",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for key in keys {
+            query = query.bind(key);
+        }
+        query
+            .fetch_all(&self.read)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect()
     }
 
     /// Takes one token from `key`'s bucket at `now_ms`, after refilling it at

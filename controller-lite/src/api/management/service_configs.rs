@@ -11,7 +11,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::related::entity;
-use super::views::{EntityRef, to_json};
+use super::views::{EntityRef, Names, to_json};
 use crate::api::endpoint::{ApiBuilder, Data, Endpoint};
 use crate::api::extract::{parse_json, read_body};
 use crate::api::list::ListQuery;
@@ -100,32 +100,26 @@ async fn list(
     q: ListQuery,
 ) -> Result<Response, ApiError> {
     entity(&ctl, Kind::Identities, &id).await?;
-    let mut details = Vec::new();
-    for row in ctl.store.service_configs_of(&id).await? {
-        let name = |k: Kind, id: String| {
-            let ctl = ctl.clone();
-            async move {
-                let name = ctl
-                    .store
-                    .get_entity(k.collection(), &id)
-                    .await?
-                    .map(|e| e.name)
-                    .unwrap_or_default();
-                Ok::<_, ApiError>(EntityRef::new(&id, &name, k.collection()))
-            }
-        };
-        details.push(ServiceConfigDetail {
-            service: name(Kind::Services, row.service_id.clone()).await?,
-            config: name(Kind::Configs, row.config_id.clone()).await?,
+    // Two queries for the names, not two per row.
+    let services = Names::load(&ctl.store, Kind::Services).await?;
+    let configs = Names::load(&ctl.store, Kind::Configs).await?;
+    let mut details: Vec<ServiceConfigDetail> = ctl
+        .store
+        .service_configs_of(&id)
+        .await?
+        .into_iter()
+        .map(|row| ServiceConfigDetail {
+            service: services.reference(&row.service_id),
+            config: configs.reference(&row.config_id),
             service_id: row.service_id,
             config_id: row.config_id,
-        });
-    }
+        })
+        .collect();
     details
         .sort_by(|a, b| (&a.service.name, &a.config.name).cmp(&(&b.service.name, &b.config.name)));
     let docs = details
         .iter()
-        .map(|d| Ok((to_json(d)?, to_json(d)?)))
+        .map(|d| to_json(d).map(|v| (v.clone(), v)))
         .collect::<Result<Vec<_>, ApiError>>()?;
     // Already in order; the default sort keeps it (the sort is stable).
     let page = q.apply(&fields(), &[], docs)?;
