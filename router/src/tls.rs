@@ -24,13 +24,16 @@ use rustls::ServerConfig;
 pub mod fuzzing;
 mod record;
 mod session;
+mod side;
 #[cfg(any(test, feature = "test-pki"))]
 pub mod test_pki;
 pub mod trust;
 
 pub use session::{
-    Fed, INCOMING_BUFFER, MAX_RECORD_PLAINTEXT, ServerSession, SessionError, TlsBuf,
+    ClientSession, Fed, INCOMING_BUFFER, MAX_RECORD_PLAINTEXT, ServerSession, Session,
+    SessionError, TlsBuf,
 };
+pub use side::{Client, Server, Side};
 pub use trust::EdgeTls;
 pub use weft_tls::TlsError;
 

@@ -158,16 +158,17 @@ impl ServerCertVerifier for Pinned {
 /// against `roots` (the network CA) for the dialled name, as [`verified`] does, **and**
 /// its leaf's common name is `expected_router_id` (the controller issues each router's
 /// server certificate with its id as the common name). The client presents `identity`,
-/// its router certificate, which the listener matches by leaf fingerprint.
+/// its router certificate, which the listener matches by leaf fingerprint. Secret
+/// extraction is on: after the handshake the router runs the records itself.
 pub fn link(
     roots: RootCertStore,
     identity: (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>),
     expected_router_id: &str,
 ) -> Result<ClientConfig, TlsError> {
-    Ok(
-        checked(roots, LeafCheck::RouterId(expected_router_id.to_owned()))?
-            .with_client_auth_cert(identity.0, identity.1)?,
-    )
+    let mut config = checked(roots, LeafCheck::RouterId(expected_router_id.to_owned()))?
+        .with_client_auth_cert(identity.0, identity.1)?;
+    config.enable_secret_extraction = true;
+    Ok(config)
 }
 
 /// A client configuration builder that verifies the server's chain against `roots`

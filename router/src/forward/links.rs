@@ -100,6 +100,22 @@ impl Forwarder {
         result
     }
 
+    /// The receive buffer of the link `key`, to append what was received to; `None` for
+    /// an unknown link.
+    pub fn link_receive_buffer(&mut self, key: ConnKey) -> Option<&mut bytes::BytesMut> {
+        Some(self.links.get_mut(&key)?.session.receive_buffer())
+    }
+
+    /// Processes what was appended to the receive buffer of the link `key`.
+    pub fn link_handle_received(&mut self, now: Instant, key: ConnKey) -> Result<(), LinkError> {
+        let Some(link) = self.links.get_mut(&key) else {
+            return Err(LinkError::NotUp);
+        };
+        let result = link.session.handle_received(now);
+        self.after_link_input(now, key);
+        result
+    }
+
     /// The next frame to write on the link `key`.
     pub fn poll_link_transmit(&mut self, key: ConnKey) -> Option<Transmit> {
         self.links.get_mut(&key)?.session.poll_transmit()

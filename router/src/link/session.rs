@@ -301,6 +301,17 @@ impl LinkSession {
     /// Bytes received from the peer.
     pub fn handle_bytes(&mut self, now: Instant, data: &[u8]) -> Result<(), LinkError> {
         self.decoder.extend_from_slice(data);
+        self.handle_received(now)
+    }
+
+    /// The receive buffer, for a driver (or its TLS session) to append what it received
+    /// to; [`Self::handle_received`] afterwards.
+    pub fn receive_buffer(&mut self) -> &mut BytesMut {
+        self.decoder.buffer_mut()
+    }
+
+    /// Processes the bytes appended to [`Self::receive_buffer`].
+    pub fn handle_received(&mut self, now: Instant) -> Result<(), LinkError> {
         while let Decoded::Frame(frame) = self.decoder.decode()? {
             self.health.handle_received(now);
             self.traffic.frames_received += 1;

@@ -16,21 +16,23 @@
 //!   handshakes run at once, each within the handshake deadline.
 //! - **Driving**: the [`crate::link::session::LinkSession`] lives in the shard's
 //!   [`crate::forward::Forwarder`]; one task per link reads (while the session wants
-//!   input) and writes its transmits, head and payload in one vectored write.
+//!   input) and writes its transmits.
 //!
-//! The TLS here is tokio-rustls (rustls' buffered connection): one copy of the payload
-//! on each side beyond the encryption pass. The edge's own record layer
-//! (`crate::tls::ServerSession`) has no client side yet; see the ADR.
+//! The TLS is the router's own record layer after rustls' handshake
+//! ([`crate::tls::ClientSession`] on the dialer, [`crate::tls::ServerSession`] on the
+//! listener), as on the edge: records are opened where they were read and their
+//! plaintext appended straight to the link session's receive buffer; a batch of
+//! transmits is sealed into full records in one write buffer, each payload byte copied
+//! once, into it.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::BuildHasher;
-use std::io::IoSlice;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use bytes::BytesMut;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use weft_wire::control::pb;
@@ -40,16 +42,21 @@ use crate::forward::ConnKey;
 use crate::link::backoff::{Backoff, BackoffConfig};
 use crate::link::duplicate::keep_link_dialled_by;
 use crate::link::session::{LinkConfig, Role};
+use crate::tls::{
+    ClientSession, Fed, INCOMING_BUFFER, ServerSession, Session, SessionError, Side, TlsBuf,
+};
 
 /// Link TLS handshakes (accepted, not yet verified) one router runs at once; more
 /// connections are closed at once.
 pub const MAX_PENDING_HANDSHAKES: usize = 64;
 /// A link that stayed up this long resets its dial backoff when it ends.
 const STABLE: Duration = Duration::from_secs(10);
-/// Transmits written per batch before the write is flushed.
+/// Transmits sealed into one write at most.
 const WRITE_BATCH: usize = 64;
-/// Bytes read from a link at once.
-const READ_CHUNK: usize = 64 * 1024;
+/// Plaintext bytes sealed into one write at most (more waits for the next write).
+const WRITE_BYTES: usize = 256 * 1024;
+/// Initial room of a link's write buffer: one full batch and its record overhead.
+const WRITE_BUFFER: usize = WRITE_BYTES + 64 * 1024;
 
 /// How this router links with others (from `[link]` and its router certificate).
 #[derive(Clone, Debug)]
@@ -223,12 +230,12 @@ async fn dial_loop(shard: Rc<RefCell<Shard>>, peer_id: String) {
         };
         let started = Instant::now();
         match dial(&settings, &peer).await {
-            Ok(stream) => {
+            Ok((tcp, session, early)) => {
                 let role = Role::Dialer {
                     own_id: settings.router_id.clone(),
                     peer: peer.router_id.clone(),
                 };
-                let was_up = run_link(shard.clone(), stream, role).await;
+                let was_up = run_link(shard.clone(), tcp, session, early, role).await;
                 if was_up && started.elapsed() >= STABLE {
                     backoff.reset();
                 }
@@ -247,7 +254,7 @@ async fn dial_loop(shard: Rc<RefCell<Shard>>, peer_id: String) {
     }
 }
 
-/// Why a dial failed.
+/// Why a dial or a link handshake failed.
 #[derive(Debug, thiserror::Error)]
 enum DialError {
     #[error("invalid link address {0:?}")]
@@ -255,15 +262,22 @@ enum DialError {
     #[error("TLS configuration: {0}")]
     Tls(#[from] weft_tls::TlsError),
     #[error("{0}")]
+    Session(#[from] SessionError),
+    #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("the peer closed the connection during the TLS handshake")]
+    Eof,
     #[error("timed out")]
     Timeout,
 }
 
+/// TCP to `peer`'s link listener, then the TLS handshake as a client presenting this
+/// router's certificate; returns the connection, its session and any plaintext that
+/// came with the handshake.
 async fn dial(
     settings: &LinkSettings,
     peer: &pb::Peer,
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>, DialError> {
+) -> Result<(TcpStream, ClientSession, BytesMut), DialError> {
     let endpoint = weft_identity::endpoint::parse(&peer.link_address)
         .ok_or_else(|| DialError::Address(peer.link_address.clone()))?;
     let roots = weft_tls::pem::roots(settings.ca_pem.as_bytes())?;
@@ -276,14 +290,66 @@ async fn dial(
     let connect = async {
         let tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await?;
         tcp.set_nodelay(true)?;
-        tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(name, tcp)
-            .await
+        let mut session = ClientSession::new(Arc::new(config), name)?;
+        let mut early = BytesMut::new();
+        handshake(&tcp, &mut session, &mut early).await?;
+        Ok((tcp, session, early))
     };
     tokio::time::timeout(settings.handshake_timeout, connect)
         .await
         .map_err(|_| DialError::Timeout)?
-        .map_err(DialError::Io)
+}
+
+/// Runs the TLS handshake of `session` over `tcp` to its end (the last flight sent);
+/// plaintext that arrives with it goes to `early`.
+async fn handshake<S: Side>(
+    tcp: &TcpStream,
+    session: &mut Session<S>,
+    early: &mut BytesMut,
+) -> Result<(), DialError> {
+    let mut out = TlsBuf::default();
+    loop {
+        session.take_tls(&mut out)?;
+        write_all(tcp, &out).await?;
+        out.clear();
+        if !session.is_handshaking() {
+            return Ok(());
+        }
+        if read(tcp, session).await? == 0 {
+            return Err(DialError::Eof);
+        }
+        if let Err(e) = session.process(early) {
+            // The alert (if any) tells the peer why.
+            session.take_tls(&mut out)?;
+            let _ = write_all(tcp, &out).await;
+            return Err(e.into());
+        }
+    }
+}
+
+/// Reads what `tcp` has into the session's incoming buffer; 0 at the end of the stream.
+async fn read<S: Side>(tcp: &TcpStream, session: &mut Session<S>) -> std::io::Result<usize> {
+    loop {
+        tcp.readable().await?;
+        match tcp.try_read_buf(session.incoming_mut()) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            other => return other,
+        }
+    }
+}
+
+/// Writes every byte of `data` to `tcp`.
+async fn write_all(tcp: &TcpStream, mut data: &[u8]) -> std::io::Result<()> {
+    while !data.is_empty() {
+        tcp.writable().await?;
+        match tcp.try_write(data) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => data = data.get(n..).unwrap_or_default(),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// The link listener's accept loop (first shard only).
@@ -293,7 +359,6 @@ pub(super) async fn accept_loop(
     tls: Arc<rustls::ServerConfig>,
     stop: Rc<Notify>,
 ) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -322,12 +387,19 @@ pub(super) async fn accept_loop(
         };
         let _ = tcp.set_nodelay(true);
         let shard = shard.clone();
-        let acceptor = acceptor.clone();
+        let tls = tls.clone();
         tokio::task::spawn_local(async move {
-            let handshake = tokio::time::timeout(timeout, acceptor.accept(tcp)).await;
+            let accept = async {
+                let mut session =
+                    ServerSession::with_buffer(tls, Vec::with_capacity(INCOMING_BUFFER))?;
+                let mut early = BytesMut::new();
+                handshake(&tcp, &mut session, &mut early).await?;
+                Ok::<_, DialError>((session, early))
+            };
+            let handshake = tokio::time::timeout(timeout, accept).await;
             pending.set(pending.get().saturating_sub(1));
-            let stream = match handshake {
-                Ok(Ok(stream)) => stream,
+            let (session, early) = match handshake {
+                Ok(Ok(done)) => done,
                 Ok(Err(e)) => {
                     tracing::info!(%from, error = %e, "link TLS handshake refused");
                     refuse(&shard);
@@ -340,12 +412,7 @@ pub(super) async fn accept_loop(
                 }
             };
             // The leaf is the certificate whose key the handshake proved.
-            let fingerprint = stream
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .map(|leaf| weft_tls::fingerprint(leaf.as_ref()));
+            let fingerprint = session.client_leaf_fingerprint();
             let peer = fingerprint.as_ref().and_then(|fp| {
                 shard
                     .borrow()
@@ -358,7 +425,7 @@ pub(super) async fn accept_loop(
                 refuse(&shard);
                 return;
             };
-            run_link(shard, stream, Role::Listener { expected_peer }).await;
+            run_link(shard, tcp, session, early, Role::Listener { expected_peer }).await;
         });
     }
 }
@@ -369,11 +436,15 @@ fn refuse(shard: &Rc<RefCell<Shard>>) {
     }
 }
 
-/// Drives one link until it ends; returns whether its hello succeeded.
-async fn run_link<S>(shard: Rc<RefCell<Shard>>, stream: S, role: Role) -> bool
-where
-    S: AsyncRead + AsyncWrite + Unpin + 'static,
-{
+/// Drives one link until it ends; returns whether its hello succeeded. `early` is
+/// plaintext that came with the TLS handshake.
+async fn run_link<S: Side>(
+    shard: Rc<RefCell<Shard>>,
+    tcp: TcpStream,
+    session: Session<S>,
+    early: BytesMut,
+    role: Role,
+) -> bool {
     let slot = Rc::new(LinkSlot::default());
     let key = {
         let mut s = shard.borrow_mut();
@@ -381,26 +452,45 @@ where
             return false;
         };
         let key = s.new_key();
-        if let Err(e) = s.fwd.add_link(Instant::now(), key, config, role) {
+        let now = Instant::now();
+        if let Err(e) = s.fwd.add_link(now, key, config, role) {
             tracing::warn!(error = %e, "link session could not start");
             return false;
         }
         if let Some(mgr) = s.links.as_mut() {
             mgr.slots.insert(key, slot.clone());
         }
+        if !early.is_empty() {
+            if let Some(buffer) = s.fwd.link_receive_buffer(key) {
+                buffer.extend_from_slice(&early);
+            }
+            if let Err(e) = s.fwd.link_handle_received(now, key) {
+                slot.close(e.to_string());
+            }
+        }
         s.pump();
         key
     };
-    let (rd, wr) = tokio::io::split(stream);
+    let session = RefCell::new(session);
     let reason = tokio::select! {
-        r = read_half(&shard, key, rd, &slot) => r,
-        r = write_half(&shard, key, wr, &slot) => r,
+        r = read_half(&shard, key, &tcp, &session, &slot) => r,
+        r = write_half(&shard, key, &tcp, &session, &slot) => r,
         () = slot.close.notified() => slot
             .reason
             .borrow_mut()
             .take()
             .unwrap_or_else(|| "closed".into()),
     };
+    // Tell the peer the link ends (best effort: the socket may be gone).
+    let mut out = TlsBuf::default();
+    {
+        let mut session = session.borrow_mut();
+        session.send_close_notify();
+        let _ = session.take_tls(&mut out);
+    }
+    if !out.is_empty() {
+        let _ = tcp.try_write(&out);
+    }
     let mut s = shard.borrow_mut();
     let peer = s.fwd.link_peer(key).map(str::to_owned);
     let was_up = peer.is_some();
@@ -416,106 +506,111 @@ where
     was_up
 }
 
-async fn read_half<R: AsyncRead + Unpin>(
+/// Reads records while the link session wants input, opens them in place and hands
+/// their plaintext to the session (appended to its receive buffer, no other copy).
+async fn read_half<S: Side>(
     shard: &Rc<RefCell<Shard>>,
     key: ConnKey,
-    mut rd: R,
+    tcp: &TcpStream,
+    session: &RefCell<Session<S>>,
     slot: &LinkSlot,
 ) -> String {
-    let mut buf = vec![0u8; READ_CHUNK];
     loop {
         if !shard.borrow().fwd.link_wants_read(key) {
             slot.read.notified().await;
             continue;
         }
-        let n = match rd.read(&mut buf).await {
+        if let Err(e) = tcp.readable().await {
+            return format!("read failed: {e}");
+        }
+        let read = tcp.try_read_buf(session.borrow_mut().incoming_mut());
+        match read {
             Ok(0) => return "the peer closed the link".into(),
-            Ok(n) => n,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) => return format!("read failed: {e}"),
-        };
+        }
         let mut s = shard.borrow_mut();
-        let result = match buf.get(..n) {
-            Some(bytes) => s.fwd.link_received(Instant::now(), key, bytes),
-            None => Ok(()),
+        let mut session = session.borrow_mut();
+        let fed = match s.fwd.link_receive_buffer(key) {
+            Some(buffer) => session.process(buffer),
+            None => return "the link session is gone".into(),
         };
+        let result = s.fwd.link_handle_received(Instant::now(), key);
+        if session.wants_write() {
+            // A key update or an alert to send.
+            slot.write.notify_one();
+        }
+        drop(session);
         s.pump();
-        if let Err(e) = result {
-            return e.to_string();
+        match (fed, result) {
+            (Err(e), _) => return format!("TLS: {e}"),
+            (_, Err(e)) => return e.to_string(),
+            (Ok(Fed::PeerClosed), _) => return "the peer closed the link".into(),
+            (Ok(Fed::Open), Ok(())) => {}
         }
     }
 }
 
-async fn write_half<W: AsyncWrite + Unpin>(
+/// Seals the link session's transmits, a batch at a time, into full records in one
+/// write buffer and writes it.
+async fn write_half<S: Side>(
     shard: &Rc<RefCell<Shard>>,
     key: ConnKey,
-    mut wr: W,
+    tcp: &TcpStream,
+    session: &RefCell<Session<S>>,
     slot: &LinkSlot,
 ) -> String {
     let mut batch = Vec::with_capacity(WRITE_BATCH);
+    let mut out = TlsBuf::new(Vec::with_capacity(WRITE_BUFFER));
     loop {
-        {
+        let sealed = {
             let mut s = shard.borrow_mut();
-            while batch.len() < WRITE_BATCH {
+            let mut bytes = 0;
+            while batch.len() < WRITE_BATCH && bytes < WRITE_BYTES {
                 match s.fwd.poll_link_transmit(key) {
-                    Some(t) => batch.push(t),
+                    Some(t) => {
+                        bytes += t.head.len() + t.payload.len();
+                        batch.push(t);
+                    }
                     None => break,
                 }
             }
+            // Head and payload of every transmit, in order (on the stack: nothing is
+            // allocated per batch), sealed into as few records as they fill.
+            let mut parts: [&[u8]; 2 * WRITE_BATCH] = [&[]; 2 * WRITE_BATCH];
+            for (pair, t) in parts.chunks_exact_mut(2).zip(&batch) {
+                pair[0] = &t.head;
+                pair[1] = &t.payload;
+            }
+            let mut session = session.borrow_mut();
+            let sealed = session.take_tls(&mut out).and_then(|()| {
+                if batch.is_empty() {
+                    Ok(())
+                } else {
+                    session.encrypt_parts(&parts[..2 * batch.len()], &mut out)
+                }
+            });
+            batch.clear();
+            sealed
+        };
+        if let Err(e) = sealed {
+            // Whatever the session queued for the peer (an alert, close_notify) goes
+            // out before the link ends.
+            let _ = write_all(tcp, &out).await;
+            return format!("TLS: {e}");
         }
-        if batch.is_empty() {
+        if out.is_empty() {
             slot.write.notified().await;
             continue;
         }
-        // The whole batch in vectored writes: TLS packs the frames into full records
-        // instead of one record per head and one per payload. (On the stack: nothing
-        // is allocated per batch.)
-        let mut parts: [&[u8]; 2 * WRITE_BATCH] = [&[]; 2 * WRITE_BATCH];
-        for (slot, t) in parts.chunks_exact_mut(2).zip(&batch) {
-            slot[0] = &t.head;
-            slot[1] = &t.payload;
-        }
-        let written = write_all_vectored(&mut wr, &mut parts[..2 * batch.len()]).await;
-        batch.clear();
-        if let Err(e) = written {
+        if let Err(e) = write_all(tcp, &out).await {
             return format!("write failed: {e}");
         }
-        if let Err(e) = wr.flush().await {
-            return format!("write failed: {e}");
-        }
+        out.clear();
         // Answers went out: the reply budget may allow reading again.
         slot.read.notify_one();
     }
-}
-
-/// Writes every byte of `parts`, in order, with vectored writes.
-async fn write_all_vectored<W: AsyncWrite + Unpin>(
-    wr: &mut W,
-    parts: &mut [&[u8]],
-) -> std::io::Result<()> {
-    let mut first = 0;
-    while first < parts.len() {
-        let mut slices = [IoSlice::new(&[]); 2 * WRITE_BATCH];
-        let rest = parts.get(first..).unwrap_or_default();
-        for (slice, part) in slices.iter_mut().zip(rest) {
-            *slice = IoSlice::new(part);
-        }
-        let count = rest.len().min(slices.len());
-        let mut n = wr.write_vectored(&slices[..count]).await?;
-        if n == 0 && rest.iter().any(|p| !p.is_empty()) {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        // Skip what went out: whole parts, then the front of a part.
-        while let Some(p) = parts.get_mut(first) {
-            if n >= p.len() {
-                n -= p.len();
-                first += 1;
-            } else {
-                *p = p.get(n..).unwrap_or_default();
-                break;
-            }
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -565,77 +660,6 @@ mod tests {
         assert!(!second.wants_dial(&peer("a1", "tls://a:1", d, d)));
         // A peer that dials no group of ours is dialled by us even from the second id.
         assert!(second.wants_dial(&peer("a1", "tls://a:1", d, &["west"])));
-    }
-
-    /// A writer that takes at most `max` bytes per call, vectored or not.
-    struct Trickle {
-        max: usize,
-        out: Vec<u8>,
-    }
-
-    impl AsyncWrite for Trickle {
-        fn poll_write(
-            mut self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-            buf: &[u8],
-        ) -> std::task::Poll<std::io::Result<usize>> {
-            let n = buf.len().min(self.max);
-            self.out.extend_from_slice(&buf[..n]);
-            std::task::Poll::Ready(Ok(n))
-        }
-        fn poll_write_vectored(
-            mut self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-            bufs: &[IoSlice<'_>],
-        ) -> std::task::Poll<std::io::Result<usize>> {
-            let mut left = self.max;
-            let mut n = 0;
-            for b in bufs {
-                let take = b.len().min(left);
-                self.out.extend_from_slice(&b[..take]);
-                n += take;
-                left -= take;
-                if left == 0 {
-                    break;
-                }
-            }
-            std::task::Poll::Ready(Ok(n))
-        }
-        fn is_write_vectored(&self) -> bool {
-            true
-        }
-        fn poll_flush(
-            self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<std::io::Result<()>> {
-            std::task::Poll::Ready(Ok(()))
-        }
-        fn poll_shutdown(
-            self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<std::io::Result<()>> {
-            std::task::Poll::Ready(Ok(()))
-        }
-    }
-
-    #[test]
-    fn a_batch_goes_out_whole_and_in_order_however_little_each_write_takes() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        for max in [1, 3, 7, 64, 10_000] {
-            // More parts than one vectored write takes, some of them empty.
-            let data: Vec<Vec<u8>> = (0..200u32)
-                .map(|i| vec![(i % 251) as u8; (i % 40) as usize])
-                .collect();
-            let mut parts: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
-            let mut w = Trickle {
-                max,
-                out: Vec::new(),
-            };
-            rt.block_on(write_all_vectored(&mut w, &mut parts)).unwrap();
-            assert_eq!(w.out, data.concat(), "max {max}");
-        }
     }
 
     #[test]

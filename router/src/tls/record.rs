@@ -29,13 +29,13 @@ use rustls::crypto::cipher::{
     AeadKey, InboundOpaqueMessage, Iv, MessageDecrypter, Nonce, make_tls12_aad, make_tls13_aad,
 };
 use rustls::kernel::KernelConnection;
-use rustls::server::ServerConnectionData;
 use rustls::{
     AlertDescription, ConnectionTrafficSecrets, ContentType, Error, ExtractedSecrets,
     HandshakeType, InvalidMessage, PeerMisbehaved, ProtocolVersion, SupportedCipherSuite,
 };
 
 use super::session::{Fed, MAX_RECORD_PLAINTEXT, TlsBuf, append};
+use super::side::Side;
 
 /// A record header: content type, legacy version, length.
 const HEADER: usize = 5;
@@ -115,9 +115,9 @@ impl Fatal {
 }
 
 /// One connection's records after the handshake.
-pub(super) struct Records {
-    /// rustls' key schedule, for key updates.
-    kernel: KernelConnection<ServerConnectionData>,
+pub(super) struct Records<S: Side> {
+    /// rustls' key schedule, for key updates (and a client's session tickets).
+    kernel: KernelConnection<S::Data>,
     suite: SupportedCipherSuite,
     tls13: bool,
     opener: Opener,
@@ -137,7 +137,7 @@ pub(super) struct Records {
     updates: (u64, u64),
 }
 
-impl std::fmt::Debug for Records {
+impl<S: Side> std::fmt::Debug for Records<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Records")
             .field("suite", &self.suite.suite())
@@ -148,11 +148,11 @@ impl std::fmt::Debug for Records {
     }
 }
 
-impl Records {
+impl<S: Side> Records<S> {
     /// The record layer on the secrets rustls extracted at the end of the handshake.
     pub(super) fn new(
         secrets: ExtractedSecrets,
-        kernel: KernelConnection<ServerConnectionData>,
+        kernel: KernelConnection<S::Data>,
     ) -> Result<Self, Error> {
         let suite = kernel.negotiated_cipher_suite();
         let tls13 = kernel.protocol_version() == ProtocolVersion::TLSv1_3;
@@ -345,7 +345,7 @@ impl Records {
                 Ok(Fed::Open)
             }
             ContentType::Alert => self.alert(plain.payload),
-            ContentType::Handshake if self.tls13 => self.key_update(plain.payload),
+            ContentType::Handshake if self.tls13 => self.post_handshake(plain.payload),
             ContentType::Handshake => self.renegotiation(plain.payload, outgoing),
             other => Err(Fatal::unexpected(Error::InappropriateMessage {
                 expect_types: Vec::new(),
@@ -385,21 +385,47 @@ impl Records {
         if self.tls13 && description != AlertDescription::UserCanceled {
             return Err(Fatal::decode(InvalidMessage::InvalidContentType));
         }
-        tracing::debug!(?description, "TLS warning alert from the client");
+        tracing::debug!(?description, peer = S::PEER, "TLS warning alert");
         Ok(Fed::Open)
     }
 
-    /// A TLS 1.3 handshake message after the handshake: only a KeyUpdate can come from
-    /// a client, whole, and last in its record (RFC 8446 §4.6.3, §5.1).
-    fn key_update(&mut self, payload: &[u8]) -> Result<Fed, Fatal> {
-        let &[typ, l0, l1, l2, ref body @ ..] = payload else {
+    /// The TLS 1.3 handshake messages of one record after the handshake, each whole in
+    /// it: a KeyUpdate (last in its record, RFC 8446 §4.6.3, §5.1) from either peer, and
+    /// whatever else the side takes ([`Side::post_handshake`]: a client's
+    /// NewSessionTickets).
+    fn post_handshake(&mut self, mut payload: &[u8]) -> Result<Fed, Fatal> {
+        if payload.is_empty() {
             return Err(Fatal::decode(InvalidMessage::MessageTooShort));
-        };
-        let typ = HandshakeType::from(typ);
-        if typ != HandshakeType::KeyUpdate {
-            return Err(Fatal::unexpected_handshake(typ));
         }
-        if [l0, l1, l2] != [0, 0, 1] {
+        while let &[typ, l0, l1, l2, ref rest @ ..] = payload {
+            let typ = HandshakeType::from(typ);
+            let len = usize::try_from(u32::from_be_bytes([0, l0, l1, l2])).unwrap_or(usize::MAX);
+            if typ == HandshakeType::KeyUpdate {
+                return self.key_update(len, rest);
+            }
+            if !S::takes(typ) {
+                return Err(Fatal::unexpected_handshake(typ));
+            }
+            let Some((body, after)) = rest.split_at_checked(len) else {
+                // A message split across records: rustls would reassemble it; no
+                // peer of ours splits its small post-handshake messages.
+                return Err(Fatal::decode(InvalidMessage::MessageTooShort));
+            };
+            S::post_handshake(&mut self.kernel, typ, body).map_err(|e| match e {
+                Error::InvalidMessage(m) => Fatal::decode(m),
+                other => Fatal::internal(other),
+            })?;
+            payload = after;
+        }
+        if !payload.is_empty() {
+            return Err(Fatal::decode(InvalidMessage::MessageTooShort));
+        }
+        Ok(Fed::Open)
+    }
+
+    /// A KeyUpdate whose body is `len` bytes announced and `body` present.
+    fn key_update(&mut self, len: usize, body: &[u8]) -> Result<Fed, Fatal> {
+        if len != 1 {
             return Err(Fatal::decode(InvalidMessage::InvalidKeyUpdate));
         }
         let request = match body {
@@ -429,15 +455,16 @@ impl Records {
         Ok(Fed::Open)
     }
 
-    /// A TLS 1.2 handshake record after the handshake: a ClientHello is a renegotiation,
-    /// which rustls never does. The first is refused with a warning (RFC 5246 §7.2.2),
-    /// another ends the session, and so does any other handshake message.
+    /// A TLS 1.2 handshake record after the handshake: the peer's request to
+    /// renegotiate (a client's ClientHello, a server's HelloRequest), which rustls never
+    /// does. The first is refused with a warning (RFC 5246 §7.2.2), another ends the
+    /// session, and so does any other handshake message.
     fn renegotiation(&mut self, payload: &[u8], outgoing: &mut TlsBuf) -> Result<Fed, Fatal> {
         let Some(&typ) = payload.first() else {
             return Err(Fatal::decode(InvalidMessage::MessageTooShort));
         };
         let typ = HandshakeType::from(typ);
-        if typ != HandshakeType::ClientHello {
+        if typ != S::RENEGOTIATION {
             return Err(Fatal::unexpected_handshake(typ));
         }
         if self.refused_renegotiation {
@@ -692,5 +719,7 @@ impl<'a> Gather<'a> {
     }
 }
 
+#[cfg(test)]
+mod client_tests;
 #[cfg(test)]
 mod tests;

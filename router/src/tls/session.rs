@@ -1,5 +1,6 @@
-//! One edge connection's TLS, server side, on buffers the session and its driver own:
-//! both I/O backends drive their edge connections with it.
+//! One connection's TLS on buffers the session and its driver own: server side for the
+//! edge and link listeners ([`ServerSession`]), client side for the link dialers
+//! ([`ClientSession`]); both I/O backends drive their connections with it.
 //!
 //! - **Handshake**: rustls' unbuffered API. Once the handshake is over, the session
 //!   takes the traffic keys from rustls ([`rustls::kernel`]) and runs the record layer
@@ -23,14 +24,17 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use rustls::ServerConfig;
-use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
+use rustls::client::UnbufferedClientConnection;
+use rustls::pki_types::ServerName;
+use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{
     AppDataRecord, ConnectionState, EncodeError, EncodeTlsData, InsufficientSizeError,
     ReadEarlyData, ReadTraffic, UnbufferedStatus,
 };
+use rustls::{ClientConfig, ServerConfig};
 
 use super::record::{Records, SealError};
+use super::side::{Client, Server, Side};
 
 /// The most plaintext one TLS record carries.
 pub const MAX_RECORD_PLAINTEXT: usize = 16 * 1024;
@@ -142,11 +146,11 @@ pub enum Fed {
 }
 
 /// Who runs the records.
-enum Phase {
+enum Phase<S: Side> {
     /// rustls, through the handshake.
-    Handshake(Box<UnbufferedServerConnection>),
+    Handshake(Box<S::Conn>),
     /// The session, on rustls' keys.
-    Traffic(Box<Records>),
+    Traffic(Box<Records<S>>),
     /// Neither: the hand-over failed (the session holds the error).
     Gone,
 }
@@ -156,15 +160,15 @@ enum Job<'a> {
     /// Process the incoming records; application data that comes with the handshake
     /// goes here.
     Read(&'a mut BytesMut),
-    /// Hold a frame until the handshake completes.
-    Hold(&'a [u8], &'a [u8]),
+    /// Hold plaintext (its parts, in order) until the handshake completes.
+    Hold(&'a [&'a [u8]]),
     /// Nothing but finding out whether the handshake is over.
     Check,
 }
 
-/// One edge connection's TLS, server side.
-pub struct ServerSession {
-    phase: Phase,
+/// One connection's TLS, on side `S`.
+pub struct Session<S: Side> {
+    phase: Phase<S>,
     /// Ciphertext received and not processed yet: a partial record (and, during the
     /// handshake, parts of a handshake message), at the front.
     incoming: Vec<u8>,
@@ -181,8 +185,10 @@ pub struct ServerSession {
     outgoing: TlsBuf,
     /// Plaintext written before the handshake completed.
     held: Vec<u8>,
-    /// The fingerprint of the client's leaf certificate, kept when rustls hands over.
+    /// The fingerprint of the peer's leaf certificate, kept when rustls hands over.
     leaf_fingerprint: Option<String>,
+    /// The handshake resumed an earlier session, kept when rustls hands over.
+    resumed: bool,
     /// The error that ended the session: every later call answers it.
     failed: Option<rustls::Error>,
     /// The peer's close_notify arrived.
@@ -191,9 +197,15 @@ pub struct ServerSession {
     closed: bool,
 }
 
-impl std::fmt::Debug for ServerSession {
+/// The server side: edge and link listeners.
+pub type ServerSession = Session<Server>;
+/// The client side: link dialers.
+pub type ClientSession = Session<Client>;
+
+impl<S: Side> std::fmt::Debug for Session<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerSession")
+        f.debug_struct("Session")
+            .field("side", &S::PEER)
             .field("handshaking", &self.is_handshaking())
             .field("incoming", &self.incoming.len())
             .field("outgoing", &self.outgoing.len())
@@ -205,7 +217,7 @@ impl std::fmt::Debug for ServerSession {
     }
 }
 
-impl ServerSession {
+impl Session<Server> {
     /// A session waiting for the client's hello, with an incoming buffer of its own.
     pub fn new(config: Arc<ServerConfig>) -> Result<Self, SessionError> {
         Self::with_buffer(config, Vec::with_capacity(INCOMING_BUFFER))
@@ -214,22 +226,56 @@ impl ServerSession {
     /// A session waiting for the client's hello, reading into `buffer` (cleared; grown to
     /// hold at least a read and a partial record). [`Self::into_buffer`] gives it back.
     ///
-    /// The configuration must allow secret extraction (as [`super::server_config`]
+    /// The configuration must allow secret extraction (as `weft_tls::server::edge`
     /// makes it): the session runs the records itself after the handshake.
-    pub fn with_buffer(
-        config: Arc<ServerConfig>,
-        mut buffer: Vec<u8>,
-    ) -> Result<Self, SessionError> {
-        if !config.enable_secret_extraction {
-            return Err(rustls::Error::General(
-                "the TLS configuration must enable secret extraction".into(),
-            )
-            .into());
-        }
+    pub fn with_buffer(config: Arc<ServerConfig>, buffer: Vec<u8>) -> Result<Self, SessionError> {
+        extraction(config.enable_secret_extraction)?;
+        Self::start(UnbufferedServerConnection::new(config)?, buffer)
+    }
+
+    /// The fingerprint of the client's leaf certificate, the one whose key the
+    /// handshake proved (`None` until the handshake has verified it).
+    pub fn client_leaf_fingerprint(&self) -> Option<String> {
+        self.peer_leaf_fingerprint()
+    }
+}
+
+impl Session<Client> {
+    /// A session that has its hello ready for the server `name` (sent by the first
+    /// [`Self::take_tls`]), with an incoming buffer of its own.
+    ///
+    /// The configuration must allow secret extraction (as `weft_tls::client::link`
+    /// makes it): the session runs the records itself after the handshake.
+    pub fn new(config: Arc<ClientConfig>, name: ServerName<'static>) -> Result<Self, SessionError> {
+        extraction(config.enable_secret_extraction)?;
+        let mut session = Self::start(
+            UnbufferedClientConnection::new(config, name)?,
+            Vec::with_capacity(INCOMING_BUFFER),
+        )?;
+        // The client speaks first: its hello goes into `outgoing`.
+        session.handshake(Job::Check)?;
+        Ok(session)
+    }
+}
+
+/// Refuses a configuration whose keys the session cannot take over.
+fn extraction(enabled: bool) -> Result<(), SessionError> {
+    if enabled {
+        Ok(())
+    } else {
+        Err(
+            rustls::Error::General("the TLS configuration must enable secret extraction".into())
+                .into(),
+        )
+    }
+}
+
+impl<S: Side> Session<S> {
+    fn start(conn: S::Conn, mut buffer: Vec<u8>) -> Result<Self, SessionError> {
         buffer.clear();
         buffer.reserve(INCOMING_ROOM);
         Ok(Self {
-            phase: Phase::Handshake(Box::new(UnbufferedServerConnection::new(config)?)),
+            phase: Phase::Handshake(Box::new(conn)),
             incoming: buffer,
             lent: false,
             shadow: Vec::new(),
@@ -237,6 +283,7 @@ impl ServerSession {
             outgoing: TlsBuf::default(),
             held: Vec::new(),
             leaf_fingerprint: None,
+            resumed: false,
             failed: None,
             peer_closed: false,
             closed: false,
@@ -252,7 +299,7 @@ impl ServerSession {
     /// Whether the handshake is still going on.
     pub fn is_handshaking(&self) -> bool {
         match &self.phase {
-            Phase::Handshake(conn) => conn.is_handshaking(),
+            Phase::Handshake(conn) => S::common(conn).is_handshaking(),
             Phase::Traffic(_) | Phase::Gone => false,
         }
     }
@@ -260,19 +307,25 @@ impl ServerSession {
     /// The negotiated protocol version, once known.
     pub fn protocol_version(&self) -> Option<rustls::ProtocolVersion> {
         match &self.phase {
-            Phase::Handshake(conn) => conn.protocol_version(),
+            Phase::Handshake(conn) => S::common(conn).protocol_version(),
             Phase::Traffic(records) => Some(records.protocol_version()),
             Phase::Gone => None,
         }
     }
 
-    /// The fingerprint of the client's leaf certificate, the one whose key the
+    /// The fingerprint of the peer's leaf certificate, the one whose key the
     /// handshake proved (`None` until the handshake has verified it).
-    pub fn client_leaf_fingerprint(&self) -> Option<String> {
+    pub fn peer_leaf_fingerprint(&self) -> Option<String> {
         match &self.phase {
-            Phase::Handshake(conn) => weft_tls::leaf_fingerprint(conn),
+            Phase::Handshake(conn) => weft_tls::leaf_fingerprint(S::common(conn)),
             Phase::Traffic(_) | Phase::Gone => self.leaf_fingerprint.clone(),
         }
+    }
+
+    /// Whether the handshake resumed an earlier session (a ticket or session id), once
+    /// it is over.
+    pub fn resumed(&self) -> bool {
+        self.resumed
     }
 
     /// The incoming buffer: ciphertext not processed yet, then spare capacity (at least
@@ -387,13 +440,19 @@ impl ServerSession {
         payload: &[u8],
         out: &mut TlsBuf,
     ) -> Result<(), SessionError> {
+        self.encrypt_parts(&[head, payload], out)
+    }
+
+    /// [`Self::encrypt`] for any number of parts, one after the other: several frames
+    /// share full records.
+    pub fn encrypt_parts(&mut self, parts: &[&[u8]], out: &mut TlsBuf) -> Result<(), SessionError> {
         if let Some(e) = &self.failed {
             return Err(e.clone().into());
         }
         if self.closed {
             return Err(SessionError::Closed);
         }
-        if matches!(self.phase, Phase::Handshake(_)) && self.handshake(Job::Hold(head, payload))? {
+        if matches!(self.phase, Phase::Handshake(_)) && self.handshake(Job::Hold(parts))? {
             self.hand_over()?;
         }
         let Phase::Traffic(records) = &mut self.phase else {
@@ -405,7 +464,7 @@ impl ServerSession {
             out.extend_from_slice(&self.outgoing);
             self.outgoing.clear();
         }
-        let sealed = records.seal(&[head, payload], out);
+        let sealed = records.seal(parts, out);
         self.sealed(sealed)
     }
 
@@ -444,7 +503,7 @@ impl ServerSession {
 
     /// The record layer, once the handshake is over.
     #[cfg(test)]
-    pub(super) fn records_mut(&mut self) -> Option<&mut Records> {
+    pub(super) fn records_mut(&mut self) -> Option<&mut Records<S>> {
         match &mut self.phase {
             Phase::Traffic(records) => Some(records),
             Phase::Handshake(_) | Phase::Gone => None,
@@ -476,10 +535,10 @@ impl ServerSession {
             // spanning the key change.
             return Err(self.fail(rustls::PeerMisbehaved::KeyEpochWithPendingFragment.into()));
         }
-        self.leaf_fingerprint = weft_tls::leaf_fingerprint(&conn);
-        let records = conn
-            .dangerous_into_kernel_connection()
-            .and_then(|(secrets, kernel)| Records::new(secrets, kernel));
+        self.leaf_fingerprint = weft_tls::leaf_fingerprint(S::common(&conn));
+        self.resumed = S::common(&conn).handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+        let records =
+            S::into_kernel(*conn).and_then(|(secrets, kernel)| Records::new(secrets, kernel));
         match records {
             Ok(records) => {
                 self.phase = Phase::Traffic(Box::new(records));
@@ -554,7 +613,7 @@ impl ServerSession {
         let mut visible = show(incoming, whole);
         let result = loop {
             let unprocessed = incoming.get_mut(consumed..visible).unwrap_or_default();
-            let UnbufferedStatus { mut discard, state } = conn.process_tls_records(unprocessed);
+            let UnbufferedStatus { mut discard, state } = S::process(conn, unprocessed);
             let state = match state {
                 Ok(state) => state,
                 Err(e) => {
@@ -571,7 +630,7 @@ impl ServerSession {
                 // The configuration accepts no early data; were it to, it is application
                 // data like any other.
                 ConnectionState::ReadEarlyData(mut records) => {
-                    drain(&mut records, &mut job, &mut discard)
+                    drain(&mut Early::<S>(&mut records), &mut job, &mut discard)
                 }
                 ConnectionState::EncodeTlsData(mut record) => {
                     encode(&mut record, outgoing).map(|()| None)
@@ -600,7 +659,7 @@ impl ServerSession {
             consumed += discard;
             match step {
                 Ok(Some(writable)) => {
-                    let over = writable && !conn.is_handshaking();
+                    let over = writable && !S::common(conn).is_handshaking();
                     if !over {
                         // rustls waits for input: the next record, if it has come.
                         let more = show(incoming, whole);
@@ -609,9 +668,10 @@ impl ServerSession {
                             continue;
                         }
                     }
-                    if let (false, Job::Hold(head, payload)) = (over, &job) {
-                        held.extend_from_slice(head);
-                        held.extend_from_slice(payload);
+                    if let (false, Job::Hold(parts)) = (over, &job) {
+                        for part in *parts {
+                            held.extend_from_slice(part);
+                        }
                     }
                     break Ok(over);
                 }
@@ -634,8 +694,8 @@ impl ServerSession {
             Err(e) => {
                 self.failed = Some(e.clone());
                 // rustls queued its alert (if any) before the error: encode it.
-                while conn.wants_write() {
-                    let UnbufferedStatus { state, .. } = conn.process_tls_records(&mut []);
+                while S::common(conn).wants_write() {
+                    let UnbufferedStatus { state, .. } = S::process(conn, &mut []);
                     match state {
                         Ok(ConnectionState::EncodeTlsData(mut record)) => {
                             if encode(&mut record, outgoing).is_err() {
@@ -672,15 +732,18 @@ trait HandshakeAppData {
     fn next(&mut self) -> Option<Result<AppDataRecord<'_>, rustls::Error>>;
 }
 
-impl HandshakeAppData for ReadTraffic<'_, '_, ServerConnectionData> {
+impl<Data> HandshakeAppData for ReadTraffic<'_, '_, Data> {
     fn next(&mut self) -> Option<Result<AppDataRecord<'_>, rustls::Error>> {
         self.next_record()
     }
 }
 
-impl HandshakeAppData for ReadEarlyData<'_, '_, ServerConnectionData> {
+/// Early data, which only a server receives.
+struct Early<'r, 'c, 'i, S: Side>(&'r mut ReadEarlyData<'c, 'i, S::Data>);
+
+impl<S: Side> HandshakeAppData for Early<'_, '_, '_, S> {
     fn next(&mut self) -> Option<Result<AppDataRecord<'_>, rustls::Error>> {
-        self.next_record()
+        S::next_early_data(self.0)
     }
 }
 
@@ -728,8 +791,8 @@ fn compact(buffer: &mut Vec<u8>, consumed: usize) {
 }
 
 /// Encodes a handshake (or alert) record at the end of `out`, growing it when needed.
-fn encode(
-    record: &mut EncodeTlsData<'_, ServerConnectionData>,
+fn encode<Data>(
+    record: &mut EncodeTlsData<'_, Data>,
     out: &mut TlsBuf,
 ) -> Result<(), SessionError> {
     let mut room = HANDSHAKE_ROOM;
