@@ -157,6 +157,72 @@ async fn a_certificate_the_controller_does_not_vouch_for_gets_no_link() {
     );
 }
 
+/// What an unauthenticated peer can make a link listener hold is bounded: silent
+/// connections past the handshake cap are closed at once, the others at the handshake
+/// deadline, garbage ends its connection with a TLS error; each counts as refused, and
+/// a real router links up afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_listener_flooded_with_silent_and_garbage_connections_still_links() {
+    init_logs();
+    let controller = Ctl::start();
+    let admin = controller.admin().await;
+    let http = controller.http();
+    let control = controller.control_addr();
+    let (config, link_port, metrics) = link_config();
+    let config = format!("edge.handshake_timeout_ms = 1500\n{config}");
+    let _listener = Router::start_configured(&admin, "flood-target", &control, &config, &[]).await;
+
+    // More silent connections than handshakes may run at once, then garbage.
+    const SILENT: usize = 80;
+    const GARBAGE: usize = 8;
+    let mut silent = Vec::new();
+    for _ in 0..SILENT {
+        silent.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", link_port))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut garbage = Vec::new();
+    for i in 0..GARBAGE {
+        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", link_port))
+            .await
+            .unwrap();
+        // A record header of a handshake record, then bytes that are no ClientHello.
+        let mut junk = vec![0x16, 0x03, 0x01, 0x00, 0x40];
+        junk.extend((0..64u8).map(|b| b.wrapping_mul(i as u8 + 7)));
+        tcp.write_all(&junk).await.unwrap();
+        garbage.push(tcp);
+    }
+    // Every one of them is closed by the router: garbage at once, the silent ones at
+    // the cap or the deadline.
+    for (i, mut tcp) in silent.into_iter().chain(garbage).enumerate() {
+        let mut buf = [0u8; 256];
+        let closed = tokio::time::timeout(WAIT, async {
+            loop {
+                match tcp.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {} // an alert
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "connection {i} was held open");
+    }
+    let refused = metric(&http, metrics, "weft_router_links_refused_total").await;
+    assert!(
+        refused >= (SILENT + GARBAGE) as u64,
+        "{refused} refusals counted"
+    );
+
+    // A router that dials it (no listener of its own) still links up.
+    let _dialer = Router::start_configured(&admin, "flood-dialer", &control, "[link]\n", &[]).await;
+    wait_links(&admin, "link up after the flood", |l| {
+        l.len() == 1 && is_up_with_latency(&l[0])
+    })
+    .await;
+}
+
 fn sha(data: &[u8]) -> [u8; 32] {
     use sha2::Digest;
     sha2::Sha256::digest(data).into()
