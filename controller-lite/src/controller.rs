@@ -102,6 +102,31 @@ pub struct Controller {
     pub snapshots: crate::database::SnapshotGate,
     /// This controller's id among the controllers of its database ([`ID_FILE`]).
     pub controller_id: String,
+    /// Where the periodic sweep got to ([`Self::sweep_routers`]).
+    sweeps: SweepMarks,
+}
+
+/// Seconds between two sweeps from the whole store: the safety net under the timed
+/// sweeps, which judge only what time changed.
+pub const FULL_SWEEP_SECS: i64 = 600;
+
+/// When the periodic sweep last ran (Unix seconds; 0: never), and last ran from the
+/// whole store.
+#[derive(Debug, Default)]
+struct SweepMarks {
+    timed: std::sync::atomic::AtomicI64,
+    full: std::sync::atomic::AtomicI64,
+}
+
+/// How a publication judges the view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Build {
+    /// From the change log, when it can tell what changed.
+    Logged,
+    /// From the whole store.
+    Full,
+    /// From the change log and what time changed from `since` to `now` (Unix seconds).
+    Timed { since: i64, now: i64 },
 }
 
 /// The id in `data_dir`'s [`ID_FILE`], made (a random UUID) when there is none.
@@ -193,6 +218,7 @@ impl Controller {
             integrity: crate::database::IntegrityChecks::default(),
             snapshots: crate::database::SnapshotGate::default(),
             controller_id,
+            sweeps: SweepMarks::default(),
             config,
         };
         ctl.bootstrap().await?;
@@ -289,31 +315,62 @@ impl Controller {
     /// store otherwise. API sessions and sessions that may no longer exist are removed
     /// from the store on the way.
     pub async fn sync_routers(&self) -> Result<Option<u64>, StoreError> {
-        self.publish_view(false).await
+        self.publish_view(Build::Logged).await
     }
 
-    /// [`Self::sync_routers`] from the whole store: what enforces time limits (idle
-    /// API sessions, the end of a timed disable, MFA posture timeouts, certificate
-    /// validity), which no logged change announces.
+    /// [`Self::sync_routers`] from the whole store.
     pub async fn resync_routers(&self) -> Result<Option<u64>, StoreError> {
-        self.publish_view(true).await
+        self.publish_view(Build::Full).await
     }
 
-    async fn publish_view(&self, full: bool) -> Result<Option<u64>, StoreError> {
+    /// The periodic sweep: enforces what time changes and no logged change announces
+    /// (idle API sessions, certificates whose validity begins or ends, the expiries
+    /// routers hold). It judges again only the API sessions (and their sessions) that
+    /// time touched since the last sweep, as a write does; from the whole store on the
+    /// first sweep, when posture checks exist (their verdicts have time limits of their
+    /// own: MFA timeouts, wake and unlock windows), and every [`FULL_SWEEP_SECS`] as a
+    /// safety net. (The end of a timed disable changes no view: the identity's API
+    /// sessions ended when it was disabled.)
+    pub async fn sweep_routers(&self) -> Result<Option<u64>, StoreError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = clock::now_unix();
+        let since = self.sweeps.timed.load(Relaxed);
+        let full = since == 0 || now - self.sweeps.full.load(Relaxed) >= FULL_SWEEP_SECS;
+        let build = if full {
+            Build::Full
+        } else {
+            Build::Timed { since, now }
+        };
+        let revision = self.publish_view(build).await?;
+        // Only once it succeeded: a failed sweep's span is covered by the next one.
+        self.sweeps.timed.store(now, Relaxed);
+        if full {
+            self.sweeps.full.store(now, Relaxed);
+        }
+        Ok(revision)
+    }
+
+    async fn publish_view(&self, build: Build) -> Result<Option<u64>, StoreError> {
         use crate::control::view::{delta, full as full_view};
         use std::sync::atomic::Ordering::Relaxed;
         // Re-send an API session's expiry once it moved by half the idle timeout, so
         // a router's copy never runs out before the controller's.
-        let slack_ms = self
-            .config
-            .auth
-            .api_session_timeout_secs
-            .saturating_mul(500);
+        let timeout = self.config.auth.api_session_timeout_secs;
+        let slack_ms = timeout.saturating_mul(500);
         let mut feed = self.feed.lock().await;
-        let incremental = match feed.store_seq().filter(|_| !full) {
+        let mut incremental = match feed.store_seq().filter(|_| build != Build::Full) {
             Some(from) => self.changes_after(from).await?,
             None => None,
         };
+        if let (Some((touched, _)), Build::Timed { since, now }) = (&mut incremental, build) {
+            if self.policy.get(&self.store).await?.has_posture_checks() {
+                incremental = None;
+            } else {
+                touched
+                    .api_sessions
+                    .extend(self.store.api_sessions_timed(since, now, timeout).await?);
+            }
+        }
         let (outcome, seq, cas) = match incremental {
             Some((touched, seq)) => {
                 self.metrics.view_delta_builds.fetch_add(1, Relaxed);

@@ -457,8 +457,8 @@ async fn sweep_idle_sessions(ctl: Arc<Controller>) {
     let mut tick = tokio::time::interval(Duration::from_secs(secs.unsigned_abs()));
     loop {
         tick.tick().await;
-        // The whole store: time limits are not announced by any logged change.
-        if let Err(e) = ctl.resync_routers().await {
+        // Time limits are not announced by any logged change.
+        if let Err(e) = ctl.sweep_routers().await {
             tracing::error!(error = %e, "publishing router state failed");
         }
     }

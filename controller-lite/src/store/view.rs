@@ -79,6 +79,33 @@ impl Store {
         )
     }
 
+    /// API sessions whose verdict time may have changed from `since` to `now` (Unix
+    /// seconds) with idle timeout `timeout`: idle past it, active since `since` (the
+    /// expiry routers hold moves), or holding a certificate whose validity began or
+    /// ended in between. What the periodic sweep judges again; found through indexes,
+    /// not by reading every API session.
+    pub async fn api_sessions_timed(
+        &self,
+        since: i64,
+        now: i64,
+        timeout: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        // One second of overlap: times are whole seconds, and a sweep may run within
+        // the second of the one before.
+        let from = since.saturating_sub(1);
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM api_sessions WHERE last_activity <= $1 OR last_activity >= $2
+             UNION
+             SELECT api_session_id FROM api_session_certs
+             WHERE (valid_to >= $2 AND valid_to <= $3) OR (valid_from >= $2 AND valid_from <= $3)",
+        )
+        .bind(now.saturating_sub(timeout))
+        .bind(from)
+        .bind(now)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
     /// Fingerprints of the certificates issued to an API session and valid at `now`.
     pub async fn api_session_cert_fingerprints_of(
         &self,

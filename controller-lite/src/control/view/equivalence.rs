@@ -377,3 +377,150 @@ proptest! {
             .block_on(run(ops));
     }
 }
+
+/// A login of `identity` stored and published as the API would.
+async fn login(ctl: &Arc<Controller>, id: &str, identity: &str, last_activity: i64) {
+    let row = ApiSessionRow {
+        id: id.into(),
+        token: format!("token-{id}"),
+        identity_id: identity.into(),
+        authenticator_id: String::new(),
+        config_types: vec![],
+        ip_address: "127.0.0.1".into(),
+        created_at: clock::now_string(),
+        updated_at: clock::now_string(),
+        last_activity,
+        mfa_required: false,
+        mfa_complete: false,
+    };
+    let mut tx = ctl.store.begin_write().await.unwrap();
+    tx.insert_api_session(&row).await.unwrap();
+    tx.commit().await.unwrap();
+    ctl.notify_routers().await;
+}
+
+/// The periodic sweep judges only what time changed (an API session gone idle, a
+/// certificate whose validity ended), reads no whole store to do it, and leaves the
+/// view a full rebuild would make; with posture checks it rebuilds from the whole store.
+#[tokio::test]
+async fn a_timed_sweep_enforces_what_time_changed_and_equals_a_full_rebuild() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = Arc::new(
+        Controller::open(
+            dir.path(),
+            Config::default(),
+            "https://localhost:1280".into(),
+        )
+        .await
+        .unwrap(),
+    );
+    let timeout = ctl.config.auth.api_session_timeout_secs;
+    let identity = create(
+        &ctl,
+        Kind::Identities,
+        json!({"name": "i", "type": "User", "isAdmin": false, "roleAttributes": ["a"]}),
+    )
+    .await;
+    let service = create(
+        &ctl,
+        Kind::Services,
+        json!({"name": "s", "roleAttributes": ["a"]}),
+    )
+    .await;
+    create(
+        &ctl,
+        Kind::ServicePolicies,
+        json!({"name": "p", "type": "Dial", "semantic": "AnyOf",
+               "identityRoles": ["#a"], "serviceRoles": ["#a"]}),
+    )
+    .await;
+    let now = clock::now_unix();
+    login(&ctl, "idle", &identity, now).await;
+    login(&ctl, "certified", &identity, now).await;
+    let session = SessionRow {
+        id: "ses-idle".into(),
+        token: "stoken".into(),
+        api_session_id: "idle".into(),
+        identity_id: identity.clone(),
+        service_id: service,
+        session_type: "Dial".into(),
+        created_at: clock::now_string(),
+        updated_at: clock::now_string(),
+    };
+    let mut tx = ctl.store.begin_write().await.unwrap();
+    tx.insert_session(&session).await.unwrap();
+    tx.commit().await.unwrap();
+    ctl.notify_routers().await;
+
+    // The first sweep reads the whole store.
+    let fulls = || ctl.metrics.view_full_builds.load(Ordering::Relaxed);
+    let before = fulls();
+    ctl.sweep_routers().await.unwrap();
+    assert_eq!(fulls(), before + 1);
+
+    // A certificate valid for one more second, and an API session whose last activity
+    // is past the idle timeout (activity is not logged: only time tells).
+    let valid_to = clock::now_unix() + 1;
+    let mut tx = ctl.store.begin_write().await.unwrap();
+    tx.insert_api_session_cert(&crate::store::ApiSessionCertRow {
+        id: "cert".into(),
+        api_session_id: "certified".into(),
+        identity_id: identity.clone(),
+        subject: "CN=x".into(),
+        fingerprint: "f00d".into(),
+        cert_pem: String::new(),
+        valid_from: valid_to - 60,
+        valid_to,
+        created_at: clock::now_string(),
+        updated_at: clock::now_string(),
+    })
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    ctl.notify_routers().await;
+    let view = ctl.feed.view().await;
+    assert_eq!(view.api_sessions()["certified"].cert_fingerprints, ["f00d"]);
+    let past = clock::now_unix() - timeout - 5;
+    ctl.store
+        .touch_api_session("idle", past, &clock::fmt_unix(past))
+        .await
+        .unwrap();
+    while clock::now_unix() <= valid_to {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let before = fulls();
+    ctl.sweep_routers().await.unwrap();
+    assert_eq!(fulls(), before, "the timed sweep read the whole store");
+    let view = ctl.feed.view().await;
+    assert!(!view.api_sessions().contains_key("idle"));
+    assert!(!view.sessions().contains_key("ses-idle"));
+    assert!(
+        view.api_sessions()["certified"]
+            .cert_fingerprints
+            .is_empty()
+    );
+    assert!(ctl.store.api_session_by_id("idle").await.unwrap().is_none());
+    let rebuilt = full::build(&ctl).await.unwrap();
+    assert!(rebuilt.ended.is_empty() && rebuilt.revoked.is_empty());
+    assert_eq!(view.without_expiries(), rebuilt.view.without_expiries());
+
+    // With posture checks, the sweep reads the whole store (posture has time limits).
+    create(
+        &ctl,
+        Kind::PostureChecks,
+        json!({"name": "m", "typeId": "MAC", "macAddresses": ["aa:bb:cc:dd:ee:ff"],
+               "roleAttributes": ["mac"]}),
+    )
+    .await;
+    create(
+        &ctl,
+        Kind::ServicePolicies,
+        json!({"name": "pp", "type": "Dial", "semantic": "AnyOf", "identityRoles": ["#a"],
+               "serviceRoles": ["#a"], "postureCheckRoles": ["#mac"]}),
+    )
+    .await;
+    let before = fulls();
+    ctl.sweep_routers().await.unwrap();
+    assert_eq!(fulls(), before + 1);
+}
