@@ -1,21 +1,24 @@
 //! The entry point of the `tls_records` fuzz target (`fuzz/`), and of the test that
-//! replays its corpus: a handshaken session fed what a hostile client can send. It
-//! panics only on a real bug, never on bad input.
+//! replays its corpus: a handshaken session fed what a hostile peer can send, on the
+//! server side (an edge or link listener's, before any authentication beyond the
+//! handshake) or the client side (a link dialer's). It panics only on a real bug, never
+//! on bad input.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use bytes::BytesMut;
 use rustls::{ContentType, SupportedCipherSuite};
 
-use super::TlsBuf;
 use super::record::Sealer;
 use super::test_pki::{ClientOptions, Handshake, TestPki, client_suites};
+use super::{ClientSession, Session, SessionError, Side, TlsBuf};
 
-/// Reads `data` as a suite choice then steps, each an op byte, a length byte and that
-/// many bytes: raw bytes fed to the session (any split), a record sealed under the
-/// client's key with a content type and contents of the input's choosing (so that
-/// alerts, handshake messages and application data reach the parsers behind the
-/// decryption), a frame sealed by the session, or its close_notify.
+/// Reads `data` as a choice byte (its top bit: the client side; the rest: the suite)
+/// then steps, each an op byte, a length byte and that many bytes: raw bytes fed to the
+/// session (any split), a record sealed under the peer's key with a content type and
+/// contents of the input's choosing (so that alerts, handshake messages and application
+/// data reach the parsers behind the decryption), a frame sealed by the session, or its
+/// close_notify.
 pub fn records(data: &[u8]) {
     static PKI: OnceLock<Option<TestPki>> = OnceLock::new();
     static SUITES: OnceLock<Vec<SupportedCipherSuite>> = OnceLock::new();
@@ -23,10 +26,11 @@ pub fn records(data: &[u8]) {
         panic!("the test PKI could not be made");
     };
     let suites = SUITES.get_or_init(client_suites);
-    let Some((&choice, mut steps)) = data.split_first() else {
+    let Some((&choice, steps)) = data.split_first() else {
         return;
     };
-    let Some(&suite) = suites.get(usize::from(choice) % suites.len().max(1)) else {
+    let client_side = choice & 0x80 != 0;
+    let Some(&suite) = suites.get(usize::from(choice & 0x7f) % suites.len().max(1)) else {
         panic!("the router offers no suite the test certificate can serve");
     };
     let tls13 = matches!(suite, SupportedCipherSuite::Tls13(_));
@@ -40,17 +44,86 @@ pub fn records(data: &[u8]) {
         extract_secrets: true,
         ..ClientOptions::default()
     };
-    let (client, mut server) = match pki.handshaken_with(versions, &options) {
-        Ok(pair) => pair,
-        Err(e) => panic!("handshake: {e}"),
+    if client_side {
+        let (mut client, server) = client_handshaken(pki, versions, &options);
+        let sealer = server
+            .dangerous_extract_secrets()
+            .and_then(|secrets| Sealer::new(tls13, u64::MAX, secrets.tx));
+        match sealer {
+            Ok(mut sealer) => drive(&mut client, &mut sealer, steps),
+            Err(e) => panic!("server keys: {e}"),
+        }
+    } else {
+        let (client, mut server) = match pki.handshaken_with(versions, &options) {
+            Ok(pair) => pair,
+            Err(e) => panic!("handshake: {e}"),
+        };
+        let sealer = client
+            .dangerous_extract_secrets()
+            .and_then(|secrets| Sealer::new(tls13, u64::MAX, secrets.tx));
+        match sealer {
+            Ok(mut sealer) => drive(&mut server, &mut sealer, steps),
+            Err(e) => panic!("client keys: {e}"),
+        }
+    }
+}
+
+/// Our client session and rustls' server, handshaken in memory.
+fn client_handshaken(
+    pki: &TestPki,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    options: &ClientOptions,
+) -> (ClientSession, rustls::ServerConnection) {
+    let config = match pki.client_config_with(versions, options) {
+        Ok(config) => config,
+        Err(e) => panic!("client configuration: {e}"),
     };
-    let mut sealer = match client
-        .dangerous_extract_secrets()
-        .and_then(|secrets| Sealer::new(tls13, u64::MAX, secrets.tx))
-    {
-        Ok(sealer) => sealer,
-        Err(e) => panic!("client keys: {e}"),
+    let name = rustls::pki_types::ServerName::from(rustls::pki_types::DnsName::try_from(
+        "localhost",
+    )
+    .unwrap_or_else(|e| panic!("server name: {e}")));
+    let (client, server) = (
+        ClientSession::new(config, name),
+        rustls::ServerConnection::new(Arc::clone(&pki.server)),
+    );
+    let (Ok(mut client), Ok(mut server)) = (client, server) else {
+        panic!("the sessions could not be made");
     };
+    let mut early = BytesMut::new();
+    for _ in 0..8 {
+        let mut to_server = TlsBuf::default();
+        if let Err(e) = client.take_tls(&mut to_server) {
+            panic!("client records: {e}");
+        }
+        let mut wire = &to_server[..];
+        while !wire.is_empty() {
+            if let Err(e) = server.read_tls(&mut wire).map(|_| ()).and_then(|()| {
+                server
+                    .process_new_packets()
+                    .map(|_| ())
+                    .map_err(std::io::Error::other)
+            }) {
+                panic!("server: {e}");
+            }
+        }
+        let mut to_client = Vec::new();
+        while server.wants_write() {
+            if let Err(e) = server.write_tls(&mut to_client) {
+                panic!("server records: {e}");
+            }
+        }
+        if let Err(e) = client.feed(&to_client, &mut early) {
+            panic!("client: {e}");
+        }
+    }
+    if client.is_handshaking() || server.is_handshaking() {
+        panic!("the handshake did not finish in 8 flights");
+    }
+    (client, server)
+}
+
+/// Runs the steps against `session`, records sealed with `sealer` (the peer's key).
+fn drive<S: Side>(session: &mut Session<S>, sealer: &mut Sealer, mut steps: &[u8]) {
     let mut plaintext = BytesMut::new();
     let mut out = TlsBuf::default();
     let mut failed = false;
@@ -58,7 +131,7 @@ pub fn records(data: &[u8]) {
         let (body, later) = rest.split_at(usize::from(*len).min(rest.len()));
         steps = later;
         let result = match op % 4 {
-            0 => server.feed(body, &mut plaintext).map(|_| ()),
+            0 => session.feed(body, &mut plaintext).map(|_| ()),
             1 => {
                 let Some((&typ, content)) = body.split_first() else {
                     continue;
@@ -72,21 +145,21 @@ pub fn records(data: &[u8]) {
                 {
                     continue;
                 }
-                server.feed(&record, &mut plaintext).map(|_| ())
+                session.feed(&record, &mut plaintext).map(|_| ())
             }
-            2 => server
+            2 => session
                 .encrypt(&body[..body.len().min(3)], body, &mut out)
-                .and_then(|()| server.take_tls(&mut out)),
+                .and_then(|()| session.take_tls(&mut out)),
             _ => {
-                server.send_close_notify();
-                server.take_tls(&mut out)
+                session.send_close_notify();
+                session.take_tls(&mut out)
             }
         };
-        if matches!(result, Err(super::SessionError::Tls(_))) {
+        if matches!(result, Err(SessionError::Tls(_))) {
             failed = true;
         }
         // A failed session refuses everything after.
-        assert!(!failed || server.feed(&[0x17, 3, 3, 0, 1, 0], &mut plaintext).is_err());
+        assert!(!failed || session.feed(&[0x17, 3, 3, 0, 1, 0], &mut plaintext).is_err());
         out.clear();
         plaintext.clear();
     }
