@@ -369,6 +369,20 @@ impl Controller {
                 touched
                     .api_sessions
                     .extend(self.store.api_sessions_timed(since, now, timeout).await?);
+                // Of the API sessions active since, only those whose expiry moved past
+                // the slack from what routers hold: judging the others again would
+                // change nothing (most are logins judged when they were logged).
+                let view = feed.view();
+                for (id, last_activity) in self.store.api_sessions_active_since(since).await? {
+                    let expiry_ms = last_activity.saturating_add(timeout).saturating_mul(1000);
+                    let stale = view
+                        .api_sessions()
+                        .get(&id)
+                        .is_some_and(|a| expiry_ms - a.expires_at_unix_ms >= slack_ms);
+                    if stale {
+                        touched.api_sessions.insert(id);
+                    }
+                }
             }
         }
         let (outcome, seq, cas) = match incremental {

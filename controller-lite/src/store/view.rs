@@ -79,11 +79,11 @@ impl Store {
         )
     }
 
-    /// API sessions whose verdict time may have changed from `since` to `now` (Unix
-    /// seconds) with idle timeout `timeout`: idle past it, active since `since` (the
-    /// expiry routers hold moves), or holding a certificate whose validity began or
-    /// ended in between. What the periodic sweep judges again; found through indexes,
-    /// not by reading every API session.
+    /// API sessions whose verdict time changed by `now` (Unix seconds) with idle
+    /// timeout `timeout`: idle past it, or holding a certificate whose validity began or
+    /// ended since `since`. What the periodic sweep judges again (with the active ones
+    /// of [`Self::api_sessions_active_since`] whose expiry moved); found through
+    /// indexes, not by reading every API session.
     pub async fn api_sessions_timed(
         &self,
         since: i64,
@@ -94,7 +94,7 @@ impl Store {
         // the second of the one before.
         let from = since.saturating_sub(1);
         Ok(sqlx::query_scalar(
-            "SELECT id FROM api_sessions WHERE last_activity <= $1 OR last_activity >= $2
+            "SELECT id FROM api_sessions WHERE last_activity <= $1
              UNION
              SELECT api_session_id FROM api_session_certs
              WHERE (valid_to >= $2 AND valid_to <= $3) OR (valid_from >= $2 AND valid_from <= $3)",
@@ -104,6 +104,22 @@ impl Store {
         .bind(now)
         .fetch_all(&self.read)
         .await?)
+    }
+
+    /// API sessions active since `since` (Unix seconds, one second of overlap), with
+    /// their last activity: the expiry routers hold may have to move.
+    pub async fn api_sessions_active_since(
+        &self,
+        since: i64,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows =
+            sqlx::query("SELECT id, last_activity FROM api_sessions WHERE last_activity >= $1")
+                .bind(since.saturating_sub(1))
+                .fetch_all(&self.read)
+                .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
     }
 
     /// Fingerprints of the certificates issued to an API session and valid at `now`.

@@ -78,10 +78,10 @@ fn client_handshaken(
         Ok(config) => config,
         Err(e) => panic!("client configuration: {e}"),
     };
-    let name = rustls::pki_types::ServerName::from(rustls::pki_types::DnsName::try_from(
-        "localhost",
-    )
-    .unwrap_or_else(|e| panic!("server name: {e}")));
+    let name = rustls::pki_types::ServerName::from(
+        rustls::pki_types::DnsName::try_from("localhost")
+            .unwrap_or_else(|e| panic!("server name: {e}")),
+    );
     let (client, server) = (
         ClientSession::new(config, name),
         rustls::ServerConnection::new(Arc::clone(&pki.server)),
@@ -159,7 +159,12 @@ fn drive<S: Side>(session: &mut Session<S>, sealer: &mut Sealer, mut steps: &[u8
             failed = true;
         }
         // A failed session refuses everything after.
-        assert!(!failed || session.feed(&[0x17, 3, 3, 0, 1, 0], &mut plaintext).is_err());
+        assert!(
+            !failed
+                || session
+                    .feed(&[0x17, 3, 3, 0, 1, 0], &mut plaintext)
+                    .is_err()
+        );
         out.clear();
         plaintext.clear();
     }

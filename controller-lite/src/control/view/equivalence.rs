@@ -524,3 +524,46 @@ async fn a_timed_sweep_enforces_what_time_changed_and_equals_a_full_rebuild() {
     ctl.sweep_routers().await.unwrap();
     assert_eq!(fulls(), before + 1);
 }
+
+/// Activity is not logged: the sweep re-sends an API session's expiry once activity
+/// moved it by half the idle timeout or more, and judges none of the others again.
+#[tokio::test]
+async fn a_timed_sweep_moves_the_expiry_routers_hold_once_activity_moved_it_enough() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.auth.api_session_timeout_secs = 10;
+    let ctl = Arc::new(
+        Controller::open(dir.path(), config, "https://localhost:1280".into())
+            .await
+            .unwrap(),
+    );
+    let identity = create(
+        &ctl,
+        Kind::Identities,
+        json!({"name": "i", "type": "User", "isAdmin": false}),
+    )
+    .await;
+    let now = clock::now_unix();
+    login(&ctl, "moved", &identity, now - 8).await;
+    login(&ctl, "steady", &identity, now - 1).await;
+    ctl.sweep_routers().await.unwrap();
+    let expiry = |view: &super::RouterView, id: &str| view.api_sessions()[id].expires_at_unix_ms;
+    let view = ctl.feed.view().await;
+    assert_eq!(expiry(&view, "moved"), (now + 2) * 1000);
+    assert_eq!(expiry(&view, "steady"), (now + 9) * 1000);
+
+    let later = clock::now_unix();
+    for id in ["moved", "steady"] {
+        ctl.store
+            .touch_api_session(id, later, &clock::fmt_unix(later))
+            .await
+            .unwrap();
+    }
+    let fulls = ctl.metrics.view_full_builds.load(Ordering::Relaxed);
+    ctl.sweep_routers().await.unwrap();
+    assert_eq!(ctl.metrics.view_full_builds.load(Ordering::Relaxed), fulls);
+    let view = ctl.feed.view().await;
+    // Moved by 8 s or more (the slack is 5 s): re-sent. Moved by less: kept.
+    assert_eq!(expiry(&view, "moved"), (later + 10) * 1000);
+    assert_eq!(expiry(&view, "steady"), (now + 9) * 1000);
+}
