@@ -224,7 +224,7 @@ impl Default for ExtJwtConfig {
 }
 
 /// `[store]`: where the controller keeps its state.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
     /// `sqlite:PATH` (one controller; the default is `weft.db` in the data directory)
@@ -232,6 +232,18 @@ pub struct StoreConfig {
     /// controllers sharing it). The environment variable `WEFT_STORE_URL`, when set,
     /// overrides it (so a password need not be written in the file).
     pub url: Option<String>,
+    /// Snapshots of an SQLite store (`POST /database/snapshot`) kept beside it: a new
+    /// one removes the oldest beyond this many (0 keeps them all).
+    pub snapshots_kept: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            snapshots_kept: 10,
+        }
+    }
 }
 
 /// The flat keys of earlier versions: `(key, section, key in the section)`.

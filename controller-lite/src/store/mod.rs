@@ -55,6 +55,7 @@ pub use security::{
 };
 pub use service_configs::{ServiceConfigColumn, ServiceConfigRow};
 pub use session_certs::ApiSessionCertRow;
+pub use snapshot::prune_snapshots;
 
 /// One stored entity of the management model.
 #[derive(Debug, Clone, PartialEq)]

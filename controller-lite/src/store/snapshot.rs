@@ -3,7 +3,7 @@
 //! `controller/network/network.go`, `SnapshotDatabaseToFile`: `DB_FILE-DATE-TIME`). A
 //! PostgreSQL store is backed up with PostgreSQL's own tools (`pg_dump`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::{Backend, Store};
 use crate::error::StoreError;
@@ -55,5 +55,113 @@ impl Store {
             return Err(e.into());
         }
         Ok(out)
+    }
+}
+
+/// Removes the oldest snapshots of the database `db` beyond the `keep` newest (files
+/// named as [`Store::snapshot`] names them, nothing else; `keep` 0 removes none);
+/// returns what it removed.
+pub fn prune_snapshots(db: &Path, keep: usize) -> std::io::Result<Vec<PathBuf>> {
+    if keep == 0 {
+        return Ok(Vec::new());
+    }
+    let (Some(dir), Some(name)) = (db.parent(), db.file_name().and_then(|n| n.to_str())) else {
+        return Ok(Vec::new());
+    };
+    let prefix = format!("{name}-");
+    let mut snapshots: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix(&prefix))
+                .is_some_and(is_stamp)
+        })
+        .collect();
+    // The stamps sort as the times they name.
+    snapshots.sort();
+    let excess = snapshots.len().saturating_sub(keep);
+    let mut removed = Vec::new();
+    for old in snapshots.into_iter().take(excess) {
+        std::fs::remove_file(&old)?;
+        removed.push(old);
+    }
+    Ok(removed)
+}
+
+/// `YYYYMMDD-HHMMSS`.
+fn is_stamp(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 15
+        && b.iter().enumerate().all(|(i, c)| {
+            if i == 8 {
+                *c == b'-'
+            } else {
+                c.is_ascii_digit()
+            }
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn only_the_oldest_snapshots_beyond_the_kept_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("weft.db");
+        let stamps = [
+            "20261207-100000",
+            "20261101-235959",
+            "20261207-090000",
+            "20250101-000000",
+        ];
+        for name in stamps.iter().map(|s| format!("weft.db-{s}")).chain(
+            [
+                "weft.db",
+                "weft.db-wal",
+                "weft.db-shm",
+                "weft.db-2026",
+                "other.db-20200101-000000",
+            ]
+            .map(String::from),
+        ) {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        let removed = prune_snapshots(&db, 2).unwrap();
+        let names = |v: &[PathBuf]| -> Vec<String> {
+            let mut n: Vec<String> = v
+                .iter()
+                .map(|p| p.file_name().unwrap().to_str().unwrap().to_owned())
+                .collect();
+            n.sort();
+            n
+        };
+        assert_eq!(
+            names(&removed),
+            ["weft.db-20250101-000000", "weft.db-20261101-235959"]
+        );
+        let left: Vec<PathBuf> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(
+            names(&left),
+            [
+                "other.db-20200101-000000",
+                "weft.db",
+                "weft.db-2026",
+                "weft.db-20261207-090000",
+                "weft.db-20261207-100000",
+                "weft.db-shm",
+                "weft.db-wal"
+            ]
+        );
+        // 0 keeps every one.
+        assert!(prune_snapshots(&db, 0).unwrap().is_empty());
     }
 }

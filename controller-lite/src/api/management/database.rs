@@ -113,6 +113,19 @@ async fn snapshot(ctl: &AppState) -> Result<Response, ApiError> {
         ApiError::Internal(format!("the snapshot failed: {e}"))
     })?;
     tracing::info!(path = %path.display(), "database snapshot written");
+    let pruned = match ctl.store.sqlite_file().await {
+        Ok(Some(db)) => crate::store::prune_snapshots(&db, ctl.config.store.snapshots_kept),
+        Ok(None) => Ok(Vec::new()),
+        Err(e) => Err(std::io::Error::other(e.to_string())),
+    };
+    match pruned {
+        Ok(removed) => {
+            for old in removed {
+                tracing::info!(path = %old.display(), "old database snapshot removed");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "old database snapshots not removed"),
+    }
     Ok(envelope::ok(json!({"path": path.display().to_string()})))
 }
 
