@@ -134,22 +134,22 @@ async fn run(ctl: &Controller, fix: bool, start_time: Option<String>) -> Run {
     // Counted here, not from `results`, which keeps only the first MAX_RESULTS.
     let mut fixed = 0usize;
     let mut outcome = async {
-        let mut tx = ctl.store.begin_write().await?;
-        if fix {
-            // API sessions and sessions a repair removes are logged as revoked.
-            tx.revoking("data_integrity_fixed", "database");
-        }
-        tx.check_integrity(fix, &mut |f| {
+        let mut record = |f: Finding| {
             found += 1;
             fixed += usize::from(f.fixed);
             if results.len() < MAX_RESULTS {
                 results.push(f);
             }
-        })
-        .await?;
-        if fix {
-            tx.commit().await?;
+        };
+        if !fix {
+            // A read transaction: writers go on meanwhile.
+            return ctl.store.check_integrity(&mut record).await;
         }
+        let mut tx = ctl.store.begin_write().await?;
+        // API sessions and sessions a repair removes are logged as revoked.
+        tx.revoking("data_integrity_fixed", "database");
+        tx.check_integrity(true, &mut record).await?;
+        tx.commit().await?;
         Ok::<_, crate::error::StoreError>(())
     }
     .await;

@@ -1,6 +1,8 @@
 //! The store's data integrity check (`POST /database/check-data-integrity`, and
 //! `fix-data-integrity`): every reference from one stored thing to another is checked,
 //! and what can be repaired without guessing is repaired in the same transaction.
+//! Checking only reads in a read transaction (one snapshot of the store), so writers go
+//! on meanwhile; fixing runs in a write transaction, repairing as it finds.
 //!
 //! The writes of the API keep these references whole (deletes cascade in the deleting
 //! transaction, [`crate::api::management::cascade`]); what the check finds comes from
@@ -34,10 +36,44 @@
 use std::collections::HashSet;
 
 use serde_json::{Value, json};
+use sqlx::AnyConnection;
 use sqlx::{AssertSqlSafe, Row};
 
-use super::{ChangeOp, EntityRow, Store, WriteTx};
+use super::{Backend, ChangeOp, EntityRow, Store, WriteTx};
 use crate::error::StoreError;
+
+/// What a check reads through: a read transaction (checking only, writers go on), or
+/// the fixing run's write transaction (repairs made as problems are found, so that a
+/// repair's cascade is seen by the checks after it).
+enum Target<'a, 's> {
+    Read(&'a mut AnyConnection),
+    Write(&'a mut WriteTx<'s>),
+}
+
+impl<'s> Target<'_, 's> {
+    fn conn(&mut self) -> &mut AnyConnection {
+        match self {
+            Target::Read(conn) => conn,
+            Target::Write(tx) => &mut tx.tx,
+        }
+    }
+
+    /// The write transaction, for a repair (a read-only check never asks for one).
+    fn write(&mut self) -> Result<&mut WriteTx<'s>, StoreError> {
+        match self {
+            Target::Write(tx) => Ok(tx),
+            Target::Read(_) => Err(StoreError::Config(
+                "a repair was asked of a read-only integrity check".into(),
+            )),
+        }
+    }
+}
+
+/// One run of the check over `target`, repairing when `fix`.
+struct Checker<'a, 's> {
+    target: Target<'a, 's>,
+    fix: bool,
+}
 
 /// One problem found, and whether this run repaired it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,7 +206,7 @@ const ROW_REFERENCES: &[RowReference] = &[
 
 /// The rows of `r.table` whose reference names nothing: (key, value).
 async fn dangling_rows(
-    tx: &mut WriteTx<'_>,
+    conn: &mut AnyConnection,
     r: &RowReference,
 ) -> Result<Vec<(String, String)>, StoreError> {
     let exists = if r.kinds.is_empty() {
@@ -201,7 +237,7 @@ async fn dangling_rows(
         column = r.column,
         table = r.table,
     )))
-    .fetch_all(&mut *tx.tx)
+    .fetch_all(conn)
     .await?;
     rows.iter()
         .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
@@ -217,8 +253,45 @@ impl WriteTx<'_> {
         fix: bool,
         report: &mut (dyn FnMut(Finding) + Send),
     ) -> Result<(), StoreError> {
+        Checker {
+            target: Target::Write(self),
+            fix,
+        }
+        .run(report)
+        .await
+    }
+}
+
+impl Store {
+    /// [`WriteTx::check_integrity`] without repairing, in a read transaction (one
+    /// snapshot of the store: PostgreSQL's repeatable read), so that writers go on
+    /// meanwhile.
+    pub async fn check_integrity(
+        &self,
+        report: &mut (dyn FnMut(Finding) + Send),
+    ) -> Result<(), StoreError> {
+        let mut tx = self.read.begin().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .execute(&mut *tx)
+                .await?;
+        }
+        Checker {
+            target: Target::Read(&mut tx),
+            fix: false,
+        }
+        .run(report)
+        .await?;
+        tx.rollback().await?;
+        Ok(())
+    }
+}
+
+impl Checker<'_, '_> {
+    async fn run(&mut self, report: &mut (dyn FnMut(Finding) + Send)) -> Result<(), StoreError> {
+        let fix = self.fix;
         for r in ROW_REFERENCES {
-            for (key, value) in dangling_rows(self, r).await? {
+            for (key, value) in dangling_rows(self.target.conn(), r).await? {
                 let fixed = fix && self.delete_dangling(r, &key).await?;
                 report(Finding {
                     description: format!(
@@ -236,19 +309,20 @@ impl WriteTx<'_> {
     /// Deletes the row `key` of `r.table` (an API session with its sessions and
     /// certificates) and logs the change.
     async fn delete_dangling(&mut self, r: &RowReference, key: &str) -> Result<bool, StoreError> {
+        let tx = self.target.write()?;
         if r.table == "api_sessions" {
-            return self.delete_api_session(key).await;
+            return tx.delete_api_session(key).await;
         }
         let n = sqlx::query(AssertSqlSafe(format!(
             "DELETE FROM {} WHERE {} = $1",
             r.table, r.key
         )))
         .bind(key)
-        .execute(&mut *self.tx)
+        .execute(&mut *tx.tx)
         .await?
         .rows_affected();
         if n > 0 {
-            self.record(r.table, key, ChangeOp::Delete).await?;
+            tx.record(r.table, key, ChangeOp::Delete).await?;
         }
         Ok(n > 0)
     }
@@ -262,7 +336,7 @@ impl WriteTx<'_> {
         let identities = self.ids_of("identities").await?;
         let services = self.ids_of("services").await?;
         let configs = self.ids_of("configs").await?;
-        for row in self.all_service_configs().await? {
+        for row in super::service_configs::all(self.target.conn()).await? {
             let missing = [
                 ("identity", &row.identity_id, &identities),
                 ("service", &row.service_id, &services),
@@ -275,6 +349,8 @@ impl WriteTx<'_> {
             };
             let fixed = fix
                 && self
+                    .target
+                    .write()?
                     .remove_service_config(&row.identity_id, &row.service_id, &row.config_type_id)
                     .await?;
             report(Finding {
@@ -292,7 +368,7 @@ impl WriteTx<'_> {
     async fn ids_of(&mut self, kind: &str) -> Result<HashSet<String>, StoreError> {
         let rows = sqlx::query("SELECT id FROM entities WHERE kind = $1")
             .bind(kind)
-            .fetch_all(&mut *self.tx)
+            .fetch_all(self.target.conn())
             .await?;
         rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
     }
@@ -307,7 +383,7 @@ impl WriteTx<'_> {
         let rows = sqlx::query(
             "SELECT kind, id, name, tags, data, created_at, updated_at FROM entities ORDER BY kind, id",
         )
-        .fetch_all(&mut *self.tx)
+        .fetch_all(self.target.conn())
         .await?;
         let mut all: Vec<EntityRow> = Vec::with_capacity(rows.len());
         for r in &rows {
@@ -374,7 +450,12 @@ impl WriteTx<'_> {
                         } else {
                             field
                         };
-                        let fixed = fix && self.delete_entity("terminators", &e.id).await?;
+                        let fixed = fix
+                            && self
+                                .target
+                                .write()?
+                                .delete_entity("terminators", &e.id)
+                                .await?;
                         report(Finding {
                             description: format!(
                                 "terminators {} references {what} {id}, which does not exist",
@@ -400,7 +481,7 @@ impl WriteTx<'_> {
                         let mut e = e;
                         e.updated_at = crate::clock::now_string();
                         e.data["authPolicyId"] = json!(crate::model::DEFAULT_AUTH_POLICY_ID);
-                        fixed = self.update_entity(&e).await?;
+                        fixed = self.target.write()?.update_entity(&e).await?;
                     }
                     report(Finding { description, fixed });
                 }
@@ -458,7 +539,7 @@ impl WriteTx<'_> {
             if let Some(slot) = e2.data.pointer_mut(pointer) {
                 *slot = json!(kept);
             }
-            fixed = self.update_entity(&e2).await?;
+            fixed = self.target.write()?.update_entity(&e2).await?;
         }
         for id in gone {
             report(Finding {

@@ -52,18 +52,21 @@ impl Store {
     }
 }
 
-impl WriteTx<'_> {
-    /// Every identity service config (the integrity check reads them all).
-    pub async fn all_service_configs(&mut self) -> Result<Vec<ServiceConfigRow>, StoreError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM identity_service_configs
-             ORDER BY identity_id, service_id, config_type_id"
-        )))
-        .fetch_all(&mut *self.tx)
-        .await?;
-        rows.iter().map(from_row).collect()
-    }
+/// Every identity service config, read through `conn` (the integrity check reads them
+/// all).
+pub(super) async fn all(
+    conn: &mut sqlx::AnyConnection,
+) -> Result<Vec<ServiceConfigRow>, StoreError> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM identity_service_configs
+         ORDER BY identity_id, service_id, config_type_id"
+    )))
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(from_row).collect()
+}
 
+impl WriteTx<'_> {
     /// Sets `row`: the identity's config of that type for that service, replacing the
     /// one it had.
     pub async fn put_service_config(&mut self, row: &ServiceConfigRow) -> Result<(), StoreError> {

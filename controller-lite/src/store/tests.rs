@@ -70,15 +70,53 @@ fn entity(kind: &str, id: &str, data: serde_json::Value) -> EntityRow {
     }
 }
 
-/// The findings of a check (`fix`), committed when fixing.
+/// The findings of a check (`fix`), committed when fixing. Checking only runs as the
+/// controller runs it, in a read transaction; its findings are the write
+/// transaction's, and a write commits while it runs.
 async fn integrity(s: &Store, fix: bool) -> Vec<(String, bool)> {
-    let mut tx = s.begin_write().await.unwrap();
     let mut found = Vec::new();
-    tx.check_integrity(fix, &mut |f| found.push((f.description, f.fixed)))
-        .await
-        .unwrap();
     if fix {
+        let mut tx = s.begin_write().await.unwrap();
+        tx.check_integrity(true, &mut |f| found.push((f.description, f.fixed)))
+            .await
+            .unwrap();
         tx.commit().await.unwrap();
+    } else {
+        let mut in_write = Vec::new();
+        let mut tx = s.begin_write().await.unwrap();
+        tx.check_integrity(false, &mut |f| in_write.push((f.description, f.fixed)))
+            .await
+            .unwrap();
+        drop(tx);
+        // A writer is not held up by a check in progress: one commits from inside the
+        // check's report (the check's read transaction is open then).
+        let (started, rx) = tokio::sync::oneshot::channel::<()>();
+        let mut started = Some(started);
+        let writer = async {
+            let _ = rx.await;
+            let mut tx = s.begin_write().await.unwrap();
+            tx.meta_set("integrity-test", "x").await.unwrap();
+            tx.commit().await.unwrap();
+        };
+        let mut report = |f: Finding| {
+            if let Some(started) = started.take() {
+                let _ = started.send(());
+            }
+            found.push((f.description, f.fixed));
+        };
+        let check = s.check_integrity(&mut report);
+        let (checked, ()) = tokio::time::timeout(Duration::from_secs(30), async {
+            tokio::join!(check, writer)
+        })
+        .await
+        .expect("a writer waited for the check, or the check for it");
+        checked.unwrap();
+        in_write.sort();
+        found.sort();
+        assert_eq!(
+            found, in_write,
+            "the read-only check finds what the write one does"
+        );
     }
     found.sort();
     found
