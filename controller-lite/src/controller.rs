@@ -106,16 +106,22 @@ pub struct Controller {
     sweeps: SweepMarks,
 }
 
-/// Seconds between two sweeps from the whole store: the safety net under the timed
+/// Time between two sweeps from the whole store: the safety net under the timed
 /// sweeps, which judge only what time changed.
-pub const FULL_SWEEP_SECS: i64 = 600;
+pub const FULL_SWEEP: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// How far before the last sweep a timed sweep looks for activity (seconds): activity
+/// is stamped when a request starts and may commit seconds later (behind a write
+/// transaction), or come from another controller whose clock is behind. Controllers
+/// sharing a database keep their clocks within this (NTP).
+pub const ACTIVITY_OVERLAP_SECS: i64 = 60;
 
 /// When the periodic sweep last ran (Unix seconds; 0: never), and last ran from the
-/// whole store.
+/// whole store (monotonic: a clock stepped back must not put the next one off).
 #[derive(Debug, Default)]
 struct SweepMarks {
     timed: std::sync::atomic::AtomicI64,
-    full: std::sync::atomic::AtomicI64,
+    full: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 /// How a publication judges the view.
@@ -328,14 +334,20 @@ impl Controller {
     /// routers hold). It judges again only the API sessions (and their sessions) that
     /// time touched since the last sweep, as a write does; from the whole store on the
     /// first sweep, when posture checks exist (their verdicts have time limits of their
-    /// own: MFA timeouts, wake and unlock windows), and every [`FULL_SWEEP_SECS`] as a
+    /// own: MFA timeouts, wake and unlock windows), and every [`FULL_SWEEP`] as a
     /// safety net. (The end of a timed disable changes no view: the identity's API
     /// sessions ended when it was disabled.)
     pub async fn sweep_routers(&self) -> Result<Option<u64>, StoreError> {
         use std::sync::atomic::Ordering::Relaxed;
         let now = clock::now_unix();
         let since = self.sweeps.timed.load(Relaxed);
-        let full = since == 0 || now - self.sweeps.full.load(Relaxed) >= FULL_SWEEP_SECS;
+        let last_full = || {
+            self.sweeps
+                .full
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        let full = since == 0 || last_full().is_none_or(|t| t.elapsed() >= FULL_SWEEP);
         let build = if full {
             Build::Full
         } else {
@@ -345,7 +357,7 @@ impl Controller {
         // Only once it succeeded: a failed sweep's span is covered by the next one.
         self.sweeps.timed.store(now, Relaxed);
         if full {
-            self.sweeps.full.store(now, Relaxed);
+            *last_full() = Some(std::time::Instant::now());
         }
         Ok(revision)
     }
@@ -372,8 +384,12 @@ impl Controller {
                 // Of the API sessions active since, only those whose expiry moved past
                 // the slack from what routers hold: judging the others again would
                 // change nothing (most are logins judged when they were logged).
+                // Activity is stamped when a request starts and may commit later, or
+                // on another controller whose clock is behind: the window reaches back
+                // [`ACTIVITY_OVERLAP_SECS`] before the last sweep.
                 let view = feed.view();
-                for (id, last_activity) in self.store.api_sessions_active_since(since).await? {
+                let from = since.saturating_sub(ACTIVITY_OVERLAP_SECS);
+                for (id, last_activity) in self.store.api_sessions_active_since(from).await? {
                     let expiry_ms = last_activity.saturating_add(timeout).saturating_mul(1000);
                     let stale = view
                         .api_sessions()

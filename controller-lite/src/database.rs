@@ -6,10 +6,11 @@
 //! [`MAX_RESULTS`] findings are kept, then `tooManyErrors`). What a run checks and
 //! repairs is [`crate::store::WriteTx::check_integrity`].
 //!
-//! A run is one write transaction: it sees one state of the store and holds writers
-//! back while it reads (milliseconds for thousands of entities); a fixing run commits
-//! its repairs together, or none of them when anything fails (every finding then says
-//! `fixed: false`), and tells routers what changed.
+//! A run sees one state of the store. Checking only reads in a read transaction
+//! ([`crate::store::Store::check_integrity`]), so writers go on meanwhile; a fixing run
+//! is one write transaction that holds writers back while it reads (milliseconds for
+//! thousands of entities), commits its repairs together, or none of them when anything
+//! fails (every finding then says `fixed: false`), and tells routers what changed.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -159,7 +159,8 @@ impl ServerCertVerifier for Pinned {
 /// its leaf's common name is `expected_router_id` (the controller issues each router's
 /// server certificate with its id as the common name). The client presents `identity`,
 /// its router certificate, which the listener matches by leaf fingerprint. Secret
-/// extraction is on: after the handshake the router runs the records itself.
+/// extraction is on (after the handshake the router runs the records itself) and
+/// session resumption off.
 pub fn link(
     roots: RootCertStore,
     identity: (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>),
@@ -168,6 +169,8 @@ pub fn link(
     let mut config = checked(roots, LeafCheck::RouterId(expected_router_id.to_owned()))?
         .with_client_auth_cert(identity.0, identity.1)?;
     config.enable_secret_extraction = true;
+    // No resumption: a resumed handshake would not check the listener's leaf again.
+    config.resumption = rustls::client::Resumption::disabled();
     Ok(config)
 }
 

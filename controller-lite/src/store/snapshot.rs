@@ -41,7 +41,12 @@ impl Store {
                 out.display()
             )));
         }
-        let path = out
+        // Written under another name and renamed once whole: a copy in progress (or one
+        // that failed) never passes for a snapshot, to a restore or to the pruning.
+        let mut partial = out.clone().into_os_string();
+        partial.push(".partial");
+        let partial = PathBuf::from(partial);
+        let path = partial
             .to_str()
             .ok_or_else(|| StoreError::Config(format!("{} is not UTF-8", out.display())))?;
         // `VACUUM INTO` takes an expression: the path as a bound parameter.
@@ -50,18 +55,26 @@ impl Store {
             .execute(&self.read)
             .await;
         if let Err(e) = copied {
-            // A partial copy (a full disk, say) must not pass for a snapshot.
-            let _ = std::fs::remove_file(&out);
+            let _ = std::fs::remove_file(&partial);
             return Err(e.into());
+        }
+        if let Err(e) = std::fs::rename(&partial, &out) {
+            let _ = std::fs::remove_file(&partial);
+            return Err(StoreError::Config(format!(
+                "renaming {} to {}: {e}",
+                partial.display(),
+                out.display()
+            )));
         }
         Ok(out)
     }
 }
 
-/// Removes the oldest snapshots of the database `db` beyond the `keep` newest (files
-/// named as [`Store::snapshot`] names them, nothing else; `keep` 0 removes none);
-/// returns what it removed.
-pub fn prune_snapshots(db: &Path, keep: usize) -> std::io::Result<Vec<PathBuf>> {
+/// Removes the oldest snapshots of the database `db` so that `keep` are left, `latest`
+/// (the one just written) always among them whatever its stamp (a clock stepped back);
+/// only files named as [`Store::snapshot`] names them; `keep` 0 removes none. Returns
+/// what it removed.
+pub fn prune_snapshots(db: &Path, keep: usize, latest: &Path) -> std::io::Result<Vec<PathBuf>> {
     if keep == 0 {
         return Ok(Vec::new());
     }
@@ -79,10 +92,11 @@ pub fn prune_snapshots(db: &Path, keep: usize) -> std::io::Result<Vec<PathBuf>> 
                 .and_then(|n| n.strip_prefix(&prefix))
                 .is_some_and(is_stamp)
         })
+        .filter(|p| p.as_path() != latest)
         .collect();
     // The stamps sort as the times they name.
     snapshots.sort();
-    let excess = snapshots.len().saturating_sub(keep);
+    let excess = snapshots.len().saturating_sub(keep - 1);
     let mut removed = Vec::new();
     for old in snapshots.into_iter().take(excess) {
         std::fs::remove_file(&old)?;
@@ -132,7 +146,7 @@ mod tests {
         ) {
             std::fs::write(dir.path().join(name), b"x").unwrap();
         }
-        let removed = prune_snapshots(&db, 2).unwrap();
+        let removed = prune_snapshots(&db, 3, &dir.path().join("weft.db-20261101-235959")).unwrap();
         let names = |v: &[PathBuf]| -> Vec<String> {
             let mut n: Vec<String> = v
                 .iter()
@@ -141,10 +155,8 @@ mod tests {
             n.sort();
             n
         };
-        assert_eq!(
-            names(&removed),
-            ["weft.db-20250101-000000", "weft.db-20261101-235959"]
-        );
+        // The latest is kept whatever its stamp, with the two newest others.
+        assert_eq!(names(&removed), ["weft.db-20250101-000000"]);
         let left: Vec<PathBuf> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -155,13 +167,17 @@ mod tests {
                 "other.db-20200101-000000",
                 "weft.db",
                 "weft.db-2026",
+                "weft.db-20261101-235959",
                 "weft.db-20261207-090000",
                 "weft.db-20261207-100000",
                 "weft.db-shm",
                 "weft.db-wal"
             ]
         );
-        // 0 keeps every one.
-        assert!(prune_snapshots(&db, 0).unwrap().is_empty());
+        // 0 keeps every one; 1 only the latest.
+        assert!(prune_snapshots(&db, 0, &db).unwrap().is_empty());
+        let latest = dir.path().join("weft.db-20261207-090000");
+        assert_eq!(prune_snapshots(&db, 1, &latest).unwrap().len(), 2);
+        assert!(latest.exists());
     }
 }

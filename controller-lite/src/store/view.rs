@@ -106,15 +106,15 @@ impl Store {
         .await?)
     }
 
-    /// API sessions active since `since` (Unix seconds, one second of overlap), with
-    /// their last activity: the expiry routers hold may have to move.
+    /// API sessions whose last activity is `from` (Unix seconds) or later, with it: the
+    /// expiry routers hold may have to move.
     pub async fn api_sessions_active_since(
         &self,
-        since: i64,
+        from: i64,
     ) -> Result<Vec<(String, i64)>, StoreError> {
         let rows =
             sqlx::query("SELECT id, last_activity FROM api_sessions WHERE last_activity >= $1")
-                .bind(since.saturating_sub(1))
+                .bind(from)
                 .fetch_all(&self.read)
                 .await?;
         rows.iter()

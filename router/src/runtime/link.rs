@@ -472,24 +472,30 @@ async fn run_link<S: Side>(
         key
     };
     let session = RefCell::new(session);
+    // A write in progress when the link ends leaves part of a record unsent: nothing
+    // may follow it then.
+    let writing = Cell::new(false);
     let reason = tokio::select! {
         r = read_half(&shard, key, &tcp, &session, &slot) => r,
-        r = write_half(&shard, key, &tcp, &session, &slot) => r,
+        r = write_half(&shard, key, &tcp, &session, &slot, &writing) => r,
         () = slot.close.notified() => slot
             .reason
             .borrow_mut()
             .take()
             .unwrap_or_else(|| "closed".into()),
     };
-    // Tell the peer the link ends (best effort: the socket may be gone).
-    let mut out = TlsBuf::default();
-    {
-        let mut session = session.borrow_mut();
-        session.send_close_notify();
-        let _ = session.take_tls(&mut out);
-    }
-    if !out.is_empty() {
-        let _ = tcp.try_write(&out);
+    // Tell the peer the link ends (best effort: the socket may be gone), unless a
+    // record was left half written.
+    if !writing.get() {
+        let mut out = TlsBuf::default();
+        {
+            let mut session = session.borrow_mut();
+            session.send_close_notify();
+            let _ = session.take_tls(&mut out);
+        }
+        if !out.is_empty() {
+            let _ = tcp.try_write(&out);
+        }
     }
     let mut s = shard.borrow_mut();
     let peer = s.fwd.link_peer(key).map(str::to_owned);
@@ -525,7 +531,7 @@ async fn read_half<S: Side>(
         }
         let read = tcp.try_read_buf(session.borrow_mut().incoming_mut());
         match read {
-            Ok(0) => return "the peer closed the link".into(),
+            Ok(0) => return "the peer closed the connection without close_notify".into(),
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) => return format!("read failed: {e}"),
@@ -560,6 +566,7 @@ async fn write_half<S: Side>(
     tcp: &TcpStream,
     session: &RefCell<Session<S>>,
     slot: &LinkSlot,
+    writing: &Cell<bool>,
 ) -> String {
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     let mut out = TlsBuf::new(Vec::with_capacity(WRITE_BUFFER));
@@ -594,17 +601,19 @@ async fn write_half<S: Side>(
             batch.clear();
             sealed
         };
-        if let Err(e) = sealed {
-            // Whatever the session queued for the peer (an alert, close_notify) goes
-            // out before the link ends.
-            let _ = write_all(tcp, &out).await;
-            return format!("TLS: {e}");
-        }
-        if out.is_empty() {
+        if out.is_empty() && sealed.is_ok() {
             slot.write.notified().await;
             continue;
         }
-        if let Err(e) = write_all(tcp, &out).await {
+        writing.set(true);
+        // On a sealing error, what the session queued for the peer (an alert,
+        // close_notify) still goes out before the link ends.
+        let written = write_all(tcp, &out).await;
+        writing.set(false);
+        if let Err(e) = sealed {
+            return format!("TLS: {e}");
+        }
+        if let Err(e) = written {
             return format!("write failed: {e}");
         }
         out.clear();

@@ -59,6 +59,10 @@ const KEY_UPDATES: u8 = 32;
 const WARNING_ALERTS: u8 = 4;
 /// Empty records allowed in a row: fruitless traffic (rustls and BoringSSL).
 const EMPTY_RECORDS: u8 = 32;
+/// Post-handshake messages other than KeyUpdates (a client's session tickets) handed to
+/// rustls per connection; later ones are ignored (each costs rustls a key derivation,
+/// and it keeps 8 tickets per server anyway).
+const POST_HANDSHAKE_MESSAGES: u8 = 16;
 /// Records sealed with one key before it must change whatever the cipher (rustls'
 /// soft limit), and the count it must never reach.
 const SEQ_SOFT_LIMIT: u64 = 0xffff_ffff_ffff_0000;
@@ -130,6 +134,8 @@ pub(super) struct Records<S: Side> {
     empty_records: u8,
     /// A TLS 1.2 renegotiation was refused once; another one is fatal.
     refused_renegotiation: bool,
+    /// Post-handshake messages rustls may still be handed.
+    post_handshake_messages: u8,
     /// The peer asked for our key to change: done before the next record we seal
     /// (several requests meanwhile get one update, RFC 8446 §4.6.3).
     update_requested: bool,
@@ -171,6 +177,7 @@ impl<S: Side> Records<S> {
             warning_alerts: WARNING_ALERTS,
             empty_records: EMPTY_RECORDS,
             refused_renegotiation: false,
+            post_handshake_messages: POST_HANDSHAKE_MESSAGES,
             update_requested: false,
             updates: (0, 0),
         })
@@ -411,10 +418,13 @@ impl<S: Side> Records<S> {
                 // peer of ours splits its small post-handshake messages.
                 return Err(Fatal::decode(InvalidMessage::MessageTooShort));
             };
-            S::post_handshake(&mut self.kernel, typ, body).map_err(|e| match e {
-                Error::InvalidMessage(m) => Fatal::decode(m),
-                other => Fatal::internal(other),
-            })?;
+            if self.post_handshake_messages > 0 {
+                self.post_handshake_messages -= 1;
+                S::post_handshake(&mut self.kernel, typ, body).map_err(|e| match e {
+                    Error::InvalidMessage(m) => Fatal::decode(m),
+                    other => Fatal::internal(other),
+                })?;
+            }
             payload = after;
         }
         if !payload.is_empty() {
@@ -460,21 +470,34 @@ impl<S: Side> Records<S> {
     /// does. The first is refused with a warning (RFC 5246 §7.2.2), another ends the
     /// session, and so does any other handshake message.
     fn renegotiation(&mut self, payload: &[u8], outgoing: &mut TlsBuf) -> Result<Fed, Fatal> {
-        let Some(&typ) = payload.first() else {
+        if payload.is_empty() {
             return Err(Fatal::decode(InvalidMessage::MessageTooShort));
-        };
-        let typ = HandshakeType::from(typ);
-        if typ != S::RENEGOTIATION {
-            return Err(Fatal::unexpected_handshake(typ));
         }
-        if self.refused_renegotiation {
-            return Err(Fatal::unexpected(
-                PeerMisbehaved::TooManyRenegotiationRequests,
-            ));
+        // Each message of the record is a request (a ClientHello may run on past the
+        // record: what follows in the next record is read as a message, and refused).
+        let mut rest = payload;
+        while let Some(&typ) = rest.first() {
+            let typ = HandshakeType::from(typ);
+            if typ != S::RENEGOTIATION {
+                return Err(Fatal::unexpected_handshake(typ));
+            }
+            if self.refused_renegotiation {
+                return Err(Fatal::unexpected(
+                    PeerMisbehaved::TooManyRenegotiationRequests,
+                ));
+            }
+            self.refused_renegotiation = true;
+            self.seal_alert(WARNING, AlertDescription::NoRenegotiation, outgoing)
+                .map_err(Fatal::internal)?;
+            rest = match rest {
+                &[_, l0, l1, l2, ref body @ ..] => {
+                    let len =
+                        usize::try_from(u32::from_be_bytes([0, l0, l1, l2])).unwrap_or(usize::MAX);
+                    body.get(len..).unwrap_or_default()
+                }
+                _ => &[],
+            };
         }
-        self.refused_renegotiation = true;
-        self.seal_alert(WARNING, AlertDescription::NoRenegotiation, outgoing)
-            .map_err(Fatal::internal)?;
         Ok(Fed::Open)
     }
 

@@ -114,7 +114,7 @@ async fn snapshot(ctl: &AppState) -> Result<Response, ApiError> {
     })?;
     tracing::info!(path = %path.display(), "database snapshot written");
     let pruned = match ctl.store.sqlite_file().await {
-        Ok(Some(db)) => crate::store::prune_snapshots(&db, ctl.config.store.snapshots_kept),
+        Ok(Some(db)) => crate::store::prune_snapshots(&db, ctl.config.store.snapshots_kept, &path),
         Ok(None) => Ok(Vec::new()),
         Err(e) => Err(std::io::Error::other(e.to_string())),
     };

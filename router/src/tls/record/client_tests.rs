@@ -308,3 +308,25 @@ fn a_tls13_client_takes_only_tickets_and_key_updates() {
         }
     }
 }
+
+#[test]
+fn two_hello_requests_in_one_record_end_the_session() {
+    let mut p = crafted(cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256);
+    let two = [
+        u8::from(HandshakeType::HelloRequest),
+        0,
+        0,
+        0,
+        u8::from(HandshakeType::HelloRequest),
+        0,
+        0,
+        0,
+    ];
+    let record = server_record(&mut p, ContentType::Handshake, &two);
+    match p.client.feed(&record, &mut p.at_client) {
+        Err(SessionError::Tls(e)) => {
+            assert_eq!(e, PeerMisbehaved::TooManyRenegotiationRequests.into());
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
