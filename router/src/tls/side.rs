@@ -73,6 +73,29 @@ pub enum Client {}
 impl sealed::Sealed for Server {}
 impl sealed::Sealed for Client {}
 
+/// The methods both sides implement alike: rustls' client and server connections have
+/// the same inherent methods, with no trait over them.
+macro_rules! connection_methods {
+    () => {
+        fn process<'c, 'i>(
+            conn: &'c mut Self::Conn,
+            incoming: &'i mut [u8],
+        ) -> UnbufferedStatus<'c, 'i, Self::Data> {
+            conn.process_tls_records(incoming)
+        }
+
+        fn common(conn: &Self::Conn) -> &CommonState {
+            conn
+        }
+
+        fn into_kernel(
+            conn: Self::Conn,
+        ) -> Result<(ExtractedSecrets, KernelConnection<Self::Data>), Error> {
+            conn.dangerous_into_kernel_connection()
+        }
+    };
+}
+
 impl Side for Server {
     type Data = ServerConnectionData;
     type Conn = UnbufferedServerConnection;
@@ -80,22 +103,7 @@ impl Side for Server {
     const RENEGOTIATION: HandshakeType = HandshakeType::ClientHello;
     const PEER: &'static str = "client";
 
-    fn process<'c, 'i>(
-        conn: &'c mut Self::Conn,
-        incoming: &'i mut [u8],
-    ) -> UnbufferedStatus<'c, 'i, Self::Data> {
-        conn.process_tls_records(incoming)
-    }
-
-    fn common(conn: &Self::Conn) -> &CommonState {
-        conn
-    }
-
-    fn into_kernel(
-        conn: Self::Conn,
-    ) -> Result<(ExtractedSecrets, KernelConnection<Self::Data>), Error> {
-        conn.dangerous_into_kernel_connection()
-    }
+    connection_methods!();
 
     fn next_early_data<'a>(
         records: &'a mut ReadEarlyData<'_, '_, Self::Data>,
@@ -126,22 +134,7 @@ impl Side for Client {
     const RENEGOTIATION: HandshakeType = HandshakeType::HelloRequest;
     const PEER: &'static str = "server";
 
-    fn process<'c, 'i>(
-        conn: &'c mut Self::Conn,
-        incoming: &'i mut [u8],
-    ) -> UnbufferedStatus<'c, 'i, Self::Data> {
-        conn.process_tls_records(incoming)
-    }
-
-    fn common(conn: &Self::Conn) -> &CommonState {
-        conn
-    }
-
-    fn into_kernel(
-        conn: Self::Conn,
-    ) -> Result<(ExtractedSecrets, KernelConnection<Self::Data>), Error> {
-        conn.dangerous_into_kernel_connection()
-    }
+    connection_methods!();
 
     fn next_early_data<'a>(
         _: &'a mut ReadEarlyData<'_, '_, Self::Data>,

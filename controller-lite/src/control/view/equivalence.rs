@@ -196,23 +196,7 @@ async fn step(ctl: &Arc<Controller>, w: &mut World, op: Op) {
         Op::Login(i) => {
             if let Some(identity) = pick(&w.identities, i) {
                 let id = format!("api{n}");
-                let row = ApiSessionRow {
-                    id: id.clone(),
-                    token: format!("token{n}"),
-                    identity_id: identity.clone(),
-                    authenticator_id: String::new(),
-                    config_types: vec![],
-                    ip_address: "127.0.0.1".into(),
-                    created_at: clock::now_string(),
-                    updated_at: clock::now_string(),
-                    last_activity: now,
-                    mfa_required: false,
-                    mfa_complete: false,
-                };
-                let mut tx = ctl.store.begin_write().await.unwrap();
-                tx.insert_api_session(&row).await.unwrap();
-                tx.commit().await.unwrap();
-                ctl.notify_routers().await;
+                login(ctl, &id, &identity, now).await;
                 w.api_sessions.push((id, identity));
                 w.logins += 1;
             }
@@ -280,17 +264,17 @@ async fn step(ctl: &Arc<Controller>, w: &mut World, op: Op) {
     }
 }
 
-async fn run(ops: Vec<Op>) {
+/// A controller on an SQLite store in a temporary directory (dropped with it).
+async fn controller(config: Config) -> (tempfile::TempDir, Arc<Controller>) {
     let dir = tempfile::tempdir().unwrap();
-    let ctl = Arc::new(
-        Controller::open(
-            dir.path(),
-            Config::default(),
-            "https://localhost:1280".into(),
-        )
+    let ctl = Controller::open(dir.path(), config, "https://localhost:1280".into())
         .await
-        .unwrap(),
-    );
+        .unwrap();
+    (dir, Arc::new(ctl))
+}
+
+async fn run(ops: Vec<Op>) {
+    let (_dir, ctl) = controller(Config::default()).await;
     let router = create(
         &ctl,
         Kind::EdgeRouters,
@@ -404,16 +388,7 @@ async fn login(ctl: &Arc<Controller>, id: &str, identity: &str, last_activity: i
 /// view a full rebuild would make; with posture checks it rebuilds from the whole store.
 #[tokio::test]
 async fn a_timed_sweep_enforces_what_time_changed_and_equals_a_full_rebuild() {
-    let dir = tempfile::tempdir().unwrap();
-    let ctl = Arc::new(
-        Controller::open(
-            dir.path(),
-            Config::default(),
-            "https://localhost:1280".into(),
-        )
-        .await
-        .unwrap(),
-    );
+    let (_dir, ctl) = controller(Config::default()).await;
     let timeout = ctl.config.auth.api_session_timeout_secs;
     let identity = create(
         &ctl,
@@ -529,14 +504,9 @@ async fn a_timed_sweep_enforces_what_time_changed_and_equals_a_full_rebuild() {
 /// moved it by half the idle timeout or more, and judges none of the others again.
 #[tokio::test]
 async fn a_timed_sweep_moves_the_expiry_routers_hold_once_activity_moved_it_enough() {
-    let dir = tempfile::tempdir().unwrap();
     let mut config = Config::default();
     config.auth.api_session_timeout_secs = 10;
-    let ctl = Arc::new(
-        Controller::open(dir.path(), config, "https://localhost:1280".into())
-            .await
-            .unwrap(),
-    );
+    let (_dir, ctl) = controller(config).await;
     let identity = create(
         &ctl,
         Kind::Identities,
