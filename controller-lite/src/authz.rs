@@ -31,6 +31,17 @@ pub struct PolicySnapshot {
     checks: HashMap<String, CheckEntry>,
 }
 
+/// What makes posture verdicts change with time alone ([`PolicySnapshot::timed_posture`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TimedPosture {
+    /// MFA checks' timeouts (seconds).
+    pub mfa_timeouts: BTreeSet<i64>,
+    /// An MFA check asks again after a wake.
+    pub wake: bool,
+    /// An MFA check asks again after an unlock.
+    pub unlock: bool,
+}
+
 /// A posture check as the snapshot holds it.
 #[derive(Debug)]
 pub struct CheckEntry {
@@ -166,6 +177,29 @@ impl PolicySnapshot {
     /// Whether any posture check exists.
     pub fn has_posture_checks(&self) -> bool {
         !self.checks.is_empty()
+    }
+
+    /// What makes posture verdicts change with time alone: the MFA checks' timeouts
+    /// (distinct, in seconds) and whether any asks again after a wake or an unlock.
+    /// Every other check's verdict changes only with logged data.
+    pub fn timed_posture(&self) -> TimedPosture {
+        let mut t = TimedPosture::default();
+        for entry in self.checks.values() {
+            if let Some(PostureCheck::Mfa {
+                timeout_seconds,
+                prompt_on_wake,
+                prompt_on_unlock,
+                ..
+            }) = &entry.check
+            {
+                if *timeout_seconds > 0 {
+                    t.mfa_timeouts.insert(*timeout_seconds);
+                }
+                t.wake |= *prompt_on_wake;
+                t.unlock |= *prompt_on_unlock;
+            }
+        }
+        t
     }
 
     /// The posture check `id`.

@@ -331,12 +331,12 @@ impl Controller {
 
     /// The periodic sweep: enforces what time changes and no logged change announces
     /// (idle API sessions, certificates whose validity begins or ends, the expiries
-    /// routers hold). It judges again only the API sessions (and their sessions) that
-    /// time touched since the last sweep, as a write does; from the whole store on the
-    /// first sweep, when posture checks exist (their verdicts have time limits of their
-    /// own: MFA timeouts, wake and unlock windows), and every [`FULL_SWEEP`] as a
-    /// safety net. (The end of a timed disable changes no view: the identity's API
-    /// sessions ended when it was disabled.)
+    /// routers hold, MFA posture answers past a check's timeout and wake or unlock
+    /// events past their grace). It judges again only the API sessions (and their
+    /// sessions) that time touched since the last sweep, as a write does; from the whole
+    /// store on the first sweep and every [`FULL_SWEEP`] as a safety net. (The end of a
+    /// timed disable changes no view: the identity's API sessions ended when it was
+    /// disabled; other posture checks change only with logged data.)
     pub async fn sweep_routers(&self) -> Result<Option<u64>, StoreError> {
         use std::sync::atomic::Ordering::Relaxed;
         let now = clock::now_unix();
@@ -375,29 +375,41 @@ impl Controller {
             None => None,
         };
         if let (Some((touched, _)), Build::Timed { since, now }) = (&mut incremental, build) {
-            if self.policy.get(&self.store).await?.has_posture_checks() {
-                incremental = None;
-            } else {
-                touched
-                    .api_sessions
-                    .extend(self.store.api_sessions_timed(since, now, timeout).await?);
-                // Of the API sessions active since, only those whose expiry moved past
-                // the slack from what routers hold: judging the others again would
-                // change nothing (most are logins judged when they were logged).
-                // Activity is stamped when a request starts and may commit later, or
-                // on another controller whose clock is behind: the window reaches back
-                // [`ACTIVITY_OVERLAP_SECS`] before the last sweep.
-                let view = feed.view();
-                let from = since.saturating_sub(ACTIVITY_OVERLAP_SECS);
-                for (id, last_activity) in self.store.api_sessions_active_since(from).await? {
-                    let expiry_ms = last_activity.saturating_add(timeout).saturating_mul(1000);
-                    let stale = view
-                        .api_sessions()
-                        .get(&id)
-                        .is_some_and(|a| expiry_ms - a.expires_at_unix_ms >= slack_ms);
-                    if stale {
-                        touched.api_sessions.insert(id);
-                    }
+            touched
+                .api_sessions
+                .extend(self.store.api_sessions_timed(since, now, timeout).await?);
+            // Posture verdicts that time alone turns: MFA answers past a check's
+            // timeout, wake and unlock events past the grace.
+            let posture = self.policy.get(&self.store).await?.timed_posture();
+            if posture != crate::authz::TimedPosture::default() {
+                let from = since.saturating_sub(1);
+                touched.api_sessions.extend(
+                    self.store
+                        .api_sessions_posture_timed(
+                            from,
+                            now,
+                            &posture,
+                            crate::posture::eval::PROMPT_GRACE_SECS,
+                        )
+                        .await?,
+                );
+            }
+            // Of the API sessions active since, only those whose expiry moved past
+            // the slack from what routers hold: judging the others again would
+            // change nothing (most are logins judged when they were logged).
+            // Activity is stamped when a request starts and may commit later, or
+            // on another controller whose clock is behind: the window reaches back
+            // [`ACTIVITY_OVERLAP_SECS`] before the last sweep.
+            let view = feed.view();
+            let from = since.saturating_sub(ACTIVITY_OVERLAP_SECS);
+            for (id, last_activity) in self.store.api_sessions_active_since(from).await? {
+                let expiry_ms = last_activity.saturating_add(timeout).saturating_mul(1000);
+                let stale = view
+                    .api_sessions()
+                    .get(&id)
+                    .is_some_and(|a| expiry_ms - a.expires_at_unix_ms >= slack_ms);
+                if stale {
+                    touched.api_sessions.insert(id);
                 }
             }
         }

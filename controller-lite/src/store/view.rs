@@ -106,6 +106,43 @@ impl Store {
         .await?)
     }
 
+    /// API sessions whose posture verdicts time alone may have turned between `from` and
+    /// `now` (Unix seconds): an MFA answer older than one of `posture.mfa_timeouts`
+    /// expired, or the grace after a wake or unlock (`grace` seconds) ran out. Found by
+    /// index (migration 0014), not by reading every API session.
+    pub async fn api_sessions_posture_timed(
+        &self,
+        from: i64,
+        now: i64,
+        posture: &crate::authz::TimedPosture,
+        grace: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut ids = Vec::new();
+        // (column, seconds after it at which the verdict turns)
+        let mut windows: Vec<(&str, i64)> = posture
+            .mfa_timeouts
+            .iter()
+            .map(|t| ("mfa_passed_at", *t))
+            .collect();
+        if posture.wake {
+            windows.push(("woken_at", grace));
+        }
+        if posture.unlock {
+            windows.push(("unlocked_at", grace));
+        }
+        for (column, after) in windows {
+            let found: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT id FROM api_sessions WHERE {column} > 0 AND {column} >= $1 AND {column} <= $2"
+            )))
+            .bind(from.saturating_sub(after))
+            .bind(now.saturating_sub(after))
+            .fetch_all(&self.read)
+            .await?;
+            ids.extend(found);
+        }
+        Ok(ids)
+    }
+
     /// API sessions whose last activity is `from` (Unix seconds) or later, with it: the
     /// expiry routers hold may have to move.
     pub async fn api_sessions_active_since(

@@ -480,7 +480,8 @@ async fn a_timed_sweep_enforces_what_time_changed_and_equals_a_full_rebuild() {
     assert!(rebuilt.ended.is_empty() && rebuilt.revoked.is_empty());
     assert_eq!(view.without_expiries(), rebuilt.view.without_expiries());
 
-    // With posture checks, the sweep reads the whole store (posture has time limits).
+    // With posture checks too the sweep is timed: a MAC check's verdict changes only
+    // with logged data.
     create(
         &ctl,
         Kind::PostureChecks,
@@ -497,7 +498,82 @@ async fn a_timed_sweep_enforces_what_time_changed_and_equals_a_full_rebuild() {
     .await;
     let before = fulls();
     ctl.sweep_routers().await.unwrap();
-    assert_eq!(fulls(), before + 1);
+    assert_eq!(fulls(), before);
+}
+
+/// An MFA posture check with a timeout: once the answer is older than it, a timed
+/// sweep (no full rebuild) revokes the session it granted, as a full rebuild would.
+#[tokio::test]
+async fn a_timed_sweep_revokes_a_session_whose_mfa_answer_timed_out() {
+    let (_dir, ctl) = controller(Config::default()).await;
+    let identity = create(
+        &ctl,
+        Kind::Identities,
+        json!({"name": "i", "type": "User", "isAdmin": false, "roleAttributes": ["m"]}),
+    )
+    .await;
+    let service = create(
+        &ctl,
+        Kind::Services,
+        json!({"name": "s", "roleAttributes": ["m"]}),
+    )
+    .await;
+    create(
+        &ctl,
+        Kind::PostureChecks,
+        json!({"name": "mfa", "typeId": "MFA", "timeoutSeconds": 1, "roleAttributes": ["mfa"]}),
+    )
+    .await;
+    create(
+        &ctl,
+        Kind::ServicePolicies,
+        json!({"name": "p", "type": "Dial", "semantic": "AnyOf", "identityRoles": ["#m"],
+               "serviceRoles": ["#m"], "postureCheckRoles": ["#mfa"]}),
+    )
+    .await;
+    login(&ctl, "api", &identity, clock::now_unix()).await;
+    // The TOTP answer, as a completed authentication query records it.
+    let mut tx = ctl.store.begin_write().await.unwrap();
+    tx.set_api_session_mfa("api", true, true).await.unwrap();
+    tx.insert_session(&SessionRow {
+        id: "ses".into(),
+        token: "stoken".into(),
+        api_session_id: "api".into(),
+        identity_id: identity,
+        service_id: service,
+        session_type: "Dial".into(),
+        created_at: clock::now_string(),
+        updated_at: clock::now_string(),
+    })
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    ctl.notify_routers().await;
+    ctl.sweep_routers().await.unwrap();
+    let passed = ctl
+        .store
+        .session_posture("api")
+        .await
+        .unwrap()
+        .mfa_passed_at
+        .unwrap();
+    assert!(ctl.feed.view().await.sessions().contains_key("ses"));
+
+    // Past the timeout (the verdict turns once now > passed + 1).
+    while clock::now_unix() <= passed + 1 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let fulls = ctl.metrics.view_full_builds.load(Ordering::Relaxed);
+    ctl.sweep_routers().await.unwrap();
+    assert_eq!(ctl.metrics.view_full_builds.load(Ordering::Relaxed), fulls);
+    let view = ctl.feed.view().await;
+    assert!(
+        !view.sessions().contains_key("ses"),
+        "the session outlived its MFA answer"
+    );
+    let rebuilt = full::build(&ctl).await.unwrap();
+    assert!(rebuilt.ended.is_empty() && rebuilt.revoked.is_empty());
+    assert_eq!(view.without_expiries(), rebuilt.view.without_expiries());
 }
 
 /// Activity is not logged: the sweep re-sends an API session's expiry once activity
