@@ -357,20 +357,28 @@ async fn bound_host(port: u16, ca: &str, h: &Login, bind_token: &str) -> Client 
 
 /// The dialer connects on conn 1; the host accepts the Dial as conn 100.
 async fn dial(dialer: &mut Client, host: &mut Client, dial_token: &str) {
-    let connect_seq = dialer.send_connect(1, dial_token).await;
-    // Watch the dialer too: a refusal names its reason instead of a bare timeout.
-    let dial_frame = tokio::select! {
-        frame = host.expect(ContentType::DIAL) => frame,
-        answer = dialer.frame_or_close() => match answer {
-            Some(frame) => match StateClosed::parse(&frame) {
-                Ok(closed) => panic!(
-                    "the router refused the dial: {:?}",
-                    String::from_utf8_lossy(closed.reason)
-                ),
-                Err(_) => panic!("the dialer got {frame:?} before the host got a Dial"),
+    let deadline = Instant::now() + WAIT;
+    let (connect_seq, dial_frame) = loop {
+        let connect_seq = dialer.send_connect(1, dial_token).await;
+        // Watch the dialer too: a refusal names its reason instead of a bare timeout.
+        let refused = tokio::select! {
+            frame = host.expect(ContentType::DIAL) => break (connect_seq, frame),
+            answer = dialer.frame_or_close() => match answer {
+                Some(frame) => match StateClosed::parse(&frame) {
+                    Ok(closed) => String::from_utf8_lossy(closed.reason).into_owned(),
+                    Err(_) => panic!("the dialer got {frame:?} before the host got a Dial"),
+                },
+                None => panic!("the router closed the dialer's connection instead of dialing"),
             },
-            None => panic!("the router closed the dialer's connection instead of dialing"),
-        },
+        };
+        // The host's shard confirms its terminator to the host first and announces it
+        // to the other shards meanwhile: a dialer on another shard may come a moment
+        // early.
+        assert!(
+            refused.contains("no terminators") && Instant::now() < deadline,
+            "the router refused the dial: {refused:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(Dial::parse(&dial_frame).unwrap().conn_id, 7);
     let (success_seq, frame) = accept_dial(host, &dial_frame, 100).await;
