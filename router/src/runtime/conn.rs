@@ -25,7 +25,7 @@ use tokio::net::TcpStream;
 
 use super::shard::{FLUSH_DEADLINE, Outcome, SHUTDOWN_DEADLINE, Shard, unix_ms};
 use crate::forward::ConnKey;
-use crate::tls::{Fed, INCOMING_BUFFER, ServerSession, SessionError, TlsBuf};
+use crate::tls::{Fed, INCOMING_BUFFER, ServerSession, Session, SessionError, Side, TlsBuf};
 
 /// Records gathered in the write buffer before it is written.
 const WRITE_BATCH: usize = 256 * 1024;
@@ -37,7 +37,7 @@ const BUDGET: usize = 32;
 
 /// Why a handshake failed.
 #[derive(Debug, thiserror::Error)]
-enum HandshakeError {
+pub(super) enum HandshakeError {
     #[error("socket: {0}")]
     Io(#[from] std::io::Error),
     #[error(transparent)]
@@ -152,11 +152,13 @@ pub(super) async fn run(
     give_back(&shard, session, wbuf);
 }
 
-/// The handshake: read, have rustls process, write what it answers, until it is done.
-/// Plaintext that arrives with the client's last flight goes to `early`.
-async fn handshake(
+/// The handshake: read, have rustls process, write what it answers, until it is done
+/// (either side: edge and link listeners, link dialers). Plaintext that arrives with
+/// the peer's last flight goes to `early`. On an error the alert rustls queued waits
+/// for [`send_last`].
+pub(super) async fn handshake<S: Side>(
     tcp: &mut TcpStream,
-    session: &mut ServerSession,
+    session: &mut Session<S>,
     wbuf: &mut TlsBuf,
     early: &mut BytesMut,
 ) -> Result<(), HandshakeError> {
@@ -186,7 +188,11 @@ async fn handshake(
 
 /// Writes the records the session still holds (an alert, the close_notify), then
 /// shuts the sending side down; bounded by [`SHUTDOWN_DEADLINE`].
-async fn send_last(tcp: &mut TcpStream, session: &mut ServerSession, wbuf: &mut TlsBuf) {
+pub(super) async fn send_last<S: Side>(
+    tcp: &mut TcpStream,
+    session: &mut Session<S>,
+    wbuf: &mut TlsBuf,
+) {
     let last = async {
         if session.wants_write() && session.take_tls(wbuf).is_ok() {
             tcp.write_all(wbuf).await?;

@@ -18,7 +18,8 @@
 //!   [`crate::forward::Forwarder`]; one task per link reads (while the session wants
 //!   input) and writes its transmits.
 //!
-//! The TLS is the router's own record layer after rustls' handshake
+//! The TLS is the router's own record layer after rustls' handshake (the handshake and
+//! the last records are the edge driver's, `super::conn`)
 //! ([`crate::tls::ClientSession`] on the dialer, [`crate::tls::ServerSession`] on the
 //! listener), as on the edge: records are opened where they were read and their
 //! plaintext appended straight to the link session's receive buffer; a batch of
@@ -37,14 +38,13 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use weft_wire::control::pb;
 
+use super::conn::{HandshakeError, handshake, send_last};
 use super::shard::Shard;
 use crate::forward::ConnKey;
 use crate::link::backoff::{Backoff, BackoffConfig};
 use crate::link::duplicate::keep_link_dialled_by;
 use crate::link::session::{LinkConfig, Role};
-use crate::tls::{
-    ClientSession, Fed, INCOMING_BUFFER, ServerSession, Session, SessionError, Side, TlsBuf,
-};
+use crate::tls::{ClientSession, Fed, ServerSession, Session, SessionError, Side, TlsBuf};
 
 /// Link TLS handshakes (accepted, not yet verified) one router runs at once; more
 /// connections are closed at once.
@@ -264,9 +264,9 @@ enum DialError {
     #[error("{0}")]
     Session(#[from] SessionError),
     #[error("{0}")]
+    Handshake(#[from] HandshakeError),
+    #[error("{0}")]
     Io(#[from] std::io::Error),
-    #[error("the peer closed the connection during the TLS handshake")]
-    Eof,
     #[error("timed out")]
     Timeout,
 }
@@ -288,54 +288,21 @@ async fn dial(
     let config = weft_tls::client::link(roots, identity, &peer.router_id)?;
     let name = weft_tls::client::server_name(&endpoint.host)?;
     let connect = async {
-        let tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await?;
+        let mut tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await?;
         tcp.set_nodelay(true)?;
         let mut session = ClientSession::new(Arc::new(config), name)?;
-        let mut early = BytesMut::new();
-        handshake(&tcp, &mut session, &mut early).await?;
+        let (mut early, mut out) = (BytesMut::new(), TlsBuf::default());
+        if let Err(e) = handshake(&mut tcp, &mut session, &mut out, &mut early).await {
+            // Tell the listener why (best effort): rustls queued an alert.
+            out.clear();
+            send_last(&mut tcp, &mut session, &mut out).await;
+            return Err(e.into());
+        }
         Ok((tcp, session, early))
     };
     tokio::time::timeout(settings.handshake_timeout, connect)
         .await
         .map_err(|_| DialError::Timeout)?
-}
-
-/// Runs the TLS handshake of `session` over `tcp` to its end (the last flight sent);
-/// plaintext that arrives with it goes to `early`.
-async fn handshake<S: Side>(
-    tcp: &TcpStream,
-    session: &mut Session<S>,
-    early: &mut BytesMut,
-) -> Result<(), DialError> {
-    let mut out = TlsBuf::default();
-    loop {
-        session.take_tls(&mut out)?;
-        write_all(tcp, &out).await?;
-        out.clear();
-        if !session.is_handshaking() {
-            return Ok(());
-        }
-        if read(tcp, session).await? == 0 {
-            return Err(DialError::Eof);
-        }
-        if let Err(e) = session.process(early) {
-            // The alert (if any) tells the peer why.
-            session.take_tls(&mut out)?;
-            let _ = write_all(tcp, &out).await;
-            return Err(e.into());
-        }
-    }
-}
-
-/// Reads what `tcp` has into the session's incoming buffer; 0 at the end of the stream.
-async fn read<S: Side>(tcp: &TcpStream, session: &mut Session<S>) -> std::io::Result<usize> {
-    loop {
-        tcp.readable().await?;
-        match tcp.try_read_buf(session.incoming_mut()) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            other => return other,
-        }
-    }
 }
 
 /// Writes every byte of `data` to `tcp`.
@@ -389,19 +356,27 @@ pub(super) async fn accept_loop(
         let shard = shard.clone();
         let tls = tls.clone();
         tokio::task::spawn_local(async move {
-            let accept = async {
-                let mut session =
-                    ServerSession::with_buffer(tls, Vec::with_capacity(INCOMING_BUFFER))?;
-                let mut early = BytesMut::new();
-                handshake(&tcp, &mut session, &mut early).await?;
-                Ok::<_, DialError>((session, early))
+            let mut tcp = tcp;
+            let mut session = match ServerSession::new(tls) {
+                Ok(session) => session,
+                Err(e) => {
+                    pending.set(pending.get().saturating_sub(1));
+                    tracing::warn!(%from, error = %e, "cannot start a link TLS session");
+                    refuse(&shard);
+                    return;
+                }
             };
-            let handshake = tokio::time::timeout(timeout, accept).await;
+            let (mut early, mut out) = (BytesMut::new(), TlsBuf::default());
+            let shaken = handshake(&mut tcp, &mut session, &mut out, &mut early);
+            let handshake = tokio::time::timeout(timeout, shaken).await;
             pending.set(pending.get().saturating_sub(1));
-            let (session, early) = match handshake {
-                Ok(Ok(done)) => done,
+            match handshake {
+                Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     tracing::info!(%from, error = %e, "link TLS handshake refused");
+                    // Tell the peer why (best effort): rustls queued an alert.
+                    out.clear();
+                    send_last(&mut tcp, &mut session, &mut out).await;
                     refuse(&shard);
                     return;
                 }
@@ -440,7 +415,7 @@ fn refuse(shard: &Rc<RefCell<Shard>>) {
 /// plaintext that came with the TLS handshake.
 async fn run_link<S: Side>(
     shard: Rc<RefCell<Shard>>,
-    tcp: TcpStream,
+    mut tcp: TcpStream,
     session: Session<S>,
     early: BytesMut,
     role: Role,
@@ -484,31 +459,27 @@ async fn run_link<S: Side>(
             .take()
             .unwrap_or_else(|| "closed".into()),
     };
-    // Tell the peer the link ends (best effort: the socket may be gone), unless a
-    // record was left half written.
+    let was_up = {
+        let mut s = shard.borrow_mut();
+        let peer = s.fwd.link_peer(key).map(str::to_owned);
+        match &peer {
+            Some(peer) => tracing::info!(%peer, %reason, "link down"),
+            None => tracing::info!(%reason, "link ended before its hello"),
+        }
+        if let Some(mgr) = s.links.as_mut() {
+            mgr.slots.remove(&key);
+        }
+        s.fwd.link_lost(Instant::now(), key, &reason);
+        s.pump();
+        peer.is_some()
+    };
+    // Tell the peer the link ends (best effort, bounded), unless a record was left
+    // half written.
     if !writing.get() {
-        let mut out = TlsBuf::default();
-        {
-            let mut session = session.borrow_mut();
-            session.send_close_notify();
-            let _ = session.take_tls(&mut out);
-        }
-        if !out.is_empty() {
-            let _ = tcp.try_write(&out);
-        }
+        let mut session = session.into_inner();
+        session.send_close_notify();
+        send_last(&mut tcp, &mut session, &mut TlsBuf::default()).await;
     }
-    let mut s = shard.borrow_mut();
-    let peer = s.fwd.link_peer(key).map(str::to_owned);
-    let was_up = peer.is_some();
-    match &peer {
-        Some(peer) => tracing::info!(%peer, %reason, "link down"),
-        None => tracing::info!(%reason, "link ended before its hello"),
-    }
-    if let Some(mgr) = s.links.as_mut() {
-        mgr.slots.remove(&key);
-    }
-    s.fwd.link_lost(Instant::now(), key, &reason);
-    s.pump();
     was_up
 }
 
