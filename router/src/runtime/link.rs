@@ -18,10 +18,10 @@
 //!   [`crate::forward::Forwarder`]; one task per link reads (while the session wants
 //!   input) and writes its transmits.
 //!
-//! The TLS is the router's own record layer after rustls' handshake (the handshake and
-//! the last records are the edge driver's, `super::conn`)
+//! The TLS is the router's own record layer after rustls' handshake
 //! ([`crate::tls::ClientSession`] on the dialer, [`crate::tls::ServerSession`] on the
-//! listener), as on the edge: records are opened where they were read and their
+//! listener; the handshake and the last records go through the edge driver's
+//! `super::conn::handshake` and `send_last`), as on the edge: records are opened where they were read and their
 //! plaintext appended straight to the link session's receive buffer; a batch of
 //! transmits is sealed into full records in one write buffer, each payload byte copied
 //! once, into it.
