@@ -362,6 +362,33 @@ proptest! {
     }
 }
 
+/// An identity and a service with role attribute `attr` and a Dial policy between
+/// them requiring the posture checks `posture_roles`; returns their ids.
+async fn dial_grant(ctl: &Arc<Controller>, attr: &str, posture_roles: &[&str]) -> (String, String) {
+    let identity = create(
+        ctl,
+        Kind::Identities,
+        json!({"name": format!("i-{attr}"), "type": "User", "isAdmin": false,
+               "roleAttributes": [attr]}),
+    )
+    .await;
+    let service = create(
+        ctl,
+        Kind::Services,
+        json!({"name": format!("s-{attr}"), "roleAttributes": [attr]}),
+    )
+    .await;
+    create(
+        ctl,
+        Kind::ServicePolicies,
+        json!({"name": format!("p-{attr}"), "type": "Dial", "semantic": "AnyOf",
+               "identityRoles": [format!("#{attr}")], "serviceRoles": [format!("#{attr}")],
+               "postureCheckRoles": posture_roles}),
+    )
+    .await;
+    (identity, service)
+}
+
 /// A login of `identity` stored and published as the API would.
 async fn login(ctl: &Arc<Controller>, id: &str, identity: &str, last_activity: i64) {
     let row = ApiSessionRow {
@@ -385,30 +412,13 @@ async fn login(ctl: &Arc<Controller>, id: &str, identity: &str, last_activity: i
 
 /// The periodic sweep judges only what time changed (an API session gone idle, a
 /// certificate whose validity ended), reads no whole store to do it, and leaves the
-/// view a full rebuild would make; with posture checks it rebuilds from the whole store.
+/// view a full rebuild would make; a posture check whose verdict time cannot turn leaves
+/// it timed.
 #[tokio::test]
 async fn a_timed_sweep_enforces_what_time_changed_and_equals_a_full_rebuild() {
     let (_dir, ctl) = controller(Config::default()).await;
     let timeout = ctl.config.auth.api_session_timeout_secs;
-    let identity = create(
-        &ctl,
-        Kind::Identities,
-        json!({"name": "i", "type": "User", "isAdmin": false, "roleAttributes": ["a"]}),
-    )
-    .await;
-    let service = create(
-        &ctl,
-        Kind::Services,
-        json!({"name": "s", "roleAttributes": ["a"]}),
-    )
-    .await;
-    create(
-        &ctl,
-        Kind::ServicePolicies,
-        json!({"name": "p", "type": "Dial", "semantic": "AnyOf",
-               "identityRoles": ["#a"], "serviceRoles": ["#a"]}),
-    )
-    .await;
+    let (identity, service) = dial_grant(&ctl, "a", &[]).await;
     let now = clock::now_unix();
     login(&ctl, "idle", &identity, now).await;
     login(&ctl, "certified", &identity, now).await;
@@ -506,31 +516,13 @@ async fn a_timed_sweep_enforces_what_time_changed_and_equals_a_full_rebuild() {
 #[tokio::test]
 async fn a_timed_sweep_revokes_a_session_whose_mfa_answer_timed_out() {
     let (_dir, ctl) = controller(Config::default()).await;
-    let identity = create(
-        &ctl,
-        Kind::Identities,
-        json!({"name": "i", "type": "User", "isAdmin": false, "roleAttributes": ["m"]}),
-    )
-    .await;
-    let service = create(
-        &ctl,
-        Kind::Services,
-        json!({"name": "s", "roleAttributes": ["m"]}),
-    )
-    .await;
     create(
         &ctl,
         Kind::PostureChecks,
         json!({"name": "mfa", "typeId": "MFA", "timeoutSeconds": 1, "roleAttributes": ["mfa"]}),
     )
     .await;
-    create(
-        &ctl,
-        Kind::ServicePolicies,
-        json!({"name": "p", "type": "Dial", "semantic": "AnyOf", "identityRoles": ["#m"],
-               "serviceRoles": ["#m"], "postureCheckRoles": ["#mfa"]}),
-    )
-    .await;
+    let (identity, service) = dial_grant(&ctl, "m", &["#mfa"]).await;
     login(&ctl, "api", &identity, clock::now_unix()).await;
     // The TOTP answer, as a completed authentication query records it.
     let mut tx = ctl.store.begin_write().await.unwrap();
