@@ -136,9 +136,17 @@ impl Router {
         self.process = Process(Some(child));
     }
 
-    async fn wait_online(&self, admin: &Admin, name: &str) {
+    /// Waits until the controller sees the router online; panics at once if the process
+    /// exits meanwhile (it printed why on the test's stderr), else after
+    /// [`START_TIMEOUT`].
+    async fn wait_online(&mut self, admin: &Admin, name: &str) {
         let deadline = Instant::now() + START_TIMEOUT;
         while admin.get(&format!("edge-routers/{}", self.id)).await["data"]["isOnline"] != true {
+            if let Some(child) = self.process.0.as_mut() {
+                if let Some(status) = child.try_wait().unwrap() {
+                    panic!("router {name} exited while starting: {status}");
+                }
+            }
             assert!(
                 Instant::now() < deadline,
                 "router {name} did not come online"

@@ -11,8 +11,9 @@ use std::str::FromStr;
 /// The I/O backend the shards run on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum IoBackend {
-    /// A `tokio-uring` runtime per shard: reads, writes and accepts are io_uring
-    /// operations on owned buffers, TLS is driven on those buffers.
+    /// A `tokio-uring` runtime per shard: a connection's reads and writes are io_uring
+    /// operations on owned buffers, TLS is driven on those buffers (connections are
+    /// accepted through tokio's reactor, as on epoll).
     Uring,
     /// A tokio current-thread runtime per shard (epoll readiness); TLS on the same
     /// [`crate::tls::ServerSession`] as io_uring.

@@ -541,35 +541,22 @@ async fn shard_main(io: ShardIo) {
         tokio::task::spawn_local(cross_loop(shard.clone(), from, receiver));
     }
     let stop_accept = Rc::new(Notify::new());
-    match backend {
-        IoBackend::Epoll => {
-            let listener = match tokio::net::TcpListener::from_std(listener) {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::error!(shard = index, error = %e, "cannot register the listener");
-                    return;
-                }
-            };
+    // Both backends accept through tokio's reactor (why not the ring: `super::uring`).
+    match tokio::net::TcpListener::from_std(listener) {
+        Ok(listener) => {
             tokio::task::spawn_local(accept_loop(
                 shard.clone(),
+                backend,
                 listener,
                 settings.tls.clone(),
                 settings.handshake_timeout,
                 stop_accept.clone(),
             ));
         }
-        #[cfg(target_os = "linux")]
-        IoBackend::Uring => {
-            tokio::task::spawn_local(super::uring::accept_loop(
-                shard.clone(),
-                listener,
-                settings.tls.clone(),
-                settings.handshake_timeout,
-                stop_accept.clone(),
-            ));
+        Err(e) => {
+            tracing::error!(shard = index, error = %e, "cannot register the listener");
+            return;
         }
-        #[cfg(not(target_os = "linux"))]
-        IoBackend::Uring => return,
     }
     if let Some(link_listener) = link_listener {
         match tokio::net::TcpListener::from_std(link_listener) {
@@ -590,9 +577,10 @@ async fn shard_main(io: ShardIo) {
     tracing::info!(shard = index, %backend, "shard stopped");
 }
 
-/// The epoll backend's accept loop.
+/// The edge listener's accept loop: each connection goes to a task of `backend`.
 async fn accept_loop(
     shard: Rc<RefCell<Shard>>,
+    backend: IoBackend,
     listener: tokio::net::TcpListener,
     tls: crate::tls::EdgeTls,
     handshake_timeout: Duration,
@@ -608,13 +596,24 @@ async fn accept_loop(
                 let _ = tcp.set_nodelay(true);
                 // The trust current now: a 3rd-party CA added or removed applies to the
                 // handshakes that start afterwards.
-                tokio::task::spawn_local(conn::run(
-                    shard.clone(),
-                    tls.current(),
-                    tcp,
-                    peer,
-                    handshake_timeout,
-                ));
+                let (shard, tls) = (shard.clone(), tls.current());
+                match backend {
+                    IoBackend::Epoll => {
+                        tokio::task::spawn_local(conn::run(
+                            shard,
+                            tls,
+                            tcp,
+                            peer,
+                            handshake_timeout,
+                        ));
+                    }
+                    #[cfg(target_os = "linux")]
+                    IoBackend::Uring => {
+                        super::uring::spawn_connection(shard, tls, tcp, peer, handshake_timeout)
+                    }
+                    #[cfg(not(target_os = "linux"))]
+                    IoBackend::Uring => drop(tcp),
+                }
             }
             Err(e) => {
                 // Out of descriptors and the like: back off instead of spinning.

@@ -1,4 +1,4 @@
-//! The io_uring backend's accept loop and connection driver, on `tokio-uring`.
+//! The io_uring backend's connection driver, on `tokio-uring`.
 //!
 //! tokio-uring sockets take owned buffers (`read(buf) -> (result, buf)`), so the
 //! connection drives its TLS itself ([`ServerSession`], shared with the
@@ -22,7 +22,14 @@
 //! (holding its buffer and its descriptor) until it completes. Reads are therefore never
 //! dropped while the connection lives, and every way out of a connection shuts the socket
 //! down first so that the operations in flight complete at once and the descriptor
-//! closes; the accept loop likewise shuts its listening socket down when it stops.
+//! closes.
+//!
+//! Connections are accepted through tokio's reactor (the shard's accept loop, shared
+//! with the epoll backend), never by a ring operation: a process that dies (SIGKILL, a
+//! crash) leaves its ring's operations to a kernel worker that cancels them after the
+//! process is gone, and an accept in flight kept the listening socket open and
+//! listening until then, so a router restarted at once failed with "address in use"
+//! (18 restarts in 40 here). Accepting is once per connection, not on the byte path.
 //!
 //! [`BufferPool`]: super::shard::BufferPool
 
@@ -36,10 +43,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use tokio::sync::Notify;
 use tokio_uring::BufResult;
 use tokio_uring::buf::{BoundedBuf, Slice};
-use tokio_uring::net::{TcpListener, TcpStream};
+use tokio_uring::net::TcpStream;
 
 use super::shard::{FLUSH_DEADLINE, Outcome, SHUTDOWN_DEADLINE, Shard, unix_ms};
 use crate::forward::ConnKey;
@@ -61,57 +67,29 @@ const BUDGET: usize = 32;
 /// down, so their buffers come back to the pool.
 const RECLAIM_DEADLINE: Duration = Duration::from_millis(100);
 
-/// Accepts connections on `listener` until `stop` fires, one task each.
-pub(super) async fn accept_loop(
+/// Drives an edge connection the shard's accept loop took (through tokio's reactor,
+/// not a ring: see the module documentation) on the ring: the TLS handshake, then the
+/// connection until it closes.
+pub(super) fn spawn_connection(
     shard: Rc<RefCell<Shard>>,
-    listener: std::net::TcpListener,
-    tls: crate::tls::EdgeTls,
+    tls: Arc<rustls::ServerConfig>,
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
     handshake_timeout: Duration,
-    stop: Rc<Notify>,
 ) {
-    let index = shard.borrow().index;
-    // A second handle on the listening socket: shutting it down ends the accept in
-    // flight when the loop stops (a dropped accept would otherwise stay in the kernel
-    // and take, then leak, the next connection) and refuses new connections at once.
-    let control = match listener.try_clone() {
-        Ok(c) => c,
+    // Out of tokio's reactor and onto the ring. io_uring never blocks on the socket
+    // whatever its flag; blocking, as a ring accept would give it.
+    let stream = match tcp
+        .into_std()
+        .and_then(|s| s.set_nonblocking(false).map(|()| s))
+    {
+        Ok(s) => TcpStream::from_std(s),
         Err(e) => {
-            tracing::error!(shard = index, error = %e, "cannot duplicate the listener");
+            tracing::warn!(%peer, error = %e, "cannot move the connection onto the ring");
             return;
         }
     };
-    // io_uring waits for connections itself; the non-blocking flag is not needed.
-    if let Err(e) = listener.set_nonblocking(false) {
-        tracing::debug!(shard = index, error = %e, "listener stays non-blocking");
-    }
-    let listener = TcpListener::from_std(listener);
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = stop.notified() => break,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                let _ = stream.set_nodelay(true);
-                tokio::task::spawn_local(run(
-                    shard.clone(),
-                    tls.current(),
-                    stream,
-                    peer,
-                    handshake_timeout,
-                ));
-            }
-            Err(e) => {
-                // Out of descriptors and the like: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-    if let Err(e) = socket2::SockRef::from(&control).shutdown(Shutdown::Both) {
-        tracing::debug!(shard = index, error = %e, "listener shutdown failed");
-    }
-    tracing::debug!(shard = index, "stopped accepting");
+    tokio::task::spawn_local(run(shard, tls, stream, peer, handshake_timeout));
 }
 
 /// Why a handshake failed.
