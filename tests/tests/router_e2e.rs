@@ -104,7 +104,37 @@ on_both_backends!(
     an_sdk_reader_tells_a_clean_close_from_an_abrupt_one,
     the_router_enforces_edge_router_and_service_edge_router_policies,
     router_resynchronises_after_losing_the_control_connection,
+    a_killed_router_restarts_at_once_on_the_same_ports,
 );
+
+/// A router killed (SIGKILL) and started again at once, as a supervisor does, binds its
+/// edge, link and metrics ports again every time: nothing of the dead process (an
+/// io_uring operation the kernel cancels after the process is gone, say) keeps one of
+/// them listening.
+async fn a_killed_router_restarts_at_once_on_the_same_ports(io: &str) {
+    let ctl = Ctl::start();
+    let admin = ctl.admin().await;
+    admin.open_routers().await;
+    let (link, metrics) = (free_port(), free_port());
+    let extra = format!(
+        "metrics.listen = \"127.0.0.1:{metrics}\"\n[link]\nlisten = \"127.0.0.1:{link}\"\n"
+    );
+    let mut router = weft_testkit::Router::start_configured(
+        &admin,
+        "restarted",
+        &ctl.control_addr(),
+        &extra,
+        &["--io", io],
+    )
+    .await;
+    // Each restart failed about one time in two when the shards accepted on the ring.
+    for _ in 0..6 {
+        router.restart(&admin).await;
+    }
+    for port in [router.edge_port, link, metrics] {
+        TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    }
+}
 
 /// Creates an edge router listening on a free port, enrolls it through its
 /// `router.toml` (controller at `controller`, I/O backend `io`), and starts it; returns
