@@ -26,6 +26,7 @@
 //! advertise = "router.example.com"       # host[:port] others dial (default advertised_host)
 //! groups = ["default"]                   # listener groups
 //! dial_groups = ["default"]              # groups this router dials ([]: none)
+//! connections = 1                        # TCP connections per dialled link (1..=16)
 //! backoff_min_ms = 500                   # first redial delay (×1.5 per failure, ±20 %)
 //! backoff_max_ms = 60000                 # longest redial delay
 //!
@@ -326,6 +327,11 @@ pub struct LinkSection {
     /// Groups the dialers dial; empty: this router dials no links.
     #[serde(default = "default_link_groups")]
     pub dial_groups: Vec<String>,
+    /// TCP connections each link this router dials has (1 to 16): each circuit rides
+    /// one of them, so a connection that stalls or is lost holds up only its share of
+    /// the circuits, which move to the others (OpenZiti: `maxDefaultConnections`).
+    #[serde(default = "default_link_connections")]
+    pub connections: u32,
     /// First delay before a lost or failed link is dialled again (milliseconds); it
     /// grows ×1.5 per failure, with ±20 % jitter.
     #[serde(default = "default_backoff_min")]
@@ -335,6 +341,9 @@ pub struct LinkSection {
     pub backoff_max_ms: u64,
 }
 
+fn default_link_connections() -> u32 {
+    1
+}
 fn default_backoff_min() -> u64 {
     500
 }
@@ -481,6 +490,10 @@ impl RouterConfig {
             let groups = link.groups.iter().chain(&link.dial_groups);
             if groups.into_iter().any(|g| g.trim().is_empty()) {
                 return invalid("[link] groups", "group names must not be empty");
+            }
+            let most = crate::link::session::MAX_CONNECTIONS;
+            if link.connections == 0 || link.connections > most {
+                return invalid("[link] connections", &format!("must be from 1 to {most}"));
             }
             if link.backoff_min_ms == 0 || link.backoff_max_ms < link.backoff_min_ms {
                 return invalid(
@@ -814,7 +827,10 @@ mod tests {
         assert_eq!(link.groups, ["default"]);
         assert_eq!(link.dial_groups, ["default"]);
         assert_eq!(link.advertise, None);
+        assert_eq!(link.connections, 1);
         assert_eq!(parse(MINIMAL).unwrap().link, None);
+        let c = parse(&format!("{MINIMAL}\n[link]\nconnections = 16\n")).unwrap();
+        assert_eq!(c.link.map(|l| l.connections), Some(16));
         for bad in [
             "[link]\nadvertise = \" \"\n",
             "[link]\ngroups = [\"\"]\n",
@@ -822,6 +838,8 @@ mod tests {
             "[link]\nport = 4022\n",
             "[link]\nbackoff_min_ms = 0\n",
             "[link]\nbackoff_min_ms = 900\nbackoff_max_ms = 800\n",
+            "[link]\nconnections = 0\n",
+            "[link]\nconnections = 17\n",
         ] {
             let e = parse(&format!("{MINIMAL}\n{bad}")).err();
             assert!(e.is_some(), "{bad} was accepted");
@@ -933,6 +951,7 @@ mod tests {
                     "advertise",
                     "groups",
                     "dial_groups",
+                    "connections",
                     "backoff_min_ms",
                     "backoff_max_ms",
                 ],

@@ -136,6 +136,7 @@ impl Node {
                 listen: link.listen,
                 groups: link.groups.clone(),
                 dial_groups: link.dial_groups.clone(),
+                connections: link.connections,
                 ca_pem: control_config.ca_pem.clone(),
                 cert_pem: control_config.cert_pem.clone(),
                 key_pem: control_config.key_pem.clone(),
@@ -541,10 +542,13 @@ async fn bridge(
                         tracing::debug!(error = %e, "circuit end not reported");
                     }
                 }
-                Some(ShardRequest::Control(ControlRequest::Reroute { circuit_id })) => {
+                Some(ShardRequest::Control(ControlRequest::Reroute {
+                    circuit_id,
+                    path_intact,
+                })) => {
                     let control = state.control.clone();
                     let sent = with_events(
-                        control.reroute_request(circuit_id),
+                        control.reroute_request(circuit_id, path_intact),
                         &mut events,
                         &mut backlog,
                     )

@@ -70,6 +70,7 @@ fn steady_state_link_data_allocates_nothing_per_frame() {
         Role::Dialer {
             own_id: "r-a".into(),
             peer: "r-b".into(),
+            connection: 0,
         },
         now,
     )

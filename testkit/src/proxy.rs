@@ -9,6 +9,8 @@
 //! - [`FaultProxy::cut_after`]: each connection forwards exactly that many more bytes
 //!   per direction, then both its sockets are closed (a byte-exact cut);
 //! - [`FaultProxy::reset_all`]: every open connection is reset (RST on both sides);
+//! - [`FaultProxy::reset_connection`]: one connection (by the order it was accepted in)
+//!   is reset;
 //! - [`FaultProxy::refuse`]: new connections are reset at once.
 //!
 //! Memory is bounded: at most [`QUEUE_CHUNKS`] chunks of [`CHUNK`] bytes wait per
@@ -40,6 +42,8 @@ struct Faults {
     cut_after: Option<(u64, u64)>,
     /// Bumped to reset every open connection.
     reset_generation: u64,
+    /// Connections to reset, by the order they were accepted in (from 0).
+    reset_ids: Vec<u64>,
     refuse: bool,
 }
 
@@ -114,6 +118,11 @@ impl FaultProxy {
         });
     }
 
+    /// Resets the `n`th connection accepted (from 0), if it is open (RST to both sides).
+    pub fn reset_connection(&self, n: u64) {
+        self.faults.send_modify(|f| f.reset_ids.push(n));
+    }
+
     /// Resets every open connection (RST to both sides).
     pub fn reset_all(&self) {
         self.faults.send_modify(|f| f.reset_generation += 1);
@@ -128,8 +137,10 @@ impl FaultProxy {
     pub fn heal(&self) {
         self.faults.send_modify(|f| {
             let reset_generation = f.reset_generation;
+            let reset_ids = std::mem::take(&mut f.reset_ids);
             *f = Faults {
                 reset_generation,
+                reset_ids,
                 ..Faults::default()
             };
         });
@@ -154,7 +165,7 @@ async fn accept_loop(
         let Ok((client, _)) = listener.accept().await else {
             continue;
         };
-        stats.connections.fetch_add(1, Ordering::Relaxed);
+        let id = stats.connections.fetch_add(1, Ordering::Relaxed);
         if faults.borrow().refuse {
             reset(&client);
             continue;
@@ -168,7 +179,7 @@ async fn accept_loop(
             };
             let _ = client.set_nodelay(true);
             let _ = server.set_nodelay(true);
-            connection(client, server, faults, stats).await;
+            connection(id, client, server, faults, stats).await;
         });
     }
 }
@@ -178,14 +189,21 @@ fn reset(stream: &TcpStream) {
     let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
 }
 
-/// Resolves when the proxy resets everything or this connection is stopped.
+/// Whether `f` resets connection `id`, opened when the reset generation was
+/// `reset_at_start`.
+fn resets(f: &Faults, id: u64, reset_at_start: u64) -> bool {
+    f.reset_generation != reset_at_start || f.reset_ids.contains(&id)
+}
+
+/// Resolves when the proxy resets this connection or it is stopped.
 async fn until_stopped(
     faults: &mut watch::Receiver<Faults>,
+    id: u64,
     reset_at_start: u64,
     stopped: &mut watch::Receiver<Option<Stop>>,
 ) -> Stop {
     loop {
-        if faults.borrow_and_update().reset_generation != reset_at_start {
+        if resets(&faults.borrow_and_update(), id, reset_at_start) {
             return Stop::Reset;
         }
         if let Some(s) = *stopped.borrow_and_update() {
@@ -209,6 +227,7 @@ enum Stop {
 
 /// One proxied connection: a pump each way; a reset or a cut by either ends both.
 async fn connection(
+    id: u64,
     client: TcpStream,
     server: TcpStream,
     faults: watch::Receiver<Faults>,
@@ -219,6 +238,7 @@ async fn connection(
     let (stop, _) = watch::channel(None::<Stop>);
     let stop = Arc::new(stop);
     let up = tokio::spawn(pump(
+        id,
         cr,
         sw,
         faults.clone(),
@@ -226,13 +246,14 @@ async fn connection(
         true,
         stop.clone(),
     ));
-    let down = tokio::spawn(pump(sr, cw, faults, stats, false, stop));
+    let down = tokio::spawn(pump(id, sr, cw, faults, stats, false, stop));
     let _ = tokio::join!(up, down);
 }
 
 /// Forwards `from` → `to` under the faults in force, until the source closes or the
 /// connection is stopped.
 async fn pump(
+    id: u64,
     mut from: OwnedReadHalf,
     mut to: OwnedWriteHalf,
     mut faults: watch::Receiver<Faults>,
@@ -269,7 +290,7 @@ async fn pump(
         // The next chunk, unless the connection is stopped or reset first.
         let (arrived, chunk) = loop {
             let f = faults.borrow_and_update().clone();
-            if f.reset_generation != reset_at_start {
+            if resets(&f, id, reset_at_start) {
                 break 'forward Some(Stop::Reset);
             }
             if let Some(s) = *stopped.borrow_and_update() {
@@ -295,7 +316,7 @@ async fn pump(
         // Wait out the latency and any stall.
         loop {
             let f = faults.borrow_and_update().clone();
-            if f.reset_generation != reset_at_start {
+            if resets(&f, id, reset_at_start) {
                 break 'forward Some(Stop::Reset);
             }
             if let Some(s) = *stopped.borrow_and_update() {
@@ -324,7 +345,7 @@ async fn pump(
                     break None;
                 }
             }
-            s = until_stopped(&mut faults, reset_at_start, &mut stopped) => break Some(s),
+            s = until_stopped(&mut faults, id, reset_at_start, &mut stopped) => break Some(s),
         }
         counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
     };

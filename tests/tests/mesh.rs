@@ -132,6 +132,7 @@ async fn a_certificate_the_controller_does_not_vouch_for_gets_no_link() {
     let mut hello = bytes::BytesMut::new();
     weft_wire::link::LinkHello {
         router_id: "mesh-lone",
+        connection: 0,
     }
     .encode(1, &mut hello)
     .unwrap();
@@ -783,4 +784,185 @@ async fn a_stickiness_token_picks_the_terminator_across_routers() {
         answer(weft_sdk::DialOptions::default().with_stickiness_token(terminators[1].id.clone()))
             .await;
     assert_ne!(a, b, "each token reaches its own host");
+}
+
+/// Lines of `name{…}` series on the metrics port `port`.
+async fn series(http: &reqwest::Client, port: u16, name: &str) -> usize {
+    let body = http
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    body.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .count()
+}
+
+/// Waits until router metrics on `port` list `n` link connections.
+async fn wait_connections(http: &reqwest::Client, port: u16, n: usize) {
+    let deadline = Instant::now() + WAIT;
+    while series(http, port, "weft_router_link_circuits").await != n {
+        assert!(Instant::now() < deadline, "{n} link connections never up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A link of three connections (`[link] connections = 3` on the dialer), through a
+/// fault-injecting proxy: twelve streams cross it both ways, two of its connections are
+/// reset mid-transfer, and every stream ends byte-identical: the circuits of the lost
+/// connections move to the third on the same path, the link stays up all along, and
+/// the lost connections are dialled again. (The streams all start together and are
+/// reset a quarter of the way: a circuit that ends cleanly just as a connection of its
+/// path goes is another matter, see docs/adr/0007-mesh.md.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_that_loses_two_of_its_three_connections_keeps_every_stream() {
+    const STREAMS: usize = 12;
+    const EACH: usize = 1024 * 1024;
+    const CHUNK: usize = 16 * 1024;
+    init_logs();
+    let controller = Ctl::start();
+    let admin = controller.admin().await;
+    let control = controller.control_addr();
+    let http = controller.http();
+    let b_port = free_port();
+    let proxy = weft_testkit::proxy::FaultProxy::start(([127, 0, 0, 1], b_port).into()).await;
+    let (metrics_a, metrics_b) = (free_port(), free_port());
+    let b_config = format!(
+        "metrics.listen = \"127.0.0.1:{metrics_b}\"\n[link]\nlisten = \"127.0.0.1:{b_port}\"\n\
+         advertise = \"localhost:{}\"\ndial_groups = []\n",
+        proxy.addr().port()
+    );
+    let _b = Router::start_configured(&admin, "multi-b", &control, &b_config, &[]).await;
+    let a_config = format!("metrics.listen = \"127.0.0.1:{metrics_a}\"\n[link]\nconnections = 3\n");
+    let _a = Router::start_configured(&admin, "multi-a", &control, &a_config, &[]).await;
+    wait_links(&admin, "link up", |l| {
+        l.len() == 1 && is_up_with_latency(&l[0])
+    })
+    .await;
+    for port in [metrics_a, metrics_b] {
+        wait_connections(&http, port, 3).await;
+    }
+    admin.dialers_and_hosts_on("multi-a", "multi-b").await;
+    admin.service("multi", &["multi"], false).await;
+    admin
+        .service_policy("multi-dial", "Dial", &["#multi-client"], &["#multi"])
+        .await;
+    admin
+        .service_policy("multi-bind", "Bind", &["#multi-host"], &["#multi"])
+        .await;
+    let mut contexts = Vec::new();
+    for (name, attrs) in [
+        ("multi-h", ["multi-host", "hoster"]),
+        ("multi-c", ["multi-client", "dialer"]),
+    ] {
+        let (_, jwt) = admin.identity(name, &attrs).await;
+        contexts.push(
+            weft_sdk::Context::new(weft_sdk::enroll(&jwt).await.unwrap())
+                .await
+                .unwrap(),
+        );
+    }
+    let client = contexts.pop().unwrap();
+    let host = contexts.pop().unwrap();
+    let listener = host.bind("multi").await.unwrap();
+    // Every stream, both ways, starts once all are dialled.
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(2 * STREAMS));
+
+    // Paced writes, so that the transfers are under way when the connections go.
+    async fn paced(wr: &mut (impl AsyncWriteExt + Unpin), data: &[u8]) {
+        for chunk in data.chunks(CHUNK) {
+            wr.write_all(chunk).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        wr.shutdown().await.unwrap();
+    }
+    // The host checks what each stream uploads and sends its own pattern down.
+    let host_start = start.clone();
+    let server = tokio::spawn(async move {
+        let mut tasks = Vec::new();
+        for _ in 0..STREAMS {
+            let mut stream = listener.accept().await.unwrap();
+            let start = host_start.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut id = [0u8; 1];
+                stream.read_exact(&mut id).await.unwrap();
+                let id = u32::from(id[0]);
+                start.wait().await;
+                let (mut rd, mut wr) = tokio::io::split(stream);
+                let down = weft_testkit::pattern(EACH, 100 + id);
+                let mut got = Vec::with_capacity(EACH);
+                let ((), read) = tokio::join!(paced(&mut wr, &down), rd.read_to_end(&mut got));
+                read.unwrap();
+                assert!(
+                    got == weft_testkit::pattern(EACH, id),
+                    "upload {id} differs"
+                );
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut dialers = Vec::new();
+    for i in 0..STREAMS {
+        let mut stream = client.dial("multi").await.unwrap();
+        let (received, start) = (received.clone(), start.clone());
+        dialers.push(tokio::spawn(async move {
+            stream.write_all(&[i as u8]).await.unwrap();
+            start.wait().await;
+            let (mut rd, mut wr) = tokio::io::split(stream);
+            let up = weft_testkit::pattern(EACH, i as u32);
+            let reader = async {
+                let mut got = Vec::with_capacity(EACH);
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = rd.read(&mut buf).await.expect("a stream failed");
+                    if n == 0 {
+                        break got;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                    received.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                }
+            };
+            let ((), got) = tokio::join!(paced(&mut wr, &up), reader);
+            assert!(
+                got == weft_testkit::pattern(EACH, 100 + i as u32),
+                "download {i} differs ({} bytes)",
+                got.len()
+            );
+        }));
+    }
+    // A quarter of the way down, two of the link's three connections are reset.
+    while received.load(std::sync::atomic::Ordering::Relaxed) < STREAMS * EACH / 4 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    proxy.reset_connection(0);
+    proxy.reset_connection(1);
+    for d in dialers {
+        tokio::time::timeout(WAIT, d)
+            .await
+            .expect("a stream did not finish after the connections were lost")
+            .unwrap();
+    }
+    tokio::time::timeout(WAIT, server)
+        .await
+        .expect("the host did not finish")
+        .unwrap();
+    // The link never went down; the circuits of the lost connections moved (twelve
+    // circuits on three connections by their ids: some were on the two lost ones).
+    for port in [metrics_a, metrics_b] {
+        assert_eq!(metric(&http, port, "weft_router_links_lost_total").await, 0);
+        assert_eq!(metric(&http, port, "weft_router_links_up_total").await, 1);
+    }
+    let moved = metric(&http, metrics_a, "weft_router_circuits_rerouted_total").await;
+    assert!(moved >= 1, "no circuit was on the lost connections");
+    eprintln!("{moved} of {STREAMS} circuits moved to another connection of the link");
+    // The lost connections are dialled again.
+    for port in [metrics_a, metrics_b] {
+        wait_connections(&http, port, 3).await;
+    }
 }

@@ -329,7 +329,14 @@ mod corpus {
             .encode_frame(8, Some(7), o)
             .unwrap();
         });
-        push(&|o| LinkHello { router_id: "r1" }.encode(1, o).unwrap());
+        push(&|o| {
+            LinkHello {
+                router_id: "r1",
+                connection: 1,
+            }
+            .encode(1, o)
+            .unwrap()
+        });
         push(&|o| {
             LinkData {
                 circuit_id: 9,

@@ -138,6 +138,9 @@ named_i32! { HeaderId {
     LINK_ROUTER_ID = 0x5746_0105;
     /// uint64: a heartbeat's stamp (opaque to the receiver, echoed in the ack).
     LINK_STAMP = 0x5746_0106;
+    /// uint32: which of the dialer's connections of one link this is, from 0 (on the
+    /// link hello; absent = 0).
+    LINK_CONNECTION = 0x5746_0107;
 }}
 
 #[cfg(test)]

@@ -5,10 +5,10 @@
 //!
 //! | message | headers | body |
 //! |---|---|---|
-//! | `LINK_HELLO` | `LINK_ROUTER_ID` | empty; answered by a Result (header 2, header 1) |
+//! | `LINK_HELLO` | `LINK_ROUTER_ID`, [`LINK_CONNECTION` (u32, absent = 0)] | empty; answered by a Result (header 2, header 1) |
 //! | `LINK_DATA` | `LINK_CIRCUIT_ID` (u64), `LINK_SEQ` (u64), [`LINK_FLAGS` (u32)] | payload, relayed untouched |
 //! | `LINK_CREDIT` | `LINK_CIRCUIT_ID`, `LINK_CREDIT` (u32 bytes consumed) | empty |
-//! | `LINK_CLOSE` | `LINK_CIRCUIT_ID`, [`LINK_FLAGS` (bit 0: reroute)] | reason |
+//! | `LINK_CLOSE` | `LINK_CIRCUIT_ID`, [`LINK_FLAGS` (bit 0: reroute; bit 1: the link stays up)] | reason |
 //! | `LINK_HEARTBEAT` | `LINK_STAMP` (u64) | empty; answered by `LINK_HEARTBEAT_ACK` |
 //! | `LINK_HEARTBEAT_ACK` | `LINK_STAMP` (the heartbeat's, echoed) | empty |
 //! | `LINK_ACK` | `LINK_CIRCUIT_ID`, `LINK_SEQ` (highest received in order) | empty; end to end |
@@ -52,6 +52,9 @@ pub const FLAG_START: u32 = 0x2;
 pub struct LinkHello<'a> {
     /// The dialing router's id (checked against its certificate by the listener).
     pub router_id: &'a str,
+    /// Which of the dialer's connections of this link it is, from 0 (a link may be
+    /// several connections; an optional `LINK_CONNECTION`, absent = 0).
+    pub connection: u32,
 }
 
 impl<'a> LinkHello<'a> {
@@ -59,19 +62,27 @@ impl<'a> LinkHello<'a> {
     pub fn parse(frame: &'a Frame) -> Result<Self, MessageError> {
         frame.expect_type(ContentType::LINK_HELLO)?;
         let id = HeaderId::LINK_ROUTER_ID;
+        let connection = match frame.header(HeaderId::LINK_CONNECTION) {
+            Some(_) => u32_header(frame, HeaderId::LINK_CONNECTION)?,
+            None => 0,
+        };
         Ok(Self {
             router_id: frame
                 .require(id)?
                 .as_str()
                 .map_err(|error| MessageError::BadHeader { id, error })?,
+            connection,
         })
     }
 
     /// Appends the frame.
     pub fn encode(&self, sequence: i32, out: &mut BytesMut) -> Result<(), EncodeError> {
-        FrameEncoder::new(out, ContentType::LINK_HELLO, sequence)
-            .str(HeaderId::LINK_ROUTER_ID, self.router_id)
-            .finish(0)
+        let mut enc = FrameEncoder::new(out, ContentType::LINK_HELLO, sequence);
+        enc.str(HeaderId::LINK_ROUTER_ID, self.router_id);
+        if self.connection != 0 {
+            enc.u32(HeaderId::LINK_CONNECTION, self.connection);
+        }
+        enc.finish(0)
     }
 }
 
@@ -151,6 +162,10 @@ impl LinkCredit {
 /// [`LinkClose`] flag: the circuit's path broke (a link of it was lost); its end
 /// routers keep it and ask the controller for another path instead of ending it.
 pub const CLOSE_FLAG_REROUTE: u32 = 0x1;
+
+/// [`LinkClose`] flag, beside [`CLOSE_FLAG_REROUTE`]: one connection of a link was
+/// lost but the link stays up on another, so the same path will do for the reroute.
+pub const CLOSE_FLAG_LINK_UP: u32 = 0x2;
 
 /// A circuit ended on this link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -281,9 +296,37 @@ mod tests {
     }
 
     #[test]
+    fn a_hello_names_its_connection_and_an_old_one_means_the_first() {
+        let mut buf = BytesMut::new();
+        LinkHello {
+            router_id: "r1",
+            connection: 2,
+        }
+        .encode(1, &mut buf)
+        .unwrap();
+        LinkHello {
+            router_id: "r1",
+            connection: 0,
+        }
+        .encode(2, &mut buf)
+        .unwrap();
+        let frames = decode_all(&buf);
+        assert_eq!(LinkHello::parse(&frames[0]).unwrap().connection, 2);
+        // Connection 0 is sent without the header, as a hello before several
+        // connections per link was.
+        assert!(frames[1].header(HeaderId::LINK_CONNECTION).is_none());
+        assert_eq!(LinkHello::parse(&frames[1]).unwrap().connection, 0);
+    }
+
+    #[test]
     fn link_messages_round_trip() {
         let mut buf = BytesMut::new();
-        LinkHello { router_id: "r1" }.encode(1, &mut buf).unwrap();
+        LinkHello {
+            router_id: "r1",
+            connection: 0,
+        }
+        .encode(1, &mut buf)
+        .unwrap();
         let data = LinkData {
             circuit_id: u64::MAX,
             seq: 5,
@@ -320,6 +363,7 @@ mod tests {
             "an ack is no heartbeat"
         );
         assert_eq!(LinkHello::parse(&frames[0]).unwrap().router_id, "r1");
+        assert_eq!(LinkHello::parse(&frames[0]).unwrap().connection, 0);
         assert_eq!(LinkData::parse(&frames[1]).unwrap(), data);
         assert_eq!(LinkCredit::parse(&frames[2]).unwrap(), credit);
         assert_eq!(LinkClose::parse(&frames[3]).unwrap(), close);

@@ -640,11 +640,12 @@ impl Conn {
             }
             ContentType::CONTROL_REROUTE_REQUEST => {
                 let req = pb::RerouteRequest::decode_frame(frame)?;
-                tracing::info!(router = %self.router.name, circuit = req.circuit_id, "reroute requested");
+                tracing::info!(router = %self.router.name, circuit = req.circuit_id, path_intact = req.path_intact, "reroute requested");
                 tokio::spawn(super::mesh::reroute_circuit(
                     self.guard.ctl.clone(),
                     self.guard.router_id.clone(),
                     req.circuit_id,
+                    req.path_intact,
                 ));
             }
             ContentType::CONTROL_CIRCUIT_CLOSED => {

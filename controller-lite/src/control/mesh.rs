@@ -144,8 +144,9 @@ struct State {
     /// (reporting router, router at the other end) → report.
     reports: BTreeMap<(String, String), Report>,
     circuits: BTreeMap<u64, CircuitView>,
-    /// Circuits being rerouted (a second request for one is dropped).
-    rerouting: std::collections::BTreeSet<u64>,
+    /// Circuits being rerouted; `Some(path_intact)` when asked again meanwhile (the
+    /// path may have broken again: the reroute runs once more when it is done).
+    rerouting: BTreeMap<u64, Option<bool>>,
 }
 
 /// The controller's view of the mesh.
@@ -319,6 +320,7 @@ impl Mesh {
         let Some(circuit) = s.circuits.remove(&closed.circuit_id) else {
             return;
         };
+        tracing::debug!(circuit = closed.circuit_id, router = reporter, reason = %closed.reason, "circuit ended");
         if !closed.take_down || circuit.path.first().map(String::as_str) != Some(reporter) {
             return;
         }
@@ -555,6 +557,7 @@ pub async fn create_circuit(
                 public_key: req.public_key.clone(),
                 app_data: req.app_data.clone(),
                 reroute: false,
+                link_circuit_id: 0,
             },
         )
         .await
@@ -600,7 +603,9 @@ pub async fn create_circuit(
 
 /// How often (and how long apart) a reroute looks for a path other than the broken one
 /// before it takes what the graph offers: the routers' reports that a link is down may
-/// reach the controller just after an end router's request.
+/// reach the controller just after an end router's request. Not when the router says
+/// the path is intact (a link lost one of its connections and is still up): then the
+/// shortest path is taken at once, the same one as a rule.
 const REROUTE_TRIES: u32 = 8;
 const REROUTE_RETRY: Duration = Duration::from_millis(250);
 
@@ -608,10 +613,27 @@ const REROUTE_RETRY: Duration = Duration::from_millis(250);
 /// ingress and egress, its transit routers routed first, then the egress and the
 /// ingress told to move the circuit to it (they send again what was not
 /// acknowledged). Without a path, both ends are told to end the circuit.
-pub async fn reroute_circuit(ctl: Arc<Controller>, requester: String, circuit_id: u64) {
-    let old = {
+pub async fn reroute_circuit(
+    ctl: Arc<Controller>,
+    requester: String,
+    circuit_id: u64,
+    path_intact: bool,
+) {
+    {
         let mut s = ctl.mesh.lock();
-        let Some(c) = s.circuits.get(&circuit_id).cloned() else {
+        let Some(c) = s.circuits.get(&circuit_id) else {
+            // It ended on another router of its path meanwhile (whose close was lost
+            // with the link): the requester ends it now rather than at its deadline.
+            tracing::info!(circuit = circuit_id, router = %requester, "reroute of a circuit that ended elsewhere");
+            if let Some(r) = s.routers.get(&requester) {
+                let _ = r
+                    .outbound
+                    .try_send(Outbound::CircuitClosed(pb::CircuitClosed {
+                        circuit_id,
+                        reason: "the circuit ended on another router while its path broke".into(),
+                        take_down: false,
+                    }));
+            }
             return;
         };
         // Only an end router of the circuit may ask.
@@ -619,20 +641,44 @@ pub async fn reroute_circuit(ctl: Arc<Controller>, requester: String, circuit_id
             tracing::warn!(router = %requester, circuit = circuit_id, "reroute asked by a router that is no end of the circuit");
             return;
         }
-        if !s.rerouting.insert(circuit_id) {
+        if let Some(again) = s.rerouting.get_mut(&circuit_id) {
+            // Asked again while a reroute runs: once more after it (one intact report
+            // and one broken make a broken one).
+            *again = Some(again.map_or(path_intact, |a| a && path_intact));
+            tracing::debug!(circuit = circuit_id, "reroute asked again while one runs");
             return;
         }
-        c
+        s.rerouting.insert(circuit_id, None);
+    }
+    let mut path_intact = path_intact;
+    loop {
+        let rerouted = reroute_once(&ctl, circuit_id, path_intact).await;
+        let mut s = ctl.mesh.lock();
+        match s.rerouting.remove(&circuit_id) {
+            Some(Some(again)) if rerouted => {
+                s.rerouting.insert(circuit_id, None);
+                path_intact = again;
+            }
+            _ => return,
+        }
+    }
+}
+
+/// One reroute of `circuit_id` (see [`reroute_circuit`]); whether the circuit is still
+/// up after it.
+async fn reroute_once(ctl: &Arc<Controller>, circuit_id: u64, path_intact: bool) -> bool {
+    let Some(old) = ctl.mesh.lock().circuits.get(&circuit_id).cloned() else {
+        return false;
     };
     let (Some(ingress), Some(egress)) = (old.path.first().cloned(), old.path.last().cloned())
     else {
-        return;
+        return false;
     };
     let mut found = None;
     for attempt in 0..REROUTE_TRIES {
         let path = ctl.mesh.graph().shortest_paths(&ingress).path_to(&egress);
         match path {
-            Some(p) if p.routers != old.path || attempt + 1 == REROUTE_TRIES => {
+            Some(p) if path_intact || p.routers != old.path || attempt + 1 == REROUTE_TRIES => {
                 found = Some(p);
                 break;
             }
@@ -645,12 +691,11 @@ pub async fn reroute_circuit(ctl: Arc<Controller>, requester: String, circuit_id
             "NO_ROUTE",
             "the circuit's path broke and no other path exists",
         )),
-        Some(p) => install_reroute(&ctl, circuit_id, &p.routers)
+        Some(p) => install_reroute(ctl, circuit_id, &p.routers)
             .await
             .map(|()| p),
     };
     let mut s = ctl.mesh.lock();
-    s.rerouting.remove(&circuit_id);
     match result {
         Ok(p) => {
             tracing::info!(circuit = circuit_id, path = ?p.routers, "circuit rerouted");
@@ -658,6 +703,7 @@ pub async fn reroute_circuit(ctl: Arc<Controller>, requester: String, circuit_id
                 c.path = p.routers;
                 c.cost = p.cost;
             }
+            true
         }
         Err(e) => {
             tracing::warn!(circuit = circuit_id, code = %e.code, reason = %e.message, "reroute failed");
@@ -673,6 +719,7 @@ pub async fn reroute_circuit(ctl: Arc<Controller>, requester: String, circuit_id
                         }));
                 }
             }
+            false
         }
     }
 }
@@ -683,12 +730,15 @@ async fn install_reroute(
     circuit_id: u64,
     routers: &[String],
 ) -> Result<(), pb::ErrorReply> {
+    // A new id on links for the new path (see `pb::Route::link_circuit_id`).
+    let link_circuit_id = ctl.mesh.new_circuit_id();
     let mut waits = Vec::new();
     for (w, router) in routers.windows(3).zip(routers.iter().skip(1)) {
         let route = pb::Route {
             circuit_id,
             previous_router_id: w[0].clone(),
             next_router_id: w[2].clone(),
+            link_circuit_id,
             ..Default::default()
         };
         waits.push(send_route(ctl, router, route));
@@ -707,6 +757,7 @@ async fn install_reroute(
         previous_router_id,
         next_router_id,
         reroute: true,
+        link_circuit_id,
         ..Default::default()
     };
     send_route(ctl, egress, moved(previous, String::new())).await?;

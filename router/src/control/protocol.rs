@@ -254,12 +254,22 @@ impl ControlProtocol {
     }
 
     /// Queues a RerouteRequest (no reply; a reroute Route follows, or a CircuitClosed).
-    pub fn reroute_request(&mut self, circuit_id: u64) -> Result<(), ProtocolError> {
+    pub fn reroute_request(
+        &mut self,
+        circuit_id: u64,
+        path_intact: bool,
+    ) -> Result<(), ProtocolError> {
         if !self.is_ready() {
             return Err(ProtocolError::NotReady);
         }
-        self.send(&pb::RerouteRequest { circuit_id }, None)
-            .map(|_| ())
+        self.send(
+            &pb::RerouteRequest {
+                circuit_id,
+                path_intact,
+            },
+            None,
+        )
+        .map(|_| ())
     }
 
     /// Queues a CircuitClosed (no reply).

@@ -3,9 +3,17 @@
 //! contract (`poll_ready` → [`Forwarder::poll_link_transmit`], timers through
 //! `poll_timeout`/`handle_timeout`, [`Forwarder::link_wants_read`]).
 //!
-//! What links tell the controller leaves as [`ControlRequest::LinkStatus`]: up, the
+//! A link to a router may be several connections (the dialer's `[link] connections`,
+//! each numbered in its hello). A circuit rides one of them, the same on both routers
+//! when they see the same connections up ([`Forwarder::link_for`]); when they do not,
+//! the router that routed the circuit onto another connection moves it there on its
+//! start ([`LinkEvent::StartUnheld`]). A listener keeps one connection per number: a
+//! new one replaces the old.
+//!
+//! What links tell the controller leaves as [`ControlRequest::LinkStatus`], per router
+//! at the other end whatever the connections: up when the first connection is, the
 //! measured latency (at most every [`LATENCY_REPORT_INTERVAL`], or at once when it
-//! moved by a quarter), down with the reason.
+//! moved by a quarter), down with the reason when the last one is lost.
 
 use std::time::{Duration, Instant};
 
@@ -42,6 +50,8 @@ pub struct LinkInfo {
     pub peer: Option<String>,
     /// Whether this router dialled it.
     pub dialed: bool,
+    /// Which of the dialer's connections of the link it is.
+    pub connection: u32,
     /// The smoothed round trip, once measured.
     pub latency: Option<Duration>,
     /// Circuits it carries.
@@ -95,9 +105,8 @@ impl Forwarder {
         let Some(link) = self.links.get_mut(&key) else {
             return Err(LinkError::NotUp);
         };
-        let result = link.session.handle_bytes(now, data);
-        self.after_link_input(now, key);
-        result
+        link.session.receive_buffer().extend_from_slice(data);
+        self.link_handle_received(now, key)
     }
 
     /// The receive buffer of the link `key`, to append what was received to; `None` for
@@ -108,12 +117,23 @@ impl Forwarder {
 
     /// Processes what was appended to the receive buffer of the link `key`.
     pub fn link_handle_received(&mut self, now: Instant, key: ConnKey) -> Result<(), LinkError> {
-        let Some(link) = self.links.get_mut(&key) else {
-            return Err(LinkError::NotUp);
-        };
-        let result = link.session.handle_received(now);
-        self.after_link_input(now, key);
-        result
+        loop {
+            let Some(link) = self.links.get_mut(&key) else {
+                return Err(LinkError::NotUp);
+            };
+            let result = link.session.handle_received(now);
+            // Events first: a start the session handed up is taken or refused before
+            // the frames after it (perhaps its data) are read.
+            self.after_link_input(now, key);
+            result?;
+            if !self
+                .links
+                .get(&key)
+                .is_some_and(|l| l.session.stopped_for_start())
+            {
+                return Ok(());
+            }
+        }
     }
 
     /// The next frame to write on the link `key`.
@@ -146,7 +166,12 @@ impl Forwarder {
         };
         self.ready.retain(|k| *k != key);
         self.in_ready.remove(&key);
-        if let Some(peer) = link.peer.clone() {
+        // Another connection to the same router keeps the link up.
+        let link_up = link
+            .peer
+            .as_deref()
+            .is_some_and(|p| self.connections_to(p) > 0);
+        if let (Some(peer), false) = (link.peer.clone(), link_up) {
             self.stats.links_lost += 1;
             self.control
                 .push_back(ControlRequest::LinkStatus(pb::LinkStatus {
@@ -159,7 +184,15 @@ impl Forwarder {
         }
         // After the link's down status, so that a reroute asked for avoids it.
         let peer = link.peer.as_deref().unwrap_or("(before its hello)");
-        self.link_circuits_lost(now, key, peer);
+        self.link_circuits_lost(now, key, peer, link_up);
+    }
+
+    /// Connections to `peer` whose hello succeeded.
+    fn connections_to(&self, peer: &str) -> usize {
+        self.links
+            .values()
+            .filter(|l| l.peer.as_deref() == Some(peer))
+            .count()
     }
 
     /// The links of this shard.
@@ -171,6 +204,7 @@ impl Forwarder {
                 key: *key,
                 peer: l.peer.clone(),
                 dialed: l.dialed,
+                connection: l.session.connection(),
                 latency: l.session.latency(),
                 circuits: l.session.circuits(),
                 traffic: l.session.traffic(),
@@ -187,13 +221,24 @@ impl Forwarder {
         self.links.get(&key)?.peer.as_deref()
     }
 
-    /// The link to `peer` that is up, if any (the lowest key when several are).
-    pub fn link_to(&self, peer: &str) -> Option<ConnKey> {
-        self.links
+    /// The connection to `peer` that circuit `circuit` rides, if one is up: of the
+    /// connections up, ordered by their number in the link, the one at `circuit` modulo
+    /// their count. Both routers of a link pick the same one while they see the same
+    /// connections up (circuit ids are the controller's, the same on both).
+    pub fn link_for(&self, peer: &str, circuit: u64) -> Option<ConnKey> {
+        let mut up: Vec<(u32, ConnKey)> = self
+            .links
             .iter()
             .filter(|(_, l)| l.peer.as_deref() == Some(peer))
-            .map(|(k, _)| *k)
-            .min()
+            .map(|(k, l)| (l.session.connection(), *k))
+            .collect();
+        if up.is_empty() {
+            return None;
+        }
+        up.sort_unstable();
+        let n = u64::try_from(up.len()).unwrap_or(u64::MAX);
+        let i = usize::try_from(circuit % n).unwrap_or(0);
+        up.get(i).map(|(_, k)| *k)
     }
 
     /// A link's timer fired.
@@ -236,6 +281,32 @@ impl Forwarder {
         match event {
             LinkEvent::Up { peer } => {
                 link.peer = Some(peer.clone());
+                let (dialed, number) = (link.dialed, link.session.connection());
+                // A listener keeps one connection per number from a dialer: a new one
+                // replaces the old, whose loss it has perhaps not seen yet.
+                let replaced: Vec<ConnKey> = self
+                    .links
+                    .iter()
+                    .filter(|(k, l)| {
+                        **k != key
+                            && !dialed
+                            && !l.dialed
+                            && l.peer.as_deref() == Some(peer.as_str())
+                            && l.session.connection() == number
+                    })
+                    .map(|(k, _)| *k)
+                    .collect();
+                for old in replaced {
+                    self.link_closes
+                        .push_back((old, "replaced by a new connection".to_owned()));
+                }
+                if self.connections_to(&peer) > 1 {
+                    // The link was up already: one more connection of it.
+                    return;
+                }
+                let Some(link) = self.links.get_mut(&key) else {
+                    return;
+                };
                 self.stats.links_up += 1;
                 self.control
                     .push_back(ControlRequest::LinkStatus(pb::LinkStatus {
@@ -276,6 +347,7 @@ impl Forwarder {
                 fin,
             } => self.link_data(now, LinkLeg { link: key, circuit }, seq, payload, fin),
             LinkEvent::Start { circuit } => self.link_start(LinkLeg { link: key, circuit }),
+            LinkEvent::StartUnheld { circuit } => self.start_unheld(key, circuit),
             LinkEvent::Credit { circuit, bytes } => {
                 self.link_credit(LinkLeg { link: key, circuit }, bytes);
             }
@@ -284,8 +356,10 @@ impl Forwarder {
                 circuit,
                 reason,
                 reroute,
+                link_up,
             } => {
-                self.link_closed(now, LinkLeg { link: key, circuit }, &reason, reroute);
+                let leg = LinkLeg { link: key, circuit };
+                self.link_closed(now, leg, &reason, reroute.then_some(link_up));
             }
         }
     }

@@ -32,6 +32,15 @@ use super::{
     LinkLeg, MeshDial,
 };
 
+/// The id a circuit routed by `route` has on links: the Route's `link_circuit_id`, which
+/// a reroute sets to a new id, else its `circuit_id`.
+fn link_id(route: &pb::Route) -> u64 {
+    match route.link_circuit_id {
+        0 => route.circuit_id,
+        lid => lid,
+    }
+}
+
 /// How long an end router waits for a new path after its circuit's path broke; then the
 /// circuit ends with an error.
 pub(crate) const REROUTE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -96,7 +105,7 @@ impl Forwarder {
     ) {
         let next_link = result.as_ref().ok().and_then(|r| {
             let next = r.path.get(1)?;
-            self.link_to(next)
+            self.link_for(next, r.circuit_id)
         });
         let Some(c) = self.circuits.get(&circuit) else {
             // The dialer went away while the controller routed: the path forgets it.
@@ -192,6 +201,8 @@ impl Forwarder {
     /// the host is dialled and the Route answered once it accepted).
     pub fn install_route(&mut self, now: Instant, request_id: i32, route: pb::Route) {
         let id = route.circuit_id;
+        // The id on links (a rerouted circuit's is new): `lid` below.
+        let lid = link_id(&route);
         let fail = |this: &mut Self, reason: String| {
             this.control.push_back(ControlRequest::RouteResult {
                 request_id,
@@ -208,21 +219,23 @@ impl Forwarder {
             });
             return;
         }
-        let Some(prev) = self.link_to(&route.previous_router_id) else {
+        // The connection the previous router picks too, most likely; if it picked
+        // another, the circuit moves there on its start (`start_unheld`).
+        let Some(prev) = self.link_for(&route.previous_router_id, lid) else {
             return fail(self, "no link to the previous router of the path".into());
         };
-        if let Err(e) = self.open_on_link(prev, id) {
+        if let Err(e) = self.open_on_link(prev, lid) {
             return fail(self, e);
         }
         let prev_leg = LinkLeg {
             link: prev,
-            circuit: id,
+            circuit: lid,
         };
         if !route.next_router_id.is_empty() {
-            let next = self.link_to(&route.next_router_id);
+            let next = self.link_for(&route.next_router_id, lid);
             let opened = match next {
                 None => Err("no link to the next router of the path".to_owned()),
-                Some(next) => self.open_on_link(next, id).map(|()| next),
+                Some(next) => self.open_on_link(next, lid).map(|()| next),
             };
             let next = match opened {
                 Ok(next) => next,
@@ -235,12 +248,12 @@ impl Forwarder {
             let mut c = Circuit::new(End::Link(prev_leg), self.shard, now);
             c.host = Some(End::Link(LinkLeg {
                 link: next,
-                circuit: id,
+                circuit: lid,
             }));
             c.mesh_id = Some(id);
             self.circuits.insert(circuit, c);
             for link in [prev, next] {
-                self.link_legs.entry(link).or_default().insert(id, circuit);
+                self.link_legs.entry(link).or_default().insert(lid, circuit);
             }
             self.stats.circuits_transit += 1;
             self.control.push_back(ControlRequest::RouteResult {
@@ -272,7 +285,7 @@ impl Forwarder {
         c.relaying = false;
         c.route_request = Some(request_id);
         self.circuits.insert(circuit, c);
-        self.link_legs.entry(prev).or_default().insert(id, circuit);
+        self.link_legs.entry(prev).or_default().insert(lid, circuit);
         self.mesh_ends.insert(id, circuit);
         let some = |v: Vec<u8>| (!v.is_empty()).then(|| Bytes::from(v));
         let dial = CrossDial {
@@ -301,10 +314,13 @@ impl Forwarder {
     /// The controller takes down the circuit `circuit_id` (its setup failed elsewhere,
     /// or it ended on another router of its path).
     pub fn unroute(&mut self, now: Instant, circuit_id: u64, reason: &str) {
+        // A transit keys its legs by the id on links, which a reroute changes: found by
+        // the controller's id it keeps (rare: a scan).
         let found = self.mesh_ends.get(&circuit_id).copied().or_else(|| {
-            self.link_legs
-                .values()
-                .find_map(|m| m.get(&circuit_id).copied())
+            self.circuits
+                .iter()
+                .find(|(_, c)| c.mesh_id == Some(circuit_id))
+                .map(|(k, _)| *k)
         });
         if let Some(circuit) = found {
             if let Some(c) = self.circuits.remove(&circuit) {
@@ -636,6 +652,71 @@ impl Forwarder {
         }
     }
 
+    /// The peer router started circuit `id` on connection `key`, which does not carry it
+    /// here: the router installed it on another connection to that router (it saw
+    /// other connections up). The circuit moves to `key` (nothing crossed yet: a
+    /// circuit's first frame is its start) and starts; a circuit this router does not
+    /// hold is refused.
+    pub(super) fn start_unheld(&mut self, key: ConnKey, id: u64) {
+        let peer = self.links.get(&key).and_then(|l| l.peer.clone());
+        let sibling = peer.as_deref().and_then(|peer| {
+            self.link_legs.iter().find_map(|(link, m)| {
+                let same_peer = *link != key
+                    && self
+                        .links
+                        .get(link)
+                        .is_some_and(|l| l.peer.as_deref() == Some(peer));
+                (same_peer && m.contains_key(&id)).then_some(*link)
+            })
+        });
+        let moved = sibling.and_then(|old| {
+            let circuit = self.circuit_of(LinkLeg {
+                link: old,
+                circuit: id,
+            })?;
+            self.links.get_mut(&key)?.session.open_circuit(id).ok()?;
+            Some((old, circuit))
+        });
+        let Some((old, circuit)) = moved else {
+            tracing::debug!(
+                circuit = id,
+                link = key.0,
+                "start of a circuit not held: refused"
+            );
+            if let Some(l) = self.links.get_mut(&key) {
+                if l.session.refuse_circuit(id).is_ok() {
+                    self.mark_link(key);
+                }
+            }
+            return;
+        };
+        let (old_leg, new_leg) = (
+            LinkLeg {
+                link: old,
+                circuit: id,
+            },
+            LinkLeg {
+                link: key,
+                circuit: id,
+            },
+        );
+        self.forget_link_leg(old_leg);
+        if let Some(l) = self.links.get_mut(&old) {
+            l.session.forget_circuit(id);
+        }
+        self.link_legs.entry(key).or_default().insert(id, circuit);
+        if let Some(c) = self.circuits.get_mut(&circuit) {
+            if c.dialer == End::Link(old_leg) {
+                c.dialer = End::Link(new_leg);
+            }
+            if c.host == Some(End::Link(old_leg)) {
+                c.host = Some(End::Link(new_leg));
+            }
+        }
+        self.stats.link_circuits_moved += 1;
+        self.link_start(new_leg);
+    }
+
     /// The peer router's consumer drained `bytes` of what this router sent on `leg`.
     pub(super) fn link_credit(&mut self, leg: LinkLeg, bytes: u32) {
         let Some(circuit) = self.circuit_of(leg) else {
@@ -662,15 +743,25 @@ impl Forwarder {
         self.delivered(circuit, source, bytes, resume);
     }
 
-    /// The peer router closed `leg` with `reason`; with `reroute`, only the path broke.
-    pub(super) fn link_closed(&mut self, now: Instant, leg: LinkLeg, reason: &[u8], reroute: bool) {
+    /// The peer router closed `leg` with `reason`; with `reroute`, only the path broke
+    /// (`Some(true)`: and every link of it is still up).
+    pub(super) fn link_closed(
+        &mut self,
+        now: Instant,
+        leg: LinkLeg,
+        reason: &[u8],
+        reroute: Option<bool>,
+    ) {
         let Some(circuit) = self.circuit_of(leg) else {
             return;
         };
         self.forget_link_leg(leg);
         let reason = String::from_utf8_lossy(reason);
-        if reroute && self.path_broke(now, circuit, leg, &reason) {
-            return;
+        tracing::debug!(circuit = leg.circuit, link = leg.link.0, %reason, ?reroute, "circuit closed by the peer router");
+        if let Some(link_up) = reroute {
+            if self.path_broke(now, circuit, leg, &reason, link_up) {
+                return;
+            }
         }
         if let Some(c) = self.circuits.remove(&circuit) {
             self.end_circuit(now, circuit, &c, Ended::Link(leg), &reason);
@@ -679,9 +770,17 @@ impl Forwarder {
 
     /// The link of `leg` no longer carries `circuit` because its path broke. An end
     /// router keeps the circuit and asks for a new path; a transit forgets it and passes
-    /// the break on toward the other end. False when the circuit cannot be rerouted (it
-    /// is not set up yet), so the caller ends it.
-    fn path_broke(&mut self, now: Instant, circuit: CircuitId, leg: LinkLeg, why: &str) -> bool {
+    /// the break on toward the other end. `link_up`: the link broke only in one of its
+    /// connections and is still up, so the same path will do. False when the circuit
+    /// cannot be rerouted (it is not set up yet), so the caller ends it.
+    fn path_broke(
+        &mut self,
+        now: Instant,
+        circuit: CircuitId,
+        leg: LinkLeg,
+        why: &str,
+        link_up: bool,
+    ) -> bool {
         let Some(c) = self.circuits.get_mut(&circuit) else {
             return true;
         };
@@ -706,7 +805,7 @@ impl Forwarder {
                 self.forget_link_leg(next);
                 if let Some(l) = self.links.get_mut(&next.link) {
                     if l.session
-                        .close_for_reroute(next.circuit, why.as_bytes())
+                        .close_for_reroute(next.circuit, why.as_bytes(), link_up)
                         .is_ok()
                     {
                         self.mark_link(next.link);
@@ -720,8 +819,10 @@ impl Forwarder {
                     c.rerouting = Some(deadline);
                     self.reroute_timers.push(Reverse((deadline, circuit)));
                     tracing::info!(circuit = id, %why, "path broke; asking for a new one");
-                    self.control
-                        .push_back(ControlRequest::Reroute { circuit_id: id });
+                    self.control.push_back(ControlRequest::Reroute {
+                        circuit_id: id,
+                        path_intact: link_up,
+                    });
                 }
                 true
             }
@@ -733,6 +834,7 @@ impl Forwarder {
     /// starts the new path; the egress waits for that start).
     fn reroute(&mut self, route: &pb::Route) -> Result<(), String> {
         let id = route.circuit_id;
+        let lid = link_id(route);
         let missing = || "no such circuit on this router".to_owned();
         let circuit = *self.mesh_ends.get(&id).ok_or_else(missing)?;
         let c = self.circuits.get(&circuit).ok_or_else(missing)?;
@@ -743,16 +845,18 @@ impl Forwarder {
             _ => return Err("the circuit has no link leg here".into()),
         };
         let link = self
-            .link_to(&peer)
+            .link_for(&peer, lid)
             .ok_or_else(|| format!("no link to router {peer}"))?;
-        self.open_on_link(link, id)?;
-        // The old leg, if its link is still up, carries the circuit no more.
+        // The old leg, if its link is still up, carries the circuit no more. First: the
+        // new leg may be on the same connection (the path stayed the same and so did
+        // the connection on this side), where the circuit opens again afresh.
         self.forget_link_leg(old);
         if let Some(l) = self.links.get_mut(&old.link) {
             l.session.forget_circuit(old.circuit);
         }
-        let leg = LinkLeg { link, circuit: id };
-        self.link_legs.entry(link).or_default().insert(id, circuit);
+        self.open_on_link(link, lid)?;
+        let leg = LinkLeg { link, circuit: lid };
+        self.link_legs.entry(link).or_default().insert(lid, circuit);
         let window = self.config.window;
         let c = self.circuits.get_mut(&circuit).ok_or_else(missing)?;
         match ingress {
@@ -784,7 +888,7 @@ impl Forwarder {
         tracing::info!(circuit = id, via = %peer, "circuit rerouted");
         if ingress {
             if let Some(l) = self.links.get_mut(&link) {
-                l.session.send_start(id).map_err(|e| e.to_string())?;
+                l.session.send_start(lid).map_err(|e| e.to_string())?;
             }
             self.mark_link(link);
             self.flush_held(circuit, leg);
@@ -855,8 +959,16 @@ impl Forwarder {
         }
     }
 
-    /// The link `link` to `peer` is gone: every circuit over it ends with an error.
-    pub(super) fn link_circuits_lost(&mut self, now: Instant, link: ConnKey, peer: &str) {
+    /// The link connection `link` to `peer` is gone: every circuit over it is rerouted
+    /// (`link_up`: on the same path, another connection of the link being up) or ends
+    /// with an error.
+    pub(super) fn link_circuits_lost(
+        &mut self,
+        now: Instant,
+        link: ConnKey,
+        peer: &str,
+        link_up: bool,
+    ) {
         let Some(circuits) = self.link_legs.remove(&link) else {
             return;
         };
@@ -864,7 +976,7 @@ impl Forwarder {
         let circuits: HashMap<u64, CircuitId> = circuits;
         for (id, circuit) in circuits {
             let leg = LinkLeg { link, circuit: id };
-            if self.path_broke(now, circuit, leg, &reason) {
+            if self.path_broke(now, circuit, leg, &reason, link_up) {
                 continue;
             }
             if let Some(c) = self.circuits.remove(&circuit) {

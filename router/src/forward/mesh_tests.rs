@@ -94,6 +94,20 @@ impl Line {
         path: Vec<usize>,
         detour: Vec<usize>,
     ) -> Self {
+        Self::with_connections(window, link, count, pairs, 1, path, detour)
+    }
+
+    /// [`Self::with`], each link `connections` connections (in `links`, the pair's
+    /// connections follow each other).
+    fn with_connections(
+        window: usize,
+        link: LinkConfig,
+        count: usize,
+        pairs: &[(usize, usize)],
+        connections: u32,
+        path: Vec<usize>,
+        detour: Vec<usize>,
+    ) -> Self {
         let now = Instant::now();
         let mut routers: Vec<Forwarder> = IDS[..count]
             .iter()
@@ -117,7 +131,10 @@ impl Line {
             })
             .collect();
         let mut links = Vec::new();
-        for (n, &(dialer, listener)) in pairs.iter().enumerate() {
+        let each = pairs
+            .iter()
+            .flat_map(|pair| (0..connections).map(move |c| (*pair, c)));
+        for (n, ((dialer, listener), connection)) in each.enumerate() {
             let n = n as u64;
             let (dk, lk) = (ConnKey(1000 + 2 * n), ConnKey(1001 + 2 * n));
             routers[dialer]
@@ -128,6 +145,7 @@ impl Line {
                     Role::Dialer {
                         own_id: IDS[dialer].into(),
                         peer: IDS[listener].into(),
+                        connection,
                     },
                 )
                 .unwrap();
@@ -261,7 +279,7 @@ impl Line {
                 let id = self.next_circuit;
                 self.next_circuit += 1;
                 let path = self.path.clone();
-                self.route_transits(id, &path);
+                self.route_transits(id, 0, &path);
                 let (address, terminator_id) = self.terminator.clone().expect("a terminator");
                 let n = path.len();
                 let egress = pb::Route {
@@ -303,12 +321,19 @@ impl Line {
                 }
             }
             ControlRequest::CircuitClosed(c) => self.closed.push(c),
-            ControlRequest::Reroute { circuit_id } => {
+            ControlRequest::Reroute {
+                circuit_id,
+                path_intact,
+            } => {
                 if self.rerouted.contains(&circuit_id) {
                     return;
                 }
                 self.rerouted.push(circuit_id);
-                let path = self.detour.clone();
+                // An intact path (a link lost one connection of several) is kept.
+                let path = match path_intact {
+                    true => self.path.clone(),
+                    false => self.detour.clone(),
+                };
                 if path.is_empty() {
                     // No other path: the controller tells both ends to end the circuit.
                     let ends = [self.path[0], self.path[self.path.len() - 1]];
@@ -317,7 +342,10 @@ impl Line {
                     }
                     return;
                 }
-                self.route_transits(circuit_id, &path);
+                // The new path gets a new id on links, as the controller gives it.
+                let lid = self.next_circuit;
+                self.next_circuit += 1;
+                self.route_transits(circuit_id, lid, &path);
                 let n = path.len();
                 for (r, previous, next) in [
                     (path[n - 1], IDS[path[n - 2]], ""),
@@ -330,6 +358,7 @@ impl Line {
                         previous_router_id: previous.into(),
                         next_router_id: next.into(),
                         reroute: true,
+                        link_circuit_id: lid,
                         ..Default::default()
                     };
                     self.routers[r].install_route(now, request_id, route);
@@ -359,8 +388,8 @@ impl Line {
         }
     }
 
-    /// Routes the transit routers of `path` for circuit `id`.
-    fn route_transits(&mut self, id: u64, path: &[usize]) {
+    /// Routes the transit routers of `path` for circuit `id` (on links `lid`; 0: `id`).
+    fn route_transits(&mut self, id: u64, lid: u64, path: &[usize]) {
         let now = self.now;
         for w in path.windows(3) {
             let request_id = self.next_request;
@@ -369,6 +398,7 @@ impl Line {
                 circuit_id: id,
                 previous_router_id: IDS[w[0]].into(),
                 next_router_id: IDS[w[2]].into(),
+                link_circuit_id: lid,
                 ..Default::default()
             };
             self.routers[w[1]].install_route(now, request_id, route);
@@ -650,6 +680,117 @@ fn a_broken_path_moves_to_another_and_loses_nothing_in_flight() {
     line.data(&mut dialer, 0, b"after", true);
     let (tail, fin) = payloads(&line.recv(&mut host), 100);
     assert_eq!((tail.as_slice(), fin), (&b"after"[..], true));
+}
+
+/// Three routers in a line, each link three connections (`links[3 * pair + n]`).
+fn line_of_three_connection_links() -> Line {
+    Line::with_connections(
+        1 << 20,
+        LinkConfig::default(),
+        3,
+        &[(0, 1), (2, 1)],
+        3,
+        vec![0, 1, 2],
+        // No other path: a reroute that wanted one would end the circuit.
+        Vec::new(),
+    )
+}
+
+/// The index in `line.links` of the connection of link A - B carrying the circuit.
+fn carrying_connection(line: &Line) -> usize {
+    let a = &line.routers[0];
+    let on: Vec<usize> = (0..3)
+        .filter(|i| {
+            let key = line.links[*i].ends[0].1;
+            a.links().iter().any(|l| l.key == key && l.circuits == 1)
+        })
+        .collect();
+    assert_eq!(on.len(), 1, "the circuit rides one connection");
+    on[0]
+}
+
+#[test]
+fn a_link_that_loses_one_of_its_connections_keeps_its_circuit_on_the_same_path() {
+    let (mut line, mut dialer, mut host) = Line::established_on(line_of_three_connection_links());
+    // Both routers of each link put the circuit on the same connection.
+    let on = carrying_connection(&line);
+    let (a_key, b_key) = (line.links[on].ends[0].1, line.links[on].ends[1].1);
+    assert!(
+        line.routers[1]
+            .links()
+            .iter()
+            .any(|l| l.key == b_key && l.circuits == 1)
+    );
+    let up: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let down: Vec<u8> = (0..150_000u32).map(|i| (i % 241) as u8).collect();
+    line.auto_carry = false;
+    for chunk in up.chunks(10_000) {
+        line.data(&mut dialer, 0, chunk, false);
+    }
+    for chunk in down.chunks(10_000) {
+        line.data(&mut host, 100, chunk, false);
+    }
+    // What crossed B - C reaches B and C; then the connection of A - B carrying the
+    // circuit breaks with frames queued on it both ways.
+    for i in 3..6 {
+        line.carry_link(i);
+    }
+    line.break_link(on);
+    line.auto_carry = true;
+    line.settle();
+    assert_eq!(line.rerouted.len(), 1, "one reroute for the circuit");
+    assert_eq!(line.path, [0, 1, 2], "the same path");
+    let (mut got_up, mut got_down) = (Vec::new(), Vec::new());
+    for _ in 0..100 {
+        got_up.extend(payloads(&line.recv(&mut host), 100).0);
+        got_down.extend(payloads(&line.recv(&mut dialer), 0).0);
+        if got_up.len() >= up.len() && got_down.len() >= down.len() {
+            break;
+        }
+    }
+    assert_eq!((got_up.len(), got_down.len()), (up.len(), down.len()));
+    assert!(got_up == up, "upload differs after the move");
+    assert!(got_down == down, "download differs after the move");
+    // The link stayed up for both routers: no down report, the circuit on another of
+    // its connections.
+    assert_eq!(
+        (
+            line.routers[0].stats().links_lost,
+            line.routers[1].stats().links_lost
+        ),
+        (0, 0)
+    );
+    let now_on: Vec<ConnKey> = line.routers[0]
+        .links()
+        .iter()
+        .filter(|l| l.circuits == 1)
+        .map(|l| l.key)
+        .collect();
+    assert_eq!(now_on.len(), 1);
+    assert_ne!(now_on[0], a_key, "another connection of the link");
+    line.data(&mut dialer, 0, b"after", true);
+    let (tail, fin) = payloads(&line.recv(&mut host), 100);
+    assert_eq!((tail.as_slice(), fin), (&b"after"[..], true));
+}
+
+#[test]
+fn a_circuit_started_on_another_connection_than_installed_moves_there() {
+    let mut line = line_of_three_connection_links();
+    // A has lost connection 2 of A - B and B has not seen it yet: A sees two
+    // connections up and B three, so they choose differently for the circuit
+    // (2^40 % 2 = 0 on A, 2^40 % 3 = 1 on B).
+    let (a_end, _) = (line.links[2].ends[0], line.links[2].ends[1]);
+    let now = line.now;
+    line.routers[0].link_lost(now, a_end.1, "connection reset");
+    line.links.remove(2);
+    let (mut line, mut dialer, mut host) = Line::established_on(line);
+    assert_eq!(line.routers[1].stats().link_circuits_moved, 1);
+    line.data(&mut host, 100, b"banner", false);
+    assert_eq!(payloads(&line.recv(&mut dialer), 0).0, b"banner");
+    line.data(&mut dialer, 0, b"ping", true);
+    let (got, fin) = payloads(&line.recv(&mut host), 100);
+    assert_eq!((got.as_slice(), fin), (&b"ping"[..], true));
+    assert_eq!(line.routers[0].stats().links_lost, 0, "the link stayed up");
 }
 
 /// The host closes cleanly (`StateClosed`, no reason) with `sent` bytes still held at

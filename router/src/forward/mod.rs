@@ -100,6 +100,9 @@ pub enum ControlRequest {
     Reroute {
         /// The circuit's id on links.
         circuit_id: u64,
+        /// Every link of the path is still up (a link lost one connection of several):
+        /// the same path will do.
+        path_intact: bool,
     },
     /// Route `circuit` (its dialer has no terminator here) across routers; answer with
     /// [`Forwarder::circuit_routed`].
@@ -356,10 +359,13 @@ pub struct ForwardStats {
     pub circuits_cross: u64,
     /// Data frames handed to another shard.
     pub frames_cross: u64,
-    /// Links whose hello succeeded.
+    /// Links that came up (the hello of their first connection succeeded).
     pub links_up: u64,
-    /// Links that ended after their hello succeeded.
+    /// Links that went down (their last connection was lost after its hello).
     pub links_lost: u64,
+    /// Circuits moved to the connection of a link the peer router started them on
+    /// (the two routers saw different connections of the link up).
+    pub link_circuits_moved: u64,
     /// Circuits across routers set up with this router as the ingress.
     pub circuits_ingress: u64,
     /// Circuits across routers this router carries between two links.

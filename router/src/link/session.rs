@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use weft_wire::edge::{FLAG_FIN, HelloResult};
 use weft_wire::link::{
-    CLOSE_FLAG_REROUTE, FLAG_START, LinkAck, LinkClose, LinkCredit, LinkData, LinkHeartbeat,
-    LinkHeartbeatAck, LinkHello,
+    CLOSE_FLAG_LINK_UP, CLOSE_FLAG_REROUTE, FLAG_START, LinkAck, LinkClose, LinkCredit, LinkData,
+    LinkHeartbeat, LinkHeartbeatAck, LinkHello,
 };
 use weft_wire::{ContentType, Decoded, Decoder, Frame, Limits};
 
@@ -80,6 +80,9 @@ pub enum Role {
         own_id: String,
         /// The router dialled.
         peer: String,
+        /// Which of this router's connections of the link to `peer` it is (below
+        /// [`MAX_CONNECTIONS`]).
+        connection: u32,
     },
     /// It accepted: the dialer must say hello as `expected_peer` (the router whose
     /// certificate the TLS handshake verified).
@@ -88,6 +91,11 @@ pub enum Role {
         expected_peer: String,
     },
 }
+
+/// Connections one link (one pair of routers, one dialer) may have: a listener refuses
+/// a hello naming a connection at or past it. OpenZiti allows up to 100 payload
+/// connections per link and maintainers report that more than 3 rarely helps.
+pub const MAX_CONNECTIONS: u32 = 16;
 
 /// What the link delivers to the forwarder.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,6 +121,14 @@ pub enum LinkEvent {
         /// The circuit.
         circuit: u64,
     },
+    /// A start for a circuit this connection does not carry: the peer router chose this
+    /// connection of the link for it, and this router installed it on another
+    /// connection to that router. The forwarder moves it here
+    /// ([`LinkSession::open_circuit`]) or refuses it ([`LinkSession::refuse_circuit`]).
+    StartUnheld {
+        /// The circuit.
+        circuit: u64,
+    },
     /// The peer consumed this much of what this side sent on `circuit`.
     Credit {
         /// The circuit.
@@ -128,6 +144,9 @@ pub enum LinkEvent {
         reason: Bytes,
         /// Only the circuit's path broke: its end routers reroute it.
         reroute: bool,
+        /// With `reroute`: the link that lost a connection stays up on another, so the
+        /// same path will do.
+        link_up: bool,
     },
     /// The far end router of `circuit` received its payload up to `seq` (end to end).
     Ack {
@@ -179,6 +198,9 @@ pub enum LinkError {
     /// The link carries its maximum of circuits.
     #[error("too many circuits on the link")]
     TooManyCircuits,
+    /// The dialer's hello named a connection at or past [`MAX_CONNECTIONS`].
+    #[error("the hello names connection {0}, past the most one link may have")]
+    TooManyConnections(u32),
     /// A payload larger than the whole window can never be sent.
     #[error("a payload of {0} bytes exceeds the circuit window")]
     TooLarge(usize),
@@ -216,6 +238,8 @@ enum State {
 pub struct LinkSession {
     config: LinkConfig,
     role: Role,
+    /// Which of the dialer's connections of the link this is.
+    connection: u32,
     state: State,
     started: Instant,
     hello_seq: i32,
@@ -229,6 +253,9 @@ pub struct LinkSession {
     events: VecDeque<LinkEvent>,
     circuits: HashMap<u64, CircuitCredit>,
     unknown_replied: HashSet<u64>,
+    /// Decoding stopped after a [`LinkEvent::StartUnheld`]: what follows the start
+    /// waits until the forwarder took or refused the circuit.
+    stopped_for_start: bool,
     health: LinkHealth,
     traffic: Traffic,
 }
@@ -249,9 +276,14 @@ pub struct Traffic {
 impl LinkSession {
     /// A link in `role`, its TLS handshake done at `now`; a dialer's hello is queued.
     pub fn new(config: LinkConfig, role: Role, now: Instant) -> Result<Self, LinkError> {
+        let connection = match &role {
+            Role::Dialer { connection, .. } => *connection,
+            Role::Listener { .. } => 0,
+        };
         let mut s = Self {
             config,
             role,
+            connection,
             state: State::Hello,
             started: now,
             hello_seq: 0,
@@ -263,12 +295,19 @@ impl LinkSession {
             events: VecDeque::new(),
             circuits: HashMap::new(),
             unknown_replied: HashSet::new(),
+            stopped_for_start: false,
             health: LinkHealth::new(config.health, now),
             traffic: Traffic::default(),
         };
         if let Role::Dialer { own_id, .. } = &s.role {
             let own_id = own_id.clone();
-            s.hello_seq = s.push(|seq, out| LinkHello { router_id: &own_id }.encode(seq, out))?;
+            s.hello_seq = s.push(|seq, out| {
+                LinkHello {
+                    router_id: &own_id,
+                    connection,
+                }
+                .encode(seq, out)
+            })?;
         }
         Ok(s)
     }
@@ -280,6 +319,18 @@ impl LinkSession {
             (State::Up, Role::Listener { expected_peer }) => Some(expected_peer),
             (State::Hello, _) => None,
         }
+    }
+
+    /// Whether the last [`Self::handle_received`] stopped at a start it handed up, with
+    /// frames perhaps left to process.
+    pub fn stopped_for_start(&self) -> bool {
+        self.stopped_for_start
+    }
+
+    /// Which of the dialer's connections of the link this is (from the hello on the
+    /// listener's side; 0 until then).
+    pub fn connection(&self) -> u32 {
+        self.connection
     }
 
     /// What crossed the link so far.
@@ -310,9 +361,16 @@ impl LinkSession {
         self.decoder.buffer_mut()
     }
 
-    /// Processes the bytes appended to [`Self::receive_buffer`].
+    /// Processes the bytes appended to [`Self::receive_buffer`]. It stops after a start
+    /// it hands up as [`LinkEvent::StartUnheld`] ([`Self::stopped_for_start`]): the
+    /// caller takes or refuses the circuit, then calls this again for the rest (data of
+    /// that circuit may follow its start).
     pub fn handle_received(&mut self, now: Instant) -> Result<(), LinkError> {
-        while let Decoded::Frame(frame) = self.decoder.decode()? {
+        self.stopped_for_start = false;
+        while !self.stopped_for_start {
+            let Decoded::Frame(frame) = self.decoder.decode()? else {
+                break;
+            };
             self.health.handle_received(now);
             self.traffic.frames_received += 1;
             if frame.content_type() == ContentType::LINK_DATA {
@@ -332,7 +390,14 @@ impl LinkSession {
             ContentType::LINK_DATA => {
                 let data = LinkData::parse(frame)?;
                 let Some(credit) = self.circuits.get_mut(&data.circuit_id) else {
-                    return self.unknown_circuit(data.circuit_id);
+                    if data.flags & FLAG_START != 0 {
+                        self.events.push_back(LinkEvent::StartUnheld {
+                            circuit: data.circuit_id,
+                        });
+                        self.stopped_for_start = true;
+                        return Ok(());
+                    }
+                    return self.unknown_circuit(data.circuit_id, 0);
                 };
                 if data.flags & FLAG_START != 0 {
                     self.events.push_back(LinkEvent::Start {
@@ -370,6 +435,7 @@ impl LinkSession {
                         // The reason is the frame's body: a slice of it, not a copy.
                         reason: frame.body().clone(),
                         reroute: c.flags & CLOSE_FLAG_REROUTE != 0,
+                        link_up: c.flags & CLOSE_FLAG_LINK_UP != 0,
                     });
                 }
             }
@@ -401,6 +467,21 @@ impl LinkSession {
         match self.role.clone() {
             Role::Listener { expected_peer } => {
                 let hello = LinkHello::parse(frame)?;
+                if hello.connection >= MAX_CONNECTIONS {
+                    let reply_for = frame.sequence();
+                    self.push_reply(|seq, out| {
+                        HelloResult {
+                            success: false,
+                            reply_for,
+                            version: None,
+                            connection_id: None,
+                            message: b"too many connections for one link",
+                        }
+                        .encode(seq, out)
+                    })?;
+                    return Err(LinkError::TooManyConnections(hello.connection));
+                }
+                self.connection = hello.connection;
                 if hello.router_id != expected_peer {
                     let err = LinkError::WrongPeer {
                         expected: expected_peer,
@@ -456,18 +537,13 @@ impl LinkSession {
 
     /// Data for a circuit this side does not hold: dropped, and answered with one
     /// close per circuit id while the memory of answered ids lasts.
-    fn unknown_circuit(&mut self, circuit: u64) -> Result<(), LinkError> {
-        if self.unknown_replied.len() >= self.config.max_unknown_replies {
-            // Starting over bounds memory; a peer that keeps sending on unknown ids gets
-            // at most one close per id per round.
-            self.unknown_replied.clear();
-        }
-        if self.unknown_replied.insert(circuit) {
+    fn unknown_circuit(&mut self, circuit: u64, flags: u32) -> Result<(), LinkError> {
+        if self.remember_answered(circuit) {
             self.push_reply(|seq, out| {
                 LinkClose {
                     circuit_id: circuit,
                     reason: b"unknown circuit",
-                    flags: 0,
+                    flags,
                 }
                 .encode(seq, out)
             })?;
@@ -543,9 +619,28 @@ impl LinkSession {
     }
 
     /// Ends `circuit` on this link because its path broke elsewhere: the peer passes it
-    /// on toward the circuit's end router, which reroutes the circuit.
-    pub fn close_for_reroute(&mut self, circuit: u64, reason: &[u8]) -> Result<(), LinkError> {
-        self.close_with(circuit, reason, CLOSE_FLAG_REROUTE)
+    /// on toward the circuit's end router, which reroutes the circuit. `link_up`: the
+    /// broken link stays up on another connection (the same path will do).
+    pub fn close_for_reroute(
+        &mut self,
+        circuit: u64,
+        reason: &[u8],
+        link_up: bool,
+    ) -> Result<(), LinkError> {
+        let flags = match link_up {
+            true => CLOSE_FLAG_REROUTE | CLOSE_FLAG_LINK_UP,
+            false => CLOSE_FLAG_REROUTE,
+        };
+        self.close_with(circuit, reason, flags)
+    }
+
+    /// Refuses a circuit the peer started on this connection ([`LinkEvent::StartUnheld`])
+    /// that this router does not carry, as data for an unknown circuit is, but with a
+    /// close for a reroute over intact links: the path is inconsistent (this router lost
+    /// the circuit's leg with a connection the peer had not seen go yet), and the
+    /// circuit's ends get another one rather than an error.
+    pub fn refuse_circuit(&mut self, circuit: u64) -> Result<(), LinkError> {
+        self.unknown_circuit(circuit, CLOSE_FLAG_REROUTE | CLOSE_FLAG_LINK_UP)
     }
 
     fn close_with(&mut self, circuit: u64, reason: &[u8], flags: u32) -> Result<(), LinkError> {
@@ -562,10 +657,26 @@ impl LinkSession {
         Ok(())
     }
 
-    /// Forgets `circuit` without telling the peer (it moved to another link; the peer
-    /// forgot it already, or hears of it from its own path).
+    /// Forgets `circuit` without telling the peer (it moved to another link or id; the
+    /// peer forgot it already, or hears of it from its own path). What the peer still
+    /// sends on it was sent before the peer moved too and is dropped without an answer
+    /// (the circuit's end sends again what was not acknowledged): a close would end the
+    /// peer's circuit while it still has the id.
     pub fn forget_circuit(&mut self, circuit: u64) {
-        self.circuits.remove(&circuit);
+        if self.circuits.remove(&circuit).is_some() {
+            self.remember_answered(circuit);
+        }
+    }
+
+    /// Notes that frames on `circuit` get no (more) answer, within the bounded memory
+    /// of answered ids; whether it was new there.
+    fn remember_answered(&mut self, circuit: u64) -> bool {
+        if self.unknown_replied.len() >= self.config.max_unknown_replies {
+            // Starting over bounds memory; a peer that keeps sending on unknown ids gets
+            // at most one close per id per round.
+            self.unknown_replied.clear();
+        }
+        self.unknown_replied.insert(circuit)
     }
 
     /// Queues an end-to-end ack of `circuit` up to `seq` (no credit needed).

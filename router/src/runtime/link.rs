@@ -6,7 +6,9 @@
 //!   certificate it dials with. This router dials each router whose listener shares a
 //!   group with its `dial_groups`; of two routers that would dial each other, only the
 //!   one whose id sorts first does ([`crate::link::duplicate`]), so one pair has one
-//!   link. A lost link is dialled again after [`Backoff`] (500 ms to 60 s, ±20 %).
+//!   link. A link is `connections` TCP connections (`[link] connections`), each
+//!   dialled by its own loop and numbered in its hello; a lost connection is dialled
+//!   again after [`Backoff`] (500 ms to 60 s, ±20 %).
 //! - **Dialling**: TCP, then TLS as a client presenting the router certificate; the
 //!   listener's certificate must chain to the network CA, name the dialled host and
 //!   carry the peer's router id as its common name ([`weft_tls::client::link`]).
@@ -69,6 +71,8 @@ pub struct LinkSettings {
     pub groups: Vec<String>,
     /// Groups the dialers dial.
     pub dial_groups: Vec<String>,
+    /// Connections each dialled link has (1 to [`crate::link::session::MAX_CONNECTIONS`]).
+    pub connections: u32,
     /// The network CA bundle (PEM): verifies the listeners this router dials.
     pub ca_pem: String,
     /// The router certificate chain (PEM) this router dials with.
@@ -119,8 +123,8 @@ pub(super) struct LinkManager {
     peers: BTreeMap<String, pb::Peer>,
     /// Router id by the fingerprint of the certificate it dials with.
     by_fingerprint: HashMap<String, String>,
-    /// Peers with a dial loop running.
-    dialing: HashSet<String>,
+    /// Dial loops running: (peer, connection number).
+    dialing: HashSet<(String, u32)>,
     /// Live link tasks.
     pub(super) slots: HashMap<ConnKey, Rc<LinkSlot>>,
     /// Handshakes in progress on the listener.
@@ -174,7 +178,7 @@ impl Shard {
     /// A new peer list: remembered, and a dial loop started for every router to dial
     /// that has none.
     pub(super) fn apply_peers(this: &Rc<RefCell<Self>>, peers: &pb::Peers) {
-        let start: Vec<String> = {
+        let start: Vec<(String, u32)> = {
             let mut s = this.borrow_mut();
             let Some(mgr) = s.links.as_mut() else {
                 return;
@@ -190,17 +194,19 @@ impl Shard {
                 .filter(|p| !p.client_fingerprint.is_empty())
                 .map(|p| (p.client_fingerprint.clone(), p.router_id.clone()))
                 .collect();
-            let wanted: Vec<String> = mgr
+            let connections = mgr.settings.connections;
+            let wanted: Vec<(String, u32)> = mgr
                 .peers
                 .values()
-                .filter(|p| mgr.wants_dial(p) && !mgr.dialing.contains(&p.router_id))
-                .map(|p| p.router_id.clone())
+                .filter(|p| mgr.wants_dial(p))
+                .flat_map(|p| (0..connections).map(|c| (p.router_id.clone(), c)))
+                .filter(|d| !mgr.dialing.contains(d))
                 .collect();
             mgr.dialing.extend(wanted.iter().cloned());
             wanted
         };
-        for peer in start {
-            tokio::task::spawn_local(dial_loop(this.clone(), peer));
+        for (peer, connection) in start {
+            tokio::task::spawn_local(dial_loop(this.clone(), peer, connection));
         }
     }
 }
@@ -211,8 +217,9 @@ fn jitter_draw() -> f64 {
     (bits >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// Dials `peer_id` while it is listed and wanted, again after each loss or failure.
-async fn dial_loop(shard: Rc<RefCell<Shard>>, peer_id: String) {
+/// Dials connection `connection` of the link to `peer_id` while the peer is listed and
+/// wanted, again after each loss or failure.
+async fn dial_loop(shard: Rc<RefCell<Shard>>, peer_id: String, connection: u32) {
     let Some(settings) = shard.borrow().links.as_ref().map(|m| m.settings.clone()) else {
         return;
     };
@@ -234,6 +241,7 @@ async fn dial_loop(shard: Rc<RefCell<Shard>>, peer_id: String) {
                 let role = Role::Dialer {
                     own_id: settings.router_id.clone(),
                     peer: peer.router_id.clone(),
+                    connection,
                 };
                 let was_up = run_link(shard.clone(), tcp, session, early, role).await;
                 if was_up && started.elapsed() >= STABLE {
@@ -241,7 +249,7 @@ async fn dial_loop(shard: Rc<RefCell<Shard>>, peer_id: String) {
                 }
             }
             Err(e) => {
-                tracing::info!(peer = %peer.name, address = %peer.link_address, error = %e, "link dial failed");
+                tracing::info!(peer = %peer.name, address = %peer.link_address, connection, error = %e, "link dial failed");
                 if let Some(mgr) = shard.borrow_mut().links.as_mut() {
                     mgr.dial_failures += 1;
                 }
@@ -250,7 +258,7 @@ async fn dial_loop(shard: Rc<RefCell<Shard>>, peer_id: String) {
         tokio::time::sleep(backoff.next_delay(jitter_draw())).await;
     }
     if let Some(mgr) = shard.borrow_mut().links.as_mut() {
-        mgr.dialing.remove(&peer_id);
+        mgr.dialing.remove(&(peer_id, connection));
     }
 }
 
@@ -603,6 +611,7 @@ mod tests {
             listen: None,
             groups: groups.iter().map(|g| g.to_string()).collect(),
             dial_groups: dial_groups.iter().map(|g| g.to_string()).collect(),
+            connections: 1,
             ca_pem: String::new(),
             cert_pem: String::new(),
             key_pem: String::new(),

@@ -207,14 +207,20 @@ pub(super) fn render(stats: &[ShardStats]) -> String {
         (
             "weft_router_links_up_total",
             "counter",
-            "Links to other routers whose hello succeeded.",
+            "Links to other routers that came up (their first connection's hello succeeded).",
             |s| s.forward.links_up,
         ),
         (
             "weft_router_links_lost_total",
             "counter",
-            "Links to other routers that ended after coming up.",
+            "Links to other routers that went down (their last connection was lost).",
             |s| s.forward.links_lost,
+        ),
+        (
+            "weft_router_link_circuits_moved_total",
+            "counter",
+            "Circuits moved to the connection of a link the peer router started them on.",
+            |s| s.forward.link_circuits_moved,
         ),
         (
             "weft_router_circuits_ingress_total",
@@ -379,8 +385,8 @@ fn render_links(out: &mut String, stats: &[ShardStats]) {
             Some((
                 l,
                 format!(
-                    "peer=\"{peer}\",dialed=\"{}\",link=\"{}\"",
-                    l.dialed, l.key.0
+                    "peer=\"{peer}\",dialed=\"{}\",connection=\"{}\",link=\"{}\"",
+                    l.dialed, l.connection, l.key.0
                 ),
             ))
         })
@@ -476,6 +482,7 @@ mod tests {
     #[test]
     fn renders_each_links_traffic_and_round_trips() {
         let link = crate::forward::LinkInfo {
+            connection: 0,
             key: ConnKey(9),
             peer: Some("r\"2".into()),
             dialed: true,
@@ -496,7 +503,7 @@ mod tests {
             ..ShardStats::default()
         }];
         let text = render(&stats);
-        let labels = "peer=\"r_2\",dialed=\"true\",link=\"9\"";
+        let labels = "peer=\"r_2\",dialed=\"true\",connection=\"0\",link=\"9\"";
         for line in [
             format!("weft_router_link_tx_bytes_total{{{labels}}} 2000"),
             format!("weft_router_link_credit_waits_total{{{labels}}} 3"),
@@ -538,6 +545,7 @@ mod tests {
                     circuits_egress: 5,
                     link_bytes_sent: 6_000_000,
                     link_credit_stalls: 7,
+                    link_circuits_moved: 8,
                     ..ForwardStats::default()
                 },
                 ..ShardStats::default()
@@ -551,6 +559,7 @@ mod tests {
         for (name, value) in [
             ("weft_router_links_up_total", 2),
             ("weft_router_links_lost_total", 1),
+            ("weft_router_link_circuits_moved_total", 8),
             ("weft_router_circuits_ingress_total", 3),
             ("weft_router_circuits_transit_total", 4),
             ("weft_router_circuits_egress_total", 5),

@@ -346,6 +346,12 @@ pub struct Route {
     /// routers of the new path are routed first, the egress before the ingress.
     #[prost(bool, tag = "9")]
     pub reroute: bool,
+    /// The circuit's id on links from this Route on; 0: `circuit_id`. Each reroute gives
+    /// the circuit a new one, on every router of the new path, so that frames of the old
+    /// path still in flight on a link the new path keeps are never taken for the new
+    /// path's (they meet an id no router holds any more).
+    #[prost(uint64, tag = "10")]
+    pub link_circuit_id: u64,
 }
 /// Router -> controller: the path of a circuit this router is an end of broke (a link of
 /// it was lost); the circuit waits for a reroute Route. No reply.
@@ -353,6 +359,10 @@ pub struct Route {
 pub struct RerouteRequest {
     #[prost(uint64, tag = "1")]
     pub circuit_id: u64,
+    /// Every link of the path is still up: one connection of a link of several was lost,
+    /// and the same path will do (no need to wait for a link's down report).
+    #[prost(bool, tag = "2")]
+    pub path_intact: bool,
 }
 /// Router -> controller, reply to Route: the route is installed (and, on the egress, the
 /// host accepted).

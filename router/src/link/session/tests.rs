@@ -25,6 +25,7 @@ fn pair(config: LinkConfig, t0: Instant) -> (LinkSession, LinkSession) {
         Role::Dialer {
             own_id: "r-a".into(),
             peer: "r-b".into(),
+            connection: 0,
         },
         t0,
     )
@@ -149,9 +150,143 @@ fn hello_then_data_and_credit_per_circuit() {
             circuit: 2,
             reason: Bytes::from_static(b"done"),
             reroute: false,
+            link_up: false,
         }
     );
     assert_eq!((a.circuits(), b.circuits()), (1, 1));
+}
+
+/// A dialer's session for connection `connection` of its link to `r-b`.
+fn dialer_of_connection(connection: u32, t0: Instant) -> LinkSession {
+    LinkSession::new(
+        small(),
+        Role::Dialer {
+            own_id: "r-a".into(),
+            peer: "r-b".into(),
+            connection,
+        },
+        t0,
+    )
+    .unwrap()
+}
+
+#[test]
+fn the_listener_learns_the_connection_number_and_refuses_one_past_the_most() {
+    let t0 = Instant::now();
+    let mut a = dialer_of_connection(3, t0);
+    let mut b = listener(small(), t0);
+    assert_eq!((a.connection(), b.connection()), (3, 0));
+    carry(t0, &mut a, &mut b).unwrap();
+    assert_eq!(events(&mut b), [LinkEvent::Up { peer: "r-a".into() }]);
+    assert_eq!(b.connection(), 3);
+
+    let mut a = dialer_of_connection(MAX_CONNECTIONS, t0);
+    let mut b = listener(small(), t0);
+    assert_eq!(
+        carry(t0, &mut a, &mut b),
+        Err(LinkError::TooManyConnections(MAX_CONNECTIONS))
+    );
+    assert_eq!(b.peer(), None);
+    // The dialer hears why.
+    assert!(matches!(
+        carry(t0, &mut b, &mut a),
+        Err(LinkError::HelloRefused(m)) if m.contains("too many connections")
+    ));
+}
+
+#[test]
+fn a_start_for_a_circuit_the_connection_lacks_is_handed_up_then_taken_or_refused() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = up(small(), t0);
+    a.open_circuit(5).unwrap();
+    a.send_start(5).unwrap();
+    assert!(
+        a.send_data(5, 1, false, Bytes::from_static(b"early"))
+            .unwrap()
+    );
+    a.open_circuit(6).unwrap();
+    a.send_start(6).unwrap();
+    carry(t0, &mut a, &mut b).unwrap();
+    // Decoding stops at the start, so that the data after it waits for the decision.
+    assert_eq!(events(&mut b), [LinkEvent::StartUnheld { circuit: 5 }]);
+    assert!(b.stopped_for_start());
+    // 5 is taken: it carries data from now on, the data after its start first.
+    b.open_circuit(5).unwrap();
+    b.handle_received(t0).unwrap();
+    let got = events(&mut b);
+    assert!(
+        matches!(
+            got.as_slice(),
+            [
+                LinkEvent::Data { circuit: 5, .. },
+                LinkEvent::StartUnheld { circuit: 6 }
+            ]
+        ),
+        "{got:?}"
+    );
+    assert!(a.send_data(5, 1, false, Bytes::from_static(b"hi")).unwrap());
+    // 6 is refused: the dialer hears a close that asks for a reroute over intact links
+    // (the path is inconsistent, not broken).
+    b.refuse_circuit(6).unwrap();
+    b.handle_received(t0).unwrap();
+    assert!(!b.stopped_for_start());
+    carry(t0, &mut b, &mut a).unwrap();
+    assert!(matches!(
+        events(&mut a).as_slice(),
+        [LinkEvent::Closed {
+            circuit: 6,
+            reroute: true,
+            link_up: true,
+            ..
+        }]
+    ));
+    carry(t0, &mut a, &mut b).unwrap();
+    assert!(matches!(
+        events(&mut b).as_slice(),
+        [LinkEvent::Data { circuit: 5, .. }]
+    ));
+}
+
+#[test]
+fn data_on_a_circuit_moved_away_is_dropped_without_an_answer() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = up(small(), t0);
+    a.open_circuit(3).unwrap();
+    b.open_circuit(3).unwrap();
+    // B moves the circuit away (a reroute gave it a new id) while A still sends on it.
+    b.forget_circuit(3);
+    assert!(
+        a.send_data(3, 1, false, Bytes::from_static(b"late"))
+            .unwrap()
+    );
+    carry(t0, &mut a, &mut b).unwrap();
+    assert_eq!(events(&mut b), []);
+    // No close goes back: A's circuit lives on until it moves too.
+    assert!(b.poll_transmit().is_none());
+    assert_eq!(a.circuits(), 1);
+}
+
+#[test]
+fn a_reroute_close_says_whether_the_link_stays_up() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = up(small(), t0);
+    for c in [1, 2] {
+        a.open_circuit(c).unwrap();
+        b.open_circuit(c).unwrap();
+    }
+    a.close_for_reroute(1, b"lost", true).unwrap();
+    a.close_for_reroute(2, b"lost", false).unwrap();
+    carry(t0, &mut a, &mut b).unwrap();
+    let got: Vec<(bool, bool)> = events(&mut b)
+        .into_iter()
+        .filter_map(|e| match e {
+            LinkEvent::Closed {
+                reroute, link_up, ..
+            } => Some((reroute, link_up)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got, [(true, true), (true, false)]);
 }
 
 #[test]
@@ -183,6 +318,7 @@ fn the_listener_accepts_only_the_router_the_certificate_names() {
         Role::Dialer {
             own_id: "r-evil".into(),
             peer: "r-b".into(),
+            connection: 0,
         },
         t0,
     )
