@@ -28,8 +28,8 @@ use bytes::Bytes;
 use weft_wire::control::pb;
 
 use super::{
-    Circuit, CircuitId, ConnKey, ControlRequest, CrossDial, CrossMsg, End, Ended, Forwarder,
-    LinkLeg, MeshDial,
+    Circuit, CircuitId, ConnEnd, ConnKey, ControlRequest, CrossDial, CrossMsg, End, Ended,
+    Forwarder, LinkLeg, MeshDial,
 };
 
 /// The id a circuit routed by `route` has on links: the Route's `link_circuit_id`, which
@@ -324,6 +324,17 @@ impl Forwarder {
         });
         if let Some(circuit) = found {
             if let Some(c) = self.circuits.remove(&circuit) {
+                // An end waiting for a new path that has every byte of the other end
+                // (its FIN came) and whose own were all acknowledged lost nothing: the
+                // other end closed, its close was what the broken path lost.
+                let whole = c.rerouting.is_some()
+                    && c.peer_fin
+                    && c.held.is_empty()
+                    && c.unacked.is_empty();
+                let reason = match whole {
+                    true => ConnEnd::Closed.far_side_reason(),
+                    false => reason,
+                };
                 self.end_circuit(now, circuit, &c, Ended::Here, reason);
             }
         }
@@ -382,6 +393,9 @@ impl Forwarder {
             c.link_seq += 1;
             s
         });
+        if fin && c.is_mesh_end() {
+            c.fin_sent = true;
+        }
         c.held.push_back((seq, payload, fin));
         self.flush_held(circuit, leg);
         true
@@ -438,14 +452,18 @@ impl Forwarder {
     }
 
     /// Whether the circuit `c`, ending cleanly (`ended` told already), still holds
-    /// payload for a link leg that goes on: then that leg closes only after it.
+    /// payload for a link leg that goes on, or (an end router) payload the other end
+    /// has not acknowledged or a new path to wait for: then that leg closes only after.
     pub(super) fn drains(&self, c: &Circuit, ended: Ended) -> bool {
-        !c.held.is_empty()
-            && c.route_request.is_none()
-            && c.link_legs()
+        let end = c.is_mesh_end();
+        let pending =
+            !c.held.is_empty() || (end && (!c.unacked.is_empty() || c.rerouting.is_some()));
+        let goes_on = (end && c.rerouting.is_some())
+            || c.link_legs()
                 .into_iter()
                 .flatten()
-                .any(|leg| ended != Ended::Link(leg) && self.links.contains_key(&leg.link))
+                .any(|leg| ended != Ended::Link(leg) && self.links.contains_key(&leg.link));
+        pending && c.route_request.is_none() && goes_on
     }
 
     /// Keeps `c`, which ended cleanly, until its link leg sent what it holds: only the
@@ -457,18 +475,26 @@ impl Forwarder {
         self.reroute_timers
             .push(Reverse((closing.deadline, circuit)));
         let legs = c.link_legs();
+        let ask_ack = c.is_mesh_end() && !c.fin_sent;
         self.circuits.insert(circuit, c);
         for leg in legs.into_iter().flatten() {
-            self.flush_held(circuit, leg);
+            if ask_ack {
+                // A FIN, which the other end acknowledges at once, after the rest.
+                self.send_on_link(circuit, leg, Bytes::new(), true, None);
+            } else {
+                self.flush_held(circuit, leg);
+            }
         }
     }
 
     /// A closing circuit that sent all it held: its link leg closes now, cleanly.
     fn closed_if_drained(&mut self, circuit: CircuitId) {
-        let drained = self
-            .circuits
-            .get(&circuit)
-            .is_some_and(|c| c.closing.is_some() && c.held.is_empty());
+        let drained = self.circuits.get(&circuit).is_some_and(|c| {
+            c.closing.is_some()
+                && c.held.is_empty()
+                && c.unacked.is_empty()
+                && c.rerouting.is_none()
+        });
         if !drained {
             return;
         }
@@ -598,6 +624,7 @@ impl Forwarder {
                     return;
                 }
                 c.recv_seq = seq;
+                c.peer_fin |= fin;
                 c.recv_unacked += len;
                 if fin || c.recv_unacked >= super::credit_batch(self.config.window) {
                     c.recv_unacked = 0;
@@ -787,8 +814,10 @@ impl Forwarder {
         let (Some(id), Some(host)) = (c.mesh_id, c.host) else {
             return false;
         };
-        if c.closing.is_some() {
-            // Its other side is gone: nothing would take the new path.
+        if c.closing.is_some() && !c.is_mesh_end() {
+            // Its other side is gone: nothing would take the new path. (An end router
+            // that is closing takes it: what the other end has not acknowledged goes
+            // again, then the close.)
             return false;
         }
         if c.route_request.is_some() {
@@ -955,6 +984,8 @@ impl Forwarder {
                     }
                 }
                 self.flush_held(circuit, leg);
+                // A closing circuit ends once all it sent is acknowledged.
+                self.closed_if_drained(circuit);
             }
         }
     }

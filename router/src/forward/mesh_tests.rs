@@ -325,6 +325,15 @@ impl Line {
                 circuit_id,
                 path_intact,
             } => {
+                if self.closed.iter().any(|c| c.circuit_id == circuit_id) {
+                    // It ended on another router meanwhile, as the controller answers.
+                    self.routers[router].unroute(
+                        now,
+                        circuit_id,
+                        "the circuit ended on another router while its path broke",
+                    );
+                    return;
+                }
                 if self.rerouted.contains(&circuit_id) {
                     return;
                 }
@@ -791,6 +800,71 @@ fn a_circuit_started_on_another_connection_than_installed_moves_there() {
     let (got, fin) = payloads(&line.recv(&mut host), 100);
     assert_eq!((got.as_slice(), fin), (&b"ping"[..], true));
     assert_eq!(line.routers[0].stats().links_lost, 0, "the link stayed up");
+}
+
+/// Reads `dialer` until its circuit closes: the payload and the close's reason.
+fn read_to_close(line: &mut Line, dialer: &mut Sdk) -> (Vec<u8>, Option<String>) {
+    let mut got = Vec::new();
+    for _ in 0..100 {
+        let frames = line.recv(dialer);
+        got.extend(payloads(&frames, 0).0);
+        if let Some(c) = frames.iter().find_map(|f| StateClosed::parse(f).ok()) {
+            return (got, Some(String::from_utf8_lossy(c.reason).into_owned()));
+        }
+    }
+    (got, None)
+}
+
+#[test]
+fn a_clean_close_whose_link_is_lost_on_the_way_is_sent_again_on_the_new_path() {
+    let (mut line, mut dialer, mut host) =
+        Line::established_on(Line::diamond(1 << 20, LinkConfig::default()));
+    let down: Vec<u8> = (0..50_000u32).map(|i| (i % 239) as u8).collect();
+    // The host writes and closes; all of it waits on the link B - D, which is lost.
+    line.auto_carry = false;
+    line.data(&mut host, 100, &down, false);
+    line.close(&mut host, 100);
+    line.break_link(2);
+    line.auto_carry = true;
+    line.settle();
+    assert_eq!(line.path, [0, 2, 3], "rerouted");
+    let (got, closed) = read_to_close(&mut line, &mut dialer);
+    assert_eq!(got.len(), down.len(), "bytes before the close");
+    assert!(got == down, "the bytes differ");
+    assert_eq!(closed.as_deref(), Some(ConnEnd::Closed.far_side_reason()));
+    for r in &line.routers {
+        assert!(!r.has_circuits(), "every router forgot the circuit");
+    }
+}
+
+#[test]
+fn an_end_with_every_byte_whose_peer_closed_before_the_path_broke_ends_cleanly() {
+    let (mut line, mut dialer, mut host) =
+        Line::established_on(Line::diamond(1 << 20, LinkConfig::default()));
+    line.auto_carry = false;
+    line.data(&mut host, 100, b"last words", false);
+    line.close(&mut host, 100);
+    // The payload and its FIN reach A through B; A's ack reaches D, which closes.
+    line.carry_link(2);
+    line.carry_link(0);
+    line.carry_link(0);
+    let (b, d) = (line.links[2].ends[0], line.links[2].ends[1]);
+    line.carry(b, d);
+    while line.control() {}
+    assert!(
+        line.closed
+            .iter()
+            .any(|c| c.reason == ConnEnd::Closed.far_side_reason()),
+        "D ended the circuit: {:?}",
+        line.closed
+    );
+    // Its close to A is lost with the link B - D.
+    line.break_link(2);
+    line.auto_carry = true;
+    line.settle();
+    let (got, closed) = read_to_close(&mut line, &mut dialer);
+    assert_eq!(got, b"last words");
+    assert_eq!(closed.as_deref(), Some(ConnEnd::Closed.far_side_reason()));
 }
 
 /// The host closes cleanly (`StateClosed`, no reason) with `sent` bytes still held at

@@ -227,6 +227,12 @@ struct Circuit {
     recv_unacked: usize,
     /// Set while an end router waits for a new path: until when.
     rerouting: Option<Instant>,
+    /// On an end router: a FIN went into the link leg's payload (the local side
+    /// half-closed, or the circuit began closing: the other end acknowledges a FIN at
+    /// once).
+    fin_sent: bool,
+    /// On an end router: the other end's FIN arrived, with everything before it.
+    peer_fin: bool,
     /// On the dialer's shard, for a service with the `sticky` strategy: the dialer's
     /// StateConnected names the terminator reached (`sticky_token` once known).
     sticky: bool,
@@ -237,7 +243,9 @@ struct Circuit {
 }
 
 /// A circuit that ended cleanly with payload still waiting for its link leg (held back
-/// by the link's credit, or by an ingress that has not started the circuit yet). Its
+/// by the link's credit, or by an ingress that has not started the circuit yet) or, on
+/// an end router, not yet acknowledged by the other end (a link lost meanwhile must not
+/// lose it: the circuit is rerouted and sends it again). Its
 /// record stays, with no side but the link, until that payload is sent; then the leg
 /// closes with `reason`, after the last byte. Past `deadline` it closes with an error
 /// instead: the far end must not read a clean end of a stream that lost its tail.
@@ -270,6 +278,8 @@ impl Circuit {
             recv_seq: 0,
             recv_unacked: 0,
             rerouting: None,
+            fin_sent: false,
+            peer_fin: false,
             sticky: false,
             sticky_token: None,
             closing: None,
