@@ -15,6 +15,7 @@ pub mod paths;
 pub mod plot;
 pub mod process;
 pub mod report;
+pub mod reroute;
 pub mod revocation;
 pub mod run;
 pub mod scenarios;

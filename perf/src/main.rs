@@ -24,6 +24,9 @@ enum Cmd {
     /// One revocation closing many live circuits: close-time percentiles, on one
     /// controller or across controllers.
     Revocation(weft_perf::revocation::RevocationArgs),
+    /// Circuits across routers when a router of their path dies: interruption
+    /// percentiles, and nothing lost.
+    Reroute(weft_perf::reroute::RerouteArgs),
     /// The Rust SDK end to end (one stream's throughput, dial + first echo) against
     /// the `weft tunnel` path, on one router, plain and end-to-end encrypted.
     Sdk(weft_perf::sdk::SdkArgs),
@@ -51,6 +54,11 @@ fn main() -> ExitCode {
             .build()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(weft_perf::revocation::run_revocation(args))),
+        Cmd::Reroute(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(weft_perf::reroute::run_reroute(args))),
         Cmd::Sdk(args) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()

@@ -44,7 +44,33 @@ pub struct RevocationArgs {
 /// A `weft-router` process, killed on drop.
 pub(crate) struct RouterProc {
     child: Child,
-    _dir: tempfile::TempDir,
+    /// Its id at the controller.
+    pub(crate) id: String,
+    bin: std::path::PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl RouterProc {
+    /// Kills the process (SIGKILL) and reaps it.
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again with the same configuration (after [`Self::kill`]).
+    pub(crate) fn restart(&mut self) -> Result<()> {
+        self.kill();
+        self.child = spawn_router(&self.bin, &self.dir.path().join("router.toml"))?;
+        Ok(())
+    }
+}
+
+fn spawn_router(bin: &std::path::Path, config: &std::path::Path) -> Result<Child> {
+    Ok(boot::router_command(bin, config, None)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?)
 }
 
 impl Drop for RouterProc {
@@ -55,11 +81,13 @@ impl Drop for RouterProc {
 }
 
 /// Creates, enrolls and starts router `name` following the controller at
-/// `control_addr`; returns once the controller sees it online.
+/// `control_addr`, with `extra` appended to its `router.toml` (a `[link]` section, say);
+/// returns once the controller sees it online.
 pub(crate) async fn start_router(
     admin: &Management,
     control_addr: &str,
     name: &str,
+    extra: &str,
 ) -> Result<RouterProc> {
     let bin = sibling_bin("weft-router")?;
     let edge_port = weft_testkit::free_port();
@@ -77,15 +105,16 @@ pub(crate) async fn start_router(
     std::fs::write(&jwt_path, jwt)?;
     std::fs::write(
         &config,
-        boot::router_config_controllers(edge_port, &[control_addr], ""),
+        boot::router_config_controllers(edge_port, &[control_addr], extra),
     )?;
     boot::enroll_router(&bin, &jwt_path, &config, "warn")?;
-    let child = boot::router_command(&bin, &config, None)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let router = RouterProc { child, _dir: dir };
+    let child = spawn_router(&bin, &config)?;
+    let router = RouterProc {
+        child,
+        id: id.clone(),
+        bin,
+        dir,
+    };
     let deadline = Instant::now() + Duration::from_secs(60);
     while admin.get(&format!("edge-routers/{id}")).await?["data"]["isOnline"] != true {
         if Instant::now() > deadline {
@@ -133,7 +162,7 @@ pub async fn run_revocation(args: RevocationArgs) -> Result<()> {
         .create("service-policies", json!({"name": "revoke-bind", "type": "Bind", "semantic": "AnyOf", "identityRoles": ["#revoke-host"], "serviceRoles": ["#revoke"]}))
         .await?;
     allow_all_routers(&admin).await?;
-    let _router = start_router(&admin, &last.control_addr, "revoke-router").await?;
+    let _router = start_router(&admin, &last.control_addr, "revoke-router", "").await?;
     let host = weft_sdk::Context::new(enrolled(&admin, "revoke-host").await?).await?;
     let client = Arc::new(weft_sdk::Context::new(enrolled(&admin, "revoke-client").await?).await?);
     let listener = host.bind("revoke").await?;

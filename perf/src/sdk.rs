@@ -155,7 +155,7 @@ pub async fn run_sdk(args: SdkArgs) -> Result<()> {
         .create("service-policies", json!({"name": "bench-bind", "type": "Bind", "semantic": "AnyOf", "identityRoles": ["#bench-host"], "serviceRoles": ["#bench"]}))
         .await?;
     allow_all_routers(&admin).await?;
-    let _router = start_router(&admin, &info.control_addr, "bench-router").await?;
+    let _router = start_router(&admin, &info.control_addr, "bench-router", "").await?;
 
     let dir = tempfile::tempdir()?;
     let host_id = enrolled(&admin, "bench-host").await?;
