@@ -63,6 +63,21 @@ impl Drop for Controllers {
     }
 }
 
+/// The log filter of the controllers and routers these subcommands start:
+/// `WEFT_PERF_LOG` when set (their logs then go to this process's stderr), else
+/// warnings, dropped.
+pub(crate) fn process_log_level() -> String {
+    std::env::var("WEFT_PERF_LOG").unwrap_or_else(|_| "warn".into())
+}
+
+/// Where the started processes' logs go (see [`process_log_level`]).
+pub(crate) fn process_stderr() -> Stdio {
+    match std::env::var_os("WEFT_PERF_LOG") {
+        Some(_) => Stdio::inherit(),
+        None => Stdio::null(),
+    }
+}
+
 /// A binary built beside `weft-perf` (`weft-controller`, `weft-router`).
 pub fn sibling_bin(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe().context("locating weft-perf")?;
@@ -137,9 +152,9 @@ impl Controllers {
                 }
             }
             let child = boot::controller_command(&bin, &data, &cfg)
-                .env("RUST_LOG", "warn")
+                .env("RUST_LOG", process_log_level())
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(process_stderr())
                 .spawn()?;
             children.push(child);
             let deadline = Instant::now() + Duration::from_secs(60);

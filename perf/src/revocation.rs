@@ -67,9 +67,9 @@ impl RouterProc {
 
 fn spawn_router(bin: &std::path::Path, config: &std::path::Path) -> Result<Child> {
     Ok(boot::router_command(bin, config, None)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", crate::control::process_log_level())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(crate::control::process_stderr())
         .spawn()?)
 }
 
@@ -107,7 +107,12 @@ pub(crate) async fn start_router(
         &config,
         boot::router_config_controllers(edge_port, &[control_addr], extra),
     )?;
-    boot::enroll_router(&bin, &jwt_path, &config, "warn")?;
+    boot::enroll_router(
+        &bin,
+        &jwt_path,
+        &config,
+        &crate::control::process_log_level(),
+    )?;
     let child = spawn_router(&bin, &config)?;
     let router = RouterProc {
         child,

@@ -545,10 +545,16 @@ async fn bridge(
                 Some(ShardRequest::Control(ControlRequest::Reroute {
                     circuit_id,
                     path_intact,
+                    link_circuit_id,
                 })) => {
                     let control = state.control.clone();
+                    let request = pb::RerouteRequest {
+                        circuit_id,
+                        path_intact,
+                        link_circuit_id,
+                    };
                     let sent = with_events(
-                        control.reroute_request(circuit_id, path_intact),
+                        control.reroute_request(request),
                         &mut events,
                         &mut backlog,
                     )

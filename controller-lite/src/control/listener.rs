@@ -646,6 +646,7 @@ impl Conn {
                     self.guard.router_id.clone(),
                     req.circuit_id,
                     req.path_intact,
+                    req.link_circuit_id,
                 ));
             }
             ContentType::CONTROL_CIRCUIT_CLOSED => {

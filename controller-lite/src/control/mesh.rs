@@ -147,6 +147,9 @@ struct State {
     /// Circuits being rerouted; `Some(path_intact)` when asked again meanwhile (the
     /// path may have broken again: the reroute runs once more when it is done).
     rerouting: BTreeMap<u64, Option<bool>>,
+    /// A rerouted circuit's id on links (absent: its circuit id), set when its latest
+    /// reroute began.
+    link_ids: BTreeMap<u64, u64>,
 }
 
 /// The controller's view of the mesh.
@@ -320,6 +323,7 @@ impl Mesh {
         let Some(circuit) = s.circuits.remove(&closed.circuit_id) else {
             return;
         };
+        s.link_ids.remove(&closed.circuit_id);
         tracing::debug!(circuit = closed.circuit_id, router = reporter, reason = %closed.reason, "circuit ended");
         if !closed.take_down || circuit.path.first().map(String::as_str) != Some(reporter) {
             return;
@@ -618,6 +622,7 @@ pub async fn reroute_circuit(
     requester: String,
     circuit_id: u64,
     path_intact: bool,
+    broken_link_id: u64,
 ) {
     {
         let mut s = ctl.mesh.lock();
@@ -641,9 +646,18 @@ pub async fn reroute_circuit(
             tracing::warn!(router = %requester, circuit = circuit_id, "reroute asked by a router that is no end of the circuit");
             return;
         }
+        let current = s.link_ids.get(&circuit_id).copied().unwrap_or(circuit_id);
+        if broken_link_id != 0 && broken_link_id != current {
+            // About a path already being replaced (both ends of a broken path ask).
+            tracing::debug!(
+                circuit = circuit_id,
+                "reroute about a path replaced already"
+            );
+            return;
+        }
         if let Some(again) = s.rerouting.get_mut(&circuit_id) {
-            // Asked again while a reroute runs: once more after it (one intact report
-            // and one broken make a broken one).
+            // The new path broke too while being set up: once more after (one intact
+            // report and one broken make a broken one).
             *again = Some(again.map_or(path_intact, |a| a && path_intact));
             tracing::debug!(circuit = circuit_id, "reroute asked again while one runs");
             return;
@@ -652,21 +666,34 @@ pub async fn reroute_circuit(
     }
     let mut path_intact = path_intact;
     loop {
-        let rerouted = reroute_once(&ctl, circuit_id, path_intact).await;
+        // The new path's id on links, from now on the one requests must name.
+        let link_id = ctl.mesh.new_circuit_id();
+        ctl.mesh.lock().link_ids.insert(circuit_id, link_id);
+        let rerouted = reroute_once(&ctl, circuit_id, path_intact, link_id).await;
         let mut s = ctl.mesh.lock();
         match s.rerouting.remove(&circuit_id) {
             Some(Some(again)) if rerouted => {
                 s.rerouting.insert(circuit_id, None);
                 path_intact = again;
             }
-            _ => return,
+            _ => {
+                if !rerouted {
+                    s.link_ids.remove(&circuit_id);
+                }
+                return;
+            }
         }
     }
 }
 
 /// One reroute of `circuit_id` (see [`reroute_circuit`]); whether the circuit is still
 /// up after it.
-async fn reroute_once(ctl: &Arc<Controller>, circuit_id: u64, path_intact: bool) -> bool {
+async fn reroute_once(
+    ctl: &Arc<Controller>,
+    circuit_id: u64,
+    path_intact: bool,
+    link_id: u64,
+) -> bool {
     let Some(old) = ctl.mesh.lock().circuits.get(&circuit_id).cloned() else {
         return false;
     };
@@ -691,7 +718,7 @@ async fn reroute_once(ctl: &Arc<Controller>, circuit_id: u64, path_intact: bool)
             "NO_ROUTE",
             "the circuit's path broke and no other path exists",
         )),
-        Some(p) => install_reroute(ctl, circuit_id, &p.routers)
+        Some(p) => install_reroute(ctl, circuit_id, link_id, &p.routers)
             .await
             .map(|()| p),
     };
@@ -728,10 +755,10 @@ async fn reroute_once(ctl: &Arc<Controller>, circuit_id: u64, path_intact: bool)
 async fn install_reroute(
     ctl: &Controller,
     circuit_id: u64,
+    link_circuit_id: u64,
     routers: &[String],
 ) -> Result<(), pb::ErrorReply> {
-    // A new id on links for the new path (see `pb::Route::link_circuit_id`).
-    let link_circuit_id = ctl.mesh.new_circuit_id();
+    // `link_circuit_id`: the new path's id on links (see `pb::Route::link_circuit_id`).
     let mut waits = Vec::new();
     for (w, router) in routers.windows(3).zip(routers.iter().skip(1)) {
         let route = pb::Route {
@@ -780,9 +807,25 @@ fn send_route(
             )
         })?;
         let (reply, answer) = oneshot::channel();
-        out.try_send(Outbound::Route { route, reply })
-            .map_err(|_| error("ROUTER_BUSY", format!("router {router} is not keeping up")))?;
-        match tokio::time::timeout(ROUTE_TIMEOUT, answer).await {
+        // A router's queue fills when many circuits are routed at once (a router of
+        // their path died): the route waits for room, within the same deadline.
+        let deadline = tokio::time::Instant::now() + ROUTE_TIMEOUT;
+        match tokio::time::timeout_at(deadline, out.send(Outbound::Route { route, reply })).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {
+                return Err(error(
+                    "ROUTER_OFFLINE",
+                    format!("router {router} went away"),
+                ));
+            }
+            Err(_) => {
+                return Err(error(
+                    "ROUTER_BUSY",
+                    format!("router {router} is not keeping up"),
+                ));
+            }
+        }
+        match tokio::time::timeout_at(deadline, answer).await {
             Ok(Ok(Ok(()))) => Ok(()),
             Ok(Ok(Err(reason))) => Err(error("ROUTE_FAILED", format!("{router}: {reason}"))),
             Ok(Err(_)) => Err(error(

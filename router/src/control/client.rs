@@ -249,7 +249,7 @@ enum Outgoing {
         error: Option<String>,
     },
     CircuitClosed(pb::CircuitClosed),
-    RerouteRequest(u64, bool),
+    RerouteRequest(pb::RerouteRequest),
 }
 
 impl Outgoing {
@@ -266,7 +266,7 @@ impl Outgoing {
                 .route_reply(*request_id, *circuit_id, error.as_deref())
                 .map(|()| 0),
             Self::CircuitClosed(c) => proto.circuit_closed(c).map(|()| 0),
-            Self::RerouteRequest(id, intact) => proto.reroute_request(*id, *intact).map(|()| 0),
+            Self::RerouteRequest(request) => proto.reroute_request(request).map(|()| 0),
         };
         sent.map_err(|e| match e {
             ProtocolError::NotReady => ClientError::NotConnected,
@@ -363,14 +363,9 @@ impl ControlHandle {
         .map(|_| ())
     }
 
-    /// Asks the controller for a new path for a circuit whose path broke
-    /// (`path_intact`: every link of it is still up, the same path will do).
-    pub async fn reroute_request(
-        &self,
-        circuit_id: u64,
-        path_intact: bool,
-    ) -> Result<(), ClientError> {
-        self.send(Outgoing::RerouteRequest(circuit_id, path_intact))
+    /// Asks the controller for a new path for a circuit whose path broke.
+    pub async fn reroute_request(&self, request: pb::RerouteRequest) -> Result<(), ClientError> {
+        self.send(Outgoing::RerouteRequest(request))
             .await
             .map(|_| ())
     }

@@ -254,22 +254,11 @@ impl ControlProtocol {
     }
 
     /// Queues a RerouteRequest (no reply; a reroute Route follows, or a CircuitClosed).
-    pub fn reroute_request(
-        &mut self,
-        circuit_id: u64,
-        path_intact: bool,
-    ) -> Result<(), ProtocolError> {
+    pub fn reroute_request(&mut self, request: &pb::RerouteRequest) -> Result<(), ProtocolError> {
         if !self.is_ready() {
             return Err(ProtocolError::NotReady);
         }
-        self.send(
-            &pb::RerouteRequest {
-                circuit_id,
-                path_intact,
-            },
-            None,
-        )
-        .map(|_| ())
+        self.send(request, None).map(|_| ())
     }
 
     /// Queues a CircuitClosed (no reply).

@@ -41,6 +41,10 @@ fn link_id(route: &pb::Route) -> u64 {
     }
 }
 
+/// Frames an end router receives on a circuit before it acknowledges them, whatever
+/// their size (see `link_data`).
+pub(crate) const ACK_FRAMES: usize = 64;
+
 /// How long an end router waits for a new path after its circuit's path broke; then the
 /// circuit ends with an error.
 pub(crate) const REROUTE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -626,8 +630,16 @@ impl Forwarder {
                 c.recv_seq = seq;
                 c.peer_fin |= fin;
                 c.recv_unacked += len;
-                if fin || c.recv_unacked >= super::credit_batch(self.config.window) {
+                c.recv_unacked_frames += 1;
+                // Every eighth of a window, and every ACK_FRAMES frames: the other end
+                // keeps each frame until it is acknowledged, so small frames must not
+                // pile up there (nor make a reroute send them all again).
+                if fin
+                    || c.recv_unacked >= super::credit_batch(self.config.window)
+                    || c.recv_unacked_frames >= ACK_FRAMES
+                {
                     c.recv_unacked = 0;
+                    c.recv_unacked_frames = 0;
                     if let Some(l) = self.links.get_mut(&leg.link) {
                         if l.session.send_ack(leg.circuit, seq).is_ok() {
                             self.mark_link(leg.link);
@@ -851,6 +863,7 @@ impl Forwarder {
                     self.control.push_back(ControlRequest::Reroute {
                         circuit_id: id,
                         path_intact: link_up,
+                        link_circuit_id: leg.circuit,
                     });
                 }
                 true

@@ -324,6 +324,7 @@ impl Line {
             ControlRequest::Reroute {
                 circuit_id,
                 path_intact,
+                ..
             } => {
                 if self.closed.iter().any(|c| c.circuit_id == circuit_id) {
                     // It ended on another router meanwhile, as the controller answers.
@@ -813,6 +814,25 @@ fn read_to_close(line: &mut Line, dialer: &mut Sdk) -> (Vec<u8>, Option<String>)
         }
     }
     (got, None)
+}
+
+#[test]
+fn small_frames_are_acknowledged_every_so_many_so_that_few_wait_for_a_reroute() {
+    let (mut line, mut dialer, mut host) = Line::established(1 << 20, LinkConfig::default());
+    for i in 0..200u32 {
+        line.data(&mut dialer, 0, &i.to_be_bytes(), false);
+    }
+    let (got, _) = payloads(&line.recv(&mut host), 100);
+    assert_eq!(got.len(), 800);
+    // 800 bytes are far below an eighth of the window, yet the ingress keeps fewer
+    // than 64 of the 200 frames for a reroute (ACK_FRAMES).
+    let kept: Vec<usize> = line.routers[0]
+        .circuits
+        .values()
+        .map(|c| c.unacked.len())
+        .collect();
+    assert_eq!(kept.len(), 1);
+    assert!(kept[0] < 64, "{kept:?} frames kept");
 }
 
 #[test]

@@ -103,6 +103,8 @@ pub enum ControlRequest {
         /// Every link of the path is still up (a link lost one connection of several):
         /// the same path will do.
         path_intact: bool,
+        /// The circuit's id on links of the path that broke.
+        link_circuit_id: u64,
     },
     /// Route `circuit` (its dialer has no terminator here) across routers; answer with
     /// [`Forwarder::circuit_routed`].
@@ -225,6 +227,8 @@ struct Circuit {
     /// arrives again after a reroute is dropped), and the bytes since the last ack.
     recv_seq: u64,
     recv_unacked: usize,
+    /// Frames received since the last ack.
+    recv_unacked_frames: usize,
     /// Set while an end router waits for a new path: until when.
     rerouting: Option<Instant>,
     /// On an end router: a FIN went into the link leg's payload (the local side
@@ -277,6 +281,7 @@ impl Circuit {
             unacked_bytes: 0,
             recv_seq: 0,
             recv_unacked: 0,
+            recv_unacked_frames: 0,
             rerouting: None,
             fin_sent: false,
             peer_fin: false,

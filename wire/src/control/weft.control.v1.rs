@@ -363,6 +363,11 @@ pub struct RerouteRequest {
     /// and the same path will do (no need to wait for a link's down report).
     #[prost(bool, tag = "2")]
     pub path_intact: bool,
+    /// The circuit's id on links of the path that broke (the Route's `link_circuit_id`,
+    /// else `circuit_id`): a request about a path the controller is replacing already is
+    /// dropped. 0: not said.
+    #[prost(uint64, tag = "3")]
+    pub link_circuit_id: u64,
 }
 /// Router -> controller, reply to Route: the route is installed (and, on the egress, the
 /// host accepted).
