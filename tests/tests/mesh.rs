@@ -388,6 +388,42 @@ async fn losing_the_only_path_ends_the_circuit_with_an_error_on_both_sides() {
     eprintln!("host: {host_end}");
 }
 
+/// Service `name` (attribute `name`) with a Dial policy for `#name-client` and a Bind
+/// policy for `#name-host`, and SDK contexts of a host (`name-h`: `name-host`,
+/// `hoster`) and a client (`name-c`: `name-client`, `dialer`): (host, client).
+async fn service_with_host_and_client(
+    admin: &weft_testkit::Admin,
+    name: &str,
+) -> (weft_sdk::Context, weft_sdk::Context) {
+    admin.service(name, &[name], false).await;
+    let (client_role, host_role) = (format!("{name}-client"), format!("{name}-host"));
+    let service_role = format!("#{name}");
+    for (policy, kind, role) in [("dial", "Dial", &client_role), ("bind", "Bind", &host_role)] {
+        admin
+            .service_policy(
+                &format!("{name}-{policy}"),
+                kind,
+                &[&format!("#{role}")],
+                &[&service_role],
+            )
+            .await;
+    }
+    let mut contexts = Vec::new();
+    for (identity, role, kind) in [("h", &host_role, "hoster"), ("c", &client_role, "dialer")] {
+        let (_, jwt) = admin
+            .identity(&format!("{name}-{identity}"), &[role.as_str(), kind])
+            .await;
+        contexts.push(
+            weft_sdk::Context::new(weft_sdk::enroll(&jwt).await.unwrap())
+                .await
+                .unwrap(),
+        );
+    }
+    let client = contexts.pop().unwrap();
+    let host = contexts.pop().unwrap();
+    (host, client)
+}
+
 /// Four routers in a diamond: A dials B and C, which dial D. A reaches B through a
 /// fault-injecting proxy. Dialers may use A only, hosts D only; service `dia`.
 struct Diamond {
@@ -439,27 +475,7 @@ impl Diamond {
         })
         .await;
         admin.dialers_and_hosts_on("dia-a", "dia-d").await;
-        admin.service("dia", &["dia"], false).await;
-        admin
-            .service_policy("dia-dial", "Dial", &["#dia-client"], &["#dia"])
-            .await;
-        admin
-            .service_policy("dia-bind", "Bind", &["#dia-host"], &["#dia"])
-            .await;
-        let mut contexts = Vec::new();
-        for (name, attrs) in [
-            ("dia-h", ["dia-host", "hoster"]),
-            ("dia-c", ["dia-client", "dialer"]),
-        ] {
-            let (_, jwt) = admin.identity(name, &attrs).await;
-            contexts.push(
-                weft_sdk::Context::new(weft_sdk::enroll(&jwt).await.unwrap())
-                    .await
-                    .unwrap(),
-            );
-        }
-        let client = contexts.pop().unwrap();
-        let host = contexts.pop().unwrap();
+        let (host, client) = service_with_host_and_client(&admin, "dia").await;
         Self {
             controller,
             admin,
@@ -846,27 +862,7 @@ async fn a_link_that_loses_two_of_its_three_connections_keeps_every_stream() {
         wait_connections(&http, port, 3).await;
     }
     admin.dialers_and_hosts_on("multi-a", "multi-b").await;
-    admin.service("multi", &["multi"], false).await;
-    admin
-        .service_policy("multi-dial", "Dial", &["#multi-client"], &["#multi"])
-        .await;
-    admin
-        .service_policy("multi-bind", "Bind", &["#multi-host"], &["#multi"])
-        .await;
-    let mut contexts = Vec::new();
-    for (name, attrs) in [
-        ("multi-h", ["multi-host", "hoster"]),
-        ("multi-c", ["multi-client", "dialer"]),
-    ] {
-        let (_, jwt) = admin.identity(name, &attrs).await;
-        contexts.push(
-            weft_sdk::Context::new(weft_sdk::enroll(&jwt).await.unwrap())
-                .await
-                .unwrap(),
-        );
-    }
-    let client = contexts.pop().unwrap();
-    let host = contexts.pop().unwrap();
+    let (host, client) = service_with_host_and_client(&admin, "multi").await;
     let listener = host.bind("multi").await.unwrap();
     // Every stream, both ways, starts once all are dialled.
     let start = std::sync::Arc::new(tokio::sync::Barrier::new(2 * STREAMS));

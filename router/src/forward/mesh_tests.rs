@@ -640,20 +640,51 @@ fn a_lost_link_without_another_path_ends_the_circuit_with_an_error_on_both_ends(
     }
 }
 
+/// What the host and the dialer read until they have as many bytes as `up` and `down`
+/// (or 100 rounds passed): (the host's, the dialer's).
+fn receive_both_ways(
+    line: &mut Line,
+    dialer: &mut Sdk,
+    host: &mut Sdk,
+    up: &[u8],
+    down: &[u8],
+) -> (Vec<u8>, Vec<u8>) {
+    let (mut got_up, mut got_down) = (Vec::new(), Vec::new());
+    for _ in 0..100 {
+        got_up.extend(payloads(&line.recv(host), 100).0);
+        got_down.extend(payloads(&line.recv(dialer), 0).0);
+        if got_up.len() >= up.len() && got_down.len() >= down.len() {
+            break;
+        }
+    }
+    (got_up, got_down)
+}
+
+/// With `auto_carry` turned off (frames stay on the links until carried), the dialer
+/// sends 200,000 bytes and the host 150,000, in 10,000-byte frames; returns both.
+fn send_both_ways_uncarried(
+    line: &mut Line,
+    dialer: &mut Sdk,
+    host: &mut Sdk,
+) -> (Vec<u8>, Vec<u8>) {
+    let up: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let down: Vec<u8> = (0..150_000u32).map(|i| (i % 241) as u8).collect();
+    line.auto_carry = false;
+    for chunk in up.chunks(10_000) {
+        line.data(dialer, 0, chunk, false);
+    }
+    for chunk in down.chunks(10_000) {
+        line.data(host, 100, chunk, false);
+    }
+    (up, down)
+}
+
 #[test]
 fn a_broken_path_moves_to_another_and_loses_nothing_in_flight() {
     let (mut line, mut dialer, mut host) =
         Line::established_on(Line::diamond(1 << 20, LinkConfig::default()));
-    let up: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-    let down: Vec<u8> = (0..150_000u32).map(|i| (i % 241) as u8).collect();
     // Frames stay on the links until carried: some are in flight when B - D breaks.
-    line.auto_carry = false;
-    for chunk in up.chunks(10_000) {
-        line.data(&mut dialer, 0, chunk, false);
-    }
-    for chunk in down.chunks(10_000) {
-        line.data(&mut host, 100, chunk, false);
-    }
+    let (up, down) = send_both_ways_uncarried(&mut line, &mut dialer, &mut host);
     // A's frames reach B (and wait there for D); D's reach B (and wait for A).
     line.carry_link(0);
     line.carry_link(2);
@@ -663,14 +694,7 @@ fn a_broken_path_moves_to_another_and_loses_nothing_in_flight() {
     line.settle();
     assert_eq!(line.rerouted.len(), 1, "one reroute for the circuit");
     assert_eq!(line.path, [0, 2, 3]);
-    let (mut got_up, mut got_down) = (Vec::new(), Vec::new());
-    for _ in 0..100 {
-        got_up.extend(payloads(&line.recv(&mut host), 100).0);
-        got_down.extend(payloads(&line.recv(&mut dialer), 0).0);
-        if got_up.len() >= up.len() && got_down.len() >= down.len() {
-            break;
-        }
-    }
+    let (got_up, got_down) = receive_both_ways(&mut line, &mut dialer, &mut host, &up, &down);
     assert_eq!(got_up.len(), up.len(), "upload bytes after the reroute");
     assert!(got_up == up, "upload differs after the reroute");
     assert_eq!(
@@ -731,15 +755,7 @@ fn a_link_that_loses_one_of_its_connections_keeps_its_circuit_on_the_same_path()
             .iter()
             .any(|l| l.key == b_key && l.circuits == 1)
     );
-    let up: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-    let down: Vec<u8> = (0..150_000u32).map(|i| (i % 241) as u8).collect();
-    line.auto_carry = false;
-    for chunk in up.chunks(10_000) {
-        line.data(&mut dialer, 0, chunk, false);
-    }
-    for chunk in down.chunks(10_000) {
-        line.data(&mut host, 100, chunk, false);
-    }
+    let (up, down) = send_both_ways_uncarried(&mut line, &mut dialer, &mut host);
     // What crossed B - C reaches B and C; then the connection of A - B carrying the
     // circuit breaks with frames queued on it both ways.
     for i in 3..6 {
@@ -750,14 +766,7 @@ fn a_link_that_loses_one_of_its_connections_keeps_its_circuit_on_the_same_path()
     line.settle();
     assert_eq!(line.rerouted.len(), 1, "one reroute for the circuit");
     assert_eq!(line.path, [0, 1, 2], "the same path");
-    let (mut got_up, mut got_down) = (Vec::new(), Vec::new());
-    for _ in 0..100 {
-        got_up.extend(payloads(&line.recv(&mut host), 100).0);
-        got_down.extend(payloads(&line.recv(&mut dialer), 0).0);
-        if got_up.len() >= up.len() && got_down.len() >= down.len() {
-            break;
-        }
-    }
+    let (got_up, got_down) = receive_both_ways(&mut line, &mut dialer, &mut host, &up, &down);
     assert_eq!((got_up.len(), got_down.len()), (up.len(), down.len()));
     assert!(got_up == up, "upload differs after the move");
     assert!(got_down == down, "download differs after the move");

@@ -468,17 +468,7 @@ impl LinkSession {
             Role::Listener { expected_peer } => {
                 let hello = LinkHello::parse(frame)?;
                 if hello.connection >= MAX_CONNECTIONS {
-                    let reply_for = frame.sequence();
-                    self.push_reply(|seq, out| {
-                        HelloResult {
-                            success: false,
-                            reply_for,
-                            version: None,
-                            connection_id: None,
-                            message: b"too many connections for one link",
-                        }
-                        .encode(seq, out)
-                    })?;
+                    self.refuse_hello(frame, b"too many connections for one link")?;
                     return Err(LinkError::TooManyConnections(hello.connection));
                 }
                 self.connection = hello.connection;
@@ -487,17 +477,7 @@ impl LinkSession {
                         expected: expected_peer,
                         got: hello.router_id.to_owned(),
                     };
-                    let reply_for = frame.sequence();
-                    self.push_reply(|seq, out| {
-                        HelloResult {
-                            success: false,
-                            reply_for,
-                            version: None,
-                            connection_id: None,
-                            message: b"not the router its certificate names",
-                        }
-                        .encode(seq, out)
-                    })?;
+                    self.refuse_hello(frame, b"not the router its certificate names")?;
                     return Err(err);
                 }
                 let reply_for = frame.sequence();
@@ -528,6 +508,22 @@ impl LinkSession {
                 Ok(())
             }
         }
+    }
+
+    /// Answers the dialer's hello `frame` with a failed Result saying why.
+    fn refuse_hello(&mut self, frame: &Frame, message: &[u8]) -> Result<(), LinkError> {
+        let reply_for = frame.sequence();
+        self.push_reply(|seq, out| {
+            HelloResult {
+                success: false,
+                reply_for,
+                version: None,
+                connection_id: None,
+                message,
+            }
+            .encode(seq, out)
+        })
+        .map(|_| ())
     }
 
     fn up(&mut self, peer: String) {
