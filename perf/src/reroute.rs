@@ -40,6 +40,9 @@ pub struct RerouteArgs {
     /// Milliseconds between two messages of one circuit.
     #[arg(long, default_value_t = 20)]
     pub interval_ms: u64,
+    /// TCP connections of each link (`[link] connections` of the dialing routers).
+    #[arg(long, default_value_t = 1)]
+    pub connections: u32,
 }
 
 /// What one circuit's dialer saw: when each echo arrived.
@@ -69,12 +72,17 @@ pub async fn run_reroute(args: RerouteArgs) -> Result<()> {
     let mut middles = Vec::new();
     for name in ["rr-b", "rr-c"] {
         let config = format!(
-            "[link]\nlisten = \"127.0.0.1:{}\"\ngroups = [\"x\"]\ndial_groups = [\"y\"]\n",
-            port()
+            "[link]\nlisten = \"127.0.0.1:{}\"\ngroups = [\"x\"]\ndial_groups = [\"y\"]\nconnections = {}\n",
+            port(),
+            args.connections
         );
         middles.push(start_router(&admin, &control, name, &config).await?);
     }
-    let a = start_router(&admin, &control, "rr-a", "[link]\ndial_groups = [\"x\"]\n").await?;
+    let a_config = format!(
+        "[link]\ndial_groups = [\"x\"]\nconnections = {}\n",
+        args.connections
+    );
+    let a = start_router(&admin, &control, "rr-a", &a_config).await?;
     wait_links(&admin, 4).await?;
     // The dialer may use A only, the host D only: every circuit crosses a middle router.
     for (name, identity, router) in [

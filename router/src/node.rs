@@ -343,6 +343,7 @@ impl Bridge {
             ControlEvent::CircuitClosed(closed) => self.send(ShardCommand::Unroute {
                 circuit_id: closed.circuit_id,
                 reason: closed.reason,
+                ended_elsewhere: closed.ended_elsewhere,
             }),
             ControlEvent::Update(update) => self.send(ShardCommand::Update(update)),
             ControlEvent::TerminatorCreated {

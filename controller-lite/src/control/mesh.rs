@@ -330,13 +330,15 @@ impl Mesh {
         }
         for router in circuit.path.iter().filter(|r| *r != reporter) {
             if let Some(r) = s.routers.get(router) {
-                let _ = r
-                    .outbound
-                    .try_send(Outbound::CircuitClosed(pb::CircuitClosed {
+                send_closed(
+                    &r.outbound,
+                    pb::CircuitClosed {
                         circuit_id: closed.circuit_id,
                         reason: closed.reason.clone(),
                         take_down: false,
-                    }));
+                        ended_elsewhere: false,
+                    },
+                );
             }
         }
     }
@@ -570,11 +572,15 @@ pub async fn create_circuit(
     if let Err(e) = result {
         for router in installed {
             if let Some(out) = ctl.mesh.outbound(&router) {
-                let _ = out.try_send(Outbound::CircuitClosed(pb::CircuitClosed {
-                    circuit_id,
-                    reason: e.message.clone(),
-                    take_down: false,
-                }));
+                send_closed(
+                    &out,
+                    pb::CircuitClosed {
+                        circuit_id,
+                        reason: e.message.clone(),
+                        take_down: false,
+                        ended_elsewhere: false,
+                    },
+                );
             }
         }
         return Err(e);
@@ -605,6 +611,18 @@ pub async fn create_circuit(
     })
 }
 
+/// Queues `msg` for a router's control connection: at once when there is room, else
+/// from a task that waits for room within [`ROUTE_TIMEOUT`] (a router busy with many
+/// routes at once, a router of many paths having died, must still hear of ends).
+fn send_closed(out: &mpsc::Sender<Outbound>, msg: pb::CircuitClosed) {
+    if let Err(mpsc::error::TrySendError::Full(msg)) = out.try_send(Outbound::CircuitClosed(msg)) {
+        let out = out.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(ROUTE_TIMEOUT, out.send(msg)).await;
+        });
+    }
+}
+
 /// How often (and how long apart) a reroute looks for a path other than the broken one
 /// before it takes what the graph offers: the routers' reports that a link is down may
 /// reach the controller just after an end router's request. Not when the router says
@@ -631,13 +649,15 @@ pub async fn reroute_circuit(
             // with the link): the requester ends it now rather than at its deadline.
             tracing::info!(circuit = circuit_id, router = %requester, "reroute of a circuit that ended elsewhere");
             if let Some(r) = s.routers.get(&requester) {
-                let _ = r
-                    .outbound
-                    .try_send(Outbound::CircuitClosed(pb::CircuitClosed {
+                send_closed(
+                    &r.outbound,
+                    pb::CircuitClosed {
                         circuit_id,
                         reason: "the circuit ended on another router while its path broke".into(),
                         take_down: false,
-                    }));
+                        ended_elsewhere: true,
+                    },
+                );
             }
             return;
         };
@@ -663,17 +683,25 @@ pub async fn reroute_circuit(
             return;
         }
         s.rerouting.insert(circuit_id, None);
+        // The new path's id on links, from now on the one requests must name (under
+        // the same lock: the other end's request about the old one is dropped).
+        s.link_ids.insert(circuit_id, ctl.mesh.new_circuit_id());
     }
     let mut path_intact = path_intact;
     loop {
-        // The new path's id on links, from now on the one requests must name.
-        let link_id = ctl.mesh.new_circuit_id();
-        ctl.mesh.lock().link_ids.insert(circuit_id, link_id);
+        let link_id = ctl
+            .mesh
+            .lock()
+            .link_ids
+            .get(&circuit_id)
+            .copied()
+            .unwrap_or(circuit_id);
         let rerouted = reroute_once(&ctl, circuit_id, path_intact, link_id).await;
         let mut s = ctl.mesh.lock();
         match s.rerouting.remove(&circuit_id) {
             Some(Some(again)) if rerouted => {
                 s.rerouting.insert(circuit_id, None);
+                s.link_ids.insert(circuit_id, ctl.mesh.new_circuit_id());
                 path_intact = again;
             }
             _ => {
@@ -701,26 +729,39 @@ async fn reroute_once(
     else {
         return false;
     };
-    let mut found = None;
-    for attempt in 0..REROUTE_TRIES {
-        let path = ctl.mesh.graph().shortest_paths(&ingress).path_to(&egress);
-        match path {
-            Some(p) if path_intact || p.routers != old.path || attempt + 1 == REROUTE_TRIES => {
-                found = Some(p);
-                break;
+    // `path_intact` is the asking router's view: a router that lost one connection of
+    // a link first may not have seen the others go yet (its peer died). When the
+    // intact path cannot be installed, the reroute goes on as for a broken one.
+    let mut intact = path_intact;
+    let result = loop {
+        let mut found = None;
+        for attempt in 0..REROUTE_TRIES {
+            let path = ctl.mesh.graph().shortest_paths(&ingress).path_to(&egress);
+            match path {
+                Some(p) if intact || p.routers != old.path || attempt + 1 == REROUTE_TRIES => {
+                    found = Some(p);
+                    break;
+                }
+                _ if attempt + 1 == REROUTE_TRIES => break,
+                _ => tokio::time::sleep(REROUTE_RETRY).await,
             }
-            _ if attempt + 1 == REROUTE_TRIES => break,
-            _ => tokio::time::sleep(REROUTE_RETRY).await,
         }
-    }
-    let result = match found {
-        None => Err(error(
-            "NO_ROUTE",
-            "the circuit's path broke and no other path exists",
-        )),
-        Some(p) => install_reroute(ctl, circuit_id, link_id, &p.routers)
-            .await
-            .map(|()| p),
+        let result = match found {
+            None => Err(error(
+                "NO_ROUTE",
+                "the circuit's path broke and no other path exists",
+            )),
+            Some(p) => install_reroute(ctl, circuit_id, link_id, &p.routers)
+                .await
+                .map(|()| p),
+        };
+        match result {
+            Err(e) if intact => {
+                tracing::debug!(circuit = circuit_id, code = %e.code, "the path said intact is not: rerouting as broken");
+                intact = false;
+            }
+            result => break result,
+        }
     };
     let mut s = ctl.mesh.lock();
     match result {
@@ -737,13 +778,15 @@ async fn reroute_once(
             s.circuits.remove(&circuit_id);
             for router in [&ingress, &egress] {
                 if let Some(r) = s.routers.get(router) {
-                    let _ = r
-                        .outbound
-                        .try_send(Outbound::CircuitClosed(pb::CircuitClosed {
+                    send_closed(
+                        &r.outbound,
+                        pb::CircuitClosed {
                             circuit_id,
                             reason: e.message.clone(),
                             take_down: false,
-                        }));
+                            ended_elsewhere: false,
+                        },
+                    );
                 }
             }
             false
@@ -955,6 +998,7 @@ mod tests {
             circuit_id: id,
             reason: "x".into(),
             take_down,
+            ended_elsewhere: false,
         };
         mesh.lock().circuits.insert(1, record(1));
         mesh.circuit_closed("mallory", &closed(1, true));

@@ -119,6 +119,7 @@ impl Forwarder {
                         circuit_id: r.circuit_id,
                         reason: "the dialer went away".into(),
                         take_down: true,
+                        ended_elsewhere: false,
                     }));
             }
             return;
@@ -186,6 +187,7 @@ impl Forwarder {
                             circuit_id,
                             reason: reason.clone(),
                             take_down: true,
+                            ended_elsewhere: false,
                         }));
                 }
                 self.circuits.remove(&circuit);
@@ -316,8 +318,9 @@ impl Forwarder {
     }
 
     /// The controller takes down the circuit `circuit_id` (its setup failed elsewhere,
-    /// or it ended on another router of its path).
-    pub fn unroute(&mut self, now: Instant, circuit_id: u64, reason: &str) {
+    /// or it has no path left), or says it ended on another router of its path while
+    /// this end waited for a new one (`ended_elsewhere`).
+    pub fn unroute(&mut self, now: Instant, circuit_id: u64, reason: &str, ended_elsewhere: bool) {
         // A transit keys its legs by the id on links, which a reroute changes: found by
         // the controller's id it keeps (rare: a scan).
         let found = self.mesh_ends.get(&circuit_id).copied().or_else(|| {
@@ -331,7 +334,8 @@ impl Forwarder {
                 // An end waiting for a new path that has every byte of the other end
                 // (its FIN came) and whose own were all acknowledged lost nothing: the
                 // other end closed, its close was what the broken path lost.
-                let whole = c.rerouting.is_some()
+                let whole = ended_elsewhere
+                    && c.rerouting.is_some()
                     && c.peer_fin
                     && c.held.is_empty()
                     && c.unacked.is_empty();
@@ -583,6 +587,7 @@ impl Forwarder {
                     circuit_id,
                     reason: reason.to_owned(),
                     take_down: false,
+                    ended_elsewhere: false,
                 }));
         }
     }
@@ -610,7 +615,18 @@ impl Forwarder {
             return;
         };
         if c.closing.is_some() {
-            // Nobody reads it any more (its reader closed); the credit goes back.
+            // Nobody reads it any more (its reader closed); the credit goes back. An end
+            // still acknowledges it: the other end may be closing too, and waits for
+            // that before it closes.
+            if c.is_mesh_end() {
+                c.recv_seq = c.recv_seq.max(seq);
+                c.recv_unacked_frames += 1;
+                if fin || c.recv_unacked_frames >= ACK_FRAMES {
+                    c.recv_unacked_frames = 0;
+                    let upto = c.recv_seq;
+                    self.ack_on(leg, upto);
+                }
+            }
             return self.link_consumed(leg, payload.len());
         }
         let Some((to, toward_host)) = c.across(End::Link(leg)) else {
@@ -624,9 +640,20 @@ impl Forwarder {
                 // An end drops what arrives again after a reroute (its link credit goes
                 // back at once) and acknowledges what it took, in batches.
                 if seq <= c.recv_seq {
+                    // Sent again after a reroute: the ack of it may have been lost with
+                    // the old path, and the sender keeps it (and stops at a window of
+                    // such) until acknowledged. The first of a run is acknowledged, a
+                    // FIN, and every ACK_FRAMES more.
+                    c.dup_frames += 1;
+                    let ack = (c.dup_frames == 1 || fin || c.dup_frames % ACK_FRAMES == 0)
+                        .then_some(c.recv_seq);
                     self.link_consumed(leg, len);
+                    if let Some(upto) = ack {
+                        self.ack_on(leg, upto);
+                    }
                     return;
                 }
+                c.dup_frames = 0;
                 c.recv_seq = seq;
                 c.peer_fin |= fin;
                 c.recv_unacked += len;
@@ -664,6 +691,15 @@ impl Forwarder {
             self.stats.frames_relayed += 1;
         } else if let Some(c) = self.circuits.remove(&circuit) {
             self.end_circuit(now, circuit, &c, Ended::Here, "peer is gone");
+        }
+    }
+
+    /// Acknowledges the other end's payload up to `seq` on `leg`.
+    fn ack_on(&mut self, leg: LinkLeg, seq: u64) {
+        if let Some(l) = self.links.get_mut(&leg.link) {
+            if l.session.send_ack(leg.circuit, seq).is_ok() {
+                self.mark_link(leg.link);
+            }
         }
     }
 

@@ -332,6 +332,7 @@ impl Line {
                         now,
                         circuit_id,
                         "the circuit ended on another router while its path broke",
+                        true,
                     );
                     return;
                 }
@@ -348,7 +349,7 @@ impl Line {
                     // No other path: the controller tells both ends to end the circuit.
                     let ends = [self.path[0], self.path[self.path.len() - 1]];
                     for r in ends {
-                        self.routers[r].unroute(now, circuit_id, "no other path exists");
+                        self.routers[r].unroute(now, circuit_id, "no other path exists", false);
                     }
                     return;
                 }
@@ -864,6 +865,57 @@ fn a_clean_close_whose_link_is_lost_on_the_way_is_sent_again_on_the_new_path() {
     for r in &line.routers {
         assert!(!r.has_circuits(), "every router forgot the circuit");
     }
+}
+
+#[test]
+fn a_closing_end_whose_ack_was_lost_with_the_path_gets_it_for_what_it_sends_again() {
+    let (mut line, mut dialer, mut host) =
+        Line::established_on(Line::diamond(1 << 20, LinkConfig::default()));
+    line.auto_carry = false;
+    line.data(&mut host, 100, b"all of it", false);
+    line.close(&mut host, 100);
+    // The payload and its FIN reach A, whose ack gets as far as B ...
+    line.carry_link(2);
+    line.carry_link(0);
+    line.carry_link(0);
+    // ... and is lost with the link B - D: D sends it all again on the new path, and A,
+    // which has it, acknowledges it again, so that D can close.
+    line.break_link(2);
+    line.auto_carry = true;
+    line.settle();
+    assert_eq!(line.path, [0, 2, 3], "rerouted");
+    let (got, closed) = read_to_close(&mut line, &mut dialer);
+    assert_eq!(got, b"all of it");
+    assert_eq!(closed.as_deref(), Some(ConnEnd::Closed.far_side_reason()));
+    for r in &line.routers {
+        assert!(!r.has_circuits(), "every router forgot the circuit");
+    }
+}
+
+#[test]
+fn both_ends_closing_at_once_acknowledge_each_other_and_close_cleanly() {
+    let (mut line, mut dialer, mut host) = Line::established(1 << 20, LinkConfig::default());
+    line.auto_carry = false;
+    line.data(&mut dialer, 0, b"from the dialer", false);
+    line.close(&mut dialer, 0);
+    line.data(&mut host, 100, b"from the host", false);
+    line.close(&mut host, 100);
+    // Each end's payload and FIN cross the other's on the way.
+    line.auto_carry = true;
+    line.settle();
+    for r in &line.routers {
+        assert!(
+            !r.has_circuits(),
+            "a router still holds the circuit (waiting for an ack that never comes)"
+        );
+    }
+    assert!(
+        line.closed
+            .iter()
+            .all(|c| c.reason == ConnEnd::Closed.far_side_reason()),
+        "{:?}",
+        line.closed
+    );
 }
 
 #[test]

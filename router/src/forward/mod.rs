@@ -229,6 +229,8 @@ struct Circuit {
     recv_unacked: usize,
     /// Frames received since the last ack.
     recv_unacked_frames: usize,
+    /// Frames received again (after a reroute) since the last new one.
+    dup_frames: usize,
     /// Set while an end router waits for a new path: until when.
     rerouting: Option<Instant>,
     /// On an end router: a FIN went into the link leg's payload (the local side
@@ -282,6 +284,7 @@ impl Circuit {
             recv_seq: 0,
             recv_unacked: 0,
             recv_unacked_frames: 0,
+            dup_frames: 0,
             rerouting: None,
             fin_sent: false,
             peer_fin: false,

@@ -253,6 +253,8 @@ pub struct LinkSession {
     events: VecDeque<LinkEvent>,
     circuits: HashMap<u64, CircuitCredit>,
     unknown_replied: HashSet<u64>,
+    /// The ids of `unknown_replied`, oldest first (the oldest goes when it is full).
+    unknown_order: VecDeque<u64>,
     /// Decoding stopped after a [`LinkEvent::StartUnheld`]: what follows the start
     /// waits until the forwarder took or refused the circuit.
     stopped_for_start: bool,
@@ -295,6 +297,7 @@ impl LinkSession {
             events: VecDeque::new(),
             circuits: HashMap::new(),
             unknown_replied: HashSet::new(),
+            unknown_order: VecDeque::new(),
             stopped_for_start: false,
             health: LinkHealth::new(config.health, now),
             traffic: Traffic::default(),
@@ -397,7 +400,7 @@ impl LinkSession {
                         self.stopped_for_start = true;
                         return Ok(());
                     }
-                    return self.unknown_circuit(data.circuit_id, 0);
+                    return self.unknown_circuit(data.circuit_id);
                 };
                 if data.flags & FLAG_START != 0 {
                     self.events.push_back(LinkEvent::Start {
@@ -533,13 +536,13 @@ impl LinkSession {
 
     /// Data for a circuit this side does not hold: dropped, and answered with one
     /// close per circuit id while the memory of answered ids lasts.
-    fn unknown_circuit(&mut self, circuit: u64, flags: u32) -> Result<(), LinkError> {
+    fn unknown_circuit(&mut self, circuit: u64) -> Result<(), LinkError> {
         if self.remember_answered(circuit) {
             self.push_reply(|seq, out| {
                 LinkClose {
                     circuit_id: circuit,
                     reason: b"unknown circuit",
-                    flags,
+                    flags: 0,
                 }
                 .encode(seq, out)
             })?;
@@ -636,7 +639,17 @@ impl LinkSession {
     /// the circuit's leg with a connection the peer had not seen go yet), and the
     /// circuit's ends get another one rather than an error.
     pub fn refuse_circuit(&mut self, circuit: u64) -> Result<(), LinkError> {
-        self.unknown_circuit(circuit, CLOSE_FLAG_REROUTE | CLOSE_FLAG_LINK_UP)
+        // Always answered (within the reply budget): the start's sender waits for it.
+        self.remember_answered(circuit);
+        self.push_reply(|seq, out| {
+            LinkClose {
+                circuit_id: circuit,
+                reason: b"unknown circuit",
+                flags: CLOSE_FLAG_REROUTE | CLOSE_FLAG_LINK_UP,
+            }
+            .encode(seq, out)
+        })
+        .map(|_| ())
     }
 
     fn close_with(&mut self, circuit: u64, reason: &[u8], flags: u32) -> Result<(), LinkError> {
@@ -665,13 +678,25 @@ impl LinkSession {
     }
 
     /// Notes that frames on `circuit` get no (more) answer, within the bounded memory
-    /// of answered ids; whether it was new there.
+    /// of answered ids (the oldest is forgotten first: a peer that keeps sending on
+    /// unknown ids gets at most one close per id while it is remembered); whether it
+    /// was new there.
     fn remember_answered(&mut self, circuit: u64) -> bool {
-        if self.unknown_replied.len() >= self.config.max_unknown_replies {
-            // Starting over bounds memory; a peer that keeps sending on unknown ids gets
-            // at most one close per id per round.
-            self.unknown_replied.clear();
+        if self.unknown_replied.contains(&circuit) {
+            return false;
         }
+        while self.unknown_replied.len() >= self.config.max_unknown_replies.max(1) {
+            match self.unknown_order.pop_front() {
+                Some(old) => {
+                    self.unknown_replied.remove(&old);
+                }
+                None => {
+                    self.unknown_replied.clear();
+                    break;
+                }
+            }
+        }
+        self.unknown_order.push_back(circuit);
         self.unknown_replied.insert(circuit)
     }
 

@@ -114,6 +114,9 @@ pub enum ShardCommand {
         circuit_id: u64,
         /// Why.
         reason: String,
+        /// It ended on another router of its path meanwhile (see
+        /// [`crate::forward::Forwarder::unroute`]).
+        ended_elsewhere: bool,
     },
     /// Stop accepting, let circuits finish for up to `grace`, then close everything.
     Shutdown {

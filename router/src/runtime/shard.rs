@@ -728,8 +728,12 @@ async fn command_loop(
             ShardCommand::Route { request_id, route } => {
                 s.fwd.install_route(now, request_id, route);
             }
-            ShardCommand::Unroute { circuit_id, reason } => {
-                s.fwd.unroute(now, circuit_id, &reason);
+            ShardCommand::Unroute {
+                circuit_id,
+                reason,
+                ended_elsewhere,
+            } => {
+                s.fwd.unroute(now, circuit_id, &reason, ended_elsewhere);
             }
             // Handled above, before the shard is borrowed.
             ShardCommand::Peers(_) => {}

@@ -390,6 +390,11 @@ pub struct CircuitClosed {
     /// the report is bookkeeping only.
     #[prost(bool, tag = "3")]
     pub take_down: bool,
+    /// Controller -> router, answering a RerouteRequest: the circuit ended on another
+    /// router of its path meanwhile (its close was lost with the link). An end that has
+    /// every byte of the other end and whose own were all acknowledged ends cleanly.
+    #[prost(bool, tag = "4")]
+    pub ended_elsewhere: bool,
 }
 /// Controller -> router: the DER certificates of every 3rd-party CA that is verified
 /// and allows authentication. Edge clients whose certificate chains to one of them (or
