@@ -231,6 +231,20 @@ fn sha(data: &[u8]) -> [u8; 32] {
 
 const TEN_MB: usize = 10 * 1024 * 1024;
 
+/// Waits until the controller lists no circuit (every router of a path reported its
+/// end).
+async fn wait_no_circuits(admin: &weft_testkit::Admin) {
+    let deadline = Instant::now() + WAIT;
+    while !admin.get("circuits").await["data"]
+        .as_array()
+        .unwrap()
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "a circuit is still listed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_circuit_crosses_three_routers_ten_megabytes_each_way() {
     let line = Line::start().await;
@@ -287,15 +301,7 @@ async fn a_circuit_crosses_three_routers_ten_megabytes_each_way() {
     server.await.unwrap();
     drop(stream);
     // Every router of the path reports the end: the controller forgets the circuit.
-    let deadline = Instant::now() + WAIT;
-    while !line.admin.get("circuits").await["data"]
-        .as_array()
-        .unwrap()
-        .is_empty()
-    {
-        assert!(Instant::now() < deadline, "the circuit is still listed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_no_circuits(&line.admin).await;
 }
 
 /// Revoking the dialer's Dial policy closes a circuit across three routers on every one
@@ -353,15 +359,7 @@ async fn a_revoked_dial_closes_a_circuit_across_routers_with_an_error_on_both_en
     );
     // Generous for a loaded machine; the budget (p99 ≤ 1 s) is measured by weft-perf.
     assert!(dialer_after < Duration::from_secs(5), "{dialer_after:?}");
-    let deadline = Instant::now() + WAIT;
-    while !line.admin.get("circuits").await["data"]
-        .as_array()
-        .unwrap()
-        .is_empty()
-    {
-        assert!(Instant::now() < deadline, "the circuit is still listed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_no_circuits(&line.admin).await;
 }
 
 /// A host that writes and closes as soon as it accepts, across three routers: its
@@ -897,8 +895,8 @@ async fn wait_connections(http: &reqwest::Client, port: u16, n: usize) {
 /// reset mid-transfer, and every stream ends byte-identical: the circuits of the lost
 /// connections move to the third on the same path, the link stays up all along, and
 /// the lost connections are dialled again. (The streams all start together and are
-/// reset a quarter of the way: a circuit that ends cleanly just as a connection of its
-/// path goes is another matter, see docs/adr/0007-mesh.md.)
+/// reset a quarter of the way; a clean close crossing a lost link is covered by the
+/// simulated tests of `router/src/forward/mesh_tests.rs`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_link_that_loses_two_of_its_three_connections_keeps_every_stream() {
     const STREAMS: usize = 12;
