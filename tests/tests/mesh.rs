@@ -28,16 +28,21 @@ fn is_up_with_latency(l: &Value) -> bool {
     l["state"] == "up" && l["sourceLatencyMs"].is_number() && l["destLatencyMs"].is_number()
 }
 
-async fn metric(http: &reqwest::Client, port: u16, name: &str) -> u64 {
-    let body = http
-        .get(format!("http://127.0.0.1:{port}/metrics"))
+/// The text of the metrics port `port`.
+async fn metrics_text(http: &reqwest::Client, port: u16) -> String {
+    http.get(format!("http://127.0.0.1:{port}/metrics"))
         .send()
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
-    body.lines()
+        .unwrap()
+}
+
+async fn metric(http: &reqwest::Client, port: u16, name: &str) -> u64 {
+    metrics_text(http, port)
+        .await
+        .lines()
         .filter(|l| l.starts_with(name) && !l.starts_with('#'))
         .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
         .sum()
@@ -868,15 +873,9 @@ async fn a_stickiness_token_picks_the_terminator_across_routers() {
 
 /// Lines of `name{…}` series on the metrics port `port`.
 async fn series(http: &reqwest::Client, port: u16, name: &str) -> usize {
-    let body = http
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
+    metrics_text(http, port)
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    body.lines()
+        .lines()
         .filter(|l| l.starts_with(&format!("{name}{{")))
         .count()
 }
