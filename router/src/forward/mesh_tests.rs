@@ -15,7 +15,7 @@ use weft_wire::{Decoded, Decoder, Frame, Limits};
 
 use super::sim::{HOST, PK_D, PK_H, sync};
 use super::*;
-use crate::link::session::{LinkConfig, Role};
+use crate::link::session::{LinkConfig, LinkError, Role};
 
 /// Router ids.
 const IDS: [&str; 4] = ["r-a", "r-b", "r-c", "r-d"];
@@ -791,6 +791,57 @@ fn a_link_that_loses_one_of_its_connections_keeps_its_circuit_on_the_same_path()
     line.data(&mut dialer, 0, b"after", true);
     let (tail, fin) = payloads(&line.recv(&mut host), 100);
     assert_eq!((tail.as_slice(), fin), (&b"after"[..], true));
+}
+
+#[test]
+fn a_listener_keeps_one_connection_per_number_from_a_dialer() {
+    // Router B already has A's three connections of the A - B link; A (or a router
+    // with A's certificate) says hello again as connection 1, and then as 16.
+    let mut line = line_of_three_connection_links();
+    let now = line.now;
+    let (old_b_key, new_a, new_b) = (line.links[1].ends[1].1, ConnKey(9000), ConnKey(9001));
+    let dialer = |connection| Role::Dialer {
+        own_id: IDS[0].into(),
+        peer: IDS[1].into(),
+        connection,
+    };
+    line.routers[0]
+        .add_link(now, new_a, LinkConfig::default(), dialer(1))
+        .unwrap();
+    let listener = Role::Listener {
+        expected_peer: IDS[0].into(),
+    };
+    line.routers[1]
+        .add_link(now, new_b, LinkConfig::default(), listener.clone())
+        .unwrap();
+    line.carry((0, new_a), (1, new_b));
+    // The new one replaces the old one of the same number; the link stays up.
+    let closes: Vec<ConnKey> = std::iter::from_fn(|| line.routers[1].poll_link_close())
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(closes, [old_b_key]);
+    assert_eq!(
+        line.routers[1].stats().links_up,
+        2,
+        "A - B and C - B, no more"
+    );
+    // A number past the most is refused before anything else.
+    let (past_a, past_b) = (ConnKey(9002), ConnKey(9003));
+    line.routers[0]
+        .add_link(now, past_a, LinkConfig::default(), dialer(16))
+        .unwrap();
+    line.routers[1]
+        .add_link(now, past_b, LinkConfig::default(), listener)
+        .unwrap();
+    let mut wire = Vec::new();
+    while let Some(t) = line.routers[0].poll_link_transmit(past_a) {
+        wire.extend_from_slice(&t.head);
+        wire.extend_from_slice(&t.payload);
+    }
+    assert!(matches!(
+        line.routers[1].link_received(now, past_b, &wire),
+        Err(LinkError::TooManyConnections(16))
+    ));
 }
 
 #[test]
