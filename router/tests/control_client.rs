@@ -248,10 +248,11 @@ async fn a_controller_of_another_ca_is_refused() {
     handle.shutdown().await;
 }
 
-/// With several controller addresses the client skips one that refuses, and when the
-/// controller it is on drops it, moves on to the next at once (the backoff, a minute
-/// here, is only waited after a whole round failed): the hello there starts afresh and
-/// takes a full sync, and the switch is counted.
+/// With several controller addresses the client connects to every one; the first that
+/// is up, in the order given (a dead one skipped), is promoted to primary by a second
+/// hello and takes the state; when that controller drops it, the next connection up
+/// is promoted at once (the backoff, a minute here, does not delay it) and the switch
+/// is counted.
 #[tokio::test]
 async fn several_controllers_a_dead_one_is_skipped_and_a_lost_one_fails_over() {
     let pki = TestPki::new().unwrap();
@@ -268,34 +269,176 @@ async fn several_controllers_a_dead_one_is_skipped_and_a_lost_one_fails_over() {
     let stats = std::sync::Arc::clone(&cfg.stats);
     let (_handle, mut events, _task) = spawn(cfg).unwrap();
 
+    // Both live controllers are connected, mesh-only at first.
+    let mut on_b = b.accept().await;
+    let (seq, hello) = on_b.hello().await;
+    assert!(hello.mesh_only && !hello.resync, "{hello:?}");
+    on_b.ack(seq).await;
     let mut on_a = a.accept().await;
     let (seq, hello) = on_a.hello().await;
-    assert!(!hello.resync);
+    assert!(hello.mesh_only && !hello.resync, "{hello:?}");
+    on_a.ack(seq).await;
+    // a, listed before b, is promoted: it gets the hello again, in full.
+    assert!(matches!(event(&mut events).await, ControlEvent::Connected));
+    let (seq, hello) = on_a.hello().await;
+    assert!(!hello.mesh_only && hello.resync, "{hello:?}");
     on_a.ack(seq).await;
     on_a.send(&sync(1), None).await;
-    assert!(matches!(event(&mut events).await, ControlEvent::Connected));
     assert!(matches!(event(&mut events).await, ControlEvent::Sync(s) if s.revision == 1));
     assert_eq!(stats.connected(), Some(a.address()));
-    assert_eq!((stats.failovers(), stats.connections()), (0, 1));
+    assert_eq!((stats.failovers(), stats.connections()), (0, 2));
+    assert_eq!(stats.channels_up(), 2);
 
     drop(on_a);
     assert!(matches!(
         event(&mut events).await,
         ControlEvent::Disconnected
     ));
-    let mut on_b = b.accept().await;
+    // b, already connected, is promoted at once.
+    assert!(matches!(event(&mut events).await, ControlEvent::Connected));
     let (seq, hello) = on_b.hello().await;
-    assert_eq!((hello.router_id.as_str(), hello.resync), ("r1", false));
+    assert!(!hello.mesh_only && hello.resync, "{hello:?}");
     on_b.ack(seq).await;
     on_b.send(&sync(7), None).await;
-    assert!(matches!(event(&mut events).await, ControlEvent::Connected));
     assert!(matches!(event(&mut events).await, ControlEvent::Sync(s) if s.revision == 7));
     assert_eq!(stats.connected(), Some(b.address()));
     assert_eq!((stats.failovers(), stats.connections()), (1, 2));
+    assert_eq!(stats.channels_up(), 1);
+}
+
+/// A mesh-only connection carries its controller's share of the mesh: its Routes are
+/// answered on it (under the client's own request ids), the reroute requests and the
+/// end of a circuit it routed go back to it, link reports go to every controller (and
+/// the links up to one that connects later), and the peer lists of all are merged.
+#[tokio::test]
+async fn a_mesh_only_connection_carries_its_controllers_routes_reroutes_and_links() {
+    let pki = TestPki::new().unwrap();
+    let a = FakeController::start(&pki).await;
+    let b = FakeController::start(&pki).await;
+    let mut cfg = config(&pki, a.address());
+    cfg.addresses.push(b.address());
+    let (handle, mut events, _task) = spawn(cfg).unwrap();
+    let mut on_a = a.accept().await;
+    let (seq, _) = on_a.hello().await;
+    on_a.ack(seq).await;
+    assert!(matches!(event(&mut events).await, ControlEvent::Connected));
+    let (seq, _) = on_a.hello().await;
+    on_a.ack(seq).await;
+    on_a.send(&sync(1), None).await;
+    assert!(matches!(event(&mut events).await, ControlEvent::Sync(_)));
+    let mut on_b = b.accept().await;
+    let (seq, hello) = on_b.hello().await;
+    assert!(hello.mesh_only);
+    on_b.ack(seq).await;
+
+    // Peers of both controllers, merged.
+    let peer = |id: &str| pb::Peer {
+        router_id: id.into(),
+        ..Default::default()
+    };
+    on_a.send(
+        &pb::Peers {
+            peers: vec![peer("p1")],
+        },
+        None,
+    )
+    .await;
+    let ids = |ev: ControlEvent| match ev {
+        ControlEvent::Peers(p) => p.peers.into_iter().map(|p| p.router_id).collect::<Vec<_>>(),
+        other => panic!("expected peers, got {other:?}"),
+    };
+    assert_eq!(ids(event(&mut events).await), ["p1"]);
+    on_b.send(
+        &pb::Peers {
+            peers: vec![peer("p2"), peer("p1")],
+        },
+        None,
+    )
+    .await;
+    assert_eq!(ids(event(&mut events).await), ["p1", "p2"]);
+
+    // A Route from b (egress of circuit 9) is answered on b, under b's sequence.
+    let route = pb::Route {
+        circuit_id: 9,
+        previous_router_id: "p1".into(),
+        ..Default::default()
+    };
+    let route_seq = on_b.send(&route, None).await;
+    let request_id = match event(&mut events).await {
+        ControlEvent::Route { request_id, route } => {
+            assert_eq!(route.circuit_id, 9);
+            request_id
+        }
+        other => panic!("expected a route, got {other:?}"),
+    };
+    handle.route_reply(request_id, 9, None).await.unwrap();
+    let frame = on_b.frame_or_close().await.unwrap();
+    assert_eq!(
+        frame.content_type(),
+        weft_wire::ContentType::CONTROL_ROUTE_RESPONSE
+    );
+    assert_eq!(
+        frame
+            .header(weft_wire::HeaderId::REPLY_FOR)
+            .and_then(|v| v.as_i32().ok()),
+        Some(route_seq)
+    );
+    // An id answered once is not answered again.
+    assert!(handle.route_reply(request_id, 9, None).await.is_err());
+    // Circuit 9's reroute request and end go to b, which routed it; others to a.
+    handle
+        .reroute_request(pb::RerouteRequest {
+            circuit_id: 9,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (_, reroute) = on_b.expect::<pb::RerouteRequest>().await;
+    assert_eq!(reroute.circuit_id, 9);
+    for circuit_id in [9, 10] {
+        handle
+            .circuit_closed(pb::CircuitClosed {
+                circuit_id,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let (_, closed) = on_b.expect::<pb::CircuitClosed>().await;
+    assert_eq!(closed.circuit_id, 9);
+    let (_, closed) = on_a.expect::<pb::CircuitClosed>().await;
+    assert_eq!(closed.circuit_id, 10);
+
+    // A link report reaches both; when b reconnects it is told of the link again.
+    let link = pb::LinkStatus {
+        peer_router_id: "p1".into(),
+        dialed: true,
+        up: true,
+        latency_us: 250,
+        reason: String::new(),
+    };
+    handle.link_status(link.clone()).await.unwrap();
+    assert_eq!(on_a.expect::<pb::LinkStatus>().await.1, link);
+    assert_eq!(on_b.expect::<pb::LinkStatus>().await.1, link);
+    drop(on_b);
+    // b's peers are gone with it.
+    assert_eq!(ids(event(&mut events).await), ["p1"]);
+    let mut on_b = b.accept().await;
+    let (seq, hello) = on_b.hello().await;
+    assert!(hello.mesh_only);
+    on_b.ack(seq).await;
+    assert_eq!(on_b.expect::<pb::LinkStatus>().await.1, link);
+    // Still on a: no failover, no second Connected.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), events.recv())
+            .await
+            .is_err()
+    );
 }
 
 /// A controller that completes the TLS handshake but never answers the hello does not
-/// hold the router: after the hello deadline the next address is tried.
+/// hold the router: after the hello deadline the next address, connected meanwhile, is
+/// promoted.
 #[tokio::test]
 async fn a_controller_that_never_answers_the_hello_is_left_for_the_next() {
     let pki = TestPki::new().unwrap();
@@ -306,14 +449,15 @@ async fn a_controller_that_never_answers_the_hello_is_left_for_the_next() {
     let (_handle, mut events, _task) = spawn(cfg).unwrap();
     let mut held = silent.accept().await;
     let _ = held.hello().await;
-    // The client gives up on it after its hello deadline (10 s) and goes to b.
-    let mut on_b = tokio::time::timeout(WAIT, b.accept())
-        .await
-        .expect("the client stayed on the silent controller");
+    let mut on_b = b.accept().await;
     let (seq, _) = on_b.hello().await;
     on_b.ack(seq).await;
-    on_b.send(&sync(2), None).await;
+    // b waits for the first address to answer or fail: the hello deadline (10 s).
     assert!(matches!(event(&mut events).await, ControlEvent::Connected));
+    let (seq, hello) = on_b.hello().await;
+    assert!(!hello.mesh_only);
+    on_b.ack(seq).await;
+    on_b.send(&sync(2), None).await;
     assert!(matches!(event(&mut events).await, ControlEvent::Sync(s) if s.revision == 2));
     drop(held);
 }

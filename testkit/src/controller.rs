@@ -527,8 +527,14 @@ impl Ctl {
 
     /// Logs in as admin on the management API.
     pub async fn admin(&self) -> Admin {
+        self.admin_with(&self.admin_password()).await
+    }
+
+    /// Logs in as admin with `password` (a controller that joined a cluster keeps no
+    /// password file: the cluster's first controller has it).
+    pub async fn admin_with(&self, password: &str) -> Admin {
         Admin(
-            boot::Management::login_with(self.http(), &self.url(""), &self.admin_password())
+            boot::Management::login_with(self.http(), &self.url(""), password)
                 .await
                 .unwrap(),
         )

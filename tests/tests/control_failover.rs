@@ -4,9 +4,9 @@
 //!
 //! - a router given `controllers = [dead, real]` skips the dead address, comes up and
 //!   serves a dial;
-//! - a router on controller A (proxy A) moves to B when A resets and refuses it: the
-//!   failover is counted, new dials work once its terminators are registered on B, and
-//!   a circuit carries data all along;
+//! - a router on controller A (proxy A) is connected to B too (mesh-only) and moves to
+//!   B when A resets and refuses it: the failover is counted, new dials work once its
+//!   terminators are registered on B, and a circuit carries data all along;
 //! - an SDK identity with `ztAPIs = [dead, real]` authenticates, lists services and
 //!   dials through the real one, and remembers it; an SDK whose controller goes away
 //!   mid-session carries on with the next one and the same API session.
@@ -99,7 +99,13 @@ async fn a_router_fails_over_to_the_next_controller_while_its_circuits_carry_dat
         metric_value(&text, "weft_router_control_failovers_total"),
         0
     );
-    assert_eq!(proxy_b.stats().connections.load(Ordering::Relaxed), 0);
+    // B is connected too, mesh-only (so that it sees this router for routing).
+    let text = wait_scrape(metrics_port, "the router is connected to B too", |t| {
+        metric_value(t, "weft_router_control_channels_up") == 2
+    })
+    .await;
+    assert!(control_connected_to(&text, &a), "{text}");
+    assert_eq!(proxy_b.stats().connections.load(Ordering::Relaxed), 1);
 
     net.service("failover", &["failover"], true).await;
     let host = net.context("failover-h", &["failover-host"]).await;

@@ -474,6 +474,111 @@ async fn circuits_outlive_a_killed_controller_and_sixty_seconds_without_any() {
     drop((a, admin, router));
 }
 
+/// Two controllers, two routers linked to each other, each router's primary on another
+/// controller. Each router keeps a mesh-only connection to the other controller, so
+/// both controllers see both routers: a dial on router 1 (primary A) to a host on
+/// router 2 (primary B) is routed by A, which installs the route on router 2 over its
+/// mesh-only connection. When A is killed, router 1 moves to B, the circuit A routed
+/// keeps carrying data, and B routes the next dial across the same link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routers_on_different_controllers_share_circuits_and_survive_a_controller_kill() {
+    init_logs();
+    let mut cluster = Cluster::start(2);
+    let b = cluster.ctls.pop().unwrap();
+    let a = cluster.ctls.pop().unwrap();
+    let (a_addr, b_addr) = (a.control_addr(), b.control_addr());
+    let password = cluster.admin_password();
+    let token_a = a.admin_token_with(&password).await;
+    // Everything, the SDKs included, goes through B, which outlives A.
+    let admin = b.admin_with(&password).await;
+    let (m1, m2) = (free_port(), free_port());
+    let r2_config = format!(
+        "metrics.listen = \"127.0.0.1:{m2}\"\n[link]\nlisten = \"127.0.0.1:{}\"\n",
+        free_port()
+    );
+    let r2 =
+        Router::start_with_controllers(&admin, "split-2", &[&b_addr, &a_addr], &r2_config, &[])
+            .await;
+    let r1_config = format!("metrics.listen = \"127.0.0.1:{m1}\"\n[link]\n");
+    let r1 =
+        Router::start_with_controllers(&admin, "split-1", &[&a_addr, &b_addr], &r1_config, &[])
+            .await;
+    for (port, primary) in [(m1, &a_addr), (m2, &b_addr)] {
+        wait_scrape(
+            port,
+            "primary on its first controller, mesh-only on the other",
+            |t| {
+                control_connected_to(t, primary)
+                    && metric_value(t, "weft_router_control_channels_up") == 2
+            },
+        )
+        .await;
+    }
+    // Both controllers see the link (each hears both routers' reports).
+    weft_testkit::wait_links(&admin, "the link is up on B", |l| {
+        l.len() == 1 && l[0]["state"] == "up"
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let links = a.get_ok(&token_a, "/links").await;
+        if links["data"][0]["state"] == "up" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "A never saw the link: {links}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    admin.dialers_and_hosts_on("split-1", "split-2").await;
+    let net = Network {
+        controller: b,
+        admin,
+        router: r1,
+    };
+    net.service("split", &["split"], true).await;
+    let host = net.context("split-h", &["split-host", "hoster"]).await;
+    let client = net.context("split-c", &["split-client", "dialer"]).await;
+    serve_echo(&host, "split").await;
+    let mut first = dial_soon(&client, "split").await;
+    assert_eq!(first.router(), "split-1");
+    echo(&mut first, 1 << 20, 1).await;
+    // A routed it (router 1's primary), across router 2 whose primary is B.
+    let circuits = a.get_ok(&token_a, "/circuits").await;
+    let path: Vec<&str> = circuits["data"][0]["path"]
+        .as_array()
+        .unwrap_or_else(|| panic!("A lists no circuit: {circuits}"))
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert_eq!(path, [net.router.id.as_str(), r2.id.as_str()]);
+    let paced = PacedEcho::start(first);
+    paced.advance(256 << 10, "before the kill").await;
+
+    // SIGKILL A: router 1 moves to B; the circuit A routed flows on.
+    drop(a);
+    wait_scrape(m1, "router 1 moved to B", |t| {
+        control_connected_to(t, &b_addr) && metric_value(t, "weft_router_control_channels_up") == 1
+    })
+    .await;
+    paced.advance(512 << 10, "after A was killed").await;
+    // B routes a new dial from router 1 to router 2.
+    let mut second = dial_soon(&client, "split").await;
+    echo(&mut second, 1 << 20, 2).await;
+    let circuits = net.admin.get("circuits").await;
+    assert!(
+        circuits["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["path"][1] == r2.id.as_str()),
+        "B lists the new circuit across router 2: {circuits}"
+    );
+    drop(second);
+    paced.reach(2 << 20, "2 MiB in all").await;
+    let sent = paced.finish().await;
+    eprintln!("{sent} bytes echoed intact across routers of two controllers and a controller kill");
+    drop((net, r2));
+}
+
 /// Every shard's `weft_router_state_services` on the router with metrics on `port`.
 async fn router_services(port: u16) -> Vec<u64> {
     weft_testkit::traffic::scrape(port)

@@ -331,6 +331,17 @@ struct Conn {
     greeted: bool,
 }
 
+/// The next state update for a connection that takes state; never for one that does
+/// not (mesh-only).
+async fn next_update(
+    rx: &mut Option<tokio::sync::broadcast::Receiver<Arc<pb::StateUpdate>>>,
+) -> Result<Arc<pb::StateUpdate>, RecvError> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn read_more<R: AsyncRead + Unpin>(rd: &mut R, dec: &mut Decoder) -> Result<(), ConnError> {
     let buf = dec.buffer_mut();
     buf.reserve(16 * 1024);
@@ -417,18 +428,32 @@ impl Conn {
         dec.set_limits(Limits::DEFAULT);
         tracing::debug!(router = %msg.router_id, version = %msg.version, "router hello");
         self.record_edge_listeners(&msg).await;
-        let mut rx = self.send_sync(hello.sequence()).await?;
+        // A mesh-only connection (one of a router's several) gets no state until the
+        // router promotes it with a full hello (`handle`).
+        let mut rx = if msg.mesh_only {
+            self.ack(hello.sequence())?;
+            None
+        } else {
+            Some(self.send_sync(hello.sequence()).await?)
+        };
         self.join_mesh(&msg);
         let mut peers = self.ctl().mesh.subscribe_peers();
         let current = peers.borrow_and_update().clone();
         self.push(current.as_ref(), None)?;
         let mut trusted_cas = self.ctl().trusted_cas.subscribe();
-        let current = trusted_cas.borrow_and_update().clone();
-        self.push(current.as_ref(), None)?;
+        let mut cas_sent = false;
         self.flush(&mut wr).await?;
         loop {
+            // The 3rd-party CAs go with the state: on a full connection, at once and
+            // after each change.
+            if rx.is_some() && !cas_sent {
+                cas_sent = true;
+                let current = trusted_cas.borrow_and_update().clone();
+                self.push(current.as_ref(), None)?;
+                self.flush(&mut wr).await?;
+            }
             tokio::select! {
-                changed = trusted_cas.changed() => {
+                changed = trusted_cas.changed(), if cas_sent => {
                     if changed.is_ok() {
                         let current = trusted_cas.borrow_and_update().clone();
                         self.push(current.as_ref(), None)?;
@@ -445,23 +470,32 @@ impl Conn {
                     r?;
                     while let Decoded::Frame(frame) = dec.decode()? {
                         if let Some(new_rx) = self.handle(&frame).await? {
-                            rx = new_rx;
+                            rx = Some(new_rx);
                         }
                     }
                 }
-                u = rx.recv() => match u {
+                u = next_update(&mut rx) => match u {
                     Ok(update) => self.push(update.as_ref(), None)?,
                     Err(RecvError::Lagged(n)) => {
                         tracing::info!(router = %self.guard.router_id, lagged = n, "router fell behind; resynchronising");
                         let (sync, new_rx) = self.ctl().feed.subscribe().await;
                         self.push(&sync, None)?;
-                        rx = new_rx;
+                        rx = Some(new_rx);
                     }
                     Err(RecvError::Closed) => return Ok(()),
                 },
             }
             self.flush(&mut wr).await?;
         }
+    }
+
+    /// Queues HelloAck (reply to `hello_seq`).
+    fn ack(&mut self, hello_seq: i32) -> Result<(), ConnError> {
+        let ack = pb::HelloAck {
+            controller_id: self.ctl().instance_id.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        };
+        self.push(&ack, Some(hello_seq))
     }
 
     /// Queues HelloAck (reply to `hello_seq`) and a full StateSync; returns the
@@ -475,11 +509,7 @@ impl Conn {
         &mut self,
         hello_seq: i32,
     ) -> Result<tokio::sync::broadcast::Receiver<Arc<pb::StateUpdate>>, ConnError> {
-        let ack = pb::HelloAck {
-            controller_id: self.ctl().instance_id.clone(),
-            version: env!("CARGO_PKG_VERSION").into(),
-        };
-        self.push(&ack, Some(hello_seq))?;
+        self.ack(hello_seq)?;
         if !self.greeted {
             self.greeted = true;
             if let Err(e) = self.remove_stale_terminators().await {
@@ -660,6 +690,12 @@ impl Conn {
                 if msg.router_id != self.guard.router_id {
                     return Err(ConnError::WrongRouter(msg.router_id));
                 }
+                if msg.mesh_only {
+                    // Nothing to send a connection that takes no state.
+                    self.ack(seq)?;
+                    return Ok(None);
+                }
+                // A resync, or a mesh-only connection promoted to the router's primary.
                 return self.send_sync(seq).await.map(Some);
             }
             ContentType::CONTROL_CREATE_TERMINATOR => {

@@ -150,7 +150,16 @@ struct State {
     /// A rerouted circuit's id on links (absent: its circuit id), set when its latest
     /// reroute began.
     link_ids: BTreeMap<u64, u64>,
+    /// Older control connections of a router that is connected more than once (a
+    /// router reaches each controller through every address it is given; two of them
+    /// may lead to this one), newest last: one takes over when the one in `routers`
+    /// ends.
+    standby: BTreeMap<String, Vec<MeshRouter>>,
 }
+
+/// Older connections of one router kept in [`State::standby`] at most (a router opens
+/// one per controller address it is given; more are dropped oldest first).
+const MAX_STANDBY: usize = 8;
 
 /// The controller's view of the mesh.
 #[derive(Debug)]
@@ -192,7 +201,16 @@ impl Mesh {
     /// A router's control connection came up with this hello.
     pub fn router_up(&self, router: MeshRouter) {
         let mut s = self.lock();
-        s.routers.insert(router.id.clone(), router);
+        let id = router.id.clone();
+        if let Some(older) = s.routers.insert(id.clone(), router) {
+            if older.conn_id != s.routers[&id].conn_id {
+                let standby = s.standby.entry(id).or_default();
+                standby.push(older);
+                if standby.len() > MAX_STANDBY {
+                    standby.remove(0);
+                }
+            }
+        }
         self.publish(&s);
     }
 
@@ -205,9 +223,26 @@ impl Mesh {
             .get(router_id)
             .is_some_and(|r| r.conn_id == conn_id)
         {
-            s.routers.remove(router_id);
-            s.reports.retain(|(reporter, _), _| reporter != router_id);
+            // Another connection of the router takes over: it is still connected.
+            let next = s.standby.get_mut(router_id).and_then(Vec::pop);
+            if s.standby.get(router_id).is_some_and(Vec::is_empty) {
+                s.standby.remove(router_id);
+            }
+            match next {
+                Some(next) => {
+                    s.routers.insert(router_id.to_owned(), next);
+                }
+                None => {
+                    s.routers.remove(router_id);
+                    s.reports.retain(|(reporter, _), _| reporter != router_id);
+                }
+            }
             self.publish(&s);
+        } else if let Some(standby) = s.standby.get_mut(router_id) {
+            standby.retain(|r| r.conn_id != conn_id);
+            if standby.is_empty() {
+                s.standby.remove(router_id);
+            }
         }
     }
 
@@ -939,6 +974,44 @@ mod tests {
         assert_eq!(peers.borrow().peers.len(), 2);
         mesh.router_down("b", 2);
         assert_eq!(peers.borrow().peers.len(), 1);
+    }
+
+    #[test]
+    fn a_router_connected_twice_stays_while_either_connection_lives() {
+        let mesh = Mesh::default();
+        let peers = mesh.subscribe_peers();
+        let (a, _a) = router("a", "tls://a:1");
+        let (mut b, _b1) = router("b", "");
+        mesh.router_up(a);
+        mesh.router_up(b.clone());
+        mesh.link_status("b", &status("a", true, true, 1_000));
+        // b reaches this controller through a second address (conn 2) and keeps both.
+        let (tx2, mut rx2) = mpsc::channel(4);
+        let mut b2 = b.clone();
+        b2.conn_id = 2;
+        b2.outbound = tx2;
+        mesh.router_up(b2);
+        // The newer ends first: the older takes over, b stays a peer with its links.
+        mesh.router_down("b", 2);
+        assert_eq!(peers.borrow().peers.len(), 2);
+        assert_eq!(mesh.links().len(), 1, "b's link reports are kept");
+        assert_eq!(mesh.lock().routers["b"].conn_id, 1);
+        assert!(rx2.try_recv().is_err());
+        // A connection that already ended changes nothing; the last one's end does.
+        mesh.router_down("b", 2);
+        assert_eq!(peers.borrow().peers.len(), 2);
+        mesh.router_down("b", 1);
+        assert_eq!(peers.borrow().peers.len(), 1);
+        assert!(mesh.links().is_empty());
+        assert!(mesh.lock().standby.is_empty());
+        // An older connection that ends while a newer one serves leaves no standby.
+        b.conn_id = 3;
+        mesh.router_up(b.clone());
+        b.conn_id = 4;
+        mesh.router_up(b);
+        mesh.router_down("b", 3);
+        assert!(mesh.lock().standby.is_empty());
+        assert_eq!(mesh.lock().routers["b"].conn_id, 4);
     }
 
     #[test]

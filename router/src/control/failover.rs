@@ -1,103 +1,123 @@
-//! Which controller to connect to next, and when (sans-IO).
+//! Which of a router's control connections is its primary (sans-IO).
 //!
-//! A router may be given several controller control addresses (controllers sharing one
-//! database). [`Rotation`] walks them round robin: every connection attempt that ends
-//! (the connect or TLS handshake failed, the hello was not acknowledged, or a
-//! connection that was up was lost) moves on to the next address. The backoff (with
-//! jitter) is waited only once a whole round — one attempt per address — has ended
-//! without a connection coming up, never between the addresses of a round, so a router
-//! whose controller died reaches the next one at once. A hello acknowledged resets the
-//! backoff and starts a new round; the loss of that connection is the round's first
-//! attempt, so a single controller that keeps dropping the router is retried after the
-//! minimum backoff, as before there were several.
+//! A router given several controller addresses (controllers sharing one database) keeps
+//! a control connection to every one of them, so that every controller sees every
+//! router of the mesh: its links, and a connection to send routes on (a controller
+//! routes circuits only across routers connected to it). One connection is the
+//! **primary**: the state the router enforces comes from it, and its terminators and
+//! circuit requests go to it. The others are *mesh-only* (`RouterHello.mesh_only`).
+//!
+//! [`Election`] decides which connection is primary from the connections' ups and
+//! downs:
+//!
+//! - At start the addresses are preferred in the order given: the first is primary as
+//!   soon as it is up; a later one only once every earlier one has failed an attempt
+//!   (so a router whose first controller answers uses it, as with one address).
+//! - The primary stays primary until its connection ends: there is no going back to an
+//!   earlier address while the current one works.
+//! - When the primary's connection ends, the next connection that is up, round robin
+//!   from the lost one, is promoted at once (a failover); when none is up, the first
+//!   that comes up is.
+//!
+//! Each connection redials by itself with its own backoff (`Backoff`, reset by an
+//! acknowledged hello).
 #![deny(clippy::disallowed_methods)] // sans-IO: no clock reads (clippy.toml)
 
-use std::time::Duration;
-
-use crate::link::backoff::{Backoff, BackoffConfig};
-
-/// What to do after an attempt ended.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Next {
-    /// Connect to the next address at once.
-    Now,
-    /// A round ended without a connection: wait this long first.
-    After(Duration),
+/// A connection made primary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Promotion {
+    /// The index of its address.
+    pub slot: usize,
+    /// Whether an earlier primary was at another address (counted as a failover).
+    pub failover: bool,
 }
 
-/// The addresses, the one in use, and the backoff between rounds.
+/// The state of each address's connection and which one is primary.
 #[derive(Clone, Debug)]
-pub struct Rotation {
-    addresses: Vec<String>,
-    current: usize,
-    /// Attempts ended since the last connection came up (or the last backoff).
-    ended_in_round: usize,
-    /// The address the last acknowledged connection went to.
-    last_up: Option<usize>,
-    backoff: Backoff,
+pub struct Election {
+    up: Vec<bool>,
+    /// Whether an attempt on the address ended (failed, or was lost) since the start.
+    failed: Vec<bool>,
+    primary: Option<usize>,
+    /// The address of the last primary.
+    last: Option<usize>,
 }
 
-impl Rotation {
-    /// A rotation starting at the first of `addresses` (which must not be empty: the
-    /// configuration refuses an empty list), with backoff from `min` to `max` (×2 per
-    /// failed round, ±20 % jitter).
-    pub fn new(addresses: Vec<String>, min: Duration, max: Duration) -> Self {
+impl Election {
+    /// `n` addresses, none connected yet.
+    pub fn new(n: usize) -> Self {
         Self {
-            addresses,
-            current: 0,
-            ended_in_round: 0,
-            last_up: None,
-            backoff: Backoff::new(BackoffConfig {
-                min,
-                max: max.max(min),
-                factor: 2.0,
-                jitter: 0.2,
-            }),
+            up: vec![false; n],
+            failed: vec![false; n],
+            primary: None,
+            last: None,
         }
     }
 
-    /// The address to connect to now.
-    pub fn address(&self) -> &str {
-        self.addresses.get(self.current).map_or("", String::as_str)
+    /// The primary connection's address index, while there is one.
+    pub fn primary(&self) -> Option<usize> {
+        self.primary
     }
 
-    /// The index of [`Self::address`] in the list.
-    pub fn index(&self) -> usize {
-        self.current
+    /// How many connections are up.
+    pub fn up_count(&self) -> usize {
+        self.up.iter().filter(|u| **u).count()
     }
 
-    /// How many addresses there are.
-    pub fn len(&self) -> usize {
-        self.addresses.len()
+    /// The addresses whose connection is up.
+    pub fn up_slots(&self) -> impl Iterator<Item = usize> + '_ {
+        self.up
+            .iter()
+            .enumerate()
+            .filter(|(_, u)| **u)
+            .map(|(i, _)| i)
     }
 
-    /// Whether the list is empty (never, for a configuration that validated).
-    pub fn is_empty(&self) -> bool {
-        self.addresses.is_empty()
-    }
-
-    /// The controller at [`Self::address`] acknowledged the hello. Returns whether this
-    /// is a failover: an earlier connection went to another address.
-    pub fn up(&mut self) -> bool {
-        self.ended_in_round = 0;
-        self.backoff.reset();
-        let switched = self.last_up.is_some_and(|last| last != self.current);
-        self.last_up = Some(self.current);
-        switched
-    }
-
-    /// The attempt on [`Self::address`] ended (failed, or was lost after
-    /// [`Self::up`]): moves on to the next address and says whether to wait first.
-    /// `random` is a number in `[0, 1)` for the jitter.
-    pub fn ended(&mut self, random: f64) -> Next {
-        self.ended_in_round += 1;
-        self.current = (self.current + 1) % self.addresses.len().max(1);
-        if self.ended_in_round >= self.addresses.len() {
-            self.ended_in_round = 0;
-            Next::After(self.backoff.next_delay(random))
-        } else {
-            Next::Now
+    /// The connection to address `slot` came up (its hello was acknowledged); returns
+    /// the connection to promote, if one is to be (this one or, at start, none yet).
+    pub fn up(&mut self, slot: usize) -> Option<Promotion> {
+        if let Some(u) = self.up.get_mut(slot) {
+            *u = true;
         }
+        self.elect()
+    }
+
+    /// The connection to address `slot` ended, or an attempt to connect failed; returns
+    /// the connection to promote, if the primary was lost and another is up (or, at
+    /// start, if a later address was waiting for this one).
+    pub fn down(&mut self, slot: usize) -> Option<Promotion> {
+        if let Some(u) = self.up.get_mut(slot) {
+            *u = false;
+        }
+        if let Some(f) = self.failed.get_mut(slot) {
+            *f = true;
+        }
+        if self.primary == Some(slot) {
+            self.primary = None;
+        }
+        self.elect()
+    }
+
+    fn elect(&mut self) -> Option<Promotion> {
+        if self.primary.is_some() {
+            return None;
+        }
+        let n = self.up.len();
+        let start = self.last.map_or(0, |l| (l + 1) % n.max(1));
+        for k in 0..n {
+            let slot = (start + k) % n;
+            if self.up[slot] {
+                let failover = self.last.is_some_and(|l| l != slot);
+                self.primary = Some(slot);
+                self.last = Some(slot);
+                return Some(Promotion { slot, failover });
+            }
+            // At start, an address is not passed over before it has failed once.
+            if self.last.is_none() && !self.failed[slot] {
+                return None;
+            }
+        }
+        None
     }
 }
 
@@ -105,59 +125,75 @@ impl Rotation {
 mod tests {
     use super::*;
 
-    fn rotation(n: usize) -> Rotation {
-        Rotation::new(
-            (0..n).map(|i| format!("c{i}:6262")).collect(),
-            Duration::from_millis(100),
-            Duration::from_millis(1000),
-        )
+    fn promoted(slot: usize, failover: bool) -> Option<Promotion> {
+        Some(Promotion { slot, failover })
     }
 
     #[test]
-    fn a_round_of_failures_waits_once_and_the_delay_grows() {
-        let mut r = rotation(3);
-        assert_eq!(r.address(), "c0:6262");
-        assert_eq!(r.ended(0.5), Next::Now);
-        assert_eq!(r.address(), "c1:6262");
-        assert_eq!(r.ended(0.5), Next::Now);
-        assert_eq!(r.address(), "c2:6262");
-        assert_eq!(r.ended(0.5), Next::After(Duration::from_millis(100)));
-        assert_eq!(r.address(), "c0:6262");
-        assert_eq!(r.ended(0.5), Next::Now);
-        assert_eq!(r.ended(0.5), Next::Now);
-        assert_eq!(r.ended(0.5), Next::After(Duration::from_millis(200)));
-        // Jitter moves a delay by at most a fifth either way.
-        r.ended(0.5);
-        r.ended(0.5);
-        assert_eq!(r.ended(0.0), Next::After(Duration::from_millis(320)));
+    fn at_start_the_first_address_is_preferred_until_it_fails() {
+        let mut e = Election::new(3);
+        // The second answers first: it waits for the first to answer or fail.
+        assert_eq!(e.up(1), None);
+        assert_eq!(e.primary(), None);
+        assert_eq!(e.up(0), promoted(0, false));
+        assert_eq!(e.primary(), Some(0));
+        assert_eq!(e.up(2), None);
+        assert_eq!(e.up_count(), 3);
+
+        // The first is dead: the second is primary once the first failed, no failover.
+        let mut e = Election::new(3);
+        assert_eq!(e.up(1), None);
+        assert_eq!(e.down(0), promoted(1, false));
     }
 
     #[test]
-    fn a_lost_connection_moves_on_at_once_and_a_failover_is_counted_once() {
-        let mut r = rotation(2);
-        assert!(!r.up(), "the first connection is no failover");
-        // c0 is lost: c1 is tried at once.
-        assert_eq!(r.ended(0.5), Next::Now);
-        assert_eq!(r.address(), "c1:6262");
-        assert!(r.up(), "c1 after c0 is a failover");
-        // c1 is lost and c0 refuses: a round, then the minimum backoff (reset by up).
-        assert_eq!(r.ended(0.5), Next::Now);
-        assert_eq!(r.ended(0.5), Next::After(Duration::from_millis(100)));
-        assert_eq!(r.address(), "c1:6262");
-        assert!(!r.up(), "back on the same controller is no failover");
+    fn a_lost_primary_fails_over_to_the_next_connection_up_round_robin() {
+        let mut e = Election::new(3);
+        assert_eq!(e.up(0), promoted(0, false));
+        assert_eq!(e.up(2), None);
+        // 1 is down: 0's loss goes to 2 at once.
+        assert_eq!(e.down(1), None);
+        assert_eq!(e.down(0), promoted(2, true));
+        // 0 comes back: 2 stays primary.
+        assert_eq!(e.up(0), None);
+        assert_eq!(e.primary(), Some(2));
+        // 2 lost: round robin from 2 reaches 0 (1 is still down).
+        assert_eq!(e.down(2), promoted(0, true));
     }
 
     #[test]
-    fn one_address_backs_off_after_every_end_as_before() {
-        let mut r = rotation(1);
-        assert_eq!(r.ended(0.5), Next::After(Duration::from_millis(100)));
-        assert_eq!(r.ended(0.5), Next::After(Duration::from_millis(200)));
-        assert!(!r.up());
-        assert_eq!(r.address(), "c0:6262");
-        assert_eq!(r.ended(0.5), Next::After(Duration::from_millis(100)));
-        for _ in 0..10 {
-            r.ended(0.5);
-        }
-        assert_eq!(r.ended(0.5), Next::After(Duration::from_millis(1000)));
+    fn with_none_up_the_first_connection_that_comes_up_is_primary() {
+        let mut e = Election::new(2);
+        assert_eq!(e.up(0), promoted(0, false));
+        assert_eq!(e.down(1), None);
+        assert_eq!(e.down(0), None);
+        assert_eq!(e.primary(), None);
+        // Back on the same controller: no failover.
+        assert_eq!(e.up(0), promoted(0, false));
+        assert_eq!(e.down(0), None);
+        // On the other one: a failover.
+        assert_eq!(e.up(1), promoted(1, true));
+    }
+
+    #[test]
+    fn one_address_is_primary_whenever_it_is_up() {
+        let mut e = Election::new(1);
+        assert_eq!(e.down(0), None);
+        assert_eq!(e.up(0), promoted(0, false));
+        assert_eq!(e.down(0), None);
+        assert_eq!(e.up(0), promoted(0, false));
+        assert_eq!(e.up_count(), 1);
+    }
+
+    #[test]
+    fn a_connection_ending_that_is_not_the_primary_changes_nothing() {
+        let mut e = Election::new(2);
+        assert_eq!(e.up(0), promoted(0, false));
+        assert_eq!(e.up(1), None);
+        assert_eq!(e.down(1), None);
+        assert_eq!(e.primary(), Some(0));
+        // Out-of-range slots are ignored.
+        assert_eq!(e.down(7), None);
+        assert_eq!(e.up(7), None);
     }
 }

@@ -1,9 +1,10 @@
 //! The control channel to the controller (`docs/wire-format.md` §8).
 //!
 //! - [`protocol`]: the sans-IO client state machine (bytes in, messages and requests out).
-//! - [`client`]: the tokio task that connects with mutual TLS, drives the protocol,
-//!   reconnects with backoff, and hands [`ControlEvent`]s to the rest of the router;
-//! - [`failover`]: which of several controller addresses to connect to next, and when
+//! - [`client`]: the tokio tasks (one per controller address) that connect with mutual
+//!   TLS, drive the protocol, reconnect with backoff, and hand [`ControlEvent`]s to the
+//!   rest of the router;
+//! - [`failover`]: which of the connections to several controllers is the primary
 //!   (sans-IO).
 
 pub mod client;

@@ -295,6 +295,33 @@ impl ControlProtocol {
         }
     }
 
+    /// Whether this connection carries only the mesh (its hello said `mesh_only` and it
+    /// was not promoted since).
+    pub fn is_mesh_only(&self) -> bool {
+        self.hello.mesh_only
+    }
+
+    /// Makes a mesh-only connection the router's primary: sends the hello again without
+    /// `mesh_only`, which the controller answers as a first hello (HelloAck, then a full
+    /// StateSync); updates are dropped until that StateSync. Does nothing on a
+    /// connection that is primary already.
+    pub fn promote(&mut self) -> Result<(), ProtocolError> {
+        if !self.hello.mesh_only {
+            return Ok(());
+        }
+        if self.phase == Phase::AwaitingAck {
+            return Err(ProtocolError::NotReady);
+        }
+        self.hello.mesh_only = false;
+        let hello = pb::RouterHello {
+            resync: true,
+            ..self.hello.clone()
+        };
+        self.send(&hello, None)?;
+        self.phase = Phase::Resyncing;
+        Ok(())
+    }
+
     /// Bytes to write to the controller, if any.
     pub fn poll_transmit(&mut self) -> Option<BytesMut> {
         (!self.out.is_empty()).then(|| self.out.split())
@@ -490,6 +517,58 @@ mod tests {
         p.handle_bytes(&wire).unwrap();
         while p.poll_event().is_some() {}
         p
+    }
+
+    #[test]
+    fn a_mesh_only_connection_is_promoted_by_a_second_hello_and_then_takes_state() {
+        let mut p = ControlProtocol::new(
+            pb::RouterHello {
+                mesh_only: true,
+                ..hello()
+            },
+            1,
+        )
+        .unwrap();
+        let sent = frames(&p.poll_transmit().unwrap());
+        assert!(pb::RouterHello::decode_frame(&sent[0]).unwrap().mesh_only);
+        assert!(p.is_mesh_only());
+        // Not before the hello is acknowledged.
+        assert!(matches!(p.promote(), Err(ProtocolError::NotReady)));
+        p.handle_bytes(&frame(&pb::HelloAck::default(), 1, Some(1)))
+            .unwrap();
+        assert!(matches!(p.poll_event(), Some(ProtocolEvent::HelloAck(_))));
+        // Mesh messages flow without any state.
+        p.link_status(&pb::LinkStatus::default()).unwrap();
+        let _ = p.poll_transmit();
+        p.promote().unwrap();
+        assert!(!p.is_mesh_only());
+        let sent = frames(&p.poll_transmit().unwrap());
+        assert_eq!(sent.len(), 1);
+        let again = pb::RouterHello::decode_frame(&sent[0]).unwrap();
+        assert!(!again.mesh_only && again.resync, "{again:?}");
+        // An update before the StateSync is dropped; the sync and what follows are taken.
+        let mut wire = frame(&update(9), 2, None);
+        wire.extend_from_slice(&frame(
+            &pb::HelloAck::default(),
+            3,
+            Some(sent[0].sequence()),
+        ));
+        wire.extend_from_slice(&frame(
+            &pb::StateSync {
+                revision: 9,
+                ..Default::default()
+            },
+            4,
+            None,
+        ));
+        wire.extend_from_slice(&frame(&update(10), 5, None));
+        p.handle_bytes(&wire).unwrap();
+        assert!(matches!(p.poll_event(), Some(ProtocolEvent::Sync(s)) if s.revision == 9));
+        assert!(matches!(p.poll_event(), Some(ProtocolEvent::Update(u)) if u.revision == 10));
+        assert!(p.poll_event().is_none());
+        // Promoting again sends nothing.
+        p.promote().unwrap();
+        assert!(p.poll_transmit().is_none());
     }
 
     #[test]

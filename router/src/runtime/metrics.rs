@@ -325,10 +325,17 @@ pub(super) fn render_control(out: &mut String, control: &ControlStats) {
          # TYPE {name} counter\n{name} {}",
         control.connections()
     );
+    let name = "weft_router_control_channels_up";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Control connections up: the primary and the mesh-only ones to the other controllers.\n\
+         # TYPE {name} gauge\n{name} {}",
+        control.channels_up()
+    );
     let name = "weft_router_control_connected";
     let _ = writeln!(
         out,
-        "# HELP {name} Whether the control channel is up, labelled with the controller's address.\n\
+        "# HELP {name} Whether the primary control connection is up, labelled with its controller's address.\n\
          # TYPE {name} gauge"
     );
     match control.connected() {
@@ -447,6 +454,7 @@ mod tests {
         assert!(text.contains("# TYPE weft_router_control_failovers_total counter\n"));
         assert!(text.contains("\nweft_router_control_failovers_total 0\n"));
         assert!(text.contains("\nweft_router_control_connected 0\n"));
+        assert!(text.contains("\nweft_router_control_channels_up 0\n"));
         assert!(!text.contains("controller=\""));
         stats.set_connected(Some("ctrl-b:6262"));
         let mut text = String::new();

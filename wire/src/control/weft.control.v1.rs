@@ -25,6 +25,17 @@ pub struct RouterHello {
     /// Groups the router's link dialers dial.
     #[prost(string, repeated, tag = "7")]
     pub dial_groups: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// A router with several controllers keeps a control connection to every one of them,
+    /// so each controller sees every router of the mesh and can route circuits across all
+    /// of them; one connection is its primary (the state it enforces, its terminators, its
+    /// circuit requests). The others say `mesh_only`: the controller sends them no state
+    /// (no StateSync, StateUpdate or TrustedCas) and leaves the router's terminators alone,
+    /// and they carry only the mesh: Peers, LinkStatus, Route and its answer, RerouteRequest
+    /// and CircuitClosed. A router promotes such a connection to its primary by sending the
+    /// hello again on it with `mesh_only` false (answered as a first hello: HelloAck, the
+    /// stale terminators removed, a full StateSync).
+    #[prost(bool, tag = "8")]
+    pub mesh_only: bool,
 }
 /// Controller -> router, reply to RouterHello.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
