@@ -16,6 +16,7 @@ use serde_json::{Map, Value, json};
 use weft_controller::clock;
 use weft_controller::config::Config;
 use weft_controller::controller::Controller;
+use weft_controller::domain::entities;
 use weft_controller::model::Kind;
 use weft_controller::store::{ApiSessionRow, SessionRow};
 
@@ -32,21 +33,22 @@ async fn controller(dir: &std::path::Path) -> Controller {
     let ctl = Controller::open(dir, Config::default(), "https://localhost:1280".into())
         .await
         .unwrap();
-    let (identity, _) = ctl
-        .create_entity(
-            Kind::Identities,
-            object(json!({"name": "i", "type": "User", "isAdmin": false, "roleAttributes": ["a"]})),
-        )
-        .await
-        .unwrap();
-    let (service, _) = ctl
-        .create_entity(
-            Kind::Services,
-            object(json!({"name": "s", "roleAttributes": ["a"]})),
-        )
-        .await
-        .unwrap();
-    ctl.create_entity(
+    let (identity, _) = entities::create(
+        &ctl,
+        Kind::Identities,
+        object(json!({"name": "i", "type": "User", "isAdmin": false, "roleAttributes": ["a"]})),
+    )
+    .await
+    .unwrap();
+    let (service, _) = entities::create(
+        &ctl,
+        Kind::Services,
+        object(json!({"name": "s", "roleAttributes": ["a"]})),
+    )
+    .await
+    .unwrap();
+    entities::create(
+        &ctl,
         Kind::ServicePolicies,
         object(json!({"name": "p", "type": "Dial", "semantic": "AnyOf",
                       "identityRoles": ["#a"], "serviceRoles": ["#a"]})),

@@ -2,17 +2,17 @@
 
 use std::path::{Path, PathBuf};
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, json};
 
 use crate::clock;
 use crate::config::Config;
 use crate::control::RouterRegistry;
 use crate::control::feed::ChangeFeed;
-use crate::enroll;
+use crate::domain::entities;
 use crate::error::{ApiError, PkiError, StoreError};
-use crate::model::{AuthPolicy, DEFAULT_AUTH_POLICY_ID, Kind, normalize};
+use crate::model::{AuthPolicy, DEFAULT_AUTH_POLICY_ID, Kind};
 use crate::pki::Pki;
-use crate::store::{AuthenticatorRow, EnrollmentRow, EntityRow, Store, WriteTx};
+use crate::store::{AuthenticatorRow, EntityRow, Store};
 
 /// File (in the data dir) with the admin password, mode 0600.
 pub const ADMIN_PASSWORD_FILE: &str = "admin.password";
@@ -246,7 +246,7 @@ impl Controller {
             {
                 let mut obj = Map::new();
                 obj.insert("name".into(), json!(name));
-                self.create_entity_in(&mut tx, Kind::ConfigTypes, obj)
+                entities::create_in(self, &mut tx, Kind::ConfigTypes, obj)
                     .await
                     .map_err(bootstrap)?;
             }
@@ -287,8 +287,7 @@ impl Controller {
         obj.insert("name".into(), json!(ADMIN_USERNAME));
         obj.insert("type".into(), json!("User"));
         obj.insert("isAdmin".into(), json!(true));
-        let (identity, _) = self
-            .create_entity_in(&mut tx, Kind::Identities, obj)
+        let (identity, _) = entities::create_in(self, &mut tx, Kind::Identities, obj)
             .await
             .map_err(bootstrap)?;
         let now = clock::now_string();
@@ -540,236 +539,6 @@ impl Controller {
                 async move { ctl.publish_logged().await }
             })
             .await;
-    }
-
-    /// Validates and stores a new entity in its own transaction; for identities with
-    /// `enrollment.ott` (and every edge router) also creates the one-time enrollment.
-    pub async fn create_entity(
-        &self,
-        kind: Kind,
-        obj: Map<String, Value>,
-    ) -> Result<(EntityRow, Option<EnrollmentRow>), ApiError> {
-        let mut tx = self.store.begin_write().await?;
-        let created = self.create_entity_in(&mut tx, kind, obj).await?;
-        tx.commit().await?;
-        self.notify_routers().await;
-        Ok(created)
-    }
-
-    /// [`Self::create_entity`] inside `tx`; nothing is stored unless `tx` commits.
-    pub async fn create_entity_in(
-        &self,
-        tx: &mut WriteTx<'_>,
-        kind: Kind,
-        obj: Map<String, Value>,
-    ) -> Result<(EntityRow, Option<EnrollmentRow>), ApiError> {
-        let n = normalize(kind, obj)?;
-        let mut data = n.data;
-        if kind == Kind::Identities {
-            crate::model::settle_disable(&mut data, None, n.disable, clock::now_unix());
-        }
-        Self::resolve_references(tx, kind, &mut data).await?;
-        if kind == Kind::Cas {
-            crate::thirdparty_ca::prepare_create(tx, &mut data).await?;
-        }
-        Self::check_unique(tx, kind, None, &data).await?;
-        let now = clock::now_string();
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        let row = EntityRow {
-            kind: kind.collection().into(),
-            name: if n.name.is_empty() {
-                id.clone()
-            } else {
-                n.name
-            },
-            id,
-            tags: n.tags,
-            data,
-            created_at: now.clone(),
-            updated_at: now,
-        };
-        tx.insert_entity(&row).await?;
-        let enrollment = match n.enrollment {
-            Some(e) if e.ott => Some(enroll::create_ott(self, tx, &row.id).await?),
-            Some(crate::model::EnrollmentRequest {
-                ottca: Some(ca), ..
-            }) => Some(
-                crate::thirdparty_ca::enrollment::create_ottca(self, tx, &row.id, &ca, None)
-                    .await?,
-            ),
-            Some(crate::model::EnrollmentRequest {
-                updb: Some(username),
-                ..
-            }) => Some(enroll::create_updb(self, tx, &row.id, &username, None).await?),
-            // Every edge router gets an `erott` enrollment, as in OpenZiti.
-            _ if kind == Kind::EdgeRouters => Some(enroll::create_erott(self, tx, &row.id).await?),
-            _ => None,
-        };
-        Ok((row, enrollment))
-    }
-
-    /// Refuses (409 `DUPLICATE_NAME`) a document whose unique fields another entity of
-    /// its kind (other than `self_id`) already holds: an identity's `externalId`, a
-    /// signer's `issuer` and `kid`, a CA's `fingerprint` (as OpenZiti's `external_jwt_signer_store.go` and
-    /// `identity_store.go` indexes). Reads inside `tx`.
-    pub async fn check_unique(
-        tx: &mut WriteTx<'_>,
-        kind: Kind,
-        self_id: Option<&str>,
-        data: &Value,
-    ) -> Result<(), ApiError> {
-        let fields: &[&str] = match kind {
-            Kind::Identities => &["externalId"],
-            Kind::ExternalJwtSigners => &["issuer", "kid"],
-            Kind::Cas => &["fingerprint"],
-            _ => return Ok(()),
-        };
-        let wanted: Vec<(&str, &str)> = fields
-            .iter()
-            .filter_map(|f| data.get(*f).and_then(Value::as_str).map(|v| (*f, v)))
-            .collect();
-        if wanted.is_empty() {
-            return Ok(());
-        }
-        for other in tx.list_all(kind.collection()).await? {
-            if Some(other.id.as_str()) == self_id {
-                continue;
-            }
-            for (field, value) in &wanted {
-                if other.data.get(*field).and_then(Value::as_str) == Some(*value) {
-                    return Err(ApiError::Conflict(format!(
-                        "{field} {value:?} is already used by {} {:?}",
-                        kind.type_names().0,
-                        other.name
-                    )));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Checks and canonicalises references to other entities (config type of a
-    /// config, configs of a service, service/router of a terminator).
-    /// Reads them inside `tx`, so what they name cannot vanish before it commits.
-    pub async fn resolve_references(
-        tx: &mut WriteTx<'_>,
-        kind: Kind,
-        data: &mut Value,
-    ) -> Result<(), ApiError> {
-        async fn resolve(tx: &mut WriteTx<'_>, k: Kind, key: &str) -> Result<String, ApiError> {
-            tx.get_entity_by_id_or_name(k.collection(), key)
-                .await?
-                .map(|e| e.id)
-                .ok_or_else(|| {
-                    ApiError::CouldNotValidate(format!("{} {key:?} does not exist", k.collection()))
-                })
-        }
-        match kind {
-            Kind::Configs => {
-                let key = data["configTypeId"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
-                let config_type = tx
-                    .get_entity_by_id_or_name(Kind::ConfigTypes.collection(), &key)
-                    .await?
-                    .ok_or_else(|| {
-                        ApiError::CouldNotValidate(format!("config-types {key:?} does not exist"))
-                    })?;
-                // OpenZiti validates config data against its type's JSON schema.
-                let schema = &config_type.data["schema"];
-                if schema.as_object().is_some_and(|s| !s.is_empty()) {
-                    crate::schema_check::check(schema, &data["data"]).map_err(|e| {
-                        ApiError::CouldNotValidate(format!(
-                            "the config data does not match the schema of config type {:?}: {e}",
-                            config_type.name
-                        ))
-                    })?;
-                }
-                data["configTypeId"] = json!(config_type.id);
-            }
-            Kind::Services => {
-                let keys: Vec<String> = data["configs"]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|v| v.as_str().map(str::to_owned))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let mut ids: Vec<String> = Vec::new();
-                let mut types: Vec<(String, String)> = Vec::new();
-                for key in &keys {
-                    let config = tx
-                        .get_entity_by_id_or_name(Kind::Configs.collection(), key)
-                        .await?
-                        .ok_or_else(|| {
-                            ApiError::CouldNotValidate(format!("configs {key:?} does not exist"))
-                        })?;
-                    if ids.contains(&config.id) {
-                        continue;
-                    }
-                    let ty = config.data["configTypeId"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned();
-                    if let Some((other, _)) = types.iter().find(|(_, t)| *t == ty) {
-                        return Err(ApiError::CouldNotValidate(format!(
-                            "configs {other:?} and {:?} have the same config type; a service takes one config per type",
-                            config.name
-                        )));
-                    }
-                    types.push((config.name, ty));
-                    ids.push(config.id);
-                }
-                data["configs"] = json!(ids);
-            }
-            Kind::Identities => {
-                // Identities name their policy by id or name; stored by id.
-                if let Some(key) = data["authPolicyId"].as_str().map(str::to_owned) {
-                    data["authPolicyId"] = json!(resolve(tx, Kind::AuthPolicies, &key).await?);
-                }
-            }
-            Kind::AuthPolicies => {
-                // Signers named by id or name; stored by id. An unknown one is 404, as
-                // OpenZiti answers (openziti/ziti `controller/model/auth_policy_manager.go`).
-                async fn signer(tx: &mut WriteTx<'_>, key: &str) -> Result<String, ApiError> {
-                    tx.get_entity_by_id_or_name(Kind::ExternalJwtSigners.collection(), key)
-                        .await?
-                        .map(|e| e.id)
-                        .ok_or_else(|| {
-                            ApiError::NotFound(format!("external JWT signer {key:?} not found"))
-                        })
-                }
-                let keys: Vec<String> = data["primary"]["extJwt"]["allowedSigners"]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|v| v.as_str().map(str::to_owned))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let mut ids = Vec::with_capacity(keys.len());
-                for key in &keys {
-                    ids.push(signer(tx, key).await?);
-                }
-                data["primary"]["extJwt"]["allowedSigners"] = json!(ids);
-                if let Some(key) = data["secondary"]["requireExtJwtSigner"]
-                    .as_str()
-                    .map(str::to_owned)
-                {
-                    data["secondary"]["requireExtJwtSigner"] = json!(signer(tx, &key).await?);
-                }
-            }
-            Kind::Terminators => {
-                let s = data["service"].as_str().unwrap_or_default().to_string();
-                data["service"] = json!(resolve(tx, Kind::Services, &s).await?);
-                let r = data["router"].as_str().unwrap_or_default().to_string();
-                data["router"] = json!(resolve(tx, Kind::EdgeRouters, &r).await?);
-            }
-            _ => {}
-        }
-        Ok(())
     }
 }
 

@@ -16,6 +16,7 @@ pub mod config;
 pub mod control;
 pub mod controller;
 pub mod database;
+pub mod domain;
 pub mod enroll;
 pub mod error;
 pub mod extjwt;

@@ -230,7 +230,8 @@ async fn command(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
             obj.insert("isAdmin".into(), json!(admin));
             obj.insert("roleAttributes".into(), json!(role_attributes));
             obj.insert("enrollment".into(), json!({"ott": true}));
-            let (row, enrollment) = ctl.create_entity(Kind::Identities, obj).await?;
+            let (row, enrollment) =
+                weft_controller::domain::entities::create(&ctl, Kind::Identities, obj).await?;
             let enrollment = enrollment.context("enrollment was not created")?;
             let write = if force {
                 weft_identity::secret::replace_secret

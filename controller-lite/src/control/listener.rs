@@ -789,8 +789,7 @@ impl Conn {
             json!(base64::engine::general_purpose::STANDARD.encode(&req.host_public_key)),
         );
         obj.insert("sessionId".into(), json!(session.id));
-        let (row, _) = ctl
-            .create_entity(Kind::Terminators, obj)
+        let (row, _) = crate::domain::entities::create(ctl, Kind::Terminators, obj)
             .await
             .map_err(|e| internal(&e))?;
         Ok(super::view::judge::terminator_pb(&row.id, &row.data))

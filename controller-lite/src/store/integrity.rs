@@ -5,7 +5,7 @@
 //! on meanwhile; fixing runs in a write transaction, repairing as it finds.
 //!
 //! The writes of the API keep these references whole (deletes cascade in the deleting
-//! transaction, [`crate::api::management::cascade`]); what the check finds comes from
+//! transaction, [`crate::domain::cascade`]); what the check finds comes from
 //! outside them: a database edited by hand, restored from an inconsistent backup, or a
 //! defect. OpenZiti's check (openziti/ziti `controller/db/stores.go`, `CheckIntegrity`)
 //! walks its bbolt indexes the same way and reports each problem with whether it was

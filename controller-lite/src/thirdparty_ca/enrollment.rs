@@ -263,7 +263,7 @@ pub async fn enroll_ca(
     let n = crate::model::normalize(Kind::Identities, obj)?;
     let mut data = n.data;
     crate::model::settle_disable(&mut data, None, None, now);
-    Controller::check_unique(&mut tx, Kind::Identities, None, &data).await?;
+    crate::domain::entities::check_unique(&mut tx, Kind::Identities, None, &data).await?;
     let stamp = clock::now_string();
     tx.insert_entity(&EntityRow {
         kind: Kind::Identities.collection().into(),

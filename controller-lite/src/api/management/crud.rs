@@ -4,16 +4,15 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use serde_json::{Map, Value, json};
 
-use super::cascade;
 use crate::api::endpoint::{ApiBuilder, Data, Endpoint, Shape};
 use crate::api::extract::JsonBody;
 use crate::api::list::ListQuery;
 use crate::api::{AppState, envelope, render};
 use crate::auth::Admin;
 use crate::clock;
-use crate::controller::Controller;
+use crate::domain::entities;
 use crate::error::ApiError;
-use crate::model::{Kind, normalize};
+use crate::model::Kind;
 
 fn not_found(k: Kind, id: &str) -> ApiError {
     ApiError::NotFound(format!("{} {id:?} not found", k.type_names().0))
@@ -92,7 +91,7 @@ fn object(v: Value) -> Result<Map<String, Value>, ApiError> {
 /// `POST /{collection}` → 201 `{data:{id,_links}}`; identities also return the
 /// created enrollment (`enrollment.ott.jwt`).
 pub async fn create(ctl: AppState, k: Kind, body: Value) -> Result<Response, ApiError> {
-    let (row, enrollment) = ctl.create_entity(k, object(body)?).await?;
+    let (row, enrollment) = entities::create(&ctl, k, object(body)?).await?;
     tracing::info!(kind = k.collection(), id = %row.id, name = %row.name, "created");
     let mut data = json!({"id": row.id, "_links": {}});
     if let (Kind::EdgeRouters, Some(e)) = (k, &enrollment) {
@@ -141,95 +140,12 @@ pub async fn update(
     body: Value,
     merge: bool,
 ) -> Result<Response, ApiError> {
-    let id = id.as_str();
-    let patch = object(body)?;
-    if patch.contains_key("enrollment") {
-        return Err(ApiError::CouldNotValidate(
-            "enrollment cannot be changed by an update".into(),
-        ));
-    }
-    // Read, check and write in one transaction: no other write lands in between.
-    let mut tx = ctl.store.begin_write().await?;
-    let mut row = tx
-        .get_entity(k.collection(), id)
-        .await?
-        .ok_or_else(|| not_found(k, id))?;
-    let mut doc = if merge {
-        let mut m = match &row.data {
-            Value::Object(m) => m.clone(),
-            _ => Map::new(),
-        };
-        m.insert("name".into(), json!(row.name));
-        m.insert("tags".into(), row.tags.clone());
-        m
-    } else {
-        Map::new()
-    };
-    if k == Kind::Cas {
-        // `certPem` stays; a PATCH's `externalIdClaim` merges into the stored one.
-        crate::thirdparty_ca::prepare_update(&row.data, &patch.clone(), &mut doc, merge)?;
-        for (key, v) in patch {
-            if key != "certPem" && !(merge && key == "externalIdClaim") {
-                doc.insert(key, v);
-            }
-        }
-    } else {
-        for (key, v) in patch {
-            doc.insert(key, v);
-        }
-    }
-    let n = normalize(k, doc)?;
-    let mut data = n.data;
-    if k == Kind::Cas {
-        crate::thirdparty_ca::restore_server_fields(&row.data, &mut data);
-    }
-    if k == Kind::Identities {
-        crate::model::settle_disable(&mut data, Some(&row.data), n.disable, clock::now_unix());
-    }
-    if k == Kind::PostureChecks {
-        data["version"] = json!(render::posture_check_version(&row.data).saturating_add(1));
-    }
-    Controller::resolve_references(&mut tx, k, &mut data).await?;
-    Controller::check_unique(&mut tx, k, Some(id), &data).await?;
-    cascade::check_update(&mut tx, k, &row, &data).await?;
-    if !n.name.is_empty() {
-        row.name = n.name;
-    }
-    row.tags = n.tags;
-    let old = std::mem::replace(&mut row.data, data);
-    row.updated_at = clock::now_string();
-    if !tx.update_entity(&row).await? {
-        return Err(not_found(k, id));
-    }
-    cascade::after_update(&mut tx, k, id, &old, &row.data).await?;
-    tx.commit().await?;
-    if k == Kind::EdgeRouters && row.data.get("disabled") == Some(&json!(true)) {
-        ctl.routers.kick(id);
-    }
-    if k == Kind::ExternalJwtSigners {
-        ctl.jwks.forget(id);
-    }
-    ctl.notify_routers().await;
+    entities::update(&ctl, k, &id, object(body)?, merge).await?;
     Ok(envelope::empty())
 }
 
-/// `DELETE /{collection}/{id}`, with the checks and cascades of [`cascade`].
+/// `DELETE /{collection}/{id}`, with the checks and cascades of [`crate::domain::cascade`].
 pub async fn delete(ctl: AppState, k: Kind, id: String) -> Result<Response, ApiError> {
-    // Check, delete and cascade are one transaction.
-    let mut tx = ctl.store.begin_write().await?;
-    cascade::check_delete(&mut tx, k, &id).await?;
-    if !tx.delete_entity(k.collection(), &id).await? {
-        return Err(not_found(k, &id));
-    }
-    cascade::after_delete(&mut tx, k, &id).await?;
-    tx.commit().await?;
-    if k == Kind::EdgeRouters {
-        ctl.routers.kick(&id);
-    }
-    if k == Kind::ExternalJwtSigners {
-        ctl.jwks.forget(&id);
-    }
-    ctl.notify_routers().await;
-    tracing::info!(kind = k.collection(), %id, "deleted");
+    entities::delete(&ctl, k, &id).await?;
     Ok(envelope::empty())
 }

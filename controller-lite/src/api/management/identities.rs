@@ -14,9 +14,9 @@ use crate::api::list::ListQuery;
 use crate::api::{AppState, envelope};
 use crate::auth::Admin;
 use crate::clock;
+use crate::domain::identities;
 use crate::error::ApiError;
 use crate::filter::Fields;
-use crate::model::Kind;
 
 /// Body of `POST /identities/{id}/disable` (`disableParams`).
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -70,25 +70,6 @@ pub fn routes(api: ApiBuilder) -> ApiBuilder {
     )
 }
 
-fn not_found(id: &str) -> ApiError {
-    ApiError::NotFound(format!("Identity {id:?} not found"))
-}
-
-/// Disables (`Some(until)`) or enables (`None`) identity `id` and tells routers.
-async fn set_disabled(
-    ctl: &AppState,
-    id: &str,
-    state: Option<Option<i64>>,
-) -> Result<(), ApiError> {
-    let mut tx = ctl.store.begin_write().await?;
-    if !crate::auth::set_disabled_in(&mut tx, id, state).await? {
-        return Err(not_found(id));
-    }
-    tx.commit().await?;
-    ctl.notify_routers().await;
-    Ok(())
-}
-
 /// `POST /identities/{id}/disable {durationMinutes}`.
 async fn disable(
     State(ctl): State<AppState>,
@@ -96,22 +77,7 @@ async fn disable(
     Path(id): Path<String>,
     JsonBody(p): JsonBody<DisableParams>,
 ) -> Result<Response, ApiError> {
-    if p.duration_minutes < 0 {
-        return Err(ApiError::CouldNotValidate(
-            "durationMinutes must be 0 (until enabled) or more".into(),
-        ));
-    }
-    // Before the transaction: it decides whether the admin is trying to lock themself
-    // out of the only way in.
-    if ctl.store.meta_get("admin_identity_id").await?.as_deref() == Some(id.as_str()) {
-        return Err(ApiError::CouldNotValidate(
-            "the default admin cannot be disabled".into(),
-        ));
-    }
-    let until = (p.duration_minutes > 0)
-        .then(|| clock::now_unix().saturating_add(p.duration_minutes.saturating_mul(60)));
-    set_disabled(&ctl, &id, Some(until)).await?;
-    tracing::info!(identity = %id, minutes = p.duration_minutes, "identity disabled");
+    identities::disable(&ctl, &id, p.duration_minutes).await?;
     Ok(envelope::empty())
 }
 
@@ -121,8 +87,7 @@ async fn enable(
     _: Admin,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    set_disabled(&ctl, &id, None).await?;
-    tracing::info!(identity = %id, "identity enabled");
+    identities::enable(&ctl, &id).await?;
     Ok(envelope::empty())
 }
 
@@ -132,19 +97,7 @@ async fn remove_mfa(
     _: Admin,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    if ctl
-        .store
-        .get_entity(Kind::Identities.collection(), &id)
-        .await?
-        .is_none()
-    {
-        return Err(not_found(&id));
-    }
-    let mut tx = ctl.store.begin_write().await?;
-    tx.delete_mfa_of(&id).await?;
-    tx.commit().await?;
-    ctl.notify_routers().await;
-    tracing::info!(identity = %id, "MFA enrollment removed by an administrator");
+    identities::remove_mfa(&ctl, &id).await?;
     Ok(envelope::empty())
 }
 

@@ -2,7 +2,6 @@
 //! management model. Every entity route requires an administrator.
 
 pub mod cas;
-pub mod cascade;
 pub mod credentials;
 pub mod crud;
 pub mod database;

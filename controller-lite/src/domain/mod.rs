@@ -1,0 +1,19 @@
+//! The domain layer: the operations on the controller's entities, each one database
+//! transaction, in one place. The HTTP handlers (`crate::api`), the control channel and
+//! the command line parse their input, call an operation here and render what it
+//! returns; they open no write transaction of their own for these operations.
+//!
+//! - [`entities`]: create (validated, references resolved and checked, unique fields
+//!   checked, an enrollment issued for identities and routers), update (PUT and PATCH)
+//!   and delete of every management collection ([`crate::model::Kind`]);
+//! - [`cascade`]: what a delete or an update means for the entities that reference the
+//!   one changed, run inside its transaction;
+//! - [`identities`]: disabling and enabling an identity, removing its TOTP enrollment.
+//!
+//! Errors are [`crate::error::ApiError`]s: typed, and mapped to OpenZiti's error codes
+//! and HTTP statuses in one place (`crate::error`). After an operation commits it tells
+//! the routers (the change feed), so what it revoked is enforced where traffic flows.
+
+pub mod cascade;
+pub mod entities;
+pub mod identities;
