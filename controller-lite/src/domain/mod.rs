@@ -8,7 +8,11 @@
 //!   and delete of every management collection ([`crate::model::Kind`]);
 //! - [`cascade`]: what a delete or an update means for the entities that reference the
 //!   one changed, run inside its transaction;
-//! - [`identities`]: disabling and enabling an identity, removing its TOTP enrollment.
+//! - [`identities`]: disabling and enabling an identity, removing its TOTP enrollment;
+//! - [`service_configs`]: an identity's own configs for services;
+//! - [`sessions`]: issuing a service session (the Dial or Bind grant, the posture
+//!   admission of [`posture`], the edge routers it may use, the cap per API session)
+//!   and ending one.
 //!
 //! Errors are [`crate::error::ApiError`]s: typed, and mapped to OpenZiti's error codes
 //! and HTTP statuses in one place (`crate::error`). After an operation commits it tells
@@ -17,3 +21,6 @@
 pub mod cascade;
 pub mod entities;
 pub mod identities;
+pub mod posture;
+pub mod service_configs;
+pub mod sessions;

@@ -13,7 +13,7 @@ use crate::error::StoreError;
 pub const NOTIFY_CHANNEL: &str = "weft_changes";
 
 /// What a change did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ChangeOp {
     /// Created.
     Create,

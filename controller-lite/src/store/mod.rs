@@ -270,6 +270,7 @@ impl Store {
             tx,
             seq,
             recorded: 0,
+            recorded_changes: std::collections::HashSet::new(),
             entities_changed: false,
             services_changed: false,
             ended: Ended::default(),
@@ -394,6 +395,10 @@ pub struct WriteTx<'s> {
     tx: Transaction<'static, Any>,
     seq: i64,
     recorded: i64,
+    /// The changes recorded so far, each once: followers read the entity's state as
+    /// the transaction left it, so a second row for the same change says nothing more
+    /// (an identity given 100 service configs in one request is one row, not 100).
+    recorded_changes: std::collections::HashSet<(String, String, ChangeOp)>,
     entities_changed: bool,
     /// Something that changes what `/services` answers, besides entities (posture),
     /// changed: `service-updates.lastChangeAt` moves.
@@ -428,13 +433,20 @@ impl WriteTx<'_> {
         self.seq
     }
 
-    /// Records a change in the change log.
+    /// Records a change in the change log (once per transaction: the same change again
+    /// adds nothing).
     pub async fn record(
         &mut self,
         kind: &str,
         entity_id: &str,
         op: ChangeOp,
     ) -> Result<(), StoreError> {
+        if !self
+            .recorded_changes
+            .insert((kind.to_owned(), entity_id.to_owned(), op))
+        {
+            return Ok(());
+        }
         sqlx::query(
             "INSERT INTO changes (seq, n, kind, entity_id, op, at, origin)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",

@@ -407,6 +407,23 @@ async fn revisions_and_change_log(s: &Store) {
     let left = s.changes_since(start, 100).await.unwrap();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].seq, second);
+
+    // The same change twice in one transaction is one row; another op is another.
+    let mut tx = s.begin_write().await.unwrap();
+    for op in [ChangeOp::Update, ChangeOp::Update, ChangeOp::Delete] {
+        tx.record("identity-service-configs", "i1", op)
+            .await
+            .unwrap();
+    }
+    let third = tx.commit().await.unwrap().unwrap();
+    let ops: Vec<_> = s
+        .changes_since(second, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| (c.seq, c.op))
+        .collect();
+    assert_eq!(ops, [(third, ChangeOp::Update), (third, ChangeOp::Delete)]);
 }
 
 async fn enrollment_redeems_once_under_concurrency(s: &Store) {

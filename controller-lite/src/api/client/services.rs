@@ -6,10 +6,10 @@ use axum::response::Response;
 
 use serde_json::json;
 
-use super::posture::PostureView;
 use crate::api::list::ListQuery;
 use crate::api::{AppState, envelope, render};
 use crate::auth::Caller;
+use crate::domain::posture::PostureView;
 use crate::error::ApiError;
 use crate::filter::{FieldType, Fields};
 use crate::model::Kind;

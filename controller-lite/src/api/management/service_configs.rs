@@ -8,7 +8,7 @@
 use axum::extract::{Path, State};
 use axum::response::Response;
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::related::entity;
 use super::views::{EntityRef, Names, to_json};
@@ -17,23 +17,13 @@ use crate::api::extract::{parse_json, read_body};
 use crate::api::list::ListQuery;
 use crate::api::{AppState, envelope};
 use crate::auth::Admin;
+use crate::domain::service_configs::{self, ServiceConfigAssign};
 use crate::error::ApiError;
 use crate::filter::{FieldType, Fields};
 use crate::model::Kind;
-use crate::store::{ServiceConfigColumn, ServiceConfigRow, WriteTx};
 
 /// Pairs one request may name: a bound on the work one body asks for.
 pub const MAX_PAIRS: usize = 1000;
-
-/// One pair of a request body (`serviceConfigAssign`). Weft also takes names.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct ServiceConfigAssign {
-    /// The service, by id or name.
-    pub service_id: String,
-    /// The config, by id or name.
-    pub config_id: String,
-}
 
 /// One entry of the list (`serviceConfigDetail`).
 #[derive(Debug, Clone, Serialize, JsonSchema)]
@@ -141,40 +131,6 @@ async fn pairs(req: axum::extract::Request) -> Result<Vec<ServiceConfigAssign>, 
     Ok(pairs)
 }
 
-/// The service and the config a pair names, and the config's type, in `tx`; 404 naming
-/// whichever is missing.
-async fn resolve(
-    tx: &mut WriteTx<'_>,
-    pair: &ServiceConfigAssign,
-) -> Result<(String, String, String), ApiError> {
-    let service = tx
-        .get_entity_by_id_or_name(Kind::Services.collection(), &pair.service_id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("service {:?} not found", pair.service_id)))?;
-    let config = tx
-        .get_entity_by_id_or_name(Kind::Configs.collection(), &pair.config_id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("config {:?} not found", pair.config_id)))?;
-    let type_id = config.data["configTypeId"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    Ok((service.id, config.id, type_id))
-}
-
-/// Opens the transaction and checks the identity exists in it.
-async fn begin<'s>(ctl: &'s AppState, id: &str) -> Result<WriteTx<'s>, ApiError> {
-    let mut tx = ctl.store.begin_write().await?;
-    if tx
-        .get_entity(Kind::Identities.collection(), id)
-        .await?
-        .is_none()
-    {
-        return Err(ApiError::NotFound(format!("identity {id:?} not found")));
-    }
-    Ok(tx)
-}
-
 /// `POST /identities/{id}/service-configs [{serviceId, configId}]`: all or nothing.
 async fn assign(
     State(ctl): State<AppState>,
@@ -183,19 +139,7 @@ async fn assign(
     req: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     let pairs = pairs(req).await?;
-    let mut tx = begin(&ctl, &id).await?;
-    for pair in &pairs {
-        let (service_id, config_id, config_type_id) = resolve(&mut tx, pair).await?;
-        tx.put_service_config(&ServiceConfigRow {
-            identity_id: id.clone(),
-            service_id,
-            config_type_id,
-            config_id,
-        })
-        .await?;
-    }
-    tx.commit().await?;
-    tracing::info!(identity = %id, count = pairs.len(), "identity service configs assigned");
+    service_configs::assign(&ctl, &id, &pairs).await?;
     Ok(envelope::empty())
 }
 
@@ -208,22 +152,6 @@ async fn remove(
     req: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     let pairs = pairs(req).await?;
-    let mut tx = begin(&ctl, &id).await?;
-    let removed = if pairs.is_empty() {
-        tx.remove_service_configs_where(ServiceConfigColumn::Identity, &id)
-            .await?
-    } else {
-        let mut n = 0;
-        for pair in &pairs {
-            let (service_id, _, config_type_id) = resolve(&mut tx, pair).await?;
-            n += u64::from(
-                tx.remove_service_config(&id, &service_id, &config_type_id)
-                    .await?,
-            );
-        }
-        n
-    };
-    tx.commit().await?;
-    tracing::info!(identity = %id, removed, "identity service configs removed");
+    service_configs::remove(&ctl, &id, &pairs).await?;
     Ok(envelope::empty())
 }

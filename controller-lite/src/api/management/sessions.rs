@@ -10,6 +10,7 @@ use crate::api::endpoint::{ApiBuilder, Data, Endpoint};
 use crate::api::list::ListQuery;
 use crate::api::{AppState, envelope, render};
 use crate::auth::Admin;
+use crate::domain::sessions;
 use crate::error::ApiError;
 use crate::filter::{FieldType, Fields};
 use crate::model::Kind;
@@ -125,15 +126,8 @@ pub fn routes(api: ApiBuilder) -> ApiBuilder {
             .doc("API Session", "Ends an API session and its sessions")
             .admin(),
         |State(ctl): State<AppState>, _: Admin, Path(id): Path<String>| async move {
-            if ctl.store.api_session_by_id(&id).await?.is_none() {
-                return Err(not_found("API session", &id));
-            }
-            let mut tx = ctl.store.begin_write().await?;
-            tx.revoking("api_session_deleted", &id);
-            tx.delete_api_session(&id).await?;
-            tx.commit().await?;
-            ctl.notify_routers().await;
-            Ok(envelope::empty())
+            sessions::end_api_session_by_admin(&ctl, &id).await?;
+            Ok::<_, ApiError>(envelope::empty())
         },
     )
     .add(
@@ -179,14 +173,8 @@ pub fn routes(api: ApiBuilder) -> ApiBuilder {
             .doc("Session", "Ends a session")
             .admin(),
         |State(ctl): State<AppState>, _: Admin, Path(id): Path<String>| async move {
-            let mut tx = ctl.store.begin_write().await?;
-            tx.revoking("session_deleted", &id);
-            if tx.delete_sessions(std::slice::from_ref(&id)).await? == 0 {
-                return Err(not_found("session", &id));
-            }
-            tx.commit().await?;
-            ctl.notify_routers().await;
-            Ok(envelope::empty())
+            sessions::end_by_admin(&ctl, &id).await?;
+            Ok::<_, ApiError>(envelope::empty())
         },
     )
 }
