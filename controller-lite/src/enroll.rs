@@ -65,7 +65,7 @@ pub async fn create_updb(
     username: &str,
     expires_at: Option<i64>,
 ) -> Result<EnrollmentRow, ApiError> {
-    crate::api::management::credentials::check_credentials(username, "unchanged")?;
+    crate::domain::credentials::check_credentials(username, "unchanged")?;
     if tx.username_taken(username).await? {
         return Err(ApiError::Conflict(format!(
             "username {username:?} is already in use"
@@ -94,7 +94,7 @@ pub async fn enroll_updb(
         .username
         .clone()
         .ok_or_else(|| invalid("the enrollment has no user name"))?;
-    crate::api::management::credentials::check_credentials(&username, password)?;
+    crate::domain::credentials::check_credentials(&username, password)?;
     let identity = ctl
         .store
         .get_entity(

@@ -8,6 +8,9 @@
 //!   and delete of every management collection ([`crate::model::Kind`]);
 //! - [`cascade`]: what a delete or an update means for the entities that reference the
 //!   one changed, run inside its transaction;
+//! - [`credentials`]: authenticators and enrollments as an administrator manages
+//!   them (password authenticators, certificate extension, re-enrollment of
+//!   authenticators and routers);
 //! - [`identities`]: disabling and enabling an identity, removing its TOTP enrollment;
 //! - [`service_configs`]: an identity's own configs for services;
 //! - [`sessions`]: issuing a service session (the Dial or Bind grant, the posture
@@ -19,6 +22,7 @@
 //! the routers (the change feed), so what it revoked is enforced where traffic flows.
 
 pub mod cascade;
+pub mod credentials;
 pub mod entities;
 pub mod identities;
 pub mod posture;

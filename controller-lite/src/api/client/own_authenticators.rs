@@ -324,7 +324,7 @@ async fn change(
         )));
     }
     let username = username.unwrap_or_else(|| a.username.clone().unwrap_or_default());
-    crate::api::management::credentials::check_credentials(
+    crate::domain::credentials::check_credentials(
         &username,
         password.as_deref().unwrap_or("unchanged"),
     )?;
@@ -342,7 +342,7 @@ async fn change(
             .await?;
         return Err(ApiError::Unauthorized);
     }
-    crate::api::management::credentials::username_free(&ctl, &username, Some(&a.id)).await?;
+    crate::domain::credentials::username_free(&ctl, &username, Some(&a.id)).await?;
     let password_hash = match password {
         Some(p) => crate::auth::hash_password_gated(&ctl, p).await?,
         None => a.password_hash.unwrap_or_default(),
