@@ -6,6 +6,7 @@
 //! - [`entities`]: create (validated, references resolved and checked, unique fields
 //!   checked, an enrollment issued for identities and routers), update (PUT and PATCH)
 //!   and delete of every management collection ([`crate::model::Kind`]);
+//! - [`cas`]: verifying a 3rd-party CA;
 //! - [`cascade`]: what a delete or an update means for the entities that reference the
 //!   one changed, run inside its transaction;
 //! - [`credentials`]: authenticators and enrollments as an administrator manages
@@ -21,6 +22,7 @@
 //! and HTTP statuses in one place (`crate::error`). After an operation commits it tells
 //! the routers (the change feed), so what it revoked is enforced where traffic flows.
 
+pub mod cas;
 pub mod cascade;
 pub mod credentials;
 pub mod entities;

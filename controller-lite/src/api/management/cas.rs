@@ -7,16 +7,15 @@
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use crate::api::endpoint::{ApiBuilder, Data, Endpoint};
 use crate::api::extract::read_body;
 use crate::api::{AppState, envelope};
 use crate::auth::Admin;
-use crate::clock;
+use crate::domain::cas;
 use crate::error::ApiError;
 use crate::model::Kind;
-use crate::thirdparty_ca::{CaError, StoredCa, cert, jwt_claims};
+use crate::thirdparty_ca::jwt_claims;
 
 /// What `POST /cas/{id}/verify` consumes: a PEM certificate (OpenZiti's spec names
 /// `text/plain`). JSON is let through too, so that a caller without a session hears 401
@@ -57,29 +56,7 @@ async fn verify(
     req: Request,
 ) -> Result<Response, ApiError> {
     let body = read_body(req).await?;
-    let mut tx = ctl.store.begin_write().await?;
-    let mut row = tx
-        .get_entity(Kind::Cas.collection(), &id)
-        .await?
-        .ok_or_else(|| not_found(&id))?;
-    if row.data["isVerified"].as_bool() == Some(true) {
-        return Err(ApiError::Ca(CaError::AlreadyVerified));
-    }
-    let ca = StoredCa::from_row(&row)
-        .ok_or_else(|| ApiError::Internal(format!("CA {id:?} is damaged in the store")))?;
-    let token = row.data["verificationToken"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    cert::check_verification(&ca.der, &token, &body, clock::now_unix()).map_err(ApiError::Ca)?;
-    row.data["isVerified"] = json!(true);
-    row.updated_at = clock::now_string();
-    if !tx.update_entity(&row).await? {
-        return Err(not_found(&id));
-    }
-    tx.commit().await?;
-    tracing::info!(ca = %row.name, "CA verified");
-    ctl.notify_routers().await;
+    cas::verify(&ctl, &id, &body).await?;
     Ok(envelope::empty())
 }
 
