@@ -161,11 +161,29 @@ impl Router {
     }
 
     /// Starts the process again (after [`Self::kill`]) with the same configuration and
-    /// waits until the controller sees it online.
+    /// waits until its edge listener takes connections and the controller sees it
+    /// online. (Online alone may still be the killed process: the controller may not
+    /// have seen its control connection end yet.)
     pub async fn restart(&mut self, admin: &Admin) {
         self.kill();
         self.spawn();
         let id = self.id.clone();
+        let deadline = Instant::now() + START_TIMEOUT;
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.edge_port))
+            .await
+            .is_err()
+        {
+            if let Some(child) = self.process.0.as_mut() {
+                if let Some(status) = child.try_wait().unwrap() {
+                    panic!("router {id} exited while starting: {status}");
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "router {id} did not listen on its edge port again"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
         self.wait_online(admin, &id).await;
     }
 }

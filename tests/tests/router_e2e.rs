@@ -131,8 +131,17 @@ async fn a_killed_router_restarts_at_once_on_the_same_ports(io: &str) {
     for _ in 0..6 {
         router.restart(&admin).await;
     }
+    // The last process is up (its edge port answered); its other listeners come up
+    // beside it. A port that stays refused means the process could not bind it.
+    let deadline = Instant::now() + Duration::from_secs(10);
     for port in [router.edge_port, link, metrics] {
-        TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        while let Err(e) = TcpStream::connect(("127.0.0.1", port)).await {
+            assert!(
+                Instant::now() < deadline,
+                "port {port} refused after the last restart: {e}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 }
 
