@@ -1,6 +1,7 @@
-//! TOTP MFA: enrollment, verification and the answers to authentication queries
-//! (openziti/ziti `controller/model/mfa_manager.go`; the endpoints are in
-//! [`crate::api::client::mfa`]).
+//! TOTP MFA: enrollment, verification, removal, recovery codes and the answers to
+//! authentication queries, each write one transaction (openziti/ziti
+//! `controller/model/mfa_manager.go`; the endpoints, which parse, call and render, are
+//! in [`crate::api::client::mfa`]).
 //!
 //! Stricter than OpenZiti: a code is accepted once (the step is recorded atomically in
 //! the store, so not even two controllers accept it twice), and after
@@ -102,4 +103,121 @@ pub async fn enrollment_of(ctl: &Controller, identity: &EntityRow) -> Result<Mfa
         .mfa_of(&identity.id)
         .await?
         .ok_or_else(|| ApiError::NotFound("the identity has no MFA enrollment".into()))
+}
+
+/// Verifies `identity`'s unverified enrollment with TOTP `code`; the calling API session
+/// `api_session_id` then counts as having answered (OpenZiti sets `isMfaRequired` and
+/// `isMfaComplete`). Routers are told.
+pub async fn verify_enrollment(
+    ctl: &Controller,
+    identity: &EntityRow,
+    api_session_id: &str,
+    code: &str,
+) -> Result<(), ApiError> {
+    let m = enrollment_of(ctl, identity).await?;
+    if m.verified {
+        return Err(ApiError::NotFound(
+            "the identity has no unverified MFA enrollment".into(),
+        ));
+    }
+    check_code(ctl, &m, code, false).await?;
+    let mut tx = ctl.store.begin_write().await?;
+    tx.verify_mfa(&identity.id, &clock::now_string()).await?;
+    tx.set_api_session_mfa(api_session_id, true, true).await?;
+    tx.commit().await?;
+    ctl.notify_routers().await;
+    tracing::info!(identity = %identity.name, "MFA enrollment verified");
+    Ok(())
+}
+
+/// Removes `identity`'s own enrollment; a verified one needs a TOTP or recovery `code`
+/// (`MFA_INVALID_TOKEN` without one).
+pub async fn remove_own(
+    ctl: &Controller,
+    identity: &EntityRow,
+    code: Option<&str>,
+) -> Result<(), ApiError> {
+    let m = enrollment_of(ctl, identity).await?;
+    if m.verified {
+        let code = code.ok_or(ApiError::MfaInvalidToken)?;
+        check_code(ctl, &m, code, true).await?;
+    }
+    let mut tx = ctl.store.begin_write().await?;
+    tx.delete_mfa_of(&identity.id).await?;
+    tx.commit().await?;
+    ctl.notify_routers().await;
+    tracing::info!(identity = %identity.name, "MFA enrollment removed");
+    Ok(())
+}
+
+/// `identity`'s verified enrollment, or 404.
+pub async fn verified_enrollment(
+    ctl: &Controller,
+    identity: &EntityRow,
+) -> Result<MfaRow, ApiError> {
+    let m = enrollment_of(ctl, identity).await?;
+    if !m.verified {
+        return Err(ApiError::NotFound(
+            "the identity has no verified MFA enrollment".into(),
+        ));
+    }
+    Ok(m)
+}
+
+/// Replaces `identity`'s recovery codes with 20 new ones, after a TOTP or recovery
+/// `code`.
+pub async fn regenerate_recovery_codes(
+    ctl: &Controller,
+    identity: &EntityRow,
+    code: &str,
+) -> Result<(), ApiError> {
+    let m = verified_enrollment(ctl, identity).await?;
+    check_code(ctl, &m, code, true).await?;
+    let codes = totp::new_recovery_codes()?;
+    let mut tx = ctl.store.begin_write().await?;
+    tx.set_recovery_codes(&identity.id, &codes, &clock::now_string())
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Answers the TOTP authentication query of API session `api_session_id` with a TOTP or
+/// recovery `code` (409 `MFA_NOT_ENROLLED` without a verified enrollment); the session
+/// is full then, and routers learn of it before the answer. Counted and logged as a
+/// login step either way.
+pub async fn answer(
+    ctl: &Controller,
+    identity: &EntityRow,
+    api_session_id: &str,
+    code: &str,
+) -> Result<(), ApiError> {
+    let m = ctl
+        .store
+        .mfa_of(&identity.id)
+        .await?
+        .filter(|m| m.verified)
+        .ok_or(ApiError::MfaNotEnrolled)?;
+    if let Err(e) = check_code(ctl, &m, code, true).await {
+        ctl.metrics
+            .auth
+            .record("totp", crate::telemetry::AuthResult::Failure);
+        tracing::warn!(
+            event = "login_failed",
+            method = "totp",
+            identity = %identity.name,
+            code = e.code(),
+            reason = %e,
+            "MFA code refused"
+        );
+        return Err(e);
+    }
+    ctl.metrics
+        .auth
+        .record("totp", crate::telemetry::AuthResult::Success);
+    let mut tx = ctl.store.begin_write().await?;
+    tx.set_api_session_mfa(api_session_id, true, true).await?;
+    tx.commit().await?;
+    ctl.notify_routers().await;
+    tracing::info!(identity = %identity.name, api_session = %api_session_id, "MFA answered");
+    Ok(())
 }

@@ -13,10 +13,16 @@
 //!   them (password authenticators, certificate extension, re-enrollment of
 //!   authenticators and routers);
 //! - [`identities`]: disabling and enabling an identity, removing its TOTP enrollment;
+//! - [`own_account`]: a caller's own API session certificates, certificate
+//!   extension and password change;
+//! - [`posture`]: posture responses recorded, and what a caller's posture allows;
 //! - [`service_configs`]: an identity's own configs for services;
 //! - [`sessions`]: issuing a service session (the Dial or Bind grant, the posture
-//!   admission of [`posture`], the edge routers it may use, the cap per API session)
-//!   and ending one.
+//!   admission, the edge routers it may use, the cap per API session), and ending
+//!   sessions and API sessions.
+//!
+//! Authentication (certificate, password, external JWT, TOTP MFA) is [`crate::auth`],
+//! with [`crate::extjwt`] and [`crate::thirdparty_ca`]: outside the HTTP layer too.
 //!
 //! Errors are [`crate::error::ApiError`]s: typed, and mapped to OpenZiti's error codes
 //! and HTTP statuses in one place (`crate::error`). After an operation commits it tells
@@ -27,6 +33,7 @@ pub mod cascade;
 pub mod credentials;
 pub mod entities;
 pub mod identities;
+pub mod own_account;
 pub mod posture;
 pub mod service_configs;
 pub mod sessions;

@@ -1,10 +1,11 @@
-//! What a caller's posture allows: the verdicts of the posture checks of the policies
-//! that grant it a service, as the `postureQueries` the client API lists, and the
-//! admission of a session (`INVALID_POSTURE` with the failing policies and checks, the
-//! refusal recorded for `/identities/{id}/failed-service-requests`).
+//! Posture responses recorded, and what a caller's posture allows: the verdicts of the
+//! posture checks of the policies that grant it a service, as the `postureQueries` the
+//! client API lists, and the admission of a session (`INVALID_POSTURE` with the failing
+//! policies and checks, the refusal recorded for
+//! `/identities/{id}/failed-service-requests`).
 //!
 //! Shapes: openziti/edge-api `source/shared/posture-queries.yml`; behaviour:
-//! openziti/ziti `controller/model/session_manager.go`.
+//! openziti/ziti `controller/model/session_manager.go`, `posture_response_manager.go`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -18,7 +19,9 @@ use crate::controller::Controller;
 use crate::error::ApiError;
 use crate::model::{Kind, PolicyType};
 use crate::posture::eval::timeout_remaining;
-use crate::posture::{PolicyVerdict, PostureCheck, PostureData, SessionPosture, any_passing};
+use crate::posture::{
+    PolicyVerdict, PostureCheck, PostureData, PostureResponse, SessionPosture, any_passing,
+};
 use crate::store::FailedServiceRequest;
 
 /// What a caller's posture is judged with: the policy snapshot, the identity's
@@ -220,4 +223,46 @@ impl PostureView {
             "data": data,
         }))))
     }
+}
+
+/// Records the caller's posture responses, in one transaction (nothing is written for
+/// a report identical to the last one), and has routers drop the sessions whose posture
+/// no longer passes; returns whether the endpoint reported waking and unlocking.
+pub async fn record_responses(
+    ctl: &Controller,
+    caller: &Caller,
+    responses: &[PostureResponse],
+) -> Result<(bool, bool), ApiError> {
+    let now = clock::now_unix();
+    let identity = &caller.identity.id;
+    let (mut woken, mut unlocked) = (false, false);
+    let mut tx = ctl.store.begin_write().await?;
+    let mut data = tx.posture_data(identity).await?;
+    let mut changed = false;
+    for r in responses {
+        changed |= data.apply(r, now);
+        if let PostureResponse::EndpointState {
+            woken: w,
+            unlocked: u,
+        } = r
+        {
+            woken |= *w;
+            unlocked |= *u;
+        }
+    }
+    if changed {
+        tx.put_posture_data(identity, &data, now).await?;
+    }
+    tx.set_endpoint_state(&caller.session.id, woken, unlocked, now)
+        .await?;
+    let wrote = tx.commit().await?.is_some();
+    let n = u64::try_from(responses.len()).unwrap_or(u64::MAX);
+    ctl.metrics
+        .posture_responses
+        .fetch_add(n, Ordering::Relaxed);
+    if wrote {
+        // The router view re-judges every session's posture and drops failing ones.
+        ctl.notify_routers().await;
+    }
+    Ok((woken, unlocked))
 }

@@ -114,3 +114,13 @@ pub async fn end_by_admin(ctl: &Controller, id: &str) -> Result<(), ApiError> {
     ctl.notify_routers().await;
     Ok(())
 }
+
+/// The caller ends its own API session `api_session_id` (logout) and with it its
+/// sessions; routers drop them at once. Not a security event (no cause is logged).
+pub async fn log_out(ctl: &Controller, api_session_id: &str) -> Result<(), ApiError> {
+    let mut tx = ctl.store.begin_write().await?;
+    tx.delete_api_session(api_session_id).await?;
+    tx.commit().await?;
+    ctl.notify_routers().await;
+    Ok(())
+}

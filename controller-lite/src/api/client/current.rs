@@ -136,10 +136,7 @@ pub async fn delete_api_session(
     State(ctl): State<AppState>,
     PartialCaller(caller): PartialCaller,
 ) -> Result<Response, ApiError> {
-    let mut tx = ctl.store.begin_write().await?;
-    tx.delete_api_session(&caller.session.id).await?;
-    tx.commit().await?;
-    ctl.notify_routers().await;
+    crate::domain::sessions::log_out(&ctl, &caller.session.id).await?;
     Ok(envelope::empty())
 }
 

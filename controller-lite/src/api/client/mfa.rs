@@ -167,28 +167,13 @@ async fn qr_code(
 }
 
 /// `POST /current-identity/mfa/verify {code}`: the enrollment becomes verified and the
-/// calling session counts as having answered (OpenZiti sets `isMfaRequired` and
-/// `isMfaComplete`).
+/// calling session counts as having answered.
 async fn verify(
     State(ctl): State<AppState>,
     PartialCaller(caller): PartialCaller,
     JsonBody(body): JsonBody<MfaCode>,
 ) -> Result<Response, ApiError> {
-    let m = mfa::enrollment_of(&ctl, &caller.identity).await?;
-    if m.verified {
-        return Err(ApiError::NotFound(
-            "the identity has no unverified MFA enrollment".into(),
-        ));
-    }
-    mfa::check_code(&ctl, &m, &body.code, false).await?;
-    let mut tx = ctl.store.begin_write().await?;
-    tx.verify_mfa(&caller.identity.id, &crate::clock::now_string())
-        .await?;
-    tx.set_api_session_mfa(&caller.session.id, true, true)
-        .await?;
-    tx.commit().await?;
-    ctl.notify_routers().await;
-    tracing::info!(identity = %caller.identity.name, "MFA enrollment verified");
+    mfa::verify_enrollment(&ctl, &caller.identity, &caller.session.id, &body.code).await?;
     Ok(envelope::empty())
 }
 
@@ -207,16 +192,7 @@ async fn delete(
     caller: Caller,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let m = mfa::enrollment_of(&ctl, &caller.identity).await?;
-    if m.verified {
-        let code = header_code(&headers).ok_or(ApiError::MfaInvalidToken)?;
-        mfa::check_code(&ctl, &m, &code, true).await?;
-    }
-    let mut tx = ctl.store.begin_write().await?;
-    tx.delete_mfa_of(&caller.identity.id).await?;
-    tx.commit().await?;
-    ctl.notify_routers().await;
-    tracing::info!(identity = %caller.identity.name, "MFA enrollment removed");
+    mfa::remove_own(&ctl, &caller.identity, header_code(&headers).as_deref()).await?;
     Ok(envelope::empty())
 }
 
@@ -238,19 +214,9 @@ async fn recovery_codes(
                 .ok_or(ApiError::MfaInvalidToken)?
         }
     };
-    let m = verified_enrollment(&ctl, &caller.identity).await?;
+    let m = mfa::verified_enrollment(&ctl, &caller.identity).await?;
     mfa::check_code(&ctl, &m, &code, false).await?;
     Ok(envelope::ok(detail_of(&ctl, &caller.identity, &m, true)))
-}
-
-async fn verified_enrollment(ctl: &Controller, identity: &EntityRow) -> Result<MfaRow, ApiError> {
-    let m = mfa::enrollment_of(ctl, identity).await?;
-    if !m.verified {
-        return Err(ApiError::NotFound(
-            "the identity has no verified MFA enrollment".into(),
-        ));
-    }
-    Ok(m)
 }
 
 /// `POST /current-identity/mfa/recovery-codes {code}` (full session): 20 new codes.
@@ -259,13 +225,7 @@ async fn regenerate_recovery_codes(
     caller: Caller,
     JsonBody(body): JsonBody<MfaCode>,
 ) -> Result<Response, ApiError> {
-    let m = verified_enrollment(&ctl, &caller.identity).await?;
-    mfa::check_code(&ctl, &m, &body.code, true).await?;
-    let codes = totp::new_recovery_codes()?;
-    let mut tx = ctl.store.begin_write().await?;
-    tx.set_recovery_codes(&caller.identity.id, &codes, &crate::clock::now_string())
-        .await?;
-    tx.commit().await?;
+    mfa::regenerate_recovery_codes(&ctl, &caller.identity, &body.code).await?;
     Ok(envelope::empty())
 }
 
@@ -276,36 +236,7 @@ async fn authenticate(
     PartialCaller(caller): PartialCaller,
     JsonBody(body): JsonBody<MfaCode>,
 ) -> Result<Response, ApiError> {
-    let m = ctl
-        .store
-        .mfa_of(&caller.identity.id)
-        .await?
-        .filter(|m| m.verified)
-        .ok_or(ApiError::MfaNotEnrolled)?;
-    if let Err(e) = mfa::check_code(&ctl, &m, &body.code, true).await {
-        ctl.metrics
-            .auth
-            .record("totp", crate::telemetry::AuthResult::Failure);
-        tracing::warn!(
-            event = "login_failed",
-            method = "totp",
-            identity = %caller.identity.name,
-            code = e.code(),
-            reason = %e,
-            "MFA code refused"
-        );
-        return Err(e);
-    }
-    ctl.metrics
-        .auth
-        .record("totp", crate::telemetry::AuthResult::Success);
-    let mut tx = ctl.store.begin_write().await?;
-    tx.set_api_session_mfa(&caller.session.id, true, true)
-        .await?;
-    tx.commit().await?;
-    // The session is full now: routers learn of it before the answer.
-    ctl.notify_routers().await;
-    tracing::info!(identity = %caller.identity.name, api_session = %caller.session.id, "MFA answered");
+    mfa::answer(&ctl, &caller.identity, &caller.session.id, &body.code).await?;
     Ok(envelope::empty())
 }
 

@@ -16,12 +16,11 @@ use crate::api::extract::JsonBody;
 use crate::api::list::ListQuery;
 use crate::api::management::views::{AuthenticatorDetail, Names, fields_of, to_json};
 use crate::api::{AppState, envelope};
-use crate::auth::{Caller, verify_password};
-use crate::clock;
+use crate::auth::Caller;
+use crate::domain::own_account;
 use crate::error::ApiError;
 use crate::model::Kind;
 use crate::server::ConnInfo;
-use crate::store::AuthenticatorRow;
 
 /// Body of `PUT /current-identity/authenticators/{id}` (`authenticatorUpdateWithCurrent`).
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -164,33 +163,10 @@ async fn extend(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<ExtendRequest>,
 ) -> Result<Response, ApiError> {
-    let a = own(&ctl, &caller, &id).await?;
-    if a.method != "cert" || a.cert_pem.is_none() {
-        return Err(ApiError::CanNotUpdateAuthenticator(format!(
-            "authenticator {id:?} is not a certificate this network issued"
-        )));
-    }
-    let leaf = conn.certs.first().ok_or(ApiError::Unauthorized)?;
-    if a.fingerprint.as_deref() != Some(weft_tls::fingerprint(leaf.as_ref()).as_str())
-        || !ctl.pki.verify_client_leaf(leaf.as_ref(), true)
-    {
-        return Err(ApiError::Unauthorized);
-    }
-    let issued = ctl
-        .pki
-        .sign_client_csr(
-            &body.client_cert_csr,
-            &caller.identity.id,
-            ctl.config.pki.identity_cert_days,
-        )
-        .map_err(|e| ApiError::CouldNotProcessCsr(e.to_string()))?;
-    let mut tx = ctl.store.begin_write().await?;
-    tx.set_pending_extension(&id, &issued.pem, &issued.fingerprint)
-        .await?;
-    tx.commit().await?;
-    tracing::info!(identity = %caller.identity.name, authenticator = %id, "certificate extension issued");
+    let leaf = conn.certs.first().map(|c| c.as_ref());
+    let pem = own_account::extend_cert(&ctl, &caller, leaf, &id, &body.client_cert_csr).await?;
     Ok(envelope::ok(json!({
-        "clientCert": issued.pem,
+        "clientCert": pem,
         "ca": ctl.pki.ca_bundle_pem(),
     })))
 }
@@ -202,40 +178,8 @@ async fn extend_verify(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<ExtendVerify>,
 ) -> Result<Response, ApiError> {
-    let a = own(&ctl, &caller, &id).await?;
-    let Some((_, pending_fp)) = ctl.store.cert_extension(&a.id).await?.pending else {
-        return Err(ApiError::CanNotUpdateAuthenticator(
-            "no certificate extension is pending for this authenticator".into(),
-        ));
-    };
-    let presented = weft_tls::pem::certificates(body.client_cert.as_bytes())
-        .ok()
-        .and_then(|c| c.into_iter().next())
-        .map(|c| weft_tls::fingerprint(c.as_ref()));
-    if presented.as_deref() != Some(pending_fp.as_str()) {
-        return Err(ApiError::InvalidClientCert(
-            "clientCert is not the certificate extend issued".into(),
-        ));
-    }
-    let mut tx = ctl.store.begin_write().await?;
-    if !tx.promote_extension(&a.id, &clock::now_string()).await? {
-        return Err(ApiError::CanNotUpdateAuthenticator(
-            "no certificate extension is pending for this authenticator".into(),
-        ));
-    }
-    tx.commit().await?;
-    // Routers learn the new fingerprint of the API sessions this authenticator opened.
-    ctl.notify_routers().await;
-    tracing::info!(identity = %caller.identity.name, authenticator = %id, "certificate extended");
+    own_account::verify_extension(&ctl, &caller, &id, &body.client_cert).await?;
     Ok(envelope::empty())
-}
-
-async fn own(ctl: &AppState, caller: &Caller, id: &str) -> Result<AuthenticatorRow, ApiError> {
-    ctl.store
-        .authenticator_by_id(id)
-        .await?
-        .filter(|a| a.identity_id == caller.identity.id)
-        .ok_or_else(|| ApiError::NotFound(format!("authenticator {id:?} not found")))
 }
 
 /// `GET /current-identity/authenticators`.
@@ -266,7 +210,7 @@ async fn detail(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let a = own(&ctl, &caller, &id).await?;
+    let a = own_account::own_authenticator(&ctl, &caller, &id).await?;
     let names = Names::load(&ctl.store, Kind::Identities).await?;
     Ok(envelope::ok(to_json(&AuthenticatorDetail::new(a, &names))?))
 }
@@ -305,9 +249,8 @@ async fn patch(
     .await
 }
 
-/// Changes user name and/or password of the caller's `updb` authenticator `id` after
-/// checking `current` (401 `UNAUTHORIZED` when wrong, as OpenZiti; the failure counts
-/// toward the policy's lockout like a failed login).
+/// Changes user name and/or password of the caller's `updb` authenticator `id`
+/// ([`own_account::change_password`]).
 async fn change(
     ctl: AppState,
     caller: Caller,
@@ -316,47 +259,6 @@ async fn change(
     password: Option<String>,
     current: String,
 ) -> Result<Response, ApiError> {
-    let a = own(&ctl, &caller, &id).await?;
-    if a.method != "updb" {
-        return Err(ApiError::CanNotUpdateAuthenticator(format!(
-            "authenticator {id:?} is a {} authenticator; only updb authenticators can be changed",
-            a.method
-        )));
-    }
-    let username = username.unwrap_or_else(|| a.username.clone().unwrap_or_default());
-    crate::domain::credentials::check_credentials(
-        &username,
-        password.as_deref().unwrap_or("unchanged"),
-    )?;
-    if let Some(p) = &password {
-        caller.policy.primary.updb.check_password(p)?;
-    }
-    let hash = a.password_hash.clone();
-    let metrics = ctl.metrics.clone();
-    let ok = ctl
-        .password_gate
-        .run(move || verify_password(&current, hash.as_deref(), &metrics))
-        .await?;
-    if !ok {
-        crate::auth::policy::count_password_failure(&ctl, &caller.identity, &a.id, &caller.policy)
-            .await?;
-        return Err(ApiError::Unauthorized);
-    }
-    crate::domain::credentials::username_free(&ctl, &username, Some(&a.id)).await?;
-    let password_hash = match password {
-        Some(p) => crate::auth::hash_password_gated(&ctl, p).await?,
-        None => a.password_hash.unwrap_or_default(),
-    };
-    let mut tx = ctl.store.begin_write().await?;
-    if !tx
-        .update_password_authenticator(&id, &username, &password_hash, &clock::now_string())
-        .await?
-    {
-        return Err(ApiError::NotFound(format!(
-            "authenticator {id:?} not found"
-        )));
-    }
-    tx.commit().await?;
-    tracing::info!(identity = %caller.identity.name, "own password authenticator changed");
+    own_account::change_password(&ctl, &caller, &id, username, password, current).await?;
     Ok(envelope::empty())
 }

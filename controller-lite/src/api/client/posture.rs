@@ -8,7 +8,6 @@
 //! `controller/model/posture_response_manager.go`, `session_manager.go`.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::extract::State;
 use axum::response::Response;
@@ -20,6 +19,7 @@ use crate::auth::Caller;
 use crate::authz::PolicySnapshot;
 use crate::clock;
 use crate::controller::Controller;
+use crate::domain::posture;
 use crate::error::ApiError;
 use crate::model::Kind;
 use crate::posture::eval::PROMPT_GRACE_SECS;
@@ -33,7 +33,7 @@ pub async fn posture_response(
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Response, ApiError> {
     let responses = vec![PostureResponse::parse(&body)?];
-    let services = apply(&ctl, &caller, &responses).await?;
+    let services = apply_responses(&ctl, &caller, &responses).await?;
     Ok(envelope::created(json!({ "services": services })))
 }
 
@@ -45,54 +45,24 @@ pub async fn posture_response_bulk(
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Response, ApiError> {
     let responses = PostureResponse::parse_bulk(&body)?;
-    let services = apply(&ctl, &caller, &responses).await?;
+    let services = apply_responses(&ctl, &caller, &responses).await?;
     Ok(envelope::ok(json!({ "services": services })))
 }
 
-/// Stores what changed (nothing is written for a report identical to the last one),
-/// and has routers drop the sessions whose posture no longer passes.
-async fn apply(
+/// Records the responses ([`posture::record_responses`]); after a wake or unlock, the
+/// services whose MFA checks now prompt.
+async fn apply_responses(
     ctl: &Arc<Controller>,
     caller: &Caller,
     responses: &[PostureResponse],
 ) -> Result<Vec<Value>, ApiError> {
-    let now = clock::now_unix();
-    let identity = &caller.identity.id;
-    let (mut woken, mut unlocked) = (false, false);
-    let mut tx = ctl.store.begin_write().await?;
-    let mut data = tx.posture_data(identity).await?;
-    let mut changed = false;
-    for r in responses {
-        changed |= data.apply(r, now);
-        if let PostureResponse::EndpointState {
-            woken: w,
-            unlocked: u,
-        } = r
-        {
-            woken |= *w;
-            unlocked |= *u;
-        }
-    }
-    if changed {
-        tx.put_posture_data(identity, &data, now).await?;
-    }
-    tx.set_endpoint_state(&caller.session.id, woken, unlocked, now)
-        .await?;
-    let wrote = tx.commit().await?.is_some();
-    let n = u64::try_from(responses.len()).unwrap_or(u64::MAX);
-    ctl.metrics
-        .posture_responses
-        .fetch_add(n, Ordering::Relaxed);
-    if wrote {
-        // The router view re-judges every session's posture and drops failing ones.
-        ctl.notify_routers().await;
-    }
+    let (woken, unlocked) = posture::record_responses(ctl, caller, responses).await?;
     if !(woken || unlocked) {
         return Ok(Vec::new());
     }
     let view = ctl.policy.get(&ctl.store).await?;
     let session = ctl.store.session_posture(&caller.session.id).await?;
-    prompted_services(ctl, &view, identity, &session, woken, unlocked).await
+    prompted_services(ctl, &view, &caller.identity.id, &session, woken, unlocked).await
 }
 
 /// After a wake or unlock: the services whose MFA checks prompt on that event, with the

@@ -19,16 +19,12 @@ use crate::api::list::ListQuery;
 use crate::api::{AppState, envelope};
 use crate::auth::Caller;
 use crate::clock;
+use crate::domain::own_account;
 use crate::error::ApiError;
 use crate::filter::{FieldType, Fields};
-use crate::pki::CertProfile;
 use crate::store::ApiSessionCertRow;
 
-/// Lifetime of an API session certificate (OpenZiti's: 12 hours).
-pub const LIFETIME_SECS: i64 = 12 * 3600;
-/// Certificates one API session may hold at once (each is a row and a fingerprint every
-/// router keeps); beyond it, creating one is refused.
-pub const MAX_PER_API_SESSION: i64 = 32;
+pub use crate::domain::own_account::{LIFETIME_SECS, MAX_PER_API_SESSION};
 
 /// `{csr}` (`currentApiSessionCertificateCreate`).
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -148,50 +144,9 @@ async fn create(
     caller: Caller,
     JsonBody(body): JsonBody<CertificateCreate>,
 ) -> Result<Response, ApiError> {
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let identity_id = &caller.identity.id;
-    let uri = format!(
-        "spiffe://{}/identity/{identity_id}/apiSession/{}/apiSessionCertificate/{id}",
-        ctl.config.http.advertised_host, caller.session.id
-    );
-    let issued = ctl
-        .pki
-        .sign_csr_for(
-            &body.csr,
-            identity_id,
-            time::Duration::seconds(LIFETIME_SECS),
-            &CertProfile::ApiSession { uri },
-        )
-        .map_err(|e| ApiError::CouldNotProcessCsr(e.to_string()))?;
-    let now = clock::now_unix();
-    let now_str = clock::now_string();
-    let row = ApiSessionCertRow {
-        id: id.clone(),
-        api_session_id: caller.session.id.clone(),
-        identity_id: identity_id.clone(),
-        subject: format!("O=Weft, CN={identity_id}"),
-        fingerprint: issued.fingerprint,
-        cert_pem: issued.pem.clone(),
-        // As the signer sets them (five minutes of clock skew allowed).
-        valid_from: now - 300,
-        valid_to: now + LIFETIME_SECS,
-        created_at: now_str.clone(),
-        updated_at: now_str,
-    };
-    // Counted where the insert happens: concurrent creates cannot pass the cap together.
-    let mut tx = ctl.store.begin_write().await?;
-    if tx.count_api_session_certs(&caller.session.id).await? >= MAX_PER_API_SESSION {
-        return Err(ApiError::CouldNotValidate(format!(
-            "an API session holds at most {MAX_PER_API_SESSION} certificates; delete one first"
-        )));
-    }
-    tx.insert_api_session_cert(&row).await?;
-    tx.commit().await?;
-    // Routers learn the fingerprint before the caller can use the certificate.
-    ctl.notify_routers().await;
-    tracing::info!(identity = %caller.identity.name, api_session = %caller.session.id, cert = %id, "API session certificate issued");
+    let issued = own_account::issue_session_cert(&ctl, &caller, &body.csr).await?;
     Ok(envelope::created(json!({
-        "id": id,
+        "id": issued.id,
         "_links": {},
         "certificate": issued.pem,
         "cas": ctl.pki.ca_bundle_pem(),
@@ -218,11 +173,6 @@ async fn delete(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let mut tx = ctl.store.begin_write().await?;
-    if !tx.delete_api_session_cert(&caller.session.id, &id).await? {
-        return Err(not_found(&id));
-    }
-    tx.commit().await?;
-    ctl.notify_routers().await;
+    own_account::delete_session_cert(&ctl, &caller.session.id, &id).await?;
     Ok(envelope::empty())
 }
