@@ -139,14 +139,20 @@ impl Router {
     /// Waits until the controller sees the router online; panics at once if the process
     /// exits meanwhile (it printed why on the test's stderr), else after
     /// [`START_TIMEOUT`].
+    /// Fails the test at once when the process has exited (it printed why on the
+    /// test's stderr).
+    fn fail_if_exited(&mut self, name: &str) {
+        if let Some(child) = self.process.0.as_mut() {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("router {name} exited while starting: {status}");
+            }
+        }
+    }
+
     async fn wait_online(&mut self, admin: &Admin, name: &str) {
         let deadline = Instant::now() + START_TIMEOUT;
         while admin.get(&format!("edge-routers/{}", self.id)).await["data"]["isOnline"] != true {
-            if let Some(child) = self.process.0.as_mut() {
-                if let Some(status) = child.try_wait().unwrap() {
-                    panic!("router {name} exited while starting: {status}");
-                }
-            }
+            self.fail_if_exited(name);
             assert!(
                 Instant::now() < deadline,
                 "router {name} did not come online"
@@ -173,11 +179,7 @@ impl Router {
             .await
             .is_err()
         {
-            if let Some(child) = self.process.0.as_mut() {
-                if let Some(status) = child.try_wait().unwrap() {
-                    panic!("router {id} exited while starting: {status}");
-                }
-            }
+            self.fail_if_exited(&id);
             assert!(
                 Instant::now() < deadline,
                 "router {id} did not listen on its edge port again"
