@@ -971,6 +971,23 @@ async fn tls12_client_and_offline_identity_creation() {
     assert_eq!(res.status(), 200);
     let v: Value = res.json().await.unwrap();
     assert_eq!(v["data"]["identity"]["name"], "offline");
+    // What the SDK said about itself at the login shows in the identity's detail.
+    let id = v["data"]["identity"]["id"].as_str().unwrap();
+    let (status, detail) = ctl
+        .call(
+            reqwest::Method::GET,
+            &format!("/identities/{id}"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{detail}");
+    assert_eq!(detail["data"]["envInfo"]["os"], "Linux", "{detail}");
+    assert_eq!(detail["data"]["sdkInfo"]["type"], "ziti-sdk-c", "{detail}");
+    assert_eq!(
+        detail["data"]["sdkInfo"]["version"], "0.29.3-126",
+        "{detail}"
+    );
 }
 
 #[tokio::test]

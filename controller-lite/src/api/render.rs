@@ -385,32 +385,6 @@ async fn display_roles(
     Ok(out)
 }
 
-/// What an SDK reported about itself (`envInfo`, `sdkInfo`) at its last certificate
-/// login, kept in the store's `meta` by identity.
-pub fn identity_info_key(identity_id: &str) -> String {
-    format!("identity_info/{identity_id}")
-}
-
-/// The fields of `envInfo` and `sdkInfo` the spec names, as strings of at most 255
-/// characters (what an SDK sends beyond them is not kept).
-pub fn identity_info(body: &Value) -> Value {
-    let pick = |v: &Value, keys: &[&str]| -> Map<String, Value> {
-        keys.iter()
-            .filter_map(|k| {
-                let s = v.get(*k)?.as_str()?;
-                Some((
-                    (*k).to_owned(),
-                    json!(s.chars().take(255).collect::<String>()),
-                ))
-            })
-            .collect()
-    };
-    json!({
-        "envInfo": pick(&body["envInfo"], &["arch", "domain", "hostname", "os", "osRelease", "osVersion"]),
-        "sdkInfo": pick(&body["sdkInfo"], &["appId", "appVersion", "branch", "revision", "type", "version"]),
-    })
-}
-
 async fn identity_extras(ctl: &Controller, row: &EntityRow) -> Result<IdentityExtras, ApiError> {
     let pending = ctl.store.pending_enrollments(&row.id).await?;
     let pending_of = |method: &str| {
@@ -464,7 +438,7 @@ async fn identity_extras(ctl: &Controller, row: &EntityRow) -> Result<IdentityEx
     let auth_policy_id = crate::auth::policy::policy_id(row);
     let info: Value = ctl
         .store
-        .meta_get(&identity_info_key(&row.id))
+        .meta_get(&crate::auth::identity_info_key(&row.id))
         .await?
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or(Value::Null);

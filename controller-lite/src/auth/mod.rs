@@ -12,7 +12,7 @@ use std::sync::Arc;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use serde_json::Value;
+use serde_json::{Map, Value, json};
 
 use crate::clock;
 use crate::controller::Controller;
@@ -95,14 +95,53 @@ fn config_types(body: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Creates an API session of `identity`, logged in with `authenticator_id`, and
-/// publishes it to the routers.
+/// What a certificate login writes beside the API session, in its transaction.
+#[derive(Debug, Default)]
+pub(crate) struct CertLogin<'a> {
+    /// The leaf's fingerprint and the 3rd-party CA whose `externalIdClaim` logged the
+    /// identity in: no authenticator holds the fingerprint, so the API session does
+    /// (routers admit the certificate for it, and the CA's distrust ends it).
+    pub claim: Option<(&'a str, &'a str)>,
+    /// What the SDK reported about itself, shown in the identity's detail.
+    pub sdk_info: bool,
+}
+
+/// What an SDK reported about itself (`envInfo`, `sdkInfo`) at its last certificate
+/// login, kept in the store's `meta` by identity.
+pub fn identity_info_key(identity_id: &str) -> String {
+    format!("identity_info/{identity_id}")
+}
+
+/// The fields of `envInfo` and `sdkInfo` the spec names, as strings of at most 255
+/// characters (what an SDK sends beyond them is not kept).
+pub fn identity_info(body: &Value) -> Value {
+    let pick = |v: &Value, keys: &[&str]| -> Map<String, Value> {
+        keys.iter()
+            .filter_map(|k| {
+                let s = v.get(*k)?.as_str()?;
+                Some((
+                    (*k).to_owned(),
+                    json!(s.chars().take(255).collect::<String>()),
+                ))
+            })
+            .collect()
+    };
+    json!({
+        "envInfo": pick(&body["envInfo"], &["arch", "domain", "hostname", "os", "osRelease", "osVersion"]),
+        "sdkInfo": pick(&body["sdkInfo"], &["appId", "appVersion", "branch", "revision", "type", "version"]),
+    })
+}
+
+/// Creates an API session of `identity`, logged in with `authenticator_id` (with what
+/// a certificate login adds, `cert`), in one transaction, and publishes it to the
+/// routers.
 pub(crate) async fn new_session(
     ctl: &Controller,
     identity: &EntityRow,
     authenticator_id: &str,
     body: &Value,
     conn: &ConnInfo,
+    cert: CertLogin<'_>,
 ) -> Result<(ApiSessionRow, EntityRow), ApiError> {
     let now = clock::now_string();
     let row = ApiSessionRow {
@@ -125,6 +164,17 @@ pub(crate) async fn new_session(
     };
     let mut tx = ctl.store.begin_write().await?;
     tx.insert_api_session(&row).await?;
+    if let Some((fingerprint, ca_id)) = cert.claim {
+        tx.set_api_session_claim(&row.id, fingerprint, ca_id)
+            .await?;
+    }
+    if cert.sdk_info {
+        tx.meta_set(
+            &identity_info_key(&identity.id),
+            &identity_info(body).to_string(),
+        )
+        .await?;
+    }
     tx.commit().await?;
     ctl.notify_routers().await;
     tracing::info!(identity = %identity.name, api_session = %row.id, "authenticated");
@@ -136,7 +186,8 @@ pub(crate) async fn new_session(
 /// 3rd-party CA with `isAuthEnabled` ([`crate::thirdparty_ca`]); a certificate of such a
 /// CA with an `externalIdClaim` logs in the identity of that `externalId` without an
 /// authenticator (EDGE `authenticator_mod_cert.go`: chain checked in application code,
-/// leaf mapped by fingerprint, authenticator id `internal` for the claim).
+/// leaf mapped by fingerprint, authenticator id `internal` for the claim). The API
+/// session, the claim and what the SDK says about itself are one transaction.
 pub async fn authenticate_cert(
     ctl: &Controller,
     conn: &ConnInfo,
@@ -169,16 +220,11 @@ pub async fn authenticate_cert(
     if !trusted {
         return Err(ApiError::InvalidAuth);
     }
-    let (row, identity) = new_session(ctl, &identity, &authenticator_id, body, conn).await?;
-    if let Some(ca_id) = claimed_by {
-        // No authenticator holds the fingerprint: the API session does, so routers
-        // admit this certificate for it, and the CA's distrust ends it.
-        let mut tx = ctl.store.begin_write().await?;
-        tx.set_api_session_claim(&row.id, &fp, &ca_id).await?;
-        tx.commit().await?;
-        ctl.notify_routers().await;
-    }
-    Ok((row, identity))
+    let login = CertLogin {
+        claim: claimed_by.as_deref().map(|ca_id| (fp.as_str(), ca_id)),
+        sdk_info: true,
+    };
+    new_session(ctl, &identity, &authenticator_id, body, conn, login).await
 }
 
 /// The authenticator id of API sessions a 3rd-party CA's `externalIdClaim` logged in
@@ -228,7 +274,9 @@ pub async fn authenticate_password(
         None => Err(ApiError::InvalidAuth),
     };
     match (result, auth) {
-        (Ok(identity), Some(auth)) => new_session(ctl, &identity, &auth.id, body, conn).await,
+        (Ok(identity), Some(auth)) => {
+            new_session(ctl, &identity, &auth.id, body, conn, CertLogin::default()).await
+        }
         (Ok(_), None) => Err(ApiError::InvalidAuth),
         (Err(e), _) => {
             if matches!(e, ApiError::InvalidAuth) {

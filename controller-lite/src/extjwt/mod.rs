@@ -405,8 +405,15 @@ async fn login(
             }) {
                 Ok(identity) => {
                     let authenticator = format!("extJwtId:{}", v.signer_id);
-                    return crate::auth::new_session(ctl, &identity, &authenticator, body, conn)
-                        .await;
+                    return crate::auth::new_session(
+                        ctl,
+                        &identity,
+                        &authenticator,
+                        body,
+                        conn,
+                        crate::auth::CertLogin::default(),
+                    )
+                    .await;
                 }
                 Err(e) => {
                     tracing::info!(signer = %v.signer_name, error = %e, "ext-jwt login refused");

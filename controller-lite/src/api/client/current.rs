@@ -78,18 +78,7 @@ async fn authenticate_with(
     let headers = req.headers().clone();
     let body = auth_body(&read_body(req).await?)?;
     let (session, identity) = match method {
-        "cert" => {
-            let (session, identity) = auth::authenticate_cert(&ctl, &conn, &body).await?;
-            // What the SDK says about itself shows in the identity's detail.
-            let mut tx = ctl.store.begin_write().await?;
-            tx.meta_set(
-                &render::identity_info_key(&identity.id),
-                &render::identity_info(&body).to_string(),
-            )
-            .await?;
-            tx.commit().await?;
-            (session, identity)
-        }
+        "cert" => auth::authenticate_cert(&ctl, &conn, &body).await?,
         "password" => auth::authenticate_password(&ctl, &conn, &body).await?,
         "ext-jwt" => crate::extjwt::authenticate(&ctl, &conn, &headers, &body).await?,
         other => {
