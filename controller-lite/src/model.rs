@@ -14,6 +14,17 @@ use serde_json::{Map, Value};
 use crate::error::ApiError;
 use crate::filter::Fields;
 
+/// The strings of a JSON array (anything else in it, or a value that is no array,
+/// counts as none).
+pub fn string_list(v: &Value) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Kinds of management entities (also the management API collection names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {

@@ -1015,6 +1015,23 @@ mod tests {
     }
 
     #[test]
+    fn a_router_opening_many_connections_keeps_a_bounded_standby() {
+        let mesh = Mesh::default();
+        let (b, _b) = router("b", "");
+        // An enrolled but hostile router: 100 control connections, none closed.
+        for conn_id in 1..=100 {
+            let mut c = b.clone();
+            c.conn_id = conn_id;
+            mesh.router_up(c);
+        }
+        assert_eq!(mesh.lock().standby["b"].len(), MAX_STANDBY);
+        assert_eq!(mesh.lock().routers["b"].conn_id, 100);
+        // The newest standby takes over when the one in use ends.
+        mesh.router_down("b", 100);
+        assert_eq!(mesh.lock().routers["b"].conn_id, 99);
+    }
+
+    #[test]
     fn both_ends_reports_make_one_link_with_its_cost_and_a_down_end_downs_it() {
         let mesh = Mesh::default();
         let (a, _a) = router("a", "");

@@ -13,7 +13,7 @@ use crate::clock;
 use crate::controller::Controller;
 use crate::enroll;
 use crate::error::ApiError;
-use crate::model::{Kind, normalize};
+use crate::model::{Kind, normalize, string_list};
 use crate::store::{EnrollmentRow, EntityRow, WriteTx};
 
 fn not_found(k: Kind, id: &str) -> ApiError {
@@ -166,14 +166,7 @@ pub async fn resolve_references(
             data["configTypeId"] = json!(config_type.id);
         }
         Kind::Services => {
-            let keys: Vec<String> = data["configs"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str().map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let keys = string_list(&data["configs"]);
             let mut ids: Vec<String> = Vec::new();
             let mut types: Vec<(String, String)> = Vec::new();
             for key in &keys {
@@ -218,14 +211,7 @@ pub async fn resolve_references(
                         ApiError::NotFound(format!("external JWT signer {key:?} not found"))
                     })
             }
-            let keys: Vec<String> = data["primary"]["extJwt"]["allowedSigners"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str().map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let keys = string_list(&data["primary"]["extJwt"]["allowedSigners"]);
             let mut ids = Vec::with_capacity(keys.len());
             for key in &keys {
                 ids.push(signer(tx, key).await?);

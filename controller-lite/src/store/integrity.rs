@@ -35,12 +35,13 @@
 
 use std::collections::HashSet;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::AnyConnection;
 use sqlx::{AssertSqlSafe, Row};
 
 use super::{Backend, ChangeOp, EntityRow, Store, WriteTx};
 use crate::error::StoreError;
+use crate::model::string_list;
 
 /// What a check reads through: a read transaction (checking only, writers go on), or
 /// the fixing run's write transaction (repairs made as problems are found, so that a
@@ -549,14 +550,4 @@ impl Checker<'_, '_> {
         }
         Ok(())
     }
-}
-
-/// The strings of a JSON array (nothing for anything else).
-fn string_list(v: &Value) -> Vec<String> {
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .map(str::to_owned)
-        .collect()
 }

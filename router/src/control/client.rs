@@ -286,7 +286,7 @@ enum Outgoing {
     RouteReply {
         /// The Route's sequence on its connection.
         seq: RequestId,
-        /// The connection it came on ([`Hub::generation`]).
+        /// The connection it came on (its number from [`Hub::up`]).
         generation: u64,
         circuit_id: u64,
         error: Option<String>,
@@ -353,8 +353,7 @@ struct PendingRoute {
 /// controller routed each circuit ending here, the peer lists and the links up.
 struct HubState {
     election: Election,
-    /// A number per connection that came up, per address (routes answer on theirs).
-    generation: Vec<u64>,
+    /// The number the next connection that comes up gets (routes answer on theirs).
     next_generation: u64,
     routes: HashMap<RequestId, PendingRoute>,
     next_route: RequestId,
@@ -381,7 +380,6 @@ impl Hub {
         Self {
             state: Mutex::new(HubState {
                 election: Election::new(n),
-                generation: vec![0; n],
                 next_generation: 1,
                 routes: HashMap::new(),
                 next_route: 1,
@@ -406,16 +404,16 @@ impl Hub {
         self.lock().election.primary()
     }
 
-    /// Hands a promotion decided here to the connection it is for: the same task acts
-    /// on it at once; another's is woken (`Some` is returned for the caller's own).
+    /// Hands a promotion decided here to the connection it is for: the caller's own
+    /// (`own`) is returned for it to act on at once; another's task is woken.
     fn decided(
         &self,
         s: &mut HubState,
         promotion: Option<Promotion>,
-        own: usize,
+        own: Option<usize>,
     ) -> Option<Promotion> {
         let p = promotion?;
-        if p.slot == own {
+        if Some(p.slot) == own {
             return Some(p);
         }
         if let Some(slot) = s.promoted.get_mut(p.slot) {
@@ -441,12 +439,9 @@ impl Hub {
         let mut s = self.lock();
         let generation = s.next_generation;
         s.next_generation += 1;
-        if let Some(g) = s.generation.get_mut(slot) {
-            *g = generation;
-        }
         let links = s.links.values().cloned().collect();
         let promotion = s.election.up(slot);
-        let own = self.decided(&mut s, promotion, slot);
+        let own = self.decided(&mut s, promotion, Some(slot));
         (generation, links, own)
     }
 
@@ -465,7 +460,7 @@ impl Hub {
         let merged = merge_peers(&mut s);
         let promotion = s.election.down(slot);
         // The connection that ended is never the one promoted.
-        let _ = self.decided(&mut s, promotion, usize::MAX);
+        let _ = self.decided(&mut s, promotion, None);
         (merged, s.election.up_count())
     }
 
