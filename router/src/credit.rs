@@ -7,8 +7,80 @@
 //!   left, so a frame larger than the window still moves).
 //! - [`Inflow`]: what arrived and is not consumed yet, checked against the window the
 //!   sender was given (a sender that exceeds it is broken or hostile).
-//! - [`GrantBatch`]: consumed bytes gathered until a batch is worth a credit frame.
+//! - [`GrantBatch`]: consumed payload gathered until a batch is worth a credit frame.
+//!
+//! Windows that bound what the router holds count a frame's **charge**, its payload plus
+//! [`FRAME_COST`]: what a queued frame costs beyond its payload (queue entries, its own
+//! allocation). Counting payload alone let 1-byte frames make a router hold a window of
+//! queue entries, about a hundred times the window. An edge stream's credit stays in
+//! payload bytes (the SDK's protocol); a link's counts charges when both routers say so
+//! in the link hello (`docs/wire-format.md` §7).
 #![deny(clippy::disallowed_methods)] // sans-IO: no clock reads (clippy.toml)
+
+/// What one queued frame costs the router beyond its payload, in bytes: its entry in a
+/// connection's transmit queue (about 110 bytes), on an end router of a circuit across
+/// routers its entry in the held or the unacknowledged queue (48 bytes), a payload
+/// copied into its own allocation (small payloads are, see [`detach`]) with the shared
+/// header a clone adds; queues grow by doubling, so each entry may stand for twice its
+/// size. A test checks the sum stays below it.
+pub const FRAME_COST: u64 = 512;
+
+/// Payloads shorter than this are copied out of the receive buffer they arrived in
+/// ([`detach`]); longer ones stay slices of it. A slice keeps its whole receive buffer
+/// (64 KiB and a record) alive, so one small frame left queued would pin that much:
+/// with the copy, a slice pins at most about five times its own length.
+pub const COPY_BELOW: usize = 16 * 1024;
+
+/// `payload`, copied into its own allocation when it is short (see [`COPY_BELOW`]); a
+/// longer one is returned as it is.
+pub fn detach(payload: &bytes::Bytes) -> bytes::Bytes {
+    match payload.len() < COPY_BELOW && !payload.is_empty() {
+        true => bytes::Bytes::copy_from_slice(payload),
+        false => payload.clone(),
+    }
+}
+
+/// What a frame of `len` payload bytes counts against a window that charges
+/// `frame_cost` per frame.
+pub fn charge(len: usize, frame_cost: u64) -> u64 {
+    (len as u64).saturating_add(frame_cost)
+}
+
+/// Payload that left a window (or is in it): its bytes and the frames that carried it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Drained {
+    /// Payload bytes.
+    pub bytes: u64,
+    /// Frames.
+    pub frames: u64,
+}
+
+impl Drained {
+    /// One frame of `len` payload bytes.
+    pub fn frame(len: usize) -> Self {
+        Self {
+            bytes: len as u64,
+            frames: 1,
+        }
+    }
+
+    /// What it counts against a window that charges `frame_cost` per frame.
+    pub fn charged(self, frame_cost: u64) -> u64 {
+        self.bytes
+            .saturating_add(self.frames.saturating_mul(frame_cost))
+    }
+
+    /// Adds `other`.
+    pub fn add(&mut self, other: Self) {
+        self.bytes = self.bytes.saturating_add(other.bytes);
+        self.frames = self.frames.saturating_add(other.frames);
+    }
+
+    /// Whether nothing is in it.
+    pub fn is_empty(self) -> bool {
+        self.bytes == 0 && self.frames == 0
+    }
+}
 
 /// What this side may still send on one stream or circuit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,44 +144,64 @@ impl SendCredit {
 /// What arrived on one circuit and was not consumed yet, against the sender's window.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Inflow {
-    unconsumed: u64,
+    unconsumed: Drained,
 }
 
 impl Inflow {
-    /// `len` bytes arrived; false (and nothing counted) when they exceed `window`.
-    pub fn receive(&mut self, len: u64, window: u64) -> bool {
-        if self.unconsumed.saturating_add(len) > window {
+    /// A frame of `len` bytes arrived; false (and nothing counted) when its charge at
+    /// `frame_cost` takes what is unconsumed beyond `window`.
+    pub fn receive(&mut self, len: usize, frame_cost: u64, window: u64) -> bool {
+        let mut after = self.unconsumed;
+        after.add(Drained::frame(len));
+        if after.charged(frame_cost) > window {
             return false;
         }
-        self.unconsumed += len;
+        self.unconsumed = after;
         true
     }
 
-    /// The consumer drained `bytes`: returns how many of them this inflow held (a
+    /// The consumer drained `drained`: returns how much of it this inflow held (a
     /// consumer cannot drain more than arrived).
-    pub fn consume(&mut self, bytes: u64) -> u64 {
-        let bytes = bytes.min(self.unconsumed);
-        self.unconsumed -= bytes;
-        bytes
+    pub fn consume(&mut self, drained: Drained) -> Drained {
+        let held = Drained {
+            bytes: drained.bytes.min(self.unconsumed.bytes),
+            frames: drained.frames.min(self.unconsumed.frames),
+        };
+        self.unconsumed.bytes -= held.bytes;
+        self.unconsumed.frames -= held.frames;
+        held
     }
 }
 
-/// Consumed bytes not yet granted back, released a batch at a time.
+/// Consumed payload not yet granted back, released a batch at a time.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GrantBatch {
-    pending: u64,
+    pending: Drained,
+}
+
+/// A grant for the sender: payload bytes and the frames that carried them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grant {
+    /// Payload bytes.
+    pub bytes: u32,
+    /// Frames.
+    pub frames: u32,
 }
 
 impl GrantBatch {
-    /// `bytes` more were consumed: returns a grant (at most `u32::MAX` bytes; the rest
-    /// stays) once `batch` bytes have gathered.
-    pub fn add(&mut self, bytes: u64, batch: u64) -> Option<u32> {
-        self.pending = self.pending.saturating_add(bytes);
-        if self.pending < batch.max(1) {
+    /// `drained` more was consumed: returns a grant (at most `u32::MAX` bytes and frames;
+    /// the rest stays) once what has gathered charges `batch` at `frame_cost`.
+    pub fn add(&mut self, drained: Drained, frame_cost: u64, batch: u64) -> Option<Grant> {
+        self.pending.add(drained);
+        if self.pending.charged(frame_cost) < batch.max(1) {
             return None;
         }
-        let grant = u32::try_from(self.pending).unwrap_or(u32::MAX);
-        self.pending -= u64::from(grant);
+        let grant = Grant {
+            bytes: u32::try_from(self.pending.bytes).unwrap_or(u32::MAX),
+            frames: u32::try_from(self.pending.frames).unwrap_or(u32::MAX),
+        };
+        self.pending.bytes -= u64::from(grant.bytes);
+        self.pending.frames -= u64::from(grant.frames);
         Some(grant)
     }
 }
@@ -149,10 +241,61 @@ mod tests {
     #[test]
     fn an_inflow_refuses_past_the_window_and_consumes_only_what_arrived() {
         let mut f = Inflow::default();
-        assert!(f.receive(70, 100));
-        assert!(!f.receive(31, 100));
-        assert_eq!(f.consume(500), 70);
-        assert!(f.receive(100, 100));
+        assert!(f.receive(70, 0, 100));
+        assert!(!f.receive(31, 0, 100));
+        assert_eq!(f.consume(Drained::frame(500)).bytes, 70);
+        assert!(f.receive(100, 0, 100));
+    }
+
+    #[test]
+    fn an_inflow_that_charges_frames_refuses_many_tiny_ones() {
+        let mut f = Inflow::default();
+        // A window of 1,000 at 100 per frame holds nine 1-byte frames, not a thousand.
+        for _ in 0..9 {
+            assert!(f.receive(1, 100, 1_000));
+        }
+        assert!(!f.receive(1, 100, 1_000));
+        let held = f.consume(Drained {
+            bytes: 5,
+            frames: 20,
+        });
+        assert_eq!(
+            held,
+            Drained {
+                bytes: 5,
+                frames: 9
+            }
+        );
+        assert!(f.receive(1, 100, 1_000));
+    }
+
+    #[test]
+    fn small_payloads_are_copied_out_and_large_ones_stay_slices() {
+        let buffer = bytes::Bytes::from(vec![7u8; 3 * COPY_BELOW]);
+        let small = buffer.slice(10..20);
+        let large = buffer.slice(0..COPY_BELOW);
+        let inside = buffer.as_ptr_range();
+        assert!(!inside.contains(&detach(&small).as_ptr()), "a copy");
+        assert_eq!(detach(&small), small);
+        assert_eq!(detach(&large).as_ptr(), buffer.as_ptr(), "the same memory");
+    }
+
+    #[test]
+    fn a_frame_cost_covers_what_a_queued_frame_holds() {
+        use std::mem::size_of;
+        // A relayed frame on an end router: its transmit entry and its entry in the held
+        // or the unacknowledged queue (one at a time), both queues at twice their
+        // length after growing by doubling, and a copied payload's allocation (glibc's
+        // smallest chunk and the shared header of a cloned `Bytes`).
+        let entry =
+            size_of::<crate::edge::Transmit>().max(size_of::<crate::link::session::Transmit>());
+        let queued = size_of::<(u64, bytes::Bytes, bool)>();
+        let allocations = 32 + 48;
+        let total = 2 * (entry + queued) + allocations;
+        assert!(
+            total as u64 <= FRAME_COST,
+            "{entry} + {queued} + {allocations}"
+        );
     }
 
     proptest! {
@@ -164,16 +307,24 @@ mod tests {
             batch in 1u64..10_000,
         ) {
             let mut g = GrantBatch::default();
-            let mut granted = 0u64;
+            let (mut granted, mut frames) = (0u64, 0u64);
             for bytes in &consumed {
-                if let Some(grant) = g.add(*bytes, batch) {
-                    prop_assert!(u64::from(grant) >= batch);
-                    granted += u64::from(grant);
+                let drained = Drained { bytes: *bytes, frames: 1 };
+                if let Some(grant) = g.add(drained, 16, batch) {
+                    let grant = Drained {
+                        bytes: u64::from(grant.bytes),
+                        frames: u64::from(grant.frames),
+                    };
+                    prop_assert!(grant.charged(16) >= batch);
+                    granted += grant.bytes;
+                    frames += grant.frames;
                 }
             }
             let total: u64 = consumed.iter().sum();
-            prop_assert!(total - granted < batch);
-            prop_assert_eq!(granted + g.pending, total);
+            let all = Drained { bytes: total, frames: consumed.len() as u64 };
+            let left = Drained { bytes: total - granted, frames: all.frames - frames };
+            prop_assert!(left.charged(16) < batch);
+            prop_assert_eq!(g.pending, left);
         }
     }
 }

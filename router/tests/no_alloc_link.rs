@@ -52,7 +52,8 @@ fn pump(
             } = event
             {
                 received += payload.len();
-                b.consumed(circuit, payload.len() as u64).unwrap();
+                b.consumed(circuit, weft_router::credit::Drained::frame(payload.len()))
+                    .unwrap();
             }
         }
         carry(now, b, a, wire);

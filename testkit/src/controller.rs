@@ -220,12 +220,7 @@ impl Ctl {
 
     /// Resident set size of the controller process in KiB (`VmRSS`).
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap()
+        crate::process::rss_kib(self.pid())
     }
 
     /// The Prometheus text of the metrics listener (`[metrics] listen` must be set).

@@ -166,6 +166,11 @@ impl Router {
         self.process.kill();
     }
 
+    /// Resident set size of the router process in KiB (`VmRSS`).
+    pub fn rss_kib(&self) -> u64 {
+        self.process.rss_kib()
+    }
+
     /// Starts the process again (after [`Self::kill`]) with the same configuration and
     /// waits until its edge listener takes connections and the controller sees it
     /// online. (Online alone may still be the killed process: the controller may not

@@ -197,6 +197,12 @@ pub fn wait_for_file(path: &Path, child: &mut Child, what: &str) -> String {
 pub struct Process(pub Option<Child>);
 
 impl Process {
+    /// Resident set size of the running process in KiB (`VmRSS`).
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.0.as_ref().map(Child::id).expect("the process runs");
+        rss_kib(pid)
+    }
+
     /// Kills the process (SIGKILL) and reaps it; a no-op once done.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.0.take() {
@@ -210,4 +216,14 @@ impl Drop for Process {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Resident set size of process `pid` in KiB (`VmRSS` of `/proc/PID/status`).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
 }

@@ -299,3 +299,30 @@ pub async fn closes_right_after_writing(
         started.elapsed()
     );
 }
+
+/// Binds `service` and accepts streams whose application never reads: each is kept,
+/// unread, until the returned task is aborted.
+#[cfg(feature = "sdk")]
+pub async fn serve_never_reading(host: &weft_sdk::Context, service: &str) -> JoinHandle<()> {
+    let listener = host.bind(service).await.expect("bind failed");
+    tokio::spawn(async move {
+        let mut kept = Vec::new();
+        while let Ok(s) = listener.accept().await {
+            kept.push(s);
+        }
+    })
+}
+
+/// Writes 1-byte writes (one Data frame each from the SDK) on `stream` until one waits
+/// `stall` (the overlay stopped taking them) or `most` were written; returns how many
+/// were. A write that fails fails the test.
+pub async fn drip<S: AsyncWrite + Unpin>(stream: &mut S, most: usize, stall: Duration) -> usize {
+    for sent in 0..most {
+        match tokio::time::timeout(stall, stream.write_all(&[0x5a])).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("write {sent} failed: {e}"),
+            Err(_) => return sent,
+        }
+    }
+    most
+}

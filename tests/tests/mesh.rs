@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use weft_testkit::traffic::{drip, serve_never_reading};
 use weft_testkit::{Ctl, Line, Router, free_port, init_logs, wait_links};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -138,6 +139,7 @@ async fn a_certificate_the_controller_does_not_vouch_for_gets_no_link() {
     weft_wire::link::LinkHello {
         router_id: "mesh-lone",
         connection: 0,
+        frame_cost: 0,
     }
     .encode(1, &mut hello)
     .unwrap();
@@ -1024,4 +1026,32 @@ async fn a_link_that_loses_two_of_its_three_connections_keeps_every_stream() {
     for port in [metrics_a, metrics_b] {
         wait_connections(&http, port, 3).await;
     }
+}
+
+/// 1-byte frames across two links toward a reader that never reads: each router on the
+/// path charges every frame its cost (the links' credit too, which both routers agreed
+/// on in the link hello), so none of them holds more than about a window's worth of
+/// frames, and the ingress stops reading the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiny_frames_across_links_toward_a_reader_that_never_reads_are_bounded() {
+    const MOST: usize = 1_500_000;
+    let line = Line::start().await;
+    line.service("drip", false).await;
+    let (host, client) = line.contexts("drip").await;
+    let server = serve_never_reading(&host, "drip").await;
+    let mut stream = client.dial("drip").await.unwrap();
+    let routers = [&line.a, &line.b, &line.c];
+    let before: Vec<u64> = routers.iter().map(|r| r.rss_kib()).collect();
+    let sent = drip(&mut stream, MOST, Duration::from_secs(2)).await;
+    let grown: Vec<u64> = routers
+        .iter()
+        .zip(&before)
+        .map(|(r, b)| r.rss_kib().saturating_sub(*b))
+        .collect();
+    eprintln!("the path took {sent} 1-byte frames; routers A, B, C grew by {grown:?} KiB");
+    assert!(sent < MOST, "the path took {sent} 1-byte frames");
+    for (name, kib) in ["A", "B", "C"].iter().zip(&grown) {
+        assert!(*kib < 64 * 1024, "router {name} grew by {kib} KiB");
+    }
+    server.abort();
 }

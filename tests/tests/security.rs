@@ -2,7 +2,8 @@
 //! identity with MFA must answer a TOTP query before a router lets it in (the Rust SDK
 //! answers it from a code source); disabling an identity ends its live streams with an
 //! error; a password login reaches routers with an API session certificate, which
-//! stands for its own API session only.
+//! stands for its own API session only; a client sending 1-byte frames toward a
+//! reader that never reads costs the router little memory.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use weft_controller::auth::totp;
 use weft_sdk::{Context, ErrorKind, Identity, Options};
-use weft_testkit::traffic::serve_echo;
+use weft_testkit::traffic::{dial_soon, drip, serve_echo, serve_never_reading};
 use weft_testkit::{EdgeClient, Network, hello_accepted, make_csr, pattern, tls_with};
 use weft_wire::ContentType;
 use weft_wire::edge::HelloResult;
@@ -314,4 +315,33 @@ async fn the_sdk_extends_its_certificate_and_goes_on_with_the_new_one() {
     let file = dir.path().join("renewed.json");
     renewed.save(&file).unwrap();
     Context::new(Identity::load(&file).unwrap()).await.unwrap();
+}
+
+/// More 1-byte frames than the router may take toward a reader that never reads: with
+/// each frame charged its cost it stops reading the client after about 18,000 (the
+/// sockets' buffers on the way hold some hundred thousand more); counting payload
+/// alone, it took a window of payload, 4 million frames of some hundred bytes each.
+const DRIP_MOST: usize = 1_500_000;
+
+/// The most a router may grow while a drip stalls against it.
+const DRIP_GROWTH_KIB: u64 = 64 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiny_frames_toward_a_reader_that_never_reads_cost_the_router_little_memory() {
+    let net = Network::start().await;
+    net.service("drip", &["drip"], false).await;
+    let host = net.context("drip-h", &["drip-host"]).await;
+    let client = net.context("drip-c", &["drip-client"]).await;
+    let server = serve_never_reading(&host, "drip").await;
+    let mut stream = dial_soon(&client, "drip").await;
+    let before = net.router.rss_kib();
+    let sent = drip(&mut stream, DRIP_MOST, Duration::from_secs(2)).await;
+    let grown = net.router.rss_kib().saturating_sub(before);
+    eprintln!("the router took {sent} 1-byte frames and grew by {grown} KiB");
+    assert!(
+        sent < DRIP_MOST,
+        "the router took {sent} 1-byte frames toward a reader that never reads"
+    );
+    assert!(grown < DRIP_GROWTH_KIB, "the router grew by {grown} KiB");
+    server.abort();
 }

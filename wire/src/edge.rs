@@ -218,13 +218,25 @@ impl<'a> HelloResult<'a> {
         stream_window: Option<u32>,
         out: &mut BytesMut,
     ) -> Result<(), EncodeError> {
+        let extra = stream_window.map(|w| (HeaderId::WEFT_STREAM_WINDOW, w));
+        self.encode_with_u32(sequence, extra, out)
+    }
+
+    /// Appends the frame with one more u32 header when given (a Weft extension the
+    /// hello offered).
+    pub fn encode_with_u32(
+        &self,
+        sequence: i32,
+        extra: Option<(HeaderId, u32)>,
+        out: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
         let mut enc = FrameEncoder::new(out, ContentType::RESULT, sequence);
         enc.bool(HeaderId::RESULT_SUCCESS, self.success)
             .i32(HeaderId::REPLY_FOR, self.reply_for)
             .opt_bytes(HeaderId::HELLO_VERSION, self.version)
             .opt_bytes(HeaderId::CONNECTION_ID, self.connection_id);
-        if let Some(window) = stream_window {
-            enc.u32(HeaderId::WEFT_STREAM_WINDOW, window);
+        if let Some((id, value)) = extra {
+            enc.u32(id, value);
         }
         enc.finish_with_body(self.message)
     }

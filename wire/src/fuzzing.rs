@@ -333,6 +333,7 @@ mod corpus {
             LinkHello {
                 router_id: "r1",
                 connection: 1,
+                frame_cost: 256,
             }
             .encode(1, o)
             .unwrap()
@@ -351,6 +352,7 @@ mod corpus {
             LinkCredit {
                 circuit_id: 9,
                 credit: 65_536,
+                frames: 4,
             }
             .encode(3, o)
             .unwrap();

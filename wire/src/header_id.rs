@@ -141,6 +141,11 @@ named_i32! { HeaderId {
     /// uint32: which of the dialer's connections of one link this is, from 0 (on the
     /// link hello; absent = 0).
     LINK_CONNECTION = 0x5746_0107;
+    /// uint32: what one frame costs the sender's router beyond its payload, in bytes of
+    /// credit (on the link hello and its Result; absent = 0: credit counts payload only).
+    LINK_FRAME_COST = 0x5746_0108;
+    /// uint32: frames whose payload a credit returns (on `LINK_CREDIT`; absent = 0).
+    LINK_FRAMES = 0x5746_0109;
 }}
 
 #[cfg(test)]

@@ -5,9 +5,9 @@
 //!
 //! | message | headers | body |
 //! |---|---|---|
-//! | `LINK_HELLO` | `LINK_ROUTER_ID`, [`LINK_CONNECTION` (u32, absent = 0)] | empty; answered by a Result (header 2, header 1) |
+//! | `LINK_HELLO` | `LINK_ROUTER_ID`, [`LINK_CONNECTION` (u32, absent = 0)], [`LINK_FRAME_COST` (u32, absent = 0)] | empty; answered by a Result (header 2, header 1, [`LINK_FRAME_COST`]) |
 //! | `LINK_DATA` | `LINK_CIRCUIT_ID` (u64), `LINK_SEQ` (u64), [`LINK_FLAGS` (u32)] | payload, relayed untouched |
-//! | `LINK_CREDIT` | `LINK_CIRCUIT_ID`, `LINK_CREDIT` (u32 bytes consumed) | empty |
+//! | `LINK_CREDIT` | `LINK_CIRCUIT_ID`, `LINK_CREDIT` (u32 bytes consumed), [`LINK_FRAMES` (u32 frames consumed, absent = 0)] | empty |
 //! | `LINK_CLOSE` | `LINK_CIRCUIT_ID`, [`LINK_FLAGS` (bit 0: reroute; bit 1: the link stays up)] | reason |
 //! | `LINK_HEARTBEAT` | `LINK_STAMP` (u64) | empty; answered by `LINK_HEARTBEAT_ACK` |
 //! | `LINK_HEARTBEAT_ACK` | `LINK_STAMP` (the heartbeat's, echoed) | empty |
@@ -34,12 +34,17 @@ fn u32_header(frame: &Frame, id: HeaderId) -> Result<u32, MessageError> {
         .map_err(|error| MessageError::BadHeader { id, error })
 }
 
-/// The optional `LINK_FLAGS` header of `frame` (0 when absent).
-fn flags_header(frame: &Frame) -> Result<u32, MessageError> {
-    match frame.header(HeaderId::LINK_FLAGS) {
-        Some(_) => u32_header(frame, HeaderId::LINK_FLAGS),
+/// The optional u32 header `id` of `frame` (0 when absent).
+fn optional_u32(frame: &Frame, id: HeaderId) -> Result<u32, MessageError> {
+    match frame.header(id) {
+        Some(_) => u32_header(frame, id),
         None => Ok(0),
     }
+}
+
+/// The optional `LINK_FLAGS` header of `frame` (0 when absent).
+fn flags_header(frame: &Frame) -> Result<u32, MessageError> {
+    optional_u32(frame, HeaderId::LINK_FLAGS)
 }
 
 /// [`LinkData`] flag: the circuit's ingress router is routed and the egress may relay
@@ -55,6 +60,9 @@ pub struct LinkHello<'a> {
     /// Which of the dialer's connections of this link it is, from 0 (a link may be
     /// several connections; an optional `LINK_CONNECTION`, absent = 0).
     pub connection: u32,
+    /// What one frame costs the dialer beyond its payload (`LINK_FRAME_COST`, absent =
+    /// 0: a router that counts payload bytes only).
+    pub frame_cost: u32,
 }
 
 impl<'a> LinkHello<'a> {
@@ -62,16 +70,15 @@ impl<'a> LinkHello<'a> {
     pub fn parse(frame: &'a Frame) -> Result<Self, MessageError> {
         frame.expect_type(ContentType::LINK_HELLO)?;
         let id = HeaderId::LINK_ROUTER_ID;
-        let connection = match frame.header(HeaderId::LINK_CONNECTION) {
-            Some(_) => u32_header(frame, HeaderId::LINK_CONNECTION)?,
-            None => 0,
-        };
+        let connection = optional_u32(frame, HeaderId::LINK_CONNECTION)?;
+        let frame_cost = optional_u32(frame, HeaderId::LINK_FRAME_COST)?;
         Ok(Self {
             router_id: frame
                 .require(id)?
                 .as_str()
                 .map_err(|error| MessageError::BadHeader { id, error })?,
             connection,
+            frame_cost,
         })
     }
 
@@ -82,8 +89,19 @@ impl<'a> LinkHello<'a> {
         if self.connection != 0 {
             enc.u32(HeaderId::LINK_CONNECTION, self.connection);
         }
+        if self.frame_cost != 0 {
+            enc.u32(HeaderId::LINK_FRAME_COST, self.frame_cost);
+        }
         enc.finish(0)
     }
+}
+
+/// The frame cost a link hello's Result states (`LINK_FRAME_COST`; 0 when absent: the
+/// listener counts payload bytes only). The Result is otherwise the edge's
+/// [`crate::edge::HelloResult`]; a listener adds the header with
+/// [`crate::edge::HelloResult::encode_with_u32`].
+pub fn hello_result_frame_cost(frame: &Frame) -> Result<u32, MessageError> {
+    optional_u32(frame, HeaderId::LINK_FRAME_COST)
 }
 
 /// Payload of one circuit.
@@ -138,6 +156,8 @@ pub struct LinkCredit {
     pub circuit_id: u64,
     /// Payload bytes the receiver consumed since its last credit.
     pub credit: u32,
+    /// Frames that carried them (`LINK_FRAMES`, absent = 0).
+    pub frames: u32,
 }
 
 impl LinkCredit {
@@ -147,15 +167,19 @@ impl LinkCredit {
         Ok(Self {
             circuit_id: u64_header(frame, HeaderId::LINK_CIRCUIT_ID)?,
             credit: u32_header(frame, HeaderId::LINK_CREDIT)?,
+            frames: optional_u32(frame, HeaderId::LINK_FRAMES)?,
         })
     }
 
     /// Appends the frame.
     pub fn encode(&self, sequence: i32, out: &mut BytesMut) -> Result<(), EncodeError> {
-        FrameEncoder::new(out, ContentType::LINK_CREDIT, sequence)
-            .u64(HeaderId::LINK_CIRCUIT_ID, self.circuit_id)
-            .u32(HeaderId::LINK_CREDIT, self.credit)
-            .finish(0)
+        let mut enc = FrameEncoder::new(out, ContentType::LINK_CREDIT, sequence);
+        enc.u64(HeaderId::LINK_CIRCUIT_ID, self.circuit_id)
+            .u32(HeaderId::LINK_CREDIT, self.credit);
+        if self.frames != 0 {
+            enc.u32(HeaderId::LINK_FRAMES, self.frames);
+        }
+        enc.finish(0)
     }
 }
 
@@ -301,21 +325,60 @@ mod tests {
         LinkHello {
             router_id: "r1",
             connection: 2,
+            frame_cost: 256,
         }
         .encode(1, &mut buf)
         .unwrap();
         LinkHello {
             router_id: "r1",
             connection: 0,
+            frame_cost: 0,
         }
         .encode(2, &mut buf)
         .unwrap();
         let frames = decode_all(&buf);
-        assert_eq!(LinkHello::parse(&frames[0]).unwrap().connection, 2);
-        // Connection 0 is sent without the header, as a hello before several
-        // connections per link was.
+        let first = LinkHello::parse(&frames[0]).unwrap();
+        assert_eq!((first.connection, first.frame_cost), (2, 256));
+        // Connection 0 and no frame cost are sent without their headers, as a hello
+        // before several connections per link (and frame charges) was.
         assert!(frames[1].header(HeaderId::LINK_CONNECTION).is_none());
-        assert_eq!(LinkHello::parse(&frames[1]).unwrap().connection, 0);
+        assert!(frames[1].header(HeaderId::LINK_FRAME_COST).is_none());
+        let old = LinkHello::parse(&frames[1]).unwrap();
+        assert_eq!((old.connection, old.frame_cost), (0, 0));
+    }
+
+    #[test]
+    fn a_hello_result_states_the_frame_cost_and_an_old_one_none() {
+        use crate::edge::HelloResult;
+        let result = HelloResult {
+            success: true,
+            reply_for: 1,
+            version: None,
+            connection_id: None,
+            message: b"",
+        };
+        let mut buf = BytesMut::new();
+        let cost = Some((HeaderId::LINK_FRAME_COST, 256));
+        result.encode_with_u32(-1, cost, &mut buf).unwrap();
+        result.encode(-1, &mut buf).unwrap();
+        let frames = decode_all(&buf);
+        assert_eq!(hello_result_frame_cost(&frames[0]).unwrap(), 256);
+        assert!(HelloResult::parse(&frames[0]).unwrap().success);
+        assert_eq!(hello_result_frame_cost(&frames[1]).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_credit_counts_its_frames_and_an_old_one_none() {
+        let mut buf = BytesMut::new();
+        let old = LinkCredit {
+            circuit_id: 1,
+            credit: 10,
+            frames: 0,
+        };
+        old.encode(1, &mut buf).unwrap();
+        let frames = decode_all(&buf);
+        assert!(frames[0].header(HeaderId::LINK_FRAMES).is_none());
+        assert_eq!(LinkCredit::parse(&frames[0]).unwrap(), old);
     }
 
     #[test]
@@ -324,6 +387,7 @@ mod tests {
         LinkHello {
             router_id: "r1",
             connection: 0,
+            frame_cost: 256,
         }
         .encode(1, &mut buf)
         .unwrap();
@@ -337,6 +401,7 @@ mod tests {
         let credit = LinkCredit {
             circuit_id: 7,
             credit: 65536,
+            frames: 3,
         };
         credit.encode(3, &mut buf).unwrap();
         let close = LinkClose {

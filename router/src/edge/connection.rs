@@ -11,7 +11,7 @@ use weft_wire::edge::{
 use weft_wire::{Decoded, Decoder, EncodeError, Frame, Limits};
 
 use super::event::{CircuitId, CloseReason, ConnEnd, EdgeEvent, Head, Stickiness, Transmit};
-use crate::credit::{GrantBatch, SendCredit};
+use crate::credit::{Drained, GrantBatch, SendCredit, detach};
 use crate::sessions::{HelloRejection, Removed, SessionKind, SessionRejection, SessionTable};
 
 /// Settings of an edge connection.
@@ -504,10 +504,18 @@ impl EdgeConnection {
         let Some(conn) = self.conns.get_mut(&conn_id) else {
             return;
         };
-        let Some(bytes) = conn.ungranted.add(bytes as u64, u64::from(batch)) else {
+        // The SDK's credit is in payload bytes (its protocol): no frame counts here.
+        let drained = Drained {
+            bytes: bytes as u64,
+            frames: 0,
+        };
+        let Some(grant) = conn.ungranted.add(drained, 0, u64::from(batch)) else {
             return;
         };
-        let msg = Credit { conn_id, bytes };
+        let msg = Credit {
+            conn_id,
+            bytes: grant.bytes,
+        };
         self.emit(|out, seq| msg.encode(seq, out), Bytes::new());
     }
 
@@ -867,7 +875,9 @@ impl EdgeConnection {
         if let ConnRole::Connected = conn.role {
             self.events.push_back(EdgeEvent::Data {
                 conn_id: data.conn_id,
-                payload: frame.body().clone(),
+                // A short payload gets its own memory: queued behind a slow reader, a
+                // slice would keep the whole receive buffer alive.
+                payload: detach(frame.body()),
                 fin: data.is_fin(),
             });
         }

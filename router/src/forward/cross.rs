@@ -15,6 +15,7 @@
 use bytes::Bytes;
 
 use super::{ConnKey, Terminator};
+use crate::credit::Drained;
 use crate::edge::CircuitId;
 
 /// Bits of a [`ConnKey`] below the shard index: keys are unique router-wide, and a key
@@ -89,12 +90,13 @@ pub enum CrossMsg {
         /// Half-close.
         fin: bool,
     },
-    /// The sender's leg wrote `bytes` that came from the receiver's leg.
+    /// The sender's leg wrote `drained` that came from the receiver's leg.
     Credit {
         /// The circuit.
         circuit: CircuitId,
-        /// Bytes written.
-        bytes: usize,
+        /// Payload bytes written and the frames that carried them (the receiver's
+        /// window charges each frame [`crate::credit::FRAME_COST`]).
+        drained: Drained,
     },
     /// The circuit ended on the sender's side; the receiver closes its leg.
     Close {

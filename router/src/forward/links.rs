@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use weft_wire::control::pb;
 
 use super::{ConnKey, ControlRequest, Forwarder, LinkLeg};
+use crate::credit::Drained;
 use crate::link::session::{LinkConfig, LinkError, LinkEvent, LinkSession, Role, Transmit};
 
 /// Least time between two latency reports of one link.
@@ -348,8 +349,16 @@ impl Forwarder {
             } => self.link_data(now, LinkLeg { link: key, circuit }, seq, payload, fin),
             LinkEvent::Start { circuit } => self.link_start(LinkLeg { link: key, circuit }),
             LinkEvent::StartUnheld { circuit } => self.start_unheld(key, circuit),
-            LinkEvent::Credit { circuit, bytes } => {
-                self.link_credit(LinkLeg { link: key, circuit }, bytes);
+            LinkEvent::Credit {
+                circuit,
+                bytes,
+                frames,
+            } => {
+                let drained = Drained {
+                    bytes: u64::from(bytes),
+                    frames: u64::from(frames),
+                };
+                self.link_credit(LinkLeg { link: key, circuit }, drained);
             }
             LinkEvent::Ack { circuit, seq } => self.link_ack(LinkLeg { link: key, circuit }, seq),
             LinkEvent::Closed {

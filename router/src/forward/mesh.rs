@@ -31,6 +31,7 @@ use super::{
     Circuit, CircuitId, ConnEnd, ConnKey, ControlRequest, CrossDial, CrossMsg, End, Ended,
     Forwarder, LinkLeg, MeshDial,
 };
+use crate::credit::{Drained, FRAME_COST, charge};
 
 /// The id a circuit routed by `route` has on links: the Route's `link_circuit_id`, which
 /// a reroute sets to a new id, else its `circuit_id`.
@@ -426,10 +427,12 @@ impl Forwarder {
         let limit = self.config.window;
         let mut sent = false;
         while let Some((_, payload, _)) = c.held.front() {
-            if end && c.unacked_bytes > 0 && c.unacked_bytes + payload.len() > limit {
+            // Unacknowledged frames are held here too: they count with their cost.
+            let charged = charge(payload.len(), FRAME_COST) as usize;
+            if end && c.unacked_bytes > 0 && c.unacked_bytes + charged > limit {
                 break;
             }
-            if link.session.send_credit(leg.circuit) < payload.len() as u64 {
+            if !link.session.fits(leg.circuit, payload.len()) {
                 self.stats.link_credit_stalls += 1;
                 link.credit_stalls += 1;
                 break;
@@ -441,7 +444,7 @@ impl Forwarder {
             if end {
                 // A reference to the same bytes, not a copy.
                 c.unacked.push_back((seq, payload.clone(), fin));
-                c.unacked_bytes += len;
+                c.unacked_bytes += charged;
             }
             match link.session.send_data(leg.circuit, seq, fin, payload) {
                 Ok(true) => {
@@ -512,10 +515,10 @@ impl Forwarder {
         }
     }
 
-    /// Credit for `bytes` of what arrived on `leg` goes back to the peer router.
-    pub(super) fn link_consumed(&mut self, leg: LinkLeg, bytes: usize) {
+    /// Credit for `drained` of what arrived on `leg` goes back to the peer router.
+    pub(super) fn link_consumed(&mut self, leg: LinkLeg, drained: Drained) {
         if let Some(link) = self.links.get_mut(&leg.link) {
-            if link.session.consumed(leg.circuit, bytes as u64).is_ok() {
+            if link.session.consumed(leg.circuit, drained).is_ok() {
                 self.mark_link(leg.link);
             }
         }
@@ -627,7 +630,7 @@ impl Forwarder {
                     self.ack_on(leg, upto);
                 }
             }
-            return self.link_consumed(leg, payload.len());
+            return self.link_consumed(leg, Drained::frame(payload.len()));
         }
         let Some((to, toward_host)) = c.across(End::Link(leg)) else {
             return;
@@ -647,7 +650,7 @@ impl Forwarder {
                     c.dup_frames += 1;
                     let ack = (c.dup_frames == 1 || fin || c.dup_frames % ACK_FRAMES == 0)
                         .then_some(c.recv_seq);
-                    self.link_consumed(leg, len);
+                    self.link_consumed(leg, Drained::frame(len));
                     if let Some(upto) = ack {
                         self.ack_on(leg, upto);
                     }
@@ -676,12 +679,13 @@ impl Forwarder {
                 None
             }
         };
+        let charged = self.charge_toward(to, len);
         let Some(c) = self.circuits.get_mut(&circuit) else {
             return;
         };
         match toward_host {
-            true => c.toward_host += len,
-            false => c.toward_dialer += len,
+            true => c.toward_host += charged,
+            false => c.toward_dialer += charged,
         }
         if self.send_toward(circuit, to, payload, fin, relayed) {
             if let End::Local(l) = to {
@@ -792,8 +796,12 @@ impl Forwarder {
         self.link_start(new_leg);
     }
 
-    /// The peer router's consumer drained `bytes` of what this router sent on `leg`.
-    pub(super) fn link_credit(&mut self, leg: LinkLeg, bytes: u32) {
+    /// The peer router's consumer drained `drained` of what this router sent on `leg`.
+    pub(super) fn link_credit(&mut self, leg: LinkLeg, drained: Drained) {
+        let cost = self
+            .links
+            .get(&leg.link)
+            .map_or(FRAME_COST, |l| l.session.frame_cost());
         let Some(circuit) = self.circuit_of(leg) else {
             return;
         };
@@ -803,7 +811,6 @@ impl Forwarder {
         if c.closing.is_some() {
             return self.flush_held(circuit, leg);
         }
-        let bytes = bytes as usize;
         let toward_leg_is_host = c.host == Some(End::Link(leg));
         let (queued, source) = match toward_leg_is_host {
             true => (&mut c.toward_host, c.dialer),
@@ -812,10 +819,10 @@ impl Forwarder {
                 None => return,
             },
         };
-        *queued = queued.saturating_sub(bytes);
+        *queued = queued.saturating_sub(super::charged(drained, cost));
         let resume = *queued <= self.config.window / 2;
         self.flush_held(circuit, leg);
-        self.delivered(circuit, source, bytes, resume);
+        self.delivered(circuit, source, drained, resume);
     }
 
     /// The peer router closed `leg` with `reason`; with `reroute`, only the path broke
@@ -950,8 +957,20 @@ impl Forwarder {
             c.held.push_front(entry);
         }
         c.unacked_bytes = 0;
-        // Only what waits here is in flight on the new path.
-        let waiting: usize = c.held.iter().map(|(_, p, _)| p.len()).sum();
+        // Only what waits here is in flight on the new path, charged as that link
+        // charges.
+        let cost = self
+            .links
+            .get(&link)
+            .map_or(FRAME_COST, |l| l.session.frame_cost());
+        let Some(c) = self.circuits.get_mut(&circuit) else {
+            return Err(missing());
+        };
+        let waiting: usize = c
+            .held
+            .iter()
+            .map(|(_, p, _)| charge(p.len(), cost) as usize)
+            .sum();
         let source = match ingress {
             true => {
                 c.toward_host = waiting;
@@ -1029,7 +1048,7 @@ impl Forwarder {
             _ => {
                 while c.unacked.front().is_some_and(|(s, _, _)| *s <= seq) {
                     if let Some((_, p, _)) = c.unacked.pop_front() {
-                        c.unacked_bytes -= p.len();
+                        c.unacked_bytes -= charge(p.len(), FRAME_COST) as usize;
                     }
                 }
                 self.flush_held(circuit, leg);

@@ -31,6 +31,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use weft_wire::control::pb;
 
+use crate::credit::{Drained, FRAME_COST, charge};
 use crate::edge::{
     CircuitId, CloseReason, ConnEnd, EdgeConfig, EdgeConnection, EdgeEvent, Stickiness, Transmit,
 };
@@ -39,6 +40,11 @@ pub use cross::{CrossDial, CrossMsg, MeshDial, SHARD_SHIFT, credit_batch};
 pub use links::{LATENCY_REPORT_INTERVAL, LinkInfo};
 pub use terminators::Terminator;
 use terminators::Terminators;
+
+/// `drained` as counted against a window charging `frame_cost` per frame.
+fn charged(drained: Drained, frame_cost: u64) -> usize {
+    usize::try_from(drained.charged(frame_cost)).unwrap_or(usize::MAX)
+}
 
 /// A driver-assigned key of one edge connection on this shard.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -200,12 +206,13 @@ struct Circuit {
     host: Option<End>,
     /// The shard of the host (known from the terminator before it accepts).
     host_shard: usize,
-    /// Payload bytes sent toward the host and not yet written (or credited).
+    /// What was sent toward the host and not yet written (or credited), charged per
+    /// frame ([`crate::credit::charge`]: payload and the frame's cost).
     toward_host: usize,
-    /// Payload bytes sent toward the dialer and not yet written (or credited).
+    /// What was sent toward the dialer and not yet written (or credited), charged.
     toward_dialer: usize,
-    /// Bytes the local leg wrote that came from the other shard, not yet credited.
-    uncredited: usize,
+    /// What the local leg wrote that came from the other shard, not yet credited.
+    uncredited: Drained,
     /// The circuit's id on links, when it crosses routers.
     mesh_id: Option<u64>,
     /// Sequence of the next payload sent on its link leg.
@@ -273,7 +280,7 @@ impl Circuit {
             host_shard,
             toward_host: 0,
             toward_dialer: 0,
-            uncredited: 0,
+            uncredited: Drained::default(),
             mesh_id: None,
             link_seq: 1,
             relaying: true,
@@ -843,18 +850,20 @@ impl Forwarder {
         let Some((source, written_to_dialer)) = circuit.other_side(key, conn_id) else {
             return;
         };
+        let drained = Drained::frame(len);
         match source {
             End::Remote(shard) => {
                 // The source shard counts these bytes against its window: credit them
                 // back in batches.
-                circuit.uncredited += len;
-                if circuit.uncredited >= credit_batch(self.config.window) {
-                    let bytes = std::mem::take(&mut circuit.uncredited);
+                circuit.uncredited.add(drained);
+                if circuit.uncredited.charged(FRAME_COST) >= credit_batch(self.config.window) as u64
+                {
+                    let drained = std::mem::take(&mut circuit.uncredited);
                     self.cross.push_back((
                         shard,
                         CrossMsg::Credit {
                             circuit: circuit_id,
-                            bytes,
+                            drained,
                         },
                     ));
                 }
@@ -864,18 +873,18 @@ impl Forwarder {
                     true => &mut circuit.toward_dialer,
                     false => &mut circuit.toward_host,
                 };
-                *queued = queued.saturating_sub(len);
+                *queued = queued.saturating_sub(charged(drained, FRAME_COST));
                 let resume = *queued <= self.config.window / 2;
-                self.delivered(circuit_id, source, len, resume);
+                self.delivered(circuit_id, source, drained, resume);
             }
         }
     }
 
-    /// `bytes` that `source` sent on `circuit` were written (or consumed) on the far
-    /// side: a source with per-stream credit gets them granted back and a paused one
-    /// resumes when `resume`; another shard is credited; a link returns the credit to
-    /// its peer router.
-    fn delivered(&mut self, circuit: CircuitId, source: End, bytes: usize, resume: bool) {
+    /// `drained`, which `source` sent on `circuit`, was written (or consumed) on the far
+    /// side: a source with per-stream credit gets its bytes granted back and a paused
+    /// one resumes when `resume`; another shard is credited; a link returns the credit
+    /// to its peer router.
+    fn delivered(&mut self, circuit: CircuitId, source: End, drained: Drained, resume: bool) {
         match source {
             End::Local(source) => {
                 let Some(state) = self.conns.get_mut(&source.conn) else {
@@ -885,15 +894,30 @@ impl Forwarder {
                     state.pausing.remove(&circuit);
                 }
                 if state.edge.has_stream_credit() {
+                    let bytes = usize::try_from(drained.bytes).unwrap_or(usize::MAX);
                     state.edge.grant(source.conn_id, bytes);
                     self.mark(source.conn);
                 }
             }
             End::Remote(shard) => self
                 .cross
-                .push_back((shard, CrossMsg::Credit { circuit, bytes })),
-            End::Link(leg) => self.link_consumed(leg, bytes),
+                .push_back((shard, CrossMsg::Credit { circuit, drained })),
+            End::Link(leg) => self.link_consumed(leg, drained),
         }
+    }
+
+    /// What a frame of `len` payload bytes counts against the window toward `to`: the
+    /// frame's cost here, or the one its link agreed on (a link to a router that does
+    /// not charge frames returns credit for payload only).
+    fn charge_toward(&self, to: End, len: usize) -> usize {
+        let cost = match to {
+            End::Local(_) | End::Remote(_) => FRAME_COST,
+            End::Link(leg) => self
+                .links
+                .get(&leg.link)
+                .map_or(FRAME_COST, |l| l.session.frame_cost()),
+        };
+        usize::try_from(charge(len, cost)).unwrap_or(usize::MAX)
     }
 
     /// Whether the driver should read from `key`: false while a window it feeds is
@@ -1221,22 +1245,28 @@ impl Forwarder {
         let Some((to, toward_host)) = c.other_side(from, conn_id) else {
             return;
         };
+        let len = payload.len();
+        let charged = self.charge_toward(to, len);
+        let Some(c) = self.circuits.get_mut(&circuit_id) else {
+            return;
+        };
         let queued = match toward_host {
             true => &mut c.toward_host,
             false => &mut c.toward_dialer,
         };
-        let len = payload.len();
-        *queued += len;
+        *queued = queued.saturating_add(charged);
         // A source that speaks per-stream credit is held back by its credit (it may have
-        // a window plus the frame it started out); pausing its connection, which stops
-        // all its streams, is only the guard against one that ignores it.
+        // a window of payload plus the frame it started out); pausing its connection,
+        // which stops all its streams, is only the guard against one that ignores it,
+        // or whose credit, counting payload only, covers so many tiny frames that their
+        // cost would pass another window.
         let credited = self
             .conns
             .get(&from)
             .is_some_and(|s| s.edge.has_stream_credit());
         let max_frame = self.config.edge.limits.max_body_len as usize;
         let limit = match credited {
-            true => self.config.window.saturating_add(max_frame),
+            true => (2 * self.config.window).saturating_add(max_frame),
             false => self.config.window,
         };
         let full = *queued > limit;
@@ -1440,7 +1470,7 @@ impl Forwarder {
                     self.end_circuit(now, circuit, &c, Ended::Here, "peer is gone");
                 }
             }
-            CrossMsg::Credit { circuit, bytes } => {
+            CrossMsg::Credit { circuit, drained } => {
                 let Some(c) = self.circuits.get_mut(&circuit) else {
                     return;
                 };
@@ -1450,9 +1480,9 @@ impl Forwarder {
                     (End::Remote(_), None) => return,
                     (dialer, _) => (&mut c.toward_host, dialer),
                 };
-                *queued = queued.saturating_sub(bytes);
+                *queued = queued.saturating_sub(charged(drained, FRAME_COST));
                 let resume = *queued <= self.config.window / 2;
-                self.delivered(circuit, source, bytes, resume);
+                self.delivered(circuit, source, drained, resume);
             }
             CrossMsg::MeshDial(dial) => self.routed_dial_from(now, from, *dial),
             CrossMsg::Close { circuit, reason } => {

@@ -170,13 +170,14 @@ fn a_lost_connection_ends_its_circuits_and_pending_dials() {
 
 #[test]
 fn a_slow_reader_pauses_its_source_until_it_drains() {
-    let (mut net, mut dialer, mut host) = Net::established(1000);
+    // Each frame counts its payload and its cost: 600 + 512.
+    let (mut net, mut dialer, mut host) = Net::established(2000);
     host.stalled = true;
     net.data(&mut dialer, 0, &[1; 600], false);
     net.recv(&mut host);
     assert!(net.fwd.wants_read(DIALER));
     net.data(&mut dialer, 0, &[2; 600], false);
-    assert!(!net.fwd.wants_read(DIALER), "window of 1000 exceeded");
+    assert!(!net.fwd.wants_read(DIALER), "window of 2000 exceeded");
     assert_eq!(net.fwd.stats().pauses, 1);
     // Other connections are unaffected.
     assert!(net.fwd.wants_read(HOST));
@@ -298,7 +299,8 @@ fn a_circuit_crosses_shards_with_data_half_close_and_close() {
 
 #[test]
 fn windows_hold_across_shards_through_credits() {
-    let (mut net, mut dialer, mut host) = established_across(1000);
+    // Each frame counts its payload and its cost (512).
+    let (mut net, mut dialer, mut host) = established_across(2000);
     host.stalled = true;
     net.data(&mut dialer, 0, &[1; 600], false);
     net.recv(&mut host);
@@ -316,7 +318,7 @@ fn windows_hold_across_shards_through_credits() {
 
     // The other direction, host paused on its own shard.
     dialer.stalled = true;
-    net.data(&mut host, 100, &[3; 1200], false);
+    net.data(&mut host, 100, &[3; 1600], false);
     assert!(!net.others[0].wants_read(X_HOST));
     dialer.stalled = false;
     net.recv(&mut dialer);
@@ -481,6 +483,9 @@ mod properties {
         prop_oneof![
             4 => (0..2usize, 1..20_000u16).prop_map(|(c, n)| Op::Up(c, n)),
             4 => (0..2usize, 1..20_000u16).prop_map(|(c, n)| Op::Down(c, n)),
+            // Tiny frames, which the windows charge for their cost.
+            3 => (0..2usize, 1..4u16).prop_map(|(c, n)| Op::Up(c, n)),
+            3 => (0..2usize, 1..4u16).prop_map(|(c, n)| Op::Down(c, n)),
             1 => any::<bool>().prop_map(Op::StallHost),
             1 => (0..2usize, any::<bool>()).prop_map(|(d, s)| Op::StallDialer(d, s)),
             2 => Just(Op::Flush),
@@ -495,6 +500,9 @@ mod properties {
         up_recv: [Vec<u8>; 2],
         down_sent: [Vec<u8>; 2],
         down_recv: [Vec<u8>; 2],
+        /// Frames sent and received per circuit, up and down.
+        up_frames: [(usize, usize); 2],
+        down_frames: [(usize, usize); 2],
         /// Send credit of each circuit's dialer and host (with credit).
         dialer_credit: [i64; 2],
         host_credit: [i64; 2],
@@ -524,10 +532,12 @@ mod properties {
             let len = data.payload.len() as u32;
             if host {
                 let c = (data.conn_id - 100) as usize;
+                tally.up_frames[c].1 += 1;
                 tally.up_recv[c].extend_from_slice(data.payload);
                 tally.up_unread[c] += len;
             } else {
                 let c = circuit_of(sdk);
+                tally.down_frames[c].1 += 1;
                 tally.down_recv[c].extend_from_slice(data.payload);
                 tally.down_unread[c] += len;
             }
@@ -576,7 +586,10 @@ mod properties {
                 })
                 .collect()
         };
-        let bound = window + 20_000 + credit_batch(window);
+        // A window of charges (payload and each frame's cost), one frame past it, and
+        // one credit batch of lag across shards.
+        let cost = FRAME_COST as usize;
+        let bound = window + 20_000 + cost + credit_batch(window);
         for op in ops {
             match op {
                 Op::Up(c, n) => {
@@ -586,6 +599,7 @@ mod properties {
                         let payload = bytes(n);
                         net.data(&mut dialers[c], 0, &payload, false);
                         tally.up_sent[c].extend_from_slice(&payload);
+                        tally.up_frames[c].0 += 1;
                         tally.dialer_credit[c] -= i64::from(n);
                     }
                 }
@@ -595,6 +609,7 @@ mod properties {
                         let payload = bytes(n);
                         net.data(&mut host, 100 + c as u32, &payload, false);
                         tally.down_sent[c].extend_from_slice(&payload);
+                        tally.down_frames[c].0 += 1;
                         tally.host_credit[c] -= i64::from(n);
                     }
                 }
@@ -610,8 +625,11 @@ mod properties {
                 Op::AppReads(d) => app_reads(&mut net, &mut dialers[d - 1], &mut tally, false),
             }
             for c in 0..2 {
-                let held_up = tally.up_sent[c].len() - tally.up_recv[c].len();
-                let held_down = tally.down_sent[c].len() - tally.down_recv[c].len();
+                let (up, down) = (tally.up_frames[c], tally.down_frames[c]);
+                let held_up =
+                    tally.up_sent[c].len() - tally.up_recv[c].len() + (up.0 - up.1) * cost;
+                let held_down =
+                    tally.down_sent[c].len() - tally.down_recv[c].len() + (down.0 - down.1) * cost;
                 prop_assert!(held_up <= bound, "circuit {c} holds {held_up} B up");
                 prop_assert!(held_down <= bound, "circuit {c} holds {held_down} B down");
             }
@@ -659,9 +677,9 @@ mod properties {
 
         /// Whatever the interleaving of sends, stalls and writes, on a circuit across
         /// shards and one within a shard (OpenZiti SDKs, no credit): every byte arrives
-        /// once and in order, what the router holds for a stalled reader stays within
-        /// the window (plus one frame and one credit batch of lag), and closing leaves
-        /// no circuit behind.
+        /// once and in order, what the router holds for a stalled reader (payload and
+        /// each frame's cost) stays within the window (plus one frame and one credit
+        /// batch of lag), and closing leaves no circuit behind.
         #[test]
         fn every_byte_arrives_in_order_within_the_window(
             ops in vec(op(), 1..80),
@@ -767,16 +785,48 @@ fn a_credit_speaker_that_ignores_its_credit_is_paused_beyond_window_and_frame() 
     net.dial(&mut dialer, 0);
     net.accept(&mut host, 100);
     net.recv(&mut dialer);
-    // Within the window and one largest frame: not paused.
+    // Within two windows (one of payload, one of frame costs) and one largest frame,
+    // charged: not paused.
     let max_frame = Limits::DEFAULT.max_body_len as usize;
-    net.data(&mut dialer, 0, &vec![7u8; WINDOW], false);
+    let cost = FRAME_COST as usize;
+    net.data(&mut dialer, 0, &vec![7u8; 2 * WINDOW - 2 * cost], false);
     net.data(&mut dialer, 0, &vec![7u8; max_frame], false);
     assert!(net.fwd.wants_read(DIALER));
-    net.data(&mut dialer, 0, b"one byte too many", false);
+    net.data(&mut dialer, 0, b"one frame too many", false);
     assert!(
         !net.fwd.wants_read(DIALER),
-        "paused beyond a window and a frame"
+        "paused beyond two windows and a frame"
     );
+}
+
+#[test]
+fn tiny_frames_pause_their_source_long_before_a_window_of_payload() {
+    const WINDOW: usize = 64 * 1024;
+    let cost = FRAME_COST as usize;
+    for credit in [None, Some(1 << 20)] {
+        let mut net = Net::new(WINDOW);
+        let mut host = net.connect_with(HOST, b"H", "fh", Some(1024));
+        net.bind(&mut host, 7, b"tok-bind", 0, Precedence::Default);
+        let mut dialer = net.connect_with(DIALER, b"D", "fd", credit);
+        net.dial(&mut dialer, 0);
+        net.accept(&mut host, 100);
+        net.recv(&mut dialer);
+        // The host's SDK grants 1 KiB and reads nothing more: the router holds what
+        // comes, one byte a frame, charged the frame's cost each.
+        let limit = match credit {
+            None => WINDOW,
+            Some(_) => 2 * WINDOW + Limits::DEFAULT.max_body_len as usize,
+        };
+        let frames = limit / (1 + cost) + 1;
+        for i in 0..frames {
+            assert!(net.fwd.wants_read(DIALER), "paused after {i} frames");
+            net.data(&mut dialer, 0, b"x", false);
+        }
+        assert!(
+            !net.fwd.wants_read(DIALER),
+            "{credit:?}: paused after {frames} frames ({frames} payload bytes)"
+        );
+    }
 }
 
 #[test]

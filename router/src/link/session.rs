@@ -30,19 +30,24 @@ use bytes::{Bytes, BytesMut};
 use weft_wire::edge::{FLAG_FIN, HelloResult};
 use weft_wire::link::{
     CLOSE_FLAG_LINK_UP, CLOSE_FLAG_REROUTE, FLAG_START, LinkAck, LinkClose, LinkCredit, LinkData,
-    LinkHeartbeat, LinkHeartbeatAck, LinkHello,
+    LinkHeartbeat, LinkHeartbeatAck, LinkHello, hello_result_frame_cost,
 };
-use weft_wire::{ContentType, Decoded, Decoder, Frame, Limits};
+use weft_wire::{ContentType, Decoded, Decoder, Frame, HeaderId, Limits};
 
 use super::health::{HealthConfig, LinkHealth};
-use crate::credit::{GrantBatch, Inflow, SendCredit};
+use crate::credit::{Drained, FRAME_COST, GrantBatch, Inflow, SendCredit, charge, detach};
 use crate::edge::Head;
 
 /// Settings of a link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LinkConfig {
-    /// Payload bytes one circuit may have in flight per direction (4 MiB).
+    /// Credit one circuit may have in flight per direction (4 MiB): payload bytes and,
+    /// when both routers charge frames, `frame_cost` per frame.
     pub window: u32,
+    /// What this router charges per frame ([`FRAME_COST`]; 0 counts payload only, as
+    /// routers before frame charges did). A link charges the smaller of its two
+    /// routers' costs, which each states in the hello.
+    pub frame_cost: u32,
     /// Credit is returned once this many bytes were consumed (a quarter window).
     pub credit_batch: u32,
     /// Circuits open on the link at most.
@@ -62,6 +67,7 @@ impl Default for LinkConfig {
     fn default() -> Self {
         Self {
             window: 4 * 1024 * 1024,
+            frame_cost: FRAME_COST as u32,
             credit_batch: 1024 * 1024,
             max_circuits: 65_536,
             max_unknown_replies: 1024,
@@ -135,6 +141,8 @@ pub enum LinkEvent {
         circuit: u64,
         /// Bytes the peer's consumer drained.
         bytes: u32,
+        /// Frames that carried them.
+        frames: u32,
     },
     /// The peer closed `circuit`.
     Closed {
@@ -240,6 +248,8 @@ pub struct LinkSession {
     role: Role,
     /// Which of the dialer's connections of the link this is.
     connection: u32,
+    /// What a frame is charged on this link, agreed in the hello.
+    frame_cost: u64,
     state: State,
     started: Instant,
     hello_seq: i32,
@@ -286,6 +296,7 @@ impl LinkSession {
             config,
             role,
             connection,
+            frame_cost: 0,
             state: State::Hello,
             started: now,
             hello_seq: 0,
@@ -308,6 +319,7 @@ impl LinkSession {
                 LinkHello {
                     router_id: &own_id,
                     connection,
+                    frame_cost: config.frame_cost,
                 }
                 .encode(seq, out)
             })?;
@@ -408,11 +420,16 @@ impl LinkSession {
                     });
                     return Ok(());
                 }
-                let len = data.payload.len() as u64;
-                if !credit.inflow.receive(len, u64::from(self.config.window)) {
+                let window = u64::from(self.config.window);
+                if !credit
+                    .inflow
+                    .receive(data.payload.len(), self.frame_cost, window)
+                {
                     return Err(LinkError::CreditExceeded(data.circuit_id));
                 }
-                let payload = frame.body().clone();
+                // A short payload gets its own memory (`detach`): behind a slow reader,
+                // a slice would keep the link's whole receive buffer alive.
+                let payload = detach(frame.body());
                 self.events.push_back(LinkEvent::Data {
                     circuit: data.circuit_id,
                     seq: data.seq,
@@ -423,10 +440,15 @@ impl LinkSession {
             ContentType::LINK_CREDIT => {
                 let c = LinkCredit::parse(frame)?;
                 if let Some(credit) = self.circuits.get_mut(&c.circuit_id) {
-                    credit.send.grant(u64::from(c.credit));
+                    let drained = Drained {
+                        bytes: u64::from(c.credit),
+                        frames: u64::from(c.frames),
+                    };
+                    credit.send.grant(drained.charged(self.frame_cost));
                     self.events.push_back(LinkEvent::Credit {
                         circuit: c.circuit_id,
                         bytes: c.credit,
+                        frames: c.frames,
                     });
                 }
             }
@@ -484,6 +506,7 @@ impl LinkSession {
                     return Err(err);
                 }
                 let reply_for = frame.sequence();
+                let own_cost = self.config.frame_cost;
                 self.push_reply(|seq, out| {
                     HelloResult {
                         success: true,
@@ -492,8 +515,13 @@ impl LinkSession {
                         connection_id: None,
                         message: b"",
                     }
-                    .encode(seq, out)
+                    .encode_with_u32(
+                        seq,
+                        (own_cost != 0).then_some((HeaderId::LINK_FRAME_COST, own_cost)),
+                        out,
+                    )
                 })?;
+                self.frame_cost = u64::from(own_cost.min(hello.frame_cost));
                 self.up(expected_peer);
                 Ok(())
             }
@@ -507,6 +535,8 @@ impl LinkSession {
                         String::from_utf8_lossy(result.message).into_owned(),
                     ));
                 }
+                let peer_cost = hello_result_frame_cost(frame)?;
+                self.frame_cost = u64::from(self.config.frame_cost.min(peer_cost));
                 self.up(peer);
                 Ok(())
             }
@@ -714,11 +744,23 @@ impl LinkSession {
         Ok(())
     }
 
-    /// Payload bytes this side may still send on `circuit` now.
+    /// Credit this side may still spend on `circuit` now (payload bytes and
+    /// [`Self::frame_cost`] per frame).
     pub fn send_credit(&self, circuit: u64) -> u64 {
         self.circuits
             .get(&circuit)
             .map_or(0, |c| c.send.available())
+    }
+
+    /// Whether a frame of `len` payload bytes may go on `circuit` now.
+    pub fn fits(&self, circuit: u64, len: usize) -> bool {
+        self.send_credit(circuit) >= charge(len, self.frame_cost)
+    }
+
+    /// What a frame is charged on this link beyond its payload: the smaller of the two
+    /// routers' costs (0 before the hello, and with a router that does not charge).
+    pub fn frame_cost(&self) -> u64 {
+        self.frame_cost
     }
 
     /// Queues `payload` on `circuit` (sequence `seq`, half-closing when `fin`); `false`
@@ -734,16 +776,19 @@ impl LinkSession {
         if self.state != State::Up {
             return Err(LinkError::NotUp);
         }
-        if payload.len() as u64 > u64::from(self.config.window) {
+        let charged = charge(payload.len(), self.frame_cost);
+        if charged > u64::from(self.config.window) {
             return Err(LinkError::TooLarge(payload.len()));
         }
         let Some(credit) = self.circuits.get_mut(&circuit) else {
             return Ok(false);
         };
-        if !credit.send.fits(payload.len()) {
+        if credit.send.available() < charged {
             return Ok(false);
         }
-        credit.send.spend(payload.len());
+        credit
+            .send
+            .spend(usize::try_from(charged).unwrap_or(usize::MAX));
         self.sequence += 1;
         self.scratch.clear();
         LinkData {
@@ -783,19 +828,21 @@ impl LinkSession {
         Ok(())
     }
 
-    /// The consumer drained `bytes` of what arrived on `circuit`: credit goes back to
+    /// The consumer drained `drained` of what arrived on `circuit`: credit goes back to
     /// the peer once a batch has gathered.
-    pub fn consumed(&mut self, circuit: u64, bytes: u64) -> Result<(), LinkError> {
+    pub fn consumed(&mut self, circuit: u64, drained: Drained) -> Result<(), LinkError> {
         let batch = u64::from(self.config.credit_batch);
+        let cost = self.frame_cost;
         let Some(credit) = self.circuits.get_mut(&circuit) else {
             return Ok(());
         };
-        let bytes = credit.inflow.consume(bytes);
-        if let Some(grant) = credit.grants.add(bytes, batch) {
+        let held = credit.inflow.consume(drained);
+        if let Some(grant) = credit.grants.add(held, cost, batch) {
             self.push(|seq, out| {
                 LinkCredit {
                     circuit_id: circuit,
-                    credit: grant,
+                    credit: grant.bytes,
+                    frames: grant.frames,
                 }
                 .encode(seq, out)
             })?;

@@ -11,6 +11,7 @@ const MS: Duration = Duration::from_millis(1);
 fn small() -> LinkConfig {
     LinkConfig {
         window: 1000,
+        frame_cost: 0,
         credit_batch: 250,
         max_circuits: 4,
         max_unknown_replies: 2,
@@ -124,13 +125,14 @@ fn hello_then_data_and_credit_per_circuit() {
     );
 
     // Circuit 1's consumer drains 300: one credit batch (250 or more) goes back.
-    b.consumed(1, 300).unwrap();
+    b.consumed(1, Drained::frame(300)).unwrap();
     carry(t0, &mut b, &mut a).unwrap();
     assert_eq!(
         events(&mut a),
         [LinkEvent::Credit {
             circuit: 1,
-            bytes: 300
+            bytes: 300,
+            frames: 1,
         }]
     );
     assert_eq!(a.send_credit(1), 300);
@@ -310,6 +312,136 @@ fn a_peer_beyond_the_window_ends_the_link() {
     assert_eq!(b.handle_bytes(t0, &wire), Err(LinkError::CreditExceeded(1)));
 }
 
+/// A link between a dialer charging `dialer` per frame and a listener charging
+/// `listener`, up.
+fn up_with_costs(dialer: u32, listener: u32, t0: Instant) -> (LinkSession, LinkSession) {
+    let mut a = LinkSession::new(
+        LinkConfig {
+            frame_cost: dialer,
+            ..small()
+        },
+        Role::Dialer {
+            own_id: "r-a".into(),
+            peer: "r-b".into(),
+            connection: 0,
+        },
+        t0,
+    )
+    .unwrap();
+    let mut b = self::listener(
+        LinkConfig {
+            frame_cost: listener,
+            ..small()
+        },
+        t0,
+    );
+    carry(t0, &mut a, &mut b).unwrap();
+    carry(t0, &mut b, &mut a).unwrap();
+    assert!(a.peer().is_some() && b.peer().is_some());
+    events(&mut a);
+    events(&mut b);
+    (a, b)
+}
+
+#[test]
+fn a_link_charges_the_smaller_frame_cost_and_nothing_with_an_older_router() {
+    let t0 = Instant::now();
+    for (dialer, listener, agreed) in [(100, 100, 100), (100, 40, 40), (0, 100, 0), (100, 0, 0)] {
+        let (a, b) = up_with_costs(dialer, listener, t0);
+        assert_eq!(
+            (a.frame_cost(), b.frame_cost()),
+            (agreed, agreed),
+            "dialer {dialer}, listener {listener}"
+        );
+    }
+}
+
+#[test]
+fn tiny_frames_fill_a_window_that_charges_frames() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = up_with_costs(100, 100, t0);
+    a.open_circuit(1).unwrap();
+    b.open_circuit(1).unwrap();
+    // A window of 1,000 at 100 per frame: nine 1-byte frames, not a thousand.
+    for seq in 1..=9 {
+        assert!(
+            a.send_data(1, seq, false, Bytes::from_static(b"x"))
+                .unwrap()
+        );
+    }
+    assert!(!a.fits(1, 1));
+    assert!(!a.send_data(1, 10, false, Bytes::from_static(b"x")).unwrap());
+    carry(t0, &mut a, &mut b).unwrap();
+    assert_eq!(events(&mut b).len(), 9);
+    // Draining three frames (303 charged) passes the batch of 250: the credit says
+    // how many frames, and the sender gets their charge back.
+    b.consumed(
+        1,
+        Drained {
+            bytes: 3,
+            frames: 3,
+        },
+    )
+    .unwrap();
+    carry(t0, &mut b, &mut a).unwrap();
+    assert_eq!(
+        events(&mut a),
+        [LinkEvent::Credit {
+            circuit: 1,
+            bytes: 3,
+            frames: 3
+        }]
+    );
+    assert_eq!(a.send_credit(1), 1000 - 9 * 101 + 303);
+}
+
+#[test]
+fn a_peer_beyond_a_window_of_frame_charges_ends_the_link() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = up_with_costs(100, 100, t0);
+    a.open_circuit(1).unwrap();
+    b.open_circuit(1).unwrap();
+    // A hostile sender ignores its credit: ten 1-byte frames by hand (1,010 charged).
+    let mut wire = BytesMut::new();
+    for seq in 1..=10 {
+        LinkData {
+            circuit_id: 1,
+            seq,
+            flags: 0,
+            payload: b"x",
+        }
+        .encode(seq as i32 + 10, &mut wire)
+        .unwrap();
+    }
+    assert_eq!(b.handle_bytes(t0, &wire), Err(LinkError::CreditExceeded(1)));
+}
+
+#[test]
+fn a_small_payload_arrives_in_its_own_memory() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = up(small(), t0);
+    a.open_circuit(1).unwrap();
+    b.open_circuit(1).unwrap();
+    assert!(
+        a.send_data(1, 1, false, Bytes::from_static(b"tiny"))
+            .unwrap()
+    );
+    let mut wire = Vec::new();
+    while let Some(t) = a.poll_transmit() {
+        wire.extend_from_slice(&t.head);
+        wire.extend_from_slice(&t.payload);
+    }
+    b.handle_bytes(t0, &wire).unwrap();
+    let [LinkEvent::Data { payload, .. }] = &events(&mut b)[..] else {
+        panic!("one frame");
+    };
+    assert_eq!(payload, "tiny");
+    // Its bytes are not inside the receive buffer the frame was decoded from: the
+    // session copied them, so the buffer is free for the next read.
+    assert_eq!(payload.len(), 4);
+    assert!(payload.as_ptr() != wire[wire.len() - 4..].as_ptr());
+}
+
 #[test]
 fn the_listener_accepts_only_the_router_the_certificate_names() {
     let t0 = Instant::now();
@@ -454,9 +586,11 @@ proptest! {
     #[test]
     fn every_byte_arrives_once_in_order_within_the_window(
         ops in proptest::collection::vec((0u8..4, 0u64..3, 1usize..400), 1..300),
+        frame_cost in prop_oneof![Just(0u32), Just(50u32)],
     ) {
         let t0 = Instant::now();
-        let config = small();
+        let config = LinkConfig { frame_cost, ..small() };
+        let cost = u64::from(frame_cost);
         let (mut a, mut b) = up(config, t0);
         for c in 0..3 {
             a.open_circuit(c).unwrap();
@@ -464,7 +598,8 @@ proptest! {
         }
         let mut sent: Vec<Vec<u8>> = vec![Vec::new(); 3];
         let mut got: Vec<Vec<u8>> = vec![Vec::new(); 3];
-        let mut unconsumed = [0u64; 3];
+        // The lengths of the frames b received and its consumer did not drain yet.
+        let mut unconsumed: Vec<VecDeque<usize>> = vec![VecDeque::new(); 3];
         let mut seq = [0u64; 3];
         let mut next_byte = 0u8;
         for (op, circuit, len) in ops {
@@ -477,9 +612,9 @@ proptest! {
                     if a.send_data(circuit, seq[c] + 1, false, Bytes::from(payload.clone())).unwrap() {
                         seq[c] += 1;
                         sent[c].extend_from_slice(&payload);
-                        prop_assert_eq!(a.send_credit(circuit), before - len as u64);
+                        prop_assert_eq!(a.send_credit(circuit), before - charge(len, cost));
                     } else {
-                        prop_assert!(before < len as u64);
+                        prop_assert!(before < charge(len, cost));
                     }
                 }
                 // a's frames reach b
@@ -488,15 +623,23 @@ proptest! {
                     for e in events(&mut b) {
                         if let LinkEvent::Data { circuit, payload, .. } = e {
                             got[circuit as usize].extend_from_slice(&payload);
-                            unconsumed[circuit as usize] += payload.len() as u64;
+                            unconsumed[circuit as usize].push_back(payload.len());
                         }
                     }
                 }
                 // b's consumer drains some of a circuit
                 2 => {
-                    let n = unconsumed[c].min(len as u64);
-                    unconsumed[c] -= n;
-                    b.consumed(circuit, n).unwrap();
+                    // Whole frames (the forwarder reports each written frame), at
+                    // least one, up to `len` bytes.
+                    let mut drained = Drained::default();
+                    while let Some(&first) = unconsumed[c].front() {
+                        if !drained.is_empty() && drained.bytes + first as u64 > len as u64 {
+                            break;
+                        }
+                        unconsumed[c].pop_front();
+                        drained.add(Drained::frame(first));
+                    }
+                    b.consumed(circuit, drained).unwrap();
                 }
                 // b's credits reach a
                 _ => {
