@@ -405,7 +405,10 @@ impl Forwarder {
         if fin && c.is_mesh_end() {
             c.fin_sent = true;
         }
-        c.held.push_back((seq, payload, fin));
+        match c.back_toward(leg) {
+            true => c.held_back.push_back((seq, payload, fin)),
+            false => c.held.push_back((seq, payload, fin)),
+        }
         self.flush_held(circuit, leg);
         true
     }
@@ -426,7 +429,15 @@ impl Forwarder {
         let end = c.is_mesh_end();
         let limit = self.config.window;
         let mut sent = false;
-        while let Some((_, payload, _)) = c.held.front() {
+        let back = c.back_toward(leg);
+        loop {
+            let held = match back {
+                true => &mut c.held_back,
+                false => &mut c.held,
+            };
+            let Some((_, payload, _)) = held.front() else {
+                break;
+            };
             // Unacknowledged frames are held here too: they count with their cost.
             let charged = charge(payload.len(), FRAME_COST) as usize;
             if end && c.unacked_bytes > 0 && c.unacked_bytes + charged > limit {
@@ -437,7 +448,7 @@ impl Forwarder {
                 link.credit_stalls += 1;
                 break;
             }
-            let Some((seq, payload, fin)) = c.held.pop_front() else {
+            let Some((seq, payload, fin)) = held.pop_front() else {
                 break;
             };
             let len = payload.len();
@@ -467,8 +478,9 @@ impl Forwarder {
     /// has not acknowledged or a new path to wait for: then that leg closes only after.
     pub(super) fn drains(&self, c: &Circuit, ended: Ended) -> bool {
         let end = c.is_mesh_end();
-        let pending =
-            !c.held.is_empty() || (end && (!c.unacked.is_empty() || c.rerouting.is_some()));
+        let pending = !c.held.is_empty()
+            || !c.held_back.is_empty()
+            || (end && (!c.unacked.is_empty() || c.rerouting.is_some()));
         let goes_on = (end && c.rerouting.is_some())
             || c.link_legs()
                 .into_iter()
@@ -503,6 +515,7 @@ impl Forwarder {
         let drained = self.circuits.get(&circuit).is_some_and(|c| {
             c.closing.is_some()
                 && c.held.is_empty()
+                && c.held_back.is_empty()
                 && c.unacked.is_empty()
                 && c.rerouting.is_none()
         });

@@ -221,8 +221,12 @@ struct Circuit {
     /// host sends meanwhile waits in `held`.
     relaying: bool,
     /// Payload for the link leg that waits, with its sequence: for the start, for the
-    /// link's credit, for acks (the retransmit bound), or for a new path.
+    /// link's credit, for acks (the retransmit bound), or for a new path. On a transit
+    /// (both sides links), the payload toward the host's side only.
     held: VecDeque<(u64, Bytes, bool)>,
+    /// On a transit: the payload toward the dialer's side that waits for that link's
+    /// credit (each direction waits for its own link).
+    held_back: VecDeque<(u64, Bytes, bool)>,
     /// On an egress router, the Route to answer once the host accepted.
     route_request: Option<i32>,
     /// On an end router of a circuit across routers: payload sent on the link and not
@@ -285,6 +289,7 @@ impl Circuit {
             link_seq: 1,
             relaying: true,
             held: VecDeque::new(),
+            held_back: VecDeque::new(),
             route_request: None,
             unacked: VecDeque::new(),
             unacked_bytes: 0,
@@ -299,6 +304,12 @@ impl Circuit {
             sticky_token: None,
             closing: None,
         }
+    }
+
+    /// Whether payload for `leg` waits in `held_back`: `leg` is the dialer's side of a
+    /// transit (both sides links); everything else waits in `held`.
+    fn back_toward(&self, leg: LinkLeg) -> bool {
+        self.dialer == End::Link(leg) && matches!(self.host, Some(End::Link(_)))
     }
 
     /// Whether this record is an end of a circuit across routers: one side on a link,
