@@ -466,11 +466,13 @@ impl Line {
         };
         let routers = &mut self.routers;
         let links = &mut self.links;
+        // Connection keys go on after the links already there.
+        let base = links.len();
         let each = pairs
             .iter()
             .flat_map(|pair| (0..connections).map(move |c| (*pair, c)));
         for (n, ((dialer, listener), connection)) in each.enumerate() {
-            let n = (n + links.len()) as u64;
+            let n = (base + n) as u64;
             let (dk, lk) = (ConnKey(1000 + 2 * n), ConnKey(1001 + 2 * n));
             routers[dialer]
                 .add_link(

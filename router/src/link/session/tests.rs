@@ -291,6 +291,23 @@ fn a_reroute_close_says_whether_the_link_stays_up() {
     assert_eq!(got, [(true, true), (true, false)]);
 }
 
+/// `count` LinkData frames of `payload` on `circuit`, made by hand (a sender that
+/// ignores its credit).
+fn by_hand(circuit: u64, count: u64, payload: &[u8]) -> BytesMut {
+    let mut wire = BytesMut::new();
+    for seq in 1..=count {
+        LinkData {
+            circuit_id: circuit,
+            seq,
+            flags: 0,
+            payload,
+        }
+        .encode(seq as i32 + 10, &mut wire)
+        .unwrap();
+    }
+    wire
+}
+
 #[test]
 fn a_peer_beyond_the_window_ends_the_link() {
     let t0 = Instant::now();
@@ -298,17 +315,7 @@ fn a_peer_beyond_the_window_ends_the_link() {
     a.open_circuit(1).unwrap();
     b.open_circuit(1).unwrap();
     // A hostile sender ignores its credit: frames made by hand.
-    let mut wire = BytesMut::new();
-    for seq in 1..=3 {
-        LinkData {
-            circuit_id: 1,
-            seq,
-            flags: 0,
-            payload: &[0u8; 400],
-        }
-        .encode(seq as i32 + 10, &mut wire)
-        .unwrap();
-    }
+    let wire = by_hand(1, 3, &[0u8; 400]);
     assert_eq!(b.handle_bytes(t0, &wire), Err(LinkError::CreditExceeded(1)));
 }
 
@@ -402,17 +409,7 @@ fn a_peer_beyond_a_window_of_frame_charges_ends_the_link() {
     a.open_circuit(1).unwrap();
     b.open_circuit(1).unwrap();
     // A hostile sender ignores its credit: ten 1-byte frames by hand (1,010 charged).
-    let mut wire = BytesMut::new();
-    for seq in 1..=10 {
-        LinkData {
-            circuit_id: 1,
-            seq,
-            flags: 0,
-            payload: b"x",
-        }
-        .encode(seq as i32 + 10, &mut wire)
-        .unwrap();
-    }
+    let wire = by_hand(1, 10, b"x");
     assert_eq!(b.handle_bytes(t0, &wire), Err(LinkError::CreditExceeded(1)));
 }
 
