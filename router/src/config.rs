@@ -32,6 +32,8 @@
 //!
 //! [forwarder]
 //! window_bytes = 4194304                 # per-circuit-direction window (ADR 0003)
+//! identity_budget_bytes = 1073741824     # what one identity's connections may make a
+//!                                        # shard hold over all their circuits
 //!
 //! [runtime]
 //! shards = 4                             # default: one per core
@@ -268,12 +270,17 @@ pub struct ControlSection {
 pub struct ForwarderSection {
     /// Bytes one circuit direction may queue toward a slow reader.
     pub window_bytes: usize,
+    /// Bytes the edge connections of one identity may make a shard hold over all their
+    /// circuits.
+    pub identity_budget_bytes: usize,
 }
 
 impl Default for ForwarderSection {
     fn default() -> Self {
+        let defaults = ForwardConfig::default();
         Self {
-            window_bytes: ForwardConfig::default().window,
+            window_bytes: defaults.window,
+            identity_budget_bytes: defaults.identity_budget,
         }
     }
 }
@@ -441,6 +448,12 @@ impl RouterConfig {
         if self.forwarder.window_bytes < 64 * 1024 {
             return invalid("[forwarder] window_bytes", "must be at least 65536");
         }
+        if self.forwarder.identity_budget_bytes < 2 * self.forwarder.window_bytes {
+            return invalid(
+                "[forwarder] identity_budget_bytes",
+                "must be at least two windows (2 × window_bytes)",
+            );
+        }
         let at_least_one = [
             (
                 "[edge] max_conns_per_connection",
@@ -557,6 +570,7 @@ impl RouterConfig {
                 max_conns_per_api_session: self.edge.max_conns_per_api_session,
                 edge,
                 window: self.forwarder.window_bytes,
+                identity_budget: self.forwarder.identity_budget_bytes,
                 // Set when the node starts links.
                 mesh_shard: None,
             },

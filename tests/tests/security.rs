@@ -3,7 +3,8 @@
 //! answers it from a code source); disabling an identity ends its live streams with an
 //! error; a password login reaches routers with an API session certificate, which
 //! stands for its own API session only; a client sending 1-byte frames toward a
-//! reader that never reads costs the router little memory.
+//! reader that never reads costs the router little memory; an identity that fills its
+//! budget on a router waits on all its connections, and other identities do not.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -14,8 +15,10 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use weft_controller::auth::totp;
 use weft_sdk::{Context, ErrorKind, Identity, Options};
-use weft_testkit::traffic::{dial_soon, drip, serve_echo, serve_never_reading};
-use weft_testkit::{EdgeClient, Network, hello_accepted, make_csr, pattern, tls_with};
+use weft_testkit::traffic::{dial_soon, drip, scrape, serve_echo, serve_never_reading};
+use weft_testkit::{
+    Ctl, EdgeClient, Network, Router, free_port, hello_accepted, make_csr, pattern, tls_with,
+};
 use weft_wire::ContentType;
 use weft_wire::edge::HelloResult;
 
@@ -344,4 +347,82 @@ async fn tiny_frames_toward_a_reader_that_never_reads_cost_the_router_little_mem
     );
     assert!(grown < DRIP_GROWTH_KIB, "the router grew by {grown} KiB");
     server.abort();
+}
+
+/// The sum over shards of the router series `name` in `text`.
+fn shard_sum(text: &str, name: &str) -> u64 {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(name)?.strip_prefix("{shard="))
+        .filter_map(|rest| rest.split_once("} ")?.1.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_that_fills_its_budget_waits_on_every_connection_and_others_do_not() {
+    const WINDOW: usize = 64 * 1024;
+    const BUDGET: usize = 256 * 1024;
+    weft_testkit::init_logs();
+    let controller = Ctl::start();
+    let admin = controller.admin().await;
+    admin.open_routers().await;
+    let metrics = free_port();
+    let extra = format!(
+        "metrics.listen = \"127.0.0.1:{metrics}\"\nforwarder.window_bytes = {WINDOW}\n\
+         forwarder.identity_budget_bytes = {BUDGET}\nruntime.shards = 1\n"
+    );
+    let control = controller.control_addr();
+    let router = Router::start_configured(&admin, "edge-1", &control, &extra, &[]).await;
+    let net = Network {
+        controller,
+        admin,
+        router,
+    };
+    net.service("hog", &["hog"], false).await;
+    net.service("echo", &["echo"], false).await;
+    let hog_host = net.context("hog-h", &["hog-host"]).await;
+    let server = serve_never_reading(&hog_host, "hog").await;
+    let echo_host = net.context("echo-h", &["echo-host"]).await;
+    serve_echo(&echo_host, "echo").await;
+    let hog = net.enrolled("hog-c", &["hog-client", "echo-client"]).await;
+
+    // The hog's first connection sends 1-byte frames toward a reader that never reads
+    // until the router stops taking them: its identity is past its budget.
+    let first = Context::new(hog.clone()).await.unwrap();
+    let mut stalled = dial_soon(&first, "hog").await;
+    let sent = drip(&mut stalled, 1_500_000, Duration::from_secs(2)).await;
+    let text = scrape(metrics).await;
+    let pauses = shard_sum(&text, "weft_router_identity_budget_pauses_total");
+    let held = shard_sum(&text, "weft_router_held_bytes");
+    eprintln!("{sent} frames sent; {pauses} budget pauses; the router holds {held} B");
+    assert!(pauses >= 1, "the identity was never held to its budget");
+    // The budget is checked between reads: what one read decodes past it (some
+    // thousand 1-byte frames of at most 80 KiB read, each charged its cost) comes on
+    // top. (Before the TLS buffer stopped growing with each full read, reads on
+    // io_uring reached 2 MB and the router held 6-12 MB here.)
+    assert!(
+        held <= (BUDGET + 1024 * 1024) as u64,
+        "the router holds {held} B for a budget of {BUDGET}"
+    );
+
+    // Another connection of the same identity waits too: its dial is not even read.
+    let second = Context::new(hog).await.unwrap();
+    let waited = tokio::time::timeout(Duration::from_secs(2), second.dial("echo")).await;
+    assert!(
+        waited.is_err(),
+        "a connection of a paused identity was read"
+    );
+    // Another identity's stream through the same router goes on.
+    let other = net.context("other-c", &["echo-client"]).await;
+    let mut stream = dial_soon(&other, "echo").await;
+    weft_testkit::traffic::echo(&mut stream, 64 * 1024, 9).await;
+
+    // The reader goes (the host's streams are dropped, so its SDK reads its connection
+    // again): the identity drains and its other connection is read again.
+    server.abort();
+    let mut resumed = tokio::time::timeout(Duration::from_secs(20), second.dial("echo"))
+        .await
+        .expect("the identity's other connection was never read again")
+        .unwrap();
+    weft_testkit::traffic::echo(&mut resumed, 1024, 10).await;
+    drop((stalled, first));
 }

@@ -191,7 +191,7 @@ impl Forwarder {
                             ended_elsewhere: false,
                         }));
                 }
-                self.circuits.remove(&circuit);
+                self.take_circuit(&circuit);
                 match dialer {
                     End::Local(d) => self.dial_failed(now, d, &reason, None),
                     End::Remote(shard) => self
@@ -309,7 +309,7 @@ impl Forwarder {
             return;
         }
         if !self.conns.contains_key(&host_conn) {
-            self.circuits.remove(&circuit);
+            self.take_circuit(&circuit);
             self.forget_link_leg(prev_leg);
             self.close_on_link(prev_leg, b"listener gone");
             return fail(self, "the listener is gone".into());
@@ -331,7 +331,7 @@ impl Forwarder {
                 .map(|(k, _)| *k)
         });
         if let Some(circuit) = found {
-            if let Some(c) = self.circuits.remove(&circuit) {
+            if let Some(c) = self.take_circuit(&circuit) {
                 // An end waiting for a new path that has every byte of the other end
                 // (its FIN came) and whose own were all acknowledged lost nothing: the
                 // other end closed, its close was what the broken path lost.
@@ -522,7 +522,7 @@ impl Forwarder {
         if !drained {
             return;
         }
-        if let Some(c) = self.circuits.remove(&circuit) {
+        if let Some(c) = self.take_circuit(&circuit) {
             let reason = c.closing.as_ref().map(|cl| cl.reason.clone());
             self.end_link_legs(circuit, &c, Ended::Here, reason.as_deref().unwrap_or(""));
         }
@@ -706,7 +706,7 @@ impl Forwarder {
             }
             self.stats.bytes_relayed += len as u64;
             self.stats.frames_relayed += 1;
-        } else if let Some(c) = self.circuits.remove(&circuit) {
+        } else if let Some(c) = self.take_circuit(&circuit) {
             self.end_circuit(now, circuit, &c, Ended::Here, "peer is gone");
         }
     }
@@ -832,10 +832,11 @@ impl Forwarder {
                 None => return,
             },
         };
-        *queued = queued.saturating_sub(super::charged(drained, cost));
+        let charge = super::charged(drained, cost);
+        *queued = queued.saturating_sub(charge);
         let resume = *queued <= self.config.window / 2;
         self.flush_held(circuit, leg);
-        self.delivered(circuit, source, drained, resume);
+        self.delivered(circuit, source, drained, charge, resume);
     }
 
     /// The peer router closed `leg` with `reason`; with `reroute`, only the path broke
@@ -858,7 +859,7 @@ impl Forwarder {
                 return;
             }
         }
-        if let Some(c) = self.circuits.remove(&circuit) {
+        if let Some(c) = self.take_circuit(&circuit) {
             self.end_circuit(now, circuit, &c, Ended::Link(leg), &reason);
         }
     }
@@ -898,7 +899,7 @@ impl Forwarder {
         };
         match other {
             End::Link(next) => {
-                self.circuits.remove(&circuit);
+                self.take_circuit(&circuit);
                 self.forget_link_leg(next);
                 if let Some(l) = self.links.get_mut(&next.link) {
                     if l.session
@@ -984,16 +985,20 @@ impl Forwarder {
             .iter()
             .map(|(_, p, _)| charge(p.len(), cost) as usize)
             .sum();
-        let source = match ingress {
-            true => {
-                c.toward_host = waiting;
-                c.dialer
-            }
-            false => {
-                c.toward_dialer = waiting;
-                c.host.unwrap_or(c.dialer)
-            }
+        let (source, before) = match ingress {
+            true => (c.dialer, std::mem::replace(&mut c.toward_host, waiting)),
+            false => (
+                c.host.unwrap_or(c.dialer),
+                std::mem::replace(&mut c.toward_dialer, waiting),
+            ),
         };
+        // What the old path lost and is sent again counts once, as it waits here now.
+        if let End::Local(l) = source {
+            match waiting >= before {
+                true => self.hold(l.conn, waiting - before),
+                false => self.release_held(l.conn, before - waiting),
+            }
+        }
         self.stats.circuits_rerouted += 1;
         tracing::info!(circuit = id, via = %peer, "circuit rerouted");
         if ingress {
@@ -1027,7 +1032,7 @@ impl Forwarder {
                 )
             });
             if rerouting || closing {
-                if let Some(c) = self.circuits.remove(&circuit) {
+                if let Some(c) = self.take_circuit(&circuit) {
                     let reason = match rerouting {
                         true => {
                             self.stats.reroutes_failed += 1;
@@ -1091,7 +1096,7 @@ impl Forwarder {
             if self.path_broke(now, circuit, leg, &reason, link_up) {
                 continue;
             }
-            if let Some(c) = self.circuits.remove(&circuit) {
+            if let Some(c) = self.take_circuit(&circuit) {
                 self.end_circuit(now, circuit, &c, Ended::Link(leg), &reason);
             }
         }

@@ -1284,6 +1284,12 @@ mod properties {
         prop_assert!(up_recv == up_sent, "upload differs");
         prop_assert_eq!(down_recv.len(), down_sent.len());
         prop_assert!(down_recv == down_sent, "download differs");
+        // Closed, the circuit leaves nothing on any identity's account.
+        line.close(&mut dialer, 0);
+        line.recv(&mut host);
+        for (r, fwd) in line.routers.iter().enumerate() {
+            prop_assert_eq!(fwd.stats().held_bytes, 0, "router {}", r);
+        }
         Ok(())
     }
 

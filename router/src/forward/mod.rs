@@ -19,6 +19,7 @@
 //! 4. `wants_read(conn)` before reading a connection; `poll_timeout()` for the timer.
 #![deny(clippy::disallowed_methods)] // sans-IO: no clock reads (clippy.toml)
 
+mod budget;
 mod cross;
 mod links;
 mod mesh;
@@ -36,6 +37,7 @@ use crate::edge::{
     CircuitId, CloseReason, ConnEnd, EdgeConfig, EdgeConnection, EdgeEvent, Stickiness, Transmit,
 };
 use crate::sessions::{Removed, RevisionGap, SessionTable};
+use budget::{Budgets, Change, Slot};
 pub use cross::{CrossDial, CrossMsg, MeshDial, SHARD_SHIFT, credit_batch};
 pub use links::{LATENCY_REPORT_INTERVAL, LinkInfo};
 pub use terminators::Terminator;
@@ -64,6 +66,11 @@ pub struct ForwardConfig {
     /// Edge connections one API session may hold on this shard; a further hello is
     /// answered and its connection closed. SDKs open one per router.
     pub max_conns_per_api_session: usize,
+    /// What the edge connections of one identity may make this shard hold, in charges
+    /// (payload and each frame's cost) over all their circuits (default 1 GiB): past it
+    /// none of them is read until half of it drained. A window bounds one circuit; this
+    /// bounds an identity that opens many.
+    pub identity_budget: usize,
     /// The shard that holds the links to other routers, when the router has any: a dial
     /// with no terminator on this router is routed there by the controller.
     pub mesh_shard: Option<usize>,
@@ -76,6 +83,7 @@ impl Default for ForwardConfig {
             edge: EdgeConfig::default(),
             window: 4 * 1024 * 1024,
             max_conns_per_api_session: 16,
+            identity_budget: 1 << 30,
             mesh_shard: None,
         }
     }
@@ -367,6 +375,10 @@ struct ConnState {
     reply_paused: bool,
     /// The API session it authenticated with, once it did.
     api_session: Option<String>,
+    /// Its identity's budget, once it authenticated.
+    budget: Option<Slot>,
+    /// Charges of what it sent that the shard still holds or has in flight.
+    held: usize,
     /// The deadline last pushed to the timer heap, to avoid duplicates.
     armed: Option<Instant>,
 }
@@ -387,6 +399,11 @@ pub struct ForwardStats {
     /// Times a connection stopped being read because the router's answers to it filled
     /// its reply budget (a peer that sends requests and does not read).
     pub reply_budget_pauses: u64,
+    /// Times an identity's connections stopped being read because together they made
+    /// the shard hold more than `identity_budget`.
+    pub identity_budget_pauses: u64,
+    /// What the identities' connections make the shard hold now, in charges (a gauge).
+    pub held_bytes: u64,
     /// Hellos refused because their API session held `max_conns_per_api_session`
     /// connections on this shard already.
     pub refused_per_api_session: u64,
@@ -479,6 +496,8 @@ pub struct Forwarder {
     timers: BinaryHeap<Reverse<(Instant, ConnKey)>>,
     /// Edge connections per API session on this shard.
     per_api_session: HashMap<String, usize>,
+    /// What each identity's connections make this shard hold.
+    budgets: Budgets,
     stats: ForwardStats,
     /// Connect → StateConnected times of this shard's dials, in microseconds.
     dial_setup: hdrhistogram::Histogram<u64>,
@@ -525,6 +544,7 @@ impl Forwarder {
         // An SDK that speaks per-stream credit may have one window in flight per stream.
         config.edge.stream_window = u32::try_from(config.window).unwrap_or(u32::MAX);
         let sessions = SessionTable::new(config.router_id.clone());
+        let budgets = Budgets::new(config.identity_budget);
         Self {
             config,
             shard: usize::from(shard),
@@ -547,6 +567,7 @@ impl Forwarder {
             cross: VecDeque::new(),
             timers: BinaryHeap::new(),
             per_api_session: HashMap::new(),
+            budgets,
             stats: ForwardStats::default(),
             dial_setup: dial_setup_histogram(),
             dial_setup_sum_us: 0,
@@ -573,7 +594,10 @@ impl Forwarder {
 
     /// Counters.
     pub fn stats(&self) -> ForwardStats {
-        self.stats
+        ForwardStats {
+            held_bytes: self.budgets.held_total() as u64,
+            ..self.stats
+        }
     }
 
     /// Number of (connections, circuits, terminators) of this shard. A circuit is
@@ -720,6 +744,8 @@ impl Forwarder {
                 closing: false,
                 reply_paused: false,
                 api_session: None,
+                budget: None,
+                held: 0,
                 armed: None,
             },
         );
@@ -765,7 +791,11 @@ impl Forwarder {
     /// Forgets `key` after the driver flushed and closed it (after `poll_close`), or
     /// after `conn_lost`. Removes its terminators and circuits.
     pub fn remove_conn(&mut self, now: Instant, key: ConnKey) {
-        if let Some(api_session) = self.conns.remove(&key).and_then(|s| s.api_session) {
+        let state = self.conns.remove(&key);
+        if let Some((slot, held)) = state.as_ref().and_then(|s| Some((s.budget?, s.held))) {
+            self.budgets.leave(slot, held);
+        }
+        if let Some(api_session) = state.and_then(|s| s.api_session) {
             if let Some(count) = self.per_api_session.get_mut(&api_session) {
                 *count -= 1;
                 if *count == 0 {
@@ -779,7 +809,7 @@ impl Forwarder {
         // The connection's events normally ended its circuits already; any left are
         // ended here so their other sides hear of it.
         for circuit_id in self.legs.take_conn(key).into_values() {
-            if let Some(c) = self.circuits.remove(&circuit_id) {
+            if let Some(c) = self.take_circuit(&circuit_id) {
                 self.end_circuit(now, circuit_id, &c, Ended::Here, "peer is gone");
             }
         }
@@ -884,9 +914,10 @@ impl Forwarder {
                     true => &mut circuit.toward_dialer,
                     false => &mut circuit.toward_host,
                 };
-                *queued = queued.saturating_sub(charged(drained, FRAME_COST));
+                let charge = charged(drained, FRAME_COST);
+                *queued = queued.saturating_sub(charge);
                 let resume = *queued <= self.config.window / 2;
-                self.delivered(circuit_id, source, drained, resume);
+                self.delivered(circuit_id, source, drained, charge, resume);
             }
         }
     }
@@ -895,9 +926,18 @@ impl Forwarder {
     /// side: a source with per-stream credit gets its bytes granted back and a paused
     /// one resumes when `resume`; another shard is credited; a link returns the credit
     /// to its peer router.
-    fn delivered(&mut self, circuit: CircuitId, source: End, drained: Drained, resume: bool) {
+    /// `charge` is what `drained` counted against the window it left.
+    fn delivered(
+        &mut self,
+        circuit: CircuitId,
+        source: End,
+        drained: Drained,
+        charge: usize,
+        resume: bool,
+    ) {
         match source {
             End::Local(source) => {
+                self.release_held(source.conn, charge);
                 let Some(state) = self.conns.get_mut(&source.conn) else {
                     return;
                 };
@@ -917,6 +957,50 @@ impl Forwarder {
         }
     }
 
+    /// `conn` sent `charge` more that the shard holds: its identity's account grows.
+    fn hold(&mut self, conn: ConnKey, charge: usize) {
+        let Some(state) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        state.held = state.held.saturating_add(charge);
+        if let Some(slot) = state.budget {
+            if self.budgets.hold(slot, charge) == Change::Paused {
+                self.stats.identity_budget_pauses += 1;
+            }
+        }
+    }
+
+    /// `charge` of what `conn` sent left the shard (its connections' reading resumes
+    /// with [`Self::wants_read`] once its identity drained to half its budget).
+    fn release_held(&mut self, conn: ConnKey, charge: usize) {
+        let Some(state) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let charge = charge.min(state.held);
+        state.held -= charge;
+        if let Some(slot) = state.budget {
+            self.budgets.release(slot, charge);
+        }
+    }
+
+    /// A circuit record leaves the shard: what its local sides sent and it still
+    /// counted leaves their accounts with it.
+    fn release_circuit(&mut self, c: &Circuit) {
+        if let End::Local(dialer) = c.dialer {
+            self.release_held(dialer.conn, c.toward_host);
+        }
+        if let Some(End::Local(host)) = c.host {
+            self.release_held(host.conn, c.toward_dialer);
+        }
+    }
+
+    /// Removes circuit `id`'s record (see [`Self::release_circuit`]).
+    fn take_circuit(&mut self, id: &CircuitId) -> Option<Circuit> {
+        let c = self.circuits.remove(id)?;
+        self.release_circuit(&c);
+        Some(c)
+    }
+
     /// What a frame of `len` payload bytes counts against the window toward `to`: the
     /// frame's cost here, or the one its link agreed on (a link to a router that does
     /// not charge frames returns credit for payload only).
@@ -932,11 +1016,16 @@ impl Forwarder {
     }
 
     /// Whether the driver should read from `key`: false while a window it feeds is
-    /// full, while the router's own answers to it fill its reply budget (a peer that
-    /// does not read), while it closes or a frame of it waits for its session.
+    /// full, while its identity's connections hold more than their budget, while the
+    /// router's own answers to it fill its reply budget (a peer that does not read),
+    /// while it closes or a frame of it waits for its session.
     pub fn wants_read(&self, key: ConnKey) -> bool {
         self.conns.get(&key).is_some_and(|s| {
-            s.pausing.is_empty() && !s.closing && !s.edge.is_holding() && !s.edge.output_full()
+            s.pausing.is_empty()
+                && !s.closing
+                && !s.edge.is_holding()
+                && !s.edge.output_full()
+                && !s.budget.is_some_and(|b| self.budgets.is_over(b))
         })
     }
 
@@ -983,7 +1072,10 @@ impl Forwarder {
 
     fn handle_event(&mut self, now: Instant, key: ConnKey, event: EdgeEvent) {
         match event {
-            EdgeEvent::Authenticated { api_session_id, .. } => {
+            EdgeEvent::Authenticated {
+                api_session_id,
+                identity_id,
+            } => {
                 let count = self
                     .per_api_session
                     .entry(api_session_id.clone())
@@ -998,6 +1090,7 @@ impl Forwarder {
                 *count += 1;
                 if let Some(state) = self.conns.get_mut(&key) {
                     state.api_session = Some(api_session_id);
+                    state.budget = Some(self.budgets.join(&identity_id));
                 }
             }
             EdgeEvent::Dial {
@@ -1089,7 +1182,7 @@ impl Forwarder {
                 }
             }
             EdgeEvent::HostRefused { circuit, reason } => {
-                let Some(c) = self.circuits.remove(&circuit) else {
+                let Some(c) = self.take_circuit(&circuit) else {
                     return;
                 };
                 match c.dialer {
@@ -1281,6 +1374,7 @@ impl Forwarder {
             false => self.config.window,
         };
         let full = *queued > limit;
+        self.hold(from, charged);
         if !self.send_toward(circuit_id, to, payload, fin, None) {
             return self.close_circuit_of(now, from, conn_id, "peer is gone");
         }
@@ -1336,7 +1430,7 @@ impl Forwarder {
         let Some(circuit_id) = self.legs.remove(key, conn_id) else {
             return;
         };
-        let Some(c) = self.circuits.remove(&circuit_id) else {
+        let Some(c) = self.take_circuit(&circuit_id) else {
             return;
         };
         let leg = Leg { conn: key, conn_id };
@@ -1449,7 +1543,7 @@ impl Forwarder {
                 }
             }
             CrossMsg::Refused { circuit, reason } => {
-                if let Some(c) = self.circuits.remove(&circuit) {
+                if let Some(c) = self.take_circuit(&circuit) {
                     match c.dialer {
                         End::Local(dialer) => self.dial_failed(now, dialer, &reason, None),
                         End::Link(leg) => self.route_failed(&c, leg, &reason),
@@ -1477,7 +1571,7 @@ impl Forwarder {
                     }
                 } else if let End::Local(leg) = to {
                     self.close_circuit_of(now, leg.conn, leg.conn_id, "peer is gone");
-                } else if let Some(c) = self.circuits.remove(&circuit) {
+                } else if let Some(c) = self.take_circuit(&circuit) {
                     self.end_circuit(now, circuit, &c, Ended::Here, "peer is gone");
                 }
             }
@@ -1491,13 +1585,14 @@ impl Forwarder {
                     (End::Remote(_), None) => return,
                     (dialer, _) => (&mut c.toward_host, dialer),
                 };
-                *queued = queued.saturating_sub(charged(drained, FRAME_COST));
+                let charge = charged(drained, FRAME_COST);
+                *queued = queued.saturating_sub(charge);
                 let resume = *queued <= self.config.window / 2;
-                self.delivered(circuit, source, drained, resume);
+                self.delivered(circuit, source, drained, charge, resume);
             }
             CrossMsg::MeshDial(dial) => self.routed_dial_from(now, from, *dial),
             CrossMsg::Close { circuit, reason } => {
-                if let Some(c) = self.circuits.remove(&circuit) {
+                if let Some(c) = self.take_circuit(&circuit) {
                     // The sender already forgot its side: nothing goes back.
                     self.end_circuit(now, circuit, &c, Ended::Remote, &reason);
                 }

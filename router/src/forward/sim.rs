@@ -82,11 +82,16 @@ impl Net {
 
     /// `shards` shards, each holding [`sync`].
     pub(crate) fn sharded(window: usize, shards: u16) -> Self {
-        let now = Instant::now();
         let config = ForwardConfig {
             window,
             ..ForwardConfig::default()
         };
+        Self::configured(config, shards)
+    }
+
+    /// `shards` shards configured with `config`, each holding [`sync`].
+    pub(crate) fn configured(config: ForwardConfig, shards: u16) -> Self {
+        let now = Instant::now();
         let mut fwds: Vec<Forwarder> = (0..shards)
             .map(|i| Forwarder::sharded(config.clone(), i, shards))
             .collect();

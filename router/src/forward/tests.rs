@@ -669,6 +669,9 @@ mod properties {
         prop_assert!(closed(&to_host, 100));
         prop_assert!(closed(&net.recv(&mut dialers[1]), 0));
         prop_assert!(!net.fwd.has_circuits() && !net.others[0].has_circuits());
+        // Nothing is left on any identity's account.
+        let held = net.fwd.stats().held_bytes + net.others[0].stats().held_bytes;
+        prop_assert_eq!(held, 0);
         Ok(())
     }
 
@@ -797,6 +800,63 @@ fn a_credit_speaker_that_ignores_its_credit_is_paused_beyond_window_and_frame() 
         !net.fwd.wants_read(DIALER),
         "paused beyond two windows and a frame"
     );
+}
+
+#[test]
+fn an_identity_past_its_budget_is_not_read_until_it_drains_and_others_are() {
+    const WINDOW: usize = 64 * 1024;
+    const CIRCUITS: u32 = 8;
+    let config = ForwardConfig {
+        window: WINDOW,
+        identity_budget: 4 * WINDOW,
+        ..ForwardConfig::default()
+    };
+    let mut net = Net::configured(config, 1);
+    let mut host = net.connect(HOST, b"H", "fh");
+    net.bind(&mut host, 7, b"tok-bind", 0, Precedence::Default);
+    let mut dialer = net.connect(DIALER, b"D", "fd");
+    for c in 0..CIRCUITS {
+        net.dial(&mut dialer, c);
+        net.accept(&mut host, 100 + c);
+    }
+    net.recv(&mut dialer);
+    // The host stops reading; the dialer fills each circuit to below its window.
+    host.stalled = true;
+    let each = WINDOW - 16 * 1024;
+    let mut sent = 0;
+    while sent < CIRCUITS && net.fwd.wants_read(DIALER) {
+        net.data(&mut dialer, sent, &vec![1; each], false);
+        sent += 1;
+    }
+    // Past four windows held for one identity (six shares of 48.5 KiB): its
+    // connection is not read, though no window is full.
+    assert_eq!(sent, 6, "paused after the sixth circuit's share");
+    let stats = net.fwd.stats();
+    assert_eq!((stats.identity_budget_pauses, stats.pauses), (1, 0));
+    assert_eq!(stats.held_bytes as usize, 6 * (each + FRAME_COST as usize));
+    // Another identity's connection is read.
+    assert!(net.fwd.wants_read(HOST));
+    // The host reads: the account drains and the dialer is read again.
+    host.stalled = false;
+    net.recv(&mut host);
+    assert!(net.fwd.wants_read(DIALER));
+    assert_eq!(net.fwd.stats().held_bytes, 0);
+}
+
+#[test]
+fn a_connection_that_goes_takes_what_it_held_off_its_identity() {
+    let mut net = Net::new(64 * 1024);
+    let mut host = net.connect(HOST, b"H", "fh");
+    net.bind(&mut host, 7, b"tok-bind", 0, Precedence::Default);
+    let mut dialer = net.connect(DIALER, b"D", "fd");
+    net.dial(&mut dialer, 0);
+    net.accept(&mut host, 100);
+    net.recv(&mut dialer);
+    host.stalled = true;
+    net.data(&mut dialer, 0, &[1; 1000], false);
+    assert_eq!(net.fwd.stats().held_bytes, 1000 + FRAME_COST);
+    net.fwd.conn_lost(net.now, DIALER);
+    assert_eq!(net.fwd.stats().held_bytes, 0);
 }
 
 #[test]

@@ -187,6 +187,18 @@ pub(super) fn render(stats: &[ShardStats]) -> String {
             |s| s.forward.reply_budget_pauses,
         ),
         (
+            "weft_router_identity_budget_pauses_total",
+            "counter",
+            "Times an identity's edge connections stopped being read because together they made a shard hold more than [forwarder] identity_budget_bytes.",
+            |s| s.forward.identity_budget_pauses,
+        ),
+        (
+            "weft_router_held_bytes",
+            "gauge",
+            "What the identities' edge connections make the shard hold (payload and each frame's cost).",
+            |s| s.forward.held_bytes,
+        ),
+        (
             "weft_router_refused_per_api_session_total",
             "counter",
             "Edge connections closed because their API session held the most allowed on the shard.",
