@@ -48,13 +48,19 @@ fn listener(config: LinkConfig, t0: Instant) -> LinkSession {
 
 /// Moves every queued frame from `from` to `to`; returns the bytes moved.
 fn carry(now: Instant, from: &mut LinkSession, to: &mut LinkSession) -> Result<usize, LinkError> {
+    let wire = queued_wire(from);
+    to.handle_bytes(now, &wire)?;
+    Ok(wire.len())
+}
+
+/// Every frame `s` queued, as the bytes on the wire.
+fn queued_wire(s: &mut LinkSession) -> Vec<u8> {
     let mut wire = Vec::new();
-    while let Some(t) = from.poll_transmit() {
+    while let Some(t) = s.poll_transmit() {
         wire.extend_from_slice(&t.head);
         wire.extend_from_slice(&t.payload);
     }
-    to.handle_bytes(now, &wire)?;
-    Ok(wire.len())
+    wire
 }
 
 fn events(s: &mut LinkSession) -> Vec<LinkEvent> {
@@ -423,11 +429,7 @@ fn a_small_payload_arrives_in_its_own_memory() {
         a.send_data(1, 1, false, Bytes::from_static(b"tiny"))
             .unwrap()
     );
-    let mut wire = Vec::new();
-    while let Some(t) = a.poll_transmit() {
-        wire.extend_from_slice(&t.head);
-        wire.extend_from_slice(&t.payload);
-    }
+    let wire = queued_wire(&mut a);
     b.handle_bytes(t0, &wire).unwrap();
     let [LinkEvent::Data { payload, .. }] = &events(&mut b)[..] else {
         panic!("one frame");
