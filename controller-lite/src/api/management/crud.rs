@@ -14,10 +14,6 @@ use crate::domain::entities;
 use crate::error::ApiError;
 use crate::model::Kind;
 
-fn not_found(k: Kind, id: &str) -> ApiError {
-    ApiError::NotFound(format!("{} {id:?} not found", k.type_names().0))
-}
-
 /// Adds list, create, get, update (PUT and PATCH) and delete of `k` to `api`.
 pub fn routes(api: ApiBuilder, k: Kind) -> ApiBuilder {
     let (one, many) = k.type_names();
@@ -109,26 +105,49 @@ pub async fn create(ctl: AppState, k: Kind, body: Value) -> Result<Response, Api
 
 /// `GET /{collection}?limit&offset&filter&sort`.
 pub async fn list(ctl: AppState, k: Kind, q: ListQuery) -> Result<Response, ApiError> {
+    list_as(ctl, k, q, |detail| detail).await
+}
+
+/// `GET` of `k`'s collection, each entity's management detail passed through `shape`
+/// (filtered and sorted on the stored document, as [`list`]).
+pub async fn list_as(
+    ctl: AppState,
+    k: Kind,
+    q: ListQuery,
+    shape: fn(Value) -> Value,
+) -> Result<Response, ApiError> {
     let fields = k.fields();
     let rows = ctl.store.list_all(k.collection()).await?;
     let docs = rows.into_iter().map(|r| (render::entity(&r), r)).collect();
     let page = q
         .apply(&fields, &["name"], docs)?
-        .try_map_async(async |r| render::management_entity(&ctl, k, &r).await)
+        .try_map_async(async |r| render::management_entity(&ctl, k, &r).await.map(shape))
         .await?;
     Ok(envelope::page(page, &fields))
 }
 
 /// `GET /{collection}/{id}`.
 pub async fn detail(ctl: AppState, k: Kind, id: String) -> Result<Response, ApiError> {
+    detail_as(ctl, k, id, k.type_names().0, |detail| detail).await
+}
+
+/// `GET` of one of `k`'s entities, its management detail passed through `shape`; a
+/// missing one is "`noun` ... not found".
+pub async fn detail_as(
+    ctl: AppState,
+    k: Kind,
+    id: String,
+    noun: &str,
+    shape: fn(Value) -> Value,
+) -> Result<Response, ApiError> {
     let row = ctl
         .store
         .get_entity(k.collection(), &id)
         .await?
-        .ok_or_else(|| not_found(k, &id))?;
-    Ok(envelope::ok(
+        .ok_or_else(|| ApiError::NotFound(format!("{noun} {id:?} not found")))?;
+    Ok(envelope::ok(shape(
         render::management_entity(&ctl, k, &row).await?,
-    ))
+    )))
 }
 
 /// `PATCH` (`merge`: the given fields change) or `PUT` (the document is replaced)

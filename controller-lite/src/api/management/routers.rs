@@ -18,14 +18,13 @@ use axum::response::Response;
 use serde_json::{Map, Value, json};
 
 use super::crud;
+use crate::api::AppState;
 use crate::api::endpoint::{ApiBuilder, Data, Endpoint};
 use crate::api::extract::JsonBody;
 use crate::api::list::ListQuery;
-use crate::api::{AppState, envelope, render};
 use crate::auth::Admin;
 use crate::error::ApiError;
 use crate::model::Kind;
-use crate::store::EntityRow;
 
 /// The fields of `routerDetail` a Weft router has.
 const DETAIL_FIELDS: &[&str] = &[
@@ -154,8 +153,7 @@ pub fn routes(mut api: ApiBuilder) -> ApiBuilder {
 
 /// The router shape of an edge router: its management detail cut to `routerDetail`,
 /// with `fingerprint` `""` until it enrolls (the spec's string is not nullable).
-async fn router_detail(ctl: &AppState, row: &EntityRow) -> Result<Value, ApiError> {
-    let full = render::management_entity(ctl, Kind::EdgeRouters, row).await?;
+fn router_detail(full: Value) -> Value {
     let mut out = Map::new();
     if let Value::Object(mut m) = full {
         for field in DETAIL_FIELDS {
@@ -165,27 +163,15 @@ async fn router_detail(ctl: &AppState, row: &EntityRow) -> Result<Value, ApiErro
         }
     }
     out.entry("fingerprint").or_insert_with(|| json!(""));
-    Ok(Value::Object(out))
+    Value::Object(out)
 }
 
 async fn list(ctl: AppState, q: ListQuery) -> Result<Response, ApiError> {
-    let fields = Kind::EdgeRouters.fields();
-    let rows = ctl.store.list_all(Kind::EdgeRouters.collection()).await?;
-    let docs = rows.into_iter().map(|r| (render::entity(&r), r)).collect();
-    let page = q
-        .apply(&fields, &["name"], docs)?
-        .try_map_async(async |r| router_detail(&ctl, &r).await)
-        .await?;
-    Ok(envelope::page(page, &fields))
+    crud::list_as(ctl, Kind::EdgeRouters, q, router_detail).await
 }
 
 async fn detail(ctl: AppState, id: String) -> Result<Response, ApiError> {
-    let row = ctl
-        .store
-        .get_entity(Kind::EdgeRouters.collection(), &id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("Router {id:?} not found")))?;
-    Ok(envelope::ok(router_detail(&ctl, &row).await?))
+    crud::detail_as(ctl, Kind::EdgeRouters, id, "Router", router_detail).await
 }
 
 /// The router fields of a body; unknown fields, and a `ctrlChanListeners` or `configs`
