@@ -2,13 +2,17 @@
 //! circuits between them. Sans-IO like the rest of the protocol code.
 //!
 //! A circuit joins a dialing SDK's conn id to the conn id a hosting SDK accepted for it.
-//! Payload crosses as the same `Bytes` it arrived in (no copy). Each direction of a
-//! circuit has a window: bytes handed to the far connection and not yet reported
-//! written by the driver. When it is full, the connection the bytes came from is paused
-//! (the driver stops reading it) until the far side drains to half the window; so one
-//! slow reader holds at most one window of memory. The edge protocol of the OpenZiti C
-//! SDK 0.29.3 has no per-stream flow control, so pausing stops the whole source
-//! connection (see `docs/adr/0003-edge-flow-control.md`).
+//! Payload crosses as the same `Bytes` it arrived in (no copy; a payload under 16 KiB
+//! was copied out of its receive buffer by the edge connection). Each direction of a
+//! circuit has a window: what was handed to the far connection and not yet reported
+//! written by the driver, each frame charged its payload and its cost (`crate::credit`).
+//! When it is full, the connection the bytes came from is paused (the driver stops
+//! reading it) until the far side drains to half the window; so one slow reader holds
+//! at most one window of memory. The edge protocol of the OpenZiti C SDK 0.29.3 has no
+//! per-stream flow control, so pausing stops the whole source connection (see
+//! `docs/adr/0003-edge-flow-control.md`). All the circuits of one identity's
+//! connections on the shard share a budget (`budget`): past it none of those
+//! connections is read.
 //!
 //! Driving contract, after every input (`add_conn`, `handle_received`, `handle_timeout`,
 //! `handle_written`, `apply_*`, `terminator_*`):
