@@ -141,7 +141,8 @@ impl SendCredit {
     }
 }
 
-/// What arrived on one circuit and was not consumed yet, against the sender's window.
+/// What arrived on one circuit and was not consumed yet, against the sender's window
+/// (a link's sender also keeps one of what it sent and was not credited yet).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Inflow {
     unconsumed: Drained,

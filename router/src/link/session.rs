@@ -229,6 +229,9 @@ pub struct Transmit {
 struct CircuitCredit {
     /// What this side may still send (strict: a frame goes only when covered).
     send: SendCredit,
+    /// What this side sent and the peer has not credited yet: a credit counts for no
+    /// more than that (a peer that credits more cannot make this side over-count).
+    outstanding: Inflow,
     /// What arrived and is not consumed yet.
     inflow: Inflow,
     /// Consumed and not yet granted back.
@@ -440,15 +443,16 @@ impl LinkSession {
             ContentType::LINK_CREDIT => {
                 let c = LinkCredit::parse(frame)?;
                 if let Some(credit) = self.circuits.get_mut(&c.circuit_id) {
-                    let drained = Drained {
+                    let credited = credit.outstanding.consume(Drained {
                         bytes: u64::from(c.credit),
                         frames: u64::from(c.frames),
-                    };
-                    credit.send.grant(drained.charged(self.frame_cost));
+                    });
+                    credit.send.grant(credited.charged(self.frame_cost));
+                    // At most what was sent, so both fit the frame's u32 fields.
                     self.events.push_back(LinkEvent::Credit {
                         circuit: c.circuit_id,
-                        bytes: c.credit,
-                        frames: c.frames,
+                        bytes: u32::try_from(credited.bytes).unwrap_or(u32::MAX),
+                        frames: u32::try_from(credited.frames).unwrap_or(u32::MAX),
                     });
                 }
             }
@@ -635,6 +639,7 @@ impl LinkSession {
             .entry(circuit)
             .or_insert_with(|| CircuitCredit {
                 send: SendCredit::strict(window),
+                outstanding: Inflow::default(),
                 inflow: Inflow::default(),
                 grants: GrantBatch::default(),
             });
@@ -789,6 +794,10 @@ impl LinkSession {
         credit
             .send
             .spend(usize::try_from(charged).unwrap_or(usize::MAX));
+        // Within the window (the credit above covered it), so never refused.
+        credit
+            .outstanding
+            .receive(payload.len(), self.frame_cost, u64::MAX);
         self.sequence += 1;
         self.scratch.clear();
         LinkData {

@@ -420,6 +420,38 @@ fn a_peer_beyond_a_window_of_frame_charges_ends_the_link() {
 }
 
 #[test]
+fn a_credit_for_more_than_was_sent_counts_for_what_was_sent() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = up_with_costs(100, 100, t0);
+    a.open_circuit(1).unwrap();
+    b.open_circuit(1).unwrap();
+    assert!(
+        a.send_data(1, 1, false, Bytes::from(vec![1u8; 300]))
+            .unwrap()
+    );
+    // A hostile peer credits far more bytes and frames than it was sent: the sender
+    // hands on (and counts) only the one frame of 300 bytes it has in flight.
+    let mut wire = BytesMut::new();
+    LinkCredit {
+        circuit_id: 1,
+        credit: u32::MAX,
+        frames: u32::MAX,
+    }
+    .encode(9, &mut wire)
+    .unwrap();
+    a.handle_bytes(t0, &wire).unwrap();
+    assert_eq!(
+        events(&mut a),
+        [LinkEvent::Credit {
+            circuit: 1,
+            bytes: 300,
+            frames: 1
+        }]
+    );
+    assert_eq!(a.send_credit(1), 1000, "never past the window");
+}
+
+#[test]
 fn a_small_payload_arrives_in_its_own_memory() {
     let t0 = Instant::now();
     let (mut a, mut b) = up(small(), t0);
