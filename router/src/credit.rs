@@ -25,20 +25,9 @@
 /// size. A test checks the sum stays below it.
 pub const FRAME_COST: u64 = 512;
 
-/// Payloads shorter than this are copied out of the receive buffer they arrived in
-/// ([`detach`]); longer ones stay slices of it. A slice keeps its whole receive buffer
-/// (64 KiB and a record) alive, so one small frame left queued would pin that much:
-/// with the copy, a slice pins at most about five times its own length.
-pub const COPY_BELOW: usize = 16 * 1024;
-
-/// `payload`, copied into its own allocation when it is short (see [`COPY_BELOW`]); a
-/// longer one is returned as it is.
-pub fn detach(payload: &bytes::Bytes) -> bytes::Bytes {
-    match payload.len() < COPY_BELOW && !payload.is_empty() {
-        true => bytes::Bytes::copy_from_slice(payload),
-        false => payload.clone(),
-    }
-}
+// Short payloads get their own memory (`detach`): the windows' frame cost counts a
+// queued frame's own allocation, not the receive buffer a slice would pin.
+pub use weft_wire::payload::{COPY_BELOW, detach};
 
 /// What a frame of `len` payload bytes counts against a window that charges
 /// `frame_cost` per frame.
@@ -268,17 +257,6 @@ mod tests {
             }
         );
         assert!(f.receive(1, 100, 1_000));
-    }
-
-    #[test]
-    fn small_payloads_are_copied_out_and_large_ones_stay_slices() {
-        let buffer = bytes::Bytes::from(vec![7u8; 3 * COPY_BELOW]);
-        let small = buffer.slice(10..20);
-        let large = buffer.slice(0..COPY_BELOW);
-        let inside = buffer.as_ptr_range();
-        assert!(!inside.contains(&detach(&small).as_ptr()), "a copy");
-        assert_eq!(detach(&small), small);
-        assert_eq!(detach(&large).as_ptr(), buffer.as_ptr(), "the same memory");
     }
 
     #[test]

@@ -49,6 +49,7 @@ pub mod headers;
 pub mod limits;
 pub mod link;
 mod named;
+pub mod payload;
 
 pub use content_type::ContentType;
 pub use decode::{Decoded, Decoder};

@@ -95,15 +95,14 @@ fn config_types(body: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// What a certificate login writes beside the API session, in its transaction.
-#[derive(Debug, Default)]
+/// What a certificate login writes beside the API session, in its transaction (and
+/// what the SDK reported about itself, shown in the identity's detail).
+#[derive(Debug)]
 pub(crate) struct CertLogin<'a> {
     /// The leaf's fingerprint and the 3rd-party CA whose `externalIdClaim` logged the
     /// identity in: no authenticator holds the fingerprint, so the API session does
     /// (routers admit the certificate for it, and the CA's distrust ends it).
     pub claim: Option<(&'a str, &'a str)>,
-    /// What the SDK reported about itself, shown in the identity's detail.
-    pub sdk_info: bool,
 }
 
 /// What an SDK reported about itself (`envInfo`, `sdkInfo`) at its last certificate
@@ -133,15 +132,15 @@ pub fn identity_info(body: &Value) -> Value {
 }
 
 /// Creates an API session of `identity`, logged in with `authenticator_id` (with what
-/// a certificate login adds, `cert`), in one transaction, and publishes it to the
-/// routers.
+/// a certificate login adds, `cert`, for one), in one transaction, and publishes it to
+/// the routers.
 pub(crate) async fn new_session(
     ctl: &Controller,
     identity: &EntityRow,
     authenticator_id: &str,
     body: &Value,
     conn: &ConnInfo,
-    cert: CertLogin<'_>,
+    cert: Option<CertLogin<'_>>,
 ) -> Result<(ApiSessionRow, EntityRow), ApiError> {
     let now = clock::now_string();
     let row = ApiSessionRow {
@@ -164,11 +163,11 @@ pub(crate) async fn new_session(
     };
     let mut tx = ctl.store.begin_write().await?;
     tx.insert_api_session(&row).await?;
-    if let Some((fingerprint, ca_id)) = cert.claim {
+    if let Some((fingerprint, ca_id)) = cert.as_ref().and_then(|c| c.claim) {
         tx.set_api_session_claim(&row.id, fingerprint, ca_id)
             .await?;
     }
-    if cert.sdk_info {
+    if cert.is_some() {
         tx.meta_set(
             &identity_info_key(&identity.id),
             &identity_info(body).to_string(),
@@ -222,9 +221,8 @@ pub async fn authenticate_cert(
     }
     let login = CertLogin {
         claim: claimed_by.as_deref().map(|ca_id| (fp.as_str(), ca_id)),
-        sdk_info: true,
     };
-    new_session(ctl, &identity, &authenticator_id, body, conn, login).await
+    new_session(ctl, &identity, &authenticator_id, body, conn, Some(login)).await
 }
 
 /// The authenticator id of API sessions a 3rd-party CA's `externalIdClaim` logged in
@@ -274,9 +272,7 @@ pub async fn authenticate_password(
         None => Err(ApiError::InvalidAuth),
     };
     match (result, auth) {
-        (Ok(identity), Some(auth)) => {
-            new_session(ctl, &identity, &auth.id, body, conn, CertLogin::default()).await
-        }
+        (Ok(identity), Some(auth)) => new_session(ctl, &identity, &auth.id, body, conn, None).await,
         (Ok(_), None) => Err(ApiError::InvalidAuth),
         (Err(e), _) => {
             if matches!(e, ApiError::InvalidAuth) {

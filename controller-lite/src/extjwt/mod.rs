@@ -411,7 +411,7 @@ async fn login(
                         &authenticator,
                         body,
                         conn,
-                        crate::auth::CertLogin::default(),
+                        None,
                     )
                     .await;
                 }

@@ -811,10 +811,7 @@ impl Forwarder {
 
     /// The peer router's consumer drained `drained` of what this router sent on `leg`.
     pub(super) fn link_credit(&mut self, leg: LinkLeg, drained: Drained) {
-        let cost = self
-            .links
-            .get(&leg.link)
-            .map_or(FRAME_COST, |l| l.session.frame_cost());
+        let cost = self.link_cost(leg.link);
         let Some(circuit) = self.circuit_of(leg) else {
             return;
         };
@@ -957,6 +954,7 @@ impl Forwarder {
         let leg = LinkLeg { link, circuit: lid };
         self.link_legs.entry(link).or_default().insert(lid, circuit);
         let window = self.config.window;
+        let cost = self.link_cost(link);
         let c = self.circuits.get_mut(&circuit).ok_or_else(missing)?;
         match ingress {
             true => c.host = Some(End::Link(leg)),
@@ -973,13 +971,6 @@ impl Forwarder {
         c.unacked_bytes = 0;
         // Only what waits here is in flight on the new path, charged as that link
         // charges.
-        let cost = self
-            .links
-            .get(&link)
-            .map_or(FRAME_COST, |l| l.session.frame_cost());
-        let Some(c) = self.circuits.get_mut(&circuit) else {
-            return Err(missing());
-        };
         let waiting: usize = c
             .held
             .iter()

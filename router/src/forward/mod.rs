@@ -987,22 +987,25 @@ impl Forwarder {
         }
     }
 
-    /// A circuit record leaves the shard: what its local sides sent and it still
-    /// counted leaves their accounts with it.
-    fn release_circuit(&mut self, c: &Circuit) {
+    /// Removes circuit `id`'s record: what its local sides sent and it still counted
+    /// leaves their accounts with it.
+    fn take_circuit(&mut self, id: &CircuitId) -> Option<Circuit> {
+        let c = self.circuits.remove(id)?;
         if let End::Local(dialer) = c.dialer {
             self.release_held(dialer.conn, c.toward_host);
         }
         if let Some(End::Local(host)) = c.host {
             self.release_held(host.conn, c.toward_dialer);
         }
+        Some(c)
     }
 
-    /// Removes circuit `id`'s record (see [`Self::release_circuit`]).
-    fn take_circuit(&mut self, id: &CircuitId) -> Option<Circuit> {
-        let c = self.circuits.remove(id)?;
-        self.release_circuit(&c);
-        Some(c)
+    /// What a frame costs on link `link` beyond its payload (the cost its routers
+    /// agreed on; a link to a router that does not charge frames charges none).
+    fn link_cost(&self, link: ConnKey) -> u64 {
+        self.links
+            .get(&link)
+            .map_or(FRAME_COST, |l| l.session.frame_cost())
     }
 
     /// What a frame of `len` payload bytes counts against the window toward `to`: the
@@ -1011,10 +1014,7 @@ impl Forwarder {
     fn charge_toward(&self, to: End, len: usize) -> usize {
         let cost = match to {
             End::Local(_) | End::Remote(_) => FRAME_COST,
-            End::Link(leg) => self
-                .links
-                .get(&leg.link)
-                .map_or(FRAME_COST, |l| l.session.frame_cost()),
+            End::Link(leg) => self.link_cost(leg.link),
         };
         usize::try_from(charge(len, cost)).unwrap_or(usize::MAX)
     }

@@ -41,9 +41,6 @@ const READ_RESERVE: usize = 128 * 1024;
 const READ_BUFFERS: usize = 8;
 /// Size of a pooled receive buffer: a partial frame plus the growth step.
 const READ_BUFFER: usize = 2 * READ_RESERVE;
-/// Payloads shorter than this are copied out of the receive buffer before they wait in
-/// a stream's queue ([`own_small`]).
-const COPY_BELOW: usize = 16 * 1024;
 /// Interval of latency probes (the C SDK's LATENCY_INTERVAL is 60 s).
 const PROBE_INTERVAL: Duration = Duration::from_secs(30);
 /// How long a probe may go unanswered before it counts as lost.
@@ -535,16 +532,6 @@ async fn read_loop(shared: Arc<Shared>, mut read: ReadHalf<Tls>, mut decoder: De
     shared.fail(error);
 }
 
-/// `payload`, copied into its own allocation when it is short: waiting in a stream's
-/// queue, a slice keeps its whole receive buffer (up to 256 KiB) alive, so a stream of
-/// tiny frames whose application does not read would pin a buffer per frame.
-fn own_small(payload: Bytes) -> Bytes {
-    match payload.len() < COPY_BELOW {
-        true => Bytes::copy_from_slice(&payload),
-        false => payload,
-    }
-}
-
 /// Routes one inbound frame. Waiting on a full stream queue is the backpressure that
 /// keeps a slow reader from buffering without bound.
 async fn dispatch(shared: &Arc<Shared>, frame: Frame) -> Result<()> {
@@ -572,7 +559,9 @@ async fn dispatch(shared: &Arc<Shared>, frame: Frame) -> Result<()> {
             };
             if let Some(sender) = sender {
                 if !payload.is_empty() {
-                    let payload = own_small(payload);
+                    // Waiting in the stream's queue, a slice would keep its whole
+                    // receive buffer (up to 256 KiB) alive: a short one gets its own.
+                    let payload = weft_wire::payload::detach(&payload);
                     let _ = sender.send(StreamEvent::Data(payload)).await;
                 }
                 if fin {
@@ -717,20 +706,5 @@ async fn probe_loop(shared: std::sync::Weak<Shared>) {
                 );
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_short_payload_gets_its_own_memory_and_a_long_one_stays_a_slice() {
-        let buffer = Bytes::from(vec![3u8; READ_BUFFER]);
-        let short = own_small(buffer.slice(100..101));
-        assert_eq!(short, &[3u8][..]);
-        assert!(!buffer.as_ptr_range().contains(&short.as_ptr()), "a copy");
-        let long = own_small(buffer.slice(0..COPY_BELOW));
-        assert_eq!(long.as_ptr(), buffer.as_ptr(), "the same memory");
     }
 }
