@@ -12,7 +12,7 @@ use crate::domain::entities;
 use crate::error::{ApiError, PkiError, StoreError};
 use crate::model::{AuthPolicy, DEFAULT_AUTH_POLICY_ID, Kind};
 use crate::pki::Pki;
-use crate::store::{AuthenticatorRow, EntityRow, Store};
+use crate::store::{AuthenticatorRow, Credential, EntityRow, Store};
 
 /// File (in the data dir) with the admin password, mode 0600.
 pub const ADMIN_PASSWORD_FILE: &str = "admin.password";
@@ -294,11 +294,10 @@ impl Controller {
         tx.insert_authenticator(&AuthenticatorRow {
             id: uuid::Uuid::new_v4().to_string(),
             identity_id: identity.id.clone(),
-            method: "updb".into(),
-            fingerprint: None,
-            cert_pem: None,
-            username: Some(ADMIN_USERNAME.into()),
-            password_hash: Some(hash),
+            credential: Credential::Updb {
+                username: ADMIN_USERNAME.into(),
+                password_hash: hash,
+            },
             created_at: now.clone(),
             updated_at: now,
         })

@@ -9,7 +9,9 @@ use crate::clock;
 use crate::controller::Controller;
 use crate::error::ApiError;
 use crate::pki::{CertProfile, IssuedCert};
-use crate::store::{AuthenticatorRow, EnrollmentRow, ROUTER_AUTH_METHOD, WriteTx};
+use crate::store::{
+    AuthenticatorRow, Credential, EnrollmentMethod, EnrollmentRow, UPDB_METHOD, WriteTx,
+};
 
 /// Claims of an enrollment JWT. Names and meaning follow GOSDK
 /// `ziti/config/token.go` (`EnrollmentClaims`): `em` method, `iss` controller
@@ -53,7 +55,7 @@ pub async fn create_ott_expiring(
     expires_at: Option<i64>,
 ) -> Result<EnrollmentRow, ApiError> {
     let exp = expires_at.unwrap_or_else(|| clock::now_unix() + ctl.config.pki.enrollment_ttl_secs);
-    create_enrollment(ctl, tx, identity_id, OTT, exp, None, None).await
+    create_enrollment(ctl, tx, identity_id, EnrollmentMethod::Ott, exp).await
 }
 
 /// Creates and stores (in `tx`) a `updb` enrollment for `identity_id`: redeeming it
@@ -72,7 +74,16 @@ pub async fn create_updb(
         )));
     }
     let exp = expires_at.unwrap_or_else(|| clock::now_unix() + ctl.config.pki.enrollment_ttl_secs);
-    create_enrollment(ctl, tx, identity_id, UPDB, exp, Some(username), None).await
+    create_enrollment(
+        ctl,
+        tx,
+        identity_id,
+        EnrollmentMethod::Updb {
+            username: username.to_owned(),
+        },
+        exp,
+    )
+    .await
 }
 
 /// Redeems a `updb` token with the identity's first password (checked against its
@@ -88,12 +99,13 @@ pub async fn enroll_updb(
         .store
         .enrollment_by_jti(token)
         .await?
-        .filter(|e| !e.used && e.expires_at > now && e.method == UPDB)
+        .filter(|e| !e.used && e.expires_at > now)
         .ok_or_else(|| invalid("the enrollment token is invalid, expired or already used"))?;
-    let username = pending
-        .username
-        .clone()
-        .ok_or_else(|| invalid("the enrollment has no user name"))?;
+    let EnrollmentMethod::Updb { username } = pending.method.clone() else {
+        return Err(invalid(
+            "the enrollment token is invalid, expired or already used",
+        ));
+    };
     crate::domain::credentials::check_credentials(&username, password)?;
     let identity = ctl
         .store
@@ -109,10 +121,10 @@ pub async fn enroll_updb(
     let enr = tx
         .redeem_enrollment(token, now)
         .await?
-        .filter(|e| e.method == UPDB)
+        .filter(|e| matches!(e.method, EnrollmentMethod::Updb { .. }))
         .ok_or_else(|| invalid("the enrollment token is invalid, expired or already used"))?;
     if tx
-        .has_authenticator_method(&enr.identity_id, "updb")
+        .has_authenticator_method(&enr.identity_id, UPDB_METHOD)
         .await?
     {
         return Err(ApiError::MaxAuthenticators(format!(
@@ -123,11 +135,10 @@ pub async fn enroll_updb(
     tx.insert_authenticator(&AuthenticatorRow {
         id: uuid::Uuid::new_v4().simple().to_string(),
         identity_id: enr.identity_id,
-        method: "updb".into(),
-        fingerprint: None,
-        cert_pem: None,
-        username: Some(username.clone()),
-        password_hash: Some(hash),
+        credential: Credential::Updb {
+            username: username.clone(),
+            password_hash: hash,
+        },
         created_at: clock::now_string(),
         updated_at: clock::now_string(),
     })
@@ -144,7 +155,7 @@ pub async fn create_erott(
     router_id: &str,
 ) -> Result<EnrollmentRow, ApiError> {
     let exp = clock::now_unix() + ctl.config.pki.enrollment_ttl_secs;
-    create_enrollment(ctl, tx, router_id, EROTT, exp, None, None).await
+    create_enrollment(ctl, tx, router_id, EnrollmentMethod::Erott, exp).await
 }
 
 /// A new token (`jti`) and its signed enrollment JWT.
@@ -172,7 +183,7 @@ pub async fn refresh_ott(ctl: &Controller, id: &str, exp: i64) -> Result<Option<
     let Some(e) = pending_enrollment(ctl, id).await? else {
         return Ok(None);
     };
-    let (jti, jwt) = sign_token(ctl, &e.identity_id, &e.method, exp)?;
+    let (jti, jwt) = sign_token(ctl, &e.identity_id, e.method.name(), exp)?;
     let mut tx = ctl.store.begin_write().await?;
     let replaced = tx.replace_enrollment_token(id, &jti, &jwt, exp).await?;
     tx.commit().await?;
@@ -197,29 +208,24 @@ pub async fn pending_enrollment(
 }
 
 /// Creates and stores a one-time enrollment of `method` for `subject_id` (kept in the
-/// enrollments table's `identity_id` column for both methods); `ottca` ones name their
-/// CA.
+/// enrollments table's `identity_id` column for identities and routers alike).
 pub(crate) async fn create_enrollment(
     ctl: &Controller,
     tx: &mut WriteTx<'_>,
     identity_id: &str,
-    method: &str,
+    method: EnrollmentMethod,
     exp: i64,
-    username: Option<&str>,
-    ca_id: Option<&str>,
 ) -> Result<EnrollmentRow, ApiError> {
-    let (jti, jwt) = sign_token(ctl, identity_id, method, exp)?;
+    let (jti, jwt) = sign_token(ctl, identity_id, method.name(), exp)?;
     let row = EnrollmentRow {
         id: uuid::Uuid::new_v4().simple().to_string(),
         identity_id: identity_id.into(),
-        method: method.into(),
+        method,
         jti,
         jwt,
         expires_at: exp,
         used: false,
         created_at: clock::now_string(),
-        username: username.map(str::to_owned),
-        ca_id: ca_id.map(str::to_owned),
     };
     tx.insert_enrollment(&row).await?;
     Ok(row)
@@ -241,7 +247,7 @@ pub async fn enroll_ott(
         .store
         .enrollment_by_jti(token)
         .await?
-        .filter(|e| !e.used && e.expires_at > now && e.method == OTT)
+        .filter(|e| !e.used && e.expires_at > now && e.method == EnrollmentMethod::Ott)
         .ok_or_else(|| invalid("the enrollment token is invalid, expired or already used"))?;
     let cert = ctl
         .pki
@@ -251,34 +257,34 @@ pub async fn enroll_ott(
             ctl.config.pki.identity_cert_days,
         )
         .map_err(|e| invalid(&e.to_string()))?;
-    redeem(ctl, token, now, OTT, "cert", &cert).await?;
+    let credential = Credential::Cert {
+        fingerprint: cert.fingerprint.clone(),
+        pem: Some(cert.pem.clone()),
+    };
+    redeem(ctl, token, now, &EnrollmentMethod::Ott, credential).await?;
     Ok(cert)
 }
 
-/// Consumes the token (once, whichever controller races for it) and stores the
-/// issued certificate as an authenticator of `method`, in one transaction.
+/// Consumes the token (once, whichever controller races for it) if it is of
+/// `enrollment_method`, and stores the issued certificate's `credential`, in one
+/// transaction.
 async fn redeem(
     ctl: &Controller,
     token: &str,
     now: i64,
-    enrollment_method: &str,
-    authenticator_method: &str,
-    cert: &IssuedCert,
+    enrollment_method: &EnrollmentMethod,
+    credential: Credential,
 ) -> Result<(), ApiError> {
     let mut tx = ctl.store.begin_write().await?;
     let enr = tx
         .redeem_enrollment(token, now)
         .await?
-        .filter(|e| e.method == enrollment_method)
+        .filter(|e| e.method == *enrollment_method)
         .ok_or_else(|| invalid("the enrollment token is invalid, expired or already used"))?;
     tx.insert_authenticator(&AuthenticatorRow {
         id: uuid::Uuid::new_v4().simple().to_string(),
         identity_id: enr.identity_id,
-        method: authenticator_method.into(),
-        fingerprint: Some(cert.fingerprint.clone()),
-        cert_pem: Some(cert.pem.clone()),
-        username: None,
-        password_hash: None,
+        credential,
         created_at: clock::now_string(),
         updated_at: clock::now_string(),
     })
@@ -356,7 +362,7 @@ pub async fn enroll_erott(
         .store
         .enrollment_by_jti(token)
         .await?
-        .filter(|e| !e.used && e.expires_at > now && e.method == EROTT)
+        .filter(|e| !e.used && e.expires_at > now && e.method == EnrollmentMethod::Erott)
         .ok_or_else(|| invalid("the enrollment token is invalid, expired or already used"))?;
     let router = ctl
         .store
@@ -387,7 +393,11 @@ pub async fn enroll_erott(
         .pki
         .sign_csr(&req.cert_csr, &router.id, days, &CertProfile::RouterClient)
         .map_err(|e| invalid(&format!("certCsr: {e}")))?;
-    redeem(ctl, token, now, EROTT, ROUTER_AUTH_METHOD, &client).await?;
+    let credential = Credential::Router {
+        fingerprint: client.fingerprint.clone(),
+        pem: client.pem.clone(),
+    };
+    redeem(ctl, token, now, &EnrollmentMethod::Erott, credential).await?;
     tracing::info!(router = %router.name, id = %router.id, "edge router enrolled");
     Ok(ErottResult {
         server_cert: server.pem,

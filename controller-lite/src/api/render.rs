@@ -12,7 +12,10 @@ use crate::controller::Controller;
 use crate::error::ApiError;
 use crate::filter::{FieldType, Fields};
 use crate::model::{Kind, PolicyType};
-use crate::store::{ApiSessionRow, EntityRow, ServiceConfigRow, SessionRow};
+use crate::store::{
+    ApiSessionRow, Credential, EnrollmentMethod, EnrollmentRow, EntityRow, ServiceConfigRow,
+    SessionRow,
+};
 
 /// Base entity (`id`, `name`, `tags`, `createdAt`, `updatedAt`, `_links`)
 /// merged with the kind-specific fields.
@@ -387,47 +390,44 @@ async fn display_roles(
 
 async fn identity_extras(ctl: &Controller, row: &EntityRow) -> Result<IdentityExtras, ApiError> {
     let pending = ctl.store.pending_enrollments(&row.id).await?;
+    let ott_enrollment = |e: &EnrollmentRow| OttEnrollment {
+        id: e.id.clone(),
+        jwt: e.jwt.clone(),
+        token: e.jti.clone(),
+        expires_at: clock::fmt_unix(e.expires_at),
+    };
     let pending_of = |method: &str| {
         pending
             .iter()
-            .find(|e| e.method == method)
-            .map(|e| OttEnrollment {
-                id: e.id.clone(),
-                jwt: e.jwt.clone(),
-                token: e.jti.clone(),
-                expires_at: clock::fmt_unix(e.expires_at),
-            })
+            .find(|e| e.method.name() == method)
+            .map(ott_enrollment)
     };
     let (ott, updb) = (pending_of("ott"), pending_of("updb"));
-    let ottca = match pending.iter().find(|e| e.method == "ottca") {
-        Some(e) => {
-            let ca_id = e.ca_id.clone().unwrap_or_default();
-            Some(OttCaEnrollment {
-                enrollment: OttEnrollment {
-                    id: e.id.clone(),
-                    jwt: e.jwt.clone(),
-                    token: e.jti.clone(),
-                    expires_at: clock::fmt_unix(e.expires_at),
-                },
-                ca: reference(ctl, Kind::Cas, &ca_id).await?,
-                ca_id,
-            })
-        }
+    let ottca = pending.iter().find_map(|e| match &e.method {
+        EnrollmentMethod::Ottca { ca_id } => Some((e, ca_id.clone())),
+        _ => None,
+    });
+    let ottca = match ottca {
+        Some((e, ca_id)) => Some(OttCaEnrollment {
+            enrollment: ott_enrollment(e),
+            ca: reference(ctl, Kind::Cas, &ca_id).await?,
+            ca_id,
+        }),
         None => None,
     };
     let mut authenticators = IdentityAuthenticators::default();
     for a in ctl.store.authenticators_of(&row.id).await? {
-        match (a.method.as_str(), a.fingerprint, a.username) {
-            ("cert", Some(fingerprint), _) => {
+        match a.credential {
+            Credential::Cert { fingerprint, .. } => {
                 authenticators.cert = Some(CertAuthenticator {
                     id: a.id,
                     fingerprint,
                 });
             }
-            ("updb", _, Some(username)) => {
+            Credential::Updb { username, .. } => {
                 authenticators.updb = Some(UpdbAuthenticator { id: a.id, username });
             }
-            _ => {}
+            Credential::Router { .. } => {}
         }
     }
     let type_id = match row.data["type"].as_str() {

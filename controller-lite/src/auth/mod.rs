@@ -20,7 +20,7 @@ use crate::error::ApiError;
 use crate::limits::{Metrics, ThrottleKey};
 use crate::model::{AuthPolicy, Kind, identity_disabled};
 use crate::server::ConnInfo;
-use crate::store::{ApiSessionRow, EntityRow};
+use crate::store::{ApiSessionRow, AuthenticatorRow, Credential, EntityRow};
 
 /// Header carrying the API session token (GOSDK `ziti/constants`: `zt-session`).
 pub const SESSION_HEADER: &str = "zt-session";
@@ -261,7 +261,13 @@ pub async fn authenticate_password(
         return Err(ApiError::RateLimited);
     }
     let auth = ctl.store.authenticator_by_username(username).await?;
-    let hash = auth.as_ref().and_then(|a| a.password_hash.clone());
+    let hash = match &auth {
+        Some(AuthenticatorRow {
+            credential: Credential::Updb { password_hash, .. },
+            ..
+        }) => Some(password_hash.clone()),
+        _ => None,
+    };
     let metrics = ctl.metrics.clone();
     let ok = ctl
         .password_gate
@@ -349,7 +355,7 @@ pub async fn cert_flags(ctl: &Controller, session: &ApiSessionRow) -> Result<Cer
     else {
         return Ok(CertFlags::default());
     };
-    if a.method != "cert" || a.cert_pem.is_none() {
+    if !matches!(a.credential, Credential::Cert { pem: Some(_), .. }) {
         return Ok(CertFlags::default());
     }
     let ext = ctl.store.cert_extension(&a.id).await?;

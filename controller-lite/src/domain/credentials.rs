@@ -11,9 +11,9 @@ use crate::controller::Controller;
 use crate::enroll;
 use crate::error::ApiError;
 use crate::model::Kind;
-use crate::store::AuthenticatorRow;
+use crate::store::{AuthenticatorRow, Credential, EnrollmentMethod, UPDB_METHOD};
 use crate::thirdparty_ca::CaError;
-use crate::thirdparty_ca::enrollment::{OTTCA, create_ottca};
+use crate::thirdparty_ca::enrollment::create_ottca;
 
 fn not_found(what: &str, id: &str) -> ApiError {
     ApiError::NotFound(format!("{what} {id:?} not found"))
@@ -117,7 +117,7 @@ pub async fn create_password_authenticator(
         .authenticators_of(identity_id)
         .await?
         .iter()
-        .any(|a| a.method == "updb")
+        .any(|a| matches!(a.credential, Credential::Updb { .. }))
     {
         return Err(ApiError::MaxAuthenticators(format!(
             "identity {identity_id:?} already has a updb authenticator"
@@ -128,11 +128,10 @@ pub async fn create_password_authenticator(
     let row = AuthenticatorRow {
         id: uuid::Uuid::new_v4().simple().to_string(),
         identity_id: identity_id.to_owned(),
-        method: "updb".into(),
-        fingerprint: None,
-        cert_pem: None,
-        username: Some(username),
-        password_hash: Some(password_hash),
+        credential: Credential::Updb {
+            username,
+            password_hash,
+        },
         created_at: now.clone(),
         updated_at: now,
     };
@@ -149,20 +148,24 @@ pub async fn update_password_authenticator(
     password: Option<String>,
 ) -> Result<(), ApiError> {
     let a = authenticator(ctl, id).await?;
-    if a.method != "updb" {
+    let Credential::Updb {
+        username: old_username,
+        password_hash: old_hash,
+    } = a.credential
+    else {
         return Err(ApiError::CanNotUpdateAuthenticator(format!(
             "authenticator {id:?} is a {} authenticator; only updb authenticators can be updated",
-            a.method
+            a.credential.method()
         )));
-    }
-    let username = username.or(a.username).unwrap_or_default();
+    };
+    let username = username.unwrap_or(old_username);
     check_credentials(&username, password.as_deref().unwrap_or("unchanged"))?;
     if let Some(p) = &password {
         check_password_policy(ctl, &a.identity_id, p).await?;
     }
     let password_hash = match password {
         Some(p) => crate::auth::hash_password_gated(ctl, p).await?,
-        None => a.password_hash.unwrap_or_default(),
+        None => old_hash,
     };
     let mut tx = ctl.store.begin_write().await?;
     username_free(ctl, &username, Some(id)).await?;
@@ -181,7 +184,7 @@ pub async fn update_password_authenticator(
 /// its next certificate login answers the `ziti-authenticator-extend-requested` header.
 pub async fn request_extend(ctl: &Controller, id: &str, roll_keys: bool) -> Result<(), ApiError> {
     let a = authenticator(ctl, id).await?;
-    if a.method != "cert" || a.cert_pem.is_none() {
+    if !matches!(a.credential, Credential::Cert { pem: Some(_), .. }) {
         return Err(ApiError::CanNotUpdateAuthenticator(format!(
             "authenticator {id:?} is not a certificate this network issued"
         )));
@@ -199,7 +202,7 @@ pub async fn request_extend(ctl: &Controller, id: &str, roll_keys: bool) -> Resu
 /// `authenticator_manager.go` `ReEnroll`).
 pub async fn re_enroll(ctl: &Controller, id: &str, expires_at: i64) -> Result<String, ApiError> {
     let a = authenticator(ctl, id).await?;
-    if a.method == "updb" && is_default_admin(ctl, &a.identity_id).await? {
+    if a.credential.username().is_some() && is_default_admin(ctl, &a.identity_id).await? {
         return Err(ApiError::EntityCanNotBeDeleted(
             "the default admin's password authenticator cannot be re-enrolled".into(),
         ));
@@ -208,16 +211,17 @@ pub async fn re_enroll(ctl: &Controller, id: &str, expires_at: i64) -> Result<St
     if !tx.delete_authenticator(id).await? {
         return Err(not_found("authenticator", id));
     }
-    let e = match (a.method.as_str(), a.username.as_deref()) {
-        ("updb", Some(username)) => {
+    let e = match &a.credential {
+        Credential::Updb { username, .. } => {
             enroll::create_updb(ctl, &mut tx, &a.identity_id, username, Some(expires_at)).await?
         }
-        ("cert", _) => {
+        Credential::Cert { .. } => {
             enroll::create_ott_expiring(ctl, &mut tx, &a.identity_id, Some(expires_at)).await?
         }
-        (other, _) => {
+        other @ Credential::Router { .. } => {
             return Err(ApiError::CanNotUpdateAuthenticator(format!(
-                "a {other} authenticator cannot be re-enrolled"
+                "a {} authenticator cannot be re-enrolled",
+                other.method()
             )));
         }
     };
@@ -253,7 +257,7 @@ pub async fn re_enroll_router(ctl: &Controller, id: &str) -> Result<(), ApiError
 /// password stays).
 pub async fn delete_authenticator(ctl: &Controller, id: &str) -> Result<(), ApiError> {
     let a = authenticator(ctl, id).await?;
-    if a.method == "updb" && is_default_admin(ctl, &a.identity_id).await? {
+    if a.credential.username().is_some() && is_default_admin(ctl, &a.identity_id).await? {
         return Err(ApiError::EntityCanNotBeDeleted(
             "the default admin's password authenticator cannot be deleted".into(),
         ));
@@ -313,7 +317,7 @@ pub async fn create_enrollment(
                 .authenticators_of(identity_id)
                 .await?
                 .iter()
-                .any(|a| a.method == "cert")
+                .any(|a| matches!(a.credential, Credential::Cert { .. }))
             {
                 return Err(invalid(format!(
                     "identity {identity_id:?} already has a certificate authenticator; delete it to enroll again"
@@ -327,13 +331,15 @@ pub async fn create_enrollment(
             enroll::create_ott_expiring(ctl, &mut tx, identity_id, expires_at).await?
         }
         NewEnrollment::Updb { username } => {
-            if tx.has_authenticator_method(identity_id, "updb").await?
+            if tx
+                .has_authenticator_method(identity_id, UPDB_METHOD)
+                .await?
                 || ctl
                     .store
                     .pending_enrollments(identity_id)
                     .await?
                     .iter()
-                    .any(|e| e.method == enroll::UPDB)
+                    .any(|e| matches!(e.method, EnrollmentMethod::Updb { .. }))
             {
                 return Err(ApiError::Conflict(format!(
                     "identity {identity_id:?} already has a password or a pending updb enrollment"
@@ -346,7 +352,7 @@ pub async fn create_enrollment(
                 .pending_enrollments_in(identity_id)
                 .await?
                 .iter()
-                .any(|e| e.method == OTTCA)
+                .any(|e| matches!(e.method, EnrollmentMethod::Ottca { .. }))
             {
                 return Err(ApiError::Ca(CaError::EnrollmentExists(format!(
                     "identity {identity_id:?} already has an ottca enrollment"

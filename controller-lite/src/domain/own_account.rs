@@ -12,7 +12,7 @@ use crate::clock;
 use crate::controller::Controller;
 use crate::error::ApiError;
 use crate::pki::CertProfile;
-use crate::store::{ApiSessionCertRow, AuthenticatorRow};
+use crate::store::{ApiSessionCertRow, AuthenticatorRow, Credential};
 
 /// Lifetime of an API session certificate (OpenZiti's: 12 hours).
 pub const LIFETIME_SECS: i64 = 12 * 3600;
@@ -127,15 +127,17 @@ pub async fn extend_cert(
     csr: &str,
 ) -> Result<String, ApiError> {
     let a = own_authenticator(ctl, caller, id).await?;
-    if a.method != "cert" || a.cert_pem.is_none() {
+    let Credential::Cert {
+        fingerprint,
+        pem: Some(_),
+    } = &a.credential
+    else {
         return Err(ApiError::CanNotUpdateAuthenticator(format!(
             "authenticator {id:?} is not a certificate this network issued"
         )));
-    }
+    };
     let leaf = leaf.ok_or(ApiError::Unauthorized)?;
-    if a.fingerprint.as_deref() != Some(weft_tls::fingerprint(leaf).as_str())
-        || !ctl.pki.verify_client_leaf(leaf, true)
-    {
+    if *fingerprint != weft_tls::fingerprint(leaf) || !ctl.pki.verify_client_leaf(leaf, true) {
         return Err(ApiError::Unauthorized);
     }
     let issued = ctl
@@ -199,18 +201,22 @@ pub async fn change_password(
     current: String,
 ) -> Result<(), ApiError> {
     let a = own_authenticator(ctl, caller, id).await?;
-    if a.method != "updb" {
+    let Credential::Updb {
+        username: old_username,
+        password_hash: old_hash,
+    } = a.credential
+    else {
         return Err(ApiError::CanNotUpdateAuthenticator(format!(
             "authenticator {id:?} is a {} authenticator; only updb authenticators can be changed",
-            a.method
+            a.credential.method()
         )));
-    }
-    let username = username.unwrap_or_else(|| a.username.clone().unwrap_or_default());
+    };
+    let username = username.unwrap_or(old_username);
     super::credentials::check_credentials(&username, password.as_deref().unwrap_or("unchanged"))?;
     if let Some(p) = &password {
         caller.policy.primary.updb.check_password(p)?;
     }
-    let hash = a.password_hash.clone();
+    let hash = Some(old_hash.clone());
     let metrics = ctl.metrics.clone();
     let ok = ctl
         .password_gate
@@ -224,7 +230,7 @@ pub async fn change_password(
     super::credentials::username_free(ctl, &username, Some(&a.id)).await?;
     let password_hash = match password {
         Some(p) => crate::auth::hash_password_gated(ctl, p).await?,
-        None => a.password_hash.unwrap_or_default(),
+        None => old_hash,
     };
     let mut tx = ctl.store.begin_write().await?;
     if !tx

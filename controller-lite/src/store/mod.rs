@@ -51,7 +51,8 @@ pub use integrity::Finding;
 pub use mfa::MfaRow;
 pub use posture::{FAILED_REQUESTS_KEPT, FailedServiceRequest};
 pub use security::{
-    ApiSessionRow, AuthenticatorRow, EnrollmentRow, ROUTER_AUTH_METHOD, SessionRow,
+    ApiSessionRow, AuthenticatorRow, CERT_METHOD, Credential, EnrollmentMethod, EnrollmentRow,
+    ROUTER_AUTH_METHOD, SessionRow, UPDB_METHOD,
 };
 pub use service_configs::{ServiceConfigColumn, ServiceConfigRow};
 pub use session_certs::ApiSessionCertRow;

@@ -11,10 +11,10 @@ use crate::error::StoreError;
 pub struct EnrollmentRow {
     /// Enrollment id.
     pub id: String,
-    /// Identity being enrolled.
+    /// Identity (or edge router, for `erott`) being enrolled.
     pub identity_id: String,
-    /// Method, `ott`.
-    pub method: String,
+    /// The method, with what it alone carries.
+    pub method: EnrollmentMethod,
     /// Token (JWT `jti`).
     pub jti: String,
     /// The signed enrollment JWT.
@@ -25,10 +25,71 @@ pub struct EnrollmentRow {
     pub used: bool,
     /// Creation time.
     pub created_at: String,
-    /// `updb`: the user name the enrolled password belongs to.
-    pub username: Option<String>,
-    /// `ottca`: the 3rd-party CA whose certificate redeems it.
-    pub ca_id: Option<String>,
+}
+
+/// How an enrollment is redeemed (the `method` column, with the columns only that
+/// method uses).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnrollmentMethod {
+    /// `ott`: a certificate signing request, answered with a certificate.
+    Ott,
+    /// `ottca`: a certificate of the 3rd-party CA `ca_id`.
+    Ottca {
+        /// The CA whose certificate redeems it.
+        ca_id: String,
+    },
+    /// `updb`: a password for `username`.
+    Updb {
+        /// The user name the enrolled password belongs to.
+        username: String,
+    },
+    /// `erott`: an edge router's enrollment (server and client certificates).
+    Erott,
+}
+
+impl EnrollmentMethod {
+    /// The method's name, as the API and the `method` column spell it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Ott => "ott",
+            Self::Ottca { .. } => "ottca",
+            Self::Updb { .. } => "updb",
+            Self::Erott => "erott",
+        }
+    }
+
+    /// The `username` and `ca_id` columns.
+    fn columns(&self) -> (Option<&str>, Option<&str>) {
+        match self {
+            Self::Updb { username } => (Some(username), None),
+            Self::Ottca { ca_id } => (None, Some(ca_id)),
+            Self::Ott | Self::Erott => (None, None),
+        }
+    }
+
+    /// From the `method`, `username` and `ca_id` columns; a method without the column
+    /// it needs, or one this controller does not know, is corrupt.
+    fn from_columns(
+        method: &str,
+        username: Option<String>,
+        ca_id: Option<String>,
+    ) -> Result<Self, StoreError> {
+        let missing =
+            |col: &str| StoreError::Corrupt(format!("a {method} enrollment has no {col}"));
+        match method {
+            "ott" => Ok(Self::Ott),
+            "erott" => Ok(Self::Erott),
+            "updb" => Ok(Self::Updb {
+                username: username.ok_or_else(|| missing("user name"))?,
+            }),
+            "ottca" => Ok(Self::Ottca {
+                ca_id: ca_id.ok_or_else(|| missing("CA"))?,
+            }),
+            other => Err(StoreError::Corrupt(format!(
+                "unknown enrollment method {other:?}"
+            ))),
+        }
+    }
 }
 
 /// A credential bound to an identity.
@@ -36,22 +97,116 @@ pub struct EnrollmentRow {
 pub struct AuthenticatorRow {
     /// Authenticator id.
     pub id: String,
-    /// Owner identity.
+    /// Owner identity (or edge router, for [`Credential::Router`]).
     pub identity_id: String,
-    /// `cert` or `updb`.
-    pub method: String,
-    /// SHA-1 fingerprint of the certificate (cert method).
-    pub fingerprint: Option<String>,
-    /// Issued certificate PEM (cert method).
-    pub cert_pem: Option<String>,
-    /// User name (updb method).
-    pub username: Option<String>,
-    /// Argon2 PHC hash (updb method).
-    pub password_hash: Option<String>,
+    /// What proves the identity.
+    pub credential: Credential,
     /// Creation time.
     pub created_at: String,
     /// Last update time.
     pub updated_at: String,
+}
+
+/// What an authenticator holds: one variant per method (the `method` column, with the
+/// columns only that method uses).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// `cert`: a client certificate, known by its SHA-1 fingerprint.
+    Cert {
+        /// SHA-1 fingerprint of the certificate (lowercase hex).
+        fingerprint: String,
+        /// The certificate, when this controller issued it (a 3rd-party CA's
+        /// certificate is known by its fingerprint only).
+        pem: Option<String>,
+    },
+    /// `updb`: a user name and password.
+    Updb {
+        /// User name, unique among authenticators.
+        username: String,
+        /// Argon2 PHC hash of the password.
+        password_hash: String,
+    },
+    /// `router`: an edge router's control-channel client certificate; never logs an
+    /// identity in (`authenticate?method=cert` looks at `cert` only).
+    Router {
+        /// SHA-1 fingerprint of the certificate.
+        fingerprint: String,
+        /// The certificate this controller issued at the router's enrollment.
+        pem: String,
+    },
+}
+
+impl Credential {
+    /// The method's name, as the API and the `method` column spell it.
+    pub fn method(&self) -> &'static str {
+        match self {
+            Self::Cert { .. } => CERT_METHOD,
+            Self::Updb { .. } => UPDB_METHOD,
+            Self::Router { .. } => ROUTER_AUTH_METHOD,
+        }
+    }
+
+    /// The certificate's fingerprint (certificate methods).
+    pub fn fingerprint(&self) -> Option<&str> {
+        match self {
+            Self::Cert { fingerprint, .. } | Self::Router { fingerprint, .. } => Some(fingerprint),
+            Self::Updb { .. } => None,
+        }
+    }
+
+    /// The certificate this controller issued, if it did (certificate methods).
+    pub fn cert_pem(&self) -> Option<&str> {
+        match self {
+            Self::Cert { pem, .. } => pem.as_deref(),
+            Self::Router { pem, .. } => Some(pem),
+            Self::Updb { .. } => None,
+        }
+    }
+
+    /// The user name (`updb`).
+    pub fn username(&self) -> Option<&str> {
+        match self {
+            Self::Updb { username, .. } => Some(username),
+            _ => None,
+        }
+    }
+
+    /// The `fingerprint`, `cert_pem`, `username` and `password_hash` columns.
+    fn columns(&self) -> [Option<&str>; 4] {
+        match self {
+            Self::Cert { fingerprint, pem } => [Some(fingerprint), pem.as_deref(), None, None],
+            Self::Router { fingerprint, pem } => [Some(fingerprint), Some(pem), None, None],
+            Self::Updb {
+                username,
+                password_hash,
+            } => [None, None, Some(username), Some(password_hash)],
+        }
+    }
+
+    /// From the `method` column and the four of [`Self::columns`]; a method without a
+    /// column it needs, or one this controller does not know, is corrupt.
+    fn from_columns(method: &str, cols: [Option<String>; 4]) -> Result<Self, StoreError> {
+        let [fingerprint, pem, username, hash] = cols;
+        let missing =
+            |col: &str| StoreError::Corrupt(format!("a {method} authenticator has no {col}"));
+        match method {
+            CERT_METHOD => Ok(Self::Cert {
+                fingerprint: fingerprint.ok_or_else(|| missing("fingerprint"))?,
+                pem,
+            }),
+            ROUTER_AUTH_METHOD => Ok(Self::Router {
+                fingerprint: fingerprint.ok_or_else(|| missing("fingerprint"))?,
+                pem: pem.ok_or_else(|| missing("certificate"))?,
+            }),
+            UPDB_METHOD => Ok(Self::Updb {
+                username: username.ok_or_else(|| missing("user name"))?,
+                password_hash: hash.ok_or_else(|| missing("password hash"))?,
+            }),
+            other => Err(StoreError::Corrupt(format!(
+                "unknown authenticator method {other:?}"
+            ))),
+        }
+    }
 }
 
 /// An API session (login).
@@ -106,14 +261,16 @@ pub(super) fn enrollment_from(r: &AnyRow) -> Result<EnrollmentRow, StoreError> {
     Ok(EnrollmentRow {
         id: r.try_get(0)?,
         identity_id: r.try_get(1)?,
-        method: r.try_get(2)?,
+        method: EnrollmentMethod::from_columns(
+            &r.try_get::<String, _>(2)?,
+            r.try_get(8)?,
+            r.try_get(9)?,
+        )?,
         jti: r.try_get(3)?,
         jwt: r.try_get(4)?,
         expires_at: r.try_get(5)?,
         used: r.try_get::<i64, _>(6)? != 0,
         created_at: r.try_get(7)?,
-        username: r.try_get(8)?,
-        ca_id: r.try_get(9)?,
     })
 }
 
@@ -121,11 +278,10 @@ pub(super) fn authenticator_from(r: &AnyRow) -> Result<AuthenticatorRow, StoreEr
     Ok(AuthenticatorRow {
         id: r.try_get(0)?,
         identity_id: r.try_get(1)?,
-        method: r.try_get(2)?,
-        fingerprint: r.try_get(3)?,
-        cert_pem: r.try_get(4)?,
-        username: r.try_get(5)?,
-        password_hash: r.try_get(6)?,
+        credential: Credential::from_columns(
+            &r.try_get::<String, _>(2)?,
+            [r.try_get(3)?, r.try_get(4)?, r.try_get(5)?, r.try_get(6)?],
+        )?,
         created_at: r.try_get(7)?,
         updated_at: r.try_get(8)?,
     })
@@ -200,6 +356,10 @@ pub(super) async fn fetch_optional<'e, T>(
 /// authenticators never log an identity in (`authenticate?method=cert` only looks at
 /// `cert`).
 pub const ROUTER_AUTH_METHOD: &str = "router";
+/// Authenticator method of a client certificate ([`Credential::Cert`]).
+pub const CERT_METHOD: &str = "cert";
+/// Authenticator method of a user name and password ([`Credential::Updb`]).
+pub const UPDB_METHOD: &str = "updb";
 
 impl Store {
     /// Looks an enrollment up by token.
@@ -414,14 +574,14 @@ impl WriteTx<'_> {
         )
         .bind(&e.id)
         .bind(&e.identity_id)
-        .bind(&e.method)
+        .bind(e.method.name())
         .bind(&e.jti)
         .bind(&e.jwt)
         .bind(e.expires_at)
         .bind(i64::from(e.used))
         .bind(&e.created_at)
-        .bind(e.username.as_deref())
-        .bind(e.ca_id.as_deref())
+        .bind(e.method.columns().0)
+        .bind(e.method.columns().1)
         .execute(&mut *self.tx)
         .await?;
         self.record("enrollments", &e.id, ChangeOp::Create).await
@@ -541,6 +701,7 @@ impl WriteTx<'_> {
     /// Inserts an authenticator; a taken fingerprint or user name gives
     /// [`StoreError::Duplicate`].
     pub async fn insert_authenticator(&mut self, a: &AuthenticatorRow) -> Result<(), StoreError> {
+        let [fingerprint, cert_pem, username, password_hash] = a.credential.columns();
         let res = sqlx::query(
             "INSERT INTO authenticators (id, identity_id, method, fingerprint, cert_pem, username,
                                          password_hash, created_at, updated_at)
@@ -548,11 +709,11 @@ impl WriteTx<'_> {
         )
         .bind(&a.id)
         .bind(&a.identity_id)
-        .bind(&a.method)
-        .bind(a.fingerprint.as_deref())
-        .bind(a.cert_pem.as_deref())
-        .bind(a.username.as_deref())
-        .bind(a.password_hash.as_deref())
+        .bind(a.credential.method())
+        .bind(fingerprint)
+        .bind(cert_pem)
+        .bind(username)
+        .bind(password_hash)
         .bind(&a.created_at)
         .bind(&a.updated_at)
         .execute(&mut *self.tx)
@@ -560,10 +721,7 @@ impl WriteTx<'_> {
         match res {
             Ok(_) => self.record("authenticators", &a.id, ChangeOp::Create).await,
             Err(e) if is_unique_violation(&e) => Err(StoreError::Duplicate(
-                a.username
-                    .clone()
-                    .or_else(|| a.fingerprint.clone())
-                    .unwrap_or_default(),
+                username.or(fingerprint).unwrap_or_default().to_owned(),
             )),
             Err(e) => Err(e.into()),
         }

@@ -25,7 +25,9 @@ use crate::controller::Controller;
 use crate::enroll;
 use crate::error::{ApiError, StoreError};
 use crate::model::Kind;
-use crate::store::{AuthenticatorRow, EnrollmentRow, EntityRow, WriteTx};
+use crate::store::{
+    AuthenticatorRow, CERT_METHOD, Credential, EnrollmentMethod, EnrollmentRow, EntityRow, WriteTx,
+};
 
 /// Enrollment method redeemed with a certificate of the enrollment's CA.
 pub const OTTCA: &str = "ottca";
@@ -59,7 +61,8 @@ pub async fn create_ottca(
         .await?
         .ok_or_else(|| ApiError::CouldNotValidate(format!("CA {ca_key:?} does not exist")))?;
     let exp = expires_at.unwrap_or_else(|| clock::now_unix() + ctl.config.pki.enrollment_ttl_secs);
-    enroll::create_enrollment(ctl, tx, identity_id, OTTCA, exp, None, Some(&ca.id)).await
+    let method = EnrollmentMethod::Ottca { ca_id: ca.id };
+    enroll::create_enrollment(ctl, tx, identity_id, method, exp).await
 }
 
 /// The stored CA `id`, if it still exists and makes sense.
@@ -85,11 +88,10 @@ async fn insert_cert_authenticator(
     tx.insert_authenticator(&AuthenticatorRow {
         id: id.clone(),
         identity_id: identity_id.into(),
-        method: "cert".into(),
-        fingerprint: Some(fingerprint.into()),
-        cert_pem: None,
-        username: None,
-        password_hash: None,
+        credential: Credential::Cert {
+            fingerprint: fingerprint.into(),
+            pem: None,
+        },
         created_at: now.clone(),
         updated_at: now,
     })
@@ -123,15 +125,13 @@ pub async fn enroll_ottca(
         .ok_or_else(|| {
             enroll::invalid("the enrollment token is invalid, expired or already used")
         })?;
-    if pending.method != OTTCA {
+    let EnrollmentMethod::Ottca { ca_id } = &pending.method else {
         return Err(ca_error(CaError::InvalidEnrollMethod(OTTCA.into())));
-    }
-    let ca = match pending.ca_id.as_deref() {
-        Some(id) => stored_ca(ctl, id).await?,
-        None => None,
-    }
-    .filter(|c| c.ott_ca)
-    .ok_or(ApiError::Ca(CaError::EnrollmentCaNotValid))?;
+    };
+    let ca = stored_ca(ctl, ca_id)
+        .await?
+        .filter(|c| c.ott_ca)
+        .ok_or(ApiError::Ca(CaError::EnrollmentCaNotValid))?;
     let (leaf, intermediates) = split(certs, true)?;
     if !cert::chains_to(&ca.der, leaf, intermediates, now) {
         return Err(ca_error(CaError::CertificateFailedValidation(format!(
@@ -144,12 +144,12 @@ pub async fn enroll_ottca(
     let enr = tx
         .redeem_enrollment(token, now)
         .await?
-        .filter(|e| e.method == OTTCA)
+        .filter(|e| e.method == pending.method)
         .ok_or_else(|| {
             enroll::invalid("the enrollment token is invalid, expired or already used")
         })?;
     if tx
-        .has_authenticator_method(&enr.identity_id, "cert")
+        .has_authenticator_method(&enr.identity_id, CERT_METHOD)
         .await?
     {
         return Err(ApiError::MaxAuthenticators(format!(

@@ -195,7 +195,6 @@ async fn list(
         .authenticators_of(&caller.identity.id)
         .await?
         .into_iter()
-        .filter(|a| a.method == "cert" || a.method == "updb")
         .map(|a| to_json(&AuthenticatorDetail::new(a, &names)).map(|v| (v.clone(), v)))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(envelope::page(

@@ -97,7 +97,7 @@ pub async fn create(ctl: AppState, k: Kind, body: Value) -> Result<Response, Api
         data["enrollmentExpiresAt"] = json!(clock::fmt_unix(e.expires_at));
     } else if let Some(e) = enrollment {
         // Keyed by method: `ott` or `updb`.
-        data["enrollment"] = json!({e.method.clone(): {
+        data["enrollment"] = json!({e.method.name(): {
             "id": e.id, "jwt": e.jwt, "token": e.jti, "expiresAt": clock::fmt_unix(e.expires_at)}});
     }
     Ok(envelope::created(data))

@@ -11,7 +11,9 @@ use crate::clock;
 use crate::error::ApiError;
 use crate::filter::Fields;
 use crate::model::Kind;
-use crate::store::{AuthenticatorRow, EnrollmentRow, EntityRow, SessionRow, Store};
+use crate::store::{
+    AuthenticatorRow, Credential, EnrollmentMethod, EnrollmentRow, EntityRow, SessionRow, Store,
+};
 
 /// A reference to another entity (`{id, name, entity, _links}`).
 #[derive(Debug, Clone, Serialize, JsonSchema)]
@@ -110,14 +112,20 @@ pub struct AuthenticatorDetail {
 impl AuthenticatorDetail {
     /// The detail of `a` (never its password hash).
     pub fn new(a: AuthenticatorRow, identities: &Names) -> Self {
+        let method = a.credential.method().to_owned();
+        let (fingerprint, cert_pem, username) = match a.credential {
+            Credential::Cert { fingerprint, pem } => (Some(fingerprint), pem, None),
+            Credential::Router { fingerprint, pem } => (Some(fingerprint), Some(pem), None),
+            Credential::Updb { username, .. } => (None, None, Some(username)),
+        };
         Self {
             identity: identities.reference(&a.identity_id),
             id: a.id,
-            method: a.method,
+            method,
             identity_id: a.identity_id,
-            fingerprint: a.fingerprint,
-            cert_pem: a.cert_pem,
-            username: a.username,
+            fingerprint,
+            cert_pem,
+            username,
             created_at: a.created_at,
             updated_at: a.updated_at,
             tags: Map::new(),
@@ -164,12 +172,15 @@ impl EnrollmentDetail {
         Self {
             identity: identities.reference(&e.identity_id),
             id: e.id,
-            method: e.method,
+            method: e.method.name().to_owned(),
             identity_id: e.identity_id,
             token: e.jti,
             jwt: e.jwt,
             expires_at: clock::fmt_unix(e.expires_at),
-            ca_id: e.ca_id,
+            ca_id: match e.method {
+                EnrollmentMethod::Ottca { ca_id } => Some(ca_id),
+                _ => None,
+            },
             updated_at: e.created_at.clone(),
             created_at: e.created_at,
             tags: Map::new(),
