@@ -4,10 +4,12 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use serde_json::Value;
 
 use crate::error::StoreError;
-use crate::model::{EdgeRouterPolicy, Kind, PolicyType, ServiceEdgeRouterPolicy, ServicePolicy};
+use crate::model::{
+    Document, EdgeRouter, EdgeRouterPolicy, Identity, Kind, PolicyType, Service,
+    ServiceEdgeRouterPolicy, ServicePolicy, StoredPostureCheck,
+};
 use crate::policy::{
     self, EntityKind, PolicyCollection, PolicyEvaluator, PolicyIndex, RoleSelector, RoleSet,
 };
@@ -278,33 +280,36 @@ impl PolicySnapshot {
     /// Loads the policy model from the store and indexes it.
     pub async fn load(store: &Store) -> Result<Self, StoreError> {
         let identities = store
-            .list_all(Kind::Identities.collection())
+            .entities::<Identity>()
             .await?
-            .iter()
+            .into_iter()
             .map(|e| policy::Identity {
-                id: e.id.clone(),
-                name: e.name.clone(),
-                role_attributes: e.role_attributes(),
-                disabled: flag(e, "disabled"),
+                id: e.id,
+                name: e.name,
+                role_attributes: e.doc.role_attributes,
+                // Documents from before timed disables. A disable now (`disabledAt`, which
+                // may end by itself) ends the identity's API sessions and refuses its
+                // logins; the view judges that at each sync, not this index.
+                disabled: e.doc.disabled == Some(true),
             })
             .collect();
         let services = store
-            .list_all(Kind::Services.collection())
+            .entities::<Service>()
             .await?
-            .iter()
+            .into_iter()
             .map(|e| policy::Service {
-                id: e.id.clone(),
-                name: e.name.clone(),
-                role_attributes: e.role_attributes(),
+                id: e.id,
+                name: e.name,
+                role_attributes: e.doc.role_attributes,
             })
             .collect();
         // Disabled routers are left out of the model, so no policy can select them.
-        let routers: Vec<EntityRow> = store
-            .list_all(Kind::EdgeRouters.collection())
-            .await?
-            .into_iter()
-            .filter(|r| !flag(r, "disabled"))
-            .collect();
+        let mut routers: Vec<EntityRow> = Vec::new();
+        for r in store.list_all(Kind::EdgeRouters.collection()).await? {
+            if !r.doc::<EdgeRouter>()?.disabled {
+                routers.push(r);
+            }
+        }
         let edge_routers = routers
             .iter()
             .map(|e| policy::EdgeRouter {
@@ -313,7 +318,7 @@ impl PolicySnapshot {
                 role_attributes: e.role_attributes(),
             })
             .collect();
-        let service_policies = docs::<ServicePolicy>(store, Kind::ServicePolicies)
+        let service_policies = docs::<ServicePolicy>(store)
             .await?
             .into_iter()
             .map(|(id, p)| policy::ServicePolicy {
@@ -325,7 +330,7 @@ impl PolicySnapshot {
                 posture_check_roles: roles(&p.posture_check_roles),
             })
             .collect();
-        let edge_router_policies = docs::<EdgeRouterPolicy>(store, Kind::EdgeRouterPolicies)
+        let edge_router_policies = docs::<EdgeRouterPolicy>(store)
             .await?
             .into_iter()
             .map(|(id, p)| policy::EdgeRouterPolicy {
@@ -336,7 +341,7 @@ impl PolicySnapshot {
             })
             .collect();
         let service_edge_router_policies =
-            docs::<ServiceEdgeRouterPolicy>(store, Kind::ServiceEdgeRouterPolicies)
+            docs::<ServiceEdgeRouterPolicy>(store)
                 .await?
                 .into_iter()
                 .map(|(id, p)| policy::ServiceEdgeRouterPolicy {
@@ -359,7 +364,8 @@ impl PolicySnapshot {
             .into_iter()
             .map(|e| {
                 let entry = CheckEntry {
-                    check: PostureCheck::from_stored(&e.data),
+                    // An unreadable check never passes; it does not stop the others.
+                    check: e.doc::<StoredPostureCheck>().ok().map(|s| s.check),
                     name: e.name,
                     created_at: e.created_at,
                     updated_at: e.updated_at,
@@ -389,10 +395,6 @@ impl PolicySnapshot {
     }
 }
 
-fn flag(e: &EntityRow, name: &str) -> bool {
-    e.data.get(name).and_then(Value::as_bool).unwrap_or(false)
-}
-
 /// Role lists were validated when stored; an entry that no longer parses selects
 /// nothing rather than failing every query.
 fn roles(entries: &[String]) -> RoleSet {
@@ -401,22 +403,14 @@ fn roles(entries: &[String]) -> RoleSet {
     })
 }
 
-/// The policy documents of `kind` with their ids.
-async fn docs<T: serde::de::DeserializeOwned>(
-    store: &Store,
-    kind: Kind,
-) -> Result<Vec<(String, T)>, StoreError> {
-    store
-        .list_all(kind.collection())
+/// The policy documents of `D`'s kind with their ids.
+async fn docs<D: Document>(store: &Store) -> Result<Vec<(String, D)>, StoreError> {
+    Ok(store
+        .entities::<D>()
         .await?
         .into_iter()
-        .map(|e| {
-            Ok((
-                e.id,
-                serde_json::from_value(e.data).map_err(StoreError::from)?,
-            ))
-        })
-        .collect()
+        .map(|e| (e.id, e.doc))
+        .collect())
 }
 
 #[cfg(test)]

@@ -109,13 +109,10 @@ pub async fn enroll_updb(
     crate::domain::credentials::check_credentials(&username, password)?;
     let identity = ctl
         .store
-        .get_entity(
-            crate::model::Kind::Identities.collection(),
-            &pending.identity_id,
-        )
+        .entity::<crate::model::Identity>(&pending.identity_id)
         .await?
         .ok_or_else(|| invalid("the identity of this enrollment no longer exists"))?;
-    crate::auth::policy::check_new_password(&ctl.store, &identity, password).await?;
+    crate::auth::policy::check_new_password(&ctl.store, &identity.doc, password).await?;
     let hash = crate::auth::hash_password_gated(ctl, password.to_owned()).await?;
     let mut tx = ctl.store.begin_write().await?;
     let enr = tx

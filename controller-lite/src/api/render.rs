@@ -11,7 +11,7 @@ use crate::clock;
 use crate::controller::Controller;
 use crate::error::ApiError;
 use crate::filter::{FieldType, Fields};
-use crate::model::{Kind, PolicyType};
+use crate::model::{Config, Entity, Identity, Kind, PolicyType, Service};
 use crate::store::{
     ApiSessionRow, Credential, EnrollmentMethod, EnrollmentRow, EntityRow, ServiceConfigRow,
     SessionRow,
@@ -430,12 +430,13 @@ async fn identity_extras(ctl: &Controller, row: &EntityRow) -> Result<IdentityEx
             Credential::Router { .. } => {}
         }
     }
-    let type_id = match row.data["type"].as_str() {
-        Some("Router") => "Router",
+    let doc = Entity::<Identity>::from_row(row.clone())?.doc;
+    let type_id = match doc.identity_type.as_str() {
+        "Router" => "Router",
         _ => "Default",
     }
     .to_owned();
-    let auth_policy_id = crate::auth::policy::policy_id(row);
+    let auth_policy_id = doc.auth_policy();
     let info: Value = ctl
         .store
         .meta_get(&crate::auth::identity_info_key(&row.id))
@@ -450,7 +451,7 @@ async fn identity_extras(ctl: &Controller, row: &EntityRow) -> Result<IdentityEx
         type_id,
         auth_policy_id: auth_policy_id.to_owned(),
         auth_policy: reference(ctl, Kind::AuthPolicies, auth_policy_id).await?,
-        external_id: row.data["externalId"].as_str().map(str::to_owned),
+        external_id: doc.external_id.clone(),
         is_default_admin: ctl.store.meta_get("admin_identity_id").await?.as_deref()
             == Some(&row.id),
         is_mfa_enabled: ctl.store.mfa_of(&row.id).await?.is_some_and(|m| m.verified),
@@ -463,7 +464,7 @@ async fn identity_extras(ctl: &Controller, row: &EntityRow) -> Result<IdentityEx
         default_hosting_precedence: "default".into(),
         service_hosting_costs: Map::new(),
         service_hosting_precedences: Map::new(),
-        disabled: crate::model::identity_disabled(&row.data, clock::now_unix()),
+        disabled: doc.is_disabled(clock::now_unix()),
     })
 }
 
@@ -611,7 +612,7 @@ pub async fn management_entity(
                 version: posture_check_version(d),
             },
         )?,
-        Kind::Cas => merge(&mut v, crate::thirdparty_ca::extras(row))?,
+        Kind::Cas => merge(&mut v, crate::thirdparty_ca::extras(row)?)?,
         Kind::ConfigTypes | Kind::AuthPolicies => {}
     }
     Ok(v)
@@ -695,7 +696,7 @@ pub fn client_router(ctl: &Controller, row: &EntityRow) -> Value {
 pub async fn api_session(
     ctl: &Controller,
     s: &ApiSessionRow,
-    identity: &EntityRow,
+    identity: &Entity<Identity>,
     open: &crate::auth::policy::OpenQueries,
     cert: crate::auth::CertFlags,
 ) -> Value {
@@ -730,8 +731,12 @@ pub async fn api_session(
 
 /// Current identity detail (spec §4.7): the identity's detail, as the management API
 /// shows it.
-pub async fn current_identity(ctl: &Controller, identity: &EntityRow) -> Result<Value, ApiError> {
-    management_entity(ctl, Kind::Identities, identity).await
+pub async fn current_identity(
+    ctl: &Controller,
+    identity: &Entity<Identity>,
+) -> Result<Value, ApiError> {
+    let row = identity.clone().into_row()?;
+    management_entity(ctl, Kind::Identities, &row).await
 }
 
 /// Service as the client sees it: `permissions`, `config` filtered by the API
@@ -757,18 +762,12 @@ pub async fn client_service(
         Own(String),
     }
     let mut by_type: BTreeMap<String, Pick> = BTreeMap::new();
-    for id in row.data["configs"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-    {
-        if let Some(mut cfg) = ctl.store.get_entity(Kind::Configs.collection(), id).await? {
-            let type_id = cfg.data["configTypeId"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            by_type.insert(type_id, Pick::Data(cfg.data["data"].take()));
+    for id in &row.doc::<Service>()?.configs {
+        if let Some(cfg) = ctl.store.entity::<Config>(id).await? {
+            by_type.insert(
+                cfg.doc.config_type_id,
+                Pick::Data(Value::Object(cfg.doc.data)),
+            );
         }
     }
     for own in own_configs.iter().filter(|c| c.service_id == row.id) {
@@ -793,9 +792,9 @@ pub async fn client_service(
             Pick::Data(data) => Some(data),
             Pick::Own(config_id) => ctl
                 .store
-                .get_entity(Kind::Configs.collection(), &config_id)
+                .entity::<Config>(&config_id)
                 .await?
-                .map(|mut cfg| cfg.data["data"].take()),
+                .map(|cfg| Value::Object(cfg.doc.data)),
         };
         if let Some(data) = data {
             config.insert(ct.name, data);

@@ -13,7 +13,8 @@ use std::sync::atomic::Ordering;
 use crate::clock;
 use crate::controller::Controller;
 use crate::error::{ApiError, StoreError};
-use crate::store::{EntityRow, MfaRow};
+use crate::model::{Entity, Identity};
+use crate::store::MfaRow;
 
 use super::totp;
 
@@ -24,7 +25,7 @@ pub const BLOCK_SECS: i64 = 30;
 
 /// Starts a TOTP enrollment for `identity` (unverified until a code proves it):
 /// 409 `MFA_EXISTS` when it has one.
-pub async fn enroll(ctl: &Controller, identity: &EntityRow) -> Result<MfaRow, ApiError> {
+pub async fn enroll(ctl: &Controller, identity: &Entity<Identity>) -> Result<MfaRow, ApiError> {
     if ctl.store.mfa_of(&identity.id).await?.is_some() {
         return Err(ApiError::MfaExists);
     }
@@ -53,7 +54,7 @@ pub async fn enroll(ctl: &Controller, identity: &EntityRow) -> Result<MfaRow, Ap
 }
 
 /// The provisioning URL of an enrollment.
-pub fn provisioning_url(ctl: &Controller, identity: &EntityRow, mfa: &MfaRow) -> String {
+pub fn provisioning_url(ctl: &Controller, identity: &Entity<Identity>, mfa: &MfaRow) -> String {
     totp::provisioning_url(&ctl.config.auth.totp_issuer, &identity.name, &mfa.secret)
 }
 
@@ -98,7 +99,7 @@ pub async fn check_code(
 }
 
 /// The identity's enrollment or 404.
-pub async fn enrollment_of(ctl: &Controller, identity: &EntityRow) -> Result<MfaRow, ApiError> {
+pub async fn enrollment_of(ctl: &Controller, identity: &Entity<Identity>) -> Result<MfaRow, ApiError> {
     ctl.store
         .mfa_of(&identity.id)
         .await?
@@ -110,7 +111,7 @@ pub async fn enrollment_of(ctl: &Controller, identity: &EntityRow) -> Result<Mfa
 /// `isMfaComplete`). Routers are told.
 pub async fn verify_enrollment(
     ctl: &Controller,
-    identity: &EntityRow,
+    identity: &Entity<Identity>,
     api_session_id: &str,
     code: &str,
 ) -> Result<(), ApiError> {
@@ -134,7 +135,7 @@ pub async fn verify_enrollment(
 /// (`MFA_INVALID_TOKEN` without one).
 pub async fn remove_own(
     ctl: &Controller,
-    identity: &EntityRow,
+    identity: &Entity<Identity>,
     code: Option<&str>,
 ) -> Result<(), ApiError> {
     let m = enrollment_of(ctl, identity).await?;
@@ -153,7 +154,7 @@ pub async fn remove_own(
 /// `identity`'s verified enrollment, or 404.
 pub async fn verified_enrollment(
     ctl: &Controller,
-    identity: &EntityRow,
+    identity: &Entity<Identity>,
 ) -> Result<MfaRow, ApiError> {
     let m = enrollment_of(ctl, identity).await?;
     if !m.verified {
@@ -168,7 +169,7 @@ pub async fn verified_enrollment(
 /// `code`.
 pub async fn regenerate_recovery_codes(
     ctl: &Controller,
-    identity: &EntityRow,
+    identity: &Entity<Identity>,
     code: &str,
 ) -> Result<(), ApiError> {
     let m = verified_enrollment(ctl, identity).await?;
@@ -187,7 +188,7 @@ pub async fn regenerate_recovery_codes(
 /// login step either way.
 pub async fn answer(
     ctl: &Controller,
-    identity: &EntityRow,
+    identity: &Entity<Identity>,
     api_session_id: &str,
     code: &str,
 ) -> Result<(), ApiError> {

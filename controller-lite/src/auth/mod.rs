@@ -18,9 +18,9 @@ use crate::clock;
 use crate::controller::Controller;
 use crate::error::ApiError;
 use crate::limits::{Metrics, ThrottleKey};
-use crate::model::{AuthPolicy, Kind, identity_disabled};
+use crate::model::{AuthPolicy, Entity, Identity, Kind};
 use crate::server::ConnInfo;
-use crate::store::{ApiSessionRow, AuthenticatorRow, Credential, EntityRow};
+use crate::store::{ApiSessionRow, AuthenticatorRow, Credential};
 
 /// Header carrying the API session token (GOSDK `ziti/constants`: `zt-session`).
 pub const SESSION_HEADER: &str = "zt-session";
@@ -71,16 +71,16 @@ const DUMMY_SALT: [u8; 16] = *b"weft-dummy-salt!";
 pub(crate) async fn enabled_identity(
     ctl: &Controller,
     id: &str,
-) -> Result<(EntityRow, AuthPolicy), ApiError> {
+) -> Result<(Entity<Identity>, AuthPolicy), ApiError> {
     let identity = ctl
         .store
-        .get_entity(Kind::Identities.collection(), id)
+        .entity::<Identity>(id)
         .await?
         .ok_or(ApiError::InvalidAuth)?;
-    if identity_disabled(&identity.data, clock::now_unix()) {
+    if identity.doc.is_disabled(clock::now_unix()) {
         return Err(ApiError::InvalidAuth);
     }
-    let policy = policy::policy_of(&ctl.store, &identity).await?;
+    let policy = policy::policy_of(&ctl.store, &identity.doc).await?;
     Ok((identity, policy))
 }
 
@@ -136,12 +136,12 @@ pub fn identity_info(body: &Value) -> Value {
 /// the routers.
 pub(crate) async fn new_session(
     ctl: &Controller,
-    identity: &EntityRow,
+    identity: &Entity<Identity>,
     authenticator_id: &str,
     body: &Value,
     conn: &ConnInfo,
     cert: Option<CertLogin<'_>>,
-) -> Result<(ApiSessionRow, EntityRow), ApiError> {
+) -> Result<(ApiSessionRow, Entity<Identity>), ApiError> {
     let now = clock::now_string();
     let row = ApiSessionRow {
         id: uuid::Uuid::new_v4().simple().to_string(),
@@ -191,7 +191,7 @@ pub async fn authenticate_cert(
     ctl: &Controller,
     conn: &ConnInfo,
     body: &Value,
-) -> Result<(ApiSessionRow, EntityRow), ApiError> {
+) -> Result<(ApiSessionRow, Entity<Identity>), ApiError> {
     use crate::thirdparty_ca::enrollment as ca;
     let leaf = conn.certs.first().ok_or(ApiError::InvalidAuth)?;
     let fp = weft_tls::fingerprint(leaf.as_ref());
@@ -236,7 +236,7 @@ pub async fn authenticate_password(
     ctl: &Arc<Controller>,
     conn: &ConnInfo,
     body: &Value,
-) -> Result<(ApiSessionRow, EntityRow), ApiError> {
+) -> Result<(ApiSessionRow, Entity<Identity>), ApiError> {
     let username = body
         .get("username")
         .and_then(Value::as_str)
@@ -299,7 +299,7 @@ async fn password_outcome(
     authenticator_id: &str,
     identity_id: &str,
     password_ok: bool,
-) -> Result<EntityRow, ApiError> {
+) -> Result<Entity<Identity>, ApiError> {
     let (identity, policy) = enabled_identity(ctl, identity_id).await?;
     if !policy.primary.updb.allowed {
         return Err(ApiError::InvalidAuth);
@@ -374,7 +374,7 @@ pub struct Caller {
     /// The API session.
     pub session: ApiSessionRow,
     /// The identity.
-    pub identity: EntityRow,
+    pub identity: Entity<Identity>,
     /// The identity's authentication policy.
     pub policy: AuthPolicy,
     /// Why this request lacks the external JWT its policy's `requireExtJwtSigner`
@@ -420,11 +420,7 @@ impl FromRequestParts<Arc<Controller>> for PartialCaller {
 impl Caller {
     /// Whether the identity is an administrator.
     pub fn is_admin(&self) -> bool {
-        self.identity
-            .data
-            .get("isAdmin")
-            .and_then(Value::as_bool)
-            .unwrap_or(false)
+        self.identity.doc.is_admin
     }
 }
 
@@ -466,13 +462,13 @@ async fn resolve_caller(ctl: &Controller, parts: &Parts) -> Result<Caller, ApiEr
     }
     let identity = ctl
         .store
-        .get_entity(Kind::Identities.collection(), &session.identity_id)
+        .entity::<Identity>(&session.identity_id)
         .await?
         .ok_or(ApiError::Unauthorized)?;
-    if identity_disabled(&identity.data, now) {
+    if identity.doc.is_disabled(now) {
         return Err(ApiError::Unauthorized);
     }
-    let policy = policy::policy_of(&ctl.store, &identity).await?;
+    let policy = policy::policy_of(&ctl.store, &identity.doc).await?;
     let ext_jwt_missing = policy::ext_jwt_missing(ctl, &parts.headers, &policy, &identity).await;
     let now_str = clock::now_string();
     ctl.store

@@ -10,26 +10,16 @@ use serde_json::{Value, json};
 use crate::clock;
 use crate::controller::Controller;
 use crate::error::ApiError;
-use crate::model::{AuthPolicy, DEFAULT_AUTH_POLICY_ID, Kind};
-use crate::store::{ApiSessionRow, EntityRow, Store};
-
-/// The id of the policy `identity` follows (`default` when it names none).
-pub fn policy_id(identity: &EntityRow) -> &str {
-    identity
-        .data
-        .get("authPolicyId")
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .unwrap_or(DEFAULT_AUTH_POLICY_ID)
-}
+use crate::model::{AuthPolicy, Entity, ExternalJwtSigner, Identity};
+use crate::store::{ApiSessionRow, Store};
 
 /// The policy `identity` follows. A policy that vanished (deletes of used policies are
 /// refused) falls back to the built-in default.
-pub async fn policy_of(store: &Store, identity: &EntityRow) -> Result<AuthPolicy, ApiError> {
+pub async fn policy_of(store: &Store, identity: &Identity) -> Result<AuthPolicy, ApiError> {
     Ok(store
-        .get_entity(Kind::AuthPolicies.collection(), policy_id(identity))
+        .entity::<AuthPolicy>(identity.auth_policy())
         .await?
-        .map(|p| AuthPolicy::from_stored(&p.data))
+        .map(|p| p.doc)
         .unwrap_or_else(AuthPolicy::builtin_default))
 }
 
@@ -37,7 +27,7 @@ pub async fn policy_of(store: &Store, identity: &EntityRow) -> Result<AuthPolicy
 /// rules without enforcing them; Weft enforces them wherever a password is set).
 pub async fn check_new_password(
     store: &Store,
-    identity: &EntityRow,
+    identity: &Identity,
     password: &str,
 ) -> Result<(), ApiError> {
     policy_of(store, identity)
@@ -53,7 +43,7 @@ pub async fn ext_jwt_missing(
     ctl: &Controller,
     headers: &axum::http::HeaderMap,
     policy: &AuthPolicy,
-    identity: &EntityRow,
+    identity: &Entity<Identity>,
 ) -> Option<ApiError> {
     let signer = policy.secondary.require_ext_jwt_signer.as_deref()?;
     crate::extjwt::check_secondary(ctl, headers, signer, &identity.id)
@@ -70,17 +60,17 @@ impl Policies {
     /// Reads every policy.
     pub async fn load(store: &Store) -> Result<Self, crate::error::StoreError> {
         let map = store
-            .list_all(Kind::AuthPolicies.collection())
+            .entities::<AuthPolicy>()
             .await?
             .into_iter()
-            .map(|p| (p.id, AuthPolicy::from_stored(&p.data)))
+            .map(|p| (p.id, p.doc))
             .collect();
         Ok(Self(map, AuthPolicy::builtin_default()))
     }
 
     /// The policy `identity` follows.
-    pub fn of(&self, identity: &EntityRow) -> &AuthPolicy {
-        self.0.get(policy_id(identity)).unwrap_or(&self.1)
+    pub fn of(&self, identity: &Identity) -> &AuthPolicy {
+        self.0.get(identity.auth_policy()).unwrap_or(&self.1)
     }
 }
 
@@ -127,19 +117,20 @@ pub async fn auth_queries(store: &Store, open: &OpenQueries) -> Value {
         queries.push(totp_query());
     }
     if let Some(id) = &open.ext_jwt_signer {
+        // A signer that vanished meanwhile is named without its details.
         let signer = store
-            .get_entity(Kind::ExternalJwtSigners.collection(), id)
+            .entity::<ExternalJwtSigner>(id)
             .await
             .ok()
-            .flatten();
-        let d = signer.as_ref().map(|s| s.data.clone()).unwrap_or_default();
+            .flatten()
+            .map(|s| s.doc);
         queries.push(json!({
             "typeId": "EXT-JWT",
             "provider": "url",
             "id": id,
-            "httpUrl": d.get("externalAuthUrl").cloned().unwrap_or(Value::Null),
-            "clientId": d.get("clientId").cloned().unwrap_or(Value::Null),
-            "scopes": d.get("scopes").cloned().unwrap_or(json!([])),
+            "httpUrl": signer.as_ref().and_then(|s| s.external_auth_url.as_deref()),
+            "clientId": signer.as_ref().and_then(|s| s.client_id.as_deref()),
+            "scopes": signer.as_ref().map(|s| s.scopes.as_slice()).unwrap_or_default(),
         }));
     }
     Value::Array(queries)
@@ -151,7 +142,7 @@ pub async fn auth_queries(store: &Store, open: &OpenQueries) -> Value {
 /// the count starts again. Returns whether it locked the identity out.
 pub async fn count_password_failure(
     ctl: &Controller,
-    identity: &EntityRow,
+    identity: &Entity<Identity>,
     authenticator_id: &str,
     policy: &AuthPolicy,
 ) -> Result<bool, ApiError> {
@@ -226,19 +217,9 @@ mod tests {
 
     #[test]
     fn identities_without_a_policy_follow_the_default() {
-        let mut row = EntityRow {
-            kind: "identities".into(),
-            id: "i".into(),
-            name: "i".into(),
-            tags: json!({}),
-            data: json!({}),
-            created_at: String::new(),
-            updated_at: String::new(),
-        };
-        assert_eq!(policy_id(&row), "default");
-        row.data = json!({"authPolicyId": ""});
-        assert_eq!(policy_id(&row), "default");
-        row.data = json!({"authPolicyId": "p1"});
-        assert_eq!(policy_id(&row), "p1");
+        let identity = |doc: Value| -> Identity { serde_json::from_value(doc).unwrap() };
+        assert_eq!(identity(json!({})).auth_policy(), "default");
+        assert_eq!(identity(json!({"authPolicyId": ""})).auth_policy(), "default");
+        assert_eq!(identity(json!({"authPolicyId": "p1"})).auth_policy(), "p1");
     }
 }

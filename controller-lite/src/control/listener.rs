@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use bytes::BytesMut;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::collections::HashMap;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -25,8 +25,8 @@ use super::mesh::{MeshRouter, OUTBOUND_CAPACITY, Outbound};
 use crate::clock;
 use crate::controller::Controller;
 use crate::error::StoreError;
-use crate::model::Kind;
-use crate::store::EntityRow;
+use crate::model::{EdgeRouter, Entity, Kind, Terminator};
+
 
 /// Circuit requests one router may have routing at once.
 pub const MAX_PENDING_CIRCUITS: usize = 256;
@@ -178,7 +178,7 @@ pub async fn serve(ctl: Arc<Controller>, listener: TcpListener, tls: tokio_rustl
 async fn authorize<IO>(
     ctl: &Controller,
     stream: &tokio_rustls::server::TlsStream<IO>,
-) -> Option<(EntityRow, String)> {
+) -> Option<(Entity<EdgeRouter>, String)> {
     let fp = {
         let leaf = stream.get_ref().1.peer_certificates()?.first()?;
         // The TLS layer already checked the chain to the signing CA; checked again here
@@ -189,13 +189,8 @@ async fn authorize<IO>(
         weft_tls::fingerprint(leaf.as_ref())
     };
     let router_id = ctl.store.router_by_fingerprint(&fp).await.ok()??;
-    let router = ctl
-        .store
-        .get_entity(Kind::EdgeRouters.collection(), &router_id)
-        .await
-        .ok()??;
-    let disabled = router.data.get("disabled").and_then(Value::as_bool) == Some(true);
-    (!disabled).then_some((router, fp))
+    let router = ctl.store.entity::<EdgeRouter>(&router_id).await.ok()??;
+    (!router.doc.disabled).then_some((router, fp))
 }
 
 /// Cleans up after a connection however it ends: terminators created over it are
@@ -269,7 +264,7 @@ fn checked_edge_listeners(reported: &[String]) -> Vec<String> {
 
 async fn serve_router<S: AsyncRead + AsyncWrite + Unpin>(
     ctl: Arc<Controller>,
-    router: EntityRow,
+    router: Entity<EdgeRouter>,
     fingerprint: String,
     peer: SocketAddr,
     stream: S,
@@ -314,7 +309,7 @@ async fn serve_router<S: AsyncRead + AsyncWrite + Unpin>(
 struct Conn {
     guard: ConnGuard,
     /// The router's entity (name, cost, no-traversal) as it connected.
-    router: EntityRow,
+    router: Entity<EdgeRouter>,
     /// Fingerprint of the router certificate it connected with.
     fingerprint: String,
     /// Messages for this router from elsewhere (routes of circuits, circuit replies).
@@ -526,12 +521,11 @@ impl Conn {
         let ctl = self.ctl();
         let stale: Vec<String> = ctl
             .store
-            .list_all(Kind::Terminators.collection())
+            .entities::<Terminator>()
             .await?
             .into_iter()
             .filter(|t| {
-                t.data.get("router").and_then(Value::as_str) == Some(&self.guard.router_id)
-                    && !self.guard.terminators.contains(&t.id)
+                t.doc.router == self.guard.router_id && !self.guard.terminators.contains(&t.id)
             })
             .map(|t| t.id)
             .collect();
@@ -565,7 +559,7 @@ impl Conn {
 
     /// Enters the router into the mesh with what its hello says of its links.
     fn join_mesh(&self, hello: &pb::RouterHello) {
-        let data = &self.router.data;
+        let doc = &self.router.doc;
         self.ctl().mesh.router_up(MeshRouter {
             id: self.router.id.clone(),
             name: self.router.name.clone(),
@@ -574,11 +568,8 @@ impl Conn {
             link_groups: hello.link_groups.clone(),
             dial_groups: hello.dial_groups.clone(),
             client_fingerprint: self.fingerprint.clone(),
-            cost: data
-                .get("cost")
-                .and_then(Value::as_u64)
-                .map_or(0, |c| u16::try_from(c).unwrap_or(u16::MAX)),
-            no_traversal: data.get("noTraversal").and_then(Value::as_bool) == Some(true),
+            cost: doc.cost,
+            no_traversal: doc.no_traversal,
             outbound: self.outbound.clone(),
         });
     }
@@ -792,7 +783,8 @@ impl Conn {
         let (row, _) = crate::domain::entities::create(ctl, Kind::Terminators, obj)
             .await
             .map_err(|e| internal(&e))?;
-        Ok(super::view::judge::terminator_pb(&row.id, &row.data))
+        let terminator = Entity::<Terminator>::from_row(row).map_err(|e| internal(&e))?;
+        Ok(super::view::judge::terminator_pb(&terminator))
     }
 
     async fn remove_terminator(&mut self, id: &str) -> Result<(), pb::ErrorReply> {
@@ -803,11 +795,11 @@ impl Conn {
         };
         let row = ctl
             .store
-            .get_entity(Kind::Terminators.collection(), id)
+            .entity::<Terminator>(id)
             .await
             .ok()
             .flatten()
-            .filter(|t| t.data.get("router").and_then(Value::as_str) == Some(&self.guard.router_id))
+            .filter(|t| t.doc.router == self.guard.router_id)
             .ok_or_else(not_found)?;
         remove_terminators(ctl, std::slice::from_ref(&row.id))
             .await

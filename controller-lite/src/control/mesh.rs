@@ -21,12 +21,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 use weft_wire::control::pb;
 
 use crate::controller::Controller;
-use crate::model::Kind;
+use crate::model::{Service, Terminator};
 use crate::path::{self, Candidate, Graph, Link, Precedence, Strategy};
 
 /// How long a router has to install a route (the egress: to have its host accept).
@@ -477,51 +476,30 @@ pub async fn create_circuit(
     }
     let service = ctl
         .store
-        .get_entity(Kind::Services.collection(), &req.service_id)
+        .entity::<Service>(&req.service_id)
         .await
         .map_err(|e| internal(&e))?
         .ok_or_else(|| error("NO_SUCH_SERVICE", "the service is gone"))?;
-    let strategy: Strategy = service
-        .data
-        .get("terminatorStrategy")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .parse()
-        .unwrap_or_default();
+    let strategy: Strategy = service.doc.terminator_strategy.parse().unwrap_or_default();
     let terminators: Vec<_> = ctl
         .store
-        .list_all(Kind::Terminators.collection())
+        .entities::<Terminator>()
         .await
         .map_err(|e| internal(&e))?
         .into_iter()
         .filter(|t| {
-            let field = |k: &str| t.data.get(k).and_then(Value::as_str).unwrap_or_default();
-            field("service") == req.service_id
-                && field("router") != ingress
-                && (req.instance.is_empty() || field("instanceId") == req.instance)
+            t.doc.service == req.service_id
+                && t.doc.router != ingress
+                && (req.instance.is_empty() || t.doc.instance_id == req.instance)
         })
         .collect();
     let candidates: Vec<Candidate> = terminators
         .iter()
         .map(|t| Candidate {
             id: t.id.clone(),
-            router: t
-                .data
-                .get("router")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned(),
-            precedence: Precedence::from_name(
-                t.data
-                    .get("precedence")
-                    .and_then(Value::as_str)
-                    .unwrap_or("default"),
-            ),
-            static_cost: t
-                .data
-                .get("cost")
-                .and_then(Value::as_u64)
-                .map_or(0, |c| u16::try_from(c).unwrap_or(u16::MAX)),
+            router: t.doc.router.clone(),
+            precedence: Precedence::from_name(t.doc.precedence.as_deref().unwrap_or("default")),
+            static_cost: t.doc.cost,
             dynamic: path::DynamicCost::default(),
         })
         .collect();
@@ -545,14 +523,6 @@ pub async fn create_circuit(
         .ok_or_else(|| internal(&"chosen terminator vanished"))?;
     let routers = chosen.path.routers.clone();
     let circuit_id = ctl.mesh.new_circuit_id();
-    let text = |k: &str| {
-        terminator
-            .data
-            .get(k)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned()
-    };
     let mut installed = Vec::new();
     let result = async {
         // Transit routers first, all at once; then the egress, which dials the host: by
@@ -593,7 +563,7 @@ pub async fn create_circuit(
                 previous_router_id: previous,
                 next_router_id: String::new(),
                 terminator_id: terminator.id.clone(),
-                terminator_address: text("address"),
+                terminator_address: terminator.doc.address.clone(),
                 caller_id: req.caller_id.clone(),
                 public_key: req.public_key.clone(),
                 app_data: req.app_data.clone(),
@@ -622,7 +592,7 @@ pub async fn create_circuit(
     }
     let host_public_key = base64::Engine::decode(
         &base64::engine::general_purpose::STANDARD,
-        text("hostPublicKey"),
+        terminator.doc.host_public_key.clone(),
     )
     .unwrap_or_default();
     ctl.mesh.lock().circuits.insert(

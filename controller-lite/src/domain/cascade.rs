@@ -21,11 +21,14 @@
 //!
 //! Routers learn the removals from the next change-feed revision ([`crate::controller::Controller::notify_routers`]).
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::clock;
 use crate::error::ApiError;
-use crate::model::{DEFAULT_AUTH_POLICY_ID, Kind, identity_disabled};
+use crate::model::entity::parse_document;
+use crate::model::{
+    AuthPolicy, Config, DEFAULT_AUTH_POLICY_ID, Identity, Kind, Service, CaRecord, Terminator,
+};
 use crate::store::{EntityRow, ServiceConfigColumn, WriteTx};
 
 async fn is_default_admin(tx: &mut WriteTx<'_>, id: &str) -> Result<bool, ApiError> {
@@ -41,10 +44,10 @@ pub async fn check_delete(tx: &mut WriteTx<'_>, k: Kind, id: &str) -> Result<(),
         ),
         Kind::ConfigTypes => {
             let users: Vec<String> = tx
-                .list_all(Kind::Configs.collection())
+                .entities::<Config>()
                 .await?
                 .into_iter()
-                .filter(|c| c.data["configTypeId"] == json!(id))
+                .filter(|c| c.doc.config_type_id == id)
                 .map(|c| c.name)
                 .collect();
             if users.is_empty() {
@@ -61,10 +64,10 @@ pub async fn check_delete(tx: &mut WriteTx<'_>, k: Kind, id: &str) -> Result<(),
         )),
         Kind::AuthPolicies => {
             let users: Vec<String> = tx
-                .list_all(Kind::Identities.collection())
+                .entities::<Identity>()
                 .await?
                 .into_iter()
-                .filter(|i| i.data["authPolicyId"] == json!(id))
+                .filter(|i| i.doc.auth_policy_id.as_deref() == Some(id))
                 .map(|i| i.name)
                 .collect();
             if users.is_empty() {
@@ -78,14 +81,12 @@ pub async fn check_delete(tx: &mut WriteTx<'_>, k: Kind, id: &str) -> Result<(),
         }
         Kind::ExternalJwtSigners => {
             let users: Vec<String> = tx
-                .list_all(Kind::AuthPolicies.collection())
+                .entities::<AuthPolicy>()
                 .await?
                 .into_iter()
                 .filter(|p| {
-                    p.data["secondary"]["requireExtJwtSigner"] == json!(id)
-                        || p.data["primary"]["extJwt"]["allowedSigners"]
-                            .as_array()
-                            .is_some_and(|a| a.contains(&json!(id)))
+                    p.doc.secondary.require_ext_jwt_signer.as_deref() == Some(id)
+                        || p.doc.primary.ext_jwt.allowed_signers.iter().any(|s| s == id)
                 })
                 .map(|p| p.name)
                 .collect();
@@ -102,15 +103,14 @@ pub async fn check_delete(tx: &mut WriteTx<'_>, k: Kind, id: &str) -> Result<(),
     }
 }
 
-/// Deletes the terminators whose `field` is `id`.
+/// Deletes the terminators `of` picks.
 async fn delete_terminators(
     tx: &mut WriteTx<'_>,
-    field: &str,
-    id: &str,
+    of: impl Fn(&Terminator) -> bool,
 ) -> Result<usize, ApiError> {
     let mut n = 0;
-    for t in tx.list_all(Kind::Terminators.collection()).await? {
-        if t.data.get(field) == Some(&json!(id))
+    for t in tx.entities::<Terminator>().await? {
+        if of(&t.doc)
             && tx
                 .delete_entity(Kind::Terminators.collection(), &t.id)
                 .await?
@@ -131,19 +131,19 @@ pub async fn after_delete(tx: &mut WriteTx<'_>, k: Kind, id: &str) -> Result<(),
             tx.delete_posture_of(id).await?;
             tx.remove_service_configs_where(ServiceConfigColumn::Identity, id)
                 .await?;
-            delete_terminators(tx, "identity", id).await?;
+            delete_terminators(tx, |t| t.identity == id).await?;
         }
         Kind::EdgeRouters => {
             // Enrollments and authenticators of routers are keyed by the router id too.
             tx.delete_identity_credentials(id).await?;
-            delete_terminators(tx, "router", id).await?;
+            delete_terminators(tx, |t| t.router == id).await?;
         }
         Kind::Services => {
             tx.revoking("service_deleted", id);
             tx.delete_sessions_of_service(id).await?;
             tx.remove_service_configs_where(ServiceConfigColumn::Service, id)
                 .await?;
-            delete_terminators(tx, "service", id).await?;
+            delete_terminators(tx, |t| t.service == id).await?;
         }
         Kind::Cas => {
             tx.delete_ca_enrollments(id).await?;
@@ -155,15 +155,12 @@ pub async fn after_delete(tx: &mut WriteTx<'_>, k: Kind, id: &str) -> Result<(),
         Kind::Configs => {
             tx.remove_service_configs_where(ServiceConfigColumn::Config, id)
                 .await?;
-            for mut s in tx.list_all(Kind::Services.collection()).await? {
-                let Some(configs) = s.data.get_mut("configs").and_then(Value::as_array_mut) else {
-                    continue;
-                };
-                let before = configs.len();
-                configs.retain(|c| c != &json!(id));
-                if configs.len() != before {
+            for mut s in tx.entities::<Service>().await? {
+                let before = s.doc.configs.len();
+                s.doc.configs.retain(|c| c != id);
+                if s.doc.configs.len() != before {
                     s.updated_at = clock::now_string();
-                    tx.update_entity(&s).await?;
+                    tx.update_typed(s).await?;
                 }
             }
         }
@@ -186,14 +183,24 @@ pub async fn after_update(
     match k {
         Kind::Identities => {
             let now = clock::now_unix();
-            if identity_disabled(new, now) && !identity_disabled(old, now) {
+            let (old, new) = (
+                parse_document::<Identity>(old)?,
+                parse_document::<Identity>(new)?,
+            );
+            if new.is_disabled(now) && !old.is_disabled(now) {
                 tx.revoking("identity_disabled", id);
                 tx.delete_api_sessions_of(id).await?;
             }
         }
-        Kind::Cas if old["isAuthEnabled"] == json!(true) && new["isAuthEnabled"] != json!(true) => {
-            tx.revoking("ca_auth_disabled", id);
-            tx.end_api_sessions_of_ca(id).await?;
+        Kind::Cas => {
+            let (old, new) = (
+                parse_document::<CaRecord>(old)?,
+                parse_document::<CaRecord>(new)?,
+            );
+            if old.document.is_auth_enabled && !new.document.is_auth_enabled {
+                tx.revoking("ca_auth_disabled", id);
+                tx.end_api_sessions_of_ca(id).await?;
+            }
         }
         _ => {}
     }
@@ -208,12 +215,17 @@ pub async fn check_update(
     new_data: &Value,
 ) -> Result<(), ApiError> {
     match k {
-        Kind::Configs if old.data["configTypeId"] != new_data["configTypeId"] => Err(
-            ApiError::CouldNotValidate("configTypeId cannot be changed".into()),
-        ),
+        Kind::Configs
+            if parse_document::<Config>(&old.data)?.config_type_id
+                != parse_document::<Config>(new_data)?.config_type_id =>
+        {
+            Err(ApiError::CouldNotValidate(
+                "configTypeId cannot be changed".into(),
+            ))
+        }
         Kind::Identities
             if is_default_admin(tx, &old.id).await?
-                && new_data.get("isAdmin") != Some(&json!(true)) =>
+                && !parse_document::<Identity>(new_data)?.is_admin =>
         {
             Err(ApiError::CouldNotValidate(
                 "the default admin must stay an administrator".into(),

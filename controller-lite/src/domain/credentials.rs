@@ -10,7 +10,7 @@ use crate::clock;
 use crate::controller::Controller;
 use crate::enroll;
 use crate::error::ApiError;
-use crate::model::Kind;
+use crate::model::{Identity, Kind};
 use crate::store::{AuthenticatorRow, Credential, EnrollmentMethod, UPDB_METHOD};
 use crate::thirdparty_ca::CaError;
 use crate::thirdparty_ca::enrollment::create_ottca;
@@ -49,10 +49,10 @@ async fn check_password_policy(
 ) -> Result<(), ApiError> {
     let identity = ctl
         .store
-        .get_entity(Kind::Identities.collection(), identity_id)
+        .entity::<Identity>(identity_id)
         .await?
         .ok_or_else(|| not_found("identity", identity_id))?;
-    crate::auth::policy::check_new_password(&ctl.store, &identity, password).await
+    crate::auth::policy::check_new_password(&ctl.store, &identity.doc, password).await
 }
 
 /// Checks the size and characters of a user name and password (400 when wrong).

@@ -13,7 +13,11 @@ use crate::clock;
 use crate::controller::Controller;
 use crate::enroll;
 use crate::error::ApiError;
-use crate::model::{Kind, normalize, string_list};
+use crate::model::entity::parse_document;
+use crate::model::{
+    AuthPolicy, Config, ConfigType, Document, EdgeRouter, Entity, ExternalJwtSigner, Identity,
+    Kind, Service, CaRecord, StoredPostureCheck, Terminator, normalize,
+};
 use crate::store::{EnrollmentRow, EntityRow, WriteTx};
 
 fn not_found(k: Kind, id: &str) -> ApiError {
@@ -95,33 +99,72 @@ pub async fn check_unique(
     self_id: Option<&str>,
     data: &Value,
 ) -> Result<(), ApiError> {
-    let fields: &[&str] = match kind {
-        Kind::Identities => &["externalId"],
-        Kind::ExternalJwtSigners => &["issuer", "kid"],
-        Kind::Cas => &["fingerprint"],
-        _ => return Ok(()),
-    };
-    let wanted: Vec<(&str, &str)> = fields
-        .iter()
-        .filter_map(|f| data.get(*f).and_then(Value::as_str).map(|v| (*f, v)))
-        .collect();
+    match kind {
+        Kind::Identities => unique_among::<Identity>(tx, self_id, data).await,
+        Kind::ExternalJwtSigners => unique_among::<ExternalJwtSigner>(tx, self_id, data).await,
+        Kind::Cas => unique_among::<CaRecord>(tx, self_id, data).await,
+        _ => Ok(()),
+    }
+}
+
+/// The fields of a document that no two entities of its kind may share.
+trait UniqueFields: Document {
+    /// (API field name, value) of each unique field set.
+    fn unique_fields(&self) -> Vec<(&'static str, &str)>;
+}
+
+impl UniqueFields for Identity {
+    fn unique_fields(&self) -> Vec<(&'static str, &str)> {
+        self.external_id.iter().map(|v| ("externalId", v.as_str())).collect()
+    }
+}
+
+impl UniqueFields for ExternalJwtSigner {
+    fn unique_fields(&self) -> Vec<(&'static str, &str)> {
+        let mut fields = vec![("issuer", self.issuer.as_str())];
+        fields.extend(self.kid.iter().map(|k| ("kid", k.as_str())));
+        fields
+    }
+}
+
+impl UniqueFields for CaRecord {
+    fn unique_fields(&self) -> Vec<(&'static str, &str)> {
+        vec![("fingerprint", self.fingerprint.as_str())]
+    }
+}
+
+/// [`check_unique`] for documents of type `D`.
+async fn unique_among<D: UniqueFields>(
+    tx: &mut WriteTx<'_>,
+    self_id: Option<&str>,
+    data: &Value,
+) -> Result<(), ApiError> {
+    let doc = parse_document::<D>(data)?;
+    let wanted = doc.unique_fields();
     if wanted.is_empty() {
         return Ok(());
     }
-    for other in tx.list_all(kind.collection()).await? {
+    for other in tx.entities::<D>().await? {
         if Some(other.id.as_str()) == self_id {
             continue;
         }
-        for (field, value) in &wanted {
-            if other.data.get(*field).and_then(Value::as_str) == Some(*value) {
-                return Err(ApiError::Conflict(format!(
-                    "{field} {value:?} is already used by {} {:?}",
-                    kind.type_names().0,
-                    other.name
-                )));
-            }
+        let taken = other.doc.unique_fields();
+        if let Some((field, value)) = wanted.iter().find(|w| taken.contains(w)) {
+            return Err(ApiError::Conflict(format!(
+                "{field} {value:?} is already used by {} {:?}",
+                D::KIND.type_names().0,
+                other.name
+            )));
         }
     }
+    Ok(())
+}
+
+/// Parses `data` as a `D`, lets `f` change it and writes it back.
+fn rewrite<D: Document>(data: &mut Value, f: impl FnOnce(&mut D)) -> Result<(), ApiError> {
+    let mut doc = parse_document::<D>(data)?;
+    f(&mut doc);
+    *data = serde_json::to_value(&doc).map_err(|e| ApiError::Internal(format!("serialize: {e}")))?;
     Ok(())
 }
 
@@ -143,46 +186,49 @@ pub async fn resolve_references(
     }
     match kind {
         Kind::Configs => {
-            let key = data["configTypeId"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            let config_type = tx
-                .get_entity_by_id_or_name(Kind::ConfigTypes.collection(), &key)
+            let config = parse_document::<Config>(data)?;
+            let key = &config.config_type_id;
+            let config_type: Entity<ConfigType> = tx
+                .get_entity_by_id_or_name(Kind::ConfigTypes.collection(), key)
                 .await?
+                .map(Entity::from_row)
+                .transpose()?
                 .ok_or_else(|| {
                     ApiError::CouldNotValidate(format!("config-types {key:?} does not exist"))
                 })?;
             // OpenZiti validates config data against its type's JSON schema.
-            let schema = &config_type.data["schema"];
-            if schema.as_object().is_some_and(|s| !s.is_empty()) {
-                crate::schema_check::check(schema, &data["data"]).map_err(|e| {
+            let schema = &config_type.doc.schema;
+            if !schema.is_empty() {
+                crate::schema_check::check(
+                    &Value::Object(schema.clone()),
+                    &Value::Object(config.data.clone()),
+                )
+                .map_err(|e| {
                     ApiError::CouldNotValidate(format!(
                         "the config data does not match the schema of config type {:?}: {e}",
                         config_type.name
                     ))
                 })?;
             }
-            data["configTypeId"] = json!(config_type.id);
+            rewrite(data, |c: &mut Config| c.config_type_id = config_type.id)?;
         }
         Kind::Services => {
-            let keys = string_list(&data["configs"]);
+            let keys = parse_document::<Service>(data)?.configs;
             let mut ids: Vec<String> = Vec::new();
             let mut types: Vec<(String, String)> = Vec::new();
             for key in &keys {
-                let config = tx
+                let config: Entity<Config> = tx
                     .get_entity_by_id_or_name(Kind::Configs.collection(), key)
                     .await?
+                    .map(Entity::from_row)
+                    .transpose()?
                     .ok_or_else(|| {
                         ApiError::CouldNotValidate(format!("configs {key:?} does not exist"))
                     })?;
                 if ids.contains(&config.id) {
                     continue;
                 }
-                let ty = config.data["configTypeId"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned();
+                let ty = config.doc.config_type_id;
                 if let Some((other, _)) = types.iter().find(|(_, t)| *t == ty) {
                     return Err(ApiError::CouldNotValidate(format!(
                         "configs {other:?} and {:?} have the same config type; a service takes one config per type",
@@ -192,12 +238,13 @@ pub async fn resolve_references(
                 types.push((config.name, ty));
                 ids.push(config.id);
             }
-            data["configs"] = json!(ids);
+            rewrite(data, |s: &mut Service| s.configs = ids)?;
         }
         Kind::Identities => {
             // Identities name their policy by id or name; stored by id.
-            if let Some(key) = data["authPolicyId"].as_str().map(str::to_owned) {
-                data["authPolicyId"] = json!(resolve(tx, Kind::AuthPolicies, &key).await?);
+            if let Some(key) = parse_document::<Identity>(data)?.auth_policy_id {
+                let id = resolve(tx, Kind::AuthPolicies, &key).await?;
+                rewrite(data, |i: &mut Identity| i.auth_policy_id = Some(id))?;
             }
         }
         Kind::AuthPolicies => {
@@ -211,24 +258,21 @@ pub async fn resolve_references(
                         ApiError::NotFound(format!("external JWT signer {key:?} not found"))
                     })
             }
-            let keys = string_list(&data["primary"]["extJwt"]["allowedSigners"]);
-            let mut ids = Vec::with_capacity(keys.len());
-            for key in &keys {
-                ids.push(signer(tx, key).await?);
+            let mut policy = parse_document::<AuthPolicy>(data)?;
+            let signers = &mut policy.primary.ext_jwt.allowed_signers;
+            for key in signers.iter_mut() {
+                *key = signer(tx, key).await?;
             }
-            data["primary"]["extJwt"]["allowedSigners"] = json!(ids);
-            if let Some(key) = data["secondary"]["requireExtJwtSigner"]
-                .as_str()
-                .map(str::to_owned)
-            {
-                data["secondary"]["requireExtJwtSigner"] = json!(signer(tx, &key).await?);
+            if let Some(key) = &mut policy.secondary.require_ext_jwt_signer {
+                *key = signer(tx, key).await?;
             }
+            rewrite(data, |p: &mut AuthPolicy| *p = policy)?;
         }
         Kind::Terminators => {
-            let s = data["service"].as_str().unwrap_or_default().to_string();
-            data["service"] = json!(resolve(tx, Kind::Services, &s).await?);
-            let r = data["router"].as_str().unwrap_or_default().to_string();
-            data["router"] = json!(resolve(tx, Kind::EdgeRouters, &r).await?);
+            let mut t = parse_document::<Terminator>(data)?;
+            t.service = resolve(tx, Kind::Services, &t.service).await?;
+            t.router = resolve(tx, Kind::EdgeRouters, &t.router).await?;
+            rewrite(data, |d: &mut Terminator| *d = t)?;
         }
         _ => {}
     }
@@ -284,14 +328,14 @@ pub async fn update(
     let n = normalize(k, doc)?;
     let mut data = n.data;
     if k == Kind::Cas {
-        crate::thirdparty_ca::restore_server_fields(&row.data, &mut data);
+        crate::thirdparty_ca::restore_server_fields(&row, &mut data)?;
     }
     if k == Kind::Identities {
         crate::model::settle_disable(&mut data, Some(&row.data), n.disable, clock::now_unix());
     }
     if k == Kind::PostureChecks {
-        data["version"] =
-            json!(crate::api::render::posture_check_version(&row.data).saturating_add(1));
+        let version = parse_document::<StoredPostureCheck>(&row.data)?.version;
+        data["version"] = json!(version.saturating_add(1));
     }
     resolve_references(&mut tx, k, &mut data).await?;
     check_unique(&mut tx, k, Some(id), &data).await?;
@@ -307,7 +351,7 @@ pub async fn update(
     }
     cascade::after_update(&mut tx, k, id, &old, &row.data).await?;
     tx.commit().await?;
-    if k == Kind::EdgeRouters && row.data.get("disabled") == Some(&json!(true)) {
+    if k == Kind::EdgeRouters && parse_document::<EdgeRouter>(&row.data)?.disabled {
         ctl.routers.kick(id);
     }
     if k == Kind::ExternalJwtSigners {

@@ -26,9 +26,9 @@ use serde_json::Value;
 use crate::clock;
 use crate::controller::Controller;
 use crate::error::ApiError;
-use crate::model::{ExternalJwtSigner, Kind};
+use crate::model::{Entity, ExternalJwtSigner, Identity};
 use crate::server::ConnInfo;
-use crate::store::{ApiSessionRow, EntityRow};
+use crate::store::ApiSessionRow;
 
 /// Most `Authorization: Bearer` headers of one request considered (as OpenZiti).
 pub const MAX_BEARER_HEADERS: usize = 3;
@@ -132,15 +132,14 @@ fn quoted(values: &[String]) -> String {
 
 impl Challenge {
     /// The challenge of `error` for `realm`.
-    pub fn new(realm: &'static str, error: &ExtJwtError, signers: &[&EntityRow]) -> Self {
+    pub fn new(realm: &'static str, error: &ExtJwtError, signers: &[&Entity<ExternalJwtSigner>]) -> Self {
         Self {
             realm,
             error: error.kind(),
             ids: signers.iter().map(|s| s.id.clone()).collect(),
             issuers: signers
                 .iter()
-                .filter_map(|s| s.data.get("issuer").and_then(Value::as_str))
-                .map(str::to_owned)
+                .map(|s| s.doc.issuer.clone())
                 .collect(),
             send_header: !matches!(error, ExtJwtError::NoSigners),
         }
@@ -192,15 +191,11 @@ pub fn bearer_tokens(headers: &HeaderMap) -> Vec<String> {
         .collect()
 }
 
-fn signer_doc(row: &EntityRow) -> Option<ExternalJwtSigner> {
-    serde_json::from_value(row.data.clone()).ok()
-}
-
 /// The enabled signers, all of them or those of `only` (ids) when it is not empty.
-async fn enabled_signers(ctl: &Controller, only: &[String]) -> Result<Vec<EntityRow>, ExtJwtError> {
+async fn enabled_signers(ctl: &Controller, only: &[String]) -> Result<Vec<Entity<ExternalJwtSigner>>, ExtJwtError> {
     let rows = ctl
         .store
-        .list_all(Kind::ExternalJwtSigners.collection())
+        .entities::<ExternalJwtSigner>()
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "listing external JWT signers");
@@ -208,7 +203,7 @@ async fn enabled_signers(ctl: &Controller, only: &[String]) -> Result<Vec<Entity
         })?;
     Ok(rows
         .into_iter()
-        .filter(|r| r.data.get("enabled").and_then(Value::as_bool) == Some(true))
+        .filter(|r| r.doc.enabled)
         .filter(|r| only.is_empty() || only.contains(&r.id))
         .collect())
 }
@@ -216,10 +211,10 @@ async fn enabled_signers(ctl: &Controller, only: &[String]) -> Result<Vec<Entity
 async fn verify_with(
     ctl: &Controller,
     token: &str,
-    signer: &EntityRow,
-    doc: &ExternalJwtSigner,
+    signer: &Entity<ExternalJwtSigner>,
     head: &verify::Unverified,
 ) -> Result<VerifiedExtJwt, ExtJwtError> {
+    let doc = &signer.doc;
     let key = if let Some(pem) = &doc.cert_pem {
         let cert = keys::parse_cert_pem(pem).map_err(|_| ExtJwtError::NoSigner)?;
         let expected_kid = doc.kid.clone().unwrap_or_else(|| cert.fingerprint.clone());
@@ -262,7 +257,7 @@ pub async fn verify_bearer_detailed(
     ctl: &Controller,
     token: &str,
     allowed: &[String],
-) -> Result<VerifiedExtJwt, (ExtJwtError, Vec<EntityRow>)> {
+) -> Result<VerifiedExtJwt, (ExtJwtError, Vec<Entity<ExternalJwtSigner>>)> {
     let signers = enabled_signers(ctl, allowed)
         .await
         .map_err(|e| (e, Vec::new()))?;
@@ -273,16 +268,13 @@ pub async fn verify_bearer_detailed(
         Ok(h) => h,
         Err(e) => return Err((e.into(), signers)),
     };
-    let Some(signer) = signers.iter().find(|s| {
-        head.issuer.is_some()
-            && s.data.get("issuer").and_then(Value::as_str) == head.issuer.as_deref()
-    }) else {
+    let Some(signer) = signers
+        .iter()
+        .find(|s| head.issuer.as_deref() == Some(s.doc.issuer.as_str()))
+    else {
         return Err((ExtJwtError::NoSigner, signers));
     };
-    let Some(doc) = signer_doc(signer) else {
-        return Err((ExtJwtError::NoSigner, signers));
-    };
-    match verify_with(ctl, token, signer, &doc, &head).await {
+    match verify_with(ctl, token, signer, &head).await {
         Ok(v) => Ok(v),
         Err(e) => {
             let one = vec![signer.clone()];
@@ -300,8 +292,8 @@ pub async fn verify_bearer(ctl: &Controller, token: &str) -> Result<VerifiedExtJ
 }
 
 /// The error answered for `e`, with `signers` named in the challenge.
-pub fn challenge(realm: &'static str, e: &ExtJwtError, signers: &[EntityRow]) -> ApiError {
-    let refs: Vec<&EntityRow> = signers.iter().collect();
+pub fn challenge(realm: &'static str, e: &ExtJwtError, signers: &[Entity<ExternalJwtSigner>]) -> ApiError {
+    let refs: Vec<&Entity<ExternalJwtSigner>> = signers.iter().collect();
     ApiError::ExtJwt(Box::new(Challenge::new(realm, e, &refs)))
 }
 
@@ -310,7 +302,7 @@ pub fn challenge(realm: &'static str, e: &ExtJwtError, signers: &[EntityRow]) ->
 pub async fn identity_for(
     ctl: &Controller,
     v: &VerifiedExtJwt,
-) -> Result<(EntityRow, crate::model::AuthPolicy), ExtJwtError> {
+) -> Result<(Entity<Identity>, crate::model::AuthPolicy), ExtJwtError> {
     let id = if v.use_external_id {
         ctl.store
             .identity_by_external_id(&v.identity_claim)
@@ -351,7 +343,7 @@ pub async fn check_secondary(
     if last.1.is_empty() {
         last.1 = ctl
             .store
-            .get_entity(Kind::ExternalJwtSigners.collection(), signer_id)
+            .entity::<ExternalJwtSigner>(signer_id)
             .await?
             .into_iter()
             .collect();
@@ -368,7 +360,7 @@ pub async fn authenticate(
     conn: &ConnInfo,
     headers: &HeaderMap,
     body: &Value,
-) -> Result<(ApiSessionRow, EntityRow), ApiError> {
+) -> Result<(ApiSessionRow, Entity<Identity>), ApiError> {
     let res = login(ctl, conn, headers, body).await;
     let counter = if res.is_ok() {
         &ctl.metrics.ext_jwt_logins
@@ -384,7 +376,7 @@ async fn login(
     conn: &ConnInfo,
     headers: &HeaderMap,
     body: &Value,
-) -> Result<(ApiSessionRow, EntityRow), ApiError> {
+) -> Result<(ApiSessionRow, Entity<Identity>), ApiError> {
     let tokens = bearer_tokens(headers);
     let mut last = (ExtJwtError::Missing, Vec::new());
     for token in &tokens {
@@ -419,7 +411,7 @@ async fn login(
                     tracing::info!(signer = %v.signer_name, error = %e, "ext-jwt login refused");
                     let signer = ctl
                         .store
-                        .get_entity(Kind::ExternalJwtSigners.collection(), &v.signer_id)
+                        .entity::<ExternalJwtSigner>(&v.signer_id)
                         .await?;
                     last = (e, signer.into_iter().collect());
                 }

@@ -43,6 +43,7 @@ use sqlx::{Any, AnyPool, AssertSqlSafe, Row, Transaction};
 use tokio::sync::watch;
 
 use crate::error::StoreError;
+use crate::model::{Document, Entity};
 
 pub use changes::{Change, ChangeOp, ChangesSummary, NOTIFY_CHANNEL};
 pub use controllers::ControllerRow;
@@ -318,6 +319,19 @@ impl Store {
         entities_of(&self.read, kind).await
     }
 
+    /// The entity `id` of `D`'s kind, its document typed.
+    pub async fn entity<D: Document>(&self, id: &str) -> Result<Option<Entity<D>>, StoreError> {
+        self.get_entity(D::KIND.collection(), id)
+            .await?
+            .map(Entity::from_row)
+            .transpose()
+    }
+
+    /// Every entity of `D`'s kind, ordered by name, their documents typed.
+    pub async fn entities<D: Document>(&self) -> Result<Vec<Entity<D>>, StoreError> {
+        Entity::from_rows(self.list_all(D::KIND.collection()).await?)
+    }
+
     /// The identity whose `externalId` is `external_id` (unique when set).
     pub async fn identity_by_external_id(
         &self,
@@ -589,6 +603,28 @@ impl WriteTx<'_> {
     /// Every entity of a kind, ordered by name, inside the transaction.
     pub async fn list_all(&mut self, kind: &str) -> Result<Vec<EntityRow>, StoreError> {
         entities_of(&mut *self.tx, kind).await
+    }
+
+    /// [`Store::entity`] inside the transaction.
+    pub async fn entity<D: Document>(
+        &mut self,
+        id: &str,
+    ) -> Result<Option<Entity<D>>, StoreError> {
+        self.get_entity(D::KIND.collection(), id)
+            .await?
+            .map(Entity::from_row)
+            .transpose()
+    }
+
+    /// [`Store::entities`] inside the transaction.
+    pub async fn entities<D: Document>(&mut self) -> Result<Vec<Entity<D>>, StoreError> {
+        Entity::from_rows(self.list_all(D::KIND.collection()).await?)
+    }
+
+    /// Writes a typed entity back ([`Self::update_entity`]); false when it no longer
+    /// exists.
+    pub async fn update_typed<D: Document>(&mut self, e: Entity<D>) -> Result<bool, StoreError> {
+        self.update_entity(&e.into_row()?).await
     }
 
     /// [`Store::identity_by_external_id`] inside the transaction.

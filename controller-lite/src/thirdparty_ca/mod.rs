@@ -33,7 +33,7 @@ use serde_json::{Map, Value, json};
 pub use error::CaError;
 
 use crate::error::{ApiError, StoreError};
-use crate::model::Kind;
+use crate::model::{CaRecord, Kind};
 use crate::store::{EntityRow, Store, WriteTx};
 
 /// Most CAs a controller holds (each is tried on every CA enrollment and certificate
@@ -93,9 +93,9 @@ pub struct CaExtras {
 }
 
 /// The detail fields of the stored CA `row`.
-pub fn extras(row: &EntityRow) -> CaExtras {
-    let d = &row.data;
-    let verified = d["isVerified"].as_bool().unwrap_or(false);
+pub fn extras(row: &EntityRow) -> Result<CaExtras, StoreError> {
+    let record: CaRecord = row.doc()?;
+    let verified = record.is_verified;
     let link = |path: &str| json!({"href": format!("./cas/{}{path}", row.id)});
     let mut links = Map::new();
     links.insert("self".into(), link(""));
@@ -104,18 +104,15 @@ pub fn extras(row: &EntityRow) -> CaExtras {
         verify["method"] = json!("POST");
         links.insert("verify".into(), verify);
     }
-    if d["isAutoCaEnrollmentEnabled"].as_bool() == Some(true) {
+    if record.document.is_auto_ca_enrollment_enabled {
         links.insert("jwt".into(), link("/jwt"));
     }
-    CaExtras {
-        fingerprint: d["fingerprint"].as_str().unwrap_or_default().to_owned(),
+    Ok(CaExtras {
+        fingerprint: record.fingerprint,
         is_verified: verified,
-        verification_token: d["verificationToken"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
+        verification_token: record.verification_token,
         links,
-    }
+    })
 }
 
 fn invalid(msg: impl Into<String>) -> ApiError {
@@ -171,12 +168,20 @@ pub async fn prepare_create(tx: &mut WriteTx<'_>, data: &mut Value) -> Result<()
     if tx.list_all(Kind::Cas.collection()).await?.len() >= MAX_CAS {
         return Err(ApiError::Ca(CaError::TooManyCas(MAX_CAS)));
     }
-    let pem = data["certPem"].as_str().unwrap_or_default();
-    let ca = cert::parse_ca_pem(pem).map_err(ApiError::Ca)?;
-    data["fingerprint"] = json!(ca.fingerprint);
-    data["isVerified"] = json!(false);
-    data["verificationToken"] = json!(verification_token()?);
+    let document: CaDocument = serde_json::from_value(data.take())
+        .map_err(|e| ApiError::Internal(format!("a normalized CA document: {e}")))?;
+    let ca = cert::parse_ca_pem(&document.cert_pem).map_err(ApiError::Ca)?;
+    *data = record_value(&CaRecord {
+        document,
+        fingerprint: ca.fingerprint,
+        is_verified: false,
+        verification_token: verification_token()?,
+    })?;
     Ok(())
+}
+
+fn record_value(record: &CaRecord) -> Result<Value, ApiError> {
+    serde_json::to_value(record).map_err(|e| ApiError::Internal(format!("serialize: {e}")))
 }
 
 /// Prepares the document of a CA update before it is validated: `certPem` cannot
@@ -210,10 +215,15 @@ pub fn prepare_update(
 }
 
 /// Copies the controller's fields of the stored CA into its updated document.
-pub fn restore_server_fields(stored: &Value, data: &mut Value) {
-    for f in SERVER_FIELDS {
-        data[f] = stored.get(f).cloned().unwrap_or(Value::Null);
-    }
+pub fn restore_server_fields(stored: &EntityRow, data: &mut Value) -> Result<(), ApiError> {
+    let stored: CaRecord = stored.doc()?;
+    let document: CaDocument = serde_json::from_value(data.take())
+        .map_err(|e| ApiError::Internal(format!("a normalized CA document: {e}")))?;
+    *data = record_value(&CaRecord {
+        document,
+        ..stored
+    })?;
+    Ok(())
 }
 
 /// A stored CA, as enrollment, login and the routers use it.
@@ -245,7 +255,8 @@ impl StoredCa {
     /// The CA of a stored row; `None` when its document no longer makes sense (it was
     /// validated when written, so only a damaged store gives that).
     pub fn from_row(row: &EntityRow) -> Option<Self> {
-        let doc: CaDocument = serde_json::from_value(strip_server_fields(&row.data)).ok()?;
+        let record: CaRecord = row.doc().ok()?;
+        let doc = record.document;
         let ca = cert::parse_ca_pem(&doc.cert_pem).ok()?;
         let claim = match &doc.external_id_claim {
             Some(c) => c.rule().ok()?,
@@ -255,7 +266,7 @@ impl StoredCa {
             id: row.id.clone(),
             name: row.name.clone(),
             der: ca.der,
-            verified: row.data["isVerified"].as_bool() == Some(true),
+            verified: record.is_verified,
             auth: doc.is_auth_enabled,
             auto_ca: doc.is_auto_ca_enrollment_enabled,
             ott_ca: doc.is_ott_ca_enrollment_enabled,
@@ -271,13 +282,6 @@ impl StoredCa {
     }
 }
 
-fn strip_server_fields(data: &Value) -> Value {
-    let mut m = data.as_object().cloned().unwrap_or_default();
-    for f in SERVER_FIELDS {
-        m.remove(f);
-    }
-    Value::Object(m)
-}
 
 /// Every stored CA, ordered by creation.
 pub async fn load_all(store: &Store) -> Result<Vec<StoredCa>, StoreError> {

@@ -87,7 +87,7 @@ async fn authenticate_with(
             )));
         }
     };
-    let policy = auth::policy::policy_of(&ctl.store, &identity).await?;
+    let policy = auth::policy::policy_of(&ctl.store, &identity.doc).await?;
     let ext_jwt_signer = auth::policy::ext_jwt_missing(&ctl, &headers, &policy, &identity)
         .await
         .and_then(|_| policy.secondary.require_ext_jwt_signer.clone());

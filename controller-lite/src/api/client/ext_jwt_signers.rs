@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use crate::api::list::ListQuery;
 use crate::api::{AppState, envelope, render};
 use crate::error::ApiError;
-use crate::model::{ExternalJwtSigner, Kind};
+use crate::model::{Entity, ExternalJwtSigner, Kind};
 
 /// An enabled signer as the client API lists it.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
@@ -50,17 +50,19 @@ pub struct ClientExternalJwtSigner {
 /// `GET /external-jwt-signers?limit&offset&filter&sort` (no authentication).
 pub async fn list(State(ctl): State<AppState>, q: ListQuery) -> Result<Response, ApiError> {
     let fields = Kind::ExternalJwtSigners.fields();
-    let docs = ctl
+    let mut docs = Vec::new();
+    for r in ctl
         .store
         .list_all(Kind::ExternalJwtSigners.collection())
         .await?
-        .into_iter()
-        .filter(|r| r.data.get("enabled").and_then(Value::as_bool) == Some(true))
-        .map(|r| (render::entity(&r), r))
-        .collect();
+    {
+        let signer = Entity::<ExternalJwtSigner>::from_row(r.clone())?;
+        if signer.doc.enabled {
+            docs.push((render::entity(&r), signer));
+        }
+    }
     let page = q.apply(&fields, &["name"], docs)?.try_map(|r| {
-        let d: ExternalJwtSigner = serde_json::from_value(r.data)
-            .map_err(|e| ApiError::Internal(format!("stored signer: {e}")))?;
+        let d = r.doc;
         serde_json::to_value(ClientExternalJwtSigner {
             id: r.id,
             name: r.name,

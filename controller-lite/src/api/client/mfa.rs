@@ -21,7 +21,8 @@ use crate::api::{AppState, envelope};
 use crate::auth::{Caller, PartialCaller, mfa, totp};
 use crate::controller::Controller;
 use crate::error::ApiError;
-use crate::store::{EntityRow, MfaRow};
+use crate::model::{Entity, Identity};
+use crate::store::MfaRow;
 
 /// Header carrying a code where the request has no body (OpenZiti `mfa-validation-code`).
 pub const CODE_HEADER: &str = "mfa-validation-code";
@@ -114,7 +115,7 @@ pub fn routes(api: ApiBuilder) -> ApiBuilder {
     )
 }
 
-fn detail_of(ctl: &Controller, identity: &EntityRow, m: &MfaRow, codes: bool) -> Value {
+fn detail_of(ctl: &Controller, identity: &Entity<Identity>, m: &MfaRow, codes: bool) -> Value {
     let mut v = json!({
         "id": m.id,
         "createdAt": m.created_at,

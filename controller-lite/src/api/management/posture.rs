@@ -119,8 +119,7 @@ async fn policy_checks(
     q: ListQuery,
 ) -> Result<Response, ApiError> {
     let row = entity(&ctl, Kind::ServicePolicies, &id).await?;
-    let doc: ServicePolicy = serde_json::from_value(row.data)
-        .map_err(|e| ApiError::Internal(format!("stored service policy: {e}")))?;
+    let doc: ServicePolicy = row.doc()?;
     let roles = RoleSet::parse(&doc.posture_check_roles).unwrap_or_default();
     let rows = ctl.store.list_all(Kind::PostureChecks.collection()).await?;
     let checks: Vec<policy::PostureCheck> = rows

@@ -19,7 +19,7 @@ use crate::api::{AppState, envelope, render};
 use crate::auth::Admin;
 use crate::error::ApiError;
 use crate::filter::{FieldType, Fields};
-use crate::model::{Kind, PolicyType};
+use crate::model::{Config, Kind, PolicyType, Service, Terminator};
 use crate::store::EntityRow;
 use crate::thirdparty_ca::enrollment::OTTCA;
 
@@ -169,17 +169,13 @@ async fn edge_router_services(
 }
 
 async fn service_configs(ctl: AppState, id: String, q: ListQuery) -> Result<Response, ApiError> {
-    let service = entity(&ctl, Kind::Services, &id).await?;
-    let ids: Vec<&str> = service.data["configs"]
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
+    let ids = entity(&ctl, Kind::Services, &id).await?.doc::<Service>()?.configs;
     let rows = ctl
         .store
         .list_all(Kind::Configs.collection())
         .await?
         .into_iter()
-        .filter(|c| ids.contains(&c.id.as_str()))
+        .filter(|c| ids.contains(&c.id))
         .map(|c| (c, None))
         .collect();
     page(&ctl, Kind::Configs, &q, &Kind::Configs.fields(), rows).await
@@ -187,13 +183,13 @@ async fn service_configs(ctl: AppState, id: String, q: ListQuery) -> Result<Resp
 
 /// The terminators of service `id` (both APIs list them).
 pub(crate) async fn terminators_of(ctl: &AppState, id: &str) -> Result<Vec<EntityRow>, ApiError> {
-    Ok(ctl
-        .store
-        .list_all(Kind::Terminators.collection())
-        .await?
-        .into_iter()
-        .filter(|t| t.data["service"] == json!(id))
-        .collect())
+    let mut of = Vec::new();
+    for t in ctl.store.list_all(Kind::Terminators.collection()).await? {
+        if t.doc::<Terminator>()?.service == id {
+            of.push(t);
+        }
+    }
+    Ok(of)
 }
 
 async fn service_terminators(
@@ -257,32 +253,24 @@ async fn config_type_configs(
     q: ListQuery,
 ) -> Result<Response, ApiError> {
     entity(&ctl, Kind::ConfigTypes, &id).await?;
-    let rows = ctl
-        .store
-        .list_all(Kind::Configs.collection())
-        .await?
-        .into_iter()
-        .filter(|c| c.data["configTypeId"] == json!(id))
-        .map(|c| (c, None))
-        .collect();
+    let mut rows = Vec::new();
+    for c in ctl.store.list_all(Kind::Configs.collection()).await? {
+        if c.doc::<Config>()?.config_type_id == id {
+            rows.push((c, None));
+        }
+    }
     page(&ctl, Kind::Configs, &q, &Kind::Configs.fields(), rows).await
 }
 
 /// `GET /configs/{id}/services`: the services whose `configs` hold the config.
 async fn config_services(ctl: AppState, id: String, q: ListQuery) -> Result<Response, ApiError> {
     entity(&ctl, Kind::Configs, &id).await?;
-    let rows = ctl
-        .store
-        .list_all(Kind::Services.collection())
-        .await?
-        .into_iter()
-        .filter(|s| {
-            s.data["configs"]
-                .as_array()
-                .is_some_and(|a| a.iter().any(|c| c.as_str() == Some(id.as_str())))
-        })
-        .map(|s| (s, None))
-        .collect();
+    let mut rows = Vec::new();
+    for s in ctl.store.list_all(Kind::Services.collection()).await? {
+        if s.doc::<Service>()?.configs.contains(&id) {
+            rows.push((s, None));
+        }
+    }
     page(&ctl, Kind::Services, &q, &Kind::Services.fields(), rows).await
 }
 

@@ -13,7 +13,7 @@ use crate::auth::Admin;
 use crate::domain::sessions;
 use crate::error::ApiError;
 use crate::filter::{FieldType, Fields};
-use crate::model::Kind;
+use crate::model::{Identity, Kind};
 
 fn not_found(what: &str, id: &str) -> ApiError {
     ApiError::NotFound(format!("{what} {id:?} not found"))
@@ -36,7 +36,7 @@ fn api_session_fields() -> Fields {
 }
 
 async fn api_session_views(ctl: &AppState, id: Option<&str>) -> Result<Vec<Value>, ApiError> {
-    let identities = ctl.store.list_all(Kind::Identities.collection()).await?;
+    let identities = ctl.store.entities::<Identity>().await?;
     let policies = crate::auth::policy::Policies::load(&ctl.store).await?;
     let mut out = Vec::new();
     for s in ctl.store.all_api_sessions().await? {
@@ -48,7 +48,7 @@ async fn api_session_views(ctl: &AppState, id: Option<&str>) -> Result<Vec<Value
         };
         // The EXT-JWT query is per request: an administrator's listing shows the TOTP one.
         let open = crate::auth::policy::OpenQueries {
-            totp: crate::auth::policy::totp_pending(&s, policies.of(identity)),
+            totp: crate::auth::policy::totp_pending(&s, policies.of(&identity.doc)),
             ext_jwt_signer: None,
         };
         let cert = crate::auth::cert_flags(ctl, &s).await?;

@@ -17,7 +17,7 @@ use crate::auth::policy::Policies;
 use crate::clock;
 use crate::controller::Controller;
 use crate::error::StoreError;
-use crate::model::Kind;
+use crate::model::{Identity, Service, Terminator};
 use crate::store::{Change, SessionRow};
 
 /// What a batch of changes touches in the view.
@@ -129,7 +129,7 @@ pub async fn build(ctl: &Controller, view: &RouterView, t: &Touched) -> Result<D
         holders.insert(row.identity_id.clone());
         if !identities.contains_key(&row.identity_id) {
             let facts = store
-                .get_entity(Kind::Identities.collection(), &row.identity_id)
+                .entity::<Identity>(&row.identity_id)
                 .await?
                 .map(|e| IdentityFacts::of(&e, &policies, now));
             identities.insert(row.identity_id.clone(), facts);
@@ -226,7 +226,7 @@ pub async fn build(ctl: &Controller, view: &RouterView, t: &Touched) -> Result<D
     }
 
     for id in &t.services {
-        let e = store.get_entity(Kind::Services.collection(), id).await?;
+        let e = store.entity::<Service>(id).await?;
         out.patch
             .services
             .insert(id.clone(), e.as_ref().map(judge::service_pb));
@@ -236,10 +236,10 @@ pub async fn build(ctl: &Controller, view: &RouterView, t: &Touched) -> Result<D
         );
     }
     for id in &t.terminators {
-        let e = store.get_entity(Kind::Terminators.collection(), id).await?;
+        let e = store.entity::<Terminator>(id).await?;
         out.patch
             .terminators
-            .insert(id.clone(), e.map(|e| judge::terminator_pb(&e.id, &e.data)));
+            .insert(id.clone(), e.as_ref().map(judge::terminator_pb));
     }
     Ok(out)
 }

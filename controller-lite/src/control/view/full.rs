@@ -11,7 +11,7 @@ use crate::auth::policy::Policies;
 use crate::clock;
 use crate::controller::Controller;
 use crate::error::StoreError;
-use crate::model::Kind;
+use crate::model::{Identity, Service, Terminator};
 
 /// A judged view and what the judging removes from the store.
 #[derive(Debug, Default)]
@@ -33,7 +33,7 @@ pub async fn build(ctl: &Controller) -> Result<Judged, StoreError> {
     let timeout = ctl.config.auth.api_session_timeout_secs;
     let policies = Policies::load(store).await?;
     let identities: BTreeMap<String, IdentityFacts> = store
-        .list_all(Kind::Identities.collection())
+        .entities::<Identity>()
         .await?
         .iter()
         .map(|e| (e.id.clone(), IdentityFacts::of(e, &policies, now)))
@@ -92,14 +92,13 @@ pub async fn build(ctl: &Controller) -> Result<Judged, StoreError> {
         }
     }
 
-    for e in store.list_all(Kind::Services.collection()).await? {
+    for e in store.entities::<Service>().await? {
         out.view
             .insert_service_routers(judge::service_routers(&policy, &e.id));
         out.view.insert_service(judge::service_pb(&e));
     }
-    for e in store.list_all(Kind::Terminators.collection()).await? {
-        out.view
-            .insert_terminator(judge::terminator_pb(&e.id, &e.data));
+    for e in store.entities::<Terminator>().await? {
+        out.view.insert_terminator(judge::terminator_pb(&e));
     }
     Ok(out)
 }

@@ -6,14 +6,13 @@
 use std::collections::HashMap;
 
 use base64::Engine;
-use serde_json::Value;
 use weft_wire::control::pb;
 
 use crate::auth::policy::{Policies, owes_totp};
 use crate::authz::PolicySnapshot;
-use crate::model::{PolicyType, identity_disabled};
+use crate::model::{Entity, Identity, PolicyType, Service, Terminator};
 use crate::posture::{PostureData, SessionPosture};
-use crate::store::{ApiSessionRow, EntityRow, SessionRow};
+use crate::store::{ApiSessionRow, SessionRow};
 
 /// What the view needs to know of an identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,11 +27,11 @@ pub struct IdentityFacts {
 
 impl IdentityFacts {
     /// The facts of a stored identity at `now` (Unix seconds).
-    pub fn of(e: &EntityRow, policies: &Policies, now: i64) -> Self {
+    pub fn of(e: &Entity<Identity>, policies: &Policies, now: i64) -> Self {
         Self {
             name: e.name.clone(),
-            disabled: identity_disabled(&e.data, now),
-            require_totp: policies.of(e).secondary.require_totp,
+            disabled: e.doc.is_disabled(now),
+            require_totp: policies.of(&e.doc).secondary.require_totp,
         }
     }
 }
@@ -157,18 +156,13 @@ pub fn session(
     })
 }
 
-fn str_field<'a>(v: &'a Value, key: &str) -> &'a str {
-    v.get(key).and_then(Value::as_str).unwrap_or_default()
-}
-
 /// The control-plane form of a stored service.
-pub fn service_pb(e: &EntityRow) -> pb::Service {
+pub fn service_pb(e: &Entity<Service>) -> pb::Service {
     pb::Service {
         id: e.id.clone(),
         name: e.name.clone(),
-        encryption_required: e.data.get("encryptionRequired").and_then(Value::as_bool)
-            != Some(false),
-        terminator_strategy: str_field(&e.data, "terminatorStrategy").to_string(),
+        encryption_required: e.doc.encryption_required,
+        terminator_strategy: e.doc.terminator_strategy.clone(),
     }
 }
 
@@ -189,29 +183,26 @@ pub fn identity_routers(policy: &PolicySnapshot, id: &str) -> pb::RouterAccess {
 }
 
 /// The control-plane form of a stored terminator document.
-pub fn terminator_pb(id: &str, d: &Value) -> pb::Terminator {
-    let precedence = match str_field(d, "precedence") {
-        "required" => pb::Precedence::Required,
-        "failed" => pb::Precedence::Failed,
+pub fn terminator_pb(e: &Entity<Terminator>) -> pb::Terminator {
+    let d = &e.doc;
+    let precedence = match d.precedence.as_deref() {
+        Some("required") => pb::Precedence::Required,
+        Some("failed") => pb::Precedence::Failed,
         _ => pb::Precedence::Default,
     };
     pb::Terminator {
-        id: id.to_string(),
-        service_id: str_field(d, "service").to_string(),
-        router_id: str_field(d, "router").to_string(),
-        binding: str_field(d, "binding").to_string(),
-        address: str_field(d, "address").to_string(),
-        instance_id: str_field(d, "instanceId").to_string(),
-        cost: d
-            .get("cost")
-            .and_then(Value::as_u64)
-            .and_then(|c| u32::try_from(c).ok())
-            .unwrap_or(0),
+        id: e.id.clone(),
+        service_id: d.service.clone(),
+        router_id: d.router.clone(),
+        binding: d.binding.clone(),
+        address: d.address.clone(),
+        instance_id: d.instance_id.clone(),
+        cost: u32::from(d.cost),
         precedence: precedence as i32,
-        identity_id: str_field(d, "identity").to_string(),
+        identity_id: d.identity.clone(),
         host_public_key: base64::engine::general_purpose::STANDARD
-            .decode(str_field(d, "hostPublicKey"))
+            .decode(&d.host_public_key)
             .unwrap_or_default(),
-        session_id: str_field(d, "sessionId").to_string(),
+        session_id: d.session_id.clone(),
     }
 }

@@ -14,6 +14,10 @@ use serde_json::{Map, Value};
 use crate::error::ApiError;
 use crate::filter::Fields;
 
+pub mod entity;
+
+pub use entity::{Document, Entity, CaRecord, StoredPostureCheck};
+
 /// The strings of a JSON array (anything else in it, or a value that is no array,
 /// counts as none).
 pub fn string_list(v: &Value) -> Vec<String> {
@@ -224,7 +228,7 @@ pub struct Identity {
     pub role_attributes: Vec<String>,
     /// Input only: `true` disables the identity until it is enabled again, `false`
     /// enables it; absent leaves the state as it is. The state itself is
-    /// `disabledAt`/`disabledUntil` ([`identity_disabled`]).
+    /// `disabledAt`/`disabledUntil` ([`Identity::is_disabled`]).
     #[serde(default, skip_serializing)]
     pub disabled: Option<bool>,
     /// When the identity was disabled (by `/disable`, a lockout or `disabled: true`);
@@ -603,17 +607,26 @@ impl AuthPolicy {
     }
 }
 
-/// Whether an identity document is disabled at `now` (Unix seconds): `disabledAt` set
-/// and `disabledUntil` absent or later than `now`. Documents written before timed
-/// disables carry `disabled: true` instead.
-pub fn identity_disabled(data: &Value, now: i64) -> bool {
-    if data.get("disabledAt").is_some_and(|v| !v.is_null()) {
-        return match data.get("disabledUntil").and_then(Value::as_str) {
-            None => true,
-            Some(until) => crate::clock::parse_unix(until).is_none_or(|u| u > now),
-        };
+impl Identity {
+    /// Whether the identity is disabled at `now` (Unix seconds): `disabledAt` set and
+    /// `disabledUntil` absent or later than `now`. Documents written before timed
+    /// disables carry `disabled: true` instead.
+    pub fn is_disabled(&self, now: i64) -> bool {
+        match (&self.disabled_at, &self.disabled_until) {
+            (Some(_), None) => true,
+            (Some(_), Some(until)) => crate::clock::parse_unix(until).is_none_or(|u| u > now),
+            (None, _) => self.disabled == Some(true),
+        }
     }
-    data.get("disabled").and_then(Value::as_bool) == Some(true)
+
+    /// The id of the authentication policy the identity follows (`default` when it
+    /// names none).
+    pub fn auth_policy(&self) -> &str {
+        self.auth_policy_id
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .unwrap_or(DEFAULT_AUTH_POLICY_ID)
+    }
 }
 
 /// Writes a disable state into an identity document: `Some(until)` disables it from
@@ -644,7 +657,11 @@ pub fn settle_disable(data: &mut Value, prev: Option<&Value>, request: Option<bo
         at = Value::String(crate::clock::fmt_unix(now));
     }
     match request {
-        Some(true) if !prev.is_some_and(|p| identity_disabled(p, now)) => {
+        Some(true)
+            if !prev
+                .and_then(|p| Identity::deserialize(p).ok())
+                .is_some_and(|p| p.is_disabled(now)) =>
+        {
             at = Value::String(crate::clock::fmt_unix(now));
             until = Value::Null;
         }
