@@ -4,7 +4,6 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-
 use crate::error::StoreError;
 use crate::model::{
     Document, EdgeRouter, EdgeRouterPolicy, Identity, Kind, PolicyType, Service,
@@ -340,17 +339,16 @@ impl PolicySnapshot {
                 edge_router_roles: roles(&p.edge_router_roles),
             })
             .collect();
-        let service_edge_router_policies =
-            docs::<ServiceEdgeRouterPolicy>(store)
-                .await?
-                .into_iter()
-                .map(|(id, p)| policy::ServiceEdgeRouterPolicy {
-                    id,
-                    semantic: p.semantic,
-                    service_roles: roles(&p.service_roles),
-                    edge_router_roles: roles(&p.edge_router_roles),
-                })
-                .collect();
+        let service_edge_router_policies = docs::<ServiceEdgeRouterPolicy>(store)
+            .await?
+            .into_iter()
+            .map(|(id, p)| policy::ServiceEdgeRouterPolicy {
+                id,
+                semantic: p.semantic,
+                service_roles: roles(&p.service_roles),
+                edge_router_roles: roles(&p.edge_router_roles),
+            })
+            .collect();
         let check_rows = store.list_all(Kind::PostureChecks.collection()).await?;
         let posture_checks = check_rows
             .iter()

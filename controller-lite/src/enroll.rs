@@ -317,28 +317,15 @@ pub struct ErottResult {
 /// DNS names / IP addresses for a router's server certificate: the host of its
 /// `hostname`, of each `supportedProtocols` URL (`tls://host:port`) and the listed
 /// `serverCertSans`.
-pub fn router_server_names(router: &crate::store::EntityRow) -> Vec<String> {
-    let d = &router.data;
-    let mut names = Vec::new();
-    if let Some(h) = d.get("hostname").and_then(serde_json::Value::as_str) {
-        names.push(h.to_string());
-    }
-    if let Some(protos) = d
-        .get("supportedProtocols")
-        .and_then(serde_json::Value::as_object)
-    {
-        for url in protos.values().filter_map(serde_json::Value::as_str) {
-            if let Some(host) = weft_identity::endpoint::host(url) {
-                names.push(host);
-            }
-        }
-    }
-    if let Some(extra) = d
-        .get("serverCertSans")
-        .and_then(serde_json::Value::as_array)
-    {
-        names.extend(extra.iter().filter_map(|v| v.as_str().map(str::to_owned)));
-    }
+pub fn router_server_names(router: &crate::model::EdgeRouter) -> Vec<String> {
+    let mut names = vec![router.hostname.clone()];
+    names.extend(
+        router
+            .supported_protocols
+            .values()
+            .filter_map(|url| weft_identity::endpoint::host(url)),
+    );
+    names.extend(router.server_cert_sans.iter().cloned());
     names.retain(|n| !n.is_empty());
     names.sort();
     names.dedup();
@@ -363,10 +350,7 @@ pub async fn enroll_erott(
         .ok_or_else(|| invalid("the enrollment token is invalid, expired or already used"))?;
     let router = ctl
         .store
-        .get_entity(
-            crate::model::Kind::EdgeRouters.collection(),
-            &pending.identity_id,
-        )
+        .entity::<crate::model::EdgeRouter>(&pending.identity_id)
         .await?
         .ok_or_else(|| invalid("the edge router of this enrollment no longer exists"))?;
     let days = ctl.config.pki.router_cert_days;
@@ -374,7 +358,7 @@ pub async fn enroll_erott(
     // OpenZiti router's CSR carries them, beside those the router's entity gives.
     let mut names = crate::pki::Pki::requested_names(&req.server_cert_csr)
         .map_err(|e| invalid(&format!("serverCertCsr: {e}")))?;
-    names.extend(router_server_names(&router));
+    names.extend(router_server_names(&router.doc));
     names.sort();
     names.dedup();
     let server = ctl

@@ -11,7 +11,10 @@ use crate::clock;
 use crate::controller::Controller;
 use crate::error::ApiError;
 use crate::filter::{FieldType, Fields};
-use crate::model::{Config, Entity, Identity, Kind, PolicyType, Service};
+use crate::model::{
+    Config, EdgeRouter, EdgeRouterPolicy, Entity, ExternalJwtSigner, Identity, Kind, PolicyType,
+    Service, ServiceEdgeRouterPolicy, ServicePolicy, StoredPostureCheck, Terminator,
+};
 use crate::store::{
     ApiSessionRow, Credential, EnrollmentMethod, EnrollmentRow, EntityRow, ServiceConfigRow,
     SessionRow,
@@ -278,19 +281,13 @@ pub struct ExternalJwtSignerExtras {
     pub external_auth_url: String,
 }
 
-fn signer_extras(d: &Value) -> ExternalJwtSignerExtras {
-    let text = |k: &str| {
-        d.get(k)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned()
-    };
+fn signer_extras(d: &ExternalJwtSigner) -> ExternalJwtSignerExtras {
     let cert = d
-        .get("certPem")
-        .and_then(Value::as_str)
+        .cert_pem
+        .as_deref()
         .and_then(|pem| crate::extjwt::keys::parse_cert_pem(pem).ok());
-    let kid = match (d.get("kid").and_then(Value::as_str), &cert) {
-        (Some(k), _) => k.to_owned(),
+    let kid = match (&d.kid, &cert) {
+        (Some(k), _) => k.clone(),
         (None, Some(c)) => c.fingerprint.clone(),
         (None, None) => String::new(),
     };
@@ -312,8 +309,8 @@ fn signer_extras(d: &Value) -> ExternalJwtSignerExtras {
             .map(|c| clock::fmt_unix(c.not_after))
             .unwrap_or_default(),
         kid,
-        client_id: text("clientId"),
-        external_auth_url: text("externalAuthUrl"),
+        client_id: d.client_id.clone().unwrap_or_default(),
+        external_auth_url: d.external_auth_url.clone().unwrap_or_default(),
     }
 }
 
@@ -322,11 +319,6 @@ fn signer_extras(d: &Value) -> ExternalJwtSignerExtras {
 pub struct PostureCheckExtras {
     /// Starts at 1, counts updates.
     pub version: i64,
-}
-
-/// The stored `version` of a posture check document (1 until its first update).
-pub fn posture_check_version(d: &Value) -> i64 {
-    d.get("version").and_then(Value::as_i64).unwrap_or(1)
 }
 
 /// Registers the schema of the fields [`management_entity`] adds for `kind`, if any.
@@ -362,17 +354,11 @@ pub async fn reference(ctl: &Controller, kind: Kind, id: &str) -> Result<EntityR
 /// `roles` of a policy with names (`namedRoles`): `@id` names the entity of `kind`.
 async fn display_roles(
     ctl: &Controller,
-    data: &Value,
-    field: &str,
+    roles: &[String],
     kind: Option<Kind>,
 ) -> Result<Vec<NamedRole>, ApiError> {
     let mut out = Vec::new();
-    for role in data[field]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-    {
+    for role in roles {
         let name = match (role.strip_prefix('@'), kind) {
             (Some(id), Some(k)) => match ctl.store.get_entity(k.collection(), id).await? {
                 Some(e) => format!("@{}", e.name),
@@ -486,11 +472,10 @@ pub async fn management_entity(
     row: &EntityRow,
 ) -> Result<Value, ApiError> {
     let mut v = entity(row);
-    let d = &row.data;
     match kind {
         Kind::Identities => merge(&mut v, identity_extras(ctl, row).await?)?,
         Kind::EdgeRouters => {
-            let (hostname, protocols) = advertised(ctl, row);
+            let (hostname, protocols) = advertised(ctl, &row.id, &row.doc()?);
             v["hostname"] = hostname;
             v["supportedProtocols"] = protocols;
             let online = ctl.routers.is_online(&row.id);
@@ -524,92 +509,86 @@ pub async fn management_entity(
             },
         )?,
         Kind::Configs => {
-            let type_id = d["configTypeId"].as_str().unwrap_or_default();
+            let type_id = row.doc::<Config>()?.config_type_id;
             merge(
                 &mut v,
                 ConfigExtras {
-                    config_type: reference(ctl, Kind::ConfigTypes, type_id).await?,
+                    config_type: reference(ctl, Kind::ConfigTypes, &type_id).await?,
                 },
             )?;
         }
-        Kind::ServicePolicies => merge(
-            &mut v,
-            ServicePolicyExtras {
+        Kind::ServicePolicies => {
+            let p: ServicePolicy = row.doc()?;
+            let extras = ServicePolicyExtras {
                 identity_roles_display: display_roles(
                     ctl,
-                    d,
-                    "identityRoles",
+                    &p.identity_roles,
                     Some(Kind::Identities),
                 )
                 .await?,
-                service_roles_display: display_roles(ctl, d, "serviceRoles", Some(Kind::Services))
+                service_roles_display: display_roles(ctl, &p.service_roles, Some(Kind::Services))
                     .await?,
                 posture_check_roles_display: display_roles(
                     ctl,
-                    d,
-                    "postureCheckRoles",
+                    &p.posture_check_roles,
                     Some(Kind::PostureChecks),
                 )
                 .await?,
-            },
-        )?,
-        Kind::EdgeRouterPolicies => merge(
-            &mut v,
-            EdgeRouterPolicyExtras {
+            };
+            merge(&mut v, extras)?;
+        }
+        Kind::EdgeRouterPolicies => {
+            let p: EdgeRouterPolicy = row.doc()?;
+            let extras = EdgeRouterPolicyExtras {
                 edge_router_roles_display: display_roles(
                     ctl,
-                    d,
-                    "edgeRouterRoles",
+                    &p.edge_router_roles,
                     Some(Kind::EdgeRouters),
                 )
                 .await?,
                 identity_roles_display: display_roles(
                     ctl,
-                    d,
-                    "identityRoles",
+                    &p.identity_roles,
                     Some(Kind::Identities),
                 )
                 .await?,
                 is_system: false,
-            },
-        )?,
-        Kind::ServiceEdgeRouterPolicies => merge(
-            &mut v,
-            ServiceEdgeRouterPolicyExtras {
+            };
+            merge(&mut v, extras)?;
+        }
+        Kind::ServiceEdgeRouterPolicies => {
+            let p: ServiceEdgeRouterPolicy = row.doc()?;
+            let extras = ServiceEdgeRouterPolicyExtras {
                 edge_router_roles_display: display_roles(
                     ctl,
-                    d,
-                    "edgeRouterRoles",
+                    &p.edge_router_roles,
                     Some(Kind::EdgeRouters),
                 )
                 .await?,
-                service_roles_display: display_roles(ctl, d, "serviceRoles", Some(Kind::Services))
+                service_roles_display: display_roles(ctl, &p.service_roles, Some(Kind::Services))
                     .await?,
-            },
-        )?,
+            };
+            merge(&mut v, extras)?;
+        }
         Kind::Terminators => {
-            let service_id = d["service"].as_str().unwrap_or_default().to_owned();
-            let router_id = d["router"].as_str().unwrap_or_default().to_owned();
+            let t: Terminator = row.doc()?;
             merge(
                 &mut v,
                 TerminatorExtras {
-                    service: reference(ctl, Kind::Services, &service_id).await?,
-                    service_id,
-                    router: reference(ctl, Kind::EdgeRouters, &router_id).await?,
-                    router_id,
-                    precedence: d["precedence"].as_str().unwrap_or("default").to_owned(),
-                    dynamic_cost: d["cost"]
-                        .as_u64()
-                        .and_then(|c| u16::try_from(c).ok())
-                        .unwrap_or(0),
+                    service: reference(ctl, Kind::Services, &t.service).await?,
+                    service_id: t.service,
+                    router: reference(ctl, Kind::EdgeRouters, &t.router).await?,
+                    router_id: t.router,
+                    precedence: t.precedence.unwrap_or_else(|| "default".into()),
+                    dynamic_cost: t.cost,
                 },
             )?;
         }
-        Kind::ExternalJwtSigners => merge(&mut v, signer_extras(d))?,
+        Kind::ExternalJwtSigners => merge(&mut v, signer_extras(&row.doc()?))?,
         Kind::PostureChecks => merge(
             &mut v,
             PostureCheckExtras {
-                version: posture_check_version(d),
+                version: row.doc::<StoredPostureCheck>()?.version,
             },
         )?,
         Kind::Cas => merge(&mut v, crate::thirdparty_ca::extras(row)?)?,
@@ -622,21 +601,19 @@ pub async fn management_entity(
 /// router and the terminator identity (what a dial may name), without the address,
 /// binding, cost and precedence that only the management API shows.
 pub async fn client_terminator(ctl: &Controller, row: &EntityRow) -> Result<Value, ApiError> {
-    let d = &row.data;
-    let service_id = d["service"].as_str().unwrap_or_default().to_owned();
-    let router_id = d["router"].as_str().unwrap_or_default().to_owned();
+    let t: Terminator = row.doc()?;
     Ok(json!({
         "id": row.id,
         "tags": row.tags,
         "createdAt": row.created_at,
         "updatedAt": row.updated_at,
         "_links": {},
-        "service": reference(ctl, Kind::Services, &service_id).await?,
-        "serviceId": service_id,
-        "routerId": router_id,
+        "service": reference(ctl, Kind::Services, &t.service).await?,
+        "serviceId": t.service,
+        "routerId": t.router,
         // OpenZiti's terminator `identity` is the one a dial may name (the bind's
         // terminator identity, `instanceId` here), not the hosting identity.
-        "identity": d["instanceId"].as_str().unwrap_or_default(),
+        "identity": t.instance_id,
     }))
 }
 
@@ -644,35 +621,26 @@ pub async fn client_terminator(ctl: &Controller, row: &EntityRow) -> Result<Valu
 /// the management API, or else what the router reported in its control hello (as
 /// OpenZiti's routers do), served while it is connected to some controller of the
 /// cluster (`""` and `{}` while such a router is offline).
-pub fn advertised(ctl: &Controller, row: &EntityRow) -> (Value, Value) {
-    let d = &row.data;
-    let protocols = d
-        .get("supportedProtocols")
-        .and_then(Value::as_object)
-        .filter(|p| !p.is_empty());
-    if let Some(protocols) = protocols {
-        let hostname = d.get("hostname").cloned().unwrap_or_else(|| json!(""));
-        return (hostname, Value::Object(protocols.clone()));
+pub fn advertised(ctl: &Controller, id: &str, router: &EdgeRouter) -> (Value, Value) {
+    if !router.supported_protocols.is_empty() {
+        return (json!(router.hostname), json!(router.supported_protocols));
     }
-    let reported = ctl.routers.edge_listeners(&row.id);
+    let reported = ctl.routers.edge_listeners(id);
     match reported.first() {
         Some(url) => (
             json!(weft_identity::endpoint::host(url).unwrap_or_default()),
             json!({ "tls": url }),
         ),
-        None => (
-            d.get("hostname").cloned().unwrap_or_else(|| json!("")),
-            json!({}),
-        ),
+        None => (json!(router.hostname), json!({})),
     }
 }
 
 /// Edge router as listed to clients (`currentIdentityEdgeRouterDetail`,
 /// session `edgeRouters[]`): `supportedProtocols` and its deprecated copy `urls`.
-pub fn client_router(ctl: &Controller, row: &EntityRow) -> Value {
-    let d = &row.data;
-    let (hostname, protocols) = advertised(ctl, row);
-    json!({
+pub fn client_router(ctl: &Controller, row: &EntityRow) -> Result<Value, ApiError> {
+    let d: EdgeRouter = row.doc()?;
+    let (hostname, protocols) = advertised(ctl, &row.id, &d);
+    Ok(json!({
         "id": row.id,
         "name": row.name,
         "hostname": hostname,
@@ -680,15 +648,15 @@ pub fn client_router(ctl: &Controller, row: &EntityRow) -> Value {
         "urls": protocols,
         "isOnline": ctl.routers.is_online(&row.id),
         "syncStatus": if ctl.routers.is_online(&row.id) { "SYNC_DONE" } else { "SYNC_NEW" },
-        "cost": d.get("cost").cloned().unwrap_or_else(|| json!(0)),
-        "noTraversal": d.get("noTraversal").cloned().unwrap_or(Value::Bool(false)),
-        "disabled": d.get("disabled").cloned().unwrap_or(Value::Bool(false)),
-        "appData": d.get("appData").cloned().unwrap_or_else(|| json!({})),
+        "cost": d.cost,
+        "noTraversal": d.no_traversal,
+        "disabled": d.disabled,
+        "appData": d.app_data,
         "createdAt": row.created_at,
         "updatedAt": row.updated_at,
         "tags": row.tags,
         "_links": {},
-    })
+    }))
 }
 
 /// API session detail (spec §4.3 / §13 item 2).
@@ -847,9 +815,8 @@ pub async fn session_routers(
     service_id: &str,
 ) -> Result<Vec<Value>, ApiError> {
     let view = ctl.policy.get(&ctl.store).await?;
-    Ok(view
-        .edge_routers_for_session(identity_id, service_id)
+    view.edge_routers_for_session(identity_id, service_id)
         .iter()
         .map(|r| client_router(ctl, r))
-        .collect())
+        .collect()
 }

@@ -99,7 +99,10 @@ pub async fn check_code(
 }
 
 /// The identity's enrollment or 404.
-pub async fn enrollment_of(ctl: &Controller, identity: &Entity<Identity>) -> Result<MfaRow, ApiError> {
+pub async fn enrollment_of(
+    ctl: &Controller,
+    identity: &Entity<Identity>,
+) -> Result<MfaRow, ApiError> {
     ctl.store
         .mfa_of(&identity.id)
         .await?

@@ -219,7 +219,10 @@ mod tests {
     fn identities_without_a_policy_follow_the_default() {
         let identity = |doc: Value| -> Identity { serde_json::from_value(doc).unwrap() };
         assert_eq!(identity(json!({})).auth_policy(), "default");
-        assert_eq!(identity(json!({"authPolicyId": ""})).auth_policy(), "default");
+        assert_eq!(
+            identity(json!({"authPolicyId": ""})).auth_policy(),
+            "default"
+        );
         assert_eq!(identity(json!({"authPolicyId": "p1"})).auth_policy(), "p1");
     }
 }

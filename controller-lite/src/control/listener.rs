@@ -27,7 +27,6 @@ use crate::controller::Controller;
 use crate::error::StoreError;
 use crate::model::{EdgeRouter, Entity, Kind, Terminator};
 
-
 /// Circuit requests one router may have routing at once.
 pub const MAX_PENDING_CIRCUITS: usize = 256;
 

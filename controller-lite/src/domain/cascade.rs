@@ -27,7 +27,7 @@ use crate::clock;
 use crate::error::ApiError;
 use crate::model::entity::parse_document;
 use crate::model::{
-    AuthPolicy, Config, DEFAULT_AUTH_POLICY_ID, Identity, Kind, Service, CaRecord, Terminator,
+    AuthPolicy, CaRecord, Config, DEFAULT_AUTH_POLICY_ID, Identity, Kind, Service, Terminator,
 };
 use crate::store::{EntityRow, ServiceConfigColumn, WriteTx};
 
@@ -86,7 +86,12 @@ pub async fn check_delete(tx: &mut WriteTx<'_>, k: Kind, id: &str) -> Result<(),
                 .into_iter()
                 .filter(|p| {
                     p.doc.secondary.require_ext_jwt_signer.as_deref() == Some(id)
-                        || p.doc.primary.ext_jwt.allowed_signers.iter().any(|s| s == id)
+                        || p.doc
+                            .primary
+                            .ext_jwt
+                            .allowed_signers
+                            .iter()
+                            .any(|s| s == id)
                 })
                 .map(|p| p.name)
                 .collect();

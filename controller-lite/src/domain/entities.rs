@@ -15,8 +15,8 @@ use crate::enroll;
 use crate::error::ApiError;
 use crate::model::entity::parse_document;
 use crate::model::{
-    AuthPolicy, Config, ConfigType, Document, EdgeRouter, Entity, ExternalJwtSigner, Identity,
-    Kind, Service, CaRecord, StoredPostureCheck, Terminator, normalize,
+    AuthPolicy, CaRecord, Config, ConfigType, Document, EdgeRouter, Entity, ExternalJwtSigner,
+    Identity, Kind, Service, StoredPostureCheck, Terminator, normalize,
 };
 use crate::store::{EnrollmentRow, EntityRow, WriteTx};
 
@@ -115,7 +115,10 @@ trait UniqueFields: Document {
 
 impl UniqueFields for Identity {
     fn unique_fields(&self) -> Vec<(&'static str, &str)> {
-        self.external_id.iter().map(|v| ("externalId", v.as_str())).collect()
+        self.external_id
+            .iter()
+            .map(|v| ("externalId", v.as_str()))
+            .collect()
     }
 }
 
@@ -164,7 +167,8 @@ async fn unique_among<D: UniqueFields>(
 fn rewrite<D: Document>(data: &mut Value, f: impl FnOnce(&mut D)) -> Result<(), ApiError> {
     let mut doc = parse_document::<D>(data)?;
     f(&mut doc);
-    *data = serde_json::to_value(&doc).map_err(|e| ApiError::Internal(format!("serialize: {e}")))?;
+    *data =
+        serde_json::to_value(&doc).map_err(|e| ApiError::Internal(format!("serialize: {e}")))?;
     Ok(())
 }
 

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::controller::Controller;
 use crate::error::ApiError;
-use crate::model::Kind;
+use crate::model::{Config, Kind};
 use crate::store::{ServiceConfigColumn, ServiceConfigRow, WriteTx};
 
 /// One pair of a request body (`serviceConfigAssign`). Weft also takes names.
@@ -37,10 +37,7 @@ async fn resolve(
         .get_entity_by_id_or_name(Kind::Configs.collection(), &pair.config_id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("config {:?} not found", pair.config_id)))?;
-    let type_id = config.data["configTypeId"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let type_id = config.doc::<Config>()?.config_type_id;
     Ok((service.id, config.id, type_id))
 }
 

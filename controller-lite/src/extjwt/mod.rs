@@ -132,15 +132,16 @@ fn quoted(values: &[String]) -> String {
 
 impl Challenge {
     /// The challenge of `error` for `realm`.
-    pub fn new(realm: &'static str, error: &ExtJwtError, signers: &[&Entity<ExternalJwtSigner>]) -> Self {
+    pub fn new(
+        realm: &'static str,
+        error: &ExtJwtError,
+        signers: &[&Entity<ExternalJwtSigner>],
+    ) -> Self {
         Self {
             realm,
             error: error.kind(),
             ids: signers.iter().map(|s| s.id.clone()).collect(),
-            issuers: signers
-                .iter()
-                .map(|s| s.doc.issuer.clone())
-                .collect(),
+            issuers: signers.iter().map(|s| s.doc.issuer.clone()).collect(),
             send_header: !matches!(error, ExtJwtError::NoSigners),
         }
     }
@@ -192,7 +193,10 @@ pub fn bearer_tokens(headers: &HeaderMap) -> Vec<String> {
 }
 
 /// The enabled signers, all of them or those of `only` (ids) when it is not empty.
-async fn enabled_signers(ctl: &Controller, only: &[String]) -> Result<Vec<Entity<ExternalJwtSigner>>, ExtJwtError> {
+async fn enabled_signers(
+    ctl: &Controller,
+    only: &[String],
+) -> Result<Vec<Entity<ExternalJwtSigner>>, ExtJwtError> {
     let rows = ctl
         .store
         .entities::<ExternalJwtSigner>()
@@ -292,7 +296,11 @@ pub async fn verify_bearer(ctl: &Controller, token: &str) -> Result<VerifiedExtJ
 }
 
 /// The error answered for `e`, with `signers` named in the challenge.
-pub fn challenge(realm: &'static str, e: &ExtJwtError, signers: &[Entity<ExternalJwtSigner>]) -> ApiError {
+pub fn challenge(
+    realm: &'static str,
+    e: &ExtJwtError,
+    signers: &[Entity<ExternalJwtSigner>],
+) -> ApiError {
     let refs: Vec<&Entity<ExternalJwtSigner>> = signers.iter().collect();
     ApiError::ExtJwt(Box::new(Challenge::new(realm, e, &refs)))
 }
@@ -409,10 +417,7 @@ async fn login(
                 }
                 Err(e) => {
                     tracing::info!(signer = %v.signer_name, error = %e, "ext-jwt login refused");
-                    let signer = ctl
-                        .store
-                        .entity::<ExternalJwtSigner>(&v.signer_id)
-                        .await?;
+                    let signer = ctl.store.entity::<ExternalJwtSigner>(&v.signer_id).await?;
                     last = (e, signer.into_iter().collect());
                 }
             },

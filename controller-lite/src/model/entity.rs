@@ -77,6 +77,28 @@ pub fn parse_document<D: Document>(data: &Value) -> Result<D, StoreError> {
     })
 }
 
+/// Whether `data` parses as the document of `kind` (the error says why not).
+pub fn check_document(kind: Kind, data: &Value) -> Result<(), StoreError> {
+    fn check<D: Document>(data: &Value) -> Result<(), StoreError> {
+        parse_document::<D>(data).map(drop)
+    }
+    match kind {
+        Kind::Identities => check::<Identity>(data),
+        Kind::Services => check::<Service>(data),
+        Kind::Configs => check::<Config>(data),
+        Kind::ConfigTypes => check::<ConfigType>(data),
+        Kind::ServicePolicies => check::<ServicePolicy>(data),
+        Kind::EdgeRouterPolicies => check::<EdgeRouterPolicy>(data),
+        Kind::ServiceEdgeRouterPolicies => check::<ServiceEdgeRouterPolicy>(data),
+        Kind::EdgeRouters => check::<EdgeRouter>(data),
+        Kind::Terminators => check::<Terminator>(data),
+        Kind::AuthPolicies => check::<AuthPolicy>(data),
+        Kind::ExternalJwtSigners => check::<ExternalJwtSigner>(data),
+        Kind::PostureChecks => check::<StoredPostureCheck>(data),
+        Kind::Cas => check::<CaRecord>(data),
+    }
+}
+
 impl EntityRow {
     /// The row's document as a `D` ([`parse_document`]; the row's kind is not checked:
     /// the caller read it from `D`'s kind).
@@ -130,7 +152,10 @@ impl<D: Document> Entity<D> {
             )));
         }
         let doc = serde_json::from_value(row.data).map_err(|e| {
-            StoreError::Corrupt(format!("the document of {kind} {} does not parse: {e}", row.id))
+            StoreError::Corrupt(format!(
+                "the document of {kind} {} does not parse: {e}",
+                row.id
+            ))
         })?;
         Ok(Self {
             id: row.id,

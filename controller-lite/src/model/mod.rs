@@ -16,7 +16,7 @@ use crate::filter::Fields;
 
 pub mod entity;
 
-pub use entity::{Document, Entity, CaRecord, StoredPostureCheck};
+pub use entity::{CaRecord, Document, Entity, StoredPostureCheck};
 
 /// The strings of a JSON array (anything else in it, or a value that is no array,
 /// counts as none).

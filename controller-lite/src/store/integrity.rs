@@ -29,19 +29,19 @@
 //! | identity `authPolicyId` | authentication policy | the `default` policy |
 //! | authentication policy `primary.extJwt.allowedSigners` | external JWT signers | drop the missing ids |
 //! | authentication policy `secondary.requireExtJwtSigner` | external JWT signer | none: dropping it would drop a required factor |
-//! | every entity's document | valid JSON | none |
+//! | every entity's document | valid JSON of its kind's document type | none (it is left out of the checks above) |
 //!
 //! Router presence is not checked: it is bookkeeping that expires by itself.
 
 use std::collections::HashSet;
 
-use serde_json::json;
 use sqlx::AnyConnection;
 use sqlx::{AssertSqlSafe, Row};
 
 use super::{Backend, ChangeOp, EntityRow, Store, WriteTx};
 use crate::error::StoreError;
-use crate::model::string_list;
+use crate::model::entity::check_document;
+use crate::model::{AuthPolicy, Config, Document, Identity, Kind, Service, Terminator};
 
 /// What a check reads through: a read transaction (checking only, writers go on), or
 /// the fixing run's write transaction (repairs made as problems are found, so that a
@@ -389,7 +389,21 @@ impl Checker<'_, '_> {
         let mut all: Vec<EntityRow> = Vec::with_capacity(rows.len());
         for r in &rows {
             match Store::entity_from(r) {
-                Ok(e) => all.push(e),
+                Ok(e) => {
+                    // A document of a kind this controller does not know is left alone.
+                    let parsed = Kind::from_collection(&e.kind)
+                        .map_or(Ok(()), |k| check_document(k, &e.data));
+                    match parsed {
+                        Ok(()) => all.push(e),
+                        Err(err) => report(Finding {
+                            description: format!(
+                                "{} {} is not a valid document of its kind: {err}",
+                                e.kind, e.id
+                            ),
+                            fixed: false,
+                        }),
+                    }
+                }
                 Err(_) => {
                     let kind: String = r.try_get(0)?;
                     let id: String = r.try_get(1)?;
@@ -419,12 +433,13 @@ impl Checker<'_, '_> {
         for e in all {
             match e.kind.as_str() {
                 "services" => {
-                    self.prune_list(&e, "/configs", &configs, fix, "references config", report)
+                    let configs_of: fn(&mut Service) -> &mut Vec<String> = |s| &mut s.configs;
+                    self.prune_list(&e, configs_of, &configs, fix, "references config", report)
                         .await?;
                 }
                 "configs" => {
-                    let t = e.data["configTypeId"].as_str().unwrap_or_default();
-                    if !config_types.contains(t) {
+                    let t = e.doc::<Config>()?.config_type_id;
+                    if !config_types.contains(&t) {
                         report(Finding {
                             description: format!(
                                 "configs {} references config type {t}, which does not exist",
@@ -435,16 +450,15 @@ impl Checker<'_, '_> {
                     }
                 }
                 "terminators" => {
+                    let t = e.doc::<Terminator>()?;
                     let missing = [
-                        ("service", &services),
-                        ("router", &routers),
-                        ("identity", &identities),
+                        ("service", &t.service, &services),
+                        ("router", &t.router, &routers),
+                        ("identity", &t.identity, &identities),
                     ]
                     .into_iter()
-                    .find_map(|(field, ids)| {
-                        let id = e.data[field].as_str().filter(|s| !s.is_empty())?;
-                        (!ids.contains(id)).then(|| (field, id.to_owned()))
-                    });
+                    .find(|(_, id, ids)| !id.is_empty() && !ids.contains(*id))
+                    .map(|(field, id, _)| (field, id.clone()));
                     if let Some((field, id)) = missing {
                         let what = if field == "router" {
                             "edge router"
@@ -467,7 +481,9 @@ impl Checker<'_, '_> {
                     }
                 }
                 "identities" => {
-                    let Some(p) = e.data["authPolicyId"].as_str().filter(|p| !p.is_empty()) else {
+                    let identity = e.doc::<Identity>()?;
+                    let Some(p) = identity.auth_policy_id.as_deref().filter(|p| !p.is_empty())
+                    else {
                         continue;
                     };
                     if auth_policies.contains(p) {
@@ -479,18 +495,17 @@ impl Checker<'_, '_> {
                     );
                     let mut fixed = false;
                     if fix {
-                        let mut e = e;
+                        let mut e = crate::model::Entity::<Identity>::from_row(e)?;
                         e.updated_at = crate::clock::now_string();
-                        e.data["authPolicyId"] = json!(crate::model::DEFAULT_AUTH_POLICY_ID);
-                        fixed = self.target.write()?.update_entity(&e).await?;
+                        e.doc.auth_policy_id = Some(crate::model::DEFAULT_AUTH_POLICY_ID.into());
+                        fixed = self.target.write()?.update_typed(e).await?;
                     }
                     report(Finding { description, fixed });
                 }
                 "auth-policies" => {
-                    let required = e.data["secondary"]["requireExtJwtSigner"]
-                        .as_str()
-                        .filter(|s| !s.is_empty());
-                    if let Some(s) = required.filter(|s| !signers.contains(*s)) {
+                    let policy = e.doc::<AuthPolicy>()?;
+                    let required = policy.secondary.require_ext_jwt_signer.as_deref();
+                    if let Some(s) = required.filter(|s| !s.is_empty() && !signers.contains(*s)) {
                         report(Finding {
                             description: format!(
                                 "auth-policies {} requires external JWT signer {s}, which does not exist",
@@ -499,9 +514,11 @@ impl Checker<'_, '_> {
                             fixed: false,
                         });
                     }
+                    let allowed_of: fn(&mut AuthPolicy) -> &mut Vec<String> =
+                        |p| &mut p.primary.ext_jwt.allowed_signers;
                     self.prune_list(
                         &e,
-                        "/primary/extJwt/allowedSigners",
+                        allowed_of,
                         &signers,
                         fix,
                         "allows external JWT signer",
@@ -515,32 +532,30 @@ impl Checker<'_, '_> {
         Ok(())
     }
 
-    /// Reports each id of the list at `pointer` (a JSON pointer into `e`'s document)
-    /// that `existing` lacks (`"{kind} {id} {relation} {missing}, which does not exist"`)
-    /// and, with `fix`, keeps only the existing ones in the stored document.
-    async fn prune_list(
+    /// Reports each id of the list `list` picks out of `e`'s document that `existing`
+    /// lacks (`"{kind} {id} {relation} {missing}, which does not exist"`) and, with
+    /// `fix`, keeps only the existing ones in the stored document.
+    async fn prune_list<D: Document>(
         &mut self,
         e: &EntityRow,
-        pointer: &str,
+        list: fn(&mut D) -> &mut Vec<String>,
         existing: &HashSet<String>,
         fix: bool,
         relation: &str,
         report: &mut (dyn FnMut(Finding) + Send),
     ) -> Result<(), StoreError> {
-        let listed = e.data.pointer(pointer).map(string_list).unwrap_or_default();
-        let (kept, gone): (Vec<String>, Vec<String>) =
-            listed.into_iter().partition(|id| existing.contains(id));
+        let mut typed = crate::model::Entity::<D>::from_row(e.clone())?;
+        let (kept, gone): (Vec<String>, Vec<String>) = std::mem::take(list(&mut typed.doc))
+            .into_iter()
+            .partition(|id| existing.contains(id));
         if gone.is_empty() {
             return Ok(());
         }
         let mut fixed = false;
         if fix {
-            let mut e2 = e.clone();
-            e2.updated_at = crate::clock::now_string();
-            if let Some(slot) = e2.data.pointer_mut(pointer) {
-                *slot = json!(kept);
-            }
-            fixed = self.target.write()?.update_entity(&e2).await?;
+            *list(&mut typed.doc) = kept;
+            typed.updated_at = crate::clock::now_string();
+            fixed = self.target.write()?.update_typed(typed).await?;
         }
         for id in gone {
             report(Finding {

@@ -43,7 +43,7 @@ use sqlx::{Any, AnyPool, AssertSqlSafe, Row, Transaction};
 use tokio::sync::watch;
 
 use crate::error::StoreError;
-use crate::model::{Document, Entity};
+use crate::model::{Document, Entity, Identity};
 
 pub use changes::{Change, ChangeOp, ChangesSummary, NOTIFY_CHANNEL};
 pub use controllers::ControllerRow;
@@ -336,20 +336,19 @@ impl Store {
     pub async fn identity_by_external_id(
         &self,
         external_id: &str,
-    ) -> Result<Option<EntityRow>, StoreError> {
-        Ok(with_external_id(
-            self.list_all(IDENTITIES).await?,
-            external_id,
-        ))
+    ) -> Result<Option<Entity<Identity>>, StoreError> {
+        Ok(with_external_id(self.entities().await?, external_id))
     }
 }
 
-const IDENTITIES: &str = "identities";
-
-/// The row of `rows` whose `externalId` is `external_id`.
-fn with_external_id(rows: Vec<EntityRow>, external_id: &str) -> Option<EntityRow> {
-    rows.into_iter()
-        .find(|i| i.data.get("externalId").and_then(serde_json::Value::as_str) == Some(external_id))
+/// The identity of `identities` whose `externalId` is `external_id`.
+fn with_external_id(
+    identities: Vec<Entity<Identity>>,
+    external_id: &str,
+) -> Option<Entity<Identity>> {
+    identities
+        .into_iter()
+        .find(|i| i.doc.external_id.as_deref() == Some(external_id))
 }
 
 const ENTITY_COLS: &str = "kind, id, name, tags, data, created_at, updated_at";
@@ -606,10 +605,7 @@ impl WriteTx<'_> {
     }
 
     /// [`Store::entity`] inside the transaction.
-    pub async fn entity<D: Document>(
-        &mut self,
-        id: &str,
-    ) -> Result<Option<Entity<D>>, StoreError> {
+    pub async fn entity<D: Document>(&mut self, id: &str) -> Result<Option<Entity<D>>, StoreError> {
         self.get_entity(D::KIND.collection(), id)
             .await?
             .map(Entity::from_row)
@@ -631,11 +627,8 @@ impl WriteTx<'_> {
     pub async fn identity_by_external_id(
         &mut self,
         external_id: &str,
-    ) -> Result<Option<EntityRow>, StoreError> {
-        Ok(with_external_id(
-            self.list_all(IDENTITIES).await?,
-            external_id,
-        ))
+    ) -> Result<Option<Entity<Identity>>, StoreError> {
+        Ok(with_external_id(self.entities().await?, external_id))
     }
 
     /// Commits. Returns the revision, or `None` when nothing was recorded (the

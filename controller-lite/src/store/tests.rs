@@ -139,19 +139,25 @@ async fn integrity_check_finds_and_repairs_dangling_references(s: &Store) {
                    "secondary": {"requireExtJwtSigner": "sig-gone2"}}),
         ),
         entity("config-types", "ct1", json!({})),
-        entity("configs", "c1", json!({"configTypeId": "ct1"})),
-        entity("configs", "c2", json!({"configTypeId": "ct-gone"})),
+        entity("configs", "c1", json!({"configTypeId": "ct1", "data": {}})),
+        entity(
+            "configs",
+            "c2",
+            json!({"configTypeId": "ct-gone", "data": {}}),
+        ),
+        // Not a service document (configs is no list): reported, left out of the rest.
+        entity("services", "s-bad", json!({"configs": "c-gone"})),
         entity("services", "s1", json!({"configs": ["c1", "c-gone"]})),
         entity("edge-routers", "r1", json!({})),
         entity(
             "terminators",
             "t1",
-            json!({"service": "s1", "router": "r1"}),
+            json!({"service": "s1", "router": "r1", "address": "a"}),
         ),
         entity(
             "terminators",
             "t2",
-            json!({"service": "s1", "router": "r-gone"}),
+            json!({"service": "s1", "router": "r-gone", "address": "a"}),
         ),
     ] {
         tx.insert_entity(&e).await.unwrap();
@@ -176,6 +182,9 @@ async fn integrity_check_finds_and_repairs_dangling_references(s: &Store) {
     }
     tx.commit().await.unwrap();
 
+    let bad_document = "services s-bad is not a valid document of its kind: stored data is \
+         corrupt: a services document does not parse: invalid type: string \"c-gone\", \
+         expected a sequence";
     let broken = [
         "api_sessions as2 references identity i-gone, which does not exist",
         "auth-policies p1 allows external JWT signer sig-gone, which does not exist",
@@ -186,6 +195,7 @@ async fn integrity_check_finds_and_repairs_dangling_references(s: &Store) {
         "identity service config (i1, s1, ct2) references config c-gone, which does not exist",
         "posture_data i-gone references identity i-gone, which does not exist",
         "services s1 references config c-gone, which does not exist",
+        bad_document,
         "sessions se2 references API session as-gone, which does not exist",
         "terminators t2 references edge router r-gone, which does not exist",
     ];
@@ -206,6 +216,7 @@ async fn integrity_check_finds_and_repairs_dangling_references(s: &Store) {
     let unfixable = [
         "auth-policies p1 requires external JWT signer sig-gone2, which does not exist",
         "configs c2 references config type ct-gone, which does not exist",
+        bad_document,
     ];
     for (d, fixed) in &found {
         assert_eq!(*fixed, !unfixable.contains(&d.as_str()), "{d}");

@@ -219,10 +219,7 @@ pub fn restore_server_fields(stored: &EntityRow, data: &mut Value) -> Result<(),
     let stored: CaRecord = stored.doc()?;
     let document: CaDocument = serde_json::from_value(data.take())
         .map_err(|e| ApiError::Internal(format!("a normalized CA document: {e}")))?;
-    *data = record_value(&CaRecord {
-        document,
-        ..stored
-    })?;
+    *data = record_value(&CaRecord { document, ..stored })?;
     Ok(())
 }
 
@@ -281,7 +278,6 @@ impl StoredCa {
         self.verified && self.auth
     }
 }
-
 
 /// Every stored CA, ordered by creation.
 pub async fn load_all(store: &Store) -> Result<Vec<StoredCa>, StoreError> {

@@ -167,6 +167,6 @@ pub async fn edge_routers(
         .collect();
     let page = q
         .apply(&fields, &["name"], docs)?
-        .try_map(|r| Ok::<_, ApiError>(render::client_router(&ctl, r)))?;
+        .try_map(|r| render::client_router(&ctl, r))?;
     Ok(envelope::page(page, &fields))
 }

@@ -129,6 +129,6 @@ pub async fn edge_routers(
         .edge_routers_for_session(&caller.identity.id, &id)
         .iter()
         .map(|r| render::client_router(&ctl, r))
-        .collect();
+        .collect::<Result<_, _>>()?;
     Ok(envelope::ok(json!({"edgeRouters": routers})))
 }

@@ -42,7 +42,7 @@ pub async fn create(
         .edge_routers
         .iter()
         .map(|r| render::client_router(&ctl, r))
-        .collect();
+        .collect::<Result<_, _>>()?;
     Ok(envelope::created(
         render::session(&ctl, &issued.session, &routers).await?,
     ))

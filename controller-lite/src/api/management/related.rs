@@ -169,7 +169,10 @@ async fn edge_router_services(
 }
 
 async fn service_configs(ctl: AppState, id: String, q: ListQuery) -> Result<Response, ApiError> {
-    let ids = entity(&ctl, Kind::Services, &id).await?.doc::<Service>()?.configs;
+    let ids = entity(&ctl, Kind::Services, &id)
+        .await?
+        .doc::<Service>()?
+        .configs;
     let rows = ctl
         .store
         .list_all(Kind::Configs.collection())
