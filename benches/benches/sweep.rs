@@ -80,7 +80,7 @@ async fn controller(dir: &std::path::Path) -> Controller {
             api_session_id: id,
             identity_id: identity.id.clone(),
             service_id: service.id.clone(),
-            session_type: "Dial".into(),
+            session_type: weft_controller::model::PolicyType::Dial,
             created_at: clock::now_string(),
             updated_at: clock::now_string(),
         })

@@ -793,7 +793,7 @@ pub async fn session(
     Ok(json!({
         "id": s.id,
         "token": s.token,
-        "type": s.session_type,
+        "type": s.session_type.as_str(),
         "serviceId": s.service_id,
         "service": reference(ctl, Kind::Services, &s.service_id).await?,
         "apiSessionId": s.api_session_id,

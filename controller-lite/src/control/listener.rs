@@ -25,7 +25,7 @@ use super::mesh::{MeshRouter, OUTBOUND_CAPACITY, Outbound};
 use crate::clock;
 use crate::controller::Controller;
 use crate::error::StoreError;
-use crate::model::{EdgeRouter, Entity, Kind, Terminator};
+use crate::model::{EdgeRouter, Entity, Kind, PolicyType, Terminator};
 
 /// Circuit requests one router may have routing at once.
 pub const MAX_PENDING_CIRCUITS: usize = 256;
@@ -748,7 +748,7 @@ impl Conn {
             .await
             .map_err(|e| internal(&e))?
             .ok_or_else(|| invalid("no such session"))?;
-        if session.session_type != "Bind" {
+        if session.session_type != PolicyType::Bind {
             return Err(invalid("the session is not a Bind session"));
         }
         let api = ctl

@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use weft_wire::control::pb;
 
 use crate::controller::Controller;
-use crate::model::{Service, Terminator};
+use crate::model::{PolicyType, Service, Terminator};
 use crate::path::{self, Candidate, Graph, Link, Precedence, Strategy};
 
 /// How long a router has to install a route (the egress: to have its host accept).
@@ -455,7 +455,7 @@ pub async fn create_circuit(
         .await
         .map_err(|e| internal(&e))?
         .ok_or_else(|| error("INVALID_SESSION", "no such session"))?;
-    if session.session_type != "Dial" || session.service_id != req.service_id {
+    if session.session_type != PolicyType::Dial || session.service_id != req.service_id {
         return Err(error(
             "INVALID_SESSION",
             "the session is not a Dial session of this service",

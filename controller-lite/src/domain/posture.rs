@@ -207,7 +207,7 @@ impl PostureView {
             api_session_id: caller.session.id.clone(),
             service_id: service.to_owned(),
             service_name,
-            session_type: kind.as_str().to_owned(),
+            session_type: kind,
             policy_failures: Value::Array(failures).to_string(),
             at: self.now,
         })

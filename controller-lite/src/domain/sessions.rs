@@ -57,7 +57,7 @@ pub async fn issue(
         api_session_id: caller.session.id.clone(),
         identity_id: caller.identity.id.clone(),
         service_id: service_id.to_owned(),
-        session_type: kind.as_str().into(),
+        session_type: kind,
         created_at: now.clone(),
         updated_at: now,
     };

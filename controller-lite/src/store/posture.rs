@@ -8,6 +8,7 @@ use sqlx::any::AnyRow;
 
 use super::{ChangeOp, Store, WriteTx};
 use crate::error::StoreError;
+use crate::policy::PolicyType;
 use crate::posture::{PostureData, SessionPosture};
 
 /// Failed session requests kept per identity (the oldest go first).
@@ -27,7 +28,7 @@ pub struct FailedServiceRequest {
     /// The service's name then.
     pub service_name: String,
     /// `Dial` or `Bind`.
-    pub session_type: String,
+    pub session_type: PolicyType,
     /// The failing policies and checks (JSON array of `policyFailure`).
     pub policy_failures: String,
     /// When, Unix seconds.
@@ -41,7 +42,7 @@ fn failed_from(r: &AnyRow) -> Result<FailedServiceRequest, StoreError> {
         api_session_id: r.try_get(2)?,
         service_id: r.try_get(3)?,
         service_name: r.try_get(4)?,
-        session_type: r.try_get(5)?,
+        session_type: super::security::session_type_from(&r.try_get::<String, _>(5)?)?,
         policy_failures: r.try_get(6)?,
         at: r.try_get(7)?,
     })
@@ -226,7 +227,7 @@ impl WriteTx<'_> {
         .bind(&f.api_session_id)
         .bind(&f.service_id)
         .bind(&f.service_name)
-        .bind(&f.session_type)
+        .bind(f.session_type.as_str())
         .bind(&f.policy_failures)
         .bind(f.at)
         .execute(&mut *self.tx)

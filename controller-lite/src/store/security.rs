@@ -5,6 +5,7 @@ use sqlx::{Any, AssertSqlSafe, Executor, Row};
 
 use super::{ChangeOp, Store, WriteTx, is_unique_violation};
 use crate::error::StoreError;
+use crate::policy::PolicyType;
 
 /// A one-time enrollment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -250,7 +251,7 @@ pub struct SessionRow {
     /// Service.
     pub service_id: String,
     /// `Dial` or `Bind`.
-    pub session_type: String,
+    pub session_type: PolicyType,
     /// Creation time.
     pub created_at: String,
     /// Update time.
@@ -287,6 +288,12 @@ pub(super) fn authenticator_from(r: &AnyRow) -> Result<AuthenticatorRow, StoreEr
     })
 }
 
+/// The `session_type` column (`Dial` or `Bind`); anything else is corrupt.
+pub(super) fn session_type_from(t: &str) -> Result<PolicyType, StoreError> {
+    t.parse()
+        .map_err(|_| StoreError::Corrupt(format!("unknown session type {t:?}")))
+}
+
 pub(super) fn api_session_from(r: &AnyRow) -> Result<ApiSessionRow, StoreError> {
     Ok(ApiSessionRow {
         id: r.try_get(0)?,
@@ -310,7 +317,7 @@ pub(super) fn session_from(r: &AnyRow) -> Result<SessionRow, StoreError> {
         api_session_id: r.try_get(2)?,
         identity_id: r.try_get(3)?,
         service_id: r.try_get(4)?,
-        session_type: r.try_get(5)?,
+        session_type: session_type_from(&r.try_get::<String, _>(5)?)?,
         created_at: r.try_get(6)?,
         updated_at: r.try_get(7)?,
     })
@@ -868,7 +875,7 @@ impl WriteTx<'_> {
         .bind(&s.api_session_id)
         .bind(&s.identity_id)
         .bind(&s.service_id)
-        .bind(&s.session_type)
+        .bind(s.session_type.as_str())
         .bind(&s.created_at)
         .bind(&s.updated_at)
         .execute(&mut *self.tx)

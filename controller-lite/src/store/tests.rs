@@ -365,7 +365,7 @@ async fn revisions_and_change_log(s: &Store) {
         api_session_id: "a1".into(),
         identity_id: "i1".into(),
         service_id: "id-a".into(),
-        session_type: "Dial".into(),
+        session_type: crate::policy::PolicyType::Dial,
         created_at: "t".into(),
         updated_at: "t".into(),
     })
@@ -555,7 +555,7 @@ async fn cascades_and_session_cap(s: &Store) {
         api_session_id: "as1".into(),
         identity_id: "i1".into(),
         service_id: "svc".into(),
-        session_type: "Dial".into(),
+        session_type: crate::policy::PolicyType::Dial,
         created_at: "t".into(),
         updated_at: "t".into(),
     };

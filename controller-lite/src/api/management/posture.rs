@@ -218,7 +218,7 @@ async fn failed_requests(
                 "apiSessionId": f.api_session_id,
                 "serviceId": f.service_id,
                 "serviceName": f.service_name,
-                "sessionType": f.session_type,
+                "sessionType": f.session_type.as_str(),
                 "when": clock::fmt_unix(f.at),
                 "policyFailures": serde_json::from_str::<Value>(&f.policy_failures)
                     .unwrap_or_else(|_| json!([])),

@@ -240,7 +240,7 @@ impl SessionDetail {
             edge_routers,
             id: s.id,
             token: s.token,
-            session_type: s.session_type,
+            session_type: s.session_type.as_str().to_owned(),
             service_id: s.service_id,
             api_session_id: s.api_session_id,
             identity_id: s.identity_id,

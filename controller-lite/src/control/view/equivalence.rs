@@ -15,7 +15,7 @@ use crate::api::management::crud;
 use crate::clock;
 use crate::config::Config;
 use crate::controller::Controller;
-use crate::model::Kind;
+use crate::model::{Kind, PolicyType};
 use crate::posture::PostureData;
 use crate::store::{ApiSessionRow, SessionRow};
 
@@ -226,7 +226,11 @@ async fn step(ctl: &Arc<Controller>, w: &mut World, op: Op) {
                 api_session_id: api_session,
                 identity_id: identity,
                 service_id: service,
-                session_type: if dial { "Dial" } else { "Bind" }.into(),
+                session_type: if dial {
+                    PolicyType::Dial
+                } else {
+                    PolicyType::Bind
+                },
                 created_at: clock::now_string(),
                 updated_at: clock::now_string(),
             };
@@ -428,7 +432,7 @@ async fn a_timed_sweep_enforces_what_time_changed_and_equals_a_full_rebuild() {
         api_session_id: "idle".into(),
         identity_id: identity.clone(),
         service_id: service,
-        session_type: "Dial".into(),
+        session_type: PolicyType::Dial,
         created_at: clock::now_string(),
         updated_at: clock::now_string(),
     };
@@ -533,7 +537,7 @@ async fn a_timed_sweep_revokes_a_session_whose_mfa_answer_timed_out() {
         api_session_id: "api".into(),
         identity_id: identity,
         service_id: service,
-        session_type: "Dial".into(),
+        session_type: PolicyType::Dial,
         created_at: clock::now_string(),
         updated_at: clock::now_string(),
     })

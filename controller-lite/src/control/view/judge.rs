@@ -102,11 +102,10 @@ pub struct PostureFacts {
     pub sessions: HashMap<String, SessionPosture>,
 }
 
-fn session_type(t: &str) -> Option<(pb::SessionType, PolicyType)> {
+fn session_type(t: PolicyType) -> pb::SessionType {
     match t {
-        "Dial" => Some((pb::SessionType::Dial, PolicyType::Dial)),
-        "Bind" => Some((pb::SessionType::Bind, PolicyType::Bind)),
-        _ => None,
+        PolicyType::Dial => pb::SessionType::Dial,
+        PolicyType::Bind => pb::SessionType::Bind,
     }
 }
 
@@ -119,9 +118,9 @@ pub fn session(
     posture: &PostureFacts,
     now: i64,
 ) -> SessionVerdict {
-    let granted = session_type(&s.session_type).filter(|(_, kind)| {
-        api_session_live && policy.grants(&s.identity_id, &s.service_id, *kind)
-    });
+    let kind = s.session_type;
+    let granted = (api_session_live && policy.grants(&s.identity_id, &s.service_id, kind))
+        .then(|| (session_type(kind), kind));
     let Some((ty, kind)) = granted else {
         return SessionVerdict::Revoked { posture: false };
     };
