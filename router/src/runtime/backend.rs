@@ -115,7 +115,7 @@ pub fn select_backend(
 pub fn probe_uring() -> std::io::Result<()> {
     let probe = || {
         // `Runtime::new` reports a ring that cannot be set up (`Builder::start` panics).
-        let runtime = tokio_uring::Runtime::new(tokio_uring::builder().entries(8))?;
+        let runtime = uring_runtime(8)?;
         runtime.block_on(tokio_uring::no_op())
     };
     std::thread::scope(|scope| {
@@ -125,6 +125,26 @@ pub fn probe_uring() -> std::io::Result<()> {
             .join()
             .unwrap_or_else(|_| Err(std::io::Error::other("the io_uring probe panicked")))
     })
+}
+
+/// A `tokio-uring` runtime whose ring has `entries` submission entries, set up for one
+/// thread: completions are task work that the kernel runs when the thread next enters
+/// it, not at once through an inter-processor interrupt (`IORING_SETUP_COOP_TASKRUN`;
+/// a thread waiting for events is woken as before), and only the creating thread
+/// submits (`IORING_SETUP_SINGLE_ISSUER`, which lets the kernel skip the ring's
+/// submission lock). A kernel without these flags (before 5.19 and 6.0) refuses them
+/// with `EINVAL`; the ring is then made without them.
+#[cfg(target_os = "linux")]
+pub(super) fn uring_runtime(entries: u32) -> std::io::Result<tokio_uring::Runtime> {
+    let mut ring = tokio_uring::uring_builder();
+    ring.setup_coop_taskrun().setup_single_issuer();
+    match tokio_uring::Runtime::new(tokio_uring::builder().entries(entries).uring_builder(&ring)) {
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+            tracing::debug!("io_uring refused COOP_TASKRUN or SINGLE_ISSUER; plain ring");
+            tokio_uring::Runtime::new(tokio_uring::builder().entries(entries))
+        }
+        other => other,
+    }
 }
 
 /// Whether io_uring works on this host: never, off Linux.

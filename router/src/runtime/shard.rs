@@ -490,9 +490,7 @@ pub(super) fn run(io: ShardIo) {
         }
         #[cfg(target_os = "linux")]
         IoBackend::Uring => {
-            let runtime = match tokio_uring::Runtime::new(
-                tokio_uring::builder().entries(super::uring::ENTRIES),
-            ) {
+            let runtime = match super::backend::uring_runtime(super::uring::ENTRIES) {
                 Ok(r) => r,
                 Err(e) => {
                     let _ = ready.send((index, Err(e)));
