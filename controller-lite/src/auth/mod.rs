@@ -18,7 +18,7 @@ use crate::clock;
 use crate::controller::Controller;
 use crate::error::ApiError;
 use crate::limits::{Metrics, ThrottleKey};
-use crate::model::{AuthPolicy, Entity, Identity, Kind};
+use crate::model::{AuthPolicy, Entity, Identity};
 use crate::server::ConnInfo;
 use crate::store::{ApiSessionRow, AuthenticatorRow, Credential};
 
@@ -321,12 +321,12 @@ pub(crate) async fn set_disabled_in(
     id: &str,
     state: Option<Option<i64>>,
 ) -> Result<bool, ApiError> {
-    let Some(mut row) = tx.get_entity(Kind::Identities.collection(), id).await? else {
+    let Some(mut identity) = tx.entity::<Identity>(id).await? else {
         return Ok(false);
     };
-    crate::model::set_disable_state(&mut row.data, clock::now_unix(), state);
-    row.updated_at = clock::now_string();
-    tx.update_entity(&row).await?;
+    identity.doc.set_disabled(clock::now_unix(), state);
+    identity.updated_at = clock::now_string();
+    tx.update_typed(identity).await?;
     if state.is_some() {
         tx.revoking("identity_disabled", id);
         tx.delete_api_sessions_of(id).await?;

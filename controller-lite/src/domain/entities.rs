@@ -48,7 +48,9 @@ pub async fn create_in(
     let n = normalize(kind, obj)?;
     let mut data = n.data;
     if kind == Kind::Identities {
-        crate::model::settle_disable(&mut data, None, n.disable, clock::now_unix());
+        rewrite(&mut data, |i: &mut Identity| {
+            i.settle_disable(None, n.disable, clock::now_unix());
+        })?;
     }
     resolve_references(tx, kind, &mut data).await?;
     if kind == Kind::Cas {
@@ -335,7 +337,10 @@ pub async fn update(
         crate::thirdparty_ca::restore_server_fields(&row, &mut data)?;
     }
     if k == Kind::Identities {
-        crate::model::settle_disable(&mut data, Some(&row.data), n.disable, clock::now_unix());
+        let prev: Identity = row.doc()?;
+        rewrite(&mut data, |i: &mut Identity| {
+            i.settle_disable(Some(&prev), n.disable, clock::now_unix());
+        })?;
     }
     if k == Kind::PostureChecks {
         let version = parse_document::<StoredPostureCheck>(&row.data)?.version;

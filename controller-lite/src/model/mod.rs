@@ -619,6 +619,44 @@ impl Identity {
         }
     }
 
+    /// Disables the identity from `now` (`Some(until)`: until `until`, Unix seconds, or
+    /// until enabled when `None`) or enables it (`None`).
+    pub fn set_disabled(&mut self, now: i64, state: Option<Option<i64>>) {
+        let fmt = crate::clock::fmt_unix;
+        (self.disabled_at, self.disabled_until) = match state {
+            Some(until) => (Some(fmt(now)), until.map(fmt)),
+            None => (None, None),
+        };
+        self.disabled = None;
+    }
+
+    /// Settles the disable state of a document about to be stored: the previous
+    /// document's (`prev`; none on create) unless `request` (the body's `disabled`)
+    /// changes it. Clients cannot write `disabledAt`/`disabledUntil` themselves.
+    pub fn settle_disable(&mut self, prev: Option<&Self>, request: Option<bool>, now: i64) {
+        let fmt = crate::clock::fmt_unix;
+        let (mut at, mut until) = prev
+            .map(|p| (p.disabled_at.clone(), p.disabled_until.clone()))
+            .unwrap_or_default();
+        if at.is_none() && prev.is_some_and(|p| p.disabled == Some(true)) {
+            // A document from before timed disables.
+            at = Some(fmt(now));
+        }
+        match request {
+            Some(true) if !prev.is_some_and(|p| p.is_disabled(now)) => {
+                at = Some(fmt(now));
+                until = None;
+            }
+            Some(false) => {
+                at = None;
+                until = None;
+            }
+            _ => {}
+        }
+        (self.disabled_at, self.disabled_until) = (at, until);
+        self.disabled = None;
+    }
+
     /// The id of the authentication policy the identity follows (`default` when it
     /// names none).
     pub fn auth_policy(&self) -> &str {
@@ -626,55 +664,6 @@ impl Identity {
             .as_deref()
             .filter(|s| !s.is_empty())
             .unwrap_or(DEFAULT_AUTH_POLICY_ID)
-    }
-}
-
-/// Writes a disable state into an identity document: `Some(until)` disables it from
-/// `now` (until `until`, Unix seconds, or until enabled when `None`); `None` enables it.
-pub fn set_disable_state(data: &mut Value, now: i64, state: Option<Option<i64>>) {
-    let (at, until) = match state {
-        Some(until) => (
-            Value::String(crate::clock::fmt_unix(now)),
-            until.map_or(Value::Null, |u| Value::String(crate::clock::fmt_unix(u))),
-        ),
-        None => (Value::Null, Value::Null),
-    };
-    if let Value::Object(m) = data {
-        m.remove("disabled");
-        m.insert("disabledAt".into(), at);
-        m.insert("disabledUntil".into(), until);
-    }
-}
-
-/// Puts the disable state into a normalized identity document `data`: the previous
-/// document's (`prev`; none on create) unless `request` (the body's `disabled`)
-/// changes it. Clients cannot write `disabledAt`/`disabledUntil` themselves.
-pub fn settle_disable(data: &mut Value, prev: Option<&Value>, request: Option<bool>, now: i64) {
-    let field = |k: &str| prev.and_then(|p| p.get(k)).cloned().unwrap_or(Value::Null);
-    let (mut at, mut until) = (field("disabledAt"), field("disabledUntil"));
-    if at.is_null() && prev.is_some_and(|p| p.get("disabled") == Some(&Value::Bool(true))) {
-        // A document from before timed disables.
-        at = Value::String(crate::clock::fmt_unix(now));
-    }
-    match request {
-        Some(true)
-            if !prev
-                .and_then(|p| Identity::deserialize(p).ok())
-                .is_some_and(|p| p.is_disabled(now)) =>
-        {
-            at = Value::String(crate::clock::fmt_unix(now));
-            until = Value::Null;
-        }
-        Some(false) => {
-            at = Value::Null;
-            until = Value::Null;
-        }
-        _ => {}
-    }
-    if let Value::Object(m) = data {
-        m.remove("disabled");
-        m.insert("disabledAt".into(), at);
-        m.insert("disabledUntil".into(), until);
     }
 }
 
@@ -1029,6 +1018,49 @@ mod tests {
 
     fn obj(v: Value) -> Map<String, Value> {
         v.as_object().unwrap().clone()
+    }
+
+    fn identity(v: Value) -> Identity {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn disable_states_are_kept_changed_and_expire() {
+        let now = 1_000_000;
+        let at = crate::clock::fmt_unix(now);
+        // Created: enabled unless the body disables it.
+        let mut new = identity(json!({}));
+        new.settle_disable(None, None, now);
+        assert!(!new.is_disabled(now));
+        new.settle_disable(None, Some(true), now);
+        assert_eq!(new.disabled_at.as_deref(), Some(at.as_str()));
+        assert!(new.is_disabled(now + 10_000));
+        // Updated without `disabled`: the stored state stays, a timed one included.
+        let mut stored = identity(json!({}));
+        stored.set_disabled(now, Some(Some(now + 60)));
+        let mut update = identity(json!({}));
+        update.settle_disable(Some(&stored), None, now + 1);
+        assert_eq!(update.disabled_until, stored.disabled_until);
+        assert!(update.is_disabled(now + 59) && !update.is_disabled(now + 60));
+        // `disabled: true` on a disabled identity keeps when it was disabled;
+        // `disabled: false` enables.
+        update.settle_disable(Some(&stored), Some(true), now + 5);
+        assert_eq!(update.disabled_at, stored.disabled_at);
+        update.settle_disable(Some(&stored), Some(false), now + 5);
+        assert!(!update.is_disabled(now + 5) && update.disabled_at.is_none());
+        // A document from before timed disables (`disabled: true`) is disabled, and
+        // keeps being so, now as `disabledAt`, when stored again.
+        let legacy = identity(json!({"disabled": true}));
+        assert!(legacy.is_disabled(now));
+        let mut again = identity(json!({}));
+        again.settle_disable(Some(&legacy), None, now);
+        assert_eq!(again.disabled_at.as_deref(), Some(at.as_str()));
+        let stored_again = serde_json::to_value(&again).unwrap();
+        assert!(stored_again.get("disabled").is_none());
+        assert!(identity(stored_again).is_disabled(now + 1));
+        // Enabled by the `enable` operation.
+        again.set_disabled(now, None);
+        assert!(!again.is_disabled(now));
     }
 
     #[test]
