@@ -416,7 +416,7 @@ async fn identity_extras(ctl: &Controller, row: &EntityRow) -> Result<IdentityEx
             Credential::Router { .. } => {}
         }
     }
-    let doc = Entity::<Identity>::from_row(row.clone())?.doc;
+    let doc: Identity = row.doc()?;
     let type_id = match doc.identity_type.as_str() {
         "Router" => "Router",
         _ => "Default",

@@ -4,7 +4,7 @@
 use crate::clock;
 use crate::controller::Controller;
 use crate::error::ApiError;
-use crate::model::{CaRecord, Entity, Kind};
+use crate::model::CaRecord;
 use crate::thirdparty_ca::{CaError, StoredCa, cert};
 
 fn not_found(id: &str) -> ApiError {
@@ -15,13 +15,12 @@ fn not_found(id: &str) -> ApiError {
 /// verification token (a CA is verified once). Routers learn of the CA at once.
 pub async fn verify(ctl: &Controller, id: &str, pem: &[u8]) -> Result<(), ApiError> {
     let mut tx = ctl.store.begin_write().await?;
-    let row = tx
-        .get_entity(Kind::Cas.collection(), id)
+    let mut record = tx
+        .entity::<CaRecord>(id)
         .await?
         .ok_or_else(|| not_found(id))?;
-    let ca = StoredCa::from_row(&row)
+    let ca = StoredCa::from_record(id, &record.name, record.doc.clone())
         .ok_or_else(|| ApiError::Internal(format!("CA {id:?} is damaged in the store")))?;
-    let mut record = Entity::<CaRecord>::from_row(row)?;
     if record.doc.is_verified {
         return Err(ApiError::Ca(CaError::AlreadyVerified));
     }

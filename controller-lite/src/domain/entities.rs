@@ -12,8 +12,8 @@ use super::cascade;
 use crate::clock;
 use crate::controller::Controller;
 use crate::enroll;
-use crate::error::ApiError;
-use crate::model::entity::parse_document;
+use crate::error::{ApiError, StoreError};
+use crate::model::entity::{parse_document, rewrite_document};
 use crate::model::{
     AuthPolicy, CaRecord, Config, ConfigType, Document, EdgeRouter, Entity, ExternalJwtSigner,
     Identity, Kind, Service, StoredPostureCheck, Terminator, normalize,
@@ -48,7 +48,7 @@ pub async fn create_in(
     let n = normalize(kind, obj)?;
     let mut data = n.data;
     if kind == Kind::Identities {
-        rewrite(&mut data, |i: &mut Identity| {
+        rewrite_document(&mut data, |i: &mut Identity| {
             i.settle_disable(None, n.disable, clock::now_unix());
         })?;
     }
@@ -165,15 +165,6 @@ async fn unique_among<D: UniqueFields>(
     Ok(())
 }
 
-/// Parses `data` as a `D`, lets `f` change it and writes it back.
-fn rewrite<D: Document>(data: &mut Value, f: impl FnOnce(&mut D)) -> Result<(), ApiError> {
-    let mut doc = parse_document::<D>(data)?;
-    f(&mut doc);
-    *data =
-        serde_json::to_value(&doc).map_err(|e| ApiError::Internal(format!("serialize: {e}")))?;
-    Ok(())
-}
-
 /// Checks and canonicalises references to other entities (config type of a
 /// config, configs of a service, service/router of a terminator).
 /// Reads them inside `tx`, so what they name cannot vanish before it commits.
@@ -216,7 +207,7 @@ pub async fn resolve_references(
                     ))
                 })?;
             }
-            rewrite(data, |c: &mut Config| c.config_type_id = config_type.id)?;
+            rewrite_document(data, |c: &mut Config| c.config_type_id = config_type.id)?;
         }
         Kind::Services => {
             let keys = parse_document::<Service>(data)?.configs;
@@ -244,13 +235,13 @@ pub async fn resolve_references(
                 types.push((config.name, ty));
                 ids.push(config.id);
             }
-            rewrite(data, |s: &mut Service| s.configs = ids)?;
+            rewrite_document(data, |s: &mut Service| s.configs = ids)?;
         }
         Kind::Identities => {
             // Identities name their policy by id or name; stored by id.
             if let Some(key) = parse_document::<Identity>(data)?.auth_policy_id {
                 let id = resolve(tx, Kind::AuthPolicies, &key).await?;
-                rewrite(data, |i: &mut Identity| i.auth_policy_id = Some(id))?;
+                rewrite_document(data, |i: &mut Identity| i.auth_policy_id = Some(id))?;
             }
         }
         Kind::AuthPolicies => {
@@ -272,13 +263,13 @@ pub async fn resolve_references(
             if let Some(key) = &mut policy.secondary.require_ext_jwt_signer {
                 *key = signer(tx, key).await?;
             }
-            rewrite(data, |p: &mut AuthPolicy| *p = policy)?;
+            *data = serde_json::to_value(&policy).map_err(StoreError::from)?;
         }
         Kind::Terminators => {
             let mut t = parse_document::<Terminator>(data)?;
             t.service = resolve(tx, Kind::Services, &t.service).await?;
             t.router = resolve(tx, Kind::EdgeRouters, &t.router).await?;
-            rewrite(data, |d: &mut Terminator| *d = t)?;
+            *data = serde_json::to_value(&t).map_err(StoreError::from)?;
         }
         _ => {}
     }
@@ -338,7 +329,7 @@ pub async fn update(
     }
     if k == Kind::Identities {
         let prev: Identity = row.doc()?;
-        rewrite(&mut data, |i: &mut Identity| {
+        rewrite_document(&mut data, |i: &mut Identity| {
             i.settle_disable(Some(&prev), n.disable, clock::now_unix());
         })?;
     }

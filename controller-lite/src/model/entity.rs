@@ -24,11 +24,19 @@ pub trait Document: Serialize + DeserializeOwned {
     const KIND: Kind;
 }
 
+/// The document type of each kind, once: the [`Document`] impls and [`check_document`].
 macro_rules! documents {
     ($($ty:ty => $kind:ident),* $(,)?) => {
         $(impl Document for $ty {
             const KIND: Kind = Kind::$kind;
         })*
+
+        /// Whether `data` parses as the document of `kind` (the error says why not).
+        pub fn check_document(kind: Kind, data: &Value) -> Result<(), StoreError> {
+            match kind {
+                $(Kind::$kind => parse_document::<$ty>(data).map(drop),)*
+            }
+        }
     };
 }
 
@@ -77,34 +85,23 @@ pub fn parse_document<D: Document>(data: &Value) -> Result<D, StoreError> {
     })
 }
 
-/// Whether `data` parses as the document of `kind` (the error says why not).
-pub fn check_document(kind: Kind, data: &Value) -> Result<(), StoreError> {
-    fn check<D: Document>(data: &Value) -> Result<(), StoreError> {
-        parse_document::<D>(data).map(drop)
-    }
-    match kind {
-        Kind::Identities => check::<Identity>(data),
-        Kind::Services => check::<Service>(data),
-        Kind::Configs => check::<Config>(data),
-        Kind::ConfigTypes => check::<ConfigType>(data),
-        Kind::ServicePolicies => check::<ServicePolicy>(data),
-        Kind::EdgeRouterPolicies => check::<EdgeRouterPolicy>(data),
-        Kind::ServiceEdgeRouterPolicies => check::<ServiceEdgeRouterPolicy>(data),
-        Kind::EdgeRouters => check::<EdgeRouter>(data),
-        Kind::Terminators => check::<Terminator>(data),
-        Kind::AuthPolicies => check::<AuthPolicy>(data),
-        Kind::ExternalJwtSigners => check::<ExternalJwtSigner>(data),
-        Kind::PostureChecks => check::<StoredPostureCheck>(data),
-        Kind::Cas => check::<CaRecord>(data),
-    }
-}
-
 impl EntityRow {
     /// The row's document as a `D` ([`parse_document`]; the row's kind is not checked:
     /// the caller read it from `D`'s kind).
     pub fn doc<D: Document>(&self) -> Result<D, StoreError> {
         parse_document(&self.data)
     }
+}
+
+/// Parses `data` as a `D`, lets `change` change it and writes it back.
+pub fn rewrite_document<D: Document>(
+    data: &mut Value,
+    change: impl FnOnce(&mut D),
+) -> Result<(), StoreError> {
+    let mut doc = parse_document::<D>(data)?;
+    change(&mut doc);
+    *data = serde_json::to_value(&doc)?;
+    Ok(())
 }
 
 /// A posture check as stored: the check and its version, which each update raises

@@ -261,10 +261,10 @@ pub async fn enroll_ca(
         obj.insert("externalId".into(), json!(x));
     }
     let n = crate::model::normalize(Kind::Identities, obj)?;
-    let mut identity: crate::model::Identity = crate::model::entity::parse_document(&n.data)?;
-    identity.settle_disable(None, None, now);
-    let data = serde_json::to_value(&identity)
-        .map_err(|e| ApiError::Internal(format!("serialize: {e}")))?;
+    let mut data = n.data;
+    crate::model::entity::rewrite_document(&mut data, |i: &mut crate::model::Identity| {
+        i.settle_disable(None, None, now);
+    })?;
     crate::domain::entities::check_unique(&mut tx, Kind::Identities, None, &data).await?;
     let stamp = clock::now_string();
     tx.insert_entity(&EntityRow {

@@ -168,20 +168,26 @@ pub async fn prepare_create(tx: &mut WriteTx<'_>, data: &mut Value) -> Result<()
     if tx.list_all(Kind::Cas.collection()).await?.len() >= MAX_CAS {
         return Err(ApiError::Ca(CaError::TooManyCas(MAX_CAS)));
     }
-    let document: CaDocument = serde_json::from_value(data.take())
-        .map_err(|e| ApiError::Internal(format!("a normalized CA document: {e}")))?;
-    let ca = cert::parse_ca_pem(&document.cert_pem).map_err(ApiError::Ca)?;
-    *data = record_value(&CaRecord {
-        document,
-        fingerprint: ca.fingerprint,
-        is_verified: false,
-        verification_token: verification_token()?,
-    })?;
-    Ok(())
+    into_record(data, |document| {
+        let ca = cert::parse_ca_pem(&document.cert_pem).map_err(ApiError::Ca)?;
+        Ok(CaRecord {
+            document,
+            fingerprint: ca.fingerprint,
+            is_verified: false,
+            verification_token: verification_token()?,
+        })
+    })
 }
 
-fn record_value(record: &CaRecord) -> Result<Value, ApiError> {
-    serde_json::to_value(record).map_err(|e| ApiError::Internal(format!("serialize: {e}")))
+/// Replaces the normalized CA document `data` by the record `record` makes of it.
+fn into_record(
+    data: &mut Value,
+    record: impl FnOnce(CaDocument) -> Result<CaRecord, ApiError>,
+) -> Result<(), ApiError> {
+    let document: CaDocument = serde_json::from_value(data.take())
+        .map_err(|e| ApiError::Internal(format!("a normalized CA document: {e}")))?;
+    *data = serde_json::to_value(record(document)?).map_err(StoreError::from)?;
+    Ok(())
 }
 
 /// Prepares the document of a CA update before it is validated: `certPem` cannot
@@ -217,10 +223,7 @@ pub fn prepare_update(
 /// Copies the controller's fields of the stored CA into its updated document.
 pub fn restore_server_fields(stored: &EntityRow, data: &mut Value) -> Result<(), ApiError> {
     let stored: CaRecord = stored.doc()?;
-    let document: CaDocument = serde_json::from_value(data.take())
-        .map_err(|e| ApiError::Internal(format!("a normalized CA document: {e}")))?;
-    *data = record_value(&CaRecord { document, ..stored })?;
-    Ok(())
+    into_record(data, |document| Ok(CaRecord { document, ..stored }))
 }
 
 /// A stored CA, as enrollment, login and the routers use it.
@@ -252,7 +255,11 @@ impl StoredCa {
     /// The CA of a stored row; `None` when its document no longer makes sense (it was
     /// validated when written, so only a damaged store gives that).
     pub fn from_row(row: &EntityRow) -> Option<Self> {
-        let record: CaRecord = row.doc().ok()?;
+        Self::from_record(&row.id, &row.name, row.doc().ok()?)
+    }
+
+    /// The CA stored as `record` under `id` and `name`; `None` as [`Self::from_row`].
+    pub fn from_record(id: &str, name: &str, record: CaRecord) -> Option<Self> {
         let doc = record.document;
         let ca = cert::parse_ca_pem(&doc.cert_pem).ok()?;
         let claim = match &doc.external_id_claim {
@@ -260,8 +267,8 @@ impl StoredCa {
             None => None,
         };
         Some(Self {
-            id: row.id.clone(),
-            name: row.name.clone(),
+            id: id.to_owned(),
+            name: name.to_owned(),
             der: ca.der,
             verified: record.is_verified,
             auth: doc.is_auth_enabled,

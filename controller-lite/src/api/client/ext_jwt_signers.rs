@@ -56,9 +56,10 @@ pub async fn list(State(ctl): State<AppState>, q: ListQuery) -> Result<Response,
         .list_all(Kind::ExternalJwtSigners.collection())
         .await?
     {
-        let signer = Entity::<ExternalJwtSigner>::from_row(r.clone())?;
+        let rendered = render::entity(&r);
+        let signer = Entity::<ExternalJwtSigner>::from_row(r)?;
         if signer.doc.enabled {
-            docs.push((render::entity(&r), signer));
+            docs.push((rendered, signer));
         }
     }
     let page = q.apply(&fields, &["name"], docs)?.try_map(|r| {
