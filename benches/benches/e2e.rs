@@ -1,5 +1,8 @@
-//! The SDK's end-to-end encryption (libsodium secretstream, as OpenZiti): seal and open
-//! of 16 KiB and 64 B messages (`cargo bench -p weft-benches --bench e2e`).
+//! The SDK's end-to-end encryption (secretstream, as OpenZiti): seal and open of 64 KiB,
+//! 16 KiB and 64 B messages (`cargo bench -p weft-benches --bench e2e`), out of place
+//! (`seal`/`open`: libsodium's two passes) and in place (`seal_in_place`/`open_in_place`:
+//! one pass of aws-lc's ChaCha20-Poly1305 at these lengths, ADR 0011). The in-place
+//! open includes copying the message behind its room, as the SDK's reader does.
 //!
 //! Sealing advances one stream; opening replays a batch of messages sealed beforehand
 //! through a fresh `Opener` per batch (secretstream is stateful, so each message can
@@ -11,7 +14,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use weft_sdk::crypto::{KeyPair, Opener, Sealer, SessionKeys};
+use weft_sdk::crypto::{IN_PLACE_ROOM, KeyPair, Opener, Sealer, SessionKeys};
 
 fn keys() -> (SessionKeys, SessionKeys) {
     let client = KeyPair::generate().unwrap();
@@ -25,7 +28,11 @@ fn keys() -> (SessionKeys, SessionKeys) {
 fn e2e(c: &mut Criterion) {
     let (ck, sk) = keys();
     let mut g = c.benchmark_group("e2e");
-    for (name, len, batch) in [("16KiB", 16 * 1024, 64), ("64B", 64, 4096)] {
+    for (name, len, batch) in [
+        ("64KiB", 64 * 1024, 16),
+        ("16KiB", 16 * 1024, 64),
+        ("64B", 64, 4096),
+    ] {
         let plain = vec![0x5au8; len];
         g.throughput(Throughput::Bytes(len as u64));
         let (mut sealer, _header) = Sealer::new(&ck);
@@ -58,6 +65,33 @@ fn e2e(c: &mut Criterion) {
                         opener.open(m, &mut opened).unwrap();
                     }
                     black_box(&opened);
+                },
+                BatchSize::SmallInput,
+            )
+        });
+
+        let (mut sealer, _header) = Sealer::new(&ck);
+        let mut buf = vec![0u8; IN_PLACE_ROOM + 1 + len + 16];
+        g.throughput(Throughput::Bytes(len as u64));
+        g.bench_function(format!("seal_in_place_{name}"), |b| {
+            b.iter(|| {
+                buf[IN_PLACE_ROOM + 1..IN_PLACE_ROOM + 1 + len].copy_from_slice(black_box(&plain));
+                black_box(sealer.seal_in_place(&mut buf).unwrap());
+            })
+        });
+
+        let mut room = Vec::with_capacity(IN_PLACE_ROOM + len + Sealer::ABYTES);
+        g.throughput(Throughput::Bytes((len * batch) as u64));
+        g.bench_function(format!("open_in_place_{name}"), |b| {
+            b.iter_batched(
+                || Opener::new(&sk, &header).unwrap(),
+                |mut opener| {
+                    for m in &messages {
+                        room.clear();
+                        room.resize(IN_PLACE_ROOM, 0);
+                        room.extend_from_slice(m);
+                        black_box(opener.open_in_place(&mut room).unwrap());
+                    }
                 },
                 BatchSize::SmallInput,
             )

@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::listener::Listener;
-use crate::stream::{MAX_CHUNK, Stream};
+use crate::stream::Stream;
 
 /// Bytes moved by a tunnel endpoint, both directions.
 #[derive(Debug, Default)]
@@ -94,18 +94,14 @@ fn reset(tcp: TcpStream) {
 /// aborted, so neither application reads a clean end-of-stream.
 async fn splice(mut tcp: TcpStream, mut stream: Stream, counters: &Counters) {
     counters.connections.fetch_add(1, Ordering::Relaxed);
-    let copied = if stream.is_plain() {
-        let mut splice = Splice {
-            tcp: &mut tcp,
-            stream: &mut stream,
-            out: Direction::default(),
-            back: Direction::default(),
-            chunk: Bytes::new(),
-        };
-        std::future::poll_fn(|cx| splice.poll(cx)).await
-    } else {
-        tokio::io::copy_bidirectional_with_sizes(&mut tcp, &mut stream, MAX_CHUNK, MAX_CHUNK).await
+    let mut splice = Splice {
+        tcp: &mut tcp,
+        stream: &mut stream,
+        out: Direction::default(),
+        back: Direction::default(),
+        chunk: Bytes::new(),
     };
+    let copied = std::future::poll_fn(|cx| splice.poll(cx)).await;
     match copied {
         Ok((out, back)) => {
             counters.bytes_out.fetch_add(out, Ordering::Relaxed);
@@ -130,12 +126,12 @@ struct Direction {
     done: bool,
 }
 
-/// `copy_bidirectional` for a plain (not end-to-end encrypted) stream without its two
-/// intermediate buffers: local bytes are read straight into Data frames
-/// ([`Stream::poll_send_from`]) and received Data bodies are written to the local
-/// socket as they are ([`Stream::poll_read_chunk`]). Same semantics: each end of
-/// stream is passed on as a half-close, done when both directions are, the first
-/// error ends both.
+/// `copy_bidirectional` without its two intermediate buffers: local bytes are read
+/// straight into Data frames ([`Stream::poll_send_from`], sealed there when the stream
+/// is end-to-end encrypted) and received Data bodies are written to the local socket as
+/// they arrived or as they were opened ([`Stream::poll_read_chunk`]). Same semantics:
+/// each end of stream is passed on as a half-close, done when both directions are, the
+/// first error ends both.
 struct Splice<'a> {
     tcp: &'a mut TcpStream,
     stream: &'a mut Stream,

@@ -67,6 +67,74 @@ async fn tcp_rides_the_overlay_through_tunnel_processes() {
     }
 }
 
+/// Bursts of odd sizes with pauses between them, both ways through end-to-end encrypted
+/// tunnels: a sealed stream sends a multiple of 8 bytes from each large read and carries
+/// the rest to the next message, or sends it alone when the socket has nothing more yet
+/// (the pauses). Every byte arrives once and in order (sha256 of each direction).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_sized_bursts_cross_encrypted_tunnels_whole_and_in_order() {
+    use sha2::{Digest, Sha256};
+    let net = Network::start().await;
+    net.service("bursts", &["bursts"], true).await;
+    // An echo server with a buffer of an odd size, so its writes are odd-sized too.
+    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = server.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = server.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 70_001];
+                while let Ok(n) = sock.read(&mut buf).await {
+                    if n == 0 || sock.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let (listen, _tunnels) = tunnels(&net, "bursts", &target).await;
+
+    let sock = TcpStream::connect(&listen).await.unwrap();
+    let (mut rd, mut wr) = sock.into_split();
+    // Sizes around the 16 KiB from which a sealed write sends a multiple of 8, and up
+    // to past a 64 KiB message, each residue mod 8.
+    let sizes: Vec<usize> = (0..48)
+        .map(|i| [16_377, 16_391, 40_003, 65_541, 131_075, 7, 16_384, 99][i % 8] + i)
+        .collect();
+    let total: usize = sizes.iter().sum();
+    let writer = tokio::spawn(async move {
+        let mut sent = Sha256::new();
+        for (i, &len) in sizes.iter().enumerate() {
+            let burst = pattern(len, i as u32);
+            sent.update(&burst);
+            wr.write_all(&burst).await.unwrap();
+            if i % 3 == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        }
+        wr.shutdown().await.unwrap();
+        sent.finalize()
+    });
+    let mut got = Sha256::new();
+    let mut received = 0usize;
+    let mut buf = vec![0u8; 50_000];
+    let read_all = async {
+        loop {
+            let n = rd.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got.update(&buf[..n]);
+            received += n;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(60), read_all)
+        .await
+        .expect("the echo ended within a minute");
+    let sent = writer.await.unwrap();
+    assert_eq!(received, total, "every byte came back once");
+    assert_eq!(got.finalize(), sent, "in order and unaltered");
+}
+
 /// Hundreds of idle connections through one pair of plain (not end-to-end encrypted)
 /// tunnel endpoints: each stays usable, and an idle one holds nothing the others need
 /// (an idle stream once kept a slot of its edge connection's shared write queue, and the

@@ -25,11 +25,13 @@
 //! libsodium is initialised (`sodium_init`) once per process on first use.
 #![warn(missing_docs)]
 
+mod one_pass;
 mod sodium;
 #[cfg(test)]
 mod tests;
 
 use std::fmt;
+use std::ops::Range;
 
 use bytes::BytesMut;
 use zeroize::Zeroize;
@@ -45,6 +47,11 @@ pub const HEADER_BYTES: usize = sodium::SS_HEADER_BYTES;
 /// Bytes a sealed message adds to its plaintext: one encrypted tag byte and a 16-byte
 /// Poly1305 MAC (`crypto_secretstream_xchacha20poly1305_ABYTES`; edge-wire-protocol.md §5).
 pub const ABYTES: usize = sodium::SS_ABYTES;
+
+/// Bytes of room a caller leaves in front of a message sealed or opened in place
+/// ([`Sealer::seal_in_place`], [`Opener::open_in_place`]): with it, a message whose length
+/// allows is sealed and opened in one pass of the AEAD, without a copy (ADR 0011).
+pub const IN_PLACE_ROOM: usize = 63;
 
 /// Why an end-to-end encryption operation failed. Every failure is final for the
 /// connection it happened on (the C SDK reports `ZITI_CRYPTO_FAIL` and disconnects).
@@ -265,6 +272,9 @@ impl Tag {
 /// `crypto_secretstream_xchacha20poly1305` keyed with this side's `tx` session key.
 pub struct Sealer {
     state: sodium::PushState,
+    /// The one-pass AEAD under the stream's current key (`None` only if aws-lc refused
+    /// the key: then every message goes through libsodium).
+    one_pass: Option<one_pass::OnePassKey>,
 }
 
 impl Sealer {
@@ -277,7 +287,8 @@ impl Sealer {
     pub fn new(keys: &SessionKeys) -> (Self, [u8; HEADER_BYTES]) {
         // `keys` exists, so `SessionKeys::{client,server}` already ran `ensure_init`.
         let (state, header) = sodium::PushState::init(&keys.tx);
-        (Self { state }, header)
+        let one_pass = one_pass::OnePassKey::new(state.message_key().key);
+        (Self { state, one_pass }, header)
     }
 
     /// The sealed length of a plaintext of `plaintext_len` bytes (`plaintext_len + 17`),
@@ -322,7 +333,8 @@ impl Sealer {
         let Some(dst) = out.get_mut(..needed) else {
             return Err(CryptoError::BufferTooSmall { needed, got });
         };
-        if self.state.push(plaintext, dst, sodium::SS_TAG_MESSAGE) {
+        if let Some(rekeyed) = self.state.push(plaintext, dst, sodium::SS_TAG_MESSAGE) {
+            self.rekeyed(rekeyed);
             Ok(needed)
         } else {
             // Unreachable: both preconditions of `push` were checked above.
@@ -330,6 +342,63 @@ impl Sealer {
                 len: plaintext.len(),
             })
         }
+    }
+
+    /// Seals one message in place, in one pass where its length allows
+    /// ([`IN_PLACE_ROOM`]). `buf` is `[IN_PLACE_ROOM bytes of room][one byte of room][the
+    /// plaintext][16 bytes of room]`; the sealed message (tag [`Tag::MESSAGE`], no
+    /// additional data) is then `buf[IN_PLACE_ROOM..]`, `plaintext.len() + 17` bytes, and
+    /// the room in front is overwritten. Returns the range of the sealed message.
+    ///
+    /// # Errors
+    /// [`CryptoError::BufferTooSmall`] if `buf` is shorter than `IN_PLACE_ROOM + 17`;
+    /// [`CryptoError::MessageTooLong`] as for [`Sealer::seal`]. On error nothing is sealed
+    /// and the stream is unchanged.
+    pub fn seal_in_place(&mut self, buf: &mut [u8]) -> Result<Range<usize>, CryptoError> {
+        let least = IN_PLACE_ROOM + ABYTES;
+        let got = buf.len();
+        let Some(mlen) = got.checked_sub(least) else {
+            return Err(CryptoError::BufferTooSmall { needed: least, got });
+        };
+        if mlen > sodium::secretstream_message_max() {
+            return Err(CryptoError::MessageTooLong { len: mlen });
+        }
+        let tag = sodium::SS_TAG_MESSAGE;
+        let body_end = IN_PLACE_ROOM + 1 + mlen;
+        let sealed = match &self.one_pass {
+            Some(key) if one_pass::fits(mlen) => {
+                key.seal(&self.state.message_key(), tag, &mut buf[..body_end])
+            }
+            _ => None,
+        };
+        let rekeyed = match sealed {
+            Some(mac) => {
+                buf[body_end..].copy_from_slice(&mac);
+                self.state.advance(&mac, tag)
+            }
+            // libsodium in place: the plaintext is still where it was (the one-pass seal
+            // only fails before it writes, and only wrote the room in front).
+            None => self
+                .state
+                .push_in_place(&mut buf[IN_PLACE_ROOM..], tag)
+                .ok_or(CryptoError::MessageTooLong { len: mlen })?,
+        };
+        self.rekeyed(rekeyed);
+        Ok(IN_PLACE_ROOM..got)
+    }
+
+    /// After a message: a new key for the one-pass AEAD if the stream re-keyed.
+    fn rekeyed(&mut self, rekeyed: bool) {
+        if rekeyed {
+            self.one_pass = one_pass::OnePassKey::new(self.state.message_key().key);
+        }
+    }
+
+    /// The longest part of `len` bytes that [`Sealer::seal_in_place`] seals in one pass
+    /// (a multiple of 8; ADR 0011). A writer that sends that part now and the rest with
+    /// the next message gets the fast path at every length.
+    pub fn one_pass_len(len: usize) -> usize {
+        len - len % 8
     }
 
     /// Checks the plaintext fits in one message; returns its sealed length.
@@ -353,6 +422,9 @@ impl fmt::Debug for Sealer {
 /// peer's stream header.
 pub struct Opener {
     state: sodium::PullState,
+    /// The one-pass AEAD under the stream's current key (`None` only if aws-lc refused
+    /// the key: then every message goes through libsodium).
+    one_pass: Option<one_pass::OnePassKey>,
 }
 
 impl Opener {
@@ -368,9 +440,9 @@ impl Opener {
             .try_into()
             .map_err(|_| CryptoError::BadHeader { len: header.len() })?;
         // `keys` exists, so `SessionKeys::{client,server}` already ran `ensure_init`.
-        Ok(Self {
-            state: sodium::PullState::init(&keys.rx, header),
-        })
+        let state = sodium::PullState::init(&keys.rx, header);
+        let one_pass = one_pass::OnePassKey::new(state.message_key().key);
+        Ok(Self { state, one_pass })
     }
 
     /// The plaintext length of a sealed message of `sealed_len` bytes, or `None` if it is
@@ -427,8 +499,53 @@ impl Opener {
             return Err(CryptoError::BufferTooSmall { needed, got });
         };
         match self.state.pull(ciphertext, dst) {
-            Ok(tag) => Ok((needed, Tag(tag))),
+            Ok((tag, rekeyed)) => {
+                self.rekeyed(rekeyed);
+                Ok((needed, Tag(tag)))
+            }
             Err(sodium::PullFailed) => Err(CryptoError::Decrypt),
+        }
+    }
+
+    /// Opens one sealed message in place, in one pass where its length allows
+    /// ([`IN_PLACE_ROOM`]). `buf` is `[IN_PLACE_ROOM bytes of room][the sealed message]`;
+    /// on success this returns where the plaintext now is (`buf[IN_PLACE_ROOM + 1..]`
+    /// less the 16-byte MAC at the end) and the message's tag. The room in front is
+    /// overwritten.
+    ///
+    /// # Errors
+    /// [`CryptoError::Truncated`] if the message is shorter than 17 bytes;
+    /// [`CryptoError::Decrypt`] if it fails authentication. On error the stream state is
+    /// unchanged and the contents of `buf` are unspecified.
+    pub fn open_in_place(&mut self, buf: &mut [u8]) -> Result<(Range<usize>, Tag), CryptoError> {
+        let sealed = buf.len().saturating_sub(IN_PLACE_ROOM);
+        let mlen = Self::opened_len(sealed).ok_or(CryptoError::Truncated { len: sealed })?;
+        if mlen > sodium::secretstream_message_max() {
+            return Err(CryptoError::Decrypt);
+        }
+        let body_end = IN_PLACE_ROOM + 1 + mlen;
+        let (tag, rekeyed) = match &self.one_pass {
+            Some(key) if one_pass::fits(mlen) => {
+                let mut mac = [0u8; sodium::MAC_BYTES];
+                mac.copy_from_slice(&buf[body_end..]);
+                let tag = key
+                    .open(&self.state.message_key(), &mac, &mut buf[..body_end])
+                    .map_err(|one_pass::Forged| CryptoError::Decrypt)?;
+                (tag, self.state.advance(&mac, tag))
+            }
+            _ => self
+                .state
+                .pull_in_place(&mut buf[IN_PLACE_ROOM..])
+                .map_err(|sodium::PullFailed| CryptoError::Decrypt)?,
+        };
+        self.rekeyed(rekeyed);
+        Ok((IN_PLACE_ROOM + 1..body_end, Tag(tag)))
+    }
+
+    /// After a message: a new key for the one-pass AEAD if the stream re-keyed.
+    fn rekeyed(&mut self, rekeyed: bool) {
+        if rekeyed {
+            self.one_pass = one_pass::OnePassKey::new(self.state.message_key().key);
         }
     }
 }

@@ -34,6 +34,13 @@ pub(crate) const SS_HEADER_BYTES: usize = 24;
 /// `crypto_secretstream_xchacha20poly1305_ABYTES`: one encrypted tag byte plus the 16-byte
 /// Poly1305 MAC (libsodium `crypto_secretstream_xchacha20poly1305.h`).
 pub(crate) const SS_ABYTES: usize = 17;
+/// `crypto_secretstream_xchacha20poly1305_TAG_REKEY`: a message after which both sides
+/// re-key (libsodium `crypto_secretstream_xchacha20poly1305.h`).
+const SS_TAG_REKEY: u8 = 0x02;
+/// Length of a Poly1305 MAC (`crypto_onetimeauth_poly1305_BYTES`).
+pub(crate) const MAC_BYTES: usize = 16;
+/// Length of a ChaCha20 block (`crypto_stream_chacha20_ietf`'s block).
+pub(crate) const CHACHA_BLOCK_BYTES: usize = 64;
 /// `crypto_secretstream_xchacha20poly1305_TAG_MESSAGE`
 /// (libsodium `crypto_secretstream_xchacha20poly1305.h`).
 pub(crate) const SS_TAG_MESSAGE: u8 = 0x00;
@@ -48,6 +55,9 @@ const _: () = {
     assert!(SS_HEADER_BYTES == ffi::crypto_secretstream_xchacha20poly1305_HEADERBYTES as usize);
     assert!(SS_ABYTES == ffi::crypto_secretstream_xchacha20poly1305_ABYTES as usize);
     assert!(SS_TAG_MESSAGE as u32 == ffi::crypto_secretstream_xchacha20poly1305_TAG_MESSAGE);
+    assert!(SS_TAG_REKEY as u32 == ffi::crypto_secretstream_xchacha20poly1305_TAG_REKEY);
+    assert!(MAC_BYTES == ffi::crypto_onetimeauth_poly1305_BYTES as usize);
+    assert!(SS_ABYTES == 1 + MAC_BYTES);
     assert!(super::Tag::MESSAGE.0 as u32 == ffi::crypto_secretstream_xchacha20poly1305_TAG_MESSAGE);
     assert!(super::Tag::PUSH.0 as u32 == ffi::crypto_secretstream_xchacha20poly1305_TAG_PUSH);
     assert!(super::Tag::REKEY.0 as u32 == ffi::crypto_secretstream_xchacha20poly1305_TAG_REKEY);
@@ -188,6 +198,78 @@ fn wipe_state(state: &mut ffi::crypto_secretstream_xchacha20poly1305_state) {
     state._pad.zeroize();
 }
 
+/// The secretstream key and 12-byte ChaCha20 nonce of the next message: `k` and
+/// `nonce` (= 4-byte little-endian counter ‖ 8-byte `inonce`) of libsodium's state, the
+/// key and nonce its `push` and `pull` hand to `crypto_stream_chacha20_ietf`.
+pub(crate) struct MessageKey<'a> {
+    /// The stream's current ChaCha20 key.
+    pub(crate) key: &'a [u8; SS_KEY_BYTES],
+    /// The next message's nonce.
+    pub(crate) nonce: &'a [u8; 12],
+}
+
+/// What libsodium's `push` and `pull` do to the state once a message's MAC is known
+/// (`secretstream_xchacha20poly1305.c`): `inonce ^= mac[..8]`, the 32-bit counter
+/// incremented (`sodium_increment`), and a re-key
+/// (`crypto_secretstream_xchacha20poly1305_rekey`) when the tag asks for one or the
+/// counter wrapped to zero. For messages sealed or opened outside libsodium; returns
+/// whether the key changed.
+fn advance(
+    state: &mut ffi::crypto_secretstream_xchacha20poly1305_state,
+    mac: &[u8; MAC_BYTES],
+    tag: u8,
+) -> bool {
+    let (counter, inonce) = state.nonce.split_at_mut(4);
+    for (n, m) in inonce.iter_mut().zip(mac) {
+        *n ^= m;
+    }
+    let mut next = [0u8; 4];
+    next.copy_from_slice(counter);
+    let next = u32::from_le_bytes(next).wrapping_add(1);
+    counter.copy_from_slice(&next.to_le_bytes());
+    if tag & SS_TAG_REKEY != 0 || next == 0 {
+        // SAFETY: `state` is an exclusively borrowed, initialised state of the C layout;
+        // rekey reads and writes only its `k` and `nonce` fields.
+        unsafe { ffi::crypto_secretstream_xchacha20poly1305_rekey(state) };
+        return true;
+    }
+    false
+}
+
+/// Whether the state's key was replaced by the message just processed: a re-key resets
+/// the counter to 1 (`_crypto_secretstream_xchacha20poly1305_counter_reset`), which an
+/// increment otherwise only reaches from 0, a value the counter never keeps (a wrap to
+/// 0 re-keys at once).
+fn rekeyed(state: &ffi::crypto_secretstream_xchacha20poly1305_state) -> bool {
+    state.nonce[..4] == [1, 0, 0, 0]
+}
+
+/// ChaCha20 (IETF: 32-bit counter, 12-byte nonce) key stream block number `counter`
+/// (`crypto_stream_chacha20_ietf_xor_ic` over 64 zero bytes).
+pub(crate) fn chacha20_ietf_block(
+    key: &[u8; SS_KEY_BYTES],
+    nonce: &[u8; 12],
+    counter: u32,
+) -> [u8; CHACHA_BLOCK_BYTES] {
+    let mut block = [0u8; CHACHA_BLOCK_BYTES];
+    let ptr = block.as_mut_ptr();
+    // SAFETY: input and output are the same 64-byte local array (libsodium's stream
+    // functions allow `c == m` exactly); `nonce` is 12 bytes
+    // (crypto_stream_chacha20_ietf_NONCEBYTES) and `key` 32 (KEYBYTES), the sizes read.
+    // It always returns 0.
+    let _ = unsafe {
+        ffi::crypto_stream_chacha20_ietf_xor_ic(
+            ptr,
+            ptr,
+            CHACHA_BLOCK_BYTES as u64,
+            nonce.as_ptr(),
+            counter,
+            key.as_ptr(),
+        )
+    };
+    block
+}
+
 /// The push (encrypting) half of a secretstream, holding libsodium's state by value.
 /// Zeroed on drop.
 pub(crate) struct PushState {
@@ -216,19 +298,18 @@ impl PushState {
         (this, header)
     }
 
-    /// `crypto_secretstream_xchacha20poly1305_push` of `m` with no additional data.
+    /// `crypto_secretstream_xchacha20poly1305_push` of `m` with no additional data; returns
+    /// whether the key changed (a re-key).
     ///
     /// The caller guarantees `out.len() == m.len() + SS_ABYTES` and
     /// `m.len() <= secretstream_message_max()`; if either does not hold this writes nothing
-    /// and returns `false` (it never lets libsodium abort or overrun).
-    pub(crate) fn push(&mut self, m: &[u8], out: &mut [u8], tag: u8) -> bool {
+    /// and returns `None` (it never lets libsodium abort or overrun).
+    pub(crate) fn push(&mut self, m: &[u8], out: &mut [u8], tag: u8) -> Option<bool> {
         if m.len() > secretstream_message_max() || Some(out.len()) != m.len().checked_add(SS_ABYTES)
         {
-            return false;
+            return None;
         }
-        let Ok(mlen) = u64::try_from(m.len()) else {
-            return false;
-        };
+        let mlen = u64::try_from(m.len()).ok()?;
         // SAFETY: `out` is an exclusive slice of exactly mlen + ABYTES bytes, the number push
         // writes; `m` is a readable slice of mlen bytes, and `out` cannot overlap it (a
         // `&mut` slice is disjoint from any live `&` slice). mlen is within
@@ -248,7 +329,69 @@ impl PushState {
                 tag,
             )
         };
-        true
+        Some(rekeyed(&self.state))
+    }
+
+    /// `crypto_secretstream_xchacha20poly1305_push` in place: `msg` is the message's
+    /// room, `[tag byte][plaintext][MAC_BYTES]`, the plaintext already where its
+    /// ciphertext goes. Returns whether the key changed (a re-key), or `None` without
+    /// calling libsodium if `msg` is shorter than [`SS_ABYTES`] or the plaintext longer
+    /// than [`secretstream_message_max`].
+    pub(crate) fn push_in_place(&mut self, msg: &mut [u8], tag: u8) -> Option<bool> {
+        let mlen = msg.len().checked_sub(SS_ABYTES)?;
+        if mlen > secretstream_message_max() {
+            return None;
+        }
+        let mlen64 = u64::try_from(mlen).ok()?;
+        let out = msg.as_mut_ptr();
+        // SAFETY: `out` covers mlen + ABYTES bytes, exactly what push writes; the
+        // plaintext it reads is the mlen bytes at out + 1, inside the same exclusive
+        // borrow. push writes the encrypted tag byte to out[0] (not part of the
+        // plaintext) and the ciphertext to out + 1, the plaintext's own address: its
+        // ChaCha20 pass (crypto_stream_chacha20_ietf_xor_ic) allows `c == m` exactly, and
+        // it reads the ciphertext back for the MAC only after writing it; the MAC goes
+        // after the ciphertext. No Rust reference to `msg` is live during the call. mlen is
+        // within MESSAGEBYTES_MAX (checked), additional data is (NULL, 0), `clen_p` NULL.
+        let _ = unsafe {
+            ffi::crypto_secretstream_xchacha20poly1305_push(
+                &raw mut self.state,
+                out,
+                std::ptr::null_mut(),
+                out.add(1),
+                mlen64,
+                std::ptr::null(),
+                0,
+                tag,
+            )
+        };
+        Some(rekeyed(&self.state))
+    }
+
+    /// The key and nonce of the next message.
+    pub(crate) fn message_key(&self) -> MessageKey<'_> {
+        MessageKey {
+            key: &self.state.k,
+            nonce: &self.state.nonce,
+        }
+    }
+
+    /// Moves the stream past a message sealed outside libsodium with `mac` and `tag`,
+    /// as `push` would have; returns whether the key changed.
+    pub(crate) fn advance(&mut self, mac: &[u8; MAC_BYTES], tag: u8) -> bool {
+        advance(&mut self.state, mac, tag)
+    }
+}
+
+#[cfg(test)]
+impl PushState {
+    /// A second state equal to this one (tests compare two implementations from one state).
+    pub(crate) fn duplicate(&self) -> Self {
+        Self { state: self.state }
+    }
+
+    /// Sets the 32-bit message counter (tests reach its wrap-around).
+    pub(crate) fn set_counter(&mut self, counter: u32) {
+        self.state.nonce[..4].copy_from_slice(&counter.to_le_bytes());
     }
 }
 
@@ -289,13 +432,13 @@ impl PullState {
     }
 
     /// `crypto_secretstream_xchacha20poly1305_pull` of `c` with no additional data; returns
-    /// the message's tag. On failure the state is unchanged (libsodium only advances it
+    /// the message's tag and whether the key changed (a re-key). On failure the state is unchanged (libsodium only advances it
     /// after the MAC verifies) and `out` may have been left as it was.
     ///
     /// The caller guarantees `c.len() >= SS_ABYTES` and
     /// `out.len() == c.len() - SS_ABYTES`; if not, this returns `Err` without calling
     /// libsodium.
-    pub(crate) fn pull(&mut self, c: &[u8], out: &mut [u8]) -> Result<u8, PullFailed> {
+    pub(crate) fn pull(&mut self, c: &[u8], out: &mut [u8]) -> Result<(u8, bool), PullFailed> {
         let Some(mlen) = c.len().checked_sub(SS_ABYTES) else {
             return Err(PullFailed);
         };
@@ -323,7 +466,73 @@ impl PullState {
                 0,
             )
         };
-        if rc == 0 { Ok(tag) } else { Err(PullFailed) }
+        if rc == 0 {
+            Ok((tag, rekeyed(&self.state)))
+        } else {
+            Err(PullFailed)
+        }
+    }
+
+    /// `crypto_secretstream_xchacha20poly1305_pull` in place: `msg` is the sealed
+    /// message (`[encrypted tag][ciphertext][MAC]`); on success the plaintext is
+    /// `msg[1..msg.len() - MAC_BYTES]` and this returns the tag and whether the key
+    /// changed (a re-key). On failure the state is unchanged and `msg` unspecified.
+    pub(crate) fn pull_in_place(&mut self, msg: &mut [u8]) -> Result<(u8, bool), PullFailed> {
+        let mlen = msg.len().checked_sub(SS_ABYTES).ok_or(PullFailed)?;
+        if mlen > secretstream_message_max() {
+            return Err(PullFailed);
+        }
+        let Ok(clen) = u64::try_from(msg.len()) else {
+            return Err(PullFailed);
+        };
+        let mut tag = 0u8;
+        let base = msg.as_mut_ptr();
+        // SAFETY: `base` covers clen >= ABYTES bytes, all read as the sealed message; the
+        // plaintext (at most mlen bytes) is written to base + 1, where its ciphertext
+        // lies: pull checks the MAC over the ciphertext first, then decrypts with
+        // crypto_stream_chacha20_ietf_xor_ic, which allows `m == c` exactly; the tag byte
+        // is read into a local before anything is written. No Rust reference to `msg` is
+        // live during the call. mlen is within MESSAGEBYTES_MAX, additional data (NULL,
+        // 0), `mlen_p` NULL, `tag_p` a local.
+        let rc = unsafe {
+            ffi::crypto_secretstream_xchacha20poly1305_pull(
+                &raw mut self.state,
+                base.add(1),
+                std::ptr::null_mut(),
+                &raw mut tag,
+                base,
+                clen,
+                std::ptr::null(),
+                0,
+            )
+        };
+        if rc == 0 {
+            Ok((tag, rekeyed(&self.state)))
+        } else {
+            Err(PullFailed)
+        }
+    }
+
+    /// The key and nonce of the next message.
+    pub(crate) fn message_key(&self) -> MessageKey<'_> {
+        MessageKey {
+            key: &self.state.k,
+            nonce: &self.state.nonce,
+        }
+    }
+
+    /// Moves the stream past a message opened outside libsodium whose MAC verified,
+    /// as `pull` would have; returns whether the key changed.
+    pub(crate) fn advance(&mut self, mac: &[u8; MAC_BYTES], tag: u8) -> bool {
+        advance(&mut self.state, mac, tag)
+    }
+}
+
+#[cfg(test)]
+impl PullState {
+    /// Sets the 32-bit message counter.
+    pub(crate) fn set_counter(&mut self, counter: u32) {
+        self.state.nonce[..4].copy_from_slice(&counter.to_le_bytes());
     }
 }
 

@@ -415,6 +415,191 @@ fn final_tag_is_reported() {
     assert_eq!(&out[..], b"last");
 }
 
+// ---- secretstream in place: one pass where the length allows ------------------------
+
+/// `[IN_PLACE_ROOM][room for the tag byte][m][room for the MAC]`, the room filled with
+/// junk (in-place sealing must not depend on it).
+fn in_place_buf(m: &[u8]) -> Vec<u8> {
+    let mut buf = vec![0xa5u8; IN_PLACE_ROOM + 1];
+    buf.extend_from_slice(m);
+    buf.extend_from_slice(&[0x5a; 16]);
+    buf
+}
+
+/// `[IN_PLACE_ROOM of junk][sealed]`.
+fn sealed_in_place_buf(sealed: &[u8]) -> Vec<u8> {
+    let mut buf = vec![0x3cu8; IN_PLACE_ROOM];
+    buf.extend_from_slice(sealed);
+    buf
+}
+
+#[test]
+fn in_place_seal_matches_the_independent_implementation_at_every_length() {
+    let tx: [u8; 32] = std::array::from_fn(|i| (i * 5 + 3) as u8);
+    let keys = keys_with([0; 32], tx);
+    let (mut sealer, header) = Sealer::new(&keys);
+    let mut reference = RefStream::new(&tx, &header);
+    // Every residue mod 16 twice: one-pass lengths (multiples of 8) and libsodium's.
+    for (i, len) in (0..40)
+        .chain([1000, 1008, 16 * 1024, 16 * 1024 + 3])
+        .enumerate()
+    {
+        let m = pattern(len, i as u8);
+        let mut buf = in_place_buf(&m);
+        let range = sealer.seal_in_place(&mut buf).unwrap();
+        assert_eq!(range, IN_PLACE_ROOM..buf.len());
+        assert_eq!(
+            &buf[range],
+            &reference.push(&m, 0)[..],
+            "message {i} ({len} bytes)"
+        );
+    }
+}
+
+#[test]
+fn in_place_open_matches_the_independent_implementation_at_every_length() {
+    let rx: [u8; 32] = std::array::from_fn(|i| (200 - i * 3) as u8);
+    let header: [u8; 24] = std::array::from_fn(|i| (i * 13 + 1) as u8);
+    let keys = keys_with(rx, [0; 32]);
+    let mut opener = Opener::new(&keys, &header).unwrap();
+    let mut reference = RefStream::new(&rx, &header);
+    for (i, len) in (0..40)
+        .chain([1000, 1008, 16 * 1024, 16 * 1024 + 3])
+        .enumerate()
+    {
+        let m = pattern(len, i as u8 ^ 0x33);
+        // The PUSH tag on some messages: the tag is recovered from the tag block.
+        let tag = u8::from(i % 5 == 4);
+        let mut buf = sealed_in_place_buf(&reference.push(&m, tag));
+        let (range, got) = opener.open_in_place(&mut buf).unwrap();
+        assert_eq!(got, Tag(tag), "message {i} ({len} bytes)");
+        assert_eq!(range, IN_PLACE_ROOM + 1..IN_PLACE_ROOM + 1 + len);
+        assert_eq!(&buf[range], &m[..], "message {i} ({len} bytes)");
+    }
+}
+
+#[test]
+fn in_place_buffers_too_small_or_messages_too_short_are_refused() {
+    let (dialer, host) = pair();
+    let (mut sealer, header) = Sealer::new(&dialer);
+    let mut small = vec![0u8; IN_PLACE_ROOM + ABYTES - 1];
+    assert_eq!(
+        sealer.seal_in_place(&mut small),
+        Err(CryptoError::BufferTooSmall {
+            needed: IN_PLACE_ROOM + ABYTES,
+            got: IN_PLACE_ROOM + ABYTES - 1
+        })
+    );
+    let mut opener = Opener::new(&host, &header).unwrap();
+    for len in [0, IN_PLACE_ROOM, IN_PLACE_ROOM + ABYTES - 1] {
+        let mut buf = vec![0u8; len];
+        assert_eq!(
+            opener.open_in_place(&mut buf),
+            Err(CryptoError::Truncated {
+                len: len.saturating_sub(IN_PLACE_ROOM)
+            })
+        );
+    }
+    // Neither refusal moved either stream: the next message still goes through.
+    let mut buf = in_place_buf(b"still in step");
+    let range = sealer.seal_in_place(&mut buf).unwrap();
+    let mut sealed = sealed_in_place_buf(&buf[range]);
+    let (range, _) = opener.open_in_place(&mut sealed).unwrap();
+    assert_eq!(&sealed[range], b"still in step");
+}
+
+#[test]
+fn a_forged_one_pass_message_fails_and_leaves_the_stream_in_step() {
+    let (dialer, host) = pair();
+    let (mut sealer, header) = Sealer::new(&dialer);
+    let mut opener = Opener::new(&host, &header).unwrap();
+    let m = pattern(4096, 9);
+    let mut buf = in_place_buf(&m);
+    let range = sealer.seal_in_place(&mut buf).unwrap();
+    let sealed = buf[range].to_vec();
+    // Every part of the message matters: the encrypted tag, the ciphertext, the MAC.
+    for at in [0, 1, 2000, sealed.len() - 1] {
+        let mut forged = sealed_in_place_buf(&sealed);
+        forged[IN_PLACE_ROOM + at] ^= 0x01;
+        assert_eq!(
+            opener.open_in_place(&mut forged),
+            Err(CryptoError::Decrypt),
+            "byte {at} flipped"
+        );
+    }
+    let mut genuine = sealed_in_place_buf(&sealed);
+    let (range, tag) = opener.open_in_place(&mut genuine).unwrap();
+    assert_eq!((&genuine[range], tag), (&m[..], Tag::MESSAGE));
+}
+
+/// Seals `m` with tag `tag` in one pass on `state`, as `Sealer::seal_in_place` does.
+fn one_pass_push(state: &mut sodium::PushState, m: &[u8], tag: u8) -> Vec<u8> {
+    let key = one_pass::OnePassKey::new(state.message_key().key).unwrap();
+    let mut buf = vec![0u8; IN_PLACE_ROOM + 1];
+    buf.extend_from_slice(m);
+    let mac = key.seal(&state.message_key(), tag, &mut buf).unwrap();
+    state.advance(&mac, tag);
+    let mut out = buf[IN_PLACE_ROOM..].to_vec();
+    out.extend_from_slice(&mac);
+    out
+}
+
+#[test]
+fn one_pass_and_libsodium_agree_across_rekeys_and_the_counter_wrap() {
+    sodium::ensure_init().unwrap();
+    let key = [0x42u8; 32];
+    let (mut fast, header) = sodium::PushState::init(&key);
+    let mut slow = fast.duplicate();
+    let mut puller = sodium::PullState::init(&key, &header);
+    // Tags: MESSAGE, PUSH, REKEY (re-keys after it), FINAL (= PUSH | REKEY).
+    let tags = [0u8, 1, 2, 0, 3, 0, 2, 2, 0];
+    for (round, counter) in [None, Some(u32::MAX - 1)].into_iter().enumerate() {
+        if let Some(counter) = counter {
+            // The second message (a PUSH, which does not re-key by itself) wraps the
+            // 32-bit counter, which re-keys.
+            fast.set_counter(counter);
+            slow.set_counter(counter);
+            puller.set_counter(counter);
+        }
+        for (i, &tag) in tags.iter().enumerate() {
+            let m = pattern(64 * (i + 1), (round * 16 + i) as u8);
+            let one_pass = one_pass_push(&mut fast, &m, tag);
+            let mut libsodium = vec![0u8; m.len() + ABYTES];
+            assert!(slow.push(&m, &mut libsodium, tag).is_some());
+            assert_eq!(one_pass, libsodium, "round {round}, message {i}, tag {tag}");
+            // And libsodium's pull, in place, opens it and moves in step.
+            let mut msg = one_pass.clone();
+            let (got, _) = puller.pull_in_place(&mut msg).unwrap();
+            assert_eq!(got, tag);
+            assert_eq!(&msg[1..msg.len() - 16], &m[..]);
+        }
+    }
+}
+
+#[test]
+fn sealers_and_openers_follow_a_rekey_on_both_paths() {
+    // A libsodium pull re-keys after a REKEY tag: the opener's one-pass key must follow.
+    let rx = [7u8; 32];
+    sodium::ensure_init().unwrap();
+    let (mut peer, header) = sodium::PushState::init(&rx);
+    let keys = keys_with(rx, [0; 32]);
+    let mut opener = Opener::new(&keys, &header).unwrap();
+    for (i, tag) in [0u8, 2, 0, 2, 0].into_iter().enumerate() {
+        for len in [64, 65] {
+            let m = pattern(len, i as u8);
+            let mut sealed = vec![0u8; len + ABYTES];
+            assert!(peer.push(&m, &mut sealed, tag).is_some());
+            let mut buf = sealed_in_place_buf(&sealed);
+            let (range, got) = opener.open_in_place(&mut buf).unwrap();
+            assert_eq!(
+                (&buf[range], got),
+                (&m[..], Tag(tag)),
+                "message {i}, {len} bytes"
+            );
+        }
+    }
+}
+
 // ---- secretstream: round trips and failures ----------------------------------------
 
 #[test]
@@ -788,6 +973,44 @@ proptest! {
             sealer.seal(m, &mut out).unwrap();
             let expected = reference.push(m, 0);
             prop_assert_eq!(&out[..], &expected[..]);
+        }
+    }
+
+    /// In-place and out-of-place sealing and opening, mixed at random on one stream and
+    /// at any length, give libsodium's bytes and round trip.
+    #[test]
+    fn in_place_and_out_of_place_mix_on_one_stream(
+        msgs in prop::collection::vec(
+            (any::<bool>(), any::<bool>(), prop::collection::vec(any::<u8>(), 0..2100)),
+            1..20,
+        )
+    ) {
+        let (dialer, host) = pair();
+        let (mut sealer, header) = Sealer::new(&dialer);
+        let mut reference = sealer.state.duplicate();
+        let mut opener = Opener::new(&host, &header).unwrap();
+        for (seal_in_place, open_in_place, m) in &msgs {
+            let sealed = if *seal_in_place {
+                let mut buf = in_place_buf(m);
+                let range = sealer.seal_in_place(&mut buf).unwrap();
+                buf[range].to_vec()
+            } else {
+                let mut out = BytesMut::new();
+                sealer.seal(m, &mut out).unwrap();
+                out.to_vec()
+            };
+            let mut expected = vec![0u8; m.len() + ABYTES];
+            prop_assert!(reference.push(m, &mut expected, 0).is_some());
+            prop_assert_eq!(&sealed, &expected);
+            if *open_in_place {
+                let mut buf = sealed_in_place_buf(&sealed);
+                let (range, tag) = opener.open_in_place(&mut buf).unwrap();
+                prop_assert_eq!((&buf[range], tag), (&m[..], Tag::MESSAGE));
+            } else {
+                let mut out = BytesMut::new();
+                prop_assert_eq!(opener.open(&sealed, &mut out).unwrap(), Tag::MESSAGE);
+                prop_assert_eq!(&out[..], &m[..]);
+            }
         }
     }
 

@@ -27,7 +27,6 @@ use crate::edge::credit::SendCredit;
 use crate::error::Error;
 
 pub use read::OwnedReadHalf;
-pub(crate) use write::MAX_CHUNK;
 pub use write::OwnedWriteHalf;
 
 use read::Reader;
@@ -274,12 +273,6 @@ impl Stream {
     /// that is simply dropped ends cleanly.
     pub fn abort(mut self, reason: &str) {
         self.write.abort(reason);
-    }
-
-    /// Whether reads and writes can skip the copy of an encrypting stream
-    /// ([`Self::poll_send_from`], [`Self::poll_read_chunk`]).
-    pub(crate) fn is_plain(&self) -> bool {
-        !self.write.is_encrypted() && self.read.is_plain()
     }
 
     /// See [`Writer::poll_send_from`].

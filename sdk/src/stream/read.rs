@@ -6,16 +6,25 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::mpsc;
 
 use super::Shared;
-use crate::crypto::{Opener, SessionKeys};
+use crate::crypto::{IN_PLACE_ROOM, Opener, SessionKeys};
 use crate::edge::channel::StreamEvent;
 use crate::edge::credit::Grants;
 use crate::edge::proto::{self, CloseCause};
 use crate::error::{Error, ErrorKind};
+use crate::pool::BufPool;
+
+/// Size of the buffers received messages are opened in: room in front, the largest
+/// sealed message a Weft writer sends (`write::MAX_CHUNK` + 17). Larger ones (another
+/// SDK's) get a buffer of their own.
+const OPEN_BUFFER: usize = IN_PLACE_ROOM + super::write::MAX_CHUNK + crate::crypto::ABYTES;
+/// Buffers per encrypted stream: a plaintext chunk keeps its buffer until the reader
+/// dropped it, so a few cover a reader that holds one while the next is opened.
+const OPEN_BUFFERS: usize = 4;
 
 /// Inbound decryption state.
 enum Inbound {
@@ -39,7 +48,8 @@ pub(super) struct Reader {
     events: mpsc::Receiver<StreamEvent>,
     inbound: Inbound,
     pending: Bytes,
-    plain: BytesMut,
+    /// Where received messages are opened (encrypted streams; empty until the first).
+    opened: BufPool,
     state: ReadState,
     /// The router speaks per-stream credit: what is read is granted back.
     per_stream_credit: bool,
@@ -57,7 +67,7 @@ impl Reader {
             events,
             inbound: Inbound::Plain,
             pending: Bytes::new(),
-            plain: BytesMut::new(),
+            opened: BufPool::new(OPEN_BUFFER, OPEN_BUFFERS),
             state: ReadState::Open,
             per_stream_credit,
             grants: Grants::default(),
@@ -67,10 +77,6 @@ impl Reader {
     /// The stream is end-to-end encrypted: the peer's header comes first.
     pub(super) fn expect_header(&mut self, keys: SessionKeys) {
         self.inbound = Inbound::AwaitHeader(keys);
-    }
-
-    pub(super) fn is_plain(&self) -> bool {
-        matches!(self.inbound, Inbound::Plain)
     }
 
     /// The next event from the router; a Data body taken off the queue is granted back
@@ -164,19 +170,13 @@ impl Reader {
                     .map_err(|e| Error::new(ErrorKind::Crypto, format!("stream header: {e}")))?;
                 self.inbound = Inbound::Open(opener);
             }
-            Inbound::Open(opener) => {
-                self.plain.clear();
-                opener
-                    .open(&body, &mut self.plain)
-                    .map_err(|e| Error::new(ErrorKind::Crypto, format!("decrypting: {e}")))?;
-                self.pending = self.plain.split().freeze();
-            }
+            Inbound::Open(opener) => self.pending = open(opener, &mut self.opened, &body)?,
         }
         Ok(())
     }
 
-    /// The next received chunk as it arrived (no copy), `None` at end of stream. Plain
-    /// streams only ([`Self::is_plain`]); an encrypted stream's chunks are ciphertext.
+    /// The next received chunk, `None` at end of stream: a plain stream's as it arrived
+    /// (no copy), an encrypted stream's as it was opened.
     pub(super) fn poll_read_chunk(
         &mut self,
         cx: &mut Context<'_>,
@@ -214,25 +214,28 @@ impl Reader {
                 ReadState::Open => {}
             }
             let event = ready!(self.poll_event(cx));
-            if let Some(StreamEvent::Data(body)) = &event
-                && let Inbound::Open(opener) = &mut self.inbound
-                && Opener::opened_len(body.len()).is_some_and(|n| n > 0 && n <= buf.remaining())
-            {
-                // The whole message fits: decrypt straight into the caller's buffer
-                // instead of into `plain` and copying from there.
-                match opener.open_into(body, buf.initialize_unfilled()) {
-                    Ok((n, _tag)) => {
-                        buf.advance(n);
-                        return Poll::Ready(Ok(()));
-                    }
-                    Err(e) => {
-                        let e = Error::new(ErrorKind::Crypto, format!("decrypting: {e}"));
-                        self.fail_both(&e);
-                        continue;
-                    }
-                }
-            }
             self.on_event(event);
+        }
+    }
+}
+
+/// Opens one sealed Data body in a buffer of `pool`: copied behind the room the in-place
+/// open needs, opened there (in one pass where its length allows, ADR 0011), and handed
+/// out as the plaintext part of that buffer. The copy replaces the one an out-of-place
+/// open would make while decrypting.
+fn open(opener: &mut Opener, pool: &mut BufPool, body: &[u8]) -> crate::Result<Bytes> {
+    let buf = pool.get(IN_PLACE_ROOM + body.len());
+    buf.resize(IN_PLACE_ROOM, 0);
+    buf.extend_from_slice(body);
+    match opener.open_in_place(buf) {
+        Ok((plaintext, _tag)) => {
+            buf.truncate(plaintext.end);
+            buf.advance(plaintext.start);
+            Ok(buf.split().freeze())
+        }
+        Err(e) => {
+            buf.clear();
+            Err(Error::new(ErrorKind::Crypto, format!("decrypting: {e}")))
         }
     }
 }

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::PollSender;
 
 use super::{Shared, lock};
-use crate::crypto::{Sealer, SessionKeys};
+use crate::crypto::{IN_PLACE_ROOM, Sealer, SessionKeys};
 use crate::edge::credit::SendCredit;
 use crate::edge::proto;
 use crate::error::{Error, ErrorKind};
@@ -24,8 +24,18 @@ use crate::pool::BufPool;
 pub(crate) const MAX_CHUNK: usize = 64 * 1024;
 /// Room for a Data head (prefix + conn id + seq + flags headers).
 const HEAD_ROOM: usize = 64;
-/// Room for the largest Data frame (head, payload, secretstream overhead).
-const FRAME: usize = MAX_CHUNK + HEAD_ROOM + Sealer::ABYTES;
+/// Room for the largest Data frame (head or the in-place seal's room in front, the
+/// payload, secretstream overhead).
+const FRAME: usize = MAX_CHUNK + max(HEAD_ROOM, IN_PLACE_ROOM) + Sealer::ABYTES;
+/// Sealed writes at least this long send a multiple of 8 bytes, the lengths sealed in one
+/// pass (ADR 0011): a write of `n` bytes sends `n - n % 8` and leaves the rest (at most 7
+/// bytes) for the next. Shorter writes go whole: a separate message for a few bytes
+/// would cost more than the one pass saves on them.
+const ONE_PASS_FROM: usize = 16 * 1024;
+
+const fn max(a: usize, b: usize) -> usize {
+    if a > b { a } else { b }
+}
 /// Frame buffers per stream: frames are split off them and they are reused once the
 /// writer dropped them, so steady streaming does not allocate per frame. More frames
 /// than this in the writer's queue are allocated one by one.
@@ -46,6 +56,10 @@ pub(super) struct Writer {
     state: WriteState,
     /// Scratch for a Data head encoded after its payload was read in place.
     head: BytesMut,
+    /// Sealed streams reading from a socket ([`Self::poll_send_from`]): the bytes read
+    /// past the last multiple of 8, sent at the front of the next message.
+    carry: [u8; 8],
+    carry_len: usize,
     /// With per-stream credit: what we may still send.
     credit: Option<Arc<SendCredit>>,
 }
@@ -59,6 +73,8 @@ impl Writer {
             out: BufPool::new(FRAME, FRAME_BUFFERS),
             state: WriteState::Open,
             head: BytesMut::new(),
+            carry: [0; 8],
+            carry_len: 0,
             credit,
         }
     }
@@ -159,21 +175,32 @@ impl Writer {
 
     /// Encodes one Data (or FIN) into a pooled buffer and hands it to the writer.
     fn send_data(&mut self, payload: &[u8], fin: bool) -> crate::Result<()> {
-        let body_len = match (&self.sealer, fin) {
-            (Some(_), false) => payload.len() + Sealer::ABYTES,
-            _ => payload.len(),
-        };
-        let out = self.out.get(HEAD_ROOM + body_len);
         let sequence = self.shared.channel.next_sequence();
         let seq = self.shared.next_seq.load(Ordering::Acquire);
+        if !fin && self.sealer.is_some() {
+            let body_len = payload.len() + Sealer::ABYTES;
+            self.head.clear();
+            proto::data_head(
+                &mut self.head,
+                sequence,
+                self.shared.conn_id,
+                seq,
+                fin,
+                body_len,
+            )
+            .map_err(|e| Error::protocol(e.to_string()))?;
+            let lead = sealed_lead(self.head.len());
+            let out = self.out.get(lead + body_len);
+            out.resize(lead, 0);
+            out.extend_from_slice(payload);
+            let frame = seal_frame(self.sealer.as_mut(), &self.head, out, lead)?;
+            return self.queue(frame, body_len);
+        }
+        let body_len = payload.len();
+        let out = self.out.get(HEAD_ROOM + body_len);
         proto::data_head(out, sequence, self.shared.conn_id, seq, fin, body_len)
             .map_err(|e| Error::protocol(e.to_string()))?;
-        match &mut self.sealer {
-            Some(sealer) if !fin => sealer
-                .seal(payload, out)
-                .map_err(|e| Error::new(ErrorKind::Crypto, e.to_string()))?,
-            _ => out.extend_from_slice(payload),
-        }
+        out.extend_from_slice(payload);
         let frame = out.split().freeze();
         self.queue(frame, body_len)
     }
@@ -181,8 +208,12 @@ impl Writer {
     /// Reads what `src` has (up to [`MAX_CHUNK`]) straight into a frame buffer behind
     /// room for the Data head, then fills the head in and queues the frame: the
     /// payload is copied once, from the kernel, instead of into a read buffer and
-    /// again into the frame. `Ok(0)` when `src` is at end of stream. Plain streams
-    /// only.
+    /// again into the frame. A sealed stream's payload is sealed where it was read
+    /// (behind the room the in-place seal needs, which the head then takes), and a read
+    /// of at least [`ONE_PASS_FROM`] bytes sends its longest multiple of 8, carrying the
+    /// rest to the front of the next message (sent alone at once if `src` has nothing
+    /// more yet). Returns the payload bytes sent; `Ok(0)` when `src` is at end of stream
+    /// and nothing is carried.
     pub(super) fn poll_send_from<R: AsyncRead + Unpin>(
         &mut self,
         cx: &mut Context<'_>,
@@ -201,12 +232,22 @@ impl Writer {
         proto::data_head(&mut self.head, 0, conn_id, seq, false, 0)
             .map_err(|e| Error::protocol(e.to_string()))?;
         let head_len = self.head.len();
-        let out = self.out.get(head_len + MAX_CHUNK);
-        out.resize(head_len, 0);
-        let mut room = (&mut *out).limit(MAX_CHUNK);
+        let sealed = self.sealer.is_some();
+        let lead = if sealed {
+            sealed_lead(head_len)
+        } else {
+            head_len
+        };
+        let carried = self.carry_len;
+        let out = self.out.get(lead + MAX_CHUNK + Sealer::ABYTES);
+        out.resize(lead, 0);
+        out.extend_from_slice(&self.carry[..carried]);
+        let mut room = (&mut *out).limit(MAX_CHUNK - carried);
         let read = tokio_util::io::poll_read_buf(Pin::new(src), cx, &mut room);
         let n = match read {
-            Poll::Ready(Ok(n)) if n > 0 => n,
+            Poll::Ready(Ok(n)) if n > 0 => carried + n,
+            // Nothing more yet, or the end: what is carried goes now.
+            Poll::Pending | Poll::Ready(Ok(_)) if carried > 0 => carried,
             other => {
                 // Nothing to send: give the writer queue's slot back. A slot held while
                 // the local socket is idle would starve the connection's other streams
@@ -220,6 +261,19 @@ impl Writer {
                 };
             }
         };
+        let payload = if sealed && n >= ONE_PASS_FROM {
+            Sealer::one_pass_len(n)
+        } else {
+            n
+        };
+        self.carry_len = n - payload;
+        self.carry[..n - payload].copy_from_slice(&out[lead + payload..lead + n]);
+        out.truncate(lead + payload);
+        let body_len = if sealed {
+            payload + Sealer::ABYTES
+        } else {
+            payload
+        };
         self.head.clear();
         proto::data_head(
             &mut self.head,
@@ -227,7 +281,7 @@ impl Writer {
             conn_id,
             seq,
             false,
-            n,
+            body_len,
         )
         .map_err(|e| Error::protocol(e.to_string()))?;
         if self.head.len() != head_len {
@@ -237,10 +291,14 @@ impl Writer {
             )
             .into()));
         }
-        out[..head_len].copy_from_slice(&self.head);
-        let frame = out.split().freeze();
-        self.queue(frame, n)?;
-        Poll::Ready(Ok(n))
+        let frame = if sealed {
+            seal_frame(self.sealer.as_mut(), &self.head, out, lead)?
+        } else {
+            out[..head_len].copy_from_slice(&self.head);
+            out.split().freeze()
+        };
+        self.queue(frame, body_len)?;
+        Poll::Ready(Ok(payload))
     }
 
     /// [`AsyncWrite::poll_write`].
@@ -257,7 +315,10 @@ impl Writer {
         }
         ready!(self.poll_credit(cx))?;
         ready!(self.poll_reserve(cx))?;
-        let n = buf.len().min(MAX_CHUNK);
+        let mut n = buf.len().min(MAX_CHUNK);
+        if self.sealer.is_some() && n >= ONE_PASS_FROM {
+            n = Sealer::one_pass_len(n);
+        }
         self.send_data(&buf[..n], false)?;
         Poll::Ready(Ok(n))
     }
@@ -288,6 +349,39 @@ impl Writer {
             );
         }
     }
+}
+
+/// Where a sealed Data frame's payload starts in its buffer: behind the room the in-place
+/// seal needs in front of it and one byte for the encrypted tag, or behind the head and
+/// that byte when the head is longer (the head is written into that room afterwards).
+fn sealed_lead(head_len: usize) -> usize {
+    head_len.max(IN_PLACE_ROOM) + 1
+}
+
+/// Seals the payload that `out` holds from `lead` ([`sealed_lead`]) in place, writes
+/// `head` right before the sealed message and splits the frame off `out`.
+fn seal_frame(
+    sealer: Option<&mut Sealer>,
+    head: &[u8],
+    out: &mut BytesMut,
+    lead: usize,
+) -> crate::Result<Bytes> {
+    let Some(sealer) = sealer else {
+        return Err(Error::protocol("sealing a stream without its sealer"));
+    };
+    out.resize(out.len() + Sealer::ABYTES - 1, 0);
+    let room = lead - 1 - IN_PLACE_ROOM;
+    let sealed = match sealer.seal_in_place(&mut out[room..]) {
+        Ok(range) => room + range.start,
+        Err(e) => {
+            out.clear();
+            return Err(Error::new(ErrorKind::Crypto, e.to_string()));
+        }
+    };
+    let start = sealed - head.len();
+    out[start..sealed].copy_from_slice(head);
+    out.advance(start);
+    Ok(out.split().freeze())
 }
 
 /// A reason the router reads as an abort (a non-empty StateClosed body).
