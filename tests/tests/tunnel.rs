@@ -100,7 +100,7 @@ async fn odd_sized_bursts_cross_encrypted_tunnels_whole_and_in_order() {
     let sizes: Vec<usize> = (0..48)
         .map(|i| [16_377, 16_391, 40_003, 65_541, 131_075, 7, 16_384, 99][i % 8] + i)
         .collect();
-    let total: usize = sizes.iter().sum();
+    let total: usize = sizes.iter().sum::<usize>() + 100_003;
     let writer = tokio::spawn(async move {
         let mut sent = Sha256::new();
         for (i, &len) in sizes.iter().enumerate() {
@@ -111,6 +111,11 @@ async fn odd_sized_bursts_cross_encrypted_tunnels_whole_and_in_order() {
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             }
         }
+        // A last large burst of an odd size and the end right behind it: what is
+        // carried past its last multiple of 8 goes out when the read sees the end.
+        let last = pattern(100_003, 99);
+        sent.update(&last);
+        wr.write_all(&last).await.unwrap();
         wr.shutdown().await.unwrap();
         sent.finalize()
     });

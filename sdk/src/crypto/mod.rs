@@ -395,9 +395,11 @@ impl Sealer {
     }
 
     /// The longest part of `len` bytes that [`Sealer::seal_in_place`] seals in one pass
-    /// (a multiple of 8; ADR 0011). A writer that sends that part now and the rest with
-    /// the next message gets the fast path at every length.
-    pub fn one_pass_len(len: usize) -> usize {
+    /// (a multiple of 8, at most 1 GiB; ADR 0011); 0 below 8 bytes. A writer that sends
+    /// that part now and the rest with a later message gets the one pass for most of
+    /// its bytes.
+    pub(crate) fn one_pass_len(len: usize) -> usize {
+        let len = len.min(one_pass::MAX_LEN);
         len - len % 8
     }
 
@@ -443,6 +445,12 @@ impl Opener {
         let state = sodium::PullState::init(&keys.rx, header);
         let one_pass = one_pass::OnePassKey::new(state.message_key().key);
         Ok(Self { state, one_pass })
+    }
+
+    /// Whether a sealed message of `sealed_len` bytes opens in one pass (its plaintext
+    /// length is a multiple of 8; ADR 0011).
+    pub fn opens_in_one_pass(sealed_len: usize) -> bool {
+        Self::opened_len(sealed_len).is_some_and(one_pass::fits)
     }
 
     /// The plaintext length of a sealed message of `sealed_len` bytes, or `None` if it is

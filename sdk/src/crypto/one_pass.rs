@@ -29,10 +29,15 @@ use aws_lc_rs::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 
 use super::sodium::{self, CHACHA_BLOCK_BYTES, MAC_BYTES, MessageKey};
 
+/// The longest plaintext sealed or opened in one pass. aws-lc refuses AEAD inputs near
+/// libsodium's own limit (2^38 − 128 bytes); Data bodies are far shorter (1 MiB).
+pub(crate) const MAX_LEN: usize = 1 << 30;
+
 /// Whether a message of `mlen` plaintext bytes can be sealed or opened in one pass: when
-/// libsodium's padding equals the AEAD's (see the module documentation).
+/// libsodium's padding equals the AEAD's (see the module documentation), and below
+/// [`MAX_LEN`].
 pub(crate) fn fits(mlen: usize) -> bool {
-    mlen % 8 == 0
+    mlen % 8 == 0 && mlen <= MAX_LEN
 }
 
 /// The AEAD keyed with a secretstream's current key; rebuilt when the stream re-keys.

@@ -4,7 +4,12 @@
 //! This is the only module of the crate that may use `unsafe`. Every function here takes
 //! Rust arrays or slices whose lengths are checked (by the type or at run time) before the
 //! call, so the raw pointers handed to libsodium always cover exactly the bytes that the C
-//! prototype documents. Callers above this module never see a raw pointer.
+//! prototype documents. Callers above this module never see a raw pointer. The in-place
+//! `push`/`pull` hand libsodium a message whose plaintext and ciphertext share an address
+//! (`c == m`, one byte after the message's start): libsodium documents that for its stream
+//! ciphers, not for secretstream, so this relies on how secretstream is written in the
+//! libsodium that `libsodium-sys-stable` pins (1.0.21: the MAC is computed over the
+//! ciphertext before decrypting, after encrypting), which the tests check byte for byte.
 //!
 //! Reference: libsodium `src/libsodium/crypto_kx/crypto_kx.c` and
 //! `src/libsodium/crypto_secretstream/xchacha20poly1305/secretstream_xchacha20poly1305.c`

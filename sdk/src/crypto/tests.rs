@@ -577,6 +577,29 @@ fn one_pass_and_libsodium_agree_across_rekeys_and_the_counter_wrap() {
 }
 
 #[test]
+fn a_sealer_and_an_opener_rekey_their_one_pass_keys_at_the_counter_wrap() {
+    let (dialer, host) = pair();
+    let (mut sealer, header) = Sealer::new(&dialer);
+    let mut opener = Opener::new(&host, &header).unwrap();
+    // Two messages before the wrap, which re-keys both sides; a stale one-pass key
+    // would seal or open the messages after it wrongly.
+    sealer.state.set_counter(u32::MAX - 1);
+    opener.state.set_counter(u32::MAX - 1);
+    let mut reference = sealer.state.duplicate();
+    for i in 0..5u8 {
+        let m = pattern(1024, i);
+        let mut buf = in_place_buf(&m);
+        let range = sealer.seal_in_place(&mut buf).unwrap();
+        let mut expected = vec![0u8; m.len() + ABYTES];
+        assert!(reference.push(&m, &mut expected, 0).is_some());
+        assert_eq!(&buf[range.clone()], &expected[..], "message {i}");
+        let mut sealed = sealed_in_place_buf(&buf[range]);
+        let (range, tag) = opener.open_in_place(&mut sealed).unwrap();
+        assert_eq!((&sealed[range], tag), (&m[..], Tag::MESSAGE), "message {i}");
+    }
+}
+
+#[test]
 fn sealers_and_openers_follow_a_rekey_on_both_paths() {
     // A libsodium pull re-keys after a REKEY tag: the opener's one-pass key must follow.
     let rx = [7u8; 32];

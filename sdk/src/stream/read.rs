@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::mpsc;
 
@@ -16,15 +16,6 @@ use crate::edge::channel::StreamEvent;
 use crate::edge::credit::Grants;
 use crate::edge::proto::{self, CloseCause};
 use crate::error::{Error, ErrorKind};
-use crate::pool::BufPool;
-
-/// Size of the buffers received messages are opened in: room in front, the largest
-/// sealed message a Weft writer sends (`write::MAX_CHUNK` + 17). Larger ones (another
-/// SDK's) get a buffer of their own.
-const OPEN_BUFFER: usize = IN_PLACE_ROOM + super::write::MAX_CHUNK + crate::crypto::ABYTES;
-/// Buffers per encrypted stream: a plaintext chunk keeps its buffer until the reader
-/// dropped it, so a few cover a reader that holds one while the next is opened.
-const OPEN_BUFFERS: usize = 4;
 
 /// Inbound decryption state.
 enum Inbound {
@@ -48,8 +39,6 @@ pub(super) struct Reader {
     events: mpsc::Receiver<StreamEvent>,
     inbound: Inbound,
     pending: Bytes,
-    /// Where received messages are opened (encrypted streams; empty until the first).
-    opened: BufPool,
     state: ReadState,
     /// The router speaks per-stream credit: what is read is granted back.
     per_stream_credit: bool,
@@ -67,7 +56,6 @@ impl Reader {
             events,
             inbound: Inbound::Plain,
             pending: Bytes::new(),
-            opened: BufPool::new(OPEN_BUFFER, OPEN_BUFFERS),
             state: ReadState::Open,
             per_stream_credit,
             grants: Grants::default(),
@@ -170,7 +158,7 @@ impl Reader {
                     .map_err(|e| Error::new(ErrorKind::Crypto, format!("stream header: {e}")))?;
                 self.inbound = Inbound::Open(opener);
             }
-            Inbound::Open(opener) => self.pending = open(opener, &mut self.opened, &body)?,
+            Inbound::Open(opener) => self.pending = open(opener, &body)?,
         }
         Ok(())
     }
@@ -214,30 +202,52 @@ impl Reader {
                 ReadState::Open => {}
             }
             let event = ready!(self.poll_event(cx));
+            if let Some(StreamEvent::Data(body)) = &event
+                && let Inbound::Open(opener) = &mut self.inbound
+                && !Opener::opens_in_one_pass(body.len())
+                && Opener::opened_len(body.len()).is_some_and(|n| n > 0 && n <= buf.remaining())
+            {
+                // A length libsodium opens (another SDK's message) that fits whole:
+                // decrypt straight into the caller's buffer, without the copy behind
+                // the room of an in-place open.
+                match opener.open_into(body, buf.initialize_unfilled()) {
+                    Ok((n, _tag)) => {
+                        buf.advance(n);
+                        return Poll::Ready(Ok(()));
+                    }
+                    Err(e) => {
+                        let e = Error::new(ErrorKind::Crypto, format!("decrypting: {e}"));
+                        self.fail_both(&e);
+                        continue;
+                    }
+                }
+            }
             self.on_event(event);
         }
     }
 }
 
-/// Opens one sealed Data body in a buffer of `pool`: copied behind the room the in-place
-/// open needs, opened there (in one pass where its length allows, ADR 0011), and handed
-/// out as the plaintext part of that buffer. The copy replaces the one an out-of-place
-/// open would make while decrypting.
-fn open(opener: &mut Opener, pool: &mut BufPool, body: &[u8]) -> crate::Result<Bytes> {
-    let buf = pool.get(IN_PLACE_ROOM + body.len());
+/// Opens one sealed Data body into a buffer of its own, handed out as the plaintext
+/// chunk. A length that opens in one pass (ADR 0011) is copied behind the room the
+/// in-place open needs and opened there: one more pass over the message than libsodium's
+/// out-of-place open, which the one pass more than pays for (`docs/perf.md`, the `e2e`
+/// bench). Other lengths are opened by libsodium straight into the buffer. The buffer is
+/// the message's size and lives as long as the chunk: a stream keeps nothing between
+/// messages.
+fn open(opener: &mut Opener, body: &[u8]) -> crate::Result<Bytes> {
+    let failed = |e| Error::new(ErrorKind::Crypto, format!("decrypting: {e}"));
+    if !Opener::opens_in_one_pass(body.len()) {
+        let mut out = BytesMut::new();
+        opener.open(body, &mut out).map_err(failed)?;
+        return Ok(out.freeze());
+    }
+    let mut buf = BytesMut::with_capacity(IN_PLACE_ROOM + body.len());
     buf.resize(IN_PLACE_ROOM, 0);
     buf.extend_from_slice(body);
-    match opener.open_in_place(buf) {
-        Ok((plaintext, _tag)) => {
-            buf.truncate(plaintext.end);
-            buf.advance(plaintext.start);
-            Ok(buf.split().freeze())
-        }
-        Err(e) => {
-            buf.clear();
-            Err(Error::new(ErrorKind::Crypto, format!("decrypting: {e}")))
-        }
-    }
+    let (plaintext, _tag) = opener.open_in_place(&mut buf).map_err(failed)?;
+    buf.truncate(plaintext.end);
+    buf.advance(plaintext.start);
+    Ok(buf.freeze())
 }
 
 /// The read half of a [`super::Stream`] ([`super::Stream::into_split`]): reads what the

@@ -266,8 +266,10 @@ impl Writer {
         } else {
             n
         };
-        self.carry_len = n - payload;
-        self.carry[..n - payload].copy_from_slice(&out[lead + payload..lead + n]);
+        // What goes with the next message; kept only once this one is queued.
+        let mut carry = [0u8; 8];
+        let keep = n - payload;
+        carry[..keep].copy_from_slice(&out[lead + payload..lead + n]);
         out.truncate(lead + payload);
         let body_len = if sealed {
             payload + Sealer::ABYTES
@@ -275,7 +277,7 @@ impl Writer {
             payload
         };
         self.head.clear();
-        proto::data_head(
+        let framed = proto::data_head(
             &mut self.head,
             self.shared.channel.next_sequence(),
             conn_id,
@@ -283,22 +285,56 @@ impl Writer {
             false,
             body_len,
         )
-        .map_err(|e| Error::protocol(e.to_string()))?;
-        if self.head.len() != head_len {
-            out.clear();
-            return Poll::Ready(Err(Error::protocol(
-                "a Data head changed length with its payload",
-            )
-            .into()));
-        }
-        let frame = if sealed {
-            seal_frame(self.sealer.as_mut(), &self.head, out, lead)?
-        } else {
-            out[..head_len].copy_from_slice(&self.head);
-            out.split().freeze()
+        .map_err(|e| Error::protocol(e.to_string()))
+        .and_then(|()| {
+            if self.head.len() != head_len {
+                return Err(Error::protocol(
+                    "a Data head changed length with its payload",
+                ));
+            }
+            if sealed {
+                seal_frame(self.sealer.as_mut(), &self.head, out, lead)
+            } else {
+                out[..head_len].copy_from_slice(&self.head);
+                Ok(out.split().freeze())
+            }
+        });
+        let frame = match framed {
+            Ok(frame) => frame,
+            Err(e) => {
+                // Nothing was queued: the slot goes back and the stream is failed (what
+                // was read from `src` can no longer be sent).
+                out.clear();
+                self.writer.abort_send();
+                self.state = WriteState::Failed(e.clone());
+                return Poll::Ready(Err(e.into()));
+            }
         };
-        self.queue(frame, body_len)?;
+        if let Err(e) = self.queue(frame, body_len) {
+            self.state = WriteState::Failed(e.clone());
+            return Poll::Ready(Err(e.into()));
+        }
+        self.carry = carry;
+        self.carry_len = keep;
         Poll::Ready(Ok(payload))
+    }
+
+    /// Sends what [`Self::poll_send_from`] carries, if anything, as a message of its own:
+    /// before a write from elsewhere or the FIN, so that nothing read is left behind or
+    /// sent out of order.
+    fn poll_flush_carry(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.carry_len == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        ready!(self.poll_credit(cx))?;
+        ready!(self.poll_reserve(cx))?;
+        let (carry, len) = (self.carry, self.carry_len);
+        if let Err(e) = self.send_data(&carry[..len], false) {
+            self.state = WriteState::Failed(e.clone());
+            return Poll::Ready(Err(e.into()));
+        }
+        self.carry_len = 0;
+        Poll::Ready(Ok(()))
     }
 
     /// [`AsyncWrite::poll_write`].
@@ -313,6 +349,7 @@ impl Writer {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
+        ready!(self.poll_flush_carry(cx))?;
         ready!(self.poll_credit(cx))?;
         ready!(self.poll_reserve(cx))?;
         let mut n = buf.len().min(MAX_CHUNK);
@@ -328,6 +365,7 @@ impl Writer {
         if !matches!(self.state, WriteState::Open) {
             return Poll::Ready(Ok(()));
         }
+        ready!(self.poll_flush_carry(cx))?;
         ready!(self.poll_reserve(cx))?;
         self.send_data(&[], true)?;
         self.state = WriteState::Shut;
@@ -404,6 +442,12 @@ impl Drop for Writer {
             || self.shared.write_end().is_some()
             || self.shared.channel.is_closed()
         {
+            return;
+        }
+        if self.carry_len > 0 {
+            // Bytes read from the local socket were never sent: a FIN would tell the
+            // peer it got everything. The stream ends as failed instead.
+            self.abort("the stream was dropped with bytes not yet sent");
             return;
         }
         let seq = self.shared.next_seq.fetch_add(1, Ordering::AcqRel);
