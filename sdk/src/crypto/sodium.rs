@@ -187,20 +187,10 @@ pub(crate) fn kx_server_session_keys(
     }
 }
 
-/// An all-zero secretstream state, to be filled by `init_push` / `init_pull`.
-fn empty_state() -> ffi::crypto_secretstream_xchacha20poly1305_state {
-    ffi::crypto_secretstream_xchacha20poly1305_state {
-        k: [0; 32],
-        nonce: [0; 12],
-        _pad: [0; 8],
-    }
-}
-
-/// Zeroes a secretstream state in place (its key, nonce and padding).
-fn wipe_state(state: &mut ffi::crypto_secretstream_xchacha20poly1305_state) {
-    state.k.zeroize();
-    state.nonce.zeroize();
-    state._pad.zeroize();
+/// libsodium's secretstream state (`k[32] ‖ nonce[12] ‖ _pad[8]`), shared by both
+/// halves: what they do to it outside libsodium's `push`/`pull`. Zeroed on drop.
+pub(crate) struct StreamState {
+    raw: ffi::crypto_secretstream_xchacha20poly1305_state,
 }
 
 /// The secretstream key and 12-byte ChaCha20 nonce of the next message: `k` and
@@ -213,40 +203,73 @@ pub(crate) struct MessageKey<'a> {
     pub(crate) nonce: &'a [u8; 12],
 }
 
-/// What libsodium's `push` and `pull` do to the state once a message's MAC is known
-/// (`secretstream_xchacha20poly1305.c`): `inonce ^= mac[..8]`, the 32-bit counter
-/// incremented (`sodium_increment`), and a re-key
-/// (`crypto_secretstream_xchacha20poly1305_rekey`) when the tag asks for one or the
-/// counter wrapped to zero. For messages sealed or opened outside libsodium; returns
-/// whether the key changed.
-fn advance(
-    state: &mut ffi::crypto_secretstream_xchacha20poly1305_state,
-    mac: &[u8; MAC_BYTES],
-    tag: u8,
-) -> bool {
-    let (counter, inonce) = state.nonce.split_at_mut(4);
-    for (n, m) in inonce.iter_mut().zip(mac) {
-        *n ^= m;
+impl StreamState {
+    /// An all-zero state, to be filled by `init_push` / `init_pull`.
+    fn empty() -> Self {
+        Self {
+            raw: ffi::crypto_secretstream_xchacha20poly1305_state {
+                k: [0; 32],
+                nonce: [0; 12],
+                _pad: [0; 8],
+            },
+        }
     }
-    let mut next = [0u8; 4];
-    next.copy_from_slice(counter);
-    let next = u32::from_le_bytes(next).wrapping_add(1);
-    counter.copy_from_slice(&next.to_le_bytes());
-    if tag & SS_TAG_REKEY != 0 || next == 0 {
-        // SAFETY: `state` is an exclusively borrowed, initialised state of the C layout;
-        // rekey reads and writes only its `k` and `nonce` fields.
-        unsafe { ffi::crypto_secretstream_xchacha20poly1305_rekey(state) };
-        return true;
+
+    /// The key and nonce of the next message.
+    pub(crate) fn message_key(&self) -> MessageKey<'_> {
+        MessageKey {
+            key: &self.raw.k,
+            nonce: &self.raw.nonce,
+        }
     }
-    false
+
+    /// What libsodium's `push` and `pull` do to the state once a message's MAC is known
+    /// (`secretstream_xchacha20poly1305.c`): `inonce ^= mac[..8]`, the 32-bit counter
+    /// incremented (`sodium_increment`), and a re-key
+    /// (`crypto_secretstream_xchacha20poly1305_rekey`) when the tag asks for one or the
+    /// counter wrapped to zero. For messages sealed, or opened with a verified MAC,
+    /// outside libsodium; returns whether the key changed.
+    pub(crate) fn advance(&mut self, mac: &[u8; MAC_BYTES], tag: u8) -> bool {
+        let (counter, inonce) = self.raw.nonce.split_at_mut(4);
+        for (n, m) in inonce.iter_mut().zip(mac) {
+            *n ^= m;
+        }
+        let mut next = [0u8; 4];
+        next.copy_from_slice(counter);
+        let next = u32::from_le_bytes(next).wrapping_add(1);
+        counter.copy_from_slice(&next.to_le_bytes());
+        if tag & SS_TAG_REKEY != 0 || next == 0 {
+            // SAFETY: `self.raw` is an exclusively borrowed, initialised state of the C
+            // layout; rekey reads and writes only its `k` and `nonce` fields.
+            unsafe { ffi::crypto_secretstream_xchacha20poly1305_rekey(&raw mut self.raw) };
+            return true;
+        }
+        false
+    }
+
+    /// Whether the state's key was replaced by the message just processed: a re-key
+    /// resets the counter to 1 (`_crypto_secretstream_xchacha20poly1305_counter_reset`),
+    /// which an increment otherwise only reaches from 0, a value the counter never keeps
+    /// (a wrap to 0 re-keys at once).
+    fn rekeyed(&self) -> bool {
+        self.raw.nonce[..4] == [1, 0, 0, 0]
+    }
 }
 
-/// Whether the state's key was replaced by the message just processed: a re-key resets
-/// the counter to 1 (`_crypto_secretstream_xchacha20poly1305_counter_reset`), which an
-/// increment otherwise only reaches from 0, a value the counter never keeps (a wrap to
-/// 0 re-keys at once).
-fn rekeyed(state: &ffi::crypto_secretstream_xchacha20poly1305_state) -> bool {
-    state.nonce[..4] == [1, 0, 0, 0]
+#[cfg(test)]
+impl StreamState {
+    /// Sets the 32-bit message counter (tests reach its wrap-around).
+    pub(crate) fn set_counter(&mut self, counter: u32) {
+        self.raw.nonce[..4].copy_from_slice(&counter.to_le_bytes());
+    }
+}
+
+impl Drop for StreamState {
+    fn drop(&mut self) {
+        self.raw.k.zeroize();
+        self.raw.nonce.zeroize();
+        self.raw._pad.zeroize();
+    }
 }
 
 /// ChaCha20 (IETF: 32-bit counter, 12-byte nonce) key stream block number `counter`
@@ -278,7 +301,7 @@ pub(crate) fn chacha20_ietf_block(
 /// The push (encrypting) half of a secretstream, holding libsodium's state by value.
 /// Zeroed on drop.
 pub(crate) struct PushState {
-    state: ffi::crypto_secretstream_xchacha20poly1305_state,
+    state: StreamState,
 }
 
 impl PushState {
@@ -286,7 +309,7 @@ impl PushState {
     /// and its random 24-byte header. Requires [`ensure_init`].
     pub(crate) fn init(key: &[u8; SS_KEY_BYTES]) -> (Self, [u8; SS_HEADER_BYTES]) {
         let mut this = Self {
-            state: empty_state(),
+            state: StreamState::empty(),
         };
         let mut header = [0u8; SS_HEADER_BYTES];
         // SAFETY: `this.state` is a valid, exclusively borrowed state struct of the exact C
@@ -295,7 +318,7 @@ impl PushState {
         // init_push always returns 0.
         let _ = unsafe {
             ffi::crypto_secretstream_xchacha20poly1305_init_push(
-                &raw mut this.state,
+                &raw mut this.state.raw,
                 header.as_mut_ptr(),
                 key.as_ptr(),
             )
@@ -324,7 +347,7 @@ impl PushState {
         // does not abort.
         let _ = unsafe {
             ffi::crypto_secretstream_xchacha20poly1305_push(
-                &raw mut self.state,
+                &raw mut self.state.raw,
                 out.as_mut_ptr(),
                 std::ptr::null_mut(),
                 m.as_ptr(),
@@ -334,7 +357,7 @@ impl PushState {
                 tag,
             )
         };
-        Some(rekeyed(&self.state))
+        Some(self.state.rekeyed())
     }
 
     /// `crypto_secretstream_xchacha20poly1305_push` in place: `msg` is the message's
@@ -359,7 +382,7 @@ impl PushState {
         // within MESSAGEBYTES_MAX (checked), additional data is (NULL, 0), `clen_p` NULL.
         let _ = unsafe {
             ffi::crypto_secretstream_xchacha20poly1305_push(
-                &raw mut self.state,
+                &raw mut self.state.raw,
                 out,
                 std::ptr::null_mut(),
                 out.add(1),
@@ -369,21 +392,7 @@ impl PushState {
                 tag,
             )
         };
-        Some(rekeyed(&self.state))
-    }
-
-    /// The key and nonce of the next message.
-    pub(crate) fn message_key(&self) -> MessageKey<'_> {
-        MessageKey {
-            key: &self.state.k,
-            nonce: &self.state.nonce,
-        }
-    }
-
-    /// Moves the stream past a message sealed outside libsodium with `mac` and `tag`,
-    /// as `push` would have; returns whether the key changed.
-    pub(crate) fn advance(&mut self, mac: &[u8; MAC_BYTES], tag: u8) -> bool {
-        advance(&mut self.state, mac, tag)
+        Some(self.state.rekeyed())
     }
 }
 
@@ -391,25 +400,32 @@ impl PushState {
 impl PushState {
     /// A second state equal to this one (tests compare two implementations from one state).
     pub(crate) fn duplicate(&self) -> Self {
-        Self { state: self.state }
-    }
-
-    /// Sets the 32-bit message counter (tests reach its wrap-around).
-    pub(crate) fn set_counter(&mut self, counter: u32) {
-        self.state.nonce[..4].copy_from_slice(&counter.to_le_bytes());
+        Self {
+            state: StreamState {
+                raw: self.state.raw,
+            },
+        }
     }
 }
 
-impl Drop for PushState {
-    fn drop(&mut self) {
-        wipe_state(&mut self.state);
+/// The state's own operations ([`StreamState`]) on the push half.
+impl std::ops::Deref for PushState {
+    type Target = StreamState;
+    fn deref(&self) -> &StreamState {
+        &self.state
+    }
+}
+
+impl std::ops::DerefMut for PushState {
+    fn deref_mut(&mut self) -> &mut StreamState {
+        &mut self.state
     }
 }
 
 /// The pull (decrypting) half of a secretstream, holding libsodium's state by value.
 /// Zeroed on drop.
 pub(crate) struct PullState {
-    state: ffi::crypto_secretstream_xchacha20poly1305_state,
+    state: StreamState,
 }
 
 /// A secretstream message failed to authenticate (or was shorter than ABYTES).
@@ -421,14 +437,14 @@ impl PullState {
     /// Requires [`ensure_init`].
     pub(crate) fn init(key: &[u8; SS_KEY_BYTES], header: &[u8; SS_HEADER_BYTES]) -> Self {
         let mut this = Self {
-            state: empty_state(),
+            state: StreamState::empty(),
         };
         // SAFETY: `this.state` is a valid, exclusively borrowed state of the C layout;
         // `header` (24 bytes = HEADERBYTES) and `key` (32 bytes = KEYBYTES) are readable
         // arrays of exactly the sizes read. init_pull always returns 0.
         let _ = unsafe {
             ffi::crypto_secretstream_xchacha20poly1305_init_pull(
-                &raw mut this.state,
+                &raw mut this.state.raw,
                 header.as_ptr(),
                 key.as_ptr(),
             )
@@ -461,7 +477,7 @@ impl PullState {
         // data is (NULL, 0). `self.state` was initialised by init_pull.
         let rc = unsafe {
             ffi::crypto_secretstream_xchacha20poly1305_pull(
-                &raw mut self.state,
+                &raw mut self.state.raw,
                 out.as_mut_ptr(),
                 std::ptr::null_mut(),
                 &raw mut tag,
@@ -472,7 +488,7 @@ impl PullState {
             )
         };
         if rc == 0 {
-            Ok((tag, rekeyed(&self.state)))
+            Ok((tag, self.state.rekeyed()))
         } else {
             Err(PullFailed)
         }
@@ -501,7 +517,7 @@ impl PullState {
         // 0), `mlen_p` NULL, `tag_p` a local.
         let rc = unsafe {
             ffi::crypto_secretstream_xchacha20poly1305_pull(
-                &raw mut self.state,
+                &raw mut self.state.raw,
                 base.add(1),
                 std::ptr::null_mut(),
                 &raw mut tag,
@@ -512,37 +528,23 @@ impl PullState {
             )
         };
         if rc == 0 {
-            Ok((tag, rekeyed(&self.state)))
+            Ok((tag, self.state.rekeyed()))
         } else {
             Err(PullFailed)
         }
     }
+}
 
-    /// The key and nonce of the next message.
-    pub(crate) fn message_key(&self) -> MessageKey<'_> {
-        MessageKey {
-            key: &self.state.k,
-            nonce: &self.state.nonce,
-        }
-    }
-
-    /// Moves the stream past a message opened outside libsodium whose MAC verified,
-    /// as `pull` would have; returns whether the key changed.
-    pub(crate) fn advance(&mut self, mac: &[u8; MAC_BYTES], tag: u8) -> bool {
-        advance(&mut self.state, mac, tag)
+/// The state's own operations ([`StreamState`]) on the pull half.
+impl std::ops::Deref for PullState {
+    type Target = StreamState;
+    fn deref(&self) -> &StreamState {
+        &self.state
     }
 }
 
-#[cfg(test)]
-impl PullState {
-    /// Sets the 32-bit message counter.
-    pub(crate) fn set_counter(&mut self, counter: u32) {
-        self.state.nonce[..4].copy_from_slice(&counter.to_le_bytes());
-    }
-}
-
-impl Drop for PullState {
-    fn drop(&mut self) {
-        wipe_state(&mut self.state);
+impl std::ops::DerefMut for PullState {
+    fn deref_mut(&mut self) -> &mut StreamState {
+        &mut self.state
     }
 }
